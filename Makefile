@@ -1,0 +1,57 @@
+# The two commands a new machine needs are `make run` and `make test`; every
+# other target is for people working on stratd.
+JOBS ?= $(shell nproc)
+BUILD_TYPE ?= RelWithDebInfo
+SANITIZER_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp
+
+.PHONY: all deps build run test test-unit test-sanitize bench fuzz soak format lint clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	@cmake --build build -j$(JOBS)
+
+run: build
+	@scripts/run-examples.sh
+
+# Every test on the normal build, then the whole suite again under
+# AddressSanitizer and UndefinedBehaviorSanitizer.
+test: build
+	ctest --test-dir build --output-on-failure -j$(JOBS)
+	@$(MAKE) --no-print-directory test-sanitize
+
+test-unit: build
+	ctest --test-dir build --output-on-failure -L unit -j$(JOBS)
+
+test-sanitize: deps
+	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DSTRATD_SANITIZE=ON >/dev/null
+	@cmake --build build/asan -j$(JOBS)
+	$(SANITIZER_ENV) ctest --test-dir build/asan --output-on-failure -j$(JOBS)
+
+bench: deps
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DSTRATD_TESTS=OFF >/dev/null
+	@cmake --build build/release -j$(JOBS)
+	@bench/run.sh build/release
+
+fuzz: deps
+	@scripts/fuzz.sh long
+
+soak: build
+	@STRATD_SOAK_SECONDS=$${STRATD_SOAK_SECONDS:-600} build/tests/integration_test_soak
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint: build
+	@clang-tidy -p build --quiet $$(git ls-files 'src/*.c')
+	@cppcheck --quiet --enable=warning,performance,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -I src $$(git ls-files 'src/*.c')
+
+clean:
+	rm -rf build

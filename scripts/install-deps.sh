@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs what stratd needs on a Debian bookworm machine: Debian packages by
+# name, and QuickJS 2025-04-26 built from Debian's (trixie) source package
+# into third_party/quickjs. Safe to run again: it only does what is missing.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+quickjs_version=2025.04.26
+quickjs_orig=quickjs_${quickjs_version}.orig.tar.xz
+quickjs_sha256=ec81da5b3249ed648dbc7df4a1654988910e66a118d9b71cb63534216efcfbbe
+quickjs_dir=$here/third_party/quickjs
+
+packages=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  libmicrohttpd-dev libjansson-dev libssl-dev libsqlite3-dev sqlite3
+  libyaml-dev libcurl4-openssl-dev libcmocka-dev
+  prometheus wrk xz-utils ca-certificates curl
+)
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # prometheus would start a daemon on install; only promtool is wanted.
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    "${sudo_cmd[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
+if [ -f "$quickjs_dir/lib/libquickjs.a" ] && [ -f "$quickjs_dir/include/quickjs.h" ]; then
+  exit 0
+fi
+
+echo "fetching QuickJS ${quickjs_version} from Debian's source package"
+work=$here/third_party/quickjs-src
+rm -rf "$work"
+mkdir -p "$work/apt/lists/partial" "$work/download"
+cat >"$work/apt/sources.list" <<SRC
+deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+SRC
+apt_opts=(
+  -o "Dir::Etc::SourceList=$work/apt/sources.list"
+  -o "Dir::Etc::SourceParts=/dev/null"
+  -o "Dir::State::Lists=$work/apt/lists"
+  -o "Dir::Cache=$work/apt/cache"
+  -o "APT::Sandbox::User=root"
+)
+mkdir -p "$work/apt/cache/archives/partial"
+apt-get "${apt_opts[@]}" update -qq
+(cd "$work/download" && apt-get "${apt_opts[@]}" source --download-only -qq "quickjs=${quickjs_version}-1" \
+  || apt-get "${apt_opts[@]}" source --download-only -qq quickjs)
+
+tarball=$work/download/$quickjs_orig
+[ -f "$tarball" ] || { echo "error: $quickjs_orig was not downloaded" >&2; exit 1; }
+echo "$quickjs_sha256  $tarball" | sha256sum --check --quiet - \
+  || { echo "error: $quickjs_orig does not match its pinned SHA-256" >&2; exit 1; }
+
+mkdir -p "$work/tree"
+tar -xJf "$tarball" -C "$work/tree" --strip-components=1
+make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null
+mkdir -p "$quickjs_dir/lib" "$quickjs_dir/include"
+cp "$work/tree/libquickjs.a" "$quickjs_dir/lib/"
+cp "$work/tree/quickjs.h" "$work/tree/quickjs-libc.h" "$quickjs_dir/include/"
+echo "$quickjs_version" >"$quickjs_dir/VERSION"
+rm -rf "$work"
+echo "QuickJS ${quickjs_version} built into third_party/quickjs"

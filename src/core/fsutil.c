@@ -1,0 +1,250 @@
+#include "core/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
+                     struct err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err_set_errno(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_INTERNAL, errno, "cannot open %s",
+                      path);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot stat %s", path);
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        err_set(err, ERR_INVALID, "%s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if ((uint64_t)st.st_size > max_len) {
+        err_set(err, ERR_TOO_LARGE, "%s is %lld bytes, over the limit of %zu", path,
+                (long long)st.st_size, max_len);
+        close(fd);
+        return -1;
+    }
+    size_t cap = (size_t)st.st_size;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        err_set(err, ERR_INTERNAL, "out of memory reading %s", path);
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err_set_errno(err, ERR_INTERNAL, errno, "cannot read %s", path);
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        if (n == 0)
+            break; /* the file shrank while we read it: keep what is there */
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static char *dir_of(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return NULL;
+    char *dir = strdup(dirname(copy));
+    free(copy);
+    return dir;
+}
+
+int fsutil_fsync_dir(const char *dir, struct err *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot open directory %s", dir);
+        return -1;
+    }
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    if (rc != 0) {
+        err_set_errno(err, ERR_INTERNAL, saved, "cannot fsync directory %s", dir);
+        return -1;
+    }
+    return 0;
+}
+
+int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                        struct err *err)
+{
+    static atomic_uint sequence;
+    char *tmp = fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
+    char *dir = dir_of(path);
+    if (!tmp || !dir) {
+        free(tmp);
+        free(dir);
+        err_set(err, ERR_INTERNAL, "out of memory writing %s", path);
+        return -1;
+    }
+    int rc = -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", tmp);
+        goto out;
+    }
+    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", tmp);
+        close(fd);
+        unlink(tmp);
+        goto out;
+    }
+    if (close(fd) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", tmp);
+        unlink(tmp);
+        goto out;
+    }
+    if (rename(tmp, path) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot rename %s over %s", tmp, path);
+        unlink(tmp);
+        goto out;
+    }
+    rc = fsutil_fsync_dir(dir, err);
+out:
+    free(tmp);
+    free(dir);
+    return rc;
+}
+
+int fsutil_mkdirs(const char *path, mode_t mode, struct err *err)
+{
+    char *copy = strdup(path);
+    if (!copy) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    for (char *p = copy + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(copy, mode) != 0 && errno != EEXIST) {
+            err_set_errno(err, ERR_INTERNAL, errno, "cannot create directory %s", copy);
+            free(copy);
+            return -1;
+        }
+        *p = saved;
+        if (saved == '\0')
+            break;
+    }
+    free(copy);
+    if (!fsutil_is_dir(path)) {
+        err_set(err, ERR_INTERNAL, "%s exists and is not a directory", path);
+        return -1;
+    }
+    return 0;
+}
+
+bool fsutil_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool fsutil_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int fsutil_remove_durable(const char *path, struct err *err)
+{
+    if (unlink(path) != 0 && errno != ENOENT) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot remove %s", path);
+        return -1;
+    }
+    char *dir = dir_of(path);
+    if (!dir) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    int rc = fsutil_fsync_dir(dir, err);
+    free(dir);
+    return rc;
+}
+
+void fsutil_rmdir_if_empty(const char *path) { (void)rmdir(path); }
+
+char *fsutil_join(const char *a, const char *b) { return fsutil_format("%s/%s", a, b); }
+
+char *fsutil_format(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *out = NULL;
+    int n = vasprintf(&out, fmt, ap);
+    va_end(ap);
+    return n < 0 ? NULL : out;
+}
+
+int fsutil_lock_acquire(const char *lock_path, struct fsutil_lock *lock, struct err *err)
+{
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot open lock %s", lock_path);
+        return -1;
+    }
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno == EINTR)
+            continue;
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot lock %s", lock_path);
+        close(fd);
+        return -1;
+    }
+    lock->fd = fd;
+    return 0;
+}
+
+void fsutil_lock_release(struct fsutil_lock *lock)
+{
+    if (lock->fd >= 0) {
+        flock(lock->fd, LOCK_UN);
+        close(lock->fd);
+        lock->fd = -1;
+    }
+}

@@ -1,0 +1,56 @@
+/*
+ * fsutil: durable file operations and the cross-process lock.
+ *
+ * Contract
+ * - fsutil_write_atomic() leaves either the old or the new content at `path`
+ *   whatever happens (crash, power loss, disk full): it writes a temporary
+ *   file in the same directory, fsyncs it, renames it over `path` and fsyncs
+ *   the directory. On failure the temporary file is removed.
+ * - fsutil_lock_*: an exclusive advisory lock (flock) on a lock file. Other
+ *   processes that take the same lock (the bootstrap tool, a second server)
+ *   are serialised with this one; within a process two holders also exclude
+ *   each other because each acquisition opens its own descriptor.
+ * - Returned buffers are malloc'ed and owned by the caller.
+ * - Errors: ERR_NOT_FOUND for a missing file, ERR_TOO_LARGE for a file over
+ *   the caller's limit, ERR_NO_SPACE when the disk is full, ERR_INTERNAL for
+ *   other I/O failures. Thread-safe.
+ */
+#ifndef STRATD_CORE_FSUTIL_H
+#define STRATD_CORE_FSUTIL_H
+
+#include "core/err.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Reads a whole file; *data is NUL-terminated (not counted in *len). */
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
+                     struct err *err);
+int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                        struct err *err);
+int fsutil_fsync_dir(const char *dir, struct err *err);
+/* mkdir -p; existing directories are fine. */
+int fsutil_mkdirs(const char *path, mode_t mode, struct err *err);
+bool fsutil_is_dir(const char *path);
+bool fsutil_exists(const char *path);
+/* Removes a file, then fsyncs its directory. A missing file is not an error. */
+int fsutil_remove_durable(const char *path, struct err *err);
+/* Removes an empty directory; a missing or non-empty directory is left. */
+void fsutil_rmdir_if_empty(const char *path);
+/* "a" + "/" + "b", malloc'ed; NULL if out of memory. */
+char *fsutil_join(const char *a, const char *b);
+/* A printf-formatted path, malloc'ed; NULL if out of memory. */
+__attribute__((format(printf, 1, 2))) char *fsutil_format(const char *fmt, ...);
+
+struct fsutil_lock {
+    int fd;
+};
+
+#define FSUTIL_LOCK_INIT {-1}
+
+/* Blocks until the lock is held. Creates the lock file if needed. */
+int fsutil_lock_acquire(const char *lock_path, struct fsutil_lock *lock, struct err *err);
+void fsutil_lock_release(struct fsutil_lock *lock);
+
+#endif

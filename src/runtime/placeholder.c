@@ -1,0 +1,2 @@
+/* placeholder until the subsystem lands */
+typedef int stratd_runtime_placeholder;

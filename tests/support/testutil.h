@@ -1,0 +1,119 @@
+/*
+ * Test helpers shared by unit and integration tests: temporary trees, files,
+ * a real `stratd serve` child process, and an HTTP client (libcurl).
+ *
+ * Every function aborts the test (cmocka fail_msg) on an unexpected failure
+ * of the machinery itself, so tests read as a list of assertions about
+ * stratd's behaviour. Strings returned are malloc'ed and owned by the caller.
+ */
+#ifndef STRATD_TESTS_TESTUTIL_H
+#define STRATD_TESTS_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka needs the three above first */
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* ---- files ---- */
+char *tu_tempdir(const char *prefix);
+void tu_remove_tree(const char *path);
+void tu_write_file(const char *path, const char *data, size_t len);
+void tu_write_text(const char *path, const char *text);
+char *tu_read_file(const char *path, size_t *len); /* NULL if missing */
+char *tu_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* SHA-256 over every path, mode and content under dir: equal strings mean
+ * an untouched tree. */
+char *tu_tree_checksum(const char *dir);
+/* The contents of examples/strategies/<name>.js. */
+char *tu_example_source(const char *name);
+/* Runs a shell command; returns its exit status (or -1). Output goes to
+ * *output when non-NULL. */
+int tu_run(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- a real server ---- */
+struct tu_server {
+    pid_t pid;
+    int port;
+    char base_url[64];
+    char *root;           /* temporary directory owning the two below */
+    char *strategies_dir; /* --strategies */
+    char *state_dir;      /* --state */
+    char *log_path;       /* the server's stderr */
+    char *config_path;    /* --config, or NULL */
+    bool own_root;
+};
+
+struct tu_server_options {
+    const char *strategies_dir; /* reuse a tree (NULL: a fresh temporary one) */
+    const char *state_dir;
+    const char *config_yaml;    /* written to a file and passed as --config */
+    const char *const *extra_args; /* NULL-terminated */
+    bool seed_examples;         /* copy examples/strategies into the tree first */
+};
+
+void tu_server_start(struct tu_server *srv, const struct tu_server_options *opts);
+/* Starts again on the same directories (after stop or kill). */
+void tu_server_restart(struct tu_server *srv, const struct tu_server_options *opts);
+/* SIGTERM and wait; asserts a clean exit (status 0). */
+void tu_server_stop(struct tu_server *srv);
+/* SIGKILL and wait. */
+void tu_server_kill(struct tu_server *srv);
+/* Stops if running and removes the temporary tree. */
+void tu_server_cleanup(struct tu_server *srv);
+/* The server's log so far. */
+char *tu_server_log(const struct tu_server *srv);
+
+/* ---- HTTP ---- */
+struct tu_response {
+    long status;
+    char *body;
+    size_t len;
+    json_t *json; /* parsed body when it is JSON, else NULL */
+    char *headers;
+};
+
+/* Sends a request; extra_headers is a NULL-terminated list or NULL. */
+void tu_http(struct tu_response *res, const char *method, const char *url, const char *body,
+             size_t body_len, const char *const *extra_headers);
+void tu_get(struct tu_server *srv, struct tu_response *res, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void tu_delete(struct tu_server *srv, struct tu_response *res, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Body is JSON text; method is POST, PUT, ... */
+void tu_send(struct tu_server *srv, struct tu_response *res, const char *method, const char *path,
+             const char *json_body);
+/* Same, with the body built from a jansson value (stolen). */
+void tu_send_json(struct tu_server *srv, struct tu_response *res, const char *method,
+                  const char *path, json_t *body);
+void tu_response_free(struct tu_response *res);
+/* A header's value (case-insensitive name), malloc'ed, or NULL. */
+char *tu_header(const struct tu_response *res, const char *name);
+/* URL-escapes a path segment. */
+char *tu_escape(const char *segment);
+
+/* Uploads a module source; returns the response (status 200/201 or error). */
+void tu_upload(struct tu_server *srv, struct tu_response *res, const char *source,
+               const char *fields_json);
+
+/* ---- assertions ---- */
+#define tu_assert_status(res, expected)                                                            \
+    do {                                                                                           \
+        if ((res)->status != (expected))                                                           \
+            fail_msg("expected HTTP %d, got %ld: %.*s", (int)(expected), (res)->status,            \
+                     (int)((res)->len > 2000 ? 2000 : (res)->len),                                 \
+                     (res)->body ? (res)->body : "");                                              \
+    } while (0)
+
+/* The string at a JSON path like "module.hash" or "modules.0.name". */
+const char *tu_jstr(const json_t *root, const char *path);
+json_t *tu_jget(const json_t *root, const char *path);
+long long tu_jint(const json_t *root, const char *path);
+/* Sets a env-style source module text for a strategy with the given name. */
+char *tu_module_source(const char *name, const char *tag, const char *extra_body);
+
+#endif

@@ -1,0 +1,219 @@
+#include "testutil.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/fsutil.h"
+#include "core/hash.h"
+#include "core/jsonutil.h"
+#include "core/names.h"
+#include "core/strbuf.h"
+
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void test_sha256_known_vectors(void **state)
+{
+    (void)state;
+    char hex[HASH_HEX_LEN + 1];
+    hash_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    hash_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_hash_file_matches_memory(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("core");
+    char *path = tu_path("%s/f.js", dir);
+    tu_write_text(path, "module.exports = {};\n");
+    char a[HASH_HEX_LEN + 1], b[HASH_HEX_LEN + 1];
+    uint64_t size = 0;
+    struct err err = ERR_INIT;
+    assert_int_equal(hash_file_sha256(path, a, &size, &err), 0);
+    hash_sha256_hex("module.exports = {};\n", 21, b);
+    assert_string_equal(a, b);
+    assert_int_equal(size, 21);
+    char *missing = tu_path("%s/none.js", dir);
+    assert_int_equal(hash_file_sha256(missing, a, &size, &err), -1);
+    assert_int_equal(err.kind, ERR_NOT_FOUND);
+    err_clear(&err);
+    free(missing);
+    free(path);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+static void test_hash_parse(void **state)
+{
+    (void)state;
+    char hex[HASH_HEX_LEN + 1];
+    const char *full = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+    assert_true(hash_parse_full(full, hex));
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    char *spelled = tu_path("sha256:%s", hex);
+    assert_true(hash_parse_full(spelled, hex));
+    free(spelled);
+    assert_false(hash_parse_full("sha256:abc", hex));
+    assert_false(hash_parse_full("zz", hex));
+    char out[HASH_SPELLED_LEN + 1];
+    hash_spell(hex, out);
+    assert_int_equal(strlen(out), HASH_SPELLED_LEN);
+    assert_memory_equal(out, "sha256:", 7);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_true(names_valid_strategy("momentum"));
+    assert_true(names_valid_strategy("a"));
+    assert_true(names_valid_strategy("mean_reversion-2"));
+    assert_false(names_valid_strategy(""));
+    assert_false(names_valid_strategy("Momentum"));
+    assert_false(names_valid_strategy("-x"));
+    assert_false(names_valid_strategy("a/b"));
+    assert_false(names_valid_strategy(".."));
+    assert_false(names_valid_strategy("a.b"));
+    char long_name[70];
+    memset(long_name, 'a', 65);
+    long_name[65] = '\0';
+    assert_false(names_valid_strategy(long_name));
+    long_name[64] = '\0';
+    assert_true(names_valid_strategy(long_name));
+    assert_true(names_reserved_strategy("modules"));
+    assert_true(names_reserved_strategy("registry"));
+    assert_true(names_reserved_strategy("refresh"));
+    assert_false(names_reserved_strategy("momentum"));
+    assert_true(names_valid_tag("v1.2.0"));
+    assert_true(names_valid_tag("prod"));
+    assert_true(names_valid_tag("Release_2-rc.1"));
+    assert_false(names_valid_tag(".hidden"));
+    assert_false(names_valid_tag("a/b"));
+    assert_false(names_valid_tag("a b"));
+    assert_false(names_valid_tag(""));
+}
+
+static void test_strbuf(void **state)
+{
+    (void)state;
+    struct strbuf sb = STRBUF_INIT;
+    assert_string_equal(strbuf_cstr(&sb), "");
+    strbuf_puts(&sb, "hello");
+    strbuf_putc(&sb, ' ');
+    strbuf_printf(&sb, "%d %s", 42, "world");
+    for (int i = 0; i < 100; i++)
+        strbuf_printf(&sb, "%0300d", i);
+    assert_false(strbuf_failed(&sb));
+    assert_int_equal(sb.len, 14 + 100 * 300);
+    assert_memory_equal(sb.data, "hello 42 world", 14);
+    size_t len = 0;
+    char *s = strbuf_detach(&sb, &len);
+    assert_int_equal(len, 14 + 100 * 300);
+    free(s);
+    assert_null(sb.data);
+}
+
+static void test_atomic_write_and_read(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("core");
+    char *path = tu_path("%s/sub/dir/file.json", dir);
+    char *sub = tu_path("%s/sub/dir", dir);
+    struct err err = ERR_INIT;
+    assert_int_equal(fsutil_mkdirs(sub, 0755, &err), 0);
+    assert_int_equal(fsutil_write_atomic(path, "{\"a\":1}", 7, 0644, &err), 0);
+    assert_int_equal(fsutil_write_atomic(path, "{\"a\":2}", 7, 0644, &err), 0);
+    char *data = NULL;
+    size_t len = 0;
+    assert_int_equal(fsutil_read_file(path, 1024, &data, &len, &err), 0);
+    assert_string_equal(data, "{\"a\":2}");
+    free(data);
+    assert_int_equal(fsutil_read_file(path, 3, &data, &len, &err), -1);
+    assert_int_equal(err.kind, ERR_TOO_LARGE);
+    err_clear(&err);
+    /* no temporary file is left behind */
+    char *out = NULL;
+    assert_int_equal(tu_run(&out, "ls -A '%s'", sub), 0);
+    assert_string_equal(out, "file.json\n");
+    free(out);
+    /* a read-only directory makes the write fail and keeps the old file */
+    if (geteuid() != 0) {
+        chmod(sub, 0555);
+        assert_int_equal(fsutil_write_atomic(path, "x", 1, 0644, &err), -1);
+        chmod(sub, 0755);
+        err_clear(&err);
+    }
+    free(path);
+    free(sub);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+static void test_json_parse_errors_say_where(void **state)
+{
+    (void)state;
+    struct err err = ERR_INIT;
+    json_t *v = jsonutil_parse("{\n  \"a\": 1,\n  \"b\": }", 20, &err);
+    assert_null(v);
+    assert_int_equal(err.kind, ERR_INVALID);
+    assert_non_null(strstr(err.message, "line 3"));
+    assert_int_equal(json_integer_value(json_object_get(err.details, "line")), 3);
+    err_clear(&err);
+    v = jsonutil_parse_object("[1]", 3, &err);
+    assert_null(v);
+    assert_int_equal(err.kind, ERR_INVALID);
+    err_clear(&err);
+    json_t *s = jsonutil_string_lossy("ok\xff\xfe!", 5);
+    assert_non_null(s);
+    assert_string_equal(json_string_value(s), "ok\xEF\xBF\xBD\xEF\xBF\xBD!");
+    json_decref(s);
+}
+
+static void test_rfc3339(void **state)
+{
+    (void)state;
+    char buf[40];
+    clock_format_rfc3339(1764687000123LL, buf, sizeof buf);
+    assert_string_equal(buf, "2025-12-02T14:50:00.123Z");
+    int64_t ms = 0;
+    assert_int_equal(clock_parse_rfc3339(buf, &ms), 0);
+    assert_int_equal(ms, 1764687000123LL);
+    assert_int_equal(clock_parse_rfc3339("2025-12-02T15:50:00+01:00", &ms), 0);
+    assert_int_equal(ms, 1764687000000LL);
+    assert_int_equal(clock_parse_rfc3339("yesterday", &ms), -1);
+    assert_int_equal(clock_parse_rfc3339("2025-12-02T14:50:00", &ms), -1);
+}
+
+static void test_err_status_mapping(void **state)
+{
+    (void)state;
+    assert_int_equal(err_http_status(ERR_INVALID), 400);
+    assert_int_equal(err_http_status(ERR_NOT_FOUND), 404);
+    assert_int_equal(err_http_status(ERR_CONFLICT), 409);
+    assert_int_equal(err_http_status(ERR_TOO_LARGE), 413);
+    assert_int_equal(err_http_status(ERR_UNPROCESSABLE), 422);
+    assert_int_equal(err_http_status(ERR_NO_SPACE), 507);
+    struct err err = ERR_INIT;
+    err_set_errno(&err, ERR_INTERNAL, 28 /* ENOSPC */, "cannot write %s", "x");
+    assert_int_equal(err.kind, ERR_NO_SPACE);
+    err_add_detail(&err, "k", json_integer(1));
+    err_clear(&err);
+    assert_null(err.details);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_known_vectors),
+        cmocka_unit_test(test_hash_file_matches_memory),
+        cmocka_unit_test(test_hash_parse),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_strbuf),
+        cmocka_unit_test(test_atomic_write_and_read),
+        cmocka_unit_test(test_json_parse_errors_say_where),
+        cmocka_unit_test(test_rfc3339),
+        cmocka_unit_test(test_err_status_mapping),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
