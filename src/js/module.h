@@ -1,0 +1,70 @@
+/*
+ * module: strategy modules as CommonJS, compiled once per revision.
+ *
+ * A strategy file is a script evaluated with two globals, `module` (an
+ * object whose `exports` starts as an empty object) and `exports` (the same
+ * object), exactly as in CommonJS; the module's value is `module.exports`
+ * after evaluation. No wrapper is added around the source, so line and
+ * column numbers in errors are those of the file.
+ *
+ * Compile once: js_compile() parses the source in a throwaway runtime and
+ * produces bytecode (QuickJS's serialised function). Every instance of the
+ * revision then runs js_module_load() on that bytecode: no re-parse.
+ *
+ * Contract
+ * - struct js_bytecode is immutable and reference-counted; any thread may
+ *   retain/release it and load it into a sandbox it owns.
+ * - struct js_bytecode_cache is thread-safe: concurrent get-or-compile calls
+ *   for the same hash compile once.
+ * - Errors: ERR_UNPROCESSABLE with details.diagnostics (see validate.h) for
+ *   source that does not compile or a module that throws while loading;
+ *   ERR_INTERNAL otherwise.
+ */
+#ifndef STRATD_JS_MODULE_H
+#define STRATD_JS_MODULE_H
+
+#include "core/err.h"
+#include "core/hash.h"
+#include "js/sandbox.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct js_bytecode {
+    atomic_int refs;
+    uint8_t *data;
+    size_t len;
+    char filename[128]; /* "<name>.js", shown in stack traces */
+};
+
+int js_compile(const char *source, size_t len, const char *filename, struct js_bytecode **out,
+               struct err *err);
+void js_bytecode_retain(struct js_bytecode *bc);
+void js_bytecode_release(struct js_bytecode *bc);
+
+/* Installs `module`/`exports`, runs the bytecode under the sandbox's budget
+ * and returns module.exports (a new JSValue owned by the caller). On failure
+ * returns -1 with err set; a load that ran past its budget or the memory cap
+ * says so in the message. */
+int js_module_load(struct js_sandbox *sb, const struct js_bytecode *bc, JSValue *exports,
+                   struct err *err);
+
+/* Supplies a revision's source for the cache; *source is malloc'ed. */
+typedef int (*js_source_fn)(void *ctx, const char *hex, char **source, size_t *len,
+                            char *filename, size_t filename_size, struct err *err);
+
+struct js_bytecode_cache;
+
+struct js_bytecode_cache *js_bytecode_cache_new(void);
+void js_bytecode_cache_free(struct js_bytecode_cache *cache);
+/* The bytecode for revision `hex`, compiled through `source` on first use.
+ * Returns a retained reference. */
+int js_bytecode_cache_get(struct js_bytecode_cache *cache, const char *hex, js_source_fn source,
+                          void *source_ctx, struct js_bytecode **out, struct err *err);
+/* Drops a revision's bytecode (after the revision is deleted). */
+void js_bytecode_cache_forget(struct js_bytecode_cache *cache, const char *hex);
+/* How many times any source was compiled by this cache (for metrics/tests). */
+uint64_t js_bytecode_cache_compilations(const struct js_bytecode_cache *cache);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * sandbox: one QuickJS runtime and context with the limits stratd enforces.
+ *
+ * A sandbox has its own heap (JSRuntime) with a memory cap and a maximum
+ * stack size, a per-callback CPU budget enforced by QuickJS's interrupt
+ * handler, and a global object holding only ECMAScript built-ins: no std or
+ * os modules, no require, no filesystem, no module loader. Strategies see the
+ * host only through what the runtime installs on top.
+ *
+ * Contract
+ * - A sandbox belongs to one thread at a time; every call on it (and every
+ *   QuickJS call on sb->ctx) must come from that thread. Moving a sandbox to
+ *   another thread is allowed between calls (call JS_UpdateStackTop first,
+ *   which js_sandbox_arm does).
+ * - js_sandbox_arm(budget) must precede each entry into JS; when the budget
+ *   runs out the interrupt handler makes QuickJS throw an uncatchable
+ *   "interrupted" error and js_sandbox_overran() turns true.
+ * - Memory: when the cap is hit QuickJS throws out-of-memory; the caller
+ *   checks js_sandbox_classify() to tell the cases apart.
+ * - js_sandbox_free() releases everything, even mid-failure.
+ */
+#ifndef STRATD_JS_SANDBOX_H
+#define STRATD_JS_SANDBOX_H
+
+#include "core/err.h"
+
+#include <quickjs.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JS_SANDBOX_DEFAULT_MEMORY (64u << 20)
+#define JS_SANDBOX_DEFAULT_STACK (256u << 10)
+#define JS_SANDBOX_DEFAULT_BUDGET_NS (50LL * 1000 * 1000)
+
+struct js_limits {
+    size_t memory_bytes; /* heap cap; 0 = JS_SANDBOX_DEFAULT_MEMORY */
+    size_t stack_bytes;  /* 0 = JS_SANDBOX_DEFAULT_STACK */
+    int64_t budget_ns;   /* per callback; 0 = JS_SANDBOX_DEFAULT_BUDGET_NS */
+};
+
+struct js_sandbox {
+    JSRuntime *rt;
+    JSContext *ctx;
+    struct js_limits limits;
+    int64_t deadline_ns; /* monotonic; 0 = unarmed */
+    bool overran;        /* the interrupt handler fired since the last arm */
+    void *user;          /* the owner's pointer (the runtime's instance) */
+};
+
+/* How the last failed call into JS failed. */
+enum js_failure {
+    JS_FAILURE_EXCEPTION, /* a catchable JS exception (a strategy bug) */
+    JS_FAILURE_BUDGET,    /* ran past its CPU budget */
+    JS_FAILURE_MEMORY,    /* hit the memory cap */
+    JS_FAILURE_STACK,     /* recursed past the stack limit */
+};
+
+int js_sandbox_init(struct js_sandbox *sb, const struct js_limits *limits, struct err *err);
+void js_sandbox_free(struct js_sandbox *sb);
+/* Starts a budget window for the next entry into JS (0 = the default). */
+void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns);
+void js_sandbox_disarm(struct js_sandbox *sb);
+static inline bool js_sandbox_overran(const struct js_sandbox *sb) { return sb->overran; }
+
+/* Details of a pending exception, taken out of the context (which is left
+ * without one). Strings are malloc'ed; line/column are 1-based, 0 if
+ * unknown. `line`/`column` are those of the innermost frame in `filename`
+ * (the strategy's own file), so they point at the strategy's code rather
+ * than at a built-in. */
+struct js_exception {
+    enum js_failure failure;
+    char *name;    /* "TypeError", "SyntaxError", ... */
+    char *message;
+    char *stack;   /* the JS stack trace text, may be empty */
+    int line;
+    int column;
+};
+
+void js_sandbox_take_exception(struct js_sandbox *sb, const char *filename,
+                               struct js_exception *out);
+void js_exception_free(struct js_exception *ex);
+
+/* Bytes currently allocated in the sandbox's heap. */
+size_t js_sandbox_memory_used(struct js_sandbox *sb);
+
+#endif

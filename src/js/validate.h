@@ -1,0 +1,58 @@
+/*
+ * validate: decides whether a source file is a strategy module, and says
+ * exactly where it is not.
+ *
+ * The module runs in a throwaway sandbox (memory cap, time budget, no host
+ * access) as CommonJS. Stages, in order; the first failing stage ends it:
+ *   compile   the source does not parse (line/column of the offending token)
+ *   execute   the top level throws or runs past its budget (line/column of
+ *             the throwing statement)
+ *   metadata  module.exports.metadata missing or invalid:
+ *               name      required, a valid strategy name (core/names.h)
+ *               displayName  string of 1..80 characters
+ *               description  optional string
+ *               tag       optional, a valid tag
+ *               events    non-empty array of canonical event names:
+ *                         Trade Ticker BookSnapshot ExecReport KlineSummary
+ *                         InstrumentUpdate BalanceUpdate RiskControl Extension
+ *               config    optional array of fields {name, type, description?,
+ *                         default?, required?, options? (enum values)}, type in
+ *                         string|int|float|bool|duration|enum; a default
+ *                         must have the field's type; names unique
+ *   create    module.exports.create is not a function
+ *
+ * Normalised metadata (what every listing shows):
+ *   {"name", "displayName", "description" ("" if none), "tag" (only if
+ *    given), "events": [...], "config": [{"name", "type", "description"
+ *    ("" if none), "default" (only if given), "required" (false if not
+ *    given), "options" (enum only)}]}
+ *
+ * Contract: thread-safe (each call makes its own sandbox). A module that
+ * does not validate is ERR_UNPROCESSABLE with details {"diagnostics": [...]};
+ * each diagnostic is {"stage", "message", "line", "column", "hint"} with
+ * line/column 1-based (0 when not applicable) and hint a sentence that tells
+ * the author what to do.
+ */
+#ifndef STRATD_JS_VALIDATE_H
+#define STRATD_JS_VALIDATE_H
+
+#include "core/err.h"
+#include "js/sandbox.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define JS_VALIDATE_DEFAULT_MEMORY (32u << 20)
+#define JS_VALIDATE_DEFAULT_BUDGET_NS (1000LL * 1000 * 1000)
+
+/* Returns the normalised metadata (new reference) or NULL with err set.
+ * `limits` may be NULL for the validation defaults above. */
+json_t *js_validate(const char *source, size_t len, const char *filename,
+                    const struct js_limits *limits, struct err *err);
+
+/* The canonical event names, and the handler each is delivered to. */
+extern const char *const js_event_names[];
+extern const size_t js_event_count;
+int js_event_index(const char *name); /* -1 if not canonical */
+
+#endif

@@ -1,0 +1,90 @@
+/*
+ * market: providers (markets) and the adapters that implement them. The
+ * embedded adapter is `simulated`: a deterministic exchange with a price
+ * process, an order book and a matching engine.
+ *
+ * A provider is a named instance of an adapter with settings, e.g. `sim`
+ * (adapter simulated, symbols BTC-USDT and ETH-USDT). Each running provider
+ * has its own thread: it produces market events into the event sink given at
+ * market_new() (the runtime's router), and it owns its matching engine, so
+ * orders from any worker are queued to it and handled in order.
+ *
+ * Simulated adapter settings (ProviderRequest adapter.config, YAML config):
+ *   symbols      list of "BASE-QUOTE" symbols            (default BTC-USDT, ETH-USDT)
+ *   seed         integer; same settings => same event sequence (default 1)
+ *   tickRate     market events per second per symbol; 0 = unpaced, as fast
+ *                as consumers take them (default 10)
+ *   volatility   per-tick standard deviation of log price (default 0.0005)
+ *   startPrices  {symbol: price}                          (default 100 per symbol, BTC 50000, ETH 3000)
+ *   bookDepth    levels per side in BookSnapshot           (default 10)
+ *   balances     {asset: amount}                           (default USDT 100000, one unit of each base)
+ *   feeRate      taker fee as a fraction of notional      (default 0.001)
+ * Per tick and symbol it emits a Trade and a Ticker; every bookEvery-th tick a
+ * BookSnapshot; every klineEvery-th tick a KlineSummary (documented in
+ * simulated.c). Orders: market orders fill against the book, across levels
+ * (partial fills); limit orders rest and fill when a trade crosses their
+ * price; cancel works; unknown symbol, size <= 0 or not a finite number,
+ * price <= 0 for a limit, insufficient balance are rejected with a reason.
+ * Each step is an ExecReport directed to the owning instance. Dry-run orders
+ * are matched the same way but never touch or check balances. Every order
+ * and execution is recorded in the store; balances changes are stored and
+ * published as BalanceUpdate events to the provider's subscribers.
+ *
+ * Contract
+ * - struct market is thread-safe: any thread may call any function. Calls
+ *   that change providers serialise on the market's lock; the order path
+ *   (market_ops submit/cancel/quote) takes no market-wide lock.
+ * - JSON returned is a new reference in the contract's shapes (Provider,
+ *   ProviderDetail, AdapterMetadata, BalanceRecord).
+ * - Errors: ERR_INVALID (bad settings, naming the field), ERR_NOT_FOUND
+ *   (unknown provider/adapter), ERR_CONFLICT (duplicate name; deleting a
+ *   provider that running instances use: details.instances).
+ */
+#ifndef STRATD_MARKET_MARKET_H
+#define STRATD_MARKET_MARKET_H
+
+#include "core/err.h"
+#include "runtime/event.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct market;
+
+/* store may be NULL (tests): nothing is recorded. */
+struct market *market_new(struct event_sink sink, struct store *store);
+/* Stops every provider thread and frees everything. */
+void market_free(struct market *m);
+
+/* The hooks the runtime calls (submit, cancel, quote, trading_active). */
+struct market_ops market_runtime_ops(struct market *m);
+
+/* Creates a provider from a ProviderRequest ({name, adapter: {identifier,
+ * config}, enabled}); starts it unless enabled is false. *detail (if
+ * non-NULL) receives its ProviderDetail. */
+int market_provider_create(struct market *m, const json_t *request, json_t **detail,
+                           struct err *err);
+/* Replaces a provider's settings (restarting it if it ran). */
+int market_provider_update(struct market *m, const char *name, const json_t *request,
+                           json_t **detail, struct err *err);
+int market_provider_delete(struct market *m, const char *name, struct err *err);
+int market_provider_start(struct market *m, const char *name, json_t **detail, struct err *err);
+int market_provider_stop(struct market *m, const char *name, json_t **detail, struct err *err);
+
+/* {"providers": [Provider...]} */
+json_t *market_providers_json(struct market *m);
+/* ProviderDetail with instruments; NULL + ERR_NOT_FOUND if unknown. */
+json_t *market_provider_json(struct market *m, const char *name, struct err *err);
+/* {"balances": [BalanceRecord...], "count"} newest first. */
+json_t *market_balances_json(struct market *m, const char *name, const char *asset, int limit,
+                             struct err *err);
+
+/* {"adapters": [AdapterMetadata...]} and one AdapterMetadata. */
+json_t *market_adapters_json(void);
+json_t *market_adapter_json(const char *identifier, struct err *err);
+
+bool market_has_provider(struct market *m, const char *name);
+bool market_has_symbol(struct market *m, const char *provider, const char *symbol);
+
+#endif

@@ -1,0 +1,215 @@
+/*
+ * registry: the catalogue of strategy revisions, as stored on disk.
+ *
+ *   <root>/registry.json                   source of truth for tags
+ *   <root>/<name>/<64 hex>/<name>.js        one file per revision
+ *
+ * registry.json maps each strategy to
+ *   {"tags": {tag: "sha256:<hex>"},
+ *    "hashes": {"sha256:<hex>": {"tag": primary tag, "path": "<name>/<hex>/<name>.js"}}}
+ * Strategies are written sorted by name, tags sorted by tag, hashes in the
+ * order they were added (that order defines "newest").
+ *
+ * Two layers:
+ *
+ * struct registry  an immutable, reference-counted snapshot. Readers get one
+ *                  from catalog_snapshot(), read it from any thread without
+ *                  locks, and registry_release() it. Nothing in a snapshot
+ *                  ever changes after it is published.
+ *
+ * struct catalog   owns the current snapshot and the root directory, and
+ *                  performs every change. A change runs under an in-process
+ *                  mutex plus an flock on <root>/.registry.lock (the lock the
+ *                  bootstrap tool takes too). Under the lock it first checks
+ *                  whether registry.json changed on disk since the snapshot
+ *                  was built (another process wrote it) and reloads if so, so
+ *                  a change never overwrites someone else's. It then builds a
+ *                  new snapshot, writes revision files (before the registry
+ *                  entry that names them) and registry.json atomically and
+ *                  durably (fsutil_write_atomic), and only then publishes the
+ *                  new snapshot. If any write fails, the published snapshot
+ *                  and the files on disk are the old ones.
+ *
+ * Every registered file is re-hashed when the catalogue is loaded or
+ * reloaded. A revision whose file is missing or whose bytes do not hash to
+ * its name is kept in the snapshot with `invalid` set and a reason, is logged,
+ * and can never be resolved by a selector (ERR_CONFLICT).
+ *
+ * Errors: ERR_INVALID (malformed name/tag/hash), ERR_NOT_FOUND (unknown
+ * strategy, tag or revision), ERR_CONFLICT (ambiguous prefix: details
+ * {"candidates": [...]}; a version tag that names another revision; deleting
+ * `latest` or an orphaning tag delete; a guard refusal; an invalid revision),
+ * ERR_NO_SPACE / ERR_INTERNAL (I/O). All catalog functions are thread-safe.
+ */
+#ifndef STRATD_REGISTRY_REGISTRY_H
+#define STRATD_REGISTRY_REGISTRY_H
+
+#include "core/err.h"
+#include "core/hash.h"
+#include "registry/selector.h"
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define REGISTRY_FILE "registry.json"
+#define REGISTRY_LOCK_FILE ".registry.lock"
+#define REGISTRY_LATEST "latest"
+
+/* ------------------------------------------------------------ snapshot */
+
+struct registry_revision {
+    char hex[HASH_HEX_LEN + 1];
+    char *tag;            /* primary tag, as written in hashes[h].tag */
+    char *path;           /* relative to the root: "<name>/<hex>/<name>.js" */
+    uint64_t size;        /* bytes of the file (0 when missing) */
+    uint64_t order;       /* insertion order within the registry; larger is newer */
+    bool invalid;         /* missing, unreadable, wrong bytes, or does not validate */
+    char *invalid_reason; /* NULL when valid */
+    json_t *metadata;     /* normalised metadata (see js/validate.h); NULL if unknown */
+};
+
+struct registry_tag {
+    char *tag;
+    char hex[HASH_HEX_LEN + 1];
+};
+
+struct registry_strategy {
+    atomic_int refs; /* strategies are shared between snapshots */
+    char name[NAMES_STRATEGY_MAX + 1];
+    struct registry_tag *tags; /* sorted by tag */
+    size_t ntags;
+    struct registry_revision *revisions; /* oldest first */
+    size_t nrevisions;
+};
+
+struct registry {
+    atomic_int refs;
+    uint64_t generation;                   /* increases with every published snapshot */
+    struct registry_strategy **strategies; /* sorted by name */
+    size_t nstrategies;
+};
+
+void registry_retain(struct registry *reg);
+void registry_release(struct registry *reg);
+
+const struct registry_strategy *registry_find_strategy(const struct registry *reg,
+                                                       const char *name);
+const struct registry_revision *registry_find_revision(const struct registry_strategy *st,
+                                                       const char *hex);
+/* The hex a tag points at, or NULL. */
+const char *registry_tag_target(const struct registry_strategy *st, const char *tag);
+/* The revision `latest` points at (NULL only for an empty strategy). */
+const struct registry_revision *registry_latest(const struct registry_strategy *st);
+/* Tags pointing at hex, sorted, as a new JSON array of strings. */
+json_t *registry_tags_of(const struct registry_strategy *st, const char *hex);
+
+struct registry_resolution {
+    const struct registry_strategy *strategy;
+    const struct registry_revision *revision;
+    const char *tag; /* the tag the selector went through, or NULL for hashes */
+};
+
+/* Resolves a parsed selector against the snapshot. The pointers in *out live
+ * as long as the snapshot. ERR_NOT_FOUND for unknown names, tags or hashes;
+ * ERR_CONFLICT for an ambiguous prefix (details.candidates lists
+ * "name@sha256:<hex>" strings) and for an invalid revision. */
+int registry_resolve(const struct registry *reg, const struct selector *sel,
+                     struct registry_resolution *out, struct err *err);
+/* Parses and resolves in one step. */
+int registry_resolve_text(const struct registry *reg, const char *selector_text,
+                          struct registry_resolution *out, struct err *err);
+
+/* The registry.json document for this snapshot (new reference). */
+json_t *registry_to_json(const struct registry *reg);
+
+/* ------------------------------------------------------------- catalog */
+
+/* Supplies metadata for a revision whose file verified, e.g. by running the
+ * validator (with a cache by hash). Returns a new JSON reference, or NULL and
+ * sets *reason (malloc'ed) when the module does not validate; the revision is
+ * then marked invalid. Called without the catalog's locks held by other
+ * threads' readers; it may be called concurrently for different revisions. */
+typedef json_t *(*catalog_metadata_fn)(void *ctx, const char *name, const char *hex,
+                                       const char *source, size_t len, char **reason);
+
+/* Vetoes a delete: return 0 to allow, or -1 with err set (ERR_CONFLICT,
+ * details.instances) to refuse. hex is NULL when the whole strategy goes.
+ * Called with the catalog's write lock held: it must not call back into the
+ * catalog. */
+typedef int (*catalog_guard_fn)(void *ctx, const char *name, const char *hex, struct err *err);
+
+struct catalog_options {
+    const char *root;             /* the strategies directory; created if missing */
+    catalog_metadata_fn metadata; /* may be NULL: revisions keep metadata NULL */
+    void *metadata_ctx;
+};
+
+struct catalog;
+
+/* Loads the registry (a missing registry.json is an empty catalogue) and
+ * verifies every file. A registry.json that is not valid JSON or not in the
+ * format is ERR_INVALID: nothing is served from it. */
+int catalog_open(const struct catalog_options *opts, struct catalog **out, struct err *err);
+void catalog_close(struct catalog *cat);
+const char *catalog_root(const struct catalog *cat);
+
+/* The current snapshot, retained for the caller. Never NULL after open. */
+struct registry *catalog_snapshot(struct catalog *cat);
+
+/* Re-reads registry.json and re-hashes every file (hand edits, bootstrap).
+ * On a registry.json that no longer parses, the previous snapshot stays
+ * published and ERR_INVALID says why. *problems (if non-NULL) receives a new
+ * array of {"strategy", "hash", "message"} for every invalid revision. */
+int catalog_reload(struct catalog *cat, json_t **problems, struct err *err);
+
+struct catalog_upload {
+    const char *name; /* strategy; must equal metadata.name (the caller checks) */
+    const char *source;
+    size_t len;
+    json_t *metadata;             /* borrowed; the snapshot keeps its own reference */
+    const char *tag;              /* primary tag; NULL means "latest" */
+    const char *const *aliases;   /* tags moved to the new revision */
+    size_t naliases;
+    const char *const *reassign;  /* version tags allowed to move off another revision */
+    size_t nreassign;
+    bool promote_latest;          /* move `latest` too (always for a new strategy) */
+};
+
+struct catalog_upload_result {
+    char hex[HASH_HEX_LEN + 1];
+    bool created;                 /* false: identical bytes were already there */
+    char tag[NAMES_TAG_MAX + 1];  /* the primary tag applied */
+};
+
+/* Adds a revision (or re-applies tags to identical bytes). The primary tag,
+ * when it already points at another revision and is neither `latest` nor in
+ * `reassign`, refuses the whole upload with ERR_CONFLICT (details: tag,
+ * hash). All tag moves land in the same registry write. */
+int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
+                         struct catalog_upload_result *result, struct err *err);
+
+/* Points `tag` at the revision `hex` (full 64 hex) of strategy `name`.
+ * previous_hex receives the old target ("" when the tag is new). */
+int catalog_set_tag(struct catalog *cat, const char *name, const char *tag, const char *hex,
+                    char previous_hex[HASH_HEX_LEN + 1], struct err *err);
+/* Removes a tag. `latest` can never be removed; removing the last tag that
+ * points at a revision needs allow_orphan. */
+int catalog_delete_tag(struct catalog *cat, const char *name, const char *tag, bool allow_orphan,
+                       char previous_hex[HASH_HEX_LEN + 1], struct err *err);
+/* Deletes one revision: its registry entry, the tags pointing at it, then
+ * its file and folders. `latest` moves to the newest remaining revision; the
+ * last revision takes the strategy with it. */
+int catalog_delete_revision(struct catalog *cat, const char *name, const char *hex,
+                            catalog_guard_fn guard, void *guard_ctx, struct err *err);
+int catalog_delete_strategy(struct catalog *cat, const char *name, catalog_guard_fn guard,
+                            void *guard_ctx, struct err *err);
+
+/* Reads a revision's bytes from disk and checks them against its hash
+ * (ERR_CONFLICT if they no longer match). *source is malloc'ed. */
+int catalog_read_source(struct catalog *cat, const char *name, const char *hex, char **source,
+                        size_t *len, struct err *err);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * event: the market events that flow from providers into instances, and the
+ * order requests that flow back.
+ *
+ * An event is created once by its provider and shared, read-only, by every
+ * worker that delivers it: one Trade fanned out to 10,000 instances is one
+ * allocation. Reference counting decides when it is freed.
+ *
+ * Contract
+ * - event_new() returns an event with one reference, owned by the caller.
+ *   Whoever passes an event to an event_sink hands over that reference.
+ * - After it is published an event is immutable; any thread may read it and
+ *   event_retain()/event_release() it.
+ * - `provider` and `symbol` are core/intern.h ids; `symbol` is 0 for events
+ *   that concern a whole provider (balances).
+ * - `target` != 0 makes the event directed: it goes to the one instance with
+ *   that key (execution reports), not to subscribers.
+ */
+#ifndef STRATD_RUNTIME_EVENT_H
+#define STRATD_RUNTIME_EVENT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Same order as js_event_names (js/validate.h). */
+enum event_kind {
+    EVENT_TRADE,
+    EVENT_TICKER,
+    EVENT_BOOK_SNAPSHOT,
+    EVENT_EXEC_REPORT,
+    EVENT_KLINE_SUMMARY,
+    EVENT_INSTRUMENT_UPDATE,
+    EVENT_BALANCE_UPDATE,
+    EVENT_RISK_CONTROL,
+    EVENT_EXTENSION,
+    EVENT_KIND_COUNT
+};
+
+enum order_side { SIDE_BUY, SIDE_SELL };
+enum order_type { ORDER_MARKET, ORDER_LIMIT };
+
+enum exec_status {
+    EXEC_ACKNOWLEDGED,
+    EXEC_PARTIAL_FILL,
+    EXEC_FILLED,
+    EXEC_CANCELLED,
+    EXEC_REJECTED,
+    EXEC_EXPIRED,
+};
+
+#define EVENT_ORDER_ID_MAX 48
+#define EVENT_ASSET_MAX 16
+#define EVENT_REASON_MAX 128
+
+struct book_level {
+    double price;
+    double quantity;
+};
+
+struct event_trade {
+    double price;
+    double quantity;
+    enum order_side side; /* the aggressor's side */
+    uint64_t trade_id;
+};
+
+struct event_ticker {
+    double last, bid, ask, bid_size, ask_size, volume;
+};
+
+/* levels[0..depth) are bids (best first), levels[depth..2*depth) asks. */
+struct event_book {
+    uint32_t depth;
+    struct book_level levels[];
+};
+
+struct event_kline {
+    int64_t start_ms, end_ms;
+    double open, high, low, close, volume;
+    uint32_t trades;
+};
+
+struct event_balance {
+    char asset[EVENT_ASSET_MAX];
+    double total, available;
+};
+
+struct event_exec {
+    enum exec_status status;
+    char client_order_id[EVENT_ORDER_ID_MAX];
+    char order_id[EVENT_ORDER_ID_MAX];
+    enum order_side side;
+    enum order_type type;
+    double quantity;        /* ordered */
+    double price;           /* limit price, 0 for market orders */
+    double last_quantity;   /* this fill */
+    double last_price;
+    double filled_quantity; /* cumulative */
+    double remaining_quantity;
+    double average_price;
+    double fee;
+    char fee_asset[EVENT_ASSET_MAX];
+    bool dry_run;
+    char reason[EVENT_REASON_MAX]; /* rejections and cancels */
+};
+
+struct event_instrument {
+    double tick_size, lot_size, min_quantity;
+    bool trading;
+};
+
+struct event_risk {
+    char reason[EVENT_REASON_MAX];
+};
+
+struct event {
+    atomic_uint refs;
+    uint8_t kind; /* enum event_kind */
+    uint16_t provider;
+    uint16_t symbol;
+    uint32_t target;    /* instance key for directed events, 0 = broadcast */
+    uint64_t seq;       /* per provider, strictly increasing */
+    int64_t created_ns; /* clock_mono_ns() at creation, for latency figures */
+    int64_t ts_ms;      /* market time, ms since the epoch */
+    union {
+        struct event_trade trade;
+        struct event_ticker ticker;
+        struct event_kline kline;
+        struct event_balance balance;
+        struct event_exec exec;
+        struct event_instrument instrument;
+        struct event_risk risk;
+        struct event_book book; /* last: has a flexible array */
+    } u;
+};
+
+/* `extra` bytes follow the event (book levels). NULL when out of memory. */
+struct event *event_new(enum event_kind kind, size_t extra);
+static inline void event_retain(struct event *ev)
+{
+    atomic_fetch_add_explicit(&ev->refs, 1, memory_order_relaxed);
+}
+void event_release(struct event *ev);
+
+/* Canonical name ("Trade") and handler name ("onTrade"); for exec reports
+ * the handler depends on the status (see event_exec_handler). */
+const char *event_kind_name(enum event_kind kind);
+const char *event_exec_handler(enum exec_status status);
+const char *event_exec_status_name(enum exec_status status); /* "acknowledged" ... */
+const char *order_side_name(enum order_side side);            /* "buy" | "sell" */
+const char *order_type_name(enum order_type type);            /* "market" | "limit" */
+
+/* Where a provider sends events. publish() takes over the caller's
+ * reference. It may block while consumers are saturated (back-pressure):
+ * that is how an unpaced simulated market runs "as fast as the consumers
+ * take them". Callable from any thread. */
+struct event_sink {
+    void *ctx;
+    void (*publish)(void *ctx, struct event *ev);
+};
+
+/* An order leaving an instance for a provider. */
+struct order_request {
+    uint32_t instance_key; /* where execution reports go (event.target) */
+    char instance_id[129];
+    uint16_t provider;
+    uint16_t symbol;
+    enum order_side side;
+    enum order_type type;
+    double quantity;
+    double price; /* limit orders */
+    char client_order_id[EVENT_ORDER_ID_MAX];
+    bool dry_run;
+    int64_t created_ns;         /* when the strategy submitted it */
+    int64_t trigger_created_ns; /* created_ns of the event being handled, 0 if none */
+};
+
+struct market_quote {
+    double last, bid, ask;
+    bool valid; /* false until the provider has priced the symbol */
+};
+
+/* What the runtime needs from markets, installed by whoever wires the
+ * gateway (the market layer implements it; the runtime never includes
+ * market headers). Every function is callable from any worker thread and
+ * must not block for long: submit and cancel enqueue and return. Errors
+ * that can be known at once (unknown provider) are returned; everything
+ * else (size, balance, unknown symbol) comes back as a rejection report. */
+struct market_ops {
+    void *ctx;
+    int (*submit)(void *ctx, const struct order_request *req, char *error, size_t error_size);
+    int (*cancel)(void *ctx, uint32_t instance_key, uint16_t provider,
+                  const char *client_order_id, char *error, size_t error_size);
+    bool (*quote)(void *ctx, uint16_t provider, uint16_t symbol, struct market_quote *out);
+    bool (*trading_active)(void *ctx, uint16_t provider);
+};
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * store: the gateway's durable state in SQLite (WAL) under the state
+ * directory, plus the audit log.
+ *
+ *   <state>/stratd.db     instances, usage, orders, executions, balances,
+ *                         providers, module metadata cache, settings
+ *   <state>/audit.log     one JSON object per line, append-only, fsynced
+ *
+ * The schema is versioned (PRAGMA user_version); store_open() applies every
+ * migration above the file's version in one transaction each, so an old
+ * state directory upgrades in place and a newer one is refused (ERR_INVALID,
+ * "state was written by a newer stratd").
+ *
+ * Durability: synchronous=FULL, so a call that returned 0 survives SIGKILL
+ * and power loss. Records cross this interface as JSON shaped like the API's
+ * records (OrderRecord, ExecutionRecord, BalanceRecord of the contract), so
+ * handlers can pass them through.
+ *
+ * Contract: every function is thread-safe (one connection behind a mutex;
+ * callers keep transactions short). Returned json_t are new references.
+ * Errors: ERR_INVALID (bad arguments), ERR_NO_SPACE (SQLITE_FULL / ENOSPC),
+ * ERR_INTERNAL (other SQLite or I/O failures, message includes SQLite's).
+ * A read-only or unwritable state directory fails store_open() with a
+ * message naming the directory.
+ */
+#ifndef STRATD_STORE_STORE_H
+#define STRATD_STORE_STORE_H
+
+#include "core/err.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_DB_FILE "stratd.db"
+#define STORE_AUDIT_FILE "audit.log"
+
+struct store;
+
+int store_open(const char *state_dir, struct store **out, struct err *err);
+void store_close(struct store *store);
+/* Runs PRAGMA integrity_check; 0 when "ok". */
+int store_check_integrity(struct store *store, struct err *err);
+
+/* ---- instances ----
+ * spec is the instance's InstanceSpec JSON ({id, strategy: {identifier,
+ * selector, tag, hash, config}, scope}); desired_running says whether it
+ * should run after a restart; stop_reason is the last stop's reason code
+ * (NULL when none). */
+int store_instance_put(struct store *store, const char *id, const json_t *spec,
+                       bool desired_running, const char *stop_reason, struct err *err);
+int store_instance_delete(struct store *store, const char *id, struct err *err);
+/* Array of {"id", "spec", "desiredRunning", "stopReason" (string|null),
+ * "createdAt", "updatedAt"} (ms), ordered by id. */
+int store_instance_list(struct store *store, json_t **out, struct err *err);
+
+/* ---- usage per {strategy, hash} ----
+ * firstSeen is set on the first touch, lastSeen on every touch. */
+int store_usage_touch(struct store *store, const char *strategy, const char *hex, int64_t now_ms,
+                      struct err *err);
+int store_usage_forget(struct store *store, const char *strategy, const char *hex,
+                       struct err *err);
+/* Array of {"strategy", "hash" (hex), "firstSeen", "lastSeen"} (ms). */
+int store_usage_list(struct store *store, json_t **out, struct err *err);
+
+/* ---- module metadata cache by revision hash (immutable per hash) ---- */
+int store_metadata_get(struct store *store, const char *hex, json_t **metadata, struct err *err);
+int store_metadata_put(struct store *store, const char *hex, const json_t *metadata,
+                       struct err *err);
+
+/* ---- orders and executions ----
+ * An order is an OrderRecord; upsert by "id". Executions are
+ * ExecutionRecords keyed by "executionId". Writes may be batched: pass
+ * several records in one call as a JSON array. */
+int store_orders_put(struct store *store, const json_t *orders, struct err *err);
+int store_executions_put(struct store *store, const json_t *executions, struct err *err);
+struct store_order_query {
+    const char *instance_id; /* required */
+    const char *provider;    /* NULL: any */
+    const char *const *states;
+    size_t nstates;          /* 0: any state */
+    const char *order_id;    /* executions only; NULL: any */
+    int limit;               /* <= 0: 100 */
+};
+/* Newest first. */
+int store_orders_query(struct store *store, const struct store_order_query *q, json_t **out,
+                       struct err *err);
+int store_executions_query(struct store *store, const struct store_order_query *q, json_t **out,
+                           struct err *err);
+
+/* ---- balances (latest snapshot per provider and asset) ---- */
+int store_balances_put(struct store *store, const json_t *balances, struct err *err);
+int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,
+                         json_t **out, struct err *err);
+
+/* ---- providers created at run time (ProviderRequest JSON by name) ---- */
+int store_provider_put(struct store *store, const char *name, const json_t *spec,
+                       struct err *err);
+int store_provider_delete(struct store *store, const char *name, struct err *err);
+/* Array of {"name", "spec"} ordered by name. */
+int store_provider_list(struct store *store, json_t **out, struct err *err);
+
+/* ---- settings: small JSON values by key (risk limits, ...) ---- */
+int store_setting_get(struct store *store, const char *key, json_t **value, struct err *err);
+int store_setting_put(struct store *store, const char *key, const json_t *value,
+                      struct err *err);
+
+/* ---- audit log ----
+ * Appends `entry` with "ts" (RFC 3339) added, as one line, and fsyncs. */
+int store_audit_append(struct store *store, const json_t *entry, struct err *err);
+
+#endif
