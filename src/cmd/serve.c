@@ -1,11 +1,377 @@
+/*
+ * stratd serve: wires the subsystems together and runs until SIGINT or
+ * SIGTERM.
+ *
+ * Start-up order follows the dependencies: state (store), catalogue,
+ * market (providers not yet started), runtime (given the market's order
+ * hooks), providers, restored instances, and last the HTTP listener, so the
+ * "listening on" line means everything behind it is ready. Shutdown runs in
+ * the reverse order: no new requests, no new market events, instances
+ * stopped, then the rest freed.
+ */
 #include "cmd/commands.h"
+#include "cmd/config.h"
 
+#include "api/api.h"
+#include "core/log.h"
+#include "js/validate.h"
+#include "market/market.h"
+#include "registry/registry.h"
+#include "runtime/runtime.h"
+#include "store/store.h"
+
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct gateway {
+    struct config cfg;
+    struct store *store;
+    struct catalog *catalog;
+    struct market *market;
+    struct runtime *runtime;
+    struct api *api;
+};
+
+/* ------------------------------------------------------- command line */
+
+static void serve_usage(FILE *out)
+{
+    fprintf(out, "usage: stratd serve [options]\n\n"
+                 "  --config FILE        YAML configuration (also STRATD_CONFIG)\n"
+                 "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8880;\n"
+                 "                       port 0 picks a free port)\n"
+                 "  --strategies DIR     strategy revisions and registry.json (default ./strategies)\n"
+                 "  --state DIR          database and audit log (default ./var)\n"
+                 "  --environment NAME   label for metrics (default dev)\n"
+                 "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+                 "  --workers N          runtime worker threads (default: number of cores)\n");
+}
+
+struct flags {
+    const char *config;
+    const char *listen;
+    const char *strategies;
+    const char *state;
+    const char *environment;
+    const char *log_level;
+    const char *workers;
+};
+
+static int parse_flags(int argc, char **argv, struct flags *f)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"strategies", required_argument, NULL, 's'},
+        {"state", required_argument, NULL, 'd'},
+        {"environment", required_argument, NULL, 'e'},
+        {"log-level", required_argument, NULL, 'v'},
+        {"workers", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(f, 0, sizeof *f);
+    f->config = getenv("STRATD_CONFIG");
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case 'c': f->config = optarg; break;
+        case 'l': f->listen = optarg; break;
+        case 's': f->strategies = optarg; break;
+        case 'd': f->state = optarg; break;
+        case 'e': f->environment = optarg; break;
+        case 'v': f->log_level = optarg; break;
+        case 'w': f->workers = optarg; break;
+        case 'h': serve_usage(stdout); return 1;
+        default: serve_usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "stratd serve: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+static void replace(char **slot, const char *value)
+{
+    if (!value)
+        return;
+    char *copy = strdup(value);
+    if (copy) {
+        free(*slot);
+        *slot = copy;
+    }
+}
+
+static int apply_flags(struct config *cfg, const struct flags *f, struct err *err)
+{
+    if (f->config && config_load_file(cfg, f->config, err) != 0)
+        return -1;
+    if (f->listen) {
+        char *host = NULL;
+        int port = 0;
+        if (config_parse_listen(f->listen, &host, &port, err) != 0)
+            return -1;
+        free(cfg->listen_host);
+        cfg->listen_host = host;
+        cfg->listen_port = port;
+    }
+    replace(&cfg->strategies_dir, f->strategies);
+    replace(&cfg->state_dir, f->state);
+    replace(&cfg->environment, f->environment);
+    replace(&cfg->log_level, f->log_level);
+    if (f->workers) {
+        char *end = NULL;
+        long n = strtol(f->workers, &end, 10);
+        if (*end || n < 0 || n > 256) {
+            err_set(err, ERR_INVALID, "--workers must be an integer from 0 to 256");
+            return -1;
+        }
+        cfg->workers = (int)n;
+    }
+    if (strcmp(cfg->listen_host, "localhost") == 0)
+        replace(&cfg->listen_host, "127.0.0.1");
+    return 0;
+}
+
+/* ------------------------------------------------------------ wiring */
+
+/* Metadata of a registered revision: from the cache by hash, else by
+ * running the validator (and caching the answer). */
+static json_t *revision_metadata(void *ctx, const char *name, const char *hex, const char *source,
+                                 size_t len, char **reason)
+{
+    struct gateway *gw = ctx;
+    json_t *metadata = NULL;
+    struct err err = ERR_INIT;
+    if (gw->store && store_metadata_get(gw->store, hex, &metadata, &err) == 0 && metadata)
+        return metadata;
+    err_clear(&err);
+    char filename[NAMES_STRATEGY_MAX + 4];
+    snprintf(filename, sizeof filename, "%s.js", name);
+    metadata = js_validate(source, len, filename, &gw->cfg.validation_limits, &err);
+    if (!metadata) {
+        *reason = strdup(err.message);
+        err_clear(&err);
+        return NULL;
+    }
+    const char *declared = json_string_value(json_object_get(metadata, "name"));
+    if (!declared || strcmp(declared, name) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "metadata.name is '%s' but the revision is registered as '%s'",
+                 declared ? declared : "", name);
+        *reason = strdup(msg);
+        json_decref(metadata);
+        return NULL;
+    }
+    if (gw->store && store_metadata_put(gw->store, hex, metadata, &err) != 0)
+        log_warn("serve", "metadata cache: %s", err.message);
+    err_clear(&err);
+    return metadata;
+}
+
+/* Providers are created only after the runtime exists, so gw->runtime is
+ * set before the first event is published. */
+static void publish_to_runtime(void *ctx, struct event *ev)
+{
+    struct gateway *gw = ctx;
+    runtime_publish(gw->runtime, ev);
+}
+
+static bool scope_check(void *ctx, const char *provider, const char *symbol)
+{
+    struct gateway *gw = ctx;
+    return symbol ? market_has_symbol(gw->market, provider, symbol)
+                  : market_has_provider(gw->market, provider);
+}
+
+static json_t *default_providers(void)
+{
+    return json_pack("[{s:s, s:{s:s, s:{s:[s,s]}}, s:b}]", "name", "sim", "adapter", "identifier",
+                     "simulated", "config", "symbols", "BTC-USDT", "ETH-USDT", "enabled", 1);
+}
+
+/* Providers from the configuration file (or the embedded `sim`), then those
+ * created over the API and persisted, which win on a name clash. */
+static int start_providers(struct gateway *gw, struct err *err)
+{
+    json_t *persisted = NULL;
+    if (store_provider_list(gw->store, &persisted, err) != 0)
+        return -1;
+    json_t *configured =
+        json_array_size(gw->cfg.providers) ? json_incref(gw->cfg.providers) : default_providers();
+    int rc = 0;
+    size_t i;
+    json_t *p;
+    json_array_foreach(configured, i, p)
+    {
+        const char *name = json_string_value(json_object_get(p, "name"));
+        bool overridden = false;
+        size_t j;
+        json_t *q;
+        json_array_foreach(persisted, j, q)
+        {
+            if (name && strcmp(json_string_value(json_object_get(q, "name")), name) == 0)
+                overridden = true;
+        }
+        if (!overridden && market_provider_create(gw->market, p, NULL, err) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    json_array_foreach(persisted, i, p)
+    {
+        if (rc == 0 && market_provider_create(gw->market, json_object_get(p, "spec"), NULL, err))
+            rc = -1;
+    }
+    json_decref(configured);
+    json_decref(persisted);
+    return rc;
+}
+
+static int open_gateway(struct gateway *gw, struct err *err)
+{
+    if (store_open(gw->cfg.state_dir, &gw->store, err) != 0)
+        return -1;
+    struct catalog_options copts = {gw->cfg.strategies_dir, revision_metadata, gw};
+    if (catalog_open(&copts, &gw->catalog, err) != 0)
+        return -1;
+    struct event_sink sink = {gw, publish_to_runtime};
+    gw->market = market_new(sink, gw->store);
+    if (!gw->market) {
+        err_set(err, ERR_INTERNAL, "cannot create the market");
+        return -1;
+    }
+    struct runtime_options ropts = {
+        .workers = gw->cfg.workers,
+        .catalog = gw->catalog,
+        .store = gw->store,
+        .market = market_runtime_ops(gw->market),
+        .scope_check = scope_check,
+        .scope_ctx = gw,
+        .environment = gw->cfg.environment,
+        .limits = gw->cfg.instance_limits,
+        .max_consecutive_errors = gw->cfg.max_consecutive_errors,
+        .queue_capacity = gw->cfg.queue_capacity,
+        .log_lines_per_second = gw->cfg.log_lines_per_second,
+    };
+    if (runtime_new(&ropts, &gw->runtime, err) != 0)
+        return -1;
+    if (start_providers(gw, err) != 0 || runtime_restore(gw->runtime, err) != 0)
+        return -1;
+    struct api_options aopts = {
+        .host = gw->cfg.listen_host,
+        .port = gw->cfg.listen_port,
+        .limits = gw->cfg.http,
+        .tokens = gw->cfg.tokens,
+        .ntokens = gw->cfg.ntokens,
+        .metrics_need_token = gw->cfg.metrics_require_token,
+        .catalog = gw->catalog,
+        .runtime = gw->runtime,
+        .market = gw->market,
+        .store = gw->store,
+        .environment = gw->cfg.environment,
+        .validation_limits = gw->cfg.validation_limits,
+    };
+    return api_start(&aopts, &gw->api, err);
+}
+
+static void stop_providers(struct market *market)
+{
+    json_t *list = market_providers_json(market);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(list, "providers"), i, p)
+    {
+        struct err err = ERR_INIT;
+        market_provider_stop(market, json_string_value(json_object_get(p, "name")), NULL, &err);
+        err_clear(&err);
+    }
+    json_decref(list);
+}
+
+static void close_gateway(struct gateway *gw)
+{
+    api_stop(gw->api);
+    if (gw->market)
+        stop_providers(gw->market);
+    runtime_free(gw->runtime);
+    market_free(gw->market);
+    if (gw->catalog)
+        catalog_close(gw->catalog);
+    store_close(gw->store);
+    config_free(&gw->cfg);
+}
+
+/* ------------------------------------------------------------- running */
+
+static int check_exposure(const struct config *cfg, struct err *err)
+{
+    if (cfg->ntokens == 0 && !config_is_loopback(cfg->listen_host)) {
+        err_set(err, ERR_INVALID,
+                "refusing to listen on %s without API tokens: configure auth.tokens, or listen "
+                "on 127.0.0.1",
+                cfg->listen_host);
+        return -1;
+    }
+    return 0;
+}
 
 int cmd_serve(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "stratd serve: not built yet\n");
-    return 1;
+    struct flags flags;
+    int rc = parse_flags(argc, argv, &flags);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+
+    /* Every thread created from here on inherits the blocked mask, so the
+     * signals are taken only by sigwait below. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct gateway gw;
+    memset(&gw, 0, sizeof gw);
+    config_init(&gw.cfg);
+    struct err err = ERR_INIT;
+    enum log_level level;
+    if (apply_flags(&gw.cfg, &flags, &err) != 0 || check_exposure(&gw.cfg, &err) != 0) {
+        fprintf(stderr, "stratd serve: %s\n", err.message);
+        err_clear(&err);
+        config_free(&gw.cfg);
+        return 2;
+    }
+    if (log_parse_level(gw.cfg.log_level, &level) != 0) {
+        fprintf(stderr, "stratd serve: unknown log level '%s'\n", gw.cfg.log_level);
+        config_free(&gw.cfg);
+        return 2;
+    }
+    log_set_level(level);
+    if (open_gateway(&gw, &err) != 0) {
+        fprintf(stderr, "stratd serve: %s\n", err.message);
+        log_error("serve", "start-up failed: %s", err.message);
+        err_clear(&err);
+        close_gateway(&gw);
+        return 1;
+    }
+    printf("listening on http://%s:%d\n", gw.cfg.listen_host, api_port(gw.api));
+    fflush(stdout);
+    log_info("serve", "listening on http://%s:%d (strategies %s, state %s, environment %s)",
+             gw.cfg.listen_host, api_port(gw.api), gw.cfg.strategies_dir, gw.cfg.state_dir,
+             gw.cfg.environment);
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    log_info("serve", "received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    close_gateway(&gw);
+    return 0;
 }

@@ -18,6 +18,13 @@
  * - Memory: when the cap is hit QuickJS throws out-of-memory; the caller
  *   checks js_sandbox_classify() to tell the cases apart.
  * - js_sandbox_free() releases everything, even mid-failure.
+ * - The runtime keeps the sandbox's address (allocator and interrupt
+ *   handler): a sandbox must not be moved or copied while initialised.
+ * - The global object holds the ECMAScript built-ins strategies need (base
+ *   objects, BigInt, Date, RegExp, JSON, Proxy, Reflect, Map/Set/WeakMap/
+ *   WeakSet, typed arrays, Promise, WeakRef/FinalizationRegistry). eval()
+ *   and new Function() throw: compiling source is js_compile()'s job, in its
+ *   own runtime. Atomics.wait() throws (a worker must never block).
  */
 #ifndef STRATD_JS_SANDBOX_H
 #define STRATD_JS_SANDBOX_H
@@ -45,6 +52,8 @@ struct js_sandbox {
     struct js_limits limits;
     int64_t deadline_ns; /* monotonic; 0 = unarmed */
     bool overran;        /* the interrupt handler fired since the last arm */
+    bool out_of_memory;  /* an allocation was refused since the last arm */
+    size_t heap_bytes;   /* kept by the sandbox's allocator; see memory_used */
     void *user;          /* the owner's pointer (the runtime's instance) */
 };
 
@@ -56,18 +65,44 @@ enum js_failure {
     JS_FAILURE_STACK,     /* recursed past the stack limit */
 };
 
+/* `limits` may be NULL for the defaults. Fails with ERR_INVALID when the
+ * memory cap is below what a fresh sandbox needs, ERR_INTERNAL otherwise. */
 int js_sandbox_init(struct js_sandbox *sb, const struct js_limits *limits, struct err *err);
 void js_sandbox_free(struct js_sandbox *sb);
-/* Starts a budget window for the next entry into JS (0 = the default). */
+/* Starts a budget window for the next entry into JS (0 = the sandbox's
+ * budget) and clears `overran` and `out_of_memory`. */
 void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns);
 void js_sandbox_disarm(struct js_sandbox *sb);
 static inline bool js_sandbox_overran(const struct js_sandbox *sb) { return sb->overran; }
 
+/* Runs pending promise jobs (microtasks) inside the current budget window
+ * until none is left. Returns 0, or -1 when a job failed or the budget ran
+ * out; js_sandbox_take_exception() then says how. */
+int js_sandbox_run_jobs(struct js_sandbox *sb);
+
 /* Details of a pending exception, taken out of the context (which is left
- * without one). Strings are malloc'ed; line/column are 1-based, 0 if
- * unknown. `line`/`column` are those of the innermost frame in `filename`
- * (the strategy's own file), so they point at the strategy's code rather
- * than at a built-in. */
+ * without one). Strings are malloc'ed (NULL only if out of memory);
+ * line/column are 1-based, 0 if unknown; columns count Unicode code points.
+ * `line`/`column` are those of the innermost frame in `filename` (the
+ * strategy's own file; NULL = any file), so they point at the strategy's
+ * code rather than at a built-in.
+ *
+ * Failure: `overran` -> budget; `out_of_memory` or an "out of memory"
+ * InternalError -> memory; a "stack overflow" InternalError -> stack;
+ * anything else -> exception. A thrown value that is not an Error (throw 42)
+ * has no stack: its name is its type ("number", "string", "object", "null",
+ * ...) and its message the value as text (JSON for plain objects).
+ * Extraction may run the thrown object's own getters or toString: it does
+ * so under a short budget of its own and with a little memory above the
+ * cap, and leaves `overran`, `out_of_memory` and the deadline as they were.
+ * Messages are cut to JS_EXCEPTION_MESSAGE_MAX bytes and stacks to
+ * JS_EXCEPTION_STACK_MAX (at a UTF-8 boundary) so that a runaway recursion
+ * cannot flood the logs. Callable with no exception pending (e.g. after
+ * js_sandbox_run_jobs() ran out of budget): the failure is then made up
+ * from the flags. */
+#define JS_EXCEPTION_MESSAGE_MAX 1024
+#define JS_EXCEPTION_STACK_MAX 4096
+
 struct js_exception {
     enum js_failure failure;
     char *name;    /* "TypeError", "SyntaxError", ... */
@@ -81,7 +116,8 @@ void js_sandbox_take_exception(struct js_sandbox *sb, const char *filename,
                                struct js_exception *out);
 void js_exception_free(struct js_exception *ex);
 
-/* Bytes currently allocated in the sandbox's heap. */
+/* Bytes currently allocated in the sandbox's heap (as QuickJS counts them
+ * against the cap: usable size plus a per-allocation overhead). O(1). */
 size_t js_sandbox_memory_used(struct js_sandbox *sb);
 
 #endif

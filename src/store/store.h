@@ -22,6 +22,12 @@
  * ERR_INTERNAL (other SQLite or I/O failures, message includes SQLite's).
  * A read-only or unwritable state directory fails store_open() with a
  * message naming the directory.
+ *
+ * Lookups (store_metadata_get, store_setting_get) return 1 and set *out to
+ * NULL when the key is absent, 0 when found, -1 on error (the jsonutil_get_*
+ * convention). Deleting or forgetting something absent is not an error.
+ * Revision hashes may be given as "sha256:<hex>" or bare hex in either case;
+ * they are stored and listed as 64 lowercase hex digits.
  */
 #ifndef STRATD_STORE_STORE_H
 #define STRATD_STORE_STORE_H
@@ -38,7 +44,10 @@
 
 struct store;
 
+/* Creates the directory if missing, opens or creates the database, migrates
+ * it and opens the audit log. *out is the caller's, freed by store_close(). */
 int store_open(const char *state_dir, struct store **out, struct err *err);
+/* NULL is fine. Must not run concurrently with any other call on `store`. */
 void store_close(struct store *store);
 /* Runs PRAGMA integrity_check; 0 when "ok". */
 int store_check_integrity(struct store *store, struct err *err);
@@ -52,59 +61,73 @@ int store_instance_put(struct store *store, const char *id, const json_t *spec,
                        bool desired_running, const char *stop_reason, struct err *err);
 int store_instance_delete(struct store *store, const char *id, struct err *err);
 /* Array of {"id", "spec", "desiredRunning", "stopReason" (string|null),
- * "createdAt", "updatedAt"} (ms), ordered by id. */
+ * "createdAt", "updatedAt"} (ms), ordered by id. createdAt is the first
+ * put of the id, updatedAt the latest. */
 int store_instance_list(struct store *store, json_t **out, struct err *err);
 
 /* ---- usage per {strategy, hash} ----
- * firstSeen is set on the first touch, lastSeen on every touch. */
+ * firstSeen is set on the first touch, lastSeen on every touch (it never
+ * moves backwards if now_ms does). */
 int store_usage_touch(struct store *store, const char *strategy, const char *hex, int64_t now_ms,
                       struct err *err);
-int store_usage_forget(struct store *store, const char *strategy, const char *hex,
-                       struct err *err);
+int store_usage_forget(struct store *store, const char *strategy, const char *hex, struct err *err);
 /* Array of {"strategy", "hash" (hex), "firstSeen", "lastSeen"} (ms). */
 int store_usage_list(struct store *store, json_t **out, struct err *err);
 
-/* ---- module metadata cache by revision hash (immutable per hash) ---- */
+/* ---- module metadata cache by revision hash (immutable per hash) ----
+ * A put replaces any earlier value, so a newer validator may refresh it. */
 int store_metadata_get(struct store *store, const char *hex, json_t **metadata, struct err *err);
 int store_metadata_put(struct store *store, const char *hex, const json_t *metadata,
                        struct err *err);
 
 /* ---- orders and executions ----
  * An order is an OrderRecord; upsert by "id". Executions are
- * ExecutionRecords keyed by "executionId". Writes may be batched: pass
- * several records in one call as a JSON array. */
+ * ExecutionRecords keyed by "executionId" within their "provider" (venues
+ * number executions independently). Writes may be batched: pass several
+ * records in one call as a JSON array; a batch is one transaction, all or
+ * nothing, and an invalid element is named in the message ("orders[2]:
+ * field 'state' ..."). Records are stored as given and read back unchanged.
+ * Required: orders id, strategyInstance, provider, state (non-empty
+ * strings), createdAt, updatedAt (integers), clientOrderId string or null
+ * if present; executions executionId, orderId, strategyInstance, provider,
+ * tradedAt, createdAt. */
 int store_orders_put(struct store *store, const json_t *orders, struct err *err);
 int store_executions_put(struct store *store, const json_t *executions, struct err *err);
 struct store_order_query {
     const char *instance_id; /* required */
     const char *provider;    /* NULL: any */
     const char *const *states;
-    size_t nstates;          /* 0: any state */
-    const char *order_id;    /* executions only; NULL: any */
-    int limit;               /* <= 0: 100 */
+    size_t nstates;       /* 0: any state; orders only */
+    const char *order_id; /* executions only; NULL: any */
+    int limit;            /* <= 0: 100 */
 };
-/* Newest first. */
+/* Arrays of records, newest first: orders by updatedAt, executions by
+ * tradedAt, ties by insertion order (latest first). */
 int store_orders_query(struct store *store, const struct store_order_query *q, json_t **out,
                        struct err *err);
 int store_executions_query(struct store *store, const struct store_order_query *q, json_t **out,
                            struct err *err);
 
-/* ---- balances (latest snapshot per provider and asset) ---- */
+/* ---- balances (latest snapshot per provider and asset) ----
+ * Required: provider, asset, total, available (strings), snapshotAt. A
+ * record replaces the stored one only if its snapshotAt is not older, so
+ * late reports never roll a balance back. createdAt/updatedAt default to
+ * now; createdAt then stays that of the first snapshot of the pair. The
+ * query returns records newest snapshot first (then by asset); asset NULL
+ * means any; limit <= 0 means 100. */
 int store_balances_put(struct store *store, const json_t *balances, struct err *err);
 int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,
                          json_t **out, struct err *err);
 
 /* ---- providers created at run time (ProviderRequest JSON by name) ---- */
-int store_provider_put(struct store *store, const char *name, const json_t *spec,
-                       struct err *err);
+int store_provider_put(struct store *store, const char *name, const json_t *spec, struct err *err);
 int store_provider_delete(struct store *store, const char *name, struct err *err);
 /* Array of {"name", "spec"} ordered by name. */
 int store_provider_list(struct store *store, json_t **out, struct err *err);
 
 /* ---- settings: small JSON values by key (risk limits, ...) ---- */
 int store_setting_get(struct store *store, const char *key, json_t **value, struct err *err);
-int store_setting_put(struct store *store, const char *key, const json_t *value,
-                      struct err *err);
+int store_setting_put(struct store *store, const char *key, const json_t *value, struct err *err);
 
 /* ---- audit log ----
  * Appends `entry` with "ts" (RFC 3339) added, as one line, and fsyncs. */

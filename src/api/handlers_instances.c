@@ -1,0 +1,370 @@
+/* Instances, providers and adapters: thin adapters from HTTP to the runtime
+ * and the market, plus the order and execution history from the store. */
+#include "api/internal.h"
+
+#include "core/jsonutil.h"
+#include "core/names.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ instances */
+
+int api_handle_instances_list(struct api *api, struct api_request *req, struct api_response *res,
+                              struct err *err)
+{
+    (void)req;
+    (void)err;
+    api_respond_json(res, 200, runtime_instances_json(api->opts.runtime));
+    return 0;
+}
+
+int api_handle_instance_get(struct api *api, struct api_request *req, struct api_response *res,
+                            struct err *err)
+{
+    json_t *snap = runtime_instance_snapshot(api->opts.runtime, req->params[0], err);
+    if (!snap)
+        return -1;
+    api_respond_json(res, 200, snap);
+    return 0;
+}
+
+int api_handle_instance_create(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    json_t *body = NULL, *snap = NULL;
+    if (api_body_object(req, false, &body, err) != 0)
+        return -1;
+    int rc = runtime_instance_create(api->opts.runtime, body, &snap, err);
+    if (rc == 0) {
+        api_audit(api, req, "instance.create", json_pack("{s:O}", "spec", body));
+        api_respond_json(res, 201, snap);
+    }
+    json_decref(body);
+    return rc;
+}
+
+int api_handle_instance_update(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    json_t *body = NULL, *snap = NULL;
+    if (api_body_object(req, false, &body, err) != 0)
+        return -1;
+    const char *id = req->params[0];
+    const char *body_id = NULL;
+    int rc = -1;
+    if (jsonutil_get_string(body, "id", &body_id, err) < 0)
+        goto out;
+    if (body_id && strcmp(body_id, id) != 0) {
+        err_set(err, ERR_INVALID, "field 'id' is '%s' but the path names '%s'", body_id, id);
+        goto out;
+    }
+    rc = runtime_instance_update(api->opts.runtime, id, body, &snap, err);
+    if (rc == 0) {
+        api_audit(api, req, "instance.update", json_pack("{s:s, s:O}", "id", id, "spec", body));
+        api_respond_json(res, 200, snap);
+    }
+out:
+    json_decref(body);
+    return rc;
+}
+
+int api_handle_instance_delete(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    const char *id = req->params[0];
+    if (runtime_instance_delete(api->opts.runtime, id, err) != 0)
+        return -1;
+    api_audit(api, req, "instance.delete", json_pack("{s:s}", "id", id));
+    api_respond_json(res, 200, json_pack("{s:s, s:s}", "status", "deleted", "id", id));
+    return 0;
+}
+
+static int instance_action(struct api *api, struct api_request *req, struct api_response *res,
+                           bool start, struct err *err)
+{
+    const char *id = req->params[0];
+    int rc = start ? runtime_instance_start(api->opts.runtime, id, err)
+                   : runtime_instance_stop(api->opts.runtime, id, err);
+    if (rc != 0)
+        return -1;
+    api_audit(api, req, start ? "instance.start" : "instance.stop", json_pack("{s:s}", "id", id));
+    api_respond_json(res, 200,
+                     json_pack("{s:s, s:s, s:s}", "id", id, "status",
+                               start ? "running" : "stopped", "action", start ? "start" : "stop"));
+    return 0;
+}
+
+int api_handle_instance_start(struct api *api, struct api_request *req, struct api_response *res,
+                              struct err *err)
+{
+    return instance_action(api, req, res, true, err);
+}
+
+int api_handle_instance_stop(struct api *api, struct api_request *req, struct api_response *res,
+                             struct err *err)
+{
+    return instance_action(api, req, res, false, err);
+}
+
+static int history_query(struct api *api, struct api_request *req, struct store_order_query *q,
+                         struct err *err)
+{
+    memset(q, 0, sizeof *q);
+    q->instance_id = req->params[0];
+    if (!runtime_instance_exists(api->opts.runtime, q->instance_id)) {
+        err_set(err, ERR_NOT_FOUND, "instance '%s' not found", q->instance_id);
+        return -1;
+    }
+    long long limit = 100;
+    if (api_query_int(req, "limit", 1, &limit, err) != 0)
+        return -1;
+    q->limit = limit > 10000 ? 10000 : (int)limit;
+    q->provider = api_query(req, "provider");
+    q->order_id = api_query(req, "orderId");
+    return 0;
+}
+
+int api_handle_instance_orders(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    struct store_order_query q;
+    if (history_query(api, req, &q, err) != 0)
+        return -1;
+    const char *states[16];
+    q.states = states;
+    q.nstates = api_query_all(req, "state", states, 16);
+    json_t *orders = NULL;
+    if (store_orders_query(api->opts.store, &q, &orders, err) != 0)
+        return -1;
+    api_respond_json(res, 200,
+                     json_pack("{s:o, s:I}", "orders", orders,
+                               "count", (json_int_t)json_array_size(orders)));
+    return 0;
+}
+
+int api_handle_instance_executions(struct api *api, struct api_request *req,
+                                   struct api_response *res, struct err *err)
+{
+    struct store_order_query q;
+    if (history_query(api, req, &q, err) != 0)
+        return -1;
+    json_t *executions = NULL;
+    if (store_executions_query(api->opts.store, &q, &executions, err) != 0)
+        return -1;
+    api_respond_json(res, 200,
+                     json_pack("{s:o, s:I}", "executions", executions, "count",
+                               (json_int_t)json_array_size(executions)));
+    return 0;
+}
+
+/* ------------------------------------------------------------ providers */
+
+/* Ids of instances whose scope names the provider (running only, or all). */
+static json_t *dependents(struct api *api, const char *provider, bool running_only)
+{
+    json_t *list = runtime_instances_json(api->opts.runtime);
+    json_t *ids = json_array();
+    size_t i;
+    json_t *inst;
+    json_array_foreach(json_object_get(list, "instances"), i, inst)
+    {
+        if (running_only && !json_is_true(json_object_get(inst, "running")))
+            continue;
+        size_t j;
+        json_t *p;
+        json_array_foreach(json_object_get(inst, "providers"), j, p)
+        {
+            if (strcmp(json_string_value(p), provider) == 0) {
+                json_array_append(ids, json_object_get(inst, "id"));
+                break;
+            }
+        }
+    }
+    json_decref(list);
+    return ids;
+}
+
+static json_t *with_dependents(struct api *api, json_t *provider)
+{
+    const char *name = json_string_value(json_object_get(provider, "name"));
+    if (!name)
+        return provider;
+    json_t *ids = dependents(api, name, false);
+    json_object_set_new(provider, "dependentInstanceCount",
+                        json_integer((json_int_t)json_array_size(ids)));
+    json_object_set_new(provider, "dependentInstances", ids);
+    return provider;
+}
+
+int api_handle_providers_list(struct api *api, struct api_request *req, struct api_response *res,
+                              struct err *err)
+{
+    (void)req;
+    (void)err;
+    json_t *body = market_providers_json(api->opts.market);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(body, "providers"), i, p) with_dependents(api, p);
+    api_respond_json(res, 200, body);
+    return 0;
+}
+
+int api_handle_provider_get(struct api *api, struct api_request *req, struct api_response *res,
+                            struct err *err)
+{
+    json_t *p = market_provider_json(api->opts.market, req->params[0], err);
+    if (!p)
+        return -1;
+    api_respond_json(res, 200, with_dependents(api, p));
+    return 0;
+}
+
+static int persist_provider(struct api *api, const char *name, const json_t *spec,
+                            struct err *err)
+{
+    if (!api->opts.store)
+        return 0;
+    return spec ? store_provider_put(api->opts.store, name, spec, err)
+                : store_provider_delete(api->opts.store, name, err);
+}
+
+int api_handle_provider_create(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    json_t *body = NULL, *detail = NULL;
+    if (api_body_object(req, false, &body, err) != 0)
+        return -1;
+    int rc = market_provider_create(api->opts.market, body, &detail, err);
+    const char *name = json_string_value(json_object_get(body, "name"));
+    if (rc == 0 && persist_provider(api, name, body, err) != 0) {
+        struct err ignored = ERR_INIT;
+        market_provider_delete(api->opts.market, name, &ignored);
+        err_clear(&ignored);
+        json_decref(detail);
+        rc = -1;
+    }
+    if (rc == 0) {
+        api_audit(api, req, "provider.create", json_pack("{s:O}", "spec", body));
+        api_respond_json(res, 202, with_dependents(api, detail));
+    }
+    json_decref(body);
+    return rc;
+}
+
+int api_handle_provider_update(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    json_t *body = NULL, *detail = NULL;
+    if (api_body_object(req, false, &body, err) != 0)
+        return -1;
+    const char *name = req->params[0];
+    const char *body_name = NULL;
+    int rc = -1;
+    if (jsonutil_get_string(body, "name", &body_name, err) < 0)
+        goto out;
+    if (body_name && strcmp(body_name, name) != 0) {
+        err_set(err, ERR_INVALID, "field 'name' is '%s' but the path names '%s'", body_name, name);
+        goto out;
+    }
+    if (!body_name)
+        json_object_set_new(body, "name", json_string(name));
+    rc = market_provider_update(api->opts.market, name, body, &detail, err);
+    if (rc == 0 && persist_provider(api, name, body, err) != 0) {
+        json_decref(detail);
+        rc = -1;
+    }
+    if (rc == 0) {
+        api_audit(api, req, "provider.update", json_pack("{s:O}", "spec", body));
+        api_respond_json(res, 200, with_dependents(api, detail));
+    }
+out:
+    json_decref(body);
+    return rc;
+}
+
+int api_handle_provider_delete(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    const char *name = req->params[0];
+    if (!market_has_provider(api->opts.market, name)) {
+        err_set(err, ERR_NOT_FOUND, "provider '%s' not found", name);
+        return -1;
+    }
+    json_t *running = dependents(api, name, true);
+    if (json_array_size(running) > 0) {
+        err_set(err, ERR_CONFLICT, "provider '%s' is used by %zu running instance(s); stop them first",
+                name, json_array_size(running));
+        err_add_detail(err, "instances", running);
+        return -1;
+    }
+    json_decref(running);
+    if (market_provider_delete(api->opts.market, name, err) != 0 ||
+        persist_provider(api, name, NULL, err) != 0)
+        return -1;
+    api_audit(api, req, "provider.delete", json_pack("{s:s}", "name", name));
+    api_respond_json(res, 200, json_pack("{s:s, s:s}", "status", "deleted", "name", name));
+    return 0;
+}
+
+static int provider_action(struct api *api, struct api_request *req, struct api_response *res,
+                           bool start, struct err *err)
+{
+    json_t *detail = NULL;
+    const char *name = req->params[0];
+    int rc = start ? market_provider_start(api->opts.market, name, &detail, err)
+                   : market_provider_stop(api->opts.market, name, &detail, err);
+    if (rc != 0)
+        return -1;
+    api_audit(api, req, start ? "provider.start" : "provider.stop",
+              json_pack("{s:s}", "name", name));
+    api_respond_json(res, start ? 202 : 200, with_dependents(api, detail));
+    return 0;
+}
+
+int api_handle_provider_start(struct api *api, struct api_request *req, struct api_response *res,
+                              struct err *err)
+{
+    return provider_action(api, req, res, true, err);
+}
+
+int api_handle_provider_stop(struct api *api, struct api_request *req, struct api_response *res,
+                             struct err *err)
+{
+    return provider_action(api, req, res, false, err);
+}
+
+int api_handle_provider_balances(struct api *api, struct api_request *req,
+                                 struct api_response *res, struct err *err)
+{
+    long long limit = 100;
+    if (api_query_int(req, "limit", 1, &limit, err) != 0)
+        return -1;
+    json_t *body = market_balances_json(api->opts.market, req->params[0], api_query(req, "asset"),
+                                        limit > 10000 ? 10000 : (int)limit, err);
+    if (!body)
+        return -1;
+    api_respond_json(res, 200, body);
+    return 0;
+}
+
+int api_handle_adapters_list(struct api *api, struct api_request *req, struct api_response *res,
+                             struct err *err)
+{
+    (void)api;
+    (void)req;
+    (void)err;
+    api_respond_json(res, 200, market_adapters_json());
+    return 0;
+}
+
+int api_handle_adapter_get(struct api *api, struct api_request *req, struct api_response *res,
+                           struct err *err)
+{
+    (void)api;
+    json_t *a = market_adapter_json(req->params[0], err);
+    if (!a)
+        return -1;
+    api_respond_json(res, 200, a);
+    return 0;
+}

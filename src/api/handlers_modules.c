@@ -1,0 +1,522 @@
+/* The catalogue endpoints: strategies, modules, sources, uploads, deletes. */
+#include "api/internal.h"
+#include "api/views.h"
+
+#include "core/hash.h"
+#include "core/jsonutil.h"
+#include "core/log.h"
+#include "core/names.h"
+#include "js/validate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TAG_LIST 64
+
+static json_t *resolution_json(const struct registry_resolution *r)
+{
+    char file[NAMES_STRATEGY_MAX + 4];
+    snprintf(file, sizeof file, "%s.js", r->strategy->name);
+    json_t *m = json_object();
+    json_object_set_new(m, "name", json_string(r->strategy->name));
+    json_object_set_new(m, "hash", views_hash(r->revision->hex));
+    json_object_set_new(m, "tag", json_string(r->revision->tag ? r->revision->tag : ""));
+    json_object_set_new(m, "file", json_string(file));
+    json_object_set_new(m, "path", json_string(r->revision->path));
+    return m;
+}
+
+/* ------------------------------------------------------------ listings */
+
+int api_handle_strategies_list(struct api *api, struct api_request *req,
+                               struct api_response *res, struct err *err)
+{
+    (void)req;
+    (void)err;
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    json_t *list = json_array();
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        const struct registry_strategy *st = reg->strategies[i];
+        json_array_append_new(list, views_strategy_metadata(st, registry_latest(st)));
+    }
+    registry_release(reg);
+    api_respond_json(res, 200, json_pack("{s:o}", "strategies", list));
+    return 0;
+}
+
+int api_handle_strategy_get(struct api *api, struct api_request *req, struct api_response *res,
+                            struct err *err)
+{
+    const char *name = req->params[0];
+    if (!names_valid_strategy(name)) {
+        err_set(err, ERR_INVALID, "'%s' is not a valid strategy name", name);
+        return -1;
+    }
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    const struct registry_strategy *st = registry_find_strategy(reg, name);
+    if (!st) {
+        registry_release(reg);
+        err_set(err, ERR_NOT_FOUND, "strategy '%s' not found", name);
+        return -1;
+    }
+    api_respond_json(res, 200, views_strategy_metadata(st, registry_latest(st)));
+    registry_release(reg);
+    return 0;
+}
+
+struct listing_query {
+    const char *strategy;
+    char hex_prefix[HASH_HEX_LEN + 1];
+    bool has_hash;
+    bool running_only;
+    long long limit; /* -1: none */
+    long long offset;
+};
+
+static int parse_listing_query(const struct api_request *req, struct listing_query *q,
+                               struct err *err)
+{
+    memset(q, 0, sizeof *q);
+    q->limit = -1;
+    q->strategy = api_query(req, "strategy");
+    if (q->strategy && *q->strategy && !names_valid_strategy(q->strategy)) {
+        err_set(err, ERR_INVALID, "query parameter 'strategy': '%s' is not a valid strategy name",
+                q->strategy);
+        return -1;
+    }
+    const char *hash = api_query(req, "hash");
+    if (hash && *hash) {
+        if (strncmp(hash, HASH_PREFIX, HASH_PREFIX_LEN) == 0)
+            hash += HASH_PREFIX_LEN;
+        size_t n = strlen(hash);
+        if (n == 0 || n > HASH_HEX_LEN || !hash_is_hex(hash, n)) {
+            err_set(err, ERR_INVALID, "query parameter 'hash' must be sha256:<hex> or hex digits");
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++)
+            q->hex_prefix[i] = (char)(hash[i] >= 'A' && hash[i] <= 'F' ? hash[i] + 32 : hash[i]);
+        q->has_hash = true;
+    }
+    if (api_query_bool(req, "runningOnly", &q->running_only, err) != 0 ||
+        api_query_int(req, "limit", 0, &q->limit, err) != 0 ||
+        api_query_int(req, "offset", 0, &q->offset, err) != 0)
+        return -1;
+    return 0;
+}
+
+int api_handle_modules_list(struct api *api, struct api_request *req, struct api_response *res,
+                            struct err *err)
+{
+    struct listing_query q;
+    if (parse_listing_query(req, &q, err) != 0)
+        return -1;
+    struct views_module_filter filter = {q.has_hash ? q.hex_prefix : NULL, q.running_only};
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    json_t *modules = json_array();
+    long long total = 0;
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        const struct registry_strategy *st = reg->strategies[i];
+        if (q.strategy && *q.strategy && strcmp(st->name, q.strategy) != 0)
+            continue;
+        json_t *m = views_module_summary(st, NULL, api->opts.runtime, &filter);
+        if (!m)
+            continue;
+        bool in_page = total >= q.offset && (q.limit < 0 || total < q.offset + q.limit);
+        total++;
+        if (in_page)
+            json_array_append_new(modules, m);
+        else
+            json_decref(m);
+    }
+    registry_release(reg);
+    json_t *body = json_object();
+    json_object_set_new(body, "modules", modules);
+    json_object_set_new(body, "total", json_integer(total));
+    json_object_set_new(body, "offset", json_integer(q.offset));
+    json_object_set_new(body, "limit", q.limit < 0 ? json_null() : json_integer(q.limit));
+    json_object_set_new(body, "strategyDirectory", json_string(catalog_root(api->opts.catalog)));
+    api_respond_json(res, 200, body);
+    return 0;
+}
+
+int api_handle_module_get(struct api *api, struct api_request *req, struct api_response *res,
+                          struct err *err)
+{
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    struct registry_resolution r;
+    if (registry_resolve_text(reg, req->params[0], &r, err) != 0) {
+        registry_release(reg);
+        return -1;
+    }
+    json_t *m = views_module_summary(r.strategy, r.revision, api->opts.runtime, NULL);
+    registry_release(reg);
+    api_respond_json(res, 200, m);
+    return 0;
+}
+
+int api_handle_module_source(struct api *api, struct api_request *req, struct api_response *res,
+                             struct err *err)
+{
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    struct registry_resolution r;
+    if (registry_resolve_text(reg, req->params[0], &r, err) != 0) {
+        registry_release(reg);
+        return -1;
+    }
+    char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1];
+    snprintf(name, sizeof name, "%s", r.strategy->name);
+    snprintf(hex, sizeof hex, "%s", r.revision->hex);
+    registry_release(reg);
+    snprintf(res->etag, sizeof res->etag, "\"" HASH_PREFIX "%s\"", hex);
+    const char *inm = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_IF_NONE_MATCH);
+    if (inm && strstr(inm, hex)) {
+        res->status = 304;
+        return 0;
+    }
+    char *source = NULL;
+    size_t len = 0;
+    if (catalog_read_source(api->opts.catalog, name, hex, &source, &len, err) != 0)
+        return -1;
+    res->status = 200;
+    res->body = source;
+    res->body_len = len;
+    res->content_type = "application/javascript";
+    return 0;
+}
+
+int api_handle_module_usage(struct api *api, struct api_request *req, struct api_response *res,
+                            struct err *err)
+{
+    bool include_stopped = false;
+    long long limit = -1, offset = 0;
+    if (api_query_bool(req, "includeStopped", &include_stopped, err) != 0 ||
+        api_query_int(req, "limit", 0, &limit, err) != 0 ||
+        api_query_int(req, "offset", 0, &offset, err) != 0)
+        return -1;
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    struct registry_resolution r;
+    if (registry_resolve_text(reg, req->params[0], &r, err) != 0) {
+        registry_release(reg);
+        return -1;
+    }
+    char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1];
+    snprintf(name, sizeof name, "%s", r.strategy->name);
+    snprintf(hex, sizeof hex, "%s", r.revision->hex);
+    registry_release(reg);
+    json_t *all = runtime_instances_pinning(api->opts.runtime, name, hex, include_stopped);
+    json_t *page = json_array();
+    size_t total = json_array_size(all);
+    for (size_t i = (size_t)offset; i < total && (limit < 0 || i < (size_t)(offset + limit)); i++)
+        json_array_append(page, json_array_get(all, i));
+    json_decref(all);
+    json_t *body = json_object();
+    json_object_set_new(body, "selector", json_string(req->params[0]));
+    json_object_set_new(body, "strategy", json_string(name));
+    json_object_set_new(body, "hash", views_hash(hex));
+    json_object_set_new(body, "usage", runtime_usage_json(api->opts.runtime, name, hex));
+    json_object_set_new(body, "instances", page);
+    json_object_set_new(body, "total", json_integer((json_int_t)total));
+    json_object_set_new(body, "offset", json_integer(offset));
+    json_object_set_new(body, "limit", limit < 0 ? json_null() : json_integer(limit));
+    api_respond_json(res, 200, body);
+    return 0;
+}
+
+int api_handle_registry_export(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
+{
+    (void)req;
+    (void)err;
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    json_t *body = json_object();
+    json_object_set_new(body, "registry", registry_to_json(reg));
+    registry_release(reg);
+    json_object_set_new(body, "usage", runtime_usage_all_json(api->opts.runtime));
+    api_respond_json(res, 200, body);
+    return 0;
+}
+
+/* ------------------------------------------------------------- uploads */
+
+struct upload_request {
+    json_t *body;
+    const char *source;
+    size_t source_len;
+    const char *name;
+    const char *tag;
+    const char *aliases[MAX_TAG_LIST];
+    size_t naliases;
+    const char *reassign[MAX_TAG_LIST];
+    size_t nreassign;
+    bool promote_latest;
+};
+
+static int read_tag_list(const json_t *body, const char *key, const char **out, size_t *n,
+                         struct err *err)
+{
+    const json_t *list = NULL;
+    int rc = jsonutil_get_string_array(body, key, &list, err);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        const char *tag = json_string_value(item);
+        if (!names_valid_tag(tag)) {
+            err_set(err, ERR_INVALID, "%s[%zu]: '%s' is not a valid tag", key, i, tag);
+            err_add_detail(err, "field", json_string(key));
+            return -1;
+        }
+        if (*n == MAX_TAG_LIST) {
+            err_set(err, ERR_INVALID, "%s: at most %d tags", key, MAX_TAG_LIST);
+            return -1;
+        }
+        out[(*n)++] = tag;
+    }
+    return 0;
+}
+
+static int parse_upload(const struct api_request *req, struct upload_request *up,
+                        struct err *err)
+{
+    memset(up, 0, sizeof *up);
+    if (api_body_object(req, false, &up->body, err) != 0)
+        return -1;
+    json_t *source = json_object_get(up->body, "source");
+    if (!json_is_string(source)) {
+        err_set(err, ERR_INVALID, "field 'source' is required and must be a string");
+        err_add_detail(err, "field", json_string("source"));
+        return -1;
+    }
+    up->source = json_string_value(source);
+    up->source_len = json_string_length(source);
+    if (jsonutil_get_string(up->body, "name", &up->name, err) < 0 ||
+        jsonutil_get_string(up->body, "tag", &up->tag, err) < 0 ||
+        jsonutil_get_bool(up->body, "promoteLatest", &up->promote_latest, err) < 0 ||
+        read_tag_list(up->body, "aliases", up->aliases, &up->naliases, err) != 0 ||
+        read_tag_list(up->body, "reassignTags", up->reassign, &up->nreassign, err) != 0)
+        return -1;
+    if (up->tag && !names_valid_tag(up->tag)) {
+        err_set(err, ERR_INVALID, "field 'tag': '%s' is not a valid tag", up->tag);
+        err_add_detail(err, "field", json_string("tag"));
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the validator and checks the result agrees with the request. */
+static json_t *validate_upload(struct api *api, const struct upload_request *up,
+                               struct err *err)
+{
+    char filename[NAMES_STRATEGY_MAX + 4] = "module.js";
+    if (up->name && names_valid_strategy(up->name))
+        snprintf(filename, sizeof filename, "%s.js", up->name);
+    json_t *metadata =
+        js_validate(up->source, up->source_len, filename, &api->opts.validation_limits, err);
+    if (!metadata) {
+        json_t *diags = err->details ? json_object_get(err->details, "diagnostics") : NULL;
+        json_t *first = json_array_get(diags, 0);
+        const char *stage = first ? json_string_value(json_object_get(first, "stage")) : NULL;
+        const char *labels[] = {stage ? stage : "unknown"};
+        metrics_add(api->validation_failures, labels, 1);
+        return NULL;
+    }
+    const char *name = json_string_value(json_object_get(metadata, "name"));
+    const char *meta_tag = json_string_value(json_object_get(metadata, "tag"));
+    if (up->name && strcmp(up->name, name) != 0) {
+        err_set(err, ERR_INVALID, "field 'name' is '%s' but metadata.name is '%s'", up->name, name);
+    } else if (names_reserved_strategy(name)) {
+        err_set(err, ERR_INVALID, "strategy name '%s' is reserved (it collides with an API path)",
+                name);
+    } else if (up->tag && meta_tag && strcmp(up->tag, meta_tag) != 0) {
+        err_set(err, ERR_INVALID, "field 'tag' is '%s' but metadata.tag is '%s'", up->tag,
+                meta_tag);
+    } else {
+        return metadata;
+    }
+    json_decref(metadata);
+    return NULL;
+}
+
+static void upload_release(struct upload_request *up) { json_decref(up->body); }
+
+struct upload_plan {
+    const char *tag;
+    const char **aliases;
+    size_t naliases;
+    const char **reassign;
+    size_t nreassign;
+};
+
+static int store_upload(struct api *api, struct api_request *req, const struct upload_request *up,
+                        json_t *metadata, const struct upload_plan *plan,
+                        struct catalog_upload_result *result, struct err *err)
+{
+    const char *name = json_string_value(json_object_get(metadata, "name"));
+    struct catalog_upload cu = {
+        .name = name,
+        .source = up->source,
+        .len = up->source_len,
+        .metadata = metadata,
+        .tag = plan->tag,
+        .aliases = plan->aliases,
+        .naliases = plan->naliases,
+        .reassign = plan->reassign,
+        .nreassign = plan->nreassign,
+        .promote_latest = up->promote_latest,
+    };
+    if (catalog_add_revision(api->opts.catalog, &cu, result, err) != 0)
+        return -1;
+    struct err cache_err = ERR_INIT;
+    if (api->opts.store && store_metadata_put(api->opts.store, result->hex, metadata, &cache_err))
+        log_warn("api", "metadata cache: %s", cache_err.message);
+    err_clear(&cache_err);
+    json_t *aliases = json_array();
+    for (size_t i = 0; i < plan->naliases; i++)
+        json_array_append_new(aliases, json_string(plan->aliases[i]));
+    api_audit(api, req, "module.upload",
+              json_pack("{s:s, s:o, s:s, s:o, s:b}", "strategy", name, "hash",
+                        views_hash(result->hex), "tag", result->tag, "aliases", aliases,
+                        "created", result->created));
+    return 0;
+}
+
+static json_t *upload_response(struct api *api, const char *name,
+                               const struct catalog_upload_result *result, const char *alias,
+                               const struct upload_plan *plan)
+{
+    char file[NAMES_STRATEGY_MAX + 4], path[NAMES_STRATEGY_MAX * 2 + HASH_HEX_LEN + 8];
+    snprintf(file, sizeof file, "%s.js", name);
+    snprintf(path, sizeof path, "%s/%s/%s.js", name, result->hex, name);
+    json_t *aliases = json_array();
+    for (size_t i = 0; i < plan->naliases; i++)
+        json_array_append_new(aliases, json_string(plan->aliases[i]));
+    json_t *module = json_pack("{s:s, s:o, s:s, s:s, s:s, s:o}", "name", name, "hash",
+                               views_hash(result->hex), "tag", result->tag, "file", file, "path",
+                               path, "aliases", aliases);
+    if (alias)
+        json_object_set_new(module, "alias", json_string(alias));
+    return json_pack("{s:s, s:s, s:o}", "status", result->created ? "created" : "unchanged",
+                     "strategyDirectory", catalog_root(api->opts.catalog), "module", module);
+}
+
+int api_handle_module_upload(struct api *api, struct api_request *req, struct api_response *res,
+                             struct err *err)
+{
+    struct upload_request up;
+    if (parse_upload(req, &up, err) != 0) {
+        upload_release(&up);
+        return -1;
+    }
+    json_t *metadata = validate_upload(api, &up, err);
+    if (!metadata) {
+        upload_release(&up);
+        return -1;
+    }
+    const char *tag = up.tag ? up.tag : json_string_value(json_object_get(metadata, "tag"));
+    struct upload_plan plan = {tag, up.aliases, up.naliases, up.reassign, up.nreassign};
+    struct catalog_upload_result result;
+    int rc = store_upload(api, req, &up, metadata, &plan, &result, err);
+    if (rc == 0) {
+        const char *name = json_string_value(json_object_get(metadata, "name"));
+        json_t *body =
+            upload_response(api, name, &result, up.naliases ? up.aliases[0] : NULL, &plan);
+        api_respond_json(res, result.created ? 201 : 200, body);
+    }
+    json_decref(metadata);
+    upload_release(&up);
+    return rc;
+}
+
+/* PUT /strategies/modules/{selector}: a new revision that takes over the
+ * selector's tag(s): name -> latest, name:tag -> tag, name@hash -> every tag
+ * that pointed at the hash. */
+int api_handle_module_put(struct api *api, struct api_request *req, struct api_response *res,
+                          struct err *err)
+{
+    struct selector sel;
+    if (selector_parse(req->params[0], &sel, err) != 0)
+        return -1;
+    struct upload_request up;
+    if (parse_upload(req, &up, err) != 0) {
+        upload_release(&up);
+        return -1;
+    }
+    json_t *metadata = validate_upload(api, &up, err);
+    if (!metadata) {
+        upload_release(&up);
+        return -1;
+    }
+    const char *name = json_string_value(json_object_get(metadata, "name"));
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    const char *moved[MAX_TAG_LIST];
+    size_t nmoved = 0;
+    int rc = -1;
+    if (sel.name[0] && strcmp(sel.name, name) != 0) {
+        err_set(err, ERR_INVALID, "the source's metadata.name '%s' does not match '%s'", name,
+                sel.name);
+        goto out;
+    }
+    if (sel.kind == SELECTOR_HASH) {
+        struct registry_resolution r;
+        if (registry_resolve(reg, &sel, &r, err) != 0)
+            goto out;
+        for (size_t i = 0; i < r.strategy->ntags && nmoved < MAX_TAG_LIST; i++) {
+            if (strcmp(r.strategy->tags[i].hex, r.revision->hex) == 0)
+                moved[nmoved++] = r.strategy->tags[i].tag;
+        }
+    } else {
+        moved[nmoved++] = sel.tag;
+    }
+    const char *meta_tag = json_string_value(json_object_get(metadata, "tag"));
+    const char *tag = up.tag ? up.tag : meta_tag ? meta_tag : nmoved ? moved[0] : NULL;
+    struct upload_plan plan = {tag, moved, nmoved, up.reassign, up.nreassign};
+    struct catalog_upload_result result;
+    rc = store_upload(api, req, &up, metadata, &plan, &result, err);
+    if (rc == 0)
+        api_respond_json(res, 200,
+                         upload_response(api, name, &result, nmoved ? moved[0] : NULL, &plan));
+out:
+    registry_release(reg);
+    json_decref(metadata);
+    upload_release(&up);
+    return rc;
+}
+
+int api_handle_module_delete(struct api *api, struct api_request *req, struct api_response *res,
+                             struct err *err)
+{
+    struct selector sel;
+    if (selector_parse(req->params[0], &sel, err) != 0)
+        return -1;
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1] = "";
+    int rc;
+    if (sel.kind == SELECTOR_LATEST && !(sel.may_be_prefix && !registry_find_strategy(reg, sel.name))) {
+        snprintf(name, sizeof name, "%s", sel.name);
+        registry_release(reg);
+        rc = catalog_delete_strategy(api->opts.catalog, name, runtime_delete_guard,
+                                     api->opts.runtime, err);
+    } else {
+        struct registry_resolution r;
+        rc = registry_resolve(reg, &sel, &r, err);
+        if (rc == 0) {
+            snprintf(name, sizeof name, "%s", r.strategy->name);
+            snprintf(hex, sizeof hex, "%s", r.revision->hex);
+        }
+        registry_release(reg);
+        if (rc == 0)
+            rc = catalog_delete_revision(api->opts.catalog, name, hex, runtime_delete_guard,
+                                         api->opts.runtime, err);
+    }
+    if (rc != 0)
+        return -1;
+    api_audit(api, req, hex[0] ? "module.deleteRevision" : "module.deleteStrategy",
+              hex[0] ? json_pack("{s:s, s:o}", "strategy", name, "hash", views_hash(hex))
+                     : json_pack("{s:s}", "strategy", name));
+    res->status = 204;
+    return 0;
+}

@@ -1,0 +1,224 @@
+/* Tag moves and deletes, refresh, health and metrics. */
+#include "api/internal.h"
+#include "api/views.h"
+
+#include "core/hash.h"
+#include "core/jsonutil.h"
+#include "core/log.h"
+#include "core/names.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int check_name_and_tag(const struct api_request *req, struct err *err)
+{
+    if (!names_valid_strategy(req->params[0])) {
+        err_set(err, ERR_INVALID, "'%s' is not a valid strategy name", req->params[0]);
+        return -1;
+    }
+    if (!names_valid_tag(req->params[1])) {
+        err_set(err, ERR_INVALID, "'%s' is not a valid tag", req->params[1]);
+        return -1;
+    }
+    return 0;
+}
+
+/* The target of a tag move: any hash form of the strategy's revisions. */
+static int resolve_target(struct api *api, const char *name, const char *hash,
+                          char hex[HASH_HEX_LEN + 1], struct err *err)
+{
+    char text[SELECTOR_TEXT_MAX + 1];
+    snprintf(text, sizeof text, "%s@%s", name, hash);
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    struct registry_resolution r;
+    int rc = registry_resolve_text(reg, text, &r, err);
+    if (rc == 0)
+        snprintf(hex, HASH_HEX_LEN + 1, "%s", r.revision->hex);
+    registry_release(reg);
+    return rc;
+}
+
+static json_t *refresh_strategy(struct api *api, const char *name, struct err *err)
+{
+    json_t *request = json_pack("{s:[s]}", "strategies", name);
+    json_t *response = NULL;
+    int rc = runtime_refresh(api->opts.runtime, request, &response, err);
+    json_decref(request);
+    return rc == 0 ? response : NULL;
+}
+
+int api_handle_tag_put(struct api *api, struct api_request *req, struct api_response *res,
+                       struct err *err)
+{
+    if (check_name_and_tag(req, err) != 0)
+        return -1;
+    const char *name = req->params[0], *tag = req->params[1];
+    json_t *body = NULL;
+    if (api_body_object(req, false, &body, err) != 0)
+        return -1;
+    const char *hash = NULL;
+    bool refresh = false;
+    int rc = -1;
+    if (jsonutil_get_string(body, "hash", &hash, err) < 0 ||
+        jsonutil_get_bool(body, "refresh", &refresh, err) < 0)
+        goto out;
+    if (!hash) {
+        err_set(err, ERR_INVALID, "field 'hash' is required");
+        err_add_detail(err, "field", json_string("hash"));
+        goto out;
+    }
+    char hex[HASH_HEX_LEN + 1], previous[HASH_HEX_LEN + 1] = "";
+    if (resolve_target(api, name, hash, hex, err) != 0 ||
+        catalog_set_tag(api->opts.catalog, name, tag, hex, previous, err) != 0)
+        goto out;
+    if (strcmp(previous, hex) != 0) {
+        const char *labels[] = {api->opts.environment, name, tag};
+        metrics_add(api->tag_reassigned, labels, 1);
+    }
+    api_audit(api, req, "tag.move",
+              json_pack("{s:s, s:s, s:o, s:o}", "strategy", name, "tag", tag, "from",
+                        previous[0] ? views_hash(previous) : json_null(), "to", views_hash(hex)));
+    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "ok", "strategy", name, "tag",
+                            tag, "hash", views_hash(hex), "refresh", refresh);
+    if (previous[0])
+        json_object_set_new(out, "previousHash", views_hash(previous));
+    if (refresh) {
+        json_t *refreshed = refresh_strategy(api, name, err);
+        if (!refreshed) {
+            json_decref(out);
+            goto out;
+        }
+        json_object_set(out, "results", json_object_get(refreshed, "results"));
+        json_decref(refreshed);
+    }
+    api_respond_json(res, 200, out);
+    rc = 0;
+out:
+    json_decref(body);
+    return rc;
+}
+
+int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_response *res,
+                          struct err *err)
+{
+    if (check_name_and_tag(req, err) != 0)
+        return -1;
+    const char *name = req->params[0], *tag = req->params[1];
+    bool allow_orphan = false;
+    if (api_query_bool(req, "allowOrphan", &allow_orphan, err) != 0)
+        return -1;
+    char previous[HASH_HEX_LEN + 1] = "";
+    if (catalog_delete_tag(api->opts.catalog, name, tag, allow_orphan, previous, err) != 0)
+        return -1;
+    const char *labels[] = {api->opts.environment, name, tag, allow_orphan ? "true" : "false"};
+    metrics_add(api->tag_deleted, labels, 1);
+    api_audit(api, req, "tag.delete",
+              json_pack("{s:s, s:s, s:o, s:b}", "strategy", name, "tag", tag, "from",
+                        views_hash(previous), "allowOrphan", allow_orphan));
+    api_respond_json(res, 200,
+                     json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "deleted", "strategy", name,
+                               "tag", tag, "previousHash", views_hash(previous), "allowOrphan",
+                               allow_orphan));
+    return 0;
+}
+
+static int check_refresh_request(const json_t *body, struct err *err)
+{
+    const char *keys[] = {"hashes", "strategies"};
+    for (size_t k = 0; k < 2; k++) {
+        const json_t *list = NULL;
+        if (jsonutil_get_string_array(body, keys[k], &list, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int api_handle_refresh(struct api *api, struct api_request *req, struct api_response *res,
+                       struct err *err)
+{
+    json_t *body = NULL;
+    if (api_body_object(req, true, &body, err) != 0 ||
+        (body && check_refresh_request(body, err) != 0)) {
+        json_decref(body);
+        return -1;
+    }
+    json_t *problems = NULL;
+    if (catalog_reload(api->opts.catalog, &problems, err) != 0) {
+        /* The last good catalogue stays in service; say why the new one was
+         * not taken. */
+        err->kind = ERR_CONFLICT;
+        err_add_detail(err, "servingPrevious", json_true());
+        json_decref(body);
+        return -1;
+    }
+    json_t *response = NULL;
+    int rc = runtime_refresh(api->opts.runtime, body, &response, err);
+    if (rc == 0) {
+        json_object_set_new(response, "problems", problems ? problems : json_array());
+        problems = NULL;
+        api_audit(api, req, "refresh",
+                  json_pack("{s:O?, s:O}", "request", body, "results",
+                            json_object_get(response, "results")));
+        api_respond_json(res, 200, response);
+    }
+    json_decref(problems);
+    json_decref(body);
+    return rc;
+}
+
+int api_handle_healthz(struct api *api, struct api_request *req, struct api_response *res,
+                       struct err *err)
+{
+    (void)api;
+    (void)req;
+    (void)err;
+    api_respond_json(res, 200, json_pack("{s:s}", "status", "ok"));
+    return 0;
+}
+
+/* strategy_revision_instances: one series per known revision, 0 when idle,
+ * so a dashboard sees a revision from upload until delete. */
+static void write_revision_gauge(struct api *api, struct strbuf *out)
+{
+    static const char *const labels[] = {"environment", "strategy", "hash"};
+    metrics_write_header(out, "strategy_revision_instances",
+                         "Running instances per strategy revision.", "gauge");
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        const struct registry_strategy *st = reg->strategies[i];
+        for (size_t j = 0; j < st->nrevisions; j++) {
+            char spelled[HASH_SPELLED_LEN + 1];
+            hash_spell(st->revisions[j].hex, spelled);
+            const char *values[] = {api->opts.environment, st->name, spelled};
+            int n = runtime_running_count(api->opts.runtime, st->name, st->revisions[j].hex);
+            metrics_write_sample(out, "strategy_revision_instances", labels, values, 3, n);
+        }
+    }
+    registry_release(reg);
+}
+
+int api_handle_metrics(struct api *api, struct api_request *req, struct api_response *res,
+                       struct err *err)
+{
+    (void)req;
+    struct strbuf out = STRBUF_INIT;
+    static const char *const build_labels[] = {"version"};
+    const char *build_values[] = {STRATD_VERSION};
+    metrics_write_header(&out, "stratd_build_info", "Build information.", "gauge");
+    metrics_write_sample(&out, "stratd_build_info", build_labels, build_values, 1, 1);
+    write_revision_gauge(api, &out);
+    metrics_family_write(api->tag_reassigned, &out);
+    metrics_family_write(api->tag_deleted, &out);
+    metrics_family_write(api->validation_failures, &out);
+    metrics_family_write(api->http_requests, &out);
+    runtime_metrics_write(api->opts.runtime, &out);
+    if (strbuf_failed(&out)) {
+        strbuf_release(&out);
+        err_set(err, ERR_INTERNAL, "out of memory writing metrics");
+        return -1;
+    }
+    res->status = 200;
+    res->body = strbuf_detach(&out, &res->body_len);
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return 0;
+}

@@ -1,0 +1,175 @@
+/*
+ * Internals shared by the api's files: the request and response a handler
+ * sees, the route table, and helpers for query parameters and bodies.
+ * Handlers run on libmicrohttpd's threads; a request and its response
+ * belong to the one thread handling it.
+ */
+#ifndef STRATD_API_INTERNAL_H
+#define STRATD_API_INTERNAL_H
+
+#include "api/api.h"
+#include "core/metrics.h"
+#include "core/strbuf.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define API_MAX_SEGMENTS 12
+#define API_MAX_PARAMS 4
+
+struct api_query_arg {
+    char *key;
+    char *value;
+};
+
+struct api_request {
+    struct MHD_Connection *conn;
+    const char *method;
+    char *raw_uri;                     /* as received, before decoding */
+    char *segments[API_MAX_SEGMENTS];  /* decoded path segments */
+    size_t nsegments;
+    bool path_too_deep;
+    struct api_query_arg *query;
+    size_t nquery;
+    struct strbuf body;
+    bool body_too_large;
+    bool url_too_long;
+    const char *params[API_MAX_PARAMS]; /* {name} captures, in pattern order */
+    const char *route;                  /* the matched pattern, for metrics */
+    int64_t started_ns;
+    enum api_role role;
+    char actor[64];                     /* token name, or "anonymous" */
+};
+
+struct api_response {
+    unsigned status;
+    json_t *json;             /* body as JSON, or */
+    char *body;               /* raw body (malloc'ed) with content_type */
+    size_t body_len;
+    const char *content_type;
+    char etag[HASH_SPELLED_LEN + 3];
+    char allow[64];
+    char retry_after[16];
+};
+
+typedef int (*api_handler_fn)(struct api *api, struct api_request *req, struct api_response *res,
+                              struct err *err);
+
+struct api_route {
+    const char *method;
+    const char *pattern; /* "/strategies/modules/{selector}/usage" */
+    api_handler_fn handler;
+};
+
+struct api {
+    struct api_options opts;
+    struct MHD_Daemon *daemon;
+    int port;
+    struct metrics_family *http_requests;
+    struct metrics_family *tag_reassigned;
+    struct metrics_family *tag_deleted;
+    struct metrics_family *validation_failures;
+    pthread_mutex_t audit_lock;
+};
+
+/* routes.c */
+extern const struct api_route api_routes[];
+extern const size_t api_route_count;
+/* Finds the handler; on a miss fills err (404, or 405 with res->allow). */
+const struct api_route *api_route_match(struct api_request *req, struct api_response *res,
+                                        struct err *err);
+
+/* respond.c */
+void api_respond_json(struct api_response *res, unsigned status, json_t *json);
+void api_respond_error(struct api_response *res, const struct err *err);
+void api_response_clear(struct api_response *res);
+/* The value of a query parameter (last occurrence), or NULL. */
+const char *api_query(const struct api_request *req, const char *key);
+/* Booleans: true/false/1/0; absent leaves *value. ERR_INVALID otherwise. */
+int api_query_bool(const struct api_request *req, const char *key, bool *value, struct err *err);
+/* Integers >= min; absent leaves *value. ERR_INVALID otherwise. */
+int api_query_int(const struct api_request *req, const char *key, long long min, long long *value,
+                  struct err *err);
+/* Every value of a repeated parameter (state=a&state=b, or state=a,b). */
+size_t api_query_all(const struct api_request *req, const char *key, const char **values,
+                     size_t max);
+/* The body as a JSON object (ERR_INVALID saying where when it is not). An
+ * empty body is an error unless allow_empty (then *out is NULL). */
+int api_body_object(const struct api_request *req, bool allow_empty, json_t **out,
+                    struct err *err);
+/* Appends an audit entry {actor, action, ...fields}; fields is stolen. */
+void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields);
+
+/* handlers_*.c */
+int api_handle_healthz(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_metrics(struct api *, struct api_request *, struct api_response *, struct err *);
+
+int api_handle_strategies_list(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_strategy_get(struct api *, struct api_request *, struct api_response *,
+                            struct err *);
+int api_handle_modules_list(struct api *, struct api_request *, struct api_response *,
+                            struct err *);
+int api_handle_module_upload(struct api *, struct api_request *, struct api_response *,
+                             struct err *);
+int api_handle_module_get(struct api *, struct api_request *, struct api_response *,
+                          struct err *);
+int api_handle_module_put(struct api *, struct api_request *, struct api_response *,
+                          struct err *);
+int api_handle_module_delete(struct api *, struct api_request *, struct api_response *,
+                             struct err *);
+int api_handle_module_source(struct api *, struct api_request *, struct api_response *,
+                             struct err *);
+int api_handle_module_usage(struct api *, struct api_request *, struct api_response *,
+                            struct err *);
+int api_handle_tag_put(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_tag_delete(struct api *, struct api_request *, struct api_response *,
+                          struct err *);
+int api_handle_refresh(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_registry_export(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+
+int api_handle_providers_list(struct api *, struct api_request *, struct api_response *,
+                              struct err *);
+int api_handle_provider_create(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_provider_get(struct api *, struct api_request *, struct api_response *,
+                            struct err *);
+int api_handle_provider_update(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_provider_delete(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_provider_start(struct api *, struct api_request *, struct api_response *,
+                              struct err *);
+int api_handle_provider_stop(struct api *, struct api_request *, struct api_response *,
+                             struct err *);
+int api_handle_provider_balances(struct api *, struct api_request *, struct api_response *,
+                                 struct err *);
+int api_handle_adapters_list(struct api *, struct api_request *, struct api_response *,
+                             struct err *);
+int api_handle_adapter_get(struct api *, struct api_request *, struct api_response *,
+                           struct err *);
+
+int api_handle_instances_list(struct api *, struct api_request *, struct api_response *,
+                              struct err *);
+int api_handle_instance_create(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_instance_get(struct api *, struct api_request *, struct api_response *,
+                            struct err *);
+int api_handle_instance_update(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_instance_delete(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_instance_start(struct api *, struct api_request *, struct api_response *,
+                              struct err *);
+int api_handle_instance_stop(struct api *, struct api_request *, struct api_response *,
+                             struct err *);
+int api_handle_instance_orders(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
+int api_handle_instance_executions(struct api *, struct api_request *, struct api_response *,
+                                   struct err *);
+
+#endif

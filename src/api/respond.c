@@ -1,0 +1,140 @@
+/* Building responses and reading query parameters and bodies. */
+#include "api/internal.h"
+
+#include "core/jsonutil.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void api_respond_json(struct api_response *res, unsigned status, json_t *json)
+{
+    json_decref(res->json);
+    res->status = status;
+    res->json = json;
+}
+
+void api_respond_error(struct api_response *res, const struct err *err)
+{
+    json_t *body = json_object();
+    json_t *details = err->details ? json_deep_copy(err->details) : json_object();
+    if (!json_is_object(details)) {
+        json_t *wrapped = json_object();
+        json_object_set_new(wrapped, "value", details);
+        details = wrapped;
+    }
+    const char *message = err->message[0] ? err->message : err_kind_name(err->kind);
+    json_object_set_new(body, "error", json_string(message));
+    /* Validation failures also carry their diagnostics at the top level,
+     * where upload clients look for them. */
+    json_t *diagnostics = json_object_get(details, "diagnostics");
+    if (diagnostics)
+        json_object_set(body, "diagnostics", diagnostics);
+    json_object_set_new(body, "details", details);
+    free(res->body);
+    res->body = NULL;
+    api_respond_json(res, (unsigned)err_http_status(err->kind), body);
+    if (err->kind == ERR_INTERNAL || err->kind == ERR_NO_SPACE)
+        log_error("http", "%s", message);
+}
+
+void api_response_clear(struct api_response *res)
+{
+    json_decref(res->json);
+    free(res->body);
+    memset(res, 0, sizeof *res);
+}
+
+const char *api_query(const struct api_request *req, const char *key)
+{
+    const char *found = NULL;
+    for (size_t i = 0; i < req->nquery; i++) {
+        if (strcmp(req->query[i].key, key) == 0)
+            found = req->query[i].value;
+    }
+    return found;
+}
+
+int api_query_bool(const struct api_request *req, const char *key, bool *value, struct err *err)
+{
+    const char *v = api_query(req, key);
+    if (!v)
+        return 0;
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "") == 0) {
+        *value = true;
+        return 0;
+    }
+    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+        *value = false;
+        return 0;
+    }
+    err_set(err, ERR_INVALID, "query parameter '%s' must be true or false, got '%s'", key, v);
+    err_add_detail(err, "parameter", json_string(key));
+    return -1;
+}
+
+int api_query_int(const struct api_request *req, const char *key, long long min, long long *value,
+                  struct err *err)
+{
+    const char *v = api_query(req, key);
+    if (!v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (!*v || *end || errno || n < min) {
+        err_set(err, ERR_INVALID, "query parameter '%s' must be an integer >= %lld, got '%s'", key,
+                min, v);
+        err_add_detail(err, "parameter", json_string(key));
+        return -1;
+    }
+    *value = n;
+    return 0;
+}
+
+size_t api_query_all(const struct api_request *req, const char *key, const char **values,
+                     size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->nquery && n < max; i++) {
+        if (strcmp(req->query[i].key, key) == 0 && req->query[i].value[0])
+            values[n++] = req->query[i].value;
+    }
+    return n;
+}
+
+int api_body_object(const struct api_request *req, bool allow_empty, json_t **out,
+                    struct err *err)
+{
+    *out = NULL;
+    size_t len = req->body.len;
+    const char *data = strbuf_cstr(&req->body);
+    size_t i = 0;
+    while (i < len && (data[i] == ' ' || data[i] == '\n' || data[i] == '\r' || data[i] == '\t'))
+        i++;
+    if (i == len) {
+        if (allow_empty)
+            return 0;
+        err_set(err, ERR_INVALID, "a JSON request body is required");
+        return -1;
+    }
+    *out = jsonutil_parse_object(data, len, err);
+    return *out ? 0 : -1;
+}
+
+void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields)
+{
+    json_t *entry = json_object();
+    json_object_set_new(entry, "actor", json_string(req->actor[0] ? req->actor : "anonymous"));
+    json_object_set_new(entry, "action", json_string(action));
+    if (fields)
+        json_object_update(entry, fields);
+    json_decref(fields);
+    struct err err = ERR_INIT;
+    if (api->opts.store && store_audit_append(api->opts.store, entry, &err) != 0) {
+        log_error("audit", "cannot append to the audit log: %s", err.message);
+        err_clear(&err);
+    }
+    json_decref(entry);
+}

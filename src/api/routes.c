@@ -1,0 +1,109 @@
+/* The route table and matching: literal segments match exactly, a
+ * "{name}" segment matches any one segment and is captured in order. */
+#include "api/internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const struct api_route api_routes[] = {
+    {"GET", "/healthz", api_handle_healthz},
+    {"GET", "/metrics", api_handle_metrics},
+
+    {"GET", "/strategies", api_handle_strategies_list},
+    {"GET", "/strategies/modules", api_handle_modules_list},
+    {"POST", "/strategies/modules", api_handle_module_upload},
+    {"POST", "/strategies/refresh", api_handle_refresh},
+    {"GET", "/strategies/registry", api_handle_registry_export},
+    {"GET", "/strategies/modules/{selector}", api_handle_module_get},
+    {"PUT", "/strategies/modules/{selector}", api_handle_module_put},
+    {"DELETE", "/strategies/modules/{selector}", api_handle_module_delete},
+    {"GET", "/strategies/modules/{selector}/source", api_handle_module_source},
+    {"GET", "/strategies/modules/{selector}/usage", api_handle_module_usage},
+    {"PUT", "/strategies/modules/{name}/tags/{tag}", api_handle_tag_put},
+    {"DELETE", "/strategies/modules/{name}/tags/{tag}", api_handle_tag_delete},
+    {"GET", "/strategies/{name}", api_handle_strategy_get},
+
+    {"GET", "/providers", api_handle_providers_list},
+    {"POST", "/providers", api_handle_provider_create},
+    {"GET", "/providers/{name}", api_handle_provider_get},
+    {"PUT", "/providers/{name}", api_handle_provider_update},
+    {"DELETE", "/providers/{name}", api_handle_provider_delete},
+    {"POST", "/providers/{name}/start", api_handle_provider_start},
+    {"POST", "/providers/{name}/stop", api_handle_provider_stop},
+    {"GET", "/providers/{name}/balances", api_handle_provider_balances},
+    {"GET", "/adapters", api_handle_adapters_list},
+    {"GET", "/adapters/{identifier}", api_handle_adapter_get},
+
+    {"GET", "/strategy/instances", api_handle_instances_list},
+    {"POST", "/strategy/instances", api_handle_instance_create},
+    {"GET", "/strategy/instances/{id}", api_handle_instance_get},
+    {"PUT", "/strategy/instances/{id}", api_handle_instance_update},
+    {"DELETE", "/strategy/instances/{id}", api_handle_instance_delete},
+    {"POST", "/strategy/instances/{id}/start", api_handle_instance_start},
+    {"POST", "/strategy/instances/{id}/stop", api_handle_instance_stop},
+    {"GET", "/strategy/instances/{id}/orders", api_handle_instance_orders},
+    {"GET", "/strategy/instances/{id}/executions", api_handle_instance_executions},
+};
+
+const size_t api_route_count = sizeof api_routes / sizeof api_routes[0];
+
+/* Matches the request's segments against one pattern, capturing params.
+ * Literal matches win over captures because literal routes for the same
+ * shape come first in the table (e.g. /strategies/modules before
+ * /strategies/{name}). */
+static bool pattern_matches(const char *pattern, struct api_request *req, bool capture)
+{
+    size_t seg = 0, nparams = 0;
+    const char *p = pattern;
+    while (*p) {
+        if (*p == '/')
+            p++;
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (seg >= req->nsegments)
+            return false;
+        const char *actual = req->segments[seg];
+        if (p[0] == '{') {
+            if (capture && nparams < API_MAX_PARAMS)
+                req->params[nparams] = actual;
+            nparams++;
+        } else if (strlen(actual) != len || strncmp(actual, p, len) != 0) {
+            return false;
+        }
+        seg++;
+        p += len;
+    }
+    return seg == req->nsegments;
+}
+
+const struct api_route *api_route_match(struct api_request *req, struct api_response *res,
+                                        struct err *err)
+{
+    for (size_t i = 0; i < api_route_count; i++) {
+        if (strcmp(api_routes[i].method, req->method) == 0 &&
+            pattern_matches(api_routes[i].pattern, req, false)) {
+            pattern_matches(api_routes[i].pattern, req, true);
+            return &api_routes[i];
+        }
+    }
+    /* Same path, other methods: 405 with the methods that exist. */
+    size_t used = 0;
+    res->allow[0] = '\0';
+    for (size_t i = 0; i < api_route_count; i++) {
+        if (!pattern_matches(api_routes[i].pattern, req, false) ||
+            strstr(res->allow, api_routes[i].method))
+            continue;
+        int n = snprintf(res->allow + used, sizeof res->allow - used, "%s%s", used ? ", " : "",
+                         api_routes[i].method);
+        if (n > 0 && (size_t)n < sizeof res->allow - used)
+            used += (size_t)n;
+    }
+    if (used) {
+        err_set(err, ERR_METHOD, "method %s is not allowed here; allowed: %s", req->method,
+                res->allow);
+        err_add_detail(err, "allow", json_string(res->allow));
+        return NULL;
+    }
+    err_set(err, ERR_NOT_FOUND, "no route for %s", req->raw_uri);
+    return NULL;
+}

@@ -1,0 +1,531 @@
+#include "cmd/config.h"
+
+#include "core/fsutil.h"
+#include "core/hash.h"
+#include "core/jsonutil.h"
+#include "core/names.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#define CONFIG_MAX_BYTES (1u << 20)
+#define YAML_MAX_DEPTH 32
+
+/* ------------------------------------------------------------ defaults */
+
+void config_init(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->listen_host = strdup("127.0.0.1");
+    cfg->listen_port = 8880;
+    cfg->strategies_dir = strdup("./strategies");
+    cfg->state_dir = strdup("./var");
+    cfg->environment = strdup("dev");
+    cfg->log_level = strdup("info");
+    cfg->providers = json_array();
+}
+
+void config_free(struct config *cfg)
+{
+    free(cfg->listen_host);
+    free(cfg->strategies_dir);
+    free(cfg->state_dir);
+    free(cfg->environment);
+    free(cfg->log_level);
+    free(cfg->tokens);
+    json_decref(cfg->providers);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* --------------------------------------------------------- YAML -> JSON */
+
+struct yaml_reader {
+    yaml_parser_t parser;
+    struct err *err;
+};
+
+static json_t *typed_scalar(const yaml_event_t *ev)
+{
+    const char *v = (const char *)ev->data.scalar.value;
+    size_t len = ev->data.scalar.length;
+    if (ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return jsonutil_string_lossy(v, len);
+    if (len == 0 || strcmp(v, "~") == 0 || strcmp(v, "null") == 0)
+        return json_null();
+    if (strcmp(v, "true") == 0)
+        return json_true();
+    if (strcmp(v, "false") == 0)
+        return json_false();
+    char *end = NULL;
+    errno = 0;
+    long long i = strtoll(v, &end, 10);
+    if (*end == '\0' && errno == 0)
+        return json_integer(i);
+    errno = 0;
+    double d = strtod(v, &end);
+    if (*end == '\0' && errno == 0 && isfinite(d))
+        return json_real(d);
+    return jsonutil_string_lossy(v, len);
+}
+
+static int next_event(struct yaml_reader *r, yaml_event_t *ev)
+{
+    if (yaml_parser_parse(&r->parser, ev))
+        return 0;
+    err_set(r->err, ERR_INVALID, "YAML error at line %zu, column %zu: %s",
+            r->parser.problem_mark.line + 1, r->parser.problem_mark.column + 1,
+            r->parser.problem ? r->parser.problem : "unknown");
+    return -1;
+}
+
+static json_t *read_node(struct yaml_reader *r, yaml_event_t *ev, int depth);
+
+static json_t *read_sequence(struct yaml_reader *r, int depth)
+{
+    json_t *arr = json_array();
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(r, &ev) != 0)
+            break;
+        if (ev.type == YAML_SEQUENCE_END_EVENT) {
+            yaml_event_delete(&ev);
+            return arr;
+        }
+        json_t *item = read_node(r, &ev, depth + 1);
+        yaml_event_delete(&ev);
+        if (!item)
+            break;
+        json_array_append_new(arr, item);
+    }
+    json_decref(arr);
+    return NULL;
+}
+
+static json_t *read_mapping(struct yaml_reader *r, int depth)
+{
+    json_t *obj = json_object();
+    for (;;) {
+        yaml_event_t key;
+        if (next_event(r, &key) != 0)
+            break;
+        if (key.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&key);
+            return obj;
+        }
+        if (key.type != YAML_SCALAR_EVENT) {
+            err_set(r->err, ERR_INVALID, "YAML line %zu: mapping keys must be plain strings",
+                    key.start_mark.line + 1);
+            yaml_event_delete(&key);
+            break;
+        }
+        char *name = strndup((const char *)key.data.scalar.value, key.data.scalar.length);
+        size_t line = key.start_mark.line + 1;
+        yaml_event_delete(&key);
+        yaml_event_t value;
+        json_t *v = NULL;
+        if (name && next_event(r, &value) == 0) {
+            v = read_node(r, &value, depth + 1);
+            yaml_event_delete(&value);
+        }
+        if (v && json_object_get(obj, name)) {
+            err_set(r->err, ERR_INVALID, "YAML line %zu: key '%s' appears twice", line, name);
+            json_decref(v);
+            v = NULL;
+        }
+        if (v)
+            json_object_set_new(obj, name, v);
+        free(name);
+        if (!v)
+            break;
+    }
+    json_decref(obj);
+    return NULL;
+}
+
+static json_t *read_node(struct yaml_reader *r, yaml_event_t *ev, int depth)
+{
+    if (depth > YAML_MAX_DEPTH) {
+        err_set(r->err, ERR_INVALID, "YAML nested deeper than %d levels", YAML_MAX_DEPTH);
+        return NULL;
+    }
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        return typed_scalar(ev);
+    case YAML_SEQUENCE_START_EVENT:
+        return read_sequence(r, depth);
+    case YAML_MAPPING_START_EVENT:
+        return read_mapping(r, depth);
+    case YAML_ALIAS_EVENT:
+        err_set(r->err, ERR_INVALID, "YAML line %zu: aliases are not supported",
+                ev->start_mark.line + 1);
+        return NULL;
+    default:
+        err_set(r->err, ERR_INVALID, "YAML line %zu: unexpected content", ev->start_mark.line + 1);
+        return NULL;
+    }
+}
+
+json_t *config_yaml_to_json(const char *text, size_t len, struct err *err)
+{
+    struct yaml_reader r = {.err = err};
+    if (!yaml_parser_initialize(&r.parser)) {
+        err_set(err, ERR_INTERNAL, "cannot start the YAML parser");
+        return NULL;
+    }
+    yaml_parser_set_input_string(&r.parser, (const unsigned char *)text, len);
+    json_t *doc = NULL;
+    bool done = false;
+    while (!done) {
+        yaml_event_t ev;
+        if (next_event(&r, &ev) != 0)
+            break;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        case YAML_STREAM_START_EVENT:
+        case YAML_DOCUMENT_START_EVENT:
+        case YAML_DOCUMENT_END_EVENT:
+            break;
+        default:
+            if (doc) {
+                err_set(err, ERR_INVALID, "the configuration must be a single YAML document");
+                json_decref(doc);
+                doc = NULL;
+                done = true;
+                break;
+            }
+            doc = read_node(&r, &ev, 0);
+            if (!doc)
+                done = true;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&r.parser);
+    if (doc && json_is_null(doc)) {
+        json_decref(doc);
+        doc = json_object();
+    }
+    if (!doc && err && err->kind == ERR_NONE)
+        doc = json_object(); /* an empty file */
+    return doc;
+}
+
+/* ------------------------------------------------------ checked fields */
+
+struct field {
+    const char *key;
+    enum { F_STRING, F_UINT, F_BOOL, F_SECTION, F_ANY } type;
+};
+
+static int check_keys(const json_t *obj, const char *path, const struct field *fields,
+                      size_t n, struct err *err)
+{
+    if (!json_is_object(obj)) {
+        err_set(err, ERR_INVALID, "%s: expected a mapping", path[0] ? path : "configuration");
+        return -1;
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)obj, key, value)
+    {
+        size_t i = 0;
+        while (i < n && strcmp(fields[i].key, key) != 0)
+            i++;
+        const char *dot = path[0] ? "." : "";
+        if (i == n) {
+            err_set(err, ERR_INVALID, "%s%s%s: unknown setting", path, dot, key);
+            return -1;
+        }
+        bool ok = true;
+        switch (fields[i].type) {
+        case F_STRING:
+            ok = json_is_string(value);
+            break;
+        case F_UINT:
+            ok = json_is_integer(value) && json_integer_value(value) >= 0;
+            break;
+        case F_BOOL:
+            ok = json_is_boolean(value);
+            break;
+        case F_SECTION:
+            ok = json_is_object(value);
+            break;
+        case F_ANY:
+            break;
+        }
+        if (!ok) {
+            static const char *const expected[] = {"a string", "a non-negative integer",
+                                                   "true or false", "a mapping", ""};
+            err_set(err, ERR_INVALID, "%s%s%s: expected %s", path, dot, key,
+                    expected[fields[i].type]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void take_string(const json_t *obj, const char *key, char **slot)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    if (v) {
+        char *copy = strdup(v);
+        if (copy) {
+            free(*slot);
+            *slot = copy;
+        }
+    }
+}
+
+static long long uint_or(const json_t *obj, const char *key, long long fallback)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_integer(v) ? json_integer_value(v) : fallback;
+}
+
+static int apply_http(struct config *cfg, const json_t *http, struct err *err)
+{
+    static const struct field fields[] = {
+        {"max_body_bytes", F_UINT},   {"max_header_bytes", F_UINT},
+        {"max_url_bytes", F_UINT},    {"max_connections", F_UINT},
+        {"idle_timeout_seconds", F_UINT}, {"threads", F_UINT},
+    };
+    if (check_keys(http, "http", fields, sizeof fields / sizeof fields[0], err) != 0)
+        return -1;
+    struct api_limits *l = &cfg->http;
+    l->max_body_bytes = (size_t)uint_or(http, "max_body_bytes", (long long)l->max_body_bytes);
+    l->max_header_bytes =
+        (size_t)uint_or(http, "max_header_bytes", (long long)l->max_header_bytes);
+    l->max_url_bytes = (size_t)uint_or(http, "max_url_bytes", (long long)l->max_url_bytes);
+    l->max_connections = (unsigned)uint_or(http, "max_connections", l->max_connections);
+    l->idle_timeout_s = (unsigned)uint_or(http, "idle_timeout_seconds", l->idle_timeout_s);
+    l->threads = (unsigned)uint_or(http, "threads", l->threads);
+    return 0;
+}
+
+static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
+{
+    static const struct field fields[] = {
+        {"memory_limit_mb", F_UINT},     {"cpu_budget_ms", F_UINT},
+        {"max_consecutive_errors", F_UINT}, {"queue_capacity", F_UINT},
+        {"log_lines_per_second", F_UINT}, {"stack_limit_kb", F_UINT},
+    };
+    if (check_keys(rt, "runtime", fields, sizeof fields / sizeof fields[0], err) != 0)
+        return -1;
+    struct js_limits *l = &cfg->instance_limits;
+    l->memory_bytes = (size_t)uint_or(rt, "memory_limit_mb", (long long)(l->memory_bytes >> 20))
+                      << 20;
+    l->stack_bytes = (size_t)uint_or(rt, "stack_limit_kb", (long long)(l->stack_bytes >> 10))
+                     << 10;
+    l->budget_ns = uint_or(rt, "cpu_budget_ms", l->budget_ns / 1000000) * 1000000;
+    cfg->max_consecutive_errors =
+        (int)uint_or(rt, "max_consecutive_errors", cfg->max_consecutive_errors);
+    cfg->queue_capacity = (size_t)uint_or(rt, "queue_capacity", (long long)cfg->queue_capacity);
+    cfg->log_lines_per_second =
+        (int)uint_or(rt, "log_lines_per_second", cfg->log_lines_per_second);
+    return 0;
+}
+
+static int apply_validation(struct config *cfg, const json_t *v, struct err *err)
+{
+    static const struct field fields[] = {{"memory_limit_mb", F_UINT}, {"budget_ms", F_UINT}};
+    if (check_keys(v, "validation", fields, 2, err) != 0)
+        return -1;
+    struct js_limits *l = &cfg->validation_limits;
+    l->memory_bytes = (size_t)uint_or(v, "memory_limit_mb", (long long)(l->memory_bytes >> 20))
+                      << 20;
+    l->budget_ns = uint_or(v, "budget_ms", l->budget_ns / 1000000) * 1000000;
+    return 0;
+}
+
+static int parse_token(const json_t *t, size_t index, struct api_token *out, struct err *err)
+{
+    static const struct field fields[] = {
+        {"name", F_STRING}, {"sha256", F_STRING}, {"role", F_STRING}};
+    char path[48];
+    snprintf(path, sizeof path, "auth.tokens[%zu]", index);
+    if (check_keys(t, path, fields, 3, err) != 0)
+        return -1;
+    const char *name = json_string_value(json_object_get(t, "name"));
+    const char *sha = json_string_value(json_object_get(t, "sha256"));
+    const char *role = json_string_value(json_object_get(t, "role"));
+    if (!name || !names_valid_id(name)) {
+        err_set(err, ERR_INVALID, "%s.name: required, letters, digits, '.', '_' or '-'", path);
+        return -1;
+    }
+    if (!sha || !hash_parse_full(sha, out->sha256_hex)) {
+        err_set(err, ERR_INVALID,
+                "%s.sha256: required, the SHA-256 of the token in hex "
+                "(printf %%s \"$TOKEN\" | sha256sum)",
+                path);
+        return -1;
+    }
+    if (!role || (strcmp(role, "read") != 0 && strcmp(role, "admin") != 0)) {
+        err_set(err, ERR_INVALID, "%s.role: must be read or admin", path);
+        return -1;
+    }
+    snprintf(out->name, sizeof out->name, "%s", name);
+    out->role = strcmp(role, "admin") == 0 ? API_ROLE_ADMIN : API_ROLE_READ;
+    return 0;
+}
+
+static int apply_auth(struct config *cfg, const json_t *auth, struct err *err)
+{
+    static const struct field fields[] = {{"tokens", F_ANY}, {"metrics_require_token", F_BOOL}};
+    if (check_keys(auth, "auth", fields, 2, err) != 0)
+        return -1;
+    cfg->metrics_require_token = json_is_true(json_object_get(auth, "metrics_require_token"));
+    json_t *tokens = json_object_get(auth, "tokens");
+    if (!tokens)
+        return 0;
+    if (!json_is_array(tokens)) {
+        err_set(err, ERR_INVALID, "auth.tokens: expected a list");
+        return -1;
+    }
+    size_t n = json_array_size(tokens);
+    struct api_token *list = calloc(n ? n : 1, sizeof *list);
+    if (!list) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (parse_token(json_array_get(tokens, i), i, &list[i], err) != 0) {
+            free(list);
+            return -1;
+        }
+    }
+    free(cfg->tokens);
+    cfg->tokens = list;
+    cfg->ntokens = n;
+    return 0;
+}
+
+/* Providers in the file use the API's ProviderRequest shape, with
+ * `adapter` also accepted as a bare identifier string. */
+static int apply_providers(struct config *cfg, const json_t *providers, struct err *err)
+{
+    if (!json_is_array(providers)) {
+        err_set(err, ERR_INVALID, "providers: expected a list");
+        return -1;
+    }
+    json_t *list = json_array();
+    size_t i;
+    json_t *p;
+    json_array_foreach(providers, i, p)
+    {
+        static const struct field fields[] = {
+            {"name", F_STRING}, {"adapter", F_ANY}, {"enabled", F_BOOL}, {"config", F_SECTION}};
+        char path[32];
+        snprintf(path, sizeof path, "providers[%zu]", i);
+        if (check_keys(p, path, fields, 4, err) != 0) {
+            json_decref(list);
+            return -1;
+        }
+        json_t *req = json_deep_copy(p);
+        json_t *adapter = json_object_get(req, "adapter");
+        if (json_is_string(adapter)) {
+            json_t *config = json_object_get(req, "config");
+            json_t *a = json_pack("{s:O, s:O}", "identifier", adapter, "config",
+                                  config ? config : json_object());
+            if (!config)
+                json_decref(json_object_get(a, "config"));
+            json_object_set_new(req, "adapter", a);
+            json_object_del(req, "config");
+        }
+        json_array_append_new(list, req);
+    }
+    json_decref(cfg->providers);
+    cfg->providers = list;
+    return 0;
+}
+
+int config_apply(struct config *cfg, const json_t *doc, struct err *err)
+{
+    static const struct field fields[] = {
+        {"listen", F_STRING},    {"strategies", F_STRING}, {"state", F_STRING},
+        {"environment", F_STRING}, {"log_level", F_STRING}, {"workers", F_UINT},
+        {"http", F_SECTION},     {"runtime", F_SECTION},   {"validation", F_SECTION},
+        {"auth", F_SECTION},     {"providers", F_ANY},
+    };
+    if (check_keys(doc, "", fields, sizeof fields / sizeof fields[0], err) != 0)
+        return -1;
+    const char *listen = json_string_value(json_object_get(doc, "listen"));
+    if (listen) {
+        char *host = NULL;
+        int port = 0;
+        if (config_parse_listen(listen, &host, &port, err) != 0)
+            return -1;
+        free(cfg->listen_host);
+        cfg->listen_host = host;
+        cfg->listen_port = port;
+    }
+    take_string(doc, "strategies", &cfg->strategies_dir);
+    take_string(doc, "state", &cfg->state_dir);
+    take_string(doc, "environment", &cfg->environment);
+    take_string(doc, "log_level", &cfg->log_level);
+    cfg->workers = (int)uint_or(doc, "workers", cfg->workers);
+    json_t *v;
+    if ((v = json_object_get(doc, "http")) && apply_http(cfg, v, err) != 0)
+        return -1;
+    if ((v = json_object_get(doc, "runtime")) && apply_runtime(cfg, v, err) != 0)
+        return -1;
+    if ((v = json_object_get(doc, "validation")) && apply_validation(cfg, v, err) != 0)
+        return -1;
+    if ((v = json_object_get(doc, "auth")) && apply_auth(cfg, v, err) != 0)
+        return -1;
+    if ((v = json_object_get(doc, "providers")) && apply_providers(cfg, v, err) != 0)
+        return -1;
+    return 0;
+}
+
+int config_load_file(struct config *cfg, const char *path, struct err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (fsutil_read_file(path, CONFIG_MAX_BYTES, &text, &len, err) != 0)
+        return -1;
+    json_t *doc = config_yaml_to_json(text, len, err);
+    free(text);
+    if (!doc) {
+        char msg[ERR_MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "%s", err ? err->message : "");
+        err_set(err, ERR_INVALID, "%s: %s", path, msg);
+        return -1;
+    }
+    int rc = config_apply(cfg, doc, err);
+    json_decref(doc);
+    if (rc != 0 && err) {
+        char msg[ERR_MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "%s", err->message);
+        err_set(err, ERR_INVALID, "%s: %s", path, msg);
+    }
+    return rc;
+}
+
+int config_parse_listen(const char *text, char **host, int *port, struct err *err)
+{
+    const char *colon = strrchr(text, ':');
+    char *end = NULL;
+    long p = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == text || !end || *end || colon[1] == '\0' || p < 0 || p > 65535) {
+        err_set(err, ERR_INVALID, "listen address '%s' must be HOST:PORT (port 0-65535)", text);
+        return -1;
+    }
+    *host = strndup(text, (size_t)(colon - text));
+    if (!*host) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    *port = (int)p;
+    return 0;
+}
+
+bool config_is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
+           strcmp(host, "::1") == 0;
+}

@@ -1,0 +1,43 @@
+/*
+ * metrics: labelled counters and gauges for the Prometheus text exposition
+ * format, for values that change at control-plane rates (HTTP requests, tag
+ * moves, validation failures). Hot-path figures (events delivered) are plain
+ * atomics in their owners and written with metrics_write_sample().
+ *
+ * Contract: a family is created once (at start-up) and lives until
+ * metrics_family_free(). metrics_add() and metrics_family_write() are
+ * thread-safe (a mutex per family). Label values are copied; they are
+ * escaped on output, so any bytes are safe.
+ */
+#ifndef STRATD_CORE_METRICS_H
+#define STRATD_CORE_METRICS_H
+
+#include "core/strbuf.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum metrics_type { METRICS_COUNTER, METRICS_GAUGE };
+
+struct metrics_family;
+
+/* label_names: NULL-terminated list (may be empty). NULL if out of memory. */
+struct metrics_family *metrics_family_new(const char *name, const char *help,
+                                          enum metrics_type type, const char *const *label_names);
+void metrics_family_free(struct metrics_family *family);
+/* Adds `delta` to the series with these label values (one per label). */
+void metrics_add(struct metrics_family *family, const char *const *label_values, double delta);
+/* Sets a gauge series. */
+void metrics_set(struct metrics_family *family, const char *const *label_values, double value);
+/* # HELP, # TYPE, then every series (in first-seen order). */
+void metrics_family_write(struct metrics_family *family, struct strbuf *out);
+
+/* Helpers for writers of their own families. */
+void metrics_write_header(struct strbuf *out, const char *name, const char *help,
+                          const char *type);
+/* name{l1="v1",...} value — names/values arrays of n entries. */
+void metrics_write_sample(struct strbuf *out, const char *name, const char *const *label_names,
+                          const char *const *label_values, size_t nlabels, double value);
+void metrics_escape_label_value(struct strbuf *out, const char *value);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * internal: what the js subsystem's own files share. Not part of the
+ * subsystem's contract: other subsystems include sandbox.h, module.h,
+ * validate.h and config.h only. Symbols here carry the js__ prefix.
+ */
+#ifndef STRATD_JS_INTERNAL_H
+#define STRATD_JS_INTERNAL_H
+
+#include "core/err.h"
+#include "js/sandbox.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* What a sandbox is for. A strategy sandbox holds the built-ins and cannot
+ * compile source; a compiler sandbox can compile (eval intrinsic), holds
+ * only the base objects the parser relies on, and drops function source
+ * text from the bytecode it produces (line numbers stay). */
+enum js__profile { JS__PROFILE_STRATEGY, JS__PROFILE_COMPILER };
+
+int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limits,
+                             enum js__profile profile, struct err *err);
+
+/* {"stage", "message", "line", "column", "hint"}; NULL if out of memory. */
+json_t *js__diagnostic(const char *stage, const char *message, int line, int column,
+                       const char *hint);
+/* ERR_UNPROCESSABLE with details {"diagnostics": diagnostics} (stolen). */
+__attribute__((format(printf, 3, 4))) void js__fail(struct err *err, json_t *diagnostics,
+                                                   const char *fmt, ...);
+
+/* The text of 1-based line `line` of `source` (without its newline), or
+ * NULL past the end. */
+const char *js__source_line(const char *source, size_t len, int line, size_t *line_len);
+
+/* "32 MiB", "512 KiB" or "1000 bytes". */
+void js__format_bytes(size_t bytes, char *out, size_t size);
+
+/* The JSON type of a value as config messages name it: string, int, float,
+ * bool, null, object, array. */
+const char *js__json_type_name(const json_t *value);
+/* True when `type` is one of the config field types. */
+int js__config_type_valid(const char *type);
+/* Checks `value` against a config field's type and returns the resolved
+ * value in *out (a new reference; durations become milliseconds, ints
+ * integers, floats reals). Returns 0, -1 on a type mismatch with `expected`
+ * filled ("int", "one of fast, slow", ...), or -2 if out of memory. */
+int js__config_coerce(const char *type, const json_t *options, const json_t *value, json_t **out,
+                      char *expected, size_t expected_size);
+
+#endif

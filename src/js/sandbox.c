@@ -1,0 +1,536 @@
+/*
+ * sandbox: a QuickJS runtime with a counting allocator (memory cap and the
+ * out-of-memory flag), an interrupt handler (CPU budget) and a context that
+ * holds only the built-ins strategies need.
+ */
+#include "js/sandbox.h"
+
+#include "core/clock.h"
+#include "js/internal.h"
+
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* What QuickJS's own allocator charges per block on top of its usable size;
+ * kept so that caps mean the same as with the stock allocator. */
+#define MALLOC_OVERHEAD 8
+/* Reading a thrown object may run its getters: give them this long... */
+#define EXTRACT_BUDGET_NS (20LL * 1000 * 1000)
+/* ...and this much memory above the cap, so that an exception raised at the
+ * cap can still be turned into text. */
+#define EXTRACT_MEMORY_SLACK ((size_t)1 << 20)
+
+/* ------------------------------------------------------------ allocator */
+
+/* The allocator mirrors QuickJS's default one, plus two things it cannot
+ * tell us otherwise: the heap size without walking the heap, and whether
+ * the cap refused an allocation (QuickJS may then throw `null` rather than
+ * an InternalError when even the error object does not fit). */
+
+static bool over_cap(const JSMallocState *s, size_t extra)
+{
+    return s->malloc_size > s->malloc_limit || extra > s->malloc_limit - s->malloc_size;
+}
+
+static void *sb_malloc(JSMallocState *s, size_t size)
+{
+    struct js_sandbox *sb = s->opaque;
+    if (over_cap(s, size)) {
+        sb->out_of_memory = true;
+        return NULL;
+    }
+    void *ptr = malloc(size ? size : 1);
+    if (!ptr) {
+        sb->out_of_memory = true;
+        return NULL;
+    }
+    s->malloc_count++;
+    s->malloc_size += malloc_usable_size(ptr) + MALLOC_OVERHEAD;
+    sb->heap_bytes = s->malloc_size;
+    return ptr;
+}
+
+static void sb_free(JSMallocState *s, void *ptr)
+{
+    if (!ptr)
+        return;
+    struct js_sandbox *sb = s->opaque;
+    s->malloc_count--;
+    s->malloc_size -= malloc_usable_size(ptr) + MALLOC_OVERHEAD;
+    sb->heap_bytes = s->malloc_size;
+    free(ptr);
+}
+
+static void *sb_realloc(JSMallocState *s, void *ptr, size_t size)
+{
+    if (!ptr)
+        return size ? sb_malloc(s, size) : NULL;
+    if (size == 0) {
+        sb_free(s, ptr);
+        return NULL;
+    }
+    struct js_sandbox *sb = s->opaque;
+    size_t old_size = malloc_usable_size(ptr);
+    if (size > old_size && over_cap(s, size - old_size)) {
+        sb->out_of_memory = true;
+        return NULL;
+    }
+    void *grown = realloc(ptr, size);
+    if (!grown) {
+        sb->out_of_memory = true;
+        return NULL;
+    }
+    s->malloc_size = s->malloc_size - old_size + malloc_usable_size(grown);
+    sb->heap_bytes = s->malloc_size;
+    return grown;
+}
+
+static size_t sb_usable_size(const void *ptr) { return malloc_usable_size((void *)ptr); }
+
+static const JSMallocFunctions sandbox_allocator = {
+    sb_malloc,
+    sb_free,
+    sb_realloc,
+    sb_usable_size,
+};
+
+/* ------------------------------------------------------- init and limits */
+
+static int on_interrupt(JSRuntime *rt, void *opaque)
+{
+    (void)rt;
+    struct js_sandbox *sb = opaque;
+    if (sb->deadline_ns == 0 || clock_mono_ns() < sb->deadline_ns)
+        return 0;
+    sb->overran = true;
+    return 1;
+}
+
+static struct js_limits resolve_limits(const struct js_limits *limits)
+{
+    struct js_limits out = limits ? *limits : (struct js_limits){0, 0, 0};
+    if (out.memory_bytes == 0)
+        out.memory_bytes = JS_SANDBOX_DEFAULT_MEMORY;
+    if (out.stack_bytes == 0)
+        out.stack_bytes = JS_SANDBOX_DEFAULT_STACK;
+    if (out.budget_ns <= 0)
+        out.budget_ns = JS_SANDBOX_DEFAULT_BUDGET_NS;
+    return out;
+}
+
+/* Each intrinsic costs heap in every one of thousands of sandboxes, so the
+ * list is what strategies use: no Eval (source is compiled elsewhere) and no
+ * String.prototype.normalize tables. The compiler needs Eval to parse and
+ * the RegExp compiler to turn regex literals into bytecode. */
+static void add_intrinsics(JSContext *ctx, enum js__profile profile)
+{
+    JS_AddIntrinsicBaseObjects(ctx);
+    if (profile == JS__PROFILE_COMPILER) {
+        JS_AddIntrinsicEval(ctx);
+        JS_AddIntrinsicRegExpCompiler(ctx);
+        return;
+    }
+    JS_AddIntrinsicDate(ctx);
+    JS_AddIntrinsicRegExpCompiler(ctx);
+    JS_AddIntrinsicRegExp(ctx);
+    JS_AddIntrinsicJSON(ctx);
+    JS_AddIntrinsicProxy(ctx);
+    JS_AddIntrinsicMapSet(ctx);
+    JS_AddIntrinsicTypedArrays(ctx);
+    JS_AddIntrinsicPromise(ctx);
+    JS_AddIntrinsicWeakRef(ctx);
+}
+
+static int create_context(struct js_sandbox *sb, enum js__profile profile, struct err *err)
+{
+    sb->ctx = JS_NewContextRaw(sb->rt);
+    if (!sb->ctx) {
+        err_set(err, ERR_INTERNAL, "cannot create a JavaScript context: out of memory");
+        return -1;
+    }
+    add_intrinsics(sb->ctx, profile);
+    if (JS_HasException(sb->ctx) || sb->out_of_memory) {
+        err_set(err, ERR_INTERNAL, "cannot create the JavaScript built-ins: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* The cap is set once the built-ins exist: a cap smaller than a fresh
+ * sandbox is a configuration mistake worth a clear message, not a context
+ * with half its built-ins. */
+static int apply_memory_cap(struct js_sandbox *sb, struct err *err)
+{
+    if (sb->heap_bytes >= sb->limits.memory_bytes) {
+        err_set(err, ERR_INVALID,
+                "a memory cap of %zu bytes is below the %zu bytes a fresh sandbox needs",
+                sb->limits.memory_bytes, sb->heap_bytes);
+        return -1;
+    }
+    JS_SetMemoryLimit(sb->rt, sb->limits.memory_bytes);
+    return 0;
+}
+
+int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limits,
+                             enum js__profile profile, struct err *err)
+{
+    memset(sb, 0, sizeof(*sb));
+    sb->limits = resolve_limits(limits);
+    sb->rt = JS_NewRuntime2(&sandbox_allocator, sb);
+    if (!sb->rt) {
+        err_set(err, ERR_INTERNAL, "cannot create a JavaScript runtime: out of memory");
+        return -1;
+    }
+    JS_SetMaxStackSize(sb->rt, sb->limits.stack_bytes);
+    JS_SetInterruptHandler(sb->rt, on_interrupt, sb);
+    JS_SetCanBlock(sb->rt, 0);
+    if (profile == JS__PROFILE_COMPILER)
+        JS_SetStripInfo(sb->rt, JS_STRIP_SOURCE);
+    if (create_context(sb, profile, err) < 0 || apply_memory_cap(sb, err) < 0) {
+        js_sandbox_free(sb);
+        return -1;
+    }
+    return 0;
+}
+
+int js_sandbox_init(struct js_sandbox *sb, const struct js_limits *limits, struct err *err)
+{
+    return js__sandbox_init_profile(sb, limits, JS__PROFILE_STRATEGY, err);
+}
+
+void js_sandbox_free(struct js_sandbox *sb)
+{
+    if (!sb)
+        return;
+    if (sb->ctx)
+        JS_FreeContext(sb->ctx);
+    if (sb->rt)
+        JS_FreeRuntime(sb->rt);
+    sb->ctx = NULL;
+    sb->rt = NULL;
+    sb->deadline_ns = 0;
+}
+
+void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
+{
+    if (budget_ns <= 0)
+        budget_ns = sb->limits.budget_ns;
+    /* The stack limit is measured from here: the caller may be another
+     * thread than last time. */
+    JS_UpdateStackTop(sb->rt);
+    sb->overran = false;
+    sb->out_of_memory = false;
+    sb->deadline_ns = clock_mono_ns() + budget_ns;
+}
+
+void js_sandbox_disarm(struct js_sandbox *sb) { sb->deadline_ns = 0; }
+
+size_t js_sandbox_memory_used(struct js_sandbox *sb) { return sb->heap_bytes; }
+
+static bool past_deadline(struct js_sandbox *sb)
+{
+    if (!sb->overran && sb->deadline_ns != 0 && clock_mono_ns() >= sb->deadline_ns)
+        sb->overran = true;
+    return sb->overran;
+}
+
+/* A job interrupted by the budget may surface as a rejected promise rather
+ * than a failed job, so the flag is checked between jobs too. */
+int js_sandbox_run_jobs(struct js_sandbox *sb)
+{
+    while (JS_IsJobPending(sb->rt)) {
+        if (past_deadline(sb))
+            return -1;
+        JSContext *job_ctx = NULL;
+        if (JS_ExecutePendingJob(sb->rt, &job_ctx) < 0)
+            return -1;
+    }
+    return sb->overran ? -1 : 0;
+}
+
+/* ------------------------------------------------------ exception text */
+
+/* Copies at most `max` bytes, backing off to a UTF-8 boundary. */
+static char *copy_cut(const char *text, size_t len, size_t max)
+{
+    if (len > max) {
+        len = max;
+        while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+            len--;
+    }
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, text, len);
+    out[len] = '\0';
+    return out;
+}
+
+static void drop_exception(JSContext *ctx)
+{
+    if (JS_HasException(ctx))
+        JS_FreeValue(ctx, JS_GetException(ctx));
+}
+
+/* The value as text, or NULL (and no exception left behind) if converting
+ * it failed, e.g. a symbol or a toString that throws. */
+static char *value_text(JSContext *ctx, JSValueConst value, size_t max)
+{
+    size_t len = 0;
+    const char *text = JS_ToCStringLen(ctx, &len, value);
+    if (!text) {
+        drop_exception(ctx);
+        return NULL;
+    }
+    char *out = copy_cut(text, len, max);
+    JS_FreeCString(ctx, text);
+    return out;
+}
+
+static char *property_text(JSContext *ctx, JSValueConst obj, const char *key, size_t max)
+{
+    JSValue value = JS_GetPropertyStr(ctx, obj, key);
+    char *out = NULL;
+    if (JS_IsException(value))
+        drop_exception(ctx);
+    else if (!JS_IsUndefined(value))
+        out = value_text(ctx, value, max);
+    JS_FreeValue(ctx, value);
+    return out;
+}
+
+static const char *type_name(JSContext *ctx, JSValueConst value)
+{
+    if (JS_IsNull(value))
+        return "null";
+    if (JS_IsUndefined(value))
+        return "undefined";
+    if (JS_IsBool(value))
+        return "boolean";
+    if (JS_IsNumber(value))
+        return "number";
+    if (JS_IsBigInt(ctx, value))
+        return "bigint";
+    if (JS_IsString(value))
+        return "string";
+    if (JS_IsSymbol(value))
+        return "symbol";
+    if (JS_IsFunction(ctx, value))
+        return "function";
+    return "object";
+}
+
+/* Plain objects read better as JSON ({"code":42}) than as [object Object]. */
+static char *thrown_value_text(JSContext *ctx, JSValueConst value)
+{
+    if (JS_IsObject(value) && !JS_IsFunction(ctx, value)) {
+        JSValue json = JS_JSONStringify(ctx, value, JS_UNDEFINED, JS_UNDEFINED);
+        char *out = NULL;
+        if (JS_IsException(json))
+            drop_exception(ctx);
+        else if (JS_IsString(json))
+            out = value_text(ctx, json, JS_EXCEPTION_MESSAGE_MAX);
+        JS_FreeValue(ctx, json);
+        if (out)
+            return out;
+    }
+    if (JS_IsSymbol(value)) {
+        char *description = property_text(ctx, value, "description", JS_EXCEPTION_MESSAGE_MAX);
+        char buf[JS_EXCEPTION_MESSAGE_MAX];
+        snprintf(buf, sizeof(buf), "Symbol(%s)", description ? description : "");
+        free(description);
+        return strdup(buf);
+    }
+    return value_text(ctx, value, JS_EXCEPTION_MESSAGE_MAX);
+}
+
+/* ------------------------------------------------- stack frame parsing */
+
+/* Parses "<file>:<line>:<col>" at the end of [loc, loc+len). */
+static bool parse_location(const char *loc, size_t len, const char **file, size_t *file_len,
+                           int *line, int *column)
+{
+    long values[2] = {0, 0};
+    size_t end = len;
+    for (int i = 1; i >= 0; i--) {
+        size_t start = end;
+        while (start > 0 && loc[start - 1] >= '0' && loc[start - 1] <= '9')
+            start--;
+        if (start == end || start == 0 || loc[start - 1] != ':' || end - start > 9)
+            return false;
+        values[i] = strtol(loc + start, NULL, 10);
+        end = start - 1;
+    }
+    *file = loc;
+    *file_len = end;
+    *line = (int)values[0];
+    *column = (int)values[1];
+    return true;
+}
+
+/* One frame line: "    at fn (file:line:col)" or "    at file:line:col". */
+static bool parse_frame(const char *text, size_t len, const char *filename, int *line,
+                        int *column)
+{
+    while (len > 0 && (*text == ' ' || *text == '\t')) {
+        text++;
+        len--;
+    }
+    if (len < 3 || memcmp(text, "at ", 3) != 0)
+        return false;
+    const char *loc = text + 3;
+    size_t loc_len = len - 3;
+    if (loc_len > 0 && loc[loc_len - 1] == ')') {
+        const char *open = memrchr(loc, '(', loc_len);
+        if (!open)
+            return false;
+        loc_len = (size_t)(loc + loc_len - 1 - (open + 1));
+        loc = open + 1;
+    }
+    const char *file = NULL;
+    size_t file_len = 0;
+    if (!parse_location(loc, loc_len, &file, &file_len, line, column))
+        return false;
+    return !filename || (strlen(filename) == file_len && memcmp(file, filename, file_len) == 0);
+}
+
+static void locate(const char *stack, const char *filename, int *line, int *column)
+{
+    *line = 0;
+    *column = 0;
+    for (const char *p = stack; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        int l = 0, c = 0;
+        if (parse_frame(p, len, filename, &l, &c)) {
+            *line = l;
+            *column = c;
+            return;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+/* ---------------------------------------------------- take_exception */
+
+/* What extraction changes and must put back. */
+struct extract_guard {
+    int64_t deadline_ns;
+    bool overran;
+    bool out_of_memory;
+};
+
+static void guard_begin(struct js_sandbox *sb, struct extract_guard *g)
+{
+    g->deadline_ns = sb->deadline_ns;
+    g->overran = sb->overran;
+    g->out_of_memory = sb->out_of_memory;
+    sb->deadline_ns = clock_mono_ns() + EXTRACT_BUDGET_NS;
+    sb->overran = false;
+    JS_SetMemoryLimit(sb->rt, sb->limits.memory_bytes + EXTRACT_MEMORY_SLACK);
+}
+
+static void guard_end(struct js_sandbox *sb, const struct extract_guard *g)
+{
+    drop_exception(sb->ctx);
+    JS_SetMemoryLimit(sb->rt, sb->limits.memory_bytes);
+    sb->deadline_ns = g->deadline_ns;
+    sb->overran = g->overran;
+    sb->out_of_memory = g->out_of_memory;
+}
+
+static void describe_error(JSContext *ctx, JSValueConst exc, const char *filename,
+                           struct js_exception *out)
+{
+    out->name = property_text(ctx, exc, "name", JS_EXCEPTION_MESSAGE_MAX);
+    out->message = property_text(ctx, exc, "message", JS_EXCEPTION_MESSAGE_MAX);
+    JSValue stack = JS_GetPropertyStr(ctx, exc, "stack");
+    if (JS_IsString(stack)) {
+        const char *text = JS_ToCString(ctx, stack);
+        if (text) {
+            locate(text, filename, &out->line, &out->column);
+            out->stack = copy_cut(text, strlen(text), JS_EXCEPTION_STACK_MAX);
+            JS_FreeCString(ctx, text);
+        }
+    }
+    if (JS_IsException(stack))
+        drop_exception(ctx);
+    JS_FreeValue(ctx, stack);
+}
+
+static bool text_is(const char *text, const char *expected)
+{
+    return text && strcmp(text, expected) == 0;
+}
+
+static enum js_failure classify(const struct extract_guard *g, const struct js_exception *ex,
+                                bool is_error)
+{
+    if (g->overran)
+        return JS_FAILURE_BUDGET;
+    bool internal = is_error && text_is(ex->name, "InternalError");
+    if (g->out_of_memory || (internal && text_is(ex->message, "out of memory")))
+        return JS_FAILURE_MEMORY;
+    if (internal && text_is(ex->message, "stack overflow"))
+        return JS_FAILURE_STACK;
+    return JS_FAILURE_EXCEPTION;
+}
+
+/* With nothing thrown (a budget that ran out between jobs) or `null` thrown
+ * by an allocation that failed at the cap, the flags tell the story. */
+static void describe_from_flags(const struct extract_guard *g, struct js_exception *out)
+{
+    out->name = strdup("InternalError");
+    if (g->overran)
+        out->message = strdup("interrupted");
+    else if (g->out_of_memory)
+        out->message = strdup("out of memory");
+    else
+        out->message = strdup("no exception was pending");
+}
+
+static void fill_missing(struct js_exception *out)
+{
+    if (!out->name)
+        out->name = strdup("");
+    if (!out->message)
+        out->message = strdup("");
+    if (!out->stack)
+        out->stack = strdup("");
+}
+
+void js_sandbox_take_exception(struct js_sandbox *sb, const char *filename,
+                               struct js_exception *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct extract_guard g;
+    guard_begin(sb, &g);
+    JSContext *ctx = sb->ctx;
+    bool pending = JS_HasException(ctx);
+    JSValue exc = pending ? JS_GetException(ctx) : JS_UNDEFINED;
+    bool is_error = pending && JS_IsError(ctx, exc);
+    if (!pending || (JS_IsNull(exc) && (g.out_of_memory || g.overran))) {
+        describe_from_flags(&g, out);
+    } else if (is_error) {
+        describe_error(ctx, exc, filename, out);
+    } else {
+        out->name = strdup(type_name(ctx, exc));
+        out->message = thrown_value_text(ctx, exc);
+    }
+    JS_FreeValue(ctx, exc);
+    out->failure = classify(&g, out, is_error);
+    fill_missing(out);
+    guard_end(sb, &g);
+}
+
+void js_exception_free(struct js_exception *ex)
+{
+    if (!ex)
+        return;
+    free(ex->name);
+    free(ex->message);
+    free(ex->stack);
+    ex->name = ex->message = ex->stack = NULL;
+}

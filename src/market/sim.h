@@ -1,0 +1,303 @@
+/*
+ * sim: internals of the `simulated` adapter, shared by the files of
+ * src/market only (nothing outside this folder includes it).
+ *
+ *   adapters.c   settings: parsing with field-named errors, the effective
+ *                settings JSON, the AdapterMetadata with settingsSchema
+ *   simulated.c  the PRNG, the price process, event generation, the
+ *                provider thread, its order queue and the quotes
+ *   matching.c   orders: validation, matching against the book, resting
+ *                limit orders, fees, the account (balances) and records
+ *   persist.c    batched store writes made on the provider thread
+ *
+ * Threads
+ * - A session (struct sim) is one run of a provider: one thread that owns
+ *   everything below marked "provider thread", so matching needs no lock.
+ * - Other threads touch a session only through sim_submit(), sim_cancel(),
+ *   sim_quote() and sim_state(); the caller keeps the session alive (the
+ *   market holds a per-provider lock around those calls and detaches the
+ *   session under it before sim_stop()).
+ * - The settings and the account are borrowed by a session for its whole
+ *   life: the market never replaces them while a session runs.
+ */
+#ifndef STRATD_MARKET_SIM_H
+#define STRATD_MARKET_SIM_H
+
+#include "core/err.h"
+#include "core/names.h"
+#include "runtime/event.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIM_ADAPTER "simulated"
+#define SIM_SYMBOL_MAX 64     /* characters in a symbol */
+#define SIM_MAX_SYMBOLS 64    /* symbols per provider */
+#define SIM_MAX_BALANCES 64   /* entries of the balances setting */
+#define SIM_MAX_DEPTH 100     /* bookDepth upper bound */
+#define SIM_MAX_TICK_RATE 100000.0
+#define SIM_MAX_VOLATILITY 0.5
+#define SIM_BOOK_EVERY 5      /* a BookSnapshot every 5th tick (from tick 0) */
+#define SIM_KLINE_EVERY 50    /* a KlineSummary closing every 50 ticks */
+#define SIM_DONE_RING 256     /* finished orders remembered for cancel replies */
+
+/* ------------------------------------------------------------ settings */
+
+struct sim_symbol_cfg {
+    char symbol[SIM_SYMBOL_MAX + 1];
+    char base[EVENT_ASSET_MAX];
+    char quote[EVENT_ASSET_MAX];
+    double start_price;
+};
+
+struct sim_balance_cfg {
+    char asset[EVENT_ASSET_MAX];
+    double amount;
+};
+
+struct sim_settings {
+    struct sim_symbol_cfg *symbols;
+    size_t nsymbols;
+    uint64_t seed;
+    double tick_rate; /* ticks per second; 0 = unpaced */
+    double volatility;
+    uint32_t book_depth;
+    double fee_rate;
+    struct sim_balance_cfg *balances;
+    size_t nbalances;
+};
+
+/* Parses adapter.config (NULL means {}); errors are ERR_INVALID and name
+ * the field ("adapter.config.tickRate: expected a number >= 0", details
+ * {"field"}). *out is the caller's, freed with sim_settings_free(). */
+int sim_settings_parse(const json_t *config, struct sim_settings **out, struct err *err);
+void sim_settings_free(struct sim_settings *s);
+/* The effective settings, every default filled in (new reference). */
+json_t *sim_settings_json(const struct sim_settings *s);
+/* "BTC-USDT" -> "BTC", "USDT"; false unless exactly BASE-QUOTE. */
+bool sim_split_symbol(const char *symbol, char *base, char *quote);
+/* AdapterMetadata of the simulated adapter (new reference). */
+json_t *sim_adapter_json(void);
+
+/* A JSON string holding the shortest text that reads back as `v`, for the
+ * contract's decimal-as-string record fields. */
+json_t *sim_decimal_json(double v);
+
+/* ----------------------------------------------------------------- PRNG */
+
+/* splitmix64: tiny, fast, and fully determined by the seed. */
+struct sim_rng {
+    uint64_t state;
+};
+
+void sim_rng_seed(struct sim_rng *r, uint64_t seed);
+uint64_t sim_rng_next(struct sim_rng *r);
+double sim_rng_uniform(struct sim_rng *r); /* [0, 1) */
+double sim_rng_normal(struct sim_rng *r);  /* standard normal */
+
+/* -------------------------------------------------------------- account */
+
+struct sim_asset {
+    char asset[EVENT_ASSET_MAX];
+    double total;
+    double available; /* total less what open limit orders hold */
+    int64_t updated_ms;
+    bool dirty; /* changed since the last BalanceUpdate (provider thread) */
+};
+
+/* A provider's balances. The provider thread changes them under `lock`;
+ * any thread may read them under it. Assets are fixed at creation: every
+ * configured asset plus both assets of every symbol. */
+struct sim_account {
+    pthread_mutex_t lock;
+    struct sim_asset *assets;
+    size_t nassets;
+    int64_t created_ms;
+};
+
+struct sim_account *sim_account_new(const struct sim_settings *s);
+void sim_account_free(struct sim_account *a);
+/* BalanceRecords, newest first, filtered by asset (NULL: all), at most
+ * `limit` (<= 0: all). New reference, NULL if out of memory. */
+json_t *sim_account_json(struct sim_account *a, const char *provider, const char *asset,
+                         int limit);
+/* One BalanceRecord; the caller holds a->lock or owns the account. */
+json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
+                           const char *provider);
+
+/* ---------------------------------------------------------------- quote */
+
+/* A seqlock: the provider thread writes, readers retry on a torn read, so
+ * a reader never blocks the writer. Doubles travel as their bits. */
+struct sim_quote {
+    atomic_uint seq;
+    _Atomic uint64_t last, bid, ask;
+    atomic_bool valid;
+};
+
+/* --------------------------------------------------------------- orders */
+
+struct sim_order {
+    struct sim_order *next; /* the market's resting list */
+    char order_id[EVENT_ORDER_ID_MAX];
+    char client_order_id[EVENT_ORDER_ID_MAX];
+    char instance_id[129];
+    uint32_t instance_key;
+    uint16_t symbol;
+    size_t market; /* index into sim.markets, SIZE_MAX if unknown */
+    enum order_side side;
+    enum order_type type;
+    enum exec_status state;
+    double quantity, price;
+    double filled, remaining, notional; /* cumulative but remaining */
+    double reserved;         /* still held of the account for this order */
+    unsigned fills;
+    bool dry_run;
+    int64_t placed_ms, acknowledged_ms, completed_ms, updated_ms;
+};
+
+/* What a cancel needs to tell "already filled" from "unknown". */
+struct sim_done {
+    uint32_t instance_key;
+    uint16_t symbol;
+    enum exec_status state;
+    char client_order_id[EVENT_ORDER_ID_MAX];
+    char order_id[EVENT_ORDER_ID_MAX];
+};
+
+/* -------------------------------------------------------------- markets */
+
+struct sim_kline {
+    int64_t start_ms;
+    double open, high, low, close, volume;
+    uint32_t trades;
+};
+
+/* One symbol's live market, owned by the provider thread (quote aside). */
+struct sim_market {
+    const struct sim_symbol_cfg *cfg;
+    uint16_t id;
+    int tick_exp, lot_exp; /* tick size 10^tick_exp, lot size 10^lot_exp */
+    double tick_size, lot_size, base_qty;
+    double log_price, bid, ask, last;
+    int64_t bid_ticks, ask_ticks;
+    struct book_level *bids, *asks; /* book_depth each; matching consumes them */
+    uint64_t trade_id;
+    double volume;
+    struct sim_kline kline;
+    struct sim_quote quote;
+    struct sim_order *resting; /* open limit orders, oldest first */
+};
+
+/* ---------------------------------------------------------- persistence */
+
+/* Records waiting for the store. Orders and balances are keyed (by order
+ * id, by asset) so a batch writes only the latest version of each. */
+struct sim_batch {
+    struct store *store;
+    const char *provider;
+    json_t *orders;     /* {id: OrderRecord} */
+    json_t *executions; /* [ExecutionRecord] */
+    json_t *balances;   /* {asset: BalanceRecord} */
+    size_t count;
+    int64_t first_ns; /* when the oldest pending record arrived, 0 if none */
+};
+
+#define SIM_BATCH_MAX 256          /* records per flush */
+#define SIM_BATCH_NS 100000000LL  /* oldest record waits at most 100 ms */
+
+void sim_batch_init(struct sim_batch *b, struct store *store, const char *provider);
+/* Each steals `record`; a NULL record (out of memory) is ignored. */
+void sim_batch_order(struct sim_batch *b, json_t *record);
+void sim_batch_execution(struct sim_batch *b, json_t *record);
+void sim_batch_balance(struct sim_batch *b, json_t *record);
+/* The monotonic time by which the batch must be flushed, INT64_MAX if empty. */
+int64_t sim_batch_deadline(const struct sim_batch *b);
+/* Writes what is pending if `force`, if full or if due. */
+void sim_batch_flush(struct sim_batch *b, bool force);
+void sim_batch_free(struct sim_batch *b);
+
+/* -------------------------------------------------------------- session */
+
+enum sim_state { SIM_STARTING, SIM_RUNNING };
+
+/* What a session borrows from its provider. */
+struct sim_config {
+    const char *provider; /* copied */
+    uint16_t provider_id;
+    const struct sim_settings *settings;
+    struct sim_account *account;
+    struct event_sink sink;
+    struct store *store;
+    uint64_t next_order; /* first exchange order number */
+};
+
+struct sim_cmd {
+    struct sim_cmd *next;
+    bool cancel;
+    struct order_request req; /* cancel: instance_key and client_order_id */
+};
+
+struct sim {
+    char provider[NAMES_ID_MAX + 1];
+    uint16_t provider_id;
+    const struct sim_settings *cfg;
+    struct sim_account *account;
+    struct event_sink sink;
+    pthread_t thread;
+    atomic_int state; /* enum sim_state */
+
+    /* the order queue (MPSC): any thread pushes, the provider thread pops */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct sim_cmd *head, *tail;
+    bool stopping;
+
+    /* provider thread */
+    struct sim_rng rng;
+    uint64_t seq;
+    uint64_t tick;
+    int64_t sched_base; /* pacing: tick n is due at sched_base + n * period */
+    uint64_t sched_n;
+    struct sim_market *markets;
+    size_t nmarkets;
+    uint64_t next_order;
+    struct sim_done done[SIM_DONE_RING];
+    size_t ndone;
+    struct sim_batch batch;
+};
+
+/* Starts a session's thread. NULL + err (ERR_INTERNAL) on failure. */
+struct sim *sim_start(const struct sim_config *cfg, struct err *err);
+/* Asks the thread to stop, joins it and frees the session. Orders still
+ * queued are handled first; resting orders expire. Returns the next
+ * exchange order number so a restart continues the sequence. */
+uint64_t sim_stop(struct sim *s);
+static inline enum sim_state sim_state(struct sim *s) { return (enum sim_state)atomic_load(&s->state); }
+/* Queue an order or a cancel; -1 with a message when out of memory. */
+int sim_submit(struct sim *s, const struct order_request *req, char *error, size_t size);
+int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id, char *error,
+               size_t size);
+bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out);
+
+/* Provider thread: stamps provider, symbol, seq and ts_ms, then hands the
+ * event to the sink. */
+void sim_publish(struct sim *s, struct event *ev, uint16_t symbol);
+
+/* matching.c, provider thread only */
+void sim_order_submit(struct sim *s, const struct order_request *req);
+void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id);
+/* Resting limit orders that a trade at `price` crosses fill, up to `qty`
+ * per side, best limit first, then oldest. */
+void sim_orders_on_trade(struct sim *s, struct sim_market *mk, double price, double qty);
+/* Every resting order expires with `reason` (on stop). */
+void sim_orders_expire_all(struct sim *s, const char *reason);
+/* Publishes a BalanceUpdate (and a record) for every changed asset. */
+void sim_balances_publish(struct sim *s, bool all);
+
+#endif

@@ -1,0 +1,565 @@
+/*
+ * simulated: the deterministic simulated exchange. One session (struct
+ * sim) is one run of a provider: a thread that prices every symbol tick by
+ * tick, publishes the market events, and handles the orders queued to it.
+ *
+ * Price process (per symbol, per tick, in symbol order)
+ *   log price += volatility * N(0,1), reflected into [1e-4, 1e4] x start
+ *   spread    = 2 bp of the mid (at least one tick); bid/ask around the mid
+ *   book      = bookDepth levels a side, 1 bp apart (at least one tick),
+ *               sizes random around 10000 quote units a level, larger deeper
+ *   trade     = a buy at the ask or a sell at the bid, random side and size
+ * Tick size is 10^(floor(log10(start)) - 6), lot size
+ * 10^(floor(log10(10000 / start)) - 4); prices and sizes are whole ticks
+ * and lots, computed as integer / power of ten so they print as decimals.
+ *
+ * Event cadence, tick n (n = 0, 1, ...), per symbol in settings order:
+ *   Trade, then the ExecReports of resting orders that trade fills,
+ *   Ticker (last, best bid/ask and their sizes, volume since start),
+ *   BookSnapshot when n % SIM_BOOK_EVERY == 0 (so on the first tick),
+ *   KlineSummary when (n + 1) % SIM_KLINE_EVERY == 0 (the window's ticks).
+ * Before tick 0: an InstrumentUpdate per symbol (trading) and a
+ * BalanceUpdate per asset; on stop: resting orders expire and an
+ * InstrumentUpdate per symbol says trading stopped.
+ *
+ * Determinism: everything random comes from one splitmix64 stream seeded
+ * by `seed`, drawn in a fixed order per tick (normal, book sizes, trade
+ * side, trade size). Orders never draw from it and the simulated market
+ * does not react to them (no market impact beyond the current tick's book
+ * levels they consume), so the market data depend only on the settings.
+ *
+ * Pacing: with tickRate > 0, tick n is due at base + n * period, an
+ * absolute deadline, so time spent publishing does not drift the rate. The
+ * thread waits for it on a condition variable bound to CLOCK_MONOTONIC with
+ * an absolute timeout (like clock_nanosleep with TIMER_ABSTIME), so a queued
+ * order or a stop wakes it at once. Falling more than a second behind
+ * (a slow sink) restarts the schedule instead of bursting to catch up.
+ * With tickRate 0 there is no wait: the sink's publish blocking is the only
+ * brake (back-pressure), and queued orders are handled between ticks.
+ */
+#include "market/sim.h"
+
+#include "core/clock.h"
+#include "core/intern.h"
+#include "core/log.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SPREAD_FRACTION 0.0002 /* 2 bp */
+#define LEVEL_FRACTION 0.0001  /* 1 bp between levels */
+#define LEVEL_NOTIONAL 10000.0 /* quote units of a typical level */
+#define PRICE_BAND 1e4         /* the price stays within start / band .. start * band */
+#define MAX_BEHIND_NS 1000000000LL
+
+/* ------------------------------------------------------------------ PRNG */
+
+void sim_rng_seed(struct sim_rng *r, uint64_t seed) { r->state = seed; }
+
+/* splitmix64 (Steele, Lea, Flood): a Weyl sequence through a mixer. */
+uint64_t sim_rng_next(struct sim_rng *r)
+{
+    uint64_t z = (r->state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+double sim_rng_uniform(struct sim_rng *r) { return (double)(sim_rng_next(r) >> 11) * 0x1.0p-53; }
+
+/* Box-Muller; draws two uniforms every call so the stream stays in step. */
+double sim_rng_normal(struct sim_rng *r)
+{
+    double u1 = 1.0 - sim_rng_uniform(r); /* (0, 1]: log stays finite */
+    double u2 = sim_rng_uniform(r);
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+/* -------------------------------------------------------------- decimals */
+
+/* 10^n exactly for |n| <= 22 (every step is an exact product). */
+static double pow10_exact(int n)
+{
+    double v = 1;
+    for (int i = 0; i < (n < 0 ? -n : n); i++)
+        v *= 10;
+    return v;
+}
+
+/* units * 10^exp as the double nearest to that decimal. */
+static double from_units(int64_t units, int exp)
+{
+    return exp < 0 ? (double)units / pow10_exact(-exp) : (double)units * pow10_exact(exp);
+}
+
+static int clamp_exp(double v)
+{
+    int e = (int)floor(log10(v));
+    return e < -16 ? -16 : e > 16 ? 16 : e;
+}
+
+/* --------------------------------------------------------------- markets */
+
+static int market_init(struct sim_market *mk, const struct sim_symbol_cfg *cfg, uint32_t depth)
+{
+    mk->cfg = cfg;
+    mk->id = intern_id(cfg->symbol);
+    mk->tick_exp = clamp_exp(cfg->start_price) - 6;
+    mk->tick_size = from_units(1, mk->tick_exp);
+    mk->base_qty = LEVEL_NOTIONAL / cfg->start_price;
+    mk->lot_exp = clamp_exp(mk->base_qty) - 4;
+    mk->lot_size = from_units(1, mk->lot_exp);
+    mk->log_price = log(cfg->start_price);
+    mk->bids = calloc(depth, sizeof *mk->bids);
+    mk->asks = calloc(depth, sizeof *mk->asks);
+    return mk->id && mk->bids && mk->asks ? 0 : -1;
+}
+
+static double lots(const struct sim_market *mk, double qty)
+{
+    long long n = llround(qty / mk->lot_size);
+    return from_units(n < 1 ? 1 : n, mk->lot_exp);
+}
+
+/* Keeps a long random walk inside the band by reflecting at its edges, so
+ * prices never overflow the tick arithmetic or reach zero. */
+static void walk_price(struct sim *s, struct sim_market *mk)
+{
+    double lo = log(mk->cfg->start_price / PRICE_BAND), hi = log(mk->cfg->start_price * PRICE_BAND);
+    mk->log_price += s->cfg->volatility * sim_rng_normal(&s->rng);
+    if (mk->log_price > hi)
+        mk->log_price = 2 * hi - mk->log_price;
+    if (mk->log_price < lo)
+        mk->log_price = 2 * lo - mk->log_price;
+}
+
+static void build_book(struct sim *s, struct sim_market *mk)
+{
+    double mid_ticks = exp(mk->log_price) / mk->tick_size;
+    long long spread = llround(mid_ticks * SPREAD_FRACTION);
+    long long step = llround(mid_ticks * LEVEL_FRACTION);
+    spread = spread < 1 ? 1 : spread;
+    step = step < 1 ? 1 : step;
+    long long bid = llround(mid_ticks) - spread / 2;
+    mk->bid_ticks = bid < 1 ? 1 : bid;
+    mk->ask_ticks = mk->bid_ticks + spread;
+    for (uint32_t i = 0; i < s->cfg->book_depth; i++) {
+        long long b = mk->bid_ticks - (long long)i * step;
+        double deeper = 1.0 + 0.25 * i;
+        mk->bids[i].price = from_units(b < 1 ? 1 : b, mk->tick_exp);
+        mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + sim_rng_uniform(&s->rng)) * deeper);
+        mk->asks[i].price = from_units(mk->ask_ticks + (long long)i * step, mk->tick_exp);
+        mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + sim_rng_uniform(&s->rng)) * deeper);
+    }
+    mk->bid = mk->bids[0].price;
+    mk->ask = mk->asks[0].price;
+}
+
+/* ---------------------------------------------------------------- quotes */
+
+static void store_double(_Atomic uint64_t *slot, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    atomic_store_explicit(slot, bits, memory_order_relaxed);
+}
+
+static double load_double(_Atomic uint64_t *slot)
+{
+    uint64_t bits = atomic_load_explicit(slot, memory_order_relaxed);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static void quote_write(struct sim_quote *q, double last, double bid, double ask)
+{
+    unsigned v = atomic_load_explicit(&q->seq, memory_order_relaxed);
+    atomic_store_explicit(&q->seq, v + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    store_double(&q->last, last);
+    store_double(&q->bid, bid);
+    store_double(&q->ask, ask);
+    atomic_store_explicit(&q->seq, v + 2, memory_order_release);
+    atomic_store_explicit(&q->valid, true, memory_order_release);
+}
+
+static void quote_read(struct sim_quote *q, struct market_quote *out)
+{
+    for (;;) {
+        unsigned a = atomic_load_explicit(&q->seq, memory_order_acquire);
+        if (a & 1)
+            continue; /* the writer is mid-update; it takes nanoseconds */
+        out->last = load_double(&q->last);
+        out->bid = load_double(&q->bid);
+        out->ask = load_double(&q->ask);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&q->seq, memory_order_relaxed) == a)
+            break;
+    }
+    out->valid = atomic_load_explicit(&q->valid, memory_order_acquire);
+}
+
+bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out)
+{
+    for (size_t i = 0; i < s->nmarkets; i++) {
+        if (s->markets[i].id == symbol) {
+            quote_read(&s->markets[i].quote, out);
+            return out->valid;
+        }
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- events */
+
+void sim_publish(struct sim *s, struct event *ev, uint16_t symbol)
+{
+    ev->provider = s->provider_id;
+    ev->symbol = symbol;
+    ev->seq = ++s->seq;
+    ev->created_ns = clock_mono_ns();
+    if (!ev->ts_ms)
+        ev->ts_ms = clock_wall_ms();
+    s->sink.publish(s->sink.ctx, ev);
+}
+
+/* Out of memory drops the one event (seq is only taken when publishing,
+ * so the sequence stays gap-free) and says so once per session. */
+static struct event *new_event(struct sim *s, enum event_kind kind, size_t extra)
+{
+    struct event *ev = event_new(kind, extra);
+    static _Thread_local bool warned;
+    if (!ev && !warned) {
+        warned = true;
+        log_error("market", "provider %s: out of memory, dropping events", s->provider);
+    }
+    return ev;
+}
+
+static void publish_trade(struct sim *s, struct sim_market *mk, enum order_side side, double qty,
+                          int64_t ts)
+{
+    struct event *ev = new_event(s, EVENT_TRADE, 0);
+    if (!ev)
+        return;
+    ev->ts_ms = ts;
+    ev->u.trade = (struct event_trade){mk->last, qty, side, ++mk->trade_id};
+    sim_publish(s, ev, mk->id);
+}
+
+static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
+{
+    struct event *ev = new_event(s, EVENT_TICKER, 0);
+    if (!ev)
+        return;
+    ev->ts_ms = ts;
+    ev->u.ticker = (struct event_ticker){mk->last,           mk->bid,           mk->ask,
+                                         mk->bids[0].quantity, mk->asks[0].quantity, mk->volume};
+    sim_publish(s, ev, mk->id);
+}
+
+static void publish_book(struct sim *s, struct sim_market *mk, int64_t ts)
+{
+    uint32_t depth = s->cfg->book_depth;
+    struct event *ev = new_event(s, EVENT_BOOK_SNAPSHOT, 2 * depth * sizeof(struct book_level));
+    if (!ev)
+        return;
+    ev->ts_ms = ts;
+    ev->u.book.depth = depth;
+    memcpy(ev->u.book.levels, mk->bids, depth * sizeof(struct book_level));
+    memcpy(ev->u.book.levels + depth, mk->asks, depth * sizeof(struct book_level));
+    sim_publish(s, ev, mk->id);
+}
+
+static void kline_add(struct sim *s, struct sim_market *mk, double qty, int64_t ts)
+{
+    struct sim_kline *k = &mk->kline;
+    if (s->tick % SIM_KLINE_EVERY == 0)
+        *k = (struct sim_kline){ts, mk->last, mk->last, mk->last, mk->last, 0, 0};
+    k->high = fmax(k->high, mk->last);
+    k->low = fmin(k->low, mk->last);
+    k->close = mk->last;
+    k->volume += qty;
+    k->trades++;
+    if ((s->tick + 1) % SIM_KLINE_EVERY != 0)
+        return;
+    struct event *ev = new_event(s, EVENT_KLINE_SUMMARY, 0);
+    if (!ev)
+        return;
+    ev->ts_ms = ts;
+    ev->u.kline = (struct event_kline){k->start_ms, ts,       k->open,   k->high,
+                                       k->low,      k->close, k->volume, k->trades};
+    sim_publish(s, ev, mk->id);
+}
+
+static void publish_instruments(struct sim *s, bool trading)
+{
+    for (size_t i = 0; i < s->nmarkets; i++) {
+        struct sim_market *mk = &s->markets[i];
+        struct event *ev = new_event(s, EVENT_INSTRUMENT_UPDATE, 0);
+        if (!ev)
+            continue;
+        ev->u.instrument = (struct event_instrument){mk->tick_size, mk->lot_size, mk->lot_size,
+                                                     trading};
+        sim_publish(s, ev, mk->id);
+    }
+}
+
+/* ------------------------------------------------------------------ tick */
+
+static void tick_market(struct sim *s, struct sim_market *mk, int64_t ts)
+{
+    walk_price(s, mk);
+    build_book(s, mk);
+    enum order_side side = sim_rng_uniform(&s->rng) < 0.5 ? SIDE_BUY : SIDE_SELL;
+    double qty = lots(mk, mk->base_qty * (0.01 + 0.2 * sim_rng_uniform(&s->rng)));
+    mk->last = side == SIDE_BUY ? mk->ask : mk->bid;
+    mk->volume += qty;
+    /* The quote changes before the events go out, so a strategy that reads
+     * it while handling this Trade sees the same market. */
+    quote_write(&mk->quote, mk->last, mk->bid, mk->ask);
+    publish_trade(s, mk, side, qty, ts);
+    sim_orders_on_trade(s, mk, mk->last, qty);
+    publish_ticker(s, mk, ts);
+    if (s->tick % SIM_BOOK_EVERY == 0)
+        publish_book(s, mk, ts);
+    kline_add(s, mk, qty, ts);
+}
+
+static void tick(struct sim *s)
+{
+    int64_t ts = clock_wall_ms();
+    for (size_t i = 0; i < s->nmarkets; i++)
+        tick_market(s, &s->markets[i], ts);
+    s->tick++;
+}
+
+/* ----------------------------------------------------------------- queue */
+
+static void run_commands(struct sim *s, struct sim_cmd *c)
+{
+    while (c) {
+        struct sim_cmd *next = c->next;
+        if (c->cancel)
+            sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
+        else
+            sim_order_submit(s, &c->req);
+        free(c);
+        c = next;
+    }
+}
+
+static struct timespec to_timespec(int64_t ns)
+{
+    return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+}
+
+/* Takes the queued commands, first waiting (paced mode only) until `until`
+ * or a command or a stop arrives. */
+static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *stopping)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->head && !s->stopping && until > clock_mono_ns()) {
+        struct timespec ts = to_timespec(until);
+        pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+    }
+    struct sim_cmd *cmds = s->head;
+    s->head = s->tail = NULL;
+    *stopping = s->stopping;
+    pthread_mutex_unlock(&s->lock);
+    return cmds;
+}
+
+/* Handles orders until the next tick is due. Returns false once a stop was
+ * asked for (after handling the orders queued before it). */
+static bool wait_next_tick(struct sim *s)
+{
+    double period = s->cfg->tick_rate > 0 ? 1e9 / s->cfg->tick_rate : 0;
+    s->sched_n++;
+    int64_t due = s->sched_base + (int64_t)((double)s->sched_n * period);
+    for (;;) {
+        int64_t flush_at = sim_batch_deadline(&s->batch);
+        bool stopping;
+        struct sim_cmd *cmds = take_commands(s, period > 0 && flush_at < due ? flush_at : due,
+                                             &stopping);
+        run_commands(s, cmds);
+        sim_batch_flush(&s->batch, false);
+        if (stopping)
+            return false;
+        int64_t now = clock_mono_ns();
+        if (now < due)
+            continue;
+        if (period > 0 && now - due > MAX_BEHIND_NS) {
+            s->sched_base = now;
+            s->sched_n = 0;
+        }
+        return true;
+    }
+}
+
+static void *sim_main(void *arg)
+{
+    struct sim *s = arg;
+    publish_instruments(s, true);
+    sim_balances_publish(s, true);
+    atomic_store(&s->state, SIM_RUNNING);
+    s->sched_base = clock_mono_ns();
+    do {
+        tick(s);
+    } while (wait_next_tick(s));
+    /* Nothing can be queued any more: the market detached the session. */
+    bool stopping;
+    run_commands(s, take_commands(s, 0, &stopping));
+    sim_orders_expire_all(s, "provider stopped");
+    publish_instruments(s, false);
+    sim_batch_flush(&s->batch, true);
+    return NULL;
+}
+
+/* -------------------------------------------------------------- sessions */
+
+static void sim_free(struct sim *s)
+{
+    for (size_t i = 0; s->markets && i < s->nmarkets; i++) {
+        free(s->markets[i].bids);
+        free(s->markets[i].asks);
+    }
+    free(s->markets);
+    sim_batch_free(&s->batch);
+    free(s);
+}
+
+static int sim_init_sync(struct sim *s)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        return -1;
+    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(&s->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc != 0)
+        return -1;
+    if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        pthread_cond_destroy(&s->wake);
+        return -1;
+    }
+    return 0;
+}
+
+static struct sim *sim_new(const struct sim_config *cfg)
+{
+    struct sim *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    snprintf(s->provider, sizeof s->provider, "%s", cfg->provider);
+    s->provider_id = cfg->provider_id;
+    s->cfg = cfg->settings;
+    s->account = cfg->account;
+    s->sink = cfg->sink;
+    s->next_order = cfg->next_order;
+    atomic_init(&s->state, SIM_STARTING);
+    sim_rng_seed(&s->rng, cfg->settings->seed);
+    sim_batch_init(&s->batch, cfg->store, s->provider);
+    s->nmarkets = cfg->settings->nsymbols;
+    s->markets = calloc(s->nmarkets, sizeof *s->markets);
+    bool ok = s->markets != NULL;
+    for (size_t i = 0; ok && i < s->nmarkets; i++)
+        ok = market_init(&s->markets[i], &cfg->settings->symbols[i], cfg->settings->book_depth) == 0;
+    if (!ok) {
+        sim_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct sim *sim_start(const struct sim_config *cfg, struct err *err)
+{
+    struct sim *s = sim_new(cfg);
+    if (!s) {
+        err_set(err, ERR_INTERNAL, "provider %s: out of memory", cfg->provider);
+        return NULL;
+    }
+    if (sim_init_sync(s) < 0) {
+        sim_free(s);
+        err_set(err, ERR_INTERNAL, "provider %s: cannot create its locks", cfg->provider);
+        return NULL;
+    }
+    int rc = pthread_create(&s->thread, NULL, sim_main, s);
+    if (rc != 0) {
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->wake);
+        sim_free(s);
+        err_set_errno(err, ERR_INTERNAL, rc, "provider %s: cannot start its thread", cfg->provider);
+        return NULL;
+    }
+    return s;
+}
+
+uint64_t sim_stop(struct sim *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    uint64_t next = s->next_order;
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
+    sim_free(s);
+    return next;
+}
+
+static int enqueue(struct sim *s, struct sim_cmd *c, char *error, size_t size)
+{
+    pthread_mutex_lock(&s->lock);
+    bool stopping = s->stopping;
+    if (!stopping) {
+        if (s->tail)
+            s->tail->next = c;
+        else
+            s->head = c;
+        s->tail = c;
+        pthread_cond_signal(&s->wake);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (stopping) {
+        free(c);
+        if (error && size)
+            snprintf(error, size, "provider '%s' is stopping", s->provider);
+        return -1;
+    }
+    return 0;
+}
+
+int sim_submit(struct sim *s, const struct order_request *req, char *error, size_t size)
+{
+    struct sim_cmd *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (error && size)
+            snprintf(error, size, "out of memory");
+        return -1;
+    }
+    c->req = *req;
+    return enqueue(s, c, error, size);
+}
+
+int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id, char *error,
+               size_t size)
+{
+    struct sim_cmd *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (error && size)
+            snprintf(error, size, "out of memory");
+        return -1;
+    }
+    c->cancel = true;
+    c->req.instance_key = instance_key;
+    snprintf(c->req.client_order_id, sizeof c->req.client_order_id, "%s",
+             client_order_id ? client_order_id : "");
+    return enqueue(s, c, error, size);
+}

@@ -1,0 +1,412 @@
+/*
+ * The catalogue: opening, reloading and serving snapshots, and noticing
+ * when another process rewrote registry.json. The changes themselves live in
+ * catalog_change.c.
+ *
+ * Locking: `snap_mu` is held only to swap or retain the current snapshot,
+ * so readers never wait for disk I/O. `change_mu` serialises everything
+ * that builds a new snapshot (reloads and changes) inside this process; the
+ * flock on .registry.lock does the same between processes.
+ */
+#include "registry/registry_internal.h"
+
+#include "core/clock.h"
+#include "core/jsonutil.h"
+#include "core/log.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TEMP_PREFIX REGISTRY_FILE ".tmp."
+
+char *catalog__file_path(const struct catalog *cat, const char *name, const char *hex)
+{
+    return fsutil_format("%s/%s/%s/%s.js", cat->root, name, hex, name);
+}
+
+/* ---------------------------------------------------- registry.json */
+
+struct disk_state {
+    char *data; /* NULL when the file does not exist */
+    size_t len;
+    char hex[HASH_HEX_LEN + 1]; /* "" when the file does not exist */
+};
+
+static int read_disk(const struct catalog *cat, struct disk_state *disk, struct err *err)
+{
+    struct err e = ERR_INIT;
+    memset(disk, 0, sizeof *disk);
+    if (fsutil_read_file(cat->registry_path, REGISTRY__FILE_MAX, &disk->data, &disk->len, &e) ==
+        0) {
+        hash_sha256_hex(disk->data, disk->len, disk->hex);
+        return 0;
+    }
+    if (e.kind == ERR_NOT_FOUND) {
+        err_clear(&e);
+        return 0;
+    }
+    err_move(err, &e);
+    return -1;
+}
+
+static bool same_disk(const struct catalog *cat, const struct disk_state *disk)
+{
+    return (disk->data != NULL) == cat->disk_present && strcmp(disk->hex, cat->disk_hex) == 0;
+}
+
+static json_t *parse_disk(const struct disk_state *disk, struct err *err)
+{
+    if (!disk->data) {
+        json_t *empty = json_object();
+        if (!empty)
+            err_set(err, ERR_INTERNAL, "out of memory loading registry.json");
+        return empty;
+    }
+    struct err e = ERR_INIT;
+    json_t *doc = jsonutil_parse_object(disk->data, disk->len, &e);
+    if (!doc) {
+        char why[ERR_MESSAGE_MAX];
+        memcpy(why, e.message, sizeof why);
+        err_set(&e, ERR_INVALID, "registry.json: %s", why);
+        err_move(err, &e);
+    }
+    return doc;
+}
+
+/* Replaces each strategy of fresh that equals the one in prev by prev's, so
+ * an unchanged strategy is one shared object across snapshots. Returns true
+ * when nothing at all changed. */
+static bool share_unchanged(struct registry *fresh, const struct registry *prev)
+{
+    size_t shared = 0;
+    for (size_t i = 0; prev && i < fresh->nstrategies; i++) {
+        struct registry_strategy *old =
+            (struct registry_strategy *)registry_find_strategy(prev, fresh->strategies[i]->name);
+        if (!old || !registry__strategy_same(fresh->strategies[i], old))
+            continue;
+        registry__strategy_retain(old);
+        registry__strategy_release(fresh->strategies[i]);
+        fresh->strategies[i] = old;
+        shared++;
+    }
+    return prev && shared == fresh->nstrategies && shared == prev->nstrategies;
+}
+
+/* A verified snapshot from the bytes on disk; *unchanged says it equals the
+ * current one, which then stays published. */
+static int build_from_disk(const struct catalog *cat, const struct disk_state *disk,
+                           struct registry **out, bool *unchanged, struct err *err)
+{
+    int64_t started = clock_mono_ns();
+    json_t *doc = parse_disk(disk, err);
+    if (!doc)
+        return -1;
+    struct registry *fresh = registry__from_json(doc, err);
+    json_decref(doc);
+    if (!fresh)
+        return -1;
+    if (catalog__verify(cat, fresh, cat->current, err) != 0) {
+        registry_release(fresh);
+        return -1;
+    }
+    *unchanged = share_unchanged(fresh, cat->current);
+    *out = fresh;
+    log_debug(REGISTRY__COMPONENT, "registry.json loaded: %zu strategies in %.1f ms",
+              fresh->nstrategies, (double)(clock_mono_ns() - started) / 1e6);
+    return 0;
+}
+
+void catalog__publish(struct catalog *cat, struct registry *reg, bool present,
+                      const char *disk_hex)
+{
+    cat->disk_present = present;
+    snprintf(cat->disk_hex, sizeof cat->disk_hex, "%s", present ? disk_hex : "");
+    if (reg == cat->current) {
+        registry_release(reg);
+        return;
+    }
+    reg->generation = ++cat->generation;
+    pthread_mutex_lock(&cat->snap_mu);
+    struct registry *old = cat->current;
+    cat->current = reg;
+    pthread_mutex_unlock(&cat->snap_mu);
+    registry_release(old);
+}
+
+/* Reads registry.json and publishes what it says, unless that is what is
+ * already published. */
+static int load(struct catalog *cat, const struct disk_state *disk, struct err *err)
+{
+    struct registry *fresh = NULL;
+    bool unchanged = false;
+    if (build_from_disk(cat, disk, &fresh, &unchanged, err) != 0)
+        return -1;
+    if (unchanged) {
+        registry_release(fresh);
+        registry_retain(cat->current);
+        fresh = cat->current;
+    }
+    catalog__publish(cat, fresh, disk->data != NULL, disk->hex);
+    return 0;
+}
+
+int catalog__sync(struct catalog *cat, struct err *err)
+{
+    struct disk_state disk;
+    if (read_disk(cat, &disk, err) != 0)
+        return -1;
+    int rc = 0;
+    if (!same_disk(cat, &disk)) {
+        log_info(REGISTRY__COMPONENT, "registry.json was changed by another writer; reloading");
+        struct err e = ERR_INIT;
+        rc = load(cat, &disk, &e);
+        if (rc != 0) {
+            /* Not the caller's input that is wrong: the shared file is. */
+            char why[ERR_MESSAGE_MAX];
+            memcpy(why, e.message, sizeof why);
+            err_set(&e, e.kind == ERR_INVALID ? ERR_INTERNAL : e.kind,
+                    "registry.json was changed on disk and cannot be loaded, so no change is "
+                    "made: %.400s",
+                    why);
+            err_move(err, &e);
+        }
+    }
+    free(disk.data);
+    return rc;
+}
+
+/* ------------------------------------------------------------- locking */
+
+/* Reads do not need the lock (writes are atomic renames) but take it when
+ * they can, so a reload never sees another writer's registry before the
+ * files it names. A read-only tree is still served. */
+static bool lock_for_reading(const struct catalog *cat, struct fsutil_lock *lock)
+{
+    struct err e = ERR_INIT;
+    if (fsutil_lock_acquire(cat->lock_path, lock, &e) == 0)
+        return true;
+    log_warn(REGISTRY__COMPONENT, "reading the registry without its lock: %s", e.message);
+    err_clear(&e);
+    return false;
+}
+
+/* A writer killed between creating its temporary registry.json and renaming
+ * it leaves the temporary behind. Under the lock nobody else is writing, so
+ * what is left is garbage. */
+static void remove_stale_temps(const struct catalog *cat)
+{
+    DIR *dir = opendir(cat->root);
+    if (!dir)
+        return;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (strncmp(entry->d_name, TEMP_PREFIX, strlen(TEMP_PREFIX)) != 0)
+            continue;
+        if (unlinkat(dirfd(dir), entry->d_name, 0) == 0)
+            log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s", entry->d_name);
+    }
+    closedir(dir);
+}
+
+/* ---------------------------------------------------------- open/close */
+
+static struct catalog *catalog_new(const struct catalog_options *opts, struct err *err)
+{
+    struct catalog *cat = calloc(1, sizeof *cat);
+    if (!cat) {
+        err_set(err, ERR_INTERNAL, "out of memory opening the catalogue");
+        return NULL;
+    }
+    cat->root = strdup(opts->root);
+    cat->registry_path = fsutil_join(opts->root, REGISTRY_FILE);
+    cat->lock_path = fsutil_join(opts->root, REGISTRY_LOCK_FILE);
+    cat->metadata = opts->metadata;
+    cat->metadata_ctx = opts->metadata_ctx;
+    pthread_mutex_init(&cat->change_mu, NULL);
+    pthread_mutex_init(&cat->snap_mu, NULL);
+    if (!cat->root || !cat->registry_path || !cat->lock_path) {
+        catalog_close(cat);
+        err_set(err, ERR_INTERNAL, "out of memory opening the catalogue");
+        return NULL;
+    }
+    return cat;
+}
+
+int catalog_open(const struct catalog_options *opts, struct catalog **out, struct err *err)
+{
+    *out = NULL;
+    if (!opts || !opts->root || !opts->root[0]) {
+        err_set(err, ERR_INVALID, "the catalogue needs a strategies directory");
+        return -1;
+    }
+    if (fsutil_mkdirs(opts->root, 0755, err) != 0)
+        return -1;
+    struct catalog *cat = catalog_new(opts, err);
+    if (!cat)
+        return -1;
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    bool locked = lock_for_reading(cat, &lock);
+    if (locked)
+        remove_stale_temps(cat);
+    struct disk_state disk;
+    int rc = read_disk(cat, &disk, err);
+    if (rc == 0)
+        rc = load(cat, &disk, err);
+    free(disk.data);
+    fsutil_lock_release(&lock);
+    if (rc != 0) {
+        catalog_close(cat);
+        return -1;
+    }
+    *out = cat;
+    return 0;
+}
+
+void catalog_close(struct catalog *cat)
+{
+    if (!cat)
+        return;
+    registry_release(cat->current);
+    pthread_mutex_destroy(&cat->change_mu);
+    pthread_mutex_destroy(&cat->snap_mu);
+    free(cat->root);
+    free(cat->registry_path);
+    free(cat->lock_path);
+    free(cat);
+}
+
+const char *catalog_root(const struct catalog *cat) { return cat->root; }
+
+struct registry *catalog_snapshot(struct catalog *cat)
+{
+    pthread_mutex_lock(&cat->snap_mu);
+    struct registry *reg = cat->current;
+    registry_retain(reg);
+    pthread_mutex_unlock(&cat->snap_mu);
+    return reg;
+}
+
+/* -------------------------------------------------------------- reload */
+
+static json_t *collect_problems(const struct registry *reg)
+{
+    json_t *problems = json_array();
+    for (size_t s = 0; problems && s < reg->nstrategies; s++) {
+        const struct registry_strategy *st = reg->strategies[s];
+        for (size_t r = 0; r < st->nrevisions; r++) {
+            const struct registry_revision *rev = &st->revisions[r];
+            if (!rev->invalid)
+                continue;
+            json_t *item = json_pack("{s:s, s:o, s:s}", "strategy", st->name, "hash",
+                                     json_sprintf(HASH_PREFIX "%s", rev->hex), "message",
+                                     rev->invalid_reason ? rev->invalid_reason : "invalid");
+            json_array_append_new(problems, item);
+        }
+    }
+    return problems;
+}
+
+int catalog_reload(struct catalog *cat, json_t **problems, struct err *err)
+{
+    if (problems)
+        *problems = NULL;
+    pthread_mutex_lock(&cat->change_mu);
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    lock_for_reading(cat, &lock);
+    struct disk_state disk;
+    int rc = read_disk(cat, &disk, err);
+    if (rc == 0)
+        rc = load(cat, &disk, err);
+    free(disk.data);
+    fsutil_lock_release(&lock);
+    if (rc == 0 && problems)
+        *problems = collect_problems(cat->current);
+    pthread_mutex_unlock(&cat->change_mu);
+    if (rc == 0 && problems && !*problems) {
+        err_set(err, ERR_INTERNAL, "out of memory listing registry problems");
+        return -1;
+    }
+    return rc;
+}
+
+/* --------------------------------------------------------- read source */
+
+/* Only a revision whose registry entry names the canonical path is opened. */
+static int find_for_read(const struct registry *reg, const char *name, const char *hex,
+                         struct err *err)
+{
+    const struct registry_strategy *st = registry_find_strategy(reg, name);
+    const struct registry_revision *rev = registry_find_revision(st, hex);
+    if (!st) {
+        err_set(err, ERR_NOT_FOUND, "unknown strategy '%s'", name);
+        return -1;
+    }
+    if (!rev) {
+        err_set(err, ERR_NOT_FOUND, "strategy '%s' has no revision " HASH_PREFIX "%s", name, hex);
+        return -1;
+    }
+    char canonical[REGISTRY__REL_PATH_MAX];
+    registry__rel_path(name, hex, canonical);
+    if (strcmp(rev->path, canonical) != 0) {
+        err_set(err, ERR_CONFLICT, "revision %s@" HASH_PREFIX "%s is invalid: %s", name, hex,
+                rev->invalid_reason ? rev->invalid_reason : "its path is not canonical");
+        return -1;
+    }
+    return 0;
+}
+
+static int read_verified(const struct catalog *cat, const char *name, const char *hex,
+                         char **source, size_t *len, struct err *err)
+{
+    char *path = catalog__file_path(cat, name, hex);
+    if (!path) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    struct err e = ERR_INIT;
+    int rc = fsutil_read_file(path, REGISTRY__SOURCE_MAX, source, len, &e);
+    free(path);
+    if (rc != 0) {
+        if (e.kind == ERR_NOT_FOUND)
+            err_set(&e, ERR_CONFLICT, "the file of revision %s@" HASH_PREFIX "%s is missing",
+                    name, hex);
+        err_move(err, &e);
+        return -1;
+    }
+    char actual[HASH_HEX_LEN + 1];
+    hash_sha256_hex(*source, *len, actual);
+    if (strcmp(actual, hex) != 0) {
+        free(*source);
+        *source = NULL;
+        err_set(err, ERR_CONFLICT,
+                "the file of revision %s@" HASH_PREFIX "%s no longer matches its hash (its bytes "
+                "hash to " HASH_PREFIX "%s)",
+                name, hex, actual);
+        return -1;
+    }
+    return 0;
+}
+
+int catalog_read_source(struct catalog *cat, const char *name, const char *hex_text, char **source,
+                        size_t *len, struct err *err)
+{
+    *source = NULL;
+    *len = 0;
+    char hex[HASH_HEX_LEN + 1];
+    if (!name || !names_valid_strategy(name)) {
+        err_set(err, ERR_INVALID, "invalid strategy name '%.80s'", name ? name : "");
+        return -1;
+    }
+    if (!hex_text || !hash_parse_full(hex_text, hex)) {
+        err_set(err, ERR_INVALID, "'%.80s' is not a full sha256 hash", hex_text ? hex_text : "");
+        return -1;
+    }
+    struct registry *reg = catalog_snapshot(cat);
+    int rc = find_for_read(reg, name, hex, err);
+    registry_release(reg);
+    if (rc != 0)
+        return -1;
+    return read_verified(cat, name, hex, source, len, err);
+}

@@ -1,0 +1,356 @@
+/*
+ * Snapshots: their life cycle, lookups, selector resolution and the
+ * registry.json document. Everything here reads an immutable snapshot, so it
+ * takes no locks.
+ */
+#include "registry/registry_internal.h"
+
+#include "core/jsonutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ----------------------------------------------------------- life cycle */
+
+struct registry *registry__new(size_t capacity)
+{
+    struct registry *reg = calloc(1, sizeof *reg);
+    if (!reg)
+        return NULL;
+    reg->strategies = calloc(capacity ? capacity : 1, sizeof *reg->strategies);
+    if (!reg->strategies) {
+        free(reg);
+        return NULL;
+    }
+    atomic_init(&reg->refs, 1);
+    return reg;
+}
+
+void registry__append(struct registry *reg, struct registry_strategy *st)
+{
+    reg->strategies[reg->nstrategies++] = st;
+}
+
+void registry_retain(struct registry *reg)
+{
+    if (reg)
+        atomic_fetch_add_explicit(&reg->refs, 1, memory_order_relaxed);
+}
+
+void registry_release(struct registry *reg)
+{
+    if (!reg || atomic_fetch_sub_explicit(&reg->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < reg->nstrategies; i++)
+        registry__strategy_release(reg->strategies[i]);
+    free(reg->strategies);
+    free(reg);
+}
+
+/* Binary search over the sorted strategies: index of name or its slot. */
+static size_t strategy_slot(const struct registry *reg, const char *name, bool *found)
+{
+    size_t lo = 0, hi = reg->nstrategies;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strcmp(reg->strategies[mid]->name, name);
+        if (cmp == 0) {
+            *found = true;
+            return mid;
+        }
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+struct registry *registry__with(const struct registry *base, const char *name,
+                                struct registry_strategy *st)
+{
+    bool found;
+    size_t at = strategy_slot(base, name, &found);
+    struct registry *reg = registry__new(base->nstrategies + 1);
+    if (!reg) {
+        registry__strategy_release(st);
+        return NULL;
+    }
+    for (size_t i = 0; i < base->nstrategies; i++) {
+        if (i == at && st)
+            registry__append(reg, st);
+        if (i == at && found)
+            continue;
+        registry__strategy_retain(base->strategies[i]);
+        registry__append(reg, base->strategies[i]);
+    }
+    if (at == base->nstrategies && st)
+        registry__append(reg, st);
+    reg->generation = base->generation;
+    return reg;
+}
+
+/* -------------------------------------------------------------- lookups */
+
+const struct registry_strategy *registry_find_strategy(const struct registry *reg,
+                                                       const char *name)
+{
+    if (!reg || !name)
+        return NULL;
+    bool found;
+    size_t at = strategy_slot(reg, name, &found);
+    return found ? reg->strategies[at] : NULL;
+}
+
+const struct registry_revision *registry_find_revision(const struct registry_strategy *st,
+                                                       const char *hex)
+{
+    if (!st || !hex || strlen(hex) != HASH_HEX_LEN)
+        return NULL;
+    long at = registry__revision_index(st, hex);
+    return at < 0 ? NULL : &st->revisions[at];
+}
+
+static const struct registry_tag *find_tag(const struct registry_strategy *st, const char *tag)
+{
+    size_t lo = 0, hi = st->ntags;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strcmp(st->tags[mid].tag, tag);
+        if (cmp == 0)
+            return &st->tags[mid];
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+const char *registry_tag_target(const struct registry_strategy *st, const char *tag)
+{
+    if (!st || !tag)
+        return NULL;
+    const struct registry_tag *t = find_tag(st, tag);
+    return t ? t->hex : NULL;
+}
+
+const struct registry_revision *registry_latest(const struct registry_strategy *st)
+{
+    return registry_find_revision(st, registry_tag_target(st, REGISTRY_LATEST));
+}
+
+json_t *registry_tags_of(const struct registry_strategy *st, const char *hex)
+{
+    json_t *tags = json_array();
+    if (!tags || !st || !hex)
+        return tags;
+    for (size_t i = 0; i < st->ntags; i++) {
+        if (strcmp(st->tags[i].hex, hex) == 0 &&
+            json_array_append_new(tags, json_string(st->tags[i].tag)) != 0) {
+            json_decref(tags);
+            return NULL;
+        }
+    }
+    return tags;
+}
+
+/* ----------------------------------------------------------- resolution */
+
+static void spell_candidate(const struct registry_strategy *st, const char *hex, char *out,
+                            size_t size)
+{
+    snprintf(out, size, "%s@" HASH_PREFIX "%s", st->name, hex);
+}
+
+/* The last step of every resolution: an invalid revision is refused with
+ * its reason, so no caller can run bytes that do not match their name. */
+static int accept(const struct registry_strategy *st, const struct registry_revision *rev,
+                  const char *tag, struct registry_resolution *out, struct err *err)
+{
+    if (rev->invalid) {
+        char spelled[NAMES_STRATEGY_MAX + HASH_SPELLED_LEN + 2];
+        spell_candidate(st, rev->hex, spelled, sizeof spelled);
+        const char *reason = rev->invalid_reason ? rev->invalid_reason : "unknown reason";
+        err_set(err, ERR_CONFLICT, "revision %s is invalid and cannot be used: %s", spelled,
+                reason);
+        err_add_detail(err, "strategy", json_string(st->name));
+        err_add_detail(err, "hash", json_sprintf(HASH_PREFIX "%s", rev->hex));
+        err_add_detail(err, "reason", jsonutil_string_lossy(reason, strlen(reason)));
+        return -1;
+    }
+    out->strategy = st;
+    out->revision = rev;
+    out->tag = tag;
+    return 0;
+}
+
+static bool hex_matches(const struct registry_revision *rev, const struct selector *sel)
+{
+    return memcmp(rev->hex, sel->hex, sel->hex_len) == 0;
+}
+
+static void ambiguous(const struct registry *reg, const struct registry_strategy *only,
+                      const struct selector *sel, size_t count, struct err *err)
+{
+    json_t *candidates = json_array();
+    for (size_t s = 0; s < reg->nstrategies; s++) {
+        const struct registry_strategy *st = reg->strategies[s];
+        if (only && st != only)
+            continue;
+        for (size_t r = 0; r < st->nrevisions; r++) {
+            if (!hex_matches(&st->revisions[r], sel))
+                continue;
+            char spelled[NAMES_STRATEGY_MAX + HASH_SPELLED_LEN + 2];
+            spell_candidate(st, st->revisions[r].hex, spelled, sizeof spelled);
+            json_array_append_new(candidates, json_string(spelled));
+        }
+    }
+    err_set(err, ERR_CONFLICT, "hash prefix %s matches %zu revisions; use more digits", sel->hex,
+            count);
+    err_add_detail(err, "candidates", candidates);
+}
+
+/* Looks for sel->hex among the revisions of `only` (or of every strategy). */
+static int resolve_hash(const struct registry *reg, const struct registry_strategy *only,
+                        const struct selector *sel, struct registry_resolution *out,
+                        struct err *err)
+{
+    const struct registry_strategy *hit_st = NULL;
+    const struct registry_revision *hit = NULL;
+    size_t count = 0;
+    for (size_t s = 0; s < reg->nstrategies; s++) {
+        const struct registry_strategy *st = reg->strategies[s];
+        if (only && st != only)
+            continue;
+        for (size_t r = 0; r < st->nrevisions; r++) {
+            if (hex_matches(&st->revisions[r], sel) && count++ == 0) {
+                hit_st = st;
+                hit = &st->revisions[r];
+            }
+        }
+    }
+    if (count == 0) {
+        if (only)
+            err_set(err, ERR_NOT_FOUND, "strategy '%s' has no revision " HASH_PREFIX "%s",
+                    only->name, sel->hex);
+        else
+            err_set(err, ERR_NOT_FOUND, "no revision matches " HASH_PREFIX "%s", sel->hex);
+        return -1;
+    }
+    if (count > 1) {
+        ambiguous(reg, only, sel, count, err);
+        return -1;
+    }
+    return accept(hit_st, hit, NULL, out, err);
+}
+
+static int resolve_tag(const struct registry_strategy *st, const char *tag_name,
+                       struct registry_resolution *out, struct err *err)
+{
+    const struct registry_tag *tag = find_tag(st, tag_name);
+    const struct registry_revision *rev = tag ? registry_find_revision(st, tag->hex) : NULL;
+    if (!rev) {
+        err_set(err, ERR_NOT_FOUND, "strategy '%s' has no tag '%s'", st->name, tag_name);
+        return -1;
+    }
+    return accept(st, rev, tag->tag, out, err);
+}
+
+int registry_resolve(const struct registry *reg, const struct selector *sel,
+                     struct registry_resolution *out, struct err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (sel->kind == SELECTOR_HASH && !sel->name[0])
+        return resolve_hash(reg, NULL, sel, out, err);
+    const struct registry_strategy *st = registry_find_strategy(reg, sel->name);
+    if (!st && sel->kind == SELECTOR_LATEST && sel->may_be_prefix) {
+        int rc = resolve_hash(reg, NULL, sel, out, err);
+        if (rc != 0 && err && err->kind == ERR_NOT_FOUND)
+            err_set(err, ERR_NOT_FOUND, "no strategy is called '%s' and no revision hash starts "
+                                        "with it", sel->name);
+        return rc;
+    }
+    if (!st) {
+        err_set(err, ERR_NOT_FOUND, "unknown strategy '%s'", sel->name);
+        return -1;
+    }
+    if (sel->kind == SELECTOR_HASH)
+        return resolve_hash(reg, st, sel, out, err);
+    return resolve_tag(st, sel->kind == SELECTOR_LATEST ? REGISTRY_LATEST : sel->tag, out, err);
+}
+
+int registry_resolve_text(const struct registry *reg, const char *selector_text,
+                          struct registry_resolution *out, struct err *err)
+{
+    struct selector sel;
+    if (selector_parse(selector_text, &sel, err) != 0) {
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    return registry_resolve(reg, &sel, out, err);
+}
+
+/* --------------------------------------------------------- registry.json */
+
+static json_t *revision_to_json(const struct registry_revision *rev)
+{
+    json_t *entry = json_object();
+    if (!entry || json_object_set_new(entry, "tag", json_string(rev->tag)) != 0 ||
+        json_object_set_new(entry, "path", json_string(rev->path)) != 0) {
+        json_decref(entry);
+        return NULL;
+    }
+    return entry;
+}
+
+static json_t *strategy_to_json(const struct registry_strategy *st)
+{
+    json_t *doc = json_object();
+    json_t *tags = json_object();
+    json_t *hashes = json_object();
+    if (!doc || !tags || !hashes) {
+        json_decref(doc);
+        json_decref(tags);
+        json_decref(hashes);
+        return NULL;
+    }
+    if (json_object_set_new(doc, "tags", tags) != 0) {
+        json_decref(hashes);
+        goto fail;
+    }
+    if (json_object_set_new(doc, "hashes", hashes) != 0)
+        goto fail;
+    char spelled[HASH_SPELLED_LEN + 1];
+    for (size_t i = 0; i < st->ntags; i++) {
+        hash_spell(st->tags[i].hex, spelled);
+        if (json_object_set_new(tags, st->tags[i].tag, json_string(spelled)) != 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < st->nrevisions; i++) {
+        hash_spell(st->revisions[i].hex, spelled);
+        if (json_object_set_new(hashes, spelled, revision_to_json(&st->revisions[i])) != 0)
+            goto fail;
+    }
+    return doc;
+fail:
+    json_decref(doc);
+    return NULL;
+}
+
+json_t *registry_to_json(const struct registry *reg)
+{
+    json_t *doc = json_object();
+    if (!doc)
+        return NULL;
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        const struct registry_strategy *st = reg->strategies[i];
+        if (json_object_set_new(doc, st->name, strategy_to_json(st)) != 0) {
+            json_decref(doc);
+            return NULL;
+        }
+    }
+    return doc;
+}

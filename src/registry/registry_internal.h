@@ -1,0 +1,103 @@
+/*
+ * registry internals: what the registry's own files share and nobody else
+ * may rely on. Symbols carry a double underscore after the module prefix.
+ *
+ * Snapshots under construction are private to the thread building them, so
+ * the mutating helpers below take no locks; once a snapshot is published,
+ * nothing in it (or in the strategies it shares) is touched again.
+ */
+#ifndef STRATD_REGISTRY_INTERNAL_H
+#define STRATD_REGISTRY_INTERNAL_H
+
+#include "core/fsutil.h"
+#include "registry/registry.h"
+
+#include <pthread.h>
+
+/* Upper bounds for what we read back from disk. */
+#define REGISTRY__SOURCE_MAX ((size_t)64 << 20)
+#define REGISTRY__FILE_MAX ((size_t)256 << 20)
+#define REGISTRY__COMPONENT "registry"
+/* "<name>/<hex>/<name>.js" plus the NUL. */
+#define REGISTRY__REL_PATH_MAX (NAMES_STRATEGY_MAX * 2 + HASH_HEX_LEN + 6)
+
+/* ------------------------------------------------------------ strategy */
+
+struct registry_strategy *registry__strategy_new(const char *name);
+/* A private, deep copy of st (refs = 1), ready to be changed. */
+struct registry_strategy *registry__strategy_copy(const struct registry_strategy *st);
+void registry__strategy_retain(struct registry_strategy *st);
+void registry__strategy_release(struct registry_strategy *st);
+
+/* Points tag at hex, inserting it in order. -1 only when out of memory. */
+int registry__strategy_set_tag(struct registry_strategy *st, const char *tag, const char *hex);
+void registry__strategy_remove_tag(struct registry_strategy *st, const char *tag);
+/* Appends rev, taking its strings and metadata; rev is left empty. -1 when
+ * out of memory, in which case rev still owns them. */
+int registry__strategy_push_revision(struct registry_strategy *st, struct registry_revision *rev);
+/* Removes the revision at index and every tag that points at it. */
+void registry__strategy_remove_revision(struct registry_strategy *st, size_t index);
+/* Sorts the tags by name (after building them in another order). */
+void registry__strategy_sort_tags(struct registry_strategy *st);
+/* The same tags, revisions, validity and metadata; `order` is ignored
+ * because only the sequence of revisions carries meaning. */
+bool registry__strategy_same(const struct registry_strategy *a, const struct registry_strategy *b);
+/* Index of hex among st's revisions, or -1. */
+long registry__revision_index(const struct registry_strategy *st, const char *hex);
+void registry__revision_clear(struct registry_revision *rev);
+/* "<name>/<hex>/<name>.js" */
+void registry__rel_path(const char *name, const char *hex, char out[REGISTRY__REL_PATH_MAX]);
+
+/* ------------------------------------------------------------ snapshot */
+
+/* An empty snapshot with room for `capacity` strategies (refs = 1). */
+struct registry *registry__new(size_t capacity);
+/* Appends st (taking the reference); strategies must arrive sorted. */
+void registry__append(struct registry *reg, struct registry_strategy *st);
+/* A new snapshot equal to base except that strategy `name` is replaced by
+ * st, inserted if absent, or removed when st is NULL. Takes st's reference
+ * (also on failure); the others are shared with base. NULL if out of memory. */
+struct registry *registry__with(const struct registry *base, const char *name,
+                                struct registry_strategy *st);
+
+/* Builds an unverified snapshot from a parsed registry.json: names, tags and
+ * hashes are checked (ERR_INVALID naming the bad entry), revisions whose
+ * path is not canonical are marked invalid, dangling tags are dropped and a
+ * missing `latest` is added, each with a warning in the log. */
+struct registry *registry__from_json(json_t *doc, struct err *err);
+
+/* ------------------------------------------------------------- catalog */
+
+struct catalog {
+    char *root;
+    char *registry_path;
+    char *lock_path;
+    catalog_metadata_fn metadata;
+    void *metadata_ctx;
+    pthread_mutex_t change_mu; /* serialises reloads and changes */
+    pthread_mutex_t snap_mu;   /* guards `current` only: readers hold it for a retain */
+    struct registry *current;
+    uint64_t generation;
+    /* The registry.json that `current` was built from or written as; a
+     * change compares it with the disk to notice other writers. */
+    bool disk_present;
+    char disk_hex[HASH_HEX_LEN + 1];
+};
+
+/* Hashes every revision file of `fresh` (whose path is canonical), using
+ * metadata from `prev` for revisions already verified there, and marks the
+ * rest invalid with a reason. Logs revisions that turned invalid. */
+int catalog__verify(const struct catalog *cat, struct registry *fresh, const struct registry *prev,
+                    struct err *err);
+
+/* Under change_mu: reads registry.json and, when it differs from what
+ * `current` reflects, rebuilds and publishes a snapshot from it. */
+int catalog__sync(struct catalog *cat, struct err *err);
+/* Under change_mu: publishes reg (taking the reference) as the current
+ * snapshot and records the digest of the registry.json it matches. */
+void catalog__publish(struct catalog *cat, struct registry *reg, bool present,
+                      const char *disk_hex);
+/* "<root>/<name>/<hex>/<name>.js", malloc'ed; NULL if out of memory. */
+char *catalog__file_path(const struct catalog *cat, const char *name, const char *hex);
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * runtime: strategy instances, each in its own QuickJS sandbox, driven by a
+ * fixed pool of worker threads.
+ *
+ * Threading model
+ * - N workers (default: the number of cores). Every instance is owned by one
+ *   worker; every touch of its VM (create, events, timers, stop, restart)
+ *   runs on that worker's thread, so QuickJS is never entered concurrently.
+ * - Each worker has one FIFO queue of messages: market events and commands.
+ *   Delivery per instance is therefore in publication order, and a command
+ *   (stop, restart on a new revision) takes effect between two events: an
+ *   event goes to the old VM or to the new one, never both and never
+ *   neither.
+ * - runtime_publish() (the event_sink of every provider) runs on provider
+ *   threads: it fans an event out to the workers with subscribers (one queue
+ *   push per worker, not per instance) and blocks while a worker's queue is
+ *   full (back-pressure). A directed event (event.target) goes to its
+ *   instance's worker only.
+ * - Control-plane calls (runtime_instance_*, runtime_refresh, listings) run
+ *   on HTTP threads. They update the instance table under the runtime's
+ *   lock, persist through the store, then post commands to workers and wait
+ *   for their completion, so a 2xx means the change is durable and done.
+ *
+ * Limits and failures
+ * - Each instance: memory cap (config `memory_limit_mb`, default 64), stack
+ *   cap, CPU budget per callback (`cpu_budget_ms`, default 50). Exceeding one
+ *   stops the instance with reason memoryLimit / cpuBudget / stackOverflow;
+ *   max_consecutive_errors handler exceptions in a row (default 100) stop it
+ *   with tooManyErrors. A stop is logged with strategy, hash and instance and
+ *   shown in the snapshot (`stopReason`). Other instances are unaffected.
+ *
+ * Ownership: JSON returned is a new reference owned by the caller; JSON
+ * passed in is borrowed. Errors: ERR_INVALID (bad spec or config, naming the
+ * field), ERR_NOT_FOUND (unknown id or selector), ERR_CONFLICT (duplicate id;
+ * start of a retired instance: details.reason = "retired"), ERR_UNPROCESSABLE
+ * (the module failed to load or create() threw), ERR_INTERNAL.
+ */
+#ifndef STRATD_RUNTIME_RUNTIME_H
+#define STRATD_RUNTIME_RUNTIME_H
+
+#include "core/err.h"
+#include "js/sandbox.h"
+#include "registry/registry.h"
+#include "runtime/event.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Checks that a provider exists and carries a symbol (the market layer
+ * supplies it; NULL accepts anything). */
+typedef bool (*runtime_scope_fn)(void *ctx, const char *provider, const char *symbol);
+
+struct runtime_options {
+    int workers;                  /* 0: number of online CPUs */
+    struct catalog *catalog;      /* borrowed; selectors and sources */
+    struct store *store;          /* borrowed; may be NULL (nothing persists) */
+    struct market_ops market;     /* orders and quotes */
+    runtime_scope_fn scope_check; /* provider/symbol existence */
+    void *scope_ctx;
+    const char *environment;      /* metric label, e.g. "dev" */
+    struct js_limits limits;      /* defaults per instance (0 fields: sandbox defaults) */
+    int max_consecutive_errors;   /* 0: 100 */
+    size_t queue_capacity;        /* messages per worker queue; 0: 65536 */
+    int log_lines_per_second;     /* helpers.log rate limit per instance; 0: 200 */
+};
+
+struct runtime;
+
+int runtime_new(const struct runtime_options *opts, struct runtime **out, struct err *err);
+/* Stops every instance (without changing their desired state, so they run
+ * again after a restart), joins the workers and frees everything. */
+void runtime_free(struct runtime *rt);
+
+/* Loads the instances persisted in the store and starts those that were
+ * running. Instances whose revision no longer resolves stay stopped with
+ * reason "retired". */
+int runtime_restore(struct runtime *rt, struct err *err);
+
+/* The event sink for providers: ctx is the struct runtime. Takes over the
+ * caller's reference to ev. */
+void runtime_publish(void *ctx, struct event *ev);
+struct event_sink runtime_event_sink(struct runtime *rt);
+
+/* ---- instances (InstanceSpec / InstanceSnapshotResponse / InstanceSummary
+ * shapes of the API contract) ---- */
+int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **snapshot,
+                            struct err *err);
+/* Replaces the spec; a running instance restarts with it. */
+int runtime_instance_update(struct runtime *rt, const char *id, const json_t *spec,
+                            json_t **snapshot, struct err *err);
+int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err);
+int runtime_instance_start(struct runtime *rt, const char *id, struct err *err);
+int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err);
+json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err *err);
+/* {"instances": [InstanceSummary...]} sorted by id. */
+json_t *runtime_instances_json(struct runtime *rt);
+bool runtime_instance_exists(struct runtime *rt, const char *id);
+
+/* ---- revisions in use ---- */
+/* ModuleRevisionUsage for {strategy, hex}: count, sorted instance ids,
+ * firstSeen/lastSeen (RFC 3339 or null; lastSeen is now while running),
+ * running. Never NULL except out of memory. */
+json_t *runtime_usage_json(struct runtime *rt, const char *strategy, const char *hex);
+/* Every usage entry known (running now or recorded in the store). */
+json_t *runtime_usage_all_json(struct runtime *rt);
+/* InstanceSummary array of instances pinned to {strategy, hex};
+ * include_stopped adds stopped ones. Sorted by id. */
+json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, const char *hex,
+                                  bool include_stopped);
+/* Number of running instances per revision, for listings and metrics. */
+int runtime_running_count(struct runtime *rt, const char *strategy, const char *hex);
+
+/* The catalog guard: refuses deleting a revision (or a whole strategy when
+ * hex is NULL) that a running instance pins (ERR_CONFLICT,
+ * details.instances). ctx is the struct runtime. */
+int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct err *err);
+
+/* Targeted refresh. request may be NULL (every instance) or
+ * {"hashes": [...], "strategies": [...]} of selectors. *response receives
+ * {"status": "ok", "results": [{selector, strategy, hash, previousHash,
+ * instances, reason}]} sorted; reasons refreshed / alreadyPinned / retired. */
+int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response,
+                    struct err *err);
+
+/* ---- observability ---- */
+/* Appends the runtime's metrics in Prometheus text format. */
+struct strbuf;
+void runtime_metrics_write(struct runtime *rt, struct strbuf *out);
+/* Counters for tests and benchmarks. */
+struct runtime_stats {
+    uint64_t events_delivered;
+    uint64_t handler_errors;
+    uint64_t compilations;
+    int instances;
+    int running;
+};
+void runtime_stats(struct runtime *rt, struct runtime_stats *out);
+
+#endif

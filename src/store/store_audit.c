@@ -1,0 +1,121 @@
+/*
+ * store_audit.c: the append-only audit log, one JSON object per line.
+ *
+ * Each entry is written with one write(2) on a descriptor opened with
+ * O_APPEND, then fsynced before the call returns. A failed or short write
+ * (disk full) is cut back off the file, so a reader never meets a torn line
+ * in the middle of the log.
+ */
+#include "store/store_internal.h"
+
+#include "core/clock.h"
+#include "core/jsonutil.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int store__audit_open(struct store *s, struct err *err)
+{
+    s->audit_fd = open(s->audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (s->audit_fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot open audit log %s", s->audit_path);
+        return -1;
+    }
+    return 0;
+}
+
+/* {"ts": ..., then the entry's own fields}: the time comes first so the log
+ * reads like the process log. A "ts" in the entry is replaced. */
+static char *audit_line(const json_t *entry, size_t *len)
+{
+    char ts[32];
+    clock_format_rfc3339(clock_wall_ms(), ts, sizeof ts);
+    json_t *line = json_pack("{s:s}", "ts", ts);
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)entry, key, value)
+    {
+        if (line && strcmp(key, "ts") != 0 && json_object_set(line, key, value) != 0) {
+            json_decref(line);
+            line = NULL;
+        }
+    }
+    if (!line)
+        return NULL;
+    size_t n = 0;
+    char *text = jsonutil_dump(line, &n);
+    json_decref(line);
+    char *with_newline = text ? realloc(text, n + 2) : NULL;
+    if (!with_newline) {
+        free(text);
+        return NULL;
+    }
+    with_newline[n] = '\n';
+    with_newline[n + 1] = '\0';
+    *len = n + 1;
+    return with_newline;
+}
+
+/* A regular file takes the whole line in one write unless the disk fills
+ * mid-way; the loop then finds out why (usually ENOSPC). */
+static int write_line(int fd, const char *line, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, line + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : ENOSPC;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+/* Called with audit_lock held, so nothing else appends between the size
+ * read here and the truncation after a failed write. */
+static int append_locked(struct store *s, const char *line, size_t len, struct err *err)
+{
+    struct stat st;
+    if (fstat(s->audit_fd, &st) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot append to audit log %s", s->audit_path);
+        return -1;
+    }
+    int errnum = write_line(s->audit_fd, line, len);
+    if (errnum != 0) {
+        if (ftruncate(s->audit_fd, st.st_size) != 0)
+            log_error("store", "cannot cut a partial line off %s: %s", s->audit_path,
+                      strerror(errno));
+        err_set_errno(err, ERR_INTERNAL, errnum, "cannot append to audit log %s", s->audit_path);
+        return -1;
+    }
+    if (fsync(s->audit_fd) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot sync audit log %s", s->audit_path);
+        return -1;
+    }
+    return 0;
+}
+
+int store_audit_append(struct store *store, const json_t *entry, struct err *err)
+{
+    if (!store || !json_is_object(entry)) {
+        err_set(err, ERR_INVALID, "an audit entry must be a JSON object");
+        return -1;
+    }
+    size_t len = 0;
+    char *line = audit_line(entry, &len);
+    if (!line) {
+        err_set(err, ERR_INTERNAL, "out of memory writing the audit log");
+        return -1;
+    }
+    pthread_mutex_lock(&store->audit_lock);
+    int rc = append_locked(store, line, len, err);
+    pthread_mutex_unlock(&store->audit_lock);
+    free(line);
+    return rc;
+}

@@ -1,0 +1,418 @@
+/*
+ * store_orders.c: orders, executions and balances: the trading records.
+ *
+ * These are the hot writes (every order step of every instance), so they
+ * use cached statements and accept batches: one call with an array writes
+ * every element in one transaction, one fsync for the lot. A batch is all
+ * or nothing; an invalid element rolls the whole batch back and the message
+ * names it ("orders[3]: field 'id' ...").
+ */
+#include "store/store_internal.h"
+
+#include "core/clock.h"
+
+#include <stdio.h>
+
+/* ---------------------------------------------------- field validation */
+
+static int field_error(const char *label, const char *key, const char *expected, struct err *err)
+{
+    err_set(err, ERR_INVALID, "%s: field '%s' must be %s", label, key, expected);
+    err_add_detail(err, "field", json_string(key));
+    return -1;
+}
+
+static int need_string(const json_t *rec, const char *key, const char *label, const char **out,
+                       struct err *err)
+{
+    const char *v = json_string_value(json_object_get(rec, key));
+    if (!v || !*v)
+        return field_error(label, key, "a non-empty string", err);
+    *out = v;
+    return 0;
+}
+
+/* Absent and null both store SQL NULL. */
+static int opt_string(const json_t *rec, const char *key, const char *label, const char **out,
+                      struct err *err)
+{
+    json_t *v = json_object_get(rec, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return field_error(label, key, "a string or null", err);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int need_int(const json_t *rec, const char *key, const char *label, int64_t *out,
+                    struct err *err)
+{
+    json_t *v = json_object_get(rec, key);
+    if (!json_is_integer(v))
+        return field_error(label, key, "an integer (ms since the epoch)", err);
+    *out = (int64_t)json_integer_value(v);
+    return 0;
+}
+
+/* Absent leaves *out untouched (the caller's default). */
+static int opt_int(const json_t *rec, const char *key, const char *label, int64_t *out,
+                   struct err *err)
+{
+    if (!json_object_get(rec, key))
+        return 0;
+    return need_int(rec, key, label, out, err);
+}
+
+/* ------------------------------------------------------- batch writing */
+
+/* How one kind of record is written: its upsert statement and a function
+ * that validates a record and binds it (returning -1 with err set when the
+ * record is invalid; SQLite bind failures stay in the binder). */
+struct record_kind {
+    const char *singular;
+    const char *plural;
+    enum store__stmt stmt;
+    const char *sql;
+    int (*bind)(struct store__binder *b, const json_t *rec, const char *label, struct err *err);
+};
+
+static int put_one(struct store *s, sqlite3_stmt *st, const struct record_kind *k,
+                   const json_t *rec, const char *label, struct err *err)
+{
+    if (!json_is_object(rec)) {
+        err_set(err, ERR_INVALID, "%s must be a JSON object", label);
+        return -1;
+    }
+    struct store__binder b = {st, SQLITE_OK};
+    if (k->bind(&b, rec, label, err) != 0) {
+        store__stmt_release(st);
+        return -1;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "cannot save %s", label);
+    if (store__bind_check(&b, what, err) != 0)
+        return -1;
+    return store__step_done(s, st, what, err);
+}
+
+static int put_all(struct store *s, const struct record_kind *k, const json_t *records,
+                   struct err *err)
+{
+    sqlite3_stmt *st = store__stmt(s, k->stmt, k->sql, err);
+    if (!st)
+        return -1;
+    if (json_is_object(records))
+        return put_one(s, st, k, records, k->singular, err);
+    size_t i;
+    json_t *rec;
+    json_array_foreach(records, i, rec)
+    {
+        char label[48];
+        snprintf(label, sizeof label, "%s[%zu]", k->plural, i);
+        if (put_one(s, st, k, rec, label, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int put_batch(struct store *s, const struct record_kind *k, const json_t *records,
+                     struct err *err)
+{
+    if (!s || !(json_is_object(records) || json_is_array(records))) {
+        err_set(err, ERR_INVALID, "%s must be a JSON object or an array of them", k->plural);
+        return -1;
+    }
+    if (json_is_array(records) && json_array_size(records) == 0)
+        return 0;
+    store__lock(s);
+    int rc = store__begin(s, err);
+    if (rc == 0 && put_all(s, k, records, err) != 0) {
+        store__rollback(s);
+        rc = -1;
+    } else if (rc == 0) {
+        rc = store__commit(s, err);
+    }
+    store__unlock(s);
+    return rc;
+}
+
+/* -------------------------------------------------------------- orders */
+
+static int bind_order(struct store__binder *b, const json_t *rec, const char *label,
+                      struct err *err)
+{
+    const char *id, *instance, *provider, *state, *client_order_id;
+    int64_t created_at, updated_at;
+    if (need_string(rec, "id", label, &id, err) != 0 ||
+        need_string(rec, "strategyInstance", label, &instance, err) != 0 ||
+        need_string(rec, "provider", label, &provider, err) != 0 ||
+        need_string(rec, "state", label, &state, err) != 0 ||
+        opt_string(rec, "clientOrderId", label, &client_order_id, err) != 0 ||
+        need_int(rec, "createdAt", label, &created_at, err) != 0 ||
+        need_int(rec, "updatedAt", label, &updated_at, err) != 0)
+        return -1;
+    store__bind_text(b, 1, id);
+    store__bind_text(b, 2, instance);
+    store__bind_text(b, 3, provider);
+    store__bind_text(b, 4, state);
+    store__bind_text(b, 5, client_order_id);
+    store__bind_int64(b, 6, created_at);
+    store__bind_int64(b, 7, updated_at);
+    store__bind_json(b, 8, rec);
+    return 0;
+}
+
+static const struct record_kind order_kind = {
+    "order",
+    "orders",
+    STORE__ORDER_PUT,
+    "INSERT INTO orders (id, instance_id, provider, state, client_order_id, created_at,"
+    " updated_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    " ON CONFLICT (id) DO UPDATE SET instance_id = excluded.instance_id,"
+    " provider = excluded.provider, state = excluded.state,"
+    " client_order_id = excluded.client_order_id, created_at = excluded.created_at,"
+    " updated_at = excluded.updated_at, record = excluded.record",
+    bind_order,
+};
+
+int store_orders_put(struct store *store, const json_t *orders, struct err *err)
+{
+    return put_batch(store, &order_kind, orders, err);
+}
+
+/* ---------------------------------------------------------- executions */
+
+static int bind_execution(struct store__binder *b, const json_t *rec, const char *label,
+                          struct err *err)
+{
+    const char *provider, *execution_id, *order_id, *instance;
+    int64_t traded_at, created_at;
+    if (need_string(rec, "provider", label, &provider, err) != 0 ||
+        need_string(rec, "executionId", label, &execution_id, err) != 0 ||
+        need_string(rec, "orderId", label, &order_id, err) != 0 ||
+        need_string(rec, "strategyInstance", label, &instance, err) != 0 ||
+        need_int(rec, "tradedAt", label, &traded_at, err) != 0 ||
+        need_int(rec, "createdAt", label, &created_at, err) != 0)
+        return -1;
+    store__bind_text(b, 1, provider);
+    store__bind_text(b, 2, execution_id);
+    store__bind_text(b, 3, order_id);
+    store__bind_text(b, 4, instance);
+    store__bind_int64(b, 5, traded_at);
+    store__bind_int64(b, 6, created_at);
+    store__bind_json(b, 7, rec);
+    return 0;
+}
+
+static const struct record_kind execution_kind = {
+    "execution",
+    "executions",
+    STORE__EXECUTION_PUT,
+    "INSERT INTO executions (provider, execution_id, order_id, instance_id, traded_at,"
+    " created_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    " ON CONFLICT (provider, execution_id) DO UPDATE SET order_id = excluded.order_id,"
+    " instance_id = excluded.instance_id, traded_at = excluded.traded_at,"
+    " created_at = excluded.created_at, record = excluded.record",
+    bind_execution,
+};
+
+int store_executions_put(struct store *store, const json_t *executions, struct err *err)
+{
+    return put_batch(store, &execution_kind, executions, err);
+}
+
+/* ------------------------------------------------------------ balances */
+
+/* createdAt and updatedAt are filled in when the caller leaves them out;
+ * the JSON copy exists only to carry those two fields into the text. */
+static int bind_balance(struct store__binder *b, const json_t *rec, const char *label,
+                        struct err *err)
+{
+    const char *provider, *asset, *total, *available;
+    int64_t snapshot_at, now = clock_wall_ms();
+    int64_t created_at = now, updated_at = now;
+    if (need_string(rec, "provider", label, &provider, err) != 0 ||
+        need_string(rec, "asset", label, &asset, err) != 0 ||
+        need_string(rec, "total", label, &total, err) != 0 ||
+        need_string(rec, "available", label, &available, err) != 0 ||
+        need_int(rec, "snapshotAt", label, &snapshot_at, err) != 0 ||
+        opt_int(rec, "createdAt", label, &created_at, err) != 0 ||
+        opt_int(rec, "updatedAt", label, &updated_at, err) != 0)
+        return -1;
+    json_t *stored = json_copy((json_t *)rec);
+    if (!stored || json_object_set_new(stored, "createdAt", json_integer(created_at)) != 0 ||
+        json_object_set_new(stored, "updatedAt", json_integer(updated_at)) != 0) {
+        json_decref(stored);
+        b->rc = b->rc == SQLITE_OK ? SQLITE_NOMEM : b->rc;
+        return 0;
+    }
+    store__bind_text(b, 1, provider);
+    store__bind_text(b, 2, asset);
+    store__bind_int64(b, 3, snapshot_at);
+    store__bind_int64(b, 4, created_at);
+    store__bind_int64(b, 5, updated_at);
+    store__bind_json(b, 6, stored);
+    json_decref(stored);
+    return 0;
+}
+
+/* Only a snapshot at least as recent as the stored one replaces it, so
+ * reports that arrive out of order never roll a balance back. createdAt
+ * stays the time the (provider, asset) row was first written. */
+static const struct record_kind balance_kind = {
+    "balance",
+    "balances",
+    STORE__BALANCE_PUT,
+    "INSERT INTO balances (provider, asset, snapshot_at, created_at, updated_at, record)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    " ON CONFLICT (provider, asset) DO UPDATE SET snapshot_at = excluded.snapshot_at,"
+    " updated_at = excluded.updated_at,"
+    " record = json_set(excluded.record, '$.createdAt', balances.created_at)"
+    " WHERE excluded.snapshot_at >= balances.snapshot_at",
+    bind_balance,
+};
+
+int store_balances_put(struct store *store, const json_t *balances, struct err *err)
+{
+    return put_batch(store, &balance_kind, balances, err);
+}
+
+/* ------------------------------------------------------------- queries */
+
+static json_t *record_row(sqlite3_stmt *st, struct err *err)
+{
+    return store__column_json(st, 0, err);
+}
+
+static int64_t query_limit(int limit)
+{
+    return limit > 0 ? limit : STORE__DEFAULT_LIMIT;
+}
+
+static int check_query(struct store *store, const struct store_order_query *q, json_t **out,
+                       struct err *err)
+{
+    if (!store || !q || !out || !q->instance_id || !*q->instance_id) {
+        err_set(err, ERR_INVALID, "a query needs an instance id");
+        return -1;
+    }
+    if (q->nstates > 0 && !q->states) {
+        err_set(err, ERR_INVALID, "a query with states needs the list of states");
+        return -1;
+    }
+    for (size_t i = 0; i < q->nstates; i++) {
+        if (!q->states[i]) {
+            err_set(err, ERR_INVALID, "state %zu of the query is missing", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The states travel as one JSON array bound to a single parameter (read
+ * back with json_each), so one cached statement serves any number. */
+static json_t *states_array(const struct store_order_query *q)
+{
+    json_t *states = json_array();
+    for (size_t i = 0; states && i < q->nstates; i++) {
+        if (json_array_append_new(states, json_string(q->states[i])) != 0) {
+            json_decref(states);
+            return NULL;
+        }
+    }
+    return states;
+}
+
+static int run_order_query(struct store *s, const struct store_order_query *q, const json_t *states,
+                           json_t **out, struct err *err)
+{
+    sqlite3_stmt *st = store__stmt(
+        s, STORE__ORDER_QUERY,
+        "SELECT record FROM orders WHERE instance_id = ?1 AND (?2 IS NULL OR provider = ?2)"
+        " AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3)))"
+        " ORDER BY updated_at DESC, rowid DESC LIMIT ?4",
+        err);
+    if (!st)
+        return -1;
+    struct store__binder b = {st, SQLITE_OK};
+    store__bind_text(&b, 1, q->instance_id);
+    store__bind_text(&b, 2, q->provider);
+    if (states)
+        store__bind_json(&b, 3, states);
+    else
+        store__bind_text(&b, 3, NULL);
+    store__bind_int64(&b, 4, query_limit(q->limit));
+    if (store__bind_check(&b, "cannot list orders", err) != 0)
+        return -1;
+    return store__collect(s, st, record_row, "cannot list orders", out, err);
+}
+
+int store_orders_query(struct store *store, const struct store_order_query *q, json_t **out,
+                       struct err *err)
+{
+    if (check_query(store, q, out, err) != 0)
+        return -1;
+    json_t *states = NULL;
+    if (q->nstates > 0 && !(states = states_array(q))) {
+        err_set(err, ERR_INTERNAL, "out of memory listing orders");
+        return -1;
+    }
+    store__lock(store);
+    int rc = run_order_query(store, q, states, out, err);
+    store__unlock(store);
+    json_decref(states);
+    return rc;
+}
+
+int store_executions_query(struct store *store, const struct store_order_query *q, json_t **out,
+                           struct err *err)
+{
+    if (check_query(store, q, out, err) != 0)
+        return -1;
+    store__lock(store);
+    sqlite3_stmt *st = store__stmt(
+        store, STORE__EXECUTION_QUERY,
+        "SELECT record FROM executions WHERE instance_id = ?1 AND (?2 IS NULL OR provider = ?2)"
+        " AND (?3 IS NULL OR order_id = ?3) ORDER BY traded_at DESC, rowid DESC LIMIT ?4",
+        err);
+    int rc = -1;
+    if (st) {
+        struct store__binder b = {st, SQLITE_OK};
+        store__bind_text(&b, 1, q->instance_id);
+        store__bind_text(&b, 2, q->provider);
+        store__bind_text(&b, 3, q->order_id);
+        store__bind_int64(&b, 4, query_limit(q->limit));
+        if (store__bind_check(&b, "cannot list executions", err) == 0)
+            rc = store__collect(store, st, record_row, "cannot list executions", out, err);
+    }
+    store__unlock(store);
+    return rc;
+}
+
+int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,
+                         json_t **out, struct err *err)
+{
+    if (!store || !out || !provider || !*provider) {
+        err_set(err, ERR_INVALID, "a balance query needs a provider");
+        return -1;
+    }
+    store__lock(store);
+    sqlite3_stmt *st =
+        store__stmt(store, STORE__BALANCE_QUERY,
+                    "SELECT record FROM balances WHERE provider = ?1 AND (?2 IS NULL OR asset = ?2)"
+                    " ORDER BY snapshot_at DESC, asset LIMIT ?3",
+                    err);
+    int rc = -1;
+    if (st) {
+        struct store__binder b = {st, SQLITE_OK};
+        store__bind_text(&b, 1, provider);
+        store__bind_text(&b, 2, asset);
+        store__bind_int64(&b, 3, query_limit(limit));
+        if (store__bind_check(&b, "cannot list balances", err) == 0)
+            rc = store__collect(store, st, record_row, "cannot list balances", out, err);
+    }
+    store__unlock(store);
+    return rc;
+}

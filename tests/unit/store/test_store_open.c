@@ -1,0 +1,357 @@
+/*
+ * The store's life cycle: creating and migrating the database, refusing
+ * what it must refuse, error kinds, the integrity check.
+ */
+#include "store_fixture.h"
+
+#include "store/store_internal.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------- helpers */
+
+static sqlite3 *raw_open(const char *state)
+{
+    char *path = tu_path("%s/%s", state, STORE_DB_FILE);
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        fail_msg("sqlite3_open %s: %s", path, db ? sqlite3_errmsg(db) : "?");
+    free(path);
+    return db;
+}
+
+static void raw_exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+}
+
+static long long raw_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long long v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static char *raw_text(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char *v = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (!strstr(haystack, needle))
+        fail_msg("'%s' does not contain '%s'", haystack, needle);
+}
+
+static void expect_open_failure(const char *state, enum err_kind kind, const char *needle)
+{
+    struct err err = ERR_INIT;
+    struct store *store = (struct store *)0x1;
+    assert_int_equal(store_open(state, &store, &err), -1);
+    assert_null(store);
+    if (err.kind != kind)
+        fail_msg("expected %s, got %s: %s", err_kind_name(kind), err_kind_name(err.kind),
+                 err.message);
+    assert_contains(err.message, needle);
+    err_clear(&err);
+}
+
+/* --------------------------------------------------------------- tests */
+
+static void test_open_creates_directory_and_schema(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    char *dir = tu_path("%s/a/b/state", root);
+    struct store *store = fixture_open(dir);
+    struct err err = ERR_INIT;
+    assert_ok(store_check_integrity(store, &err), &err);
+    store_close(store);
+
+    char *audit = tu_path("%s/%s", dir, STORE_AUDIT_FILE);
+    assert_true(access(audit, F_OK) == 0);
+    sqlite3 *db = raw_open(dir);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), STORE__SCHEMA_VERSION);
+    char *mode = raw_text(db, "PRAGMA journal_mode");
+    assert_string_equal(mode, "wal");
+    const char *tables[] = {"instances", "usage",     "module_metadata", "orders",
+                            "executions", "balances", "providers",       "settings"};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        char *sql = tu_path("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = "
+                            "'%s'",
+                            tables[i]);
+        if (raw_int(db, sql) != 1)
+            fail_msg("table %s is missing", tables[i]);
+        free(sql);
+    }
+    sqlite3_close(db);
+    free(mode);
+    free(audit);
+    tu_remove_tree(root);
+    free(dir);
+    free(root);
+}
+
+static void test_migrates_an_empty_file(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    char *db_path = tu_path("%s/%s", root, STORE_DB_FILE);
+    tu_write_text(db_path, "");
+    struct store *store = fixture_open(root);
+    struct err err = ERR_INIT;
+    json_t *spec = jparse("{\"id\": \"a\", \"strategy\": {}, \"scope\": {}}");
+    assert_ok(store_instance_put(store, "a", spec, true, NULL, &err), &err);
+    store_close(store);
+
+    /* Reopening applies nothing again and keeps the data. */
+    store = fixture_open(root);
+    json_t *list = NULL;
+    assert_ok(store_instance_list(store, &list, &err), &err);
+    assert_int_equal(json_array_size(list), 1);
+    store_close(store);
+    sqlite3 *db = raw_open(root);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), STORE__SCHEMA_VERSION);
+    sqlite3_close(db);
+
+    json_decref(list);
+    json_decref(spec);
+    tu_remove_tree(root);
+    free(db_path);
+    free(root);
+}
+
+static void test_refuses_a_newer_schema(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    sqlite3 *db = raw_open(root);
+    char *sql = tu_path("PRAGMA user_version = %d", STORE__SCHEMA_VERSION + 1);
+    raw_exec(db, sql);
+    sqlite3_close(db);
+
+    expect_open_failure(root, ERR_INVALID, "state was written by a newer stratd");
+    expect_open_failure(root, ERR_INVALID, STORE_DB_FILE);
+    db = raw_open(root);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), STORE__SCHEMA_VERSION + 1);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_schema"), 0);
+    sqlite3_close(db);
+    free(sql);
+    tu_remove_tree(root);
+    free(root);
+}
+
+/* A step that fails leaves the file at the version before it, with none of
+ * the step's tables: each step is one transaction. */
+static void test_failed_migration_rolls_back(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    sqlite3 *db = raw_open(root);
+    raw_exec(db, "CREATE TABLE usage (unrelated TEXT)");
+    sqlite3_close(db);
+
+    expect_open_failure(root, ERR_INTERNAL, "schema version 1");
+    db = raw_open(root);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 0);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'instances'"),
+                     0);
+    sqlite3_close(db);
+    tu_remove_tree(root);
+    free(root);
+}
+
+static void test_refuses_a_file_that_is_not_a_database(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    char *db_path = tu_path("%s/%s", root, STORE_DB_FILE);
+    char junk[8192];
+    memset(junk, 'x', sizeof junk);
+    tu_write_file(db_path, junk, sizeof junk);
+    expect_open_failure(root, ERR_INTERNAL, db_path);
+    free(db_path);
+    tu_remove_tree(root);
+    free(root);
+}
+
+/* Root may write anywhere, but not below a regular file. */
+static void test_unusable_state_directory(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    char *file = tu_path("%s/file", root);
+    tu_write_text(file, "not a directory\n");
+    char *dir = tu_path("%s/state", file);
+    expect_open_failure(dir, ERR_INTERNAL, dir);
+    expect_open_failure(file, ERR_INTERNAL, file);
+    free(dir);
+    free(file);
+    tu_remove_tree(root);
+    free(root);
+}
+
+static void test_read_only_state_directory(void **state)
+{
+    (void)state;
+    if (geteuid() == 0)
+        skip(); /* permissions do not bind root; covered by the test above */
+    char *root = tu_tempdir("store");
+    char *dir = tu_path("%s/state", root);
+    assert_int_equal(mkdir(dir, 0500), 0);
+    expect_open_failure(dir, ERR_INTERNAL, dir);
+    expect_open_failure(dir, ERR_INTERNAL, "not writable");
+    free(dir);
+    tu_remove_tree(root);
+    free(root);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    struct err err = ERR_INIT;
+    struct store *store = NULL;
+    assert_int_equal(store_open(NULL, &store, &err), -1);
+    assert_int_equal(err.kind, ERR_INVALID);
+    err_clear(&err);
+    assert_int_equal(store_open("", &store, &err), -1);
+    assert_int_equal(err.kind, ERR_INVALID);
+    err_clear(&err);
+    assert_int_equal(store_check_integrity(NULL, &err), -1);
+    assert_int_equal(err.kind, ERR_INVALID);
+    err_clear(&err);
+    store_close(NULL);
+}
+
+static void test_error_kinds(void **state)
+{
+    (void)state;
+    assert_int_equal(store__error_kind(SQLITE_FULL, 0), ERR_NO_SPACE);
+    assert_int_equal(store__error_kind(SQLITE_IOERR_WRITE, ENOSPC), ERR_NO_SPACE);
+    assert_int_equal(store__error_kind(SQLITE_IOERR_FSYNC, EDQUOT), ERR_NO_SPACE);
+    assert_int_equal(store__error_kind(SQLITE_IOERR_WRITE, EIO), ERR_INTERNAL);
+    assert_int_equal(store__error_kind(SQLITE_CORRUPT, ENOSPC), ERR_INTERNAL);
+    assert_int_equal(store__error_kind(SQLITE_BUSY, 0), ERR_INTERNAL);
+}
+
+static json_t *big_order(int i)
+{
+    char id[32], pad[2048];
+    snprintf(id, sizeof id, "o-%d", i);
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:{s:s}}", "id", id, "provider", "sim",
+                     "strategyInstance", "i1", "state", "new", "createdAt", (json_int_t)1,
+                     "updatedAt", (json_int_t)1, "metadata", "pad", pad);
+}
+
+/* A database that cannot grow (here capped with max_page_count, the same
+ * SQLITE_FULL a full disk gives) reports ERR_NO_SPACE, writes nothing of
+ * the batch and keeps working once there is room again. */
+static void test_full_database_is_no_space(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *batch = json_array();
+    for (int i = 0; i < 64; i++)
+        json_array_append_new(batch, big_order(i));
+    store__lock(f->store);
+    long long pages = 0;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(f->store->db, "PRAGMA page_count", -1, &st, NULL), 0);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    pages = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    char *cap = tu_path("PRAGMA max_page_count = %lld", pages);
+    assert_ok(store__exec(f->store, cap, &err), &err);
+    store__unlock(f->store);
+
+    assert_int_equal(store_orders_put(f->store, batch, &err), -1);
+    assert_int_equal(err.kind, ERR_NO_SPACE);
+    assert_contains(err.message, "full");
+    err_clear(&err);
+
+    store__lock(f->store);
+    assert_ok(store__exec(f->store, "PRAGMA max_page_count = 1073741823", &err), &err);
+    store__unlock(f->store);
+    struct store_order_query q = {.instance_id = "i1", .limit = 1000};
+    json_t *out = NULL;
+    assert_ok(store_orders_query(f->store, &q, &out, &err), &err);
+    assert_int_equal(json_array_size(out), 0);
+    json_decref(out);
+    assert_ok(store_orders_put(f->store, batch, &err), &err);
+    assert_ok(store_orders_query(f->store, &q, &out, &err), &err);
+    assert_int_equal(json_array_size(out), 64);
+    json_decref(out);
+    free(cap);
+    json_decref(batch);
+}
+
+static void test_integrity_check_passes(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    assert_ok(store_check_integrity(f->store, &err), &err);
+}
+
+/* Points an index at the wrong column behind SQLite's back, so the index
+ * no longer matches its table: a corruption integrity_check must report. */
+static void test_integrity_check_finds_damage(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *batch = json_array();
+    for (int i = 0; i < 20; i++)
+        json_array_append_new(batch, big_order(i));
+    assert_ok(store_orders_put(f->store, batch, &err), &err);
+    json_decref(batch);
+    store_close(f->store);
+
+    sqlite3 *db = raw_open(f->state);
+    raw_exec(db, "PRAGMA writable_schema = ON");
+    raw_exec(db, "UPDATE sqlite_schema SET sql = replace(sql, 'instance_id', 'provider')"
+                 " WHERE name = 'orders_by_instance'");
+    sqlite3_close(db);
+
+    f->store = fixture_open(f->state);
+    assert_int_equal(store_check_integrity(f->store, &err), -1);
+    assert_int_equal(err.kind, ERR_INTERNAL);
+    assert_contains(err.message, "integrity");
+    assert_true(json_array_size(json_object_get(err.details, "problems")) > 0);
+    err_clear(&err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_creates_directory_and_schema),
+        cmocka_unit_test(test_migrates_an_empty_file),
+        cmocka_unit_test(test_refuses_a_newer_schema),
+        cmocka_unit_test(test_failed_migration_rolls_back),
+        cmocka_unit_test(test_refuses_a_file_that_is_not_a_database),
+        cmocka_unit_test(test_unusable_state_directory),
+        cmocka_unit_test(test_read_only_state_directory),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_error_kinds),
+        cmocka_unit_test_setup_teardown(test_full_database_is_no_space, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_integrity_check_passes, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_integrity_check_finds_damage, fixture_setup,
+                                        fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

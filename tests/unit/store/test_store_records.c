@@ -1,0 +1,615 @@
+/*
+ * What the store keeps: instances, usage, metadata, providers, settings,
+ * orders, executions and balances; every filter, batches, bad input.
+ */
+#include "store_fixture.h"
+
+#include <stdio.h>
+
+#define HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define HEX_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+/* ------------------------------------------------------------- helpers */
+
+static json_t *order(const char *id, const char *instance, const char *provider,
+                     const char *state, long long updated_at)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:I, s:{}, "
+                          "s:n, s:n, s:I, s:I}",
+                          "id", id, "provider", provider, "strategyInstance", instance,
+                          "clientOrderId", id, "symbol", "BTC-USDT", "side", "buy", "type",
+                          "limit", "quantity", "0.5", "price", "state", state,
+                          "externalReference", "placedAt", (json_int_t)updated_at, "metadata",
+                          "acknowledgedAt", "completedAt", "createdAt", (json_int_t)updated_at,
+                          "updatedAt", (json_int_t)updated_at);
+    assert_non_null(o);
+    return o;
+}
+
+static json_t *execution(const char *id, const char *order_id, const char *instance,
+                         const char *provider, long long traded_at)
+{
+    json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:{}, s:I}",
+                          "orderId", order_id, "provider", provider, "strategyInstance", instance,
+                          "executionId", id, "quantity", "0.1", "price", "50000.5", "fee",
+                          "0.01", "feeAsset", "USDT", "liquidity", "tradedAt",
+                          (json_int_t)traded_at, "metadata", "createdAt", (json_int_t)traded_at);
+    assert_non_null(e);
+    return e;
+}
+
+static json_t *query_orders(struct store *s, const struct store_order_query *q)
+{
+    struct err err = ERR_INIT;
+    json_t *out = NULL;
+    assert_ok(store_orders_query(s, q, &out, &err), &err);
+    assert_true(json_is_array(out));
+    return out;
+}
+
+static json_t *query_executions(struct store *s, const struct store_order_query *q)
+{
+    struct err err = ERR_INIT;
+    json_t *out = NULL;
+    assert_ok(store_executions_query(s, q, &out, &err), &err);
+    assert_true(json_is_array(out));
+    return out;
+}
+
+/* The "id" (or another string field) of each element, joined with ",". */
+static char *ids(const json_t *list, const char *field)
+{
+    char *out = strdup("");
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        char *next = tu_path("%s%s%s", out, i ? "," : "",
+                             json_string_value(json_object_get(item, field)));
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
+static void assert_ids(const json_t *list, const char *field, const char *expected)
+{
+    char *got = ids(list, field);
+    if (strcmp(got, expected) != 0)
+        fail_msg("expected %s [%s], got [%s]", field, expected, got);
+    free(got);
+}
+
+static void expect_invalid(int rc, struct err *err, const char *needle)
+{
+    assert_int_equal(rc, -1);
+    if (err->kind != ERR_INVALID)
+        fail_msg("expected invalid, got %s: %s", err_kind_name(err->kind), err->message);
+    if (needle && !strstr(err->message, needle))
+        fail_msg("'%s' does not mention '%s'", err->message, needle);
+    err_clear(err);
+}
+
+/* ----------------------------------------------------------- instances */
+
+static void test_instances(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *spec_b = jparse("{\"id\": \"b\", \"strategy\": {\"identifier\": \"momentum\", "
+                            "\"selector\": \"momentum:prod\", \"tag\": \"prod\", \"hash\": "
+                            "\"sha256:" HEX_A "\", \"config\": {\"z\": 1, \"a\": [1.5, null]}}, "
+                            "\"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}");
+    json_t *spec_a = jparse("{\"id\": \"a\", \"strategy\": {}, \"scope\": {}}");
+    assert_ok(store_instance_put(f->store, "b", spec_b, true, NULL, &err), &err);
+    assert_ok(store_instance_put(f->store, "a", spec_a, false, "retired", &err), &err);
+
+    json_t *list = NULL;
+    assert_ok(store_instance_list(f->store, &list, &err), &err);
+    assert_ids(list, "id", "a,b");
+    json_t *a = json_array_get(list, 0), *b = json_array_get(list, 1);
+    assert_json_same(json_object_get(b, "spec"), spec_b);
+    assert_true(json_is_true(json_object_get(b, "desiredRunning")));
+    assert_true(json_is_null(json_object_get(b, "stopReason")));
+    assert_true(json_is_false(json_object_get(a, "desiredRunning")));
+    assert_string_equal(json_string_value(json_object_get(a, "stopReason")), "retired");
+    json_int_t created = json_integer_value(json_object_get(a, "createdAt"));
+    assert_true(created > 0);
+    json_decref(list);
+
+    /* An update keeps createdAt and replaces the rest. */
+    assert_ok(store_instance_put(f->store, "a", spec_b, true, NULL, &err), &err);
+    assert_ok(store_instance_list(f->store, &list, &err), &err);
+    a = json_array_get(list, 0);
+    assert_int_equal(json_integer_value(json_object_get(a, "createdAt")), created);
+    assert_true(json_integer_value(json_object_get(a, "updatedAt")) >= created);
+    assert_json_same(json_object_get(a, "spec"), spec_b);
+    assert_true(json_is_null(json_object_get(a, "stopReason")));
+    json_decref(list);
+
+    assert_ok(store_instance_delete(f->store, "a", &err), &err);
+    assert_ok(store_instance_delete(f->store, "a", &err), &err); /* absent: fine */
+    assert_ok(store_instance_list(f->store, &list, &err), &err);
+    assert_ids(list, "id", "b");
+    json_decref(list);
+
+    expect_invalid(store_instance_put(f->store, "", spec_a, true, NULL, &err), &err, NULL);
+    expect_invalid(store_instance_put(f->store, "x", NULL, true, NULL, &err), &err, NULL);
+    expect_invalid(store_instance_delete(f->store, NULL, &err), &err, NULL);
+    json_decref(spec_a);
+    json_decref(spec_b);
+}
+
+/* --------------------------------------------------------------- usage */
+
+static void test_usage(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    assert_ok(store_usage_touch(f->store, "momentum", HEX_B, 100, &err), &err);
+    assert_ok(store_usage_touch(f->store, "momentum", "sha256:" HEX_A, 200, &err), &err);
+    assert_ok(store_usage_touch(f->store, "momentum", HEX_A, 300, &err), &err);
+    assert_ok(store_usage_touch(f->store, "momentum", HEX_A, 250, &err), &err); /* older clock */
+    assert_ok(store_usage_touch(f->store, "grid", HEX_A, 50, &err), &err);
+
+    json_t *list = NULL;
+    assert_ok(store_usage_list(f->store, &list, &err), &err);
+    json_t *expected =
+        jparse("[{\"strategy\": \"grid\", \"hash\": \"" HEX_A "\", \"firstSeen\": 50, "
+               "\"lastSeen\": 50},"
+               "{\"strategy\": \"momentum\", \"hash\": \"" HEX_A "\", \"firstSeen\": 200, "
+               "\"lastSeen\": 300},"
+               "{\"strategy\": \"momentum\", \"hash\": \"" HEX_B "\", \"firstSeen\": 100, "
+               "\"lastSeen\": 100}]");
+    assert_json_same(list, expected);
+    json_decref(list);
+    json_decref(expected);
+
+    assert_ok(store_usage_forget(f->store, "momentum", "SHA256:" HEX_A, &err), &err);
+    assert_ok(store_usage_forget(f->store, "momentum", HEX_A, &err), &err); /* absent: fine */
+    assert_ok(store_usage_list(f->store, &list, &err), &err);
+    assert_int_equal(json_array_size(list), 2);
+    assert_ids(list, "strategy", "grid,momentum");
+    json_decref(list);
+
+    /* Touching again after forgetting starts a new firstSeen. */
+    assert_ok(store_usage_touch(f->store, "momentum", HEX_A, 400, &err), &err);
+    assert_ok(store_usage_list(f->store, &list, &err), &err);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(list, 1), "firstSeen")),
+                     400);
+    json_decref(list);
+
+    expect_invalid(store_usage_touch(f->store, "momentum", "abc", 1, &err), &err, "abc");
+    expect_invalid(store_usage_touch(f->store, "", HEX_A, 1, &err), &err, NULL);
+    expect_invalid(store_usage_forget(f->store, "momentum", NULL, &err), &err, NULL);
+}
+
+/* ------------------------------------------- metadata, providers, settings */
+
+static void test_metadata_cache(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *got = (json_t *)0x1;
+    assert_int_equal(store_metadata_get(f->store, HEX_A, &got, &err), 1);
+    assert_null(got);
+
+    json_t *meta = jparse("{\"name\": \"momentum\", \"config\": [{\"name\": \"size\", "
+                          "\"required\": false, \"default\": 0.25}], \"description\": \"\"}");
+    assert_ok(store_metadata_put(f->store, "sha256:" HEX_A, meta, &err), &err);
+    assert_int_equal(store_metadata_get(f->store, HEX_A, &got, &err), 0);
+    assert_json_same(got, meta);
+    json_decref(got);
+
+    json_t *newer = jparse("{\"name\": \"momentum\", \"config\": []}");
+    assert_ok(store_metadata_put(f->store, HEX_A, newer, &err), &err);
+    assert_int_equal(store_metadata_get(f->store, "sha256:" HEX_A, &got, &err), 0);
+    assert_json_same(got, newer);
+    json_decref(got);
+
+    expect_invalid(store_metadata_put(f->store, "sha256:12", meta, &err), &err, "sha256:12");
+    expect_invalid(store_metadata_get(f->store, HEX_A, NULL, &err), &err, NULL);
+    json_decref(newer);
+    json_decref(meta);
+}
+
+static void test_providers(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *sim2 = jparse("{\"name\": \"sim2\", \"adapter\": {\"identifier\": \"simulated\", "
+                          "\"config\": {\"seed\": 7}}, \"enabled\": true}");
+    json_t *alpha = jparse("{\"name\": \"alpha\", \"adapter\": {\"identifier\": \"simulated\"}}");
+    assert_ok(store_provider_put(f->store, "sim2", sim2, &err), &err);
+    assert_ok(store_provider_put(f->store, "alpha", alpha, &err), &err);
+    assert_ok(store_provider_put(f->store, "alpha", sim2, &err), &err); /* replaces */
+
+    json_t *list = NULL;
+    assert_ok(store_provider_list(f->store, &list, &err), &err);
+    assert_ids(list, "name", "alpha,sim2");
+    assert_json_same(json_object_get(json_array_get(list, 0), "spec"), sim2);
+    json_decref(list);
+
+    assert_ok(store_provider_delete(f->store, "alpha", &err), &err);
+    assert_ok(store_provider_delete(f->store, "nope", &err), &err);
+    assert_ok(store_provider_list(f->store, &list, &err), &err);
+    assert_ids(list, "name", "sim2");
+    json_decref(list);
+
+    json_t *scalar = json_integer(1);
+    expect_invalid(store_provider_put(f->store, "x", scalar, &err), &err, NULL);
+    expect_invalid(store_provider_put(f->store, "", sim2, &err), &err, NULL);
+    expect_invalid(store_provider_delete(f->store, "", &err), &err, NULL);
+    json_decref(scalar);
+    json_decref(alpha);
+    json_decref(sim2);
+}
+
+static void test_settings(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *value = (json_t *)0x1;
+    assert_int_equal(store_setting_get(f->store, "risk.limits", &value, &err), 1);
+    assert_null(value);
+
+    json_t *limits = jparse("{\"maxOrderNotional\": \"10000\", \"maxOpenOrders\": 20}");
+    json_t *number = json_integer(5);
+    assert_ok(store_setting_put(f->store, "risk.limits", limits, &err), &err);
+    assert_ok(store_setting_put(f->store, "workers", number, &err), &err);
+    assert_int_equal(store_setting_get(f->store, "risk.limits", &value, &err), 0);
+    assert_json_same(value, limits);
+    json_decref(value);
+    assert_int_equal(store_setting_get(f->store, "workers", &value, &err), 0);
+    assert_json_same(value, number);
+    json_decref(value);
+
+    expect_invalid(store_setting_put(f->store, "", limits, &err), &err, NULL);
+    expect_invalid(store_setting_get(f->store, "workers", NULL, &err), &err, NULL);
+    json_decref(number);
+    json_decref(limits);
+}
+
+/* -------------------------------------------------------------- orders */
+
+static void test_order_round_trip_is_exact(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *o = jparse("{\"id\": \"o-1\", \"provider\": \"sim\", \"strategyInstance\": \"i1\", "
+                       "\"clientOrderId\": \"c-1\", \"symbol\": \"BTC-USDT\", \"side\": \"sell\", "
+                       "\"type\": \"limit\", \"quantity\": \"0.00100000\", \"price\": \"50000.10\", "
+                       "\"state\": \"acknowledged\", \"externalReference\": \"x-9\", "
+                       "\"placedAt\": 1764687000123, \"metadata\": {\"z\": [1, 2.5, \"\\u00e9\"], "
+                       "\"a\": {\"nested\": true}}, \"acknowledgedAt\": 1764687000200, "
+                       "\"completedAt\": null, \"createdAt\": 1764687000123, "
+                       "\"updatedAt\": 1764687000200}");
+    assert_ok(store_orders_put(f->store, o, &err), &err);
+    struct store_order_query q = {.instance_id = "i1"};
+    json_t *out = query_orders(f->store, &q);
+    assert_int_equal(json_array_size(out), 1);
+    assert_json_same(json_array_get(out, 0), o);
+    json_decref(out);
+
+    /* Upsert by id: the new state replaces the record, still one row. */
+    json_object_set_new(o, "state", json_string("filled"));
+    json_object_set_new(o, "updatedAt", json_integer(1764687000300));
+    assert_ok(store_orders_put(f->store, o, &err), &err);
+    out = query_orders(f->store, &q);
+    assert_int_equal(json_array_size(out), 1);
+    assert_json_same(json_array_get(out, 0), o);
+    json_decref(out);
+    json_decref(o);
+}
+
+static void put_filter_fixture(struct store *s)
+{
+    struct err err = ERR_INIT;
+    json_t *batch = json_array();
+    json_array_append_new(batch, order("o1", "i1", "p1", "new", 10));
+    json_array_append_new(batch, order("o2", "i1", "p2", "filled", 20));
+    json_array_append_new(batch, order("o3", "i1", "p1", "cancelled", 30));
+    json_array_append_new(batch, order("o4", "i1", "p1", "filled", 30)); /* tie with o3 */
+    json_array_append_new(batch, order("o5", "i2", "p1", "new", 50));
+    assert_ok(store_orders_put(s, batch, &err), &err);
+    json_decref(batch);
+}
+
+static void test_order_filters(void **state)
+{
+    struct fixture *f = *state;
+    put_filter_fixture(f->store);
+
+    struct store_order_query q = {.instance_id = "i1"};
+    json_t *out = query_orders(f->store, &q);
+    assert_ids(out, "id", "o4,o3,o2,o1"); /* newest first; the later write wins a tie */
+    json_decref(out);
+
+    q.provider = "p1";
+    out = query_orders(f->store, &q);
+    assert_ids(out, "id", "o4,o3,o1");
+    json_decref(out);
+
+    const char *filled[] = {"filled"};
+    q.states = filled;
+    q.nstates = 1;
+    out = query_orders(f->store, &q);
+    assert_ids(out, "id", "o4");
+    json_decref(out);
+
+    const char *two[] = {"new", "cancelled"};
+    q.provider = NULL;
+    q.states = two;
+    q.nstates = 2;
+    out = query_orders(f->store, &q);
+    assert_ids(out, "id", "o3,o1");
+    json_decref(out);
+
+    q.states = NULL;
+    q.nstates = 0;
+    q.limit = 2;
+    out = query_orders(f->store, &q);
+    assert_ids(out, "id", "o4,o3");
+    json_decref(out);
+
+    struct store_order_query other = {.instance_id = "i2"};
+    out = query_orders(f->store, &other);
+    assert_ids(out, "id", "o5");
+    json_decref(out);
+    struct store_order_query none = {.instance_id = "i3"};
+    out = query_orders(f->store, &none);
+    assert_int_equal(json_array_size(out), 0);
+    json_decref(out);
+}
+
+static void test_order_default_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *batch = json_array();
+    for (int i = 0; i < 130; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "o%03d", i);
+        json_array_append_new(batch, order(id, "i1", "p1", "new", 1000 + i));
+    }
+    assert_ok(store_orders_put(f->store, batch, &err), &err);
+    json_decref(batch);
+    struct store_order_query q = {.instance_id = "i1", .limit = 0};
+    json_t *out = query_orders(f->store, &q);
+    assert_int_equal(json_array_size(out), 100);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(out, 0), "id")), "o129");
+    json_decref(out);
+    q.limit = 500;
+    out = query_orders(f->store, &q);
+    assert_int_equal(json_array_size(out), 130);
+    json_decref(out);
+}
+
+/* A batch is one transaction: a bad element leaves nothing behind. */
+static void test_batch_is_all_or_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *batch = json_array();
+    json_array_append_new(batch, order("o1", "i1", "p1", "new", 10));
+    json_array_append_new(batch, order("o2", "i1", "p1", "new", 20));
+    json_t *bad = order("o3", "i1", "p1", "new", 30);
+    json_object_set_new(bad, "updatedAt", json_string("yesterday"));
+    json_array_append_new(batch, bad);
+    expect_invalid(store_orders_put(f->store, batch, &err), &err, "orders[2]");
+    struct store_order_query q = {.instance_id = "i1"};
+    json_t *out = query_orders(f->store, &q);
+    assert_int_equal(json_array_size(out), 0);
+    json_decref(out);
+
+    json_array_remove(batch, 2);
+    json_array_append_new(batch, json_string("not an object"));
+    expect_invalid(store_orders_put(f->store, batch, &err), &err, "orders[2]");
+    json_array_remove(batch, 2);
+    assert_ok(store_orders_put(f->store, batch, &err), &err);
+    out = query_orders(f->store, &q);
+    assert_ids(out, "id", "o2,o1");
+    json_decref(out);
+    json_decref(batch);
+
+    json_t *empty = json_array();
+    assert_ok(store_orders_put(f->store, empty, &err), &err);
+    json_decref(empty);
+    json_t *scalar = json_integer(1);
+    expect_invalid(store_orders_put(f->store, scalar, &err), &err, "orders");
+    json_decref(scalar);
+    expect_invalid(store_orders_put(f->store, NULL, &err), &err, "orders");
+}
+
+static void test_order_validation(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    const char *required[] = {"id", "strategyInstance", "provider", "state", "createdAt",
+                              "updatedAt"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        json_t *o = order("o1", "i1", "p1", "new", 1);
+        json_object_del(o, required[i]);
+        assert_int_equal(store_orders_put(f->store, o, &err), -1);
+        assert_int_equal(err.kind, ERR_INVALID);
+        assert_string_equal(json_string_value(json_object_get(err.details, "field")), required[i]);
+        assert_non_null(strstr(err.message, "order:"));
+        err_clear(&err);
+        json_decref(o);
+    }
+    json_t *o = order("o1", "i1", "p1", "new", 1);
+    json_object_set_new(o, "clientOrderId", json_integer(3));
+    expect_invalid(store_orders_put(f->store, o, &err), &err, "clientOrderId");
+    json_object_del(o, "clientOrderId"); /* optional for the store */
+    assert_ok(store_orders_put(f->store, o, &err), &err);
+    json_decref(o);
+
+    struct store_order_query q = {.instance_id = NULL};
+    json_t *out = NULL;
+    expect_invalid(store_orders_query(f->store, &q, &out, &err), &err, NULL);
+    q.instance_id = "i1";
+    q.nstates = 1;
+    expect_invalid(store_orders_query(f->store, &q, &out, &err), &err, NULL);
+    expect_invalid(store_executions_query(f->store, NULL, &out, &err), &err, NULL);
+    assert_null(out);
+}
+
+/* ---------------------------------------------------------- executions */
+
+static void test_executions(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *batch = json_array();
+    json_array_append_new(batch, execution("e1", "o1", "i1", "p1", 10));
+    json_array_append_new(batch, execution("e2", "o1", "i1", "p1", 30));
+    json_array_append_new(batch, execution("e3", "o2", "i1", "p2", 20));
+    json_array_append_new(batch, execution("e1", "o9", "i1", "p2", 5)); /* other venue's e1 */
+    json_array_append_new(batch, execution("e4", "o3", "i2", "p1", 40));
+    assert_ok(store_executions_put(f->store, batch, &err), &err);
+
+    struct store_order_query q = {.instance_id = "i1"};
+    json_t *out = query_executions(f->store, &q);
+    assert_ids(out, "executionId", "e2,e3,e1,e1");
+    assert_json_same(json_array_get(out, 0), json_array_get(batch, 1));
+    json_decref(out);
+
+    q.provider = "p2";
+    out = query_executions(f->store, &q);
+    assert_ids(out, "orderId", "o2,o9");
+    json_decref(out);
+
+    q.provider = NULL;
+    q.order_id = "o1";
+    out = query_executions(f->store, &q);
+    assert_ids(out, "executionId", "e2,e1");
+    json_decref(out);
+
+    q.order_id = NULL;
+    q.limit = 1;
+    out = query_executions(f->store, &q);
+    assert_ids(out, "executionId", "e2");
+    json_decref(out);
+
+    /* Same provider and id: an update, not a second row. */
+    json_t *again = execution("e1", "o1", "i1", "p1", 10);
+    json_object_set_new(again, "fee", json_string("0.02"));
+    assert_ok(store_executions_put(f->store, again, &err), &err);
+    q.limit = 0;
+    q.order_id = "o1";
+    out = query_executions(f->store, &q);
+    assert_int_equal(json_array_size(out), 2);
+    assert_json_same(json_array_get(out, 1), again);
+    json_decref(out);
+    json_decref(again);
+
+    json_t *bad = execution("e9", "o1", "i1", "p1", 10);
+    json_object_del(bad, "tradedAt");
+    expect_invalid(store_executions_put(f->store, bad, &err), &err, "tradedAt");
+    json_decref(bad);
+    json_decref(batch);
+}
+
+/* ------------------------------------------------------------ balances */
+
+static json_t *balance(const char *provider, const char *asset, const char *total,
+                       long long snapshot_at)
+{
+    json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "provider", provider, "asset",
+                          asset, "total", total, "available", total, "snapshotAt",
+                          (json_int_t)snapshot_at, "createdAt", (json_int_t)snapshot_at,
+                          "updatedAt", (json_int_t)snapshot_at);
+    assert_non_null(b);
+    return b;
+}
+
+static json_t *query_balances(struct store *s, const char *provider, const char *asset,
+                              int limit)
+{
+    struct err err = ERR_INIT;
+    json_t *out = NULL;
+    assert_ok(store_balances_query(s, provider, asset, limit, &out, &err), &err);
+    return out;
+}
+
+static void test_balances(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *batch = json_array();
+    json_array_append_new(batch, balance("sim", "USDT", "100000", 100));
+    json_array_append_new(batch, balance("sim", "BTC", "1", 200));
+    json_array_append_new(batch, balance("other", "BTC", "5", 300));
+    assert_ok(store_balances_put(f->store, batch, &err), &err);
+
+    json_t *out = query_balances(f->store, "sim", NULL, 0);
+    assert_ids(out, "asset", "BTC,USDT"); /* newest snapshot first */
+    assert_json_same(json_array_get(out, 1), json_array_get(batch, 0));
+    json_decref(out);
+
+    /* A newer snapshot replaces; createdAt stays that of the first. */
+    json_t *newer = balance("sim", "USDT", "90000", 400);
+    assert_ok(store_balances_put(f->store, newer, &err), &err);
+    out = query_balances(f->store, "sim", "USDT", 0);
+    assert_int_equal(json_array_size(out), 1);
+    json_t *got = json_array_get(out, 0);
+    assert_string_equal(json_string_value(json_object_get(got, "total")), "90000");
+    assert_int_equal(json_integer_value(json_object_get(got, "createdAt")), 100);
+    assert_int_equal(json_integer_value(json_object_get(got, "updatedAt")), 400);
+    json_decref(out);
+
+    /* An older snapshot arriving late changes nothing. */
+    json_t *late = balance("sim", "USDT", "1", 150);
+    assert_ok(store_balances_put(f->store, late, &err), &err);
+    out = query_balances(f->store, "sim", "USDT", 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(out, 0), "total")),
+                        "90000");
+    json_decref(out);
+
+    out = query_balances(f->store, "sim", NULL, 1);
+    assert_ids(out, "asset", "USDT");
+    json_decref(out);
+    out = query_balances(f->store, "nope", NULL, 0);
+    assert_int_equal(json_array_size(out), 0);
+    json_decref(out);
+
+    /* createdAt and updatedAt default to now when left out. */
+    json_t *bare = jparse("{\"provider\": \"sim\", \"asset\": \"ETH\", \"total\": \"2\", "
+                          "\"available\": \"1.5\", \"snapshotAt\": 500}");
+    assert_ok(store_balances_put(f->store, bare, &err), &err);
+    out = query_balances(f->store, "sim", "ETH", 0);
+    got = json_array_get(out, 0);
+    assert_true(json_integer_value(json_object_get(got, "createdAt")) > 1000000000000LL);
+    assert_true(json_integer_value(json_object_get(got, "updatedAt")) > 1000000000000LL);
+    assert_string_equal(json_string_value(json_object_get(got, "available")), "1.5");
+    json_decref(out);
+
+    json_object_set_new(bare, "total", json_real(2.0));
+    expect_invalid(store_balances_put(f->store, bare, &err), &err, "total");
+    expect_invalid(store_balances_query(f->store, NULL, NULL, 0, &out, &err), &err, NULL);
+    json_decref(bare);
+    json_decref(late);
+    json_decref(newer);
+    json_decref(batch);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_instances),
+        T(test_usage),
+        T(test_metadata_cache),
+        T(test_providers),
+        T(test_settings),
+        T(test_order_round_trip_is_exact),
+        T(test_order_filters),
+        T(test_order_default_limit),
+        T(test_batch_is_all_or_nothing),
+        T(test_order_validation),
+        T(test_executions),
+        T(test_balances),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
