@@ -14,19 +14,6 @@
 
 #define MAX_TAG_LIST 64
 
-static json_t *resolution_json(const struct registry_resolution *r)
-{
-    char file[NAMES_STRATEGY_MAX + 4];
-    snprintf(file, sizeof file, "%s.js", r->strategy->name);
-    json_t *m = json_object();
-    json_object_set_new(m, "name", json_string(r->strategy->name));
-    json_object_set_new(m, "hash", views_hash(r->revision->hex));
-    json_object_set_new(m, "tag", json_string(r->revision->tag ? r->revision->tag : ""));
-    json_object_set_new(m, "file", json_string(file));
-    json_object_set_new(m, "path", json_string(r->revision->path));
-    return m;
-}
-
 /* ------------------------------------------------------------ listings */
 
 int api_handle_strategies_list(struct api *api, struct api_request *req,

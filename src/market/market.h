@@ -87,4 +87,17 @@ json_t *market_adapter_json(const char *identifier, struct err *err);
 bool market_has_provider(struct market *m, const char *name);
 bool market_has_symbol(struct market *m, const char *provider, const char *symbol);
 
+/* Who uses a provider, asked of the layer that owns instances: returns a
+ * new JSON array of the ids of the running instances scoped to `provider`
+ * (NULL means none). Called on the thread that called the market
+ * function, holding at most the lock that serialises provider changes
+ * (never the one the views, market_has_provider() and the order path
+ * take), so it may take the runtime's own locks.
+ * With a hook installed, Provider views carry dependentInstances and
+ * dependentInstanceCount, and market_provider_delete() refuses
+ * (ERR_CONFLICT, details.instances) while the list is not empty. Without
+ * one those fields are left out and delete never refuses. */
+typedef json_t *(*market_dependents_fn)(void *ctx, const char *provider);
+void market_set_dependents(struct market *m, market_dependents_fn fn, void *ctx);
+
 #endif

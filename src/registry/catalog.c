@@ -118,8 +118,7 @@ static int build_from_disk(const struct catalog *cat, const struct disk_state *d
     return 0;
 }
 
-void catalog__publish(struct catalog *cat, struct registry *reg, bool present,
-                      const char *disk_hex)
+void catalog__publish(struct catalog *cat, struct registry *reg, bool present, const char *disk_hex)
 {
     cat->disk_present = present;
     snprintf(cat->disk_hex, sizeof cat->disk_hex, "%s", present ? disk_hex : "");
@@ -277,7 +276,10 @@ void catalog_close(struct catalog *cat)
     free(cat);
 }
 
-const char *catalog_root(const struct catalog *cat) { return cat->root; }
+const char *catalog_root(const struct catalog *cat)
+{
+    return cat->root;
+}
 
 struct registry *catalog_snapshot(struct catalog *cat)
 {
@@ -370,8 +372,8 @@ static int read_verified(const struct catalog *cat, const char *name, const char
     free(path);
     if (rc != 0) {
         if (e.kind == ERR_NOT_FOUND)
-            err_set(&e, ERR_CONFLICT, "the file of revision %s@" HASH_PREFIX "%s is missing",
-                    name, hex);
+            err_set(&e, ERR_CONFLICT, "the file of revision %s@" HASH_PREFIX "%s is missing", name,
+                    hex);
         err_move(err, &e);
         return -1;
     }

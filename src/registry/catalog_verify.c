@@ -102,8 +102,8 @@ static bool check_hash(struct verify_job *job, const char *actual)
 {
     if (strcmp(actual, job->rev->hex) == 0)
         return true;
-    mark_invalid(job, fsutil_format("the file's bytes hash to " HASH_PREFIX "%s, not to its name",
-                                    actual));
+    mark_invalid(
+        job, fsutil_format("the file's bytes hash to " HASH_PREFIX "%s, not to its name", actual));
     return false;
 }
 

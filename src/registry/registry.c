@@ -94,8 +94,7 @@ struct registry *registry__with(const struct registry *base, const char *name,
 
 /* -------------------------------------------------------------- lookups */
 
-const struct registry_strategy *registry_find_strategy(const struct registry *reg,
-                                                       const char *name)
+const struct registry_strategy *registry_find_strategy(const struct registry *reg, const char *name)
 {
     if (!reg || !name)
         return NULL;
@@ -269,8 +268,10 @@ int registry_resolve(const struct registry *reg, const struct selector *sel,
     if (!st && sel->kind == SELECTOR_LATEST && sel->may_be_prefix) {
         int rc = resolve_hash(reg, NULL, sel, out, err);
         if (rc != 0 && err && err->kind == ERR_NOT_FOUND)
-            err_set(err, ERR_NOT_FOUND, "no strategy is called '%s' and no revision hash starts "
-                                        "with it", sel->name);
+            err_set(err, ERR_NOT_FOUND,
+                    "no strategy is called '%s' and no revision hash starts "
+                    "with it",
+                    sel->name);
         return rc;
     }
     if (!st) {

@@ -68,8 +68,8 @@ static int mark_bad_path(struct registry_revision *rev, const char *canonical)
                                             "the file was not opened",
                                             quote_len(rev->path), rev->path, canonical);
     else
-        rev->invalid_reason = fsutil_format("registry.json gives no path (expected '%s')",
-                                            canonical);
+        rev->invalid_reason =
+            fsutil_format("registry.json gives no path (expected '%s')", canonical);
     return rev->invalid_reason ? 0 : -1;
 }
 
@@ -82,7 +82,8 @@ static int load_revision(const char *name, const char *key, json_t *entry, size_
         return -1;
     }
     json_t *tag = json_object_get(entry, "tag");
-    if (!json_is_object(entry) || !json_is_string(tag) || !names_valid_tag(json_string_value(tag))) {
+    if (!json_is_object(entry) || !json_is_string(tag) ||
+        !names_valid_tag(json_string_value(tag))) {
         err_set(err, ERR_INVALID,
                 "registry.json: strategy '%s', hash %s: needs an object with a valid \"tag\"", name,
                 key);
@@ -126,8 +127,7 @@ static int load_revisions(struct registry_strategy *st, json_t *hashes, struct e
     return 0;
 }
 
-static int check_duplicates(const struct registry_strategy *st, const char **index,
-                            struct err *err)
+static int check_duplicates(const struct registry_strategy *st, const char **index, struct err *err)
 {
     for (size_t i = 1; i < st->nrevisions; i++) {
         if (strcmp(index[i - 1], index[i]) == 0) {
@@ -185,8 +185,8 @@ static int ensure_latest(struct registry_strategy *st, struct err *err)
     if (registry_tag_target(st, REGISTRY_LATEST))
         return 0;
     const char *newest = st->revisions[st->nrevisions - 1].hex;
-    warn_entry("registry.json: strategy has no `latest`; using its newest revision", st->name,
-               NULL, NULL, newest);
+    warn_entry("registry.json: strategy has no `latest`; using its newest revision", st->name, NULL,
+               NULL, newest);
     if (registry__strategy_set_tag(st, REGISTRY_LATEST, newest) != 0) {
         err_set(err, ERR_INTERNAL, "out of memory loading registry.json");
         return -1;

@@ -15,7 +15,10 @@ static const char *part_label(enum part_kind kind)
     return kind == PART_STRATEGY ? "strategy name" : "tag";
 }
 
-static int quote_len(size_t len) { return (int)(len > QUOTE_MAX ? QUOTE_MAX : len); }
+static int quote_len(size_t len)
+{
+    return (int)(len > QUOTE_MAX ? QUOTE_MAX : len);
+}
 
 static bool name_char_ok(enum part_kind kind, char c)
 {

@@ -130,7 +130,9 @@ int store_setting_get(struct store *store, const char *key, json_t **value, stru
 int store_setting_put(struct store *store, const char *key, const json_t *value, struct err *err);
 
 /* ---- audit log ----
- * Appends `entry` with "ts" (RFC 3339) added, as one line, and fsyncs. */
+ * Appends `entry` with "ts" (RFC 3339) added, as one line, and fsyncs.
+ * "ts" comes first and replaces any "ts" in the entry. store_open() removes
+ * a partial last line that a crash in the middle of an append left. */
 int store_audit_append(struct store *store, const json_t *entry, struct err *err);
 
 #endif

@@ -3,8 +3,9 @@
  *
  * Each entry is written with one write(2) on a descriptor opened with
  * O_APPEND, then fsynced before the call returns. A failed or short write
- * (disk full) is cut back off the file, so a reader never meets a torn line
- * in the middle of the log.
+ * (disk full) is cut back off the file, and store_open() cuts off a partial
+ * last line left by a crash, so a reader never meets a torn line in the
+ * middle of the log.
  */
 #include "store/store_internal.h"
 
@@ -19,13 +20,69 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The length of the file up to and including its last newline (0 if it
+ * has none), reading backwards one block at a time. -1 on a read error. */
+static off_t complete_length(int fd, off_t size)
+{
+    char block[4096];
+    off_t end = size;
+    while (end > 0) {
+        size_t want = end < (off_t)sizeof block ? (size_t)end : sizeof block;
+        off_t start = end - (off_t)want;
+        ssize_t n = pread(fd, block, want, start);
+        if (n != (ssize_t)want)
+            return -1;
+        for (size_t i = want; i > 0; i--) {
+            if (block[i - 1] == '\n')
+                return start + (off_t)i;
+        }
+        end = start;
+    }
+    return 0;
+}
+
+/* A process killed in the middle of write(2) can leave a partial last line
+ * (a write spanning pages is not atomic against SIGKILL). That entry was
+ * never acknowledged, so it is cut off before anything is appended after
+ * it; otherwise the next entry would be glued to it. */
+static int repair_tail(struct store *s, int fd, struct err *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot read audit log %s", s->audit_path);
+        return -1;
+    }
+    if (st.st_size == 0)
+        return 0;
+    off_t keep = complete_length(fd, st.st_size);
+    if (keep < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot read audit log %s", s->audit_path);
+        return -1;
+    }
+    if (keep == st.st_size)
+        return 0;
+    if (ftruncate(fd, keep) != 0 || fsync(fd) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot repair audit log %s", s->audit_path);
+        return -1;
+    }
+    log_warn("store", "%s: removed an incomplete last entry (%lld bytes)", s->audit_path,
+             (long long)(st.st_size - keep));
+    return 0;
+}
+
 int store__audit_open(struct store *s, struct err *err)
 {
-    s->audit_fd = open(s->audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (s->audit_fd < 0) {
+    /* O_RDWR rather than O_WRONLY: the repair reads the tail. */
+    int fd = open(s->audit_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot open audit log %s", s->audit_path);
         return -1;
     }
+    if (repair_tail(s, fd, err) != 0) {
+        close(fd);
+        return -1;
+    }
+    s->audit_fd = fd;
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #define HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define HEX_A_UPPER "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 #define HEX_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 
 /* ------------------------------------------------------------- helpers */
@@ -165,7 +166,7 @@ static void test_usage(void **state)
     json_decref(list);
     json_decref(expected);
 
-    assert_ok(store_usage_forget(f->store, "momentum", "SHA256:" HEX_A, &err), &err);
+    assert_ok(store_usage_forget(f->store, "momentum", "sha256:" HEX_A_UPPER, &err), &err);
     assert_ok(store_usage_forget(f->store, "momentum", HEX_A, &err), &err); /* absent: fine */
     assert_ok(store_usage_list(f->store, &list, &err), &err);
     assert_int_equal(json_array_size(list), 2);

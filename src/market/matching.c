@@ -1,0 +1,641 @@
+/*
+ * matching: the simulated exchange's orders, run on the provider thread.
+ *
+ * Order life cycle, each step one ExecReport to the owning instance and one
+ * OrderRecord upsert:
+ *   rejected                      checks failed (one report, with a reason)
+ *   acknowledged                  accepted
+ *   partiallyFilled* filled       fills, each with last quantity and price
+ *   ... expired                   a market order the book could not fill
+ *   ... cancelled | expired       a resting limit order cancelled or stopped
+ *
+ * Matching
+ * - Market orders take the current book level by level (asks for a buy,
+ *   bids for a sell); what the book cannot fill expires with a reason.
+ * - Limit orders take the levels within their price at once, then rest.
+ *   A resting order fills when a later trade crosses it (buy: trade price
+ *   <= limit, sell: >=), at its limit price, for at most the trade's size
+ *   (shared per side by the crossing orders, best limit first, then oldest).
+ * - Quantities the orders take are removed from the current tick's book, so
+ *   two orders in one tick cannot both take the same level; the next tick
+ *   builds a fresh book.
+ *
+ * Money
+ * - Every fill costs feeRate * notional in the quote asset (the report's
+ *   `fee` is that fill's fee; so is the ExecutionRecord's).
+ * - A buy needs quote for notional + fee, a sell needs the base quantity.
+ *   Market orders are checked against the book walk they are about to
+ *   make; limit orders hold (reserve) their worst case in `available` until
+ *   they fill, are cancelled or expire.
+ * - Dry-run orders match the same way but never check or change balances.
+ */
+#include "market/sim.h"
+
+#include "core/clock.h"
+#include "core/intern.h"
+#include "core/log.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* -------------------------------------------------------------- account */
+
+static struct sim_asset *account_add(struct sim_account *a, const char *asset)
+{
+    for (size_t i = 0; i < a->nassets; i++) {
+        if (strcmp(a->assets[i].asset, asset) == 0)
+            return &a->assets[i];
+    }
+    struct sim_asset *as = &a->assets[a->nassets++];
+    snprintf(as->asset, sizeof as->asset, "%s", asset);
+    as->updated_ms = a->created_ms;
+    return as;
+}
+
+struct sim_account *sim_account_new(const struct sim_settings *s)
+{
+    struct sim_account *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->assets = calloc(s->nbalances + 2 * s->nsymbols, sizeof *a->assets);
+    if (!a->assets || pthread_mutex_init(&a->lock, NULL) != 0) {
+        free(a->assets);
+        free(a);
+        return NULL;
+    }
+    a->created_ms = clock_wall_ms();
+    for (size_t i = 0; i < s->nbalances; i++) {
+        struct sim_asset *as = account_add(a, s->balances[i].asset);
+        as->total = as->available = s->balances[i].amount;
+    }
+    for (size_t i = 0; i < s->nsymbols; i++) {
+        account_add(a, s->symbols[i].base);
+        account_add(a, s->symbols[i].quote);
+    }
+    return a;
+}
+
+void sim_account_free(struct sim_account *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_destroy(&a->lock);
+    free(a->assets);
+    free(a);
+}
+
+static struct sim_asset *account_find(struct sim_account *a, const char *asset)
+{
+    for (size_t i = 0; i < a->nassets; i++) {
+        if (strcmp(a->assets[i].asset, asset) == 0)
+            return &a->assets[i];
+    }
+    return NULL; /* not reached: every symbol's assets are in the account */
+}
+
+json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
+                           const char *provider)
+{
+    return json_pack("{s:s, s:s, s:o, s:o, s:I, s:{}, s:I, s:I}", "provider", provider, "asset",
+                     as->asset, "total", sim_decimal_json(as->total), "available",
+                     sim_decimal_json(as->available), "snapshotAt", (json_int_t)as->updated_ms,
+                     "metadata", "createdAt", (json_int_t)a->created_ms, "updatedAt",
+                     (json_int_t)as->updated_ms);
+}
+
+/* Newest first; equal times by asset name, so the order is stable. */
+static int newer_first(const void *x, const void *y)
+{
+    const struct sim_asset *a = *(const struct sim_asset *const *)x;
+    const struct sim_asset *b = *(const struct sim_asset *const *)y;
+    if (a->updated_ms != b->updated_ms)
+        return a->updated_ms > b->updated_ms ? -1 : 1;
+    return strcmp(a->asset, b->asset);
+}
+
+json_t *sim_account_json(struct sim_account *a, const char *provider, const char *asset,
+                         int limit)
+{
+    json_t *out = json_array();
+    pthread_mutex_lock(&a->lock);
+    const struct sim_asset **sorted = calloc(a->nassets ? a->nassets : 1, sizeof *sorted);
+    size_t n = 0;
+    for (size_t i = 0; sorted && i < a->nassets; i++) {
+        if (!asset || strcmp(asset, a->assets[i].asset) == 0)
+            sorted[n++] = &a->assets[i];
+    }
+    if (sorted)
+        qsort(sorted, n, sizeof *sorted, newer_first);
+    for (size_t i = 0; sorted && i < n && (limit <= 0 || i < (size_t)limit); i++)
+        json_array_append_new(out, sim_balance_record(a, sorted[i], provider));
+    pthread_mutex_unlock(&a->lock);
+    bool failed = !sorted || !out;
+    free(sorted);
+    if (failed) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Changes one asset; the caller holds the account lock. */
+static void asset_change(struct sim_asset *as, double total, double available)
+{
+    as->total += total;
+    as->available += available;
+    /* rounding must never show more available than held */
+    if (as->available > as->total)
+        as->available = as->total;
+    as->updated_ms = clock_wall_ms();
+    as->dirty = true;
+}
+
+void sim_balances_publish(struct sim *s, bool all)
+{
+    struct sim_account *a = s->account;
+    struct sim_asset changed[SIM_MAX_BALANCES + 2 * SIM_MAX_SYMBOLS];
+    size_t n = 0;
+    /* Copy under the lock, publish after it: publish may block on a
+     * saturated sink and balance readers must not wait for that. */
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->nassets; i++) {
+        if (!all && !a->assets[i].dirty)
+            continue;
+        a->assets[i].dirty = false;
+        changed[n++] = a->assets[i];
+        sim_batch_balance(&s->batch, sim_balance_record(a, &a->assets[i], s->provider));
+    }
+    pthread_mutex_unlock(&a->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct event *ev = event_new(EVENT_BALANCE_UPDATE, 0);
+        if (!ev)
+            continue;
+        snprintf(ev->u.balance.asset, sizeof ev->u.balance.asset, "%s", changed[i].asset);
+        ev->u.balance.total = changed[i].total;
+        ev->u.balance.available = changed[i].available;
+        sim_publish(s, ev, 0);
+    }
+}
+
+/* ------------------------------------------------------------- records */
+
+static json_t *ms_or_null(int64_t ms) { return ms ? json_integer(ms) : json_null(); }
+
+static json_t *order_record(const struct sim *s, const struct sim_order *o, const char *reason)
+{
+    json_t *meta = json_pack("{s:b, s:o, s:o, s:I}", "dryRun", o->dry_run, "filledQuantity",
+                             sim_decimal_json(o->filled), "averagePrice",
+                             sim_decimal_json(o->filled > 0 ? o->notional / o->filled : 0),
+                             "instanceKey", (json_int_t)o->instance_key);
+    if (meta && reason && *reason)
+        json_object_set_new(meta, "reason", json_string(reason));
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:n, s:I, s:o*, s:o, s:o, s:I, s:I}",
+        "id", o->order_id, "provider", s->provider, "strategyInstance", o->instance_id,
+        "clientOrderId", o->client_order_id, "symbol", intern_name(o->symbol), "side",
+        order_side_name(o->side), "type", order_type_name(o->type), "quantity",
+        sim_decimal_json(o->quantity), "price",
+        o->type == ORDER_LIMIT ? sim_decimal_json(o->price) : json_null(), "state",
+        event_exec_status_name(o->state), "externalReference", "placedAt",
+        (json_int_t)o->placed_ms, "metadata", meta, "acknowledgedAt",
+        ms_or_null(o->acknowledged_ms), "completedAt", ms_or_null(o->completed_ms), "createdAt",
+        (json_int_t)o->placed_ms, "updatedAt", (json_int_t)o->updated_ms);
+}
+
+static json_t *execution_record(const struct sim *s, const struct sim_order *o, double qty,
+                                double price, double fee, bool maker)
+{
+    const struct sim_market *mk = &s->markets[o->market];
+    char exec_id[EVENT_ORDER_ID_MAX + 16];
+    snprintf(exec_id, sizeof exec_id, "%s-%u", o->order_id, o->fills);
+    int64_t now = clock_wall_ms();
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:s, s:I, s:{s:s, s:s, s:b}, s:I}",
+                     "orderId", o->order_id, "provider", s->provider, "strategyInstance",
+                     o->instance_id, "executionId", exec_id, "quantity", sim_decimal_json(qty),
+                     "price", sim_decimal_json(price), "fee", sim_decimal_json(fee), "feeAsset",
+                     mk->cfg->quote, "liquidity", maker ? "maker" : "taker", "tradedAt",
+                     (json_int_t)now, "metadata", "symbol", mk->cfg->symbol, "side",
+                     order_side_name(o->side), "dryRun", o->dry_run, "createdAt",
+                     (json_int_t)now);
+}
+
+/* ------------------------------------------------------------- reports */
+
+static bool final_state(enum exec_status st)
+{
+    return st == EXEC_FILLED || st == EXEC_CANCELLED || st == EXEC_REJECTED ||
+           st == EXEC_EXPIRED;
+}
+
+static void fill_exec(struct event_exec *x, const struct sim *s, const struct sim_order *o)
+{
+    x->status = o->state;
+    snprintf(x->client_order_id, sizeof x->client_order_id, "%s", o->client_order_id);
+    snprintf(x->order_id, sizeof x->order_id, "%s", o->order_id);
+    x->side = o->side;
+    x->type = o->type;
+    x->quantity = o->quantity;
+    x->price = o->type == ORDER_LIMIT ? o->price : 0;
+    x->filled_quantity = o->filled;
+    x->remaining_quantity = o->remaining;
+    x->average_price = o->filled > 0 ? o->notional / o->filled : 0;
+    if (o->market != SIZE_MAX)
+        snprintf(x->fee_asset, sizeof x->fee_asset, "%s", s->markets[o->market].cfg->quote);
+    x->dry_run = o->dry_run;
+}
+
+/* Moves the order to `st`, tells its instance and records the change. */
+static void order_report(struct sim *s, struct sim_order *o, enum exec_status st, double last_qty,
+                         double last_price, double fee, const char *reason)
+{
+    int64_t now = clock_wall_ms();
+    o->state = st;
+    o->updated_ms = now;
+    if (st == EXEC_ACKNOWLEDGED)
+        o->acknowledged_ms = now;
+    if (final_state(st))
+        o->completed_ms = now;
+    struct event *ev = event_new(EVENT_EXEC_REPORT, 0);
+    if (ev) {
+        fill_exec(&ev->u.exec, s, o);
+        ev->u.exec.last_quantity = last_qty;
+        ev->u.exec.last_price = last_price;
+        ev->u.exec.fee = fee;
+        snprintf(ev->u.exec.reason, sizeof ev->u.exec.reason, "%s", reason ? reason : "");
+        ev->target = o->instance_key;
+        sim_publish(s, ev, o->symbol);
+    }
+    sim_batch_order(&s->batch, order_record(s, o, reason));
+}
+
+static void remember_done(struct sim *s, const struct sim_order *o)
+{
+    struct sim_done *d = &s->done[s->ndone++ % SIM_DONE_RING];
+    d->instance_key = o->instance_key;
+    d->symbol = o->symbol;
+    d->state = o->state;
+    snprintf(d->client_order_id, sizeof d->client_order_id, "%s", o->client_order_id);
+    snprintf(d->order_id, sizeof d->order_id, "%s", o->order_id);
+}
+
+__attribute__((format(printf, 3, 4))) static void order_reject(struct sim *s, struct sim_order *o,
+                                                               const char *fmt, ...)
+{
+    char reason[EVENT_REASON_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    order_report(s, o, EXEC_REJECTED, 0, 0, 0, reason);
+    remember_done(s, o);
+}
+
+/* ------------------------------------------------------------ balances */
+
+static struct sim_asset *paying_asset(struct sim *s, const struct sim_order *o)
+{
+    const struct sim_market *mk = &s->markets[o->market];
+    return account_find(s->account, o->side == SIDE_BUY ? mk->cfg->quote : mk->cfg->base);
+}
+
+/* Applies one fill to the account: the traded amounts, the fee, and the
+ * share of a limit order's reservation that the fill uses up (all of what
+ * is left on its last fill, so no rounding crumbs stay held). */
+static void account_fill(struct sim *s, struct sim_order *o, double qty, double price, double fee,
+                         bool last)
+{
+    const struct sim_market *mk = &s->markets[o->market];
+    struct sim_asset *base = account_find(s->account, mk->cfg->base);
+    struct sim_asset *quote = account_find(s->account, mk->cfg->quote);
+    double notional = qty * price;
+    double worst = o->side == SIDE_BUY ? qty * o->price * (1 + s->cfg->fee_rate) : qty;
+    double release = 0;
+    if (o->type == ORDER_LIMIT) {
+        release = last ? o->reserved : fmin(o->reserved, worst);
+        o->reserved -= release;
+    }
+    pthread_mutex_lock(&s->account->lock);
+    if (o->side == SIDE_BUY) {
+        asset_change(quote, -(notional + fee), release - (notional + fee));
+        asset_change(base, qty, qty);
+    } else {
+        asset_change(base, -qty, release - qty);
+        asset_change(quote, notional - fee, notional - fee);
+    }
+    pthread_mutex_unlock(&s->account->lock);
+}
+
+/* Gives back what a resting limit order still holds. */
+static void account_release(struct sim *s, struct sim_order *o)
+{
+    if (o->dry_run || o->reserved <= 0)
+        return;
+    struct sim_asset *as = paying_asset(s, o);
+    pthread_mutex_lock(&s->account->lock);
+    asset_change(as, 0, o->reserved);
+    pthread_mutex_unlock(&s->account->lock);
+    o->reserved = 0;
+}
+
+/* What a market buy would pay walking the current asks (before fees). */
+static double book_cost(const struct sim *s, const struct sim_market *mk, double qty)
+{
+    double cost = 0;
+    for (uint32_t i = 0; i < s->cfg->book_depth && qty > 0; i++) {
+        double q = fmin(mk->asks[i].quantity, qty);
+        cost += q * mk->asks[i].price;
+        qty -= q;
+    }
+    return cost;
+}
+
+/* Checks the balance an order needs and, for a limit order, holds it. */
+static int account_reserve(struct sim *s, struct sim_order *o)
+{
+    const struct sim_market *mk = &s->markets[o->market];
+    double fee = 1 + s->cfg->fee_rate;
+    double need;
+    if (o->side == SIDE_SELL)
+        need = o->quantity;
+    else if (o->type == ORDER_LIMIT)
+        need = o->quantity * o->price * fee;
+    else
+        need = book_cost(s, mk, o->quantity) * fee;
+    struct sim_asset *as = paying_asset(s, o);
+    pthread_mutex_lock(&s->account->lock);
+    double available = as->available;
+    bool enough = need <= available;
+    if (enough && o->type == ORDER_LIMIT)
+        asset_change(as, 0, -need);
+    pthread_mutex_unlock(&s->account->lock);
+    if (!enough) {
+        order_reject(s, o, "insufficient balance: needs %.10g %s, %.10g available", need,
+                     as->asset, available);
+        return -1;
+    }
+    o->reserved = o->type == ORDER_LIMIT ? need : 0;
+    return 0;
+}
+
+/* --------------------------------------------------------------- fills */
+
+static void order_fill(struct sim *s, struct sim_order *o, double qty, double price, bool maker)
+{
+    bool last = qty >= o->remaining;
+    double fee = s->cfg->fee_rate * qty * price;
+    o->fills++;
+    o->notional += qty * price;
+    o->filled = last ? o->quantity : o->filled + qty;
+    o->remaining = last ? 0 : o->remaining - qty;
+    if (!o->dry_run)
+        account_fill(s, o, qty, price, fee, last);
+    sim_batch_execution(&s->batch, execution_record(s, o, qty, price, fee, maker));
+    order_report(s, o, last ? EXEC_FILLED : EXEC_PARTIAL_FILL, qty, price, fee, "");
+}
+
+/* Takes the book's levels on the far side (within the limit price). */
+static void take_book(struct sim *s, struct sim_market *mk, struct sim_order *o)
+{
+    struct book_level *lv = o->side == SIDE_BUY ? mk->asks : mk->bids;
+    for (uint32_t i = 0; i < s->cfg->book_depth && o->remaining > 0; i++) {
+        if (lv[i].quantity <= 0)
+            continue;
+        if (o->type == ORDER_LIMIT &&
+            (o->side == SIDE_BUY ? lv[i].price > o->price : lv[i].price < o->price))
+            break;
+        double qty = fmin(lv[i].quantity, o->remaining);
+        lv[i].quantity = qty >= lv[i].quantity ? 0 : lv[i].quantity - qty;
+        order_fill(s, o, qty, lv[i].price, false);
+    }
+}
+
+/* --------------------------------------------------------------- submit */
+
+static size_t find_market(const struct sim *s, uint16_t symbol)
+{
+    for (size_t i = 0; i < s->nmarkets; i++) {
+        if (s->markets[i].id == symbol)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+static bool open_order_exists(const struct sim *s, uint32_t key, const char *client_order_id)
+{
+    for (size_t i = 0; i < s->nmarkets; i++) {
+        for (const struct sim_order *o = s->markets[i].resting; o; o = o->next) {
+            if (o->instance_key == key && strcmp(o->client_order_id, client_order_id) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+static void order_init(struct sim *s, struct sim_order *o, const struct order_request *req)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->order_id, sizeof o->order_id, "%s-%llu", s->provider,
+             (unsigned long long)s->next_order++);
+    snprintf(o->client_order_id, sizeof o->client_order_id, "%s", req->client_order_id);
+    snprintf(o->instance_id, sizeof o->instance_id, "%s", req->instance_id);
+    o->instance_key = req->instance_key;
+    o->symbol = req->symbol;
+    o->market = find_market(s, req->symbol);
+    o->side = req->side;
+    o->type = req->type;
+    o->quantity = req->quantity;
+    o->remaining = req->quantity;
+    o->price = req->type == ORDER_LIMIT ? req->price : 0;
+    o->dry_run = req->dry_run;
+    o->placed_ms = o->updated_ms = clock_wall_ms();
+}
+
+/* The checks that need no balance: one rejection with the first reason. */
+static int order_validate(struct sim *s, struct sim_order *o)
+{
+    if (o->market == SIZE_MAX) {
+        order_reject(s, o, "unknown symbol '%s' on provider '%s'", intern_name(o->symbol),
+                     s->provider);
+        return -1;
+    }
+    if (!isfinite(o->quantity) || o->quantity <= 0) {
+        order_reject(s, o, "invalid quantity %g: must be a finite number > 0", o->quantity);
+        return -1;
+    }
+    if (o->type == ORDER_LIMIT && (!isfinite(o->price) || o->price <= 0)) {
+        order_reject(s, o, "invalid limit price %g: must be a finite number > 0", o->price);
+        return -1;
+    }
+    if (o->client_order_id[0] && open_order_exists(s, o->instance_key, o->client_order_id)) {
+        order_reject(s, o, "duplicate client order id '%s': an open order uses it",
+                     o->client_order_id);
+        return -1;
+    }
+    return 0;
+}
+
+static void order_rest(struct sim *s, struct sim_market *mk, struct sim_order *o)
+{
+    struct sim_order *copy = malloc(sizeof *copy);
+    if (!copy) {
+        account_release(s, o);
+        order_report(s, o, EXEC_EXPIRED, 0, 0, 0, "out of memory: the order cannot rest");
+        remember_done(s, o);
+        return;
+    }
+    *copy = *o;
+    copy->next = NULL;
+    struct sim_order **tail = &mk->resting;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = copy;
+}
+
+void sim_order_submit(struct sim *s, const struct order_request *req)
+{
+    struct sim_order o;
+    order_init(s, &o, req);
+    if (order_validate(s, &o) < 0 || (!o.dry_run && account_reserve(s, &o) < 0)) {
+        sim_balances_publish(s, false);
+        return;
+    }
+    struct sim_market *mk = &s->markets[o.market];
+    order_report(s, &o, EXEC_ACKNOWLEDGED, 0, 0, 0, "");
+    take_book(s, mk, &o);
+    if (o.remaining <= 0) {
+        remember_done(s, &o);
+    } else if (o.type == ORDER_MARKET) {
+        char reason[EVENT_REASON_MAX];
+        snprintf(reason, sizeof reason, "insufficient book depth: %.10g of %.10g unfilled",
+                 o.remaining, o.quantity);
+        order_report(s, &o, EXEC_EXPIRED, 0, 0, 0, reason);
+        remember_done(s, &o);
+    } else {
+        order_rest(s, mk, &o);
+    }
+    sim_balances_publish(s, false);
+}
+
+/* -------------------------------------------------------------- resting */
+
+static void unlink_order(struct sim_market *mk, struct sim_order *o)
+{
+    for (struct sim_order **p = &mk->resting; *p; p = &(*p)->next) {
+        if (*p == o) {
+            *p = o->next;
+            return;
+        }
+    }
+}
+
+static bool crosses(const struct sim_order *o, double price)
+{
+    return o->side == SIDE_BUY ? price <= o->price : price >= o->price;
+}
+
+/* Best limit first (highest buy, lowest sell); the list is oldest first and
+ * only a strictly better price displaces, so ties go to the older order. */
+static struct sim_order *best_crossing(struct sim_market *mk, double price, const double budget[2])
+{
+    struct sim_order *best = NULL;
+    for (struct sim_order *o = mk->resting; o; o = o->next) {
+        if (budget[o->side] <= 0 || !crosses(o, price))
+            continue;
+        if (!best || (best->side == o->side &&
+                      (o->side == SIDE_BUY ? o->price > best->price : o->price < best->price)))
+            best = o;
+    }
+    return best;
+}
+
+void sim_orders_on_trade(struct sim *s, struct sim_market *mk, double price, double qty)
+{
+    if (!mk->resting)
+        return;
+    double budget[2] = {qty, qty}; /* indexed by side */
+    struct sim_order *o;
+    while ((o = best_crossing(mk, price, budget)) != NULL) {
+        double take = fmin(o->remaining, budget[o->side]);
+        budget[o->side] = take >= budget[o->side] ? 0 : budget[o->side] - take;
+        order_fill(s, o, take, o->price, true);
+        if (o->remaining <= 0) {
+            unlink_order(mk, o);
+            remember_done(s, o);
+            free(o);
+        }
+    }
+    sim_balances_publish(s, false);
+}
+
+void sim_orders_expire_all(struct sim *s, const char *reason)
+{
+    for (size_t i = 0; i < s->nmarkets; i++) {
+        struct sim_order *o = s->markets[i].resting;
+        s->markets[i].resting = NULL;
+        while (o) {
+            struct sim_order *next = o->next;
+            account_release(s, o);
+            order_report(s, o, EXEC_EXPIRED, 0, 0, 0, reason);
+            free(o);
+            o = next;
+        }
+    }
+    sim_balances_publish(s, false);
+}
+
+/* --------------------------------------------------------------- cancel */
+
+static const struct sim_done *find_done(const struct sim *s, uint32_t key, const char *client_id)
+{
+    size_t n = s->ndone < SIM_DONE_RING ? s->ndone : SIM_DONE_RING;
+    for (size_t i = 0; i < n; i++) {
+        const struct sim_done *d = &s->done[(s->ndone - 1 - i) % SIM_DONE_RING];
+        if (d->instance_key == key && strcmp(d->client_order_id, client_id) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+/* A cancel that finds no open order: a rejection report, no order record
+ * (the order, if any, did not change). */
+static void reject_cancel(struct sim *s, uint32_t key, const char *client_id)
+{
+    const struct sim_done *d = find_done(s, key, client_id);
+    struct event *ev = event_new(EVENT_EXEC_REPORT, 0);
+    if (!ev)
+        return;
+    struct event_exec *x = &ev->u.exec;
+    x->status = EXEC_REJECTED;
+    snprintf(x->client_order_id, sizeof x->client_order_id, "%s", client_id);
+    if (d) {
+        snprintf(x->order_id, sizeof x->order_id, "%s", d->order_id);
+        snprintf(x->reason, sizeof x->reason, "cancel rejected: order '%s' is already %s",
+                 client_id, event_exec_status_name(d->state));
+    } else {
+        snprintf(x->reason, sizeof x->reason, "cancel rejected: unknown order '%s'", client_id);
+    }
+    ev->target = key;
+    sim_publish(s, ev, d ? d->symbol : 0);
+}
+
+void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id)
+{
+    for (size_t i = 0; i < s->nmarkets; i++) {
+        struct sim_market *mk = &s->markets[i];
+        for (struct sim_order *o = mk->resting; o; o = o->next) {
+            if (o->instance_key != instance_key || strcmp(o->client_order_id, client_order_id))
+                continue;
+            unlink_order(mk, o);
+            account_release(s, o);
+            order_report(s, o, EXEC_CANCELLED, 0, 0, 0, "cancelled on request");
+            remember_done(s, o);
+            free(o);
+            sim_balances_publish(s, false);
+            return;
+        }
+    }
+    reject_cancel(s, instance_key, client_order_id);
+}

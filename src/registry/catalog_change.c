@@ -1,0 +1,620 @@
+/*
+ * Changes to the catalogue. Each one follows the same steps:
+ *
+ *   1. validate the arguments (no lock needed);
+ *   2. take change_mu and the flock, and reload if another process rewrote
+ *      registry.json since the current snapshot was built;
+ *   3. build the next snapshot from the current one, copying only the
+ *      strategy that changes;
+ *   4. write the revision file (a new revision) durably, then registry.json;
+ *   5. publish, then remove files that the registry no longer names.
+ *
+ * The order of step 4 and 5 is what makes a crash harmless: the registry
+ * never names a file that is not complete on disk, and a file is only
+ * removed once no registry names it. If a write fails, nothing is published
+ * and a file written for the failed change is removed again.
+ */
+#include "registry/registry_internal.h"
+
+#include "core/jsonutil.h"
+#include "core/log.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* --------------------------------------------------------- validation */
+
+static int check_name(const char *name, struct err *err)
+{
+    if (!name || !names_valid_strategy(name)) {
+        err_set(err, ERR_INVALID, "invalid strategy name '%.80s'", name ? name : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_tag(const char *tag, struct err *err)
+{
+    if (!tag || !names_valid_tag(tag)) {
+        err_set(err, ERR_INVALID, "invalid tag '%.140s'", tag ? tag : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_hex(const char *text, char hex[HASH_HEX_LEN + 1], struct err *err)
+{
+    if (!text || !hash_parse_full(text, hex)) {
+        err_set(err, ERR_INVALID, "'%.80s' is not a full sha256 hash", text ? text : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_tags(const char *const *tags, size_t n, struct err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (check_tag(tags[i], err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static bool listed(const char *tag, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int oom(struct err *err)
+{
+    err_set(err, ERR_INTERNAL, "out of memory changing the registry");
+    return -1;
+}
+
+/* ----------------------------------------------------- the change frame */
+
+static int change_begin(struct catalog *cat, struct fsutil_lock *lock, struct err *err)
+{
+    pthread_mutex_lock(&cat->change_mu);
+    if (fsutil_lock_acquire(cat->lock_path, lock, err) != 0) {
+        pthread_mutex_unlock(&cat->change_mu);
+        return -1;
+    }
+    if (catalog__sync(cat, err) != 0) {
+        fsutil_lock_release(lock);
+        pthread_mutex_unlock(&cat->change_mu);
+        return -1;
+    }
+    return 0;
+}
+
+static void change_end(struct catalog *cat, struct fsutil_lock *lock)
+{
+    fsutil_lock_release(lock);
+    pthread_mutex_unlock(&cat->change_mu);
+}
+
+static int write_registry(const struct catalog *cat, const struct registry *reg,
+                          char written_hex[HASH_HEX_LEN + 1], struct err *err)
+{
+    json_t *doc = registry_to_json(reg);
+    size_t len = 0;
+    char *text = doc ? jsonutil_dump_pretty(doc, &len) : NULL;
+    json_decref(doc);
+    if (!text)
+        return oom(err);
+    hash_sha256_hex(text, len, written_hex);
+    int rc = fsutil_write_atomic(cat->registry_path, text, len, 0644, err);
+    free(text);
+    return rc;
+}
+
+/* Writes registry.json for `next` and publishes it; takes next's reference. */
+static int commit(struct catalog *cat, struct registry *next, struct err *err)
+{
+    char written[HASH_HEX_LEN + 1];
+    if (write_registry(cat, next, written, err) != 0) {
+        registry_release(next);
+        return -1;
+    }
+    catalog__publish(cat, next, true, written);
+    return 0;
+}
+
+/* Replaces (or removes, st == NULL) one strategy and commits; takes st. */
+static int commit_strategy(struct catalog *cat, const char *name, struct registry_strategy *st,
+                           struct err *err)
+{
+    struct registry *next = registry__with(cat->current, name, st);
+    if (!next)
+        return oom(err);
+    return commit(cat, next, err);
+}
+
+/* ------------------------------------------------------ revision files */
+
+struct staged_file {
+    char *name_dir;
+    char *hex_dir;
+    char *path;
+    bool new_hex_dir;
+    bool new_name_dir;
+};
+
+static void staged_free(struct staged_file *f)
+{
+    free(f->name_dir);
+    free(f->hex_dir);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+/* Takes back a file written for a change that did not happen. */
+static void staged_undo(struct staged_file *f)
+{
+    if (!f->path)
+        return;
+    if (unlink(f->path) != 0)
+        log_warn(REGISTRY__COMPONENT, "cannot remove %s after a failed change", f->path);
+    if (f->new_hex_dir)
+        fsutil_rmdir_if_empty(f->hex_dir);
+    if (f->new_name_dir)
+        fsutil_rmdir_if_empty(f->name_dir);
+}
+
+/* mkdir -p <root>/<name>/<hex>, write the file atomically, and fsync the
+ * parents so that the new directory entries survive a power cut too. */
+static int stage_file(const struct catalog *cat, const char *name, const char *hex,
+                      const char *source, size_t len, struct staged_file *f, struct err *err)
+{
+    memset(f, 0, sizeof *f);
+    f->name_dir = fsutil_join(cat->root, name);
+    f->hex_dir = f->name_dir ? fsutil_join(f->name_dir, hex) : NULL;
+    f->path = catalog__file_path(cat, name, hex);
+    if (!f->name_dir || !f->hex_dir || !f->path)
+        return oom(err);
+    f->new_name_dir = !fsutil_is_dir(f->name_dir);
+    f->new_hex_dir = !fsutil_is_dir(f->hex_dir);
+    if (fsutil_mkdirs(f->hex_dir, 0755, err) != 0)
+        goto undo;
+    if (fsutil_write_atomic(f->path, source, len, 0644, err) != 0 ||
+        fsutil_fsync_dir(f->name_dir, err) != 0 || fsutil_fsync_dir(cat->root, err) != 0)
+        goto undo;
+    return 0;
+undo:
+    staged_undo(f);
+    return -1;
+}
+
+static void remove_revision_file(const struct catalog *cat, const char *name, const char *hex)
+{
+    char *path = catalog__file_path(cat, name, hex);
+    char *name_dir = fsutil_join(cat->root, name);
+    char *hex_dir = name_dir ? fsutil_join(name_dir, hex) : NULL;
+    struct err e = ERR_INIT;
+    if (path && fsutil_remove_durable(path, &e) != 0)
+        log_warn(REGISTRY__COMPONENT, "revision file left behind: %s", e.message);
+    err_clear(&e);
+    if (hex_dir)
+        fsutil_rmdir_if_empty(hex_dir);
+    free(path);
+    free(hex_dir);
+    free(name_dir);
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) != 0)
+        log_warn(REGISTRY__COMPONENT, "cannot remove %s after deleting its strategy", path);
+    return 0;
+}
+
+/* The strategy's folder goes with it, including leftovers of interrupted
+ * uploads; the name was validated, so the path cannot leave the root. */
+static void remove_strategy_folder(const struct catalog *cat, const char *name)
+{
+    char *dir = fsutil_join(cat->root, name);
+    if (!dir)
+        return;
+    if (fsutil_is_dir(dir))
+        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    struct err e = ERR_INIT;
+    if (fsutil_fsync_dir(cat->root, &e) != 0)
+        log_warn(REGISTRY__COMPONENT, "%s", e.message);
+    err_clear(&e);
+    free(dir);
+}
+
+/* ------------------------------------------------------------- lookups */
+
+static const struct registry_strategy *existing_strategy(const struct catalog *cat,
+                                                         const char *name, struct err *err)
+{
+    const struct registry_strategy *st = registry_find_strategy(cat->current, name);
+    if (!st)
+        err_set(err, ERR_NOT_FOUND, "unknown strategy '%s'", name);
+    return st;
+}
+
+static long existing_revision(const struct registry_strategy *st, const char *hex, struct err *err)
+{
+    long at = registry__revision_index(st, hex);
+    if (at < 0)
+        err_set(err, ERR_NOT_FOUND, "strategy '%s' has no revision " HASH_PREFIX "%s", st->name,
+                hex);
+    return at;
+}
+
+static int ask_guard(catalog_guard_fn guard, void *ctx, const char *name, const char *hex,
+                     struct err *err)
+{
+    if (!guard)
+        return 0;
+    struct err veto = ERR_INIT;
+    if (guard(ctx, name, hex, &veto) == 0) {
+        err_clear(&veto);
+        return 0;
+    }
+    if (veto.kind == ERR_NONE)
+        err_set(&veto, ERR_CONFLICT, "deleting %s%s%s was refused", name, hex ? "@sha256:" : "",
+                hex ? hex : "");
+    err_move(err, &veto);
+    return -1;
+}
+
+/* --------------------------------------------------------------- upload */
+
+static int check_upload(const struct catalog_upload *up, const char *tag, struct err *err)
+{
+    if (check_name(up->name, err) != 0)
+        return -1;
+    if (names_reserved_strategy(up->name)) {
+        err_set(err, ERR_INVALID, "the strategy name '%s' is reserved", up->name);
+        return -1;
+    }
+    if (!up->source && up->len > 0) {
+        err_set(err, ERR_INVALID, "the upload has no source");
+        return -1;
+    }
+    if (up->len > REGISTRY__SOURCE_MAX) {
+        err_set(err, ERR_TOO_LARGE, "the source is %zu bytes, over the limit of %zu", up->len,
+                REGISTRY__SOURCE_MAX);
+        return -1;
+    }
+    if (check_tag(tag, err) != 0 || check_tags(up->aliases, up->naliases, err) != 0 ||
+        check_tags(up->reassign, up->nreassign, err) != 0)
+        return -1;
+    return 0;
+}
+
+/* A version tag never silently moves off the revision it names. */
+static int check_primary(const struct registry_strategy *base, const struct catalog_upload *up,
+                         const char *tag, const char *hex, struct err *err)
+{
+    const char *current = base ? registry_tag_target(base, tag) : NULL;
+    if (!current || strcmp(current, hex) == 0 || strcmp(tag, REGISTRY_LATEST) == 0 ||
+        listed(tag, up->reassign, up->nreassign))
+        return 0;
+    err_set(err, ERR_CONFLICT,
+            "tag '%s' of strategy '%s' already points at " HASH_PREFIX "%s; list it in reassign "
+            "to move it",
+            tag, up->name, current);
+    err_add_detail(err, "tag", json_string(tag));
+    err_add_detail(err, "hash", json_sprintf(HASH_PREFIX "%s", current));
+    return -1;
+}
+
+static int fill_revision(struct registry_revision *rev, const struct catalog_upload *up,
+                         const char *tag)
+{
+    char rel[REGISTRY__REL_PATH_MAX];
+    registry__rel_path(up->name, rev->hex, rel);
+    char *tag_copy = rev->tag ? NULL : strdup(tag);
+    char *path = strdup(rel);
+    if ((!rev->tag && !tag_copy) || !path) {
+        free(tag_copy);
+        free(path);
+        return -1;
+    }
+    if (tag_copy)
+        rev->tag = tag_copy;
+    free(rev->path);
+    rev->path = path;
+    free(rev->invalid_reason);
+    rev->invalid_reason = NULL;
+    rev->invalid = false;
+    rev->size = up->len;
+    if (up->metadata) {
+        json_decref(rev->metadata);
+        rev->metadata = json_incref(up->metadata);
+    }
+    return 0;
+}
+
+/* Adds the revision to st, or repairs it when the registry knew these bytes
+ * but their file was missing or damaged. Sets *write_file when the file
+ * must be (re)written. */
+static int place_revision(struct registry_strategy *st, const struct catalog_upload *up,
+                          const char *tag, const char *hex, bool *write_file)
+{
+    long at = registry__revision_index(st, hex);
+    if (at >= 0) {
+        *write_file = st->revisions[at].invalid;
+        return *write_file ? fill_revision(&st->revisions[at], up, tag) : 0;
+    }
+    struct registry_revision rev = {0};
+    memcpy(rev.hex, hex, sizeof rev.hex);
+    rev.order = st->nrevisions ? st->revisions[st->nrevisions - 1].order + 1 : 1;
+    *write_file = true;
+    if (fill_revision(&rev, up, tag) != 0 || registry__strategy_push_revision(st, &rev) != 0) {
+        registry__revision_clear(&rev);
+        return -1;
+    }
+    return 0;
+}
+
+static int move_tags(struct registry_strategy *st, const struct catalog_upload *up, const char *tag,
+                     const char *hex, bool first)
+{
+    int rc = registry__strategy_set_tag(st, tag, hex);
+    for (size_t i = 0; rc == 0 && i < up->naliases; i++)
+        rc = registry__strategy_set_tag(st, up->aliases[i], hex);
+    if (rc == 0 && (first || up->promote_latest))
+        rc = registry__strategy_set_tag(st, REGISTRY_LATEST, hex);
+    return rc;
+}
+
+static int add_locked(struct catalog *cat, const struct catalog_upload *up, const char *tag,
+                      const char *hex, bool *created, struct err *err)
+{
+    const struct registry_strategy *base = registry_find_strategy(cat->current, up->name);
+    if (check_primary(base, up, tag, hex, err) != 0)
+        return -1;
+    *created = !base || registry__revision_index(base, hex) < 0;
+    struct registry_strategy *st =
+        base ? registry__strategy_copy(base) : registry__strategy_new(up->name);
+    bool write_file = false;
+    if (!st || place_revision(st, up, tag, hex, &write_file) != 0 ||
+        move_tags(st, up, tag, hex, base == NULL) != 0) {
+        registry__strategy_release(st);
+        return oom(err);
+    }
+    if (base && registry__strategy_same(st, base)) {
+        registry__strategy_release(st); /* identical bytes, tags already there */
+        return 0;
+    }
+    struct staged_file file = {0};
+    if (write_file && stage_file(cat, up->name, hex, up->source, up->len, &file, err) != 0) {
+        registry__strategy_release(st);
+        staged_free(&file);
+        return -1;
+    }
+    int rc = commit_strategy(cat, up->name, st, err);
+    if (rc != 0 && *created)
+        staged_undo(&file);
+    staged_free(&file);
+    return rc;
+}
+
+int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
+                         struct catalog_upload_result *result, struct err *err)
+{
+    memset(result, 0, sizeof *result);
+    const char *tag = up->tag ? up->tag : REGISTRY_LATEST;
+    if (check_upload(up, tag, err) != 0)
+        return -1;
+    char hex[HASH_HEX_LEN + 1];
+    hash_sha256_hex(up->source ? up->source : "", up->len, hex);
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    if (change_begin(cat, &lock, err) != 0)
+        return -1;
+    bool created = false;
+    int rc = add_locked(cat, up, tag, hex, &created, err);
+    change_end(cat, &lock);
+    if (rc != 0)
+        return -1;
+    memcpy(result->hex, hex, sizeof result->hex);
+    result->created = created;
+    snprintf(result->tag, sizeof result->tag, "%s", tag);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- tags */
+
+static int set_tag_locked(struct catalog *cat, const char *name, const char *tag, const char *hex,
+                          char *previous, struct err *err)
+{
+    const struct registry_strategy *base = existing_strategy(cat, name, err);
+    if (!base)
+        return -1;
+    long at = existing_revision(base, hex, err);
+    if (at < 0)
+        return -1;
+    const struct registry_revision *rev = &base->revisions[at];
+    if (rev->invalid) {
+        err_set(err, ERR_CONFLICT,
+                "revision %s@" HASH_PREFIX "%s is invalid (%s); no tag can "
+                "point at it",
+                name, hex, rev->invalid_reason ? rev->invalid_reason : "unknown");
+        return -1;
+    }
+    const char *current = registry_tag_target(base, tag);
+    if (current)
+        memcpy(previous, current, HASH_HEX_LEN + 1);
+    if (current && strcmp(current, hex) == 0)
+        return 0;
+    struct registry_strategy *st = registry__strategy_copy(base);
+    if (!st || registry__strategy_set_tag(st, tag, hex) != 0) {
+        registry__strategy_release(st);
+        return oom(err);
+    }
+    return commit_strategy(cat, name, st, err);
+}
+
+int catalog_set_tag(struct catalog *cat, const char *name, const char *tag, const char *hex_text,
+                    char previous_hex[HASH_HEX_LEN + 1], struct err *err)
+{
+    char previous[HASH_HEX_LEN + 1] = "";
+    char hex[HASH_HEX_LEN + 1];
+    if (check_name(name, err) != 0 || check_tag(tag, err) != 0 ||
+        check_hex(hex_text, hex, err) != 0)
+        return -1;
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    if (change_begin(cat, &lock, err) != 0)
+        return -1;
+    int rc = set_tag_locked(cat, name, tag, hex, previous, err);
+    change_end(cat, &lock);
+    if (rc == 0 && previous_hex)
+        memcpy(previous_hex, previous, sizeof previous);
+    return rc;
+}
+
+static size_t tags_on(const struct registry_strategy *st, const char *hex)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < st->ntags; i++)
+        n += strcmp(st->tags[i].hex, hex) == 0;
+    return n;
+}
+
+static int delete_tag_locked(struct catalog *cat, const char *name, const char *tag,
+                             bool allow_orphan, char *previous, struct err *err)
+{
+    const struct registry_strategy *base = existing_strategy(cat, name, err);
+    if (!base)
+        return -1;
+    const char *current = registry_tag_target(base, tag);
+    if (!current) {
+        err_set(err, ERR_NOT_FOUND, "strategy '%s' has no tag '%s'", name, tag);
+        return -1;
+    }
+    memcpy(previous, current, HASH_HEX_LEN + 1);
+    if (!allow_orphan && tags_on(base, current) == 1) {
+        err_set(err, ERR_CONFLICT,
+                "tag '%s' is the last tag on %s@" HASH_PREFIX "%s; deleting it "
+                "would leave the revision without a tag (allow orphans to do it anyway)",
+                tag, name, current);
+        err_add_detail(err, "tag", json_string(tag));
+        err_add_detail(err, "hash", json_sprintf(HASH_PREFIX "%s", current));
+        return -1;
+    }
+    struct registry_strategy *st = registry__strategy_copy(base);
+    if (!st)
+        return oom(err);
+    registry__strategy_remove_tag(st, tag);
+    return commit_strategy(cat, name, st, err);
+}
+
+int catalog_delete_tag(struct catalog *cat, const char *name, const char *tag, bool allow_orphan,
+                       char previous_hex[HASH_HEX_LEN + 1], struct err *err)
+{
+    char previous[HASH_HEX_LEN + 1] = "";
+    if (check_name(name, err) != 0 || check_tag(tag, err) != 0)
+        return -1;
+    if (strcmp(tag, REGISTRY_LATEST) == 0) {
+        err_set(err, ERR_CONFLICT,
+                "the tag 'latest' cannot be deleted; reassign it to another revision instead");
+        err_add_detail(err, "tag", json_string(tag));
+        return -1;
+    }
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    if (change_begin(cat, &lock, err) != 0)
+        return -1;
+    int rc = delete_tag_locked(cat, name, tag, allow_orphan, previous, err);
+    change_end(cat, &lock);
+    if (rc == 0 && previous_hex)
+        memcpy(previous_hex, previous, sizeof previous);
+    return rc;
+}
+
+/* ------------------------------------------------------------- deletes */
+
+/* `latest` moves to the newest remaining revision, preferring one that
+ * verified so that the strategy stays usable. */
+static const char *newest_remaining(const struct registry_strategy *st)
+{
+    const struct registry_revision *best = NULL;
+    for (size_t i = 0; i < st->nrevisions; i++) {
+        const struct registry_revision *rev = &st->revisions[i];
+        if (!best || (best->invalid && !rev->invalid) ||
+            (best->invalid == rev->invalid && rev->order > best->order))
+            best = rev;
+    }
+    return best->hex;
+}
+
+static int delete_strategy_locked(struct catalog *cat, const char *name, struct err *err)
+{
+    if (commit_strategy(cat, name, NULL, err) != 0)
+        return -1;
+    remove_strategy_folder(cat, name);
+    return 0;
+}
+
+static int delete_revision_locked(struct catalog *cat, const char *name, const char *hex,
+                                  catalog_guard_fn guard, void *guard_ctx, struct err *err)
+{
+    const struct registry_strategy *base = existing_strategy(cat, name, err);
+    if (!base)
+        return -1;
+    long at = existing_revision(base, hex, err);
+    if (at < 0 || ask_guard(guard, guard_ctx, name, hex, err) != 0)
+        return -1;
+    if (base->nrevisions == 1)
+        return delete_strategy_locked(cat, name, err);
+    const char *latest = registry_tag_target(base, REGISTRY_LATEST);
+    bool moves_latest = !latest || strcmp(latest, hex) == 0;
+    struct registry_strategy *st = registry__strategy_copy(base);
+    if (!st)
+        return oom(err);
+    registry__strategy_remove_revision(st, (size_t)at);
+    if (moves_latest &&
+        registry__strategy_set_tag(st, REGISTRY_LATEST, newest_remaining(st)) != 0) {
+        registry__strategy_release(st);
+        return oom(err);
+    }
+    if (commit_strategy(cat, name, st, err) != 0)
+        return -1;
+    remove_revision_file(cat, name, hex);
+    return 0;
+}
+
+int catalog_delete_revision(struct catalog *cat, const char *name, const char *hex_text,
+                            catalog_guard_fn guard, void *guard_ctx, struct err *err)
+{
+    char hex[HASH_HEX_LEN + 1];
+    if (check_name(name, err) != 0 || check_hex(hex_text, hex, err) != 0)
+        return -1;
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    if (change_begin(cat, &lock, err) != 0)
+        return -1;
+    int rc = delete_revision_locked(cat, name, hex, guard, guard_ctx, err);
+    change_end(cat, &lock);
+    return rc;
+}
+
+int catalog_delete_strategy(struct catalog *cat, const char *name, catalog_guard_fn guard,
+                            void *guard_ctx, struct err *err)
+{
+    if (check_name(name, err) != 0)
+        return -1;
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    if (change_begin(cat, &lock, err) != 0)
+        return -1;
+    int rc = -1;
+    if (existing_strategy(cat, name, err) && ask_guard(guard, guard_ctx, name, NULL, err) == 0)
+        rc = delete_strategy_locked(cat, name, err);
+    change_end(cat, &lock);
+    return rc;
+}
