@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,7 @@ int store__fail(struct store *s, int rc, struct err *err, const char *fmt, ...)
     char what[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     const char *reason = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
     int sys_errno = s->db ? sqlite3_system_errno(s->db) : 0;
@@ -110,7 +111,9 @@ int store__begin(struct store *s, struct err *err)
     sqlite3_stmt *st = store__stmt(s, STORE__BEGIN, "BEGIN IMMEDIATE", err);
     if (!st)
         return -1;
-    return store__step_done(s, st, "cannot begin a transaction", err);
+    char what[PATH_MAX + 64];
+    (void)snprintf(what, sizeof what, "cannot begin a transaction on %s", s->db_path);
+    return store__step_done(s, st, what, err);
 }
 
 void store__rollback(struct store *s)
@@ -119,14 +122,20 @@ void store__rollback(struct store *s)
     if (sqlite3_get_autocommit(s->db))
         return;
     sqlite3_stmt *st = store__stmt(s, STORE__ROLLBACK, "ROLLBACK", NULL);
-    if (st)
-        (void)store__step_done(s, st, "cannot roll back", NULL);
+    if (st && store__step_done(s, st, "cannot roll back", NULL) == 0)
+        return;
+    /* A transaction left open would make every later BEGIN fail. */
+    if (!sqlite3_get_autocommit(s->db) &&
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK)
+        log_error("store", "cannot roll back on %s: %s", s->db_path, sqlite3_errmsg(s->db));
 }
 
 int store__commit(struct store *s, struct err *err)
 {
+    char what[PATH_MAX + 64];
+    (void)snprintf(what, sizeof what, "cannot commit to %s", s->db_path);
     sqlite3_stmt *st = store__stmt(s, STORE__COMMIT, "COMMIT", err);
-    if (st && store__step_done(s, st, "cannot commit", err) == 0)
+    if (st && store__step_done(s, st, what, err) == 0)
         return 0;
     store__rollback(s);
     return -1;
@@ -365,8 +374,10 @@ void store_close(struct store *store)
 
 static json_t *integrity_row(sqlite3_stmt *st, struct err *err)
 {
-    (void)err;
-    return store__column_string(st, 0);
+    json_t *line = store__column_string(st, 0);
+    if (!line)
+        err_set(err, ERR_INTERNAL, "out of memory checking the database");
+    return line;
 }
 
 static int integrity_verdict(struct store *s, json_t *rows, struct err *err)

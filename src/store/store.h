@@ -18,6 +18,7 @@
  *
  * Contract: every function is thread-safe (one connection behind a mutex;
  * callers keep transactions short). Returned json_t are new references.
+ * A store does not survive fork(): a child process opens its own.
  * Errors: ERR_INVALID (bad arguments), ERR_NO_SPACE (SQLITE_FULL / ENOSPC),
  * ERR_INTERNAL (other SQLite or I/O failures, message includes SQLite's).
  * A read-only or unwritable state directory fails store_open() with a

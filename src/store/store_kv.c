@@ -26,7 +26,7 @@ static int kv_put(struct store *s, const struct kv_table *t, const char *key, co
                   struct err *err)
 {
     char what[96];
-    snprintf(what, sizeof what, "cannot save %s '%s'", t->what, key);
+    (void)snprintf(what, sizeof what, "cannot save %s '%s'", t->what, key);
     int64_t now = clock_wall_ms();
     store__lock(s);
     sqlite3_stmt *st = store__stmt(s, t->put_id, t->put_sql, err);
@@ -52,7 +52,7 @@ static int kv_get(struct store *s, const struct kv_table *t, const char *key, js
                   struct err *err)
 {
     char what[96];
-    snprintf(what, sizeof what, "cannot read %s '%s'", t->what, key);
+    (void)snprintf(what, sizeof what, "cannot read %s '%s'", t->what, key);
     store__lock(s);
     sqlite3_stmt *st = store__stmt(s, t->get_id, t->get_sql, err);
     int rc = -1;

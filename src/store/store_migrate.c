@@ -117,7 +117,7 @@ static int refuse_newer(struct store *s, int version, struct err *err)
 static int apply_step(struct store *s, const struct migration *m, struct err *err)
 {
     char bump[64];
-    snprintf(bump, sizeof bump, "PRAGMA user_version = %d", m->version);
+    (void)snprintf(bump, sizeof bump, "PRAGMA user_version = %d", m->version);
     int rc = sqlite3_exec(s->db, m->sql, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(s->db, bump, NULL, NULL, NULL);

@@ -91,7 +91,7 @@ static int put_one(struct store *s, sqlite3_stmt *st, const struct record_kind *
         return -1;
     }
     char what[96];
-    snprintf(what, sizeof what, "cannot save %s", label);
+    (void)snprintf(what, sizeof what, "cannot save %s", label);
     if (store__bind_check(&b, what, err) != 0)
         return -1;
     return store__step_done(s, st, what, err);
@@ -110,7 +110,7 @@ static int put_all(struct store *s, const struct record_kind *k, const json_t *r
     json_array_foreach(records, i, rec)
     {
         char label[48];
-        snprintf(label, sizeof label, "%s[%zu]", k->plural, i);
+        (void)snprintf(label, sizeof label, "%s[%zu]", k->plural, i);
         if (put_one(s, st, k, rec, label, err) != 0)
             return -1;
     }

@@ -34,8 +34,8 @@ static int child_step(struct store *s, int round, uint32_t counter)
     snprintf(latest, sizeof latest, "latest-%02d", round);
     json_t *spec = json_pack("{s:s, s:{}, s:{}, s:I}", "id", id, "strategy", "scope", "counter",
                              (json_int_t)counter);
-    json_t *entry = json_pack("{s:s, s:i, s:I}", "action", "crash-test", "round", round,
-                              "counter", (json_int_t)counter);
+    json_t *entry = json_pack("{s:s, s:i, s:I}", "action", "crash-test", "round", round, "counter",
+                              (json_int_t)counter);
     int rc = spec && entry && store_instance_put(s, id, spec, true, NULL, &err) == 0 &&
                      store_instance_put(s, latest, spec, true, NULL, &err) == 0 &&
                      store_audit_append(s, entry, &err) == 0
@@ -148,8 +148,7 @@ static void check_instances(const json_t *list, int round, uint32_t last)
     }
     for (uint32_t c = 1; c <= last; c++) {
         if (!seen[c])
-            fail_msg("round %d: acknowledged instance %u is missing (last ack %u)", round, c,
-                     last);
+            fail_msg("round %d: acknowledged instance %u is missing (last ack %u)", round, c, last);
     }
     if (latest_counter < (json_int_t)last)
         fail_msg("round %d: latest is %lld, acknowledged %u", round, (long long)latest_counter,

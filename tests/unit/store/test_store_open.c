@@ -87,7 +87,7 @@ static void test_open_creates_directory_and_schema(void **state)
     assert_int_equal(raw_int(db, "PRAGMA user_version"), STORE__SCHEMA_VERSION);
     char *mode = raw_text(db, "PRAGMA journal_mode");
     assert_string_equal(mode, "wal");
-    const char *tables[] = {"instances", "usage",     "module_metadata", "orders",
+    const char *tables[] = {"instances",  "usage",    "module_metadata", "orders",
                             "executions", "balances", "providers",       "settings"};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         char *sql = tu_path("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = "
@@ -167,8 +167,7 @@ static void test_failed_migration_rolls_back(void **state)
     expect_open_failure(root, ERR_INTERNAL, "schema version 1");
     db = raw_open(root);
     assert_int_equal(raw_int(db, "PRAGMA user_version"), 0);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'instances'"),
-                     0);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'instances'"), 0);
     sqlite3_close(db);
     tu_remove_tree(root);
     free(root);

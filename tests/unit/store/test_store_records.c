@@ -12,17 +12,16 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static json_t *order(const char *id, const char *instance, const char *provider,
-                     const char *state, long long updated_at)
+static json_t *order(const char *id, const char *instance, const char *provider, const char *state,
+                     long long updated_at)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:I, s:{}, "
-                          "s:n, s:n, s:I, s:I}",
-                          "id", id, "provider", provider, "strategyInstance", instance,
-                          "clientOrderId", id, "symbol", "BTC-USDT", "side", "buy", "type",
-                          "limit", "quantity", "0.5", "price", "state", state,
-                          "externalReference", "placedAt", (json_int_t)updated_at, "metadata",
-                          "acknowledgedAt", "completedAt", "createdAt", (json_int_t)updated_at,
-                          "updatedAt", (json_int_t)updated_at);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:I, s:{}, "
+        "s:n, s:n, s:I, s:I}",
+        "id", id, "provider", provider, "strategyInstance", instance, "clientOrderId", id, "symbol",
+        "BTC-USDT", "side", "buy", "type", "limit", "quantity", "0.5", "price", "state", state,
+        "externalReference", "placedAt", (json_int_t)updated_at, "metadata", "acknowledgedAt",
+        "completedAt", "createdAt", (json_int_t)updated_at, "updatedAt", (json_int_t)updated_at);
     assert_non_null(o);
     return o;
 }
@@ -32,9 +31,9 @@ static json_t *execution(const char *id, const char *order_id, const char *insta
 {
     json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:{}, s:I}",
                           "orderId", order_id, "provider", provider, "strategyInstance", instance,
-                          "executionId", id, "quantity", "0.1", "price", "50000.5", "fee",
-                          "0.01", "feeAsset", "USDT", "liquidity", "tradedAt",
-                          (json_int_t)traded_at, "metadata", "createdAt", (json_int_t)traded_at);
+                          "executionId", id, "quantity", "0.1", "price", "50000.5", "fee", "0.01",
+                          "feeAsset", "USDT", "liquidity", "tradedAt", (json_int_t)traded_at,
+                          "metadata", "createdAt", (json_int_t)traded_at);
     assert_non_null(e);
     return e;
 }
@@ -65,8 +64,8 @@ static char *ids(const json_t *list, const char *field)
     json_t *item;
     json_array_foreach(list, i, item)
     {
-        char *next = tu_path("%s%s%s", out, i ? "," : "",
-                             json_string_value(json_object_get(item, field)));
+        char *next =
+            tu_path("%s%s%s", out, i ? "," : "", json_string_value(json_object_get(item, field)));
         free(out);
         out = next;
     }
@@ -277,14 +276,15 @@ static void test_order_round_trip_is_exact(void **state)
 {
     struct fixture *f = *state;
     struct err err = ERR_INIT;
-    json_t *o = jparse("{\"id\": \"o-1\", \"provider\": \"sim\", \"strategyInstance\": \"i1\", "
-                       "\"clientOrderId\": \"c-1\", \"symbol\": \"BTC-USDT\", \"side\": \"sell\", "
-                       "\"type\": \"limit\", \"quantity\": \"0.00100000\", \"price\": \"50000.10\", "
-                       "\"state\": \"acknowledged\", \"externalReference\": \"x-9\", "
-                       "\"placedAt\": 1764687000123, \"metadata\": {\"z\": [1, 2.5, \"\\u00e9\"], "
-                       "\"a\": {\"nested\": true}}, \"acknowledgedAt\": 1764687000200, "
-                       "\"completedAt\": null, \"createdAt\": 1764687000123, "
-                       "\"updatedAt\": 1764687000200}");
+    json_t *o =
+        jparse("{\"id\": \"o-1\", \"provider\": \"sim\", \"strategyInstance\": \"i1\", "
+               "\"clientOrderId\": \"c-1\", \"symbol\": \"BTC-USDT\", \"side\": \"sell\", "
+               "\"type\": \"limit\", \"quantity\": \"0.00100000\", \"price\": \"50000.10\", "
+               "\"state\": \"acknowledged\", \"externalReference\": \"x-9\", "
+               "\"placedAt\": 1764687000123, \"metadata\": {\"z\": [1, 2.5, \"\\u00e9\"], "
+               "\"a\": {\"nested\": true}}, \"acknowledgedAt\": 1764687000200, "
+               "\"completedAt\": null, \"createdAt\": 1764687000123, "
+               "\"updatedAt\": 1764687000200}");
     assert_ok(store_orders_put(f->store, o, &err), &err);
     struct store_order_query q = {.instance_id = "i1"};
     json_t *out = query_orders(f->store, &q);
@@ -426,8 +426,8 @@ static void test_order_validation(void **state)
 {
     struct fixture *f = *state;
     struct err err = ERR_INIT;
-    const char *required[] = {"id", "strategyInstance", "provider", "state", "createdAt",
-                              "updatedAt"};
+    const char *required[] = {"id",    "strategyInstance", "provider",
+                              "state", "createdAt",        "updatedAt"};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         json_t *o = order("o1", "i1", "p1", "new", 1);
         json_object_del(o, required[i]);
@@ -516,16 +516,15 @@ static void test_executions(void **state)
 static json_t *balance(const char *provider, const char *asset, const char *total,
                        long long snapshot_at)
 {
-    json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "provider", provider, "asset",
-                          asset, "total", total, "available", total, "snapshotAt",
-                          (json_int_t)snapshot_at, "createdAt", (json_int_t)snapshot_at,
-                          "updatedAt", (json_int_t)snapshot_at);
+    json_t *b =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "provider", provider, "asset", asset,
+                  "total", total, "available", total, "snapshotAt", (json_int_t)snapshot_at,
+                  "createdAt", (json_int_t)snapshot_at, "updatedAt", (json_int_t)snapshot_at);
     assert_non_null(b);
     return b;
 }
 
-static json_t *query_balances(struct store *s, const char *provider, const char *asset,
-                              int limit)
+static json_t *query_balances(struct store *s, const char *provider, const char *asset, int limit)
 {
     struct err err = ERR_INIT;
     json_t *out = NULL;

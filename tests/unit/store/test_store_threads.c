@@ -29,8 +29,8 @@ static json_t *make_order(const char *instance, int round, int n)
     char id[64];
     snprintf(id, sizeof id, "%s-o%d-%d", instance, round, n);
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "id", id, "provider", "sim",
-                     "strategyInstance", instance, "clientOrderId", id, "state", "new",
-                     "createdAt", (json_int_t)round, "updatedAt", (json_int_t)round);
+                     "strategyInstance", instance, "clientOrderId", id, "state", "new", "createdAt",
+                     (json_int_t)round, "updatedAt", (json_int_t)round);
 }
 
 static json_t *make_execution(const char *instance, int round)
@@ -38,18 +38,17 @@ static json_t *make_execution(const char *instance, int round)
     char id[64], order_id[64];
     snprintf(id, sizeof id, "%s-e%d", instance, round);
     snprintf(order_id, sizeof order_id, "%s-o%d-0", instance, round);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "orderId", order_id,
-                     "provider", "sim", "strategyInstance", instance, "executionId", id,
-                     "quantity", "1", "price", "2", "tradedAt", (json_int_t)round, "createdAt",
-                     (json_int_t)round);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "orderId", order_id, "provider",
+                     "sim", "strategyInstance", instance, "executionId", id, "quantity", "1",
+                     "price", "2", "tradedAt", (json_int_t)round, "createdAt", (json_int_t)round);
 }
 
 /* Two orders per round, in one batch, then a read that must see them. */
 static void orders_round(struct worker *w, const char *instance, int round)
 {
     struct err err = ERR_INIT;
-    json_t *batch = json_pack("[o, o]", make_order(instance, round, 0),
-                              make_order(instance, round, 1));
+    json_t *batch =
+        json_pack("[o, o]", make_order(instance, round, 0), make_order(instance, round, 1));
     if (!batch || store_orders_put(w->store, batch, &err) != 0)
         record_failure(w, "orders_put", &err);
     json_decref(batch);
@@ -66,8 +65,8 @@ static void orders_round(struct worker *w, const char *instance, int round)
 static void other_tables_round(struct worker *w, const char *instance, int round)
 {
     struct err err = ERR_INIT;
-    json_t *spec = json_pack("{s:s, s:{}, s:{}, s:i}", "id", instance, "strategy", "scope",
-                             "round", round);
+    json_t *spec =
+        json_pack("{s:s, s:{}, s:{}, s:i}", "id", instance, "strategy", "scope", "round", round);
     if (store_instance_put(w->store, instance, spec, true, NULL, &err) != 0)
         record_failure(w, "instance_put", &err);
     if (store_usage_touch(w->store, "momentum", HEX, round, &err) != 0)
