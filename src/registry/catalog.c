@@ -15,6 +15,7 @@
 #include "core/log.h"
 
 #include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -134,10 +135,27 @@ void catalog__publish(struct catalog *cat, struct registry *reg, bool present, c
     registry_release(old);
 }
 
-/* Reads registry.json and publishes what it says, unless that is what is
+/* registry.json is what the current snapshot was built from: parsing it
+ * again would give the same model, so only the files are checked again. */
+static int reverify_current(struct catalog *cat, struct err *err)
+{
+    struct registry *next = NULL;
+    if (catalog__reverify(cat, cat->current, &next, err) != 0)
+        return -1;
+    if (next) {
+        char disk_hex[HASH_HEX_LEN + 1];
+        memcpy(disk_hex, cat->disk_hex, sizeof disk_hex);
+        catalog__publish(cat, next, cat->disk_present, disk_hex);
+    }
+    return 0;
+}
+
+/* Publishes what registry.json and the files say, unless that is what is
  * already published. */
 static int load(struct catalog *cat, const struct disk_state *disk, struct err *err)
 {
+    if (cat->current && same_disk(cat, disk))
+        return reverify_current(cat, err);
     struct registry *fresh = NULL;
     bool unchanged = false;
     if (build_from_disk(cat, disk, &fresh, &unchanged, err) != 0)
@@ -233,6 +251,22 @@ static struct catalog *catalog_new(const struct catalog_options *opts, struct er
     return cat;
 }
 
+static void log_opened(const struct catalog *cat, int64_t started)
+{
+    size_t revisions = 0, invalid = 0;
+    for (size_t s = 0; s < cat->current->nstrategies; s++) {
+        const struct registry_strategy *st = cat->current->strategies[s];
+        revisions += st->nrevisions;
+        for (size_t r = 0; r < st->nrevisions; r++)
+            invalid += st->revisions[r].invalid;
+    }
+    json_int_t ms = (json_int_t)((clock_mono_ns() - started) / 1000000);
+    json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I}", "root", cat->root, "strategies",
+                               (json_int_t)cat->current->nstrategies, "revisions",
+                               (json_int_t)revisions, "invalid", (json_int_t)invalid, "ms", ms);
+    log_json(LOG_LEVEL_INFO, REGISTRY__COMPONENT, "catalogue opened", fields);
+}
+
 int catalog_open(const struct catalog_options *opts, struct catalog **out, struct err *err)
 {
     *out = NULL;
@@ -242,6 +276,7 @@ int catalog_open(const struct catalog_options *opts, struct catalog **out, struc
     }
     if (fsutil_mkdirs(opts->root, 0755, err) != 0)
         return -1;
+    int64_t started = clock_mono_ns();
     struct catalog *cat = catalog_new(opts, err);
     if (!cat)
         return -1;
@@ -259,6 +294,7 @@ int catalog_open(const struct catalog_options *opts, struct catalog **out, struc
         catalog_close(cat);
         return -1;
     }
+    log_opened(cat, started);
     *out = cat;
     return 0;
 }
@@ -382,6 +418,7 @@ static int read_verified(const struct catalog *cat, const char *name, const char
     if (strcmp(actual, hex) != 0) {
         free(*source);
         *source = NULL;
+        *len = 0;
         err_set(err, ERR_CONFLICT,
                 "the file of revision %s@" HASH_PREFIX "%s no longer matches its hash (its bytes "
                 "hash to " HASH_PREFIX "%s)",

@@ -147,6 +147,7 @@ struct staged_file {
     char *path;
     bool new_hex_dir;
     bool new_name_dir;
+    bool written;
 };
 
 static void staged_free(struct staged_file *f)
@@ -162,7 +163,7 @@ static void staged_undo(struct staged_file *f)
 {
     if (!f->path)
         return;
-    if (unlink(f->path) != 0)
+    if (f->written && unlink(f->path) != 0)
         log_warn(REGISTRY__COMPONENT, "cannot remove %s after a failed change", f->path);
     if (f->new_hex_dir)
         fsutil_rmdir_if_empty(f->hex_dir);
@@ -185,8 +186,10 @@ static int stage_file(const struct catalog *cat, const char *name, const char *h
     f->new_hex_dir = !fsutil_is_dir(f->hex_dir);
     if (fsutil_mkdirs(f->hex_dir, 0755, err) != 0)
         goto undo;
-    if (fsutil_write_atomic(f->path, source, len, 0644, err) != 0 ||
-        fsutil_fsync_dir(f->name_dir, err) != 0 || fsutil_fsync_dir(cat->root, err) != 0)
+    if (fsutil_write_atomic(f->path, source, len, 0644, err) != 0)
+        goto undo;
+    f->written = true;
+    if (fsutil_fsync_dir(f->name_dir, err) != 0 || fsutil_fsync_dir(cat->root, err) != 0)
         goto undo;
     return 0;
 undo:

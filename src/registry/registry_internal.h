@@ -90,6 +90,12 @@ struct catalog {
 int catalog__verify(const struct catalog *cat, struct registry *fresh, const struct registry *prev,
                     struct err *err);
 
+/* Hashes every revision file of `current` again (registry.json itself is
+ * unchanged). *out is a new snapshot sharing every strategy whose files
+ * still say the same, or NULL when nothing changed. */
+int catalog__reverify(const struct catalog *cat, const struct registry *current,
+                      struct registry **out, struct err *err);
+
 /* Under change_mu: reads registry.json and, when it differs from what
  * `current` reflects, rebuilds and publishes a snapshot from it. */
 int catalog__sync(struct catalog *cat, struct err *err);

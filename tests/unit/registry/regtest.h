@@ -24,12 +24,12 @@
             fail_msg("%s failed: %s", #call, (errp)->message);                                     \
     } while (0)
 
-#define rt_assert_fails(call, errp, kind)                                                          \
+#define rt_assert_fails(call, errp, expected)                                                      \
     do {                                                                                           \
         if ((call) == 0)                                                                           \
-            fail_msg("%s succeeded, expected %s", #call, err_kind_name(kind));                     \
-        if ((errp)->kind != (kind))                                                                \
-            fail_msg("%s: expected %s, got %s: %s", #call, err_kind_name(kind),                    \
+            fail_msg("%s succeeded, expected %s", #call, err_kind_name(expected));                 \
+        if ((errp)->kind != (expected))                                                            \
+            fail_msg("%s: expected %s, got %s: %s", #call, err_kind_name(expected),                \
                      err_kind_name((errp)->kind), (errp)->message);                                \
     } while (0)
 
@@ -58,8 +58,7 @@ static inline struct catalog *rt_open(const char *root)
 /* Uploads source under name with a primary tag (NULL: latest) and no
  * aliases; returns 0 or -1 with err set. */
 static inline int rt_upload(struct catalog *cat, const char *name, const char *source,
-                            const char *tag, struct catalog_upload_result *result,
-                            struct err *err)
+                            const char *tag, struct catalog_upload_result *result, struct err *err)
 {
     struct catalog_upload up = {.name = name, .source = source, .len = strlen(source), .tag = tag};
     return catalog_add_revision(cat, &up, result, err);
@@ -152,7 +151,7 @@ static inline size_t rt_check_disk(const char *root)
 static inline char *rt_ls(const char *dir)
 {
     char *out = NULL;
-    if (tu_run(&out, "ls -A '%s' 2>/dev/null", dir) != 0) {
+    if (tu_run(&out, "LC_ALL=C ls -A '%s' 2>/dev/null", dir) != 0) {
         free(out);
         return strdup("");
     }

@@ -1,0 +1,867 @@
+/*
+ * Changes to the catalogue: upload rules, tags, deletes, guards, other
+ * writers, and failed writes that must leave everything as it was.
+ */
+#include "regtest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------ write failures */
+
+/* Renames onto a path ending in fail_rename_suffix fail with
+ * fail_rename_errno. This stands in for a full disk or an I/O error even when
+ * the tests run as root, for whom permissions block nothing. The definition
+ * here takes the place of libc's for the whole test executable. */
+static const char *fail_rename_suffix;
+static int fail_rename_errno;
+
+int rename(const char *from, const char *to)
+{
+    size_t n = fail_rename_suffix ? strlen(fail_rename_suffix) : 0;
+    size_t len = strlen(to);
+    if (n && len >= n && strcmp(to + len - n, fail_rename_suffix) == 0) {
+        errno = fail_rename_errno;
+        return -1;
+    }
+    return renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
+
+/* ------------------------------------------------------------ fixture */
+
+struct fixture {
+    char *root;
+    struct catalog *cat;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    f->root = tu_tempdir("registry-catalog");
+    f->cat = rt_open(f->root);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    fail_rename_suffix = NULL;
+    catalog_close(f->cat);
+    tu_remove_tree(f->root);
+    free(f->root);
+    free(f);
+    return 0;
+}
+
+static char *file_of(const struct fixture *f, const char *name, const char *hex)
+{
+    return tu_path("%s/%s/%s/%s.js", f->root, name, hex, name);
+}
+
+static char *registry_text(const struct fixture *f)
+{
+    char *path = tu_path("%s/registry.json", f->root);
+    char *text = tu_read_file(path, NULL);
+    free(path);
+    return text;
+}
+
+static uint64_t generation(struct catalog *cat)
+{
+    struct registry *reg = catalog_snapshot(cat);
+    uint64_t g = reg->generation;
+    registry_release(reg);
+    return g;
+}
+
+static int upload_full(struct catalog *cat, const char *name, const char *source, const char *tag,
+                       const char *const *aliases, size_t naliases, const char *const *reassign,
+                       size_t nreassign, bool promote, struct catalog_upload_result *result,
+                       struct err *err)
+{
+    struct catalog_upload up = {
+        .name = name,
+        .source = source,
+        .len = strlen(source),
+        .tag = tag,
+        .aliases = aliases,
+        .naliases = naliases,
+        .reassign = reassign,
+        .nreassign = nreassign,
+        .promote_latest = promote,
+    };
+    return catalog_add_revision(cat, &up, result, err);
+}
+
+/* -------------------------------------------------------------- uploads */
+
+static void test_first_revision_becomes_latest(void **state)
+{
+    struct fixture *f = *state;
+    char *source = rt_source("alpha", 1);
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    json_t *metadata = json_pack("{s:s}", "name", "alpha");
+    struct catalog_upload up = {.name = "alpha",
+                                .source = source,
+                                .len = strlen(source),
+                                .metadata = metadata,
+                                .tag = "v1"};
+    uint64_t g = generation(f->cat);
+    rt_assert_ok(catalog_add_revision(f->cat, &up, &result, &err), &err);
+    assert_true(result.created);
+    assert_string_equal(result.tag, "v1");
+    char expected[HASH_HEX_LEN + 1];
+    rt_hex_of(source, expected);
+    assert_string_equal(result.hex, expected);
+    assert_int_equal(generation(f->cat), g + 1);
+
+    struct registry *reg = catalog_snapshot(f->cat);
+    const struct registry_strategy *st = registry_find_strategy(reg, "alpha");
+    assert_string_equal(registry_tag_target(st, "latest"), result.hex);
+    assert_string_equal(registry_tag_target(st, "v1"), result.hex);
+    const struct registry_revision *rev = registry_latest(st);
+    assert_string_equal(rev->tag, "v1");
+    assert_int_equal(rev->size, strlen(source));
+    assert_false(rev->invalid);
+    assert_true(json_equal(rev->metadata, metadata));
+    registry_release(reg);
+    json_decref(metadata);
+
+    char *path = file_of(f, "alpha", result.hex);
+    char *on_disk = tu_read_file(path, NULL);
+    assert_string_equal(on_disk, source);
+    free(on_disk);
+    free(path);
+    char *out = NULL;
+    size_t len = 0;
+    rt_assert_ok(catalog_read_source(f->cat, "alpha", result.hex, &out, &len, &err), &err);
+    assert_int_equal(len, strlen(source));
+    assert_string_equal(out, source);
+    free(out);
+    free(source);
+
+    /* a later revision does not take `latest` unless asked to */
+    char h2[HASH_HEX_LEN + 1], h3[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 2, "v2", h2);
+    rt_tag(f->cat, "alpha", "latest", h3);
+    assert_string_equal(h3, result.hex);
+    char *s3 = rt_source("alpha", 3);
+    rt_assert_ok(upload_full(f->cat, "alpha", s3, "v3", NULL, 0, NULL, 0, true, &result, &err),
+                 &err);
+    rt_tag(f->cat, "alpha", "latest", h3);
+    assert_string_equal(h3, result.hex);
+    /* with no tag, the primary tag is `latest` itself */
+    char *s4 = rt_source("alpha", 4);
+    rt_assert_ok(rt_upload(f->cat, "alpha", s4, NULL, &result, &err), &err);
+    assert_string_equal(result.tag, "latest");
+    rt_tag(f->cat, "alpha", "latest", h3);
+    assert_string_equal(h3, result.hex);
+    free(s3);
+    free(s4);
+    rt_check_disk(f->root);
+}
+
+static void test_identical_reupload(void **state)
+{
+    struct fixture *f = *state;
+    char *source = rt_source("alpha", 1);
+    struct catalog_upload_result first, again;
+    struct err err = ERR_INIT;
+    rt_assert_ok(rt_upload(f->cat, "alpha", source, "v1", &first, &err), &err);
+    char h2[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 2, NULL, h2);
+    char *before = registry_text(f);
+    uint64_t g = generation(f->cat);
+
+    /* same bytes, same tag: nothing to do, nothing written */
+    rt_assert_ok(rt_upload(f->cat, "alpha", source, "v1", &again, &err), &err);
+    assert_false(again.created);
+    assert_string_equal(again.hex, first.hex);
+    assert_int_equal(generation(f->cat), g);
+    char *after = registry_text(f);
+    assert_string_equal(before, after);
+    free(after);
+
+    /* same bytes with aliases and promote: the tags still move */
+    const char *aliases[] = {"prod"};
+    rt_assert_ok(
+        upload_full(f->cat, "alpha", source, "v1", aliases, 1, NULL, 0, true, &again, &err), &err);
+    assert_false(again.created);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(f->cat, "alpha", "prod", hex);
+    assert_string_equal(hex, first.hex);
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, first.hex);
+    /* the primary tag recorded for the revision is the first one */
+    struct registry *reg = catalog_snapshot(f->cat);
+    const struct registry_strategy *st = registry_find_strategy(reg, "alpha");
+    assert_int_equal(st->nrevisions, 2);
+    assert_string_equal(registry_find_revision(st, first.hex)->tag, "v1");
+    registry_release(reg);
+    free(before);
+    free(source);
+}
+
+static void test_version_tag_conflict(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    char *before = registry_text(f);
+    uint64_t g = generation(f->cat);
+    char *s2 = rt_source("alpha", 2);
+    char h2[HASH_HEX_LEN + 1];
+    rt_hex_of(s2, h2);
+    const char *aliases[] = {"prod"};
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    rt_assert_fails(
+        upload_full(f->cat, "alpha", s2, "v1", aliases, 1, NULL, 0, true, &result, &err), &err,
+        ERR_CONFLICT);
+    assert_string_equal(json_string_value(json_object_get(err.details, "tag")), "v1");
+    char spelled[HASH_SPELLED_LEN + 1];
+    hash_spell(h1, spelled);
+    assert_string_equal(json_string_value(json_object_get(err.details, "hash")), spelled);
+    err_clear(&err);
+    /* the whole upload was refused: no tag moved, no file written */
+    assert_int_equal(generation(f->cat), g);
+    char *after = registry_text(f);
+    assert_string_equal(before, after);
+    free(after);
+    char *dir = tu_path("%s/alpha/%s", f->root, h2);
+    assert_false(fsutil_exists(dir));
+    free(dir);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(f->cat, "alpha", "prod", hex);
+    assert_string_equal(hex, "");
+
+    /* listed in reassign, it moves */
+    const char *reassign[] = {"v1"};
+    rt_assert_ok(
+        upload_full(f->cat, "alpha", s2, "v1", aliases, 1, reassign, 1, false, &result, &err),
+        &err);
+    assert_true(result.created);
+    rt_tag(f->cat, "alpha", "v1", hex);
+    assert_string_equal(hex, h2);
+    rt_tag(f->cat, "alpha", "prod", hex);
+    assert_string_equal(hex, h2);
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, h1);
+
+    /* `latest` as the primary tag never conflicts */
+    char *s3 = rt_source("alpha", 3);
+    rt_assert_ok(rt_upload(f->cat, "alpha", s3, "latest", &result, &err), &err);
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, result.hex);
+    free(s3);
+    free(s2);
+    free(before);
+    rt_check_disk(f->root);
+}
+
+static void test_aliases_move_in_one_write(void **state)
+{
+    struct fixture *f = *state;
+    char *s1 = rt_source("alpha", 1), *s2 = rt_source("alpha", 2);
+    const char *both[] = {"prod", "stable"};
+    const char *prod[] = {"prod"};
+    struct catalog_upload_result r1, r2;
+    struct err err = ERR_INIT;
+    rt_assert_ok(upload_full(f->cat, "alpha", s1, "v1", both, 2, NULL, 0, false, &r1, &err), &err);
+    uint64_t g = generation(f->cat);
+    rt_assert_ok(upload_full(f->cat, "alpha", s2, "v2", prod, 1, NULL, 0, true, &r2, &err), &err);
+    assert_int_equal(generation(f->cat), g + 1);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(f->cat, "alpha", "prod", hex);
+    assert_string_equal(hex, r2.hex);
+    rt_tag(f->cat, "alpha", "stable", hex);
+    assert_string_equal(hex, r1.hex);
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, r2.hex);
+    rt_tag(f->cat, "alpha", "v2", hex);
+    assert_string_equal(hex, r2.hex);
+    /* an alias may be `latest` too */
+    char *s3 = rt_source("alpha", 3);
+    const char *latest[] = {"latest"};
+    rt_assert_ok(upload_full(f->cat, "alpha", s3, "v3", latest, 1, NULL, 0, false, &r2, &err),
+                 &err);
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, r2.hex);
+    free(s1);
+    free(s2);
+    free(s3);
+}
+
+static void test_upload_validation(void **state)
+{
+    struct fixture *f = *state;
+    char *source = rt_source("x", 1);
+    const char *bad_alias[] = {"ok", "../etc"};
+    const char *bad_reassign[] = {"a b"};
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    rt_assert_fails(rt_upload(f->cat, "Bad", source, NULL, &result, &err), &err, ERR_INVALID);
+    assert_non_null(strstr(err.message, "Bad"));
+    err_clear(&err);
+    rt_assert_fails(rt_upload(f->cat, "../x", source, NULL, &result, &err), &err, ERR_INVALID);
+    err_clear(&err);
+    for (size_t i = 0; i < 3; i++) {
+        const char *reserved[] = {"modules", "registry", "refresh"};
+        rt_assert_fails(rt_upload(f->cat, reserved[i], source, NULL, &result, &err), &err,
+                        ERR_INVALID);
+        assert_non_null(strstr(err.message, "reserved"));
+        err_clear(&err);
+    }
+    rt_assert_fails(rt_upload(f->cat, "x", source, ".v1", &result, &err), &err, ERR_INVALID);
+    err_clear(&err);
+    rt_assert_fails(
+        upload_full(f->cat, "x", source, "v1", bad_alias, 2, NULL, 0, false, &result, &err), &err,
+        ERR_INVALID);
+    assert_non_null(strstr(err.message, "../etc"));
+    err_clear(&err);
+    rt_assert_fails(
+        upload_full(f->cat, "x", source, "v1", NULL, 0, bad_reassign, 1, false, &result, &err),
+        &err, ERR_INVALID);
+    err_clear(&err);
+    free(source);
+    char *ls = rt_ls(f->root);
+    assert_string_equal(ls, ".registry.lock\n");
+    free(ls);
+}
+
+static void test_reupload_repairs_a_damaged_file(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "alpha", 2, "v2", h2);
+    char *path = file_of(f, "alpha", h1);
+    unlink(path);
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_reload(f->cat, NULL, &err), &err);
+    char *source = rt_source("alpha", 1);
+    struct catalog_upload_result result;
+    rt_assert_ok(rt_upload(f->cat, "alpha", source, "v1", &result, &err), &err);
+    assert_false(result.created);
+    char *on_disk = tu_read_file(path, NULL);
+    assert_string_equal(on_disk, source);
+    struct registry *reg = catalog_snapshot(f->cat);
+    assert_false(registry_find_revision(registry_find_strategy(reg, "alpha"), h1)->invalid);
+    registry_release(reg);
+    free(on_disk);
+    free(source);
+    free(path);
+    rt_check_disk(f->root);
+}
+
+/* ----------------------------------------------------------------- tags */
+
+static void test_set_tag(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1], prev[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "alpha", 2, "v2", h2);
+    struct err err = ERR_INIT;
+    memset(prev, 'x', sizeof prev);
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "prod", h1, prev, &err), &err);
+    assert_string_equal(prev, "");
+    char *spelled = tu_path("sha256:%s", h2);
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "prod", spelled, prev, &err), &err);
+    assert_string_equal(prev, h1);
+    free(spelled);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(f->cat, "alpha", "prod", hex);
+    assert_string_equal(hex, h2);
+    /* moving `latest` is allowed */
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "latest", h2, prev, &err), &err);
+    assert_string_equal(prev, h1);
+    /* setting what is already there changes nothing */
+    uint64_t g = generation(f->cat);
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "prod", h2, prev, &err), &err);
+    assert_string_equal(prev, h2);
+    assert_int_equal(generation(f->cat), g);
+
+    rt_assert_fails(catalog_set_tag(f->cat, "beta", "prod", h1, prev, &err), &err, ERR_NOT_FOUND);
+    err_clear(&err);
+    char other[HASH_HEX_LEN + 1];
+    hash_sha256_hex("nope", 4, other);
+    rt_assert_fails(catalog_set_tag(f->cat, "alpha", "prod", other, prev, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_set_tag(f->cat, "alpha", "prod", "abcdef012345", prev, &err), &err,
+                    ERR_INVALID);
+    err_clear(&err);
+    rt_assert_fails(catalog_set_tag(f->cat, "alpha", "a/b", h1, prev, &err), &err, ERR_INVALID);
+    err_clear(&err);
+    rt_assert_fails(catalog_set_tag(f->cat, "Alpha", "x", h1, prev, &err), &err, ERR_INVALID);
+    err_clear(&err);
+    assert_int_equal(generation(f->cat), g);
+    rt_check_disk(f->root);
+}
+
+static void test_delete_tag(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1], prev[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "alpha", 2, NULL, h2); /* takes `latest` off h1 */
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "prod", h1, NULL, &err), &err);
+
+    rt_assert_fails(catalog_delete_tag(f->cat, "alpha", "latest", true, prev, &err), &err,
+                    ERR_CONFLICT);
+    assert_non_null(strstr(err.message, "reassign"));
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_tag(f->cat, "alpha", "nope", false, prev, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_tag(f->cat, "beta", "v1", false, prev, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_tag(f->cat, "alpha", "..", false, prev, &err), &err,
+                    ERR_INVALID);
+    err_clear(&err);
+
+    /* v1 shares h1 with prod: fine */
+    rt_assert_ok(catalog_delete_tag(f->cat, "alpha", "v1", false, prev, &err), &err);
+    assert_string_equal(prev, h1);
+    /* prod is now h1's last tag */
+    rt_assert_fails(catalog_delete_tag(f->cat, "alpha", "prod", false, prev, &err), &err,
+                    ERR_CONFLICT);
+    assert_string_equal(json_string_value(json_object_get(err.details, "tag")), "prod");
+    err_clear(&err);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(f->cat, "alpha", "prod", hex);
+    assert_string_equal(hex, h1);
+    rt_assert_ok(catalog_delete_tag(f->cat, "alpha", "prod", true, prev, &err), &err);
+    assert_string_equal(prev, h1);
+    rt_tag(f->cat, "alpha", "prod", hex);
+    assert_string_equal(hex, "");
+    /* the orphan revision stays, reachable by hash */
+    struct registry *reg = catalog_snapshot(f->cat);
+    struct registry_resolution r;
+    char *sel = tu_path("alpha@%.12s", h1);
+    rt_assert_ok(registry_resolve_text(reg, sel, &r, &err), &err);
+    free(sel);
+    registry_release(reg);
+    rt_check_disk(f->root);
+}
+
+/* -------------------------------------------------------------- deletes */
+
+struct guard_log {
+    int calls;
+    char name[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    bool saw_null_hex;
+    bool veto;
+    bool veto_silently;
+};
+
+static int guard(void *ctx, const char *name, const char *hex, struct err *err)
+{
+    struct guard_log *log = ctx;
+    log->calls++;
+    snprintf(log->name, sizeof log->name, "%s", name);
+    snprintf(log->hex, sizeof log->hex, "%s", hex ? hex : "");
+    log->saw_null_hex = hex == NULL;
+    if (log->veto_silently)
+        return -1;
+    if (!log->veto)
+        return 0;
+    err_set(err, ERR_CONFLICT, "revision is pinned by 2 running instances");
+    err_add_detail(err, "instances", json_pack("[s, s]", "i-1", "i-2"));
+    return -1;
+}
+
+static void test_delete_revision_moves_latest(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1], h3[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "alpha", 2, "v2", h2);
+    char *s3 = rt_source("alpha", 3);
+    const char *aliases[] = {"prod"};
+    struct catalog_upload_result r3;
+    struct err err = ERR_INIT;
+    rt_assert_ok(upload_full(f->cat, "alpha", s3, "v3", aliases, 1, NULL, 0, true, &r3, &err),
+                 &err);
+    memcpy(h3, r3.hex, sizeof h3);
+    free(s3);
+    struct guard_log log = {0};
+    rt_assert_ok(catalog_delete_revision(f->cat, "alpha", h3, guard, &log, &err), &err);
+    assert_int_equal(log.calls, 1);
+    assert_string_equal(log.name, "alpha");
+    assert_string_equal(log.hex, h3);
+
+    struct registry *reg = catalog_snapshot(f->cat);
+    const struct registry_strategy *st = registry_find_strategy(reg, "alpha");
+    assert_int_equal(st->nrevisions, 2);
+    assert_string_equal(registry_tag_target(st, "latest"), h2);
+    assert_null(registry_tag_target(st, "v3"));
+    assert_null(registry_tag_target(st, "prod"));
+    registry_release(reg);
+    char *path = file_of(f, "alpha", h3);
+    assert_false(fsutil_exists(path));
+    free(path);
+    char *dir = tu_path("%s/alpha/%s", f->root, h3);
+    assert_false(fsutil_exists(dir));
+    free(dir);
+
+    /* deleting another revision leaves `latest` alone */
+    rt_assert_ok(catalog_delete_revision(f->cat, "alpha", h1, NULL, NULL, &err), &err);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, h2);
+    /* a new revision is still newer than everything that is left */
+    char h4[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 4, "v4", h4);
+    rt_assert_ok(catalog_delete_revision(f->cat, "alpha", h2, NULL, NULL, &err), &err);
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, h4);
+
+    rt_assert_fails(catalog_delete_revision(f->cat, "alpha", h2, NULL, NULL, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_revision(f->cat, "beta", h2, NULL, NULL, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_revision(f->cat, "alpha", "1234", NULL, NULL, &err), &err,
+                    ERR_INVALID);
+    err_clear(&err);
+    rt_check_disk(f->root);
+}
+
+static void test_delete_last_revision_removes_strategy(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], b1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "beta", 1, NULL, b1);
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_delete_revision(f->cat, "alpha", h1, NULL, NULL, &err), &err);
+    struct registry *reg = catalog_snapshot(f->cat);
+    assert_null(registry_find_strategy(reg, "alpha"));
+    assert_int_equal(reg->nstrategies, 1);
+    registry_release(reg);
+    char *dir = tu_path("%s/alpha", f->root);
+    assert_false(fsutil_exists(dir));
+    free(dir);
+    char *text = registry_text(f);
+    assert_null(strstr(text, "alpha"));
+    free(text);
+    /* the name can be used again, starting afresh */
+    char h2[HASH_HEX_LEN + 1], hex[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 2, "v9", h2);
+    rt_tag(f->cat, "alpha", "latest", hex);
+    assert_string_equal(hex, h2);
+    rt_check_disk(f->root);
+}
+
+static void test_delete_strategy(void **state)
+{
+    struct fixture *f = *state;
+    char h[HASH_HEX_LEN + 1], b1[HASH_HEX_LEN + 1];
+    for (int i = 0; i < 3; i++)
+        rt_add(f->cat, "alpha", i, NULL, h);
+    rt_add(f->cat, "beta", 1, NULL, b1);
+    /* leftovers of an interrupted upload go with the folder */
+    char *junk = tu_path("%s/alpha/%s/alpha.js.tmp.1.0", f->root, h);
+    tu_write_text(junk, "partial");
+    free(junk);
+    struct guard_log log = {0};
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_delete_strategy(f->cat, "alpha", guard, &log, &err), &err);
+    assert_int_equal(log.calls, 1);
+    assert_true(log.saw_null_hex);
+    char *dir = tu_path("%s/alpha", f->root);
+    assert_false(fsutil_exists(dir));
+    free(dir);
+    struct registry *reg = catalog_snapshot(f->cat);
+    assert_null(registry_find_strategy(reg, "alpha"));
+    assert_non_null(registry_find_strategy(reg, "beta"));
+    registry_release(reg);
+    rt_assert_fails(catalog_delete_strategy(f->cat, "alpha", guard, &log, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_strategy(f->cat, "a/b", guard, &log, &err), &err, ERR_INVALID);
+    err_clear(&err);
+    assert_int_equal(log.calls, 1);
+    rt_check_disk(f->root);
+}
+
+static void test_guard_veto_changes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "alpha", 2, "v2", h2);
+    char *before = tu_tree_checksum(f->root);
+    struct registry *snap = catalog_snapshot(f->cat);
+    struct guard_log log = {.veto = true};
+    struct err err = ERR_INIT;
+    rt_assert_fails(catalog_delete_revision(f->cat, "alpha", h1, guard, &log, &err), &err,
+                    ERR_CONFLICT);
+    assert_non_null(strstr(err.message, "pinned"));
+    assert_int_equal(json_array_size(json_object_get(err.details, "instances")), 2);
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_strategy(f->cat, "alpha", guard, &log, &err), &err,
+                    ERR_CONFLICT);
+    err_clear(&err);
+    log.veto_silently = true;
+    rt_assert_fails(catalog_delete_revision(f->cat, "alpha", h2, guard, &log, &err), &err,
+                    ERR_CONFLICT);
+    err_clear(&err);
+    assert_int_equal(log.calls, 3);
+    char *after = tu_tree_checksum(f->root);
+    assert_string_equal(before, after);
+    struct registry *now = catalog_snapshot(f->cat);
+    assert_ptr_equal(snap, now);
+    registry_release(now);
+    registry_release(snap);
+    free(before);
+    free(after);
+}
+
+/* -------------------------------------------------------- other writers */
+
+static void test_other_writer_is_not_clobbered(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "alpha", 2, "v2", h2);
+
+    /* another process (the bootstrap tool) adds a tag and a strategy by
+     * writing the files directly */
+    const char *source = "module.exports = { other: true };\n";
+    char b1[HASH_HEX_LEN + 1];
+    rt_hex_of(source, b1);
+    char *dir = tu_path("%s/bravo/%s", f->root, b1);
+    struct err err = ERR_INIT;
+    rt_assert_ok(fsutil_mkdirs(dir, 0755, &err), &err);
+    char *file = tu_path("%s/bravo.js", dir);
+    tu_write_text(file, source);
+    char *path = tu_path("%s/registry.json", f->root);
+    json_t *doc = rt_load_json(path);
+    char spelled[HASH_SPELLED_LEN + 1];
+    hash_spell(h1, spelled);
+    json_object_set_new(json_object_get(json_object_get(doc, "alpha"), "tags"), "external",
+                        json_string(spelled));
+    hash_spell(b1, spelled);
+    char *rel = tu_path("bravo/%s/bravo.js", b1);
+    json_object_set_new(doc, "bravo",
+                        json_pack("{s:{s:s}, s:{s:{s:s, s:s}}}", "tags", "latest", spelled,
+                                  "hashes", spelled, "tag", "latest", "path", rel));
+    char *text = jsonutil_dump_pretty(doc, NULL);
+    tu_write_text(path, text);
+    free(text);
+    json_decref(doc);
+
+    /* this catalogue's next change includes theirs */
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "prod", h2, NULL, &err), &err);
+    doc = rt_load_json(path);
+    json_t *tags = json_object_get(json_object_get(doc, "alpha"), "tags");
+    assert_non_null(json_object_get(tags, "external"));
+    assert_non_null(json_object_get(tags, "prod"));
+    assert_non_null(json_object_get(doc, "bravo"));
+    json_decref(doc);
+    struct registry *reg = catalog_snapshot(f->cat);
+    struct registry_resolution r;
+    rt_assert_ok(registry_resolve_text(reg, "bravo", &r, &err), &err);
+    rt_assert_ok(registry_resolve_text(reg, "alpha:external", &r, &err), &err);
+    registry_release(reg);
+
+    /* the same through a second catalogue on the same tree */
+    struct catalog *other = rt_open(f->root);
+    char h3[HASH_HEX_LEN + 1];
+    rt_add(other, "alpha", 3, "v3", h3);
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "canary", h3, NULL, &err), &err);
+    rt_assert_ok(catalog_set_tag(other, "alpha", "beta-users", h1, NULL, &err), &err);
+    catalog_close(other);
+    rt_assert_ok(catalog_reload(f->cat, NULL, &err), &err);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(f->cat, "alpha", "canary", hex);
+    assert_string_equal(hex, h3);
+    rt_tag(f->cat, "alpha", "beta-users", hex);
+    assert_string_equal(hex, h1);
+    free(rel);
+    free(path);
+    free(file);
+    free(dir);
+    rt_check_disk(f->root);
+}
+
+/* -------------------------------------------------------- failed writes */
+
+static void expect_untouched(const struct fixture *f, const char *checksum, struct registry *snap)
+{
+    char *now = tu_tree_checksum(f->root);
+    assert_string_equal(now, checksum);
+    free(now);
+    struct registry *current = catalog_snapshot(f->cat);
+    assert_ptr_equal(current, snap);
+    registry_release(current);
+}
+
+static void test_failed_registry_write_keeps_everything(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    char *checksum = tu_tree_checksum(f->root);
+    struct registry *snap = catalog_snapshot(f->cat);
+
+    fail_rename_suffix = "/registry.json";
+    fail_rename_errno = ENOSPC;
+    char *s2 = rt_source("alpha", 2);
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    /* a new revision: its file was written first and must be taken back */
+    rt_assert_fails(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err, ERR_NO_SPACE);
+    err_clear(&err);
+    expect_untouched(f, checksum, snap);
+    /* a new strategy: its folders go too */
+    rt_assert_fails(rt_upload(f->cat, "bravo", s2, "v2", &result, &err), &err, ERR_NO_SPACE);
+    err_clear(&err);
+    expect_untouched(f, checksum, snap);
+    fail_rename_errno = EIO;
+    rt_assert_fails(catalog_set_tag(f->cat, "alpha", "prod", h1, NULL, &err), &err, ERR_INTERNAL);
+    err_clear(&err);
+    rt_assert_fails(catalog_delete_strategy(f->cat, "alpha", NULL, NULL, &err), &err, ERR_INTERNAL);
+    err_clear(&err);
+    expect_untouched(f, checksum, snap);
+
+    /* a failed revision file write stops before the registry */
+    fail_rename_suffix = "/alpha.js";
+    rt_assert_fails(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err, ERR_INTERNAL);
+    err_clear(&err);
+    expect_untouched(f, checksum, snap);
+
+    fail_rename_suffix = NULL;
+    rt_assert_ok(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err);
+    assert_true(result.created);
+    registry_release(snap);
+    free(checksum);
+    free(s2);
+    rt_check_disk(f->root);
+}
+
+static void test_unwritable_tree_keeps_everything(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    char *s2 = rt_source("alpha", 2);
+    char h2[HASH_HEX_LEN + 1];
+    rt_hex_of(s2, h2);
+    /* a file where the revision's folder must go blocks mkdir, as root too */
+    char *blocker = tu_path("%s/alpha/%s", f->root, h2);
+    tu_write_text(blocker, "in the way");
+    char *checksum = tu_tree_checksum(f->root);
+    struct registry *snap = catalog_snapshot(f->cat);
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    rt_assert_fails(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err, ERR_INTERNAL);
+    err_clear(&err);
+    expect_untouched(f, checksum, snap);
+    unlink(blocker);
+    free(checksum);
+
+    /* permissions, where they apply (not to root) */
+    if (geteuid() != 0) {
+        checksum = tu_tree_checksum(f->root);
+        chmod(f->root, 0555);
+        rt_assert_fails(catalog_set_tag(f->cat, "alpha", "prod", h1, NULL, &err), &err,
+                        ERR_INTERNAL);
+        err_clear(&err);
+        rt_assert_fails(rt_upload(f->cat, "bravo", s2, NULL, &result, &err), &err, ERR_INTERNAL);
+        err_clear(&err);
+        chmod(f->root, 0755);
+        expect_untouched(f, checksum, snap);
+        free(checksum);
+    }
+    registry_release(snap);
+    free(blocker);
+    free(s2);
+}
+
+/* --------------------------------------------------------------- source */
+
+static void test_read_source(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    char *source = NULL;
+    size_t len = 0;
+    struct err err = ERR_INIT;
+    char *spelled = tu_path("sha256:%s", h1);
+    rt_assert_ok(catalog_read_source(f->cat, "alpha", spelled, &source, &len, &err), &err);
+    char *expected = rt_source("alpha", 1);
+    assert_int_equal(len, strlen(expected));
+    assert_memory_equal(source, expected, len);
+    free(source);
+    free(spelled);
+    /* tampered bytes are caught at read time, before any reload */
+    char *path = file_of(f, "alpha", h1);
+    tu_write_text(path, "module.exports = {};");
+    rt_assert_fails(catalog_read_source(f->cat, "alpha", h1, &source, &len, &err), &err,
+                    ERR_CONFLICT);
+    assert_null(source);
+    err_clear(&err);
+    unlink(path);
+    rt_assert_fails(catalog_read_source(f->cat, "alpha", h1, &source, &len, &err), &err,
+                    ERR_CONFLICT);
+    err_clear(&err);
+    tu_write_text(path, expected);
+    rt_assert_ok(catalog_read_source(f->cat, "alpha", h1, &source, &len, &err), &err);
+    free(source);
+    char other[HASH_HEX_LEN + 1];
+    hash_sha256_hex("x", 1, other);
+    rt_assert_fails(catalog_read_source(f->cat, "alpha", other, &source, &len, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_read_source(f->cat, "zulu", h1, &source, &len, &err), &err,
+                    ERR_NOT_FOUND);
+    err_clear(&err);
+    rt_assert_fails(catalog_read_source(f->cat, "../alpha", h1, &source, &len, &err), &err,
+                    ERR_INVALID);
+    err_clear(&err);
+    rt_assert_fails(catalog_read_source(f->cat, "alpha", "abc", &source, &len, &err), &err,
+                    ERR_INVALID);
+    err_clear(&err);
+    free(path);
+    free(expected);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_first_revision_becomes_latest),
+        T(test_identical_reupload),
+        T(test_version_tag_conflict),
+        T(test_aliases_move_in_one_write),
+        T(test_upload_validation),
+        T(test_reupload_repairs_a_damaged_file),
+        T(test_set_tag),
+        T(test_delete_tag),
+        T(test_delete_revision_moves_latest),
+        T(test_delete_last_revision_removes_strategy),
+        T(test_delete_strategy),
+        T(test_guard_veto_changes_nothing),
+        T(test_other_writer_is_not_clobbered),
+        T(test_failed_registry_write_keeps_everything),
+        T(test_unwritable_tree_keeps_everything),
+        T(test_read_source),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

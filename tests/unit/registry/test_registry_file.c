@@ -1,0 +1,700 @@
+/*
+ * registry.json and the revision files: loading, validation, writing,
+ * verification on reload, metadata carry-over and snapshot sharing.
+ */
+#include "regtest.h"
+
+#include "core/log.h"
+
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+struct fixture {
+    char *root;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    f->root = tu_tempdir("registry-file");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    tu_remove_tree(f->root);
+    free(f->root);
+    free(f);
+    return 0;
+}
+
+static char *registry_path(const struct fixture *f)
+{
+    return tu_path("%s/registry.json", f->root);
+}
+
+static void write_registry(const struct fixture *f, const char *text)
+{
+    char *path = registry_path(f);
+    tu_write_text(path, text);
+    free(path);
+}
+
+/* Writes <root>/<name>/<hex>/<name>.js with source; returns the hex. */
+static void write_revision(const struct fixture *f, const char *name, const char *source,
+                           char hex[HASH_HEX_LEN + 1])
+{
+    rt_hex_of(source, hex);
+    char *dir = tu_path("%s/%s/%s", f->root, name, hex);
+    struct err err = ERR_INIT;
+    rt_assert_ok(fsutil_mkdirs(dir, 0755, &err), &err);
+    char *path = tu_path("%s/%s.js", dir, name);
+    tu_write_text(path, source);
+    free(path);
+    free(dir);
+}
+
+static void open_fails(const struct fixture *f, enum err_kind kind, const char *needle)
+{
+    struct catalog_options opts = {f->root, NULL, NULL};
+    struct catalog *cat = (struct catalog *)1;
+    struct err err = ERR_INIT;
+    rt_assert_fails(catalog_open(&opts, &cat, &err), &err, kind);
+    assert_null(cat);
+    if (needle && !strstr(err.message, needle))
+        fail_msg("message does not mention '%s': %s", needle, err.message);
+    err_clear(&err);
+}
+
+/* Captures the log into a temporary file until log_capture_end. */
+static int log_capture_begin(const struct fixture *f)
+{
+    char *path = tu_path("%s.log", f->root);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    unlink(path);
+    free(path);
+    log_set_fd(fd);
+    return fd;
+}
+
+static char *log_capture_end(int fd)
+{
+    log_set_fd(2);
+    off_t size = lseek(fd, 0, SEEK_END);
+    char *text = calloc(1, (size_t)size + 1);
+    assert_int_equal(pread(fd, text, (size_t)size, 0), size);
+    close(fd);
+    return text;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_open_needs_a_root(void **state)
+{
+    (void)state;
+    struct catalog_options opts = {NULL, NULL, NULL};
+    struct catalog *cat = NULL;
+    struct err err = ERR_INIT;
+    rt_assert_fails(catalog_open(&opts, &cat, &err), &err, ERR_INVALID);
+    err_clear(&err);
+    opts.root = "";
+    rt_assert_fails(catalog_open(&opts, &cat, &err), &err, ERR_INVALID);
+    err_clear(&err);
+    assert_null(cat);
+}
+
+static void test_missing_registry_is_empty(void **state)
+{
+    struct fixture *f = *state;
+    char *root = tu_path("%s/deep/strategies", f->root);
+    struct catalog *cat = rt_open(root);
+    assert_string_equal(catalog_root(cat), root);
+    assert_true(fsutil_is_dir(root));
+    struct registry *reg = catalog_snapshot(cat);
+    assert_int_equal(reg->nstrategies, 0);
+    assert_true(reg->generation >= 1);
+    json_t *doc = registry_to_json(reg);
+    assert_int_equal(json_object_size(doc), 0);
+    json_decref(doc);
+    registry_release(reg);
+    json_t *problems = NULL;
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_reload(cat, &problems, &err), &err);
+    assert_int_equal(json_array_size(problems), 0);
+    json_decref(problems);
+    catalog_close(cat);
+    /* opening writes nothing */
+    char *registry = tu_path("%s/registry.json", root);
+    assert_false(fsutil_exists(registry));
+    free(registry);
+    free(root);
+}
+
+static void test_round_trip_and_order(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char z1[HASH_HEX_LEN + 1], z2[HASH_HEX_LEN + 1], a1[HASH_HEX_LEN + 1], m1[HASH_HEX_LEN + 1];
+    rt_add(cat, "zeta", 1, "v1", z1);
+    rt_add(cat, "alpha", 1, NULL, a1);
+    rt_add(cat, "zeta", 2, "v2", z2);
+    rt_add(cat, "mid", 1, "b", m1);
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_set_tag(cat, "zeta", "a-first", z2, NULL, &err), &err);
+    rt_assert_ok(catalog_set_tag(cat, "zeta", "Zed", z1, NULL, &err), &err);
+
+    char *path = registry_path(f);
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    /* pretty-printed, ending with a newline */
+    assert_non_null(strstr(text, "{\n  \"alpha\": {\n    \"tags\": {\n"));
+    assert_int_equal(text[len - 1], '\n');
+    /* strategies sorted by name */
+    assert_true(strstr(text, "\"alpha\"") < strstr(text, "\"mid\""));
+    assert_true(strstr(text, "\"mid\"") < strstr(text, "\"zeta\""));
+    json_t *doc = rt_load_json(path);
+    json_t *zeta = json_object_get(doc, "zeta");
+    /* tags sorted (byte order), hashes in the order they were added */
+    const char *want_tags[] = {"Zed", "a-first", "latest", "v1", "v2"};
+    size_t i = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(json_object_get(zeta, "tags"), key, value)
+    {
+        assert_true(i < 5);
+        assert_string_equal(key, want_tags[i++]);
+    }
+    assert_int_equal(i, 5);
+    char spelled[HASH_SPELLED_LEN + 1];
+    i = 0;
+    json_object_foreach(json_object_get(zeta, "hashes"), key, value)
+    {
+        hash_spell(i == 0 ? z1 : z2, spelled);
+        assert_string_equal(key, spelled);
+        char *expected_path = tu_path("zeta/%s/zeta.js", i == 0 ? z1 : z2);
+        assert_string_equal(json_string_value(json_object_get(value, "path")), expected_path);
+        assert_string_equal(json_string_value(json_object_get(value, "tag")), i == 0 ? "v1" : "v2");
+        free(expected_path);
+        i++;
+    }
+    hash_spell(a1, spelled);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(doc, "alpha"), "tags"), "latest")),
+                        spelled);
+    hash_spell(m1, spelled);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(doc, "mid"), "tags"), "b")),
+                        spelled);
+
+    /* a second catalogue loads the same model, and writes the same bytes */
+    struct registry *first = catalog_snapshot(cat);
+    json_t *first_json = registry_to_json(first);
+    assert_true(json_equal(first_json, doc));
+    struct catalog *again = rt_open(f->root);
+    struct registry *second = catalog_snapshot(again);
+    json_t *second_json = registry_to_json(second);
+    assert_true(json_equal(first_json, second_json));
+    assert_int_equal(registry_find_strategy(second, "zeta")->revisions[1].order,
+                     registry_find_strategy(second, "zeta")->revisions[0].order + 1);
+    char *dumped = jsonutil_dump_pretty(second_json, NULL);
+    assert_string_equal(dumped, text);
+    free(dumped);
+    json_decref(first_json);
+    json_decref(second_json);
+    registry_release(first);
+    registry_release(second);
+    catalog_close(again);
+    json_decref(doc);
+    free(text);
+    free(path);
+    catalog_close(cat);
+    rt_check_disk(f->root);
+}
+
+static char *upper(const char *hex)
+{
+    char *out = strdup(hex);
+    for (char *p = out; *p; p++)
+        *p = (char)((*p >= 'a' && *p <= 'f') ? *p - 'a' + 'A' : *p);
+    return out;
+}
+
+static void test_hand_written_file_is_normalised(void **state)
+{
+    struct fixture *f = *state;
+    char b1[HASH_HEX_LEN + 1], a1[HASH_HEX_LEN + 1], a2[HASH_HEX_LEN + 1];
+    write_revision(f, "beta", "b1", b1);
+    write_revision(f, "alpha", "a1", a1);
+    write_revision(f, "alpha", "a2", a2);
+    char *a2_upper = upper(a2);
+    /* unsorted strategies and tags, an uppercase hash, a bare-hex tag
+     * target, and a2 listed before a1 */
+    char *text = tu_path("{\"beta\": {\"tags\": {\"latest\": \"sha256:%s\"}, \"hashes\": "
+                         "{\"sha256:%s\": {\"tag\": \"latest\", \"path\": \"beta/%s/beta.js\"}}},"
+                         " \"alpha\": {\"tags\": {\"z\": \"%s\", \"latest\": \"sha256:%s\"}, "
+                         "\"hashes\": {\"sha256:%s\": {\"tag\": \"z\", \"path\": "
+                         "\"alpha/%s/alpha.js\"}, \"sha256:%s\": {\"tag\": \"latest\", \"path\": "
+                         "\"alpha/%s/alpha.js\"}}}}",
+                         b1, b1, b1, a2, a1, a2_upper, a2, a1, a1);
+    write_registry(f, text);
+    free(text);
+    free(a2_upper);
+    struct catalog *cat = rt_open(f->root);
+    struct registry *reg = catalog_snapshot(cat);
+    assert_int_equal(reg->nstrategies, 2);
+    assert_string_equal(reg->strategies[0]->name, "alpha");
+    const struct registry_strategy *alpha = reg->strategies[0];
+    assert_string_equal(alpha->tags[0].tag, "latest");
+    assert_string_equal(alpha->tags[1].tag, "z");
+    assert_string_equal(alpha->tags[1].hex, a2);
+    /* the hashes' order is the file's: a2 first, so a1 is the newest */
+    assert_string_equal(alpha->revisions[0].hex, a2);
+    assert_string_equal(alpha->revisions[1].hex, a1);
+    assert_true(alpha->revisions[1].order > alpha->revisions[0].order);
+    assert_false(alpha->revisions[0].invalid);
+    assert_false(registry_find_strategy(reg, "beta")->revisions[0].invalid);
+    registry_release(reg);
+    /* the next write puts everything in order and spells hashes canonically */
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_set_tag(cat, "alpha", "y", a1, NULL, &err), &err);
+    char *path = registry_path(f);
+    char *written = tu_read_file(path, NULL);
+    assert_true(strstr(written, "\"alpha\"") < strstr(written, "\"beta\""));
+    const char *tags = strstr(written, "\"tags\"");
+    assert_true(strstr(tags, "\"latest\"") < strstr(tags, "\"y\""));
+    assert_true(strstr(tags, "\"y\"") < strstr(tags, "\"z\""));
+    const char *hashes = strstr(written, "\"hashes\"");
+    char *key1 = tu_path("\"sha256:%s\": {", a2);
+    char *key2 = tu_path("\"sha256:%s\": {", a1);
+    assert_non_null(strstr(hashes, key1));
+    assert_true(strstr(hashes, key1) < strstr(hashes, key2));
+    free(key1);
+    free(key2);
+    free(written);
+    free(path);
+    catalog_close(cat);
+    rt_check_disk(f->root);
+}
+
+/* Replaces every @H in text with a hash and every @U with the same hash in
+ * uppercase, which names the same revision. */
+static char *with_hashes(const char *text)
+{
+    char lower[HASH_SPELLED_LEN + 1], upper_hash[HASH_SPELLED_LEN + 1];
+    memcpy(lower, "sha256:", 7);
+    memcpy(upper_hash, "sha256:", 7);
+    for (int i = 0; i < HASH_HEX_LEN; i++) {
+        lower[7 + i] = i % 2 ? 'b' : 'a';
+        upper_hash[7 + i] = i % 2 ? 'B' : 'A';
+    }
+    lower[HASH_SPELLED_LEN] = upper_hash[HASH_SPELLED_LEN] = '\0';
+    char *out = calloc(1, strlen(text) * 40 + 1);
+    char *w = out;
+    for (const char *p = text; *p; p++) {
+        if (p[0] == '@' && (p[1] == 'H' || p[1] == 'U')) {
+            const char *h = p[1] == 'H' ? lower : upper_hash;
+            memcpy(w, h, strlen(h));
+            w += strlen(h);
+            p++;
+        } else {
+            *w++ = *p;
+        }
+    }
+    return out;
+}
+
+static void test_malformed_registry_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct {
+        const char *text;
+        const char *needle;
+    } cases[] = {
+        {"{", "registry.json"},
+        {"[]", "object"},
+        {"{\"Bad/Name\": {}}", "Bad/Name"},
+        {"{\"..\": {}}", "'..'"},
+        {"{\"a\": []}", "'a'"},
+        {"{\"a\": {\"hashes\": []}}", "hashes"},
+        {"{\"a\": {\"tags\": \"x\"}}", "tags"},
+        {"{\"a\": {\"hashes\": {\"sha256:xyz\": {\"tag\": \"v\", \"path\": \"p\"}}}}", "xyz"},
+        {"{\"a\": {\"hashes\": {\"@H\": {\"path\": \"p\"}}}}", "tag"},
+        {"{\"a\": {\"hashes\": {\"@H\": {\"tag\": \"../x\", \"path\": \"p\"}}}}", "tag"},
+        {"{\"a\": {\"hashes\": {\"@H\": \"p\"}}}", "tag"},
+        {"{\"a\": {\"tags\": {\".x\": \"@H\"}, \"hashes\": {}}}", ".x"},
+        {"{\"a\": {\"tags\": {\"x\": \"sha256:12\"}, \"hashes\": {}}}", "'x'"},
+        {"{\"a\": {\"tags\": {\"x\": 5}, \"hashes\": {}}}", "'x'"},
+        {"{\"a\": {\"hashes\": {\"@H\": {\"tag\": \"v\", \"path\": \"p\"}, \"@U\": {\"tag\": "
+         "\"v\", \"path\": \"p\"}}}}",
+         "twice"},
+        {"{\"a\": {}, \"a\": {}}", "registry.json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = with_hashes(cases[i].text);
+        write_registry(f, text);
+        open_fails(f, ERR_INVALID, cases[i].needle);
+        free(text);
+    }
+}
+
+static void test_tags_and_latest_repaired_on_load(void **state)
+{
+    struct fixture *f = *state;
+    char a1[HASH_HEX_LEN + 1], a2[HASH_HEX_LEN + 1];
+    write_revision(f, "alpha", "one", a1);
+    write_revision(f, "alpha", "two", a2);
+    const char *unknown = "1111111111111111111111111111111111111111111111111111111111111111";
+    char *text = tu_path("{\"alpha\": {\"tags\": {\"prod\": \"sha256:%s\", \"v1\": \"sha256:%s\"}, "
+                         "\"hashes\": {\"sha256:%s\": {\"tag\": \"v1\", \"path\": "
+                         "\"alpha/%s/alpha.js\"}, \"sha256:%s\": {\"tag\": \"v2\", \"path\": "
+                         "\"alpha/%s/alpha.js\"}}}, \"empty\": {\"tags\": {}, \"hashes\": {}}}",
+                         unknown, a1, a1, a1, a2, a2);
+    write_registry(f, text);
+    free(text);
+    int fd = log_capture_begin(f);
+    struct catalog *cat = rt_open(f->root);
+    char *log = log_capture_end(fd);
+    struct registry *reg = catalog_snapshot(cat);
+    assert_int_equal(reg->nstrategies, 1); /* a strategy without revisions does not exist */
+    const struct registry_strategy *alpha = registry_find_strategy(reg, "alpha");
+    assert_null(registry_tag_target(alpha, "prod"));
+    assert_string_equal(registry_tag_target(alpha, "v1"), a1);
+    /* no `latest`: the newest revision gets it */
+    assert_string_equal(registry_tag_target(alpha, "latest"), a2);
+    assert_non_null(strstr(log, "\"component\":\"registry\""));
+    assert_non_null(strstr(log, unknown));
+    assert_non_null(strstr(log, "latest"));
+    free(log);
+    registry_release(reg);
+    catalog_close(cat);
+}
+
+static void test_bad_path_is_never_opened(void **state)
+{
+    struct fixture *f = *state;
+    char a1[HASH_HEX_LEN + 1], a2[HASH_HEX_LEN + 1];
+    write_revision(f, "alpha", "good", a1);
+    write_revision(f, "alpha", "elsewhere", a2);
+    /* the bytes at the odd path do hash to the name: still refused */
+    char *odd = tu_path("%s/alpha/%s/copy.js", f->root, a2);
+    tu_write_text(odd, "elsewhere");
+    free(odd);
+    char *text = tu_path("{\"alpha\": {\"tags\": {\"latest\": \"sha256:%s\", \"odd\": "
+                         "\"sha256:%s\"}, \"hashes\": {\"sha256:%s\": {\"tag\": \"latest\", "
+                         "\"path\": \"alpha/%s/alpha.js\"}, \"sha256:%s\": {\"tag\": \"odd\", "
+                         "\"path\": \"alpha/%s/copy.js\"}}}}",
+                         a1, a2, a1, a1, a2, a2);
+    write_registry(f, text);
+    free(text);
+    struct catalog *cat = rt_open(f->root);
+    struct registry *reg = catalog_snapshot(cat);
+    const struct registry_revision *rev =
+        registry_find_revision(registry_find_strategy(reg, "alpha"), a2);
+    assert_true(rev->invalid);
+    assert_non_null(strstr(rev->invalid_reason, "copy.js"));
+    struct registry_resolution r;
+    struct err err = ERR_INIT;
+    rt_assert_fails(registry_resolve_text(reg, "alpha:odd", &r, &err), &err, ERR_CONFLICT);
+    err_clear(&err);
+    char *source = NULL;
+    size_t len = 0;
+    rt_assert_fails(catalog_read_source(cat, "alpha", a2, &source, &len, &err), &err, ERR_CONFLICT);
+    assert_null(source);
+    err_clear(&err);
+    /* the path is written back as found, so the operator sees it */
+    rt_assert_ok(catalog_set_tag(cat, "alpha", "x", a1, NULL, &err), &err);
+    char *path = registry_path(f);
+    char *written = tu_read_file(path, NULL);
+    assert_non_null(strstr(written, "copy.js"));
+    free(written);
+    free(path);
+    registry_release(reg);
+    catalog_close(cat);
+}
+
+static void test_wrong_bytes_detected_on_reload(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1], b1[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, "v1", h1);
+    rt_add(cat, "alpha", 2, "v2", h2);
+    rt_add(cat, "beta", 1, NULL, b1);
+    struct registry *untouched = catalog_snapshot(cat);
+    char *file = tu_path("%s/alpha/%s/alpha.js", f->root, h1);
+    char *original = tu_read_file(file, NULL);
+    tu_write_text(file, "module.exports = { hacked: true };\n");
+
+    int fd = log_capture_begin(f);
+    json_t *problems = NULL;
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_reload(cat, &problems, &err), &err);
+    char *log = log_capture_end(fd);
+    assert_int_equal(json_array_size(problems), 1);
+    json_t *p = json_array_get(problems, 0);
+    assert_string_equal(json_string_value(json_object_get(p, "strategy")), "alpha");
+    char spelled[HASH_SPELLED_LEN + 1];
+    hash_spell(h1, spelled);
+    assert_string_equal(json_string_value(json_object_get(p, "hash")), spelled);
+    assert_non_null(strstr(json_string_value(json_object_get(p, "message")), "hashes to"));
+    json_decref(problems);
+    assert_non_null(strstr(log, "\"level\":\"warn\""));
+    assert_non_null(strstr(log, "\"component\":\"registry\""));
+    assert_non_null(strstr(log, spelled));
+    free(log);
+
+    struct registry *reg = catalog_snapshot(cat);
+    const struct registry_revision *rev =
+        registry_find_revision(registry_find_strategy(reg, "alpha"), h1);
+    assert_true(rev->invalid);
+    assert_non_null(rev->invalid_reason);
+    /* only the strategy whose file changed was copied */
+    assert_true(reg->generation > untouched->generation);
+    assert_ptr_equal(registry_find_strategy(reg, "beta"),
+                     registry_find_strategy(untouched, "beta"));
+    assert_false(registry_find_revision(registry_find_strategy(untouched, "alpha"), h1)->invalid);
+    registry_release(untouched);
+    struct registry_resolution r;
+    char *sel = tu_path("alpha@%s", h1);
+    rt_assert_fails(registry_resolve_text(reg, sel, &r, &err), &err, ERR_CONFLICT);
+    err_clear(&err);
+    rt_assert_fails(registry_resolve_text(reg, "alpha:v1", &r, &err), &err, ERR_CONFLICT);
+    err_clear(&err);
+    registry_release(reg);
+    free(sel);
+    rt_assert_fails(catalog_set_tag(cat, "alpha", "prod", h1, NULL, &err), &err, ERR_CONFLICT);
+    err_clear(&err);
+    char *source = NULL;
+    size_t len = 0;
+    rt_assert_fails(catalog_read_source(cat, "alpha", h1, &source, &len, &err), &err, ERR_CONFLICT);
+    err_clear(&err);
+
+    /* a missing file is reported too */
+    char *file2 = tu_path("%s/alpha/%s/alpha.js", f->root, h2);
+    unlink(file2);
+    rt_assert_ok(catalog_reload(cat, &problems, &err), &err);
+    assert_int_equal(json_array_size(problems), 2);
+    assert_non_null(strstr(
+        json_string_value(json_object_get(json_array_get(problems, 1), "message")), "missing"));
+    json_decref(problems);
+
+    /* putting the bytes back heals it */
+    tu_write_text(file, original);
+    rt_assert_ok(catalog_reload(cat, &problems, &err), &err);
+    assert_int_equal(json_array_size(problems), 1);
+    json_decref(problems);
+    reg = catalog_snapshot(cat);
+    assert_false(registry_find_revision(registry_find_strategy(reg, "alpha"), h1)->invalid);
+    rt_assert_ok(registry_resolve_text(reg, "alpha:v1", &r, &err), &err);
+    registry_release(reg);
+    free(file2);
+    free(original);
+    free(file);
+    catalog_close(cat);
+}
+
+static void test_invalid_json_keeps_last_good_snapshot(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, "v1", h1);
+    rt_add(cat, "alpha", 2, "v2", h2);
+    struct registry *before = catalog_snapshot(cat);
+    write_registry(f, "{\"alpha\": {\"tags\": ");
+    json_t *problems = (json_t *)1;
+    struct err err = ERR_INIT;
+    rt_assert_fails(catalog_reload(cat, &problems, &err), &err, ERR_INVALID);
+    assert_null(problems);
+    assert_non_null(strstr(err.message, "registry.json"));
+    assert_non_null(strstr(err.message, "line"));
+    err_clear(&err);
+    struct registry *after = catalog_snapshot(cat);
+    assert_ptr_equal(before, after);
+    struct registry_resolution r;
+    rt_assert_ok(registry_resolve_text(after, "alpha:v2", &r, &err), &err);
+    registry_release(after);
+
+    /* a change refuses to overwrite a file it cannot understand */
+    rt_assert_fails(catalog_set_tag(cat, "alpha", "prod", h1, NULL, &err), &err, ERR_INTERNAL);
+    err_clear(&err);
+    char *path = registry_path(f);
+    char *text = tu_read_file(path, NULL);
+    assert_string_equal(text, "{\"alpha\": {\"tags\": ");
+    free(text);
+    free(path);
+    after = catalog_snapshot(cat);
+    assert_ptr_equal(before, after);
+    registry_release(after);
+
+    /* a format error is refused the same way */
+    write_registry(f, "{\"alpha\": {\"tags\": {\"../x\": \"y\"}}}");
+    rt_assert_fails(catalog_reload(cat, NULL, &err), &err, ERR_INVALID);
+    err_clear(&err);
+
+    /* once the file is fixed, everything works again */
+    json_t *doc = registry_to_json(before);
+    char *good = jsonutil_dump_pretty(doc, NULL);
+    write_registry(f, good);
+    free(good);
+    json_decref(doc);
+    rt_assert_ok(catalog_reload(cat, NULL, &err), &err);
+    rt_assert_ok(catalog_set_tag(cat, "alpha", "prod", h1, NULL, &err), &err);
+    registry_release(before);
+    catalog_close(cat);
+    rt_check_disk(f->root);
+}
+
+static void test_no_temporary_files_left(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char h[HASH_HEX_LEN + 1];
+    for (int i = 0; i < 5; i++)
+        rt_add(cat, "alpha", i, NULL, h);
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_delete_revision(cat, "alpha", h, NULL, NULL, &err), &err);
+    char *out = NULL;
+    assert_int_equal(tu_run(&out, "find '%s' -name '*.tmp*' | wc -l", f->root), 0);
+    assert_string_equal(out, "0\n");
+    free(out);
+    char *ls = rt_ls(f->root);
+    assert_string_equal(ls, ".registry.lock\nalpha\nregistry.json\n");
+    free(ls);
+    catalog_close(cat);
+
+    /* a temporary registry left by a writer that died is cleared on open */
+    char *stale = tu_path("%s/registry.json.tmp.99999.3", f->root);
+    tu_write_text(stale, "{\"partial");
+    cat = rt_open(f->root);
+    assert_false(fsutil_exists(stale));
+    free(stale);
+    catalog_close(cat);
+}
+
+/* ------------------------------------------------------ metadata callback */
+
+static atomic_int metadata_calls;
+
+static json_t *describe(void *ctx, const char *name, const char *hex, const char *source,
+                        size_t len, char **reason)
+{
+    (void)ctx;
+    atomic_fetch_add(&metadata_calls, 1);
+    char check[HASH_HEX_LEN + 1];
+    hash_sha256_hex(source, len, check);
+    assert_string_equal(check, hex);
+    if (memmem(source, len, "BROKEN", 6)) {
+        *reason = strdup("SyntaxError: unexpected token at line 1");
+        return NULL;
+    }
+    return json_pack("{s:s, s:i}", "name", name, "length", (int)len);
+}
+
+static struct catalog *open_described(const struct fixture *f)
+{
+    struct catalog_options opts = {f->root, describe, NULL};
+    struct catalog *cat = NULL;
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_open(&opts, &cat, &err), &err);
+    return cat;
+}
+
+static void test_metadata_carried_over(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *plain = rt_open(f->root);
+    char h[HASH_HEX_LEN + 1], broken[HASH_HEX_LEN + 1];
+    for (int i = 0; i < 100; i++)
+        rt_add(plain, i % 2 ? "odd" : "even", i, NULL, h);
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    rt_assert_ok(rt_upload(plain, "odd", "BROKEN(", "bad", &result, &err), &err);
+    memcpy(broken, result.hex, sizeof broken);
+    catalog_close(plain);
+
+    atomic_store(&metadata_calls, 0);
+    struct catalog *cat = open_described(f);
+    assert_int_equal(atomic_load(&metadata_calls), 101);
+    struct registry *first = catalog_snapshot(cat);
+    const struct registry_strategy *odd = registry_find_strategy(first, "odd");
+    const struct registry_revision *bad = registry_find_revision(odd, broken);
+    assert_true(bad->invalid);
+    assert_non_null(strstr(bad->invalid_reason, "SyntaxError"));
+    assert_int_equal(json_integer_value(json_object_get(registry_latest(odd)->metadata, "length")),
+                     (json_int_t)registry_latest(odd)->size);
+
+    /* nothing changed: no callback, and the same snapshot stays */
+    rt_assert_ok(catalog_reload(cat, NULL, &err), &err);
+    assert_int_equal(atomic_load(&metadata_calls), 101);
+    struct registry *second = catalog_snapshot(cat);
+    assert_ptr_equal(first, second);
+    registry_release(second);
+
+    /* another writer adds a revision to `even`: `odd` is shared untouched */
+    struct catalog *other = rt_open(f->root);
+    rt_add(other, "even", 1000, "new", h);
+    catalog_close(other);
+    rt_assert_ok(catalog_reload(cat, NULL, &err), &err);
+    assert_int_equal(atomic_load(&metadata_calls), 102);
+    second = catalog_snapshot(cat);
+    assert_true(second->generation > first->generation);
+    assert_ptr_equal(registry_find_strategy(second, "odd"), odd);
+    assert_ptr_not_equal(registry_find_strategy(second, "even"),
+                         registry_find_strategy(first, "even"));
+    /* metadata is the same object, not a new callback result */
+    assert_ptr_equal(registry_find_strategy(second, "even")->revisions[0].metadata,
+                     registry_find_strategy(first, "even")->revisions[0].metadata);
+    registry_release(second);
+    registry_release(first);
+    catalog_close(cat);
+}
+
+static void test_changes_share_unchanged_strategies(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char a1[HASH_HEX_LEN + 1], a2[HASH_HEX_LEN + 1], b1[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, "v1", a1);
+    rt_add(cat, "alpha", 2, "v2", a2);
+    rt_add(cat, "beta", 1, NULL, b1);
+    struct registry *s1 = catalog_snapshot(cat);
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_set_tag(cat, "alpha", "prod", a1, NULL, &err), &err);
+    struct registry *s2 = catalog_snapshot(cat);
+    assert_int_equal(s2->generation, s1->generation + 1);
+    assert_ptr_equal(registry_find_strategy(s1, "beta"), registry_find_strategy(s2, "beta"));
+    assert_ptr_not_equal(registry_find_strategy(s1, "alpha"), registry_find_strategy(s2, "alpha"));
+    /* the old snapshot never changes */
+    assert_null(registry_tag_target(registry_find_strategy(s1, "alpha"), "prod"));
+    assert_string_equal(registry_tag_target(registry_find_strategy(s2, "alpha"), "prod"), a1);
+    registry_release(s1);
+    /* beta outlives s1 through s2 */
+    assert_string_equal(registry_find_strategy(s2, "beta")->name, "beta");
+    registry_release(s2);
+    catalog_close(cat);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_needs_a_root),
+        cmocka_unit_test_setup_teardown(test_missing_registry_is_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_and_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hand_written_file_is_normalised, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_registry_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tags_and_latest_repaired_on_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_path_is_never_opened, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_bytes_detected_on_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_json_keeps_last_good_snapshot, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_no_temporary_files_left, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_carried_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_share_unchanged_strategies, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
