@@ -473,6 +473,44 @@ out:
     return rc;
 }
 
+/* The revision a delete names. Unlike resolution for use, an invalid
+ * revision (missing file, wrong bytes) can be named: deleting it is how an
+ * operator cleans it up. */
+static int find_for_delete(const struct registry *reg, const struct selector *sel,
+                           char name[NAMES_STRATEGY_MAX + 1], char hex[HASH_HEX_LEN + 1],
+                           struct err *err)
+{
+    struct registry_resolution r;
+    struct err resolve_err = ERR_INIT;
+    if (registry_resolve(reg, sel, &r, &resolve_err) == 0) {
+        snprintf(name, NAMES_STRATEGY_MAX + 1, "%s", r.strategy->name);
+        snprintf(hex, HASH_HEX_LEN + 1, "%s", r.revision->hex);
+        return 0;
+    }
+    const struct registry_strategy *st = sel->name[0] ? registry_find_strategy(reg, sel->name) : NULL;
+    const char *found = NULL;
+    size_t matches = 0;
+    if (st && sel->kind == SELECTOR_TAG) {
+        found = registry_tag_target(st, sel->tag);
+        matches = found ? 1 : 0;
+    } else if (st && sel->kind == SELECTOR_HASH) {
+        for (size_t i = 0; i < st->nrevisions; i++) {
+            if (strncmp(st->revisions[i].hex, sel->hex, sel->hex_len) == 0) {
+                found = st->revisions[i].hex;
+                matches++;
+            }
+        }
+    }
+    if (matches != 1 || resolve_err.kind != ERR_CONFLICT) {
+        err_move(err, &resolve_err);
+        return -1;
+    }
+    err_clear(&resolve_err);
+    snprintf(name, NAMES_STRATEGY_MAX + 1, "%s", st->name);
+    snprintf(hex, HASH_HEX_LEN + 1, "%s", found);
+    return 0;
+}
+
 int api_handle_module_delete(struct api *api, struct api_request *req, struct api_response *res,
                              struct err *err)
 {
@@ -482,18 +520,15 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
     struct registry *reg = catalog_snapshot(api->opts.catalog);
     char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1] = "";
     int rc;
-    if (sel.kind == SELECTOR_LATEST && !(sel.may_be_prefix && !registry_find_strategy(reg, sel.name))) {
+    bool whole = sel.kind == SELECTOR_LATEST &&
+                 !(sel.may_be_prefix && !registry_find_strategy(reg, sel.name));
+    if (whole) {
         snprintf(name, sizeof name, "%s", sel.name);
         registry_release(reg);
         rc = catalog_delete_strategy(api->opts.catalog, name, runtime_delete_guard,
                                      api->opts.runtime, err);
     } else {
-        struct registry_resolution r;
-        rc = registry_resolve(reg, &sel, &r, err);
-        if (rc == 0) {
-            snprintf(name, sizeof name, "%s", r.strategy->name);
-            snprintf(hex, sizeof hex, "%s", r.revision->hex);
-        }
+        rc = find_for_delete(reg, &sel, name, hex, err);
         registry_release(reg);
         if (rc == 0)
             rc = catalog_delete_revision(api->opts.catalog, name, hex, runtime_delete_guard,
