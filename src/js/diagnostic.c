@@ -4,15 +4,32 @@
  */
 #include "js/internal.h"
 
+#include "core/jsonutil.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+/* Messages quote the author's text and JS exception messages, which may be
+ * cut mid-character or hold lone surrogates: build them lossily so that a
+ * diagnostic is never lost to a UTF-8 error. */
 json_t *js__diagnostic(const char *stage, const char *message, int line, int column,
                        const char *hint)
 {
-    return json_pack("{s:s, s:s, s:i, s:i, s:s}", "stage", stage, "message", message ? message : "",
-                     "line", line, "column", column, "hint", hint ? hint : "");
+    message = message ? message : "";
+    hint = hint ? hint : "";
+    json_t *diag = json_object();
+    /* json_object_set_new() releases the value when it fails */
+    int rc = json_object_set_new(diag, "stage", json_string(stage));
+    rc |= json_object_set_new(diag, "message", jsonutil_string_lossy(message, strlen(message)));
+    rc |= json_object_set_new(diag, "line", json_integer(line));
+    rc |= json_object_set_new(diag, "column", json_integer(column));
+    rc |= json_object_set_new(diag, "hint", jsonutil_string_lossy(hint, strlen(hint)));
+    if (rc != 0) {
+        json_decref(diag);
+        return NULL;
+    }
+    return diag;
 }
 
 void js__fail(struct err *err, json_t *diagnostics, const char *fmt, ...)
@@ -52,4 +69,15 @@ const char *js__source_line(const char *source, size_t len, int line, size_t *li
     if (*line_len > 0 && p[*line_len - 1] == '\r')
         (*line_len)--;
     return p;
+}
+
+size_t js__column_offset(const char *line, size_t len, int column)
+{
+    size_t off = 0;
+    for (int c = 1; c < column && off < len; c++) {
+        off++;
+        while (off < len && ((unsigned char)line[off] & 0xC0) == 0x80)
+            off++;
+    }
+    return off;
 }

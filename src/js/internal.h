@@ -21,16 +21,26 @@ enum js__profile { JS__PROFILE_STRATEGY, JS__PROFILE_COMPILER };
 int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limits,
                              enum js__profile profile, struct err *err);
 
+/* A js_exception string, which is NULL only when memory ran out. */
+static inline const char *js__text(const char *text)
+{
+    return text ? text : "";
+}
+
 /* {"stage", "message", "line", "column", "hint"}; NULL if out of memory. */
 json_t *js__diagnostic(const char *stage, const char *message, int line, int column,
                        const char *hint);
 /* ERR_UNPROCESSABLE with details {"diagnostics": diagnostics} (stolen). */
 __attribute__((format(printf, 3, 4))) void js__fail(struct err *err, json_t *diagnostics,
-                                                   const char *fmt, ...);
+                                                    const char *fmt, ...);
 
 /* The text of 1-based line `line` of `source` (without its newline), or
  * NULL past the end. */
 const char *js__source_line(const char *source, size_t len, int line, size_t *line_len);
+
+/* Byte offset in a line of 1-based column `column` counted in code points
+ * (as QuickJS counts them); clamped to the line's length. */
+size_t js__column_offset(const char *line, size_t len, int column);
 
 /* "32 MiB", "512 KiB" or "1000 bytes". */
 void js__format_bytes(size_t bytes, char *out, size_t size);

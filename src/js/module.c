@@ -66,15 +66,31 @@ static const char *compile_hint(const char *message, const char *line_text, size
     return "fix the syntax at this position so that the file parses as a JavaScript script";
 }
 
-/* QuickJS names the end of input as an empty token: say it in words. */
-static void readable_syntax_message(const char *message, char *out, size_t size)
+/* Whether the error sits at the end of the file (nothing but white space
+ * follows): QuickJS then reports what it wanted next, or an empty token,
+ * where an author needs to hear that something was left open. */
+static bool at_end_of_input(const char *source, size_t len, int line, int column)
 {
-    const char *empty = "''";
+    size_t line_len = 0;
+    const char *text = js__source_line(source, len, line, &line_len);
+    if (!text)
+        return line > 0;
+    const char *p = text + js__column_offset(text, line_len, column);
+    for (const char *end = source + len; p < end; p++) {
+        if (!isspace((unsigned char)*p))
+            return false;
+    }
+    return true;
+}
+
+static void readable_syntax_message(const char *message, bool at_end, char *out, size_t size)
+{
     size_t len = strlen(message);
-    if (len >= 4 && strcmp(message + len - 4, ": ''") == 0)
-        snprintf(out, size, "%.*s: end of input", (int)(len - 4), message);
-    else if (strcmp(message, empty) == 0)
+    bool empty_token = len >= 4 && strcmp(message + len - 4, ": ''") == 0;
+    if (at_end && (empty_token || !*message))
         snprintf(out, size, "unexpected end of input");
+    else if (at_end)
+        snprintf(out, size, "unexpected end of input (%s)", message);
     else
         snprintf(out, size, "%s", message);
 }
@@ -85,11 +101,12 @@ static int compile_failure(struct js_sandbox *sb, const char *source, size_t len
     struct js_exception ex;
     js_sandbox_take_exception(sb, filename, &ex);
     char text[JS_EXCEPTION_MESSAGE_MAX], message[JS_EXCEPTION_MESSAGE_MAX + 64];
-    readable_syntax_message(ex.message ? ex.message : "", text, sizeof(text));
+    readable_syntax_message(js__text(ex.message), at_end_of_input(source, len, ex.line, ex.column),
+                            text, sizeof(text));
     if (ex.failure == JS_FAILURE_MEMORY)
         snprintf(text, sizeof(text), "out of memory while compiling");
-    snprintf(message, sizeof(message), "%s%s%s", ex.name && *ex.name ? ex.name : "",
-             ex.name && *ex.name ? ": " : "", text);
+    const char *name = js__text(ex.name);
+    snprintf(message, sizeof(message), "%s%s%s", name, *name ? ": " : "", text);
     size_t line_len = 0;
     const char *line_text = js__source_line(source, len, ex.line, &line_len);
     json_t *diag = js__diagnostic("compile", message, ex.line, ex.column,
@@ -143,8 +160,8 @@ static int compile_text(const char *text, size_t len, const char *filename,
     struct js_limits limits = {COMPILE_MEMORY, 0, 0};
     if (js__sandbox_init_profile(&sb, &limits, JS__PROFILE_COMPILER, err) < 0)
         return -1;
-    JSValue fn = JS_Eval(sb.ctx, text, len, filename,
-                         JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY);
+    JSValue fn =
+        JS_Eval(sb.ctx, text, len, filename, JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY);
     int rc;
     if (JS_IsException(fn))
         rc = compile_failure(&sb, text, len, filename, err);
@@ -204,11 +221,11 @@ static void format_budget(int64_t budget_ns, char *out, size_t size)
 
 static const char *exception_hint(const struct js_exception *ex)
 {
-    if (strcmp(ex->name, "ReferenceError") == 0)
+    if (strcmp(js__text(ex->name), "ReferenceError") == 0)
         return "define the name or fix its spelling: the sandbox offers only ECMAScript "
                "built-ins (no require, process, console or timers), and env arrives in "
                "create(env)";
-    if (!*ex->stack)
+    if (!*js__text(ex->stack))
         return "the top level runs once when the module loads and must not throw; throw "
                "Error objects (throw new Error(...)) so that failures say where they happen";
     return "the top level runs once when the module loads and must not throw: fix the cause "
@@ -216,9 +233,8 @@ static const char *exception_hint(const struct js_exception *ex)
 }
 
 /* One sentence and one hint for a failed load, by failure kind. */
-static const char *describe_load_failure(const struct js_sandbox *sb,
-                                         const struct js_exception *ex, char *message,
-                                         size_t size)
+static const char *describe_load_failure(const struct js_sandbox *sb, const struct js_exception *ex,
+                                         char *message, size_t size)
 {
     char limit[64];
     switch (ex->failure) {
@@ -232,13 +248,14 @@ static const char *describe_load_failure(const struct js_sandbox *sb,
         snprintf(message, size, "the top level hit the memory cap of %s", limit);
         return "allocate less when the module loads: build large tables lazily or bound them";
     case JS_FAILURE_STACK:
-        snprintf(message, size, "the top level recursed past the stack limit (%s: %s)", ex->name,
-                 ex->message);
+        snprintf(message, size, "the top level recursed past the stack limit (%s: %s)",
+                 js__text(ex->name), js__text(ex->message));
         return "remove the unbounded recursion from the code that runs when the module loads";
     case JS_FAILURE_EXCEPTION:
         break;
     }
-    snprintf(message, size, "the top level threw %s: %s", ex->name, ex->message);
+    snprintf(message, size, "the top level threw %s: %s", js__text(ex->name),
+             js__text(ex->message));
     return exception_hint(ex);
 }
 

@@ -27,11 +27,31 @@
 /* The allocator mirrors QuickJS's default one, plus two things it cannot
  * tell us otherwise: the heap size without walking the heap, and whether
  * the cap refused an allocation (QuickJS may then throw `null` rather than
- * an InternalError when even the error object does not fit). */
+ * an InternalError when even the error object does not fit).
+ *
+ * It also works around a QuickJS 2025-04-26 crash: when an allocation
+ * fails while the backtrace of a pending exception is being built, the
+ * out-of-memory error replaces (and frees) the exception that
+ * build_backtrace() is still writing to, and the process dies in
+ * find_own_property(). So while an exception is pending, allocations are
+ * granted up to EXCEPTION_HEADROOM above the cap: they are the error's own
+ * bookkeeping (stack text, its property), small and short-lived. Running
+ * code never has an exception pending, so the cap still binds it. */
+#define EXCEPTION_HEADROOM ((size_t)1 << 20)
+
+static bool over(const JSMallocState *s, size_t limit, size_t extra)
+{
+    return s->malloc_size > limit || extra > limit - s->malloc_size;
+}
 
 static bool over_cap(const JSMallocState *s, size_t extra)
 {
-    return s->malloc_size > s->malloc_limit || extra > s->malloc_limit - s->malloc_size;
+    if (!over(s, s->malloc_limit, extra))
+        return false;
+    const struct js_sandbox *sb = s->opaque;
+    bool unwinding = sb->ctx && JS_HasException(sb->ctx);
+    size_t ceiling = s->malloc_limit + EXCEPTION_HEADROOM;
+    return !unwinding || ceiling < s->malloc_limit || over(s, ceiling, extra);
 }
 
 static void *sb_malloc(JSMallocState *s, size_t size)
@@ -87,7 +107,10 @@ static void *sb_realloc(JSMallocState *s, void *ptr, size_t size)
     return grown;
 }
 
-static size_t sb_usable_size(const void *ptr) { return malloc_usable_size((void *)ptr); }
+static size_t sb_usable_size(const void *ptr)
+{
+    return malloc_usable_size((void *)ptr);
+}
 
 static const JSMallocFunctions sandbox_allocator = {
     sb_malloc,
@@ -204,13 +227,17 @@ void js_sandbox_free(struct js_sandbox *sb)
 {
     if (!sb)
         return;
-    if (sb->ctx)
-        JS_FreeContext(sb->ctx);
-    if (sb->rt)
-        JS_FreeRuntime(sb->rt);
+    /* Cleared first: the allocator looks at sb->ctx, which must never be a
+     * context that is being freed. */
+    JSContext *ctx = sb->ctx;
+    JSRuntime *rt = sb->rt;
     sb->ctx = NULL;
     sb->rt = NULL;
     sb->deadline_ns = 0;
+    if (ctx)
+        JS_FreeContext(ctx);
+    if (rt)
+        JS_FreeRuntime(rt);
 }
 
 void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
@@ -225,9 +252,15 @@ void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
     sb->deadline_ns = clock_mono_ns() + budget_ns;
 }
 
-void js_sandbox_disarm(struct js_sandbox *sb) { sb->deadline_ns = 0; }
+void js_sandbox_disarm(struct js_sandbox *sb)
+{
+    sb->deadline_ns = 0;
+}
 
-size_t js_sandbox_memory_used(struct js_sandbox *sb) { return sb->heap_bytes; }
+size_t js_sandbox_memory_used(struct js_sandbox *sb)
+{
+    return sb->heap_bytes;
+}
 
 static bool past_deadline(struct js_sandbox *sb)
 {
@@ -371,8 +404,7 @@ static bool parse_location(const char *loc, size_t len, const char **file, size_
 }
 
 /* One frame line: "    at fn (file:line:col)" or "    at file:line:col". */
-static bool parse_frame(const char *text, size_t len, const char *filename, int *line,
-                        int *column)
+static bool parse_frame(const char *text, size_t len, const char *filename, int *line, int *column)
 {
     while (len > 0 && (*text == ' ' || *text == '\t')) {
         text++;
@@ -521,6 +553,10 @@ void js_sandbox_take_exception(struct js_sandbox *sb, const char *filename,
     }
     JS_FreeValue(ctx, exc);
     out->failure = classify(&g, out, is_error);
+    /* QuickJS does not record where an interrupt struck: the innermost
+     * frame shows its function's first line, which would mislead. */
+    if (out->failure == JS_FAILURE_BUDGET)
+        out->line = out->column = 0;
     fill_missing(out);
     guard_end(sb, &g);
 }

@@ -73,7 +73,10 @@ void js_sandbox_free(struct js_sandbox *sb);
  * budget) and clears `overran` and `out_of_memory`. */
 void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns);
 void js_sandbox_disarm(struct js_sandbox *sb);
-static inline bool js_sandbox_overran(const struct js_sandbox *sb) { return sb->overran; }
+static inline bool js_sandbox_overran(const struct js_sandbox *sb)
+{
+    return sb->overran;
+}
 
 /* Runs pending promise jobs (microtasks) inside the current budget window
  * until none is left. Returns 0, or -1 when a job failed or the budget ran
@@ -105,9 +108,9 @@ int js_sandbox_run_jobs(struct js_sandbox *sb);
 
 struct js_exception {
     enum js_failure failure;
-    char *name;    /* "TypeError", "SyntaxError", ... */
+    char *name; /* "TypeError", "SyntaxError", ... */
     char *message;
-    char *stack;   /* the JS stack trace text, may be empty */
+    char *stack; /* the JS stack trace text, may be empty */
     int line;
     int column;
 };

@@ -32,6 +32,20 @@
  * each diagnostic is {"stage", "message", "line", "column", "hint"} with
  * line/column 1-based (0 when not applicable) and hint a sentence that tells
  * the author what to do.
+ *
+ * Details of the stages
+ * - compile and execute run exactly what production runs (js_compile, then
+ *   js_module_load into a fresh sandbox), so a module that validates loads.
+ * - execute: an Error thrown by `throw [new] Name(...)` is placed at the
+ *   `throw` keyword; other failures at the innermost frame in the file. A
+ *   thrown value that is not an Error, the budget and the memory cap have
+ *   no reliable position (0, or the allocation site for memory).
+ * - metadata: every problem is reported at once (one diagnostic each, line
+ *   and column 0); metadata is read through JSON.stringify, so functions
+ *   and undefined values count as absent, so does null, and a BigInt is a
+ *   problem. Keys outside the listing are dropped, and so are options on a
+ *   field that is not an enum.
+ *   The error's message is "<file>: <first problem>" (plus how many more).
  */
 #ifndef STRATD_JS_VALIDATE_H
 #define STRATD_JS_VALIDATE_H

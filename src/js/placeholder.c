@@ -1,2 +1,0 @@
-/* placeholder until the subsystem lands */
-typedef int stratd_js_placeholder;

@@ -1,0 +1,703 @@
+#include "testutil.h"
+
+#include "core/clock.h"
+#include "core/jsonutil.h"
+#include "core/strbuf.h"
+#include "js/module.h"
+#include "js/validate.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- helpers */
+
+#define MS (1000LL * 1000)
+
+static const char *const create_fn = "  create(env) { return { onTrade(t) {} }; },\n";
+
+/* A module with the given metadata literal and a create function. */
+static char *module_with(const char *metadata_literal)
+{
+    return tu_path("module.exports = {\n  metadata: %s,\n%s};\n", metadata_literal, create_fn);
+}
+
+/* Validates and expects failure; returns the diagnostics (owned by err). */
+static json_t *expect_invalid(const char *src, const struct js_limits *limits, struct err *err)
+{
+    json_t *md = js_validate(src, strlen(src), "strat.js", limits, err);
+    if (md) {
+        char *text = jsonutil_dump(md, NULL);
+        fail_msg("expected a validation failure, got %s\nsource:\n%s", text, src);
+    }
+    if (err->kind != ERR_UNPROCESSABLE)
+        fail_msg("expected ERR_UNPROCESSABLE, got %s: %s", err_kind_name(err->kind), err->message);
+    json_t *list = json_object_get(err->details, "diagnostics");
+    assert_true(json_is_array(list));
+    assert_true(json_array_size(list) >= 1);
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d)
+    {
+        /* every diagnostic has all five fields, and a hint worth reading */
+        assert_true(json_is_string(json_object_get(d, "stage")));
+        assert_true(json_is_string(json_object_get(d, "message")));
+        assert_true(json_is_integer(json_object_get(d, "line")));
+        assert_true(json_is_integer(json_object_get(d, "column")));
+        assert_true(strlen(json_string_value(json_object_get(d, "hint"))) > 10);
+    }
+    return list;
+}
+
+static json_t *first_diag(const char *src, const struct js_limits *limits, struct err *err)
+{
+    return json_array_get(expect_invalid(src, limits, err), 0);
+}
+
+/* One diagnostic: stage, exact position, a part of the message and hint. */
+static void expect_diag(const char *src, const struct js_limits *limits, const char *stage,
+                        int line, int column, const char *message_part, const char *hint_part)
+{
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(src, limits, &err);
+    json_t *d = json_array_get(list, 0);
+    const char *got_stage = json_string_value(json_object_get(d, "stage"));
+    const char *message = json_string_value(json_object_get(d, "message"));
+    const char *hint = json_string_value(json_object_get(d, "hint"));
+    long long l = json_integer_value(json_object_get(d, "line"));
+    long long c = json_integer_value(json_object_get(d, "column"));
+    /* line -1: any position (where an allocation fails at the cap depends on
+     * the allocator's block sizes, which the sanitizers change) */
+    bool position_ok = line < 0 || (l == line && c == column);
+    if (json_array_size(list) != 1 || strcmp(got_stage, stage) != 0 || !position_ok ||
+        !strstr(message, message_part) || (hint_part && !strstr(hint, hint_part)))
+        fail_msg("got %zu diagnostic(s), first %s %lld:%lld '%s' hint '%s'\nexpected %s %d:%d "
+                 "'%s' hint '%s'\nsource:\n%s",
+                 json_array_size(list), got_stage, l, c, message, hint, stage, line, column,
+                 message_part, hint_part ? hint_part : "", src);
+    /* the error's own message names the file and repeats the problem */
+    assert_non_null(strstr(err.message, "strat.js"));
+    assert_non_null(strstr(err.message, message_part));
+    err_clear(&err);
+}
+
+static void expect_metadata_problem(const char *metadata_literal, const char *message_part,
+                                    const char *hint_part)
+{
+    char *src = module_with(metadata_literal);
+    expect_diag(src, NULL, "metadata", 0, 0, message_part, hint_part);
+    free(src);
+}
+
+static json_t *expect_valid(const char *src)
+{
+    struct err err = ERR_INIT;
+    json_t *md = js_validate(src, strlen(src), "strat.js", NULL, &err);
+    if (!md) {
+        char *details = err.details ? jsonutil_dump(err.details, NULL) : NULL;
+        fail_msg("validation failed: %s %s\nsource:\n%s", err.message, details ? details : "", src);
+    }
+    return md;
+}
+
+static void expect_metadata_ok(const char *metadata_literal)
+{
+    char *src = module_with(metadata_literal);
+    json_decref(expect_valid(src));
+    free(src);
+}
+
+/* ------------------------------------------------------------- success */
+
+static void test_normalised_metadata(void **state)
+{
+    (void)state;
+    const char *src =
+        "module.exports = {\n"
+        "  metadata: {\n"
+        "    events: ['Trade', 'ExecReport'],\n"
+        "    displayName: 'Momentum',\n"
+        "    name: 'momentum',\n"
+        "    tag: 'v1.2.0',\n"
+        "    author: 'dropped: not part of the listing',\n"
+        "    config: [\n"
+        "      { type: 'int', name: 'size', default: 10, description: 'lots', min: 1 },\n"
+        "      { name: 'ratio', type: 'float', default: 2 },\n"
+        "      { name: 'live', type: 'bool', required: false },\n"
+        "      { name: 'window', type: 'duration', default: '1h30m' },\n"
+        "      { name: 'mode', type: 'enum', options: ['fast', 'slow'], default: 'slow',\n"
+        "        required: true },\n"
+        "      { name: 'label', type: 'string', options: ['ignored'] },\n"
+        "      { name: 'timeout', type: 'duration', default: 1500, description: undefined },\n"
+        "    ],\n"
+        "  },\n"
+        "  create(env) { return {}; },\n"
+        "};\n";
+    json_t *md = expect_valid(src);
+    char *text = jsonutil_dump(md, NULL);
+    const char *expected =
+        "{\"name\":\"momentum\",\"displayName\":\"Momentum\",\"description\":\"\","
+        "\"tag\":\"v1.2.0\",\"events\":[\"Trade\",\"ExecReport\"],\"config\":["
+        "{\"name\":\"size\",\"type\":\"int\",\"description\":\"lots\",\"default\":10,"
+        "\"required\":false},"
+        "{\"name\":\"ratio\",\"type\":\"float\",\"description\":\"\",\"default\":2,"
+        "\"required\":false},"
+        "{\"name\":\"live\",\"type\":\"bool\",\"description\":\"\",\"required\":false},"
+        "{\"name\":\"window\",\"type\":\"duration\",\"description\":\"\",\"default\":\"1h30m\","
+        "\"required\":false},"
+        "{\"name\":\"mode\",\"type\":\"enum\",\"description\":\"\",\"default\":\"slow\","
+        "\"required\":true,\"options\":[\"fast\",\"slow\"]},"
+        "{\"name\":\"label\",\"type\":\"string\",\"description\":\"\",\"required\":false},"
+        "{\"name\":\"timeout\",\"type\":\"duration\",\"description\":\"\",\"default\":1500,"
+        "\"required\":false}]}";
+    assert_string_equal(text, expected);
+    free(text);
+    json_decref(md);
+}
+
+static void test_minimal_metadata_gets_defaults(void **state)
+{
+    (void)state;
+    char *src = module_with("{ name: 'tiny', displayName: 'Tiny', events: ['Ticker'] }");
+    json_t *md = expect_valid(src);
+    char *text = jsonutil_dump(md, NULL);
+    assert_string_equal(text, "{\"name\":\"tiny\",\"displayName\":\"Tiny\",\"description\":\"\","
+                              "\"events\":[\"Ticker\"],\"config\":[]}");
+    free(text);
+    json_decref(md);
+    free(src);
+}
+
+/* Modern syntax must parse and behave: each feature is checked at the top
+ * level, where a wrong result throws and fails the execute stage. */
+static void test_modern_syntax(void **state)
+{
+    (void)state;
+    const char *src =
+        "#!/usr/bin/env stratd\n"
+        "'use strict';\n"
+        "const check = (ok, what) => { if (!ok) throw new Error('broken: ' + what); };\n"
+        "class Window {\n"
+        "  #values = [];\n"
+        "  static #instances = 0;\n"
+        "  static created;\n"
+        "  static { Window.created = 'static-block'; }\n"
+        "  constructor(size) { this.size = size; Window.#instances++; }\n"
+        "  push(v) {\n"
+        "    this.#values.push(v);\n"
+        "    if (this.#values.length > this.size) this.#values.shift();\n"
+        "    return this;\n"
+        "  }\n"
+        "  get last() { return this.#values.at(-1); }\n"
+        "  get lastBig() { return this.#values.findLast((v) => v > 2); }\n"
+        "  #secret() { return 's'; }\n"
+        "  has(v) { return #values in this && this.#values.includes(v) && !!this.#secret(); }\n"
+        "  static count() { return Window.#instances; }\n"
+        "}\n"
+        "const w = new Window(3).push(1).push(2).push(3).push(4);\n"
+        "check(w.last === 4 && w.lastBig === 4, 'private fields, at, findLast');\n"
+        "check(Window.created === 'static-block' && Window.count() === 1, 'static block');\n"
+        "check(w.has(2) && !w.has(1), 'private methods and brand checks');\n"
+        "const { a, b: [first, ...others], ...rest } = { a: 1, b: [2, 3, 4], c: 5, d: 6 };\n"
+        "check(a === 1 && first === 2 && others.length === 2 && rest.d === 6, 'destructuring');\n"
+        "const merged = { ...rest, e: [...others, ...'xy'] };\n"
+        "check(merged.e.join('') === '34xy' && merged.c === 5, 'spread');\n"
+        "const deep = { x: { y: null } };\n"
+        "check(deep?.x?.y?.z === undefined && deep.q?.() === undefined, 'optional chaining');\n"
+        "check((deep.x.y ?? 'fb') === 'fb' && (0 ?? 1) === 0, 'nullish coalescing');\n"
+        "let la = null; la ?\?= 1; let lb = 1; lb ||= 2; let lc = 1; lc &&= 3;\n"
+        "check(la === 1 && lb === 1 && lc === 3, 'logical assignment');\n"
+        "check(2n ** 64n === 18446744073709551616n && typeof 10n === 'bigint', 'BigInt');\n"
+        "check(1_000_000 === 1e6 && 0xFF_FF === 65535, 'numeric separators');\n"
+        "check(Object.hasOwn({ k: 1 }, 'k') && !Object.hasOwn({}, 'toString'), 'hasOwn');\n"
+        "check([3, 1, 2].toSorted().join() === '1,2,3' && [1, 2].toReversed()[0] === 2,\n"
+        "      'change array by copy');\n"
+        "check([1, 2, 3].findLastIndex((v) => v < 3) === 1, 'findLastIndex');\n"
+        "check(new Error('x', { cause: 7 }).cause === 7, 'error cause');\n"
+        "check('2024-05'.match(/(?<y>\\d{4})-(?<m>\\d\\d)/d).groups.m === '05', 'regexp');\n"
+        "check('a-b-c'.replaceAll('-', '+') === 'a+b+c', 'replaceAll');\n"
+        "function* gen() { yield 1; yield* [2, 3]; }\n"
+        "check([...gen()].join() === '1,2,3', 'generators');\n"
+        "const counts = new Map([['x', 1]]); counts.set('y', 2);\n"
+        "check(Object.fromEntries(counts).y === 2 && new Set([1, 1]).size === 1, 'Map/Set');\n"
+        "check(`t${1 + 1}` === 't2' && String.raw`a\\n` === 'a\\\\n', 'template literals');\n"
+        "let asyncResult = 'pending';\n"
+        "async function later(v) { await null; return v * 2; }\n"
+        "(async () => {\n"
+        "  for await (const v of [later(10), later(11)]) asyncResult = v;\n"
+        "  try { await Promise.reject(new Error('r')); } catch { asyncResult += 0; }\n"
+        "})();\n"
+        "module.exports = {\n"
+        "  metadata: {\n"
+        "    name: 'modern',\n"
+        "    displayName: 'Modern',\n"
+        "    get description() { return `async=${asyncResult}`; },\n"
+        "    events: ['Trade'],\n"
+        "  },\n"
+        "  create: (env) => ({ onTrade: async (t) => { await null; return t?.price ?? 0; } }),\n"
+        "};\n";
+    json_t *md = expect_valid(src);
+    /* the async work finished during the load: its promise jobs ran */
+    assert_string_equal(json_string_value(json_object_get(md, "description")), "async=22");
+    json_decref(md);
+}
+
+/* -------------------------------------------------------- compile stage */
+
+static void test_compile_stage_positions(void **state)
+{
+    (void)state;
+    expect_diag("module.exports = {\n  metadata: {},\n  create() {\n    return 1;\n  },\n", NULL,
+                "compile", 6, 1, "unexpected end of input", "close every");
+    expect_diag("var a = 1;\nvar b = 2;\n  var c = a b;\n", NULL, "compile", 3, 13,
+                "SyntaxError: expecting ';'", "statement");
+    expect_diag("var x = 1;\nvar s = 'abc;\nvar y = 2;\n", NULL, "compile", 2, 9,
+                "unexpected end of string", "close the string");
+    expect_diag("module.exports = {\n  metadata: { name: 'x' }\n  create() {}\n};\n", NULL,
+                "compile", 3, 3, "expecting '}'", "','");
+    expect_diag("const f = () => {\n  return [1, 2;\n};\n", NULL, "compile", 2, 15, "expecting ']'",
+                "array");
+    expect_diag("function f() {\n  return 1;\n}}\n", NULL, "compile", 3, 2, "unexpected token",
+                "token");
+    expect_diag("export default {};\n", NULL, "compile", 1, 1, "SyntaxError", "CommonJS");
+}
+
+/* -------------------------------------------------------- execute stage */
+
+static void test_execute_stage_positions(void **state)
+{
+    (void)state;
+    /* the throw statement itself, not the Error constructor's '(' */
+    expect_diag("const x = 1;\n\n    throw new Error('nope');\n", NULL, "execute", 3, 5,
+                "the top level threw Error: nope", "must not throw");
+    expect_diag("var a = 1;\nif (a) { throw Error('plain'); }\n", NULL, "execute", 2, 10,
+                "Error: plain", NULL);
+    expect_diag("function boom() {\n  throw new TypeError('inner');\n}\nboom();\n", NULL, "execute",
+                2, 3, "TypeError: inner", NULL);
+    /* not a throw statement: the failing expression */
+    expect_diag("var cfg = null;\nvar n = 1;\nvar size = cfg.size;\n", NULL, "execute", 3, 15,
+                "TypeError: cannot read property 'size' of null", NULL);
+    expect_diag("module.exports = { metadata: helpers() };\n", NULL, "execute", 1, 30,
+                "ReferenceError: 'helpers' is not defined", "built-ins");
+    /* text that is not valid UTF-8 (a lone surrogate) still makes a diagnostic */
+    expect_diag("throw new Error('\\ud800 lone');\n", NULL, "execute", 1, 1, "\xef\xbf\xbd lone",
+                NULL);
+    /* a thrown non-Error has no position */
+    expect_diag("var a = 1;\nthrow 42;\n", NULL, "execute", 0, 0, "threw number: 42",
+                "throw new Error");
+}
+
+static void test_execute_stage_limits(void **state)
+{
+    (void)state;
+    struct js_limits fast = {8u << 20, 0, 100 * MS};
+    int64_t start = clock_mono_ns();
+    expect_diag("module.exports = {};\nwhile (true) {}\n", &fast, "execute", 0, 0,
+                "the top level ran past its budget of 100 ms", "loop");
+    assert_true(clock_mono_ns() - start < 2000 * MS);
+    /* a budget that cannot run out first, even in a sanitizer build */
+    struct js_limits small = {8u << 20, 0, 20000 * MS};
+    expect_diag("var keep = [];\nfor (;;) keep.push({ n: keep.length, s: 'x' + keep.length });\n",
+                &small, "execute", -1, -1, "the top level hit the memory cap of 8 MiB", "allocate");
+    expect_diag("function f(n) { return f(n + 1) + 1; }\nf(0);\n", &fast, "execute", 1, 25,
+                "recursed past the stack limit", "recursion");
+    /* a catch does not hide the budget */
+    expect_diag("try { for (;;) {} } catch (e) {}\nmodule.exports = {};\n", &fast, "execute", 0, 0,
+                "ran past its budget of 100 ms", NULL);
+}
+
+static void test_execute_stage_default_limits(void **state)
+{
+    (void)state;
+    int64_t start = clock_mono_ns();
+    expect_diag("for (;;) {}\n", NULL, "execute", 0, 0,
+                "the top level ran past its budget of 1000 ms", NULL);
+    int64_t took = clock_mono_ns() - start;
+    assert_true(took >= 1000 * MS && took < 3000 * MS);
+    expect_diag("var keep = [];\nfor (;;) keep.push(new Float64Array(4096));\n", NULL, "execute",
+                -1, -1, "the top level hit the memory cap of 32 MiB", NULL);
+}
+
+/* ------------------------------------------------------- metadata stage */
+
+static void test_metadata_presence(void **state)
+{
+    (void)state;
+    expect_diag("module.exports = 42;\n", NULL, "metadata", 0, 0, "module.exports is not an object",
+                "module.exports = {");
+    expect_diag("module.exports = { create() {} };\n", NULL, "metadata", 0, 0,
+                "module.exports.metadata is missing", "metadata: { name, displayName, events }");
+    expect_diag("exports.metadata = 'momentum';\nexports.create = () => ({});\n", NULL, "metadata",
+                0, 0, "module.exports.metadata is not an object", NULL);
+    expect_diag("module.exports = { get metadata() { throw new Error('no'); }, create() {} };\n",
+                NULL, "metadata", 0, 0, "reading module.exports.metadata threw Error: no", NULL);
+    /* reading metadata runs under the budget too */
+    struct js_limits fast = {0, 0, 50 * MS};
+    expect_diag("module.exports = { get metadata() { for (;;) {} }, create() {} };\n", &fast,
+                "metadata", 0, 0,
+                "reading module.exports.metadata threw InternalError: interrupted", NULL);
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: ['Trade'], big: 10n }",
+                            "module.exports.metadata is not plain data (TypeError",
+                            "strings, numbers");
+}
+
+static void test_metadata_name_and_display_name(void **state)
+{
+    (void)state;
+    expect_metadata_problem("{ displayName: 'X', events: ['Trade'] }", "metadata.name is missing",
+                            "set metadata.name");
+    expect_metadata_problem("{ name: 'Bad Name', displayName: 'X', events: ['Trade'] }",
+                            "metadata.name 'Bad Name' is not a valid strategy name", "a-z");
+    expect_metadata_problem("{ name: 5, displayName: 'X', events: ['Trade'] }",
+                            "metadata.name a value of type int is not a valid strategy name", NULL);
+    expect_metadata_problem("{ name: 'a'.repeat(65), displayName: 'X', events: ['Trade'] }",
+                            "is not a valid strategy name", "64");
+    expect_metadata_ok("{ name: 'a'.repeat(64), displayName: 'X', events: ['Trade'] }");
+    expect_metadata_problem("{ name: 'x', events: ['Trade'] }", "metadata.displayName is missing",
+                            "add metadata.displayName: a string of 1 to 80 characters");
+    expect_metadata_problem("{ name: 'x', displayName: '', events: ['Trade'] }",
+                            "metadata.displayName must be 1 to 80 characters long, got 0",
+                            "add metadata.displayName: a string of 1 to 80 characters");
+    expect_metadata_problem("{ name: 'x', displayName: 'D'.repeat(81), events: ['Trade'] }",
+                            "got 81", NULL);
+    expect_metadata_problem("{ name: 'x', displayName: 7, events: ['Trade'] }",
+                            "metadata.displayName must be a string, got int", NULL);
+    expect_metadata_ok("{ name: 'x', displayName: 'D'.repeat(80), events: ['Trade'] }");
+    /* characters, not bytes */
+    expect_metadata_ok("{ name: 'x', displayName: '\\u00e9'.repeat(80), events: ['Trade'] }");
+    expect_metadata_problem("{ name: 'x', displayName: '\\u00e9'.repeat(81), events: ['Trade'] }",
+                            "got 81", NULL);
+}
+
+static void test_metadata_description_and_tag(void **state)
+{
+    (void)state;
+    expect_metadata_problem("{ name: 'x', displayName: 'X', description: 5, events: ['Trade'] }",
+                            "metadata.description must be a string, got int",
+                            "make metadata.description a string");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', tag: 'bad tag', events: ['Trade'] }",
+                            "metadata.tag 'bad tag' is not a valid tag", "v1.2.0");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', tag: '.v1', events: ['Trade'] }",
+                            "is not a valid tag", NULL);
+    expect_metadata_ok("{ name: 'x', displayName: 'X', tag: 'v1.2.0-rc_1', events: ['Trade'] }");
+}
+
+static void test_metadata_events(void **state)
+{
+    (void)state;
+    expect_metadata_problem("{ name: 'x', displayName: 'X' }", "metadata.events is missing",
+                            "Trade, Ticker, BookSnapshot, ExecReport, KlineSummary, "
+                            "InstrumentUpdate, BalanceUpdate, RiskControl, Extension");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: [] }",
+                            "metadata.events must be a non-empty array of event names, got an "
+                            "empty array",
+                            "['Trade']");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: 'Trade' }", "got string", NULL);
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: ['trade'] }",
+                            "metadata.events[0] 'trade' is not an event name", "case matters");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: ['Trade', 3] }",
+                            "metadata.events[1] a value of type int is not an event name", NULL);
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: ['Trade', 'Ticker', 'Trade'] }",
+                            "metadata.events[2] 'Trade' is listed twice", "once");
+    expect_metadata_ok("{ name: 'x', displayName: 'X', events: ['Trade', 'Ticker', "
+                       "'BookSnapshot', 'ExecReport', 'KlineSummary', 'InstrumentUpdate', "
+                       "'BalanceUpdate', 'RiskControl', 'Extension'] }");
+}
+
+static void config_problem(const char *fields, const char *message_part, const char *hint_part)
+{
+    char *literal =
+        tu_path("{ name: 'x', displayName: 'X', events: ['Trade'], config: %s }", fields);
+    expect_metadata_problem(literal, message_part, hint_part);
+    free(literal);
+}
+
+static void config_ok(const char *fields)
+{
+    char *literal =
+        tu_path("{ name: 'x', displayName: 'X', events: ['Trade'], config: %s }", fields);
+    expect_metadata_ok(literal);
+    free(literal);
+}
+
+static void test_metadata_config_shape(void **state)
+{
+    (void)state;
+    config_problem("{}", "metadata.config must be an array, got object", "array of fields");
+    config_problem("['size']", "metadata.config[0] must be an object, got string", "{name:");
+    config_problem("[{ type: 'int' }]", "metadata.config[0].name must be a non-empty string",
+                   "give each config field a name");
+    config_problem("[{ name: '', type: 'int' }]", "must be a non-empty string", NULL);
+    config_problem("[{ name: 'n', type: 'number' }]",
+                   "metadata.config[0] (n).type 'number' is not a config type",
+                   "string, int, float, bool, duration, enum");
+    config_problem("[{ name: 'n' }]", "metadata.config[0] (n).type (missing) is not a config type",
+                   NULL);
+    config_problem("[{ name: 'n', type: 'int' }, { name: 'n', type: 'float' }]",
+                   "metadata.config[1] (n).name 'n' is declared more than once", "unique");
+    config_problem("[{ name: 'n', type: 'int', required: 'yes' }]",
+                   "metadata.config[0] (n).required must be true or false, got string", NULL);
+    config_problem("[{ name: 'n', type: 'int', description: 5 }]",
+                   "metadata.config[0] (n).description must be a string, got int", NULL);
+    config_ok("null");
+    config_ok("[]");
+}
+
+static void test_metadata_config_defaults(void **state)
+{
+    (void)state;
+    config_problem("[{ name: 'n', type: 'int', default: 'x' }]",
+                   "metadata.config[0] (n).default: expected int, got 'x'", "type int");
+    config_problem("[{ name: 'n', type: 'int', default: 1.5 }]", "expected int, got float", NULL);
+    config_problem("[{ name: 'n', type: 'float', default: '1' }]", "expected float, got '1'", NULL);
+    config_problem("[{ name: 'n', type: 'bool', default: 1 }]", "expected bool, got int", NULL);
+    config_problem("[{ name: 'n', type: 'string', default: 1 }]", "expected string, got int", NULL);
+    config_problem("[{ name: 'n', type: 'duration', default: '5x' }]",
+                   "expected duration such as \"250ms\", \"5s\" or \"1h30m\", got '5x'",
+                   "a duration");
+    config_problem("[{ name: 'n', type: 'duration', default: -5 }]", "got int", NULL);
+    config_problem("[{ name: 'm', type: 'enum' }]",
+                   "metadata.config[0] (m) is an enum without options", "['fast', 'slow']");
+    config_problem("[{ name: 'm', type: 'enum', options: [] }]", "is an enum without options",
+                   NULL);
+    config_problem("[{ name: 'm', type: 'enum', options: ['a', 1] }]",
+                   "metadata.config[0] (m).options[1] must be a string, got int", NULL);
+    config_problem("[{ name: 'm', type: 'enum', options: ['a', 'b'], default: 'c' }]",
+                   "expected one of a, b, got 'c'", "one of a, b");
+    config_ok("[{ name: 'n', type: 'int', default: 3 }, { name: 'f', type: 'float', default: 3 },"
+              " { name: 'g', type: 'float', default: 0.25 }, { name: 'b', type: 'bool', default: "
+              "false }, { name: 's', type: 'string', default: '' }, { name: 'd', type: "
+              "'duration', default: '250ms' }, { name: 'e', type: 'duration', default: 0 },"
+              " { name: 'm', type: 'enum', options: ['a'], default: 'a' },"
+              " { name: 'z', type: 'int', default: null, required: true }]");
+}
+
+static void test_metadata_reports_every_problem(void **state)
+{
+    (void)state;
+    char *src = module_with("{ name: 'Bad', displayName: '', events: ['Nope'],"
+                            " config: [{ name: 'n', type: 'int', default: 'x' }] }");
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(src, NULL, &err);
+    assert_int_equal(json_array_size(list), 4);
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d)
+    {
+        assert_string_equal(json_string_value(json_object_get(d, "stage")), "metadata");
+    }
+    assert_non_null(strstr(err.message, "(and 3 more problems)"));
+    err_clear(&err);
+    free(src);
+}
+
+/* --------------------------------------------------------- create stage */
+
+static void test_create_stage(void **state)
+{
+    (void)state;
+    const char *md = "{ name: 'x', displayName: 'X', events: ['Trade'] }";
+    char *src = tu_path("module.exports = { metadata: %s };\n", md);
+    expect_diag(src, NULL, "create", 0, 0, "module.exports.create is not a function",
+                "create(env)");
+    free(src);
+    src = tu_path("module.exports = { metadata: %s, create: { onTrade() {} } };\n", md);
+    expect_diag(src, NULL, "create", 0, 0, "module.exports.create is not a function", NULL);
+    free(src);
+    src = tu_path("module.exports = { metadata: %s, get create() { throw 1; } };\n", md);
+    expect_diag(src, NULL, "create", 0, 0, "module.exports.create cannot be read", NULL);
+    free(src);
+    /* classes and bound functions are functions */
+    src = tu_path("module.exports = class { static metadata = %s; static create() {} };\n", md);
+    json_decref(expect_valid(src));
+    free(src);
+}
+
+/* -------------------------------------------------------- stage order */
+
+static void test_first_failing_stage_ends_it(void **state)
+{
+    (void)state;
+    struct err err = ERR_INIT;
+    /* a syntax error hides everything after it */
+    json_t *d = first_diag("module.exports = { metadata: {}, \n;", NULL, &err);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "compile");
+    err_clear(&err);
+    /* a throwing top level hides bad metadata */
+    d = first_diag("module.exports = { metadata: {} };\nthrow new Error('first');\n", NULL, &err);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "execute");
+    assert_int_equal(json_array_size(json_object_get(err.details, "diagnostics")), 1);
+    err_clear(&err);
+    /* bad metadata hides the missing create */
+    d = first_diag("module.exports = { metadata: { name: 'x' } };\n", NULL, &err);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "metadata");
+    json_t *list = json_object_get(err.details, "diagnostics");
+    size_t i;
+    json_array_foreach(list, i, d)
+    {
+        assert_string_equal(json_string_value(json_object_get(d, "stage")), "metadata");
+    }
+    err_clear(&err);
+}
+
+/* ------------------------------------------------------------- events */
+
+static void test_event_names(void **state)
+{
+    (void)state;
+    static const char *const expected[] = {
+        "Trade",         "Ticker",       "BookSnapshot",
+        "ExecReport",    "KlineSummary", "InstrumentUpdate",
+        "BalanceUpdate", "RiskControl",  "Extension",
+    };
+    assert_int_equal(js_event_count, 9);
+    for (size_t i = 0; i < js_event_count; i++) {
+        assert_string_equal(js_event_names[i], expected[i]);
+        assert_int_equal(js_event_index(expected[i]), (int)i);
+    }
+    assert_int_equal(js_event_index("trade"), -1);
+    assert_int_equal(js_event_index(""), -1);
+    assert_int_equal(js_event_index(NULL), -1);
+}
+
+/* --------------------------------------------------- speed and threads */
+
+/* About 20 KB of ordinary strategy code: helpers, closures, regexes,
+ * template literals, a class. */
+static char *twenty_kb_module(void)
+{
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_puts(&sb, "'use strict';\n"
+                     "const helpers = {};\n"
+                     "class Stats {\n"
+                     "  #n = 0; #mean = 0;\n"
+                     "  add(x) { this.#n++; this.#mean += (x - this.#mean) / this.#n; }\n"
+                     "  get mean() { return this.#mean; }\n"
+                     "}\n");
+    for (int i = 0; sb.len < 20000; i++)
+        strbuf_printf(&sb,
+                      "helpers.f%d = function (trade, env) {\n"
+                      "  const xs = [1, 2, 3, %d].map((x) => x * (trade?.qty ?? 1));\n"
+                      "  let acc = 0;\n"
+                      "  for (const x of xs) { acc += x; }\n"
+                      "  const label = `f%d:${acc}`;\n"
+                      "  return { acc, label, ok: /^f\\d+:/.test(label) };\n"
+                      "};\n",
+                      i, i, i);
+    strbuf_puts(&sb, "module.exports = {\n"
+                     "  metadata: { name: 'big', displayName: 'Big', events: ['Trade'],\n"
+                     "    config: [{ name: 'qty', type: 'float', default: 1 }] },\n"
+                     "  create(env) {\n"
+                     "    const stats = new Stats();\n"
+                     "    return { onTrade(t) { stats.add(helpers.f0(t, env).acc); } };\n"
+                     "  },\n"
+                     "};\n");
+    assert_false(strbuf_failed(&sb));
+    return strbuf_detach(&sb, NULL);
+}
+
+static void test_validation_speed(void **state)
+{
+    (void)state;
+    enum { RUNS = 30 };
+    char *src = twenty_kb_module();
+    size_t len = strlen(src);
+    json_decref(expect_valid(src)); /* warm up */
+    int64_t total = 0, best = INT64_MAX, compile_total = 0;
+    for (int i = 0; i < RUNS; i++) {
+        struct err err = ERR_INIT;
+        int64_t start = clock_mono_ns();
+        json_t *md = js_validate(src, len, "big.js", NULL, &err);
+        int64_t took = clock_mono_ns() - start;
+        assert_non_null(md);
+        json_decref(md);
+        total += took;
+        best = took < best ? took : best;
+        struct js_bytecode *bc = NULL;
+        start = clock_mono_ns();
+        assert_int_equal(js_compile(src, len, "big.js", &bc, &err), 0);
+        compile_total += clock_mono_ns() - start;
+        js_bytecode_release(bc);
+    }
+    print_message("validation of a %zu-byte module: mean %.2f ms, best %.2f ms "
+                  "(of which js_compile: mean %.2f ms)\n",
+                  len, (double)total / RUNS / 1e6, (double)best / 1e6,
+                  (double)compile_total / RUNS / 1e6);
+    /* generous: shared CI machines and sanitizer builds are slow */
+    assert_true(total / RUNS < 250 * MS);
+    free(src);
+}
+
+static void *validate_in_thread(void *arg)
+{
+    const char *src = arg;
+    for (int i = 0; i < 10; i++) {
+        struct err err = ERR_INIT;
+        json_t *md = js_validate(src, strlen(src), "t.js", NULL, &err);
+        if (!md)
+            return (void *)1;
+        json_decref(md);
+        /* and a failing one, whose diagnostics are built on this thread */
+        md = js_validate("var a = ;", 9, "t.js", NULL, &err);
+        if (md || err.kind != ERR_UNPROCESSABLE)
+            return (void *)1;
+        err_clear(&err);
+    }
+    return NULL;
+}
+
+static void test_validate_from_many_threads(void **state)
+{
+    (void)state;
+    enum { THREADS = 4 };
+    char *src = module_with("{ name: 'x', displayName: 'X', events: ['Trade'],"
+                            " config: [{ name: 'n', type: 'int', default: 1 }] }");
+    pthread_t threads[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&threads[i], NULL, validate_in_thread, src), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *failed = NULL;
+        pthread_join(threads[i], &failed);
+        assert_null(failed);
+    }
+    free(src);
+}
+
+static void test_validate_without_err(void **state)
+{
+    (void)state;
+    assert_null(js_validate("var a = ;", 9, NULL, NULL, NULL));
+    assert_null(js_validate("throw new Error('x');", 21, NULL, NULL, NULL));
+    char *src = module_with("{ name: 'x', displayName: 'X', events: ['Trade'] }");
+    json_t *md = js_validate(src, strlen(src), NULL, NULL, NULL);
+    assert_non_null(md);
+    json_decref(md);
+    free(src);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_normalised_metadata),
+        cmocka_unit_test(test_minimal_metadata_gets_defaults),
+        cmocka_unit_test(test_modern_syntax),
+        cmocka_unit_test(test_compile_stage_positions),
+        cmocka_unit_test(test_execute_stage_positions),
+        cmocka_unit_test(test_execute_stage_limits),
+        cmocka_unit_test(test_execute_stage_default_limits),
+        cmocka_unit_test(test_metadata_presence),
+        cmocka_unit_test(test_metadata_name_and_display_name),
+        cmocka_unit_test(test_metadata_description_and_tag),
+        cmocka_unit_test(test_metadata_events),
+        cmocka_unit_test(test_metadata_config_shape),
+        cmocka_unit_test(test_metadata_config_defaults),
+        cmocka_unit_test(test_metadata_reports_every_problem),
+        cmocka_unit_test(test_create_stage),
+        cmocka_unit_test(test_first_failing_stage_ends_it),
+        cmocka_unit_test(test_event_names),
+        cmocka_unit_test(test_validation_speed),
+        cmocka_unit_test(test_validate_from_many_threads),
+        cmocka_unit_test(test_validate_without_err),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
