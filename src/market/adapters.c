@@ -89,7 +89,7 @@ static json_t *number_json(double v)
 
 /* ------------------------------------------------------------ parsing */
 
-static const char *const known_keys[] = {"symbols",    "seed",      "tickRate", "volatility",
+static const char *const known_keys[] = {"symbols",     "seed",      "tickRate", "volatility",
                                          "startPrices", "bookDepth", "balances", "feeRate"};
 
 static int check_known_keys(const json_t *config, struct err *err)
@@ -195,8 +195,8 @@ static int parse_scalars(const json_t *config, struct sim_settings *s, struct er
 {
     static const struct number_rule seed = {"seed", 0, 9007199254740991.0, false, false, true};
     static const struct number_rule rate = {"tickRate", 0, SIM_MAX_TICK_RATE, false, false, false};
-    static const struct number_rule vol = {"volatility", 0, SIM_MAX_VOLATILITY, false, false,
-                                           false};
+    static const struct number_rule vol = {"volatility", 0,     SIM_MAX_VOLATILITY,
+                                           false,        false, false};
     static const struct number_rule depth = {"bookDepth", 1, SIM_MAX_DEPTH, false, false, true};
     static const struct number_rule fee = {"feeRate", 0, 1, false, true, false};
     double seed_v = (double)s->seed, depth_v = s->book_depth;
@@ -364,8 +364,7 @@ struct setting_doc {
 };
 
 static const struct setting_doc setting_docs[] = {
-    {"symbols", "array",
-     "Symbols traded, each \"BASE-QUOTE\" (e.g. BTC-USDT); 1 to 64 of them."},
+    {"symbols", "array", "Symbols traded, each \"BASE-QUOTE\" (e.g. BTC-USDT); 1 to 64 of them."},
     {"seed", "integer",
      "Seed of the price process: the same settings produce the same event sequence."},
     {"tickRate", "number",
@@ -392,10 +391,10 @@ static json_t *settings_schema(void)
     json_t *schema = json_array();
     for (size_t i = 0; i < sizeof setting_docs / sizeof setting_docs[0]; i++) {
         const struct setting_doc *d = &setting_docs[i];
-        json_array_append_new(schema, json_pack("{s:s, s:s, s:O*, s:s, s:b}", "name", d->name,
-                                                "type", d->type, "default",
-                                                json_object_get(values, d->name), "description",
-                                                d->description, "required", 0));
+        json_array_append_new(schema,
+                              json_pack("{s:s, s:s, s:O*, s:s, s:b}", "name", d->name, "type",
+                                        d->type, "default", json_object_get(values, d->name),
+                                        "description", d->description, "required", 0));
     }
     json_decref(values);
     return schema;

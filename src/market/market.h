@@ -12,15 +12,18 @@
  * Simulated adapter settings (ProviderRequest adapter.config, YAML config):
  *   symbols      list of "BASE-QUOTE" symbols            (default BTC-USDT, ETH-USDT)
  *   seed         integer; same settings => same event sequence (default 1)
- *   tickRate     market events per second per symbol; 0 = unpaced, as fast
- *                as consumers take them (default 10)
+ *   tickRate     ticks per second per symbol (each tick is at least a Trade
+ *                and a Ticker); 0 = unpaced, as fast as consumers take
+ *                them (default 10)
  *   volatility   per-tick standard deviation of log price (default 0.0005)
- *   startPrices  {symbol: price}                          (default 100 per symbol, BTC 50000, ETH 3000)
+ *   startPrices  {symbol: price}      (default 100 per symbol, BTC 50000, ETH 3000)
  *   bookDepth    levels per side in BookSnapshot           (default 10)
- *   balances     {asset: amount}                           (default USDT 100000, one unit of each base)
- *   feeRate      taker fee as a fraction of notional      (default 0.001)
- * Per tick and symbol it emits a Trade and a Ticker; every bookEvery-th tick a
- * BookSnapshot; every klineEvery-th tick a KlineSummary (documented in
+ *   balances     {asset: amount}      (default 100000 of each quote asset, e.g. USDT,
+ *                                      and one unit of each base asset)
+ *   feeRate      fee per fill as a fraction of its notional (default 0.001)
+ * Unknown settings are refused (a misspelt one would otherwise be ignored).
+ * Per tick and symbol it emits a Trade and a Ticker; every 5th tick a
+ * BookSnapshot; every 50th tick a KlineSummary (the cadence is documented in
  * simulated.c). Orders: market orders fill against the book, across levels
  * (partial fills); limit orders rest and fill when a trade crosses their
  * price; cancel works; unknown symbol, size <= 0 or not a finite number,
@@ -51,6 +54,10 @@
 #include <stdbool.h>
 
 struct market;
+
+/* Provider names follow names_valid_id() but are at most this long, so an
+ * exchange order id "<provider>-<n>" fits EVENT_ORDER_ID_MAX. */
+#define MARKET_PROVIDER_NAME_MAX 30
 
 /* store may be NULL (tests): nothing is recorded. */
 struct market *market_new(struct event_sink sink, struct store *store);

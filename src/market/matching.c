@@ -29,6 +29,7 @@
  *   they fill, are cancelled or expire.
  * - Dry-run orders match the same way but never check or change balances.
  */
+#include "market/market.h"
 #include "market/sim.h"
 
 #include "core/clock.h"
@@ -116,8 +117,7 @@ static int newer_first(const void *x, const void *y)
     return strcmp(a->asset, b->asset);
 }
 
-json_t *sim_account_json(struct sim_account *a, const char *provider, const char *asset,
-                         int limit)
+json_t *sim_account_json(struct sim_account *a, const char *provider, const char *asset, int limit)
 {
     json_t *out = json_array();
     pthread_mutex_lock(&a->lock);
@@ -173,7 +173,7 @@ void sim_balances_publish(struct sim *s, bool all)
         struct event *ev = event_new(EVENT_BALANCE_UPDATE, 0);
         if (!ev)
             continue;
-        snprintf(ev->u.balance.asset, sizeof ev->u.balance.asset, "%s", changed[i].asset);
+        memcpy(ev->u.balance.asset, changed[i].asset, sizeof ev->u.balance.asset);
         ev->u.balance.total = changed[i].total;
         ev->u.balance.available = changed[i].available;
         sim_publish(s, ev, 0);
@@ -182,7 +182,10 @@ void sim_balances_publish(struct sim *s, bool all)
 
 /* ------------------------------------------------------------- records */
 
-static json_t *ms_or_null(int64_t ms) { return ms ? json_integer(ms) : json_null(); }
+static json_t *ms_or_null(int64_t ms)
+{
+    return ms ? json_integer(ms) : json_null();
+}
 
 static json_t *order_record(const struct sim *s, const struct sim_order *o, const char *reason)
 {
@@ -199,10 +202,10 @@ static json_t *order_record(const struct sim *s, const struct sim_order *o, cons
         order_side_name(o->side), "type", order_type_name(o->type), "quantity",
         sim_decimal_json(o->quantity), "price",
         o->type == ORDER_LIMIT ? sim_decimal_json(o->price) : json_null(), "state",
-        event_exec_status_name(o->state), "externalReference", "placedAt",
-        (json_int_t)o->placed_ms, "metadata", meta, "acknowledgedAt",
-        ms_or_null(o->acknowledged_ms), "completedAt", ms_or_null(o->completed_ms), "createdAt",
-        (json_int_t)o->placed_ms, "updatedAt", (json_int_t)o->updated_ms);
+        event_exec_status_name(o->state), "externalReference", "placedAt", (json_int_t)o->placed_ms,
+        "metadata", meta, "acknowledgedAt", ms_or_null(o->acknowledged_ms), "completedAt",
+        ms_or_null(o->completed_ms), "createdAt", (json_int_t)o->placed_ms, "updatedAt",
+        (json_int_t)o->updated_ms);
 }
 
 static json_t *execution_record(const struct sim *s, const struct sim_order *o, double qty,
@@ -218,16 +221,14 @@ static json_t *execution_record(const struct sim *s, const struct sim_order *o, 
                      "price", sim_decimal_json(price), "fee", sim_decimal_json(fee), "feeAsset",
                      mk->cfg->quote, "liquidity", maker ? "maker" : "taker", "tradedAt",
                      (json_int_t)now, "metadata", "symbol", mk->cfg->symbol, "side",
-                     order_side_name(o->side), "dryRun", o->dry_run, "createdAt",
-                     (json_int_t)now);
+                     order_side_name(o->side), "dryRun", o->dry_run, "createdAt", (json_int_t)now);
 }
 
 /* ------------------------------------------------------------- reports */
 
 static bool final_state(enum exec_status st)
 {
-    return st == EXEC_FILLED || st == EXEC_CANCELLED || st == EXEC_REJECTED ||
-           st == EXEC_EXPIRED;
+    return st == EXEC_FILLED || st == EXEC_CANCELLED || st == EXEC_REJECTED || st == EXEC_EXPIRED;
 }
 
 static void fill_exec(struct event_exec *x, const struct sim *s, const struct sim_order *o)
@@ -372,8 +373,8 @@ static int account_reserve(struct sim *s, struct sim_order *o)
         asset_change(as, 0, -need);
     pthread_mutex_unlock(&s->account->lock);
     if (!enough) {
-        order_reject(s, o, "insufficient balance: needs %.10g %s, %.10g available", need,
-                     as->asset, available);
+        order_reject(s, o, "insufficient balance: needs %.10g %s, %.10g available", need, as->asset,
+                     available);
         return -1;
     }
     o->reserved = o->type == ORDER_LIMIT ? need : 0;
@@ -437,10 +438,16 @@ static bool open_order_exists(const struct sim *s, uint32_t key, const char *cli
 static void order_init(struct sim *s, struct sim_order *o, const struct order_request *req)
 {
     memset(o, 0, sizeof *o);
-    snprintf(o->order_id, sizeof o->order_id, "%s-%llu", s->provider,
+    /* MARKET_PROVIDER_NAME_MAX keeps "<provider>-<n>" within the field */
+    snprintf(o->order_id, sizeof o->order_id, "%.*s-%llu", MARKET_PROVIDER_NAME_MAX, s->provider,
              (unsigned long long)s->next_order++);
     snprintf(o->client_order_id, sizeof o->client_order_id, "%s", req->client_order_id);
-    snprintf(o->instance_id, sizeof o->instance_id, "%s", req->instance_id);
+    /* records need an instance id; a request without one still gets a
+     * stable name derived from its key */
+    if (req->instance_id[0])
+        snprintf(o->instance_id, sizeof o->instance_id, "%s", req->instance_id);
+    else
+        snprintf(o->instance_id, sizeof o->instance_id, "key-%u", (unsigned)req->instance_key);
     o->instance_key = req->instance_key;
     o->symbol = req->symbol;
     o->market = find_market(s, req->symbol);

@@ -108,7 +108,8 @@ static void write_table(struct sim_batch *b, json_t **table, bool keyed, store_p
 
 void sim_batch_flush(struct sim_batch *b, bool force)
 {
-    if (!b->count || (!force && b->count < SIM_BATCH_MAX && clock_mono_ns() < sim_batch_deadline(b)))
+    if (!b->count ||
+        (!force && b->count < SIM_BATCH_MAX && clock_mono_ns() < sim_batch_deadline(b)))
         return;
     /* Orders first: an execution refers to its order. */
     write_table(b, &b->orders, true, store_orders_put, "order updates");

@@ -36,15 +36,15 @@
 #include <stdint.h>
 
 #define SIM_ADAPTER "simulated"
-#define SIM_SYMBOL_MAX 64     /* characters in a symbol */
-#define SIM_MAX_SYMBOLS 64    /* symbols per provider */
-#define SIM_MAX_BALANCES 64   /* entries of the balances setting */
-#define SIM_MAX_DEPTH 100     /* bookDepth upper bound */
+#define SIM_SYMBOL_MAX 64   /* characters in a symbol */
+#define SIM_MAX_SYMBOLS 64  /* symbols per provider */
+#define SIM_MAX_BALANCES 64 /* entries of the balances setting */
+#define SIM_MAX_DEPTH 100   /* bookDepth upper bound */
 #define SIM_MAX_TICK_RATE 100000.0
 #define SIM_MAX_VOLATILITY 0.5
-#define SIM_BOOK_EVERY 5      /* a BookSnapshot every 5th tick (from tick 0) */
-#define SIM_KLINE_EVERY 50    /* a KlineSummary closing every 50 ticks */
-#define SIM_DONE_RING 256     /* finished orders remembered for cancel replies */
+#define SIM_BOOK_EVERY 5   /* a BookSnapshot every 5th tick (from tick 0) */
+#define SIM_KLINE_EVERY 50 /* a KlineSummary closing every 50 ticks */
+#define SIM_DONE_RING 256  /* finished orders remembered for cancel replies */
 
 /* ------------------------------------------------------------ settings */
 
@@ -124,8 +124,7 @@ struct sim_account *sim_account_new(const struct sim_settings *s);
 void sim_account_free(struct sim_account *a);
 /* BalanceRecords, newest first, filtered by asset (NULL: all), at most
  * `limit` (<= 0: all). New reference, NULL if out of memory. */
-json_t *sim_account_json(struct sim_account *a, const char *provider, const char *asset,
-                         int limit);
+json_t *sim_account_json(struct sim_account *a, const char *provider, const char *asset, int limit);
 /* One BalanceRecord; the caller holds a->lock or owns the account. */
 json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
                            const char *provider);
@@ -155,7 +154,7 @@ struct sim_order {
     enum exec_status state;
     double quantity, price;
     double filled, remaining, notional; /* cumulative but remaining */
-    double reserved;         /* still held of the account for this order */
+    double reserved;                    /* still held of the account for this order */
     unsigned fills;
     bool dry_run;
     int64_t placed_ms, acknowledged_ms, completed_ms, updated_ms;
@@ -208,8 +207,8 @@ struct sim_batch {
     int64_t first_ns; /* when the oldest pending record arrived, 0 if none */
 };
 
-#define SIM_BATCH_MAX 256          /* records per flush */
-#define SIM_BATCH_NS 100000000LL  /* oldest record waits at most 100 ms */
+#define SIM_BATCH_MAX 256        /* records per flush */
+#define SIM_BATCH_NS 100000000LL /* oldest record waits at most 100 ms */
 
 void sim_batch_init(struct sim_batch *b, struct store *store, const char *provider);
 /* Each steals `record`; a NULL record (out of memory) is ignored. */
@@ -278,7 +277,10 @@ struct sim *sim_start(const struct sim_config *cfg, struct err *err);
  * queued are handled first; resting orders expire. Returns the next
  * exchange order number so a restart continues the sequence. */
 uint64_t sim_stop(struct sim *s);
-static inline enum sim_state sim_state(struct sim *s) { return (enum sim_state)atomic_load(&s->state); }
+static inline enum sim_state sim_state(struct sim *s)
+{
+    return (enum sim_state)atomic_load(&s->state);
+}
 /* Queue an order or a cancel; -1 with a message when out of memory. */
 int sim_submit(struct sim *s, const struct order_request *req, char *error, size_t size);
 int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id, char *error,

@@ -14,7 +14,8 @@
  * and lots, computed as integer / power of ten so they print as decimals.
  *
  * Event cadence, tick n (n = 0, 1, ...), per symbol in settings order:
- *   Trade, then the ExecReports of resting orders that trade fills,
+ *   Trade, then the ExecReports (and BalanceUpdates) of the resting
+ *   orders that trade fills,
  *   Ticker (last, best bid/ask and their sizes, volume since start),
  *   BookSnapshot when n % SIM_BOOK_EVERY == 0 (so on the first tick),
  *   KlineSummary when (n + 1) % SIM_KLINE_EVERY == 0 (the window's ticks).
@@ -57,7 +58,10 @@
 
 /* ------------------------------------------------------------------ PRNG */
 
-void sim_rng_seed(struct sim_rng *r, uint64_t seed) { r->state = seed; }
+void sim_rng_seed(struct sim_rng *r, uint64_t seed)
+{
+    r->state = seed;
+}
 
 /* splitmix64 (Steele, Lea, Flood): a Weyl sequence through a mixer. */
 uint64_t sim_rng_next(struct sim_rng *r)
@@ -68,7 +72,10 @@ uint64_t sim_rng_next(struct sim_rng *r)
     return z ^ (z >> 31);
 }
 
-double sim_rng_uniform(struct sim_rng *r) { return (double)(sim_rng_next(r) >> 11) * 0x1.0p-53; }
+double sim_rng_uniform(struct sim_rng *r)
+{
+    return (double)(sim_rng_next(r) >> 11) * 0x1.0p-53;
+}
 
 /* Box-Muller; draws two uniforms every call so the stream stays in step. */
 double sim_rng_normal(struct sim_rng *r)
@@ -160,16 +167,21 @@ static void build_book(struct sim *s, struct sim_market *mk)
 
 /* ---------------------------------------------------------------- quotes */
 
+/* The seqlock without fences (so thread sanitizers can follow it): the
+ * writer marks the sequence odd, then stores the data with release, so a
+ * reader that sees any new datum also sees the odd mark; the reader loads
+ * the data with acquire, so its second look at the sequence cannot move
+ * before them. A reader that saw a torn update finds the sequence moved. */
 static void store_double(_Atomic uint64_t *slot, double v)
 {
     uint64_t bits;
     memcpy(&bits, &v, sizeof bits);
-    atomic_store_explicit(slot, bits, memory_order_relaxed);
+    atomic_store_explicit(slot, bits, memory_order_release);
 }
 
 static double load_double(_Atomic uint64_t *slot)
 {
-    uint64_t bits = atomic_load_explicit(slot, memory_order_relaxed);
+    uint64_t bits = atomic_load_explicit(slot, memory_order_acquire);
     double v;
     memcpy(&v, &bits, sizeof v);
     return v;
@@ -179,7 +191,6 @@ static void quote_write(struct sim_quote *q, double last, double bid, double ask
 {
     unsigned v = atomic_load_explicit(&q->seq, memory_order_relaxed);
     atomic_store_explicit(&q->seq, v + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
     store_double(&q->last, last);
     store_double(&q->bid, bid);
     store_double(&q->ask, ask);
@@ -196,7 +207,6 @@ static void quote_read(struct sim_quote *q, struct market_quote *out)
         out->last = load_double(&q->last);
         out->bid = load_double(&q->bid);
         out->ask = load_double(&q->ask);
-        atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&q->seq, memory_order_relaxed) == a)
             break;
     }
@@ -257,8 +267,8 @@ static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
     if (!ev)
         return;
     ev->ts_ms = ts;
-    ev->u.ticker = (struct event_ticker){mk->last,           mk->bid,           mk->ask,
-                                         mk->bids[0].quantity, mk->asks[0].quantity, mk->volume};
+    ev->u.ticker = (struct event_ticker){
+        mk->last, mk->bid, mk->ask, mk->bids[0].quantity, mk->asks[0].quantity, mk->volume};
     sim_publish(s, ev, mk->id);
 }
 
@@ -303,8 +313,8 @@ static void publish_instruments(struct sim *s, bool trading)
         struct event *ev = new_event(s, EVENT_INSTRUMENT_UPDATE, 0);
         if (!ev)
             continue;
-        ev->u.instrument = (struct event_instrument){mk->tick_size, mk->lot_size, mk->lot_size,
-                                                     trading};
+        ev->u.instrument =
+            (struct event_instrument){mk->tick_size, mk->lot_size, mk->lot_size, trading};
         sim_publish(s, ev, mk->id);
     }
 }
@@ -384,8 +394,8 @@ static bool wait_next_tick(struct sim *s)
     for (;;) {
         int64_t flush_at = sim_batch_deadline(&s->batch);
         bool stopping;
-        struct sim_cmd *cmds = take_commands(s, period > 0 && flush_at < due ? flush_at : due,
-                                             &stopping);
+        struct sim_cmd *cmds =
+            take_commands(s, period > 0 && flush_at < due ? flush_at : due, &stopping);
         run_commands(s, cmds);
         sim_batch_flush(&s->batch, false);
         if (stopping)
@@ -469,7 +479,8 @@ static struct sim *sim_new(const struct sim_config *cfg)
     s->markets = calloc(s->nmarkets, sizeof *s->markets);
     bool ok = s->markets != NULL;
     for (size_t i = 0; ok && i < s->nmarkets; i++)
-        ok = market_init(&s->markets[i], &cfg->settings->symbols[i], cfg->settings->book_depth) == 0;
+        ok =
+            market_init(&s->markets[i], &cfg->settings->symbols[i], cfg->settings->book_depth) == 0;
     if (!ok) {
         sim_free(s);
         return NULL;

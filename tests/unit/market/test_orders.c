@@ -1,0 +1,487 @@
+/*
+ * Orders on the simulated exchange: market orders across book levels,
+ * resting limit orders, cancels, each rejection reason, fees, balances,
+ * dry runs and BalanceUpdate events.
+ *
+ * Most tests run a provider with tickRate 0.01: tick 0 happens at start and
+ * the next one 100 s later, so the book published at tick 0 is the book the
+ * orders meet.
+ */
+#include "testsink.h"
+
+#define EXEC_MASK ((1u << EVENT_EXEC_REPORT) | (1u << EVENT_BALANCE_UPDATE))
+#define FROZEN "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0.01, \"seed\": 5"
+
+struct fixture {
+    struct tsink sink;
+    struct market *m;
+};
+
+static struct fixture *fixture_new(const char *config)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    tsink_init(&f->sink, EXEC_MASK, 0);
+    f->m = market_new(tsink_sink(&f->sink), NULL);
+    assert_non_null(f->m);
+    tmarket_create(f->m, "sim", config, true);
+    assert_true(tmarket_wait_running(f->m, "sim", 5000));
+    assert_true(tsink_wait_kind(&f->sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
+    return f;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    market_free(f->m);
+    tsink_destroy(&f->sink);
+    free(f);
+}
+
+static size_t execs_of(struct fixture *f, const char *client_id, struct event ***out)
+{
+    return tsink_execs(&f->sink, client_id, out);
+}
+
+static void test_market_buy_partial_fills_across_levels(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    struct event *book = tsink_latest(&f->sink, EVENT_BOOK_SNAPSHOT);
+    uint32_t depth = book->u.book.depth;
+    const struct book_level *asks = book->u.book.levels + depth;
+    double qty = asks[0].quantity + asks[1].quantity + asks[2].quantity / 2;
+    struct order_request r = tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, qty, 0, "m1");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "m1", EXEC_FILLED, 5000));
+
+    struct event **ev;
+    size_t n = execs_of(f, "m1", &ev);
+    assert_int_equal(n, 4);
+    assert_int_equal(ev[0]->u.exec.status, EXEC_ACKNOWLEDGED);
+    assert_int_equal(ev[1]->u.exec.status, EXEC_PARTIAL_FILL);
+    assert_int_equal(ev[2]->u.exec.status, EXEC_PARTIAL_FILL);
+    assert_int_equal(ev[3]->u.exec.status, EXEC_FILLED);
+    double notional = 0, fees = 0;
+    for (size_t i = 1; i < 4; i++) {
+        const struct event_exec *x = &ev[i]->u.exec;
+        assert_true(tnear(x->last_price, asks[i - 1].price));
+        assert_true(tnear(x->fee, 0.001 * x->last_quantity * x->last_price));
+        assert_string_equal(x->fee_asset, "USDT");
+        assert_int_equal(ev[i]->target, 7);
+        assert_int_equal(ev[i]->kind, EVENT_EXEC_REPORT);
+        assert_int_equal(ev[i]->symbol, intern_id("BTC-USDT"));
+        assert_int_equal(ev[i]->provider, intern_id("sim"));
+        notional += x->last_quantity * x->last_price;
+        fees += x->fee;
+    }
+    const struct event_exec *last = &ev[3]->u.exec;
+    assert_true(tnear(last->filled_quantity, qty));
+    assert_true(tnear(last->remaining_quantity, 0));
+    assert_true(tnear(last->average_price, notional / qty));
+    assert_true(tnear(ev[3]->u.exec.last_quantity, asks[2].quantity / 2));
+    assert_true(strncmp(last->order_id, "sim-", 4) == 0);
+    for (size_t i = 1; i < 4; i++)
+        assert_string_equal(ev[i]->u.exec.order_id, last->order_id);
+
+    /* balances: the quote paid notional + fees, the base grew by qty */
+    double avail;
+    assert_true(tnear(tmarket_balance(f->m, "sim", "USDT", &avail), 100000 - notional - fees));
+    assert_true(tnear(avail, 100000 - notional - fees));
+    assert_true(tnear(tmarket_balance(f->m, "sim", "BTC", NULL), 1 + qty));
+    free(ev);
+    event_release(book);
+    fixture_free(f);
+}
+
+static void test_market_order_beyond_depth_expires(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN ", \"balances\": {\"USDT\": 1e9, \"BTC\": 1000}}");
+    struct event *book = tsink_latest(&f->sink, EVENT_BOOK_SNAPSHOT);
+    uint32_t depth = book->u.book.depth;
+    double bids = 0;
+    for (uint32_t i = 0; i < depth; i++)
+        bids += book->u.book.levels[i].quantity;
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_SELL, ORDER_MARKET, bids + 5, 0, "big");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "big", EXEC_EXPIRED, 5000));
+    struct event **ev;
+    size_t n = execs_of(f, "big", &ev);
+    assert_int_equal(n, depth + 2); /* ack, one partial per level, expired */
+    for (size_t i = 1; i <= depth; i++)
+        assert_int_equal(ev[i]->u.exec.status, EXEC_PARTIAL_FILL);
+    const struct event_exec *x = &ev[n - 1]->u.exec;
+    assert_true(tnear(x->filled_quantity, bids));
+    assert_true(fabs(x->remaining_quantity - 5) < 1e-6);
+    assert_non_null(strstr(x->reason, "depth"));
+    /* a second order in the same tick finds the bids taken */
+    r = tmarket_order("sim", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 1, 0, "again");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "again", EXEC_EXPIRED, 5000));
+    free(ev);
+    event_release(book);
+    fixture_free(f);
+}
+
+static void test_limit_order_rests_then_fills_on_cross(void **state)
+{
+    (void)state;
+    /* volatility 0 keeps bid and ask fixed while ticks make trades */
+    struct fixture *f = fixture_new("{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 200, "
+                                    "\"volatility\": 0, \"seed\": 9}");
+    struct event *tk = NULL;
+    while (!(tk = tsink_latest(&f->sink, EVENT_TICKER)))
+        usleep(1000);
+    double bid = tk->u.ticker.bid, ask = tk->u.ticker.ask;
+    event_release(tk);
+    assert_true(bid < ask);
+    /* at the bid: not marketable, fills when a sell trades at the bid;
+     * large enough to need several trades */
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.08, bid, "lim");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "lim", EXEC_FILLED, 20000));
+    struct event **ev;
+    size_t n = execs_of(f, "lim", &ev);
+    assert_true(n >= 2);
+    assert_int_equal(ev[0]->u.exec.status, EXEC_ACKNOWLEDGED);
+    double sum = 0;
+    for (size_t i = 1; i < n; i++) {
+        assert_true(tnear(ev[i]->u.exec.last_price, bid));
+        assert_int_equal(ev[i]->u.exec.status, i + 1 == n ? EXEC_FILLED : EXEC_PARTIAL_FILL);
+        sum += ev[i]->u.exec.last_quantity;
+    }
+    assert_true(tnear(sum, 0.08));
+    assert_true(tnear(ev[n - 1]->u.exec.average_price, bid));
+    free(ev);
+
+    /* the reservation is gone once filled: available == total */
+    double avail, total = tmarket_balance(f->m, "sim", "USDT", &avail);
+    assert_true(tnear(avail, total));
+    assert_true(tnear(total, 100000 - 0.08 * bid * 1.001));
+    fixture_free(f);
+}
+
+static void test_marketable_limit_takes_book(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    struct event *book = tsink_latest(&f->sink, EVENT_BOOK_SNAPSHOT);
+    const struct book_level *asks = book->u.book.levels + book->u.book.depth;
+    /* a limit at the second ask takes two levels, then rests the rest */
+    double qty = asks[0].quantity + asks[1].quantity + 0.01;
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, qty, asks[1].price, "mlim");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_execs(&f->sink, "mlim", 3, 5000));
+    usleep(20000); /* nothing more may come: the rest rests */
+    struct event **ev;
+    size_t n = execs_of(f, "mlim", &ev);
+    assert_int_equal(n, 3);
+    assert_int_equal(ev[1]->u.exec.status, EXEC_PARTIAL_FILL);
+    assert_int_equal(ev[2]->u.exec.status, EXEC_PARTIAL_FILL);
+    assert_true(tnear(ev[2]->u.exec.remaining_quantity, 0.01));
+    /* the rest holds 0.01 * limit * (1 + fee) of the quote */
+    double avail, total = tmarket_balance(f->m, "sim", "USDT", &avail);
+    assert_true(tnear(total - avail, 0.01 * asks[1].price * 1.001));
+    free(ev);
+    event_release(book);
+    fixture_free(f);
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    struct market_ops ops = market_runtime_ops(f->m);
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.5, 20000, "c1");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "c1", EXEC_ACKNOWLEDGED, 5000));
+    double avail, total = tmarket_balance(f->m, "sim", "USDT", &avail);
+    assert_true(tnear(total - avail, 0.5 * 20000 * 1.001));
+
+    char error[128];
+    assert_int_equal(ops.cancel(ops.ctx, 7, intern_id("sim"), "c1", error, sizeof error), 0);
+    assert_true(tsink_wait_exec(&f->sink, "c1", EXEC_CANCELLED, 5000));
+    total = tmarket_balance(f->m, "sim", "USDT", &avail);
+    assert_true(tnear(avail, total));
+    assert_true(tnear(total, 100000));
+
+    /* cancelling it again: a rejection naming its state */
+    assert_int_equal(ops.cancel(ops.ctx, 7, intern_id("sim"), "c1", error, sizeof error), 0);
+    assert_true(tsink_wait_exec(&f->sink, "c1", EXEC_REJECTED, 5000));
+    struct event **ev;
+    size_t n = execs_of(f, "c1", &ev);
+    assert_int_equal(n, 3);
+    assert_non_null(strstr(ev[2]->u.exec.reason, "already cancelled"));
+    free(ev);
+
+    /* an order never seen */
+    assert_int_equal(ops.cancel(ops.ctx, 7, intern_id("sim"), "nope", error, sizeof error), 0);
+    assert_true(tsink_wait_exec(&f->sink, "nope", EXEC_REJECTED, 5000));
+    n = execs_of(f, "nope", &ev);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(ev[0]->u.exec.reason, "unknown order"));
+    free(ev);
+
+    /* a filled order cannot be cancelled */
+    r = tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.001, 0, "f1");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "f1", EXEC_FILLED, 5000));
+    assert_int_equal(ops.cancel(ops.ctx, 7, intern_id("sim"), "f1", error, sizeof error), 0);
+    assert_true(tsink_wait_exec(&f->sink, "f1", EXEC_REJECTED, 5000));
+    n = execs_of(f, "f1", &ev);
+    assert_non_null(strstr(ev[n - 1]->u.exec.reason, "already filled"));
+    free(ev);
+    fixture_free(f);
+}
+
+struct rejection {
+    const char *client_id;
+    const char *symbol;
+    enum order_side side;
+    enum order_type type;
+    double qty, price;
+    const char *reason;
+};
+
+static void test_rejections(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    const struct rejection cases[] = {
+        {"r-symbol", "XRP-USDT", SIDE_BUY, ORDER_MARKET, 1, 0, "unknown symbol"},
+        {"r-zero", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0, 0, "quantity"},
+        {"r-neg", "BTC-USDT", SIDE_SELL, ORDER_MARKET, -1, 0, "quantity"},
+        {"r-nan", "BTC-USDT", SIDE_BUY, ORDER_MARKET, NAN, 0, "quantity"},
+        {"r-inf", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, INFINITY, 100, "quantity"},
+        {"r-price0", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 1, 0, "limit price"},
+        {"r-priceneg", "BTC-USDT", SIDE_SELL, ORDER_LIMIT, 1, -5, "limit price"},
+        {"r-pricenan", "BTC-USDT", SIDE_SELL, ORDER_LIMIT, 1, NAN, "limit price"},
+        {"r-buyfunds", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 3, 0, "insufficient balance"},
+        {"r-limitfunds", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 1, 200000, "insufficient balance"},
+        {"r-sellfunds", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 2, 0, "insufficient balance"},
+    };
+    size_t ncases = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < ncases; i++) {
+        const struct rejection *c = &cases[i];
+        struct order_request r =
+            tmarket_order("sim", c->symbol, c->side, c->type, c->qty, c->price, c->client_id);
+        tmarket_submit(f->m, &r);
+        assert_true(tsink_wait_exec(&f->sink, c->client_id, EXEC_REJECTED, 5000));
+        struct event **ev;
+        size_t n = execs_of(f, c->client_id, &ev);
+        if (n != 1 || !strstr(ev[0]->u.exec.reason, c->reason))
+            fail_msg("%s: %zu reports, reason '%s'", c->client_id, n,
+                     n ? ev[0]->u.exec.reason : "");
+        assert_int_equal(ev[0]->target, 7);
+        assert_true(ev[0]->u.exec.order_id[0] != '\0');
+        free(ev);
+    }
+    /* nothing moved */
+    assert_true(tnear(tmarket_balance(f->m, "sim", "USDT", NULL), 100000));
+    assert_true(tnear(tmarket_balance(f->m, "sim", "BTC", NULL), 1));
+
+    /* a duplicate client id among open orders */
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 1000, "dup");
+    tmarket_submit(f->m, &r);
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "dup", EXEC_REJECTED, 5000));
+
+    /* errors known at once are returned, not reported */
+    struct market_ops ops = market_runtime_ops(f->m);
+    char error[128] = "";
+    r = tmarket_order("nosuch", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 1, 0, "x");
+    assert_int_equal(ops.submit(ops.ctx, &r, error, sizeof error), -1);
+    assert_non_null(strstr(error, "unknown provider"));
+    fixture_free(f);
+}
+
+static void test_dry_run_leaves_balances(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    size_t balance_events = 0;
+    pthread_mutex_lock(&f->sink.lock);
+    balance_events = f->sink.counts[EVENT_BALANCE_UPDATE];
+    pthread_mutex_unlock(&f->sink.lock);
+    assert_int_equal(balance_events, 2); /* BTC and USDT at start */
+
+    /* 1.5 BTC is more than the account holds: dry runs do not check */
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 1.5, 0, "dry");
+    r.dry_run = true;
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "dry", EXEC_FILLED, 5000));
+    struct event **ev;
+    size_t n = execs_of(f, "dry", &ev);
+    for (size_t i = 0; i < n; i++)
+        assert_true(ev[i]->u.exec.dry_run);
+    free(ev);
+    assert_true(tnear(tmarket_balance(f->m, "sim", "USDT", NULL), 100000));
+    assert_true(tnear(tmarket_balance(f->m, "sim", "BTC", NULL), 1));
+    pthread_mutex_lock(&f->sink.lock);
+    balance_events = f->sink.counts[EVENT_BALANCE_UPDATE];
+    pthread_mutex_unlock(&f->sink.lock);
+    assert_int_equal(balance_events, 2);
+    fixture_free(f);
+}
+
+static bool two_more_balances(struct tsink *s, const void *arg)
+{
+    return s->counts[EVENT_BALANCE_UPDATE] >= *(const size_t *)arg;
+}
+
+static void test_balance_update_events(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 0.01, 0, "s1");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "s1", EXEC_FILLED, 5000));
+    size_t want = 4; /* 2 at start, then BTC and USDT once each */
+    assert_true(tsink_wait(&f->sink, two_more_balances, &want, 5000));
+    pthread_mutex_lock(&f->sink.lock);
+    double btc = -1, usdt = -1;
+    for (size_t i = 0; i < f->sink.n; i++) {
+        struct event *ev = f->sink.events[i];
+        if (ev->kind != EVENT_BALANCE_UPDATE)
+            continue;
+        assert_int_equal(ev->symbol, 0);
+        assert_int_equal(ev->target, 0);
+        assert_int_equal(ev->provider, intern_id("sim"));
+        if (strcmp(ev->u.balance.asset, "BTC") == 0)
+            btc = ev->u.balance.total;
+        else if (strcmp(ev->u.balance.asset, "USDT") == 0)
+            usdt = ev->u.balance.total;
+    }
+    assert_int_equal(f->sink.counts[EVENT_BALANCE_UPDATE], 4);
+    pthread_mutex_unlock(&f->sink.lock);
+    assert_true(tnear(btc, 0.99));
+    assert_true(usdt > 100000);
+    assert_true(tnear(usdt, tmarket_balance(f->m, "sim", "USDT", NULL)));
+
+    /* the balances view: BalanceRecords, newest first */
+    struct err err = ERR_INIT;
+    json_t *b = market_balances_json(f->m, "sim", NULL, 0, &err);
+    assert_non_null(b);
+    assert_int_equal(json_integer_value(json_object_get(b, "count")), 2);
+    json_t *rec;
+    size_t i;
+    json_array_foreach(json_object_get(b, "balances"), i, rec)
+    {
+        const char *keys[] = {"provider",   "asset",     "total",    "available",
+                              "snapshotAt", "createdAt", "updatedAt"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            assert_non_null(json_object_get(rec, keys[k]));
+        assert_true(json_is_string(json_object_get(rec, "total")));
+    }
+    json_decref(b);
+    b = market_balances_json(f->m, "sim", "BTC", 1, &err);
+    assert_int_equal(json_integer_value(json_object_get(b, "count")), 1);
+    json_decref(b);
+    assert_null(market_balances_json(f->m, "zzz", NULL, 0, &err));
+    assert_int_equal(err.kind, ERR_NOT_FOUND);
+    err_clear(&err);
+    fixture_free(f);
+}
+
+static void test_stop_expires_resting_orders(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_SELL, ORDER_LIMIT, 0.5, 90000, "rest");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "rest", EXEC_ACKNOWLEDGED, 5000));
+    double avail;
+    tmarket_balance(f->m, "sim", "BTC", &avail);
+    assert_true(tnear(avail, 0.5));
+    struct err err = ERR_INIT;
+    assert_int_equal(market_provider_stop(f->m, "sim", NULL, &err), 0);
+    assert_true(tsink_wait_exec(&f->sink, "rest", EXEC_EXPIRED, 1000));
+    tmarket_balance(f->m, "sim", "BTC", &avail);
+    assert_true(tnear(avail, 1));
+    /* a stopped provider refuses orders at once */
+    struct market_ops ops = market_runtime_ops(f->m);
+    char error[128] = "";
+    assert_int_equal(ops.submit(ops.ctx, &r, error, sizeof error), -1);
+    assert_non_null(strstr(error, "not running"));
+    assert_false(ops.trading_active(ops.ctx, intern_id("sim")));
+    fixture_free(f);
+}
+
+static void test_orders_from_many_threads(void **state);
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_market_buy_partial_fills_across_levels),
+        cmocka_unit_test(test_market_order_beyond_depth_expires),
+        cmocka_unit_test(test_limit_order_rests_then_fills_on_cross),
+        cmocka_unit_test(test_marketable_limit_takes_book),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_dry_run_leaves_balances),
+        cmocka_unit_test(test_balance_update_events),
+        cmocka_unit_test(test_stop_expires_resting_orders),
+        cmocka_unit_test(test_orders_from_many_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+/* Submitters on several threads at once: every order gets its reports, and
+ * the account ends consistent with the fills. */
+struct submitter {
+    struct market *m;
+    int index;
+};
+
+static void *submit_many(void *arg)
+{
+    struct submitter *s = arg;
+    for (int i = 0; i < 50; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "t%d-%d", s->index, i);
+        struct order_request r = tmarket_order("sim", "BTC-USDT", i % 2 ? SIDE_SELL : SIDE_BUY,
+                                               ORDER_MARKET, 0.0001, 0, id);
+        tmarket_submit(s->m, &r);
+    }
+    return NULL;
+}
+
+static bool all_done(struct tsink *s, const void *arg)
+{
+    size_t finals = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        struct event *ev = s->events[i];
+        finals += ev->kind == EVENT_EXEC_REPORT &&
+                  (ev->u.exec.status == EXEC_FILLED || ev->u.exec.status == EXEC_EXPIRED ||
+                   ev->u.exec.status == EXEC_REJECTED);
+    }
+    return finals >= *(const size_t *)arg;
+}
+
+static void test_orders_from_many_threads(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new("{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 500}");
+    pthread_t t[4];
+    struct submitter sub[4];
+    for (int i = 0; i < 4; i++) {
+        sub[i] = (struct submitter){f->m, i};
+        assert_int_equal(pthread_create(&t[i], NULL, submit_many, &sub[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    size_t want = 200;
+    assert_true(tsink_wait(&f->sink, all_done, &want, 10000));
+    double avail, total = tmarket_balance(f->m, "sim", "BTC", &avail);
+    assert_true(tnear(avail, total));
+    assert_true(fabs(total - 1) < 1e-9); /* as many buys as sells of 0.0001 */
+    fixture_free(f);
+}

@@ -1,0 +1,143 @@
+/*
+ * Orders, executions and balances reach the store (SQLite in a temporary
+ * state directory), batched, and all of it is written by the time a stop
+ * returns.
+ */
+#include "testsink.h"
+
+static void test_records_reach_the_store(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("market-store");
+    struct store *store = NULL;
+    struct err err = ERR_INIT;
+    if (store_open(dir, &store, &err) != 0)
+        fail_msg("store_open: %s", err.message);
+    struct tsink sink;
+    tsink_init(&sink, 1u << EVENT_EXEC_REPORT, 0);
+    struct market *m = market_new(tsink_sink(&sink), store);
+    tmarket_create(m, "rec", "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0.01}", true);
+    assert_true(tsink_wait_kind(&sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
+    struct event *book = tsink_latest(&sink, EVENT_BOOK_SNAPSHOT);
+    const struct book_level *asks = book->u.book.levels + book->u.book.depth;
+    double qty = asks[0].quantity + asks[1].quantity / 2;
+    event_release(book);
+
+    struct order_request r = tmarket_order("rec", "BTC-USDT", SIDE_BUY, ORDER_MARKET, qty, 0, "a");
+    tmarket_submit(m, &r);
+    r = tmarket_order("rec", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 1000, "b");
+    tmarket_submit(m, &r);
+    r = tmarket_order("rec", "BTC-USDT", SIDE_SELL, ORDER_MARKET, -1, 0, "c");
+    tmarket_submit(m, &r);
+    assert_true(tsink_wait_exec(&sink, "c", EXEC_REJECTED, 5000));
+    assert_int_equal(market_provider_stop(m, "rec", NULL, &err), 0);
+
+    json_t *orders = NULL;
+    struct store_order_query q = {.instance_id = "inst-7", .provider = "rec"};
+    assert_int_equal(store_orders_query(store, &q, &orders, &err), 0);
+    assert_int_equal(json_array_size(orders), 3);
+    size_t i;
+    json_t *o;
+    int seen = 0;
+    json_array_foreach(orders, i, o)
+    {
+        const char *client = tu_jstr(o, "clientOrderId");
+        const char *st = tu_jstr(o, "state");
+        assert_string_equal(tu_jstr(o, "strategyInstance"), "inst-7");
+        assert_string_equal(tu_jstr(o, "symbol"), "BTC-USDT");
+        assert_true(json_is_string(json_object_get(o, "quantity")));
+        if (strcmp(client, "a") == 0) {
+            assert_string_equal(st, "filled");
+            assert_true(json_is_null(json_object_get(o, "price")));
+            assert_true(json_is_integer(json_object_get(o, "completedAt")));
+            seen |= 1;
+        } else if (strcmp(client, "b") == 0) {
+            /* resting until the stop expired it */
+            assert_string_equal(st, "expired");
+            assert_string_equal(tu_jstr(o, "price"), "1000");
+            seen |= 2;
+        } else {
+            assert_string_equal(st, "rejected");
+            assert_non_null(strstr(tu_jstr(o, "metadata.reason"), "quantity"));
+            seen |= 4;
+        }
+    }
+    assert_int_equal(seen, 7);
+    json_decref(orders);
+
+    json_t *execs = NULL;
+    assert_int_equal(store_executions_query(store, &q, &execs, &err), 0);
+    assert_int_equal(json_array_size(execs), 2); /* two levels */
+    json_array_foreach(execs, i, o)
+    {
+        assert_string_equal(tu_jstr(o, "feeAsset"), "USDT");
+        assert_string_equal(tu_jstr(o, "liquidity"), "taker");
+        assert_true(strncmp(tu_jstr(o, "executionId"), tu_jstr(o, "orderId"),
+                            strlen(tu_jstr(o, "orderId"))) == 0);
+    }
+    json_decref(execs);
+
+    json_t *balances = NULL;
+    assert_int_equal(store_balances_query(store, "rec", "BTC", 0, &balances, &err), 0);
+    assert_int_equal(json_array_size(balances), 1);
+    double btc = strtod(tu_jstr(balances, "0.total"), NULL);
+    assert_true(tnear(btc, 1 + qty));
+    assert_true(tnear(btc, tmarket_balance(m, "rec", "BTC", NULL)));
+    json_decref(balances);
+
+    market_free(m);
+    tsink_destroy(&sink);
+    store_close(store);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+static size_t stored_orders(struct store *store)
+{
+    json_t *orders = NULL;
+    struct err err = ERR_INIT;
+    struct store_order_query q = {.instance_id = "inst-7"};
+    assert_int_equal(store_orders_query(store, &q, &orders, &err), 0);
+    size_t n = json_array_size(orders);
+    json_decref(orders);
+    return n;
+}
+
+/* A quiet provider (one tick per 100 s) still writes its batch within the
+ * batch delay: the thread wakes for the flush, not only for ticks. */
+static void test_batches_flush_while_running(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("market-store");
+    struct store *store = NULL;
+    struct err err = ERR_INIT;
+    if (store_open(dir, &store, &err) != 0)
+        fail_msg("store_open: %s", err.message);
+    struct tsink sink;
+    tsink_init(&sink, 1u << EVENT_EXEC_REPORT, 0);
+    struct market *m = market_new(tsink_sink(&sink), store);
+    tmarket_create(m, "quiet", "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0.01}", true);
+    assert_true(tsink_wait_kind(&sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
+    struct order_request r =
+        tmarket_order("quiet", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.001, 0, "q1");
+    tmarket_submit(m, &r);
+    assert_true(tsink_wait_exec(&sink, "q1", EXEC_FILLED, 5000));
+    int64_t until = tsink_deadline(5000);
+    while (stored_orders(store) == 0 && clock_mono_ns() < until)
+        usleep(10000);
+    assert_int_equal(stored_orders(store), 1);
+    market_free(m);
+    tsink_destroy(&sink);
+    store_close(store);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_records_reach_the_store),
+        cmocka_unit_test(test_batches_flush_while_running),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
