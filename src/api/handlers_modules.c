@@ -355,8 +355,15 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
         .nreassign = plan->nreassign,
         .promote_latest = up->promote_latest,
     };
-    if (catalog_add_revision(api->opts.catalog, &cu, result, err) != 0)
+    struct registry *before = catalog_snapshot(api->opts.catalog);
+    if (catalog_add_revision(api->opts.catalog, &cu, result, err) != 0) {
+        registry_release(before);
         return -1;
+    }
+    struct registry *after = catalog_snapshot(api->opts.catalog);
+    api_audit_tag_changes(api, req, before, after, name);
+    registry_release(before);
+    registry_release(after);
     struct err cache_err = ERR_INIT;
     if (api->opts.store && store_metadata_put(api->opts.store, result->hex, metadata, &cache_err))
         log_warn("api", "metadata cache: %s", cache_err.message);
@@ -460,7 +467,15 @@ int api_handle_module_put(struct api *api, struct api_request *req, struct api_r
     }
     const char *meta_tag = json_string_value(json_object_get(metadata, "tag"));
     const char *tag = up.tag ? up.tag : meta_tag ? meta_tag : nmoved ? moved[0] : NULL;
-    struct upload_plan plan = {tag, moved, nmoved, up.reassign, up.nreassign};
+    /* The selector's tags move by definition of PUT: allow them to leave
+     * their revision, along with any the request lists. */
+    const char *reassign[2 * MAX_TAG_LIST];
+    size_t nreassign = 0;
+    for (size_t i = 0; i < up.nreassign; i++)
+        reassign[nreassign++] = up.reassign[i];
+    for (size_t i = 0; i < nmoved; i++)
+        reassign[nreassign++] = moved[i];
+    struct upload_plan plan = {tag, moved, nmoved, reassign, nreassign};
     struct catalog_upload_result result;
     rc = store_upload(api, req, &up, metadata, &plan, &result, err);
     if (rc == 0)
@@ -518,6 +533,7 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
     if (selector_parse(req->params[0], &sel, err) != 0)
         return -1;
     struct registry *reg = catalog_snapshot(api->opts.catalog);
+    struct registry *before = catalog_snapshot(api->opts.catalog);
     char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1] = "";
     int rc;
     bool whole = sel.kind == SELECTOR_LATEST &&
@@ -534,11 +550,17 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
             rc = catalog_delete_revision(api->opts.catalog, name, hex, runtime_delete_guard,
                                          api->opts.runtime, err);
     }
-    if (rc != 0)
+    if (rc != 0) {
+        registry_release(before);
         return -1;
+    }
     api_audit(api, req, hex[0] ? "module.deleteRevision" : "module.deleteStrategy",
               hex[0] ? json_pack("{s:s, s:o}", "strategy", name, "hash", views_hash(hex))
                      : json_pack("{s:s}", "strategy", name));
+    struct registry *after = catalog_snapshot(api->opts.catalog);
+    api_audit_tag_changes(api, req, before, after, name);
+    registry_release(before);
+    registry_release(after);
     res->status = 204;
     return 0;
 }

@@ -113,8 +113,8 @@ int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_r
     const char *labels[] = {api->opts.environment, name, tag, allow_orphan ? "true" : "false"};
     metrics_add(api->tag_deleted, labels, 1);
     api_audit(api, req, "tag.delete",
-              json_pack("{s:s, s:s, s:o, s:b}", "strategy", name, "tag", tag, "from",
-                        views_hash(previous), "allowOrphan", allow_orphan));
+              json_pack("{s:s, s:s, s:o, s:n, s:b}", "strategy", name, "tag", tag, "from",
+                        views_hash(previous), "to", "allowOrphan", allow_orphan));
     api_respond_json(res, 200,
                      json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "deleted", "strategy", name,
                                "tag", tag, "previousHash", views_hash(previous), "allowOrphan",

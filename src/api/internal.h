@@ -102,6 +102,12 @@ int api_body_object(const struct api_request *req, bool allow_empty, json_t **ou
                     struct err *err);
 /* Appends an audit entry {actor, action, ...fields}; fields is stolen. */
 void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields);
+/* Audits every tag of strategy `name` that moved, appeared or went between
+ * two snapshots (for changes whose tag moves are side effects: uploads,
+ * deletes). */
+void api_audit_tag_changes(struct api *api, const struct api_request *req,
+                           const struct registry *before, const struct registry *after,
+                           const char *name);
 
 /* handlers_*.c */
 int api_handle_healthz(struct api *, struct api_request *, struct api_response *, struct err *);

@@ -122,19 +122,3 @@ int api_body_object(const struct api_request *req, bool allow_empty, json_t **ou
     *out = jsonutil_parse_object(data, len, err);
     return *out ? 0 : -1;
 }
-
-void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields)
-{
-    json_t *entry = json_object();
-    json_object_set_new(entry, "actor", json_string(req->actor[0] ? req->actor : "anonymous"));
-    json_object_set_new(entry, "action", json_string(action));
-    if (fields)
-        json_object_update(entry, fields);
-    json_decref(fields);
-    struct err err = ERR_INIT;
-    if (api->opts.store && store_audit_append(api->opts.store, entry, &err) != 0) {
-        log_error("audit", "cannot append to the audit log: %s", err.message);
-        err_clear(&err);
-    }
-    json_decref(entry);
-}

@@ -47,10 +47,48 @@ const struct api_route api_routes[] = {
 
 const size_t api_route_count = sizeof api_routes / sizeof api_routes[0];
 
-/* Matches the request's segments against one pattern, capturing params.
- * Literal matches win over captures because literal routes for the same
- * shape come first in the table (e.g. /strategies/modules before
- * /strategies/{name}). */
+/* The n-th segment of a pattern: its start and length, or NULL. */
+static const char *pattern_segment(const char *pattern, size_t n, size_t *len)
+{
+    const char *p = pattern;
+    for (size_t i = 0;; i++) {
+        if (*p == '/')
+            p++;
+        if (!*p)
+            return NULL;
+        const char *end = strchr(p, '/');
+        *len = end ? (size_t)(end - p) : strlen(p);
+        if (i == n)
+            return p;
+        p += *len;
+    }
+}
+
+/* Whether some route spells `value` literally at segment `depth` under the
+ * same leading segments: then a capture there must not take it, so
+ * GET /strategies/refresh is "wrong method" rather than a strategy named
+ * "refresh". */
+static bool literal_elsewhere(const struct api_request *req, size_t depth)
+{
+    const char *value = req->segments[depth];
+    for (size_t r = 0; r < api_route_count; r++) {
+        size_t len = 0;
+        const char *seg = pattern_segment(api_routes[r].pattern, depth, &len);
+        if (!seg || seg[0] == '{' || strlen(value) != len || strncmp(seg, value, len) != 0)
+            continue;
+        bool same_prefix = true;
+        for (size_t i = 0; i < depth && same_prefix; i++) {
+            const char *p = pattern_segment(api_routes[r].pattern, i, &len);
+            same_prefix = p && (p[0] == '{' || (strlen(req->segments[i]) == len &&
+                                                strncmp(p, req->segments[i], len) == 0));
+        }
+        if (same_prefix)
+            return true;
+    }
+    return false;
+}
+
+/* Matches the request's segments against one pattern, capturing params. */
 static bool pattern_matches(const char *pattern, struct api_request *req, bool capture)
 {
     size_t seg = 0, nparams = 0;
@@ -64,6 +102,8 @@ static bool pattern_matches(const char *pattern, struct api_request *req, bool c
             return false;
         const char *actual = req->segments[seg];
         if (p[0] == '{') {
+            if (literal_elsewhere(req, seg))
+                return false;
             if (capture && nparams < API_MAX_PARAMS)
                 req->params[nparams] = actual;
             nparams++;

@@ -568,19 +568,106 @@ static int throw_column(const char *line, size_t len, int column)
     return offset_column(line, off);
 }
 
-/* Moves an execute diagnostic from the Error's construction to its throw
- * statement, and the message with it. */
+/* Other exceptions point at the failing operation (a property read of null
+ * points at the property name). Authors look for the statement: it starts
+ * after the last ';' before that column on the line, or else at the line's
+ * first non-blank character. Braces are not boundaries: without a parser a
+ * block cannot be told from an object literal. */
+static int statement_column(const char *line, size_t len, int column)
+{
+    size_t off = js__column_offset(line, len, column);
+    size_t start = off;
+    while (start > 0 && line[start - 1] != ';')
+        start--;
+    while (start < off && (line[start] == ' ' || line[start] == '\t'))
+        start++;
+    return offset_column(line, start);
+}
+
+/* A thrown string or number carries no position in QuickJS. When exactly
+ * one `throw` in the source throws that literal, that is the statement. */
+static bool literal_follows(const char *p, const char *end, const char *value, bool is_string)
+{
+    size_t n = strlen(value);
+    if (is_string) {
+        char quote = p < end ? *p : '\0';
+        if (quote != '\'' && quote != '"' && quote != '`')
+            return false;
+        p++;
+        return (size_t)(end - p) > n && memcmp(p, value, n) == 0 && p[n] == quote;
+    }
+    return (size_t)(end - p) >= n && memcmp(p, value, n) == 0 &&
+           ((size_t)(end - p) == n || !ident_char(p[n]));
+}
+
+static bool locate_literal_throw(const char *source, size_t len, const char *value,
+                                 bool is_string, int *line, int *column)
+{
+    const char *end = source + len;
+    int matches = 0, cur_line = 1;
+    const char *line_start = source;
+    for (const char *p = source; p + 5 <= end; p++) {
+        if (*p == '\n') {
+            cur_line++;
+            line_start = p + 1;
+            continue;
+        }
+        if (memcmp(p, "throw", 5) != 0 || (p > source && ident_char(p[-1])) ||
+            (p + 5 < end && ident_char(p[5])))
+            continue;
+        const char *q = p + 5;
+        while (q < end && (*q == ' ' || *q == '\t'))
+            q++;
+        if (!literal_follows(q, end, value, is_string))
+            continue;
+        if (++matches > 1)
+            return false;
+        *line = cur_line;
+        *column = offset_column(line_start, (size_t)(p - line_start));
+    }
+    return matches == 1;
+}
+
+static void point_at_literal_throw(struct err *err, json_t *diag, const char *source, size_t len,
+                                   const char *filename)
+{
+    static const char *const prefixes[] = {"the top level threw string: ",
+                                            "the top level threw number: "};
+    const char *message = json_string_value(json_object_get(diag, "message"));
+    for (size_t i = 0; message && i < 2; i++) {
+        size_t n = strlen(prefixes[i]);
+        int line = 0, column = 0;
+        if (strncmp(message, prefixes[i], n) != 0 ||
+            !locate_literal_throw(source, len, message + n, i == 0, &line, &column))
+            continue;
+        json_object_set_new(diag, "line", json_integer(line));
+        json_object_set_new(diag, "column", json_integer(column));
+        err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s", filename, line, column, message);
+        return;
+    }
+}
+
+/* Moves an execute diagnostic from the failing operation (or the Error's
+ * construction) to the statement that threw, and the message with it. */
 static void point_at_throw(struct err *err, const char *source, size_t len, const char *filename)
 {
     json_t *diag = json_array_get(json_object_get(err->details, "diagnostics"), 0);
     const char *stage = json_string_value(json_object_get(diag, "stage"));
     int line = (int)json_integer_value(json_object_get(diag, "line"));
     int column = (int)json_integer_value(json_object_get(diag, "column"));
+    if (stage && strcmp(stage, "execute") == 0 && line == 0) {
+        point_at_literal_throw(err, diag, source, len, filename);
+        return;
+    }
     size_t line_len = 0;
     const char *text = js__source_line(source, len, line, &line_len);
     if (!stage || strcmp(stage, "execute") != 0 || !text || column < 1)
         return;
     int moved = throw_column(text, line_len, column);
+    const char *message = json_string_value(json_object_get(diag, "message"));
+    bool exception = message && strncmp(message, "the top level threw ", 20) == 0;
+    if (moved == column && exception)
+        moved = statement_column(text, line_len, column);
     if (moved == column)
         return;
     json_object_set_new(diag, "column", json_integer(moved));

@@ -550,3 +550,413 @@ long long tu_jint(const json_t *root, const char *path)
     }
     return json_integer_value(v);
 }
+
+/* ---------------------------------------------------------- raw requests */
+
+struct body_reader {
+    const char *data;
+    size_t len;
+    size_t at;
+};
+
+static size_t read_body(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+    struct body_reader *r = userdata;
+    size_t n = size * nitems;
+    /* Small pieces, so that a chunked body really arrives in many chunks. */
+    if (n > 16384)
+        n = 16384;
+    if (n > r->len - r->at)
+        n = r->len - r->at;
+    memcpy(buffer, r->data + r->at, n);
+    r->at += n;
+    return n;
+}
+
+int tu_http_try(struct tu_response *res, const char *method, const char *url,
+                const struct tu_request_options *opts)
+{
+    static const struct tu_request_options none = {0};
+    if (!opts)
+        opts = &none;
+    memset(res, 0, sizeof *res);
+    CURL *curl = curl_easy_init();
+    if (!curl)
+        return -1;
+    struct grow body_buf = {NULL, 0}, head_buf = {NULL, 0};
+    struct curl_slist *headers = NULL;
+    bool has_content_type = false;
+    for (int i = 0; opts->headers && opts->headers[i]; i++) {
+        headers = curl_slist_append(headers, opts->headers[i]);
+        if (strncasecmp(opts->headers[i], "Content-Type:", 13) == 0)
+            has_content_type = true;
+    }
+    if (opts->body && !has_content_type)
+        headers = curl_slist_append(headers, "Content-Type: application/json");
+    headers = curl_slist_append(headers, "Expect:");
+    struct body_reader reader = {opts->body, opts->body_len, 0};
+    long timeout = opts->timeout_s > 0 ? opts->timeout_s : 120L;
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body_buf);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &head_buf);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, timeout);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, opts->path_as_is ? 1L : 0L);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    if (opts->body && opts->chunked) {
+        headers = curl_slist_append(headers, "Transfer-Encoding: chunked");
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_READFUNCTION, read_body);
+        curl_easy_setopt(curl, CURLOPT_READDATA, &reader);
+    } else if (opts->body) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, opts->body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len);
+    }
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    CURLcode rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &res->status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    if (rc != CURLE_OK) {
+        free(body_buf.data);
+        free(head_buf.data);
+        memset(res, 0, sizeof *res);
+        return -1;
+    }
+    res->body = body_buf.data ? body_buf.data : calloc(1, 1);
+    res->len = body_buf.len;
+    res->headers = head_buf.data ? head_buf.data : calloc(1, 1);
+    if (res->len)
+        res->json = json_loadb(res->body, res->len, 0, NULL);
+    return 0;
+}
+
+void tu_request(struct tu_server *srv, struct tu_response *res, const char *method,
+                const char *path, const struct tu_request_options *opts)
+{
+    struct tu_request_options o = {0};
+    if (opts)
+        o = *opts;
+    o.path_as_is = true;
+    char *url = tu_path("%s%s", srv->base_url, path);
+    if (tu_http_try(res, method, url, &o) != 0)
+        fail_msg("%s %s: no response (transport error)", method, url);
+    free(url);
+}
+
+/* ---------------------------------------------------------------- hashes */
+
+void tu_sha256_hex(const void *data, size_t len, char hex[65])
+{
+    hash_sha256_hex(data, len, hex);
+}
+
+/* -------------------------------------------------------- error bodies */
+
+void tu_check_error(const struct tu_response *res, long expected, const char *file, int line)
+{
+    int shown = (int)(res->len > 2000 ? 2000 : res->len);
+    const char *body = res->body ? res->body : "";
+    if (res->status != expected)
+        fail_msg("%s:%d: expected HTTP %ld, got %ld: %.*s", file, line, expected, res->status,
+                 shown, body);
+    if (!json_is_object(res->json))
+        fail_msg("%s:%d: HTTP %ld error body is not a JSON object: %.*s", file, line, res->status,
+                 shown, body);
+    const json_t *error = json_object_get(res->json, "error");
+    if (!json_is_string(error) || json_string_length(error) == 0)
+        fail_msg("%s:%d: HTTP %ld error body has no non-empty \"error\" string: %.*s", file, line,
+                 res->status, shown, body);
+    if (!json_is_object(json_object_get(res->json, "details")))
+        fail_msg("%s:%d: HTTP %ld error body has no \"details\" object: %.*s", file, line,
+                 res->status, shown, body);
+    char *type = tu_header(res, "Content-Type");
+    if (!type || strncmp(type, "application/json", 16) != 0)
+        fail_msg("%s:%d: HTTP %ld error has Content-Type '%s', expected application/json", file,
+                 line, res->status, type ? type : "(none)");
+    free(type);
+}
+
+/* ------------------------------------------------- the catalogue on disk */
+
+json_t *tu_registry_disk(const struct tu_server *srv)
+{
+    char *path = tu_path("%s/registry.json", srv->strategies_dir);
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    json_t *doc = NULL;
+    if (text) {
+        json_error_t jerr;
+        doc = json_loadb(text, len, 0, &jerr);
+        if (!doc)
+            fail_msg("%s is not JSON (line %d, column %d: %s):\n%s", path, jerr.line, jerr.column,
+                     jerr.text, text);
+    }
+    free(text);
+    free(path);
+    return doc;
+}
+
+static bool all_hex_lower(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+static bool spelled_hash(const char *s)
+{
+    return s && strlen(s) == 71 && strncmp(s, "sha256:", 7) == 0 && all_hex_lower(s + 7, 64);
+}
+
+static bool strategy_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool tag_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+json_t *tu_assert_registry_sound(const char *strategies_dir)
+{
+    char *path = tu_path("%s/registry.json", strategies_dir);
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    if (!text)
+        fail_msg("%s does not exist", path);
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, 0, &jerr);
+    if (!doc)
+        fail_msg("%s is not valid JSON (line %d, column %d: %s); %zu bytes:\n%.4000s", path,
+                 jerr.line, jerr.column, jerr.text, len, text);
+    if (!json_is_object(doc))
+        fail_msg("%s: the top level is not an object:\n%.4000s", path, text);
+    const char *name;
+    json_t *entry;
+    json_object_foreach(doc, name, entry)
+    {
+        if (!strategy_name_ok(name))
+            fail_msg("%s: '%s' is not a valid strategy name", path, name);
+        json_t *tags = json_object_get(entry, "tags");
+        json_t *hashes = json_object_get(entry, "hashes");
+        if (!json_is_object(entry) || json_object_size(entry) != 2 || !json_is_object(tags) ||
+            !json_is_object(hashes))
+            fail_msg("%s: strategy '%s' is not {\"tags\": {...}, \"hashes\": {...}}:\n%.4000s",
+                     path, name, text);
+        if (json_object_size(hashes) == 0)
+            fail_msg("%s: strategy '%s' has no revision", path, name);
+        if (!json_is_string(json_object_get(tags, "latest")))
+            fail_msg("%s: strategy '%s' has no 'latest' tag", path, name);
+        const char *tag;
+        json_t *target;
+        json_object_foreach(tags, tag, target)
+        {
+            const char *h = json_string_value(target);
+            if (!tag_ok(tag))
+                fail_msg("%s: strategy '%s' has the malformed tag '%s'", path, name, tag);
+            if (!spelled_hash(h))
+                fail_msg("%s: tag %s:%s is not sha256:<64 hex>: %s", path, name, tag,
+                         h ? h : "(not a string)");
+            if (!json_object_get(hashes, h))
+                fail_msg("%s: tag %s:%s points at %s, which is not in hashes", path, name, tag, h);
+        }
+        const char *spelled;
+        json_t *rev;
+        json_object_foreach(hashes, spelled, rev)
+        {
+            if (!spelled_hash(spelled))
+                fail_msg("%s: strategy '%s' has the malformed hash key '%s'", path, name, spelled);
+            const char *rev_tag = json_string_value(json_object_get(rev, "tag"));
+            const char *rel = json_string_value(json_object_get(rev, "path"));
+            if (!json_is_object(rev) || !rev_tag || !rel)
+                fail_msg("%s: %s@%s is not {\"tag\": ..., \"path\": ...}", path, name, spelled);
+            if (!tag_ok(rev_tag))
+                fail_msg("%s: %s@%s has the malformed primary tag '%s'", path, name, spelled,
+                         rev_tag);
+            char *want = tu_path("%s/%s/%s.js", name, spelled + 7, name);
+            if (strcmp(rel, want) != 0)
+                fail_msg("%s: %s@%s has path '%s', expected '%s'", path, name, spelled, rel, want);
+            free(want);
+            char *file = tu_path("%s/%s", strategies_dir, rel);
+            size_t flen = 0;
+            char *bytes = tu_read_file(file, &flen);
+            if (!bytes)
+                fail_msg("%s: %s@%s names %s, which does not exist", path, name, spelled, file);
+            char hex[65];
+            tu_sha256_hex(bytes, flen, hex);
+            if (strcmp(hex, spelled + 7) != 0)
+                fail_msg("%s: %s holds bytes hashing to %s, not %s", path, file, hex, spelled);
+            free(bytes);
+            free(file);
+        }
+    }
+    free(text);
+    free(path);
+    return doc;
+}
+
+static char *get_canonical(struct tu_server *srv, const char *path)
+{
+    struct tu_response res;
+    tu_get(srv, &res, "%s", path);
+    if (res.status != 200 || !res.json)
+        fail_msg("GET %s: HTTP %ld %.*s", path, res.status, (int)(res.len > 2000 ? 2000 : res.len),
+                 res.body);
+    char *text = json_dumps(res.json, JSON_COMPACT | JSON_SORT_KEYS);
+    tu_response_free(&res);
+    assert_non_null(text);
+    return text;
+}
+
+void tu_catalog_capture(struct tu_server *srv, struct tu_catalog_state *st)
+{
+    char *path = tu_path("%s/registry.json", srv->strategies_dir);
+    st->registry = tu_read_file(path, NULL);
+    if (!st->registry)
+        st->registry = strdup("");
+    free(path);
+    st->tree = tu_tree_checksum(srv->strategies_dir);
+    st->listing = get_canonical(srv, "/strategies/modules");
+    st->export_doc = get_canonical(srv, "/strategies/registry");
+}
+
+void tu_catalog_expect_same(struct tu_server *srv, const struct tu_catalog_state *before,
+                            const char *what)
+{
+    struct tu_catalog_state now;
+    tu_catalog_capture(srv, &now);
+    if (strcmp(now.registry, before->registry) != 0)
+        fail_msg("after %s, registry.json changed:\nbefore: %.3000s\nafter:  %.3000s", what,
+                 before->registry, now.registry);
+    if (strcmp(now.tree, before->tree) != 0) {
+        char *listing = NULL;
+        tu_run(&listing, "cd '%s' && find . | LC_ALL=C sort", srv->strategies_dir);
+        fail_msg("after %s, the strategies directory changed; it now holds:\n%s", what,
+                 listing ? listing : "");
+    }
+    if (strcmp(now.listing, before->listing) != 0)
+        fail_msg("after %s, GET /strategies/modules changed:\nbefore: %.3000s\nafter:  %.3000s",
+                 what, before->listing, now.listing);
+    if (strcmp(now.export_doc, before->export_doc) != 0)
+        fail_msg("after %s, GET /strategies/registry changed:\nbefore: %.3000s\nafter:  %.3000s",
+                 what, before->export_doc, now.export_doc);
+    tu_catalog_state_free(&now);
+}
+
+void tu_catalog_state_free(struct tu_catalog_state *st)
+{
+    free(st->registry);
+    free(st->tree);
+    free(st->listing);
+    free(st->export_doc);
+    memset(st, 0, sizeof *st);
+}
+
+json_t *tu_audit_entries(const struct tu_server *srv)
+{
+    char *path = tu_path("%s/audit.log", srv->state_dir);
+    char *text = tu_read_file(path, NULL);
+    json_t *out = json_array();
+    int line = 0;
+    for (char *p = text; p && *p;) {
+        char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        line++;
+        if (n > 0) {
+            json_error_t jerr;
+            json_t *entry = json_loadb(p, n, 0, &jerr);
+            if (!json_is_object(entry))
+                fail_msg("%s line %d is not a JSON object: %.*s", path, line, (int)n, p);
+            json_array_append_new(out, entry);
+        }
+        p += n;
+        if (*p == '\n')
+            p++;
+    }
+    free(text);
+    free(path);
+    return out;
+}
+
+void tu_upload_expect(struct tu_server *srv, const char *source, const char *fields_json,
+                      long status, char hex[65])
+{
+    struct tu_response res;
+    tu_upload(srv, &res, source, fields_json);
+    if (res.status != status)
+        fail_msg("upload (fields %s): expected HTTP %ld, got %ld: %.*s",
+                 fields_json ? fields_json : "{}", status, res.status,
+                 (int)(res.len > 2000 ? 2000 : res.len), res.body);
+    if (hex) {
+        const char *spelled = tu_jstr(res.json, "module.hash");
+        if (!spelled_hash(spelled))
+            fail_msg("upload answered module.hash '%s', expected sha256:<64 hex>", spelled);
+        memcpy(hex, spelled + 7, 65);
+    }
+    tu_response_free(&res);
+}
+
+json_t *tu_get_json(struct tu_server *srv, long status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *path = NULL;
+    if (vasprintf(&path, fmt, ap) < 0)
+        fail_msg("out of memory");
+    va_end(ap);
+    struct tu_response res;
+    tu_get(srv, &res, "%s", path);
+    if (res.status != status || !res.json)
+        fail_msg("GET %s: expected HTTP %ld with a JSON body, got %ld: %.*s", path, status,
+                 res.status, (int)(res.len > 2000 ? 2000 : res.len), res.body);
+    json_t *out = json_incref(res.json);
+    tu_response_free(&res);
+    free(path);
+    return out;
+}
+
+int tu_server_setup(void **state)
+{
+    struct tu_server *srv = calloc(1, sizeof *srv);
+    *state = srv;
+    return srv ? 0 : -1;
+}
+
+int tu_server_teardown(void **state)
+{
+    struct tu_server *srv = *state;
+    if (srv) {
+        tu_server_kill(srv);
+        tu_server_cleanup(srv);
+        free(srv);
+    }
+    *state = NULL;
+    return 0;
+}

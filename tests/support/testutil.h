@@ -116,4 +116,82 @@ long long tu_jint(const json_t *root, const char *path);
 /* Sets a env-style source module text for a strategy with the given name. */
 char *tu_module_source(const char *name, const char *tag, const char *extra_body);
 
+/* ---- raw requests ---- */
+struct tu_request_options {
+    const char *body; /* sent as is (with Content-Type: application/json unless a
+                         Content-Type header is given) */
+    size_t body_len;
+    const char *const *headers; /* NULL-terminated, or NULL */
+    bool path_as_is;            /* keep "." and ".." segments instead of squashing them */
+    bool chunked;               /* Transfer-Encoding: chunked instead of Content-Length */
+    long timeout_s;             /* 0: 120 s */
+};
+
+/* Like tu_http, but never fails the test and may be called from any thread:
+ * returns 0 when a response arrived, or -1 on a transport error (refused,
+ * reset, timeout), with *res zeroed. */
+int tu_http_try(struct tu_response *res, const char *method, const char *url,
+                const struct tu_request_options *opts);
+/* A request to the server with the path sent byte for byte; fails the test on
+ * a transport error. opts may be NULL. */
+void tu_request(struct tu_server *srv, struct tu_response *res, const char *method,
+                const char *path, const struct tu_request_options *opts);
+
+/* ---- hashes ---- */
+/* 64 lowercase hex digits of SHA-256 over data. */
+void tu_sha256_hex(const void *data, size_t len, char hex[65]);
+
+/* ---- error responses ---- */
+/* Asserts an error response: the status, Content-Type application/json, and a
+ * JSON object body whose "error" is a non-empty string and whose "details" is
+ * an object. */
+#define tu_assert_error(res, expected) tu_check_error((res), (expected), __FILE__, __LINE__)
+void tu_check_error(const struct tu_response *res, long expected, const char *file, int line);
+
+/* ---- the catalogue on disk and over HTTP ---- */
+/* <strategies>/registry.json parsed; NULL when it does not exist. Fails the
+ * test when it exists but is not JSON. */
+json_t *tu_registry_disk(const struct tu_server *srv);
+/* Checks <dir>/registry.json against the format {name: {tags: {tag:
+ * "sha256:<hex>"}, hashes: {"sha256:<hex>": {tag, path}}}}: names and tags
+ * well formed, every tag naming a listed hash, `latest` present, every path
+ * "<name>/<hex>/<name>.js" naming a file whose bytes hash to <hex>. Returns the
+ * document (new reference). */
+json_t *tu_assert_registry_sound(const char *strategies_dir);
+
+/* Everything a refused request must leave alone: registry.json's bytes, the
+ * strategies tree, the module listing and the registry export. */
+struct tu_catalog_state {
+    char *registry; /* "" when registry.json does not exist */
+    char *tree;
+    char *listing;
+    char *export_doc;
+};
+void tu_catalog_capture(struct tu_server *srv, struct tu_catalog_state *st);
+/* Fails, naming `what`, when the catalogue differs from `before`. */
+void tu_catalog_expect_same(struct tu_server *srv, const struct tu_catalog_state *before,
+                            const char *what);
+void tu_catalog_state_free(struct tu_catalog_state *st);
+
+/* Every line of <state>/audit.log as an array of objects (empty when the
+ * file does not exist); fails on a line that is not a JSON object. */
+json_t *tu_audit_entries(const struct tu_server *srv);
+
+/* Uploads, asserts the status, and copies the 64 hex digits of module.hash
+ * into hex (when non-NULL). */
+void tu_upload_expect(struct tu_server *srv, const char *source, const char *fields_json,
+                      long status, char hex[65]);
+
+/* GET that asserts the status and returns the JSON body (new reference;
+ * fails when the body is not JSON). */
+json_t *tu_get_json(struct tu_server *srv, long status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* cmocka fixtures for tests that run one server each: setup allocates a
+ * struct tu_server into *state; teardown kills whatever still runs (a test
+ * that failed half-way) and removes the temporary tree. A test that reaches
+ * its end calls tu_server_stop() itself, so that a clean exit is asserted. */
+int tu_server_setup(void **state);
+int tu_server_teardown(void **state);
+
 #endif

@@ -274,17 +274,24 @@ static void test_execute_stage_positions(void **state)
                 "Error: plain", NULL);
     expect_diag("function boom() {\n  throw new TypeError('inner');\n}\nboom();\n", NULL, "execute",
                 2, 3, "TypeError: inner", NULL);
-    /* not a throw statement: the failing expression */
-    expect_diag("var cfg = null;\nvar n = 1;\nvar size = cfg.size;\n", NULL, "execute", 3, 15,
+    /* not a throw statement: the statement holding the failing expression */
+    expect_diag("var cfg = null;\nvar n = 1;\nvar size = cfg.size;\n", NULL, "execute", 3, 1,
                 "TypeError: cannot read property 'size' of null", NULL);
-    expect_diag("module.exports = { metadata: helpers() };\n", NULL, "execute", 1, 30,
+    expect_diag("module.exports = { metadata: helpers() };\n", NULL, "execute", 1, 1,
                 "ReferenceError: 'helpers' is not defined", "built-ins");
     /* text that is not valid UTF-8 (a lone surrogate) still makes a diagnostic */
     expect_diag("throw new Error('\\ud800 lone');\n", NULL, "execute", 1, 1, "\xef\xbf\xbd lone",
                 NULL);
-    /* a thrown non-Error has no position */
-    expect_diag("var a = 1;\nthrow 42;\n", NULL, "execute", 0, 0, "threw number: 42",
+    expect_diag("var a = 1; var b = null; b.x = 2;\n", NULL, "execute", 1, 26,
+                "TypeError: cannot set property 'x' of null", NULL);
+    /* a thrown non-Error has no position of its own: the one `throw` of
+     * that literal is the statement */
+    expect_diag("var a = 1;\nthrow 42;\n", NULL, "execute", 2, 1, "threw number: 42",
                 "throw new Error");
+    expect_diag("if (1) {\n  throw 'not ready';\n}\n", NULL, "execute", 2, 3,
+                "threw string: not ready", NULL);
+    /* two candidates: no guess */
+    expect_diag("if (0) throw 'x';\nthrow 'x';\n", NULL, "execute", 0, 0, "threw string: x", NULL);
 }
 
 static void test_execute_stage_limits(void **state)

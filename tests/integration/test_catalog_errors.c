@@ -1,0 +1,476 @@
+/*
+ * Bad input to the catalogue API: every one gets a clear JSON error
+ * {"error": "...", "details": {...}} with the right status, and none of them
+ * changes anything (registry.json, the strategies tree, the listing and the
+ * export are compared before and after).
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIB (1024u * 1024u)
+
+/* A catalogue to protect: "momo" with two revisions and a prod tag. */
+static void seed(struct tu_server *srv)
+{
+    char *a = tu_module_source("momo", "v1", NULL);
+    char *b = tu_module_source("momo", "v2", "onTrade() {},");
+    tu_upload_expect(srv, a, NULL, 201, NULL);
+    tu_upload_expect(srv, b, "{\"aliases\": [\"prod\"]}", 201, NULL);
+    free(a);
+    free(b);
+}
+
+static void send_raw(struct tu_server *srv, struct tu_response *res, const char *method,
+                     const char *path, const char *body)
+{
+    struct tu_request_options o = {.body = body, .body_len = body ? strlen(body) : 0};
+    tu_request(srv, res, method, path, &o);
+}
+
+/* ------------------------------------------------------------ bad JSON */
+
+/* The second ',' on line 3 is at column 15. */
+static const char *const BAD_JSON = "{\n"
+                                    "  \"source\": \"x\",\n"
+                                    "  \"tag\": \"v1\",,\n"
+                                    "}";
+
+static void expect_position(const struct tu_response *res, int line, int column, const char *what)
+{
+    const char *error = json_string_value(json_object_get(res->json, "error"));
+    const json_t *details = json_object_get(res->json, "details");
+    json_t *l = json_object_get(details, "line"), *c = json_object_get(details, "column");
+    bool in_details = json_is_integer(l) && json_is_integer(c) && json_integer_value(l) == line &&
+                      json_integer_value(c) == column;
+    char want_line[32], want_column[32];
+    snprintf(want_line, sizeof want_line, "line %d", line);
+    snprintf(want_column, sizeof want_column, "column %d", column);
+    bool in_message = error && strstr(error, want_line) && strstr(error, want_column);
+    if (!in_details && !in_message)
+        fail_msg("%s: the error does not say line %d, column %d: %s", what, line, column,
+                 res->body);
+}
+
+static void test_invalid_json_says_where(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    struct {
+        const char *method, *path;
+    } endpoints[] = {
+        {"POST", "/strategies/modules"},        {"PUT", "/strategies/modules/momo"},
+        {"PUT", "/strategies/modules/momo:v1"}, {"PUT", "/strategies/modules/momo/tags/prod"},
+        {"POST", "/strategies/refresh"},
+    };
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    for (size_t i = 0; i < sizeof endpoints / sizeof endpoints[0]; i++) {
+        char *what = tu_path("%s %s with invalid JSON", endpoints[i].method, endpoints[i].path);
+        struct tu_response res;
+        send_raw(srv, &res, endpoints[i].method, endpoints[i].path, BAD_JSON);
+        tu_assert_error(&res, 400);
+        expect_position(&res, 3, 15, what);
+        tu_response_free(&res);
+
+        /* cut short, and not UTF-8 */
+        send_raw(srv, &res, endpoints[i].method, endpoints[i].path, "{\"source\": \"abc");
+        tu_assert_error(&res, 400);
+        tu_response_free(&res);
+        send_raw(srv, &res, endpoints[i].method, endpoints[i].path, "{\"source\": \"\xff\xfe\"}");
+        tu_assert_error(&res, 400);
+        tu_response_free(&res);
+        free(what);
+    }
+    tu_catalog_expect_same(srv, &before, "requests with invalid JSON");
+    tu_catalog_state_free(&before);
+    tu_server_stop(srv);
+}
+
+/* ----------------------------------------------------- bad upload bodies */
+
+static void test_bad_upload_fields_are_400(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    /* A module that would be accepted, so that only the field is at fault. */
+    char *src = tu_module_source("momo", NULL, "onTicker() {},");
+    json_t *s = json_string(src);
+    char *q = json_dumps(s, JSON_ENCODE_ANY);
+    json_decref(s);
+    const char *fields[] = {
+        "\"tag\": 5",
+        "\"tag\": \"bad tag\"",
+        "\"tag\": \"../x\"",
+        "\"tag\": \"a/b\"",
+        "\"tag\": \"\"",
+        "\"tag\": \".hidden\"",
+        "\"aliases\": \"prod\"",
+        "\"aliases\": [1]",
+        "\"aliases\": [\"ok\", \"bad tag\"]",
+        "\"aliases\": [\"..\"]",
+        "\"reassignTags\": {\"v1\": true}",
+        "\"reassignTags\": [\"a/b\"]",
+        "\"promoteLatest\": \"yes\"",
+        "\"promoteLatest\": 1",
+        "\"name\": 7",
+        "\"name\": \"Momo\"",
+        "\"name\": \"other\"",
+    };
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char *body = tu_path("{\"source\": %s, %s}", q, fields[i]);
+        struct tu_response res;
+        send_raw(srv, &res, "POST", "/strategies/modules", body);
+        if (res.status != 400)
+            fail_msg("upload with {%s}: expected 400, got %ld: %s", fields[i], res.status,
+                     res.body);
+        tu_assert_error(&res, 400);
+        tu_response_free(&res);
+        send_raw(srv, &res, "PUT", "/strategies/modules/momo", body);
+        if (res.status != 400)
+            fail_msg("PUT /strategies/modules/momo with {%s}: expected 400, got %ld: %s", fields[i],
+                     res.status, res.body);
+        tu_assert_error(&res, 400);
+        tu_response_free(&res);
+        free(body);
+    }
+    const char *bodies[] = {
+        "",
+        "   ",
+        "[]",
+        "\"text\"",
+        "null",
+        "42",
+        "{}",
+        "{\"source\": 42}",
+        "{\"source\": null}",
+        "{\"source\": [\"a\"]}",
+        "{\"name\": \"momo\"}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        struct tu_response res;
+        send_raw(srv, &res, "POST", "/strategies/modules", bodies[i]);
+        if (res.status != 400)
+            fail_msg("upload with body '%s': expected 400, got %ld: %s", bodies[i], res.status,
+                     res.body);
+        tu_assert_error(&res, 400);
+        tu_response_free(&res);
+    }
+    /* No body at all. */
+    struct tu_response res;
+    tu_request(srv, &res, "POST", "/strategies/modules", NULL);
+    tu_assert_error(&res, 400);
+    tu_response_free(&res);
+    tu_catalog_expect_same(srv, &before, "uploads with bad fields");
+    tu_catalog_state_free(&before);
+
+    /* The same module with good fields is accepted. */
+    char *body = tu_path("{\"source\": %s, \"tag\": \"v3\", \"aliases\": [\"ok\"]}", q);
+    send_raw(srv, &res, "POST", "/strategies/modules", body);
+    tu_assert_status(&res, 201);
+    tu_response_free(&res);
+    free(body);
+    free(q);
+    free(src);
+    tu_server_stop(srv);
+}
+
+/* -------------------------------------------------------- body limits */
+
+/* An upload body of exactly `size` bytes carrying a valid module padded
+ * with a comment. */
+static char *sized_upload(size_t size)
+{
+    char *module = tu_module_source("big", "v1", NULL);
+    json_t *probe = json_pack("{s:s}", "source", module);
+    char *text = json_dumps(probe, JSON_COMPACT);
+    /* "// " + padding + "\n" adds 3 + pad + 2 (the newline is escaped). */
+    size_t base = strlen(text) + 5;
+    json_decref(probe);
+    free(text);
+    assert_true(size > base);
+    size_t pad = size - base;
+    char *padding = malloc(pad + 1);
+    memset(padding, 'a', pad);
+    padding[pad] = '\0';
+    char *source = tu_path("%s// %s\n", module, padding);
+    json_t *body = json_pack("{s:s}", "source", source);
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    assert_int_equal(strlen(text), size);
+    free(source);
+    free(padding);
+    free(module);
+    return text;
+}
+
+static void test_body_over_one_mib_is_413(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+
+    char *over = sized_upload(MIB + 1);
+    struct tu_request_options o = {.body = over, .body_len = strlen(over)};
+    struct tu_response res;
+    tu_request(srv, &res, "POST", "/strategies/modules", &o);
+    tu_assert_error(&res, 413);
+    tu_response_free(&res);
+
+    o.chunked = true;
+    tu_request(srv, &res, "POST", "/strategies/modules", &o);
+    tu_assert_error(&res, 413);
+    tu_response_free(&res);
+
+    char *far = sized_upload(3 * MIB);
+    struct tu_request_options f = {.body = far, .body_len = strlen(far), .chunked = true};
+    tu_request(srv, &res, "PUT", "/strategies/modules/momo", &f);
+    tu_assert_error(&res, 413);
+    tu_response_free(&res);
+    tu_catalog_expect_same(srv, &before, "bodies over 1 MiB");
+    tu_catalog_state_free(&before);
+
+    /* The server still answers, and exactly 1 MiB is within the limit. */
+    json_decref(tu_get_json(srv, 200, "/healthz"));
+    char *limit = sized_upload(MIB);
+    struct tu_request_options l = {.body = limit, .body_len = strlen(limit)};
+    tu_request(srv, &res, "POST", "/strategies/modules", &l);
+    tu_assert_status(&res, 201);
+    tu_response_free(&res);
+    free(limit);
+    free(far);
+    free(over);
+    tu_server_stop(srv);
+}
+
+/* -------------------------------------------------------------- routes */
+
+static void test_unknown_routes_are_404(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    struct {
+        const char *method, *path;
+    } cases[] = {
+        {"GET", "/nope"},
+        {"POST", "/nope"},
+        {"GET", "/strategies/momo/extra"},
+        {"GET", "/strategies/modules/momo/nothing"},
+        {"GET", "/strategies/modules/momo/tags"},
+        {"DELETE", "/strategies/modules/momo/tags/v1/more"},
+        {"GET", "/strategies/modules/momo/source/more"},
+        {"GET", "/strategiesx"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct tu_response res;
+        tu_request(srv, &res, cases[i].method, cases[i].path, NULL);
+        if (res.status != 404)
+            fail_msg("%s %s: expected 404, got %ld: %s", cases[i].method, cases[i].path, res.status,
+                     res.body);
+        tu_assert_error(&res, 404);
+        tu_response_free(&res);
+    }
+    tu_catalog_expect_same(srv, &before, "requests for unknown routes");
+    tu_catalog_state_free(&before);
+    tu_server_stop(srv);
+}
+
+/* Fails unless the Allow header lists exactly the methods (any order). */
+static void expect_allow(const struct tu_response *res, const char *const *methods,
+                         const char *what)
+{
+    char *allow = tu_header(res, "Allow");
+    if (!allow)
+        fail_msg("%s: 405 without an Allow header", what);
+    size_t want = 0, got = 0;
+    while (methods[want])
+        want++;
+    char *save = NULL;
+    for (char *part = strtok_r(allow, ",", &save); part; part = strtok_r(NULL, ",", &save)) {
+        while (*part == ' ')
+            part++;
+        size_t n = strlen(part);
+        while (n > 0 && part[n - 1] == ' ')
+            part[--n] = '\0';
+        bool known = false;
+        for (size_t i = 0; i < want; i++)
+            known = known || strcmp(part, methods[i]) == 0;
+        if (!known)
+            fail_msg("%s: Allow lists '%s', which is not allowed there", what, part);
+        got++;
+    }
+    if (got != want)
+        fail_msg("%s: Allow lists %zu methods, expected %zu", what, got, want);
+    free(allow);
+}
+
+static void test_wrong_method_is_405_with_allow(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    static const char *const get[] = {"GET", NULL};
+    static const char *const get_post[] = {"GET", "POST", NULL};
+    static const char *const put_delete[] = {"PUT", "DELETE", NULL};
+    static const char *const get_put_delete[] = {"GET", "PUT", "DELETE", NULL};
+    struct {
+        const char *method, *path;
+        const char *const *allow;
+    } cases[] = {
+        {"DELETE", "/strategies", get},
+        {"POST", "/strategies", get},
+        {"PATCH", "/strategies/modules", get_post},
+        {"PUT", "/strategies/modules", get_post},
+        {"DELETE", "/strategies/modules", get_post},
+        {"POST", "/healthz", get},
+        {"POST", "/strategies/registry", get},
+        {"PUT", "/strategies/momo", get},
+        {"POST", "/strategies/modules/momo", get_put_delete},
+        {"PATCH", "/strategies/modules/momo", get_put_delete},
+        {"POST", "/strategies/modules/momo/source", get},
+        {"DELETE", "/strategies/modules/momo/source", get},
+        {"GET", "/strategies/modules/momo/tags/prod", put_delete},
+        {"POST", "/strategies/modules/momo/tags/prod", put_delete},
+    };
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *what = tu_path("%s %s", cases[i].method, cases[i].path);
+        struct tu_response res;
+        tu_request(srv, &res, cases[i].method, cases[i].path, NULL);
+        if (res.status != 405)
+            fail_msg("%s: expected 405, got %ld: %s", what, res.status, res.body);
+        tu_assert_error(&res, 405);
+        expect_allow(&res, cases[i].allow, what);
+        tu_response_free(&res);
+        free(what);
+    }
+    tu_catalog_expect_same(srv, &before, "requests with the wrong method");
+    tu_catalog_state_free(&before);
+    tu_server_stop(srv);
+}
+
+/* /strategies/refresh, /strategies/registry and /strategies/modules are
+ * paths of their own, not strategies named so: a method they do not have
+ * is a 405 naming only theirs. */
+static void test_reserved_paths_are_not_strategy_names(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    static const char *const post[] = {"POST", NULL};
+    static const char *const get[] = {"GET", NULL};
+    struct {
+        const char *method, *path;
+        const char *const *allow;
+    } cases[] = {
+        {"GET", "/strategies/refresh", post}, {"DELETE", "/strategies/refresh", post},
+        {"PUT", "/strategies/refresh", post}, {"DELETE", "/strategies/registry", get},
+        {"PUT", "/strategies/registry", get},
+    };
+    /* Every case is tried; the failures are reported together. */
+    char *report = NULL;
+    size_t n = 0;
+    FILE *mem = open_memstream(&report, &n);
+    int failures = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct tu_response res;
+        tu_request(srv, &res, cases[i].method, cases[i].path, NULL);
+        char *allow = tu_header(&res, "Allow");
+        bool allow_ok = allow && strcmp(allow, cases[i].allow[0]) == 0;
+        if (res.status != 405 || !allow_ok) {
+            fprintf(mem, "  %s %s: expected 405 with Allow: %s, got %ld (Allow: %s) %.200s\n",
+                    cases[i].method, cases[i].path, cases[i].allow[0], res.status,
+                    allow ? allow : "none", res.body);
+            failures++;
+        } else {
+            tu_assert_error(&res, 405);
+        }
+        free(allow);
+        tu_response_free(&res);
+    }
+    fclose(mem);
+    if (failures)
+        fail_msg("%d of %zu requests for a method a reserved path does not have:\n%s", failures,
+                 sizeof cases / sizeof cases[0], report);
+    free(report);
+    tu_server_stop(srv);
+}
+
+/* --------------------------------------------------- strategy names */
+
+static void test_bad_strategy_names_are_400(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    const char *names[] = {"Momo", "mo%24mo", "momo%2Fv1", "%2E%2E", "..", "-momo", "momo%00"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *path = tu_path("/strategies/%s", names[i]);
+        struct tu_response res;
+        tu_request(srv, &res, "GET", path, NULL);
+        if (res.status != 400)
+            fail_msg("GET %s: expected 400, got %ld: %s", path, res.status, res.body);
+        tu_assert_error(&res, 400);
+        tu_response_free(&res);
+        free(path);
+    }
+    tu_server_stop(srv);
+}
+
+/* ---------------------------------------------------- query parameters */
+
+static void test_bad_listing_parameters_are_400(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    const char *queries[] = {
+        "limit=-1", "limit=abc",         "limit=1.5", "offset=-1",
+        "offset=x", "runningOnly=maybe", "hash=xyz",  "hash=sha256:zz",
+    };
+    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {
+        struct tu_response res;
+        tu_get(srv, &res, "/strategies/modules?%s", queries[i]);
+        if (res.status != 400)
+            fail_msg("GET /strategies/modules?%s: expected 400, got %ld: %s", queries[i],
+                     res.status, res.body);
+        tu_assert_error(&res, 400);
+        tu_response_free(&res);
+    }
+    tu_server_stop(srv);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_invalid_json_says_where, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_upload_fields_are_400, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_body_over_one_mib_is_413, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_routes_are_404, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_method_is_405_with_allow, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_reserved_paths_are_not_strategy_names, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_strategy_names_are_400, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_listing_parameters_are_400, tu_server_setup,
+                                        tu_server_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

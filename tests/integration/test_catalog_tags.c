@@ -1,0 +1,727 @@
+/*
+ * Tags over HTTP: PUT /strategies/modules/{name}/tags/{tag} moves a tag,
+ * DELETE removes one under the guards (the last tag on a revision needs
+ * allowOrphan, `latest` never goes), every move and delete is in the audit
+ * log, and PUT /strategies/modules/{selector} adds a revision that takes
+ * over the selector's tags.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ZEROS64 "0000000000000000000000000000000000000000000000000000000000000000"
+
+static char *spell(const char *hex)
+{
+    return tu_path("sha256:%s", hex);
+}
+
+/* "trend": a (v1, latest), b (v2), c (v3). */
+struct trend {
+    char *src[3];
+    char hex[3][65];
+    char *spelled[3];
+};
+
+static void trend_upload(struct tu_server *srv, struct trend *t)
+{
+    t->src[0] = tu_module_source("trend", "v1", NULL);
+    t->src[1] = tu_module_source("trend", "v2", "onTrade() {},");
+    t->src[2] = tu_module_source("trend", "v3", "onTicker() {},");
+    for (int i = 0; i < 3; i++) {
+        tu_upload_expect(srv, t->src[i], NULL, 201, t->hex[i]);
+        t->spelled[i] = spell(t->hex[i]);
+    }
+}
+
+static void trend_free(struct trend *t)
+{
+    for (int i = 0; i < 3; i++) {
+        free(t->src[i]);
+        free(t->spelled[i]);
+    }
+}
+
+/* The target of name:tag in registry.json on disk (NULL: no such tag),
+ * checking the whole file's soundness on the way. Caller frees. */
+static char *disk_tag(const struct tu_server *srv, const char *name, const char *tag)
+{
+    json_t *reg = tu_assert_registry_sound(srv->strategies_dir);
+    const char *v = json_string_value(
+        json_object_get(json_object_get(json_object_get(reg, name), "tags"), tag));
+    char *out = v ? strdup(v) : NULL;
+    json_decref(reg);
+    return out;
+}
+
+static void expect_disk_tag(const struct tu_server *srv, const char *name, const char *tag,
+                            const char *spelled)
+{
+    char *v = disk_tag(srv, name, tag);
+    if (spelled && (!v || strcmp(v, spelled) != 0))
+        fail_msg("registry.json: %s:%s is %s, expected %s", name, tag, v ? v : "(absent)", spelled);
+    if (!spelled && v)
+        fail_msg("registry.json: %s:%s is %s, expected no such tag", name, tag, v);
+    free(v);
+}
+
+static bool disk_has_hash(const struct tu_server *srv, const char *name, const char *spelled)
+{
+    json_t *reg = tu_assert_registry_sound(srv->strategies_dir);
+    bool has = json_object_get(json_object_get(json_object_get(reg, name), "hashes"), spelled);
+    json_decref(reg);
+    return has;
+}
+
+static void expect_selected(struct tu_server *srv, const char *selector, const char *spelled)
+{
+    json_t *m = tu_get_json(srv, 200, "/strategies/modules/%s", selector);
+    if (strcmp(tu_jstr(m, "selectedRevisionHash"), spelled) != 0)
+        fail_msg("%s selects %s, expected %s", selector, tu_jstr(m, "selectedRevisionHash"),
+                 spelled);
+    json_decref(m);
+}
+
+static void put_tag(struct tu_server *srv, struct tu_response *res, const char *name,
+                    const char *tag, const char *body)
+{
+    char *path = tu_path("/strategies/modules/%s/tags/%s", name, tag);
+    struct tu_request_options o = {.body = body, .body_len = body ? strlen(body) : 0};
+    tu_request(srv, res, "PUT", path, &o);
+    free(path);
+}
+
+static json_t *put_tag_ok(struct tu_server *srv, const char *name, const char *tag,
+                          const char *hash_text)
+{
+    char *body = tu_path("{\"hash\": \"%s\"}", hash_text);
+    struct tu_response res;
+    put_tag(srv, &res, name, tag, body);
+    if (res.status != 200)
+        fail_msg("PUT tag %s:%s -> %s: expected 200, got %ld: %s", name, tag, hash_text, res.status,
+                 res.body);
+    json_t *out = json_incref(res.json);
+    assert_non_null(out);
+    tu_response_free(&res);
+    free(body);
+    return out;
+}
+
+/* The revision entry of a listing, by spelled hash. */
+static const json_t *listed_revision(const json_t *module, const char *spelled)
+{
+    size_t i;
+    const json_t *rev;
+    json_array_foreach(json_object_get(module, "revisions"), i, rev)
+    {
+        const char *h = json_string_value(json_object_get(rev, "hash"));
+        if (h && strcmp(h, spelled) == 0)
+            return rev;
+    }
+    char *dump = json_dumps(module, JSON_COMPACT);
+    fail_msg("revision %s is not listed: %s", spelled, dump);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ tag PUT */
+
+static void test_tag_put_moves_and_reports(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    struct trend t;
+    trend_upload(srv, &t);
+
+    json_t *r = put_tag_ok(srv, "trend", "prod", t.spelled[1]);
+    assert_true(json_is_string(json_object_get(r, "status")));
+    assert_string_equal(tu_jstr(r, "strategy"), "trend");
+    assert_string_equal(tu_jstr(r, "tag"), "prod");
+    assert_string_equal(tu_jstr(r, "hash"), t.spelled[1]);
+    assert_true(json_is_false(json_object_get(r, "refresh")));
+    json_t *prev = json_object_get(r, "previousHash");
+    if (prev && !json_is_null(prev))
+        fail_msg("a new tag reports previousHash %s", json_string_value(prev));
+    json_decref(r);
+    expect_disk_tag(srv, "trend", "prod", t.spelled[1]);
+    expect_selected(srv, "trend:prod", t.spelled[1]);
+
+    /* bare hex works as well as sha256:<hex> */
+    r = put_tag_ok(srv, "trend", "prod", t.hex[2]);
+    assert_string_equal(tu_jstr(r, "hash"), t.spelled[2]);
+    assert_string_equal(tu_jstr(r, "previousHash"), t.spelled[1]);
+    assert_string_equal(tu_jstr(r, "strategy"), "trend");
+    assert_string_equal(tu_jstr(r, "tag"), "prod");
+    json_decref(r);
+    expect_disk_tag(srv, "trend", "prod", t.spelled[2]);
+    expect_selected(srv, "trend:prod", t.spelled[2]);
+
+    /* latest can be moved, and the strategy's metadata follows it */
+    r = put_tag_ok(srv, "trend", "latest", t.spelled[2]);
+    assert_string_equal(tu_jstr(r, "previousHash"), t.spelled[0]);
+    json_decref(r);
+    expect_disk_tag(srv, "trend", "latest", t.spelled[2]);
+    expect_selected(srv, "trend", t.spelled[2]);
+
+    /* refresh is echoed */
+    char *body = tu_path("{\"hash\": \"%s\", \"refresh\": true}", t.spelled[0]);
+    struct tu_response res;
+    put_tag(srv, &res, "trend", "prod", body);
+    tu_assert_status(&res, 200);
+    assert_true(json_is_true(json_object_get(res.json, "refresh")));
+    assert_string_equal(tu_jstr(res.json, "hash"), t.spelled[0]);
+    assert_string_equal(tu_jstr(res.json, "previousHash"), t.spelled[2]);
+    tu_response_free(&res);
+    free(body);
+    expect_disk_tag(srv, "trend", "prod", t.spelled[0]);
+
+    /* versions tags did not move */
+    expect_disk_tag(srv, "trend", "v1", t.spelled[0]);
+    expect_disk_tag(srv, "trend", "v2", t.spelled[1]);
+    expect_disk_tag(srv, "trend", "v3", t.spelled[2]);
+    trend_free(&t);
+    tu_server_stop(srv);
+}
+
+static void test_tag_put_errors_change_nothing(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    struct trend t;
+    trend_upload(srv, &t);
+    char *side = tu_module_source("side", "v1", NULL);
+    char hs[65];
+    tu_upload_expect(srv, side, NULL, 201, hs);
+
+    char *good = tu_path("{\"hash\": \"%s\"}", t.spelled[1]);
+    char *foreign = tu_path("{\"hash\": \"sha256:%s\"}", hs);
+    struct {
+        const char *name, *tag, *body;
+        long status;
+    } cases[] = {
+        {"trend", "prod", "{\"hash\": \"sha256:" ZEROS64 "\"}", 404},
+        {"trend", "prod", foreign, 404}, /* a revision of another strategy */
+        {"ghost", "prod", good, 404},
+        {"trend", "prod", "{\"hash\": \"not-a-hash\"}", 400},
+        {"trend", "prod", "{\"hash\": \"sha256:xyz\"}", 400},
+        {"trend", "prod", "{\"hash\": 12}", 400},
+        {"trend", "prod", "{\"hash\": null}", 400},
+        {"trend", "prod", "{}", 400},
+        {"trend", "prod", "{\"hash\": \"x\",}", 400},
+        {"trend", "prod", "[]", 400},
+        {"trend", "prod", "not json", 400},
+        {"trend", "prod", NULL, 400},
+        {"trend", "prod", "{\"hash\": \"sha256:0123\", \"refresh\": \"yes\"}", 400},
+        {"trend", "bad%20tag", good, 400},
+        {"trend", "..", good, 400},
+        {"trend", "%2E%2E", good, 400},
+        {"trend", "a%2Fb", good, 400},
+        {"trend", "-x", good, 400},
+        {"Trend", "prod", good, 400},
+        {"tr%2Fend", "prod", good, 400},
+    };
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct tu_response res;
+        put_tag(srv, &res, cases[i].name, cases[i].tag, cases[i].body);
+        if (res.status != cases[i].status)
+            fail_msg("PUT /strategies/modules/%s/tags/%s with %s: expected %ld, got %ld: %s",
+                     cases[i].name, cases[i].tag, cases[i].body ? cases[i].body : "no body",
+                     cases[i].status, res.status, res.body);
+        tu_assert_error(&res, cases[i].status);
+        tu_response_free(&res);
+    }
+    tu_catalog_expect_same(srv, &before, "refused tag moves");
+    tu_catalog_state_free(&before);
+    free(good);
+    free(foreign);
+    free(side);
+    trend_free(&t);
+    tu_server_stop(srv);
+}
+
+/* --------------------------------------------------------- tag DELETE */
+
+static void delete_tag(struct tu_server *srv, struct tu_response *res, const char *name,
+                       const char *tag, const char *query)
+{
+    char *path = tu_path("/strategies/modules/%s/tags/%s%s", name, tag, query ? query : "");
+    tu_request(srv, res, "DELETE", path, NULL);
+    free(path);
+}
+
+static void test_tag_delete_guards(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    struct trend t;
+    trend_upload(srv, &t);
+
+    struct {
+        const char *name, *tag, *query;
+        long status;
+    } refused[] = {
+        {"trend", "v2", NULL, 409},                 /* the last tag on b */
+        {"trend", "v2", "?allowOrphan=false", 409}, /* said explicitly */
+        {"trend", "latest", NULL, 409},             /* never */
+        {"trend", "latest", "?allowOrphan=true", 409},
+        {"trend", "nosuch", NULL, 404},
+        {"trend", "nosuch", "?allowOrphan=true", 404},
+        {"ghost", "v1", NULL, 404},
+        {"trend", "bad%20tag", NULL, 400},
+        {"trend", "..", NULL, 400},
+        {"trend", "v2", "?allowOrphan=maybe", 400},
+    };
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        struct tu_response res;
+        delete_tag(srv, &res, refused[i].name, refused[i].tag, refused[i].query);
+        if (res.status != refused[i].status)
+            fail_msg("DELETE tag %s:%s%s: expected %ld, got %ld: %s", refused[i].name,
+                     refused[i].tag, refused[i].query ? refused[i].query : "", refused[i].status,
+                     res.status, res.body);
+        tu_assert_error(&res, refused[i].status);
+        tu_response_free(&res);
+    }
+    tu_catalog_expect_same(srv, &before, "refused tag deletes");
+    tu_catalog_state_free(&before);
+
+    /* Orphaning b on purpose: the revision stays, retired, reachable by hash. */
+    struct tu_response res;
+    delete_tag(srv, &res, "trend", "v2", "?allowOrphan=true");
+    tu_assert_status(&res, 200);
+    assert_true(json_is_string(json_object_get(res.json, "status")));
+    assert_string_equal(tu_jstr(res.json, "strategy"), "trend");
+    assert_string_equal(tu_jstr(res.json, "tag"), "v2");
+    tu_response_free(&res);
+    expect_disk_tag(srv, "trend", "v2", NULL);
+    assert_true(disk_has_hash(srv, "trend", t.spelled[1]));
+    char *file = tu_path("%s/trend/%s/trend.js", srv->strategies_dir, t.hex[1]);
+    char *bytes = tu_read_file(file, NULL);
+    assert_non_null(bytes);
+    free(bytes);
+    free(file);
+    json_t *m = tu_get_json(srv, 200, "/strategies/modules/trend");
+    const json_t *rev = listed_revision(m, t.spelled[1]);
+    assert_true(json_is_true(json_object_get(rev, "retired")));
+    assert_true(json_is_false(json_object_get(rev, "invalid")));
+    assert_true(json_is_false(json_object_get(listed_revision(m, t.spelled[2]), "retired")));
+    json_decref(m);
+    char *by_hash = tu_path("trend@%s", t.hex[1]);
+    expect_selected(srv, by_hash, t.spelled[1]);
+    free(by_hash);
+    tu_get(srv, &res, "/strategies/modules/trend:v2");
+    tu_assert_error(&res, 404);
+    tu_response_free(&res);
+
+    /* A tag that is not the last one on its revision goes without asking. */
+    json_decref(put_tag_ok(srv, "trend", "extra", t.spelled[2]));
+    delete_tag(srv, &res, "trend", "v3", NULL);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    expect_disk_tag(srv, "trend", "v3", NULL);
+    expect_disk_tag(srv, "trend", "extra", t.spelled[2]);
+    delete_tag(srv, &res, "trend", "v1", NULL); /* a keeps latest */
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    expect_disk_tag(srv, "trend", "v1", NULL);
+    expect_disk_tag(srv, "trend", "latest", t.spelled[0]);
+
+    /* latest, now alone on a, still cannot go. */
+    tu_catalog_capture(srv, &before);
+    delete_tag(srv, &res, "trend", "latest", "?allowOrphan=true");
+    tu_assert_error(&res, 409);
+    tu_response_free(&res);
+    tu_catalog_expect_same(srv, &before, "deleting latest");
+    tu_catalog_state_free(&before);
+    trend_free(&t);
+    tu_server_stop(srv);
+}
+
+/* ---------------------------------------------------------------- audit */
+
+#define NOT_FOUND ((size_t)-1)
+
+/* The index of the first audit entry at or after `from` recording a change
+ * of name:tag from `old` (NULL: none) to `new` (NULL: deleted), with ts,
+ * actor and action; NOT_FOUND if there is none. */
+static size_t find_audit(const json_t *entries, size_t from, const char *name, const char *tag,
+                         const char *old, const char *new)
+{
+    for (size_t i = from; i < json_array_size(entries); i++) {
+        const json_t *e = json_array_get(entries, i);
+        const char *s = json_string_value(json_object_get(e, "strategy"));
+        const char *tg = json_string_value(json_object_get(e, "tag"));
+        if (!s || !tg || strcmp(s, name) != 0 || strcmp(tg, tag) != 0)
+            continue;
+        const json_t *f = json_object_get(e, "from"), *t = json_object_get(e, "to");
+        bool from_ok =
+            old ? json_is_string(f) && strcmp(json_string_value(f), old) == 0 : json_is_null(f);
+        bool to_ok =
+            new ? json_is_string(t) && strcmp(json_string_value(t), new) == 0 : json_is_null(t);
+        if (!from_ok || !to_ok)
+            continue;
+        const char *keys[] = {"ts", "actor", "action"};
+        for (int k = 0; k < 3; k++) {
+            const json_t *v = json_object_get(e, keys[k]);
+            if (!json_is_string(v) || json_string_length(v) == 0) {
+                char *dump = json_dumps(e, JSON_COMPACT);
+                fail_msg("audit entry has no non-empty '%s': %s", keys[k], dump);
+            }
+        }
+        return i;
+    }
+    return NOT_FOUND;
+}
+
+/* The entries naming a tag, one per line (malloc'ed). */
+static char *entries_about(const json_t *entries, const char *tag)
+{
+    char *about = NULL;
+    size_t n = 0;
+    FILE *mem = open_memstream(&about, &n);
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        const json_t *e = json_array_get(entries, i);
+        const char *tg = json_string_value(json_object_get(e, "tag"));
+        if (!tg || strcmp(tg, tag) != 0)
+            continue;
+        char *dump = json_dumps(e, JSON_COMPACT);
+        fprintf(mem, " [%zu] %.400s\n", i, dump);
+        free(dump);
+    }
+    fclose(mem);
+    return about;
+}
+
+/* Like find_audit, but fails listing the entries about the tag. */
+static size_t expect_audit(const json_t *entries, size_t from, const char *name, const char *tag,
+                           const char *old, const char *new)
+{
+    size_t at = find_audit(entries, from, name, tag, old, new);
+    if (at == NOT_FOUND)
+        fail_msg("audit.log: no entry {strategy %s, tag %s, from %s, to %s} (\"to\" present) from "
+                 "entry %zu on; entries naming the tag:\n%s",
+                 name, tag, old ? old : "null", new ? new : "null", from,
+                 entries_about(entries, tag));
+    return at;
+}
+
+static void test_tag_moves_and_deletes_are_audited(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    struct trend t;
+    trend_upload(srv, &t);
+
+    json_decref(put_tag_ok(srv, "trend", "prod", t.spelled[1]));
+    json_decref(put_tag_ok(srv, "trend", "prod", t.spelled[2]));
+    json_decref(put_tag_ok(srv, "trend", "latest", t.spelled[1]));
+    struct tu_response res;
+    delete_tag(srv, &res, "trend", "v3", "?allowOrphan=true"); /* prod is on c too */
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    delete_tag(srv, &res, "trend", "prod", "?allowOrphan=true");
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+
+    json_t *entries = tu_audit_entries(srv);
+    size_t at = expect_audit(entries, 0, "trend", "prod", NULL, t.spelled[1]);
+    at = expect_audit(entries, at + 1, "trend", "prod", t.spelled[1], t.spelled[2]);
+    at = expect_audit(entries, at + 1, "trend", "latest", t.spelled[0], t.spelled[1]);
+    at = expect_audit(entries, at + 1, "trend", "v3", t.spelled[2], NULL);
+    expect_audit(entries, at + 1, "trend", "prod", t.spelled[2], NULL);
+    json_decref(entries);
+    trend_free(&t);
+    tu_server_stop(srv);
+}
+
+/* Tags also move and go through uploads (aliases, reassignTags), module
+ * PUTs and revision deletes; each of those changes is audited too. All the
+ * missing entries are reported together. */
+static void test_implicit_tag_changes_are_audited(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *a = tu_module_source("trend", "v1", NULL);
+    char *b = tu_module_source("trend", "v2", "onTrade() {},");
+    char *c = tu_module_source("trend", NULL, "onTicker() {},");
+    char *d = tu_module_source("trend", NULL, "onBalanceUpdate() {},");
+    char ha[65], hb[65], hc[65], hd[65];
+    tu_upload_expect(srv, a, NULL, 201, ha);
+    char *sa = spell(ha);
+    json_decref(put_tag_ok(srv, "trend", "prod", sa));
+
+    /* aliases move prod from a to b */
+    tu_upload_expect(srv, b, "{\"aliases\": [\"prod\"]}", 201, hb);
+    char *sb = spell(hb);
+    expect_disk_tag(srv, "trend", "prod", sb);
+    /* reassignTags moves v1 from a to c */
+    tu_upload_expect(srv, c, "{\"tag\": \"v1\", \"reassignTags\": [\"v1\"]}", 201, hc);
+    char *sc = spell(hc);
+    expect_disk_tag(srv, "trend", "v1", sc);
+    /* PUT by name moves latest from a to d */
+    json_t *body = json_pack("{s:s}", "source", d);
+    struct tu_response res;
+    tu_send_json(srv, &res, "PUT", "/strategies/modules/trend", body);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    tu_sha256_hex(d, strlen(d), hd);
+    char *sd = spell(hd);
+    expect_disk_tag(srv, "trend", "latest", sd);
+    /* deleting d moves latest to the newest remaining revision, c */
+    char *path = tu_path("/strategies/modules/trend@%s", hd);
+    tu_request(srv, &res, "DELETE", path, NULL);
+    tu_assert_status(&res, 204);
+    tu_response_free(&res);
+    free(path);
+    expect_disk_tag(srv, "trend", "latest", sc);
+    /* deleting b takes v2 and prod with it */
+    path = tu_path("/strategies/modules/trend@%s", hb);
+    tu_request(srv, &res, "DELETE", path, NULL);
+    tu_assert_status(&res, 204);
+    tu_response_free(&res);
+    free(path);
+    expect_disk_tag(srv, "trend", "prod", NULL);
+
+    struct {
+        const char *what, *tag, *from, *to;
+    } changes[] = {
+        {"upload with aliases", "prod", sa, sb},
+        {"upload with reassignTags", "v1", sa, sc},
+        {"PUT /strategies/modules/trend", "latest", sa, sd},
+        {"DELETE of the revision latest was on", "latest", sd, sc},
+        {"DELETE of a revision (its tag v2)", "v2", sb, NULL},
+        {"DELETE of a revision (its tag prod)", "prod", sb, NULL},
+    };
+    json_t *entries = tu_audit_entries(srv);
+    char *report = NULL;
+    size_t n = 0;
+    FILE *mem = open_memstream(&report, &n);
+    int missing = 0;
+    for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++) {
+        if (find_audit(entries, 0, "trend", changes[i].tag, changes[i].from, changes[i].to) !=
+            NOT_FOUND)
+            continue;
+        missing++;
+        fprintf(mem, "  %s: {tag %s, from %.19s..., to %.19s%s}\n", changes[i].what, changes[i].tag,
+                changes[i].from, changes[i].to ? changes[i].to : "null",
+                changes[i].to ? "..." : "");
+    }
+    fclose(mem);
+    if (missing)
+        fail_msg("%d of %zu tag changes have no audit entry with from/to:\n%s", missing,
+                 sizeof changes / sizeof changes[0], report);
+    free(report);
+    json_decref(entries);
+    free(sa);
+    free(sb);
+    free(sc);
+    free(sd);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    tu_server_stop(srv);
+}
+
+/* ------------------------------------------------------- module PUT */
+
+static void put_module(struct tu_server *srv, struct tu_response *res, const char *selector,
+                       const char *source)
+{
+    json_t *body = json_pack("{s:s}", "source", source);
+    char *path = tu_path("/strategies/modules/%s", selector);
+    tu_send_json(srv, res, "PUT", path, body);
+    free(path);
+}
+
+static void put_module_ok(struct tu_server *srv, const char *selector, const char *source,
+                          char hex[65])
+{
+    struct tu_response res;
+    put_module(srv, &res, selector, source);
+    if (res.status != 200)
+        fail_msg("PUT /strategies/modules/%s: expected 200, got %ld: %s", selector, res.status,
+                 res.body);
+    tu_sha256_hex(source, strlen(source), hex);
+    char *spelled = spell(hex);
+    assert_string_equal(tu_jstr(res.json, "module.hash"), spelled);
+    assert_string_equal(tu_jstr(res.json, "module.name"), "trend");
+    assert_true(json_is_string(json_object_get(res.json, "status")));
+    assert_true(json_is_string(json_object_get(res.json, "strategyDirectory")));
+    free(spelled);
+    tu_response_free(&res);
+}
+
+/* "trend" with s1 (tag v1, latest); returns the spelled hash of s1. */
+static char *put_fixture(struct tu_server *srv, char *src[4], char hex[4][65])
+{
+    src[0] = tu_module_source("trend", NULL, NULL);
+    src[1] = tu_module_source("trend", NULL, "onTrade() {},");
+    src[2] = tu_module_source("trend", NULL, "onTicker() {},");
+    src[3] = tu_module_source("trend", NULL, "onBalanceUpdate() {},");
+    for (int i = 0; i < 4; i++)
+        tu_sha256_hex(src[i], strlen(src[i]), hex[i]);
+    tu_upload_expect(srv, src[0], "{\"tag\": \"v1\"}", 201, NULL);
+    return spell(hex[0]);
+}
+
+static void put_fixture_free(char *src[4])
+{
+    for (int i = 0; i < 4; i++)
+        free(src[i]);
+}
+
+static void expect_retired(struct tu_server *srv, const char *spelled, bool retired)
+{
+    json_t *m = tu_get_json(srv, 200, "/strategies/modules/trend");
+    const json_t *rev = listed_revision(m, spelled);
+    if (json_is_true(json_object_get(rev, "retired")) != retired)
+        fail_msg("revision %s: retired should be %s", spelled, retired ? "true" : "false");
+    json_decref(m);
+}
+
+static void test_module_put_by_name_moves_latest(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *src[4], hex[4][65], got[65];
+    char *sp1 = put_fixture(srv, src, hex);
+
+    put_module_ok(srv, "trend", src[1], got);
+    char *sp2 = spell(hex[1]);
+    expect_disk_tag(srv, "trend", "latest", sp2);
+    expect_disk_tag(srv, "trend", "v1", sp1);
+    assert_true(disk_has_hash(srv, "trend", sp1));
+    expect_selected(srv, "trend", sp2);
+    expect_selected(srv, "trend:v1", sp1);
+    expect_retired(srv, sp1, false);
+
+    /* The same bytes again: 200, same hash. */
+    put_module_ok(srv, "trend", src[1], got);
+    assert_string_equal(got, hex[1]);
+    free(sp1);
+    free(sp2);
+    put_fixture_free(src);
+    tu_server_stop(srv);
+}
+
+static void test_module_put_by_tag_moves_that_tag(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *src[4], hex[4][65], got[65];
+    char *sp1 = put_fixture(srv, src, hex);
+
+    put_module_ok(srv, "trend:v1", src[2], got);
+    char *sp3 = spell(hex[2]);
+    expect_disk_tag(srv, "trend", "v1", sp3);
+    expect_disk_tag(srv, "trend", "latest", sp1);
+    assert_true(disk_has_hash(srv, "trend", sp1));
+    expect_selected(srv, "trend:v1", sp3);
+    free(sp1);
+    free(sp3);
+    put_fixture_free(src);
+    tu_server_stop(srv);
+}
+
+static void test_module_put_by_hash_moves_every_tag_on_it(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *src[4], hex[4][65], got[65];
+    char *sp1 = put_fixture(srv, src, hex);
+    /* s2 takes latest by upload; s1 keeps v1 and gets prod */
+    tu_upload_expect(srv, src[1], "{\"promoteLatest\": true}", 201, NULL);
+    char *sp2 = spell(hex[1]);
+    json_decref(put_tag_ok(srv, "trend", "prod", sp1));
+
+    char *sel = tu_path("trend@%s", hex[0]);
+    put_module_ok(srv, sel, src[3], got);
+    free(sel);
+    char *sp4 = spell(hex[3]);
+    expect_disk_tag(srv, "trend", "v1", sp4);
+    expect_disk_tag(srv, "trend", "prod", sp4);
+    expect_disk_tag(srv, "trend", "latest", sp2);
+    assert_true(disk_has_hash(srv, "trend", sp1));
+    expect_retired(srv, sp1, true);
+    expect_selected(srv, "trend:prod", sp4);
+    free(sp1);
+    free(sp2);
+    free(sp4);
+    put_fixture_free(src);
+    tu_server_stop(srv);
+}
+
+static void test_refused_module_puts_change_nothing(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *src[4], hex[4][65];
+    char *sp1 = put_fixture(srv, src, hex);
+
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    char *other = tu_module_source("other", NULL, NULL);
+    struct tu_response res;
+    put_module(srv, &res, "trend", other);
+    tu_assert_error(&res, 400);
+    tu_response_free(&res);
+    put_module(srv, &res, "trend:v1", other);
+    tu_assert_error(&res, 400);
+    tu_response_free(&res);
+    char *sel = tu_path("trend@%s", hex[0]);
+    put_module(srv, &res, sel, other);
+    tu_assert_error(&res, 400);
+    tu_response_free(&res);
+    free(sel);
+    /* an unknown revision of the strategy */
+    char *trend = tu_module_source("trend", NULL, "onOrderFilled() {},");
+    put_module(srv, &res, "trend@" ZEROS64, trend);
+    tu_assert_error(&res, 404);
+    tu_response_free(&res);
+    free(trend);
+    tu_send(srv, &res, "PUT", "/strategies/modules/trend", "{}");
+    tu_assert_error(&res, 400);
+    tu_response_free(&res);
+    tu_send(srv, &res, "PUT", "/strategies/modules/trend", "{\"source\": 5}");
+    tu_assert_error(&res, 400);
+    tu_response_free(&res);
+    put_module(srv, &res, "trend", "module.exports = {\n  metadata: {\n    name: 'trend',,\n");
+    tu_assert_error(&res, 422);
+    tu_response_free(&res);
+    tu_catalog_expect_same(srv, &before, "refused module PUTs");
+    tu_catalog_state_free(&before);
+    free(other);
+    free(sp1);
+    put_fixture_free(src);
+    tu_server_stop(srv);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_tag_put_moves_and_reports, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_tag_put_errors_change_nothing, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_tag_delete_guards, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_tag_moves_and_deletes_are_audited, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_implicit_tag_changes_are_audited, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_module_put_by_name_moves_latest, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_module_put_by_tag_moves_that_tag, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_module_put_by_hash_moves_every_tag_on_it,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_module_puts_change_nothing, tu_server_setup,
+                                        tu_server_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
