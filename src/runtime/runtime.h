@@ -28,6 +28,29 @@
  *   max_consecutive_errors handler exceptions in a row (default 100) stop it
  *   with tooManyErrors. A stop is logged with strategy, hash and instance and
  *   shown in the snapshot (`stopReason`). Other instances are unaffected.
+ * - Stop reasons: stopped (a stop call), cpuBudget, memoryLimit,
+ *   stackOverflow, tooManyErrors, startFailed (create() failed; also after a
+ *   refresh to a revision that does not start), retired (the selector no
+ *   longer resolves). Limit stops clear the desired state, so a crashed
+ *   strategy stays stopped after a restart.
+ * - Exceptions are logged under the instance's helpers.log rate limit
+ *   (log_lines_per_second) so a throwing strategy cannot flood the log;
+ *   every one is counted.
+ *
+ * Delivery
+ * - handler(ctx, evt, payload) with `this` = the handlers object. A
+ *   broadcast kind reaches an instance when it is in its subscribed events
+ *   (metadata.events, narrowed by subscribedEvents()) and the strategy has
+ *   the handler; execution reports (directed events) always reach the
+ *   instance that placed the order, whatever it subscribed to.
+ * - Under load a worker delivers a run of queued events instance by
+ *   instance (every VM takes its events of the run before the next), which
+ *   keeps each VM's memory in cache; each instance still sees its events in
+ *   publication order.
+ * - Client order ids are "<instance>-<n>", n counting from 1 per instance
+ *   record (kept across restarts and refreshes); an instance id too long
+ *   for EVENT_ORDER_ID_MAX is shortened in the id (reports are routed by
+ *   instance key, not by id).
  *
  * Ownership: JSON returned is a new reference owned by the caller; JSON
  * passed in is borrowed. Errors: ERR_INVALID (bad spec or config, naming the
@@ -50,7 +73,8 @@
 #include <stdint.h>
 
 /* Checks that a provider exists and carries a symbol (the market layer
- * supplies it; NULL accepts anything). */
+ * supplies it; NULL accepts anything). symbol NULL asks only whether the
+ * provider exists, so errors can name the unknown part. */
 typedef bool (*runtime_scope_fn)(void *ctx, const char *provider, const char *symbol);
 
 struct runtime_options {
@@ -71,7 +95,9 @@ struct runtime;
 
 int runtime_new(const struct runtime_options *opts, struct runtime **out, struct err *err);
 /* Stops every instance (without changing their desired state, so they run
- * again after a restart), joins the workers and frees everything. */
+ * again after a restart), joins the workers and frees everything. No
+ * control-plane call may be in flight and providers must have stopped
+ * publishing. */
 void runtime_free(struct runtime *rt);
 
 /* Loads the instances persisted in the store and starts those that were
@@ -86,9 +112,17 @@ struct event_sink runtime_event_sink(struct runtime *rt);
 
 /* ---- instances (InstanceSpec / InstanceSnapshotResponse / InstanceSummary
  * shapes of the API contract) ---- */
+/* snapshot may be NULL. Snapshots carry, beyond the contract's fields,
+ * "stopReason" (string or null), "lastError" ({message, handler, at} or
+ * null), "counters" {eventsDelivered, handlerErrors} and "memory" {bytes}
+ * (the JS heap). strategy.config is stored as given; the metadata defaults
+ * are merged (and types checked) when the instance is created, updated,
+ * started or refreshed. */
 int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **snapshot,
                             struct err *err);
-/* Replaces the spec; a running instance restarts with it. */
+/* Replaces the spec; a running instance restarts with it (spec.id may be
+ * omitted; another id is ERR_INVALID). If the new spec does not start, the
+ * instance keeps running the old one and nothing changes (422). */
 int runtime_instance_update(struct runtime *rt, const char *id, const json_t *spec,
                             json_t **snapshot, struct err *err);
 int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err);
@@ -104,7 +138,8 @@ bool runtime_instance_exists(struct runtime *rt, const char *id);
  * firstSeen/lastSeen (RFC 3339 or null; lastSeen is now while running),
  * running. Never NULL except out of memory. */
 json_t *runtime_usage_json(struct runtime *rt, const char *strategy, const char *hex);
-/* Every usage entry known (running now or recorded in the store). */
+/* Every usage entry known (running now or recorded in the store), as an
+ * array of ModuleRevisionUsage sorted by strategy then hash. */
 json_t *runtime_usage_all_json(struct runtime *rt);
 /* InstanceSummary array of instances pinned to {strategy, hex};
  * include_stopped adds stopped ones. Sorted by id. */
@@ -121,7 +156,9 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
 /* Targeted refresh. request may be NULL (every instance) or
  * {"hashes": [...], "strategies": [...]} of selectors. *response receives
  * {"status": "ok", "results": [{selector, strategy, hash, previousHash,
- * instances, reason}]} sorted; reasons refreshed / alreadyPinned / retired. */
+ * instances, reason}]} sorted; reasons refreshed / alreadyPinned / retired.
+ * A refreshed instance whose new revision does not start is left stopped
+ * (startFailed) on the new pin and its result carries "error". */
 int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response,
                     struct err *err);
 
@@ -131,7 +168,7 @@ struct strbuf;
 void runtime_metrics_write(struct runtime *rt, struct strbuf *out);
 /* Counters for tests and benchmarks. */
 struct runtime_stats {
-    uint64_t events_delivered;
+    uint64_t events_delivered; /* handler calls for events, all instances */
     uint64_t handler_errors;
     uint64_t compilations;
     int instances;

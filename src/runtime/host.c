@@ -1,0 +1,776 @@
+/*
+ * host: everything a strategy can reach outside its own code.
+ *
+ *   env.config, env.metadata, env.events
+ *   env.helpers.log(...args), env.helpers.sleep(ms)
+ *   env.runtime.isTradingActive(), isDryRun(), providers(), selectProvider(seed),
+ *              submitMarketOrder(provider, side, size[, symbol]),
+ *              submitOrder(provider, side, size, price[, symbol]), cancelOrder(id),
+ *              getLastPrice/getBidPrice/getAskPrice([symbol]), getMarketState([symbol])
+ *   globals setTimeout/clearTimeout/setInterval/clearInterval, console.*
+ *
+ * Host functions run on the worker thread inside a call the worker armed, so
+ * they find their VM in a thread-local set around every entry into JS.
+ * Nothing here blocks: sleep and timers go through the worker's timer heap,
+ * orders are handed to the market, which queues them.
+ */
+#include "runtime/internal.h"
+
+#include "core/clock.h"
+#include "core/intern.h"
+#include "core/log.h"
+#include "core/strbuf.h"
+#include "js/validate.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Pending timers per instance: they live outside the JS heap's cap. */
+#define HOST_MAX_TIMERS 10000
+/* Open orders remembered per instance for cancelOrder(). */
+#define HOST_MAX_OPEN_ORDERS 65536
+#define HOST_MAX_DELAY_MS 2147483647.0
+
+static _Thread_local struct vm *current_vm;
+
+struct vm *host_current(void)
+{
+    return current_vm;
+}
+void host_enter(struct vm *vm)
+{
+    current_vm = vm;
+}
+void host_leave(void)
+{
+    current_vm = NULL;
+}
+
+static struct vm *vm_of(JSContext *ctx)
+{
+    struct vm *vm = current_vm;
+    if (!vm || vm->sb.ctx != ctx)
+        JS_ThrowInternalError(ctx, "host function called outside its instance");
+    return vm && vm->sb.ctx == ctx ? vm : NULL;
+}
+
+/* ------------------------------------------------------------ logging */
+
+void host_log(struct vm *vm, enum log_level level, const char *msg, json_t *extra)
+{
+    json_t *fields = json_pack("{s:s, s:s, s:s}", "strategy", vm->plan->strategy, "hash",
+                               vm->plan->hash, "instance", vm->inst->id);
+    if (fields && extra)
+        json_object_update(fields, extra);
+    json_decref(extra);
+    log_json(level, "strategy", msg, fields);
+}
+
+void host_log_flush(struct vm *vm)
+{
+    if (vm->log_dropped == 0)
+        return;
+    char msg[96];
+    snprintf(msg, sizeof msg, "dropped %" PRIu64 " log lines over the rate limit", vm->log_dropped);
+    vm->log_dropped = 0;
+    host_log(vm, LOG_LEVEL_WARN, msg, json_pack("{s:b}", "rateLimited", 1));
+}
+
+static void arm_log_flush(struct worker *w, struct vm *vm, int64_t window_end_ns)
+{
+    struct timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return;
+    t->kind = TIMER_LOG_FLUSH;
+    t->vm = vm;
+    t->fn = JS_UNDEFINED;
+    t->deadline_ns = window_end_ns;
+    t->heap_index = SIZE_MAX;
+    t->next = vm->timers;
+    if (vm->timers)
+        vm->timers->prev = t;
+    vm->timers = t;
+    vm->ntimers++;
+    if (worker_timer_schedule(w, t) != 0) {
+        vm_free_timer(vm, t);
+        return;
+    }
+    vm->log_flush_armed = true;
+}
+
+/* One-second windows of log_lines lines; the lines dropped in a window are
+ * reported once, when it ends (a timer), so a silent strategy still says
+ * how much it lost. */
+bool host_log_admit(struct worker *w, struct vm *vm)
+{
+    int64_t now = clock_mono_ns();
+    int64_t window = now / 1000000000;
+    if (window != vm->log_window) {
+        vm->log_window = window;
+        vm->log_lines = 0;
+    }
+    if (vm->log_lines < (uint32_t)vm->plan->log_lines) {
+        vm->log_lines++;
+        return true;
+    }
+    vm->log_dropped++;
+    if (!vm->log_flush_armed)
+        arm_log_flush(w, vm, (window + 1) * 1000000000);
+    return false;
+}
+
+/* console.log semantics: strings as they are, other values JSON-encoded
+ * when possible, else String(value). */
+static int append_value(JSContext *ctx, struct vm *vm, struct strbuf *sb, JSValueConst v)
+{
+    JSValue text = JS_UNDEFINED;
+    if (JS_IsObject(v) && !JS_IsFunction(ctx, v) && !JS_IsError(ctx, v)) {
+        text = JS_JSONStringify(ctx, v, JS_UNDEFINED, JS_UNDEFINED);
+        if (JS_IsException(text)) {
+            if (js_sandbox_overran(&vm->sb))
+                return -1; /* the budget ran out: let the interrupt unwind */
+            JS_FreeValue(ctx, JS_GetException(ctx));
+            text = JS_UNDEFINED;
+        }
+    }
+    size_t len = 0;
+    const char *s = JS_ToCStringLen(ctx, &len, JS_IsString(text) ? text : v);
+    JS_FreeValue(ctx, text);
+    if (!s) {
+        if (js_sandbox_overran(&vm->sb))
+            return -1;
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        strbuf_puts(sb, "[unprintable]");
+        return 0;
+    }
+    size_t room = LOG_MESSAGE_MAX + 1 > sb->len ? LOG_MESSAGE_MAX + 1 - sb->len : 0;
+    strbuf_append(sb, s, len < room ? len : room);
+    JS_FreeCString(ctx, s);
+    return 0;
+}
+
+static JSValue js_log(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv,
+                      int level)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    if (!host_log_admit(vm->inst->worker, vm))
+        return JS_UNDEFINED;
+    struct strbuf sb = STRBUF_INIT;
+    for (int i = 0; i < argc && sb.len <= LOG_MESSAGE_MAX; i++) {
+        if (i > 0)
+            strbuf_putc(&sb, ' ');
+        if (append_value(ctx, vm, &sb, argv[i]) != 0) {
+            strbuf_release(&sb);
+            return JS_EXCEPTION;
+        }
+    }
+    /* log_json marks lines over LOG_MESSAGE_MAX as truncated */
+    if (!strbuf_failed(&sb))
+        host_log(vm, (enum log_level)level, strbuf_cstr(&sb), NULL);
+    strbuf_release(&sb);
+    return JS_UNDEFINED;
+}
+
+/* ------------------------------------------------------------ timers */
+
+static struct timer *new_timer(JSContext *ctx, struct vm *vm, enum timer_kind kind, double ms)
+{
+    if (vm->ntimers >= HOST_MAX_TIMERS) {
+        JS_ThrowRangeError(ctx, "too many pending timers (limit %d)", HOST_MAX_TIMERS);
+        return NULL;
+    }
+    struct timer *t = calloc(1, sizeof *t);
+    if (!t) {
+        JS_ThrowOutOfMemory(ctx);
+        return NULL;
+    }
+    if (!(ms >= 0))
+        ms = 0;
+    if (ms > HOST_MAX_DELAY_MS)
+        ms = HOST_MAX_DELAY_MS;
+    t->kind = (uint8_t)kind;
+    t->vm = vm;
+    t->fn = JS_UNDEFINED;
+    t->heap_index = SIZE_MAX;
+    t->deadline_ns = clock_mono_ns() + (int64_t)(ms * 1e6);
+    return t;
+}
+
+/* Links the timer into its VM and the worker's heap; frees it on failure. */
+static int add_timer(JSContext *ctx, struct vm *vm, struct timer *t)
+{
+    t->next = vm->timers;
+    if (vm->timers)
+        vm->timers->prev = t;
+    vm->timers = t;
+    vm->ntimers++;
+    if (worker_timer_schedule(vm->inst->worker, t) != 0) {
+        vm_free_timer(vm, t);
+        JS_ThrowOutOfMemory(ctx);
+        return -1;
+    }
+    return 0;
+}
+
+static JSValue js_set_timer(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv,
+                            int repeat)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    if (argc < 1 || !JS_IsFunction(ctx, argv[0]))
+        return JS_ThrowTypeError(ctx, "%s: the callback must be a function",
+                                 repeat ? "setInterval" : "setTimeout");
+    double ms = 0;
+    if (argc > 1 && JS_ToFloat64(ctx, &ms, argv[1]) < 0)
+        return JS_EXCEPTION;
+    struct timer *t = new_timer(ctx, vm, TIMER_JS, ms);
+    if (!t)
+        return JS_EXCEPTION;
+    if (argc > 2) {
+        t->argv = calloc((size_t)(argc - 2), sizeof *t->argv);
+        if (!t->argv) {
+            free(t);
+            return JS_ThrowOutOfMemory(ctx);
+        }
+        for (int i = 2; i < argc; i++)
+            t->argv[t->argc++] = JS_DupValue(ctx, argv[i]);
+    }
+    if (repeat) {
+        double interval = ms >= 1 ? ms : 1; /* a 0 ms interval would spin */
+        if (interval > HOST_MAX_DELAY_MS)
+            interval = HOST_MAX_DELAY_MS;
+        t->interval_ns = (int64_t)(interval * 1e6);
+    }
+    if (++vm->next_timer_id == 0)
+        vm->next_timer_id = 1;
+    t->id = vm->next_timer_id;
+    t->fn = JS_DupValue(ctx, argv[0]);
+    if (add_timer(ctx, vm, t) != 0)
+        return JS_EXCEPTION;
+    return JS_NewInt64(ctx, t->id);
+}
+
+static JSValue js_clear_timer(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    int64_t id = 0;
+    if (argc < 1 || !JS_IsNumber(argv[0]) || JS_ToInt64(ctx, &id, argv[0]) < 0)
+        return JS_UNDEFINED;
+    for (struct timer *t = vm->timers; t; t = t->next) {
+        if (t->kind == TIMER_JS && t->id == (uint64_t)id) {
+            if (t->firing) {
+                t->cancelled = true; /* freed when its callback returns */
+            } else {
+                worker_timer_unschedule(vm->inst->worker, t);
+                vm_free_timer(vm, t);
+            }
+            break;
+        }
+    }
+    return JS_UNDEFINED;
+}
+
+static JSValue js_sleep(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    double ms = 0;
+    if (argc > 0 && JS_ToFloat64(ctx, &ms, argv[0]) < 0)
+        return JS_EXCEPTION;
+    struct timer *t = new_timer(ctx, vm, TIMER_SLEEP, ms);
+    if (!t)
+        return JS_EXCEPTION;
+    JSValue funcs[2];
+    JSValue promise = JS_NewPromiseCapability(ctx, funcs);
+    if (JS_IsException(promise)) {
+        free(t);
+        return promise;
+    }
+    JS_FreeValue(ctx, funcs[1]);
+    t->fn = funcs[0];
+    if (add_timer(ctx, vm, t) != 0) {
+        JS_FreeValue(ctx, promise);
+        return JS_EXCEPTION;
+    }
+    return promise;
+}
+
+/* ------------------------------------------------------------ scope helpers */
+
+static bool scoped_provider(const struct vm_plan *plan, const char *name, uint16_t *id)
+{
+    for (uint16_t i = 0; i < plan->nproviders; i++) {
+        if (strcmp(intern_name(plan->providers[i]), name) == 0) {
+            *id = plan->providers[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The first scoped symbol of provider (symbol 0 means "any"), or 0. */
+static uint16_t scoped_symbol(const struct vm_plan *plan, uint16_t provider, uint16_t symbol)
+{
+    for (uint16_t i = 0; i < plan->nscope; i++) {
+        const struct scope_entry *e = &plan->scope[i];
+        if (e->provider == provider && e->symbol && (symbol == 0 || e->symbol == symbol))
+            return e->symbol;
+    }
+    return 0;
+}
+
+/* A string argument as a C string, or NULL (nothing thrown) when absent. */
+static const char *opt_string(JSContext *ctx, int argc, JSValueConst *argv, int i)
+{
+    if (i >= argc || !JS_IsString(argv[i]))
+        return NULL;
+    return JS_ToCString(ctx, argv[i]);
+}
+
+/* ------------------------------------------------------------ runtime.* */
+
+static JSValue js_is_trading_active(JSContext *ctx, JSValueConst this_val, int argc,
+                                    JSValueConst *argv)
+{
+    (void)this_val;
+    (void)argc;
+    (void)argv;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    const struct market_ops *ops = &vm->inst->worker->rt->opts.market;
+    if (!ops->trading_active || vm->plan->nproviders == 0)
+        return JS_TRUE;
+    return JS_NewBool(ctx, ops->trading_active(ops->ctx, vm->plan->providers[0]));
+}
+
+static JSValue js_is_dry_run(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    (void)argc;
+    (void)argv;
+    struct vm *vm = vm_of(ctx);
+    return vm ? JS_NewBool(ctx, vm->plan->dry_run) : JS_EXCEPTION;
+}
+
+static JSValue provider_list(JSContext *ctx, const struct vm_plan *plan)
+{
+    JSValue arr = JS_NewArray(ctx);
+    for (uint16_t i = 0; i < plan->nproviders && !JS_IsException(arr); i++) {
+        if (JS_DefinePropertyValueUint32(ctx, arr, i,
+                                         JS_NewString(ctx, intern_name(plan->providers[i])),
+                                         JS_PROP_C_W_E) < 0) {
+            JS_FreeValue(ctx, arr);
+            return JS_EXCEPTION;
+        }
+    }
+    return arr;
+}
+
+static JSValue js_providers(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    (void)argc;
+    (void)argv;
+    struct vm *vm = vm_of(ctx);
+    return vm ? provider_list(ctx, vm->plan) : JS_EXCEPTION;
+}
+
+/* Deterministic: the same seed always picks the same provider. */
+static JSValue js_select_provider(JSContext *ctx, JSValueConst this_val, int argc,
+                                  JSValueConst *argv)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    uint16_t n = vm->plan->nproviders;
+    if (n == 0)
+        return JS_NULL;
+    uint64_t h = 0;
+    if (argc > 0 && JS_IsNumber(argv[0])) {
+        double d = 0;
+        JS_ToFloat64(ctx, &d, argv[0]);
+        h = isfinite(d) ? (uint64_t)fabs(trunc(d)) : 0;
+    } else if (argc > 0 && !JS_IsUndefined(argv[0]) && !JS_IsNull(argv[0])) {
+        size_t len = 0;
+        const char *s = JS_ToCStringLen(ctx, &len, argv[0]);
+        if (!s)
+            return JS_EXCEPTION;
+        h = 1469598103934665603ull; /* FNV-1a */
+        for (size_t i = 0; i < len; i++)
+            h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+        JS_FreeCString(ctx, s);
+    }
+    return JS_NewString(ctx, intern_name(vm->plan->providers[h % n]));
+}
+
+/* "<instance>-<n>", the instance id shortened if it would not fit. */
+static void client_order_id(const struct instance *inst, uint64_t n, char out[EVENT_ORDER_ID_MAX])
+{
+    char suffix[24];
+    int slen = snprintf(suffix, sizeof suffix, "-%" PRIu64, n);
+    int room = EVENT_ORDER_ID_MAX - 1 - slen;
+    snprintf(out, EVENT_ORDER_ID_MAX, "%.*s%s", room, inst->id, suffix);
+}
+
+static void remember_order(struct instance *inst, uint64_t n, uint16_t provider)
+{
+    if (inst->norders == HOST_MAX_OPEN_ORDERS) {
+        /* forget the oldest: it is long settled or will never be cancelled */
+        memmove(inst->orders, inst->orders + 1, (inst->norders - 1) * sizeof *inst->orders);
+        inst->norders--;
+    }
+    if (inst->norders == inst->orders_cap) {
+        uint32_t cap = inst->orders_cap ? inst->orders_cap * 2 : 8;
+        struct open_order *grown = realloc(inst->orders, cap * sizeof *grown);
+        if (!grown)
+            return;
+        inst->orders = grown;
+        inst->orders_cap = cap;
+    }
+    inst->orders[inst->norders].n = n;
+    inst->orders[inst->norders].provider = provider;
+    inst->norders++;
+}
+
+static int parse_side(JSContext *ctx, JSValueConst v, enum order_side *side)
+{
+    const char *s = JS_IsString(v) ? JS_ToCString(ctx, v) : NULL;
+    int rc = 0;
+    if (s && strcasecmp(s, "buy") == 0)
+        *side = SIDE_BUY;
+    else if (s && strcasecmp(s, "sell") == 0)
+        *side = SIDE_SELL;
+    else
+        rc = -1;
+    JS_FreeCString(ctx, s);
+    if (rc != 0)
+        JS_ThrowTypeError(ctx, "side must be \"buy\" or \"sell\"");
+    return rc;
+}
+
+static int parse_number(JSContext *ctx, JSValueConst v, const char *what, double *out)
+{
+    if (!JS_IsNumber(v)) {
+        JS_ThrowTypeError(ctx, "%s must be a number", what);
+        return -1;
+    }
+    return JS_ToFloat64(ctx, out, v);
+}
+
+/* Fills provider and symbol of an order from (provider[, symbol]) arguments;
+ * both must be in the instance's scope. */
+static int order_target(JSContext *ctx, const struct vm_plan *plan, int argc, JSValueConst *argv,
+                        int symbol_arg, struct order_request *req)
+{
+    const char *provider = opt_string(ctx, argc, argv, 0);
+    if (!provider) {
+        JS_ThrowTypeError(ctx, "provider must be a string");
+        return -1;
+    }
+    bool known = scoped_provider(plan, provider, &req->provider);
+    if (!known)
+        JS_ThrowTypeError(ctx, "provider %s is not in this instance's scope", provider);
+    JS_FreeCString(ctx, provider);
+    if (!known)
+        return -1;
+    const char *symbol = opt_string(ctx, argc, argv, symbol_arg);
+    uint16_t wanted = symbol ? intern_lookup(symbol) : 0;
+    req->symbol = symbol && !wanted ? 0 : scoped_symbol(plan, req->provider, wanted);
+    if (!req->symbol)
+        JS_ThrowTypeError(ctx, "symbol %s is not in this instance's scope",
+                          symbol ? symbol : "(none)");
+    JS_FreeCString(ctx, symbol);
+    return req->symbol ? 0 : -1;
+}
+
+static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_type type)
+{
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    struct instance *inst = vm->inst;
+    const struct market_ops *ops = &inst->worker->rt->opts.market;
+    int nargs = type == ORDER_LIMIT ? 4 : 3;
+    if (argc < nargs)
+        return JS_ThrowTypeError(ctx, "%s",
+                                 type == ORDER_LIMIT
+                                     ? "submitOrder(provider, side, size, price[, symbol])"
+                                     : "submitMarketOrder(provider, side, size[, symbol])");
+    struct order_request req;
+    memset(&req, 0, sizeof req);
+    req.type = type;
+    if (order_target(ctx, vm->plan, argc, argv, nargs, &req) != 0 ||
+        parse_side(ctx, argv[1], &req.side) != 0 ||
+        parse_number(ctx, argv[2], "size", &req.quantity) != 0 ||
+        (type == ORDER_LIMIT && parse_number(ctx, argv[3], "price", &req.price) != 0))
+        return JS_EXCEPTION;
+    if (!ops->submit)
+        return JS_ThrowInternalError(ctx, "no market is connected");
+    uint64_t n = ++inst->next_order;
+    req.instance_key = inst->key;
+    snprintf(req.instance_id, sizeof req.instance_id, "%s", inst->id);
+    client_order_id(inst, n, req.client_order_id);
+    req.dry_run = vm->plan->dry_run;
+    req.created_ns = clock_mono_ns();
+    req.trigger_created_ns = vm->trigger_ns;
+    char error[256] = "";
+    if (ops->submit(ops->ctx, &req, error, sizeof error) != 0) {
+        JSValue e = JS_NewError(ctx);
+        if (!JS_IsException(e))
+            JS_SetPropertyStr(ctx, e, "message",
+                              JS_NewString(ctx, *error ? error : "the order was refused"));
+        return JS_Throw(ctx, e);
+    }
+    remember_order(inst, n, req.provider);
+    return JS_NewString(ctx, req.client_order_id);
+}
+
+static JSValue js_submit_market(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    return submit(ctx, argc, argv, ORDER_MARKET);
+}
+
+static JSValue js_submit_limit(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    return submit(ctx, argc, argv, ORDER_LIMIT);
+}
+
+/* The open order an id names, or -1: the id must be exactly one this
+ * instance handed out. */
+static int find_order(const struct instance *inst, const char *id)
+{
+    const char *dash = strrchr(id, '-');
+    if (!dash || !dash[1])
+        return -1;
+    char *end = NULL;
+    uint64_t n = strtoull(dash + 1, &end, 10);
+    char expect[EVENT_ORDER_ID_MAX];
+    client_order_id(inst, n, expect);
+    if (*end || strcmp(expect, id) != 0)
+        return -1;
+    for (uint32_t i = inst->norders; i-- > 0;) {
+        if (inst->orders[i].n == n)
+            return (int)i;
+    }
+    return -1;
+}
+
+static JSValue js_cancel_order(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    const struct market_ops *ops = &vm->inst->worker->rt->opts.market;
+    const char *id = opt_string(ctx, argc, argv, 0);
+    if (!id)
+        return JS_FALSE;
+    int i = find_order(vm->inst, id);
+    bool ok = false;
+    if (i >= 0 && ops->cancel) {
+        char error[256] = "";
+        ok = ops->cancel(ops->ctx, vm->inst->key, vm->inst->orders[i].provider, id, error,
+                         sizeof error) == 0;
+    }
+    JS_FreeCString(ctx, id);
+    return JS_NewBool(ctx, ok);
+}
+
+/* Quote of the instance's first (provider, symbol), or of the first scoped
+ * provider carrying `symbol` when given. */
+static bool quote_of(JSContext *ctx, struct vm *vm, int argc, JSValueConst *argv,
+                     struct market_quote *q)
+{
+    const struct market_ops *ops = &vm->inst->worker->rt->opts.market;
+    const struct vm_plan *plan = vm->plan;
+    if (!ops->quote || plan->nscope == 0)
+        return false;
+    uint16_t provider = plan->scope[0].provider, symbol = plan->scope[0].symbol;
+    const char *name = opt_string(ctx, argc, argv, 0);
+    if (name) {
+        symbol = intern_lookup(name);
+        for (uint16_t i = 0; i < plan->nscope; i++) {
+            if (plan->scope[i].symbol == symbol) {
+                provider = plan->scope[i].provider;
+                break;
+            }
+        }
+        JS_FreeCString(ctx, name);
+    }
+    memset(q, 0, sizeof *q);
+    return symbol && ops->quote(ops->ctx, provider, symbol, q) && q->valid;
+}
+
+static JSValue js_get_price(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv,
+                            int which)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    struct market_quote q;
+    if (!quote_of(ctx, vm, argc, argv, &q))
+        return JS_NULL;
+    return JS_NewFloat64(ctx, which == 0 ? q.last : which == 1 ? q.bid : q.ask);
+}
+
+static JSValue js_get_market_state(JSContext *ctx, JSValueConst this_val, int argc,
+                                   JSValueConst *argv)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    struct market_quote q;
+    if (!quote_of(ctx, vm, argc, argv, &q))
+        return JS_NULL;
+    double spread = q.ask - q.bid, mid = (q.ask + q.bid) / 2;
+    JSValue o = JS_NewObject(ctx);
+    if (JS_IsException(o))
+        return o;
+    JSAtom *a = vm->atoms;
+    int bad = 0;
+    bad |= JS_DefinePropertyValue(ctx, o, a[A_LAST], JS_NewFloat64(ctx, q.last), JS_PROP_C_W_E) < 0;
+    bad |= JS_DefinePropertyValue(ctx, o, a[A_BID], JS_NewFloat64(ctx, q.bid), JS_PROP_C_W_E) < 0;
+    bad |= JS_DefinePropertyValue(ctx, o, a[A_ASK], JS_NewFloat64(ctx, q.ask), JS_PROP_C_W_E) < 0;
+    bad |=
+        JS_DefinePropertyValue(ctx, o, a[A_SPREAD], JS_NewFloat64(ctx, spread), JS_PROP_C_W_E) < 0;
+    bad |= JS_DefinePropertyValue(ctx, o, a[A_SPREAD_PCT],
+                                  JS_NewFloat64(ctx, mid > 0 ? spread / mid * 100 : 0),
+                                  JS_PROP_C_W_E) < 0;
+    if (bad) {
+        JS_FreeValue(ctx, o);
+        return JS_EXCEPTION;
+    }
+    return o;
+}
+
+/* ------------------------------------------------------------ env */
+
+static const JSCFunctionListEntry runtime_funcs[] = {
+    JS_CFUNC_DEF("isTradingActive", 0, js_is_trading_active),
+    JS_CFUNC_DEF("isDryRun", 0, js_is_dry_run),
+    JS_CFUNC_DEF("providers", 0, js_providers),
+    JS_CFUNC_DEF("selectProvider", 1, js_select_provider),
+    JS_CFUNC_DEF("submitMarketOrder", 3, js_submit_market),
+    JS_CFUNC_DEF("submitOrder", 4, js_submit_limit),
+    JS_CFUNC_DEF("cancelOrder", 1, js_cancel_order),
+    JS_CFUNC_MAGIC_DEF("getLastPrice", 0, js_get_price, 0),
+    JS_CFUNC_MAGIC_DEF("getBidPrice", 0, js_get_price, 1),
+    JS_CFUNC_MAGIC_DEF("getAskPrice", 0, js_get_price, 2),
+    JS_CFUNC_DEF("getMarketState", 0, js_get_market_state),
+};
+
+static const JSCFunctionListEntry helper_funcs[] = {
+    JS_CFUNC_MAGIC_DEF("log", 0, js_log, LOG_LEVEL_INFO),
+    JS_CFUNC_DEF("sleep", 1, js_sleep),
+};
+
+static const JSCFunctionListEntry console_funcs[] = {
+    JS_CFUNC_MAGIC_DEF("log", 0, js_log, LOG_LEVEL_INFO),
+    JS_CFUNC_MAGIC_DEF("info", 0, js_log, LOG_LEVEL_INFO),
+    JS_CFUNC_MAGIC_DEF("debug", 0, js_log, LOG_LEVEL_DEBUG),
+    JS_CFUNC_MAGIC_DEF("warn", 0, js_log, LOG_LEVEL_WARN),
+    JS_CFUNC_MAGIC_DEF("error", 0, js_log, LOG_LEVEL_ERROR),
+};
+
+static const JSCFunctionListEntry global_funcs[] = {
+    JS_CFUNC_MAGIC_DEF("setTimeout", 2, js_set_timer, 0),
+    JS_CFUNC_MAGIC_DEF("setInterval", 2, js_set_timer, 1),
+    JS_CFUNC_DEF("clearTimeout", 1, js_clear_timer),
+    JS_CFUNC_DEF("clearInterval", 1, js_clear_timer),
+};
+
+#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+int host_install_globals(struct vm *vm)
+{
+    JSContext *ctx = vm->sb.ctx;
+    JSValue global = JS_GetGlobalObject(ctx);
+    JSValue console = JS_NewObject(ctx);
+    int rc = JS_IsException(global) || JS_IsException(console) ? -1 : 0;
+    if (rc == 0) {
+        JS_SetPropertyFunctionList(ctx, global, global_funcs, COUNT_OF(global_funcs));
+        JS_SetPropertyFunctionList(ctx, console, console_funcs, COUNT_OF(console_funcs));
+        rc = JS_SetPropertyStr(ctx, global, "console", console) < 0 ? -1 : 0;
+        console = JS_UNDEFINED;
+    }
+    JS_FreeValue(ctx, console);
+    JS_FreeValue(ctx, global);
+    return rc;
+}
+
+JSValue host_event_names(JSContext *ctx, uint32_t mask)
+{
+    JSValue names = JS_NewArray(ctx);
+    uint32_t n = 0;
+    for (int k = 0; k < EVENT_KIND_COUNT && !JS_IsException(names); k++) {
+        if (!(mask & (1u << k)))
+            continue;
+        if (JS_DefinePropertyValueUint32(ctx, names, n++, JS_NewString(ctx, js_event_names[k]),
+                                         JS_PROP_C_W_E) < 0) {
+            JS_FreeValue(ctx, names);
+            return JS_EXCEPTION;
+        }
+    }
+    return names;
+}
+
+static JSValue parse_json(JSContext *ctx, const char *text, const char *what)
+{
+    const char *src = text ? text : "null";
+    return JS_ParseJSON(ctx, src, strlen(src), what);
+}
+
+static int set(JSContext *ctx, JSValueConst obj, const char *name, JSValue v)
+{
+    if (JS_IsException(v))
+        return -1;
+    return JS_DefinePropertyValueStr(ctx, obj, name, v, JS_PROP_C_W_E) < 0 ? -1 : 0;
+}
+
+static JSValue make_group(JSContext *ctx, const JSCFunctionListEntry *funcs, int n)
+{
+    JSValue o = JS_NewObject(ctx);
+    if (!JS_IsException(o))
+        JS_SetPropertyFunctionList(ctx, o, funcs, n);
+    return o;
+}
+
+JSValue host_make_env(struct vm *vm)
+{
+    JSContext *ctx = vm->sb.ctx;
+    JSValue env = JS_NewObject(ctx);
+    if (JS_IsException(env))
+        return env;
+    int rc = 0;
+    rc |= set(ctx, env, "config", parse_json(ctx, vm->plan->config_json, "<config>"));
+    rc |= set(ctx, env, "metadata", parse_json(ctx, vm->plan->metadata_json, "<metadata>"));
+    /* metadata.events until subscribedEvents() narrows it */
+    rc |= set(ctx, env, "events", host_event_names(ctx, vm->plan->events));
+    rc |= set(ctx, env, "helpers", make_group(ctx, helper_funcs, COUNT_OF(helper_funcs)));
+    rc |= set(ctx, env, "runtime", make_group(ctx, runtime_funcs, COUNT_OF(runtime_funcs)));
+    if (rc != 0) {
+        JS_FreeValue(ctx, env);
+        return JS_EXCEPTION;
+    }
+    return env;
+}

@@ -1,0 +1,570 @@
+/*
+ * runtime internals shared by the files of src/runtime (not a public API).
+ *
+ *   runtime.c  the instance table and the control-plane calls
+ *   spec.c     InstanceSpec parsing, selector resolution, launch plans
+ *   worker.c   worker threads: queues, commands, subscriptions, timers
+ *   vm.c       one instance's VM: start, event delivery, failures
+ *   host.c     what strategies see: env, helpers, runtime.*, timers
+ *   refresh.c  targeted refresh
+ *   usage.c    per-revision usage
+ *   metrics.c  Prometheus exposition
+ *   map.c      a small integer-keyed hash map
+ *
+ * Locks, in the only order they may nest:
+ *   rt->control   serialises control-plane calls (held while they wait for
+ *                 workers; never taken by workers)
+ *   rt->lock      the instance table, usage and instance state fields;
+ *                 held briefly, never while waiting for a worker or calling
+ *                 the catalogue (runtime_delete_guard runs under the
+ *                 catalogue's lock and takes this one)
+ *   rt->persist   orders store writes of instance records
+ *   w->lock       one worker's queue
+ *   rt->done      command completion
+ * Workers take rt->lock and rt->persist only when an instance changes state
+ * (start, stop, failure), never per event.
+ */
+#ifndef STRATD_RUNTIME_INTERNAL_H
+#define STRATD_RUNTIME_INTERNAL_H
+
+#include "core/hash.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/names.h"
+#include "js/module.h"
+#include "registry/selector.h"
+#include "runtime/runtime.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ handlers */
+
+enum handler_id {
+    H_TRADE,
+    H_TICKER,
+    H_BOOK_SNAPSHOT,
+    H_KLINE_SUMMARY,
+    H_INSTRUMENT_UPDATE,
+    H_BALANCE_UPDATE,
+    H_ORDER_ACKNOWLEDGED,
+    H_ORDER_PARTIAL_FILL,
+    H_ORDER_FILLED,
+    H_ORDER_CANCELLED,
+    H_ORDER_REJECTED,
+    H_ORDER_EXPIRED,
+    H_RISK_CONTROL,
+    H_EXTENSION,
+    H_COUNT,
+    H_TIMER = H_COUNT, /* timer callbacks, for the duration histogram */
+    H_SLOTS
+};
+
+extern const char *const runtime_handler_names[H_SLOTS];
+/* The handler a broadcast event of this kind goes to (-1: none). */
+int runtime_handler_for_kind(enum event_kind kind);
+/* The handler an event goes to (exec reports by status). */
+int runtime_handler_for_event(const struct event *ev);
+
+#define EVENT_MASK_ALL ((1u << EVENT_KIND_COUNT) - 1)
+
+/* ------------------------------------------------------------ small map */
+
+/* uint64 -> pointer, open addressing; key 0 is reserved (empty). */
+struct rtmap {
+    uint64_t *keys;
+    void **vals;
+    size_t cap; /* power of two, or 0 */
+    size_t n;
+};
+
+void *rtmap_get(const struct rtmap *m, uint64_t key);
+int rtmap_put(struct rtmap *m, uint64_t key, void *val);
+void rtmap_del(struct rtmap *m, uint64_t key);
+void rtmap_free(struct rtmap *m);
+
+/* ------------------------------------------------------------ plans */
+
+struct scope_entry {
+    uint16_t provider;
+    uint16_t symbol; /* 0: provider-wide events (balances) */
+};
+
+/* Everything a worker needs to start one VM, decided by the control plane.
+ * Owned by the command until the VM takes it, then by the VM. */
+struct vm_plan {
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    char hash[HASH_SPELLED_LEN + 1];
+    struct js_bytecode *bytecode; /* released once loaded */
+    char *config_json;            /* resolved config; freed after start */
+    char *metadata_json;          /* normalised metadata or "null"; freed after start */
+    char filename[128];           /* the module's file name, for stack traces */
+    uint32_t events;              /* metadata.events as a mask of enum event_kind */
+    struct js_limits limits;
+    bool dry_run;
+    int max_errors;
+    int log_lines;
+    /* every scoped (provider, symbol), in spec order, then one
+     * (provider, 0) per provider; providers[] lists the providers */
+    struct scope_entry *scope;
+    uint16_t nscope;
+    uint16_t *providers;
+    uint16_t nproviders;
+};
+
+void runtime_plan_free(struct vm_plan *plan);
+
+/* ------------------------------------------------------------ instances */
+
+#define RUNTIME_REASON_MAX 24
+
+struct open_order {
+    uint64_t n; /* the <n> of "<instance>-<n>" */
+    uint16_t provider;
+};
+
+struct vm;
+struct worker;
+
+struct instance {
+    /* fixed at creation */
+    uint32_t key; /* event.target of its exec reports; selects the worker */
+    struct worker *worker;
+    char id[NAMES_ID_MAX + 1];
+
+    /* under rt->lock */
+    json_t *spec; /* the persisted InstanceSpec, resolved fields included */
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    char selector[SELECTOR_TEXT_MAX + 1];
+    bool running;  /* a VM exists (set by the worker) */
+    bool desired;  /* should run after a restart */
+    bool starting; /* a start is in flight: pins the revision for the guard */
+    char stop_reason[RUNTIME_REASON_MAX]; /* "" when none */
+    json_t *last_error;                   /* {message, handler, at} or NULL */
+    uint64_t version;                     /* bumped by every persisted change */
+
+    /* under rt->persist */
+    uint64_t persisted;
+
+    /* owner worker's thread only */
+    struct vm *vm;
+    uint64_t next_order;
+    struct open_order *orders;
+    uint32_t norders, orders_cap;
+
+    /* written by the owner worker, read by anyone */
+    _Atomic uint64_t delivered;
+    _Atomic uint64_t errors;
+    _Atomic uint64_t memory;
+};
+
+/* Single-writer counters: a plain add, no locked instruction. */
+static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t counter_get(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------ workers */
+
+enum command_kind {
+    CMD_START,   /* build a VM from plan and run it */
+    CMD_RESTART, /* build a VM from plan, then replace the running one */
+    CMD_STOP,    /* free the VM */
+    CMD_DETACH,  /* free the VM and forget the instance (delete) */
+};
+
+struct command {
+    enum command_kind kind;
+    struct instance *inst;
+    struct vm_plan *plan; /* START/RESTART: taken by the worker */
+    json_t *spec;         /* RESTART: installed with the new VM (taken) */
+    bool keep_old;        /* RESTART: a failed start leaves the old VM running */
+    /* results */
+    bool done;
+    bool was_running; /* STOP/DETACH/RESTART: a VM existed */
+    int rc;
+    struct err err;
+};
+
+struct msg {
+    struct event *ev;
+    struct command *cmd;
+};
+
+#define WORKER_INTEREST_SLOTS 1024
+#define WORKER_BATCH 256
+#define HIST_BUCKETS 12 /* including +Inf */
+
+struct timer;
+
+/* One subscriber of (provider, symbol, kind) on a worker. */
+struct sub {
+    struct vm *vm;
+    uint16_t scope_index;
+};
+
+struct sublist {
+    struct sub *items;
+    uint32_t n, cap;
+};
+
+struct worker {
+    struct runtime *rt;
+    int index;
+    pthread_t thread;
+    bool thread_started;
+
+    /* the queue, under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* the worker waits for messages */
+    pthread_cond_t room; /* publishers wait for space */
+    struct msg *ring;
+    size_t cap, head, count;
+    bool sleeping;
+    int waiting;
+    bool quit;
+
+    /* read by publishers without a lock: how many subscriptions hash to
+     * each slot of (provider, symbol, kind); false positives only cost a
+     * queue push */
+    atomic_uint interest[WORKER_INTEREST_SLOTS];
+
+    int assigned; /* instances owned; under rt->lock */
+
+    /* the worker's thread only */
+    struct rtmap instances; /* key -> struct instance */
+    struct rtmap subs;      /* (provider, symbol, kind) -> struct sublist */
+    struct timer **heap;
+    size_t nheap, heap_cap;
+    uint64_t timer_seq;
+    struct vm *reap; /* VMs freed but still referenced by subscriptions */
+    size_t nreap;
+    int64_t now_ns;
+    uint32_t sample_tick;
+    uint64_t run_stamp; /* numbers runs of events delivered instance by instance */
+    uint32_t run_calls; /* deliveries since the timers were last checked */
+    bool walking;       /* inside a subscription walk: reaping waits */
+
+    /* statistics, written by the worker only */
+    _Atomic uint64_t delivered[EVENT_KIND_COUNT];
+    _Atomic uint64_t errors;
+    _Atomic uint64_t hist[H_SLOTS][HIST_BUCKETS];
+    _Atomic uint64_t hist_sum_ns[H_SLOTS];
+};
+
+extern const double runtime_hist_bounds[HIST_BUCKETS - 1];
+
+int worker_init(struct worker *w, struct runtime *rt, int index, size_t capacity, struct err *err);
+int worker_start(struct worker *w, struct err *err);
+/* Stops every VM it owns (no state change), joins the thread. */
+void worker_shutdown(struct worker *w);
+void worker_destroy(struct worker *w);
+/* Posts a command and waits for the worker to complete it. */
+void worker_call(struct worker *w, struct command *cmd);
+size_t worker_queue_depth(struct worker *w);
+
+/* Worker thread only. */
+int worker_subscribe(struct worker *w, struct vm *vm);
+void worker_retire_vm(struct worker *w, struct vm *vm);
+void worker_reap(struct worker *w);
+
+enum timer_kind { TIMER_JS, TIMER_SLEEP, TIMER_LOG_FLUSH };
+
+struct timer {
+    int64_t deadline_ns;
+    int64_t interval_ns; /* 0: one shot */
+    uint64_t seq;        /* FIFO among equal deadlines */
+    size_t heap_index;   /* SIZE_MAX when not in the heap */
+    struct vm *vm;
+    struct timer *prev, *next; /* the VM's timers */
+    uint32_t id;
+    uint8_t kind;
+    bool firing, cancelled;
+    JSValue fn; /* callback, or the resolve function of a sleep */
+    int argc;
+    JSValue *argv;
+};
+
+int worker_timer_schedule(struct worker *w, struct timer *t);
+void worker_timer_unschedule(struct worker *w, struct timer *t);
+void worker_run_timers(struct worker *w);
+
+/* ------------------------------------------------------------ VMs */
+
+/* Property names every VM interns once, so event objects are built with
+ * JS_DefinePropertyValue on atoms (no string hashing per event) and share
+ * shapes. */
+#define VM_ATOMS(X)                                                                                \
+    X(TYPE, "type")                                                                                \
+    X(PROVIDER, "provider")                                                                        \
+    X(SYMBOL, "symbol")                                                                            \
+    X(SEQ, "seq")                                                                                  \
+    X(TS, "ts")                                                                                    \
+    X(PRICE, "price")                                                                              \
+    X(QUANTITY, "quantity")                                                                        \
+    X(SIDE, "side")                                                                                \
+    X(TRADE_ID, "tradeId")                                                                         \
+    X(LAST, "last")                                                                                \
+    X(BID, "bid")                                                                                  \
+    X(ASK, "ask")                                                                                  \
+    X(BID_SIZE, "bidSize")                                                                         \
+    X(ASK_SIZE, "askSize")                                                                         \
+    X(VOLUME, "volume")                                                                            \
+    X(BIDS, "bids")                                                                                \
+    X(ASKS, "asks")                                                                                \
+    X(START, "start")                                                                              \
+    X(END, "end")                                                                                  \
+    X(OPEN, "open")                                                                                \
+    X(HIGH, "high")                                                                                \
+    X(LOW, "low")                                                                                  \
+    X(CLOSE, "close")                                                                              \
+    X(TRADES, "trades")                                                                            \
+    X(ASSET, "asset")                                                                              \
+    X(TOTAL, "total")                                                                              \
+    X(AVAILABLE, "available")                                                                      \
+    X(CLIENT_ORDER_ID, "clientOrderId")                                                            \
+    X(ORDER_ID, "orderId")                                                                         \
+    X(STATUS, "status")                                                                            \
+    X(LAST_QUANTITY, "lastQuantity")                                                               \
+    X(LAST_PRICE, "lastPrice")                                                                     \
+    X(FILLED_QUANTITY, "filledQuantity")                                                           \
+    X(REMAINING_QUANTITY, "remainingQuantity")                                                     \
+    X(AVERAGE_PRICE, "averagePrice")                                                               \
+    X(FEE, "fee")                                                                                  \
+    X(FEE_ASSET, "feeAsset")                                                                       \
+    X(DRY_RUN, "dryRun")                                                                           \
+    X(REASON, "reason")                                                                            \
+    X(TICK_SIZE, "tickSize")                                                                       \
+    X(LOT_SIZE, "lotSize")                                                                         \
+    X(MIN_QUANTITY, "minQuantity")                                                                 \
+    X(TRADING, "trading")                                                                          \
+    X(INSTANCE_ID, "instanceId")                                                                   \
+    X(STRATEGY, "strategy")                                                                        \
+    X(HASH, "hash")                                                                                \
+    X(SPREAD, "spread")                                                                            \
+    X(SPREAD_PCT, "spreadPct")
+
+#define VM_ATOM_ENUM(id, text) A_##id,
+enum vm_atom { VM_ATOMS(VM_ATOM_ENUM) A_COUNT };
+#undef VM_ATOM_ENUM
+
+/* Cached per (provider, symbol) of the scope: the ctx argument and the
+ * names as JS strings, created on first use. */
+struct vm_scope {
+    JSValue ctx;
+    JSValue provider;
+    JSValue symbol; /* JS_NULL for provider-wide entries */
+};
+
+#define VM_STATUS_COUNT 6
+/* Object layouts whose shapes a VM keeps alive: evt, then one payload
+ * layout per event kind. */
+#define VM_LAYOUTS (1 + EVENT_KIND_COUNT)
+
+/* QuickJS frees a shape with the last object using it, and finds shapes
+ * again only through live objects with each intermediate shape. A VM keeps
+ * one object per prefix of a hot layout ({type}, {type, provider}, ...), so
+ * building the next event object walks existing shapes instead of creating
+ * and hashing new ones property by property. */
+struct vm_layout {
+    JSValue *prefixes; /* one object per prefix length; NULL until first use */
+    uint32_t n;
+};
+
+/* A VM is the instance's sandbox plus what the host caches in it. Owned by
+ * the instance's worker; only that thread touches it. */
+struct vm {
+    struct js_sandbox sb;
+    struct instance *inst;
+    struct vm_plan *plan;
+    bool dead; /* JS side freed; the shell waits for worker_reap */
+    struct vm *reap_next;
+    uint64_t *sub_keys;  /* what worker_subscribe added */
+    uint16_t *sub_index; /* the scope index of each of those */
+    uint32_t nsubs;
+    uint64_t visit;  /* the worker's run stamp when last visited */
+    uint32_t events; /* subscribed events (env.events) */
+    uint32_t mask;   /* kinds delivered: events with a handler */
+    int64_t budget_ns;
+    int64_t trigger_ns; /* created_ns of the event being handled, 0 if none */
+    int consecutive_errors;
+    JSValue handlers;
+    JSValue fn[H_COUNT]; /* JS_UNDEFINED when the strategy has none */
+    JSAtom atoms[A_COUNT];
+    JSValue kind_names[EVENT_KIND_COUNT];
+    JSValue side_names[2];
+    JSValue status_names[VM_STATUS_COUNT];
+    JSValue type_names[2];
+    struct vm_scope *scope; /* plan->nscope entries */
+    struct vm_layout layouts[VM_LAYOUTS];
+    /* timers */
+    struct timer *timers;
+    uint32_t ntimers;
+    uint32_t next_timer_id;
+    /* helpers.log rate limit: lines in the current one-second window */
+    int64_t log_window;
+    uint32_t log_lines;
+    uint64_t log_dropped;
+    bool log_flush_armed;
+    /* unhandled promise rejections during the current call */
+    uint32_t unhandled;
+    JSValue rejection;
+};
+
+int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
+             struct err *err);
+/* Frees the JS side at once and hands the shell to worker_retire_vm. */
+void vm_destroy(struct worker *w, struct vm *vm);
+void vm_free_shell(struct vm *vm);
+/* The VM's subscription keys (provider, symbol, kind) with scope indexes. */
+size_t vm_subscriptions(const struct vm *vm, uint64_t *keys, uint16_t *scope_index, size_t max);
+
+/* Delivers one event; stops the instance itself if the call broke a limit.
+ * scope_index < 0 looks the (provider, symbol) up. */
+void vm_deliver(struct worker *w, struct vm *vm, int scope_index, const struct event *ev);
+void vm_fire_timer(struct worker *w, struct timer *t);
+void vm_free_timer(struct vm *vm, struct timer *t);
+
+static inline uint64_t sub_key(uint16_t provider, uint16_t symbol, unsigned kind)
+{
+    return ((uint64_t)provider << 32) | ((uint64_t)symbol << 16) | kind;
+}
+
+/* ------------------------------------------------------------ host */
+
+struct vm_host; /* host state inside struct vm */
+
+/* Installs the globals (timers, console) before the module loads. */
+int host_install_globals(struct vm *vm);
+/* The canonical names of the kinds in mask, as a JS array. */
+JSValue host_event_names(JSContext *ctx, uint32_t mask);
+/* Builds env for create(env); a new value. */
+JSValue host_make_env(struct vm *vm);
+/* The instance whose JS is running on this thread. */
+struct vm *host_current(void);
+void host_enter(struct vm *vm);
+void host_leave(void);
+/* helpers.log's rate limiter; true when one more line may be written. */
+bool host_log_admit(struct worker *w, struct vm *vm);
+void host_log_flush(struct vm *vm);
+/* Logs with strategy, hash and instance fields (steals extra). */
+void host_log(struct vm *vm, enum log_level level, const char *msg, json_t *extra);
+
+/* ------------------------------------------------------------ runtime */
+
+struct usage_entry {
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    int64_t first_ms; /* 0: never seen */
+    int64_t last_ms;
+    int running;
+};
+
+struct runtime {
+    struct runtime_options opts;
+    char *environment;
+    int max_errors;
+    int log_lines;
+    size_t queue_capacity;
+
+    pthread_mutex_t control;
+    pthread_mutex_t lock;
+    pthread_mutex_t persist;
+    pthread_mutex_t done;
+    pthread_cond_t done_cond;
+
+    struct instance **instances; /* sorted by id */
+    size_t ninstances, instances_cap;
+    uint32_t next_serial;
+
+    struct usage_entry *usage;
+    size_t nusage, usage_cap;
+
+    struct worker *workers;
+    int nworkers;
+
+    struct js_bytecode_cache *bytecode;
+
+    struct metrics_family *m_actions; /* strategy_revision_instances_total */
+    struct metrics_family *m_errors;  /* stratd_handler_errors_total */
+    struct metrics_family *m_stops;   /* stratd_instance_stops_total */
+    struct metrics_family *m_orders;  /* stratd_orders_total */
+};
+
+static inline struct worker *runtime_worker_of(struct runtime *rt, uint32_t key)
+{
+    return &rt->workers[(key - 1) % (uint32_t)rt->nworkers];
+}
+
+/* Instance table (caller holds rt->lock). */
+struct instance *rtx_find_locked(struct runtime *rt, const char *id);
+/* Replaces spec and the fields derived from it; bumps the version. Takes spec. */
+void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *spec);
+void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool running);
+
+/* Writes the instance's record if it changed since the last write. */
+int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err);
+/* A worker stopped an instance on a limit or error streak: records the
+ * reason (desired state off), persists, counts and logs. */
+void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *reason,
+                         const char *handler, const char *message);
+/* Side effects of a start or stop: usage timestamps and counters. */
+void rtx_note_start(struct runtime *rt, const char *strategy, const char *hex);
+void rtx_note_stop(struct runtime *rt, const char *strategy, const char *hex, const char *reason);
+/* Counts an exec report for stratd_orders_total. */
+void rtx_count_order(struct runtime *rt, uint16_t provider, enum exec_status status);
+void rtx_count_error(struct runtime *rt, const char *strategy, const char *hash);
+
+/* spec.c */
+struct spec_resolved {
+    json_t *spec;     /* the InstanceSpec to store (new reference) */
+    json_t *metadata; /* borrowed from the snapshot's revision (may be NULL) */
+    json_t *config;   /* resolved (new reference) */
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    char selector[SELECTOR_TEXT_MAX + 1];
+    char tag[NAMES_TAG_MAX + 1];
+};
+
+/* Validates an InstanceSpec and resolves its selector against reg. */
+int spec_resolve(struct runtime *rt, const struct registry *reg, const json_t *in,
+                 const char *forced_id, struct spec_resolved *out, struct err *err);
+void spec_resolved_clear(struct spec_resolved *r);
+/* A copy of spec pinned to another revision (hash, tag). */
+json_t *spec_repin(const json_t *spec, const char *hex, const char *tag);
+/* The selector text an instance's spec resolves through. */
+const char *spec_selector(const json_t *spec);
+/* Builds the launch plan for spec pinned to {strategy, hex} with metadata. */
+int spec_plan(struct runtime *rt, const json_t *spec, const char *strategy, const char *hex,
+              const json_t *metadata, struct vm_plan **out, struct err *err);
+/* Re-resolves an existing instance's selector: the revision it should run. */
+int spec_reresolve(const struct registry *reg, const char *selector,
+                   struct registry_resolution *out, struct err *err);
+
+/* usage.c (caller holds rt->lock unless said otherwise) */
+struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, const char *hex,
+                                      bool create);
+json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *hex);
+int usage_load(struct runtime *rt, struct err *err);
+
+/* runtime.c helpers used by usage.c / refresh.c */
+json_t *rtx_summary_locked(struct runtime *rt, struct instance *inst, json_t *usage);
+/* Starts an instance from the control plane (rt->control held). A user
+ * request persists the desired state first and clears it if the start
+ * fails; a restore leaves it as it was. */
+int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err *err);
+/* Stops an instance's VM from the control plane (rt->control held):
+ * 1 if it was running, 0 if not, -1 on failure. */
+int rtx_stop_vm(struct runtime *rt, struct instance *inst, struct err *err);
+
+#endif

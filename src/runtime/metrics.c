@@ -1,0 +1,91 @@
+/*
+ * metrics: the runtime's Prometheus families. Control-plane-rate counters
+ * live in core/metrics families; hot-path figures (deliveries, handler
+ * durations) are per-worker single-writer counters summed at scrape time,
+ * so the event path never takes a lock for them.
+ */
+#include "runtime/internal.h"
+
+#include <stdio.h>
+
+static void write_delivered(struct runtime *rt, struct strbuf *out)
+{
+    static const char *const labels[] = {"event"};
+    metrics_write_header(out, "stratd_events_delivered_total",
+                         "Events delivered into strategy instances (one per instance reached).",
+                         "counter");
+    for (int k = 0; k < EVENT_KIND_COUNT; k++) {
+        uint64_t n = 0;
+        for (int i = 0; i < rt->nworkers; i++)
+            n += counter_get(&rt->workers[i].delivered[k]);
+        const char *values[] = {event_kind_name((enum event_kind)k)};
+        metrics_write_sample(out, "stratd_events_delivered_total", labels, values, 1, (double)n);
+    }
+}
+
+static void write_histogram(struct runtime *rt, struct strbuf *out)
+{
+    static const char *const bucket_labels[] = {"handler", "le"};
+    static const char *const labels[] = {"handler"};
+    metrics_write_header(out, "stratd_handler_duration_seconds",
+                         "Duration of handler calls (one call in 16 is timed) and timer callbacks.",
+                         "histogram");
+    for (int h = 0; h < H_SLOTS; h++) {
+        uint64_t buckets[HIST_BUCKETS] = {0}, sum_ns = 0, total = 0;
+        for (int i = 0; i < rt->nworkers; i++) {
+            for (int b = 0; b < HIST_BUCKETS; b++)
+                buckets[b] += counter_get(&rt->workers[i].hist[h][b]);
+            sum_ns += counter_get(&rt->workers[i].hist_sum_ns[h]);
+        }
+        for (int b = 0; b < HIST_BUCKETS; b++)
+            total += buckets[b];
+        if (total == 0)
+            continue;
+        uint64_t cumulative = 0;
+        for (int b = 0; b < HIST_BUCKETS; b++) {
+            char le[32];
+            if (b < HIST_BUCKETS - 1)
+                snprintf(le, sizeof le, "%g", runtime_hist_bounds[b]);
+            else
+                snprintf(le, sizeof le, "+Inf");
+            cumulative += buckets[b];
+            const char *values[] = {runtime_handler_names[h], le};
+            metrics_write_sample(out, "stratd_handler_duration_seconds_bucket", bucket_labels,
+                                 values, 2, (double)cumulative);
+        }
+        const char *values[] = {runtime_handler_names[h]};
+        metrics_write_sample(out, "stratd_handler_duration_seconds_sum", labels, values, 1,
+                             (double)sum_ns / 1e9);
+        metrics_write_sample(out, "stratd_handler_duration_seconds_count", labels, values, 1,
+                             (double)total);
+    }
+}
+
+static void write_queues(struct runtime *rt, struct strbuf *out)
+{
+    static const char *const labels[] = {"worker"};
+    metrics_write_header(out, "stratd_worker_queue_messages",
+                         "Messages waiting in each worker's queue.", "gauge");
+    for (int i = 0; i < rt->nworkers; i++) {
+        char index[16];
+        snprintf(index, sizeof index, "%d", i);
+        const char *values[] = {index};
+        metrics_write_sample(out, "stratd_worker_queue_messages", labels, values, 1,
+                             (double)worker_queue_depth(&rt->workers[i]));
+    }
+}
+
+void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
+{
+    metrics_family_write(rt->m_actions, out);
+    write_delivered(rt, out);
+    metrics_family_write(rt->m_errors, out);
+    write_histogram(rt, out);
+    metrics_family_write(rt->m_stops, out);
+    metrics_family_write(rt->m_orders, out);
+    metrics_write_header(out, "stratd_module_compilations_total",
+                         "Strategy sources compiled to bytecode (once per revision).", "counter");
+    metrics_write_sample(out, "stratd_module_compilations_total", NULL, NULL, 0,
+                         (double)js_bytecode_cache_compilations(rt->bytecode));
+    write_queues(rt, out);
+}

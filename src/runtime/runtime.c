@@ -1,0 +1,1128 @@
+/*
+ * runtime: the instance table and the control-plane calls.
+ *
+ * Every control-plane call holds rt->control for its whole length (calls are
+ * serialised, so each one sees the effects of the previous), touches the
+ * table under rt->lock briefly, persists, and hands VM work to the owning
+ * worker through its queue, waiting for completion. A worker that stops an
+ * instance on its own (a limit, an error streak) records the reason under
+ * rt->lock and persists it from its thread; rtx_persist orders the two
+ * writers by a version number so the store always ends with the newest
+ * state.
+ */
+#include "runtime/internal.h"
+
+#include "core/clock.h"
+#include "core/intern.h"
+#include "core/jsonutil.h"
+#include "core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_ERRORS 100
+#define DEFAULT_LOG_LINES 200
+#define DEFAULT_QUEUE_CAPACITY 65536
+
+/* ------------------------------------------------------------ table */
+
+static int find_index_locked(struct runtime *rt, const char *id, bool *found)
+{
+    size_t lo = 0, hi = rt->ninstances;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(rt->instances[mid]->id, id);
+        if (c == 0) {
+            *found = true;
+            return (int)mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return (int)lo;
+}
+
+struct instance *rtx_find_locked(struct runtime *rt, const char *id)
+{
+    bool found;
+    int i = find_index_locked(rt, id, &found);
+    return found ? rt->instances[i] : NULL;
+}
+
+static int insert_locked(struct runtime *rt, struct instance *inst)
+{
+    if (rt->ninstances == rt->instances_cap) {
+        size_t cap = rt->instances_cap ? rt->instances_cap * 2 : 16;
+        struct instance **grown = realloc(rt->instances, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        rt->instances = grown;
+        rt->instances_cap = cap;
+    }
+    bool found;
+    size_t i = (size_t)find_index_locked(rt, inst->id, &found);
+    memmove(&rt->instances[i + 1], &rt->instances[i], (rt->ninstances - i) * sizeof *rt->instances);
+    rt->instances[i] = inst;
+    rt->ninstances++;
+    inst->worker->assigned++;
+    return 0;
+}
+
+static void remove_locked(struct runtime *rt, struct instance *inst)
+{
+    bool found;
+    size_t i = (size_t)find_index_locked(rt, inst->id, &found);
+    if (!found)
+        return;
+    memmove(&rt->instances[i], &rt->instances[i + 1],
+            (rt->ninstances - i - 1) * sizeof *rt->instances);
+    rt->ninstances--;
+    inst->worker->assigned--;
+}
+
+static void free_instance(struct instance *inst)
+{
+    if (!inst)
+        return;
+    json_decref(inst->spec);
+    json_decref(inst->last_error);
+    free(inst->orders);
+    free(inst);
+}
+
+/* A new record on the least-loaded worker. The key encodes the worker, so
+ * directed events find it without any lookup. */
+static struct instance *new_instance_locked(struct runtime *rt, const char *id, struct err *err)
+{
+    int best = 0;
+    for (int i = 1; i < rt->nworkers; i++) {
+        if (rt->workers[i].assigned < rt->workers[best].assigned)
+            best = i;
+    }
+    uint64_t key = (uint64_t)rt->next_serial * (uint64_t)rt->nworkers + (uint64_t)best + 1;
+    if (key > UINT32_MAX) {
+        err_set(err, ERR_INTERNAL, "instance keys exhausted; restart the gateway");
+        return NULL;
+    }
+    struct instance *inst = calloc(1, sizeof *inst);
+    if (!inst) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    rt->next_serial++;
+    inst->key = (uint32_t)key;
+    inst->worker = &rt->workers[best];
+    snprintf(inst->id, sizeof inst->id, "%s", id);
+    atomic_init(&inst->delivered, 0);
+    atomic_init(&inst->errors, 0);
+    atomic_init(&inst->memory, 0);
+    return inst;
+}
+
+void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *spec)
+{
+    (void)rt;
+    if (!spec)
+        return;
+    json_decref(inst->spec);
+    inst->spec = spec;
+    const json_t *strategy = json_object_get(spec, "strategy");
+    const char *name = json_string_value(json_object_get(strategy, "identifier"));
+    const char *hash = json_string_value(json_object_get(strategy, "hash"));
+    const char *selector = spec_selector(spec);
+    snprintf(inst->strategy, sizeof inst->strategy, "%s", name ? name : "");
+    if (!hash || !hash_parse_full(hash, inst->hex))
+        inst->hex[0] = '\0';
+    snprintf(inst->selector, sizeof inst->selector, "%s", selector ? selector : inst->strategy);
+    inst->version++;
+}
+
+void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool running)
+{
+    if (inst->running == running)
+        return;
+    inst->running = running;
+    struct usage_entry *u = usage_find_locked(rt, inst->strategy, inst->hex, true);
+    if (u)
+        u->running += running ? 1 : -1;
+}
+
+static void set_reason_locked(struct instance *inst, const char *reason)
+{
+    snprintf(inst->stop_reason, sizeof inst->stop_reason, "%s", reason ? reason : "");
+}
+
+static void set_error_locked(struct instance *inst, const char *handler, const char *message)
+{
+    json_decref(inst->last_error);
+    inst->last_error = message ? json_pack("{s:s, s:s?, s:I}", "message", message, "handler",
+                                           handler, "atMs", (json_int_t)clock_wall_ms())
+                               : NULL;
+}
+
+/* ------------------------------------------------------------ persistence */
+
+int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err)
+{
+    if (!rt->opts.store)
+        return 0;
+    pthread_mutex_lock(&rt->lock);
+    uint64_t version = inst->version;
+    json_t *spec = json_incref(inst->spec);
+    bool desired = inst->desired;
+    char reason[RUNTIME_REASON_MAX];
+    snprintf(reason, sizeof reason, "%s", inst->stop_reason);
+    pthread_mutex_unlock(&rt->lock);
+    int rc = 0;
+    pthread_mutex_lock(&rt->persist);
+    if (version > inst->persisted) {
+        rc = store_instance_put(rt->opts.store, inst->id, spec, desired, reason[0] ? reason : NULL,
+                                err);
+        if (rc == 0)
+            inst->persisted = version;
+    }
+    pthread_mutex_unlock(&rt->persist);
+    json_decref(spec);
+    return rc;
+}
+
+static void persist_or_log(struct runtime *rt, struct instance *inst)
+{
+    struct err err = ERR_INIT;
+    if (rtx_persist(rt, inst, &err) != 0)
+        log_error("runtime", "cannot persist instance %s: %s", inst->id, err.message);
+    err_clear(&err);
+}
+
+/* ------------------------------------------------------------ side effects */
+
+static void touch_usage(struct runtime *rt, const char *strategy, const char *hex)
+{
+    int64_t now = clock_wall_ms();
+    if (rt->opts.store) {
+        struct err err = ERR_INIT;
+        if (store_usage_touch(rt->opts.store, strategy, hex, now, &err) != 0)
+            log_warn("runtime", "cannot record usage of %s@sha256:%s: %s", strategy, hex,
+                     err.message);
+        err_clear(&err);
+    }
+    pthread_mutex_lock(&rt->lock);
+    struct usage_entry *u = usage_find_locked(rt, strategy, hex, true);
+    if (u) {
+        if (!u->first_ms)
+            u->first_ms = now;
+        u->last_ms = now;
+    }
+    pthread_mutex_unlock(&rt->lock);
+}
+
+static void count_action(struct runtime *rt, const char *strategy, const char *hex,
+                         const char *action)
+{
+    char hash[HASH_SPELLED_LEN + 1];
+    hash_spell(hex, hash);
+    const char *labels[] = {rt->environment, strategy, hash, action};
+    metrics_add(rt->m_actions, labels, 1);
+}
+
+void rtx_note_start(struct runtime *rt, const char *strategy, const char *hex)
+{
+    touch_usage(rt, strategy, hex);
+    count_action(rt, strategy, hex, "start");
+}
+
+void rtx_note_stop(struct runtime *rt, const char *strategy, const char *hex, const char *reason)
+{
+    touch_usage(rt, strategy, hex);
+    count_action(rt, strategy, hex, "stop");
+    const char *labels[] = {reason};
+    metrics_add(rt->m_stops, labels, 1);
+}
+
+void rtx_count_order(struct runtime *rt, uint16_t provider, enum exec_status status)
+{
+    const char *labels[] = {intern_name(provider), event_exec_status_name(status)};
+    metrics_add(rt->m_orders, labels, 1);
+}
+
+void rtx_count_error(struct runtime *rt, const char *strategy, const char *hash)
+{
+    const char *labels[] = {strategy, hash};
+    metrics_add(rt->m_errors, labels, 1);
+}
+
+void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *reason,
+                         const char *handler, const char *message)
+{
+    char strategy[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1], hash[HASH_SPELLED_LEN + 1];
+    pthread_mutex_lock(&rt->lock);
+    rtx_set_running_locked(rt, inst, false);
+    /* a crashed strategy must not come back in a loop after a restart */
+    inst->desired = false;
+    set_reason_locked(inst, reason);
+    set_error_locked(inst, handler, message);
+    inst->version++;
+    snprintf(strategy, sizeof strategy, "%s", inst->strategy);
+    snprintf(hex, sizeof hex, "%s", inst->hex);
+    pthread_mutex_unlock(&rt->lock);
+    hash_spell(hex, hash);
+    log_json(LOG_LEVEL_ERROR, "runtime", "instance stopped",
+             json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?}", "strategy", strategy, "hash", hash,
+                       "instance", inst->id, "reason", reason, "handler", handler, "error",
+                       message));
+    persist_or_log(rt, inst);
+    rtx_note_stop(rt, strategy, hex, reason);
+}
+
+/* ------------------------------------------------------------ new / free */
+
+static int make_families(struct runtime *rt)
+{
+    static const char *const actions[] = {"environment", "strategy", "hash", "action", NULL};
+    static const char *const errors[] = {"strategy", "hash", NULL};
+    static const char *const stops[] = {"reason", NULL};
+    static const char *const orders[] = {"provider", "state", NULL};
+    rt->m_actions = metrics_family_new("strategy_revision_instances_total",
+                                       "Instance starts and stops per strategy revision.",
+                                       METRICS_COUNTER, actions);
+    rt->m_errors = metrics_family_new("stratd_handler_errors_total",
+                                      "Exceptions thrown by strategy handlers and timers.",
+                                      METRICS_COUNTER, errors);
+    rt->m_stops = metrics_family_new("stratd_instance_stops_total", "Instance stops by reason.",
+                                     METRICS_COUNTER, stops);
+    rt->m_orders = metrics_family_new("stratd_orders_total",
+                                      "Execution reports delivered to instances, by order state.",
+                                      METRICS_COUNTER, orders);
+    return rt->m_actions && rt->m_errors && rt->m_stops && rt->m_orders ? 0 : -1;
+}
+
+static int start_workers(struct runtime *rt, struct err *err)
+{
+    rt->workers = calloc((size_t)rt->nworkers, sizeof *rt->workers);
+    if (!rt->workers) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < rt->nworkers; i++) {
+        if (worker_init(&rt->workers[i], rt, i, rt->queue_capacity, err) != 0)
+            return -1;
+    }
+    for (int i = 0; i < rt->nworkers; i++) {
+        if (worker_start(&rt->workers[i], err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int runtime_new(const struct runtime_options *opts, struct runtime **out, struct err *err)
+{
+    *out = NULL;
+    if (!opts || !opts->catalog) {
+        err_set(err, ERR_INVALID, "the runtime needs a catalog");
+        return -1;
+    }
+    struct runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    rt->opts = *opts;
+    rt->environment = strdup(opts->environment ? opts->environment : "default");
+    rt->max_errors =
+        opts->max_consecutive_errors > 0 ? opts->max_consecutive_errors : DEFAULT_MAX_ERRORS;
+    rt->log_lines = opts->log_lines_per_second > 0 ? opts->log_lines_per_second : DEFAULT_LOG_LINES;
+    rt->queue_capacity = opts->queue_capacity ? opts->queue_capacity : DEFAULT_QUEUE_CAPACITY;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    rt->nworkers = opts->workers > 0 ? opts->workers : (cpus > 0 ? (int)cpus : 1);
+    rt->next_serial = 0;
+    pthread_mutex_init(&rt->control, NULL);
+    pthread_mutex_init(&rt->lock, NULL);
+    pthread_mutex_init(&rt->persist, NULL);
+    pthread_mutex_init(&rt->done, NULL);
+    pthread_cond_init(&rt->done_cond, NULL);
+    rt->bytecode = js_bytecode_cache_new();
+    if (!rt->environment || !rt->bytecode || make_families(rt) != 0) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        runtime_free(rt);
+        return -1;
+    }
+    if (usage_load(rt, err) != 0 || start_workers(rt, err) != 0) {
+        runtime_free(rt);
+        return -1;
+    }
+    *out = rt;
+    return 0;
+}
+
+/* lastSeen of every revision still running, once per revision. */
+static void touch_running_revisions(struct runtime *rt)
+{
+    pthread_mutex_lock(&rt->lock);
+    size_t n = 0;
+    struct usage_entry *live = calloc(rt->nusage ? rt->nusage : 1, sizeof *live);
+    for (size_t i = 0; live && i < rt->nusage; i++) {
+        if (rt->usage[i].running > 0)
+            live[n++] = rt->usage[i];
+    }
+    pthread_mutex_unlock(&rt->lock);
+    for (size_t i = 0; i < n; i++)
+        touch_usage(rt, live[i].strategy, live[i].hex);
+    free(live);
+}
+
+void runtime_free(struct runtime *rt)
+{
+    if (!rt)
+        return;
+    if (rt->workers) {
+        touch_running_revisions(rt);
+        for (int i = 0; i < rt->nworkers; i++)
+            worker_shutdown(&rt->workers[i]);
+        for (int i = 0; i < rt->nworkers; i++)
+            worker_destroy(&rt->workers[i]);
+        free(rt->workers);
+    }
+    for (size_t i = 0; i < rt->ninstances; i++)
+        free_instance(rt->instances[i]);
+    free(rt->instances);
+    free(rt->usage);
+    if (rt->bytecode)
+        js_bytecode_cache_free(rt->bytecode);
+    metrics_family_free(rt->m_actions);
+    metrics_family_free(rt->m_errors);
+    metrics_family_free(rt->m_stops);
+    metrics_family_free(rt->m_orders);
+    pthread_mutex_destroy(&rt->control);
+    pthread_mutex_destroy(&rt->lock);
+    pthread_mutex_destroy(&rt->persist);
+    pthread_mutex_destroy(&rt->done);
+    pthread_cond_destroy(&rt->done_cond);
+    free(rt->environment);
+    free(rt);
+}
+
+/* ------------------------------------------------------------ JSON views */
+
+/* "/strategies/modules/<name%40sha256%3Ahex>/usage" */
+static json_t *usage_link(const char *strategy, const char *hex)
+{
+    char text[NAMES_STRATEGY_MAX + HASH_SPELLED_LEN + 2];
+    snprintf(text, sizeof text, "%s@sha256:%s", strategy, hex);
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_puts(&sb, "/strategies/modules/");
+    for (const char *p = text; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '-' || c == '.' || c == '_' || c == '~';
+        if (plain)
+            strbuf_putc(&sb, (char)c);
+        else
+            strbuf_printf(&sb, "%%%02X", c);
+    }
+    strbuf_puts(&sb, "/usage");
+    json_t *link = strbuf_failed(&sb) ? NULL : json_string(strbuf_cstr(&sb));
+    strbuf_release(&sb);
+    return link;
+}
+
+static json_t *links_of(const struct instance *inst)
+{
+    char self[NAMES_ID_MAX + 32];
+    snprintf(self, sizeof self, "/strategy/instances/%s", inst->id);
+    return json_pack("{s:s, s:o*}", "self", self, "usage", usage_link(inst->strategy, inst->hex));
+}
+
+static int cmp_strings(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorted providers and the sorted union of their symbols. */
+static void scope_lists(const json_t *spec, json_t **providers, json_t **symbols)
+{
+    const json_t *scope = json_object_get(spec, "scope");
+    size_t np = json_object_size(scope), ns = 0;
+    const char *name;
+    json_t *value;
+    json_object_foreach((json_t *)scope, name, value) ns +=
+        json_array_size(json_object_get(value, "symbols"));
+    const char **p = calloc(np ? np : 1, sizeof *p);
+    const char **s = calloc(ns ? ns : 1, sizeof *s);
+    *providers = json_array();
+    *symbols = json_array();
+    if (!p || !s) {
+        free(p);
+        free(s);
+        return;
+    }
+    size_t ip = 0, is = 0;
+    json_object_foreach((json_t *)scope, name, value)
+    {
+        p[ip++] = name;
+        size_t i;
+        json_t *sym;
+        json_array_foreach(json_object_get(value, "symbols"), i, sym)
+        {
+            if (json_string_value(sym))
+                s[is++] = json_string_value(sym);
+        }
+    }
+    qsort(p, ip, sizeof *p, cmp_strings);
+    qsort(s, is, sizeof *s, cmp_strings);
+    for (size_t i = 0; i < ip; i++)
+        json_array_append_new(*providers, json_string(p[i]));
+    for (size_t i = 0; i < is; i++) {
+        if (i == 0 || strcmp(s[i], s[i - 1]) != 0)
+            json_array_append_new(*symbols, json_string(s[i]));
+    }
+    free(p);
+    free(s);
+}
+
+static json_t *reason_of(const struct instance *inst)
+{
+    return inst->stop_reason[0] ? json_string(inst->stop_reason) : json_null();
+}
+
+static json_t *last_error_of(const struct instance *inst)
+{
+    if (!inst->last_error)
+        return json_null();
+    json_t *e = json_deep_copy(inst->last_error);
+    json_t *at = json_object_get(e, "atMs");
+    if (json_is_integer(at)) {
+        char ts[40];
+        clock_format_rfc3339((int64_t)json_integer_value(at), ts, sizeof ts);
+        json_object_set_new(e, "at", json_string(ts));
+        json_object_del(e, "atMs");
+    }
+    return e;
+}
+
+static json_t *snapshot_locked(struct runtime *rt, struct instance *inst)
+{
+    json_t *snap = json_deep_copy(inst->spec);
+    if (!snap)
+        return NULL;
+    json_t *providers, *symbols;
+    scope_lists(inst->spec, &providers, &symbols);
+    json_object_set_new(snap, "providers", providers);
+    json_object_set_new(snap, "aggregatedSymbols", symbols);
+    json_object_set_new(snap, "running", json_boolean(inst->running));
+    json_object_set_new(snap, "usage", usage_json_locked(rt, inst->strategy, inst->hex));
+    json_object_set_new(snap, "links", links_of(inst));
+    json_object_set_new(snap, "stopReason", reason_of(inst));
+    json_object_set_new(snap, "lastError", last_error_of(inst));
+    json_object_set_new(snap, "counters",
+                        json_pack("{s:I, s:I}", "eventsDelivered",
+                                  (json_int_t)counter_get(&inst->delivered), "handlerErrors",
+                                  (json_int_t)counter_get(&inst->errors)));
+    json_object_set_new(snap, "memory",
+                        json_pack("{s:I}", "bytes", (json_int_t)counter_get(&inst->memory)));
+    return snap;
+}
+
+json_t *rtx_summary_locked(struct runtime *rt, struct instance *inst, json_t *usage)
+{
+    (void)rt;
+    const json_t *strategy = json_object_get(inst->spec, "strategy");
+    json_t *providers, *symbols;
+    scope_lists(inst->spec, &providers, &symbols);
+    return json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:o, s:o, s:b, s:O?, s:o, s:o}", "id", inst->id,
+                     "strategyIdentifier", inst->strategy, "strategyTag",
+                     json_object_get(strategy, "tag"), "strategyHash",
+                     json_object_get(strategy, "hash"), "strategySelector",
+                     json_object_get(strategy, "selector"), "providers", providers,
+                     "aggregatedSymbols", symbols, "running", inst->running, "usage", usage,
+                     "links", links_of(inst), "stopReason", reason_of(inst));
+}
+
+json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err *err)
+{
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    json_t *snap = inst ? snapshot_locked(rt, inst) : NULL;
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst)
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+    else if (!snap)
+        err_set(err, ERR_INTERNAL, "out of memory");
+    return snap;
+}
+
+/* Usage documents built once per revision within one listing. */
+struct usage_cache {
+    struct {
+        const char *strategy, *hex;
+        json_t *usage;
+    } items[64];
+    size_t n;
+};
+
+static json_t *cached_usage_locked(struct runtime *rt, struct usage_cache *c,
+                                   const struct instance *inst)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (strcmp(c->items[i].hex, inst->hex) == 0 &&
+            strcmp(c->items[i].strategy, inst->strategy) == 0)
+            return c->items[i].usage;
+    }
+    json_t *u = usage_json_locked(rt, inst->strategy, inst->hex);
+    if (c->n == sizeof c->items / sizeof c->items[0]) {
+        json_decref(c->items[0].usage); /* evict the oldest */
+        memmove(&c->items[0], &c->items[1], (c->n - 1) * sizeof c->items[0]);
+        c->n--;
+    }
+    c->items[c->n].strategy = inst->strategy;
+    c->items[c->n].hex = inst->hex;
+    c->items[c->n].usage = u;
+    c->n++;
+    return u;
+}
+
+static void usage_cache_clear(struct usage_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        json_decref(c->items[i].usage);
+    c->n = 0;
+}
+
+json_t *runtime_instances_json(struct runtime *rt)
+{
+    json_t *list = json_array();
+    struct usage_cache cache = {.n = 0};
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; list && i < rt->ninstances; i++) {
+        struct instance *inst = rt->instances[i];
+        json_array_append_new(list,
+                              rtx_summary_locked(rt, inst, cached_usage_locked(rt, &cache, inst)));
+    }
+    pthread_mutex_unlock(&rt->lock);
+    usage_cache_clear(&cache);
+    return json_pack("{s:o}", "instances", list ? list : json_array());
+}
+
+json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, const char *hex,
+                                  bool include_stopped)
+{
+    json_t *list = json_array();
+    struct usage_cache cache = {.n = 0};
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; list && i < rt->ninstances; i++) {
+        struct instance *inst = rt->instances[i];
+        if (strcmp(inst->strategy, strategy) != 0 || (hex && strcmp(inst->hex, hex) != 0) ||
+            (!include_stopped && !inst->running))
+            continue;
+        json_array_append_new(list,
+                              rtx_summary_locked(rt, inst, cached_usage_locked(rt, &cache, inst)));
+    }
+    pthread_mutex_unlock(&rt->lock);
+    usage_cache_clear(&cache);
+    return list;
+}
+
+bool runtime_instance_exists(struct runtime *rt, const char *id)
+{
+    pthread_mutex_lock(&rt->lock);
+    bool found = rtx_find_locked(rt, id) != NULL;
+    pthread_mutex_unlock(&rt->lock);
+    return found;
+}
+
+/* ------------------------------------------------------------ create / update */
+
+int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **snapshot,
+                            struct err *err)
+{
+    if (snapshot)
+        *snapshot = NULL;
+    pthread_mutex_lock(&rt->control);
+    struct registry *reg = catalog_snapshot(rt->opts.catalog);
+    struct spec_resolved r;
+    int rc = spec_resolve(rt, reg, spec, NULL, &r, err);
+    registry_release(reg);
+    if (rc != 0) {
+        pthread_mutex_unlock(&rt->control);
+        return -1;
+    }
+    const char *id = json_string_value(json_object_get(r.spec, "id"));
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = NULL;
+    if (rtx_find_locked(rt, id)) {
+        err_set(err, ERR_CONFLICT, "instance %s already exists", id);
+        err_add_detail(err, "id", json_string(id));
+    } else if ((inst = new_instance_locked(rt, id, err)) != NULL) {
+        rtx_apply_spec_locked(rt, inst, json_incref(r.spec));
+        if (insert_locked(rt, inst) != 0) {
+            free_instance(inst);
+            inst = NULL;
+            err_set(err, ERR_INTERNAL, "out of memory");
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    spec_resolved_clear(&r);
+    rc = inst ? rtx_persist(rt, inst, err) : -1;
+    if (inst && rc != 0) {
+        pthread_mutex_lock(&rt->lock);
+        remove_locked(rt, inst);
+        pthread_mutex_unlock(&rt->lock);
+        free_instance(inst);
+    } else if (inst && snapshot) {
+        *snapshot = runtime_instance_snapshot(rt, inst->id, err);
+    }
+    pthread_mutex_unlock(&rt->control);
+    return rc;
+}
+
+/* Restarts a running instance on a new spec; the old VM keeps running if
+ * the new one does not start. */
+static int restart_with(struct runtime *rt, struct instance *inst, struct spec_resolved *r,
+                        bool *applied, struct err *err)
+{
+    struct vm_plan *plan = NULL;
+    if (spec_plan(rt, r->spec, r->strategy, r->hex, r->metadata, &plan, err) != 0)
+        return -1;
+    char old_strategy[NAMES_STRATEGY_MAX + 1], old_hex[HASH_HEX_LEN + 1];
+    pthread_mutex_lock(&rt->lock);
+    snprintf(old_strategy, sizeof old_strategy, "%s", inst->strategy);
+    snprintf(old_hex, sizeof old_hex, "%s", inst->hex);
+    pthread_mutex_unlock(&rt->lock);
+    struct command cmd = {.kind = CMD_RESTART,
+                          .inst = inst,
+                          .plan = plan,
+                          .spec = json_incref(r->spec),
+                          .keep_old = true,
+                          .err = ERR_INIT};
+    worker_call(inst->worker, &cmd);
+    runtime_plan_free(cmd.plan);
+    json_decref(cmd.spec); /* still ours unless the worker installed it */
+    if (cmd.rc != 0) {
+        err_move(err, &cmd.err);
+        return -1;
+    }
+    err_clear(&cmd.err);
+    *applied = cmd.was_running;
+    if (cmd.was_running) {
+        rtx_note_stop(rt, old_strategy, old_hex, "restarted");
+        rtx_note_start(rt, r->strategy, r->hex);
+    }
+    return 0;
+}
+
+int runtime_instance_update(struct runtime *rt, const char *id, const json_t *spec,
+                            json_t **snapshot, struct err *err)
+{
+    if (snapshot)
+        *snapshot = NULL;
+    pthread_mutex_lock(&rt->control);
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    bool running = inst && inst->running;
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst) {
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+        pthread_mutex_unlock(&rt->control);
+        return -1;
+    }
+    struct registry *reg = catalog_snapshot(rt->opts.catalog);
+    struct spec_resolved r;
+    int rc = spec_resolve(rt, reg, spec, id, &r, err);
+    bool applied = false;
+    if (rc == 0 && running)
+        rc = restart_with(rt, inst, &r, &applied, err);
+    registry_release(reg);
+    if (rc == 0 && !applied) {
+        pthread_mutex_lock(&rt->lock);
+        rtx_apply_spec_locked(rt, inst, json_incref(r.spec));
+        pthread_mutex_unlock(&rt->lock);
+    }
+    spec_resolved_clear(&r); /* safe after a failed resolve too */
+    if (rc == 0)
+        rc = rtx_persist(rt, inst, err);
+    if (rc == 0 && snapshot)
+        *snapshot = runtime_instance_snapshot(rt, id, err);
+    pthread_mutex_unlock(&rt->control);
+    return rc;
+}
+
+/* ------------------------------------------------------------ start / stop */
+
+static int retired_error(struct err *err, const char *id, const char *hex)
+{
+    err_set(err, ERR_CONFLICT,
+            "instance %s is pinned to revision sha256:%s, which no longer exists", id, hex);
+    err_add_detail(err, "reason", json_string("retired"));
+    return -1;
+}
+
+/* The revision a start should run: the pinned one while it exists, else a
+ * name or tag selector is resolved again (and *repinned set). */
+static int start_revision(const struct registry *reg, const struct instance *inst,
+                          const char *selector, const char *hex, json_t **spec,
+                          const json_t **metadata, char *new_hex, struct err *err)
+{
+    const struct registry_strategy *st = registry_find_strategy(reg, inst->strategy);
+    const struct registry_revision *rev = st ? registry_find_revision(st, hex) : NULL;
+    if (rev && !rev->invalid) {
+        *metadata = rev->metadata;
+        snprintf(new_hex, HASH_HEX_LEN + 1, "%s", hex);
+        return 0;
+    }
+    struct selector sel;
+    struct registry_resolution res;
+    struct err ignored = ERR_INIT;
+    bool moves = selector_parse(selector, &sel, &ignored) == 0 && !selector_is_pinned_hash(&sel);
+    bool resolved = moves && spec_reresolve(reg, selector, &res, &ignored) == 0;
+    err_clear(&ignored);
+    if (!resolved)
+        return retired_error(err, inst->id, hex);
+    json_t *repinned = spec_repin(*spec, res.revision->hex, res.tag ? res.tag : res.revision->tag);
+    if (!repinned) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    json_decref(*spec);
+    *spec = repinned;
+    *metadata = res.revision->metadata;
+    snprintf(new_hex, HASH_HEX_LEN + 1, "%s", res.revision->hex);
+    return 0;
+}
+
+static void start_failed_locked(struct instance *inst, bool clear_desired, const char *message)
+{
+    if (clear_desired)
+        inst->desired = false;
+    set_reason_locked(inst, "startFailed");
+    set_error_locked(inst, "create", message);
+    inst->version++;
+}
+
+/* What a start runs, decided before any state changes. */
+struct start_job {
+    struct vm_plan *plan;
+    json_t *repinned; /* the spec on its new pin, or NULL when the pin holds */
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+};
+
+static int start_prepare(struct runtime *rt, struct instance *inst, struct start_job *job,
+                         struct err *err)
+{
+    char selector[SELECTOR_TEXT_MAX + 1], hex[HASH_HEX_LEN + 1];
+    pthread_mutex_lock(&rt->lock);
+    json_t *spec = json_incref(inst->spec);
+    snprintf(job->strategy, sizeof job->strategy, "%s", inst->strategy);
+    snprintf(hex, sizeof hex, "%s", inst->hex);
+    snprintf(selector, sizeof selector, "%s", inst->selector);
+    pthread_mutex_unlock(&rt->lock);
+    json_t *original = spec;
+    const json_t *metadata = NULL;
+    struct registry *reg = catalog_snapshot(rt->opts.catalog);
+    int rc = start_revision(reg, inst, selector, hex, &spec, &metadata, job->hex, err);
+    if (rc == 0)
+        rc = spec_plan(rt, spec, job->strategy, job->hex, metadata, &job->plan, err);
+    registry_release(reg);
+    if (rc == 0 && spec != original)
+        job->repinned = json_incref(spec);
+    json_decref(spec);
+    return rc;
+}
+
+/* Records the intent (desired, pin) and, for a user's start, makes it
+ * durable before the VM runs: a 2xx start survives a crash. */
+static int start_mark(struct runtime *rt, struct instance *inst, struct start_job *job,
+                      bool user_request, struct err *err)
+{
+    pthread_mutex_lock(&rt->lock);
+    rtx_apply_spec_locked(rt, inst, job->repinned);
+    job->repinned = NULL;
+    bool was_desired = inst->desired;
+    inst->desired = true;
+    inst->starting = true; /* pins the revision for the delete guard */
+    set_reason_locked(inst, NULL);
+    set_error_locked(inst, NULL, NULL);
+    inst->version++;
+    pthread_mutex_unlock(&rt->lock);
+    if (!user_request || rtx_persist(rt, inst, err) == 0)
+        return 0;
+    pthread_mutex_lock(&rt->lock);
+    inst->desired = was_desired;
+    inst->starting = false;
+    inst->version++;
+    pthread_mutex_unlock(&rt->lock);
+    return -1;
+}
+
+int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err *err)
+{
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    bool running = inst && inst->running;
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst) {
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+        return -1;
+    }
+    if (running)
+        return 0;
+    struct start_job job = {0};
+    if (start_prepare(rt, inst, &job, err) != 0 ||
+        start_mark(rt, inst, &job, user_request, err) != 0) {
+        json_decref(job.repinned);
+        runtime_plan_free(job.plan);
+        return -1;
+    }
+    struct command cmd = {.kind = CMD_START, .inst = inst, .plan = job.plan, .err = ERR_INIT};
+    worker_call(inst->worker, &cmd);
+    runtime_plan_free(cmd.plan);
+    pthread_mutex_lock(&rt->lock);
+    inst->starting = false;
+    if (cmd.rc != 0)
+        start_failed_locked(inst, user_request, cmd.err.message);
+    pthread_mutex_unlock(&rt->lock);
+    persist_or_log(rt, inst);
+    if (cmd.rc != 0) {
+        err_move(err, &cmd.err);
+        return -1;
+    }
+    err_clear(&cmd.err);
+    rtx_note_start(rt, job.strategy, job.hex);
+    return 0;
+}
+
+int runtime_instance_start(struct runtime *rt, const char *id, struct err *err)
+{
+    pthread_mutex_lock(&rt->control);
+    int rc = rtx_start(rt, id, true, err);
+    pthread_mutex_unlock(&rt->control);
+    return rc;
+}
+
+int rtx_stop_vm(struct runtime *rt, struct instance *inst, struct err *err)
+{
+    (void)rt;
+    struct command cmd = {.kind = CMD_STOP, .inst = inst, .err = ERR_INIT};
+    worker_call(inst->worker, &cmd);
+    if (cmd.rc != 0) {
+        err_move(err, &cmd.err);
+        return -1;
+    }
+    return cmd.was_running ? 1 : 0;
+}
+
+int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)
+{
+    pthread_mutex_lock(&rt->control);
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst) {
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+        pthread_mutex_unlock(&rt->control);
+        return -1;
+    }
+    int was_running = rtx_stop_vm(rt, inst, err);
+    if (was_running < 0) {
+        pthread_mutex_unlock(&rt->control);
+        return -1;
+    }
+    char strategy[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1];
+    pthread_mutex_lock(&rt->lock);
+    if (inst->desired || was_running) {
+        inst->desired = false;
+        if (was_running)
+            set_reason_locked(inst, "stopped");
+        inst->version++;
+    }
+    snprintf(strategy, sizeof strategy, "%s", inst->strategy);
+    snprintf(hex, sizeof hex, "%s", inst->hex);
+    pthread_mutex_unlock(&rt->lock);
+    int rc = rtx_persist(rt, inst, err);
+    if (was_running)
+        rtx_note_stop(rt, strategy, hex, "stopped");
+    pthread_mutex_unlock(&rt->control);
+    return rc;
+}
+
+int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)
+{
+    pthread_mutex_lock(&rt->control);
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst) {
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+        pthread_mutex_unlock(&rt->control);
+        return -1;
+    }
+    /* forgotten durably first: a crash after this leaves no instance */
+    int rc = 0;
+    if (rt->opts.store) {
+        pthread_mutex_lock(&rt->persist);
+        rc = store_instance_delete(rt->opts.store, id, err);
+        pthread_mutex_unlock(&rt->persist);
+    }
+    if (rc != 0) {
+        pthread_mutex_unlock(&rt->control);
+        return -1;
+    }
+    struct command cmd = {.kind = CMD_DETACH, .inst = inst, .err = ERR_INIT};
+    worker_call(inst->worker, &cmd);
+    err_clear(&cmd.err);
+    pthread_mutex_lock(&rt->lock);
+    rtx_set_running_locked(rt, inst, false);
+    remove_locked(rt, inst);
+    pthread_mutex_unlock(&rt->lock);
+    if (cmd.was_running)
+        rtx_note_stop(rt, inst->strategy, inst->hex, "deleted");
+    free_instance(inst);
+    pthread_mutex_unlock(&rt->control);
+    return 0;
+}
+
+/* ------------------------------------------------------------ restore */
+
+/* Rebuilds one record; a revision that is gone is re-resolved (name and
+ * tag selectors) or leaves the instance stopped as "retired". */
+static void restore_one(struct runtime *rt, const struct registry *reg, const json_t *record)
+{
+    const char *id = json_string_value(json_object_get(record, "id"));
+    const json_t *spec = json_object_get(record, "spec");
+    if (!id || !json_is_object(spec) || !names_valid_id(id)) {
+        log_warn("runtime", "skipping a malformed instance record %s", id ? id : "(no id)");
+        return;
+    }
+    struct err err = ERR_INIT;
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id) ? NULL : new_instance_locked(rt, id, &err);
+    if (inst) {
+        rtx_apply_spec_locked(rt, inst, json_deep_copy(spec));
+        inst->desired = json_is_true(json_object_get(record, "desiredRunning"));
+        set_reason_locked(inst, json_string_value(json_object_get(record, "stopReason")));
+        inst->persisted = inst->version;
+        if (insert_locked(rt, inst) != 0) {
+            free_instance(inst);
+            inst = NULL;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    err_clear(&err);
+    if (!inst)
+        return;
+    const struct registry_strategy *st = registry_find_strategy(reg, inst->strategy);
+    const struct registry_revision *rev = st ? registry_find_revision(st, inst->hex) : NULL;
+    if (rev && !rev->invalid)
+        return;
+    json_t *copy = json_incref(inst->spec);
+    const json_t *metadata;
+    char hex[HASH_HEX_LEN + 1];
+    int rc = start_revision(reg, inst, inst->selector, inst->hex, &copy, &metadata, hex, &err);
+    pthread_mutex_lock(&rt->lock);
+    if (rc == 0) {
+        rtx_apply_spec_locked(rt, inst, json_incref(copy));
+    } else {
+        inst->desired = false;
+        set_reason_locked(inst, "retired");
+        inst->version++;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    json_decref(copy);
+    err_clear(&err);
+    persist_or_log(rt, inst);
+}
+
+int runtime_restore(struct runtime *rt, struct err *err)
+{
+    if (!rt->opts.store)
+        return 0;
+    pthread_mutex_lock(&rt->control);
+    json_t *records = NULL;
+    if (store_instance_list(rt->opts.store, &records, err) != 0) {
+        pthread_mutex_unlock(&rt->control);
+        return -1;
+    }
+    struct registry *reg = catalog_snapshot(rt->opts.catalog);
+    size_t i;
+    json_t *record;
+    json_array_foreach(records, i, record) restore_one(rt, reg, record);
+    registry_release(reg);
+    json_array_foreach(records, i, record)
+    {
+        const char *id = json_string_value(json_object_get(record, "id"));
+        pthread_mutex_lock(&rt->lock);
+        struct instance *inst = id ? rtx_find_locked(rt, id) : NULL;
+        bool start = inst && inst->desired && !inst->running;
+        pthread_mutex_unlock(&rt->lock);
+        struct err failure = ERR_INIT;
+        if (start && rtx_start(rt, id, false, &failure) != 0)
+            log_warn("runtime", "instance %s did not start: %s", id, failure.message);
+        err_clear(&failure);
+    }
+    json_decref(records);
+    pthread_mutex_unlock(&rt->control);
+    return 0;
+}
+
+/* ------------------------------------------------------------ guard, counts */
+
+int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct err *err)
+{
+    struct runtime *rt = ctx;
+    json_t *ids = json_array();
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->ninstances; i++) {
+        const struct instance *inst = rt->instances[i];
+        if ((inst->running || inst->starting) && strcmp(inst->strategy, name) == 0 &&
+            (!hex || strcmp(inst->hex, hex) == 0))
+            json_array_append_new(ids, json_string(inst->id));
+    }
+    pthread_mutex_unlock(&rt->lock);
+    size_t n = json_array_size(ids);
+    if (n == 0) {
+        json_decref(ids);
+        return 0;
+    }
+    if (hex)
+        err_set(err, ERR_CONFLICT, "%s@sha256:%s is pinned by %zu running instance%s", name, hex, n,
+                n == 1 ? "" : "s");
+    else
+        err_set(err, ERR_CONFLICT, "strategy %s is pinned by %zu running instance%s", name, n,
+                n == 1 ? "" : "s");
+    err_add_detail(err, "instances", ids);
+    return -1;
+}
+
+int runtime_running_count(struct runtime *rt, const char *strategy, const char *hex)
+{
+    int n = 0;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->nusage; i++) {
+        const struct usage_entry *u = &rt->usage[i];
+        if (strcmp(u->strategy, strategy) == 0 && (!hex || strcmp(u->hex, hex) == 0))
+            n += u->running;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return n;
+}
+
+void runtime_stats(struct runtime *rt, struct runtime_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < rt->nworkers; i++) {
+        struct worker *w = &rt->workers[i];
+        for (int k = 0; k < EVENT_KIND_COUNT; k++)
+            out->events_delivered += counter_get(&w->delivered[k]);
+        out->handler_errors += counter_get(&w->errors);
+    }
+    out->compilations = js_bytecode_cache_compilations(rt->bytecode);
+    pthread_mutex_lock(&rt->lock);
+    out->instances = (int)rt->ninstances;
+    for (size_t i = 0; i < rt->ninstances; i++)
+        out->running += rt->instances[i]->running;
+    pthread_mutex_unlock(&rt->lock);
+}

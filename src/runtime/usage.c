@@ -1,0 +1,164 @@
+/*
+ * usage: which revisions carry traffic. Per {strategy, hash}: the running
+ * instances (count and sorted ids), firstSeen and lastSeen. Timestamps are
+ * kept in memory (loaded from the store at start, updated on every start
+ * and stop, which also write them through to the store); lastSeen is "now"
+ * while the revision runs.
+ */
+#include "runtime/internal.h"
+
+#include "core/clock.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, const char *hex,
+                                      bool create)
+{
+    for (size_t i = 0; i < rt->nusage; i++) {
+        if (strcmp(rt->usage[i].hex, hex) == 0 && strcmp(rt->usage[i].strategy, strategy) == 0)
+            return &rt->usage[i];
+    }
+    if (!create)
+        return NULL;
+    if (rt->nusage == rt->usage_cap) {
+        size_t cap = rt->usage_cap ? rt->usage_cap * 2 : 16;
+        struct usage_entry *grown = realloc(rt->usage, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        rt->usage = grown;
+        rt->usage_cap = cap;
+    }
+    struct usage_entry *u = &rt->usage[rt->nusage++];
+    memset(u, 0, sizeof *u);
+    snprintf(u->strategy, sizeof u->strategy, "%s", strategy);
+    snprintf(u->hex, sizeof u->hex, "%s", hex);
+    return u;
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    char text[40];
+    clock_format_rfc3339(ms, text, sizeof text);
+    return json_string(text);
+}
+
+static json_t *usage_doc(const struct usage_entry *u, const char *strategy, const char *hex,
+                         json_t *ids)
+{
+    char hash[HASH_SPELLED_LEN + 1];
+    hash_spell(hex, hash);
+    size_t count = json_array_size(ids);
+    int64_t first = u ? u->first_ms : 0;
+    int64_t last = count > 0 ? clock_wall_ms() : u ? u->last_ms : 0;
+    if (count > 0 && first <= 0)
+        first = last;
+    return json_pack("{s:s, s:s, s:o, s:I, s:o, s:o, s:b}", "strategy", strategy, "hash", hash,
+                     "instances", ids, "count", (json_int_t)count, "firstSeen", time_or_null(first),
+                     "lastSeen", time_or_null(last), "running", count > 0);
+}
+
+json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *hex)
+{
+    json_t *ids = json_array();
+    /* the table is sorted by id, so the ids come out sorted */
+    for (size_t i = 0; ids && i < rt->ninstances; i++) {
+        const struct instance *inst = rt->instances[i];
+        if (inst->running && strcmp(inst->hex, hex) == 0 && strcmp(inst->strategy, strategy) == 0)
+            json_array_append_new(ids, json_string(inst->id));
+    }
+    return usage_doc(usage_find_locked(rt, strategy, hex, false), strategy, hex,
+                     ids ? ids : json_array());
+}
+
+json_t *runtime_usage_json(struct runtime *rt, const char *strategy, const char *hex)
+{
+    pthread_mutex_lock(&rt->lock);
+    json_t *doc = usage_json_locked(rt, strategy, hex);
+    pthread_mutex_unlock(&rt->lock);
+    return doc;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const struct usage_entry *x = *(const struct usage_entry *const *)a;
+    const struct usage_entry *y = *(const struct usage_entry *const *)b;
+    int c = strcmp(x->strategy, y->strategy);
+    return c ? c : strcmp(x->hex, y->hex);
+}
+
+/* One pass over the instances fills every entry's ids. */
+json_t *runtime_usage_all_json(struct runtime *rt)
+{
+    json_t *out = json_array();
+    pthread_mutex_lock(&rt->lock);
+    size_t n = rt->nusage;
+    const struct usage_entry **order = calloc(n ? n : 1, sizeof *order);
+    json_t **ids = calloc(n ? n : 1, sizeof *ids);
+    for (size_t i = 0; order && ids && i < n; i++) {
+        order[i] = &rt->usage[i];
+        ids[i] = json_array();
+    }
+    for (size_t i = 0; order && ids && i < rt->ninstances; i++) {
+        const struct instance *inst = rt->instances[i];
+        if (!inst->running)
+            continue;
+        for (size_t j = 0; j < n; j++) {
+            if (strcmp(rt->usage[j].hex, inst->hex) == 0 &&
+                strcmp(rt->usage[j].strategy, inst->strategy) == 0) {
+                json_array_append_new(ids[j], json_string(inst->id));
+                break;
+            }
+        }
+    }
+    json_t **by_entry = ids;
+    if (order && ids) {
+        /* sort pointers, then emit each entry with its own ids */
+        qsort(order, n, sizeof *order, cmp_entry);
+        for (size_t k = 0; k < n; k++) {
+            size_t j = (size_t)(order[k] - rt->usage);
+            const struct usage_entry *u = order[k];
+            if (u->first_ms <= 0 && json_array_size(by_entry[j]) == 0)
+                continue;
+            json_array_append_new(out, usage_doc(u, u->strategy, u->hex, by_entry[j]));
+            by_entry[j] = NULL;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    for (size_t i = 0; ids && i < n; i++)
+        json_decref(ids[i]);
+    free(ids);
+    free(order);
+    return out;
+}
+
+int usage_load(struct runtime *rt, struct err *err)
+{
+    if (!rt->opts.store)
+        return 0;
+    json_t *list = NULL;
+    if (store_usage_list(rt->opts.store, &list, err) != 0)
+        return -1;
+    size_t i;
+    json_t *item;
+    pthread_mutex_lock(&rt->lock);
+    json_array_foreach(list, i, item)
+    {
+        const char *strategy = json_string_value(json_object_get(item, "strategy"));
+        const char *hash = json_string_value(json_object_get(item, "hash"));
+        char hex[HASH_HEX_LEN + 1];
+        if (!strategy || !hash || !hash_parse_full(hash, hex))
+            continue;
+        struct usage_entry *u = usage_find_locked(rt, strategy, hex, true);
+        if (u) {
+            u->first_ms = (int64_t)json_integer_value(json_object_get(item, "firstSeen"));
+            u->last_ms = (int64_t)json_integer_value(json_object_get(item, "lastSeen"));
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    json_decref(list);
+    return 0;
+}

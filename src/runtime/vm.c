@@ -1,0 +1,1068 @@
+/*
+ * vm: one instance's QuickJS sandbox, from start (load the module's
+ * bytecode, call create(env), cache the handlers) through event delivery to
+ * stop, on the worker thread that owns it.
+ *
+ * Delivery is the hot path: handler(ctx, evt, payload). ctx is built once
+ * per (instance, provider, symbol) and reused; evt and payload are fresh
+ * objects whose properties are defined on atoms interned when the VM
+ * started, in a fixed order, so every event object of a kind shares one
+ * shape. A kind without a handler is never subscribed, so it costs nothing.
+ *
+ * Every entry into JS is armed with the CPU budget; the job queue is drained
+ * within the same budget. A failure is classified by the sandbox: budget,
+ * memory and stack failures stop the instance at once; plain exceptions are
+ * logged and counted, and a streak of them stops it too.
+ */
+#include "runtime/internal.h"
+
+#include "core/clock.h"
+#include "core/intern.h"
+#include "core/log.h"
+#include "js/validate.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Time allowed for turning a rejection reason into text. */
+#define REASON_BUDGET_NS (20LL * 1000 * 1000)
+
+#define VM_ATOM_TEXT(id, text) text,
+static const char *const atom_texts[A_COUNT] = {VM_ATOMS(VM_ATOM_TEXT)};
+#undef VM_ATOM_TEXT
+
+const char *const runtime_handler_names[H_SLOTS] = {
+    "onTrade",
+    "onTicker",
+    "onBookSnapshot",
+    "onKlineSummary",
+    "onInstrumentUpdate",
+    "onBalanceUpdate",
+    "onOrderAcknowledged",
+    "onOrderPartialFill",
+    "onOrderFilled",
+    "onOrderCancelled",
+    "onOrderRejected",
+    "onOrderExpired",
+    "onRiskControl",
+    "onExtensionEvent",
+    "timer",
+};
+
+int runtime_handler_for_kind(enum event_kind kind)
+{
+    switch (kind) {
+    case EVENT_TRADE:
+        return H_TRADE;
+    case EVENT_TICKER:
+        return H_TICKER;
+    case EVENT_BOOK_SNAPSHOT:
+        return H_BOOK_SNAPSHOT;
+    case EVENT_KLINE_SUMMARY:
+        return H_KLINE_SUMMARY;
+    case EVENT_INSTRUMENT_UPDATE:
+        return H_INSTRUMENT_UPDATE;
+    case EVENT_BALANCE_UPDATE:
+        return H_BALANCE_UPDATE;
+    case EVENT_RISK_CONTROL:
+        return H_RISK_CONTROL;
+    case EVENT_EXTENSION:
+        return H_EXTENSION;
+    case EVENT_EXEC_REPORT:
+    case EVENT_KIND_COUNT:
+        break;
+    }
+    return -1;
+}
+
+int runtime_handler_for_event(const struct event *ev)
+{
+    if (ev->kind != EVENT_EXEC_REPORT)
+        return runtime_handler_for_kind((enum event_kind)ev->kind);
+    switch (ev->u.exec.status) {
+    case EXEC_ACKNOWLEDGED:
+        return H_ORDER_ACKNOWLEDGED;
+    case EXEC_PARTIAL_FILL:
+        return H_ORDER_PARTIAL_FILL;
+    case EXEC_FILLED:
+        return H_ORDER_FILLED;
+    case EXEC_CANCELLED:
+        return H_ORDER_CANCELLED;
+    case EXEC_REJECTED:
+        return H_ORDER_REJECTED;
+    case EXEC_EXPIRED:
+        return H_ORDER_EXPIRED;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------ free */
+
+static void free_value(JSContext *ctx, JSValue *v)
+{
+    JS_FreeValue(ctx, *v);
+    *v = JS_UNDEFINED;
+}
+
+void vm_free_timer(struct vm *vm, struct timer *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        vm->timers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    vm->ntimers--;
+    if (vm->sb.ctx) {
+        JS_FreeValue(vm->sb.ctx, t->fn);
+        for (int i = 0; i < t->argc; i++)
+            JS_FreeValue(vm->sb.ctx, t->argv[i]);
+    }
+    free(t->argv);
+    free(t);
+}
+
+/* Releases every value the host holds in the VM, then the sandbox. The
+ * sandbox's JS_FreeRuntime asserts that nothing leaked. */
+static void release_js(struct worker *w, struct vm *vm)
+{
+    JSContext *ctx = vm->sb.ctx;
+    while (vm->timers) {
+        if (w)
+            worker_timer_unschedule(w, vm->timers);
+        vm_free_timer(vm, vm->timers);
+    }
+    if (ctx) {
+        free_value(ctx, &vm->handlers);
+        free_value(ctx, &vm->rejection);
+        for (int i = 0; i < H_COUNT; i++)
+            free_value(ctx, &vm->fn[i]);
+        for (int i = 0; i < EVENT_KIND_COUNT; i++)
+            free_value(ctx, &vm->kind_names[i]);
+        for (int i = 0; i < 2; i++) {
+            free_value(ctx, &vm->side_names[i]);
+            free_value(ctx, &vm->type_names[i]);
+        }
+        for (int i = 0; i < VM_STATUS_COUNT; i++)
+            free_value(ctx, &vm->status_names[i]);
+        for (uint16_t i = 0; vm->scope && i < vm->plan->nscope; i++) {
+            free_value(ctx, &vm->scope[i].ctx);
+            free_value(ctx, &vm->scope[i].provider);
+            free_value(ctx, &vm->scope[i].symbol);
+        }
+        for (int l = 0; l < VM_LAYOUTS; l++) {
+            for (uint32_t i = 0; i < vm->layouts[l].n; i++)
+                JS_FreeValue(ctx, vm->layouts[l].prefixes[i]);
+        }
+        for (int i = 0; i < A_COUNT; i++) {
+            if (vm->atoms[i] != JS_ATOM_NULL)
+                JS_FreeAtom(ctx, vm->atoms[i]);
+            vm->atoms[i] = JS_ATOM_NULL;
+        }
+    }
+    for (int l = 0; l < VM_LAYOUTS; l++) {
+        free(vm->layouts[l].prefixes);
+        vm->layouts[l].prefixes = NULL;
+        vm->layouts[l].n = 0;
+    }
+    js_sandbox_free(&vm->sb);
+    memset(&vm->sb, 0, sizeof vm->sb);
+}
+
+void vm_free_shell(struct vm *vm)
+{
+    free(vm->sub_keys);
+    free(vm->sub_index);
+    free(vm->scope);
+    runtime_plan_free(vm->plan);
+    free(vm);
+}
+
+void vm_destroy(struct worker *w, struct vm *vm)
+{
+    if (vm->dead)
+        return;
+    host_log_flush(vm);
+    release_js(w, vm);
+    vm->dead = true;
+    worker_retire_vm(w, vm);
+}
+
+/* ------------------------------------------------------------ failures */
+
+static const char *failure_reason(enum js_failure failure)
+{
+    switch (failure) {
+    case JS_FAILURE_BUDGET:
+        return "cpuBudget";
+    case JS_FAILURE_MEMORY:
+        return "memoryLimit";
+    case JS_FAILURE_STACK:
+        return "stackOverflow";
+    case JS_FAILURE_EXCEPTION:
+        break;
+    }
+    return NULL;
+}
+
+static void stop_failed(struct worker *w, struct vm *vm, const char *reason, const char *handler,
+                        const char *message)
+{
+    struct instance *inst = vm->inst;
+    vm_destroy(w, vm);
+    if (inst->vm == vm)
+        inst->vm = NULL;
+    rtx_instance_failed(w->rt, inst, reason, handler, message);
+}
+
+/* A plain exception: logged (rate-limited with helpers.log), counted, and a
+ * long enough streak stops the instance. */
+static void count_exception(struct worker *w, struct vm *vm, const char *handler,
+                            const char *message, const struct js_exception *ex)
+{
+    struct instance *inst = vm->inst;
+    counter_add(&inst->errors, 1);
+    counter_add(&w->errors, 1);
+    rtx_count_error(w->rt, vm->plan->strategy, vm->plan->hash);
+    if (host_log_admit(w, vm)) {
+        json_t *extra = json_pack("{s:s, s:s}", "handler", handler, "error",
+                                  ex && ex->name ? ex->name : "Error");
+        if (extra && ex && ex->stack && *ex->stack)
+            json_object_set_new(extra, "stack", json_string(ex->stack));
+        if (extra && ex && ex->line > 0) {
+            json_object_set_new(extra, "line", json_integer(ex->line));
+            json_object_set_new(extra, "column", json_integer(ex->column));
+        }
+        host_log(vm, LOG_LEVEL_WARN, message, extra);
+    }
+    pthread_mutex_lock(&w->rt->lock);
+    json_t *last = json_pack("{s:s, s:s, s:I}", "handler", handler, "message", message, "atMs",
+                             (json_int_t)clock_wall_ms());
+    json_decref(inst->last_error);
+    inst->last_error = last;
+    pthread_mutex_unlock(&w->rt->lock);
+    if (++vm->consecutive_errors >= vm->plan->max_errors) {
+        char text[ERR_MESSAGE_MAX];
+        snprintf(text, sizeof text, "%d consecutive errors; last: %s", vm->consecutive_errors,
+                 message);
+        stop_failed(w, vm, "tooManyErrors", handler, text);
+    }
+}
+
+/* Takes the pending exception and acts on it. */
+static void call_failed(struct worker *w, struct vm *vm, const char *handler)
+{
+    struct js_exception ex;
+    memset(&ex, 0, sizeof ex);
+    js_sandbox_take_exception(&vm->sb, vm->plan->filename, &ex);
+    const char *reason = failure_reason(ex.failure);
+    char message[ERR_MESSAGE_MAX];
+    snprintf(message, sizeof message, "%s%s%s", ex.name ? ex.name : "Error", ex.message ? ": " : "",
+             ex.message ? ex.message : "");
+    if (reason)
+        stop_failed(w, vm, reason, handler, message);
+    else
+        count_exception(w, vm, handler, message, &ex);
+    js_exception_free(&ex);
+}
+
+/* Text of a rejection reason: "Name: message" for errors, else String(v). */
+static void describe_reason(JSContext *ctx, JSValueConst v, char *out, size_t size, char **stack)
+{
+    *stack = NULL;
+    const char *text = JS_ToCString(ctx, v);
+    snprintf(out, size, "unhandled promise rejection: %s", text ? text : "(unprintable)");
+    JS_FreeCString(ctx, text);
+    if (!text)
+        JS_FreeValue(ctx, JS_GetException(ctx));
+    if (JS_IsError(ctx, v)) {
+        JSValue s = JS_GetPropertyStr(ctx, v, "stack");
+        const char *st = JS_IsString(s) ? JS_ToCString(ctx, s) : NULL;
+        if (st)
+            *stack = strdup(st);
+        JS_FreeCString(ctx, st);
+        if (JS_IsException(s))
+            JS_FreeValue(ctx, JS_GetException(ctx));
+        JS_FreeValue(ctx, s);
+    }
+}
+
+/* An async handler that rejected, or a promise rejected without a catch. */
+static void report_rejection(struct worker *w, struct vm *vm, const char *handler)
+{
+    char message[ERR_MESSAGE_MAX];
+    char *stack = NULL;
+    /* the reason's toString and getters are strategy code: budget them too */
+    js_sandbox_arm(&vm->sb, REASON_BUDGET_NS);
+    describe_reason(vm->sb.ctx, vm->rejection, message, sizeof message, &stack);
+    js_sandbox_disarm(&vm->sb);
+    free_value(vm->sb.ctx, &vm->rejection);
+    vm->unhandled = 0;
+    struct js_exception ex = {JS_FAILURE_EXCEPTION, "UnhandledRejection", message, stack, 0, 0};
+    count_exception(w, vm, handler, message, &ex);
+    free(stack);
+}
+
+static void on_rejection(JSContext *ctx, JSValueConst promise, JSValueConst reason,
+                         JS_BOOL is_handled, void *opaque)
+{
+    (void)promise;
+    struct vm *vm = opaque;
+    if (!is_handled) {
+        if (vm->unhandled++ == 0) {
+            JS_FreeValue(ctx, vm->rejection);
+            vm->rejection = JS_DupValue(ctx, reason);
+        }
+    } else if (vm->unhandled > 0) {
+        vm->unhandled--;
+    }
+}
+
+/* ------------------------------------------------------------ calls */
+
+static int drain_jobs(struct vm *vm)
+{
+    if (!JS_IsJobPending(vm->sb.rt) && !vm->sb.overran)
+        return 0;
+    return js_sandbox_run_jobs(&vm->sb);
+}
+
+/* Consumes the result of a call: frees it and drains the job queue. */
+static int settle(struct vm *vm, JSValue result)
+{
+    if (JS_IsException(result))
+        return -1;
+    JS_FreeValue(vm->sb.ctx, result);
+    return drain_jobs(vm);
+}
+
+static void after_call(struct worker *w, struct vm *vm, int rc, const char *handler)
+{
+    if (rc != 0) {
+        call_failed(w, vm, handler);
+        return;
+    }
+    if (vm->unhandled > 0) {
+        report_rejection(w, vm, handler);
+        return;
+    }
+    if (!JS_IsUndefined(vm->rejection))
+        free_value(vm->sb.ctx, &vm->rejection);
+    vm->consecutive_errors = 0;
+    atomic_store_explicit(&vm->inst->memory, (uint64_t)vm->sb.heap_bytes, memory_order_relaxed);
+}
+
+static void observe(struct worker *w, int handler, int64_t ns)
+{
+    double seconds = (double)ns / 1e9;
+    int b = 0;
+    while (b < HIST_BUCKETS - 1 && seconds > runtime_hist_bounds[b])
+        b++;
+    counter_add(&w->hist[handler][b], 1);
+    counter_add(&w->hist_sum_ns[handler], (uint64_t)(ns > 0 ? ns : 0));
+}
+
+/* ------------------------------------------------------------ objects */
+
+/* 1 when the definition failed (JS_DefinePropertyValue returns -1 then). */
+static inline int put(JSContext *ctx, JSValueConst obj, JSAtom atom, JSValue v)
+{
+    return JS_DefinePropertyValue(ctx, obj, atom, v, JS_PROP_C_W_E) < 0;
+}
+
+static inline JSValue num(JSContext *ctx, double d)
+{
+    return JS_NewFloat64(ctx, d);
+}
+
+static JSValue make_ctx(struct vm *vm, JSContext *ctx, const struct vm_scope *sc)
+{
+    JSValue o = JS_NewObject(ctx);
+    if (JS_IsException(o))
+        return o;
+    const struct vm_plan *plan = vm->plan;
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_INSTANCE_ID], JS_NewString(ctx, vm->inst->id));
+    bad |= put(ctx, o, vm->atoms[A_STRATEGY], JS_NewString(ctx, plan->strategy));
+    bad |= put(ctx, o, vm->atoms[A_HASH], JS_NewString(ctx, plan->hash));
+    bad |= put(ctx, o, vm->atoms[A_PROVIDER], JS_DupValue(ctx, sc->provider));
+    bad |= put(ctx, o, vm->atoms[A_SYMBOL], JS_DupValue(ctx, sc->symbol));
+    if (bad) {
+        JS_FreeValue(ctx, o);
+        return JS_EXCEPTION;
+    }
+    return o;
+}
+
+/* Fills the names and the ctx object of a scope entry on first use. */
+static int scope_ready(struct vm *vm, JSContext *ctx, struct vm_scope *sc, uint16_t provider,
+                       uint16_t symbol)
+{
+    if (JS_IsUndefined(sc->provider)) {
+        sc->provider = JS_NewString(ctx, intern_name(provider));
+        if (JS_IsException(sc->provider))
+            return -1;
+    }
+    if (JS_IsUndefined(sc->symbol)) {
+        sc->symbol = symbol ? JS_NewString(ctx, intern_name(symbol)) : JS_NULL;
+        if (JS_IsException(sc->symbol))
+            return -1;
+    }
+    if (JS_IsUndefined(sc->ctx)) {
+        sc->ctx = make_ctx(vm, ctx, sc);
+        if (JS_IsException(sc->ctx)) {
+            sc->ctx = JS_UNDEFINED;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static JSValue make_evt(struct vm *vm, JSContext *ctx, const struct event *ev,
+                        const struct vm_scope *sc)
+{
+    JSValue o = JS_NewObject(ctx);
+    if (JS_IsException(o))
+        return o;
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_TYPE], JS_DupValue(ctx, vm->kind_names[ev->kind]));
+    bad |= put(ctx, o, vm->atoms[A_PROVIDER], JS_DupValue(ctx, sc->provider));
+    bad |= put(ctx, o, vm->atoms[A_SYMBOL], JS_DupValue(ctx, sc->symbol));
+    bad |= put(ctx, o, vm->atoms[A_SEQ], JS_NewInt64(ctx, (int64_t)ev->seq));
+    bad |= put(ctx, o, vm->atoms[A_TS], JS_NewInt64(ctx, ev->ts_ms));
+    if (bad) {
+        JS_FreeValue(ctx, o);
+        return JS_EXCEPTION;
+    }
+    return o;
+}
+
+static int put_trade(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_trade *t)
+{
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_PRICE], num(ctx, t->price));
+    bad |= put(ctx, o, vm->atoms[A_QUANTITY], num(ctx, t->quantity));
+    bad |= put(ctx, o, vm->atoms[A_SIDE], JS_DupValue(ctx, vm->side_names[t->side & 1]));
+    bad |= put(ctx, o, vm->atoms[A_TRADE_ID], JS_NewInt64(ctx, (int64_t)t->trade_id));
+    return bad;
+}
+
+static int put_ticker(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_ticker *t)
+{
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_LAST], num(ctx, t->last));
+    bad |= put(ctx, o, vm->atoms[A_BID], num(ctx, t->bid));
+    bad |= put(ctx, o, vm->atoms[A_ASK], num(ctx, t->ask));
+    bad |= put(ctx, o, vm->atoms[A_BID_SIZE], num(ctx, t->bid_size));
+    bad |= put(ctx, o, vm->atoms[A_ASK_SIZE], num(ctx, t->ask_size));
+    bad |= put(ctx, o, vm->atoms[A_VOLUME], num(ctx, t->volume));
+    return bad;
+}
+
+static JSValue make_levels(JSContext *ctx, const struct book_level *levels, uint32_t n)
+{
+    JSValue arr = JS_NewArray(ctx);
+    if (JS_IsException(arr))
+        return arr;
+    for (uint32_t i = 0; i < n; i++) {
+        JSValue pair = JS_NewArray(ctx);
+        if (JS_IsException(pair) ||
+            JS_DefinePropertyValueUint32(ctx, pair, 0, num(ctx, levels[i].price), JS_PROP_C_W_E) <
+                0 ||
+            JS_DefinePropertyValueUint32(ctx, pair, 1, num(ctx, levels[i].quantity),
+                                         JS_PROP_C_W_E) < 0 ||
+            JS_DefinePropertyValueUint32(ctx, arr, i, pair, JS_PROP_C_W_E) < 0) {
+            JS_FreeValue(ctx, arr);
+            return JS_EXCEPTION;
+        }
+    }
+    return arr;
+}
+
+static int put_book(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_book *b)
+{
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_BIDS], make_levels(ctx, b->levels, b->depth));
+    bad |= put(ctx, o, vm->atoms[A_ASKS], make_levels(ctx, b->levels + b->depth, b->depth));
+    return bad;
+}
+
+static int put_kline(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_kline *k)
+{
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_START], JS_NewInt64(ctx, k->start_ms));
+    bad |= put(ctx, o, vm->atoms[A_END], JS_NewInt64(ctx, k->end_ms));
+    bad |= put(ctx, o, vm->atoms[A_OPEN], num(ctx, k->open));
+    bad |= put(ctx, o, vm->atoms[A_HIGH], num(ctx, k->high));
+    bad |= put(ctx, o, vm->atoms[A_LOW], num(ctx, k->low));
+    bad |= put(ctx, o, vm->atoms[A_CLOSE], num(ctx, k->close));
+    bad |= put(ctx, o, vm->atoms[A_VOLUME], num(ctx, k->volume));
+    bad |= put(ctx, o, vm->atoms[A_TRADES], JS_NewInt64(ctx, k->trades));
+    return bad;
+}
+
+static JSValue bounded_string(JSContext *ctx, const char *s, size_t max)
+{
+    return JS_NewStringLen(ctx, s, strnlen(s, max));
+}
+
+static int put_balance(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_balance *b)
+{
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_ASSET], bounded_string(ctx, b->asset, sizeof b->asset));
+    bad |= put(ctx, o, vm->atoms[A_TOTAL], num(ctx, b->total));
+    bad |= put(ctx, o, vm->atoms[A_AVAILABLE], num(ctx, b->available));
+    return bad;
+}
+
+static int put_exec(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_exec *x)
+{
+    JSAtom *a = vm->atoms;
+    unsigned status = (unsigned)x->status < VM_STATUS_COUNT ? (unsigned)x->status : EXEC_REJECTED;
+    int bad = 0;
+    bad |= put(ctx, o, a[A_CLIENT_ORDER_ID],
+               bounded_string(ctx, x->client_order_id, sizeof x->client_order_id));
+    bad |= put(ctx, o, a[A_ORDER_ID], bounded_string(ctx, x->order_id, sizeof x->order_id));
+    bad |= put(ctx, o, a[A_STATUS], JS_DupValue(ctx, vm->status_names[status]));
+    bad |= put(ctx, o, a[A_SIDE], JS_DupValue(ctx, vm->side_names[x->side & 1]));
+    bad |= put(ctx, o, a[A_TYPE], JS_DupValue(ctx, vm->type_names[x->type & 1]));
+    bad |= put(ctx, o, a[A_QUANTITY], num(ctx, x->quantity));
+    bad |= put(ctx, o, a[A_PRICE], num(ctx, x->price));
+    bad |= put(ctx, o, a[A_LAST_QUANTITY], num(ctx, x->last_quantity));
+    bad |= put(ctx, o, a[A_LAST_PRICE], num(ctx, x->last_price));
+    bad |= put(ctx, o, a[A_FILLED_QUANTITY], num(ctx, x->filled_quantity));
+    bad |= put(ctx, o, a[A_REMAINING_QUANTITY], num(ctx, x->remaining_quantity));
+    bad |= put(ctx, o, a[A_AVERAGE_PRICE], num(ctx, x->average_price));
+    bad |= put(ctx, o, a[A_FEE], num(ctx, x->fee));
+    bad |= put(ctx, o, a[A_FEE_ASSET], bounded_string(ctx, x->fee_asset, sizeof x->fee_asset));
+    bad |= put(ctx, o, a[A_DRY_RUN], JS_NewBool(ctx, x->dry_run));
+    bad |= put(ctx, o, a[A_REASON], bounded_string(ctx, x->reason, sizeof x->reason));
+    return bad;
+}
+
+static int put_instrument(struct vm *vm, JSContext *ctx, JSValueConst o,
+                          const struct event_instrument *i)
+{
+    int bad = 0;
+    bad |= put(ctx, o, vm->atoms[A_TICK_SIZE], num(ctx, i->tick_size));
+    bad |= put(ctx, o, vm->atoms[A_LOT_SIZE], num(ctx, i->lot_size));
+    bad |= put(ctx, o, vm->atoms[A_MIN_QUANTITY], num(ctx, i->min_quantity));
+    bad |= put(ctx, o, vm->atoms[A_TRADING], JS_NewBool(ctx, i->trading));
+    return bad;
+}
+
+static JSValue make_payload(struct vm *vm, JSContext *ctx, const struct event *ev)
+{
+    JSValue o = JS_NewObject(ctx);
+    if (JS_IsException(o))
+        return o;
+    int bad = 0;
+    switch ((enum event_kind)ev->kind) {
+    case EVENT_TRADE:
+        bad = put_trade(vm, ctx, o, &ev->u.trade);
+        break;
+    case EVENT_TICKER:
+        bad = put_ticker(vm, ctx, o, &ev->u.ticker);
+        break;
+    case EVENT_BOOK_SNAPSHOT:
+        bad = put_book(vm, ctx, o, &ev->u.book);
+        break;
+    case EVENT_KLINE_SUMMARY:
+        bad = put_kline(vm, ctx, o, &ev->u.kline);
+        break;
+    case EVENT_BALANCE_UPDATE:
+        bad = put_balance(vm, ctx, o, &ev->u.balance);
+        break;
+    case EVENT_EXEC_REPORT:
+        bad = put_exec(vm, ctx, o, &ev->u.exec);
+        break;
+    case EVENT_INSTRUMENT_UPDATE:
+        bad = put_instrument(vm, ctx, o, &ev->u.instrument);
+        break;
+    case EVENT_RISK_CONTROL:
+        bad = put(ctx, o, vm->atoms[A_REASON],
+                  bounded_string(ctx, ev->u.risk.reason, sizeof ev->u.risk.reason));
+        break;
+    case EVENT_EXTENSION:
+    case EVENT_KIND_COUNT:
+        break;
+    }
+    if (bad) {
+        JS_FreeValue(ctx, o);
+        return JS_EXCEPTION;
+    }
+    return o;
+}
+
+/* Keeps the shapes of `obj`'s layout alive (see struct vm_layout), once per
+ * layout. Best effort: without them objects are built the slow way. */
+static void keep_shapes(struct vm *vm, JSContext *ctx, int layout, JSValueConst obj)
+{
+    struct vm_layout *l = &vm->layouts[layout];
+    if (l->prefixes)
+        return;
+    JSPropertyEnum *props = NULL;
+    uint32_t n = 0;
+    if (JS_GetOwnPropertyNames(ctx, &props, &n, obj, JS_GPN_STRING_MASK) < 0) {
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        return;
+    }
+    l->prefixes = calloc(n ? n : 1, sizeof *l->prefixes);
+    for (uint32_t i = 0; l->prefixes && i < n; i++) {
+        JSValue o = JS_NewObject(ctx);
+        for (uint32_t j = 0; j <= i && !JS_IsException(o); j++) {
+            if (JS_DefinePropertyValue(ctx, o, props[j].atom, JS_UNDEFINED, JS_PROP_C_W_E) < 0) {
+                JS_FreeValue(ctx, o);
+                o = JS_EXCEPTION;
+            }
+        }
+        if (JS_IsException(o)) {
+            JS_FreeValue(ctx, JS_GetException(ctx));
+            break;
+        }
+        l->prefixes[l->n++] = o;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        JS_FreeAtom(ctx, props[i].atom);
+    js_free(ctx, props);
+}
+
+/* ------------------------------------------------------------ delivery */
+
+static int find_scope(const struct vm *vm, uint16_t provider, uint16_t symbol)
+{
+    for (uint16_t i = 0; i < vm->plan->nscope; i++) {
+        if (vm->plan->scope[i].provider == provider && vm->plan->scope[i].symbol == symbol)
+            return i;
+    }
+    return -1;
+}
+
+/* ctx (borrowed from the scope cache), evt and payload; -1 when out of
+ * memory (the exception is pending). */
+static int build_args(struct vm *vm, JSContext *ctx, struct vm_scope *sc, const struct event *ev,
+                      JSValue args[3])
+{
+    if (scope_ready(vm, ctx, sc, ev->provider, ev->symbol) != 0)
+        return -1;
+    args[0] = sc->ctx;
+    args[1] = make_evt(vm, ctx, ev, sc);
+    if (JS_IsException(args[1]))
+        return -1;
+    args[2] = make_payload(vm, ctx, ev);
+    if (JS_IsException(args[2]))
+        return -1;
+    if (!vm->layouts[1 + ev->kind].prefixes) {
+        keep_shapes(vm, ctx, 0, args[1]);
+        keep_shapes(vm, ctx, 1 + ev->kind, args[2]);
+    }
+    return 0;
+}
+
+/* One budget-armed entry into a handler, its promise jobs included. One
+ * call in 16 is timed for the histogram: two clock reads per call would be
+ * a noticeable share of a trivial handler. */
+static int invoke(struct worker *w, struct vm *vm, int h, const struct event *ev, JSValue *args)
+{
+    bool timed = (++w->sample_tick & 15) == 0;
+    int64_t t0 = timed ? clock_mono_ns() : 0;
+    js_sandbox_arm(&vm->sb, vm->budget_ns);
+    host_enter(vm);
+    vm->trigger_ns = ev->created_ns;
+    int rc = settle(vm, JS_Call(vm->sb.ctx, vm->fn[h], vm->handlers, 3, args));
+    vm->trigger_ns = 0;
+    host_leave();
+    js_sandbox_disarm(&vm->sb);
+    if (timed)
+        observe(w, h, clock_mono_ns() - t0);
+    counter_add(&vm->inst->delivered, 1);
+    counter_add(&w->delivered[ev->kind], 1);
+    return rc;
+}
+
+void vm_deliver(struct worker *w, struct vm *vm, int scope_index, const struct event *ev)
+{
+    if (vm->dead)
+        return;
+    int h = runtime_handler_for_event(ev);
+    if (h < 0 || JS_IsUndefined(vm->fn[h]))
+        return; /* a missing handler costs nothing */
+    JSContext *ctx = vm->sb.ctx;
+    /* a directed event for a (provider, symbol) outside the scope gets a
+     * throwaway ctx */
+    struct vm_scope tmp = {JS_UNDEFINED, JS_UNDEFINED, JS_UNDEFINED};
+    if (scope_index < 0)
+        scope_index = find_scope(vm, ev->provider, ev->symbol);
+    struct vm_scope *sc = scope_index >= 0 ? &vm->scope[scope_index] : &tmp;
+    JSValue args[3] = {JS_UNDEFINED, JS_UNDEFINED, JS_UNDEFINED};
+    int rc = build_args(vm, ctx, sc, ev, args);
+    if (rc == 0)
+        rc = invoke(w, vm, h, ev, args);
+    JS_FreeValue(ctx, args[1]);
+    JS_FreeValue(ctx, args[2]);
+    if (sc == &tmp) {
+        JS_FreeValue(ctx, tmp.ctx);
+        JS_FreeValue(ctx, tmp.provider);
+        JS_FreeValue(ctx, tmp.symbol);
+    }
+    after_call(w, vm, rc, runtime_handler_names[h]);
+}
+
+void vm_fire_timer(struct worker *w, struct timer *t)
+{
+    struct vm *vm = t->vm;
+    if (t->kind == TIMER_LOG_FLUSH) {
+        vm->log_flush_armed = false;
+        vm_free_timer(vm, t);
+        host_log_flush(vm);
+        return;
+    }
+    JSContext *ctx = vm->sb.ctx;
+    t->firing = true;
+    int64_t t0 = clock_mono_ns();
+    js_sandbox_arm(&vm->sb, vm->budget_ns);
+    host_enter(vm);
+    JSValue r = t->kind == TIMER_SLEEP
+                    ? JS_Call(ctx, t->fn, JS_UNDEFINED, 0, NULL)
+                    : JS_Call(ctx, t->fn, JS_UNDEFINED, t->argc, (JSValueConst *)t->argv);
+    int rc = settle(vm, r);
+    host_leave();
+    js_sandbox_disarm(&vm->sb);
+    int64_t now = clock_mono_ns();
+    observe(w, H_TIMER, now - t0);
+    t->firing = false;
+    /* an interval keeps running after a plain exception, as in browsers */
+    if (t->kind == TIMER_JS && t->interval_ns > 0 && !t->cancelled) {
+        t->deadline_ns += t->interval_ns;
+        if (t->deadline_ns <= now)
+            t->deadline_ns = now + t->interval_ns;
+        if (worker_timer_schedule(w, t) != 0)
+            vm_free_timer(vm, t);
+    } else {
+        vm_free_timer(vm, t);
+    }
+    after_call(w, vm, rc, "timer");
+}
+
+/* ------------------------------------------------------------ start */
+
+static int init_names(struct vm *vm)
+{
+    JSContext *ctx = vm->sb.ctx;
+    for (int i = 0; i < A_COUNT; i++) {
+        vm->atoms[i] = JS_NewAtom(ctx, atom_texts[i]);
+        if (vm->atoms[i] == JS_ATOM_NULL)
+            return -1;
+    }
+    int bad = 0;
+    for (int i = 0; i < EVENT_KIND_COUNT; i++) {
+        vm->kind_names[i] = JS_NewString(ctx, event_kind_name((enum event_kind)i));
+        bad |= JS_IsException(vm->kind_names[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        vm->side_names[i] = JS_NewString(ctx, order_side_name((enum order_side)i));
+        vm->type_names[i] = JS_NewString(ctx, order_type_name((enum order_type)i));
+        bad |= JS_IsException(vm->side_names[i]) | JS_IsException(vm->type_names[i]);
+    }
+    for (int i = 0; i < VM_STATUS_COUNT; i++) {
+        vm->status_names[i] = JS_NewString(ctx, event_exec_status_name((enum exec_status)i));
+        bad |= JS_IsException(vm->status_names[i]);
+    }
+    return bad ? -1 : 0;
+}
+
+static void init_values(struct vm *vm)
+{
+    vm->handlers = JS_UNDEFINED;
+    vm->rejection = JS_UNDEFINED;
+    for (int i = 0; i < H_COUNT; i++)
+        vm->fn[i] = JS_UNDEFINED;
+    for (int i = 0; i < EVENT_KIND_COUNT; i++)
+        vm->kind_names[i] = JS_UNDEFINED;
+    for (int i = 0; i < 2; i++)
+        vm->side_names[i] = vm->type_names[i] = JS_UNDEFINED;
+    for (int i = 0; i < VM_STATUS_COUNT; i++)
+        vm->status_names[i] = JS_UNDEFINED;
+    for (uint16_t i = 0; i < vm->plan->nscope; i++)
+        vm->scope[i].ctx = vm->scope[i].provider = vm->scope[i].symbol = JS_UNDEFINED;
+}
+
+/* The reason a start-time call into JS failed, as a 422. */
+static void start_failed(struct vm *vm, const char *what, struct err *err)
+{
+    struct js_exception ex;
+    memset(&ex, 0, sizeof ex);
+    js_sandbox_take_exception(&vm->sb, vm->plan->filename, &ex);
+    switch (ex.failure) {
+    case JS_FAILURE_BUDGET:
+        err_set(err, ERR_UNPROCESSABLE, "%s ran past its CPU budget of %lld ms", what,
+                (long long)(vm->budget_ns / 1000000));
+        break;
+    case JS_FAILURE_MEMORY:
+        err_set(err, ERR_UNPROCESSABLE, "%s exceeded the memory limit of %zu MiB", what,
+                vm->plan->limits.memory_bytes >> 20);
+        break;
+    case JS_FAILURE_STACK:
+        err_set(err, ERR_UNPROCESSABLE, "%s overflowed the stack", what);
+        break;
+    case JS_FAILURE_EXCEPTION:
+        err_set(err, ERR_UNPROCESSABLE, "%s threw %s: %s", what, ex.name ? ex.name : "Error",
+                ex.message ? ex.message : "");
+        break;
+    }
+    err_add_detail(err, "stage", json_string(what));
+    err_add_detail(
+        err, "failure",
+        json_string(failure_reason(ex.failure) ? failure_reason(ex.failure) : "exception"));
+    if (ex.line > 0) {
+        err_add_detail(err, "line", json_integer(ex.line));
+        err_add_detail(err, "column", json_integer(ex.column));
+    }
+    js_exception_free(&ex);
+}
+
+/* Calls create(env); a promise is awaited through the job queue. */
+static int call_create(struct vm *vm, JSValueConst exports, JSValueConst env, struct err *err)
+{
+    JSContext *ctx = vm->sb.ctx;
+    js_sandbox_arm(&vm->sb, vm->budget_ns);
+    JSValue create = JS_GetPropertyStr(ctx, exports, "create");
+    if (JS_IsException(create)) {
+        start_failed(vm, "module.exports.create", err);
+        return -1;
+    }
+    if (!JS_IsFunction(ctx, create)) {
+        JS_FreeValue(ctx, create);
+        err_set(err, ERR_UNPROCESSABLE, "module.exports.create is not a function");
+        return -1;
+    }
+    JSValue r = JS_Call(ctx, create, exports, 1, &env);
+    JS_FreeValue(ctx, create);
+    if (JS_IsException(r) || drain_jobs(vm) != 0) {
+        JS_FreeValue(ctx, r);
+        start_failed(vm, "create(env)", err);
+        return -1;
+    }
+    int state = (int)JS_PromiseState(ctx, r);
+    if (state == JS_PROMISE_FULFILLED || state == JS_PROMISE_REJECTED) {
+        JSValue settled = JS_PromiseResult(ctx, r);
+        JS_FreeValue(ctx, r);
+        if (state == JS_PROMISE_REJECTED) {
+            char message[ERR_MESSAGE_MAX], *stack = NULL;
+            describe_reason(ctx, settled, message, sizeof message, &stack);
+            free(stack);
+            JS_FreeValue(ctx, settled);
+            err_set(err, ERR_UNPROCESSABLE, "create(env) failed: %s", message);
+            return -1;
+        }
+        r = settled;
+    } else if (state == JS_PROMISE_PENDING) {
+        JS_FreeValue(ctx, r);
+        err_set(err, ERR_UNPROCESSABLE, "create(env) returned a promise that did not settle");
+        return -1;
+    }
+    if (!JS_IsObject(r) || JS_IsFunction(ctx, r) || JS_IsArray(ctx, r) > 0) {
+        JS_FreeValue(ctx, r);
+        err_set(err, ERR_UNPROCESSABLE, "create(env) must return an object of handlers");
+        return -1;
+    }
+    vm->handlers = r;
+    return 0;
+}
+
+static int cache_handlers(struct vm *vm, struct err *err)
+{
+    JSContext *ctx = vm->sb.ctx;
+    for (int h = 0; h < H_COUNT; h++) {
+        JSValue fn = JS_GetPropertyStr(ctx, vm->handlers, runtime_handler_names[h]);
+        if (JS_IsException(fn)) {
+            start_failed(vm, runtime_handler_names[h], err);
+            return -1;
+        }
+        if (JS_IsFunction(ctx, fn))
+            vm->fn[h] = fn;
+        else
+            JS_FreeValue(ctx, fn);
+    }
+    return 0;
+}
+
+static int event_mask_of(JSContext *ctx, JSValueConst list, uint32_t *mask, struct err *err)
+{
+    int64_t len = 0;
+    if (JS_IsArray(ctx, list) <= 0) {
+        err_set(err, ERR_UNPROCESSABLE, "subscribedEvents() must return an array of event names");
+        return -1;
+    }
+    JSValue lv = JS_GetPropertyStr(ctx, list, "length");
+    int rc = JS_ToInt64(ctx, &len, lv);
+    JS_FreeValue(ctx, lv);
+    if (rc < 0)
+        return -1;
+    *mask = 0;
+    for (int64_t i = 0; i < len && i < 64; i++) {
+        JSValue item = JS_GetPropertyUint32(ctx, list, (uint32_t)i);
+        const char *name = JS_IsString(item) ? JS_ToCString(ctx, item) : NULL;
+        int k = name ? js_event_index(name) : -1;
+        if (k < 0) {
+            err_set(err, ERR_UNPROCESSABLE, "subscribedEvents(): unknown event %s",
+                    name ? name : "(not a string)");
+        }
+        JS_FreeCString(ctx, name);
+        JS_FreeValue(ctx, item);
+        if (k < 0)
+            return -1;
+        *mask |= 1u << k;
+    }
+    return 0;
+}
+
+/* subscribedEvents() narrows metadata.events; env.events shows the result. */
+static int choose_events(struct vm *vm, JSValueConst env, struct err *err)
+{
+    JSContext *ctx = vm->sb.ctx;
+    uint32_t mask = vm->plan->events;
+    JSValue fn = JS_GetPropertyStr(ctx, vm->handlers, "subscribedEvents");
+    if (JS_IsException(fn)) {
+        start_failed(vm, "subscribedEvents", err);
+        return -1;
+    }
+    if (JS_IsFunction(ctx, fn)) {
+        JSValue list = JS_Call(ctx, fn, vm->handlers, 0, NULL);
+        JS_FreeValue(ctx, fn);
+        if (JS_IsException(list)) {
+            start_failed(vm, "subscribedEvents()", err);
+            return -1;
+        }
+        uint32_t wanted = 0;
+        int rc = event_mask_of(ctx, list, &wanted, err);
+        JS_FreeValue(ctx, list);
+        if (rc != 0) {
+            if (err && err->kind == ERR_NONE)
+                start_failed(vm, "subscribedEvents()", err);
+            return -1;
+        }
+        mask &= wanted;
+    } else {
+        JS_FreeValue(ctx, fn);
+    }
+    vm->events = mask;
+    JSValue names = host_event_names(ctx, mask);
+    if (JS_IsException(names) || JS_SetPropertyStr(ctx, env, "events", names) < 0) {
+        start_failed(vm, "env.events", err);
+        return -1;
+    }
+    /* broadcast kinds that reach a handler; exec reports are directed */
+    vm->mask = 0;
+    for (int k = 0; k < EVENT_KIND_COUNT; k++) {
+        int h = runtime_handler_for_kind((enum event_kind)k);
+        if ((mask & (1u << k)) && h >= 0 && !JS_IsUndefined(vm->fn[h]))
+            vm->mask |= 1u << k;
+    }
+    return 0;
+}
+
+static int load_and_create(struct vm *vm, struct err *err)
+{
+    JSContext *ctx = vm->sb.ctx;
+    JSValue exports = JS_UNDEFINED;
+    if (js_module_load(&vm->sb, vm->plan->bytecode, &exports, err) != 0) {
+        if (err)
+            err->kind = ERR_UNPROCESSABLE;
+        return -1;
+    }
+    js_bytecode_release(vm->plan->bytecode);
+    vm->plan->bytecode = NULL;
+    JSValue env = host_make_env(vm);
+    if (JS_IsException(env)) {
+        JS_FreeValue(ctx, exports);
+        start_failed(vm, "env", err);
+        return -1;
+    }
+    int rc = call_create(vm, exports, env, err);
+    JS_FreeValue(ctx, exports);
+    if (rc == 0)
+        rc = cache_handlers(vm, err);
+    if (rc == 0)
+        rc = choose_events(vm, env, err);
+    JS_FreeValue(ctx, env);
+    js_sandbox_disarm(&vm->sb);
+    /* rejections seen while starting are the start's business, not a handler's */
+    vm->unhandled = 0;
+    free_value(ctx, &vm->rejection);
+    return rc;
+}
+
+int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
+             struct err *err)
+{
+    struct vm *vm = calloc(1, sizeof *vm);
+    struct vm_scope *scope = calloc(plan->nscope ? plan->nscope : 1, sizeof *scope);
+    if (!vm || !scope) {
+        free(vm);
+        free(scope);
+        runtime_plan_free(plan);
+        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
+        return -1;
+    }
+    vm->inst = inst;
+    vm->plan = plan;
+    vm->scope = scope;
+    vm->budget_ns = plan->limits.budget_ns ? plan->limits.budget_ns : JS_SANDBOX_DEFAULT_BUDGET_NS;
+    init_values(vm);
+    if (js_sandbox_init(&vm->sb, &plan->limits, err) != 0) {
+        vm_free_shell(vm);
+        return -1;
+    }
+    vm->sb.user = vm;
+    JS_SetHostPromiseRejectionTracker(vm->sb.rt, on_rejection, vm);
+    int rc = 0;
+    if (init_names(vm) != 0 || host_install_globals(vm) != 0) {
+        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
+        rc = -1;
+    }
+    host_enter(vm);
+    if (rc == 0)
+        rc = load_and_create(vm, err);
+    host_leave();
+    free(plan->config_json);
+    free(plan->metadata_json);
+    plan->config_json = plan->metadata_json = NULL;
+    if (rc != 0) {
+        release_js(w, vm);
+        vm_free_shell(vm);
+        return -1;
+    }
+    atomic_store_explicit(&inst->memory, (uint64_t)js_sandbox_memory_used(&vm->sb),
+                          memory_order_relaxed);
+    *out = vm;
+    return 0;
+}
+
+/* ------------------------------------------------------------ subscriptions */
+
+/* Provider-wide events come with symbol 0. */
+#define PROVIDER_WIDE_KINDS                                                                        \
+    ((1u << EVENT_BALANCE_UPDATE) | (1u << EVENT_RISK_CONTROL) | (1u << EVENT_EXTENSION) |         \
+     (1u << EVENT_INSTRUMENT_UPDATE))
+
+size_t vm_subscriptions(const struct vm *vm, uint64_t *keys, uint16_t *scope_index, size_t max)
+{
+    size_t n = 0;
+    for (uint16_t i = 0; i < vm->plan->nscope; i++) {
+        const struct scope_entry *e = &vm->plan->scope[i];
+        uint32_t kinds = e->symbol ? vm->mask : vm->mask & PROVIDER_WIDE_KINDS;
+        for (unsigned k = 0; k < EVENT_KIND_COUNT; k++) {
+            if (!(kinds & (1u << k)))
+                continue;
+            if (keys && n < max) {
+                keys[n] = sub_key(e->provider, e->symbol, k);
+                scope_index[n] = i;
+            }
+            n++;
+        }
+    }
+    return n;
+}

@@ -1,0 +1,735 @@
+/*
+ * worker: one thread, one FIFO queue, the VMs of the instances it owns, their
+ * timers and the subscription index that routes events to them.
+ *
+ * The event path reads top to bottom here:
+ *   runtime_publish   (provider thread) checks each worker's interest
+ *                     counters and pushes one message per interested worker
+ *   worker_main       pops a batch under the queue lock, then for each event
+ *                     looks (provider, symbol, kind) up in its own index and
+ *                     calls vm_deliver for every subscriber, lock-free
+ * Commands travel through the same queue, so they take effect between two
+ * events. A VM freed while its subscriptions are being walked is only marked
+ * dead; its subscriptions are removed after the walk (worker_reap).
+ */
+#include "runtime/internal.h"
+
+#include "core/clock.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Upper bounds, in seconds, of the handler duration histogram. */
+const double runtime_hist_bounds[HIST_BUCKETS - 1] = {1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4,
+                                                      1e-3, 5e-3, 1e-2, 5e-2, 1e-1};
+
+/* QuickJS's stack cap is checked against the C stack: leave it ample room. */
+#define WORKER_STACK_MARGIN (4u << 20)
+/* Timers run per pass, so a burst of due timers cannot starve the queue. */
+#define WORKER_TIMERS_PER_PASS 1024
+/* Distinct subscription lists a run may span before it is delivered event
+ * by event instead. */
+#define RUN_MAX_LISTS 8
+
+static size_t interest_slot(uint64_t key)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 40) & (WORKER_INTEREST_SLOTS - 1);
+}
+
+/* ------------------------------------------------------------ life cycle */
+
+int worker_init(struct worker *w, struct runtime *rt, int index, size_t capacity, struct err *err)
+{
+    w->rt = rt;
+    w->index = index;
+    w->cap = capacity;
+    w->ring = calloc(capacity, sizeof *w->ring);
+    if (!w->ring) {
+        err_set(err, ERR_INTERNAL, "out of memory for a worker queue of %zu messages", capacity);
+        return -1;
+    }
+    for (size_t i = 0; i < WORKER_INTEREST_SLOTS; i++)
+        atomic_init(&w->interest[i], 0);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, &attr);
+    pthread_cond_init(&w->room, NULL);
+    pthread_condattr_destroy(&attr);
+    return 0;
+}
+
+static void *worker_main(void *arg);
+
+int worker_start(struct worker *w, struct err *err)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    size_t stack =
+        w->rt->opts.limits.stack_bytes ? w->rt->opts.limits.stack_bytes : JS_SANDBOX_DEFAULT_STACK;
+    pthread_attr_setstacksize(&attr, stack + WORKER_STACK_MARGIN);
+    int rc = pthread_create(&w->thread, &attr, worker_main, w);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        err_set_errno(err, ERR_INTERNAL, rc, "cannot start worker %d", w->index);
+        return -1;
+    }
+    w->thread_started = true;
+    return 0;
+}
+
+void worker_shutdown(struct worker *w)
+{
+    if (!w->thread_started)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->quit = true;
+    pthread_cond_signal(&w->wake);
+    pthread_cond_broadcast(&w->room);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    w->thread_started = false;
+}
+
+void worker_destroy(struct worker *w)
+{
+    if (!w->ring)
+        return;
+    /* events still queued when the worker quit */
+    for (size_t i = 0; i < w->count; i++) {
+        struct msg *m = &w->ring[(w->head + i) % w->cap];
+        if (m->ev)
+            event_release(m->ev);
+    }
+    free(w->ring);
+    w->ring = NULL;
+    for (size_t i = 0; i < w->subs.cap; i++) {
+        struct sublist *list = w->subs.keys[i] ? w->subs.vals[i] : NULL;
+        if (list) {
+            free(list->items);
+            free(list);
+        }
+    }
+    rtmap_free(&w->subs);
+    rtmap_free(&w->instances);
+    free(w->heap);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->wake);
+    pthread_cond_destroy(&w->room);
+}
+
+/* ------------------------------------------------------------ the queue */
+
+/* Appends a message, waiting while the queue is full. False once the worker
+ * has quit. */
+static bool push(struct worker *w, struct msg m)
+{
+    pthread_mutex_lock(&w->lock);
+    while (w->count == w->cap && !w->quit) {
+        w->waiting++;
+        pthread_cond_wait(&w->room, &w->lock);
+        w->waiting--;
+    }
+    if (w->quit) {
+        pthread_mutex_unlock(&w->lock);
+        return false;
+    }
+    size_t tail = w->head + w->count;
+    if (tail >= w->cap)
+        tail -= w->cap;
+    w->ring[tail] = m;
+    w->count++;
+    bool wake = w->sleeping;
+    pthread_mutex_unlock(&w->lock);
+    if (wake)
+        pthread_cond_signal(&w->wake);
+    return true;
+}
+
+size_t worker_queue_depth(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    size_t n = w->count;
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
+void runtime_publish(void *ctx, struct event *ev)
+{
+    struct runtime *rt = ctx;
+    if (!ev)
+        return;
+    if (ev->target) {
+        struct msg m = {ev, NULL};
+        if (!push(runtime_worker_of(rt, ev->target), m))
+            event_release(ev);
+        return;
+    }
+    size_t slot = interest_slot(sub_key(ev->provider, ev->symbol, ev->kind));
+    for (int i = 0; i < rt->nworkers; i++) {
+        struct worker *w = &rt->workers[i];
+        if (atomic_load_explicit(&w->interest[slot], memory_order_relaxed) == 0)
+            continue;
+        event_retain(ev);
+        struct msg m = {ev, NULL};
+        if (!push(w, m))
+            event_release(ev);
+    }
+    event_release(ev);
+}
+
+struct event_sink runtime_event_sink(struct runtime *rt)
+{
+    struct event_sink sink = {rt, runtime_publish};
+    return sink;
+}
+
+/* Waits for messages (or the next timer) and takes up to WORKER_BATCH of
+ * them under one lock. Returns false when the worker must quit. */
+static bool take_batch(struct worker *w, struct msg *out, size_t *n)
+{
+    pthread_mutex_lock(&w->lock);
+    while (w->count == 0 && !w->quit) {
+        if (w->nheap > 0) {
+            int64_t due = w->heap[0]->deadline_ns;
+            if (due <= clock_mono_ns())
+                break;
+            struct timespec ts = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
+            w->sleeping = true;
+            pthread_cond_timedwait(&w->wake, &w->lock, &ts);
+        } else {
+            w->sleeping = true;
+            pthread_cond_wait(&w->wake, &w->lock);
+        }
+        w->sleeping = false;
+    }
+    if (w->quit) {
+        pthread_mutex_unlock(&w->lock);
+        return false;
+    }
+    size_t k = w->count < WORKER_BATCH ? w->count : WORKER_BATCH;
+    for (size_t i = 0; i < k; i++) {
+        out[i] = w->ring[w->head];
+        if (++w->head == w->cap)
+            w->head = 0;
+    }
+    w->count -= k;
+    if (k > 0 && w->waiting > 0)
+        pthread_cond_broadcast(&w->room);
+    pthread_mutex_unlock(&w->lock);
+    *n = k;
+    return true;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static void complete(struct runtime *rt, struct command *cmd)
+{
+    pthread_mutex_lock(&rt->done);
+    cmd->done = true;
+    pthread_cond_broadcast(&rt->done_cond);
+    pthread_mutex_unlock(&rt->done);
+}
+
+void worker_call(struct worker *w, struct command *cmd)
+{
+    struct runtime *rt = w->rt;
+    cmd->done = false;
+    struct msg m = {NULL, cmd};
+    if (!push(w, m)) {
+        cmd->rc = -1;
+        err_set(&cmd->err, ERR_UNAVAILABLE, "the runtime is shutting down");
+        return;
+    }
+    pthread_mutex_lock(&rt->done);
+    while (!cmd->done)
+        pthread_cond_wait(&rt->done_cond, &rt->done);
+    pthread_mutex_unlock(&rt->done);
+}
+
+static void set_running(struct worker *w, struct instance *inst, bool running)
+{
+    pthread_mutex_lock(&w->rt->lock);
+    rtx_set_running_locked(w->rt, inst, running);
+    pthread_mutex_unlock(&w->rt->lock);
+}
+
+/* Frees the instance's VM (if any) without touching its desired state. */
+static void drop_vm(struct worker *w, struct instance *inst)
+{
+    if (!inst->vm)
+        return;
+    vm_destroy(w, inst->vm);
+    inst->vm = NULL;
+    set_running(w, inst, false);
+}
+
+static void cmd_start(struct worker *w, struct command *cmd)
+{
+    struct instance *inst = cmd->inst;
+    struct vm_plan *plan = cmd->plan;
+    cmd->plan = NULL;
+    if (rtmap_put(&w->instances, inst->key, inst) != 0) {
+        runtime_plan_free(plan);
+        err_set(&cmd->err, ERR_INTERNAL, "out of memory");
+        cmd->rc = -1;
+        return;
+    }
+    if (inst->vm) {
+        runtime_plan_free(plan);
+        return;
+    }
+    struct vm *vm = NULL;
+    if (vm_start(w, inst, plan, &vm, &cmd->err) != 0) {
+        cmd->rc = -1;
+        return;
+    }
+    if (worker_subscribe(w, vm) != 0) {
+        vm_destroy(w, vm);
+        err_set(&cmd->err, ERR_INTERNAL, "out of memory while subscribing instance %s", inst->id);
+        cmd->rc = -1;
+        return;
+    }
+    inst->vm = vm;
+    set_running(w, inst, true);
+}
+
+/* Builds the new VM first, then retires the old one: events queued before
+ * this command went to the old VM, those after it go to the new one. The
+ * new VM subscribes before the old one unsubscribes, so the interest
+ * counters never drop to zero in between and no publisher skips us. */
+static void cmd_restart(struct worker *w, struct command *cmd)
+{
+    struct instance *inst = cmd->inst;
+    struct vm_plan *plan = cmd->plan;
+    cmd->plan = NULL;
+    struct vm *old = inst->vm;
+    cmd->was_running = old != NULL;
+    if (!old) {
+        runtime_plan_free(plan);
+        return;
+    }
+    struct vm *fresh = NULL;
+    int rc = vm_start(w, inst, plan, &fresh, &cmd->err);
+    if (rc == 0 && worker_subscribe(w, fresh) != 0) {
+        vm_destroy(w, fresh);
+        err_set(&cmd->err, ERR_INTERNAL, "out of memory while subscribing instance %s", inst->id);
+        rc = -1;
+    }
+    if (rc != 0) {
+        cmd->rc = -1;
+        if (cmd->keep_old)
+            return;
+        drop_vm(w, inst);
+        pthread_mutex_lock(&w->rt->lock);
+        rtx_apply_spec_locked(w->rt, inst, cmd->spec);
+        pthread_mutex_unlock(&w->rt->lock);
+        cmd->spec = NULL;
+        return;
+    }
+    vm_destroy(w, old);
+    inst->vm = fresh;
+    /* the running count moves from the old revision to the new one */
+    pthread_mutex_lock(&w->rt->lock);
+    rtx_set_running_locked(w->rt, inst, false);
+    rtx_apply_spec_locked(w->rt, inst, cmd->spec);
+    rtx_set_running_locked(w->rt, inst, true);
+    pthread_mutex_unlock(&w->rt->lock);
+    cmd->spec = NULL;
+}
+
+static void run_command(struct worker *w, struct command *cmd)
+{
+    struct instance *inst = cmd->inst;
+    cmd->rc = 0;
+    switch (cmd->kind) {
+    case CMD_START:
+        cmd_start(w, cmd);
+        break;
+    case CMD_RESTART:
+        cmd_restart(w, cmd);
+        break;
+    case CMD_STOP:
+        cmd->was_running = inst->vm != NULL;
+        drop_vm(w, inst);
+        break;
+    case CMD_DETACH:
+        cmd->was_running = inst->vm != NULL;
+        drop_vm(w, inst);
+        rtmap_del(&w->instances, inst->key);
+        break;
+    }
+    worker_reap(w);
+    complete(w->rt, cmd);
+}
+
+/* ------------------------------------------------------------ events */
+
+static void forget_order(struct instance *inst, const struct event *ev)
+{
+    enum exec_status st = ev->u.exec.status;
+    if (st == EXEC_ACKNOWLEDGED || st == EXEC_PARTIAL_FILL)
+        return;
+    const char *id = ev->u.exec.client_order_id;
+    const char *dash = strrchr(id, '-');
+    if (!dash)
+        return;
+    uint64_t n = strtoull(dash + 1, NULL, 10);
+    for (uint32_t i = inst->norders; i-- > 0;) {
+        if (inst->orders[i].n == n) {
+            inst->orders[i] = inst->orders[--inst->norders];
+            return;
+        }
+    }
+}
+
+static void deliver_directed(struct worker *w, struct event *ev)
+{
+    struct instance *inst = rtmap_get(&w->instances, ev->target);
+    if (!inst)
+        return;
+    if (ev->kind == EVENT_EXEC_REPORT) {
+        rtx_count_order(w->rt, ev->provider, ev->u.exec.status);
+        forget_order(inst, ev);
+    }
+    if (inst->vm)
+        vm_deliver(w, inst->vm, -1, ev);
+}
+
+static void handle_event(struct worker *w, struct event *ev)
+{
+    if (ev->target) {
+        deliver_directed(w, ev);
+    } else {
+        struct sublist *list = rtmap_get(&w->subs, sub_key(ev->provider, ev->symbol, ev->kind));
+        /* the list cannot grow during the walk: only commands subscribe */
+        w->walking = true;
+        for (uint32_t i = 0; list && i < list->n; i++)
+            vm_deliver(w, list->items[i].vm, list->items[i].scope_index, ev);
+        w->walking = false;
+    }
+    event_release(ev);
+    if (w->nreap)
+        worker_reap(w);
+}
+
+/* ------------------------------------------------------------ runs */
+
+static int scope_index_for(const struct vm *vm, uint64_t key)
+{
+    for (uint32_t i = 0; i < vm->nsubs; i++) {
+        if (vm->sub_keys[i] == key)
+            return vm->sub_index[i];
+    }
+    return -1;
+}
+
+/* Checks the timers now and then during a long run. */
+static void run_tick(struct worker *w)
+{
+    if (++w->run_calls < 256)
+        return;
+    w->run_calls = 0;
+    w->now_ns = clock_mono_ns();
+    if (w->nheap > 0 && w->heap[0]->deadline_ns <= w->now_ns)
+        worker_run_timers(w);
+}
+
+static uint64_t event_key(const struct event *ev)
+{
+    return sub_key(ev->provider, ev->symbol, ev->kind);
+}
+
+/* Under load a batch holds many broadcast events in a row. Delivering them
+ * instance by instance (each VM takes all of its events of the run before
+ * the next VM) keeps one VM's memory in cache for many calls instead of
+ * walking thousands of cold VMs per event. Each VM still sees its events in
+ * publication order; runs never cross a command or a directed event. */
+static void deliver_run(struct worker *w, struct event **evs, size_t n)
+{
+    struct sublist *lists[WORKER_BATCH];
+    struct sublist *distinct[RUN_MAX_LISTS];
+    size_t ndistinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool same = i > 0 && event_key(evs[i]) == event_key(evs[i - 1]);
+        lists[i] = same ? lists[i - 1] : rtmap_get(&w->subs, event_key(evs[i]));
+        bool seen = lists[i] == NULL;
+        for (size_t d = 0; d < ndistinct && !seen; d++)
+            seen = distinct[d] == lists[i];
+        if (!seen && ndistinct == RUN_MAX_LISTS) {
+            for (size_t k = 0; k < n; k++)
+                handle_event(w, evs[k]);
+            return;
+        }
+        if (!seen)
+            distinct[ndistinct++] = lists[i];
+    }
+    uint64_t stamp = ++w->run_stamp;
+    w->walking = true;
+    for (size_t d = 0; d < ndistinct; d++) {
+        struct sublist *list = distinct[d];
+        for (uint32_t s = 0; s < list->n; s++) {
+            struct vm *vm = list->items[s].vm;
+            if (vm->visit == stamp)
+                continue;
+            vm->visit = stamp;
+            for (size_t i = 0; i < n && !vm->dead; i++) {
+                if (lists[i] == list) {
+                    vm_deliver(w, vm, list->items[s].scope_index, evs[i]);
+                } else if (lists[i]) {
+                    int index = scope_index_for(vm, event_key(evs[i]));
+                    if (index >= 0)
+                        vm_deliver(w, vm, index, evs[i]);
+                }
+            }
+            run_tick(w);
+        }
+    }
+    w->walking = false;
+    for (size_t i = 0; i < n; i++)
+        event_release(evs[i]);
+    if (w->nreap)
+        worker_reap(w);
+}
+
+/* ------------------------------------------------------------ subscriptions */
+
+static int sub_add(struct worker *w, uint64_t key, struct vm *vm, uint16_t scope_index)
+{
+    struct sublist *list = rtmap_get(&w->subs, key);
+    if (!list) {
+        list = calloc(1, sizeof *list);
+        if (!list || rtmap_put(&w->subs, key, list) != 0) {
+            free(list);
+            return -1;
+        }
+    }
+    if (list->n == list->cap) {
+        uint32_t cap = list->cap ? list->cap * 2 : 4;
+        struct sub *items = realloc(list->items, cap * sizeof *items);
+        if (!items)
+            return -1;
+        list->items = items;
+        list->cap = cap;
+    }
+    list->items[list->n].vm = vm;
+    list->items[list->n].scope_index = scope_index;
+    list->n++;
+    atomic_fetch_add_explicit(&w->interest[interest_slot(key)], 1, memory_order_release);
+    return 0;
+}
+
+static void sub_remove(struct worker *w, uint64_t key, const struct vm *vm)
+{
+    struct sublist *list = rtmap_get(&w->subs, key);
+    for (uint32_t i = 0; list && i < list->n; i++) {
+        if (list->items[i].vm == vm) {
+            memmove(&list->items[i], &list->items[i + 1], (list->n - i - 1) * sizeof *list->items);
+            list->n--;
+            atomic_fetch_sub_explicit(&w->interest[interest_slot(key)], 1, memory_order_relaxed);
+            return;
+        }
+    }
+}
+
+int worker_subscribe(struct worker *w, struct vm *vm)
+{
+    size_t n = vm_subscriptions(vm, NULL, NULL, 0);
+    if (n == 0)
+        return 0;
+    uint64_t *keys = malloc(n * sizeof *keys);
+    uint16_t *index = malloc(n * sizeof *index);
+    if (!keys || !index) {
+        free(keys);
+        free(index);
+        return -1;
+    }
+    vm_subscriptions(vm, keys, index, n);
+    for (size_t i = 0; i < n; i++) {
+        if (sub_add(w, keys[i], vm, index[i]) != 0) {
+            while (i-- > 0)
+                sub_remove(w, keys[i], vm);
+            free(keys);
+            free(index);
+            return -1;
+        }
+    }
+    vm->sub_keys = keys;
+    vm->sub_index = index;
+    vm->nsubs = (uint32_t)n;
+    return 0;
+}
+
+void worker_retire_vm(struct worker *w, struct vm *vm)
+{
+    if (vm->nsubs == 0) {
+        vm_free_shell(vm);
+        return;
+    }
+    vm->reap_next = w->reap;
+    w->reap = vm;
+    w->nreap++;
+}
+
+void worker_reap(struct worker *w)
+{
+    if (w->walking)
+        return; /* the walk in progress still reads the subscription lists */
+    while (w->reap) {
+        struct vm *vm = w->reap;
+        w->reap = vm->reap_next;
+        for (uint32_t i = 0; i < vm->nsubs; i++)
+            sub_remove(w, vm->sub_keys[i], vm);
+        vm_free_shell(vm);
+    }
+    w->nreap = 0;
+}
+
+/* ------------------------------------------------------------ timers */
+
+static bool timer_before(const struct timer *a, const struct timer *b)
+{
+    return a->deadline_ns < b->deadline_ns || (a->deadline_ns == b->deadline_ns && a->seq < b->seq);
+}
+
+static void heap_set(struct worker *w, size_t i, struct timer *t)
+{
+    w->heap[i] = t;
+    t->heap_index = i;
+}
+
+static void sift_up(struct worker *w, size_t i)
+{
+    struct timer *t = w->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_before(t, w->heap[parent]))
+            break;
+        heap_set(w, i, w->heap[parent]);
+        i = parent;
+    }
+    heap_set(w, i, t);
+}
+
+static void sift_down(struct worker *w, size_t i)
+{
+    struct timer *t = w->heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= w->nheap)
+            break;
+        if (child + 1 < w->nheap && timer_before(w->heap[child + 1], w->heap[child]))
+            child++;
+        if (!timer_before(w->heap[child], t))
+            break;
+        heap_set(w, i, w->heap[child]);
+        i = child;
+    }
+    heap_set(w, i, t);
+}
+
+int worker_timer_schedule(struct worker *w, struct timer *t)
+{
+    if (w->nheap == w->heap_cap) {
+        size_t cap = w->heap_cap ? w->heap_cap * 2 : 64;
+        struct timer **heap = realloc(w->heap, cap * sizeof *heap);
+        if (!heap)
+            return -1;
+        w->heap = heap;
+        w->heap_cap = cap;
+    }
+    t->seq = ++w->timer_seq;
+    w->heap[w->nheap] = t;
+    t->heap_index = w->nheap++;
+    sift_up(w, t->heap_index);
+    return 0;
+}
+
+void worker_timer_unschedule(struct worker *w, struct timer *t)
+{
+    size_t i = t->heap_index;
+    if (i == SIZE_MAX)
+        return;
+    t->heap_index = SIZE_MAX;
+    struct timer *last = w->heap[--w->nheap];
+    if (i == w->nheap)
+        return;
+    heap_set(w, i, last);
+    if (i > 0 && timer_before(last, w->heap[(i - 1) / 2]))
+        sift_up(w, i);
+    else
+        sift_down(w, i);
+}
+
+void worker_run_timers(struct worker *w)
+{
+    int64_t now = clock_mono_ns();
+    for (int n = 0; n < WORKER_TIMERS_PER_PASS && w->nheap > 0; n++) {
+        struct timer *t = w->heap[0];
+        if (t->deadline_ns > now)
+            break;
+        worker_timer_unschedule(w, t);
+        vm_fire_timer(w, t);
+        if (w->nreap)
+            worker_reap(w);
+    }
+}
+
+/* ------------------------------------------------------------ the thread */
+
+static void stop_all(struct worker *w)
+{
+    for (size_t i = 0; i < w->instances.cap; i++) {
+        struct instance *inst = w->instances.keys[i] ? w->instances.vals[i] : NULL;
+        if (inst && inst->vm) {
+            vm_destroy(w, inst->vm);
+            inst->vm = NULL;
+        }
+    }
+    worker_reap(w);
+}
+
+/* Splits a batch into commands, directed events and runs of broadcast
+ * events. */
+static void process_batch(struct worker *w, struct msg *batch, size_t n)
+{
+    struct event *run[WORKER_BATCH];
+    for (size_t i = 0; i < n;) {
+        if (batch[i].cmd) {
+            run_command(w, batch[i++].cmd);
+        } else if (batch[i].ev->target) {
+            handle_event(w, batch[i++].ev);
+        } else {
+            size_t k = 0;
+            while (i < n && batch[i].ev && !batch[i].ev->target)
+                run[k++] = batch[i++].ev;
+            if (k == 1)
+                handle_event(w, run[0]);
+            else
+                deliver_run(w, run, k);
+        }
+        /* keep timers punctual under a long batch of heavy events */
+        w->now_ns = clock_mono_ns();
+        if (w->nheap > 0 && w->heap[0]->deadline_ns <= w->now_ns)
+            worker_run_timers(w);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct msg batch[WORKER_BATCH];
+    size_t n = 0;
+    while (take_batch(w, batch, &n)) {
+        process_batch(w, batch, n);
+        w->now_ns = clock_mono_ns();
+        worker_run_timers(w);
+    }
+    stop_all(w);
+    return NULL;
+}

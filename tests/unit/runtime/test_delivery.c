@@ -1,0 +1,545 @@
+/*
+ * Event delivery: payload shapes for every kind, publication order, missing
+ * handlers, subscribedEvents(), orders through the market, execution
+ * reports routed to their instance, the host helpers, logging limits and
+ * the sandbox's isolation.
+ */
+#include "rtfixture.h"
+
+#include "core/strbuf.h"
+
+#include <math.h>
+
+#define ALL_EVENTS                                                                                 \
+    "['Trade', 'Ticker', 'BookSnapshot', 'ExecReport', 'KlineSummary', 'InstrumentUpdate',"        \
+    " 'BalanceUpdate', 'RiskControl', 'Extension']"
+
+static const char *const RECORDER =
+    "    let lastCtx = null;\n"
+    "    const rec = (h) => function (ctx, evt, p) {\n"
+    "      env.helpers.log('evt', { h, same: ctx === lastCtx, ctx, evt, p });\n"
+    "      lastCtx = ctx;\n"
+    "    };\n"
+    "    const handlers = {};\n"
+    "    for (const h of ['onTrade', 'onTicker', 'onBookSnapshot', 'onKlineSummary',\n"
+    "        'onInstrumentUpdate', 'onBalanceUpdate', 'onOrderAcknowledged',\n"
+    "        'onOrderPartialFill', 'onOrderFilled', 'onOrderCancelled', 'onOrderRejected',\n"
+    "        'onOrderExpired', 'onRiskControl', 'onExtensionEvent'])\n"
+    "      handlers[h] = rec(h);\n"
+    "    return handlers;";
+
+/* The JSON after "evt " in the n-th "evt" line of an instance. */
+static json_t *evt_line(struct fx *f, const char *id, size_t n)
+{
+    json_t *logs = fx_logs(f, id, "evt ");
+    const char *msg = json_string_value(json_object_get(json_array_get(logs, n), "msg"));
+    if (!msg)
+        fail_msg("no evt line %zu for %s", n, id);
+    json_t *doc = json_loads(msg + 4, 0, NULL);
+    json_decref(logs);
+    assert_non_null(doc);
+    return doc;
+}
+
+static double jnum(const json_t *root, const char *path)
+{
+    return json_number_value(tu_jget(root, path));
+}
+
+static void publish_all_kinds(struct fx *f)
+{
+    fx_trade(f, "sim", "BTC-USDT", 101.5, 0.25);
+    struct event *ev = fx_event(f, EVENT_TICKER, "sim", "BTC-USDT", 0);
+    ev->u.ticker = (struct event_ticker){100.5, 100.25, 100.75, 3, 4, 12345};
+    runtime_publish(f->rt, ev);
+    ev = fx_event(f, EVENT_BOOK_SNAPSHOT, "sim", "BTC-USDT", 4 * sizeof(struct book_level));
+    ev->u.book.depth = 2;
+    ev->u.book.levels[0] = (struct book_level){100, 1};
+    ev->u.book.levels[1] = (struct book_level){99, 2};
+    ev->u.book.levels[2] = (struct book_level){101, 3};
+    ev->u.book.levels[3] = (struct book_level){102, 4};
+    runtime_publish(f->rt, ev);
+    ev = fx_event(f, EVENT_KLINE_SUMMARY, "sim", "BTC-USDT", 0);
+    ev->u.kline = (struct event_kline){1000, 2000, 1, 4, 0.5, 2, 77, 9};
+    runtime_publish(f->rt, ev);
+    ev = fx_event(f, EVENT_BALANCE_UPDATE, "sim", NULL, 0);
+    snprintf(ev->u.balance.asset, sizeof ev->u.balance.asset, "USDT");
+    ev->u.balance.total = 1000;
+    ev->u.balance.available = 750;
+    runtime_publish(f->rt, ev);
+    ev = fx_event(f, EVENT_INSTRUMENT_UPDATE, "sim", "BTC-USDT", 0);
+    ev->u.instrument = (struct event_instrument){0.01, 0.001, 0.002, true};
+    runtime_publish(f->rt, ev);
+    ev = fx_event(f, EVENT_RISK_CONTROL, "sim", NULL, 0);
+    snprintf(ev->u.risk.reason, sizeof ev->u.risk.reason, "daily loss limit");
+    runtime_publish(f->rt, ev);
+    ev = fx_event(f, EVENT_EXTENSION, "sim", "BTC-USDT", 0);
+    runtime_publish(f->rt, ev);
+    /* out of scope: another symbol, another provider */
+    fx_trade(f, "sim", "ETH-USDT", 1, 1);
+    fx_trade(f, "alt", "BTC-USDT", 1, 1);
+}
+
+static void test_payloads(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 2);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("rec", ALL_EVENTS, NULL, RECORDER);
+    fx_upload(&f, "rec", src, NULL, hex);
+    free(src);
+    fx_run(&f, "p1", "rec", NULL, NULL);
+    publish_all_kinds(&f);
+    assert_true(fx_wait_logs(&f, "p1", "evt ", 8, 3000));
+    fx_sleep_ms(50);
+    json_t *logs = fx_logs(&f, "p1", "evt ");
+    assert_int_equal(json_array_size(logs), 8);
+    json_decref(logs);
+    char *hash = tu_path("sha256:%s", hex);
+
+    json_t *d = evt_line(&f, "p1", 0);
+    assert_string_equal(tu_jstr(d, "h"), "onTrade");
+    assert_string_equal(tu_jstr(d, "ctx.instanceId"), "p1");
+    assert_string_equal(tu_jstr(d, "ctx.strategy"), "rec");
+    assert_string_equal(tu_jstr(d, "ctx.hash"), hash);
+    assert_string_equal(tu_jstr(d, "ctx.provider"), "sim");
+    assert_string_equal(tu_jstr(d, "ctx.symbol"), "BTC-USDT");
+    assert_string_equal(tu_jstr(d, "evt.type"), "Trade");
+    assert_string_equal(tu_jstr(d, "evt.provider"), "sim");
+    assert_string_equal(tu_jstr(d, "evt.symbol"), "BTC-USDT");
+    assert_int_equal(tu_jint(d, "evt.seq"), 1);
+    assert_int_equal(tu_jint(d, "evt.ts"), 1700000000001);
+    assert_true(jnum(d, "p.price") == 101.5);
+    assert_true(jnum(d, "p.quantity") == 0.25);
+    assert_string_equal(tu_jstr(d, "p.side"), "buy");
+    assert_int_equal(tu_jint(d, "p.tradeId"), 7001);
+    json_decref(d);
+
+    d = evt_line(&f, "p1", 1);
+    assert_string_equal(tu_jstr(d, "h"), "onTicker");
+    assert_true(json_is_true(json_object_get(d, "same"))); /* one ctx per (provider, symbol) */
+    assert_true(jnum(d, "p.last") == 100.5 && jnum(d, "p.bid") == 100.25);
+    assert_true(jnum(d, "p.ask") == 100.75 && jnum(d, "p.bidSize") == 3);
+    assert_true(jnum(d, "p.askSize") == 4 && jnum(d, "p.volume") == 12345);
+    json_decref(d);
+
+    d = evt_line(&f, "p1", 2);
+    assert_string_equal(tu_jstr(d, "evt.type"), "BookSnapshot");
+    assert_true(jnum(d, "p.bids.0.0") == 100 && jnum(d, "p.bids.1.1") == 2);
+    assert_true(jnum(d, "p.asks.0.0") == 101 && jnum(d, "p.asks.1.1") == 4);
+    json_decref(d);
+
+    d = evt_line(&f, "p1", 3);
+    assert_string_equal(tu_jstr(d, "h"), "onKlineSummary");
+    assert_int_equal(tu_jint(d, "p.start"), 1000);
+    assert_int_equal(tu_jint(d, "p.end"), 2000);
+    assert_true(jnum(d, "p.open") == 1 && jnum(d, "p.high") == 4 && jnum(d, "p.low") == 0.5);
+    assert_true(jnum(d, "p.close") == 2 && jnum(d, "p.volume") == 77);
+    assert_int_equal(tu_jint(d, "p.trades"), 9);
+    json_decref(d);
+
+    d = evt_line(&f, "p1", 4);
+    assert_string_equal(tu_jstr(d, "h"), "onBalanceUpdate");
+    assert_true(json_is_null(tu_jget(d, "evt.symbol")));
+    assert_string_equal(tu_jstr(d, "p.asset"), "USDT");
+    assert_true(jnum(d, "p.total") == 1000 && jnum(d, "p.available") == 750);
+    json_decref(d);
+
+    d = evt_line(&f, "p1", 5);
+    assert_string_equal(tu_jstr(d, "h"), "onInstrumentUpdate");
+    assert_true(jnum(d, "p.tickSize") == 0.01 && json_is_true(tu_jget(d, "p.trading")));
+    json_decref(d);
+    d = evt_line(&f, "p1", 6);
+    assert_string_equal(tu_jstr(d, "h"), "onRiskControl");
+    assert_string_equal(tu_jstr(d, "p.reason"), "daily loss limit");
+    json_decref(d);
+    d = evt_line(&f, "p1", 7);
+    assert_string_equal(tu_jstr(d, "h"), "onExtensionEvent");
+    assert_int_equal(tu_jint(d, "evt.seq"), 8);
+    json_decref(d);
+    assert_int_equal(fx_delivered(&f, "p1"), 8);
+    free(hash);
+    fx_close(&f);
+}
+
+static const char *const ORDERER =
+    "    return { onTrade(ctx, evt, p) {\n"
+    "      env.runtime.submitOrder('sim', 'buy', evt.seq, p.price);\n"
+    "    } };";
+
+static void test_order_across_instances(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 2);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("seqs", "['Trade']", NULL, ORDERER);
+    fx_upload(&f, "seqs", src, NULL, hex);
+    free(src);
+    fx_run(&f, "o1", "seqs", NULL, NULL);
+    fx_run(&f, "o2", "seqs", NULL, NULL);
+    fx_run(&f, "o3", "seqs", NULL, "{\"alt\": {\"symbols\": [\"BTC-USDT\"]}}");
+    enum { N = 2000 };
+    for (int i = 0; i < N; i++)
+        fx_trade(&f, "sim", "BTC-USDT", 100 + i, 1);
+    assert_true(fx_wait_orders(&f, 2 * N, 10000));
+    fx_sleep_ms(20);
+    assert_int_equal(fx_order_count(&f.market), 2 * N);
+    double last[2] = {0, 0};
+    for (size_t i = 0; i < 2 * N; i++) {
+        struct order_request r = fx_order(&f.market, i);
+        int who = strcmp(r.instance_id, "o1") == 0 ? 0 : 1;
+        assert_true(strcmp(r.instance_id, "o3") != 0);
+        assert_true(r.quantity == last[who] + 1); /* in publication order, none lost */
+        last[who] = r.quantity;
+    }
+    assert_int_equal(fx_delivered(&f, "o1"), N);
+    assert_int_equal(fx_delivered(&f, "o3"), 0);
+    struct runtime_stats st;
+    runtime_stats(f.rt, &st);
+    assert_int_equal(st.events_delivered, 2 * N);
+    fx_close(&f);
+}
+
+static void test_missing_handlers_cost_nothing(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("quiet", "['Trade', 'Ticker']", NULL,
+                          "    return { onTicker() { env.helpers.log('ticker'); } };");
+    fx_upload(&f, "quiet", src, NULL, hex);
+    free(src);
+    src = fx_module("empty", "['Trade', 'Ticker']", NULL, "    return {};");
+    fx_upload(&f, "empty", src, NULL, hex);
+    free(src);
+    fx_run(&f, "q1", "quiet", NULL, NULL);
+    fx_run(&f, "q2", "empty", NULL, NULL);
+    for (int i = 0; i < 100; i++)
+        fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    struct event *ev = fx_event(&f, EVENT_TICKER, "sim", "BTC-USDT", 0);
+    runtime_publish(f.rt, ev);
+    assert_true(fx_wait_delivered(&f, "q1", 1, 2000));
+    fx_sleep_ms(20);
+    assert_int_equal(fx_delivered(&f, "q1"), 1);
+    assert_int_equal(fx_delivered(&f, "q2"), 0);
+    struct runtime_stats st;
+    runtime_stats(f.rt, &st);
+    assert_int_equal(st.events_delivered, 1);
+    fx_close(&f);
+}
+
+static void test_subscribed_events(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("picky", "['Trade', 'Ticker']", NULL,
+                          "    env.helpers.log('events-before', env.events);\n"
+                          "    return {\n"
+                          "      subscribedEvents() { return ['Ticker', 'BookSnapshot']; },\n"
+                          "      onTrade() { env.helpers.log('trade'); },\n"
+                          "      onTicker() { env.helpers.log('ticker', env.events); },\n"
+                          "      onBookSnapshot() { env.helpers.log('book'); },\n"
+                          "    };");
+    fx_upload(&f, "picky", src, NULL, hex);
+    free(src);
+    src = fx_module("wrongsub", "['Trade']", NULL,
+                    "    return { subscribedEvents() { return ['Trades']; }, onTrade() {} };");
+    fx_upload(&f, "wrongsub", src, NULL, hex);
+    free(src);
+    fx_run(&f, "e1", "picky", NULL, NULL);
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    runtime_publish(f.rt, fx_event(&f, EVENT_BOOK_SNAPSHOT, "sim", "BTC-USDT", 0));
+    runtime_publish(f.rt, fx_event(&f, EVENT_TICKER, "sim", "BTC-USDT", 0));
+    assert_true(fx_wait_logs(&f, "e1", "ticker", 1, 2000));
+    fx_sleep_ms(20);
+    json_t *logs = fx_logs(&f, "e1", "ticker");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "ticker [\"Ticker\"]");
+    json_decref(logs);
+    logs = fx_logs(&f, "e1", "events-before");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "events-before [\"Trade\",\"Ticker\"]");
+    json_decref(logs);
+    logs = fx_logs(&f, "e1", "trade");
+    assert_int_equal(json_array_size(logs), 0);
+    json_decref(logs);
+    logs = fx_logs(&f, "e1", "book");
+    assert_int_equal(json_array_size(logs), 0);
+    json_decref(logs);
+    fx_create(&f, "e2", "wrongsub", NULL, NULL);
+    struct err err = ERR_INIT;
+    fx_fails(runtime_instance_start(f.rt, "e2", &err), &err, ERR_UNPROCESSABLE);
+    assert_non_null(strstr(err.message, "Trades"));
+    err_clear(&err);
+    fx_close(&f);
+}
+
+static const char *const TRADER =
+    "    let n = 0;\n"
+    "    return {\n"
+    "      onTrade(ctx, evt, p) {\n"
+    "        n++;\n"
+    "        if (n === 1) {\n"
+    "          const a = env.runtime.submitOrder('sim', 'buy', 2, 101.5);\n"
+    "          const b = env.runtime.submitMarketOrder('sim', 'SELL', 0.5, 'ETH-USDT');\n"
+    "          env.helpers.log('ids', a, b, env.runtime.isDryRun());\n"
+    "        } else if (n === 2) {\n"
+    "          env.helpers.log('cancel', env.runtime.cancelOrder(ctx.instanceId + '-1'),\n"
+    "              env.runtime.cancelOrder('nope-1'), env.runtime.cancelOrder(42));\n"
+    "          try { env.runtime.submitOrder('alt', 'buy', 1, 1); }\n"
+    "          catch (e) { env.helpers.log('scope', e.name, e.message); }\n"
+    "          try { env.runtime.submitOrder('sim', 'hold', 1, 1); }\n"
+    "          catch (e) { env.helpers.log('side', e.name); }\n"
+    "          try { env.runtime.submitMarketOrder('sim', 'buy', 1, 'SOL-USDT'); }\n"
+    "          catch (e) { env.helpers.log('symbol', e.name); }\n"
+    "        } else {\n"
+    "          try { env.runtime.submitMarketOrder('sim', 'buy', 1); }\n"
+    "          catch (e) { env.helpers.log('refused', e.name, e.message); }\n"
+    "        }\n"
+    "      },\n"
+    "      onOrderFilled(ctx, evt, p) { env.helpers.log('filled', { ctx, evt, p }); },\n"
+    "      onOrderAcknowledged(ctx, evt, p) { env.helpers.log('ack', p.clientOrderId); },\n"
+    "    };";
+
+static void test_orders_and_exec_reports(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 2);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("trader", "['Trade', 'ExecReport']", NULL, TRADER);
+    fx_upload(&f, "trader", src, NULL, hex);
+    free(src);
+    const char *scope = "{\"sim\": {\"symbols\": [\"BTC-USDT\", \"ETH-USDT\"]}}";
+    fx_run(&f, "t1", "trader", "{\"dry_run\": true}", scope);
+    fx_run(&f, "t2", "trader", NULL, scope);
+    int64_t before = clock_mono_ns();
+    fx_trade(&f, "sim", "BTC-USDT", 100, 1);
+    assert_true(fx_wait_orders(&f, 4, 2000));
+    struct order_request mine[2];
+    size_t found = 0;
+    for (size_t i = 0; i < 4; i++) {
+        struct order_request r = fx_order(&f.market, i);
+        if (strcmp(r.instance_id, "t1") == 0)
+            mine[found++] = r;
+    }
+    assert_int_equal(found, 2);
+    assert_string_equal(mine[0].client_order_id, "t1-1");
+    assert_int_equal(mine[0].type, ORDER_LIMIT);
+    assert_int_equal(mine[0].side, SIDE_BUY);
+    assert_true(mine[0].quantity == 2 && mine[0].price == 101.5);
+    assert_int_equal(mine[0].provider, intern_lookup("sim"));
+    assert_int_equal(mine[0].symbol, intern_lookup("BTC-USDT"));
+    assert_true(mine[0].dry_run);
+    assert_true(mine[0].trigger_created_ns >= before);
+    assert_true(mine[0].created_ns >= mine[0].trigger_created_ns);
+    assert_string_equal(mine[1].client_order_id, "t1-2");
+    assert_int_equal(mine[1].type, ORDER_MARKET);
+    assert_int_equal(mine[1].side, SIDE_SELL);
+    assert_int_equal(mine[1].symbol, intern_lookup("ETH-USDT"));
+    assert_true(fx_wait_logs(&f, "t1", "ids", 1, 2000));
+    json_t *logs = fx_logs(&f, "t1", "ids");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "ids t1-1 t1-2 true");
+    json_decref(logs);
+    logs = fx_logs(&f, "t2", "ids");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "ids t2-1 t2-2 false");
+    json_decref(logs);
+
+    /* reports go to the owning instance only */
+    uint32_t key = mine[0].instance_key;
+    fx_exec(&f, key, "sim", "BTC-USDT", EXEC_ACKNOWLEDGED, "t1-1");
+    fx_exec(&f, key, "sim", "BTC-USDT", EXEC_FILLED, "t1-2");
+    assert_true(fx_wait_logs(&f, "t1", "filled", 1, 2000));
+    json_t *line = fx_logs(&f, "t1", "filled");
+    json_t *d = json_loads(tu_jstr(line, "0.msg") + 7, 0, NULL);
+    json_decref(line);
+    assert_string_equal(tu_jstr(d, "evt.type"), "ExecReport");
+    assert_string_equal(tu_jstr(d, "ctx.symbol"), "BTC-USDT");
+    assert_string_equal(tu_jstr(d, "p.clientOrderId"), "t1-2");
+    assert_string_equal(tu_jstr(d, "p.status"), "filled");
+    assert_string_equal(tu_jstr(d, "p.side"), "sell");
+    assert_string_equal(tu_jstr(d, "p.type"), "limit");
+    assert_string_equal(tu_jstr(d, "p.feeAsset"), "USDT");
+    assert_true(json_is_true(tu_jget(d, "p.dryRun")));
+    assert_true(json_number_value(tu_jget(d, "p.averagePrice")) == 101.25);
+    assert_true(json_number_value(tu_jget(d, "p.remainingQuantity")) == 1);
+    json_decref(d);
+    logs = fx_logs(&f, "t1", "ack");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "ack t1-1");
+    json_decref(logs);
+    logs = fx_logs(&f, "t2", "filled");
+    assert_int_equal(json_array_size(logs), 0);
+    json_decref(logs);
+
+    /* cancel: t1-1 is open (only acknowledged), t1-2 filled */
+    fx_trade(&f, "sim", "BTC-USDT", 100, 1);
+    assert_true(fx_wait_logs(&f, "t1", "cancel", 1, 2000));
+    logs = fx_logs(&f, "t1", "cancel");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "cancel true false false");
+    json_decref(logs);
+    assert_true(fx_wait_logs(&f, "t1", "symbol", 1, 2000));
+    assert_true(fx_wait_logs(&f, "t2", "symbol", 1, 2000));
+    logs = fx_logs(&f, "t1", "scope");
+    assert_non_null(strstr(tu_jstr(logs, "0.msg"), "TypeError"));
+    assert_non_null(strstr(tu_jstr(logs, "0.msg"), "alt"));
+    json_decref(logs);
+    logs = fx_logs(&f, "t1", "side");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "side TypeError");
+    json_decref(logs);
+    pthread_mutex_lock(&f.market.lock);
+    assert_int_equal(f.market.ncancels, 2);
+    f.market.refuse = true;
+    pthread_mutex_unlock(&f.market.lock);
+    fx_trade(&f, "sim", "BTC-USDT", 100, 1);
+    assert_true(fx_wait_logs(&f, "t1", "refused", 1, 2000));
+    logs = fx_logs(&f, "t1", "refused");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "refused Error provider sim is closed");
+    json_decref(logs);
+
+    /* stratd_orders_total counts reports by state */
+    struct strbuf out = STRBUF_INIT;
+    runtime_metrics_write(f.rt, &out);
+    assert_non_null(
+        strstr(strbuf_cstr(&out), "stratd_orders_total{provider=\"sim\",state=\"filled\"} 1"));
+    strbuf_release(&out);
+    fx_close(&f);
+}
+
+static const char *const HELPERS =
+    "    return { onTrade(ctx) {\n"
+    "      const r = env.runtime;\n"
+    "      env.helpers.log('state', r.providers(), r.selectProvider('abc') === "
+    "r.selectProvider('abc'),\n"
+    "          r.providers().includes(r.selectProvider(7)), r.isTradingActive(),\n"
+    "          r.getLastPrice(), r.getBidPrice('BTC-USDT'), r.getAskPrice(),\n"
+    "          r.getMarketState(), 1.5, 'text', null, undefined, { a: [1, 'x'] });\n"
+    "    } };";
+
+static void test_host_helpers(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("helpers", "['Trade']", NULL, HELPERS);
+    fx_upload(&f, "helpers", src, NULL, hex);
+    free(src);
+    fx_run(&f, "h1", "helpers", NULL,
+           "{\"sim\": {\"symbols\": [\"BTC-USDT\"]}, \"alt\": {\"symbols\": [\"BTC-USDT\"]}}");
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    assert_true(fx_wait_logs(&f, "h1", "state", 1, 2000));
+    pthread_mutex_lock(&f.market.lock);
+    f.market.quote = (struct market_quote){100, 99, 101, true};
+    f.market.trading = false;
+    pthread_mutex_unlock(&f.market.lock);
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    assert_true(fx_wait_logs(&f, "h1", "state", 2, 2000));
+    json_t *logs = fx_logs(&f, "h1", "state");
+    assert_string_equal(tu_jstr(logs, "0.msg"),
+                        "state [\"sim\",\"alt\"] true true true null null null null 1.5 text null "
+                        "undefined {\"a\":[1,\"x\"]}");
+    assert_string_equal(tu_jstr(logs, "1.msg"),
+                        "state [\"sim\",\"alt\"] true true false 100 99 101 "
+                        "{\"last\":100,\"bid\":99,\"ask\":101,\"spread\":2,\"spreadPct\":2} 1.5 "
+                        "text null undefined {\"a\":[1,\"x\"]}");
+    assert_string_equal(tu_jstr(logs, "0.level"), "info");
+    assert_string_equal(tu_jstr(logs, "0.instance"), "h1");
+    json_decref(logs);
+    fx_close(&f);
+}
+
+static const char *const PROBE =
+    "    const kinds = () => [typeof require, typeof std, typeof os, typeof process,\n"
+    "        typeof scriptArgs, typeof print].join(',');\n"
+    "    env.helpers.log('create', kinds());\n"
+    "    return { onTrade() {\n"
+    "      let dyn = 'none';\n"
+    "      try { import('os').then(() => env.helpers.log('imported'),\n"
+    "                              (e) => env.helpers.log('import-failed', e.name)); }\n"
+    "      catch (e) { dyn = e.name; }\n"
+    "      let ev = 'ok';\n"
+    "      try { eval('1 + 1'); } catch (e) { ev = e.name; }\n"
+    "      env.helpers.log('handler', kinds(), dyn, ev);\n"
+    "    } };";
+
+static void test_sandbox_isolation(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("probe", "['Trade']", NULL, PROBE);
+    fx_upload(&f, "probe", src, NULL, hex);
+    free(src);
+    fx_run(&f, "x1", "probe", NULL, NULL);
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    assert_true(fx_wait_logs(&f, "x1", "handler", 1, 2000));
+    fx_sleep_ms(20);
+    json_t *logs = fx_logs(&f, "x1", "create");
+    assert_string_equal(tu_jstr(logs, "0.msg"),
+                        "create undefined,undefined,undefined,undefined,undefined,undefined");
+    json_decref(logs);
+    logs = fx_logs(&f, "x1", "handler");
+    const char *msg = tu_jstr(logs, "0.msg");
+    assert_non_null(strstr(msg, "handler undefined,undefined,undefined,undefined,undefined,"
+                                "undefined"));
+    assert_null(strstr(msg, " ok")); /* eval compiles nothing */
+    json_decref(logs);
+    logs = fx_logs(&f, "x1", "imported");
+    assert_int_equal(json_array_size(logs), 0);
+    json_decref(logs);
+    fx_close(&f);
+}
+
+static void test_log_limits(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    runtime_free(f.rt);
+    f.opts.log_lines_per_second = 5;
+    fx_start_runtime(&f);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("chatty", "['Trade']", NULL,
+                          "    return { onTrade(ctx, evt) {\n"
+                          "      if (evt.seq === 1) env.helpers.log('x'.repeat(10000));\n"
+                          "      else for (let i = 0; i < 50; i++) env.helpers.log('line', i);\n"
+                          "    } };");
+    fx_upload(&f, "chatty", src, NULL, hex);
+    free(src);
+    fx_run(&f, "c1", "chatty", NULL, NULL);
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    assert_true(fx_wait_logs(&f, "c1", "xxxx", 1, 2000));
+    json_t *logs = fx_logs(&f, "c1", "xxxx");
+    assert_int_equal(strlen(tu_jstr(logs, "0.msg")), LOG_MESSAGE_MAX);
+    assert_true(json_is_true(tu_jget(logs, "0.truncated")));
+    json_decref(logs);
+    fx_sleep_ms(1100); /* a fresh one-second window */
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    assert_true(fx_wait_logs(&f, "c1", "dropped", 1, 3000));
+    logs = fx_logs(&f, "c1", "line");
+    assert_true(json_array_size(logs) >= 5 && json_array_size(logs) <= 10);
+    json_decref(logs);
+    logs = fx_logs(&f, "c1", "dropped");
+    assert_non_null(strstr(tu_jstr(logs, "0.msg"), "log lines"));
+    json_decref(logs);
+    fx_close(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_payloads),
+        cmocka_unit_test(test_order_across_instances),
+        cmocka_unit_test(test_missing_handlers_cost_nothing),
+        cmocka_unit_test(test_subscribed_events),
+        cmocka_unit_test(test_orders_and_exec_reports),
+        cmocka_unit_test(test_host_helpers),
+        cmocka_unit_test(test_sandbox_isolation),
+        cmocka_unit_test(test_log_limits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
