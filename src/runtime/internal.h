@@ -555,6 +555,9 @@ int spec_reresolve(const struct registry *reg, const char *selector,
 struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, const char *hex,
                                       bool create);
 json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *hex);
+/* The same without the instance ids ("instances": null): what instance
+ * snapshots and summaries embed. */
+json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex);
 int usage_load(struct runtime *rt, struct err *err);
 
 /* runtime.c helpers used by usage.c / refresh.c */

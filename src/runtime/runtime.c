@@ -514,7 +514,7 @@ static json_t *snapshot_locked(struct runtime *rt, struct instance *inst)
     json_object_set_new(snap, "providers", providers);
     json_object_set_new(snap, "aggregatedSymbols", symbols);
     json_object_set_new(snap, "running", json_boolean(inst->running));
-    json_object_set_new(snap, "usage", usage_json_locked(rt, inst->strategy, inst->hex));
+    json_object_set_new(snap, "usage", usage_brief_json_locked(rt, inst->strategy, inst->hex));
     json_object_set_new(snap, "links", links_of(inst));
     json_object_set_new(snap, "stopReason", reason_of(inst));
     json_object_set_new(snap, "lastError", last_error_of(inst));
@@ -572,7 +572,7 @@ static json_t *cached_usage_locked(struct runtime *rt, struct usage_cache *c,
             strcmp(c->items[i].strategy, inst->strategy) == 0)
             return c->items[i].usage;
     }
-    json_t *u = usage_json_locked(rt, inst->strategy, inst->hex);
+    json_t *u = usage_brief_json_locked(rt, inst->strategy, inst->hex);
     if (c->n == sizeof c->items / sizeof c->items[0]) {
         json_decref(c->items[0].usage); /* evict the oldest */
         memmove(&c->items[0], &c->items[1], (c->n - 1) * sizeof c->items[0]);

@@ -46,19 +46,27 @@ static json_t *time_or_null(int64_t ms)
     return json_string(text);
 }
 
+/* ids NULL: the brief form embedded in instance documents, whose ids are
+ * one request away (links.usage); listing them in every instance would
+ * make a fleet listing grow with the square of the fleet. */
 static json_t *usage_doc(const struct usage_entry *u, const char *strategy, const char *hex,
                          json_t *ids)
 {
     char hash[HASH_SPELLED_LEN + 1];
     hash_spell(hex, hash);
-    size_t count = json_array_size(ids);
+    size_t count = ids ? json_array_size(ids) : u && u->running > 0 ? (size_t)u->running : 0;
     int64_t first = u ? u->first_ms : 0;
     int64_t last = count > 0 ? clock_wall_ms() : u ? u->last_ms : 0;
     if (count > 0 && first <= 0)
         first = last;
     return json_pack("{s:s, s:s, s:o, s:I, s:o, s:o, s:b}", "strategy", strategy, "hash", hash,
-                     "instances", ids, "count", (json_int_t)count, "firstSeen", time_or_null(first),
+                     "instances", ids ? ids : json_null(), "count", (json_int_t)count, "firstSeen", time_or_null(first),
                      "lastSeen", time_or_null(last), "running", count > 0);
+}
+
+json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex)
+{
+    return usage_doc(usage_find_locked(rt, strategy, hex, false), strategy, hex, NULL);
 }
 
 json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *hex)
