@@ -14,7 +14,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libmicrohttpd-dev libjansson-dev libssl-dev libsqlite3-dev sqlite3
   libyaml-dev libcurl4-openssl-dev libcmocka-dev
-  prometheus wrk xz-utils ca-certificates curl
+  prometheus wrk jq xz-utils ca-certificates curl
 )
 
 sudo_cmd=()

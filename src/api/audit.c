@@ -31,6 +31,9 @@ static void audit_tag(struct api *api, const struct api_request *req, const char
                         to ? views_hash(to) : json_null()));
 }
 
+/* A tag that left one revision for another is a reassignment, whichever
+ * request moved it (a tag PUT counts its own move): uploads that take a tag
+ * over, PUT of a module, `latest` moving when its revision is deleted. */
 void api_audit_tag_changes(struct api *api, const struct api_request *req,
                            const struct registry *before, const struct registry *after,
                            const char *name)
@@ -39,8 +42,13 @@ void api_audit_tag_changes(struct api *api, const struct api_request *req,
     const struct registry_strategy *a = registry_find_strategy(after, name);
     for (size_t i = 0; a && i < a->ntags; i++) {
         const char *from = b ? registry_tag_target(b, a->tags[i].tag) : NULL;
-        if (!from || strcmp(from, a->tags[i].hex) != 0)
-            audit_tag(api, req, name, a->tags[i].tag, from, a->tags[i].hex);
+        if (from && strcmp(from, a->tags[i].hex) == 0)
+            continue;
+        audit_tag(api, req, name, a->tags[i].tag, from, a->tags[i].hex);
+        if (from) {
+            const char *labels[] = {api->opts.environment, name, a->tags[i].tag};
+            metrics_add(api->tag_reassigned, labels, 1);
+        }
     }
     for (size_t i = 0; b && i < b->ntags; i++) {
         if (!a || !registry_tag_target(a, b->tags[i].tag))

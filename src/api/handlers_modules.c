@@ -16,8 +16,8 @@
 
 /* ------------------------------------------------------------ listings */
 
-int api_handle_strategies_list(struct api *api, struct api_request *req,
-                               struct api_response *res, struct err *err)
+int api_handle_strategies_list(struct api *api, struct api_request *req, struct api_response *res,
+                               struct err *err)
 {
     (void)req;
     (void)err;
@@ -92,6 +92,9 @@ static int parse_listing_query(const struct api_request *req, struct listing_que
     return 0;
 }
 
+/* The page is built from one snapshot of the catalogue and one of the
+ * usage: modules off the page are only tested against the filter (for the
+ * total), never turned into documents. */
 int api_handle_modules_list(struct api *api, struct api_request *req, struct api_response *res,
                             struct err *err)
 {
@@ -99,6 +102,11 @@ int api_handle_modules_list(struct api *api, struct api_request *req, struct api
     if (parse_listing_query(req, &q, err) != 0)
         return -1;
     struct views_module_filter filter = {q.has_hash ? q.hex_prefix : NULL, q.running_only};
+    struct views_usage *usage = views_usage_new(api->opts.runtime);
+    if (!usage) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
     struct registry *reg = catalog_snapshot(api->opts.catalog);
     json_t *modules = json_array();
     long long total = 0;
@@ -106,17 +114,15 @@ int api_handle_modules_list(struct api *api, struct api_request *req, struct api
         const struct registry_strategy *st = reg->strategies[i];
         if (q.strategy && *q.strategy && strcmp(st->name, q.strategy) != 0)
             continue;
-        json_t *m = views_module_summary(st, NULL, api->opts.runtime, &filter);
-        if (!m)
+        if (!views_module_passes(st, usage, &filter))
             continue;
         bool in_page = total >= q.offset && (q.limit < 0 || total < q.offset + q.limit);
         total++;
         if (in_page)
-            json_array_append_new(modules, m);
-        else
-            json_decref(m);
+            json_array_append_new(modules, views_module_summary(st, NULL, usage, &filter));
     }
     registry_release(reg);
+    views_usage_free(usage);
     json_t *body = json_object();
     json_object_set_new(body, "modules", modules);
     json_object_set_new(body, "total", json_integer(total));
@@ -136,7 +142,9 @@ int api_handle_module_get(struct api *api, struct api_request *req, struct api_r
         registry_release(reg);
         return -1;
     }
-    json_t *m = views_module_summary(r.strategy, r.revision, api->opts.runtime, NULL);
+    struct views_usage *usage = views_usage_new(api->opts.runtime);
+    json_t *m = views_module_summary(r.strategy, r.revision, usage, NULL);
+    views_usage_free(usage);
     registry_release(reg);
     api_respond_json(res, 200, m);
     return 0;
@@ -156,8 +164,8 @@ int api_handle_module_source(struct api *api, struct api_request *req, struct ap
     snprintf(hex, sizeof hex, "%s", r.revision->hex);
     registry_release(reg);
     snprintf(res->etag, sizeof res->etag, "\"" HASH_PREFIX "%s\"", hex);
-    const char *inm = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-                                                  MHD_HTTP_HEADER_IF_NONE_MATCH);
+    const char *inm =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
     if (inm && strstr(inm, hex)) {
         res->status = 304;
         return 0;
@@ -266,8 +274,7 @@ static int read_tag_list(const json_t *body, const char *key, const char **out, 
     return 0;
 }
 
-static int parse_upload(const struct api_request *req, struct upload_request *up,
-                        struct err *err)
+static int parse_upload(const struct api_request *req, struct upload_request *up, struct err *err)
 {
     memset(up, 0, sizeof *up);
     if (api_body_object(req, false, &up->body, err) != 0)
@@ -295,8 +302,7 @@ static int parse_upload(const struct api_request *req, struct upload_request *up
 }
 
 /* Runs the validator and checks the result agrees with the request. */
-static json_t *validate_upload(struct api *api, const struct upload_request *up,
-                               struct err *err)
+static json_t *validate_upload(struct api *api, const struct upload_request *up, struct err *err)
 {
     char filename[NAMES_STRATEGY_MAX + 4] = "module.js";
     if (up->name && names_valid_strategy(up->name))
@@ -328,7 +334,10 @@ static json_t *validate_upload(struct api *api, const struct upload_request *up,
     return NULL;
 }
 
-static void upload_release(struct upload_request *up) { json_decref(up->body); }
+static void upload_release(struct upload_request *up)
+{
+    json_decref(up->body);
+}
 
 struct upload_plan {
     const char *tag;
@@ -373,8 +382,8 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
         json_array_append_new(aliases, json_string(plan->aliases[i]));
     api_audit(api, req, "module.upload",
               json_pack("{s:s, s:o, s:s, s:o, s:b}", "strategy", name, "hash",
-                        views_hash(result->hex), "tag", result->tag, "aliases", aliases,
-                        "created", result->created));
+                        views_hash(result->hex), "tag", result->tag, "aliases", aliases, "created",
+                        result->created));
     return 0;
 }
 
@@ -388,9 +397,9 @@ static json_t *upload_response(struct api *api, const char *name,
     json_t *aliases = json_array();
     for (size_t i = 0; i < plan->naliases; i++)
         json_array_append_new(aliases, json_string(plan->aliases[i]));
-    json_t *module = json_pack("{s:s, s:o, s:s, s:s, s:s, s:o}", "name", name, "hash",
-                               views_hash(result->hex), "tag", result->tag, "file", file, "path",
-                               path, "aliases", aliases);
+    json_t *module =
+        json_pack("{s:s, s:o, s:s, s:s, s:s, s:o}", "name", name, "hash", views_hash(result->hex),
+                  "tag", result->tag, "file", file, "path", path, "aliases", aliases);
     if (alias)
         json_object_set_new(module, "alias", json_string(alias));
     return json_pack("{s:s, s:s, s:o}", "status", result->created ? "created" : "unchanged",
@@ -502,7 +511,8 @@ static int find_for_delete(const struct registry *reg, const struct selector *se
         snprintf(hex, HASH_HEX_LEN + 1, "%s", r.revision->hex);
         return 0;
     }
-    const struct registry_strategy *st = sel->name[0] ? registry_find_strategy(reg, sel->name) : NULL;
+    const struct registry_strategy *st =
+        sel->name[0] ? registry_find_strategy(reg, sel->name) : NULL;
     const char *found = NULL;
     size_t matches = 0;
     if (st && sel->kind == SELECTOR_TAG) {

@@ -71,7 +71,7 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
     if (resolve_target(api, name, hash, hex, err) != 0 ||
         catalog_set_tag(api->opts.catalog, name, tag, hex, previous, err) != 0)
         goto out;
-    if (strcmp(previous, hex) != 0) {
+    if (previous[0] && strcmp(previous, hex) != 0) { /* a move, not a new tag */
         const char *labels[] = {api->opts.environment, name, tag};
         metrics_add(api->tag_reassigned, labels, 1);
     }
@@ -89,6 +89,10 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
             goto out;
         }
         json_object_set(out, "results", json_object_get(refreshed, "results"));
+        /* the instances it moved, as POST /strategies/refresh records them */
+        api_audit(api, req, "refresh",
+                  json_pack("{s:{s:[s]}, s:O}", "request", "strategies", name, "results",
+                            json_object_get(refreshed, "results")));
         json_decref(refreshed);
     }
     api_respond_json(res, 200, out);
@@ -177,12 +181,14 @@ int api_handle_healthz(struct api *api, struct api_request *req, struct api_resp
 }
 
 /* strategy_revision_instances: one series per known revision, 0 when idle,
- * so a dashboard sees a revision from upload until delete. */
+ * so a dashboard sees a revision from upload until delete. One snapshot of
+ * the usage serves every revision. */
 static void write_revision_gauge(struct api *api, struct strbuf *out)
 {
     static const char *const labels[] = {"environment", "strategy", "hash"};
     metrics_write_header(out, "strategy_revision_instances",
                          "Running instances per strategy revision.", "gauge");
+    struct views_usage *usage = views_usage_new(api->opts.runtime);
     struct registry *reg = catalog_snapshot(api->opts.catalog);
     for (size_t i = 0; i < reg->nstrategies; i++) {
         const struct registry_strategy *st = reg->strategies[i];
@@ -190,11 +196,12 @@ static void write_revision_gauge(struct api *api, struct strbuf *out)
             char spelled[HASH_SPELLED_LEN + 1];
             hash_spell(st->revisions[j].hex, spelled);
             const char *values[] = {api->opts.environment, st->name, spelled};
-            int n = runtime_running_count(api->opts.runtime, st->name, st->revisions[j].hex);
+            int n = views_usage_running(usage, st->name, st->revisions[j].hex);
             metrics_write_sample(out, "strategy_revision_instances", labels, values, 3, n);
         }
     }
     registry_release(reg);
+    views_usage_free(usage);
 }
 
 int api_handle_metrics(struct api *api, struct api_request *req, struct api_response *res,

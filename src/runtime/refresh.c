@@ -13,7 +13,9 @@
  *   same hash     nothing to do                         -> "alreadyPinned"
  *   nothing       stopped                               -> "retired"
  * A "name@sha256:<64 hex>" selector never moves. A target that picked no
- * instance gets one "retired" result with no hash.
+ * instance gets one "retired" result with no hash. Targets are matched
+ * against the catalogue as the refresh begins; each picked instance
+ * re-resolves against the catalogue current at its turn.
  */
 #include "runtime/internal.h"
 
@@ -335,8 +337,15 @@ int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response
                 picked = true;
             }
         }
-        if (picked)
-            json_array_append_new(results, refresh_one(rt, reg, &list[i]));
+        if (!picked)
+            continue;
+        /* Each instance re-resolves against the catalogue as it is now, not
+         * as it was when the refresh began: restarting a large fleet takes
+         * a while, and a revision deleted meanwhile (its guard saw no
+         * instance on it yet) must not be started. */
+        struct registry *now = catalog_snapshot(rt->opts.catalog);
+        json_array_append_new(results, refresh_one(rt, now, &list[i]));
+        registry_release(now);
     }
     for (size_t t = 0; t < ntargets; t++) {
         if (!targets[t].matched)

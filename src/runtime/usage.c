@@ -3,7 +3,9 @@
  * instances (count and sorted ids), firstSeen and lastSeen. Timestamps are
  * kept in memory (loaded from the store at start, updated on every start
  * and stop, which also write them through to the store); lastSeen is "now"
- * while the revision runs.
+ * while the revision runs. The entries are an array sorted by (strategy,
+ * hash): lookups are binary searches, and a listing of every entry takes one
+ * pass over the instances whatever the size of the fleet.
  */
 #include "runtime/internal.h"
 
@@ -13,13 +15,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* rt->usage is kept sorted by (strategy, hex), so a lookup is a binary
+ * search and a new entry an insertion. Entries move when one is inserted:
+ * a pointer returned here is good until the next call that may create. */
+static int cmp_key(const struct usage_entry *u, const char *strategy, const char *hex)
+{
+    int c = strcmp(u->strategy, strategy);
+    return c ? c : strcmp(u->hex, hex);
+}
+
+/* The index of the first entry not ordered before (strategy, hex). */
+static size_t lower_bound_locked(const struct runtime *rt, const char *strategy, const char *hex)
+{
+    size_t lo = 0, hi = rt->nusage;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cmp_key(&rt->usage[mid], strategy, hex) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, const char *hex,
                                       bool create)
 {
-    for (size_t i = 0; i < rt->nusage; i++) {
-        if (strcmp(rt->usage[i].hex, hex) == 0 && strcmp(rt->usage[i].strategy, strategy) == 0)
-            return &rt->usage[i];
-    }
+    size_t at = lower_bound_locked(rt, strategy, hex);
+    if (at < rt->nusage && cmp_key(&rt->usage[at], strategy, hex) == 0)
+        return &rt->usage[at];
     if (!create)
         return NULL;
     if (rt->nusage == rt->usage_cap) {
@@ -30,7 +54,9 @@ struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, 
         rt->usage = grown;
         rt->usage_cap = cap;
     }
-    struct usage_entry *u = &rt->usage[rt->nusage++];
+    memmove(&rt->usage[at + 1], &rt->usage[at], (rt->nusage - at) * sizeof *rt->usage);
+    rt->nusage++;
+    struct usage_entry *u = &rt->usage[at];
     memset(u, 0, sizeof *u);
     snprintf(u->strategy, sizeof u->strategy, "%s", strategy);
     snprintf(u->hex, sizeof u->hex, "%s", hex);
@@ -60,8 +86,8 @@ static json_t *usage_doc(const struct usage_entry *u, const char *strategy, cons
     if (count > 0 && first <= 0)
         first = last;
     return json_pack("{s:s, s:s, s:o, s:I, s:o, s:o, s:b}", "strategy", strategy, "hash", hash,
-                     "instances", ids ? ids : json_null(), "count", (json_int_t)count, "firstSeen", time_or_null(first),
-                     "lastSeen", time_or_null(last), "running", count > 0);
+                     "instances", ids ? ids : json_null(), "count", (json_int_t)count, "firstSeen",
+                     time_or_null(first), "lastSeen", time_or_null(last), "running", count > 0);
 }
 
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex)
@@ -90,57 +116,39 @@ json_t *runtime_usage_json(struct runtime *rt, const char *strategy, const char 
     return doc;
 }
 
-static int cmp_entry(const void *a, const void *b)
-{
-    const struct usage_entry *x = *(const struct usage_entry *const *)a;
-    const struct usage_entry *y = *(const struct usage_entry *const *)b;
-    int c = strcmp(x->strategy, y->strategy);
-    return c ? c : strcmp(x->hex, y->hex);
-}
-
-/* One pass over the instances fills every entry's ids. */
+/* One pass over the instances fills every entry's ids (each found by
+ * binary search); the table is sorted by id and the entries by (strategy,
+ * hash), so ids and entries come out sorted. */
 json_t *runtime_usage_all_json(struct runtime *rt)
 {
     json_t *out = json_array();
     pthread_mutex_lock(&rt->lock);
     size_t n = rt->nusage;
-    const struct usage_entry **order = calloc(n ? n : 1, sizeof *order);
     json_t **ids = calloc(n ? n : 1, sizeof *ids);
-    for (size_t i = 0; order && ids && i < n; i++) {
-        order[i] = &rt->usage[i];
-        ids[i] = json_array();
-    }
-    for (size_t i = 0; order && ids && i < rt->ninstances; i++) {
+    for (size_t i = 0; ids && i < rt->ninstances; i++) {
         const struct instance *inst = rt->instances[i];
         if (!inst->running)
             continue;
-        for (size_t j = 0; j < n; j++) {
-            if (strcmp(rt->usage[j].hex, inst->hex) == 0 &&
-                strcmp(rt->usage[j].strategy, inst->strategy) == 0) {
-                json_array_append_new(ids[j], json_string(inst->id));
-                break;
-            }
-        }
+        size_t at = lower_bound_locked(rt, inst->strategy, inst->hex);
+        if (at == n || cmp_key(&rt->usage[at], inst->strategy, inst->hex) != 0)
+            continue;
+        if (!ids[at])
+            ids[at] = json_array();
+        json_array_append_new(ids[at], json_string(inst->id));
     }
-    json_t **by_entry = ids;
-    if (order && ids) {
-        /* sort pointers, then emit each entry with its own ids */
-        qsort(order, n, sizeof *order, cmp_entry);
-        for (size_t k = 0; k < n; k++) {
-            size_t j = (size_t)(order[k] - rt->usage);
-            const struct usage_entry *u = order[k];
-            if (u->first_ms <= 0 && json_array_size(by_entry[j]) == 0)
-                continue;
-            json_array_append_new(out, usage_doc(u, u->strategy, u->hex, by_entry[j]));
-            by_entry[j] = NULL;
-        }
+    for (size_t j = 0; ids && out && j < n; j++) {
+        const struct usage_entry *u = &rt->usage[j];
+        if (u->first_ms <= 0 && !ids[j])
+            continue; /* never ran: no history to report */
+        json_array_append_new(out,
+                              usage_doc(u, u->strategy, u->hex, ids[j] ? ids[j] : json_array()));
+        ids[j] = NULL;
     }
     pthread_mutex_unlock(&rt->lock);
-    for (size_t i = 0; ids && i < n; i++)
-        json_decref(ids[i]);
+    for (size_t j = 0; ids && j < n; j++)
+        json_decref(ids[j]);
     free(ids);
-    free(order);
-    return out;
+    return out ? out : json_array();
 }
 
 int usage_load(struct runtime *rt, struct err *err)

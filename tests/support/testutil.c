@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -959,4 +960,503 @@ int tu_server_teardown(void **state)
     }
     *state = NULL;
     return 0;
+}
+
+/* ------------------------------------- instances, providers and the log */
+
+char *tu_strategy_source(const char *name, const char *events, const char *config,
+                         const char *setup, const char *handlers)
+{
+    return tu_path("module.exports = {\n"
+                   "  metadata: {\n"
+                   "    name: '%s',\n"
+                   "    displayName: 'Test %s',\n"
+                   "    events: %s,\n"
+                   "    config: %s,\n"
+                   "  },\n"
+                   "  create(env) {\n"
+                   "    const h = env.helpers;\n"
+                   "    const rt = env.runtime;\n"
+                   "    %s\n"
+                   "    return {\n"
+                   "      %s\n"
+                   "    };\n"
+                   "  },\n"
+                   "};\n",
+                   name, name, events ? events : "['Trade']", config ? config : "[]",
+                   setup ? setup : "", handlers ? handlers : "");
+}
+
+char *tu_upload_hash(struct tu_server *srv, const char *source)
+{
+    char hex[65];
+    tu_upload_expect(srv, source, NULL, 201, hex);
+    return tu_path("sha256:%s", hex);
+}
+
+json_t *tu_call(struct tu_server *srv, const char *method, const char *path, long status,
+                const char *body)
+{
+    struct tu_response res;
+    tu_send(srv, &res, method, path, body);
+    if (res.status != status)
+        fail_msg("%s %s: expected HTTP %ld, got %ld: %.*s", method, path, status, res.status,
+                 (int)(res.len > 3000 ? 3000 : res.len), res.body);
+    if (status >= 400)
+        tu_assert_error(&res, status);
+    json_t *out = json_incref(res.json);
+    tu_response_free(&res);
+    return out;
+}
+
+json_t *tu_callf(struct tu_server *srv, const char *method, const char *path, long status,
+                 const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *body = NULL;
+    if (vasprintf(&body, fmt, ap) < 0)
+        fail_msg("out of memory");
+    va_end(ap);
+    json_t *out = tu_call(srv, method, path, status, body);
+    free(body);
+    return out;
+}
+
+json_t *tu_instance_create(struct tu_server *srv, const char *id, const char *selector,
+                           const char *config, const char *provider, const char *symbols)
+{
+    return tu_callf(srv, "POST", "/strategy/instances", 201,
+                    "{\"id\": \"%s\", \"strategy\": {\"selector\": \"%s\", \"config\": %s}, "
+                    "\"scope\": {\"%s\": {\"symbols\": %s}}}",
+                    id, selector, config ? config : "{}", provider ? provider : "sim",
+                    symbols ? symbols : "[\"BTC-USDT\"]");
+}
+
+static void instance_action(struct tu_server *srv, const char *id, const char *action)
+{
+    char *path = tu_path("/strategy/instances/%s/%s", id, action);
+    json_t *body = tu_call(srv, "POST", path, 200, "{}");
+    const char *status = strcmp(action, "start") == 0 ? "running" : "stopped";
+    if (!json_is_object(body) || !json_is_string(json_object_get(body, "id")) ||
+        strcmp(tu_jstr(body, "id"), id) != 0 || strcmp(tu_jstr(body, "status"), status) != 0 ||
+        strcmp(tu_jstr(body, "action"), action) != 0) {
+        char *dump = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        fail_msg("POST %s answered %s, expected {id: %s, status: %s, action: %s}", path,
+                 dump ? dump : "(not JSON)", id, status, action);
+    }
+    json_decref(body);
+    free(path);
+}
+
+void tu_instance_start(struct tu_server *srv, const char *id)
+{
+    instance_action(srv, id, "start");
+}
+
+void tu_instance_stop(struct tu_server *srv, const char *id)
+{
+    instance_action(srv, id, "stop");
+}
+
+json_t *tu_instance_get(struct tu_server *srv, const char *id)
+{
+    return tu_get_json(srv, 200, "/strategy/instances/%s", id);
+}
+
+void tu_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+json_t *tu_instance_wait(struct tu_server *srv, const char *id, tu_snapshot_pred pred,
+                         const void *arg, int timeout_s, const char *what)
+{
+    double deadline = now_s() + timeout_s;
+    for (;;) {
+        json_t *snap = tu_instance_get(srv, id);
+        if (pred(snap, arg))
+            return snap;
+        if (now_s() > deadline) {
+            char *dump = json_dumps(snap, JSON_COMPACT);
+            fail_msg("instance %s: %s did not happen within %d s; last snapshot: %s", id, what,
+                     timeout_s, dump ? dump : "");
+        }
+        json_decref(snap);
+        tu_sleep_ms(20);
+    }
+}
+
+static bool has_events(const json_t *snap, const void *arg)
+{
+    json_t *n = tu_jget(snap, "counters.eventsDelivered");
+    return json_is_integer(n) && json_integer_value(n) >= *(const long long *)arg;
+}
+
+json_t *tu_instance_wait_events(struct tu_server *srv, const char *id, long long min,
+                                int timeout_s)
+{
+    char what[64];
+    snprintf(what, sizeof what, "delivering %lld events", min);
+    return tu_instance_wait(srv, id, has_events, &min, timeout_s, what);
+}
+
+static bool is_stopped(const json_t *snap, const void *arg)
+{
+    (void)arg;
+    return json_is_false(json_object_get(snap, "running"));
+}
+
+json_t *tu_instance_wait_stopped(struct tu_server *srv, const char *id, int timeout_s)
+{
+    return tu_instance_wait(srv, id, is_stopped, NULL, timeout_s, "stopping");
+}
+
+json_t *tu_wait_list(struct tu_server *srv, const char *path, const char *list, size_t n,
+                     int timeout_s)
+{
+    double deadline = now_s() + timeout_s;
+    for (;;) {
+        json_t *body = tu_get_json(srv, 200, "%s", path);
+        if (json_array_size(tu_jget(body, list)) >= n)
+            return body;
+        if (now_s() > deadline) {
+            char *dump = json_dumps(body, JSON_COMPACT);
+            fail_msg("GET %s: '%s' did not reach %zu items within %d s; last: %.3000s", path,
+                     list, n, timeout_s, dump ? dump : "");
+        }
+        json_decref(body);
+        tu_sleep_ms(20);
+    }
+}
+
+json_t *tu_log_entries(const struct tu_server *srv, const char *instance)
+{
+    char *text = tu_server_log(srv);
+    json_t *out = json_array();
+    for (char *p = text; *p;) {
+        char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (!nl)
+            break; /* a line still being written */
+        json_t *entry = n ? json_loadb(p, n, 0, NULL) : NULL;
+        const char *owner = json_string_value(json_object_get(entry, "instance"));
+        if (json_is_object(entry) && (!instance || (owner && strcmp(owner, instance) == 0)))
+            json_array_append(out, entry);
+        json_decref(entry);
+        p = nl + 1;
+    }
+    free(text);
+    return out;
+}
+
+json_t *tu_log_values(const struct tu_server *srv, const char *instance, const char *tag)
+{
+    json_t *entries = tu_log_entries(srv, instance);
+    json_t *out = json_array();
+    size_t tlen = strlen(tag);
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        const char *msg = json_string_value(json_object_get(e, "msg"));
+        if (!msg || strncmp(msg, tag, tlen) != 0 || msg[tlen] != ' ' ||
+            strcmp(json_string_value(json_object_get(e, "component")), "strategy") != 0)
+            continue;
+        json_error_t jerr;
+        json_t *v = json_loads(msg + tlen + 1, JSON_DECODE_ANY, &jerr);
+        if (!v)
+            fail_msg("log line of %s tagged '%s' does not carry JSON: %s", instance, tag, msg);
+        json_array_append_new(out, v);
+    }
+    json_decref(entries);
+    return out;
+}
+
+json_t *tu_wait_log_values(struct tu_server *srv, const char *instance, const char *tag, size_t n,
+                           int timeout_s)
+{
+    double deadline = now_s() + timeout_s;
+    for (;;) {
+        json_t *values = tu_log_values(srv, instance, tag);
+        if (json_array_size(values) >= n)
+            return values;
+        if (now_s() > deadline) {
+            char *log = tu_server_log(srv);
+            size_t len = strlen(log);
+            fail_msg("instance %s logged %zu '%s' values within %d s, expected %zu; log tail:\n%s",
+                     instance, json_array_size(values), tag, timeout_s, n,
+                     len > 4000 ? log + len - 4000 : log);
+        }
+        json_decref(values);
+        tu_sleep_ms(20);
+    }
+}
+
+json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix,
+                    int timeout_s)
+{
+    double deadline = now_s() + timeout_s;
+    size_t plen = strlen(prefix);
+    for (;;) {
+        json_t *entries = tu_log_entries(srv, instance);
+        size_t i;
+        json_t *e;
+        json_array_foreach(entries, i, e)
+        {
+            const char *msg = json_string_value(json_object_get(e, "msg"));
+            if (msg && strncmp(msg, prefix, plen) == 0) {
+                json_incref(e);
+                json_decref(entries);
+                return e;
+            }
+        }
+        json_decref(entries);
+        if (now_s() > deadline) {
+            char *log = tu_server_log(srv);
+            size_t len = strlen(log);
+            fail_msg("no log line of %s starting with '%s' within %d s; log tail:\n%s",
+                     instance ? instance : "any instance", prefix, timeout_s,
+                     len > 4000 ? log + len - 4000 : log);
+        }
+        tu_sleep_ms(20);
+    }
+}
+
+double tu_metric(struct tu_server *srv, const char *sample)
+{
+    struct tu_response res;
+    tu_get(srv, &res, "/metrics");
+    tu_assert_status(&res, 200);
+    size_t n = strlen(sample);
+    double value = -1;
+    for (const char *line = res.body; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        if (strncmp(line, sample, n) == 0 && line[n] == ' ') {
+            value = strtod(line + n + 1, NULL);
+            break;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    tu_response_free(&res);
+    return value;
+}
+
+/* ------------------------------ refresh, metrics and waits (operations) */
+
+json_t *tu_ops_action(struct tu_server *srv, const char *id, const char *action, long status)
+{
+    char *path = tu_path("/strategy/instances/%s/%s", id, action);
+    struct tu_response res;
+    tu_send(srv, &res, "POST", path, NULL);
+    if (status >= 400)
+        tu_assert_error(&res, status);
+    else if (res.status != status || !res.json)
+        fail_msg("POST %s: expected HTTP %ld with a JSON body, got %ld: %s", path, status,
+                 res.status, res.body);
+    json_t *out = json_incref(res.json);
+    tu_response_free(&res);
+    free(path);
+    return out;
+}
+
+json_t *tu_ops_refresh(struct tu_server *srv, const char *body, long status)
+{
+    struct tu_response res;
+    tu_send(srv, &res, "POST", "/strategies/refresh", body);
+    if (res.status != status || !res.json)
+        fail_msg("POST /strategies/refresh %s: expected HTTP %ld with a JSON body, got %ld: %s",
+                 body ? body : "(no body)", status, res.status, res.body);
+    json_t *out = json_incref(res.json);
+    tu_response_free(&res);
+    return out;
+}
+
+const json_t *tu_ops_refresh_result(const json_t *response, const char *id)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(json_object_get(response, "results"), i, r)
+    {
+        const json_t *ids = json_object_get(r, "instances");
+        const char *first = json_string_value(json_array_get(ids, 0));
+        if (json_array_size(ids) == 1 && first && strcmp(first, id) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+char *tu_ops_metrics(struct tu_server *srv)
+{
+    struct tu_response res;
+    tu_get(srv, &res, "/metrics");
+    if (res.status != 200)
+        fail_msg("GET /metrics: HTTP %ld %s", res.status, res.body);
+    char *type = tu_header(&res, "Content-Type");
+    if (!type || strncmp(type, "text/plain", 10) != 0)
+        fail_msg("GET /metrics: Content-Type '%s', expected text/plain", type ? type : "(none)");
+    free(type);
+    char *text = strdup(res.body);
+    tu_response_free(&res);
+    return text;
+}
+
+/* One sample line: its name, its labels unescaped, its value. */
+struct ops_sample {
+    char name[256];
+    char *keys[16];
+    char *values[16];
+    size_t n;
+    double value;
+};
+
+static void ops_sample_free(struct ops_sample *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->keys[i]);
+        free(s->values[i]);
+    }
+    s->n = 0;
+}
+
+static bool ops_parse_sample(const char *line, size_t len, struct ops_sample *s)
+{
+    memset(s, 0, sizeof *s);
+    size_t i = 0;
+    while (i < len && line[i] != '{' && line[i] != ' ')
+        i++;
+    if (i == 0 || i >= sizeof s->name)
+        return false;
+    memcpy(s->name, line, i);
+    if (i < len && line[i] == '{') {
+        i++;
+        while (i < len && line[i] != '}') {
+            size_t k = i;
+            while (i < len && line[i] != '=')
+                i++;
+            if (i + 1 >= len || line[i + 1] != '"' || s->n == 16)
+                return false;
+            char *key = strndup(line + k, i - k);
+            i += 2;
+            char *value = malloc(len + 1);
+            size_t v = 0;
+            while (i < len && line[i] != '"') {
+                if (line[i] == '\\' && i + 1 < len) {
+                    i++;
+                    value[v++] = line[i] == 'n' ? '\n' : line[i];
+                } else {
+                    value[v++] = line[i];
+                }
+                i++;
+            }
+            value[v] = '\0';
+            s->keys[s->n] = key;
+            s->values[s->n] = value;
+            s->n++;
+            i++; /* closing quote */
+            if (i < len && line[i] == ',')
+                i++;
+        }
+        i++; /* closing brace */
+    }
+    while (i < len && line[i] == ' ')
+        i++;
+    char *number = strndup(line + i, len - i);
+    char *end = NULL;
+    s->value = strtod(number, &end);
+    bool ok = end != number;
+    free(number);
+    return ok;
+}
+
+static bool ops_sample_has(const struct ops_sample *s, const char *key, const char *value)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (strcmp(s->keys[i], key) == 0)
+            return strcmp(s->values[i], value) == 0;
+    }
+    return false;
+}
+
+/* Sums and counts the matching samples. */
+static int ops_metric_scan(const char *text, const char *name, va_list ap, double *sum)
+{
+    const char *pairs[32];
+    size_t npairs = 0;
+    for (const char *k; (k = va_arg(ap, const char *)) != NULL && npairs < 30;) {
+        pairs[npairs++] = k;
+        pairs[npairs++] = va_arg(ap, const char *);
+    }
+    int matches = 0;
+    *sum = 0;
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        struct ops_sample s = {.n = 0};
+        if (len && p[0] != '#' && ops_parse_sample(p, len, &s)) {
+            bool ok = strcmp(s.name, name) == 0;
+            for (size_t i = 0; ok && i < npairs; i += 2)
+                ok = ops_sample_has(&s, pairs[i], pairs[i + 1]);
+            if (ok) {
+                matches++;
+                *sum += s.value;
+            }
+        }
+        ops_sample_free(&s);
+        p = nl ? nl + 1 : p + len;
+    }
+    return matches;
+}
+
+double tu_ops_metric(const char *text, const char *name, ...)
+{
+    va_list ap;
+    va_start(ap, name);
+    double sum;
+    int n = ops_metric_scan(text, name, ap, &sum);
+    va_end(ap);
+    return n ? sum : NAN;
+}
+
+int tu_ops_metric_count(const char *text, const char *name, ...)
+{
+    va_list ap;
+    va_start(ap, name);
+    double sum;
+    int n = ops_metric_scan(text, name, ap, &sum);
+    va_end(ap);
+    return n;
+}
+
+int tu_ops_promtool(const char *text, char **output)
+{
+    char *dir = tu_tempdir("stratd-promtool");
+    char *path = tu_path("%s/metrics.txt", dir);
+    tu_write_text(path, text);
+    int rc = tu_run(output, "promtool check metrics < '%s' 2>&1", path);
+    tu_remove_tree(dir);
+    free(path);
+    free(dir);
+    return rc;
+}
+
+bool tu_ops_wait_until(bool (*until)(void *ctx), void *ctx, int seconds)
+{
+    time_t deadline = time(NULL) + seconds;
+    for (;;) {
+        if (until(ctx))
+            return true;
+        if (time(NULL) > deadline)
+            return until(ctx);
+        tu_sleep_ms(20);
+    }
 }

@@ -194,4 +194,102 @@ json_t *tu_get_json(struct tu_server *srv, long status, const char *fmt, ...)
 int tu_server_setup(void **state);
 int tu_server_teardown(void **state);
 
+/* ---- strategy instances, providers and the server's log ---- */
+
+/* Deadline for "eventually" conditions in the instance tests: generous, so
+ * that a loaded machine or a sanitizer build is slower but never wrong. */
+#define TU_WAIT_S 90
+
+/* A strategy module named `name`: metadata {name, displayName, events,
+ * config} (events and config are JS expressions such as "['Trade']" and
+ * "[]"), and create(env) that runs `setup` with `env`, `h` (env.helpers) and
+ * `rt` (env.runtime) in scope, then returns { handlers }. */
+char *tu_strategy_source(const char *name, const char *events, const char *config,
+                         const char *setup, const char *handlers);
+/* Uploads a module and returns its "sha256:<hex>" (malloc'ed). */
+char *tu_upload_hash(struct tu_server *srv, const char *source);
+
+/* Sends a request (body NULL: none), asserts the status and returns the
+ * parsed body (new reference; NULL when the body is not JSON). */
+json_t *tu_call(struct tu_server *srv, const char *method, const char *path, long status,
+                const char *body);
+json_t *tu_callf(struct tu_server *srv, const char *method, const char *path, long status,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* POST /strategy/instances {id, strategy: {selector, config}, scope:
+ * {provider: {symbols}}}, config and symbols as JSON text ("{}", "[\"BTC-USDT\"]");
+ * asserts 201 and returns the snapshot. */
+json_t *tu_instance_create(struct tu_server *srv, const char *id, const char *selector,
+                           const char *config, const char *provider, const char *symbols);
+/* POST .../start or .../stop, asserting 200 and {id, status, action}. */
+void tu_instance_start(struct tu_server *srv, const char *id);
+void tu_instance_stop(struct tu_server *srv, const char *id);
+/* GET /strategy/instances/{id}, asserting 200. */
+json_t *tu_instance_get(struct tu_server *srv, const char *id);
+
+/* Polls the snapshot of `id` until pred holds (every 20 ms, up to
+ * timeout_s) and returns it; fails naming `what` with the last snapshot. */
+typedef bool (*tu_snapshot_pred)(const json_t *snapshot, const void *arg);
+json_t *tu_instance_wait(struct tu_server *srv, const char *id, tu_snapshot_pred pred,
+                         const void *arg, int timeout_s, const char *what);
+/* ... until counters.eventsDelivered >= min. */
+json_t *tu_instance_wait_events(struct tu_server *srv, const char *id, long long min,
+                                int timeout_s);
+/* ... until running is false. */
+json_t *tu_instance_wait_stopped(struct tu_server *srv, const char *id, int timeout_s);
+
+/* GET path polled until the array at json path `list` (e.g. "orders") has
+ * at least n items; returns the body. */
+json_t *tu_wait_list(struct tu_server *srv, const char *path, const char *list, size_t n,
+                     int timeout_s);
+
+/* The server's log lines as an array of objects; instance non-NULL keeps
+ * the lines whose "instance" field is that id. */
+json_t *tu_log_entries(const struct tu_server *srv, const char *instance);
+/* Messages a strategy logged as helpers.log('<tag>', value): the values
+ * (the rest of the message parsed as JSON), in order. */
+json_t *tu_log_values(const struct tu_server *srv, const char *instance, const char *tag);
+/* Waits until at least n such values exist; returns them all. */
+json_t *tu_wait_log_values(struct tu_server *srv, const char *instance, const char *tag, size_t n,
+                           int timeout_s);
+/* Waits for a log line of `instance` (NULL: any) whose msg starts with
+ * `prefix`; returns it (new reference). */
+json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix,
+                    int timeout_s);
+
+/* A sample of GET /metrics, given exactly as exposed ("name{labels}" or
+ * "name"); -1 when absent. */
+double tu_metric(struct tu_server *srv, const char *sample);
+
+/* Sleeps for ms milliseconds (for polling loops). */
+void tu_sleep_ms(int ms);
+
+
+/* ---- refresh, metrics and waits (the operations suites) ---- */
+/* POST /strategy/instances/{id}/{action} ("start" or "stop"); asserts the
+ * status (an error status: a JSON error body) and returns the body (new
+ * reference). */
+json_t *tu_ops_action(struct tu_server *srv, const char *id, const char *action, long status);
+/* POST /strategies/refresh with body (NULL: no body at all); asserts the
+ * status and returns the body (new reference). */
+json_t *tu_ops_refresh(struct tu_server *srv, const char *body, long status);
+/* The refresh result of one instance (results[i].instances == [id]), or
+ * NULL. */
+const json_t *tu_ops_refresh_result(const json_t *response, const char *id);
+/* GET /metrics: asserts 200 and a text/plain Content-Type; the body. */
+char *tu_ops_metrics(struct tu_server *srv);
+/* The sum of the samples of metric `name` (in the exposition `text`) whose
+ * labels include every ("label", "value") pair given, then NULL; label
+ * values are compared unescaped. NAN when no sample matches. */
+double tu_ops_metric(const char *text, const char *name, ...) __attribute__((sentinel));
+/* How many samples of `name` carry every given pair (same arguments). */
+int tu_ops_metric_count(const char *text, const char *name, ...) __attribute__((sentinel));
+/* Runs `promtool check metrics` over text; returns its exit status (-1 when
+ * promtool cannot run) and its output in *output (when non-NULL). */
+int tu_ops_promtool(const char *text, char **output);
+/* Calls until(ctx) every 20 ms until it returns true or `seconds` pass;
+ * returns its last answer. Waits are bounded and never asserted as
+ * timings. */
+bool tu_ops_wait_until(bool (*until)(void *ctx), void *ctx, int seconds);
+
 #endif
