@@ -1,5 +1,6 @@
-// noop: the smallest valid strategy. It subscribes to trades and does
-// nothing with them; useful as a template and as a density baseline.
+// noop: the smallest useful strategy. It receives trades and does nothing
+// with them; useful as a template and as a density baseline (every trade
+// still costs one handler call, as for a real strategy).
 module.exports = {
   metadata: {
     name: 'noop',
@@ -12,6 +13,8 @@ module.exports = {
     ],
   },
   create() {
-    return {};
+    return {
+      onTrade() {},
+    };
   },
 };

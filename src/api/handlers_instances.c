@@ -56,7 +56,8 @@ int api_handle_instance_update(struct api *api, struct api_request *req, struct 
     if (jsonutil_get_string(body, "id", &body_id, err) < 0)
         goto out;
     if (body_id && strcmp(body_id, id) != 0) {
-        err_set(err, ERR_INVALID, "field 'id' is '%s' but the path names '%s'", body_id, id);
+        err_set(err, ERR_INVALID, "id: the body names '%s' but the path names '%s'", body_id, id);
+        err_add_detail(err, "field", json_string("id"));
         goto out;
     }
     rc = runtime_instance_update(api->opts.runtime, id, body, &snap, err);
@@ -90,8 +91,8 @@ static int instance_action(struct api *api, struct api_request *req, struct api_
         return -1;
     api_audit(api, req, start ? "instance.start" : "instance.stop", json_pack("{s:s}", "id", id));
     api_respond_json(res, 200,
-                     json_pack("{s:s, s:s, s:s}", "id", id, "status",
-                               start ? "running" : "stopped", "action", start ? "start" : "stop"));
+                     json_pack("{s:s, s:s, s:s}", "id", id, "status", start ? "running" : "stopped",
+                               "action", start ? "start" : "stop"));
     return 0;
 }
 
@@ -137,9 +138,9 @@ int api_handle_instance_orders(struct api *api, struct api_request *req, struct 
     json_t *orders = NULL;
     if (store_orders_query(api->opts.store, &q, &orders, err) != 0)
         return -1;
-    api_respond_json(res, 200,
-                     json_pack("{s:o, s:I}", "orders", orders,
-                               "count", (json_int_t)json_array_size(orders)));
+    api_respond_json(
+        res, 200,
+        json_pack("{s:o, s:I}", "orders", orders, "count", (json_int_t)json_array_size(orders)));
     return 0;
 }
 
@@ -220,8 +221,7 @@ int api_handle_provider_get(struct api *api, struct api_request *req, struct api
     return 0;
 }
 
-static int persist_provider(struct api *api, const char *name, const json_t *spec,
-                            struct err *err)
+static int persist_provider(struct api *api, const char *name, const json_t *spec, struct err *err)
 {
     if (!api->opts.store)
         return 0;
@@ -264,7 +264,9 @@ int api_handle_provider_update(struct api *api, struct api_request *req, struct 
     if (jsonutil_get_string(body, "name", &body_name, err) < 0)
         goto out;
     if (body_name && strcmp(body_name, name) != 0) {
-        err_set(err, ERR_INVALID, "field 'name' is '%s' but the path names '%s'", body_name, name);
+        err_set(err, ERR_INVALID, "name: the body names '%s' but the path names '%s'", body_name,
+                name);
+        err_add_detail(err, "field", json_string("name"));
         goto out;
     }
     if (!body_name)
@@ -293,8 +295,9 @@ int api_handle_provider_delete(struct api *api, struct api_request *req, struct 
     }
     json_t *running = dependents(api, name, true);
     if (json_array_size(running) > 0) {
-        err_set(err, ERR_CONFLICT, "provider '%s' is used by %zu running instance(s); stop them first",
-                name, json_array_size(running));
+        err_set(err, ERR_CONFLICT,
+                "provider '%s' is used by %zu running instance(s); stop them first", name,
+                json_array_size(running));
         err_add_detail(err, "instances", running);
         return -1;
     }
@@ -334,8 +337,8 @@ int api_handle_provider_stop(struct api *api, struct api_request *req, struct ap
     return provider_action(api, req, res, false, err);
 }
 
-int api_handle_provider_balances(struct api *api, struct api_request *req,
-                                 struct api_response *res, struct err *err)
+int api_handle_provider_balances(struct api *api, struct api_request *req, struct api_response *res,
+                                 struct err *err)
 {
     long long limit = 100;
     if (api_query_int(req, "limit", 1, &limit, err) != 0)

@@ -161,12 +161,16 @@ static int provider_run(struct market *m, struct provider *p, struct err *err)
     struct sim_config cfg = {p->name, p->id,    p->settings,  p->account,
                              m->sink, m->store, p->next_order};
     struct err e = ERR_INIT;
-    struct sim *s = sim_start(&cfg, &e);
+    /* The session reaches the order path before its thread can publish a
+     * first event: a strategy handling that event can already quote and
+     * order. The locks are those of every write of p->session; the new
+     * thread takes neither, so it never waits for them. */
     pthread_mutex_lock(&m->lock);
+    pthread_mutex_lock(&p->session_lock);
+    struct sim *s = sim_start(&cfg, &e);
+    p->session = s;
+    pthread_mutex_unlock(&p->session_lock);
     if (s) {
-        pthread_mutex_lock(&p->session_lock);
-        p->session = s;
-        pthread_mutex_unlock(&p->session_lock);
         p->startup_error[0] = '\0';
     } else {
         p->status = PROVIDER_FAILED;

@@ -150,9 +150,10 @@ struct instance {
     /* under rt->persist */
     uint64_t persisted;
 
-    /* owner worker's thread only */
+    /* owner worker's thread only (set before the first start) */
     struct vm *vm;
-    uint64_t next_order;
+    uint64_t next_order;     /* the last client order number handed out */
+    uint64_t order_reserved; /* the highest number durably reserved */
     struct open_order *orders;
     uint32_t norders, orders_cap;
 
@@ -521,6 +522,13 @@ void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *
 /* Side effects of a start or stop: usage timestamps and counters. */
 void rtx_note_start(struct runtime *rt, const char *strategy, const char *hex);
 void rtx_note_stop(struct runtime *rt, const char *strategy, const char *hex, const char *reason);
+/* Client order numbers, never reused for an instance id: reserved in
+ * blocks recorded in the store. _load (control plane, before the first
+ * start) continues after the last reservation; _reserve (the owner worker,
+ * for each number handed out) records a new block when `n` passes the
+ * reserved ones, so a crash skips at most one block. */
+void rtx_order_seq_load(struct runtime *rt, struct instance *inst);
+void rtx_order_seq_reserve(struct runtime *rt, struct instance *inst, uint64_t n);
 /* Counts an exec report for stratd_orders_total. */
 void rtx_count_order(struct runtime *rt, uint16_t provider, enum exec_status status);
 void rtx_count_error(struct runtime *rt, const char *strategy, const char *hash);

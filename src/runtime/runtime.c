@@ -199,6 +199,52 @@ static void persist_or_log(struct runtime *rt, struct instance *inst)
     err_clear(&err);
 }
 
+/* ------------------------------------------------------------ order numbers */
+
+#define ORDER_SEQ_BLOCK 1024
+
+static void order_seq_key(const char *id, char *out, size_t size)
+{
+    snprintf(out, size, "orderSeq/%s", id);
+}
+
+void rtx_order_seq_load(struct runtime *rt, struct instance *inst)
+{
+    if (!rt->opts.store)
+        return;
+    char key[NAMES_ID_MAX + 16];
+    order_seq_key(inst->id, key, sizeof key);
+    json_t *value = NULL;
+    struct err err = ERR_INIT;
+    int rc = store_setting_get(rt->opts.store, key, &value, &err);
+    if (rc < 0)
+        log_warn("runtime", "instance %s: cannot read its order numbers: %s", inst->id,
+                 err.message);
+    if (rc == 0 && json_is_integer(value) && json_integer_value(value) > 0)
+        inst->next_order = inst->order_reserved = (uint64_t)json_integer_value(value);
+    json_decref(value);
+    err_clear(&err);
+}
+
+void rtx_order_seq_reserve(struct runtime *rt, struct instance *inst, uint64_t n)
+{
+    if (n <= inst->order_reserved)
+        return;
+    /* reserved even if the write fails: one warning, not one per order */
+    inst->order_reserved = n + ORDER_SEQ_BLOCK - 1;
+    if (!rt->opts.store)
+        return;
+    char key[NAMES_ID_MAX + 16];
+    order_seq_key(inst->id, key, sizeof key);
+    json_t *value = json_integer((json_int_t)inst->order_reserved);
+    struct err err = ERR_INIT;
+    if (!value || store_setting_put(rt->opts.store, key, value, &err) != 0)
+        log_warn("runtime", "instance %s: cannot reserve order numbers: %s", inst->id,
+                 value ? err.message : "out of memory");
+    json_decref(value);
+    err_clear(&err);
+}
+
 /* ------------------------------------------------------------ side effects */
 
 static void touch_usage(struct runtime *rt, const char *strategy, const char *hex)
@@ -666,6 +712,9 @@ int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **sna
     }
     pthread_mutex_unlock(&rt->lock);
     spec_resolved_clear(&r);
+    /* an earlier instance of the same id may have numbered orders already */
+    if (inst)
+        rtx_order_seq_load(rt, inst);
     rc = inst ? rtx_persist(rt, inst, err) : -1;
     if (inst && rc != 0) {
         pthread_mutex_lock(&rt->lock);
@@ -871,8 +920,20 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
     if (running)
         return 0;
     struct start_job job = {0};
-    if (start_prepare(rt, inst, &job, err) != 0 ||
-        start_mark(rt, inst, &job, user_request, err) != 0) {
+    if (start_prepare(rt, inst, &job, err) != 0) {
+        /* a refused user request changes nothing (the answer says why); a
+         * restore has no one to answer, so the snapshot says it */
+        if (!user_request) {
+            pthread_mutex_lock(&rt->lock);
+            start_failed_locked(inst, false, err ? err->message : "the start was refused");
+            pthread_mutex_unlock(&rt->lock);
+            persist_or_log(rt, inst);
+        }
+        json_decref(job.repinned);
+        runtime_plan_free(job.plan);
+        return -1;
+    }
+    if (start_mark(rt, inst, &job, user_request, err) != 0) {
         json_decref(job.repinned);
         runtime_plan_free(job.plan);
         return -1;
@@ -1014,6 +1075,7 @@ static void restore_one(struct runtime *rt, const struct registry *reg, const js
     err_clear(&err);
     if (!inst)
         return;
+    rtx_order_seq_load(rt, inst);
     const struct registry_strategy *st = registry_find_strategy(reg, inst->strategy);
     const struct registry_revision *rev = st ? registry_find_revision(st, inst->hex) : NULL;
     if (rev && !rev->invalid)

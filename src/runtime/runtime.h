@@ -48,9 +48,13 @@
  *   keeps each VM's memory in cache; each instance still sees its events in
  *   publication order.
  * - Client order ids are "<instance>-<n>", n counting from 1 per instance
- *   record (kept across restarts and refreshes); an instance id too long
- *   for EVENT_ORDER_ID_MAX is shortened in the id (reports are routed by
- *   instance key, not by id).
+ *   id and never reused for it, across stops, refreshes, gateway restarts
+ *   (SIGKILL included) and a delete followed by a create of the same id,
+ *   so an instance's order history never holds two orders under one id.
+ *   Numbers are reserved in blocks recorded in the store (a write from the
+ *   worker once per block); a crash skips the rest of a block. An instance
+ *   id too long for EVENT_ORDER_ID_MAX is shortened in the id (reports are
+ *   routed by instance key, not by id).
  *
  * Ownership: JSON returned is a new reference owned by the caller; JSON
  * passed in is borrowed. Errors: ERR_INVALID (bad spec or config, naming the
@@ -84,11 +88,11 @@ struct runtime_options {
     struct market_ops market;     /* orders and quotes */
     runtime_scope_fn scope_check; /* provider/symbol existence */
     void *scope_ctx;
-    const char *environment;      /* metric label, e.g. "dev" */
-    struct js_limits limits;      /* defaults per instance (0 fields: sandbox defaults) */
-    int max_consecutive_errors;   /* 0: 100 */
-    size_t queue_capacity;        /* messages per worker queue; 0: 65536 */
-    int log_lines_per_second;     /* helpers.log rate limit per instance; 0: 200 */
+    const char *environment;    /* metric label, e.g. "dev" */
+    struct js_limits limits;    /* defaults per instance (0 fields: sandbox defaults) */
+    int max_consecutive_errors; /* 0: 100 */
+    size_t queue_capacity;      /* messages per worker queue; 0: 65536 */
+    int log_lines_per_second;   /* helpers.log rate limit per instance; 0: 200 */
 };
 
 struct runtime;
@@ -115,9 +119,14 @@ struct event_sink runtime_event_sink(struct runtime *rt);
 /* snapshot may be NULL. Snapshots carry, beyond the contract's fields,
  * "stopReason" (string or null), "lastError" ({message, handler, at} or
  * null), "counters" {eventsDelivered, handlerErrors} and "memory" {bytes}
- * (the JS heap). strategy.config is stored as given; the metadata defaults
- * are merged (and types checked) when the instance is created, updated,
- * started or refreshed. */
+ * (the JS heap of the running VM; 0 when stopped). strategy.config is
+ * stored as given; the metadata defaults are merged (and types checked)
+ * when the instance is created, updated, started or refreshed, and so are
+ * the gateway's own keys (dry_run bool, memory_limit_mb 1..65536,
+ * cpu_budget_ms > 0), whether the metadata declares them or not. A start
+ * (or refresh) checks the scope again: an instance whose provider or
+ * symbol is gone does not start (ERR_INVALID naming the scope field; on a
+ * restore, stopReason startFailed with the reason in lastError). */
 int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **snapshot,
                             struct err *err);
 /* Replaces the spec; a running instance restarts with it (spec.id may be
@@ -159,8 +168,7 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
  * instances, reason}]} sorted; reasons refreshed / alreadyPinned / retired.
  * A refreshed instance whose new revision does not start is left stopped
  * (startFailed) on the new pin and its result carries "error". */
-int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response,
-                    struct err *err);
+int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response, struct err *err);
 
 /* ---- observability ---- */
 /* Appends the runtime's metrics in Prometheus text format. */

@@ -151,6 +151,36 @@ static int check_scope(struct runtime *rt, const json_t *scope, json_t **out, st
     return 0;
 }
 
+/* ------------------------------------------------------------ gateway keys */
+
+/* Config keys the gateway itself reads, whether or not the strategy's
+ * metadata declares them: typed here so a wrong value is refused when the
+ * spec is stored instead of being silently ignored at start (a dry_run of
+ * "yes" would otherwise trade for real). JSON null means absent. */
+#define MEMORY_LIMIT_MB_MAX 65536
+#define CPU_BUDGET_MS_MAX (3600 * 1000)
+
+static int check_gateway_keys(const json_t *config, struct err *err)
+{
+    const json_t *dry = json_object_get(config, "dry_run");
+    if (dry && !json_is_null(dry) && !json_is_boolean(dry))
+        return invalid(err, "config.dry_run", "expected bool");
+    const json_t *mb = json_object_get(config, "memory_limit_mb");
+    if (mb && !json_is_null(mb) &&
+        (!json_is_number(mb) || !(json_number_value(mb) >= 1) ||
+         json_number_value(mb) > MEMORY_LIMIT_MB_MAX))
+        return invalid(err, "config.memory_limit_mb", "expected a number of MiB from 1 to %d",
+                       MEMORY_LIMIT_MB_MAX);
+    const json_t *ms = json_object_get(config, "cpu_budget_ms");
+    if (ms && !json_is_null(ms) &&
+        (!json_is_number(ms) || !(json_number_value(ms) > 0) ||
+         json_number_value(ms) > CPU_BUDGET_MS_MAX))
+        return invalid(err, "config.cpu_budget_ms",
+                       "expected a number of milliseconds above 0 and at most %d",
+                       CPU_BUDGET_MS_MAX);
+    return 0;
+}
+
 /* ------------------------------------------------------------ resolve */
 
 static int check_id(const json_t *in, const char *forced_id, const char **id, struct err *err)
@@ -235,6 +265,11 @@ int spec_resolve(struct runtime *rt, const struct registry *reg, const json_t *i
         json_decref(scope);
         if (err && err->kind == ERR_NONE)
             err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    if (check_gateway_keys(out->config, err) != 0) {
+        json_decref(scope);
+        spec_resolved_clear(out);
         return -1;
     }
     char hash[HASH_SPELLED_LEN + 1];
@@ -332,9 +367,9 @@ static void limits_of(struct runtime *rt, const json_t *config, struct js_limits
     *out = rt->opts.limits;
     double mb = json_number_value(json_object_get(config, "memory_limit_mb"));
     double ms = json_number_value(json_object_get(config, "cpu_budget_ms"));
-    if (mb >= 1 && mb <= 65536)
+    if (mb >= 1 && mb <= MEMORY_LIMIT_MB_MAX)
         out->memory_bytes = (size_t)(mb * 1024 * 1024);
-    if (ms > 0 && ms <= 3600 * 1000)
+    if (ms > 0 && ms <= CPU_BUDGET_MS_MAX)
         out->budget_ns = (int64_t)(ms * 1e6);
     if (!out->memory_bytes)
         out->memory_bytes = JS_SANDBOX_DEFAULT_MEMORY;
@@ -396,6 +431,10 @@ static int plan_config(struct runtime *rt, struct vm_plan *plan, const json_t *s
             err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
     }
+    if (check_gateway_keys(config, err) != 0) {
+        json_decref(config);
+        return -1;
+    }
     plan->dry_run = json_is_true(json_object_get(config, "dry_run"));
     limits_of(rt, config, &plan->limits);
     plan->config_json = jsonutil_dump(config, NULL);
@@ -412,6 +451,13 @@ static int plan_config(struct runtime *rt, struct vm_plan *plan, const json_t *s
 int spec_plan(struct runtime *rt, const json_t *spec, const char *strategy, const char *hex,
               const json_t *metadata, struct vm_plan **out, struct err *err)
 {
+    /* the scope was valid when the spec was stored, but a provider may have
+     * gone since (deleted while the instance was stopped, or dropped from
+     * the configuration): a VM on it would run and never hear a thing */
+    json_t *scope = NULL;
+    if (check_scope(rt, json_object_get(spec, "scope"), &scope, err) != 0)
+        return -1;
+    json_decref(scope);
     struct vm_plan *plan = calloc(1, sizeof *plan);
     if (!plan) {
         err_set(err, ERR_INTERNAL, "out of memory");

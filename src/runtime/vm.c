@@ -212,8 +212,10 @@ static void stop_failed(struct worker *w, struct vm *vm, const char *reason, con
 {
     struct instance *inst = vm->inst;
     vm_destroy(w, vm);
-    if (inst->vm == vm)
+    if (inst->vm == vm) {
         inst->vm = NULL;
+        atomic_store_explicit(&inst->memory, 0, memory_order_relaxed);
+    }
     rtx_instance_failed(w->rt, inst, reason, handler, message);
 }
 

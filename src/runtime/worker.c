@@ -266,6 +266,7 @@ static void drop_vm(struct worker *w, struct instance *inst)
         return;
     vm_destroy(w, inst->vm);
     inst->vm = NULL;
+    atomic_store_explicit(&inst->memory, 0, memory_order_relaxed); /* no heap any more */
     set_running(w, inst, false);
 }
 

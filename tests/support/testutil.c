@@ -1102,8 +1102,7 @@ static bool has_events(const json_t *snap, const void *arg)
     return json_is_integer(n) && json_integer_value(n) >= *(const long long *)arg;
 }
 
-json_t *tu_instance_wait_events(struct tu_server *srv, const char *id, long long min,
-                                int timeout_s)
+json_t *tu_instance_wait_events(struct tu_server *srv, const char *id, long long min, int timeout_s)
 {
     char what[64];
     snprintf(what, sizeof what, "delivering %lld events", min);
@@ -1131,8 +1130,8 @@ json_t *tu_wait_list(struct tu_server *srv, const char *path, const char *list, 
             return body;
         if (now_s() > deadline) {
             char *dump = json_dumps(body, JSON_COMPACT);
-            fail_msg("GET %s: '%s' did not reach %zu items within %d s; last: %.3000s", path,
-                     list, n, timeout_s, dump ? dump : "");
+            fail_msg("GET %s: '%s' did not reach %zu items within %d s; last: %.3000s", path, list,
+                     n, timeout_s, dump ? dump : "");
         }
         json_decref(body);
         tu_sleep_ms(20);
@@ -1202,8 +1201,7 @@ json_t *tu_wait_log_values(struct tu_server *srv, const char *instance, const ch
     }
 }
 
-json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix,
-                    int timeout_s)
+json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix, int timeout_s)
 {
     double deadline = now_s() + timeout_s;
     size_t plen = strlen(prefix);

@@ -254,8 +254,7 @@ json_t *tu_wait_log_values(struct tu_server *srv, const char *instance, const ch
                            int timeout_s);
 /* Waits for a log line of `instance` (NULL: any) whose msg starts with
  * `prefix`; returns it (new reference). */
-json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix,
-                    int timeout_s);
+json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix, int timeout_s);
 
 /* A sample of GET /metrics, given exactly as exposed ("name{labels}" or
  * "name"); -1 when absent. */
@@ -263,7 +262,6 @@ double tu_metric(struct tu_server *srv, const char *sample);
 
 /* Sleeps for ms milliseconds (for polling loops). */
 void tu_sleep_ms(int ms);
-
 
 /* ---- refresh, metrics and waits (the operations suites) ---- */
 /* POST /strategy/instances/{id}/{action} ("start" or "stop"); asserts the

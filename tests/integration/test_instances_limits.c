@@ -1,0 +1,377 @@
+/*
+ * Runaway strategies over HTTP. One that loops forever, one that allocates
+ * without bound, one that recurses without end and one that throws on
+ * every event are each stopped with their reason (cpuBudget, memoryLimit,
+ * stackOverflow, tooManyErrors), shown in the snapshot and in the log,
+ * while a well-behaved instance on the same (single) worker receives every
+ * event, in order. The limits are per instance (config memory_limit_mb,
+ * cpu_budget_ms) and apply to timers, promise continuations and create()
+ * as well; the error streak that stops an instance is configurable. And the
+ * sandbox: no require, std, os, file access or eval.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const one_worker[] = {"--workers", "1", NULL};
+
+static void start_server(struct tu_server *srv, const char *yaml)
+{
+    struct tu_server_options opts = {.config_yaml = yaml, .extra_args = one_worker};
+    tu_server_start(srv, &opts);
+}
+
+static const char *const fast_config = "providers:\n"
+                                       "  - name: sim\n"
+                                       "    adapter: simulated\n"
+                                       "    config:\n"
+                                       "      symbols: [BTC-USDT, ETH-USDT]\n"
+                                       "      seed: 3\n"
+                                       "      tickRate: 200\n";
+
+/* Counts trades per symbol and logs a gap when a trade id is skipped or an
+ * event's seq goes backwards: it must see every trade, in order. */
+static char *steady_source(void)
+{
+    return tu_strategy_source("steady", "['Trade']", "[]", "const last = {}; let seq = 0, n = 0;",
+                              "onTrade(ctx, evt, p) {\n"
+                              "  n++;\n"
+                              "  const prev = last[ctx.symbol];\n"
+                              "  if ((prev !== undefined && p.tradeId !== prev + 1) || "
+                              "evt.seq <= seq)\n"
+                              "    h.log('gap', {symbol: ctx.symbol, prev, id: p.tradeId, seq: "
+                              "evt.seq, before: seq});\n"
+                              "  last[ctx.symbol] = p.tradeId;\n"
+                              "  seq = evt.seq;\n"
+                              "  if (n % 500 === 0) h.log('steady', {n});\n"
+                              "},");
+}
+
+static void upload(struct tu_server *srv, const char *name, const char *setup, const char *handlers)
+{
+    char *src = tu_strategy_source(name, "['Trade']", "[]", setup, handlers);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+}
+
+static json_t *expect_stopped(struct tu_server *srv, const char *id, const char *reason,
+                              const char *handler)
+{
+    json_t *snap = tu_instance_wait_stopped(srv, id, TU_WAIT_S);
+    const char *got = json_string_value(json_object_get(snap, "stopReason"));
+    if (!got || strcmp(got, reason) != 0)
+        fail_msg("instance %s stopped with reason %s, expected %s: %s", id, got ? got : "null",
+                 reason, json_dumps(snap, JSON_COMPACT));
+    assert_string_equal(tu_jstr(snap, "lastError.handler"), handler);
+    assert_true(json_is_string(tu_jget(snap, "lastError.message")));
+    assert_true(json_is_string(tu_jget(snap, "lastError.at")));
+    assert_int_equal(tu_jint(snap, "memory.bytes"), 0);
+
+    /* the stop is in the log with strategy, hash, instance and reason */
+    json_t *line = tu_wait_log(srv, id, "instance stopped", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "level"), "error");
+    assert_string_equal(tu_jstr(line, "reason"), reason);
+    assert_string_equal(tu_jstr(line, "strategy"), tu_jstr(snap, "strategy.identifier"));
+    assert_string_equal(tu_jstr(line, "hash"), tu_jstr(snap, "strategy.hash"));
+    assert_string_equal(tu_jstr(line, "handler"), handler);
+    json_decref(line);
+    return snap;
+}
+
+/* The counter is bumped just after the snapshot shows the stop. */
+static void wait_metric(struct tu_server *srv, const char *sample, double value)
+{
+    for (int tries = 0; tu_metric(srv, sample) != value; tries++) {
+        if (tries > TU_WAIT_S * 50)
+            fail_msg("%s never reached %g", sample, value);
+        tu_sleep_ms(20);
+    }
+}
+
+static void test_runaways_stop_and_neighbour_keeps_going(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    char *steady = steady_source();
+    tu_upload_expect(srv, steady, NULL, 201, NULL);
+    free(steady);
+    upload(srv, "spin", NULL, "onTrade() { while (true) {} },");
+    upload(srv, "hog", "const keep = [];",
+           "onTrade() { for (;;) keep.push(new Array(100000).fill(Math.random())); },");
+    upload(srv, "deep", "const down = (n) => down(n + 1) + 1;", "onTrade() { down(0); },");
+    upload(srv, "thrower", NULL,
+           "onTrade(ctx, evt) { throw new TypeError('bad event ' + evt.seq); },");
+
+    json_decref(
+        tu_instance_create(srv, "good", "steady", NULL, NULL, "[\"BTC-USDT\", \"ETH-USDT\"]"));
+    tu_instance_start(srv, "good");
+    json_decref(tu_instance_wait_events(srv, "good", 20, TU_WAIT_S));
+    static const char *const bad[] = {"spin", "hog", "deep", "thrower"};
+    for (int i = 0; i < 4; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%s-1", bad[i]);
+        json_decref(tu_instance_create(srv, id, bad[i], NULL, NULL, NULL));
+        tu_instance_start(srv, id);
+    }
+
+    json_t *snap = expect_stopped(srv, "spin-1", "cpuBudget", "onTrade");
+    assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    json_decref(snap);
+    snap = expect_stopped(srv, "hog-1", "memoryLimit", "onTrade");
+    assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    json_decref(snap);
+    snap = expect_stopped(srv, "deep-1", "stackOverflow", "onTrade");
+    assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    json_decref(snap);
+    snap = expect_stopped(srv, "thrower-1", "tooManyErrors", "onTrade");
+    /* exactly the default streak of 100, each one counted */
+    assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 100);
+    assert_int_equal(tu_jint(snap, "counters.handlerErrors"), 100);
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "TypeError: bad event"));
+    json_decref(snap);
+    json_t *errors = tu_log_entries(srv, "thrower-1");
+    size_t thrown = 0, i;
+    json_t *e;
+    json_array_foreach(errors, i, e)
+    {
+        const char *msg = tu_jstr(e, "msg");
+        if (strncmp(msg, "TypeError: bad event", 20) != 0)
+            continue;
+        thrown++;
+        assert_string_equal(tu_jstr(e, "handler"), "onTrade");
+        assert_non_null(strstr(tu_jstr(e, "stack"), "thrower.js"));
+    }
+    assert_int_equal(thrown, 100);
+    json_decref(errors);
+
+    /* the neighbour on the same worker: running, no errors, every trade of
+     * both symbols in order, and still going after the others stopped */
+    snap = tu_instance_get(srv, "good");
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    long long seen = tu_jint(snap, "counters.eventsDelivered");
+    json_decref(snap);
+    snap = tu_instance_wait_events(srv, "good", seen + 400, TU_WAIT_S);
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    assert_int_equal(tu_jint(snap, "counters.handlerErrors"), 0);
+    assert_true(json_is_null(json_object_get(snap, "stopReason")));
+    json_decref(snap);
+    json_t *gaps = tu_log_values(srv, "good", "gap");
+    if (json_array_size(gaps) != 0)
+        fail_msg("the steady instance missed or reordered events: %s",
+                 json_dumps(gaps, JSON_COMPACT));
+    json_decref(gaps);
+
+    /* a stopped runaway can be started again (and fails the same way) */
+    tu_instance_start(srv, "deep-1");
+    json_t *again = tu_instance_wait_stopped(srv, "deep-1", TU_WAIT_S);
+    assert_string_equal(tu_jstr(again, "stopReason"), "stackOverflow");
+    json_decref(again);
+    wait_metric(srv, "stratd_instance_stops_total{reason=\"stackOverflow\"}", 2);
+    wait_metric(srv, "stratd_instance_stops_total{reason=\"cpuBudget\"}", 1);
+    wait_metric(srv, "stratd_instance_stops_total{reason=\"memoryLimit\"}", 1);
+    wait_metric(srv, "stratd_instance_stops_total{reason=\"tooManyErrors\"}", 1);
+    tu_server_stop(srv);
+}
+
+static void test_limits_are_per_instance(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    /* 150 ms of work on each of its first three trades */
+    upload(srv, "busy", "let n = 0;",
+           "onTrade() {\n"
+           "  if (++n > 3) return;\n"
+           "  const until = Date.now() + 150;\n"
+           "  while (Date.now() < until) {}\n"
+           "  h.log('worked', {n});\n"
+           "},");
+    /* about 24 MiB held from its first trade on */
+    upload(srv, "big", "let keep = null;",
+           "onTrade() {\n"
+           "  if (keep) return;\n"
+           "  keep = new Float64Array(3 * 1024 * 1024);\n"
+           "  keep.fill(1);\n"
+           "  h.log('allocated', {bytes: keep.byteLength});\n"
+           "},");
+    json_decref(tu_instance_create(srv, "busy-default", "busy", NULL, NULL, NULL));
+    json_decref(
+        tu_instance_create(srv, "busy-patient", "busy", "{\"cpu_budget_ms\": 3000}", NULL, NULL));
+    json_decref(tu_instance_create(srv, "big-default", "big", NULL, NULL, NULL));
+    json_decref(
+        tu_instance_create(srv, "big-small", "big", "{\"memory_limit_mb\": 16}", NULL, NULL));
+    json_decref(
+        tu_instance_create(srv, "big-large", "big", "{\"memory_limit_mb\": 128}", NULL, NULL));
+    static const char *const ids[] = {"busy-default", "busy-patient", "big-default", "big-small",
+                                      "big-large"};
+    for (int i = 0; i < 5; i++)
+        tu_instance_start(srv, ids[i]);
+
+    json_decref(expect_stopped(srv, "busy-default", "cpuBudget", "onTrade"));
+    json_decref(expect_stopped(srv, "big-small", "memoryLimit", "onTrade"));
+    json_t *worked = tu_wait_log_values(srv, "busy-patient", "worked", 3, TU_WAIT_S);
+    json_decref(worked);
+    json_decref(tu_wait_log_values(srv, "big-default", "allocated", 1, TU_WAIT_S));
+    json_decref(tu_wait_log_values(srv, "big-large", "allocated", 1, TU_WAIT_S));
+    static const char *const survivors[] = {"busy-patient", "big-default", "big-large"};
+    for (int i = 0; i < 3; i++) {
+        json_t *snap = tu_instance_wait_events(srv, survivors[i], 10, TU_WAIT_S);
+        assert_true(json_is_true(json_object_get(snap, "running")));
+        assert_true(json_is_null(json_object_get(snap, "stopReason")));
+        json_decref(snap);
+    }
+    /* the heap it holds shows in the snapshot */
+    json_t *snap = tu_instance_get(srv, "big-default");
+    assert_true(tu_jint(snap, "memory.bytes") > 24 * 1024 * 1024);
+    json_decref(snap);
+    /* updating the limits restarts with them */
+    json_decref(tu_call(srv, "PUT", "/strategy/instances/big-default", 200,
+                        "{\"strategy\": {\"identifier\": \"big\", \"config\": "
+                        "{\"memory_limit_mb\": 8}}, \"scope\": {\"sim\": {\"symbols\": "
+                        "[\"BTC-USDT\"]}}}"));
+    json_decref(expect_stopped(srv, "big-default", "memoryLimit", "onTrade"));
+    tu_server_stop(srv);
+}
+
+static const char *const short_streak_config = "runtime:\n"
+                                               "  max_consecutive_errors: 5\n"
+                                               "providers:\n"
+                                               "  - name: sim\n"
+                                               "    adapter: simulated\n"
+                                               "    config:\n"
+                                               "      symbols: [BTC-USDT]\n"
+                                               "      seed: 4\n"
+                                               "      tickRate: 200\n";
+
+static void test_timers_promises_and_create_are_limited(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, short_streak_config);
+    upload(srv, "late-spin", "setTimeout(() => { while (true) {} }, 20);", "onTrade() {},");
+    upload(srv, "await-spin", NULL, "async onTrade() { await h.sleep(10); for (;;) {} },");
+    upload(srv, "interval-hog",
+           "const keep = []; setInterval(() => {\n"
+           "  for (let i = 0; i < 1000; i++) keep.push('x'.repeat(100000));\n"
+           "}, 5);",
+           "onTrade() {},");
+    upload(srv, "rejects", NULL,
+           "async onTrade(ctx, evt) { throw new Error('async ' + evt.seq); },");
+    upload(srv, "born-spinning", "while (true) {}", "onTrade() {},");
+    static const char *const ids[] = {"late-spin", "await-spin", "interval-hog", "rejects"};
+    for (int i = 0; i < 4; i++) {
+        json_decref(tu_instance_create(srv, ids[i], ids[i], NULL, NULL, NULL));
+        tu_instance_start(srv, ids[i]);
+    }
+    json_decref(expect_stopped(srv, "late-spin", "cpuBudget", "timer"));
+    json_decref(expect_stopped(srv, "await-spin", "cpuBudget", "timer"));
+    json_decref(expect_stopped(srv, "interval-hog", "memoryLimit", "timer"));
+    /* unhandled rejections of async handlers count as errors: the configured
+     * streak of 5 stops the instance */
+    json_t *snap = expect_stopped(srv, "rejects", "tooManyErrors", "onTrade");
+    assert_int_equal(tu_jint(snap, "counters.handlerErrors"), 5);
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "async"));
+    json_decref(snap);
+
+    /* create() running past its budget: the start is refused and recorded */
+    json_decref(tu_instance_create(srv, "born", "born-spinning", NULL, NULL, NULL));
+    json_t *err = tu_call(srv, "POST", "/strategy/instances/born/start", 422, "{}");
+    assert_non_null(strstr(tu_jstr(err, "error"), "budget"));
+    json_decref(err);
+    snap = tu_instance_get(srv, "born");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "stopReason"), "startFailed");
+    assert_string_equal(tu_jstr(snap, "lastError.handler"), "create");
+    json_decref(snap);
+    tu_server_stop(srv);
+}
+
+static void test_sandbox_reaches_nothing_outside(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    upload(
+        srv, "probe",
+        "const kinds = {};\n"
+        "for (const name of ['require', 'std', 'os', 'print', 'scriptArgs', 'process',\n"
+        "    'Deno', 'Bun', 'fetch', 'XMLHttpRequest', 'WebSocket', 'Worker', 'load',\n"
+        "    'loadFile', 'readFile', 'open', 'system', 'exec', '__loadScript', 'bjson'])\n"
+        "  kinds[name] = typeof globalThis[name];\n"
+        "const attempt = (f) => { try { f(); return 'ran'; } catch (e) { return e.name; } };\n"
+        "const result = {kinds,\n"
+        "  eval: attempt(() => eval('1 + 1')),\n"
+        "  indirectEval: attempt(() => (0, globalThis.eval)('1 + 1')),\n"
+        "  Function: attempt(() => new Function('return 1')()),\n"
+        "  requireCall: attempt(() => require('fs')),\n"
+        "  wait: attempt(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1)),\n"
+        "  globals: Object.getOwnPropertyNames(globalThis).sort()};\n"
+        "Promise.all(['std', 'os', 'fs', './probe.js'].map((m) =>\n"
+        "  import(m).then(() => 'loaded', (e) => e.name)))\n"
+        "  .then((imports) => h.log('sandbox', Object.assign(result, {imports})));\n",
+        "onTrade() {},");
+    json_decref(tu_instance_create(srv, "probe-1", "probe", NULL, NULL, NULL));
+    tu_instance_start(srv, "probe-1");
+    json_t *values = tu_wait_log_values(srv, "probe-1", "sandbox", 1, TU_WAIT_S);
+    json_t *v = json_array_get(values, 0);
+    const char *name;
+    json_t *kind;
+    json_object_foreach(tu_jget(v, "kinds"), name, kind)
+    {
+        if (strcmp(json_string_value(kind), "undefined") != 0)
+            fail_msg("a strategy can reach the global '%s' (%s)", name, json_string_value(kind));
+    }
+    assert_string_not_equal(tu_jstr(v, "eval"), "ran");
+    assert_string_not_equal(tu_jstr(v, "indirectEval"), "ran");
+    assert_string_not_equal(tu_jstr(v, "Function"), "ran");
+    assert_string_equal(tu_jstr(v, "requireCall"), "ReferenceError");
+    assert_string_not_equal(tu_jstr(v, "wait"), "ran");
+    for (size_t i = 0; i < 4; i++)
+        assert_string_not_equal(json_string_value(json_array_get(tu_jget(v, "imports"), i)),
+                                "loaded");
+    /* what the global object holds: built-ins, the timers, console, and the
+     * CommonJS module of the strategy itself */
+    static const char *const allowed_extra[] = {"setTimeout",    "clearTimeout", "setInterval",
+                                                "clearInterval", "console",      "module",
+                                                "exports"};
+    size_t i;
+    json_t *g;
+    json_array_foreach(tu_jget(v, "globals"), i, g)
+    {
+        const char *n = json_string_value(g);
+        bool builtin = (n[0] >= 'A' && n[0] <= 'Z') || strcmp(n, "globalThis") == 0 ||
+                       strcmp(n, "eval") == 0 || strcmp(n, "parseInt") == 0 ||
+                       strcmp(n, "parseFloat") == 0 || strcmp(n, "isNaN") == 0 ||
+                       strcmp(n, "isFinite") == 0 || strcmp(n, "decodeURI") == 0 ||
+                       strcmp(n, "decodeURIComponent") == 0 || strcmp(n, "encodeURI") == 0 ||
+                       strcmp(n, "encodeURIComponent") == 0 || strcmp(n, "escape") == 0 ||
+                       strcmp(n, "unescape") == 0 || strcmp(n, "undefined") == 0 ||
+                       strcmp(n, "queueMicrotask") == 0;
+        for (size_t k = 0; k < sizeof allowed_extra / sizeof allowed_extra[0]; k++)
+            builtin = builtin || strcmp(n, allowed_extra[k]) == 0;
+        if (!builtin)
+            fail_msg("unexpected global '%s' in a strategy's sandbox", n);
+        /* capitalised names must be ECMAScript constructors and namespaces,
+         * not host objects */
+        assert_true(strcmp(n, "std") != 0 && strcmp(n, "os") != 0);
+    }
+    json_decref(values);
+    json_t *snap = tu_instance_get(srv, "probe-1");
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    json_decref(snap);
+    tu_server_stop(srv);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_runaways_stop_and_neighbour_keeps_going,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_limits_are_per_instance, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_timers_promises_and_create_are_limited,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_sandbox_reaches_nothing_outside, tu_server_setup,
+                                        tu_server_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

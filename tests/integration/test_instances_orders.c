@@ -1,0 +1,622 @@
+/*
+ * Orders over HTTP: what strategies submit to the simulated exchange comes
+ * back to them as execution reports and is visible in GET
+ * /strategy/instances/{id}/orders and /executions with their filters.
+ * Market orders fill against the book (partial fills across levels, the
+ * rest expires), limit orders take what crosses and rest until a trade
+ * crosses them, cancel works, invalid orders are rejected with a reason.
+ * Dry-run orders never touch balances; live ones move them, hold what
+ * resting orders need, are refused without the funds, and every change is
+ * a BalanceUpdate to the provider's subscribers.
+ */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Opened only once the traders listen, so that they see it from its first
+ * trade: with seed 127 both symbols first rise (a buy 10 bp under the
+ * first trade cannot fill on arrival) and then fall through that price
+ * within a few hundred ticks, so such an order rests and later fills. */
+static const char *const fast_config = "workers: 2\n"
+                                       "providers:\n"
+                                       "  - name: sim\n"
+                                       "    adapter: simulated\n"
+                                       "    enabled: false\n"
+                                       "    config:\n"
+                                       "      symbols: [BTC-USDT, ETH-USDT]\n"
+                                       "      seed: 127\n"
+                                       "      tickRate: 200\n"
+                                       "      feeRate: 0.001\n";
+
+/* The same market with a small USDT account, so that refusals for lack of
+ * funds are unambiguous. */
+static const char *const small_account_config = "workers: 2\n"
+                                                "providers:\n"
+                                                "  - name: sim\n"
+                                                "    adapter: simulated\n"
+                                                "    config:\n"
+                                                "      symbols: [BTC-USDT, ETH-USDT]\n"
+                                                "      seed: 5\n"
+                                                "      tickRate: 200\n"
+                                                "      feeRate: 0.001\n"
+                                                "      balances: {USDT: 2000, BTC: 1}\n";
+
+static void start_server(struct tu_server *srv, const char *config)
+{
+    struct tu_server_options opts = {.config_yaml = config};
+    tu_server_start(srv, &opts);
+}
+
+/* Logs every execution report as report {kind, id, status, ...}. */
+static const char *const report_setup =
+    "const ids = {};\n"
+    "let placed = false, trades = 0;\n"
+    "const report = (kind) => (ctx, evt, r) => h.log('report', {kind, type: evt.type,\n"
+    "  symbol: ctx.symbol, provider: ctx.provider, id: r.clientOrderId, order: r.orderId,\n"
+    "  status: r.status, side: r.side, orderType: r.type, quantity: r.quantity, price: r.price,\n"
+    "  filled: r.filledQuantity, last: r.lastQuantity, lastPrice: r.lastPrice,\n"
+    "  remaining: r.remainingQuantity, average: r.averagePrice, fee: r.fee,\n"
+    "  feeAsset: r.feeAsset, dryRun: r.dryRun, reason: r.reason});\n";
+
+static const char *const report_handlers = "onOrderAcknowledged: report('acknowledged'),\n"
+                                           "onOrderPartialFill: report('partial'),\n"
+                                           "onOrderFilled: report('filled'),\n"
+                                           "onOrderCancelled: report('cancelled'),\n"
+                                           "onOrderRejected: report('rejected'),\n"
+                                           "onOrderExpired: report('expired'),\n";
+
+/* On its first trade: a market buy, a far limit buy (cancelled a little
+ * later), a limit sell through the bid (fills at once), a limit buy 10 bp
+ * under that trade (rests until a trade crosses it), a zero-size order
+ * and a sell far larger than the book. */
+static char *trader_source(void)
+{
+    char *setup = tu_path("%s", report_setup);
+    char *handlers = tu_path(
+        "%s"
+        "onTrade(ctx, evt, p) {\n"
+        "  if (placed) return;\n"
+        "  placed = true;\n"
+        "  const bid = rt.getBidPrice(), ask = rt.getAskPrice();\n"
+        "  ids.market = rt.submitMarketOrder(ctx.provider, 'buy', 0.01);\n"
+        "  ids.far = rt.submitOrder(ctx.provider, 'buy', 0.01, Math.round(bid / 2));\n"
+        "  ids.cross = rt.submitOrder(ctx.provider, 'sell', 0.01, Math.round(bid * 0.99));\n"
+        "  const rest = p.price * 0.999;\n"
+        "  ids.rest = rt.submitOrder(ctx.provider, 'buy', 0.02, rest, ctx.symbol);\n"
+        "  ids.zero = rt.submitMarketOrder(ctx.provider, 'buy', 0);\n"
+        "  ids.huge = rt.submitMarketOrder(ctx.provider, 'sell', 1000, ctx.symbol);\n"
+        "  h.log('placed', {ids, bid, ask, rest, symbol: ctx.symbol, dry: rt.isDryRun()});\n"
+        "  setTimeout(() => h.log('cancel', {far: rt.cancelOrder(ids.far),\n"
+        "    unknown: rt.cancelOrder('nonsense'), notString: rt.cancelOrder(42)}), 30);\n"
+        "},\n",
+        report_handlers);
+    char *src = tu_strategy_source("trader", "['Trade', 'ExecReport']", "[]", setup, handlers);
+    free(setup);
+    free(handlers);
+    return src;
+}
+
+static double num(const json_t *v)
+{
+    if (json_is_string(v))
+        return strtod(json_string_value(v), NULL);
+    if (!json_is_number(v))
+        fail_msg("not a number: %s", v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : "NULL");
+    return json_number_value(v);
+}
+
+static bool near(double a, double b)
+{
+    return fabs(a - b) <= 1e-9 * fmax(1, fmax(fabs(a), fabs(b)));
+}
+
+/* The reports an instance logged for one client order id, in order. */
+static json_t *reports_of(const json_t *reports, const char *id)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(reports, i, r)
+    {
+        if (strcmp(tu_jstr(r, "id"), id) == 0)
+            json_array_append(out, r);
+    }
+    return out;
+}
+
+/* Waits until the instance logged a report of `kind` for order `id`. */
+static json_t *wait_report(struct tu_server *srv, const char *instance, const char *id,
+                           const char *kind)
+{
+    for (size_t n = 1;; n++) {
+        json_t *all = tu_wait_log_values(srv, instance, "report", n, TU_WAIT_S);
+        json_t *mine = reports_of(all, id);
+        json_decref(all);
+        size_t i;
+        json_t *r;
+        json_array_foreach(mine, i, r)
+        {
+            if (strcmp(tu_jstr(r, "kind"), kind) == 0) {
+                json_incref(r);
+                json_decref(mine);
+                return r;
+            }
+        }
+        json_decref(mine);
+    }
+}
+
+static const json_t *find_by(const json_t *list, const char *field, const char *value)
+{
+    size_t i;
+    const json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        const char *v = json_string_value(json_object_get(item, field));
+        if (v && strcmp(v, value) == 0)
+            return item;
+    }
+    return NULL;
+}
+
+static void check_order_record(const json_t *o, const char *instance)
+{
+    static const char *const strings[] = {
+        "id",   "provider", "strategyInstance", "clientOrderId", "symbol",
+        "side", "type",     "quantity",         "state"};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        if (!json_is_string(json_object_get(o, strings[i])))
+            fail_msg("OrderRecord without string '%s': %s", strings[i],
+                     json_dumps(o, JSON_COMPACT));
+    }
+    static const char *const ints[] = {"placedAt", "createdAt", "updatedAt"};
+    for (size_t i = 0; i < 3; i++) {
+        if (!json_is_integer(json_object_get(o, ints[i])))
+            fail_msg("OrderRecord without integer '%s': %s", ints[i], json_dumps(o, JSON_COMPACT));
+    }
+    assert_true(json_is_object(json_object_get(o, "metadata")));
+    assert_string_equal(tu_jstr(o, "strategyInstance"), instance);
+    assert_string_equal(tu_jstr(o, "provider"), "sim");
+}
+
+static void check_execution_record(const json_t *x, const char *instance)
+{
+    static const char *const strings[] = {"orderId",     "provider", "strategyInstance",
+                                          "executionId", "quantity", "price"};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        if (!json_is_string(json_object_get(x, strings[i])))
+            fail_msg("ExecutionRecord without string '%s': %s", strings[i],
+                     json_dumps(x, JSON_COMPACT));
+    }
+    assert_true(json_is_integer(json_object_get(x, "tradedAt")));
+    assert_true(json_is_integer(json_object_get(x, "createdAt")));
+    assert_string_equal(tu_jstr(x, "strategyInstance"), instance);
+}
+
+static json_t *balances(struct tu_server *srv)
+{
+    return tu_get_json(srv, 200, "/providers/sim/balances");
+}
+
+static double balance_of(const json_t *doc, const char *asset, const char *field)
+{
+    const json_t *b = find_by(json_object_get(doc, "balances"), "asset", asset);
+    if (!b)
+        fail_msg("no balance of %s", asset);
+    return num(json_object_get(b, field));
+}
+
+static bool settled(const json_t *orders, size_t n)
+{
+    if (json_array_size(orders) < n)
+        return false;
+    size_t i;
+    const json_t *o;
+    json_array_foreach(orders, i, o)
+    {
+        const char *st = json_string_value(json_object_get(o, "state"));
+        if (!st || strcmp(st, "acknowledged") == 0 || strcmp(st, "partiallyFilled") == 0)
+            return false;
+    }
+    return true;
+}
+
+/* The six orders of a trader once every one reached its final state (the
+ * history is written in batches, a moment after the reports). */
+static json_t *history_settled(struct tu_server *srv, const char *path)
+{
+    for (int tries = 0;; tries++) {
+        json_t *doc = tu_get_json(srv, 200, "%s", path);
+        if (settled(json_object_get(doc, "orders"), 6))
+            return doc;
+        if (tries > TU_WAIT_S * 50)
+            fail_msg("GET %s never showed six settled orders: %s", path,
+                     json_dumps(doc, JSON_COMPACT));
+        json_decref(doc);
+        tu_sleep_ms(20);
+    }
+}
+
+/* Everything one trader instance did, checked from its reports and from
+ * the history endpoints. */
+static void check_trader(struct tu_server *srv, const char *instance, const char *symbol)
+{
+    json_t *placed = tu_wait_log_values(srv, instance, "placed", 1, TU_WAIT_S);
+    json_t *p = json_array_get(placed, 0);
+    assert_true(json_is_true(tu_jget(p, "dry")));
+    assert_string_equal(tu_jstr(p, "symbol"), symbol);
+    const char *ids[6];
+    static const char *const names[] = {"market", "far", "cross", "rest", "zero", "huge"};
+    for (int i = 0; i < 6; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "ids.%s", names[i]);
+        ids[i] = tu_jstr(p, path);
+        char *expected = tu_path("%s-%d", instance, i + 1);
+        assert_string_equal(ids[i], expected);
+        free(expected);
+    }
+    double bid = num(tu_jget(p, "bid"));
+    double rest_price = num(tu_jget(p, "rest"));
+
+    /* market buy: acknowledged, then filled */
+    json_t *r = wait_report(srv, instance, ids[0], "filled");
+    assert_string_equal(tu_jstr(r, "type"), "ExecReport");
+    assert_string_equal(tu_jstr(r, "symbol"), symbol);
+    assert_string_equal(tu_jstr(r, "provider"), "sim");
+    assert_string_equal(tu_jstr(r, "status"), "filled");
+    assert_string_equal(tu_jstr(r, "side"), "buy");
+    assert_string_equal(tu_jstr(r, "orderType"), "market");
+    assert_true(near(num(tu_jget(r, "filled")), 0.01));
+    assert_true(near(num(tu_jget(r, "remaining")), 0));
+    assert_true(num(tu_jget(r, "average")) > bid * 0.99);
+    assert_true(near(num(tu_jget(r, "fee")),
+                     num(tu_jget(r, "last")) * num(tu_jget(r, "lastPrice")) * 0.001));
+    assert_string_equal(tu_jstr(r, "feeAsset"), "USDT");
+    assert_true(json_is_true(tu_jget(r, "dryRun")));
+    json_decref(r);
+    /* the far limit rests, then is cancelled on request */
+    json_decref(wait_report(srv, instance, ids[1], "acknowledged"));
+    r = wait_report(srv, instance, ids[1], "cancelled");
+    assert_non_null(strstr(tu_jstr(r, "reason"), "cancel"));
+    json_decref(r);
+    json_t *cancel = tu_wait_log_values(srv, instance, "cancel", 1, TU_WAIT_S);
+    assert_true(json_is_true(tu_jget(cancel, "0.far")));
+    assert_true(json_is_false(tu_jget(cancel, "0.unknown")));
+    assert_true(json_is_false(tu_jget(cancel, "0.notString")));
+    json_decref(cancel);
+    /* the crossing limit sell fills at once, at the book's bid or better */
+    r = wait_report(srv, instance, ids[2], "filled");
+    assert_true(num(tu_jget(r, "average")) >= bid * 0.99);
+    json_decref(r);
+    /* zero size: rejected with a reason */
+    r = wait_report(srv, instance, ids[4], "rejected");
+    assert_non_null(strstr(tu_jstr(r, "reason"), "quantity"));
+    json_decref(r);
+    /* larger than the book: partial fills across levels, the rest expires */
+    r = wait_report(srv, instance, ids[5], "expired");
+    assert_non_null(strstr(tu_jstr(r, "reason"), "book"));
+    double filled = num(tu_jget(r, "filled"));
+    assert_true(filled > 0 && filled < 1000);
+    assert_true(near(num(tu_jget(r, "remaining")), 1000 - filled));
+    json_decref(r);
+    json_t *all = tu_log_values(srv, instance, "report");
+    json_t *huge = reports_of(all, ids[5]);
+    json_decref(all);
+    size_t nhuge = json_array_size(huge);
+    assert_true(nhuge >= 4); /* acknowledged, >= 2 partial fills, expired */
+    assert_string_equal(tu_jstr(huge, "0.kind"), "acknowledged");
+    double prev_price = INFINITY, sum = 0;
+    for (size_t i = 1; i + 1 < nhuge; i++) {
+        json_t *fill = json_array_get(huge, i);
+        assert_string_equal(tu_jstr(fill, "kind"), "partial");
+        double price = num(tu_jget(fill, "lastPrice"));
+        assert_true(price < prev_price); /* a sell walks the bids down */
+        prev_price = price;
+        sum += num(tu_jget(fill, "last"));
+        assert_true(near(num(tu_jget(fill, "filled")), sum));
+    }
+    assert_true(near(sum, filled));
+    json_decref(huge);
+    /* the limit buy under the market rests and fills when a trade crosses
+     * it, at its own price */
+    r = wait_report(srv, instance, ids[3], "filled");
+    assert_true(near(num(tu_jget(r, "lastPrice")), rest_price));
+    assert_true(near(num(tu_jget(r, "filled")), 0.02));
+    json_decref(r);
+
+    /* ---- the same story in the history ---- */
+    char *path = tu_path("/strategy/instances/%s/orders", instance);
+    json_t *doc = history_settled(srv, path);
+    json_t *orders = json_object_get(doc, "orders");
+    assert_int_equal(json_array_size(orders), 6);
+    assert_int_equal(tu_jint(doc, "count"), 6);
+    size_t i;
+    json_t *o;
+    json_array_foreach(orders, i, o)
+    {
+        check_order_record(o, instance);
+        assert_string_equal(tu_jstr(o, "symbol"), symbol);
+        assert_true(json_is_true(tu_jget(o, "metadata.dryRun")));
+    }
+    static const char *const states[] = {"filled", "cancelled", "filled",
+                                         "filled", "rejected",  "expired"};
+    static const char *const sides[] = {"buy", "buy", "sell", "buy", "buy", "sell"};
+    static const char *const types[] = {"market", "limit", "limit", "limit", "market", "market"};
+    for (int k = 0; k < 6; k++) {
+        const json_t *rec = find_by(orders, "clientOrderId", ids[k]);
+        if (!rec)
+            fail_msg("no order record for %s", ids[k]);
+        assert_string_equal(tu_jstr(rec, "state"), states[k]);
+        assert_string_equal(tu_jstr(rec, "side"), sides[k]);
+        assert_string_equal(tu_jstr(rec, "type"), types[k]);
+        if (strcmp(types[k], "market") == 0)
+            assert_true(json_is_null(json_object_get(rec, "price")));
+        else
+            assert_true(json_is_string(json_object_get(rec, "price")));
+        if (strcmp(states[k], "rejected") == 0)
+            assert_non_null(strstr(tu_jstr(rec, "metadata.reason"), "quantity"));
+    }
+    const json_t *rest = find_by(orders, "clientOrderId", ids[3]);
+    assert_true(near(num(json_object_get(rest, "price")), rest_price));
+    assert_true(json_is_integer(json_object_get(rest, "completedAt")));
+    char *rest_order = strdup(tu_jstr(rest, "id"));
+    char *huge_order = strdup(tu_jstr(find_by(orders, "clientOrderId", ids[5]), "id"));
+    json_decref(doc);
+
+    /* filters: state (repeatable), provider, limit */
+    doc = tu_get_json(srv, 200, "%s?state=filled", path);
+    assert_int_equal(tu_jint(doc, "count"), 3);
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?state=cancelled&state=rejected", path);
+    assert_int_equal(tu_jint(doc, "count"), 2);
+    assert_non_null(find_by(json_object_get(doc, "orders"), "clientOrderId", ids[1]));
+    assert_non_null(find_by(json_object_get(doc, "orders"), "clientOrderId", ids[4]));
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?state=partiallyFilled", path);
+    assert_int_equal(tu_jint(doc, "count"), 0);
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?provider=sim&limit=2", path);
+    assert_int_equal(json_array_size(json_object_get(doc, "orders")), 2);
+    assert_int_equal(tu_jint(doc, "count"), 2);
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?provider=elsewhere", path);
+    assert_int_equal(tu_jint(doc, "count"), 0);
+    json_decref(doc);
+    struct tu_response res;
+    char *bad = tu_path("%s?limit=0", path);
+    tu_get(srv, &res, "%s", bad);
+    tu_assert_error(&res, 400);
+    tu_response_free(&res);
+    free(bad);
+    free(path);
+
+    /* executions: every fill, filterable by order */
+    path = tu_path("/strategy/instances/%s/executions", instance);
+    doc = tu_wait_list(srv, path, "executions", 5, TU_WAIT_S);
+    json_t *execs = json_object_get(doc, "executions");
+    json_array_foreach(execs, i, o) check_execution_record(o, instance);
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?orderId=%s", path, huge_order);
+    execs = json_object_get(doc, "executions");
+    assert_int_equal(json_array_size(execs), nhuge - 2);
+    sum = 0;
+    json_array_foreach(execs, i, o)
+    {
+        assert_string_equal(tu_jstr(o, "orderId"), huge_order);
+        assert_string_equal(tu_jstr(o, "liquidity"), "taker");
+        assert_string_equal(tu_jstr(o, "feeAsset"), "USDT");
+        assert_true(
+            near(num(json_object_get(o, "fee")),
+                 num(json_object_get(o, "quantity")) * num(json_object_get(o, "price")) * 0.001));
+        sum += num(json_object_get(o, "quantity"));
+    }
+    assert_true(near(sum, filled));
+    json_decref(doc);
+    /* the resting buy filled as a maker at its price, possibly over several
+     * trades (each fills at most the trade's size) */
+    doc = tu_get_json(srv, 200, "%s?orderId=%s", path, rest_order);
+    execs = json_object_get(doc, "executions");
+    assert_true(json_array_size(execs) >= 1);
+    sum = 0;
+    json_array_foreach(execs, i, o)
+    {
+        assert_string_equal(tu_jstr(o, "liquidity"), "maker");
+        assert_true(near(num(json_object_get(o, "price")), rest_price));
+        sum += num(json_object_get(o, "quantity"));
+    }
+    assert_true(near(sum, 0.02));
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?limit=1", path);
+    assert_int_equal(tu_jint(doc, "count"), 1);
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?provider=elsewhere", path);
+    assert_int_equal(tu_jint(doc, "count"), 0);
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?provider=sim&orderId=%s", path, huge_order);
+    assert_int_equal(tu_jint(doc, "count"), (long long)nhuge - 2);
+    json_decref(doc);
+    free(path);
+    free(rest_order);
+    free(huge_order);
+    json_decref(placed);
+}
+
+static void test_orders_fills_and_history(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    json_t *before = balances(srv);
+    char *src = trader_source();
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    /* two instances: each sees only its own reports and history */
+    json_decref(tu_instance_create(srv, "tr-btc", "trader", "{\"dry_run\": true}", NULL, NULL));
+    json_decref(
+        tu_instance_create(srv, "tr-eth", "trader", "{\"dry_run\": true}", NULL, "[\"ETH-USDT\"]"));
+    tu_instance_start(srv, "tr-btc");
+    tu_instance_start(srv, "tr-eth");
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    check_trader(srv, "tr-btc", "BTC-USDT");
+    check_trader(srv, "tr-eth", "ETH-USDT");
+    json_t *reports = tu_log_values(srv, "tr-btc", "report");
+    size_t i;
+    json_t *r;
+    json_array_foreach(reports, i, r) assert_int_equal(strncmp(tu_jstr(r, "id"), "tr-btc-", 7), 0);
+    json_decref(reports);
+
+    /* dry-run orders never touched the balances */
+    json_t *after = balances(srv);
+    static const char *const assets[] = {"USDT", "BTC", "ETH"};
+    for (int k = 0; k < 3; k++) {
+        assert_true(
+            near(balance_of(after, assets[k], "total"), balance_of(before, assets[k], "total")));
+        assert_true(near(balance_of(after, assets[k], "available"),
+                         balance_of(before, assets[k], "available")));
+    }
+    assert_true(near(balance_of(after, "USDT", "total"), 100000));
+    assert_true(near(balance_of(after, "BTC", "total"), 1));
+    json_decref(before);
+    json_decref(after);
+    tu_server_stop(srv);
+}
+
+static void test_live_orders_move_balances(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, small_account_config);
+    char *setup = tu_path("%s", report_setup);
+    char *handlers =
+        tu_path("%s"
+                "onTrade(ctx) {\n"
+                "  trades++;\n"
+                "  if (placed) {\n"
+                "    if (trades === 100) h.log('cancel', {hold: rt.cancelOrder(ids.hold)});\n"
+                "    return;\n"
+                "  }\n"
+                "  placed = true;\n"
+                "  const bid = rt.getBidPrice();\n"
+                "  ids.buy = rt.submitMarketOrder(ctx.provider, 'buy', 0.01);\n"
+                "  ids.poor = rt.submitMarketOrder(ctx.provider, 'buy', 100);\n"
+                "  ids.oversell = rt.submitMarketOrder(ctx.provider, 'sell', 5);\n"
+                "  ids.hold = rt.submitOrder(ctx.provider, 'buy', 0.01, Math.round(bid / 2));\n"
+                "  ids.unaffordable = rt.submitOrder(ctx.provider, 'buy', 1, Math.round(bid));\n"
+                "  h.log('placed', {ids, hold: Math.round(bid / 2), dry: rt.isDryRun()});\n"
+                "},\n"
+                "onBalanceUpdate(ctx, evt, b) {\n"
+                "  h.log('balance', {provider: ctx.provider, symbol: ctx.symbol, type: evt.type,\n"
+                "    asset: b.asset, total: b.total, available: b.available});\n"
+                "},\n",
+                report_handlers);
+    char *src = tu_strategy_source("live", "['Trade', 'ExecReport', 'BalanceUpdate']", "[]", setup,
+                                   handlers);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    free(setup);
+    free(handlers);
+    json_decref(tu_instance_create(srv, "live-1", "live", "{\"dry_run\": false}", NULL, NULL));
+    tu_instance_start(srv, "live-1");
+
+    json_t *placed = tu_wait_log_values(srv, "live-1", "placed", 1, TU_WAIT_S);
+    assert_true(json_is_false(tu_jget(placed, "0.dry")));
+    double hold_price = num(tu_jget(placed, "0.hold"));
+    json_t *r = wait_report(srv, "live-1", "live-1-1", "filled");
+    assert_true(json_is_false(tu_jget(r, "dryRun")));
+    double notional = num(tu_jget(r, "average")) * 0.01;
+    json_decref(r);
+    r = wait_report(srv, "live-1", "live-1-2", "rejected");
+    assert_non_null(strstr(tu_jstr(r, "reason"), "insufficient balance"));
+    json_decref(r);
+    r = wait_report(srv, "live-1", "live-1-3", "rejected");
+    assert_non_null(strstr(tu_jstr(r, "reason"), "insufficient balance"));
+    json_decref(r);
+    r = wait_report(srv, "live-1", "live-1-5", "rejected");
+    assert_non_null(strstr(tu_jstr(r, "reason"), "insufficient balance"));
+    json_decref(r);
+    json_decref(wait_report(srv, "live-1", "live-1-4", "acknowledged"));
+
+    /* the fill moved the balances: BTC +0.01, USDT -(notional + fee); the
+     * resting buy holds its worst case out of `available` */
+    json_t *doc = balances(srv);
+    assert_true(near(balance_of(doc, "BTC", "total"), 1.01));
+    assert_true(near(balance_of(doc, "BTC", "available"), 1.01));
+    double usdt = 2000 - notional * 1.001;
+    assert_true(fabs(balance_of(doc, "USDT", "total") - usdt) < 1e-6);
+    double held = 0.01 * hold_price * 1.001;
+    json_t *record = (json_t *)find_by(json_object_get(doc, "balances"), "asset", "USDT");
+    assert_string_equal(tu_jstr(record, "provider"), "sim");
+    assert_true(json_is_integer(json_object_get(record, "snapshotAt")));
+    double available = balance_of(doc, "USDT", "available");
+    json_decref(doc);
+    /* unless the cancel already went through */
+    json_t *cancels = tu_log_values(srv, "live-1", "cancel");
+    if (json_array_size(cancels) == 0)
+        assert_true(fabs(available - (usdt - held)) < 1e-6 || fabs(available - usdt) < 1e-6);
+    json_decref(cancels);
+    doc = tu_get_json(srv, 200, "/providers/sim/balances?asset=BTC&limit=5");
+    assert_int_equal(tu_jint(doc, "count"), 1);
+    assert_string_equal(tu_jstr(doc, "balances.0.asset"), "BTC");
+    json_decref(doc);
+
+    /* cancelling gives the hold back */
+    json_t *cancel = tu_wait_log_values(srv, "live-1", "cancel", 1, TU_WAIT_S);
+    assert_true(json_is_true(tu_jget(cancel, "0.hold")));
+    json_decref(cancel);
+    json_decref(wait_report(srv, "live-1", "live-1-4", "cancelled"));
+    doc = balances(srv);
+    assert_true(fabs(balance_of(doc, "USDT", "available") - usdt) < 1e-6);
+    assert_true(fabs(balance_of(doc, "USDT", "total") - usdt) < 1e-6);
+    json_decref(doc);
+
+    /* the strategy heard every change as a provider-wide BalanceUpdate */
+    double btc = 0, last_usdt_total = 0, last_usdt_available = 0;
+    for (size_t n = 1;; n++) {
+        json_t *updates = tu_wait_log_values(srv, "live-1", "balance", n, TU_WAIT_S);
+        size_t i;
+        json_t *u;
+        json_array_foreach(updates, i, u)
+        {
+            assert_string_equal(tu_jstr(u, "provider"), "sim");
+            assert_true(json_is_null(tu_jget(u, "symbol")));
+            assert_string_equal(tu_jstr(u, "type"), "BalanceUpdate");
+            if (strcmp(tu_jstr(u, "asset"), "BTC") == 0)
+                btc = num(tu_jget(u, "total"));
+            if (strcmp(tu_jstr(u, "asset"), "USDT") == 0) {
+                last_usdt_total = num(tu_jget(u, "total"));
+                last_usdt_available = num(tu_jget(u, "available"));
+            }
+        }
+        json_decref(updates);
+        if (near(btc, 1.01) && fabs(last_usdt_total - usdt) < 1e-6 &&
+            fabs(last_usdt_available - usdt) < 1e-6)
+            break;
+    }
+    json_decref(placed);
+
+    /* history: one filled buy, three rejections, one cancelled */
+    json_t *hist = tu_wait_list(srv, "/strategy/instances/live-1/orders?state=rejected", "orders",
+                                3, TU_WAIT_S);
+    assert_int_equal(tu_jint(hist, "count"), 3);
+    json_t *o;
+    size_t i;
+    json_array_foreach(json_object_get(hist, "orders"), i, o)
+    {
+        assert_true(json_is_false(tu_jget(o, "metadata.dryRun")));
+        assert_non_null(strstr(tu_jstr(o, "metadata.reason"), "insufficient balance"));
+    }
+    json_decref(hist);
+    tu_server_stop(srv);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_orders_fills_and_history, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_live_orders_move_balances, tu_server_setup,
+                                        tu_server_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
