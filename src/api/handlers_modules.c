@@ -553,12 +553,15 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
         registry_release(reg);
         rc = catalog_delete_strategy(api->opts.catalog, name, runtime_delete_guard,
                                      api->opts.runtime, err);
+        runtime_delete_finished(api->opts.runtime, name, NULL);
     } else {
         rc = find_for_delete(reg, &sel, name, hex, err);
         registry_release(reg);
-        if (rc == 0)
+        if (rc == 0) {
             rc = catalog_delete_revision(api->opts.catalog, name, hex, runtime_delete_guard,
                                          api->opts.runtime, err);
+            runtime_delete_finished(api->opts.runtime, name, hex);
+        }
     }
     if (rc != 0) {
         registry_release(before);

@@ -143,6 +143,10 @@ struct instance {
     bool running;  /* a VM exists (set by the worker) */
     bool desired;  /* should run after a restart */
     bool starting; /* a start is in flight: pins the revision for the guard */
+    /* The revision a start or a refresh restart is about to run ("" when
+     * none): the delete guard counts it as pinned, so a delete cannot slip
+     * between resolving a revision and running it. */
+    char pending_hex[HASH_HEX_LEN + 1];
     char stop_reason[RUNTIME_REASON_MAX]; /* "" when none */
     json_t *last_error;                   /* {message, handler, at} or NULL */
     uint64_t version;                     /* bumped by every persisted change */
@@ -251,7 +255,7 @@ struct worker {
     struct vm *reap; /* VMs freed but still referenced by subscriptions */
     size_t nreap;
     int64_t now_ns;
-    uint32_t sample_tick;
+    uint32_t sample_tick[H_COUNT]; /* per handler, so no handler is never sampled */
     uint64_t run_stamp; /* numbers runs of events delivered instance by instance */
     uint32_t run_calls; /* deliveries since the timers were last checked */
     bool walking;       /* inside a subscription walk: reaping waits */
@@ -491,6 +495,15 @@ struct runtime {
     struct usage_entry *usage;
     size_t nusage, usage_cap;
 
+    /* Deletes the guard let through and that have not finished: a start or
+     * restart onto one of these revisions is refused (hex "" = the whole
+     * strategy). */
+    struct deleting_mark {
+        char strategy[NAMES_STRATEGY_MAX + 1];
+        char hex[HASH_HEX_LEN + 1];
+    } *deleting;
+    size_t ndeleting, deleting_cap;
+
     struct worker *workers;
     int nworkers;
 
@@ -558,6 +571,15 @@ int spec_plan(struct runtime *rt, const json_t *spec, const char *strategy, cons
 /* Re-resolves an existing instance's selector: the revision it should run. */
 int spec_reresolve(const struct registry *reg, const char *selector,
                    struct registry_resolution *out, struct err *err);
+
+/* runtime.c: whether a delete of {strategy, hex} is in flight (rt->lock
+ * held); and the pending pin around a start or restart. */
+bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const char *hex);
+/* Claims hex as the instance's pending revision; ERR_CONFLICT when a delete
+ * of it is in flight. */
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex,
+                      struct err *err);
+void rtx_release_pending(struct runtime *rt, struct instance *inst);
 
 /* usage.c (caller holds rt->lock unless said otherwise) */
 struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, const char *hex,

@@ -257,7 +257,14 @@ static json_t *refresh_one(struct runtime *rt, const struct registry *reg,
         return NULL;
     int rc = 0;
     if (c->running) {
+        /* the new revision is being deleted: it no longer resolves */
+        if (rtx_claim_pending(rt, c->inst, res.revision->hex, &err) != 0) {
+            json_decref(spec);
+            err_clear(&err);
+            return retire(rt, c);
+        }
         rc = restart(rt, c, spec, &res, &err);
+        rtx_release_pending(rt, c->inst);
     } else {
         pthread_mutex_lock(&rt->lock);
         rtx_apply_spec_locked(rt, c->inst, json_incref(spec));

@@ -437,6 +437,7 @@ void runtime_free(struct runtime *rt)
         free_instance(rt->instances[i]);
     free(rt->instances);
     free(rt->usage);
+    free(rt->deleting);
     if (rt->bytecode)
         js_bytecode_cache_free(rt->bytecode);
     metrics_family_free(rt->m_actions);
@@ -933,7 +934,13 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
         runtime_plan_free(job.plan);
         return -1;
     }
+    if (rtx_claim_pending(rt, inst, job.hex, err) != 0) {
+        json_decref(job.repinned);
+        runtime_plan_free(job.plan);
+        return -1;
+    }
     if (start_mark(rt, inst, &job, user_request, err) != 0) {
+        rtx_release_pending(rt, inst);
         json_decref(job.repinned);
         runtime_plan_free(job.plan);
         return -1;
@@ -943,6 +950,7 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
     runtime_plan_free(cmd.plan);
     pthread_mutex_lock(&rt->lock);
     inst->starting = false;
+    inst->pending_hex[0] = '\0';
     if (cmd.rc != 0)
         start_failed_locked(inst, user_request, cmd.err.message);
     pthread_mutex_unlock(&rt->lock);
@@ -1132,22 +1140,84 @@ int runtime_restore(struct runtime *rt, struct err *err)
 
 /* ------------------------------------------------------------ guard, counts */
 
+static bool mark_matches(const struct deleting_mark *m, const char *strategy, const char *hex)
+{
+    return strcmp(m->strategy, strategy) == 0 && (!m->hex[0] || !hex || strcmp(m->hex, hex) == 0);
+}
+
+bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const char *hex)
+{
+    for (size_t i = 0; i < rt->ndeleting; i++) {
+        if (mark_matches(&rt->deleting[i], strategy, hex))
+            return true;
+    }
+    return false;
+}
+
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex,
+                      struct err *err)
+{
+    pthread_mutex_lock(&rt->lock);
+    bool deleting = rtx_deleting_locked(rt, inst->strategy, hex);
+    if (!deleting)
+        snprintf(inst->pending_hex, sizeof inst->pending_hex, "%s", hex);
+    pthread_mutex_unlock(&rt->lock);
+    if (!deleting)
+        return 0;
+    err_set(err, ERR_CONFLICT, "%s@sha256:%s is being deleted", inst->strategy, hex);
+    err_add_detail(err, "reason", json_string("retired"));
+    return -1;
+}
+
+void rtx_release_pending(struct runtime *rt, struct instance *inst)
+{
+    pthread_mutex_lock(&rt->lock);
+    inst->pending_hex[0] = '\0';
+    pthread_mutex_unlock(&rt->lock);
+}
+
+static bool pins_locked(const struct instance *inst, const char *name, const char *hex)
+{
+    if (strcmp(inst->strategy, name) != 0)
+        return false;
+    bool current = (inst->running || inst->starting) && (!hex || strcmp(inst->hex, hex) == 0);
+    bool pending = inst->pending_hex[0] && (!hex || strcmp(inst->pending_hex, hex) == 0);
+    return current || pending;
+}
+
+static int add_mark_locked(struct runtime *rt, const char *name, const char *hex)
+{
+    if (rt->ndeleting == rt->deleting_cap) {
+        size_t cap = rt->deleting_cap ? rt->deleting_cap * 2 : 4;
+        struct deleting_mark *grown = realloc(rt->deleting, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        rt->deleting = grown;
+        rt->deleting_cap = cap;
+    }
+    struct deleting_mark *m = &rt->deleting[rt->ndeleting++];
+    snprintf(m->strategy, sizeof m->strategy, "%s", name);
+    snprintf(m->hex, sizeof m->hex, "%s", hex ? hex : "");
+    return 0;
+}
+
 int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct err *err)
 {
     struct runtime *rt = ctx;
     json_t *ids = json_array();
     pthread_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->ninstances; i++) {
-        const struct instance *inst = rt->instances[i];
-        if ((inst->running || inst->starting) && strcmp(inst->strategy, name) == 0 &&
-            (!hex || strcmp(inst->hex, hex) == 0))
-            json_array_append_new(ids, json_string(inst->id));
+        if (pins_locked(rt->instances[i], name, hex))
+            json_array_append_new(ids, json_string(rt->instances[i]->id));
     }
-    pthread_mutex_unlock(&rt->lock);
     size_t n = json_array_size(ids);
+    int marked = n == 0 ? add_mark_locked(rt, name, hex) : 0;
+    pthread_mutex_unlock(&rt->lock);
     if (n == 0) {
         json_decref(ids);
-        return 0;
+        if (marked != 0)
+            err_set(err, ERR_INTERNAL, "out of memory");
+        return marked;
     }
     if (hex)
         err_set(err, ERR_CONFLICT, "%s@sha256:%s is pinned by %zu running instance%s", name, hex, n,
@@ -1159,14 +1229,31 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
     return -1;
 }
 
+void runtime_delete_finished(struct runtime *rt, const char *name, const char *hex)
+{
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->ndeleting; i++) {
+        struct deleting_mark *m = &rt->deleting[i];
+        if (strcmp(m->strategy, name) == 0 && strcmp(m->hex, hex ? hex : "") == 0) {
+            rt->deleting[i] = rt->deleting[--rt->ndeleting];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+}
+
 int runtime_running_count(struct runtime *rt, const char *strategy, const char *hex)
 {
     int n = 0;
     pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->nusage; i++) {
-        const struct usage_entry *u = &rt->usage[i];
-        if (strcmp(u->strategy, strategy) == 0 && (!hex || strcmp(u->hex, hex) == 0))
-            n += u->running;
+    if (hex) {
+        const struct usage_entry *u = usage_find_locked(rt, strategy, hex, false);
+        n = u ? u->running : 0;
+    } else {
+        for (size_t i = 0; i < rt->nusage; i++) {
+            if (strcmp(rt->usage[i].strategy, strategy) == 0)
+                n += rt->usage[i].running;
+        }
     }
     pthread_mutex_unlock(&rt->lock);
     return n;

@@ -161,6 +161,12 @@ int runtime_running_count(struct runtime *rt, const char *strategy, const char *
  * hex is NULL) that a running instance pins (ERR_CONFLICT,
  * details.instances). ctx is the struct runtime. */
 int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct err *err);
+/* Ends what a passing guard began: until this call, starting or
+ * refreshing an instance onto that revision (or strategy, hex NULL) is
+ * refused, so nothing starts on a revision while its delete is written.
+ * Call it once after every catalog delete that was given the guard,
+ * whether the delete succeeded or not. */
+void runtime_delete_finished(struct runtime *rt, const char *name, const char *hex);
 
 /* Targeted refresh. request may be NULL (every instance) or
  * {"hashes": [...], "strategies": [...]} of selectors. *response receives

@@ -389,6 +389,37 @@ static void test_delete_guard_and_retired(void **state)
     fx_close(&f);
 }
 
+/* Between a guard that let a delete through and the end of that delete,
+ * nothing may start on the revision: the delete is being written. */
+static void test_no_start_while_deleting(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char v1[HASH_HEX_LEN + 1];
+    upload_alpha(&f, 1, "v1", v1);
+    fx_run(&f, "d1", "alpha:v1", NULL, NULL);
+    struct err err = ERR_INIT;
+    fx_ok(runtime_instance_stop(f.rt, "d1", &err), &err);
+    fx_ok(runtime_delete_guard(f.rt, "alpha", v1, &err), &err);
+    fx_fails(runtime_instance_start(f.rt, "d1", &err), &err, ERR_CONFLICT);
+    assert_string_equal(json_string_value(json_object_get(err.details, "reason")), "retired");
+    err_clear(&err);
+    assert_false(fx_running(&f, "d1"));
+    /* the delete failed or finished: the revision may run again */
+    runtime_delete_finished(f.rt, "alpha", v1);
+    fx_ok(runtime_instance_start(f.rt, "d1", &err), &err);
+    assert_true(fx_running(&f, "d1"));
+    /* a whole-strategy delete in flight blocks every revision */
+    fx_ok(runtime_instance_stop(f.rt, "d1", &err), &err);
+    fx_ok(runtime_delete_guard(f.rt, "alpha", NULL, &err), &err);
+    fx_fails(runtime_instance_start(f.rt, "d1", &err), &err, ERR_CONFLICT);
+    err_clear(&err);
+    runtime_delete_finished(f.rt, "alpha", NULL);
+    fx_ok(runtime_instance_start(f.rt, "d1", &err), &err);
+    fx_close(&f);
+}
+
 static void test_restore_retired(void **state)
 {
     (void)state;
@@ -529,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_update),
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_delete_guard_and_retired),
+        cmocka_unit_test(test_no_start_while_deleting),
         cmocka_unit_test(test_restore_retired),
         cmocka_unit_test(test_listings_and_usage),
         cmocka_unit_test(test_metrics_text),
