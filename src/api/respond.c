@@ -25,7 +25,10 @@ void api_respond_error(struct api_response *res, const struct err *err)
         details = wrapped;
     }
     const char *message = err->message[0] ? err->message : err_kind_name(err->kind);
-    json_object_set_new(body, "error", json_string(message));
+    /* Messages quote request bytes (names, tags, selectors from the path),
+     * which need not be UTF-8, and err_set() may cut a character in two:
+     * "error" must still be a string. */
+    json_object_set_new(body, "error", jsonutil_string_lossy(message, strlen(message)));
     /* Validation failures also carry their diagnostics at the top level,
      * where upload clients look for them. */
     json_t *diagnostics = json_object_get(details, "diagnostics");

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 
 #define DEFAULT_MAX_BODY (1u << 20)
 #define DEFAULT_MAX_HEADER (32u << 10)
@@ -24,6 +25,17 @@
 #define DEFAULT_MAX_CONNECTIONS 1024u
 #define DEFAULT_IDLE_TIMEOUT 30u
 #define DEFAULT_THREADS 4u
+/* Connections accepted beyond max_connections only to be answered 503: this
+ * many plus an eighth of the limit. */
+#define CONNECTION_RESERVE 16u
+/* Per-connection memory beyond the header and URL limits (libmicrohttpd's
+ * bookkeeping and the read buffer). */
+#define CONNECTION_SLACK_BYTES (16u << 10)
+/* Bodies announced over the limit by up to this factor are drained before
+ * the 413 (see on_request). */
+#define DRAIN_FACTOR 16u
+/* Descriptors needed besides the connections. */
+#define OTHER_FILES 256u
 
 /* ---------------------------------------------------------- URI parsing */
 
@@ -157,41 +169,114 @@ static bool is_open_route(const struct api *api, const char *route)
     return strcmp(route, "/metrics") == 0 && !api->opts.metrics_need_token;
 }
 
-/* Decides who is calling. With no tokens configured everyone is admin (the
- * server refuses to listen beyond loopback in that case). */
-static int authenticate(struct api *api, struct api_request *req, struct err *err)
+/* Decides who is calling, from the bearer token. With no tokens configured
+ * everyone is the admin "anonymous" (the server refuses to listen beyond
+ * loopback in that case). Every configured token is compared, so the time
+ * taken does not say which one matched. */
+static void identify(struct api *api, struct api_request *req)
 {
+    req->token = -1;
     if (api->opts.ntokens == 0) {
         req->role = API_ROLE_ADMIN;
         snprintf(req->actor, sizeof req->actor, "anonymous");
-        return 0;
+        return;
     }
     const char *auth = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Authorization");
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        const char *secret = auth + 7;
-        while (*secret == ' ')
-            secret++;
-        char hex[HASH_HEX_LEN + 1];
-        hash_sha256_hex(secret, strlen(secret), hex);
-        for (size_t i = 0; i < api->opts.ntokens; i++) {
-            const struct api_token *t = &api->opts.tokens[i];
-            if (constant_time_equal(hex, t->sha256_hex, HASH_HEX_LEN)) {
-                req->role = t->role;
-                snprintf(req->actor, sizeof req->actor, "%s", t->name);
-                break;
-            }
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return;
+    const char *secret = auth + 7;
+    while (*secret == ' ')
+        secret++;
+    size_t len = strlen(secret);
+    while (len > 0 && (secret[len - 1] == ' ' || secret[len - 1] == '\t'))
+        len--;
+    if (len == 0)
+        return;
+    char hex[HASH_HEX_LEN + 1];
+    hash_sha256_hex(secret, len, hex);
+    for (size_t i = 0; i < api->opts.ntokens; i++) {
+        const struct api_token *t = &api->opts.tokens[i];
+        if (constant_time_equal(hex, t->sha256_hex, HASH_HEX_LEN) && req->token < 0) {
+            req->token = (long)i;
+            req->role = t->role;
+            snprintf(req->actor, sizeof req->actor, "%s", t->name);
         }
     }
-    if (is_open_route(api, req->route))
+}
+
+/* The optional rate limit: a token bucket per caller. Returns false (and the
+ * seconds until a request would pass) when the bucket is empty. */
+static bool rate_admit(struct api *api, const struct api_request *req, unsigned *retry_after)
+{
+    if (!api->buckets || req->role == API_ROLE_NONE)
+        return true;
+    const struct api_limits *l = &api->opts.limits;
+    double rate = (double)l->rate_per_second;
+    double capacity = (double)(l->rate_burst ? l->rate_burst : l->rate_per_second);
+    size_t index = req->token >= 0 ? (size_t)req->token : api->opts.ntokens;
+    int64_t now = clock_mono_ns();
+    pthread_mutex_lock(&api->rate_lock);
+    struct api_rate_bucket *b = &api->buckets[index];
+    if (now > b->refilled_ns) { /* threads may arrive here out of clock order */
+        b->tokens += (double)(now - b->refilled_ns) / 1e9 * rate;
+        b->refilled_ns = now;
+    }
+    if (b->tokens > capacity)
+        b->tokens = capacity;
+    bool admitted = b->tokens >= 1.0;
+    if (admitted)
+        b->tokens -= 1.0;
+    double wait = admitted ? 0.0 : (1.0 - b->tokens) / rate;
+    pthread_mutex_unlock(&api->rate_lock);
+    if (!admitted) {
+        unsigned seconds = (unsigned)wait;
+        if ((double)seconds < wait)
+            seconds++;
+        *retry_after = seconds ? seconds : 1;
+    }
+    return admitted;
+}
+
+/* 401 without a valid token (on every route but the open ones, and also on
+ * routes that do not exist), 429 over the rate limit. The role check (403)
+ * comes after routing, in dispatch. */
+static int admit(struct api *api, struct api_request *req, struct api_response *res,
+                 struct err *err)
+{
+    if (strcmp(req->route, "/healthz") == 0)
         return 0;
-    if (req->role == API_ROLE_NONE) {
+    bool open = is_open_route(api, req->route);
+    if (!open && req->role == API_ROLE_NONE) {
         err_set(err, ERR_UNAUTHORIZED, "a valid bearer token is required");
         return -1;
     }
+    unsigned retry = 0;
+    if (!rate_admit(api, req, &retry)) {
+        const struct api_limits *l = &api->opts.limits;
+        err_set(err, ERR_RATE_LIMITED,
+                "'%s' is over the rate limit of %u requests per second; retry in %u s", req->actor,
+                l->rate_per_second, retry);
+        err_add_detail(err, "limit", json_integer((json_int_t)l->rate_per_second));
+        err_add_detail(
+            err, "burst",
+            json_integer((json_int_t)(l->rate_burst ? l->rate_burst : l->rate_per_second)));
+        err_add_detail(err, "retryAfterSeconds", json_integer((json_int_t)retry));
+        snprintf(res->retry_after, sizeof res->retry_after, "%u", retry);
+        return -1;
+    }
+    return 0;
+}
+
+static int authorize(const struct api *api, const struct api_request *req, struct err *err)
+{
+    if (is_open_route(api, req->route))
+        return 0;
     bool mutation = strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0;
     if (mutation && req->role != API_ROLE_ADMIN) {
         err_set(err, ERR_FORBIDDEN, "token '%s' has the read role; %s needs admin", req->actor,
                 req->method);
+        err_add_detail(err, "token", json_string(req->actor));
+        err_add_detail(err, "role", json_string("read"));
         return -1;
     }
     return 0;
@@ -199,30 +284,69 @@ static int authenticate(struct api *api, struct api_request *req, struct err *er
 
 /* ------------------------------------------------------------ dispatch */
 
+/* Answers for requests refused before their body is read; true if one
+ * applies. */
+static bool refuse_early(struct api *api, struct api_request *req, struct api_response *res)
+{
+    const struct api_limits *l = &api->opts.limits;
+    struct err err = ERR_INIT;
+    unsigned status = 0;
+    if (req->over_capacity) {
+        err_set(&err, ERR_UNAVAILABLE, "too many connections (the limit is %u); retry later",
+                l->max_connections);
+        err_add_detail(&err, "limit", json_integer((json_int_t)l->max_connections));
+        snprintf(res->retry_after, sizeof res->retry_after, "1");
+    } else if (req->url_too_long) {
+        err_set(&err, ERR_INVALID, "URL longer than %zu bytes", l->max_url_bytes);
+        err_add_detail(&err, "limit", json_integer((json_int_t)l->max_url_bytes));
+        status = 414;
+    } else if (req->headers_too_large) {
+        err_set(&err, ERR_TOO_LARGE, "request line and headers over the limit of %zu bytes",
+                l->max_header_bytes);
+        err_add_detail(&err, "limit", json_integer((json_int_t)l->max_header_bytes));
+        status = 431;
+    } else if (req->body_too_large) {
+        err_set(&err, ERR_TOO_LARGE, "request body over the limit of %zu bytes", l->max_body_bytes);
+        err_add_detail(&err, "limit", json_integer((json_int_t)l->max_body_bytes));
+    } else {
+        return false;
+    }
+    api_respond_error(res, &err);
+    if (status)
+        res->status = status;
+    res->close_connection = true;
+    err_clear(&err);
+    return true;
+}
+
 static void dispatch(struct api *api, struct api_request *req, struct api_response *res)
 {
-    struct err err = ERR_INIT;
     req->route = "unmatched";
-    if (req->url_too_long) {
-        err_set(&err, ERR_INVALID, "URL longer than %zu bytes", api->opts.limits.max_url_bytes);
+    if (refuse_early(api, req, res))
+        return;
+    struct err err = ERR_INIT;
+    if (req->path_too_deep) {
+        identify(api, req);
+        if (admit(api, req, res, &err) == 0)
+            err_set(&err, ERR_NOT_FOUND, "no such route");
         api_respond_error(res, &err);
-        res->status = 414;
-    } else if (req->body_too_large) {
-        err_set(&err, ERR_TOO_LARGE, "request body over the limit of %zu bytes",
-                api->opts.limits.max_body_bytes);
-        err_add_detail(&err, "limit", json_integer((json_int_t)api->opts.limits.max_body_bytes));
-        api_respond_error(res, &err);
-    } else if (req->path_too_deep) {
-        err_set(&err, ERR_NOT_FOUND, "no such route");
-        api_respond_error(res, &err);
-    } else {
-        const struct api_route *route = api_route_match(req, res, &err);
-        if (route)
-            req->route = route->pattern;
-        if (!route || authenticate(api, req, &err) != 0 ||
-            route->handler(api, req, res, &err) != 0)
-            api_respond_error(res, &err);
+        err_clear(&err);
+        return;
     }
+    struct err route_err = ERR_INIT;
+    const struct api_route *route = api_route_match(req, res, &route_err);
+    if (route)
+        req->route = route->pattern;
+    identify(api, req);
+    if (admit(api, req, res, &err) != 0) {
+        res->allow[0] = '\0';
+        api_respond_error(res, &err);
+    } else if (!route) {
+        api_respond_error(res, &route_err);
+    } else if (authorize(api, req, &err) != 0 || route->handler(api, req, res, &err) != 0) {
+        api_respond_error(res, &err);
+    }
+    err_clear(&route_err);
     err_clear(&err);
 }
 
@@ -274,21 +398,64 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
         MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, res->retry_after);
     if (res->status == 401)
         MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    count_request(api, req, res->status);
+    if (res->close_connection)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(req->conn, res->status, response);
     MHD_destroy_response(response);
+    if (rc == MHD_YES) {
+        req->answered = true;
+        count_request(api, req, res->status);
+    }
     return rc;
 }
 
-static bool content_length_over(struct api *api, struct MHD_Connection *conn)
+static enum MHD_Result answer(struct api *api, struct api_request *req)
+{
+    struct api_response res = {0};
+    dispatch(api, req, &res);
+    enum MHD_Result rc = send_response(api, req, &res);
+    api_response_clear(&res);
+    return rc;
+}
+
+/* The body length announced by Content-Length (0 when there is none). */
+static unsigned long long content_length(struct MHD_Connection *conn)
 {
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!cl)
-        return false;
+        return 0;
     char *end = NULL;
     unsigned long long n = strtoull(cl, &end, 10);
-    return end != cl && n > api->opts.limits.max_body_bytes;
+    return end != cl ? n : 0;
+}
+
+static enum MHD_Result add_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
+{
+    (void)kind;
+    size_t *total = cls;
+    *total += strlen(key) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF */
+    return MHD_YES;
+}
+
+/* The request line and the header lines as they came, give or take the
+ * whitespace around values. */
+static size_t header_bytes(struct MHD_Connection *conn, const char *method, const char *uri,
+                           const char *version)
+{
+    size_t total = strlen(method) + strlen(uri) + strlen(version) + 4;
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header_bytes, &total);
+    return total;
+}
+
+static int admitted_connection, refused_connection; /* socket_context markers */
+
+static bool connection_refused(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info && info->socket_context == &refused_connection;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -297,26 +464,41 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **con_cls)
 {
     (void)url;
-    (void)version;
     struct api *api = cls;
     struct api_request *req = *con_cls;
     if (!req)
         return MHD_NO;
+    if (req->answered) {
+        /* Refused before its body: whatever still arrives is dropped. */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
     if (!req->method) {
         req->method = method;
         req->conn = conn;
-        if (content_length_over(api, conn)) {
-            /* Answer at once rather than reading a body we will refuse. */
+        if (connection_refused(conn))
+            req->over_capacity = true;
+        else if (!req->url_too_long && header_bytes(conn, method, req->raw_uri, version) >
+                                           api->opts.limits.max_header_bytes)
+            req->headers_too_large = true;
+        if (req->over_capacity || req->url_too_long || req->headers_too_large)
+            return answer(api, req);
+        unsigned long long announced = content_length(conn);
+        size_t limit = api->opts.limits.max_body_bytes;
+        if (announced > limit) {
+            /* Closing on a client still sending makes the kernel reset the
+             * connection, and the client may never read the 413: a body
+             * up to DRAIN_FACTOR times the limit is read and dropped, and
+             * answered at its end. A larger one is answered at once. */
             req->body_too_large = true;
-            struct api_response res = {0};
-            dispatch(api, req, &res);
-            enum MHD_Result rc = send_response(api, req, &res);
-            api_response_clear(&res);
-            return rc;
+            req->over_limit_ns = clock_mono_ns();
+            if (announced / DRAIN_FACTOR > limit)
+                return answer(api, req);
         }
         return MHD_YES;
     }
     if (*upload_data_size) {
+        bool was_over = req->body_too_large;
         if (!req->body_too_large) {
             if (req->body.len + *upload_data_size > api->opts.limits.max_body_bytes)
                 req->body_too_large = true;
@@ -324,15 +506,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 strbuf_append(&req->body, upload_data, *upload_data_size);
         }
         *upload_data_size = 0;
+        if (req->body_too_large) {
+            /* A chunked body past the limit. Answer now and close if
+             * libmicrohttpd lets a response be queued before the body ends
+             * (0.9.75 does not); otherwise the rest is read and dropped, and
+             * a body still arriving idle_timeout seconds after it passed
+             * the limit has its connection cut without an answer. */
+            if (!was_over) {
+                req->over_limit_ns = clock_mono_ns();
+                strbuf_release(&req->body);
+                if (answer(api, req) == MHD_YES)
+                    return MHD_YES;
+            }
+            int64_t grace = (int64_t)api->opts.limits.idle_timeout_s * 1000000000;
+            if (clock_mono_ns() - req->over_limit_ns > grace) {
+                log_debug("http",
+                          "%s %s: body still arriving %u s past the limit, connection "
+                          "closed",
+                          req->method, req->raw_uri, api->opts.limits.idle_timeout_s);
+                return MHD_NO;
+            }
+        }
         return MHD_YES;
     }
     if (strbuf_failed(&req->body))
         req->body_too_large = true;
-    struct api_response res = {0};
-    dispatch(api, req, &res);
-    enum MHD_Result rc = send_response(api, req, &res);
-    api_response_clear(&res);
-    return rc;
+    return answer(api, req);
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -343,6 +542,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     if (!req)
         return NULL;
     req->started_ns = clock_mono_ns();
+    req->token = -1;
     size_t len = strlen(uri);
     if (len > api->opts.limits.max_url_bytes) {
         req->url_too_long = true;
@@ -367,7 +567,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+/* Counts open connections; those accepted over max_connections are marked
+ * and get 503 on their first request. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)conn;
+    struct api *api = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        unsigned open = atomic_fetch_add(&api->connections, 1) + 1;
+        *socket_context =
+            open > api->opts.limits.max_connections ? &refused_connection : &admitted_connection;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub(&api->connections, 1);
+    }
+}
+
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[512];
@@ -394,6 +610,29 @@ static void apply_defaults(struct api_limits *l)
         l->idle_timeout_s = DEFAULT_IDLE_TIMEOUT;
     if (!l->threads)
         l->threads = DEFAULT_THREADS;
+}
+
+/* Every connection is a descriptor: raise the soft limit on open files so
+ * that max_connections (and the reserve answered with 503) fit beside the
+ * database, the registry and the log, as far as the hard limit allows. */
+static void fit_open_files(unsigned connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = (rlim_t)connections + OTHER_FILES;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+        return;
+    rlim_t target = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+    if (target > rl.rlim_cur) {
+        rl.rlim_cur = target;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (target < want)
+        log_warn("http",
+                 "%u connections need about %llu open files but the hard limit is %llu: lower "
+                 "http.max_connections or raise the limit (ulimit -n)",
+                 connections, (unsigned long long)want, (unsigned long long)rl.rlim_max);
 }
 
 static int create_metrics(struct api *api)
@@ -428,6 +667,8 @@ static void free_api(struct api *api)
     metrics_family_free(api->tag_deleted);
     metrics_family_free(api->validation_failures);
     pthread_mutex_destroy(&api->audit_lock);
+    pthread_mutex_destroy(&api->rate_lock);
+    free(api->buckets);
     free(api);
 }
 
@@ -441,6 +682,22 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     api->opts = *opts;
     apply_defaults(&api->opts.limits);
     pthread_mutex_init(&api->audit_lock, NULL);
+    pthread_mutex_init(&api->rate_lock, NULL);
+    if (api->opts.limits.rate_per_second) {
+        api->buckets = calloc(api->opts.ntokens + 1, sizeof *api->buckets);
+        if (!api->buckets) {
+            free_api(api);
+            err_set(err, ERR_INTERNAL, "out of memory");
+            return -1;
+        }
+        const struct api_limits *rl = &api->opts.limits;
+        int64_t now = clock_mono_ns();
+        for (size_t i = 0; i <= api->opts.ntokens; i++) {
+            api->buckets[i].tokens =
+                (double)(rl->rate_burst ? rl->rate_burst : rl->rate_per_second);
+            api->buckets[i].refilled_ns = now;
+        }
+    }
     if (create_metrics(api) != 0) {
         free_api(api);
         err_set(err, ERR_INTERNAL, "out of memory");
@@ -455,14 +712,23 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         return -1;
     }
     const struct api_limits *l = &api->opts.limits;
+    /* libmicrohttpd accepts a reserve beyond max_connections, so that those
+     * connections get a 503 from on_connection's mark instead of waiting
+     * unanswered; its limit is split between the polling threads. */
+    unsigned cap = l->max_connections + l->max_connections / 8 + CONNECTION_RESERVE;
+    if (cap < l->threads * 2)
+        cap = l->threads * 2;
+    api->connection_cap = cap;
+    fit_open_files(cap);
     api->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
         on_request, api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)l->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)l->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)l->max_header_bytes + l->max_url_bytes, MHD_OPTION_URI_LOG_CALLBACK, on_uri, api,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        (unsigned int)cap, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)l->idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)l->max_header_bytes + l->max_url_bytes + CONNECTION_SLACK_BYTES,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, api, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
         api, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!api->daemon) {
         free_api(api);

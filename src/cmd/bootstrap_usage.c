@@ -12,6 +12,7 @@
 #include "core/fsutil.h"
 #include "core/jsonutil.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,7 +159,8 @@ static void lookup(const struct bootstrap_usage *usage, const char *strategy, co
         const struct bootstrap_usage_entry *e = &usage->entries[i];
         if (strcmp(e->strategy, strategy) != 0 || strcmp(e->hex, hex) != 0)
             break;
-        *count += e->count;
+        /* Counts come from the file: saturate rather than overflow. */
+        *count = e->count > LLONG_MAX - *count ? LLONG_MAX : *count + e->count;
         int64_t ms = INT64_MIN + 1; /* unparsable: still better than never */
         if (e->last_seen && clock_parse_rfc3339(e->last_seen, &ms) != 0)
             ms = INT64_MIN + 1;

@@ -6,6 +6,7 @@
 #include "core/names.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -287,15 +288,41 @@ static long long uint_or(const json_t *obj, const char *key, long long fallback)
     return json_is_integer(v) ? json_integer_value(v) : fallback;
 }
 
+/* An integer setting above `max` is refused rather than wrapped. */
+static int check_max(const json_t *obj, const char *path, const char *key, long long max,
+                     struct err *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_integer(v) && json_integer_value(v) > max) {
+        err_set(err, ERR_INVALID, "%s.%s: at most %lld", path, key, max);
+        return -1;
+    }
+    return 0;
+}
+
 static int apply_http(struct config *cfg, const json_t *http, struct err *err)
 {
     static const struct field fields[] = {
-        {"max_body_bytes", F_UINT},   {"max_header_bytes", F_UINT},
-        {"max_url_bytes", F_UINT},    {"max_connections", F_UINT},
-        {"idle_timeout_seconds", F_UINT}, {"threads", F_UINT},
+        {"max_body_bytes", F_UINT},        {"max_header_bytes", F_UINT},
+        {"max_url_bytes", F_UINT},         {"max_connections", F_UINT},
+        {"idle_timeout_seconds", F_UINT},  {"threads", F_UINT},
+        {"rate_limit_per_second", F_UINT}, {"rate_limit_burst", F_UINT},
+    };
+    static const struct {
+        const char *key;
+        long long max;
+    } bounds[] = {
+        {"max_body_bytes", 1LL << 30},      {"max_header_bytes", 1LL << 20},
+        {"max_url_bytes", 1LL << 20},       {"max_connections", 1000000},
+        {"idle_timeout_seconds", 86400},    {"threads", 256},
+        {"rate_limit_per_second", 1000000}, {"rate_limit_burst", 1000000},
     };
     if (check_keys(http, "http", fields, sizeof fields / sizeof fields[0], err) != 0)
         return -1;
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        if (check_max(http, "http", bounds[i].key, bounds[i].max, err) != 0)
+            return -1;
+    }
     struct api_limits *l = &cfg->http;
     l->max_body_bytes = (size_t)uint_or(http, "max_body_bytes", (long long)l->max_body_bytes);
     l->max_header_bytes =
@@ -304,6 +331,8 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
     l->max_connections = (unsigned)uint_or(http, "max_connections", l->max_connections);
     l->idle_timeout_s = (unsigned)uint_or(http, "idle_timeout_seconds", l->idle_timeout_s);
     l->threads = (unsigned)uint_or(http, "threads", l->threads);
+    l->rate_per_second = (unsigned)uint_or(http, "rate_limit_per_second", l->rate_per_second);
+    l->rate_burst = (unsigned)uint_or(http, "rate_limit_burst", l->rate_burst);
     return 0;
 }
 
@@ -314,8 +343,22 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         {"max_consecutive_errors", F_UINT}, {"queue_capacity", F_UINT},
         {"log_lines_per_second", F_UINT}, {"stack_limit_kb", F_UINT},
     };
+    /* The same ceilings as an instance's own memory_limit_mb and
+     * cpu_budget_ms; none lets a value wrap when scaled or narrowed. */
+    static const struct {
+        const char *key;
+        long long max;
+    } bounds[] = {
+        {"memory_limit_mb", 65536},          {"cpu_budget_ms", 3600 * 1000},
+        {"max_consecutive_errors", INT_MAX}, {"queue_capacity", 1LL << 24},
+        {"log_lines_per_second", INT_MAX},   {"stack_limit_kb", 1LL << 16},
+    };
     if (check_keys(rt, "runtime", fields, sizeof fields / sizeof fields[0], err) != 0)
         return -1;
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        if (check_max(rt, "runtime", bounds[i].key, bounds[i].max, err) != 0)
+            return -1;
+    }
     struct js_limits *l = &cfg->instance_limits;
     l->memory_bytes = (size_t)uint_or(rt, "memory_limit_mb", (long long)(l->memory_bytes >> 20))
                       << 20;
@@ -333,7 +376,9 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
 static int apply_validation(struct config *cfg, const json_t *v, struct err *err)
 {
     static const struct field fields[] = {{"memory_limit_mb", F_UINT}, {"budget_ms", F_UINT}};
-    if (check_keys(v, "validation", fields, 2, err) != 0)
+    if (check_keys(v, "validation", fields, 2, err) != 0 ||
+        check_max(v, "validation", "memory_limit_mb", 65536, err) != 0 ||
+        check_max(v, "validation", "budget_ms", 3600 * 1000, err) != 0)
         return -1;
     struct js_limits *l = &cfg->validation_limits;
     l->memory_bytes = (size_t)uint_or(v, "memory_limit_mb", (long long)(l->memory_bytes >> 20))
@@ -453,6 +498,12 @@ int config_apply(struct config *cfg, const json_t *doc, struct err *err)
     };
     if (check_keys(doc, "", fields, sizeof fields / sizeof fields[0], err) != 0)
         return -1;
+    /* As --workers. */
+    const json_t *workers = json_object_get(doc, "workers");
+    if (json_is_integer(workers) && json_integer_value(workers) > 256) {
+        err_set(err, ERR_INVALID, "workers: at most 256");
+        return -1;
+    }
     const char *listen = json_string_value(json_object_get(doc, "listen"));
     if (listen) {
         char *host = NULL;

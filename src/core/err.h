@@ -47,7 +47,8 @@ struct err {
 /* Records the failure; replaces any earlier message and keeps details. */
 __attribute__((format(printf, 3, 4))) void err_set(struct err *err, enum err_kind kind,
                                                    const char *fmt, ...);
-void err_vset(struct err *err, enum err_kind kind, const char *fmt, va_list ap);
+__attribute__((format(printf, 3, 0))) void err_vset(struct err *err, enum err_kind kind,
+                                                    const char *fmt, va_list ap);
 /* Like err_set, with the text of errno appended ("...: No such file"). Maps
  * ENOSPC/EDQUOT to ERR_NO_SPACE, everything else to `kind`. */
 __attribute__((format(printf, 4, 5))) void err_set_errno(struct err *err, enum err_kind kind,

@@ -179,11 +179,14 @@ static void events_hint(char *out, size_t size, const char *lead)
         used += (size_t)snprintf(out + used, size - used, "%s%s", i ? ", " : "", js_event_names[i]);
 }
 
+/* Earlier elements may be anything (a hole in the array reads as null):
+ * only strings can repeat this one. */
 static bool listed_before(const json_t *events, size_t index)
 {
     const char *name = json_string_value(json_array_get(events, index));
     for (size_t i = 0; i < index; i++) {
-        if (strcmp(json_string_value(json_array_get(events, i)), name) == 0)
+        const char *earlier = json_string_value(json_array_get(events, i));
+        if (earlier && strcmp(earlier, name) == 0)
             return true;
     }
     return false;

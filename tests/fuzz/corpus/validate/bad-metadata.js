@@ -1,0 +1,1 @@
+module.exports = { metadata: { name: 'X y', displayName: '', tag: '../t', events: ['Trade', 'trade', 'Trade', 3], config: [{name: 'a', type: 'int', default: 'x'}, {name: 'a', type: 'int'}, {type: 'enum'}, 5, {name: 'e', type: 'enum', options: ['p', 1]}] }, create() {} };

@@ -1,0 +1,1 @@
+module.exports = { get metadata() { throw new TypeError('no'); }, create() {} };

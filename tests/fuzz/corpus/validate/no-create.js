@@ -1,0 +1,1 @@
+module.exports = { metadata: { name: 'x', displayName: 'X', events: ['Trade'] } };
