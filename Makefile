@@ -35,7 +35,7 @@ test-sanitize: deps
 	$(SANITIZER_ENV) ctest --test-dir build/asan --output-on-failure -j$(JOBS)
 
 bench: deps
-	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DSTRATD_TESTS=OFF >/dev/null
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DSTRATD_TESTS=OFF -DSTRATD_BENCH=ON >/dev/null
 	@cmake --build build/release -j$(JOBS)
 	@bench/run.sh build/release
 

@@ -8,6 +8,40 @@
  * a thread: bodies are read incrementally and every connection has an idle
  * timeout.
  *
+ * Limits (each with its answer; the error bodies are JSON):
+ * - URL over max_url_bytes: 414. Request line and headers over
+ *   max_header_bytes: 431. Both are checked by stratd on the parsed request;
+ *   libmicrohttpd keeps a per-connection buffer of max_header_bytes +
+ *   max_url_bytes + 16 KiB, and a request that does not even fit in it is
+ *   answered by libmicrohttpd itself (431 or 414 with an HTML body) and the
+ *   connection is closed.
+ * - Body over max_body_bytes: 413 and the connection closed. The body is
+ *   read (and dropped past the limit) to its end and then answered, so the
+ *   client reads the 413 rather than a connection reset; a body still
+ *   arriving idle_timeout_s seconds after it passed the limit has its
+ *   connection cut unanswered, and one whose Content-Length is over 16
+ *   times the limit is answered at once, unread.
+ * - Connections: up to max_connections are served. The next ones (up to
+ *   max_connections / 8 + 16 more) get 503 with Retry-After and are closed;
+ *   beyond that libmicrohttpd stops accepting and further connections wait
+ *   in the kernel's listen backlog until a slot frees. The soft limit on
+ *   open files is raised to fit when the hard limit allows.
+ * - A connection with no traffic for idle_timeout_s seconds (a client that
+ *   stalls half-way through a request included) is closed without an
+ *   answer. Connections are multiplexed over `threads` epoll threads, so a
+ *   stalled client holds a socket and a little memory, never a thread.
+ * - Rate (optional): a token bucket per token name (one shared bucket for
+ *   "anonymous" when no tokens are configured) refilled at rate_per_second
+ *   and holding rate_burst requests; a request finding it empty gets 429
+ *   with Retry-After (seconds). /healthz is never limited.
+ *
+ * Authentication: with tokens configured, every route but /healthz (and
+ * /metrics unless metrics_need_token) needs "Authorization: Bearer
+ * <secret>" whose SHA-256 matches a token: 401 otherwise (also for routes
+ * that do not exist, so that probing reveals nothing), 403 for a read token
+ * on anything but GET/HEAD. The secret is never stored or logged; the
+ * token's name is the actor of audit entries.
+ *
  * Contract: api_start() binds and listens before it returns (so the caller
  * may announce the address); api_stop() stops accepting, waits for the
  * handlers in flight and frees everything. The subsystems passed in are
@@ -29,11 +63,13 @@
 
 struct api_limits {
     size_t max_body_bytes;      /* 413 above; default 1 MiB */
-    size_t max_header_bytes;    /* per-connection header memory; default 32 KiB */
+    size_t max_header_bytes;    /* request line and headers; 431 above; default 32 KiB */
     size_t max_url_bytes;       /* 414 above; default 8 KiB */
-    unsigned max_connections;   /* default 1024; refused above */
+    unsigned max_connections;   /* open connections; 503 above; default 1024 */
     unsigned idle_timeout_s;    /* a connection idle this long is closed; default 30 */
     unsigned threads;           /* polling threads; default 4 */
+    unsigned rate_per_second;   /* requests per second per token; 0: no rate limit */
+    unsigned rate_burst;        /* bucket size; 0: rate_per_second */
 };
 
 enum api_role { API_ROLE_NONE, API_ROLE_READ, API_ROLE_ADMIN };

@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -35,12 +36,17 @@ struct api_request {
     struct api_query_arg *query;
     size_t nquery;
     struct strbuf body;
+    int64_t over_limit_ns; /* when the body passed max_body_bytes */
     bool body_too_large;
     bool url_too_long;
+    bool headers_too_large;             /* request line + headers over the limit */
+    bool over_capacity;                 /* the connection is over max_connections */
+    bool answered;                      /* a response is queued */
     const char *params[API_MAX_PARAMS]; /* {name} captures, in pattern order */
     const char *route;                  /* the matched pattern, for metrics */
     int64_t started_ns;
     enum api_role role;
+    long token;                         /* index in opts.tokens; -1: none */
     char actor[64];                     /* token name, or "anonymous" */
 };
 
@@ -53,6 +59,7 @@ struct api_response {
     char etag[HASH_SPELLED_LEN + 3];
     char allow[64];
     char retry_after[16];
+    bool close_connection; /* Connection: close (refusals before the body) */
 };
 
 typedef int (*api_handler_fn)(struct api *api, struct api_request *req, struct api_response *res,
@@ -64,10 +71,21 @@ struct api_route {
     api_handler_fn handler;
 };
 
+/* A token bucket of the optional rate limit (one per token, plus one for
+ * "anonymous"); guarded by api.rate_lock. */
+struct api_rate_bucket {
+    double tokens;
+    int64_t refilled_ns;
+};
+
 struct api {
     struct api_options opts;
     struct MHD_Daemon *daemon;
     int port;
+    atomic_uint connections; /* open connections (accepted, not yet closed) */
+    unsigned connection_cap; /* libmicrohttpd's own limit: max + reserve */
+    pthread_mutex_t rate_lock;
+    struct api_rate_bucket *buckets; /* ntokens + 1 when rate limiting, else NULL */
     struct metrics_family *http_requests;
     struct metrics_family *tag_reassigned;
     struct metrics_family *tag_deleted;

@@ -116,6 +116,29 @@ void metrics_add(struct metrics_family *f, const char *const *label_values, doub
     pthread_mutex_unlock(&f->lock);
 }
 
+size_t metrics_remove(struct metrics_family *f, const char *label, const char *value)
+{
+    if (!f || !label || !value)
+        return 0;
+    size_t index = 0;
+    while (index < f->nlabels && strcmp(f->label_names[index], label) != 0)
+        index++;
+    if (index == f->nlabels)
+        return 0;
+    pthread_mutex_lock(&f->lock);
+    size_t kept = 0;
+    for (size_t i = 0; i < f->nseries; i++) {
+        if (strcmp(f->series[i].values[index], value) == 0)
+            free_strings(f->series[i].values, f->nlabels);
+        else
+            f->series[kept++] = f->series[i]; /* first-seen order is kept */
+    }
+    size_t removed = f->nseries - kept;
+    f->nseries = kept;
+    pthread_mutex_unlock(&f->lock);
+    return removed;
+}
+
 void metrics_set(struct metrics_family *f, const char *const *label_values, double value)
 {
     if (!f)

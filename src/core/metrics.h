@@ -29,6 +29,11 @@ void metrics_family_free(struct metrics_family *family);
 void metrics_add(struct metrics_family *family, const char *const *label_values, double delta);
 /* Sets a gauge series. */
 void metrics_set(struct metrics_family *family, const char *const *label_values, double value);
+/* Drops every series whose label `label` has the value `value`, so that
+ * series about things that are gone (a deleted revision, a deleted
+ * instance) do not pile up with churn. Returns how many went; an unknown
+ * label removes nothing. */
+size_t metrics_remove(struct metrics_family *family, const char *label, const char *value);
 /* # HELP, # TYPE, then every series (in first-seen order). */
 void metrics_family_write(struct metrics_family *family, struct strbuf *out);
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------- locking */
@@ -313,16 +314,70 @@ static struct store *store_alloc(const char *state_dir)
     if (!s)
         return NULL;
     s->audit_fd = -1;
+    s->lock_fd = -1;
     s->lock_ready = pthread_mutex_init(&s->lock, NULL) == 0;
     s->audit_lock_ready = pthread_mutex_init(&s->audit_lock, NULL) == 0;
     s->dir = strdup(state_dir);
     s->db_path = fsutil_join(state_dir, STORE_DB_FILE);
     s->audit_path = fsutil_join(state_dir, STORE_AUDIT_FILE);
-    if (!s->lock_ready || !s->audit_lock_ready || !s->dir || !s->db_path || !s->audit_path) {
+    s->lock_path = fsutil_join(state_dir, STORE_LOCK_FILE);
+    if (!s->lock_ready || !s->audit_lock_ready || !s->dir || !s->db_path || !s->audit_path ||
+        !s->lock_path) {
         store_close(s);
         return NULL;
     }
     return s;
+}
+
+/* The pid the holder of the state lock wrote, or 0. */
+static long lock_holder(int fd)
+{
+    char text[32];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    char *end = NULL;
+    long pid = strtol(text, &end, 10);
+    return end != text && pid > 0 ? pid : 0;
+}
+
+/* One process per state directory: two servers sharing one would both
+ * write the same instances, orders and audit log. */
+static int lock_state_dir(struct store *s, struct err *err)
+{
+    int fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot open the state lock %s", s->lock_path);
+        return -1;
+    }
+    int rc;
+    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+        ;
+    if (rc != 0) {
+        int saved = errno;
+        if (saved == EWOULDBLOCK) {
+            long pid = lock_holder(fd);
+            char who[48] = "";
+            if (pid)
+                (void)snprintf(who, sizeof who, " (pid %ld)", pid);
+            err_set(err, ERR_CONFLICT,
+                    "state directory %s is in use by another process%s: it holds %s; stop it or "
+                    "use another --state directory",
+                    s->dir, who, s->lock_path);
+        } else {
+            err_set_errno(err, ERR_INTERNAL, saved, "cannot lock %s", s->lock_path);
+        }
+        close(fd);
+        return -1;
+    }
+    /* Best effort: the pid only makes the message above more helpful. */
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != (ssize_t)n)
+        log_warn("store", "cannot record the pid in %s", s->lock_path);
+    s->lock_fd = fd;
+    return 0;
 }
 
 int store_open(const char *state_dir, struct store **out, struct err *err)
@@ -340,8 +395,8 @@ int store_open(const char *state_dir, struct store **out, struct err *err)
         return -1;
     }
     /* The directory is synced last so the new files' entries are durable. */
-    if (open_db(s, err) != 0 || store__migrate(s, err) != 0 || store__audit_open(s, err) != 0 ||
-        fsutil_fsync_dir(s->dir, err) != 0) {
+    if (lock_state_dir(s, err) != 0 || open_db(s, err) != 0 || store__migrate(s, err) != 0 ||
+        store__audit_open(s, err) != 0 || fsutil_fsync_dir(s->dir, err) != 0) {
         store_close(s);
         return -1;
     }
@@ -360,6 +415,8 @@ void store_close(struct store *store)
         log_error("store", "closing %s: %s", store->db_path, sqlite3_errmsg(store->db));
     if (store->audit_fd >= 0)
         close(store->audit_fd);
+    if (store->lock_fd >= 0)
+        close(store->lock_fd); /* releases the flock */
     if (store->lock_ready)
         pthread_mutex_destroy(&store->lock);
     if (store->audit_lock_ready)
@@ -367,6 +424,7 @@ void store_close(struct store *store)
     free(store->dir);
     free(store->db_path);
     free(store->audit_path);
+    free(store->lock_path);
     free(store);
 }
 

@@ -5,6 +5,8 @@
  *   <state>/stratd.db     instances, usage, orders, executions, balances,
  *                         providers, module metadata cache, settings
  *   <state>/audit.log     one JSON object per line, append-only, fsynced
+ *   <state>/stratd.lock   held (flock) by the process that has the store
+ *                         open, and naming its pid
  *
  * The schema is versioned (PRAGMA user_version); store_open() applies every
  * migration above the file's version in one transaction each, so an old
@@ -22,7 +24,12 @@
  * Errors: ERR_INVALID (bad arguments), ERR_NO_SPACE (SQLITE_FULL / ENOSPC),
  * ERR_INTERNAL (other SQLite or I/O failures, message includes SQLite's).
  * A read-only or unwritable state directory fails store_open() with a
- * message naming the directory.
+ * message naming the directory. One process at a time: store_open() takes
+ * an exclusive flock on <state>/stratd.lock without waiting and keeps it
+ * until store_close(), so a second server (or any second process) on the
+ * same state directory fails with ERR_CONFLICT ("state directory ... is in
+ * use by another process (pid N)"). The lock goes with the process, so a
+ * server killed with SIGKILL never leaves a stale lock behind.
  *
  * Lookups (store_metadata_get, store_setting_get) return 1 and set *out to
  * NULL when the key is absent, 0 when found, -1 on error (the jsonutil_get_*
@@ -42,6 +49,7 @@
 
 #define STORE_DB_FILE "stratd.db"
 #define STORE_AUDIT_FILE "audit.log"
+#define STORE_LOCK_FILE "stratd.lock"
 
 struct store;
 

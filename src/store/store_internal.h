@@ -63,6 +63,8 @@ struct store {
     char *dir;
     char *db_path;
     char *audit_path;
+    char *lock_path;
+    int lock_fd; /* flock on <state>/stratd.lock, held until store_close() */
     pthread_mutex_t audit_lock;
     bool audit_lock_ready;
     int audit_fd;

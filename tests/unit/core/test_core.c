@@ -5,6 +5,7 @@
 #include "core/fsutil.h"
 #include "core/hash.h"
 #include "core/jsonutil.h"
+#include "core/metrics.h"
 #include "core/names.h"
 #include "core/strbuf.h"
 
@@ -202,6 +203,35 @@ static void test_err_status_mapping(void **state)
     assert_null(err.details);
 }
 
+/* Series about something gone are dropped; the others keep their values
+ * and their order. */
+static void test_metrics_remove(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"strategy", "hash", NULL};
+    struct metrics_family *f = metrics_family_new("t_total", "Test.", METRICS_COUNTER, names);
+    assert_non_null(f);
+    const char *a[] = {"s", "aaa"}, *b[] = {"s", "bbb"}, *c[] = {"t", "aaa"};
+    metrics_add(f, a, 1);
+    metrics_add(f, b, 2);
+    metrics_add(f, c, 3);
+    assert_int_equal(metrics_remove(f, "hash", "aaa"), 2);
+    assert_int_equal(metrics_remove(f, "hash", "zzz"), 0);
+    assert_int_equal(metrics_remove(f, "nolabel", "bbb"), 0);
+    struct strbuf out = STRBUF_INIT;
+    metrics_family_write(f, &out);
+    const char *text = strbuf_cstr(&out);
+    assert_null(strstr(text, "aaa"));
+    assert_non_null(strstr(text, "t_total{strategy=\"s\",hash=\"bbb\"} 2"));
+    /* A removed series starts again from zero. */
+    metrics_add(f, a, 5);
+    strbuf_release(&out);
+    metrics_family_write(f, &out);
+    assert_non_null(strstr(strbuf_cstr(&out), "hash=\"aaa\"} 5"));
+    strbuf_release(&out);
+    metrics_family_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_json_parse_errors_say_where),
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_err_status_mapping),
+        cmocka_unit_test(test_metrics_remove),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
