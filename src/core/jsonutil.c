@@ -90,9 +90,13 @@ json_t *jsonutil_string_lossy(const char *data, size_t len)
     return value;
 }
 
+/* Reals at 15 significant digits: every decimal a person typed survives
+ * (0.0005 stays 0.0005 instead of 0.00050000000000000001), and sums such as
+ * fees print without binary noise. */
 char *jsonutil_dump(const json_t *value, size_t *len)
 {
-    char *text = json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    char *text = json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY |
+                                       JSON_REAL_PRECISION(15));
     if (text && len)
         *len = strlen(text);
     return text;

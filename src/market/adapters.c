@@ -71,11 +71,10 @@ bool sim_split_symbol(const char *symbol, char *base, char *quote)
 json_t *sim_decimal_json(double v)
 {
     char buf[40];
-    /* %.15g prints most prices exactly as people wrote them; fall back to
-     * 17 digits only when 15 would not read back as the same double. */
+    /* 15 significant digits: prices print as people wrote them, and
+     * computed amounts (fees, averages) without binary noise such as
+     * 0.49690850000000003. */
     snprintf(buf, sizeof buf, "%.15g", v);
-    if (strtod(buf, NULL) != v)
-        snprintf(buf, sizeof buf, "%.17g", v);
     return json_string(buf);
 }
 
