@@ -42,6 +42,10 @@ bench: deps
 fuzz: deps
 	@scripts/fuzz.sh long
 
+# The long soak: 100 instances on a fast simulated market, control-plane
+# traffic and hostile strategies for STRATD_SOAK_SECONDS (default 600); it
+# prints events, rates, the RSS series and handler p99 per window. The short
+# form (about 80 s) is part of `make test`.
 soak: build
 	@STRATD_SOAK_SECONDS=$${STRATD_SOAK_SECONDS:-600} build/tests/integration_test_soak
 

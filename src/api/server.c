@@ -507,11 +507,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         *upload_data_size = 0;
         if (req->body_too_large) {
-            /* A chunked body past the limit. Answer now and close if
-             * libmicrohttpd lets a response be queued before the body ends
-             * (0.9.75 does not); otherwise the rest is read and dropped, and
-             * a body still arriving idle_timeout seconds after it passed
-             * the limit has its connection cut without an answer. */
+            /* A body past the limit (chunked, or announced and drained).
+             * Answer now and close if libmicrohttpd lets a response be
+             * queued before the body ends (0.9.75 does not); otherwise the
+             * rest is read and dropped, and a body still arriving
+             * idle_timeout seconds after it passed the limit has its
+             * connection cut without an answer. */
             if (!was_over) {
                 req->over_limit_ns = clock_mono_ns();
                 strbuf_release(&req->body);

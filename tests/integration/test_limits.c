@@ -1,0 +1,731 @@
+/*
+ * The control plane's limits, each at its default and set through its
+ * configuration key, each with its answer:
+ *
+ *   http.max_body_bytes        413 (Content-Length or chunked), connection closed
+ *   http.max_header_bytes      431 (JSON; far beyond, libmicrohttpd's own 431)
+ *   http.max_url_bytes         414 (JSON; far beyond, libmicrohttpd's own 414)
+ *   http.max_connections       503 with Retry-After past the limit; a freed slot serves again
+ *   http.idle_timeout_seconds  a stalled client is dropped, and never delays others
+ *   http.rate_limit_per_second 429 with Retry-After per token (off by default)
+ *
+ * After every refusal the server still serves. Raw sockets are used where
+ * the client has to misbehave.
+ */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char SECRET_A[] = "limits-token-A-51f0c2";
+static const char SECRET_B[] = "limits-token-B-9d33e7";
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void start(struct tu_server *srv, const char *yaml)
+{
+    struct tu_server_options opts = {.config_yaml = yaml};
+    tu_server_start(srv, &opts);
+}
+
+static void expect_healthy(struct tu_server *srv)
+{
+    json_t *h = tu_get_json(srv, 200, "/healthz");
+    json_decref(h);
+}
+
+/* ------------------------------------------------------------- sockets */
+
+static int raw_connect(const struct tu_server *srv)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail_msg("socket: %s", strerror(errno));
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)srv->port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+        fail_msg("connect: %s", strerror(errno));
+    return fd;
+}
+
+static void raw_send(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            fail_msg("send: %s", strerror(errno));
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads one response (headers, then Content-Length bytes). Returns NULL
+ * when the connection closed or nothing came within timeout_ms. */
+static char *raw_response(int fd, int timeout_ms)
+{
+    size_t cap = 8192, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    int64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end) {
+            const char *cl = strcasestr(buf, "\r\nContent-Length:");
+            size_t body = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
+            if (len >= (size_t)(end + 4 - buf) + body)
+                return buf;
+        }
+        int left = (int)(deadline - now_ms());
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (left <= 0 || poll(&pfd, 1, left) <= 0)
+            break;
+        if (len + 4097 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    if (len > 0 && strstr(buf, "\r\n\r\n"))
+        return buf;
+    free(buf);
+    return NULL;
+}
+
+static int status_of(const char *response)
+{
+    return response && strncmp(response, "HTTP/1.", 7) == 0 ? atoi(response + 9) : -1;
+}
+
+/* Waits until the peer closes the connection; returns the milliseconds
+ * waited, or -1 when it is still open after timeout_ms. Data that arrives
+ * is read and dropped. */
+static int64_t wait_closed(int fd, int timeout_ms)
+{
+    int64_t start = now_ms();
+    for (;;) {
+        int left = (int)(start + timeout_ms - now_ms());
+        if (left <= 0)
+            return -1;
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, left) <= 0)
+            continue;
+        char buf[4096];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            return now_ms() - start;
+    }
+}
+
+static bool still_open(int fd)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, 0) == 0)
+        return true;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+/* One keep-alive GET on an open socket; the status (-1: closed or none). */
+static int raw_get(int fd, const char *path, int timeout_ms)
+{
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path);
+    raw_send(fd, req, (size_t)n);
+    char *res = raw_response(fd, timeout_ms);
+    int status = status_of(res);
+    free(res);
+    return status;
+}
+
+static void raise_open_files(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* -------------------------------------------------------------- helpers */
+
+static char *filled(size_t n, char c)
+{
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+static long send_body(struct tu_server *srv, struct tu_response *res, size_t len, bool chunked)
+{
+    char *body = filled(len, ' ');
+    body[0] = '{';
+    body[len - 1] = '}';
+    struct tu_request_options o = {.body = body, .body_len = len, .chunked = chunked};
+    tu_request(srv, res, "POST", "/strategies/modules", &o);
+    free(body);
+    return res->status;
+}
+
+static void expect_limit_error(const struct tu_response *res, long status, long long limit)
+{
+    tu_assert_error(res, status);
+    if (tu_jint(res->json, "details.limit") != limit)
+        fail_msg("HTTP %ld: details.limit is %lld, expected %lld: %s", status,
+                 tu_jint(res->json, "details.limit"), limit, res->body);
+}
+
+/* ----------------------------------------------------------------- body */
+
+static void check_body_limit(struct tu_server *srv, size_t limit)
+{
+    struct tu_response res;
+    for (int chunked = 0; chunked < 2; chunked++) {
+        send_body(srv, &res, limit + 1, chunked);
+        expect_limit_error(&res, 413, (long long)limit);
+        char *conn = tu_header(&res, "Connection");
+        if (!conn || strcasecmp(conn, "close") != 0)
+            fail_msg("413 without Connection: close (%s)", conn ? conn : "none");
+        free(conn);
+        tu_response_free(&res);
+        /* At the limit the body is read and judged on its content. */
+        send_body(srv, &res, limit, chunked);
+        if (res.status == 413)
+            fail_msg("a body of exactly %zu bytes was refused as too large", limit);
+        tu_response_free(&res);
+    }
+    /* A body announced far over the limit is answered before it is sent. */
+    int fd = raw_connect(srv);
+    const char *head = "POST /strategies/modules HTTP/1.1\r\nHost: localhost\r\n"
+                       "Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n";
+    raw_send(fd, head, strlen(head));
+    char *answer = raw_response(fd, 30000);
+    if (status_of(answer) != 413 || !strstr(answer, "\"limit\""))
+        fail_msg("a 10 GB Content-Length: expected an immediate 413, got: %.300s",
+                 answer ? answer : "(nothing)");
+    free(answer);
+    if (wait_closed(fd, 30000) < 0)
+        fail_msg("the connection was not closed after the 413");
+    close(fd);
+    expect_healthy(srv);
+}
+
+static void test_body_limit_default(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    check_body_limit(srv, 1u << 20);
+    tu_server_stop(srv);
+}
+
+static void test_body_limit_configured(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  max_body_bytes: 4096\n");
+    check_body_limit(srv, 4096);
+    /* A chunked body far past the limit is still answered 413. */
+    struct tu_response res;
+    send_body(srv, &res, 200000, true);
+    expect_limit_error(&res, 413, 4096);
+    tu_response_free(&res);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
+/* -------------------------------------------------------------- headers */
+
+static long get_with_header(struct tu_server *srv, struct tu_response *res, size_t value_len)
+{
+    char *value = filled(value_len, 'h');
+    char *header = tu_path("X-Filler: %s", value);
+    const char *headers[] = {header, NULL};
+    struct tu_request_options o = {.headers = headers};
+    char *url = tu_path("%s/strategies", srv->base_url);
+    if (tu_http_try(res, "GET", url, &o) != 0)
+        memset(res, 0, sizeof *res); /* status 0: the connection was cut */
+    free(url);
+    free(header);
+    free(value);
+    return res->status;
+}
+
+static void check_header_limit(struct tu_server *srv, size_t limit)
+{
+    struct tu_response res;
+    get_with_header(srv, &res, limit - 512);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    get_with_header(srv, &res, limit + 16);
+    expect_limit_error(&res, 431, (long long)limit);
+    tu_response_free(&res);
+    /* Far beyond anything the connection buffers: libmicrohttpd answers
+     * 431 itself (an HTML page) and closes. */
+    get_with_header(srv, &res, limit * 8 + 200000);
+    if (res.status != 431)
+        fail_msg("a %zu-byte header: expected 431, got %ld", limit * 8 + 200000, res.status);
+    tu_response_free(&res);
+    expect_healthy(srv);
+}
+
+static void test_header_limit_default(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    check_header_limit(srv, 32768);
+    tu_server_stop(srv);
+}
+
+static void test_header_limit_configured(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  max_header_bytes: 2048\n");
+    check_header_limit(srv, 2048);
+    tu_server_stop(srv);
+}
+
+/* ------------------------------------------------------------------ URL */
+
+static long get_url_of(struct tu_server *srv, struct tu_response *res, size_t len)
+{
+    const char *prefix = "/strategies/modules?name=";
+    char *tail = filled(len - strlen(prefix), 'u');
+    char *path = tu_path("%s%s", prefix, tail);
+    char *url = tu_path("%s%s", srv->base_url, path);
+    struct tu_request_options o = {.path_as_is = true};
+    if (tu_http_try(res, "GET", url, &o) != 0)
+        memset(res, 0, sizeof *res);
+    free(url);
+    free(path);
+    free(tail);
+    return res->status;
+}
+
+static void check_url_limit(struct tu_server *srv, size_t limit)
+{
+    struct tu_response res;
+    get_url_of(srv, &res, limit);
+    if (res.status == 414 || res.status >= 500 || res.status == 0)
+        fail_msg("a URL of exactly %zu bytes: got %ld", limit, res.status);
+    tu_response_free(&res);
+    get_url_of(srv, &res, limit + 1);
+    expect_limit_error(&res, 414, (long long)limit);
+    tu_response_free(&res);
+    get_url_of(srv, &res, limit * 4 + 100000);
+    if (res.status != 414)
+        fail_msg("a %zu-byte URL: expected 414, got %ld", limit * 4 + 100000, res.status);
+    tu_response_free(&res);
+    expect_healthy(srv);
+}
+
+static void test_url_limit_default(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    check_url_limit(srv, 8192);
+    tu_server_stop(srv);
+}
+
+static void test_url_limit_configured(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  max_url_bytes: 1024\n");
+    check_url_limit(srv, 1024);
+    tu_server_stop(srv);
+}
+
+/* ---------------------------------------------------------- connections */
+
+/* Fills `limit` keep-alive connections (each answered), then checks that
+ * the next ones get 503 and that a freed slot serves again. */
+static void check_connection_limit(struct tu_server *srv, unsigned limit)
+{
+    raise_open_files();
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)limit + 64) {
+        print_message("skipped: %u connections need more open files than the limit of %llu "
+                      "(ulimit -n)\n",
+                      limit, (unsigned long long)rl.rlim_cur);
+        tu_server_stop(srv);
+        skip();
+    }
+    int *fds = calloc(limit, sizeof *fds);
+    assert_non_null(fds);
+    for (unsigned i = 0; i < limit; i++) {
+        fds[i] = raw_connect(srv);
+        int status = raw_get(fds[i], "/healthz", 30000);
+        if (status != 200)
+            fail_msg("connection %u of %u: expected 200, got %d", i + 1, limit, status);
+    }
+    for (int k = 0; k < 3; k++) {
+        int fd = raw_connect(srv);
+        raw_send(fd, "GET /strategies HTTP/1.1\r\nHost: localhost\r\n\r\n", 46);
+        char *res = raw_response(fd, 30000);
+        if (status_of(res) != 503)
+            fail_msg("connection %u: expected 503, got: %.300s", limit + 1 + (unsigned)k,
+                     res ? res : "(nothing)");
+        if (!strcasestr(res, "\r\nRetry-After:") || !strcasestr(res, "\r\nConnection: close") ||
+            !strstr(res, "\"error\""))
+            fail_msg("the 503 lacks Retry-After, Connection: close or a JSON error:\n%s", res);
+        free(res);
+        if (wait_closed(fd, 30000) < 0)
+            fail_msg("the connection answered 503 was not closed");
+        close(fd);
+    }
+    /* Existing connections keep working. */
+    assert_int_equal(raw_get(fds[0], "/healthz", 30000), 200);
+    /* Free one slot: a new connection is served again (the server notices
+     * the close asynchronously, hence the retries). */
+    close(fds[limit - 1]);
+    int status = -1;
+    for (int attempt = 0; attempt < 200 && status != 200; attempt++) {
+        int fd = raw_connect(srv);
+        status = raw_get(fd, "/healthz", 30000);
+        close(fd);
+        if (status != 200)
+            sleep_ms(50);
+    }
+    if (status != 200)
+        fail_msg("after a slot was freed, new connections still get %d", status);
+    for (unsigned i = 0; i + 1 < limit; i++)
+        close(fds[i]);
+    free(fds);
+    /* Once they are gone, the server is back to normal. */
+    for (int attempt = 0; attempt < 200; attempt++) {
+        struct tu_response res;
+        char *url = tu_path("%s/strategies", srv->base_url);
+        int rc = tu_http_try(&res, "GET", url, NULL);
+        free(url);
+        long got = rc == 0 ? res.status : 0;
+        tu_response_free(&res);
+        if (got == 200)
+            return;
+        sleep_ms(50);
+    }
+    fail_msg("the server did not serve again after the connections closed");
+}
+
+static void test_connection_limit_default(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    check_connection_limit(srv, 1024);
+    tu_server_stop(srv);
+}
+
+static void test_connection_limit_configured(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  max_connections: 8\n");
+    check_connection_limit(srv, 8);
+    tu_server_stop(srv);
+}
+
+/* --------------------------------------------------------- idle timeout */
+
+/* Half a request line, headers without their end, and a body cut short:
+ * three ways to stall. */
+static const char *const stalls[] = {
+    "GET /strategies HTT",
+    "GET /strategies HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1\r\n",
+    "POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    "Content-Length: 100\r\n\r\n{\"strategies\"",
+};
+
+static void test_stalled_clients_are_dropped_and_block_nobody(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  idle_timeout_seconds: 6\n  threads: 2\n");
+    raise_open_files();
+    /* Many more stalled clients than polling threads. */
+    enum { STALLED = 48 };
+    int fds[STALLED];
+    for (int i = 0; i < STALLED; i++) {
+        fds[i] = raw_connect(srv);
+        const char *s = stalls[i % 3];
+        raw_send(fds[i], s, strlen(s));
+    }
+    int64_t stalled_at = now_ms();
+    /* Everyone else is served meanwhile, on new and on kept-alive
+     * connections. */
+    int keep = raw_connect(srv);
+    for (int i = 0; i < 20; i++) {
+        struct tu_response res;
+        tu_get(srv, &res, "/strategies/modules");
+        tu_assert_status(&res, 200);
+        tu_response_free(&res);
+        assert_int_equal(raw_get(keep, "/healthz", 30000), 200);
+    }
+    int64_t served_in = now_ms() - stalled_at;
+    int still = 0;
+    for (int i = 0; i < STALLED; i++)
+        still += still_open(fds[i]);
+    print_message("40 requests served in %lld ms beside %d stalled connections (%d still open)\n",
+                  (long long)served_in, STALLED, still);
+    if (served_in < 3000 && still != STALLED)
+        fail_msg("stalled connections were dropped before their idle timeout (%d of %d open "
+                 "after %lld ms)",
+                 still, STALLED, (long long)served_in);
+    /* Every stalled connection goes once idle for the timeout. */
+    for (int i = 0; i < STALLED; i++) {
+        int64_t waited = wait_closed(fds[i], 120000);
+        if (waited < 0)
+            fail_msg("stalled connection %d is still open 120 s after it stalled", i);
+        close(fds[i]);
+    }
+    int64_t dropped_after = now_ms() - stalled_at;
+    print_message("stalled connections dropped after %lld ms (idle timeout 6 s)\n",
+                  (long long)dropped_after);
+    if (dropped_after < 3000)
+        fail_msg("stalled connections dropped after %lld ms, before the 6 s idle timeout",
+                 (long long)dropped_after);
+    close(keep);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
+static void test_idle_timeout_default(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    int fd = raw_connect(srv);
+    raw_send(fd, stalls[1], strlen(stalls[1]));
+    int64_t t0 = now_ms();
+    sleep_ms(3000);
+    if (!still_open(fd))
+        fail_msg("a stalled connection was dropped within 3 s; the default idle timeout is 30 s");
+    int64_t waited = wait_closed(fd, 150000);
+    if (waited < 0)
+        fail_msg("a stalled connection is still open 150 s later");
+    int64_t total = now_ms() - t0;
+    print_message("stalled connection dropped after %lld ms (default idle timeout 30 s)\n",
+                  (long long)total);
+    if (total < 20000)
+        fail_msg("dropped after %lld ms, well before the 30 s default", (long long)total);
+    close(fd);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
+/* ------------------------------------------------------------------ rate */
+
+static char *rate_config(const char *rate_lines)
+{
+    char ha[65], hb[65];
+    tu_sha256_hex(SECRET_A, strlen(SECRET_A), ha);
+    tu_sha256_hex(SECRET_B, strlen(SECRET_B), hb);
+    return tu_path("%s"
+                   "auth:\n"
+                   "  tokens:\n"
+                   "    - {name: alice, sha256: %s, role: admin}\n"
+                   "    - {name: bob, sha256: %s, role: read}\n",
+                   rate_lines ? rate_lines : "", ha, hb);
+}
+
+static long get_as(struct tu_server *srv, struct tu_response *res, const char *path,
+                   const char *secret)
+{
+    char *auth = tu_path("Authorization: Bearer %s", secret);
+    const char *headers[] = {auth, NULL};
+    struct tu_request_options o = {.headers = headers};
+    tu_request(srv, res, "GET", path, &o);
+    free(auth);
+    return res->status;
+}
+
+static void test_rate_limit_off_by_default(void **state)
+{
+    struct tu_server *srv = *state;
+    char *yaml = rate_config(NULL);
+    start(srv, yaml);
+    free(yaml);
+    for (int i = 0; i < 300; i++) {
+        struct tu_response res;
+        get_as(srv, &res, "/strategies", SECRET_A);
+        tu_assert_status(&res, 200);
+        tu_response_free(&res);
+    }
+    tu_server_stop(srv);
+}
+
+static void test_rate_limit_per_token(void **state)
+{
+    struct tu_server *srv = *state;
+    char *yaml = rate_config("http:\n  rate_limit_per_second: 2\n  rate_limit_burst: 5\n");
+    start(srv, yaml);
+    free(yaml);
+    /* The bucket starts full: the first five pass whatever the timing. */
+    int ok = 0, limited = 0;
+    char *retry = NULL;
+    for (int i = 0; i < 30; i++) {
+        struct tu_response res;
+        long status = get_as(srv, &res, "/strategies", SECRET_A);
+        if (i < 5 && status != 200)
+            fail_msg("request %d of a fresh bucket of 5: got %ld", i + 1, status);
+        if (status == 200) {
+            ok++;
+        } else {
+            tu_assert_error(&res, 429);
+            limited++;
+            if (!retry) {
+                retry = tu_header(&res, "Retry-After");
+                if (!retry || atoi(retry) < 1)
+                    fail_msg("429 without a Retry-After in seconds: %s", retry ? retry : "none");
+                assert_int_equal(tu_jint(res.json, "details.limit"), 2);
+                assert_int_equal(tu_jint(res.json, "details.burst"), 5);
+                assert_true(tu_jint(res.json, "details.retryAfterSeconds") >= 1);
+                assert_non_null(strstr(tu_jstr(res.json, "error"), "alice"));
+            }
+        }
+        tu_response_free(&res);
+    }
+    print_message("30 quick requests at 2/s, burst 5: %d passed, %d limited\n", ok, limited);
+    assert_true(limited > 0);
+    /* Another token has its own bucket; /healthz is never limited. */
+    struct tu_response res;
+    get_as(srv, &res, "/strategies", SECRET_B);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    for (int i = 0; i < 20; i++) {
+        get_as(srv, &res, "/healthz", SECRET_A);
+        tu_assert_status(&res, 200);
+        tu_response_free(&res);
+    }
+    /* Mutations count too, and a 429 changes nothing. */
+    char *url = tu_path("%s/strategies/refresh", srv->base_url);
+    char *auth = tu_path("Authorization: Bearer %s", SECRET_A);
+    const char *headers[] = {auth, NULL};
+    struct tu_request_options o = {.headers = headers, .body = "{}", .body_len = 2};
+    assert_int_equal(tu_http_try(&res, "POST", url, &o), 0);
+    if (res.status != 429)
+        fail_msg("a refresh from a drained bucket: expected 429, got %ld", res.status);
+    tu_response_free(&res);
+    /* After Retry-After, the token passes again. */
+    sleep_ms(atoi(retry) * 1000 + 600);
+    get_as(srv, &res, "/strategies", SECRET_A);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    json_t *audit = tu_audit_entries(srv);
+    assert_int_equal(json_array_size(audit), 0);
+    json_decref(audit);
+    free(url);
+    free(auth);
+    free(retry);
+    tu_server_stop(srv);
+}
+
+static void test_rate_limit_without_tokens(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  rate_limit_per_second: 1\n  rate_limit_burst: 3\n");
+    int limited = 0;
+    for (int i = 0; i < 10; i++) {
+        struct tu_response res;
+        tu_get(srv, &res, "/strategies");
+        if (i < 3)
+            tu_assert_status(&res, 200);
+        else if (res.status == 429)
+            limited++;
+        tu_response_free(&res);
+    }
+    assert_true(limited > 0);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
+/* --------------------------------------------------------------- config */
+
+static void test_limits_are_checked_in_the_config(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("stratd-limits");
+    const char *bad[] = {
+        "http:\n  max_connections: -1\n", "http:\n  max_connections: 99999999999\n",
+        "http:\n  threads: 100000\n",     "http:\n  rate_limit_per_second: fast\n",
+        "http:\n  rate_limit: 5\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *cfg = tu_path("%s/c%zu.yaml", root, i);
+        tu_write_text(cfg, bad[i]);
+        char *out = NULL;
+        int code =
+            tu_run(&out,
+                   "'%s' serve --listen 127.0.0.1:0 --strategies '%s/s' --state "
+                   "'%s/v%zu' --config '%s' 2>&1",
+                   getenv("STRATD_TEST_BINARY") ? getenv("STRATD_TEST_BINARY") : STRATD_BINARY,
+                   root, root, i, cfg);
+        if (code == 0 || !strstr(out, "http."))
+            fail_msg("config %s: exit %d, output (should name the key):\n%s", bad[i], code, out);
+        free(out);
+        free(cfg);
+    }
+    if (!getenv("STRATD_TEST_KEEP"))
+        tu_remove_tree(root);
+    free(root);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_body_limit_default, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_body_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_header_limit_default, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_header_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_url_limit_default, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_url_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_connection_limit_default, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_connection_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_clients_are_dropped_and_block_nobody,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout_default, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_off_by_default, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_per_token, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_without_tokens, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test(test_limits_are_checked_in_the_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
