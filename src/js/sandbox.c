@@ -121,11 +121,43 @@ static const JSMallocFunctions sandbox_allocator = {
 
 /* ------------------------------------------------------- init and limits */
 
+/* Called once the monotonic deadline has passed. Reading the thread's CPU
+ * clock is a system call, too dear for every callback, so it is read only
+ * from here: the first time it marks the thread's CPU and grants a short
+ * window; after each window the thread's share of the CPU in it estimates
+ * what the call has used since it was armed. The call has spent its budget
+ * when that estimate reaches the budget, or in any case after 8 budgets of
+ * wall time, so a starved runaway loop is still stopped. */
+static bool budget_spent(struct js_sandbox *sb, int64_t now)
+{
+    int64_t window = sb->armed_budget_ns / 4 > 1000000 ? sb->armed_budget_ns / 4 : 1000000;
+    int64_t cpu = clock_thread_cpu_ns();
+    if (sb->cpu_mark_ns < 0) {
+        sb->cpu_mark_ns = cpu;
+        sb->mark_at_ns = now;
+        sb->deadline_ns = now + window;
+        return false;
+    }
+    int64_t wall = now - sb->mark_at_ns;
+    double share = wall > 0 ? (double)(cpu - sb->cpu_mark_ns) / (double)wall : 1.0;
+    if (share > 1.0)
+        share = 1.0;
+    double before = share * (double)(sb->mark_at_ns - sb->armed_at_ns);
+    double used = before + (double)(cpu - sb->cpu_mark_ns);
+    if (used >= (double)sb->armed_budget_ns || now - sb->armed_at_ns >= 8 * sb->armed_budget_ns)
+        return true;
+    sb->deadline_ns = now + window;
+    return false;
+}
+
 static int on_interrupt(JSRuntime *rt, void *opaque)
 {
     (void)rt;
     struct js_sandbox *sb = opaque;
-    if (sb->deadline_ns == 0 || clock_mono_ns() < sb->deadline_ns)
+    if (sb->deadline_ns == 0)
+        return 0;
+    int64_t now = clock_mono_ns();
+    if (now < sb->deadline_ns || !budget_spent(sb, now))
         return 0;
     sb->overran = true;
     return 1;
@@ -249,7 +281,10 @@ void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
     JS_UpdateStackTop(sb->rt);
     sb->overran = false;
     sb->out_of_memory = false;
-    sb->deadline_ns = clock_mono_ns() + budget_ns;
+    sb->armed_budget_ns = budget_ns;
+    sb->armed_at_ns = clock_mono_ns();
+    sb->cpu_mark_ns = -1;
+    sb->deadline_ns = sb->armed_at_ns + budget_ns;
 }
 
 void js_sandbox_disarm(struct js_sandbox *sb)
@@ -264,8 +299,11 @@ size_t js_sandbox_memory_used(struct js_sandbox *sb)
 
 static bool past_deadline(struct js_sandbox *sb)
 {
-    if (!sb->overran && sb->deadline_ns != 0 && clock_mono_ns() >= sb->deadline_ns)
-        sb->overran = true;
+    if (!sb->overran && sb->deadline_ns != 0) {
+        int64_t now = clock_mono_ns();
+        if (now >= sb->deadline_ns && budget_spent(sb, now))
+            sb->overran = true;
+    }
     return sb->overran;
 }
 

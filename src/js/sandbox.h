@@ -51,6 +51,14 @@ struct js_sandbox {
     JSContext *ctx;
     struct js_limits limits;
     int64_t deadline_ns; /* monotonic; 0 = unarmed */
+    /* The budget is meant as CPU time, not wall time: past the monotonic
+     * deadline (the cheap check) the thread's CPU clock is sampled, so a
+     * strategy is not stopped for time other processes took from it (see
+     * budget_spent in sandbox.c). */
+    int64_t armed_budget_ns;
+    int64_t armed_at_ns;
+    int64_t cpu_mark_ns; /* thread CPU at mark_at_ns; -1 before the first sample */
+    int64_t mark_at_ns;
     bool overran;        /* the interrupt handler fired since the last arm */
     bool out_of_memory;  /* an allocation was refused since the last arm */
     size_t heap_bytes;   /* kept by the sandbox's allocator; see memory_used */

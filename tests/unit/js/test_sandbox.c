@@ -5,6 +5,8 @@
 #include "js/sandbox.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -282,6 +284,71 @@ static void test_budget_stops_endless_loop(void **state)
         assert_eval(&sb, "[1, 2, 3].reduce((a, b) => a + b)", "6");
         assert_false(js_sandbox_overran(&sb));
     }
+    js_sandbox_free(&sb);
+}
+
+/* Threads that take the CPU from the sandbox's thread. */
+static atomic_bool hogs_run;
+
+static void *hog(void *arg)
+{
+    (void)arg;
+    volatile unsigned long n = 0;
+    while (atomic_load(&hogs_run))
+        n++;
+    return NULL;
+}
+
+/* A call that needs about a fifth of its budget in CPU, on a CPU shared
+ * with three busy threads, takes longer than its budget in wall time and
+ * must still finish: the budget counts the strategy's CPU, not the time
+ * others took. A loop that never ends is still stopped under the same
+ * contention. */
+static void test_budget_counts_cpu_not_contention(void **state)
+{
+    (void)state;
+    cpu_set_t one, saved;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (sched_getaffinity(0, sizeof saved, &saved) != 0 || !CPU_ISSET(0, &saved) ||
+        sched_setaffinity(0, sizeof one, &one) != 0) {
+        skip();
+        return;
+    }
+    const int64_t budget = 100LL * 1000 * 1000;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, budget);
+    /* calibrate a loop to ~20 ms of CPU while the CPU is ours */
+    long iterations = 100000;
+    for (;;) {
+        char *src = tu_path("var x = 0; for (var i = 0; i < %ld; i++) x += i; x > 0", iterations);
+        int64_t t0 = clock_thread_cpu_ns();
+        assert_eval(&sb, src, "true");
+        int64_t used = clock_thread_cpu_ns() - t0;
+        free(src);
+        if (used >= budget / 5 || iterations > 1000000000L)
+            break;
+        iterations *= 2;
+    }
+    atomic_store(&hogs_run, true);
+    pthread_t hogs[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&hogs[i], NULL, hog, NULL), 0);
+    char *src = tu_path("var y = 0; for (var j = 0; j < %ld; j++) y += j; y > 0", iterations);
+    int64_t start = clock_mono_ns();
+    assert_eval(&sb, src, "true");
+    int64_t wall = clock_mono_ns() - start;
+    free(src);
+    struct js_exception ex;
+    expect_failure(&sb, "while (true) {}", &ex);
+    assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
+    js_exception_free(&ex);
+    atomic_store(&hogs_run, false);
+    for (int i = 0; i < 3; i++)
+        pthread_join(hogs[i], NULL);
+    sched_setaffinity(0, sizeof saved, &saved);
+    print_message("contended call: %.1f ms of wall time for ~%lld ms of CPU\n", (double)wall / 1e6,
+                  (long long)(budget / 5 / 1000000));
     js_sandbox_free(&sb);
 }
 
@@ -607,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_module_loading_refused),
         cmocka_unit_test(test_atomics_wait_refused),
         cmocka_unit_test(test_budget_stops_endless_loop),
+        cmocka_unit_test(test_budget_counts_cpu_not_contention),
         cmocka_unit_test(test_budget_covers_promise_jobs),
         cmocka_unit_test(test_memory_cap),
         cmocka_unit_test(test_memory_cap_sweep_never_crashes),
