@@ -199,6 +199,7 @@ struct command {
     bool was_running; /* STOP/DETACH/RESTART: a VM existed */
     int rc;
     struct err err;
+    struct command *next; /* the worker's command list */
 };
 
 struct msg {
@@ -235,6 +236,9 @@ struct worker {
     pthread_cond_t room; /* publishers wait for space */
     struct msg *ring;
     size_t cap, head, count;
+    /* Commands wait in their own list, served before the next events: a
+     * control-plane call must not wait behind a saturated event queue. */
+    struct command *cmd_head, *cmd_tail;
     bool sleeping;
     int waiting;
     bool quit;

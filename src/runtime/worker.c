@@ -125,7 +125,7 @@ void worker_destroy(struct worker *w)
 
 /* ------------------------------------------------------------ the queue */
 
-/* Appends a message, waiting while the queue is full. False once the worker
+/* Appends an event, waiting while the queue is full. False once the worker
  * has quit. */
 static bool push(struct worker *w, struct msg m)
 {
@@ -194,7 +194,7 @@ struct event_sink runtime_event_sink(struct runtime *rt)
 static bool take_batch(struct worker *w, struct msg *out, size_t *n)
 {
     pthread_mutex_lock(&w->lock);
-    while (w->count == 0 && !w->quit) {
+    while (w->count == 0 && !w->cmd_head && !w->quit) {
         if (w->nheap > 0) {
             int64_t due = w->heap[0]->deadline_ns;
             if (due <= clock_mono_ns())
@@ -211,6 +211,16 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
     if (w->quit) {
         pthread_mutex_unlock(&w->lock);
         return false;
+    }
+    if (w->cmd_head) {
+        struct command *cmd = w->cmd_head;
+        w->cmd_head = cmd->next;
+        if (!w->cmd_head)
+            w->cmd_tail = NULL;
+        pthread_mutex_unlock(&w->lock);
+        out[0] = (struct msg){NULL, cmd};
+        *n = 1;
+        return true;
     }
     size_t k = w->count < WORKER_BATCH ? w->count : WORKER_BATCH;
     for (size_t i = 0; i < k; i++) {
@@ -240,12 +250,23 @@ void worker_call(struct worker *w, struct command *cmd)
 {
     struct runtime *rt = w->rt;
     cmd->done = false;
-    struct msg m = {NULL, cmd};
-    if (!push(w, m)) {
+    cmd->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->quit) {
+        pthread_mutex_unlock(&w->lock);
         cmd->rc = -1;
         err_set(&cmd->err, ERR_UNAVAILABLE, "the runtime is shutting down");
         return;
     }
+    if (w->cmd_tail)
+        w->cmd_tail->next = cmd;
+    else
+        w->cmd_head = cmd;
+    w->cmd_tail = cmd;
+    bool wake = w->sleeping;
+    pthread_mutex_unlock(&w->lock);
+    if (wake)
+        pthread_cond_signal(&w->wake);
     pthread_mutex_lock(&rt->done);
     while (!cmd->done)
         pthread_cond_wait(&rt->done_cond, &rt->done);
