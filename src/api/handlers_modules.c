@@ -554,6 +554,8 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
         rc = catalog_delete_strategy(api->opts.catalog, name, runtime_delete_guard,
                                      api->opts.runtime, err);
         runtime_delete_finished(api->opts.runtime, name, NULL);
+        if (rc == 0)
+            runtime_forget_revision(api->opts.runtime, name, NULL);
     } else {
         rc = find_for_delete(reg, &sel, name, hex, err);
         registry_release(reg);
@@ -561,6 +563,8 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
             rc = catalog_delete_revision(api->opts.catalog, name, hex, runtime_delete_guard,
                                          api->opts.runtime, err);
             runtime_delete_finished(api->opts.runtime, name, hex);
+            if (rc == 0)
+                runtime_forget_revision(api->opts.runtime, name, hex);
         }
     }
     if (rc != 0) {

@@ -1242,6 +1242,20 @@ void runtime_delete_finished(struct runtime *rt, const char *name, const char *h
     pthread_mutex_unlock(&rt->lock);
 }
 
+void runtime_forget_revision(struct runtime *rt, const char *name, const char *hex)
+{
+    if (!hex) {
+        metrics_remove(rt->m_actions, "strategy", name);
+        metrics_remove(rt->m_errors, "strategy", name);
+        return;
+    }
+    char spelled[HASH_SPELLED_LEN + 1];
+    hash_spell(hex, spelled);
+    metrics_remove(rt->m_actions, "hash", spelled);
+    metrics_remove(rt->m_errors, "hash", spelled);
+    js_bytecode_cache_forget(rt->bytecode, hex);
+}
+
 int runtime_running_count(struct runtime *rt, const char *strategy, const char *hex)
 {
     int n = 0;

@@ -167,6 +167,10 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
  * Call it once after every catalog delete that was given the guard,
  * whether the delete succeeded or not. */
 void runtime_delete_finished(struct runtime *rt, const char *name, const char *hex);
+/* After a revision (or, hex NULL, a whole strategy) is gone: drops its
+ * metric series and its compiled bytecode, so a catalogue that churns does
+ * not grow /metrics or memory without bound. */
+void runtime_forget_revision(struct runtime *rt, const char *name, const char *hex);
 
 /* Targeted refresh. request may be NULL (every instance) or
  * {"hashes": [...], "strategies": [...]} of selectors. *response receives
