@@ -180,13 +180,15 @@ int catalog__sync(struct catalog *cat, struct err *err)
         struct err e = ERR_INIT;
         rc = load(cat, &disk, &e);
         if (rc != 0) {
-            /* Not the caller's input that is wrong: the shared file is. */
+            /* Not the caller's input that is wrong: the shared file is, and
+             * the last good catalogue stays in service (as for a refresh). */
             char why[ERR_MESSAGE_MAX];
             memcpy(why, e.message, sizeof why);
-            err_set(&e, e.kind == ERR_INVALID ? ERR_INTERNAL : e.kind,
+            err_set(&e, e.kind == ERR_INVALID ? ERR_CONFLICT : e.kind,
                     "registry.json was changed on disk and cannot be loaded, so no change is "
                     "made: %.400s",
                     why);
+            err_add_detail(&e, "servingPrevious", json_true());
             err_move(err, &e);
         }
     }

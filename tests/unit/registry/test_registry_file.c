@@ -520,7 +520,8 @@ static void test_invalid_json_keeps_last_good_snapshot(void **state)
     registry_release(after);
 
     /* a change refuses to overwrite a file it cannot understand */
-    rt_assert_fails(catalog_set_tag(cat, "alpha", "prod", h1, NULL, &err), &err, ERR_INTERNAL);
+    rt_assert_fails(catalog_set_tag(cat, "alpha", "prod", h1, NULL, &err), &err, ERR_CONFLICT);
+    assert_true(json_is_true(json_object_get(err.details, "servingPrevious")));
     err_clear(&err);
     char *path = registry_path(f);
     char *text = tu_read_file(path, NULL);
