@@ -161,53 +161,12 @@ int api_handle_instance_executions(struct api *api, struct api_request *req,
 
 /* ------------------------------------------------------------ providers */
 
-/* Ids of instances whose scope names the provider (running only, or all). */
-static json_t *dependents(struct api *api, const char *provider, bool running_only)
-{
-    json_t *list = runtime_instances_json(api->opts.runtime);
-    json_t *ids = json_array();
-    size_t i;
-    json_t *inst;
-    json_array_foreach(json_object_get(list, "instances"), i, inst)
-    {
-        if (running_only && !json_is_true(json_object_get(inst, "running")))
-            continue;
-        size_t j;
-        json_t *p;
-        json_array_foreach(json_object_get(inst, "providers"), j, p)
-        {
-            if (strcmp(json_string_value(p), provider) == 0) {
-                json_array_append(ids, json_object_get(inst, "id"));
-                break;
-            }
-        }
-    }
-    json_decref(list);
-    return ids;
-}
-
-static json_t *with_dependents(struct api *api, json_t *provider)
-{
-    const char *name = json_string_value(json_object_get(provider, "name"));
-    if (!name)
-        return provider;
-    json_t *ids = dependents(api, name, false);
-    json_object_set_new(provider, "dependentInstanceCount",
-                        json_integer((json_int_t)json_array_size(ids)));
-    json_object_set_new(provider, "dependentInstances", ids);
-    return provider;
-}
-
 int api_handle_providers_list(struct api *api, struct api_request *req, struct api_response *res,
                               struct err *err)
 {
     (void)req;
     (void)err;
-    json_t *body = market_providers_json(api->opts.market);
-    size_t i;
-    json_t *p;
-    json_array_foreach(json_object_get(body, "providers"), i, p) with_dependents(api, p);
-    api_respond_json(res, 200, body);
+    api_respond_json(res, 200, market_providers_json(api->opts.market));
     return 0;
 }
 
@@ -217,7 +176,7 @@ int api_handle_provider_get(struct api *api, struct api_request *req, struct api
     json_t *p = market_provider_json(api->opts.market, req->params[0], err);
     if (!p)
         return -1;
-    api_respond_json(res, 200, with_dependents(api, p));
+    api_respond_json(res, 200, p);
     return 0;
 }
 
@@ -246,7 +205,7 @@ int api_handle_provider_create(struct api *api, struct api_request *req, struct 
     }
     if (rc == 0) {
         api_audit(api, req, "provider.create", json_pack("{s:O}", "spec", body));
-        api_respond_json(res, 202, with_dependents(api, detail));
+        api_respond_json(res, 202, detail);
     }
     json_decref(body);
     return rc;
@@ -278,7 +237,7 @@ int api_handle_provider_update(struct api *api, struct api_request *req, struct 
     }
     if (rc == 0) {
         api_audit(api, req, "provider.update", json_pack("{s:O}", "spec", body));
-        api_respond_json(res, 200, with_dependents(api, detail));
+        api_respond_json(res, 200, detail);
     }
 out:
     json_decref(body);
@@ -289,19 +248,6 @@ int api_handle_provider_delete(struct api *api, struct api_request *req, struct 
                                struct err *err)
 {
     const char *name = req->params[0];
-    if (!market_has_provider(api->opts.market, name)) {
-        err_set(err, ERR_NOT_FOUND, "provider '%s' not found", name);
-        return -1;
-    }
-    json_t *running = dependents(api, name, true);
-    if (json_array_size(running) > 0) {
-        err_set(err, ERR_CONFLICT,
-                "provider '%s' is used by %zu running instance(s); stop them first", name,
-                json_array_size(running));
-        err_add_detail(err, "instances", running);
-        return -1;
-    }
-    json_decref(running);
     if (market_provider_delete(api->opts.market, name, err) != 0 ||
         persist_provider(api, name, NULL, err) != 0)
         return -1;
@@ -321,7 +267,7 @@ static int provider_action(struct api *api, struct api_request *req, struct api_
         return -1;
     api_audit(api, req, start ? "provider.start" : "provider.stop",
               json_pack("{s:s}", "name", name));
-    api_respond_json(res, start ? 202 : 200, with_dependents(api, detail));
+    api_respond_json(res, start ? 202 : 200, detail);
     return 0;
 }
 

@@ -191,6 +191,12 @@ static bool scope_check(void *ctx, const char *provider, const char *symbol)
                   : market_has_provider(gw->market, provider);
 }
 
+static json_t *provider_dependents(void *ctx, const char *provider)
+{
+    struct gateway *gw = ctx;
+    return gw->runtime ? runtime_provider_dependents(gw->runtime, provider) : NULL;
+}
+
 static json_t *default_providers(void)
 {
     return json_pack("[{s:s, s:{s:s, s:{s:[s,s]}}, s:b}]", "name", "sim", "adapter", "identifier",
@@ -263,6 +269,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
     };
     if (runtime_new(&ropts, &gw->runtime, err) != 0)
         return -1;
+    market_set_dependents(gw->market, provider_dependents, gw);
     if (start_providers(gw, err) != 0 || runtime_restore(gw->runtime, err) != 0)
         return -1;
     struct api_options aopts = {

@@ -1242,6 +1242,20 @@ void runtime_delete_finished(struct runtime *rt, const char *name, const char *h
     pthread_mutex_unlock(&rt->lock);
 }
 
+json_t *runtime_provider_dependents(struct runtime *rt, const char *provider)
+{
+    json_t *ids = json_array();
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; ids && i < rt->ninstances; i++) {
+        const struct instance *inst = rt->instances[i];
+        json_t *scope = json_object_get(inst->spec, "scope");
+        if (inst->running && json_object_get(scope, provider))
+            json_array_append_new(ids, json_string(inst->id));
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return ids;
+}
+
 void runtime_forget_revision(struct runtime *rt, const char *name, const char *hex)
 {
     if (!hex) {

@@ -141,6 +141,9 @@ json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err
 /* {"instances": [InstanceSummary...]} sorted by id. */
 json_t *runtime_instances_json(struct runtime *rt);
 bool runtime_instance_exists(struct runtime *rt, const char *id);
+/* Sorted ids of the running instances whose scope names `provider` (a new
+ * array): the market's dependents hook. */
+json_t *runtime_provider_dependents(struct runtime *rt, const char *provider);
 
 /* ---- revisions in use ---- */
 /* ModuleRevisionUsage for {strategy, hex}: count, sorted instance ids,
