@@ -34,7 +34,8 @@ test-sanitize: deps
 	@cmake --build build/asan -j$(JOBS)
 	$(SANITIZER_ENV) ctest --test-dir build/asan --output-on-failure -j$(JOBS)
 
-bench: deps
+bench:
+	@scripts/install-deps.sh --bench
 	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DSTRATD_TESTS=OFF -DSTRATD_BENCH=ON >/dev/null
 	@cmake --build build/release -j$(JOBS)
 	@bench/run.sh build/release

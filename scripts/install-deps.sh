@@ -16,6 +16,11 @@ packages=(
   libyaml-dev libcurl4-openssl-dev libcmocka-dev
   prometheus wrk jq xz-utils ca-certificates curl
 )
+# `--bench`: also what make bench needs (the Node.js peers of bench/peer/;
+# any installed node will do, else Debian's).
+if [ "${1:-}" = --bench ] && ! command -v node >/dev/null; then
+  packages+=(nodejs)
+fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
