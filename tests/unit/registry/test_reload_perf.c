@@ -5,7 +5,8 @@
  * nothing new, a single change, and a reload after another writer changed
  * one strategy.
  * The metadata callback must not run again for bytes already verified, and
- * unchanged strategies must be shared between snapshots.
+ * unchanged strategies must be shared between snapshots. The times are
+ * printed for whoever reads the log; make bench owns the targets.
  */
 #include "regtest.h"
 
@@ -17,10 +18,6 @@
 #define STRATEGIES 100
 #define FILE_SIZE 5000
 #define DEFAULT_REVISIONS 2000
-/* The target for 10,000 revisions is well under 200 ms on two cores; the
- * bound, scaled to the size, leaves room for a loaded machine running the
- * rest of the suite in parallel. */
-#define RELOAD_BOUND_MS_PER_10K 600.0
 
 static atomic_int calls;
 
@@ -160,11 +157,6 @@ static void test_many_revisions(void **state)
     print_message("%d revisions: open %.1f ms, no-change reload %.1f ms, one change %.1f ms, "
                   "reload after another writer %.1f ms\n",
                   revisions, open_ms, best, change_ms, changed_ms);
-#ifndef STRATD_SANITIZE
-    double bound = 50.0 + RELOAD_BOUND_MS_PER_10K * revisions / 10000.0;
-    if (best > bound)
-        fail_msg("a no-change reload took %.1f ms (bound %.0f ms)", best, bound);
-#endif
     registry_release(third);
     registry_release(second);
     registry_release(first);

@@ -6,9 +6,8 @@
  * The runtime is measured end to end (events built and published by this
  * thread, queued, fanned out, delivered) for 1, 100 and 10,000 instances,
  * in deliveries per CPU second of the whole process. The figures are
- * printed; the assertion is loose (0.5x) because CI machines are noisy and
- * sanitizers distort both sides. STRATD_BENCH_STRICT=1 asks for the 0.8x
- * target.
+ * printed, never asserted (timings belong to make bench); what is asserted
+ * is that a fleet of 10,000 instances runs from one compilation.
  */
 #include "rtfixture.h"
 
@@ -298,15 +297,6 @@ static void test_dispatch_throughput(void **state)
         printf("%5d instance(s): %.0f deliveries per process CPU second (%.2fx), "
                "%.0f per worker CPU second (%.2fx)\n",
                sizes[k], r.rate, r.rate / base, r.worker_rate, r.worker_rate / base);
-        const char *strict = getenv("STRATD_BENCH_STRICT");
-        double floor = strict && *strict == '1' ? 0.8 : 0.5;
-#ifndef STRATD_SANITIZE
-        if (r.rate < floor * base)
-            fail_msg("%d instances: %.0f/s is under %.1fx the baseline %.0f/s", sizes[k], r.rate,
-                     floor, base);
-#else
-        (void)floor;
-#endif
     }
     struct runtime_stats st;
     runtime_stats(f.rt, &st);
