@@ -915,7 +915,8 @@ static void test_soak(void **state)
                      tail / 1024);
     }
 
-    /* p99: reported; checked only loosely. */
+    /* p99: reported by the suite's short form, which never asserts timings;
+     * the long form (make soak, on a quiet machine) holds the 2x bound. */
     if (nb > 0 && nh > 0) {
         double b = 0, h = 0;
         for (int s = 0; s < nb; s++)
@@ -926,10 +927,10 @@ static void test_soak(void **state)
         print_message("onTrade p99: %.1f us without hostile strategies, %.1f us with them "
                       "(x%.2f: %s 2x)\n",
                       b * 1e6, h * 1e6, ratio, ratio <= 2.0 ? "within" : "NOT within");
-        if (!(h <= fmax(10 * b, 1e-3)))
+        if (p->long_form && !(h <= fmax(2 * b, 1e-4)))
             fail_msg("onTrade p99 with hostile strategies %.1f us against %.1f us without", h * 1e6,
                      b * 1e6);
-        if (p->long_form && nb > 1 && !(base_trade[nb - 1] <= fmax(10 * base_trade[0], 1e-3)))
+        if (p->long_form && nb > 1 && !(base_trade[nb - 1] <= fmax(2 * base_trade[0], 1e-4)))
             fail_msg("onTrade p99 drifted from %.1f us to %.1f us", base_trade[0] * 1e6,
                      base_trade[nb - 1] * 1e6);
     }
