@@ -231,7 +231,8 @@ void sim_publish(struct sim *s, struct event *ev, uint16_t symbol)
     ev->provider = s->provider_id;
     ev->symbol = symbol;
     ev->seq = ++s->seq;
-    ev->created_ns = clock_mono_ns();
+    if (!ev->created_ns)
+        ev->created_ns = clock_mono_ns();
     if (!ev->ts_ms)
         ev->ts_ms = clock_wall_ms();
     s->sink.publish(s->sink.ctx, ev);
@@ -257,6 +258,7 @@ static void publish_trade(struct sim *s, struct sim_market *mk, enum order_side 
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.trade = (struct event_trade){mk->last, qty, side, ++mk->trade_id};
     sim_publish(s, ev, mk->id);
 }
@@ -267,6 +269,7 @@ static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.ticker = (struct event_ticker){
         mk->last, mk->bid, mk->ask, mk->bids[0].quantity, mk->asks[0].quantity, mk->volume};
     sim_publish(s, ev, mk->id);
@@ -279,6 +282,7 @@ static void publish_book(struct sim *s, struct sim_market *mk, int64_t ts)
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.book.depth = depth;
     memcpy(ev->u.book.levels, mk->bids, depth * sizeof(struct book_level));
     memcpy(ev->u.book.levels + depth, mk->asks, depth * sizeof(struct book_level));
@@ -301,6 +305,7 @@ static void kline_add(struct sim *s, struct sim_market *mk, double qty, int64_t 
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.kline = (struct event_kline){k->start_ms, ts,       k->open,   k->high,
                                        k->low,      k->close, k->volume, k->trades};
     sim_publish(s, ev, mk->id);
@@ -340,9 +345,11 @@ static void tick_market(struct sim *s, struct sim_market *mk, int64_t ts)
     kline_add(s, mk, qty, ts);
 }
 
+/* One read of each clock per tick: its events share the stamps. */
 static void tick(struct sim *s)
 {
     int64_t ts = clock_wall_ms();
+    s->tick_ns = clock_mono_ns();
     for (size_t i = 0; i < s->nmarkets; i++)
         tick_market(s, &s->markets[i], ts);
     s->tick++;
@@ -350,14 +357,22 @@ static void tick(struct sim *s)
 
 /* ----------------------------------------------------------------- queue */
 
+static void note_tick_to_order(struct sim *s, const struct order_request *req)
+{
+    if (s->tick_to_order && req->trigger_created_ns > 0)
+        sim_latency_add(s->tick_to_order, clock_mono_ns() - req->trigger_created_ns);
+}
+
 static void run_commands(struct sim *s, struct sim_cmd *c)
 {
     while (c) {
         struct sim_cmd *next = c->next;
-        if (c->cancel)
+        if (c->cancel) {
             sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
-        else
+        } else {
+            note_tick_to_order(s, &c->req);
             sim_order_submit(s, &c->req);
+        }
         free(c);
         c = next;
     }
@@ -368,18 +383,24 @@ static struct timespec to_timespec(int64_t ns)
     return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
 }
 
-/* Takes the queued commands, first waiting (paced mode only) until `until`
- * or a command or a stop arrives. */
+/* Takes the queued commands, first waiting until `until` (0: no wait) or a
+ * command or a stop arrives. Unpaced, most ticks find nothing queued: the
+ * flag answers that without the lock or a clock read. */
 static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *stopping)
 {
+    if (!until && !atomic_load_explicit(&s->pending, memory_order_acquire)) {
+        *stopping = false;
+        return NULL;
+    }
     pthread_mutex_lock(&s->lock);
-    if (!s->head && !s->stopping && until > clock_mono_ns()) {
+    if (!s->head && !s->stopping && until && until > clock_mono_ns()) {
         struct timespec ts = to_timespec(until);
         pthread_cond_timedwait(&s->wake, &s->lock, &ts);
     }
     struct sim_cmd *cmds = s->head;
     s->head = s->tail = NULL;
     *stopping = s->stopping;
+    atomic_store_explicit(&s->pending, s->stopping, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
     return cmds;
 }
@@ -388,22 +409,21 @@ static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *stoppin
  * asked for (after handling the orders queued before it). */
 static bool wait_next_tick(struct sim *s)
 {
-    double period = s->cfg->tick_rate > 0 ? 1e9 / s->cfg->tick_rate : 0;
+    bool stopping;
+    if (s->period_ns <= 0) {
+        run_commands(s, take_commands(s, 0, &stopping));
+        return !stopping;
+    }
     s->sched_n++;
-    int64_t due = s->sched_base + (int64_t)((double)s->sched_n * period);
+    int64_t due = s->sched_base + (int64_t)((double)s->sched_n * s->period_ns);
     for (;;) {
-        int64_t flush_at = sim_batch_deadline(&s->batch);
-        bool stopping;
-        struct sim_cmd *cmds =
-            take_commands(s, period > 0 && flush_at < due ? flush_at : due, &stopping);
-        run_commands(s, cmds);
-        sim_batch_flush(&s->batch, false);
+        run_commands(s, take_commands(s, due, &stopping));
         if (stopping)
             return false;
         int64_t now = clock_mono_ns();
         if (now < due)
             continue;
-        if (period > 0 && now - due > MAX_BEHIND_NS) {
+        if (now - due > MAX_BEHIND_NS) {
             s->sched_base = now;
             s->sched_n = 0;
         }
@@ -426,7 +446,6 @@ static void *sim_main(void *arg)
     run_commands(s, take_commands(s, 0, &stopping));
     sim_orders_expire_all(s, "provider stopped");
     publish_instruments(s, false);
-    sim_batch_flush(&s->batch, true);
     return NULL;
 }
 
@@ -439,7 +458,6 @@ static void sim_free(struct sim *s)
         free(s->markets[i].asks);
     }
     free(s->markets);
-    sim_batch_free(&s->batch);
     free(s);
 }
 
@@ -473,8 +491,10 @@ static struct sim *sim_new(const struct sim_config *cfg)
     s->sink = cfg->sink;
     s->next_order = cfg->next_order;
     atomic_init(&s->state, SIM_STARTING);
+    s->tick_to_order = cfg->tick_to_order;
+    s->period_ns = cfg->settings->tick_rate > 0 ? 1e9 / cfg->settings->tick_rate : 0;
+    atomic_init(&s->pending, false);
     sim_rng_seed(&s->rng, cfg->settings->seed);
-    sim_batch_init(&s->batch, cfg->store, s->provider);
     s->nmarkets = cfg->settings->nsymbols;
     s->markets = calloc(s->nmarkets, sizeof *s->markets);
     bool ok = s->markets != NULL;
@@ -486,6 +506,12 @@ static struct sim *sim_new(const struct sim_config *cfg)
         return NULL;
     }
     return s;
+}
+
+static void destroy_sync(struct sim *s)
+{
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
 }
 
 struct sim *sim_start(const struct sim_config *cfg, struct err *err)
@@ -500,14 +526,24 @@ struct sim *sim_start(const struct sim_config *cfg, struct err *err)
         err_set(err, ERR_INTERNAL, "provider %s: cannot create its locks", cfg->provider);
         return NULL;
     }
+    if (sim_batch_start(&s->batch, cfg->store, s->provider, err) < 0) {
+        destroy_sync(s);
+        sim_free(s);
+        return NULL;
+    }
     int rc = pthread_create(&s->thread, NULL, sim_main, s);
     if (rc != 0) {
-        pthread_mutex_destroy(&s->lock);
-        pthread_cond_destroy(&s->wake);
+        sim_batch_stop(&s->batch);
+        destroy_sync(s);
         sim_free(s);
         err_set_errno(err, ERR_INTERNAL, rc, "provider %s: cannot start its thread", cfg->provider);
         return NULL;
     }
+    /* "prov:<name>" within the 15 characters a thread name may have, so
+     * per-thread profiles tell providers from workers. */
+    char name[16];
+    snprintf(name, sizeof name, "prov:%.10s", s->provider);
+    pthread_setname_np(s->thread, name);
     return s;
 }
 
@@ -515,12 +551,14 @@ uint64_t sim_stop(struct sim *s)
 {
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
+    atomic_store_explicit(&s->pending, true, memory_order_release);
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
+    /* After the provider thread: its last records (expiries) are queued. */
+    sim_batch_stop(&s->batch);
     uint64_t next = s->next_order;
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->wake);
+    destroy_sync(s);
     sim_free(s);
     return next;
 }
@@ -535,6 +573,7 @@ static int enqueue(struct sim *s, struct sim_cmd *c, char *error, size_t size)
         else
             s->head = c;
         s->tail = c;
+        atomic_store_explicit(&s->pending, true, memory_order_release);
         pthread_cond_signal(&s->wake);
     }
     pthread_mutex_unlock(&s->lock);
