@@ -187,6 +187,7 @@ struct sim_market {
     int tick_exp, lot_exp; /* tick size 10^tick_exp, lot size 10^lot_exp */
     double tick_size, lot_size, base_qty;
     double log_price, bid, ask, last;
+    double log_lo, log_hi; /* the price band, as log prices */
     int64_t bid_ticks, ask_ticks;
     struct book_level *bids, *asks; /* book_depth each; matching consumes them */
     uint64_t trade_id;
@@ -322,8 +323,9 @@ struct sim {
     struct sim_rng rng;
     uint64_t seq;
     uint64_t tick;
-    int64_t tick_ns;  /* the current tick's monotonic time, its events' created_ns */
-    double period_ns; /* between ticks; 0 = unpaced */
+    int64_t tick_ns; /* the current tick's monotonic time, its events' created_ns */
+    int64_t wall_ms, wall_at_ns, wall_next_ns, last_ts_ms; /* market time (tick_wall_ms) */
+    double period_ns;                                      /* between ticks; 0 = unpaced */
     struct sim_latency *tick_to_order;
     int64_t sched_base; /* pacing: tick n is due at sched_base + n * period */
     uint64_t sched_n;

@@ -87,13 +87,26 @@ double sim_rng_normal(struct sim_rng *r)
 
 /* -------------------------------------------------------------- decimals */
 
-/* 10^n exactly for |n| <= 22 (every step is an exact product). */
+/* 10^n for n <= 22: every one is exactly representable, so the literals
+ * are exact (a table: the tick computes dozens of prices and sizes). */
+static const double pow10_table[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 static double pow10_exact(int n)
 {
-    double v = 1;
-    for (int i = 0; i < (n < 0 ? -n : n); i++)
-        v *= 10;
-    return v;
+    return pow10_table[n < 0 ? -n : n];
+}
+
+/* llround() for |v| < 2^62 without the library call: v - trunc(v) is
+ * exact in binary floating point, so the comparison with one half decides
+ * as llround does (halves away from zero). */
+static long long round_units(double v)
+{
+    long long n = (long long)v;
+    double frac = v - (double)n;
+    /* no branches: the halves fall at random, a branch would mispredict */
+    return n + (frac >= 0.5) - (frac <= -0.5);
 }
 
 /* units * 10^exp as the double nearest to that decimal. */
@@ -120,6 +133,8 @@ static int market_init(struct sim_market *mk, const struct sim_symbol_cfg *cfg, 
     mk->lot_exp = clamp_exp(mk->base_qty) - 4;
     mk->lot_size = from_units(1, mk->lot_exp);
     mk->log_price = log(cfg->start_price);
+    mk->log_lo = log(cfg->start_price / PRICE_BAND);
+    mk->log_hi = log(cfg->start_price * PRICE_BAND);
     mk->bids = calloc(depth, sizeof *mk->bids);
     mk->asks = calloc(depth, sizeof *mk->asks);
     return mk->id && mk->bids && mk->asks ? 0 : -1;
@@ -127,7 +142,7 @@ static int market_init(struct sim_market *mk, const struct sim_symbol_cfg *cfg, 
 
 static double lots(const struct sim_market *mk, double qty)
 {
-    long long n = llround(qty / mk->lot_size);
+    long long n = round_units(qty / mk->lot_size);
     return from_units(n < 1 ? 1 : n, mk->lot_exp);
 }
 
@@ -135,7 +150,7 @@ static double lots(const struct sim_market *mk, double qty)
  * prices never overflow the tick arithmetic or reach zero. */
 static void walk_price(struct sim *s, struct sim_market *mk)
 {
-    double lo = log(mk->cfg->start_price / PRICE_BAND), hi = log(mk->cfg->start_price * PRICE_BAND);
+    double lo = mk->log_lo, hi = mk->log_hi;
     mk->log_price += s->cfg->volatility * sim_rng_normal(&s->rng);
     if (mk->log_price > hi)
         mk->log_price = 2 * hi - mk->log_price;
@@ -146,11 +161,11 @@ static void walk_price(struct sim *s, struct sim_market *mk)
 static void build_book(struct sim *s, struct sim_market *mk)
 {
     double mid_ticks = exp(mk->log_price) / mk->tick_size;
-    long long spread = llround(mid_ticks * SPREAD_FRACTION);
-    long long step = llround(mid_ticks * LEVEL_FRACTION);
+    long long spread = round_units(mid_ticks * SPREAD_FRACTION);
+    long long step = round_units(mid_ticks * LEVEL_FRACTION);
     spread = spread < 1 ? 1 : spread;
     step = step < 1 ? 1 : step;
-    long long bid = llround(mid_ticks) - spread / 2;
+    long long bid = round_units(mid_ticks) - spread / 2;
     mk->bid_ticks = bid < 1 ? 1 : bid;
     mk->ask_ticks = mk->bid_ticks + spread;
     for (uint32_t i = 0; i < s->cfg->book_depth; i++) {
@@ -345,11 +360,30 @@ static void tick_market(struct sim *s, struct sim_market *mk, int64_t ts)
     kline_add(s, mk, qty, ts);
 }
 
-/* One read of each clock per tick: its events share the stamps. */
+/* The market time of the tick starting at s->tick_ns: the wall clock read
+ * once a second and advanced by the monotonic clock in between, so a tick
+ * reads one clock, not two. Between two readings it can differ from the
+ * wall clock by the clock's slew over a second (well under a millisecond);
+ * it never goes back. */
+static int64_t tick_wall_ms(struct sim *s)
+{
+    if (s->tick_ns >= s->wall_next_ns) {
+        s->wall_ms = clock_wall_ms();
+        s->wall_at_ns = s->tick_ns;
+        s->wall_next_ns = s->tick_ns + 1000000000LL;
+    }
+    int64_t ts = s->wall_ms + (s->tick_ns - s->wall_at_ns) / 1000000;
+    if (ts < s->last_ts_ms)
+        ts = s->last_ts_ms;
+    s->last_ts_ms = ts;
+    return ts;
+}
+
+/* Its events share the tick's clock reading. */
 static void tick(struct sim *s)
 {
-    int64_t ts = clock_wall_ms();
     s->tick_ns = clock_mono_ns();
+    int64_t ts = tick_wall_ms(s);
     for (size_t i = 0; i < s->nmarkets; i++)
         tick_market(s, &s->markets[i], ts);
     s->tick++;
