@@ -28,8 +28,9 @@
  * which every thread of the order path pays too.
  *
  * --market-store 0 gives the market no store (orders and executions are not
- * recorded), to show what the provider thread's batched SQLite writes cost
- * the order path; the runtime keeps its store either way.
+ * recorded), to show what recording them costs the order path (the copies
+ * the provider thread queues, and the store writer's thread competing for
+ * the cores); the runtime keeps its store either way.
  *
  * Prints one JSON object.
  *
