@@ -18,6 +18,10 @@
  *   sim_quote() and sim_state(); the caller keeps the session alive (the
  *   market holds a per-provider lock around those calls and detaches the
  *   session under it before sim_stop()).
+ * - With a store, a session also runs a store writer thread (persist.c)
+ *   that sees only the copies the provider thread queues to it (and the
+ *   settings' symbols, borrowed like the rest); sim_stop() joins the
+ *   provider thread first, then the writer.
  * - The settings and the account are borrowed by a session for its whole
  *   life: the market never replaces them while a session runs.
  */
