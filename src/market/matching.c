@@ -467,6 +467,8 @@ void sim_order_submit(struct sim *s, const struct order_request *req)
 {
     struct sim_order o;
     order_init(s, &o, req);
+    if (o.market != SIZE_MAX)
+        sim_book_fill(&s->markets[o.market]); /* the order may walk the whole book */
     if (order_validate(s, &o) < 0 || (!o.dry_run && account_reserve(s, &o) < 0)) {
         sim_balances_publish(s, false);
         return;

@@ -192,8 +192,11 @@ struct sim_market {
     double tick_size, lot_size, base_qty;
     double log_price, bid, ask, last;
     double log_lo, log_hi; /* the price band, as log prices */
-    int64_t bid_ticks, ask_ticks;
-    struct book_level *bids, *asks; /* book_depth each; matching consumes them */
+    int64_t bid_ticks, ask_ticks, step_ticks;
+    uint32_t depth;                 /* levels a side */
+    uint32_t priced;                /* levels of this tick's book priced so far */
+    double *draws;                  /* this tick's size draws, bid and ask per level */
+    struct book_level *bids, *asks; /* depth each; matching consumes them */
     uint64_t trade_id;
     double volume;
     struct sim_kline kline;
@@ -360,6 +363,11 @@ bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out);
 /* Provider thread: stamps provider, symbol, seq and ts_ms, then hands the
  * event to the sink. */
 void sim_publish(struct sim *s, struct event *ev, uint16_t symbol);
+
+/* Prices the levels of the current tick's book not priced yet (only the
+ * best is priced by the tick). Call before reading bids/asks beyond [0].
+ * Provider thread. */
+void sim_book_fill(struct sim_market *mk);
 
 /* matching.c, provider thread only */
 void sim_order_submit(struct sim *s, const struct order_request *req);

@@ -135,9 +135,11 @@ static int market_init(struct sim_market *mk, const struct sim_symbol_cfg *cfg, 
     mk->log_price = log(cfg->start_price);
     mk->log_lo = log(cfg->start_price / PRICE_BAND);
     mk->log_hi = log(cfg->start_price * PRICE_BAND);
+    mk->depth = depth;
     mk->bids = calloc(depth, sizeof *mk->bids);
     mk->asks = calloc(depth, sizeof *mk->asks);
-    return mk->id && mk->bids && mk->asks ? 0 : -1;
+    mk->draws = calloc(2 * (size_t)depth, sizeof *mk->draws);
+    return mk->id && mk->bids && mk->asks && mk->draws ? 0 : -1;
 }
 
 static double lots(const struct sim_market *mk, double qty)
@@ -158,26 +160,44 @@ static void walk_price(struct sim *s, struct sim_market *mk)
         mk->log_price = 2 * lo - mk->log_price;
 }
 
+/* Level i of both sides from the tick's draws. */
+static void book_level(struct sim_market *mk, uint32_t i)
+{
+    long long b = mk->bid_ticks - (long long)i * mk->step_ticks;
+    double deeper = 1.0 + 0.25 * i;
+    mk->bids[i].price = from_units(b < 1 ? 1 : b, mk->tick_exp);
+    mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[2 * i]) * deeper);
+    mk->asks[i].price = from_units(mk->ask_ticks + (long long)i * mk->step_ticks, mk->tick_exp);
+    mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[2 * i + 1]) * deeper);
+}
+
+/* Prices the best level at once (bid, ask, the ticker's sizes) and only
+ * draws for the deeper ones: most ticks publish no BookSnapshot and meet
+ * no order, so sim_book_fill() prices them when one of those needs them.
+ * The draws are taken in the same order either way, so the market data
+ * do not depend on who looked at the book. */
 static void build_book(struct sim *s, struct sim_market *mk)
 {
     double mid_ticks = exp(mk->log_price) / mk->tick_size;
     long long spread = round_units(mid_ticks * SPREAD_FRACTION);
     long long step = round_units(mid_ticks * LEVEL_FRACTION);
     spread = spread < 1 ? 1 : spread;
-    step = step < 1 ? 1 : step;
+    mk->step_ticks = step < 1 ? 1 : step;
     long long bid = round_units(mid_ticks) - spread / 2;
     mk->bid_ticks = bid < 1 ? 1 : bid;
     mk->ask_ticks = mk->bid_ticks + spread;
-    for (uint32_t i = 0; i < s->cfg->book_depth; i++) {
-        long long b = mk->bid_ticks - (long long)i * step;
-        double deeper = 1.0 + 0.25 * i;
-        mk->bids[i].price = from_units(b < 1 ? 1 : b, mk->tick_exp);
-        mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + sim_rng_uniform(&s->rng)) * deeper);
-        mk->asks[i].price = from_units(mk->ask_ticks + (long long)i * step, mk->tick_exp);
-        mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + sim_rng_uniform(&s->rng)) * deeper);
-    }
+    for (uint32_t i = 0; i < 2 * mk->depth; i++)
+        mk->draws[i] = sim_rng_uniform(&s->rng);
+    book_level(mk, 0);
+    mk->priced = 1;
     mk->bid = mk->bids[0].price;
     mk->ask = mk->asks[0].price;
+}
+
+void sim_book_fill(struct sim_market *mk)
+{
+    for (; mk->priced < mk->depth; mk->priced++)
+        book_level(mk, mk->priced);
 }
 
 /* ---------------------------------------------------------------- quotes */
@@ -293,6 +313,7 @@ static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
 static void publish_book(struct sim *s, struct sim_market *mk, int64_t ts)
 {
     uint32_t depth = s->cfg->book_depth;
+    sim_book_fill(mk);
     struct event *ev = new_event(s, EVENT_BOOK_SNAPSHOT, 2 * depth * sizeof(struct book_level));
     if (!ev)
         return;
@@ -490,6 +511,7 @@ static void sim_free(struct sim *s)
     for (size_t i = 0; s->markets && i < s->nmarkets; i++) {
         free(s->markets[i].bids);
         free(s->markets[i].asks);
+        free(s->markets[i].draws);
     }
     free(s->markets);
     free(s);
