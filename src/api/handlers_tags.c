@@ -219,6 +219,8 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
     metrics_family_write(api->validation_failures, &out);
     metrics_family_write(api->http_requests, &out);
     runtime_metrics_write(api->opts.runtime, &out);
+    if (api->opts.market)
+        market_metrics_write(api->opts.market, &out);
     if (strbuf_failed(&out)) {
         strbuf_release(&out);
         err_set(err, ERR_INTERNAL, "out of memory writing metrics");

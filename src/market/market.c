@@ -23,6 +23,7 @@
 #include "core/intern.h"
 #include "core/jsonutil.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/names.h"
 #include "market/sim.h"
 
@@ -57,6 +58,9 @@ struct provider {
      * session_lock alone */
     pthread_mutex_t session_lock;
     struct sim *session;
+
+    /* written by the sessions' provider threads, one at a time */
+    struct sim_latency tick_to_order;
 };
 
 struct market {
@@ -158,8 +162,8 @@ static void provider_halt(struct market *m, struct provider *p)
 
 static int provider_run(struct market *m, struct provider *p, struct err *err)
 {
-    struct sim_config cfg = {p->name, p->id,    p->settings,  p->account,
-                             m->sink, m->store, p->next_order};
+    struct sim_config cfg = {p->name, p->id,    p->settings,   p->account,
+                             m->sink, m->store, p->next_order, &p->tick_to_order};
     struct err e = ERR_INIT;
     /* The session reaches the order path before its thread can publish a
      * first event: a strategy handling that event can already quote and
@@ -701,4 +705,42 @@ static bool ops_trading_active(void *ctx, uint16_t provider)
 struct market_ops market_runtime_ops(struct market *m)
 {
     return (struct market_ops){m, ops_submit, ops_cancel, ops_quote, ops_trading_active};
+}
+
+/* -------------------------------------------------------------- metrics */
+
+static void write_latency(struct strbuf *out, const char *provider, struct sim_latency *h)
+{
+    static const char *const bucket_labels[] = {"provider", "le"};
+    static const char *const labels[] = {"provider"};
+    uint64_t cumulative = 0;
+    for (int b = 0; b < SIM_LATENCY_BUCKETS; b++) {
+        char le[32];
+        if (b < SIM_LATENCY_BUCKETS - 1)
+            snprintf(le, sizeof le, "%g", sim_latency_bounds[b]);
+        else
+            snprintf(le, sizeof le, "+Inf");
+        cumulative += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
+        const char *values[] = {provider, le};
+        metrics_write_sample(out, "stratd_tick_to_order_seconds_bucket", bucket_labels, values, 2,
+                             (double)cumulative);
+    }
+    const char *values[] = {provider};
+    metrics_write_sample(out, "stratd_tick_to_order_seconds_sum", labels, values, 1,
+                         (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
+    metrics_write_sample(out, "stratd_tick_to_order_seconds_count", labels, values, 1,
+                         (double)cumulative);
+}
+
+void market_metrics_write(struct market *m, struct strbuf *out)
+{
+    metrics_write_header(out, "stratd_tick_to_order_seconds",
+                         "From the creation of the event an order reacted to until the "
+                         "provider's matching engine takes the order.",
+                         "histogram");
+    for (struct provider *p = atomic_load_explicit(&m->providers, memory_order_acquire); p;
+         p = p->next) {
+        if (atomic_load(&p->exists))
+            write_latency(out, p->name, &p->tick_to_order);
+    }
 }

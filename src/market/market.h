@@ -47,6 +47,7 @@
 #define STRATD_MARKET_MARKET_H
 
 #include "core/err.h"
+#include "core/strbuf.h"
 #include "runtime/event.h"
 #include "store/store.h"
 
@@ -90,6 +91,14 @@ json_t *market_balances_json(struct market *m, const char *name, const char *ass
 /* {"adapters": [AdapterMetadata...]} and one AdapterMetadata. */
 json_t *market_adapters_json(void);
 json_t *market_adapter_json(const char *identifier, struct err *err);
+
+/* Appends the market's Prometheus families to `out`:
+ * stratd_tick_to_order_seconds{provider}, a histogram per existing
+ * provider of the time from the creation of the event an order reacted to
+ * (order_request.trigger_created_ns) until the provider's matching engine
+ * takes the order off its queue. Orders without a triggering event are
+ * not counted. Any thread. */
+void market_metrics_write(struct market *m, struct strbuf *out);
 
 bool market_has_provider(struct market *m, const char *name);
 bool market_has_symbol(struct market *m, const char *provider, const char *symbol);

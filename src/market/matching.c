@@ -97,14 +97,19 @@ static struct sim_asset *account_find(struct sim_account *a, const char *asset)
     return NULL; /* not reached: every symbol's assets are in the account */
 }
 
-json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
-                           const char *provider)
+json_t *sim_balance_json(const struct sim_asset *as, int64_t created_ms, const char *provider)
 {
     return json_pack("{s:s, s:s, s:o, s:o, s:I, s:{}, s:I, s:I}", "provider", provider, "asset",
                      as->asset, "total", sim_decimal_json(as->total), "available",
                      sim_decimal_json(as->available), "snapshotAt", (json_int_t)as->updated_ms,
-                     "metadata", "createdAt", (json_int_t)a->created_ms, "updatedAt",
+                     "metadata", "createdAt", (json_int_t)created_ms, "updatedAt",
                      (json_int_t)as->updated_ms);
+}
+
+json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
+                           const char *provider)
+{
+    return sim_balance_json(as, a->created_ms, provider);
 }
 
 /* Newest first; equal times by asset name, so the order is stable. */
@@ -166,7 +171,7 @@ void sim_balances_publish(struct sim *s, bool all)
             continue;
         a->assets[i].dirty = false;
         changed[n++] = a->assets[i];
-        sim_batch_balance(&s->batch, sim_balance_record(a, &a->assets[i], s->provider));
+        sim_batch_balance(&s->batch, &a->assets[i], a->created_ms);
     }
     pthread_mutex_unlock(&a->lock);
     for (size_t i = 0; i < n; i++) {
@@ -178,50 +183,6 @@ void sim_balances_publish(struct sim *s, bool all)
         ev->u.balance.available = changed[i].available;
         sim_publish(s, ev, 0);
     }
-}
-
-/* ------------------------------------------------------------- records */
-
-static json_t *ms_or_null(int64_t ms)
-{
-    return ms ? json_integer(ms) : json_null();
-}
-
-static json_t *order_record(const struct sim *s, const struct sim_order *o, const char *reason)
-{
-    json_t *meta = json_pack("{s:b, s:o, s:o, s:I}", "dryRun", o->dry_run, "filledQuantity",
-                             sim_decimal_json(o->filled), "averagePrice",
-                             sim_decimal_json(o->filled > 0 ? o->notional / o->filled : 0),
-                             "instanceKey", (json_int_t)o->instance_key);
-    if (meta && reason && *reason)
-        json_object_set_new(meta, "reason", json_string(reason));
-    return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:n, s:I, s:o*, s:o, s:o, s:I, s:I}",
-        "id", o->order_id, "provider", s->provider, "strategyInstance", o->instance_id,
-        "clientOrderId", o->client_order_id, "symbol", intern_name(o->symbol), "side",
-        order_side_name(o->side), "type", order_type_name(o->type), "quantity",
-        sim_decimal_json(o->quantity), "price",
-        o->type == ORDER_LIMIT ? sim_decimal_json(o->price) : json_null(), "state",
-        event_exec_status_name(o->state), "externalReference", "placedAt", (json_int_t)o->placed_ms,
-        "metadata", meta, "acknowledgedAt", ms_or_null(o->acknowledged_ms), "completedAt",
-        ms_or_null(o->completed_ms), "createdAt", (json_int_t)o->placed_ms, "updatedAt",
-        (json_int_t)o->updated_ms);
-}
-
-static json_t *execution_record(const struct sim *s, const struct sim_order *o, double qty,
-                                double price, double fee, bool maker)
-{
-    const struct sim_market *mk = &s->markets[o->market];
-    char exec_id[EVENT_ORDER_ID_MAX + 16];
-    snprintf(exec_id, sizeof exec_id, "%s-%u", o->order_id, o->fills);
-    int64_t now = clock_wall_ms();
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:s, s:I, s:{s:s, s:s, s:b}, s:I}",
-                     "orderId", o->order_id, "provider", s->provider, "strategyInstance",
-                     o->instance_id, "executionId", exec_id, "quantity", sim_decimal_json(qty),
-                     "price", sim_decimal_json(price), "fee", sim_decimal_json(fee), "feeAsset",
-                     mk->cfg->quote, "liquidity", maker ? "maker" : "taker", "tradedAt",
-                     (json_int_t)now, "metadata", "symbol", mk->cfg->symbol, "side",
-                     order_side_name(o->side), "dryRun", o->dry_run, "createdAt", (json_int_t)now);
 }
 
 /* ------------------------------------------------------------- reports */
@@ -269,7 +230,7 @@ static void order_report(struct sim *s, struct sim_order *o, enum exec_status st
         ev->target = o->instance_key;
         sim_publish(s, ev, o->symbol);
     }
-    sim_batch_order(&s->batch, order_record(s, o, reason));
+    sim_batch_order(&s->batch, o, o->market != SIZE_MAX ? s->markets[o->market].cfg : NULL, reason);
 }
 
 static void remember_done(struct sim *s, const struct sim_order *o)
@@ -393,7 +354,8 @@ static void order_fill(struct sim *s, struct sim_order *o, double qty, double pr
     o->remaining = last ? 0 : o->remaining - qty;
     if (!o->dry_run)
         account_fill(s, o, qty, price, fee, last);
-    sim_batch_execution(&s->batch, execution_record(s, o, qty, price, fee, maker));
+    sim_batch_execution(&s->batch, o, s->markets[o->market].cfg, qty, price, fee, maker,
+                        clock_wall_ms());
     order_report(s, o, last ? EXEC_FILLED : EXEC_PARTIAL_FILL, qty, price, fee, "");
 }
 
@@ -505,6 +467,8 @@ void sim_order_submit(struct sim *s, const struct order_request *req)
 {
     struct sim_order o;
     order_init(s, &o, req);
+    if (o.market != SIZE_MAX)
+        sim_book_fill(&s->markets[o.market]); /* the order may walk the whole book */
     if (order_validate(s, &o) < 0 || (!o.dry_run && account_reserve(s, &o) < 0)) {
         sim_balances_publish(s, false);
         return;

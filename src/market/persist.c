@@ -1,12 +1,18 @@
 /*
- * persist: the provider thread's store writes, batched.
+ * persist: the session's store writer.
  *
  * One SQLite transaction per order step would cap the matching engine at
- * the disk's fsync rate, so records wait here until SIM_BATCH_MAX of them
- * are pending or the oldest has waited SIM_BATCH_NS, then go to the store
- * in one call per table. An order that changes state several times within
- * a batch is written once, in its latest state (likewise balances per
- * asset). The session flushes on stop, so a clean stop loses nothing.
+ * the disk's fsync rate, and a batch committed on the provider thread
+ * stalls ticks and orders for the length of the commit (milliseconds, the
+ * largest part of the tick-to-order tail). So the provider thread only
+ * copies each change into a queue; a writer thread waits until
+ * SIM_BATCH_MAX changes are queued or the oldest has waited SIM_BATCH_NS,
+ * takes the whole queue, builds the JSON records and writes them in one
+ * call per table. An order that changes state several times within a batch
+ * is written once, in its latest state (likewise balances per asset). A
+ * session stops its writer after its provider thread, and the writer
+ * commits everything queued before it exits, so a clean stop loses
+ * nothing.
  *
  * A failed write is logged and dropped: the store is the history, the
  * events already told the strategies, and retrying forever would stall
@@ -15,65 +21,107 @@
 #include "market/sim.h"
 
 #include "core/clock.h"
+#include "core/intern.h"
 #include "core/log.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-void sim_batch_init(struct sim_batch *b, struct store *store, const char *provider)
+/* -------------------------------------------------------------- records */
+
+static json_t *ms_or_null(int64_t ms)
 {
-    *b = (struct sim_batch){.store = store, .provider = provider};
+    return ms ? json_integer(ms) : json_null();
 }
 
-static void note_record(struct sim_batch *b)
+static json_t *order_record(const char *provider, const struct sim_order *o, const char *reason)
 {
-    b->count++;
-    if (!b->first_ns)
-        b->first_ns = clock_mono_ns();
-    if (b->count >= SIM_BATCH_MAX)
-        sim_batch_flush(b, true);
+    json_t *meta = json_pack("{s:b, s:o, s:o, s:I}", "dryRun", o->dry_run, "filledQuantity",
+                             sim_decimal_json(o->filled), "averagePrice",
+                             sim_decimal_json(o->filled > 0 ? o->notional / o->filled : 0),
+                             "instanceKey", (json_int_t)o->instance_key);
+    if (meta && reason && *reason)
+        json_object_set_new(meta, "reason", json_string(reason));
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:n, s:I, s:o*, s:o, s:o, s:I, s:I}",
+        "id", o->order_id, "provider", provider, "strategyInstance", o->instance_id,
+        "clientOrderId", o->client_order_id, "symbol", intern_name(o->symbol), "side",
+        order_side_name(o->side), "type", order_type_name(o->type), "quantity",
+        sim_decimal_json(o->quantity), "price",
+        o->type == ORDER_LIMIT ? sim_decimal_json(o->price) : json_null(), "state",
+        event_exec_status_name(o->state), "externalReference", "placedAt", (json_int_t)o->placed_ms,
+        "metadata", meta, "acknowledgedAt", ms_or_null(o->acknowledged_ms), "completedAt",
+        ms_or_null(o->completed_ms), "createdAt", (json_int_t)o->placed_ms, "updatedAt",
+        (json_int_t)o->updated_ms);
 }
+
+static json_t *execution_record(const char *provider, const struct sim_rec *r)
+{
+    const struct sim_order *o = &r->u.o.order;
+    const struct sim_symbol_cfg *cfg = r->u.o.cfg;
+    char exec_id[EVENT_ORDER_ID_MAX + 16];
+    snprintf(exec_id, sizeof exec_id, "%s-%u", o->order_id, o->fills);
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:s, s:I, s:{s:s, s:s, s:b}, s:I}",
+                     "orderId", o->order_id, "provider", provider, "strategyInstance",
+                     o->instance_id, "executionId", exec_id, "quantity",
+                     sim_decimal_json(r->u.o.qty), "price", sim_decimal_json(r->u.o.price), "fee",
+                     sim_decimal_json(r->u.o.fee), "feeAsset", cfg->quote, "liquidity",
+                     r->u.o.maker ? "maker" : "taker", "tradedAt", (json_int_t)r->u.o.at_ms,
+                     "metadata", "symbol", cfg->symbol, "side", order_side_name(o->side), "dryRun",
+                     o->dry_run, "createdAt", (json_int_t)r->u.o.at_ms);
+}
+
+/* --------------------------------------------------------------- writer */
+
+/* What one commit writes: {id: OrderRecord}, [ExecutionRecord],
+ * {asset: BalanceRecord}. */
+struct tables {
+    json_t *orders, *executions, *balances;
+};
 
 /* Keyed records replace an earlier version in the same batch. */
-static void put_keyed(struct sim_batch *b, json_t **table, const char *key_field, json_t *record)
+static void put_keyed(json_t **table, const char *key, json_t *record)
 {
-    if (!b->store || !record) {
-        json_decref(record);
+    if (!record)
         return;
-    }
-    const char *key = json_string_value(json_object_get(record, key_field));
     if (!*table)
         *table = json_object();
-    if (!*table || !key || json_object_set_new(*table, key, record) < 0)
-        return; /* set_new released the record on failure */
-    note_record(b);
-}
-
-void sim_batch_order(struct sim_batch *b, json_t *record)
-{
-    put_keyed(b, &b->orders, "id", record);
-}
-
-void sim_batch_balance(struct sim_batch *b, json_t *record)
-{
-    put_keyed(b, &b->balances, "asset", record);
-}
-
-void sim_batch_execution(struct sim_batch *b, json_t *record)
-{
-    if (!b->store || !record) {
+    if (*table)
+        json_object_set_new(*table, key, record); /* releases the record on failure */
+    else
         json_decref(record);
-        return;
-    }
-    if (!b->executions)
-        b->executions = json_array();
-    if (!b->executions || json_array_append_new(b->executions, record) < 0)
-        return;
-    note_record(b);
 }
 
-int64_t sim_batch_deadline(const struct sim_batch *b)
+static void put_execution(struct tables *t, json_t *record)
 {
-    return b->count ? b->first_ns + SIM_BATCH_NS : INT64_MAX;
+    if (!record)
+        return;
+    if (!t->executions)
+        t->executions = json_array();
+    if (t->executions)
+        json_array_append_new(t->executions, record);
+    else
+        json_decref(record);
+}
+
+static void add_record(struct sim_batch *b, struct tables *t, const struct sim_rec *r)
+{
+    switch (r->kind) {
+    case SIM_REC_ORDER:
+        put_keyed(&t->orders, r->u.o.order.order_id,
+                  order_record(b->provider, &r->u.o.order, r->u.o.reason));
+        break;
+    case SIM_REC_EXECUTION:
+        put_execution(t, execution_record(b->provider, r));
+        break;
+    case SIM_REC_BALANCE:
+        put_keyed(&t->balances, r->u.b.asset.asset,
+                  sim_balance_json(&r->u.b.asset, r->u.b.created_ms, b->provider));
+        break;
+    }
 }
 
 static json_t *values_of(json_t *table)
@@ -90,39 +138,243 @@ static json_t *values_of(json_t *table)
 
 typedef int (*store_put_fn)(struct store *, const json_t *, struct err *);
 
-static void write_table(struct sim_batch *b, json_t **table, bool keyed, store_put_fn put,
+static void write_table(struct sim_batch *b, json_t *table, bool keyed, store_put_fn put,
                         const char *what)
 {
-    if (!*table)
+    if (!table)
         return;
-    json_t *list = keyed ? values_of(*table) : json_incref(*table);
+    json_t *list = keyed ? values_of(table) : json_incref(table);
     struct err err = ERR_INIT;
     if (!list || (json_array_size(list) > 0 && put(b->store, list, &err) < 0))
         log_warn("market", "provider %s: %zu %s not recorded: %s", b->provider,
                  list ? json_array_size(list) : 0, what, list ? err.message : "out of memory");
     err_clear(&err);
     json_decref(list);
-    json_decref(*table);
-    *table = NULL;
+    json_decref(table);
 }
 
-void sim_batch_flush(struct sim_batch *b, bool force)
+/* Builds and commits one batch, freeing its records. */
+static void write_batch(struct sim_batch *b, struct sim_rec *r)
 {
-    if (!b->count ||
-        (!force && b->count < SIM_BATCH_MAX && clock_mono_ns() < sim_batch_deadline(b)))
-        return;
+    struct tables t = {0};
+    while (r) {
+        struct sim_rec *next = r->next;
+        add_record(b, &t, r);
+        free(r);
+        r = next;
+    }
     /* Orders first: an execution refers to its order. */
-    write_table(b, &b->orders, true, store_orders_put, "order updates");
-    write_table(b, &b->executions, false, store_executions_put, "executions");
-    write_table(b, &b->balances, true, store_balances_put, "balance snapshots");
-    b->count = 0;
-    b->first_ns = 0;
+    write_table(b, t.orders, true, store_orders_put, "order updates");
+    write_table(b, t.executions, false, store_executions_put, "executions");
+    write_table(b, t.balances, true, store_balances_put, "balance snapshots");
 }
 
-void sim_batch_free(struct sim_batch *b)
+static bool batch_due(const struct sim_batch *b)
 {
-    json_decref(b->orders);
-    json_decref(b->executions);
-    json_decref(b->balances);
-    *b = (struct sim_batch){0};
+    return b->count >= SIM_BATCH_MAX || b->stopping ||
+           clock_mono_ns() >= b->first_ns + SIM_BATCH_NS;
+}
+
+/* Waits, with b->lock held, until there is a batch to write or nothing
+ * more will come; false in the latter case. */
+static bool wait_batch(struct sim_batch *b)
+{
+    for (;;) {
+        if (b->count == 0) {
+            if (b->stopping)
+                return false;
+            pthread_cond_wait(&b->wake, &b->lock);
+            continue;
+        }
+        if (batch_due(b))
+            return true;
+        int64_t due = b->first_ns + SIM_BATCH_NS;
+        struct timespec ts = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
+        pthread_cond_timedwait(&b->wake, &b->lock, &ts);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct sim_batch *b = arg;
+    pthread_mutex_lock(&b->lock);
+    while (wait_batch(b)) {
+        struct sim_rec *list = b->head;
+        b->head = b->tail = NULL;
+        b->count = 0;
+        b->first_ns = 0;
+        pthread_cond_signal(&b->room);
+        pthread_mutex_unlock(&b->lock);
+        write_batch(b, list);
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+/* --------------------------------------------------------------- public */
+
+static int init_sync(struct sim_batch *b)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        return -1;
+    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(&b->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc != 0)
+        return -1;
+    if (pthread_cond_init(&b->room, NULL) != 0) {
+        pthread_cond_destroy(&b->wake);
+        return -1;
+    }
+    if (pthread_mutex_init(&b->lock, NULL) != 0) {
+        pthread_cond_destroy(&b->room);
+        pthread_cond_destroy(&b->wake);
+        return -1;
+    }
+    return 0;
+}
+
+static void destroy_sync(struct sim_batch *b)
+{
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->room);
+    pthread_cond_destroy(&b->wake);
+}
+
+int sim_batch_start(struct sim_batch *b, struct store *store, const char *provider, struct err *err)
+{
+    *b = (struct sim_batch){.provider = provider};
+    if (!store)
+        return 0;
+    if (init_sync(b) < 0) {
+        err_set(err, ERR_INTERNAL, "provider %s: cannot create the store writer's locks", provider);
+        return -1;
+    }
+    int rc = pthread_create(&b->thread, NULL, writer_main, b);
+    if (rc != 0) {
+        destroy_sync(b);
+        err_set_errno(err, ERR_INTERNAL, rc, "provider %s: cannot start the store writer",
+                      provider);
+        return -1;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "rec:%.11s", provider);
+    pthread_setname_np(b->thread, name);
+    b->store = store;
+    return 0;
+}
+
+static void enqueue(struct sim_batch *b, struct sim_rec *r)
+{
+    pthread_mutex_lock(&b->lock);
+    while (b->count >= SIM_WRITER_MAX)
+        pthread_cond_wait(&b->room, &b->lock);
+    if (b->tail)
+        b->tail->next = r;
+    else
+        b->head = r;
+    b->tail = r;
+    /* The writer sleeps without a deadline while the queue is empty and
+     * with the batch's deadline otherwise: wake it to start the clock and
+     * when the batch is full, not for every record. */
+    if (++b->count == 1) {
+        b->first_ns = clock_mono_ns();
+        pthread_cond_signal(&b->wake);
+    } else if (b->count == SIM_BATCH_MAX) {
+        pthread_cond_signal(&b->wake);
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+static struct sim_rec *new_rec(struct sim_batch *b, enum sim_rec_kind kind)
+{
+    struct sim_rec *r = malloc(sizeof *r);
+    static _Thread_local bool warned;
+    if (!r && !warned) {
+        warned = true;
+        log_error("market", "provider %s: out of memory, dropping store records", b->provider);
+    }
+    if (r) {
+        r->next = NULL;
+        r->kind = kind;
+    }
+    return r;
+}
+
+void sim_batch_order(struct sim_batch *b, const struct sim_order *o,
+                     const struct sim_symbol_cfg *cfg, const char *reason)
+{
+    struct sim_rec *r = b->store ? new_rec(b, SIM_REC_ORDER) : NULL;
+    if (!r)
+        return;
+    r->u.o.order = *o;
+    r->u.o.cfg = cfg;
+    snprintf(r->u.o.reason, sizeof r->u.o.reason, "%s", reason ? reason : "");
+    enqueue(b, r);
+}
+
+void sim_batch_execution(struct sim_batch *b, const struct sim_order *o,
+                         const struct sim_symbol_cfg *cfg, double qty, double price, double fee,
+                         bool maker, int64_t at_ms)
+{
+    struct sim_rec *r = b->store ? new_rec(b, SIM_REC_EXECUTION) : NULL;
+    if (!r)
+        return;
+    r->u.o.order = *o;
+    r->u.o.cfg = cfg;
+    r->u.o.qty = qty;
+    r->u.o.price = price;
+    r->u.o.fee = fee;
+    r->u.o.maker = maker;
+    r->u.o.at_ms = at_ms;
+    r->u.o.reason[0] = '\0';
+    enqueue(b, r);
+}
+
+void sim_batch_balance(struct sim_batch *b, const struct sim_asset *as, int64_t created_ms)
+{
+    struct sim_rec *r = b->store ? new_rec(b, SIM_REC_BALANCE) : NULL;
+    if (!r)
+        return;
+    r->u.b.asset = *as;
+    r->u.b.created_ms = created_ms;
+    enqueue(b, r);
+}
+
+void sim_batch_stop(struct sim_batch *b)
+{
+    if (!b->store)
+        return;
+    pthread_mutex_lock(&b->lock);
+    b->stopping = true;
+    pthread_cond_signal(&b->wake);
+    pthread_mutex_unlock(&b->lock);
+    pthread_join(b->thread, NULL);
+    destroy_sync(b);
+    b->store = NULL;
+}
+
+/* -------------------------------------------------------------- latency */
+
+const double sim_latency_bounds[SIM_LATENCY_BUCKETS - 1] = {1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4,
+                                                            1e-3, 5e-3, 1e-2, 5e-2, 1e-1};
+
+void sim_latency_add(struct sim_latency *h, int64_t ns)
+{
+    if (ns < 0)
+        ns = 0;
+    double seconds = (double)ns / 1e9;
+    int b = 0;
+    while (b < SIM_LATENCY_BUCKETS - 1 && seconds > sim_latency_bounds[b])
+        b++;
+    /* single writer: a relaxed load and store are enough */
+    atomic_store_explicit(&h->buckets[b],
+                          atomic_load_explicit(&h->buckets[b], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->sum_ns,
+                          atomic_load_explicit(&h->sum_ns, memory_order_relaxed) + (uint64_t)ns,
+                          memory_order_relaxed);
 }

@@ -8,7 +8,8 @@
  *                provider thread, its order queue and the quotes
  *   matching.c   orders: validation, matching against the book, resting
  *                limit orders, fees, the account (balances) and records
- *   persist.c    batched store writes made on the provider thread
+ *   persist.c    the store writer: records built and committed in batches
+ *                on a thread of their own
  *
  * Threads
  * - A session (struct sim) is one run of a provider: one thread that owns
@@ -17,6 +18,10 @@
  *   sim_quote() and sim_state(); the caller keeps the session alive (the
  *   market holds a per-provider lock around those calls and detaches the
  *   session under it before sim_stop()).
+ * - With a store, a session also runs a store writer thread (persist.c)
+ *   that sees only the copies the provider thread queues to it (and the
+ *   settings' symbols, borrowed like the rest); sim_stop() joins the
+ *   provider thread first, then the writer.
  * - The settings and the account are borrowed by a session for its whole
  *   life: the market never replaces them while a session runs.
  */
@@ -128,6 +133,8 @@ json_t *sim_account_json(struct sim_account *a, const char *provider, const char
 /* One BalanceRecord; the caller holds a->lock or owns the account. */
 json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
                            const char *provider);
+/* The same from a copy of the asset and the account's creation time. */
+json_t *sim_balance_json(const struct sim_asset *as, int64_t created_ms, const char *provider);
 
 /* ---------------------------------------------------------------- quote */
 
@@ -184,8 +191,12 @@ struct sim_market {
     int tick_exp, lot_exp; /* tick size 10^tick_exp, lot size 10^lot_exp */
     double tick_size, lot_size, base_qty;
     double log_price, bid, ask, last;
-    int64_t bid_ticks, ask_ticks;
-    struct book_level *bids, *asks; /* book_depth each; matching consumes them */
+    double log_lo, log_hi; /* the price band, as log prices */
+    int64_t bid_ticks, ask_ticks, step_ticks;
+    uint32_t depth;                 /* levels a side */
+    uint32_t priced;                /* levels of this tick's book priced so far */
+    double *draws;                  /* this tick's size draws, bid and ask per level */
+    struct book_level *bids, *asks; /* depth each; matching consumes them */
     uint64_t trade_id;
     double volume;
     struct sim_kline kline;
@@ -195,31 +206,87 @@ struct sim_market {
 
 /* ---------------------------------------------------------- persistence */
 
-/* Records waiting for the store. Orders and balances are keyed (by order
- * id, by asset) so a batch writes only the latest version of each. */
-struct sim_batch {
-    struct store *store;
-    const char *provider;
-    json_t *orders;     /* {id: OrderRecord} */
-    json_t *executions; /* [ExecutionRecord] */
-    json_t *balances;   /* {asset: BalanceRecord} */
-    size_t count;
-    int64_t first_ns; /* when the oldest pending record arrived, 0 if none */
+/* The store writer (persist.c): the provider thread hands each change over
+ * as plain data, copied; a writer thread of the session builds the records
+ * (JSON) and commits them, so the matching engine never waits for a
+ * commit. A change is committed at most SIM_BATCH_NS after it was handed
+ * over (plus the commit itself), or sooner once SIM_BATCH_MAX are pending.
+ * Orders and balances are keyed (by order id, by asset) so a batch writes
+ * only the latest version of each. */
+
+enum sim_rec_kind { SIM_REC_ORDER, SIM_REC_EXECUTION, SIM_REC_BALANCE };
+
+struct sim_rec {
+    struct sim_rec *next;
+    enum sim_rec_kind kind;
+    union {
+        struct {
+            struct sim_order order;           /* a copy; `next` is not followed */
+            const struct sim_symbol_cfg *cfg; /* NULL for an unknown symbol */
+            double qty, price, fee;           /* executions */
+            bool maker;                       /* executions */
+            int64_t at_ms;                    /* executions */
+            char reason[EVENT_REASON_MAX];    /* orders */
+        } o;
+        struct {
+            struct sim_asset asset;
+            int64_t created_ms;
+        } b;
+    } u;
 };
 
-#define SIM_BATCH_MAX 256        /* records per flush */
-#define SIM_BATCH_NS 100000000LL /* oldest record waits at most 100 ms */
+struct sim_batch {
+    struct store *store; /* NULL: nothing is recorded, no thread runs */
+    const char *provider;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* the writer: records arrived, or stop */
+    pthread_cond_t room; /* the provider: the queue fell below SIM_WRITER_MAX */
+    struct sim_rec *head, *tail;
+    size_t count;
+    int64_t first_ns; /* when the oldest queued record arrived */
+    bool stopping;
+};
 
-void sim_batch_init(struct sim_batch *b, struct store *store, const char *provider);
-/* Each steals `record`; a NULL record (out of memory) is ignored. */
-void sim_batch_order(struct sim_batch *b, json_t *record);
-void sim_batch_execution(struct sim_batch *b, json_t *record);
-void sim_batch_balance(struct sim_batch *b, json_t *record);
-/* The monotonic time by which the batch must be flushed, INT64_MAX if empty. */
-int64_t sim_batch_deadline(const struct sim_batch *b);
-/* Writes what is pending if `force`, if full or if due. */
-void sim_batch_flush(struct sim_batch *b, bool force);
-void sim_batch_free(struct sim_batch *b);
+#define SIM_BATCH_MAX 256        /* records per commit */
+#define SIM_BATCH_NS 100000000LL /* oldest record waits at most 100 ms */
+/* Records queued before the provider thread waits for the writer: a store
+ * slower than the market brakes the market, as a blocking commit did,
+ * instead of growing memory without bound (about 8 MB). */
+#define SIM_WRITER_MAX 16384
+
+/* Starts the writer thread when store is non-NULL; -1 + err (ERR_INTERNAL)
+ * on failure. `provider` is borrowed for the writer's life. */
+int sim_batch_start(struct sim_batch *b, struct store *store, const char *provider,
+                    struct err *err);
+/* Provider thread. Each copies what it records; out of memory drops the
+ * record (logged). They may wait while SIM_WRITER_MAX records are queued. */
+void sim_batch_order(struct sim_batch *b, const struct sim_order *o,
+                     const struct sim_symbol_cfg *cfg, const char *reason);
+void sim_batch_execution(struct sim_batch *b, const struct sim_order *o,
+                         const struct sim_symbol_cfg *cfg, double qty, double price, double fee,
+                         bool maker, int64_t at_ms);
+void sim_batch_balance(struct sim_batch *b, const struct sim_asset *as, int64_t created_ms);
+/* Commits everything queued, then stops and joins the writer. Called once
+ * the provider thread has finished; a no-op for a batch never started. */
+void sim_batch_stop(struct sim_batch *b);
+
+/* -------------------------------------------------------------- latency */
+
+/* The tick-to-order histogram of a provider (stratd_tick_to_order_seconds):
+ * from the creation of the event an order reacted to (its
+ * trigger_created_ns) to the matching engine taking the order off its
+ * queue. The provider thread is the only writer; any thread may read. The
+ * buckets are those of stratd_handler_duration_seconds. */
+#define SIM_LATENCY_BUCKETS 12 /* including +Inf */
+extern const double sim_latency_bounds[SIM_LATENCY_BUCKETS - 1];
+
+struct sim_latency {
+    _Atomic uint64_t buckets[SIM_LATENCY_BUCKETS];
+    _Atomic uint64_t sum_ns;
+};
+
+void sim_latency_add(struct sim_latency *h, int64_t ns);
 
 /* -------------------------------------------------------------- session */
 
@@ -233,7 +300,8 @@ struct sim_config {
     struct sim_account *account;
     struct event_sink sink;
     struct store *store;
-    uint64_t next_order; /* first exchange order number */
+    uint64_t next_order;               /* first exchange order number */
+    struct sim_latency *tick_to_order; /* may be NULL; outlives the session */
 };
 
 struct sim_cmd {
@@ -256,11 +324,16 @@ struct sim {
     pthread_cond_t wake;
     struct sim_cmd *head, *tail;
     bool stopping;
+    atomic_bool pending; /* commands or a stop may be queued */
 
     /* provider thread */
     struct sim_rng rng;
     uint64_t seq;
     uint64_t tick;
+    int64_t tick_ns; /* the current tick's monotonic time, its events' created_ns */
+    int64_t wall_ms, wall_at_ns, wall_next_ns, last_ts_ms; /* market time (tick_wall_ms) */
+    double period_ns;                                      /* between ticks; 0 = unpaced */
+    struct sim_latency *tick_to_order;
     int64_t sched_base; /* pacing: tick n is due at sched_base + n * period */
     uint64_t sched_n;
     struct sim_market *markets;
@@ -290,6 +363,11 @@ bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out);
 /* Provider thread: stamps provider, symbol, seq and ts_ms, then hands the
  * event to the sink. */
 void sim_publish(struct sim *s, struct event *ev, uint16_t symbol);
+
+/* Prices the levels of the current tick's book not priced yet (only the
+ * best is priced by the tick). Call before reading bids/asks beyond [0].
+ * Provider thread. */
+void sim_book_fill(struct sim_market *mk);
 
 /* matching.c, provider thread only */
 void sim_order_submit(struct sim *s, const struct order_request *req);

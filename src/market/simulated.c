@@ -87,13 +87,26 @@ double sim_rng_normal(struct sim_rng *r)
 
 /* -------------------------------------------------------------- decimals */
 
-/* 10^n exactly for |n| <= 22 (every step is an exact product). */
+/* 10^n for n <= 22: every one is exactly representable, so the literals
+ * are exact (a table: the tick computes dozens of prices and sizes). */
+static const double pow10_table[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 static double pow10_exact(int n)
 {
-    double v = 1;
-    for (int i = 0; i < (n < 0 ? -n : n); i++)
-        v *= 10;
-    return v;
+    return pow10_table[n < 0 ? -n : n];
+}
+
+/* llround() for |v| < 2^62 without the library call: v - trunc(v) is
+ * exact in binary floating point, so the comparison with one half decides
+ * as llround does (halves away from zero). */
+static long long round_units(double v)
+{
+    long long n = (long long)v;
+    double frac = v - (double)n;
+    /* no branches: the halves fall at random, a branch would mispredict */
+    return n + (frac >= 0.5) - (frac <= -0.5);
 }
 
 /* units * 10^exp as the double nearest to that decimal. */
@@ -120,14 +133,18 @@ static int market_init(struct sim_market *mk, const struct sim_symbol_cfg *cfg, 
     mk->lot_exp = clamp_exp(mk->base_qty) - 4;
     mk->lot_size = from_units(1, mk->lot_exp);
     mk->log_price = log(cfg->start_price);
+    mk->log_lo = log(cfg->start_price / PRICE_BAND);
+    mk->log_hi = log(cfg->start_price * PRICE_BAND);
+    mk->depth = depth;
     mk->bids = calloc(depth, sizeof *mk->bids);
     mk->asks = calloc(depth, sizeof *mk->asks);
-    return mk->id && mk->bids && mk->asks ? 0 : -1;
+    mk->draws = calloc(2 * (size_t)depth, sizeof *mk->draws);
+    return mk->id && mk->bids && mk->asks && mk->draws ? 0 : -1;
 }
 
 static double lots(const struct sim_market *mk, double qty)
 {
-    long long n = llround(qty / mk->lot_size);
+    long long n = round_units(qty / mk->lot_size);
     return from_units(n < 1 ? 1 : n, mk->lot_exp);
 }
 
@@ -135,7 +152,7 @@ static double lots(const struct sim_market *mk, double qty)
  * prices never overflow the tick arithmetic or reach zero. */
 static void walk_price(struct sim *s, struct sim_market *mk)
 {
-    double lo = log(mk->cfg->start_price / PRICE_BAND), hi = log(mk->cfg->start_price * PRICE_BAND);
+    double lo = mk->log_lo, hi = mk->log_hi;
     mk->log_price += s->cfg->volatility * sim_rng_normal(&s->rng);
     if (mk->log_price > hi)
         mk->log_price = 2 * hi - mk->log_price;
@@ -143,26 +160,44 @@ static void walk_price(struct sim *s, struct sim_market *mk)
         mk->log_price = 2 * lo - mk->log_price;
 }
 
+/* Level i of both sides from the tick's draws. */
+static void book_level(struct sim_market *mk, uint32_t i)
+{
+    long long b = mk->bid_ticks - (long long)i * mk->step_ticks;
+    double deeper = 1.0 + 0.25 * i;
+    mk->bids[i].price = from_units(b < 1 ? 1 : b, mk->tick_exp);
+    mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[2 * i]) * deeper);
+    mk->asks[i].price = from_units(mk->ask_ticks + (long long)i * mk->step_ticks, mk->tick_exp);
+    mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[2 * i + 1]) * deeper);
+}
+
+/* Prices the best level at once (bid, ask, the ticker's sizes) and only
+ * draws for the deeper ones: most ticks publish no BookSnapshot and meet
+ * no order, so sim_book_fill() prices them when one of those needs them.
+ * The draws are taken in the same order either way, so the market data
+ * do not depend on who looked at the book. */
 static void build_book(struct sim *s, struct sim_market *mk)
 {
     double mid_ticks = exp(mk->log_price) / mk->tick_size;
-    long long spread = llround(mid_ticks * SPREAD_FRACTION);
-    long long step = llround(mid_ticks * LEVEL_FRACTION);
+    long long spread = round_units(mid_ticks * SPREAD_FRACTION);
+    long long step = round_units(mid_ticks * LEVEL_FRACTION);
     spread = spread < 1 ? 1 : spread;
-    step = step < 1 ? 1 : step;
-    long long bid = llround(mid_ticks) - spread / 2;
+    mk->step_ticks = step < 1 ? 1 : step;
+    long long bid = round_units(mid_ticks) - spread / 2;
     mk->bid_ticks = bid < 1 ? 1 : bid;
     mk->ask_ticks = mk->bid_ticks + spread;
-    for (uint32_t i = 0; i < s->cfg->book_depth; i++) {
-        long long b = mk->bid_ticks - (long long)i * step;
-        double deeper = 1.0 + 0.25 * i;
-        mk->bids[i].price = from_units(b < 1 ? 1 : b, mk->tick_exp);
-        mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + sim_rng_uniform(&s->rng)) * deeper);
-        mk->asks[i].price = from_units(mk->ask_ticks + (long long)i * step, mk->tick_exp);
-        mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + sim_rng_uniform(&s->rng)) * deeper);
-    }
+    for (uint32_t i = 0; i < 2 * mk->depth; i++)
+        mk->draws[i] = sim_rng_uniform(&s->rng);
+    book_level(mk, 0);
+    mk->priced = 1;
     mk->bid = mk->bids[0].price;
     mk->ask = mk->asks[0].price;
+}
+
+void sim_book_fill(struct sim_market *mk)
+{
+    for (; mk->priced < mk->depth; mk->priced++)
+        book_level(mk, mk->priced);
 }
 
 /* ---------------------------------------------------------------- quotes */
@@ -231,7 +266,8 @@ void sim_publish(struct sim *s, struct event *ev, uint16_t symbol)
     ev->provider = s->provider_id;
     ev->symbol = symbol;
     ev->seq = ++s->seq;
-    ev->created_ns = clock_mono_ns();
+    if (!ev->created_ns)
+        ev->created_ns = clock_mono_ns();
     if (!ev->ts_ms)
         ev->ts_ms = clock_wall_ms();
     s->sink.publish(s->sink.ctx, ev);
@@ -257,6 +293,7 @@ static void publish_trade(struct sim *s, struct sim_market *mk, enum order_side 
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.trade = (struct event_trade){mk->last, qty, side, ++mk->trade_id};
     sim_publish(s, ev, mk->id);
 }
@@ -267,6 +304,7 @@ static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.ticker = (struct event_ticker){
         mk->last, mk->bid, mk->ask, mk->bids[0].quantity, mk->asks[0].quantity, mk->volume};
     sim_publish(s, ev, mk->id);
@@ -275,10 +313,12 @@ static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
 static void publish_book(struct sim *s, struct sim_market *mk, int64_t ts)
 {
     uint32_t depth = s->cfg->book_depth;
+    sim_book_fill(mk);
     struct event *ev = new_event(s, EVENT_BOOK_SNAPSHOT, 2 * depth * sizeof(struct book_level));
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.book.depth = depth;
     memcpy(ev->u.book.levels, mk->bids, depth * sizeof(struct book_level));
     memcpy(ev->u.book.levels + depth, mk->asks, depth * sizeof(struct book_level));
@@ -301,6 +341,7 @@ static void kline_add(struct sim *s, struct sim_market *mk, double qty, int64_t 
     if (!ev)
         return;
     ev->ts_ms = ts;
+    ev->created_ns = s->tick_ns;
     ev->u.kline = (struct event_kline){k->start_ms, ts,       k->open,   k->high,
                                        k->low,      k->close, k->volume, k->trades};
     sim_publish(s, ev, mk->id);
@@ -340,9 +381,30 @@ static void tick_market(struct sim *s, struct sim_market *mk, int64_t ts)
     kline_add(s, mk, qty, ts);
 }
 
+/* The market time of the tick starting at s->tick_ns: the wall clock read
+ * once a second and advanced by the monotonic clock in between, so a tick
+ * reads one clock, not two. Between two readings it can differ from the
+ * wall clock by the clock's slew over a second (well under a millisecond);
+ * it never goes back. */
+static int64_t tick_wall_ms(struct sim *s)
+{
+    if (s->tick_ns >= s->wall_next_ns) {
+        s->wall_ms = clock_wall_ms();
+        s->wall_at_ns = s->tick_ns;
+        s->wall_next_ns = s->tick_ns + 1000000000LL;
+    }
+    int64_t ts = s->wall_ms + (s->tick_ns - s->wall_at_ns) / 1000000;
+    if (ts < s->last_ts_ms)
+        ts = s->last_ts_ms;
+    s->last_ts_ms = ts;
+    return ts;
+}
+
+/* Its events share the tick's clock reading. */
 static void tick(struct sim *s)
 {
-    int64_t ts = clock_wall_ms();
+    s->tick_ns = clock_mono_ns();
+    int64_t ts = tick_wall_ms(s);
     for (size_t i = 0; i < s->nmarkets; i++)
         tick_market(s, &s->markets[i], ts);
     s->tick++;
@@ -350,14 +412,22 @@ static void tick(struct sim *s)
 
 /* ----------------------------------------------------------------- queue */
 
+static void note_tick_to_order(struct sim *s, const struct order_request *req)
+{
+    if (s->tick_to_order && req->trigger_created_ns > 0)
+        sim_latency_add(s->tick_to_order, clock_mono_ns() - req->trigger_created_ns);
+}
+
 static void run_commands(struct sim *s, struct sim_cmd *c)
 {
     while (c) {
         struct sim_cmd *next = c->next;
-        if (c->cancel)
+        if (c->cancel) {
             sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
-        else
+        } else {
+            note_tick_to_order(s, &c->req);
             sim_order_submit(s, &c->req);
+        }
         free(c);
         c = next;
     }
@@ -368,18 +438,24 @@ static struct timespec to_timespec(int64_t ns)
     return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
 }
 
-/* Takes the queued commands, first waiting (paced mode only) until `until`
- * or a command or a stop arrives. */
+/* Takes the queued commands, first waiting until `until` (0: no wait) or a
+ * command or a stop arrives. Unpaced, most ticks find nothing queued: the
+ * flag answers that without the lock or a clock read. */
 static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *stopping)
 {
+    if (!until && !atomic_load_explicit(&s->pending, memory_order_acquire)) {
+        *stopping = false;
+        return NULL;
+    }
     pthread_mutex_lock(&s->lock);
-    if (!s->head && !s->stopping && until > clock_mono_ns()) {
+    if (!s->head && !s->stopping && until && until > clock_mono_ns()) {
         struct timespec ts = to_timespec(until);
         pthread_cond_timedwait(&s->wake, &s->lock, &ts);
     }
     struct sim_cmd *cmds = s->head;
     s->head = s->tail = NULL;
     *stopping = s->stopping;
+    atomic_store_explicit(&s->pending, s->stopping, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
     return cmds;
 }
@@ -388,22 +464,21 @@ static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *stoppin
  * asked for (after handling the orders queued before it). */
 static bool wait_next_tick(struct sim *s)
 {
-    double period = s->cfg->tick_rate > 0 ? 1e9 / s->cfg->tick_rate : 0;
+    bool stopping;
+    if (s->period_ns <= 0) {
+        run_commands(s, take_commands(s, 0, &stopping));
+        return !stopping;
+    }
     s->sched_n++;
-    int64_t due = s->sched_base + (int64_t)((double)s->sched_n * period);
+    int64_t due = s->sched_base + (int64_t)((double)s->sched_n * s->period_ns);
     for (;;) {
-        int64_t flush_at = sim_batch_deadline(&s->batch);
-        bool stopping;
-        struct sim_cmd *cmds =
-            take_commands(s, period > 0 && flush_at < due ? flush_at : due, &stopping);
-        run_commands(s, cmds);
-        sim_batch_flush(&s->batch, false);
+        run_commands(s, take_commands(s, due, &stopping));
         if (stopping)
             return false;
         int64_t now = clock_mono_ns();
         if (now < due)
             continue;
-        if (period > 0 && now - due > MAX_BEHIND_NS) {
+        if (now - due > MAX_BEHIND_NS) {
             s->sched_base = now;
             s->sched_n = 0;
         }
@@ -426,7 +501,6 @@ static void *sim_main(void *arg)
     run_commands(s, take_commands(s, 0, &stopping));
     sim_orders_expire_all(s, "provider stopped");
     publish_instruments(s, false);
-    sim_batch_flush(&s->batch, true);
     return NULL;
 }
 
@@ -437,9 +511,9 @@ static void sim_free(struct sim *s)
     for (size_t i = 0; s->markets && i < s->nmarkets; i++) {
         free(s->markets[i].bids);
         free(s->markets[i].asks);
+        free(s->markets[i].draws);
     }
     free(s->markets);
-    sim_batch_free(&s->batch);
     free(s);
 }
 
@@ -473,8 +547,10 @@ static struct sim *sim_new(const struct sim_config *cfg)
     s->sink = cfg->sink;
     s->next_order = cfg->next_order;
     atomic_init(&s->state, SIM_STARTING);
+    s->tick_to_order = cfg->tick_to_order;
+    s->period_ns = cfg->settings->tick_rate > 0 ? 1e9 / cfg->settings->tick_rate : 0;
+    atomic_init(&s->pending, false);
     sim_rng_seed(&s->rng, cfg->settings->seed);
-    sim_batch_init(&s->batch, cfg->store, s->provider);
     s->nmarkets = cfg->settings->nsymbols;
     s->markets = calloc(s->nmarkets, sizeof *s->markets);
     bool ok = s->markets != NULL;
@@ -486,6 +562,12 @@ static struct sim *sim_new(const struct sim_config *cfg)
         return NULL;
     }
     return s;
+}
+
+static void destroy_sync(struct sim *s)
+{
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
 }
 
 struct sim *sim_start(const struct sim_config *cfg, struct err *err)
@@ -500,14 +582,24 @@ struct sim *sim_start(const struct sim_config *cfg, struct err *err)
         err_set(err, ERR_INTERNAL, "provider %s: cannot create its locks", cfg->provider);
         return NULL;
     }
+    if (sim_batch_start(&s->batch, cfg->store, s->provider, err) < 0) {
+        destroy_sync(s);
+        sim_free(s);
+        return NULL;
+    }
     int rc = pthread_create(&s->thread, NULL, sim_main, s);
     if (rc != 0) {
-        pthread_mutex_destroy(&s->lock);
-        pthread_cond_destroy(&s->wake);
+        sim_batch_stop(&s->batch);
+        destroy_sync(s);
         sim_free(s);
         err_set_errno(err, ERR_INTERNAL, rc, "provider %s: cannot start its thread", cfg->provider);
         return NULL;
     }
+    /* "prov:<name>" within the 15 characters a thread name may have, so
+     * per-thread profiles tell providers from workers. */
+    char name[16];
+    snprintf(name, sizeof name, "prov:%.10s", s->provider);
+    pthread_setname_np(s->thread, name);
     return s;
 }
 
@@ -515,12 +607,14 @@ uint64_t sim_stop(struct sim *s)
 {
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
+    atomic_store_explicit(&s->pending, true, memory_order_release);
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
+    /* After the provider thread: its last records (expiries) are queued. */
+    sim_batch_stop(&s->batch);
     uint64_t next = s->next_order;
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->wake);
+    destroy_sync(s);
     sim_free(s);
     return next;
 }
@@ -535,6 +629,7 @@ static int enqueue(struct sim *s, struct sim_cmd *c, char *error, size_t size)
         else
             s->head = c;
         s->tail = c;
+        atomic_store_explicit(&s->pending, true, memory_order_release);
         pthread_cond_signal(&s->wake);
     }
     pthread_mutex_unlock(&s->lock);

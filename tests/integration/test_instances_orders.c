@@ -444,6 +444,20 @@ static void check_trader(struct tu_server *srv, const char *instance, const char
     json_decref(placed);
 }
 
+/* A sample of the provider's tick-to-order histogram in GET /metrics,
+ * -1 when the series is missing. */
+static double tick_to_order_sample(struct tu_server *srv, const char *series)
+{
+    struct tu_response res;
+    tu_get(srv, &res, "/metrics");
+    assert_int_equal(res.status, 200);
+    assert_non_null(strstr(res.body, "# TYPE stratd_tick_to_order_seconds histogram"));
+    const char *at = strstr(res.body, series);
+    double v = at ? strtod(at + strlen(series), NULL) : -1;
+    tu_response_free(&res);
+    return v;
+}
+
 static void test_orders_fills_and_history(void **state)
 {
     struct tu_server *srv = *state;
@@ -461,6 +475,13 @@ static void test_orders_fills_and_history(void **state)
     json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
     check_trader(srv, "tr-btc", "BTC-USDT");
     check_trader(srv, "tr-eth", "ETH-USDT");
+    /* every one of the twelve orders was placed from onTrade, so each was
+     * timed from its trade to the matching engine */
+    assert_true(
+        tick_to_order_sample(srv, "stratd_tick_to_order_seconds_count{provider=\"sim\"} ") == 12);
+    assert_true(tick_to_order_sample(
+                    srv, "stratd_tick_to_order_seconds_bucket{provider=\"sim\",le=\"+Inf\"} ") ==
+                12);
     json_t *reports = tu_log_values(srv, "tr-btc", "report");
     size_t i;
     json_t *r;

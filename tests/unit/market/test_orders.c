@@ -415,6 +415,51 @@ static void test_stop_expires_resting_orders(void **state)
     fixture_free(f);
 }
 
+/* The value of one sample of market_metrics_write()'s output, -1 if absent. */
+static double metric_sample(struct market *m, const char *series)
+{
+    struct strbuf out = STRBUF_INIT;
+    market_metrics_write(m, &out);
+    assert_false(strbuf_failed(&out));
+    size_t len;
+    char *text = strbuf_detach(&out, &len);
+    assert_non_null(strstr(text, "# TYPE stratd_tick_to_order_seconds histogram"));
+    const char *at = strstr(text, series);
+    double v = at ? strtod(at + strlen(series), NULL) : -1;
+    free(text);
+    return v;
+}
+
+/* Orders that carry the creation time of the event they reacted to are
+ * timed from it to the matching engine; orders without one are not. */
+static void test_tick_to_order_histogram(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    const char *count = "stratd_tick_to_order_seconds_count{provider=\"sim\"} ";
+    const char *inf = "stratd_tick_to_order_seconds_bucket{provider=\"sim\",le=\"+Inf\"} ";
+    const char *slow = "stratd_tick_to_order_seconds_bucket{provider=\"sim\",le=\"0.1\"} ";
+    assert_true(metric_sample(f->m, count) == 0);
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.0001, 0, "untimed");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "untimed", EXEC_FILLED, 5000));
+    assert_true(metric_sample(f->m, count) == 0);
+
+    r = tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.0001, 0, "timed");
+    r.trigger_created_ns = clock_mono_ns();
+    tmarket_submit(f->m, &r);
+    r = tmarket_order("sim", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 0.0001, 0, "old");
+    r.trigger_created_ns = clock_mono_ns() - 2000000000LL; /* an event 2 s old */
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "old", EXEC_FILLED, 5000));
+    assert_true(metric_sample(f->m, count) == 2);
+    assert_true(metric_sample(f->m, inf) == 2);
+    assert_true(metric_sample(f->m, slow) == 1); /* only the 2 s one is above 100 ms */
+    assert_true(metric_sample(f->m, "stratd_tick_to_order_seconds_sum{provider=\"sim\"} ") >= 2);
+    fixture_free(f);
+}
+
 static void test_orders_from_many_threads(void **state);
 
 int main(void)
@@ -430,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_balance_update_events),
         cmocka_unit_test(test_stop_expires_resting_orders),
         cmocka_unit_test(test_orders_from_many_threads),
+        cmocka_unit_test(test_tick_to_order_histogram),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

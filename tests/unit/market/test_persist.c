@@ -133,11 +133,57 @@ static void test_batches_flush_while_running(void **state)
     free(dir);
 }
 
+/* An unpaced market taking hundreds of orders queues records faster than
+ * one batch holds; a stop (here market_free) still leaves every order and
+ * execution in the store. */
+static void test_stop_writes_everything_queued(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("market-store");
+    struct store *store = NULL;
+    struct err err = ERR_INIT;
+    if (store_open(dir, &store, &err) != 0)
+        fail_msg("store_open: %s", err.message);
+    struct tsink sink;
+    tsink_init(&sink, 1u << EVENT_EXEC_REPORT, 0);
+    struct market *m = market_new(tsink_sink(&sink), store);
+    tmarket_create(m, "busy", "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0}", true);
+    enum { N = 600 };
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "o%d", i);
+        struct order_request r = tmarket_order("busy", "BTC-USDT", i % 2 ? SIDE_SELL : SIDE_BUY,
+                                               ORDER_MARKET, 0.0001, 0, id);
+        r.dry_run = true;
+        tmarket_submit(m, &r);
+    }
+    assert_true(tsink_wait_exec(&sink, "o599", EXEC_FILLED, 10000));
+    market_free(m);
+
+    json_t *orders = NULL;
+    struct store_order_query q = {.instance_id = "inst-7", .provider = "busy", .limit = 10000};
+    assert_int_equal(store_orders_query(store, &q, &orders, &err), 0);
+    assert_int_equal(json_array_size(orders), N);
+    size_t i;
+    json_t *o;
+    json_array_foreach(orders, i, o) assert_string_equal(tu_jstr(o, "state"), "filled");
+    json_decref(orders);
+    json_t *execs = NULL;
+    assert_int_equal(store_executions_query(store, &q, &execs, &err), 0);
+    assert_true(json_array_size(execs) >= N);
+    json_decref(execs);
+    tsink_destroy(&sink);
+    store_close(store);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_records_reach_the_store),
         cmocka_unit_test(test_batches_flush_while_running),
+        cmocka_unit_test(test_stop_writes_everything_queued),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
