@@ -13,8 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
-                     struct err *err)
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -114,7 +113,8 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t m
                         struct err *err)
 {
     static atomic_uint sequence;
-    char *tmp = fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
+    char *tmp =
+        fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
     char *dir = dir_of(path);
     if (!tmp || !dir) {
         free(tmp);
@@ -208,9 +208,15 @@ int fsutil_remove_durable(const char *path, struct err *err)
     return rc;
 }
 
-void fsutil_rmdir_if_empty(const char *path) { (void)rmdir(path); }
+void fsutil_rmdir_if_empty(const char *path)
+{
+    (void)rmdir(path);
+}
 
-char *fsutil_join(const char *a, const char *b) { return fsutil_format("%s/%s", a, b); }
+char *fsutil_join(const char *a, const char *b)
+{
+    return fsutil_format("%s/%s", a, b);
+}
 
 char *fsutil_format(const char *fmt, ...)
 {
@@ -247,4 +253,33 @@ void fsutil_lock_release(struct fsutil_lock *lock)
         close(lock->fd);
         lock->fd = -1;
     }
+}
+
+static void identity_from_stat(const struct stat *st, struct fsutil_identity *out)
+{
+    out->dev = (uint64_t)st->st_dev;
+    out->ino = (uint64_t)st->st_ino;
+    out->size = (uint64_t)st->st_size;
+    out->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    out->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+int fsutil_identity_of(const char *path, struct fsutil_identity *out)
+{
+    return fsutil_identity_at(AT_FDCWD, path, out);
+}
+
+int fsutil_identity_at(int dirfd, const char *rel, struct fsutil_identity *out)
+{
+    struct stat st;
+    if (fstatat(dirfd, rel, &st, 0) != 0)
+        return -1;
+    identity_from_stat(&st, out);
+    return 0;
+}
+
+bool fsutil_identity_equal(const struct fsutil_identity *a, const struct fsutil_identity *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
 }

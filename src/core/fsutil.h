@@ -22,11 +22,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). */
-int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
-                     struct err *err);
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err);
 int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                         struct err *err);
 int fsutil_fsync_dir(const char *dir, struct err *err);
@@ -43,11 +43,33 @@ char *fsutil_join(const char *a, const char *b);
 /* A printf-formatted path, malloc'ed; NULL if out of memory. */
 __attribute__((format(printf, 1, 2))) char *fsutil_format(const char *fmt, ...);
 
+/* What the kernel says about a file without reading it. Any write through
+ * the file system changes mtime and ctime (ctime cannot be set from user
+ * space), and a replacement by rename changes the inode, so an equal
+ * identity means the bytes were not changed through the file system since
+ * it was taken. Media corruption under the file system is not seen. */
+struct fsutil_identity {
+    uint64_t dev;
+    uint64_t ino;
+    uint64_t size;
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+};
+
+/* stat() of path. -1 (errno set, no err) when it cannot be taken. */
+int fsutil_identity_of(const char *path, struct fsutil_identity *out);
+/* The same for a path relative to the directory dirfd (fstatat). */
+int fsutil_identity_at(int dirfd, const char *rel, struct fsutil_identity *out);
+bool fsutil_identity_equal(const struct fsutil_identity *a, const struct fsutil_identity *b);
+
 struct fsutil_lock {
     int fd;
 };
 
-#define FSUTIL_LOCK_INIT {-1}
+#define FSUTIL_LOCK_INIT                                                                           \
+    {                                                                                              \
+        -1                                                                                         \
+    }
 
 /* Blocks until the lock is held. Creates the lock file if needed. */
 int fsutil_lock_acquire(const char *lock_path, struct fsutil_lock *lock, struct err *err);

@@ -33,12 +33,22 @@ struct disk_state {
     char *data; /* NULL when the file does not exist */
     size_t len;
     char hex[HASH_HEX_LEN + 1]; /* "" when the file does not exist */
+    bool id_known;
+    struct fsutil_identity id; /* taken before reading: never newer than data */
 };
+
+void catalog__note_disk(struct catalog *cat, const struct fsutil_identity *id)
+{
+    cat->disk_id_known = id != NULL;
+    if (id)
+        cat->disk_id = *id;
+}
 
 static int read_disk(const struct catalog *cat, struct disk_state *disk, struct err *err)
 {
     struct err e = ERR_INIT;
     memset(disk, 0, sizeof *disk);
+    disk->id_known = fsutil_identity_of(cat->registry_path, &disk->id) == 0;
     if (fsutil_read_file(cat->registry_path, REGISTRY__FILE_MAX, &disk->data, &disk->len, &e) ==
         0) {
         hash_sha256_hex(disk->data, disk->len, disk->hex);
@@ -154,8 +164,12 @@ static int reverify_current(struct catalog *cat, struct err *err)
  * already published. */
 static int load(struct catalog *cat, const struct disk_state *disk, struct err *err)
 {
-    if (cat->current && same_disk(cat, disk))
-        return reverify_current(cat, err);
+    if (cat->current && same_disk(cat, disk)) {
+        if (reverify_current(cat, err) != 0)
+            return -1;
+        catalog__note_disk(cat, disk->id_known ? &disk->id : NULL);
+        return 0;
+    }
     struct registry *fresh = NULL;
     bool unchanged = false;
     if (build_from_disk(cat, disk, &fresh, &unchanged, err) != 0)
@@ -166,11 +180,24 @@ static int load(struct catalog *cat, const struct disk_state *disk, struct err *
         fresh = cat->current;
     }
     catalog__publish(cat, fresh, disk->data != NULL, disk->hex);
+    catalog__note_disk(cat, disk->id_known ? &disk->id : NULL);
     return 0;
+}
+
+/* Every writer replaces registry.json by rename under the lock we hold, and
+ * a hand edit in place moves mtime and ctime: an identity equal to the one
+ * recorded with disk_hex means the file is the one we last read or wrote. */
+static bool disk_untouched(const struct catalog *cat)
+{
+    struct fsutil_identity now;
+    return cat->disk_id_known && fsutil_identity_of(cat->registry_path, &now) == 0 &&
+           fsutil_identity_equal(&now, &cat->disk_id);
 }
 
 int catalog__sync(struct catalog *cat, struct err *err)
 {
+    if (disk_untouched(cat))
+        return 0;
     struct disk_state disk;
     if (read_disk(cat, &disk, err) != 0)
         return -1;

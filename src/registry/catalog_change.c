@@ -102,13 +102,13 @@ static void change_end(struct catalog *cat, struct fsutil_lock *lock)
     pthread_mutex_unlock(&cat->change_mu);
 }
 
-static int write_registry(const struct catalog *cat, const struct registry *reg,
+/* The file is the concatenation of one cached line per strategy, so a
+ * change costs a copy of the file, not a serialisation of the catalogue. */
+static int write_registry(const struct catalog *cat, struct registry *reg,
                           char written_hex[HASH_HEX_LEN + 1], struct err *err)
 {
-    json_t *doc = registry_to_json(reg);
     size_t len = 0;
-    char *text = doc ? jsonutil_dump_pretty(doc, &len) : NULL;
-    json_decref(doc);
+    char *text = registry__text_cached(reg, &len);
     if (!text)
         return oom(err);
     hash_sha256_hex(text, len, written_hex);
@@ -126,6 +126,10 @@ static int commit(struct catalog *cat, struct registry *next, struct err *err)
         return -1;
     }
     catalog__publish(cat, next, true, written);
+    /* Taken after the rename, under the lock: the identity of our bytes. */
+    struct fsutil_identity id;
+    bool known = fsutil_identity_of(cat->registry_path, &id) == 0;
+    catalog__note_disk(cat, known ? &id : NULL);
     return 0;
 }
 

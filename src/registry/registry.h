@@ -83,6 +83,11 @@ struct registry_strategy {
     size_t ntags;
     struct registry_revision *revisions; /* oldest first */
     size_t nrevisions;
+    /* This strategy's line of registry.json, `"name": {...}`, cached by the
+     * catalogue that writes it. Private to the catalogue: only ever read or
+     * filled under its change lock, never by snapshot readers. */
+    char *text;
+    size_t text_len;
 };
 
 struct registry {
@@ -124,6 +129,11 @@ int registry_resolve_text(const struct registry *reg, const char *selector_text,
 
 /* The registry.json document for this snapshot (new reference). */
 json_t *registry_to_json(const struct registry *reg);
+/* The bytes of registry.json for this snapshot, as the catalogue writes
+ * them: the document of registry_to_json(), one strategy a line so that two
+ * versions diff by strategy. Malloc'ed, NUL-terminated (not counted in
+ * *len); NULL if out of memory. Reads only the snapshot: any thread. */
+char *registry_to_text(const struct registry *reg, size_t *len);
 
 /* ------------------------------------------------------------- catalog */
 
@@ -169,19 +179,19 @@ struct catalog_upload {
     const char *name; /* strategy; must equal metadata.name (the caller checks) */
     const char *source;
     size_t len;
-    json_t *metadata;             /* borrowed; the snapshot keeps its own reference */
-    const char *tag;              /* primary tag; NULL means "latest" */
-    const char *const *aliases;   /* tags moved to the new revision */
+    json_t *metadata;           /* borrowed; the snapshot keeps its own reference */
+    const char *tag;            /* primary tag; NULL means "latest" */
+    const char *const *aliases; /* tags moved to the new revision */
     size_t naliases;
-    const char *const *reassign;  /* version tags allowed to move off another revision */
+    const char *const *reassign; /* version tags allowed to move off another revision */
     size_t nreassign;
-    bool promote_latest;          /* move `latest` too (always for a new strategy) */
+    bool promote_latest; /* move `latest` too (always for a new strategy) */
 };
 
 struct catalog_upload_result {
     char hex[HASH_HEX_LEN + 1];
-    bool created;                 /* false: identical bytes were already there */
-    char tag[NAMES_TAG_MAX + 1];  /* the primary tag applied */
+    bool created;                /* false: identical bytes were already there */
+    char tag[NAMES_TAG_MAX + 1]; /* the primary tag applied */
 };
 
 /* Adds a revision (or re-applies tags to identical bytes). The primary tag,
