@@ -255,7 +255,7 @@ void fsutil_lock_release(struct fsutil_lock *lock)
     }
 }
 
-static void identity_from_stat(const struct stat *st, struct fsutil_identity *out)
+void fsutil_identity_from_stat(const struct stat *st, struct fsutil_identity *out)
 {
     out->dev = (uint64_t)st->st_dev;
     out->ino = (uint64_t)st->st_ino;
@@ -274,7 +274,7 @@ int fsutil_identity_at(int dirfd, const char *rel, struct fsutil_identity *out)
     struct stat st;
     if (fstatat(dirfd, rel, &st, 0) != 0)
         return -1;
-    identity_from_stat(&st, out);
+    fsutil_identity_from_stat(&st, out);
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). */
@@ -56,6 +57,8 @@ struct fsutil_identity {
     int64_t ctime_ns;
 };
 
+/* The identity in a stat() result, for callers that fstat an open file. */
+void fsutil_identity_from_stat(const struct stat *st, struct fsutil_identity *out);
 /* stat() of path. -1 (errno set, no err) when it cannot be taken. */
 int fsutil_identity_of(const char *path, struct fsutil_identity *out);
 /* The same for a path relative to the directory dirfd (fstatat). */
