@@ -272,6 +272,8 @@ static struct catalog *catalog_new(const struct catalog_options *opts, struct er
     cat->metadata_ctx = opts->metadata_ctx;
     pthread_mutex_init(&cat->change_mu, NULL);
     pthread_mutex_init(&cat->snap_mu, NULL);
+    atomic_init(&cat->batch, false);
+    cat->batch_lock.fd = -1;
     if (!cat->root || !cat->registry_path || !cat->lock_path) {
         catalog_close(cat);
         err_set(err, ERR_INTERNAL, "out of memory opening the catalogue");
@@ -333,6 +335,12 @@ void catalog_close(struct catalog *cat)
     if (!cat)
         return;
     registry_release(cat->current);
+    if (atomic_load(&cat->batch)) { /* left open by a caller that gave up */
+        fsutil_lock_release(&cat->batch_lock);
+        pthread_mutex_unlock(&cat->change_mu);
+    }
+    registry_release(cat->batch_base);
+    free(cat->removals);
     pthread_mutex_destroy(&cat->change_mu);
     pthread_mutex_destroy(&cat->snap_mu);
     free(cat->root);

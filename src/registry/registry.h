@@ -224,6 +224,20 @@ int catalog_delete_revision(struct catalog *cat, const char *name, const char *h
 int catalog_delete_strategy(struct catalog *cat, const char *name, catalog_guard_fn guard,
                             void *guard_ctx, struct err *err);
 
+/* A batch: every change made by the calling thread between begin and end
+ * lands in one registry.json write, at end. Revision files are still
+ * written durably before the change that names them returns, and files the
+ * batch no longer names are removed only after that write, so a crash
+ * inside a batch leaves the registry as it was before it, plus
+ * unregistered files. The caller holds the catalogue's locks (and the
+ * flock other processes honour) from begin to end: other threads' changes
+ * wait, and the caller must not call catalog_reload or open a second batch.
+ * Snapshots published during a batch run ahead of registry.json. If the
+ * final write fails, the snapshot of begin is published again and nothing
+ * is removed; the error is returned. */
+int catalog_batch_begin(struct catalog *cat, struct err *err);
+int catalog_batch_end(struct catalog *cat, struct err *err);
+
 /* Reads a revision's bytes from disk and checks them against its hash
  * (ERR_CONFLICT if they no longer match). *source is malloc'ed. */
 int catalog_read_source(struct catalog *cat, const char *name, const char *hex, char **source,

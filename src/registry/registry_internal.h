@@ -92,6 +92,22 @@ struct catalog {
      * reading and hashing the whole file. */
     bool disk_id_known;
     struct fsutil_identity disk_id;
+    /* An open batch (catalog_batch_begin): its thread holds change_mu and
+     * batch_lock until catalog_batch_end. */
+    atomic_bool batch;
+    pthread_t batch_owner;
+    struct fsutil_lock batch_lock;
+    struct registry *batch_base; /* what registry.json holds */
+    bool batch_dirty;
+    struct catalog__removal *removals; /* done after the batch's write */
+    size_t nremovals, removals_cap;
+};
+
+/* A file (hex set) or a whole strategy folder (hex "") to remove once the
+ * registry that no longer names it is on disk. */
+struct catalog__removal {
+    char name[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
 };
 
 /* Hashes every revision file of `fresh` (whose path is canonical), using
