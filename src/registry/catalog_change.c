@@ -114,7 +114,9 @@ static void change_end(struct catalog *cat, struct fsutil_lock *lock)
 }
 
 /* The file is the concatenation of one cached line per strategy, so a
- * change costs a copy of the file, not a serialisation of the catalogue. */
+ * change costs a copy of the file, not a serialisation of the catalogue.
+ * Its digest is left "" (not taken): the identity noted after the rename
+ * stands for it until a reload reads the file anyway (catalog.c). */
 static int write_registry(const struct catalog *cat, struct registry *reg,
                           char written_hex[HASH_HEX_LEN + 1], struct err *err)
 {
@@ -122,7 +124,7 @@ static int write_registry(const struct catalog *cat, struct registry *reg,
     char *text = registry__text_cached(reg, &len);
     if (!text)
         return oom(err);
-    hash_sha256_hex(text, len, written_hex);
+    written_hex[0] = '\0';
     int rc = fsutil_write_atomic(cat->registry_path, text, len, 0644, err);
     free(text);
     return rc;
@@ -218,7 +220,9 @@ static int stage_file(const struct catalog *cat, const char *name, const char *h
     if (fsutil_write_atomic(f->path, source, len, 0644, err) != 0)
         goto undo;
     f->written = true;
-    if (fsutil_fsync_dir(f->name_dir, err) != 0 || fsutil_fsync_dir(cat->root, err) != 0)
+    /* The root changes only when the strategy's folder is new. */
+    if (fsutil_fsync_dir(f->name_dir, err) != 0 ||
+        (f->new_name_dir && fsutil_fsync_dir(cat->root, err) != 0))
         goto undo;
     return 0;
 undo:

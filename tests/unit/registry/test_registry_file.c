@@ -574,6 +574,38 @@ static void test_same_size_edit_in_place_detected(void **state)
     catalog_close(cat);
 }
 
+/* registry.json rewritten in place right after the catalogue wrote it
+ * (same inode, same size, likely the same timestamp tick): a reload still
+ * compares its bytes and loads the edit. */
+static void test_registry_edit_in_place_after_write(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char h1[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, "v1", h1);
+    char *path = registry_path(f);
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    for (char *p = strstr(text, "\"v1\""); p; p = strstr(p, "\"v1\""))
+        p[2] = '9';
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, text, len, 0), (ssize_t)len);
+    close(fd);
+    json_t *problems = NULL;
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_reload(cat, &problems, &err), &err);
+    json_decref(problems);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(cat, "alpha", "v9", hex);
+    assert_string_equal(hex, h1);
+    rt_tag(cat, "alpha", "v1", hex);
+    assert_string_equal(hex, "");
+    free(text);
+    free(path);
+    catalog_close(cat);
+}
+
 static void test_invalid_json_keeps_last_good_snapshot(void **state)
 {
     struct fixture *f = *state;
@@ -769,6 +801,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_path_is_never_opened, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_bytes_detected_on_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_size_edit_in_place_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_edit_in_place_after_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_json_keeps_last_good_snapshot, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_no_temporary_files_left, setup, teardown),
