@@ -5,8 +5,15 @@
  * promises them.
  *
  * With thousands of revisions this is the cost of a reload, so it runs on a
- * small pool (the calling thread plus helpers) and reuses what the previous
- * snapshot learned: a revision that verified before and still hashes the
+ * small pool (the calling thread plus helpers), opens files relative to the
+ * root and reads each in one call, and skips the hash of a file whose
+ * identity (device, inode, size, mtime, ctime) is the one it had when it
+ * last hashed to its name, if it had been left alone for SEEN_QUIET_MS
+ * before that hash. Every write through the file system sets ctime to the
+ * current time and user space cannot set it back, so an equal identity
+ * means no write since; the quiet period keeps a write in the same
+ * timestamp tick as the hash from hiding behind equal times. It also reuses
+ * what the previous snapshot learned: a revision that verified before and still hashes the
  * same keeps its metadata, and the metadata callback (a validator run) is
  * only made for bytes the catalogue has not judged yet.
  *

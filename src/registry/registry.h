@@ -30,8 +30,10 @@
  *                  new snapshot. If any write fails, the published snapshot
  *                  and the files on disk are the old ones.
  *
- * Every registered file is re-hashed when the catalogue is loaded or
- * reloaded. A revision whose file is missing or whose bytes do not hash to
+ * Every registered file is verified when the catalogue is loaded or
+ * reloaded: hashed again, unless its identity shows that nothing wrote it
+ * since it last hashed to its name (catalog_verify.c says why that is
+ * enough). A revision whose file is missing or whose bytes do not hash to
  * its name is kept in the snapshot with `invalid` set and a reason, is logged,
  * and can never be resolved by a selector (ERR_CONFLICT).
  *
