@@ -13,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err)
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
+                     struct err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -113,8 +114,7 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t m
                         struct err *err)
 {
     static atomic_uint sequence;
-    char *tmp =
-        fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
+    char *tmp = fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
     char *dir = dir_of(path);
     if (!tmp || !dir) {
         free(tmp);
@@ -208,15 +208,9 @@ int fsutil_remove_durable(const char *path, struct err *err)
     return rc;
 }
 
-void fsutil_rmdir_if_empty(const char *path)
-{
-    (void)rmdir(path);
-}
+void fsutil_rmdir_if_empty(const char *path) { (void)rmdir(path); }
 
-char *fsutil_join(const char *a, const char *b)
-{
-    return fsutil_format("%s/%s", a, b);
-}
+char *fsutil_join(const char *a, const char *b) { return fsutil_format("%s/%s", a, b); }
 
 char *fsutil_format(const char *fmt, ...)
 {

@@ -27,7 +27,8 @@
 #include <sys/types.h>
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). */
-int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err);
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
+                     struct err *err);
 int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                         struct err *err);
 int fsutil_fsync_dir(const char *dir, struct err *err);
@@ -69,10 +70,7 @@ struct fsutil_lock {
     int fd;
 };
 
-#define FSUTIL_LOCK_INIT                                                                           \
-    {                                                                                              \
-        -1                                                                                         \
-    }
+#define FSUTIL_LOCK_INIT {-1}
 
 /* Blocks until the lock is held. Creates the lock file if needed. */
 int fsutil_lock_acquire(const char *lock_path, struct fsutil_lock *lock, struct err *err);

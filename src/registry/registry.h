@@ -188,19 +188,19 @@ struct catalog_upload {
     const char *name; /* strategy; must equal metadata.name (the caller checks) */
     const char *source;
     size_t len;
-    json_t *metadata;           /* borrowed; the snapshot keeps its own reference */
-    const char *tag;            /* primary tag; NULL means "latest" */
-    const char *const *aliases; /* tags moved to the new revision */
+    json_t *metadata;             /* borrowed; the snapshot keeps its own reference */
+    const char *tag;              /* primary tag; NULL means "latest" */
+    const char *const *aliases;   /* tags moved to the new revision */
     size_t naliases;
-    const char *const *reassign; /* version tags allowed to move off another revision */
+    const char *const *reassign;  /* version tags allowed to move off another revision */
     size_t nreassign;
-    bool promote_latest; /* move `latest` too (always for a new strategy) */
+    bool promote_latest;          /* move `latest` too (always for a new strategy) */
 };
 
 struct catalog_upload_result {
     char hex[HASH_HEX_LEN + 1];
-    bool created;                /* false: identical bytes were already there */
-    char tag[NAMES_TAG_MAX + 1]; /* the primary tag applied */
+    bool created;                 /* false: identical bytes were already there */
+    char tag[NAMES_TAG_MAX + 1];  /* the primary tag applied */
 };
 
 /* Adds a revision (or re-applies tags to identical bytes). The primary tag,
