@@ -183,6 +183,8 @@ static int remove_legacy(const struct applier *a, const struct bootstrap_revisio
 
 /* -------------------------------------------------------------- steps */
 
+/* The registry part of an ADD, inside the batch: the file is written
+ * durably, the entry reaches registry.json with the batch. */
 static int apply_add(struct applier *a, const struct bootstrap_revision *rev, struct err *err)
 {
     const struct bootstrap_file *src = &a->scan->files[rev->source];
@@ -202,7 +204,14 @@ static int apply_add(struct applier *a, const struct bootstrap_revision *rev, st
     struct catalog_upload_result result;
     int rc = catalog_add_revision(a->cat, &up, &result, err);
     free(data);
-    if (rc != 0 || verify_registered(a, rev, err) != 0)
+    return rc;
+}
+
+/* The rest of an ADD, once registry.json names the revision: old copies go
+ * only after the canonical file and the registry have been checked. */
+static int finish_add(struct applier *a, const struct bootstrap_revision *rev, struct err *err)
+{
+    if (verify_registered(a, rev, err) != 0)
         return -1;
     a->out->added++;
     return remove_legacy(a, rev, err);
@@ -295,23 +304,39 @@ static int apply_stale(struct applier *a, const char *rel, struct err *err)
     return rc;
 }
 
-static int apply_step(struct applier *a, const struct bootstrap_step *step, struct err *err)
+/* Steps that change the registry: they run inside the batch. */
+static bool registry_step(enum bootstrap_step_kind kind)
 {
-    if (step->kind == BOOTSTRAP_STEP_RMDIR)
-        return apply_rmdir(a, step->path);
-    if (step->kind == BOOTSTRAP_STEP_STALE)
-        return apply_stale(a, step->path, err);
+    return kind == BOOTSTRAP_STEP_ADD || kind == BOOTSTRAP_STEP_LATEST ||
+           kind == BOOTSTRAP_STEP_DROP;
+}
+
+static int apply_registry_step(struct applier *a, const struct bootstrap_step *step,
+                               struct err *err)
+{
     const struct bootstrap_revision *rev = &a->plan->revisions[step->revision];
     switch (step->kind) {
     case BOOTSTRAP_STEP_ADD:
         return apply_add(a, rev, err);
     case BOOTSTRAP_STEP_LATEST:
         return apply_latest(a, rev, err);
-    case BOOTSTRAP_STEP_DROP:
-        return apply_drop(a, rev, err);
     default:
-        return apply_dedupe(a, rev, err);
+        return apply_drop(a, rev, err);
     }
+}
+
+/* Steps that remove files: they run once registry.json is written. An ADD
+ * comes back here for its checks and the removal of its old copies. */
+static int apply_file_step(struct applier *a, const struct bootstrap_step *step, struct err *err)
+{
+    if (step->kind == BOOTSTRAP_STEP_RMDIR)
+        return apply_rmdir(a, step->path);
+    if (step->kind == BOOTSTRAP_STEP_STALE)
+        return apply_stale(a, step->path, err);
+    const struct bootstrap_revision *rev = &a->plan->revisions[step->revision];
+    if (step->kind == BOOTSTRAP_STEP_ADD)
+        return finish_add(a, rev, err);
+    return apply_dedupe(a, rev, err);
 }
 
 /* A new strategy whose first revision could not be added would get a
@@ -325,28 +350,24 @@ static bool strategy_missing(struct catalog *cat, const char *name)
     return missing;
 }
 
-int bootstrap_apply(struct catalog *cat, const char *root, struct bootstrap_plan *plan,
-                    const struct bootstrap_scan *scan, struct bootstrap_outcome *out,
-                    struct err *err)
+/* Phase one, inside the batch. done[i] says which registry steps worked;
+ * steps of a held-back strategy stay undone. */
+static void apply_registry_steps(struct applier *a, bool *done)
 {
-    memset(out, 0, sizeof *out);
-    out->errors = json_array();
-    if (!out->errors) {
-        err_set(err, ERR_INTERNAL, "out of memory");
-        return -1;
-    }
-    struct applier a = {cat, root, plan, scan, out};
     const char *held_back = NULL;
-    for (size_t i = 0; i < plan->nsteps; i++) {
-        const struct bootstrap_step *step = &plan->steps[i];
-        const struct bootstrap_revision *rev = step->path ? NULL : &plan->revisions[step->revision];
-        if (rev && held_back && strcmp(rev->name, held_back) == 0)
+    for (size_t i = 0; i < a->plan->nsteps; i++) {
+        const struct bootstrap_step *step = &a->plan->steps[i];
+        if (!registry_step(step->kind))
+            continue;
+        const struct bootstrap_revision *rev = &a->plan->revisions[step->revision];
+        if (held_back && strcmp(rev->name, held_back) == 0)
             continue;
         struct err e = ERR_INIT;
-        if (apply_step(&a, step, &e) != 0) {
-            step_failed(&a, step, &e);
-            if (rev && rev->new_strategy && step->kind == BOOTSTRAP_STEP_ADD &&
-                strategy_missing(cat, rev->name)) {
+        done[i] = apply_registry_step(a, step, &e) == 0;
+        if (!done[i]) {
+            step_failed(a, step, &e);
+            if (rev->new_strategy && step->kind == BOOTSTRAP_STEP_ADD &&
+                strategy_missing(a->cat, rev->name)) {
                 held_back = rev->name;
                 fprintf(stderr,
                         "stratd bootstrap: the other revisions of the new strategy '%s' "
@@ -356,6 +377,51 @@ int bootstrap_apply(struct catalog *cat, const char *root, struct bootstrap_plan
         }
         err_clear(&e);
     }
+}
+
+/* Phase two, after the write: the removals, in plan order. */
+static void apply_file_steps(struct applier *a, const bool *done)
+{
+    for (size_t i = 0; i < a->plan->nsteps; i++) {
+        const struct bootstrap_step *step = &a->plan->steps[i];
+        bool is_registry = registry_step(step->kind);
+        if ((is_registry && step->kind != BOOTSTRAP_STEP_ADD) || (is_registry && !done[i]))
+            continue;
+        struct err e = ERR_INIT;
+        if (apply_file_step(a, step, &e) != 0)
+            step_failed(a, step, &e);
+        err_clear(&e);
+    }
+}
+
+/* The registry changes of the whole run land in one registry.json write
+ * (a catalogue batch); files are removed only after it, so a crash before
+ * it leaves the old registry and every old copy, which a rerun completes
+ * (bootstrap_order.c). */
+int bootstrap_apply(struct catalog *cat, const char *root, struct bootstrap_plan *plan,
+                    const struct bootstrap_scan *scan, struct bootstrap_outcome *out,
+                    struct err *err)
+{
+    memset(out, 0, sizeof *out);
+    out->errors = json_array();
+    bool *done = calloc(plan->nsteps + 1, sizeof *done);
+    if (!out->errors || !done) {
+        free(done);
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    struct applier a = {cat, root, plan, scan, out};
+    if (catalog_batch_begin(cat, err) != 0) {
+        free(done);
+        return -1;
+    }
+    apply_registry_steps(&a, done);
+    if (catalog_batch_end(cat, err) != 0) {
+        free(done);
+        return -1;
+    }
+    apply_file_steps(&a, done);
+    free(done);
     return 0;
 }
 

@@ -27,6 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Metadata validated while the catalogue opens, saved once it has. */
+struct pending_metadata {
+    char hex[HASH_HEX_LEN + 1];
+    json_t *metadata;
+};
+
 struct gateway {
     struct config cfg;
     struct store *store;
@@ -34,6 +40,13 @@ struct gateway {
     struct market *market;
     struct runtime *runtime;
     struct api *api;
+    /* While `batching`, revision_metadata (on the catalogue's verification
+     * threads) collects what it validated instead of committing each entry:
+     * a cold start over 10,000 revisions is then one transaction. */
+    pthread_mutex_t pending_mu;
+    bool batching;
+    struct pending_metadata *pending;
+    size_t npending, pending_cap;
 };
 
 /* ------------------------------------------------------- command line */
@@ -142,6 +155,58 @@ static int apply_flags(struct config *cfg, const struct flags *f, struct err *er
 
 /* ------------------------------------------------------------ wiring */
 
+/* Keeps one entry for flush_metadata; false when out of memory (the entry
+ * is then saved on its own). */
+static bool defer_metadata(struct gateway *gw, const char *hex, json_t *metadata)
+{
+    pthread_mutex_lock(&gw->pending_mu);
+    bool ok = gw->npending < gw->pending_cap;
+    if (!ok) {
+        size_t cap = gw->pending_cap ? gw->pending_cap * 2 : 256;
+        struct pending_metadata *grown = realloc(gw->pending, cap * sizeof *grown);
+        if (grown) {
+            gw->pending = grown;
+            gw->pending_cap = cap;
+            ok = true;
+        }
+    }
+    if (ok) {
+        struct pending_metadata *p = &gw->pending[gw->npending++];
+        snprintf(p->hex, sizeof p->hex, "%s", hex);
+        p->metadata = json_incref(metadata);
+    }
+    pthread_mutex_unlock(&gw->pending_mu);
+    return ok;
+}
+
+/* Saves what defer_metadata collected in one transaction and stops
+ * collecting. The table is a cache: a failure costs a validation at the
+ * next start, so it is logged, not fatal. */
+static void flush_metadata(struct gateway *gw)
+{
+    gw->batching = false;
+    const char **hexes = calloc(gw->npending + 1, sizeof *hexes);
+    json_t **values = calloc(gw->npending + 1, sizeof *values);
+    struct err err = ERR_INIT;
+    if (!hexes || !values)
+        log_warn("serve", "metadata cache: out of memory saving %zu entries", gw->npending);
+    for (size_t i = 0; hexes && values && i < gw->npending; i++) {
+        hexes[i] = gw->pending[i].hex;
+        values[i] = gw->pending[i].metadata;
+    }
+    if (hexes && values && gw->store &&
+        store_metadata_put_many(gw->store, hexes, values, gw->npending, &err) != 0)
+        log_warn("serve", "metadata cache: %s", err.message);
+    err_clear(&err);
+    for (size_t i = 0; i < gw->npending; i++)
+        json_decref(gw->pending[i].metadata);
+    free(hexes);
+    free(values);
+    free(gw->pending);
+    gw->pending = NULL;
+    gw->npending = gw->pending_cap = 0;
+}
+
 /* Metadata of a registered revision: from the cache by hash, else by
  * running the validator (and caching the answer). */
 static json_t *revision_metadata(void *ctx, const char *name, const char *hex, const char *source,
@@ -170,6 +235,8 @@ static json_t *revision_metadata(void *ctx, const char *name, const char *hex, c
         json_decref(metadata);
         return NULL;
     }
+    if (gw->batching && defer_metadata(gw, hex, metadata))
+        return metadata;
     if (gw->store && store_metadata_put(gw->store, hex, metadata, &err) != 0)
         log_warn("serve", "metadata cache: %s", err.message);
     err_clear(&err);
@@ -246,7 +313,10 @@ static int open_gateway(struct gateway *gw, struct err *err)
     if (store_open(gw->cfg.state_dir, &gw->store, err) != 0)
         return -1;
     struct catalog_options copts = {gw->cfg.strategies_dir, revision_metadata, gw};
-    if (catalog_open(&copts, &gw->catalog, err) != 0)
+    gw->batching = true;
+    int rc = catalog_open(&copts, &gw->catalog, err);
+    flush_metadata(gw);
+    if (rc != 0)
         return -1;
     struct event_sink sink = {gw, publish_to_runtime};
     gw->market = market_new(sink, gw->store);
@@ -314,6 +384,7 @@ static void close_gateway(struct gateway *gw)
         catalog_close(gw->catalog);
     store_close(gw->store);
     config_free(&gw->cfg);
+    pthread_mutex_destroy(&gw->pending_mu);
 }
 
 /* ------------------------------------------------------------- running */
@@ -363,6 +434,7 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     log_set_level(level);
+    pthread_mutex_init(&gw.pending_mu, NULL);
     if (open_gateway(&gw, &err) != 0) {
         fprintf(stderr, "stratd serve: %s\n", err.message);
         log_error("serve", "start-up failed: %s", err.message);

@@ -248,3 +248,32 @@ void fsutil_lock_release(struct fsutil_lock *lock)
         lock->fd = -1;
     }
 }
+
+void fsutil_identity_from_stat(const struct stat *st, struct fsutil_identity *out)
+{
+    out->dev = (uint64_t)st->st_dev;
+    out->ino = (uint64_t)st->st_ino;
+    out->size = (uint64_t)st->st_size;
+    out->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    out->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+int fsutil_identity_of(const char *path, struct fsutil_identity *out)
+{
+    return fsutil_identity_at(AT_FDCWD, path, out);
+}
+
+int fsutil_identity_at(int dirfd, const char *rel, struct fsutil_identity *out)
+{
+    struct stat st;
+    if (fstatat(dirfd, rel, &st, 0) != 0)
+        return -1;
+    fsutil_identity_from_stat(&st, out);
+    return 0;
+}
+
+bool fsutil_identity_equal(const struct fsutil_identity *a, const struct fsutil_identity *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}

@@ -22,6 +22,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). */
@@ -42,6 +44,27 @@ void fsutil_rmdir_if_empty(const char *path);
 char *fsutil_join(const char *a, const char *b);
 /* A printf-formatted path, malloc'ed; NULL if out of memory. */
 __attribute__((format(printf, 1, 2))) char *fsutil_format(const char *fmt, ...);
+
+/* What the kernel says about a file without reading it. Any write through
+ * the file system changes mtime and ctime (ctime cannot be set from user
+ * space), and a replacement by rename changes the inode, so an equal
+ * identity means the bytes were not changed through the file system since
+ * it was taken. Media corruption under the file system is not seen. */
+struct fsutil_identity {
+    uint64_t dev;
+    uint64_t ino;
+    uint64_t size;
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+};
+
+/* The identity in a stat() result, for callers that fstat an open file. */
+void fsutil_identity_from_stat(const struct stat *st, struct fsutil_identity *out);
+/* stat() of path. -1 (errno set, no err) when it cannot be taken. */
+int fsutil_identity_of(const char *path, struct fsutil_identity *out);
+/* The same for a path relative to the directory dirfd (fstatat). */
+int fsutil_identity_at(int dirfd, const char *rel, struct fsutil_identity *out);
+bool fsutil_identity_equal(const struct fsutil_identity *a, const struct fsutil_identity *b);
 
 struct fsutil_lock {
     int fd;

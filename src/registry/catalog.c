@@ -33,12 +33,22 @@ struct disk_state {
     char *data; /* NULL when the file does not exist */
     size_t len;
     char hex[HASH_HEX_LEN + 1]; /* "" when the file does not exist */
+    bool id_known;
+    struct fsutil_identity id; /* taken before reading: never newer than data */
 };
+
+void catalog__note_disk(struct catalog *cat, const struct fsutil_identity *id)
+{
+    cat->disk_id_known = id != NULL;
+    if (id)
+        cat->disk_id = *id;
+}
 
 static int read_disk(const struct catalog *cat, struct disk_state *disk, struct err *err)
 {
     struct err e = ERR_INIT;
     memset(disk, 0, sizeof *disk);
+    disk->id_known = fsutil_identity_of(cat->registry_path, &disk->id) == 0;
     if (fsutil_read_file(cat->registry_path, REGISTRY__FILE_MAX, &disk->data, &disk->len, &e) ==
         0) {
         hash_sha256_hex(disk->data, disk->len, disk->hex);
@@ -52,8 +62,24 @@ static int read_disk(const struct catalog *cat, struct disk_state *disk, struct 
     return -1;
 }
 
-static bool same_disk(const struct catalog *cat, const struct disk_state *disk)
+/* After our own write disk_hex is "" (not taken, to keep a change cheap).
+ * Outside a batch the file then holds exactly the text of `current` (a
+ * reverification changes no part of that text), so its digest can be
+ * computed from the snapshot when a comparison needs it. */
+static void learn_written_hex(struct catalog *cat)
 {
+    size_t len = 0;
+    char *text = registry__text_cached(cat->current, &len);
+    if (text)
+        hash_sha256_hex(text, len, cat->disk_hex);
+    free(text);
+}
+
+/* Whether the bytes on disk are those `current` reflects. */
+static bool same_disk(struct catalog *cat, const struct disk_state *disk)
+{
+    if (cat->disk_present && !cat->disk_hex[0] && cat->current)
+        learn_written_hex(cat);
     return (disk->data != NULL) == cat->disk_present && strcmp(disk->hex, cat->disk_hex) == 0;
 }
 
@@ -154,8 +180,12 @@ static int reverify_current(struct catalog *cat, struct err *err)
  * already published. */
 static int load(struct catalog *cat, const struct disk_state *disk, struct err *err)
 {
-    if (cat->current && same_disk(cat, disk))
-        return reverify_current(cat, err);
+    if (cat->current && same_disk(cat, disk)) {
+        if (reverify_current(cat, err) != 0)
+            return -1;
+        catalog__note_disk(cat, disk->id_known ? &disk->id : NULL);
+        return 0;
+    }
     struct registry *fresh = NULL;
     bool unchanged = false;
     if (build_from_disk(cat, disk, &fresh, &unchanged, err) != 0)
@@ -166,11 +196,24 @@ static int load(struct catalog *cat, const struct disk_state *disk, struct err *
         fresh = cat->current;
     }
     catalog__publish(cat, fresh, disk->data != NULL, disk->hex);
+    catalog__note_disk(cat, disk->id_known ? &disk->id : NULL);
     return 0;
+}
+
+/* Every writer replaces registry.json by rename under the lock we hold, and
+ * a hand edit in place moves mtime and ctime: an identity equal to the one
+ * recorded with disk_hex means the file is the one we last read or wrote. */
+static bool disk_untouched(const struct catalog *cat)
+{
+    struct fsutil_identity now;
+    return cat->disk_id_known && fsutil_identity_of(cat->registry_path, &now) == 0 &&
+           fsutil_identity_equal(&now, &cat->disk_id);
 }
 
 int catalog__sync(struct catalog *cat, struct err *err)
 {
+    if (disk_untouched(cat))
+        return 0;
     struct disk_state disk;
     if (read_disk(cat, &disk, err) != 0)
         return -1;
@@ -245,6 +288,8 @@ static struct catalog *catalog_new(const struct catalog_options *opts, struct er
     cat->metadata_ctx = opts->metadata_ctx;
     pthread_mutex_init(&cat->change_mu, NULL);
     pthread_mutex_init(&cat->snap_mu, NULL);
+    atomic_init(&cat->batch, false);
+    cat->batch_lock.fd = -1;
     if (!cat->root || !cat->registry_path || !cat->lock_path) {
         catalog_close(cat);
         err_set(err, ERR_INTERNAL, "out of memory opening the catalogue");
@@ -306,6 +351,12 @@ void catalog_close(struct catalog *cat)
     if (!cat)
         return;
     registry_release(cat->current);
+    if (atomic_load(&cat->batch)) { /* left open by a caller that gave up */
+        fsutil_lock_release(&cat->batch_lock);
+        pthread_mutex_unlock(&cat->change_mu);
+    }
+    registry_release(cat->batch_base);
+    free(cat->removals);
     pthread_mutex_destroy(&cat->change_mu);
     pthread_mutex_destroy(&cat->snap_mu);
     free(cat->root);

@@ -81,8 +81,17 @@ static int oom(struct err *err)
 
 /* ----------------------------------------------------- the change frame */
 
+/* True on the thread that has a batch open: it already holds the locks. */
+static bool in_batch(const struct catalog *cat)
+{
+    return atomic_load_explicit(&cat->batch, memory_order_acquire) &&
+           pthread_equal(cat->batch_owner, pthread_self());
+}
+
 static int change_begin(struct catalog *cat, struct fsutil_lock *lock, struct err *err)
 {
+    if (in_batch(cat))
+        return 0;
     pthread_mutex_lock(&cat->change_mu);
     if (fsutil_lock_acquire(cat->lock_path, lock, err) != 0) {
         pthread_mutex_unlock(&cat->change_mu);
@@ -98,34 +107,56 @@ static int change_begin(struct catalog *cat, struct fsutil_lock *lock, struct er
 
 static void change_end(struct catalog *cat, struct fsutil_lock *lock)
 {
+    if (in_batch(cat))
+        return;
     fsutil_lock_release(lock);
     pthread_mutex_unlock(&cat->change_mu);
 }
 
-static int write_registry(const struct catalog *cat, const struct registry *reg,
+/* The file is the concatenation of one cached line per strategy, so a
+ * change costs a copy of the file, not a serialisation of the catalogue.
+ * Its digest is left "" (not taken): the identity noted after the rename
+ * stands for it until a reload reads the file anyway (catalog.c). */
+static int write_registry(const struct catalog *cat, struct registry *reg,
                           char written_hex[HASH_HEX_LEN + 1], struct err *err)
 {
-    json_t *doc = registry_to_json(reg);
     size_t len = 0;
-    char *text = doc ? jsonutil_dump_pretty(doc, &len) : NULL;
-    json_decref(doc);
+    char *text = registry__text_cached(reg, &len);
     if (!text)
         return oom(err);
-    hash_sha256_hex(text, len, written_hex);
+    written_hex[0] = '\0';
     int rc = fsutil_write_atomic(cat->registry_path, text, len, 0644, err);
     free(text);
     return rc;
 }
 
-/* Writes registry.json for `next` and publishes it; takes next's reference. */
+/* Publishes next without writing: registry.json still holds what it held. */
+static void publish_unwritten(struct catalog *cat, struct registry *next)
+{
+    char disk_hex[HASH_HEX_LEN + 1];
+    memcpy(disk_hex, cat->disk_hex, sizeof disk_hex);
+    catalog__publish(cat, next, cat->disk_present, disk_hex);
+}
+
+/* Writes registry.json for `next` and publishes it; takes next's reference.
+ * Inside a batch the write waits for catalog_batch_end. */
 static int commit(struct catalog *cat, struct registry *next, struct err *err)
 {
+    if (in_batch(cat)) {
+        publish_unwritten(cat, next);
+        cat->batch_dirty = true;
+        return 0;
+    }
     char written[HASH_HEX_LEN + 1];
     if (write_registry(cat, next, written, err) != 0) {
         registry_release(next);
         return -1;
     }
     catalog__publish(cat, next, true, written);
+    /* Taken after the rename, under the lock: the identity of our bytes. */
+    struct fsutil_identity id;
+    bool known = fsutil_identity_of(cat->registry_path, &id) == 0;
+    catalog__note_disk(cat, known ? &id : NULL);
     return 0;
 }
 
@@ -189,7 +220,9 @@ static int stage_file(const struct catalog *cat, const char *name, const char *h
     if (fsutil_write_atomic(f->path, source, len, 0644, err) != 0)
         goto undo;
     f->written = true;
-    if (fsutil_fsync_dir(f->name_dir, err) != 0 || fsutil_fsync_dir(cat->root, err) != 0)
+    /* The root changes only when the strategy's folder is new. */
+    if (fsutil_fsync_dir(f->name_dir, err) != 0 ||
+        (f->new_name_dir && fsutil_fsync_dir(cat->root, err) != 0))
         goto undo;
     return 0;
 undo:
@@ -237,6 +270,50 @@ static void remove_strategy_folder(const struct catalog *cat, const char *name)
         log_warn(REGISTRY__COMPONENT, "%s", e.message);
     err_clear(&e);
     free(dir);
+}
+
+/* A file (hex) or a strategy folder (hex NULL) the registry no longer
+ * names: removed now, or inside a batch once the registry is on disk. A
+ * removal that cannot be recorded leaves the file, which names nothing. */
+static void remove_unnamed(struct catalog *cat, const char *name, const char *hex)
+{
+    if (!in_batch(cat)) {
+        if (hex)
+            remove_revision_file(cat, name, hex);
+        else
+            remove_strategy_folder(cat, name);
+        return;
+    }
+    if (cat->nremovals == cat->removals_cap) {
+        size_t cap = cat->removals_cap ? cat->removals_cap * 2 : 16;
+        struct catalog__removal *grown = realloc(cat->removals, cap * sizeof *grown);
+        if (!grown) {
+            log_warn(REGISTRY__COMPONENT, "out of memory: %s is left on disk", name);
+            return;
+        }
+        cat->removals = grown;
+        cat->removals_cap = cap;
+    }
+    struct catalog__removal *r = &cat->removals[cat->nremovals++];
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->hex, sizeof r->hex, "%s", hex ? hex : "");
+}
+
+/* After the batch's write: what the batch stopped naming, unless a later
+ * change of the same batch named it again. */
+static void run_removals(struct catalog *cat)
+{
+    for (size_t i = 0; i < cat->nremovals; i++) {
+        const struct catalog__removal *r = &cat->removals[i];
+        const struct registry_strategy *st = registry_find_strategy(cat->current, r->name);
+        if (!r->hex[0] && !st)
+            remove_strategy_folder(cat, r->name);
+        else if (r->hex[0] && !registry_find_revision(st, r->hex))
+            remove_revision_file(cat, r->name, r->hex);
+    }
+    free(cat->removals);
+    cat->removals = NULL;
+    cat->nremovals = cat->removals_cap = 0;
 }
 
 /* ------------------------------------------------------------- lookups */
@@ -337,6 +414,7 @@ static int fill_revision(struct registry_revision *rev, const struct catalog_upl
     free(rev->invalid_reason);
     rev->invalid_reason = NULL;
     rev->invalid = false;
+    rev->seen_valid = false; /* a new file: the next reload hashes it */
     rev->size = up->len;
     if (up->metadata) {
         json_decref(rev->metadata);
@@ -561,7 +639,7 @@ static int delete_strategy_locked(struct catalog *cat, const char *name, struct 
 {
     if (commit_strategy(cat, name, NULL, err) != 0)
         return -1;
-    remove_strategy_folder(cat, name);
+    remove_unnamed(cat, name, NULL);
     return 0;
 }
 
@@ -589,7 +667,7 @@ static int delete_revision_locked(struct catalog *cat, const char *name, const c
     }
     if (commit_strategy(cat, name, st, err) != 0)
         return -1;
-    remove_revision_file(cat, name, hex);
+    remove_unnamed(cat, name, hex);
     return 0;
 }
 
@@ -619,5 +697,63 @@ int catalog_delete_strategy(struct catalog *cat, const char *name, catalog_guard
     if (existing_strategy(cat, name, err) && ask_guard(guard, guard_ctx, name, NULL, err) == 0)
         rc = delete_strategy_locked(cat, name, err);
     change_end(cat, &lock);
+    return rc;
+}
+
+/* --------------------------------------------------------------- batches */
+
+int catalog_batch_begin(struct catalog *cat, struct err *err)
+{
+    if (in_batch(cat)) {
+        err_set(err, ERR_INTERNAL, "a batch is already open on this catalogue");
+        return -1;
+    }
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    if (change_begin(cat, &lock, err) != 0)
+        return -1;
+    cat->batch_lock = lock;
+    cat->batch_base = catalog_snapshot(cat);
+    cat->batch_dirty = false;
+    cat->batch_owner = pthread_self();
+    atomic_store_explicit(&cat->batch, true, memory_order_release);
+    return 0;
+}
+
+/* The one write of the batch; on failure the snapshot of begin is what is
+ * published again, since it is what registry.json still says. */
+static int write_batch(struct catalog *cat, struct err *err)
+{
+    char written[HASH_HEX_LEN + 1];
+    if (write_registry(cat, cat->current, written, err) != 0) {
+        registry_retain(cat->batch_base);
+        publish_unwritten(cat, cat->batch_base);
+        free(cat->removals);
+        cat->removals = NULL;
+        cat->nremovals = cat->removals_cap = 0;
+        return -1;
+    }
+    registry_retain(cat->current);
+    catalog__publish(cat, cat->current, true, written);
+    struct fsutil_identity id;
+    bool known = fsutil_identity_of(cat->registry_path, &id) == 0;
+    catalog__note_disk(cat, known ? &id : NULL);
+    run_removals(cat);
+    return 0;
+}
+
+int catalog_batch_end(struct catalog *cat, struct err *err)
+{
+    if (!in_batch(cat)) {
+        err_set(err, ERR_INTERNAL, "no batch is open on this thread");
+        return -1;
+    }
+    int rc = cat->batch_dirty ? write_batch(cat, err) : 0;
+    if (!cat->batch_dirty)
+        run_removals(cat);
+    registry_release(cat->batch_base);
+    cat->batch_base = NULL;
+    atomic_store_explicit(&cat->batch, false, memory_order_release);
+    change_end(cat, &cat->batch_lock);
+    cat->batch_lock.fd = -1;
     return rc;
 }

@@ -5,8 +5,15 @@
  * promises them.
  *
  * With thousands of revisions this is the cost of a reload, so it runs on a
- * small pool (the calling thread plus helpers) and reuses what the previous
- * snapshot learned: a revision that verified before and still hashes the
+ * small pool (the calling thread plus helpers), opens files relative to the
+ * root and reads each in one call, and skips the hash of a file whose
+ * identity (device, inode, size, mtime, ctime) is the one it had when it
+ * last hashed to its name, if it had been left alone for SEEN_QUIET_MS
+ * before that hash. Every write through the file system sets ctime to the
+ * current time and user space cannot set it back, so an equal identity
+ * means no write since; the quiet period keeps a write in the same
+ * timestamp tick as the hash from hiding behind equal times. It also reuses
+ * what the previous snapshot learned: a revision that verified before and still hashes the
  * same keeps its metadata, and the metadata callback (a validator run) is
  * only made for bytes the catalogue has not judged yet.
  *
@@ -17,14 +24,23 @@
  */
 #include "registry/registry_internal.h"
 
+#include "core/clock.h"
 #include "core/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define VERIFY_HELPERS 1       /* threads besides the caller */
 #define VERIFY_MIN_PARALLEL 64 /* below this a thread costs more than it saves */
+/* A file identity is trusted only when the file had been left alone for
+ * this long before it was hashed: a write in the same timestamp tick as
+ * the hash (or as a write before it) cannot then hide behind equal times. */
+#define SEEN_QUIET_MS 1000
 
 /* Reasons this file writes start with FILE_PROBLEM; those written by the
  * loader start with PATH_PROBLEM. Any other reason came from the metadata
@@ -43,10 +59,14 @@ struct verify_job {
     uint64_t size;
     json_t *metadata;
     bool oom;
+    bool seen_valid; /* the identity of the bytes that hashed to hex */
+    struct fsutil_identity seen;
+    int64_t seen_at_ms;
 };
 
 struct verify_run {
     const struct catalog *cat;
+    int root_fd; /* the root, so that opens walk two components; -1: use paths */
     struct verify_job *jobs;
     size_t njobs;
     atomic_size_t next;
@@ -105,41 +125,151 @@ static void carry_over(struct verify_job *job)
     mark_invalid(job, strdup(job->prev->invalid_reason));
 }
 
-static void hash_only(struct verify_job *job, const char *path, bool reuse)
+/* Opens the revision file relative to the root (or by its full path when
+ * the root could not be opened) and reads it whole. *id is taken before
+ * reading, so it never describes newer bytes than the ones returned. */
+static int open_revision(const struct verify_run *run, const struct verify_job *job,
+                         const char *rel)
 {
-    char actual[HASH_HEX_LEN + 1];
-    struct err e = ERR_INIT;
-    if (hash_file_sha256(path, actual, &job->size, &e) != 0) {
-        job->size = 0;
-        file_failed(job, &e);
-        err_clear(&e);
-        return;
+    if (run->root_fd >= 0)
+        return openat(run->root_fd, rel, O_RDONLY | O_CLOEXEC);
+    char *path = catalog__file_path(run->cat, job->name, job->hex);
+    if (!path) {
+        errno = ENOMEM;
+        return -1;
     }
-    if (check_hash(job, actual) && reuse)
-        carry_over(job);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    return fd;
 }
 
-static void read_and_describe(const struct catalog *cat, struct verify_job *job, const char *path)
+static int read_all(int fd, char *buf, size_t cap, size_t *got)
+{
+    *got = 0;
+    for (;;) {
+        /* one byte of room past the size seen: a file that grew is noticed */
+        ssize_t n = read(fd, buf + *got, cap + 1 - *got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0 || (*got += (size_t)n) > cap)
+            return 0;
+    }
+}
+
+static int read_revision(const struct verify_run *run, const struct verify_job *job, char **data,
+                         size_t *len, struct fsutil_identity *id, struct err *err)
+{
+    char rel[REGISTRY__REL_PATH_MAX];
+    registry__rel_path(job->name, job->hex, rel);
+    int fd = open_revision(run, job, rel);
+    if (fd < 0) {
+        err_set_errno(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_INTERNAL, errno, "cannot open %s",
+                      rel);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size > REGISTRY__SOURCE_MAX) {
+        err_set(err, ERR_INTERNAL, "%s is not a regular file of at most %zu bytes", rel,
+                REGISTRY__SOURCE_MAX);
+        close(fd);
+        return -1;
+    }
+    fsutil_identity_from_stat(&st, id);
+    size_t cap = (size_t)st.st_size, got = 0;
+    char *buf = malloc(cap + 1);
+    int rc = buf ? read_all(fd, buf, cap, &got) : -1;
+    if (rc != 0)
+        err_set_errno(err, ERR_INTERNAL, buf ? errno : ENOMEM, "cannot read %s", rel);
+    else if (got > cap)
+        err_set(err, ERR_INTERNAL, "%s grew while it was read", rel);
+    close(fd);
+    if (rc != 0 || got > cap) {
+        free(buf);
+        return -1;
+    }
+    buf[got] = '\0';
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+/* Reads and hashes the file; on a match records what it looked like. */
+static char *read_checked(const struct verify_run *run, struct verify_job *job, size_t *len)
 {
     char *data = NULL;
-    size_t len = 0;
+    struct fsutil_identity id;
     struct err e = ERR_INIT;
-    if (fsutil_read_file(path, REGISTRY__SOURCE_MAX, &data, &len, &e) != 0) {
+    if (read_revision(run, job, &data, len, &id, &e) != 0) {
         file_failed(job, &e);
         err_clear(&e);
-        return;
+        return NULL;
     }
     char actual[HASH_HEX_LEN + 1];
-    hash_sha256_hex(data, len, actual);
-    job->size = len;
-    if (check_hash(job, actual)) {
-        char *reason = NULL;
-        job->metadata = cat->metadata(cat->metadata_ctx, job->name, job->hex, data, len, &reason);
-        if (!job->metadata)
-            mark_invalid(job, reason ? reason : strdup("the module does not validate"));
-        else
-            free(reason);
+    hash_sha256_hex(data, *len, actual);
+    job->size = *len;
+    if (!check_hash(job, actual)) {
+        free(data);
+        return NULL;
     }
+    job->seen_valid = true;
+    job->seen = id;
+    job->seen_at_ms = clock_wall_ms();
+    return data;
+}
+
+/* The file has the identity it had when it last hashed to its name, and
+ * it had been left alone for SEEN_QUIET_MS before that hash: nothing has
+ * written it since (a write moves ctime, which user space cannot set back),
+ * so the bytes are the ones that were hashed. */
+static bool unchanged_since_hashed(const struct verify_run *run, struct verify_job *job)
+{
+    const struct registry_revision *prev = job->prev;
+    if (!prev->seen_valid || run->root_fd < 0 ||
+        prev->seen.ctime_ns / 1000000 > prev->seen_at_ms - SEEN_QUIET_MS ||
+        prev->seen.mtime_ns / 1000000 > prev->seen_at_ms - SEEN_QUIET_MS)
+        return false;
+    char rel[REGISTRY__REL_PATH_MAX];
+    registry__rel_path(job->name, job->hex, rel);
+    struct fsutil_identity now;
+    if (fsutil_identity_at(run->root_fd, rel, &now) != 0 ||
+        !fsutil_identity_equal(&now, &prev->seen))
+        return false;
+    job->seen_valid = true;
+    job->seen = prev->seen;
+    job->seen_at_ms = prev->seen_at_ms;
+    job->size = prev->size;
+    return true;
+}
+
+static void hash_only(const struct verify_run *run, struct verify_job *job, bool reuse)
+{
+    if (reuse && unchanged_since_hashed(run, job)) {
+        carry_over(job);
+        return;
+    }
+    size_t len = 0;
+    char *data = read_checked(run, job, &len);
+    if (data && reuse)
+        carry_over(job);
+    free(data);
+}
+
+static void read_and_describe(const struct verify_run *run, struct verify_job *job)
+{
+    size_t len = 0;
+    char *data = read_checked(run, job, &len);
+    if (!data)
+        return;
+    const struct catalog *cat = run->cat;
+    char *reason = NULL;
+    job->metadata = cat->metadata(cat->metadata_ctx, job->name, job->hex, data, len, &reason);
+    if (!job->metadata)
+        mark_invalid(job, reason ? reason : strdup("the module does not validate"));
+    else
+        free(reason);
     free(data);
 }
 
@@ -152,19 +282,13 @@ static bool can_reuse(const struct catalog *cat, const struct registry_revision 
     return prev->invalid ? refused_by_module(prev) : prev->metadata != NULL;
 }
 
-static void verify_one(const struct catalog *cat, struct verify_job *job)
+static void verify_one(const struct verify_run *run, struct verify_job *job)
 {
-    char *path = catalog__file_path(cat, job->name, job->hex);
-    if (!path) {
-        job->oom = true;
-        return;
-    }
-    bool reuse = can_reuse(cat, job->prev);
-    if (reuse || !cat->metadata)
-        hash_only(job, path, reuse);
+    bool reuse = can_reuse(run->cat, job->prev);
+    if (reuse || !run->cat->metadata)
+        hash_only(run, job, reuse);
     else
-        read_and_describe(cat, job, path);
-    free(path);
+        read_and_describe(run, job);
 }
 
 static void *verify_worker(void *arg)
@@ -174,7 +298,7 @@ static void *verify_worker(void *arg)
         size_t i = atomic_fetch_add_explicit(&run->next, 1, memory_order_relaxed);
         if (i >= run->njobs)
             return NULL;
-        verify_one(run->cat, &run->jobs[i]);
+        verify_one(run, &run->jobs[i]);
     }
 }
 
@@ -204,9 +328,19 @@ static void job_discard(struct verify_job *job)
     job->metadata = NULL;
 }
 
+/* Only the catalogue's private cache in rev changes (see registry.h), so
+ * this may touch a published snapshot, under change_mu. */
+static void note_seen(const struct verify_job *job, struct registry_revision *rev)
+{
+    rev->seen_valid = job->seen_valid;
+    rev->seen = job->seen;
+    rev->seen_at_ms = job->seen_at_ms;
+}
+
 /* Moves the verdict into rev, replacing what rev said before. */
 static void job_apply(struct verify_job *job, struct registry_revision *rev)
 {
+    note_seen(job, rev);
     free(rev->invalid_reason);
     json_decref(rev->metadata);
     rev->invalid = job->invalid;
@@ -282,7 +416,15 @@ static int start_run(struct verify_run *run, const struct catalog *cat, size_t c
         err_set(err, ERR_INTERNAL, "out of memory verifying revisions");
         return -1;
     }
+    run->root_fd = open(cat->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     return 0;
+}
+
+static void end_run(struct verify_run *run)
+{
+    free(run->jobs);
+    if (run->root_fd >= 0)
+        close(run->root_fd);
 }
 
 static void add_job(struct verify_run *run, const struct registry_strategy *st, size_t s, size_t r,
@@ -366,7 +508,7 @@ int catalog__verify(const struct catalog *cat, struct registry *fresh, const str
         struct verify_job *job = &run.jobs[i];
         job_apply(job, &fresh->strategies[job->strategy]->revisions[job->revision]);
     }
-    free(run.jobs);
+    end_run(&run);
     free(refs);
     return rc;
 }
@@ -436,10 +578,14 @@ int catalog__reverify(const struct catalog *cat, const struct registry *current,
     }
     run_jobs(&run);
     int rc = finish_run(&run, err);
+    for (size_t i = 0; rc == 0 && i < run.njobs; i++) {
+        const struct verify_job *job = &run.jobs[i];
+        note_seen(job, &current->strategies[job->strategy]->revisions[job->revision]);
+    }
     if (rc == 0)
         rc = collect_changes(current, &run, out, err);
     for (size_t i = 0; i < run.njobs; i++)
         job_discard(&run.jobs[i]);
-    free(run.jobs);
+    end_run(&run);
     return rc;
 }

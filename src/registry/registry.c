@@ -355,3 +355,104 @@ json_t *registry_to_json(const struct registry *reg)
     }
     return doc;
 }
+
+/* `"name": {...}` on one line. Strategy names need no escaping (their
+ * charset is [a-z0-9_-]); tags and paths go through jansson. */
+static char *strategy_text(const struct registry_strategy *st, size_t *len)
+{
+    json_t *doc = strategy_to_json(st);
+    char *body = doc ? json_dumps(doc, JSON_INDENT(0) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(doc);
+    if (!body)
+        return NULL;
+    size_t body_len = strlen(body);
+    size_t name_len = strlen(st->name);
+    char *line = malloc(name_len + body_len + 5);
+    if (line) {
+        line[0] = '"';
+        memcpy(line + 1, st->name, name_len);
+        memcpy(line + 1 + name_len, "\": ", 3);
+        memcpy(line + 4 + name_len, body, body_len + 1);
+        *len = name_len + body_len + 4;
+    }
+    free(body);
+    return line;
+}
+
+/* Joins the strategies' lines into one document. texts[i] may be NULL when
+ * lens says how long the cached st->text is. */
+static char *join_lines(const struct registry *reg, char *const *texts, const size_t *lens,
+                        size_t *len)
+{
+    size_t total = 4; /* "{\n" and "}\n" */
+    for (size_t i = 0; i < reg->nstrategies; i++)
+        total += lens[i] + 4; /* indent, comma, newline */
+    char *out = malloc(total + 1);
+    if (!out)
+        return NULL;
+    size_t at = 0;
+    out[at++] = '{';
+    if (reg->nstrategies)
+        out[at++] = '\n';
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        const char *text = texts[i] ? texts[i] : reg->strategies[i]->text;
+        out[at++] = ' ';
+        out[at++] = ' ';
+        memcpy(out + at, text, lens[i]);
+        at += lens[i];
+        if (i + 1 < reg->nstrategies)
+            out[at++] = ',';
+        out[at++] = '\n';
+    }
+    out[at++] = '}';
+    out[at++] = '\n';
+    out[at] = '\0';
+    *len = at;
+    return out;
+}
+
+/* The document, serialising each strategy that has no cached line; those
+ * lines are kept in the strategies when `keep` is set. */
+static char *registry_text(struct registry *reg, bool keep, size_t *len)
+{
+    size_t n = reg->nstrategies;
+    char **texts = calloc(n ? n : 1, sizeof *texts);
+    size_t *lens = calloc(n ? n : 1, sizeof *lens);
+    char *out = NULL;
+    if (!texts || !lens)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        struct registry_strategy *st = reg->strategies[i];
+        if (keep && st->text) {
+            lens[i] = st->text_len;
+            continue;
+        }
+        texts[i] = strategy_text(st, &lens[i]);
+        if (!texts[i])
+            goto done;
+        if (keep) {
+            st->text = texts[i];
+            st->text_len = lens[i];
+            texts[i] = NULL;
+        }
+    }
+    out = join_lines(reg, texts, lens, len);
+done:
+    for (size_t i = 0; texts && i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(lens);
+    return out;
+}
+
+char *registry_to_text(const struct registry *reg, size_t *len)
+{
+    size_t ignored;
+    /* With keep unset nothing in reg is written. */
+    return registry_text((struct registry *)reg, false, len ? len : &ignored);
+}
+
+char *registry__text_cached(struct registry *reg, size_t *len)
+{
+    return registry_text(reg, true, len);
+}

@@ -30,8 +30,10 @@
  *                  new snapshot. If any write fails, the published snapshot
  *                  and the files on disk are the old ones.
  *
- * Every registered file is re-hashed when the catalogue is loaded or
- * reloaded. A revision whose file is missing or whose bytes do not hash to
+ * Every registered file is verified when the catalogue is loaded or
+ * reloaded: hashed again, unless its identity shows that nothing wrote it
+ * since it last hashed to its name (catalog_verify.c says why that is
+ * enough). A revision whose file is missing or whose bytes do not hash to
  * its name is kept in the snapshot with `invalid` set and a reason, is logged,
  * and can never be resolved by a selector (ERR_CONFLICT).
  *
@@ -45,6 +47,7 @@
 #define STRATD_REGISTRY_REGISTRY_H
 
 #include "core/err.h"
+#include "core/fsutil.h"
 #include "core/hash.h"
 #include "registry/selector.h"
 
@@ -69,6 +72,12 @@ struct registry_revision {
     bool invalid;         /* missing, unreadable, wrong bytes, or does not validate */
     char *invalid_reason; /* NULL when valid */
     json_t *metadata;     /* normalised metadata (see js/validate.h); NULL if unknown */
+    /* The file as it was when its bytes last hashed to `hex`, and when (wall
+     * clock, ms). Private to the catalogue: read and written only under its
+     * change lock, never by snapshot readers (see catalog_verify.c). */
+    bool seen_valid;
+    struct fsutil_identity seen;
+    int64_t seen_at_ms;
 };
 
 struct registry_tag {
@@ -83,6 +92,11 @@ struct registry_strategy {
     size_t ntags;
     struct registry_revision *revisions; /* oldest first */
     size_t nrevisions;
+    /* This strategy's line of registry.json, `"name": {...}`, cached by the
+     * catalogue that writes it. Private to the catalogue: only ever read or
+     * filled under its change lock, never by snapshot readers. */
+    char *text;
+    size_t text_len;
 };
 
 struct registry {
@@ -124,6 +138,11 @@ int registry_resolve_text(const struct registry *reg, const char *selector_text,
 
 /* The registry.json document for this snapshot (new reference). */
 json_t *registry_to_json(const struct registry *reg);
+/* The bytes of registry.json for this snapshot, as the catalogue writes
+ * them: the document of registry_to_json(), one strategy a line so that two
+ * versions diff by strategy. Malloc'ed, NUL-terminated (not counted in
+ * *len); NULL if out of memory. Reads only the snapshot: any thread. */
+char *registry_to_text(const struct registry *reg, size_t *len);
 
 /* ------------------------------------------------------------- catalog */
 
@@ -206,6 +225,20 @@ int catalog_delete_revision(struct catalog *cat, const char *name, const char *h
                             catalog_guard_fn guard, void *guard_ctx, struct err *err);
 int catalog_delete_strategy(struct catalog *cat, const char *name, catalog_guard_fn guard,
                             void *guard_ctx, struct err *err);
+
+/* A batch: every change made by the calling thread between begin and end
+ * lands in one registry.json write, at end. Revision files are still
+ * written durably before the change that names them returns, and files the
+ * batch no longer names are removed only after that write, so a crash
+ * inside a batch leaves the registry as it was before it, plus
+ * unregistered files. The caller holds the catalogue's locks (and the
+ * flock other processes honour) from begin to end: other threads' changes
+ * wait, and the caller must not call catalog_reload or open a second batch.
+ * Snapshots published during a batch run ahead of registry.json. If the
+ * final write fails, the snapshot of begin is published again and nothing
+ * is removed; the error is returned. */
+int catalog_batch_begin(struct catalog *cat, struct err *err);
+int catalog_batch_end(struct catalog *cat, struct err *err);
 
 /* Reads a revision's bytes from disk and checks them against its hash
  * (ERR_CONFLICT if they no longer match). *source is malloc'ed. */

@@ -60,6 +60,11 @@ void registry__append(struct registry *reg, struct registry_strategy *st);
 struct registry *registry__with(const struct registry *base, const char *name,
                                 struct registry_strategy *st);
 
+/* registry_to_text() that also keeps each strategy's line in the strategy
+ * (st->text) for the next write, so a change that replaces one strategy
+ * serialises one strategy. Only under the catalogue's change_mu. */
+char *registry__text_cached(struct registry *reg, size_t *len);
+
 /* Builds an unverified snapshot from a parsed registry.json: names, tags and
  * hashes are checked (ERR_INVALID naming the bad entry), revisions whose
  * path is not canonical are marked invalid, dangling tags are dropped and a
@@ -82,6 +87,27 @@ struct catalog {
      * change compares it with the disk to notice other writers. */
     bool disk_present;
     char disk_hex[HASH_HEX_LEN + 1];
+    /* The file identity (inode, size, times) that goes with disk_hex, so a
+     * change can tell "nobody wrote it since" from a stat() instead of
+     * reading and hashing the whole file. */
+    bool disk_id_known;
+    struct fsutil_identity disk_id;
+    /* An open batch (catalog_batch_begin): its thread holds change_mu and
+     * batch_lock until catalog_batch_end. */
+    atomic_bool batch;
+    pthread_t batch_owner;
+    struct fsutil_lock batch_lock;
+    struct registry *batch_base; /* what registry.json holds */
+    bool batch_dirty;
+    struct catalog__removal *removals; /* done after the batch's write */
+    size_t nremovals, removals_cap;
+};
+
+/* A file (hex set) or a whole strategy folder (hex "") to remove once the
+ * registry that no longer names it is on disk. */
+struct catalog__removal {
+    char name[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
 };
 
 /* Hashes every revision file of `fresh` (whose path is canonical), using
@@ -103,6 +129,9 @@ int catalog__sync(struct catalog *cat, struct err *err);
  * snapshot and records the digest of the registry.json it matches. */
 void catalog__publish(struct catalog *cat, struct registry *reg, bool present,
                       const char *disk_hex);
+/* Under change_mu: records the identity of the registry.json that disk_hex
+ * describes (NULL: unknown, the next change reads the file). */
+void catalog__note_disk(struct catalog *cat, const struct fsutil_identity *id);
 /* "<root>/<name>/<hex>/<name>.js", malloc'ed; NULL if out of memory. */
 char *catalog__file_path(const struct catalog *cat, const char *name, const char *hex);
 

@@ -35,6 +35,7 @@ static void strategy_free(struct registry_strategy *st)
         registry__revision_clear(&st->revisions[i]);
     free(st->tags);
     free(st->revisions);
+    free(st->text);
     free(st);
 }
 

@@ -88,6 +88,11 @@ int store_usage_list(struct store *store, json_t **out, struct err *err);
 int store_metadata_get(struct store *store, const char *hex, json_t **metadata, struct err *err);
 int store_metadata_put(struct store *store, const char *hex, const json_t *metadata,
                        struct err *err);
+/* Saves n entries (hexes[i] -> metadata[i]) in one transaction, so a cold
+ * start that validates thousands of revisions pays one sync, not one each.
+ * All or nothing: on error none is saved. */
+int store_metadata_put_many(struct store *store, const char *const *hexes, json_t *const *metadata,
+                            size_t n, struct err *err);
 
 /* ---- orders and executions ----
  * An order is an OrderRecord; upsert by "id". Executions are

@@ -118,6 +118,53 @@ int store_metadata_put(struct store *store, const char *hex, const json_t *metad
     return kv_put(store, &metadata_table, key, metadata, err);
 }
 
+/* One row of a batch, inside the caller's transaction. */
+static int metadata_put_row(struct store *s, const char *hex, const json_t *metadata, int64_t now,
+                            struct err *err)
+{
+    char key[HASH_HEX_LEN + 1];
+    if (metadata_key(s, hex, key, err) != 0)
+        return -1;
+    if (!metadata) {
+        err_set(err, ERR_INVALID, "module metadata for %s is missing", key);
+        return -1;
+    }
+    char what[96];
+    (void)snprintf(what, sizeof what, "cannot save module metadata '%s'", key);
+    sqlite3_stmt *st = store__stmt(s, metadata_table.put_id, metadata_table.put_sql, err);
+    if (!st)
+        return -1;
+    struct store__binder b = {st, SQLITE_OK};
+    store__bind_text(&b, 1, key);
+    store__bind_json(&b, 2, metadata);
+    store__bind_int64(&b, 3, now);
+    if (store__bind_check(&b, what, err) != 0)
+        return -1;
+    return store__step_done(s, st, what, err);
+}
+
+int store_metadata_put_many(struct store *store, const char *const *hexes, json_t *const *metadata,
+                            size_t n, struct err *err)
+{
+    if (!store) {
+        err_set(err, ERR_INVALID, "module metadata needs a store");
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    int64_t now = clock_wall_ms();
+    store__lock(store);
+    int rc = store__begin(store, err);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = metadata_put_row(store, hexes[i], metadata[i], now, err);
+    if (rc == 0)
+        rc = store__commit(store, err);
+    else
+        store__rollback(store);
+    store__unlock(store);
+    return rc;
+}
+
 /* ----------------------------------------------------------- providers */
 
 static const struct kv_table provider_table = {

@@ -841,6 +841,78 @@ static void test_read_source(void **state)
     free(expected);
 }
 
+static size_t revisions_of(struct catalog *cat, const char *name)
+{
+    struct registry *reg = catalog_snapshot(cat);
+    const struct registry_strategy *st = registry_find_strategy(reg, name);
+    size_t n = st ? st->nrevisions : 0;
+    registry_release(reg);
+    return n;
+}
+
+/* Every change of a batch lands in one registry.json write at its end;
+ * files are written at once and removed only after that write. */
+static void test_batch_writes_once(void **state)
+{
+    struct fixture *f = *state;
+    char a1[HASH_HEX_LEN + 1], a2[HASH_HEX_LEN + 1], b1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", a1);
+    rt_add(f->cat, "beta", 1, NULL, b1);
+    char *before = registry_text(f);
+    char *a2_file = NULL, *b1_file = file_of(f, "beta", b1);
+    struct err err = ERR_INIT;
+
+    rt_assert_ok(catalog_batch_begin(f->cat, &err), &err);
+    rt_add(f->cat, "alpha", 2, "v2", a2);
+    rt_assert_ok(catalog_delete_strategy(f->cat, "beta", NULL, NULL, &err), &err);
+    a2_file = file_of(f, "alpha", a2);
+    assert_true(fsutil_exists(a2_file));
+    assert_true(fsutil_exists(b1_file));
+    char *during = registry_text(f);
+    assert_string_equal(during, before);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 2);
+    assert_int_equal(revisions_of(f->cat, "beta"), 0);
+    rt_assert_ok(catalog_batch_end(f->cat, &err), &err);
+
+    char *after = registry_text(f);
+    struct registry *reg = catalog_snapshot(f->cat);
+    char *expected = registry_to_text(reg, NULL);
+    assert_string_equal(after, expected);
+    assert_null(strstr(after, "\"beta\""));
+    assert_false(fsutil_exists(b1_file));
+    registry_release(reg);
+    free(expected);
+
+    /* A batch whose write fails changes nothing and removes nothing. */
+    char g1[HASH_HEX_LEN + 1];
+    rt_assert_ok(catalog_batch_begin(f->cat, &err), &err);
+    rt_add(f->cat, "gamma", 1, NULL, g1);
+    rt_assert_ok(catalog_delete_revision(f->cat, "alpha", a1, NULL, NULL, &err), &err);
+    fail_rename_suffix = "/" REGISTRY_FILE;
+    fail_rename_errno = EIO;
+    rt_assert_fails(catalog_batch_end(f->cat, &err), &err, ERR_INTERNAL);
+    fail_rename_suffix = NULL;
+    char *a1_file = file_of(f, "alpha", a1);
+    assert_true(fsutil_exists(a1_file));
+    assert_int_equal(revisions_of(f->cat, "alpha"), 2);
+    assert_int_equal(revisions_of(f->cat, "gamma"), 0);
+    char *unchanged = registry_text(f);
+    assert_string_equal(unchanged, after);
+
+    /* and the catalogue goes on as usual */
+    char d1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "delta", 1, NULL, d1);
+    assert_int_equal(revisions_of(f->cat, "delta"), 1);
+    rt_check_disk(f->root);
+    free(a1_file);
+    free(unchanged);
+    free(after);
+    free(during);
+    free(before);
+    free(a2_file);
+    free(b1_file);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -861,6 +933,7 @@ int main(void)
         T(test_failed_registry_write_keeps_everything),
         T(test_unwritable_tree_keeps_everything),
         T(test_read_source),
+        T(test_batch_writes_once),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct fixture {
@@ -150,9 +152,16 @@ static void test_round_trip_and_order(void **state)
     char *path = registry_path(f);
     size_t len = 0;
     char *text = tu_read_file(path, &len);
-    /* pretty-printed, ending with a newline */
-    assert_non_null(strstr(text, "{\n  \"alpha\": {\n    \"tags\": {\n"));
+    /* one strategy a line, so two versions diff by strategy; ends with a
+     * newline */
+    assert_non_null(strstr(text, "{\n  \"alpha\": {\"tags\": {\"latest\": \"sha256:"));
+    assert_non_null(strstr(text, "}},\n  \"mid\": {\"tags\": {"));
+    assert_non_null(strstr(text, "}}\n}\n"));
     assert_int_equal(text[len - 1], '\n');
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    assert_int_equal(lines, 3 + 2);
     /* strategies sorted by name */
     assert_true(strstr(text, "\"alpha\"") < strstr(text, "\"mid\""));
     assert_true(strstr(text, "\"mid\"") < strstr(text, "\"zeta\""));
@@ -200,7 +209,7 @@ static void test_round_trip_and_order(void **state)
     assert_true(json_equal(first_json, second_json));
     assert_int_equal(registry_find_strategy(second, "zeta")->revisions[1].order,
                      registry_find_strategy(second, "zeta")->revisions[0].order + 1);
-    char *dumped = jsonutil_dump_pretty(second_json, NULL);
+    char *dumped = registry_to_text(second, NULL);
     assert_string_equal(dumped, text);
     free(dumped);
     json_decref(first_json);
@@ -497,6 +506,106 @@ static void test_wrong_bytes_detected_on_reload(void **state)
     catalog_close(cat);
 }
 
+/* Overwrites one byte of path in place: same inode, same size. With
+ * keep_mtime, the modification time is put back as tools that preserve it
+ * do; the change time cannot be put back. */
+static void edit_in_place(const char *path, bool keep_mtime)
+{
+    struct stat before;
+    assert_int_equal(stat(path, &before), 0);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "#", 1, 0), 1);
+    if (keep_mtime) {
+        struct timespec times[2] = {before.st_atim, before.st_mtim};
+        assert_int_equal(futimens(fd, times), 0);
+    }
+    close(fd);
+    struct stat after;
+    assert_int_equal(stat(path, &after), 0);
+    assert_int_equal(after.st_size, before.st_size);
+    assert_int_equal(after.st_ino, before.st_ino);
+}
+
+static void assert_reload_finds(struct catalog *cat, const char *name, const char *hex,
+                                size_t nproblems, bool invalid)
+{
+    json_t *problems = NULL;
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_reload(cat, &problems, &err), &err);
+    assert_int_equal(json_array_size(problems), nproblems);
+    json_decref(problems);
+    struct registry *reg = catalog_snapshot(cat);
+    const struct registry_revision *rev =
+        registry_find_revision(registry_find_strategy(reg, name), hex);
+    assert_int_equal(rev->invalid, invalid);
+    if (invalid)
+        assert_non_null(strstr(rev->invalid_reason, "hashes to"));
+    registry_release(reg);
+}
+
+/* A reload skips hashing a file whose identity (inode, size, mtime, ctime)
+ * is the one it had when it last hashed to its name; a write in place that
+ * keeps the size is still found, right after the file was written (same
+ * timestamp tick) and long after. */
+static void test_same_size_edit_in_place_detected(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char fresh[HASH_HEX_LEN + 1], quiet[HASH_HEX_LEN + 1];
+    rt_add(cat, "fresh", 1, NULL, fresh);
+    rt_add(cat, "quiet", 1, NULL, quiet);
+
+    char *fresh_file = tu_path("%s/fresh/%s/fresh.js", f->root, fresh);
+    assert_reload_finds(cat, "fresh", fresh, 0, false);
+    edit_in_place(fresh_file, true);
+    assert_reload_finds(cat, "fresh", fresh, 1, true);
+
+    /* Old enough that its identity is trusted: reloads take it as read. */
+    struct timespec pause = {1, 200000000};
+    nanosleep(&pause, NULL);
+    char *quiet_file = tu_path("%s/quiet/%s/quiet.js", f->root, quiet);
+    assert_reload_finds(cat, "quiet", quiet, 1, false);
+    assert_reload_finds(cat, "quiet", quiet, 1, false);
+    edit_in_place(quiet_file, true);
+    assert_reload_finds(cat, "quiet", quiet, 2, true);
+    free(fresh_file);
+    free(quiet_file);
+    catalog_close(cat);
+}
+
+/* registry.json rewritten in place right after the catalogue wrote it
+ * (same inode, same size, likely the same timestamp tick): a reload still
+ * compares its bytes and loads the edit. */
+static void test_registry_edit_in_place_after_write(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char h1[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, "v1", h1);
+    char *path = registry_path(f);
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    for (char *p = strstr(text, "\"v1\""); p; p = strstr(p, "\"v1\""))
+        p[2] = '9';
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, text, len, 0), (ssize_t)len);
+    close(fd);
+    json_t *problems = NULL;
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_reload(cat, &problems, &err), &err);
+    json_decref(problems);
+    char hex[HASH_HEX_LEN + 1];
+    rt_tag(cat, "alpha", "v9", hex);
+    assert_string_equal(hex, h1);
+    rt_tag(cat, "alpha", "v1", hex);
+    assert_string_equal(hex, "");
+    free(text);
+    free(path);
+    catalog_close(cat);
+}
+
 static void test_invalid_json_keeps_last_good_snapshot(void **state)
 {
     struct fixture *f = *state;
@@ -691,6 +800,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tags_and_latest_repaired_on_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_path_is_never_opened, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_bytes_detected_on_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_size_edit_in_place_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_edit_in_place_after_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_json_keeps_last_good_snapshot, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_no_temporary_files_left, setup, teardown),

@@ -58,14 +58,14 @@ static struct registry_tag gamma_tags[] = {{"broken", G1}, {"latest", G2}};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-static struct registry_strategy alpha = {
-    1, "alpha", alpha_tags, COUNT(alpha_tags), alpha_revs, COUNT(alpha_revs)};
-static struct registry_strategy beta = {1,         "beta",          beta_tags, COUNT(beta_tags),
-                                        beta_revs, COUNT(beta_revs)};
-static struct registry_strategy cafe = {1,         "cafebabecafe",  cafe_tags, COUNT(cafe_tags),
-                                        cafe_revs, COUNT(cafe_revs)};
-static struct registry_strategy gamma_st = {
-    1, "gamma", gamma_tags, COUNT(gamma_tags), gamma_revs, COUNT(gamma_revs)};
+#define STRATEGY(n, t, r)                                                                          \
+    {                                                                                              \
+        .refs = 1, .name = n, .tags = t, .ntags = COUNT(t), .revisions = r, .nrevisions = COUNT(r) \
+    }
+static struct registry_strategy alpha = STRATEGY("alpha", alpha_tags, alpha_revs);
+static struct registry_strategy beta = STRATEGY("beta", beta_tags, beta_revs);
+static struct registry_strategy cafe = STRATEGY("cafebabecafe", cafe_tags, cafe_revs);
+static struct registry_strategy gamma_st = STRATEGY("gamma", gamma_tags, gamma_revs);
 static struct registry_strategy *all[] = {&alpha, &beta, &cafe, &gamma_st};
 static struct registry snapshot = {1, 7, all, COUNT(all)};
 

@@ -213,6 +213,33 @@ static void test_metadata_cache(void **state)
     json_decref(meta);
 }
 
+/* Many entries in one transaction, all or nothing. */
+static void test_metadata_put_many(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *a = jparse("{\"name\": \"a\", \"config\": []}");
+    json_t *b = jparse("{\"name\": \"b\", \"config\": []}");
+    const char *bad_hexes[] = {HEX_A, "sha256:12"};
+    json_t *values[] = {a, b};
+    expect_invalid(store_metadata_put_many(f->store, bad_hexes, values, 2, &err), &err,
+                   "sha256:12");
+    json_t *got = NULL;
+    assert_int_equal(store_metadata_get(f->store, HEX_A, &got, &err), 1);
+
+    const char *hexes[] = {"sha256:" HEX_A, HEX_B};
+    assert_ok(store_metadata_put_many(f->store, hexes, values, 2, &err), &err);
+    assert_ok(store_metadata_put_many(f->store, hexes, values, 0, &err), &err);
+    assert_int_equal(store_metadata_get(f->store, HEX_A, &got, &err), 0);
+    assert_json_same(got, a);
+    json_decref(got);
+    assert_int_equal(store_metadata_get(f->store, HEX_B, &got, &err), 0);
+    assert_json_same(got, b);
+    json_decref(got);
+    json_decref(a);
+    json_decref(b);
+}
+
 static void test_providers(void **state)
 {
     struct fixture *f = *state;
@@ -600,6 +627,7 @@ int main(void)
         T(test_instances),
         T(test_usage),
         T(test_metadata_cache),
+        T(test_metadata_put_many),
         T(test_providers),
         T(test_settings),
         T(test_order_round_trip_is_exact),
