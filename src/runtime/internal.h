@@ -494,6 +494,8 @@ struct runtime {
 
     struct instance **instances; /* sorted by id */
     size_t ninstances, instances_cap;
+    struct instance **pins; /* the same, sorted by (strategy, hex, id): pins.c */
+    size_t npins, pins_cap;
     uint32_t next_serial;
 
     struct usage_entry *usage;
@@ -584,6 +586,17 @@ bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const c
 int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex,
                       struct err *err);
 void rtx_release_pending(struct runtime *rt, struct instance *inst);
+
+/* pins.c (caller holds rt->lock): the table by (strategy, hex, id). */
+int pins_insert_locked(struct runtime *rt, struct instance *inst);
+/* false when inst was not in the index (not yet inserted in the table) */
+bool pins_remove_locked(struct runtime *rt, struct instance *inst);
+/* The instances pinned to {strategy, hex} (hex NULL: to any revision of
+ * strategy) are rt->pins[*first .. *first + n), n returned; sorted by id
+ * when hex is given. */
+size_t pins_range_locked(const struct runtime *rt, const char *strategy, const char *hex,
+                         size_t *first);
+void pins_free(struct runtime *rt);
 
 /* usage.c (caller holds rt->lock unless said otherwise) */
 struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, const char *hex,

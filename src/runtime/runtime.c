@@ -64,6 +64,8 @@ static int insert_locked(struct runtime *rt, struct instance *inst)
         rt->instances = grown;
         rt->instances_cap = cap;
     }
+    if (pins_insert_locked(rt, inst) != 0)
+        return -1;
     bool found;
     size_t i = (size_t)find_index_locked(rt, inst->id, &found);
     memmove(&rt->instances[i + 1], &rt->instances[i], (rt->ninstances - i) * sizeof *rt->instances);
@@ -79,6 +81,7 @@ static void remove_locked(struct runtime *rt, struct instance *inst)
     size_t i = (size_t)find_index_locked(rt, inst->id, &found);
     if (!found)
         return;
+    pins_remove_locked(rt, inst);
     memmove(&rt->instances[i], &rt->instances[i + 1],
             (rt->ninstances - i - 1) * sizeof *rt->instances);
     rt->ninstances--;
@@ -126,9 +129,11 @@ static struct instance *new_instance_locked(struct runtime *rt, const char *id, 
 
 void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *spec)
 {
-    (void)rt;
     if (!spec)
         return;
+    /* re-filed under its new revision; the remove frees a slot, so the
+     * insert below cannot fail */
+    bool indexed = pins_remove_locked(rt, inst);
     json_decref(inst->spec);
     inst->spec = spec;
     const json_t *strategy = json_object_get(spec, "strategy");
@@ -140,6 +145,8 @@ void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *sp
         inst->hex[0] = '\0';
     snprintf(inst->selector, sizeof inst->selector, "%s", selector ? selector : inst->strategy);
     inst->version++;
+    if (indexed)
+        pins_insert_locked(rt, inst);
 }
 
 void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool running)
@@ -436,6 +443,7 @@ void runtime_free(struct runtime *rt)
     for (size_t i = 0; i < rt->ninstances; i++)
         free_instance(rt->instances[i]);
     free(rt->instances);
+    pins_free(rt);
     free(rt->usage);
     free(rt->deleting);
     if (rt->bytecode)
@@ -654,22 +662,39 @@ json_t *runtime_instances_json(struct runtime *rt)
     return json_pack("{s:o}", "instances", list ? list : json_array());
 }
 
+static int cmp_instance_ids(const void *a, const void *b)
+{
+    return strcmp((*(struct instance *const *)a)->id, (*(struct instance *const *)b)->id);
+}
+
+/* The instances come from the pin index (a range, no scan of the fleet);
+ * with hex NULL the range is ordered by revision first, hence the sort. */
 json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, const char *hex,
                                   bool include_stopped)
 {
     json_t *list = json_array();
     struct usage_cache cache = {.n = 0};
     pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; list && i < rt->ninstances; i++) {
-        struct instance *inst = rt->instances[i];
-        if (strcmp(inst->strategy, strategy) != 0 || (hex && strcmp(inst->hex, hex) != 0) ||
-            (!include_stopped && !inst->running))
-            continue;
-        json_array_append_new(list,
-                              rtx_summary_locked(rt, inst, cached_usage_locked(rt, &cache, inst)));
+    size_t first;
+    size_t n = pins_range_locked(rt, strategy, hex, &first);
+    struct instance **picked = calloc(n ? n : 1, sizeof *picked);
+    size_t npicked = 0;
+    for (size_t i = first; picked && i < first + n; i++) {
+        if (include_stopped || rt->pins[i]->running)
+            picked[npicked++] = rt->pins[i];
     }
+    if (!hex)
+        qsort(picked, npicked, sizeof *picked, cmp_instance_ids);
+    for (size_t i = 0; list && i < npicked; i++)
+        json_array_append_new(
+            list, rtx_summary_locked(rt, picked[i], cached_usage_locked(rt, &cache, picked[i])));
     pthread_mutex_unlock(&rt->lock);
+    free(picked);
     usage_cache_clear(&cache);
+    if (!picked) {
+        json_decref(list);
+        return NULL;
+    }
     return list;
 }
 

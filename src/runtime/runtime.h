@@ -153,6 +153,17 @@ json_t *runtime_usage_json(struct runtime *rt, const char *strategy, const char 
 /* Every usage entry known (running now or recorded in the store), as an
  * array of ModuleRevisionUsage sorted by strategy then hash. */
 json_t *runtime_usage_all_json(struct runtime *rt);
+/* A revision with running instances, as runtime_usage_running lists it. */
+struct runtime_usage_count {
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    int running;
+};
+/* Every revision with running instances now, sorted by strategy then hex:
+ * a copy taken under the lock in one pass over the usage entries (no
+ * instance is visited, no JSON built). *out is malloc'ed (free() it, NULL
+ * when *n is 0). -1 only out of memory. */
+int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n);
 /* InstanceSummary array of instances pinned to {strategy, hex};
  * include_stopped adds stopped ones. Sorted by id. */
 json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, const char *hex,

@@ -98,10 +98,12 @@ json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const 
 json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *hex)
 {
     json_t *ids = json_array();
-    /* the table is sorted by id, so the ids come out sorted */
-    for (size_t i = 0; ids && i < rt->ninstances; i++) {
-        const struct instance *inst = rt->instances[i];
-        if (inst->running && strcmp(inst->hex, hex) == 0 && strcmp(inst->strategy, strategy) == 0)
+    size_t first;
+    size_t n = pins_range_locked(rt, strategy, hex, &first);
+    /* the range is sorted by id, so the ids come out sorted */
+    for (size_t i = first; ids && i < first + n; i++) {
+        const struct instance *inst = rt->pins[i];
+        if (inst->running)
             json_array_append_new(ids, json_string(inst->id));
     }
     return usage_doc(usage_find_locked(rt, strategy, hex, false), strategy, hex,
@@ -149,6 +151,35 @@ json_t *runtime_usage_all_json(struct runtime *rt)
         json_decref(ids[j]);
     free(ids);
     return out ? out : json_array();
+}
+
+int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&rt->lock);
+    size_t live = 0;
+    for (size_t i = 0; i < rt->nusage; i++)
+        live += rt->usage[i].running > 0;
+    struct runtime_usage_count *list = live ? malloc(live * sizeof *list) : NULL;
+    if (live && !list) {
+        pthread_mutex_unlock(&rt->lock);
+        return -1;
+    }
+    size_t k = 0;
+    for (size_t i = 0; list && i < rt->nusage; i++) {
+        const struct usage_entry *u = &rt->usage[i];
+        if (u->running <= 0)
+            continue;
+        memcpy(list[k].strategy, u->strategy, sizeof list[k].strategy);
+        memcpy(list[k].hex, u->hex, sizeof list[k].hex);
+        list[k].running = u->running;
+        k++;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    *out = list;
+    *n = k;
+    return 0;
 }
 
 int usage_load(struct runtime *rt, struct err *err)
