@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/names.h"
+#include "core/strbuf.h"
 #include "js/module.h"
 #include "registry/selector.h"
 #include "runtime/runtime.h"
@@ -149,6 +150,10 @@ struct instance {
     char pending_hex[HASH_HEX_LEN + 1];
     char stop_reason[RUNTIME_REASON_MAX]; /* "" when none */
     json_t *last_error;                   /* {message, handler, at} or NULL */
+    /* The snapshot's text up to "running" (spec, providers, symbols), made
+     * on first use and dropped with the spec; NULL until then. */
+    char *snapshot_head;
+    size_t snapshot_head_len;
     uint64_t version;                     /* bumped by every persisted change */
 
     /* under rt->persist */
@@ -605,6 +610,11 @@ json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *
 /* The same without the instance ids ("instances": null): what instance
  * snapshots and summaries embed. */
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex);
+/* The same document as text, the bytes jsonutil_dump() writes for it. */
+void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb);
+/* s as a JSON string, the bytes jsonutil_dump() writes for json_string(s). */
+void rtx_json_string(struct strbuf *sb, const char *s);
 int usage_load(struct runtime *rt, struct err *err);
 
 /* runtime.c helpers used by usage.c / refresh.c */

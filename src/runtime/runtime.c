@@ -94,6 +94,7 @@ static void free_instance(struct instance *inst)
         return;
     json_decref(inst->spec);
     json_decref(inst->last_error);
+    free(inst->snapshot_head);
     free(inst->orders);
     free(inst);
 }
@@ -136,6 +137,8 @@ void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *sp
     bool indexed = pins_remove_locked(rt, inst);
     json_decref(inst->spec);
     inst->spec = spec;
+    free(inst->snapshot_head);
+    inst->snapshot_head = NULL;
     const json_t *strategy = json_object_get(spec, "strategy");
     const char *name = json_string_value(json_object_get(strategy, "identifier"));
     const char *hash = json_string_value(json_object_get(strategy, "hash"));
@@ -608,6 +611,154 @@ json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err
     else if (!snap)
         err_set(err, ERR_INTERNAL, "out of memory");
     return snap;
+}
+
+/* ------------------------------------------------------------ snapshot text */
+
+void rtx_json_string(struct strbuf *sb, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (; *p; p++) {
+        if (*p < 0x20 || *p >= 0x80 || *p == '"' || *p == '\\')
+            break;
+    }
+    if (!*p) { /* the usual case: nothing to escape */
+        strbuf_putc(sb, '"');
+        strbuf_puts(sb, s);
+        strbuf_putc(sb, '"');
+        return;
+    }
+    /* escapes and UTF-8 checks exactly as jansson writes them */
+    json_t *str = json_string(s);
+    size_t len = 0;
+    char *text = str ? jsonutil_dump(str, &len) : NULL;
+    json_decref(str);
+    if (text)
+        strbuf_append(sb, text, len);
+    else
+        strbuf_puts(sb, "null"); /* what a NULL member is when the tree is dumped */
+    free(text);
+}
+
+/* Members a snapshot adds to the spec; a spec carrying one of them is
+ * written through jansson, whose set replaces the member in place. */
+static const char *const snapshot_members[] = {
+    "providers",  "aggregatedSymbols", "running",  "usage",  "links",
+    "stopReason", "lastError",         "counters", "memory",
+};
+
+/* The spec with providers and aggregatedSymbols, without its closing
+ * brace; NULL when the spec needs the jansson path. */
+static char *snapshot_head_text(const struct instance *inst, size_t *len)
+{
+    for (size_t i = 0; i < sizeof snapshot_members / sizeof *snapshot_members; i++) {
+        if (json_object_get(inst->spec, snapshot_members[i]))
+            return NULL;
+    }
+    json_t *head = json_deep_copy(inst->spec);
+    if (!head)
+        return NULL;
+    json_t *providers, *symbols;
+    scope_lists(inst->spec, &providers, &symbols);
+    json_object_set_new(head, "providers", providers);
+    json_object_set_new(head, "aggregatedSymbols", symbols);
+    size_t n = 0;
+    char *text = jsonutil_dump(head, &n);
+    json_decref(head);
+    if (text && (n < 2 || text[n - 1] != '}')) {
+        free(text);
+        return NULL;
+    }
+    if (text) {
+        text[n - 1] = '\0';
+        *len = n - 1;
+    }
+    return text;
+}
+
+static void append_links(struct strbuf *sb, const struct instance *inst)
+{
+    strbuf_puts(sb, ",\"links\":{\"self\":");
+    char self[NAMES_ID_MAX + 32];
+    snprintf(self, sizeof self, "/strategy/instances/%s", inst->id);
+    rtx_json_string(sb, self);
+    json_t *usage = usage_link(inst->strategy, inst->hex);
+    if (usage) {
+        strbuf_puts(sb, ",\"usage\":");
+        rtx_json_string(sb, json_string_value(usage));
+    }
+    json_decref(usage);
+    strbuf_putc(sb, '}');
+}
+
+/* The text of snapshot_locked(), written from the instance's fields; only
+ * lastError (rare) still goes through jansson. */
+static int snapshot_text_locked(struct runtime *rt, struct instance *inst, struct strbuf *sb)
+{
+    if (!inst->snapshot_head)
+        inst->snapshot_head = snapshot_head_text(inst, &inst->snapshot_head_len);
+    if (!inst->snapshot_head) {
+        json_t *snap = snapshot_locked(rt, inst);
+        size_t len = 0;
+        char *text = snap ? jsonutil_dump(snap, &len) : NULL;
+        json_decref(snap);
+        if (!text)
+            return -1;
+        strbuf_append(sb, text, len);
+        free(text);
+        return 0;
+    }
+    strbuf_append(sb, inst->snapshot_head, inst->snapshot_head_len);
+    strbuf_puts(sb,
+                inst->running ? ",\"running\":true,\"usage\":" : ",\"running\":false,\"usage\":");
+    usage_brief_text_locked(rt, inst->strategy, inst->hex, sb);
+    append_links(sb, inst);
+    strbuf_puts(sb, ",\"stopReason\":");
+    if (inst->stop_reason[0])
+        rtx_json_string(sb, inst->stop_reason);
+    else
+        strbuf_puts(sb, "null");
+    strbuf_puts(sb, ",\"lastError\":");
+    if (inst->last_error) {
+        json_t *e = last_error_of(inst);
+        size_t len = 0;
+        char *text = e ? jsonutil_dump(e, &len) : NULL;
+        json_decref(e);
+        if (!text)
+            return -1;
+        strbuf_append(sb, text, len);
+        free(text);
+    } else {
+        strbuf_puts(sb, "null");
+    }
+    strbuf_printf(sb, ",\"counters\":{\"eventsDelivered\":%lld,\"handlerErrors\":%lld}",
+                  (long long)(json_int_t)counter_get(&inst->delivered),
+                  (long long)(json_int_t)counter_get(&inst->errors));
+    strbuf_printf(sb, ",\"memory\":{\"bytes\":%lld}}",
+                  (long long)(json_int_t)counter_get(&inst->memory));
+    return strbuf_failed(sb) ? -1 : 0;
+}
+
+char *runtime_instance_snapshot_text(struct runtime *rt, const char *id, size_t *len,
+                                     struct err *err)
+{
+    struct strbuf sb = STRBUF_INIT;
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    int rc = inst ? snapshot_text_locked(rt, inst, &sb) : -1;
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst)
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+    else if (rc != 0 || strbuf_failed(&sb))
+        err_set(err, ERR_INTERNAL, "out of memory");
+    if (rc != 0) {
+        strbuf_release(&sb);
+        return NULL;
+    }
+    char *text = strbuf_detach(&sb, len);
+    if (!text)
+        err_set(err, ERR_INTERNAL, "out of memory");
+    return text;
 }
 
 /* Usage documents built once per revision within one listing. */

@@ -138,6 +138,13 @@ int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)
 int runtime_instance_start(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err);
 json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err *err);
+/* The same snapshot as JSON text: the bytes jsonutil_dump() writes for
+ * runtime_instance_snapshot(), written straight from the instance (the
+ * spec's part is kept as text until the spec changes), so a GET builds and
+ * copies no tree. malloc'ed (*len bytes, NUL-terminated); NULL with err
+ * set (ERR_NOT_FOUND, or out of memory). */
+char *runtime_instance_snapshot_text(struct runtime *rt, const char *id, size_t *len,
+                                     struct err *err);
 /* {"instances": [InstanceSummary...]} sorted by id. */
 json_t *runtime_instances_json(struct runtime *rt);
 bool runtime_instance_exists(struct runtime *rt, const char *id);

@@ -90,6 +90,37 @@ static json_t *usage_doc(const struct usage_entry *u, const char *strategy, cons
                      time_or_null(first), "lastSeen", time_or_null(last), "running", count > 0);
 }
 
+static void time_text(struct strbuf *sb, int64_t ms)
+{
+    if (ms <= 0) {
+        strbuf_puts(sb, "null");
+        return;
+    }
+    char text[40];
+    clock_format_rfc3339(ms, text, sizeof text);
+    rtx_json_string(sb, text);
+}
+
+void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb)
+{
+    const struct usage_entry *u = usage_find_locked(rt, strategy, hex, false);
+    long long count = u && u->running > 0 ? u->running : 0;
+    int64_t first = u ? u->first_ms : 0;
+    int64_t last = count > 0 ? clock_wall_ms() : u ? u->last_ms : 0;
+    if (count > 0 && first <= 0)
+        first = last;
+    strbuf_puts(sb, "{\"strategy\":");
+    rtx_json_string(sb, strategy);
+    strbuf_printf(sb, ",\"hash\":\"" HASH_PREFIX "%s\",\"instances\":null,\"count\":%lld", hex,
+                  count);
+    strbuf_puts(sb, ",\"firstSeen\":");
+    time_text(sb, first);
+    strbuf_puts(sb, ",\"lastSeen\":");
+    time_text(sb, last);
+    strbuf_puts(sb, count > 0 ? ",\"running\":true}" : ",\"running\":false}");
+}
+
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex)
 {
     return usage_doc(usage_find_locked(rt, strategy, hex, false), strategy, hex, NULL);
