@@ -130,23 +130,33 @@ int api_handle_modules_list(struct api *api, struct api_request *req, struct api
     struct views_usage *usage = views_usage_new(api->opts.runtime);
     struct registry *reg = catalog_snapshot(api->opts.catalog);
     struct views_texts *texts = usage ? views_texts_get(api->views, reg) : NULL;
-    struct strbuf sb = STRBUF_INIT;
-    strbuf_puts(&sb, "{\"modules\":[");
+    size_t *shown = malloc((reg->nstrategies ? reg->nstrategies : 1) * sizeof *shown);
+    size_t nshown = 0;
     long long total = 0;
-    int rc = texts ? 0 : -1;
-    for (size_t i = 0; rc == 0 && i < reg->nstrategies; i++) {
+    for (size_t i = 0; shown && i < reg->nstrategies; i++) {
         const struct registry_strategy *st = reg->strategies[i];
         if (q.strategy && *q.strategy && strcmp(st->name, q.strategy) != 0)
             continue;
         if (!views_module_passes(st, usage, &filter))
             continue;
-        bool in_page = total >= q.offset && (q.limit < 0 || total < q.offset + q.limit);
-        if (in_page && total > q.offset)
-            strbuf_putc(&sb, ',');
-        if (in_page)
-            rc = views_module_text(texts, reg, i, usage, &filter, &sb);
+        if (total >= q.offset && (q.limit < 0 || total < q.offset + q.limit))
+            shown[nshown++] = i;
         total++;
     }
+    /* one allocation for the page: it runs to hundreds of kilobytes */
+    size_t size = 256;
+    for (size_t k = 0; k < nshown; k++)
+        size += views_module_text_size(texts, reg, shown[k]);
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_reserve(&sb, size);
+    strbuf_puts(&sb, "{\"modules\":[");
+    int rc = texts && shown ? 0 : -1;
+    for (size_t k = 0; rc == 0 && k < nshown; k++) {
+        if (k > 0)
+            strbuf_putc(&sb, ',');
+        rc = views_module_text(texts, reg, shown[k], usage, &filter, &sb);
+    }
+    free(shown);
     views_texts_put(texts);
     registry_release(reg);
     views_usage_free(usage);

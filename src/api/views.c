@@ -391,31 +391,42 @@ static const struct module_text *texts_slot(struct views_texts *t, const struct 
     return expected;
 }
 
+/* The usage documents of the listed revisions that run, written by the
+ * runtime straight into the page; one that stopped since the index was
+ * taken is left out, as in running_doc(). */
 static void append_running(struct strbuf *sb, const struct registry_strategy *st,
                            const struct views_usage *usage,
                            const struct views_module_filter *filter)
 {
     bool first = true;
-    for (size_t i = 0; usage && usage->n && i < st->nrevisions; i++) {
+    for (size_t i = 0; usage && usage->rt && usage->n && i < st->nrevisions; i++) {
         const struct registry_revision *rev = &st->revisions[i];
-        if (!revision_passes(st, rev, usage, filter))
+        if (!revision_passes(st, rev, usage, filter) ||
+            views_usage_running(usage, st->name, rev->hex) == 0)
             continue;
-        json_t *doc = running_doc(usage, st->name, rev->hex);
-        if (!doc)
-            continue;
-        size_t len = 0;
-        char *text = jsonutil_dump(doc, &len);
-        json_decref(doc);
-        if (!text) {
-            sb->failed = true;
-            return;
-        }
+        size_t mark = sb->len;
         if (!first)
             strbuf_putc(sb, ',');
-        strbuf_append(sb, text, len);
-        free(text);
+        long long count = runtime_usage_text(usage->rt, st->name, rev->hex, sb);
+        if (count < 0)
+            return;
+        if (count == 0) {
+            sb->len = mark;
+            sb->data[mark] = '\0';
+            continue;
+        }
         first = false;
     }
+}
+
+size_t views_module_text_size(struct views_texts *t, const struct registry *reg, size_t index)
+{
+    const struct module_text *m =
+        t && t->generation == reg->generation && index < t->n ? texts_slot(t, reg, index) : NULL;
+    size_t n = m ? m->head_len + m->tail_len + 2 : 0;
+    for (size_t i = 0; m && i < m->nrevs; i++)
+        n += m->revs[i].len + 1;
+    return n;
 }
 
 int views_module_text(struct views_texts *t, const struct registry *reg, size_t index,

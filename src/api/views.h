@@ -65,6 +65,9 @@ void views_texts_put(struct views_texts *texts);
  * views_module_summary(reg->strategies[index], NULL, usage, filter); the
  * filter must leave a revision (views_module_passes). texts must come from
  * reg. -1 out of memory. */
+/* Bytes views_module_text() writes for reg->strategies[index] without its
+ * running usage: an upper bound of a filtered module's. 0 out of memory. */
+size_t views_module_text_size(struct views_texts *texts, const struct registry *reg, size_t index);
 int views_module_text(struct views_texts *texts, const struct registry *reg, size_t index,
                       const struct views_usage *usage, const struct views_module_filter *filter,
                       struct strbuf *sb);

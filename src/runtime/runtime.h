@@ -66,6 +66,7 @@
 #define STRATD_RUNTIME_RUNTIME_H
 
 #include "core/err.h"
+#include "core/strbuf.h"
 #include "js/sandbox.h"
 #include "registry/registry.h"
 #include "runtime/event.h"
@@ -157,6 +158,11 @@ json_t *runtime_provider_dependents(struct runtime *rt, const char *provider);
  * firstSeen/lastSeen (RFC 3339 or null; lastSeen is now while running),
  * running. Never NULL except out of memory. */
 json_t *runtime_usage_json(struct runtime *rt, const char *strategy, const char *hex);
+/* The same document appended to sb as text (the bytes jsonutil_dump()
+ * writes for it), with no tree built. Returns its count, -1 when sb has
+ * failed (out of memory). */
+long long runtime_usage_text(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb);
 /* Every usage entry known (running now or recorded in the store), as an
  * array of ModuleRevisionUsage sorted by strategy then hash. */
 json_t *runtime_usage_all_json(struct runtime *rt);

@@ -101,24 +101,63 @@ static void time_text(struct strbuf *sb, int64_t ms)
     rtx_json_string(sb, text);
 }
 
-void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
-                             struct strbuf *sb)
+/* ids false: the brief form, "instances": null */
+static long long usage_text_locked(struct runtime *rt, const char *strategy, const char *hex,
+                                   bool ids, struct strbuf *sb)
 {
     const struct usage_entry *u = usage_find_locked(rt, strategy, hex, false);
     long long count = u && u->running > 0 ? u->running : 0;
+    size_t first_pin = 0, npins = ids ? pins_range_locked(rt, strategy, hex, &first_pin) : 0;
+    if (ids) {
+        count = 0;
+        for (size_t i = first_pin; i < first_pin + npins; i++)
+            count += rt->pins[i]->running;
+    }
     int64_t first = u ? u->first_ms : 0;
     int64_t last = count > 0 ? clock_wall_ms() : u ? u->last_ms : 0;
     if (count > 0 && first <= 0)
         first = last;
     strbuf_puts(sb, "{\"strategy\":");
     rtx_json_string(sb, strategy);
-    strbuf_printf(sb, ",\"hash\":\"" HASH_PREFIX "%s\",\"instances\":null,\"count\":%lld", hex,
-                  count);
+    strbuf_printf(sb, ",\"hash\":\"" HASH_PREFIX "%s\",\"instances\":", hex);
+    if (ids) {
+        /* the range is sorted by id, so the ids come out sorted */
+        strbuf_putc(sb, '[');
+        bool sep = false;
+        for (size_t i = first_pin; i < first_pin + npins; i++) {
+            if (!rt->pins[i]->running)
+                continue;
+            if (sep)
+                strbuf_putc(sb, ',');
+            rtx_json_string(sb, rt->pins[i]->id);
+            sep = true;
+        }
+        strbuf_putc(sb, ']');
+    } else {
+        strbuf_puts(sb, "null");
+    }
+    strbuf_printf(sb, ",\"count\":%lld", count);
     strbuf_puts(sb, ",\"firstSeen\":");
     time_text(sb, first);
     strbuf_puts(sb, ",\"lastSeen\":");
     time_text(sb, last);
     strbuf_puts(sb, count > 0 ? ",\"running\":true}" : ",\"running\":false}");
+    return count;
+}
+
+void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb)
+{
+    usage_text_locked(rt, strategy, hex, false, sb);
+}
+
+long long runtime_usage_text(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb)
+{
+    pthread_mutex_lock(&rt->lock);
+    long long count = usage_text_locked(rt, strategy, hex, true, sb);
+    pthread_mutex_unlock(&rt->lock);
+    return strbuf_failed(sb) ? -1 : count;
 }
 
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex)

@@ -581,6 +581,14 @@ static void test_snapshot_text_and_pins(void **state)
     assert_text_is_dump(&f, "p1");
     assert_text_is_dump(&f, "p2");
     assert_text_is_dump(&f, "t1");
+    json_t *doc = runtime_usage_json(f.rt, "alpha", v1);
+    char *want = jsonutil_dump(doc, NULL);
+    struct strbuf sb = STRBUF_INIT;
+    assert_int_equal(runtime_usage_text(f.rt, "alpha", v1, &sb), 0);
+    assert_string_equal(strbuf_cstr(&sb), want);
+    strbuf_release(&sb);
+    free(want);
+    json_decref(doc);
     /* moving an instance moves it in the index and drops its cached text */
     json_t *spec = fx_spec("p2", "alpha:v2", NULL, NULL);
     fx_ok(runtime_instance_update(f.rt, "p2", spec, NULL, &err), &err);
@@ -596,6 +604,14 @@ static void test_snapshot_text_and_pins(void **state)
     fx_start(&f, "p2");
     json_t *u = runtime_usage_json(f.rt, "alpha", v2);
     assert_string_equal(tu_jstr(u, "instances.0"), "p2");
+    assert_int_equal(runtime_usage_text(f.rt, "alpha", v2, &sb), 1);
+    json_t *parsed = jsonutil_parse(strbuf_cstr(&sb), sb.len, &err);
+    assert_non_null(parsed);
+    json_object_del(parsed, "lastSeen");
+    json_object_del(u, "lastSeen");
+    assert_true(json_equal(parsed, u));
+    json_decref(parsed);
+    strbuf_release(&sb);
     json_decref(u);
     fx_ok(runtime_instance_delete(f.rt, "p2", &err), &err);
     assert_int_equal(pinned(&f, v2, true), 0);
