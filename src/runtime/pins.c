@@ -39,20 +39,6 @@ static size_t lower_bound(const struct runtime *rt, const char *strategy, const 
     return lo;
 }
 
-/* The first position ordered after every instance matching the key. */
-static size_t upper_bound(const struct runtime *rt, const char *strategy, const char *hex)
-{
-    size_t lo = 0, hi = rt->npins;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (cmp_pin(rt->pins[mid], strategy, hex, NULL) <= 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 int pins_insert_locked(struct runtime *rt, struct instance *inst)
 {
     if (rt->npins == rt->pins_cap) {
@@ -80,13 +66,17 @@ bool pins_remove_locked(struct runtime *rt, struct instance *inst)
     return true;
 }
 
+/* A range is the instances of one revision (a handful to a few thousand):
+ * walking it from its start costs less than a second binary search. */
 size_t pins_range_locked(const struct runtime *rt, const char *strategy, const char *hex,
                          size_t *first)
 {
     size_t lo = lower_bound(rt, strategy, hex, NULL);
-    size_t hi = upper_bound(rt, strategy, hex);
+    size_t hi = lo;
+    while (hi < rt->npins && cmp_pin(rt->pins[hi], strategy, hex, NULL) == 0)
+        hi++;
     *first = lo;
-    return hi > lo ? hi - lo : 0;
+    return hi - lo;
 }
 
 void pins_free(struct runtime *rt)
