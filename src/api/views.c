@@ -204,6 +204,7 @@ json_t *views_module_summary(const struct registry_strategy *st,
  * usage documents, and `]}`. Built once per snapshot generation: the
  * snapshot is immutable, so the text is too. */
 struct module_text {
+    atomic_int refs; /* generations whose strategy is the same object share it */
     char *head, *tail;
     size_t head_len, tail_len;
     struct piece {
@@ -215,7 +216,7 @@ struct module_text {
 
 static void module_text_free(struct module_text *t)
 {
-    if (!t)
+    if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
     free(t->head);
     free(t->tail);
@@ -273,6 +274,7 @@ static struct module_text *module_text_build(const struct registry_strategy *st)
     struct module_text *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
+    atomic_init(&t->refs, 1);
     t->revs = calloc(st->nrevisions ? st->nrevisions : 1, sizeof *t->revs);
     t->head = open_object_text(module_head_json(st, selected), ",\"revisions\":[", &t->head_len);
     t->tail = tail_text(st, selected, &t->tail_len);
@@ -296,6 +298,7 @@ static struct module_text *module_text_build(const struct registry_strategy *st)
  * there first. */
 struct views_texts {
     atomic_int refs;
+    struct registry *reg; /* retained: keeps its strategies alive for carry_over */
     uint64_t generation;
     size_t n;
     struct module_text *_Atomic *slots;
@@ -313,10 +316,33 @@ static void texts_release(struct views_texts *t)
     for (size_t i = 0; i < t->n; i++)
         module_text_free(atomic_load(&t->slots[i]));
     free(t->slots);
+    registry_release(t->reg);
     free(t);
 }
 
-static struct views_texts *texts_new(const struct registry *reg)
+/* A strategy a change left alone is the same object in the next snapshot
+ * (snapshots share unchanged strategies; both snapshots are retained here,
+ * so equal pointers are the same strategy): its text moves to the new
+ * generation instead of being rendered again. Both lists are sorted by
+ * name. */
+static void carry_over(struct views_texts *to, const struct views_texts *from)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < to->n && j < from->n; i++) {
+        const struct registry_strategy *st = to->reg->strategies[i];
+        while (j < from->n && strcmp(from->reg->strategies[j]->name, st->name) < 0)
+            j++;
+        if (j == from->n || from->reg->strategies[j] != st)
+            continue;
+        struct module_text *m = atomic_load(&from->slots[j]);
+        if (m) {
+            atomic_fetch_add(&m->refs, 1);
+            atomic_store(&to->slots[i], m);
+        }
+    }
+}
+
+static struct views_texts *texts_new(struct registry *reg)
 {
     struct views_texts *t = calloc(1, sizeof *t);
     if (!t)
@@ -327,6 +353,8 @@ static struct views_texts *texts_new(const struct registry *reg)
         return NULL;
     }
     atomic_init(&t->refs, 1);
+    registry_retain(reg);
+    t->reg = reg;
     t->generation = reg->generation;
     t->n = reg->nstrategies;
     for (size_t i = 0; i < t->n; i++)
@@ -351,7 +379,7 @@ void views_cache_free(struct views_cache *c)
     free(c);
 }
 
-struct views_texts *views_texts_get(struct views_cache *c, const struct registry *reg)
+struct views_texts *views_texts_get(struct views_cache *c, struct registry *reg)
 {
     pthread_mutex_lock(&c->lock);
     struct views_texts *t = c->current;
@@ -361,6 +389,8 @@ struct views_texts *views_texts_get(struct views_cache *c, const struct registry
         /* an older snapshot (a request that started before a change) gets
          * texts of its own rather than evicting the newer generation */
         if (!c->current || c->current->generation < reg->generation) {
+            if (c->current)
+                carry_over(t, c->current);
             texts_release(c->current);
             c->current = t;
             atomic_fetch_add(&t->refs, 1);

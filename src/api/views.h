@@ -54,11 +54,12 @@ struct views_cache;
 struct views_cache *views_cache_new(void);
 void views_cache_free(struct views_cache *cache);
 
-/* The texts of reg's generation (a reference: views_texts_put it). A
- * snapshot older than the cache's newest gets texts of its own, not
- * shared. NULL only out of memory. */
+/* The texts of reg's generation (a reference: views_texts_put it; it
+ * retains reg). A new generation starts with the texts of the strategies
+ * the change left alone. A snapshot older than the cache's newest gets
+ * texts of its own, not shared. NULL only out of memory. */
 struct views_texts;
-struct views_texts *views_texts_get(struct views_cache *cache, const struct registry *reg);
+struct views_texts *views_texts_get(struct views_cache *cache, struct registry *reg);
 void views_texts_put(struct views_texts *texts);
 
 /* Appends to sb the bytes jsonutil_dump() would write for
