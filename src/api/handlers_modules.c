@@ -245,16 +245,45 @@ int api_handle_module_usage(struct api *api, struct api_request *req, struct api
     for (size_t i = (size_t)offset; i < total && (limit < 0 || i < (size_t)(offset + limit)); i++)
         json_array_append(page, json_array_get(all, i));
     json_decref(all);
-    json_t *body = json_object();
-    json_object_set_new(body, "selector", json_string(req->params[0]));
-    json_object_set_new(body, "strategy", json_string(name));
-    json_object_set_new(body, "hash", views_hash(hex));
-    json_object_set_new(body, "usage", runtime_usage_json(api->opts.runtime, name, hex));
-    json_object_set_new(body, "instances", page);
-    json_object_set_new(body, "total", json_integer((json_int_t)total));
-    json_object_set_new(body, "offset", json_integer(offset));
-    json_object_set_new(body, "limit", limit < 0 ? json_null() : json_integer(limit));
-    api_respond_json(res, 200, body);
+    /* written as text in the member order of the document: the usage
+     * document comes from the runtime as text, the rest from jansson */
+    json_t *head = json_object();
+    json_object_set_new(head, "selector", json_string(req->params[0]));
+    json_object_set_new(head, "strategy", json_string(name));
+    json_object_set_new(head, "hash", views_hash(hex));
+    json_t *tail = json_object();
+    json_object_set_new(tail, "total", json_integer((json_int_t)total));
+    json_object_set_new(tail, "offset", json_integer(offset));
+    json_object_set_new(tail, "limit", limit < 0 ? json_null() : json_integer(limit));
+    size_t head_len = 0, page_len = 0, tail_len = 0;
+    char *head_text = jsonutil_dump(head, &head_len);
+    char *page_text = jsonutil_dump(page, &page_len);
+    char *tail_text = jsonutil_dump(tail, &tail_len);
+    json_decref(head);
+    json_decref(page);
+    json_decref(tail);
+    struct strbuf sb = STRBUF_INIT;
+    int rc = head_text && page_text && tail_text && head_len > 1 && tail_len > 1 ? 0 : -1;
+    if (rc == 0) {
+        strbuf_append(&sb, head_text, head_len - 1);
+        strbuf_puts(&sb, ",\"usage\":");
+        rc = runtime_usage_text(api->opts.runtime, name, hex, &sb) < 0 ? -1 : 0;
+        strbuf_puts(&sb, ",\"instances\":");
+        strbuf_append(&sb, page_text, page_len);
+        strbuf_putc(&sb, ',');
+        strbuf_append(&sb, tail_text + 1, tail_len - 1);
+    }
+    free(head_text);
+    free(page_text);
+    free(tail_text);
+    if (rc != 0 || strbuf_failed(&sb)) {
+        strbuf_release(&sb);
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    res->status = 200;
+    res->body = strbuf_detach(&sb, &res->body_len);
+    res->content_type = "application/json";
     return 0;
 }
 

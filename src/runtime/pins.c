@@ -66,17 +66,33 @@ bool pins_remove_locked(struct runtime *rt, struct instance *inst)
     return true;
 }
 
-/* A range is the instances of one revision (a handful to a few thousand):
- * walking it from its start costs less than a second binary search. */
+/* A range is usually a handful of instances, sometimes thousands: its end
+ * is found by galloping from its start (steps of 1, 2, 4, ... then a
+ * binary search in the last step), a few compares either way. */
 size_t pins_range_locked(const struct runtime *rt, const char *strategy, const char *hex,
                          size_t *first)
 {
     size_t lo = lower_bound(rt, strategy, hex, NULL);
-    size_t hi = lo;
-    while (hi < rt->npins && cmp_pin(rt->pins[hi], strategy, hex, NULL) == 0)
-        hi++;
     *first = lo;
-    return hi - lo;
+    size_t inside = lo, step = 1; /* inside: the last position known to match, +1 */
+    size_t beyond = rt->npins;    /* a position known not to match (or the end) */
+    while (inside < rt->npins) {
+        size_t probe = inside + step - 1;
+        if (probe >= rt->npins || cmp_pin(rt->pins[probe], strategy, hex, NULL) != 0) {
+            beyond = probe < rt->npins ? probe : rt->npins;
+            break;
+        }
+        inside = probe + 1;
+        step *= 2;
+    }
+    while (inside < beyond) { /* first non-matching position in [inside, beyond) */
+        size_t mid = inside + (beyond - inside) / 2;
+        if (cmp_pin(rt->pins[mid], strategy, hex, NULL) == 0)
+            inside = mid + 1;
+        else
+            beyond = mid;
+    }
+    return inside - lo;
 }
 
 void pins_free(struct runtime *rt)
