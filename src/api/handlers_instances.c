@@ -22,10 +22,14 @@ int api_handle_instances_list(struct api *api, struct api_request *req, struct a
 int api_handle_instance_get(struct api *api, struct api_request *req, struct api_response *res,
                             struct err *err)
 {
-    json_t *snap = runtime_instance_snapshot(api->opts.runtime, req->params[0], err);
-    if (!snap)
+    size_t len = 0;
+    char *text = runtime_instance_snapshot_text(api->opts.runtime, req->params[0], &len, err);
+    if (!text)
         return -1;
-    api_respond_json(res, 200, snap);
+    res->status = 200;
+    res->body = text;
+    res->body_len = len;
+    res->content_type = "application/json";
     return 0;
 }
 

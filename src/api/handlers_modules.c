@@ -92,9 +92,34 @@ static int parse_listing_query(const struct api_request *req, struct listing_que
     return 0;
 }
 
+/* The page's closing members: `,"total":...,"strategyDirectory":...}`. */
+static int append_page_trailer(struct api *api, const struct listing_query *q, long long total,
+                               struct strbuf *sb)
+{
+    json_t *trailer = json_object();
+    json_object_set_new(trailer, "total", json_integer(total));
+    json_object_set_new(trailer, "offset", json_integer(q->offset));
+    json_object_set_new(trailer, "limit", q->limit < 0 ? json_null() : json_integer(q->limit));
+    json_object_set_new(trailer, "strategyDirectory", json_string(catalog_root(api->opts.catalog)));
+    size_t len = 0;
+    char *text = jsonutil_dump(trailer, &len);
+    json_decref(trailer);
+    if (!text || len < 2) {
+        free(text);
+        return -1;
+    }
+    strbuf_putc(sb, ',');
+    strbuf_append(sb, text + 1, len - 1);
+    free(text);
+    return 0;
+}
+
 /* The page is built from one snapshot of the catalogue and one of the
  * usage: modules off the page are only tested against the filter (for the
- * total), never turned into documents. */
+ * total), never rendered; the modules on it are copied from text cached
+ * per catalogue generation, with only the filter's revisions and the
+ * running usage added per request. The body is written as text in the
+ * member order of the jansson document it replaces. */
 int api_handle_modules_list(struct api *api, struct api_request *req, struct api_response *res,
                             struct err *err)
 {
@@ -103,33 +128,47 @@ int api_handle_modules_list(struct api *api, struct api_request *req, struct api
         return -1;
     struct views_module_filter filter = {q.has_hash ? q.hex_prefix : NULL, q.running_only};
     struct views_usage *usage = views_usage_new(api->opts.runtime);
-    if (!usage) {
-        err_set(err, ERR_INTERNAL, "out of memory");
-        return -1;
-    }
     struct registry *reg = catalog_snapshot(api->opts.catalog);
-    json_t *modules = json_array();
+    struct views_texts *texts = usage ? views_texts_get(api->views, reg) : NULL;
+    size_t *shown = malloc((reg->nstrategies ? reg->nstrategies : 1) * sizeof *shown);
+    size_t nshown = 0;
     long long total = 0;
-    for (size_t i = 0; i < reg->nstrategies; i++) {
+    for (size_t i = 0; shown && i < reg->nstrategies; i++) {
         const struct registry_strategy *st = reg->strategies[i];
         if (q.strategy && *q.strategy && strcmp(st->name, q.strategy) != 0)
             continue;
         if (!views_module_passes(st, usage, &filter))
             continue;
-        bool in_page = total >= q.offset && (q.limit < 0 || total < q.offset + q.limit);
+        if (total >= q.offset && (q.limit < 0 || total < q.offset + q.limit))
+            shown[nshown++] = i;
         total++;
-        if (in_page)
-            json_array_append_new(modules, views_module_summary(st, NULL, usage, &filter));
     }
+    /* one allocation for the page: it runs to hundreds of kilobytes */
+    size_t size = 256;
+    for (size_t k = 0; k < nshown; k++)
+        size += views_module_text_size(texts, reg, shown[k]);
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_reserve(&sb, size);
+    strbuf_puts(&sb, "{\"modules\":[");
+    int rc = texts && shown ? 0 : -1;
+    for (size_t k = 0; rc == 0 && k < nshown; k++) {
+        if (k > 0)
+            strbuf_putc(&sb, ',');
+        rc = views_module_text(texts, reg, shown[k], usage, &filter, &sb);
+    }
+    free(shown);
+    views_texts_put(texts);
     registry_release(reg);
     views_usage_free(usage);
-    json_t *body = json_object();
-    json_object_set_new(body, "modules", modules);
-    json_object_set_new(body, "total", json_integer(total));
-    json_object_set_new(body, "offset", json_integer(q.offset));
-    json_object_set_new(body, "limit", q.limit < 0 ? json_null() : json_integer(q.limit));
-    json_object_set_new(body, "strategyDirectory", json_string(catalog_root(api->opts.catalog)));
-    api_respond_json(res, 200, body);
+    strbuf_putc(&sb, ']');
+    if (rc != 0 || append_page_trailer(api, &q, total, &sb) != 0 || strbuf_failed(&sb)) {
+        strbuf_release(&sb);
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    res->status = 200;
+    res->body = strbuf_detach(&sb, &res->body_len);
+    res->content_type = "application/json";
     return 0;
 }
 
@@ -206,16 +245,45 @@ int api_handle_module_usage(struct api *api, struct api_request *req, struct api
     for (size_t i = (size_t)offset; i < total && (limit < 0 || i < (size_t)(offset + limit)); i++)
         json_array_append(page, json_array_get(all, i));
     json_decref(all);
-    json_t *body = json_object();
-    json_object_set_new(body, "selector", json_string(req->params[0]));
-    json_object_set_new(body, "strategy", json_string(name));
-    json_object_set_new(body, "hash", views_hash(hex));
-    json_object_set_new(body, "usage", runtime_usage_json(api->opts.runtime, name, hex));
-    json_object_set_new(body, "instances", page);
-    json_object_set_new(body, "total", json_integer((json_int_t)total));
-    json_object_set_new(body, "offset", json_integer(offset));
-    json_object_set_new(body, "limit", limit < 0 ? json_null() : json_integer(limit));
-    api_respond_json(res, 200, body);
+    /* written as text in the member order of the document: the usage
+     * document comes from the runtime as text, the rest from jansson */
+    json_t *head = json_object();
+    json_object_set_new(head, "selector", json_string(req->params[0]));
+    json_object_set_new(head, "strategy", json_string(name));
+    json_object_set_new(head, "hash", views_hash(hex));
+    json_t *tail = json_object();
+    json_object_set_new(tail, "total", json_integer((json_int_t)total));
+    json_object_set_new(tail, "offset", json_integer(offset));
+    json_object_set_new(tail, "limit", limit < 0 ? json_null() : json_integer(limit));
+    size_t head_len = 0, page_len = 0, tail_len = 0;
+    char *head_text = jsonutil_dump(head, &head_len);
+    char *page_text = jsonutil_dump(page, &page_len);
+    char *tail_text = jsonutil_dump(tail, &tail_len);
+    json_decref(head);
+    json_decref(page);
+    json_decref(tail);
+    struct strbuf sb = STRBUF_INIT;
+    int rc = head_text && page_text && tail_text && head_len > 1 && tail_len > 1 ? 0 : -1;
+    if (rc == 0) {
+        strbuf_append(&sb, head_text, head_len - 1);
+        strbuf_puts(&sb, ",\"usage\":");
+        rc = runtime_usage_text(api->opts.runtime, name, hex, &sb) < 0 ? -1 : 0;
+        strbuf_puts(&sb, ",\"instances\":");
+        strbuf_append(&sb, page_text, page_len);
+        strbuf_putc(&sb, ',');
+        strbuf_append(&sb, tail_text + 1, tail_len - 1);
+    }
+    free(head_text);
+    free(page_text);
+    free(tail_text);
+    if (rc != 0 || strbuf_failed(&sb)) {
+        strbuf_release(&sb);
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    res->status = 200;
+    res->body = strbuf_detach(&sb, &res->body_len);
+    res->content_type = "application/json";
     return 0;
 }
 

@@ -91,6 +91,7 @@ struct api {
     struct metrics_family *tag_deleted;
     struct metrics_family *validation_failures;
     pthread_mutex_t audit_lock;
+    struct views_cache *views; /* module summaries as text, per catalogue generation */
 };
 
 /* routes.c */

@@ -4,6 +4,7 @@
  * api_response into bytes on the wire.
  */
 #include "api/internal.h"
+#include "api/views.h"
 
 #include "core/clock.h"
 #include "core/hash.h"
@@ -669,6 +670,7 @@ static void free_api(struct api *api)
     metrics_family_free(api->validation_failures);
     pthread_mutex_destroy(&api->audit_lock);
     pthread_mutex_destroy(&api->rate_lock);
+    views_cache_free(api->views);
     free(api->buckets);
     free(api);
 }
@@ -699,7 +701,8 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
             api->buckets[i].refilled_ns = now;
         }
     }
-    if (create_metrics(api) != 0) {
+    api->views = views_cache_new();
+    if (!api->views || create_metrics(api) != 0) {
         free_api(api);
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;

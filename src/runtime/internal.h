@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/names.h"
+#include "core/strbuf.h"
 #include "js/module.h"
 #include "registry/selector.h"
 #include "runtime/runtime.h"
@@ -149,6 +150,10 @@ struct instance {
     char pending_hex[HASH_HEX_LEN + 1];
     char stop_reason[RUNTIME_REASON_MAX]; /* "" when none */
     json_t *last_error;                   /* {message, handler, at} or NULL */
+    /* The snapshot's text up to "running" (spec, providers, symbols), made
+     * on first use and dropped with the spec; NULL until then. */
+    char *snapshot_head;
+    size_t snapshot_head_len;
     uint64_t version;                     /* bumped by every persisted change */
 
     /* under rt->persist */
@@ -494,6 +499,8 @@ struct runtime {
 
     struct instance **instances; /* sorted by id */
     size_t ninstances, instances_cap;
+    struct instance **pins; /* the same, sorted by (strategy, hex, id): pins.c */
+    size_t npins, pins_cap;
     uint32_t next_serial;
 
     struct usage_entry *usage;
@@ -585,6 +592,17 @@ int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex
                       struct err *err);
 void rtx_release_pending(struct runtime *rt, struct instance *inst);
 
+/* pins.c (caller holds rt->lock): the table by (strategy, hex, id). */
+int pins_insert_locked(struct runtime *rt, struct instance *inst);
+/* false when inst was not in the index (not yet inserted in the table) */
+bool pins_remove_locked(struct runtime *rt, struct instance *inst);
+/* The instances pinned to {strategy, hex} (hex NULL: to any revision of
+ * strategy) are rt->pins[*first .. *first + n), n returned; sorted by id
+ * when hex is given. */
+size_t pins_range_locked(const struct runtime *rt, const char *strategy, const char *hex,
+                         size_t *first);
+void pins_free(struct runtime *rt);
+
 /* usage.c (caller holds rt->lock unless said otherwise) */
 struct usage_entry *usage_find_locked(struct runtime *rt, const char *strategy, const char *hex,
                                       bool create);
@@ -592,6 +610,11 @@ json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *
 /* The same without the instance ids ("instances": null): what instance
  * snapshots and summaries embed. */
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex);
+/* The same document as text, the bytes jsonutil_dump() writes for it. */
+void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb);
+/* s as a JSON string, the bytes jsonutil_dump() writes for json_string(s). */
+void rtx_json_string(struct strbuf *sb, const char *s);
 int usage_load(struct runtime *rt, struct err *err);
 
 /* runtime.c helpers used by usage.c / refresh.c */

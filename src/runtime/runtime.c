@@ -64,6 +64,8 @@ static int insert_locked(struct runtime *rt, struct instance *inst)
         rt->instances = grown;
         rt->instances_cap = cap;
     }
+    if (pins_insert_locked(rt, inst) != 0)
+        return -1;
     bool found;
     size_t i = (size_t)find_index_locked(rt, inst->id, &found);
     memmove(&rt->instances[i + 1], &rt->instances[i], (rt->ninstances - i) * sizeof *rt->instances);
@@ -79,6 +81,7 @@ static void remove_locked(struct runtime *rt, struct instance *inst)
     size_t i = (size_t)find_index_locked(rt, inst->id, &found);
     if (!found)
         return;
+    pins_remove_locked(rt, inst);
     memmove(&rt->instances[i], &rt->instances[i + 1],
             (rt->ninstances - i - 1) * sizeof *rt->instances);
     rt->ninstances--;
@@ -91,6 +94,7 @@ static void free_instance(struct instance *inst)
         return;
     json_decref(inst->spec);
     json_decref(inst->last_error);
+    free(inst->snapshot_head);
     free(inst->orders);
     free(inst);
 }
@@ -126,11 +130,15 @@ static struct instance *new_instance_locked(struct runtime *rt, const char *id, 
 
 void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *spec)
 {
-    (void)rt;
     if (!spec)
         return;
+    /* re-filed under its new revision; the remove frees a slot, so the
+     * insert below cannot fail */
+    bool indexed = pins_remove_locked(rt, inst);
     json_decref(inst->spec);
     inst->spec = spec;
+    free(inst->snapshot_head);
+    inst->snapshot_head = NULL;
     const json_t *strategy = json_object_get(spec, "strategy");
     const char *name = json_string_value(json_object_get(strategy, "identifier"));
     const char *hash = json_string_value(json_object_get(strategy, "hash"));
@@ -140,6 +148,8 @@ void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *sp
         inst->hex[0] = '\0';
     snprintf(inst->selector, sizeof inst->selector, "%s", selector ? selector : inst->strategy);
     inst->version++;
+    if (indexed)
+        pins_insert_locked(rt, inst);
 }
 
 void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool running)
@@ -436,6 +446,7 @@ void runtime_free(struct runtime *rt)
     for (size_t i = 0; i < rt->ninstances; i++)
         free_instance(rt->instances[i]);
     free(rt->instances);
+    pins_free(rt);
     free(rt->usage);
     free(rt->deleting);
     if (rt->bytecode)
@@ -602,6 +613,154 @@ json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err
     return snap;
 }
 
+/* ------------------------------------------------------------ snapshot text */
+
+void rtx_json_string(struct strbuf *sb, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (; *p; p++) {
+        if (*p < 0x20 || *p >= 0x80 || *p == '"' || *p == '\\')
+            break;
+    }
+    if (!*p) { /* the usual case: nothing to escape */
+        strbuf_putc(sb, '"');
+        strbuf_puts(sb, s);
+        strbuf_putc(sb, '"');
+        return;
+    }
+    /* escapes and UTF-8 checks exactly as jansson writes them */
+    json_t *str = json_string(s);
+    size_t len = 0;
+    char *text = str ? jsonutil_dump(str, &len) : NULL;
+    json_decref(str);
+    if (text)
+        strbuf_append(sb, text, len);
+    else
+        strbuf_puts(sb, "null"); /* what a NULL member is when the tree is dumped */
+    free(text);
+}
+
+/* Members a snapshot adds to the spec; a spec carrying one of them is
+ * written through jansson, whose set replaces the member in place. */
+static const char *const snapshot_members[] = {
+    "providers",  "aggregatedSymbols", "running",  "usage",  "links",
+    "stopReason", "lastError",         "counters", "memory",
+};
+
+/* The spec with providers and aggregatedSymbols, without its closing
+ * brace; NULL when the spec needs the jansson path. */
+static char *snapshot_head_text(const struct instance *inst, size_t *len)
+{
+    for (size_t i = 0; i < sizeof snapshot_members / sizeof *snapshot_members; i++) {
+        if (json_object_get(inst->spec, snapshot_members[i]))
+            return NULL;
+    }
+    json_t *head = json_deep_copy(inst->spec);
+    if (!head)
+        return NULL;
+    json_t *providers, *symbols;
+    scope_lists(inst->spec, &providers, &symbols);
+    json_object_set_new(head, "providers", providers);
+    json_object_set_new(head, "aggregatedSymbols", symbols);
+    size_t n = 0;
+    char *text = jsonutil_dump(head, &n);
+    json_decref(head);
+    if (text && (n < 2 || text[n - 1] != '}')) {
+        free(text);
+        return NULL;
+    }
+    if (text) {
+        text[n - 1] = '\0';
+        *len = n - 1;
+    }
+    return text;
+}
+
+static void append_links(struct strbuf *sb, const struct instance *inst)
+{
+    strbuf_puts(sb, ",\"links\":{\"self\":");
+    char self[NAMES_ID_MAX + 32];
+    snprintf(self, sizeof self, "/strategy/instances/%s", inst->id);
+    rtx_json_string(sb, self);
+    json_t *usage = usage_link(inst->strategy, inst->hex);
+    if (usage) {
+        strbuf_puts(sb, ",\"usage\":");
+        rtx_json_string(sb, json_string_value(usage));
+    }
+    json_decref(usage);
+    strbuf_putc(sb, '}');
+}
+
+/* The text of snapshot_locked(), written from the instance's fields; only
+ * lastError (rare) still goes through jansson. */
+static int snapshot_text_locked(struct runtime *rt, struct instance *inst, struct strbuf *sb)
+{
+    if (!inst->snapshot_head)
+        inst->snapshot_head = snapshot_head_text(inst, &inst->snapshot_head_len);
+    if (!inst->snapshot_head) {
+        json_t *snap = snapshot_locked(rt, inst);
+        size_t len = 0;
+        char *text = snap ? jsonutil_dump(snap, &len) : NULL;
+        json_decref(snap);
+        if (!text)
+            return -1;
+        strbuf_append(sb, text, len);
+        free(text);
+        return 0;
+    }
+    strbuf_append(sb, inst->snapshot_head, inst->snapshot_head_len);
+    strbuf_puts(sb,
+                inst->running ? ",\"running\":true,\"usage\":" : ",\"running\":false,\"usage\":");
+    usage_brief_text_locked(rt, inst->strategy, inst->hex, sb);
+    append_links(sb, inst);
+    strbuf_puts(sb, ",\"stopReason\":");
+    if (inst->stop_reason[0])
+        rtx_json_string(sb, inst->stop_reason);
+    else
+        strbuf_puts(sb, "null");
+    strbuf_puts(sb, ",\"lastError\":");
+    if (inst->last_error) {
+        json_t *e = last_error_of(inst);
+        size_t len = 0;
+        char *text = e ? jsonutil_dump(e, &len) : NULL;
+        json_decref(e);
+        if (!text)
+            return -1;
+        strbuf_append(sb, text, len);
+        free(text);
+    } else {
+        strbuf_puts(sb, "null");
+    }
+    strbuf_printf(sb, ",\"counters\":{\"eventsDelivered\":%lld,\"handlerErrors\":%lld}",
+                  (long long)(json_int_t)counter_get(&inst->delivered),
+                  (long long)(json_int_t)counter_get(&inst->errors));
+    strbuf_printf(sb, ",\"memory\":{\"bytes\":%lld}}",
+                  (long long)(json_int_t)counter_get(&inst->memory));
+    return strbuf_failed(sb) ? -1 : 0;
+}
+
+char *runtime_instance_snapshot_text(struct runtime *rt, const char *id, size_t *len,
+                                     struct err *err)
+{
+    struct strbuf sb = STRBUF_INIT;
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    int rc = inst ? snapshot_text_locked(rt, inst, &sb) : -1;
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst)
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+    else if (rc != 0 || strbuf_failed(&sb))
+        err_set(err, ERR_INTERNAL, "out of memory");
+    if (rc != 0) {
+        strbuf_release(&sb);
+        return NULL;
+    }
+    char *text = strbuf_detach(&sb, len);
+    if (!text)
+        err_set(err, ERR_INTERNAL, "out of memory");
+    return text;
+}
+
 /* Usage documents built once per revision within one listing. */
 struct usage_cache {
     struct {
@@ -654,22 +813,39 @@ json_t *runtime_instances_json(struct runtime *rt)
     return json_pack("{s:o}", "instances", list ? list : json_array());
 }
 
+static int cmp_instance_ids(const void *a, const void *b)
+{
+    return strcmp((*(struct instance *const *)a)->id, (*(struct instance *const *)b)->id);
+}
+
+/* The instances come from the pin index (a range, no scan of the fleet);
+ * with hex NULL the range is ordered by revision first, hence the sort. */
 json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, const char *hex,
                                   bool include_stopped)
 {
     json_t *list = json_array();
     struct usage_cache cache = {.n = 0};
     pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; list && i < rt->ninstances; i++) {
-        struct instance *inst = rt->instances[i];
-        if (strcmp(inst->strategy, strategy) != 0 || (hex && strcmp(inst->hex, hex) != 0) ||
-            (!include_stopped && !inst->running))
-            continue;
-        json_array_append_new(list,
-                              rtx_summary_locked(rt, inst, cached_usage_locked(rt, &cache, inst)));
+    size_t first;
+    size_t n = pins_range_locked(rt, strategy, hex, &first);
+    struct instance **picked = calloc(n ? n : 1, sizeof *picked);
+    size_t npicked = 0;
+    for (size_t i = first; picked && i < first + n; i++) {
+        if (include_stopped || rt->pins[i]->running)
+            picked[npicked++] = rt->pins[i];
     }
+    if (!hex)
+        qsort(picked, npicked, sizeof *picked, cmp_instance_ids);
+    for (size_t i = 0; list && i < npicked; i++)
+        json_array_append_new(
+            list, rtx_summary_locked(rt, picked[i], cached_usage_locked(rt, &cache, picked[i])));
     pthread_mutex_unlock(&rt->lock);
+    free(picked);
     usage_cache_clear(&cache);
+    if (!picked) {
+        json_decref(list);
+        return NULL;
+    }
     return list;
 }
 

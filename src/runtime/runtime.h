@@ -66,6 +66,7 @@
 #define STRATD_RUNTIME_RUNTIME_H
 
 #include "core/err.h"
+#include "core/strbuf.h"
 #include "js/sandbox.h"
 #include "registry/registry.h"
 #include "runtime/event.h"
@@ -138,6 +139,13 @@ int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)
 int runtime_instance_start(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err);
 json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err *err);
+/* The same snapshot as JSON text: the bytes jsonutil_dump() writes for
+ * runtime_instance_snapshot(), written straight from the instance (the
+ * spec's part is kept as text until the spec changes), so a GET builds and
+ * copies no tree. malloc'ed (*len bytes, NUL-terminated); NULL with err
+ * set (ERR_NOT_FOUND, or out of memory). */
+char *runtime_instance_snapshot_text(struct runtime *rt, const char *id, size_t *len,
+                                     struct err *err);
 /* {"instances": [InstanceSummary...]} sorted by id. */
 json_t *runtime_instances_json(struct runtime *rt);
 bool runtime_instance_exists(struct runtime *rt, const char *id);
@@ -150,9 +158,25 @@ json_t *runtime_provider_dependents(struct runtime *rt, const char *provider);
  * firstSeen/lastSeen (RFC 3339 or null; lastSeen is now while running),
  * running. Never NULL except out of memory. */
 json_t *runtime_usage_json(struct runtime *rt, const char *strategy, const char *hex);
+/* The same document appended to sb as text (the bytes jsonutil_dump()
+ * writes for it), with no tree built. Returns its count, -1 when sb has
+ * failed (out of memory). */
+long long runtime_usage_text(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb);
 /* Every usage entry known (running now or recorded in the store), as an
  * array of ModuleRevisionUsage sorted by strategy then hash. */
 json_t *runtime_usage_all_json(struct runtime *rt);
+/* A revision with running instances, as runtime_usage_running lists it. */
+struct runtime_usage_count {
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    int running;
+};
+/* Every revision with running instances now, sorted by strategy then hex:
+ * a copy taken under the lock in one pass over the usage entries (no
+ * instance is visited, no JSON built). *out is malloc'ed (free() it, NULL
+ * when *n is 0). -1 only out of memory. */
+int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n);
 /* InstanceSummary array of instances pinned to {strategy, hex};
  * include_stopped adds stopped ones. Sorted by id. */
 json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, const char *hex,

@@ -90,6 +90,76 @@ static json_t *usage_doc(const struct usage_entry *u, const char *strategy, cons
                      time_or_null(first), "lastSeen", time_or_null(last), "running", count > 0);
 }
 
+static void time_text(struct strbuf *sb, int64_t ms)
+{
+    if (ms <= 0) {
+        strbuf_puts(sb, "null");
+        return;
+    }
+    char text[40];
+    clock_format_rfc3339(ms, text, sizeof text);
+    rtx_json_string(sb, text);
+}
+
+/* ids false: the brief form, "instances": null */
+static long long usage_text_locked(struct runtime *rt, const char *strategy, const char *hex,
+                                   bool ids, struct strbuf *sb)
+{
+    const struct usage_entry *u = usage_find_locked(rt, strategy, hex, false);
+    long long count = u && u->running > 0 ? u->running : 0;
+    size_t first_pin = 0, npins = ids ? pins_range_locked(rt, strategy, hex, &first_pin) : 0;
+    if (ids) {
+        count = 0;
+        for (size_t i = first_pin; i < first_pin + npins; i++)
+            count += rt->pins[i]->running;
+    }
+    int64_t first = u ? u->first_ms : 0;
+    int64_t last = count > 0 ? clock_wall_ms() : u ? u->last_ms : 0;
+    if (count > 0 && first <= 0)
+        first = last;
+    strbuf_puts(sb, "{\"strategy\":");
+    rtx_json_string(sb, strategy);
+    strbuf_printf(sb, ",\"hash\":\"" HASH_PREFIX "%s\",\"instances\":", hex);
+    if (ids) {
+        /* the range is sorted by id, so the ids come out sorted */
+        strbuf_putc(sb, '[');
+        bool sep = false;
+        for (size_t i = first_pin; i < first_pin + npins; i++) {
+            if (!rt->pins[i]->running)
+                continue;
+            if (sep)
+                strbuf_putc(sb, ',');
+            rtx_json_string(sb, rt->pins[i]->id);
+            sep = true;
+        }
+        strbuf_putc(sb, ']');
+    } else {
+        strbuf_puts(sb, "null");
+    }
+    strbuf_printf(sb, ",\"count\":%lld", count);
+    strbuf_puts(sb, ",\"firstSeen\":");
+    time_text(sb, first);
+    strbuf_puts(sb, ",\"lastSeen\":");
+    time_text(sb, last);
+    strbuf_puts(sb, count > 0 ? ",\"running\":true}" : ",\"running\":false}");
+    return count;
+}
+
+void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb)
+{
+    usage_text_locked(rt, strategy, hex, false, sb);
+}
+
+long long runtime_usage_text(struct runtime *rt, const char *strategy, const char *hex,
+                             struct strbuf *sb)
+{
+    pthread_mutex_lock(&rt->lock);
+    long long count = usage_text_locked(rt, strategy, hex, true, sb);
+    pthread_mutex_unlock(&rt->lock);
+    return strbuf_failed(sb) ? -1 : count;
+}
+
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex)
 {
     return usage_doc(usage_find_locked(rt, strategy, hex, false), strategy, hex, NULL);
@@ -98,10 +168,12 @@ json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const 
 json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *hex)
 {
     json_t *ids = json_array();
-    /* the table is sorted by id, so the ids come out sorted */
-    for (size_t i = 0; ids && i < rt->ninstances; i++) {
-        const struct instance *inst = rt->instances[i];
-        if (inst->running && strcmp(inst->hex, hex) == 0 && strcmp(inst->strategy, strategy) == 0)
+    size_t first;
+    size_t n = pins_range_locked(rt, strategy, hex, &first);
+    /* the range is sorted by id, so the ids come out sorted */
+    for (size_t i = first; ids && i < first + n; i++) {
+        const struct instance *inst = rt->pins[i];
+        if (inst->running)
             json_array_append_new(ids, json_string(inst->id));
     }
     return usage_doc(usage_find_locked(rt, strategy, hex, false), strategy, hex,
@@ -149,6 +221,35 @@ json_t *runtime_usage_all_json(struct runtime *rt)
         json_decref(ids[j]);
     free(ids);
     return out ? out : json_array();
+}
+
+int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&rt->lock);
+    size_t live = 0;
+    for (size_t i = 0; i < rt->nusage; i++)
+        live += rt->usage[i].running > 0;
+    struct runtime_usage_count *list = live ? malloc(live * sizeof *list) : NULL;
+    if (live && !list) {
+        pthread_mutex_unlock(&rt->lock);
+        return -1;
+    }
+    size_t k = 0;
+    for (size_t i = 0; list && i < rt->nusage; i++) {
+        const struct usage_entry *u = &rt->usage[i];
+        if (u->running <= 0)
+            continue;
+        memcpy(list[k].strategy, u->strategy, sizeof list[k].strategy);
+        memcpy(list[k].hex, u->hex, sizeof list[k].hex);
+        list[k].running = u->running;
+        k++;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    *out = list;
+    *n = k;
+    return 0;
 }
 
 int usage_load(struct runtime *rt, struct err *err)

@@ -1010,6 +1010,59 @@ static void test_module_listing_and_filters(void **state)
     tu_server_stop(srv);
 }
 
+/* Every module of a listing is the document GET /strategies/modules/{name}
+ * answers (the listing is written from text kept per catalogue generation,
+ * the single GET from the registry): after uploads and tag moves too. */
+static void assert_listing_matches_gets(struct tu_server *srv, size_t count)
+{
+    json_t *page = tu_get_json(srv, 200, "/strategies/modules");
+    assert_page(page, count, (long long)count, 0, -1);
+    size_t i;
+    json_t *m;
+    json_array_foreach(tu_jget(page, "modules"), i, m)
+    {
+        json_t *one = tu_get_json(srv, 200, "/strategies/modules/%s", tu_jstr(m, "name"));
+        if (!json_equal(m, one)) {
+            char *a = json_dumps(m, JSON_COMPACT), *b = json_dumps(one, JSON_COMPACT);
+            fail_msg("listing has %s\nmodule GET has %s", a, b);
+        }
+        json_decref(one);
+    }
+    json_decref(page);
+}
+
+static void test_listing_follows_the_catalogue(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *a1 = tu_module_source("alpha", "v1", NULL);
+    char *a2 = tu_module_source("alpha", "v2", "onTrade() {},");
+    char *b1 = tu_module_source("beta", "v1", NULL);
+    char ha1[65], ha2[65], hb1[65];
+    tu_upload_expect(srv, a1, NULL, 201, ha1);
+    assert_listing_matches_gets(srv, 1);
+    tu_upload_expect(srv, b1, NULL, 201, hb1);
+    assert_listing_matches_gets(srv, 2);
+    tu_upload_expect(srv, a2, NULL, 201, ha2);
+    assert_listing_matches_gets(srv, 2);
+    json_t *page = tu_get_json(srv, 200, "/strategies/modules?strategy=alpha");
+    assert_int_equal(json_array_size(tu_jget(page, "modules.0.revisions")), 2);
+    json_decref(page);
+    json_t *moved = tu_callf(srv, "PUT", "/strategies/modules/alpha/tags/prod", 200,
+                             "{\"hash\": \"sha256:%s\"}", ha1);
+    json_decref(moved);
+    assert_listing_matches_gets(srv, 2);
+    page = tu_get_json(srv, 200, "/strategies/modules?strategy=alpha");
+    char *spelled = tu_path("sha256:%s", ha1);
+    assert_string_equal(tu_jstr(page, "modules.0.tagAliases.prod"), spelled);
+    free(spelled);
+    json_decref(page);
+    free(a1);
+    free(a2);
+    free(b1);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1046,6 +1099,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_es2023_module_is_accepted, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_module_listing_and_filters, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_listing_follows_the_catalogue, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -503,6 +503,128 @@ static void test_listings_and_usage(void **state)
     fx_close(&f);
 }
 
+/* The text a GET answers with is byte for byte the dump of the jansson
+ * snapshot, in every state (usage never seen, stopped with history, start
+ * failed with lastError, several providers, moved to another revision). */
+static void assert_text_is_dump(struct fx *f, const char *id)
+{
+    struct err err = ERR_INIT;
+    json_t *snap = runtime_instance_snapshot(f->rt, id, &err);
+    assert_non_null(snap);
+    size_t want_len = 0, got_len = 0;
+    char *want = jsonutil_dump(snap, &want_len);
+    char *got = runtime_instance_snapshot_text(f->rt, id, &got_len, &err);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    assert_int_equal(got_len, want_len);
+    free(want);
+    free(got);
+    json_decref(snap);
+}
+
+/* The same while the revision runs, when lastSeen is the time of each call:
+ * equal documents once lastSeen is left out. */
+static void assert_text_equals_snapshot(struct fx *f, const char *id)
+{
+    struct err err = ERR_INIT;
+    json_t *snap = runtime_instance_snapshot(f->rt, id, &err);
+    size_t len = 0;
+    char *text = runtime_instance_snapshot_text(f->rt, id, &len, &err);
+    assert_non_null(snap);
+    assert_non_null(text);
+    json_t *parsed = jsonutil_parse(text, len, &err);
+    assert_non_null(parsed);
+    assert_non_null(tu_jstr(parsed, "usage.lastSeen"));
+    json_object_del(json_object_get(parsed, "usage"), "lastSeen");
+    json_object_del(json_object_get(snap, "usage"), "lastSeen");
+    assert_true(json_equal(parsed, snap));
+    json_decref(parsed);
+    json_decref(snap);
+    free(text);
+}
+
+static size_t pinned(struct fx *f, const char *hex, bool include_stopped)
+{
+    json_t *list = runtime_instances_pinning(f->rt, "alpha", hex, include_stopped);
+    size_t n = json_array_size(list);
+    json_decref(list);
+    return n;
+}
+
+static void test_snapshot_text_and_pins(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 2);
+    char v1[HASH_HEX_LEN + 1], v2[HASH_HEX_LEN + 1], bad[HASH_HEX_LEN + 1];
+    upload_alpha(&f, 1, "v1", v1);
+    upload_alpha(&f, 2, "v2", v2);
+    char *src = fx_module("thrower", "['Trade']", NULL, "    throw new TypeError('nope');");
+    fx_upload(&f, "thrower", src, NULL, bad);
+    free(src);
+    struct err err = ERR_INIT;
+    fx_create(&f, "p3", "alpha:v1", NULL, NULL);
+    fx_run(&f, "p1", "alpha:v1", NULL,
+           "{\"sim\": {\"symbols\": [\"ETH-USDT\", \"BTC-USDT\"]},"
+           " \"alt\": {\"symbols\": [\"SOL-USDT\", \"BTC-USDT\"]}}");
+    fx_run(&f, "p2", "alpha:v1", NULL, NULL);
+    fx_create(&f, "t1", "thrower", NULL, NULL);
+    fx_fails(runtime_instance_start(f.rt, "t1", &err), &err, ERR_UNPROCESSABLE);
+    err_clear(&err);
+    assert_int_equal(pinned(&f, v1, false), 2);
+    assert_int_equal(pinned(&f, v1, true), 3);
+    assert_int_equal(pinned(&f, NULL, true), 3);
+    assert_text_equals_snapshot(&f, "p3"); /* its revision runs: lastSeen is now */
+    fx_ok(runtime_instance_stop(f.rt, "p1", &err), &err);
+    fx_ok(runtime_instance_stop(f.rt, "p2", &err), &err);
+    assert_int_equal(pinned(&f, v1, false), 0);
+    assert_text_is_dump(&f, "p1");
+    assert_text_is_dump(&f, "p2");
+    assert_text_is_dump(&f, "t1");
+    json_t *doc = runtime_usage_json(f.rt, "alpha", v1);
+    char *want = jsonutil_dump(doc, NULL);
+    struct strbuf sb = STRBUF_INIT;
+    assert_int_equal(runtime_usage_text(f.rt, "alpha", v1, &sb), 0);
+    assert_string_equal(strbuf_cstr(&sb), want);
+    strbuf_release(&sb);
+    free(want);
+    json_decref(doc);
+    /* moving an instance moves it in the index and drops its cached text */
+    json_t *spec = fx_spec("p2", "alpha:v2", NULL, NULL);
+    fx_ok(runtime_instance_update(f.rt, "p2", spec, NULL, &err), &err);
+    json_decref(spec);
+    assert_int_equal(pinned(&f, v1, true), 2);
+    assert_int_equal(pinned(&f, v2, true), 1);
+    json_t *ids = runtime_instances_pinning(f.rt, "alpha", NULL, true);
+    assert_string_equal(tu_jstr(ids, "0.id"), "p1");
+    assert_string_equal(tu_jstr(ids, "1.id"), "p2");
+    assert_string_equal(tu_jstr(ids, "2.id"), "p3");
+    json_decref(ids);
+    assert_text_is_dump(&f, "p2");
+    fx_start(&f, "p2");
+    json_t *u = runtime_usage_json(f.rt, "alpha", v2);
+    assert_string_equal(tu_jstr(u, "instances.0"), "p2");
+    assert_int_equal(runtime_usage_text(f.rt, "alpha", v2, &sb), 1);
+    json_t *parsed = jsonutil_parse(strbuf_cstr(&sb), sb.len, &err);
+    assert_non_null(parsed);
+    json_object_del(parsed, "lastSeen");
+    json_object_del(u, "lastSeen");
+    assert_true(json_equal(parsed, u));
+    json_decref(parsed);
+    strbuf_release(&sb);
+    json_decref(u);
+    fx_ok(runtime_instance_delete(f.rt, "p2", &err), &err);
+    assert_int_equal(pinned(&f, v2, true), 0);
+    size_t len = 0;
+    assert_null(runtime_instance_snapshot_text(f.rt, "p2", &len, &err));
+    assert_int_equal(err.kind, ERR_NOT_FOUND);
+    err_clear(&err);
+    fx_restart(&f);
+    assert_int_equal(pinned(&f, v1, true), 2);
+    assert_text_is_dump(&f, "p1");
+    fx_close(&f);
+}
+
 static void test_metrics_text(void **state)
 {
     (void)state;
@@ -563,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_no_start_while_deleting),
         cmocka_unit_test(test_restore_retired),
         cmocka_unit_test(test_listings_and_usage),
+        cmocka_unit_test(test_snapshot_text_and_pins),
         cmocka_unit_test(test_metrics_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
