@@ -260,9 +260,9 @@ struct worker {
     size_t nreap;
     int64_t now_ns;
     uint32_t sample_tick[H_COUNT]; /* per handler, so no handler is never sampled */
-    uint64_t run_stamp; /* numbers runs of events delivered instance by instance */
-    uint32_t run_calls; /* deliveries since the timers were last checked */
-    bool walking;       /* inside a subscription walk: reaping waits */
+    uint64_t run_stamp;            /* numbers runs of events delivered instance by instance */
+    uint32_t run_calls;            /* deliveries since the timers were last checked */
+    bool walking;                  /* inside a subscription walk: reaping waits */
 
     /* statistics, written by the worker only */
     _Atomic uint64_t delivered[EVENT_KIND_COUNT];
@@ -280,6 +280,12 @@ void worker_shutdown(struct worker *w);
 void worker_destroy(struct worker *w);
 /* Posts a command and waits for the worker to complete it. */
 void worker_call(struct worker *w, struct command *cmd);
+/* The same in two steps, so a caller can post many commands (to several
+ * workers, which then work in parallel) before waiting for them. Each
+ * worker runs its commands in the order posted. A command stays the
+ * caller's and must not move or be freed until worker_wait returned. */
+void worker_post(struct worker *w, struct command *cmd);
+void worker_wait(struct runtime *rt, struct command *cmd);
 size_t worker_queue_depth(struct worker *w);
 
 /* Worker thread only. */
@@ -505,7 +511,7 @@ struct runtime {
     struct deleting_mark {
         char strategy[NAMES_STRATEGY_MAX + 1];
         char hex[HASH_HEX_LEN + 1];
-    } *deleting;
+    } * deleting;
     size_t ndeleting, deleting_cap;
 
     struct worker *workers;
@@ -536,9 +542,34 @@ int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err);
  * reason (desired state off), persists, counts and logs. */
 void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *reason,
                          const char *handler, const char *message);
-/* Side effects of a start or stop: usage timestamps and counters. */
+/* Usage touches gathered to be written with instance records in one
+ * transaction (rtx_persist_batch); one entry per revision. */
+struct rtx_touch {
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    int64_t now_ms;
+};
+struct rtx_touches {
+    struct rtx_touch *items;
+    size_t n, cap;
+};
+/* -1 when out of memory (nothing added). */
+int rtx_touch_add(struct rtx_touches *t, const char *strategy, const char *hex, int64_t now_ms);
+void rtx_touches_free(struct rtx_touches *t);
+
+/* Writes the records of insts that changed since their last write, and
+ * touches (may be NULL), in one store transaction: all or nothing. */
+int rtx_persist_batch(struct runtime *rt, struct instance *const *insts, size_t n,
+                      const struct rtx_touches *touches, struct err *err);
+
+/* Side effects of a start or stop: usage timestamps and counters. The
+ * _into forms leave the store's usage write in `into` (NULL: write now). */
 void rtx_note_start(struct runtime *rt, const char *strategy, const char *hex);
 void rtx_note_stop(struct runtime *rt, const char *strategy, const char *hex, const char *reason);
+void rtx_note_start_into(struct runtime *rt, const char *strategy, const char *hex,
+                         struct rtx_touches *into);
+void rtx_note_stop_into(struct runtime *rt, const char *strategy, const char *hex,
+                        const char *reason, struct rtx_touches *into);
 /* Client order numbers, never reused for an instance id: reserved in
  * blocks recorded in the store. _load (control plane, before the first
  * start) continues after the last reservation; _reserve (the owner worker,
@@ -581,8 +612,7 @@ int spec_reresolve(const struct registry *reg, const char *selector,
 bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const char *hex);
 /* Claims hex as the instance's pending revision; ERR_CONFLICT when a delete
  * of it is in flight. */
-int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex,
-                      struct err *err);
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex, struct err *err);
 void rtx_release_pending(struct runtime *rt, struct instance *inst);
 
 /* usage.c (caller holds rt->lock unless said otherwise) */

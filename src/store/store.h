@@ -83,6 +83,26 @@ int store_usage_forget(struct store *store, const char *strategy, const char *he
 /* Array of {"strategy", "hash" (hex), "firstSeen", "lastSeen"} (ms). */
 int store_usage_list(struct store *store, json_t **out, struct err *err);
 
+/* ---- several instance records and usage touches in one transaction ----
+ * All or nothing, one sync: what a refresh that moves many instances, or a
+ * start and its usage touch, writes. Each element is checked as the single
+ * calls check it; nothing is written if one is invalid. Strings and JSON
+ * are borrowed for the call. */
+struct store_instance_record {
+    const char *id;
+    const json_t *spec;
+    bool desired_running;
+    const char *stop_reason; /* NULL when none */
+};
+struct store_usage_record {
+    const char *strategy;
+    const char *hex;
+    int64_t now_ms;
+};
+int store_instances_save(struct store *store, const struct store_instance_record *instances,
+                         size_t ninstances, const struct store_usage_record *touches,
+                         size_t ntouches, struct err *err);
+
 /* ---- module metadata cache by revision hash (immutable per hash) ----
  * A put replaces any earlier value, so a newer validator may refresh it. */
 int store_metadata_get(struct store *store, const char *hex, json_t **metadata, struct err *err);
