@@ -122,46 +122,40 @@ static json_t *result(const char *selector, const struct candidate *c, const cha
     return r;
 }
 
-static const char *field(const json_t *r, const char *key)
-{
-    const char *s = json_string_value(json_object_get(r, key));
-    return s ? s : "";
-}
+/* A result with the keys it is sorted by (selector, then strategy, then
+ * instance), taken from the candidate rather than looked up in the JSON. */
+struct keyed {
+    const char *selector;
+    const char *strategy;
+    const char *id;
+    json_t *result;
+};
 
-static const char *first_instance(const json_t *r)
+static int cmp_keyed(const void *a, const void *b)
 {
-    const char *s = json_string_value(json_array_get(json_object_get(r, "instances"), 0));
-    return s ? s : "";
-}
-
-static int cmp_results(const void *a, const void *b)
-{
-    const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-    int c = strcmp(field(x, "selector"), field(y, "selector"));
+    const struct keyed *x = a, *y = b;
+    int c = strcmp(x->selector, y->selector);
     if (c == 0)
-        c = strcmp(field(x, "strategy"), field(y, "strategy"));
+        c = strcmp(x->strategy, y->strategy);
     if (c == 0)
-        c = strcmp(first_instance(x), first_instance(y));
+        c = strcmp(x->id, y->id);
     return c;
 }
 
-static json_t *sorted(json_t *results)
+/* Sorts the n results and moves them into a new array (NULL when out of
+ * memory; the results are released either way). */
+static json_t *sorted(struct keyed *items, size_t n)
 {
-    size_t n = json_array_size(results);
-    json_t **items = calloc(n ? n : 1, sizeof *items);
+    qsort(items, n, sizeof *items, cmp_keyed);
     json_t *out = json_array();
-    if (!items || !out) {
-        free(items);
-        json_decref(out);
-        return results;
+    for (size_t i = 0; i < n; i++) {
+        if (out && json_array_append_new(out, items[i].result) != 0) {
+            json_decref(out);
+            out = NULL;
+        } else if (!out) {
+            json_decref(items[i].result);
+        }
     }
-    for (size_t i = 0; i < n; i++)
-        items[i] = json_array_get(results, i);
-    qsort(items, n, sizeof *items, cmp_results);
-    for (size_t i = 0; i < n; i++)
-        json_array_append(out, items[i]);
-    free(items);
-    json_decref(results);
     return out;
 }
 
@@ -435,16 +429,36 @@ static size_t prepare_all(struct runtime *rt, struct target *targets, size_t nta
 }
 
 /* Waits for every posted command, then persists everything at once. */
-static void finish_all(struct runtime *rt, struct move *moves, size_t nmoves, json_t *results)
+static void finish_all(struct runtime *rt, struct move *moves, size_t nmoves)
 {
     struct rtx_touches touches = {0};
-    for (size_t i = 0; i < nmoves; i++) {
+    for (size_t i = 0; i < nmoves; i++)
         finish(rt, &moves[i], &touches);
-        json_array_append_new(results, moves[i].result);
-        moves[i].result = NULL;
-    }
     persist_moves(rt, moves, nmoves, &touches);
     rtx_touches_free(&touches);
+}
+
+/* Every move's result, then one "retired" result with no instance for each
+ * target that picked none; returns how many. */
+static size_t collect(struct move *moves, size_t nmoves, const struct target *targets,
+                      size_t ntargets, struct keyed *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nmoves; i++) {
+        const struct candidate *c = moves[i].c;
+        if (moves[i].result)
+            out[n++] = (struct keyed){c->selector, c->strategy, c->inst->id, moves[i].result};
+        moves[i].result = NULL;
+    }
+    for (size_t t = 0; t < ntargets; t++) {
+        if (targets[t].matched)
+            continue;
+        json_t *r = json_pack("{s:s, s:[], s:s}", "selector", targets[t].text, "instances",
+                              "reason", "retired");
+        if (r)
+            out[n++] = (struct keyed){targets[t].text, "", "", r};
+    }
+    return n;
 }
 
 int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response, struct err *err)
@@ -472,31 +486,30 @@ int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response
     size_t n = 0;
     struct candidate *list = candidates(rt, &n);
     struct move *moves = calloc(n ? n : 1, sizeof *moves);
-    json_t *results = json_array();
-    if (!list || !moves || !results) {
+    struct keyed *items = calloc(n + ntargets + 1, sizeof *items);
+    if (!list || !moves || !items) {
         registry_release(reg);
         pthread_mutex_unlock(&rt->control);
         free(list);
         free(moves);
+        free(items);
         free(targets);
-        json_decref(results);
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
     }
     size_t nmoves = prepare_all(rt, targets, ntargets, list, n, moves);
-    finish_all(rt, moves, nmoves, results);
-    free(moves);
-    for (size_t t = 0; t < ntargets; t++) {
-        if (!targets[t].matched)
-            json_array_append_new(results,
-                                  json_pack("{s:s, s:[], s:s}", "selector", targets[t].text,
-                                            "instances", "reason", "retired"));
-    }
+    finish_all(rt, moves, nmoves);
+    size_t nitems = collect(moves, nmoves, targets, ntargets, items);
+    /* the keys point into list, targets and the instances (which a delete
+     * may free once rt->control is released) */
+    json_t *results = sorted(items, nitems);
     registry_release(reg);
     pthread_mutex_unlock(&rt->control);
+    free(items);
+    free(moves);
     free(list);
     free(targets);
-    *response = json_pack("{s:s, s:o}", "status", "ok", "results", sorted(results));
+    *response = results ? json_pack("{s:s, s:o}", "status", "ok", "results", results) : NULL;
     if (!*response) {
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
