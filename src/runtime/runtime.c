@@ -1074,7 +1074,8 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
         return -1;
     }
     struct rtx_touches touches = {0};
-    if (user_request && rtx_touch_add(&touches, job.strategy, job.hex, clock_wall_ms()) != 0)
+    int64_t now = clock_wall_ms();
+    if (user_request && rtx_touch_add(&touches, job.strategy, job.hex, now) != 0)
         rtx_touches_free(&touches); /* then touched on its own after the start */
     if (start_mark(rt, inst, &job, user_request, &touches, err) != 0) {
         rtx_touches_free(&touches);
@@ -1099,8 +1100,13 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
         return -1;
     }
     err_clear(&cmd.err);
-    /* the store's touch went with the intent; this one only updates memory */
-    rtx_note_start_into(rt, job.strategy, job.hex, touches.n ? &touches : NULL);
+    if (touches.n) {
+        /* the store's touch went with the intent: memory gets the same time */
+        touch_memory(rt, job.strategy, job.hex, now);
+        count_action(rt, job.strategy, job.hex, "start");
+    } else {
+        rtx_note_start(rt, job.strategy, job.hex);
+    }
     rtx_touches_free(&touches);
     return 0;
 }
