@@ -29,8 +29,8 @@ struct api_query_arg {
 struct api_request {
     struct MHD_Connection *conn;
     const char *method;
-    char *raw_uri;                    /* as received, before decoding */
-    char *segments[API_MAX_SEGMENTS]; /* decoded path segments */
+    char *raw_uri;                     /* as received, before decoding */
+    char *segments[API_MAX_SEGMENTS];  /* decoded path segments */
     size_t nsegments;
     bool path_too_deep;
     struct api_query_arg *query;
@@ -46,14 +46,14 @@ struct api_request {
     const char *route;                  /* the matched pattern, for metrics */
     int64_t started_ns;
     enum api_role role;
-    long token;     /* index in opts.tokens; -1: none */
-    char actor[64]; /* token name, or "anonymous" */
+    long token;                         /* index in opts.tokens; -1: none */
+    char actor[64];                     /* token name, or "anonymous" */
 };
 
 struct api_response {
     unsigned status;
-    json_t *json; /* body as JSON, or */
-    char *body;   /* raw body (malloc'ed) with content_type */
+    json_t *json;             /* body as JSON, or */
+    char *body;               /* raw body (malloc'ed) with content_type */
     size_t body_len;
     const char *content_type;
     char etag[HASH_SPELLED_LEN + 3];
@@ -116,7 +116,8 @@ size_t api_query_all(const struct api_request *req, const char *key, const char 
                      size_t max);
 /* The body as a JSON object (ERR_INVALID saying where when it is not). An
  * empty body is an error unless allow_empty (then *out is NULL). */
-int api_body_object(const struct api_request *req, bool allow_empty, json_t **out, struct err *err);
+int api_body_object(const struct api_request *req, bool allow_empty, json_t **out,
+                    struct err *err);
 /* Appends an audit entry {actor, action, ...fields}; fields is stolen. */
 void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields);
 /* Audits a refresh: the request (borrowed), how many results had each
@@ -145,8 +146,10 @@ int api_handle_modules_list(struct api *, struct api_request *, struct api_respo
                             struct err *);
 int api_handle_module_upload(struct api *, struct api_request *, struct api_response *,
                              struct err *);
-int api_handle_module_get(struct api *, struct api_request *, struct api_response *, struct err *);
-int api_handle_module_put(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_module_get(struct api *, struct api_request *, struct api_response *,
+                          struct err *);
+int api_handle_module_put(struct api *, struct api_request *, struct api_response *,
+                          struct err *);
 int api_handle_module_delete(struct api *, struct api_request *, struct api_response *,
                              struct err *);
 int api_handle_module_source(struct api *, struct api_request *, struct api_response *,
@@ -154,7 +157,8 @@ int api_handle_module_source(struct api *, struct api_request *, struct api_resp
 int api_handle_module_usage(struct api *, struct api_request *, struct api_response *,
                             struct err *);
 int api_handle_tag_put(struct api *, struct api_request *, struct api_response *, struct err *);
-int api_handle_tag_delete(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_tag_delete(struct api *, struct api_request *, struct api_response *,
+                          struct err *);
 int api_handle_refresh(struct api *, struct api_request *, struct api_response *, struct err *);
 int api_handle_registry_export(struct api *, struct api_request *, struct api_response *,
                                struct err *);
@@ -177,7 +181,8 @@ int api_handle_provider_balances(struct api *, struct api_request *, struct api_
                                  struct err *);
 int api_handle_adapters_list(struct api *, struct api_request *, struct api_response *,
                              struct err *);
-int api_handle_adapter_get(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_adapter_get(struct api *, struct api_request *, struct api_response *,
+                           struct err *);
 
 int api_handle_instances_list(struct api *, struct api_request *, struct api_response *,
                               struct err *);

@@ -260,9 +260,9 @@ struct worker {
     size_t nreap;
     int64_t now_ns;
     uint32_t sample_tick[H_COUNT]; /* per handler, so no handler is never sampled */
-    uint64_t run_stamp;            /* numbers runs of events delivered instance by instance */
-    uint32_t run_calls;            /* deliveries since the timers were last checked */
-    bool walking;                  /* inside a subscription walk: reaping waits */
+    uint64_t run_stamp; /* numbers runs of events delivered instance by instance */
+    uint32_t run_calls; /* deliveries since the timers were last checked */
+    bool walking;       /* inside a subscription walk: reaping waits */
 
     /* statistics, written by the worker only */
     _Atomic uint64_t delivered[EVENT_KIND_COUNT];
@@ -511,7 +511,7 @@ struct runtime {
     struct deleting_mark {
         char strategy[NAMES_STRATEGY_MAX + 1];
         char hex[HASH_HEX_LEN + 1];
-    } * deleting;
+    } *deleting;
     size_t ndeleting, deleting_cap;
 
     struct worker *workers;
@@ -612,7 +612,8 @@ int spec_reresolve(const struct registry *reg, const char *selector,
 bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const char *hex);
 /* Claims hex as the instance's pending revision; ERR_CONFLICT when a delete
  * of it is in flight. */
-int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex, struct err *err);
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex,
+                      struct err *err);
 void rtx_release_pending(struct runtime *rt, struct instance *inst);
 
 /* usage.c (caller holds rt->lock unless said otherwise) */

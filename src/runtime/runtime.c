@@ -1301,7 +1301,8 @@ bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const c
     return false;
 }
 
-int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex, struct err *err)
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex,
+                      struct err *err)
 {
     pthread_mutex_lock(&rt->lock);
     bool deleting = rtx_deleting_locked(rt, inst->strategy, hex);
