@@ -22,6 +22,62 @@ void api_audit(struct api *api, const struct api_request *req, const char *actio
     json_decref(entry);
 }
 
+static const char *text_of(const json_t *r, const char *key)
+{
+    const char *s = json_string_value(json_object_get(r, key));
+    return s ? s : "";
+}
+
+/* Results the audit can merge: same selector, strategy, hashes, reason,
+ * and neither carries an error of its own. */
+static bool same_change(const json_t *a, const json_t *b)
+{
+    static const char *const keys[] = {"selector", "strategy", "hash", "previousHash", "reason"};
+    if (json_object_get(a, "error") || json_object_get(b, "error"))
+        return false;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (strcmp(text_of(a, keys[i]), text_of(b, keys[i])) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Adds r to changes, into the last entry when it is the same change. */
+static void add_change(json_t *changes, const json_t *r)
+{
+    json_t *last = json_array_get(changes, json_array_size(changes) - 1);
+    if (last && same_change(last, r)) {
+        json_array_extend(json_object_get(last, "instances"), json_object_get(r, "instances"));
+        return;
+    }
+    json_t *copy = json_copy((json_t *)r);
+    json_t *ids = json_copy(json_object_get(r, "instances"));
+    if (copy && ids)
+        json_object_set(copy, "instances", ids);
+    json_decref(ids);
+    json_array_append_new(changes, copy);
+}
+
+void api_audit_refresh(struct api *api, const struct api_request *req, const json_t *request,
+                       const json_t *results)
+{
+    json_t *counts = json_object();
+    json_t *changes = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        const char *reason = text_of(r, "reason");
+        json_object_set_new(counts, reason,
+                            json_integer(json_integer_value(json_object_get(counts, reason)) + 1));
+        if (strcmp(reason, "alreadyPinned") != 0)
+            add_change(changes, r);
+    }
+    api_audit(
+        api, req, "refresh",
+        json_pack("{s:O?, s:o, s:o}", "request", request, "counts", counts, "changes", changes));
+}
+
 static void audit_tag(struct api *api, const struct api_request *req, const char *name,
                       const char *tag, const char *from, const char *to)
 {

@@ -90,9 +90,9 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
         }
         json_object_set(out, "results", json_object_get(refreshed, "results"));
         /* the instances it moved, as POST /strategies/refresh records them */
-        api_audit(api, req, "refresh",
-                  json_pack("{s:{s:[s]}, s:O}", "request", "strategies", name, "results",
-                            json_object_get(refreshed, "results")));
+        json_t *request = json_pack("{s:[s]}", "strategies", name);
+        api_audit_refresh(api, req, request, json_object_get(refreshed, "results"));
+        json_decref(request);
         json_decref(refreshed);
     }
     api_respond_json(res, 200, out);
@@ -160,9 +160,7 @@ int api_handle_refresh(struct api *api, struct api_request *req, struct api_resp
     if (rc == 0) {
         json_object_set_new(response, "problems", problems ? problems : json_array());
         problems = NULL;
-        api_audit(api, req, "refresh",
-                  json_pack("{s:O?, s:O}", "request", body, "results",
-                            json_object_get(response, "results")));
+        api_audit_refresh(api, req, body, json_object_get(response, "results"));
         api_respond_json(res, 200, response);
     }
     json_decref(problems);

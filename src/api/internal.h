@@ -121,6 +121,13 @@ int api_body_object(const struct api_request *req, bool allow_empty, json_t **ou
                     struct err *err);
 /* Appends an audit entry {actor, action, ...fields}; fields is stolen. */
 void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields);
+/* Audits a refresh: the request (borrowed), how many results had each
+ * reason, and the changes (every result but "alreadyPinned"), adjacent
+ * results of one selector, strategy, revision move and reason merged into
+ * one with all their instances. A no-change refresh of a large fleet writes
+ * a few hundred bytes, not its whole answer. */
+void api_audit_refresh(struct api *api, const struct api_request *req, const json_t *request,
+                       const json_t *results);
 /* Audits every tag of strategy `name` that moved, appeared or went between
  * two snapshots (for changes whose tag moves are side effects: uploads,
  * deletes). */

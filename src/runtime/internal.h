@@ -285,6 +285,12 @@ void worker_shutdown(struct worker *w);
 void worker_destroy(struct worker *w);
 /* Posts a command and waits for the worker to complete it. */
 void worker_call(struct worker *w, struct command *cmd);
+/* The same in two steps, so a caller can post many commands (to several
+ * workers, which then work in parallel) before waiting for them. Each
+ * worker runs its commands in the order posted. A command stays the
+ * caller's and must not move or be freed until worker_wait returned. */
+void worker_post(struct worker *w, struct command *cmd);
+void worker_wait(struct runtime *rt, struct command *cmd);
 size_t worker_queue_depth(struct worker *w);
 
 /* Worker thread only. */
@@ -543,9 +549,34 @@ int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err);
  * reason (desired state off), persists, counts and logs. */
 void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *reason,
                          const char *handler, const char *message);
-/* Side effects of a start or stop: usage timestamps and counters. */
+/* Usage touches gathered to be written with instance records in one
+ * transaction (rtx_persist_batch); one entry per revision. */
+struct rtx_touch {
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    int64_t now_ms;
+};
+struct rtx_touches {
+    struct rtx_touch *items;
+    size_t n, cap;
+};
+/* -1 when out of memory (nothing added). */
+int rtx_touch_add(struct rtx_touches *t, const char *strategy, const char *hex, int64_t now_ms);
+void rtx_touches_free(struct rtx_touches *t);
+
+/* Writes the records of insts that changed since their last write, and
+ * touches (may be NULL), in one store transaction: all or nothing. */
+int rtx_persist_batch(struct runtime *rt, struct instance *const *insts, size_t n,
+                      const struct rtx_touches *touches, struct err *err);
+
+/* Side effects of a start or stop: usage timestamps and counters. The
+ * _into forms leave the store's usage write in `into` (NULL: write now). */
 void rtx_note_start(struct runtime *rt, const char *strategy, const char *hex);
 void rtx_note_stop(struct runtime *rt, const char *strategy, const char *hex, const char *reason);
+void rtx_note_start_into(struct runtime *rt, const char *strategy, const char *hex,
+                         struct rtx_touches *into);
+void rtx_note_stop_into(struct runtime *rt, const char *strategy, const char *hex,
+                        const char *reason, struct rtx_touches *into);
 /* Client order numbers, never reused for an instance id: reserved in
  * blocks recorded in the store. _load (control plane, before the first
  * start) continues after the last reservation; _reserve (the owner worker,

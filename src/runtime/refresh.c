@@ -122,50 +122,69 @@ static json_t *result(const char *selector, const struct candidate *c, const cha
     return r;
 }
 
-static const char *field(const json_t *r, const char *key)
-{
-    const char *s = json_string_value(json_object_get(r, key));
-    return s ? s : "";
-}
+/* A result with the keys it is sorted by (selector, then strategy, then
+ * instance), taken from the candidate rather than looked up in the JSON. */
+struct keyed {
+    const char *selector;
+    const char *strategy;
+    const char *id;
+    json_t *result;
+};
 
-static const char *first_instance(const json_t *r)
+static int cmp_keyed(const void *a, const void *b)
 {
-    const char *s = json_string_value(json_array_get(json_object_get(r, "instances"), 0));
-    return s ? s : "";
-}
-
-static int cmp_results(const void *a, const void *b)
-{
-    const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-    int c = strcmp(field(x, "selector"), field(y, "selector"));
+    const struct keyed *x = a, *y = b;
+    int c = strcmp(x->selector, y->selector);
     if (c == 0)
-        c = strcmp(field(x, "strategy"), field(y, "strategy"));
+        c = strcmp(x->strategy, y->strategy);
     if (c == 0)
-        c = strcmp(first_instance(x), first_instance(y));
+        c = strcmp(x->id, y->id);
     return c;
 }
 
-static json_t *sorted(json_t *results)
+/* Sorts the n results and moves them into a new array (NULL when out of
+ * memory; the results are released either way). */
+static json_t *sorted(struct keyed *items, size_t n)
 {
-    size_t n = json_array_size(results);
-    json_t **items = calloc(n ? n : 1, sizeof *items);
+    qsort(items, n, sizeof *items, cmp_keyed);
     json_t *out = json_array();
-    if (!items || !out) {
-        free(items);
-        json_decref(out);
-        return results;
+    for (size_t i = 0; i < n; i++) {
+        if (out && json_array_append_new(out, items[i].result) != 0) {
+            json_decref(out);
+            out = NULL;
+        } else if (!out) {
+            json_decref(items[i].result);
+        }
     }
-    for (size_t i = 0; i < n; i++)
-        items[i] = json_array_get(results, i);
-    qsort(items, n, sizeof *items, cmp_results);
-    for (size_t i = 0; i < n; i++)
-        json_array_append(out, items[i]);
-    free(items);
-    json_decref(results);
     return out;
 }
 
 /* ------------------------------------------------------------ one instance */
+
+/* A refresh handles every picked instance in three passes: prepare (resolve,
+ * re-pin, post the worker command at once, so both workers restart in
+ * parallel while the next instances are prepared), finish (after waiting
+ * for every command: the bookkeeping of each outcome), then one store
+ * transaction for every record and usage touch. */
+enum move_kind {
+    MOVE_DONE,    /* result known in the prepare pass, nothing to wait for */
+    MOVE_REPIN,   /* not running: re-pinned in the prepare pass */
+    MOVE_RESTART, /* CMD_RESTART posted */
+    MOVE_RETIRE,  /* stopped (CMD_STOP posted when running) */
+    MOVE_NO_PLAN, /* the new revision gave no launch plan: CMD_STOP posted */
+};
+
+struct move {
+    const struct candidate *c;
+    enum move_kind kind;
+    bool posted;  /* cmd went to the worker */
+    bool claimed; /* pending_hex set */
+    char hex[HASH_HEX_LEN + 1];
+    json_t *spec; /* the spec on the new pin */
+    struct command cmd;
+    struct err err; /* MOVE_NO_PLAN: why */
+    json_t *result;
+};
 
 static void stopped_locked(struct instance *inst, const char *reason, const char *message)
 {
@@ -178,112 +197,180 @@ static void stopped_locked(struct instance *inst, const char *reason, const char
     inst->version++;
 }
 
-static json_t *retire(struct runtime *rt, const struct candidate *c)
+static void apply_spec(struct runtime *rt, struct instance *inst, json_t *spec)
 {
-    struct err err = ERR_INIT;
-    int was_running = c->running ? rtx_stop_vm(rt, c->inst, &err) : 0;
-    err_clear(&err);
     pthread_mutex_lock(&rt->lock);
-    stopped_locked(c->inst, "retired", NULL);
+    rtx_apply_spec_locked(rt, inst, spec);
     pthread_mutex_unlock(&rt->lock);
-    if (rtx_persist(rt, c->inst, &err) != 0)
-        log_error("runtime", "cannot persist instance %s: %s", c->inst->id, err.message);
-    err_clear(&err);
-    if (was_running > 0)
-        rtx_note_stop(rt, c->strategy, c->hex, "retired");
-    return result(c->selector, c, c->hex, NULL, "retired");
 }
 
-/* Restarts a running instance on its new revision. A new VM that does not
- * start leaves the instance stopped (startFailed) on the new pin. */
-static int restart(struct runtime *rt, const struct candidate *c, json_t *spec,
-                   const struct registry_resolution *res, struct err *err)
+static void post(struct move *m, enum command_kind kind, struct vm_plan *plan, json_t *spec)
 {
+    m->cmd = (struct command){
+        .kind = kind, .inst = m->c->inst, .plan = plan, .spec = spec, .err = ERR_INIT};
+    worker_post(m->c->inst->worker, &m->cmd);
+    m->posted = true;
+}
+
+static void prepare_retire(struct move *m)
+{
+    m->kind = MOVE_RETIRE;
+    if (m->c->running)
+        post(m, CMD_STOP, NULL, NULL);
+}
+
+/* A running instance: claims the new revision against deletes, plans the
+ * new VM and posts the restart. */
+static void prepare_restart(struct runtime *rt, struct move *m,
+                            const struct registry_resolution *res)
+{
+    const struct candidate *c = m->c;
+    struct err err = ERR_INIT;
+    /* the new revision is being deleted: it no longer resolves */
+    if (rtx_claim_pending(rt, c->inst, m->hex, &err) != 0) {
+        err_clear(&err);
+        json_decref(m->spec);
+        m->spec = NULL;
+        prepare_retire(m);
+        return;
+    }
+    m->claimed = true;
     struct vm_plan *plan = NULL;
-    int rc =
-        spec_plan(rt, spec, c->strategy, res->revision->hex, res->revision->metadata, &plan, err);
-    if (rc != 0) {
-        struct err ignored = ERR_INIT;
-        rtx_stop_vm(rt, c->inst, &ignored);
-        err_clear(&ignored);
-        pthread_mutex_lock(&rt->lock);
-        rtx_apply_spec_locked(rt, c->inst, json_incref(spec));
-        pthread_mutex_unlock(&rt->lock);
-        rtx_note_stop(rt, c->strategy, c->hex, "refreshed");
-        return -1;
+    if (spec_plan(rt, m->spec, c->strategy, m->hex, res->revision->metadata, &plan, &m->err) != 0) {
+        m->kind = MOVE_NO_PLAN;
+        post(m, CMD_STOP, NULL, NULL);
+        return;
     }
-    struct command cmd = {.kind = CMD_RESTART,
-                          .inst = c->inst,
-                          .plan = plan,
-                          .spec = json_incref(spec),
-                          .keep_old = false,
-                          .err = ERR_INIT};
-    worker_call(c->inst->worker, &cmd);
-    runtime_plan_free(cmd.plan);
-    if (cmd.spec) { /* not running any more: the pin moves all the same */
-        pthread_mutex_lock(&rt->lock);
-        rtx_apply_spec_locked(rt, c->inst, cmd.spec);
-        pthread_mutex_unlock(&rt->lock);
-    }
-    if (cmd.was_running) {
-        rtx_note_stop(rt, c->strategy, c->hex, "refreshed");
-        if (cmd.rc == 0)
-            rtx_note_start(rt, c->strategy, res->revision->hex);
-    }
-    if (cmd.rc != 0) {
-        err_move(err, &cmd.err);
-        return -1;
-    }
-    err_clear(&cmd.err);
-    return 0;
+    m->kind = MOVE_RESTART;
+    post(m, CMD_RESTART, plan, json_incref(m->spec));
 }
 
-static json_t *refresh_one(struct runtime *rt, const struct registry *reg,
-                           const struct candidate *c)
+static void prepare(struct runtime *rt, const struct registry *reg, struct move *m)
 {
+    const struct candidate *c = m->c;
     struct registry_resolution res;
     struct err err = ERR_INIT;
     if (spec_reresolve(reg, c->selector, &res, &err) != 0) {
         err_clear(&err);
-        return retire(rt, c);
+        prepare_retire(m);
+        return;
     }
-    if (strcmp(res.revision->hex, c->hex) == 0)
-        return result(c->selector, c, c->hex, NULL, "alreadyPinned");
+    m->kind = MOVE_DONE;
+    if (strcmp(res.revision->hex, c->hex) == 0) {
+        m->result = result(c->selector, c, c->hex, NULL, "alreadyPinned");
+        return;
+    }
+    snprintf(m->hex, sizeof m->hex, "%s", res.revision->hex);
     pthread_mutex_lock(&rt->lock);
-    json_t *spec =
-        spec_repin(c->inst->spec, res.revision->hex, res.tag ? res.tag : res.revision->tag);
+    m->spec = spec_repin(c->inst->spec, m->hex, res.tag ? res.tag : res.revision->tag);
     pthread_mutex_unlock(&rt->lock);
-    if (!spec)
-        return NULL;
-    int rc = 0;
+    if (!m->spec)
+        return;
     if (c->running) {
-        /* the new revision is being deleted: it no longer resolves */
-        if (rtx_claim_pending(rt, c->inst, res.revision->hex, &err) != 0) {
-            json_decref(spec);
-            err_clear(&err);
-            return retire(rt, c);
-        }
-        rc = restart(rt, c, spec, &res, &err);
-        rtx_release_pending(rt, c->inst);
-    } else {
+        prepare_restart(rt, m, &res);
+        return;
+    }
+    m->kind = MOVE_REPIN;
+    apply_spec(rt, c->inst, json_incref(m->spec));
+    m->result = result(c->selector, c, m->hex, c->hex, "refreshed");
+}
+
+static void finish_retire(struct runtime *rt, struct move *m, struct rtx_touches *touches)
+{
+    const struct candidate *c = m->c;
+    bool was_running = m->posted && m->cmd.rc == 0 && m->cmd.was_running;
+    pthread_mutex_lock(&rt->lock);
+    stopped_locked(c->inst, "retired", NULL);
+    pthread_mutex_unlock(&rt->lock);
+    if (was_running)
+        rtx_note_stop_into(rt, c->strategy, c->hex, "retired", touches);
+    m->result = result(c->selector, c, c->hex, NULL, "retired");
+}
+
+/* The pin moves all the same; the instance stays stopped (startFailed). */
+static void finish_no_plan(struct runtime *rt, struct move *m, struct rtx_touches *touches)
+{
+    const struct candidate *c = m->c;
+    apply_spec(rt, c->inst, json_incref(m->spec));
+    rtx_note_stop_into(rt, c->strategy, c->hex, "refreshed", touches);
+    pthread_mutex_lock(&rt->lock);
+    stopped_locked(c->inst, "startFailed", m->err.message);
+    pthread_mutex_unlock(&rt->lock);
+    m->result = result(c->selector, c, m->hex, c->hex, "refreshed");
+    if (m->result)
+        json_object_set_new(m->result, "error", json_string(m->err.message));
+}
+
+/* A new VM that did not start leaves the instance stopped (startFailed) on
+ * the new pin. */
+static void finish_restart(struct runtime *rt, struct move *m, struct rtx_touches *touches)
+{
+    const struct candidate *c = m->c;
+    struct command *cmd = &m->cmd;
+    runtime_plan_free(cmd->plan);
+    cmd->plan = NULL;
+    if (cmd->spec) { /* not running any more: the pin moves all the same */
+        apply_spec(rt, c->inst, cmd->spec);
+        cmd->spec = NULL;
+    }
+    if (cmd->was_running) {
+        rtx_note_stop_into(rt, c->strategy, c->hex, "refreshed", touches);
+        if (cmd->rc == 0)
+            rtx_note_start_into(rt, c->strategy, m->hex, touches);
+    }
+    if (cmd->rc != 0) {
         pthread_mutex_lock(&rt->lock);
-        rtx_apply_spec_locked(rt, c->inst, json_incref(spec));
+        stopped_locked(c->inst, "startFailed", cmd->err.message);
         pthread_mutex_unlock(&rt->lock);
     }
-    json_decref(spec);
-    if (rc != 0) {
-        pthread_mutex_lock(&rt->lock);
-        stopped_locked(c->inst, "startFailed", err.message);
-        pthread_mutex_unlock(&rt->lock);
+    m->result = result(c->selector, c, m->hex, c->hex, "refreshed");
+    if (m->result && cmd->rc != 0)
+        json_object_set_new(m->result, "error", json_string(cmd->err.message));
+}
+
+static void finish(struct runtime *rt, struct move *m, struct rtx_touches *touches)
+{
+    if (m->posted)
+        worker_wait(rt, &m->cmd);
+    switch (m->kind) {
+    case MOVE_DONE:
+    case MOVE_REPIN:
+        break;
+    case MOVE_RESTART:
+        finish_restart(rt, m, touches);
+        break;
+    case MOVE_RETIRE:
+        finish_retire(rt, m, touches);
+        break;
+    case MOVE_NO_PLAN:
+        finish_no_plan(rt, m, touches);
+        break;
     }
-    json_t *r = result(c->selector, c, res.revision->hex, c->hex, "refreshed");
-    if (r && rc != 0)
-        json_object_set_new(r, "error", json_string(err.message));
+    if (m->claimed)
+        rtx_release_pending(rt, m->c->inst);
+    json_decref(m->spec);
+    m->spec = NULL;
+    err_clear(&m->cmd.err);
+    err_clear(&m->err);
+}
+
+/* Every changed record and usage touch in one transaction. */
+static void persist_moves(struct runtime *rt, struct move *moves, size_t n,
+                          const struct rtx_touches *touches)
+{
+    struct instance **insts = calloc(n ? n : 1, sizeof *insts);
+    size_t k = 0;
+    for (size_t i = 0; insts && i < n; i++) {
+        if (moves[i].kind != MOVE_DONE)
+            insts[k++] = moves[i].c->inst;
+    }
+    struct err err = ERR_INIT;
+    if (!insts)
+        err_set(&err, ERR_INTERNAL, "out of memory");
+    if (!insts || rtx_persist_batch(rt, insts, k, touches, &err) != 0)
+        log_error("runtime", "cannot persist the refreshed instances: %s", err.message);
     err_clear(&err);
-    if (rtx_persist(rt, c->inst, &err) != 0)
-        log_error("runtime", "cannot persist instance %s: %s", c->inst->id, err.message);
-    err_clear(&err);
-    return r;
+    free(insts);
 }
 
 /* ------------------------------------------------------------ entry */
@@ -311,6 +398,69 @@ static size_t count_targets(const json_t *request)
            json_array_size(json_object_get(request, "strategies"));
 }
 
+/* Picks the candidates the targets name and prepares each (see struct
+ * move); returns how many moves were filled. */
+static size_t prepare_all(struct runtime *rt, struct target *targets, size_t ntargets,
+                          const struct candidate *list, size_t n, struct move *moves)
+{
+    size_t nmoves = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool picked = ntargets == 0;
+        for (size_t t = 0; t < ntargets; t++) {
+            if (matches(&targets[t], &list[i])) {
+                targets[t].matched = true;
+                picked = true;
+            }
+        }
+        if (!picked)
+            continue;
+        /* Each instance re-resolves against the catalogue as it is now, not
+         * as it was when the refresh began, and claims its new revision at
+         * once: a revision deleted meanwhile (its guard saw no instance on
+         * it yet) must not be started. */
+        struct move *m = &moves[nmoves++];
+        m->c = &list[i];
+        m->err = (struct err)ERR_INIT;
+        struct registry *now = catalog_snapshot(rt->opts.catalog);
+        prepare(rt, now, m);
+        registry_release(now);
+    }
+    return nmoves;
+}
+
+/* Waits for every posted command, then persists everything at once. */
+static void finish_all(struct runtime *rt, struct move *moves, size_t nmoves)
+{
+    struct rtx_touches touches = {0};
+    for (size_t i = 0; i < nmoves; i++)
+        finish(rt, &moves[i], &touches);
+    persist_moves(rt, moves, nmoves, &touches);
+    rtx_touches_free(&touches);
+}
+
+/* Every move's result, then one "retired" result with no instance for each
+ * target that picked none; returns how many. */
+static size_t collect(struct move *moves, size_t nmoves, const struct target *targets,
+                      size_t ntargets, struct keyed *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nmoves; i++) {
+        const struct candidate *c = moves[i].c;
+        if (moves[i].result)
+            out[n++] = (struct keyed){c->selector, c->strategy, c->inst->id, moves[i].result};
+        moves[i].result = NULL;
+    }
+    for (size_t t = 0; t < ntargets; t++) {
+        if (targets[t].matched)
+            continue;
+        json_t *r = json_pack("{s:s, s:[], s:s}", "selector", targets[t].text, "instances",
+                              "reason", "retired");
+        if (r)
+            out[n++] = (struct keyed){targets[t].text, "", "", r};
+    }
+    return n;
+}
+
 int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response, struct err *err)
 {
     *response = NULL;
@@ -335,36 +485,31 @@ int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response
         targets[t].name_is_strategy = registry_find_strategy(reg, targets[t].sel.name) != NULL;
     size_t n = 0;
     struct candidate *list = candidates(rt, &n);
-    json_t *results = json_array();
-    for (size_t i = 0; list && i < n; i++) {
-        bool picked = ntargets == 0;
-        for (size_t t = 0; t < ntargets; t++) {
-            if (matches(&targets[t], &list[i])) {
-                targets[t].matched = true;
-                picked = true;
-            }
-        }
-        if (!picked)
-            continue;
-        /* Each instance re-resolves against the catalogue as it is now, not
-         * as it was when the refresh began: restarting a large fleet takes
-         * a while, and a revision deleted meanwhile (its guard saw no
-         * instance on it yet) must not be started. */
-        struct registry *now = catalog_snapshot(rt->opts.catalog);
-        json_array_append_new(results, refresh_one(rt, now, &list[i]));
-        registry_release(now);
+    struct move *moves = calloc(n ? n : 1, sizeof *moves);
+    struct keyed *items = calloc(n + ntargets + 1, sizeof *items);
+    if (!list || !moves || !items) {
+        registry_release(reg);
+        pthread_mutex_unlock(&rt->control);
+        free(list);
+        free(moves);
+        free(items);
+        free(targets);
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
     }
-    for (size_t t = 0; t < ntargets; t++) {
-        if (!targets[t].matched)
-            json_array_append_new(results,
-                                  json_pack("{s:s, s:[], s:s}", "selector", targets[t].text,
-                                            "instances", "reason", "retired"));
-    }
+    size_t nmoves = prepare_all(rt, targets, ntargets, list, n, moves);
+    finish_all(rt, moves, nmoves);
+    size_t nitems = collect(moves, nmoves, targets, ntargets, items);
+    /* the keys point into list, targets and the instances (which a delete
+     * may free once rt->control is released) */
+    json_t *results = sorted(items, nitems);
     registry_release(reg);
     pthread_mutex_unlock(&rt->control);
+    free(items);
+    free(moves);
     free(list);
     free(targets);
-    *response = json_pack("{s:s, s:o}", "status", "ok", "results", sorted(results));
+    *response = results ? json_pack("{s:s, s:o}", "status", "ok", "results", results) : NULL;
     if (!*response) {
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;

@@ -177,28 +177,90 @@ static void set_error_locked(struct instance *inst, const char *handler, const c
 
 /* ------------------------------------------------------------ persistence */
 
-int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err)
+/* What one instance's record holds at one version, read under rt->lock. */
+struct record_copy {
+    struct instance *inst;
+    uint64_t version;
+    json_t *spec;
+    bool desired;
+    char reason[RUNTIME_REASON_MAX];
+};
+
+static struct record_copy *copy_records(struct runtime *rt, struct instance *const *insts, size_t n)
+{
+    struct record_copy *copies = calloc(n ? n : 1, sizeof *copies);
+    if (!copies)
+        return NULL;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < n; i++) {
+        copies[i].inst = insts[i];
+        copies[i].version = insts[i]->version;
+        copies[i].spec = json_incref(insts[i]->spec);
+        copies[i].desired = insts[i]->desired;
+        snprintf(copies[i].reason, sizeof copies[i].reason, "%s", insts[i]->stop_reason);
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return copies;
+}
+
+/* Writes the records newer than what the store has, and the touches, in one
+ * transaction; rt->persist held. */
+static int save_copies(struct runtime *rt, struct record_copy *copies, size_t n,
+                       const struct rtx_touches *touches, struct err *err)
+{
+    struct store_instance_record *records = calloc(n ? n : 1, sizeof *records);
+    struct store_usage_record *usage =
+        calloc(touches && touches->n ? touches->n : 1, sizeof *usage);
+    if (!records || !usage) {
+        free(records);
+        free(usage);
+        err_set(err, ERR_INTERNAL, "out of memory saving instances");
+        return -1;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (copies[i].version <= copies[i].inst->persisted)
+            continue;
+        records[k++] =
+            (struct store_instance_record){copies[i].inst->id, copies[i].spec, copies[i].desired,
+                                           copies[i].reason[0] ? copies[i].reason : NULL};
+    }
+    size_t m = touches ? touches->n : 0;
+    for (size_t i = 0; i < m; i++)
+        usage[i] = (struct store_usage_record){touches->items[i].strategy, touches->items[i].hex,
+                                               touches->items[i].now_ms};
+    int rc = store_instances_save(rt->opts.store, records, k, usage, m, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (copies[i].version > copies[i].inst->persisted)
+            copies[i].inst->persisted = copies[i].version;
+    }
+    free(records);
+    free(usage);
+    return rc;
+}
+
+int rtx_persist_batch(struct runtime *rt, struct instance *const *insts, size_t n,
+                      const struct rtx_touches *touches, struct err *err)
 {
     if (!rt->opts.store)
         return 0;
-    pthread_mutex_lock(&rt->lock);
-    uint64_t version = inst->version;
-    json_t *spec = json_incref(inst->spec);
-    bool desired = inst->desired;
-    char reason[RUNTIME_REASON_MAX];
-    snprintf(reason, sizeof reason, "%s", inst->stop_reason);
-    pthread_mutex_unlock(&rt->lock);
-    int rc = 0;
-    pthread_mutex_lock(&rt->persist);
-    if (version > inst->persisted) {
-        rc = store_instance_put(rt->opts.store, inst->id, spec, desired, reason[0] ? reason : NULL,
-                                err);
-        if (rc == 0)
-            inst->persisted = version;
+    struct record_copy *copies = copy_records(rt, insts, n);
+    if (!copies) {
+        err_set(err, ERR_INTERNAL, "out of memory saving instances");
+        return -1;
     }
+    pthread_mutex_lock(&rt->persist);
+    int rc = save_copies(rt, copies, n, touches, err);
     pthread_mutex_unlock(&rt->persist);
-    json_decref(spec);
+    for (size_t i = 0; i < n; i++)
+        json_decref(copies[i].spec);
+    free(copies);
     return rc;
+}
+
+int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err)
+{
+    return rtx_persist_batch(rt, &inst, 1, NULL, err);
 }
 
 static void persist_or_log(struct runtime *rt, struct instance *inst)
@@ -257,16 +319,8 @@ void rtx_order_seq_reserve(struct runtime *rt, struct instance *inst, uint64_t n
 
 /* ------------------------------------------------------------ side effects */
 
-static void touch_usage(struct runtime *rt, const char *strategy, const char *hex)
+static void touch_memory(struct runtime *rt, const char *strategy, const char *hex, int64_t now)
 {
-    int64_t now = clock_wall_ms();
-    if (rt->opts.store) {
-        struct err err = ERR_INIT;
-        if (store_usage_touch(rt->opts.store, strategy, hex, now, &err) != 0)
-            log_warn("runtime", "cannot record usage of %s@sha256:%s: %s", strategy, hex,
-                     err.message);
-        err_clear(&err);
-    }
     pthread_mutex_lock(&rt->lock);
     struct usage_entry *u = usage_find_locked(rt, strategy, hex, true);
     if (u) {
@@ -275,6 +329,67 @@ static void touch_usage(struct runtime *rt, const char *strategy, const char *he
         u->last_ms = now;
     }
     pthread_mutex_unlock(&rt->lock);
+}
+
+static void touch_store(struct runtime *rt, const char *strategy, const char *hex, int64_t now)
+{
+    if (!rt->opts.store)
+        return;
+    struct err err = ERR_INIT;
+    if (store_usage_touch(rt->opts.store, strategy, hex, now, &err) != 0)
+        log_warn("runtime", "cannot record usage of %s@sha256:%s: %s", strategy, hex, err.message);
+    err_clear(&err);
+}
+
+/* A refresh moves many instances between the same few revisions: one touch
+ * per revision, at the latest time, says the same as one per instance. */
+static struct rtx_touch *touch_slot(struct rtx_touches *t, const char *strategy, const char *hex)
+{
+    for (size_t i = t->n; i > 0; i--) {
+        struct rtx_touch *e = &t->items[i - 1];
+        if (strcmp(e->hex, hex) == 0 && strcmp(e->strategy, strategy) == 0)
+            return e;
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 8;
+        struct rtx_touch *items = realloc(t->items, cap * sizeof *items);
+        if (!items)
+            return NULL;
+        t->items = items;
+        t->cap = cap;
+    }
+    struct rtx_touch *e = &t->items[t->n++];
+    snprintf(e->strategy, sizeof e->strategy, "%s", strategy);
+    snprintf(e->hex, sizeof e->hex, "%s", hex);
+    e->now_ms = 0;
+    return e;
+}
+
+int rtx_touch_add(struct rtx_touches *t, const char *strategy, const char *hex, int64_t now_ms)
+{
+    struct rtx_touch *e = touch_slot(t, strategy, hex);
+    if (!e)
+        return -1;
+    if (now_ms > e->now_ms)
+        e->now_ms = now_ms;
+    return 0;
+}
+
+void rtx_touches_free(struct rtx_touches *t)
+{
+    free(t->items);
+    *t = (struct rtx_touches){0};
+}
+
+/* The store's part goes into `into` when given (written later with the
+ * instance records), else straight to the store. */
+static void touch_usage(struct runtime *rt, const char *strategy, const char *hex,
+                        struct rtx_touches *into)
+{
+    int64_t now = clock_wall_ms();
+    if (!into || !rt->opts.store || rtx_touch_add(into, strategy, hex, now) != 0)
+        touch_store(rt, strategy, hex, now);
+    touch_memory(rt, strategy, hex, now);
 }
 
 static void count_action(struct runtime *rt, const char *strategy, const char *hex,
@@ -286,18 +401,30 @@ static void count_action(struct runtime *rt, const char *strategy, const char *h
     metrics_add(rt->m_actions, labels, 1);
 }
 
+void rtx_note_start_into(struct runtime *rt, const char *strategy, const char *hex,
+                         struct rtx_touches *into)
+{
+    touch_usage(rt, strategy, hex, into);
+    count_action(rt, strategy, hex, "start");
+}
+
+void rtx_note_stop_into(struct runtime *rt, const char *strategy, const char *hex,
+                        const char *reason, struct rtx_touches *into)
+{
+    touch_usage(rt, strategy, hex, into);
+    count_action(rt, strategy, hex, "stop");
+    const char *labels[] = {reason};
+    metrics_add(rt->m_stops, labels, 1);
+}
+
 void rtx_note_start(struct runtime *rt, const char *strategy, const char *hex)
 {
-    touch_usage(rt, strategy, hex);
-    count_action(rt, strategy, hex, "start");
+    rtx_note_start_into(rt, strategy, hex, NULL);
 }
 
 void rtx_note_stop(struct runtime *rt, const char *strategy, const char *hex, const char *reason)
 {
-    touch_usage(rt, strategy, hex);
-    count_action(rt, strategy, hex, "stop");
-    const char *labels[] = {reason};
-    metrics_add(rt->m_stops, labels, 1);
+    rtx_note_stop_into(rt, strategy, hex, reason, NULL);
 }
 
 void rtx_count_order(struct runtime *rt, uint16_t provider, enum exec_status status)
@@ -426,9 +553,15 @@ static void touch_running_revisions(struct runtime *rt)
             live[n++] = rt->usage[i];
     }
     pthread_mutex_unlock(&rt->lock);
+    struct rtx_touches touches = {0};
     for (size_t i = 0; i < n; i++)
-        touch_usage(rt, live[i].strategy, live[i].hex);
+        touch_usage(rt, live[i].strategy, live[i].hex, &touches);
     free(live);
+    struct err err = ERR_INIT;
+    if (rtx_persist_batch(rt, NULL, 0, &touches, &err) != 0)
+        log_warn("runtime", "cannot record the usage of running revisions: %s", err.message);
+    err_clear(&err);
+    rtx_touches_free(&touches);
 }
 
 void runtime_free(struct runtime *rt)
@@ -1060,9 +1193,10 @@ static int start_prepare(struct runtime *rt, struct instance *inst, struct start
 }
 
 /* Records the intent (desired, pin) and, for a user's start, makes it
- * durable before the VM runs: a 2xx start survives a crash. */
+ * durable before the VM runs, together with the revision's usage touch (one
+ * transaction): a 2xx start survives a crash. */
 static int start_mark(struct runtime *rt, struct instance *inst, struct start_job *job,
-                      bool user_request, struct err *err)
+                      bool user_request, const struct rtx_touches *touches, struct err *err)
 {
     pthread_mutex_lock(&rt->lock);
     rtx_apply_spec_locked(rt, inst, job->repinned);
@@ -1074,7 +1208,7 @@ static int start_mark(struct runtime *rt, struct instance *inst, struct start_jo
     set_error_locked(inst, NULL, NULL);
     inst->version++;
     pthread_mutex_unlock(&rt->lock);
-    if (!user_request || rtx_persist(rt, inst, err) == 0)
+    if (!user_request || rtx_persist_batch(rt, &inst, 1, touches, err) == 0)
         return 0;
     pthread_mutex_lock(&rt->lock);
     inst->desired = was_desired;
@@ -1115,7 +1249,12 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
         runtime_plan_free(job.plan);
         return -1;
     }
-    if (start_mark(rt, inst, &job, user_request, err) != 0) {
+    struct rtx_touches touches = {0};
+    int64_t now = clock_wall_ms();
+    if (user_request && rtx_touch_add(&touches, job.strategy, job.hex, now) != 0)
+        rtx_touches_free(&touches); /* then touched on its own after the start */
+    if (start_mark(rt, inst, &job, user_request, &touches, err) != 0) {
+        rtx_touches_free(&touches);
         rtx_release_pending(rt, inst);
         json_decref(job.repinned);
         runtime_plan_free(job.plan);
@@ -1132,11 +1271,19 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
     pthread_mutex_unlock(&rt->lock);
     persist_or_log(rt, inst);
     if (cmd.rc != 0) {
+        rtx_touches_free(&touches);
         err_move(err, &cmd.err);
         return -1;
     }
     err_clear(&cmd.err);
-    rtx_note_start(rt, job.strategy, job.hex);
+    if (touches.n) {
+        /* the store's touch went with the intent: memory gets the same time */
+        touch_memory(rt, job.strategy, job.hex, now);
+        count_action(rt, job.strategy, job.hex, "start");
+    } else {
+        rtx_note_start(rt, job.strategy, job.hex);
+    }
+    rtx_touches_free(&touches);
     return 0;
 }
 

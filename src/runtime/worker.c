@@ -246,9 +246,8 @@ static void complete(struct runtime *rt, struct command *cmd)
     pthread_mutex_unlock(&rt->done);
 }
 
-void worker_call(struct worker *w, struct command *cmd)
+void worker_post(struct worker *w, struct command *cmd)
 {
-    struct runtime *rt = w->rt;
     cmd->done = false;
     cmd->next = NULL;
     pthread_mutex_lock(&w->lock);
@@ -256,6 +255,7 @@ void worker_call(struct worker *w, struct command *cmd)
         pthread_mutex_unlock(&w->lock);
         cmd->rc = -1;
         err_set(&cmd->err, ERR_UNAVAILABLE, "the runtime is shutting down");
+        cmd->done = true;
         return;
     }
     if (w->cmd_tail)
@@ -267,10 +267,20 @@ void worker_call(struct worker *w, struct command *cmd)
     pthread_mutex_unlock(&w->lock);
     if (wake)
         pthread_cond_signal(&w->wake);
+}
+
+void worker_wait(struct runtime *rt, struct command *cmd)
+{
     pthread_mutex_lock(&rt->done);
     while (!cmd->done)
         pthread_cond_wait(&rt->done_cond, &rt->done);
     pthread_mutex_unlock(&rt->done);
+}
+
+void worker_call(struct worker *w, struct command *cmd)
+{
+    worker_post(w, cmd);
+    worker_wait(w->rt, cmd);
 }
 
 static void set_running(struct worker *w, struct instance *inst, bool running)

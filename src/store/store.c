@@ -317,12 +317,13 @@ static struct store *store_alloc(const char *state_dir)
     s->lock_fd = -1;
     s->lock_ready = pthread_mutex_init(&s->lock, NULL) == 0;
     s->audit_lock_ready = pthread_mutex_init(&s->audit_lock, NULL) == 0;
+    s->audit_wake_ready = pthread_cond_init(&s->audit_wake, NULL) == 0;
     s->dir = strdup(state_dir);
     s->db_path = fsutil_join(state_dir, STORE_DB_FILE);
     s->audit_path = fsutil_join(state_dir, STORE_AUDIT_FILE);
     s->lock_path = fsutil_join(state_dir, STORE_LOCK_FILE);
-    if (!s->lock_ready || !s->audit_lock_ready || !s->dir || !s->db_path || !s->audit_path ||
-        !s->lock_path) {
+    if (!s->lock_ready || !s->audit_lock_ready || !s->audit_wake_ready || !s->dir || !s->db_path ||
+        !s->audit_path || !s->lock_path) {
         store_close(s);
         return NULL;
     }
@@ -413,14 +414,15 @@ void store_close(struct store *store)
     /* Every statement is finalized above, so close cannot be left busy. */
     if (store->db && sqlite3_close(store->db) != SQLITE_OK)
         log_error("store", "closing %s: %s", store->db_path, sqlite3_errmsg(store->db));
-    if (store->audit_fd >= 0)
-        close(store->audit_fd);
+    store__audit_close(store);
     if (store->lock_fd >= 0)
         close(store->lock_fd); /* releases the flock */
     if (store->lock_ready)
         pthread_mutex_destroy(&store->lock);
     if (store->audit_lock_ready)
         pthread_mutex_destroy(&store->audit_lock);
+    if (store->audit_wake_ready)
+        pthread_cond_destroy(&store->audit_wake);
     free(store->dir);
     free(store->db_path);
     free(store->audit_path);

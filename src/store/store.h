@@ -5,6 +5,7 @@
  *   <state>/stratd.db     instances, usage, orders, executions, balances,
  *                         providers, module metadata cache, settings
  *   <state>/audit.log     one JSON object per line, append-only, fsynced
+ *                         by group commit (see store_audit_append)
  *   <state>/stratd.lock   held (flock) by the process that has the store
  *                         open, and naming its pid
  *
@@ -14,7 +15,8 @@
  * "state was written by a newer stratd").
  *
  * Durability: synchronous=FULL, so a call that returned 0 survives SIGKILL
- * and power loss. Records cross this interface as JSON shaped like the API's
+ * and power loss (the audit log: SIGKILL at once, power loss within 10 ms,
+ * see store_audit_append). Records cross this interface as JSON shaped like the API's
  * records (OrderRecord, ExecutionRecord, BalanceRecord of the contract), so
  * handlers can pass them through.
  *
@@ -83,6 +85,26 @@ int store_usage_forget(struct store *store, const char *strategy, const char *he
 /* Array of {"strategy", "hash" (hex), "firstSeen", "lastSeen"} (ms). */
 int store_usage_list(struct store *store, json_t **out, struct err *err);
 
+/* ---- several instance records and usage touches in one transaction ----
+ * All or nothing, one sync: what a refresh that moves many instances, or a
+ * start and its usage touch, writes. Each element is checked as the single
+ * calls check it; nothing is written if one is invalid. Strings and JSON
+ * are borrowed for the call. */
+struct store_instance_record {
+    const char *id;
+    const json_t *spec;
+    bool desired_running;
+    const char *stop_reason; /* NULL when none */
+};
+struct store_usage_record {
+    const char *strategy;
+    const char *hex;
+    int64_t now_ms;
+};
+int store_instances_save(struct store *store, const struct store_instance_record *instances,
+                         size_t ninstances, const struct store_usage_record *touches,
+                         size_t ntouches, struct err *err);
+
 /* ---- module metadata cache by revision hash (immutable per hash) ----
  * A put replaces any earlier value, so a newer validator may refresh it. */
 int store_metadata_get(struct store *store, const char *hex, json_t **metadata, struct err *err);
@@ -144,7 +166,11 @@ int store_setting_get(struct store *store, const char *key, json_t **value, stru
 int store_setting_put(struct store *store, const char *key, const json_t *value, struct err *err);
 
 /* ---- audit log ----
- * Appends `entry` with "ts" (RFC 3339) added, as one line, and fsyncs.
+ * Appends `entry` with "ts" (RFC 3339) added, as one line. The line is in
+ * the file when the call returns (it survives SIGKILL); a syncer thread
+ * fsyncs everything appended within STORE__AUDIT_SYNC_MS (10 ms) in one
+ * fsync, so a power loss can lose the entries of the last few
+ * milliseconds. store_close() syncs what is pending.
  * "ts" comes first and replaces any "ts" in the entry. store_open() removes
  * a partial last line that a crash in the middle of an append left. */
 int store_audit_append(struct store *store, const json_t *entry, struct err *err);

@@ -2,10 +2,15 @@
  * store_audit.c: the append-only audit log, one JSON object per line.
  *
  * Each entry is written with one write(2) on a descriptor opened with
- * O_APPEND, then fsynced before the call returns. A failed or short write
- * (disk full) is cut back off the file, and store_open() cuts off a partial
- * last line left by a crash, so a reader never meets a torn line in the
- * middle of the log.
+ * O_APPEND before the call returns, so it survives the process being
+ * killed. Syncing is a group commit: a syncer thread fsyncs whatever
+ * accumulated, at most STORE__AUDIT_SYNC_MS after an append, so a burst of
+ * appends (a fleet being created and started) costs one fsync rather than
+ * one each; a power loss can lose the entries of that last window, never
+ * the state they describe (SQLite syncs that on its own). A failed or short
+ * write (disk full) is cut back off the file, and store_open() cuts off a
+ * partial last line left by a crash, so a reader never meets a torn line in
+ * the middle of the log.
  */
 #include "store/store_internal.h"
 
@@ -18,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The length of the file up to and including its last newline (0 if it
@@ -70,6 +76,54 @@ static int repair_tail(struct store *s, int fd, struct err *err)
     return 0;
 }
 
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        continue;
+}
+
+/* Gathers appends for STORE__AUDIT_SYNC_MS, then syncs them with one fsync;
+ * on quit it syncs what is left before it returns. */
+static void *audit_syncer(void *arg)
+{
+    struct store *s = arg;
+    pthread_mutex_lock(&s->audit_lock);
+    for (;;) {
+        while (!s->audit_dirty && !s->audit_quit)
+            pthread_cond_wait(&s->audit_wake, &s->audit_lock);
+        if (!s->audit_dirty)
+            break;
+        if (!s->audit_quit) {
+            pthread_mutex_unlock(&s->audit_lock);
+            sleep_ms(STORE__AUDIT_SYNC_MS);
+            pthread_mutex_lock(&s->audit_lock);
+        }
+        s->audit_dirty = false;
+        pthread_mutex_unlock(&s->audit_lock);
+        if (fsync(s->audit_fd) != 0)
+            log_error("store", "cannot sync audit log %s: %s", s->audit_path, strerror(errno));
+        pthread_mutex_lock(&s->audit_lock);
+    }
+    pthread_mutex_unlock(&s->audit_lock);
+    return NULL;
+}
+
+void store__audit_close(struct store *s)
+{
+    if (s->audit_syncer_started) {
+        pthread_mutex_lock(&s->audit_lock);
+        s->audit_quit = true;
+        pthread_cond_signal(&s->audit_wake);
+        pthread_mutex_unlock(&s->audit_lock);
+        pthread_join(s->audit_syncer, NULL);
+        s->audit_syncer_started = false;
+    }
+    if (s->audit_fd >= 0)
+        close(s->audit_fd);
+    s->audit_fd = -1;
+}
+
 int store__audit_open(struct store *s, struct err *err)
 {
     /* O_RDWR rather than O_WRONLY: the repair reads the tail. */
@@ -83,6 +137,12 @@ int store__audit_open(struct store *s, struct err *err)
         return -1;
     }
     s->audit_fd = fd;
+    int rc = pthread_create(&s->audit_syncer, NULL, audit_syncer, s);
+    if (rc != 0) {
+        err_set_errno(err, ERR_INTERNAL, rc, "cannot start the audit log's syncer");
+        return -1;
+    }
+    s->audit_syncer_started = true;
     return 0;
 }
 
@@ -151,9 +211,9 @@ static int append_locked(struct store *s, const char *line, size_t len, struct e
         err_set_errno(err, ERR_INTERNAL, errnum, "cannot append to audit log %s", s->audit_path);
         return -1;
     }
-    if (fsync(s->audit_fd) != 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot sync audit log %s", s->audit_path);
-        return -1;
+    if (!s->audit_dirty) {
+        s->audit_dirty = true;
+        pthread_cond_signal(&s->audit_wake);
     }
     return 0;
 }

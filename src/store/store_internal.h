@@ -68,6 +68,14 @@ struct store {
     pthread_mutex_t audit_lock;
     bool audit_lock_ready;
     int audit_fd;
+    /* group commit of the audit log: appends set audit_dirty (under
+     * audit_lock) and wake the syncer, which fsyncs what accumulated */
+    pthread_cond_t audit_wake;
+    bool audit_wake_ready;
+    pthread_t audit_syncer;
+    bool audit_syncer_started;
+    bool audit_dirty;
+    bool audit_quit;
 };
 
 void store__lock(struct store *s);
@@ -129,7 +137,14 @@ int store__collect_one(struct store *s, sqlite3_stmt *st, store__row_fn row, con
 /* Brings the schema up to STORE__SCHEMA_VERSION (store_migrate.c). */
 int store__migrate(struct store *s, struct err *err);
 
-/* Opens <state>/audit.log for appending (store_audit.c). */
+/* Opens <state>/audit.log for appending and starts its syncer thread
+ * (store_audit.c). */
 int store__audit_open(struct store *s, struct err *err);
+/* Syncs what is pending, stops the syncer and closes the log. */
+void store__audit_close(struct store *s);
+
+/* How long the audit syncer gathers appends before one fsync: the most an
+ * appended entry waits to be durable against power loss. */
+#define STORE__AUDIT_SYNC_MS 10
 
 #endif

@@ -293,7 +293,17 @@ static void test_tag_move_with_refresh_rolls_back(void **state)
     assert_string_equal(tu_jstr(move, "to"), f.spelled1);
     assert_string_equal(tu_jstr(refresh, "action"), "refresh");
     assert_string_equal(tu_jstr(refresh, "request.strategies.0"), "trend");
-    assert_int_equal(json_array_size(json_object_get(refresh, "results")), 5);
+    /* a summary: counts by reason, and the changes with every moved id */
+    assert_int_equal(tu_jint(refresh, "counts.refreshed"), 3);
+    assert_int_equal(tu_jint(refresh, "counts.alreadyPinned"), 2);
+    const json_t *changes = json_object_get(refresh, "changes");
+    assert_int_equal(json_array_size(changes), 1);
+    assert_string_equal(tu_jstr(refresh, "changes.0.selector"), "trend:prod");
+    assert_string_equal(tu_jstr(refresh, "changes.0.hash"), f.spelled1);
+    assert_string_equal(tu_jstr(refresh, "changes.0.previousHash"), f.spelled2);
+    assert_string_equal(tu_jstr(refresh, "changes.0.instances.0"), "a");
+    assert_string_equal(tu_jstr(refresh, "changes.0.instances.2"), "c");
+    assert_null(json_object_get(refresh, "results"));
     json_decref(audit);
 
     expect_pin(srv, "a", f.hex1, true);

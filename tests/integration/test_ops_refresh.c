@@ -412,6 +412,76 @@ static void test_refresh_to_a_revision_that_does_not_start(void **state)
     tu_server_stop(srv);
 }
 
+/* ------------------------------------------------------------ a fleet */
+
+#define FLEET 12
+#define FLEET_RUNNING 10
+
+static void expect_on(struct tu_server *srv, const char *id, const char *hex, bool running)
+{
+    json_t *snap = tu_instance_get(srv, id);
+    char *want = spell(hex);
+    if (strcmp(tu_jstr(snap, "strategy.hash"), want) != 0 ||
+        json_is_true(json_object_get(snap, "running")) != running) {
+        char *dump = json_dumps(snap, JSON_COMPACT);
+        fail_msg("instance %s: expected %s on %s, got %s", id, running ? "running" : "stopped",
+                 want, dump);
+    }
+    free(want);
+    json_decref(snap);
+}
+
+/* A refresh moves many instances over both workers at once and answers
+ * once every move is durable: after SIGKILL each is still on its new pin,
+ * the running ones running again, and the usage of both revisions says
+ * when they were last used. */
+static void test_refresh_moves_a_fleet_durably(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char v1[65], v2[65];
+    char *src = tu_module_source("s", "v1", "onTrade() {},");
+    tu_upload_expect(srv, src, "{\"aliases\": [\"prod\"]}", 201, v1);
+    free(src);
+    src = tu_module_source("s", "v2", "onTrade() {}, onTicker() {},");
+    tu_upload_expect(srv, src, NULL, 201, v2);
+    free(src);
+    char ids[FLEET][16];
+    for (int i = 0; i < FLEET; i++) {
+        snprintf(ids[i], sizeof ids[i], "f-%02d", i);
+        create(srv, ids[i], "s:prod");
+        if (i < FLEET_RUNNING)
+            tu_instance_start(srv, ids[i]);
+    }
+    put_tag(srv, "s", "prod", v2);
+    json_t *r = tu_ops_refresh(srv, "{\"strategies\": [\"s:prod\"]}", 200);
+    assert_int_equal(nresults(r), FLEET);
+    for (int i = 0; i < FLEET; i++)
+        expect(r, ids[i], "s:prod", "refreshed", v2, v1);
+    json_decref(r);
+    for (int i = 0; i < FLEET; i++)
+        expect_on(srv, ids[i], v2, i < FLEET_RUNNING);
+
+    tu_server_kill(srv);
+    tu_server_restart(srv, NULL);
+    for (int i = 0; i < FLEET; i++)
+        expect_on(srv, ids[i], v2, i < FLEET_RUNNING);
+    /* a second refresh finds nothing to move */
+    r = tu_ops_refresh(srv, "{\"strategies\": [\"s:prod\"]}", 200);
+    for (int i = 0; i < FLEET; i++)
+        expect(r, ids[i], "s:prod", "alreadyPinned", v2, NULL);
+    json_decref(r);
+    /* both revisions' usage survived: v1 was left, v2 taken */
+    for (int v = 0; v < 2; v++) {
+        json_t *u = tu_get_json(srv, 200, "/strategies/modules/s@sha256:%s/usage", v ? v2 : v1);
+        assert_true(json_is_string(tu_jget(u, "usage.firstSeen")));
+        assert_true(json_is_string(tu_jget(u, "usage.lastSeen")));
+        assert_int_equal(tu_jint(u, "usage.count"), v ? FLEET_RUNNING : 0);
+        json_decref(u);
+    }
+    tu_server_stop(srv);
+}
+
 /* ------------------------------------------------------------ the race */
 
 /* Records every trade of its symbol as a resting limit buy priced at the
@@ -630,6 +700,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_target_forms, tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_to_a_revision_that_does_not_start,
                                         tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_moves_a_fleet_durably, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_races_with_events, tu_server_setup,
                                         tu_server_teardown),
     };

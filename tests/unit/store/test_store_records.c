@@ -186,6 +186,44 @@ static void test_usage(void **state)
 
 /* ------------------------------------------- metadata, providers, settings */
 
+/* Several records and touches in one transaction: all land, or (one
+ * invalid element) none does. */
+static void test_instances_save(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *spec = jparse("{\"id\": \"a\", \"strategy\": {\"identifier\": \"momentum\"}}");
+    struct store_instance_record records[] = {
+        {"a", spec, true, NULL},
+        {"b", spec, false, "retired"},
+    };
+    struct store_usage_record touches[] = {
+        {"momentum", HEX_A, 100},
+        {"momentum", "sha256:" HEX_B, 200},
+    };
+    assert_ok(store_instances_save(f->store, records, 2, touches, 2, &err), &err);
+    assert_ok(store_instances_save(f->store, NULL, 0, NULL, 0, &err), &err);
+    json_t *list = NULL;
+    assert_ok(store_instance_list(f->store, &list, &err), &err);
+    assert_ids(list, "id", "a,b");
+    assert_true(json_is_true(json_object_get(json_array_get(list, 0), "desiredRunning")));
+    assert_string_equal(tu_jstr(json_array_get(list, 1), "stopReason"), "retired");
+    json_decref(list);
+    assert_ok(store_usage_list(f->store, &list, &err), &err);
+    assert_int_equal(json_array_size(list), 2);
+    json_decref(list);
+
+    struct store_instance_record more[] = {{"c", spec, true, NULL}};
+    struct store_usage_record bad[] = {{"momentum", "abc", 300}};
+    expect_invalid(store_instances_save(f->store, more, 1, bad, 1, &err), &err, "abc");
+    struct store_instance_record no_id[] = {{"d", spec, true, NULL}, {"", spec, true, NULL}};
+    expect_invalid(store_instances_save(f->store, no_id, 2, NULL, 0, &err), &err, NULL);
+    assert_ok(store_instance_list(f->store, &list, &err), &err);
+    assert_ids(list, "id", "a,b");
+    json_decref(list);
+    json_decref(spec);
+}
+
 static void test_metadata_cache(void **state)
 {
     struct fixture *f = *state;
@@ -626,6 +664,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_instances),
         T(test_usage),
+        T(test_instances_save),
         T(test_metadata_cache),
         T(test_metadata_put_many),
         T(test_providers),
