@@ -788,8 +788,6 @@ static void init_values(struct vm *vm)
         vm->side_names[i] = vm->type_names[i] = JS_UNDEFINED;
     for (int i = 0; i < VM_STATUS_COUNT; i++)
         vm->status_names[i] = JS_UNDEFINED;
-    for (uint16_t i = 0; i < vm->plan->nscope; i++)
-        vm->scope[i].ctx = vm->scope[i].provider = vm->scope[i].symbol = JS_UNDEFINED;
 }
 
 /* The reason a start-time call into JS failed, as a 422. */
@@ -998,34 +996,104 @@ static int load_and_create(struct vm *vm, struct err *err)
     return rc;
 }
 
-int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
-             struct err *err)
+/* A VM with its sandbox, names and host globals but no instance yet: what
+ * every start needs and nothing of an instance. Limits are the defaults
+ * until vm_start applies the plan's. */
+static struct vm *vm_build(struct err *err)
 {
     struct vm *vm = calloc(1, sizeof *vm);
-    struct vm_scope *scope = calloc(plan->nscope ? plan->nscope : 1, sizeof *scope);
-    if (!vm || !scope) {
-        free(vm);
-        free(scope);
-        runtime_plan_free(plan);
-        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
-        return -1;
+    if (!vm) {
+        err_set(err, ERR_INTERNAL, "out of memory building a JavaScript sandbox");
+        return NULL;
     }
-    vm->inst = inst;
-    vm->plan = plan;
-    vm->scope = scope;
-    vm->budget_ns = plan->limits.budget_ns ? plan->limits.budget_ns : JS_SANDBOX_DEFAULT_BUDGET_NS;
     init_values(vm);
-    if (js_sandbox_init(&vm->sb, &plan->limits, err) != 0) {
-        vm_free_shell(vm);
-        return -1;
+    if (js_sandbox_init(&vm->sb, NULL, err) != 0) {
+        free(vm);
+        return NULL;
     }
     vm->sb.user = vm;
     JS_SetHostPromiseRejectionTracker(vm->sb.rt, on_rejection, vm);
-    int rc = 0;
     if (init_names(vm) != 0 || host_install_globals(vm) != 0) {
-        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
-        rc = -1;
+        err_set(err, ERR_INTERNAL, "out of memory building a JavaScript sandbox");
+        release_js(NULL, vm);
+        vm_free_shell(vm);
+        return NULL;
     }
+    return vm;
+}
+
+/* Building a sandbox is most of a start's CPU (JS_NewRuntime, the
+ * built-ins) and owes nothing to the instance, so each worker thread keeps
+ * a few built while it had nothing else to do. A spare has never run
+ * strategy code: taking one is the same as building one, and the
+ * instance's limits are applied when it is taken. Thread-local because a
+ * sandbox belongs to the thread that uses it. */
+#define VM_SPARES 4
+
+static _Thread_local struct vm *spares[VM_SPARES];
+static _Thread_local int nspares;
+/* Set when building failed (out of memory): no retry until a start
+ * succeeds, so an idle worker does not spin on it. */
+static _Thread_local bool spares_failed;
+
+bool vm_spare_wanted(void)
+{
+    return nspares < VM_SPARES && !spares_failed;
+}
+
+void vm_spare_build(void)
+{
+    if (!vm_spare_wanted())
+        return;
+    struct vm *vm = vm_build(NULL);
+    if (!vm) {
+        spares_failed = true;
+        return;
+    }
+    spares[nspares++] = vm;
+}
+
+void vm_spares_free(void)
+{
+    while (nspares > 0) {
+        struct vm *vm = spares[--nspares];
+        release_js(NULL, vm);
+        vm_free_shell(vm);
+    }
+}
+
+static struct vm *vm_take(struct err *err)
+{
+    if (nspares > 0)
+        return spares[--nspares];
+    return vm_build(err);
+}
+
+/* Gives a VM taken from the spares (or just built) to an instance. */
+static int vm_adopt(struct vm *vm, struct instance *inst, struct vm_plan *plan, struct err *err)
+{
+    vm->inst = inst;
+    vm->plan = plan;
+    vm->scope = calloc(plan->nscope ? plan->nscope : 1, sizeof *vm->scope);
+    if (!vm->scope) {
+        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
+        return -1;
+    }
+    for (uint16_t i = 0; i < plan->nscope; i++)
+        vm->scope[i].ctx = vm->scope[i].provider = vm->scope[i].symbol = JS_UNDEFINED;
+    vm->budget_ns = plan->limits.budget_ns ? plan->limits.budget_ns : JS_SANDBOX_DEFAULT_BUDGET_NS;
+    return js_sandbox_set_limits(&vm->sb, &plan->limits, err);
+}
+
+int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
+             struct err *err)
+{
+    struct vm *vm = vm_take(err);
+    if (!vm) {
+        runtime_plan_free(plan);
+        return -1;
+    }
+    int rc = vm_adopt(vm, inst, plan, err);
     host_enter(vm);
     if (rc == 0)
         rc = load_and_create(vm, err);
@@ -1038,6 +1106,7 @@ int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, stru
         vm_free_shell(vm);
         return -1;
     }
+    spares_failed = false;
     atomic_store_explicit(&inst->memory, (uint64_t)js_sandbox_memory_used(&vm->sb),
                           memory_order_relaxed);
     *out = vm;

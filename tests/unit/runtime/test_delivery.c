@@ -494,6 +494,62 @@ static void test_sandbox_isolation(void **state)
     fx_close(&f);
 }
 
+/* Starts take sandboxes built ahead of time: none may carry anything from
+ * an instance that ran before, on the same worker, whether it stopped or
+ * failed to start. */
+static const char *const POLLUTER = "    globalThis.leak = 'x';\n"
+                                    "    Object.prototype.polluted = 1;\n"
+                                    "    Array.prototype.push = null;\n"
+                                    "    JSON.stringify = () => 'hijacked';\n"
+                                    "    if (env.config.fail) throw new Error('after polluting');\n"
+                                    "    return { onTrade() { globalThis.leak2 = 'y'; } };";
+
+static const char *const OBSERVER =
+    "    env.helpers.log('create', [typeof leak, typeof leak2, ({}).polluted,\n"
+    "        typeof [].push, JSON.stringify({a: 1})].join(','));\n"
+    "    return { onTrade() {} };";
+
+static void expect_pristine(struct fx *f, const char *id)
+{
+    fx_run(f, id, "observer", NULL, NULL);
+    assert_true(fx_wait_logs(f, id, "create", 1, 2000));
+    json_t *logs = fx_logs(f, id, "create");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "create undefined,undefined,,function,{\"a\":1}");
+    json_decref(logs);
+}
+
+static void test_fresh_sandbox_per_start(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("polluter", "['Trade']", "[{name: 'fail', type: 'bool', default: false}]",
+                          POLLUTER);
+    fx_upload(&f, "polluter", src, NULL, hex);
+    free(src);
+    src = fx_module("observer", "['Trade']", NULL, OBSERVER);
+    fx_upload(&f, "observer", src, NULL, hex);
+    free(src);
+    fx_run(&f, "p1", "polluter", NULL, NULL);
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    assert_true(fx_wait_delivered(&f, "p1", 1, 2000));
+    struct err err = ERR_INIT;
+    fx_ok(runtime_instance_stop(f.rt, "p1", &err), &err);
+    fx_create(&f, "p2", "polluter", "{\"fail\": true}", NULL);
+    assert_int_equal(runtime_instance_start(f.rt, "p2", &err), -1);
+    err_clear(&err);
+    /* more starts than a worker keeps spare sandboxes, so both kinds are seen */
+    char id[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "o%d", i);
+        expect_pristine(&f, id);
+        if (i == 4)
+            fx_start(&f, "p1");
+    }
+    fx_close(&f);
+}
+
 static void test_log_limits(void **state)
 {
     (void)state;
@@ -539,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_orders_and_exec_reports),
         cmocka_unit_test(test_host_helpers),
         cmocka_unit_test(test_sandbox_isolation),
+        cmocka_unit_test(test_fresh_sandbox_per_start),
         cmocka_unit_test(test_log_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
