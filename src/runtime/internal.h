@@ -428,6 +428,9 @@ struct vm {
     /* unhandled promise rejections during the current call */
     uint32_t unhandled;
     JSValue rejection;
+    /* the class hooks of lazy event objects (see vm.c): per VM because
+     * one of them is switched off while it runs */
+    JSClassExoticMethods lazy_hooks;
 };
 
 int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
