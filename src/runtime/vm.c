@@ -639,7 +639,7 @@ static int lazy_index(const struct lazy *lo, JSAtom atom)
     return -1;
 }
 
-/* The same values the plain objects carried (see make_evt, put_trade). */
+/* The values evt and the plain payloads carried before (see put_trade). */
 static JSValue lazy_value(JSContext *ctx, const struct lazy *lo, int i)
 {
     const struct vm *vm = lo->vm;
