@@ -216,14 +216,21 @@ static int create_context(struct js_sandbox *sb, enum js__profile profile, struc
 /* The cap is set once the built-ins exist: a cap smaller than a fresh
  * sandbox is a configuration mistake worth a clear message, not a context
  * with half its built-ins. */
-static int apply_memory_cap(struct js_sandbox *sb, struct err *err)
+static int check_memory_cap(const struct js_sandbox *sb, size_t cap, struct err *err)
 {
-    if (sb->heap_bytes >= sb->limits.memory_bytes) {
+    if (sb->heap_bytes >= cap) {
         err_set(err, ERR_INVALID,
-                "a memory cap of %zu bytes is below the %zu bytes a fresh sandbox needs",
-                sb->limits.memory_bytes, sb->heap_bytes);
+                "a memory cap of %zu bytes is below the %zu bytes a fresh sandbox needs", cap,
+                sb->heap_bytes);
         return -1;
     }
+    return 0;
+}
+
+static int apply_memory_cap(struct js_sandbox *sb, struct err *err)
+{
+    if (check_memory_cap(sb, sb->limits.memory_bytes, err) < 0)
+        return -1;
     JS_SetMemoryLimit(sb->rt, sb->limits.memory_bytes);
     return 0;
 }
@@ -253,6 +260,17 @@ int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limi
 int js_sandbox_init(struct js_sandbox *sb, const struct js_limits *limits, struct err *err)
 {
     return js__sandbox_init_profile(sb, limits, JS__PROFILE_STRATEGY, err);
+}
+
+int js_sandbox_set_limits(struct js_sandbox *sb, const struct js_limits *limits, struct err *err)
+{
+    struct js_limits next = resolve_limits(limits);
+    if (check_memory_cap(sb, next.memory_bytes, err) < 0)
+        return -1;
+    sb->limits = next;
+    JS_SetMaxStackSize(sb->rt, next.stack_bytes);
+    JS_SetMemoryLimit(sb->rt, next.memory_bytes);
+    return 0;
 }
 
 void js_sandbox_free(struct js_sandbox *sb)

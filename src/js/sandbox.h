@@ -77,6 +77,12 @@ enum js_failure {
  * memory cap is below what a fresh sandbox needs, ERR_INTERNAL otherwise. */
 int js_sandbox_init(struct js_sandbox *sb, const struct js_limits *limits, struct err *err);
 void js_sandbox_free(struct js_sandbox *sb);
+/* Replaces the limits of a sandbox no code has run in yet (one built ahead
+ * of time with the defaults), as if js_sandbox_init had been given them:
+ * the memory cap, the stack size and the budget. Fails with ERR_INVALID,
+ * leaving the sandbox as it was, when the cap is below what the sandbox
+ * already uses. */
+int js_sandbox_set_limits(struct js_sandbox *sb, const struct js_limits *limits, struct err *err);
 /* Starts a budget window for the next entry into JS (0 = the sandbox's
  * budget) and clears `overran` and `out_of_memory`. */
 void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns);

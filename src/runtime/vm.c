@@ -4,10 +4,12 @@
  * stop, on the worker thread that owns it.
  *
  * Delivery is the hot path: handler(ctx, evt, payload). ctx is built once
- * per (instance, provider, symbol) and reused; evt and payload are fresh
- * objects whose properties are defined on atoms interned when the VM
- * started, in a fixed order, so every event object of a kind shares one
- * shape. A kind without a handler is never subscribed, so it costs nothing.
+ * per (instance, provider, symbol) and reused; evt and the payloads of
+ * trades and tickers are lazy objects that read a C copy of the event until
+ * written to (see "lazy objects"); other payloads are fresh objects whose
+ * properties are defined on atoms interned when the VM started, in a fixed
+ * order, so every payload of a kind shares one shape. A kind without a
+ * handler is never subscribed, so it costs nothing.
  *
  * Every entry into JS is armed with the CPU budget; the job queue is drained
  * within the same budget. A failure is classified by the sandbox: budget,
@@ -422,25 +424,6 @@ static int scope_ready(struct vm *vm, JSContext *ctx, struct vm_scope *sc, uint1
     return 0;
 }
 
-static JSValue make_evt(struct vm *vm, JSContext *ctx, const struct event *ev,
-                        const struct vm_scope *sc)
-{
-    JSValue o = JS_NewObject(ctx);
-    if (JS_IsException(o))
-        return o;
-    int bad = 0;
-    bad |= put(ctx, o, vm->atoms[A_TYPE], JS_DupValue(ctx, vm->kind_names[ev->kind]));
-    bad |= put(ctx, o, vm->atoms[A_PROVIDER], JS_DupValue(ctx, sc->provider));
-    bad |= put(ctx, o, vm->atoms[A_SYMBOL], JS_DupValue(ctx, sc->symbol));
-    bad |= put(ctx, o, vm->atoms[A_SEQ], JS_NewInt64(ctx, (int64_t)ev->seq));
-    bad |= put(ctx, o, vm->atoms[A_TS], JS_NewInt64(ctx, ev->ts_ms));
-    if (bad) {
-        JS_FreeValue(ctx, o);
-        return JS_EXCEPTION;
-    }
-    return o;
-}
-
 static int put_trade(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_trade *t)
 {
     int bad = 0;
@@ -598,6 +581,282 @@ static JSValue make_payload(struct vm *vm, JSContext *ctx, const struct event *e
     return o;
 }
 
+/* ------------------------------------------------------------ lazy objects */
+
+/* evt and the payloads of the frequent kinds (Trade, Ticker) are objects of
+ * a class of their own whose properties are read from a C copy of the
+ * event until anything but a read happens: one object and one small block
+ * per argument instead of a property definition per field (most of a
+ * delivery's cost). To strategies they are ordinary objects: their
+ * prototype is Object.prototype and every field is an own, enumerable,
+ * writable, configurable data property, so reads, `in`, Object.keys,
+ * JSON.stringify, spread and for-in see what a plain object shows. Any
+ * write, definition, deletion or preventExtensions first turns the fields
+ * into real properties ("materialises" the object), after which QuickJS
+ * handles it as a plain object. */
+enum lazy_layout { LAZY_EVT, LAZY_TRADE, LAZY_TICKER, LAZY_LAYOUTS };
+
+static const uint8_t lazy_fields[LAZY_LAYOUTS][6] = {
+    [LAZY_EVT] = {A_TYPE, A_PROVIDER, A_SYMBOL, A_SEQ, A_TS},
+    [LAZY_TRADE] = {A_PRICE, A_QUANTITY, A_SIDE, A_TRADE_ID},
+    [LAZY_TICKER] = {A_LAST, A_BID, A_ASK, A_BID_SIZE, A_ASK_SIZE, A_VOLUME},
+};
+static const uint8_t lazy_count[LAZY_LAYOUTS] = {5, 4, 6};
+
+struct lazy {
+    struct vm *vm; /* only read while the VM runs JS; never by the finalizer */
+    uint8_t layout;
+    bool materialised;
+    uint8_t kind;
+    JSValue provider, symbol; /* evt: owned references */
+    uint64_t seq;
+    int64_t ts;
+    union {
+        struct event_trade trade;
+        struct event_ticker ticker;
+    } u;
+};
+
+static JSClassID lazy_class_id;
+static pthread_once_t lazy_class_once = PTHREAD_ONCE_INIT;
+
+static void lazy_class_id_new(void)
+{
+    JS_NewClassID(&lazy_class_id);
+}
+
+static struct lazy *lazy_of(JSValueConst obj)
+{
+    return JS_GetOpaque(obj, lazy_class_id);
+}
+
+static int lazy_index(const struct lazy *lo, JSAtom atom)
+{
+    for (int i = 0; i < lazy_count[lo->layout]; i++) {
+        if (lo->vm->atoms[lazy_fields[lo->layout][i]] == atom)
+            return i;
+    }
+    return -1;
+}
+
+/* The values evt and the plain payloads carried before (see put_trade). */
+static JSValue lazy_value(JSContext *ctx, const struct lazy *lo, int i)
+{
+    const struct vm *vm = lo->vm;
+    switch (lo->layout * 8 + i) {
+    case LAZY_EVT * 8 + 0:
+        return JS_DupValue(ctx, vm->kind_names[lo->kind]);
+    case LAZY_EVT * 8 + 1:
+        return JS_DupValue(ctx, lo->provider);
+    case LAZY_EVT * 8 + 2:
+        return JS_DupValue(ctx, lo->symbol);
+    case LAZY_EVT * 8 + 3:
+        return JS_NewInt64(ctx, (int64_t)lo->seq);
+    case LAZY_EVT * 8 + 4:
+        return JS_NewInt64(ctx, lo->ts);
+    case LAZY_TRADE * 8 + 0:
+        return num(ctx, lo->u.trade.price);
+    case LAZY_TRADE * 8 + 1:
+        return num(ctx, lo->u.trade.quantity);
+    case LAZY_TRADE * 8 + 2:
+        return JS_DupValue(ctx, vm->side_names[lo->u.trade.side & 1]);
+    case LAZY_TRADE * 8 + 3:
+        return JS_NewInt64(ctx, (int64_t)lo->u.trade.trade_id);
+    case LAZY_TICKER * 8 + 0:
+        return num(ctx, lo->u.ticker.last);
+    case LAZY_TICKER * 8 + 1:
+        return num(ctx, lo->u.ticker.bid);
+    case LAZY_TICKER * 8 + 2:
+        return num(ctx, lo->u.ticker.ask);
+    case LAZY_TICKER * 8 + 3:
+        return num(ctx, lo->u.ticker.bid_size);
+    case LAZY_TICKER * 8 + 4:
+        return num(ctx, lo->u.ticker.ask_size);
+    case LAZY_TICKER * 8 + 5:
+        return num(ctx, lo->u.ticker.volume);
+    default:
+        return JS_UNDEFINED;
+    }
+}
+
+/* Turns the fields into real properties, in their order; from then on the
+ * hooks below only guard extensibility. */
+static int lazy_materialise(JSContext *ctx, JSValueConst obj, struct lazy *lo)
+{
+    if (lo->materialised)
+        return 0;
+    lo->materialised = true;
+    for (int i = 0; i < lazy_count[lo->layout]; i++) {
+        JSAtom atom = lo->vm->atoms[lazy_fields[lo->layout][i]];
+        if (JS_DefinePropertyValue(ctx, obj, atom, lazy_value(ctx, lo, i),
+                                   JS_PROP_C_W_E | JS_PROP_NO_EXOTIC) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int lazy_get_own_property(JSContext *ctx, JSPropertyDescriptor *desc, JSValueConst obj,
+                                 JSAtom prop)
+{
+    struct lazy *lo = lazy_of(obj);
+    int i = lo && !lo->materialised ? lazy_index(lo, prop) : -1;
+    if (i < 0)
+        return 0;
+    if (desc) {
+        desc->flags = JS_PROP_C_W_E;
+        desc->value = lazy_value(ctx, lo, i);
+        desc->getter = JS_UNDEFINED;
+        desc->setter = JS_UNDEFINED;
+    }
+    return 1;
+}
+
+static int lazy_get_own_property_names(JSContext *ctx, JSPropertyEnum **ptab, uint32_t *plen,
+                                       JSValueConst obj)
+{
+    struct lazy *lo = lazy_of(obj);
+    uint32_t n = lo && !lo->materialised ? lazy_count[lo->layout] : 0;
+    JSPropertyEnum *tab = js_mallocz(ctx, sizeof(*tab) * (n ? n : 1));
+    if (!tab)
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        tab[i].atom = JS_DupAtom(ctx, lo->vm->atoms[lazy_fields[lo->layout][i]]);
+        tab[i].is_enumerable = 1;
+    }
+    *ptab = tab;
+    *plen = n;
+    return 0;
+}
+
+/* Only reached for a name the object's own properties lack. */
+static int lazy_delete_property(JSContext *ctx, JSValueConst obj, JSAtom prop)
+{
+    struct lazy *lo = lazy_of(obj);
+    if (!lo || lo->materialised || lazy_index(lo, prop) < 0)
+        return 1;
+    if (lazy_materialise(ctx, obj, lo) < 0)
+        return -1;
+    return JS_DeleteProperty(ctx, obj, prop, 0);
+}
+
+static int lazy_define_own_property(JSContext *ctx, JSValueConst obj, JSAtom prop, JSValueConst val,
+                                    JSValueConst getter, JSValueConst setter, int flags)
+{
+    struct lazy *lo = lazy_of(obj);
+    if (lo && lazy_materialise(ctx, obj, lo) < 0)
+        return -1;
+    return JS_DefineProperty(ctx, obj, prop, val, getter, setter, flags | JS_PROP_NO_EXOTIC);
+}
+
+/* Materialises (a non-extensible object could not take its fields), then
+ * lets QuickJS do the rest: with the hook unset for the duration of the
+ * call, which is why each VM has its own copy of the hooks. */
+static int lazy_prevent_extensions(JSContext *ctx, JSValueConst obj)
+{
+    struct lazy *lo = lazy_of(obj);
+    if (!lo)
+        return 1;
+    if (lazy_materialise(ctx, obj, lo) < 0)
+        return -1;
+    JSClassExoticMethods *hooks = &lo->vm->lazy_hooks;
+    hooks->prevent_extensions = NULL;
+    int rc = JS_PreventExtensions(ctx, obj);
+    hooks->prevent_extensions = lazy_prevent_extensions;
+    return rc;
+}
+
+static void lazy_finalizer(JSRuntime *rt, JSValue obj)
+{
+    struct lazy *lo = lazy_of(obj);
+    if (!lo)
+        return;
+    JS_FreeValueRT(rt, lo->provider);
+    JS_FreeValueRT(rt, lo->symbol);
+    js_free_rt(rt, lo);
+}
+
+static const JSClassExoticMethods lazy_exotic = {
+    .get_own_property = lazy_get_own_property,
+    .get_own_property_names = lazy_get_own_property_names,
+    .delete_property = lazy_delete_property,
+    .define_own_property = lazy_define_own_property,
+    .prevent_extensions = lazy_prevent_extensions,
+};
+
+/* Registers the class in a new VM's runtime, with Object.prototype as the
+ * prototype of its objects. */
+static int lazy_class_init(struct vm *vm)
+{
+    pthread_once(&lazy_class_once, lazy_class_id_new);
+    JSContext *ctx = vm->sb.ctx;
+    vm->lazy_hooks = lazy_exotic;
+    JSClassDef def = {
+        .class_name = "Object", .finalizer = lazy_finalizer, .exotic = &vm->lazy_hooks};
+    if (JS_NewClass(vm->sb.rt, lazy_class_id, &def) < 0)
+        return -1;
+    JSValue plain = JS_NewObject(ctx);
+    if (JS_IsException(plain))
+        return -1;
+    JSValue proto = JS_GetPrototype(ctx, plain);
+    JS_FreeValue(ctx, plain);
+    if (JS_IsException(proto))
+        return -1;
+    JS_SetClassProto(ctx, lazy_class_id, proto);
+    return 0;
+}
+
+static JSValue lazy_new(struct vm *vm, JSContext *ctx, enum lazy_layout layout, struct lazy **out)
+{
+    struct lazy *lo = js_malloc(ctx, sizeof *lo);
+    if (!lo)
+        return JS_EXCEPTION;
+    JSValue o = JS_NewObjectClass(ctx, (int)lazy_class_id);
+    if (JS_IsException(o)) {
+        js_free(ctx, lo);
+        return o;
+    }
+    lo->vm = vm;
+    lo->layout = (uint8_t)layout;
+    lo->materialised = false;
+    lo->provider = JS_UNDEFINED;
+    lo->symbol = JS_UNDEFINED;
+    JS_SetOpaque(o, lo);
+    *out = lo;
+    return o;
+}
+
+static JSValue make_lazy_evt(struct vm *vm, JSContext *ctx, const struct event *ev,
+                             const struct vm_scope *sc)
+{
+    struct lazy *lo = NULL;
+    JSValue o = lazy_new(vm, ctx, LAZY_EVT, &lo);
+    if (JS_IsException(o))
+        return o;
+    lo->kind = ev->kind;
+    lo->provider = JS_DupValue(ctx, sc->provider);
+    lo->symbol = JS_DupValue(ctx, sc->symbol);
+    lo->seq = ev->seq;
+    lo->ts = ev->ts_ms;
+    return o;
+}
+
+/* JS_UNDEFINED when the kind's payload is built the plain way. */
+static JSValue make_lazy_payload(struct vm *vm, JSContext *ctx, const struct event *ev)
+{
+    struct lazy *lo = NULL;
+    JSValue o = JS_UNDEFINED;
+    if (ev->kind == EVENT_TRADE) {
+        o = lazy_new(vm, ctx, LAZY_TRADE, &lo);
+        if (lo)
+            lo->u.trade = ev->u.trade;
+    } else if (ev->kind == EVENT_TICKER) {
+        o = lazy_new(vm, ctx, LAZY_TICKER, &lo);
+        if (lo)
+            lo->u.ticker = ev->u.ticker;
+    }
+    return o;
+}
+
 /* Keeps the shapes of `obj`'s layout alive (see struct vm_layout), once per
  * layout. Best effort: without them objects are built the slow way. */
 static void keep_shapes(struct vm *vm, JSContext *ctx, int layout, JSValueConst obj)
@@ -650,17 +909,16 @@ static int build_args(struct vm *vm, JSContext *ctx, struct vm_scope *sc, const 
     if (scope_ready(vm, ctx, sc, ev->provider, ev->symbol) != 0)
         return -1;
     args[0] = sc->ctx;
-    args[1] = make_evt(vm, ctx, ev, sc);
+    args[1] = make_lazy_evt(vm, ctx, ev, sc);
     if (JS_IsException(args[1]))
         return -1;
-    args[2] = make_payload(vm, ctx, ev);
-    if (JS_IsException(args[2]))
-        return -1;
-    if (!vm->layouts[1 + ev->kind].prefixes) {
-        keep_shapes(vm, ctx, 0, args[1]);
-        keep_shapes(vm, ctx, 1 + ev->kind, args[2]);
+    args[2] = make_lazy_payload(vm, ctx, ev);
+    if (JS_IsUndefined(args[2])) {
+        args[2] = make_payload(vm, ctx, ev);
+        if (!JS_IsException(args[2]) && !vm->layouts[1 + ev->kind].prefixes)
+            keep_shapes(vm, ctx, 1 + ev->kind, args[2]);
     }
-    return 0;
+    return JS_IsException(args[2]) ? -1 : 0;
 }
 
 /* One budget-armed entry into a handler, its promise jobs included. One
@@ -788,8 +1046,6 @@ static void init_values(struct vm *vm)
         vm->side_names[i] = vm->type_names[i] = JS_UNDEFINED;
     for (int i = 0; i < VM_STATUS_COUNT; i++)
         vm->status_names[i] = JS_UNDEFINED;
-    for (uint16_t i = 0; i < vm->plan->nscope; i++)
-        vm->scope[i].ctx = vm->scope[i].provider = vm->scope[i].symbol = JS_UNDEFINED;
 }
 
 /* The reason a start-time call into JS failed, as a 422. */
@@ -998,34 +1254,123 @@ static int load_and_create(struct vm *vm, struct err *err)
     return rc;
 }
 
-int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
-             struct err *err)
+/* A VM with its sandbox, names and host globals but no instance yet: what
+ * every start needs and nothing of an instance. Limits are the defaults
+ * until vm_start applies the plan's. */
+static struct vm *vm_build(struct err *err)
 {
     struct vm *vm = calloc(1, sizeof *vm);
-    struct vm_scope *scope = calloc(plan->nscope ? plan->nscope : 1, sizeof *scope);
-    if (!vm || !scope) {
-        free(vm);
-        free(scope);
-        runtime_plan_free(plan);
-        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
-        return -1;
+    if (!vm) {
+        err_set(err, ERR_INTERNAL, "out of memory building a JavaScript sandbox");
+        return NULL;
     }
-    vm->inst = inst;
-    vm->plan = plan;
-    vm->scope = scope;
-    vm->budget_ns = plan->limits.budget_ns ? plan->limits.budget_ns : JS_SANDBOX_DEFAULT_BUDGET_NS;
     init_values(vm);
-    if (js_sandbox_init(&vm->sb, &plan->limits, err) != 0) {
-        vm_free_shell(vm);
-        return -1;
+    if (js_sandbox_init(&vm->sb, NULL, err) != 0) {
+        free(vm);
+        return NULL;
     }
     vm->sb.user = vm;
     JS_SetHostPromiseRejectionTracker(vm->sb.rt, on_rejection, vm);
-    int rc = 0;
-    if (init_names(vm) != 0 || host_install_globals(vm) != 0) {
-        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
-        rc = -1;
+    if (init_names(vm) != 0 || host_install_globals(vm) != 0 || lazy_class_init(vm) != 0) {
+        err_set(err, ERR_INTERNAL, "out of memory building a JavaScript sandbox");
+        release_js(NULL, vm);
+        vm_free_shell(vm);
+        return NULL;
     }
+    return vm;
+}
+
+/* Building a sandbox is most of a start's CPU (JS_NewRuntime, the
+ * built-ins) and owes nothing to the instance, so each worker thread keeps
+ * a few built while it had nothing else to do. A spare has never run
+ * strategy code: taking one is the same as building one, and the
+ * instance's limits are applied when it is taken. Thread-local because a
+ * sandbox belongs to the thread that uses it. */
+#define VM_SPARES 4
+
+static _Thread_local struct vm *spares[VM_SPARES];
+static _Thread_local int nspares;
+/* Set when building failed (out of memory): no retry until a start
+ * succeeds, so an idle worker does not spin on it. */
+static _Thread_local bool spares_failed;
+
+bool vm_spare_wanted(void)
+{
+    return nspares < VM_SPARES && !spares_failed;
+}
+
+/* glibc grows a thread's malloc arena by just the pages a request lacks,
+ * with one mprotect() per growth: a VM's thousands of small allocations
+ * cost some 30 system calls (a tenth of a start's CPU). One block of about
+ * a VM's size, freed at once, grows the arena in one step; the free space
+ * stays at the top of the arena (below the trim threshold) for the VM and
+ * the start that follow. Best effort: a failed malloc changes nothing. */
+#define ARENA_HEADROOM ((size_t)112 << 10)
+
+static void reserve_arena(void)
+{
+    void *block = malloc(ARENA_HEADROOM);
+    if (block) {
+        /* touching nothing: only the mapping is wanted, not the pages */
+        __asm__ volatile("" : : "r"(block) : "memory");
+        free(block);
+    }
+}
+
+void vm_spare_build(void)
+{
+    if (!vm_spare_wanted())
+        return;
+    reserve_arena();
+    struct vm *vm = vm_build(NULL);
+    if (!vm) {
+        spares_failed = true;
+        return;
+    }
+    spares[nspares++] = vm;
+}
+
+void vm_spares_free(void)
+{
+    while (nspares > 0) {
+        struct vm *vm = spares[--nspares];
+        release_js(NULL, vm);
+        vm_free_shell(vm);
+    }
+}
+
+static struct vm *vm_take(struct err *err)
+{
+    if (nspares > 0)
+        return spares[--nspares];
+    return vm_build(err);
+}
+
+/* Gives a VM taken from the spares (or just built) to an instance. */
+static int vm_adopt(struct vm *vm, struct instance *inst, struct vm_plan *plan, struct err *err)
+{
+    vm->inst = inst;
+    vm->plan = plan;
+    vm->scope = calloc(plan->nscope ? plan->nscope : 1, sizeof *vm->scope);
+    if (!vm->scope) {
+        err_set(err, ERR_INTERNAL, "out of memory starting instance %s", inst->id);
+        return -1;
+    }
+    for (uint16_t i = 0; i < plan->nscope; i++)
+        vm->scope[i].ctx = vm->scope[i].provider = vm->scope[i].symbol = JS_UNDEFINED;
+    vm->budget_ns = plan->limits.budget_ns ? plan->limits.budget_ns : JS_SANDBOX_DEFAULT_BUDGET_NS;
+    return js_sandbox_set_limits(&vm->sb, &plan->limits, err);
+}
+
+int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
+             struct err *err)
+{
+    struct vm *vm = vm_take(err);
+    if (!vm) {
+        runtime_plan_free(plan);
+        return -1;
+    }
+    int rc = vm_adopt(vm, inst, plan, err);
     host_enter(vm);
     if (rc == 0)
         rc = load_and_create(vm, err);
@@ -1038,6 +1383,7 @@ int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, stru
         vm_free_shell(vm);
         return -1;
     }
+    spares_failed = false;
     atomic_store_explicit(&inst->memory, (uint64_t)js_sandbox_memory_used(&vm->sb),
                           memory_order_relaxed);
     *out = vm;

@@ -189,6 +189,19 @@ struct event_sink runtime_event_sink(struct runtime *rt)
     return sink;
 }
 
+/* With nothing queued, builds one spare VM for a later start, outside the
+ * lock so publishers are not held up. True when it did (the queue must then
+ * be looked at again). */
+static bool idle_work(struct worker *w)
+{
+    if (!vm_spare_wanted())
+        return false;
+    pthread_mutex_unlock(&w->lock);
+    vm_spare_build();
+    pthread_mutex_lock(&w->lock);
+    return true;
+}
+
 /* Waits for messages (or the next timer) and takes up to WORKER_BATCH of
  * them under one lock. Returns false when the worker must quit. */
 static bool take_batch(struct worker *w, struct msg *out, size_t *n)
@@ -199,10 +212,14 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
             int64_t due = w->heap[0]->deadline_ns;
             if (due <= clock_mono_ns())
                 break;
+            if (idle_work(w))
+                continue;
             struct timespec ts = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
             w->sleeping = true;
             pthread_cond_timedwait(&w->wake, &w->lock, &ts);
         } else {
+            if (idle_work(w))
+                continue;
             w->sleeping = true;
             pthread_cond_wait(&w->wake, &w->lock);
         }
@@ -763,5 +780,6 @@ static void *worker_main(void *arg)
         worker_run_timers(w);
     }
     stop_all(w);
+    vm_spares_free();
     return NULL;
 }

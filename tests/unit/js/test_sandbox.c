@@ -113,6 +113,38 @@ static void test_init_refuses_tiny_cap(void **state)
     err_clear(&err);
 }
 
+/* A sandbox built with the defaults takes another instance's limits
+ * before any code runs in it, and they bind as if given at init. */
+static void test_set_limits(void **state)
+{
+    (void)state;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 0);
+    struct err err = ERR_INIT;
+    struct js_limits tiny = {16u << 10, 0, 0};
+    assert_int_equal(js_sandbox_set_limits(&sb, &tiny, &err), -1);
+    assert_int_equal(err.kind, ERR_INVALID);
+    assert_non_null(strstr(err.message, "fresh sandbox needs"));
+    assert_int_equal(sb.limits.memory_bytes, JS_SANDBOX_DEFAULT_MEMORY);
+    err_clear(&err);
+    struct js_limits limits = {2u << 20, 64u << 10, 7 * 1000 * 1000};
+    assert_int_equal(js_sandbox_set_limits(&sb, &limits, &err), 0);
+    assert_int_equal(sb.limits.memory_bytes, 2u << 20);
+    assert_int_equal(sb.limits.stack_bytes, 64u << 10);
+    assert_int_equal(sb.limits.budget_ns, 7 * 1000 * 1000);
+    struct js_exception ex;
+    expect_failure(&sb, "const a = []; for (;;) a.push(new Array(1024).fill(1));", &ex);
+    assert_int_equal(ex.failure, JS_FAILURE_MEMORY);
+    js_exception_free(&ex);
+    expect_failure(&sb, "function f(n) { return f(n + 1) + 1; } f(0);", &ex);
+    assert_int_equal(ex.failure, JS_FAILURE_STACK);
+    js_exception_free(&ex);
+    expect_failure(&sb, "for (;;) {}", &ex);
+    assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
+    js_exception_free(&ex);
+    js_sandbox_free(&sb);
+}
+
 static void test_closed_to_host(void **state)
 {
     (void)state;
@@ -668,6 +700,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_applies_defaults),
         cmocka_unit_test(test_init_refuses_tiny_cap),
+        cmocka_unit_test(test_set_limits),
         cmocka_unit_test(test_closed_to_host),
         cmocka_unit_test(test_builtins_present),
         cmocka_unit_test(test_eval_and_function_constructor_refused),

@@ -278,7 +278,7 @@ static void test_subscribed_events(void **state)
 }
 
 static const char *const TRADER =
-    "    let n = 0;\n"
+    "    let n = 0, same = 0, reported = 0;\n"
     "    return {\n"
     "      onTrade(ctx, evt, p) {\n"
     "        n++;\n"
@@ -494,6 +494,158 @@ static void test_sandbox_isolation(void **state)
     fx_close(&f);
 }
 
+/* Starts take sandboxes built ahead of time: none may carry anything from
+ * an instance that ran before, on the same worker, whether it stopped or
+ * failed to start. */
+static const char *const POLLUTER = "    globalThis.leak = 'x';\n"
+                                    "    Object.prototype.polluted = 1;\n"
+                                    "    Array.prototype.push = null;\n"
+                                    "    JSON.stringify = () => 'hijacked';\n"
+                                    "    if (env.config.fail) throw new Error('after polluting');\n"
+                                    "    return { onTrade() { globalThis.leak2 = 'y'; } };";
+
+static const char *const OBSERVER =
+    "    env.helpers.log('create', [typeof leak, typeof leak2, ({}).polluted,\n"
+    "        typeof [].push, JSON.stringify({a: 1})].join(','));\n"
+    "    return { onTrade() {} };";
+
+static void expect_pristine(struct fx *f, const char *id)
+{
+    fx_run(f, id, "observer", NULL, NULL);
+    assert_true(fx_wait_logs(f, id, "create", 1, 2000));
+    json_t *logs = fx_logs(f, id, "create");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "create undefined,undefined,,function,{\"a\":1}");
+    json_decref(logs);
+}
+
+static void test_fresh_sandbox_per_start(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("polluter", "['Trade']", "[{name: 'fail', type: 'bool', default: false}]",
+                          POLLUTER);
+    fx_upload(&f, "polluter", src, NULL, hex);
+    free(src);
+    src = fx_module("observer", "['Trade']", NULL, OBSERVER);
+    fx_upload(&f, "observer", src, NULL, hex);
+    free(src);
+    fx_run(&f, "p1", "polluter", NULL, NULL);
+    fx_trade(&f, "sim", "BTC-USDT", 1, 1);
+    assert_true(fx_wait_delivered(&f, "p1", 1, 2000));
+    struct err err = ERR_INIT;
+    fx_ok(runtime_instance_stop(f.rt, "p1", &err), &err);
+    fx_create(&f, "p2", "polluter", "{\"fail\": true}", NULL);
+    assert_int_equal(runtime_instance_start(f.rt, "p2", &err), -1);
+    err_clear(&err);
+    /* more starts than a worker keeps spare sandboxes, so both kinds are seen */
+    char id[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "o%d", i);
+        expect_pristine(&f, id);
+        if (i == 4)
+            fx_start(&f, "p1");
+    }
+    fx_close(&f);
+}
+
+/* evt and the trade and ticker payloads are built lazily (see vm.c): every
+ * way of looking at them, and every change, must give what a plain object
+ * with the same properties gives. Each event takes one scenario; the
+ * strategy runs it on the argument and on a plain copy and logs whether
+ * the observations agree. */
+static const char *const LAZY_PROBE =
+    "    const t = (f) => { try { return String(f()); } catch (e) { return 'throws ' + e.name; } "
+    "};\n"
+    "    const look = (o) => [JSON.stringify(o), Object.keys(o).join('|'),\n"
+    "      JSON.stringify({...o}), JSON.stringify(Object.assign({}, o)),\n"
+    "      JSON.stringify(Object.entries(o)), JSON.stringify(Object.values(o)),\n"
+    "      (() => { const ks = []; for (const k in o) ks.push(k); return ks.join('|'); })(),\n"
+    "      Object.getOwnPropertyNames(o).join('|'), Reflect.ownKeys(o).join('|'),\n"
+    "      JSON.stringify(Object.getOwnPropertyDescriptors(o)),\n"
+    "      'price' in o, 'seq' in o, 'last' in o, 'nope' in o, "
+    "Object.prototype.hasOwnProperty.call(o, 'type'),\n"
+    "      Object.prototype.propertyIsEnumerable.call(o, 'seq'),\n"
+    "      Object.getPrototypeOf(o) === Object.prototype, Object.prototype.toString.call(o),\n"
+    "      Object.isExtensible(o), Object.isFrozen(o), Object.isSealed(o), typeof o,\n"
+    "      o instanceof Object, t(() => String(o)), t(() => structuredClone(o))].join('\\n');\n"
+    "    const scenarios = [\n"
+    "      (o, k) => look(o),\n"
+    "      (o, k) => [t(() => { o[k] = 42; return o[k]; }), t(() => { o.extra = 'e'; return "
+    "o.extra; }),\n"
+    "        look(o), t(() => delete o[k]), t(() => delete o.nope), look(o),\n"
+    "        t(() => Object.defineProperty(o, 'hidden', {value: 1}).hidden),\n"
+    "        t(() => Object.defineProperty(o, k, {get() { return 'g'; }})[k]), "
+    "look(o)].join('\\n'),\n"
+    "      (o, k) => [t(() => Object.freeze(o) === o), t(() => { o[k] = 1; return o[k]; }),\n"
+    "        t(() => { o.more = 1; return o.more; }), t(() => delete o[k]), look(o)].join('\\n'),\n"
+    "      (o, k) => [t(() => Object.preventExtensions(o) === o), t(() => { o[k] = 9; return o[k]; "
+    "}),\n"
+    "        t(() => { o.more = 1; return o.more; }), t(() => delete o[k]), look(o)].join('\\n'),\n"
+    "      (o, k) => [t(() => Object.seal(o) === o), t(() => { o[k] = 8; return o[k]; }),\n"
+    "        t(() => delete o[k]), t(() => Object.setPrototypeOf(o, null) === o), "
+    "look(o)].join('\\n'),\n"
+    "      (o, k) => [t(() => Object.setPrototypeOf(o, {inherited: 1}) === o), o.inherited,\n"
+    "        t(() => { o[k] += 1; return o[k]; }), look(o)].join('\\n'),\n"
+    "    ];\n"
+    "    const kept = [];\n"
+    "    let n = 0, same = 0, reported = 0;\n"
+    "    const check = (evt, p, copyP, k) => {\n"
+    "      const copyE = {type: evt.type, provider: evt.provider, symbol: evt.symbol,\n"
+    "                     seq: evt.seq, ts: evt.ts};\n"
+    "      const plainP = copyP(p);\n"
+    "      const s = scenarios[n++ % scenarios.length];\n"
+    "      const a = s(evt, 'seq') + '\\n' + s(p, k);\n"
+    "      const b = s(copyE, 'seq') + '\\n' + s(plainP, k);\n"
+    "      kept.push([evt, p]);\n"
+    "      const al = a.split('\\n'), bl = b.split('\\n');\n"
+    "      const i = al.findIndex((line, j) => line !== bl[j]);\n"
+    "      if (a === b) same++;\n"
+    "      else if (!reported++) env.helpers.log('differs',\n"
+    "        `scenario ${(n - 1) % scenarios.length} line ${i}: ${al[i]} <> ${bl[i]}`);\n"
+    "      if (n === 24) env.helpers.log('done', same, kept[0][0].type, kept[0][1].price);\n"
+    "    };\n"
+    "    return {\n"
+    "      onTrade(ctx, evt, p) {\n"
+    "        check(evt, p, (o) => ({price: o.price, quantity: o.quantity, side: o.side,\n"
+    "                               tradeId: o.tradeId}), 'price');\n"
+    "      },\n"
+    "      onTicker(ctx, evt, p) {\n"
+    "        check(evt, p, (o) => ({last: o.last, bid: o.bid, ask: o.ask, bidSize: o.bidSize,\n"
+    "                               askSize: o.askSize, volume: o.volume}), 'last');\n"
+    "      },\n"
+    "    };";
+
+static void test_lazy_event_objects(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("lazyprobe", "['Trade', 'Ticker']", NULL, LAZY_PROBE);
+    fx_upload(&f, "lazyprobe", src, NULL, hex);
+    free(src);
+    fx_run(&f, "l1", "lazyprobe", NULL, NULL);
+    for (int i = 0; i < 12; i++) {
+        fx_trade(&f, "sim", "BTC-USDT", 100.5 + i, 0.25);
+        struct event *ev = fx_event(&f, EVENT_TICKER, "sim", "BTC-USDT", 0);
+        ev->u.ticker = (struct event_ticker){100.5, 100.25, 100.75, 3, 4, 12345};
+        runtime_publish(f.rt, ev);
+    }
+    assert_true(fx_wait_delivered(&f, "l1", 24, 5000));
+    assert_true(fx_wait_logs(&f, "l1", "done", 1, 5000));
+    json_t *logs = fx_logs(&f, "l1", "differs");
+    if (json_array_size(logs) > 0)
+        fail_msg("%s", tu_jstr(logs, "0.msg"));
+    json_decref(logs);
+    logs = fx_logs(&f, "l1", "done");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "done 24 Trade 100.5");
+    json_decref(logs);
+    assert_true(fx_running(&f, "l1"));
+    fx_close(&f);
+}
+
 static void test_log_limits(void **state)
 {
     (void)state;
@@ -539,6 +691,8 @@ int main(void)
         cmocka_unit_test(test_orders_and_exec_reports),
         cmocka_unit_test(test_host_helpers),
         cmocka_unit_test(test_sandbox_isolation),
+        cmocka_unit_test(test_fresh_sandbox_per_start),
+        cmocka_unit_test(test_lazy_event_objects),
         cmocka_unit_test(test_log_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
