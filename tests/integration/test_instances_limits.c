@@ -179,11 +179,14 @@ static void test_limits_are_per_instance(void **state)
 {
     struct tu_server *srv = *state;
     start_server(srv, fast_config);
-    /* 150 ms of work on each of its first three trades */
+    /* 600 ms of wall time busy on each of its first three trades: past the
+     * default budget even on a loaded machine, where the thread gets a
+     * fraction of a core (the budget counts CPU, but never allows more than
+     * eight budgets of wall time), and well inside a 3 s budget */
     upload(srv, "busy", "let n = 0;",
            "onTrade() {\n"
            "  if (++n > 3) return;\n"
-           "  const until = Date.now() + 150;\n"
+           "  const until = Date.now() + 600;\n"
            "  while (Date.now() < until) {}\n"
            "  h.log('worked', {n});\n"
            "},");
