@@ -414,7 +414,6 @@ static int fill_revision(struct registry_revision *rev, const struct catalog_upl
     free(rev->invalid_reason);
     rev->invalid_reason = NULL;
     rev->invalid = false;
-    rev->seen_valid = false; /* a new file: the next reload hashes it */
     rev->size = up->len;
     if (up->metadata) {
         json_decref(rev->metadata);

@@ -6,13 +6,8 @@
  *
  * With thousands of revisions this is the cost of a reload, so it runs on a
  * small pool (the calling thread plus helpers), opens files relative to the
- * root and reads each in one call, and skips the hash of a file whose
- * identity (device, inode, size, mtime, ctime) is the one it had when it
- * last hashed to its name, if it had been left alone for SEEN_QUIET_MS
- * before that hash. Every write through the file system sets ctime to the
- * current time and user space cannot set it back, so an equal identity
- * means no write since; the quiet period keeps a write in the same
- * timestamp tick as the hash from hiding behind equal times. It also reuses
+ * root and reads each in one call. Every file is read and hashed: no
+ * timestamp can vouch for bytes a bad disk or a restore changed. It reuses
  * what the previous snapshot learned: a revision that verified before and still hashes the
  * same keeps its metadata, and the metadata callback (a validator run) is
  * only made for bytes the catalogue has not judged yet.
@@ -24,7 +19,6 @@
  */
 #include "registry/registry_internal.h"
 
-#include "core/clock.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -37,10 +31,6 @@
 
 #define VERIFY_HELPERS 1       /* threads besides the caller */
 #define VERIFY_MIN_PARALLEL 64 /* below this a thread costs more than it saves */
-/* A file identity is trusted only when the file had been left alone for
- * this long before it was hashed: a write in the same timestamp tick as
- * the hash (or as a write before it) cannot then hide behind equal times. */
-#define SEEN_QUIET_MS 1000
 
 /* Reasons this file writes start with FILE_PROBLEM; those written by the
  * loader start with PATH_PROBLEM. Any other reason came from the metadata
@@ -59,9 +49,6 @@ struct verify_job {
     uint64_t size;
     json_t *metadata;
     bool oom;
-    bool seen_valid; /* the identity of the bytes that hashed to hex */
-    struct fsutil_identity seen;
-    int64_t seen_at_ms;
 };
 
 struct verify_run {
@@ -159,7 +146,7 @@ static int read_all(int fd, char *buf, size_t cap, size_t *got)
 }
 
 static int read_revision(const struct verify_run *run, const struct verify_job *job, char **data,
-                         size_t *len, struct fsutil_identity *id, struct err *err)
+                         size_t *len, struct err *err)
 {
     char rel[REGISTRY__REL_PATH_MAX];
     registry__rel_path(job->name, job->hex, rel);
@@ -177,7 +164,6 @@ static int read_revision(const struct verify_run *run, const struct verify_job *
         close(fd);
         return -1;
     }
-    fsutil_identity_from_stat(&st, id);
     size_t cap = (size_t)st.st_size, got = 0;
     char *buf = malloc(cap + 1);
     int rc = buf ? read_all(fd, buf, cap, &got) : -1;
@@ -196,13 +182,12 @@ static int read_revision(const struct verify_run *run, const struct verify_job *
     return 0;
 }
 
-/* Reads and hashes the file; on a match records what it looked like. */
+/* Reads and hashes the file; NULL (and the job marked) when it does not match. */
 static char *read_checked(const struct verify_run *run, struct verify_job *job, size_t *len)
 {
     char *data = NULL;
-    struct fsutil_identity id;
     struct err e = ERR_INIT;
-    if (read_revision(run, job, &data, len, &id, &e) != 0) {
+    if (read_revision(run, job, &data, len, &e) != 0) {
         file_failed(job, &e);
         err_clear(&e);
         return NULL;
@@ -214,42 +199,11 @@ static char *read_checked(const struct verify_run *run, struct verify_job *job, 
         free(data);
         return NULL;
     }
-    job->seen_valid = true;
-    job->seen = id;
-    job->seen_at_ms = clock_wall_ms();
     return data;
-}
-
-/* The file has the identity it had when it last hashed to its name, and
- * it had been left alone for SEEN_QUIET_MS before that hash: nothing has
- * written it since (a write moves ctime, which user space cannot set back),
- * so the bytes are the ones that were hashed. */
-static bool unchanged_since_hashed(const struct verify_run *run, struct verify_job *job)
-{
-    const struct registry_revision *prev = job->prev;
-    if (!prev->seen_valid || run->root_fd < 0 ||
-        prev->seen.ctime_ns / 1000000 > prev->seen_at_ms - SEEN_QUIET_MS ||
-        prev->seen.mtime_ns / 1000000 > prev->seen_at_ms - SEEN_QUIET_MS)
-        return false;
-    char rel[REGISTRY__REL_PATH_MAX];
-    registry__rel_path(job->name, job->hex, rel);
-    struct fsutil_identity now;
-    if (fsutil_identity_at(run->root_fd, rel, &now) != 0 ||
-        !fsutil_identity_equal(&now, &prev->seen))
-        return false;
-    job->seen_valid = true;
-    job->seen = prev->seen;
-    job->seen_at_ms = prev->seen_at_ms;
-    job->size = prev->size;
-    return true;
 }
 
 static void hash_only(const struct verify_run *run, struct verify_job *job, bool reuse)
 {
-    if (reuse && unchanged_since_hashed(run, job)) {
-        carry_over(job);
-        return;
-    }
     size_t len = 0;
     char *data = read_checked(run, job, &len);
     if (data && reuse)
@@ -328,19 +282,9 @@ static void job_discard(struct verify_job *job)
     job->metadata = NULL;
 }
 
-/* Only the catalogue's private cache in rev changes (see registry.h), so
- * this may touch a published snapshot, under change_mu. */
-static void note_seen(const struct verify_job *job, struct registry_revision *rev)
-{
-    rev->seen_valid = job->seen_valid;
-    rev->seen = job->seen;
-    rev->seen_at_ms = job->seen_at_ms;
-}
-
 /* Moves the verdict into rev, replacing what rev said before. */
 static void job_apply(struct verify_job *job, struct registry_revision *rev)
 {
-    note_seen(job, rev);
     free(rev->invalid_reason);
     json_decref(rev->metadata);
     rev->invalid = job->invalid;
@@ -578,10 +522,6 @@ int catalog__reverify(const struct catalog *cat, const struct registry *current,
     }
     run_jobs(&run);
     int rc = finish_run(&run, err);
-    for (size_t i = 0; rc == 0 && i < run.njobs; i++) {
-        const struct verify_job *job = &run.jobs[i];
-        note_seen(job, &current->strategies[job->strategy]->revisions[job->revision]);
-    }
     if (rc == 0)
         rc = collect_changes(current, &run, out, err);
     for (size_t i = 0; i < run.njobs; i++)

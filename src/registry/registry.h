@@ -72,12 +72,6 @@ struct registry_revision {
     bool invalid;         /* missing, unreadable, wrong bytes, or does not validate */
     char *invalid_reason; /* NULL when valid */
     json_t *metadata;     /* normalised metadata (see js/validate.h); NULL if unknown */
-    /* The file as it was when its bytes last hashed to `hex`, and when (wall
-     * clock, ms). Private to the catalogue: read and written only under its
-     * change lock, never by snapshot readers (see catalog_verify.c). */
-    bool seen_valid;
-    struct fsutil_identity seen;
-    int64_t seen_at_ms;
 };
 
 struct registry_tag {

@@ -544,10 +544,8 @@ static void assert_reload_finds(struct catalog *cat, const char *name, const cha
     registry_release(reg);
 }
 
-/* A reload skips hashing a file whose identity (inode, size, mtime, ctime)
- * is the one it had when it last hashed to its name; a write in place that
- * keeps the size is still found, right after the file was written (same
- * timestamp tick) and long after. */
+/* A write in place that keeps the size is found by the next reload, right
+ * after the file was written (same timestamp tick) and long after. */
 static void test_same_size_edit_in_place_detected(void **state)
 {
     struct fixture *f = *state;
@@ -561,7 +559,7 @@ static void test_same_size_edit_in_place_detected(void **state)
     edit_in_place(fresh_file, true);
     assert_reload_finds(cat, "fresh", fresh, 1, true);
 
-    /* Old enough that its identity is trusted: reloads take it as read. */
+    /* long after its last write, and after reloads that found it intact */
     struct timespec pause = {1, 200000000};
     nanosleep(&pause, NULL);
     char *quiet_file = tu_path("%s/quiet/%s/quiet.js", f->root, quiet);
