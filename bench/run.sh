@@ -239,6 +239,10 @@ if has latency; then
     "" ""
   row "  of which order queue -> engine ack, p99" "$(lat .engine_p99_us "$L")" "us" null "" null \
     "" ""
+  row "  engine dequeue (stratd_tick_to_order_seconds) within 50 us" \
+    "$(lat .dequeue_within_50us "$L")" "share" null "" null ">= 0.99" "value>=0.99"
+  row "  engine dequeue p99 bucket (upper bound)" "$(lat .dequeue_p99_bucket_us "$L")" "us" null \
+    "" null "" ""
   row "  machine noise: 200 us sleep overshoot p99" "$(lat .noise_p99_us "$L")" "us" null "" \
     null "" ""
   row "  other processes' CPU meanwhile" "$(lat .other_cores "$L")" "cores" null "" null "" ""
