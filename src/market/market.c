@@ -160,8 +160,28 @@ static void provider_halt(struct market *m, struct provider *p)
     pthread_mutex_unlock(&m->lock);
 }
 
+/* A new session starts with an empty book: orders that a previous session
+ * left resting in the records (the gateway was killed before it could
+ * expire them) can never fill, so they are closed before it runs. */
+static void expire_leftover_orders(struct market *m, const struct provider *p)
+{
+    if (!m->store)
+        return;
+    int count = 0;
+    struct err e = ERR_INIT;
+    if (store_orders_expire_open(m->store, p->name, "the provider restarted; its book was lost",
+                                 clock_wall_ms(), &count, &e) != 0)
+        log_warn("market", "provider %s: cannot expire the open orders of an earlier session: %s",
+                 p->name, e.message);
+    else if (count > 0)
+        log_info("market", "provider %s: %d order(s) left open by an earlier session expired",
+                 p->name, count);
+    err_clear(&e);
+}
+
 static int provider_run(struct market *m, struct provider *p, struct err *err)
 {
+    expire_leftover_orders(m, p);
     struct sim_config cfg = {p->name, p->id,    p->settings,   p->account,
                              m->sink, m->store, p->next_order, &p->tick_to_order};
     struct err e = ERR_INIT;

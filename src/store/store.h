@@ -141,6 +141,13 @@ struct store_order_query {
  * tradedAt, ties by insertion order (latest first). */
 int store_orders_query(struct store *store, const struct store_order_query *q, json_t **out,
                        struct err *err);
+/* Marks every order of `provider` still open in the records (acknowledged
+ * or partially filled) as expired at now_ms, with `reason` in its
+ * metadata: a new session of the provider starts with an empty book, so an
+ * order a previous session left resting (a gateway killed before it could
+ * expire them) will never fill. *count receives how many changed. */
+int store_orders_expire_open(struct store *store, const char *provider, const char *reason,
+                             int64_t now_ms, int *count, struct err *err);
 int store_executions_query(struct store *store, const struct store_order_query *q, json_t **out,
                            struct err *err);
 

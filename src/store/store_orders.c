@@ -416,3 +416,33 @@ int store_balances_query(struct store *store, const char *provider, const char *
     store__unlock(store);
     return rc;
 }
+
+int store_orders_expire_open(struct store *store, const char *provider, const char *reason,
+                             int64_t now_ms, int *count, struct err *err)
+{
+    if (!store || !provider || !*provider || !reason || !count) {
+        err_set(err, ERR_INVALID, "expiring open orders needs a provider, a reason and a count");
+        return -1;
+    }
+    *count = 0;
+    store__lock(store);
+    sqlite3_stmt *st = store__stmt(
+        store, STORE__ORDER_EXPIRE_OPEN,
+        "UPDATE orders SET state = 'expired', updated_at = ?2,"
+        " record = json_set(record, '$.state', 'expired', '$.updatedAt', ?2,"
+        " '$.completedAt', ?2, '$.metadata.reason', ?3)"
+        " WHERE provider = ?1 AND state IN ('acknowledged', 'partiallyFilled')",
+        err);
+    int rc = -1;
+    if (st) {
+        struct store__binder b = {st, SQLITE_OK};
+        store__bind_text(&b, 1, provider);
+        store__bind_int64(&b, 2, now_ms);
+        store__bind_text(&b, 3, reason);
+        if (store__bind_check(&b, "cannot expire open orders", err) == 0 &&
+            (rc = store__step_done(store, st, "cannot expire open orders", err)) == 0)
+            *count = sqlite3_changes(store->db);
+    }
+    store__unlock(store);
+    return rc;
+}

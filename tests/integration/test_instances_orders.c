@@ -631,12 +631,62 @@ static void test_live_orders_move_balances(void **state)
     tu_server_stop(srv);
 }
 
+/* A resting order outlives neither its book nor a SIGKILL: when the
+ * provider's next session starts (with an empty book) the order that the
+ * killed gateway left open in the records is expired with a reason. */
+static void test_open_order_expired_after_sigkill(void **state)
+{
+    struct tu_server *srv = *state;
+    struct tu_server_options opts = {.config_yaml = fast_config};
+    tu_server_start(srv, &opts);
+    char *handlers = tu_path("%s"
+                             "onTrade(ctx) {\n"
+                             "  if (placed) return;\n"
+                             "  placed = true;\n"
+                             "  ids.far = rt.submitOrder(ctx.provider, 'buy', 0.01,\n"
+                             "    Math.round(rt.getBidPrice() / 2));\n"
+                             "},\n",
+                             report_handlers);
+    char *src = tu_strategy_source("rester", "['Trade', 'ExecReport']", "[]", report_setup,
+                                   handlers);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    free(handlers);
+    json_decref(tu_instance_create(srv, "rest-1", "rester", "{\"dry_run\": true}", NULL, NULL));
+    tu_instance_start(srv, "rest-1");
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    json_decref(wait_report(srv, "rest-1", "rest-1-1", "acknowledged"));
+    json_decref(tu_wait_list(srv, "/strategy/instances/rest-1/orders?state=acknowledged", "orders",
+                             1, TU_WAIT_S));
+
+    tu_server_kill(srv);
+    tu_server_restart(srv, &opts);
+    /* nothing changes the record before a session starts */
+    json_t *doc = tu_get_json(srv, 200, "/strategy/instances/rest-1/orders");
+    assert_int_equal(json_array_size(json_object_get(doc, "orders")), 1);
+    assert_string_equal(tu_jstr(doc, "orders.0.state"), "acknowledged");
+    json_decref(doc);
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    doc = tu_get_json(srv, 200, "/strategy/instances/rest-1/orders?state=expired");
+    assert_int_equal(json_array_size(json_object_get(doc, "orders")), 1);
+    const json_t *o = json_array_get(json_object_get(doc, "orders"), 0);
+    check_order_record(o, "rest-1");
+    assert_string_equal(tu_jstr(o, "clientOrderId"), "rest-1-1");
+    assert_non_null(strstr(tu_jstr(o, "metadata.reason"), "restarted"));
+    assert_true(json_is_integer(json_object_get(o, "completedAt")));
+    assert_true(tu_jint(o, "updatedAt") >= tu_jint(o, "placedAt"));
+    json_decref(doc);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_orders_fills_and_history, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_live_orders_move_balances, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_open_order_expired_after_sigkill, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
