@@ -273,7 +273,12 @@ static void persist_or_log(struct runtime *rt, struct instance *inst)
 
 /* ------------------------------------------------------------ order numbers */
 
-#define ORDER_SEQ_BLOCK 1024
+/* Order numbers are reserved durably in blocks so that ids stay unique
+ * across restarts without a write per order. The write is synchronous on
+ * the instance's worker (milliseconds with the sync), so blocks are large:
+ * an instance pays it once per 65,536 orders, and a restart skips at most
+ * one block of numbers. */
+#define ORDER_SEQ_BLOCK 65536
 
 static void order_seq_key(const char *id, char *out, size_t size)
 {
