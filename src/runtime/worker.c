@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -80,6 +81,10 @@ int worker_start(struct worker *w, struct err *err)
         return -1;
     }
     w->thread_started = true;
+    /* named so that top -H and perf tell workers from HTTP threads */
+    char name[16];
+    snprintf(name, sizeof name, "worker:%d", w->index % 10000);
+    pthread_setname_np(w->thread, name);
     return 0;
 }
 
