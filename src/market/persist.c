@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -197,6 +198,13 @@ static bool wait_batch(struct sim_batch *b)
 static void *writer_main(void *arg)
 {
     struct sim_batch *b = arg;
+    /* The records are history, not the order path: the writer takes only
+     * CPU that no worker or provider wants, so a commit never preempts
+     * them on a machine with as many busy threads as cores. Under
+     * saturation its queue fills and the provider waits for it
+     * (back-pressure), which hands the writer the CPU it needs. */
+    struct sched_param idle = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
     pthread_mutex_lock(&b->lock);
     while (wait_batch(b)) {
         struct sim_rec *list = b->head;
