@@ -24,10 +24,10 @@
 #include "core/intern.h"
 #include "core/log.h"
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <time.h>
 

@@ -426,13 +426,13 @@ int store_orders_expire_open(struct store *store, const char *provider, const ch
     }
     *count = 0;
     store__lock(store);
-    sqlite3_stmt *st = store__stmt(
-        store, STORE__ORDER_EXPIRE_OPEN,
-        "UPDATE orders SET state = 'expired', updated_at = ?2,"
-        " record = json_set(record, '$.state', 'expired', '$.updatedAt', ?2,"
-        " '$.completedAt', ?2, '$.metadata.reason', ?3)"
-        " WHERE provider = ?1 AND state IN ('acknowledged', 'partiallyFilled')",
-        err);
+    sqlite3_stmt *st =
+        store__stmt(store, STORE__ORDER_EXPIRE_OPEN,
+                    "UPDATE orders SET state = 'expired', updated_at = ?2,"
+                    " record = json_set(record, '$.state', 'expired', '$.updatedAt', ?2,"
+                    " '$.completedAt', ?2, '$.metadata.reason', ?3)"
+                    " WHERE provider = ?1 AND state IN ('acknowledged', 'partiallyFilled')",
+                    err);
     int rc = -1;
     if (st) {
         struct store__binder b = {st, SQLITE_OK};

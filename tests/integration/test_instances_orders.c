@@ -647,8 +647,8 @@ static void test_open_order_expired_after_sigkill(void **state)
                              "    Math.round(rt.getBidPrice() / 2));\n"
                              "},\n",
                              report_handlers);
-    char *src = tu_strategy_source("rester", "['Trade', 'ExecReport']", "[]", report_setup,
-                                   handlers);
+    char *src =
+        tu_strategy_source("rester", "['Trade', 'ExecReport']", "[]", report_setup, handlers);
     tu_upload_expect(srv, src, NULL, 201, NULL);
     free(src);
     free(handlers);
