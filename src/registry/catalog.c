@@ -13,14 +13,14 @@
 #include "core/clock.h"
 #include "core/jsonutil.h"
 #include "core/log.h"
+#include "core/names.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define TEMP_PREFIX REGISTRY_FILE ".tmp."
 
 char *catalog__file_path(const struct catalog *cat, const char *name, const char *hex)
 {
@@ -254,22 +254,88 @@ static bool lock_for_reading(const struct catalog *cat, struct fsutil_lock *lock
     return false;
 }
 
-/* A writer killed between creating its temporary registry.json and renaming
- * it leaves the temporary behind. Under the lock nobody else is writing, so
- * what is left is garbage. */
-static void remove_stale_temps(const struct catalog *cat)
+/* Removes the entries of `dir` named "<prefix>.tmp.*" (fsutil_write_atomic's
+ * temporaries); `where` names the folder in the log. */
+static void remove_temps_in(int dir_fd, const char *prefix, const char *where)
 {
-    DIR *dir = opendir(cat->root);
-    if (!dir)
+    int fd = dup(dir_fd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
         return;
+    }
+    rewinddir(dir); /* a dup shares the offset of an earlier walk */
+    size_t len = strlen(prefix);
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, TEMP_PREFIX, strlen(TEMP_PREFIX)) != 0)
+        if (strncmp(entry->d_name, prefix, len) != 0 || strncmp(entry->d_name + len, ".tmp.", 5))
             continue;
         if (unlinkat(dirfd(dir), entry->d_name, 0) == 0)
-            log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s", entry->d_name);
+            log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s%s", where,
+                     entry->d_name);
     }
     closedir(dir);
+}
+
+static int open_dir_at(int parent, const char *name)
+{
+    return openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+/* <name>/<hash>/<name>.js.tmp.*: an upload killed before its rename. The
+ * folder it created goes too when nothing else is in it. */
+static void remove_revision_temps(int root_fd, const char *name)
+{
+    int strategy_fd = open_dir_at(root_fd, name);
+    DIR *dir = strategy_fd >= 0 ? fdopendir(strategy_fd) : NULL;
+    if (!dir) {
+        if (strategy_fd >= 0)
+            close(strategy_fd);
+        return;
+    }
+    char file[NAMES_STRATEGY_MAX + 4], where[NAMES_STRATEGY_MAX + 72];
+    snprintf(file, sizeof file, "%.64s.js", name);
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] == '.')
+            continue;
+        int hash_fd = open_dir_at(dirfd(dir), entry->d_name);
+        if (hash_fd < 0)
+            continue;
+        snprintf(where, sizeof where, "%.64s/%.64s/", name, entry->d_name);
+        remove_temps_in(hash_fd, file, where);
+        close(hash_fd);
+        (void)unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR); /* fails unless empty */
+    }
+    closedir(dir);
+}
+
+/* A writer killed between creating a temporary file and renaming it leaves
+ * the temporary behind: registry.json's in the root, a revision's in its
+ * hash folder. Under the lock nobody else is between the two steps (the
+ * server and the bootstrap tool write under it), so what is left is
+ * garbage. */
+static void remove_stale_temps(const struct catalog *cat)
+{
+    int root_fd = open(cat->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return;
+    remove_temps_in(root_fd, REGISTRY_FILE, "");
+    int fd = dup(root_fd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir && fd >= 0)
+        close(fd);
+    if (dir)
+        rewinddir(dir); /* the walk above moved the shared offset */
+    struct dirent *entry;
+    while (dir && (entry = readdir(dir)) != NULL) {
+        if (names_valid_strategy(entry->d_name))
+            remove_revision_temps(root_fd, entry->d_name);
+    }
+    if (dir)
+        closedir(dir);
+    close(root_fd);
 }
 
 /* ---------------------------------------------------------- open/close */

@@ -678,9 +678,39 @@ static void test_no_temporary_files_left(void **state)
     /* a temporary registry left by a writer that died is cleared on open */
     char *stale = tu_path("%s/registry.json.tmp.99999.3", f->root);
     tu_write_text(stale, "{\"partial");
+    /* and so are those of uploads killed before their rename: in a
+     * registered revision's folder (the revision stays), and in the folder
+     * of a revision that never made it into registry.json (the folder goes) */
+    char live[HASH_HEX_LEN + 1];
     cat = rt_open(f->root);
     assert_false(fsutil_exists(stale));
+    rt_add(cat, "beta", 1, NULL, live);
+    catalog_close(cat);
+    char *beside = tu_path("%s/beta/%s/beta.js.tmp.4242.0", f->root, live);
+    tu_write_text(beside, "partial");
+    char *orphan_dir = tu_path("%s/beta/%064d", f->root, 7);
+    char *orphan = tu_path("%s/beta.js.tmp.4242.1", orphan_dir);
+    rt_assert_ok(fsutil_mkdirs(orphan_dir, 0755, &err), &err);
+    tu_write_text(orphan, "partial");
+    char *foreign = tu_path("%s/beta/%s/notes.txt.tmp.1.1", f->root, live);
+    tu_write_text(foreign, "not a temporary of ours");
+    cat = rt_open(f->root);
+    assert_false(fsutil_exists(stale));
+    assert_false(fsutil_exists(beside));
+    assert_false(fsutil_exists(orphan));
+    assert_false(fsutil_exists(orphan_dir));
+    assert_true(fsutil_exists(foreign));
+    struct registry *reg = catalog_snapshot(cat);
+    const struct registry_revision *rev =
+        registry_find_revision(registry_find_strategy(reg, "beta"), live);
+    assert_non_null(rev);
+    assert_false(rev->invalid);
+    registry_release(reg);
     free(stale);
+    free(beside);
+    free(orphan_dir);
+    free(orphan);
+    free(foreign);
     catalog_close(cat);
 }
 
