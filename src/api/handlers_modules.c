@@ -161,15 +161,8 @@ int api_handle_modules_list(struct api *api, struct api_request *req, struct api
     registry_release(reg);
     views_usage_free(usage);
     strbuf_putc(&sb, ']');
-    if (rc != 0 || append_page_trailer(api, &q, total, &sb) != 0 || strbuf_failed(&sb)) {
-        strbuf_release(&sb);
-        err_set(err, ERR_INTERNAL, "out of memory");
-        return -1;
-    }
-    res->status = 200;
-    res->body = strbuf_detach(&sb, &res->body_len);
-    res->content_type = "application/json";
-    return 0;
+    bool ok = rc == 0 && append_page_trailer(api, &q, total, &sb) == 0;
+    return api_respond_text(res, &sb, ok, "application/json", "listing modules", err);
 }
 
 int api_handle_module_get(struct api *api, struct api_request *req, struct api_response *res,
@@ -276,15 +269,7 @@ int api_handle_module_usage(struct api *api, struct api_request *req, struct api
     free(head_text);
     free(page_text);
     free(tail_text);
-    if (rc != 0 || strbuf_failed(&sb)) {
-        strbuf_release(&sb);
-        err_set(err, ERR_INTERNAL, "out of memory");
-        return -1;
-    }
-    res->status = 200;
-    res->body = strbuf_detach(&sb, &res->body_len);
-    res->content_type = "application/json";
-    return 0;
+    return api_respond_text(res, &sb, rc == 0, "application/json", "writing a usage page", err);
 }
 
 int api_handle_registry_export(struct api *api, struct api_request *req, struct api_response *res,

@@ -219,13 +219,6 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
     runtime_metrics_write(api->opts.runtime, &out);
     if (api->opts.market)
         market_metrics_write(api->opts.market, &out);
-    if (strbuf_failed(&out)) {
-        strbuf_release(&out);
-        err_set(err, ERR_INTERNAL, "out of memory writing metrics");
-        return -1;
-    }
-    res->status = 200;
-    res->body = strbuf_detach(&out, &res->body_len);
-    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
-    return 0;
+    return api_respond_text(res, &out, true, "text/plain; version=0.0.4; charset=utf-8",
+                            "writing metrics", err);
 }

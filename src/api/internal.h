@@ -29,8 +29,8 @@ struct api_query_arg {
 struct api_request {
     struct MHD_Connection *conn;
     const char *method;
-    char *raw_uri;                     /* as received, before decoding */
-    char *segments[API_MAX_SEGMENTS];  /* decoded path segments */
+    char *raw_uri;                    /* as received, before decoding */
+    char *segments[API_MAX_SEGMENTS]; /* decoded path segments */
     size_t nsegments;
     bool path_too_deep;
     struct api_query_arg *query;
@@ -46,14 +46,14 @@ struct api_request {
     const char *route;                  /* the matched pattern, for metrics */
     int64_t started_ns;
     enum api_role role;
-    long token;                         /* index in opts.tokens; -1: none */
-    char actor[64];                     /* token name, or "anonymous" */
+    long token;     /* index in opts.tokens; -1: none */
+    char actor[64]; /* token name, or "anonymous" */
 };
 
 struct api_response {
     unsigned status;
-    json_t *json;             /* body as JSON, or */
-    char *body;               /* raw body (malloc'ed) with content_type */
+    json_t *json; /* body as JSON, or */
+    char *body;   /* raw body (malloc'ed) with content_type */
     size_t body_len;
     const char *content_type;
     char etag[HASH_SPELLED_LEN + 3];
@@ -103,6 +103,11 @@ const struct api_route *api_route_match(struct api_request *req, struct api_resp
 
 /* respond.c */
 void api_respond_json(struct api_response *res, unsigned status, json_t *json);
+/* A 200 whose body is the text built in *sb (taken over; sb is left empty).
+ * `ok` false (the caller's own failure) or a failed sb: sb is released, err
+ * says "out of memory <what>" and -1 is returned. content_type is static. */
+int api_respond_text(struct api_response *res, struct strbuf *sb, bool ok, const char *content_type,
+                     const char *what, struct err *err);
 void api_respond_error(struct api_response *res, const struct err *err);
 void api_response_clear(struct api_response *res);
 /* The value of a query parameter (last occurrence), or NULL. */
@@ -117,8 +122,7 @@ size_t api_query_all(const struct api_request *req, const char *key, const char 
                      size_t max);
 /* The body as a JSON object (ERR_INVALID saying where when it is not). An
  * empty body is an error unless allow_empty (then *out is NULL). */
-int api_body_object(const struct api_request *req, bool allow_empty, json_t **out,
-                    struct err *err);
+int api_body_object(const struct api_request *req, bool allow_empty, json_t **out, struct err *err);
 /* Appends an audit entry {actor, action, ...fields}; fields is stolen. */
 void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields);
 /* Audits a refresh: the request (borrowed), how many results had each
@@ -147,10 +151,8 @@ int api_handle_modules_list(struct api *, struct api_request *, struct api_respo
                             struct err *);
 int api_handle_module_upload(struct api *, struct api_request *, struct api_response *,
                              struct err *);
-int api_handle_module_get(struct api *, struct api_request *, struct api_response *,
-                          struct err *);
-int api_handle_module_put(struct api *, struct api_request *, struct api_response *,
-                          struct err *);
+int api_handle_module_get(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_module_put(struct api *, struct api_request *, struct api_response *, struct err *);
 int api_handle_module_delete(struct api *, struct api_request *, struct api_response *,
                              struct err *);
 int api_handle_module_source(struct api *, struct api_request *, struct api_response *,
@@ -158,8 +160,7 @@ int api_handle_module_source(struct api *, struct api_request *, struct api_resp
 int api_handle_module_usage(struct api *, struct api_request *, struct api_response *,
                             struct err *);
 int api_handle_tag_put(struct api *, struct api_request *, struct api_response *, struct err *);
-int api_handle_tag_delete(struct api *, struct api_request *, struct api_response *,
-                          struct err *);
+int api_handle_tag_delete(struct api *, struct api_request *, struct api_response *, struct err *);
 int api_handle_refresh(struct api *, struct api_request *, struct api_response *, struct err *);
 int api_handle_registry_export(struct api *, struct api_request *, struct api_response *,
                                struct err *);
@@ -182,8 +183,7 @@ int api_handle_provider_balances(struct api *, struct api_request *, struct api_
                                  struct err *);
 int api_handle_adapters_list(struct api *, struct api_request *, struct api_response *,
                              struct err *);
-int api_handle_adapter_get(struct api *, struct api_request *, struct api_response *,
-                           struct err *);
+int api_handle_adapter_get(struct api *, struct api_request *, struct api_response *, struct err *);
 
 int api_handle_instances_list(struct api *, struct api_request *, struct api_response *,
                               struct err *);

@@ -15,6 +15,20 @@ void api_respond_json(struct api_response *res, unsigned status, json_t *json)
     res->json = json;
 }
 
+int api_respond_text(struct api_response *res, struct strbuf *sb, bool ok, const char *content_type,
+                     const char *what, struct err *err)
+{
+    if (!ok || strbuf_failed(sb)) {
+        strbuf_release(sb);
+        err_set(err, ERR_INTERNAL, "out of memory %s", what);
+        return -1;
+    }
+    res->status = 200;
+    res->body = strbuf_detach(sb, &res->body_len);
+    res->content_type = content_type;
+    return 0;
+}
+
 void api_respond_error(struct api_response *res, const struct err *err)
 {
     json_t *body = json_object();
@@ -107,8 +121,7 @@ size_t api_query_all(const struct api_request *req, const char *key, const char 
     return n;
 }
 
-int api_body_object(const struct api_request *req, bool allow_empty, json_t **out,
-                    struct err *err)
+int api_body_object(const struct api_request *req, bool allow_empty, json_t **out, struct err *err)
 {
     *out = NULL;
     size_t len = req->body.len;

@@ -5,20 +5,49 @@
  */
 #include "testsink.h"
 
+/* A store in a temporary state directory and a sink that records the
+ * execution reports, for each test. */
+struct fixture {
+    char *dir;
+    struct store *store;
+    struct tsink sink;
+};
+
+static int fixture_open(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    struct err err = ERR_INIT;
+    if (!f)
+        return -1;
+    f->dir = tu_tempdir("market-store");
+    if (store_open(f->dir, &f->store, &err) != 0)
+        fail_msg("store_open: %s", err.message);
+    tsink_init(&f->sink, 1u << EVENT_EXEC_REPORT, 0);
+    *state = f;
+    return 0;
+}
+
+static int fixture_close(void **state)
+{
+    struct fixture *f = *state;
+    tsink_destroy(&f->sink);
+    store_close(f->store);
+    tu_remove_tree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
 static void test_records_reach_the_store(void **state)
 {
-    (void)state;
-    char *dir = tu_tempdir("market-store");
-    struct store *store = NULL;
+    struct fixture *f = *state;
+    struct store *store = f->store;
+    struct tsink *sink = &f->sink;
     struct err err = ERR_INIT;
-    if (store_open(dir, &store, &err) != 0)
-        fail_msg("store_open: %s", err.message);
-    struct tsink sink;
-    tsink_init(&sink, 1u << EVENT_EXEC_REPORT, 0);
-    struct market *m = market_new(tsink_sink(&sink), store);
+    struct market *m = market_new(tsink_sink(sink), store);
     tmarket_create(m, "rec", "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0.01}", true);
-    assert_true(tsink_wait_kind(&sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
-    struct event *book = tsink_latest(&sink, EVENT_BOOK_SNAPSHOT);
+    assert_true(tsink_wait_kind(sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
+    struct event *book = tsink_latest(sink, EVENT_BOOK_SNAPSHOT);
     const struct book_level *asks = book->u.book.levels + book->u.book.depth;
     double qty = asks[0].quantity + asks[1].quantity / 2;
     event_release(book);
@@ -29,7 +58,7 @@ static void test_records_reach_the_store(void **state)
     tmarket_submit(m, &r);
     r = tmarket_order("rec", "BTC-USDT", SIDE_SELL, ORDER_MARKET, -1, 0, "c");
     tmarket_submit(m, &r);
-    assert_true(tsink_wait_exec(&sink, "c", EXEC_REJECTED, 5000));
+    assert_true(tsink_wait_exec(sink, "c", EXEC_REJECTED, 5000));
     assert_int_equal(market_provider_stop(m, "rec", NULL, &err), 0);
 
     json_t *orders = NULL;
@@ -86,10 +115,6 @@ static void test_records_reach_the_store(void **state)
     json_decref(balances);
 
     market_free(m);
-    tsink_destroy(&sink);
-    store_close(store);
-    tu_remove_tree(dir);
-    free(dir);
 }
 
 static size_t stored_orders(struct store *store)
@@ -107,30 +132,21 @@ static size_t stored_orders(struct store *store)
  * batch delay: the thread wakes for the flush, not only for ticks. */
 static void test_batches_flush_while_running(void **state)
 {
-    (void)state;
-    char *dir = tu_tempdir("market-store");
-    struct store *store = NULL;
-    struct err err = ERR_INIT;
-    if (store_open(dir, &store, &err) != 0)
-        fail_msg("store_open: %s", err.message);
-    struct tsink sink;
-    tsink_init(&sink, 1u << EVENT_EXEC_REPORT, 0);
-    struct market *m = market_new(tsink_sink(&sink), store);
+    struct fixture *f = *state;
+    struct store *store = f->store;
+    struct tsink *sink = &f->sink;
+    struct market *m = market_new(tsink_sink(sink), store);
     tmarket_create(m, "quiet", "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0.01}", true);
-    assert_true(tsink_wait_kind(&sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
+    assert_true(tsink_wait_kind(sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
     struct order_request r =
         tmarket_order("quiet", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.001, 0, "q1");
     tmarket_submit(m, &r);
-    assert_true(tsink_wait_exec(&sink, "q1", EXEC_FILLED, 5000));
+    assert_true(tsink_wait_exec(sink, "q1", EXEC_FILLED, 5000));
     int64_t until = tsink_deadline(5000);
     while (stored_orders(store) == 0 && clock_mono_ns() < until)
         usleep(10000);
     assert_int_equal(stored_orders(store), 1);
     market_free(m);
-    tsink_destroy(&sink);
-    store_close(store);
-    tu_remove_tree(dir);
-    free(dir);
 }
 
 /* An unpaced market taking hundreds of orders queues records faster than
@@ -138,15 +154,11 @@ static void test_batches_flush_while_running(void **state)
  * execution in the store. */
 static void test_stop_writes_everything_queued(void **state)
 {
-    (void)state;
-    char *dir = tu_tempdir("market-store");
-    struct store *store = NULL;
+    struct fixture *f = *state;
+    struct store *store = f->store;
+    struct tsink *sink = &f->sink;
     struct err err = ERR_INIT;
-    if (store_open(dir, &store, &err) != 0)
-        fail_msg("store_open: %s", err.message);
-    struct tsink sink;
-    tsink_init(&sink, 1u << EVENT_EXEC_REPORT, 0);
-    struct market *m = market_new(tsink_sink(&sink), store);
+    struct market *m = market_new(tsink_sink(sink), store);
     tmarket_create(m, "busy", "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0}", true);
     enum { N = 600 };
     for (int i = 0; i < N; i++) {
@@ -157,7 +169,7 @@ static void test_stop_writes_everything_queued(void **state)
         r.dry_run = true;
         tmarket_submit(m, &r);
     }
-    assert_true(tsink_wait_exec(&sink, "o599", EXEC_FILLED, 10000));
+    assert_true(tsink_wait_exec(sink, "o599", EXEC_FILLED, 10000));
     market_free(m);
 
     json_t *orders = NULL;
@@ -172,18 +184,16 @@ static void test_stop_writes_everything_queued(void **state)
     assert_int_equal(store_executions_query(store, &q, &execs, &err), 0);
     assert_true(json_array_size(execs) >= N);
     json_decref(execs);
-    tsink_destroy(&sink);
-    store_close(store);
-    tu_remove_tree(dir);
-    free(dir);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_records_reach_the_store),
-        cmocka_unit_test(test_batches_flush_while_running),
-        cmocka_unit_test(test_stop_writes_everything_queued),
+        cmocka_unit_test_setup_teardown(test_records_reach_the_store, fixture_open, fixture_close),
+        cmocka_unit_test_setup_teardown(test_batches_flush_while_running, fixture_open,
+                                        fixture_close),
+        cmocka_unit_test_setup_teardown(test_stop_writes_everything_queued, fixture_open,
+                                        fixture_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
