@@ -537,18 +537,9 @@ static int run_serve_to_exit(const char *root, const char *listen, const char *c
                   "--state", state, (char *)NULL);
         _exit(127);
     }
-    int status = 0;
-    time_t deadline = time(NULL) + 60;
-    for (;;) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        if (time(NULL) > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            fail_msg("stratd serve --listen %s did not exit within 60 s", listen);
-        }
-        usleep(10000);
-    }
+    char what[160];
+    snprintf(what, sizeof what, "stratd serve --listen %s", listen);
+    int status = tu_wait_child(pid, 60, what);
     *err_text = tu_read_file(err_path, NULL);
     if (!*err_text)
         *err_text = strdup("");

@@ -401,16 +401,9 @@ static int serve_to_exit(const char *strategies, const char *state_dir, char **e
               "--state", state_dir, (char *)NULL);
         _exit(127);
     }
-    int status = 0;
-    time_t deadline = time(NULL) + 60;
-    while (waitpid(pid, &status, WNOHANG) != pid) {
-        if (time(NULL) > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            fail_msg("stratd serve --state %s did not exit within 60 s", state_dir);
-        }
-        usleep(10000);
-    }
+    char what[4096 + 32];
+    snprintf(what, sizeof what, "stratd serve --state %s", state_dir);
+    int status = tu_wait_child(pid, 60, what);
     *err_text = tu_read_file(err_path, NULL);
     if (!*err_text)
         *err_text = strdup("");

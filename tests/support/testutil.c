@@ -95,7 +95,10 @@ void tu_write_file(const char *path, const char *data, size_t len)
     fclose(f);
 }
 
-void tu_write_text(const char *path, const char *text) { tu_write_file(path, text, strlen(text)); }
+void tu_write_text(const char *path, const char *text)
+{
+    tu_write_file(path, text, strlen(text));
+}
 
 char *tu_read_file(const char *path, size_t *len)
 {
@@ -257,8 +260,8 @@ void tu_server_start(struct tu_server *srv, const struct tu_server_options *opts
     srv->own_root = true;
     srv->strategies_dir = opts && opts->strategies_dir ? strdup(opts->strategies_dir)
                                                        : tu_path("%s/strategies", srv->root);
-    srv->state_dir = opts && opts->state_dir ? strdup(opts->state_dir)
-                                             : tu_path("%s/var", srv->root);
+    srv->state_dir =
+        opts && opts->state_dir ? strdup(opts->state_dir) : tu_path("%s/var", srv->root);
     srv->log_path = tu_path("%s/server.log", srv->root);
     if (opts && opts->config_yaml) {
         srv->config_path = tu_path("%s/config.yaml", srv->root);
@@ -301,27 +304,30 @@ void tu_server_stop(struct tu_server *srv)
     if (srv->pid <= 0)
         return;
     kill(srv->pid, SIGTERM);
-    int status = 0;
-    time_t deadline = time(NULL) + 60;
-    for (;;) {
-        pid_t r = waitpid(srv->pid, &status, WNOHANG);
-        if (r == srv->pid)
-            break;
-        if (time(NULL) > deadline) {
-            kill(srv->pid, SIGKILL);
-            waitpid(srv->pid, &status, 0);
-            srv->pid = 0;
-            fail_msg("server did not stop within 60 s of SIGTERM");
-        }
-        usleep(10000);
-    }
+    pid_t pid = srv->pid;
     srv->pid = 0;
+    int status = tu_wait_child(pid, 60, "the server after SIGTERM");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char *log = tu_server_log(srv);
         size_t n = strlen(log);
         fail_msg("server did not exit cleanly (status %d); log tail:\n%s", status,
                  n > 6000 ? log + n - 6000 : log);
     }
+}
+
+int tu_wait_child(pid_t pid, int timeout_s, const char *what)
+{
+    int status = 0;
+    time_t deadline = time(NULL) + timeout_s;
+    while (waitpid(pid, &status, WNOHANG) != pid) {
+        if (time(NULL) > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            fail_msg("%s did not exit within %d s", what, timeout_s);
+        }
+        usleep(10000);
+    }
+    return status;
 }
 
 void tu_server_kill(struct tu_server *srv)
@@ -518,8 +524,7 @@ json_t *tu_jget(const json_t *root, const char *path)
     char *copy = strdup(path);
     const json_t *cur = root;
     char *save = NULL;
-    for (char *part = strtok_r(copy, ".", &save); part && cur;
-         part = strtok_r(NULL, ".", &save)) {
+    for (char *part = strtok_r(copy, ".", &save); part && cur; part = strtok_r(NULL, ".", &save)) {
         if (json_is_array(cur)) {
             char *end;
             long idx = strtol(part, &end, 10);

@@ -51,9 +51,9 @@ struct tu_server {
 struct tu_server_options {
     const char *strategies_dir; /* reuse a tree (NULL: a fresh temporary one) */
     const char *state_dir;
-    const char *config_yaml;    /* written to a file and passed as --config */
+    const char *config_yaml;       /* written to a file and passed as --config */
     const char *const *extra_args; /* NULL-terminated */
-    bool seed_examples;         /* copy examples/strategies into the tree first */
+    bool seed_examples;            /* copy examples/strategies into the tree first */
 };
 
 void tu_server_start(struct tu_server *srv, const struct tu_server_options *opts);
@@ -63,6 +63,9 @@ void tu_server_restart(struct tu_server *srv, const struct tu_server_options *op
 void tu_server_stop(struct tu_server *srv);
 /* SIGKILL and wait. */
 void tu_server_kill(struct tu_server *srv);
+/* Waits up to timeout_s for child `pid` to exit and returns its wait status;
+ * past that it is killed and the test fails, naming `what`. */
+int tu_wait_child(pid_t pid, int timeout_s, const char *what);
 /* Stops if running and removes the temporary tree. */
 void tu_server_cleanup(struct tu_server *srv);
 /* The server's log so far. */
