@@ -13,7 +13,7 @@ quickjs_dir=$here/third_party/quickjs
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libmicrohttpd-dev libjansson-dev libssl-dev libsqlite3-dev sqlite3
-  libyaml-dev libcurl4-openssl-dev libcmocka-dev
+  libyaml-dev libcurl4-openssl-dev libcmocka-dev zlib1g-dev
   prometheus wrk jq xz-utils ca-certificates curl
 )
 # `--bench`: also what make bench needs (the Node.js peers of bench/peer/;

@@ -1,7 +1,13 @@
 -- wrk script: GET requests cycling through the paths listed (one a line) in
 -- the file named by the WRK_PATHS environment variable; done() prints one
 -- JSON object with the request rate and latency percentiles (microseconds).
+-- WRK_HEADER, when set ("Name: value"), is sent with every request.
 local paths = {}
+local header = os.getenv("WRK_HEADER")
+if header and #header > 0 then
+  local name, value = header:match("^([^:]+):%s*(.*)$")
+  wrk.headers[name] = value
+end
 for line in io.lines(os.getenv("WRK_PATHS")) do
   if #line > 0 then
     paths[#paths + 1] = line

@@ -2,6 +2,7 @@
 #include "api/internal.h"
 #include "api/views.h"
 
+#include "core/clock.h"
 #include "core/hash.h"
 #include "core/jsonutil.h"
 #include "core/log.h"
@@ -120,26 +121,22 @@ static int append_page_trailer(struct api *api, const struct listing_query *q, l
  * per catalogue generation, with only the filter's revisions and the
  * running usage added per request. The body is written as text in the
  * member order of the jansson document it replaces. */
-int api_handle_modules_list(struct api *api, struct api_request *req, struct api_response *res,
-                            struct err *err)
+static int render_listing(struct api *api, struct registry *reg, const struct listing_query *q,
+                          struct strbuf *sb, uint64_t *usage_generation, bool *live)
 {
-    struct listing_query q;
-    if (parse_listing_query(req, &q, err) != 0)
-        return -1;
-    struct views_module_filter filter = {q.has_hash ? q.hex_prefix : NULL, q.running_only};
+    struct views_module_filter filter = {q->has_hash ? q->hex_prefix : NULL, q->running_only};
     struct views_usage *usage = views_usage_new(api->opts.runtime);
-    struct registry *reg = catalog_snapshot(api->opts.catalog);
     struct views_texts *texts = usage ? views_texts_get(api->views, reg) : NULL;
     size_t *shown = malloc((reg->nstrategies ? reg->nstrategies : 1) * sizeof *shown);
     size_t nshown = 0;
     long long total = 0;
     for (size_t i = 0; shown && i < reg->nstrategies; i++) {
         const struct registry_strategy *st = reg->strategies[i];
-        if (q.strategy && *q.strategy && strcmp(st->name, q.strategy) != 0)
+        if (q->strategy && *q->strategy && strcmp(st->name, q->strategy) != 0)
             continue;
         if (!views_module_passes(st, usage, &filter))
             continue;
-        if (total >= q.offset && (q.limit < 0 || total < q.offset + q.limit))
+        if (total >= q->offset && (q->limit < 0 || total < q->offset + q->limit))
             shown[nshown++] = i;
         total++;
     }
@@ -147,22 +144,61 @@ int api_handle_modules_list(struct api *api, struct api_request *req, struct api
     size_t size = 256;
     for (size_t k = 0; k < nshown; k++)
         size += views_module_text_size(texts, reg, shown[k]);
-    struct strbuf sb = STRBUF_INIT;
-    strbuf_reserve(&sb, size);
-    strbuf_puts(&sb, "{\"modules\":[");
+    strbuf_reserve(sb, size);
+    strbuf_puts(sb, "{\"modules\":[");
     int rc = texts && shown ? 0 : -1;
     for (size_t k = 0; rc == 0 && k < nshown; k++) {
         if (k > 0)
-            strbuf_putc(&sb, ',');
-        rc = views_module_text(texts, reg, shown[k], usage, &filter, &sb);
+            strbuf_putc(sb, ',');
+        rc = views_module_text(texts, reg, shown[k], usage, &filter, sb);
     }
     free(shown);
     views_texts_put(texts);
-    registry_release(reg);
+    *usage_generation = views_usage_generation(usage);
+    *live = views_usage_any(usage);
     views_usage_free(usage);
-    strbuf_putc(&sb, ']');
-    bool ok = rc == 0 && append_page_trailer(api, &q, total, &sb) == 0;
-    return api_respond_text(res, &sb, ok, "application/json", "listing modules", err);
+    strbuf_putc(sb, ']');
+    if (rc != 0 || append_page_trailer(api, q, total, sb) != 0 || strbuf_failed(sb))
+        return -1;
+    return 0;
+}
+
+/* A listing is a page shared with every request of the same query until
+ * the catalogue or the running usage moves (pages.h). */
+int api_handle_modules_list(struct api *api, struct api_request *req, struct api_response *res,
+                            struct err *err)
+{
+    struct listing_query q;
+    if (parse_listing_query(req, &q, err) != 0)
+        return -1;
+    char query[NAMES_STRATEGY_MAX + HASH_HEX_LEN + 64];
+    snprintf(query, sizeof query, "%s|%s|%d|%lld|%lld", q.strategy ? q.strategy : "", q.hex_prefix,
+             q.running_only, q.limit, q.offset);
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    struct runtime *rt = api->opts.runtime;
+    struct pages_key key = {query, reg->generation, rt ? runtime_usage_generation(rt) : 0};
+    int64_t now_ms = clock_mono_ns() / 1000000;
+    struct page *page = pages_get(api->pages, &key, now_ms);
+    if (!page) {
+        struct strbuf sb = STRBUF_INIT;
+        bool live = false;
+        if (render_listing(api, reg, &q, &sb, &key.usage_generation, &live) != 0) {
+            strbuf_release(&sb);
+            registry_release(reg);
+            err_set(err, ERR_INTERNAL, "out of memory listing modules");
+            return -1;
+        }
+        size_t len = 0;
+        char *body = strbuf_detach(&sb, &len);
+        page = pages_put(api->pages, &key, live, now_ms, body, len);
+    }
+    registry_release(reg);
+    if (!page) {
+        err_set(err, ERR_INTERNAL, "out of memory listing modules");
+        return -1;
+    }
+    api_respond_page(api, req, res, page);
+    return 0;
 }
 
 int api_handle_module_get(struct api *api, struct api_request *req, struct api_response *res,

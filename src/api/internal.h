@@ -8,6 +8,7 @@
 #define STRATD_API_INTERNAL_H
 
 #include "api/api.h"
+#include "api/pages.h"
 #include "core/metrics.h"
 #include "core/strbuf.h"
 
@@ -55,7 +56,13 @@ struct api_response {
     json_t *json; /* body as JSON, or */
     char *body;   /* raw body (malloc'ed) with content_type */
     size_t body_len;
+    /* or a page shared with other responses (one reference, given back
+     * when the bytes are sent): body_len bytes at shared_body */
+    struct page *shared;
+    const char *shared_body;
     const char *content_type;
+    const char *content_encoding; /* static; NULL: identity */
+    bool vary_encoding;           /* the body depends on Accept-Encoding */
     char etag[HASH_SPELLED_LEN + 3];
     char allow[64];
     char retry_after[16];
@@ -92,6 +99,7 @@ struct api {
     struct metrics_family *validation_failures;
     pthread_mutex_t audit_lock;
     struct views_cache *views; /* module summaries as text, per catalogue generation */
+    struct pages *pages;       /* whole listing pages (pages.h) */
 };
 
 /* routes.c */
@@ -109,6 +117,13 @@ void api_respond_json(struct api_response *res, unsigned status, json_t *json);
 int api_respond_text(struct api_response *res, struct strbuf *sb, bool ok, const char *content_type,
                      const char *what, struct err *err);
 void api_respond_error(struct api_response *res, const struct err *err);
+/* A 200 with a shared page (the reference is taken over), in gzip when the
+ * request accepts it and compression succeeds. */
+void api_respond_page(struct api *api, const struct api_request *req, struct api_response *res,
+                      struct page *page);
+/* Whether an Accept-Encoding value admits gzip (RFC 9110 12.5.3: listed
+ * as gzip or x-gzip with q > 0, or covered by a "*" with q > 0). */
+bool api_accepts_gzip(const char *accept_encoding);
 void api_response_clear(struct api_response *res);
 /* The value of a query parameter (last occurrence), or NULL. */
 const char *api_query(const struct api_request *req, const char *key);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void api_respond_json(struct api_response *res, unsigned status, json_t *json)
 {
@@ -60,7 +61,74 @@ void api_response_clear(struct api_response *res)
 {
     json_decref(res->json);
     free(res->body);
+    page_release(res->shared);
     memset(res, 0, sizeof *res);
+}
+
+/* Whether a q parameter list (after the coding's name) leaves q > 0. */
+static bool quality_positive(const char *params, const char *end)
+{
+    for (const char *p = params; p < end; p++) {
+        if (*p != ';')
+            continue;
+        p++;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (end - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+            /* qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ) */
+            for (p += 2; p < end && *p != ';'; p++)
+                if (*p >= '1' && *p <= '9')
+                    return true;
+            return false;
+        }
+    }
+    return true;
+}
+
+bool api_accepts_gzip(const char *accept_encoding)
+{
+    if (!accept_encoding)
+        return false;
+    int gzip = -1, star = -1; /* -1: not listed; else whether q > 0 */
+    const char *p = accept_encoding;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *name = p;
+        while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
+            p++;
+        size_t name_len = (size_t)(p - name);
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        bool positive = quality_positive(p, end);
+        if ((name_len == 4 && strncasecmp(name, "gzip", 4) == 0) ||
+            (name_len == 6 && strncasecmp(name, "x-gzip", 6) == 0))
+            gzip = positive;
+        else if (name_len == 1 && *name == '*')
+            star = positive;
+        p = end;
+    }
+    return gzip >= 0 ? gzip == 1 : star == 1;
+}
+
+void api_respond_page(struct api *api, const struct api_request *req, struct api_response *res,
+                      struct page *page)
+{
+    res->status = 200;
+    res->content_type = "application/json";
+    res->vary_encoding = true;
+    res->shared = page;
+    res->shared_body = page_body(page, &res->body_len);
+    const char *accept =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    const char *packed = NULL;
+    size_t packed_len = 0;
+    if (api_accepts_gzip(accept) && page_gzip(api->pages, page, &packed, &packed_len) == 0) {
+        res->shared_body = packed;
+        res->body_len = packed_len;
+        res->content_encoding = "gzip";
+    }
 }
 
 const char *api_query(const struct api_request *req, const char *key)

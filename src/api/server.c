@@ -26,6 +26,9 @@
 #define DEFAULT_MAX_CONNECTIONS 1024u
 #define DEFAULT_IDLE_TIMEOUT 30u
 #define DEFAULT_THREADS 4u
+/* Rendered listing pages kept for reuse: a dozen pages of 100 modules with
+ * ten revisions each (434 KB identity, 68 KB gzip) fit many times over. */
+#define LISTING_PAGES_BUDGET (32u << 20)
 /* Connections accepted beyond max_connections only to be answered 503: this
  * many plus an eighth of the limit. */
 #define CONNECTION_RESERVE 16u
@@ -363,6 +366,11 @@ static void count_request(struct api *api, const struct api_request *req, unsign
     }
 }
 
+static void release_page(void *cls)
+{
+    page_release(cls);
+}
+
 static enum MHD_Result send_response(struct api *api, struct api_request *req,
                                      struct api_response *res)
 {
@@ -382,14 +390,28 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
         res->body = NULL;
         type = res->content_type ? res->content_type : "application/octet-stream";
     }
-    struct MHD_Response *response =
-        MHD_create_response_from_buffer(len, body ? body : (char *)"",
-                                        body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!response) {
-        free(body);
-        return MHD_NO;
+    struct MHD_Response *response = NULL;
+    if (!body && res->shared) {
+        type = res->content_type;
+        /* libmicrohttpd never writes to the buffer; the page's reference
+         * goes with the response and comes back through release_page */
+        response = MHD_create_response_from_buffer_with_free_callback_cls(
+            res->body_len, (void *)(uintptr_t)res->shared_body, release_page, res->shared);
+        if (response)
+            res->shared = NULL;
+    } else {
+        response = MHD_create_response_from_buffer(
+            len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        if (!response)
+            free(body);
     }
-    if (len || res->json)
+    if (!response)
+        return MHD_NO;
+    if (res->content_encoding)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_ENCODING, res->content_encoding);
+    if (res->vary_encoding)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_VARY, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    if (len || res->json || res->body_len)
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (res->etag[0])
         MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, res->etag);
@@ -422,8 +444,8 @@ static enum MHD_Result answer(struct api *api, struct api_request *req)
 /* The body length announced by Content-Length (0 when there is none). */
 static unsigned long long content_length(struct MHD_Connection *conn)
 {
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!cl)
         return 0;
     char *end = NULL;
@@ -460,9 +482,8 @@ static bool connection_refused(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)url;
     struct api *api = cls;
@@ -641,23 +662,20 @@ static int create_metrics(struct api *api)
 {
     static const char *const http_labels[] = {"route", "method", "status", NULL};
     static const char *const tag_labels[] = {"environment", "strategy", "tag", NULL};
-    static const char *const del_labels[] = {"environment", "strategy", "tag", "allowOrphan",
-                                             NULL};
+    static const char *const del_labels[] = {"environment", "strategy", "tag", "allowOrphan", NULL};
     static const char *const stage_labels[] = {"stage", NULL};
     api->http_requests = metrics_family_new("stratd_http_requests_total",
                                             "HTTP requests by route pattern, method and status.",
                                             METRICS_COUNTER, http_labels);
     api->tag_reassigned =
-        metrics_family_new("strategy_tag_reassigned_total",
-                           "Tag moves to another revision.", METRICS_COUNTER, tag_labels);
+        metrics_family_new("strategy_tag_reassigned_total", "Tag moves to another revision.",
+                           METRICS_COUNTER, tag_labels);
     api->tag_deleted = metrics_family_new("strategy_tag_deleted_total", "Tags removed.",
                                           METRICS_COUNTER, del_labels);
-    api->validation_failures =
-        metrics_family_new("stratd_module_validation_failures_total",
-                           "Uploaded modules that did not validate, by failing stage.",
-                           METRICS_COUNTER, stage_labels);
-    return api->http_requests && api->tag_reassigned && api->tag_deleted &&
-                   api->validation_failures
+    api->validation_failures = metrics_family_new(
+        "stratd_module_validation_failures_total",
+        "Uploaded modules that did not validate, by failing stage.", METRICS_COUNTER, stage_labels);
+    return api->http_requests && api->tag_reassigned && api->tag_deleted && api->validation_failures
                ? 0
                : -1;
 }
@@ -671,6 +689,7 @@ static void free_api(struct api *api)
     pthread_mutex_destroy(&api->audit_lock);
     pthread_mutex_destroy(&api->rate_lock);
     views_cache_free(api->views);
+    pages_free(api->pages);
     free(api->buckets);
     free(api);
 }
@@ -702,7 +721,8 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         }
     }
     api->views = views_cache_new();
-    if (!api->views || create_metrics(api) != 0) {
+    api->pages = pages_new(LISTING_PAGES_BUDGET);
+    if (!api->views || !api->pages || create_metrics(api) != 0) {
         free_api(api);
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
@@ -746,7 +766,10 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     return 0;
 }
 
-int api_port(const struct api *api) { return api->port; }
+int api_port(const struct api *api)
+{
+    return api->port;
+}
 
 void api_stop(struct api *api)
 {

@@ -32,6 +32,7 @@ struct views_usage {
     struct runtime *rt;
     struct runtime_usage_count *live; /* revisions running now, sorted */
     size_t n;
+    uint64_t generation;
 };
 
 struct views_usage *views_usage_new(struct runtime *rt)
@@ -40,11 +41,21 @@ struct views_usage *views_usage_new(struct runtime *rt)
     if (!u)
         return NULL;
     u->rt = rt;
-    if (rt && runtime_usage_running(rt, &u->live, &u->n) != 0) {
+    if (rt && runtime_usage_running(rt, &u->live, &u->n, &u->generation) != 0) {
         free(u);
         return NULL;
     }
     return u;
+}
+
+uint64_t views_usage_generation(const struct views_usage *u)
+{
+    return u ? u->generation : 0;
+}
+
+bool views_usage_any(const struct views_usage *u)
+{
+    return u && u->n > 0;
 }
 
 void views_usage_free(struct views_usage *u)

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Strategy metadata as the contract's Strategy: never NULL; a revision
  * without metadata gets a minimal document with empty config and events. */
@@ -26,6 +27,10 @@ json_t *views_strategy_metadata(const struct registry_strategy *st,
 struct views_usage;
 struct views_usage *views_usage_new(struct runtime *rt);
 void views_usage_free(struct views_usage *usage);
+/* The runtime's usage generation the index was taken at. */
+uint64_t views_usage_generation(const struct views_usage *usage);
+/* Whether any revision has running instances. */
+bool views_usage_any(const struct views_usage *usage);
 /* Running instances of {strategy, hex} (0 when unknown). */
 int views_usage_running(const struct views_usage *usage, const char *strategy, const char *hex);
 struct views_module_filter {

@@ -154,7 +154,7 @@ struct instance {
      * on first use and dropped with the spec; NULL until then. */
     char *snapshot_head;
     size_t snapshot_head_len;
-    uint64_t version;                     /* bumped by every persisted change */
+    uint64_t version; /* bumped by every persisted change */
 
     /* under rt->persist */
     uint64_t persisted;
@@ -265,9 +265,9 @@ struct worker {
     size_t nreap;
     int64_t now_ns;
     uint32_t sample_tick[H_COUNT]; /* per handler, so no handler is never sampled */
-    uint64_t run_stamp; /* numbers runs of events delivered instance by instance */
-    uint32_t run_calls; /* deliveries since the timers were last checked */
-    bool walking;       /* inside a subscription walk: reaping waits */
+    uint64_t run_stamp;            /* numbers runs of events delivered instance by instance */
+    uint32_t run_calls;            /* deliveries since the timers were last checked */
+    bool walking;                  /* inside a subscription walk: reaping waits */
 
     /* statistics, written by the worker only */
     _Atomic uint64_t delivered[EVENT_KIND_COUNT];
@@ -520,6 +520,9 @@ struct runtime {
 
     struct usage_entry *usage;
     size_t nusage, usage_cap;
+    /* Moves whenever a revision's running count or firstSeen changes: what
+     * a rendered page of the module listing depends on. */
+    uint64_t usage_generation;
 
     /* Deletes the guard let through and that have not finished: a start or
      * restart onto one of these revisions is refused (hex "" = the whole

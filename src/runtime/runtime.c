@@ -157,6 +157,7 @@ void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool runn
     if (inst->running == running)
         return;
     inst->running = running;
+    rt->usage_generation++;
     struct usage_entry *u = usage_find_locked(rt, inst->strategy, inst->hex, true);
     if (u)
         u->running += running ? 1 : -1;
@@ -329,8 +330,10 @@ static void touch_memory(struct runtime *rt, const char *strategy, const char *h
     pthread_mutex_lock(&rt->lock);
     struct usage_entry *u = usage_find_locked(rt, strategy, hex, true);
     if (u) {
-        if (!u->first_ms)
+        if (!u->first_ms) {
             u->first_ms = now;
+            rt->usage_generation++;
+        }
         u->last_ms = now;
     }
     pthread_mutex_unlock(&rt->lock);
@@ -1482,8 +1485,7 @@ bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const c
     return false;
 }
 
-int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex,
-                      struct err *err)
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex, struct err *err)
 {
     pthread_mutex_lock(&rt->lock);
     bool deleting = rtx_deleting_locked(rt, inst->strategy, hex);

@@ -175,8 +175,14 @@ struct runtime_usage_count {
 /* Every revision with running instances now, sorted by strategy then hex:
  * a copy taken under the lock in one pass over the usage entries (no
  * instance is visited, no JSON built). *out is malloc'ed (free() it, NULL
- * when *n is 0). -1 only out of memory. */
-int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n);
+ * when *n is 0); *generation (if not NULL) is the usage generation the copy
+ * belongs to. -1 only out of memory. */
+int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n,
+                          uint64_t *generation);
+/* A number that changes whenever any revision's running count or firstSeen
+ * changes (lastSeen of a running revision is "now" and is not counted):
+ * equal numbers mean equal running blocks. Any thread. */
+uint64_t runtime_usage_generation(struct runtime *rt);
 /* InstanceSummary array of instances pinned to {strategy, hex};
  * include_stopped adds stopped ones. Sorted by id. */
 json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, const char *hex,

@@ -223,11 +223,22 @@ json_t *runtime_usage_all_json(struct runtime *rt)
     return out ? out : json_array();
 }
 
-int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n)
+uint64_t runtime_usage_generation(struct runtime *rt)
+{
+    pthread_mutex_lock(&rt->lock);
+    uint64_t generation = rt->usage_generation;
+    pthread_mutex_unlock(&rt->lock);
+    return generation;
+}
+
+int runtime_usage_running(struct runtime *rt, struct runtime_usage_count **out, size_t *n,
+                          uint64_t *generation)
 {
     *out = NULL;
     *n = 0;
     pthread_mutex_lock(&rt->lock);
+    if (generation)
+        *generation = rt->usage_generation;
     size_t live = 0;
     for (size_t i = 0; i < rt->nusage; i++)
         live += rt->usage[i].running > 0;
@@ -275,6 +286,7 @@ int usage_load(struct runtime *rt, struct err *err)
             u->last_ms = (int64_t)json_integer_value(json_object_get(item, "lastSeen"));
         }
     }
+    rt->usage_generation++;
     pthread_mutex_unlock(&rt->lock);
     json_decref(list);
     return 0;

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* ------------------------------------------------------------------ files */
 
@@ -657,6 +658,45 @@ void tu_request(struct tu_server *srv, struct tu_response *res, const char *meth
 }
 
 /* ---------------------------------------------------------------- hashes */
+
+char *tu_gunzip(const void *data, size_t len, size_t *out_len)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 16) != Z_OK) /* gzip wrapper only */
+        return NULL;
+    size_t cap = len * 4 + 64, used = 0;
+    char *out = malloc(cap);
+    z.next_in = (Bytef *)(uintptr_t)data;
+    z.avail_in = (uInt)len;
+    int rc = Z_OK;
+    while (out && rc == Z_OK) {
+        if (cap - used < 2) {
+            char *grown = realloc(out, cap * 2);
+            if (!grown) {
+                free(out);
+                out = NULL;
+                break;
+            }
+            out = grown;
+            cap *= 2;
+        }
+        z.next_out = (Bytef *)out + used;
+        z.avail_out = (uInt)(cap - used - 1);
+        rc = inflate(&z, Z_NO_FLUSH);
+        used = (size_t)z.total_out;
+    }
+    /* one member, ending exactly where the data does */
+    bool whole = rc == Z_STREAM_END && z.avail_in == 0;
+    inflateEnd(&z);
+    if (!out || !whole) {
+        free(out);
+        return NULL;
+    }
+    out[used] = '\0';
+    *out_len = used;
+    return out;
+}
 
 void tu_sha256_hex(const void *data, size_t len, char hex[65])
 {

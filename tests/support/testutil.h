@@ -143,6 +143,10 @@ void tu_request(struct tu_server *srv, struct tu_response *res, const char *meth
 /* ---- hashes ---- */
 /* 64 lowercase hex digits of SHA-256 over data. */
 void tu_sha256_hex(const void *data, size_t len, char hex[65]);
+/* The bytes a gzip member decompresses to (malloc'ed, NUL-terminated;
+ * *out_len without the NUL), or NULL when `data` is not one whole, valid
+ * gzip member. */
+char *tu_gunzip(const void *data, size_t len, size_t *out_len);
 
 /* ---- error responses ---- */
 /* Asserts an error response: the status, Content-Type application/json, and a
