@@ -324,7 +324,9 @@ fi
 # A catalogue of CAT_STRATEGIES x CAT_REVISIONS written in the on-disk
 # format (bench/gen_catalog.js), served from the real disk; CP_INSTANCES
 # stopped instances created over HTTP. wrk (2 threads, 16 connections)
-# drives each GET three times for 5 s; the figures are medians. The module
+# drives each GET five times for 5 s; the figures are medians (a p99 on two
+# shared cores swings from under 1 ms to tens of ms between runs, even for
+# GET /healthz). The module
 # page is asked both with Accept-Encoding: gzip (what HTTP clients send by
 # default) and without (434 KB of identity JSON a request).
 if has control; then
@@ -356,7 +358,7 @@ if has control; then
     : >"$RAW/wrk-$what.jsonl"
     header=
     [ "$what" = modules-gzip ] && header='Accept-Encoding: gzip'
-    for k in 1 2 3; do
+    for k in 1 2 3 4 5; do
       c0=$(cpu_seconds "$SERVER_PID")
       WRK_HEADER=$header WRK_PATHS=$dir/paths-$what.txt wrk -t2 -c16 -d5s -s "$here/wrk/paths.lua" \
         "http://127.0.0.1:$PORT" | tail -n 1 >"$dir/wrk.json"
