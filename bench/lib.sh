@@ -90,6 +90,10 @@ cpu_seconds() { # utime + stime of every thread of the process, in seconds
   awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.4f\n", ($12 + $13) / t }' "/proc/$1/stat"
 }
 
+# CPU time the hypervisor gave other guests instead of this machine (steal,
+# all CPUs), in milliseconds since boot.
+steal_ms() { awk -v t="$CLK_TCK" '/^cpu / { printf "%.0f\n", $9 * 1000 / t }' /proc/stat; }
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 delivered() { # stratd_events_delivered_total, all event kinds
