@@ -277,6 +277,48 @@ static void test_listing_follows_running_instances(void **state)
         json_decref(docs[i]);
 }
 
+/* The hash of alpha's only running block in a listing, or NULL. */
+static const char *running_hash(const json_t *doc)
+{
+    const json_t *m = module_named(doc, "alpha");
+    const json_t *running = m ? json_object_get(m, "running") : NULL;
+    if (json_array_size(running) != 1)
+        return NULL;
+    return json_string_value(json_object_get(json_array_get(running, 0), "hash"));
+}
+
+/* A listing asked after a tag moved but before the refresh, then after it:
+ * the refresh alone (no catalogue change) must show in the next listing. */
+static void test_listing_follows_refresh(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char v1[65], v2[65];
+    char *source = tu_module_source("alpha", "v1", "onTrade() {},");
+    tu_upload_expect(srv, source, NULL, 201, v1);
+    free(source);
+    json_decref(tu_instance_create(srv, "one", "alpha", NULL, "sim", "[\"BTC-USDT\"]"));
+    tu_instance_start(srv, "one");
+    source = tu_module_source("alpha", NULL, "onTrade() {}, onTicker() {},");
+    tu_upload_expect(srv, source, NULL, 201, v2); /* untagged: latest moves */
+    free(source);
+    char *spelled1 = tu_path("sha256:%s", v1);
+    char *spelled2 = tu_path("sha256:%s", v2);
+    const char *path = "/strategies/modules";
+    json_t *before = listing(srv, path);
+    assert_string_equal(tag_target(before, "alpha", "latest"), spelled2);
+    assert_non_null(running_hash(before));
+    assert_string_equal(running_hash(before), spelled1);
+    json_decref(tu_call(srv, "POST", "/strategies/refresh", 200, NULL));
+    json_t *after = listing(srv, path);
+    assert_non_null(running_hash(after));
+    assert_string_equal(running_hash(after), spelled2);
+    json_decref(before);
+    json_decref(after);
+    free(spelled1);
+    free(spelled2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +329,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_listing_follows_catalogue_changes, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_listing_follows_running_instances, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_listing_follows_refresh, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
