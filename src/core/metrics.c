@@ -163,8 +163,7 @@ void metrics_family_write(struct metrics_family *f, struct strbuf *out)
     pthread_mutex_unlock(&f->lock);
 }
 
-void metrics_write_header(struct strbuf *out, const char *name, const char *help,
-                          const char *type)
+void metrics_write_header(struct strbuf *out, const char *name, const char *help, const char *type)
 {
     strbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -213,4 +212,28 @@ void metrics_write_sample(struct strbuf *out, const char *name, const char *cons
     strbuf_putc(out, ' ');
     write_value(out, value);
     strbuf_putc(out, '\n');
+}
+
+void metrics_write_histogram(struct strbuf *out, const char *name, const char *label,
+                             const char *value, const double *bounds, const uint64_t *buckets,
+                             size_t nbuckets, double sum)
+{
+    const char *const bucket_labels[] = {label, "le"};
+    char series[128];
+    snprintf(series, sizeof series, "%s_bucket", name);
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < nbuckets; b++) {
+        char le[32];
+        if (b + 1 < nbuckets)
+            snprintf(le, sizeof le, "%g", bounds[b]);
+        else
+            snprintf(le, sizeof le, "+Inf");
+        cumulative += buckets[b];
+        const char *values[] = {value, le};
+        metrics_write_sample(out, series, bucket_labels, values, 2, (double)cumulative);
+    }
+    snprintf(series, sizeof series, "%s_sum", name);
+    metrics_write_sample(out, series, &label, &value, 1, sum);
+    snprintf(series, sizeof series, "%s_count", name);
+    metrics_write_sample(out, series, &label, &value, 1, (double)cumulative);
 }

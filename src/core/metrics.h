@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum metrics_type { METRICS_COUNTER, METRICS_GAUGE };
 
@@ -38,11 +39,17 @@ size_t metrics_remove(struct metrics_family *family, const char *label, const ch
 void metrics_family_write(struct metrics_family *family, struct strbuf *out);
 
 /* Helpers for writers of their own families. */
-void metrics_write_header(struct strbuf *out, const char *name, const char *help,
-                          const char *type);
+void metrics_write_header(struct strbuf *out, const char *name, const char *help, const char *type);
 /* name{l1="v1",...} value — names/values arrays of n entries. */
 void metrics_write_sample(struct strbuf *out, const char *name, const char *const *label_names,
                           const char *const *label_values, size_t nlabels, double value);
 void metrics_escape_label_value(struct strbuf *out, const char *value);
+/* The series of one histogram with one label: name_bucket{label="value",
+ * le="..."} for each of nbuckets buckets, cumulated (bounds holds the
+ * nbuckets - 1 finite upper bounds; the last bucket is +Inf), then name_sum
+ * (sum, in the histogram's unit) and name_count. */
+void metrics_write_histogram(struct strbuf *out, const char *name, const char *label,
+                             const char *value, const double *bounds, const uint64_t *buckets,
+                             size_t nbuckets, double sum);
 
 #endif

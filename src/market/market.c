@@ -731,25 +731,12 @@ struct market_ops market_runtime_ops(struct market *m)
 
 static void write_latency(struct strbuf *out, const char *provider, struct sim_latency *h)
 {
-    static const char *const bucket_labels[] = {"provider", "le"};
-    static const char *const labels[] = {"provider"};
-    uint64_t cumulative = 0;
-    for (int b = 0; b < SIM_LATENCY_BUCKETS; b++) {
-        char le[32];
-        if (b < SIM_LATENCY_BUCKETS - 1)
-            snprintf(le, sizeof le, "%g", sim_latency_bounds[b]);
-        else
-            snprintf(le, sizeof le, "+Inf");
-        cumulative += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
-        const char *values[] = {provider, le};
-        metrics_write_sample(out, "stratd_tick_to_order_seconds_bucket", bucket_labels, values, 2,
-                             (double)cumulative);
-    }
-    const char *values[] = {provider};
-    metrics_write_sample(out, "stratd_tick_to_order_seconds_sum", labels, values, 1,
-                         (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
-    metrics_write_sample(out, "stratd_tick_to_order_seconds_count", labels, values, 1,
-                         (double)cumulative);
+    uint64_t buckets[SIM_LATENCY_BUCKETS];
+    for (int b = 0; b < SIM_LATENCY_BUCKETS; b++)
+        buckets[b] = atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
+    double sum = (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9;
+    metrics_write_histogram(out, "stratd_tick_to_order_seconds", "provider", provider,
+                            sim_latency_bounds, buckets, SIM_LATENCY_BUCKETS, sum);
 }
 
 void market_metrics_write(struct market *m, struct strbuf *out)

@@ -25,8 +25,6 @@ static void write_delivered(struct runtime *rt, struct strbuf *out)
 
 static void write_histogram(struct runtime *rt, struct strbuf *out)
 {
-    static const char *const bucket_labels[] = {"handler", "le"};
-    static const char *const labels[] = {"handler"};
     metrics_write_header(out, "stratd_handler_duration_seconds",
                          "Duration of handler calls (one call in 16 is timed) and timer callbacks.",
                          "histogram");
@@ -41,23 +39,9 @@ static void write_histogram(struct runtime *rt, struct strbuf *out)
             total += buckets[b];
         if (total == 0)
             continue;
-        uint64_t cumulative = 0;
-        for (int b = 0; b < HIST_BUCKETS; b++) {
-            char le[32];
-            if (b < HIST_BUCKETS - 1)
-                snprintf(le, sizeof le, "%g", runtime_hist_bounds[b]);
-            else
-                snprintf(le, sizeof le, "+Inf");
-            cumulative += buckets[b];
-            const char *values[] = {runtime_handler_names[h], le};
-            metrics_write_sample(out, "stratd_handler_duration_seconds_bucket", bucket_labels,
-                                 values, 2, (double)cumulative);
-        }
-        const char *values[] = {runtime_handler_names[h]};
-        metrics_write_sample(out, "stratd_handler_duration_seconds_sum", labels, values, 1,
-                             (double)sum_ns / 1e9);
-        metrics_write_sample(out, "stratd_handler_duration_seconds_count", labels, values, 1,
-                             (double)total);
+        metrics_write_histogram(out, "stratd_handler_duration_seconds", "handler",
+                                runtime_handler_names[h], runtime_hist_bounds, buckets,
+                                HIST_BUCKETS, (double)sum_ns / 1e9);
     }
 }
 

@@ -417,20 +417,6 @@ static void test_refresh_to_a_revision_that_does_not_start(void **state)
 #define FLEET 12
 #define FLEET_RUNNING 10
 
-static void expect_on(struct tu_server *srv, const char *id, const char *hex, bool running)
-{
-    json_t *snap = tu_instance_get(srv, id);
-    char *want = spell(hex);
-    if (strcmp(tu_jstr(snap, "strategy.hash"), want) != 0 ||
-        json_is_true(json_object_get(snap, "running")) != running) {
-        char *dump = json_dumps(snap, JSON_COMPACT);
-        fail_msg("instance %s: expected %s on %s, got %s", id, running ? "running" : "stopped",
-                 want, dump);
-    }
-    free(want);
-    json_decref(snap);
-}
-
 /* A refresh moves many instances over both workers at once and answers
  * once every move is durable: after SIGKILL each is still on its new pin,
  * the running ones running again, and the usage of both revisions says
@@ -460,12 +446,12 @@ static void test_refresh_moves_a_fleet_durably(void **state)
         expect(r, ids[i], "s:prod", "refreshed", v2, v1);
     json_decref(r);
     for (int i = 0; i < FLEET; i++)
-        expect_on(srv, ids[i], v2, i < FLEET_RUNNING);
+        expect_state(srv, ids[i], v2, i < FLEET_RUNNING, NULL);
 
     tu_server_kill(srv);
     tu_server_restart(srv, NULL);
     for (int i = 0; i < FLEET; i++)
-        expect_on(srv, ids[i], v2, i < FLEET_RUNNING);
+        expect_state(srv, ids[i], v2, i < FLEET_RUNNING, NULL);
     /* a second refresh finds nothing to move */
     r = tu_ops_refresh(srv, "{\"strategies\": [\"s:prod\"]}", 200);
     for (int i = 0; i < FLEET; i++)
