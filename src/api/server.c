@@ -583,10 +583,14 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
     (void)conn;
     (void)toe;
-    request_free(*con_cls);
+    struct api *api = cls;
+    struct api_request *req = *con_cls;
+    /* A change's leftovers are cleared once its answer is out. */
+    if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog)
+        catalog_housekeep(api->opts.catalog);
+    request_free(req);
     *con_cls = NULL;
 }
 

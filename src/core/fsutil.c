@@ -13,8 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
-                     struct err *err)
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -110,11 +109,24 @@ int fsutil_fsync_dir(const char *dir, struct err *err)
     return 0;
 }
 
-int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+/* Hard-links the file at path to "<path>.old.<pid>.<n>" and returns that
+ * name (malloc'ed), or NULL when there is no file or it cannot be linked. */
+static char *keep_replaced(const char *path, unsigned sequence)
+{
+    char *kept = fsutil_format("%s.old.%ld.%u", path, (long)getpid(), sequence);
+    if (kept && link(path, kept) != 0) {
+        free(kept);
+        kept = NULL;
+    }
+    return kept;
+}
+
+static int replace_file(const char *path, const void *data, size_t len, mode_t mode, char **kept,
                         struct err *err)
 {
     static atomic_uint sequence;
-    char *tmp = fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
+    unsigned n = atomic_fetch_add(&sequence, 1);
+    char *tmp = fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), n);
     char *dir = dir_of(path);
     if (!tmp || !dir) {
         free(tmp);
@@ -139,9 +151,16 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t m
         unlink(tmp);
         goto out;
     }
+    if (kept)
+        *kept = keep_replaced(path, n);
     if (rename(tmp, path) != 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot rename %s over %s", tmp, path);
         unlink(tmp);
+        if (kept && *kept) {
+            unlink(*kept);
+            free(*kept);
+            *kept = NULL;
+        }
         goto out;
     }
     rc = fsutil_fsync_dir(dir, err);
@@ -149,6 +168,19 @@ out:
     free(tmp);
     free(dir);
     return rc;
+}
+
+int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                        struct err *err)
+{
+    return replace_file(path, data, len, mode, NULL, err);
+}
+
+int fsutil_write_atomic_keep(const char *path, const void *data, size_t len, mode_t mode,
+                             char **kept, struct err *err)
+{
+    *kept = NULL;
+    return replace_file(path, data, len, mode, kept, err);
 }
 
 int fsutil_mkdirs(const char *path, mode_t mode, struct err *err)
@@ -208,9 +240,15 @@ int fsutil_remove_durable(const char *path, struct err *err)
     return rc;
 }
 
-void fsutil_rmdir_if_empty(const char *path) { (void)rmdir(path); }
+void fsutil_rmdir_if_empty(const char *path)
+{
+    (void)rmdir(path);
+}
 
-char *fsutil_join(const char *a, const char *b) { return fsutil_format("%s/%s", a, b); }
+char *fsutil_join(const char *a, const char *b)
+{
+    return fsutil_format("%s/%s", a, b);
+}
 
 char *fsutil_format(const char *fmt, ...)
 {

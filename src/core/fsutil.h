@@ -6,6 +6,19 @@
  *   whatever happens (crash, power loss, disk full): it writes a temporary
  *   file in the same directory, fsyncs it, renames it over `path` and fsyncs
  *   the directory. On failure the temporary file is removed.
+ * - fsutil_write_atomic_keep() does the same and keeps the replaced file
+ *   reachable under a hard link "<path>.old.<pid>.<n>" (*kept, malloc'ed;
+ *   NULL when nothing was replaced or the link could not be made). Freeing
+ *   a large file's blocks inside rename() costs milliseconds on ext4; the
+ *   caller hands *kept to a reaper (below), even when the call failed after
+ *   the rename. Anything named "<path>.old.*" is garbage once its writer is
+ *   gone: a process that owns path may sweep it on start.
+ * - fsutil_reaper: removes files on a thread of its own, in the order they
+ *   were handed over. fsutil_reaper_remove() takes ownership of `path`; with
+ *   a NULL reaper, or when its thread cannot start, it removes the file in
+ *   the caller. fsutil_reaper_destroy() removes what is still queued, then
+ *   joins the thread. Removal is not durable (no directory fsync): what a
+ *   crash leaves is swept by the owner on the next start.
  * - fsutil_lock_*: an exclusive advisory lock (flock) on a lock file. Other
  *   processes that take the same lock (the bootstrap tool, a second server)
  *   are serialised with this one; within a process two holders also exclude
@@ -27,10 +40,11 @@
 #include <sys/types.h>
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). */
-int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
-                     struct err *err);
+int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err);
 int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                         struct err *err);
+int fsutil_write_atomic_keep(const char *path, const void *data, size_t len, mode_t mode,
+                             char **kept, struct err *err);
 int fsutil_fsync_dir(const char *dir, struct err *err);
 /* mkdir -p; existing directories are fine. */
 int fsutil_mkdirs(const char *path, mode_t mode, struct err *err);
@@ -66,11 +80,23 @@ int fsutil_identity_of(const char *path, struct fsutil_identity *out);
 int fsutil_identity_at(int dirfd, const char *rel, struct fsutil_identity *out);
 bool fsutil_identity_equal(const struct fsutil_identity *a, const struct fsutil_identity *b);
 
+struct fsutil_reaper;
+
+/* NULL when out of memory; the thread starts with the first removal. */
+struct fsutil_reaper *fsutil_reaper_create(void);
+void fsutil_reaper_remove(struct fsutil_reaper *reaper, char *path);
+/* Blocks until everything handed over so far is removed. */
+void fsutil_reaper_flush(struct fsutil_reaper *reaper);
+void fsutil_reaper_destroy(struct fsutil_reaper *reaper);
+
 struct fsutil_lock {
     int fd;
 };
 
-#define FSUTIL_LOCK_INIT {-1}
+#define FSUTIL_LOCK_INIT                                                                           \
+    {                                                                                              \
+        -1                                                                                         \
+    }
 
 /* Blocks until the lock is held. Creates the lock file if needed. */
 int fsutil_lock_acquire(const char *lock_path, struct fsutil_lock *lock, struct err *err);

@@ -255,7 +255,8 @@ static bool lock_for_reading(const struct catalog *cat, struct fsutil_lock *lock
 }
 
 /* Removes the entries of `dir` named "<prefix>.tmp.*" (fsutil_write_atomic's
- * temporaries); `where` names the folder in the log. */
+ * temporaries) and "<prefix>.old.*" (replaced files a writer had not yet
+ * removed); `where` names the folder in the log. */
 static void remove_temps_in(int dir_fd, const char *prefix, const char *where)
 {
     int fd = dup(dir_fd);
@@ -269,7 +270,8 @@ static void remove_temps_in(int dir_fd, const char *prefix, const char *where)
     size_t len = strlen(prefix);
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, prefix, len) != 0 || strncmp(entry->d_name + len, ".tmp.", 5))
+        if (strncmp(entry->d_name, prefix, len) != 0 ||
+            (strncmp(entry->d_name + len, ".tmp.", 5) && strncmp(entry->d_name + len, ".old.", 5)))
             continue;
         if (unlinkat(dirfd(dir), entry->d_name, 0) == 0)
             log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s%s", where,
@@ -356,6 +358,8 @@ static struct catalog *catalog_new(const struct catalog_options *opts, struct er
     pthread_mutex_init(&cat->snap_mu, NULL);
     atomic_init(&cat->batch, false);
     cat->batch_lock.fd = -1;
+    atomic_init(&cat->replaced, NULL);
+    cat->reaper = fsutil_reaper_create();
     if (!cat->root || !cat->registry_path || !cat->lock_path) {
         catalog_close(cat);
         err_set(err, ERR_INTERNAL, "out of memory opening the catalogue");
@@ -416,6 +420,8 @@ void catalog_close(struct catalog *cat)
 {
     if (!cat)
         return;
+    catalog_housekeep(cat);
+    fsutil_reaper_destroy(cat->reaper);
     registry_release(cat->current);
     if (atomic_load(&cat->batch)) { /* left open by a caller that gave up */
         fsutil_lock_release(&cat->batch_lock);
@@ -429,6 +435,12 @@ void catalog_close(struct catalog *cat)
     free(cat->registry_path);
     free(cat->lock_path);
     free(cat);
+}
+
+void catalog_housekeep(struct catalog *cat)
+{
+    if (atomic_load_explicit(&cat->replaced, memory_order_relaxed))
+        fsutil_reaper_remove(cat->reaper, atomic_exchange(&cat->replaced, NULL));
 }
 
 const char *catalog_root(const struct catalog *cat)

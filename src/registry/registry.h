@@ -169,6 +169,14 @@ int catalog_open(const struct catalog_options *opts, struct catalog **out, struc
 void catalog_close(struct catalog *cat);
 const char *catalog_root(const struct catalog *cat);
 
+/* Each change keeps the registry.json it replaced under a hard link, so that
+ * freeing its blocks (milliseconds for a large catalogue) is not on the
+ * change's path; this hands that file to a thread that removes it. Call it
+ * once the caller's own durable work is done (the server: after the
+ * response). Otherwise the next change or catalog_close does it. Any
+ * thread; never blocks on a change in progress. */
+void catalog_housekeep(struct catalog *cat);
+
 /* The current snapshot, retained for the caller. Never NULL after open. */
 struct registry *catalog_snapshot(struct catalog *cat);
 
@@ -182,19 +190,19 @@ struct catalog_upload {
     const char *name; /* strategy; must equal metadata.name (the caller checks) */
     const char *source;
     size_t len;
-    json_t *metadata;             /* borrowed; the snapshot keeps its own reference */
-    const char *tag;              /* primary tag; NULL means "latest" */
-    const char *const *aliases;   /* tags moved to the new revision */
+    json_t *metadata;           /* borrowed; the snapshot keeps its own reference */
+    const char *tag;            /* primary tag; NULL means "latest" */
+    const char *const *aliases; /* tags moved to the new revision */
     size_t naliases;
-    const char *const *reassign;  /* version tags allowed to move off another revision */
+    const char *const *reassign; /* version tags allowed to move off another revision */
     size_t nreassign;
-    bool promote_latest;          /* move `latest` too (always for a new strategy) */
+    bool promote_latest; /* move `latest` too (always for a new strategy) */
 };
 
 struct catalog_upload_result {
     char hex[HASH_HEX_LEN + 1];
-    bool created;                 /* false: identical bytes were already there */
-    char tag[NAMES_TAG_MAX + 1];  /* the primary tag applied */
+    bool created;                /* false: identical bytes were already there */
+    char tag[NAMES_TAG_MAX + 1]; /* the primary tag applied */
 };
 
 /* Adds a revision (or re-applies tags to identical bytes). The primary tag,

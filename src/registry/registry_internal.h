@@ -101,6 +101,10 @@ struct catalog {
     bool batch_dirty;
     struct catalog__removal *removals; /* done after the batch's write */
     size_t nremovals, removals_cap;
+    /* The registry.json the last change replaced (catalog_housekeep), and
+     * the thread that removes it (NULL: the caller removes it). */
+    _Atomic(char *) replaced;
+    struct fsutil_reaper *reaper;
 };
 
 /* A file (hex set) or a whole strategy folder (hex "") to remove once the

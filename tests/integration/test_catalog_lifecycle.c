@@ -609,6 +609,55 @@ static void test_registry_export_is_registry_json(void **state)
     tu_server_stop(srv);
 }
 
+/* The number of registry.json.old.* files (replaced registries kept for
+ * removal after the answer) in the strategies folder. */
+static int replaced_registries(const struct tu_server *srv)
+{
+    char *out = NULL;
+    assert_int_equal(tu_run(&out, "find '%s' -maxdepth 1 -name 'registry.json.old.*' | wc -l",
+                            srv->strategies_dir),
+                     0);
+    int n = atoi(out);
+    free(out);
+    return n;
+}
+
+/* Each change replaces registry.json by rename and removes the replaced
+ * file once the change is answered: nothing accumulates, and what a killed
+ * server leaves behind is swept on the next start. */
+static void test_replaced_registries_are_removed(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    for (int i = 0; i < 6; i++) {
+        char tag[16];
+        snprintf(tag, sizeof tag, "v1.%d", i);
+        char *src = tu_module_source("churn", tag, NULL);
+        tu_upload_expect(srv, src, NULL, 201, NULL);
+        free(src);
+    }
+    for (int i = 0; i < TU_WAIT_S * 50 && replaced_registries(srv) > 0; i++)
+        tu_sleep_ms(20);
+    assert_int_equal(replaced_registries(srv), 0);
+    json_decref(tu_assert_registry_sound(srv->strategies_dir));
+    tu_server_stop(srv);
+
+    char *left = tu_path("%s/registry.json.old.4242.7", srv->strategies_dir);
+    char *registry = tu_path("%s/registry.json", srv->strategies_dir);
+    assert_int_equal(link(registry, left), 0); /* as a kill -9 after a change leaves it */
+    tu_server_restart(srv, NULL);
+    assert_int_equal(replaced_registries(srv), 0);
+    json_t *disk = tu_assert_registry_sound(srv->strategies_dir);
+    assert_int_equal(json_object_size(tu_jget(disk, "churn.hashes")), 6);
+    json_decref(disk);
+    json_t *listing = tu_get_json(srv, 200, "/strategies/modules/churn");
+    assert_string_equal(tu_jstr(listing, "name"), "churn");
+    json_decref(listing);
+    free(left);
+    free(registry);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -632,6 +681,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_keeps_serving_when_registry_is_broken,
                                         tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_replaced_registries_are_removed, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_registry_export_is_registry_json, tu_server_setup,
                                         tu_server_teardown),
     };

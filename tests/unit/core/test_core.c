@@ -151,6 +151,56 @@ static void test_atomic_write_and_read(void **state)
     free(dir);
 }
 
+/* The replaced file stays readable under the kept name until the reaper
+ * removes it; nothing kept when there was nothing to replace. */
+static void test_replace_keeps_the_old_file_for_the_reaper(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("core");
+    char *path = tu_path("%s/registry.json", dir);
+    struct err err = ERR_INIT;
+    char *kept = (char *)"unset";
+    assert_int_equal(fsutil_write_atomic_keep(path, "one", 3, 0644, &kept, &err), 0);
+    assert_null(kept);
+    assert_int_equal(fsutil_write_atomic_keep(path, "two", 3, 0644, &kept, &err), 0);
+    assert_non_null(kept);
+    assert_non_null(strstr(kept, "/registry.json.old."));
+    char *data = NULL;
+    size_t len = 0;
+    assert_int_equal(fsutil_read_file(kept, 16, &data, &len, &err), 0);
+    assert_string_equal(data, "one");
+    free(data);
+    assert_int_equal(fsutil_read_file(path, 16, &data, &len, &err), 0);
+    assert_string_equal(data, "two");
+    free(data);
+
+    struct fsutil_reaper *reaper = fsutil_reaper_create();
+    assert_non_null(reaper);
+    char *kept_path = strdup(kept);
+    fsutil_reaper_remove(reaper, kept);
+    fsutil_reaper_flush(reaper);
+    assert_false(fsutil_exists(kept_path));
+    free(kept_path);
+    /* what is still queued at destroy is removed, too */
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(fsutil_write_atomic_keep(path, "more", 4, 0644, &kept, &err), 0);
+        assert_non_null(kept);
+        fsutil_reaper_remove(reaper, kept);
+    }
+    fsutil_reaper_remove(reaper, tu_path("%s/never-there", dir)); /* ENOENT: quiet */
+    fsutil_reaper_destroy(reaper);
+    /* no reaper: removed in the caller */
+    assert_int_equal(fsutil_write_atomic_keep(path, "last", 4, 0644, &kept, &err), 0);
+    fsutil_reaper_remove(NULL, kept);
+    char *out = NULL;
+    assert_int_equal(tu_run(&out, "ls -A '%s'", dir), 0);
+    assert_string_equal(out, "registry.json\n");
+    free(out);
+    free(path);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
 static void test_json_parse_errors_say_where(void **state)
 {
     (void)state;
@@ -241,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_atomic_write_and_read),
+        cmocka_unit_test(test_replace_keeps_the_old_file_for_the_reaper),
         cmocka_unit_test(test_json_parse_errors_say_where),
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_err_status_mapping),

@@ -666,24 +666,32 @@ static void test_no_temporary_files_left(void **state)
         rt_add(cat, "alpha", i, NULL, h);
     struct err err = ERR_INIT;
     rt_assert_ok(catalog_delete_revision(cat, "alpha", h, NULL, NULL, &err), &err);
+    /* each replaced registry.json is removed off the writer's path, and
+     * closing waits for that */
+    catalog_close(cat);
     char *out = NULL;
-    assert_int_equal(tu_run(&out, "find '%s' -name '*.tmp*' | wc -l", f->root), 0);
+    assert_int_equal(tu_run(&out, "find '%s' -name '*.tmp*' -o -name '*.old.*' | wc -l", f->root),
+                     0);
     assert_string_equal(out, "0\n");
     free(out);
     char *ls = rt_ls(f->root);
     assert_string_equal(ls, ".registry.lock\nalpha\nregistry.json\n");
     free(ls);
-    catalog_close(cat);
 
-    /* a temporary registry left by a writer that died is cleared on open */
+    /* a temporary registry left by a writer that died is cleared on open,
+     * and so is a replaced one it had not removed yet */
     char *stale = tu_path("%s/registry.json.tmp.99999.3", f->root);
     tu_write_text(stale, "{\"partial");
+    char *replaced = tu_path("%s/registry.json.old.99999.2", f->root);
+    tu_write_text(replaced, "{}");
     /* and so are those of uploads killed before their rename: in a
      * registered revision's folder (the revision stays), and in the folder
      * of a revision that never made it into registry.json (the folder goes) */
     char live[HASH_HEX_LEN + 1];
     cat = rt_open(f->root);
     assert_false(fsutil_exists(stale));
+    assert_false(fsutil_exists(replaced));
+    free(replaced);
     rt_add(cat, "beta", 1, NULL, live);
     catalog_close(cat);
     char *beside = tu_path("%s/beta/%s/beta.js.tmp.4242.0", f->root, live);
