@@ -101,8 +101,10 @@ struct catalog {
     bool batch_dirty;
     struct catalog__removal *removals; /* done after the batch's write */
     size_t nremovals, removals_cap;
-    /* The registry.json the last change replaced (catalog_housekeep), and
-     * the thread that removes it (NULL: the caller removes it). */
+    /* The path of the registry.json the last change replaced, owned here
+     * until an atomic exchange takes it (catalog_housekeep, the next change
+     * under change_mu, catalog_close) and hands it to the reaper, the thread
+     * that removes it (NULL: the caller removes it). */
     _Atomic(char *) replaced;
     struct fsutil_reaper *reaper;
 };

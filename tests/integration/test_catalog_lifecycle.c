@@ -622,6 +622,11 @@ static int replaced_registries(const struct tu_server *srv)
     return n;
 }
 
+static bool no_replaced_registry(void *srv)
+{
+    return replaced_registries(srv) == 0;
+}
+
 /* Each change replaces registry.json by rename and removes the replaced
  * file once the change is answered: nothing accumulates, and what a killed
  * server leaves behind is swept on the next start. */
@@ -636,8 +641,7 @@ static void test_replaced_registries_are_removed(void **state)
         tu_upload_expect(srv, src, NULL, 201, NULL);
         free(src);
     }
-    for (int i = 0; i < TU_WAIT_S * 50 && replaced_registries(srv) > 0; i++)
-        tu_sleep_ms(20);
+    (void)tu_ops_wait_until(no_replaced_registry, srv, TU_WAIT_S);
     assert_int_equal(replaced_registries(srv), 0);
     json_decref(tu_assert_registry_sound(srv->strategies_dir));
     tu_server_stop(srv);

@@ -240,26 +240,42 @@ static json_t *history_settled(struct tu_server *srv, const char *path)
     }
 }
 
-/* GET <path>?orderId=<order> until its fills add up to `quantity` (bounded
- * wait); returns the last answer. */
+struct fills_wait {
+    struct tu_server *srv;
+    const char *path;
+    const char *order;
+    double quantity;
+};
+
+static double fills_of(const json_t *doc)
+{
+    double sum = 0;
+    size_t i;
+    const json_t *o;
+    json_array_foreach(json_object_get(doc, "executions"), i, o)
+    {
+        sum += num(json_object_get(o, "quantity"));
+    }
+    return sum;
+}
+
+static bool fills_complete(void *ctx)
+{
+    const struct fills_wait *w = ctx;
+    json_t *doc = tu_get_json(w->srv, 200, "%s?orderId=%s", w->path, w->order);
+    bool complete = near(fills_of(doc), w->quantity);
+    json_decref(doc);
+    return complete;
+}
+
+/* GET <path>?orderId=<order> once its fills add up to `quantity` (bounded
+ * wait). */
 static json_t *executions_totalling(struct tu_server *srv, const char *path, const char *order,
                                     double quantity)
 {
-    for (int attempt = 0;; attempt++) {
-        json_t *doc = tu_get_json(srv, 200, "%s?orderId=%s", path, order);
-        double sum = 0;
-        size_t i;
-        json_t *o;
-        const json_t *list = json_object_get(doc, "executions");
-        json_array_foreach(list, i, o)
-        {
-            sum += num(json_object_get(o, "quantity"));
-        }
-        if (near(sum, quantity) || attempt >= TU_WAIT_S * 50)
-            return doc;
-        json_decref(doc);
-        tu_sleep_ms(20);
-    }
+    struct fills_wait w = {srv, path, order, quantity};
+    (void)tu_ops_wait_until(fills_complete, &w, TU_WAIT_S);
+    return tu_get_json(srv, 200, "%s?orderId=%s", path, order);
 }
 
 /* Everything one trader instance did, checked from its reports and from

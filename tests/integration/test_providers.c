@@ -41,26 +41,23 @@ static void check_provider_shape(const json_t *p)
                 strcmp(status, "failed") == 0);
 }
 
-/* GET /providers once the first provider reports "running": it starts on
- * its own thread and may still be "starting" when the server listens. */
-static json_t *providers_once_running(struct tu_server *srv)
+/* The first provider reports "running": it starts on its own thread and may
+ * still be "starting" when the server listens. */
+static bool first_provider_running(void *srv)
 {
-    for (int i = 0; i < TU_WAIT_S * 50; i++) {
-        json_t *list = tu_get_json(srv, 200, "/providers");
-        const char *status = json_string_value(tu_jget(list, "providers.0.status"));
-        if (status && strcmp(status, "running") == 0)
-            return list;
-        json_decref(list);
-        tu_sleep_ms(20);
-    }
-    return tu_get_json(srv, 200, "/providers");
+    json_t *list = tu_get_json(srv, 200, "/providers");
+    const char *status = json_string_value(tu_jget(list, "providers.0.status"));
+    bool running = status && strcmp(status, "running") == 0;
+    json_decref(list);
+    return running;
 }
 
 static void test_default_provider_and_adapter(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    json_t *list = providers_once_running(srv);
+    (void)tu_ops_wait_until(first_provider_running, srv, TU_WAIT_S);
+    json_t *list = tu_get_json(srv, 200, "/providers");
     json_t *providers = json_object_get(list, "providers");
     assert_int_equal(json_array_size(providers), 1);
     json_t *sim = json_array_get(providers, 0);
