@@ -82,7 +82,7 @@ static int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-static char *dir_of(const char *path)
+char *fsutil_dir_of(const char *path)
 {
     char *copy = strdup(path);
     if (!copy)
@@ -127,7 +127,7 @@ static int replace_file(const char *path, const void *data, size_t len, mode_t m
     static atomic_uint sequence;
     unsigned n = atomic_fetch_add(&sequence, 1);
     char *tmp = fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), n);
-    char *dir = dir_of(path);
+    char *dir = fsutil_dir_of(path);
     if (!tmp || !dir) {
         free(tmp);
         free(dir);
@@ -230,7 +230,7 @@ int fsutil_remove_durable(const char *path, struct err *err)
         err_set_errno(err, ERR_INTERNAL, errno, "cannot remove %s", path);
         return -1;
     }
-    char *dir = dir_of(path);
+    char *dir = fsutil_dir_of(path);
     if (!dir) {
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;

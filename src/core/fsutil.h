@@ -13,6 +13,22 @@
  *   caller hands *kept to a reaper (below), even when the call failed after
  *   the rename. Anything named "<path>.old.*" is garbage once its writer is
  *   gone: a process that owns path may sweep it on start.
+ * - fsutil_write_swap() has the outcome of fsutil_write_atomic() and keeps
+ *   the version before last at `spare` (same directory), whose blocks the
+ *   next call overwrites in place: nothing is allocated or freed. The spare
+ *   is overwritten only while this process holds a write lease on it, which
+ *   the kernel grants only when no one else has it open and which makes a
+ *   concurrent open() wait for the complete bytes; a spare that is open
+ *   elsewhere, has another link or is path itself loses its name to a new
+ *   file instead. Then path and spare exchange names (RENAME_EXCHANGE) and
+ *   the directory is fsynced. `before` (optional) is called once the new
+ *   bytes are durable and before path changes: the caller waits there for
+ *   other files that must be durable first; its failure stops the write.
+ *   Without leases or RENAME_EXCHANGE (some file systems) the result is
+ *   that of fsutil_write_atomic_keep(), with *kept as it sets it (kept may
+ *   be NULL: the replaced file is then removed in the call). The spare is
+ *   garbage to anyone but the writer; it must not be swept while a writer
+ *   may run.
  * - fsutil_reaper: removes files on a thread of its own, in the order they
  *   were handed over. fsutil_reaper_remove() takes ownership of `path`; with
  *   a NULL reaper, or when its thread cannot start, it removes the file in
@@ -45,7 +61,18 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t m
                         struct err *err);
 int fsutil_write_atomic_keep(const char *path, const void *data, size_t len, mode_t mode,
                              char **kept, struct err *err);
+
+struct fsutil_before_switch {
+    int (*wait)(void *ctx, struct err *err);
+    void *ctx;
+};
+
+int fsutil_write_swap(const char *path, const char *spare, const void *data, size_t len,
+                      mode_t mode, const struct fsutil_before_switch *before, char **kept,
+                      struct err *err);
 int fsutil_fsync_dir(const char *dir, struct err *err);
+/* The directory part of path (dirname), malloc'ed; NULL if out of memory. */
+char *fsutil_dir_of(const char *path);
 /* mkdir -p; existing directories are fine. */
 int fsutil_mkdirs(const char *path, mode_t mode, struct err *err);
 bool fsutil_is_dir(const char *path);

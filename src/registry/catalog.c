@@ -352,6 +352,7 @@ static struct catalog *catalog_new(const struct catalog_options *opts, struct er
     cat->root = strdup(opts->root);
     cat->registry_path = fsutil_join(opts->root, REGISTRY_FILE);
     cat->lock_path = fsutil_join(opts->root, REGISTRY_LOCK_FILE);
+    cat->spare_path = fsutil_join(opts->root, REGISTRY_SPARE_FILE);
     cat->metadata = opts->metadata;
     cat->metadata_ctx = opts->metadata_ctx;
     pthread_mutex_init(&cat->change_mu, NULL);
@@ -360,7 +361,7 @@ static struct catalog *catalog_new(const struct catalog_options *opts, struct er
     cat->batch_lock.fd = -1;
     atomic_init(&cat->replaced, NULL);
     cat->reaper = fsutil_reaper_create();
-    if (!cat->root || !cat->registry_path || !cat->lock_path) {
+    if (!cat->root || !cat->registry_path || !cat->lock_path || !cat->spare_path) {
         catalog_close(cat);
         err_set(err, ERR_INTERNAL, "out of memory opening the catalogue");
         return NULL;
@@ -434,6 +435,7 @@ void catalog_close(struct catalog *cat)
     free(cat->root);
     free(cat->registry_path);
     free(cat->lock_path);
+    free(cat->spare_path);
     free(cat);
 }
 

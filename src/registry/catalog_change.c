@@ -20,6 +20,7 @@
 #include "core/log.h"
 
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,13 +116,15 @@ static void change_end(struct catalog *cat, struct fsutil_lock *lock)
 
 /* The file is the concatenation of one cached line per strategy, so a
  * change costs a copy of the file, not a serialisation of the catalogue.
- * Its digest is left "" (not taken): the identity noted after the rename
- * stands for it until a reload reads the file anyway (catalog.c). The
- * replaced file waits for catalog_housekeep: freeing its blocks (2.8 MB
- * with 10,000 revisions) costs 1.5-1.9 ms inside rename() on ext4, and as
- * long on another thread it holds up the journal commit of the caller's
- * next fsync. */
+ * It goes over the spare (the version before last) and takes its place,
+ * so that no blocks are allocated or freed on the change's path (2.8 MB
+ * with 10,000 revisions: fdatasync 3.3 -> 2.3 ms, and no 1.5-1.9 ms of
+ * freeing inside rename). Where the file system cannot do that, the
+ * replaced file waits for catalog_housekeep instead. Its digest is left ""
+ * (not taken): the identity noted after the switch stands for it until a
+ * reload reads the file anyway (catalog.c). */
 static int write_registry(struct catalog *cat, struct registry *reg,
+                          const struct fsutil_before_switch *before,
                           char written_hex[HASH_HEX_LEN + 1], struct err *err)
 {
     size_t len = 0;
@@ -130,9 +133,11 @@ static int write_registry(struct catalog *cat, struct registry *reg,
         return oom(err);
     written_hex[0] = '\0';
     char *replaced = NULL;
-    int rc = fsutil_write_atomic_keep(cat->registry_path, text, len, 0644, &replaced, err);
+    int rc = fsutil_write_swap(cat->registry_path, cat->spare_path, text, len, 0644, before,
+                               &replaced, err);
     free(text);
-    fsutil_reaper_remove(cat->reaper, atomic_exchange(&cat->replaced, replaced));
+    if (replaced)
+        fsutil_reaper_remove(cat->reaper, atomic_exchange(&cat->replaced, replaced));
     return rc;
 }
 
@@ -145,8 +150,10 @@ static void publish_unwritten(struct catalog *cat, struct registry *next)
 }
 
 /* Writes registry.json for `next` and publishes it; takes next's reference.
- * Inside a batch the write waits for catalog_batch_end. */
-static int commit(struct catalog *cat, struct registry *next, struct err *err)
+ * `before` as in fsutil_write_swap. Inside a batch the write waits for
+ * catalog_batch_end. */
+static int commit(struct catalog *cat, struct registry *next,
+                  const struct fsutil_before_switch *before, struct err *err)
 {
     if (in_batch(cat)) {
         publish_unwritten(cat, next);
@@ -154,7 +161,7 @@ static int commit(struct catalog *cat, struct registry *next, struct err *err)
         return 0;
     }
     char written[HASH_HEX_LEN + 1];
-    if (write_registry(cat, next, written, err) != 0) {
+    if (write_registry(cat, next, before, written, err) != 0) {
         registry_release(next);
         return -1;
     }
@@ -167,13 +174,20 @@ static int commit(struct catalog *cat, struct registry *next, struct err *err)
 }
 
 /* Replaces (or removes, st == NULL) one strategy and commits; takes st. */
-static int commit_strategy(struct catalog *cat, const char *name, struct registry_strategy *st,
-                           struct err *err)
+static int commit_strategy_after(struct catalog *cat, const char *name,
+                                 struct registry_strategy *st,
+                                 const struct fsutil_before_switch *before, struct err *err)
 {
     struct registry *next = registry__with(cat->current, name, st);
     if (!next)
         return oom(err);
-    return commit(cat, next, err);
+    return commit(cat, next, before, err);
+}
+
+static int commit_strategy(struct catalog *cat, const char *name, struct registry_strategy *st,
+                           struct err *err)
+{
+    return commit_strategy_after(cat, name, st, NULL, err);
 }
 
 /* ------------------------------------------------------ revision files */
@@ -234,6 +248,63 @@ static int stage_file(const struct catalog *cat, const char *name, const char *h
 undo:
     staged_undo(f);
     return -1;
+}
+
+/* A revision file written on a thread of its own while registry.json is
+ * written: both are mostly waits for fsync, and only the switch to the new
+ * registry.json has to wait for the file (fsutil_before_switch). */
+struct staging {
+    const struct catalog *cat;
+    const char *name;
+    const char *hex;
+    const char *source;
+    size_t len;
+    struct staged_file file;
+    pthread_t thread;
+    bool running;
+    int rc;
+    struct err err;
+};
+
+static void *staging_main(void *arg)
+{
+    struct staging *s = arg;
+    s->rc = stage_file(s->cat, s->name, s->hex, s->source, s->len, &s->file, &s->err);
+    return NULL;
+}
+
+/* Inside a batch the snapshot is published before anything is written, so
+ * the file is written first, in the caller; so it is when no thread can be
+ * had. */
+static int staging_start(struct staging *s, bool batch, struct err *err)
+{
+    if (!batch && pthread_create(&s->thread, NULL, staging_main, s) == 0) {
+        s->running = true;
+        return 0;
+    }
+    staging_main(s);
+    if (s->rc != 0)
+        err_move(err, &s->err);
+    return s->rc;
+}
+
+/* Joins the writer; the failure's message goes to err (when given) once. */
+static int staging_wait(void *ctx, struct err *err)
+{
+    struct staging *s = ctx;
+    if (s->running) {
+        pthread_join(s->thread, NULL);
+        s->running = false;
+    }
+    if (s->rc != 0 && err && s->err.kind != ERR_NONE)
+        err_move(err, &s->err);
+    return s->rc;
+}
+
+static void staging_end(struct staging *s)
+{
+    staged_free(&s->file);
+    err_clear(&s->err);
 }
 
 static void remove_revision_file(const struct catalog *cat, const char *name, const char *hex)
@@ -480,16 +551,25 @@ static int add_locked(struct catalog *cat, const struct catalog_upload *up, cons
         registry__strategy_release(st); /* identical bytes, tags already there */
         return 0;
     }
-    struct staged_file file = {0};
-    if (write_file && stage_file(cat, up->name, hex, up->source, up->len, &file, err) != 0) {
+    struct staging stage = {.cat = cat,
+                            .name = up->name,
+                            .hex = hex,
+                            .source = up->source,
+                            .len = up->len,
+                            .err = ERR_INIT};
+    if (write_file && staging_start(&stage, in_batch(cat), err) != 0) {
         registry__strategy_release(st);
-        staged_free(&file);
+        staging_end(&stage);
         return -1;
     }
-    int rc = commit_strategy(cat, up->name, st, err);
+    struct fsutil_before_switch before = {staging_wait, &stage};
+    int rc = commit_strategy_after(cat, up->name, st, write_file ? &before : NULL, err);
+    /* joins the writer when the commit failed before it waited */
+    if (write_file && staging_wait(&stage, rc == 0 ? err : NULL) != 0)
+        rc = -1;
     if (rc != 0 && *created)
-        staged_undo(&file);
-    staged_free(&file);
+        staged_undo(&stage.file);
+    staging_end(&stage);
     return rc;
 }
 
@@ -729,7 +809,7 @@ int catalog_batch_begin(struct catalog *cat, struct err *err)
 static int write_batch(struct catalog *cat, struct err *err)
 {
     char written[HASH_HEX_LEN + 1];
-    if (write_registry(cat, cat->current, written, err) != 0) {
+    if (write_registry(cat, cat->current, NULL, written, err) != 0) {
         registry_retain(cat->batch_base);
         publish_unwritten(cat, cat->batch_base);
         free(cat->removals);

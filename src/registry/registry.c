@@ -379,14 +379,25 @@ static char *strategy_text(const struct registry_strategy *st, size_t *len)
     return line;
 }
 
-/* Joins the strategies' lines into one document. texts[i] may be NULL when
+/* The width a line of len bytes gets in the file: a quarter more, so that
+ * a few more revisions fit before the lines after it have to move, and
+ * twice as much for a line that outgrew its room (a strategy that is
+ * being worked on). */
+static size_t line_room(size_t len, bool outgrown)
+{
+    size_t slack = outgrown ? len : len / 4;
+    return (len + slack + 256 + 63) & ~(size_t)63;
+}
+
+/* Joins the strategies' lines into one document, each padded with spaces
+ * after its comma to rooms[i] (0: no padding). texts[i] may be NULL when
  * lens says how long the cached st->text is. */
 static char *join_lines(const struct registry *reg, char *const *texts, const size_t *lens,
-                        size_t *len)
+                        const size_t *rooms, size_t *len)
 {
     size_t total = 4; /* "{\n" and "}\n" */
     for (size_t i = 0; i < reg->nstrategies; i++)
-        total += lens[i] + 4; /* indent, comma, newline */
+        total += (rooms[i] > lens[i] ? rooms[i] : lens[i]) + 4; /* indent, comma, newline */
     char *out = malloc(total + 1);
     if (!out)
         return NULL;
@@ -400,8 +411,11 @@ static char *join_lines(const struct registry *reg, char *const *texts, const si
         out[at++] = ' ';
         memcpy(out + at, text, lens[i]);
         at += lens[i];
-        if (i + 1 < reg->nstrategies)
+        bool comma = i + 1 < reg->nstrategies;
+        if (comma)
             out[at++] = ',';
+        for (size_t pad = lens[i] + comma; pad < rooms[i]; pad++)
+            out[at++] = ' ';
         out[at++] = '\n';
     }
     out[at++] = '}';
@@ -411,20 +425,24 @@ static char *join_lines(const struct registry *reg, char *const *texts, const si
     return out;
 }
 
-/* The document, serialising each strategy that has no cached line; those
- * lines are kept in the strategies when `keep` is set. */
+/* The document, serialising each strategy that has no cached line. With
+ * `keep` (the catalogue's own file) those lines are kept in the strategies
+ * and padded to their room; without it nothing in reg changes and nothing
+ * is padded. */
 static char *registry_text(struct registry *reg, bool keep, size_t *len)
 {
     size_t n = reg->nstrategies;
     char **texts = calloc(n ? n : 1, sizeof *texts);
     size_t *lens = calloc(n ? n : 1, sizeof *lens);
+    size_t *rooms = calloc(n ? n : 1, sizeof *rooms);
     char *out = NULL;
-    if (!texts || !lens)
+    if (!texts || !lens || !rooms)
         goto done;
     for (size_t i = 0; i < n; i++) {
         struct registry_strategy *st = reg->strategies[i];
         if (keep && st->text) {
             lens[i] = st->text_len;
+            rooms[i] = st->text_room;
             continue;
         }
         texts[i] = strategy_text(st, &lens[i]);
@@ -433,15 +451,19 @@ static char *registry_text(struct registry *reg, bool keep, size_t *len)
         if (keep) {
             st->text = texts[i];
             st->text_len = lens[i];
+            if (st->text_room < lens[i] + 1)
+                st->text_room = line_room(lens[i], st->text_room != 0);
+            rooms[i] = st->text_room;
             texts[i] = NULL;
         }
     }
-    out = join_lines(reg, texts, lens, len);
+    out = join_lines(reg, texts, lens, rooms, len);
 done:
     for (size_t i = 0; texts && i < n; i++)
         free(texts[i]);
     free(texts);
     free(lens);
+    free(rooms);
     return out;
 }
 

@@ -59,6 +59,8 @@
 
 #define REGISTRY_FILE "registry.json"
 #define REGISTRY_LOCK_FILE ".registry.lock"
+/* The registry.json before last, whose blocks the next write reuses. */
+#define REGISTRY_SPARE_FILE ".registry.json.spare"
 #define REGISTRY_LATEST "latest"
 
 /* ------------------------------------------------------------ snapshot */
@@ -91,6 +93,10 @@ struct registry_strategy {
      * filled under its change lock, never by snapshot readers. */
     char *text;
     size_t text_len;
+    /* The line's width in the file, padded with spaces: a change that
+     * keeps within it leaves every other line where it was (0: not yet
+     * written by this catalogue). Carried over to a strategy's copies. */
+    size_t text_room;
 };
 
 struct registry {
@@ -169,12 +175,13 @@ int catalog_open(const struct catalog_options *opts, struct catalog **out, struc
 void catalog_close(struct catalog *cat);
 const char *catalog_root(const struct catalog *cat);
 
-/* Each change keeps the registry.json it replaced under a hard link, so that
- * freeing its blocks (milliseconds for a large catalogue) is not on the
- * change's path; this hands that file to a thread that removes it. Call it
- * once the caller's own durable work is done (the server: after the
- * response). Otherwise the next change or catalog_close does it. Any
- * thread; never blocks on a change in progress. */
+/* Where the file system cannot exchange names or grant leases, a change
+ * keeps the registry.json it replaced under a hard link, so that freeing
+ * its blocks (milliseconds for a large catalogue) is not on the change's
+ * path; this hands that file to a thread that removes it. Call it once the
+ * caller's own durable work is done (the server: after the response).
+ * Otherwise the next change or catalog_close does it. Any thread; never
+ * blocks on a change in progress; nothing to do in the common case. */
 void catalog_housekeep(struct catalog *cat);
 
 /* The current snapshot, retained for the caller. Never NULL after open. */

@@ -76,6 +76,7 @@ struct registry *registry__from_json(json_t *doc, struct err *err);
 struct catalog {
     char *root;
     char *registry_path;
+    char *spare_path; /* fsutil_write_swap's spare: the version before last */
     char *lock_path;
     catalog_metadata_fn metadata;
     void *metadata_ctx;

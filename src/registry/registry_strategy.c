@@ -78,6 +78,7 @@ struct registry_strategy *registry__strategy_copy(const struct registry_strategy
         return NULL;
     /* +1 so that an empty strategy still gets arrays, and a NULL can only
      * mean that the allocation failed. */
+    copy->text_room = st->text_room;
     copy->tags = calloc(st->ntags + 1, sizeof *copy->tags);
     copy->revisions = calloc(st->nrevisions + 1, sizeof *copy->revisions);
     if (!copy->tags || !copy->revisions)

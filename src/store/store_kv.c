@@ -6,6 +6,7 @@
 
 #include "core/clock.h"
 #include "core/hash.h"
+#include "core/log.h"
 
 #include <stdio.h>
 
@@ -20,7 +21,23 @@ struct kv_table {
     enum store__stmt get_id;
     const char *get_sql;
     const char *what; /* "module metadata", for messages */
+    bool cache;       /* rows that can be derived again: see sync_relaxed */
 };
+
+/* A cache's rows are committed without waiting for fdatasync (WAL with
+ * synchronous=NORMAL): a power cut may take the last few, which costs a
+ * validation at the next start, and the next durable commit syncs them
+ * anyway. A connection left at NORMAL would weaken every later commit, so
+ * failing to restore FULL is logged loudly. */
+static void sync_relaxed(struct store *s, bool relaxed)
+{
+    struct err e = ERR_INIT;
+    if (store__exec(s, relaxed ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", &e) !=
+            0 &&
+        !relaxed)
+        log_error("store", "commits may not be durable: %s", e.message);
+    err_clear(&e);
+}
 
 static int kv_put(struct store *s, const struct kv_table *t, const char *key, const json_t *value,
                   struct err *err)
@@ -29,6 +46,8 @@ static int kv_put(struct store *s, const struct kv_table *t, const char *key, co
     (void)snprintf(what, sizeof what, "cannot save %s '%s'", t->what, key);
     int64_t now = clock_wall_ms();
     store__lock(s);
+    if (t->cache)
+        sync_relaxed(s, true);
     sqlite3_stmt *st = store__stmt(s, t->put_id, t->put_sql, err);
     int rc = -1;
     if (st) {
@@ -39,6 +58,8 @@ static int kv_put(struct store *s, const struct kv_table *t, const char *key, co
         if (store__bind_check(&b, what, err) == 0)
             rc = store__step_done(s, st, what, err);
     }
+    if (t->cache)
+        sync_relaxed(s, false);
     store__unlock(s);
     return rc;
 }
@@ -76,6 +97,7 @@ static const struct kv_table metadata_table = {
     STORE__METADATA_GET,
     "SELECT metadata FROM module_metadata WHERE hash = ?1",
     "module metadata",
+    true,
 };
 
 static int metadata_key(struct store *store, const char *hex, char out[HASH_HEX_LEN + 1],
@@ -154,6 +176,7 @@ int store_metadata_put_many(struct store *store, const char *const *hexes, json_
         return 0;
     int64_t now = clock_wall_ms();
     store__lock(store);
+    sync_relaxed(store, true);
     int rc = store__begin(store, err);
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = metadata_put_row(store, hexes[i], metadata[i], now, err);
@@ -161,6 +184,7 @@ int store_metadata_put_many(struct store *store, const char *const *hexes, json_
         rc = store__commit(store, err);
     else
         store__rollback(store);
+    sync_relaxed(store, false);
     store__unlock(store);
     return rc;
 }
@@ -174,6 +198,7 @@ static const struct kv_table provider_table = {
     STORE__STMT_COUNT, /* providers are read as a list only */
     NULL,
     "providers",
+    false,
 };
 
 int store_provider_put(struct store *store, const char *name, const json_t *spec, struct err *err)
@@ -239,6 +264,7 @@ static const struct kv_table setting_table = {
     STORE__SETTING_GET,
     "SELECT value FROM settings WHERE key = ?1",
     "settings",
+    false,
 };
 
 int store_setting_get(struct store *store, const char *key, json_t **value, struct err *err)

@@ -232,17 +232,38 @@ static void test_strategies_disk_full(void **state)
     json_decref(body);
     tu_catalog_expect_same(srv, &before, "an upload on a full disk");
 
-    /* 2. A tag move rewrites registry.json only. */
+    /* 2. A tag move needs no new space: registry.json is written over the
+     * blocks of the version before last (the spare), and only its changed
+     * pages at that. */
     char *move = tu_path("{\"hash\": \"sha256:%s\"}", first);
     struct tu_response res;
     tu_send(srv, &res, "PUT", "/strategies/modules/fulla/tags/prod", move);
-    expect_disk_full(res.status, res.json, "a tag move");
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    json_t *moved = tu_get_json(srv, 200, "/strategies/modules/fulla:prod");
+    char spelled[80];
+    snprintf(spelled, sizeof spelled, "sha256:%s", first);
+    assert_string_equal(tu_jstr(moved, "selectedRevisionHash"), spelled);
+    json_decref(moved);
+    json_decref(tu_assert_registry_sound(strategies));
+    tu_catalog_state_free(&before);
+    tu_catalog_capture(srv, &before);
+
+    /* 3. A reader holds the spare open, as a slow reader of an older
+     * registry.json would: it is not written under the reader, so a change
+     * needs a whole new file, which does not fit. */
+    char *spare_path = tu_path("%s/.registry.json.spare", strategies);
+    int reader = open(spare_path, O_RDONLY);
+    assert_true(reader >= 0);
+    char *stage = tu_path("{\"hash\": \"sha256:%s\"}", first);
+    tu_send(srv, &res, "PUT", "/strategies/modules/fulla/tags/stage", stage);
+    expect_disk_full(res.status, res.json, "a tag move that needs a new file");
     tu_assert_error(&res, res.status);
     tu_response_free(&res);
     tu_catalog_expect_same(srv, &before, "a tag move on a full disk");
 
-    /* 3. Room for the revision file (one page) but not for registry.json:
-     * the file must not be left behind. */
+    /* Room for the revision file (one page) but not for registry.json: the
+     * file must not be left behind. */
     unfill(f->mnt);
     fill_leaving(f->mnt, 2);
     char *small = sized_source("fulla", 101, 1000);
@@ -251,6 +272,9 @@ static void test_strategies_disk_full(void **state)
     json_decref(body);
     tu_catalog_expect_same(srv, &before, "an upload whose registry.json does not fit");
     assert_true(free_blocks(f->mnt) >= 2);
+    close(reader);
+    free(spare_path);
+    free(stage);
 
     /* 4. The server keeps serving reads throughout. */
     json_decref(tu_get_json(srv, 200, "/healthz"));
@@ -270,8 +294,6 @@ static void test_strategies_disk_full(void **state)
     tu_server_stop(srv);
     tu_server_restart(srv, &opts);
     json_t *m = tu_get_json(srv, 200, "/strategies/modules/fulla:prod");
-    char spelled[80];
-    snprintf(spelled, sizeof spelled, "sha256:%s", first);
     assert_string_equal(tu_jstr(m, "selectedRevisionHash"), spelled);
     json_decref(m);
     tu_server_stop(srv);

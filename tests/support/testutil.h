@@ -26,8 +26,8 @@ void tu_write_file(const char *path, const char *data, size_t len);
 void tu_write_text(const char *path, const char *text);
 char *tu_read_file(const char *path, size_t *len); /* NULL if missing */
 char *tu_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* SHA-256 over every path, mode and content under dir: equal strings mean
- * an untouched tree. */
+/* SHA-256 over every path, mode and content under dir (the registry
+ * writer's spare excepted): equal strings mean an untouched tree. */
 char *tu_tree_checksum(const char *dir);
 /* The contents of examples/strategies/<name>.js. */
 char *tu_example_source(const char *name);

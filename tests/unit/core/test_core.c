@@ -9,6 +9,7 @@
 #include "core/names.h"
 #include "core/strbuf.h"
 
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -201,6 +202,144 @@ static void test_replace_keeps_the_old_file_for_the_reaper(void **state)
     free(dir);
 }
 
+/* ------------------------------------------------ fsutil_write_swap */
+
+static char *read_all(const char *path, size_t *len)
+{
+    char *data = NULL;
+    struct err err = ERR_INIT;
+    if (fsutil_read_file(path, 1u << 24, &data, len, &err) != 0)
+        fail_msg("cannot read %s: %s", path, err.message);
+    return data;
+}
+
+static void expect_bytes(const char *path, const char *want, size_t want_len)
+{
+    size_t len = 0;
+    char *data = read_all(path, &len);
+    assert_int_equal(len, want_len);
+    assert_memory_equal(data, want, want_len);
+    free(data);
+}
+
+/* Versions of different lengths, each differing from the one before in
+ * scattered bytes: whatever pages the writer skips as unchanged, the file
+ * must end up holding exactly the new bytes. */
+static void test_swap_writes_exact_bytes(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("core");
+    char *path = tu_path("%s/registry.json", dir);
+    char *spare = tu_path("%s/.registry.json.spare", dir);
+    struct err err = ERR_INIT;
+    size_t sizes[] = {10, 70000, 70000, 69999, 200000, 4096, 4097, 8192, 0, 150000, 150000};
+    char *previous = NULL;
+    size_t previous_len = 0;
+    unsigned seed = 7;
+    for (size_t v = 0; v < sizeof sizes / sizeof *sizes; v++) {
+        size_t len = sizes[v];
+        char *data = malloc(len + 1);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            bool keep = previous && i < previous_len && (seed >> 16) % 97 != 0;
+            data[i] = keep ? previous[i] : (char)('a' + (seed >> 20) % 26);
+        }
+        assert_int_equal(fsutil_write_swap(path, spare, data, len, 0644, NULL, NULL, &err), 0);
+        expect_bytes(path, data, len);
+        if (previous) /* the version before is the next write's spare */
+            expect_bytes(spare, previous, previous_len);
+        free(previous);
+        previous = data;
+        previous_len = len;
+    }
+    free(previous);
+    /* nothing but the file and its spare */
+    char *out = NULL;
+    assert_int_equal(tu_run(&out, "ls -A '%s'", dir), 0);
+    assert_string_equal(out, ".registry.json.spare\nregistry.json\n");
+    free(out);
+    free(path);
+    free(spare);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+struct switch_probe {
+    const char *path;
+    const char *expect_still;
+    int calls;
+    bool fail;
+};
+
+/* Called between the durable spare and the switch: path must still hold
+ * the old bytes. */
+static int probe_before_switch(void *ctx, struct err *err)
+{
+    struct switch_probe *p = ctx;
+    p->calls++;
+    expect_bytes(p->path, p->expect_still, strlen(p->expect_still));
+    if (p->fail) {
+        err_set(err, ERR_NO_SPACE, "the other file did not fit");
+        return -1;
+    }
+    return 0;
+}
+
+/* A reader of an older version (it opened registry.json before a change
+ * made that file the spare) keeps reading it whole; so does anyone whose
+ * hard link shares the spare's bytes. The caller's wait comes before the
+ * switch, and its failure leaves path as it was. */
+static void test_swap_never_writes_under_a_reader(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("core");
+    char *path = tu_path("%s/registry.json", dir);
+    char *spare = tu_path("%s/.registry.json.spare", dir);
+    struct err err = ERR_INIT;
+    assert_int_equal(fsutil_write_swap(path, spare, "first", 5, 0644, NULL, NULL, &err), 0);
+    int reader = open(path, O_RDONLY);
+    assert_true(reader >= 0);
+    assert_int_equal(fsutil_write_swap(path, spare, "second", 6, 0644, NULL, NULL, &err), 0);
+    /* the reader's file is now the spare; the next write must go elsewhere */
+    assert_int_equal(fsutil_write_swap(path, spare, "third!!", 7, 0644, NULL, NULL, &err), 0);
+    expect_bytes(path, "third!!", 7);
+    char buf[16] = {0};
+    assert_int_equal(pread(reader, buf, sizeof buf, 0), 5);
+    assert_string_equal(buf, "first");
+    close(reader);
+
+    /* an operator's hard link to the spare keeps its bytes */
+    char *backup = tu_path("%s/backup.json", dir);
+    assert_int_equal(link(spare, backup), 0);
+    assert_int_equal(fsutil_write_swap(path, spare, "fourth", 6, 0644, NULL, NULL, &err), 0);
+    expect_bytes(backup, "second", 6);
+    expect_bytes(path, "fourth", 6);
+    /* a spare that is path itself is not written over */
+    assert_int_equal(unlink(spare), 0);
+    assert_int_equal(link(path, spare), 0);
+    assert_int_equal(fsutil_write_swap(path, spare, "fifth", 5, 0644, NULL, NULL, &err), 0);
+    expect_bytes(path, "fifth", 5);
+    expect_bytes(spare, "fourth", 6);
+
+    struct switch_probe probe = {path, "fifth", 0, false};
+    struct fsutil_before_switch before = {probe_before_switch, &probe};
+    assert_int_equal(fsutil_write_swap(path, spare, "sixth", 5, 0644, &before, NULL, &err), 0);
+    assert_int_equal(probe.calls, 1);
+    expect_bytes(path, "sixth", 5);
+    probe = (struct switch_probe){path, "sixth", 0, true};
+    assert_int_equal(fsutil_write_swap(path, spare, "seventh", 7, 0644, &before, NULL, &err), -1);
+    assert_int_equal(err.kind, ERR_NO_SPACE);
+    assert_string_equal(err.message, "the other file did not fit");
+    err_clear(&err);
+    assert_int_equal(probe.calls, 1);
+    expect_bytes(path, "sixth", 5);
+    free(backup);
+    free(path);
+    free(spare);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
 static void test_json_parse_errors_say_where(void **state)
 {
     (void)state;
@@ -292,6 +431,8 @@ int main(void)
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_atomic_write_and_read),
         cmocka_unit_test(test_replace_keeps_the_old_file_for_the_reaper),
+        cmocka_unit_test(test_swap_writes_exact_bytes),
+        cmocka_unit_test(test_swap_never_writes_under_a_reader),
         cmocka_unit_test(test_json_parse_errors_say_where),
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_err_status_mapping),

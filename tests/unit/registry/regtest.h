@@ -86,6 +86,21 @@ static inline void rt_tag(struct catalog *cat, const char *name, const char *tag
     registry_release(reg);
 }
 
+/* registry.json's text without the spaces each line is padded with, in
+ * place: what registry_to_text() gives for the same snapshot. */
+static inline char *rt_unpadded(char *text)
+{
+    char *out = text;
+    for (const char *in = text; *in; in++) {
+        if (*in == ' ' && in[strspn(in, " ")] == '\n')
+            in += strspn(in, " ") - 1;
+        else
+            *out++ = *in;
+    }
+    *out = '\0';
+    return text;
+}
+
 static inline json_t *rt_load_json(const char *path)
 {
     size_t len = 0;

@@ -152,11 +152,13 @@ static void test_round_trip_and_order(void **state)
     char *path = registry_path(f);
     size_t len = 0;
     char *text = tu_read_file(path, &len);
-    /* one strategy a line, so two versions diff by strategy; ends with a
-     * newline */
+    /* one strategy a line, so two versions diff by strategy, each padded
+     * with spaces after its comma; ends with a newline */
     assert_non_null(strstr(text, "{\n  \"alpha\": {\"tags\": {\"latest\": \"sha256:"));
-    assert_non_null(strstr(text, "}},\n  \"mid\": {\"tags\": {"));
-    assert_non_null(strstr(text, "}}\n}\n"));
+    assert_non_null(strstr(text, "}}, "));
+    assert_non_null(strstr(text, " \n  \"mid\": {\"tags\": {"));
+    assert_non_null(strstr(text, "}} "));
+    assert_non_null(strstr(text, " \n}\n"));
     assert_int_equal(text[len - 1], '\n');
     size_t lines = 0;
     for (size_t i = 0; i < len; i++)
@@ -210,7 +212,7 @@ static void test_round_trip_and_order(void **state)
     assert_int_equal(registry_find_strategy(second, "zeta")->revisions[1].order,
                      registry_find_strategy(second, "zeta")->revisions[0].order + 1);
     char *dumped = registry_to_text(second, NULL);
-    assert_string_equal(dumped, text);
+    assert_string_equal(dumped, rt_unpadded(text));
     free(dumped);
     json_decref(first_json);
     json_decref(second_json);
@@ -657,6 +659,58 @@ static void test_invalid_json_keeps_last_good_snapshot(void **state)
     rt_check_disk(f->root);
 }
 
+/* Each strategy's line is padded to a room: a change that stays within
+ * it leaves every other line at its offset (so the writer rewrites the
+ * changed pages only), and one that outgrows it moves the lines after it
+ * and gets a larger room. Every version parses to the same model. */
+static void test_lines_keep_their_place(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char a1[HASH_HEX_LEN + 1], h[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, "v1", a1);
+    rt_add(cat, "bravo", 1, "v1", h);
+    rt_add(cat, "charlie", 1, "v1", h);
+    char *path = registry_path(f);
+    size_t len0 = 0;
+    char *before = tu_read_file(path, &len0);
+    const char *bravo0 = strstr(before, "\n  \"bravo\"");
+    assert_non_null(bravo0);
+
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_set_tag(cat, "alpha", "prod", a1, NULL, &err), &err);
+    size_t len1 = 0;
+    char *after = tu_read_file(path, &len1);
+    assert_int_equal(len1, len0);
+    size_t at = (size_t)(bravo0 - before);
+    assert_memory_equal(after + at, before + at, len0 - at);
+    assert_memory_not_equal(after, before, at);
+
+    /* alpha grows past its room: the lines after it move */
+    int n = 2;
+    size_t len2 = len1;
+    while (len2 == len1) {
+        char tag[16];
+        snprintf(tag, sizeof tag, "v%d", n);
+        rt_add(cat, "alpha", n++, tag, h);
+        free(tu_read_file(path, &len2));
+        assert_true(n < 40);
+    }
+    assert_true(len2 > len1);
+    struct registry *snap = catalog_snapshot(cat);
+    json_t *written = rt_load_json(path);
+    json_t *model = registry_to_json(snap);
+    assert_true(json_equal(written, model));
+    json_decref(written);
+    json_decref(model);
+    registry_release(snap);
+    free(before);
+    free(after);
+    free(path);
+    catalog_close(cat);
+    rt_check_disk(f->root);
+}
+
 static void test_no_temporary_files_left(void **state)
 {
     struct fixture *f = *state;
@@ -674,8 +728,9 @@ static void test_no_temporary_files_left(void **state)
                      0);
     assert_string_equal(out, "0\n");
     free(out);
+    /* the version before last stays as the next write's spare */
     char *ls = rt_ls(f->root);
-    assert_string_equal(ls, ".registry.lock\nalpha\nregistry.json\n");
+    assert_string_equal(ls, ".registry.json.spare\n.registry.lock\nalpha\nregistry.json\n");
     free(ls);
 
     /* a temporary registry left by a writer that died is cleared on open,
@@ -840,6 +895,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registry_edit_in_place_after_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_json_keeps_last_good_snapshot, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_lines_keep_their_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_temporary_files_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metadata_carried_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_share_unchanged_strategies, setup, teardown),

@@ -1,0 +1,242 @@
+/*
+ * fsutil_write_swap: an atomic, durable replacement that reuses the blocks
+ * of the version before last instead of allocating new ones and freeing the
+ * replaced ones. On ext4, writing 2.8 MB over a file's existing blocks and
+ * fdatasync-ing it takes about 2.3 ms where a new file takes 3.3 ms and the
+ * rename that frees the old one 1.5-1.9 ms more (docs/PERFORMANCE.md).
+ *
+ * What makes overwriting in place safe is that nobody else can be reading
+ * the spare: a write lease (F_SETLEASE) is granted only on a file that no
+ * other descriptor has open, and while it is held an open() by anyone else
+ * waits until it is released. Where leases or RENAME_EXCHANGE are not
+ * available, the plain temporary-file path of fsutil.c is used.
+ */
+#include "core/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum lease_result { LEASE_HELD, LEASE_FILE_BUSY, LEASE_UNSUPPORTED };
+
+static enum lease_result take_lease(int fd)
+{
+    if (fcntl(fd, F_SETLEASE, F_WRLCK) != 0)
+        return errno == EAGAIN ? LEASE_FILE_BUSY : LEASE_UNSUPPORTED;
+    /* A lease break is announced by a signal to the lease's owner (SIGIO,
+     * fatal by default). With no owner nothing is sent: an opener simply
+     * waits until the lease is released, which is after the bytes are
+     * durable. */
+    if (fcntl(fd, F_SETOWN, 0) != 0) {
+        (void)fcntl(fd, F_SETLEASE, F_UNLCK);
+        return LEASE_UNSUPPORTED;
+    }
+    return LEASE_HELD;
+}
+
+static void release_lease(int fd)
+{
+    (void)fcntl(fd, F_SETLEASE, F_UNLCK);
+}
+
+/* The spare may be overwritten only if it is a plain file with no other
+ * name (an operator's hard link would change with it) and is not the file
+ * at path itself. */
+static bool spare_is_private(int fd, const char *path)
+{
+    struct stat spare, current;
+    if (fstat(fd, &spare) != 0 || !S_ISREG(spare.st_mode) || spare.st_nlink != 1)
+        return false;
+    return stat(path, &current) != 0 || current.st_dev != spare.st_dev ||
+           current.st_ino != spare.st_ino;
+}
+
+/* Opens the spare for overwriting with its lease held (*leased), creating
+ * it when it is missing or cannot be reused. A spare that is busy or shared
+ * loses its name only: its blocks stay with whoever still holds it. Returns
+ * -1 with errno set, or -2 when the file system grants no leases. */
+static int open_spare(const char *path, const char *spare, mode_t mode, bool *leased)
+{
+    *leased = false;
+    int fd = open(spare, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+        enum lease_result lease = spare_is_private(fd, path) ? take_lease(fd) : LEASE_FILE_BUSY;
+        if (lease == LEASE_HELD) {
+            *leased = true;
+            return fd;
+        }
+        close(fd);
+        if (lease == LEASE_UNSUPPORTED)
+            return -2;
+    }
+    if (unlink(spare) != 0 && errno != ENOENT)
+        return -1;
+    fd = open(spare, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    /* A new file has no reader but one who guessed its name; the lease
+     * makes even that one wait for the complete bytes. */
+    *leased = take_lease(fd) == LEASE_HELD;
+    return fd;
+}
+
+static int pwrite_all(int fd, const char *data, size_t len, size_t at)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(fd, data + done, len - done, (off_t)(at + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static ssize_t pread_full(int fd, char *buf, size_t len, size_t at)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, buf + done, len - done, (off_t)(at + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -1 : (ssize_t)done;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+enum { SWAP_PAGE = 4096, SWAP_CHUNK = 64 * SWAP_PAGE };
+
+/* Writes the pages of data[0, len) that differ from what the file holds
+ * there: a page written with the bytes it already has is dirtied all the
+ * same, and fdatasync would write it again. */
+static int write_changed_pages(int fd, const char *data, size_t len, char *buf)
+{
+    size_t run = 0, run_len = 0; /* the differing pages not yet written */
+    for (size_t chunk = 0; chunk < len; chunk += SWAP_CHUNK) {
+        size_t want = len - chunk < SWAP_CHUNK ? len - chunk : SWAP_CHUNK;
+        ssize_t got = pread_full(fd, buf, want, chunk);
+        if (got < 0)
+            return -1;
+        for (size_t page = 0; page < want; page += SWAP_PAGE) {
+            size_t n = want - page < SWAP_PAGE ? want - page : SWAP_PAGE;
+            bool same = page + n <= (size_t)got && memcmp(buf + page, data + chunk + page, n) == 0;
+            if (!same) {
+                if (!run_len)
+                    run = chunk + page;
+                run_len = chunk + page + n - run;
+                continue;
+            }
+            if (run_len && pwrite_all(fd, data + run, run_len, run) != 0)
+                return -1;
+            run_len = 0;
+        }
+    }
+    return run_len ? pwrite_all(fd, data + run, run_len, run) : 0;
+}
+
+/* The new bytes over the spare's old ones, cut to length and synced. */
+static int overwrite(int fd, const void *data, size_t len)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -1;
+    size_t old = (size_t)st.st_size;
+    size_t common = old < len ? old : len;
+    char *buf = common ? malloc(SWAP_CHUNK) : NULL;
+    int rc = buf ? write_changed_pages(fd, data, common, buf) : pwrite_all(fd, data, common, 0);
+    free(buf);
+    if (rc == 0 && len > common)
+        rc = pwrite_all(fd, (const char *)data + common, len - common, common);
+    if (rc == 0 && old > len)
+        rc = ftruncate(fd, (off_t)len);
+    return rc == 0 ? fdatasync(fd) : -1;
+}
+
+/* path takes the spare's bytes and the spare the replaced ones. Without
+ * RENAME_EXCHANGE the spare is renamed over path, the replaced file kept
+ * for the reaper as fsutil_write_atomic_keep does. */
+static int switch_names(const char *path, const char *spare, char **kept, struct err *err)
+{
+    if (renameat2(AT_FDCWD, spare, AT_FDCWD, path, RENAME_EXCHANGE) == 0)
+        return 0;
+    if (errno != ENOENT && errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot exchange %s and %s", spare, path);
+        return -1;
+    }
+    static atomic_uint sequence;
+    char *old =
+        fsutil_format("%s.old.%ld.s%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
+    if (old && link(path, old) != 0) {
+        free(old);
+        old = NULL;
+    }
+    if (rename(spare, path) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot rename %s over %s", spare, path);
+        if (old)
+            unlink(old);
+        free(old);
+        return -1;
+    }
+    if (kept)
+        *kept = old;
+    else if (old)
+        unlink(old);
+    return 0;
+}
+
+int fsutil_write_swap(const char *path, const char *spare, const void *data, size_t len,
+                      mode_t mode, const struct fsutil_before_switch *before, char **kept,
+                      struct err *err)
+{
+    if (kept)
+        *kept = NULL;
+    bool leased = false;
+    int fd = open_spare(path, spare, mode, &leased);
+    if (fd == -2) {
+        if (before && before->wait(before->ctx, err) != 0)
+            return -1;
+        return kept ? fsutil_write_atomic_keep(path, data, len, mode, kept, err)
+                    : fsutil_write_atomic(path, data, len, mode, err);
+    }
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", spare);
+        return -1;
+    }
+    int rc = overwrite(fd, data, len);
+    int saved = errno;
+    if (leased)
+        release_lease(fd);
+    if (close(fd) != 0 && rc == 0) {
+        rc = -1;
+        saved = errno;
+    }
+    if (rc != 0) {
+        /* what is left of the spare is worth nothing; on a full disk its
+         * blocks are worth something */
+        unlink(spare);
+        err_set_errno(err, ERR_INTERNAL, saved, "cannot write %s", spare);
+        return -1;
+    }
+    if (before && before->wait(before->ctx, err) != 0)
+        return -1;
+    if (switch_names(path, spare, kept, err) != 0)
+        return -1;
+    char *dir = fsutil_dir_of(path);
+    if (!dir) {
+        err_set(err, ERR_INTERNAL, "out of memory writing %s", path);
+        return -1;
+    }
+    rc = fsutil_fsync_dir(dir, err);
+    free(dir);
+    return rc;
+}
