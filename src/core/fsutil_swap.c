@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -100,51 +101,32 @@ static int pwrite_all(int fd, const char *data, size_t len, size_t at)
     return 0;
 }
 
-static ssize_t pread_full(int fd, char *buf, size_t len, size_t at)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, buf + done, len - done, (off_t)(at + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -1 : (ssize_t)done;
-        done += (size_t)n;
-    }
-    return (ssize_t)done;
-}
+enum { SWAP_PAGE = 4096 };
 
-enum { SWAP_PAGE = 4096, SWAP_CHUNK = 64 * SWAP_PAGE };
-
-/* Writes the pages of data[0, len) that differ from what the file holds
- * there: a page written with the bytes it already has is dirtied all the
- * same, and fdatasync would write it again. */
-static int write_changed_pages(int fd, const char *data, size_t len, char *buf)
+/* Writes the pages of data[0, len) that differ from old[0, len), the
+ * file's current bytes: a page written with the bytes it already has is
+ * dirtied all the same, and fdatasync would write it again. */
+static int write_changed_pages(int fd, const char *data, const char *old, size_t len)
 {
     size_t run = 0, run_len = 0; /* the differing pages not yet written */
-    for (size_t chunk = 0; chunk < len; chunk += SWAP_CHUNK) {
-        size_t want = len - chunk < SWAP_CHUNK ? len - chunk : SWAP_CHUNK;
-        ssize_t got = pread_full(fd, buf, want, chunk);
-        if (got < 0)
-            return -1;
-        for (size_t page = 0; page < want; page += SWAP_PAGE) {
-            size_t n = want - page < SWAP_PAGE ? want - page : SWAP_PAGE;
-            bool same = page + n <= (size_t)got && memcmp(buf + page, data + chunk + page, n) == 0;
-            if (!same) {
-                if (!run_len)
-                    run = chunk + page;
-                run_len = chunk + page + n - run;
-                continue;
-            }
-            if (run_len && pwrite_all(fd, data + run, run_len, run) != 0)
-                return -1;
-            run_len = 0;
+    for (size_t page = 0; page < len; page += SWAP_PAGE) {
+        size_t n = len - page < SWAP_PAGE ? len - page : SWAP_PAGE;
+        if (memcmp(old + page, data + page, n) != 0) {
+            if (!run_len)
+                run = page;
+            run_len = page + n - run;
+            continue;
         }
+        if (run_len && pwrite_all(fd, data + run, run_len, run) != 0)
+            return -1;
+        run_len = 0;
     }
     return run_len ? pwrite_all(fd, data + run, run_len, run) : 0;
 }
 
-/* The new bytes over the spare's old ones, cut to length and synced. */
+/* The new bytes over the spare's old ones, cut to length and synced. The
+ * old bytes are compared through a read-only mapping: no one else has the
+ * file open (the lease), so it cannot shrink under the mapping. */
 static int overwrite(int fd, const void *data, size_t len)
 {
     struct stat st;
@@ -152,9 +134,11 @@ static int overwrite(int fd, const void *data, size_t len)
         return -1;
     size_t old = (size_t)st.st_size;
     size_t common = old < len ? old : len;
-    char *buf = common ? malloc(SWAP_CHUNK) : NULL;
-    int rc = buf ? write_changed_pages(fd, data, common, buf) : pwrite_all(fd, data, common, 0);
-    free(buf);
+    void *map = common ? mmap(NULL, common, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    int rc = map != MAP_FAILED ? write_changed_pages(fd, data, map, common)
+                               : pwrite_all(fd, data, common, 0);
+    if (map != MAP_FAILED)
+        munmap(map, common);
     if (rc == 0 && len > common)
         rc = pwrite_all(fd, (const char *)data + common, len - common, common);
     if (rc == 0 && old > len)

@@ -69,10 +69,9 @@ static int read_disk(const struct catalog *cat, struct disk_state *disk, struct 
 static void learn_written_hex(struct catalog *cat)
 {
     size_t len = 0;
-    char *text = registry__text_cached(cat->current, &len);
+    char *text = registry__text_cached(cat->current, &cat->text, &len);
     if (text)
         hash_sha256_hex(text, len, cat->disk_hex);
-    free(text);
 }
 
 /* Whether the bytes on disk are those `current` reflects. */
@@ -436,6 +435,7 @@ void catalog_close(struct catalog *cat)
     free(cat->registry_path);
     free(cat->lock_path);
     free(cat->spare_path);
+    free(cat->text.data);
     free(cat);
 }
 

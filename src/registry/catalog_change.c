@@ -128,14 +128,13 @@ static int write_registry(struct catalog *cat, struct registry *reg,
                           char written_hex[HASH_HEX_LEN + 1], struct err *err)
 {
     size_t len = 0;
-    char *text = registry__text_cached(reg, &len);
+    char *text = registry__text_cached(reg, &cat->text, &len);
     if (!text)
         return oom(err);
     written_hex[0] = '\0';
     char *replaced = NULL;
     int rc = fsutil_write_swap(cat->registry_path, cat->spare_path, text, len, 0644, before,
                                &replaced, err);
-    free(text);
     if (replaced)
         fsutil_reaper_remove(cat->reaper, atomic_exchange(&cat->replaced, replaced));
     return rc;

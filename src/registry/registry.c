@@ -393,14 +393,19 @@ static size_t line_room(size_t len, bool outgrown)
  * after its comma to rooms[i] (0: no padding). texts[i] may be NULL when
  * lens says how long the cached st->text is. */
 static char *join_lines(const struct registry *reg, char *const *texts, const size_t *lens,
-                        const size_t *rooms, size_t *len)
+                        const size_t *rooms, struct registry_text_buffer *buf, size_t *len)
 {
     size_t total = 4; /* "{\n" and "}\n" */
     for (size_t i = 0; i < reg->nstrategies; i++)
         total += (rooms[i] > lens[i] ? rooms[i] : lens[i]) + 4; /* indent, comma, newline */
-    char *out = malloc(total + 1);
-    if (!out)
-        return NULL;
+    if (buf->cap < total + 1) {
+        char *grown = realloc(buf->data, total + total / 8 + 1);
+        if (!grown)
+            return NULL;
+        buf->data = grown;
+        buf->cap = total + total / 8 + 1;
+    }
+    char *out = buf->data;
     size_t at = 0;
     out[at++] = '{';
     if (reg->nstrategies)
@@ -429,7 +434,8 @@ static char *join_lines(const struct registry *reg, char *const *texts, const si
  * `keep` (the catalogue's own file) those lines are kept in the strategies
  * and padded to their room; without it nothing in reg changes and nothing
  * is padded. */
-static char *registry_text(struct registry *reg, bool keep, size_t *len)
+static char *registry_text(struct registry *reg, bool keep, struct registry_text_buffer *buf,
+                           size_t *len)
 {
     size_t n = reg->nstrategies;
     char **texts = calloc(n ? n : 1, sizeof *texts);
@@ -457,7 +463,7 @@ static char *registry_text(struct registry *reg, bool keep, size_t *len)
             texts[i] = NULL;
         }
     }
-    out = join_lines(reg, texts, lens, rooms, len);
+    out = join_lines(reg, texts, lens, rooms, buf, len);
 done:
     for (size_t i = 0; texts && i < n; i++)
         free(texts[i]);
@@ -470,11 +476,15 @@ done:
 char *registry_to_text(const struct registry *reg, size_t *len)
 {
     size_t ignored;
+    struct registry_text_buffer buf = {0};
     /* With keep unset nothing in reg is written. */
-    return registry_text((struct registry *)reg, false, len ? len : &ignored);
+    char *text = registry_text((struct registry *)reg, false, &buf, len ? len : &ignored);
+    if (!text)
+        free(buf.data);
+    return text;
 }
 
-char *registry__text_cached(struct registry *reg, size_t *len)
+char *registry__text_cached(struct registry *reg, struct registry_text_buffer *buf, size_t *len)
 {
-    return registry_text(reg, true, len);
+    return registry_text(reg, true, buf, len);
 }

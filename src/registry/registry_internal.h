@@ -63,7 +63,13 @@ struct registry *registry__with(const struct registry *base, const char *name,
 /* registry_to_text() that also keeps each strategy's line in the strategy
  * (st->text) for the next write, so a change that replaces one strategy
  * serialises one strategy. Only under the catalogue's change_mu. */
-char *registry__text_cached(struct registry *reg, size_t *len);
+struct registry_text_buffer {
+    char *data; /* malloc'ed, reused from one write to the next */
+    size_t cap;
+};
+/* The text goes into buf (grown as needed; it is buf->data, not a new
+ * allocation): a fresh 3.8 MB buffer a write would cost its page faults. */
+char *registry__text_cached(struct registry *reg, struct registry_text_buffer *buf, size_t *len);
 
 /* Builds an unverified snapshot from a parsed registry.json: names, tags and
  * hashes are checked (ERR_INVALID naming the bad entry), revisions whose
@@ -76,7 +82,8 @@ struct registry *registry__from_json(json_t *doc, struct err *err);
 struct catalog {
     char *root;
     char *registry_path;
-    char *spare_path; /* fsutil_write_swap's spare: the version before last */
+    char *spare_path;                 /* fsutil_write_swap's spare: the version before last */
+    struct registry_text_buffer text; /* registry.json's text, under change_mu */
     char *lock_path;
     catalog_metadata_fn metadata;
     void *metadata_ctx;
