@@ -388,14 +388,17 @@ if has control; then
   w() { jq -r "$1" "$RAW/wrk-$2.jsonl" | median; }
   # Runs during which the hypervisor took under 10 ms of the machine's CPU:
   # a vCPU descheduled by the host stalls every connection it serves for
-  # up to 100 ms, which is the host's tail, not the gateway's.
+  # up to 100 ms, which is the host's tail, not the gateway's. The target is
+  # judged on the median over all runs, steal included (the stricter of the
+  # two: on this machine most runs see a tick or more of steal).
   calm() { jq -r "select(.steal_ms < 10) | $1" "$RAW/wrk-$2.jsonl" | median; }
   ncalm() { jq -s '[.[] | select(.steal_ms < 10)] | length' "$RAW/wrk-$1.jsonl"; }
   row "GET /strategies/modules?limit=100 (gzip)" "$(w .rps modules-gzip)" "req/s" null "" null \
     "" ""
-  row "  p99, all runs" "$(w '.p99_us / 1000' modules-gzip)" "ms" null "" null "" ""
+  row "  p99, all runs" "$(w '.p99_us / 1000' modules-gzip)" "ms" null "" null "<= 2 ms" \
+    "value<=2"
   row "  p99, runs without CPU steal ($(ncalm modules-gzip) of 5)" \
-    "$(calm '.p99_us / 1000' modules-gzip)" "ms" null "" null "<= 2 ms" "value<=2"
+    "$(calm '.p99_us / 1000' modules-gzip)" "ms" null "" null "" ""
   row "  CPU steal per run (median)" "$(w .steal_ms modules-gzip)" "ms" null "" null "" ""
   row "  server CPU per request" "$(w .server_cpu_us modules-gzip)" "us" null "" null "" ""
   row "GET /strategies/modules?limit=100 (identity)" "$(w .rps modules)" "req/s" null "" null "" \

@@ -9,9 +9,12 @@
 #include "core/names.h"
 #include "core/strbuf.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static void test_sha256_known_vectors(void **state)
@@ -204,6 +207,34 @@ static void test_replace_keeps_the_old_file_for_the_reaper(void **state)
 
 /* ------------------------------------------------ fsutil_write_swap */
 
+/* File systems without leases (some network ones) or without
+ * RENAME_EXCHANGE: these stand-ins make the calls fail as such a file
+ * system does, for the whole test executable, while the flags are set. */
+static bool no_leases;
+static bool no_exchange;
+
+int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    if (no_leases && cmd == F_SETLEASE) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_fcntl, fd, cmd, arg);
+}
+
+int renameat2(int from_dir, const char *from, int to_dir, const char *to, unsigned flags)
+{
+    if (no_exchange && (flags & RENAME_EXCHANGE)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_renameat2, from_dir, from, to_dir, to, flags);
+}
+
 static char *read_all(const char *path, size_t *len)
 {
     char *data = NULL;
@@ -340,6 +371,60 @@ static void test_swap_never_writes_under_a_reader(void **state)
     free(dir);
 }
 
+/* Without leases nobody can be proven not to read the spare: the classic
+ * path runs, and the replaced file is kept for the reaper. Without
+ * RENAME_EXCHANGE the spare is renamed over the file, the replaced one kept
+ * the same way. Either way path holds the new bytes. */
+static void test_swap_without_leases_or_exchange(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("core");
+    char *path = tu_path("%s/registry.json", dir);
+    char *spare = tu_path("%s/.registry.json.spare", dir);
+    struct err err = ERR_INIT;
+    char *kept = NULL;
+    assert_int_equal(fsutil_write_swap(path, spare, "one", 3, 0644, NULL, &kept, &err), 0);
+    assert_int_equal(fsutil_write_swap(path, spare, "two", 3, 0644, NULL, &kept, &err), 0);
+    assert_null(kept);
+
+    no_leases = true;
+    struct switch_probe probe = {path, "two", 0, false};
+    struct fsutil_before_switch before = {probe_before_switch, &probe};
+    assert_int_equal(fsutil_write_swap(path, spare, "three", 5, 0644, &before, &kept, &err), 0);
+    no_leases = false;
+    assert_int_equal(probe.calls, 1);
+    expect_bytes(path, "three", 5);
+    assert_non_null(kept);
+    expect_bytes(kept, "two", 3);
+    fsutil_reaper_remove(NULL, kept);
+
+    no_exchange = true;
+    probe = (struct switch_probe){path, "three", 0, false};
+    assert_int_equal(fsutil_write_swap(path, spare, "four", 4, 0644, &before, &kept, &err), 0);
+    assert_int_equal(probe.calls, 1);
+    expect_bytes(path, "four", 4);
+    assert_non_null(kept);
+    expect_bytes(kept, "three", 5);
+    fsutil_reaper_remove(NULL, kept);
+    /* no caller to keep it for: removed in the call */
+    assert_int_equal(fsutil_write_swap(path, spare, "five", 4, 0644, NULL, NULL, &err), 0);
+    no_exchange = false;
+    expect_bytes(path, "five", 4);
+    char *out = NULL;
+    assert_int_equal(tu_run(&out, "ls -A '%s'", dir), 0);
+    assert_string_equal(out, "registry.json\n");
+    free(out);
+    /* and with both back, the spare comes back */
+    assert_int_equal(fsutil_write_swap(path, spare, "six", 3, 0644, NULL, NULL, &err), 0);
+    assert_int_equal(fsutil_write_swap(path, spare, "seven", 5, 0644, NULL, NULL, &err), 0);
+    expect_bytes(path, "seven", 5);
+    expect_bytes(spare, "six", 3);
+    free(path);
+    free(spare);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
 static void test_json_parse_errors_say_where(void **state)
 {
     (void)state;
@@ -433,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_replace_keeps_the_old_file_for_the_reaper),
         cmocka_unit_test(test_swap_writes_exact_bytes),
         cmocka_unit_test(test_swap_never_writes_under_a_reader),
+        cmocka_unit_test(test_swap_without_leases_or_exchange),
         cmocka_unit_test(test_json_parse_errors_say_where),
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_err_status_mapping),
