@@ -171,10 +171,13 @@ static int switch_names(const char *path, const char *spare, char **kept, struct
         free(old);
         return -1;
     }
-    if (kept)
+    if (kept) {
         *kept = old;
-    else if (old)
+        return 0;
+    }
+    if (old)
         unlink(old);
+    free(old);
     return 0;
 }
 

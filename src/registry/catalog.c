@@ -133,6 +133,8 @@ static int build_from_disk(const struct catalog *cat, const struct disk_state *d
     json_decref(doc);
     if (!fresh)
         return -1;
+    if (disk->data)
+        registry__learn_rooms(fresh, disk->data, disk->len);
     if (catalog__verify(cat, fresh, cat->current, err) != 0) {
         registry_release(fresh);
         return -1;

@@ -473,6 +473,31 @@ done:
     return out;
 }
 
+void registry__learn_rooms(struct registry *reg, const char *text, size_t len)
+{
+    const char *end = text + len;
+    for (const char *line = text; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        if (!nl)
+            break;
+        size_t width = (size_t)(nl - line);
+        const char *name = line + 3;
+        const char *quote =
+            width > 4 && memcmp(line, "  \"", 3) == 0 ? memchr(name, '"', width - 3) : NULL;
+        size_t name_len = quote ? (size_t)(quote - name) : 0;
+        if (quote && name_len <= NAMES_STRATEGY_MAX) {
+            char key[NAMES_STRATEGY_MAX + 1];
+            memcpy(key, name, name_len);
+            key[name_len] = '\0';
+            struct registry_strategy *st =
+                (struct registry_strategy *)registry_find_strategy(reg, key);
+            if (st && !st->text)
+                st->text_room = width - 2;
+        }
+        line = nl + 1;
+    }
+}
+
 char *registry_to_text(const struct registry *reg, size_t *len)
 {
     size_t ignored;

@@ -70,6 +70,11 @@ struct registry_text_buffer {
 /* The text goes into buf (grown as needed; it is buf->data, not a new
  * allocation): a fresh 3.8 MB buffer a write would cost its page faults. */
 char *registry__text_cached(struct registry *reg, struct registry_text_buffer *buf, size_t *len);
+/* Takes each strategy's room from its line in text (registry.json as it is
+ * on disk), so that the next write keeps the file's layout and rewrites
+ * only what changed, even the first write after a start. For a snapshot
+ * not yet published; lines of another shape are skipped. */
+void registry__learn_rooms(struct registry *reg, const char *text, size_t len);
 
 /* Builds an unverified snapshot from a parsed registry.json: names, tags and
  * hashes are checked (ERR_INVALID naming the bad entry), revisions whose

@@ -129,7 +129,9 @@ char *tu_read_file(const char *path, size_t *len)
 }
 
 /* The registry writer's spare holds bytes that mean nothing (the version
- * before last, or those of a write that failed): not part of the state. */
+ * before last, or those of a write that failed): not part of the state.
+ * Nor is the padding at the end of registry.json's lines, whose width
+ * depends on the catalogue's history, not on what it says. */
 #define SPARE "'.registry.json.spare'"
 
 char *tu_tree_checksum(const char *dir)
@@ -140,8 +142,11 @@ char *tu_tree_checksum(const char *dir)
                /* a folder's size counts its entries, the spare's too */
                "cd '%s' && find . ! -name " SPARE " -printf '%%p %%m %%y\\n' | LC_ALL=C sort | "
                "sha256sum | cut -c1-64 && "
-               "find . -type f ! -name " SPARE " -print0 | LC_ALL=C sort -z | "
-               "xargs -0 -r sha256sum | sha256sum | cut -c1-64",
+               "{ find . -type f ! -name " SPARE " ! -name registry.json -print0 | "
+               "LC_ALL=C sort -z | xargs -0 -r sha256sum; "
+               "find . -type f -name registry.json | LC_ALL=C sort | "
+               "while read -r f; do printf '%%s ' \"$f\"; sed 's/ *$//' \"$f\" | sha256sum; "
+               "done; } | sha256sum | cut -c1-64",
                dir);
     if (rc != 0)
         fail_msg("checksum of %s failed", dir);

@@ -27,7 +27,8 @@ void tu_write_text(const char *path, const char *text);
 char *tu_read_file(const char *path, size_t *len); /* NULL if missing */
 char *tu_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* SHA-256 over every path, mode and content under dir (the registry
- * writer's spare excepted): equal strings mean an untouched tree. */
+ * writer's spare and the padding of registry.json's lines excepted): equal
+ * strings mean an untouched tree. */
 char *tu_tree_checksum(const char *dir);
 /* The contents of examples/strategies/<name>.js. */
 char *tu_example_source(const char *name);

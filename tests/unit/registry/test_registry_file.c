@@ -697,6 +697,23 @@ static void test_lines_keep_their_place(void **state)
         assert_true(n < 40);
     }
     assert_true(len2 > len1);
+
+    /* a new process takes the rooms from the file: its first change keeps
+     * the other lines in place too */
+    catalog_close(cat);
+    cat = rt_open(f->root);
+    size_t len3 = 0;
+    char *reopened = tu_read_file(path, &len3);
+    const char *bravo3 = strstr(reopened, "\n  \"bravo\"");
+    rt_assert_ok(catalog_set_tag(cat, "alpha", "stage", a1, NULL, &err), &err);
+    size_t len4 = 0;
+    char *changed = tu_read_file(path, &len4);
+    assert_int_equal(len4, len3);
+    at = (size_t)(bravo3 - reopened);
+    assert_memory_equal(changed + at, reopened + at, len3 - at);
+    assert_non_null(strstr(changed, "\"stage\""));
+    free(reopened);
+    free(changed);
     struct registry *snap = catalog_snapshot(cat);
     json_t *written = rt_load_json(path);
     json_t *model = registry_to_json(snap);
