@@ -67,17 +67,17 @@ int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len,
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int fsutil_pwrite_all(int fd, const void *data, size_t len, size_t at)
 {
     const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(fd, p + done, len - done, (off_t)(at + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return -1;
-        p += n;
-        len -= (size_t)n;
+        done += (size_t)n;
     }
     return 0;
 }
@@ -140,7 +140,7 @@ static int replace_file(const char *path, const void *data, size_t len, mode_t m
         err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", tmp);
         goto out;
     }
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (fsutil_pwrite_all(fd, data, len, 0) != 0 || fsync(fd) != 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", tmp);
         close(fd);
         unlink(tmp);

@@ -28,7 +28,8 @@
  *   that of fsutil_write_atomic_keep(), with *kept as it sets it (kept may
  *   be NULL: the replaced file is then removed in the call). The spare is
  *   garbage to anyone but the writer; it must not be swept while a writer
- *   may run.
+ *   may run. Writers of one path must be serialised by the caller (the
+ *   catalogue's lock): two at once would both write the spare.
  * - fsutil_reaper: removes files on a thread of its own, in the order they
  *   were handed over. fsutil_reaper_remove() takes ownership of `path`; with
  *   a NULL reaper, or when its thread cannot start, it removes the file in
@@ -71,6 +72,9 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
                       mode_t mode, const struct fsutil_before_switch *before, char **kept,
                       struct err *err);
 int fsutil_fsync_dir(const char *dir, struct err *err);
+/* pwrite() of all len bytes at offset `at`, through short writes and EINTR;
+ * -1 with errno set. */
+int fsutil_pwrite_all(int fd, const void *data, size_t len, size_t at);
 /* The directory part of path (dirname), malloc'ed; NULL if out of memory. */
 char *fsutil_dir_of(const char *path);
 /* mkdir -p; existing directories are fine. */

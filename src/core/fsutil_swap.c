@@ -15,9 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -87,20 +85,6 @@ static int open_spare(const char *path, const char *spare, mode_t mode, bool *le
     return fd;
 }
 
-static int pwrite_all(int fd, const char *data, size_t len, size_t at)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pwrite(fd, data + done, len - done, (off_t)(at + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        done += (size_t)n;
-    }
-    return 0;
-}
-
 enum { SWAP_PAGE = 4096 };
 
 /* Writes the pages of data[0, len) that differ from old[0, len), the
@@ -117,11 +101,11 @@ static int write_changed_pages(int fd, const char *data, const char *old, size_t
             run_len = page + n - run;
             continue;
         }
-        if (run_len && pwrite_all(fd, data + run, run_len, run) != 0)
+        if (run_len && fsutil_pwrite_all(fd, data + run, run_len, run) != 0)
             return -1;
         run_len = 0;
     }
-    return run_len ? pwrite_all(fd, data + run, run_len, run) : 0;
+    return run_len ? fsutil_pwrite_all(fd, data + run, run_len, run) : 0;
 }
 
 /* The new bytes over the spare's old ones, cut to length and synced. The
@@ -136,49 +120,41 @@ static int overwrite(int fd, const void *data, size_t len)
     size_t common = old < len ? old : len;
     void *map = common ? mmap(NULL, common, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
     int rc = map != MAP_FAILED ? write_changed_pages(fd, data, map, common)
-                               : pwrite_all(fd, data, common, 0);
+                               : fsutil_pwrite_all(fd, data, common, 0);
     if (map != MAP_FAILED)
         munmap(map, common);
     if (rc == 0 && len > common)
-        rc = pwrite_all(fd, (const char *)data + common, len - common, common);
+        rc = fsutil_pwrite_all(fd, (const char *)data + common, len - common, common);
     if (rc == 0 && old > len)
         rc = ftruncate(fd, (off_t)len);
     return rc == 0 ? fdatasync(fd) : -1;
 }
 
-/* path takes the spare's bytes and the spare the replaced ones. Without
- * RENAME_EXCHANGE the spare is renamed over path, the replaced file kept
- * for the reaper as fsutil_write_atomic_keep does. */
-static int switch_names(const char *path, const char *spare, char **kept, struct err *err)
+/* The temporary-file path, for file systems that cannot do better. */
+static int write_classic(const char *path, const void *data, size_t len, mode_t mode, char **kept,
+                         struct err *err)
+{
+    return kept ? fsutil_write_atomic_keep(path, data, len, mode, kept, err)
+                : fsutil_write_atomic(path, data, len, mode, err);
+}
+
+/* path takes the spare's bytes and the spare the replaced ones. With no
+ * file at path yet the spare is simply renamed; without RENAME_EXCHANGE
+ * the spare goes and the classic path writes the bytes again (rare file
+ * systems only). */
+static int switch_names(const char *path, const char *spare, const void *data, size_t len,
+                        mode_t mode, char **kept, struct err *err)
 {
     if (renameat2(AT_FDCWD, spare, AT_FDCWD, path, RENAME_EXCHANGE) == 0)
         return 0;
-    if (errno != ENOENT && errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+    if (errno == ENOENT && rename(spare, path) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot exchange %s and %s", spare, path);
         return -1;
     }
-    static atomic_uint sequence;
-    char *old =
-        fsutil_format("%s.old.%ld.s%u", path, (long)getpid(), atomic_fetch_add(&sequence, 1));
-    if (old && link(path, old) != 0) {
-        free(old);
-        old = NULL;
-    }
-    if (rename(spare, path) != 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot rename %s over %s", spare, path);
-        if (old)
-            unlink(old);
-        free(old);
-        return -1;
-    }
-    if (kept) {
-        *kept = old;
-        return 0;
-    }
-    if (old)
-        unlink(old);
-    free(old);
-    return 0;
+    unlink(spare);
+    return write_classic(path, data, len, mode, kept, err);
 }
 
 int fsutil_write_swap(const char *path, const char *spare, const void *data, size_t len,
@@ -192,8 +168,7 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
     if (fd == -2) {
         if (before && before->wait(before->ctx, err) != 0)
             return -1;
-        return kept ? fsutil_write_atomic_keep(path, data, len, mode, kept, err)
-                    : fsutil_write_atomic(path, data, len, mode, err);
+        return write_classic(path, data, len, mode, kept, err);
     }
     if (fd < 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", spare);
@@ -216,7 +191,7 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
     }
     if (before && before->wait(before->ctx, err) != 0)
         return -1;
-    if (switch_names(path, spare, kept, err) != 0)
+    if (switch_names(path, spare, data, len, mode, kept, err) != 0)
         return -1;
     char *dir = fsutil_dir_of(path);
     if (!dir) {

@@ -106,7 +106,10 @@ int store_instances_save(struct store *store, const struct store_instance_record
                          size_t ntouches, struct err *err);
 
 /* ---- module metadata cache by revision hash (immutable per hash) ----
- * A put replaces any earlier value, so a newer validator may refresh it. */
+ * A put replaces any earlier value, so a newer validator may refresh it.
+ * Puts are committed without waiting for fdatasync: a power cut may lose
+ * the last ones (the next durable commit syncs them), which costs only a
+ * validation at the next start. */
 int store_metadata_get(struct store *store, const char *hex, json_t **metadata, struct err *err);
 int store_metadata_put(struct store *store, const char *hex, const json_t *metadata,
                        struct err *err);

@@ -659,6 +659,27 @@ static void test_invalid_json_keeps_last_good_snapshot(void **state)
     rt_check_disk(f->root);
 }
 
+/* Sets a tag on alpha and checks that every byte from bravo's line on is
+ * where and what it was, and that the file kept its size; returns the new
+ * text. */
+static char *tag_keeps_lines_after(struct catalog *cat, const char *path, const char *tag,
+                                   const char *hex)
+{
+    size_t len = 0, len_after = 0;
+    char *before = tu_read_file(path, &len);
+    const char *bravo = strstr(before, "\n  \"bravo\"");
+    assert_non_null(bravo);
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_set_tag(cat, "alpha", tag, hex, NULL, &err), &err);
+    char *after = tu_read_file(path, &len_after);
+    assert_int_equal(len_after, len);
+    size_t at = (size_t)(bravo - before);
+    assert_memory_equal(after + at, before + at, len - at);
+    assert_memory_not_equal(after, before, at);
+    free(before);
+    return after;
+}
+
 /* Each strategy's line is padded to a room: a change that stays within
  * it leaves every other line at its offset (so the writer rewrites the
  * changed pages only), and one that outgrows it moves the lines after it
@@ -672,19 +693,8 @@ static void test_lines_keep_their_place(void **state)
     rt_add(cat, "bravo", 1, "v1", h);
     rt_add(cat, "charlie", 1, "v1", h);
     char *path = registry_path(f);
-    size_t len0 = 0;
-    char *before = tu_read_file(path, &len0);
-    const char *bravo0 = strstr(before, "\n  \"bravo\"");
-    assert_non_null(bravo0);
-
-    struct err err = ERR_INIT;
-    rt_assert_ok(catalog_set_tag(cat, "alpha", "prod", a1, NULL, &err), &err);
-    size_t len1 = 0;
-    char *after = tu_read_file(path, &len1);
-    assert_int_equal(len1, len0);
-    size_t at = (size_t)(bravo0 - before);
-    assert_memory_equal(after + at, before + at, len0 - at);
-    assert_memory_not_equal(after, before, at);
+    char *after = tag_keeps_lines_after(cat, path, "prod", a1);
+    size_t len1 = strlen(after);
 
     /* alpha grows past its room: the lines after it move */
     int n = 2;
@@ -702,17 +712,8 @@ static void test_lines_keep_their_place(void **state)
      * the other lines in place too */
     catalog_close(cat);
     cat = rt_open(f->root);
-    size_t len3 = 0;
-    char *reopened = tu_read_file(path, &len3);
-    const char *bravo3 = strstr(reopened, "\n  \"bravo\"");
-    rt_assert_ok(catalog_set_tag(cat, "alpha", "stage", a1, NULL, &err), &err);
-    size_t len4 = 0;
-    char *changed = tu_read_file(path, &len4);
-    assert_int_equal(len4, len3);
-    at = (size_t)(bravo3 - reopened);
-    assert_memory_equal(changed + at, reopened + at, len3 - at);
+    char *changed = tag_keeps_lines_after(cat, path, "stage", a1);
     assert_non_null(strstr(changed, "\"stage\""));
-    free(reopened);
     free(changed);
     struct registry *snap = catalog_snapshot(cat);
     json_t *written = rt_load_json(path);
@@ -721,7 +722,6 @@ static void test_lines_keep_their_place(void **state)
     json_decref(written);
     json_decref(model);
     registry_release(snap);
-    free(before);
     free(after);
     free(path);
     catalog_close(cat);
