@@ -8,8 +8,9 @@
  * copies each change into a queue; a writer thread waits until
  * SIM_BATCH_MAX changes are queued or the oldest has waited SIM_BATCH_NS,
  * takes the whole queue, builds the JSON records and writes them in one
- * call per table. An order that changes state several times within a batch
- * is written once, in its latest state (likewise balances per asset). A
+ * transaction (one sync per batch: the syncs and the writer's CPU are
+ * what the provider and the workers feel of it, on two cores). An order that changes state several
+ * times within a batch is written once, in its latest state (likewise balances per asset). A
  * session stops its writer after its provider thread, and the writer
  * commits everything queued before it exits, so a clean stop loses
  * nothing.
@@ -137,37 +138,34 @@ static json_t *values_of(json_t *table)
     return list;
 }
 
-typedef int (*store_put_fn)(struct store *, const json_t *, struct err *);
-
-static void write_table(struct sim_batch *b, json_t *table, bool keyed, store_put_fn put,
-                        const char *what)
-{
-    if (!table)
-        return;
-    json_t *list = keyed ? values_of(table) : json_incref(table);
-    struct err err = ERR_INIT;
-    if (!list || (json_array_size(list) > 0 && put(b->store, list, &err) < 0))
-        log_warn("market", "provider %s: %zu %s not recorded: %s", b->provider,
-                 list ? json_array_size(list) : 0, what, list ? err.message : "out of memory");
-    err_clear(&err);
-    json_decref(list);
-    json_decref(table);
-}
-
-/* Builds and commits one batch, freeing its records. */
+/* Builds and commits one batch (one transaction for the three tables, so
+ * one sync), freeing its records. */
 static void write_batch(struct sim_batch *b, struct sim_rec *r)
 {
     struct tables t = {0};
+    size_t n = 0;
     while (r) {
         struct sim_rec *next = r->next;
         add_record(b, &t, r);
         free(r);
         r = next;
+        n++;
     }
-    /* Orders first: an execution refers to its order. */
-    write_table(b, t.orders, true, store_orders_put, "order updates");
-    write_table(b, t.executions, false, store_executions_put, "executions");
-    write_table(b, t.balances, true, store_balances_put, "balance snapshots");
+    json_t *orders = t.orders ? values_of(t.orders) : NULL;
+    json_t *balances = t.balances ? values_of(t.balances) : NULL;
+    struct store_records lists = {orders, t.executions, balances};
+    struct err err = ERR_INIT;
+    if ((t.orders && !orders) || (t.balances && !balances))
+        log_warn("market", "provider %s: %zu changes not recorded: out of memory", b->provider, n);
+    else if (store_records_put(b->store, &lists, &err) < 0)
+        log_warn("market", "provider %s: %zu changes not recorded: %s", b->provider, n,
+                 err.message);
+    err_clear(&err);
+    json_decref(orders);
+    json_decref(balances);
+    json_decref(t.orders);
+    json_decref(t.executions);
+    json_decref(t.balances);
 }
 
 static bool batch_due(const struct sim_batch *b)

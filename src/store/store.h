@@ -162,6 +162,16 @@ int store_executions_query(struct store *store, const struct store_order_query *
  * query returns records newest snapshot first (then by asset); asset NULL
  * means any; limit <= 0 means 100. */
 int store_balances_put(struct store *store, const json_t *balances, struct err *err);
+
+/* A market's history in one transaction: orders, then executions (they
+ * refer to their orders), then balances, each as the three calls above
+ * take them (any may be NULL or empty). One commit, so one sync, for what
+ * the three calls would commit and sync apart; all or nothing, and an
+ * invalid record is named as above ("executions[3]: ..."). */
+struct store_records {
+    const json_t *orders, *executions, *balances;
+};
+int store_records_put(struct store *store, const struct store_records *records, struct err *err);
 int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,
                          json_t **out, struct err *err);
 

@@ -117,25 +117,49 @@ static int put_all(struct store *s, const struct record_kind *k, const json_t *r
     return 0;
 }
 
-static int put_batch(struct store *s, const struct record_kind *k, const json_t *records,
-                     struct err *err)
+static int check_batch(const struct store *s, const struct record_kind *k, const json_t *records,
+                       struct err *err)
 {
     if (!s || !(json_is_object(records) || json_is_array(records))) {
         err_set(err, ERR_INVALID, "%s must be a JSON object or an array of them", k->plural);
         return -1;
     }
-    if (json_is_array(records) && json_array_size(records) == 0)
+    return 0;
+}
+
+static bool batch_empty(const json_t *records)
+{
+    return !records || (json_is_array(records) && json_array_size(records) == 0);
+}
+
+/* One transaction over n (kind, records) pairs; empty ones are skipped. */
+static int put_batches(struct store *s, const struct record_kind *const *kinds,
+                       const json_t *const *records, size_t n, struct err *err)
+{
+    bool any = false;
+    for (size_t i = 0; i < n; i++)
+        any = any || !batch_empty(records[i]);
+    if (!any)
         return 0;
     store__lock(s);
     int rc = store__begin(s, err);
-    if (rc == 0 && put_all(s, k, records, err) != 0) {
-        store__rollback(s);
-        rc = -1;
-    } else if (rc == 0) {
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (!batch_empty(records[i]) && put_all(s, kinds[i], records[i], err) != 0) {
+            store__rollback(s);
+            rc = -1;
+        }
+    if (rc == 0)
         rc = store__commit(s, err);
-    }
     store__unlock(s);
     return rc;
+}
+
+static int put_batch(struct store *s, const struct record_kind *k, const json_t *records,
+                     struct err *err)
+{
+    if (check_batch(s, k, records, err) != 0)
+        return -1;
+    return put_batches(s, &k, &records, 1, err);
 }
 
 /* -------------------------------------------------------------- orders */
@@ -277,6 +301,16 @@ static const struct record_kind balance_kind = {
 int store_balances_put(struct store *store, const json_t *balances, struct err *err)
 {
     return put_batch(store, &balance_kind, balances, err);
+}
+
+int store_records_put(struct store *store, const struct store_records *records, struct err *err)
+{
+    const struct record_kind *kinds[] = {&order_kind, &execution_kind, &balance_kind};
+    const json_t *lists[] = {records->orders, records->executions, records->balances};
+    for (size_t i = 0; i < 3; i++)
+        if (lists[i] && check_batch(store, kinds[i], lists[i], err) != 0)
+            return -1;
+    return put_batches(store, kinds, lists, 3, err);
 }
 
 /* ------------------------------------------------------------- queries */

@@ -658,6 +658,59 @@ static void test_balances(void **state)
     json_decref(batch);
 }
 
+/* A market's batch: the three tables in one commit, all or nothing. */
+static void test_records_put_is_one_transaction(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    json_t *orders = json_array();
+    json_array_append_new(orders, order("o1", "i1", "p1", "filled", 10));
+    json_t *executions = json_array();
+    json_array_append_new(executions, execution("e1", "o1", "i1", "p1", 10));
+    json_t *balances = balance("p1", "USDT", "99990", 10);
+    struct store_records bad = {orders, executions, balances};
+
+    /* An invalid execution leaves the valid orders and balances unwritten. */
+    json_t *broken = execution("e2", "o1", "i1", "p1", 11);
+    json_object_del(broken, "orderId");
+    json_array_append_new(executions, broken);
+    expect_invalid(store_records_put(f->store, &bad, &err), &err, "executions[1]");
+    struct store_order_query q = {.instance_id = "i1"};
+    json_t *out = query_orders(f->store, &q);
+    assert_int_equal(json_array_size(out), 0);
+    json_decref(out);
+    out = query_balances(f->store, "p1", NULL, 0);
+    assert_int_equal(json_array_size(out), 0);
+    json_decref(out);
+
+    assert_int_equal(json_array_remove(executions, 1), 0);
+    struct store_records good = {orders, executions, balances};
+    assert_ok(store_records_put(f->store, &good, &err), &err);
+    out = query_orders(f->store, &q);
+    assert_ids(out, "id", "o1");
+    json_decref(out);
+    out = query_executions(f->store, &q);
+    assert_ids(out, "executionId", "e1");
+    assert_json_same(json_array_get(out, 0), json_array_get(executions, 0));
+    json_decref(out);
+    out = query_balances(f->store, "p1", "USDT", 0);
+    assert_json_same(json_array_get(out, 0), balances);
+    json_decref(out);
+
+    /* Absent or empty lists are nothing to write; a scalar is refused. */
+    json_t *empty = json_array();
+    struct store_records none = {NULL, empty, NULL};
+    assert_ok(store_records_put(f->store, &none, &err), &err);
+    json_t *scalar = json_integer(1);
+    struct store_records wrong = {NULL, NULL, scalar};
+    expect_invalid(store_records_put(f->store, &wrong, &err), &err, "balances");
+    json_decref(scalar);
+    json_decref(empty);
+    json_decref(orders);
+    json_decref(executions);
+    json_decref(balances);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -676,6 +729,7 @@ int main(void)
         T(test_order_validation),
         T(test_executions),
         T(test_balances),
+        T(test_records_put_is_one_transaction),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
