@@ -59,7 +59,7 @@ struct provider {
     pthread_mutex_t session_lock;
     struct sim *session;
 
-    /* written by the sessions' provider threads, one at a time */
+    /* written by the holder of a session's engine, one session at a time */
     struct sim_latency tick_to_order;
 };
 

@@ -6,8 +6,11 @@
  * A provider is a named instance of an adapter with settings, e.g. `sim`
  * (adapter simulated, symbols BTC-USDT and ETH-USDT). Each running provider
  * has its own thread: it produces market events into the event sink given at
- * market_new() (the runtime's router), and it owns its matching engine, so
- * orders from any worker are queued to it and handled in order.
+ * market_new() (the runtime's router); only that thread calls the sink.
+ * Orders from any worker are handled in order: by the submitting worker
+ * itself when the provider's matching engine is free (no wait for the
+ * provider thread to wake), queued to the provider thread when it is busy;
+ * their reports are published by the provider thread either way.
  *
  * Simulated adapter settings (ProviderRequest adapter.config, YAML config):
  *   symbols      list of "BASE-QUOTE" symbols            (default BTC-USDT, ETH-USDT)

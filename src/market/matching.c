@@ -1,5 +1,6 @@
 /*
- * matching: the simulated exchange's orders, run on the provider thread.
+ * matching: the simulated exchange's orders, run by the holder of the
+ * session's engine (the provider thread, or a submitting thread: sim.h).
  *
  * Order life cycle, each step one ExecReport to the owning instance and one
  * OrderRecord upsert:

@@ -2,9 +2,9 @@
  * persist: the session's store writer.
  *
  * One SQLite transaction per order step would cap the matching engine at
- * the disk's fsync rate, and a batch committed on the provider thread
+ * the disk's fsync rate, and a batch committed by the matching engine
  * stalls ticks and orders for the length of the commit (milliseconds, the
- * largest part of the tick-to-order tail). So the provider thread only
+ * largest part of the tick-to-order tail). So the engine only
  * copies each change into a queue; a writer thread waits until
  * SIM_BATCH_MAX changes are queued or the oldest has waited SIM_BATCH_NS,
  * takes the whole queue, builds the JSON records and writes them in one
@@ -208,6 +208,7 @@ static void *writer_main(void *arg)
         struct sim_rec *list = b->head;
         b->head = b->tail = NULL;
         b->count = 0;
+        atomic_store_explicit(&b->queued, 0, memory_order_relaxed);
         b->first_ns = 0;
         pthread_cond_signal(&b->room);
         pthread_mutex_unlock(&b->lock);
@@ -286,6 +287,7 @@ static void enqueue(struct sim_batch *b, struct sim_rec *r)
     /* The writer sleeps without a deadline while the queue is empty and
      * with the batch's deadline otherwise: wake it to start the clock and
      * when the batch is full, not for every record. */
+    atomic_store_explicit(&b->queued, b->count + 1, memory_order_relaxed);
     if (++b->count == 1) {
         b->first_ns = clock_mono_ns();
         pthread_cond_signal(&b->wake);
@@ -293,6 +295,11 @@ static void enqueue(struct sim_batch *b, struct sim_rec *r)
         pthread_cond_signal(&b->wake);
     }
     pthread_mutex_unlock(&b->lock);
+}
+
+bool sim_batch_crowded(const struct sim_batch *b)
+{
+    return atomic_load_explicit(&b->queued, memory_order_relaxed) >= SIM_WRITER_MAX / 2;
 }
 
 static struct sim_rec *new_rec(struct sim_batch *b, enum sim_rec_kind kind)

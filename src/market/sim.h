@@ -12,8 +12,23 @@
  *                on a thread of their own
  *
  * Threads
- * - A session (struct sim) is one run of a provider: one thread that owns
- *   everything below marked "provider thread", so matching needs no lock.
+ * - A session (struct sim) is one run of a provider: one thread that
+ *   prices the symbols and publishes every event. Everything below marked
+ *   "engine" (the books, resting orders, the account's changes, the order
+ *   numbers, the record queue, the event sequence) is touched only by the
+ *   holder of the session's engine lock: the provider thread for each tick
+ *   and each batch of queued orders, or a thread in sim_submit() or
+ *   sim_cancel() that found the lock free.
+ * - The order path: a submitting thread (a runtime worker) tries the engine
+ *   lock and, when it is free, handles first whatever is queued and then
+ *   its own order at once, so an order reaches the engine without waiting
+ *   for the provider thread to wake up; when the lock is held (a tick is
+ *   being published) the order is queued and the provider thread handles
+ *   it right after. The submitter never blocks on the engine: it only
+ *   tries, and what it matches publishes nothing itself: the reports it
+ *   produces wait in the outbox, which the provider thread empties, woken,
+ *   before any later event, so the sink is only ever called from the
+ *   provider thread and in sequence order.
  * - Other threads touch a session only through sim_submit(), sim_cancel(),
  *   sim_quote() and sim_state(); the caller keeps the session alive (the
  *   market holds a per-provider lock around those calls and detaches the
@@ -112,10 +127,10 @@ struct sim_asset {
     double total;
     double available; /* total less what open limit orders hold */
     int64_t updated_ms;
-    bool dirty; /* changed since the last BalanceUpdate (provider thread) */
+    bool dirty; /* changed since the last BalanceUpdate (engine) */
 };
 
-/* A provider's balances. The provider thread changes them under `lock`;
+/* A provider's balances. The engine's holder changes them under `lock`;
  * any thread may read them under it. Assets are fixed at creation: every
  * configured asset plus both assets of every symbol. */
 struct sim_account {
@@ -138,7 +153,7 @@ json_t *sim_balance_json(const struct sim_asset *as, int64_t created_ms, const c
 
 /* ---------------------------------------------------------------- quote */
 
-/* A seqlock: the provider thread writes, readers retry on a torn read, so
+/* A seqlock: the engine's holder writes, readers retry on a torn read, so
  * a reader never blocks the writer. Doubles travel as their bits. */
 struct sim_quote {
     atomic_uint seq;
@@ -184,7 +199,7 @@ struct sim_kline {
     uint32_t trades;
 };
 
-/* One symbol's live market, owned by the provider thread (quote aside). */
+/* One symbol's live market, owned by the engine (quote aside). */
 struct sim_market {
     const struct sim_symbol_cfg *cfg;
     uint16_t id;
@@ -206,7 +221,7 @@ struct sim_market {
 
 /* ---------------------------------------------------------- persistence */
 
-/* The store writer (persist.c): the provider thread hands each change over
+/* The store writer (persist.c): the engine's holder hands each change over
  * as plain data, copied; a writer thread of the session builds the records
  * (JSON) and commits them, so the matching engine never waits for a
  * commit. A change is committed at most SIM_BATCH_NS after it was handed
@@ -244,7 +259,8 @@ struct sim_batch {
     pthread_cond_t room; /* the provider: the queue fell below SIM_WRITER_MAX */
     struct sim_rec *head, *tail;
     size_t count;
-    int64_t first_ns; /* when the oldest queued record arrived */
+    atomic_size_t queued; /* count, for sim_batch_crowded() */
+    int64_t first_ns;     /* when the oldest queued record arrived */
     bool stopping;
 };
 
@@ -252,7 +268,7 @@ struct sim_batch {
  * this bounds the commits per second (each a sync) rather than the delay. */
 #define SIM_BATCH_MAX 4096
 #define SIM_BATCH_NS 100000000LL /* oldest record waits at most 100 ms */
-/* Records queued before the provider thread waits for the writer: a store
+/* Records queued before the engine's holder waits for the writer: a store
  * slower than the market brakes the market, as a blocking commit did,
  * instead of growing memory without bound (about 8 MB). */
 #define SIM_WRITER_MAX 16384
@@ -261,14 +277,18 @@ struct sim_batch {
  * on failure. `provider` is borrowed for the writer's life. */
 int sim_batch_start(struct sim_batch *b, struct store *store, const char *provider,
                     struct err *err);
-/* Provider thread. Each copies what it records; out of memory drops the
- * record (logged). They may wait while SIM_WRITER_MAX records are queued. */
+/* The engine's holder. Each copies what it records; out of memory drops
+ * the record (logged). They may wait while SIM_WRITER_MAX records are
+ * queued, so a submitting thread takes the engine only while the queue is
+ * not crowded (half of that): then the provider thread alone waits. */
 void sim_batch_order(struct sim_batch *b, const struct sim_order *o,
                      const struct sim_symbol_cfg *cfg, const char *reason);
 void sim_batch_execution(struct sim_batch *b, const struct sim_order *o,
                          const struct sim_symbol_cfg *cfg, double qty, double price, double fee,
                          bool maker, int64_t at_ms);
 void sim_batch_balance(struct sim_batch *b, const struct sim_asset *as, int64_t created_ms);
+/* Any thread, no lock: SIM_WRITER_MAX / 2 records or more are queued. */
+bool sim_batch_crowded(const struct sim_batch *b);
 /* Commits everything queued, then stops and joins the writer. Called once
  * the provider thread has finished; a no-op for a batch never started. */
 void sim_batch_stop(struct sim_batch *b);
@@ -277,9 +297,9 @@ void sim_batch_stop(struct sim_batch *b);
 
 /* The tick-to-order histogram of a provider (stratd_tick_to_order_seconds):
  * from the creation of the event an order reacted to (its
- * trigger_created_ns) to the matching engine taking the order off its
- * queue. The provider thread is the only writer; any thread may read. The
- * buckets are those of stratd_handler_duration_seconds. */
+ * trigger_created_ns) to the matching engine taking the order (from
+ * its submitting thread, or off its queue). The engine's holder is the only writer; any thread may
+ * read. The buckets are those of stratd_handler_duration_seconds. */
 #define SIM_LATENCY_BUCKETS 12 /* including +Inf */
 extern const double sim_latency_bounds[SIM_LATENCY_BUCKETS - 1];
 
@@ -321,14 +341,20 @@ struct sim {
     pthread_t thread;
     atomic_int state; /* enum sim_state */
 
-    /* the order queue (MPSC): any thread pushes, the provider thread pops */
+    /* the order queue (MPSC): any thread pushes, the engine's holder pops */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct sim_cmd *head, *tail;
     bool stopping;
-    atomic_bool pending; /* commands or a stop may be queued */
+    atomic_bool pending; /* commands, reports to publish or a stop may wait */
 
-    /* provider thread */
+    /* the engine: what its holder touches (see Threads) */
+    pthread_mutex_t engine;
+    bool direct;           /* the holder is a submitting thread: publish to the outbox */
+    struct event **outbox; /* reports of orders matched by submitting threads */
+    size_t nout, outcap;
+
+    /* provider thread (pacing) and engine (the rest) */
     struct sim_rng rng;
     uint64_t seq;
     uint64_t tick;
@@ -362,8 +388,8 @@ int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id
                size_t size);
 bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out);
 
-/* Provider thread: stamps provider, symbol, seq and ts_ms, then hands the
- * event to the sink. */
+/* Engine: stamps provider, symbol, seq and ts_ms, then hands the event to
+ * the sink (provider thread) or to the outbox (a submitting thread). */
 void sim_publish(struct sim *s, struct event *ev, uint16_t symbol);
 
 /* Prices the levels of the current tick's book not priced yet (only the
@@ -371,7 +397,7 @@ void sim_publish(struct sim *s, struct event *ev, uint16_t symbol);
  * Provider thread. */
 void sim_book_fill(struct sim_market *mk);
 
-/* matching.c, provider thread only */
+/* matching.c, the engine's holder only */
 void sim_order_submit(struct sim *s, const struct order_request *req);
 void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id);
 /* Resting limit orders that a trade at `price` crosses fill, up to `qty`

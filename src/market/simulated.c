@@ -1,7 +1,9 @@
 /*
  * simulated: the deterministic simulated exchange. One session (struct
  * sim) is one run of a provider: a thread that prices every symbol tick by
- * tick, publishes the market events, and handles the orders queued to it.
+ * tick, publishes the market events, and handles the orders queued to it;
+ * an order whose submitting thread finds the engine free is matched by
+ * that thread at once (sim.h, Threads).
  *
  * Price process (per symbol, per tick, in symbol order)
  *   log price += volatility * N(0,1), reflected into [1e-4, 1e4] x start
@@ -261,6 +263,23 @@ bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out)
 
 /* ---------------------------------------------------------------- events */
 
+/* Out of memory drops the one report, as new_event() does. */
+static void outbox_put(struct sim *s, struct event *ev)
+{
+    if (s->nout == s->outcap) {
+        size_t cap = s->outcap ? s->outcap * 2 : 16;
+        struct event **grown = realloc(s->outbox, cap * sizeof *grown);
+        if (!grown) {
+            log_error("market", "provider %s: out of memory, dropping a report", s->provider);
+            event_release(ev);
+            return;
+        }
+        s->outbox = grown;
+        s->outcap = cap;
+    }
+    s->outbox[s->nout++] = ev;
+}
+
 void sim_publish(struct sim *s, struct event *ev, uint16_t symbol)
 {
     ev->provider = s->provider_id;
@@ -270,7 +289,19 @@ void sim_publish(struct sim *s, struct event *ev, uint16_t symbol)
         ev->created_ns = clock_mono_ns();
     if (!ev->ts_ms)
         ev->ts_ms = clock_wall_ms();
-    s->sink.publish(s->sink.ctx, ev);
+    if (s->direct)
+        outbox_put(s, ev);
+    else
+        s->sink.publish(s->sink.ctx, ev);
+}
+
+/* Provider thread, holding the engine: what submitting threads matched is
+ * published before anything newer. */
+static void flush_outbox(struct sim *s)
+{
+    for (size_t i = 0; i < s->nout; i++)
+        s->sink.publish(s->sink.ctx, s->outbox[i]);
+    s->nout = 0;
 }
 
 /* Out of memory drops the one event (seq is only taken when publishing,
@@ -410,6 +441,16 @@ static void tick(struct sim *s)
     s->tick++;
 }
 
+/* The provider thread's tick: under the engine, after what submitting
+ * threads matched since the last one. */
+static void engine_tick(struct sim *s)
+{
+    pthread_mutex_lock(&s->engine);
+    flush_outbox(s);
+    tick(s);
+    pthread_mutex_unlock(&s->engine);
+}
+
 /* ----------------------------------------------------------------- queue */
 
 static void note_tick_to_order(struct sim *s, const struct order_request *req)
@@ -418,16 +459,22 @@ static void note_tick_to_order(struct sim *s, const struct order_request *req)
         sim_latency_add(s->tick_to_order, clock_mono_ns() - req->trigger_created_ns);
 }
 
+static void run_command(struct sim *s, const struct sim_cmd *c)
+{
+    if (c->cancel) {
+        sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
+    } else {
+        note_tick_to_order(s, &c->req);
+        sim_order_submit(s, &c->req);
+    }
+}
+
+/* The engine's holder: runs and frees a list of queued commands. */
 static void run_commands(struct sim *s, struct sim_cmd *c)
 {
     while (c) {
         struct sim_cmd *next = c->next;
-        if (c->cancel) {
-            sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
-        } else {
-            note_tick_to_order(s, &c->req);
-            sim_order_submit(s, &c->req);
-        }
+        run_command(s, c);
         free(c);
         c = next;
     }
@@ -438,42 +485,55 @@ static struct timespec to_timespec(int64_t ns)
     return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
 }
 
-/* Takes the queued commands, first waiting until `until` (0: no wait) or a
- * command or a stop arrives. Unpaced, most ticks find nothing queued: the
- * flag answers that without the lock or a clock read. */
-static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *stopping)
+/* Takes the queued commands, first waiting until `until` (0: no wait) or
+ * until something is pending (a command, reports in the outbox, a stop).
+ * *woken says whether something was. Unpaced, most ticks find nothing
+ * pending: the flag answers that without the lock or a clock read. */
+static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *woken, bool *stopping)
 {
-    if (!until && !atomic_load_explicit(&s->pending, memory_order_acquire)) {
-        *stopping = false;
+    *woken = *stopping = false;
+    if (!until && !atomic_load_explicit(&s->pending, memory_order_acquire))
         return NULL;
-    }
     pthread_mutex_lock(&s->lock);
-    if (!s->head && !s->stopping && until && until > clock_mono_ns()) {
+    if (!atomic_load_explicit(&s->pending, memory_order_relaxed) && until &&
+        until > clock_mono_ns()) {
         struct timespec ts = to_timespec(until);
         pthread_cond_timedwait(&s->wake, &s->lock, &ts);
     }
     struct sim_cmd *cmds = s->head;
     s->head = s->tail = NULL;
     *stopping = s->stopping;
+    *woken = atomic_load_explicit(&s->pending, memory_order_relaxed);
     atomic_store_explicit(&s->pending, s->stopping, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
     return cmds;
+}
+
+/* Provider thread: publishes the outbox and handles the queued commands
+ * under the engine, when anything was pending. */
+static bool serve_queue(struct sim *s, int64_t until)
+{
+    bool woken, stopping;
+    struct sim_cmd *cmds = take_commands(s, until, &woken, &stopping);
+    if (woken || cmds) {
+        pthread_mutex_lock(&s->engine);
+        flush_outbox(s);
+        run_commands(s, cmds);
+        pthread_mutex_unlock(&s->engine);
+    }
+    return !stopping;
 }
 
 /* Handles orders until the next tick is due. Returns false once a stop was
  * asked for (after handling the orders queued before it). */
 static bool wait_next_tick(struct sim *s)
 {
-    bool stopping;
-    if (s->period_ns <= 0) {
-        run_commands(s, take_commands(s, 0, &stopping));
-        return !stopping;
-    }
+    if (s->period_ns <= 0)
+        return serve_queue(s, 0);
     s->sched_n++;
     int64_t due = s->sched_base + (int64_t)((double)s->sched_n * s->period_ns);
     for (;;) {
-        run_commands(s, take_commands(s, due, &stopping));
-        if (stopping)
+        if (!serve_queue(s, due))
             return false;
         int64_t now = clock_mono_ns();
         if (now < due)
@@ -489,18 +549,25 @@ static bool wait_next_tick(struct sim *s)
 static void *sim_main(void *arg)
 {
     struct sim *s = arg;
+    /* Running (open to submitting threads) once the first book exists. */
+    pthread_mutex_lock(&s->engine);
     publish_instruments(s, true);
     sim_balances_publish(s, true);
-    atomic_store(&s->state, SIM_RUNNING);
     s->sched_base = clock_mono_ns();
-    do {
-        tick(s);
-    } while (wait_next_tick(s));
+    tick(s);
+    atomic_store(&s->state, SIM_RUNNING);
+    pthread_mutex_unlock(&s->engine);
+    while (wait_next_tick(s))
+        engine_tick(s);
     /* Nothing can be queued any more: the market detached the session. */
-    bool stopping;
-    run_commands(s, take_commands(s, 0, &stopping));
+    bool woken, stopping;
+    struct sim_cmd *cmds = take_commands(s, 0, &woken, &stopping);
+    pthread_mutex_lock(&s->engine);
+    flush_outbox(s);
+    run_commands(s, cmds);
     sim_orders_expire_all(s, "provider stopped");
     publish_instruments(s, false);
+    pthread_mutex_unlock(&s->engine);
     return NULL;
 }
 
@@ -514,6 +581,7 @@ static void sim_free(struct sim *s)
         free(s->markets[i].draws);
     }
     free(s->markets);
+    free(s->outbox);
     free(s);
 }
 
@@ -529,6 +597,11 @@ static int sim_init_sync(struct sim *s)
     if (rc != 0)
         return -1;
     if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        pthread_cond_destroy(&s->wake);
+        return -1;
+    }
+    if (pthread_mutex_init(&s->engine, NULL) != 0) {
+        pthread_mutex_destroy(&s->lock);
         pthread_cond_destroy(&s->wake);
         return -1;
     }
@@ -566,6 +639,7 @@ static struct sim *sim_new(const struct sim_config *cfg)
 
 static void destroy_sync(struct sim *s)
 {
+    pthread_mutex_destroy(&s->engine);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->wake);
 }
@@ -642,30 +716,61 @@ static int enqueue(struct sim *s, struct sim_cmd *c, char *error, size_t size)
     return 0;
 }
 
-int sim_submit(struct sim *s, const struct order_request *req, char *error, size_t size)
+/* Tells the provider thread that the outbox has reports to publish. */
+static void notify(struct sim *s)
 {
-    struct sim_cmd *c = calloc(1, sizeof *c);
+    pthread_mutex_lock(&s->lock);
+    atomic_store_explicit(&s->pending, true, memory_order_release);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A submitting thread: when the engine is free, handles what is queued and
+ * then `c` itself, publishing into the outbox. False (nothing done) when
+ * the engine is busy, the session not running yet, or the record queue
+ * crowded, so the caller never waits here. */
+static bool run_direct(struct sim *s, const struct sim_cmd *c)
+{
+    if (sim_state(s) != SIM_RUNNING || sim_batch_crowded(&s->batch) ||
+        pthread_mutex_trylock(&s->engine) != 0)
+        return false;
+    bool woken, stopping;
+    s->direct = true;
+    run_commands(s, take_commands(s, 0, &woken, &stopping));
+    run_command(s, c);
+    s->direct = false;
+    bool reports = s->nout > 0;
+    pthread_mutex_unlock(&s->engine);
+    if (reports)
+        notify(s);
+    return true;
+}
+
+static int submit_command(struct sim *s, const struct sim_cmd *cmd, char *error, size_t size)
+{
+    if (run_direct(s, cmd))
+        return 0;
+    struct sim_cmd *c = malloc(sizeof *c);
     if (!c) {
         if (error && size)
             snprintf(error, size, "out of memory");
         return -1;
     }
-    c->req = *req;
+    *c = *cmd;
     return enqueue(s, c, error, size);
+}
+
+int sim_submit(struct sim *s, const struct order_request *req, char *error, size_t size)
+{
+    struct sim_cmd c = {.req = *req};
+    return submit_command(s, &c, error, size);
 }
 
 int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id, char *error,
                size_t size)
 {
-    struct sim_cmd *c = calloc(1, sizeof *c);
-    if (!c) {
-        if (error && size)
-            snprintf(error, size, "out of memory");
-        return -1;
-    }
-    c->cancel = true;
-    c->req.instance_key = instance_key;
-    snprintf(c->req.client_order_id, sizeof c->req.client_order_id, "%s",
+    struct sim_cmd c = {.cancel = true, .req.instance_key = instance_key};
+    snprintf(c.req.client_order_id, sizeof c.req.client_order_id, "%s",
              client_order_id ? client_order_id : "");
-    return enqueue(s, c, error, size);
+    return submit_command(s, &c, error, size);
 }

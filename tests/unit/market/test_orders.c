@@ -460,6 +460,143 @@ static void test_tick_to_order_histogram(void **state)
     fixture_free(f);
 }
 
+/* A sink whose publish can be held shut, to keep the provider thread inside
+ * a tick (holding the engine) for as long as a test needs. */
+struct gate {
+    struct tsink sink;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool shut, held; /* held: the provider waits at the gate */
+    pthread_t publisher;
+    size_t publishers; /* distinct threads seen calling publish */
+};
+
+static void gate_publish(void *ctx, struct event *ev)
+{
+    struct gate *g = ctx;
+    pthread_mutex_lock(&g->lock);
+    while (g->shut) {
+        g->held = true;
+        pthread_cond_broadcast(&g->cond);
+        pthread_cond_wait(&g->cond, &g->lock);
+    }
+    g->held = false;
+    if (g->publishers == 0 || !pthread_equal(g->publisher, pthread_self())) {
+        g->publisher = pthread_self();
+        g->publishers++;
+    }
+    pthread_mutex_unlock(&g->lock);
+    tsink_publish(&g->sink, ev);
+}
+
+static struct market *gate_market(struct gate *g, const char *config)
+{
+    *g = (struct gate){.shut = false};
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    tsink_init(&g->sink, EXEC_MASK, 0);
+    struct market *m = market_new((struct event_sink){g, gate_publish}, NULL);
+    assert_non_null(m);
+    tmarket_create(m, "sim", config, true);
+    assert_true(tmarket_wait_running(m, "sim", 5000));
+    assert_true(tsink_wait_kind(&g->sink, EVENT_BOOK_SNAPSHOT, 1, 5000));
+    return m;
+}
+
+static void gate_free(struct gate *g, struct market *m)
+{
+    market_free(m);
+    tsink_destroy(&g->sink);
+    pthread_cond_destroy(&g->cond);
+    pthread_mutex_destroy(&g->lock);
+}
+
+static void gate_set(struct gate *g, bool shut)
+{
+    pthread_mutex_lock(&g->lock);
+    g->shut = shut;
+    pthread_cond_broadcast(&g->cond);
+    while (shut && !g->held)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Orders that arrive while the engine is busy wait in the queue, and every
+ * order is handled in the order it was submitted, whichever thread (the
+ * provider's, or a later submitter that finds the engine free) runs it. */
+static void test_busy_engine_queues_in_order(void **state)
+{
+    (void)state;
+    struct gate g;
+    struct market *m = gate_market(&g, "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 200}");
+    double btc = tmarket_balance(m, "sim", "BTC", NULL);
+
+    gate_set(&g, true); /* the provider now waits inside a tick */
+    const char *ids[] = {"q-0", "q-1", "q-2", "q-3"};
+    for (int i = 0; i < 4; i++) {
+        struct order_request r = tmarket_order("sim", "BTC-USDT", i % 2 ? SIDE_SELL : SIDE_BUY,
+                                               ORDER_MARKET, 0.0001 * (i + 1), 0, ids[i]);
+        tmarket_submit(m, &r);
+    }
+    assert_true(tnear(tmarket_balance(m, "sim", "BTC", NULL), btc)); /* all queued */
+    gate_set(&g, false);
+    struct order_request later =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.0005, 0, "q-4");
+    tmarket_submit(m, &later);
+    assert_true(tsink_wait_exec(&g.sink, "q-4", EXEC_FILLED, 5000));
+
+    uint64_t last_seq = 0;
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "q-%d", i);
+        assert_true(tsink_wait_exec(&g.sink, id, EXEC_FILLED, 5000));
+        struct event **ev;
+        size_t n = tsink_execs(&g.sink, id, &ev);
+        assert_true(n >= 2);
+        assert_int_equal(ev[0]->u.exec.status, EXEC_ACKNOWLEDGED);
+        assert_true(ev[0]->seq > last_seq); /* acknowledged after the order before it */
+        last_seq = ev[n - 1]->seq;
+        free(ev);
+    }
+    /* buys 1 + 3 + 5, sells 2 + 4 (x 0.0001) */
+    assert_true(tnear(tmarket_balance(m, "sim", "BTC", NULL), btc + 0.0003));
+    gate_free(&g, m);
+}
+
+/* While the provider thread sleeps between ticks the submitting thread may
+ * match its order itself, but the sink still hears every event from the
+ * provider thread alone (the runtime's router relies on it), reports in
+ * order, and the account agrees with them once the fill is reported. */
+static void test_sink_hears_only_the_provider_thread(void **state)
+{
+    (void)state;
+    struct gate g;
+    struct market *m = gate_market(&g, FROZEN "}");
+    double btc = tmarket_balance(m, "sim", "BTC", NULL);
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "idle-%d", i);
+        usleep(5000);
+        struct order_request r = tmarket_order("sim", "BTC-USDT", i % 2 ? SIDE_SELL : SIDE_BUY,
+                                               ORDER_MARKET, 0.0001, 0, id);
+        tmarket_submit(m, &r);
+        assert_true(tsink_wait_exec(&g.sink, id, EXEC_FILLED, 5000));
+        struct event **ev;
+        size_t n = tsink_execs(&g.sink, id, &ev);
+        assert_int_equal(n, 2);
+        assert_int_equal(ev[0]->u.exec.status, EXEC_ACKNOWLEDGED);
+        assert_true(ev[0]->seq < ev[1]->seq);
+        free(ev);
+        btc += i % 2 ? -0.0001 : 0.0001;
+        assert_true(tnear(tmarket_balance(m, "sim", "BTC", NULL), btc));
+    }
+    pthread_mutex_lock(&g.lock);
+    assert_int_equal(g.publishers, 1);
+    assert_false(pthread_equal(g.publisher, pthread_self()));
+    pthread_mutex_unlock(&g.lock);
+    gate_free(&g, m);
+}
+
 static void test_orders_from_many_threads(void **state);
 
 int main(void)
@@ -476,6 +613,8 @@ int main(void)
         cmocka_unit_test(test_stop_expires_resting_orders),
         cmocka_unit_test(test_orders_from_many_threads),
         cmocka_unit_test(test_tick_to_order_histogram),
+        cmocka_unit_test(test_sink_hears_only_the_provider_thread),
+        cmocka_unit_test(test_busy_engine_queues_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
