@@ -40,7 +40,8 @@
  *
  * The exact tick-to-order figure comes from the market itself: its
  * stratd_tick_to_order_seconds histogram times every order from the
- * Trade's creation to the engine taking the order off its queue. Read
+ * Trade's creation to the engine taking the order (from the submitting
+ * worker, or off the provider's queue when a tick held the engine). Read
  * before and after the timed phase, it gives dequeue_orders, the share
  * that made it within 50 us (dequeue_within_50us: the target is met when
  * it is >= 0.99) and the bucket bounds holding the median and the 99th

@@ -237,7 +237,7 @@ if has latency; then
   row "tick-to-order p99.9" "$(lat .p999_us "$L")" "us" null "" null "" ""
   row "  of which trade -> order leaves VM, p99" "$(lat .submit_p99_us "$L")" "us" null "" null \
     "" ""
-  row "  of which order queue -> engine ack, p99" "$(lat .engine_p99_us "$L")" "us" null "" null \
+  row "  of which order leaves VM -> engine ack, p99" "$(lat .engine_p99_us "$L")" "us" null "" null \
     "" ""
   row "  engine dequeue (stratd_tick_to_order_seconds) within 50 us" \
     "$(lat .dequeue_within_50us "$L")" "share" null "" null ">= 0.99" "value>=0.99"

@@ -99,8 +99,8 @@ json_t *market_adapter_json(const char *identifier, struct err *err);
  * stratd_tick_to_order_seconds{provider}, a histogram per existing
  * provider of the time from the creation of the event an order reacted to
  * (order_request.trigger_created_ns) until the provider's matching engine
- * takes the order off its queue. Orders without a triggering event are
- * not counted. Any thread. */
+ * takes the order (on the submitting thread, or off its queue). Orders without a triggering event
+ * are not counted. Any thread. */
 void market_metrics_write(struct market *m, struct strbuf *out);
 
 bool market_has_provider(struct market *m, const char *name);
