@@ -63,6 +63,11 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t m
 int fsutil_write_atomic_keep(const char *path, const void *data, size_t len, mode_t mode,
                              char **kept, struct err *err);
 
+/* A byte range of a file: [at, at + len). */
+struct fsutil_range {
+    size_t at, len;
+};
+
 struct fsutil_before_switch {
     int (*wait)(void *ctx, struct err *err);
     void *ctx;
@@ -110,6 +115,26 @@ int fsutil_identity_of(const char *path, struct fsutil_identity *out);
 /* The same for a path relative to the directory dirfd (fstatat). */
 int fsutil_identity_at(int dirfd, const char *rel, struct fsutil_identity *out);
 bool fsutil_identity_equal(const struct fsutil_identity *a, const struct fsutil_identity *b);
+
+/* What a caller knows of the spare of fsutil_write_swap(): that the new
+ * bytes differ from the spare's only within `ranges`, as long as the spare
+ * still has the identity `spare` (what `left` said after the previous
+ * call). */
+struct fsutil_swap_hint {
+    const struct fsutil_range *ranges;
+    size_t nranges;
+    struct fsutil_identity spare;
+};
+/* fsutil_write_swap() that, given a hint (may be NULL) whose identity and
+ * size still hold, writes only the hint's ranges instead of comparing the
+ * whole file page by page; with any doubt it compares as usual. *left (may
+ * be NULL) receives the identity of the spare after the switch, which then
+ * holds the replaced version; all zero when there is no such spare (the
+ * classic path ran, or there was no file at path). */
+int fsutil_write_swap_hinted(const char *path, const char *spare, const void *data, size_t len,
+                             mode_t mode, const struct fsutil_before_switch *before,
+                             const struct fsutil_swap_hint *hint, struct fsutil_identity *left,
+                             char **kept, struct err *err);
 
 struct fsutil_reaper;
 

@@ -108,14 +108,38 @@ static int write_changed_pages(int fd, const char *data, const char *old, size_t
     return run_len ? fsutil_pwrite_all(fd, data + run, run_len, run) : 0;
 }
 
+/* The caller's ranges only: the rest of the spare already holds data. */
+static int write_ranges(int fd, const char *data, size_t len, const struct fsutil_swap_hint *hint)
+{
+    for (size_t i = 0; i < hint->nranges; i++) {
+        size_t at = hint->ranges[i].at;
+        size_t n = at < len ? hint->ranges[i].len : 0;
+        if (n > len - at)
+            n = len - at;
+        if (n && fsutil_pwrite_all(fd, data + at, n, at) != 0)
+            return -1;
+    }
+    return fdatasync(fd);
+}
+
+static bool hint_holds(const struct fsutil_swap_hint *hint, const struct stat *st, size_t len)
+{
+    struct fsutil_identity now;
+    fsutil_identity_from_stat(st, &now);
+    return hint && hint->spare.ino != 0 && (size_t)st->st_size == len &&
+           fsutil_identity_equal(&hint->spare, &now);
+}
+
 /* The new bytes over the spare's old ones, cut to length and synced. The
  * old bytes are compared through a read-only mapping: no one else has the
  * file open (the lease), so it cannot shrink under the mapping. */
-static int overwrite(int fd, const void *data, size_t len)
+static int overwrite(int fd, const void *data, size_t len, const struct fsutil_swap_hint *hint)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
         return -1;
+    if (hint_holds(hint, &st, len))
+        return write_ranges(fd, data, len, hint);
     size_t old = (size_t)st.st_size;
     size_t common = old < len ? old : len;
     void *map = common ? mmap(NULL, common, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
@@ -143,9 +167,10 @@ static int write_classic(const char *path, const void *data, size_t len, mode_t 
  * the spare goes and the classic path writes the bytes again (rare file
  * systems only). */
 static int switch_names(const char *path, const char *spare, const void *data, size_t len,
-                        mode_t mode, char **kept, struct err *err)
+                        mode_t mode, bool *exchanged, char **kept, struct err *err)
 {
-    if (renameat2(AT_FDCWD, spare, AT_FDCWD, path, RENAME_EXCHANGE) == 0)
+    *exchanged = renameat2(AT_FDCWD, spare, AT_FDCWD, path, RENAME_EXCHANGE) == 0;
+    if (*exchanged)
         return 0;
     if (errno == ENOENT && rename(spare, path) == 0)
         return 0;
@@ -161,8 +186,18 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
                       mode_t mode, const struct fsutil_before_switch *before, char **kept,
                       struct err *err)
 {
+    return fsutil_write_swap_hinted(path, spare, data, len, mode, before, NULL, NULL, kept, err);
+}
+
+int fsutil_write_swap_hinted(const char *path, const char *spare, const void *data, size_t len,
+                             mode_t mode, const struct fsutil_before_switch *before,
+                             const struct fsutil_swap_hint *hint, struct fsutil_identity *left,
+                             char **kept, struct err *err)
+{
     if (kept)
         *kept = NULL;
+    if (left)
+        *left = (struct fsutil_identity){0};
     bool leased = false;
     int fd = open_spare(path, spare, mode, &leased);
     if (fd == -2) {
@@ -174,7 +209,7 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
         err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", spare);
         return -1;
     }
-    int rc = overwrite(fd, data, len);
+    int rc = overwrite(fd, data, len, hint);
     int saved = errno;
     if (leased)
         release_lease(fd);
@@ -191,7 +226,8 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
     }
     if (before && before->wait(before->ctx, err) != 0)
         return -1;
-    if (switch_names(path, spare, data, len, mode, kept, err) != 0)
+    bool exchanged = false;
+    if (switch_names(path, spare, data, len, mode, &exchanged, kept, err) != 0)
         return -1;
     char *dir = fsutil_dir_of(path);
     if (!dir) {
@@ -200,5 +236,7 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
     }
     rc = fsutil_fsync_dir(dir, err);
     free(dir);
+    if (rc == 0 && exchanged && left && fsutil_identity_of(spare, left) != 0)
+        *left = (struct fsutil_identity){0};
     return rc;
 }

@@ -146,6 +146,12 @@ static int build_from_disk(const struct catalog *cat, const struct disk_state *d
     return 0;
 }
 
+void catalog__forget_spare(struct catalog *cat)
+{
+    cat->disk_matches = false;
+    cat->spare_known = false;
+}
+
 void catalog__publish(struct catalog *cat, struct registry *reg, bool present, const char *disk_hex)
 {
     cat->disk_present = present;
@@ -187,6 +193,7 @@ static int load(struct catalog *cat, const struct disk_state *disk, struct err *
         catalog__note_disk(cat, disk->id_known ? &disk->id : NULL);
         return 0;
     }
+    catalog__forget_spare(cat); /* registry.json is not what we wrote */
     struct registry *fresh = NULL;
     bool unchanged = false;
     if (build_from_disk(cat, disk, &fresh, &unchanged, err) != 0)
@@ -437,7 +444,8 @@ void catalog_close(struct catalog *cat)
     free(cat->registry_path);
     free(cat->lock_path);
     free(cat->spare_path);
-    free(cat->text.data);
+    registry__text_buffer_free(&cat->text);
+    free(cat->spare_changed);
     free(cat);
 }
 

@@ -114,6 +114,78 @@ static void change_end(struct catalog *cat, struct fsutil_lock *lock)
     pthread_mutex_unlock(&cat->change_mu);
 }
 
+static int range_order(const void *a, const void *b)
+{
+    size_t x = ((const struct fsutil_range *)a)->at, y = ((const struct fsutil_range *)b)->at;
+    return (x > y) - (x < y);
+}
+
+/* Sorts and joins overlapping or touching ranges (a line changed by both
+ * writes is written once); returns how many are left. */
+static size_t merge_ranges(struct fsutil_range *r, size_t n)
+{
+    if (n < 2)
+        return n;
+    qsort(r, n, sizeof *r, range_order);
+    size_t k = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (r[i].at <= r[k].at + r[k].len) {
+            size_t end = r[i].at + r[i].len;
+            if (end > r[k].at + r[k].len)
+                r[k].len = end - r[k].at;
+        } else {
+            r[++k] = r[i];
+        }
+    }
+    return k + 1;
+}
+
+/* The ranges where the new text can differ from the spare: what the last
+ * write changed (the spare holds the text before it) and what this one
+ * changes, both in the same layout. False when that is not known. */
+static bool spare_hint(const struct catalog *cat, struct fsutil_swap_hint *hint)
+{
+    const struct registry_text_buffer *buf = &cat->text;
+    if (!cat->disk_matches || !cat->spare_known || buf->whole)
+        return false;
+    size_t n = cat->nspare_changed + buf->nchanged;
+    struct fsutil_range *ranges = malloc((n ? n : 1) * sizeof *ranges);
+    if (!ranges)
+        return false;
+    if (cat->nspare_changed)
+        memcpy(ranges, cat->spare_changed, cat->nspare_changed * sizeof *ranges);
+    if (buf->nchanged)
+        memcpy(ranges + cat->nspare_changed, buf->changed, buf->nchanged * sizeof *ranges);
+    *hint = (struct fsutil_swap_hint){ranges, merge_ranges(ranges, n), cat->spare_id};
+    return true;
+}
+
+/* After a write (left NULL: it failed): the replaced registry.json is the
+ * spare now, and it holds the text before this write's changes when
+ * registry.json held that text and the layout stayed. */
+static void note_spare(struct catalog *cat, const struct fsutil_identity *left)
+{
+    struct registry_text_buffer *buf = &cat->text;
+    bool known = left && left->ino != 0 && cat->disk_matches && !buf->whole;
+    if (known && buf->nchanged > cat->spare_changed_cap) {
+        struct fsutil_range *grown = realloc(cat->spare_changed, buf->nchanged * sizeof *grown);
+        known = grown != NULL;
+        if (grown) {
+            cat->spare_changed = grown;
+            cat->spare_changed_cap = buf->nchanged;
+        }
+    }
+    if (known) {
+        if (buf->nchanged)
+            memcpy(cat->spare_changed, buf->changed, buf->nchanged * sizeof *buf->changed);
+        cat->nspare_changed = buf->nchanged;
+        cat->spare_id = *left;
+    }
+    cat->spare_known = known;
+    cat->disk_matches = left != NULL;
+    registry__text_forget_changes(buf);
+}
+
 /* The file is the concatenation of one cached line per strategy, so a
  * change costs a copy of the file, not a serialisation of the catalogue.
  * It goes over the spare (the version before last) and takes its place,
@@ -129,12 +201,19 @@ static int write_registry(struct catalog *cat, struct registry *reg,
 {
     size_t len = 0;
     char *text = registry__text_cached(reg, &cat->text, &len);
-    if (!text)
+    if (!text) {
+        catalog__forget_spare(cat);
         return oom(err);
+    }
     written_hex[0] = '\0';
     char *replaced = NULL;
-    int rc = fsutil_write_swap(cat->registry_path, cat->spare_path, text, len, 0644, before,
-                               &replaced, err);
+    struct fsutil_swap_hint hint = {0};
+    bool hinted = spare_hint(cat, &hint);
+    struct fsutil_identity left;
+    int rc = fsutil_write_swap_hinted(cat->registry_path, cat->spare_path, text, len, 0644, before,
+                                      hinted ? &hint : NULL, &left, &replaced, err);
+    free((void *)hint.ranges);
+    note_spare(cat, rc == 0 ? &left : NULL);
     if (replaced)
         fsutil_reaper_remove(cat->reaper, atomic_exchange(&cat->replaced, replaced));
     return rc;

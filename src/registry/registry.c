@@ -389,6 +389,23 @@ static size_t line_room(size_t len, bool outgrown)
     return (len + slack + 256 + 63) & ~(size_t)63;
 }
 
+/* One line of the document at out: indent, the strategy, its comma, spaces
+ * up to its room (0: none) and the newline. Returns its length. */
+static size_t put_line(char *out, const char *text, size_t len, size_t room, bool comma)
+{
+    size_t at = 0;
+    out[at++] = ' ';
+    out[at++] = ' ';
+    memcpy(out + at, text, len);
+    at += len;
+    if (comma)
+        out[at++] = ',';
+    size_t end = 2 + (room > len + comma ? room : len + comma);
+    memset(out + at, ' ', end - at);
+    out[end] = '\n';
+    return end + 1;
+}
+
 /* Joins the strategies' lines into one document, each padded with spaces
  * after its comma to rooms[i] (0: no padding). texts[i] may be NULL when
  * lens says how long the cached st->text is. */
@@ -412,22 +429,23 @@ static char *join_lines(const struct registry *reg, char *const *texts, const si
         out[at++] = '\n';
     for (size_t i = 0; i < reg->nstrategies; i++) {
         const char *text = texts[i] ? texts[i] : reg->strategies[i]->text;
-        out[at++] = ' ';
-        out[at++] = ' ';
-        memcpy(out + at, text, lens[i]);
-        at += lens[i];
-        bool comma = i + 1 < reg->nstrategies;
-        if (comma)
-            out[at++] = ',';
-        for (size_t pad = lens[i] + comma; pad < rooms[i]; pad++)
-            out[at++] = ' ';
-        out[at++] = '\n';
+        at += put_line(out + at, text, lens[i], rooms[i], i + 1 < reg->nstrategies);
     }
     out[at++] = '}';
     out[at++] = '\n';
     out[at] = '\0';
     *len = at;
     return out;
+}
+
+/* Keeps st's serialised line (taking text), growing its room when the
+ * line no longer fits it. */
+static void keep_line(struct registry_strategy *st, char *text, size_t len)
+{
+    st->text = text;
+    st->text_len = len;
+    if (st->text_room < len + 1)
+        st->text_room = line_room(len, st->text_room != 0);
 }
 
 /* The document, serialising each strategy that has no cached line. With
@@ -455,10 +473,7 @@ static char *registry_text(struct registry *reg, bool keep, struct registry_text
         if (!texts[i])
             goto done;
         if (keep) {
-            st->text = texts[i];
-            st->text_len = lens[i];
-            if (st->text_room < lens[i] + 1)
-                st->text_room = line_room(lens[i], st->text_room != 0);
+            keep_line(st, texts[i], lens[i]);
             rooms[i] = st->text_room;
             texts[i] = NULL;
         }
@@ -509,7 +524,107 @@ char *registry_to_text(const struct registry *reg, size_t *len)
     return text;
 }
 
+/* Whether reg's lines sit where those of `of` (whose text the buffer
+ * holds) do: the same strategies in the same order, each replaced one with
+ * the room of the one it replaces. */
+static bool same_places(const struct registry *of, const struct registry *reg)
+{
+    if (of->nstrategies != reg->nstrategies)
+        return false;
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        const struct registry_strategy *was = of->strategies[i], *now = reg->strategies[i];
+        if (was != now && (was->text_room == 0 || now->text_room != was->text_room ||
+                           strcmp(was->name, now->name) != 0))
+            return false;
+    }
+    return true;
+}
+
+/* Serialises the replaced strategies; false when one no longer fits its
+ * room (it has a larger one now) or memory runs out. */
+static bool lines_fit(struct registry *reg, const struct registry *of)
+{
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        struct registry_strategy *st = reg->strategies[i];
+        if (st == of->strategies[i] || st->text)
+            continue;
+        size_t n = 0;
+        char *text = strategy_text(st, &n);
+        if (!text)
+            return false;
+        keep_line(st, text, n);
+        if (st->text_room != of->strategies[i]->text_room)
+            return false;
+    }
+    return true;
+}
+
+static void note_change(struct registry_text_buffer *buf, size_t at, size_t len)
+{
+    if (buf->whole)
+        return;
+    if (buf->nchanged &&
+        buf->changed[buf->nchanged - 1].at + buf->changed[buf->nchanged - 1].len == at) {
+        buf->changed[buf->nchanged - 1].len += len;
+        return;
+    }
+    if (buf->nchanged == buf->changed_cap) {
+        size_t cap = buf->changed_cap ? buf->changed_cap * 2 : 16;
+        struct fsutil_range *grown = realloc(buf->changed, cap * sizeof *grown);
+        if (!grown) {
+            buf->whole = true; /* an account we cannot keep: everything may differ */
+            return;
+        }
+        buf->changed = grown;
+        buf->changed_cap = cap;
+    }
+    buf->changed[buf->nchanged++] = (struct fsutil_range){at, len};
+}
+
+/* Rewrites, in place, the lines of the strategies that differ from `of`. */
+static void update_lines(struct registry *reg, struct registry_text_buffer *buf)
+{
+    size_t at = reg->nstrategies ? 2 : 1; /* after "{\n" */
+    for (size_t i = 0; i < reg->nstrategies; i++) {
+        const struct registry_strategy *st = reg->strategies[i];
+        size_t width = 3 + st->text_room;
+        if (st != buf->of->strategies[i]) {
+            put_line(buf->data + at, st->text, st->text_len, st->text_room,
+                     i + 1 < reg->nstrategies);
+            note_change(buf, at, width);
+        }
+        at += width;
+    }
+}
+
 char *registry__text_cached(struct registry *reg, struct registry_text_buffer *buf, size_t *len)
 {
-    return registry_text(reg, true, buf, len);
+    if (buf->of && buf->data && same_places(buf->of, reg) && lines_fit(reg, buf->of)) {
+        update_lines(reg, buf);
+    } else {
+        registry_release(buf->of);
+        buf->of = NULL;
+        if (!registry_text(reg, true, buf, &buf->len))
+            return NULL;
+        buf->whole = true;
+    }
+    registry_retain(reg);
+    registry_release(buf->of);
+    buf->of = reg;
+    *len = buf->len;
+    return buf->data;
+}
+
+void registry__text_forget_changes(struct registry_text_buffer *buf)
+{
+    buf->nchanged = 0;
+    buf->whole = false;
+}
+
+void registry__text_buffer_free(struct registry_text_buffer *buf)
+{
+    registry_release(buf->of);
+    free(buf->changed);
+    free(buf->data);
+    *buf = (struct registry_text_buffer){0};
 }

@@ -65,11 +65,25 @@ struct registry *registry__with(const struct registry *base, const char *name,
  * serialises one strategy. Only under the catalogue's change_mu. */
 struct registry_text_buffer {
     char *data; /* malloc'ed, reused from one write to the next */
-    size_t cap;
+    size_t cap, len;
+    struct registry *of; /* the snapshot whose text data holds (a reference) */
+    /* What changed in data since registry__text_forget_changes(): byte
+     * ranges, or everything (`whole`: the layout moved). */
+    struct fsutil_range *changed;
+    size_t nchanged, changed_cap;
+    bool whole;
 };
 /* The text goes into buf (grown as needed; it is buf->data, not a new
- * allocation): a fresh 3.8 MB buffer a write would cost its page faults. */
+ * allocation): a fresh 3.8 MB buffer a write would cost its page faults.
+ * When buf holds the text of a snapshot with the same strategies in the
+ * same places and every changed line still fits its room, only the lines
+ * of the strategies that differ are written, in place, and their ranges
+ * added to buf->changed; otherwise the whole text is rebuilt (buf->whole).
+ * NULL if out of memory (buf then holds no snapshot's text). */
 char *registry__text_cached(struct registry *reg, struct registry_text_buffer *buf, size_t *len);
+/* Starts a new account of buf's changes. */
+void registry__text_forget_changes(struct registry_text_buffer *buf);
+void registry__text_buffer_free(struct registry_text_buffer *buf);
 /* Takes each strategy's room from its line in text (registry.json as it is
  * on disk), so that the next write keeps the file's layout and rewrites
  * only what changed, even the first write after a start. For a snapshot
@@ -89,6 +103,15 @@ struct catalog {
     char *registry_path;
     char *spare_path;                 /* fsutil_write_swap's spare: the version before last */
     struct registry_text_buffer text; /* registry.json's text, under change_mu */
+    /* What lets a write skip comparing the whole spare (under change_mu):
+     * disk_matches says registry.json holds the buffer's text as it was
+     * before the changes the buffer lists; spare_known that the spare, with
+     * identity spare_id, holds the text before the last write's changes
+     * (spare_changed), in the same layout. */
+    bool disk_matches, spare_known;
+    struct fsutil_identity spare_id;
+    struct fsutil_range *spare_changed;
+    size_t nspare_changed, spare_changed_cap;
     char *lock_path;
     catalog_metadata_fn metadata;
     void *metadata_ctx;
@@ -144,6 +167,9 @@ int catalog__reverify(const struct catalog *cat, const struct registry *current,
 /* Under change_mu: reads registry.json and, when it differs from what
  * `current` reflects, rebuilds and publishes a snapshot from it. */
 int catalog__sync(struct catalog *cat, struct err *err);
+/* Under change_mu: registry.json is not (or may not be) what the catalogue
+ * last wrote, so the next write compares the whole spare. */
+void catalog__forget_spare(struct catalog *cat);
 /* Under change_mu: publishes reg (taking the reference) as the current
  * snapshot and records the digest of the registry.json it matches. */
 void catalog__publish(struct catalog *cat, struct registry *reg, bool present,

@@ -142,7 +142,7 @@ static void check_padded_text(struct registry *reg, const uint8_t *data, size_t 
     err_clear(&err);
     json_decref(parsed);
     json_decref(doc);
-    free(buf.data);
+    registry__text_buffer_free(&buf);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -295,6 +295,96 @@ static void test_swap_writes_exact_bytes(void **state)
     free(dir);
 }
 
+/* Three same-size versions; v2 and v3 each change one range of the one
+ * before. */
+static void three_versions(char *v[3], size_t len, struct fsutil_range changed[2])
+{
+    for (int k = 0; k < 3; k++) {
+        v[k] = malloc(len);
+        assert_non_null(v[k]);
+    }
+    memset(v[0], 'a', len);
+    memcpy(v[1], v[0], len);
+    memset(v[1] + 5000, 'b', 300);
+    memcpy(v[2], v[1], len);
+    memset(v[2] + 9000, 'c', 10);
+    changed[0] = (struct fsutil_range){5000, 300};
+    changed[1] = (struct fsutil_range){9000, 10};
+}
+
+/* A caller that knows what the spare holds (the version before last, with
+ * the identity the previous call reported) has only its ranges written;
+ * a spare that changed behind its back, even at the same size, is compared
+ * in full, so the result is right whatever the stale hint says. */
+static void test_swap_hint_writes_only_its_ranges(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("core");
+    char *path = tu_path("%s/registry.json", dir);
+    char *spare = tu_path("%s/.registry.json.spare", dir);
+    struct err err = ERR_INIT;
+    size_t len = 20000;
+    char *v[3];
+    struct fsutil_range changed[2];
+    three_versions(v, len, changed);
+    struct fsutil_identity left;
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[0], len, 0644, NULL, NULL, &left, NULL, &err), 0);
+    assert_int_equal(left.ino, 0); /* no file at path before: no spare */
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[1], len, 0644, NULL, NULL, &left, NULL, &err), 0);
+    assert_true(left.ino != 0);
+    struct fsutil_identity now;
+    assert_int_equal(fsutil_identity_of(spare, &now), 0);
+    assert_true(fsutil_identity_equal(&left, &now));
+
+    /* Told that only the second change matters (a lie: the spare is v0),
+     * it writes only that: proof that the comparison was skipped. */
+    struct fsutil_swap_hint hint = {&changed[1], 1, left};
+    struct fsutil_identity after;
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[2], len, 0644, NULL, &hint, &after, NULL, &err), 0);
+    char *lied = malloc(len);
+    memcpy(lied, v[0], len);
+    memset(lied + 9000, 'c', 10);
+    expect_bytes(path, lied, len);
+
+    /* The honest hint: both changes since the spare's version. */
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[1], len, 0644, NULL, NULL, &left, NULL, &err),
+        0); /* path v1, spare the lie */
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[2], len, 0644, NULL, NULL, &left, NULL, &err),
+        0); /* path v2, spare v1 */
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[1], len, 0644, NULL, NULL, &left, NULL, &err),
+        0); /* path v1, spare v2 (identity left) */
+    hint = (struct fsutil_swap_hint){changed, 2, left};
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[0], len, 0644, NULL, &hint, &after, NULL, &err), 0);
+    expect_bytes(path, v[0], len);
+    expect_bytes(spare, v[1], len);
+
+    /* Someone writes the spare (same size) after the identity was taken:
+     * the stale, incomplete hint is not trusted. */
+    hint = (struct fsutil_swap_hint){&changed[1], 1, after};
+    usleep(20000); /* past a coarse timestamp's tick, so mtime moves */
+    int fd = open(spare, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "zz", 2, 100), 2);
+    close(fd);
+    assert_int_equal(
+        fsutil_write_swap_hinted(path, spare, v[2], len, 0644, NULL, &hint, NULL, NULL, &err), 0);
+    expect_bytes(path, v[2], len);
+    for (int k = 0; k < 3; k++)
+        free(v[k]);
+    free(lied);
+    free(path);
+    free(spare);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
 struct switch_probe {
     const char *path;
     const char *expect_still;
@@ -518,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_replace_keeps_the_old_file_for_the_reaper),
         cmocka_unit_test(test_swap_writes_exact_bytes),
         cmocka_unit_test(test_swap_never_writes_under_a_reader),
+        cmocka_unit_test(test_swap_hint_writes_only_its_ranges),
         cmocka_unit_test(test_swap_without_leases_or_exchange),
         cmocka_unit_test(test_json_parse_errors_say_where),
         cmocka_unit_test(test_rfc3339),

@@ -5,6 +5,7 @@
 #include "regtest.h"
 
 #include "core/log.h"
+#include "registry/registry_internal.h"
 
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -728,6 +729,91 @@ static void test_lines_keep_their_place(void **state)
     rt_check_disk(f->root);
 }
 
+/* registry.json must hold exactly the text of the published snapshot: the
+ * whole document built afresh from the snapshot's lines and rooms. */
+static void expect_file_is_snapshot(struct catalog *cat, const char *path)
+{
+    struct registry *snap = catalog_snapshot(cat);
+    struct registry_text_buffer fresh = {0};
+    size_t want_len = 0, got_len = 0;
+    const char *want = registry__text_cached(snap, &fresh, &want_len);
+    assert_non_null(want);
+    char *got = tu_read_file(path, &got_len);
+    assert_int_equal(got_len, want_len);
+    assert_memory_equal(got, want, want_len);
+    free(got);
+    registry__text_buffer_free(&fresh);
+    registry_release(snap);
+}
+
+/* Same-size edit of the spare behind the catalogue's back, late enough for
+ * its times to move. */
+static void scribble_on_spare(const struct fixture *f)
+{
+    char *spare = tu_path("%s/.registry.json.spare", f->root);
+    usleep(20000);
+    int fd = open(spare, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "#", 1, 3), 1);
+    close(fd);
+    free(spare);
+}
+
+/* A change that keeps the layout rewrites only the changed lines of the
+ * spare (it holds the version before last); whatever the mix of changes
+ * (several strategies, a line that outgrows its room, a new strategy, a
+ * failed write, a reopened catalogue, a spare edited by someone else), the
+ * file is byte for byte the snapshot's text after every one. */
+static void test_every_write_is_the_whole_text(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog *cat = rt_open(f->root);
+    char *path = registry_path(f);
+    char ha[HASH_HEX_LEN + 1], hb[HASH_HEX_LEN + 1], hc[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, "v1", ha);
+    rt_add(cat, "bravo", 1, "v1", hb);
+    rt_add(cat, "delta", 1, "v1", hc);
+    struct err err = ERR_INIT;
+    const char *names[] = {"alpha", "bravo", "delta"};
+    const char *hexes[] = {ha, hb, hc};
+    for (int i = 0; i < 12; i++) {
+        char tag[16];
+        snprintf(tag, sizeof tag, "t%d", i);
+        rt_assert_ok(catalog_set_tag(cat, names[i % 3], tag, hexes[i % 3], NULL, &err), &err);
+        expect_file_is_snapshot(cat, path);
+        if (i == 4)
+            scribble_on_spare(f);
+        if (i == 7) {
+            char hx[HASH_HEX_LEN + 1];
+            rt_add(cat, "charlie", 1, "v1", hx); /* a new line between two */
+            expect_file_is_snapshot(cat, path);
+        }
+    }
+    for (int n = 2; n < 30; n++) { /* bravo outgrows its room on the way */
+        char tag[16], hx[HASH_HEX_LEN + 1];
+        snprintf(tag, sizeof tag, "v%d", n);
+        rt_add(cat, "bravo", n, tag, hx);
+        expect_file_is_snapshot(cat, path);
+        snprintf(tag, sizeof tag, "m%d", n); /* alpha grows too */
+        rt_assert_ok(catalog_set_tag(cat, "alpha", tag, ha, NULL, &err), &err);
+        expect_file_is_snapshot(cat, path);
+    }
+    /* a refused change (unknown revision) writes nothing and breaks nothing */
+    assert_int_equal(catalog_set_tag(cat, "alpha", "bad", "00", NULL, &err), -1);
+    err_clear(&err);
+    rt_assert_ok(catalog_set_tag(cat, "delta", "after", hc, NULL, &err), &err);
+    expect_file_is_snapshot(cat, path);
+    catalog_close(cat);
+    cat = rt_open(f->root);
+    for (int i = 0; i < 4; i++) {
+        rt_assert_ok(catalog_set_tag(cat, names[i % 3], "again", hexes[i % 3], NULL, &err), &err);
+        expect_file_is_snapshot(cat, path);
+    }
+    free(path);
+    catalog_close(cat);
+    rt_check_disk(f->root);
+}
+
 static void test_no_temporary_files_left(void **state)
 {
     struct fixture *f = *state;
@@ -913,6 +999,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_json_keeps_last_good_snapshot, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_lines_keep_their_place, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_write_is_the_whole_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_temporary_files_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metadata_carried_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_share_unchanged_strategies, setup, teardown),
