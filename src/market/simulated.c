@@ -268,7 +268,7 @@ static void outbox_put(struct sim *s, struct event *ev)
 {
     if (s->nout == s->outcap) {
         size_t cap = s->outcap ? s->outcap * 2 : 16;
-        struct event **grown = realloc(s->outbox, cap * sizeof *grown);
+        struct event **grown = realloc(s->outbox, cap * sizeof(struct event *));
         if (!grown) {
             log_error("market", "provider %s: out of memory, dropping a report", s->provider);
             event_release(ev);
@@ -710,7 +710,7 @@ static int enqueue(struct sim *s, struct sim_cmd *c, char *error, size_t size)
     if (stopping) {
         free(c);
         if (error && size)
-            snprintf(error, size, "provider '%s' is stopping", s->provider);
+            (void)snprintf(error, size, "provider '%s' is stopping", s->provider);
         return -1;
     }
     return 0;
@@ -753,7 +753,7 @@ static int submit_command(struct sim *s, const struct sim_cmd *cmd, char *error,
     struct sim_cmd *c = malloc(sizeof *c);
     if (!c) {
         if (error && size)
-            snprintf(error, size, "out of memory");
+            (void)snprintf(error, size, "out of memory");
         return -1;
     }
     *c = *cmd;
@@ -770,7 +770,7 @@ int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id
                size_t size)
 {
     struct sim_cmd c = {.cancel = true, .req.instance_key = instance_key};
-    snprintf(c.req.client_order_id, sizeof c.req.client_order_id, "%s",
-             client_order_id ? client_order_id : "");
+    (void)snprintf(c.req.client_order_id, sizeof c.req.client_order_id, "%s",
+                   client_order_id ? client_order_id : "");
     return submit_command(s, &c, error, size);
 }

@@ -74,7 +74,7 @@ struct registry_text_buffer {
     bool whole;
 };
 /* The text goes into buf (grown as needed; it is buf->data, not a new
- * allocation): a fresh 3.8 MB buffer a write would cost its page faults.
+ * allocation): a fresh 6 MB buffer a write would cost its page faults.
  * When buf holds the text of a snapshot with the same strategies in the
  * same places and every changed line still fits its room, only the lines
  * of the strategies that differ are written, in place, and their ranges
