@@ -10,6 +10,7 @@
 #include "core/hash.h"
 #include "core/jsonutil.h"
 #include "core/log.h"
+#include "js/validate.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -587,9 +588,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     struct api *api = cls;
     struct api_request *req = *con_cls;
-    /* A change's leftovers are cleared once its answer is out. */
-    if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog)
+    /* A change's leftovers are cleared once its answer is out, and the
+     * thread's next upload finds its validation sandbox built. */
+    if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog) {
         catalog_housekeep(api->opts.catalog);
+        js_validate_prepare();
+    }
     request_free(req);
     *con_cls = NULL;
 }

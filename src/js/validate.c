@@ -11,8 +11,10 @@
 #include "js/module.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *const js_event_names[] = {
@@ -603,8 +605,8 @@ static bool literal_follows(const char *p, const char *end, const char *value, b
            ((size_t)(end - p) == n || !ident_char(p[n]));
 }
 
-static bool locate_literal_throw(const char *source, size_t len, const char *value,
-                                 bool is_string, int *line, int *column)
+static bool locate_literal_throw(const char *source, size_t len, const char *value, bool is_string,
+                                 int *line, int *column)
 {
     const char *end = source + len;
     int matches = 0, cur_line = 1;
@@ -635,7 +637,7 @@ static void point_at_literal_throw(struct err *err, json_t *diag, const char *so
                                    const char *filename)
 {
     static const char *const prefixes[] = {"the top level threw string: ",
-                                            "the top level threw number: "};
+                                           "the top level threw number: "};
     const char *message = json_string_value(json_object_get(diag, "message"));
     for (size_t i = 0; message && i < 2; i++) {
         size_t n = strlen(prefixes[i]);
@@ -707,6 +709,64 @@ static json_t *run_and_check(struct js_sandbox *sb, const struct js_bytecode *bc
     return md;
 }
 
+/* A fresh sandbox per thread, built once a request's answer is out
+ * (js_validate_prepare), so that the thread's next validation does not
+ * build one on its request's path. Freed with its thread. */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static bool spare_key_made;
+
+static void spare_free(void *sb)
+{
+    js_sandbox_free(sb);
+    free(sb);
+}
+
+static void spare_key_create(void)
+{
+    spare_key_made = pthread_key_create(&spare_key, spare_free) == 0;
+}
+
+void js_validate_prepare(void)
+{
+    (void)pthread_once(&spare_once, spare_key_create);
+    if (!spare_key_made || pthread_getspecific(spare_key))
+        return;
+    struct js_sandbox *sb = malloc(sizeof *sb);
+    struct js_limits lim = validation_limits(NULL);
+    struct err e = ERR_INIT;
+    if (sb && js_sandbox_init(sb, &lim, &e) == 0) {
+        if (pthread_setspecific(spare_key, sb) != 0)
+            spare_free(sb);
+    } else {
+        free(sb); /* the validation will build one and report why it cannot */
+    }
+    err_clear(&e);
+}
+
+/* The thread's prepared sandbox under this validation's limits, or a new
+ * one. The caller frees it (it ran a module). */
+static struct js_sandbox *take_sandbox(const struct js_limits *lim, struct err *err)
+{
+    struct js_sandbox *sb = spare_key_made ? pthread_getspecific(spare_key) : NULL;
+    if (sb) {
+        (void)pthread_setspecific(spare_key, NULL);
+        if (js_sandbox_set_limits(sb, lim, err) == 0)
+            return sb;
+        spare_free(sb);
+        return NULL;
+    }
+    sb = malloc(sizeof *sb);
+    if (!sb) {
+        err_set(err, ERR_INTERNAL, "out of memory for a validation sandbox");
+        return NULL;
+    }
+    if (js_sandbox_init(sb, lim, err) == 0)
+        return sb;
+    free(sb);
+    return NULL;
+}
+
 json_t *js_validate(const char *source, size_t len, const char *filename,
                     const struct js_limits *limits, struct err *err)
 {
@@ -714,11 +774,11 @@ json_t *js_validate(const char *source, size_t len, const char *filename,
     struct js_bytecode *bc = NULL;
     if (js_compile(source, len, filename, &bc, err) < 0)
         return NULL;
-    struct js_sandbox sb;
     json_t *md = NULL;
-    if (js_sandbox_init(&sb, &lim, err) == 0) {
-        md = run_and_check(&sb, bc, source, len, err);
-        js_sandbox_free(&sb);
+    struct js_sandbox *sb = take_sandbox(&lim, err);
+    if (sb) {
+        md = run_and_check(sb, bc, source, len, err);
+        spare_free(sb);
     }
     js_bytecode_release(bc);
     return md;

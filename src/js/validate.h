@@ -63,6 +63,12 @@
  * `limits` may be NULL for the validation defaults above. */
 json_t *js_validate(const char *source, size_t len, const char *filename,
                     const struct js_limits *limits, struct err *err);
+/* Any thread: builds the fresh sandbox that the calling thread's next
+ * js_validate() takes instead of building one (its limits are set then),
+ * unless the thread has one already. For a moment off a request's path
+ * (after its answer is out). Freed when the thread ends; errors are left
+ * for that validation to meet. */
+void js_validate_prepare(void);
 
 /* The canonical event names, and the handler each is delivered to. */
 extern const char *const js_event_names[];

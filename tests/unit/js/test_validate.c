@@ -682,6 +682,45 @@ static void test_validate_without_err(void **state)
     free(src);
 }
 
+/* A thread that prepares a sandbox and ends without validating: the
+ * sandbox goes with it (the sanitizer run would see a leak). */
+static void *prepare_and_leave(void *arg)
+{
+    (void)arg;
+    js_validate_prepare();
+    js_validate_prepare(); /* one is enough: the second keeps it */
+    return NULL;
+}
+
+/* A sandbox prepared ahead is taken by the thread's next validation under
+ * that validation's limits (a tight memory cap still bites), and every
+ * validation meets a sandbox that no module ran in before. */
+static void test_prepared_sandbox(void **state)
+{
+    (void)state;
+    js_validate_prepare();
+    struct js_limits small = {8u << 20, 0, 20000 * MS};
+    expect_diag("var keep = [];\nfor (;;) keep.push({ n: keep.length, s: 'x' + keep.length });\n",
+                &small, "execute", -1, -1, "the top level hit the memory cap of 8 MiB", "allocate");
+    char *src = tu_path("globalThis.leaked = 1;\nmodule.exports = {\n  metadata: { name: 'a', "
+                        "displayName: 'A', events: ['Trade'] },\n%s};\n",
+                        create_fn);
+    js_validate_prepare();
+    json_decref(expect_valid(src));
+    free(src);
+    src = tu_path("if (typeof leaked !== 'undefined') throw new Error('a sandbox was reused');\n"
+                  "module.exports = {\n  metadata: { name: 'b', displayName: 'B', events: "
+                  "['Trade'] },\n%s};\n",
+                  create_fn);
+    js_validate_prepare();
+    json_decref(expect_valid(src));
+    json_decref(expect_valid(src)); /* none prepared: one is built */
+    free(src);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, prepare_and_leave, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -705,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_validation_speed),
         cmocka_unit_test(test_validate_from_many_threads),
         cmocka_unit_test(test_validate_without_err),
+        cmocka_unit_test(test_prepared_sandbox),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
