@@ -585,14 +585,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)conn;
-    (void)toe;
     struct api *api = cls;
     struct api_request *req = *con_cls;
     /* A change's leftovers are cleared once its answer is out, and the
-     * thread's next upload finds its validation sandbox built. */
+     * thread's next upload finds its validation sandbox built (not while
+     * the server shuts its connections down). */
     if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog) {
         catalog_housekeep(api->opts.catalog);
-        js_validate_prepare();
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            js_validate_prepare();
     }
     request_free(req);
     *con_cls = NULL;
