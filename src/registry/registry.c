@@ -562,12 +562,7 @@ static bool lines_fit(struct registry *reg, const struct registry *of)
 static void note_change(struct registry_text_buffer *buf, size_t at, size_t len)
 {
     if (buf->whole)
-        return;
-    if (buf->nchanged &&
-        buf->changed[buf->nchanged - 1].at + buf->changed[buf->nchanged - 1].len == at) {
-        buf->changed[buf->nchanged - 1].len += len;
-        return;
-    }
+        return; /* ranges that touch are joined by the writer's caller */
     if (buf->nchanged == buf->changed_cap) {
         size_t cap = buf->changed_cap ? buf->changed_cap * 2 : 16;
         struct fsutil_range *grown = realloc(buf->changed, cap * sizeof *grown);

@@ -63,6 +63,8 @@ struct registry *registry__with(const struct registry *base, const char *name,
 /* registry_to_text() that also keeps each strategy's line in the strategy
  * (st->text) for the next write, so a change that replaces one strategy
  * serialises one strategy. Only under the catalogue's change_mu. */
+/* One writer at a time (the catalogue's change_mu); snapshot readers never
+ * see it. */
 struct registry_text_buffer {
     char *data; /* malloc'ed, reused from one write to the next */
     size_t cap, len;
