@@ -397,7 +397,8 @@ static json_t *validate_upload(struct api *api, const struct upload_request *up,
     if (up->name && names_valid_strategy(up->name))
         snprintf(filename, sizeof filename, "%s.js", up->name);
     json_t *metadata =
-        js_validate(up->source, up->source_len, filename, &api->opts.validation_limits, err);
+        js_validator_run(api->validator, up->source, up->source_len, filename,
+                         &api->opts.validation_limits, err);
     if (!metadata) {
         json_t *diags = err->details ? json_object_get(err->details, "diagnostics") : NULL;
         json_t *first = json_array_get(diags, 0);

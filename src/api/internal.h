@@ -100,6 +100,7 @@ struct api {
     pthread_mutex_t audit_lock;
     struct views_cache *views; /* module summaries as text, per catalogue generation */
     struct pages *pages;       /* whole listing pages (pages.h) */
+    struct js_validator *validator; /* uploads' sandboxes, built ahead (validate.h) */
 };
 
 /* routes.c */

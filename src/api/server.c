@@ -587,14 +587,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     struct api *api = cls;
     struct api_request *req = *con_cls;
-    /* A change's leftovers are cleared once its answer is out, and the
-     * thread's next upload finds its validation sandbox built (not while
-     * the server shuts its connections down). */
-    if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog) {
+    (void)toe;
+    /* A change's leftovers are cleared once its answer is out. */
+    if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog)
         catalog_housekeep(api->opts.catalog);
-        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-            js_validate_prepare();
-    }
     request_free(req);
     *con_cls = NULL;
 }
@@ -699,6 +695,7 @@ static void free_api(struct api *api)
     pthread_mutex_destroy(&api->rate_lock);
     views_cache_free(api->views);
     pages_free(api->pages);
+    js_validator_free(api->validator);
     free(api->buckets);
     free(api);
 }
@@ -734,6 +731,10 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     if (!api->views || !api->pages || create_metrics(api) != 0) {
         free_api(api);
         err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    if (js_validator_new(&api->validator, err) != 0) {
+        free_api(api);
         return -1;
     }
     struct sockaddr_in addr = {0};

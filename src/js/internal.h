@@ -21,6 +21,39 @@ enum js__profile { JS__PROFILE_STRATEGY, JS__PROFILE_COMPILER };
 int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limits,
                              enum js__profile profile, struct err *err);
 
+struct js_bytecode;
+
+/* A fresh compiler sandbox (the compile memory allowance). */
+int js__compiler_init(struct js_sandbox *sb, struct err *err);
+/* js_compile in sb, a compiler sandbox no module was compiled in (built on
+ * any thread), or in one of its own when sb is NULL. With sb and keep, the
+ * compiled function is left in *keep (JS_UNDEFINED on failure) for the
+ * owner of sb to free before sb; otherwise it is freed here. */
+int js__compile_source(struct js_sandbox *sb, const char *source, size_t len, const char *filename,
+                       JSValue *keep, struct js_bytecode **out, struct err *err);
+
+/* What one validation runs in: a compiler sandbox and a strategy sandbox,
+ * each either fresh (built ahead, on any thread) or left unbuilt for the
+ * validation to build. A validation uses each once; then the kit holds
+ * what it left (the compiled function, the loaded module) until
+ * js__validation_kit_clear, on any thread, frees it. */
+struct js__validation_kit {
+    struct js_sandbox compiler;
+    struct js_sandbox module;
+    JSValue compiled;
+    bool has_compiler, has_module;
+    struct js__validation_kit *next; /* the owner's list */
+};
+
+/* Builds both sandboxes (the module one under the validation defaults).
+ * On failure the kit is cleared and err says why. */
+int js__validation_kit_build(struct js__validation_kit *kit, struct err *err);
+/* js_validate in kit (a zeroed or built kit, used once). */
+json_t *js__validate_in(struct js__validation_kit *kit, const char *source, size_t len,
+                        const char *filename, const struct js_limits *limits, struct err *err);
+/* Frees what the kit holds and zeroes it (not its `next`). */
+void js__validation_kit_clear(struct js__validation_kit *kit);
+
 /* A js_exception string, which is NULL only when memory ran out. */
 static inline const char *js__text(const char *text)
 {

@@ -153,27 +153,34 @@ static int serialise(struct js_sandbox *sb, JSValueConst fn, const char *filenam
     return 0;
 }
 
-static int compile_text(const char *text, size_t len, const char *filename,
-                        struct js_bytecode **out, struct err *err)
+int js__compiler_init(struct js_sandbox *sb, struct err *err)
 {
-    struct js_sandbox sb;
     struct js_limits limits = {COMPILE_MEMORY, 0, 0};
-    if (js__sandbox_init_profile(&sb, &limits, JS__PROFILE_COMPILER, err) < 0)
-        return -1;
+    return js__sandbox_init_profile(sb, &limits, JS__PROFILE_COMPILER, err);
+}
+
+static int compile_in(struct js_sandbox *sb, const char *text, size_t len, const char *filename,
+                      JSValue *keep, struct js_bytecode **out, struct err *err)
+{
+    /* sb may have been built on another thread: the parser's stack guard
+     * must measure this one's stack */
+    JS_UpdateStackTop(sb->rt);
     JSValue fn =
-        JS_Eval(sb.ctx, text, len, filename, JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY);
+        JS_Eval(sb->ctx, text, len, filename, JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY);
     int rc;
     if (JS_IsException(fn))
-        rc = compile_failure(&sb, text, len, filename, err);
+        rc = compile_failure(sb, text, len, filename, err);
     else
-        rc = serialise(&sb, fn, filename, out, err);
-    JS_FreeValue(sb.ctx, fn);
-    js_sandbox_free(&sb);
+        rc = serialise(sb, fn, filename, out, err);
+    if (keep && !JS_IsException(fn))
+        *keep = fn;
+    else
+        JS_FreeValue(sb->ctx, fn);
     return rc;
 }
 
-int js_compile(const char *source, size_t len, const char *filename, struct js_bytecode **out,
-               struct err *err)
+int js__compile_source(struct js_sandbox *sb, const char *source, size_t len, const char *filename,
+                       JSValue *keep, struct js_bytecode **out, struct err *err)
 {
     *out = NULL;
     if (!filename || !*filename)
@@ -190,9 +197,22 @@ int js_compile(const char *source, size_t len, const char *filename, struct js_b
     }
     memcpy(text, source, len);
     text[len] = '\0';
-    int rc = compile_text(text, len, filename, out, err);
+    struct js_sandbox own;
+    int rc;
+    if (sb) {
+        rc = compile_in(sb, text, len, filename, keep, out, err);
+    } else if ((rc = js__compiler_init(&own, err)) == 0) {
+        rc = compile_in(&own, text, len, filename, NULL, out, err);
+        js_sandbox_free(&own);
+    }
     free(text);
     return rc;
+}
+
+int js_compile(const char *source, size_t len, const char *filename, struct js_bytecode **out,
+               struct err *err)
+{
+    return js__compile_source(NULL, source, len, filename, NULL, out, err);
 }
 
 void js_bytecode_retain(struct js_bytecode *bc)

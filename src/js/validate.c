@@ -709,77 +709,70 @@ static json_t *run_and_check(struct js_sandbox *sb, const struct js_bytecode *bc
     return md;
 }
 
-/* A fresh sandbox per thread, built once a request's answer is out
- * (js_validate_prepare), so that the thread's next validation does not
- * build one on its request's path. Freed with its thread. */
-static pthread_key_t spare_key;
-static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
-static bool spare_key_made;
-
-static void spare_free(void *sb)
+int js__validation_kit_build(struct js__validation_kit *kit, struct err *err)
 {
-    js_sandbox_free(sb);
-    free(sb);
-}
-
-static void spare_key_create(void)
-{
-    spare_key_made = pthread_key_create(&spare_key, spare_free) == 0;
-}
-
-void js_validate_prepare(void)
-{
-    (void)pthread_once(&spare_once, spare_key_create);
-    if (!spare_key_made || pthread_getspecific(spare_key))
-        return;
-    struct js_sandbox *sb = malloc(sizeof *sb);
     struct js_limits lim = validation_limits(NULL);
-    struct err e = ERR_INIT;
-    if (sb && js_sandbox_init(sb, &lim, &e) == 0) {
-        if (pthread_setspecific(spare_key, sb) != 0)
-            spare_free(sb);
-    } else {
-        free(sb); /* the validation will build one and report why it cannot */
-    }
-    err_clear(&e);
+    kit->compiled = JS_UNDEFINED;
+    kit->has_compiler = js__compiler_init(&kit->compiler, err) == 0;
+    kit->has_module =
+        kit->has_compiler && js_sandbox_init(&kit->module, &lim, err) == 0;
+    if (kit->has_module)
+        return 0;
+    js__validation_kit_clear(kit);
+    return -1;
 }
 
-/* The thread's prepared sandbox under this validation's limits, or a new
- * one. The caller frees it (it ran a module). */
-static struct js_sandbox *take_sandbox(const struct js_limits *lim, struct err *err)
+void js__validation_kit_clear(struct js__validation_kit *kit)
 {
-    struct js_sandbox *sb = spare_key_made ? pthread_getspecific(spare_key) : NULL;
-    if (sb) {
-        (void)pthread_setspecific(spare_key, NULL);
-        if (js_sandbox_set_limits(sb, lim, err) == 0)
-            return sb;
-        spare_free(sb);
-        return NULL;
+    if (kit->has_compiler) {
+        JS_FreeValue(kit->compiler.ctx, kit->compiled);
+        js_sandbox_free(&kit->compiler);
     }
-    sb = malloc(sizeof *sb);
-    if (!sb) {
-        err_set(err, ERR_INTERNAL, "out of memory for a validation sandbox");
-        return NULL;
+    if (kit->has_module)
+        js_sandbox_free(&kit->module);
+    struct js__validation_kit *next = kit->next;
+    memset(kit, 0, sizeof *kit);
+    kit->compiled = JS_UNDEFINED;
+    kit->next = next;
+}
+
+/* The kit's module sandbox under this validation's limits, built now if
+ * it was not built ahead. */
+static int module_sandbox(struct js__validation_kit *kit, const struct js_limits *lim,
+                          struct err *err)
+{
+    if (kit->has_module)
+        return js_sandbox_set_limits(&kit->module, lim, err);
+    kit->has_module = js_sandbox_init(&kit->module, lim, err) == 0;
+    return kit->has_module ? 0 : -1;
+}
+
+json_t *js__validate_in(struct js__validation_kit *kit, const char *source, size_t len,
+                        const char *filename, const struct js_limits *limits, struct err *err)
+{
+    struct js_limits lim = validation_limits(limits);
+    if (!kit->has_compiler) {
+        kit->compiled = JS_UNDEFINED;
+        kit->has_compiler = js__compiler_init(&kit->compiler, err) == 0;
+        if (!kit->has_compiler)
+            return NULL;
     }
-    if (js_sandbox_init(sb, lim, err) == 0)
-        return sb;
-    free(sb);
-    return NULL;
+    struct js_bytecode *bc = NULL;
+    if (js__compile_source(&kit->compiler, source, len, filename, &kit->compiled, &bc, err) < 0)
+        return NULL;
+    json_t *md = NULL;
+    if (module_sandbox(kit, &lim, err) == 0)
+        md = run_and_check(&kit->module, bc, source, len, err);
+    js_bytecode_release(bc);
+    return md;
 }
 
 json_t *js_validate(const char *source, size_t len, const char *filename,
                     const struct js_limits *limits, struct err *err)
 {
-    struct js_limits lim = validation_limits(limits);
-    struct js_bytecode *bc = NULL;
-    if (js_compile(source, len, filename, &bc, err) < 0)
-        return NULL;
-    json_t *md = NULL;
-    struct js_sandbox *sb = take_sandbox(&lim, err);
-    if (sb) {
-        md = run_and_check(sb, bc, source, len, err);
-        spare_free(sb);
-    }
-    js_bytecode_release(bc);
+    struct js__validation_kit kit;
+    memset(&kit, 0, sizeof kit);
+    json_t *md = js__validate_in(&kit, source, len, filename, limits, err);
+    js__validation_kit_clear(&kit);
     return md;
 }

@@ -27,7 +27,7 @@
  *    ("" if none), "default" (only if given), "required" (false if not
  *    given), "options" (enum only)}]}
  *
- * Contract: thread-safe (each call makes its own sandbox). A module that
+ * Contract: thread-safe (each call makes its own sandboxes). A module that
  * does not validate is ERR_UNPROCESSABLE with details {"diagnostics": [...]};
  * each diagnostic is {"stage", "message", "line", "column", "hint"} with
  * line/column 1-based (0 when not applicable) and hint a sentence that tells
@@ -63,12 +63,27 @@
  * `limits` may be NULL for the validation defaults above. */
 json_t *js_validate(const char *source, size_t len, const char *filename,
                     const struct js_limits *limits, struct err *err);
-/* Any thread: builds the fresh sandbox that the calling thread's next
- * js_validate() takes instead of building one (its limits are set then),
- * unless the thread has one already. For a moment off a request's path
- * (after its answer is out). Freed when the thread ends; errors are left
- * for that validation to meet. */
-void js_validate_prepare(void);
+/*
+ * A validator keeps validations' sandboxes off their callers' paths: a
+ * thread of its own keeps a few fresh kits ready (a compiler sandbox and a
+ * strategy sandbox each, built under the validation defaults) and frees
+ * the ones validations used (the compiled module, the loaded one), so a
+ * validation only compiles, runs and checks. Every validation still meets
+ * sandboxes nothing ran in before, under its own limits; when none is
+ * ready it builds its own, so results never depend on the validator.
+ *
+ * js_validator_new: 0, or -1 with err (out of memory, no thread). The
+ * caller owns the validator. js_validator_run: any thread, any number at
+ * once; v may be NULL (then it is js_validate). js_validator_free: joins
+ * the thread and frees every kit; no run may be in progress. NULL is a
+ * no-op.
+ */
+struct js_validator;
+
+int js_validator_new(struct js_validator **out, struct err *err);
+json_t *js_validator_run(struct js_validator *v, const char *source, size_t len,
+                         const char *filename, const struct js_limits *limits, struct err *err);
+void js_validator_free(struct js_validator *v);
 
 /* The canonical event names, and the handler each is delivered to. */
 extern const char *const js_event_names[];

@@ -14,6 +14,17 @@
 
 #define MS (1000LL * 1000)
 
+/* Every test runs twice: once through js_validate (each validation builds
+ * its sandboxes) and once through a validator (sandboxes built ahead on
+ * its thread, used ones freed there): both must give the same answers. */
+static struct js_validator *validator;
+
+static json_t *validate(const char *src, size_t len, const char *filename,
+                        const struct js_limits *limits, struct err *err)
+{
+    return js_validator_run(validator, src, len, filename, limits, err);
+}
+
 static const char *const create_fn = "  create(env) { return { onTrade(t) {} }; },\n";
 
 /* A module with the given metadata literal and a create function. */
@@ -25,7 +36,7 @@ static char *module_with(const char *metadata_literal)
 /* Validates and expects failure; returns the diagnostics (owned by err). */
 static json_t *expect_invalid(const char *src, const struct js_limits *limits, struct err *err)
 {
-    json_t *md = js_validate(src, strlen(src), "strat.js", limits, err);
+    json_t *md = validate(src, strlen(src), "strat.js", limits, err);
     if (md) {
         char *text = jsonutil_dump(md, NULL);
         fail_msg("expected a validation failure, got %s\nsource:\n%s", text, src);
@@ -92,7 +103,7 @@ static void expect_metadata_problem(const char *metadata_literal, const char *me
 static json_t *expect_valid(const char *src)
 {
     struct err err = ERR_INIT;
-    json_t *md = js_validate(src, strlen(src), "strat.js", NULL, &err);
+    json_t *md = validate(src, strlen(src), "strat.js", NULL, &err);
     if (!md) {
         char *details = err.details ? jsonutil_dump(err.details, NULL) : NULL;
         fail_msg("validation failed: %s %s\nsource:\n%s", err.message, details ? details : "", src);
@@ -614,7 +625,7 @@ static void test_validation_speed(void **state)
     for (int i = 0; i < RUNS; i++) {
         struct err err = ERR_INIT;
         int64_t start = clock_mono_ns();
-        json_t *md = js_validate(src, len, "big.js", NULL, &err);
+        json_t *md = validate(src, len, "big.js", NULL, &err);
         int64_t took = clock_mono_ns() - start;
         assert_non_null(md);
         json_decref(md);
@@ -640,12 +651,12 @@ static void *validate_in_thread(void *arg)
     const char *src = arg;
     for (int i = 0; i < 10; i++) {
         struct err err = ERR_INIT;
-        json_t *md = js_validate(src, strlen(src), "t.js", NULL, &err);
+        json_t *md = validate(src, strlen(src), "t.js", NULL, &err);
         if (!md)
             return (void *)1;
         json_decref(md);
         /* and a failing one, whose diagnostics are built on this thread */
-        md = js_validate("var a = ;", 9, "t.js", NULL, &err);
+        md = validate("var a = ;", 9, "t.js", NULL, &err);
         if (md || err.kind != ERR_UNPROCESSABLE)
             return (void *)1;
         err_clear(&err);
@@ -673,52 +684,108 @@ static void test_validate_from_many_threads(void **state)
 static void test_validate_without_err(void **state)
 {
     (void)state;
-    assert_null(js_validate("var a = ;", 9, NULL, NULL, NULL));
-    assert_null(js_validate("throw new Error('x');", 21, NULL, NULL, NULL));
+    assert_null(validate("var a = ;", 9, NULL, NULL, NULL));
+    assert_null(validate("throw new Error('x');", 21, NULL, NULL, NULL));
     char *src = module_with("{ name: 'x', displayName: 'X', events: ['Trade'] }");
-    json_t *md = js_validate(src, strlen(src), NULL, NULL, NULL);
+    json_t *md = validate(src, strlen(src), NULL, NULL, NULL);
     assert_non_null(md);
     json_decref(md);
     free(src);
 }
 
-/* A thread that prepares a sandbox and ends without validating: the
- * sandbox goes with it (the sanitizer run would see a leak). */
-static void *prepare_and_leave(void *arg)
-{
-    (void)arg;
-    js_validate_prepare();
-    js_validate_prepare(); /* one is enough: the second keeps it */
-    return NULL;
-}
-
-/* A sandbox prepared ahead is taken by the thread's next validation under
- * that validation's limits (a tight memory cap still bites), and every
- * validation meets a sandbox that no module ran in before. */
-static void test_prepared_sandbox(void **state)
+/* Sandboxes built ahead are used under each validation's own limits (a
+ * tight memory cap still bites), and every validation meets sandboxes no
+ * module ran in before. */
+static void test_fresh_sandboxes(void **state)
 {
     (void)state;
-    js_validate_prepare();
     struct js_limits small = {8u << 20, 0, 20000 * MS};
     expect_diag("var keep = [];\nfor (;;) keep.push({ n: keep.length, s: 'x' + keep.length });\n",
                 &small, "execute", -1, -1, "the top level hit the memory cap of 8 MiB", "allocate");
     char *src = tu_path("globalThis.leaked = 1;\nmodule.exports = {\n  metadata: { name: 'a', "
                         "displayName: 'A', events: ['Trade'] },\n%s};\n",
                         create_fn);
-    js_validate_prepare();
-    json_decref(expect_valid(src));
+    for (int i = 0; i < 3; i++)
+        json_decref(expect_valid(src));
     free(src);
     src = tu_path("if (typeof leaked !== 'undefined') throw new Error('a sandbox was reused');\n"
                   "module.exports = {\n  metadata: { name: 'b', displayName: 'B', events: "
                   "['Trade'] },\n%s};\n",
                   create_fn);
-    js_validate_prepare();
-    json_decref(expect_valid(src));
-    json_decref(expect_valid(src)); /* none prepared: one is built */
+    for (int i = 0; i < 5; i++) /* more than the validator keeps ready */
+        json_decref(expect_valid(src));
     free(src);
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, prepare_and_leave, NULL), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+/* Sandboxes built on the validator's thread guard this thread's stack: a
+ * module nested too deeply for the parser, and one that recurses without
+ * end at its top level, fail with a diagnostic instead of taking the
+ * process down. */
+static void test_stack_guard(void **state)
+{
+    (void)state;
+    enum { DEPTH = 200000 };
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_puts(&sb, "var x = ");
+    for (int i = 0; i < DEPTH; i++)
+        strbuf_putc(&sb, '[');
+    for (int i = 0; i < DEPTH; i++)
+        strbuf_putc(&sb, ']');
+    strbuf_puts(&sb, ";\n");
+    assert_false(strbuf_failed(&sb));
+    char *deep = strbuf_detach(&sb, NULL);
+    struct err err = ERR_INIT;
+    json_t *d = first_diag(deep, NULL, &err);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "compile");
+    assert_non_null(strstr(json_string_value(json_object_get(d, "message")), "stack overflow"));
+    err_clear(&err);
+    free(deep);
+    d = first_diag("function down(n) { return down(n + 1) + 1; }\ndown(0);\n", NULL, &err);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "execute");
+    err_clear(&err);
+}
+
+/* A validator freed with kits ready and kits used but not yet freed
+ * frees them all (the sanitizer run would see a leak), and one freed at
+ * once, while its thread is still building, too. */
+static void test_validator_free(void **state)
+{
+    (void)state;
+    struct js_validator *v = NULL;
+    struct err err = ERR_INIT;
+    assert_int_equal(js_validator_new(&v, &err), 0);
+    js_validator_free(v);
+    assert_int_equal(js_validator_new(&v, &err), 0);
+    char *src = module_with("{ name: 'x', displayName: 'X', events: ['Trade'] }");
+    for (int i = 0; i < 4; i++) {
+        json_t *md = js_validator_run(v, src, strlen(src), "x.js", NULL, &err);
+        assert_non_null(md);
+        assert_string_equal(json_string_value(json_object_get(md, "name")), "x");
+        json_decref(md);
+        assert_null(js_validator_run(v, "var a = ;", 9, "x.js", NULL, &err));
+        assert_int_equal(err.kind, ERR_UNPROCESSABLE);
+        err_clear(&err);
+    }
+    js_validator_free(v);
+    js_validator_free(NULL);
+    free(src);
+}
+
+static int with_validator(void **state)
+{
+    (void)state;
+    struct err err = ERR_INIT;
+    int rc = js_validator_new(&validator, &err);
+    err_clear(&err);
+    return rc;
+}
+
+static int without_validator(void **state)
+{
+    (void)state;
+    js_validator_free(validator);
+    validator = NULL;
+    return 0;
 }
 
 int main(void)
@@ -744,7 +811,11 @@ int main(void)
         cmocka_unit_test(test_validation_speed),
         cmocka_unit_test(test_validate_from_many_threads),
         cmocka_unit_test(test_validate_without_err),
-        cmocka_unit_test(test_prepared_sandbox),
+        cmocka_unit_test(test_fresh_sandboxes),
+        cmocka_unit_test(test_stack_guard),
+        cmocka_unit_test(test_validator_free),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("js_validate", tests, NULL, NULL);
+    return failed + cmocka_run_group_tests_name("js_validator", tests, with_validator,
+                                                without_validator);
 }
