@@ -178,3 +178,28 @@ int jsonutil_get_string_array(const json_t *obj, const char *key, const json_t *
     *value = v;
     return 0;
 }
+
+void jsonutil_put_string(struct strbuf *sb, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (; *p; p++) {
+        if (*p < 0x20 || *p >= 0x80 || *p == '"' || *p == '\\')
+            break;
+    }
+    if (!*p) { /* the usual case: nothing to escape */
+        strbuf_putc(sb, '"');
+        strbuf_puts(sb, s);
+        strbuf_putc(sb, '"');
+        return;
+    }
+    /* escapes and UTF-8 checks exactly as jansson writes them */
+    json_t *str = json_string(s);
+    size_t len = 0;
+    char *text = str ? jsonutil_dump(str, &len) : NULL;
+    json_decref(str);
+    if (text)
+        strbuf_append(sb, text, len);
+    else
+        strbuf_puts(sb, "null");
+    free(text);
+}

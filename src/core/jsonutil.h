@@ -10,6 +10,7 @@
 #define STRATD_CORE_JSONUTIL_H
 
 #include "core/err.h"
+#include "core/strbuf.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -28,6 +29,11 @@ char *jsonutil_dump(const json_t *value, size_t *len);
 /* Pretty serialisation with 2-space indent and a final newline, for files
  * people read (registry.json). */
 char *jsonutil_dump_pretty(const json_t *value, size_t *len);
+
+/* Appends s as a JSON string: the bytes jsonutil_dump() writes for
+ * json_string(s) (and json_dumps with any indent), "null" if s is not
+ * UTF-8, as a NULL member of a tree is written. */
+void jsonutil_put_string(struct strbuf *sb, const char *s);
 
 /* Typed getters for request bodies. Each returns 0 and stores the value, 1
  * when the key is absent (value untouched), or -1 with ERR_INVALID naming the

@@ -356,27 +356,42 @@ json_t *registry_to_json(const struct registry *reg)
     return doc;
 }
 
-/* `"name": {...}` on one line. Strategy names need no escaping (their
- * charset is [a-z0-9_-]); tags and paths go through jansson. */
+/* `"name": {...}` on one line: the bytes json_dumps writes for
+ * strategy_to_json with JSON_INDENT(0) | JSON_PRESERVE_ORDER, without
+ * building the tree (a strategy's line is written on every change to it).
+ * Strategy names need no escaping (their charset is [a-z0-9_-]). */
 static char *strategy_text(const struct registry_strategy *st, size_t *len)
 {
-    json_t *doc = strategy_to_json(st);
-    char *body = doc ? json_dumps(doc, JSON_INDENT(0) | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(doc);
-    if (!body)
-        return NULL;
-    size_t body_len = strlen(body);
-    size_t name_len = strlen(st->name);
-    char *line = malloc(name_len + body_len + 5);
-    if (line) {
-        line[0] = '"';
-        memcpy(line + 1, st->name, name_len);
-        memcpy(line + 1 + name_len, "\": ", 3);
-        memcpy(line + 4 + name_len, body, body_len + 1);
-        *len = name_len + body_len + 4;
+    struct strbuf sb = STRBUF_INIT;
+    char spelled[HASH_SPELLED_LEN + 1];
+    strbuf_printf(&sb, "\"%s\": {\"tags\": {", st->name);
+    for (size_t i = 0; i < st->ntags; i++) {
+        hash_spell(st->tags[i].hex, spelled);
+        if (i)
+            strbuf_puts(&sb, ", ");
+        jsonutil_put_string(&sb, st->tags[i].tag);
+        strbuf_printf(&sb, ": \"%s\"", spelled);
     }
-    free(body);
-    return line;
+    strbuf_puts(&sb, "}, \"hashes\": {");
+    bool complete = true;
+    for (size_t i = 0; i < st->nrevisions; i++) {
+        const struct registry_revision *rev = &st->revisions[i];
+        complete = complete && rev->tag && rev->path;
+        if (!complete)
+            break;
+        hash_spell(rev->hex, spelled);
+        strbuf_printf(&sb, "%s\"%s\": {\"tag\": ", i ? ", " : "", spelled);
+        jsonutil_put_string(&sb, rev->tag);
+        strbuf_puts(&sb, ", \"path\": ");
+        jsonutil_put_string(&sb, rev->path);
+        strbuf_putc(&sb, '}');
+    }
+    strbuf_puts(&sb, "}}");
+    if (!complete || strbuf_failed(&sb)) {
+        strbuf_release(&sb);
+        return NULL;
+    }
+    return strbuf_detach(&sb, len);
 }
 
 /* The width a line of len bytes gets in the file: a quarter more, so that

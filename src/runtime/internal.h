@@ -655,8 +655,6 @@ json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const 
 /* The same document as text, the bytes jsonutil_dump() writes for it. */
 void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
                              struct strbuf *sb);
-/* s as a JSON string, the bytes jsonutil_dump() writes for json_string(s). */
-void rtx_json_string(struct strbuf *sb, const char *s);
 int usage_load(struct runtime *rt, struct err *err);
 
 /* runtime.c helpers used by usage.c / refresh.c */

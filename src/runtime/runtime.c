@@ -756,31 +756,6 @@ json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err
 
 /* ------------------------------------------------------------ snapshot text */
 
-void rtx_json_string(struct strbuf *sb, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (; *p; p++) {
-        if (*p < 0x20 || *p >= 0x80 || *p == '"' || *p == '\\')
-            break;
-    }
-    if (!*p) { /* the usual case: nothing to escape */
-        strbuf_putc(sb, '"');
-        strbuf_puts(sb, s);
-        strbuf_putc(sb, '"');
-        return;
-    }
-    /* escapes and UTF-8 checks exactly as jansson writes them */
-    json_t *str = json_string(s);
-    size_t len = 0;
-    char *text = str ? jsonutil_dump(str, &len) : NULL;
-    json_decref(str);
-    if (text)
-        strbuf_append(sb, text, len);
-    else
-        strbuf_puts(sb, "null"); /* what a NULL member is when the tree is dumped */
-    free(text);
-}
-
 /* Members a snapshot adds to the spec; a spec carrying one of them is
  * written through jansson, whose set replaces the member in place. */
 static const char *const snapshot_members[] = {
@@ -822,11 +797,11 @@ static void append_links(struct strbuf *sb, const struct instance *inst)
     strbuf_puts(sb, ",\"links\":{\"self\":");
     char self[NAMES_ID_MAX + 32];
     snprintf(self, sizeof self, "/strategy/instances/%s", inst->id);
-    rtx_json_string(sb, self);
+    jsonutil_put_string(sb, self);
     json_t *usage = usage_link(inst->strategy, inst->hex);
     if (usage) {
         strbuf_puts(sb, ",\"usage\":");
-        rtx_json_string(sb, json_string_value(usage));
+        jsonutil_put_string(sb, json_string_value(usage));
     }
     json_decref(usage);
     strbuf_putc(sb, '}');
@@ -856,7 +831,7 @@ static int snapshot_text_locked(struct runtime *rt, struct instance *inst, struc
     append_links(sb, inst);
     strbuf_puts(sb, ",\"stopReason\":");
     if (inst->stop_reason[0])
-        rtx_json_string(sb, inst->stop_reason);
+        jsonutil_put_string(sb, inst->stop_reason);
     else
         strbuf_puts(sb, "null");
     strbuf_puts(sb, ",\"lastError\":");

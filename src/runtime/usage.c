@@ -10,6 +10,7 @@
 #include "runtime/internal.h"
 
 #include "core/clock.h"
+#include "core/jsonutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,7 +99,7 @@ static void time_text(struct strbuf *sb, int64_t ms)
     }
     char text[40];
     clock_format_rfc3339(ms, text, sizeof text);
-    rtx_json_string(sb, text);
+    jsonutil_put_string(sb, text);
 }
 
 /* ids false: the brief form, "instances": null */
@@ -118,7 +119,7 @@ static long long usage_text_locked(struct runtime *rt, const char *strategy, con
     if (count > 0 && first <= 0)
         first = last;
     strbuf_puts(sb, "{\"strategy\":");
-    rtx_json_string(sb, strategy);
+    jsonutil_put_string(sb, strategy);
     strbuf_printf(sb, ",\"hash\":\"" HASH_PREFIX "%s\",\"instances\":", hex);
     if (ids) {
         /* the range is sorted by id, so the ids come out sorted */
@@ -129,7 +130,7 @@ static long long usage_text_locked(struct runtime *rt, const char *strategy, con
                 continue;
             if (sep)
                 strbuf_putc(sb, ',');
-            rtx_json_string(sb, rt->pins[i]->id);
+            jsonutil_put_string(sb, rt->pins[i]->id);
             sep = true;
         }
         strbuf_putc(sb, ']');

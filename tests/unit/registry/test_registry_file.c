@@ -137,6 +137,26 @@ static void test_missing_registry_is_empty(void **state)
     free(root);
 }
 
+/* The document as one strategy a line, each line what json_dumps writes
+ * for the strategy's own tree (JSON_INDENT(0), insertion order). */
+static char *jansson_lines(const json_t *doc)
+{
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_puts(&sb, "{\n");
+    const char *name;
+    json_t *strategy;
+    size_t i = 0;
+    json_object_foreach((json_t *)doc, name, strategy)
+    {
+        char *line = json_dumps(strategy, JSON_INDENT(0) | JSON_PRESERVE_ORDER);
+        assert_non_null(line);
+        strbuf_printf(&sb, "%s  \"%s\": %s", i++ ? ",\n" : "", name, line);
+        free(line);
+    }
+    strbuf_puts(&sb, "\n}\n");
+    return strbuf_detach(&sb, NULL);
+}
+
 static void test_round_trip_and_order(void **state)
 {
     struct fixture *f = *state;
@@ -214,6 +234,10 @@ static void test_round_trip_and_order(void **state)
                      registry_find_strategy(second, "zeta")->revisions[0].order + 1);
     char *dumped = registry_to_text(second, NULL);
     assert_string_equal(dumped, rt_unpadded(text));
+    /* each line is the bytes jansson writes for the strategy's tree */
+    char *expected = jansson_lines(second_json);
+    assert_string_equal(dumped, expected);
+    free(expected);
     free(dumped);
     json_decref(first_json);
     json_decref(second_json);
