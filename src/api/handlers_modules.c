@@ -396,9 +396,8 @@ static json_t *validate_upload(struct api *api, const struct upload_request *up,
     char filename[NAMES_STRATEGY_MAX + 4] = "module.js";
     if (up->name && names_valid_strategy(up->name))
         snprintf(filename, sizeof filename, "%s.js", up->name);
-    json_t *metadata =
-        js_validator_run(api->validator, up->source, up->source_len, filename,
-                         &api->opts.validation_limits, err);
+    json_t *metadata = js_validator_run(api->validator, up->source, up->source_len, filename,
+                                        &api->opts.validation_limits, err);
     if (!metadata) {
         json_t *diags = err->details ? json_object_get(err->details, "diagnostics") : NULL;
         json_t *first = json_array_get(diags, 0);

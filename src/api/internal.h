@@ -98,8 +98,8 @@ struct api {
     struct metrics_family *tag_deleted;
     struct metrics_family *validation_failures;
     pthread_mutex_t audit_lock;
-    struct views_cache *views; /* module summaries as text, per catalogue generation */
-    struct pages *pages;       /* whole listing pages (pages.h) */
+    struct views_cache *views;      /* module summaries as text, per catalogue generation */
+    struct pages *pages;            /* whole listing pages (pages.h) */
     struct js_validator *validator; /* uploads' sandboxes, built ahead (validate.h) */
 };
 

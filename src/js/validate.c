@@ -714,8 +714,7 @@ int js__validation_kit_build(struct js__validation_kit *kit, struct err *err)
     struct js_limits lim = validation_limits(NULL);
     kit->compiled = JS_UNDEFINED;
     kit->has_compiler = js__compiler_init(&kit->compiler, err) == 0;
-    kit->has_module =
-        kit->has_compiler && js_sandbox_init(&kit->module, &lim, err) == 0;
+    kit->has_module = kit->has_compiler && js_sandbox_init(&kit->module, &lim, err) == 0;
     if (kit->has_module)
         return 0;
     js__validation_kit_clear(kit);

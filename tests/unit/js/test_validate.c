@@ -816,6 +816,6 @@ int main(void)
         cmocka_unit_test(test_validator_free),
     };
     int failed = cmocka_run_group_tests_name("js_validate", tests, NULL, NULL);
-    return failed + cmocka_run_group_tests_name("js_validator", tests, with_validator,
-                                                without_validator);
+    return failed +
+           cmocka_run_group_tests_name("js_validator", tests, with_validator, without_validator);
 }
