@@ -549,13 +549,15 @@ static bool wait_next_tick(struct sim *s)
 static void *sim_main(void *arg)
 {
     struct sim *s = arg;
-    /* Running (open to submitting threads) once the first book exists. */
+    /* Running before the first trade is published, so that its handlers
+     * see an active market and may order; a submitter's order meets the
+     * engine only once this thread lets go of it after the first tick. */
     pthread_mutex_lock(&s->engine);
     publish_instruments(s, true);
     sim_balances_publish(s, true);
     s->sched_base = clock_mono_ns();
-    tick(s);
     atomic_store(&s->state, SIM_RUNNING);
+    tick(s);
     pthread_mutex_unlock(&s->engine);
     while (wait_next_tick(s))
         engine_tick(s);

@@ -597,6 +597,40 @@ static void test_sink_hears_only_the_provider_thread(void **state)
     gate_free(&g, m);
 }
 
+/* A sink that asks the market, on the first trade it hears, whether
+ * trading is active: what a strategy handling that trade is told. */
+struct first_trade {
+    struct tsink sink;
+    struct market *m;
+    atomic_int answer; /* 0 no trade yet, 1 active, 2 not active */
+};
+
+static void first_trade_publish(void *ctx, struct event *ev)
+{
+    struct first_trade *ft = ctx;
+    if (ev->kind == EVENT_TRADE && atomic_load(&ft->answer) == 0) {
+        struct market_ops ops = market_runtime_ops(ft->m);
+        atomic_store(&ft->answer, ops.trading_active(ops.ctx, intern_id("sim")) ? 1 : 2);
+    }
+    tsink_publish(&ft->sink, ev);
+}
+
+/* The market is active for the handlers of its very first trade (they may
+ * quote and order on it), before that first tick has ended. */
+static void test_active_from_the_first_trade(void **state)
+{
+    (void)state;
+    struct first_trade ft = {.answer = 0};
+    tsink_init(&ft.sink, 0, 0);
+    ft.m = market_new((struct event_sink){&ft, first_trade_publish}, NULL);
+    assert_non_null(ft.m);
+    tmarket_create(ft.m, "sim", FROZEN "}", true);
+    assert_true(tsink_wait_kind(&ft.sink, EVENT_TRADE, 1, 5000));
+    assert_int_equal(atomic_load(&ft.answer), 1);
+    market_free(ft.m);
+    tsink_destroy(&ft.sink);
+}
+
 static void test_orders_from_many_threads(void **state);
 
 int main(void)
@@ -614,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_orders_from_many_threads),
         cmocka_unit_test(test_tick_to_order_histogram),
         cmocka_unit_test(test_sink_hears_only_the_provider_thread),
+        cmocka_unit_test(test_active_from_the_first_trade),
         cmocka_unit_test(test_busy_engine_queues_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
