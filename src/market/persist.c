@@ -7,10 +7,12 @@
  * largest part of the tick-to-order tail). So the engine only
  * copies each change into a queue; a writer thread waits until
  * SIM_BATCH_MAX changes are queued or the oldest has waited SIM_BATCH_NS,
- * takes the whole queue, builds the JSON records and writes them in one
- * transaction (one sync per batch: the syncs and the writer's CPU are
- * what the provider and the workers feel of it, on two cores). An order that changes state several
- * times within a batch is written once, in its latest state (likewise balances per asset). A
+ * takes the whole queue, writes each record's JSON text straight from the
+ * C record and hands the rows to the store in one transaction
+ * (store_rows_put; one sync per batch: the syncs and the writer's CPU are
+ * what the provider and the workers feel of it, on two cores). An order
+ * that changes state several times within a batch is written once, in its
+ * latest state (likewise balances per asset). A
  * session stops its writer after its provider thread, and the writer
  * commits everything queued before it exits, so a clean stop loses
  * nothing.
@@ -23,6 +25,7 @@
 
 #include "core/clock.h"
 #include "core/intern.h"
+#include "core/jsonutil.h"
 #include "core/log.h"
 
 #include <sched.h>
@@ -34,138 +37,279 @@
 
 /* -------------------------------------------------------------- records */
 
-static json_t *ms_or_null(int64_t ms)
+/* Each record is written as text straight from the C record, in the shape
+ * (and member order) of the contract's OrderRecord, ExecutionRecord and
+ * BalanceRecord: building jansson objects only to dump them was most of the
+ * writer's CPU. */
+
+static void put_key(struct strbuf *sb, const char *key)
 {
-    return ms ? json_integer(ms) : json_null();
+    bool first = sb->len > 0 && sb->data[sb->len - 1] == '{';
+    strbuf_printf(sb, first ? "\"%s\":" : ",\"%s\":", key);
 }
 
-static json_t *order_record(const char *provider, const struct sim_order *o, const char *reason)
+static void put_str(struct strbuf *sb, const char *key, const char *value)
 {
-    json_t *meta = json_pack("{s:b, s:o, s:o, s:I}", "dryRun", o->dry_run, "filledQuantity",
-                             sim_decimal_json(o->filled), "averagePrice",
-                             sim_decimal_json(o->filled > 0 ? o->notional / o->filled : 0),
-                             "instanceKey", (json_int_t)o->instance_key);
-    if (meta && reason && *reason)
-        json_object_set_new(meta, "reason", json_string(reason));
-    return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:n, s:I, s:o*, s:o, s:o, s:I, s:I}",
-        "id", o->order_id, "provider", provider, "strategyInstance", o->instance_id,
-        "clientOrderId", o->client_order_id, "symbol", intern_name(o->symbol), "side",
-        order_side_name(o->side), "type", order_type_name(o->type), "quantity",
-        sim_decimal_json(o->quantity), "price",
-        o->type == ORDER_LIMIT ? sim_decimal_json(o->price) : json_null(), "state",
-        event_exec_status_name(o->state), "externalReference", "placedAt", (json_int_t)o->placed_ms,
-        "metadata", meta, "acknowledgedAt", ms_or_null(o->acknowledged_ms), "completedAt",
-        ms_or_null(o->completed_ms), "createdAt", (json_int_t)o->placed_ms, "updatedAt",
-        (json_int_t)o->updated_ms);
+    put_key(sb, key);
+    jsonutil_put_string(sb, value);
 }
 
-static json_t *execution_record(const char *provider, const struct sim_rec *r)
+/* A decimal as a JSON string, the text sim_decimal_json gives. */
+static void put_decimal(struct strbuf *sb, const char *key, double v)
+{
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.15g", v);
+    put_key(sb, key);
+    strbuf_printf(sb, "\"%s\"", buf);
+}
+
+static void put_int(struct strbuf *sb, const char *key, int64_t v)
+{
+    put_key(sb, key);
+    strbuf_printf(sb, "%lld", (long long)v);
+}
+
+static void put_ms_or_null(struct strbuf *sb, const char *key, int64_t ms)
+{
+    if (ms)
+        put_int(sb, key, ms);
+    else
+        strbuf_printf(sb, ",\"%s\":null", key);
+}
+
+static void order_text(struct strbuf *sb, const char *provider, const struct sim_order *o,
+                       const char *reason)
+{
+    strbuf_putc(sb, '{');
+    put_str(sb, "id", o->order_id);
+    put_str(sb, "provider", provider);
+    put_str(sb, "strategyInstance", o->instance_id);
+    put_str(sb, "clientOrderId", o->client_order_id);
+    put_str(sb, "symbol", intern_name(o->symbol));
+    put_str(sb, "side", order_side_name(o->side));
+    put_str(sb, "type", order_type_name(o->type));
+    put_decimal(sb, "quantity", o->quantity);
+    if (o->type == ORDER_LIMIT)
+        put_decimal(sb, "price", o->price);
+    else
+        strbuf_puts(sb, ",\"price\":null");
+    put_str(sb, "state", event_exec_status_name(o->state));
+    strbuf_puts(sb, ",\"externalReference\":null");
+    put_int(sb, "placedAt", o->placed_ms);
+    strbuf_puts(sb, ",\"metadata\":{");
+    strbuf_printf(sb, "\"dryRun\":%s", o->dry_run ? "true" : "false");
+    put_decimal(sb, "filledQuantity", o->filled);
+    put_decimal(sb, "averagePrice", o->filled > 0 ? o->notional / o->filled : 0);
+    put_int(sb, "instanceKey", o->instance_key);
+    if (reason && *reason)
+        put_str(sb, "reason", reason);
+    strbuf_putc(sb, '}');
+    put_ms_or_null(sb, "acknowledgedAt", o->acknowledged_ms);
+    put_ms_or_null(sb, "completedAt", o->completed_ms);
+    put_int(sb, "createdAt", o->placed_ms);
+    put_int(sb, "updatedAt", o->updated_ms);
+    strbuf_putc(sb, '}');
+}
+
+static void execution_text(struct strbuf *sb, const char *provider, const struct sim_rec *r,
+                           const char *exec_id)
 {
     const struct sim_order *o = &r->u.o.order;
     const struct sim_symbol_cfg *cfg = r->u.o.cfg;
-    char exec_id[EVENT_ORDER_ID_MAX + 16];
-    snprintf(exec_id, sizeof exec_id, "%s-%u", o->order_id, o->fills);
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:s, s:I, s:{s:s, s:s, s:b}, s:I}",
-                     "orderId", o->order_id, "provider", provider, "strategyInstance",
-                     o->instance_id, "executionId", exec_id, "quantity",
-                     sim_decimal_json(r->u.o.qty), "price", sim_decimal_json(r->u.o.price), "fee",
-                     sim_decimal_json(r->u.o.fee), "feeAsset", cfg->quote, "liquidity",
-                     r->u.o.maker ? "maker" : "taker", "tradedAt", (json_int_t)r->u.o.at_ms,
-                     "metadata", "symbol", cfg->symbol, "side", order_side_name(o->side), "dryRun",
-                     o->dry_run, "createdAt", (json_int_t)r->u.o.at_ms);
+    strbuf_putc(sb, '{');
+    put_str(sb, "orderId", o->order_id);
+    put_str(sb, "provider", provider);
+    put_str(sb, "strategyInstance", o->instance_id);
+    put_str(sb, "executionId", exec_id);
+    put_decimal(sb, "quantity", r->u.o.qty);
+    put_decimal(sb, "price", r->u.o.price);
+    put_decimal(sb, "fee", r->u.o.fee);
+    put_str(sb, "feeAsset", cfg->quote);
+    put_str(sb, "liquidity", r->u.o.maker ? "maker" : "taker");
+    put_int(sb, "tradedAt", r->u.o.at_ms);
+    strbuf_puts(sb, ",\"metadata\":{");
+    put_str(sb, "symbol", cfg->symbol);
+    put_str(sb, "side", order_side_name(o->side));
+    strbuf_printf(sb, ",\"dryRun\":%s}", o->dry_run ? "true" : "false");
+    put_int(sb, "createdAt", r->u.o.at_ms);
+    strbuf_putc(sb, '}');
+}
+
+static void balance_text(struct strbuf *sb, const char *provider, const struct sim_asset *as,
+                         int64_t created_ms)
+{
+    strbuf_putc(sb, '{');
+    put_str(sb, "provider", provider);
+    put_str(sb, "asset", as->asset);
+    put_decimal(sb, "total", as->total);
+    put_decimal(sb, "available", as->available);
+    put_int(sb, "snapshotAt", as->updated_ms);
+    strbuf_puts(sb, ",\"metadata\":{}");
+    put_int(sb, "createdAt", created_ms);
+    put_int(sb, "updatedAt", as->updated_ms);
+    strbuf_putc(sb, '}');
 }
 
 /* --------------------------------------------------------------- writer */
 
-/* What one commit writes: {id: OrderRecord}, [ExecutionRecord],
- * {asset: BalanceRecord}. */
-struct tables {
-    json_t *orders, *executions, *balances;
+/* One commit's rows. Orders and balances are keyed (by order id, by asset):
+ * a later change in the batch replaces the row of an earlier one, which
+ * keeps its place. The rows point into the batch's records and own their
+ * texts. */
+struct rows {
+    json_t *index; /* "o:<id>" / "b:<asset>" -> position in its array */
+    struct store_order_row *orders;
+    struct store_execution_row *executions;
+    struct store_balance_row *balances;
+    char (*exec_ids)[EVENT_ORDER_ID_MAX + 16];
+    size_t norders, nexecutions, nbalances;
+    bool failed; /* out of memory */
 };
 
-/* Keyed records replace an earlier version in the same batch. */
-static void put_keyed(json_t **table, const char *key, json_t *record)
+/* The slot for `key` in an array of n rows: the one an earlier change of
+ * the batch took, or the next (n grows by one). -1 when memory ran out. */
+static long slot_for(struct rows *w, const char *prefix, const char *key, size_t *n)
 {
-    if (!record)
+    char name[EVENT_ORDER_ID_MAX + 8];
+    snprintf(name, sizeof name, "%s%s", prefix, key);
+    json_t *at = json_object_get(w->index, name);
+    if (at)
+        return (long)json_integer_value(at);
+    if (json_object_set_new(w->index, name, json_integer((json_int_t)*n)) != 0)
+        return -1;
+    return (long)(*n)++;
+}
+
+/* sb's text, taken; NULL (and the batch failed) when memory ran out. */
+static char *text_of(struct rows *w, struct strbuf *sb, size_t *len)
+{
+    if (!strbuf_failed(sb))
+        return strbuf_detach(sb, len);
+    strbuf_release(sb);
+    w->failed = true;
+    return NULL;
+}
+
+static void add_order(struct rows *w, const char *provider, const struct sim_rec *r)
+{
+    const struct sim_order *o = &r->u.o.order;
+    long i = slot_for(w, "o:", o->order_id, &w->norders);
+    struct strbuf sb = STRBUF_INIT;
+    order_text(&sb, provider, o, r->u.o.reason);
+    size_t len = 0;
+    char *text = text_of(w, &sb, &len);
+    if (i < 0 || !text) {
+        free(text);
+        w->failed = true;
         return;
-    if (!*table)
-        *table = json_object();
-    if (*table)
-        json_object_set_new(*table, key, record); /* releases the record on failure */
-    else
-        json_decref(record);
+    }
+    struct store_order_row *row = &w->orders[i];
+    free((char *)row->record);
+    *row = (struct store_order_row){o->order_id,
+                                    o->instance_id,
+                                    provider,
+                                    event_exec_status_name(o->state),
+                                    o->client_order_id,
+                                    o->placed_ms,
+                                    o->updated_ms,
+                                    text,
+                                    len};
 }
 
-static void put_execution(struct tables *t, json_t *record)
+static void add_execution(struct rows *w, const char *provider, const struct sim_rec *r)
 {
-    if (!record)
+    const struct sim_order *o = &r->u.o.order;
+    size_t i = w->nexecutions;
+    snprintf(w->exec_ids[i], sizeof w->exec_ids[i], "%s-%u", o->order_id, o->fills);
+    struct strbuf sb = STRBUF_INIT;
+    execution_text(&sb, provider, r, w->exec_ids[i]);
+    size_t len = 0;
+    char *text = text_of(w, &sb, &len);
+    if (!text)
         return;
-    if (!t->executions)
-        t->executions = json_array();
-    if (t->executions)
-        json_array_append_new(t->executions, record);
-    else
-        json_decref(record);
+    w->executions[w->nexecutions++] =
+        (struct store_execution_row){provider,     w->exec_ids[i], o->order_id, o->instance_id,
+                                     r->u.o.at_ms, r->u.o.at_ms,   text,        len};
 }
 
-static void add_record(struct sim_batch *b, struct tables *t, const struct sim_rec *r)
+static void add_balance(struct rows *w, const char *provider, const struct sim_rec *r)
 {
-    switch (r->kind) {
-    case SIM_REC_ORDER:
-        put_keyed(&t->orders, r->u.o.order.order_id,
-                  order_record(b->provider, &r->u.o.order, r->u.o.reason));
-        break;
-    case SIM_REC_EXECUTION:
-        put_execution(t, execution_record(b->provider, r));
-        break;
-    case SIM_REC_BALANCE:
-        put_keyed(&t->balances, r->u.b.asset.asset,
-                  sim_balance_json(&r->u.b.asset, r->u.b.created_ms, b->provider));
-        break;
+    const struct sim_asset *as = &r->u.b.asset;
+    long i = slot_for(w, "b:", as->asset, &w->nbalances);
+    struct strbuf sb = STRBUF_INIT;
+    balance_text(&sb, provider, as, r->u.b.created_ms);
+    size_t len = 0;
+    char *text = text_of(w, &sb, &len);
+    if (i < 0 || !text) {
+        free(text);
+        w->failed = true;
+        return;
     }
+    struct store_balance_row *row = &w->balances[i];
+    free((char *)row->record);
+    *row = (struct store_balance_row){
+        provider, as->asset, as->updated_ms, r->u.b.created_ms, as->updated_ms, text, len};
 }
 
-static json_t *values_of(json_t *table)
+/* Arrays for n records of any kind (a batch never holds more rows than records). */
+static bool rows_init(struct rows *w, size_t n)
 {
-    json_t *list = json_array();
-    const char *key;
-    json_t *value;
-    json_object_foreach(table, key, value)
-    {
-        json_array_append(list, value);
-    }
-    return list;
+    size_t cap = n ? n : 1;
+    w->index = json_object();
+    w->orders = calloc(cap, sizeof *w->orders);
+    w->executions = calloc(cap, sizeof *w->executions);
+    w->balances = calloc(cap, sizeof *w->balances);
+    w->exec_ids = calloc(cap, sizeof *w->exec_ids);
+    return w->index && w->orders && w->executions && w->balances && w->exec_ids;
+}
+
+static void rows_free(struct rows *w)
+{
+    for (size_t i = 0; i < w->norders; i++)
+        free((char *)w->orders[i].record);
+    for (size_t i = 0; i < w->nexecutions; i++)
+        free((char *)w->executions[i].record);
+    for (size_t i = 0; i < w->nbalances; i++)
+        free((char *)w->balances[i].record);
+    json_decref(w->index);
+    free(w->orders);
+    free(w->executions);
+    free(w->balances);
+    free(w->exec_ids);
 }
 
 /* Builds and commits one batch (one transaction for the three tables, so
  * one sync), freeing its records. */
 static void write_batch(struct sim_batch *b, struct sim_rec *r)
 {
-    struct tables t = {0};
     size_t n = 0;
-    while (r) {
-        struct sim_rec *next = r->next;
-        add_record(b, &t, r);
-        free(r);
-        r = next;
+    for (const struct sim_rec *c = r; c; c = c->next)
         n++;
+    struct rows w = {0};
+    w.failed = !rows_init(&w, n);
+    for (const struct sim_rec *c = r; c && !w.failed; c = c->next) {
+        if (c->kind == SIM_REC_ORDER)
+            add_order(&w, b->provider, c);
+        else if (c->kind == SIM_REC_EXECUTION)
+            add_execution(&w, b->provider, c);
+        else
+            add_balance(&w, b->provider, c);
     }
-    json_t *orders = t.orders ? values_of(t.orders) : NULL;
-    json_t *balances = t.balances ? values_of(t.balances) : NULL;
-    struct store_records lists = {orders, t.executions, balances};
+    struct store_rows rows = {w.orders,      w.norders,  w.executions,
+                              w.nexecutions, w.balances, w.nbalances};
     struct err err = ERR_INIT;
-    if ((t.orders && !orders) || (t.balances && !balances))
+    if (w.failed)
         log_warn("market", "provider %s: %zu changes not recorded: out of memory", b->provider, n);
-    else if (store_records_put(b->store, &lists, &err) < 0)
+    else if (store_rows_put(b->store, &rows, &err) < 0)
         log_warn("market", "provider %s: %zu changes not recorded: %s", b->provider, n,
                  err.message);
     err_clear(&err);
-    json_decref(orders);
-    json_decref(balances);
-    json_decref(t.orders);
-    json_decref(t.executions);
-    json_decref(t.balances);
+    rows_free(&w);
+    while (r) {
+        struct sim_rec *next = r->next;
+        free(r);
+        r = next;
+    }
 }
 
 static bool batch_due(const struct sim_batch *b)

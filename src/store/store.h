@@ -16,9 +16,10 @@
  *
  * Durability: synchronous=FULL, so a call that returned 0 survives SIGKILL
  * and power loss (the audit log: SIGKILL at once, power loss within 10 ms,
- * see store_audit_append). Records cross this interface as JSON shaped like the API's
- * records (OrderRecord, ExecutionRecord, BalanceRecord of the contract), so
- * handlers can pass them through.
+ * see store_audit_append). Records cross this interface as JSON shaped like
+ * the API's records (OrderRecord, ExecutionRecord, BalanceRecord of the
+ * contract), so handlers can pass them through; the market's writer, the
+ * hot path, hands over rows it serialised itself (store_rows_put).
  *
  * Contract: every function is thread-safe (one connection behind a mutex;
  * callers keep transactions short). Returned json_t are new references.
@@ -163,15 +164,45 @@ int store_executions_query(struct store *store, const struct store_order_query *
  * means any; limit <= 0 means 100. */
 int store_balances_put(struct store *store, const json_t *balances, struct err *err);
 
-/* A market's history in one transaction: orders, then executions (they
- * refer to their orders), then balances, each as the three calls above
- * take them (any may be NULL or empty). One commit, so one sync, for what
- * the three calls would commit and sync apart; all or nothing, and an
- * invalid record is named as above ("executions[3]: ..."). */
-struct store_records {
-    const json_t *orders, *executions, *balances;
+/* A market's history in one transaction, as rows its writer serialised
+ * itself: each row's indexed columns and its record's JSON text (an
+ * OrderRecord, ExecutionRecord or BalanceRecord of the contract, shaped as
+ * the calls above store them; a balance's text carries its createdAt and
+ * updatedAt). Orders, then executions (they refer to their orders), then
+ * balances. One commit, so one sync, for what the three calls would commit
+ * and sync apart; all or nothing, and an invalid row is named
+ * ("executions[3]: field 'executionId' must be a non-empty string"). The
+ * text is stored as given (the caller vouches that it is JSON; a query
+ * that meets text that is not fails with ERR_INTERNAL). Strings and text
+ * are copied: the caller keeps its rows. */
+struct store_order_row {
+    const char *id, *instance, *provider, *state,
+        *client_order_id; /* client_order_id may be NULL */
+    int64_t created_at, updated_at;
+    const char *record;
+    size_t record_len;
 };
-int store_records_put(struct store *store, const struct store_records *records, struct err *err);
+struct store_execution_row {
+    const char *provider, *execution_id, *order_id, *instance;
+    int64_t traded_at, created_at;
+    const char *record;
+    size_t record_len;
+};
+struct store_balance_row {
+    const char *provider, *asset;
+    int64_t snapshot_at, created_at, updated_at;
+    const char *record;
+    size_t record_len;
+};
+struct store_rows {
+    const struct store_order_row *orders;
+    size_t norders;
+    const struct store_execution_row *executions;
+    size_t nexecutions;
+    const struct store_balance_row *balances;
+    size_t nbalances;
+};
+int store_rows_put(struct store *store, const struct store_rows *rows, struct err *err);
 int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,
                          json_t **out, struct err *err);
 

@@ -164,26 +164,30 @@ static int put_batch(struct store *s, const struct record_kind *k, const json_t 
 
 /* -------------------------------------------------------------- orders */
 
+static void bind_order_columns(struct store__binder *b, const struct store_order_row *r)
+{
+    store__bind_text(b, 1, r->id);
+    store__bind_text(b, 2, r->instance);
+    store__bind_text(b, 3, r->provider);
+    store__bind_text(b, 4, r->state);
+    store__bind_text(b, 5, r->client_order_id);
+    store__bind_int64(b, 6, r->created_at);
+    store__bind_int64(b, 7, r->updated_at);
+}
+
 static int bind_order(struct store__binder *b, const json_t *rec, const char *label,
                       struct err *err)
 {
-    const char *id, *instance, *provider, *state, *client_order_id;
-    int64_t created_at, updated_at;
-    if (need_string(rec, "id", label, &id, err) != 0 ||
-        need_string(rec, "strategyInstance", label, &instance, err) != 0 ||
-        need_string(rec, "provider", label, &provider, err) != 0 ||
-        need_string(rec, "state", label, &state, err) != 0 ||
-        opt_string(rec, "clientOrderId", label, &client_order_id, err) != 0 ||
-        need_int(rec, "createdAt", label, &created_at, err) != 0 ||
-        need_int(rec, "updatedAt", label, &updated_at, err) != 0)
+    struct store_order_row r = {0};
+    if (need_string(rec, "id", label, &r.id, err) != 0 ||
+        need_string(rec, "strategyInstance", label, &r.instance, err) != 0 ||
+        need_string(rec, "provider", label, &r.provider, err) != 0 ||
+        need_string(rec, "state", label, &r.state, err) != 0 ||
+        opt_string(rec, "clientOrderId", label, &r.client_order_id, err) != 0 ||
+        need_int(rec, "createdAt", label, &r.created_at, err) != 0 ||
+        need_int(rec, "updatedAt", label, &r.updated_at, err) != 0)
         return -1;
-    store__bind_text(b, 1, id);
-    store__bind_text(b, 2, instance);
-    store__bind_text(b, 3, provider);
-    store__bind_text(b, 4, state);
-    store__bind_text(b, 5, client_order_id);
-    store__bind_int64(b, 6, created_at);
-    store__bind_int64(b, 7, updated_at);
+    bind_order_columns(b, &r);
     store__bind_json(b, 8, rec);
     return 0;
 }
@@ -208,24 +212,28 @@ int store_orders_put(struct store *store, const json_t *orders, struct err *err)
 
 /* ---------------------------------------------------------- executions */
 
+static void bind_execution_columns(struct store__binder *b, const struct store_execution_row *r)
+{
+    store__bind_text(b, 1, r->provider);
+    store__bind_text(b, 2, r->execution_id);
+    store__bind_text(b, 3, r->order_id);
+    store__bind_text(b, 4, r->instance);
+    store__bind_int64(b, 5, r->traded_at);
+    store__bind_int64(b, 6, r->created_at);
+}
+
 static int bind_execution(struct store__binder *b, const json_t *rec, const char *label,
                           struct err *err)
 {
-    const char *provider, *execution_id, *order_id, *instance;
-    int64_t traded_at, created_at;
-    if (need_string(rec, "provider", label, &provider, err) != 0 ||
-        need_string(rec, "executionId", label, &execution_id, err) != 0 ||
-        need_string(rec, "orderId", label, &order_id, err) != 0 ||
-        need_string(rec, "strategyInstance", label, &instance, err) != 0 ||
-        need_int(rec, "tradedAt", label, &traded_at, err) != 0 ||
-        need_int(rec, "createdAt", label, &created_at, err) != 0)
+    struct store_execution_row r = {0};
+    if (need_string(rec, "provider", label, &r.provider, err) != 0 ||
+        need_string(rec, "executionId", label, &r.execution_id, err) != 0 ||
+        need_string(rec, "orderId", label, &r.order_id, err) != 0 ||
+        need_string(rec, "strategyInstance", label, &r.instance, err) != 0 ||
+        need_int(rec, "tradedAt", label, &r.traded_at, err) != 0 ||
+        need_int(rec, "createdAt", label, &r.created_at, err) != 0)
         return -1;
-    store__bind_text(b, 1, provider);
-    store__bind_text(b, 2, execution_id);
-    store__bind_text(b, 3, order_id);
-    store__bind_text(b, 4, instance);
-    store__bind_int64(b, 5, traded_at);
-    store__bind_int64(b, 6, created_at);
+    bind_execution_columns(b, &r);
     store__bind_json(b, 7, rec);
     return 0;
 }
@@ -251,32 +259,37 @@ int store_executions_put(struct store *store, const json_t *executions, struct e
 
 /* createdAt and updatedAt are filled in when the caller leaves them out;
  * the JSON copy exists only to carry those two fields into the text. */
+static void bind_balance_columns(struct store__binder *b, const struct store_balance_row *r)
+{
+    store__bind_text(b, 1, r->provider);
+    store__bind_text(b, 2, r->asset);
+    store__bind_int64(b, 3, r->snapshot_at);
+    store__bind_int64(b, 4, r->created_at);
+    store__bind_int64(b, 5, r->updated_at);
+}
+
 static int bind_balance(struct store__binder *b, const json_t *rec, const char *label,
                         struct err *err)
 {
-    const char *provider, *asset, *total, *available;
-    int64_t snapshot_at, now = clock_wall_ms();
-    int64_t created_at = now, updated_at = now;
-    if (need_string(rec, "provider", label, &provider, err) != 0 ||
-        need_string(rec, "asset", label, &asset, err) != 0 ||
+    const char *total, *available;
+    int64_t now = clock_wall_ms();
+    struct store_balance_row r = {.created_at = now, .updated_at = now};
+    if (need_string(rec, "provider", label, &r.provider, err) != 0 ||
+        need_string(rec, "asset", label, &r.asset, err) != 0 ||
         need_string(rec, "total", label, &total, err) != 0 ||
         need_string(rec, "available", label, &available, err) != 0 ||
-        need_int(rec, "snapshotAt", label, &snapshot_at, err) != 0 ||
-        opt_int(rec, "createdAt", label, &created_at, err) != 0 ||
-        opt_int(rec, "updatedAt", label, &updated_at, err) != 0)
+        need_int(rec, "snapshotAt", label, &r.snapshot_at, err) != 0 ||
+        opt_int(rec, "createdAt", label, &r.created_at, err) != 0 ||
+        opt_int(rec, "updatedAt", label, &r.updated_at, err) != 0)
         return -1;
     json_t *stored = json_copy((json_t *)rec);
-    if (!stored || json_object_set_new(stored, "createdAt", json_integer(created_at)) != 0 ||
-        json_object_set_new(stored, "updatedAt", json_integer(updated_at)) != 0) {
+    if (!stored || json_object_set_new(stored, "createdAt", json_integer(r.created_at)) != 0 ||
+        json_object_set_new(stored, "updatedAt", json_integer(r.updated_at)) != 0) {
         json_decref(stored);
         b->rc = b->rc == SQLITE_OK ? SQLITE_NOMEM : b->rc;
         return 0;
     }
-    store__bind_text(b, 1, provider);
-    store__bind_text(b, 2, asset);
-    store__bind_int64(b, 3, snapshot_at);
-    store__bind_int64(b, 4, created_at);
-    store__bind_int64(b, 5, updated_at);
+    bind_balance_columns(b, &r);
     store__bind_json(b, 6, stored);
     json_decref(stored);
     return 0;
@@ -303,14 +316,117 @@ int store_balances_put(struct store *store, const json_t *balances, struct err *
     return put_batch(store, &balance_kind, balances, err);
 }
 
-int store_records_put(struct store *store, const struct store_records *records, struct err *err)
+/* ----------------------------------------------------------------- rows */
+
+static int need_text(const char *value, const char *label, const char *key, struct err *err)
 {
-    const struct record_kind *kinds[] = {&order_kind, &execution_kind, &balance_kind};
-    const json_t *lists[] = {records->orders, records->executions, records->balances};
-    for (size_t i = 0; i < 3; i++)
-        if (lists[i] && check_batch(store, kinds[i], lists[i], err) != 0)
+    return value && *value ? 0 : field_error(label, key, "a non-empty string", err);
+}
+
+static int need_record(const char *text, size_t len, const char *label, struct err *err)
+{
+    if (text && len > 0)
+        return 0;
+    err_set(err, ERR_INVALID, "%s: the record's text is missing", label);
+    return -1;
+}
+
+/* The record's text, copied by SQLite (the caller keeps its rows). */
+static void bind_record(struct store__binder *b, int idx, const char *text, size_t len)
+{
+    if (b->rc == SQLITE_OK)
+        b->rc = sqlite3_bind_text64(b->st, idx, text, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+}
+
+static int bind_order_row(struct store__binder *b, const struct store_rows *rows, size_t i,
+                          const char *label, struct err *err)
+{
+    const struct store_order_row *r = &rows->orders[i];
+    if (need_text(r->id, label, "id", err) != 0 ||
+        need_text(r->instance, label, "strategyInstance", err) != 0 ||
+        need_text(r->provider, label, "provider", err) != 0 ||
+        need_text(r->state, label, "state", err) != 0 ||
+        need_record(r->record, r->record_len, label, err) != 0)
+        return -1;
+    bind_order_columns(b, r);
+    bind_record(b, 8, r->record, r->record_len);
+    return 0;
+}
+
+static int bind_execution_row(struct store__binder *b, const struct store_rows *rows, size_t i,
+                              const char *label, struct err *err)
+{
+    const struct store_execution_row *r = &rows->executions[i];
+    if (need_text(r->provider, label, "provider", err) != 0 ||
+        need_text(r->execution_id, label, "executionId", err) != 0 ||
+        need_text(r->order_id, label, "orderId", err) != 0 ||
+        need_text(r->instance, label, "strategyInstance", err) != 0 ||
+        need_record(r->record, r->record_len, label, err) != 0)
+        return -1;
+    bind_execution_columns(b, r);
+    bind_record(b, 7, r->record, r->record_len);
+    return 0;
+}
+
+static int bind_balance_row(struct store__binder *b, const struct store_rows *rows, size_t i,
+                            const char *label, struct err *err)
+{
+    const struct store_balance_row *r = &rows->balances[i];
+    if (need_text(r->provider, label, "provider", err) != 0 ||
+        need_text(r->asset, label, "asset", err) != 0 ||
+        need_record(r->record, r->record_len, label, err) != 0)
+        return -1;
+    bind_balance_columns(b, r);
+    bind_record(b, 6, r->record, r->record_len);
+    return 0;
+}
+
+typedef int (*row_binder)(struct store__binder *b, const struct store_rows *rows, size_t i,
+                          const char *label, struct err *err);
+
+static int put_rows_of(struct store *s, const struct record_kind *k, row_binder bind,
+                       const struct store_rows *rows, size_t n, struct err *err)
+{
+    sqlite3_stmt *st = n ? store__stmt(s, k->stmt, k->sql, err) : NULL;
+    if (n && !st)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char label[48], what[96];
+        (void)snprintf(label, sizeof label, "%s[%zu]", k->plural, i);
+        struct store__binder b = {st, SQLITE_OK};
+        if (bind(&b, rows, i, label, err) != 0) {
+            store__stmt_release(st);
             return -1;
-    return put_batches(store, kinds, lists, 3, err);
+        }
+        (void)snprintf(what, sizeof what, "cannot save %s", label);
+        if (store__bind_check(&b, what, err) != 0 || store__step_done(s, st, what, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int store_rows_put(struct store *store, const struct store_rows *rows, struct err *err)
+{
+    if (!store || !rows) {
+        err_set(err, ERR_INVALID, "store_rows_put needs a store and rows");
+        return -1;
+    }
+    if (rows->norders + rows->nexecutions + rows->nbalances == 0)
+        return 0;
+    store__lock(store);
+    int rc = store__begin(store, err);
+    if (rc == 0 &&
+        (put_rows_of(store, &order_kind, bind_order_row, rows, rows->norders, err) != 0 ||
+         put_rows_of(store, &execution_kind, bind_execution_row, rows, rows->nexecutions, err) !=
+             0 ||
+         put_rows_of(store, &balance_kind, bind_balance_row, rows, rows->nbalances, err) != 0)) {
+        store__rollback(store);
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = store__commit(store, err);
+    store__unlock(store);
+    return rc;
 }
 
 /* ------------------------------------------------------------- queries */

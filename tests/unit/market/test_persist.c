@@ -38,6 +38,53 @@ static int fixture_close(void **state)
     return 0;
 }
 
+/* The members of obj, in order, are exactly `keys` (NULL-terminated). */
+static void assert_members(const json_t *obj, const char *const *keys)
+{
+    size_t i = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)obj, key, value)
+    {
+        if (!keys[i] || strcmp(keys[i], key) != 0)
+            fail_msg("member %zu is '%s', expected '%s'", i, key, keys[i] ? keys[i] : "(none)");
+        i++;
+    }
+    if (keys[i])
+        fail_msg("member '%s' is missing", keys[i]);
+}
+
+/* The contract's records, member by member, as the writer writes them. */
+static const char *const order_members[] = {"id",
+                                            "provider",
+                                            "strategyInstance",
+                                            "clientOrderId",
+                                            "symbol",
+                                            "side",
+                                            "type",
+                                            "quantity",
+                                            "price",
+                                            "state",
+                                            "externalReference",
+                                            "placedAt",
+                                            "metadata",
+                                            "acknowledgedAt",
+                                            "completedAt",
+                                            "createdAt",
+                                            "updatedAt",
+                                            NULL};
+static const char *const order_metadata_members[] = {"dryRun", "filledQuantity", "averagePrice",
+                                                     "instanceKey", NULL};
+static const char *const reasoned_metadata_members[] = {
+    "dryRun", "filledQuantity", "averagePrice", "instanceKey", "reason", NULL};
+static const char *const execution_members[] = {
+    "orderId",  "provider",  "strategyInstance", "executionId", "quantity",  "price", "fee",
+    "feeAsset", "liquidity", "tradedAt",         "metadata",    "createdAt", NULL};
+static const char *const execution_metadata_members[] = {"symbol", "side", "dryRun", NULL};
+static const char *const balance_members[] = {"provider",  "asset",      "total",
+                                              "available", "snapshotAt", "metadata",
+                                              "createdAt", "updatedAt",  NULL};
+
 static void test_records_reach_the_store(void **state)
 {
     struct fixture *f = *state;
@@ -75,7 +122,16 @@ static void test_records_reach_the_store(void **state)
         assert_string_equal(tu_jstr(o, "strategyInstance"), "inst-7");
         assert_string_equal(tu_jstr(o, "symbol"), "BTC-USDT");
         assert_true(json_is_string(json_object_get(o, "quantity")));
+        assert_members(o, order_members);
+        assert_members(json_object_get(o, "metadata"), strcmp(st, "filled") != 0
+                                                           ? reasoned_metadata_members
+                                                           : order_metadata_members);
+        assert_true(json_is_null(json_object_get(o, "externalReference")));
         if (strcmp(client, "a") == 0) {
+            char text[40];
+            snprintf(text, sizeof text, "%.15g", qty);
+            assert_string_equal(tu_jstr(o, "quantity"), text);
+            assert_string_equal(tu_jstr(o, "metadata.filledQuantity"), text);
             assert_string_equal(st, "filled");
             assert_true(json_is_null(json_object_get(o, "price")));
             assert_true(json_is_integer(json_object_get(o, "completedAt")));
@@ -99,6 +155,10 @@ static void test_records_reach_the_store(void **state)
     assert_int_equal(json_array_size(execs), 2); /* two levels */
     json_array_foreach(execs, i, o)
     {
+        assert_members(o, execution_members);
+        assert_members(json_object_get(o, "metadata"), execution_metadata_members);
+        assert_string_equal(tu_jstr(o, "metadata.symbol"), "BTC-USDT");
+        assert_true(json_is_false(json_object_get(json_object_get(o, "metadata"), "dryRun")));
         assert_string_equal(tu_jstr(o, "feeAsset"), "USDT");
         assert_string_equal(tu_jstr(o, "liquidity"), "taker");
         assert_true(strncmp(tu_jstr(o, "executionId"), tu_jstr(o, "orderId"),
@@ -109,6 +169,7 @@ static void test_records_reach_the_store(void **state)
     json_t *balances = NULL;
     assert_int_equal(store_balances_query(store, "rec", "BTC", 0, &balances, &err), 0);
     assert_int_equal(json_array_size(balances), 1);
+    assert_members(json_array_get(balances, 0), balance_members);
     double btc = strtod(tu_jstr(balances, "0.total"), NULL);
     assert_true(tnear(btc, 1 + qty));
     assert_true(tnear(btc, tmarket_balance(m, "rec", "BTC", NULL)));

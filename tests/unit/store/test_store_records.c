@@ -658,23 +658,70 @@ static void test_balances(void **state)
     json_decref(batch);
 }
 
-/* A market's batch: the three tables in one commit, all or nothing. */
-static void test_records_put_is_one_transaction(void **state)
+/* Rows as a market's writer gives them: columns, and the record's text. */
+static struct store_order_row order_row(const json_t *rec)
+{
+    size_t len = 0;
+    char *text = jsonutil_dump(rec, &len);
+    assert_non_null(text);
+    return (struct store_order_row){json_string_value(json_object_get(rec, "id")),
+                                    json_string_value(json_object_get(rec, "strategyInstance")),
+                                    json_string_value(json_object_get(rec, "provider")),
+                                    json_string_value(json_object_get(rec, "state")),
+                                    json_string_value(json_object_get(rec, "clientOrderId")),
+                                    json_integer_value(json_object_get(rec, "createdAt")),
+                                    json_integer_value(json_object_get(rec, "updatedAt")),
+                                    text,
+                                    len};
+}
+
+static struct store_execution_row execution_row(const json_t *rec)
+{
+    size_t len = 0;
+    char *text = jsonutil_dump(rec, &len);
+    assert_non_null(text);
+    return (struct store_execution_row){json_string_value(json_object_get(rec, "provider")),
+                                        json_string_value(json_object_get(rec, "executionId")),
+                                        json_string_value(json_object_get(rec, "orderId")),
+                                        json_string_value(json_object_get(rec, "strategyInstance")),
+                                        json_integer_value(json_object_get(rec, "tradedAt")),
+                                        json_integer_value(json_object_get(rec, "createdAt")),
+                                        text,
+                                        len};
+}
+
+static struct store_balance_row balance_row(const json_t *rec)
+{
+    size_t len = 0;
+    char *text = jsonutil_dump(rec, &len);
+    assert_non_null(text);
+    return (struct store_balance_row){json_string_value(json_object_get(rec, "provider")),
+                                      json_string_value(json_object_get(rec, "asset")),
+                                      json_integer_value(json_object_get(rec, "snapshotAt")),
+                                      json_integer_value(json_object_get(rec, "createdAt")),
+                                      json_integer_value(json_object_get(rec, "updatedAt")),
+                                      text,
+                                      len};
+}
+
+/* A market's batch: the three tables in one commit, all or nothing; the
+ * texts are copied (the caller frees its rows before anything is read). */
+static void test_rows_put_is_one_transaction(void **state)
 {
     struct fixture *f = *state;
     struct err err = ERR_INIT;
-    json_t *orders = json_array();
-    json_array_append_new(orders, order("o1", "i1", "p1", "filled", 10));
-    json_t *executions = json_array();
-    json_array_append_new(executions, execution("e1", "o1", "i1", "p1", 10));
-    json_t *balances = balance("p1", "USDT", "99990", 10);
-    struct store_records bad = {orders, executions, balances};
+    json_t *o1 = order("o1", "i1", "p1", "filled", 10);
+    json_t *e1 = execution("e1", "o1", "i1", "p1", 10);
+    json_t *e2 = execution("e2", "o1", "i1", "p1", 11);
+    json_t *usdt = balance("p1", "USDT", "99990", 10);
+    struct store_order_row orders[] = {order_row(o1)};
+    struct store_execution_row executions[] = {execution_row(e1), execution_row(e2)};
+    struct store_balance_row balances[] = {balance_row(usdt)};
+    struct store_rows rows = {orders, 1, executions, 2, balances, 1};
 
-    /* An invalid execution leaves the valid orders and balances unwritten. */
-    json_t *broken = execution("e2", "o1", "i1", "p1", 11);
-    json_object_del(broken, "orderId");
-    json_array_append_new(executions, broken);
-    expect_invalid(store_records_put(f->store, &bad, &err), &err, "executions[1]");
+    /* An invalid execution leaves the valid order and balance unwritten. */
+    executions[1].order_id = "";
+    expect_invalid(store_rows_put(f->store, &rows, &err), &err, "executions[1]: field 'orderId'");
     struct store_order_query q = {.instance_id = "i1"};
     json_t *out = query_orders(f->store, &q);
     assert_int_equal(json_array_size(out), 0);
@@ -682,33 +729,36 @@ static void test_records_put_is_one_transaction(void **state)
     out = query_balances(f->store, "p1", NULL, 0);
     assert_int_equal(json_array_size(out), 0);
     json_decref(out);
+    /* so does a row without its text */
+    executions[1].order_id = "o1";
+    const char *text = executions[1].record;
+    executions[1].record = NULL;
+    expect_invalid(store_rows_put(f->store, &rows, &err), &err, "executions[1]");
+    executions[1].record = text;
 
-    assert_int_equal(json_array_remove(executions, 1), 0);
-    struct store_records good = {orders, executions, balances};
-    assert_ok(store_records_put(f->store, &good, &err), &err);
+    assert_ok(store_rows_put(f->store, &rows, &err), &err);
+    free((char *)orders[0].record);
+    free((char *)executions[0].record);
+    free((char *)executions[1].record);
+    free((char *)balances[0].record);
     out = query_orders(f->store, &q);
     assert_ids(out, "id", "o1");
+    assert_json_same(json_array_get(out, 0), o1);
     json_decref(out);
     out = query_executions(f->store, &q);
-    assert_ids(out, "executionId", "e1");
-    assert_json_same(json_array_get(out, 0), json_array_get(executions, 0));
+    assert_int_equal(json_array_size(out), 2);
     json_decref(out);
     out = query_balances(f->store, "p1", "USDT", 0);
-    assert_json_same(json_array_get(out, 0), balances);
+    assert_json_same(json_array_get(out, 0), usdt);
     json_decref(out);
 
-    /* Absent or empty lists are nothing to write; a scalar is refused. */
-    json_t *empty = json_array();
-    struct store_records none = {NULL, empty, NULL};
-    assert_ok(store_records_put(f->store, &none, &err), &err);
-    json_t *scalar = json_integer(1);
-    struct store_records wrong = {NULL, NULL, scalar};
-    expect_invalid(store_records_put(f->store, &wrong, &err), &err, "balances");
-    json_decref(scalar);
-    json_decref(empty);
-    json_decref(orders);
-    json_decref(executions);
-    json_decref(balances);
+    /* nothing to write is not an error */
+    struct store_rows none = {0};
+    assert_ok(store_rows_put(f->store, &none, &err), &err);
+    json_decref(o1);
+    json_decref(e1);
+    json_decref(e2);
+    json_decref(usdt);
 }
 
 int main(void)
@@ -729,7 +779,7 @@ int main(void)
         T(test_order_validation),
         T(test_executions),
         T(test_balances),
-        T(test_records_put_is_one_transaction),
+        T(test_rows_put_is_one_transaction),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
