@@ -11,10 +11,8 @@
 #include "js/module.h"
 
 #include <ctype.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 const char *const js_event_names[] = {
@@ -709,13 +707,31 @@ static json_t *run_and_check(struct js_sandbox *sb, const struct js_bytecode *bc
     return md;
 }
 
+/* The kit's compiler sandbox, built now if it was not built ahead. */
+static int compiler_sandbox(struct js__validation_kit *kit, struct err *err)
+{
+    if (!kit->has_compiler) {
+        kit->compiled = JS_UNDEFINED;
+        kit->has_compiler = js__compiler_init(&kit->compiler, err) == 0;
+    }
+    return kit->has_compiler ? 0 : -1;
+}
+
+/* The kit's module sandbox under `lim`: limits set on one built ahead,
+ * or built now. */
+static int module_sandbox(struct js__validation_kit *kit, const struct js_limits *lim,
+                          struct err *err)
+{
+    if (kit->has_module)
+        return js_sandbox_set_limits(&kit->module, lim, err);
+    kit->has_module = js_sandbox_init(&kit->module, lim, err) == 0;
+    return kit->has_module ? 0 : -1;
+}
+
 int js__validation_kit_build(struct js__validation_kit *kit, struct err *err)
 {
     struct js_limits lim = validation_limits(NULL);
-    kit->compiled = JS_UNDEFINED;
-    kit->has_compiler = js__compiler_init(&kit->compiler, err) == 0;
-    kit->has_module = kit->has_compiler && js_sandbox_init(&kit->module, &lim, err) == 0;
-    if (kit->has_module)
+    if (compiler_sandbox(kit, err) == 0 && module_sandbox(kit, &lim, err) == 0)
         return 0;
     js__validation_kit_clear(kit);
     return -1;
@@ -730,34 +746,16 @@ void js__validation_kit_clear(struct js__validation_kit *kit)
     if (kit->has_module)
         js_sandbox_free(&kit->module);
     struct js__validation_kit *next = kit->next;
-    memset(kit, 0, sizeof *kit);
-    kit->compiled = JS_UNDEFINED;
-    kit->next = next;
-}
-
-/* The kit's module sandbox under this validation's limits, built now if
- * it was not built ahead. */
-static int module_sandbox(struct js__validation_kit *kit, const struct js_limits *lim,
-                          struct err *err)
-{
-    if (kit->has_module)
-        return js_sandbox_set_limits(&kit->module, lim, err);
-    kit->has_module = js_sandbox_init(&kit->module, lim, err) == 0;
-    return kit->has_module ? 0 : -1;
+    *kit = (struct js__validation_kit){.compiled = JS_UNDEFINED, .next = next};
 }
 
 json_t *js__validate_in(struct js__validation_kit *kit, const char *source, size_t len,
                         const char *filename, const struct js_limits *limits, struct err *err)
 {
     struct js_limits lim = validation_limits(limits);
-    if (!kit->has_compiler) {
-        kit->compiled = JS_UNDEFINED;
-        kit->has_compiler = js__compiler_init(&kit->compiler, err) == 0;
-        if (!kit->has_compiler)
-            return NULL;
-    }
     struct js_bytecode *bc = NULL;
-    if (js__compile_source(&kit->compiler, source, len, filename, &kit->compiled, &bc, err) < 0)
+    if (compiler_sandbox(kit, err) != 0 ||
+        js__compile_source(&kit->compiler, source, len, filename, &kit->compiled, &bc, err) < 0)
         return NULL;
     json_t *md = NULL;
     if (module_sandbox(kit, &lim, err) == 0)
@@ -769,8 +767,7 @@ json_t *js__validate_in(struct js__validation_kit *kit, const char *source, size
 json_t *js_validate(const char *source, size_t len, const char *filename,
                     const struct js_limits *limits, struct err *err)
 {
-    struct js__validation_kit kit;
-    memset(&kit, 0, sizeof kit);
+    struct js__validation_kit kit = {.compiled = JS_UNDEFINED};
     json_t *md = js__validate_in(&kit, source, len, filename, limits, err);
     js__validation_kit_clear(&kit);
     return md;

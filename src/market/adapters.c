@@ -68,14 +68,12 @@ bool sim_split_symbol(const char *symbol, char *base, char *quote)
     return true;
 }
 
-json_t *sim_decimal_json(double v)
+void sim_decimal_text(double v, char *out, size_t size)
 {
-    char buf[40];
     /* 15 significant digits: prices print as people wrote them, and
      * computed amounts (fees, averages) without binary noise such as
      * 0.49690850000000003. */
-    snprintf(buf, sizeof buf, "%.15g", v);
-    return json_string(buf);
+    (void)snprintf(out, size, "%.15g", v);
 }
 
 /* Integral values print as integers ("tickRate": 10, not 10.0). */

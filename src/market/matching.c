@@ -35,6 +35,7 @@
 
 #include "core/clock.h"
 #include "core/intern.h"
+#include "core/jsonutil.h"
 #include "core/log.h"
 
 #include <math.h>
@@ -98,19 +99,14 @@ static struct sim_asset *account_find(struct sim_account *a, const char *asset)
     return NULL; /* not reached: every symbol's assets are in the account */
 }
 
-json_t *sim_balance_json(const struct sim_asset *as, int64_t created_ms, const char *provider)
-{
-    return json_pack("{s:s, s:s, s:o, s:o, s:I, s:{}, s:I, s:I}", "provider", provider, "asset",
-                     as->asset, "total", sim_decimal_json(as->total), "available",
-                     sim_decimal_json(as->available), "snapshotAt", (json_int_t)as->updated_ms,
-                     "metadata", "createdAt", (json_int_t)created_ms, "updatedAt",
-                     (json_int_t)as->updated_ms);
-}
-
 json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
                            const char *provider)
 {
-    return sim_balance_json(as, a->created_ms, provider);
+    struct strbuf sb = STRBUF_INIT;
+    sim_balance_text(&sb, provider, as, a->created_ms);
+    json_t *rec = strbuf_failed(&sb) ? NULL : jsonutil_parse(sb.data, sb.len, NULL);
+    strbuf_release(&sb);
+    return rec;
 }
 
 /* Newest first; equal times by asset name, so the order is stable. */

@@ -24,8 +24,6 @@
 #include "market/sim.h"
 
 #include "core/clock.h"
-#include "core/intern.h"
-#include "core/jsonutil.h"
 #include "core/log.h"
 
 #include <sched.h>
@@ -34,121 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* -------------------------------------------------------------- records */
-
-/* Each record is written as text straight from the C record, in the shape
- * (and member order) of the contract's OrderRecord, ExecutionRecord and
- * BalanceRecord: building jansson objects only to dump them was most of the
- * writer's CPU. */
-
-static void put_key(struct strbuf *sb, const char *key)
-{
-    bool first = sb->len > 0 && sb->data[sb->len - 1] == '{';
-    strbuf_printf(sb, first ? "\"%s\":" : ",\"%s\":", key);
-}
-
-static void put_str(struct strbuf *sb, const char *key, const char *value)
-{
-    put_key(sb, key);
-    jsonutil_put_string(sb, value);
-}
-
-/* A decimal as a JSON string, the text sim_decimal_json gives. */
-static void put_decimal(struct strbuf *sb, const char *key, double v)
-{
-    char buf[40];
-    snprintf(buf, sizeof buf, "%.15g", v);
-    put_key(sb, key);
-    strbuf_printf(sb, "\"%s\"", buf);
-}
-
-static void put_int(struct strbuf *sb, const char *key, int64_t v)
-{
-    put_key(sb, key);
-    strbuf_printf(sb, "%lld", (long long)v);
-}
-
-static void put_ms_or_null(struct strbuf *sb, const char *key, int64_t ms)
-{
-    if (ms)
-        put_int(sb, key, ms);
-    else
-        strbuf_printf(sb, ",\"%s\":null", key);
-}
-
-static void order_text(struct strbuf *sb, const char *provider, const struct sim_order *o,
-                       const char *reason)
-{
-    strbuf_putc(sb, '{');
-    put_str(sb, "id", o->order_id);
-    put_str(sb, "provider", provider);
-    put_str(sb, "strategyInstance", o->instance_id);
-    put_str(sb, "clientOrderId", o->client_order_id);
-    put_str(sb, "symbol", intern_name(o->symbol));
-    put_str(sb, "side", order_side_name(o->side));
-    put_str(sb, "type", order_type_name(o->type));
-    put_decimal(sb, "quantity", o->quantity);
-    if (o->type == ORDER_LIMIT)
-        put_decimal(sb, "price", o->price);
-    else
-        strbuf_puts(sb, ",\"price\":null");
-    put_str(sb, "state", event_exec_status_name(o->state));
-    strbuf_puts(sb, ",\"externalReference\":null");
-    put_int(sb, "placedAt", o->placed_ms);
-    strbuf_puts(sb, ",\"metadata\":{");
-    strbuf_printf(sb, "\"dryRun\":%s", o->dry_run ? "true" : "false");
-    put_decimal(sb, "filledQuantity", o->filled);
-    put_decimal(sb, "averagePrice", o->filled > 0 ? o->notional / o->filled : 0);
-    put_int(sb, "instanceKey", o->instance_key);
-    if (reason && *reason)
-        put_str(sb, "reason", reason);
-    strbuf_putc(sb, '}');
-    put_ms_or_null(sb, "acknowledgedAt", o->acknowledged_ms);
-    put_ms_or_null(sb, "completedAt", o->completed_ms);
-    put_int(sb, "createdAt", o->placed_ms);
-    put_int(sb, "updatedAt", o->updated_ms);
-    strbuf_putc(sb, '}');
-}
-
-static void execution_text(struct strbuf *sb, const char *provider, const struct sim_rec *r,
-                           const char *exec_id)
-{
-    const struct sim_order *o = &r->u.o.order;
-    const struct sim_symbol_cfg *cfg = r->u.o.cfg;
-    strbuf_putc(sb, '{');
-    put_str(sb, "orderId", o->order_id);
-    put_str(sb, "provider", provider);
-    put_str(sb, "strategyInstance", o->instance_id);
-    put_str(sb, "executionId", exec_id);
-    put_decimal(sb, "quantity", r->u.o.qty);
-    put_decimal(sb, "price", r->u.o.price);
-    put_decimal(sb, "fee", r->u.o.fee);
-    put_str(sb, "feeAsset", cfg->quote);
-    put_str(sb, "liquidity", r->u.o.maker ? "maker" : "taker");
-    put_int(sb, "tradedAt", r->u.o.at_ms);
-    strbuf_puts(sb, ",\"metadata\":{");
-    put_str(sb, "symbol", cfg->symbol);
-    put_str(sb, "side", order_side_name(o->side));
-    strbuf_printf(sb, ",\"dryRun\":%s}", o->dry_run ? "true" : "false");
-    put_int(sb, "createdAt", r->u.o.at_ms);
-    strbuf_putc(sb, '}');
-}
-
-static void balance_text(struct strbuf *sb, const char *provider, const struct sim_asset *as,
-                         int64_t created_ms)
-{
-    strbuf_putc(sb, '{');
-    put_str(sb, "provider", provider);
-    put_str(sb, "asset", as->asset);
-    put_decimal(sb, "total", as->total);
-    put_decimal(sb, "available", as->available);
-    put_int(sb, "snapshotAt", as->updated_ms);
-    strbuf_puts(sb, ",\"metadata\":{}");
-    put_int(sb, "createdAt", created_ms);
-    put_int(sb, "updatedAt", as->updated_ms);
-    strbuf_putc(sb, '}');
-}
 
 /* --------------------------------------------------------------- writer */
 
@@ -180,75 +63,77 @@ static long slot_for(struct rows *w, const char *prefix, const char *key, size_t
     return (long)(*n)++;
 }
 
-/* sb's text, taken; NULL (and the batch failed) when memory ran out. */
-static char *text_of(struct rows *w, struct strbuf *sb, size_t *len)
+/* sb's text as a row's record, in place of the text an earlier change of
+ * the batch left there; false (and the batch failed) when memory ran out. */
+static bool take_text(struct rows *w, struct strbuf *sb, const char **record, size_t *len)
 {
-    if (!strbuf_failed(sb))
-        return strbuf_detach(sb, len);
-    strbuf_release(sb);
-    w->failed = true;
-    return NULL;
+    if (strbuf_failed(sb)) {
+        strbuf_release(sb);
+        w->failed = true;
+        return false;
+    }
+    free((char *)*record);
+    *record = strbuf_detach(sb, len);
+    return true;
 }
 
 static void add_order(struct rows *w, const char *provider, const struct sim_rec *r)
 {
     const struct sim_order *o = &r->u.o.order;
     long i = slot_for(w, "o:", o->order_id, &w->norders);
-    struct strbuf sb = STRBUF_INIT;
-    order_text(&sb, provider, o, r->u.o.reason);
-    size_t len = 0;
-    char *text = text_of(w, &sb, &len);
-    if (i < 0 || !text) {
-        free(text);
+    if (i < 0) {
         w->failed = true;
         return;
     }
     struct store_order_row *row = &w->orders[i];
-    free((char *)row->record);
-    *row = (struct store_order_row){o->order_id,
-                                    o->instance_id,
-                                    provider,
-                                    event_exec_status_name(o->state),
-                                    o->client_order_id,
-                                    o->placed_ms,
-                                    o->updated_ms,
-                                    text,
-                                    len};
+    struct strbuf sb = STRBUF_INIT;
+    sim_order_text(&sb, provider, o, r->u.o.reason);
+    if (!take_text(w, &sb, &row->record, &row->record_len))
+        return;
+    row->id = o->order_id;
+    row->instance = o->instance_id;
+    row->provider = provider;
+    row->state = event_exec_status_name(o->state);
+    row->client_order_id = o->client_order_id;
+    row->created_at = o->placed_ms;
+    row->updated_at = o->updated_ms;
 }
 
 static void add_execution(struct rows *w, const char *provider, const struct sim_rec *r)
 {
     const struct sim_order *o = &r->u.o.order;
-    size_t i = w->nexecutions;
-    snprintf(w->exec_ids[i], sizeof w->exec_ids[i], "%s-%u", o->order_id, o->fills);
+    struct store_execution_row *row = &w->executions[w->nexecutions];
+    char *id = w->exec_ids[w->nexecutions];
+    (void)snprintf(id, sizeof w->exec_ids[0], "%s-%u", o->order_id, o->fills);
     struct strbuf sb = STRBUF_INIT;
-    execution_text(&sb, provider, r, w->exec_ids[i]);
-    size_t len = 0;
-    char *text = text_of(w, &sb, &len);
-    if (!text)
+    sim_execution_text(&sb, provider, r, id);
+    if (!take_text(w, &sb, &row->record, &row->record_len))
         return;
-    w->executions[w->nexecutions++] =
-        (struct store_execution_row){provider,     w->exec_ids[i], o->order_id, o->instance_id,
-                                     r->u.o.at_ms, r->u.o.at_ms,   text,        len};
+    row->provider = provider;
+    row->execution_id = id;
+    row->order_id = o->order_id;
+    row->instance = o->instance_id;
+    row->traded_at = row->created_at = r->u.o.at_ms;
+    w->nexecutions++;
 }
 
 static void add_balance(struct rows *w, const char *provider, const struct sim_rec *r)
 {
     const struct sim_asset *as = &r->u.b.asset;
     long i = slot_for(w, "b:", as->asset, &w->nbalances);
-    struct strbuf sb = STRBUF_INIT;
-    balance_text(&sb, provider, as, r->u.b.created_ms);
-    size_t len = 0;
-    char *text = text_of(w, &sb, &len);
-    if (i < 0 || !text) {
-        free(text);
+    if (i < 0) {
         w->failed = true;
         return;
     }
     struct store_balance_row *row = &w->balances[i];
-    free((char *)row->record);
-    *row = (struct store_balance_row){
-        provider, as->asset, as->updated_ms, r->u.b.created_ms, as->updated_ms, text, len};
+    struct strbuf sb = STRBUF_INIT;
+    sim_balance_text(&sb, provider, as, r->u.b.created_ms);
+    if (!take_text(w, &sb, &row->record, &row->record_len))
+        return;
+    row->provider = provider;
+    row->asset = as->asset;
+    row->snapshot_at = row->updated_at = as->updated_ms;
+    row->created_at = r->u.b.created_ms;
 }
 
 /* Arrays for n records of any kind (a batch never holds more rows than records). */

@@ -8,6 +8,8 @@
  *                provider thread, its order queue and the quotes
  *   matching.c   orders: validation, matching against the book, resting
  *                limit orders, fees, the account (balances) and records
+ *   records.c    the contract's order, execution and balance records as
+ *                JSON text (any thread; pure functions of their arguments)
  *   persist.c    the store writer: records built and committed in batches
  *                on a thread of their own
  *
@@ -45,6 +47,7 @@
 
 #include "core/err.h"
 #include "core/names.h"
+#include "core/strbuf.h"
 #include "runtime/event.h"
 #include "store/store.h"
 
@@ -104,9 +107,10 @@ bool sim_split_symbol(const char *symbol, char *base, char *quote);
 /* AdapterMetadata of the simulated adapter (new reference). */
 json_t *sim_adapter_json(void);
 
-/* A JSON string holding the shortest text that reads back as `v`, for the
- * contract's decimal-as-string record fields. */
-json_t *sim_decimal_json(double v);
+/* The text of a decimal-as-string record field: `v` at 15 significant
+ * digits, so a price reads back as written. */
+#define SIM_DECIMAL_MAX 40
+void sim_decimal_text(double v, char *out, size_t size);
 
 /* ----------------------------------------------------------------- PRNG */
 
@@ -145,11 +149,10 @@ void sim_account_free(struct sim_account *a);
 /* BalanceRecords, newest first, filtered by asset (NULL: all), at most
  * `limit` (<= 0: all). New reference, NULL if out of memory. */
 json_t *sim_account_json(struct sim_account *a, const char *provider, const char *asset, int limit);
-/* One BalanceRecord; the caller holds a->lock or owns the account. */
+/* One BalanceRecord (sim_balance_text, parsed); the caller holds a->lock or
+ * owns the account. NULL if out of memory. */
 json_t *sim_balance_record(const struct sim_account *a, const struct sim_asset *as,
                            const char *provider);
-/* The same from a copy of the asset and the account's creation time. */
-json_t *sim_balance_json(const struct sim_asset *as, int64_t created_ms, const char *provider);
 
 /* ---------------------------------------------------------------- quote */
 
@@ -249,6 +252,17 @@ struct sim_rec {
         } b;
     } u;
 };
+
+/* The contract's records as compact JSON text appended to sb (records.c):
+ * an OrderRecord of an order's state (reason, if any, in its metadata),
+ * the ExecutionRecord of an execution change `r` under the id `exec_id`,
+ * and a BalanceRecord. A failed append shows in strbuf_failed(sb). */
+void sim_order_text(struct strbuf *sb, const char *provider, const struct sim_order *o,
+                    const char *reason);
+void sim_execution_text(struct strbuf *sb, const char *provider, const struct sim_rec *r,
+                        const char *exec_id);
+void sim_balance_text(struct strbuf *sb, const char *provider, const struct sim_asset *as,
+                      int64_t created_ms);
 
 struct sim_batch {
     struct store *store; /* NULL: nothing is recorded, no thread runs */

@@ -68,83 +68,68 @@ static int opt_int(const json_t *rec, const char *key, const char *label, int64_
 /* ------------------------------------------------------- batch writing */
 
 /* How one kind of record is written: its upsert statement and a function
- * that validates a record and binds it (returning -1 with err set when the
- * record is invalid; SQLite bind failures stay in the binder). */
+ * that validates a JSON record and binds it (returning -1 with err set
+ * when the record is invalid; SQLite bind failures stay in the binder). */
 struct record_kind {
     const char *singular;
     const char *plural;
     enum store__stmt stmt;
     const char *sql;
-    int (*bind)(struct store__binder *b, const json_t *rec, const char *label, struct err *err);
+    int (*bind_json)(struct store__binder *b, const json_t *rec, const char *label,
+                     struct err *err);
 };
 
-static int put_one(struct store *s, sqlite3_stmt *st, const struct record_kind *k,
-                   const json_t *rec, const char *label, struct err *err)
-{
-    if (!json_is_object(rec)) {
-        err_set(err, ERR_INVALID, "%s must be a JSON object", label);
-        return -1;
-    }
-    struct store__binder b = {st, SQLITE_OK};
-    if (k->bind(&b, rec, label, err) != 0) {
-        store__stmt_release(st);
-        return -1;
-    }
-    char what[96];
-    (void)snprintf(what, sizeof what, "cannot save %s", label);
-    if (store__bind_check(&b, what, err) != 0)
-        return -1;
-    return store__step_done(s, st, what, err);
-}
+struct batch;
+/* Validates and binds item i of a batch, as bind_json does. */
+typedef int (*item_binder)(struct store__binder *b, const struct batch *bt, size_t i,
+                           const char *label, struct err *err);
 
-static int put_all(struct store *s, const struct record_kind *k, const json_t *records,
-                   struct err *err)
+/* n items of one kind: JSON records (one object when `single`, labelled by
+ * the kind's singular name) or the market writer's rows. */
+struct batch {
+    const struct record_kind *kind;
+    item_binder bind;
+    const void *items;
+    size_t n;
+    bool single;
+};
+
+static int put_items(struct store *s, const struct batch *bt, struct err *err)
 {
+    const struct record_kind *k = bt->kind;
     sqlite3_stmt *st = store__stmt(s, k->stmt, k->sql, err);
     if (!st)
         return -1;
-    if (json_is_object(records))
-        return put_one(s, st, k, records, k->singular, err);
-    size_t i;
-    json_t *rec;
-    json_array_foreach(records, i, rec)
-    {
-        char label[48];
-        (void)snprintf(label, sizeof label, "%s[%zu]", k->plural, i);
-        if (put_one(s, st, k, rec, label, err) != 0)
+    for (size_t i = 0; i < bt->n; i++) {
+        char label[48], what[96];
+        if (bt->single)
+            (void)snprintf(label, sizeof label, "%s", k->singular);
+        else
+            (void)snprintf(label, sizeof label, "%s[%zu]", k->plural, i);
+        struct store__binder b = {st, SQLITE_OK};
+        if (bt->bind(&b, bt, i, label, err) != 0) {
+            store__stmt_release(st);
+            return -1;
+        }
+        (void)snprintf(what, sizeof what, "cannot save %s", label);
+        if (store__bind_check(&b, what, err) != 0 || store__step_done(s, st, what, err) != 0)
             return -1;
     }
     return 0;
 }
 
-static int check_batch(const struct store *s, const struct record_kind *k, const json_t *records,
-                       struct err *err)
+/* One transaction over n batches; empty ones are skipped. */
+static int put_batches(struct store *s, const struct batch *batches, size_t n, struct err *err)
 {
-    if (!s || !(json_is_object(records) || json_is_array(records))) {
-        err_set(err, ERR_INVALID, "%s must be a JSON object or an array of them", k->plural);
-        return -1;
-    }
-    return 0;
-}
-
-static bool batch_empty(const json_t *records)
-{
-    return !records || (json_is_array(records) && json_array_size(records) == 0);
-}
-
-/* One transaction over n (kind, records) pairs; empty ones are skipped. */
-static int put_batches(struct store *s, const struct record_kind *const *kinds,
-                       const json_t *const *records, size_t n, struct err *err)
-{
-    bool any = false;
+    size_t total = 0;
     for (size_t i = 0; i < n; i++)
-        any = any || !batch_empty(records[i]);
-    if (!any)
+        total += batches[i].n;
+    if (total == 0)
         return 0;
     store__lock(s);
     int rc = store__begin(s, err);
     for (size_t i = 0; rc == 0 && i < n; i++)
-        if (!batch_empty(records[i]) && put_all(s, kinds[i], records[i], err) != 0) {
+        if (batches[i].n && put_items(s, &batches[i], err) != 0) {
             store__rollback(s);
             rc = -1;
         }
@@ -154,12 +139,28 @@ static int put_batches(struct store *s, const struct record_kind *const *kinds,
     return rc;
 }
 
+static int bind_json_item(struct store__binder *b, const struct batch *bt, size_t i,
+                          const char *label, struct err *err)
+{
+    const json_t *rec = bt->single ? bt->items : json_array_get(bt->items, i);
+    if (!json_is_object(rec)) {
+        err_set(err, ERR_INVALID, "%s must be a JSON object", label);
+        return -1;
+    }
+    return bt->kind->bind_json(b, rec, label, err);
+}
+
+/* A JSON object or an array of them, in one transaction. */
 static int put_batch(struct store *s, const struct record_kind *k, const json_t *records,
                      struct err *err)
 {
-    if (check_batch(s, k, records, err) != 0)
+    if (!s || !(json_is_object(records) || json_is_array(records))) {
+        err_set(err, ERR_INVALID, "%s must be a JSON object or an array of them", k->plural);
         return -1;
-    return put_batches(s, &k, &records, 1, err);
+    }
+    bool single = json_is_object(records);
+    struct batch bt = {k, bind_json_item, records, single ? 1 : json_array_size(records), single};
+    return put_batches(s, &bt, 1, err);
 }
 
 /* -------------------------------------------------------------- orders */
@@ -338,10 +339,10 @@ static void bind_record(struct store__binder *b, int idx, const char *text, size
         b->rc = sqlite3_bind_text64(b->st, idx, text, len, SQLITE_TRANSIENT, SQLITE_UTF8);
 }
 
-static int bind_order_row(struct store__binder *b, const struct store_rows *rows, size_t i,
+static int bind_order_row(struct store__binder *b, const struct batch *bt, size_t i,
                           const char *label, struct err *err)
 {
-    const struct store_order_row *r = &rows->orders[i];
+    const struct store_order_row *r = (const struct store_order_row *)bt->items + i;
     if (need_text(r->id, label, "id", err) != 0 ||
         need_text(r->instance, label, "strategyInstance", err) != 0 ||
         need_text(r->provider, label, "provider", err) != 0 ||
@@ -353,10 +354,10 @@ static int bind_order_row(struct store__binder *b, const struct store_rows *rows
     return 0;
 }
 
-static int bind_execution_row(struct store__binder *b, const struct store_rows *rows, size_t i,
+static int bind_execution_row(struct store__binder *b, const struct batch *bt, size_t i,
                               const char *label, struct err *err)
 {
-    const struct store_execution_row *r = &rows->executions[i];
+    const struct store_execution_row *r = (const struct store_execution_row *)bt->items + i;
     if (need_text(r->provider, label, "provider", err) != 0 ||
         need_text(r->execution_id, label, "executionId", err) != 0 ||
         need_text(r->order_id, label, "orderId", err) != 0 ||
@@ -368,10 +369,10 @@ static int bind_execution_row(struct store__binder *b, const struct store_rows *
     return 0;
 }
 
-static int bind_balance_row(struct store__binder *b, const struct store_rows *rows, size_t i,
+static int bind_balance_row(struct store__binder *b, const struct batch *bt, size_t i,
                             const char *label, struct err *err)
 {
-    const struct store_balance_row *r = &rows->balances[i];
+    const struct store_balance_row *r = (const struct store_balance_row *)bt->items + i;
     if (need_text(r->provider, label, "provider", err) != 0 ||
         need_text(r->asset, label, "asset", err) != 0 ||
         need_record(r->record, r->record_len, label, err) != 0)
@@ -381,52 +382,18 @@ static int bind_balance_row(struct store__binder *b, const struct store_rows *ro
     return 0;
 }
 
-typedef int (*row_binder)(struct store__binder *b, const struct store_rows *rows, size_t i,
-                          const char *label, struct err *err);
-
-static int put_rows_of(struct store *s, const struct record_kind *k, row_binder bind,
-                       const struct store_rows *rows, size_t n, struct err *err)
-{
-    sqlite3_stmt *st = n ? store__stmt(s, k->stmt, k->sql, err) : NULL;
-    if (n && !st)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        char label[48], what[96];
-        (void)snprintf(label, sizeof label, "%s[%zu]", k->plural, i);
-        struct store__binder b = {st, SQLITE_OK};
-        if (bind(&b, rows, i, label, err) != 0) {
-            store__stmt_release(st);
-            return -1;
-        }
-        (void)snprintf(what, sizeof what, "cannot save %s", label);
-        if (store__bind_check(&b, what, err) != 0 || store__step_done(s, st, what, err) != 0)
-            return -1;
-    }
-    return 0;
-}
-
 int store_rows_put(struct store *store, const struct store_rows *rows, struct err *err)
 {
     if (!store || !rows) {
         err_set(err, ERR_INVALID, "store_rows_put needs a store and rows");
         return -1;
     }
-    if (rows->norders + rows->nexecutions + rows->nbalances == 0)
-        return 0;
-    store__lock(store);
-    int rc = store__begin(store, err);
-    if (rc == 0 &&
-        (put_rows_of(store, &order_kind, bind_order_row, rows, rows->norders, err) != 0 ||
-         put_rows_of(store, &execution_kind, bind_execution_row, rows, rows->nexecutions, err) !=
-             0 ||
-         put_rows_of(store, &balance_kind, bind_balance_row, rows, rows->nbalances, err) != 0)) {
-        store__rollback(store);
-        rc = -1;
-    }
-    if (rc == 0)
-        rc = store__commit(store, err);
-    store__unlock(store);
-    return rc;
+    const struct batch batches[] = {
+        {&order_kind, bind_order_row, rows->orders, rows->norders, false},
+        {&execution_kind, bind_execution_row, rows->executions, rows->nexecutions, false},
+        {&balance_kind, bind_balance_row, rows->balances, rows->nbalances, false},
+    };
+    return put_batches(store, batches, 3, err);
 }
 
 /* ------------------------------------------------------------- queries */
