@@ -335,6 +335,7 @@ struct upload_request {
     const char *reassign[MAX_TAG_LIST];
     size_t nreassign;
     bool promote_latest;
+    struct catalog_prewrite *prewrite; /* the source's file, written while it validates */
 };
 
 static int read_tag_list(const json_t *body, const char *key, const char **out, size_t *n,
@@ -390,9 +391,12 @@ static int parse_upload(const struct api_request *req, struct upload_request *up
     return 0;
 }
 
-/* Runs the validator and checks the result agrees with the request. */
-static json_t *validate_upload(struct api *api, const struct upload_request *up, struct err *err)
+/* Runs the validator and checks the result agrees with the request. The
+ * revision file is written meanwhile, on the other core: most uploads are
+ * valid, and the file's fsync is the longest wait of the change after. */
+static json_t *validate_upload(struct api *api, struct upload_request *up, struct err *err)
 {
+    up->prewrite = catalog_prewrite_begin(api->opts.catalog, up->source, up->source_len);
     char filename[NAMES_STRATEGY_MAX + 4] = "module.js";
     if (up->name && names_valid_strategy(up->name))
         snprintf(filename, sizeof filename, "%s.js", up->name);
@@ -425,6 +429,7 @@ static json_t *validate_upload(struct api *api, const struct upload_request *up,
 
 static void upload_release(struct upload_request *up)
 {
+    catalog_prewrite_end(up->prewrite);
     json_decref(up->body);
 }
 
@@ -452,6 +457,7 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
         .reassign = plan->reassign,
         .nreassign = plan->nreassign,
         .promote_latest = up->promote_latest,
+        .prewritten = up->prewrite,
     };
     struct registry *before = catalog_snapshot(api->opts.catalog);
     if (catalog_add_revision(api->opts.catalog, &cu, result, err) != 0) {

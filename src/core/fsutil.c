@@ -121,6 +121,27 @@ static char *keep_replaced(const char *path, unsigned sequence)
     return kept;
 }
 
+int fsutil_write_new(const char *path, const void *data, size_t len, mode_t mode, struct err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", path);
+        return -1;
+    }
+    if (fsutil_pwrite_all(fd, data, len, 0) != 0 || fsync(fd) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", path);
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    if (close(fd) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", path);
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
 static int replace_file(const char *path, const void *data, size_t len, mode_t mode, char **kept,
                         struct err *err)
 {
@@ -135,22 +156,8 @@ static int replace_file(const char *path, const void *data, size_t len, mode_t m
         return -1;
     }
     int rc = -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", tmp);
+    if (fsutil_write_new(tmp, data, len, mode, err) != 0)
         goto out;
-    }
-    if (fsutil_pwrite_all(fd, data, len, 0) != 0 || fsync(fd) != 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", tmp);
-        close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    if (close(fd) != 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", tmp);
-        unlink(tmp);
-        goto out;
-    }
     if (kept)
         *kept = keep_replaced(path, n);
     if (rename(tmp, path) != 0) {

@@ -60,6 +60,10 @@
 int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err);
 int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                         struct err *err);
+/* Creates (or truncates) path with data and fsyncs it, without the rename:
+ * for a temporary the caller moves into place itself. On failure the file
+ * is removed. The directory entry is not made durable. */
+int fsutil_write_new(const char *path, const void *data, size_t len, mode_t mode, struct err *err);
 int fsutil_write_atomic_keep(const char *path, const void *data, size_t len, mode_t mode,
                              char **kept, struct err *err);
 

@@ -325,7 +325,9 @@ static void remove_revision_temps(int root_fd, const char *name)
  * the temporary behind: registry.json's in the root, a revision's in its
  * hash folder. Under the lock nobody else is between the two steps (the
  * server and the bootstrap tool write under it), so what is left is
- * garbage. */
+ * garbage. Bytes written ahead of an upload (catalog_prewrite_begin) are
+ * written without the lock: one that a running server still waits for is
+ * removed too, which only makes that upload write its file itself. */
 static void remove_stale_temps(const struct catalog *cat)
 {
     int root_fd = open(cat->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -342,6 +344,10 @@ static void remove_stale_temps(const struct catalog *cat)
     while (dir && (entry = readdir(dir)) != NULL) {
         if (names_valid_strategy(entry->d_name))
             remove_revision_temps(root_fd, entry->d_name);
+        else if (strncmp(entry->d_name, CATALOG__PREWRITE_PREFIX,
+                         strlen(CATALOG__PREWRITE_PREFIX)) == 0 &&
+                 unlinkat(root_fd, entry->d_name, 0) == 0)
+            log_info(REGISTRY__COMPONENT, "removed a stale upload file %s", entry->d_name);
     }
     if (dir)
         closedir(dir);

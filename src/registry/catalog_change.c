@@ -303,7 +303,8 @@ static void staged_undo(struct staged_file *f)
 /* mkdir -p <root>/<name>/<hex>, write the file atomically, and fsync the
  * parents so that the new directory entries survive a power cut too. */
 static int stage_file(const struct catalog *cat, const char *name, const char *hex,
-                      const char *source, size_t len, struct staged_file *f, struct err *err)
+                      const char *source, size_t len, struct catalog_prewrite *prewritten,
+                      struct staged_file *f, struct err *err)
 {
     memset(f, 0, sizeof *f);
     f->name_dir = fsutil_join(cat->root, name);
@@ -315,11 +316,14 @@ static int stage_file(const struct catalog *cat, const char *name, const char *h
     f->new_hex_dir = !fsutil_is_dir(f->hex_dir);
     if (fsutil_mkdirs(f->hex_dir, 0755, err) != 0)
         goto undo;
-    if (fsutil_write_atomic(f->path, source, len, 0644, err) != 0)
+    /* Bytes written ahead are durable already; their new name is not. */
+    bool moved = catalog__prewrite_take(prewritten, source, len, f->path);
+    if (!moved && fsutil_write_atomic(f->path, source, len, 0644, err) != 0)
         goto undo;
     f->written = true;
     /* The root changes only when the strategy's folder is new. */
-    if (fsutil_fsync_dir(f->name_dir, err) != 0 ||
+    if ((moved && fsutil_fsync_dir(f->hex_dir, err) != 0) ||
+        fsutil_fsync_dir(f->name_dir, err) != 0 ||
         (f->new_name_dir && fsutil_fsync_dir(cat->root, err) != 0))
         goto undo;
     return 0;
@@ -337,6 +341,7 @@ struct staging {
     const char *hex;
     const char *source;
     size_t len;
+    struct catalog_prewrite *prewritten;
     struct staged_file file;
     pthread_t thread;
     bool running;
@@ -347,7 +352,8 @@ struct staging {
 static void *staging_main(void *arg)
 {
     struct staging *s = arg;
-    s->rc = stage_file(s->cat, s->name, s->hex, s->source, s->len, &s->file, &s->err);
+    s->rc =
+        stage_file(s->cat, s->name, s->hex, s->source, s->len, s->prewritten, &s->file, &s->err);
     return NULL;
 }
 
@@ -634,6 +640,7 @@ static int add_locked(struct catalog *cat, const struct catalog_upload *up, cons
                             .hex = hex,
                             .source = up->source,
                             .len = up->len,
+                            .prewritten = up->prewritten,
                             .err = ERR_INIT};
     if (write_file && staging_start(&stage, in_batch(cat), err) != 0) {
         registry__strategy_release(st);

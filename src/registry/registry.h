@@ -204,6 +204,8 @@ struct catalog_upload {
     const char *const *reassign; /* version tags allowed to move off another revision */
     size_t nreassign;
     bool promote_latest; /* move `latest` too (always for a new strategy) */
+    /* optional, borrowed: `source` written ahead (catalog_prewrite_begin) */
+    struct catalog_prewrite *prewritten;
 };
 
 struct catalog_upload_result {
@@ -218,6 +220,21 @@ struct catalog_upload_result {
  * hash). All tag moves land in the same registry write. */
 int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
                          struct catalog_upload_result *result, struct err *err);
+
+/* Writes an upload's bytes to a temporary file and fsyncs it on a thread of
+ * its own while the caller validates them; catalog_add_revision() with
+ * .prewritten set then renames that file into place instead of writing and
+ * syncing it under the catalogue's lock. source must stay valid and
+ * unchanged until catalog_prewrite_end(), which joins the thread and
+ * removes the temporary when no change took it (call it on every path).
+ * NULL when no thread could be had: go on without. Nothing depends on the
+ * temporary: a missing or failed one makes the change write the file
+ * itself. Temporaries a crash left behind are removed when a catalogue is
+ * opened. One caller thread per prewrite. */
+struct catalog_prewrite;
+struct catalog_prewrite *catalog_prewrite_begin(struct catalog *cat, const char *source,
+                                                size_t len);
+void catalog_prewrite_end(struct catalog_prewrite *pw);
 
 /* Points `tag` at the revision `hex` (full 64 hex) of strategy `name`.
  * previous_hex receives the old target ("" when the tag is new). */

@@ -182,4 +182,12 @@ void catalog__note_disk(struct catalog *cat, const struct fsutil_identity *id);
 /* "<root>/<name>/<hex>/<name>.js", malloc'ed; NULL if out of memory. */
 char *catalog__file_path(const struct catalog *cat, const char *name, const char *hex);
 
+/* Temporaries of catalog_prewrite_begin, in the root: "<prefix><pid>.<n>". */
+#define CATALOG__PREWRITE_PREFIX ".upload."
+/* Moves the bytes written ahead into place at path when they are `source`
+ * (the same buffer and length) and were written; false when the caller
+ * must write the file itself. The caller fsyncs path's directory. */
+bool catalog__prewrite_take(struct catalog_prewrite *pw, const char *source, size_t len,
+                            const char *path);
+
 #endif

@@ -174,6 +174,11 @@ static void test_first_upload_writes_file_and_registry(void **state)
     json_decref(body);
 
     assert_file_bytes(srv, "alpha", hex, src);
+    /* the file was written while the module validated, under another name */
+    char *temps = NULL;
+    tu_run(&temps, "cd '%s' && find . -name '.upload.*'", srv->strategies_dir);
+    assert_string_equal(temps, "");
+    free(temps);
     json_t *reg = tu_assert_registry_sound(srv->strategies_dir);
     char *rel = tu_path("alpha/%s/alpha.js", hex);
     json_t *want = json_pack("{s:{s:{s:s, s:s}, s:{s:{s:s, s:s}}}}", "alpha", "tags", "latest",

@@ -4,6 +4,7 @@
  */
 #include "regtest.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -928,6 +929,186 @@ static void test_batch_writes_once(void **state)
     free(b1_file);
 }
 
+/* ------------------------------------------------- bytes written ahead */
+
+/* The names in the root that start with ".upload.", the temporaries of
+ * catalog_prewrite_begin; the first one's inode goes to *ino. */
+static size_t upload_temps(const struct fixture *f, ino_t *ino)
+{
+    DIR *dir = opendir(f->root);
+    assert_non_null(dir);
+    size_t n = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (strncmp(entry->d_name, ".upload.", 8) != 0)
+            continue;
+        if (n++ == 0 && ino)
+            *ino = entry->d_ino;
+    }
+    closedir(dir);
+    return n;
+}
+
+/* Waits (up to 10 s) for the writer to create its temporary. */
+static ino_t wait_for_temp(const struct fixture *f)
+{
+    ino_t ino = 0;
+    for (int i = 0; i < 10000 && upload_temps(f, &ino) == 0; i++)
+        usleep(1000);
+    assert_int_equal(upload_temps(f, &ino), 1);
+    return ino;
+}
+
+static struct catalog_upload prewritten_upload(const char *name, const char *source,
+                                               struct catalog_prewrite *pw)
+{
+    return (struct catalog_upload){
+        .name = name, .source = source, .len = strlen(source), .prewritten = pw};
+}
+
+static void assert_file_holds(const struct fixture *f, const char *name, const char *hex,
+                              const char *source, ino_t *ino)
+{
+    char *path = file_of(f, name, hex);
+    char *text = tu_read_file(path, NULL);
+    assert_non_null(text);
+    assert_string_equal(text, source);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    if (ino)
+        *ino = st.st_ino;
+    free(text);
+    free(path);
+}
+
+/* The file written ahead becomes the revision file (the same inode, so the
+ * change did not write it again), and nothing is left in the root. */
+static void test_prewritten_file_moves_into_place(void **state)
+{
+    struct fixture *f = *state;
+    char *source = rt_source("alpha", 1);
+    struct catalog_prewrite *pw = catalog_prewrite_begin(f->cat, source, strlen(source));
+    assert_non_null(pw);
+    ino_t written = wait_for_temp(f);
+    struct catalog_upload up = prewritten_upload("alpha", source, pw);
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_add_revision(f->cat, &up, &result, &err), &err);
+    catalog_prewrite_end(pw);
+    assert_true(result.created);
+    ino_t placed = 0;
+    assert_file_holds(f, "alpha", result.hex, source, &placed);
+    assert_int_equal(placed, written);
+    assert_int_equal(upload_temps(f, NULL), 0);
+    assert_int_equal(rt_check_disk(f->root), 1);
+    free(source);
+}
+
+/* A temporary that vanished (another process opening the catalogue sweeps
+ * them), bytes that are not the upload's, and a prewrite nothing took: the
+ * change writes the file itself and no temporary outlives its end. */
+static void test_prewrite_is_only_a_head_start(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+
+    char *a1 = rt_source("alpha", 1);
+    struct catalog_prewrite *pw = catalog_prewrite_begin(f->cat, a1, strlen(a1));
+    assert_non_null(pw);
+    wait_for_temp(f);
+    char *temp = NULL;
+    DIR *dir = opendir(f->root);
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        if (strncmp(e->d_name, ".upload.", 8) == 0)
+            temp = tu_path("%s/%s", f->root, e->d_name);
+    }
+    closedir(dir);
+    assert_non_null(temp);
+    assert_int_equal(unlink(temp), 0);
+    struct catalog_upload up = prewritten_upload("alpha", a1, pw);
+    rt_assert_ok(catalog_add_revision(f->cat, &up, &result, &err), &err);
+    catalog_prewrite_end(pw);
+    assert_file_holds(f, "alpha", result.hex, a1, NULL);
+
+    char *a2 = rt_source("alpha", 2), *other = strdup(a2);
+    other[strlen(other) - 3] = ' '; /* same length, other bytes */
+    pw = catalog_prewrite_begin(f->cat, other, strlen(other));
+    assert_non_null(pw);
+    up = prewritten_upload("alpha", a2, pw);
+    rt_assert_ok(catalog_add_revision(f->cat, &up, &result, &err), &err);
+    catalog_prewrite_end(pw);
+    assert_file_holds(f, "alpha", result.hex, a2, NULL);
+
+    pw = catalog_prewrite_begin(f->cat, a2, strlen(a2));
+    assert_non_null(pw);
+    wait_for_temp(f);
+    catalog_prewrite_end(pw); /* the upload did not validate */
+    assert_int_equal(upload_temps(f, NULL), 0);
+    assert_int_equal(rt_check_disk(f->root), 2);
+    free(temp);
+    free(other);
+    free(a2);
+    free(a1);
+}
+
+/* When moving the file into place fails, the upload fails like any other
+ * failed write: nothing is published and no file or temporary is left. */
+static void test_failed_move_keeps_everything(void **state)
+{
+    struct fixture *f = *state;
+    char a1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", a1);
+    char *before = registry_text(f);
+    char *source = rt_source("alpha", 2);
+    char hex[HASH_HEX_LEN + 1];
+    rt_hex_of(source, hex);
+    struct catalog_prewrite *pw = catalog_prewrite_begin(f->cat, source, strlen(source));
+    assert_non_null(pw);
+    wait_for_temp(f);
+    fail_rename_suffix = "/alpha.js";
+    fail_rename_errno = ENOSPC;
+    struct catalog_upload up = prewritten_upload("alpha", source, pw);
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    rt_assert_fails(catalog_add_revision(f->cat, &up, &result, &err), &err, ERR_NO_SPACE);
+    fail_rename_suffix = NULL;
+    catalog_prewrite_end(pw);
+    char *path = file_of(f, "alpha", hex);
+    assert_false(fsutil_exists(path));
+    assert_int_equal(upload_temps(f, NULL), 0);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 1);
+    char *after = registry_text(f);
+    assert_string_equal(after, before);
+    err_clear(&err);
+    free(after);
+    free(path);
+    free(source);
+    free(before);
+}
+
+/* Temporaries a crash left in the root go when the catalogue opens; other
+ * names there stay. */
+static void test_open_sweeps_upload_temps(void **state)
+{
+    struct fixture *f = *state;
+    char a1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, NULL, a1);
+    char *stale = tu_path("%s/.upload.999999.7", f->root);
+    char *kept = tu_path("%s/.uploaded-notes", f->root);
+    struct err err = ERR_INIT;
+    rt_assert_ok(fsutil_write_atomic(stale, "half", 4, 0644, &err), &err);
+    rt_assert_ok(fsutil_write_atomic(kept, "mine", 4, 0644, &err), &err);
+    catalog_close(f->cat);
+    f->cat = rt_open(f->root);
+    assert_false(fsutil_exists(stale));
+    assert_true(fsutil_exists(kept));
+    assert_int_equal(revisions_of(f->cat, "alpha"), 1);
+    free(kept);
+    free(stale);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -949,6 +1130,10 @@ int main(void)
         T(test_unwritable_tree_keeps_everything),
         T(test_read_source),
         T(test_batch_writes_once),
+        T(test_prewritten_file_moves_into_place),
+        T(test_prewrite_is_only_a_head_start),
+        T(test_failed_move_keeps_everything),
+        T(test_open_sweeps_upload_temps),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
