@@ -371,6 +371,8 @@ static struct catalog *catalog_new(const struct catalog_options *opts, struct er
     cat->metadata_ctx = opts->metadata_ctx;
     pthread_mutex_init(&cat->change_mu, NULL);
     pthread_mutex_init(&cat->snap_mu, NULL);
+    pthread_mutex_init(&cat->prewrite_mu, NULL);
+    pthread_cond_init(&cat->prewrites_done, NULL);
     atomic_init(&cat->batch, false);
     cat->batch_lock.fd = -1;
     atomic_init(&cat->replaced, NULL);
@@ -435,6 +437,7 @@ void catalog_close(struct catalog *cat)
 {
     if (!cat)
         return;
+    catalog__prewrites_wait(cat);
     catalog_housekeep(cat);
     fsutil_reaper_destroy(cat->reaper);
     registry_release(cat->current);
@@ -446,6 +449,8 @@ void catalog_close(struct catalog *cat)
     free(cat->removals);
     pthread_mutex_destroy(&cat->change_mu);
     pthread_mutex_destroy(&cat->snap_mu);
+    pthread_mutex_destroy(&cat->prewrite_mu);
+    pthread_cond_destroy(&cat->prewrites_done);
     free(cat->root);
     free(cat->registry_path);
     free(cat->lock_path);

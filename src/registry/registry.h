@@ -223,11 +223,13 @@ int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
 
 /* Writes an upload's bytes to a temporary file and fsyncs it on a thread of
  * its own while the caller validates them; catalog_add_revision() with
- * .prewritten set then renames that file into place instead of writing and
- * syncing it under the catalogue's lock. source must stay valid and
- * unchanged until catalog_prewrite_end(), which joins the thread and
- * removes the temporary when no change took it (call it on every path).
- * NULL when no thread could be had: go on without. Nothing depends on the
+ * .prewritten set then renames that file into place, when its bytes are
+ * the upload's, instead of writing and syncing it under the catalogue's
+ * lock. The bytes are copied. catalog_prewrite_end() (call it on every path)
+ * removes the temporary when no change took it; when the writer is still
+ * busy it returns at once and the writer removes its file itself, so an
+ * upload that does not validate never waits for an fsync. NULL when no
+ * thread could be had (or cat is NULL): go on without. Nothing depends on the
  * temporary: a missing or failed one makes the change write the file
  * itself. Temporaries a crash left behind are removed when a catalogue is
  * opened. One caller thread per prewrite. */

@@ -145,6 +145,11 @@ struct catalog {
      * that removes it (NULL: the caller removes it). */
     _Atomic(char *) replaced;
     struct fsutil_reaper *reaper;
+    /* Writers of catalog_prewrite_begin still running, joined or not:
+     * catalog_close waits for them (they write into the root). */
+    pthread_mutex_t prewrite_mu;
+    pthread_cond_t prewrites_done;
+    size_t prewrites;
 };
 
 /* A file (hex set) or a whole strategy folder (hex "") to remove once the
@@ -184,10 +189,12 @@ char *catalog__file_path(const struct catalog *cat, const char *name, const char
 
 /* Temporaries of catalog_prewrite_begin, in the root: "<prefix><pid>.<n>". */
 #define CATALOG__PREWRITE_PREFIX ".upload."
-/* Moves the bytes written ahead into place at path when they are `source`
- * (the same buffer and length) and were written; false when the caller
- * must write the file itself. The caller fsyncs path's directory. */
+/* Moves the bytes written ahead into place at path when they are the
+ * bytes of `source` and were written; false when the caller must write the
+ * file itself. The caller fsyncs path's directory. */
 bool catalog__prewrite_take(struct catalog_prewrite *pw, const char *source, size_t len,
                             const char *path);
+/* Blocks until every prewrite's writer has finished (catalog_close). */
+void catalog__prewrites_wait(struct catalog *cat);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------ helpers */
 
@@ -152,6 +153,25 @@ static long long revision_count(struct tu_server *srv, const char *name)
     return n;
 }
 
+/* Files the server wrote ahead of uploads and has not taken or removed. */
+static int upload_temps(const struct tu_server *srv)
+{
+    char *out = NULL;
+    tu_run(&out, "cd '%s' && find . -name '.upload.*' | wc -l", srv->strategies_dir);
+    int n = out ? atoi(out) : -1;
+    free(out);
+    return n;
+}
+
+/* A refused upload's file may still be in its writer's hands when the
+ * answer comes; the writer removes it then. Waits up to 10 s. */
+static void expect_upload_temps_gone(const struct tu_server *srv)
+{
+    for (int i = 0; i < 1000 && upload_temps(srv) != 0; i++)
+        usleep(10000);
+    assert_int_equal(upload_temps(srv), 0);
+}
+
 /* ------------------------------------------------------------- uploads */
 
 static void test_first_upload_writes_file_and_registry(void **state)
@@ -175,10 +195,7 @@ static void test_first_upload_writes_file_and_registry(void **state)
 
     assert_file_bytes(srv, "alpha", hex, src);
     /* the file was written while the module validated, under another name */
-    char *temps = NULL;
-    tu_run(&temps, "cd '%s' && find . -name '.upload.*'", srv->strategies_dir);
-    assert_string_equal(temps, "");
-    free(temps);
+    assert_int_equal(upload_temps(srv), 0);
     json_t *reg = tu_assert_registry_sound(srv->strategies_dir);
     char *rel = tu_path("alpha/%s/alpha.js", hex);
     json_t *want = json_pack("{s:{s:{s:s, s:s}, s:{s:{s:s, s:s}}}}", "alpha", "tags", "latest",
@@ -644,6 +661,7 @@ static void test_syntax_error_points_at_the_token(void **state)
     json_t *body = upload_refused(srv, SYNTAX_ERROR, NULL, 422, "an upload that does not parse");
     expect_diagnostic(body, "compile", 8, 39);
     json_decref(body);
+    expect_upload_temps_gone(srv);
     free(ok);
     tu_server_stop(srv);
 }

@@ -949,6 +949,15 @@ static size_t upload_temps(const struct fixture *f, ino_t *ino)
     return n;
 }
 
+/* Waits (up to 10 s) until no temporary is left: a writer that was still
+ * busy when its prewrite ended removes its file itself. */
+static void wait_for_no_temps(const struct fixture *f)
+{
+    for (int i = 0; i < 10000 && upload_temps(f, NULL) != 0; i++)
+        usleep(1000);
+    assert_int_equal(upload_temps(f, NULL), 0);
+}
+
 /* Waits (up to 10 s) for the writer to create its temporary. */
 static ino_t wait_for_temp(const struct fixture *f)
 {
@@ -1045,12 +1054,34 @@ static void test_prewrite_is_only_a_head_start(void **state)
     assert_non_null(pw);
     wait_for_temp(f);
     catalog_prewrite_end(pw); /* the upload did not validate */
-    assert_int_equal(upload_temps(f, NULL), 0);
+    wait_for_no_temps(f);
     assert_int_equal(rt_check_disk(f->root), 2);
     free(temp);
     free(other);
     free(a2);
     free(a1);
+}
+
+/* A prewrite given up at once: the caller frees its bytes right away (the
+ * writer works on its own copy; the sanitizer run would see a read of freed
+ * memory) and the writer, finishing later, removes what it wrote; closing
+ * the catalogue waits for such writers, so nothing of theirs is left. Many
+ * at once, so that most end while their writer is still busy. */
+static void test_abandoned_prewrites_clean_up(void **state)
+{
+    struct fixture *f = *state;
+    for (int i = 0; i < 50; i++) {
+        char *source = rt_source("alpha", 100 + i);
+        struct catalog_prewrite *pw = catalog_prewrite_begin(f->cat, source, strlen(source));
+        assert_non_null(pw);
+        memset(source, 'x', strlen(source));
+        free(source);
+        catalog_prewrite_end(pw);
+    }
+    catalog_close(f->cat);
+    assert_int_equal(upload_temps(f, NULL), 0);
+    f->cat = rt_open(f->root);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 0);
 }
 
 /* When moving the file into place fails, the upload fails like any other
@@ -1132,6 +1163,7 @@ int main(void)
         T(test_batch_writes_once),
         T(test_prewritten_file_moves_into_place),
         T(test_prewrite_is_only_a_head_start),
+        T(test_abandoned_prewrites_clean_up),
         T(test_failed_move_keeps_everything),
         T(test_open_sweeps_upload_temps),
     };
