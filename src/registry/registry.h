@@ -172,6 +172,9 @@ struct catalog;
  * verifies every file. A registry.json that is not valid JSON or not in the
  * format is ERR_INVALID: nothing is served from it. */
 int catalog_open(const struct catalog_options *opts, struct catalog **out, struct err *err);
+/* Waits for the writers of prewrites still running (their callers must have
+ * ended them, see catalog_prewrite_begin), then frees everything. No other
+ * thread may use cat during or after the call. */
 void catalog_close(struct catalog *cat);
 const char *catalog_root(const struct catalog *cat);
 

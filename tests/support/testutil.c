@@ -134,7 +134,7 @@ char *tu_read_file(const char *path, size_t *len)
  * depends on the catalogue's history, not on what it says. Nor is the file
  * written ahead of a refused upload: its writer removes it, after the answer
  * when the answer came first (test_catalog_upload.c waits for that). */
-#define SPARE "'.registry.json.spare' ! -name '.upload.*'"
+#define NOT_STATE "'.registry.json.spare' ! -name '.upload.*'"
 
 char *tu_tree_checksum(const char *dir)
 {
@@ -142,9 +142,9 @@ char *tu_tree_checksum(const char *dir)
     int rc =
         tu_run(&out,
                /* a folder's size counts its entries, the spare's too */
-               "cd '%s' && find . ! -name " SPARE " -printf '%%p %%m %%y\\n' | LC_ALL=C sort | "
+               "cd '%s' && find . ! -name " NOT_STATE " -printf '%%p %%m %%y\\n' | LC_ALL=C sort | "
                "sha256sum | cut -c1-64 && "
-               "{ find . -type f ! -name " SPARE " ! -name registry.json -print0 | "
+               "{ find . -type f ! -name " NOT_STATE " ! -name registry.json -print0 | "
                "LC_ALL=C sort -z | xargs -0 -r sha256sum; "
                "find . -type f -name registry.json | LC_ALL=C sort | "
                "while read -r f; do printf '%%s ' \"$f\"; sed 's/ *$//' \"$f\" | sha256sum; "

@@ -932,18 +932,21 @@ static void test_batch_writes_once(void **state)
 /* ------------------------------------------------- bytes written ahead */
 
 /* The names in the root that start with ".upload.", the temporaries of
- * catalog_prewrite_begin; the first one's inode goes to *ino. */
-static size_t upload_temps(const struct fixture *f, ino_t *ino)
+ * catalog_prewrite_begin; the first one's inode goes to *ino and its path
+ * (malloc'ed) to *path, when asked for. */
+static size_t upload_temps(const struct fixture *f, ino_t *ino, char **path)
 {
     DIR *dir = opendir(f->root);
     assert_non_null(dir);
     size_t n = 0;
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, ".upload.", 8) != 0)
+        if (strncmp(entry->d_name, ".upload.", 8) != 0 || n++ > 0)
             continue;
-        if (n++ == 0 && ino)
+        if (ino)
             *ino = entry->d_ino;
+        if (path)
+            *path = tu_path("%s/%s", f->root, entry->d_name);
     }
     closedir(dir);
     return n;
@@ -953,18 +956,18 @@ static size_t upload_temps(const struct fixture *f, ino_t *ino)
  * busy when its prewrite ended removes its file itself. */
 static void wait_for_no_temps(const struct fixture *f)
 {
-    for (int i = 0; i < 10000 && upload_temps(f, NULL) != 0; i++)
+    for (int i = 0; i < 10000 && upload_temps(f, NULL, NULL) != 0; i++)
         usleep(1000);
-    assert_int_equal(upload_temps(f, NULL), 0);
+    assert_int_equal(upload_temps(f, NULL, NULL), 0);
 }
 
 /* Waits (up to 10 s) for the writer to create its temporary. */
 static ino_t wait_for_temp(const struct fixture *f)
 {
     ino_t ino = 0;
-    for (int i = 0; i < 10000 && upload_temps(f, &ino) == 0; i++)
+    for (int i = 0; i < 10000 && upload_temps(f, &ino, NULL) == 0; i++)
         usleep(1000);
-    assert_int_equal(upload_temps(f, &ino), 1);
+    assert_int_equal(upload_temps(f, &ino, NULL), 1);
     return ino;
 }
 
@@ -1009,7 +1012,7 @@ static void test_prewritten_file_moves_into_place(void **state)
     ino_t placed = 0;
     assert_file_holds(f, "alpha", result.hex, source, &placed);
     assert_int_equal(placed, written);
-    assert_int_equal(upload_temps(f, NULL), 0);
+    assert_int_equal(upload_temps(f, NULL, NULL), 0);
     assert_int_equal(rt_check_disk(f->root), 1);
     free(source);
 }
@@ -1028,13 +1031,7 @@ static void test_prewrite_is_only_a_head_start(void **state)
     assert_non_null(pw);
     wait_for_temp(f);
     char *temp = NULL;
-    DIR *dir = opendir(f->root);
-    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
-        if (strncmp(e->d_name, ".upload.", 8) == 0)
-            temp = tu_path("%s/%s", f->root, e->d_name);
-    }
-    closedir(dir);
-    assert_non_null(temp);
+    assert_int_equal(upload_temps(f, NULL, &temp), 1);
     assert_int_equal(unlink(temp), 0);
     struct catalog_upload up = prewritten_upload("alpha", a1, pw);
     rt_assert_ok(catalog_add_revision(f->cat, &up, &result, &err), &err);
@@ -1079,7 +1076,7 @@ static void test_abandoned_prewrites_clean_up(void **state)
         catalog_prewrite_end(pw);
     }
     catalog_close(f->cat);
-    assert_int_equal(upload_temps(f, NULL), 0);
+    assert_int_equal(upload_temps(f, NULL, NULL), 0);
     f->cat = rt_open(f->root);
     assert_int_equal(revisions_of(f->cat, "alpha"), 0);
 }
@@ -1108,7 +1105,7 @@ static void test_failed_move_keeps_everything(void **state)
     catalog_prewrite_end(pw);
     char *path = file_of(f, "alpha", hex);
     assert_false(fsutil_exists(path));
-    assert_int_equal(upload_temps(f, NULL), 0);
+    assert_int_equal(upload_temps(f, NULL, NULL), 0);
     assert_int_equal(revisions_of(f->cat, "alpha"), 1);
     char *after = registry_text(f);
     assert_string_equal(after, before);
