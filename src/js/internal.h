@@ -10,6 +10,7 @@
 #include "js/sandbox.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* What a sandbox is for. A strategy sandbox holds the built-ins and cannot
@@ -20,6 +21,27 @@ enum js__profile { JS__PROFILE_STRATEGY, JS__PROFILE_COMPILER };
 
 int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limits,
                              enum js__profile profile, struct err *err);
+
+/* Where a compiler sandbox's allocations are carved from (arena.c). An
+ * arena is used by one thread at a time, like its sandbox; the pool behind
+ * take and give is shared by all threads. Sizes are multiples of 16 (see
+ * js__arena_round) so every block stays aligned like malloc's. */
+struct js__arena;
+
+/* A recycled arena or a new one; NULL when out of memory. */
+struct js__arena *js__arena_take(void);
+/* Empties the arena (every block carved from it is dead) and keeps it for
+ * the next take, or frees it when the pool is full. NULL is ignored. */
+void js__arena_give(struct js__arena *arena);
+size_t js__arena_round(size_t size);
+/* `size` bytes from the arena, or NULL when they no longer fit. */
+void *js__arena_alloc(struct js__arena *arena, size_t size);
+/* Reclaims `block` if it is the last one carved; otherwise it stays dead
+ * until js__arena_give. */
+void js__arena_release(struct js__arena *arena, void *block, size_t size);
+/* Grows the last block carved in place; false (nothing changed) for any
+ * other block or when the arena has no room. */
+bool js__arena_extend(struct js__arena *arena, void *block, size_t size, size_t new_size);
 
 struct js_bytecode;
 

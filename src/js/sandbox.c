@@ -9,6 +9,7 @@
 #include "js/internal.h"
 
 #include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,133 @@ static const JSMallocFunctions sandbox_allocator = {
     sb_free,
     sb_realloc,
     sb_usable_size,
+};
+
+/* A compiler sandbox's allocator: blocks come from its arena while it has
+ * room and from the C library after, each behind a header that says which
+ * and how large (QuickJS asks a block's usable size without saying whose
+ * it is). The cap counts live blocks exactly as above. */
+struct block_head {
+    size_t usable;
+    size_t in_arena; /* a size_t keeps the payload 16-byte aligned */
+};
+
+static void count_block(JSMallocState *s, struct js_sandbox *sb, size_t usable, bool in)
+{
+    if (in) {
+        s->malloc_count++;
+        s->malloc_size += usable + MALLOC_OVERHEAD;
+    } else {
+        s->malloc_count--;
+        s->malloc_size -= usable + MALLOC_OVERHEAD;
+    }
+    sb->heap_bytes = s->malloc_size;
+}
+
+/* A block of at least `size` bytes with its header filled in. */
+static struct block_head *carve(struct js_sandbox *sb, size_t size)
+{
+    if (size > SIZE_MAX / 2)
+        return NULL;
+    size_t usable = js__arena_round(size ? size : 1);
+    struct block_head *head = js__arena_alloc(sb->arena, sizeof *head + usable);
+    bool in_arena = head != NULL;
+    if (!head)
+        head = malloc(sizeof *head + usable);
+    if (!head)
+        return NULL;
+    head->usable = usable;
+    head->in_arena = in_arena;
+    return head;
+}
+
+static void drop(struct js_sandbox *sb, struct block_head *head)
+{
+    if (head->in_arena)
+        js__arena_release(sb->arena, head, sizeof *head + head->usable);
+    else
+        free(head);
+}
+
+static void *scratch_malloc(JSMallocState *s, size_t size)
+{
+    struct js_sandbox *sb = s->opaque;
+    struct block_head *head = over_cap(s, size) ? NULL : carve(sb, size);
+    if (!head) {
+        sb->out_of_memory = true;
+        return NULL;
+    }
+    count_block(s, sb, head->usable, true);
+    return head + 1;
+}
+
+static void scratch_free(JSMallocState *s, void *ptr)
+{
+    if (!ptr)
+        return;
+    struct js_sandbox *sb = s->opaque;
+    struct block_head *head = (struct block_head *)ptr - 1;
+    count_block(s, sb, head->usable, false);
+    drop(sb, head);
+}
+
+/* Grows a block: in place at the arena's top, by the C library's realloc
+ * for a block it gave, otherwise into a new block. */
+static void *scratch_grow(struct js_sandbox *sb, struct block_head *head, size_t size)
+{
+    size_t usable = js__arena_round(size);
+    if (head->in_arena) {
+        if (js__arena_extend(sb->arena, head, sizeof *head + head->usable, sizeof *head + usable)) {
+            head->usable = usable;
+            return head;
+        }
+        struct block_head *moved = carve(sb, size);
+        if (!moved)
+            return NULL;
+        memcpy(moved + 1, head + 1, head->usable);
+        drop(sb, head);
+        return moved;
+    }
+    struct block_head *grown = realloc(head, sizeof *head + usable);
+    if (grown)
+        grown->usable = usable;
+    return grown;
+}
+
+static void *scratch_realloc(JSMallocState *s, void *ptr, size_t size)
+{
+    if (!ptr)
+        return size ? scratch_malloc(s, size) : NULL;
+    if (size == 0) {
+        scratch_free(s, ptr);
+        return NULL;
+    }
+    struct js_sandbox *sb = s->opaque;
+    struct block_head *head = (struct block_head *)ptr - 1;
+    if (size <= head->usable)
+        return ptr;
+    size_t old_usable = head->usable;
+    struct block_head *grown =
+        over_cap(s, size - old_usable) || size > SIZE_MAX / 2 ? NULL : scratch_grow(sb, head, size);
+    if (!grown) {
+        sb->out_of_memory = true;
+        return NULL;
+    }
+    s->malloc_size = s->malloc_size - old_usable + grown->usable;
+    sb->heap_bytes = s->malloc_size;
+    return grown + 1;
+}
+
+static size_t scratch_usable_size(const void *ptr)
+{
+    return ((const struct block_head *)ptr - 1)->usable;
+}
+
+static const JSMallocFunctions scratch_allocator = {
+    scratch_malloc,
+    scratch_free,
+    scratch_realloc,
+    scratch_usable_size,
 };
 
 /* ------------------------------------------------------- init and limits */
@@ -240,8 +368,14 @@ int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limi
 {
     memset(sb, 0, sizeof(*sb));
     sb->limits = resolve_limits(limits);
-    sb->rt = JS_NewRuntime2(&sandbox_allocator, sb);
+    /* A compiler sandbox lives for one compile; with no arena it is built
+     * on the C library's allocator like any other. */
+    if (profile == JS__PROFILE_COMPILER)
+        sb->arena = js__arena_take();
+    sb->rt = JS_NewRuntime2(sb->arena ? &scratch_allocator : &sandbox_allocator, sb);
     if (!sb->rt) {
+        js__arena_give(sb->arena);
+        sb->arena = NULL;
         err_set(err, ERR_INTERNAL, "cannot create a JavaScript runtime: out of memory");
         return -1;
     }
@@ -288,6 +422,9 @@ void js_sandbox_free(struct js_sandbox *sb)
         JS_FreeContext(ctx);
     if (rt)
         JS_FreeRuntime(rt);
+    /* after the runtime: its last free is of the runtime itself */
+    js__arena_give(sb->arena);
+    sb->arena = NULL;
 }
 
 void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)

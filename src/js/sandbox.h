@@ -46,6 +46,8 @@ struct js_limits {
     int64_t budget_ns;   /* per callback; 0 = JS_SANDBOX_DEFAULT_BUDGET_NS */
 };
 
+struct js__arena;
+
 struct js_sandbox {
     JSRuntime *rt;
     JSContext *ctx;
@@ -59,10 +61,13 @@ struct js_sandbox {
     int64_t armed_at_ns;
     int64_t cpu_mark_ns; /* thread CPU at mark_at_ns; -1 before the first sample */
     int64_t mark_at_ns;
-    bool overran;        /* the interrupt handler fired since the last arm */
-    bool out_of_memory;  /* an allocation was refused since the last arm */
-    size_t heap_bytes;   /* kept by the sandbox's allocator; see memory_used */
-    void *user;          /* the owner's pointer (the runtime's instance) */
+    bool overran;       /* the interrupt handler fired since the last arm */
+    bool out_of_memory; /* an allocation was refused since the last arm */
+    size_t heap_bytes;  /* kept by the sandbox's allocator; see memory_used */
+    void *user;         /* the owner's pointer (the runtime's instance) */
+    /* A compiler sandbox's allocations are carved from an arena (see
+     * js/internal.h); NULL for every other sandbox. */
+    struct js__arena *arena;
 };
 
 /* How the last failed call into JS failed. */

@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include "core/clock.h"
+#include "js/internal.h"
 #include "js/module.h"
 #include "js/sandbox.h"
 
@@ -310,6 +311,150 @@ static void test_compile_deep_nesting(void **state)
     assert_non_null(strstr(json_string_value(json_object_get(d, "hint")), "nested too deeply"));
     err_clear(&err);
     free(src);
+}
+
+/* A module of `functions` functions, f<i>() returning i * k, with a
+ * string and an array literal each so that the compile allocates atoms,
+ * strings and growing bytecode buffers. Returned malloc'ed. */
+static char *generated_module(int functions, int k, size_t *len)
+{
+    size_t cap = (size_t)functions * 160 + 256;
+    char *src = malloc(cap);
+    assert_non_null(src);
+    size_t n = 0;
+    for (int i = 0; i < functions; i++)
+        n += (size_t)snprintf(src + n, cap - n,
+                              "function f%d() { const tag = 'entry %d'; const xs = [%d, %d, %d];\n"
+                              "  return tag.length > 0 ? xs[0] * %d : -1; }\n",
+                              i, i, i, i + 1, i + 2, k);
+    n += (size_t)snprintf(src + n, cap - n,
+                          "module.exports = { at(i) { return globalThis['f' + i](); } };\n");
+    *len = n;
+    return src;
+}
+
+static int64_t call_at(struct js_sandbox *sb, JSValueConst exports, int i)
+{
+    JSValue at = JS_GetPropertyStr(sb->ctx, exports, "at");
+    JSValue arg = JS_NewInt32(sb->ctx, i);
+    js_sandbox_arm(sb, 0);
+    JSValue got = JS_Call(sb->ctx, at, exports, 1, &arg);
+    int64_t value = -2;
+    if (JS_ToInt64(sb->ctx, &value, got) < 0)
+        value = -3;
+    JS_FreeValue(sb->ctx, got);
+    JS_FreeValue(sb->ctx, at);
+    return value;
+}
+
+/* A compile allocates far more than one scratch block holds here (about
+ * 25 times the source): what does not fit goes to the C library, and the
+ * module is the same whatever its blocks came from. */
+static void test_compile_larger_than_its_scratch(void **state)
+{
+    (void)state;
+    enum { FUNCTIONS = 6000, K = 3 };
+    size_t len = 0;
+    char *src = generated_module(FUNCTIONS, K, &len);
+    assert_true(len > 400000);
+    struct js_bytecode *first = NULL, *again = NULL;
+    struct err err = ERR_INIT;
+    assert_int_equal(js_compile(src, len, "large.js", &first, &err), 0);
+    struct js_bytecode *small = compile_ok(small_module, "small.js"); /* a recycled block */
+    assert_int_equal(js_compile(src, len, "large.js", &again, &err), 0);
+    assert_int_equal(first->len, again->len);
+    assert_memory_equal(first->data, again->data, first->len);
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 0);
+    JSValue exports = load_ok(&sb, again);
+    for (int i = 0; i < FUNCTIONS; i += 1499)
+        assert_int_equal(call_at(&sb, exports, i), (int64_t)i * K);
+    assert_int_equal(call_at(&sb, exports, FUNCTIONS - 1), (int64_t)(FUNCTIONS - 1) * K);
+    JS_FreeValue(sb.ctx, exports);
+    js_sandbox_free(&sb);
+    js_bytecode_release(first);
+    js_bytecode_release(again);
+    js_bytecode_release(small);
+    free(src);
+}
+
+/* The cap binds a compiler sandbox as any other: a compile past it fails
+ * with a memory diagnostic, and the sandbox still frees cleanly. */
+static void test_compile_memory_cap(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *src = generated_module(6000, 1, &len);
+    struct js_sandbox sb;
+    struct js_limits limits = {(size_t)1 << 20, 0, 0};
+    struct err err = ERR_INIT;
+    assert_int_equal(js__sandbox_init_profile(&sb, &limits, JS__PROFILE_COMPILER, &err), 0);
+    struct js_bytecode *bc = NULL;
+    assert_int_equal(js__compile_source(&sb, src, len, "capped.js", NULL, &bc, &err), -1);
+    assert_null(bc);
+    assert_int_equal(err.kind, ERR_UNPROCESSABLE);
+    json_t *d = diagnostic(&err);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "compile");
+    assert_non_null(strstr(json_string_value(json_object_get(d, "message")), "out of memory"));
+    assert_true(js_sandbox_memory_used(&sb) <= limits.memory_bytes + ((size_t)1 << 20));
+    err_clear(&err);
+    js_sandbox_free(&sb);
+    free(src);
+}
+
+struct own_compile {
+    int index;
+    int failures;
+};
+
+/* Compiles a module of its own many times and checks what each returns:
+ * two threads handed the same scratch block would corrupt each other. */
+static void *compile_own_module(void *arg)
+{
+    struct own_compile *job = arg;
+    size_t len = 0;
+    char *src = generated_module(100 + job->index * 40, job->index + 2, &len);
+    for (int round = 0; round < 15; round++) {
+        struct js_bytecode *bc = NULL;
+        struct err err = ERR_INIT;
+        if (js_compile(src, len, "own.js", &bc, &err) != 0) {
+            job->failures++;
+            err_clear(&err);
+            continue;
+        }
+        struct js_sandbox sb;
+        struct js_limits limits = {0, 0, 0};
+        JSValue exports = JS_UNDEFINED;
+        if (js_sandbox_init(&sb, &limits, &err) != 0 ||
+            js_module_load(&sb, bc, &exports, &err) != 0) {
+            job->failures++;
+        } else if (call_at(&sb, exports, 99) != 99 * (job->index + 2)) {
+            job->failures++;
+        }
+        if (sb.ctx)
+            JS_FreeValue(sb.ctx, exports);
+        js_sandbox_free(&sb);
+        js_bytecode_release(bc);
+        err_clear(&err);
+    }
+    free(src);
+    return NULL;
+}
+
+static void test_compiles_on_many_threads_keep_apart(void **state)
+{
+    (void)state;
+    enum { THREADS = 8 }; /* more than the scratch blocks kept for reuse */
+    struct own_compile jobs[THREADS];
+    pthread_t threads[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (struct own_compile){i, 0};
+        assert_int_equal(pthread_create(&threads[i], NULL, compile_own_module, &jobs[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(jobs[i].failures, 0);
+    }
 }
 
 static void test_compile_takes_length_not_nul(void **state)
@@ -701,6 +846,9 @@ int main(void)
         cmocka_unit_test(test_compile_errors_point_at_the_token),
         cmocka_unit_test(test_compile_deep_nesting),
         cmocka_unit_test(test_compile_takes_length_not_nul),
+        cmocka_unit_test(test_compile_larger_than_its_scratch),
+        cmocka_unit_test(test_compile_memory_cap),
+        cmocka_unit_test(test_compiles_on_many_threads_keep_apart),
         cmocka_unit_test(test_compile_file_names),
         cmocka_unit_test(test_load_failures),
         cmocka_unit_test(test_unhandled_rejection_is_not_a_failure),
