@@ -76,6 +76,8 @@ int js_config_parse_duration(const char *text, long long *ms)
 
 const char *js__json_type_name(const json_t *value)
 {
+    if (!value)
+        return "missing";
     switch (json_typeof(value)) {
     case JSON_STRING:
         return "string";

@@ -101,7 +101,7 @@ size_t js__column_offset(const char *line, size_t len, int column);
 void js__format_bytes(size_t bytes, char *out, size_t size);
 
 /* The JSON type of a value as config messages name it: string, int, float,
- * bool, null, object, array. */
+ * bool, null, object, array; "missing" for NULL (no value). */
 const char *js__json_type_name(const json_t *value);
 /* True when `type` is one of the config field types. */
 int js__config_type_valid(const char *type);

@@ -792,13 +792,14 @@ int catalog_delete_tag(struct catalog *cat, const char *name, const char *tag, b
 /* ------------------------------------------------------------- deletes */
 
 /* `latest` moves to the newest remaining revision, preferring one that
- * verified so that the strategy stays usable. */
+ * verified so that the strategy stays usable. st keeps at least one
+ * revision: deleting the last one deletes the strategy. */
 static const char *newest_remaining(const struct registry_strategy *st)
 {
-    const struct registry_revision *best = NULL;
-    for (size_t i = 0; i < st->nrevisions; i++) {
+    const struct registry_revision *best = &st->revisions[0];
+    for (size_t i = 1; i < st->nrevisions; i++) {
         const struct registry_revision *rev = &st->revisions[i];
-        if (!best || (best->invalid && !rev->invalid) ||
+        if ((best->invalid && !rev->invalid) ||
             (best->invalid == rev->invalid && rev->order > best->order))
             best = rev;
     }
