@@ -349,7 +349,7 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         const char *key;
         long long max;
     } bounds[] = {
-        {"memory_limit_mb", 65536},          {"cpu_budget_ms", 3600 * 1000},
+        {"memory_limit_mb", 65536},          {"cpu_budget_ms", 3600LL * 1000},
         {"max_consecutive_errors", INT_MAX}, {"queue_capacity", 1LL << 24},
         {"log_lines_per_second", INT_MAX},   {"stack_limit_kb", 1LL << 16},
     };
@@ -378,7 +378,7 @@ static int apply_validation(struct config *cfg, const json_t *v, struct err *err
     static const struct field fields[] = {{"memory_limit_mb", F_UINT}, {"budget_ms", F_UINT}};
     if (check_keys(v, "validation", fields, 2, err) != 0 ||
         check_max(v, "validation", "memory_limit_mb", 65536, err) != 0 ||
-        check_max(v, "validation", "budget_ms", 3600 * 1000, err) != 0)
+        check_max(v, "validation", "budget_ms", 3600LL * 1000, err) != 0)
         return -1;
     struct js_limits *l = &cfg->validation_limits;
     l->memory_bytes = (size_t)uint_or(v, "memory_limit_mb", (long long)(l->memory_bytes >> 20))

@@ -71,7 +71,7 @@ int clock_parse_rfc3339(const char *text, int64_t *wall_ms)
         int oh, om, n = 0;
         if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5)
             return -1;
-        offset_min = (*p == '+' ? 1 : -1) * (oh * 60 + om);
+        offset_min = (*p == '+' ? 1 : -1) * ((long)oh * 60 + om);
         p += 6;
     } else {
         return -1;

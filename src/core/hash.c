@@ -11,7 +11,7 @@
 static void to_hex(const unsigned char *digest, char hex[HASH_HEX_LEN + 1])
 {
     static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
+    for (size_t i = 0; i < 32; i++) {
         hex[2 * i] = digits[digest[i] >> 4];
         hex[2 * i + 1] = digits[digest[i] & 0xF];
     }

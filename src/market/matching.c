@@ -594,7 +594,7 @@ void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_o
     for (size_t i = 0; i < s->nmarkets; i++) {
         struct sim_market *mk = &s->markets[i];
         for (struct sim_order *o = mk->resting; o; o = o->next) {
-            if (o->instance_key != instance_key || strcmp(o->client_order_id, client_order_id))
+            if (o->instance_key != instance_key || strcmp(o->client_order_id, client_order_id) != 0)
                 continue;
             unlink_order(mk, o);
             account_release(s, o);

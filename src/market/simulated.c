@@ -167,10 +167,11 @@ static void book_level(struct sim_market *mk, uint32_t i)
 {
     long long b = mk->bid_ticks - (long long)i * mk->step_ticks;
     double deeper = 1.0 + 0.25 * i;
+    size_t draw = 2 * (size_t)i; /* two draws a level: bid, then ask */
     mk->bids[i].price = from_units(b < 1 ? 1 : b, mk->tick_exp);
-    mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[2 * i]) * deeper);
+    mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[draw]) * deeper);
     mk->asks[i].price = from_units(mk->ask_ticks + (long long)i * mk->step_ticks, mk->tick_exp);
-    mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[2 * i + 1]) * deeper);
+    mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[draw + 1]) * deeper);
 }
 
 /* Prices the best level at once (bid, ask, the ticker's sizes) and only
@@ -345,7 +346,7 @@ static void publish_book(struct sim *s, struct sim_market *mk, int64_t ts)
 {
     uint32_t depth = s->cfg->book_depth;
     sim_book_fill(mk);
-    struct event *ev = new_event(s, EVENT_BOOK_SNAPSHOT, 2 * depth * sizeof(struct book_level));
+    struct event *ev = new_event(s, EVENT_BOOK_SNAPSHOT, 2 * (size_t)depth * sizeof(struct book_level));
     if (!ev)
         return;
     ev->ts_ms = ts;

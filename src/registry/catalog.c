@@ -279,7 +279,8 @@ static void remove_temps_in(int dir_fd, const char *prefix, const char *where)
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
         if (strncmp(entry->d_name, prefix, len) != 0 ||
-            (strncmp(entry->d_name + len, ".tmp.", 5) && strncmp(entry->d_name + len, ".old.", 5)))
+            (strncmp(entry->d_name + len, ".tmp.", 5) != 0 &&
+             strncmp(entry->d_name + len, ".old.", 5) != 0))
             continue;
         if (unlinkat(dirfd(dir), entry->d_name, 0) == 0)
             log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s%s", where,
