@@ -367,7 +367,7 @@ static int read_tag_list(const json_t *body, const char *key, const char **out, 
 static int parse_upload(const struct api_request *req, struct upload_request *up, struct err *err)
 {
     memset(up, 0, sizeof *up);
-    if (api_body_object(req, false, &up->body, err) != 0)
+    if (api_body_object_lifting(req, "source", &up->body, err) != 0)
         return -1;
     json_t *source = json_object_get(up->body, "source");
     if (!json_is_string(source)) {

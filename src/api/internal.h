@@ -139,6 +139,11 @@ size_t api_query_all(const struct api_request *req, const char *key, const char 
 /* The body as a JSON object (ERR_INVALID saying where when it is not). An
  * empty body is an error unless allow_empty (then *out is NULL). */
 int api_body_object(const struct api_request *req, bool allow_empty, json_t **out, struct err *err);
+/* api_body_object (no empty body) for a body whose top-level `member` may
+ * be a long string, such as an upload's source: see
+ * jsonutil_parse_object_lifting. */
+int api_body_object_lifting(const struct api_request *req, const char *member, json_t **out,
+                            struct err *err);
 /* Appends an audit entry {actor, action, ...fields}; fields is stolen. */
 void api_audit(struct api *api, const struct api_request *req, const char *action, json_t *fields);
 /* Audits a refresh: the request (borrowed), how many results had each

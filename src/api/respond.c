@@ -189,7 +189,8 @@ size_t api_query_all(const struct api_request *req, const char *key, const char 
     return n;
 }
 
-int api_body_object(const struct api_request *req, bool allow_empty, json_t **out, struct err *err)
+static int body_object(const struct api_request *req, bool allow_empty, const char *lift,
+                       json_t **out, struct err *err)
 {
     *out = NULL;
     size_t len = req->body.len;
@@ -203,6 +204,18 @@ int api_body_object(const struct api_request *req, bool allow_empty, json_t **ou
         err_set(err, ERR_INVALID, "a JSON request body is required");
         return -1;
     }
-    *out = jsonutil_parse_object(data, len, err);
+    *out = lift ? jsonutil_parse_object_lifting(data, len, lift, err)
+                : jsonutil_parse_object(data, len, err);
     return *out ? 0 : -1;
+}
+
+int api_body_object(const struct api_request *req, bool allow_empty, json_t **out, struct err *err)
+{
+    return body_object(req, allow_empty, NULL, out, err);
+}
+
+int api_body_object_lifting(const struct api_request *req, const char *member, json_t **out,
+                            struct err *err)
+{
+    return body_object(req, false, member, out, err);
 }

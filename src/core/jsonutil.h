@@ -21,6 +21,15 @@
 json_t *jsonutil_parse(const char *data, size_t len, struct err *err);
 /* Parses and requires an object at the top level. */
 json_t *jsonutil_parse_object(const char *data, size_t len, struct err *err);
+/* jsonutil_parse_object for a body with one long string member (an
+ * upload's source): when the top-level `member` is a string of 1 KiB or
+ * more, it is decoded by a direct scan (jansson's lexer reads a string one
+ * character at a time through its stream, some 150 instructions a byte)
+ * and the rest by jansson with that value left empty. What is accepted,
+ * the result and every error are those of jsonutil_parse_object: anything
+ * the scan does not take goes to jansson whole. */
+json_t *jsonutil_parse_object_lifting(const char *data, size_t len, const char *member,
+                                      struct err *err);
 /* A JSON string from bytes that may not be valid UTF-8: invalid sequences
  * become U+FFFD. Never returns NULL unless out of memory. */
 json_t *jsonutil_string_lossy(const char *data, size_t len);
