@@ -95,9 +95,14 @@ json_t *jsonutil_string_lossy(const char *data, size_t len)
 /* Values shorter than this are left to jansson: the scan would not pay. */
 #define LIFT_MIN_BYTES 1024
 
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 static size_t skip_space(const char *s, size_t len, size_t at)
 {
-    while (at < len && (s[at] == ' ' || s[at] == '\t' || s[at] == '\n' || s[at] == '\r'))
+    while (at < len && json_space(s[at]))
         at++;
     return at;
 }
@@ -132,7 +137,7 @@ static size_t value_end(const char *s, size_t len, size_t at)
                 return at;
             if (--depth == 0)
                 return at + 1;
-        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+        } else if (depth == 0 && (c == ',' || json_space(c))) {
             return at;
         }
     }

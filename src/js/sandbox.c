@@ -55,6 +55,26 @@ static bool over_cap(const JSMallocState *s, size_t extra)
     return !unwinding || ceiling < s->malloc_limit || over(s, ceiling, extra);
 }
 
+/* Counts a block in (in) or out of the heap the cap sees. */
+static void count_block(JSMallocState *s, struct js_sandbox *sb, size_t usable, bool in)
+{
+    if (in) {
+        s->malloc_count++;
+        s->malloc_size += usable + MALLOC_OVERHEAD;
+    } else {
+        s->malloc_count--;
+        s->malloc_size -= usable + MALLOC_OVERHEAD;
+    }
+    sb->heap_bytes = s->malloc_size;
+}
+
+/* A block counted at `before` bytes now has `after`. */
+static void recount_block(JSMallocState *s, struct js_sandbox *sb, size_t before, size_t after)
+{
+    s->malloc_size = s->malloc_size - before + after;
+    sb->heap_bytes = s->malloc_size;
+}
+
 static void *sb_malloc(JSMallocState *s, size_t size)
 {
     struct js_sandbox *sb = s->opaque;
@@ -67,9 +87,7 @@ static void *sb_malloc(JSMallocState *s, size_t size)
         sb->out_of_memory = true;
         return NULL;
     }
-    s->malloc_count++;
-    s->malloc_size += malloc_usable_size(ptr) + MALLOC_OVERHEAD;
-    sb->heap_bytes = s->malloc_size;
+    count_block(s, sb, malloc_usable_size(ptr), true);
     return ptr;
 }
 
@@ -77,10 +95,7 @@ static void sb_free(JSMallocState *s, void *ptr)
 {
     if (!ptr)
         return;
-    struct js_sandbox *sb = s->opaque;
-    s->malloc_count--;
-    s->malloc_size -= malloc_usable_size(ptr) + MALLOC_OVERHEAD;
-    sb->heap_bytes = s->malloc_size;
+    count_block(s, s->opaque, malloc_usable_size(ptr), false);
     free(ptr);
 }
 
@@ -103,8 +118,7 @@ static void *sb_realloc(JSMallocState *s, void *ptr, size_t size)
         sb->out_of_memory = true;
         return NULL;
     }
-    s->malloc_size = s->malloc_size - old_size + malloc_usable_size(grown);
-    sb->heap_bytes = s->malloc_size;
+    recount_block(s, sb, old_size, malloc_usable_size(grown));
     return grown;
 }
 
@@ -128,18 +142,6 @@ struct block_head {
     size_t usable;
     size_t in_arena; /* a size_t keeps the payload 16-byte aligned */
 };
-
-static void count_block(JSMallocState *s, struct js_sandbox *sb, size_t usable, bool in)
-{
-    if (in) {
-        s->malloc_count++;
-        s->malloc_size += usable + MALLOC_OVERHEAD;
-    } else {
-        s->malloc_count--;
-        s->malloc_size -= usable + MALLOC_OVERHEAD;
-    }
-    sb->heap_bytes = s->malloc_size;
-}
 
 /* A block of at least `size` bytes with its header filled in. */
 static struct block_head *carve(struct js_sandbox *sb, size_t size)
@@ -230,8 +232,7 @@ static void *scratch_realloc(JSMallocState *s, void *ptr, size_t size)
         sb->out_of_memory = true;
         return NULL;
     }
-    s->malloc_size = s->malloc_size - old_usable + grown->usable;
-    sb->heap_bytes = s->malloc_size;
+    recount_block(s, sb, old_usable, grown->usable);
     return grown + 1;
 }
 
