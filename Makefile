@@ -54,6 +54,7 @@ format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 lint: build
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 	@clang-tidy -p build --quiet $$(git ls-files 'src/*.c')
 	@cppcheck --quiet --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem --include=/usr/include/jansson.h -I src \

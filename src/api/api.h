@@ -62,27 +62,27 @@
 #include <stddef.h>
 
 struct api_limits {
-    size_t max_body_bytes;      /* 413 above; default 1 MiB */
-    size_t max_header_bytes;    /* request line and headers; 431 above; default 32 KiB */
-    size_t max_url_bytes;       /* 414 above; default 8 KiB */
-    unsigned max_connections;   /* open connections; 503 above; default 1024 */
-    unsigned idle_timeout_s;    /* a connection idle this long is closed; default 30 */
-    unsigned threads;           /* polling threads; default 4 */
-    unsigned rate_per_second;   /* requests per second per token; 0: no rate limit */
-    unsigned rate_burst;        /* bucket size; 0: rate_per_second */
+    size_t max_body_bytes;    /* 413 above; default 1 MiB */
+    size_t max_header_bytes;  /* request line and headers; 431 above; default 32 KiB */
+    size_t max_url_bytes;     /* 414 above; default 8 KiB */
+    unsigned max_connections; /* open connections; 503 above; default 1024 */
+    unsigned idle_timeout_s;  /* a connection idle this long is closed; default 30 */
+    unsigned threads;         /* polling threads; default 4 */
+    unsigned rate_per_second; /* requests per second per token; 0: no rate limit */
+    unsigned rate_burst;      /* bucket size; 0: rate_per_second */
 };
 
 enum api_role { API_ROLE_NONE, API_ROLE_READ, API_ROLE_ADMIN };
 
 struct api_token {
-    char name[64];              /* shown in the audit log, never the secret */
-    char sha256_hex[65];        /* hash of the bearer secret */
+    char name[64];       /* shown in the audit log, never the secret */
+    char sha256_hex[65]; /* hash of the bearer secret */
     enum api_role role;
 };
 
 struct api_options {
-    const char *host;           /* e.g. "127.0.0.1" */
-    int port;                   /* 0 picks a free port */
+    const char *host; /* e.g. "127.0.0.1" */
+    int port;         /* 0 picks a free port */
     struct api_limits limits;
     const struct api_token *tokens; /* none: open access (loopback only) */
     size_t ntokens;

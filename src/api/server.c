@@ -397,7 +397,9 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
         /* libmicrohttpd never writes to the buffer; the page's reference
          * goes with the response and comes back through release_page */
         response = MHD_create_response_from_buffer_with_free_callback_cls(
-            res->body_len, (void *)(uintptr_t)res->shared_body, release_page, res->shared);
+            res->body_len,
+            (void *)(uintptr_t)res->shared_body, // NOLINT(performance-no-int-to-ptr)
+            release_page, res->shared);
         if (response)
             res->shared = NULL;
     } else {

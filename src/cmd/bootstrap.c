@@ -12,9 +12,9 @@
  * (which sees the result after POST /strategies/refresh).
  *
  * Exit status: 0 when everything went well; 1 when some file did not
- * validate or could not be placed, or a step failed (everything else is
- * still done); 2 on bad usage or bad input, with one line on stderr, before
- * anything is changed. A --usage report without -write exits 0 whenever it
+ * validate or could not be placed, a step failed (everything else is
+ * still done) or the report could not be written to stdout; 2 on bad usage or bad input, with one
+ * line on stderr, before anything is changed. A --usage report without -write exits 0 whenever it
  * ran: it is a report, and invalid files do not make it less true.
  */
 #include "cmd/bootstrap.h"
@@ -56,7 +56,7 @@ static void print_help(void)
            "                  GET /strategies/registry export (or {\"usage\": [...]})\n"
            "  -json           print JSON instead of tables\n\n"
            "exit status: 0 done, 1 some files did not validate or conflicted,\n"
-           "             2 bad usage or bad input\n");
+           "             or the report could not be written; 2 bad usage or bad input\n");
 }
 
 /* One line on stderr: the reason, then how to call the command. */

@@ -89,7 +89,7 @@ static const char *meta_tag(const struct bootstrap_file *file)
 /* A folder name the tag comes from: `latest` is the registry's to place. */
 static bool usable_folder_tag(const char *sub)
 {
-    return names_valid_tag(sub) && strcmp(sub, REGISTRY_LATEST) != 0;
+    return sub && names_valid_tag(sub) && strcmp(sub, REGISTRY_LATEST) != 0;
 }
 
 static int check_tag_folder(struct bootstrap_file *f, const char *name)
@@ -289,12 +289,13 @@ static void decide_fate(const char *root, struct bootstrap_revision *rev,
 {
     rev->registered = registry_find_revision(registry_find_strategy(snapshot, rev->name), rev->hex);
     rev->new_strategy = registry_find_strategy(snapshot, rev->name) == NULL;
-    if (rev->registered && !rev->registered->invalid && rev->in_place)
-        rev->fate = BOOTSTRAP_KEEP;
-    else if (rev->ncopies > 0)
+    bool sound_in_place = rev->registered && !rev->registered->invalid && rev->in_place;
+    /* a damaged canonical file with no copy to add is reported by the scan
+     * and left as it is */
+    if (!sound_in_place && rev->ncopies > 0)
         rev->fate = BOOTSTRAP_ADD;
-    else if (canonical_exists(root, rev))
-        rev->fate = BOOTSTRAP_KEEP; /* a damaged file: reported by the scan, left as is */
+    else if (sound_in_place || canonical_exists(root, rev))
+        rev->fate = BOOTSTRAP_KEEP;
     else
         rev->fate = BOOTSTRAP_DROP;
     if (rev->registered && rev->size == 0)

@@ -207,7 +207,7 @@ json_t *config_yaml_to_json(const char *text, size_t len, struct err *err)
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&r.parser);
-    if (doc && json_is_null(doc)) {
+    if (json_is_null(doc)) {
         json_decref(doc);
         doc = json_object();
     }
@@ -223,8 +223,8 @@ struct field {
     enum { F_STRING, F_UINT, F_BOOL, F_SECTION, F_ANY } type;
 };
 
-static int check_keys(const json_t *obj, const char *path, const struct field *fields,
-                      size_t n, struct err *err)
+static int check_keys(const json_t *obj, const char *path, const struct field *fields, size_t n,
+                      struct err *err)
 {
     if (!json_is_object(obj)) {
         err_set(err, ERR_INVALID, "%s: expected a mapping", path[0] ? path : "configuration");
@@ -325,8 +325,7 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
     }
     struct api_limits *l = &cfg->http;
     l->max_body_bytes = (size_t)uint_or(http, "max_body_bytes", (long long)l->max_body_bytes);
-    l->max_header_bytes =
-        (size_t)uint_or(http, "max_header_bytes", (long long)l->max_header_bytes);
+    l->max_header_bytes = (size_t)uint_or(http, "max_header_bytes", (long long)l->max_header_bytes);
     l->max_url_bytes = (size_t)uint_or(http, "max_url_bytes", (long long)l->max_url_bytes);
     l->max_connections = (unsigned)uint_or(http, "max_connections", l->max_connections);
     l->idle_timeout_s = (unsigned)uint_or(http, "idle_timeout_seconds", l->idle_timeout_s);
@@ -339,9 +338,9 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
 static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
 {
     static const struct field fields[] = {
-        {"memory_limit_mb", F_UINT},     {"cpu_budget_ms", F_UINT},
+        {"memory_limit_mb", F_UINT},        {"cpu_budget_ms", F_UINT},
         {"max_consecutive_errors", F_UINT}, {"queue_capacity", F_UINT},
-        {"log_lines_per_second", F_UINT}, {"stack_limit_kb", F_UINT},
+        {"log_lines_per_second", F_UINT},   {"stack_limit_kb", F_UINT},
     };
     /* The same ceilings as an instance's own memory_limit_mb and
      * cpu_budget_ms; none lets a value wrap when scaled or narrowed. */
@@ -362,14 +361,12 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
     struct js_limits *l = &cfg->instance_limits;
     l->memory_bytes = (size_t)uint_or(rt, "memory_limit_mb", (long long)(l->memory_bytes >> 20))
                       << 20;
-    l->stack_bytes = (size_t)uint_or(rt, "stack_limit_kb", (long long)(l->stack_bytes >> 10))
-                     << 10;
+    l->stack_bytes = (size_t)uint_or(rt, "stack_limit_kb", (long long)(l->stack_bytes >> 10)) << 10;
     l->budget_ns = uint_or(rt, "cpu_budget_ms", l->budget_ns / 1000000) * 1000000;
     cfg->max_consecutive_errors =
         (int)uint_or(rt, "max_consecutive_errors", cfg->max_consecutive_errors);
     cfg->queue_capacity = (size_t)uint_or(rt, "queue_capacity", (long long)cfg->queue_capacity);
-    cfg->log_lines_per_second =
-        (int)uint_or(rt, "log_lines_per_second", cfg->log_lines_per_second);
+    cfg->log_lines_per_second = (int)uint_or(rt, "log_lines_per_second", cfg->log_lines_per_second);
     return 0;
 }
 
@@ -491,10 +488,10 @@ static int apply_providers(struct config *cfg, const json_t *providers, struct e
 int config_apply(struct config *cfg, const json_t *doc, struct err *err)
 {
     static const struct field fields[] = {
-        {"listen", F_STRING},    {"strategies", F_STRING}, {"state", F_STRING},
-        {"environment", F_STRING}, {"log_level", F_STRING}, {"workers", F_UINT},
-        {"http", F_SECTION},     {"runtime", F_SECTION},   {"validation", F_SECTION},
-        {"auth", F_SECTION},     {"providers", F_ANY},
+        {"listen", F_STRING},      {"strategies", F_STRING}, {"state", F_STRING},
+        {"environment", F_STRING}, {"log_level", F_STRING},  {"workers", F_UINT},
+        {"http", F_SECTION},       {"runtime", F_SECTION},   {"validation", F_SECTION},
+        {"auth", F_SECTION},       {"providers", F_ANY},
     };
     if (check_keys(doc, "", fields, sizeof fields / sizeof fields[0], err) != 0)
         return -1;

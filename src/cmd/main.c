@@ -1,6 +1,7 @@
 /* stratd: one binary, git-style subcommands over the shared libraries. */
 #include "cmd/commands.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +15,22 @@ static void usage(FILE *out)
                  "Run 'stratd <command> --help' for a command's options.\n");
 }
 
+/* A report that never reached its reader (a full disk, a closed file) must
+ * not look like success to the script that asked for it, so standard output
+ * is checked once, when the command is done, rather than at every print. */
+static int finish_output(int status)
+{
+    int flushed = fflush(stdout);
+    int why = errno;
+    if (flushed == 0 && !ferror(stdout))
+        return status;
+    if (flushed != 0)
+        fprintf(stderr, "stratd: writing standard output failed: %s\n", strerror(why));
+    else
+        fprintf(stderr, "stratd: writing standard output failed\n");
+    return status == 0 ? 1 : status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -24,15 +41,15 @@ int main(int argc, char **argv)
     if (strcmp(command, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
     if (strcmp(command, "bootstrap") == 0)
-        return cmd_bootstrap(argc - 1, argv + 1);
+        return finish_output(cmd_bootstrap(argc - 1, argv + 1));
     if (strcmp(command, "version") == 0 || strcmp(command, "--version") == 0) {
         printf("stratd %s\n", STRATD_VERSION);
-        return 0;
+        return finish_output(0);
     }
     if (strcmp(command, "help") == 0 || strcmp(command, "--help") == 0 ||
         strcmp(command, "-h") == 0) {
         usage(stdout);
-        return 0;
+        return finish_output(0);
     }
     fprintf(stderr, "stratd: unknown command '%s'\n", command);
     usage(stderr);

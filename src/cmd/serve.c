@@ -53,15 +53,16 @@ struct gateway {
 
 static void serve_usage(FILE *out)
 {
-    fprintf(out, "usage: stratd serve [options]\n\n"
-                 "  --config FILE        YAML configuration (also STRATD_CONFIG)\n"
-                 "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8880;\n"
-                 "                       port 0 picks a free port)\n"
-                 "  --strategies DIR     strategy revisions and registry.json (default ./strategies)\n"
-                 "  --state DIR          database and audit log (default ./var)\n"
-                 "  --environment NAME   label for metrics (default dev)\n"
-                 "  --log-level LEVEL    debug, info, warn or error (default info)\n"
-                 "  --workers N          runtime worker threads (default: number of cores)\n");
+    fprintf(out,
+            "usage: stratd serve [options]\n\n"
+            "  --config FILE        YAML configuration (also STRATD_CONFIG)\n"
+            "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8880;\n"
+            "                       port 0 picks a free port)\n"
+            "  --strategies DIR     strategy revisions and registry.json (default ./strategies)\n"
+            "  --state DIR          database and audit log (default ./var)\n"
+            "  --environment NAME   label for metrics (default dev)\n"
+            "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+            "  --workers N          runtime worker threads (default: number of cores)\n");
 }
 
 struct flags {
@@ -93,15 +94,33 @@ static int parse_flags(int argc, char **argv, struct flags *f)
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (c) {
-        case 'c': f->config = optarg; break;
-        case 'l': f->listen = optarg; break;
-        case 's': f->strategies = optarg; break;
-        case 'd': f->state = optarg; break;
-        case 'e': f->environment = optarg; break;
-        case 'v': f->log_level = optarg; break;
-        case 'w': f->workers = optarg; break;
-        case 'h': serve_usage(stdout); return 1;
-        default: serve_usage(stderr); return -1;
+        case 'c':
+            f->config = optarg;
+            break;
+        case 'l':
+            f->listen = optarg;
+            break;
+        case 's':
+            f->strategies = optarg;
+            break;
+        case 'd':
+            f->state = optarg;
+            break;
+        case 'e':
+            f->environment = optarg;
+            break;
+        case 'v':
+            f->log_level = optarg;
+            break;
+        case 'w':
+            f->workers = optarg;
+            break;
+        case 'h':
+            serve_usage(stdout);
+            return 1;
+        default:
+            serve_usage(stderr);
+            return -1;
         }
     }
     if (optind < argc) {
@@ -415,7 +434,7 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
 
     struct gateway gw;
     memset(&gw, 0, sizeof gw);

@@ -26,8 +26,7 @@ void hash_sha256_hex(const void *data, size_t len, char hex[HASH_HEX_LEN + 1])
     to_hex(digest, hex);
 }
 
-int hash_file_sha256(const char *path, char hex[HASH_HEX_LEN + 1], uint64_t *size,
-                     struct err *err)
+int hash_file_sha256(const char *path, char hex[HASH_HEX_LEN + 1], uint64_t *size, struct err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

@@ -22,8 +22,7 @@
 void hash_sha256_hex(const void *data, size_t len, char hex[HASH_HEX_LEN + 1]);
 /* Hashes a file by streaming it; also reports its size. ERR_NOT_FOUND when it
  * does not exist, ERR_INTERNAL on other I/O errors. */
-int hash_file_sha256(const char *path, char hex[HASH_HEX_LEN + 1], uint64_t *size,
-                     struct err *err);
+int hash_file_sha256(const char *path, char hex[HASH_HEX_LEN + 1], uint64_t *size, struct err *err);
 /* True when s[0..len) is all hex digits (either case). */
 bool hash_is_hex(const char *s, size_t len);
 /* Accepts "sha256:<64 hex>" or "<64 hex>", either case; writes the lowercase

@@ -76,7 +76,8 @@ json_t *jsonutil_string_lossy(const char *data, size_t len)
     for (size_t i = 0; i < len;) {
         size_t n = s[i] ? utf8_sequence_length(s + i, len - i) : 0;
         if (n == 0) {
-            memcpy(clean + out, "\xEF\xBF\xBD", 3);
+            /* U+FFFD; the buffer is terminated once, after the loop */
+            memcpy(clean + out, "\xEF\xBF\xBD", 3); // NOLINT(bugprone-not-null-terminated-result)
             out += 3;
             i++;
         } else {

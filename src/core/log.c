@@ -17,9 +17,15 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
-void log_set_level(enum log_level level) { atomic_store(&log_min_level, (int)level); }
+void log_set_level(enum log_level level)
+{
+    atomic_store(&log_min_level, (int)level);
+}
 
-bool log_enabled(enum log_level level) { return (int)level >= atomic_load(&log_min_level); }
+bool log_enabled(enum log_level level)
+{
+    return (int)level >= atomic_load(&log_min_level);
+}
 
 int log_parse_level(const char *name, enum log_level *level)
 {
@@ -32,7 +38,10 @@ int log_parse_level(const char *name, enum log_level *level)
     return -1;
 }
 
-void log_set_fd(int fd) { atomic_store(&log_fd, fd); }
+void log_set_fd(int fd)
+{
+    atomic_store(&log_fd, fd);
+}
 
 static void write_all(int fd, const char *data, size_t len)
 {

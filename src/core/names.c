@@ -2,9 +2,15 @@
 
 #include <string.h>
 
-static bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+static bool is_lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 
-static bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
+static bool is_alnum(char c)
+{
+    return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
 
 bool names_valid_strategy(const char *name)
 {
@@ -36,8 +42,17 @@ static bool valid_dotted(const char *s, size_t max, const char *extra)
     return true;
 }
 
-bool names_valid_tag(const char *tag) { return valid_dotted(tag, NAMES_TAG_MAX, "._-"); }
+bool names_valid_tag(const char *tag)
+{
+    return valid_dotted(tag, NAMES_TAG_MAX, "._-");
+}
 
-bool names_valid_id(const char *id) { return valid_dotted(id, NAMES_ID_MAX, "._-"); }
+bool names_valid_id(const char *id)
+{
+    return valid_dotted(id, NAMES_ID_MAX, "._-");
+}
 
-bool names_valid_symbol(const char *symbol) { return valid_dotted(symbol, 64, "._/-"); }
+bool names_valid_symbol(const char *symbol)
+{
+    return valid_dotted(symbol, 64, "._/-");
+}

@@ -35,9 +35,15 @@ void strbuf_append(struct strbuf *sb, const void *data, size_t len)
     sb->data[sb->len] = '\0';
 }
 
-void strbuf_puts(struct strbuf *sb, const char *s) { strbuf_append(sb, s, strlen(s)); }
+void strbuf_puts(struct strbuf *sb, const char *s)
+{
+    strbuf_append(sb, s, strlen(s));
+}
 
-void strbuf_putc(struct strbuf *sb, char c) { strbuf_append(sb, &c, 1); }
+void strbuf_putc(struct strbuf *sb, char c)
+{
+    strbuf_append(sb, &c, 1);
+}
 
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
 {

@@ -24,7 +24,10 @@ struct strbuf {
     bool failed;
 };
 
+/* one line: the formatter would spread the initializer over four */
+/* clang-format off */
 #define STRBUF_INIT {NULL, 0, 0, false}
+/* clang-format on */
 
 bool strbuf_reserve(struct strbuf *sb, size_t extra);
 void strbuf_append(struct strbuf *sb, const void *data, size_t len);
@@ -34,7 +37,13 @@ __attribute__((format(printf, 2, 3))) void strbuf_printf(struct strbuf *sb, cons
 void strbuf_reset(struct strbuf *sb);
 void strbuf_release(struct strbuf *sb);
 char *strbuf_detach(struct strbuf *sb, size_t *len);
-static inline bool strbuf_failed(const struct strbuf *sb) { return sb->failed; }
-static inline const char *strbuf_cstr(const struct strbuf *sb) { return sb->data ? sb->data : ""; }
+static inline bool strbuf_failed(const struct strbuf *sb)
+{
+    return sb->failed;
+}
+static inline const char *strbuf_cstr(const struct strbuf *sb)
+{
+    return sb->data ? sb->data : "";
+}
 
 #endif

@@ -134,16 +134,22 @@ static bool coerce_int(const json_t *value, json_t **out)
     return true;
 }
 
+/* Milliseconds from an integer, an integral real or a duration string. */
+static bool duration_ms(const json_t *value, long long *ms)
+{
+    if (json_is_integer(value)) {
+        *ms = json_integer_value(value);
+        return true;
+    }
+    if (json_is_real(value))
+        return integral_real(value, ms);
+    return json_is_string(value) && js_config_parse_duration(json_string_value(value), ms) == 0;
+}
+
 static bool coerce_duration(const json_t *value, json_t **out)
 {
     long long ms = -1;
-    if (json_is_integer(value))
-        ms = json_integer_value(value);
-    else if (json_is_real(value) && !integral_real(value, &ms))
-        ms = -1;
-    else if (json_is_string(value) && js_config_parse_duration(json_string_value(value), &ms) < 0)
-        ms = -1;
-    if (ms < 0)
+    if (!duration_ms(value, &ms) || ms < 0)
         return false;
     *out = json_integer(ms);
     return true;
@@ -185,10 +191,9 @@ static bool coerce(const char *type, const json_t *options, const json_t *value,
         *out = json_real(json_number_value(value));
     else if (strcmp(type, "bool") == 0 && json_is_boolean(value))
         *out = json_boolean(json_is_true(value));
-    else if (strcmp(type, "string") == 0 && json_is_string(value))
-        *out = json_deep_copy(value);
-    else if (strcmp(type, "enum") == 0 && json_is_string(value) &&
-             enum_allows(options, json_string_value(value)))
+    else if (json_is_string(value) &&
+             (strcmp(type, "string") == 0 ||
+              (strcmp(type, "enum") == 0 && enum_allows(options, json_string_value(value)))))
         *out = json_deep_copy(value);
     else
         return false;

@@ -263,7 +263,7 @@ static void default_balances(struct sim_settings *s)
 static int parse_balances(const json_t *config, struct sim_settings *s, struct err *err)
 {
     const json_t *obj = json_object_get(config, "balances");
-    size_t cap = obj && json_is_object(obj) ? json_object_size(obj) : 2 * s->nsymbols;
+    size_t cap = json_is_object(obj) ? json_object_size(obj) : 2 * s->nsymbols;
     if (obj && (!json_is_object(obj) || cap > SIM_MAX_BALANCES))
         return bad_field(err, FIELD_PREFIX ".balances",
                          "expected an object {asset: amount} of at most %d assets",

@@ -346,7 +346,8 @@ static void publish_book(struct sim *s, struct sim_market *mk, int64_t ts)
 {
     uint32_t depth = s->cfg->book_depth;
     sim_book_fill(mk);
-    struct event *ev = new_event(s, EVENT_BOOK_SNAPSHOT, 2 * (size_t)depth * sizeof(struct book_level));
+    struct event *ev =
+        new_event(s, EVENT_BOOK_SNAPSHOT, 2 * (size_t)depth * sizeof(struct book_level));
     if (!ev)
         return;
     ev->ts_ms = ts;

@@ -430,7 +430,7 @@ static char *join_lines(const struct registry *reg, char *const *texts, const si
     size_t total = 4; /* "{\n" and "}\n" */
     for (size_t i = 0; i < reg->nstrategies; i++)
         total += (rooms[i] > lens[i] ? rooms[i] : lens[i]) + 4; /* indent, comma, newline */
-    if (buf->cap < total + 1) {
+    if (!buf->data || buf->cap < total + 1) {
         char *grown = realloc(buf->data, total + total / 8 + 1);
         if (!grown)
             return NULL;

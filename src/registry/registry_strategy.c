@@ -29,9 +29,10 @@ void registry__revision_clear(struct registry_revision *rev)
 
 static void strategy_free(struct registry_strategy *st)
 {
-    for (size_t i = 0; i < st->ntags; i++)
+    /* a copy that failed half-way may lack either array */
+    for (size_t i = 0; st->tags && i < st->ntags; i++)
         free(st->tags[i].tag);
-    for (size_t i = 0; i < st->nrevisions; i++)
+    for (size_t i = 0; st->revisions && i < st->nrevisions; i++)
         registry__revision_clear(&st->revisions[i]);
     free(st->tags);
     free(st->revisions);

@@ -23,9 +23,9 @@ void event_release(struct event *ev)
 const char *event_kind_name(enum event_kind kind)
 {
     static const char *const names[EVENT_KIND_COUNT] = {
-        "Trade",         "Ticker",           "BookSnapshot",
-        "ExecReport",    "KlineSummary",     "InstrumentUpdate",
-        "BalanceUpdate", "RiskControl",      "Extension",
+        "Trade",         "Ticker",       "BookSnapshot",
+        "ExecReport",    "KlineSummary", "InstrumentUpdate",
+        "BalanceUpdate", "RiskControl",  "Extension",
     };
     return (unsigned)kind < EVENT_KIND_COUNT ? names[kind] : "Unknown";
 }
@@ -68,7 +68,10 @@ const char *event_exec_status_name(enum exec_status status)
     return "rejected";
 }
 
-const char *order_side_name(enum order_side side) { return side == SIDE_BUY ? "buy" : "sell"; }
+const char *order_side_name(enum order_side side)
+{
+    return side == SIDE_BUY ? "buy" : "sell";
+}
 
 const char *order_type_name(enum order_type type)
 {

@@ -93,9 +93,9 @@ struct event_exec {
     char order_id[EVENT_ORDER_ID_MAX];
     enum order_side side;
     enum order_type type;
-    double quantity;        /* ordered */
-    double price;           /* limit price, 0 for market orders */
-    double last_quantity;   /* this fill */
+    double quantity;      /* ordered */
+    double price;         /* limit price, 0 for market orders */
+    double last_quantity; /* this fill */
     double last_price;
     double filled_quantity; /* cumulative */
     double remaining_quantity;
@@ -149,8 +149,8 @@ void event_release(struct event *ev);
 const char *event_kind_name(enum event_kind kind);
 const char *event_exec_handler(enum exec_status status);
 const char *event_exec_status_name(enum exec_status status); /* "acknowledged" ... */
-const char *order_side_name(enum order_side side);            /* "buy" | "sell" */
-const char *order_type_name(enum order_type type);            /* "market" | "limit" */
+const char *order_side_name(enum order_side side);           /* "buy" | "sell" */
+const char *order_type_name(enum order_type type);           /* "market" | "limit" */
 
 /* Where a provider sends events. publish() takes over the caller's
  * reference. It may block while consumers are saturated (back-pressure):
@@ -191,8 +191,8 @@ struct market_quote {
 struct market_ops {
     void *ctx;
     int (*submit)(void *ctx, const struct order_request *req, char *error, size_t error_size);
-    int (*cancel)(void *ctx, uint32_t instance_key, uint16_t provider,
-                  const char *client_order_id, char *error, size_t error_size);
+    int (*cancel)(void *ctx, uint32_t instance_key, uint16_t provider, const char *client_order_id,
+                  char *error, size_t error_size);
     bool (*quote)(void *ctx, uint16_t provider, uint16_t symbol, struct market_quote *out);
     bool (*trading_active)(void *ctx, uint16_t provider);
 };

@@ -950,7 +950,7 @@ json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, cons
         if (include_stopped || rt->pins[i]->running)
             picked[npicked++] = rt->pins[i];
     }
-    if (!hex)
+    if (!hex && picked)
         qsort(picked, npicked, sizeof *picked, cmp_instance_ids);
     for (size_t i = 0; list && i < npicked; i++)
         json_array_append_new(

@@ -110,10 +110,10 @@ static void free_value(JSContext *ctx, JSValue *v)
 
 void vm_free_timer(struct vm *vm, struct timer *t)
 {
-    if (t->prev)
-        t->prev->next = t->next;
-    else
+    if (vm->timers == t)
         vm->timers = t->next;
+    else
+        t->prev->next = t->next;
     if (t->next)
         t->next->prev = t->prev;
     vm->ntimers--;

@@ -1221,6 +1221,44 @@ static void test_plan_json(void **state)
     fixture_free(&fx);
 }
 
+/* A report written to a full disk: the command says so on stderr and exits
+ * 1, so a script does not take the empty file for a plan; the work it was
+ * asked to do is still done (a dry run changes nothing, -write migrates). */
+static void test_report_to_full_disk(void **state)
+{
+    (void)state;
+    if (access("/dev/full", W_OK) != 0)
+        skip();
+    struct fixture fx;
+    fixture_init(&fx);
+    char hm[65];
+    put_module(fx.root, "momentum.js", "momentum", "v1.2.0", "m", hm);
+    char *before = tu_tree_checksum(fx.root);
+    char *err = NULL;
+    int rc = tu_run(&err, "'%s' bootstrap -root '%s' --json 2>&1 >/dev/full", binary(), fx.root);
+    assert_int_equal(rc, 1);
+    assert_contains(err, "writing standard output failed: No space left on device");
+    assert_checksum(fx.root, before, "a dry run whose report was lost");
+    free(err);
+
+    rc = tu_run(&err, "'%s' bootstrap -root '%s' -write 2>&1 >/dev/full", binary(), fx.root);
+    assert_int_equal(rc, 1);
+    assert_contains(err, "writing standard output failed");
+    free(err);
+    assert_missing(fx.root, "momentum.js");
+    json_t *reg = tu_assert_registry_sound(fx.root);
+    assert_tag(reg, "momentum", "v1.2.0", hm);
+    json_decref(reg);
+    assert_idempotent(fx.root, 0);
+
+    rc = tu_run(&err, "'%s' version 2>&1 >/dev/full", binary());
+    assert_int_equal(rc, 1);
+    assert_contains(err, "writing standard output failed");
+    free(err);
+    free(before);
+    fixture_free(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1239,6 +1277,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_flag_forms),
         cmocka_unit_test(test_plan_json),
+        cmocka_unit_test(test_report_to_full_disk),
         cmocka_unit_test(test_usage_from_server_export),
         cmocka_unit_test(test_live_server_refresh),
     };

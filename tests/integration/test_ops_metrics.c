@@ -224,8 +224,8 @@ static void test_revision_gauge_follows_the_fleet(void **state)
     char *h1 = spell(v1);
     assert_int_equal(tu_ops_metric_count(m, "strategy_revision_instances", "hash", h1, NULL), 0);
     /* its counters go with it, so a churning catalogue does not grow /metrics */
-    assert_int_equal(
-        tu_ops_metric_count(m, "strategy_revision_instances_total", "hash", h1, NULL), 0);
+    assert_int_equal(tu_ops_metric_count(m, "strategy_revision_instances_total", "hash", h1, NULL),
+                     0);
     free(h1);
     assert_true(gauge(m, "idle", idle) == 0);
     check_promtool(m);
