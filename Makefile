@@ -53,9 +53,11 @@ soak: build
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
+# Formatting, clang-tidy (findings are errors, see .clang-tidy) and cppcheck.
 lint: build
+	@scripts/install-deps.sh --lint
 	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
-	@clang-tidy -p build --quiet $$(git ls-files 'src/*.c')
+	@git ls-files 'src/*.c' | xargs -P $(JOBS) -n 8 clang-tidy -p build --quiet
 	@cppcheck --quiet --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem --include=/usr/include/jansson.h -I src \
 	  $$(git ls-files 'src/*.c')

@@ -17,10 +17,14 @@ packages=(
   prometheus wrk jq xz-utils ca-certificates curl
 )
 # `--bench`: also what make bench needs (the Node.js peers of bench/peer/;
-# any installed node will do, else Debian's).
-if [ "${1:-}" = --bench ] && ! command -v node >/dev/null; then
-  packages+=(nodejs)
-fi
+# any installed node will do, else Debian's). `--lint`: what make lint runs.
+for flag in "$@"; do
+  case $flag in
+    --bench) command -v node >/dev/null || packages+=(nodejs) ;;
+    --lint) packages+=(clang-format clang-tidy cppcheck) ;;
+    *) echo "usage: $0 [--bench] [--lint]" >&2; exit 2 ;;
+  esac
+done
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
