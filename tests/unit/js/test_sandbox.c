@@ -319,6 +319,33 @@ static void test_budget_stops_endless_loop(void **state)
     js_sandbox_free(&sb);
 }
 
+/* A loop whose every turn spends its time in native code (building and
+ * joining an array) polls QuickJS's interrupt rarely; the budget must still
+ * stop it within a few turns of running out, not thousands. */
+static void test_budget_stops_native_heavy_loop(void **state)
+{
+    (void)state;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 20LL * 1000 * 1000);
+    struct js_exception ex;
+    expect_failure(&sb,
+                   "globalThis.turns = 0;\n"
+                   "for (;;) { turns++; new Error(new Array(2e4).fill(1)); }",
+                   &ex);
+    assert_true(js_sandbox_overran(&sb));
+    assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
+    js_exception_free(&ex);
+    /* with the handler called every 10000 polls, as QuickJS ships, the
+     * loop makes about 3,300 turns before the first call, however fast the
+     * machine; every 128 polls, it stops a few dozen turns past the budget */
+    char *turns = eval_text(&sb, "String(globalThis.turns)");
+    long n = strtol(turns, NULL, 10);
+    if (n <= 0 || n >= 1000)
+        fail_msg("the loop made %ld turns under a 20 ms budget", n);
+    free(turns);
+    js_sandbox_free(&sb);
+}
+
 /* Threads that take the CPU from the sandbox's thread. */
 static atomic_bool hogs_run;
 
@@ -707,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_module_loading_refused),
         cmocka_unit_test(test_atomics_wait_refused),
         cmocka_unit_test(test_budget_stops_endless_loop),
+        cmocka_unit_test(test_budget_stops_native_heavy_loop),
         cmocka_unit_test(test_budget_counts_cpu_not_contention),
         cmocka_unit_test(test_budget_covers_promise_jobs),
         cmocka_unit_test(test_memory_cap),

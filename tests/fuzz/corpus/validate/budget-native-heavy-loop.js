@@ -1,0 +1,1 @@
+const a = []; for (;;)new Error(new Array(1e5).fill(1));
