@@ -11,11 +11,18 @@ quickjs_sha256=ec81da5b3249ed648dbc7df4a1654988910e66a118d9b71cb63534216efcfbbe
 quickjs_dir=$here/third_party/quickjs
 # QuickJS calls the interrupt handler (the sandboxes' CPU budget) once every
 # JS_INTERRUPT_COUNTER_INIT of its polls, 10000 as shipped: a loop whose
-# every turn spends long in native code (a join of a large array) then runs
-# thousands of turns past its budget. 128 polls between calls make a budget
-# bite within a few turns; the handler only reads the monotonic clock.
-quickjs_interrupt_polls=128
-quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls}"
+# every turn spends long in native code (a join of a large array, a BigInt
+# power) then runs thousands of turns past its budget. Built with 1, QuickJS
+# calls the handler at every poll and a budget bites after the turn that
+# spends it; the handler reads one shared word per poll (see js/ticker.c).
+quickjs_interrupt_polls=1
+# Natives that walk an array or array-like index by index through the
+# generic property path (indexOf, join, forEach, reverse, String.raw ... over
+# a sparse array or {length: 2**53 - 1}) poll nowhere: one call would hold a
+# worker for hours. Each of the three index accessors they share polls on
+# entry (`# budget poll` below); arrays in the fast layout skip them.
+quickjs_index_polls=3
+quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} index-polls=${quickjs_index_polls}"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -86,6 +93,17 @@ sed -i "s/^#define JS_INTERRUPT_COUNTER_INIT 10000\$/#define JS_INTERRUPT_COUNTE
   "$work/tree/quickjs.c"
 grep -q "^#define JS_INTERRUPT_COUNTER_INIT ${quickjs_interrupt_polls}\$" "$work/tree/quickjs.c" \
   || { echo "error: quickjs.c has no JS_INTERRUPT_COUNTER_INIT to set" >&2; exit 1; }
+poll_on_entry() { # poll_on_entry SIGNATURE-LINE-REGEX STATEMENT
+  sed -i "/$1/,/^{\$/ s/^{\$/{\n    $2 \/* budget poll *\//" "$work/tree/quickjs.c"
+}
+poll_on_entry '^JSValue JS_GetPropertyUint32(JSContext \*ctx, JSValueConst this_obj,$' \
+  'if (js_poll_interrupts(ctx)) return JS_EXCEPTION;'
+poll_on_entry '^static int JS_TryGetPropertyInt64(JSContext \*ctx, JSValueConst obj, int64_t idx, JSValue \*pval)$' \
+  'if (js_poll_interrupts(ctx)) { *pval = JS_UNDEFINED; return -1; }'
+poll_on_entry '^static JSValue JS_GetPropertyInt64(JSContext \*ctx, JSValueConst obj, int64_t idx)$' \
+  'if (js_poll_interrupts(ctx)) return JS_EXCEPTION;'
+[ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_index_polls" ] \
+  || { echo "error: quickjs.c's index accessors are not where expected" >&2; exit 1; }
 make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null
 mkdir -p "$quickjs_dir/lib" "$quickjs_dir/include"
 cp "$work/tree/libquickjs.a" "$quickjs_dir/lib/"

@@ -10,8 +10,10 @@
 #include "js/sandbox.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* What a sandbox is for. A strategy sandbox holds the built-ins and cannot
  * compile source; a compiler sandbox can compile (eval intrinsic), holds
@@ -42,6 +44,22 @@ void js__arena_release(struct js__arena *arena, void *block, size_t size);
 /* Grows the last block carved in place; false (nothing changed) for any
  * other block or when the arena has no room. */
 bool js__arena_extend(struct js__arena *arena, void *block, size_t size, size_t new_size);
+
+/* The budgets' time base (ticker.c): a count a thread of its own advances
+ * every millisecond while sandboxes are armed, so the interrupt handler,
+ * called at every QuickJS poll, reads the clocks only when it has moved.
+ * Hold and release come from sandbox init and free (any thread): the first
+ * hold starts the thread, the last release stops and joins it. Wake (any
+ * thread, cheap when the thread runs) marks activity, so the thread keeps
+ * ticking or resumes. When the thread cannot start, the count stands
+ * still and the handler's poll count alone leads it to the clocks. */
+extern _Atomic uint32_t js__ticker_count;
+void js__ticker_hold(void);
+void js__ticker_release(void);
+void js__ticker_wake(void);
+/* Polls after which the handler looks at the clocks even if the count has
+ * not moved: the bound when the ticker lags or is missing. */
+#define JS__POLLS_PER_CHECK 128
 
 struct js_bytecode;
 

@@ -279,12 +279,22 @@ static bool budget_spent(struct js_sandbox *sb, int64_t now)
     return false;
 }
 
+/* Called at every poll, so the common case is two loads and a compare:
+ * the clocks are read once per tick, or every JS__POLLS_PER_CHECK polls
+ * should the ticker lag. A check marks activity, which keeps the ticker
+ * running for as long as a callback does. */
 static int on_interrupt(JSRuntime *rt, void *opaque)
 {
     (void)rt;
     struct js_sandbox *sb = opaque;
     if (sb->deadline_ns == 0)
         return 0;
+    uint32_t tick = atomic_load_explicit(&js__ticker_count, memory_order_relaxed);
+    if (tick == sb->seen_tick && ++sb->polls_unchecked < JS__POLLS_PER_CHECK)
+        return 0;
+    sb->seen_tick = tick;
+    sb->polls_unchecked = 0;
+    js__ticker_wake();
     int64_t now = clock_mono_ns();
     if (now < sb->deadline_ns || !budget_spent(sb, now))
         return 0;
@@ -380,6 +390,7 @@ int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limi
         err_set(err, ERR_INTERNAL, "cannot create a JavaScript runtime: out of memory");
         return -1;
     }
+    js__ticker_hold();
     JS_SetMaxStackSize(sb->rt, sb->limits.stack_bytes);
     JS_SetInterruptHandler(sb->rt, on_interrupt, sb);
     JS_SetCanBlock(sb->rt, 0);
@@ -421,8 +432,10 @@ void js_sandbox_free(struct js_sandbox *sb)
     sb->deadline_ns = 0;
     if (ctx)
         JS_FreeContext(ctx);
-    if (rt)
+    if (rt) {
         JS_FreeRuntime(rt);
+        js__ticker_release();
+    }
     /* after the runtime: its last free is of the runtime itself */
     js__arena_give(sb->arena);
     sb->arena = NULL;
@@ -441,6 +454,9 @@ void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
     sb->armed_at_ns = clock_mono_ns();
     sb->cpu_mark_ns = -1;
     sb->deadline_ns = sb->armed_at_ns + budget_ns;
+    sb->seen_tick = atomic_load_explicit(&js__ticker_count, memory_order_relaxed);
+    sb->polls_unchecked = 0;
+    js__ticker_wake();
 }
 
 void js_sandbox_disarm(struct js_sandbox *sb)

@@ -1163,6 +1163,8 @@ static int event_mask_of(JSContext *ctx, JSValueConst list, uint32_t *mask, stru
     *mask = 0;
     for (int64_t i = 0; i < len && i < 64; i++) {
         JSValue item = JS_GetPropertyUint32(ctx, list, (uint32_t)i);
+        if (JS_IsException(item))
+            return -1; /* a getter threw, or the budget ran out */
         const char *name = JS_IsString(item) ? JS_ToCString(ctx, item) : NULL;
         int k = name ? js_event_index(name) : -1;
         if (k < 0) {

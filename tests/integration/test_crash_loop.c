@@ -131,7 +131,11 @@ static int add_tag(struct model *m, int strategy, const char *name, int rev)
         assert_true(m->ntags < MAX_TAGS);
         t = m->ntags++;
         m->tags[t].strategy = strategy;
-        snprintf(m->tags[t].name, sizeof m->tags[t].name, "%s", name);
+        /* memcpy, not snprintf: at -O2 gcc cannot rule out that name points
+         * into the model and fails the build with -Werror=restrict. */
+        size_t len = strnlen(name, sizeof m->tags[t].name - 1);
+        memcpy(m->tags[t].name, name, len);
+        m->tags[t].name[len] = '\0';
     }
     m->tags[t].rev = rev;
     return t;

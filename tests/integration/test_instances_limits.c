@@ -99,7 +99,7 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     free(steady);
     upload(srv, "spin", NULL, "onTrade() { while (true) {} },");
     upload(srv, "hog", "const keep = [];",
-           "onTrade() { for (;;) keep.push(new Array(100000).fill(Math.random())); },");
+           "onTrade() { for (;;) keep.push(new ArrayBuffer(1 << 24)); },");
     upload(srv, "deep", "const down = (n) => down(n + 1) + 1;", "onTrade() { down(0); },");
     upload(srv, "thrower", NULL,
            "onTrade(ctx, evt) { throw new TypeError('bad event ' + evt.seq); },");

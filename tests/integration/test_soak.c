@@ -123,7 +123,7 @@ struct hostile {
 static const struct hostile hostiles[] = {
     {"runaway", "['Ticker']", "setTimeout(() => { for (;;) {} }, 20); return {};", "cpuBudget"},
     {"membomb", "['Ticker']",
-     "setTimeout(() => { const a = []; for (;;) a.push(new Array(100000).fill(7)); }, 20);\n"
+     "setTimeout(() => { const a = []; for (;;) a.push(new ArrayBuffer(1 << 24)); }, 20);\n"
      "    return {};",
      "memoryLimit"},
     {"throwstorm", "['Ticker']",
@@ -134,7 +134,7 @@ static const struct hostile hostiles[] = {
 };
 
 static const char logstorm_body[] =
-    "const line = 'x'.repeat(256 * 1024);\n"
+    "const line = 'x'.repeat(32 * 1024);\n"
     "    let n = 0;\n"
     "    return { onBookSnapshot() { for (let i = 0; i < 20; i++) log('storm ' + (n++) + ' ' + "
     "line); } };";
@@ -522,7 +522,7 @@ static void *writer_main(void *arg)
 static json_t *snapshot(struct soak *k, const char *id)
 {
     json_t *snap = NULL;
-    char path[128];
+    char path[192];
     snprintf(path, sizeof path, "/strategy/instances/%s", id);
     long st = control_call(k, "GET", path, NULL, &snap);
     if (st != 200)
@@ -533,7 +533,7 @@ static json_t *snapshot(struct soak *k, const char *id)
 static void create_and_start(struct soak *k, const char *id, const char *selector,
                              const char *symbols, const char *config)
 {
-    char body[512], path[128];
+    char body[512], path[192];
     snprintf(body, sizeof body,
              "{\"id\": \"%s\", \"strategy\": {\"selector\": \"%s\", \"config\": %s}, \"scope\": "
              "{\"sim\": {\"symbols\": %s}}}",
@@ -549,7 +549,7 @@ static void create_and_start(struct soak *k, const char *id, const char *selecto
 
 static void delete_instance(struct soak *k, const char *id)
 {
-    char path[128];
+    char path[192];
     snprintf(path, sizeof path, "/strategy/instances/%s", id);
     long st = control_call(k, "DELETE", path, NULL, NULL);
     if (st != 200)

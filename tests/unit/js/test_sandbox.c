@@ -133,7 +133,7 @@ static void test_set_limits(void **state)
     assert_int_equal(sb.limits.stack_bytes, 64u << 10);
     assert_int_equal(sb.limits.budget_ns, 7 * 1000 * 1000);
     struct js_exception ex;
-    expect_failure(&sb, "const a = []; for (;;) a.push(new Array(1024).fill(1));", &ex);
+    expect_failure(&sb, "const a = []; for (;;) a.push(new ArrayBuffer(1 << 18));", &ex);
     assert_int_equal(ex.failure, JS_FAILURE_MEMORY);
     js_exception_free(&ex);
     expect_failure(&sb, "function f(n) { return f(n + 1) + 1; } f(0);", &ex);
@@ -319,30 +319,78 @@ static void test_budget_stops_endless_loop(void **state)
     js_sandbox_free(&sb);
 }
 
-/* A loop whose every turn spends its time in native code (building and
- * joining an array) polls QuickJS's interrupt rarely; the budget must still
- * stop it within a few turns of running out, not thousands. */
+/* Runs `loop` (which counts its turns in globalThis.turns) to its budget
+ * and returns how many turns it made. */
+static long turns_to_budget(struct js_sandbox *sb, const char *loop)
+{
+    struct js_exception ex;
+    expect_failure(sb, loop, &ex);
+    assert_true(js_sandbox_overran(sb));
+    assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
+    js_exception_free(&ex);
+    char *turns = eval_text(sb, "String(globalThis.turns)");
+    long n = strtol(turns, NULL, 10);
+    free(turns);
+    return n;
+}
+
+/* A loop whose every turn is one long native call polls QuickJS's
+ * interrupt once or twice a turn; the budget must stop it within a few
+ * turns of running out, not after the hundreds of turns a poll count
+ * would let pass (as shipped, QuickJS calls the handler every 10,000 polls:
+ * 3,300 turns of the first loop here; every 128 polls, about 130 of the
+ * second). The second loop runs again after the budget's time base has
+ * been idle long enough to sleep, and must be stopped as soon. */
 static void test_budget_stops_native_heavy_loop(void **state)
 {
     (void)state;
     struct js_sandbox sb;
     init_sandbox(&sb, 0, 20LL * 1000 * 1000);
-    struct js_exception ex;
-    expect_failure(&sb,
-                   "globalThis.turns = 0;\n"
-                   "for (;;) { turns++; new Error(new Array(2e4).fill(1)); }",
-                   &ex);
-    assert_true(js_sandbox_overran(&sb));
-    assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
-    js_exception_free(&ex);
-    /* with the handler called every 10000 polls, as QuickJS ships, the
-     * loop makes about 3,300 turns before the first call, however fast the
-     * machine; every 128 polls, it stops a few dozen turns past the budget */
-    char *turns = eval_text(&sb, "String(globalThis.turns)");
-    long n = strtol(turns, NULL, 10);
+    long n = turns_to_budget(&sb, "globalThis.turns = 0;\n"
+                                  "for (;;) { turns++; new Error(new Array(2e4).fill(1)); }");
     if (n <= 0 || n >= 1000)
-        fail_msg("the loop made %ld turns under a 20 ms budget", n);
-    free(turns);
+        fail_msg("the array loop made %ld turns under a 20 ms budget", n);
+    static const char replace_loop[] = "globalThis.turns = 0;\n"
+                                       "{\n"
+                                       "  const text = 'a'.repeat(2e5);\n"
+                                       "  for (;;) { turns++; text.replaceAll('a', 'bb'); }\n"
+                                       "}";
+    n = turns_to_budget(&sb, replace_loop);
+    if (n <= 0 || n > 24)
+        fail_msg("the replace loop made %ld turns under a 20 ms budget", n);
+    struct timespec idle = {1, 0};
+    nanosleep(&idle, NULL);
+    n = turns_to_budget(&sb, replace_loop);
+    if (n <= 0 || n > 24)
+        fail_msg("after an idle pause, the replace loop made %ld turns", n);
+    js_sandbox_free(&sb);
+}
+
+/* Natives that walk a sparse array or an array-like index by index make no
+ * call and no jump QuickJS would poll at: each of these is one call that,
+ * unpolled, runs for hours. Each must stop at its budget like a loop. */
+static void test_budget_stops_index_walks(void **state)
+{
+    (void)state;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 20LL * 1000 * 1000);
+    static const char *const walks[] = {
+        "new Array(2 ** 32 - 1).indexOf(1);",
+        "Array.prototype.includes.call({length: 2 ** 53 - 1}, 1);",
+        "Array.prototype.lastIndexOf.call({length: 2 ** 53 - 1}, 1);",
+        "Array.prototype.join.call({length: 2 ** 32 - 1}, '');",
+        "new Array(2 ** 32 - 1).forEach(() => {});",
+        "{ const a = []; a[2 ** 32 - 2] = 1; a.reverse(); }",
+        "{ const a = []; a.length = 2 ** 32 - 2; a.unshift(1); }",
+        "String.raw({raw: {length: 2 ** 32 - 1}});",
+    };
+    for (size_t i = 0; i < sizeof(walks) / sizeof(walks[0]); i++) {
+        struct js_exception ex;
+        expect_failure(&sb, walks[i], &ex);
+        if (ex.failure != JS_FAILURE_BUDGET)
+            fail_msg("%s: failed with %d (%s)", walks[i], (int)ex.failure, ex.message);
+        js_exception_free(&ex);
+    }
     js_sandbox_free(&sb);
 }
 
@@ -735,6 +783,7 @@ int main(void)
         cmocka_unit_test(test_atomics_wait_refused),
         cmocka_unit_test(test_budget_stops_endless_loop),
         cmocka_unit_test(test_budget_stops_native_heavy_loop),
+        cmocka_unit_test(test_budget_stops_index_walks),
         cmocka_unit_test(test_budget_counts_cpu_not_contention),
         cmocka_unit_test(test_budget_covers_promise_jobs),
         cmocka_unit_test(test_memory_cap),
