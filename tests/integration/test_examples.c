@@ -503,19 +503,17 @@ static void test_market_making_quotes_and_requotes(void **state)
     json_decref(orders);
     json_decref(tickers);
 
-    /* the first quotes were cancelled when replaced (unless hit before) */
+    /* each first quote was cancelled when replaced, unless hit before */
     for (int tries = 0;; tries++) {
         orders = orders_by_number(srv, "mm", 6);
         const char *s1 = tu_jstr(order_n(orders, 1), "state");
         const char *s2 = tu_jstr(order_n(orders, 2), "state");
         bool done = (strcmp(s1, "cancelled") == 0 || strcmp(s1, "filled") == 0) &&
                     (strcmp(s2, "cancelled") == 0 || strcmp(s2, "filled") == 0);
-        bool cancelled = strcmp(s1, "cancelled") == 0 || strcmp(s2, "cancelled") == 0;
         json_decref(orders);
-        if (done) {
-            assert_true(cancelled);
+        /* both may have been hit before the re-quote; neither may stay open */
+        if (done)
             break;
-        }
         if (tries > TU_WAIT_S * 50)
             fail_msg("the first quotes are %s and %s", s1, s2);
         tu_sleep_ms(20);
