@@ -18,6 +18,9 @@
  * - Memory: when the cap is hit QuickJS throws out-of-memory; the caller
  *   checks js_sandbox_classify() to tell the cases apart.
  * - js_sandbox_free() releases everything, even mid-failure.
+ * - Sandboxes share one budget ticker thread (js/ticker.c): the first
+ *   js_sandbox_init starts it, and the js_sandbox_free of the last
+ *   sandbox stops and joins it (waiting up to a tick, 1 ms).
  * - The runtime keeps the sandbox's address (allocator and interrupt
  *   handler): a sandbox must not be moved or copied while initialised.
  * - The global object holds the ECMAScript built-ins strategies need (base

@@ -11,15 +11,15 @@
  * has moved: one shared word per poll, the clocks once per millisecond.
  *
  * The thread runs while sandboxes exist and something was armed or checked
- * in the last fifth of a second; otherwise it sleeps on a condition variable, so an
- * idle gateway does not wake a thousand times a second. A running callback
- * keeps it awake: each of its checks (once per tick) counts as activity.
+ * in the last fifth of a second; otherwise it sleeps on a condition
+ * variable, so an idle gateway does not wake a thousand times a second. A
+ * running callback keeps it awake: each of its checks (once per tick)
+ * counts as activity.
  */
 #include "js/internal.h"
 
 #include "core/log.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
