@@ -20,9 +20,14 @@ quickjs_interrupt_polls=1
 # generic property path (indexOf, join, forEach, reverse, String.raw ... over
 # a sparse array or {length: 2**53 - 1}) poll nowhere: one call would hold a
 # worker for hours. Each of the three index accessors they share polls on
-# entry (`# budget poll` below); arrays in the fast layout skip them.
-quickjs_index_polls=3
-quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} index-polls=${quickjs_index_polls}"
+# entry (marked `budget poll` below); arrays in the fast layout skip them.
+# Sorting is the one native whose single call grows faster than the memory
+# it may fill: a typed array of 60 MiB sorts for about 2 s, an array of a
+# million strings for 0.3 s. Both sorts poll every 256 compares; a typed
+# array's native compares go through a wrapper when it has more than 65,536
+# elements (a smaller one sorts within 3 ms, and the wrapper costs 18%).
+quickjs_budget_polls=8
+quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -102,8 +107,28 @@ poll_on_entry '^static int JS_TryGetPropertyInt64(JSContext \*ctx, JSValueConst 
   'if (js_poll_interrupts(ctx)) { *pval = JS_UNDEFINED; return -1; }'
 poll_on_entry '^static JSValue JS_GetPropertyInt64(JSContext \*ctx, JSValueConst obj, int64_t idx)$' \
   'if (js_poll_interrupts(ctx)) return JS_EXCEPTION;'
-[ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_index_polls" ] \
-  || { echo "error: quickjs.c's index accessors are not where expected" >&2; exit 1; }
+sed -i '/^struct array_sort_context {$/,/^};$/ s/^    JSValueConst method;$/&\n    unsigned int compares; \/* budget poll *\//' "$work/tree/quickjs.c"
+sed -i '/^static int js_array_cmp_generic(const void \*a, const void \*b, void \*opaque) {$/,/^    if (psc->exception)$/ s/^    if (psc->exception)$/    if (!psc->exception \&\& (++psc->compares \& 255) == 0 \&\& js_poll_interrupts(ctx)) \/* budget poll *\/\n        psc->exception = 1;\n&/' \
+  "$work/tree/quickjs.c"
+sed -i '/^struct TA_sort_context {$/,/^};$/ s/^    int elt_size;$/&\n    int (*native_cmp)(const void *a, const void *b, void *opaque); \/* budget poll *\/\n    unsigned int compares;/' \
+  "$work/tree/quickjs.c"
+sed -i '/^static JSValue js_typed_array_sort(JSContext \*ctx, JSValueConst this_val,$/i\
+static int js_TA_cmp_polled(const void *a, const void *b, void *opaque) /* budget poll */\
+{\
+    struct TA_sort_context *psc = opaque;\
+    if (psc->exception)\
+        return 0;\
+    if ((++psc->compares \& 255) == 0 \&\& js_poll_interrupts(psc->ctx)) {\
+        psc->exception = 1;\
+        return 0;\
+    }\
+    return psc->native_cmp(a, b, opaque);\
+}\
+' "$work/tree/quickjs.c"
+sed -i 's/^            rqsort(array_ptr, len, elt_size, cmpfun, &tsc);$/            tsc.native_cmp = cmpfun; \/* budget poll *\/\n            tsc.compares = 0;\n            rqsort(array_ptr, len, elt_size, len > 65536 ? js_TA_cmp_polled : cmpfun, \&tsc);/' \
+  "$work/tree/quickjs.c"
+[ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_budget_polls" ] \
+  || { echo "error: quickjs.c's index accessors or sorts are not where expected" >&2; exit 1; }
 make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null
 mkdir -p "$quickjs_dir/lib" "$quickjs_dir/include"
 cp "$work/tree/libquickjs.a" "$quickjs_dir/lib/"

@@ -394,6 +394,53 @@ static void test_budget_stops_index_walks(void **state)
     js_sandbox_free(&sb);
 }
 
+/* A sort is one native call that, unpolled, runs for seconds inside the
+ * memory cap (a typed array of 60 MiB: about 2 s). Each program records
+ * its phase; the budget must stop it while it sorts. Should the build of
+ * the input alone spend the budget on a slow machine, the budget doubles. */
+static void test_budget_stops_sorts(void **state)
+{
+    (void)state;
+    static const char typed[] = "globalThis.phase = 'building';\n"
+                                "const a = new Uint16Array(30 << 20);\n"
+                                "for (let i = 0; i < 4096; i++) a[i] = (i * 40503) & 65535;\n"
+                                "for (let n = 4096; n < a.length; n *= 2) a.copyWithin(n, 0, n);\n"
+                                "phase = 'sorting';\n";
+    static const char strings[] = "globalThis.phase = 'building';\n"
+                                  "const a = Object.keys(new Int8Array(1 << 20)).reverse();\n"
+                                  "phase = 'sorting';\n";
+    static const char *const sorts[][2] = {
+        {typed, "a.sort(); phase = 'sorted';"},
+        {typed, "a.toSorted(); phase = 'sorted';"},
+        {strings, "a.sort(); phase = 'sorted';"},
+        {strings, "a.toSorted(); phase = 'sorted';"},
+    };
+    for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++) {
+        char *src = tu_path("%s%s", sorts[i][0], sorts[i][1]);
+        for (int64_t budget = 100LL * 1000 * 1000;; budget *= 2) {
+            struct js_sandbox sb;
+            init_sandbox(&sb, 256 << 20, budget);
+            JSValue value = run(&sb, src);
+            if (!JS_IsException(value))
+                fail_msg("the sort ran to its end past a %lld ms budget: %s",
+                         (long long)(budget / 1000000), sorts[i][1]);
+            struct js_exception ex;
+            js_sandbox_take_exception(&sb, FILE_JS, &ex);
+            char *phase = eval_text(&sb, "String(globalThis.phase)");
+            int retry = strcmp(phase, "building") == 0 && budget < 3200LL * 1000 * 1000;
+            if (!retry && (ex.failure != JS_FAILURE_BUDGET || strcmp(phase, "sorting") != 0))
+                fail_msg("%s: failed with %d (%s) while %s", sorts[i][1], (int)ex.failure,
+                         ex.message, phase);
+            free(phase);
+            js_exception_free(&ex);
+            js_sandbox_free(&sb);
+            if (!retry)
+                break;
+        }
+        free(src);
+    }
+}
+
 /* Threads that take the CPU from the sandbox's thread. */
 static atomic_bool hogs_run;
 
@@ -784,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_budget_stops_endless_loop),
         cmocka_unit_test(test_budget_stops_native_heavy_loop),
         cmocka_unit_test(test_budget_stops_index_walks),
+        cmocka_unit_test(test_budget_stops_sorts),
         cmocka_unit_test(test_budget_counts_cpu_not_contention),
         cmocka_unit_test(test_budget_covers_promise_jobs),
         cmocka_unit_test(test_memory_cap),
