@@ -27,7 +27,10 @@ quickjs_interrupt_polls=1
 # array's native compares go through a wrapper when it has more than 65,536
 # elements (a smaller one sorts within 3 ms, and the wrapper costs 18%).
 quickjs_budget_polls=8
+sort_poll_mask=255           # a sort polls once per 256 compares
+sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
+quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -108,7 +111,7 @@ poll_on_entry '^static int JS_TryGetPropertyInt64(JSContext \*ctx, JSValueConst 
 poll_on_entry '^static JSValue JS_GetPropertyInt64(JSContext \*ctx, JSValueConst obj, int64_t idx)$' \
   'if (js_poll_interrupts(ctx)) return JS_EXCEPTION;'
 sed -i '/^struct array_sort_context {$/,/^};$/ s/^    JSValueConst method;$/&\n    unsigned int compares; \/* budget poll *\//' "$work/tree/quickjs.c"
-sed -i '/^static int js_array_cmp_generic(const void \*a, const void \*b, void \*opaque) {$/,/^    if (psc->exception)$/ s/^    if (psc->exception)$/    if (!psc->exception \&\& (++psc->compares \& 255) == 0 \&\& js_poll_interrupts(ctx)) \/* budget poll *\/\n        psc->exception = 1;\n&/' \
+sed -i '/^static int js_array_cmp_generic(const void \*a, const void \*b, void \*opaque) {$/,/^    if (psc->exception)$/ s/^    if (psc->exception)$/    if (!psc->exception \&\& (++psc->compares \& '"$sort_poll_mask"') == 0 \&\& js_poll_interrupts(ctx)) \/* budget poll *\/\n        psc->exception = 1;\n&/' \
   "$work/tree/quickjs.c"
 sed -i '/^struct TA_sort_context {$/,/^};$/ s/^    int elt_size;$/&\n    int (*native_cmp)(const void *a, const void *b, void *opaque); \/* budget poll *\/\n    unsigned int compares;/' \
   "$work/tree/quickjs.c"
@@ -118,14 +121,14 @@ static int js_TA_cmp_polled(const void *a, const void *b, void *opaque) /* budge
     struct TA_sort_context *psc = opaque;\
     if (psc->exception)\
         return 0;\
-    if ((++psc->compares \& 255) == 0 \&\& js_poll_interrupts(psc->ctx)) {\
+    if ((++psc->compares \& '"$sort_poll_mask"') == 0 \&\& js_poll_interrupts(psc->ctx)) {\
         psc->exception = 1;\
         return 0;\
     }\
     return psc->native_cmp(a, b, opaque);\
 }\
 ' "$work/tree/quickjs.c"
-sed -i 's/^            rqsort(array_ptr, len, elt_size, cmpfun, &tsc);$/            tsc.native_cmp = cmpfun; \/* budget poll *\/\n            tsc.compares = 0;\n            rqsort(array_ptr, len, elt_size, len > 65536 ? js_TA_cmp_polled : cmpfun, \&tsc);/' \
+sed -i 's/^            rqsort(array_ptr, len, elt_size, cmpfun, &tsc);$/            tsc.native_cmp = cmpfun; \/* budget poll *\/\n            tsc.compares = 0;\n            rqsort(array_ptr, len, elt_size, len > '"$sort_poll_min_elements"' ? js_TA_cmp_polled : cmpfun, \&tsc);/' \
   "$work/tree/quickjs.c"
 [ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_budget_polls" ] \
   || { echo "error: quickjs.c's index accessors or sorts are not where expected" >&2; exit 1; }

@@ -394,6 +394,23 @@ static void test_budget_stops_index_walks(void **state)
     js_sandbox_free(&sb);
 }
 
+/* Runs `src` in a sandbox of its own under `budget_ns`, which must stop it;
+ * returns the global `phase` it had reached (the caller frees it) and how
+ * it failed in `ex` (the caller frees it with js_exception_free). */
+static char *phase_when_stopped(const char *src, int64_t budget_ns, struct js_exception *ex)
+{
+    struct js_sandbox sb;
+    init_sandbox(&sb, 256 << 20, budget_ns);
+    JSValue value = run(&sb, src);
+    if (!JS_IsException(value))
+        fail_msg("the sort ran to its end past a %lld ms budget: %s",
+                 (long long)(budget_ns / 1000000), src);
+    js_sandbox_take_exception(&sb, FILE_JS, ex);
+    char *phase = eval_text(&sb, "String(globalThis.phase)");
+    js_sandbox_free(&sb);
+    return phase;
+}
+
 /* A sort is one native call that, unpolled, runs for seconds inside the
  * memory cap (a typed array of 60 MiB: about 2 s). Each program records
  * its phase; the budget must stop it while it sorts. The budget starts
@@ -420,22 +437,14 @@ static void test_budget_stops_sorts(void **state)
     for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++) {
         char *src = tu_path("%s%s", sorts[i][0], sorts[i][1]);
         for (int64_t budget = 10LL * 1000 * 1000;; budget *= 2) {
-            struct js_sandbox sb;
-            init_sandbox(&sb, 256 << 20, budget);
-            JSValue value = run(&sb, src);
-            if (!JS_IsException(value))
-                fail_msg("the sort ran to its end past a %lld ms budget: %s",
-                         (long long)(budget / 1000000), sorts[i][1]);
             struct js_exception ex;
-            js_sandbox_take_exception(&sb, FILE_JS, &ex);
-            char *phase = eval_text(&sb, "String(globalThis.phase)");
-            int retry = strcmp(phase, "building") == 0 && budget < 3200LL * 1000 * 1000;
+            char *phase = phase_when_stopped(src, budget, &ex);
+            bool retry = strcmp(phase, "building") == 0 && budget < 3200LL * 1000 * 1000;
             if (!retry && (ex.failure != JS_FAILURE_BUDGET || strcmp(phase, "sorting") != 0))
                 fail_msg("%s: failed with %d (%s) while %s", sorts[i][1], (int)ex.failure,
                          ex.message, phase);
             free(phase);
             js_exception_free(&ex);
-            js_sandbox_free(&sb);
             if (!retry)
                 break;
         }
