@@ -277,6 +277,19 @@ if has density; then
   cpu1=$(cpu_seconds "$SERVER_PID")
   sleep 2
   rss1=$(rss_kib "$SERVER_PID")
+  # What a pair costs before any work: two request round trips and two
+  # durable commits. One trivial request at a time on one connection, and
+  # one durable 4 KB write over allocated blocks, as SQLite's WAL is written
+  # once it has grown to its checkpoint size.
+  echo /healthz >"$dir/paths-healthz.txt"
+  WRK_PATHS=$dir/paths-healthz.txt wrk -t1 -c1 -d3s -s "$here/wrk/paths.lua" \
+    "http://127.0.0.1:$PORT" | tail -n 1 >"$RAW/density-healthz.json"
+  dd if=/dev/zero of="$dir/dsync-probe" bs=4k count=500 status=none
+  sync
+  dd if=/dev/zero of="$dir/dsync-probe" bs=4k count=500 oflag=dsync conv=notrunc 2>"$RAW/density-dsync.txt"
+  D_SYNC=$(awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i - 1) / 500 * 1e6 }' \
+    "$RAW/density-dsync.txt")
+  rm -f "$dir/dsync-probe"
   if [ "${BENCH_PROFILE:-0}" = 1 ]; then # 1,000 more, profiled, after the figures
     perf record -F 999 -p "$SERVER_PID" -o "$PROF/density-start.data" >/dev/null 2>&1 &
     perf_pid=$!
@@ -311,6 +324,9 @@ if has density; then
   row "start (create + start) p99" "$(jqr .p99_ms "$RAW/density-fleet.json")" "ms" \
     "$(jqr .start_p99_ms "$RAW/peer-vm-dense.json")" "vm-context peer (start)" null "" ""
   row "  server CPU per create + start" "$D_CPU" "ms" null "" null "" ""
+  row "  one request round trip (GET /healthz), p50" \
+    "$(jqr .p50_us "$RAW/density-healthz.json")" "us" null "" null "" ""
+  row "  one durable 4 KB overwrite (dd dsync)" "${D_SYNC:-null}" "us" null "" null "" ""
   row "  mean, first tenth of the fleet" "$(jqr .first_tenth_ms "$RAW/density-fleet.json")" "ms" \
     null "" null "" ""
   row "  mean, last tenth of the fleet" "$(jqr .last_tenth_ms "$RAW/density-fleet.json")" "ms" \

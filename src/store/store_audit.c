@@ -195,17 +195,22 @@ static int write_line(int fd, const char *line, size_t len)
 }
 
 /* Called with audit_lock held, so nothing else appends between the size
- * read here and the truncation after a failed write. */
+ * read here and the truncation after a failed write. The size comes from
+ * lseek, not fstat: on Linux 6.13 and later a stat makes the file's next
+ * write take a fine-grained timestamp, which moves the clock every other
+ * file's modification time is read from, so each commit of SQLite's WAL
+ * changed its mtime and (on ext4 without a journal) wrote its inode back in
+ * fdatasync: an extra synchronous write per request. */
 static int append_locked(struct store *s, const char *line, size_t len, struct err *err)
 {
-    struct stat st;
-    if (fstat(s->audit_fd, &st) != 0) {
+    off_t size = lseek(s->audit_fd, 0, SEEK_END);
+    if (size < 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot append to audit log %s", s->audit_path);
         return -1;
     }
     int errnum = write_line(s->audit_fd, line, len);
     if (errnum != 0) {
-        if (ftruncate(s->audit_fd, st.st_size) != 0)
+        if (ftruncate(s->audit_fd, size) != 0)
             log_error("store", "cannot cut a partial line off %s: %s", s->audit_path,
                       strerror(errno));
         err_set_errno(err, ERR_INTERNAL, errnum, "cannot append to audit log %s", s->audit_path);

@@ -7,6 +7,8 @@
 #include "core/clock.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 
 #define THREADS 4
 #define PER_THREAD 150
@@ -154,6 +156,48 @@ static void test_partial_last_line_is_removed(void **state)
     free(path);
 }
 
+/* An append the disk cannot take whole (here the file size limit, as a
+ * full disk would) fails with a message naming the log and leaves no
+ * partial line behind: the lines before it stay, and the next append after
+ * the disk frees up is a line of its own. */
+static void test_failed_append_leaves_the_log_whole(void **state)
+{
+    struct fixture *f = *state;
+    append(f->store, jparse("{\"n\": 1}"));
+    char *path = audit_path(f);
+    size_t before_len = 0;
+    char *before = tu_read_file(path, &before_len);
+
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN); /* EFBIG instead */
+    struct rlimit tight = {(rlim_t)before_len + 16, saved.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &tight), 0);
+    struct err err = ERR_INIT;
+    json_t *entry = jparse("{\"n\": 2, \"pad\": \"a line longer than sixteen bytes\"}");
+    int rc = store_audit_append(f->store, entry, &err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, old_handler);
+    json_decref(entry);
+
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(err.message, "cannot append to audit log"));
+    err_clear(&err);
+    size_t after_len = 0;
+    char *after = tu_read_file(path, &after_len);
+    assert_int_equal(after_len, before_len);
+    assert_string_equal(after, before);
+
+    append(f->store, jparse("{\"n\": 3}"));
+    json_t *lines = read_lines(f);
+    assert_int_equal(json_array_size(lines), 2);
+    assert_int_equal(tu_jint(lines, "1.n"), 3);
+    json_decref(lines);
+    free(after);
+    free(before);
+    free(path);
+}
+
 struct writer {
     struct store *store;
     int id;
@@ -216,6 +260,7 @@ int main(void)
         T(test_rejects_what_is_not_an_object),
         T(test_reopening_appends),
         T(test_partial_last_line_is_removed),
+        T(test_failed_append_leaves_the_log_whole),
         T(test_concurrent_appends_stay_whole),
     };
 #undef T
