@@ -21,7 +21,9 @@
  * Prints one JSON object: count, errors, mean_ms, p50_ms, p99_ms, max_ms,
  * seconds (wall time of the whole command); fleets add first_tenth_ms and
  * last_tenth_ms, the mean of the first and last tenth of the ids, which
- * shows whether a request's cost grows with the fleet.
+ * shows whether a request's cost grows with the fleet, and with --start 1
+ * create_mean_ms and start_mean_ms, the pair's mean split between its two
+ * requests.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -213,7 +215,8 @@ static double mean_ms(const int64_t *v, size_t n)
 }
 
 /* lat in request order; sorted here. */
-static void print_stats(int64_t *lat, size_t n, size_t errors, double seconds)
+/* extra: more members for the object ("" or ", \"name\": value, ..."). */
+static void print_stats(int64_t *lat, size_t n, size_t errors, double seconds, const char *extra)
 {
     size_t tenth = n / 10;
     double first = mean_ms(lat, tenth), last = mean_ms(lat + n - tenth, tenth);
@@ -221,9 +224,9 @@ static void print_stats(int64_t *lat, size_t n, size_t errors, double seconds)
     qsort(lat, n, sizeof *lat, cmp_i64);
     printf("{\"count\": %zu, \"errors\": %zu, \"mean_ms\": %.4f, \"p50_ms\": %.4f, "
            "\"p99_ms\": %.4f, \"max_ms\": %.4f, \"first_tenth_ms\": %.4f, "
-           "\"last_tenth_ms\": %.4f, \"seconds\": %.3f}\n",
+           "\"last_tenth_ms\": %.4f, \"seconds\": %.3f%s}\n",
            n, errors, mean, pct_ms(lat, n, 0.5), pct_ms(lat, n, 0.99), pct_ms(lat, n, 1.0), first,
-           last, seconds);
+           last, seconds, extra);
 }
 
 /* ---------------------------------------------------------------- fleet */
@@ -233,6 +236,7 @@ struct fleet {
     bool start;
     const char *prefix, *selector, *provider, *symbol;
     int64_t *lat;
+    int64_t *create_lat; /* the create alone, of each pair */
     atomic_size_t errors;
 };
 
@@ -276,6 +280,7 @@ static void *fleet_worker(void *arg)
             f->lat[i - 1] = -1;
             continue;
         }
+        f->create_lat[i - 1] = now_ns() - t0;
         if (f->start) {
             snprintf(path, sizeof path, "/strategy/instances/%s/start", id);
             status = request(&c, "POST", path, "", 0);
@@ -298,10 +303,11 @@ static int cmd_fleet(struct fleet *f)
     if (f->count <= 0 || !f->prefix || !f->selector || !f->provider || !f->symbol)
         return 2;
     f->lat = calloc((size_t)f->count, sizeof *f->lat);
+    f->create_lat = calloc((size_t)f->count, sizeof *f->create_lat);
     int nthreads = f->connections > 0 ? f->connections : 1;
     pthread_t *threads = calloc((size_t)nthreads, sizeof *threads);
     struct slice *slices = calloc((size_t)nthreads, sizeof *slices);
-    if (!f->lat || !threads || !slices)
+    if (!f->lat || !f->create_lat || !threads || !slices)
         return 1;
     int64_t t0 = now_ns();
     for (int t = 0; t < nthreads; t++) {
@@ -312,12 +318,23 @@ static int cmd_fleet(struct fleet *f)
         pthread_join(threads[t], NULL);
     double seconds = (double)(now_ns() - t0) / 1e9;
     size_t n = 0;
+    int64_t created = 0;
     for (int i = 0; i < f->count; i++) {
-        if (f->lat[i] >= 0)
+        if (f->lat[i] >= 0) {
+            created += f->create_lat[i];
             f->lat[n++] = f->lat[i];
+        }
     }
-    print_stats(f->lat, n, atomic_load(&f->errors), seconds);
+    /* with --start 1: how the pair's mean splits between its two requests */
+    char extra[128] = "";
+    if (f->start && n > 0) {
+        double create_ms = (double)created / (double)n / 1e6;
+        snprintf(extra, sizeof extra, ", \"create_mean_ms\": %.4f, \"start_mean_ms\": %.4f",
+                 create_ms, mean_ms(f->lat, n) - create_ms);
+    }
+    print_stats(f->lat, n, atomic_load(&f->errors), seconds, extra);
     free(f->lat);
+    free(f->create_lat);
     free(threads);
     free(slices);
     return atomic_load(&f->errors) ? 1 : 0;
@@ -394,7 +411,7 @@ static int cmd_upload(int port, const char *template_path, int count, int first)
         }
         lat[n++] = took;
     }
-    print_stats(lat, n, errors, (double)(now_ns() - t0) / 1e9);
+    print_stats(lat, n, errors, (double)(now_ns() - t0) / 1e9, "");
     conn_close(&c);
     free(c.buf);
     free(lat);

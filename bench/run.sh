@@ -323,6 +323,10 @@ if has density; then
       "$(jqr .start_mean_ms "$RAW/peer-vm-dense.json")")" "<= 0.5 ms" "value<=0.5"
   row "start (create + start) p99" "$(jqr .p99_ms "$RAW/density-fleet.json")" "ms" \
     "$(jqr .start_p99_ms "$RAW/peer-vm-dense.json")" "vm-context peer (start)" null "" ""
+  row "  of which the create, mean" "$(jqr .create_mean_ms "$RAW/density-fleet.json")" "ms" null "" \
+    null "" ""
+  row "  of which the start, mean" "$(jqr .start_mean_ms "$RAW/density-fleet.json")" "ms" null "" \
+    null "" ""
   row "  server CPU per create + start" "$D_CPU" "ms" null "" null "" ""
   row "  one request round trip (GET /healthz), p50" \
     "$(jqr .p50_us "$RAW/density-healthz.json")" "us" null "" null "" ""

@@ -203,7 +203,8 @@ static struct timer *new_timer(JSContext *ctx, struct vm *vm, enum timer_kind ki
     return t;
 }
 
-/* Links the timer into its VM and the worker's heap; frees it on failure. */
+/* Links the timer into its VM and the worker's heap (a staged VM's waits
+ * for vm_launch); frees it on failure. */
 static int add_timer(JSContext *ctx, struct vm *vm, struct timer *t)
 {
     t->next = vm->timers;
@@ -211,7 +212,7 @@ static int add_timer(JSContext *ctx, struct vm *vm, struct timer *t)
         vm->timers->prev = t;
     vm->timers = t;
     vm->ntimers++;
-    if (worker_timer_schedule(vm->inst->worker, t) != 0) {
+    if (!vm->staged && worker_timer_schedule(vm->inst->worker, t) != 0) {
         vm_free_timer(vm, t);
         JS_ThrowOutOfMemory(ctx);
         return -1;

@@ -161,6 +161,7 @@ struct instance {
 
     /* owner worker's thread only (set before the first start) */
     struct vm *vm;
+    struct vm *staged;       /* between CMD_STAGE and CMD_START or CMD_UNSTAGE */
     uint64_t next_order;     /* the last client order number handed out */
     uint64_t order_reserved; /* the highest number durably reserved */
     struct open_order *orders;
@@ -187,7 +188,9 @@ static inline uint64_t counter_get(_Atomic uint64_t *c)
 /* ------------------------------------------------------------ workers */
 
 enum command_kind {
-    CMD_START,   /* build a VM from plan and run it */
+    CMD_STAGE,   /* build a VM from plan and load its module (vm_stage) */
+    CMD_UNSTAGE, /* free the staged VM: the start did not go ahead */
+    CMD_START,   /* run the staged VM, or build one from plan and run it */
     CMD_RESTART, /* build a VM from plan, then replace the running one */
     CMD_STOP,    /* free the VM */
     CMD_DETACH,  /* free the VM and forget the instance (delete) */
@@ -196,9 +199,10 @@ enum command_kind {
 struct command {
     enum command_kind kind;
     struct instance *inst;
-    struct vm_plan *plan; /* START/RESTART: taken by the worker */
-    json_t *spec;         /* RESTART: installed with the new VM (taken) */
-    bool keep_old;        /* RESTART: a failed start leaves the old VM running */
+    struct vm_plan *plan;  /* START/RESTART: taken by the worker */
+    json_t *spec;          /* RESTART: installed with the new VM (taken) */
+    struct command *stage; /* START: the STAGE command posted before it, or NULL */
+    bool keep_old;         /* RESTART: a failed start leaves the old VM running */
     /* results */
     bool done;
     bool was_running; /* STOP/DETACH/RESTART: a VM existed */
@@ -268,6 +272,7 @@ struct worker {
     uint64_t run_stamp;            /* numbers runs of events delivered instance by instance */
     uint32_t run_calls;            /* deliveries since the timers were last checked */
     bool walking;                  /* inside a subscription walk: reaping waits */
+    uint32_t nstaged;              /* staged VMs awaiting their start command */
 
     /* statistics, written by the worker only */
     _Atomic uint64_t delivered[EVENT_KIND_COUNT];
@@ -407,7 +412,8 @@ struct vm {
     struct js_sandbox sb;
     struct instance *inst;
     struct vm_plan *plan;
-    bool dead; /* JS side freed; the shell waits for worker_reap */
+    bool dead;   /* JS side freed; the shell waits for worker_reap */
+    bool staged; /* module loaded, create(env) not yet run: timers are held */
     struct vm *reap_next;
     uint64_t *sub_keys;  /* what worker_subscribe added */
     uint16_t *sub_index; /* the scope index of each of those */
@@ -419,6 +425,7 @@ struct vm {
     int64_t trigger_ns; /* created_ns of the event being handled, 0 if none */
     int consecutive_errors;
     JSValue handlers;
+    JSValue exports;     /* module.exports while staged */
     JSValue fn[H_COUNT]; /* JS_UNDEFINED when the strategy has none */
     JSAtom atoms[A_COUNT];
     JSValue kind_names[EVENT_KIND_COUNT];
@@ -444,6 +451,16 @@ struct vm {
     JSClassExoticMethods lazy_hooks;
 };
 
+/* A start in two steps, so that the first can run while the start's intent
+ * is being made durable: vm_stage takes a spare, applies the plan (taken)
+ * and runs the module's top level, which can log and set timers but reach
+ * nothing outside the VM (the timers are held); vm_launch calls create(env)
+ * and releases the held timers. Both free the VM when they fail; a staged
+ * VM that is not launched goes with vm_unstage. vm_start does both. */
+int vm_stage(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
+             struct err *err);
+int vm_launch(struct worker *w, struct vm *vm, struct err *err);
+void vm_unstage(struct worker *w, struct vm *vm);
 int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
              struct err *err);
 /* Spare VMs, built ahead of starts on the calling worker thread (see

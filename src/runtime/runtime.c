@@ -1201,6 +1201,45 @@ static int start_mark(struct runtime *rt, struct instance *inst, struct start_jo
     return -1;
 }
 
+/* The start did not go ahead: frees what its STAGE command loaded. */
+static void unstage(struct instance *inst, struct command *stage)
+{
+    struct command cmd = {.kind = CMD_UNSTAGE, .inst = inst, .err = ERR_INIT};
+    worker_call(inst->worker, &cmd); /* after the STAGE command: same queue */
+    err_clear(&cmd.err);
+    runtime_plan_free(stage->plan);
+    err_clear(&stage->err);
+}
+
+/* Makes the intent durable (a user's start) and runs the VM: cmd->rc says
+ * how the VM went; -1 when the intent could not be recorded. A user's
+ * start stages the VM first, so the module loads while the commit syncs. */
+static int start_run(struct runtime *rt, struct instance *inst, struct start_job *job,
+                     bool user_request, const struct rtx_touches *touches, struct command *cmd,
+                     struct err *err)
+{
+    struct command stage = {.kind = CMD_STAGE, .inst = inst, .err = ERR_INIT};
+    if (user_request) {
+        stage.plan = job->plan;
+        job->plan = NULL;
+        worker_post(inst->worker, &stage);
+    }
+    if (start_mark(rt, inst, job, user_request, touches, err) != 0) {
+        if (user_request)
+            unstage(inst, &stage);
+        runtime_plan_free(job->plan);
+        return -1;
+    }
+    cmd->plan = job->plan;
+    cmd->stage = user_request ? &stage : NULL;
+    worker_call(inst->worker, cmd);
+    cmd->stage = NULL;
+    runtime_plan_free(cmd->plan);
+    runtime_plan_free(stage.plan); /* when the worker never took it */
+    err_clear(&stage.err);
+    return 0;
+}
+
 int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err *err)
 {
     pthread_mutex_lock(&rt->lock);
@@ -1236,16 +1275,13 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
     int64_t now = clock_wall_ms();
     if (user_request && rtx_touch_add(&touches, job.strategy, job.hex, now) != 0)
         rtx_touches_free(&touches); /* then touched on its own after the start */
-    if (start_mark(rt, inst, &job, user_request, &touches, err) != 0) {
+    struct command cmd = {.kind = CMD_START, .inst = inst, .err = ERR_INIT};
+    if (start_run(rt, inst, &job, user_request, &touches, &cmd, err) != 0) {
         rtx_touches_free(&touches);
         rtx_release_pending(rt, inst);
         json_decref(job.repinned);
-        runtime_plan_free(job.plan);
         return -1;
     }
-    struct command cmd = {.kind = CMD_START, .inst = inst, .plan = job.plan, .err = ERR_INIT};
-    worker_call(inst->worker, &cmd);
-    runtime_plan_free(cmd.plan);
     pthread_mutex_lock(&rt->lock);
     inst->starting = false;
     inst->pending_hex[0] = '\0';

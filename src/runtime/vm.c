@@ -138,6 +138,7 @@ static void release_js(struct worker *w, struct vm *vm)
     }
     if (ctx) {
         free_value(ctx, &vm->handlers);
+        free_value(ctx, &vm->exports);
         free_value(ctx, &vm->rejection);
         for (int i = 0; i < H_COUNT; i++)
             free_value(ctx, &vm->fn[i]);
@@ -1037,6 +1038,7 @@ static int init_names(struct vm *vm)
 static void init_values(struct vm *vm)
 {
     vm->handlers = JS_UNDEFINED;
+    vm->exports = JS_UNDEFINED;
     vm->rejection = JS_UNDEFINED;
     for (int i = 0; i < H_COUNT; i++)
         vm->fn[i] = JS_UNDEFINED;
@@ -1225,25 +1227,29 @@ static int choose_events(struct vm *vm, JSValueConst env, struct err *err)
     return 0;
 }
 
-static int load_and_create(struct vm *vm, struct err *err)
+/* Runs the module's top level; its exports wait in vm->exports. */
+static int load_module(struct vm *vm, struct err *err)
 {
-    JSContext *ctx = vm->sb.ctx;
-    JSValue exports = JS_UNDEFINED;
-    if (js_module_load(&vm->sb, vm->plan->bytecode, &exports, err) != 0) {
+    if (js_module_load(&vm->sb, vm->plan->bytecode, &vm->exports, err) != 0) {
         if (err)
             err->kind = ERR_UNPROCESSABLE;
         return -1;
     }
     js_bytecode_release(vm->plan->bytecode);
     vm->plan->bytecode = NULL;
+    return 0;
+}
+
+static int create_from_exports(struct vm *vm, struct err *err)
+{
+    JSContext *ctx = vm->sb.ctx;
     JSValue env = host_make_env(vm);
     if (JS_IsException(env)) {
-        JS_FreeValue(ctx, exports);
         start_failed(vm, "env", err);
         return -1;
     }
-    int rc = call_create(vm, exports, env, err);
-    JS_FreeValue(ctx, exports);
+    int rc = call_create(vm, vm->exports, env, err);
+    free_value(ctx, &vm->exports);
     if (rc == 0)
         rc = cache_handlers(vm, err);
     if (rc == 0)
@@ -1254,6 +1260,19 @@ static int load_and_create(struct vm *vm, struct err *err)
     vm->unhandled = 0;
     free_value(ctx, &vm->rejection);
     return rc;
+}
+
+/* Timers the module's top level set while the VM was staged join the
+ * worker's heap now that create(env) has run: none fires before it. */
+static int schedule_held_timers(struct worker *w, struct vm *vm, struct err *err)
+{
+    for (struct timer *t = vm->timers; t; t = t->next) {
+        if (t->heap_index == SIZE_MAX && worker_timer_schedule(w, t) != 0) {
+            err_set(err, ERR_INTERNAL, "out of memory starting instance %s", vm->inst->id);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* A VM with its sandbox, names and host globals but no instance yet: what
@@ -1364,7 +1383,13 @@ static int vm_adopt(struct vm *vm, struct instance *inst, struct vm_plan *plan, 
     return js_sandbox_set_limits(&vm->sb, &plan->limits, err);
 }
 
-int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
+static void vm_discard(struct worker *w, struct vm *vm)
+{
+    release_js(w, vm);
+    vm_free_shell(vm);
+}
+
+int vm_stage(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
              struct err *err)
 {
     struct vm *vm = vm_take(err);
@@ -1372,22 +1397,54 @@ int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, stru
         runtime_plan_free(plan);
         return -1;
     }
+    vm->staged = true;
     int rc = vm_adopt(vm, inst, plan, err);
     host_enter(vm);
     if (rc == 0)
-        rc = load_and_create(vm, err);
+        rc = load_module(vm, err);
     host_leave();
+    if (rc != 0) {
+        vm_discard(w, vm);
+        return -1;
+    }
+    *out = vm;
+    return 0;
+}
+
+int vm_launch(struct worker *w, struct vm *vm, struct err *err)
+{
+    vm->staged = false;
+    host_enter(vm);
+    int rc = create_from_exports(vm, err);
+    host_leave();
+    struct vm_plan *plan = vm->plan;
     free(plan->config_json);
     free(plan->metadata_json);
     plan->config_json = plan->metadata_json = NULL;
+    if (rc == 0)
+        rc = schedule_held_timers(w, vm, err);
     if (rc != 0) {
-        release_js(w, vm);
-        vm_free_shell(vm);
+        vm_discard(w, vm);
         return -1;
     }
     spares_failed = false;
-    atomic_store_explicit(&inst->memory, (uint64_t)js_sandbox_memory_used(&vm->sb),
+    atomic_store_explicit(&vm->inst->memory, (uint64_t)js_sandbox_memory_used(&vm->sb),
                           memory_order_relaxed);
+    return 0;
+}
+
+void vm_unstage(struct worker *w, struct vm *vm)
+{
+    host_log_flush(vm);
+    vm_discard(w, vm);
+}
+
+int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
+             struct err *err)
+{
+    struct vm *vm = NULL;
+    if (vm_stage(w, inst, plan, &vm, err) != 0 || vm_launch(w, vm, err) != 0)
+        return -1;
     *out = vm;
     return 0;
 }

@@ -199,7 +199,9 @@ struct event_sink runtime_event_sink(struct runtime *rt)
  * be looked at again). */
 static bool idle_work(struct worker *w)
 {
-    if (!vm_spare_wanted())
+    /* a staged VM's start command is on its way: building a spare (a
+     * quarter of a millisecond) would keep it waiting */
+    if (w->nstaged > 0 || !vm_spare_wanted())
         return false;
     pthread_mutex_unlock(&w->lock);
     vm_spare_build();
@@ -312,9 +314,19 @@ static void set_running(struct worker *w, struct instance *inst, bool running)
     pthread_mutex_unlock(&w->rt->lock);
 }
 
+static void drop_staged(struct worker *w, struct instance *inst)
+{
+    if (inst->staged) {
+        vm_unstage(w, inst->staged);
+        inst->staged = NULL;
+        w->nstaged--;
+    }
+}
+
 /* Frees the instance's VM (if any) without touching its desired state. */
 static void drop_vm(struct worker *w, struct instance *inst)
 {
+    drop_staged(w, inst);
     if (!inst->vm)
         return;
     vm_destroy(w, inst->vm);
@@ -323,23 +335,77 @@ static void drop_vm(struct worker *w, struct instance *inst)
     set_running(w, inst, false);
 }
 
-static void cmd_start(struct worker *w, struct command *cmd)
+/* The worker's map routes the instance's directed events (exec reports). */
+static int attach(struct worker *w, struct command *cmd)
+{
+    if (rtmap_put(&w->instances, cmd->inst->key, cmd->inst) == 0)
+        return 0;
+    runtime_plan_free(cmd->plan);
+    cmd->plan = NULL;
+    err_set(&cmd->err, ERR_INTERNAL, "out of memory");
+    cmd->rc = -1;
+    return -1;
+}
+
+static void cmd_stage(struct worker *w, struct command *cmd)
 {
     struct instance *inst = cmd->inst;
+    if (attach(w, cmd) != 0)
+        return;
     struct vm_plan *plan = cmd->plan;
     cmd->plan = NULL;
-    if (rtmap_put(&w->instances, inst->key, inst) != 0) {
-        runtime_plan_free(plan);
-        err_set(&cmd->err, ERR_INTERNAL, "out of memory");
-        cmd->rc = -1;
-        return;
-    }
+    drop_staged(w, inst); /* never run a module staged for another start */
     if (inst->vm) {
         runtime_plan_free(plan);
         return;
     }
+    if (vm_stage(w, inst, plan, &inst->staged, &cmd->err) != 0) {
+        inst->staged = NULL;
+        cmd->rc = -1;
+        return;
+    }
+    w->nstaged++;
+}
+
+/* The VM a start runs: the one its STAGE command loaded, or one built now. */
+static struct vm *launch(struct worker *w, struct command *cmd)
+{
+    struct instance *inst = cmd->inst;
     struct vm *vm = NULL;
-    if (vm_start(w, inst, plan, &vm, &cmd->err) != 0) {
+    if (!cmd->stage) {
+        struct vm_plan *plan = cmd->plan;
+        cmd->plan = NULL;
+        return vm_start(w, inst, plan, &vm, &cmd->err) == 0 ? vm : NULL;
+    }
+    if (cmd->stage->rc != 0) {
+        err_move(&cmd->err, &cmd->stage->err);
+        return NULL;
+    }
+    vm = inst->staged;
+    if (vm) {
+        inst->staged = NULL;
+        w->nstaged--;
+    }
+    if (!vm) {
+        err_set(&cmd->err, ERR_INTERNAL, "instance %s has no staged VM", inst->id);
+        return NULL;
+    }
+    return vm_launch(w, vm, &cmd->err) == 0 ? vm : NULL;
+}
+
+static void cmd_start(struct worker *w, struct command *cmd)
+{
+    struct instance *inst = cmd->inst;
+    if (attach(w, cmd) != 0)
+        return;
+    if (inst->vm) {
+        runtime_plan_free(cmd->plan);
+        cmd->plan = NULL;
+        drop_staged(w, inst);
+        return;
+    }
+    struct vm *vm = launch(w, cmd);
+    if (!vm) {
         cmd->rc = -1;
         return;
     }
@@ -402,6 +468,12 @@ static void run_command(struct worker *w, struct command *cmd)
     struct instance *inst = cmd->inst;
     cmd->rc = 0;
     switch (cmd->kind) {
+    case CMD_STAGE:
+        cmd_stage(w, cmd);
+        break;
+    case CMD_UNSTAGE:
+        drop_staged(w, inst);
+        break;
     case CMD_START:
         cmd_start(w, cmd);
         break;
@@ -740,6 +812,8 @@ static void stop_all(struct worker *w)
 {
     for (size_t i = 0; i < w->instances.cap; i++) {
         struct instance *inst = w->instances.keys[i] ? w->instances.vals[i] : NULL;
+        if (inst)
+            drop_staged(w, inst);
         if (inst && inst->vm) {
             vm_destroy(w, inst->vm);
             inst->vm = NULL;

@@ -350,6 +350,9 @@ static void test_state_disk_full(void **state)
     tu_send(srv, &res, "POST", "/strategy/instances/keep/start", NULL);
     tu_assert_status(&res, 200);
     tu_response_free(&res);
+    tu_send(srv, &res, "POST", "/strategy/instances", instance_spec("idle"));
+    tu_assert_status(&res, 201);
+    tu_response_free(&res);
     json_t *before = instance_ids(srv);
 
     fill_leaving(f->mnt, 0);
@@ -374,12 +377,25 @@ static void test_state_disk_full(void **state)
         fail_msg("a refused create changed the instance list: %s -> %s",
                  json_dumps(before, JSON_COMPACT), json_dumps(after, JSON_COMPACT));
     json_decref(after);
+    /* A start cannot make its intent durable: refused, and the module it
+     * loaded meanwhile is gone with it (the sanitizer run checks the VM is
+     * freed) */
+    tu_send(srv, &res, "POST", "/strategy/instances/idle/start", NULL);
+    expect_disk_full(res.status, res.json, "an instance start");
+    tu_assert_error(&res, res.status);
+    tu_response_free(&res);
+    json_t *snap = tu_get_json(srv, 200, "/strategy/instances/idle");
+    assert_false(json_is_true(json_object_get(snap, "running")));
+    json_decref(snap);
     /* Still serving, and the running instance still runs. */
-    json_t *snap = tu_get_json(srv, 200, "/strategy/instances/keep");
+    snap = tu_get_json(srv, 200, "/strategy/instances/keep");
     assert_true(json_is_true(json_object_get(snap, "running")));
     json_decref(snap);
 
     unfill(f->mnt);
+    tu_send(srv, &res, "POST", "/strategy/instances/idle/start", NULL);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
     tu_send(srv, &res, "POST", "/strategy/instances", instance_spec("later"));
     tu_assert_status(&res, 201);
     tu_response_free(&res);
@@ -393,6 +409,9 @@ static void test_state_disk_full(void **state)
     snap = tu_get_json(srv, 200, "/strategy/instances/later");
     json_decref(snap);
     snap = tu_get_json(srv, 200, "/strategy/instances/keep");
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    json_decref(snap);
+    snap = tu_get_json(srv, 200, "/strategy/instances/idle");
     assert_true(json_is_true(json_object_get(snap, "running")));
     json_decref(snap);
     tu_server_stop(srv);

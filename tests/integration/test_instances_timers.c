@@ -5,6 +5,7 @@
  * async handlers and promise chains work. Nothing of that blocks a worker:
  * with one worker for everything, an instance sleeping in every handler
  * keeps receiving events while it sleeps, and so does its neighbour.
+ * Timers set by a module's top level wait for create(env).
  */
 #include "testutil.h"
 
@@ -165,6 +166,64 @@ static void test_timers_fire_in_order_and_clear(void **state)
     tu_server_stop(srv);
 }
 
+/* A start loads the module while its intent is being made durable, and
+ * calls create(env) after: timers the module's top level sets wait for
+ * create(env), however short, and one it clears never runs. */
+static void test_top_level_timers_wait_for_create(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    /* validation runs the top level without timers, so it asks first */
+    const char *src =
+        "let created = false, ticks = 0, ticksBeforeCreate = 0;\n"
+        "const seen = [];\n"
+        "const early = typeof setTimeout === 'function';\n"
+        "if (early) {\n"
+        "  setTimeout(() => seen.push({timer: 'zero', created}), 0);\n"
+        "  const cleared = setTimeout(() => seen.push({timer: 'cleared', created}), 0);\n"
+        "  clearTimeout(cleared);\n"
+        "  setTimeout((x) => seen.push({timer: x, created}), 1, 'one');\n"
+        "  const every = setInterval(() => {\n"
+        "    ticks++;\n"
+        "    if (!created) ticksBeforeCreate++;\n"
+        "    if (ticks === 3) clearInterval(every);\n"
+        "  }, 1);\n"
+        "}\n"
+        "module.exports = {\n"
+        "  metadata: {name: 'early', displayName: 'Early timers', events: ['Trade'], config: []},\n"
+        "  create(env) {\n"
+        "    created = true;\n"
+        "    const h = env.helpers;\n"
+        "    setTimeout(() => h.log('report', {early, seen, ticks, ticksBeforeCreate}), 40);\n"
+        "    return {onTrade() {}};\n"
+        "  },\n"
+        "};\n";
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    for (int round = 0; round < 3; round++) {
+        char id[32];
+        snprintf(id, sizeof id, "early-%d", round);
+        json_decref(tu_instance_create(srv, id, "early", NULL, NULL, NULL));
+        tu_instance_start(srv, id);
+        json_t *report = tu_wait_log_values(srv, id, "report", 1, TU_WAIT_S);
+        assert_true(json_is_true(tu_jget(report, "0.early")));
+        const json_t *seen = tu_jget(report, "0.seen");
+        if (json_array_size(seen) != 2)
+            fail_msg("%s: expected the 'zero' and 'one' timers, saw %s", id,
+                     json_dumps(seen, JSON_COMPACT));
+        assert_string_equal(tu_jstr(report, "0.seen.0.timer"), "zero");
+        assert_string_equal(tu_jstr(report, "0.seen.1.timer"), "one");
+        for (size_t i = 0; i < 2; i++) {
+            if (!json_is_true(json_object_get(json_array_get(seen, i), "created")))
+                fail_msg("%s: a top-level timer ran before create(env): %s", id,
+                         json_dumps(seen, JSON_COMPACT));
+        }
+        assert_int_equal(tu_jint(report, "0.ticks"), 3);
+        assert_int_equal(tu_jint(report, "0.ticksBeforeCreate"), 0);
+        json_decref(report);
+    }
+    tu_server_stop(srv);
+}
+
 static void test_sleep_blocks_neither_the_instance_nor_its_neighbour(void **state)
 {
     struct tu_server *srv = *state;
@@ -233,6 +292,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_timers_fire_in_order_and_clear, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_top_level_timers_wait_for_create, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_sleep_blocks_neither_the_instance_nor_its_neighbour,
                                         tu_server_setup, tu_server_teardown),
