@@ -88,12 +88,22 @@ int worker_start(struct worker *w, struct err *err)
     return 0;
 }
 
+/* Called with w->lock held after queueing work: whether to signal the
+ * worker (it sleeps), and the flag a polling worker watches. */
+static bool wants_wake(struct worker *w)
+{
+    if (w->polling)
+        atomic_store_explicit(&w->nudged, true, memory_order_release);
+    return w->sleeping;
+}
+
 void worker_shutdown(struct worker *w)
 {
     if (!w->thread_started)
         return;
     pthread_mutex_lock(&w->lock);
     w->quit = true;
+    (void)wants_wake(w);
     pthread_cond_signal(&w->wake);
     pthread_cond_broadcast(&w->room);
     pthread_mutex_unlock(&w->lock);
@@ -149,7 +159,7 @@ static bool push(struct worker *w, struct msg m)
         tail -= w->cap;
     w->ring[tail] = m;
     w->count++;
-    bool wake = w->sleeping;
+    bool wake = wants_wake(w);
     pthread_mutex_unlock(&w->lock);
     if (wake)
         pthread_cond_signal(&w->wake);
@@ -209,12 +219,50 @@ static bool idle_work(struct worker *w)
     return true;
 }
 
+/* A worker holding a staged VM expects its start command as soon as the
+ * start's commit is durable, a fraction of a millisecond away: waking from
+ * a sleep on a virtual machine costs a good part of that again, so it polls
+ * for up to STAGED_POLL_NS (or until its next timer) instead. Called with
+ * w->lock held, and returns with it held; true when anything was queued
+ * meanwhile. */
+#define STAGED_POLL_NS 500000
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    __asm__ volatile("" ::: "memory");
+#endif
+}
+
+static bool poll_for_start(struct worker *w, int64_t until)
+{
+    int64_t limit = clock_mono_ns() + STAGED_POLL_NS;
+    if (until > limit)
+        until = limit;
+    w->polling = true;
+    atomic_store_explicit(&w->nudged, false, memory_order_relaxed);
+    pthread_mutex_unlock(&w->lock);
+    while (!atomic_load_explicit(&w->nudged, memory_order_acquire) && clock_mono_ns() < until)
+        cpu_relax();
+    pthread_mutex_lock(&w->lock);
+    w->polling = false;
+    return w->count > 0 || w->cmd_head || w->quit;
+}
+
 /* Waits for messages (or the next timer) and takes up to WORKER_BATCH of
  * them under one lock. Returns false when the worker must quit. */
 static bool take_batch(struct worker *w, struct msg *out, size_t *n)
 {
     pthread_mutex_lock(&w->lock);
+    bool polled = false; /* once per wait: then it sleeps */
     while (w->count == 0 && !w->cmd_head && !w->quit) {
+        if (w->nstaged > 0 && !polled) {
+            polled = true;
+            if (poll_for_start(w, w->nheap > 0 ? w->heap[0]->deadline_ns : INT64_MAX))
+                break;
+        }
         if (w->nheap > 0) {
             int64_t due = w->heap[0]->deadline_ns;
             if (due <= clock_mono_ns())
@@ -287,7 +335,7 @@ void worker_post(struct worker *w, struct command *cmd)
     else
         w->cmd_head = cmd;
     w->cmd_tail = cmd;
-    bool wake = w->sleeping;
+    bool wake = wants_wake(w);
     pthread_mutex_unlock(&w->lock);
     if (wake)
         pthread_cond_signal(&w->wake);
