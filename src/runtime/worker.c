@@ -219,14 +219,7 @@ static bool idle_work(struct worker *w)
     return true;
 }
 
-/* A worker holding a staged VM expects its start command as soon as the
- * start's commit is durable, a fraction of a millisecond away: waking from
- * a sleep on a virtual machine costs a good part of that again, so it polls
- * for up to STAGED_POLL_NS (or until its next timer) instead. Called with
- * w->lock held, and returns with it held; true when anything was queued
- * meanwhile. */
-#define STAGED_POLL_NS 500000
-
+/* The pause between two looks at a flag another core will set. */
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -236,6 +229,13 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* A worker holding a staged VM expects its start command as soon as the
+ * start's commit is durable, a fraction of a millisecond away: waking from
+ * a sleep on a virtual machine costs a good part of that again, so it polls
+ * for up to STAGED_POLL_NS (or until its next timer) instead. Called with
+ * w->lock held, and returns with it held; true when anything was queued
+ * meanwhile. */
+#define STAGED_POLL_NS 500000
 static bool poll_for_start(struct worker *w, int64_t until)
 {
     int64_t limit = clock_mono_ns() + STAGED_POLL_NS;
