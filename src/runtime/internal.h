@@ -249,8 +249,8 @@ struct worker {
      * control-plane call must not wait behind a saturated event queue. */
     struct command *cmd_head, *cmd_tail;
     bool sleeping;
-    bool polling;       /* awaiting a staged VM's start without the lock */
-    atomic_bool nudged; /* set for a polling worker by whoever queues work */
+    bool polling;       /* the worker polls `nudged` instead of sleeping */
+    atomic_bool nudged; /* set (under lock) for a polling worker by whoever queues */
     int waiting;
     bool quit;
 

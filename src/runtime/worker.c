@@ -362,13 +362,22 @@ static void set_running(struct worker *w, struct instance *inst, bool running)
     pthread_mutex_unlock(&w->rt->lock);
 }
 
-static void drop_staged(struct worker *w, struct instance *inst)
+/* The instance's staged VM, now the caller's (NULL when it has none). */
+static struct vm *take_staged(struct worker *w, struct instance *inst)
 {
-    if (inst->staged) {
-        vm_unstage(w, inst->staged);
+    struct vm *vm = inst->staged;
+    if (vm) {
         inst->staged = NULL;
         w->nstaged--;
     }
+    return vm;
+}
+
+static void drop_staged(struct worker *w, struct instance *inst)
+{
+    struct vm *vm = take_staged(w, inst);
+    if (vm)
+        vm_unstage(w, vm);
 }
 
 /* Frees the instance's VM (if any) without touching its desired state. */
@@ -407,11 +416,12 @@ static void cmd_stage(struct worker *w, struct command *cmd)
         runtime_plan_free(plan);
         return;
     }
-    if (vm_stage(w, inst, plan, &inst->staged, &cmd->err) != 0) {
-        inst->staged = NULL;
+    struct vm *vm = NULL;
+    if (vm_stage(w, inst, plan, &vm, &cmd->err) != 0) {
         cmd->rc = -1;
         return;
     }
+    inst->staged = vm;
     w->nstaged++;
 }
 
@@ -429,11 +439,7 @@ static struct vm *launch(struct worker *w, struct command *cmd)
         err_move(&cmd->err, &cmd->stage->err);
         return NULL;
     }
-    vm = inst->staged;
-    if (vm) {
-        inst->staged = NULL;
-        w->nstaged--;
-    }
+    vm = take_staged(w, inst);
     if (!vm) {
         err_set(&cmd->err, ERR_INTERNAL, "instance %s has no staged VM", inst->id);
         return NULL;

@@ -51,6 +51,18 @@ static void append(struct store *s, json_t *entry)
     json_decref(entry);
 }
 
+/* Appends {"n": n} and checks it became line `count` of the log. */
+static void expect_appended_as_line(const struct fixture *f, int n, size_t count)
+{
+    append(f->store, json_pack("{s:i}", "n", n));
+    json_t *lines = read_lines(f);
+    assert_int_equal(json_array_size(lines), count);
+    char path[32];
+    snprintf(path, sizeof path, "%zu.n", count - 1);
+    assert_int_equal(tu_jint(lines, path), n);
+    json_decref(lines);
+}
+
 /* --------------------------------------------------------------- tests */
 
 static void test_lines_are_json_with_ts(void **state)
@@ -136,11 +148,7 @@ static void test_partial_last_line_is_removed(void **state)
     size_t len = 0;
     char *repaired = tu_read_file(path, &len);
     assert_string_equal(repaired, text);
-    append(f->store, jparse("{\"n\": 3}"));
-    json_t *lines = read_lines(f);
-    assert_int_equal(json_array_size(lines), 2);
-    assert_int_equal(tu_jint(lines, "1.n"), 3);
-    json_decref(lines);
+    expect_appended_as_line(f, 3, 2);
 
     /* A log holding only a partial line is emptied. */
     store_close(f->store);
@@ -188,11 +196,7 @@ static void test_failed_append_leaves_the_log_whole(void **state)
     assert_int_equal(after_len, before_len);
     assert_string_equal(after, before);
 
-    append(f->store, jparse("{\"n\": 3}"));
-    json_t *lines = read_lines(f);
-    assert_int_equal(json_array_size(lines), 2);
-    assert_int_equal(tu_jint(lines, "1.n"), 3);
-    json_decref(lines);
+    expect_appended_as_line(f, 3, 2);
     free(after);
     free(before);
     free(path);
