@@ -30,13 +30,15 @@
  * --market-store 0 gives the market no store (orders and executions are not
  * recorded), to show what recording them costs the order path (the copies
  * the provider thread queues, and the store writer's thread competing for
- * the cores); the runtime keeps its store either way.
+ * the cores); the runtime keeps its store either way. --event-poll-us sets
+ * the runtime's event_poll_us (default: the gateway's, RUNTIME_EVENT_POLL_US;
+ * 0: workers always sleep between events).
  *
  * Prints one JSON object.
  *
  * usage: bench_latency --dir DIR --strategy FILE.js [--background FILE.js
  *        --background-instances N] [--workers N] [--seconds S] [--max-seconds S]
- *        [--market-store 0|1] [--dump FILE]
+ *        [--market-store 0|1] [--event-poll-us N] [--dump FILE]
  *
  * The exact tick-to-order figure comes from the market itself: its
  * stratd_tick_to_order_seconds histogram times every order from the
@@ -397,7 +399,7 @@ static double pct_us(int64_t *v, size_t n, double q)
 
 struct args {
     const char *dir, *strategy, *background;
-    int background_instances, workers;
+    int background_instances, workers, event_poll_us;
     double seconds, max_seconds;
     bool market_store;
     const char *dump;
@@ -405,7 +407,7 @@ struct args {
 
 static int parse_args(int argc, char **argv, struct args *a)
 {
-    *a = (struct args){NULL, NULL, NULL, 0, 2, 10, 3, true, NULL};
+    *a = (struct args){NULL, NULL, NULL, 0, 2, RUNTIME_EVENT_POLL_US, 10, 3, true, NULL};
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (strcmp(k, "--dir") == 0)
@@ -424,6 +426,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->max_seconds = atof(v);
         else if (strcmp(k, "--market-store") == 0)
             a->market_store = atoi(v) != 0;
+        else if (strcmp(k, "--event-poll-us") == 0)
+            a->event_poll_us = atoi(v);
         else if (strcmp(k, "--dump") == 0)
             a->dump = v;
         else
@@ -459,6 +463,7 @@ static int run(const struct args *a, struct err *err)
         .market = ops,
         .scope_check = scope_check,
         .environment = "bench",
+        .event_poll_us = a->event_poll_us,
     };
     if (runtime_new(&ropts, &B.runtime, err) != 0)
         return -1;
@@ -532,7 +537,7 @@ static int run(const struct args *a, struct err *err)
     qsort(B.to_engine, B.n, sizeof *B.to_engine, cmp_i64);
     qsort(B.late, B.nlate, sizeof *B.late, cmp_i64);
     printf("{\"max_rate\": %.0f, \"target_rate\": %.0f, \"rate\": %.0f, \"orders\": %zu, "
-           "\"background_instances\": %d, \"market_store\": %s, "
+           "\"background_instances\": %d, \"market_store\": %s, \"event_poll_us\": %d, "
            "\"self_cores\": %.2f, \"other_cores\": %.2f, \"steal_cores\": %.2f, "
            "\"noise_p50_us\": %.1f, \"noise_p99_us\": %.1f, \"noise_p999_us\": %.1f, "
            "\"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, "
@@ -541,8 +546,8 @@ static int run(const struct args *a, struct err *err)
            "\"dequeue_orders\": %.0f, \"dequeue_within_50us\": %s, "
            "\"dequeue_p50_bucket_us\": %s, \"dequeue_p99_bucket_us\": %s}\n",
            max_rate, rate, paced, B.n, a->background ? a->background_instances : 0,
-           a->market_store ? "true" : "false", self_cores, other_cores, steal_cores,
-           pct_us(B.late, B.nlate, 0.5), pct_us(B.late, B.nlate, 0.99),
+           a->market_store ? "true" : "false", a->event_poll_us, self_cores, other_cores,
+           steal_cores, pct_us(B.late, B.nlate, 0.5), pct_us(B.late, B.nlate, 0.99),
            pct_us(B.late, B.nlate, 0.999), pct_us(B.total, B.n, 0.5), pct_us(B.total, B.n, 0.99),
            pct_us(B.total, B.n, 0.999), pct_us(B.total, B.n, 1.0), pct_us(B.to_submit, B.n, 0.5),
            pct_us(B.to_submit, B.n, 0.99), pct_us(B.to_submit, B.n, 0.999),
@@ -558,9 +563,10 @@ int main(int argc, char **argv)
 {
     struct args a;
     if (parse_args(argc, argv, &a) != 0) {
-        fprintf(stderr, "usage: bench_latency --dir DIR --strategy FILE.js [--background FILE.js "
-                        "--background-instances N] [--workers N] [--seconds S] "
-                        "[--max-seconds S] [--market-store 0|1] [--dump FILE]\n");
+        fprintf(stderr,
+                "usage: bench_latency --dir DIR --strategy FILE.js [--background FILE.js "
+                "--background-instances N] [--workers N] [--seconds S] "
+                "[--max-seconds S] [--market-store 0|1] [--event-poll-us N] [--dump FILE]\n");
         return 2;
     }
     B.orders = calloc(MAX_ORDERS, sizeof *B.orders);

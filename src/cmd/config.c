@@ -27,6 +27,7 @@ void config_init(struct config *cfg)
     cfg->state_dir = strdup("./var");
     cfg->environment = strdup("dev");
     cfg->log_level = strdup("info");
+    cfg->event_poll_us = RUNTIME_EVENT_POLL_US;
     cfg->providers = json_array();
 }
 
@@ -341,6 +342,7 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         {"memory_limit_mb", F_UINT},        {"cpu_budget_ms", F_UINT},
         {"max_consecutive_errors", F_UINT}, {"queue_capacity", F_UINT},
         {"log_lines_per_second", F_UINT},   {"stack_limit_kb", F_UINT},
+        {"event_poll_us", F_UINT},
     };
     /* The same ceilings as an instance's own memory_limit_mb and
      * cpu_budget_ms; none lets a value wrap when scaled or narrowed. */
@@ -348,9 +350,13 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         const char *key;
         long long max;
     } bounds[] = {
-        {"memory_limit_mb", 65536},          {"cpu_budget_ms", 3600LL * 1000},
-        {"max_consecutive_errors", INT_MAX}, {"queue_capacity", 1LL << 24},
-        {"log_lines_per_second", INT_MAX},   {"stack_limit_kb", 1LL << 16},
+        {"memory_limit_mb", 65536},
+        {"cpu_budget_ms", 3600LL * 1000},
+        {"max_consecutive_errors", INT_MAX},
+        {"queue_capacity", 1LL << 24},
+        {"log_lines_per_second", INT_MAX},
+        {"stack_limit_kb", 1LL << 16},
+        {"event_poll_us", 10000},
     };
     if (check_keys(rt, "runtime", fields, sizeof fields / sizeof fields[0], err) != 0)
         return -1;
@@ -367,6 +373,7 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         (int)uint_or(rt, "max_consecutive_errors", cfg->max_consecutive_errors);
     cfg->queue_capacity = (size_t)uint_or(rt, "queue_capacity", (long long)cfg->queue_capacity);
     cfg->log_lines_per_second = (int)uint_or(rt, "log_lines_per_second", cfg->log_lines_per_second);
+    cfg->event_poll_us = (int)uint_or(rt, "event_poll_us", cfg->event_poll_us);
     return 0;
 }
 

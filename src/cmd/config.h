@@ -34,6 +34,7 @@ struct config {
     int max_consecutive_errors;
     size_t queue_capacity;
     int log_lines_per_second;
+    int event_poll_us;
     struct js_limits validation_limits;
     struct api_token *tokens;
     size_t ntokens;

@@ -355,6 +355,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
         .max_consecutive_errors = gw->cfg.max_consecutive_errors,
         .queue_capacity = gw->cfg.queue_capacity,
         .log_lines_per_second = gw->cfg.log_lines_per_second,
+        .event_poll_us = gw->cfg.event_poll_us,
     };
     if (runtime_new(&ropts, &gw->runtime, err) != 0)
         return -1;

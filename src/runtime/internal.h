@@ -187,6 +187,10 @@ static inline uint64_t counter_get(_Atomic uint64_t *c)
 
 /* ------------------------------------------------------------ workers */
 
+/* Why a worker polled instead of sleeping (see poll_deadline in worker.c). */
+enum poll_reason { POLL_START, POLL_EVENTS, POLL_REASONS };
+extern const char *const runtime_poll_reasons[POLL_REASONS];
+
 enum command_kind {
     CMD_STAGE,   /* build a VM from plan and load its module (vm_stage) */
     CMD_UNSTAGE, /* free the staged VM: the start did not go ahead */
@@ -249,8 +253,10 @@ struct worker {
      * control-plane call must not wait behind a saturated event queue. */
     struct command *cmd_head, *cmd_tail;
     bool sleeping;
-    bool polling;       /* the worker polls `nudged` instead of sleeping */
-    atomic_bool nudged; /* set (under lock) for a polling worker by whoever queues */
+    bool polling;           /* the worker polls `nudged` instead of sleeping */
+    atomic_bool nudged;     /* set (under lock) for a polling worker by whoever queues */
+    int64_t last_events_ns; /* when the last batch of events was taken */
+    int64_t events_gap_ns;  /* moving average of the gaps between batches */
     int waiting;
     bool quit;
 
@@ -281,6 +287,7 @@ struct worker {
     _Atomic uint64_t errors;
     _Atomic uint64_t hist[H_SLOTS][HIST_BUCKETS];
     _Atomic uint64_t hist_sum_ns[H_SLOTS];
+    _Atomic uint64_t poll_ns[POLL_REASONS]; /* time spent polling, by enum poll_reason */
 };
 
 extern const double runtime_hist_bounds[HIST_BUCKETS - 1];
@@ -524,6 +531,7 @@ struct runtime {
     int max_errors;
     int log_lines;
     size_t queue_capacity;
+    int64_t event_poll_ns; /* see runtime_options.event_poll_us; 0: never */
 
     pthread_mutex_t control;
     pthread_mutex_t lock;

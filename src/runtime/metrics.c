@@ -59,6 +59,26 @@ static void write_queues(struct runtime *rt, struct strbuf *out)
     }
 }
 
+const char *const runtime_poll_reasons[POLL_REASONS] = {"start", "events"};
+
+static void write_polls(struct runtime *rt, struct strbuf *out)
+{
+    static const char *const labels[] = {"reason"};
+    metrics_write_header(out, "stratd_worker_poll_seconds_total",
+                         "Time workers spent polling instead of sleeping: for a staged start's "
+                         "command, or for the next event of a feed faster than "
+                         "runtime.event_poll_us.",
+                         "counter");
+    for (int r = 0; r < POLL_REASONS; r++) {
+        uint64_t ns = 0;
+        for (int i = 0; i < rt->nworkers; i++)
+            ns += counter_get(&rt->workers[i].poll_ns[r]);
+        const char *values[] = {runtime_poll_reasons[r]};
+        metrics_write_sample(out, "stratd_worker_poll_seconds_total", labels, values, 1,
+                             (double)ns / 1e9);
+    }
+}
+
 void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
 {
     metrics_family_write(rt->m_actions, out);
@@ -72,4 +92,5 @@ void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
     metrics_write_sample(out, "stratd_module_compilations_total", NULL, NULL, 0,
                          (double)js_bytecode_cache_compilations(rt->bytecode));
     write_queues(rt, out);
+    write_polls(rt, out);
 }

@@ -528,6 +528,7 @@ int runtime_new(const struct runtime_options *opts, struct runtime **out, struct
         opts->max_consecutive_errors > 0 ? opts->max_consecutive_errors : DEFAULT_MAX_ERRORS;
     rt->log_lines = opts->log_lines_per_second > 0 ? opts->log_lines_per_second : DEFAULT_LOG_LINES;
     rt->queue_capacity = opts->queue_capacity ? opts->queue_capacity : DEFAULT_QUEUE_CAPACITY;
+    rt->event_poll_ns = opts->event_poll_us > 0 ? (int64_t)opts->event_poll_us * 1000 : 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rt->nworkers = opts->workers > 0 ? opts->workers : (cpus > 0 ? (int)cpus : 1);
     rt->next_serial = 0;
@@ -1636,6 +1637,7 @@ void runtime_stats(struct runtime *rt, struct runtime_stats *out)
         for (int k = 0; k < EVENT_KIND_COUNT; k++)
             out->events_delivered += counter_get(&w->delivered[k]);
         out->handler_errors += counter_get(&w->errors);
+        out->event_poll_ns += counter_get(&w->poll_ns[POLL_EVENTS]);
     }
     out->compilations = js_bytecode_cache_compilations(rt->bytecode);
     pthread_mutex_lock(&rt->lock);

@@ -82,6 +82,10 @@
  * provider exists, so errors can name the unknown part. */
 typedef bool (*runtime_scope_fn)(void *ctx, const char *provider, const char *symbol);
 
+/* The default of runtime_options.event_poll_us (and of the configuration's
+ * runtime.event_poll_us): see docs/OPERATIONS.md for what it costs. */
+#define RUNTIME_EVENT_POLL_US 100
+
 struct runtime_options {
     int workers;                  /* 0: number of online CPUs */
     struct catalog *catalog;      /* borrowed; selectors and sources */
@@ -94,6 +98,8 @@ struct runtime_options {
     int max_consecutive_errors; /* 0: 100 */
     size_t queue_capacity;      /* messages per worker queue; 0: 65536 */
     int log_lines_per_second;   /* helpers.log rate limit per instance; 0: 200 */
+    int event_poll_us;          /* a worker fed events closer together than this polls for
+                                 * the next one rather than sleep; 0: it always sleeps */
 };
 
 struct runtime;
@@ -222,6 +228,7 @@ struct runtime_stats {
     uint64_t events_delivered; /* handler calls for events, all instances */
     uint64_t handler_errors;
     uint64_t compilations;
+    uint64_t event_poll_ns; /* workers' time polling for the next event */
     int instances;
     int running;
 };

@@ -30,6 +30,8 @@ const double runtime_hist_bounds[HIST_BUCKETS - 1] = {1e-6, 5e-6, 1e-5, 5e-5, 1e
 
 /* QuickJS's stack cap is checked against the C stack: leave it ample room. */
 #define WORKER_STACK_MARGIN (4u << 20)
+/* The longest gap between events the poll's moving average counts. */
+#define EVENTS_GAP_MAX_NS 1000000000
 /* Timers run per pass, so a burst of due timers cannot starve the queue. */
 #define WORKER_TIMERS_PER_PASS 1024
 /* Distinct subscription lists a run may span before it is delivered event
@@ -47,6 +49,7 @@ int worker_init(struct worker *w, struct runtime *rt, int index, size_t capacity
 {
     w->rt = rt;
     w->index = index;
+    w->events_gap_ns = EVENTS_GAP_MAX_NS; /* no feed seen yet: nothing to poll for */
     w->cap = capacity;
     w->ring = calloc(capacity, sizeof *w->ring);
     if (!w->ring) {
@@ -229,26 +232,63 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* A worker holding a staged VM expects its start command as soon as the
- * start's commit is durable, a fraction of a millisecond away: waking from
- * a sleep on a virtual machine costs a good part of that again, so it polls
- * for up to STAGED_POLL_NS (or until its next timer) instead. Called with
- * w->lock held, and returns with it held; true when anything was queued
- * meanwhile. */
+/* Waking a sleeping thread costs tens of microseconds (30-50 us between
+ * the vCPUs of a virtual machine), more than either of two waits a worker
+ * can predict, so for those it polls instead (poll_queue: under w->lock on
+ * entry and return; true when anything was queued meanwhile):
+ *   - a staged VM's start command follows within a commit, a fraction of a
+ *     millisecond: it polls up to STAGED_POLL_NS;
+ *   - while events arrive closer together than the runtime's poll window,
+ *     the next one is due sooner than a sleeper would wake: it polls up to
+ *     that window, so a busy feed meets a running worker. A feed slower
+ *     than the window never makes it poll; `event_poll_ns` 0 turns it off.
+ * Either poll stops at the next timer. */
 #define STAGED_POLL_NS 500000
-static bool poll_for_start(struct worker *w, int64_t until)
+static int64_t poll_deadline(const struct worker *w, int64_t now, enum poll_reason *reason)
 {
-    int64_t limit = clock_mono_ns() + STAGED_POLL_NS;
-    if (until > limit)
-        until = limit;
+    int64_t window = 0;
+    if (w->nstaged > 0) {
+        window = STAGED_POLL_NS;
+        *reason = POLL_START;
+    } else if (w->rt->event_poll_ns > 0 && w->events_gap_ns < w->rt->event_poll_ns &&
+               now - w->last_events_ns < w->rt->event_poll_ns) {
+        window = w->rt->event_poll_ns;
+        *reason = POLL_EVENTS;
+    }
+    if (window == 0)
+        return 0;
+    int64_t until = now + window;
+    if (w->nheap > 0 && w->heap[0]->deadline_ns < until)
+        until = w->heap[0]->deadline_ns;
+    return until;
+}
+
+static bool poll_queue(struct worker *w, int64_t now, int64_t until, enum poll_reason reason)
+{
     w->polling = true;
     atomic_store_explicit(&w->nudged, false, memory_order_relaxed);
     pthread_mutex_unlock(&w->lock);
-    while (!atomic_load_explicit(&w->nudged, memory_order_acquire) && clock_mono_ns() < until)
+    int64_t t = now;
+    while (!atomic_load_explicit(&w->nudged, memory_order_acquire) && t < until) {
         cpu_relax();
+        t = clock_mono_ns();
+    }
+    counter_add(&w->poll_ns[reason], (uint64_t)(t - now));
     pthread_mutex_lock(&w->lock);
     w->polling = false;
     return w->count > 0 || w->cmd_head || w->quit;
+}
+
+/* Keeps the gap between batches of events (a moving average over about
+ * eight) that decides whether the worker polls for the next one. */
+static void note_events(struct worker *w)
+{
+    int64_t now = clock_mono_ns();
+    int64_t gap = now - w->last_events_ns;
+    if (gap > EVENTS_GAP_MAX_NS)
+        gap = EVENTS_GAP_MAX_NS;
+    w->events_gap_ns += (gap - w->events_gap_ns) / 8;
+    w->last_events_ns = now;
 }
 
 /* Waits for messages (or the next timer) and takes up to WORKER_BATCH of
@@ -258,10 +298,15 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
     pthread_mutex_lock(&w->lock);
     bool polled = false; /* once per wait: then it sleeps */
     while (w->count == 0 && !w->cmd_head && !w->quit) {
-        if (w->nstaged > 0 && !polled) {
-            polled = true;
-            if (poll_for_start(w, w->nheap > 0 ? w->heap[0]->deadline_ns : INT64_MAX))
-                break;
+        if (!polled) {
+            enum poll_reason reason = POLL_START;
+            int64_t now = clock_mono_ns();
+            int64_t until = poll_deadline(w, now, &reason);
+            if (until > 0) {
+                polled = true;
+                if (poll_queue(w, now, until, reason))
+                    break;
+            }
         }
         if (w->nheap > 0) {
             int64_t due = w->heap[0]->deadline_ns;
@@ -301,6 +346,8 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
             w->head = 0;
     }
     w->count -= k;
+    if (k > 0)
+        note_events(w);
     if (k > 0 && w->waiting > 0)
         pthread_cond_broadcast(&w->room);
     pthread_mutex_unlock(&w->lock);

@@ -91,6 +91,8 @@ static void check_applied(const struct config *cfg, const json_t *doc)
                 (long long)cfg->queue_capacity);
     check_taken("runtime.log_lines_per_second", given(doc, "runtime", "log_lines_per_second"),
                 cfg->log_lines_per_second);
+    check_taken("runtime.event_poll_us", given(doc, "runtime", "event_poll_us"),
+                cfg->event_poll_us);
     const struct js_limits *v = &cfg->validation_limits;
     check_taken("validation.memory_limit_mb", given(doc, "validation", "memory_limit_mb"),
                 (long long)(v->memory_bytes >> 20));

@@ -671,14 +671,21 @@ static void test_limits_are_checked_in_the_config(void **state)
 {
     (void)state;
     char *root = tu_tempdir("stratd-limits");
-    const char *bad[] = {
-        "http:\n  max_connections: -1\n", "http:\n  max_connections: 99999999999\n",
-        "http:\n  threads: 100000\n",     "http:\n  rate_limit_per_second: fast\n",
-        "http:\n  rate_limit: 5\n",
+    const struct {
+        const char *yaml, *key;
+    } bad[] = {
+        {"http:\n  max_connections: -1\n", "http.max_connections"},
+        {"http:\n  max_connections: 99999999999\n", "http.max_connections"},
+        {"http:\n  threads: 100000\n", "http.threads"},
+        {"http:\n  rate_limit_per_second: fast\n", "http.rate_limit_per_second"},
+        {"http:\n  rate_limit: 5\n", "http.rate_limit"},
+        {"runtime:\n  event_poll_us: 10001\n", "runtime.event_poll_us"},
+        {"runtime:\n  event_poll_us: -1\n", "runtime.event_poll_us"},
+        {"runtime:\n  event_poll_us: soon\n", "runtime.event_poll_us"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *cfg = tu_path("%s/c%zu.yaml", root, i);
-        tu_write_text(cfg, bad[i]);
+        tu_write_text(cfg, bad[i].yaml);
         char *out = NULL;
         int code =
             tu_run(&out,
@@ -686,8 +693,9 @@ static void test_limits_are_checked_in_the_config(void **state)
                    "'%s/v%zu' --config '%s' 2>&1",
                    getenv("STRATD_TEST_BINARY") ? getenv("STRATD_TEST_BINARY") : STRATD_BINARY,
                    root, root, i, cfg);
-        if (code == 0 || !strstr(out, "http."))
-            fail_msg("config %s: exit %d, output (should name the key):\n%s", bad[i], code, out);
+        if (code == 0 || !strstr(out, bad[i].key))
+            fail_msg("config %s: exit %d, output (should name %s):\n%s", bad[i].yaml, code,
+                     bad[i].key, out);
         free(out);
         free(cfg);
     }

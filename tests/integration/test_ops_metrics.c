@@ -431,6 +431,14 @@ static void test_runtime_counters(void **state)
     }
     assert_true(timed > 0);
 
+    /* the workers' polling, by reason: both series from the start, never negative */
+    const char *reasons[] = {"start", "events"};
+    for (size_t r = 0; r < 2; r++) {
+        double v = tu_ops_metric(m, "stratd_worker_poll_seconds_total", "reason", reasons[r], NULL);
+        if (!(v >= 0))
+            fail_msg("stratd_worker_poll_seconds_total{reason=\"%s\"} is %g", reasons[r], v);
+    }
+
     /* the build */
     assert_true(tu_ops_metric(m, "stratd_build_info", "version", STRATD_VERSION, NULL) == 1);
     free(m);

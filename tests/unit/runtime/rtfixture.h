@@ -203,6 +203,7 @@ static inline void fx_open(struct fx *f, int workers)
         .scope_check = fx_scope,
         .environment = "test",
         .log_lines_per_second = 100000,
+        .event_poll_us = RUNTIME_EVENT_POLL_US,
     };
     fx_start_runtime(f);
 }

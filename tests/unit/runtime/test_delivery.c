@@ -646,6 +646,119 @@ static void test_lazy_event_objects(void **state)
     fx_close(&f);
 }
 
+/* Orders once per trade, quantity = the trade's price, so the orders'
+ * sequence is checkable; the second form also orders once per tick of a
+ * 1 ms interval (side 'sell'): a worker polling for its next event must
+ * still run its timers, and one without timers must still be woken. */
+#define PACED_HANDLER                                                                              \
+    "    return { onTrade(ctx, evt, p) {\n"                                                        \
+    "      env.runtime.submitOrder('sim', 'buy', p.price, p.price);\n"                             \
+    "    } };"
+static const char *const PACED_ORDERER = PACED_HANDLER;
+static const char *const PACED_TICKING_ORDERER =
+    "    setInterval(() => env.runtime.submitOrder('sim', 'sell', 1, 1), 1);\n" PACED_HANDLER;
+
+/* Busy-waits: a pause shorter than any sleep the scheduler would grant. */
+static void spin_us(int us)
+{
+    int64_t until = clock_mono_ns() + (int64_t)us * 1000;
+    while (clock_mono_ns() < until)
+        ;
+}
+
+/* One feed through the phases a worker's wait can take: a burst, events
+ * further apart than the poll window (it sleeps between them), a burst
+ * again, and events closer together than the window (it polls), the last
+ * of them arriving while it polls. */
+static int paced_feed(struct fx *f)
+{
+    int price = 0;
+    for (int i = 0; i < 300; i++)
+        fx_trade(f, "sim", "BTC-USDT", ++price, 1);
+    for (int i = 0; i < 40; i++) {
+        fx_trade(f, "sim", "BTC-USDT", ++price, 1);
+        fx_sleep_ms(2);
+    }
+    for (int i = 0; i < 300; i++)
+        fx_trade(f, "sim", "BTC-USDT", ++price, 1);
+    for (int i = 0; i < 2000; i++) {
+        spin_us(20);
+        fx_trade(f, "sim", "BTC-USDT", ++price, 1);
+    }
+    return price;
+}
+
+struct paced_orders {
+    int trades[2], ticks[2];
+    bool in_order;
+};
+
+static struct paced_orders count_paced_orders(struct fx *f)
+{
+    struct paced_orders c = {{0, 0}, {0, 0}, true};
+    double last[2] = {0, 0};
+    size_t n = fx_order_count(&f->market);
+    for (size_t i = 0; i < n; i++) {
+        struct order_request r = fx_order(&f->market, i);
+        int who = strcmp(r.instance_id, "p1") == 0 ? 0 : 1;
+        if (r.side == SIDE_SELL) {
+            c.ticks[who]++;
+            continue;
+        }
+        c.in_order = c.in_order && r.quantity == last[who] + 1;
+        last[who] = r.quantity;
+        c.trades[who]++;
+    }
+    return c;
+}
+
+/* Whether a worker sleeps between events or polls for the next one
+ * (runtime.event_poll_us), every event reaches every instance, in order,
+ * and timers keep running; only with polling on does a feed this fast make
+ * the workers poll. */
+static void test_paced_feed_under_each_poll_setting(void **state)
+{
+    (void)state;
+    const int settings[] = {0, RUNTIME_EVENT_POLL_US, 10000};
+    for (size_t k = 0; k < sizeof settings / sizeof settings[0]; k++) {
+        struct fx f;
+        fx_open(&f, 2);
+        runtime_free(f.rt);
+        f.opts.event_poll_us = settings[k];
+        fx_start_runtime(&f);
+        char hex[HASH_HEX_LEN + 1];
+        char *src = fx_module("ticking", "['Trade']", NULL, PACED_TICKING_ORDERER);
+        fx_upload(&f, "ticking", src, NULL, hex);
+        free(src);
+        src = fx_module("paced", "['Trade']", NULL, PACED_ORDERER);
+        fx_upload(&f, "paced", src, NULL, hex);
+        free(src);
+        /* one on each worker: the second has no timer to wake it */
+        fx_run(&f, "p1", "ticking", NULL, NULL);
+        fx_run(&f, "p2", "paced", NULL, NULL);
+        int n = paced_feed(&f);
+        if (!fx_wait_delivered(&f, "p1", n, 10000) || !fx_wait_delivered(&f, "p2", n, 10000))
+            fail_msg("event_poll_us %d: %lld and %lld of %d trades delivered", settings[k],
+                     fx_delivered(&f, "p1"), fx_delivered(&f, "p2"), n);
+        struct paced_orders c = count_paced_orders(&f);
+        if (!c.in_order || c.trades[0] != n || c.trades[1] != n)
+            fail_msg("event_poll_us %d: orders for %d and %d of %d trades (in order: %d)",
+                     settings[k], c.trades[0], c.trades[1], n, c.in_order);
+        /* the feed lasts well over 100 ms: a 1 ms interval that fired a
+         * handful of times or not at all was starved by the worker */
+        if (c.ticks[0] < 10 || c.ticks[1] != 0)
+            fail_msg("event_poll_us %d: the interval ticked %d times (and %d)", settings[k],
+                     c.ticks[0], c.ticks[1]);
+        struct runtime_stats st;
+        runtime_stats(f.rt, &st);
+        if (settings[k] == 0)
+            assert_int_equal(st.event_poll_ns, 0);
+        else
+            assert_true(st.event_poll_ns > 0);
+        fx_close(&f);
+    }
+}
+
 static void test_log_limits(void **state)
 {
     (void)state;
@@ -694,6 +807,7 @@ int main(void)
         cmocka_unit_test(test_fresh_sandbox_per_start),
         cmocka_unit_test(test_lazy_event_objects),
         cmocka_unit_test(test_log_limits),
+        cmocka_unit_test(test_paced_feed_under_each_poll_setting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
