@@ -205,13 +205,16 @@ fi
 # bench_latency wires the real subsystems in process (see bench/latency.c):
 # a paced provider at half of the measured maximum Trade rate, one instance
 # of order.js; three runs alone and three with 100 count.js instances on the
-# same feed, and three with the market's store off (no order records: what
-# the provider thread's SQLite writes cost). Percentiles are the medians
+# same feed, three with the market's store off (no order records: what
+# the provider thread's SQLite writes cost), and three with workers that
+# always sleep between events (runtime.event_poll_us 0: what polling for
+# the next event buys, and the CPU it takes). Percentiles are the medians
 # over the runs.
 if has latency; then
   : >"$RAW/latency.jsonl"
   : >"$RAW/latency-fleet.jsonl"
   : >"$RAW/latency-nostore.jsonl"
+  : >"$RAW/latency-sleep.jsonl"
   for k in 1 2 3; do
     log "latency run $k (one instance)"
     rm -rf "$WORK/latency"
@@ -226,6 +229,10 @@ if has latency; then
     rm -rf "$WORK/latency"
     "$BENCH_BIN/bench_latency" --dir "$WORK/latency" --strategy "$STRATEGIES/order.js" \
       --market-store 0 --seconds 6 >>"$RAW/latency-nostore.jsonl"
+    log "latency run $k (workers always sleep between events)"
+    rm -rf "$WORK/latency"
+    "$BENCH_BIN/bench_latency" --dir "$WORK/latency" --strategy "$STRATEGIES/order.js" \
+      --event-poll-us 0 --seconds 6 >>"$RAW/latency-sleep.jsonl"
   done
   lat() { jq -r "$1" "$2" | median; }
   L=$RAW/latency.jsonl
@@ -246,6 +253,7 @@ if has latency; then
   row "  machine noise: 200 us sleep overshoot p99" "$(lat .noise_p99_us "$L")" "us" null "" \
     null "" ""
   row "  other processes' CPU meanwhile" "$(lat .other_cores "$L")" "cores" null "" null "" ""
+  row "  the gateway's CPU meanwhile" "$(lat .self_cores "$L")" "cores" null "" null "" ""
   L=$RAW/latency-fleet.jsonl
   row "tick-to-order p50 (+100 instances)" "$(lat .p50_us "$L")" "us" null "" null "" ""
   row "tick-to-order p99 (+100 instances)" "$(lat .p99_us "$L")" "us" null "" null "" ""
@@ -253,6 +261,11 @@ if has latency; then
   L=$RAW/latency-nostore.jsonl
   row "tick-to-order p50 (market store off)" "$(lat .p50_us "$L")" "us" null "" null "" ""
   row "tick-to-order p99 (market store off)" "$(lat .p99_us "$L")" "us" null "" null "" ""
+  row "  machine noise meanwhile, p99" "$(lat .noise_p99_us "$L")" "us" null "" null "" ""
+  L=$RAW/latency-sleep.jsonl
+  row "tick-to-order p50 (workers always sleep)" "$(lat .p50_us "$L")" "us" null "" null "" ""
+  row "tick-to-order p99 (workers always sleep)" "$(lat .p99_us "$L")" "us" null "" null "" ""
+  row "  the gateway's CPU meanwhile" "$(lat .self_cores "$L")" "cores" null "" null "" ""
   row "  machine noise meanwhile, p99" "$(lat .noise_p99_us "$L")" "us" null "" null "" ""
 fi
 
