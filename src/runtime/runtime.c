@@ -531,6 +531,16 @@ int runtime_new(const struct runtime_options *opts, struct runtime **out, struct
     rt->event_poll_ns = opts->event_poll_us > 0 ? (int64_t)opts->event_poll_us * 1000 : 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rt->nworkers = opts->workers > 0 ? opts->workers : (cpus > 0 ? (int)cpus : 1);
+    /* Workers that outnumber the cores and poll would take turns holding
+     * them while the ones with events queued wait for a turn (measured: p50
+     * and p99 several times worse with 6 on 2): they sleep instead. */
+    if (rt->event_poll_ns > 0 && cpus > 0 && rt->nworkers > cpus) {
+        log_info("runtime",
+                 "%d workers on %ld CPUs: workers sleep between events "
+                 "(runtime.event_poll_us applies only with no more workers than CPUs)",
+                 rt->nworkers, cpus);
+        rt->event_poll_ns = 0;
+    }
     rt->next_serial = 0;
     pthread_mutex_init(&rt->control, NULL);
     pthread_mutex_init(&rt->lock, NULL);

@@ -99,7 +99,8 @@ struct runtime_options {
     size_t queue_capacity;      /* messages per worker queue; 0: 65536 */
     int log_lines_per_second;   /* helpers.log rate limit per instance; 0: 200 */
     int event_poll_us;          /* a worker fed events closer together than this polls for
-                                 * the next one rather than sleep; 0: it always sleeps */
+                                 * the next one rather than sleep; 0: it always sleeps, as
+                                 * do workers that outnumber the online CPUs */
 };
 
 struct runtime;

@@ -712,51 +712,64 @@ static struct paced_orders count_paced_orders(struct fx *f)
     return c;
 }
 
+/* One paced feed into a runtime of `workers` workers polling up to
+ * `poll_us`: every event reaches every instance, in order, timers keep
+ * running, and the workers polled for events exactly when they should. */
+static void run_paced_feed(int workers, int poll_us)
+{
+    struct fx f;
+    fx_open(&f, workers);
+    runtime_free(f.rt);
+    f.opts.event_poll_us = poll_us;
+    fx_start_runtime(&f);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("ticking", "['Trade']", NULL, PACED_TICKING_ORDERER);
+    fx_upload(&f, "ticking", src, NULL, hex);
+    free(src);
+    src = fx_module("paced", "['Trade']", NULL, PACED_ORDERER);
+    fx_upload(&f, "paced", src, NULL, hex);
+    free(src);
+    /* one on each of two workers: the second has no timer to wake it */
+    fx_run(&f, "p1", "ticking", NULL, NULL);
+    fx_run(&f, "p2", "paced", NULL, NULL);
+    int n = paced_feed(&f);
+    if (!fx_wait_delivered(&f, "p1", n, 10000) || !fx_wait_delivered(&f, "p2", n, 10000))
+        fail_msg("%d workers, event_poll_us %d: %lld and %lld of %d trades delivered", workers,
+                 poll_us, fx_delivered(&f, "p1"), fx_delivered(&f, "p2"), n);
+    struct paced_orders c = count_paced_orders(&f);
+    if (!c.in_order || c.trades[0] != n || c.trades[1] != n)
+        fail_msg("%d workers, event_poll_us %d: orders for %d and %d of %d trades (in order: %d)",
+                 workers, poll_us, c.trades[0], c.trades[1], n, c.in_order);
+    /* the feed lasts well over 100 ms: a 1 ms interval that fired a
+     * handful of times or not at all was starved by the worker */
+    if (c.ticks[0] < 10 || c.ticks[1] != 0)
+        fail_msg("%d workers, event_poll_us %d: the interval ticked %d times (and %d)", workers,
+                 poll_us, c.ticks[0], c.ticks[1]);
+    struct runtime_stats st;
+    runtime_stats(f.rt, &st);
+    bool polls = poll_us > 0 && workers <= sysconf(_SC_NPROCESSORS_ONLN);
+    if (polls != (st.event_poll_ns > 0))
+        fail_msg("%d workers on %ld CPUs, event_poll_us %d: polled for events %.3f ms", workers,
+                 sysconf(_SC_NPROCESSORS_ONLN), poll_us, (double)st.event_poll_ns / 1e6);
+    fx_close(&f);
+}
+
 /* Whether a worker sleeps between events or polls for the next one
- * (runtime.event_poll_us), every event reaches every instance, in order,
- * and timers keep running; only with polling on does a feed this fast make
- * the workers poll. */
+ * (runtime.event_poll_us), a feed arrives whole and in order. */
 static void test_paced_feed_under_each_poll_setting(void **state)
 {
     (void)state;
     const int settings[] = {0, RUNTIME_EVENT_POLL_US, 10000};
-    for (size_t k = 0; k < sizeof settings / sizeof settings[0]; k++) {
-        struct fx f;
-        fx_open(&f, 2);
-        runtime_free(f.rt);
-        f.opts.event_poll_us = settings[k];
-        fx_start_runtime(&f);
-        char hex[HASH_HEX_LEN + 1];
-        char *src = fx_module("ticking", "['Trade']", NULL, PACED_TICKING_ORDERER);
-        fx_upload(&f, "ticking", src, NULL, hex);
-        free(src);
-        src = fx_module("paced", "['Trade']", NULL, PACED_ORDERER);
-        fx_upload(&f, "paced", src, NULL, hex);
-        free(src);
-        /* one on each worker: the second has no timer to wake it */
-        fx_run(&f, "p1", "ticking", NULL, NULL);
-        fx_run(&f, "p2", "paced", NULL, NULL);
-        int n = paced_feed(&f);
-        if (!fx_wait_delivered(&f, "p1", n, 10000) || !fx_wait_delivered(&f, "p2", n, 10000))
-            fail_msg("event_poll_us %d: %lld and %lld of %d trades delivered", settings[k],
-                     fx_delivered(&f, "p1"), fx_delivered(&f, "p2"), n);
-        struct paced_orders c = count_paced_orders(&f);
-        if (!c.in_order || c.trades[0] != n || c.trades[1] != n)
-            fail_msg("event_poll_us %d: orders for %d and %d of %d trades (in order: %d)",
-                     settings[k], c.trades[0], c.trades[1], n, c.in_order);
-        /* the feed lasts well over 100 ms: a 1 ms interval that fired a
-         * handful of times or not at all was starved by the worker */
-        if (c.ticks[0] < 10 || c.ticks[1] != 0)
-            fail_msg("event_poll_us %d: the interval ticked %d times (and %d)", settings[k],
-                     c.ticks[0], c.ticks[1]);
-        struct runtime_stats st;
-        runtime_stats(f.rt, &st);
-        if (settings[k] == 0)
-            assert_int_equal(st.event_poll_ns, 0);
-        else
-            assert_true(st.event_poll_ns > 0);
-        fx_close(&f);
-    }
+    for (size_t k = 0; k < sizeof settings / sizeof settings[0]; k++)
+        run_paced_feed(2, settings[k]);
+}
+
+/* Workers that outnumber the CPUs sleep between events whatever the
+ * setting: polling, they would hold the cores the others need. */
+static void test_workers_beyond_the_cores_sleep(void **state)
+{
+    (void)state;
+    run_paced_feed((int)sysconf(_SC_NPROCESSORS_ONLN) + 1, RUNTIME_EVENT_POLL_US);
 }
 
 static void test_log_limits(void **state)
@@ -808,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_lazy_event_objects),
         cmocka_unit_test(test_log_limits),
         cmocka_unit_test(test_paced_feed_under_each_poll_setting),
+        cmocka_unit_test(test_workers_beyond_the_cores_sleep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
