@@ -189,7 +189,6 @@ static inline uint64_t counter_get(_Atomic uint64_t *c)
 
 /* Why a worker polled instead of sleeping (see poll_deadline in worker.c). */
 enum poll_reason { POLL_START, POLL_EVENTS, POLL_REASONS };
-extern const char *const runtime_poll_reasons[POLL_REASONS];
 
 enum command_kind {
     CMD_STAGE,   /* build a VM from plan and load its module (vm_stage) */
@@ -253,8 +252,9 @@ struct worker {
      * control-plane call must not wait behind a saturated event queue. */
     struct command *cmd_head, *cmd_tail;
     bool sleeping;
-    bool polling;           /* the worker polls `nudged` instead of sleeping */
-    atomic_bool nudged;     /* set (under lock) for a polling worker by whoever queues */
+    bool polling;       /* the worker polls `nudged` instead of sleeping */
+    atomic_bool nudged; /* set (under lock) for a polling worker by whoever queues */
+    /* the worker's thread only: what decides whether it polls for events */
     int64_t last_events_ns; /* when the last batch of events was taken */
     int64_t events_gap_ns;  /* moving average of the gaps between batches */
     int waiting;
@@ -531,7 +531,8 @@ struct runtime {
     int max_errors;
     int log_lines;
     size_t queue_capacity;
-    int64_t event_poll_ns; /* see runtime_options.event_poll_us; 0: never */
+    int64_t event_poll_ns; /* runtime_options.event_poll_us, 0 when workers never poll for
+                            * events; set before the workers start, read-only after */
 
     pthread_mutex_t control;
     pthread_mutex_t lock;

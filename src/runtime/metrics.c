@@ -59,11 +59,10 @@ static void write_queues(struct runtime *rt, struct strbuf *out)
     }
 }
 
-const char *const runtime_poll_reasons[POLL_REASONS] = {"start", "events"};
-
 static void write_polls(struct runtime *rt, struct strbuf *out)
 {
     static const char *const labels[] = {"reason"};
+    static const char *const reasons[POLL_REASONS] = {"start", "events"};
     metrics_write_header(out, "stratd_worker_poll_seconds_total",
                          "Time workers spent polling instead of sleeping: for a staged start's "
                          "command, or for the next event of a feed faster than "
@@ -73,7 +72,7 @@ static void write_polls(struct runtime *rt, struct strbuf *out)
         uint64_t ns = 0;
         for (int i = 0; i < rt->nworkers; i++)
             ns += counter_get(&rt->workers[i].poll_ns[r]);
-        const char *values[] = {runtime_poll_reasons[r]};
+        const char *values[] = {reasons[r]};
         metrics_write_sample(out, "stratd_worker_poll_seconds_total", labels, values, 1,
                              (double)ns / 1e9);
     }
