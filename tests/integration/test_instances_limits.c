@@ -265,8 +265,10 @@ static void test_timers_promises_and_create_are_limited(void **state)
            "async onTrade(ctx, evt) { throw new Error('async ' + evt.seq); },");
     upload(srv, "born-spinning", "while (true) {}", "onTrade() {},");
     static const char *const ids[] = {"late-spin", "await-spin", "interval-hog", "rejects"};
+    /* as for the hog above: one buffer meets the cap, well within the budget */
+    static const char *const configs[] = {NULL, NULL, "{\"memory_limit_mb\": 16}", NULL};
     for (int i = 0; i < 4; i++) {
-        json_decref(tu_instance_create(srv, ids[i], ids[i], NULL, NULL, NULL));
+        json_decref(tu_instance_create(srv, ids[i], ids[i], configs[i], NULL, NULL));
         tu_instance_start(srv, ids[i]);
     }
     json_decref(expect_stopped(srv, "late-spin", "cpuBudget", "timer"));
