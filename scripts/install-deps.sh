@@ -26,11 +26,20 @@ quickjs_interrupt_polls=1
 # million strings for 0.3 s. Both sorts poll every 256 compares; a typed
 # array's native compares go through a wrapper when it has more than 65,536
 # elements (a smaller one sorts within 3 ms, and the wrapper costs 18%).
-quickjs_budget_polls=8
+# Searching a string for another (indexOf, lastIndexOf, includes, split,
+# replace, replaceAll) compares the needle at every position: one call
+# with a needle of half a million characters in a string of a million ran
+# for 200 s. The four search loops poll once per 65,536 characters the
+# needle could have compared. Converting a BigInt to decimal divides the
+# whole number once per 19 digits (0.7 s for the largest BigInt); it polls
+# before each division.
+quickjs_budget_polls=15
 sort_poll_mask=255           # a sort polls once per 256 compares
 sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
+search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
+quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -130,8 +139,28 @@ static int js_TA_cmp_polled(const void *a, const void *b, void *opaque) /* budge
 ' "$work/tree/quickjs.c"
 sed -i 's/^            rqsort(array_ptr, len, elt_size, cmpfun, &tsc);$/            tsc.native_cmp = cmpfun; \/* budget poll *\/\n            tsc.compares = 0;\n            rqsort(array_ptr, len, elt_size, len > '"$sort_poll_min_elements"' ? js_TA_cmp_polled : cmpfun, \&tsc);/' \
   "$work/tree/quickjs.c"
+search_poll="if ((searched += LEN) >= $search_poll_chars) { searched = 0; if (js_poll_interrupts(ctx)) FAIL; } \/* budget poll *\/"
+sed -i '/^static int string_indexof(JSString \*p1, JSString \*p2, int from)$/,/^}$/ {
+s/^static int string_indexof(JSString \*p1, JSString \*p2, int from)$/static int string_indexof(JSContext *ctx, JSString *p1, JSString *p2, int from) \/* budget poll *\//
+s/^    int c, i, j, len1 = p1->len, len2 = p2->len;$/&\n    int searched = 0;/
+s/^            return j;$/&\n        '"${search_poll//LEN/len2}"'/
+s/FAIL;/return -2;/
+}' "$work/tree/quickjs.c"
+sed -i 's/^            pos = string_indexof(sp, searchp, endOfLastMatch);$/            pos = string_indexof(ctx, sp, searchp, endOfLastMatch);\n            if (pos == -2) goto exception; \/* budget poll *\//' \
+  "$work/tree/quickjs.c"
+sed -i 's/^        e = string_indexof(sp, rp, q);$/        e = string_indexof(ctx, sp, rp, q);\n        if (e == -2) goto exception; \/* budget poll *\//' \
+  "$work/tree/quickjs.c"
+for search in js_string_indexOf js_string_includes; do
+  sed -i "/^static JSValue $search(JSContext \*ctx, JSValueConst this_val,\$/,/^}\$/ {
+s/^    int i, len, v_len, pos, start, stop, ret\(, inc\)\{0,1\};\$/&\n    int searched = 0;/
+s/^            if (i == stop)\$/            ${search_poll//LEN/v_len}\n&/
+s/FAIL;/goto fail;/
+}" "$work/tree/quickjs.c"
+done
+sed -i '/^static JSValue js_bigint_to_string1(JSContext \*ctx, JSValueConst val, int radix)$/,/^}$/ s/^                    v = mp_div1(r->tab, r->tab, len, radix_base, 0);$/                    if (js_poll_interrupts(ctx)) { js_free(ctx, buf); js_free(ctx, tmp); return JS_EXCEPTION; } \/* budget poll *\/\n&/' \
+  "$work/tree/quickjs.c"
 [ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_budget_polls" ] \
-  || { echo "error: quickjs.c's index accessors or sorts are not where expected" >&2; exit 1; }
+  || { echo "error: quickjs.c's index accessors, sorts or searches are not where expected" >&2; exit 1; }
 make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null
 mkdir -p "$quickjs_dir/lib" "$quickjs_dir/include"
 cp "$work/tree/libquickjs.a" "$quickjs_dir/lib/"

@@ -403,12 +403,33 @@ static char *phase_when_stopped(const char *src, int64_t budget_ns, struct js_ex
     init_sandbox(&sb, 256 << 20, budget_ns);
     JSValue value = run(&sb, src);
     if (!JS_IsException(value))
-        fail_msg("the sort ran to its end past a %lld ms budget: %s",
+        fail_msg("the program ran to its end past a %lld ms budget: %s",
                  (long long)(budget_ns / 1000000), src);
     js_sandbox_take_exception(&sb, FILE_JS, ex);
     char *phase = eval_text(&sb, "String(globalThis.phase)");
     js_sandbox_free(&sb);
     return phase;
+}
+
+/* Runs `build` then `call` under a budget that starts small and doubles
+ * while the build alone spends it; the budget must stop the program while
+ * it is in `phase` (the call's), on a fast machine as on a slow one. */
+static void expect_stopped_while(const char *build, const char *call, const char *phase)
+{
+    char *src = tu_path("%s%s", build, call);
+    for (int64_t budget = 10LL * 1000 * 1000;; budget *= 2) {
+        struct js_exception ex;
+        char *reached = phase_when_stopped(src, budget, &ex);
+        bool retry = strcmp(reached, "building") == 0 && budget < 3200LL * 1000 * 1000;
+        if (!retry && (ex.failure != JS_FAILURE_BUDGET || strcmp(reached, phase) != 0))
+            fail_msg("%s: failed with %d (%s) while %s", call, (int)ex.failure, ex.message,
+                     reached);
+        free(reached);
+        js_exception_free(&ex);
+        if (!retry)
+            break;
+    }
+    free(src);
 }
 
 /* A sort is one native call that, unpolled, runs for seconds inside the
@@ -434,22 +455,57 @@ static void test_budget_stops_sorts(void **state)
         {strings, "a.sort(); phase = 'sorted';"},
         {strings, "a.toSorted(); phase = 'sorted';"},
     };
-    for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++) {
-        char *src = tu_path("%s%s", sorts[i][0], sorts[i][1]);
-        for (int64_t budget = 10LL * 1000 * 1000;; budget *= 2) {
-            struct js_exception ex;
-            char *phase = phase_when_stopped(src, budget, &ex);
-            bool retry = strcmp(phase, "building") == 0 && budget < 3200LL * 1000 * 1000;
-            if (!retry && (ex.failure != JS_FAILURE_BUDGET || strcmp(phase, "sorting") != 0))
-                fail_msg("%s: failed with %d (%s) while %s", sorts[i][1], (int)ex.failure,
-                         ex.message, phase);
-            free(phase);
-            js_exception_free(&ex);
-            if (!retry)
-                break;
-        }
-        free(src);
-    }
+    for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++)
+        expect_stopped_while(sorts[i][0], sorts[i][1], "sorting");
+}
+
+/* Searching a string for another compares the needle at each position: one
+ * call that, unpolled, runs for seconds (for minutes with a needle of half a
+ * million characters). Converting a BigInt of a million bits to decimal is
+ * one call of about a second. Each must stop at its budget. */
+static void test_budget_stops_searches(void **state)
+{
+    (void)state;
+    static const char strings[] =
+        "globalThis.phase = 'building';\n"
+        "const hay = 'x'.repeat(100000), needle = 'x'.repeat(20000) + 'y';\n"
+        "phase = 'searching';\n";
+    static const char wide[] = "globalThis.phase = 'building';\n"
+                               "const hay = '\\u0100'.repeat(100000);\n"
+                               "const needle = '\\u0100'.repeat(20000) + 'y';\n"
+                               "phase = 'searching';\n";
+    static const char bigint[] = "globalThis.phase = 'building';\n"
+                                 "const big = (1n << 1000000n) - 1n;\n"
+                                 "phase = 'searching';\n";
+    static const char *const searches[][2] = {
+        {strings, "hay.indexOf(needle); phase = 'done';"},
+        {wide, "hay.indexOf(needle); phase = 'done';"},
+        {strings, "hay.lastIndexOf(needle); phase = 'done';"},
+        {strings, "hay.includes(needle); phase = 'done';"},
+        {strings, "hay.split(needle); phase = 'done';"},
+        {strings, "hay.replace(needle, ''); phase = 'done';"},
+        {strings, "hay.replaceAll(needle, ''); phase = 'done';"},
+        {bigint, "big.toString(); phase = 'done';"},
+    };
+    for (size_t i = 0; i < sizeof(searches) / sizeof(searches[0]); i++)
+        expect_stopped_while(searches[i][0], searches[i][1], "searching");
+}
+
+/* Searches still find what they look for, polled or not. */
+static void test_searches_answer_as_before(void **state)
+{
+    (void)state;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 0);
+    assert_eval(
+        &sb,
+        "const hay = 'ab'.repeat(50000) + 'needle' + 'ab'.repeat(50000);\n"
+        "[hay.indexOf('needle'), hay.lastIndexOf('ab'), hay.includes('bneedlea'),\n"
+        " hay.split('needle').length, hay.replace('needle', '').length,\n"
+        " hay.replaceAll('ba', '').length, hay.indexOf('needle', 100001),\n"
+        " String((1n << 4000n) - 1n).slice(0, 6), String((1n << 4000n) - 1n).slice(-6)].join()",
+        "100000,200004,true,2,200000,10,-1,131820,949375");
+    js_sandbox_free(&sb);
 }
 
 /* Threads that take the CPU from the sandbox's thread. */
@@ -843,6 +899,8 @@ int main(void)
         cmocka_unit_test(test_budget_stops_native_heavy_loop),
         cmocka_unit_test(test_budget_stops_index_walks),
         cmocka_unit_test(test_budget_stops_sorts),
+        cmocka_unit_test(test_budget_stops_searches),
+        cmocka_unit_test(test_searches_answer_as_before),
         cmocka_unit_test(test_budget_counts_cpu_not_contention),
         cmocka_unit_test(test_budget_covers_promise_jobs),
         cmocka_unit_test(test_memory_cap),
