@@ -33,13 +33,18 @@ quickjs_interrupt_polls=1
 # needle could have compared. Converting a BigInt to decimal divides the
 # whole number once per 19 digits (0.7 s for the largest BigInt); it polls
 # before each division.
+# The regular expression compiler inserts a jump before everything compiled
+# so far at each alternative (and moves it at each term of a lookbehind):
+# `new RegExp` of 400,000 alternatives ran 13 s. It polls once per
+# alternative and term (libregexp.c asks the same handler).
+regexp_budget_polls=2
 quickjs_budget_polls=15
 sort_poll_mask=255           # a sort polls once per 256 compares
 sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
-quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll"
+quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls}"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -159,6 +164,13 @@ s/FAIL;/goto fail;/
 done
 sed -i '/^static JSValue js_bigint_to_string1(JSContext \*ctx, JSValueConst val, int radix)$/,/^}$/ s/^                    v = mp_div1(r->tab, r->tab, len, radix_base, 0);$/                    if (js_poll_interrupts(ctx)) { js_free(ctx, buf); js_free(ctx, tmp); return JS_EXCEPTION; } \/* budget poll *\/\n&/' \
   "$work/tree/quickjs.c"
+regexp_poll='if (lre_check_timeout(s->opaque)) return re_parse_error(s, "interrupted"); \/* budget poll *\/'
+sed -i '/^static int re_parse_alternative(REParseState \*s, BOOL is_backward_dir)$/,/^}$/ s/^        term_start = s->byte_code.size;$/        '"$regexp_poll"'\n&/' \
+  "$work/tree/libregexp.c"
+sed -i '/^static int re_parse_disjunction(REParseState \*s, BOOL is_backward_dir)$/,/^}$/ s/^        s->buf_ptr++;$/&\n        '"$regexp_poll"'/' \
+  "$work/tree/libregexp.c"
+[ "$(grep -c '/\* budget poll \*/$' "$work/tree/libregexp.c")" = "$regexp_budget_polls" ] \
+  || { echo "error: libregexp.c's parser loops are not where expected" >&2; exit 1; }
 [ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_budget_polls" ] \
   || { echo "error: quickjs.c's index accessors, sorts or searches are not where expected" >&2; exit 1; }
 make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null

@@ -15,6 +15,13 @@
 /* Parsing a module needs memory in proportion to its size; uploads are
  * bounded well below what this allows. */
 #define COMPILE_MEMORY ((size_t)128 << 20)
+/* QuickJS's parser polls nowhere, but the regular expressions it compiles
+ * do: a literal of a few hundred thousand alternatives compiles in time
+ * that grows with their square (13 s for 400,000). A compile runs under a
+ * budget of 1 s plus 1 s per 4 MB of source, several times what parsing
+ * that much takes. */
+#define COMPILE_BUDGET_BASE_NS (1000LL * 1000 * 1000)
+#define COMPILE_BUDGET_NS_PER_BYTE 250
 #define DEFAULT_FILENAME "module.js"
 
 /* ------------------------------------------------------------- compile */
@@ -58,6 +65,8 @@ static const char *compile_hint(const char *message, const char *line_text, size
         {"unexpected token", "remove or fix the token at this position"},
         {"stack overflow", "the code is nested too deeply to compile: flatten it"},
         {"out of memory", "the module is too large to compile: split or shrink it"},
+        {"compile budget", "match with several smaller regular expressions, or look the "
+                           "alternatives up in a Set"},
     };
     for (size_t i = 0; message && i < sizeof(hints) / sizeof(hints[0]); i++) {
         if (strstr(message, hints[i].needle))
@@ -95,6 +104,11 @@ static void readable_syntax_message(const char *message, bool at_end, char *out,
         snprintf(out, size, "%s", message);
 }
 
+static int64_t compile_budget_ns(size_t len)
+{
+    return COMPILE_BUDGET_BASE_NS + (int64_t)len * COMPILE_BUDGET_NS_PER_BYTE;
+}
+
 static int compile_failure(struct js_sandbox *sb, const char *source, size_t len,
                            const char *filename, struct err *err)
 {
@@ -105,6 +119,10 @@ static int compile_failure(struct js_sandbox *sb, const char *source, size_t len
                             text, sizeof(text));
     if (ex.failure == JS_FAILURE_MEMORY)
         snprintf(text, sizeof(text), "out of memory while compiling");
+    if (ex.failure == JS_FAILURE_BUDGET)
+        snprintf(text, sizeof(text),
+                 "this regular expression ran past the module's compile budget of %.1f s",
+                 (double)compile_budget_ns(len) / 1e9);
     const char *name = js__text(ex.name);
     snprintf(message, sizeof(message), "%s%s%s", name, *name ? ": " : "", text);
     size_t line_len = 0;
@@ -162,11 +180,12 @@ int js__compiler_init(struct js_sandbox *sb, struct err *err)
 static int compile_in(struct js_sandbox *sb, const char *text, size_t len, const char *filename,
                       JSValue *keep, struct js_bytecode **out, struct err *err)
 {
-    /* sb may have been built on another thread: the parser's stack guard
-     * must measure this one's stack */
-    JS_UpdateStackTop(sb->rt);
+    /* arming also measures the parser's stack guard from this thread's
+     * stack: sb may have been built on another thread */
+    js_sandbox_arm(sb, compile_budget_ns(len));
     JSValue fn =
         JS_Eval(sb->ctx, text, len, filename, JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY);
+    js_sandbox_disarm(sb);
     int rc;
     if (JS_IsException(fn))
         rc = compile_failure(sb, text, len, filename, err);

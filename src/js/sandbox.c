@@ -381,7 +381,8 @@ int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limi
     sb->limits = resolve_limits(limits);
     /* A compiler sandbox lives for one compile; with no arena it is built
      * on the C library's allocator like any other. */
-    if (profile == JS__PROFILE_COMPILER)
+    sb->compiler = profile == JS__PROFILE_COMPILER;
+    if (sb->compiler)
         sb->arena = js__arena_take();
     sb->rt = JS_NewRuntime2(sb->arena ? &scratch_allocator : &sandbox_allocator, sb);
     if (!sb->rt) {
@@ -763,9 +764,10 @@ void js_sandbox_take_exception(struct js_sandbox *sb, const char *filename,
     }
     JS_FreeValue(ctx, exc);
     out->failure = classify(&g, out, is_error);
-    /* QuickJS does not record where an interrupt struck: the innermost
-     * frame shows its function's first line, which would mislead. */
-    if (out->failure == JS_FAILURE_BUDGET)
+    /* QuickJS does not record where an interrupt struck in running code:
+     * the innermost frame shows its function's first line, which would
+     * mislead. */
+    if (out->failure == JS_FAILURE_BUDGET && !sb->compiler)
         out->line = out->column = 0;
     fill_missing(out);
     guard_end(sb, &g);

@@ -76,6 +76,10 @@ struct js_sandbox {
     /* A compiler sandbox's allocations are carved from an arena (see
      * js/internal.h); NULL for every other sandbox. */
     struct js__arena *arena;
+    /* A compiler sandbox runs no code: the budget can strike only in the
+     * parser (compiling a regular expression literal), where the
+     * exception's position is the literal's. */
+    bool compiler;
 };
 
 /* How the last failed call into JS failed. */

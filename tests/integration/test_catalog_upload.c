@@ -666,6 +666,34 @@ static void test_syntax_error_points_at_the_token(void **state)
     tu_server_stop(srv);
 }
 
+/* A module whose regular expression literal takes seconds to compile (the
+ * compiler's time grows with the square of the alternatives) is refused
+ * within its compile budget, pointing at the literal, and the gateway
+ * takes the next upload as usual. */
+static void test_regexp_too_costly_to_compile_is_refused(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    size_t len = 0;
+    char *src = tu_alternation_source(
+        280000,
+        "module.exports = { metadata: { name: 'words', displayName: 'Words', events: ['Trade'] "
+        "}, create() { return { onTrade() { words.test('w1'); } }; } };\n",
+        &len);
+    assert_int_equal(char_at(src, 2, 15), '/');
+    json_t *body = upload_refused(srv, src, NULL, 422, "an upload whose regexp compiles too long");
+    const json_t *d = expect_diagnostic(body, "compile", 2, 15);
+    if (!strstr(tu_jstr(d, "message"), "compile budget"))
+        fail_msg("the diagnostic does not say what stopped the compile: %s", tu_jstr(d, "message"));
+    json_decref(body);
+    expect_upload_temps_gone(srv);
+    free(src);
+    char *ok = tu_module_source("words", "v1", NULL);
+    tu_upload_expect(srv, ok, NULL, 201, NULL);
+    free(ok);
+    tu_server_stop(srv);
+}
+
 static const char *const TOP_LEVEL_THROW = "const limits = { minimum: 5 };\n"
                                            "if (limits.minimum > 1) {\n"
                                            "  throw new Error('top level refuses to load');\n"
@@ -1109,6 +1137,8 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_syntax_error_points_at_the_token, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_regexp_too_costly_to_compile_is_refused,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_top_level_throw_points_at_the_statement,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_top_level_type_error_points_at_the_statement,

@@ -184,6 +184,19 @@ char *tu_module_source(const char *name, const char *tag, const char *extra_body
                    extra_body ? extra_body : "");
 }
 
+char *tu_alternation_source(int alternatives, const char *tail, size_t *len)
+{
+    size_t cap = (size_t)alternatives * 3 + strlen(tail) + 64;
+    char *src = malloc(cap);
+    assert_non_null(src);
+    size_t n = (size_t)snprintf(src, cap, "'use strict';\nconst words = /^(?:a");
+    for (int i = 0; i < alternatives; i++)
+        n += (size_t)snprintf(src + n, cap - n, "|w%d", i % 10);
+    n += (size_t)snprintf(src + n, cap - n, ")$/;\n%s", tail);
+    *len = n;
+    return src;
+}
+
 /* ----------------------------------------------------------------- server */
 
 static char *server_binary(void)

@@ -119,6 +119,10 @@ json_t *tu_jget(const json_t *root, const char *path);
 long long tu_jint(const json_t *root, const char *path);
 /* Sets a env-style source module text for a strategy with the given name. */
 char *tu_module_source(const char *name, const char *tag, const char *extra_body);
+/* "'use strict';" then, on line 2 from column 15, a regular expression
+ * literal `words` of `alternatives` alternatives, then `tail`: a source
+ * whose compile time grows with the square of `alternatives`. */
+char *tu_alternation_source(int alternatives, const char *tail, size_t *len);
 
 /* ---- raw requests ---- */
 struct tu_request_options {

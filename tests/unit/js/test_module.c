@@ -402,6 +402,37 @@ static void test_compile_memory_cap(void **state)
     free(src);
 }
 
+/* Compiling a regular expression literal takes time that grows with the
+ * square of its alternatives (seconds for a few hundred thousand): the
+ * compile's budget stops it, and the author hears where and why. */
+static void test_compile_budget_stops_regexp_literal(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *src = tu_alternation_source(2000, "module.exports = { words };\n", &len);
+    struct js_bytecode *bc = NULL;
+    struct err err = ERR_INIT;
+    assert_int_equal(js_compile(src, len, "words.js", &bc, &err), 0);
+    js_bytecode_release(bc);
+    free(src);
+
+    src = tu_alternation_source(300000, "module.exports = { words };\n", &len);
+    bc = NULL;
+    assert_int_equal(js_compile(src, len, "words.js", &bc, &err), -1);
+    assert_null(bc);
+    assert_int_equal(err.kind, ERR_UNPROCESSABLE);
+    json_t *d = diagnostic(&err);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "compile");
+    assert_int_equal(json_integer_value(json_object_get(d, "line")), 2);
+    assert_int_equal(json_integer_value(json_object_get(d, "column")), 15);
+    const char *message = json_string_value(json_object_get(d, "message"));
+    if (!strstr(message, "ran past the module's compile budget of 1.2 s"))
+        fail_msg("unexpected message: %s", message);
+    assert_non_null(strstr(json_string_value(json_object_get(d, "hint")), "Set"));
+    err_clear(&err);
+    free(src);
+}
+
 struct own_compile {
     int index;
     int failures;
@@ -848,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_compile_takes_length_not_nul),
         cmocka_unit_test(test_compile_larger_than_its_scratch),
         cmocka_unit_test(test_compile_memory_cap),
+        cmocka_unit_test(test_compile_budget_stops_regexp_literal),
         cmocka_unit_test(test_compiles_on_many_threads_keep_apart),
         cmocka_unit_test(test_compile_file_names),
         cmocka_unit_test(test_load_failures),

@@ -462,7 +462,8 @@ static void test_budget_stops_sorts(void **state)
 /* Searching a string for another compares the needle at each position: one
  * call that, unpolled, runs for seconds (for minutes with a needle of half a
  * million characters). Converting a BigInt of a million bits to decimal is
- * one call of about a second. Each must stop at its budget. */
+ * one call of about a second, compiling a regular expression of 300,000
+ * alternatives one of several. Each must stop at its budget. */
 static void test_budget_stops_searches(void **state)
 {
     (void)state;
@@ -477,6 +478,9 @@ static void test_budget_stops_searches(void **state)
     static const char bigint[] = "globalThis.phase = 'building';\n"
                                  "const big = (1n << 1000000n) - 1n;\n"
                                  "phase = 'searching';\n";
+    static const char pattern[] = "globalThis.phase = 'building';\n"
+                                  "const source = '^(?:a' + '|w1'.repeat(300000) + ')$';\n"
+                                  "phase = 'searching';\n";
     static const char *const searches[][2] = {
         {strings, "hay.indexOf(needle); phase = 'done';"},
         {wide, "hay.indexOf(needle); phase = 'done';"},
@@ -486,6 +490,7 @@ static void test_budget_stops_searches(void **state)
         {strings, "hay.replace(needle, ''); phase = 'done';"},
         {strings, "hay.replaceAll(needle, ''); phase = 'done';"},
         {bigint, "big.toString(); phase = 'done';"},
+        {pattern, "new RegExp(source); phase = 'done';"},
     };
     for (size_t i = 0; i < sizeof(searches) / sizeof(searches[0]); i++)
         expect_stopped_while(searches[i][0], searches[i][1], "searching");
@@ -503,8 +508,9 @@ static void test_searches_answer_as_before(void **state)
         "[hay.indexOf('needle'), hay.lastIndexOf('ab'), hay.includes('bneedlea'),\n"
         " hay.split('needle').length, hay.replace('needle', '').length,\n"
         " hay.replaceAll('ba', '').length, hay.indexOf('needle', 100001),\n"
-        " String((1n << 4000n) - 1n).slice(0, 6), String((1n << 4000n) - 1n).slice(-6)].join()",
-        "100000,200004,true,2,200000,10,-1,131820,949375");
+        " String((1n << 4000n) - 1n).slice(0, 6), String((1n << 4000n) - 1n).slice(-6),\n"
+        " 'xabcx'.match(/(?<=xab)c|q|z/).index, /^(?:q|w|e|r|t|y)+$/.test('qwerty')].join()",
+        "100000,200004,true,2,200000,10,-1,131820,949375,3,true");
     js_sandbox_free(&sb);
 }
 
