@@ -38,13 +38,19 @@ quickjs_interrupt_polls=1
 # `new RegExp` of 400,000 alternatives ran 13 s. It polls once per
 # alternative and term (libregexp.c asks the same handler).
 regexp_budget_polls=2
-quickjs_budget_polls=15
+# The compiler looks names up by walking every name in scope: 30,000 names
+# destructured in one declaration compiled for 2 s, a class of 30,000
+# private fields for 4 s. A module compiles under a budget (js/module.c);
+# the tokenizer polls once per token and the pass that resolves names
+# once per name it resolves.
+compiler_budget_polls=4
+quickjs_budget_polls=$((15 + compiler_budget_polls))
 sort_poll_mask=255           # a sort polls once per 256 compares
 sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
-quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls}"
+quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls}"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -164,6 +170,13 @@ s/FAIL;/goto fail;/
 done
 sed -i '/^static JSValue js_bigint_to_string1(JSContext \*ctx, JSValueConst val, int radix)$/,/^}$/ s/^                    v = mp_div1(r->tab, r->tab, len, radix_base, 0);$/                    if (js_poll_interrupts(ctx)) { js_free(ctx, buf); js_free(ctx, tmp); return JS_EXCEPTION; } \/* budget poll *\/\n&/' \
   "$work/tree/quickjs.c"
+sed -i '/^static __exception int next_token(JSParseState \*s)$/,/^}$/ s/^        return js_parse_error(s, "stack overflow");$/&\n    }\n    if (js_poll_interrupts(s->ctx)) { \/* budget poll *\/\n        return -1;/' \
+  "$work/tree/quickjs.c"
+sed -i '/^static __exception int resolve_variables(JSContext \*ctx, JSFunctionDef \*s)$/,/^}$/ {
+s/^        case OP_scope_put_var_init:$/&\n            if (js_poll_interrupts(ctx)) goto fail; \/* budget poll *\//
+s/^        case OP_scope_make_ref:$/&\n            if (js_poll_interrupts(ctx)) goto fail; \/* budget poll *\//
+s/^        case OP_scope_in_private_field:$/&\n            if (js_poll_interrupts(ctx)) goto fail; \/* budget poll *\//
+}' "$work/tree/quickjs.c"
 regexp_poll='if (lre_check_timeout(s->opaque)) return re_parse_error(s, "interrupted"); \/* budget poll *\/'
 sed -i '/^static int re_parse_alternative(REParseState \*s, BOOL is_backward_dir)$/,/^}$/ s/^        term_start = s->byte_code.size;$/        '"$regexp_poll"'\n&/' \
   "$work/tree/libregexp.c"

@@ -46,8 +46,8 @@ struct js_bytecode {
 /* Syntax errors are ERR_UNPROCESSABLE, message "<file>:<line>:<col>: ..."
  * and one diagnostic {stage "compile", line/column of the offending token};
  * so is a compile that runs past its budget (1 s plus 1 s per 4 MB of
- * source; only a regular expression literal's compile can, and the
- * position is the literal's).
+ * source; line and column are the token's where the compiler was reading
+ * one, such as a regular expression literal, else 0).
  * `filename` (NULL: "module.js") must be shorter than 128 bytes
  * (ERR_INVALID). `source` need not be NUL-terminated. *out has one
  * reference. Thread-safe. */
