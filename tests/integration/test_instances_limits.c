@@ -103,6 +103,9 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     upload(srv, "deep", "const down = (n) => down(n + 1) + 1;", "onTrade() { down(0); },");
     upload(srv, "thrower", NULL,
            "onTrade(ctx, evt) { throw new TypeError('bad event ' + evt.seq); },");
+    /* timer arguments live in the sandbox's heap, under its cap */
+    upload(srv, "arghog", "const args = new Array(30000).fill(0);",
+           "onTrade() { for (let i = 0; i < 20; i++) setTimeout(() => {}, 1e9, ...args); },");
     /* one call of a native that, unpolled, would hold its worker for minutes */
     upload(srv, "searcher", "const hay = 'x'.repeat(1e6), needle = 'x'.repeat(5e5) + 'y';",
            "onTrade() { return hay.indexOf(needle); },");
@@ -111,11 +114,12 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
         tu_instance_create(srv, "good", "steady", NULL, NULL, "[\"BTC-USDT\", \"ETH-USDT\"]"));
     tu_instance_start(srv, "good");
     json_decref(tu_instance_wait_events(srv, "good", 20, TU_WAIT_S));
-    static const char *const bad[] = {"spin", "hog", "deep", "thrower", "searcher"};
+    static const char *const bad[] = {"spin", "hog", "deep", "thrower", "searcher", "arghog"};
     /* the hog's cap is one of its buffers: zeroing four of them under the
      * sanitizers can take longer than the 50 ms budget on a busy machine */
-    static const char *const configs[] = {NULL, "{\"memory_limit_mb\": 16}", NULL, NULL, NULL};
-    for (int i = 0; i < 5; i++) {
+    static const char *const configs[] = {NULL, "{\"memory_limit_mb\": 16}", NULL, NULL,
+                                          NULL, "{\"memory_limit_mb\": 4}"};
+    for (int i = 0; i < 6; i++) {
         char id[16];
         snprintf(id, sizeof id, "%s-1", bad[i]);
         json_decref(tu_instance_create(srv, id, bad[i], configs[i], NULL, NULL));
@@ -129,6 +133,9 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
     json_decref(snap);
     snap = expect_stopped(srv, "searcher-1", "cpuBudget", "onTrade");
+    assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    json_decref(snap);
+    snap = expect_stopped(srv, "arghog-1", "memoryLimit", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
     json_decref(snap);
     snap = expect_stopped(srv, "deep-1", "stackOverflow", "onTrade");
@@ -179,7 +186,7 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     json_decref(again);
     wait_metric(srv, "stratd_instance_stops_total{reason=\"stackOverflow\"}", 2);
     wait_metric(srv, "stratd_instance_stops_total{reason=\"cpuBudget\"}", 2);
-    wait_metric(srv, "stratd_instance_stops_total{reason=\"memoryLimit\"}", 1);
+    wait_metric(srv, "stratd_instance_stops_total{reason=\"memoryLimit\"}", 2);
     wait_metric(srv, "stratd_instance_stops_total{reason=\"tooManyErrors\"}", 1);
     tu_server_stop(srv);
 }
