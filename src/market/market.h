@@ -62,6 +62,9 @@ struct market;
 /* Provider names follow names_valid_id() but are at most this long, so an
  * exchange order id "<provider>-<n>" fits EVENT_ORDER_ID_MAX. */
 #define MARKET_PROVIDER_NAME_MAX 30
+/* Limit orders one instance may have resting on a simulated provider; a
+ * limit order beyond them is rejected (see market/matching.c). */
+#define MARKET_SIM_MAX_RESTING 1000
 
 /* store may be NULL (tests): nothing is recorded. */
 struct market *market_new(struct event_sink sink, struct store *store);

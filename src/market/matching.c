@@ -29,6 +29,15 @@
  *   make; limit orders hold (reserve) their worst case in `available` until
  *   they fill, are cancelled or expire.
  * - Dry-run orders match the same way but never check or change balances.
+ *
+ * Limits
+ * - An instance has at most MARKET_SIM_MAX_RESTING limit orders
+ *   resting on a provider; a limit order beyond that is rejected. Every
+ *   order and every trade walks the resting orders, and a dry-run order
+ *   reserves nothing: without the limit one strategy placing orders far
+ *   from the market grew the list by thousands a second until the provider
+ *   thread spent its time walking it (a neighbour's trades fell from 10 a
+ *   second to 1 within a minute).
  */
 #include "market/market.h"
 #include "market/sim.h"
@@ -383,15 +392,23 @@ static size_t find_market(const struct sim *s, uint16_t symbol)
     return SIZE_MAX;
 }
 
-static bool open_order_exists(const struct sim *s, uint32_t key, const char *client_order_id)
+/* The instance's resting orders on this provider; *duplicate when one of
+ * them has `client_order_id` (never for an empty one). */
+static size_t resting_of(const struct sim *s, uint32_t key, const char *client_order_id,
+                         bool *duplicate)
 {
+    size_t n = 0;
+    *duplicate = false;
     for (size_t i = 0; i < s->nmarkets; i++) {
         for (const struct sim_order *o = s->markets[i].resting; o; o = o->next) {
-            if (o->instance_key == key && strcmp(o->client_order_id, client_order_id) == 0)
-                return true;
+            if (o->instance_key != key)
+                continue;
+            n++;
+            if (client_order_id[0] && strcmp(o->client_order_id, client_order_id) == 0)
+                *duplicate = true;
         }
     }
-    return false;
+    return n;
 }
 
 static void order_init(struct sim *s, struct sim_order *o, const struct order_request *req)
@@ -435,9 +452,16 @@ static int order_validate(struct sim *s, struct sim_order *o)
         order_reject(s, o, "invalid limit price %g: must be a finite number > 0", o->price);
         return -1;
     }
-    if (o->client_order_id[0] && open_order_exists(s, o->instance_key, o->client_order_id)) {
+    bool duplicate;
+    size_t resting = resting_of(s, o->instance_key, o->client_order_id, &duplicate);
+    if (duplicate) {
         order_reject(s, o, "duplicate client order id '%s': an open order uses it",
                      o->client_order_id);
+        return -1;
+    }
+    if (o->type == ORDER_LIMIT && resting >= MARKET_SIM_MAX_RESTING) {
+        order_reject(s, o, "too many open orders: %zu rest on '%s' (at most %d an instance)",
+                     resting, s->provider, MARKET_SIM_MAX_RESTING);
         return -1;
     }
     return 0;

@@ -390,6 +390,52 @@ static void test_balance_update_events(void **state)
     fixture_free(f);
 }
 
+/* A dry-run buy limit of 0.001 BTC far below the market, for instance `key`. */
+static void rest_far_below(struct fixture *f, uint32_t key, const char *id, double price)
+{
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.001, price, id);
+    r.dry_run = true;
+    r.instance_key = key;
+    tmarket_submit(f->m, &r);
+}
+
+/* Dry-run limit orders far from the market reserve nothing and never fill:
+ * an instance may keep MARKET_SIM_MAX_RESTING of them resting, the
+ * next is rejected saying why, another instance is not held back, and a
+ * cancel makes room again. */
+static void test_resting_orders_per_instance_are_bounded(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN "}");
+    char id[32];
+    for (int i = 0; i < MARKET_SIM_MAX_RESTING; i++) {
+        snprintf(id, sizeof id, "low-%d", i);
+        rest_far_below(f, 7, id, 1 + i % 100);
+    }
+    assert_true(tsink_wait_exec(&f->sink, id, EXEC_ACKNOWLEDGED, 5000));
+
+    rest_far_below(f, 7, "over", 5);
+    assert_true(tsink_wait_exec(&f->sink, "over", EXEC_REJECTED, 5000));
+    struct event **ev;
+    size_t n = execs_of(f, "over", &ev);
+    assert_int_equal(n, 1);
+    if (!strstr(ev[0]->u.exec.reason, "too many open orders: 1000 rest on 'sim'"))
+        fail_msg("reason: %s", ev[0]->u.exec.reason);
+    free(ev);
+
+    rest_far_below(f, 8, "other", 5);
+    assert_true(tsink_wait_exec(&f->sink, "other", EXEC_ACKNOWLEDGED, 5000));
+
+    struct market_ops ops = market_runtime_ops(f->m);
+    char error[128] = "";
+    assert_int_equal(ops.cancel(ops.ctx, 7, intern_id("sim"), "low-0", error, sizeof error), 0);
+    assert_true(tsink_wait_exec(&f->sink, "low-0", EXEC_CANCELLED, 5000));
+    rest_far_below(f, 7, "again", 5);
+    assert_true(tsink_wait_exec(&f->sink, "again", EXEC_ACKNOWLEDGED, 5000));
+    fixture_free(f);
+}
+
 static void test_stop_expires_resting_orders(void **state)
 {
     (void)state;
@@ -645,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_dry_run_leaves_balances),
         cmocka_unit_test(test_balance_update_events),
         cmocka_unit_test(test_stop_expires_resting_orders),
+        cmocka_unit_test(test_resting_orders_per_instance_are_bounded),
         cmocka_unit_test(test_orders_from_many_threads),
         cmocka_unit_test(test_tick_to_order_histogram),
         cmocka_unit_test(test_sink_hears_only_the_provider_thread),
