@@ -326,6 +326,9 @@ struct timer {
     bool firing, cancelled;
     JSValue fn; /* callback, or the resolve function of a sleep */
     int argc;
+    /* the callback's arguments, allocated in the VM's sandbox heap (under
+     * its memory cap): vm_free_timer frees them, and release_js frees every
+     * timer before the sandbox */
     JSValue *argv;
 };
 

@@ -117,8 +117,6 @@ void vm_free_timer(struct vm *vm, struct timer *t)
     if (t->next)
         t->next->prev = t->prev;
     vm->ntimers--;
-    /* a timer with a callback (and arguments, in the sandbox's heap) is
-     * freed before its sandbox (release_js) */
     if (vm->sb.ctx) {
         JS_FreeValue(vm->sb.ctx, t->fn);
         for (int i = 0; i < t->argc; i++)
