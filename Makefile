@@ -5,8 +5,9 @@ BUILD_TYPE ?= RelWithDebInfo
 SANITIZER_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
                 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp
+TSAN_ENV = TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:second_deadlock_stack=1
 
-.PHONY: all deps build run test test-unit test-sanitize bench fuzz soak format lint clean
+.PHONY: all deps build run test test-unit test-sanitize test-thread bench fuzz soak format lint clean
 
 all: build
 
@@ -21,10 +22,12 @@ run: build
 	@scripts/run-examples.sh
 
 # Every test on the normal build, then the whole suite again under
-# AddressSanitizer and UndefinedBehaviorSanitizer.
+# AddressSanitizer and UndefinedBehaviorSanitizer, and once more under
+# ThreadSanitizer.
 test: build
 	ctest --test-dir build --output-on-failure -j$(JOBS)
 	@$(MAKE) --no-print-directory test-sanitize
+	@$(MAKE) --no-print-directory test-thread
 
 test-unit: build
 	ctest --test-dir build --output-on-failure -L unit -j$(JOBS)
@@ -33,6 +36,13 @@ test-sanitize: deps
 	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DSTRATD_SANITIZE=ON >/dev/null
 	@cmake --build build/asan -j$(JOBS)
 	$(SANITIZER_ENV) ctest --test-dir build/asan --output-on-failure -j$(JOBS)
+
+# A server or test the sanitizer caught in a data race or a lock-order
+# inversion exits with status 66 and fails its test.
+test-thread: deps
+	@cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATD_TSAN=ON >/dev/null
+	@cmake --build build/tsan -j$(JOBS)
+	$(TSAN_ENV) ctest --test-dir build/tsan --output-on-failure -j$(JOBS)
 
 bench:
 	@scripts/install-deps.sh --bench
