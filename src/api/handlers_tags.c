@@ -126,12 +126,22 @@ int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_r
     return 0;
 }
 
-static int check_refresh_request(const json_t *body, struct err *err)
+/* A misspelled key would otherwise leave a request with no targets, which
+ * refreshes every instance: refused instead. */
+static int check_refresh_request(json_t *body, struct err *err)
 {
-    const char *keys[] = {"hashes", "strategies"};
-    for (size_t k = 0; k < 2; k++) {
+    const char *key;
+    const json_t *value;
+    json_object_foreach(body, key, value)
+    {
+        if (strcmp(key, "hashes") != 0 && strcmp(key, "strategies") != 0) {
+            err_set(err, ERR_INVALID,
+                    "unknown field '%s': a refresh takes \"hashes\" and \"strategies\"", key);
+            err_add_detail(err, "field", json_string(key));
+            return -1;
+        }
         const json_t *list = NULL;
-        if (jsonutil_get_string_array(body, keys[k], &list, err) < 0)
+        if (jsonutil_get_string_array(body, key, &list, err) < 0)
             return -1;
     }
     return 0;

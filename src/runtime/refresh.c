@@ -5,7 +5,8 @@
  * Targets ({"hashes": [...], "strategies": [...]}, any selector form) pick
  * instances: a bare name every instance of the strategy, name:tag those
  * whose selector is that, a hash (with or without name) those pinned to it.
- * No targets means every instance. Each picked instance re-resolves its own
+ * A request with neither list (or none at all) means every instance; lists
+ * given empty pick none. Each picked instance re-resolves its own
  * selector:
  *   another hash  re-pinned (persisted) and, when running, restarted on its
  *                 worker in one command (the old VM stops and the new one
@@ -392,6 +393,13 @@ static struct candidate *candidates(struct runtime *rt, size_t *n)
     return list;
 }
 
+/* Whether the request names its targets (an empty list names none). */
+static bool is_targeted(const json_t *request)
+{
+    return request && (json_is_array(json_object_get(request, "hashes")) ||
+                       json_is_array(json_object_get(request, "strategies")));
+}
+
 static size_t count_targets(const json_t *request)
 {
     return json_array_size(json_object_get(request, "hashes")) +
@@ -400,12 +408,13 @@ static size_t count_targets(const json_t *request)
 
 /* Picks the candidates the targets name and prepares each (see struct
  * move); returns how many moves were filled. */
-static size_t prepare_all(struct runtime *rt, struct target *targets, size_t ntargets,
-                          const struct candidate *list, size_t n, struct move *moves)
+static size_t prepare_all(struct runtime *rt, bool targeted, struct target *targets,
+                          size_t ntargets, const struct candidate *list, size_t n,
+                          struct move *moves)
 {
     size_t nmoves = 0;
     for (size_t i = 0; i < n; i++) {
-        bool picked = ntargets == 0;
+        bool picked = !targeted;
         for (size_t t = 0; t < ntargets; t++) {
             if (matches(&targets[t], &list[i])) {
                 targets[t].matched = true;
@@ -497,7 +506,7 @@ int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
     }
-    size_t nmoves = prepare_all(rt, targets, ntargets, list, n, moves);
+    size_t nmoves = prepare_all(rt, is_targeted(request), targets, ntargets, list, n, moves);
     finish_all(rt, moves, nmoves);
     size_t nitems = collect(moves, nmoves, targets, ntargets, items);
     /* the keys point into list, targets and the instances (which a delete

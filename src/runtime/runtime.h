@@ -213,7 +213,8 @@ void runtime_delete_finished(struct runtime *rt, const char *name, const char *h
 void runtime_forget_revision(struct runtime *rt, const char *name, const char *hex);
 
 /* Targeted refresh. request may be NULL (every instance) or
- * {"hashes": [...], "strategies": [...]} of selectors. *response receives
+ * {"hashes": [...], "strategies": [...]} of selectors; with neither list it
+ * picks every instance, with empty lists none. *response receives
  * {"status": "ok", "results": [{selector, strategy, hash, previousHash,
  * instances, reason}]} sorted; reasons refreshed / alreadyPinned / retired.
  * A refreshed instance whose new revision does not start is left stopped

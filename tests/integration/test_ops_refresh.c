@@ -195,6 +195,27 @@ static void test_every_reason_code(void **state)
      * it, the stopped one is re-pinned and stays stopped */
     put_tag(srv, "s", "prod", sc.s2);
     put_tag(srv, "s", "latest", sc.s2);
+    /* with them moved, a misspelled key is refused (without it the request
+     * would name no target: the whole fleet), and empty lists name none */
+    const char *misspelled[][2] = {{"{\"strategy\": [\"s:canary\"]}", "strategy"},
+                                   {"{\"hashes\": [], \"instances\": [\"run-canary\"]}", "instances"}};
+    for (size_t i = 0; i < 2; i++) {
+        struct tu_response bad;
+        tu_send(srv, &bad, "POST", "/strategies/refresh", misspelled[i][0]);
+        tu_assert_error(&bad, 400);
+        assert_string_equal(tu_jstr(bad.json, "details.field"), misspelled[i][1]);
+        assert_non_null(strstr(tu_jstr(bad.json, "error"), "unknown field"));
+        tu_response_free(&bad);
+    }
+    const char *empty[] = {"{\"strategies\": []}", "{\"hashes\": [], \"strategies\": []}"};
+    for (size_t i = 0; i < 2; i++) {
+        r = tu_ops_refresh(srv, empty[i], 200);
+        assert_int_equal(nresults(r), 0);
+        json_decref(r);
+    }
+    expect_state(srv, "run-prod", sc.s1, true, NULL);
+    expect_state(srv, "stop-prod", sc.s1, false, NULL);
+    expect_state(srv, "run-latest", sc.s1, true, NULL);
     r = tu_ops_refresh(srv, NULL, 200);
     assert_int_equal(nresults(r), 6);
     expect_sorted(r);
