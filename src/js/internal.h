@@ -130,4 +130,11 @@ int js__config_type_valid(const char *type);
 int js__config_coerce(const char *type, const json_t *options, const json_t *value, json_t **out,
                       char *expected, size_t expected_size);
 
+/* Where the source spells out the metadata value a diagnostic's path names
+ * ("metadata.tag", "metadata.config[2] (size).type", locate.c): true with
+ * the 1-based line and column of its key or element, or of the nearest
+ * enclosing one the source shows (the `metadata` key itself for a missing
+ * field); false when the metadata is no object literal in the source. */
+bool js__locate_metadata(const char *source, size_t len, const char *path, int *line, int *column);
+
 #endif

@@ -678,6 +678,35 @@ static void point_at_throw(struct err *err, const char *source, size_t len, cons
             json_string_value(json_object_get(diag, "message")));
 }
 
+/* Metadata problems are found in the value, which keeps no positions:
+ * each is placed at the field as the source spells it (locate.c), the
+ * error's message at the first. A bounded number is placed, since each
+ * looks through the source once. */
+#define METADATA_POSITIONS_MAX 32
+static void point_at_metadata(struct err *err, const char *source, size_t len, const char *filename)
+{
+    json_t *list = json_object_get(err->details, "diagnostics");
+    for (size_t i = 0; i < json_array_size(list) && i < METADATA_POSITIONS_MAX; i++) {
+        json_t *diag = json_array_get(list, i);
+        const char *stage = json_string_value(json_object_get(diag, "stage"));
+        const char *message = json_string_value(json_object_get(diag, "message"));
+        int line = 0, column = 0;
+        if (!stage || strcmp(stage, "metadata") != 0 || !message ||
+            !js__locate_metadata(source, len, message, &line, &column))
+            continue;
+        json_object_set_new(diag, "line", json_integer(line));
+        json_object_set_new(diag, "column", json_integer(column));
+        if (i > 0)
+            continue;
+        size_t more = json_array_size(list) - 1;
+        if (more > 0)
+            err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s (and %zu more problem%s)", filename, line,
+                    column, message, more, more == 1 ? "" : "s");
+        else
+            err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s", filename, line, column, message);
+    }
+}
+
 /* ------------------------------------------------------------ validate */
 
 static struct js_limits validation_limits(const struct js_limits *limits)
@@ -703,6 +732,8 @@ static json_t *run_and_check(struct js_sandbox *sb, const struct js_bytecode *bc
     js_sandbox_arm(sb, 0);
     json_t *md = check_exports(sb, exports, bc->filename, err);
     js_sandbox_disarm(sb);
+    if (!md && err && err->kind == ERR_UNPROCESSABLE)
+        point_at_metadata(err, source, len, bc->filename);
     JS_FreeValue(sb->ctx, exports);
     return md;
 }

@@ -197,8 +197,9 @@ static void test_every_reason_code(void **state)
     put_tag(srv, "s", "latest", sc.s2);
     /* with them moved, a misspelled key is refused (without it the request
      * would name no target: the whole fleet), and empty lists name none */
-    const char *misspelled[][2] = {{"{\"strategy\": [\"s:canary\"]}", "strategy"},
-                                   {"{\"hashes\": [], \"instances\": [\"run-canary\"]}", "instances"}};
+    const char *misspelled[][2] = {
+        {"{\"strategy\": [\"s:canary\"]}", "strategy"},
+        {"{\"hashes\": [], \"instances\": [\"run-canary\"]}", "instances"}};
     for (size_t i = 0; i < 2; i++) {
         struct tu_response bad;
         tu_send(srv, &bad, "POST", "/strategies/refresh", misspelled[i][0]);
