@@ -152,7 +152,7 @@ static void skip_regex(struct lexer *lx)
 /* After these words an expression starts, so a '/' begins a regex. */
 static bool expression_keyword(const struct tok *t)
 {
-    static const char *const words[] = {"return", "typeof", "case", "in",   "of",
+    static const char *const words[] = {"return", "typeof", "case", "in",    "of",
                                         "new",    "delete", "void", "throw", "yield"};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
         if (t->len == strlen(words[i]) && memcmp(t->start, words[i], t->len) == 0)
