@@ -377,7 +377,10 @@ static int parse_upload(const struct api_request *req, struct upload_request *up
     }
     up->source = json_string_value(source);
     up->source_len = json_string_length(source);
-    if (jsonutil_get_string(up->body, "name", &up->name, err) < 0 ||
+    static const char *const keys[] = {"source",        "name",    "tag",
+                                       "promoteLatest", "aliases", "reassignTags"};
+    if (api_body_known_keys(up->body, keys, sizeof keys / sizeof keys[0], "an upload", err) != 0 ||
+        jsonutil_get_string(up->body, "name", &up->name, err) < 0 ||
         jsonutil_get_string(up->body, "tag", &up->tag, err) < 0 ||
         jsonutil_get_bool(up->body, "promoteLatest", &up->promote_latest, err) < 0 ||
         read_tag_list(up->body, "aliases", up->aliases, &up->naliases, err) != 0 ||

@@ -59,7 +59,9 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
     const char *hash = NULL;
     bool refresh = false;
     int rc = -1;
-    if (jsonutil_get_string(body, "hash", &hash, err) < 0 ||
+    static const char *const keys[] = {"hash", "refresh"};
+    if (api_body_known_keys(body, keys, 2, "a tag assignment", err) != 0 ||
+        jsonutil_get_string(body, "hash", &hash, err) < 0 ||
         jsonutil_get_bool(body, "refresh", &refresh, err) < 0)
         goto out;
     if (!hash) {
@@ -130,18 +132,12 @@ int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_r
  * refreshes every instance: refused instead. */
 static int check_refresh_request(json_t *body, struct err *err)
 {
-    const char *key;
-    const json_t *value;
-    json_object_foreach(body, key, value)
-    {
-        if (strcmp(key, "hashes") != 0 && strcmp(key, "strategies") != 0) {
-            err_set(err, ERR_INVALID,
-                    "unknown field '%s': a refresh takes \"hashes\" and \"strategies\"", key);
-            err_add_detail(err, "field", json_string(key));
-            return -1;
-        }
+    static const char *const keys[] = {"hashes", "strategies"};
+    if (api_body_known_keys(body, keys, 2, "a refresh", err) != 0)
+        return -1;
+    for (size_t k = 0; k < 2; k++) {
         const json_t *list = NULL;
-        if (jsonutil_get_string_array(body, key, &list, err) < 0)
+        if (jsonutil_get_string_array(body, keys[k], &list, err) < 0)
             return -1;
     }
     return 0;

@@ -142,6 +142,12 @@ int api_body_object(const struct api_request *req, bool allow_empty, json_t **ou
 /* api_body_object (no empty body) for a body whose top-level `member` may
  * be a long string, such as an upload's source: see
  * jsonutil_parse_object_lifting. */
+/* Refuses (ERR_INVALID, details.field) a body with a key outside
+ * known[0..n): a control request whose misspelled key would silently mean
+ * something else (a refresh of every instance, a tag moved without its
+ * refresh) says so instead. `what` names the request in the message. */
+int api_body_known_keys(json_t *body, const char *const *known, size_t n, const char *what,
+                        struct err *err);
 int api_body_object_lifting(const struct api_request *req, const char *member, json_t **out,
                             struct err *err);
 /* Appends an audit entry {actor, action, ...fields}; fields is stolen. */

@@ -196,6 +196,7 @@ static void test_tag_put_errors_change_nothing(void **state)
 
     char *good = tu_path("{\"hash\": \"%s\"}", t.spelled[1]);
     char *foreign = tu_path("{\"hash\": \"sha256:%s\"}", hs);
+    char *refesh = tu_path("{\"hash\": \"%s\", \"refesh\": true}", t.spelled[1]);
     struct {
         const char *name, *tag, *body;
         long status;
@@ -213,6 +214,7 @@ static void test_tag_put_errors_change_nothing(void **state)
         {"trend", "prod", "not json", 400},
         {"trend", "prod", NULL, 400},
         {"trend", "prod", "{\"hash\": \"sha256:0123\", \"refresh\": \"yes\"}", 400},
+        {"trend", "prod", refesh, 400}, /* misspelled: refused, not a move without refresh */
         {"trend", "bad%20tag", good, 400},
         {"trend", "..", good, 400},
         {"trend", "%2E%2E", good, 400},
@@ -237,6 +239,7 @@ static void test_tag_put_errors_change_nothing(void **state)
     tu_catalog_state_free(&before);
     free(good);
     free(foreign);
+    free(refesh);
     free(side);
     trend_free(&t);
     tu_server_stop(srv);

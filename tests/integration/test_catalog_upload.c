@@ -593,6 +593,13 @@ static void test_reserved_and_mismatched_names_are_refused(void **state)
                                "an upload whose name field differs from metadata.name"));
     json_decref(upload_refused(srv, other, "{\"name\": \"alpha\"}", 400,
                                "an upload named after another strategy"));
+    /* a misspelled field is refused rather than dropped (the revision
+     * would have gone in without its alias) */
+    json_t *typo = upload_refused(srv, other, "{\"alias\": [\"prod\"]}", 400,
+                                  "an upload with an unknown field");
+    assert_string_equal(tu_jstr(typo, "details.field"), "alias");
+    assert_non_null(strstr(tu_jstr(typo, "error"), "\"aliases\""));
+    json_decref(typo);
     /* a matching name field is fine */
     tu_upload_expect(srv, other, "{\"name\": \"beta\"}", 201, NULL);
     free(other);
