@@ -202,6 +202,30 @@ static int check_id(const json_t *in, const char *forced_id, const char **id, st
     return 0;
 }
 
+/* The strategy object's members are the contract's, all of which a
+ * snapshot carries back: any other is a misspelling (a "confg" would start
+ * the instance on its defaults), refused. */
+static int check_strategy_keys(const json_t *strategy, struct err *err)
+{
+    static const char *const known[] = {"identifier", "selector", "tag", "hash", "config"};
+    const char *key;
+    const json_t *value;
+    json_object_foreach((json_t *)strategy, key, value)
+    {
+        size_t k = 0;
+        while (k < sizeof known / sizeof known[0] && strcmp(key, known[k]) != 0)
+            k++;
+        if (k == sizeof known / sizeof known[0]) {
+            char field[64];
+            snprintf(field, sizeof field, "strategy.%.40s", key);
+            return invalid(err, field,
+                           "unknown field: a strategy takes identifier, selector, tag, hash and "
+                           "config");
+        }
+    }
+    return 0;
+}
+
 static int resolve_strategy(const struct registry *reg, const json_t *strategy,
                             struct spec_resolved *out, struct registry_resolution *res,
                             struct err *err)
@@ -249,6 +273,8 @@ int spec_resolve(struct runtime *rt, const struct registry *reg, const json_t *i
     const json_t *strategy = json_object_get(in, "strategy");
     if (!json_is_object(strategy))
         return invalid(err, "strategy", "required object {identifier, config}");
+    if (check_strategy_keys(strategy, err) != 0)
+        return -1;
     const json_t *config = json_object_get(strategy, "config");
     if (config && !json_is_object(config) && !json_is_null(config))
         return invalid(err, "strategy.config", "must be an object");

@@ -222,6 +222,11 @@ static void test_create_refusals_name_the_field(void **state)
     expect_spec_refused(srv, 400, "strategy.config",
                         "{\"id\": \"x\", \"strategy\": {\"identifier\": \"noop\", \"config\": "
                         "[1]}, \"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}");
+    /* a misspelled member would have started the instance on its defaults */
+    expect_spec_refused(srv, 400, "strategy.confg",
+                        "{\"id\": \"x\", \"strategy\": {\"identifier\": \"momentum\", "
+                        "\"confg\": {\"lookback\": 9}}, \"scope\": {\"sim\": {\"symbols\": "
+                        "[\"BTC-USDT\"]}}}");
     /* config typed by the metadata */
     expect_spec_refused(srv, 400, "config.lookback",
                         "{\"id\": \"x\", \"strategy\": {\"identifier\": \"momentum\", \"config\": "
@@ -497,6 +502,19 @@ static void test_update_replaces_spec_and_restarts_running(void **state)
     json_t *usage = tu_get_json(srv, 200, "/strategies/modules/echo@%s/usage", h1 + 7);
     assert_int_equal(tu_jint(usage, "usage.count"), 0);
     json_decref(usage);
+
+    /* a snapshot put back whole, with a changed config, is an update: every
+     * member it carries is one a spec may have */
+    snap = tu_instance_get(srv, "e1");
+    json_object_set_new(json_object_get(json_object_get(snap, "strategy"), "config"), "label",
+                        json_string("fifth"));
+    char *text = json_dumps(snap, JSON_COMPACT);
+    json_decref(snap);
+    snap = tu_call(srv, "PUT", "/strategy/instances/e1", 200, text);
+    free(text);
+    assert_string_equal(tu_jstr(snap, "strategy.config.label"), "fifth");
+    assert_string_equal(tu_jstr(snap, "strategy.hash"), h2);
+    json_decref(snap);
 
     free(v1);
     free(v2);
