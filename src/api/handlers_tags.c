@@ -130,7 +130,7 @@ int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_r
 
 /* A misspelled key would otherwise leave a request with no targets, which
  * refreshes every instance: refused instead. */
-static int check_refresh_request(json_t *body, struct err *err)
+static int check_refresh_request(const json_t *body, struct err *err)
 {
     static const char *const keys[] = {"hashes", "strategies"};
     if (api_body_known_keys(body, keys, 2, "a refresh", err) != 0)

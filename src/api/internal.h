@@ -146,7 +146,7 @@ int api_body_object(const struct api_request *req, bool allow_empty, json_t **ou
  * known[0..n): a control request whose misspelled key would silently mean
  * something else (a refresh of every instance, a tag moved without its
  * refresh) says so instead. `what` names the request in the message. */
-int api_body_known_keys(json_t *body, const char *const *known, size_t n, const char *what,
+int api_body_known_keys(const json_t *body, const char *const *known, size_t n, const char *what,
                         struct err *err);
 int api_body_object_lifting(const struct api_request *req, const char *member, json_t **out,
                             struct err *err);

@@ -220,26 +220,18 @@ int api_body_object_lifting(const struct api_request *req, const char *member, j
     return body_object(req, false, member, out, err);
 }
 
-int api_body_known_keys(json_t *body, const char *const *known, size_t n, const char *what,
+int api_body_known_keys(const json_t *body, const char *const *known, size_t n, const char *what,
                         struct err *err)
 {
-    const char *key;
-    const json_t *value;
-    json_object_foreach(body, key, value)
-    {
-        size_t k = 0;
-        while (k < n && strcmp(key, known[k]) != 0)
-            k++;
-        if (k < n)
-            continue;
-        struct strbuf names = STRBUF_INIT;
-        for (k = 0; k < n; k++)
-            strbuf_printf(&names, "%s\"%s\"", k == 0 ? "" : k + 1 == n ? " and " : ", ", known[k]);
-        err_set(err, ERR_INVALID, "unknown field '%s': %s takes %s", key, what,
-                strbuf_failed(&names) ? "other fields" : strbuf_cstr(&names));
-        err_add_detail(err, "field", json_string(key));
-        strbuf_release(&names);
-        return -1;
-    }
-    return 0;
+    const char *key = jsonutil_unknown_key(body, known, n);
+    if (!key)
+        return 0;
+    struct strbuf names = STRBUF_INIT;
+    for (size_t k = 0; k < n; k++)
+        strbuf_printf(&names, "%s\"%s\"", k == 0 ? "" : k + 1 == n ? " and " : ", ", known[k]);
+    err_set(err, ERR_INVALID, "unknown field '%s': %s takes %s", key, what,
+            strbuf_failed(&names) ? "other fields" : strbuf_cstr(&names));
+    err_add_detail(err, "field", json_string(key));
+    strbuf_release(&names);
+    return -1;
 }

@@ -407,6 +407,22 @@ int jsonutil_get_int(const json_t *obj, const char *key, long long *value, struc
     return 0;
 }
 
+const char *jsonutil_unknown_key(const json_t *obj, const char *const *known, size_t n)
+{
+    const char *key;
+    const json_t *value;
+    /* jansson's iteration takes a non-const object but does not change it */
+    json_object_foreach((json_t *)obj, key, value)
+    {
+        size_t k = 0;
+        while (k < n && strcmp(key, known[k]) != 0)
+            k++;
+        if (k == n)
+            return key;
+    }
+    return NULL;
+}
+
 int jsonutil_get_string_array(const json_t *obj, const char *key, const json_t **value,
                               struct err *err)
 {

@@ -53,5 +53,8 @@ int jsonutil_get_int(const json_t *obj, const char *key, long long *value, struc
 /* An array whose every element is a string. */
 int jsonutil_get_string_array(const json_t *obj, const char *key, const json_t **value,
                               struct err *err);
+/* The first key of obj outside known[0..n), or NULL when there is none. The
+ * string is obj's: valid while obj is, unchanged. */
+const char *jsonutil_unknown_key(const json_t *obj, const char *const *known, size_t n);
 
 #endif

@@ -71,6 +71,14 @@ const char *js__source_line(const char *source, size_t len, int line, size_t *li
     return p;
 }
 
+int js__offset_column(const char *line, size_t off)
+{
+    int column = 1;
+    for (size_t i = 0; i < off; i++)
+        column += ((unsigned char)line[i] & 0xC0) != 0x80;
+    return column;
+}
+
 size_t js__column_offset(const char *line, size_t len, int column)
 {
     size_t off = 0;

@@ -114,6 +114,8 @@ const char *js__source_line(const char *source, size_t len, int line, size_t *li
 /* Byte offset in a line of 1-based column `column` counted in code points
  * (as QuickJS counts them); clamped to the line's length. */
 size_t js__column_offset(const char *line, size_t len, int column);
+/* The inverse: the 1-based column, in code points, of byte `off` of a line. */
+int js__offset_column(const char *line, size_t off);
 
 /* "32 MiB", "512 KiB" or "1000 bytes". */
 void js__format_bytes(size_t bytes, char *out, size_t size);

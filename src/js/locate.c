@@ -303,11 +303,8 @@ static bool find_metadata(struct lexer *lx, struct tok *name, struct tok *open)
 
 static void position_of(const struct tok *t, int *line, int *column)
 {
-    int col = 1;
-    for (const char *c = t->line_start; c < t->start; c++)
-        col += ((unsigned char)*c & 0xC0) != 0x80;
     *line = t->line;
-    *column = col;
+    *column = js__offset_column(t->line_start, (size_t)(t->start - t->line_start));
 }
 
 /* The path's next step: ".name" (*name, *len set) or "[index]"; false at

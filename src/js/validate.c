@@ -516,14 +516,6 @@ static json_t *check_exports(struct js_sandbox *sb, JSValueConst exports, const 
 
 /* ------------------------------------------------ pointing at a throw */
 
-static int offset_column(const char *line, size_t off)
-{
-    int column = 1;
-    for (size_t i = 0; i < off; i++)
-        column += ((unsigned char)line[i] & 0xC0) != 0x80;
-    return column;
-}
-
 static bool ident_char(char c)
 {
     return isalnum((unsigned char)c) || c == '_' || c == '$';
@@ -568,7 +560,7 @@ static int throw_column(const char *line, size_t len, int column)
         off = before_new;
     if (!word_before(line, &off, "throw"))
         return column;
-    return offset_column(line, off);
+    return js__offset_column(line, off);
 }
 
 /* Other exceptions point at the failing operation (a property read of null
@@ -584,7 +576,7 @@ static int statement_column(const char *line, size_t len, int column)
         start--;
     while (start < off && (line[start] == ' ' || line[start] == '\t'))
         start++;
-    return offset_column(line, start);
+    return js__offset_column(line, start);
 }
 
 /* A thrown string or number carries no position in QuickJS. When exactly
@@ -626,7 +618,7 @@ static bool locate_literal_throw(const char *source, size_t len, const char *val
         if (++matches > 1)
             return false;
         *line = cur_line;
-        *column = offset_column(line_start, (size_t)(p - line_start));
+        *column = js__offset_column(line_start, (size_t)(p - line_start));
     }
     return matches == 1;
 }

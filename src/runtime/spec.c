@@ -208,22 +208,13 @@ static int check_id(const json_t *in, const char *forced_id, const char **id, st
 static int check_strategy_keys(const json_t *strategy, struct err *err)
 {
     static const char *const known[] = {"identifier", "selector", "tag", "hash", "config"};
-    const char *key;
-    const json_t *value;
-    json_object_foreach((json_t *)strategy, key, value)
-    {
-        size_t k = 0;
-        while (k < sizeof known / sizeof known[0] && strcmp(key, known[k]) != 0)
-            k++;
-        if (k == sizeof known / sizeof known[0]) {
-            char field[64];
-            snprintf(field, sizeof field, "strategy.%.40s", key);
-            return invalid(err, field,
-                           "unknown field: a strategy takes identifier, selector, tag, hash and "
-                           "config");
-        }
-    }
-    return 0;
+    const char *key = jsonutil_unknown_key(strategy, known, sizeof known / sizeof known[0]);
+    if (!key)
+        return 0;
+    char field[64];
+    snprintf(field, sizeof field, "strategy.%.40s", key);
+    return invalid(err, field,
+                   "unknown field: a strategy takes identifier, selector, tag, hash and config");
 }
 
 static int resolve_strategy(const struct registry *reg, const json_t *strategy,
