@@ -120,10 +120,12 @@ struct event {
     uint8_t kind; /* enum event_kind */
     uint16_t provider;
     uint16_t symbol;
-    uint32_t target;    /* instance key for directed events, 0 = broadcast */
-    uint64_t seq;       /* per provider, strictly increasing */
-    int64_t created_ns; /* clock_mono_ns() at creation, for latency figures */
-    int64_t ts_ms;      /* market time, ms since the epoch */
+    uint32_t target;         /* instance key for directed events, 0 = broadcast */
+    uint64_t seq;            /* per provider, strictly increasing */
+    int64_t created_ns;      /* clock_mono_ns() at creation, for latency figures */
+    int64_t ts_ms;           /* market time, ms since the epoch */
+    struct event_pool *pool; /* where it is recycled; NULL: malloc's */
+    struct event *next_free; /* in that pool, once released */
     union {
         struct event_trade trade;
         struct event_ticker ticker;
@@ -136,7 +138,9 @@ struct event {
     } u;
 };
 
-/* `extra` bytes follow the event (book levels). NULL when out of memory. */
+/* `extra` bytes follow the event (book levels). NULL when out of memory.
+ * Events without extra bytes are recycled through a pool of the creating
+ * thread (event.c says why), so a release from any thread stays cheap. */
 struct event *event_new(enum event_kind kind, size_t extra);
 static inline void event_retain(struct event *ev)
 {

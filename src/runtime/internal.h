@@ -37,6 +37,7 @@
 #include "runtime/runtime.h"
 
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -219,6 +220,13 @@ struct msg {
     struct command *cmd;
 };
 
+/* One slot of a worker's event ring: `seq` == position + 1 once filled,
+ * position + capacity once emptied, ready for the next lap. */
+struct queue_cell {
+    _Atomic size_t seq;
+    struct event *ev;
+};
+
 #define WORKER_INTEREST_SLOTS 1024
 #define WORKER_BATCH 256
 #define HIST_BUCKETS 12 /* including +Inf */
@@ -242,23 +250,36 @@ struct worker {
     pthread_t thread;
     bool thread_started;
 
-    /* the queue, under lock */
-    pthread_mutex_t lock;
+    /* The event queue: a bounded ring many publishers fill without a lock
+     * (a slot is claimed by advancing `tail`, filled, then published by
+     * its sequence number) and the worker alone empties. `head` is the
+     * worker's; `taken` mirrors it for readers of the depth. */
+    struct queue_cell *ring;
+    size_t mask; /* capacity - 1, capacity a power of two */
+    size_t head;
+    _Atomic size_t taken;
+    /* On a cache line of their own, written by every publisher. `sleeping`
+     * (1 while the worker sleeps or is about to) and `waiting` (publishers
+     * waiting for room) are read by read-modify-writes on either side,
+     * which is what orders them with the ring (wake_if_asleep). */
+    alignas(64) _Atomic size_t tail;
+    atomic_int sleeping;
+    atomic_int waiting;
+
+    /* Sleeping and commands, under lock. */
+    alignas(64) pthread_mutex_t lock;
     pthread_cond_t wake; /* the worker waits for messages */
     pthread_cond_t room; /* publishers wait for space */
-    struct msg *ring;
-    size_t cap, head, count;
     /* Commands wait in their own list, served before the next events: a
      * control-plane call must not wait behind a saturated event queue. */
     struct command *cmd_head, *cmd_tail;
-    bool sleeping;
-    bool polling;       /* the worker polls `nudged` instead of sleeping */
-    atomic_bool nudged; /* set (under lock) for a polling worker by whoever queues */
+    atomic_bool cmd_pending; /* cmd_head != NULL, for a look without the lock */
+    bool polling;            /* the worker polls instead of sleeping */
+    atomic_bool nudged;      /* set (under lock) for a polling worker by whoever posts a command */
+    atomic_bool quit;
     /* the worker's thread only: what decides whether it polls for events */
     int64_t last_events_ns; /* when the last batch of events was taken */
     int64_t events_gap_ns;  /* moving average of the gaps between batches */
-    int waiting;
-    bool quit;
 
     /* read by publishers without a lock: how many subscriptions hash to
      * each slot of (provider, symbol, kind); false positives only cost a

@@ -494,7 +494,10 @@ static int make_families(struct runtime *rt)
 
 static int start_workers(struct runtime *rt, struct err *err)
 {
-    rt->workers = calloc((size_t)rt->nworkers, sizeof *rt->workers);
+    /* aligned: a worker keeps its queue's tail on a cache line of its own */
+    rt->workers = aligned_alloc(alignof(struct worker), (size_t)rt->nworkers * sizeof *rt->workers);
+    if (rt->workers)
+        memset(rt->workers, 0, (size_t)rt->nworkers * sizeof *rt->workers);
     if (!rt->workers) {
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;

@@ -4,13 +4,14 @@
  *
  * The event path reads top to bottom here:
  *   runtime_publish   (provider thread) checks each worker's interest
- *                     counters and pushes one message per interested worker
- *   worker_main       pops a batch under the queue lock, then for each event
- *                     looks (provider, symbol, kind) up in its own index and
- *                     calls vm_deliver for every subscriber, lock-free
- * Commands travel through the same queue, so they take effect between two
- * events. A VM freed while its subscriptions are being walked is only marked
- * dead; its subscriptions are removed after the walk (worker_reap).
+ *                     counters and pushes the event into each interested
+ *                     worker's ring, without a lock (push)
+ *   worker_main       takes a batch off its ring, then for each event looks
+ *                     (provider, symbol, kind) up in its own index and calls
+ *                     vm_deliver for every subscriber
+ * Commands wait in a list under the worker's lock, served before the next
+ * batch, so they take effect between two events. A VM freed while its subscriptions are being
+ * walked is only marked dead; its subscriptions are removed after the walk (worker_reap).
  */
 #include "runtime/internal.h"
 
@@ -50,12 +51,26 @@ int worker_init(struct worker *w, struct runtime *rt, int index, size_t capacity
     w->rt = rt;
     w->index = index;
     w->events_gap_ns = EVENTS_GAP_MAX_NS; /* no feed seen yet: nothing to poll for */
-    w->cap = capacity;
-    w->ring = calloc(capacity, sizeof *w->ring);
+    size_t cap = 1;
+    while (cap < capacity && cap < ((size_t)1 << 40))
+        cap <<= 1;
+    w->mask = cap - 1;
+    w->ring = malloc(cap * sizeof *w->ring);
     if (!w->ring) {
-        err_set(err, ERR_INTERNAL, "out of memory for a worker queue of %zu messages", capacity);
+        err_set(err, ERR_INTERNAL, "out of memory for a worker queue of %zu messages", cap);
         return -1;
     }
+    for (size_t i = 0; i < cap; i++) {
+        atomic_init(&w->ring[i].seq, i);
+        w->ring[i].ev = NULL;
+    }
+    atomic_init(&w->tail, 0);
+    atomic_init(&w->taken, 0);
+    atomic_init(&w->cmd_pending, false);
+    atomic_init(&w->sleeping, 0);
+    atomic_init(&w->nudged, false);
+    atomic_init(&w->waiting, 0);
+    atomic_init(&w->quit, false);
     for (size_t i = 0; i < WORKER_INTEREST_SLOTS; i++)
         atomic_init(&w->interest[i], 0);
     pthread_condattr_t attr;
@@ -91,13 +106,13 @@ int worker_start(struct worker *w, struct err *err)
     return 0;
 }
 
-/* Called with w->lock held after queueing work: whether to signal the
+/* Called with w->lock held after posting a command: whether to signal the
  * worker (it sleeps), and the flag a polling worker watches. */
 static bool wants_wake(struct worker *w)
 {
     if (w->polling)
         atomic_store_explicit(&w->nudged, true, memory_order_release);
-    return w->sleeping;
+    return atomic_load_explicit(&w->sleeping, memory_order_relaxed) != 0;
 }
 
 void worker_shutdown(struct worker *w)
@@ -105,7 +120,7 @@ void worker_shutdown(struct worker *w)
     if (!w->thread_started)
         return;
     pthread_mutex_lock(&w->lock);
-    w->quit = true;
+    atomic_store(&w->quit, true);
     (void)wants_wake(w);
     pthread_cond_signal(&w->wake);
     pthread_cond_broadcast(&w->room);
@@ -119,10 +134,11 @@ void worker_destroy(struct worker *w)
     if (!w->ring)
         return;
     /* events still queued when the worker quit */
-    for (size_t i = 0; i < w->count; i++) {
-        struct msg *m = &w->ring[(w->head + i) % w->cap];
-        if (m->ev)
-            event_release(m->ev);
+    for (size_t pos = w->head;; pos++) {
+        struct queue_cell *c = &w->ring[pos & w->mask];
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) != pos + 1)
+            break;
+        event_release(c->ev);
     }
     free(w->ring);
     w->ring = NULL;
@@ -143,38 +159,75 @@ void worker_destroy(struct worker *w)
 
 /* ------------------------------------------------------------ the queue */
 
-/* Appends an event, waiting while the queue is full. False once the worker
- * has quit. */
-static bool push(struct worker *w, struct msg m)
+/* Publisher side, after filling a slot. Whichever of this read-modify-write
+ * and the worker's setting `sleeping` (worker_sleep) comes second sees the
+ * other: the worker then finds the event (the first synchronises with it),
+ * or this finds it asleep and signals. The signal is sent under the lock,
+ * which the worker holds from setting `sleeping` until it waits. */
+static void wake_if_asleep(struct worker *w)
+{
+    if (atomic_fetch_add_explicit(&w->sleeping, 0, memory_order_acq_rel) == 0)
+        return;
+    pthread_mutex_lock(&w->lock);
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* True when the slot at `pos` is still full from the previous lap. */
+static bool slot_busy(struct worker *w, size_t pos)
+{
+    size_t seq = atomic_load_explicit(&w->ring[pos & w->mask].seq, memory_order_acquire);
+    return (ptrdiff_t)(seq - pos) < 0;
+}
+
+/* Waits until the worker frees the slot at `pos` or quits; false once it
+ * has quit. The same handshake as wake_if_asleep, the other way round. */
+static bool wait_for_room(struct worker *w, size_t pos)
 {
     pthread_mutex_lock(&w->lock);
-    while (w->count == w->cap && !w->quit) {
-        w->waiting++;
+    atomic_fetch_add_explicit(&w->waiting, 1, memory_order_acq_rel);
+    while (slot_busy(w, pos) && !atomic_load_explicit(&w->quit, memory_order_relaxed))
         pthread_cond_wait(&w->room, &w->lock);
-        w->waiting--;
-    }
-    if (w->quit) {
-        pthread_mutex_unlock(&w->lock);
-        return false;
-    }
-    size_t tail = w->head + w->count;
-    if (tail >= w->cap)
-        tail -= w->cap;
-    w->ring[tail] = m;
-    w->count++;
-    bool wake = wants_wake(w);
+    atomic_fetch_sub_explicit(&w->waiting, 1, memory_order_relaxed);
+    bool quit = atomic_load_explicit(&w->quit, memory_order_relaxed);
     pthread_mutex_unlock(&w->lock);
-    if (wake)
-        pthread_cond_signal(&w->wake);
-    return true;
+    return !quit;
+}
+
+/* Appends an event, waiting while the queue is full. False once the worker
+ * has quit. */
+static bool push(struct worker *w, struct event *ev)
+{
+    size_t pos = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    for (;;) {
+        if (atomic_load_explicit(&w->quit, memory_order_relaxed))
+            return false;
+        struct queue_cell *c = &w->ring[pos & w->mask];
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        ptrdiff_t lap = (ptrdiff_t)(seq - pos);
+        if (lap == 0) {
+            if (atomic_compare_exchange_weak_explicit(&w->tail, &pos, pos + 1, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                c->ev = ev;
+                atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+                wake_if_asleep(w);
+                return true;
+            }
+        } else if (lap < 0) {
+            if (!wait_for_room(w, pos))
+                return false;
+            pos = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        } else {
+            pos = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        }
+    }
 }
 
 size_t worker_queue_depth(struct worker *w)
 {
-    pthread_mutex_lock(&w->lock);
-    size_t n = w->count;
-    pthread_mutex_unlock(&w->lock);
-    return n;
+    size_t tail = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    size_t taken = atomic_load_explicit(&w->taken, memory_order_relaxed);
+    return tail > taken ? tail - taken : 0;
 }
 
 void runtime_publish(void *ctx, struct event *ev)
@@ -183,8 +236,7 @@ void runtime_publish(void *ctx, struct event *ev)
     if (!ev)
         return;
     if (ev->target) {
-        struct msg m = {ev, NULL};
-        if (!push(runtime_worker_of(rt, ev->target), m))
+        if (!push(runtime_worker_of(rt, ev->target), ev))
             event_release(ev);
         return;
     }
@@ -194,8 +246,7 @@ void runtime_publish(void *ctx, struct event *ev)
         if (atomic_load_explicit(&w->interest[slot], memory_order_relaxed) == 0)
             continue;
         event_retain(ev);
-        struct msg m = {ev, NULL};
-        if (!push(w, m))
+        if (!push(w, ev))
             event_release(ev);
     }
     event_release(ev);
@@ -263,20 +314,78 @@ static int64_t poll_deadline(const struct worker *w, int64_t now, enum poll_reas
     return until;
 }
 
+/* Worker side: whether the next slot holds an event. */
+static bool ring_ready(struct worker *w)
+{
+    size_t seq = atomic_load_explicit(&w->ring[w->head & w->mask].seq, memory_order_acquire);
+    return seq == w->head + 1;
+}
+
+/* Under w->lock. */
+static bool has_work(struct worker *w)
+{
+    return ring_ready(w) || w->cmd_head || atomic_load_explicit(&w->quit, memory_order_relaxed);
+}
+
 static bool poll_queue(struct worker *w, int64_t now, int64_t until, enum poll_reason reason)
 {
     w->polling = true;
     atomic_store_explicit(&w->nudged, false, memory_order_relaxed);
     pthread_mutex_unlock(&w->lock);
     int64_t t = now;
-    while (!atomic_load_explicit(&w->nudged, memory_order_acquire) && t < until) {
+    while (!atomic_load_explicit(&w->nudged, memory_order_acquire) && !ring_ready(w) && t < until) {
         cpu_relax();
         t = clock_mono_ns();
     }
     counter_add(&w->poll_ns[reason], (uint64_t)(t - now));
     pthread_mutex_lock(&w->lock);
     w->polling = false;
-    return w->count > 0 || w->cmd_head || w->quit;
+    return has_work(w);
+}
+
+/* Under w->lock: sleeps until signalled, or until `due` when it is not 0.
+ * The last look at the ring comes after `sleeping` is set (see
+ * wake_if_asleep for the other half). */
+static void worker_sleep(struct worker *w, int64_t due)
+{
+    atomic_exchange_explicit(&w->sleeping, 1, memory_order_acq_rel);
+    if (!ring_ready(w)) {
+        if (due > 0) {
+            struct timespec ts = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
+            pthread_cond_timedwait(&w->wake, &w->lock, &ts);
+        } else {
+            pthread_cond_wait(&w->wake, &w->lock);
+        }
+    }
+    atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+}
+
+/* Under w->lock on entry and return: waits until an event or a command is
+ * queued, the next timer is due or the worker must quit. */
+static void wait_for_work(struct worker *w)
+{
+    bool polled = false; /* once per wait: then it sleeps */
+    while (!has_work(w)) {
+        if (!polled) {
+            enum poll_reason reason = POLL_START;
+            int64_t now = clock_mono_ns();
+            int64_t until = poll_deadline(w, now, &reason);
+            if (until > 0) {
+                polled = true;
+                if (poll_queue(w, now, until, reason))
+                    break;
+            }
+        }
+        int64_t due = 0;
+        if (w->nheap > 0) {
+            due = w->heap[0]->deadline_ns;
+            if (due <= clock_mono_ns())
+                break;
+        }
+        if (idle_work(w))
+            continue;
+        worker_sleep(w, due);
+    }
 }
 
 /* Keeps the gap between batches of events (a moving average over about
@@ -291,67 +400,64 @@ static void note_events(struct worker *w)
     w->last_events_ns = now;
 }
 
-/* Waits for messages (or the next timer) and takes up to WORKER_BATCH of
- * them under one lock. Returns false when the worker must quit. */
+/* Takes up to WORKER_BATCH events off the ring, without the lock, and
+ * wakes publishers waiting for room. */
+static size_t take_events(struct worker *w, struct msg *out)
+{
+    size_t k = 0;
+    while (k < WORKER_BATCH) {
+        struct queue_cell *c = &w->ring[w->head & w->mask];
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) != w->head + 1)
+            break;
+        out[k++] = (struct msg){c->ev, NULL};
+        atomic_store_explicit(&c->seq, w->head + w->mask + 1, memory_order_release);
+        w->head++;
+    }
+    if (k == 0)
+        return 0;
+    atomic_store_explicit(&w->taken, w->head, memory_order_relaxed);
+    note_events(w);
+    /* a read-modify-write, as wake_if_asleep's, the other way round */
+    if (atomic_fetch_add_explicit(&w->waiting, 0, memory_order_acq_rel) > 0) {
+        pthread_mutex_lock(&w->lock);
+        pthread_cond_broadcast(&w->room);
+        pthread_mutex_unlock(&w->lock);
+    }
+    return k;
+}
+
+/* Waits for messages (or the next timer) and takes one command or up to
+ * WORKER_BATCH events. Returns false when the worker must quit; true with
+ * *n == 0 when only a timer is due. */
 static bool take_batch(struct worker *w, struct msg *out, size_t *n)
 {
-    pthread_mutex_lock(&w->lock);
-    bool polled = false; /* once per wait: then it sleeps */
-    while (w->count == 0 && !w->cmd_head && !w->quit) {
-        if (!polled) {
-            enum poll_reason reason = POLL_START;
-            int64_t now = clock_mono_ns();
-            int64_t until = poll_deadline(w, now, &reason);
-            if (until > 0) {
-                polled = true;
-                if (poll_queue(w, now, until, reason))
-                    break;
-            }
-        }
-        if (w->nheap > 0) {
-            int64_t due = w->heap[0]->deadline_ns;
-            if (due <= clock_mono_ns())
-                break;
-            if (idle_work(w))
-                continue;
-            struct timespec ts = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
-            w->sleeping = true;
-            pthread_cond_timedwait(&w->wake, &w->lock, &ts);
-        } else {
-            if (idle_work(w))
-                continue;
-            w->sleeping = true;
-            pthread_cond_wait(&w->wake, &w->lock);
-        }
-        w->sleeping = false;
+    if (!atomic_load_explicit(&w->cmd_pending, memory_order_acquire) &&
+        !atomic_load_explicit(&w->quit, memory_order_relaxed)) {
+        *n = take_events(w, out);
+        if (*n > 0)
+            return true;
     }
-    if (w->quit) {
+    pthread_mutex_lock(&w->lock);
+    wait_for_work(w);
+    if (atomic_load_explicit(&w->quit, memory_order_relaxed)) {
         pthread_mutex_unlock(&w->lock);
         return false;
     }
-    if (w->cmd_head) {
-        struct command *cmd = w->cmd_head;
+    struct command *cmd = w->cmd_head;
+    if (cmd) {
         w->cmd_head = cmd->next;
-        if (!w->cmd_head)
+        if (!w->cmd_head) {
             w->cmd_tail = NULL;
-        pthread_mutex_unlock(&w->lock);
+            atomic_store_explicit(&w->cmd_pending, false, memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (cmd) {
         out[0] = (struct msg){NULL, cmd};
         *n = 1;
         return true;
     }
-    size_t k = w->count < WORKER_BATCH ? w->count : WORKER_BATCH;
-    for (size_t i = 0; i < k; i++) {
-        out[i] = w->ring[w->head];
-        if (++w->head == w->cap)
-            w->head = 0;
-    }
-    w->count -= k;
-    if (k > 0)
-        note_events(w);
-    if (k > 0 && w->waiting > 0)
-        pthread_cond_broadcast(&w->room);
-    pthread_mutex_unlock(&w->lock);
-    *n = k;
+    *n = take_events(w, out);
     return true;
 }
 
@@ -370,7 +476,7 @@ void worker_post(struct worker *w, struct command *cmd)
     cmd->done = false;
     cmd->next = NULL;
     pthread_mutex_lock(&w->lock);
-    if (w->quit) {
+    if (atomic_load_explicit(&w->quit, memory_order_relaxed)) {
         pthread_mutex_unlock(&w->lock);
         cmd->rc = -1;
         err_set(&cmd->err, ERR_UNAVAILABLE, "the runtime is shutting down");
@@ -382,6 +488,7 @@ void worker_post(struct worker *w, struct command *cmd)
     else
         w->cmd_head = cmd;
     w->cmd_tail = cmd;
+    atomic_store_explicit(&w->cmd_pending, true, memory_order_release);
     bool wake = wants_wake(w);
     pthread_mutex_unlock(&w->lock);
     if (wake)

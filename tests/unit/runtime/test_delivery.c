@@ -202,6 +202,88 @@ static void test_order_across_instances(void **state)
     fx_close(&f);
 }
 
+/* Publishers on several threads meet a queue of a few messages per worker,
+ * so that they wait for room most of the time, in two rounds of threads so
+ * that the second adopts the event pools the first left behind: every
+ * instance gets every event once, and each publisher's in its order. */
+enum { PUB_THREADS = 4, PUB_ROUNDS = 2, PUB_EVENTS = 3000 };
+
+struct publisher {
+    struct runtime *rt;
+    int who;
+    uint16_t provider, symbol;
+};
+
+static void *publish_numbered(void *arg)
+{
+    const struct publisher *p = arg;
+    for (int i = 1; i <= PUB_EVENTS; i++) {
+        struct event *ev = event_new(EVENT_TRADE, 0);
+        if (!ev)
+            return (void *)1;
+        ev->provider = p->provider;
+        ev->symbol = p->symbol;
+        ev->seq = (uint64_t)(p->who * PUB_EVENTS + i);
+        ev->created_ns = clock_mono_ns();
+        ev->ts_ms = 1700000000000;
+        ev->u.trade.price = i;
+        ev->u.trade.quantity = p->who;
+        runtime_publish(p->rt, ev);
+    }
+    return NULL;
+}
+
+static void test_publishers_share_a_full_queue(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 2);
+    f.opts.queue_capacity = 6; /* rounded up to 8 */
+    fx_restart(&f);
+    enum { TOTAL = PUB_THREADS * PUB_ROUNDS * PUB_EVENTS };
+    char body[512];
+    snprintf(body, sizeof body,
+             "    const last = {}; let n = 0, bad = 0;\n"
+             "    return { onTrade(ctx, evt, p) {\n"
+             "      if (p.price !== (last[p.quantity] || 0) + 1) bad++;\n"
+             "      last[p.quantity] = p.price;\n"
+             "      if (++n === %d) env.helpers.log('done ' + n + ' ' + bad);\n"
+             "    } };",
+             (int)TOTAL);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("nums", "['Trade']", NULL, body);
+    fx_upload(&f, "nums", src, NULL, hex);
+    free(src);
+    const char *ids[] = {"q1", "q2", "q3"};
+    for (size_t i = 0; i < 3; i++)
+        fx_run(&f, ids[i], "nums", NULL, NULL);
+    for (int round = 0; round < PUB_ROUNDS; round++) {
+        pthread_t threads[PUB_THREADS];
+        struct publisher pubs[PUB_THREADS];
+        for (int t = 0; t < PUB_THREADS; t++) {
+            pubs[t] = (struct publisher){f.rt, round * PUB_THREADS + t + 1, intern_id("sim"),
+                                         intern_id("BTC-USDT")};
+            assert_int_equal(pthread_create(&threads[t], NULL, publish_numbered, &pubs[t]), 0);
+        }
+        for (int t = 0; t < PUB_THREADS; t++) {
+            void *rc = NULL;
+            pthread_join(threads[t], &rc);
+            assert_null(rc);
+        }
+    }
+    char expected[64];
+    snprintf(expected, sizeof expected, "done %d 0", (int)TOTAL);
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(fx_wait_logs(&f, ids[i], "done ", 1, 60000));
+        json_t *logs = fx_logs(&f, ids[i], "done ");
+        assert_string_equal(json_string_value(json_object_get(json_array_get(logs, 0), "msg")),
+                            expected);
+        json_decref(logs);
+        assert_int_equal(fx_delivered(&f, ids[i]), TOTAL);
+    }
+    fx_close(&f);
+}
+
 static void test_missing_handlers_cost_nothing(void **state)
 {
     (void)state;
@@ -822,6 +904,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_payloads),
         cmocka_unit_test(test_order_across_instances),
+        cmocka_unit_test(test_publishers_share_a_full_queue),
         cmocka_unit_test(test_missing_handlers_cost_nothing),
         cmocka_unit_test(test_subscribed_events),
         cmocka_unit_test(test_orders_and_exec_reports),
