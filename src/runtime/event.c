@@ -9,41 +9,60 @@
  * creating thread. Without it a provider's events were malloc'ed in its
  * arena and freed by the workers into that same arena, so both threads took
  * the arena's lock for every event and, at a million events a second, met
- * on it in the kernel. An event remembers its pool; whoever releases it
- * last pushes it on the pool's lock-free `returned` stack (or straight on
- * `spare` when that is the owner), and the owner takes the whole stack at
- * once when `spare` runs dry. Taking the whole stack with one exchange,
- * never popping single entries, is what keeps the stack free of ABA.
+ * on it in the kernel. An event remembers its pool. The owner's own
+ * releases go straight to `spare`; another thread's gather with others of
+ * the same pool and go onto the pool's lock-free `returned` stack as one
+ * chain (event_flush_returns); the owner takes the whole stack when
+ * `spare` runs dry. Taking the whole stack with one exchange, never
+ * popping single entries, is what keeps the stack free of ABA.
  *
  * A pool outlives its thread: events may still be queued when a provider
  * stops. The thread's exit marks it orphaned and the next thread that
  * creates events adopts it, so there are never more pools than threads
  * that create events at once.
  */
-#define EVENT_POOL_KEEP 4096 /* spares a pool keeps; the rest go back to malloc */
+/* Events a pool makes at most, raised by event_pool_reserve; beyond, while
+ * that many are queued or spare, events come from malloc alone. Bounding
+ * what it makes, rather than what it keeps, means a pool never frees a
+ * long list at once on its owner's thread, a provider's. */
+static _Atomic size_t pool_max = 16384;
 
 struct event_pool {
     _Atomic(struct event *) returned; /* pushed by any thread */
     struct event *spare;              /* owner only */
-    size_t nspare;
-    struct event_pool *next; /* every pool ever made: under pools_lock */
-    bool orphan;             /* under pools_lock */
+    size_t made;                      /* owner only: alive, queued or spare */
+    struct event_pool *next;          /* every pool ever made: under pools_lock */
+    bool orphan;                      /* under pools_lock */
+};
+
+/* Releases by a thread that does not own the event's pool gather here and
+ * go back in one push of the chain: one compare-and-swap per
+ * EVENT_RETURN_BATCH events rather than per event. */
+#define EVENT_RETURN_BATCH 64
+struct event_returns {
+    struct event_pool *pool;
+    struct event *head, *tail;
+    unsigned n;
+    bool registered; /* its thread's exit flushes it */
 };
 
 static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct event_pool *pools;
 static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
-static pthread_key_t pools_key;
-static bool pools_key_ok;
+static pthread_key_t pools_key, returns_key;
+static bool pools_key_ok, returns_key_ok;
 static _Thread_local struct event_pool *own_pool;
+static _Thread_local struct event_returns returns;
 
-static void free_list(struct event *ev)
+static size_t free_list(struct event *ev)
 {
-    while (ev) {
+    size_t n = 0;
+    for (; ev; n++) {
         struct event *next = ev->next_free;
         free(ev);
         ev = next;
     }
+    return n;
 }
 
 /* Thread exit: the spares go back to malloc, returns keep arriving. */
@@ -51,17 +70,23 @@ static void pool_orphan(void *arg)
 {
     struct event_pool *pool = arg;
     own_pool = NULL;
-    free_list(pool->spare);
+    pool->made -= free_list(pool->spare);
     pool->spare = NULL;
-    pool->nspare = 0;
     pthread_mutex_lock(&pools_lock);
     pool->orphan = true;
     pthread_mutex_unlock(&pools_lock);
 }
 
+static void returns_at_exit(void *arg)
+{
+    (void)arg;
+    event_flush_returns();
+}
+
 static void pools_init(void)
 {
     pools_key_ok = pthread_key_create(&pools_key, pool_orphan) == 0;
+    returns_key_ok = pthread_key_create(&returns_key, returns_at_exit) == 0;
 }
 
 /* NULL (events then come from malloc alone) when out of memory. */
@@ -94,55 +119,85 @@ static struct event_pool *pool_of_thread(void)
     return pool;
 }
 
-/* Owner only. Refills `spare` from the returned stack when it is empty,
- * keeping at most EVENT_POOL_KEEP. */
+/* Owner only: a spare, refilled from the returned stack when it is empty,
+ * else a new event while the pool has made fewer than its bound. */
 static struct event *pool_take(struct event_pool *pool)
 {
-    if (!pool->spare) {
-        struct event *list = atomic_exchange_explicit(&pool->returned, NULL, memory_order_acquire);
-        size_t kept = 0;
-        for (struct event *ev = list; ev && kept < EVENT_POOL_KEEP; ev = ev->next_free) {
-            if (++kept == EVENT_POOL_KEEP) {
-                free_list(ev->next_free);
-                ev->next_free = NULL;
-            }
-        }
-        pool->spare = list;
-        pool->nspare = kept;
-    }
+    if (!pool->spare)
+        pool->spare = atomic_exchange_explicit(&pool->returned, NULL, memory_order_acquire);
     struct event *ev = pool->spare;
     if (ev) {
         pool->spare = ev->next_free;
-        pool->nspare--;
+        return ev;
     }
+    if (pool->made >= atomic_load_explicit(&pool_max, memory_order_relaxed))
+        return NULL;
+    ev = malloc(sizeof *ev);
+    if (ev)
+        pool->made++;
     return ev;
+}
+
+void event_pool_reserve(size_t events)
+{
+    size_t now = atomic_load_explicit(&pool_max, memory_order_relaxed);
+    while (now < events && !atomic_compare_exchange_weak_explicit(
+                               &pool_max, &now, events, memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
+void event_flush_returns(void)
+{
+    struct event *first = returns.head;
+    if (!first)
+        return;
+    struct event_pool *pool = returns.pool;
+    struct event *head = atomic_load_explicit(&pool->returned, memory_order_relaxed);
+    do
+        returns.tail->next_free = head;
+    while (!atomic_compare_exchange_weak_explicit(&pool->returned, &head, first,
+                                                  memory_order_release, memory_order_relaxed));
+    returns.head = returns.tail = NULL;
+    returns.n = 0;
+}
+
+/* A thread that never created an event registers its exit here, so that
+ * what it gathered is not lost with it. */
+static void returns_register(void)
+{
+    pthread_once(&pools_once, pools_init);
+    if (returns_key_ok && pthread_setspecific(returns_key, &returns) == 0)
+        returns.registered = true;
 }
 
 static void pool_give(struct event_pool *pool, struct event *ev)
 {
     if (pool == own_pool) {
-        if (pool->nspare >= EVENT_POOL_KEEP) {
-            free(ev);
-            return;
-        }
         ev->next_free = pool->spare;
         pool->spare = ev;
-        pool->nspare++;
         return;
     }
-    struct event *head = atomic_load_explicit(&pool->returned, memory_order_relaxed);
-    do
-        ev->next_free = head;
-    while (!atomic_compare_exchange_weak_explicit(&pool->returned, &head, ev, memory_order_release,
-                                                  memory_order_relaxed));
+    if (!returns.registered)
+        returns_register();
+    if (returns.pool != pool)
+        event_flush_returns();
+    returns.pool = pool;
+    ev->next_free = returns.head;
+    if (!returns.head)
+        returns.tail = ev;
+    returns.head = ev;
+    if (++returns.n >= EVENT_RETURN_BATCH || !returns.registered)
+        event_flush_returns();
 }
 
 struct event *event_new(enum event_kind kind, size_t extra)
 {
     struct event_pool *pool = extra == 0 ? pool_of_thread() : NULL;
     struct event *ev = pool ? pool_take(pool) : NULL;
-    if (!ev)
+    if (!ev) {
+        pool = NULL;
         ev = malloc(sizeof *ev + extra);
+    }
     if (!ev)
         return NULL;
     memset(ev, 0, sizeof *ev);

@@ -147,6 +147,13 @@ static inline void event_retain(struct event *ev)
     atomic_fetch_add_explicit(&ev->refs, 1, memory_order_relaxed);
 }
 void event_release(struct event *ev);
+/* Lets each pool make up to `events` (never lowers the bound; 16,384 to
+ * begin with): a runtime reserves what its queues can hold. */
+void event_pool_reserve(size_t events);
+/* Hands the events this thread released since its last flush back to
+ * their pools (releases are gathered and returned 64 at a time). A thread
+ * that releases events calls it before it waits; thread exit does it too. */
+void event_flush_returns(void);
 
 /* Canonical name ("Trade") and handler name ("onTrade"); for exec reports
  * the handler depends on the status (see event_exec_handler). */

@@ -264,7 +264,7 @@ struct worker {
      * which is what orders them with the ring (wake_if_asleep). */
     alignas(64) _Atomic size_t tail;
     atomic_int sleeping;
-    atomic_int waiting;
+    alignas(64) atomic_int waiting; /* apart from `tail`: the worker reads it after every batch */
 
     /* Sleeping and commands, under lock. */
     alignas(64) pthread_mutex_t lock;

@@ -24,7 +24,10 @@
 
 #define DEFAULT_MAX_ERRORS 100
 #define DEFAULT_LOG_LINES 200
-#define DEFAULT_QUEUE_CAPACITY 65536
+/* At three million events a second a queue this deep is almost 3 ms of
+ * work: room for any jitter, while a deeper one only adds latency and
+ * memory under back-pressure. */
+#define DEFAULT_QUEUE_CAPACITY 8192
 
 /* ------------------------------------------------------------ table */
 
@@ -534,6 +537,8 @@ int runtime_new(const struct runtime_options *opts, struct runtime **out, struct
     rt->event_poll_ns = opts->event_poll_us > 0 ? (int64_t)opts->event_poll_us * 1000 : 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rt->nworkers = opts->workers > 0 ? opts->workers : (cpus > 0 ? (int)cpus : 1);
+    /* every event its queues can hold can then come from its publisher's pool */
+    event_pool_reserve(rt->queue_capacity * (size_t)rt->nworkers);
     /* Workers that outnumber the cores and poll would take turns holding
      * them while the ones with events queued wait for a turn (measured: p50
      * and p99 several times worse with 6 on 2): they sleep instead. */

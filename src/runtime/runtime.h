@@ -96,11 +96,11 @@ struct runtime_options {
     const char *environment;    /* metric label, e.g. "dev" */
     struct js_limits limits;    /* defaults per instance (0 fields: sandbox defaults) */
     int max_consecutive_errors; /* 0: 100 */
-    size_t queue_capacity;    /* events per worker queue, rounded up to a power of two; 0: 65536 */
-    int log_lines_per_second; /* helpers.log rate limit per instance; 0: 200 */
-    int event_poll_us;        /* a worker fed events closer together than this polls for
-                               * the next one rather than sleep; 0: it always sleeps, as
-                               * do workers that outnumber the online CPUs */
+    size_t queue_capacity;      /* events per worker queue, rounded up to a power of two; 0: 8192 */
+    int log_lines_per_second;   /* helpers.log rate limit per instance; 0: 200 */
+    int event_poll_us;          /* a worker fed events closer together than this polls for
+                                 * the next one rather than sleep; 0: it always sleeps, as
+                                 * do workers that outnumber the online CPUs */
 };
 
 struct runtime;

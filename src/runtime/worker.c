@@ -240,16 +240,24 @@ void runtime_publish(void *ctx, struct event *ev)
             event_release(ev);
         return;
     }
+    /* The last interested worker gets the caller's reference: with one
+     * worker interested the event's count is not touched here, after the
+     * worker may already be reading it. */
     size_t slot = interest_slot(sub_key(ev->provider, ev->symbol, ev->kind));
+    struct worker *last = NULL;
     for (int i = 0; i < rt->nworkers; i++) {
         struct worker *w = &rt->workers[i];
         if (atomic_load_explicit(&w->interest[slot], memory_order_relaxed) == 0)
             continue;
-        event_retain(ev);
-        if (!push(w, ev))
-            event_release(ev);
+        if (last) {
+            event_retain(ev);
+            if (!push(last, ev))
+                event_release(ev);
+        }
+        last = w;
     }
-    event_release(ev);
+    if (!last || !push(last, ev))
+        event_release(ev);
 }
 
 struct event_sink runtime_event_sink(struct runtime *rt)
@@ -295,6 +303,9 @@ static inline void cpu_relax(void)
  *     than the window never makes it poll; `event_poll_ns` 0 turns it off.
  * Either poll stops at the next timer. */
 #define STAGED_POLL_NS 500000
+/* Between two looks at the ring while polling: each look takes the slot's
+ * cache line from the publisher writing the next slots beside it. */
+#define POLL_LOOK_NS 250
 static int64_t poll_deadline(const struct worker *w, int64_t now, enum poll_reason *reason)
 {
     int64_t window = 0;
@@ -332,10 +343,15 @@ static bool poll_queue(struct worker *w, int64_t now, int64_t until, enum poll_r
     w->polling = true;
     atomic_store_explicit(&w->nudged, false, memory_order_relaxed);
     pthread_mutex_unlock(&w->lock);
-    int64_t t = now;
-    while (!atomic_load_explicit(&w->nudged, memory_order_acquire) && !ring_ready(w) && t < until) {
+    int64_t t = now, looked = now;
+    while (!atomic_load_explicit(&w->nudged, memory_order_acquire) && t < until) {
         cpu_relax();
         t = clock_mono_ns();
+        if (t - looked >= POLL_LOOK_NS) {
+            if (ring_ready(w))
+                break;
+            looked = t;
+        }
     }
     counter_add(&w->poll_ns[reason], (uint64_t)(t - now));
     pthread_mutex_lock(&w->lock);
@@ -437,6 +453,8 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
         if (*n > 0)
             return true;
     }
+    /* about to wait: the events it released go back to their pools now */
+    event_flush_returns();
     pthread_mutex_lock(&w->lock);
     wait_for_work(w);
     if (atomic_load_explicit(&w->quit, memory_order_relaxed)) {
