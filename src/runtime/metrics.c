@@ -49,7 +49,7 @@ static void write_queues(struct runtime *rt, struct strbuf *out)
 {
     static const char *const labels[] = {"worker"};
     metrics_write_header(out, "stratd_worker_queue_messages",
-                         "Messages waiting in each worker's queue.", "gauge");
+                         "Events waiting in each worker's queue.", "gauge");
     for (int i = 0; i < rt->nworkers; i++) {
         char index[16];
         snprintf(index, sizeof index, "%d", i);
