@@ -124,8 +124,8 @@ struct event {
     uint64_t seq;            /* per provider, strictly increasing */
     int64_t created_ns;      /* clock_mono_ns() at creation, for latency figures */
     int64_t ts_ms;           /* market time, ms since the epoch */
-    struct event_pool *pool; /* where it is recycled; NULL: malloc's */
-    struct event *next_free; /* in that pool, once released */
+    struct event_pool *pool; /* event.c's alone: where it is recycled; NULL: malloc's */
+    struct event *next_free; /* event.c's alone: its link once released */
     union {
         struct event_trade trade;
         struct event_ticker ticker;
@@ -148,7 +148,7 @@ static inline void event_retain(struct event *ev)
 }
 void event_release(struct event *ev);
 /* Lets each pool make up to `events` (never lowers the bound; 16,384 to
- * begin with): a runtime reserves what its queues can hold. */
+ * begin with): a runtime reserves what its queues can hold. Any thread. */
 void event_pool_reserve(size_t events);
 /* Hands the events this thread released since its last flush back to
  * their pools (releases are gathered and returned 64 at a time). A thread

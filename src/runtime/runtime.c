@@ -498,13 +498,13 @@ static int make_families(struct runtime *rt)
 static int start_workers(struct runtime *rt, struct err *err)
 {
     /* aligned: a worker keeps its queue's tail on a cache line of its own */
-    rt->workers = aligned_alloc(alignof(struct worker), (size_t)rt->nworkers * sizeof *rt->workers);
-    if (rt->workers)
-        memset(rt->workers, 0, (size_t)rt->nworkers * sizeof *rt->workers);
+    size_t bytes = (size_t)rt->nworkers * sizeof *rt->workers;
+    rt->workers = aligned_alloc(alignof(struct worker), bytes);
     if (!rt->workers) {
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
     }
+    memset(rt->workers, 0, bytes);
     for (int i = 0; i < rt->nworkers; i++) {
         if (worker_init(&rt->workers[i], rt, i, rt->queue_capacity, err) != 0)
             return -1;

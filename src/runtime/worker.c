@@ -10,8 +10,9 @@
  *                     (provider, symbol, kind) up in its own index and calls
  *                     vm_deliver for every subscriber
  * Commands wait in a list under the worker's lock, served before the next
- * batch, so they take effect between two events. A VM freed while its subscriptions are being
- * walked is only marked dead; its subscriptions are removed after the walk (worker_reap).
+ * batch, so they take effect between two events. A VM freed while its
+ * subscriptions are being walked is only marked dead; its subscriptions are
+ * removed after the walk (worker_reap).
  */
 #include "runtime/internal.h"
 
@@ -44,6 +45,13 @@ static size_t interest_slot(uint64_t key)
     return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 40) & (WORKER_INTEREST_SLOTS - 1);
 }
 
+/* Whether the slot at `pos` holds the event published at that position
+ * (acquire: its `ev` may then be read). */
+static bool cell_filled(struct worker *w, size_t pos)
+{
+    return atomic_load_explicit(&w->ring[pos & w->mask].seq, memory_order_acquire) == pos + 1;
+}
+
 /* ------------------------------------------------------------ life cycle */
 
 int worker_init(struct worker *w, struct runtime *rt, int index, size_t capacity, struct err *err)
@@ -57,7 +65,7 @@ int worker_init(struct worker *w, struct runtime *rt, int index, size_t capacity
     w->mask = cap - 1;
     w->ring = malloc(cap * sizeof *w->ring);
     if (!w->ring) {
-        err_set(err, ERR_INTERNAL, "out of memory for a worker queue of %zu messages", cap);
+        err_set(err, ERR_INTERNAL, "out of memory for a worker queue of %zu events", cap);
         return -1;
     }
     for (size_t i = 0; i < cap; i++) {
@@ -134,12 +142,8 @@ void worker_destroy(struct worker *w)
     if (!w->ring)
         return;
     /* events still queued when the worker quit */
-    for (size_t pos = w->head;; pos++) {
-        struct queue_cell *c = &w->ring[pos & w->mask];
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) != pos + 1)
-            break;
-        event_release(c->ev);
-    }
+    for (size_t pos = w->head; cell_filled(w, pos); pos++)
+        event_release(w->ring[pos & w->mask].ev);
     free(w->ring);
     w->ring = NULL;
     for (size_t i = 0; i < w->subs.cap; i++) {
@@ -328,8 +332,7 @@ static int64_t poll_deadline(const struct worker *w, int64_t now, enum poll_reas
 /* Worker side: whether the next slot holds an event. */
 static bool ring_ready(struct worker *w)
 {
-    size_t seq = atomic_load_explicit(&w->ring[w->head & w->mask].seq, memory_order_acquire);
-    return seq == w->head + 1;
+    return cell_filled(w, w->head);
 }
 
 /* Under w->lock. */
@@ -421,10 +424,8 @@ static void note_events(struct worker *w)
 static size_t take_events(struct worker *w, struct msg *out)
 {
     size_t k = 0;
-    while (k < WORKER_BATCH) {
+    while (k < WORKER_BATCH && ring_ready(w)) {
         struct queue_cell *c = &w->ring[w->head & w->mask];
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) != w->head + 1)
-            break;
         out[k++] = (struct msg){c->ev, NULL};
         atomic_store_explicit(&c->seq, w->head + w->mask + 1, memory_order_release);
         w->head++;
