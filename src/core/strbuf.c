@@ -45,6 +45,21 @@ void strbuf_putc(struct strbuf *sb, char c)
     strbuf_append(sb, &c, 1);
 }
 
+void strbuf_put_int64(struct strbuf *sb, int64_t v)
+{
+    char text[24];
+    char *end = text + sizeof text, *p = end;
+    /* the magnitude as unsigned, so INT64_MIN needs no special case */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    strbuf_append(sb, p, (size_t)(end - p));
+}
+
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
 {
     va_list ap;

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct strbuf {
     char *data;
@@ -33,6 +34,9 @@ bool strbuf_reserve(struct strbuf *sb, size_t extra);
 void strbuf_append(struct strbuf *sb, const void *data, size_t len);
 void strbuf_puts(struct strbuf *sb, const char *s);
 void strbuf_putc(struct strbuf *sb, char c);
+/* v in decimal, as "%lld" would write it, without the formatter's cost
+ * (record writers append many). */
+void strbuf_put_int64(struct strbuf *sb, int64_t v);
 __attribute__((format(printf, 2, 3))) void strbuf_printf(struct strbuf *sb, const char *fmt, ...);
 void strbuf_reset(struct strbuf *sb);
 void strbuf_release(struct strbuf *sb);

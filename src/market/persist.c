@@ -10,9 +10,10 @@
  * takes the whole queue, writes each record's JSON text straight from the
  * C record and hands the rows to the store in one transaction
  * (store_rows_put; one sync per batch: the syncs and the writer's CPU are
- * what the provider and the workers feel of it, on two cores). An order
- * that changes state several times within a batch is written once, in its
- * latest state (likewise balances per asset). A
+ * what the provider and the workers feel of it, on two cores, hence its
+ * pauses: give_way()). An order that changes state several times within a
+ * batch is built and written once, in its latest state (likewise balances
+ * per asset). A
  * session stops its writer after its provider thread, and the writer
  * commits everything queued before it exits, so a clean stop loses
  * nothing.
@@ -36,18 +37,44 @@
 /* --------------------------------------------------------------- writer */
 
 /* One commit's rows. Orders and balances are keyed (by order id, by asset):
- * a later change in the batch replaces the row of an earlier one, which
- * keeps its place. The rows point into the batch's records and own their
- * texts. */
+ * a later change in the batch takes the row of an earlier one, which keeps
+ * its place, so each row's text is built once, from its latest change. The
+ * rows point into the batch's records and own their texts. */
 struct rows {
     json_t *index; /* "o:<id>" / "b:<asset>" -> position in its array */
     struct store_order_row *orders;
     struct store_execution_row *executions;
     struct store_balance_row *balances;
+    /* the change each row is built from */
+    const struct sim_rec **order_src, **execution_src, **balance_src;
     char (*exec_ids)[EVENT_ORDER_ID_MAX + 16];
     size_t norders, nexecutions, nbalances;
-    bool failed; /* out of memory */
+    struct sim_batch *batch; /* whose writer builds these rows */
+    size_t built;            /* rows built so far */
+    bool failed;             /* out of memory */
 };
+
+/* Rows the writer builds or inserts between two pauses (about 0.1 ms of
+ * work): see give_way(). */
+#define WRITER_SLICE_ROWS STORE_ROWS_SLICE
+
+/* The writer runs at the idle class, yet a scheduler tick can still hand
+ * it the core of a worker that was polling for events, and it then keeps
+ * that core until it blocks or the next tick (4 ms here): that was the
+ * largest stall of tick-to-order. Neither yielding nor a sleep of a
+ * microsecond gives the core back for sure (the sleep's timer has expired
+ * before the thread would block), so the writer naps 20 us between slices:
+ * a preempted worker gets its core back within a slice, and the writer
+ * wakes on whichever core is idle. A crowded queue means the provider is
+ * waiting for the writer: then it does not pause. */
+static void give_way(void *arg)
+{
+    const struct sim_batch *b = arg;
+    if (sim_batch_crowded(b))
+        return;
+    struct timespec nap = {0, 20000};
+    (void)nanosleep(&nap, NULL);
+}
 
 /* The slot for `key` in an array of n rows: the one an earlier change of
  * the batch took, or the next (n grows by one). -1 when memory ran out. */
@@ -63,8 +90,30 @@ static long slot_for(struct rows *w, const char *prefix, const char *key, size_t
     return (long)(*n)++;
 }
 
-/* sb's text as a row's record, in place of the text an earlier change of
- * the batch left there; false (and the batch failed) when memory ran out. */
+/* Assigns the change its row; false when memory ran out. */
+static bool place(struct rows *w, const struct sim_rec *c)
+{
+    long i;
+    switch (c->kind) {
+    case SIM_REC_ORDER:
+        i = slot_for(w, "o:", c->u.o.order.order_id, &w->norders);
+        if (i >= 0)
+            w->order_src[i] = c;
+        return i >= 0;
+    case SIM_REC_BALANCE:
+        i = slot_for(w, "b:", c->u.b.asset.asset, &w->nbalances);
+        if (i >= 0)
+            w->balance_src[i] = c;
+        return i >= 0;
+    case SIM_REC_EXECUTION:
+    default:
+        w->execution_src[w->nexecutions++] = c;
+        return true;
+    }
+}
+
+/* sb's text as a row's record; false (and the batch failed) when memory
+ * ran out. Gives way after every WRITER_SLICE_ROWS rows. */
 static bool take_text(struct rows *w, struct strbuf *sb, const char **record, size_t *len)
 {
     if (strbuf_failed(sb)) {
@@ -72,19 +121,16 @@ static bool take_text(struct rows *w, struct strbuf *sb, const char **record, si
         w->failed = true;
         return false;
     }
-    free((char *)*record);
     *record = strbuf_detach(sb, len);
+    if (++w->built % WRITER_SLICE_ROWS == 0)
+        give_way(w->batch);
     return true;
 }
 
-static void add_order(struct rows *w, const char *provider, const struct sim_rec *r)
+static void build_order(struct rows *w, const char *provider, size_t i)
 {
+    const struct sim_rec *r = w->order_src[i];
     const struct sim_order *o = &r->u.o.order;
-    long i = slot_for(w, "o:", o->order_id, &w->norders);
-    if (i < 0) {
-        w->failed = true;
-        return;
-    }
     struct store_order_row *row = &w->orders[i];
     struct strbuf sb = STRBUF_INIT;
     sim_order_text(&sb, provider, o, r->u.o.reason);
@@ -99,11 +145,12 @@ static void add_order(struct rows *w, const char *provider, const struct sim_rec
     row->updated_at = o->updated_ms;
 }
 
-static void add_execution(struct rows *w, const char *provider, const struct sim_rec *r)
+static void build_execution(struct rows *w, const char *provider, size_t i)
 {
+    const struct sim_rec *r = w->execution_src[i];
     const struct sim_order *o = &r->u.o.order;
-    struct store_execution_row *row = &w->executions[w->nexecutions];
-    char *id = w->exec_ids[w->nexecutions];
+    struct store_execution_row *row = &w->executions[i];
+    char *id = w->exec_ids[i];
     (void)snprintf(id, sizeof w->exec_ids[0], "%s-%u", o->order_id, o->fills);
     struct strbuf sb = STRBUF_INIT;
     sim_execution_text(&sb, provider, r, id);
@@ -114,17 +161,12 @@ static void add_execution(struct rows *w, const char *provider, const struct sim
     row->order_id = o->order_id;
     row->instance = o->instance_id;
     row->traded_at = row->created_at = r->u.o.at_ms;
-    w->nexecutions++;
 }
 
-static void add_balance(struct rows *w, const char *provider, const struct sim_rec *r)
+static void build_balance(struct rows *w, const char *provider, size_t i)
 {
+    const struct sim_rec *r = w->balance_src[i];
     const struct sim_asset *as = &r->u.b.asset;
-    long i = slot_for(w, "b:", as->asset, &w->nbalances);
-    if (i < 0) {
-        w->failed = true;
-        return;
-    }
     struct store_balance_row *row = &w->balances[i];
     struct strbuf sb = STRBUF_INIT;
     sim_balance_text(&sb, provider, as, r->u.b.created_ms);
@@ -144,8 +186,12 @@ static bool rows_init(struct rows *w, size_t n)
     w->orders = calloc(cap, sizeof *w->orders);
     w->executions = calloc(cap, sizeof *w->executions);
     w->balances = calloc(cap, sizeof *w->balances);
+    w->order_src = calloc(cap, sizeof *w->order_src);
+    w->execution_src = calloc(cap, sizeof *w->execution_src);
+    w->balance_src = calloc(cap, sizeof *w->balance_src);
     w->exec_ids = calloc(cap, sizeof *w->exec_ids);
-    return w->index && w->orders && w->executions && w->balances && w->exec_ids;
+    return w->index && w->orders && w->executions && w->balances && w->order_src &&
+           w->execution_src && w->balance_src && w->exec_ids;
 }
 
 static void rows_free(struct rows *w)
@@ -160,7 +206,27 @@ static void rows_free(struct rows *w)
     free(w->orders);
     free(w->executions);
     free(w->balances);
+    free(w->order_src);
+    free(w->execution_src);
+    free(w->balance_src);
     free(w->exec_ids);
+}
+
+/* Places every change, then builds each row once. */
+static void build_rows(struct rows *w, const char *provider, const struct sim_rec *r)
+{
+    size_t placed = 0;
+    for (const struct sim_rec *c = r; c && !w->failed; c = c->next) {
+        w->failed = !place(w, c);
+        if (++placed % (8 * (size_t)WRITER_SLICE_ROWS) == 0)
+            give_way(w->batch);
+    }
+    for (size_t i = 0; i < w->norders && !w->failed; i++)
+        build_order(w, provider, i);
+    for (size_t i = 0; i < w->nexecutions && !w->failed; i++)
+        build_execution(w, provider, i);
+    for (size_t i = 0; i < w->nbalances && !w->failed; i++)
+        build_balance(w, provider, i);
 }
 
 /* Builds and commits one batch (one transaction for the three tables, so
@@ -170,18 +236,12 @@ static void write_batch(struct sim_batch *b, struct sim_rec *r)
     size_t n = 0;
     for (const struct sim_rec *c = r; c; c = c->next)
         n++;
-    struct rows w = {0};
+    struct rows w = {.batch = b};
     w.failed = !rows_init(&w, n);
-    for (const struct sim_rec *c = r; c && !w.failed; c = c->next) {
-        if (c->kind == SIM_REC_ORDER)
-            add_order(&w, b->provider, c);
-        else if (c->kind == SIM_REC_EXECUTION)
-            add_execution(&w, b->provider, c);
-        else
-            add_balance(&w, b->provider, c);
-    }
-    struct store_rows rows = {w.orders,      w.norders,  w.executions,
-                              w.nexecutions, w.balances, w.nbalances};
+    if (!w.failed)
+        build_rows(&w, b->provider, r);
+    struct store_rows rows = {w.orders,   w.norders,   w.executions, w.nexecutions,
+                              w.balances, w.nbalances, give_way,     b};
     struct err err = ERR_INIT;
     if (w.failed)
         log_warn("market", "provider %s: %zu changes not recorded: out of memory", b->provider, n);

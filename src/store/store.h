@@ -201,7 +201,13 @@ struct store_rows {
     size_t nexecutions;
     const struct store_balance_row *balances;
     size_t nbalances;
+    /* Called on the caller's thread after every STORE_ROWS_SLICE rows, inside
+     * the transaction with the store's lock held: it may give up the CPU
+     * and must not call the store. NULL: never called. */
+    void (*between)(void *arg);
+    void *between_arg;
 };
+#define STORE_ROWS_SLICE 32
 int store_rows_put(struct store *store, const struct store_rows *rows, struct err *err);
 int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,
                          json_t **out, struct err *err);

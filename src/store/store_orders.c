@@ -92,6 +92,8 @@ struct batch {
     const void *items;
     size_t n;
     bool single;
+    void (*between)(void *arg); /* see struct store_rows */
+    void *between_arg;
 };
 
 static int put_items(struct store *s, const struct batch *bt, struct err *err)
@@ -114,6 +116,8 @@ static int put_items(struct store *s, const struct batch *bt, struct err *err)
         (void)snprintf(what, sizeof what, "cannot save %s", label);
         if (store__bind_check(&b, what, err) != 0 || store__step_done(s, st, what, err) != 0)
             return -1;
+        if (bt->between && (i + 1) % STORE_ROWS_SLICE == 0)
+            bt->between(bt->between_arg);
     }
     return 0;
 }
@@ -159,7 +163,8 @@ static int put_batch(struct store *s, const struct record_kind *k, const json_t 
         return -1;
     }
     bool single = json_is_object(records);
-    struct batch bt = {k, bind_json_item, records, single ? 1 : json_array_size(records), single};
+    struct batch bt = {k,      bind_json_item, records, single ? 1 : json_array_size(records),
+                       single, NULL,           NULL};
     return put_batches(s, &bt, 1, err);
 }
 
@@ -389,9 +394,12 @@ int store_rows_put(struct store *store, const struct store_rows *rows, struct er
         return -1;
     }
     const struct batch batches[] = {
-        {&order_kind, bind_order_row, rows->orders, rows->norders, false},
-        {&execution_kind, bind_execution_row, rows->executions, rows->nexecutions, false},
-        {&balance_kind, bind_balance_row, rows->balances, rows->nbalances, false},
+        {&order_kind, bind_order_row, rows->orders, rows->norders, false, rows->between,
+         rows->between_arg},
+        {&execution_kind, bind_execution_row, rows->executions, rows->nexecutions, false,
+         rows->between, rows->between_arg},
+        {&balance_kind, bind_balance_row, rows->balances, rows->nbalances, false, rows->between,
+         rows->between_arg},
     };
     return put_batches(store, batches, 3, err);
 }

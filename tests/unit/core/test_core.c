@@ -119,6 +119,23 @@ static void test_strbuf(void **state)
     assert_null(sb.data);
 }
 
+/* Integers as "%lld" writes them, the extremes included. */
+static void test_strbuf_put_int64(void **state)
+{
+    (void)state;
+    const int64_t values[] = {0, 7, -7, 10, 1764921600123, -1000000, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        struct strbuf sb = STRBUF_INIT;
+        strbuf_putc(&sb, '[');
+        strbuf_put_int64(&sb, values[i]);
+        strbuf_putc(&sb, ']');
+        char expected[32];
+        (void)snprintf(expected, sizeof expected, "[%lld]", (long long)values[i]);
+        assert_string_equal(strbuf_cstr(&sb), expected);
+        strbuf_release(&sb);
+    }
+}
+
 static void test_atomic_write_and_read(void **state)
 {
     (void)state;
@@ -708,6 +725,7 @@ int main(void)
         cmocka_unit_test(test_hash_parse),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_strbuf),
+        cmocka_unit_test(test_strbuf_put_int64),
         cmocka_unit_test(test_atomic_write_and_read),
         cmocka_unit_test(test_replace_keeps_the_old_file_for_the_reaper),
         cmocka_unit_test(test_swap_writes_exact_bytes),

@@ -4,6 +4,7 @@
  */
 #include "store_fixture.h"
 
+#include <sqlite3.h>
 #include <stdio.h>
 
 #define HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -717,7 +718,7 @@ static void test_rows_put_is_one_transaction(void **state)
     struct store_order_row orders[] = {order_row(o1)};
     struct store_execution_row executions[] = {execution_row(e1), execution_row(e2)};
     struct store_balance_row balances[] = {balance_row(usdt)};
-    struct store_rows rows = {orders, 1, executions, 2, balances, 1};
+    struct store_rows rows = {orders, 1, executions, 2, balances, 1, NULL, NULL};
 
     /* An invalid execution leaves the valid order and balance unwritten. */
     executions[1].order_id = "";
@@ -761,6 +762,61 @@ static void test_rows_put_is_one_transaction(void **state)
     json_decref(usdt);
 }
 
+/* What the market's writer hands in between slices of rows: a second
+ * connection, reading the file meanwhile, must see none of the batch. */
+struct between_probe {
+    sqlite3 *reader;
+    int calls;
+    long long seen; /* executions the reader saw at each call, summed */
+};
+
+static void count_between(void *arg)
+{
+    struct between_probe *p = arg;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(p->reader, "SELECT count(*) FROM executions", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    p->seen += sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    p->calls++;
+}
+
+/* The hook runs after every STORE_ROWS_SLICE rows, inside the transaction
+ * (nothing is visible to another reader yet), and every row lands. */
+static void test_rows_put_calls_between_inside_the_transaction(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    enum { N = 2 * STORE_ROWS_SLICE + 5 };
+    json_t *recs[N];
+    struct store_execution_row executions[N];
+    char ids_text[N][16];
+    for (int i = 0; i < N; i++) {
+        (void)snprintf(ids_text[i], sizeof ids_text[i], "e%d", i);
+        recs[i] = execution(ids_text[i], "o1", "i1", "p1", 10 + i);
+        executions[i] = execution_row(recs[i]);
+    }
+    char *path = tu_path("%s/%s", f->state, STORE_DB_FILE);
+    struct between_probe probe = {0};
+    assert_int_equal(sqlite3_open(path, &probe.reader), SQLITE_OK);
+    free(path);
+    struct store_rows rows = {NULL, 0, executions, N, NULL, 0, count_between, &probe};
+    assert_ok(store_rows_put(f->store, &rows, &err), &err);
+    assert_int_equal(probe.calls, N / STORE_ROWS_SLICE);
+    assert_int_equal(probe.seen, 0);
+
+    struct store_order_query q = {.instance_id = "i1", .limit = N + 10};
+    json_t *out = query_executions(f->store, &q);
+    assert_int_equal(json_array_size(out), N);
+    json_decref(out);
+    sqlite3_close(probe.reader);
+    for (int i = 0; i < N; i++) {
+        free((char *)executions[i].record);
+        json_decref(recs[i]);
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -780,6 +836,7 @@ int main(void)
         T(test_executions),
         T(test_balances),
         T(test_rows_put_is_one_transaction),
+        T(test_rows_put_calls_between_inside_the_transaction),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
