@@ -23,9 +23,16 @@
 
 void store__lock(struct store *s)
 {
+    atomic_fetch_add_explicit(&s->lock_waiters, 1, memory_order_relaxed);
     int rc = pthread_mutex_lock(&s->lock);
+    atomic_fetch_sub_explicit(&s->lock_waiters, 1, memory_order_relaxed);
     assert(rc == 0);
     (void)rc;
+}
+
+bool store__contended(struct store *s)
+{
+    return atomic_load_explicit(&s->lock_waiters, memory_order_relaxed) > 0;
 }
 
 void store__unlock(struct store *s)
@@ -315,6 +322,7 @@ static struct store *store_alloc(const char *state_dir)
         return NULL;
     s->audit_fd = -1;
     s->lock_fd = -1;
+    atomic_init(&s->lock_waiters, 0);
     s->lock_ready = pthread_mutex_init(&s->lock, NULL) == 0;
     s->audit_lock_ready = pthread_mutex_init(&s->audit_lock, NULL) == 0;
     s->audit_wake_ready = pthread_cond_init(&s->audit_wake, NULL) == 0;

@@ -203,7 +203,8 @@ struct store_rows {
     size_t nbalances;
     /* Called on the caller's thread after every STORE_ROWS_SLICE rows, inside
      * the transaction with the store's lock held: it may give up the CPU
-     * and must not call the store. NULL: never called. */
+     * and must not call the store. Skipped while another thread waits for
+     * the store, so a pause never holds up its request. NULL: never called. */
     void (*between)(void *arg);
     void *between_arg;
 };

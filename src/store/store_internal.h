@@ -18,6 +18,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 /* The newest schema this build knows; store_migrate.c checks that its last
  * step carries this number. */
@@ -58,6 +59,7 @@ enum store__stmt {
 
 struct store {
     pthread_mutex_t lock;
+    atomic_int lock_waiters; /* threads inside store__lock, not yet holding it */
     bool lock_ready;
     sqlite3 *db;
     sqlite3_stmt *stmts[STORE__STMT_COUNT];
@@ -81,6 +83,8 @@ struct store {
 
 void store__lock(struct store *s);
 void store__unlock(struct store *s);
+/* Whether another thread waits for the lock (its holder does not count). */
+bool store__contended(struct store *s);
 
 /* ERR_NO_SPACE for SQLITE_FULL and for an I/O error caused by ENOSPC or
  * EDQUOT; ERR_INTERNAL for everything else. */

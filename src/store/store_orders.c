@@ -116,7 +116,8 @@ static int put_items(struct store *s, const struct batch *bt, struct err *err)
         (void)snprintf(what, sizeof what, "cannot save %s", label);
         if (store__bind_check(&b, what, err) != 0 || store__step_done(s, st, what, err) != 0)
             return -1;
-        if (bt->between && (i + 1) % STORE_ROWS_SLICE == 0)
+        /* a pause must never hold up a request that waits for the store */
+        if (bt->between && (i + 1) % STORE_ROWS_SLICE == 0 && !store__contended(s))
             bt->between(bt->between_arg);
     }
     return 0;

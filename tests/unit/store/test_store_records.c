@@ -4,8 +4,12 @@
  */
 #include "store_fixture.h"
 
+#include "store/store_internal.h"
+
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #define HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define HEX_A_UPPER "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -762,6 +766,25 @@ static void test_rows_put_is_one_transaction(void **state)
     json_decref(usdt);
 }
 
+/* n executions e0..e<n-1> of one order as JSON and as rows (ids holds
+ * their ids); free_executions releases both. */
+static void make_executions(int n, json_t **recs, struct store_execution_row *rows, char (*ids)[16])
+{
+    for (int i = 0; i < n; i++) {
+        (void)snprintf(ids[i], sizeof ids[i], "e%d", i);
+        recs[i] = execution(ids[i], "o1", "i1", "p1", 10 + i);
+        rows[i] = execution_row(recs[i]);
+    }
+}
+
+static void free_executions(int n, json_t **recs, struct store_execution_row *rows)
+{
+    for (int i = 0; i < n; i++) {
+        free((char *)rows[i].record);
+        json_decref(recs[i]);
+    }
+}
+
 /* What the market's writer hands in between slices of rows: a second
  * connection, reading the file meanwhile, must see none of the batch. */
 struct between_probe {
@@ -792,11 +815,7 @@ static void test_rows_put_calls_between_inside_the_transaction(void **state)
     json_t *recs[N];
     struct store_execution_row executions[N];
     char ids_text[N][16];
-    for (int i = 0; i < N; i++) {
-        (void)snprintf(ids_text[i], sizeof ids_text[i], "e%d", i);
-        recs[i] = execution(ids_text[i], "o1", "i1", "p1", 10 + i);
-        executions[i] = execution_row(recs[i]);
-    }
+    make_executions(N, recs, executions, ids_text);
     char *path = tu_path("%s/%s", f->state, STORE_DB_FILE);
     struct between_probe probe = {0};
     assert_int_equal(sqlite3_open(path, &probe.reader), SQLITE_OK);
@@ -811,10 +830,60 @@ static void test_rows_put_calls_between_inside_the_transaction(void **state)
     assert_int_equal(json_array_size(out), N);
     json_decref(out);
     sqlite3_close(probe.reader);
-    for (int i = 0; i < N; i++) {
-        free((char *)executions[i].record);
-        json_decref(recs[i]);
-    }
+    free_executions(N, recs, executions);
+}
+
+/* A request waiting for the store while the writer's rows go in. */
+struct waiting_reader {
+    struct store *store;
+    pthread_t thread;
+    int calls;
+    int rc;
+};
+
+static void *read_setting(void *arg)
+{
+    struct waiting_reader *r = arg;
+    struct err err = ERR_INIT;
+    json_t *value = NULL;
+    r->rc = store_setting_get(r->store, "risk", &value, &err);
+    json_decref(value);
+    err_clear(&err);
+    return NULL;
+}
+
+/* At its first call the hook starts a reader and returns once the reader
+ * waits for the store's lock. */
+static void start_reader_once(void *arg)
+{
+    struct waiting_reader *r = arg;
+    if (r->calls++ > 0)
+        return;
+    assert_int_equal(pthread_create(&r->thread, NULL, read_setting, r), 0);
+    for (int waited_ms = 0; !store__contended(r->store) && waited_ms < 10000; waited_ms++)
+        usleep(1000);
+    assert_true(store__contended(r->store));
+}
+
+/* While another thread waits for the store, the hook is skipped: a pause
+ * between slices would hold that request up for nothing. */
+static void test_rows_put_skips_between_while_the_store_is_wanted(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    enum { N = 3 * STORE_ROWS_SLICE };
+    json_t *recs[N];
+    struct store_execution_row executions[N];
+    char ids_text[N][16];
+    make_executions(N, recs, executions, ids_text);
+    struct waiting_reader reader = {.store = f->store, .rc = -2};
+    struct store_rows rows = {NULL, 0, executions, N, NULL, 0, start_reader_once, &reader};
+    assert_ok(store_rows_put(f->store, &rows, &err), &err);
+    assert_int_equal(reader.calls, 1); /* not after the 64th and 96th rows */
+    assert_int_equal(pthread_join(reader.thread, NULL), 0);
+    assert_int_equal(reader.rc, 1); /* the setting is absent: the read went through */
+    assert_false(store__contended(f->store));
+    free_executions(N, recs, executions);
 }
 
 int main(void)
@@ -837,6 +906,7 @@ int main(void)
         T(test_balances),
         T(test_rows_put_is_one_transaction),
         T(test_rows_put_calls_between_inside_the_transaction),
+        T(test_rows_put_skips_between_while_the_store_is_wanted),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
