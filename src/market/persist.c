@@ -39,7 +39,8 @@
 /* One commit's rows. Orders and balances are keyed (by order id, by asset):
  * a later change in the batch takes the row of an earlier one, which keeps
  * its place, so each row's text is built once, from its latest change. The
- * rows point into the batch's records and own their texts. */
+ * rows point into the batch's records and own their texts; only the
+ * writer thread touches them. */
 struct rows {
     json_t *index; /* "o:<id>" / "b:<asset>" -> position in its array */
     struct store_order_row *orders;
@@ -54,16 +55,13 @@ struct rows {
     bool failed;             /* out of memory */
 };
 
-/* Rows the writer builds or inserts between two pauses (about 0.1 ms of
- * work): see give_way(). */
-#define WRITER_SLICE_ROWS STORE_ROWS_SLICE
-
 /* The writer runs at the idle class, yet a scheduler tick can still hand
  * it the core of a worker that was polling for events, and it then keeps
  * that core until it blocks or the next tick (4 ms here): that was the
  * largest stall of tick-to-order. Neither yielding nor a sleep of a
  * microsecond gives the core back for sure (the sleep's timer has expired
- * before the thread would block), so the writer naps 20 us between slices:
+ * before the thread would block), so the writer naps 20 us between slices
+ * of STORE_ROWS_SLICE rows, built or inserted (about 0.1 ms of work):
  * a preempted worker gets its core back within a slice, and the writer
  * wakes on whichever core is idle. A crowded queue means the provider is
  * waiting for the writer: then it does not pause. */
@@ -113,7 +111,7 @@ static bool place(struct rows *w, const struct sim_rec *c)
 }
 
 /* sb's text as a row's record; false (and the batch failed) when memory
- * ran out. Gives way after every WRITER_SLICE_ROWS rows. */
+ * ran out. Gives way after every STORE_ROWS_SLICE rows. */
 static bool take_text(struct rows *w, struct strbuf *sb, const char **record, size_t *len)
 {
     if (strbuf_failed(sb)) {
@@ -122,7 +120,7 @@ static bool take_text(struct rows *w, struct strbuf *sb, const char **record, si
         return false;
     }
     *record = strbuf_detach(sb, len);
-    if (++w->built % WRITER_SLICE_ROWS == 0)
+    if (++w->built % STORE_ROWS_SLICE == 0)
         give_way(w->batch);
     return true;
 }
@@ -218,7 +216,7 @@ static void build_rows(struct rows *w, const char *provider, const struct sim_re
     size_t placed = 0;
     for (const struct sim_rec *c = r; c && !w->failed; c = c->next) {
         w->failed = !place(w, c);
-        if (++placed % (8 * (size_t)WRITER_SLICE_ROWS) == 0)
+        if (++placed % (8 * (size_t)STORE_ROWS_SLICE) == 0)
             give_way(w->batch);
     }
     for (size_t i = 0; i < w->norders && !w->failed; i++)

@@ -92,11 +92,24 @@ struct batch {
     const void *items;
     size_t n;
     bool single;
-    void (*between)(void *arg); /* see struct store_rows */
-    void *between_arg;
 };
 
-static int put_items(struct store *s, const struct batch *bt, struct err *err)
+/* The caller's pause between slices of rows (struct store_rows) and the
+ * rows the transaction has written so far. */
+struct slices {
+    void (*between)(void *arg);
+    void *arg;
+    size_t rows;
+};
+
+/* A pause is skipped while a request waits: it must never hold one up. */
+static void end_of_row(struct store *s, struct slices *sl)
+{
+    if (sl && sl->between && ++sl->rows % STORE_ROWS_SLICE == 0 && !store__contended(s))
+        sl->between(sl->arg);
+}
+
+static int put_items(struct store *s, const struct batch *bt, struct slices *sl, struct err *err)
 {
     const struct record_kind *k = bt->kind;
     sqlite3_stmt *st = store__stmt(s, k->stmt, k->sql, err);
@@ -116,15 +129,14 @@ static int put_items(struct store *s, const struct batch *bt, struct err *err)
         (void)snprintf(what, sizeof what, "cannot save %s", label);
         if (store__bind_check(&b, what, err) != 0 || store__step_done(s, st, what, err) != 0)
             return -1;
-        /* a pause must never hold up a request that waits for the store */
-        if (bt->between && (i + 1) % STORE_ROWS_SLICE == 0 && !store__contended(s))
-            bt->between(bt->between_arg);
+        end_of_row(s, sl);
     }
     return 0;
 }
 
-/* One transaction over n batches; empty ones are skipped. */
-static int put_batches(struct store *s, const struct batch *batches, size_t n, struct err *err)
+/* One transaction over n batches; empty ones are skipped. sl may be NULL. */
+static int put_batches(struct store *s, const struct batch *batches, size_t n, struct slices *sl,
+                       struct err *err)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
@@ -134,7 +146,7 @@ static int put_batches(struct store *s, const struct batch *batches, size_t n, s
     store__lock(s);
     int rc = store__begin(s, err);
     for (size_t i = 0; rc == 0 && i < n; i++)
-        if (batches[i].n && put_items(s, &batches[i], err) != 0) {
+        if (batches[i].n && put_items(s, &batches[i], sl, err) != 0) {
             store__rollback(s);
             rc = -1;
         }
@@ -164,9 +176,8 @@ static int put_batch(struct store *s, const struct record_kind *k, const json_t 
         return -1;
     }
     bool single = json_is_object(records);
-    struct batch bt = {k,      bind_json_item, records, single ? 1 : json_array_size(records),
-                       single, NULL,           NULL};
-    return put_batches(s, &bt, 1, err);
+    struct batch bt = {k, bind_json_item, records, single ? 1 : json_array_size(records), single};
+    return put_batches(s, &bt, 1, NULL, err);
 }
 
 /* -------------------------------------------------------------- orders */
@@ -395,14 +406,12 @@ int store_rows_put(struct store *store, const struct store_rows *rows, struct er
         return -1;
     }
     const struct batch batches[] = {
-        {&order_kind, bind_order_row, rows->orders, rows->norders, false, rows->between,
-         rows->between_arg},
-        {&execution_kind, bind_execution_row, rows->executions, rows->nexecutions, false,
-         rows->between, rows->between_arg},
-        {&balance_kind, bind_balance_row, rows->balances, rows->nbalances, false, rows->between,
-         rows->between_arg},
+        {&order_kind, bind_order_row, rows->orders, rows->norders, false},
+        {&execution_kind, bind_execution_row, rows->executions, rows->nexecutions, false},
+        {&balance_kind, bind_balance_row, rows->balances, rows->nbalances, false},
     };
-    return put_batches(store, batches, 3, err);
+    struct slices sl = {rows->between, rows->between_arg, 0};
+    return put_batches(store, batches, 3, &sl, err);
 }
 
 /* ------------------------------------------------------------- queries */
