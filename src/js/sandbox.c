@@ -279,6 +279,22 @@ static bool budget_spent(struct js_sandbox *sb, int64_t now)
     return false;
 }
 
+/* The budget's clock starts at the call's first check, not when it is
+ * armed: most callbacks end before the ticker moves and so never read a
+ * clock, where a read at every arm was a tenth of a trivial handler's
+ * delivery. The first check comes within a tick of the entry (or after
+ * JS__POLLS_PER_CHECK polls), so a callback may run up to a tick past its
+ * budget, never less than it. Returns true when it started the clock. */
+static bool start_budget_clock(struct js_sandbox *sb, int64_t now)
+{
+    if (sb->budget_started)
+        return false;
+    sb->budget_started = true;
+    sb->armed_at_ns = now;
+    sb->deadline_ns = now + sb->armed_budget_ns;
+    return true;
+}
+
 /* Called at every poll, so the common case is two loads and a compare:
  * the clocks are read once per tick, or every JS__POLLS_PER_CHECK polls
  * should the ticker lag. A check marks activity, which keeps the ticker
@@ -296,7 +312,7 @@ static int on_interrupt(JSRuntime *rt, void *opaque)
     sb->polls_unchecked = 0;
     js__ticker_wake();
     int64_t now = clock_mono_ns();
-    if (now < sb->deadline_ns || !budget_spent(sb, now))
+    if (start_budget_clock(sb, now) || now < sb->deadline_ns || !budget_spent(sb, now))
         return 0;
     sb->overran = true;
     return 1;
@@ -452,9 +468,9 @@ void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
     sb->overran = false;
     sb->out_of_memory = false;
     sb->armed_budget_ns = budget_ns;
-    sb->armed_at_ns = clock_mono_ns();
+    sb->budget_started = false;
     sb->cpu_mark_ns = -1;
-    sb->deadline_ns = sb->armed_at_ns + budget_ns;
+    sb->deadline_ns = INT64_MAX; /* armed; the clock starts at the first check */
     sb->seen_tick = atomic_load_explicit(&js__ticker_count, memory_order_relaxed);
     sb->polls_unchecked = 0;
     js__ticker_wake();
@@ -474,7 +490,7 @@ static bool past_deadline(struct js_sandbox *sb)
 {
     if (!sb->overran && sb->deadline_ns != 0) {
         int64_t now = clock_mono_ns();
-        if (now >= sb->deadline_ns && budget_spent(sb, now))
+        if (!start_budget_clock(sb, now) && now >= sb->deadline_ns && budget_spent(sb, now))
             sb->overran = true;
     }
     return sb->overran;
@@ -670,7 +686,10 @@ static void guard_begin(struct js_sandbox *sb, struct extract_guard *g)
     g->deadline_ns = sb->deadline_ns;
     g->overran = sb->overran;
     g->out_of_memory = sb->out_of_memory;
-    sb->deadline_ns = clock_mono_ns() + EXTRACT_BUDGET_NS;
+    int64_t now = clock_mono_ns();
+    if (g->deadline_ns != 0 && start_budget_clock(sb, now))
+        g->deadline_ns = sb->deadline_ns; /* put back a started clock */
+    sb->deadline_ns = now + EXTRACT_BUDGET_NS;
     sb->overran = false;
     JS_SetMemoryLimit(sb->rt, sb->limits.memory_bytes + EXTRACT_MEMORY_SLACK);
 }

@@ -55,13 +55,14 @@ struct js_sandbox {
     JSRuntime *rt;
     JSContext *ctx;
     struct js_limits limits;
-    int64_t deadline_ns; /* monotonic; 0 = unarmed */
+    int64_t deadline_ns; /* monotonic; 0 = unarmed, INT64_MAX until the clock starts */
     /* The budget is meant as CPU time, not wall time: past the monotonic
      * deadline (the cheap check) the thread's CPU clock is sampled, so a
      * strategy is not stopped for time other processes took from it (see
      * budget_spent in sandbox.c). */
     int64_t armed_budget_ns;
-    int64_t armed_at_ns;
+    int64_t armed_at_ns; /* when the budget's clock started: see budget_started */
+    bool budget_started; /* false from arm until the call's first check */
     int64_t cpu_mark_ns; /* thread CPU at mark_at_ns; -1 before the first sample */
     int64_t mark_at_ns;
     /* The handler runs at every QuickJS poll and looks at the clocks only
@@ -101,7 +102,10 @@ void js_sandbox_free(struct js_sandbox *sb);
  * already uses. */
 int js_sandbox_set_limits(struct js_sandbox *sb, const struct js_limits *limits, struct err *err);
 /* Starts a budget window for the next entry into JS (0 = the sandbox's
- * budget) and clears `overran` and `out_of_memory`. */
+ * budget) and clears `overran` and `out_of_memory`. Reads no clock: the
+ * window's clock starts at the call's first check, within a tick of the
+ * budget ticker (1 ms) of the entry, so a call may overrun its budget by
+ * up to a tick before it is stopped, and is never stopped before it. */
 void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns);
 void js_sandbox_disarm(struct js_sandbox *sb);
 static inline bool js_sandbox_overran(const struct js_sandbox *sb)
