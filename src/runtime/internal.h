@@ -439,6 +439,9 @@ struct vm_layout {
     uint32_t n;
 };
 
+struct lazy;
+#define VM_SPARE_LAZY 2 /* a delivery's evt and payload */
+
 /* A VM is the instance's sandbox plus what the host caches in it. Owned by
  * the instance's worker; only that thread touches it. */
 struct vm {
@@ -482,6 +485,10 @@ struct vm {
     /* the class hooks of lazy event objects (see vm.c): per VM because
      * one of them is switched off while it runs */
     JSClassExoticMethods lazy_hooks;
+    /* the C halves of lazy objects that died with their delivery, kept
+     * for the next one (see free_arg in vm.c) */
+    struct lazy *spare_lazy[VM_SPARE_LAZY];
+    uint8_t nspare_lazy;
 };
 
 /* A start in two steps, so that the first can run while the start's intent

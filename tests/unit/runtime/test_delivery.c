@@ -730,6 +730,90 @@ static void test_lazy_event_objects(void **state)
     fx_close(&f);
 }
 
+/* Keeps evt and the payload of some deliveries (both, one or the other)
+ * and drops the rest, logging what each delivery read; at the end it reads
+ * the kept objects again. */
+static const char *const LAZY_KEEPER =
+    "    const kept = [];\n"
+    "    let n = 0;\n"
+    "    const seen = (evt, p, value) => {\n"
+    "      env.helpers.log('d', evt.type, evt.seq, value, evt.provider, evt.symbol);\n"
+    "      const k = n++ % 4;\n"
+    "      if (k === 0) kept.push([evt.seq, evt, p]);\n"
+    "      if (k === 1) kept.push([evt.seq, null, p]);\n"
+    "      if (k === 2) kept.push([evt.seq, evt, null]);\n"
+    "      if (n === 40) env.helpers.log('kept', JSON.stringify(kept.map(([s, e, q]) =>\n"
+    "        [s, e && [e.type, e.seq, e.symbol], q && (q.price ?? q.last)])));\n"
+    "    };\n"
+    "    return {\n"
+    "      onTrade(ctx, evt, p) { seen(evt, p, p.price); },\n"
+    "      onTicker(ctx, evt, p) { seen(evt, p, p.last); },\n"
+    "    };";
+
+/* The C half of evt and of a Trade or Ticker payload is reused once the
+ * object dies with its delivery: every delivery must still read its own
+ * event, and an object the strategy kept must keep reading its own. */
+static void test_lazy_objects_dropped_or_kept(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("lazykeeper", "['Trade', 'Ticker']", NULL, LAZY_KEEPER);
+    fx_upload(&f, "lazykeeper", src, NULL, hex);
+    free(src);
+    fx_run(&f, "k1", "lazykeeper", NULL, NULL);
+    uint64_t seqs[40];
+    for (int i = 0; i < 40; i++) {
+        if (i % 3 == 2) {
+            struct event *ev = fx_event(&f, EVENT_TICKER, "sim", "BTC-USDT", 0);
+            ev->u.ticker = (struct event_ticker){500 + i, 1, 2, 3, 4, 5};
+            seqs[i] = ev->seq;
+            runtime_publish(f.rt, ev);
+        } else {
+            seqs[i] = fx_trade(&f, "sim", "BTC-USDT", 100 + i, 0.25);
+        }
+    }
+    assert_true(fx_wait_delivered(&f, "k1", 40, 5000));
+    assert_true(fx_wait_logs(&f, "k1", "kept", 1, 5000));
+    json_t *logs = fx_logs(&f, "k1", "d ");
+    assert_int_equal(json_array_size(logs), 40);
+    struct strbuf want = STRBUF_INIT;
+    for (int i = 0; i < 40; i++) {
+        bool ticker = i % 3 == 2;
+        strbuf_reset(&want);
+        strbuf_printf(&want, "d %s %llu %d sim BTC-USDT", ticker ? "Ticker" : "Trade",
+                      (unsigned long long)seqs[i], (ticker ? 500 : 100) + i);
+        json_t *line = json_object_get(json_array_get(logs, (size_t)i), "msg");
+        assert_string_equal(json_string_value(line), strbuf_cstr(&want));
+    }
+    json_decref(logs);
+    strbuf_reset(&want);
+    strbuf_puts(&want, "kept [");
+    for (int i = 0; i < 40; i++) {
+        int k = i % 4;
+        if (k == 3)
+            continue;
+        bool ticker = i % 3 == 2;
+        char e[96] = "null", q[16] = "null";
+        if (k != 1)
+            snprintf(e, sizeof e, "[\"%s\",%llu,\"BTC-USDT\"]", ticker ? "Ticker" : "Trade",
+                     (unsigned long long)seqs[i]);
+        if (k != 2)
+            snprintf(q, sizeof q, "%d", (ticker ? 500 : 100) + i);
+        strbuf_printf(&want, "%s[%llu,%s,%s]", want.len > 6 ? "," : "", (unsigned long long)seqs[i],
+                      e, q);
+    }
+    strbuf_puts(&want, "]");
+    assert_false(strbuf_failed(&want));
+    logs = fx_logs(&f, "k1", "kept");
+    assert_string_equal(tu_jstr(logs, "0.msg"), strbuf_cstr(&want));
+    json_decref(logs);
+    strbuf_release(&want);
+    assert_true(fx_running(&f, "k1"));
+    fx_close(&f);
+}
+
 /* Orders once per trade, quantity = the trade's price, so the orders'
  * sequence is checkable; the second form also orders once per tick of a
  * 1 ms interval (side 'sell'): a worker polling for its next event must
@@ -921,6 +1005,7 @@ int main(void)
         cmocka_unit_test(test_sandbox_isolation),
         cmocka_unit_test(test_fresh_sandbox_per_start),
         cmocka_unit_test(test_lazy_event_objects),
+        cmocka_unit_test(test_lazy_objects_dropped_or_kept),
         cmocka_unit_test(test_log_limits),
         cmocka_unit_test(test_paced_feed_under_each_poll_setting),
         cmocka_unit_test(test_workers_beyond_the_cores_sleep),
