@@ -158,6 +158,7 @@ static void test_payloads(void **state)
     assert_string_equal(tu_jstr(d, "h"), "onExtensionEvent");
     assert_int_equal(tu_jint(d, "evt.seq"), 8);
     json_decref(d);
+    assert_true(fx_wait_delivered(&f, "p1", 8, 3000)); /* counted after the call's line */
     assert_int_equal(fx_delivered(&f, "p1"), 8);
     free(hash);
     fx_close(&f);
@@ -279,6 +280,8 @@ static void test_publishers_share_a_full_queue(void **state)
         assert_string_equal(json_string_value(json_object_get(json_array_get(logs, 0), "msg")),
                             expected);
         json_decref(logs);
+        /* the line is written inside the last call, the count after it */
+        assert_true(fx_wait_delivered(&f, ids[i], TOTAL, 5000));
         assert_int_equal(fx_delivered(&f, ids[i]), TOTAL);
     }
     fx_close(&f);
