@@ -295,6 +295,13 @@ static bool start_budget_clock(struct js_sandbox *sb, int64_t now)
     return true;
 }
 
+/* Whether the armed call has spent its budget by `now`; its first check
+ * only starts the clock. */
+static bool budget_exhausted(struct js_sandbox *sb, int64_t now)
+{
+    return !start_budget_clock(sb, now) && now >= sb->deadline_ns && budget_spent(sb, now);
+}
+
 /* Called at every poll, so the common case is two loads and a compare:
  * the clocks are read once per tick, or every JS__POLLS_PER_CHECK polls
  * should the ticker lag. A check marks activity, which keeps the ticker
@@ -312,7 +319,7 @@ static int on_interrupt(JSRuntime *rt, void *opaque)
     sb->polls_unchecked = 0;
     js__ticker_wake();
     int64_t now = clock_mono_ns();
-    if (start_budget_clock(sb, now) || now < sb->deadline_ns || !budget_spent(sb, now))
+    if (!budget_exhausted(sb, now))
         return 0;
     sb->overran = true;
     return 1;
@@ -489,8 +496,7 @@ size_t js_sandbox_memory_used(struct js_sandbox *sb)
 static bool past_deadline(struct js_sandbox *sb)
 {
     if (!sb->overran && sb->deadline_ns != 0) {
-        int64_t now = clock_mono_ns();
-        if (!start_budget_clock(sb, now) && now >= sb->deadline_ns && budget_spent(sb, now))
+        if (budget_exhausted(sb, clock_mono_ns()))
             sb->overran = true;
     }
     return sb->overran;
