@@ -267,6 +267,15 @@ static inline char *fx_module(const char *name, const char *events, const char *
                    name, name, events, config ? config : "[]", body);
 }
 
+/* fx_module's module, uploaded as `name` (hex: its revision). */
+static inline void fx_add_module(struct fx *f, const char *name, const char *events,
+                                 const char *config, const char *body, char hex[HASH_HEX_LEN + 1])
+{
+    char *src = fx_module(name, events, config, body);
+    fx_upload(f, name, src, NULL, hex);
+    free(src);
+}
+
 /* ------------------------------------------------------------ instances */
 
 static inline json_t *fx_spec(const char *id, const char *selector, const char *config_json,

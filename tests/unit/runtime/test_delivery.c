@@ -86,9 +86,7 @@ static void test_payloads(void **state)
     struct fx f;
     fx_open(&f, 2);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("rec", ALL_EVENTS, NULL, RECORDER);
-    fx_upload(&f, "rec", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "rec", ALL_EVENTS, NULL, RECORDER, hex);
     fx_run(&f, "p1", "rec", NULL, NULL);
     publish_all_kinds(&f);
     assert_true(fx_wait_logs(&f, "p1", "evt ", 8, 3000));
@@ -175,9 +173,7 @@ static void test_order_across_instances(void **state)
     struct fx f;
     fx_open(&f, 2);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("seqs", "['Trade']", NULL, ORDERER);
-    fx_upload(&f, "seqs", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "seqs", "['Trade']", NULL, ORDERER, hex);
     fx_run(&f, "o1", "seqs", NULL, NULL);
     fx_run(&f, "o2", "seqs", NULL, NULL);
     fx_run(&f, "o3", "seqs", NULL, "{\"alt\": {\"symbols\": [\"BTC-USDT\"]}}");
@@ -252,9 +248,7 @@ static void test_publishers_share_a_full_queue(void **state)
              "    } };",
              (int)TOTAL);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("nums", "['Trade']", NULL, body);
-    fx_upload(&f, "nums", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "nums", "['Trade']", NULL, body, hex);
     const char *ids[] = {"q1", "q2", "q3"};
     for (size_t i = 0; i < 3; i++)
         fx_run(&f, ids[i], "nums", NULL, NULL);
@@ -293,13 +287,9 @@ static void test_missing_handlers_cost_nothing(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("quiet", "['Trade', 'Ticker']", NULL,
-                          "    return { onTicker() { env.helpers.log('ticker'); } };");
-    fx_upload(&f, "quiet", src, NULL, hex);
-    free(src);
-    src = fx_module("empty", "['Trade', 'Ticker']", NULL, "    return {};");
-    fx_upload(&f, "empty", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "quiet", "['Trade', 'Ticker']", NULL,
+                  "    return { onTicker() { env.helpers.log('ticker'); } };", hex);
+    fx_add_module(&f, "empty", "['Trade', 'Ticker']", NULL, "    return {};", hex);
     fx_run(&f, "q1", "quiet", NULL, NULL);
     fx_run(&f, "q2", "empty", NULL, NULL);
     for (int i = 0; i < 100; i++)
@@ -322,20 +312,17 @@ static void test_subscribed_events(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("picky", "['Trade', 'Ticker']", NULL,
-                          "    env.helpers.log('events-before', env.events);\n"
-                          "    return {\n"
-                          "      subscribedEvents() { return ['Ticker', 'BookSnapshot']; },\n"
-                          "      onTrade() { env.helpers.log('trade'); },\n"
-                          "      onTicker() { env.helpers.log('ticker', env.events); },\n"
-                          "      onBookSnapshot() { env.helpers.log('book'); },\n"
-                          "    };");
-    fx_upload(&f, "picky", src, NULL, hex);
-    free(src);
-    src = fx_module("wrongsub", "['Trade']", NULL,
-                    "    return { subscribedEvents() { return ['Trades']; }, onTrade() {} };");
-    fx_upload(&f, "wrongsub", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "picky", "['Trade', 'Ticker']", NULL,
+                  "    env.helpers.log('events-before', env.events);\n"
+                  "    return {\n"
+                  "      subscribedEvents() { return ['Ticker', 'BookSnapshot']; },\n"
+                  "      onTrade() { env.helpers.log('trade'); },\n"
+                  "      onTicker() { env.helpers.log('ticker', env.events); },\n"
+                  "      onBookSnapshot() { env.helpers.log('book'); },\n"
+                  "    };",
+                  hex);
+    fx_add_module(&f, "wrongsub", "['Trade']", NULL,
+                  "    return { subscribedEvents() { return ['Trades']; }, onTrade() {} };", hex);
     fx_run(&f, "e1", "picky", NULL, NULL);
     fx_trade(&f, "sim", "BTC-USDT", 1, 1);
     runtime_publish(f.rt, fx_event(&f, EVENT_BOOK_SNAPSHOT, "sim", "BTC-USDT", 0));
@@ -395,9 +382,7 @@ static void test_orders_and_exec_reports(void **state)
     struct fx f;
     fx_open(&f, 2);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("trader", "['Trade', 'ExecReport']", NULL, TRADER);
-    fx_upload(&f, "trader", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "trader", "['Trade', 'ExecReport']", NULL, TRADER, hex);
     const char *scope = "{\"sim\": {\"symbols\": [\"BTC-USDT\", \"ETH-USDT\"]}}";
     fx_run(&f, "t1", "trader", "{\"dry_run\": true}", scope);
     fx_run(&f, "t2", "trader", NULL, scope);
@@ -511,9 +496,7 @@ static void test_host_helpers(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("helpers", "['Trade']", NULL, HELPERS);
-    fx_upload(&f, "helpers", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "helpers", "['Trade']", NULL, HELPERS, hex);
     fx_run(&f, "h1", "helpers", NULL,
            "{\"sim\": {\"symbols\": [\"BTC-USDT\"]}, \"alt\": {\"symbols\": [\"BTC-USDT\"]}}");
     fx_trade(&f, "sim", "BTC-USDT", 1, 1);
@@ -558,9 +541,7 @@ static void test_sandbox_isolation(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("probe", "['Trade']", NULL, PROBE);
-    fx_upload(&f, "probe", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "probe", "['Trade']", NULL, PROBE, hex);
     fx_run(&f, "x1", "probe", NULL, NULL);
     fx_trade(&f, "sim", "BTC-USDT", 1, 1);
     assert_true(fx_wait_logs(&f, "x1", "handler", 1, 2000));
@@ -611,13 +592,9 @@ static void test_fresh_sandbox_per_start(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("polluter", "['Trade']", "[{name: 'fail', type: 'bool', default: false}]",
-                          POLLUTER);
-    fx_upload(&f, "polluter", src, NULL, hex);
-    free(src);
-    src = fx_module("observer", "['Trade']", NULL, OBSERVER);
-    fx_upload(&f, "observer", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "polluter", "['Trade']", "[{name: 'fail', type: 'bool', default: false}]",
+                  POLLUTER, hex);
+    fx_add_module(&f, "observer", "['Trade']", NULL, OBSERVER, hex);
     fx_run(&f, "p1", "polluter", NULL, NULL);
     fx_trade(&f, "sim", "BTC-USDT", 1, 1);
     assert_true(fx_wait_delivered(&f, "p1", 1, 2000));
@@ -710,9 +687,7 @@ static void test_lazy_event_objects(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("lazyprobe", "['Trade', 'Ticker']", NULL, LAZY_PROBE);
-    fx_upload(&f, "lazyprobe", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "lazyprobe", "['Trade', 'Ticker']", NULL, LAZY_PROBE, hex);
     fx_run(&f, "l1", "lazyprobe", NULL, NULL);
     for (int i = 0; i < 12; i++) {
         fx_trade(&f, "sim", "BTC-USDT", 100.5 + i, 0.25);
@@ -762,9 +737,7 @@ static void test_lazy_objects_dropped_or_kept(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("lazykeeper", "['Trade', 'Ticker']", NULL, LAZY_KEEPER);
-    fx_upload(&f, "lazykeeper", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "lazykeeper", "['Trade', 'Ticker']", NULL, LAZY_KEEPER, hex);
     fx_run(&f, "k1", "lazykeeper", NULL, NULL);
     uint64_t seqs[40];
     for (int i = 0; i < 40; i++) {
@@ -902,12 +875,8 @@ static void run_paced_feed(int workers, int poll_us)
     f.opts.event_poll_us = poll_us;
     fx_start_runtime(&f);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("ticking", "['Trade']", NULL, PACED_TICKING_ORDERER);
-    fx_upload(&f, "ticking", src, NULL, hex);
-    free(src);
-    src = fx_module("paced", "['Trade']", NULL, PACED_ORDERER);
-    fx_upload(&f, "paced", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "ticking", "['Trade']", NULL, PACED_TICKING_ORDERER, hex);
+    fx_add_module(&f, "paced", "['Trade']", NULL, PACED_ORDERER, hex);
     /* one on each of two workers: the second has no timer to wake it */
     fx_run(&f, "p1", "ticking", NULL, NULL);
     fx_run(&f, "p2", "paced", NULL, NULL);
@@ -969,13 +938,12 @@ static void test_log_limits(void **state)
     f.opts.log_lines_per_second = 5;
     fx_start_runtime(&f);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("chatty", "['Trade']", NULL,
-                          "    return { onTrade(ctx, evt) {\n"
-                          "      if (evt.seq === 1) env.helpers.log('x'.repeat(10000));\n"
-                          "      else for (let i = 0; i < 50; i++) env.helpers.log('line', i);\n"
-                          "    } };");
-    fx_upload(&f, "chatty", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "chatty", "['Trade']", NULL,
+                  "    return { onTrade(ctx, evt) {\n"
+                  "      if (evt.seq === 1) env.helpers.log('x'.repeat(10000));\n"
+                  "      else for (let i = 0; i < 50; i++) env.helpers.log('line', i);\n"
+                  "    } };",
+                  hex);
     fx_run(&f, "c1", "chatty", NULL, NULL);
     fx_trade(&f, "sim", "BTC-USDT", 1, 1);
     assert_true(fx_wait_logs(&f, "c1", "xxxx", 1, 2000));

@@ -235,17 +235,11 @@ static void test_start_failures(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("thrower", "['Trade']", NULL,
-                          "    throw new TypeError('no config for ' + env.metadata.name);");
-    fx_upload(&f, "thrower", src, NULL, hex);
-    free(src);
-    src = fx_module("scalar", "['Trade']", NULL, "    return 42;");
-    fx_upload(&f, "scalar", src, NULL, hex);
-    free(src);
-    src = fx_module("spinner", "['Trade']", "[{name: 'cpu_budget_ms', type: 'int', default: 30}]",
-                    "    for (;;) {}");
-    fx_upload(&f, "spinner", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "thrower", "['Trade']", NULL,
+                  "    throw new TypeError('no config for ' + env.metadata.name);", hex);
+    fx_add_module(&f, "scalar", "['Trade']", NULL, "    return 42;", hex);
+    fx_add_module(&f, "spinner", "['Trade']", "[{name: 'cpu_budget_ms', type: 'int', default: 30}]",
+                  "    for (;;) {}", hex);
     struct err err = ERR_INIT;
     fx_create(&f, "t1", "thrower", NULL, NULL);
     fx_fails(runtime_instance_start(f.rt, "t1", &err), &err, ERR_UNPROCESSABLE);
@@ -559,9 +553,7 @@ static void test_snapshot_text_and_pins(void **state)
     char v1[HASH_HEX_LEN + 1], v2[HASH_HEX_LEN + 1], bad[HASH_HEX_LEN + 1];
     upload_alpha(&f, 1, "v1", v1);
     upload_alpha(&f, 2, "v2", v2);
-    char *src = fx_module("thrower", "['Trade']", NULL, "    throw new TypeError('nope');");
-    fx_upload(&f, "thrower", src, NULL, bad);
-    free(src);
+    fx_add_module(&f, "thrower", "['Trade']", NULL, "    throw new TypeError('nope');", bad);
     struct err err = ERR_INIT;
     fx_create(&f, "p3", "alpha:v1", NULL, NULL);
     fx_run(&f, "p1", "alpha:v1", NULL,

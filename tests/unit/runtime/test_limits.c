@@ -40,9 +40,7 @@ static void expect_stop(const char *name, const char *body, const char *config, 
                           body);
     fx_upload(&f, name, src, NULL, hex);
     free(src);
-    src = fx_module("good", "['Trade']", NULL, GOOD);
-    fx_upload(&f, "good", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "good", "['Trade']", NULL, GOOD, hex);
     fx_run(&f, "bad", name, config, NULL);
     fx_run(&f, "good", "good", NULL, NULL);
     fx_trade(&f, "sim", "BTC-USDT", 1, 1);
@@ -134,17 +132,14 @@ static void test_too_many_errors(void **state)
     f.opts.max_consecutive_errors = 5;
     fx_start_runtime(&f);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("oops", "['Trade']", NULL,
-                          "    return { onTrade(ctx, evt) {\n"
-                          "      if (ctx.symbol === 'ETH-USDT' && evt.seq % 2) return;\n"
-                          "      null.boom;\n"
-                          "    } };");
-    fx_upload(&f, "oops", src, NULL, hex);
-    free(src);
-    src = fx_module("async", "['Trade']", NULL,
-                    "    return { async onTrade() { throw new RangeError('async boom'); } };");
-    fx_upload(&f, "async", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "oops", "['Trade']", NULL,
+                  "    return { onTrade(ctx, evt) {\n"
+                  "      if (ctx.symbol === 'ETH-USDT' && evt.seq % 2) return;\n"
+                  "      null.boom;\n"
+                  "    } };",
+                  hex);
+    fx_add_module(&f, "async", "['Trade']", NULL,
+                  "    return { async onTrade() { throw new RangeError('async boom'); } };", hex);
     fx_run(&f, "always", "oops", NULL, NULL);
     fx_run(&f, "sometimes", "oops", NULL, "{\"sim\": {\"symbols\": [\"ETH-USDT\"]}}");
     fx_run(&f, "later", "async", NULL, "{\"sim\": {\"symbols\": [\"ETH-USDT\"]}}");
@@ -206,9 +201,7 @@ static void test_timer_budget(void **state)
                   "    return {};");
     fx_upload(&f, "later", src, NULL, hex);
     free(src);
-    src = fx_module("good", "['Trade']", NULL, GOOD);
-    fx_upload(&f, "good", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "good", "['Trade']", NULL, GOOD, hex);
     fx_run(&f, "late", "later", NULL, NULL);
     fx_run(&f, "good", "good", NULL, NULL);
     assert_true(fx_wait(fx_cond_stopped, &f, "late", 3000));

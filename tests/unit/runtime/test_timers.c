@@ -23,9 +23,7 @@ static void test_sleep_does_not_block(void **state)
                   "    } };");
     fx_upload(&f, "sleeper", src, NULL, hex);
     free(src);
-    src = fx_module("good", "['Trade']", NULL, GOOD);
-    fx_upload(&f, "good", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "good", "['Trade']", NULL, GOOD, hex);
     fx_run(&f, "s1", "sleeper", NULL, NULL);
     fx_run(&f, "g1", "good", NULL, NULL);
     int64_t t0 = clock_mono_ns();
@@ -68,9 +66,7 @@ static void test_intervals(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src = fx_module("ticker", "['Trade']", NULL, TICKER);
-    fx_upload(&f, "ticker", src, NULL, hex);
-    free(src);
+    fx_add_module(&f, "ticker", "['Trade']", NULL, TICKER, hex);
     fx_run(&f, "i1", "ticker", NULL, NULL);
     assert_true(fx_wait_logs(&f, "i1", "flips", 1, 2000));
     fx_sleep_ms(100);
