@@ -404,8 +404,12 @@ int store_open(const char *state_dir, struct store **out, struct err *err)
         return -1;
     }
     /* The directory is synced last so the new files' entries are durable. */
-    if (lock_state_dir(s, err) != 0 || open_db(s, err) != 0 || store__migrate(s, err) != 0 ||
-        store__audit_open(s, err) != 0 || fsutil_fsync_dir(s->dir, err) != 0) {
+    if (lock_state_dir(s, err) != 0 || open_db(s, err) != 0 || store__migrate(s, err) != 0) {
+        store_close(s);
+        return -1;
+    }
+    store__wal_prepare(s);
+    if (store__audit_open(s, err) != 0 || fsutil_fsync_dir(s->dir, err) != 0) {
         store_close(s);
         return -1;
     }

@@ -142,6 +142,12 @@ int store__collect_one(struct store *s, sqlite3_stmt *st, store__row_fn row, con
 /* Brings the schema up to STORE__SCHEMA_VERSION (store_migrate.c). */
 int store__migrate(struct store *s, struct err *err);
 
+/* Extends SQLite's write-ahead log with zeros to the size it reaches
+ * between checkpoints and keeps it across closes, so that commits overwrite
+ * blocks instead of appending (store_wal.c). Best effort: logs a warning
+ * when it cannot; the store works without. Called once, after migration. */
+void store__wal_prepare(struct store *s);
+
 /* Opens <state>/audit.log for appending and starts its syncer thread
  * (store_audit.c). */
 int store__audit_open(struct store *s, struct err *err);

@@ -7,7 +7,9 @@
 #include "store/store_internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -299,6 +301,109 @@ static void test_full_database_is_no_space(void **state)
     json_decref(batch);
 }
 
+/* ---------------------------------------------------- write-ahead log */
+
+/* The size SQLite's log reaches between checkpoints: 1,000 frames of a
+ * 4 KiB page and its 24-byte header. */
+#define WAL_WORKING_BYTES (1000LL * (4096 + 24))
+
+static struct stat wal_stat(const char *state_dir)
+{
+    char *wal = tu_path("%s/%s-wal", state_dir, STORE_DB_FILE);
+    struct stat st;
+    if (stat(wal, &st) != 0)
+        fail_msg("stat %s: %s", wal, strerror(errno));
+    free(wal);
+    return st;
+}
+
+static void put_settings(struct store *store, int from, int count)
+{
+    struct err err = ERR_INIT;
+    for (int i = from; i < from + count; i++) {
+        char key[32];
+        (void)snprintf(key, sizeof key, "k%05d", i);
+        json_t *value = json_integer(i);
+        assert_ok(store_setting_put(store, key, value, &err), &err);
+        json_decref(value);
+    }
+}
+
+static void expect_settings(struct store *store, int count)
+{
+    struct err err = ERR_INIT;
+    for (int i = 0; i < count; i++) {
+        char key[32];
+        (void)snprintf(key, sizeof key, "k%05d", i);
+        json_t *value = NULL;
+        assert_ok(store_setting_get(store, key, &value, &err), &err);
+        if (!json_is_integer(value) || json_integer_value(value) != i)
+            fail_msg("setting %s lost after a reopen", key);
+        json_decref(value);
+    }
+}
+
+/* A new state's log is written out (blocks behind every byte, not a sparse
+ * file) before the first commit, so commits overwrite instead of growing
+ * the file; it keeps that size through more commits than one checkpoint
+ * holds and through a close, and what was committed reads back after the
+ * reopen, whose recovery walks the log's old frames and zeros. */
+static void test_write_ahead_log_is_written_out_and_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct stat fresh = wal_stat(f->state);
+    assert_true(fresh.st_size >= WAL_WORKING_BYTES);
+    assert_true((long long)fresh.st_blocks * 512 >= fresh.st_size);
+
+    put_settings(f->store, 0, 1500);
+    assert_int_equal(wal_stat(f->state).st_size, fresh.st_size);
+    store_close(f->store);
+    assert_int_equal(wal_stat(f->state).st_size, fresh.st_size);
+
+    f->store = fixture_open(f->state);
+    expect_settings(f->store, 1500);
+    put_settings(f->store, 1500, 10);
+    expect_settings(f->store, 1510);
+    assert_int_equal(wal_stat(f->state).st_size, fresh.st_size);
+    struct err err = ERR_INIT;
+    assert_ok(store_check_integrity(f->store, &err), &err);
+}
+
+/* A disk that cannot take the whole log (here the file size limit, as a
+ * nearly full disk would) costs only the head start: the store opens,
+ * commits and reads back as before. */
+static void test_log_that_cannot_be_written_out_still_works(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    char *dir = tu_path("%s/state", root);
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN); /* EFBIG instead */
+    struct rlimit tight = {(rlim_t)(1024 * 1024), saved.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &tight), 0);
+    struct err err = ERR_INIT;
+    struct store *store = NULL;
+    int rc = store_open(dir, &store, &err);
+    if (rc == 0) {
+        put_settings(store, 0, 50);
+        expect_settings(store, 50);
+    }
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, old_handler);
+    if (rc != 0)
+        fail_msg("store_open under a 1 MiB file size limit: %s", err.message);
+    assert_true(wal_stat(dir).st_size < WAL_WORKING_BYTES);
+    store_close(store);
+
+    store = fixture_open(dir);
+    expect_settings(store, 50);
+    store_close(store);
+    tu_remove_tree(root);
+    free(dir);
+    free(root);
+}
+
 static void test_integrity_check_passes(void **state)
 {
     struct fixture *f = *state;
@@ -347,6 +452,9 @@ int main(void)
         cmocka_unit_test(test_error_kinds),
         cmocka_unit_test_setup_teardown(test_full_database_is_no_space, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_write_ahead_log_is_written_out_and_kept, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test(test_log_that_cannot_be_written_out_still_works),
         cmocka_unit_test_setup_teardown(test_integrity_check_passes, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_integrity_check_finds_damage, fixture_setup,
