@@ -462,6 +462,7 @@ struct vm {
     int consecutive_errors;
     JSValue handlers;
     JSValue exports;     /* module.exports while staged */
+    JSValue env;         /* create(env)'s argument, built while staged */
     JSValue fn[H_COUNT]; /* JS_UNDEFINED when the strategy has none */
     JSAtom atoms[A_COUNT];
     JSValue kind_names[EVENT_KIND_COUNT];

@@ -139,6 +139,7 @@ static void release_js(struct worker *w, struct vm *vm)
     if (ctx) {
         free_value(ctx, &vm->handlers);
         free_value(ctx, &vm->exports);
+        free_value(ctx, &vm->env);
         free_value(ctx, &vm->rejection);
         for (int i = 0; i < H_COUNT; i++)
             free_value(ctx, &vm->fn[i]);
@@ -1061,6 +1062,7 @@ static void init_values(struct vm *vm)
 {
     vm->handlers = JS_UNDEFINED;
     vm->exports = JS_UNDEFINED;
+    vm->env = JS_UNDEFINED;
     vm->rejection = JS_UNDEFINED;
     for (int i = 0; i < H_COUNT; i++)
         vm->fn[i] = JS_UNDEFINED;
@@ -1262,21 +1264,30 @@ static int load_module(struct vm *vm, struct err *err)
     return 0;
 }
 
-static int create_from_exports(struct vm *vm, struct err *err)
+/* env is data (the config and metadata parsed, the host's functions), so
+ * it is built while staged, beside the start's commit, and only create(env)
+ * waits for the commit. */
+static int build_env(struct vm *vm, struct err *err)
 {
-    JSContext *ctx = vm->sb.ctx;
-    JSValue env = host_make_env(vm);
-    if (JS_IsException(env)) {
+    vm->env = host_make_env(vm);
+    if (JS_IsException(vm->env)) {
+        vm->env = JS_UNDEFINED;
         start_failed(vm, "env", err);
         return -1;
     }
-    int rc = call_create(vm, vm->exports, env, err);
+    return 0;
+}
+
+static int create_from_exports(struct vm *vm, struct err *err)
+{
+    JSContext *ctx = vm->sb.ctx;
+    int rc = call_create(vm, vm->exports, vm->env, err);
     free_value(ctx, &vm->exports);
     if (rc == 0)
         rc = cache_handlers(vm, err);
     if (rc == 0)
-        rc = choose_events(vm, env, err);
-    JS_FreeValue(ctx, env);
+        rc = choose_events(vm, vm->env, err);
+    free_value(ctx, &vm->env);
     js_sandbox_disarm(&vm->sb);
     /* rejections seen while starting are the start's business, not a handler's */
     vm->unhandled = 0;
@@ -1424,6 +1435,8 @@ int vm_stage(struct worker *w, struct instance *inst, struct vm_plan *plan, stru
     host_enter(vm);
     if (rc == 0)
         rc = load_module(vm, err);
+    if (rc == 0)
+        rc = build_env(vm, err);
     host_leave();
     if (rc != 0) {
         vm_discard(w, vm);
