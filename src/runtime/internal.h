@@ -244,11 +244,24 @@ struct sublist {
     uint32_t n, cap;
 };
 
+#define VM_SPARES 4
+struct vm_spares {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* the builder waits for room or quit */
+    struct vm *ready[VM_SPARES];
+    int count;
+    bool failed; /* the last build ran out of memory */
+    bool quit;
+    bool initialized, started;
+    pthread_t thread;
+};
+
 struct worker {
     struct runtime *rt;
     int index;
     pthread_t thread;
     bool thread_started;
+    struct vm_spares spares;
 
     /* The event queue: a bounded ring many publishers fill without a lock
      * (a slot is claimed by advancing `tail`, filled, then published by
@@ -504,12 +517,23 @@ int vm_launch(struct worker *w, struct vm *vm, struct err *err);
 void vm_unstage(struct worker *w, struct vm *vm);
 int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
              struct err *err);
-/* Spare VMs, built ahead of starts on the calling worker thread (see
- * vm.c): whether one more is wanted, building one (~0.5 ms of CPU; call
- * only when idle) and freeing them all (before the thread exits). */
-bool vm_spare_wanted(void);
-void vm_spare_build(void);
-void vm_spares_free(void);
+/* A VM with its sandbox, names and host globals but no instance yet (any
+ * thread; the caller owns it; NULL when out of memory). */
+struct vm *vm_build(struct err *err);
+/* Frees a VM from vm_build that never ran an instance. */
+void vm_free_spare(struct vm *vm);
+
+/* Spare VMs of one worker, built ahead of starts by a thread of its own at
+ * the idle scheduling class (spares.c). Start and stop are the worker's
+ * owner's (runtime.c); take and retry are the worker thread's. */
+int vm_spares_start(struct vm_spares *sp, int index, struct err *err);
+/* A ready spare (the caller owns it), or NULL: the caller builds one. */
+struct vm *vm_spares_take(struct vm_spares *sp);
+/* After a start that succeeded: building may be tried again after it ran
+ * out of memory. */
+void vm_spares_retry(struct vm_spares *sp);
+/* Joins the builder and frees the spares it left; safe when never started. */
+void vm_spares_stop(struct vm_spares *sp);
 /* Frees the JS side at once and hands the shell to worker_retire_vm. */
 void vm_destroy(struct worker *w, struct vm *vm);
 void vm_free_shell(struct vm *vm);

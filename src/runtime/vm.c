@@ -1311,7 +1311,7 @@ static int schedule_held_timers(struct worker *w, struct vm *vm, struct err *err
 /* A VM with its sandbox, names and host globals but no instance yet: what
  * every start needs and nothing of an instance. Limits are the defaults
  * until vm_start applies the plan's. */
-static struct vm *vm_build(struct err *err)
+struct vm *vm_build(struct err *err)
 {
     struct vm *vm = calloc(1, sizeof *vm);
     if (!vm) {
@@ -1334,70 +1334,21 @@ static struct vm *vm_build(struct err *err)
     return vm;
 }
 
-/* Building a sandbox is most of a start's CPU (JS_NewRuntime, the
- * built-ins) and owes nothing to the instance, so each worker thread keeps
- * a few built while it had nothing else to do. A spare has never run
- * strategy code: taking one is the same as building one, and the
- * instance's limits are applied when it is taken. Thread-local because a
- * sandbox belongs to the thread that uses it. */
-#define VM_SPARES 4
-
-static _Thread_local struct vm *spares[VM_SPARES];
-static _Thread_local int nspares;
-/* Set when building failed (out of memory): no retry until a start
- * succeeds, so an idle worker does not spin on it. */
-static _Thread_local bool spares_failed;
-
-bool vm_spare_wanted(void)
+void vm_free_spare(struct vm *vm)
 {
-    return nspares < VM_SPARES && !spares_failed;
+    release_js(NULL, vm);
+    vm_free_shell(vm);
 }
 
-/* glibc grows a thread's malloc arena by just the pages a request lacks,
- * with one mprotect() per growth: a VM's thousands of small allocations
- * cost some 30 system calls (a tenth of a start's CPU). One block of about
- * a VM's size, freed at once, grows the arena in one step; the free space
- * stays at the top of the arena (below the trim threshold) for the VM and
- * the start that follow. Best effort: a failed malloc changes nothing. */
-#define ARENA_HEADROOM ((size_t)112 << 10)
-
-static void reserve_arena(void)
+/* A spare was built on its builder's thread: the stack limit is measured
+ * from this one's. */
+static struct vm *vm_take(struct worker *w, struct err *err)
 {
-    void *block = malloc(ARENA_HEADROOM);
-    if (block) {
-        /* touching nothing: only the mapping is wanted, not the pages */
-        __asm__ volatile("" : : "r"(block) : "memory");
-        free(block);
-    }
-}
-
-void vm_spare_build(void)
-{
-    if (!vm_spare_wanted())
-        return;
-    reserve_arena();
-    struct vm *vm = vm_build(NULL);
-    if (!vm) {
-        spares_failed = true;
-        return;
-    }
-    spares[nspares++] = vm;
-}
-
-void vm_spares_free(void)
-{
-    while (nspares > 0) {
-        struct vm *vm = spares[--nspares];
-        release_js(NULL, vm);
-        vm_free_shell(vm);
-    }
-}
-
-static struct vm *vm_take(struct err *err)
-{
-    if (nspares > 0)
-        return spares[--nspares];
-    return vm_build(err);
+    struct vm *vm = vm_spares_take(&w->spares);
+    if (!vm)
+        return vm_build(err);
+    JS_UpdateStackTop(vm->sb.rt);
+    return vm;
 }
 
 /* Gives a VM taken from the spares (or just built) to an instance. */
@@ -1425,7 +1376,7 @@ static void vm_discard(struct worker *w, struct vm *vm)
 int vm_stage(struct worker *w, struct instance *inst, struct vm_plan *plan, struct vm **out,
              struct err *err)
 {
-    struct vm *vm = vm_take(err);
+    struct vm *vm = vm_take(w, err);
     if (!vm) {
         runtime_plan_free(plan);
         return -1;
@@ -1462,7 +1413,7 @@ int vm_launch(struct worker *w, struct vm *vm, struct err *err)
         vm_discard(w, vm);
         return -1;
     }
-    spares_failed = false;
+    vm_spares_retry(&w->spares);
     atomic_store_explicit(&vm->inst->memory, (uint64_t)js_sandbox_memory_used(&vm->sb),
                           memory_order_relaxed);
     return 0;

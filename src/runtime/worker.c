@@ -95,6 +95,8 @@ static void *worker_main(void *arg);
 
 int worker_start(struct worker *w, struct err *err)
 {
+    if (vm_spares_start(&w->spares, w->index, err) != 0)
+        return -1;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     size_t stack =
@@ -135,10 +137,12 @@ void worker_shutdown(struct worker *w)
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
     w->thread_started = false;
+    vm_spares_stop(&w->spares);
 }
 
 void worker_destroy(struct worker *w)
 {
+    vm_spares_stop(&w->spares); /* a worker whose thread never started */
     if (!w->ring)
         return;
     /* events still queued when the worker quit */
@@ -270,21 +274,6 @@ struct event_sink runtime_event_sink(struct runtime *rt)
     return sink;
 }
 
-/* With nothing queued, builds one spare VM for a later start, outside the
- * lock so publishers are not held up. True when it did (the queue must then
- * be looked at again). */
-static bool idle_work(struct worker *w)
-{
-    /* a staged VM's start command is on its way: building a spare (a
-     * quarter of a millisecond) would keep it waiting */
-    if (w->nstaged > 0 || !vm_spare_wanted())
-        return false;
-    pthread_mutex_unlock(&w->lock);
-    vm_spare_build();
-    pthread_mutex_lock(&w->lock);
-    return true;
-}
-
 /* The pause between two looks at a flag another core will set. */
 static inline void cpu_relax(void)
 {
@@ -401,8 +390,6 @@ static void wait_for_work(struct worker *w)
             if (due <= clock_mono_ns())
                 break;
         }
-        if (idle_work(w))
-            continue;
         worker_sleep(w, due);
     }
 }
@@ -1086,6 +1073,5 @@ static void *worker_main(void *arg)
         worker_run_timers(w);
     }
     stop_all(w);
-    vm_spares_free();
     return NULL;
 }

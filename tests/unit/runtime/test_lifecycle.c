@@ -7,6 +7,9 @@
 
 #include "core/strbuf.h"
 
+#include <dirent.h>
+#include <sched.h>
+
 static const char *const ALPHA_CONFIG =
     "[{name: 'threshold', type: 'float', default: 1.5},"
     " {name: 'window', type: 'duration', default: '5s'},"
@@ -617,6 +620,62 @@ static void test_snapshot_text_and_pins(void **state)
     fx_close(&f);
 }
 
+/* The scheduling policy of this process's thread named `name`, or -1 when
+ * there is none. */
+static int policy_of_thread(const char *name)
+{
+    DIR *dir = opendir("/proc/self/task");
+    assert_non_null(dir);
+    int policy = -1;
+    struct dirent *e;
+    while (policy < 0 && (e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *path = tu_path("/proc/self/task/%s/comm", e->d_name);
+        char *comm = tu_read_file(path, NULL);
+        free(path);
+        if (comm && strncmp(comm, name, strlen(name)) == 0 && comm[strlen(name)] == '\n')
+            policy = sched_getscheduler((pid_t)atoi(e->d_name));
+        free(comm);
+    }
+    closedir(dir);
+    return policy;
+}
+
+/* Each worker's spare sandboxes are built by a thread of its own at the
+ * idle scheduling class, so building one never takes a core from a
+ * request, an event or a timer; starts take them (and build their own
+ * once they run out) on either worker. */
+static void test_spares_built_at_idle_class(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 2);
+    int waited = 0;
+    while ((policy_of_thread("spares:0") != SCHED_IDLE ||
+            policy_of_thread("spares:1") != SCHED_IDLE) &&
+           waited < 5000) {
+        fx_sleep_ms(10);
+        waited += 10;
+    }
+    assert_int_equal(policy_of_thread("spares:0"), SCHED_IDLE);
+    assert_int_equal(policy_of_thread("spares:1"), SCHED_IDLE);
+    assert_int_equal(policy_of_thread("worker:0"), SCHED_OTHER);
+    char hex[HASH_HEX_LEN + 1];
+    upload_alpha(&f, 1, NULL, hex);
+    char id[16];
+    for (int i = 0; i < 12; i++) {
+        snprintf(id, sizeof id, "sp%d", i);
+        fx_run(&f, id, "alpha", NULL, NULL);
+    }
+    for (int i = 0; i < 12; i++) {
+        snprintf(id, sizeof id, "sp%d", i);
+        assert_true(fx_running(&f, id));
+    }
+    assert_int_equal(runtime_running_count(f.rt, "alpha", hex), 12);
+    fx_close(&f);
+}
+
 static void test_metrics_text(void **state)
 {
     (void)state;
@@ -678,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_restore_retired),
         cmocka_unit_test(test_listings_and_usage),
         cmocka_unit_test(test_snapshot_text_and_pins),
+        cmocka_unit_test(test_spares_built_at_idle_class),
         cmocka_unit_test(test_metrics_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
