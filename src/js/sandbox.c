@@ -465,6 +465,16 @@ void js_sandbox_free(struct js_sandbox *sb)
     sb->arena = NULL;
 }
 
+void js_sandbox_hold_ticker(void)
+{
+    js__ticker_hold();
+}
+
+void js_sandbox_release_ticker(void)
+{
+    js__ticker_release();
+}
+
 void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
 {
     if (budget_ns <= 0)

@@ -95,6 +95,14 @@ enum js_failure {
  * memory cap is below what a fresh sandbox needs, ERR_INTERNAL otherwise. */
 int js_sandbox_init(struct js_sandbox *sb, const struct js_limits *limits, struct err *err);
 void js_sandbox_free(struct js_sandbox *sb);
+
+/* Keeps the budget ticker thread as if a sandbox were alive, until the
+ * matching release (any thread). A new thread inherits its creator's
+ * scheduling class, and one at the idle class cannot give it the normal
+ * one back: a caller that lets idle-class threads build sandboxes holds
+ * the ticker first, so that it is started (or kept) by a normal thread. */
+void js_sandbox_hold_ticker(void);
+void js_sandbox_release_ticker(void);
 /* Replaces the limits of a sandbox no code has run in yet (one built ahead
  * of time with the defaults), as if js_sandbox_init had been given them:
  * the memory cap, the stack size and the budget. Fails with ERR_INVALID,

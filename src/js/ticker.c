@@ -30,14 +30,17 @@ enum { TICK_NS = 1000000, TICKS_PER_ROUND = 200 };
 _Atomic uint32_t js__ticker_count;
 
 /* `life` serialises starting and stopping the thread (hold, release); the
- * thread itself only ever takes `lock`. */
+ * thread itself only ever takes `lock`. A hold while others hold, and a
+ * release that is not the last, only move the count: a thread at the idle
+ * scheduling class (a spare builder) creating or freeing a sandbox then
+ * holds no lock another thread could wait on while it is preempted. */
 static struct {
     pthread_mutex_t life;
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_t thread;
-    int holders;  /* live sandboxes; under life */
-    bool running; /* the thread exists; under life */
+    _Atomic int holders; /* live sandboxes and runtimes' holds; 0 -> 1 under life */
+    bool running;        /* the thread exists; under life */
     _Atomic bool stop;
     _Atomic bool active; /* armed or checked since the thread last looked */
     _Atomic bool asleep; /* the thread waits for activity */
@@ -78,10 +81,24 @@ static void *ticker_main(void *arg)
     return NULL;
 }
 
+/* Moves `holders` from a value above `floor` by `step`; false when it was
+ * at or below it (the caller then takes `life`). */
+static bool move_holders(int floor, int step)
+{
+    int seen = atomic_load(&ticker.holders);
+    while (seen > floor) {
+        if (atomic_compare_exchange_weak(&ticker.holders, &seen, seen + step))
+            return true;
+    }
+    return false;
+}
+
 void js__ticker_hold(void)
 {
+    if (move_holders(0, 1))
+        return; /* running, or being started by the holder before */
     pthread_mutex_lock(&ticker.life);
-    ticker.holders++;
+    atomic_fetch_add(&ticker.holders, 1);
     if (!ticker.running) {
         atomic_store(&ticker.stop, false);
         int rc = pthread_create(&ticker.thread, NULL, ticker_main, NULL);
@@ -100,8 +117,10 @@ void js__ticker_hold(void)
 
 void js__ticker_release(void)
 {
+    if (move_holders(1, -1))
+        return; /* not the last */
     pthread_mutex_lock(&ticker.life);
-    if (--ticker.holders == 0 && ticker.running) {
+    if (atomic_fetch_sub(&ticker.holders, 1) == 1 && ticker.running) {
         /* Under the thread's lock, so it is either before its check of
          * `stop` or waiting, and the signal is not lost. */
         pthread_mutex_lock(&ticker.lock);

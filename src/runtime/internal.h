@@ -520,6 +520,9 @@ int vm_start(struct worker *w, struct instance *inst, struct vm_plan *plan, stru
 /* A VM with its sandbox, names and host globals but no instance yet (any
  * thread; the caller owns it; NULL when out of memory). */
 struct vm *vm_build(struct err *err);
+/* Registers the VM's own JavaScript classes once per process (any thread;
+ * vm_build does it too). */
+void vm_classes_register(void);
 /* Frees a VM from vm_build that never ran an instance. */
 void vm_free_spare(struct vm *vm);
 

@@ -13,6 +13,16 @@
  * itself (as when the spares run out). A spare has never run strategy code:
  * taking one is the same as building one, and the instance's limits are
  * applied when it is taken.
+ *
+ * A thread at the idle class must hold nothing a worker waits for while it
+ * is preempted: the worker only tries the pool's lock, the budget ticker
+ * is held by the runtime so the builder neither starts it (a thread it
+ * created would inherit the idle class) nor takes its lock, and the
+ * one-time class registration is done before the builder starts. What
+ * remains is the C library's: a worker freeing a chunk of the builder's
+ * malloc arena (a VM's teardown) takes that arena's lock, which a builder
+ * preempted inside malloc holds until the scheduler gives it a turn; it
+ * builds only while refilling after starts.
  */
 #include "runtime/internal.h"
 
@@ -71,6 +81,10 @@ int vm_spares_start(struct vm_spares *sp, int index, struct err *err)
 {
     pthread_mutex_init(&sp->lock, NULL);
     pthread_cond_init(&sp->wake, NULL);
+    /* the builder's sandboxes must not be the ones that start the ticker,
+     * nor the builder the one that registers the classes */
+    js_sandbox_hold_ticker();
+    vm_classes_register();
     sp->initialized = true;
     int rc = pthread_create(&sp->thread, NULL, builder_main, sp);
     if (rc != 0) {
@@ -84,11 +98,13 @@ int vm_spares_start(struct vm_spares *sp, int index, struct err *err)
     return 0;
 }
 
+/* The worker only tries the pool's lock: a builder at a low priority that
+ * was preempted holding it would otherwise hold the worker up until the
+ * scheduler next gives it a turn. A busy lock reads as an empty pool. */
 struct vm *vm_spares_take(struct vm_spares *sp)
 {
-    if (!sp->started)
+    if (!sp->started || pthread_mutex_trylock(&sp->lock) != 0)
         return NULL;
-    pthread_mutex_lock(&sp->lock);
     struct vm *vm = sp->count > 0 ? sp->ready[--sp->count] : NULL;
     pthread_cond_signal(&sp->wake);
     pthread_mutex_unlock(&sp->lock);
@@ -97,9 +113,8 @@ struct vm *vm_spares_take(struct vm_spares *sp)
 
 void vm_spares_retry(struct vm_spares *sp)
 {
-    if (!sp->started)
-        return;
-    pthread_mutex_lock(&sp->lock);
+    if (!sp->started || pthread_mutex_trylock(&sp->lock) != 0)
+        return; /* the next start that succeeds tries again */
     if (sp->failed) {
         sp->failed = false;
         pthread_cond_signal(&sp->wake);
@@ -121,6 +136,7 @@ void vm_spares_stop(struct vm_spares *sp)
     }
     while (sp->count > 0)
         vm_free_spare(sp->ready[--sp->count]);
+    js_sandbox_release_ticker();
     pthread_mutex_destroy(&sp->lock);
     pthread_cond_destroy(&sp->wake);
     sp->initialized = false;

@@ -789,9 +789,14 @@ static const JSClassExoticMethods lazy_exotic = {
 
 /* Registers the class in a new VM's runtime, with Object.prototype as the
  * prototype of its objects. */
-static int lazy_class_init(struct vm *vm)
+void vm_classes_register(void)
 {
     pthread_once(&lazy_class_once, lazy_class_id_new);
+}
+
+static int lazy_class_init(struct vm *vm)
+{
+    vm_classes_register();
     JSContext *ctx = vm->sb.ctx;
     vm->lazy_hooks = lazy_exotic;
     JSClassDef def = {

@@ -644,8 +644,9 @@ static int policy_of_thread(const char *name)
 
 /* Each worker's spare sandboxes are built by a thread of its own at the
  * idle scheduling class, so building one never takes a core from a
- * request, an event or a timer; starts take them (and build their own
- * once they run out) on either worker. */
+ * request, an event or a timer, and the budget ticker keeps the normal
+ * class; starts take the spares (and build their own once they run out)
+ * on either worker. */
 static void test_spares_built_at_idle_class(void **state)
 {
     (void)state;
@@ -661,6 +662,9 @@ static void test_spares_built_at_idle_class(void **state)
     assert_int_equal(policy_of_thread("spares:0"), SCHED_IDLE);
     assert_int_equal(policy_of_thread("spares:1"), SCHED_IDLE);
     assert_int_equal(policy_of_thread("worker:0"), SCHED_OTHER);
+    /* the budget ticker, running while sandboxes exist, keeps the normal
+     * class whoever built the first sandbox */
+    assert_int_equal(policy_of_thread("js:ticker"), SCHED_OTHER);
     char hex[HASH_HEX_LEN + 1];
     upload_alpha(&f, 1, NULL, hex);
     char id[16];
