@@ -143,8 +143,8 @@ int store__collect_one(struct store *s, sqlite3_stmt *st, store__row_fn row, con
 int store__migrate(struct store *s, struct err *err);
 
 /* Extends SQLite's write-ahead log with zeros to the size it reaches
- * between checkpoints and keeps it across closes, so that commits overwrite
- * blocks instead of appending (store_wal.c). Best effort: logs a warning
+ * between checkpoints, so that commits overwrite blocks instead of
+ * appending (store_wal.c). Best effort: logs a warning
  * when it cannot; the store works without. Called once, after migration. */
 void store__wal_prepare(struct store *s);
 

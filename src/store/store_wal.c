@@ -7,10 +7,14 @@
  * the blocks just allocated for it: on the disks measured, a commit that
  * appends took twice as long as one that overwrites (120-145 against 60-65
  * us). So, as database servers do with their pre-zeroed log segments, the
- * log is extended with zeros to a little over its working size when the
- * store opens (unless the disk has less than eight times that free), and
- * kept when the store closes, so that every commit from the first
- * overwrites blocks already written.
+ * log is extended with zeros to a little over its working size whenever
+ * the store opens (unless the disk has less than eight times that free), so
+ * that every commit from the first overwrites blocks already written.
+ *
+ * The log is not kept past a clean close (SQLITE_FCNTL_PERSIST_WAL would
+ * save this work at the next start): a stopped gateway's state is then
+ * stratd.db alone, and a copy of that file restored later never meets a log
+ * whose valid frames SQLite would replay onto it.
  *
  * Why zeros are safe: SQLite reads no frame past the last commit the
  * shared index records, and its recovery walks the frames from the start
@@ -94,12 +98,10 @@ static int extend_log(struct store *s, long long target)
 
 void store__wal_prepare(struct store *s)
 {
-    /* Kept on close: a restart then commits over written blocks too. The
-     * size limit stays off so that no commit truncates what was written. */
-    int persist = 1;
-    if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist) != SQLITE_OK ||
-        sqlite3_exec(s->db, "PRAGMA journal_size_limit=-1", NULL, NULL, NULL) != SQLITE_OK)
-        log_warn("store", "cannot keep the write-ahead log of %s between runs", s->db_path);
+    /* Off whatever the build's default: a limit would truncate the log
+     * after each checkpoint, back to appending. */
+    if (sqlite3_exec(s->db, "PRAGMA journal_size_limit=-1", NULL, NULL, NULL) != SQLITE_OK)
+        return;
     long long target = working_size(s);
     struct statvfs fs;
     if (target == 0 || statvfs(s->dir, &fs) != 0 ||
