@@ -438,6 +438,9 @@ int js_sandbox_set_limits(struct js_sandbox *sb, const struct js_limits *limits,
     if (check_memory_cap(sb, next.memory_bytes, err) < 0)
         return -1;
     sb->limits = next;
+    /* built ahead of time, maybe on another thread: the stack limit is
+     * measured from the thread that will run it */
+    JS_UpdateStackTop(sb->rt);
     JS_SetMaxStackSize(sb->rt, next.stack_bytes);
     JS_SetMemoryLimit(sb->rt, next.memory_bytes);
     return 0;

@@ -104,7 +104,8 @@ void js_sandbox_free(struct js_sandbox *sb);
 void js_sandbox_hold_ticker(void);
 void js_sandbox_release_ticker(void);
 /* Replaces the limits of a sandbox no code has run in yet (one built ahead
- * of time with the defaults), as if js_sandbox_init had been given them:
+ * of time with the defaults, on any thread; call it on the thread that will
+ * run the sandbox), as if js_sandbox_init had been given them:
  * the memory cap, the stack size and the budget. Fails with ERR_INVALID,
  * leaving the sandbox as it was, when the cap is below what the sandbox
  * already uses. */

@@ -245,6 +245,11 @@ struct sublist {
 };
 
 #define VM_SPARES 4
+/* `lock` guards ready, count, failed and quit (the builder and the worker;
+ * the worker only tries it). initialized, started and thread are the
+ * owner's (vm_spares_start, vm_spares_stop). The VMs in `ready` are the
+ * pool's until taken; they were built on the builder's thread and are
+ * used on the worker's (js_sandbox_set_limits moves their stack limit). */
 struct vm_spares {
     pthread_mutex_t lock;
     pthread_cond_t wake; /* the builder waits for room or quit */

@@ -1345,15 +1345,10 @@ void vm_free_spare(struct vm *vm)
     vm_free_shell(vm);
 }
 
-/* A spare was built on its builder's thread: the stack limit is measured
- * from this one's. */
 static struct vm *vm_take(struct worker *w, struct err *err)
 {
     struct vm *vm = vm_spares_take(&w->spares);
-    if (!vm)
-        return vm_build(err);
-    JS_UpdateStackTop(vm->sb.rt);
-    return vm;
+    return vm ? vm : vm_build(err);
 }
 
 /* Gives a VM taken from the spares (or just built) to an instance. */

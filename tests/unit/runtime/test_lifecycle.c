@@ -642,6 +642,13 @@ static int policy_of_thread(const char *name)
     return policy;
 }
 
+static bool cond_builders_idle(struct fx *f, const void *arg)
+{
+    (void)f;
+    (void)arg;
+    return policy_of_thread("spares:0") == SCHED_IDLE && policy_of_thread("spares:1") == SCHED_IDLE;
+}
+
 /* Each worker's spare sandboxes are built by a thread of its own at the
  * idle scheduling class, so building one never takes a core from a
  * request, an event or a timer, and the budget ticker keeps the normal
@@ -652,13 +659,7 @@ static void test_spares_built_at_idle_class(void **state)
     (void)state;
     struct fx f;
     fx_open(&f, 2);
-    int waited = 0;
-    while ((policy_of_thread("spares:0") != SCHED_IDLE ||
-            policy_of_thread("spares:1") != SCHED_IDLE) &&
-           waited < 5000) {
-        fx_sleep_ms(10);
-        waited += 10;
-    }
+    (void)fx_wait(cond_builders_idle, &f, NULL, 5000);
     assert_int_equal(policy_of_thread("spares:0"), SCHED_IDLE);
     assert_int_equal(policy_of_thread("spares:1"), SCHED_IDLE);
     assert_int_equal(policy_of_thread("worker:0"), SCHED_OTHER);
