@@ -21,7 +21,8 @@
  * Prints one JSON object: count, errors, mean_ms, p50_ms, p99_ms, max_ms,
  * seconds (wall time of the whole command); fleets add first_tenth_ms and
  * last_tenth_ms, the mean of the first and last tenth of the ids, which
- * shows whether a request's cost grows with the fleet, and with --start 1
+ * shows whether a request's cost grows with the fleet, and tenths_ms, the
+ * mean of each tenth in order, and with --start 1
  * create_mean_ms and start_mean_ms, the pair's mean split between its two
  * requests.
  */
@@ -221,12 +222,18 @@ static void print_stats(int64_t *lat, size_t n, size_t errors, double seconds, c
     size_t tenth = n / 10;
     double first = mean_ms(lat, tenth), last = mean_ms(lat + n - tenth, tenth);
     double mean = mean_ms(lat, n);
+    char tenths[160] = "";
+    for (size_t k = 0, used = 0; tenth > 0 && k < 10 && used < sizeof tenths; k++) {
+        int w = snprintf(tenths + used, sizeof tenths - used, "%s%.4f", k ? ", " : "",
+                         mean_ms(lat + k * tenth, tenth));
+        used += w > 0 ? (size_t)w : 0;
+    }
     qsort(lat, n, sizeof *lat, cmp_i64);
     printf("{\"count\": %zu, \"errors\": %zu, \"mean_ms\": %.4f, \"p50_ms\": %.4f, "
            "\"p99_ms\": %.4f, \"max_ms\": %.4f, \"first_tenth_ms\": %.4f, "
-           "\"last_tenth_ms\": %.4f, \"seconds\": %.3f%s}\n",
+           "\"last_tenth_ms\": %.4f, \"tenths_ms\": [%s], \"seconds\": %.3f%s}\n",
            n, errors, mean, pct_ms(lat, n, 0.5), pct_ms(lat, n, 0.99), pct_ms(lat, n, 1.0), first,
-           last, seconds, extra);
+           last, tenths, seconds, extra);
 }
 
 /* ---------------------------------------------------------------- fleet */

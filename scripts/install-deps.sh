@@ -49,12 +49,19 @@ compiler_budget_polls=4
 # RangeError in a loop leaked up to 128 KB a turn, past the end of its VM.
 # Both products free it (found by tests/fuzz, fuzz_validate).
 quickjs_budget_polls=$((15 + compiler_budget_polls))
+# The runtime hands a handler's evt and payload objects on to the next
+# delivery when the handler kept nothing of them. Only QuickJS knows whether
+# anything still could tell: JS_IsUnobservedObject (appended below) says
+# whether an object has one reference, no weak one (WeakMap, WeakSet,
+# WeakRef, FinalizationRegistry), no own property, its class's prototype
+# and is extensible, i.e. whether a new object of its class would look the
+# same to every script.
 sort_poll_mask=255           # a sort polls once per 256 compares
 sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
-quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed"
+quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -194,6 +201,26 @@ sed -i '/^static int re_parse_disjunction(REParseState \*s, BOOL is_backward_dir
   || { echo "error: libregexp.c's parser loops are not where expected" >&2; exit 1; }
 [ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_budget_polls" ] \
   || { echo "error: quickjs.c's index accessors, sorts or searches are not where expected" >&2; exit 1; }
+cat >>"$work/tree/quickjs.c" <<'C'
+
+/* unobserved object (see scripts/install-deps.sh) */
+int JS_IsUnobservedObject(JSContext *ctx, JSValueConst obj)
+{
+    JSObject *p;
+    JSValueConst proto;
+    if (JS_VALUE_GET_TAG(obj) != JS_TAG_OBJECT)
+        return 0;
+    p = JS_VALUE_GET_OBJ(obj);
+    proto = ctx->class_proto[p->class_id];
+    return p->header.ref_count == 1 && p->weakref_count == 0 && p->extensible &&
+        p->shape->prop_count == 0 && JS_VALUE_GET_TAG(proto) == JS_TAG_OBJECT &&
+        p->shape->proto == JS_VALUE_GET_OBJ(proto);
+}
+C
+sed -i 's/^int JS_IsExtensible(JSContext \*ctx, JSValueConst obj);$/&\nint JS_IsUnobservedObject(JSContext *ctx, JSValueConst obj); \/* unobserved object *\//' \
+  "$work/tree/quickjs.h"
+[ "$(cat "$work/tree/quickjs.c" "$work/tree/quickjs.h" | grep -c 'unobserved object')" = 2 ] \
+  || { echo "error: quickjs.h does not declare JS_IsExtensible where expected" >&2; exit 1; }
 make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null
 mkdir -p "$quickjs_dir/lib" "$quickjs_dir/include"
 cp "$work/tree/libquickjs.a" "$quickjs_dir/lib/"

@@ -458,7 +458,8 @@ struct vm_layout {
 };
 
 struct lazy;
-#define VM_SPARE_LAZY 2 /* a delivery's evt and payload */
+#define VM_SPARE_LAZY 2   /* a delivery's evt and payload */
+#define VM_LAZY_LAYOUTS 3 /* evt, Trade, Ticker (see vm.c) */
 
 /* A VM is the instance's sandbox plus what the host caches in it. Owned by
  * the instance's worker; only that thread touches it. */
@@ -508,6 +509,10 @@ struct vm {
      * for the next one (see free_arg in vm.c) */
     struct lazy *spare_lazy[VM_SPARE_LAZY];
     uint8_t nspare_lazy;
+    /* whole lazy objects, one per layout, that no script can tell from a
+     * new one, kept for the next delivery (owned references; an object
+     * tag only when present) */
+    JSValue spare_obj[VM_LAZY_LAYOUTS];
 };
 
 /* A start in two steps, so that the first can run while the start's intent

@@ -162,6 +162,8 @@ static void release_js(struct worker *w, struct vm *vm)
         }
         while (vm->nspare_lazy > 0)
             js_free(ctx, vm->spare_lazy[--vm->nspare_lazy]);
+        for (int l = 0; l < VM_LAZY_LAYOUTS; l++)
+            free_value(ctx, &vm->spare_obj[l]);
         for (int i = 0; i < A_COUNT; i++) {
             if (vm->atoms[i] != JS_ATOM_NULL)
                 JS_FreeAtom(ctx, vm->atoms[i]);
@@ -599,6 +601,7 @@ static JSValue make_payload(struct vm *vm, JSContext *ctx, const struct event *e
  * into real properties ("materialises" the object), after which QuickJS
  * handles it as a plain object. */
 enum lazy_layout { LAZY_EVT, LAZY_TRADE, LAZY_TICKER, LAZY_LAYOUTS };
+_Static_assert(LAZY_LAYOUTS == VM_LAZY_LAYOUTS, "struct vm keeps a spare object per layout");
 
 static const uint8_t lazy_fields[LAZY_LAYOUTS][6] = {
     [LAZY_EVT] = {A_TYPE, A_PROVIDER, A_SYMBOL, A_SEQ, A_TS},
@@ -816,6 +819,12 @@ static int lazy_class_init(struct vm *vm)
 
 static JSValue lazy_new(struct vm *vm, JSContext *ctx, enum lazy_layout layout, struct lazy **out)
 {
+    JSValue kept = vm->spare_obj[layout];
+    if (JS_VALUE_GET_TAG(kept) == JS_TAG_OBJECT) {
+        vm->spare_obj[layout] = JS_UNDEFINED;
+        *out = lazy_of(kept);
+        return kept;
+    }
     struct lazy *lo =
         vm->nspare_lazy > 0 ? vm->spare_lazy[--vm->nspare_lazy] : js_malloc(ctx, sizeof *lo);
     if (!lo)
@@ -850,19 +859,32 @@ static JSValue make_lazy_evt(struct vm *vm, JSContext *ctx, const struct event *
     return o;
 }
 
-/* Frees evt or the payload after their delivery. When the object dies
- * here (the strategy kept no reference to it), its C half goes to the VM
- * for the next delivery instead of back to the allocator, which took a
- * third of a trivial handler's delivery; the finalizer then finds none.
- * A reference count is all that decides it: an object the strategy holds
- * on to, or one in a cycle, keeps its C half and dies as before. */
+/* Lets go of evt or the payload after their delivery. An object that no
+ * script could tell from a new one (no other reference, no weak one, still
+ * lazy and as created: JS_IsUnobservedObject, added to QuickJS by
+ * scripts/install-deps.sh) is kept whole for the next delivery of its
+ * layout: making and freeing two objects was half of a trivial handler's
+ * delivery. Otherwise, when the object dies here, its C half goes to the
+ * VM for the next delivery instead of back to the allocator, and the
+ * finalizer finds none. An object the strategy holds on to, or one in a
+ * cycle, keeps its C half and dies as before. */
 static void free_arg(struct vm *vm, JSContext *ctx, JSValue v)
 {
     struct lazy *lo = lazy_of(v);
-    if (lo && vm->nspare_lazy < VM_SPARE_LAZY &&
-        ((JSRefCountHeader *)JS_VALUE_GET_PTR(v))->ref_count == 1) {
-        JS_FreeValue(ctx, lo->provider);
-        JS_FreeValue(ctx, lo->symbol);
+    bool keep_whole = lo && !lo->materialised &&
+                      JS_VALUE_GET_TAG(vm->spare_obj[lo->layout]) != JS_TAG_OBJECT &&
+                      JS_IsUnobservedObject(ctx, v);
+    bool keep_half = !keep_whole && lo && vm->nspare_lazy < VM_SPARE_LAZY &&
+                     ((JSRefCountHeader *)JS_VALUE_GET_PTR(v))->ref_count == 1;
+    if (keep_whole || keep_half) {
+        free_value(ctx, &lo->provider);
+        free_value(ctx, &lo->symbol);
+    }
+    if (keep_whole) {
+        vm->spare_obj[lo->layout] = v;
+        return;
+    }
+    if (keep_half) {
         JS_SetOpaque(v, NULL);
         vm->spare_lazy[vm->nspare_lazy++] = lo;
     }

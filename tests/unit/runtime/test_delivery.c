@@ -790,6 +790,72 @@ static void test_lazy_objects_dropped_or_kept(void **state)
     fx_close(&f);
 }
 
+/* Holds on to evt and the payload only in ways that keep no strong
+ * reference (a WeakSet, a WeakMap, a WeakRef, a FinalizationRegistry, a
+ * private field stamped on with a constructor's return override) or changes
+ * what a new object would show (its prototype, a property added and
+ * deleted), one way per delivery and argument, and counts every later
+ * argument that such a hold recognises or that does not look new, and the
+ * weakly held arguments still alive (QuickJS frees an object with its last
+ * reference, so none unless one was kept for reuse). */
+static const char *const UNOBSERVED_PROBE =
+    "    class Base { constructor(o) { return o; } }\n"
+    "    class Stamp extends Base { #mark = 1; static has(o) { return #mark in o; } }\n"
+    "    const set = new WeakSet(), map = new WeakMap(), refs = [];\n"
+    "    const registry = new FinalizationRegistry(() => {});\n"
+    "    const holds = [\n"
+    "      (o) => set.add(o),\n"
+    "      (o) => map.set(o, 1),\n"
+    "      (o) => refs.push([new WeakRef(o), o.seq ?? o.price ?? o.last]),\n"
+    "      (o) => registry.register(o, 1),\n"
+    "      (o) => new Stamp(o),\n"
+    "      (o) => Object.setPrototypeOf(o, {marked: 1}),\n"
+    "      (o) => { o.extra = 1; delete o.extra; },\n"
+    "      (o) => {},\n"
+    "    ];\n"
+    "    let n = 0, recognised = 0, alive = 0;\n"
+    "    const look = (o) => {\n"
+    "      if (set.has(o) || map.has(o) || Stamp.has(o) || 'marked' in o || 'extra' in o ||\n"
+    "          Object.getPrototypeOf(o) !== Object.prototype || !Object.isExtensible(o))\n"
+    "        recognised++;\n"
+    "    };\n"
+    "    return {\n"
+    "      onTrade(ctx, evt, p) {\n"
+    "        look(evt); look(p);\n"
+    "        for (const [r, v] of refs) {\n"
+    "          const o = r.deref();\n"
+    "          if (o && (o === evt || o === p || (o.seq ?? o.price ?? o.last) !== v)) "
+    "recognised++;\n"
+    "          if (o) alive++;\n"
+    "        }\n"
+    "        holds[n % holds.length](evt);\n"
+    "        holds[(n + 3) % holds.length](p);\n"
+    "        if (++n === 64) env.helpers.log('done', n, recognised, alive);\n"
+    "      },\n"
+    "    };";
+
+/* evt and the payload are handed on to the next delivery when the
+ * strategy kept nothing of them (see free_arg in vm.c): no script may be
+ * able to tell, whatever it kept short of a reference. */
+static void test_reused_objects_unobservable(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    fx_add_module(&f, "unobserved", "['Trade']", NULL, UNOBSERVED_PROBE, hex);
+    fx_run(&f, "u1", "unobserved", NULL, NULL);
+    for (int i = 0; i < 64; i++)
+        fx_trade(&f, "sim", "BTC-USDT", 100 + i, 0.25);
+    assert_true(fx_wait_delivered(&f, "u1", 64, 5000));
+    assert_true(fx_wait_logs(&f, "u1", "done", 1, 5000));
+    json_t *logs = fx_logs(&f, "u1", "done");
+    assert_string_equal(tu_jstr(logs, "0.msg"), "done 64 0 0");
+    json_decref(logs);
+    assert_true(fx_running(&f, "u1"));
+    fx_close(&f);
+}
+
 /* Orders once per trade, quantity = the trade's price, so the orders'
  * sequence is checkable; the second form also orders once per tick of a
  * 1 ms interval (side 'sell'): a worker polling for its next event must
@@ -977,6 +1043,7 @@ int main(void)
         cmocka_unit_test(test_fresh_sandbox_per_start),
         cmocka_unit_test(test_lazy_event_objects),
         cmocka_unit_test(test_lazy_objects_dropped_or_kept),
+        cmocka_unit_test(test_reused_objects_unobservable),
         cmocka_unit_test(test_log_limits),
         cmocka_unit_test(test_paced_feed_under_each_poll_setting),
         cmocka_unit_test(test_workers_beyond_the_cores_sleep),
