@@ -225,6 +225,12 @@ static void hook_publish(void *ctx, struct event *ev)
     runtime_publish(B.runtime, ev);
 }
 
+static bool hook_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+{
+    (void)ctx;
+    return runtime_wants(B.runtime, provider, symbol, kind);
+}
+
 /* --------------------------------------------------- wiring (serve.c) */
 
 static json_t *revision_metadata(void *ctx, const char *name, const char *hex, const char *source,
@@ -447,7 +453,7 @@ static int run(const struct args *a, struct err *err)
     struct catalog_options copts = {path, revision_metadata, NULL};
     if (catalog_open(&copts, &B.catalog, err) != 0)
         return -1;
-    struct event_sink sink = {NULL, hook_publish};
+    struct event_sink sink = {NULL, hook_publish, hook_wants};
     B.market = market_new(sink, a->market_store ? B.store : NULL);
     if (!B.market) {
         err_set(err, ERR_INTERNAL, "cannot create the market");

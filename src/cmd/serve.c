@@ -270,6 +270,12 @@ static void publish_to_runtime(void *ctx, struct event *ev)
     runtime_publish(gw->runtime, ev);
 }
 
+static bool runtime_wants_event(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+{
+    struct gateway *gw = ctx;
+    return runtime_wants(gw->runtime, provider, symbol, kind);
+}
+
 static bool scope_check(void *ctx, const char *provider, const char *symbol)
 {
     struct gateway *gw = ctx;
@@ -337,7 +343,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
     flush_metadata(gw);
     if (rc != 0)
         return -1;
-    struct event_sink sink = {gw, publish_to_runtime};
+    struct event_sink sink = {gw, publish_to_runtime, runtime_wants_event};
     gw->market = market_new(sink, gw->store);
     if (!gw->market) {
         err_set(err, ERR_INTERNAL, "cannot create the market");

@@ -305,6 +305,18 @@ static void flush_outbox(struct sim *s)
     s->nout = 0;
 }
 
+/* Whether anyone may take an event of this kind for the market. When
+ * nobody would, the event is not built, but its sequence number is taken
+ * all the same: the numbers every event carries do not depend on what
+ * anyone subscribed to. */
+static bool wanted(struct sim *s, const struct sim_market *mk, enum event_kind kind)
+{
+    if (!s->sink.wants || s->sink.wants(s->sink.ctx, s->provider_id, mk->id, kind))
+        return true;
+    ++s->seq;
+    return false;
+}
+
 /* Out of memory drops the one event (seq is only taken when publishing,
  * so the sequence stays gap-free) and says so once per session. */
 static struct event *new_event(struct sim *s, enum event_kind kind, size_t extra)
@@ -321,6 +333,10 @@ static struct event *new_event(struct sim *s, enum event_kind kind, size_t extra
 static void publish_trade(struct sim *s, struct sim_market *mk, enum order_side side, double qty,
                           int64_t ts)
 {
+    if (!wanted(s, mk, EVENT_TRADE)) {
+        ++mk->trade_id; /* as the sequence number */
+        return;
+    }
     struct event *ev = new_event(s, EVENT_TRADE, 0);
     if (!ev)
         return;
@@ -332,6 +348,8 @@ static void publish_trade(struct sim *s, struct sim_market *mk, enum order_side 
 
 static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
 {
+    if (!wanted(s, mk, EVENT_TICKER))
+        return;
     struct event *ev = new_event(s, EVENT_TICKER, 0);
     if (!ev)
         return;
@@ -344,6 +362,8 @@ static void publish_ticker(struct sim *s, struct sim_market *mk, int64_t ts)
 
 static void publish_book(struct sim *s, struct sim_market *mk, int64_t ts)
 {
+    if (!wanted(s, mk, EVENT_BOOK_SNAPSHOT))
+        return;
     uint32_t depth = s->cfg->book_depth;
     sim_book_fill(mk);
     struct event *ev =
@@ -368,7 +388,7 @@ static void kline_add(struct sim *s, struct sim_market *mk, double qty, int64_t 
     k->close = mk->last;
     k->volume += qty;
     k->trades++;
-    if ((s->tick + 1) % SIM_KLINE_EVERY != 0)
+    if ((s->tick + 1) % SIM_KLINE_EVERY != 0 || !wanted(s, mk, EVENT_KLINE_SUMMARY))
         return;
     struct event *ev = new_event(s, EVENT_KLINE_SUMMARY, 0);
     if (!ev)

@@ -166,10 +166,15 @@ const char *order_type_name(enum order_type type);           /* "market" | "limi
 /* Where a provider sends events. publish() takes over the caller's
  * reference. It may block while consumers are saturated (back-pressure):
  * that is how an unpaced simulated market runs "as fast as the consumers
- * take them". Callable from any thread. */
+ * take them". wants() (NULL: every event is wanted) says whether anyone
+ * may take an event of that provider, symbol and kind, so a provider can
+ * skip building one nobody would receive; a subscription that arrives
+ * just after a false answer misses that one event, as if it had come
+ * just after the event. Both callable from any thread. */
 struct event_sink {
     void *ctx;
     void (*publish)(void *ctx, struct event *ev);
+    bool (*wants)(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind);
 };
 
 /* An order leaving an instance for a provider. */

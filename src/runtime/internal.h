@@ -270,19 +270,22 @@ struct worker {
 
     /* The event queue: a bounded ring many publishers fill without a lock
      * (a slot is claimed by advancing `tail`, filled, then published by
-     * its sequence number) and the worker alone empties. `head` is the
-     * worker's; `taken` mirrors it for readers of the depth. */
-    struct queue_cell *ring;
+     * its sequence number) and the worker alone empties. Three cache
+     * lines: what every push reads and nobody writes; what every publisher
+     * writes; what the worker writes at every batch. A worker taking one
+     * event at a time would otherwise take the first line from the
+     * publisher at every event. */
+    alignas(64) struct queue_cell *ring;
     size_t mask; /* capacity - 1, capacity a power of two */
-    size_t head;
-    _Atomic size_t taken;
-    /* On a cache line of their own, written by every publisher. `sleeping`
-     * (1 while the worker sleeps or is about to) and `waiting` (publishers
-     * waiting for room) are read by read-modify-writes on either side,
-     * which is what orders them with the ring (wake_if_asleep). */
+    /* `sleeping` (1 while the worker sleeps or is about to) and `waiting`
+     * (publishers waiting for room) are read by read-modify-writes on
+     * either side, which is what orders them with the ring
+     * (wake_if_asleep). */
     alignas(64) _Atomic size_t tail;
     atomic_int sleeping;
     alignas(64) atomic_int waiting; /* apart from `tail`: the worker reads it after every batch */
+    size_t head;                    /* the worker's */
+    _Atomic size_t taken;           /* mirrors `head` for readers of the depth */
 
     /* Sleeping and commands, under lock. */
     alignas(64) pthread_mutex_t lock;

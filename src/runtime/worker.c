@@ -268,9 +268,20 @@ void runtime_publish(void *ctx, struct event *ev)
         event_release(ev);
 }
 
+bool runtime_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+{
+    struct runtime *rt = ctx;
+    size_t slot = interest_slot(sub_key(provider, symbol, kind));
+    for (int i = 0; i < rt->nworkers; i++) {
+        if (atomic_load_explicit(&rt->workers[i].interest[slot], memory_order_relaxed) != 0)
+            return true;
+    }
+    return false;
+}
+
 struct event_sink runtime_event_sink(struct runtime *rt)
 {
-    struct event_sink sink = {rt, runtime_publish};
+    struct event_sink sink = {rt, runtime_publish, runtime_wants};
     return sink;
 }
 
@@ -356,6 +367,9 @@ static bool poll_queue(struct worker *w, int64_t now, int64_t until, enum poll_r
  * wake_if_asleep for the other half). */
 static void worker_sleep(struct worker *w, int64_t due)
 {
+    /* the events it released go back to their pools before it sleeps; a
+     * worker that only polls returns them in batches (see event.c) */
+    event_flush_returns();
     atomic_exchange_explicit(&w->sleeping, 1, memory_order_acq_rel);
     if (!ring_ready(w)) {
         if (due > 0) {
@@ -441,8 +455,6 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
         if (*n > 0)
             return true;
     }
-    /* about to wait: the events it released go back to their pools now */
-    event_flush_returns();
     pthread_mutex_lock(&w->lock);
     wait_for_work(w);
     if (atomic_load_explicit(&w->quit, memory_order_relaxed)) {

@@ -117,6 +117,12 @@ static void publish_to_runtime(void *ctx, struct event *ev)
     runtime_publish(g->runtime, ev);
 }
 
+static bool runtime_wants_event(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+{
+    struct gateway *g = ctx;
+    return runtime_wants(g->runtime, provider, symbol, kind);
+}
+
 static bool scope_check(void *ctx, const char *provider, const char *symbol)
 {
     struct gateway *g = ctx;
@@ -145,7 +151,7 @@ static void open_gateway(void)
     fuzz_check(store_open(state, &gw.store, &err) == 0, "store_open: %s", err.message);
     struct catalog_options copts = {strategies, revision_metadata, &gw};
     fuzz_check(catalog_open(&copts, &gw.catalog, &err) == 0, "catalog_open: %s", err.message);
-    struct event_sink sink = {&gw, publish_to_runtime};
+    struct event_sink sink = {&gw, publish_to_runtime, runtime_wants_event};
     gw.market = market_new(sink, gw.store);
     fuzz_check(gw.market != NULL, "market_new failed");
     struct runtime_options ropts = {

@@ -62,6 +62,42 @@ static void test_same_seed_same_sequence(void **state)
     tsink_destroy(&b);
 }
 
+/* A sink that wants only trades, and those only in every other stretch of
+ * its answers, gets trades equal to those a sink wanting everything gets
+ * under the same sequence numbers: the events nobody wants are not built,
+ * but take their sequence numbers and trade ids. */
+static void test_unwanted_events_not_built(void **state)
+{
+    (void)state;
+    enum { N = 300, ALL = 2400 };
+    struct tsink all, only;
+    record_run(&all, SEEDED(42), ALL);
+    tsink_init(&only, 1u << EVENT_TRADE, N);
+    only.wants_period = 40;
+    struct market *m = market_new(tsink_sink_wanting(&only, 1u << EVENT_TRADE), NULL);
+    assert_non_null(m);
+    tmarket_create(m, "feed", SEEDED(42), true);
+    assert_true(tsink_wait_n(&only, N, 30000));
+    tsink_release(&only);
+    market_free(m);
+    size_t k = 0, skipped = 0;
+    for (size_t t = 0; t < N; t++) {
+        const struct event *got = only.events[t];
+        while (k < all.n && all.events[k]->seq < got->seq)
+            skipped += all.events[k++]->kind == EVENT_TRADE;
+        if (k == all.n || !same_event(all.events[k], got))
+            fail_msg("trade %zu (seq %llu) is not the trade of the full stream", t,
+                     (unsigned long long)got->seq);
+        k++;
+    }
+    assert_true(skipped > 0); /* trades went unwanted in between */
+    assert_int_equal(only.counts[EVENT_TICKER], 0);
+    assert_int_equal(only.counts[EVENT_BOOK_SNAPSHOT], 0);
+    assert_int_equal(only.counts[EVENT_KLINE_SUMMARY], 0);
+    tsink_destroy(&all);
+    tsink_destroy(&only);
+}
+
 static void test_different_seeds_differ(void **state)
 {
     (void)state;
@@ -231,6 +267,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_seed_same_sequence),
+        cmocka_unit_test(test_unwanted_events_not_built),
         cmocka_unit_test(test_different_seeds_differ),
         cmocka_unit_test(test_cadence),
         cmocka_unit_test(test_unpaced_slow_sink_loses_nothing),

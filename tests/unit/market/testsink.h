@@ -19,6 +19,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,9 @@ struct tsink {
     size_t limit;         /* block when n reaches it (0 = never) */
     bool released;
     int delay_us;
+    unsigned wants_mask;  /* what wants() answers yes to (tsink_sink_wanting) */
+    size_t wants_period;  /* if set, yes only in every other run of this many calls */
+    _Atomic size_t asked; /* wants() calls */
     size_t counts[EVENT_KIND_COUNT];
     struct event *latest[EVENT_KIND_COUNT];
 };
@@ -81,7 +85,25 @@ static inline void tsink_publish(void *ctx, struct event *ev)
 
 static inline struct event_sink tsink_sink(struct tsink *s)
 {
-    return (struct event_sink){s, tsink_publish};
+    return (struct event_sink){s, tsink_publish, NULL};
+}
+
+static inline bool tsink_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+{
+    struct tsink *s = ctx;
+    (void)provider;
+    (void)symbol;
+    size_t n = atomic_fetch_add(&s->asked, 1);
+    if (s->wants_period && (n / s->wants_period) % 2 == 1)
+        return false;
+    return (s->wants_mask & (1u << kind)) != 0;
+}
+
+/* A sink that says which kinds it wants: those in `mask`. */
+static inline struct event_sink tsink_sink_wanting(struct tsink *s, unsigned mask)
+{
+    s->wants_mask = mask;
+    return (struct event_sink){s, tsink_publish, tsink_wants};
 }
 
 /* Unblocks a limited sink for good (call before stopping its provider). */
