@@ -49,6 +49,11 @@ compiler_budget_polls=4
 # RangeError in a loop leaked up to 128 KB a turn, past the end of its VM.
 # Both products free it (found by tests/fuzz, fuzz_validate).
 quickjs_budget_polls=$((15 + compiler_budget_polls))
+# `x++` and `x--` on anything but a function's own local (a closure's
+# variable, a property, a global: a strategy's counters) always took
+# QuickJS's generic path, a numeric conversion and a second dispatch, even
+# for a small integer; the build gives them the fast path `++x` has
+# (marked `post-increment fast path` below).
 # The runtime hands a handler's evt and payload objects on to the next
 # delivery when the handler kept nothing of them. Only QuickJS knows whether
 # anything still could tell: JS_IsUnobservedObject (appended below) says
@@ -61,7 +66,7 @@ sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
-quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object"
+quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object post-inc-int"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -201,6 +206,17 @@ sed -i '/^static int re_parse_disjunction(REParseState \*s, BOOL is_backward_dir
   || { echo "error: libregexp.c's parser loops are not where expected" >&2; exit 1; }
 [ "$(grep -c '/\* budget poll \*/$' "$work/tree/quickjs.c")" = "$quickjs_budget_polls" ] \
   || { echo "error: quickjs.c's index accessors, sorts or searches are not where expected" >&2; exit 1; }
+sed -i '/^        CASE(OP_post_inc):$/,/^            BREAK;$/ s/^            sf->cur_pc = pc;$/            if (JS_VALUE_GET_TAG(sp[-1]) == JS_TAG_INT) { \/* post-increment fast path *\/\
+                int v = JS_VALUE_GET_INT(sp[-1]);\
+                if (opcode == OP_post_inc ? v != INT32_MAX : v != INT32_MIN) {\
+                    sp[0] = JS_NewInt32(ctx, opcode == OP_post_inc ? v + 1 : v - 1);\
+                    sp++;\
+                    BREAK;\
+                }\
+            }\
+&/' "$work/tree/quickjs.c"
+[ "$(grep -c 'post-increment fast path' "$work/tree/quickjs.c")" = 1 ] \
+  || { echo "error: quickjs.c's OP_post_inc is not what was expected" >&2; exit 1; }
 cat >>"$work/tree/quickjs.c" <<'C'
 
 /* unobserved object (see scripts/install-deps.sh) */

@@ -514,6 +514,31 @@ static void test_searches_answer_as_before(void **state)
     js_sandbox_free(&sb);
 }
 
+/* `x++` and `x--` outside a function's own locals take the build's integer
+ * fast path (scripts/install-deps.sh): at the int32 limits, on non-integers,
+ * strings, objects, BigInts and undefined they must answer as the language
+ * says, value before and after alike. */
+static void test_post_increments_answer_as_before(void **state)
+{
+    (void)state;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 0);
+    assert_eval(
+        &sb,
+        "const box = {a: 2147483646, b: -2147483647, c: 1.5, d: '7', e: 10n, f: undefined,\n"
+        "             g: {valueOf() { return 41; }}, h: -0, i: 0};\n"
+        "const out = [];\n"
+        "for (let k = 0; k < 2; k++) out.push(box.a++, box.b--);\n"
+        "out.push(box.a, box.b, box.c++, box.c, box.d++, box.d, box.e--, box.e, box.f++,\n"
+        "         box.f, box.g++, box.g, Object.is(box.h--, -0), box.h, box.i--, box.i);\n"
+        "let n = 0; const count = () => n++; for (let k = 0; k < 1000; k++) count();\n"
+        "out.push(n, typeof box.a, typeof box.e);\n"
+        "out.join()",
+        "2147483646,-2147483647,2147483647,-2147483648,2147483648,-2147483649,1.5,2.5,7,8,"
+        "10,9,NaN,NaN,41,42,true,-1,0,-1,1000,number,bigint");
+    js_sandbox_free(&sb);
+}
+
 /* Threads that take the CPU from the sandbox's thread. */
 static atomic_bool hogs_run;
 
@@ -932,6 +957,7 @@ int main(void)
         cmocka_unit_test(test_budget_stops_sorts),
         cmocka_unit_test(test_budget_stops_searches),
         cmocka_unit_test(test_searches_answer_as_before),
+        cmocka_unit_test(test_post_increments_answer_as_before),
         cmocka_unit_test(test_budget_counts_cpu_not_contention),
         cmocka_unit_test(test_budget_covers_promise_jobs),
         cmocka_unit_test(test_failed_bigint_power_frees_what_it_built),
