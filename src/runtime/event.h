@@ -152,7 +152,8 @@ void event_release(struct event *ev);
 void event_pool_reserve(size_t events);
 /* Hands the events this thread released since its last flush back to
  * their pools (releases are gathered and returned 64 at a time). A thread
- * that releases events calls it before it waits; thread exit does it too. */
+ * that releases events calls it before it sleeps (a worker polling for its
+ * next event does not); thread exit does it too. */
 void event_flush_returns(void);
 
 /* Canonical name ("Trade") and handler name ("onTrade"); for exec reports
