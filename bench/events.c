@@ -51,7 +51,7 @@ int main(int argc, char **argv)
     c.rows = calloc(c.want * 6, sizeof *c.rows);
     if (!c.rows || c.want == 0)
         return 1;
-    struct event_sink sink = {&c, collect, NULL};
+    struct event_sink sink = {&c, collect, NULL, NULL};
     struct market *m = market_new(sink, NULL);
     json_t *req = json_pack("{s:s, s:{s:s, s:{s:[s], s:I, s:f}}, s:b}", "name", "bench", "adapter",
                             "identifier", "simulated", "config", "symbols", "BTC-USDT", "seed",

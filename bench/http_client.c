@@ -6,14 +6,16 @@
  *
  *   bench_http fleet  --port P --prefix ID --count N --selector SEL
  *                     --provider NAME --symbol SYM [--start 0|1]
- *                     [--strategies S] [--connections C]
+ *                     [--strategies S] [--connections C] [--pairs FILE]
  *       creates instances ID-1 .. ID-N (POST /strategy/instances) and, with
  *       --start 1, starts each right after creating it. A pair's latency is
  *       create + start, measured client-side. With --strategies S every
  *       "@S@" in the selector becomes i % S as three digits, e.g.
  *       "cat@S@:v1.0.3" -> "cat007:v1.0.3".
  *       --connections C splits the ids over C threads (for set-up speed;
- *       latency figures use 1).
+ *       latency figures use 1). --pairs FILE writes one line per id: its
+ *       number, when its create was sent (us since the first), the create's
+ *       and the pair's latency in us (-1 when it failed).
  *   bench_http upload --port P --template FILE --count K [--first F]
  *       uploads K revisions (POST /strategies/modules): the template with
  *       every "@N@" replaced by F, F+1, ..., so each one is new bytes.
@@ -242,7 +244,10 @@ struct fleet {
     int port, count, strategies, connections;
     bool start;
     const char *prefix, *selector, *provider, *symbol;
+    const char *pairs_path; /* --pairs: one line per id */
+    int64_t t0;
     int64_t *lat;
+    int64_t *sent;       /* when each pair's create was sent, since t0 */
     int64_t *create_lat; /* the create alone, of each pair */
     atomic_size_t errors;
 };
@@ -279,6 +284,7 @@ static void *fleet_worker(void *arg)
         char *body = json_dumps(spec, JSON_COMPACT);
         json_decref(spec);
         int64_t t0 = now_ns();
+        f->sent[i - 1] = t0 - f->t0;
         int status = body ? request(&c, "POST", "/strategy/instances", body, strlen(body)) : -1;
         free(body);
         if (status != 201 && status != 200) {
@@ -305,18 +311,34 @@ static void *fleet_worker(void *arg)
     return NULL;
 }
 
+/* "id sent_us create_us pair_us" per line, -1 for a failed pair: where in
+ * the run the slow pairs fall. */
+static int write_pairs(const struct fleet *f)
+{
+    FILE *fp = fopen(f->pairs_path, "w");
+    if (!fp)
+        return -1;
+    for (int i = 0; i < f->count; i++)
+        fprintf(fp, "%d %lld %lld %lld\n", i + 1, (long long)(f->sent[i] / 1000),
+                (long long)(f->create_lat[i] / 1000),
+                (long long)(f->lat[i] < 0 ? -1 : f->lat[i] / 1000));
+    return fclose(fp) == 0 ? 0 : -1;
+}
+
 static int cmd_fleet(struct fleet *f)
 {
     if (f->count <= 0 || !f->prefix || !f->selector || !f->provider || !f->symbol)
         return 2;
     f->lat = calloc((size_t)f->count, sizeof *f->lat);
     f->create_lat = calloc((size_t)f->count, sizeof *f->create_lat);
+    f->sent = calloc((size_t)f->count, sizeof *f->sent);
     int nthreads = f->connections > 0 ? f->connections : 1;
     pthread_t *threads = calloc((size_t)nthreads, sizeof *threads);
     struct slice *slices = calloc((size_t)nthreads, sizeof *slices);
-    if (!f->lat || !f->create_lat || !threads || !slices)
+    if (!f->lat || !f->create_lat || !f->sent || !threads || !slices)
         return 1;
     int64_t t0 = now_ns();
+    f->t0 = t0;
     for (int t = 0; t < nthreads; t++) {
         slices[t] = (struct slice){f, t + 1, nthreads};
         pthread_create(&threads[t], NULL, fleet_worker, &slices[t]);
@@ -324,6 +346,8 @@ static int cmd_fleet(struct fleet *f)
     for (int t = 0; t < nthreads; t++)
         pthread_join(threads[t], NULL);
     double seconds = (double)(now_ns() - t0) / 1e9;
+    if (f->pairs_path && write_pairs(f) != 0)
+        fprintf(stderr, "bench_http: cannot write %s\n", f->pairs_path);
     size_t n = 0;
     int64_t created = 0;
     for (int i = 0; i < f->count; i++) {
@@ -342,6 +366,7 @@ static int cmd_fleet(struct fleet *f)
     print_stats(f->lat, n, atomic_load(&f->errors), seconds, extra);
     free(f->lat);
     free(f->create_lat);
+    free(f->sent);
     free(threads);
     free(slices);
     return atomic_load(&f->errors) ? 1 : 0;
@@ -455,6 +480,7 @@ int main(int argc, char **argv)
             .selector = opt(argc, argv, "--selector", NULL),
             .provider = opt(argc, argv, "--provider", NULL),
             .symbol = opt(argc, argv, "--symbol", NULL),
+            .pairs_path = opt(argc, argv, "--pairs", NULL),
         };
         return cmd_fleet(&f);
     }

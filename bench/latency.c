@@ -214,15 +214,28 @@ static void note_ack(const struct event *ev)
     B.n++;
 }
 
-static void hook_publish(void *ctx, struct event *ev)
+static void hook_note(const struct event *ev)
 {
-    (void)ctx;
     if (ev->kind == EVENT_TRADE)
         atomic_fetch_add_explicit(&B.trades, 1, memory_order_relaxed);
     else if (ev->kind == EVENT_EXEC_REPORT && ev->u.exec.status == EXEC_ACKNOWLEDGED &&
              atomic_load_explicit(&B.recording, memory_order_relaxed))
         note_ack(ev);
+}
+
+static void hook_publish(void *ctx, struct event *ev)
+{
+    (void)ctx;
+    hook_note(ev);
     runtime_publish(B.runtime, ev);
+}
+
+static void hook_publish_run(void *ctx, struct event **evs, size_t n)
+{
+    (void)ctx;
+    for (size_t i = 0; i < n; i++)
+        hook_note(evs[i]);
+    runtime_publish_run(B.runtime, evs, n);
 }
 
 static bool hook_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
@@ -453,7 +466,7 @@ static int run(const struct args *a, struct err *err)
     struct catalog_options copts = {path, revision_metadata, NULL};
     if (catalog_open(&copts, &B.catalog, err) != 0)
         return -1;
-    struct event_sink sink = {NULL, hook_publish, hook_wants};
+    struct event_sink sink = {NULL, hook_publish, hook_wants, hook_publish_run};
     B.market = market_new(sink, a->market_store ? B.store : NULL);
     if (!B.market) {
         err_set(err, ERR_INTERNAL, "cannot create the market");

@@ -276,6 +276,12 @@ static bool runtime_wants_event(void *ctx, uint16_t provider, uint16_t symbol, e
     return runtime_wants(gw->runtime, provider, symbol, kind);
 }
 
+static void publish_run_to_runtime(void *ctx, struct event **evs, size_t n)
+{
+    struct gateway *gw = ctx;
+    runtime_publish_run(gw->runtime, evs, n);
+}
+
 static bool scope_check(void *ctx, const char *provider, const char *symbol)
 {
     struct gateway *gw = ctx;
@@ -343,7 +349,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
     flush_metadata(gw);
     if (rc != 0)
         return -1;
-    struct event_sink sink = {gw, publish_to_runtime, runtime_wants_event};
+    struct event_sink sink = {gw, publish_to_runtime, runtime_wants_event, publish_run_to_runtime};
     gw->market = market_new(sink, gw->store);
     if (!gw->market) {
         err_set(err, ERR_INTERNAL, "cannot create the market");

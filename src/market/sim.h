@@ -68,6 +68,8 @@
 #define SIM_BOOK_EVERY 5   /* a BookSnapshot every 5th tick (from tick 0) */
 #define SIM_KLINE_EVERY 50 /* a KlineSummary closing every 50 ticks */
 #define SIM_DONE_RING 256  /* finished orders remembered for cancel replies */
+#define SIM_RUN_MAX 32     /* events the provider thread publishes together */
+#define SIM_RUN_TICKS 64   /* unpaced: ticks at most per hold of the engine */
 
 /* ------------------------------------------------------------ settings */
 
@@ -367,6 +369,10 @@ struct sim {
     bool direct;           /* the holder is a submitting thread: publish to the outbox */
     struct event **outbox; /* reports of orders matched by submitting threads */
     size_t nout, outcap;
+    /* the provider thread's events of this hold of the engine, published
+     * together when it lets go (or when full) */
+    struct event *run[SIM_RUN_MAX];
+    size_t nrun;
 
     /* provider thread (pacing) and engine (the rest) */
     struct sim_rng rng;

@@ -281,6 +281,13 @@ static void outbox_put(struct sim *s, struct event *ev)
     s->outbox[s->nout++] = ev;
 }
 
+/* Provider thread: publishes the events of this hold so far. */
+static void flush_run(struct sim *s)
+{
+    event_sink_publish_run(&s->sink, s->run, s->nrun);
+    s->nrun = 0;
+}
+
 void sim_publish(struct sim *s, struct event *ev, uint16_t symbol)
 {
     ev->provider = s->provider_id;
@@ -290,19 +297,30 @@ void sim_publish(struct sim *s, struct event *ev, uint16_t symbol)
         ev->created_ns = clock_mono_ns();
     if (!ev->ts_ms)
         ev->ts_ms = clock_wall_ms();
-    if (s->direct)
+    if (s->direct) {
         outbox_put(s, ev);
-    else
-        s->sink.publish(s->sink.ctx, ev);
+        return;
+    }
+    s->run[s->nrun++] = ev;
+    if (s->nrun == SIM_RUN_MAX)
+        flush_run(s);
 }
 
-/* Provider thread, holding the engine: what submitting threads matched is
+/* Provider thread, taking the engine: what submitting threads matched is
  * published before anything newer. */
-static void flush_outbox(struct sim *s)
+static void engine_take(struct sim *s)
 {
-    for (size_t i = 0; i < s->nout; i++)
-        s->sink.publish(s->sink.ctx, s->outbox[i]);
+    pthread_mutex_lock(&s->engine);
+    event_sink_publish_run(&s->sink, s->outbox, s->nout);
     s->nout = 0;
+}
+
+/* Provider thread: what it published under the engine goes out before a
+ * submitting thread can take the engine and publish anything newer. */
+static void engine_give(struct sim *s)
+{
+    flush_run(s);
+    pthread_mutex_unlock(&s->engine);
 }
 
 /* Whether anyone may take an event of this kind for the market. When
@@ -464,13 +482,19 @@ static void tick(struct sim *s)
 }
 
 /* The provider thread's tick: under the engine, after what submitting
- * threads matched since the last one. */
+ * threads matched since the last one. Unpaced, one hold runs ticks until
+ * a run of events is half full (or SIM_RUN_TICKS, or until an order or
+ * cancel waits), so consumers take the events several at a time; each
+ * event still carries the clock of its own tick. */
 static void engine_tick(struct sim *s)
 {
-    pthread_mutex_lock(&s->engine);
-    flush_outbox(s);
+    engine_take(s);
     tick(s);
-    pthread_mutex_unlock(&s->engine);
+    for (int n = 1; s->period_ns <= 0 && n < SIM_RUN_TICKS && s->nrun < SIM_RUN_MAX / 2 &&
+                    !atomic_load_explicit(&s->pending, memory_order_relaxed);
+         n++)
+        tick(s);
+    engine_give(s);
 }
 
 /* ----------------------------------------------------------------- queue */
@@ -538,10 +562,9 @@ static bool serve_queue(struct sim *s, int64_t until)
     bool woken, stopping;
     struct sim_cmd *cmds = take_commands(s, until, &woken, &stopping);
     if (woken || cmds) {
-        pthread_mutex_lock(&s->engine);
-        flush_outbox(s);
+        engine_take(s);
         run_commands(s, cmds);
-        pthread_mutex_unlock(&s->engine);
+        engine_give(s);
     }
     return !stopping;
 }
@@ -574,24 +597,23 @@ static void *sim_main(void *arg)
     /* Running before the first trade is published, so that its handlers
      * see an active market and may order; a submitter's order meets the
      * engine only once this thread lets go of it after the first tick. */
-    pthread_mutex_lock(&s->engine);
+    engine_take(s);
     publish_instruments(s, true);
     sim_balances_publish(s, true);
     s->sched_base = clock_mono_ns();
     atomic_store(&s->state, SIM_RUNNING);
     tick(s);
-    pthread_mutex_unlock(&s->engine);
+    engine_give(s);
     while (wait_next_tick(s))
         engine_tick(s);
     /* Nothing can be queued any more: the market detached the session. */
     bool woken, stopping;
     struct sim_cmd *cmds = take_commands(s, 0, &woken, &stopping);
-    pthread_mutex_lock(&s->engine);
-    flush_outbox(s);
+    engine_take(s);
     run_commands(s, cmds);
     sim_orders_expire_all(s, "provider stopped");
     publish_instruments(s, false);
-    pthread_mutex_unlock(&s->engine);
+    engine_give(s);
     return NULL;
 }
 

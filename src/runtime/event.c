@@ -217,6 +217,18 @@ void event_release(struct event *ev)
         free(ev);
 }
 
+void event_sink_publish_run(const struct event_sink *sink, struct event **evs, size_t n)
+{
+    if (n == 0)
+        return;
+    if (sink->publish_run) {
+        sink->publish_run(sink->ctx, evs, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        sink->publish(sink->ctx, evs[i]);
+}
+
 const char *event_kind_name(enum event_kind kind)
 {
     static const char *const names[EVENT_KIND_COUNT] = {

@@ -167,16 +167,23 @@ const char *order_type_name(enum order_type type);           /* "market" | "limi
 /* Where a provider sends events. publish() takes over the caller's
  * reference. It may block while consumers are saturated (back-pressure):
  * that is how an unpaced simulated market runs "as fast as the consumers
- * take them". wants() (NULL: every event is wanted) says whether anyone
+ * take them". publish_run() (NULL: publish() each in turn) does the same
+ * for `n` events in their order, which lets a consumer's queue take them
+ * in one step; a provider that builds several events at once uses it.
+ * wants() (NULL: every event is wanted) says whether anyone
  * may take an event of that provider, symbol and kind, so a provider can
  * skip building one nobody would receive; a subscription that arrives
  * just after a false answer misses that one event, as if it had come
- * just after the event. Both callable from any thread. */
+ * just after the event. All callable from any thread. */
 struct event_sink {
     void *ctx;
     void (*publish)(void *ctx, struct event *ev);
     bool (*wants)(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind);
+    void (*publish_run)(void *ctx, struct event **evs, size_t n);
 };
+
+/* Publishes evs[0..n) through the sink's publish_run(), or one by one. */
+void event_sink_publish_run(const struct event_sink *sink, struct event **evs, size_t n);
 
 /* An order leaving an instance for a provider. */
 struct order_request {

@@ -118,10 +118,13 @@ void runtime_free(struct runtime *rt);
 int runtime_restore(struct runtime *rt, struct err *err);
 
 /* The event sink for providers: ctx is the struct runtime. Takes over the
- * caller's reference to ev. runtime_wants: whether any worker has a
+ * caller's reference to ev. runtime_publish_run: the same for n events, in
+ * their order for every worker (see struct event_sink). runtime_wants:
+ * whether any worker has a
  * subscriber for events of that provider, symbol and kind (false positives
  * possible, never a false negative for a subscription already made). */
 void runtime_publish(void *ctx, struct event *ev);
+void runtime_publish_run(void *ctx, struct event **evs, size_t n);
 bool runtime_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind);
 struct event_sink runtime_event_sink(struct runtime *rt);
 

@@ -844,6 +844,18 @@ static JSValue lazy_new(struct vm *vm, JSContext *ctx, enum lazy_layout layout, 
     return o;
 }
 
+/* Points `*slot` at `v`: a kept evt usually meets the same scope's names
+ * again, and then neither count changes. */
+static void hold_value(JSContext *ctx, JSValue *slot, JSValueConst v)
+{
+    bool same = JS_VALUE_GET_TAG(*slot) == JS_VALUE_GET_TAG(v) &&
+                (!JS_VALUE_HAS_REF_COUNT(v) || JS_VALUE_GET_PTR(*slot) == JS_VALUE_GET_PTR(v));
+    if (same)
+        return;
+    JS_FreeValue(ctx, *slot);
+    *slot = JS_DupValue(ctx, v);
+}
+
 static JSValue make_lazy_evt(struct vm *vm, JSContext *ctx, const struct event *ev,
                              const struct vm_scope *sc)
 {
@@ -852,8 +864,8 @@ static JSValue make_lazy_evt(struct vm *vm, JSContext *ctx, const struct event *
     if (JS_IsException(o))
         return o;
     lo->kind = ev->kind;
-    lo->provider = JS_DupValue(ctx, sc->provider);
-    lo->symbol = JS_DupValue(ctx, sc->symbol);
+    hold_value(ctx, &lo->provider, sc->provider);
+    hold_value(ctx, &lo->symbol, sc->symbol);
     lo->seq = ev->seq;
     lo->ts = ev->ts_ms;
     return o;
@@ -876,15 +888,13 @@ static void free_arg(struct vm *vm, JSContext *ctx, JSValue v)
                       JS_IsUnobservedObject(ctx, v);
     bool keep_half = !keep_whole && lo && vm->nspare_lazy < VM_SPARE_LAZY &&
                      ((JSRefCountHeader *)JS_VALUE_GET_PTR(v))->ref_count == 1;
-    if (keep_whole || keep_half) {
-        free_value(ctx, &lo->provider);
-        free_value(ctx, &lo->symbol);
-    }
     if (keep_whole) {
-        vm->spare_obj[lo->layout] = v;
+        vm->spare_obj[lo->layout] = v; /* with evt's names, for the next one */
         return;
     }
     if (keep_half) {
+        free_value(ctx, &lo->provider);
+        free_value(ctx, &lo->symbol);
         JS_SetOpaque(v, NULL);
         vm->spare_lazy[vm->nspare_lazy++] = lo;
     }

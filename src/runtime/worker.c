@@ -39,6 +39,8 @@ const double runtime_hist_bounds[HIST_BUCKETS - 1] = {1e-6, 5e-6, 1e-5, 5e-5, 1e
 /* Distinct subscription lists a run may span before it is delivered event
  * by event instead. */
 #define RUN_MAX_LISTS 8
+/* Events runtime_publish_run routes together. */
+#define RUNTIME_RUN_MAX 64
 
 static size_t interest_slot(uint64_t key)
 {
@@ -231,11 +233,58 @@ static bool push(struct worker *w, struct event *ev)
     }
 }
 
+/* Appends evs[0..n) in order: in one reservation of the ring when the last
+ * of their slots is free (the worker frees slots in order, so all before it
+ * are), one at a time otherwise. One wake-up check for the lot, and the
+ * worker meets several events per cache line it waits on. Returns how many
+ * went in; fewer only once the worker has quit. */
+static size_t push_run(struct worker *w, struct event **evs, size_t n)
+{
+    size_t pos = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    while (n > 1 && n <= w->mask + 1 && !atomic_load_explicit(&w->quit, memory_order_relaxed)) {
+        size_t last = pos + n - 1;
+        size_t seq = atomic_load_explicit(&w->ring[last & w->mask].seq, memory_order_acquire);
+        ptrdiff_t lap = (ptrdiff_t)(seq - last);
+        if (lap < 0)
+            break; /* not room for all of them */
+        if (lap > 0) {
+            pos = atomic_load_explicit(&w->tail, memory_order_relaxed);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&w->tail, &pos, pos + n, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            for (size_t i = 0; i < n; i++) {
+                struct queue_cell *c = &w->ring[(pos + i) & w->mask];
+                c->ev = evs[i];
+                atomic_store_explicit(&c->seq, pos + i + 1, memory_order_release);
+            }
+            wake_if_asleep(w);
+            return n;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!push(w, evs[i]))
+            return i;
+    }
+    return n;
+}
+
 size_t worker_queue_depth(struct worker *w)
 {
     size_t tail = atomic_load_explicit(&w->tail, memory_order_relaxed);
     size_t taken = atomic_load_explicit(&w->taken, memory_order_relaxed);
     return tail > taken ? tail - taken : 0;
+}
+
+/* The first worker from `from` on with a subscription in `slot`, or -1.
+ * Relaxed: a subscription made while an event is published may miss it. */
+static int next_interested(const struct runtime *rt, size_t slot, int from)
+{
+    for (int i = from; i < rt->nworkers; i++) {
+        if (atomic_load_explicit(&rt->workers[i].interest[slot], memory_order_relaxed) != 0)
+            return i;
+    }
+    return -1;
 }
 
 void runtime_publish(void *ctx, struct event *ev)
@@ -253,35 +302,77 @@ void runtime_publish(void *ctx, struct event *ev)
      * worker may already be reading it. */
     size_t slot = interest_slot(sub_key(ev->provider, ev->symbol, ev->kind));
     struct worker *last = NULL;
-    for (int i = 0; i < rt->nworkers; i++) {
-        struct worker *w = &rt->workers[i];
-        if (atomic_load_explicit(&w->interest[slot], memory_order_relaxed) == 0)
-            continue;
+    for (int i = next_interested(rt, slot, 0); i >= 0; i = next_interested(rt, slot, i + 1)) {
         if (last) {
             event_retain(ev);
             if (!push(last, ev))
                 event_release(ev);
         }
-        last = w;
+        last = &rt->workers[i];
     }
     if (!last || !push(last, ev))
         event_release(ev);
 }
 
-bool runtime_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+/* The workers an event goes to, one bit each (nworkers <= 64). */
+static uint64_t route_of(struct runtime *rt, const struct event *ev)
+{
+    if (ev->target)
+        return 1ull << (runtime_worker_of(rt, ev->target) - rt->workers);
+    size_t slot = interest_slot(sub_key(ev->provider, ev->symbol, ev->kind));
+    uint64_t to = 0;
+    for (int i = next_interested(rt, slot, 0); i >= 0; i = next_interested(rt, slot, i + 1))
+        to |= 1ull << i;
+    return to;
+}
+
+/* Each event's route is read once and it gets one reference per worker on
+ * it before any is pushed (a worker may release its own at once); then
+ * each worker takes its share of the run, in order, in one push_run. */
+static void publish_chunk(struct runtime *rt, struct event **evs, size_t n)
+{
+    uint64_t to[RUNTIME_RUN_MAX], all = 0;
+    for (size_t i = 0; i < n; i++) {
+        to[i] = route_of(rt, evs[i]);
+        all |= to[i];
+        int refs = __builtin_popcountll(to[i]);
+        if (refs == 0)
+            event_release(evs[i]);
+        for (int r = 1; r < refs; r++)
+            event_retain(evs[i]);
+    }
+    for (int k = 0; all >> k; k++) {
+        struct event *share[RUNTIME_RUN_MAX];
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (to[i] >> k & 1)
+                share[m++] = evs[i];
+        }
+        for (size_t done = m ? push_run(&rt->workers[k], share, m) : 0; done < m; done++)
+            event_release(share[done]);
+    }
+}
+
+void runtime_publish_run(void *ctx, struct event **evs, size_t n)
 {
     struct runtime *rt = ctx;
-    size_t slot = interest_slot(sub_key(provider, symbol, kind));
-    for (int i = 0; i < rt->nworkers; i++) {
-        if (atomic_load_explicit(&rt->workers[i].interest[slot], memory_order_relaxed) != 0)
-            return true;
+    if (rt->nworkers > 64) {
+        for (size_t i = 0; i < n; i++)
+            runtime_publish(rt, evs[i]);
+        return;
     }
-    return false;
+    for (size_t i = 0; i < n; i += RUNTIME_RUN_MAX)
+        publish_chunk(rt, evs + i, n - i < RUNTIME_RUN_MAX ? n - i : RUNTIME_RUN_MAX);
+}
+
+bool runtime_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+{
+    return next_interested(ctx, interest_slot(sub_key(provider, symbol, kind)), 0) >= 0;
 }
 
 struct event_sink runtime_event_sink(struct runtime *rt)
 {
-    struct event_sink sink = {rt, runtime_publish, runtime_wants};
+    struct event_sink sink = {rt, runtime_publish, runtime_wants, runtime_publish_run};
     return sink;
 }
 

@@ -5,16 +5,23 @@
  */
 #include "testsink.h"
 
+#include "market/sim.h"
+
 /* Runs a provider until the sink holds `n` events, then stops it. */
-static void record_run(struct tsink *sink, const char *config, size_t n)
+static void record_into(struct tsink *sink, struct event_sink to, const char *config, size_t n)
 {
     tsink_init(sink, 0, n);
-    struct market *m = market_new(tsink_sink(sink), NULL);
+    struct market *m = market_new(to, NULL);
     assert_non_null(m);
     tmarket_create(m, "feed", config, true);
     assert_true(tsink_wait_n(sink, n, 30000));
     tsink_release(sink);
     market_free(m);
+}
+
+static void record_run(struct tsink *sink, const char *config, size_t n)
+{
+    record_into(sink, tsink_sink(sink), config, n);
 }
 
 /* Everything but the clocks. */
@@ -96,6 +103,30 @@ static void test_unwanted_events_not_built(void **state)
     assert_int_equal(only.counts[EVENT_KLINE_SUMMARY], 0);
     tsink_destroy(&all);
     tsink_destroy(&only);
+}
+
+/* Unpaced, the provider hands its events over in runs (several ticks to a
+ * run): a sink taking them so gets the same stream, event for event, as
+ * one taking them one at a time, and every run is within the bound. */
+static void test_runs_carry_the_same_stream(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    const char *config = "{\"tickRate\": 0, \"seed\": 42, \"volatility\": 0.01, "
+                         "\"symbols\": [\"BTC-USDT\", \"ETH-USDT\"]}";
+    struct tsink one, runs;
+    record_run(&one, config, N);
+    record_into(&runs, tsink_sink_in_runs(&runs), config, N);
+    for (size_t i = 0; i < N; i++) {
+        if (!same_event(one.events[i], runs.events[i]))
+            fail_msg("the streams differ at event %zu (%s vs %s)", i,
+                     event_kind_name(one.events[i]->kind), event_kind_name(runs.events[i]->kind));
+    }
+    assert_true(runs.runs > 0);
+    assert_true(runs.run_max > 1);
+    assert_true(runs.run_max <= SIM_RUN_MAX);
+    tsink_destroy(&one);
+    tsink_destroy(&runs);
 }
 
 static void test_different_seeds_differ(void **state)
@@ -268,6 +299,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_seed_same_sequence),
         cmocka_unit_test(test_unwanted_events_not_built),
+        cmocka_unit_test(test_runs_carry_the_same_stream),
         cmocka_unit_test(test_different_seeds_differ),
         cmocka_unit_test(test_cadence),
         cmocka_unit_test(test_unpaced_slow_sink_loses_nothing),

@@ -541,7 +541,7 @@ static struct market *gate_market(struct gate *g, const char *config)
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->cond, NULL);
     tsink_init(&g->sink, EXEC_MASK, 0);
-    struct market *m = market_new((struct event_sink){g, gate_publish, NULL}, NULL);
+    struct market *m = market_new((struct event_sink){g, gate_publish, NULL, NULL}, NULL);
     assert_non_null(m);
     tmarket_create(m, "sim", config, true);
     assert_true(tmarket_wait_running(m, "sim", 5000));
@@ -668,7 +668,7 @@ static void test_active_from_the_first_trade(void **state)
     (void)state;
     struct first_trade ft = {.answer = 0};
     tsink_init(&ft.sink, 0, 0);
-    ft.m = market_new((struct event_sink){&ft, first_trade_publish, NULL}, NULL);
+    ft.m = market_new((struct event_sink){&ft, first_trade_publish, NULL, NULL}, NULL);
     assert_non_null(ft.m);
     tmarket_create(ft.m, "sim", FROZEN "}", true);
     assert_true(tsink_wait_kind(&ft.sink, EVENT_TRADE, 1, 5000));

@@ -6,7 +6,8 @@
  * kind; the latest event of each kind is kept too. With `limit` set, publish
  * blocks once that many events are recorded (back-pressure, as a saturated
  * runtime would), until tsink_release(); after that events are dropped.
- * `delay_us` makes it a slow consumer.
+ * `delay_us` makes it a slow consumer. tsink_sink_in_runs() also takes
+ * runs of events, counting them.
  */
 #ifndef STRATD_TESTS_MARKET_TESTSINK_H
 #define STRATD_TESTS_MARKET_TESTSINK_H
@@ -38,6 +39,7 @@ struct tsink {
     unsigned wants_mask;  /* what wants() answers yes to (tsink_sink_wanting) */
     size_t wants_period;  /* if set, yes only in every other run of this many calls */
     _Atomic size_t asked; /* wants() calls */
+    size_t runs, run_max; /* publish_run() calls and the longest (tsink_sink_in_runs) */
     size_t counts[EVENT_KIND_COUNT];
     struct event *latest[EVENT_KIND_COUNT];
 };
@@ -85,7 +87,7 @@ static inline void tsink_publish(void *ctx, struct event *ev)
 
 static inline struct event_sink tsink_sink(struct tsink *s)
 {
-    return (struct event_sink){s, tsink_publish, NULL};
+    return (struct event_sink){s, tsink_publish, NULL, NULL};
 }
 
 static inline bool tsink_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
@@ -103,7 +105,24 @@ static inline bool tsink_wants(void *ctx, uint16_t provider, uint16_t symbol, en
 static inline struct event_sink tsink_sink_wanting(struct tsink *s, unsigned mask)
 {
     s->wants_mask = mask;
-    return (struct event_sink){s, tsink_publish, tsink_wants};
+    return (struct event_sink){s, tsink_publish, tsink_wants, NULL};
+}
+
+static inline void tsink_publish_run(void *ctx, struct event **evs, size_t n)
+{
+    struct tsink *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    s->runs++;
+    s->run_max = n > s->run_max ? n : s->run_max;
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < n; i++)
+        tsink_publish(s, evs[i]);
+}
+
+/* A sink that takes a provider's events in runs, as the runtime does. */
+static inline struct event_sink tsink_sink_in_runs(struct tsink *s)
+{
+    return (struct event_sink){s, tsink_publish, NULL, tsink_publish_run};
 }
 
 /* Unblocks a limited sink for good (call before stopping its provider). */
