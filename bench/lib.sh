@@ -96,6 +96,22 @@ steal_ms() { awk -v t="$CLK_TCK" '/^cpu / { printf "%.0f\n", $9 * 1000 / t }' /p
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
+# Cache flushes the disk holding DIR has completed and the milliseconds
+# spent on them since boot ("count ms"; kernels since 5.5 count them), for
+# the whole disk when DIR is on a partition; nothing when unknown. A
+# durable commit ends in one, and on a virtual disk their time follows the
+# host's other guests.
+disk_flushes() {
+  local dev name
+  dev=$(df --output=source "$1" 2>/dev/null | tail -n 1)
+  name=$(basename "$(readlink -f "$dev" 2>/dev/null)")
+  [ -e "/sys/class/block/$name" ] || return 0
+  if [ -e "/sys/class/block/$name/partition" ]; then
+    name=$(basename "$(dirname "$(readlink -f "/sys/class/block/$name")")")
+  fi
+  awk -v n="$name" '$3 == n && NF >= 20 { print $19, $20 }' /proc/diskstats
+}
+
 delivered() { # stratd_events_delivered_total, all event kinds
   curl -sS "http://127.0.0.1:$PORT/metrics" |
     awk '/^stratd_events_delivered_total/ { s += $2 } END { printf "%.0f\n", s }'
