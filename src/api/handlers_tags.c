@@ -225,6 +225,7 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
     runtime_metrics_write(api->opts.runtime, &out);
     if (api->opts.market)
         market_metrics_write(api->opts.market, &out);
+    store_metrics_write(api->opts.store, &out);
     return api_respond_text(res, &out, true, "text/plain; version=0.0.4; charset=utf-8",
                             "writing metrics", err);
 }

@@ -306,7 +306,9 @@ static int open_db(struct store *s, struct err *err)
 {
     int flags =
         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
-    int rc = sqlite3_open_v2(s->db_path, &s->db, flags, NULL);
+    if (store__vfs_register(s, err) != 0)
+        return -1;
+    int rc = sqlite3_open_v2(s->db_path, &s->db, flags, s->vfs_name);
     if (rc != SQLITE_OK)
         return store__fail(s, rc, err, "cannot open database %s", s->db_path);
     sqlite3_busy_timeout(s->db, STORE__BUSY_TIMEOUT_MS);
@@ -423,9 +425,14 @@ void store_close(struct store *store)
         return;
     for (int i = 0; i < STORE__STMT_COUNT; i++)
         sqlite3_finalize(store->stmts[i]);
-    /* Every statement is finalized above, so close cannot be left busy. */
-    if (store->db && sqlite3_close(store->db) != SQLITE_OK)
+    /* Every statement is finalized above, so close cannot be left busy;
+     * should it fail all the same, the files stay open on the store's VFS,
+     * which then stays registered and the store allocated. */
+    if (store->db && sqlite3_close(store->db) != SQLITE_OK) {
         log_error("store", "closing %s: %s", store->db_path, sqlite3_errmsg(store->db));
+        return;
+    }
+    store__vfs_unregister(store);
     store__audit_close(store);
     if (store->lock_fd >= 0)
         close(store->lock_fd); /* releases the flock */

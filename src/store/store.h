@@ -61,6 +61,17 @@ struct store;
 int store_open(const char *state_dir, struct store **out, struct err *err);
 /* NULL is fine. Must not run concurrently with any other call on `store`. */
 void store_close(struct store *store);
+
+/* How long the disk takes to sync: every sync of the database (its log at
+ * each durable commit, its file at each checkpoint) and of the audit log
+ * (each group commit) is timed. store_metrics_write appends the histogram
+ * stratd_store_sync_seconds{file="database"|"audit"} in the Prometheus text
+ * format (NULL store: nothing); store_sync_count is how many were timed.
+ * Any thread. */
+enum store_sync_file { STORE_SYNC_DATABASE, STORE_SYNC_AUDIT };
+struct strbuf;
+void store_metrics_write(struct store *store, struct strbuf *out);
+uint64_t store_sync_count(struct store *store, enum store_sync_file file);
 /* Runs PRAGMA integrity_check; 0 when "ok". */
 int store_check_integrity(struct store *store, struct err *err);
 

@@ -101,8 +101,10 @@ static void *audit_syncer(void *arg)
         }
         s->audit_dirty = false;
         pthread_mutex_unlock(&s->audit_lock);
+        int64_t t0 = clock_mono_ns();
         if (fsync(s->audit_fd) != 0)
             log_error("store", "cannot sync audit log %s: %s", s->audit_path, strerror(errno));
+        store__sync_observe(&s->sync_audit, clock_mono_ns() - t0);
         pthread_mutex_lock(&s->audit_lock);
     }
     pthread_mutex_unlock(&s->audit_lock);

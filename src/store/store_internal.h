@@ -57,6 +57,14 @@ enum store__stmt {
     STORE__STMT_COUNT
 };
 
+/* Counts of syncs per bucket (bounds in store_vfs.c, the last +Inf) and
+ * their total time: any thread adds, /metrics reads. */
+#define STORE__SYNC_BUCKETS 15
+struct store__sync_hist {
+    _Atomic uint64_t buckets[STORE__SYNC_BUCKETS];
+    _Atomic uint64_t sum_ns;
+};
+
 struct store {
     pthread_mutex_t lock;
     atomic_int lock_waiters; /* threads inside store__lock, not yet holding it */
@@ -79,7 +87,21 @@ struct store {
     bool audit_syncer_started;
     bool audit_dirty;
     bool audit_quit;
+    /* how long syncs took (store_vfs.c): the database's through its own
+     * VFS, registered under vfs_name for this store's life; the audit
+     * log's by its syncer */
+    struct store__sync_hist sync_db, sync_audit;
+    sqlite3_vfs vfs;
+    sqlite3_vfs *vfs_base;
+    char vfs_name[40];
+    bool vfs_registered;
 };
+
+/* The store's VFS (store_vfs.c): registered before the database opens,
+ * unregistered after it closes. */
+int store__vfs_register(struct store *s, struct err *err);
+void store__vfs_unregister(struct store *s);
+void store__sync_observe(struct store__sync_hist *h, int64_t ns);
 
 void store__lock(struct store *s);
 void store__unlock(struct store *s);

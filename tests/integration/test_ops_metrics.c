@@ -439,6 +439,21 @@ static void test_runtime_counters(void **state)
             fail_msg("stratd_worker_poll_seconds_total{reason=\"%s\"} is %g", reasons[r], v);
     }
 
+    /* the disk: every durable commit above synced the database, each one
+     * timed; both series present, consistent */
+    const char *files[] = {"database", "audit"};
+    for (size_t i = 0; i < 2; i++) {
+        double count = tu_ops_metric(m, "stratd_store_sync_seconds_count", "file", files[i], NULL);
+        double inf = tu_ops_metric(m, "stratd_store_sync_seconds_bucket", "file", files[i], "le",
+                                   "+Inf", NULL);
+        double sum = tu_ops_metric(m, "stratd_store_sync_seconds_sum", "file", files[i], NULL);
+        if (!(count >= 0) || inf != count || !(sum >= 0))
+            fail_msg("stratd_store_sync_seconds{file=\"%s\"}: count %g, +Inf bucket %g, sum %g",
+                     files[i], count, inf, sum);
+    }
+    assert_true(tu_ops_metric(m, "stratd_store_sync_seconds_count", "file", "database", NULL) >=
+                10);
+
     /* the build */
     assert_true(tu_ops_metric(m, "stratd_build_info", "version", STRATD_VERSION, NULL) == 1);
     free(m);

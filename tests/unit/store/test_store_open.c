@@ -4,6 +4,7 @@
  */
 #include "store_fixture.h"
 
+#include "core/strbuf.h"
 #include "store/store_internal.h"
 
 #include <errno.h>
@@ -442,6 +443,60 @@ static void test_integrity_check_finds_damage(void **state)
     err_clear(&err);
 }
 
+/* The +Inf bucket and the count of one file's series in the exposition. */
+static void exposed_counts(struct store *store, const char *file, double *inf, double *count)
+{
+    struct strbuf out = STRBUF_INIT;
+    store_metrics_write(store, &out);
+    assert_false(strbuf_failed(&out));
+    char needle[128];
+    (void)snprintf(needle, sizeof needle,
+                   "stratd_store_sync_seconds_bucket{file=\"%s\",le=\"+Inf\"} ", file);
+    const char *at = strstr(strbuf_cstr(&out), needle);
+    assert_non_null(at);
+    *inf = strtod(at + strlen(needle), NULL);
+    (void)snprintf(needle, sizeof needle, "stratd_store_sync_seconds_count{file=\"%s\"} ", file);
+    at = strstr(strbuf_cstr(&out), needle);
+    assert_non_null(at);
+    *count = strtod(at + strlen(needle), NULL);
+    strbuf_release(&out);
+}
+
+/* Every sync is timed, per store: each durable write adds to its store's
+ * database count and to no other store's, a group commit of the audit log
+ * to the audit count, and the exposition says the same. */
+static void test_syncs_are_timed(void **state)
+{
+    struct fixture *f = *state;
+    char *other_dir = tu_path("%s/other", f->root);
+    struct store *other = fixture_open(other_dir);
+    uint64_t db0 = store_sync_count(f->store, STORE_SYNC_DATABASE);
+    uint64_t other0 = store_sync_count(other, STORE_SYNC_DATABASE);
+    put_settings(f->store, 0, 20);
+    uint64_t db1 = store_sync_count(f->store, STORE_SYNC_DATABASE);
+    if (db1 < db0 + 20)
+        fail_msg("20 durable writes timed %llu syncs", (unsigned long long)(db1 - db0));
+    assert_int_equal(store_sync_count(other, STORE_SYNC_DATABASE), other0);
+
+    struct err err = ERR_INIT;
+    json_t *entry = json_pack("{s:s}", "action", "test");
+    assert_ok(store_audit_append(f->store, entry, &err), &err);
+    json_decref(entry);
+    for (int i = 0; i < 5000 && store_sync_count(f->store, STORE_SYNC_AUDIT) == 0; i++)
+        usleep(1000);
+    assert_true(store_sync_count(f->store, STORE_SYNC_AUDIT) >= 1);
+    assert_int_equal(store_sync_count(other, STORE_SYNC_AUDIT), 0);
+
+    double inf = 0, count = 0;
+    exposed_counts(f->store, "database", &inf, &count);
+    assert_true(inf == count && count >= (double)db1);
+    exposed_counts(f->store, "audit", &inf, &count);
+    assert_true(inf == count && count >= 1);
+    store_close(other);
+    tu_remove_tree(other_dir);
+    free(other_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +518,7 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_integrity_check_finds_damage, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_syncs_are_timed, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
