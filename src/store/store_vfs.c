@@ -17,8 +17,9 @@
 #include <stdio.h>
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
-static const double sync_bounds[STORE__SYNC_BUCKETS - 1] = {
-    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0};
+static const double sync_bounds[STORE__SYNC_BUCKETS - 1] = {25e-6, 50e-6,  100e-6, 250e-6, 500e-6,
+                                                            1e-3,  2.5e-3, 5e-3,   10e-3,  25e-3,
+                                                            50e-3, 100e-3, 250e-3, 1.0};
 
 void store__sync_observe(struct store__sync_hist *h, int64_t ns)
 {
