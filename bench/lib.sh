@@ -117,6 +117,15 @@ delivered() { # stratd_events_delivered_total, all event kinds
     awk '/^stratd_events_delivered_total/ { s += $2 } END { printf "%.0f\n", s }'
 }
 
+# The gateway's own account of its database syncs ("count seconds"), from
+# stratd_store_sync_seconds{file="database"}.
+db_syncs() {
+  curl -sS "http://127.0.0.1:$PORT/metrics" |
+    awk '/^stratd_store_sync_seconds_count\{file="database"\}/ { c = $2 }
+         /^stratd_store_sync_seconds_sum\{file="database"\}/ { s = $2 }
+         END { print c + 0, s + 0 }'
+}
+
 now() { date +%s.%N; }
 
 # measure_window SECONDS: prints "deliveries/cpu-second deliveries/second"

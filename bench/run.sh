@@ -284,12 +284,18 @@ if has density; then
   rss0=$(rss_kib "$SERVER_PID")
   cpu0=$(cpu_seconds "$SERVER_PID")
   flush0=$(disk_flushes "$dir")
+  syncs0=$(db_syncs)
   log "density: creating and starting $FLEET instances of bench/strategies/dense.js"
   "$BENCH_BIN/bench_http" fleet --port "$PORT" --prefix dense --count "$FLEET" \
     --selector benchdense --provider bench --symbol BTC-USDT --connections 1 \
     --pairs "$RAW/density-pairs.txt" >"$RAW/density-fleet.json"
   cpu1=$(cpu_seconds "$SERVER_PID")
   flush1=$(disk_flushes "$dir")
+  syncs1=$(db_syncs)
+  # the same seen from inside: the gateway's database syncs over the fleet
+  read -r D_SYNC_US D_SYNC_PER < <(awk -v a="$syncs0" -v b="$syncs1" -v n="$FLEET" '
+    BEGIN { split(a, x, " "); split(b, y, " "); c = y[1] - x[1]
+            if (c <= 0) print "null null"; else print (y[2] - x[2]) * 1e6 / c, c / n }')
   # the disk's cache flushes over the fleet: their mean time and how many a
   # pair (two commits; the audit log's group commit adds a few)
   read -r D_FLUSH_US D_FLUSH_PER < <(awk -v a="${flush0:-}" -v b="${flush1:-}" -v n="$FLEET" '
@@ -354,6 +360,8 @@ if has density; then
   row "  one durable 4 KB overwrite (dd dsync)" "${D_SYNC:-null}" "us" null "" null "" ""
   row "  disk cache flush during the fleet, mean" "$D_FLUSH_US" "us" null "" null "" ""
   row "  disk cache flushes per pair" "$D_FLUSH_PER" "flushes" null "" null "" ""
+  row "  database sync, mean, as the gateway saw it" "$D_SYNC_US" "us" null "" null "" ""
+  row "  database syncs per pair" "$D_SYNC_PER" "syncs" null "" null "" ""
   row "  mean, first tenth of the fleet" "$(jqr .first_tenth_ms "$RAW/density-fleet.json")" "ms" \
     null "" null "" ""
   row "  mean, last tenth of the fleet" "$(jqr .last_tenth_ms "$RAW/density-fleet.json")" "ms" \
