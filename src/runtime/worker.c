@@ -341,11 +341,11 @@ static void publish_chunk(struct runtime *rt, struct event **evs, size_t n)
         for (int r = 1; r < refs; r++)
             event_retain(evs[i]);
     }
-    for (int k = 0; all >> k; k++) {
+    for (int k = 0; k < rt->nworkers && (all >> k) != 0; k++) {
         struct event *share[RUNTIME_RUN_MAX];
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
-            if (to[i] >> k & 1)
+            if ((to[i] >> k) & 1)
                 share[m++] = evs[i];
         }
         for (size_t done = m ? push_run(&rt->workers[k], share, m) : 0; done < m; done++)
