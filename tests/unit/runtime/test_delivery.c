@@ -294,6 +294,21 @@ static void test_publishers_share_a_full_queue(void **state)
     fx_close(&f);
 }
 
+/* Waits until every event holds only the reference the test kept, then
+ * drops it: a missing or extra reference never settles at 1. */
+static void expect_only_our_references(struct event **evs, int n)
+{
+    int64_t deadline = clock_mono_ns() + 10LL * 1000 * 1000 * 1000;
+    for (int i = 0; i < n; i++) {
+        while (atomic_load(&evs[i]->refs) != 1 && clock_mono_ns() < deadline)
+            fx_sleep_ms(1);
+        if (atomic_load(&evs[i]->refs) != 1)
+            fail_msg("event %d holds %u references after delivery", i,
+                     (unsigned)atomic_load(&evs[i]->refs));
+        event_release(evs[i]);
+    }
+}
+
 /* Runs of every length from 1 to 100 (past the queue's 8 slots and the
  * runtime's chunk of 64) mixing two symbols with subscribers on either
  * worker and one without: each instance gets its symbol's events in order,
@@ -344,18 +359,60 @@ static void test_runs_reach_each_worker_in_order(void **state)
         json_decref(logs);
         assert_true(fx_wait_delivered(&f, ids[i], N / 3, 5000));
     }
-    /* a worker lets go of an event after its batch; a missing or extra
-     * reference never settles at 1 */
-    int64_t deadline = clock_mono_ns() + 10LL * 1000 * 1000 * 1000;
-    for (int i = 0; i < N; i++) {
-        while (atomic_load(&evs[i]->refs) != 1 && clock_mono_ns() < deadline)
-            fx_sleep_ms(1);
-        if (atomic_load(&evs[i]->refs) != 1)
-            fail_msg("event %d holds %u references after delivery", i,
-                     (unsigned)atomic_load(&evs[i]->refs));
-        event_release(evs[i]);
-    }
+    expect_only_our_references(evs, N);
     fx_close(&f);
+}
+
+/* A route is a bit per worker: with 64 workers the last bit is used (exec
+ * reports directed at every worker in turn, most to no instance), and with
+ * 65 a run is published event by event. Either way the subscriber gets its
+ * trades in order and every event ends with the test's reference alone. */
+static void test_runs_over_many_workers(void **state)
+{
+    (void)state;
+    enum { N = 600 };
+    static struct event *evs[N];
+    for (int workers = 64; workers <= 65; workers++) {
+        struct fx f;
+        fx_open(&f, workers);
+        char body[512];
+        snprintf(body, sizeof body,
+                 "    let last = 0, n = 0, bad = 0;\n"
+                 "    return { onTrade(ctx, evt, p) {\n"
+                 "      if (p.price !== last + 1) bad++;\n"
+                 "      last = p.price;\n"
+                 "      if (++n === %d) env.helpers.log('done ' + n + ' ' + bad);\n"
+                 "    } };",
+                 N / 3);
+        char hex[HASH_HEX_LEN + 1];
+        fx_add_module(&f, "wide", "['Trade']", NULL, body, hex);
+        fx_run(&f, "w1", "wide", NULL, NULL);
+        for (int i = 0; i < N; i++) {
+            if (i % 3 == 1) {
+                evs[i] = fx_event(&f, EVENT_EXEC_REPORT, "sim", "BTC-USDT", 0);
+                evs[i]->target = (uint32_t)(i / 3 % workers) + 1;
+                evs[i]->u.exec.status = EXEC_ACKNOWLEDGED;
+            } else {
+                evs[i] = fx_event(&f, EVENT_TRADE, "sim", i % 3 ? "SOL-USDT" : "BTC-USDT", 0);
+                evs[i]->u.trade.price = i / 3 + 1;
+                evs[i]->u.trade.quantity = 1;
+            }
+            event_retain(evs[i]);
+        }
+        for (int at = 0, size = 1; at < N; size = size % 70 + 1) {
+            int n = N - at < size ? N - at : size;
+            runtime_publish_run(f.rt, evs + at, (size_t)n);
+            at += n;
+        }
+        char expected[64];
+        snprintf(expected, sizeof expected, "done %d 0", N / 3);
+        assert_true(fx_wait_logs(&f, "w1", "done ", 1, 30000));
+        json_t *logs = fx_logs(&f, "w1", "done ");
+        assert_string_equal(tu_jstr(logs, "0.msg"), expected);
+        json_decref(logs);
+        expect_only_our_references(evs, N);
+        fx_close(&f);
+    }
 }
 
 static void test_missing_handlers_cost_nothing(void **state)
@@ -1119,6 +1176,7 @@ int main(void)
         cmocka_unit_test(test_order_across_instances),
         cmocka_unit_test(test_publishers_share_a_full_queue),
         cmocka_unit_test(test_runs_reach_each_worker_in_order),
+        cmocka_unit_test(test_runs_over_many_workers),
         cmocka_unit_test(test_missing_handlers_cost_nothing),
         cmocka_unit_test(test_subscribed_events),
         cmocka_unit_test(test_orders_and_exec_reports),
