@@ -48,6 +48,17 @@ void metrics_escape_label_value(struct strbuf *out, const char *value);
  * le="..."} for each of nbuckets buckets, cumulated (bounds holds the
  * nbuckets - 1 finite upper bounds; the last bucket is +Inf), then name_sum
  * (sum, in the histogram's unit) and name_count. */
+/* The bucket a duration falls in, for bounds in seconds as above: the
+ * first whose bound it does not exceed, nbuckets - 1 (+Inf) past them all.
+ * Inline: handlers' durations are observed on the delivery path. */
+static inline size_t metrics_bucket_of(const double *bounds, size_t nbuckets, int64_t ns)
+{
+    double seconds = (double)ns / 1e9;
+    size_t b = 0;
+    while (b + 1 < nbuckets && seconds > bounds[b])
+        b++;
+    return b;
+}
 void metrics_write_histogram(struct strbuf *out, const char *name, const char *label,
                              const char *value, const double *bounds, const uint64_t *buckets,
                              size_t nbuckets, double sum);

@@ -26,6 +26,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #include <sched.h>
 #include <stdint.h>
@@ -466,10 +467,7 @@ void sim_latency_add(struct sim_latency *h, int64_t ns)
 {
     if (ns < 0)
         ns = 0;
-    double seconds = (double)ns / 1e9;
-    int b = 0;
-    while (b < SIM_LATENCY_BUCKETS - 1 && seconds > sim_latency_bounds[b])
-        b++;
+    size_t b = metrics_bucket_of(sim_latency_bounds, SIM_LATENCY_BUCKETS, ns);
     /* single writer: a relaxed load and store are enough */
     atomic_store_explicit(&h->buckets[b],
                           atomic_load_explicit(&h->buckets[b], memory_order_relaxed) + 1,

@@ -169,7 +169,9 @@ const char *order_type_name(enum order_type type);           /* "market" | "limi
  * that is how an unpaced simulated market runs "as fast as the consumers
  * take them". publish_run() (NULL: publish() each in turn) does the same
  * for `n` events in their order, which lets a consumer's queue take them
- * in one step; a provider that builds several events at once uses it.
+ * in one step; a provider that builds several events at once uses it. It
+ * takes over the caller's reference to each event; the array itself stays
+ * the caller's and is not written.
  * wants() (NULL: every event is wanted) says whether anyone
  * may take an event of that provider, symbol and kind, so a provider can
  * skip building one nobody would receive; a subscription that arrives

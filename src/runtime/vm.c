@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "core/intern.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "js/validate.h"
 
 #include <inttypes.h>
@@ -366,10 +367,7 @@ static void after_call(struct worker *w, struct vm *vm, int rc, const char *hand
 
 static void observe(struct worker *w, int handler, int64_t ns)
 {
-    double seconds = (double)ns / 1e9;
-    int b = 0;
-    while (b < HIST_BUCKETS - 1 && seconds > runtime_hist_bounds[b])
-        b++;
+    size_t b = metrics_bucket_of(runtime_hist_bounds, HIST_BUCKETS, ns);
     counter_add(&w->hist[handler][b], 1);
     counter_add(&w->hist_sum_ns[handler], (uint64_t)(ns > 0 ? ns : 0));
 }

@@ -23,10 +23,7 @@ static const double sync_bounds[STORE__SYNC_BUCKETS - 1] = {25e-6, 50e-6,  100e-
 
 void store__sync_observe(struct store__sync_hist *h, int64_t ns)
 {
-    double seconds = (double)ns / 1e9;
-    size_t b = 0;
-    while (b < STORE__SYNC_BUCKETS - 1 && seconds > sync_bounds[b])
-        b++;
+    size_t b = metrics_bucket_of(sync_bounds, STORE__SYNC_BUCKETS, ns);
     atomic_fetch_add_explicit(&h->buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(ns > 0 ? ns : 0), memory_order_relaxed);
 }
@@ -267,13 +264,7 @@ static int timed_last_error(sqlite3_vfs *vfs, int n, char *out)
 
 static int timed_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)
 {
-    sqlite3_vfs *b = base_of(vfs);
-    if (b->iVersion >= 2 && b->xCurrentTimeInt64)
-        return b->xCurrentTimeInt64(b, out);
-    double days = 0;
-    int rc = b->xCurrentTime(b, &days);
-    *out = (sqlite3_int64)(days * 86400000.0);
-    return rc;
+    return base_of(vfs)->xCurrentTimeInt64(base_of(vfs), out);
 }
 
 int store__vfs_register(struct store *s, struct err *err)
@@ -286,8 +277,10 @@ int store__vfs_register(struct store *s, struct err *err)
     }
     s->vfs_base = base;
     (void)snprintf(s->vfs_name, sizeof s->vfs_name, "stratd-%p", (void *)s);
+    /* version 2 adds xCurrentTimeInt64, offered only when the base has it */
+    bool has_int64 = base->iVersion >= 2 && base->xCurrentTimeInt64;
     s->vfs = (sqlite3_vfs){
-        .iVersion = 2,
+        .iVersion = has_int64 ? 2 : 1,
         .szOsFile = (int)sizeof(struct timed_file) + base->szOsFile,
         .mxPathname = base->mxPathname,
         .zName = s->vfs_name,
@@ -304,7 +297,7 @@ int store__vfs_register(struct store *s, struct err *err)
         .xSleep = timed_sleep,
         .xCurrentTime = timed_current_time,
         .xGetLastError = timed_last_error,
-        .xCurrentTimeInt64 = timed_current_time_int64,
+        .xCurrentTimeInt64 = has_int64 ? timed_current_time_int64 : NULL,
     };
     int rc = sqlite3_vfs_register(&s->vfs, 0);
     if (rc != SQLITE_OK)

@@ -77,6 +77,15 @@ static void init_sandbox(struct js_sandbox *sb, size_t memory, int64_t budget_ns
         fail_msg("js_sandbox_init: %s", err.message);
 }
 
+/* assert_eval in a fresh sandbox under the defaults. */
+static void assert_eval_fresh(const char *src, const char *expected)
+{
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 0);
+    assert_eval(&sb, src, expected);
+    js_sandbox_free(&sb);
+}
+
 /* --------------------------------------------------------------- tests */
 
 static void test_init_applies_defaults(void **state)
@@ -503,10 +512,7 @@ static void test_budget_stops_searches(void **state)
 static void test_searches_answer_as_before(void **state)
 {
     (void)state;
-    struct js_sandbox sb;
-    init_sandbox(&sb, 0, 0);
-    assert_eval(
-        &sb,
+    assert_eval_fresh(
         "const hay = 'ab'.repeat(50000) + 'needle' + 'ab'.repeat(50000);\n"
         "[hay.indexOf('needle'), hay.lastIndexOf('ab'), hay.includes('bneedlea'),\n"
         " hay.split('needle').length, hay.replace('needle', '').length,\n"
@@ -514,7 +520,6 @@ static void test_searches_answer_as_before(void **state)
         " String((1n << 4000n) - 1n).slice(0, 6), String((1n << 4000n) - 1n).slice(-6),\n"
         " 'xabcx'.match(/(?<=xab)c|q|z/).index, /^(?:q|w|e|r|t|y)+$/.test('qwerty')].join()",
         "100000,200004,true,2,200000,10,-1,131820,949375,3,true");
-    js_sandbox_free(&sb);
 }
 
 /* `x++` and `x--` outside a function's own locals take the build's integer
@@ -524,10 +529,7 @@ static void test_searches_answer_as_before(void **state)
 static void test_post_increments_answer_as_before(void **state)
 {
     (void)state;
-    struct js_sandbox sb;
-    init_sandbox(&sb, 0, 0);
-    assert_eval(
-        &sb,
+    assert_eval_fresh(
         "const box = {a: 2147483646, b: -2147483647, c: 1.5, d: '7', e: 10n, f: undefined,\n"
         "             g: {valueOf() { return 41; }}, h: -0, i: 0};\n"
         "const out = [];\n"
@@ -539,7 +541,6 @@ static void test_post_increments_answer_as_before(void **state)
         "out.join()",
         "2147483646,-2147483647,2147483647,-2147483648,2147483648,-2147483649,1.5,2.5,7,8,"
         "10,9,NaN,NaN,41,42,true,-1,0,-1,1000,number,bigint");
-    js_sandbox_free(&sb);
 }
 
 /* Threads that take the CPU from the sandbox's thread. */

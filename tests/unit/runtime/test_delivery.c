@@ -294,6 +294,43 @@ static void test_publishers_share_a_full_queue(void **state)
     fx_close(&f);
 }
 
+/* A strategy that checks its trades' prices count 1, 2, 3, ... and logs
+ * "done <n> <out of order>" at its `expect`th trade. */
+static void add_in_order_counter(struct fx *f, const char *name, int expect)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "    let last = 0, n = 0, bad = 0;\n"
+             "    return { onTrade(ctx, evt, p) {\n"
+             "      if (p.price !== last + 1) bad++;\n"
+             "      last = p.price;\n"
+             "      if (++n === %d) env.helpers.log('done ' + n + ' ' + bad);\n"
+             "    } };",
+             expect);
+    char hex[HASH_HEX_LEN + 1];
+    fx_add_module(f, name, "['Trade']", NULL, body, hex);
+}
+
+static void expect_counted_in_order(struct fx *f, const char *id, int expect)
+{
+    char expected[64];
+    snprintf(expected, sizeof expected, "done %d 0", expect);
+    assert_true(fx_wait_logs(f, id, "done ", 1, 30000));
+    json_t *logs = fx_logs(f, id, "done ");
+    assert_string_equal(tu_jstr(logs, "0.msg"), expected);
+    json_decref(logs);
+}
+
+/* evs[0..n) in runs of 1, 2, ... longest, and again from 1. */
+static void publish_in_runs(struct fx *f, struct event **evs, int n, int longest)
+{
+    for (int at = 0, size = 1; at < n; size = size % longest + 1) {
+        int k = n - at < size ? n - at : size;
+        runtime_publish_run(f->rt, evs + at, (size_t)k);
+        at += k;
+    }
+}
+
 /* Waits until every event holds only the reference the test kept, then
  * drops it: a missing or extra reference never settles at 1. */
 static void expect_only_our_references(struct event **evs, int n)
@@ -321,17 +358,7 @@ static void test_runs_reach_each_worker_in_order(void **state)
     f.opts.queue_capacity = 8;
     fx_restart(&f);
     enum { N = 3000 };
-    char body[512];
-    snprintf(body, sizeof body,
-             "    let last = 0, n = 0, bad = 0;\n"
-             "    return { onTrade(ctx, evt, p) {\n"
-             "      if (p.price !== last + 1) bad++;\n"
-             "      last = p.price;\n"
-             "      if (++n === %d) env.helpers.log('done ' + n + ' ' + bad);\n"
-             "    } };",
-             N / 3);
-    char hex[HASH_HEX_LEN + 1];
-    fx_add_module(&f, "runs", "['Trade']", NULL, body, hex);
+    add_in_order_counter(&f, "runs", N / 3);
     const char *btc[] = {"r1", "r2", "r3"};
     for (size_t i = 0; i < 3; i++)
         fx_run(&f, btc[i], "runs", NULL, NULL);
@@ -344,19 +371,10 @@ static void test_runs_reach_each_worker_in_order(void **state)
         evs[i]->u.trade.quantity = 1;
         event_retain(evs[i]);
     }
-    for (int at = 0, size = 1; at < N; size = size % 100 + 1) {
-        int n = N - at < size ? N - at : size;
-        runtime_publish_run(f.rt, evs + at, (size_t)n);
-        at += n;
-    }
-    char expected[64];
-    snprintf(expected, sizeof expected, "done %d 0", N / 3);
+    publish_in_runs(&f, evs, N, 100);
     const char *ids[] = {"r1", "r2", "r3", "e1"};
     for (size_t i = 0; i < 4; i++) {
-        assert_true(fx_wait_logs(&f, ids[i], "done ", 1, 30000));
-        json_t *logs = fx_logs(&f, ids[i], "done ");
-        assert_string_equal(tu_jstr(logs, "0.msg"), expected);
-        json_decref(logs);
+        expect_counted_in_order(&f, ids[i], N / 3);
         assert_true(fx_wait_delivered(&f, ids[i], N / 3, 5000));
     }
     expect_only_our_references(evs, N);
@@ -375,17 +393,7 @@ static void test_runs_over_many_workers(void **state)
     for (int workers = 64; workers <= 65; workers++) {
         struct fx f;
         fx_open(&f, workers);
-        char body[512];
-        snprintf(body, sizeof body,
-                 "    let last = 0, n = 0, bad = 0;\n"
-                 "    return { onTrade(ctx, evt, p) {\n"
-                 "      if (p.price !== last + 1) bad++;\n"
-                 "      last = p.price;\n"
-                 "      if (++n === %d) env.helpers.log('done ' + n + ' ' + bad);\n"
-                 "    } };",
-                 N / 3);
-        char hex[HASH_HEX_LEN + 1];
-        fx_add_module(&f, "wide", "['Trade']", NULL, body, hex);
+        add_in_order_counter(&f, "wide", N / 3);
         fx_run(&f, "w1", "wide", NULL, NULL);
         for (int i = 0; i < N; i++) {
             if (i % 3 == 1) {
@@ -399,17 +407,8 @@ static void test_runs_over_many_workers(void **state)
             }
             event_retain(evs[i]);
         }
-        for (int at = 0, size = 1; at < N; size = size % 70 + 1) {
-            int n = N - at < size ? N - at : size;
-            runtime_publish_run(f.rt, evs + at, (size_t)n);
-            at += n;
-        }
-        char expected[64];
-        snprintf(expected, sizeof expected, "done %d 0", N / 3);
-        assert_true(fx_wait_logs(&f, "w1", "done ", 1, 30000));
-        json_t *logs = fx_logs(&f, "w1", "done ");
-        assert_string_equal(tu_jstr(logs, "0.msg"), expected);
-        json_decref(logs);
+        publish_in_runs(&f, evs, N, 70);
+        expect_counted_in_order(&f, "w1", N / 3);
         expect_only_our_references(evs, N);
         fx_close(&f);
     }
