@@ -119,12 +119,20 @@ void sim_decimal_text(double v, char *out, size_t size);
 /* splitmix64: tiny, fast, and fully determined by the seed. */
 struct sim_rng {
     uint64_t state;
+    double spare_normal; /* the second normal of the last pair drawn */
+    bool has_spare;
 };
 
 void sim_rng_seed(struct sim_rng *r, uint64_t seed);
 uint64_t sim_rng_next(struct sim_rng *r);
 double sim_rng_uniform(struct sim_rng *r); /* [0, 1) */
 double sim_rng_normal(struct sim_rng *r);  /* standard normal */
+/* Moves the stream past `n` draws without making them (the state is a
+ * counter), so a tick can reserve draws it may never need. */
+void sim_rng_skip(struct sim_rng *r, uint64_t n);
+/* The uniform the `i`-th draw after state `from` gives (i counts from 0):
+ * the same value sim_rng_uniform() would have returned then. */
+double sim_rng_uniform_at(uint64_t from, uint64_t i);
 
 /* -------------------------------------------------------------- account */
 
@@ -215,7 +223,7 @@ struct sim_market {
     int64_t bid_ticks, ask_ticks, step_ticks;
     uint32_t depth;                 /* levels a side */
     uint32_t priced;                /* levels of this tick's book priced so far */
-    double *draws;                  /* this tick's size draws, bid and ask per level */
+    uint64_t draws_from;            /* the stream before this tick's size draws (two a level) */
     struct book_level *bids, *asks; /* depth each; matching consumes them */
     uint64_t trade_id;
     double volume;

@@ -62,29 +62,59 @@
 
 void sim_rng_seed(struct sim_rng *r, uint64_t seed)
 {
-    r->state = seed;
+    *r = (struct sim_rng){.state = seed};
 }
 
+#define SPLITMIX_GAMMA 0x9E3779B97F4A7C15ULL
+
 /* splitmix64 (Steele, Lea, Flood): a Weyl sequence through a mixer. */
-uint64_t sim_rng_next(struct sim_rng *r)
+static uint64_t splitmix_mix(uint64_t z)
 {
-    uint64_t z = (r->state += 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
 }
 
-double sim_rng_uniform(struct sim_rng *r)
+static double uniform_of(uint64_t bits)
 {
-    return (double)(sim_rng_next(r) >> 11) * 0x1.0p-53;
+    return (double)(bits >> 11) * 0x1.0p-53;
 }
 
-/* Box-Muller; draws two uniforms every call so the stream stays in step. */
+uint64_t sim_rng_next(struct sim_rng *r)
+{
+    return splitmix_mix(r->state += SPLITMIX_GAMMA);
+}
+
+double sim_rng_uniform(struct sim_rng *r)
+{
+    return uniform_of(sim_rng_next(r));
+}
+
+void sim_rng_skip(struct sim_rng *r, uint64_t n)
+{
+    r->state += n * SPLITMIX_GAMMA; /* wraps as n single steps would */
+}
+
+double sim_rng_uniform_at(uint64_t from, uint64_t i)
+{
+    return uniform_of(splitmix_mix(from + (i + 1) * SPLITMIX_GAMMA));
+}
+
+/* Box-Muller: each pair of uniforms gives two independent normals; the
+ * second is kept for the next call, which halves the logarithms, square
+ * roots and cosines a tick pays for. */
 double sim_rng_normal(struct sim_rng *r)
 {
+    if (r->has_spare) {
+        r->has_spare = false;
+        return r->spare_normal;
+    }
     double u1 = 1.0 - sim_rng_uniform(r); /* (0, 1]: log stays finite */
     double u2 = sim_rng_uniform(r);
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    double radius = sqrt(-2.0 * log(u1)), angle = 2.0 * M_PI * u2;
+    r->spare_normal = radius * sin(angle);
+    r->has_spare = true;
+    return radius * cos(angle);
 }
 
 /* -------------------------------------------------------------- decimals */
@@ -140,8 +170,7 @@ static int market_init(struct sim_market *mk, const struct sim_symbol_cfg *cfg, 
     mk->depth = depth;
     mk->bids = calloc(depth, sizeof *mk->bids);
     mk->asks = calloc(depth, sizeof *mk->asks);
-    mk->draws = calloc(2 * (size_t)depth, sizeof *mk->draws);
-    return mk->id && mk->bids && mk->asks && mk->draws ? 0 : -1;
+    return mk->id && mk->bids && mk->asks ? 0 : -1;
 }
 
 static double lots(const struct sim_market *mk, double qty)
@@ -167,18 +196,20 @@ static void book_level(struct sim_market *mk, uint32_t i)
 {
     long long b = mk->bid_ticks - (long long)i * mk->step_ticks;
     double deeper = 1.0 + 0.25 * i;
-    size_t draw = 2 * (size_t)i; /* two draws a level: bid, then ask */
+    uint64_t draw = 2 * (uint64_t)i; /* two draws a level: bid, then ask */
+    double bid_draw = sim_rng_uniform_at(mk->draws_from, draw);
+    double ask_draw = sim_rng_uniform_at(mk->draws_from, draw + 1);
     mk->bids[i].price = from_units(b < 1 ? 1 : b, mk->tick_exp);
-    mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[draw]) * deeper);
+    mk->bids[i].quantity = lots(mk, mk->base_qty * (0.5 + bid_draw) * deeper);
     mk->asks[i].price = from_units(mk->ask_ticks + (long long)i * mk->step_ticks, mk->tick_exp);
-    mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + mk->draws[draw + 1]) * deeper);
+    mk->asks[i].quantity = lots(mk, mk->base_qty * (0.5 + ask_draw) * deeper);
 }
 
 /* Prices the best level at once (bid, ask, the ticker's sizes) and only
- * draws for the deeper ones: most ticks publish no BookSnapshot and meet
- * no order, so sim_book_fill() prices them when one of those needs them.
- * The draws are taken in the same order either way, so the market data
- * do not depend on who looked at the book. */
+ * reserves the deeper ones' draws: most ticks publish no BookSnapshot and
+ * meet no order, so sim_book_fill() prices them when one of those needs
+ * them. The stream moves past every level's draws either way, so the
+ * market data do not depend on who looked at the book. */
 static void build_book(struct sim *s, struct sim_market *mk)
 {
     double mid_ticks = exp(mk->log_price) / mk->tick_size;
@@ -189,8 +220,8 @@ static void build_book(struct sim *s, struct sim_market *mk)
     long long bid = round_units(mid_ticks) - spread / 2;
     mk->bid_ticks = bid < 1 ? 1 : bid;
     mk->ask_ticks = mk->bid_ticks + spread;
-    for (uint32_t i = 0; i < 2 * mk->depth; i++)
-        mk->draws[i] = sim_rng_uniform(&s->rng);
+    mk->draws_from = s->rng.state;
+    sim_rng_skip(&s->rng, 2 * (uint64_t)mk->depth);
     book_level(mk, 0);
     mk->priced = 1;
     mk->bid = mk->bids[0].price;
@@ -471,10 +502,10 @@ static int64_t tick_wall_ms(struct sim *s)
     return ts;
 }
 
-/* Its events share the tick's clock reading. */
-static void tick(struct sim *s)
+/* Its events share the tick's clock reading, `now`. */
+static void tick(struct sim *s, int64_t now)
 {
-    s->tick_ns = clock_mono_ns();
+    s->tick_ns = now;
     int64_t ts = tick_wall_ms(s);
     for (size_t i = 0; i < s->nmarkets; i++)
         tick_market(s, &s->markets[i], ts);
@@ -484,16 +515,20 @@ static void tick(struct sim *s)
 /* The provider thread's tick: under the engine, after what submitting
  * threads matched since the last one. Unpaced, one hold runs ticks until
  * a run of events is half full (or SIM_RUN_TICKS, or until an order or
- * cancel waits), so consumers take the events several at a time; each
- * event still carries the clock of its own tick. */
+ * cancel waits), so consumers take the events several at a time. The
+ * hold's ticks share the clock read at its start (a reading per tick took
+ * an eighth of the thread's time): a hold's events carry its start as
+ * their creation, so an order's tick-to-order counts from up to a hold's
+ * length (a few microseconds) before its event was made, never after. */
 static void engine_tick(struct sim *s)
 {
     engine_take(s);
-    tick(s);
+    int64_t now = clock_mono_ns();
+    tick(s, now);
     for (int n = 1; s->period_ns <= 0 && n < SIM_RUN_TICKS && s->nrun < SIM_RUN_MAX / 2 &&
                     !atomic_load_explicit(&s->pending, memory_order_relaxed);
          n++)
-        tick(s);
+        tick(s, now);
     engine_give(s);
 }
 
@@ -602,7 +637,7 @@ static void *sim_main(void *arg)
     sim_balances_publish(s, true);
     s->sched_base = clock_mono_ns();
     atomic_store(&s->state, SIM_RUNNING);
-    tick(s);
+    tick(s, clock_mono_ns());
     engine_give(s);
     while (wait_next_tick(s))
         engine_tick(s);
@@ -624,7 +659,6 @@ static void sim_free(struct sim *s)
     for (size_t i = 0; s->markets && i < s->nmarkets; i++) {
         free(s->markets[i].bids);
         free(s->markets[i].asks);
-        free(s->markets[i].draws);
     }
     free(s->markets);
     free(s->outbox);

@@ -129,6 +129,56 @@ static void test_runs_carry_the_same_stream(void **state)
     tsink_destroy(&runs);
 }
 
+/* A tick reserves its book's size draws and makes them only when the book
+ * is looked at: skipping n draws must leave the stream where n draws
+ * would, and the reserved ones must be the values those draws gave. */
+static void test_reserved_draws_are_the_skipped_ones(void **state)
+{
+    (void)state;
+    enum { RESERVED = 20 };
+    struct sim_rng drawn, skipped;
+    sim_rng_seed(&drawn, 42);
+    sim_rng_seed(&skipped, 42);
+    (void)sim_rng_next(&drawn); /* not from the seed's own start */
+    (void)sim_rng_next(&skipped);
+    uint64_t from = skipped.state;
+    sim_rng_skip(&skipped, RESERVED);
+    for (uint64_t i = 0; i < RESERVED; i++) {
+        double u = sim_rng_uniform(&drawn);
+        assert_true(u >= 0.0 && u < 1.0);
+        assert_true(u == sim_rng_uniform_at(from, i));
+    }
+    assert_true(drawn.state == skipped.state);
+    assert_true(sim_rng_next(&drawn) == sim_rng_next(&skipped));
+}
+
+/* The price walk's normals come in pairs (one kept for the next call):
+ * both halves must be standard normal and independent of each other. */
+static void test_normals_are_standard_and_independent(void **state)
+{
+    (void)state;
+    enum { N = 200000 };
+    struct sim_rng r;
+    sim_rng_seed(&r, 7);
+    double sum = 0, squares = 0, lagged = 0, previous = 0;
+    size_t tails = 0;
+    for (int i = 0; i < N; i++) {
+        double x = sim_rng_normal(&r);
+        sum += x;
+        squares += x * x;
+        lagged += x * previous;
+        tails += fabs(x) > 2.0;
+        previous = x;
+    }
+    double mean = sum / N, variance = squares / N - mean * mean;
+    /* bounds at about five standard errors of each estimate */
+    if (fabs(mean) > 0.012 || fabs(variance - 1.0) > 0.016 || fabs(lagged / N) > 0.012)
+        fail_msg("mean %.4f, variance %.4f, lag-1 correlation %.4f", mean, variance, lagged / N);
+    double tail_share = (double)tails / N; /* 4.55% beyond two deviations */
+    if (fabs(tail_share - 0.0455) > 0.0025)
+        fail_msg("%.4f of the normals beyond 2, not 0.0455", tail_share);
+}
+
 static void test_different_seeds_differ(void **state)
 {
     (void)state;
@@ -301,6 +351,8 @@ int main(void)
         cmocka_unit_test(test_unwanted_events_not_built),
         cmocka_unit_test(test_runs_carry_the_same_stream),
         cmocka_unit_test(test_different_seeds_differ),
+        cmocka_unit_test(test_reserved_draws_are_the_skipped_ones),
+        cmocka_unit_test(test_normals_are_standard_and_independent),
         cmocka_unit_test(test_cadence),
         cmocka_unit_test(test_unpaced_slow_sink_loses_nothing),
         cmocka_unit_test(test_tick_rate_paces),
