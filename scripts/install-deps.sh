@@ -61,12 +61,19 @@ quickjs_budget_polls=$((15 + compiler_budget_polls))
 # WeakRef, FinalizationRegistry), no own property, its class's prototype
 # and is extensible, i.e. whether a new object of its class would look the
 # same to every script.
+# With the handler called at every poll, a loop spent a tenth of its time
+# in the two calls that reach it (the one out of line, then the handler
+# through its pointer), most of which only find that the ticker has not
+# moved. JS_SetInterruptGate (appended below) hands QuickJS the ticker's
+# word: a poll calls the handler only once the word has moved, or after a
+# given number of polls (should the ticker lag), and costs two loads and
+# a compare otherwise (marked `interrupt gate` below).
 sort_poll_mask=255           # a sort polls once per 256 compares
 sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
-quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object post-inc-int"
+quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object post-inc-int interrupt-gate"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -217,7 +224,33 @@ sed -i '/^        CASE(OP_post_inc):$/,/^            BREAK;$/ s/^            sf-
 &/' "$work/tree/quickjs.c"
 [ "$(grep -c 'post-increment fast path' "$work/tree/quickjs.c")" = 1 ] \
   || { echo "error: quickjs.c's OP_post_inc is not what was expected" >&2; exit 1; }
+sed -i 's/^    void \*interrupt_opaque;$/&\
+    const uint32_t *interrupt_gate; \/* interrupt gate *\/\
+    uint32_t interrupt_gate_seen;\
+    int interrupt_gate_polls, interrupt_gate_left;/' "$work/tree/quickjs.c"
+sed -i '/^static inline __exception int js_poll_interrupts(JSContext \*ctx)$/,/^}$/ s/^{$/{\
+    JSRuntime *rt = ctx->rt; \/* interrupt gate *\/\
+    if (rt->interrupt_gate) {\
+        uint32_t word = __atomic_load_n(rt->interrupt_gate, __ATOMIC_RELAXED);\
+        if (likely(word == rt->interrupt_gate_seen \&\& --rt->interrupt_gate_left > 0))\
+            return 0;\
+        rt->interrupt_gate_seen = word;\
+        rt->interrupt_gate_left = rt->interrupt_gate_polls;\
+        return __js_poll_interrupts(ctx);\
+    }/' "$work/tree/quickjs.c"
+[ "$(grep -c 'interrupt gate' "$work/tree/quickjs.c")" = 2 ] \
+  || { echo "error: quickjs.c's JSRuntime or js_poll_interrupts is not what was expected" >&2; exit 1; }
 cat >>"$work/tree/quickjs.c" <<'C'
+
+/* interrupt gate (see scripts/install-deps.sh): the handler is called once
+ * *word differs from its value at the last call or at this call, or after
+ * `polls` polls; NULL calls it at every poll, as QuickJS does. */
+void JS_SetInterruptGate(JSRuntime *rt, const uint32_t *word, int polls)
+{
+    rt->interrupt_gate = word;
+    rt->interrupt_gate_seen = word ? __atomic_load_n(word, __ATOMIC_RELAXED) : 0;
+    rt->interrupt_gate_polls = rt->interrupt_gate_left = polls > 0 ? polls : 1;
+}
 
 /* unobserved object (see scripts/install-deps.sh) */
 int JS_IsUnobservedObject(JSContext *ctx, JSValueConst obj)
@@ -237,6 +270,10 @@ sed -i 's/^int JS_IsExtensible(JSContext \*ctx, JSValueConst obj);$/&\nint JS_Is
   "$work/tree/quickjs.h"
 [ "$(cat "$work/tree/quickjs.c" "$work/tree/quickjs.h" | grep -c 'unobserved object')" = 2 ] \
   || { echo "error: quickjs.h does not declare JS_IsExtensible where expected" >&2; exit 1; }
+sed -i 's/^void JS_SetInterruptHandler(JSRuntime \*rt, JSInterruptHandler \*cb, void \*opaque);$/&\nvoid JS_SetInterruptGate(JSRuntime *rt, const uint32_t *word, int polls); \/* interrupt gate *\//' \
+  "$work/tree/quickjs.h"
+[ "$(grep -c 'interrupt gate' "$work/tree/quickjs.h")" = 1 ] \
+  || { echo "error: quickjs.h does not declare JS_SetInterruptHandler where expected" >&2; exit 1; }
 make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null
 mkdir -p "$quickjs_dir/lib" "$quickjs_dir/include"
 cp "$work/tree/libquickjs.a" "$quickjs_dir/lib/"

@@ -46,19 +46,20 @@ void js__arena_release(struct js__arena *arena, void *block, size_t size);
 bool js__arena_extend(struct js__arena *arena, void *block, size_t size, size_t new_size);
 
 /* The budgets' time base (ticker.c): a count a thread of its own advances
- * every millisecond while sandboxes are armed, so the interrupt handler,
- * called at every QuickJS poll, reads the clocks only when it has moved.
+ * every millisecond while sandboxes are armed, so that QuickJS's polls
+ * call the interrupt handler, which reads the clocks, only when it has
+ * moved (JS_SetInterruptGate).
  * Hold and release come from sandbox init and free (any thread): the first
  * hold starts the thread, the last release stops and joins it. Wake (any
  * thread, cheap when the thread runs) marks activity, so the thread keeps
  * ticking or resumes. When the thread cannot start, the count stands
- * still and the handler's poll count alone leads it to the clocks. */
+ * still and the gate's poll count alone leads it to the clocks. */
 extern _Atomic uint32_t js__ticker_count;
 void js__ticker_hold(void);
 void js__ticker_release(void);
 void js__ticker_wake(void);
-/* Polls after which the handler looks at the clocks even if the count has
- * not moved: the bound when the ticker lags or is missing. */
+/* Polls after which the gate calls the handler even if the count has not
+ * moved: the bound when the ticker lags or is missing. */
 #define JS__POLLS_PER_CHECK 128
 
 struct js_bytecode;

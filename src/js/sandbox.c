@@ -302,27 +302,30 @@ static bool budget_exhausted(struct js_sandbox *sb, int64_t now)
     return !start_budget_clock(sb, now) && now >= sb->deadline_ns && budget_spent(sb, now);
 }
 
-/* Called at every poll, so the common case is two loads and a compare:
- * the clocks are read once per tick, or every JS__POLLS_PER_CHECK polls
- * should the ticker lag. A check marks activity, which keeps the ticker
- * running for as long as a callback does. */
+/* Called by QuickJS's gate (see sandbox_gate) once the ticker has moved
+ * since the last call or after JS__POLLS_PER_CHECK polls, and by the
+ * regular expression engine every few thousand steps: each call looks at
+ * the clocks. A check marks activity, which keeps the ticker running for
+ * as long as a callback does. */
 static int on_interrupt(JSRuntime *rt, void *opaque)
 {
     (void)rt;
     struct js_sandbox *sb = opaque;
     if (sb->deadline_ns == 0)
         return 0;
-    uint32_t tick = atomic_load_explicit(&js__ticker_count, memory_order_relaxed);
-    if (tick == sb->seen_tick && ++sb->polls_unchecked < JS__POLLS_PER_CHECK)
-        return 0;
-    sb->seen_tick = tick;
-    sb->polls_unchecked = 0;
     js__ticker_wake();
     int64_t now = clock_mono_ns();
     if (!budget_exhausted(sb, now))
         return 0;
     sb->overran = true;
     return 1;
+}
+
+/* Lets QuickJS's polls pass without a call until the ticker moves (or
+ * JS__POLLS_PER_CHECK polls), counting from now. */
+static void sandbox_gate(struct js_sandbox *sb)
+{
+    JS_SetInterruptGate(sb->rt, (const uint32_t *)&js__ticker_count, JS__POLLS_PER_CHECK);
 }
 
 static struct js_limits resolve_limits(const struct js_limits *limits)
@@ -417,6 +420,7 @@ int js__sandbox_init_profile(struct js_sandbox *sb, const struct js_limits *limi
     js__ticker_hold();
     JS_SetMaxStackSize(sb->rt, sb->limits.stack_bytes);
     JS_SetInterruptHandler(sb->rt, on_interrupt, sb);
+    sandbox_gate(sb);
     JS_SetCanBlock(sb->rt, 0);
     if (profile == JS__PROFILE_COMPILER)
         JS_SetStripInfo(sb->rt, JS_STRIP_SOURCE);
@@ -491,8 +495,7 @@ void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
     sb->budget_started = false;
     sb->cpu_mark_ns = -1;
     sb->deadline_ns = INT64_MAX; /* armed; the clock starts at the first check */
-    sb->seen_tick = atomic_load_explicit(&js__ticker_count, memory_order_relaxed);
-    sb->polls_unchecked = 0;
+    sandbox_gate(sb);
     js__ticker_wake();
 }
 

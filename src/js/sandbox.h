@@ -65,11 +65,6 @@ struct js_sandbox {
     bool budget_started; /* false from arm until the call's first check */
     int64_t cpu_mark_ns; /* thread CPU at mark_at_ns; -1 before the first sample */
     int64_t mark_at_ns;
-    /* The handler runs at every QuickJS poll and looks at the clocks only
-     * when the budget ticker has moved or after a number of polls (see
-     * js/internal.h). */
-    uint32_t seen_tick;
-    uint32_t polls_unchecked;
     bool overran;       /* the interrupt handler fired since the last arm */
     bool out_of_memory; /* an allocation was refused since the last arm */
     size_t heap_bytes;  /* kept by the sandbox's allocator; see memory_used */

@@ -1,14 +1,15 @@
 /*
  * ticker: the time base of the sandboxes' CPU budgets.
  *
- * QuickJS is built to call the interrupt handler at every poll (each call
- * and backward jump), so that a loop whose turns are long native calls (a
- * join of a large array, a BigInt power) is looked at after each turn, not
- * after a hundred of them. Reading a clock at every poll would cost more
- * than many of the bytecodes it follows (40 ns for the monotonic clock on
- * the machines measured), so a thread of its own advances a shared count
- * every millisecond and the handler reads the clocks only when the count
- * has moved: one shared word per poll, the clocks once per millisecond.
+ * QuickJS is built to look at every poll (each call and backward jump), so
+ * that a loop whose turns are long native calls (a join of a large array, a
+ * BigInt power) is looked at after each turn, not after a hundred of them.
+ * Reading a clock at every poll would cost more than many of the bytecodes
+ * it follows (40 ns for the monotonic clock on the machines measured), so a
+ * thread of its own advances a shared count every millisecond, and QuickJS
+ * (its interrupt gate, see sandbox.c) calls the handler, which reads the
+ * clocks, only when the count has moved: one shared word per poll, the
+ * clocks once per millisecond.
  *
  * The thread runs while sandboxes exist and something was armed or checked
  * in the last fifth of a second; otherwise it sleeps on a condition

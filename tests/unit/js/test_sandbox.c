@@ -909,6 +909,85 @@ static void test_arm_and_disarm(void **state)
     js_sandbox_free(&sb);
 }
 
+/* QuickJS as built here (scripts/install-deps.sh, "interrupt gate"): with
+ * a gate word, a poll calls the interrupt handler only once the word has
+ * moved since the last call, or after the gate's count of polls. The
+ * sandboxes' budgets rest on both halves: the word is the ticker's, and
+ * the count is the bound when the ticker lags. */
+struct gate_probe {
+    uint32_t word;
+    int calls;
+    int stop_at; /* the handler interrupts at this call; 0: never */
+};
+
+static int gate_handler(JSRuntime *rt, void *opaque)
+{
+    (void)rt;
+    struct gate_probe *g = opaque;
+    return ++g->calls == g->stop_at;
+}
+
+static JSValue gate_bump(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)this_val;
+    (void)argc;
+    (void)argv;
+    struct gate_probe *g = JS_GetRuntimeOpaque(JS_GetRuntime(ctx));
+    __atomic_add_fetch(&g->word, 1, __ATOMIC_RELAXED);
+    return JS_UNDEFINED;
+}
+
+/* Evaluates `src` in a fresh runtime, gated on probe->word every `polls`
+ * polls when `gated`; returns whether it completed (false: interrupted). */
+static bool gate_eval(struct gate_probe *probe, int polls, const char *src, bool gated)
+{
+    JSRuntime *rt = JS_NewRuntime();
+    assert_non_null(rt);
+    JSContext *ctx = JS_NewContext(rt);
+    assert_non_null(ctx);
+    JS_SetRuntimeOpaque(rt, probe);
+    JS_SetInterruptHandler(rt, gate_handler, probe);
+    JSValue global = JS_GetGlobalObject(ctx);
+    JS_SetPropertyStr(ctx, global, "bump", JS_NewCFunction(ctx, gate_bump, "bump", 0));
+    JS_FreeValue(ctx, global);
+    if (gated)
+        JS_SetInterruptGate(rt, &probe->word, polls);
+    probe->calls = 0;
+    JSValue r = JS_Eval(ctx, src, strlen(src), "<gate>", JS_EVAL_TYPE_GLOBAL);
+    bool completed = !JS_IsException(r);
+    if (!completed)
+        JS_FreeValue(ctx, JS_GetException(ctx));
+    JS_FreeValue(ctx, r);
+    JS_FreeContext(ctx);
+    JS_FreeRuntime(rt);
+    return completed;
+}
+
+static void test_interrupt_gate(void **state)
+{
+    (void)state;
+    static const char loop[] = "for (let i = 0; i < 64000; i++) {}";
+    /* without a gate, every poll calls the handler, as QuickJS does built so */
+    struct gate_probe plain = {0};
+    assert_true(gate_eval(&plain, 0, loop, false));
+    int polls = plain.calls;
+    assert_true(polls >= 64000);
+    /* the word stands still: one call per 128 polls */
+    struct gate_probe probe = {0};
+    assert_true(gate_eval(&probe, 128, loop, true));
+    if (probe.calls < polls / 128 - 2 || probe.calls > polls / 128 + 2)
+        fail_msg("%d handler calls for %d polls at one per 128", probe.calls, polls);
+    /* the word moves at every turn: the handler hears of every move */
+    assert_true(gate_eval(&probe, 128, "for (let i = 0; i < 5000; i++) bump();", true));
+    if (probe.calls < 5000)
+        fail_msg("%d handler calls for 5,000 moves of the word", probe.calls);
+    /* a handler that says stop still stops an endless loop when the word
+     * never moves (the ticker lagging): at its third call */
+    struct gate_probe stopping = {.stop_at = 3};
+    assert_false(gate_eval(&stopping, 128, "for (;;) {}", true));
+    assert_int_equal(stopping.calls, 3);
+}
+
 struct handoff {
     struct js_sandbox *sb;
     char *result;
@@ -975,6 +1054,7 @@ int main(void)
         cmocka_unit_test(test_take_without_pending_exception),
         cmocka_unit_test(test_long_messages_are_cut),
         cmocka_unit_test(test_arm_and_disarm),
+        cmocka_unit_test(test_interrupt_gate),
         cmocka_unit_test(test_sandbox_moves_between_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
