@@ -303,10 +303,11 @@ static bool budget_exhausted(struct js_sandbox *sb, int64_t now)
 }
 
 /* Called by QuickJS's gate (see sandbox_gate) once the ticker has moved
- * since the last call or after JS__POLLS_PER_CHECK polls, and by the
- * regular expression engine every few thousand steps: each call looks at
- * the clocks. A check marks activity, which keeps the ticker running for
- * as long as a callback does. */
+ * since the last call or after JS__POLLS_PER_CHECK polls, and directly by
+ * the regular expression engine (every 10,000 steps of a match, each
+ * alternative and term of a compile): each call looks at the clocks. A
+ * check marks activity, which keeps the ticker running for as long as a
+ * callback does. */
 static int on_interrupt(JSRuntime *rt, void *opaque)
 {
     (void)rt;
