@@ -262,26 +262,6 @@ static json_t *revision_metadata(void *ctx, const char *name, const char *hex, c
     return metadata;
 }
 
-/* Providers are created only after the runtime exists, so gw->runtime is
- * set before the first event is published. */
-static void publish_to_runtime(void *ctx, struct event *ev)
-{
-    struct gateway *gw = ctx;
-    runtime_publish(gw->runtime, ev);
-}
-
-static bool runtime_wants_event(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
-{
-    struct gateway *gw = ctx;
-    return runtime_wants(gw->runtime, provider, symbol, kind);
-}
-
-static void publish_run_to_runtime(void *ctx, struct event **evs, size_t n)
-{
-    struct gateway *gw = ctx;
-    runtime_publish_run(gw->runtime, evs, n);
-}
-
 static bool scope_check(void *ctx, const char *provider, const char *symbol)
 {
     struct gateway *gw = ctx;
@@ -349,8 +329,8 @@ static int open_gateway(struct gateway *gw, struct err *err)
     flush_metadata(gw);
     if (rc != 0)
         return -1;
-    struct event_sink sink = {gw, publish_to_runtime, runtime_wants_event, publish_run_to_runtime};
-    gw->market = market_new(sink, gw->store);
+    /* providers start only once the runtime exists */
+    gw->market = market_new(runtime_event_sink_at(&gw->runtime), gw->store);
     if (!gw->market) {
         err_set(err, ERR_INTERNAL, "cannot create the market");
         return -1;

@@ -126,7 +126,11 @@ int runtime_restore(struct runtime *rt, struct err *err);
 void runtime_publish(void *ctx, struct event *ev);
 void runtime_publish_run(void *ctx, struct event **evs, size_t n);
 bool runtime_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind);
-struct event_sink runtime_event_sink(struct runtime *rt);
+/* The sink of a market made before the runtime it feeds (the runtime
+ * takes the market's order ops): it reads the runtime from *slot at every
+ * call, so *slot must be set before any provider starts and outlive the
+ * sink. */
+struct event_sink runtime_event_sink_at(struct runtime **slot);
 
 /* ---- instances (InstanceSpec / InstanceSnapshotResponse / InstanceSummary
  * shapes of the API contract) ---- */

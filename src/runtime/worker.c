@@ -41,6 +41,8 @@ const double runtime_hist_bounds[HIST_BUCKETS - 1] = {1e-6, 5e-6, 1e-5, 5e-5, 1e
 #define RUN_MAX_LISTS 8
 /* Events runtime_publish_run routes together. */
 #define RUNTIME_RUN_MAX 64
+/* Workers a route can name: one bit each in a uint64_t. */
+#define ROUTE_WORKERS_MAX 64
 
 static size_t interest_slot(uint64_t key)
 {
@@ -314,7 +316,7 @@ void runtime_publish(void *ctx, struct event *ev)
         event_release(ev);
 }
 
-/* The workers an event goes to, one bit each (nworkers <= 64). */
+/* The workers an event goes to, one bit each (nworkers <= ROUTE_WORKERS_MAX). */
 static uint64_t route_of(struct runtime *rt, const struct event *ev)
 {
     if (ev->target)
@@ -356,7 +358,7 @@ static void publish_chunk(struct runtime *rt, struct event **evs, size_t n)
 void runtime_publish_run(void *ctx, struct event **evs, size_t n)
 {
     struct runtime *rt = ctx;
-    if (rt->nworkers > 64) {
+    if (rt->nworkers > ROUTE_WORKERS_MAX) {
         for (size_t i = 0; i < n; i++)
             runtime_publish(rt, evs[i]);
         return;
@@ -370,9 +372,24 @@ bool runtime_wants(void *ctx, uint16_t provider, uint16_t symbol, enum event_kin
     return next_interested(ctx, interest_slot(sub_key(provider, symbol, kind)), 0) >= 0;
 }
 
-struct event_sink runtime_event_sink(struct runtime *rt)
+static void publish_through(void *ctx, struct event *ev)
 {
-    struct event_sink sink = {rt, runtime_publish, runtime_wants, runtime_publish_run};
+    runtime_publish(*(struct runtime **)ctx, ev);
+}
+
+static void publish_run_through(void *ctx, struct event **evs, size_t n)
+{
+    runtime_publish_run(*(struct runtime **)ctx, evs, n);
+}
+
+static bool wants_through(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
+{
+    return runtime_wants(*(struct runtime **)ctx, provider, symbol, kind);
+}
+
+struct event_sink runtime_event_sink_at(struct runtime **slot)
+{
+    struct event_sink sink = {slot, publish_through, wants_through, publish_run_through};
     return sink;
 }
 

@@ -111,24 +111,6 @@ static json_t *revision_metadata(void *ctx, const char *name, const char *hex, c
     return metadata;
 }
 
-static void publish_to_runtime(void *ctx, struct event *ev)
-{
-    struct gateway *g = ctx;
-    runtime_publish(g->runtime, ev);
-}
-
-static bool runtime_wants_event(void *ctx, uint16_t provider, uint16_t symbol, enum event_kind kind)
-{
-    struct gateway *g = ctx;
-    return runtime_wants(g->runtime, provider, symbol, kind);
-}
-
-static void publish_run_to_runtime(void *ctx, struct event **evs, size_t n)
-{
-    struct gateway *g = ctx;
-    runtime_publish_run(g->runtime, evs, n);
-}
-
 static bool scope_check(void *ctx, const char *provider, const char *symbol)
 {
     struct gateway *g = ctx;
@@ -157,8 +139,7 @@ static void open_gateway(void)
     fuzz_check(store_open(state, &gw.store, &err) == 0, "store_open: %s", err.message);
     struct catalog_options copts = {strategies, revision_metadata, &gw};
     fuzz_check(catalog_open(&copts, &gw.catalog, &err) == 0, "catalog_open: %s", err.message);
-    struct event_sink sink = {&gw, publish_to_runtime, runtime_wants_event, publish_run_to_runtime};
-    gw.market = market_new(sink, gw.store);
+    gw.market = market_new(runtime_event_sink_at(&gw.runtime), gw.store);
     fuzz_check(gw.market != NULL, "market_new failed");
     struct runtime_options ropts = {
         .workers = gw.cfg.workers,
