@@ -317,6 +317,10 @@ if has density; then
   D_SYNC=$(awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i - 1) / 500 * 1e6 }' \
     "$RAW/density-dsync.txt")
   rm -f "$dir/dsync-probe"
+  # The same write paced as the fleet's commits are, a request's work apart
+  # (a pair is two commits in about half a millisecond), and further apart:
+  # this disk's flushes are slower the longer it was idle.
+  "$BENCH_BIN/bench_sync_probe" "$dir" 500 0 250 1000 >"$RAW/density-sync-probe.json"
   if [ "${BENCH_PROFILE:-0}" = 1 ]; then # 1,000 more, profiled, after the figures
     perf record -F 999 -p "$SERVER_PID" -o "$PROF/density-start.data" >/dev/null 2>&1 &
     perf_pid=$!
@@ -358,6 +362,11 @@ if has density; then
   row "  one request round trip (GET /healthz), p50" \
     "$(jqr .p50_us "$RAW/density-healthz.json")" "us" null "" null "" ""
   row "  one durable 4 KB overwrite (dd dsync)" "${D_SYNC:-null}" "us" null "" null "" ""
+  for gap in 0 250 1000; do
+    v=$(jq --argjson g "$gap" '.gaps[] | select(.gap_us == $g) | .mean_us' \
+      "$RAW/density-sync-probe.json" 2>/dev/null || true)
+    row "  durable 8 KB write, $gap us after the last" "${v:-null}" "us" null "" null "" ""
+  done
   row "  disk cache flush during the fleet, mean" "$D_FLUSH_US" "us" null "" null "" ""
   row "  disk cache flushes per pair" "$D_FLUSH_PER" "flushes" null "" null "" ""
   row "  database sync, mean, as the gateway saw it" "$D_SYNC_US" "us" null "" null "" ""
