@@ -320,7 +320,7 @@ if has density; then
   # The same write paced as the fleet's commits are, a request's work apart
   # (a pair is two commits in about half a millisecond), and further apart:
   # this disk's flushes are slower the longer it was idle.
-  "$BENCH_BIN/bench_sync_probe" "$dir" 500 0 250 1000 >"$RAW/density-sync-probe.json"
+  "$BENCH_BIN/bench_sync_probe" "$dir" 500 0 100 250 1000 >"$RAW/density-sync-probe.json"
   if [ "${BENCH_PROFILE:-0}" = 1 ]; then # 1,000 more, profiled, after the figures
     perf record -F 999 -p "$SERVER_PID" -o "$PROF/density-start.data" >/dev/null 2>&1 &
     perf_pid=$!
@@ -332,6 +332,17 @@ if has density; then
       --sort dso,symbol >"$PROF/density-start.txt" 2>/dev/null || true
   fi
   server_stop
+  # The same fleet with the state on tmpfs, where a sync costs next to
+  # nothing: what a pair costs apart from the disk (never a target: the
+  # gateway's state belongs on a disk that survives a power cut).
+  server_start density-tmpfs "$SHM/density"
+  upload "$STRATEGIES/dense.js"
+  sleep 1
+  "$BENCH_BIN/bench_http" fleet --port "$PORT" --prefix dense --count "$FLEET" \
+    --selector benchdense --provider bench --symbol BTC-USDT --connections 1 \
+    >"$RAW/density-fleet-tmpfs.json"
+  server_stop
+  rm -rf "$SHM/density"
   D_RSS=$(awk -v a="$rss0" -v b="$rss1" -v n="$FLEET" 'BEGIN { print (b - a) / n }')
   D_CPU=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$FLEET" 'BEGIN { print (b - a) / n * 1000 }')
   log "density peers: $FLEET vm contexts, $WORKER_PEERS workers (bench/strategies/dense.js)"
@@ -359,10 +370,14 @@ if has density; then
   row "  of which the start, mean" "$(jqr .start_mean_ms "$RAW/density-fleet.json")" "ms" null "" \
     null "" ""
   row "  server CPU per create + start" "$D_CPU" "ms" null "" null "" ""
+  row "  the same, state on tmpfs: mean" "$(jqr .mean_ms "$RAW/density-fleet-tmpfs.json")" "ms" \
+    null "" null "" ""
+  row "  the same, state on tmpfs: p99" "$(jqr .p99_ms "$RAW/density-fleet-tmpfs.json")" "ms" \
+    null "" null "" ""
   row "  one request round trip (GET /healthz), p50" \
     "$(jqr .p50_us "$RAW/density-healthz.json")" "us" null "" null "" ""
   row "  one durable 4 KB overwrite (dd dsync)" "${D_SYNC:-null}" "us" null "" null "" ""
-  for gap in 0 250 1000; do
+  for gap in 0 100 250 1000; do
     v=$(jq --argjson g "$gap" '.gaps[] | select(.gap_us == $g) | .mean_us' \
       "$RAW/density-sync-probe.json" 2>/dev/null || true)
     row "  durable 8 KB write, $gap us after the last" "${v:-null}" "us" null "" null "" ""
