@@ -276,19 +276,26 @@ fi
 # on the real disk. Idle: the provider never starts. RSS per instance is
 # the server's VmRSS growth over the fleet divided by its size.
 if has density; then
+  # dense_server NAME DIR: a server with the 5 KB strategy uploaded
+  dense_server() {
+    server_start "$1" "$2"
+    upload "$STRATEGIES/dense.js"
+    sleep 1
+  }
+  # dense_fleet [ARGS...]: FLEET pairs, one at a time; the fleet's JSON on stdout
+  dense_fleet() {
+    "$BENCH_BIN/bench_http" fleet --port "$PORT" --prefix dense --count "$FLEET" \
+      --selector benchdense --provider bench --symbol BTC-USDT --connections 1 "$@"
+  }
   dir=$WORK/density
   rm -rf "$dir"
-  server_start density "$dir"
-  upload "$STRATEGIES/dense.js"
-  sleep 1
+  dense_server density "$dir"
   rss0=$(rss_kib "$SERVER_PID")
   cpu0=$(cpu_seconds "$SERVER_PID")
   flush0=$(disk_flushes "$dir")
   syncs0=$(db_syncs)
   log "density: creating and starting $FLEET instances of bench/strategies/dense.js"
-  "$BENCH_BIN/bench_http" fleet --port "$PORT" --prefix dense --count "$FLEET" \
-    --selector benchdense --provider bench --symbol BTC-USDT --connections 1 \
-    --pairs "$RAW/density-pairs.txt" >"$RAW/density-fleet.json"
+  dense_fleet --pairs "$RAW/density-pairs.txt" >"$RAW/density-fleet.json"
   cpu1=$(cpu_seconds "$SERVER_PID")
   flush1=$(disk_flushes "$dir")
   syncs1=$(db_syncs)
@@ -335,12 +342,8 @@ if has density; then
   # The same fleet with the state on tmpfs, where a sync costs next to
   # nothing: what a pair costs apart from the disk (never a target: the
   # gateway's state belongs on a disk that survives a power cut).
-  server_start density-tmpfs "$SHM/density"
-  upload "$STRATEGIES/dense.js"
-  sleep 1
-  "$BENCH_BIN/bench_http" fleet --port "$PORT" --prefix dense --count "$FLEET" \
-    --selector benchdense --provider bench --symbol BTC-USDT --connections 1 \
-    >"$RAW/density-fleet-tmpfs.json"
+  dense_server density-tmpfs "$SHM/density"
+  dense_fleet >"$RAW/density-fleet-tmpfs.json"
   server_stop
   rm -rf "$SHM/density"
   D_RSS=$(awk -v a="$rss0" -v b="$rss1" -v n="$FLEET" 'BEGIN { print (b - a) / n }')
