@@ -4,7 +4,9 @@
  *
  * Threading: libmicrohttpd runs a small pool of polling threads (epoll);
  * handlers run on them and may block briefly (validation, a worker
- * completing a command, a durable write). A slow client costs a socket, not
+ * completing a command, a durable write). One accepting thread hands each
+ * new connection to the pool (acceptor.h), so that connections opened
+ * together are spread over the threads. A slow client costs a socket, not
  * a thread: bodies are read incrementally and every connection has an idle
  * timeout.
  *
@@ -23,7 +25,7 @@
  *   times the limit is answered at once, unread.
  * - Connections: up to max_connections are served. The next ones (up to
  *   max_connections / 8 + 16 more) get 503 with Retry-After and are closed;
- *   beyond that libmicrohttpd stops accepting and further connections wait
+ *   beyond that the acceptor stops accepting and further connections wait
  *   in the kernel's listen backlog until a slot frees. The soft limit on
  *   open files is raised to fit when the hard limit allows.
  * - A connection with no traffic for idle_timeout_s seconds (a client that

@@ -88,6 +88,7 @@ struct api_rate_bucket {
 struct api {
     struct api_options opts;
     struct MHD_Daemon *daemon;
+    struct acceptor *acceptor; /* the listening socket (acceptor.h) */
     int port;
     atomic_uint connections; /* open connections (accepted, not yet closed) */
     unsigned connection_cap; /* libmicrohttpd's own limit: max + reserve */

@@ -3,6 +3,7 @@
  * chunks, completion), limits, authentication, and turning a handler's
  * api_response into bytes on the wire.
  */
+#include "api/acceptor.h"
 #include "api/internal.h"
 #include "api/views.h"
 
@@ -39,6 +40,9 @@
 /* Bodies announced over the limit by up to this factor are drained before
  * the 413 (see on_request). */
 #define DRAIN_FACTOR 16u
+/* Connections the kernel holds for the acceptor while it is busy or at the
+ * connection cap. */
+#define LISTEN_BACKLOG 1024u
 /* Descriptors needed besides the connections. */
 #define OTHER_FILES 256u
 
@@ -748,32 +752,39 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         return -1;
     }
     const struct api_limits *l = &api->opts.limits;
-    /* libmicrohttpd accepts a reserve beyond max_connections, so that those
+    /* A reserve beyond max_connections is accepted, so that those
      * connections get a 503 from on_connection's mark instead of waiting
-     * unanswered; its limit is split between the polling threads. */
+     * unanswered; libmicrohttpd's limit (the same) is split between the
+     * polling threads. */
     unsigned cap = l->max_connections + l->max_connections / 8 + CONNECTION_RESERVE;
     if (cap < l->threads * 2)
         cap = l->threads * 2;
     api->connection_cap = cap;
     fit_open_files(cap);
+    /* No listening socket of its own: the acceptor hands it every
+     * connection (acceptor.h says why). */
     api->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_request, api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)cap, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)l->idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, api, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cap, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)l->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)l->max_header_bytes + l->max_url_bytes + CONNECTION_SLACK_BYTES,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, api, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        api, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+        api, MHD_OPTION_END);
     if (!api->daemon) {
         free_api(api);
-        err_set(err, ERR_INTERNAL, "cannot listen on %s:%d (address in use or not permitted)",
-                opts->host, opts->port);
+        err_set(err, ERR_INTERNAL, "cannot start the HTTP server's polling threads");
         return -1;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    api->port = info ? info->port : opts->port;
+    if (acceptor_start(&api->acceptor, &addr, LISTEN_BACKLOG, api->daemon, &api->connections, cap,
+                       err) != 0) {
+        MHD_stop_daemon(api->daemon);
+        free_api(api);
+        return -1;
+    }
+    api->port = acceptor_port(api->acceptor);
     *out = api;
     return 0;
 }
@@ -787,6 +798,7 @@ void api_stop(struct api *api)
 {
     if (!api)
         return;
+    acceptor_stop(api->acceptor);
     MHD_stop_daemon(api->daemon);
     free_api(api);
 }

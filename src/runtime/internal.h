@@ -181,7 +181,7 @@ static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
                           memory_order_relaxed);
 }
 
-static inline uint64_t counter_get(_Atomic uint64_t *c)
+static inline uint64_t counter_get(const _Atomic uint64_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
 }
@@ -752,9 +752,19 @@ json_t *usage_json_locked(struct runtime *rt, const char *strategy, const char *
 /* The same without the instance ids ("instances": null): what instance
  * snapshots and summaries embed. */
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex);
-/* The same document as text, the bytes jsonutil_dump() writes for it. */
-void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
-                             struct strbuf *sb);
+/* What a usage document says, read under rt->lock and written out after
+ * it (so that the lock is held for the reading only). */
+struct usage_facts {
+    long long count; /* running instances */
+    int64_t first_ms, last_ms;
+};
+void usage_facts_locked(struct runtime *rt, const char *strategy, const char *hex,
+                        struct usage_facts *facts);
+/* The document as text, the bytes jsonutil_dump() writes for it; ids is the
+ * "instances" array's text, NULL for the brief form ("instances": null).
+ * Needs no lock. */
+void usage_facts_text(const struct usage_facts *facts, const char *strategy, const char *hex,
+                      const struct strbuf *ids, struct strbuf *sb);
 int usage_load(struct runtime *rt, struct err *err);
 
 /* runtime.c helpers used by usage.c / refresh.c */

@@ -551,7 +551,13 @@ int runtime_new(const struct runtime_options *opts, struct runtime **out, struct
     }
     rt->next_serial = 0;
     pthread_mutex_init(&rt->control, NULL);
-    pthread_mutex_init(&rt->lock, NULL);
+    /* Held for a microsecond or less by each reader of the control plane:
+     * a waiter spins for it before it sleeps. */
+    pthread_mutexattr_t adaptive;
+    pthread_mutexattr_init(&adaptive);
+    (void)pthread_mutexattr_settype(&adaptive, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&rt->lock, &adaptive);
+    pthread_mutexattr_destroy(&adaptive);
     pthread_mutex_init(&rt->persist, NULL);
     pthread_mutex_init(&rt->done, NULL);
     pthread_cond_init(&rt->done_cond, NULL);
@@ -811,13 +817,26 @@ static char *snapshot_head_text(const struct instance *inst, size_t *len)
     return text;
 }
 
-static void append_links(struct strbuf *sb, const struct instance *inst)
+/* What an instance document needs from under rt->lock beyond its cached
+ * head, copied out so that the rest of the text is written after it. */
+struct snapshot_copy {
+    bool running;
+    struct usage_facts usage;
+    char id[NAMES_ID_MAX + 1];
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+    char stop_reason[RUNTIME_REASON_MAX];
+    struct strbuf last_error; /* its text; empty when there is none */
+    long long delivered, errors, memory;
+};
+
+static void append_links(struct strbuf *sb, const char *id, const char *strategy, const char *hex)
 {
     strbuf_puts(sb, ",\"links\":{\"self\":");
     char self[NAMES_ID_MAX + 32];
-    snprintf(self, sizeof self, "/strategy/instances/%s", inst->id);
+    snprintf(self, sizeof self, "/strategy/instances/%s", id);
     jsonutil_put_string(sb, self);
-    json_t *usage = usage_link(inst->strategy, inst->hex);
+    json_t *usage = usage_link(strategy, hex);
     if (usage) {
         strbuf_puts(sb, ",\"usage\":");
         jsonutil_put_string(sb, json_string_value(usage));
@@ -826,9 +845,56 @@ static void append_links(struct strbuf *sb, const struct instance *inst)
     strbuf_putc(sb, '}');
 }
 
-/* The text of snapshot_locked(), written from the instance's fields; only
- * lastError (rare) still goes through jansson. */
-static int snapshot_text_locked(struct runtime *rt, struct instance *inst, struct strbuf *sb)
+static int copy_snapshot_locked(struct runtime *rt, const struct instance *inst,
+                                struct snapshot_copy *c)
+{
+    c->running = inst->running;
+    usage_facts_locked(rt, inst->strategy, inst->hex, &c->usage);
+    snprintf(c->id, sizeof c->id, "%s", inst->id);
+    snprintf(c->strategy, sizeof c->strategy, "%s", inst->strategy);
+    snprintf(c->hex, sizeof c->hex, "%s", inst->hex);
+    snprintf(c->stop_reason, sizeof c->stop_reason, "%s", inst->stop_reason);
+    c->delivered = (long long)counter_get(&inst->delivered);
+    c->errors = (long long)counter_get(&inst->errors);
+    c->memory = (long long)counter_get(&inst->memory);
+    if (!inst->last_error)
+        return 0;
+    json_t *e = last_error_of(inst);
+    size_t len = 0;
+    char *text = e ? jsonutil_dump(e, &len) : NULL;
+    json_decref(e);
+    if (text)
+        strbuf_append(&c->last_error, text, len);
+    free(text);
+    return text && !strbuf_failed(&c->last_error) ? 0 : -1;
+}
+
+/* The text of snapshot_locked() after the head, from the copy. */
+static void write_snapshot_tail(const struct snapshot_copy *c, struct strbuf *sb)
+{
+    strbuf_puts(sb, c->running ? ",\"running\":true,\"usage\":" : ",\"running\":false,\"usage\":");
+    usage_facts_text(&c->usage, c->strategy, c->hex, NULL, sb);
+    append_links(sb, c->id, c->strategy, c->hex);
+    strbuf_puts(sb, ",\"stopReason\":");
+    if (c->stop_reason[0])
+        jsonutil_put_string(sb, c->stop_reason);
+    else
+        strbuf_puts(sb, "null");
+    strbuf_puts(sb, ",\"lastError\":");
+    if (c->last_error.len)
+        strbuf_append(sb, strbuf_cstr(&c->last_error), c->last_error.len);
+    else
+        strbuf_puts(sb, "null");
+    strbuf_printf(sb, ",\"counters\":{\"eventsDelivered\":%lld,\"handlerErrors\":%lld}",
+                  c->delivered, c->errors);
+    strbuf_printf(sb, ",\"memory\":{\"bytes\":%lld}}", c->memory);
+}
+
+/* Under rt->lock: the instance's head into sb and the rest into *c; 1 when
+ * the instance has no cached head (a spec naming a member the runtime adds)
+ * and sb holds its whole document instead, -1 when out of memory. */
+static int read_snapshot_locked(struct runtime *rt, struct instance *inst, struct strbuf *sb,
+                                struct snapshot_copy *c)
 {
     if (!inst->snapshot_head)
         inst->snapshot_head = snapshot_head_text(inst, &inst->snapshot_head_len);
@@ -837,56 +903,37 @@ static int snapshot_text_locked(struct runtime *rt, struct instance *inst, struc
         size_t len = 0;
         char *text = snap ? jsonutil_dump(snap, &len) : NULL;
         json_decref(snap);
-        if (!text)
-            return -1;
-        strbuf_append(sb, text, len);
+        if (text)
+            strbuf_append(sb, text, len);
         free(text);
-        return 0;
+        return text ? 1 : -1;
     }
     strbuf_append(sb, inst->snapshot_head, inst->snapshot_head_len);
-    strbuf_puts(sb,
-                inst->running ? ",\"running\":true,\"usage\":" : ",\"running\":false,\"usage\":");
-    usage_brief_text_locked(rt, inst->strategy, inst->hex, sb);
-    append_links(sb, inst);
-    strbuf_puts(sb, ",\"stopReason\":");
-    if (inst->stop_reason[0])
-        jsonutil_put_string(sb, inst->stop_reason);
-    else
-        strbuf_puts(sb, "null");
-    strbuf_puts(sb, ",\"lastError\":");
-    if (inst->last_error) {
-        json_t *e = last_error_of(inst);
-        size_t len = 0;
-        char *text = e ? jsonutil_dump(e, &len) : NULL;
-        json_decref(e);
-        if (!text)
-            return -1;
-        strbuf_append(sb, text, len);
-        free(text);
-    } else {
-        strbuf_puts(sb, "null");
-    }
-    strbuf_printf(sb, ",\"counters\":{\"eventsDelivered\":%lld,\"handlerErrors\":%lld}",
-                  (long long)(json_int_t)counter_get(&inst->delivered),
-                  (long long)(json_int_t)counter_get(&inst->errors));
-    strbuf_printf(sb, ",\"memory\":{\"bytes\":%lld}}",
-                  (long long)(json_int_t)counter_get(&inst->memory));
-    return strbuf_failed(sb) ? -1 : 0;
+    return copy_snapshot_locked(rt, inst, c);
 }
+
+/* Room for a typical document, taken before the lock so that the appends
+ * under it do not reallocate. */
+#define SNAPSHOT_TEXT_RESERVE 2048
 
 char *runtime_instance_snapshot_text(struct runtime *rt, const char *id, size_t *len,
                                      struct err *err)
 {
     struct strbuf sb = STRBUF_INIT;
+    struct snapshot_copy copy = {.last_error = STRBUF_INIT};
+    (void)strbuf_reserve(&sb, SNAPSHOT_TEXT_RESERVE);
     pthread_mutex_lock(&rt->lock);
     struct instance *inst = rtx_find_locked(rt, id);
-    int rc = inst ? snapshot_text_locked(rt, inst, &sb) : -1;
+    int rc = inst ? read_snapshot_locked(rt, inst, &sb, &copy) : -1;
     pthread_mutex_unlock(&rt->lock);
+    if (rc == 0)
+        write_snapshot_tail(&copy, &sb);
+    strbuf_release(&copy.last_error);
     if (!inst)
         err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
-    else if (rc != 0 || strbuf_failed(&sb))
+    else if (rc < 0 || strbuf_failed(&sb))
         err_set(err, ERR_INTERNAL, "out of memory");
-    if (rc != 0) {
+    if (!inst || rc < 0 || strbuf_failed(&sb)) {
         strbuf_release(&sb);
         return NULL;
     }

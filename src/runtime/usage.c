@@ -102,63 +102,70 @@ static void time_text(struct strbuf *sb, int64_t ms)
     jsonutil_put_string(sb, text);
 }
 
-/* ids false: the brief form, "instances": null */
-static long long usage_text_locked(struct runtime *rt, const char *strategy, const char *hex,
-                                   bool ids, struct strbuf *sb)
+void usage_facts_locked(struct runtime *rt, const char *strategy, const char *hex,
+                        struct usage_facts *facts)
 {
     const struct usage_entry *u = usage_find_locked(rt, strategy, hex, false);
-    long long count = u && u->running > 0 ? u->running : 0;
-    size_t first_pin = 0, npins = ids ? pins_range_locked(rt, strategy, hex, &first_pin) : 0;
-    if (ids) {
-        count = 0;
-        for (size_t i = first_pin; i < first_pin + npins; i++)
-            count += rt->pins[i]->running;
-    }
-    int64_t first = u ? u->first_ms : 0;
-    int64_t last = count > 0 ? clock_wall_ms() : u ? u->last_ms : 0;
-    if (count > 0 && first <= 0)
+    facts->count = u && u->running > 0 ? u->running : 0;
+    facts->first_ms = u ? u->first_ms : 0;
+    facts->last_ms = u ? u->last_ms : 0;
+}
+
+void usage_facts_text(const struct usage_facts *facts, const char *strategy, const char *hex,
+                      const struct strbuf *ids, struct strbuf *sb)
+{
+    int64_t first = facts->first_ms;
+    int64_t last = facts->count > 0 ? clock_wall_ms() : facts->last_ms;
+    if (facts->count > 0 && first <= 0)
         first = last;
     strbuf_puts(sb, "{\"strategy\":");
     jsonutil_put_string(sb, strategy);
     strbuf_printf(sb, ",\"hash\":\"" HASH_PREFIX "%s\",\"instances\":", hex);
-    if (ids) {
-        /* the range is sorted by id, so the ids come out sorted */
-        strbuf_putc(sb, '[');
-        bool sep = false;
-        for (size_t i = first_pin; i < first_pin + npins; i++) {
-            if (!rt->pins[i]->running)
-                continue;
-            if (sep)
-                strbuf_putc(sb, ',');
-            jsonutil_put_string(sb, rt->pins[i]->id);
-            sep = true;
-        }
-        strbuf_putc(sb, ']');
-    } else {
+    if (ids)
+        strbuf_append(sb, strbuf_cstr(ids), ids->len);
+    else
         strbuf_puts(sb, "null");
-    }
-    strbuf_printf(sb, ",\"count\":%lld", count);
+    strbuf_printf(sb, ",\"count\":%lld", facts->count);
     strbuf_puts(sb, ",\"firstSeen\":");
     time_text(sb, first);
     strbuf_puts(sb, ",\"lastSeen\":");
     time_text(sb, last);
-    strbuf_puts(sb, count > 0 ? ",\"running\":true}" : ",\"running\":false}");
-    return count;
+    strbuf_puts(sb, facts->count > 0 ? ",\"running\":true}" : ",\"running\":false}");
 }
 
-void usage_brief_text_locked(struct runtime *rt, const char *strategy, const char *hex,
-                             struct strbuf *sb)
+/* The full form's facts, with the running instances' ids as a JSON array
+ * in *ids: the count is theirs. */
+static void usage_full_facts_locked(struct runtime *rt, const char *strategy, const char *hex,
+                                    struct usage_facts *facts, struct strbuf *ids)
 {
-    usage_text_locked(rt, strategy, hex, false, sb);
+    usage_facts_locked(rt, strategy, hex, facts);
+    size_t first_pin = 0;
+    size_t npins = pins_range_locked(rt, strategy, hex, &first_pin);
+    facts->count = 0;
+    /* the range is sorted by id, so the ids come out sorted */
+    strbuf_putc(ids, '[');
+    for (size_t i = first_pin; i < first_pin + npins; i++) {
+        if (!rt->pins[i]->running)
+            continue;
+        if (facts->count++ > 0)
+            strbuf_putc(ids, ',');
+        jsonutil_put_string(ids, rt->pins[i]->id);
+    }
+    strbuf_putc(ids, ']');
 }
 
 long long runtime_usage_text(struct runtime *rt, const char *strategy, const char *hex,
                              struct strbuf *sb)
 {
+    struct usage_facts facts;
+    struct strbuf ids = STRBUF_INIT;
     pthread_mutex_lock(&rt->lock);
-    long long count = usage_text_locked(rt, strategy, hex, true, sb);
+    usage_full_facts_locked(rt, strategy, hex, &facts, &ids);
     pthread_mutex_unlock(&rt->lock);
-    return strbuf_failed(sb) ? -1 : count;
+    usage_facts_text(&facts, strategy, hex, &ids, sb);
+    bool failed = strbuf_failed(&ids) || strbuf_failed(sb);
+    strbuf_release(&ids);
+    return failed ? -1 : facts.count;
 }
 
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex)

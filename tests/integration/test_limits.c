@@ -6,6 +6,7 @@
  *   http.max_header_bytes      431 (JSON; far beyond, libmicrohttpd's own 431)
  *   http.max_url_bytes         414 (JSON; far beyond, libmicrohttpd's own 414)
  *   http.max_connections       503 with Retry-After past the limit; a freed slot serves again
+ *   http.threads               connections opened together are dealt out over the threads
  *   http.idle_timeout_seconds  a stalled client is dropped, and never delays others
  *   http.rate_limit_per_second 429 with Retry-After per token (off by default)
  *
@@ -16,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -453,6 +455,103 @@ static void test_connection_limit_configured(void **state)
     tu_server_stop(srv);
 }
 
+/* Opens n connections at once (non-blocking connects, then waits for each),
+ * the way a client with a connection pool does. */
+static void connect_together(const struct tu_server *srv, int *fds, int n)
+{
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)srv->port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fds[i] < 0)
+            fail_msg("socket: %s", strerror(errno));
+        if (connect(fds[i], (struct sockaddr *)&addr, sizeof addr) != 0 && errno != EINPROGRESS)
+            fail_msg("connect: %s", strerror(errno));
+    }
+    for (int i = 0; i < n; i++) {
+        struct pollfd p = {.fd = fds[i], .events = POLLOUT};
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (poll(&p, 1, 30000) != 1 || getsockopt(fds[i], SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+            err != 0)
+            fail_msg("connection %d of %d did not open: %s", i + 1, n, strerror(err));
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) & ~O_NONBLOCK);
+    }
+}
+
+static void send_spinning_upload(int fd)
+{
+    json_t *body = json_pack("{s:s}", "source",
+                             "for (;;) {}\n"
+                             "module.exports = { metadata: { name: 'spin', displayName: 'S', "
+                             "events: ['Trade'] }, create() { return {}; } };\n");
+    char *json = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    assert_non_null(json);
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "POST /strategies/modules HTTP/1.1\r\nHost: localhost\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     strlen(json));
+    raw_send(fd, head, (size_t)n);
+    raw_send(fd, json, strlen(json));
+    free(json);
+}
+
+/* Connections opened together are dealt out over the polling threads (16
+ * over 4: four each). An upload whose top level spins for the whole
+ * validation budget holds its thread and so the three connections dealt to
+ * it; the other twelve are answered while it validates. */
+static void test_slow_request_holds_up_only_its_thread(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  threads: 4\nvalidation:\n  budget_ms: 3000\n");
+    enum { CONNECTIONS = 16, THREADS = 4 };
+    int fds[CONNECTIONS];
+    bool answered[CONNECTIONS] = {false};
+    connect_together(srv, fds, CONNECTIONS);
+    send_spinning_upload(fds[0]);
+    static const char healthz[] = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (int i = 1; i < CONNECTIONS; i++)
+        raw_send(fds[i], healthz, sizeof healthz - 1);
+    int before_upload = -1, done = 0;
+    while (done < CONNECTIONS) {
+        struct pollfd p[CONNECTIONS];
+        for (int i = 0; i < CONNECTIONS; i++)
+            p[i] = (struct pollfd){.fd = answered[i] ? -1 : fds[i], .events = POLLIN};
+        if (poll(p, CONNECTIONS, 60000) <= 0)
+            fail_msg("%d of %d connections still unanswered after 60 s", CONNECTIONS - done,
+                     CONNECTIONS);
+        for (int i = 0; i < CONNECTIONS; i++) {
+            if (answered[i] || !p[i].revents)
+                continue;
+            char *res = raw_response(fds[i], 30000);
+            int want = i == 0 ? 422 : 200;
+            if (status_of(res) != want)
+                fail_msg("connection %d: expected %d, got: %.300s", i, want,
+                         res ? res : "(nothing)");
+            free(res);
+            answered[i] = true;
+            if (i == 0)
+                before_upload = done;
+            done++;
+        }
+    }
+    print_message("%d of %d requests answered while the upload beside them validated\n",
+                  before_upload, CONNECTIONS - 1);
+    int dealt_elsewhere = CONNECTIONS - CONNECTIONS / THREADS;
+    if (before_upload < dealt_elsewhere)
+        fail_msg("only %d of the %d requests on other polling threads were answered while the "
+                 "upload validated: connections opened together share a thread",
+                 before_upload, dealt_elsewhere);
+    for (int i = 0; i < CONNECTIONS; i++)
+        close(fds[i]);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
 /* --------------------------------------------------------- idle timeout */
 
 /* Half a request line, headers without their end, and a body cut short:
@@ -722,6 +821,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_limit_default, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_connection_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_slow_request_holds_up_only_its_thread, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_clients_are_dropped_and_block_nobody,
                                         tu_server_setup, tu_server_teardown),
