@@ -765,6 +765,8 @@ void usage_facts_locked(struct runtime *rt, const char *strategy, const char *he
  * Needs no lock. */
 void usage_facts_text(const struct usage_facts *facts, const char *strategy, const char *hex,
                       const struct strbuf *ids, struct strbuf *sb);
+/* The brief form as a jansson object (the instance summaries'). */
+json_t *usage_facts_json(const struct usage_facts *facts, const char *strategy, const char *hex);
 int usage_load(struct runtime *rt, struct err *err);
 
 /* runtime.c helpers used by usage.c / refresh.c */

@@ -168,6 +168,13 @@ long long runtime_usage_text(struct runtime *rt, const char *strategy, const cha
     return failed ? -1 : facts.count;
 }
 
+json_t *usage_facts_json(const struct usage_facts *facts, const char *strategy, const char *hex)
+{
+    struct usage_entry u = {
+        .first_ms = facts->first_ms, .last_ms = facts->last_ms, .running = (int)facts->count};
+    return usage_doc(&u, strategy, hex, NULL);
+}
+
 json_t *usage_brief_json_locked(struct runtime *rt, const char *strategy, const char *hex)
 {
     return usage_doc(usage_find_locked(rt, strategy, hex, false), strategy, hex, NULL);
