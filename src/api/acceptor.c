@@ -143,28 +143,26 @@ int acceptor_start(struct acceptor **out, const struct sockaddr_in *addr, unsign
     a->open = open;
     a->cap = cap;
     a->warned_ns = INT64_MIN / 2;
+    int rc;
     a->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (a->stop_fd < 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot create the listener's stop signal");
-        close_fds(a);
-        free(a);
-        return -1;
+        goto fail;
     }
-    if (open_listener(a, addr, backlog, err) != 0) {
-        close_fds(a);
-        free(a);
-        return -1;
-    }
-    int rc = pthread_create(&a->thread, NULL, acceptor_main, a);
+    if (open_listener(a, addr, backlog, err) != 0)
+        goto fail;
+    rc = pthread_create(&a->thread, NULL, acceptor_main, a);
     if (rc != 0) {
         err_set(err, ERR_INTERNAL, "cannot start the accepting thread: %s", strerror(rc));
-        close_fds(a);
-        free(a);
-        return -1;
+        goto fail;
     }
     (void)pthread_setname_np(a->thread, "http:accept");
     *out = a;
     return 0;
+fail:
+    close_fds(a);
+    free(a);
+    return -1;
 }
 
 int acceptor_port(const struct acceptor *acceptor)

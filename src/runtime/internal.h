@@ -138,7 +138,10 @@ struct instance {
     char id[NAMES_ID_MAX + 1];
 
     /* under rt->lock */
-    json_t *spec; /* the persisted InstanceSpec, resolved fields included */
+    /* The persisted InstanceSpec, resolved fields included. Replaced whole
+     * under rt->lock and never changed in place, so a reader may take a
+     * reference under the lock and read it after. */
+    json_t *spec;
     char strategy[NAMES_STRATEGY_MAX + 1];
     char hex[HASH_HEX_LEN + 1];
     char selector[SELECTOR_TEXT_MAX + 1];

@@ -756,10 +756,9 @@ static json_t *snapshot_locked(struct runtime *rt, struct instance *inst)
     return snap;
 }
 
-/* What a summary shows of an instance, copied under rt->lock so that the
- * summary is built after it. */
-struct summary_copy {
-    json_t *spec; /* a reference: a spec is replaced whole, never changed */
+/* What both an instance's summary and its document show of it beyond its
+ * spec, copied under rt->lock so that their text is written after it. */
+struct instance_facts {
     char id[NAMES_ID_MAX + 1];
     char strategy[NAMES_STRATEGY_MAX + 1];
     char hex[HASH_HEX_LEN + 1];
@@ -768,30 +767,44 @@ struct summary_copy {
     struct usage_facts usage;
 };
 
+static void copy_facts_locked(struct runtime *rt, const struct instance *inst,
+                              struct instance_facts *f)
+{
+    snprintf(f->id, sizeof f->id, "%s", inst->id);
+    snprintf(f->strategy, sizeof f->strategy, "%s", inst->strategy);
+    snprintf(f->hex, sizeof f->hex, "%s", inst->hex);
+    snprintf(f->stop_reason, sizeof f->stop_reason, "%s", inst->stop_reason);
+    f->running = inst->running;
+    usage_facts_locked(rt, inst->strategy, inst->hex, &f->usage);
+}
+
+/* A summary's copy: the facts and a reference to the spec (see
+ * instance.spec for why the reference may outlive the lock). */
+struct summary_copy {
+    json_t *spec;
+    struct instance_facts f;
+};
+
 static void copy_summary_locked(struct runtime *rt, const struct instance *inst,
                                 struct summary_copy *c)
 {
     c->spec = json_incref(inst->spec);
-    snprintf(c->id, sizeof c->id, "%s", inst->id);
-    snprintf(c->strategy, sizeof c->strategy, "%s", inst->strategy);
-    snprintf(c->hex, sizeof c->hex, "%s", inst->hex);
-    snprintf(c->stop_reason, sizeof c->stop_reason, "%s", inst->stop_reason);
-    c->running = inst->running;
-    usage_facts_locked(rt, inst->strategy, inst->hex, &c->usage);
+    copy_facts_locked(rt, inst, &c->f);
 }
 
 static json_t *summary_json(const struct summary_copy *c, json_t *usage)
 {
+    const struct instance_facts *f = &c->f;
     const json_t *strategy = json_object_get(c->spec, "strategy");
     json_t *providers, *symbols;
     scope_lists(c->spec, &providers, &symbols);
     return json_pack(
-        "{s:s, s:s, s:O?, s:O?, s:O?, s:o, s:o, s:b, s:O?, s:o, s:o}", "id", c->id,
-        "strategyIdentifier", c->strategy, "strategyTag", json_object_get(strategy, "tag"),
+        "{s:s, s:s, s:O?, s:O?, s:O?, s:o, s:o, s:b, s:O?, s:o, s:o}", "id", f->id,
+        "strategyIdentifier", f->strategy, "strategyTag", json_object_get(strategy, "tag"),
         "strategyHash", json_object_get(strategy, "hash"), "strategySelector",
         json_object_get(strategy, "selector"), "providers", providers, "aggregatedSymbols", symbols,
-        "running", c->running, "usage", usage, "links", links_json(c->id, c->strategy, c->hex),
-        "stopReason", c->stop_reason[0] ? json_string(c->stop_reason) : json_null());
+        "running", f->running, "usage", usage, "links", links_json(f->id, f->strategy, f->hex),
+        "stopReason", f->stop_reason[0] ? json_string(f->stop_reason) : json_null());
 }
 
 json_t *rtx_summary_locked(struct runtime *rt, struct instance *inst, json_t *usage)
@@ -857,12 +870,7 @@ static char *snapshot_head_text(const struct instance *inst, size_t *len)
 /* What an instance document needs from under rt->lock beyond its cached
  * head, copied out so that the rest of the text is written after it. */
 struct snapshot_copy {
-    bool running;
-    struct usage_facts usage;
-    char id[NAMES_ID_MAX + 1];
-    char strategy[NAMES_STRATEGY_MAX + 1];
-    char hex[HASH_HEX_LEN + 1];
-    char stop_reason[RUNTIME_REASON_MAX];
+    struct instance_facts f;
     struct strbuf last_error; /* its text; empty when there is none */
     long long delivered, errors, memory;
 };
@@ -885,12 +893,7 @@ static void append_links(struct strbuf *sb, const char *id, const char *strategy
 static int copy_snapshot_locked(struct runtime *rt, const struct instance *inst,
                                 struct snapshot_copy *c)
 {
-    c->running = inst->running;
-    usage_facts_locked(rt, inst->strategy, inst->hex, &c->usage);
-    snprintf(c->id, sizeof c->id, "%s", inst->id);
-    snprintf(c->strategy, sizeof c->strategy, "%s", inst->strategy);
-    snprintf(c->hex, sizeof c->hex, "%s", inst->hex);
-    snprintf(c->stop_reason, sizeof c->stop_reason, "%s", inst->stop_reason);
+    copy_facts_locked(rt, inst, &c->f);
     c->delivered = (long long)counter_get(&inst->delivered);
     c->errors = (long long)counter_get(&inst->errors);
     c->memory = (long long)counter_get(&inst->memory);
@@ -909,12 +912,13 @@ static int copy_snapshot_locked(struct runtime *rt, const struct instance *inst,
 /* The text of snapshot_locked() after the head, from the copy. */
 static void write_snapshot_tail(const struct snapshot_copy *c, struct strbuf *sb)
 {
-    strbuf_puts(sb, c->running ? ",\"running\":true,\"usage\":" : ",\"running\":false,\"usage\":");
-    usage_facts_text(&c->usage, c->strategy, c->hex, NULL, sb);
-    append_links(sb, c->id, c->strategy, c->hex);
+    const struct instance_facts *f = &c->f;
+    strbuf_puts(sb, f->running ? ",\"running\":true,\"usage\":" : ",\"running\":false,\"usage\":");
+    usage_facts_text(&f->usage, f->strategy, f->hex, NULL, sb);
+    append_links(sb, f->id, f->strategy, f->hex);
     strbuf_puts(sb, ",\"stopReason\":");
-    if (c->stop_reason[0])
-        jsonutil_put_string(sb, c->stop_reason);
+    if (f->stop_reason[0])
+        jsonutil_put_string(sb, f->stop_reason);
     else
         strbuf_puts(sb, "null");
     strbuf_puts(sb, ",\"lastError\":");
@@ -1034,10 +1038,11 @@ static void usage_cache_clear(struct usage_cache *c)
  * one listing (the cache's keys point into the copies). */
 static json_t *cached_usage_of_copy(struct usage_cache *c, const struct summary_copy *copy)
 {
-    json_t *u = usage_cache_get(c, copy->strategy, copy->hex);
+    const struct instance_facts *f = &copy->f;
+    json_t *u = usage_cache_get(c, f->strategy, f->hex);
     return u ? u
-             : usage_cache_put(c, copy->strategy, copy->hex,
-                               usage_facts_json(&copy->usage, copy->strategy, copy->hex));
+             : usage_cache_put(c, f->strategy, f->hex,
+                               usage_facts_json(&f->usage, f->strategy, f->hex));
 }
 
 /* The whole fleet's summaries: the lock is held only to copy what they show
