@@ -185,6 +185,23 @@ static int remove_legacy(const struct applier *a, const struct bootstrap_revisio
 
 /* The registry part of an ADD, inside the batch: the file is written
  * durably, the entry reaches registry.json with the batch. */
+/* The plan gives a new revision a version tag that a revision it drops may
+ * still hold: the drop comes later in the same batch, so the tag is let
+ * move. A tag held by a revision that stays is refused, as it should be. */
+static bool tag_held_by_drop(struct applier *a, const struct bootstrap_revision *rev)
+{
+    if (!rev->tag)
+        return false;
+    struct registry *snap = catalog_snapshot(a->cat);
+    const struct registry_strategy *st = snap ? registry_find_strategy(snap, rev->name) : NULL;
+    const char *holder = st ? registry_tag_target(st, rev->tag) : NULL;
+    const struct bootstrap_revision *held =
+        holder ? bootstrap_plan_find(a->plan, rev->name, holder) : NULL;
+    bool dropped = held && held->fate == BOOTSTRAP_DROP;
+    registry_release(snap);
+    return dropped;
+}
+
 static int apply_add(struct applier *a, const struct bootstrap_revision *rev, struct err *err)
 {
     const struct bootstrap_file *src = &a->scan->files[rev->source];
@@ -192,6 +209,7 @@ static int apply_add(struct applier *a, const struct bootstrap_revision *rev, st
     size_t len = 0;
     if (read_planned(a, src->rel, rev->hex, &data, &len, err) != 0)
         return -1;
+    const char *reassign[] = {rev->tag};
     struct catalog_upload up = {
         .name = rev->name,
         .source = data,
@@ -200,6 +218,8 @@ static int apply_add(struct applier *a, const struct bootstrap_revision *rev, st
         .tag = rev->tag,
         .aliases = (const char *const *)rev->aliases,
         .naliases = rev->naliases,
+        .reassign = reassign,
+        .nreassign = tag_held_by_drop(a, rev) ? 1 : 0,
     };
     struct catalog_upload_result result;
     int rc = catalog_add_revision(a->cat, &up, &result, err);
@@ -276,30 +296,24 @@ static int apply_rmdir(struct applier *a, const char *rel)
     return 0;
 }
 
-/* Under the registry lock no writer is between creating a temporary file
- * and renaming it, so the file is a dead writer's: removed, and the folders
- * it leaves empty with it (still under the lock, so that no writer is
- * between creating such a folder and writing into it). */
+/* Runs under the registry lock (apply_file_steps): no writer is between
+ * creating a temporary file and renaming it, so the file is a dead
+ * writer's: removed, and the folders it leaves empty with it. */
 static int apply_stale(struct applier *a, const char *rel, struct err *err)
 {
-    char *lock_path = fsutil_join(a->root, REGISTRY_LOCK_FILE);
     char *path = fsutil_join(a->root, rel);
-    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
-    int rc = -1;
-    if (!lock_path || !path)
+    if (!path) {
         err_set(err, ERR_INTERNAL, "out of memory");
-    else if (fsutil_lock_acquire(lock_path, &lock, err) == 0) {
-        rc = fsutil_exists(path) ? fsutil_remove_durable(path, err) : 0;
-        if (rc == 0 && !fsutil_exists(path))
-            a->out->stale++;
-        char *slash = strrchr(rel, '/');
-        char *parent = slash ? strndup(rel, (size_t)(slash - rel)) : NULL;
-        if (parent)
-            remove_empty_chain(a, parent);
-        free(parent);
-        fsutil_lock_release(&lock);
+        return -1;
     }
-    free(lock_path);
+    int rc = fsutil_exists(path) ? fsutil_remove_durable(path, err) : 0;
+    if (rc == 0 && !fsutil_exists(path))
+        a->out->stale++;
+    const char *slash = strrchr(rel, '/');
+    char *parent = slash ? strndup(rel, (size_t)(slash - rel)) : NULL;
+    if (parent)
+        remove_empty_chain(a, parent);
+    free(parent);
     free(path);
     return rc;
 }
@@ -350,38 +364,63 @@ static bool strategy_missing(struct catalog *cat, const char *name)
     return missing;
 }
 
+/* After a failed add, the strategy's drops wait for the rerun that retries
+ * it: the plan counted on the added revision to stay, and dropping the last
+ * registered one would delete the strategy in the meantime. */
+static const char *hold_back_after(struct applier *a, const struct bootstrap_revision *rev)
+{
+    if (rev->new_strategy && strategy_missing(a->cat, rev->name)) {
+        fprintf(stderr,
+                "stratd bootstrap: the other revisions of the new strategy '%s' are left for a "
+                "rerun\n",
+                rev->name);
+        return rev->name;
+    }
+    return NULL;
+}
+
 /* Phase one, inside the batch. done[i] says which registry steps worked;
- * steps of a held-back strategy stay undone. */
+ * steps of a held-back strategy stay undone, and so do the drops of a
+ * strategy one of whose adds failed. */
 static void apply_registry_steps(struct applier *a, bool *done)
 {
-    const char *held_back = NULL;
+    const char *held_back = NULL, *add_failed = NULL;
     for (size_t i = 0; i < a->plan->nsteps; i++) {
         const struct bootstrap_step *step = &a->plan->steps[i];
         if (!registry_step(step->kind))
             continue;
         const struct bootstrap_revision *rev = &a->plan->revisions[step->revision];
-        if (held_back && strcmp(rev->name, held_back) == 0)
+        if ((held_back && strcmp(rev->name, held_back) == 0) ||
+            (step->kind == BOOTSTRAP_STEP_DROP && add_failed && strcmp(rev->name, add_failed) == 0))
             continue;
         struct err e = ERR_INIT;
         done[i] = apply_registry_step(a, step, &e) == 0;
         if (!done[i]) {
             step_failed(a, step, &e);
-            if (rev->new_strategy && step->kind == BOOTSTRAP_STEP_ADD &&
-                strategy_missing(a->cat, rev->name)) {
-                held_back = rev->name;
-                fprintf(stderr,
-                        "stratd bootstrap: the other revisions of the new strategy '%s' "
-                        "are left for a rerun\n",
-                        rev->name);
+            if (step->kind == BOOTSTRAP_STEP_ADD) {
+                add_failed = rev->name;
+                held_back = hold_back_after(a, rev);
             }
         }
         err_clear(&e);
     }
 }
 
-/* Phase two, after the write: the removals, in plan order. */
+/* Phase two, after the write: the removals, in plan order. They hold the
+ * registry lock, so that no writer (a running server) is between creating
+ * a folder and writing into it when an empty-looking folder goes. */
 static void apply_file_steps(struct applier *a, const bool *done)
 {
+    char *lock_path = fsutil_join(a->root, REGISTRY_LOCK_FILE);
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    struct err lock_err = ERR_INIT;
+    if (!lock_path || fsutil_lock_acquire(lock_path, &lock, &lock_err) != 0) {
+        fprintf(stderr, "stratd bootstrap: old copies and empty folders are left for a rerun: %s\n",
+                lock_path ? lock_err.message : "out of memory");
+        err_clear(&lock_err);
+        free(lock_path);
+        return;
+    }
     for (size_t i = 0; i < a->plan->nsteps; i++) {
         const struct bootstrap_step *step = &a->plan->steps[i];
         bool is_registry = registry_step(step->kind);
@@ -392,6 +431,8 @@ static void apply_file_steps(struct applier *a, const bool *done)
             step_failed(a, step, &e);
         err_clear(&e);
     }
+    fsutil_lock_release(&lock);
+    free(lock_path);
 }
 
 /* The registry changes of the whole run land in one registry.json write

@@ -19,7 +19,9 @@
 #include "core/jsonutil.h"
 #include "core/log.h"
 
-#include <ftw.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,10 +197,27 @@ static void note_spare(struct catalog *cat, const struct fsutil_identity *left)
  * replaced file waits for catalog_housekeep instead. Its digest is left ""
  * (not taken): the identity noted after the switch stands for it until a
  * reload reads the file anyway (catalog.c). */
+/* After a failed write: whether registry.json holds the new text anyway,
+ * which happens when only the directory's sync after the switch failed. */
+static bool disk_holds(const struct catalog *cat, const char *text, size_t len)
+{
+    char *data = NULL;
+    size_t got = 0;
+    struct err e = ERR_INIT;
+    bool same = fsutil_read_file(cat->registry_path, len + 1, &data, &got, &e) == 0 && got == len &&
+                memcmp(data, text, len) == 0;
+    err_clear(&e);
+    free(data);
+    return same;
+}
+
+/* *switched tells a failure after registry.json took the new text (its
+ * directory's sync) from one before it. */
 static int write_registry(struct catalog *cat, struct registry *reg,
                           const struct fsutil_before_switch *before,
-                          char written_hex[HASH_HEX_LEN + 1], struct err *err)
+                          char written_hex[HASH_HEX_LEN + 1], bool *switched, struct err *err)
 {
+    *switched = false;
     size_t len = 0;
     char *text = registry__text_cached(reg, &cat->text, &len);
     if (!text) {
@@ -216,7 +235,25 @@ static int write_registry(struct catalog *cat, struct registry *reg,
     note_spare(cat, rc == 0 ? &left : NULL);
     if (replaced)
         fsutil_reaper_remove(cat->reaper, atomic_exchange(&cat->replaced, replaced));
+    if (rc != 0)
+        *switched = disk_holds(cat, text, len);
     return rc;
+}
+
+/* Publishes what write_registry put in registry.json; takes reg's
+ * reference. A switch whose sync failed (rc != 0) still shows the change,
+ * so the snapshot follows the disk and the caller keeps every file it
+ * names. */
+static void publish_written(struct catalog *cat, struct registry *reg, const char *written, int rc)
+{
+    if (rc != 0)
+        log_error(REGISTRY__COMPONENT,
+                  "registry.json holds the change but may not keep it through a power loss");
+    catalog__publish(cat, reg, true, written);
+    /* Taken after the rename, under the lock: the identity of our bytes. */
+    struct fsutil_identity id;
+    bool known = fsutil_identity_of(cat->registry_path, &id) == 0;
+    catalog__note_disk(cat, known ? &id : NULL);
 }
 
 /* Publishes next without writing: registry.json still holds what it held. */
@@ -239,16 +276,14 @@ static int commit(struct catalog *cat, struct registry *next,
         return 0;
     }
     char written[HASH_HEX_LEN + 1];
-    if (write_registry(cat, next, before, written, err) != 0) {
+    bool switched = false;
+    int rc = write_registry(cat, next, before, written, &switched, err);
+    if (rc != 0 && !switched) {
         registry_release(next);
         return -1;
     }
-    catalog__publish(cat, next, true, written);
-    /* Taken after the rename, under the lock: the identity of our bytes. */
-    struct fsutil_identity id;
-    bool known = fsutil_identity_of(cat->registry_path, &id) == 0;
-    catalog__note_disk(cat, known ? &id : NULL);
-    return 0;
+    publish_written(cat, next, written, rc);
+    return rc;
 }
 
 /* Replaces (or removes, st == NULL) one strategy and commits; takes st. */
@@ -407,30 +442,72 @@ static void remove_revision_file(const struct catalog *cat, const char *name, co
     free(name_dir);
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+/* What the catalogue writes in a revision's folder: <name>.js, and the
+ * temporaries of writes a crash interrupted (fsutil_write_atomic names
+ * them <name>.js.tmp.<pid>.<n>). */
+static bool written_by_catalogue(const char *entry, const char *file_name)
 {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) != 0)
-        log_warn(REGISTRY__COMPONENT, "cannot remove %s after deleting its strategy", path);
-    return 0;
+    size_t len = strlen(file_name);
+    return strncmp(entry, file_name, len) == 0 &&
+           (entry[len] == '\0' || strncmp(entry + len, ".tmp.", 5) == 0);
 }
 
-/* The strategy's folder goes with it, including leftovers of interrupted
- * uploads; the name was validated, so the path cannot leave the root. */
+static void empty_revision_folder(int name_fd, const char *hex, const char *file_name)
+{
+    int fd = openat(name_fd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (written_by_catalogue(entry->d_name, file_name) && unlinkat(fd, entry->d_name, 0) != 0)
+            log_warn(REGISTRY__COMPONENT, "cannot remove %s/%s: %s", hex, entry->d_name,
+                     strerror(errno));
+    }
+    closedir(dir);
+    (void)unlinkat(name_fd, hex, AT_REMOVEDIR); /* fails, as it should, when not empty */
+}
+
+/* Only what the catalogue wrote goes with a deleted strategy: each <hex>/
+ * folder's module and temporaries. Anything else in the strategy's folder
+ * (a version bootstrap has not migrated yet, an invalid module it left in
+ * place, an operator's notes) stays, and so does the folder around it. The
+ * name was validated, so the path cannot leave the root. */
 static void remove_strategy_folder(const struct catalog *cat, const char *name)
 {
-    char *dir = fsutil_join(cat->root, name);
-    if (!dir)
-        return;
-    if (fsutil_is_dir(dir))
-        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    char *dir_path = fsutil_join(cat->root, name);
+    char *file_name = fsutil_format("%s.js", name);
+    int fd = dir_path ? open(dir_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    DIR *dir = fd >= 0 && file_name ? fdopendir(fd) : NULL;
+    if (dir) {
+        struct dirent *entry;
+        while ((entry = readdir(dir)) != NULL) {
+            if (strlen(entry->d_name) == HASH_HEX_LEN && hash_is_hex(entry->d_name, HASH_HEX_LEN))
+                empty_revision_folder(fd, entry->d_name, file_name);
+        }
+        struct err e = ERR_INIT;
+        if (fsutil_fsync_dir(dir_path, &e) != 0)
+            log_warn(REGISTRY__COMPONENT, "%s", e.message);
+        err_clear(&e);
+        closedir(dir);
+        fsutil_rmdir_if_empty(dir_path);
+        if (fsutil_exists(dir_path))
+            log_info(REGISTRY__COMPONENT,
+                     "strategy '%s' deleted; its folder stays: it holds files the catalogue did "
+                     "not write",
+                     name);
+    } else if (fd >= 0) {
+        close(fd);
+    }
     struct err e = ERR_INIT;
     if (fsutil_fsync_dir(cat->root, &e) != 0)
         log_warn(REGISTRY__COMPONENT, "%s", e.message);
     err_clear(&e);
-    free(dir);
+    free(file_name);
+    free(dir_path);
 }
 
 /* A file (hex) or a strategy folder (hex NULL) the registry no longer
@@ -616,6 +693,14 @@ static int move_tags(struct registry_strategy *st, const struct catalog_upload *
     return rc;
 }
 
+/* Whether the published snapshot names the revision: a failed commit may
+ * still have switched registry.json (see commit). */
+static bool named_now(const struct catalog *cat, const char *name, const char *hex)
+{
+    const struct registry_strategy *st = registry_find_strategy(cat->current, name);
+    return st && registry__revision_index(st, hex) >= 0;
+}
+
 static int add_locked(struct catalog *cat, const struct catalog_upload *up, const char *tag,
                       const char *hex, bool *created, struct err *err)
 {
@@ -652,7 +737,7 @@ static int add_locked(struct catalog *cat, const struct catalog_upload *up, cons
     /* joins the writer when the commit failed before it waited */
     if (write_file && staging_wait(&stage, rc == 0 ? err : NULL) != 0)
         rc = -1;
-    if (rc != 0 && *created)
+    if (rc != 0 && *created && !named_now(cat, up->name, hex))
         staged_undo(&stage.file);
     staging_end(&stage);
     return rc;
@@ -895,21 +980,23 @@ int catalog_batch_begin(struct catalog *cat, struct err *err)
 static int write_batch(struct catalog *cat, struct err *err)
 {
     char written[HASH_HEX_LEN + 1];
-    if (write_registry(cat, cat->current, NULL, written, err) != 0) {
+    bool switched = false;
+    int rc = write_registry(cat, cat->current, NULL, written, &switched, err);
+    if (rc != 0 && !switched) {
         registry_retain(cat->batch_base);
         publish_unwritten(cat, cat->batch_base);
-        free(cat->removals);
-        cat->removals = NULL;
-        cat->nremovals = cat->removals_cap = 0;
-        return -1;
+    } else {
+        registry_retain(cat->current);
+        publish_written(cat, cat->current, written, rc);
     }
-    registry_retain(cat->current);
-    catalog__publish(cat, cat->current, true, written);
-    struct fsutil_identity id;
-    bool known = fsutil_identity_of(cat->registry_path, &id) == 0;
-    catalog__note_disk(cat, known ? &id : NULL);
-    run_removals(cat);
-    return 0;
+    /* After a failed sync the old registry may come back with a power loss,
+     * and it names the files the batch stopped naming: they stay. */
+    if (rc == 0)
+        run_removals(cat);
+    free(cat->removals);
+    cat->removals = NULL;
+    cat->nremovals = cat->removals_cap = 0;
+    return rc;
 }
 
 int catalog_batch_end(struct catalog *cat, struct err *err)

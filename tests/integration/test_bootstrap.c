@@ -516,6 +516,39 @@ static void test_merge_existing_registry(void **state)
     fixture_free(&fx);
 }
 
+/* The only registered revision's file is gone, and a not yet migrated
+ * version in a tag folder carries the tag that revision held: the new one
+ * takes the tag, the gone one is dropped, and nothing else in the folder
+ * is touched. */
+static void test_tag_of_a_dropped_revision(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    const char *gone = "4444444444444444444444444444444444444444444444444444444444444444";
+    char *doc = tu_path("{\"foo\": {\"tags\": {\"v1.0.0\": \"sha256:%s\", \"latest\": "
+                        "\"sha256:%s\"}, \"hashes\": {\"sha256:%s\": {\"tag\": \"v1.0.0\", "
+                        "\"path\": \"foo/%s/foo.js\"}}}}",
+                        gone, gone, gone, gone);
+    put(fx.root, "registry.json", doc);
+    char h[65];
+    put_module(fx.root, "foo/v1.0.0/foo.js", "foo", NULL, "new", h);
+    put(fx.root, "foo/README.txt", "the operator's notes");
+    free(dry_run(fx.root, 0));
+    write_run(fx.root, 0);
+    json_t *reg = tu_assert_registry_sound(fx.root);
+    assert_revision(fx.root, reg, "foo", h, "v1.0.0", NULL);
+    assert_tag(reg, "foo", "latest", h);
+    assert_null(hash_entry(reg, "foo", gone));
+    assert_int_equal(revision_count(reg, "foo"), 1);
+    assert_bytes(fx.root, "foo/README.txt", "the operator's notes");
+    assert_missing(fx.root, "foo/v1.0.0");
+    json_decref(reg);
+    assert_idempotent(fx.root, 0);
+    free(doc);
+    fixture_free(&fx);
+}
+
 /* An older deployment's registry.json names files in the tag-folder
  * layout; the catalogue refuses to open such paths, bootstrap moves the
  * files and repairs the entries, keeping every tag. */
@@ -1267,6 +1300,7 @@ int main(void)
         cmocka_unit_test(test_current_layout),
         cmocka_unit_test(test_mixed_layout),
         cmocka_unit_test(test_merge_existing_registry),
+        cmocka_unit_test(test_tag_of_a_dropped_revision),
         cmocka_unit_test(test_legacy_registry_paths),
         cmocka_unit_test(test_invalid_modules),
         cmocka_unit_test(test_duplicate_bytes),

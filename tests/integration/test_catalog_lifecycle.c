@@ -210,7 +210,16 @@ static void test_delete_whole_strategy_and_last_revision(void **state)
     assert_int_equal(tu_jint(page, "total"), 0);
     json_decref(page);
 
-    /* Deleting a strategy's only revision deletes the strategy. */
+    /* Deleting a strategy's only revision deletes the strategy, and only
+     * the files the gateway wrote: a version not migrated yet and the
+     * operator's notes stay where they are. */
+    char *pending = tu_path("%s/single/v2.0.0/single.js", srv->strategies_dir);
+    char *notes = tu_path("%s/single/README.txt", srv->strategies_dir);
+    dir = tu_path("%s/single/v2.0.0", srv->strategies_dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    free(dir);
+    tu_write_text(pending, single);
+    tu_write_text(notes, "notes");
     char *path = tu_path("/strategies/modules/single@%s", hs);
     expect_status(srv, "DELETE", path, 204);
     free(path);
@@ -219,6 +228,10 @@ static void test_delete_whole_strategy_and_last_revision(void **state)
     dir = tu_path("%s/single/%s", srv->strategies_dir, hs);
     assert_false(exists(dir));
     free(dir);
+    assert_true(exists(pending));
+    assert_true(exists(notes));
+    free(pending);
+    free(notes);
 
     /* The other strategy is untouched. */
     char *f = rev_file(srv, "keep", hk);

@@ -44,6 +44,21 @@ int renameat2(int from_dir, const char *from, int to_dir, const char *to, unsign
     return (int)syscall(SYS_renameat2, from_dir, from, to_dir, to, flags);
 }
 
+/* fsync of the directory with this inode fails with EIO while set: for the
+ * strategies root, the registry's switch has happened by then (the
+ * directory is synced after the rename). */
+static ino_t fail_dir_fsync;
+
+int fsync(int fd)
+{
+    struct stat st;
+    if (fail_dir_fsync && fstat(fd, &st) == 0 && st.st_ino == fail_dir_fsync) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
+
 /* ------------------------------------------------------------ fixture */
 
 struct fixture {
@@ -64,6 +79,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     fail_rename_suffix = NULL;
+    fail_dir_fsync = 0;
     catalog_close(f->cat);
     tu_remove_tree(f->root);
     free(f->root);
@@ -597,6 +613,25 @@ static void test_delete_strategy(void **state)
     char *dir = tu_path("%s/alpha", f->root);
     assert_false(fsutil_exists(dir));
     free(dir);
+    rt_add(f->cat, "gamma", 1, NULL, h);
+    /* files the catalogue never wrote stay, and the folders that hold them */
+    char *paths[3] = {tu_path("%s/gamma/v2.0.0/gamma.js", f->root),
+                      tu_path("%s/gamma/README.txt", f->root),
+                      tu_path("%s/gamma/%s/notes.txt", f->root, h)};
+    for (size_t i = 0; i < 3; i++) {
+        char *parent = fsutil_dir_of(paths[i]);
+        assert_int_equal(fsutil_mkdirs(parent, 0755, &err), 0);
+        free(parent);
+        tu_write_text(paths[i], "kept");
+    }
+    rt_assert_ok(catalog_delete_strategy(f->cat, "gamma", guard, &log, &err), &err);
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(fsutil_exists(paths[i]));
+        free(paths[i]);
+    }
+    char *module = tu_path("%s/gamma/%s/gamma.js", f->root, h);
+    assert_false(fsutil_exists(module));
+    free(module);
     struct registry *reg = catalog_snapshot(f->cat);
     assert_null(registry_find_strategy(reg, "alpha"));
     assert_non_null(registry_find_strategy(reg, "beta"));
@@ -606,7 +641,7 @@ static void test_delete_strategy(void **state)
     err_clear(&err);
     rt_assert_fails(catalog_delete_strategy(f->cat, "a/b", guard, &log, &err), &err, ERR_INVALID);
     err_clear(&err);
-    assert_int_equal(log.calls, 1);
+    assert_int_equal(log.calls, 2);
     rt_check_disk(f->root);
 }
 
@@ -765,6 +800,50 @@ static void test_failed_registry_write_keeps_everything(void **state)
     free(checksum);
     free(s2);
     rt_check_disk(f->root);
+}
+
+/* The directory's sync fails after registry.json took the change: the
+ * change is reported as failed, but the catalogue serves what the disk
+ * says and every file a registry on disk names is still there. */
+static void test_failed_sync_after_the_switch_keeps_the_files(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1], b1[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    rt_add(f->cat, "beta", 1, "v1", b1);
+    char *s2 = rt_source("alpha", 2);
+    rt_hex_of(s2, h2);
+    struct catalog_upload_result result;
+    struct err err = ERR_INIT;
+    struct stat root;
+    assert_int_equal(stat(f->root, &root), 0);
+    fail_dir_fsync = root.st_ino;
+    rt_assert_fails(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err, ERR_INTERNAL);
+    err_clear(&err);
+    /* a batch that stops naming a strategy leaves its files to a later run */
+    assert_int_equal(catalog_batch_begin(f->cat, &err), 0);
+    rt_assert_ok(catalog_delete_strategy(f->cat, "beta", NULL, NULL, &err), &err);
+    rt_assert_fails(catalog_batch_end(f->cat, &err), &err, ERR_INTERNAL);
+    err_clear(&err);
+    fail_dir_fsync = 0;
+    char *file = file_of(f, "alpha", h2);
+    assert_true(fsutil_exists(file));
+    free(file);
+    file = file_of(f, "beta", b1);
+    assert_true(fsutil_exists(file));
+    free(file);
+    struct registry *reg = catalog_snapshot(f->cat);
+    assert_true(registry_find_revision(registry_find_strategy(reg, "alpha"), h2) != NULL);
+    assert_null(registry_find_strategy(reg, "beta"));
+    registry_release(reg);
+    assert_int_equal(rt_check_disk(f->root), 2);
+    /* the catalogue goes on from there */
+    rt_assert_ok(catalog_set_tag(f->cat, "alpha", "prod", h2, NULL, &err), &err);
+    assert_int_equal(catalog_reload(f->cat, NULL, &err), 0);
+    reg = catalog_snapshot(f->cat);
+    assert_string_equal(registry_tag_target(registry_find_strategy(reg, "alpha"), "prod"), h2);
+    registry_release(reg);
+    free(s2);
 }
 
 static void test_unwritable_tree_keeps_everything(void **state)
@@ -1155,6 +1234,7 @@ int main(void)
         T(test_guard_veto_changes_nothing),
         T(test_other_writer_is_not_clobbered),
         T(test_failed_registry_write_keeps_everything),
+        T(test_failed_sync_after_the_switch_keeps_the_files),
         T(test_unwritable_tree_keeps_everything),
         T(test_read_source),
         T(test_batch_writes_once),
