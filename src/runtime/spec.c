@@ -378,20 +378,35 @@ static uint32_t events_of(const json_t *metadata)
     return mask;
 }
 
-/* Limits from config (memory_limit_mb, cpu_budget_ms) over the defaults. */
-static void limits_of(struct runtime *rt, const json_t *config, struct js_limits *out)
+/* One limit: the operator's value from the instance's own config when it
+ * gives one; else the gateway's default, which a module's declared default
+ * may lower but never raise (a strategy must not lift its own cap). */
+static double limit_value(const json_t *given, const json_t *merged, const char *key,
+                          double fallback, double low, double high)
+{
+    double v = json_number_value(json_object_get(given, key));
+    if (v >= low && v <= high)
+        return v;
+    v = json_number_value(json_object_get(merged, key));
+    return v >= low && v < fallback ? v : fallback;
+}
+
+/* Limits (memory_limit_mb, cpu_budget_ms) from the instance's config as
+ * given (`given`) and with the module's defaults merged (`merged`). */
+static void limits_of(struct runtime *rt, const json_t *given, const json_t *merged,
+                      struct js_limits *out)
 {
     *out = rt->opts.limits;
-    double mb = json_number_value(json_object_get(config, "memory_limit_mb"));
-    double ms = json_number_value(json_object_get(config, "cpu_budget_ms"));
-    if (mb >= 1 && mb <= MEMORY_LIMIT_MB_MAX)
-        out->memory_bytes = (size_t)(mb * 1024 * 1024);
-    if (ms > 0 && ms <= CPU_BUDGET_MS_MAX)
-        out->budget_ns = (int64_t)(ms * 1e6);
     if (!out->memory_bytes)
         out->memory_bytes = JS_SANDBOX_DEFAULT_MEMORY;
     if (!out->budget_ns)
         out->budget_ns = JS_SANDBOX_DEFAULT_BUDGET_NS;
+    double mb = limit_value(given, merged, "memory_limit_mb",
+                            (double)out->memory_bytes / (1024.0 * 1024.0), 1, MEMORY_LIMIT_MB_MAX);
+    double ms = limit_value(given, merged, "cpu_budget_ms", (double)out->budget_ns / 1e6, 1e-6,
+                            CPU_BUDGET_MS_MAX);
+    out->memory_bytes = (size_t)(mb * 1024 * 1024);
+    out->budget_ns = (int64_t)(ms * 1e6);
 }
 
 static int plan_scope(struct vm_plan *plan, const json_t *scope, struct err *err)
@@ -453,7 +468,7 @@ static int plan_config(struct runtime *rt, struct vm_plan *plan, const json_t *s
         return -1;
     }
     plan->dry_run = json_is_true(json_object_get(config, "dry_run"));
-    limits_of(rt, config, &plan->limits);
+    limits_of(rt, json_is_object(given) ? given : NULL, config, &plan->limits);
     plan->config_json = jsonutil_dump(config, NULL);
     json_decref(config);
     plan->metadata_json = metadata ? jsonutil_dump(metadata, NULL) : strdup("null");

@@ -114,6 +114,38 @@ static void test_stack_overflow(void **state)
                 "{\"cpu_budget_ms\": 5000}", "stackOverflow");
 }
 
+/* A module's declared defaults may lower its limits but never lift them
+ * above the gateway's: only the operator's instance config can. */
+static void expect_capped(const char *body, const char *config, const char *reason)
+{
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    char *src = fx_module("greedy", "['Trade']",
+                          "[{name: 'cpu_budget_ms', type: 'int', default: 3600000},"
+                          " {name: 'memory_limit_mb', type: 'int', default: 65536}]",
+                          body);
+    fx_upload(&f, "greedy", src, NULL, hex);
+    free(src);
+    fx_run(&f, "greedy", "greedy", config, NULL);
+    fx_trade(&f, "sim", "BTC-USDT", 1000, 1);
+    assert_true(fx_wait(fx_cond_stopped, &f, "greedy", 20000));
+    char got[32];
+    assert_string_equal(fx_reason(&f, "greedy", got, sizeof got), reason);
+    fx_close(&f);
+}
+
+static void test_module_defaults_cannot_lift_limits(void **state)
+{
+    (void)state;
+    expect_capped("    return { onTrade(ctx, evt, p) { for (;;) {} } };", NULL, "cpuBudget");
+    expect_capped("    const keep = [];\n"
+                  "    return { onTrade(ctx, evt, p) {\n"
+                  "      for (;;) keep.push(new Array(4096).fill(evt.seq));\n"
+                  "    } };",
+                  "{\"cpu_budget_ms\": 60000}", "memoryLimit");
+}
+
 static void test_microtask_loop(void **state)
 {
     (void)state;
@@ -218,9 +250,13 @@ static void test_timer_budget(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cpu_budget),      cmocka_unit_test(test_memory_limit),
-        cmocka_unit_test(test_stack_overflow),  cmocka_unit_test(test_microtask_loop),
-        cmocka_unit_test(test_too_many_errors), cmocka_unit_test(test_timer_budget),
+        cmocka_unit_test(test_cpu_budget),
+        cmocka_unit_test(test_memory_limit),
+        cmocka_unit_test(test_stack_overflow),
+        cmocka_unit_test(test_module_defaults_cannot_lift_limits),
+        cmocka_unit_test(test_microtask_loop),
+        cmocka_unit_test(test_too_many_errors),
+        cmocka_unit_test(test_timer_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

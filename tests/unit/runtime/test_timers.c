@@ -98,19 +98,18 @@ static void test_timers_die_with_instance(void **state)
     struct fx f;
     fx_open(&f, 1);
     char hex[HASH_HEX_LEN + 1];
-    char *src =
-        fx_module("pending", "['Trade']", "[{name: 'cpu_budget_ms', type: 'int', default: 5000}]",
-                  "    for (let i = 0; i < 100; i++) setTimeout(() => {}, 3600000 + i);\n"
-                  "    setInterval(() => env.helpers.log('alive'), 5);\n"
-                  "    env.helpers.sleep(3600000).then(() => env.helpers.log('late'));\n"
-                  "    let refused = 'no';\n"
-                  "    try { for (let i = 0; i < 20000; i++) setTimeout(() => {}, 1e9); }\n"
-                  "    catch (e) { refused = e.name; }\n"
-                  "    env.helpers.log('limit', refused);\n"
-                  "    return { onTrade() {} };");
+    char *src = fx_module("pending", "['Trade']", "[]",
+                          "    for (let i = 0; i < 100; i++) setTimeout(() => {}, 3600000 + i);\n"
+                          "    setInterval(() => env.helpers.log('alive'), 5);\n"
+                          "    env.helpers.sleep(3600000).then(() => env.helpers.log('late'));\n"
+                          "    let refused = 'no';\n"
+                          "    try { for (let i = 0; i < 20000; i++) setTimeout(() => {}, 1e9); }\n"
+                          "    catch (e) { refused = e.name; }\n"
+                          "    env.helpers.log('limit', refused);\n"
+                          "    return { onTrade() {} };");
     fx_upload(&f, "pending", src, NULL, hex);
     free(src);
-    fx_run(&f, "p1", "pending", NULL, NULL);
+    fx_run(&f, "p1", "pending", "{\"cpu_budget_ms\": 5000}", NULL);
     assert_true(fx_wait_logs(&f, "p1", "alive", 2, 2000));
     json_t *logs = fx_logs(&f, "p1", "limit");
     assert_string_equal(tu_jstr(logs, "0.msg"), "limit RangeError");
