@@ -290,13 +290,34 @@ static long long uint_or(const json_t *obj, const char *key, long long fallback)
 }
 
 /* An integer setting above `max` is refused rather than wrapped. */
-static int check_max(const json_t *obj, const char *path, const char *key, long long max,
-                     struct err *err)
+/* A value below min would otherwise reach code that reads 0 as "use the
+ * default": refused, like one above max. */
+static int check_range(const json_t *obj, const char *path, const char *key, long long min,
+                       long long max, struct err *err)
 {
     json_t *v = json_object_get(obj, key);
     if (json_is_integer(v) && json_integer_value(v) > max) {
         err_set(err, ERR_INVALID, "%s.%s: at most %lld", path, key, max);
         return -1;
+    }
+    if (json_is_integer(v) && json_integer_value(v) < min) {
+        err_set(err, ERR_INVALID, "%s.%s: at least %lld", path, key, min);
+        return -1;
+    }
+    return 0;
+}
+
+struct bound {
+    const char *key;
+    long long min, max;
+};
+
+static int check_bounds(const json_t *obj, const char *path, const struct bound *bounds, size_t n,
+                        struct err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (check_range(obj, path, bounds[i].key, bounds[i].min, bounds[i].max, err) != 0)
+            return -1;
     }
     return 0;
 }
@@ -309,21 +330,15 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
         {"idle_timeout_seconds", F_UINT},  {"threads", F_UINT},
         {"rate_limit_per_second", F_UINT}, {"rate_limit_burst", F_UINT},
     };
-    static const struct {
-        const char *key;
-        long long max;
-    } bounds[] = {
-        {"max_body_bytes", 1LL << 30},      {"max_header_bytes", 1LL << 20},
-        {"max_url_bytes", 1LL << 20},       {"max_connections", 1000000},
-        {"idle_timeout_seconds", 86400},    {"threads", 256},
-        {"rate_limit_per_second", 1000000}, {"rate_limit_burst", 1000000},
+    static const struct bound bounds[] = {
+        {"max_body_bytes", 1, 1LL << 30},      {"max_header_bytes", 1, 1LL << 20},
+        {"max_url_bytes", 1, 1LL << 20},       {"max_connections", 1, 1000000},
+        {"idle_timeout_seconds", 1, 86400},    {"threads", 1, 256},
+        {"rate_limit_per_second", 0, 1000000}, {"rate_limit_burst", 0, 1000000},
     };
-    if (check_keys(http, "http", fields, sizeof fields / sizeof fields[0], err) != 0)
+    if (check_keys(http, "http", fields, sizeof fields / sizeof fields[0], err) != 0 ||
+        check_bounds(http, "http", bounds, sizeof bounds / sizeof bounds[0], err) != 0)
         return -1;
-    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
-        if (check_max(http, "http", bounds[i].key, bounds[i].max, err) != 0)
-            return -1;
-    }
     struct api_limits *l = &cfg->http;
     l->max_body_bytes = (size_t)uint_or(http, "max_body_bytes", (long long)l->max_body_bytes);
     l->max_header_bytes = (size_t)uint_or(http, "max_header_bytes", (long long)l->max_header_bytes);
@@ -346,24 +361,18 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
     };
     /* The same ceilings as an instance's own memory_limit_mb and
      * cpu_budget_ms; none lets a value wrap when scaled or narrowed. */
-    static const struct {
-        const char *key;
-        long long max;
-    } bounds[] = {
-        {"memory_limit_mb", 65536},
-        {"cpu_budget_ms", 3600LL * 1000},
-        {"max_consecutive_errors", INT_MAX},
-        {"queue_capacity", 1LL << 24},
-        {"log_lines_per_second", INT_MAX},
-        {"stack_limit_kb", 1LL << 16},
-        {"event_poll_us", 10000},
+    static const struct bound bounds[] = {
+        {"memory_limit_mb", 1, 65536},
+        {"cpu_budget_ms", 1, 3600LL * 1000},
+        {"max_consecutive_errors", 1, INT_MAX},
+        {"queue_capacity", 1, 1LL << 24},
+        {"log_lines_per_second", 1, INT_MAX},
+        {"stack_limit_kb", 1, 1LL << 16},
+        {"event_poll_us", 0, 10000},
     };
-    if (check_keys(rt, "runtime", fields, sizeof fields / sizeof fields[0], err) != 0)
+    if (check_keys(rt, "runtime", fields, sizeof fields / sizeof fields[0], err) != 0 ||
+        check_bounds(rt, "runtime", bounds, sizeof bounds / sizeof bounds[0], err) != 0)
         return -1;
-    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
-        if (check_max(rt, "runtime", bounds[i].key, bounds[i].max, err) != 0)
-            return -1;
-    }
     struct js_limits *l = &cfg->instance_limits;
     l->memory_bytes = (size_t)uint_or(rt, "memory_limit_mb", (long long)(l->memory_bytes >> 20))
                       << 20;
@@ -380,9 +389,10 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
 static int apply_validation(struct config *cfg, const json_t *v, struct err *err)
 {
     static const struct field fields[] = {{"memory_limit_mb", F_UINT}, {"budget_ms", F_UINT}};
+    static const struct bound bounds[] = {{"memory_limit_mb", 1, 65536},
+                                          {"budget_ms", 1, 3600LL * 1000}};
     if (check_keys(v, "validation", fields, 2, err) != 0 ||
-        check_max(v, "validation", "memory_limit_mb", 65536, err) != 0 ||
-        check_max(v, "validation", "budget_ms", 3600LL * 1000, err) != 0)
+        check_bounds(v, "validation", bounds, 2, err) != 0)
         return -1;
     struct js_limits *l = &cfg->validation_limits;
     l->memory_bytes = (size_t)uint_or(v, "memory_limit_mb", (long long)(l->memory_bytes >> 20))

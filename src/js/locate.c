@@ -103,8 +103,12 @@ static void skip_template(struct lexer *lx)
     }
     lx->p++;
     while (lx->p < lx->end && *lx->p != '`') {
+        /* an escaped line break (a continuation) is still a line */
         if (*lx->p == '\\' && lx->p + 1 < lx->end) {
-            lx->p += 2;
+            lx->p++;
+            if (*lx->p == '\n')
+                newline(lx, lx->p);
+            lx->p++;
             continue;
         }
         if (*lx->p == '\n')

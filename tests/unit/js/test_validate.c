@@ -517,14 +517,16 @@ static void expect_at(const json_t *list, const char *part, int line, int column
 }
 
 /* Metadata problems point at the field as the source spells it, past
- * look-alikes in comments, strings, templates and regular expressions; a
- * missing field at the `metadata` key; computed metadata has no position. */
+ * look-alikes in comments, strings, templates (a line continuation in one
+ * included) and regular expressions; a missing field at the `metadata` key; computed metadata has
+ * no position. */
 static void test_metadata_problems_point_at_their_field(void **state)
 {
     (void)state;
     const char *src =
         "// metadata: { name: 'decoy' }\n"
         "const s = 'metadata: {', re = /metadata: {/, t = `metadata: ${{ a: 1 }.a}`;\n"
+        "const banner = `continued \\\n on the next line`;\n"
         "module.exports = {\n"
         "  metadata: {\n"
         "    name: 'ok', /* tag: 1 */\n"
@@ -540,10 +542,10 @@ static void test_metadata_problems_point_at_their_field(void **state)
     struct err err = ERR_INIT;
     json_t *list = expect_invalid(src, NULL, &err);
     assert_int_equal(json_array_size(list), 4);
-    expect_at(list, "displayName is missing", 4, 3);
-    expect_at(list, "metadata.tag", 6, 5);
-    expect_at(list, "metadata.events[1]", 7, 23);
-    expect_at(list, "metadata.config[1]", 10, 20);
+    expect_at(list, "displayName is missing", 6, 3);
+    expect_at(list, "metadata.tag", 8, 5);
+    expect_at(list, "metadata.events[1]", 9, 23);
+    expect_at(list, "metadata.config[1]", 12, 20);
     /* the error's message carries the first one's position */
     const json_t *first = json_array_get(list, 0);
     char *where =

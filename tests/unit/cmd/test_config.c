@@ -1,0 +1,85 @@
+/*
+ * The YAML configuration as an operator writes it: values taken exactly,
+ * and values the gateway would otherwise read as "use the default" (a 0
+ * where 0 means nothing) refused with the setting's path, not replaced.
+ */
+#include "testutil.h"
+
+#include "cmd/config.h"
+
+#include <string.h>
+
+/* Applies `yaml`; returns 0 or -1 with the message in err. */
+static int apply_text(struct config *cfg, const char *yaml, struct err *err)
+{
+    config_init(cfg);
+    json_t *doc = config_yaml_to_json(yaml, strlen(yaml), err);
+    int rc = doc ? config_apply(cfg, doc, err) : -1;
+    json_decref(doc);
+    return rc;
+}
+
+static void expect_refused(const char *yaml, const char *message)
+{
+    struct config cfg;
+    struct err err = ERR_INIT;
+    if (apply_text(&cfg, yaml, &err) == 0)
+        fail_msg("accepted: %s", yaml);
+    assert_int_equal(err.kind, ERR_INVALID);
+    if (!strstr(err.message, message))
+        fail_msg("'%s' refused with '%s', expected '%s'", yaml, err.message, message);
+    err_clear(&err);
+    config_free(&cfg);
+}
+
+static void test_zero_where_zero_means_nothing_is_refused(void **state)
+{
+    (void)state;
+    static const char *const settings[][2] = {
+        {"runtime:\n  cpu_budget_ms: 0\n", "runtime.cpu_budget_ms: at least 1"},
+        {"runtime:\n  memory_limit_mb: 0\n", "runtime.memory_limit_mb: at least 1"},
+        {"runtime:\n  stack_limit_kb: 0\n", "runtime.stack_limit_kb: at least 1"},
+        {"runtime:\n  max_consecutive_errors: 0\n", "runtime.max_consecutive_errors: at least 1"},
+        {"runtime:\n  log_lines_per_second: 0\n", "runtime.log_lines_per_second: at least 1"},
+        {"runtime:\n  queue_capacity: 0\n", "runtime.queue_capacity: at least 1"},
+        {"validation:\n  budget_ms: 0\n", "validation.budget_ms: at least 1"},
+        {"validation:\n  memory_limit_mb: 0\n", "validation.memory_limit_mb: at least 1"},
+        {"http:\n  max_body_bytes: 0\n", "http.max_body_bytes: at least 1"},
+        {"http:\n  threads: 0\n", "http.threads: at least 1"},
+        {"http:\n  max_connections: 0\n", "http.max_connections: at least 1"},
+        {"http:\n  idle_timeout_seconds: 0\n", "http.idle_timeout_seconds: at least 1"},
+        {"runtime:\n  cpu_budget_ms: 3600001\n", "runtime.cpu_budget_ms: at most 3600000"},
+    };
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        expect_refused(settings[i][0], settings[i][1]);
+}
+
+static void test_documented_zeros_and_small_values_are_taken(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct err err = ERR_INIT;
+    const char *yaml = "workers: 0\n"
+                       "http:\n  rate_limit_per_second: 0\n  rate_limit_burst: 0\n  threads: 1\n"
+                       "runtime:\n  event_poll_us: 0\n  cpu_budget_ms: 1\n  memory_limit_mb: 1\n"
+                       "validation:\n  budget_ms: 1\n";
+    if (apply_text(&cfg, yaml, &err) != 0)
+        fail_msg("refused: %s", err.message);
+    assert_int_equal(cfg.workers, 0);
+    assert_int_equal(cfg.http.rate_per_second, 0);
+    assert_int_equal(cfg.http.threads, 1);
+    assert_int_equal(cfg.event_poll_us, 0);
+    assert_int_equal(cfg.instance_limits.budget_ns, 1000000);
+    assert_int_equal(cfg.instance_limits.memory_bytes, 1u << 20);
+    assert_int_equal(cfg.validation_limits.budget_ns, 1000000);
+    config_free(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_zero_where_zero_means_nothing_is_refused),
+        cmocka_unit_test(test_documented_zeros_and_small_values_are_taken),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
