@@ -228,9 +228,11 @@ static int parse_start_prices(const json_t *config, struct sim_settings *s, stru
             c = strcmp(s->symbols[i].symbol, key) == 0 ? &s->symbols[i] : NULL;
         if (!c)
             return bad_field(err, field, "not one of the provider's symbols");
+        /* the tick and lot sizes derive from the price's decade; beyond
+         * these decades their integer arithmetic no longer holds */
         double p = json_is_number(value) ? json_number_value(value) : -1;
-        if (!(p > 0) || !isfinite(p) || p > 1e12)
-            return bad_field(err, field, "expected a number > 0 (at most 1e12)");
+        if (!(p >= 1e-12) || !isfinite(p) || p > 1e12)
+            return bad_field(err, field, "expected a number from 1e-12 to 1e12");
         c->start_price = p;
     }
     return 0;

@@ -196,6 +196,9 @@ static void test_second_market_at_run_time(void **state)
     expect_refused(srv, "POST", "/providers", 400, "adapter.config.startPrices.XRP-USDT",
                    "{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\", \"config\": "
                    "{\"startPrices\": {\"XRP-USDT\": 1}}}}");
+    expect_refused(srv, "POST", "/providers", 400, "adapter.config.startPrices.BTC-USDT",
+                   "{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\", \"config\": "
+                   "{\"startPrices\": {\"BTC-USDT\": 1e-30}}}}");
     expect_refused(srv, "POST", "/providers", 400, "adapter.config.bookDepth",
                    "{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\", \"config\": "
                    "{\"bookDepth\": 0}}}");
