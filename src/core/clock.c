@@ -1,5 +1,7 @@
 #include "core/clock.h"
 
+#include <stdbool.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -39,13 +41,36 @@ void clock_format_rfc3339(int64_t wall_ms, char *out, size_t size)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
 }
 
+/* Whether text follows layout, where 'd' stands for one ASCII digit and
+ * any other character for itself ('T' either case); sscanf's %d would also
+ * take signs and spaces. */
+static bool follows(const char *text, const char *layout)
+{
+    for (; *layout; layout++, text++) {
+        bool ok = *layout == 'd'   ? (*text >= '0' && *text <= '9')
+                  : *layout == 'T' ? (*text == 'T' || *text == 't')
+                                   : *text == *layout;
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static int number_at(const char *text, size_t at, size_t len)
+{
+    int n = 0;
+    for (size_t i = at; i < at + len; i++)
+        n = n * 10 + (text[i] - '0');
+    return n;
+}
+
 int clock_parse_rfc3339(const char *text, int64_t *wall_ms)
 {
-    int year, mon, day, hour, min, sec, consumed = 0;
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &mon, &day, &hour, &min, &sec,
-               &consumed) != 6 ||
-        consumed != 19)
+    if (!follows(text, "dddd-dd-ddTdd:dd:dd"))
         return -1;
+    int year = number_at(text, 0, 4), mon = number_at(text, 5, 2), day = number_at(text, 8, 2);
+    int hour = number_at(text, 11, 2), min = number_at(text, 14, 2), sec = number_at(text, 17, 2);
+    const int consumed = 19;
     if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
         return -1;
     const char *p = text + consumed;
@@ -68,8 +93,10 @@ int clock_parse_rfc3339(const char *text, int64_t *wall_ms)
     if (*p == 'Z' || *p == 'z') {
         p++;
     } else if (*p == '+' || *p == '-') {
-        int oh, om, n = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5)
+        if (!follows(p + 1, "dd:dd"))
+            return -1;
+        int oh = number_at(p + 1, 0, 2), om = number_at(p + 1, 3, 2);
+        if (oh > 23 || om > 59)
             return -1;
         offset_min = (*p == '+' ? 1 : -1) * ((long)oh * 60 + om);
         p += 6;

@@ -669,6 +669,18 @@ static void test_rfc3339(void **state)
     assert_int_equal(ms, 1764687000000LL);
     assert_int_equal(clock_parse_rfc3339("yesterday", &ms), -1);
     assert_int_equal(clock_parse_rfc3339("2025-12-02T14:50:00", &ms), -1);
+    /* every field is digits: no signs or spaces slip through */
+    static const char *const bad[] = {
+        "2024-01-01T-1:00:00Z",      "2024-01-01T00:-5:00Z",      "2024-01-01T00:00:-1Z",
+        "2024-01- 1T00:00:00Z",      "+024-01-01T00:00:00Z",      "2024-01-01T00:00:00+-1:00",
+        "2024-01-01T00:00:00+01:60", "2024-01-01T00:00:00+24:00", "2024-01-01T00:00",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (clock_parse_rfc3339(bad[i], &ms) != -1)
+            fail_msg("%s was accepted", bad[i]);
+    }
+    assert_int_equal(clock_parse_rfc3339("2025-12-02t14:50:00.5z", &ms), 0);
+    assert_int_equal(ms, 1764687000500LL);
 }
 
 static void test_err_status_mapping(void **state)
