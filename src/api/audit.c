@@ -89,7 +89,11 @@ static void audit_tag(struct api *api, const struct api_request *req, const char
 
 /* A tag that left one revision for another is a reassignment, whichever
  * request moved it (a tag PUT counts its own move): uploads that take a tag
- * over, PUT of a module, `latest` moving when its revision is deleted. */
+ * over, PUT of a module, `latest` moving when its revision is deleted.
+ * before and after must be the snapshots the catalogue reported around the
+ * request's own change (struct catalog_change): snapshots taken around the
+ * call from outside its lock can hold concurrent requests' moves, which
+ * would then be audited under this request's actor and counted twice. */
 void api_audit_tag_changes(struct api *api, const struct api_request *req,
                            const struct registry *before, const struct registry *after,
                            const char *name)

@@ -3,6 +3,7 @@
 #include "api/internal.h"
 
 #include "core/jsonutil.h"
+#include "core/log.h"
 #include "core/names.h"
 
 #include <stdio.h>
@@ -137,8 +138,12 @@ int api_handle_instance_orders(struct api *api, struct api_request *req, struct 
     if (history_query(api, req, &q, err) != 0)
         return -1;
     const char *states[16];
+    char states_text[256]; /* 16 of the longest state, partiallyFilled */
+    int nstates = api_query_all(req, "state", states, 16, states_text, sizeof states_text, err);
+    if (nstates < 0)
+        return -1;
     q.states = states;
-    q.nstates = api_query_all(req, "state", states, 16);
+    q.nstates = (size_t)nstates;
     json_t *orders = NULL;
     if (store_orders_query(api->opts.store, &q, &orders, err) != 0)
         return -1;
@@ -192,21 +197,73 @@ static int persist_provider(struct api *api, const char *name, const json_t *spe
                 : store_provider_delete(api->opts.store, name, err);
 }
 
+json_t *api_provider_request_of(const json_t *view)
+{
+    return json_pack("{s:O, s:{s:O, s:O}, s:b}", "name", json_object_get(view, "name"), "adapter",
+                     "identifier", json_object_get(view, "identifier"), "config",
+                     json_object_get(view, "settings"), "enabled",
+                     json_is_true(json_object_get(view, "running")));
+}
+
+/* The request that brings the provider back as it is now, or NULL. */
+static json_t *current_request(struct api *api, const char *name)
+{
+    struct err ignored = ERR_INIT;
+    json_t *view = market_provider_json(api->opts.market, name, &ignored);
+    err_clear(&ignored);
+    json_t *request = view ? api_provider_request_of(view) : NULL;
+    json_decref(view);
+    return request;
+}
+
+enum provider_change { PROVIDER_CREATED, PROVIDER_UPDATED, PROVIDER_DELETED };
+
+/* Puts the market back after a change the store would not record, so that
+ * what runs is what a restart brings back. previous: the request of the
+ * provider before the change (NULL for a creation). */
+static void undo_provider(struct api *api, const char *name, const json_t *previous,
+                          enum provider_change change)
+{
+    struct err e = ERR_INIT;
+    int rc = -1;
+    if (change == PROVIDER_CREATED)
+        rc = market_provider_delete(api->opts.market, name, &e);
+    else if (previous && change == PROVIDER_UPDATED)
+        rc = market_provider_update(api->opts.market, name, previous, NULL, &e);
+    else if (previous)
+        rc = market_provider_create(api->opts.market, previous, NULL, &e);
+    if (rc != 0)
+        log_error("api", "provider %s differs from the stored one until a restart: %s", name,
+                  e.message);
+    err_clear(&e);
+}
+
+int api_provider_put(struct api *api, const char *name, const json_t *request, bool create,
+                     json_t **detail, struct err *err)
+{
+    json_t *previous = create ? NULL : current_request(api, name);
+    int rc = create ? market_provider_create(api->opts.market, request, detail, err)
+                    : market_provider_update(api->opts.market, name, request, detail, err);
+    if (rc == 0 && persist_provider(api, name, request, err) != 0) {
+        undo_provider(api, name, previous, create ? PROVIDER_CREATED : PROVIDER_UPDATED);
+        if (detail) {
+            json_decref(*detail);
+            *detail = NULL;
+        }
+        rc = -1;
+    }
+    json_decref(previous);
+    return rc;
+}
+
 int api_handle_provider_create(struct api *api, struct api_request *req, struct api_response *res,
                                struct err *err)
 {
     json_t *body = NULL, *detail = NULL;
     if (api_body_object(req, false, &body, err) != 0)
         return -1;
-    int rc = market_provider_create(api->opts.market, body, &detail, err);
     const char *name = json_string_value(json_object_get(body, "name"));
-    if (rc == 0 && persist_provider(api, name, body, err) != 0) {
-        struct err ignored = ERR_INIT;
-        market_provider_delete(api->opts.market, name, &ignored);
-        err_clear(&ignored);
-        json_decref(detail);
-        rc = -1;
-    }
+    int rc = api_provider_put(api, name, body, true, &detail, err);
     if (rc == 0) {
         api_audit(api, req, "provider.create", json_pack("{s:O}", "spec", body));
         api_respond_json(res, 202, detail);
@@ -234,11 +291,7 @@ int api_handle_provider_update(struct api *api, struct api_request *req, struct 
     }
     if (!body_name)
         json_object_set_new(body, "name", json_string(name));
-    rc = market_provider_update(api->opts.market, name, body, &detail, err);
-    if (rc == 0 && persist_provider(api, name, body, err) != 0) {
-        json_decref(detail);
-        rc = -1;
-    }
+    rc = api_provider_put(api, name, body, false, &detail, err);
     if (rc == 0) {
         api_audit(api, req, "provider.update", json_pack("{s:O}", "spec", body));
         api_respond_json(res, 200, detail);
@@ -248,12 +301,20 @@ out:
     return rc;
 }
 
+/* The market refuses while running instances use the provider, so it goes
+ * first; a store that then cannot forget it gets it back in the market. */
 int api_handle_provider_delete(struct api *api, struct api_request *req, struct api_response *res,
                                struct err *err)
 {
     const char *name = req->params[0];
-    if (market_provider_delete(api->opts.market, name, err) != 0 ||
-        persist_provider(api, name, NULL, err) != 0)
+    json_t *previous = current_request(api, name);
+    int rc = market_provider_delete(api->opts.market, name, err);
+    if (rc == 0 && persist_provider(api, name, NULL, err) != 0) {
+        undo_provider(api, name, previous, PROVIDER_DELETED);
+        rc = -1;
+    }
+    json_decref(previous);
+    if (rc != 0)
         return -1;
     api_audit(api, req, "provider.delete", json_pack("{s:s}", "name", name));
     api_respond_json(res, 200, json_pack("{s:s, s:s}", "status", "deleted", "name", name));

@@ -136,7 +136,8 @@ static int render_listing(struct api *api, struct registry *reg, const struct li
             continue;
         if (!views_module_passes(st, usage, &filter))
             continue;
-        if (total >= q->offset && (q->limit < 0 || total < q->offset + q->limit))
+        /* total - offset, not offset + limit: both may be near LLONG_MAX */
+        if (total >= q->offset && (q->limit < 0 || total - q->offset < q->limit))
             shown[nshown++] = i;
         total++;
     }
@@ -218,6 +219,37 @@ int api_handle_module_get(struct api *api, struct api_request *req, struct api_r
     return 0;
 }
 
+/* Whether an If-None-Match value names `etag` (RFC 9110 13.1.2): "*", or a
+ * comma-separated list of entity-tags, one of which equals it by the weak
+ * comparison a GET uses (a W/ prefix is ignored; the quoted text must be
+ * the same). A value that merely contains the hash matches nothing; an item
+ * that is not an entity-tag is skipped. */
+static bool if_none_match_names(const char *value, const char *etag)
+{
+    size_t etag_len = strlen(etag);
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '*' && (p[1] == '\0' || p[1] == ',' || p[1] == ' ' || p[1] == '\t'))
+            return true;
+        if (p[0] == 'W' && p[1] == '/')
+            p += 2;
+        if (*p == '"') {
+            /* a quoted entity-tag may hold commas: it ends at its quote */
+            const char *close = strchr(p + 1, '"');
+            if (!close)
+                return false;
+            if ((size_t)(close + 1 - p) == etag_len && memcmp(p, etag, etag_len) == 0)
+                return true;
+            p = close + 1;
+        }
+        while (*p && *p != ',')
+            p++;
+    }
+    return false;
+}
+
 int api_handle_module_source(struct api *api, struct api_request *req, struct api_response *res,
                              struct err *err)
 {
@@ -234,7 +266,7 @@ int api_handle_module_source(struct api *api, struct api_request *req, struct ap
     snprintf(res->etag, sizeof res->etag, "\"" HASH_PREFIX "%s\"", hex);
     const char *inm =
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    if (inm && strstr(inm, hex)) {
+    if (inm && if_none_match_names(inm, res->etag)) {
         res->status = 304;
         return 0;
     }
@@ -271,7 +303,9 @@ int api_handle_module_usage(struct api *api, struct api_request *req, struct api
     json_t *all = runtime_instances_pinning(api->opts.runtime, name, hex, include_stopped);
     json_t *page = json_array();
     size_t total = json_array_size(all);
-    for (size_t i = (size_t)offset; i < total && (limit < 0 || i < (size_t)(offset + limit)); i++)
+    /* i - offset, not offset + limit: both may be near LLONG_MAX */
+    for (size_t i = (size_t)offset; i < total && (limit < 0 || i - (size_t)offset < (size_t)limit);
+         i++)
         json_array_append(page, json_array_get(all, i));
     json_decref(all);
     /* written as text in the member order of the document: the usage
@@ -449,6 +483,8 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
                         struct catalog_upload_result *result, struct err *err)
 {
     const char *name = json_string_value(json_object_get(metadata, "name"));
+    /* the tag moves of this upload alone, as the catalogue saw them */
+    struct catalog_change change = {NULL, NULL};
     struct catalog_upload cu = {
         .name = name,
         .source = up->source,
@@ -461,16 +497,12 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
         .nreassign = plan->nreassign,
         .promote_latest = up->promote_latest,
         .prewritten = up->prewrite,
+        .change = &change,
     };
-    struct registry *before = catalog_snapshot(api->opts.catalog);
-    if (catalog_add_revision(api->opts.catalog, &cu, result, err) != 0) {
-        registry_release(before);
+    if (catalog_add_revision(api->opts.catalog, &cu, result, err) != 0)
         return -1;
-    }
-    struct registry *after = catalog_snapshot(api->opts.catalog);
-    api_audit_tag_changes(api, req, before, after, name);
-    registry_release(before);
-    registry_release(after);
+    api_audit_tag_changes(api, req, change.before, change.after, name);
+    catalog_change_release(&change);
     struct err cache_err = ERR_INIT;
     if (api->opts.store && store_metadata_put(api->opts.store, result->hex, metadata, &cache_err))
         log_warn("api", "metadata cache: %s", cache_err.message);
@@ -532,14 +564,99 @@ int api_handle_module_upload(struct api *api, struct api_request *req, struct ap
     return rc;
 }
 
-/* PUT /strategies/modules/{selector}: a new revision that takes over the
- * selector's tag(s): name -> latest, name:tag -> tag, name@hash -> every tag
- * that pointed at the hash. */
+/* PUT updates an existing module (the contract): a selector whose strategy
+ * does not exist is unknown, 404, and never creates one; POST does that. A
+ * hash without a name is left to resolution, which says 404 itself. */
+static int check_put_strategy(const struct registry *reg, const struct selector *sel,
+                              struct err *err)
+{
+    if (!sel->name[0] || registry_find_strategy(reg, sel->name))
+        return 0;
+    err_set(err, ERR_NOT_FOUND,
+            "strategy '%s' not found: PUT updates an existing module (POST /strategies/modules "
+            "adds a strategy)",
+            sel->name);
+    return -1;
+}
+
+/* Answers 404 before the upload is validated (and its file written ahead). */
+static int check_put_target(struct api *api, const struct selector *sel, struct err *err)
+{
+    struct registry *reg = catalog_snapshot(api->opts.catalog);
+    int rc = check_put_strategy(reg, sel, err);
+    registry_release(reg);
+    return rc;
+}
+
+/* The tags the selector names, which the new revision takes over: name ->
+ * latest, name:tag -> tag, name@hash -> every tag on the hash. The pointers
+ * live as long as reg. */
+static int put_selected_tags(const struct registry *reg, const struct selector *sel,
+                             const char *name, const char **moved, size_t *nmoved, struct err *err)
+{
+    *nmoved = 0;
+    if (sel->name[0] && strcmp(sel->name, name) != 0) {
+        err_set(err, ERR_INVALID, "the source's metadata.name '%s' does not match '%s'", name,
+                sel->name);
+        return -1;
+    }
+    /* checked again: the strategy may have gone while the upload validated */
+    if (check_put_strategy(reg, sel, err) != 0)
+        return -1;
+    if (sel->kind != SELECTOR_HASH) {
+        moved[(*nmoved)++] = sel->tag;
+        return 0;
+    }
+    struct registry_resolution r;
+    if (registry_resolve(reg, sel, &r, err) != 0)
+        return -1;
+    for (size_t i = 0; i < r.strategy->ntags && *nmoved < MAX_TAG_LIST; i++) {
+        if (strcmp(r.strategy->tags[i].hex, r.revision->hex) == 0)
+            moved[(*nmoved)++] = r.strategy->tags[i].tag;
+    }
+    return 0;
+}
+
+static bool tag_listed(const char *tag, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The aliases of a PUT, as POST applies them: the selector's tags, then the
+ * body's `aliases` that are not among them, within one tag list's bound. */
+static int put_aliases(const char *const *moved, size_t nmoved, const struct upload_request *up,
+                       const char **aliases, size_t *naliases, struct err *err)
+{
+    *naliases = 0;
+    for (size_t i = 0; i < nmoved; i++)
+        aliases[(*naliases)++] = moved[i];
+    for (size_t i = 0; i < up->naliases; i++) {
+        if (tag_listed(up->aliases[i], aliases, *naliases))
+            continue;
+        if (*naliases == MAX_TAG_LIST) {
+            err_set(err, ERR_INVALID,
+                    "aliases: at most %d tags, counting the %zu the selector moves", MAX_TAG_LIST,
+                    nmoved);
+            err_add_detail(err, "field", json_string("aliases"));
+            return -1;
+        }
+        aliases[(*naliases)++] = up->aliases[i];
+    }
+    return 0;
+}
+
+/* PUT /strategies/modules/{selector}: a new revision of an existing strategy
+ * that takes over the selector's tag(s) (put_selected_tags) and the body's
+ * aliases. */
 int api_handle_module_put(struct api *api, struct api_request *req, struct api_response *res,
                           struct err *err)
 {
     struct selector sel;
-    if (selector_parse(req->params[0], &sel, err) != 0)
+    if (selector_parse(req->params[0], &sel, err) != 0 || check_put_target(api, &sel, err) != 0)
         return -1;
     struct upload_request up;
     if (parse_upload(req, &up, err) != 0) {
@@ -553,25 +670,12 @@ int api_handle_module_put(struct api *api, struct api_request *req, struct api_r
     }
     const char *name = json_string_value(json_object_get(metadata, "name"));
     struct registry *reg = catalog_snapshot(api->opts.catalog);
-    const char *moved[MAX_TAG_LIST];
-    size_t nmoved = 0;
+    const char *moved[MAX_TAG_LIST], *aliases[MAX_TAG_LIST];
+    size_t nmoved = 0, naliases = 0;
     int rc = -1;
-    if (sel.name[0] && strcmp(sel.name, name) != 0) {
-        err_set(err, ERR_INVALID, "the source's metadata.name '%s' does not match '%s'", name,
-                sel.name);
+    if (put_selected_tags(reg, &sel, name, moved, &nmoved, err) != 0 ||
+        put_aliases(moved, nmoved, &up, aliases, &naliases, err) != 0)
         goto out;
-    }
-    if (sel.kind == SELECTOR_HASH) {
-        struct registry_resolution r;
-        if (registry_resolve(reg, &sel, &r, err) != 0)
-            goto out;
-        for (size_t i = 0; i < r.strategy->ntags && nmoved < MAX_TAG_LIST; i++) {
-            if (strcmp(r.strategy->tags[i].hex, r.revision->hex) == 0)
-                moved[nmoved++] = r.strategy->tags[i].tag;
-        }
-    } else {
-        moved[nmoved++] = sel.tag;
-    }
     const char *meta_tag = json_string_value(json_object_get(metadata, "tag"));
     const char *tag = up.tag ? up.tag : meta_tag ? meta_tag : nmoved ? moved[0] : NULL;
     /* The selector's tags move by definition of PUT: allow them to leave
@@ -582,7 +686,7 @@ int api_handle_module_put(struct api *api, struct api_request *req, struct api_r
         reassign[nreassign++] = up.reassign[i];
     for (size_t i = 0; i < nmoved; i++)
         reassign[nreassign++] = moved[i];
-    struct upload_plan plan = {tag, moved, nmoved, reassign, nreassign};
+    struct upload_plan plan = {tag, aliases, naliases, reassign, nreassign};
     struct catalog_upload_result result;
     rc = store_upload(api, req, &up, metadata, &plan, &result, err);
     if (rc == 0)
@@ -641,16 +745,17 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
     if (selector_parse(req->params[0], &sel, err) != 0)
         return -1;
     struct registry *reg = catalog_snapshot(api->opts.catalog);
-    struct registry *before = catalog_snapshot(api->opts.catalog);
     char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1] = "";
+    /* the tags this delete took or moved, as the catalogue saw them */
+    struct catalog_change change = {NULL, NULL};
     int rc;
     bool whole = sel.kind == SELECTOR_LATEST &&
                  !(sel.may_be_prefix && !registry_find_strategy(reg, sel.name));
     if (whole) {
         snprintf(name, sizeof name, "%s", sel.name);
         registry_release(reg);
-        rc = catalog_delete_strategy(api->opts.catalog, name, runtime_delete_guard,
-                                     api->opts.runtime, err);
+        rc = catalog_delete_strategy_noting(api->opts.catalog, name, runtime_delete_guard,
+                                            api->opts.runtime, &change, err);
         runtime_delete_finished(api->opts.runtime, name, NULL);
         if (rc == 0)
             runtime_forget_revision(api->opts.runtime, name, NULL);
@@ -658,24 +763,20 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
         rc = find_for_delete(reg, &sel, name, hex, err);
         registry_release(reg);
         if (rc == 0) {
-            rc = catalog_delete_revision(api->opts.catalog, name, hex, runtime_delete_guard,
-                                         api->opts.runtime, err);
+            rc = catalog_delete_revision_noting(api->opts.catalog, name, hex, runtime_delete_guard,
+                                                api->opts.runtime, &change, err);
             runtime_delete_finished(api->opts.runtime, name, hex);
             if (rc == 0)
                 runtime_forget_revision(api->opts.runtime, name, hex);
         }
     }
-    if (rc != 0) {
-        registry_release(before);
+    if (rc != 0)
         return -1;
-    }
     api_audit(api, req, hex[0] ? "module.deleteRevision" : "module.deleteStrategy",
               hex[0] ? json_pack("{s:s, s:o}", "strategy", name, "hash", views_hash(hex))
                      : json_pack("{s:s}", "strategy", name));
-    struct registry *after = catalog_snapshot(api->opts.catalog);
-    api_audit_tag_changes(api, req, before, after, name);
-    registry_release(before);
-    registry_release(after);
+    api_audit_tag_changes(api, req, change.before, change.after, name);
+    catalog_change_release(&change);
     res->status = 204;
     return 0;
 }

@@ -155,8 +155,12 @@ int api_handle_refresh(struct api *api, struct api_request *req, struct api_resp
     json_t *problems = NULL;
     if (catalog_reload(api->opts.catalog, &problems, err) != 0) {
         /* The last good catalogue stays in service; say why the new one was
-         * not taken. */
-        err->kind = ERR_CONFLICT;
+         * not taken. A registry.json that does not parse or is not in the
+         * format (or is too large to be one) conflicts with the request;
+         * running out of memory, an I/O error or a full disk is the
+         * gateway's failure and keeps its own status (500, 507). */
+        if (err->kind == ERR_INVALID || err->kind == ERR_TOO_LARGE)
+            err->kind = ERR_CONFLICT;
         err_add_detail(err, "servingPrevious", json_true());
         json_decref(body);
         return -1;

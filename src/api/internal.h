@@ -134,9 +134,13 @@ int api_query_bool(const struct api_request *req, const char *key, bool *value, 
 /* Integers >= min; absent leaves *value. ERR_INVALID otherwise. */
 int api_query_int(const struct api_request *req, const char *key, long long min, long long *value,
                   struct err *err);
-/* Every value of a repeated parameter (state=a&state=b, or state=a,b). */
-size_t api_query_all(const struct api_request *req, const char *key, const char **values,
-                     size_t max);
+/* Every value of a repeated parameter: state=a&state=b, state=a,b or both
+ * (empty items skipped). Each is copied, NUL-terminated, into buf and
+ * pointed at from values[]. More than max values, or more text than buf
+ * holds, is ERR_INVALID naming the parameter: a filter is never silently
+ * cut short. Returns how many values, or -1. */
+int api_query_all(const struct api_request *req, const char *key, const char **values, size_t max,
+                  char *buf, size_t buf_size, struct err *err);
 /* The body as a JSON object (ERR_INVALID saying where when it is not). An
  * empty body is an error unless allow_empty (then *out is NULL). */
 int api_body_object(const struct api_request *req, bool allow_empty, json_t **out, struct err *err);
@@ -161,7 +165,8 @@ void api_audit(struct api *api, const struct api_request *req, const char *actio
 void api_audit_refresh(struct api *api, const struct api_request *req, const json_t *request,
                        const json_t *results);
 /* Audits every tag of strategy `name` that moved, appeared or went between
- * two snapshots (for changes whose tag moves are side effects: uploads,
+ * the two snapshots a catalogue call reported around its change (struct
+ * catalog_change; for changes whose tag moves are side effects: uploads,
  * deletes). */
 void api_audit_tag_changes(struct api *api, const struct api_request *req,
                            const struct registry *before, const struct registry *after,
@@ -193,6 +198,14 @@ int api_handle_refresh(struct api *, struct api_request *, struct api_response *
 int api_handle_registry_export(struct api *, struct api_request *, struct api_response *,
                                struct err *);
 
+/* A provider's view (ProviderDetail) as the ProviderRequest that recreates
+ * it: its effective settings and whether it runs now. New reference. */
+json_t *api_provider_request_of(const json_t *view);
+/* Creates (create) or updates a provider and records it in the store; when
+ * the store refuses, the market is put back as it was and the store's
+ * error returned. *detail (if non-NULL) receives its ProviderDetail. */
+int api_provider_put(struct api *api, const char *name, const json_t *request, bool create,
+                     json_t **detail, struct err *err);
 int api_handle_providers_list(struct api *, struct api_request *, struct api_response *,
                               struct err *);
 int api_handle_provider_create(struct api *, struct api_request *, struct api_response *,
@@ -231,5 +244,13 @@ int api_handle_instance_orders(struct api *, struct api_request *, struct api_re
                                struct err *);
 int api_handle_instance_executions(struct api *, struct api_request *, struct api_response *,
                                    struct err *);
+
+int api_handle_risk_get(struct api *, struct api_request *, struct api_response *, struct err *);
+int api_handle_risk_put(struct api *, struct api_request *, struct api_response *, struct err *);
+
+int api_handle_context_export(struct api *, struct api_request *, struct api_response *,
+                              struct err *);
+int api_handle_context_restore(struct api *, struct api_request *, struct api_response *,
+                               struct err *);
 
 #endif

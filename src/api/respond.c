@@ -178,15 +178,53 @@ int api_query_int(const struct api_request *req, const char *key, long long min,
     return 0;
 }
 
-size_t api_query_all(const struct api_request *req, const char *key, const char **values,
-                     size_t max)
+/* The values api_query_all has gathered so far, and where their copies go. */
+struct query_values {
+    const char *key;
+    const char **values;
+    size_t max, n;
+    char *buf;
+    size_t size, used;
+};
+
+static int query_values_add(struct query_values *v, const char *item, size_t len, struct err *err)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < req->nquery && n < max; i++) {
-        if (strcmp(req->query[i].key, key) == 0 && req->query[i].value[0])
-            values[n++] = req->query[i].value;
+    if (v->n == v->max) {
+        err_set(err, ERR_INVALID, "query parameter '%s' takes at most %zu values", v->key, v->max);
+        err_add_detail(err, "parameter", json_string(v->key));
+        err_add_detail(err, "limit", json_integer((json_int_t)v->max));
+        return -1;
     }
-    return n;
+    if (len >= v->size - v->used) {
+        err_set(err, ERR_INVALID, "query parameter '%s': its values are too long", v->key);
+        err_add_detail(err, "parameter", json_string(v->key));
+        return -1;
+    }
+    char *copy = v->buf + v->used;
+    memcpy(copy, item, len);
+    copy[len] = '\0';
+    v->used += len + 1;
+    v->values[v->n++] = copy;
+    return 0;
+}
+
+int api_query_all(const struct api_request *req, const char *key, const char **values, size_t max,
+                  char *buf, size_t buf_size, struct err *err)
+{
+    struct query_values v = {key, values, max, 0, buf, buf_size, 0};
+    for (size_t i = 0; i < req->nquery; i++) {
+        if (strcmp(req->query[i].key, key) != 0)
+            continue;
+        for (const char *p = req->query[i].value; *p;) {
+            size_t len = strcspn(p, ",");
+            if (len > 0 && query_values_add(&v, p, len, err) != 0)
+                return -1;
+            p += len;
+            if (*p == ',')
+                p++;
+        }
+    }
+    return (int)v.n;
 }
 
 static int body_object(const struct api_request *req, bool allow_empty, const char *lift,

@@ -43,6 +43,12 @@ const struct api_route api_routes[] = {
     {"POST", "/strategy/instances/{id}/stop", api_handle_instance_stop},
     {"GET", "/strategy/instances/{id}/orders", api_handle_instance_orders},
     {"GET", "/strategy/instances/{id}/executions", api_handle_instance_executions},
+
+    {"GET", "/risk/limits", api_handle_risk_get},
+    {"PUT", "/risk/limits", api_handle_risk_put},
+
+    {"GET", "/context/backup", api_handle_context_export},
+    {"POST", "/context/backup", api_handle_context_restore},
 };
 
 const size_t api_route_count = sizeof api_routes / sizeof api_routes[0];

@@ -328,6 +328,26 @@ static bool refuse_early(struct api *api, struct api_request *req, struct api_re
     return true;
 }
 
+/* HEAD is GET without the body (RFC 9110 9.3.2), and libmicrohttpd leaves
+ * the body out itself: a HEAD routes to the GET handler of its path. A path
+ * without a GET is matched as HEAD, so its 404 or 405 names the method the
+ * client sent. */
+static const struct api_route *match_route(struct api_request *req, struct api_response *res,
+                                           struct err *err)
+{
+    const char *method = req->method;
+    if (strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
+        struct err as_get_err = ERR_INIT;
+        req->method = MHD_HTTP_METHOD_GET;
+        const struct api_route *route = api_route_match(req, res, &as_get_err);
+        req->method = method;
+        err_clear(&as_get_err);
+        if (route)
+            return route;
+    }
+    return api_route_match(req, res, err);
+}
+
 static void dispatch(struct api *api, struct api_request *req, struct api_response *res)
 {
     req->route = "unmatched";
@@ -343,7 +363,7 @@ static void dispatch(struct api *api, struct api_request *req, struct api_respon
         return;
     }
     struct err route_err = ERR_INIT;
-    const struct api_route *route = api_route_match(req, res, &route_err);
+    const struct api_route *route = match_route(req, res, &route_err);
     if (route)
         req->route = route->pattern;
     identify(api, req);

@@ -484,7 +484,19 @@ static int apply_providers(struct config *cfg, const json_t *providers, struct e
             json_decref(list);
             return -1;
         }
+        if (json_is_object(json_object_get(p, "adapter")) && json_object_get(p, "config")) {
+            /* it would otherwise be dropped, and the defaults run instead */
+            err_set(err, ERR_INVALID,
+                    "%s.config: with an adapter mapping the settings go in adapter.config", path);
+            json_decref(list);
+            return -1;
+        }
         json_t *req = json_deep_copy(p);
+        if (!req) {
+            err_set(err, ERR_INTERNAL, "out of memory");
+            json_decref(list);
+            return -1;
+        }
         json_t *adapter = json_object_get(req, "adapter");
         if (json_is_string(adapter)) {
             json_t *config = json_object_get(req, "config");

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/names.h"
+#include "market/risk.h"
 #include "market/sim.h"
 
 #include <stdarg.h>
@@ -45,6 +46,9 @@ struct provider {
     uint16_t id;
     char name[NAMES_ID_MAX + 1];
     atomic_bool exists;
+    /* a delete is asking for dependents: scope checks already fail, so a
+     * start either is counted or is refused (runtime's scope_present) */
+    atomic_bool deleting;
 
     /* m->lock (and m->admin to change) */
     struct sim_settings *settings;
@@ -68,6 +72,7 @@ struct market {
     pthread_mutex_t lock;
     struct event_sink sink;
     struct store *store;
+    struct risk *risk; /* the limits every order meets (risk.h) */
     _Atomic(struct provider *) providers;
     market_dependents_fn dependents; /* m->lock */
     void *dependents_ctx;
@@ -127,6 +132,15 @@ struct market *market_new(struct event_sink sink, struct store *store)
     m->sink = sink;
     m->store = store;
     atomic_init(&m->providers, NULL);
+    m->risk = risk_new();
+    if (!m->risk) {
+        pthread_mutex_destroy(&m->lock);
+        pthread_mutex_destroy(&m->admin);
+        free(m);
+        return NULL;
+    }
+    /* before any provider runs, so the first order meets the stored limits */
+    risk_load(m->risk, store);
     return m;
 }
 
@@ -182,8 +196,8 @@ static void expire_leftover_orders(struct market *m, const struct provider *p)
 static int provider_run(struct market *m, struct provider *p, struct err *err)
 {
     expire_leftover_orders(m, p);
-    struct sim_config cfg = {p->name, p->id,    p->settings,   p->account,
-                             m->sink, m->store, p->next_order, &p->tick_to_order};
+    struct sim_config cfg = {p->name,  p->id,         p->settings,       p->account, m->sink,
+                             m->store, p->next_order, &p->tick_to_order, m->risk};
     struct err e = ERR_INIT;
     /* The session reaches the order path before its thread can publish a
      * first event: a strategy handling that event can already quote and
@@ -221,6 +235,7 @@ void market_free(struct market *m)
         free(p);
         p = next;
     }
+    risk_free(m->risk); /* every session has stopped: no order is in flight */
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->admin);
     free(m);
@@ -262,6 +277,9 @@ static int parse_request(const json_t *body, struct provider_request *out, struc
     const json_t *adapter = json_object_get(body, "adapter");
     if (!json_is_object(adapter))
         return bad_request(err, "adapter", "expected an object {identifier, config}");
+    /* a likely slip that would otherwise run the defaults unannounced */
+    if (json_object_get(body, "config"))
+        return bad_request(err, "config", "the settings go in adapter.config");
     const json_t *id = json_object_get(adapter, "identifier");
     if (!json_is_string(id))
         return bad_request(err, "adapter.identifier", "expected a string");
@@ -350,6 +368,7 @@ static struct provider *provider_new(struct market *m, const char *name, struct 
      * upserts by id), so numbering starts from the clock. */
     p->next_order = (uint64_t)clock_wall_ms() * 1000;
     atomic_init(&p->exists, false);
+    atomic_init(&p->deleting, false);
     p->next = atomic_load(&m->providers);
     atomic_store_explicit(&m->providers, p, memory_order_release);
     return p;
@@ -505,7 +524,8 @@ json_t *market_adapter_json(const char *identifier, struct err *err)
 
 bool market_has_provider(struct market *m, const char *name)
 {
-    return find_existing(m, name) != NULL;
+    const struct provider *p = find_existing(m, name);
+    return p && !atomic_load(&p->deleting);
 }
 
 bool market_has_symbol(struct market *m, const char *provider, const char *symbol)
@@ -513,6 +533,8 @@ bool market_has_symbol(struct market *m, const char *provider, const char *symbo
     bool found = false;
     pthread_mutex_lock(&m->lock);
     struct provider *p = find_existing(m, provider);
+    if (p && atomic_load(&p->deleting))
+        p = NULL;
     for (size_t i = 0; p && symbol && i < p->settings->nsymbols && !found; i++)
         found = strcmp(p->settings->symbols[i].symbol, symbol) == 0;
     pthread_mutex_unlock(&m->lock);
@@ -622,13 +644,17 @@ int market_provider_delete(struct market *m, const char *name, struct err *err)
     int rc = -1;
     if (!p) {
         not_found(err, name);
-    } else if (check_unused(m, name, err) == 0) {
-        provider_halt(m, p);
-        pthread_mutex_lock(&m->lock);
-        atomic_store(&p->exists, false);
-        provider_clear(p);
-        pthread_mutex_unlock(&m->lock);
-        rc = 0;
+    } else {
+        atomic_store(&p->deleting, true);
+        if (check_unused(m, name, err) == 0) {
+            provider_halt(m, p);
+            pthread_mutex_lock(&m->lock);
+            atomic_store(&p->exists, false);
+            provider_clear(p);
+            pthread_mutex_unlock(&m->lock);
+            rc = 0;
+        }
+        atomic_store(&p->deleting, false);
     }
     pthread_mutex_unlock(&m->admin);
     return rc;
@@ -674,14 +700,21 @@ __attribute__((format(printf, 3, 4))) static int fail(char *error, size_t size, 
     return -1;
 }
 
+/* The risk limits come first, on this thread: a refused order never
+ * reaches the engine, the store or the provider thread. */
 static int ops_submit(void *ctx, const struct order_request *req, char *error, size_t size)
 {
-    struct provider *p = find_id(ctx, req->provider);
+    struct market *m = ctx;
+    struct provider *p = find_id(m, req->provider);
     if (!p)
         return fail(error, size, "unknown provider '%s'", intern_name(req->provider));
     pthread_mutex_lock(&p->session_lock);
-    int rc = p->session ? sim_submit(p->session, req, error, size)
-                        : fail(error, size, "provider '%s' is not running", p->name);
+    int rc = MARKET_SUBMIT_REFUSED;
+    if (!p->session)
+        fail(error, size, "provider '%s' is not running", p->name);
+    else if ((rc = risk_admit(m->risk, p->session, req, error, size)) == 0 &&
+             (rc = sim_submit(p->session, req, error, size)) != 0)
+        risk_unadmit(m->risk, req->instance_key);
     pthread_mutex_unlock(&p->session_lock);
     return rc;
 }
@@ -750,4 +783,34 @@ void market_metrics_write(struct market *m, struct strbuf *out)
         if (atomic_load(&p->exists))
             write_latency(out, p->name, &p->tick_to_order);
     }
+    risk_metrics_write(m->risk, out);
+}
+
+/* ---------------------------------------------------------- risk limits */
+
+json_t *market_risk_json(struct market *m)
+{
+    return risk_json(m->risk);
+}
+
+int market_risk_set(struct market *m, const json_t *config, struct err *err)
+{
+    return risk_update(m->risk, config, m->store, err);
+}
+
+/* ------------------------------------------------------------ requests, checked */
+
+json_t *market_provider_request_canonical(const json_t *request, struct err *err)
+{
+    struct provider_request req;
+    struct provider_parts parts;
+    if (parse_request(request, &req, err) < 0 || build_parts(&req, &parts, err) < 0)
+        return NULL;
+    json_t *out =
+        json_pack("{s:s, s:{s:s, s:O}, s:b}", "name", req.name, "adapter", "identifier",
+                  SIM_ADAPTER, "config", parts.settings_json, "enabled", req.enabled != 0);
+    parts_free(&parts);
+    if (!out)
+        err_set(err, ERR_INTERNAL, "out of memory");
+    return out;
 }

@@ -98,19 +98,32 @@ json_t *market_balances_json(struct market *m, const char *name, const char *ass
 json_t *market_adapters_json(void);
 json_t *market_adapter_json(const char *identifier, struct err *err);
 
+/* Runtime risk limits (the contract's RiskConfig), gateway-wide: every
+ * order any instance submits meets them on the submitting thread before
+ * its provider sees it (market/risk.h; docs/OPERATIONS.md "Risk limits").
+ * Loaded from the store (setting "risk") by market_new(). Any thread.
+ * market_risk_json: the RiskConfig in force, a new reference (NULL when out
+ * of memory). market_risk_set: validates a whole RiskConfig, persists it
+ * and applies it atomically (an order sees the old limits or the new);
+ * ERR_INVALID with details.field on bad input, nothing changed then. */
+json_t *market_risk_json(struct market *m);
+int market_risk_set(struct market *m, const json_t *config, struct err *err);
+
 /* Appends the market's Prometheus families to `out`:
  * stratd_tick_to_order_seconds{provider}, a histogram per existing
  * provider of the time from the creation of the event an order reacted to
  * (order_request.trigger_created_ns) until the provider's matching engine
  * takes the order (on the submitting thread, or off its queue). Orders without a triggering event
- * are not counted. Any thread. */
+ * are not counted; and stratd_risk_rejections_total{limit}, the orders
+ * the risk limits refused, by limit. Any thread. */
 void market_metrics_write(struct market *m, struct strbuf *out);
 
 bool market_has_provider(struct market *m, const char *name);
 bool market_has_symbol(struct market *m, const char *provider, const char *symbol);
 
 /* Who uses a provider, asked of the layer that owns instances: returns a
- * new JSON array of the ids of the running instances scoped to `provider`
+ * new JSON array of the ids of the running (or starting) instances scoped
+ * to `provider`
  * (NULL means none). Called on the thread that called the market
  * function, holding at most the lock that serialises provider changes
  * (never the one the views, market_has_provider() and the order path
@@ -121,5 +134,18 @@ bool market_has_symbol(struct market *m, const char *provider, const char *symbo
  * one those fields are left out and delete never refuses. */
 typedef json_t *(*market_dependents_fn)(void *ctx, const char *provider);
 void market_set_dependents(struct market *m, market_dependents_fn fn, void *ctx);
+/* While a delete asks for dependents, market_has_provider() and
+ * market_has_symbol() already answer false for the provider: an instance
+ * that checks its scope once it counts as starting is either among the
+ * dependents or refused. */
+
+/* Checks a ProviderRequest as market_provider_create() would and creates
+ * nothing. Returns it in the form that recreates the provider it describes:
+ * {name, adapter: {identifier, config: every setting, defaults filled in
+ * (a Provider view's `settings`)}, enabled (absent: true)}, so two requests
+ * for the same provider compare equal with json_equal(). New reference;
+ * NULL with err (ERR_INVALID naming the field, ERR_NOT_FOUND for an
+ * unknown adapter). Any thread. */
+json_t *market_provider_request_canonical(const json_t *request, struct err *err);
 
 #endif

@@ -40,6 +40,7 @@
  *   second to 1 within a minute).
  */
 #include "market/market.h"
+#include "market/risk.h"
 #include "market/sim.h"
 
 #include "core/clock.h"
@@ -237,6 +238,8 @@ static void order_report(struct sim *s, struct sim_order *o, enum exec_status st
         sim_publish(s, ev, o->symbol);
     }
     sim_batch_order(&s->batch, o, o->market != SIZE_MAX ? s->markets[o->market].cfg : NULL, reason);
+    if (final_state(st))
+        risk_order_done(s->risk, o->instance_key); /* no longer open for maxConcurrentOrders */
 }
 
 static void remember_done(struct sim *s, const struct sim_order *o)
@@ -360,6 +363,9 @@ static void order_fill(struct sim *s, struct sim_order *o, double qty, double pr
     o->remaining = last ? 0 : o->remaining - qty;
     if (!o->dry_run)
         account_fill(s, o, qty, price, fee, last);
+    /* dry-run fills move the position too: the limits treat them alike */
+    risk_fill(s->risk, o->instance_key, s->provider_id, o->symbol,
+              o->side == SIDE_BUY ? qty : -qty);
     sim_batch_execution(&s->batch, o, s->markets[o->market].cfg, qty, price, fee, maker,
                         clock_wall_ms());
     order_report(s, o, last ? EXEC_FILLED : EXEC_PARTIAL_FILL, qty, price, fee, "");
@@ -376,7 +382,9 @@ static void take_book(struct sim *s, struct sim_market *mk, struct sim_order *o)
             (o->side == SIDE_BUY ? lv[i].price > o->price : lv[i].price < o->price))
             break;
         double qty = fmin(lv[i].quantity, o->remaining);
-        lv[i].quantity = qty >= lv[i].quantity ? 0 : lv[i].quantity - qty;
+        /* a dry-run order sees the book but leaves it to the real ones */
+        if (!o->dry_run)
+            lv[i].quantity = qty >= lv[i].quantity ? 0 : lv[i].quantity - qty;
         order_fill(s, o, qty, lv[i].price, false);
     }
 }
@@ -529,12 +537,15 @@ static bool crosses(const struct sim_order *o, double price)
 }
 
 /* Best limit first (highest buy, lowest sell); the list is oldest first and
- * only a strictly better price displaces, so ties go to the older order. */
-static struct sim_order *best_crossing(struct sim_market *mk, double price, const double budget[2])
+ * only a strictly better price displaces, so ties go to the older order.
+ * budget[dry_run][side]: dry-run orders share out a trade of their own, so
+ * that real orders fill exactly as if there were none. */
+static struct sim_order *best_crossing(struct sim_market *mk, double price,
+                                       const double budget[2][2])
 {
     struct sim_order *best = NULL;
     for (struct sim_order *o = mk->resting; o; o = o->next) {
-        if (budget[o->side] <= 0 || !crosses(o, price))
+        if (budget[o->dry_run][o->side] <= 0 || !crosses(o, price))
             continue;
         if (!best || (best->side == o->side &&
                       (o->side == SIDE_BUY ? o->price > best->price : o->price < best->price)))
@@ -547,11 +558,12 @@ void sim_orders_on_trade(struct sim *s, struct sim_market *mk, double price, dou
 {
     if (!mk->resting)
         return;
-    double budget[2] = {qty, qty}; /* indexed by side */
+    double budget[2][2] = {{qty, qty}, {qty, qty}}; /* [dry_run][side] */
     struct sim_order *o;
     while ((o = best_crossing(mk, price, budget)) != NULL) {
-        double take = fmin(o->remaining, budget[o->side]);
-        budget[o->side] = take >= budget[o->side] ? 0 : budget[o->side] - take;
+        double *left = &budget[o->dry_run][o->side];
+        double take = fmin(o->remaining, *left);
+        *left = take >= *left ? 0 : *left - take;
         order_fill(s, o, take, o->price, true);
         if (o->remaining <= 0) {
             unlink_order(mk, o);
@@ -591,26 +603,16 @@ static const struct sim_done *find_done(const struct sim *s, uint32_t key, const
     return NULL;
 }
 
-/* A cancel that finds no open order: a rejection report, no order record
- * (the order, if any, did not change). */
-static void reject_cancel(struct sim *s, uint32_t key, const char *client_id)
+/* A cancel that finds no open order: its order has settled (the instance
+ * asked before that order's final report reached it), and that final
+ * report (filled, cancelled, rejected, expired) is the cancel's outcome. A
+ * report of its own would tell the strategy the order was rejected, which
+ * it was not; so there is none, only a debug line. */
+static void note_settled_cancel(const struct sim *s, uint32_t key, const char *client_id)
 {
     const struct sim_done *d = find_done(s, key, client_id);
-    struct event *ev = event_new(EVENT_EXEC_REPORT, 0);
-    if (!ev)
-        return;
-    struct event_exec *x = &ev->u.exec;
-    x->status = EXEC_REJECTED;
-    snprintf(x->client_order_id, sizeof x->client_order_id, "%s", client_id);
-    if (d) {
-        snprintf(x->order_id, sizeof x->order_id, "%s", d->order_id);
-        snprintf(x->reason, sizeof x->reason, "cancel rejected: order '%s' is already %s",
-                 client_id, event_exec_status_name(d->state));
-    } else {
-        snprintf(x->reason, sizeof x->reason, "cancel rejected: unknown order '%s'", client_id);
-    }
-    ev->target = key;
-    sim_publish(s, ev, d ? d->symbol : 0);
+    log_debug("market", "cancel of %s: the order is already %s", client_id,
+              d ? event_exec_status_name(d->state) : "settled");
 }
 
 void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id)
@@ -629,5 +631,5 @@ void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_o
             return;
         }
     }
-    reject_cancel(s, instance_key, client_order_id);
+    note_settled_cancel(s, instance_key, client_order_id);
 }

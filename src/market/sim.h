@@ -71,6 +71,8 @@
 #define SIM_RUN_MAX 32     /* events the provider thread publishes together */
 #define SIM_RUN_TICKS 64   /* unpaced: ticks at most per hold of the engine */
 
+struct risk;
+
 /* ------------------------------------------------------------ settings */
 
 struct sim_symbol_cfg {
@@ -348,6 +350,7 @@ struct sim_config {
     struct store *store;
     uint64_t next_order;               /* first exchange order number */
     struct sim_latency *tick_to_order; /* may be NULL; outlives the session */
+    struct risk *risk;                 /* may be NULL; outlives the session (risk.h) */
 };
 
 struct sim_cmd {
@@ -390,6 +393,7 @@ struct sim {
     int64_t wall_ms, wall_at_ns, wall_next_ns, last_ts_ms; /* market time (tick_wall_ms) */
     double period_ns;                                      /* between ticks; 0 = unpaced */
     struct sim_latency *tick_to_order;
+    struct risk *risk;  /* told of fills and of orders reaching a final state */
     int64_t sched_base; /* pacing: tick n is due at sched_base + n * period */
     uint64_t sched_n;
     struct sim_market *markets;

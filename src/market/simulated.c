@@ -701,6 +701,7 @@ static struct sim *sim_new(const struct sim_config *cfg)
     s->next_order = cfg->next_order;
     atomic_init(&s->state, SIM_STARTING);
     s->tick_to_order = cfg->tick_to_order;
+    s->risk = cfg->risk;
     s->period_ns = cfg->settings->tick_rate > 0 ? 1e9 / cfg->settings->tick_rate : 0;
     atomic_init(&s->pending, false);
     sim_rng_seed(&s->rng, cfg->settings->seed);

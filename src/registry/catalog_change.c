@@ -116,6 +116,39 @@ static void change_end(struct catalog *cat, struct fsutil_lock *lock)
     pthread_mutex_unlock(&cat->change_mu);
 }
 
+void catalog_change_release(struct catalog_change *change)
+{
+    if (!change)
+        return;
+    registry_release(change->before);
+    registry_release(change->after);
+    change->before = change->after = NULL;
+}
+
+/* Under the change's lock, after change_begin (so that a reload of another
+ * process's registry.json counts as before, not as this change). */
+static void note_before(const struct catalog *cat, struct catalog_change *change)
+{
+    if (!change)
+        return;
+    registry_retain(cat->current);
+    change->before = cat->current;
+    change->after = NULL;
+}
+
+/* Under the same lock, once the change is published (rc 0) or refused. */
+static void note_after(const struct catalog *cat, struct catalog_change *change, int rc)
+{
+    if (!change)
+        return;
+    if (rc != 0) {
+        catalog_change_release(change);
+        return;
+    }
+    registry_retain(cat->current);
+    change->after = cat->current;
+}
+
 static int range_order(const void *a, const void *b)
 {
     size_t x = ((const struct fsutil_range *)a)->at, y = ((const struct fsutil_range *)b)->at;
@@ -747,6 +780,8 @@ int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
                          struct catalog_upload_result *result, struct err *err)
 {
     memset(result, 0, sizeof *result);
+    if (up->change)
+        *up->change = (struct catalog_change){NULL, NULL};
     const char *tag = up->tag ? up->tag : REGISTRY_LATEST;
     if (check_upload(up, tag, err) != 0)
         return -1;
@@ -755,8 +790,10 @@ int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
     struct fsutil_lock lock = FSUTIL_LOCK_INIT;
     if (change_begin(cat, &lock, err) != 0)
         return -1;
+    note_before(cat, up->change);
     bool created = false;
     int rc = add_locked(cat, up, tag, hex, &created, err);
+    note_after(cat, up->change, rc);
     change_end(cat, &lock);
     if (rc != 0)
         return -1;
@@ -927,16 +964,46 @@ static int delete_revision_locked(struct catalog *cat, const char *name, const c
     return 0;
 }
 
-int catalog_delete_revision(struct catalog *cat, const char *name, const char *hex_text,
-                            catalog_guard_fn guard, void *guard_ctx, struct err *err)
+int catalog_delete_revision_noting(struct catalog *cat, const char *name, const char *hex_text,
+                                   catalog_guard_fn guard, void *guard_ctx,
+                                   struct catalog_change *change, struct err *err)
 {
+    if (change)
+        *change = (struct catalog_change){NULL, NULL};
     char hex[HASH_HEX_LEN + 1];
     if (check_name(name, err) != 0 || check_hex(hex_text, hex, err) != 0)
         return -1;
     struct fsutil_lock lock = FSUTIL_LOCK_INIT;
     if (change_begin(cat, &lock, err) != 0)
         return -1;
+    note_before(cat, change);
     int rc = delete_revision_locked(cat, name, hex, guard, guard_ctx, err);
+    note_after(cat, change, rc);
+    change_end(cat, &lock);
+    return rc;
+}
+
+int catalog_delete_revision(struct catalog *cat, const char *name, const char *hex_text,
+                            catalog_guard_fn guard, void *guard_ctx, struct err *err)
+{
+    return catalog_delete_revision_noting(cat, name, hex_text, guard, guard_ctx, NULL, err);
+}
+
+int catalog_delete_strategy_noting(struct catalog *cat, const char *name, catalog_guard_fn guard,
+                                   void *guard_ctx, struct catalog_change *change, struct err *err)
+{
+    if (change)
+        *change = (struct catalog_change){NULL, NULL};
+    if (check_name(name, err) != 0)
+        return -1;
+    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
+    if (change_begin(cat, &lock, err) != 0)
+        return -1;
+    note_before(cat, change);
+    int rc = -1;
+    if (existing_strategy(cat, name, err) && ask_guard(guard, guard_ctx, name, NULL, err) == 0)
+        rc = delete_strategy_locked(cat, name, err);
+    note_after(cat, change, rc);
     change_end(cat, &lock);
     return rc;
 }
@@ -944,16 +1011,7 @@ int catalog_delete_revision(struct catalog *cat, const char *name, const char *h
 int catalog_delete_strategy(struct catalog *cat, const char *name, catalog_guard_fn guard,
                             void *guard_ctx, struct err *err)
 {
-    if (check_name(name, err) != 0)
-        return -1;
-    struct fsutil_lock lock = FSUTIL_LOCK_INIT;
-    if (change_begin(cat, &lock, err) != 0)
-        return -1;
-    int rc = -1;
-    if (existing_strategy(cat, name, err) && ask_guard(guard, guard_ctx, name, NULL, err) == 0)
-        rc = delete_strategy_locked(cat, name, err);
-    change_end(cat, &lock);
-    return rc;
+    return catalog_delete_strategy_noting(cat, name, guard, guard_ctx, NULL, err);
 }
 
 /* --------------------------------------------------------------- batches */

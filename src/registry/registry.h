@@ -196,6 +196,22 @@ struct registry *catalog_snapshot(struct catalog *cat);
  * array of {"strategy", "hash", "message"} for every invalid revision. */
 int catalog_reload(struct catalog *cat, json_t **problems, struct err *err);
 
+/* What one change did, for callers that report it (the audit, the tag
+ * metrics): the published snapshot just before the change and the one just
+ * after it, both taken under the change's lock. Their difference in the
+ * changed strategy is this change's tag moves and nobody else's, however
+ * many changes run at once; snapshots a caller takes itself around the call
+ * can hold other requests' changes too. Filled only when the call succeeds
+ * (both retained; the same snapshot twice when nothing changed), NULL
+ * otherwise; catalog_change_release() gives them back. */
+struct catalog_change {
+    struct registry *before;
+    struct registry *after;
+};
+
+/* Releases both snapshots and sets them to NULL; a zeroed change is fine. */
+void catalog_change_release(struct catalog_change *change);
+
 struct catalog_upload {
     const char *name; /* strategy; must equal metadata.name (the caller checks) */
     const char *source;
@@ -209,6 +225,8 @@ struct catalog_upload {
     bool promote_latest; /* move `latest` too (always for a new strategy) */
     /* optional, borrowed: `source` written ahead (catalog_prewrite_begin) */
     struct catalog_prewrite *prewritten;
+    /* optional out: the snapshots around the upload (struct catalog_change) */
+    struct catalog_change *change;
 };
 
 struct catalog_upload_result {
@@ -256,6 +274,14 @@ int catalog_delete_revision(struct catalog *cat, const char *name, const char *h
                             catalog_guard_fn guard, void *guard_ctx, struct err *err);
 int catalog_delete_strategy(struct catalog *cat, const char *name, catalog_guard_fn guard,
                             void *guard_ctx, struct err *err);
+/* The same two deletes, reporting the snapshots around them in *change
+ * (optional, see struct catalog_change): which tags went, and where
+ * `latest` moved. */
+int catalog_delete_revision_noting(struct catalog *cat, const char *name, const char *hex,
+                                   catalog_guard_fn guard, void *guard_ctx,
+                                   struct catalog_change *change, struct err *err);
+int catalog_delete_strategy_noting(struct catalog *cat, const char *name, catalog_guard_fn guard,
+                                   void *guard_ctx, struct catalog_change *change, struct err *err);
 
 /* A batch: every change made by the calling thread between begin and end
  * lands in one registry.json write, at end. Revision files are still

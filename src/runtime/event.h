@@ -201,6 +201,7 @@ struct order_request {
     bool dry_run;
     int64_t created_ns;         /* when the strategy submitted it */
     int64_t trigger_created_ns; /* created_ns of the event being handled, 0 if none */
+    uint32_t risk_breaches;     /* the instance's orders refused by risk limits since its start */
 };
 
 struct market_quote {
@@ -208,12 +209,30 @@ struct market_quote {
     bool valid; /* false until the provider has priced the symbol */
 };
 
+/* What market_ops.submit answers. 0: the order went to its provider.
+ * MARKET_SUBMIT_REFUSED: refused at once for another reason (unknown or
+ * stopped provider, out of memory). MARKET_SUBMIT_RISK: refused by the
+ * gateway's risk limits, a breach the instance counts (`error` names the
+ * limit: "risk: maxNotionalValue 5000 USDT exceeded (6021.5)").
+ * MARKET_SUBMIT_RISK_STOP: the same, and with this breach the instance has
+ * had maxRiskBreaches of them (req->risk_breaches + 1): stop it (reason
+ * riskBreaches). Every non-zero answer is a refusal; nothing reached the
+ * provider. */
+enum market_submit_rc {
+    MARKET_SUBMIT_OK = 0,
+    MARKET_SUBMIT_REFUSED = -1,
+    MARKET_SUBMIT_RISK = -2,
+    MARKET_SUBMIT_RISK_STOP = -3,
+};
+
 /* What the runtime needs from markets, installed by whoever wires the
  * gateway (the market layer implements it; the runtime never includes
  * market headers). Every function is callable from any worker thread and
  * must not block for long: submit and cancel enqueue and return. Errors
- * that can be known at once (unknown provider) are returned; everything
- * else (size, balance, unknown symbol) comes back as a rejection report. */
+ * that can be known at once (unknown provider, a risk limit) are returned
+ * (submit: enum market_submit_rc); everything else (size, balance, unknown
+ * symbol) comes back as a rejection report. Cancels are never refused by
+ * risk limits. */
 struct market_ops {
     void *ctx;
     int (*submit)(void *ctx, const struct order_request *req, char *error, size_t error_size);

@@ -36,6 +36,11 @@
 #define HOST_MAX_DELAY_MS 2147483647.0
 
 static _Thread_local struct vm *current_vm;
+/* The VM whose instance reached maxRiskBreaches during the current entry
+ * into JS (NULL: none), and why: the worker stops it once the call has
+ * returned (host_risk_stop_due), since a VM cannot be freed from inside. */
+static _Thread_local struct vm *risk_stop_vm;
+static _Thread_local char risk_stop_why[ERR_MESSAGE_MAX];
 
 struct vm *host_current(void)
 {
@@ -44,6 +49,7 @@ struct vm *host_current(void)
 void host_enter(struct vm *vm)
 {
     current_vm = vm;
+    risk_stop_vm = NULL;
 }
 void host_leave(void)
 {
@@ -502,12 +508,46 @@ static int order_target(JSContext *ctx, const struct vm_plan *plan, int argc, JS
     return req->symbol ? 0 : -1;
 }
 
+bool host_risk_stop_due(struct vm *vm, char *why, size_t size)
+{
+    if (!vm || risk_stop_vm != vm)
+        return false;
+    risk_stop_vm = NULL;
+    snprintf(why, size, "%s", risk_stop_why);
+    return true;
+}
+
+static JSValue throw_refusal(JSContext *ctx, const char *message)
+{
+    JSValue e = JS_NewError(ctx);
+    if (!JS_IsException(e))
+        JS_SetPropertyStr(ctx, e, "message", JS_NewString(ctx, message));
+    return JS_Throw(ctx, e);
+}
+
+/* A refusal by the risk limits is a breach: counted for the instance, and
+ * the one that reaches maxRiskBreaches asks for the instance's stop. */
+static void note_breach(struct vm *vm, int rc, const char *error)
+{
+    struct instance *inst = vm->inst;
+    inst->risk_breaches++;
+    if (rc != MARKET_SUBMIT_RISK_STOP)
+        return;
+    risk_stop_vm = vm;
+    snprintf(risk_stop_why, sizeof risk_stop_why,
+             "%" PRIu32 " orders refused by the risk limits since the start (maxRiskBreaches); "
+             "last: %s",
+             inst->risk_breaches, error);
+}
+
 static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_type type)
 {
     struct vm *vm = vm_of(ctx);
     if (!vm)
         return JS_EXCEPTION;
     struct instance *inst = vm->inst;
+    if (risk_stop_vm == vm)
+        return throw_refusal(ctx, "risk: maxRiskBreaches reached; the instance is stopping");
     const struct market_ops *ops = &inst->worker->rt->opts.market;
     int nargs = type == ORDER_LIMIT ? 4 : 3;
     if (argc < nargs)
@@ -533,13 +573,13 @@ static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_t
     req.dry_run = vm->plan->dry_run;
     req.created_ns = clock_mono_ns();
     req.trigger_created_ns = vm->trigger_ns;
+    req.risk_breaches = inst->risk_breaches;
     char error[256] = "";
-    if (ops->submit(ops->ctx, &req, error, sizeof error) != 0) {
-        JSValue e = JS_NewError(ctx);
-        if (!JS_IsException(e))
-            JS_SetPropertyStr(ctx, e, "message",
-                              JS_NewString(ctx, *error ? error : "the order was refused"));
-        return JS_Throw(ctx, e);
+    int rc = ops->submit(ops->ctx, &req, error, sizeof error);
+    if (rc != MARKET_SUBMIT_OK) {
+        if (rc == MARKET_SUBMIT_RISK || rc == MARKET_SUBMIT_RISK_STOP)
+            note_breach(vm, rc, error);
+        return throw_refusal(ctx, *error ? error : "the order was refused");
     }
     remember_order(inst, n, req.provider);
     return JS_NewString(ctx, req.client_order_id);

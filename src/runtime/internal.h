@@ -152,6 +152,8 @@ struct instance {
      * none): the delete guard counts it as pinned, so a delete cannot slip
      * between resolving a revision and running it. */
     char pending_hex[HASH_HEX_LEN + 1];
+    /* pending_hex's strategy (a PUT may move the instance to another) */
+    char pending_strategy[NAMES_STRATEGY_MAX + 1];
     char stop_reason[RUNTIME_REASON_MAX]; /* "" when none */
     json_t *last_error;                   /* {message, handler, at} or NULL */
     /* The snapshot's text up to "running" (spec, providers, symbols), made
@@ -162,6 +164,10 @@ struct instance {
 
     /* under rt->persist */
     uint64_t persisted;
+    /* Its record was deleted: no write may bring it back (a worker that
+     * stops the instance on a limit persists from its own thread, and can
+     * do so between the delete of the record and the detach). */
+    bool forgotten;
 
     /* owner worker's thread only (set before the first start) */
     struct vm *vm;
@@ -170,6 +176,11 @@ struct instance {
     uint64_t order_reserved; /* the highest number durably reserved */
     struct open_order *orders;
     uint32_t norders, orders_cap;
+    uint32_t risk_breaches; /* orders the risk limits refused since the VM launched */
+    /* the worker's timer pass that last ran one of its timers, and the
+     * time its timers took in that pass (see worker_run_timers) */
+    uint64_t timer_pass;
+    int64_t timer_pass_ns;
 
     /* written by the owner worker, read by anyone */
     _Atomic uint64_t delivered;
@@ -318,6 +329,12 @@ struct worker {
     struct timer **heap;
     size_t nheap, heap_cap;
     uint64_t timer_seq;
+    /* Due timers of instances that used their share of the current timer
+     * pass, put back into the heap when the pass ends. */
+    struct timer **deferred;
+    size_t ndeferred, deferred_cap;
+    /* numbers the timer passes */
+    uint64_t timer_pass;
     struct vm *reap; /* VMs freed but still referenced by subscriptions */
     size_t nreap;
     int64_t now_ns;
@@ -369,6 +386,8 @@ struct timer {
     uint32_t id;
     uint8_t kind;
     bool firing, cancelled;
+    /* held for the next timer pass: heap_index is its place in w->deferred */
+    bool deferred;
     JSValue fn; /* callback, or the resolve function of a sleep */
     int argc;
     /* the callback's arguments, allocated in the VM's sandbox heap (under
@@ -584,6 +603,10 @@ JSValue host_make_env(struct vm *vm);
 struct vm *host_current(void);
 void host_enter(struct vm *vm);
 void host_leave(void);
+/* After an entry into `vm`: true (once) when one of its orders during that
+ * entry brought its instance to maxRiskBreaches; `why` then says so. The
+ * caller stops the instance with reason riskBreaches. Worker thread. */
+bool host_risk_stop_due(struct vm *vm, char *why, size_t size);
 /* helpers.log's rate limiter; true when one more line may be written. */
 bool host_log_admit(struct worker *w, struct vm *vm);
 void host_log_flush(struct vm *vm);
@@ -715,7 +738,7 @@ struct spec_resolved {
 };
 
 /* Validates an InstanceSpec and resolves its selector against reg. */
-int spec_resolve(struct runtime *rt, const struct registry *reg, const json_t *in,
+int spec_resolve(const struct runtime_options *opts, const struct registry *reg, const json_t *in,
                  const char *forced_id, struct spec_resolved *out, struct err *err);
 void spec_resolved_clear(struct spec_resolved *r);
 /* A copy of spec pinned to another revision (hash, tag). */
@@ -732,10 +755,17 @@ int spec_reresolve(const struct registry *reg, const char *selector,
 /* runtime.c: whether a delete of {strategy, hex} is in flight (rt->lock
  * held); and the pending pin around a start or restart. */
 bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const char *hex);
-/* Claims hex as the instance's pending revision; ERR_CONFLICT when a delete
- * of it is in flight. */
-int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex, struct err *err);
+/* Claims {strategy, hex} as the instance's pending revision; ERR_CONFLICT
+ * when a delete of it is in flight. The caller resolved the revision
+ * against a catalogue snapshot; a delete that ran to its end between that
+ * snapshot and the claim left no mark to see, so after claiming the caller
+ * checks rtx_revision_exists() against the catalogue as it is now. */
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *strategy,
+                      const char *hex, struct err *err);
 void rtx_release_pending(struct runtime *rt, struct instance *inst);
+/* Whether {strategy, hex} is a valid revision of the current catalogue
+ * (takes a snapshot; no runtime lock held). */
+bool rtx_revision_exists(struct runtime *rt, const char *strategy, const char *hex);
 
 /* pins.c (caller holds rt->lock): the table by (strategy, hex, id). */
 int pins_insert_locked(struct runtime *rt, struct instance *inst);

@@ -227,9 +227,16 @@ static void prepare_restart(struct runtime *rt, struct move *m,
 {
     const struct candidate *c = m->c;
     struct err err = ERR_INIT;
-    /* the new revision is being deleted: it no longer resolves */
-    if (rtx_claim_pending(rt, c->inst, m->hex, &err) != 0) {
-        err_clear(&err);
+    /* the new revision is being deleted, or was deleted entirely after the
+     * snapshot it was resolved in (no mark left for the claim to see): it
+     * no longer resolves */
+    bool claimed = rtx_claim_pending(rt, c->inst, c->strategy, m->hex, &err) == 0;
+    err_clear(&err);
+    if (claimed && !rtx_revision_exists(rt, c->strategy, m->hex)) {
+        rtx_release_pending(rt, c->inst);
+        claimed = false;
+    }
+    if (!claimed) {
         json_decref(m->spec);
         m->spec = NULL;
         prepare_retire(m);
@@ -293,7 +300,10 @@ static void finish_no_plan(struct runtime *rt, struct move *m, struct rtx_touche
 {
     const struct candidate *c = m->c;
     apply_spec(rt, c->inst, json_incref(m->spec));
-    rtx_note_stop_into(rt, c->strategy, c->hex, "refreshed", touches);
+    /* the instance may have stopped on its own (a limit) since it was
+     * picked: that stop was counted when it happened */
+    if (m->cmd.rc == 0 && m->cmd.was_running)
+        rtx_note_stop_into(rt, c->strategy, c->hex, "refreshed", touches);
     pthread_mutex_lock(&rt->lock);
     stopped_locked(c->inst, "startFailed", m->err.message);
     pthread_mutex_unlock(&rt->lock);

@@ -223,7 +223,8 @@ static int save_copies(struct runtime *rt, struct record_copy *copies, size_t n,
     }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (copies[i].version <= copies[i].inst->persisted)
+        /* a deleted instance's record stays deleted, whatever its version */
+        if (copies[i].version <= copies[i].inst->persisted || copies[i].inst->forgotten)
             continue;
         records[k++] =
             (struct store_instance_record){copies[i].inst->id, copies[i].spec, copies[i].desired,
@@ -1130,7 +1131,7 @@ int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **sna
     pthread_mutex_lock(&rt->control);
     struct registry *reg = catalog_snapshot(rt->opts.catalog);
     struct spec_resolved r;
-    int rc = spec_resolve(rt, reg, spec, NULL, &r, err);
+    int rc = spec_resolve(&rt->opts, reg, spec, NULL, &r, err);
     registry_release(reg);
     if (rc != 0) {
         pthread_mutex_unlock(&rt->control);
@@ -1168,10 +1169,9 @@ int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **sna
     return rc;
 }
 
-/* Restarts a running instance on a new spec; the old VM keeps running if
- * the new one does not start. */
-static int restart_with(struct runtime *rt, struct instance *inst, struct spec_resolved *r,
-                        bool *applied, struct err *err)
+/* The restart itself, the new revision claimed. */
+static int restart_claimed(struct runtime *rt, struct instance *inst, struct spec_resolved *r,
+                           bool *applied, struct err *err)
 {
     struct vm_plan *plan = NULL;
     if (spec_plan(rt, r->spec, r->strategy, r->hex, r->metadata, &plan, err) != 0)
@@ -1203,6 +1203,36 @@ static int restart_with(struct runtime *rt, struct instance *inst, struct spec_r
     return 0;
 }
 
+/* Claims {strategy, hex} against deletes (rtx_claim_pending), then checks
+ * that the revision is still there: one deleted after the caller resolved
+ * it fails with `gone` (409 retired or 404), the claim released. */
+static int claim_revision(struct runtime *rt, struct instance *inst, const char *strategy,
+                          const char *hex, enum err_kind gone, struct err *err)
+{
+    if (rtx_claim_pending(rt, inst, strategy, hex, err) != 0)
+        return -1;
+    if (rtx_revision_exists(rt, strategy, hex))
+        return 0;
+    rtx_release_pending(rt, inst);
+    err_set(err, gone, "%s@sha256:%s no longer exists", strategy, hex);
+    err_add_detail(err, "reason", json_string("retired"));
+    return -1;
+}
+
+/* Restarts a running instance on a new spec; the old VM keeps running if
+ * the new one does not start. The new revision is claimed from before its
+ * plan until the worker has switched the instance onto it, so a delete of
+ * it meanwhile is refused as pinned. */
+static int restart_with(struct runtime *rt, struct instance *inst, struct spec_resolved *r,
+                        bool *applied, struct err *err)
+{
+    if (claim_revision(rt, inst, r->strategy, r->hex, ERR_NOT_FOUND, err) != 0)
+        return -1;
+    int rc = restart_claimed(rt, inst, r, applied, err);
+    rtx_release_pending(rt, inst);
+    return rc;
+}
+
 int runtime_instance_update(struct runtime *rt, const char *id, const json_t *spec,
                             json_t **snapshot, struct err *err)
 {
@@ -1220,7 +1250,7 @@ int runtime_instance_update(struct runtime *rt, const char *id, const json_t *sp
     }
     struct registry *reg = catalog_snapshot(rt->opts.catalog);
     struct spec_resolved r;
-    int rc = spec_resolve(rt, reg, spec, id, &r, err);
+    int rc = spec_resolve(&rt->opts, reg, spec, id, &r, err);
     bool applied = false;
     if (rc == 0 && running)
         rc = restart_with(rt, inst, &r, &applied, err);
@@ -1322,6 +1352,33 @@ static int start_prepare(struct runtime *rt, struct instance *inst, struct start
     return rc;
 }
 
+/* Whether every provider of the instance's scope is still there. Asked
+ * once the instance counts as starting: a provider's delete first makes
+ * the scope check fail and then asks for dependents (which include
+ * starting instances), so one of the two always sees the other. */
+static bool scope_present(struct runtime *rt, struct instance *inst, struct err *err)
+{
+    if (!rt->opts.scope_check)
+        return true;
+    pthread_mutex_lock(&rt->lock);
+    json_t *spec = json_incref(inst->spec);
+    pthread_mutex_unlock(&rt->lock);
+    const char *provider;
+    json_t *value;
+    bool present = true;
+    json_object_foreach(json_object_get(spec, "scope"), provider, value)
+    {
+        if (present && !rt->opts.scope_check(rt->opts.scope_ctx, provider, NULL)) {
+            /* as spec_plan says it of a provider gone before the start */
+            err_set(err, ERR_INVALID, "scope.%s: unknown provider %s", provider, provider);
+            err_add_detail(err, "field", json_sprintf("scope.%s", provider));
+            present = false;
+        }
+    }
+    json_decref(spec);
+    return present;
+}
+
 /* Records the intent (desired, pin) and, for a user's start, makes it
  * durable before the VM runs, together with the revision's usage touch (one
  * transaction): a 2xx start survives a crash. */
@@ -1338,7 +1395,8 @@ static int start_mark(struct runtime *rt, struct instance *inst, struct start_jo
     set_error_locked(inst, NULL, NULL);
     inst->version++;
     pthread_mutex_unlock(&rt->lock);
-    if (!user_request || rtx_persist_batch(rt, &inst, 1, touches, err) == 0)
+    if (scope_present(rt, inst, err) &&
+        (!user_request || rtx_persist_batch(rt, &inst, 1, touches, err) == 0))
         return 0;
     pthread_mutex_lock(&rt->lock);
     inst->desired = was_desired;
@@ -1413,7 +1471,7 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
         runtime_plan_free(job.plan);
         return -1;
     }
-    if (rtx_claim_pending(rt, inst, job.hex, err) != 0) {
+    if (claim_revision(rt, inst, job.strategy, job.hex, ERR_CONFLICT, err) != 0) {
         json_decref(job.repinned);
         runtime_plan_free(job.plan);
         return -1;
@@ -1518,13 +1576,19 @@ int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)
         pthread_mutex_unlock(&rt->control);
         return -1;
     }
-    /* forgotten durably first: a crash after this leaves no instance */
+    /* Forgotten durably first: a crash after this leaves no instance. The
+     * VM runs until the detach below, and if it fails meanwhile its worker
+     * persists the failure: `forgotten`, set in the same rt->persist hold
+     * as the delete, makes that write (and any later one) a no-op instead
+     * of an upsert that brings the record back. */
     int rc = 0;
-    if (rt->opts.store) {
-        pthread_mutex_lock(&rt->persist);
+    pthread_mutex_lock(&rt->persist);
+    inst->forgotten = true;
+    if (rt->opts.store)
         rc = store_instance_delete(rt->opts.store, id, err);
-        pthread_mutex_unlock(&rt->persist);
-    }
+    if (rc != 0)
+        inst->forgotten = false;
+    pthread_mutex_unlock(&rt->persist);
     if (rc != 0) {
         pthread_mutex_unlock(&rt->control);
         return -1;
@@ -1643,18 +1707,31 @@ bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const c
     return false;
 }
 
-int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *hex, struct err *err)
+int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *strategy,
+                      const char *hex, struct err *err)
 {
     pthread_mutex_lock(&rt->lock);
-    bool deleting = rtx_deleting_locked(rt, inst->strategy, hex);
-    if (!deleting)
+    bool deleting = rtx_deleting_locked(rt, strategy, hex);
+    if (!deleting) {
+        snprintf(inst->pending_strategy, sizeof inst->pending_strategy, "%s", strategy);
         snprintf(inst->pending_hex, sizeof inst->pending_hex, "%s", hex);
+    }
     pthread_mutex_unlock(&rt->lock);
     if (!deleting)
         return 0;
-    err_set(err, ERR_CONFLICT, "%s@sha256:%s is being deleted", inst->strategy, hex);
+    err_set(err, ERR_CONFLICT, "%s@sha256:%s is being deleted", strategy, hex);
     err_add_detail(err, "reason", json_string("retired"));
     return -1;
+}
+
+bool rtx_revision_exists(struct runtime *rt, const char *strategy, const char *hex)
+{
+    struct registry *reg = catalog_snapshot(rt->opts.catalog);
+    const struct registry_strategy *st = reg ? registry_find_strategy(reg, strategy) : NULL;
+    const struct registry_revision *rev = st ? registry_find_revision(st, hex) : NULL;
+    bool exists = rev && !rev->invalid;
+    registry_release(reg);
+    return exists;
 }
 
 void rtx_release_pending(struct runtime *rt, struct instance *inst)
@@ -1666,10 +1743,10 @@ void rtx_release_pending(struct runtime *rt, struct instance *inst)
 
 static bool pins_locked(const struct instance *inst, const char *name, const char *hex)
 {
-    if (strcmp(inst->strategy, name) != 0)
-        return false;
-    bool current = (inst->running || inst->starting) && (!hex || strcmp(inst->hex, hex) == 0);
-    bool pending = inst->pending_hex[0] && (!hex || strcmp(inst->pending_hex, hex) == 0);
+    bool current = (inst->running || inst->starting) && strcmp(inst->strategy, name) == 0 &&
+                   (!hex || strcmp(inst->hex, hex) == 0);
+    bool pending = inst->pending_hex[0] && strcmp(inst->pending_strategy, name) == 0 &&
+                   (!hex || strcmp(inst->pending_hex, hex) == 0);
     return current || pending;
 }
 
@@ -1737,7 +1814,7 @@ json_t *runtime_provider_dependents(struct runtime *rt, const char *provider)
     for (size_t i = 0; ids && i < rt->ninstances; i++) {
         const struct instance *inst = rt->instances[i];
         json_t *scope = json_object_get(inst->spec, "scope");
-        if (inst->running && json_object_get(scope, provider))
+        if ((inst->running || inst->starting) && json_object_get(scope, provider))
             json_array_append_new(ids, json_string(inst->id));
     }
     pthread_mutex_unlock(&rt->lock);
@@ -1791,4 +1868,29 @@ void runtime_stats(struct runtime *rt, struct runtime_stats *out)
     for (size_t i = 0; i < rt->ninstances; i++)
         out->running += rt->instances[i]->running;
     pthread_mutex_unlock(&rt->lock);
+}
+
+/* ------------------------------------------------------------ batch checks */
+
+int runtime_instance_spec_resolve(struct runtime *rt, const json_t *spec,
+                                  runtime_scope_fn scope_check, void *scope_ctx, json_t **resolved,
+                                  struct err *err)
+{
+    *resolved = NULL;
+    /* a copy of the options with another scope check answers for providers
+     * that do not exist yet, without changing what other threads read */
+    struct runtime_options opts = rt->opts;
+    if (scope_check) {
+        opts.scope_check = scope_check;
+        opts.scope_ctx = scope_ctx;
+    }
+    struct registry *reg = catalog_snapshot(rt->opts.catalog);
+    struct spec_resolved r;
+    int rc = spec_resolve(&opts, reg, spec, NULL, &r, err);
+    registry_release(reg);
+    if (rc != 0)
+        return -1;
+    *resolved = json_incref(r.spec);
+    spec_resolved_clear(&r);
+    return 0;
 }

@@ -149,9 +149,14 @@ int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **sna
                             struct err *err);
 /* Replaces the spec; a running instance restarts with it (spec.id may be
  * omitted; another id is ERR_INVALID). If the new spec does not start, the
- * instance keeps running the old one and nothing changes (422). */
+ * instance keeps running the old one and nothing changes (422). A running
+ * instance's new revision is pinned against deletes for the whole restart;
+ * one being deleted is ERR_CONFLICT, one deleted since the selector was
+ * resolved ERR_NOT_FOUND. */
 int runtime_instance_update(struct runtime *rt, const char *id, const json_t *spec,
                             json_t **snapshot, struct err *err);
+/* Deletes the record durably, then the VM; no later write (a failure the
+ * worker records meanwhile) brings the record back. */
 int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_start(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err);
@@ -245,5 +250,18 @@ struct runtime_stats {
     int running;
 };
 void runtime_stats(struct runtime *rt, struct runtime_stats *out);
+
+/* ---- checks ahead of a batch (the context restore) ---- */
+/* Resolves an InstanceSpec as runtime_instance_create() would (the selector
+ * against the current catalogue, the config against the revision's
+ * metadata, the gateway's keys, the scope) and changes nothing. scope_check
+ * (with scope_ctx), when not NULL, stands in for the runtime's own provider
+ * check, so that a batch can be checked against providers it is about to
+ * create. *resolved receives the spec an instance created from it now
+ * would store (new reference). Errors as runtime_instance_create(). Any
+ * thread. */
+int runtime_instance_spec_resolve(struct runtime *rt, const json_t *spec,
+                                  runtime_scope_fn scope_check, void *scope_ctx, json_t **resolved,
+                                  struct err *err);
 
 #endif

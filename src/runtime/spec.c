@@ -86,8 +86,8 @@ int spec_reresolve(const struct registry *reg, const char *selector,
 
 /* ------------------------------------------------------------ scope */
 
-static int check_symbols(struct runtime *rt, const char *provider, const json_t *symbols,
-                         json_t *out, struct err *err)
+static int check_symbols(const struct runtime_options *opts, const char *provider,
+                         const json_t *symbols, json_t *out, struct err *err)
 {
     char field[NAMES_ID_MAX + 32];
     snprintf(field, sizeof field, "scope.%s.symbols", provider);
@@ -100,7 +100,7 @@ static int check_symbols(struct runtime *rt, const char *provider, const json_t 
         const char *sym = json_string_value(s);
         if (!sym || !names_valid_symbol(sym))
             return invalid(err, field, "invalid symbol %s", sym ? sym : "(not a string)");
-        if (rt->opts.scope_check && !rt->opts.scope_check(rt->opts.scope_ctx, provider, sym))
+        if (opts->scope_check && !opts->scope_check(opts->scope_ctx, provider, sym))
             return invalid(err, field, "unknown symbol %s", sym);
         bool seen = false;
         for (size_t j = 0; j < json_array_size(out); j++)
@@ -111,7 +111,8 @@ static int check_symbols(struct runtime *rt, const char *provider, const json_t 
     return 0;
 }
 
-static int check_scope(struct runtime *rt, const json_t *scope, json_t **out, struct err *err)
+static int check_scope(const struct runtime_options *opts, const json_t *scope, json_t **out,
+                       struct err *err)
 {
     if (!scope)
         return invalid(err, "scope", "required: {\"<provider>\": {\"symbols\": [...]}}");
@@ -131,12 +132,12 @@ static int check_scope(struct runtime *rt, const json_t *scope, json_t **out, st
         int rc = 0;
         if (!names_valid_id(provider))
             rc = invalid(err, "scope", "invalid provider name %s", provider);
-        else if (rt->opts.scope_check && !rt->opts.scope_check(rt->opts.scope_ctx, provider, NULL))
+        else if (opts->scope_check && !opts->scope_check(opts->scope_ctx, provider, NULL))
             rc = invalid(err, field, "unknown provider %s", provider);
         else if (!json_is_object(value))
             rc = invalid(err, field, "must be an object {\"symbols\": [...]}");
         else
-            rc = check_symbols(rt, provider, json_object_get(value, "symbols"), symbols, err);
+            rc = check_symbols(opts, provider, json_object_get(value, "symbols"), symbols, err);
         total += json_array_size(symbols);
         if (rc == 0 && total > SPEC_MAX_SYMBOLS)
             rc = invalid(err, "scope", "more than %d symbols", SPEC_MAX_SYMBOLS);
@@ -250,7 +251,7 @@ static int resolve_strategy(const struct registry *reg, const json_t *strategy,
     return 0;
 }
 
-int spec_resolve(struct runtime *rt, const struct registry *reg, const json_t *in,
+int spec_resolve(const struct runtime_options *opts, const struct registry *reg, const json_t *in,
                  const char *forced_id, struct spec_resolved *out, struct err *err)
 {
     memset(out, 0, sizeof *out);
@@ -273,7 +274,7 @@ int spec_resolve(struct runtime *rt, const struct registry *reg, const json_t *i
     if (resolve_strategy(reg, strategy, out, &res, err) != 0)
         return -1;
     json_t *scope = NULL;
-    if (check_scope(rt, json_object_get(in, "scope"), &scope, err) != 0)
+    if (check_scope(opts, json_object_get(in, "scope"), &scope, err) != 0)
         return -1;
     out->config = out->metadata ? js_config_resolve(out->metadata,
                                                     json_is_object(config) ? config : NULL, err)
@@ -487,7 +488,7 @@ int spec_plan(struct runtime *rt, const json_t *spec, const char *strategy, cons
      * gone since (deleted while the instance was stopped, or dropped from
      * the configuration): a VM on it would run and never hear a thing */
     json_t *scope = NULL;
-    if (check_scope(rt, json_object_get(spec, "scope"), &scope, err) != 0)
+    if (check_scope(&rt->opts, json_object_get(spec, "scope"), &scope, err) != 0)
         return -1;
     json_decref(scope);
     struct vm_plan *plan = calloc(1, sizeof *plan);

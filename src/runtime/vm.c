@@ -351,6 +351,13 @@ static int settle(struct vm *vm, JSValue result)
 
 static void after_call(struct worker *w, struct vm *vm, int rc, const char *handler)
 {
+    char why[ERR_MESSAGE_MAX];
+    if (host_risk_stop_due(vm, why, sizeof why)) {
+        if (rc != 0) /* most likely the refusal itself, thrown on */
+            JS_FreeValue(vm->sb.ctx, JS_GetException(vm->sb.ctx));
+        stop_failed(w, vm, "riskBreaches", handler, why);
+        return;
+    }
     if (rc != 0) {
         call_failed(w, vm, handler);
         return;
@@ -1430,6 +1437,7 @@ int vm_stage(struct worker *w, struct instance *inst, struct vm_plan *plan, stru
 int vm_launch(struct worker *w, struct vm *vm, struct err *err)
 {
     vm->staged = false;
+    vm->inst->risk_breaches = 0; /* maxRiskBreaches counts from each start */
     host_enter(vm);
     int rc = create_from_exports(vm, err);
     host_leave();

@@ -10,7 +10,8 @@
  *                     (provider, symbol, kind) up in its own index and calls
  *                     vm_deliver for every subscriber
  * Commands wait in a list under the worker's lock, served before the next
- * batch, so they take effect between two events. A VM freed while its
+ * batch and between two timer callbacks, so they take effect between two
+ * events or two callbacks. A VM freed while its
  * subscriptions are being walked is only marked dead; its subscriptions are
  * removed after the walk (worker_reap).
  */
@@ -34,7 +35,8 @@ const double runtime_hist_bounds[HIST_BUCKETS - 1] = {1e-6, 5e-6, 1e-5, 5e-5, 1e
 #define WORKER_STACK_MARGIN (4u << 20)
 /* The longest gap between events the poll's moving average counts. */
 #define EVENTS_GAP_MAX_NS 1000000000
-/* Timers run per pass, so a burst of due timers cannot starve the queue. */
+/* Timers looked at per pass (run or deferred), so a burst of due timers
+ * cannot starve the queue. */
 #define WORKER_TIMERS_PER_PASS 1024
 /* Distinct subscription lists a run may span before it is delivered event
  * by event instead. */
@@ -164,6 +166,7 @@ void worker_destroy(struct worker *w)
     rtmap_free(&w->subs);
     rtmap_free(&w->instances);
     free(w->heap);
+    free(w->deferred);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->wake);
     pthread_cond_destroy(&w->room);
@@ -552,6 +555,20 @@ static size_t take_events(struct worker *w, struct msg *out)
     return k;
 }
 
+/* The first queued command, now the caller's (NULL: none); w->lock held. */
+static struct command *pop_command_locked(struct worker *w)
+{
+    struct command *cmd = w->cmd_head;
+    if (cmd) {
+        w->cmd_head = cmd->next;
+        if (!w->cmd_head) {
+            w->cmd_tail = NULL;
+            atomic_store_explicit(&w->cmd_pending, false, memory_order_relaxed);
+        }
+    }
+    return cmd;
+}
+
 /* Waits for messages (or the next timer) and takes one command or up to
  * WORKER_BATCH events. Returns false when the worker must quit; true with
  * *n == 0 when only a timer is due. */
@@ -569,14 +586,7 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
         pthread_mutex_unlock(&w->lock);
         return false;
     }
-    struct command *cmd = w->cmd_head;
-    if (cmd) {
-        w->cmd_head = cmd->next;
-        if (!w->cmd_head) {
-            w->cmd_tail = NULL;
-            atomic_store_explicit(&w->cmd_pending, false, memory_order_relaxed);
-        }
-    }
+    struct command *cmd = pop_command_locked(w);
     pthread_mutex_unlock(&w->lock);
     if (cmd) {
         out[0] = (struct msg){NULL, cmd};
@@ -826,6 +836,20 @@ static void run_command(struct worker *w, struct command *cmd)
     }
     worker_reap(w);
     complete(w->rt, cmd);
+}
+
+/* Runs every command queued so far, outside any subscription walk (a start
+ * subscribes, a stop unsubscribes). */
+static void serve_commands(struct worker *w)
+{
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        struct command *cmd = pop_command_locked(w);
+        pthread_mutex_unlock(&w->lock);
+        if (!cmd)
+            return;
+        run_command(w, cmd);
+    }
 }
 
 /* ------------------------------------------------------------ events */
@@ -1093,9 +1117,19 @@ static void sift_down(struct worker *w, size_t i)
     heap_set(w, i, t);
 }
 
+/* Into the heap, keeping its seq (its place among equal deadlines). */
+static void heap_push(struct worker *w, struct timer *t)
+{
+    w->heap[w->nheap] = t;
+    t->heap_index = w->nheap++;
+    sift_up(w, t->heap_index);
+}
+
 int worker_timer_schedule(struct worker *w, struct timer *t)
 {
-    if (w->nheap == w->heap_cap) {
+    /* room for the deferred timers too, so putting them back never
+     * allocates */
+    if (w->nheap + w->ndeferred == w->heap_cap) {
         size_t cap = w->heap_cap ? w->heap_cap * 2 : 64;
         struct timer **heap = realloc(w->heap, cap * sizeof *heap);
         if (!heap)
@@ -1104,10 +1138,49 @@ int worker_timer_schedule(struct worker *w, struct timer *t)
         w->heap_cap = cap;
     }
     t->seq = ++w->timer_seq;
-    w->heap[w->nheap] = t;
-    t->heap_index = w->nheap++;
-    sift_up(w, t->heap_index);
+    heap_push(w, t);
     return 0;
+}
+
+/* Holds a due timer (out of the heap) until the pass ends; -1 when out of
+ * memory (then it runs now). */
+static int defer_timer(struct worker *w, struct timer *t)
+{
+    if (w->ndeferred == w->deferred_cap) {
+        size_t cap = w->deferred_cap ? w->deferred_cap * 2 : 64;
+        struct timer **grown = realloc(w->deferred, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        w->deferred = grown;
+        w->deferred_cap = cap;
+    }
+    t->deferred = true;
+    t->heap_index = w->ndeferred;
+    w->deferred[w->ndeferred++] = t;
+    return 0;
+}
+
+/* A deferred timer cancelled or freed with its VM during the pass (a
+ * command served between two timers). */
+static void undefer_timer(struct worker *w, struct timer *t)
+{
+    size_t i = t->heap_index;
+    struct timer *last = w->deferred[--w->ndeferred];
+    if (i != w->ndeferred) {
+        w->deferred[i] = last;
+        last->heap_index = i;
+    }
+    t->deferred = false;
+    t->heap_index = SIZE_MAX;
+}
+
+static void restore_deferred(struct worker *w)
+{
+    while (w->ndeferred > 0) {
+        struct timer *t = w->deferred[--w->ndeferred];
+        t->deferred = false;
+        heap_push(w, t);
+    }
 }
 
 void worker_timer_unschedule(struct worker *w, struct timer *t)
@@ -1115,6 +1188,10 @@ void worker_timer_unschedule(struct worker *w, struct timer *t)
     size_t i = t->heap_index;
     if (i == SIZE_MAX)
         return;
+    if (t->deferred) {
+        undefer_timer(w, t);
+        return;
+    }
     t->heap_index = SIZE_MAX;
     struct timer *last = w->heap[--w->nheap];
     if (i == w->nheap)
@@ -1126,18 +1203,54 @@ void worker_timer_unschedule(struct worker *w, struct timer *t)
         sift_down(w, i);
 }
 
+/* Whether the instance has used its share of this pass: its CPU budget (one
+ * callback's) in timer callbacks. Its later due timers then wait for the
+ * next pass, after the queue's events and commands, so a burst of heavy
+ * timers takes turns with the neighbours instead of holding the worker for
+ * the sum of their budgets. */
+static bool over_share(struct worker *w, const struct timer *t)
+{
+    struct instance *inst = t->vm->inst;
+    if (inst->timer_pass != w->timer_pass) {
+        inst->timer_pass = w->timer_pass;
+        inst->timer_pass_ns = 0;
+    }
+    return inst->timer_pass_ns >= t->vm->budget_ns;
+}
+
+/* Runs the timers due when the pass begins (those set meanwhile wait for
+ * the next). Commands queued meanwhile run between two timers, so a stop
+ * takes effect before the instance's next callback and a control-plane
+ * call waits for one callback at most; inside a subscription walk (a long
+ * run of events) they cannot, and the pass ends instead. */
 void worker_run_timers(struct worker *w)
 {
+    w->timer_pass++;
     int64_t now = clock_mono_ns();
     for (int n = 0; n < WORKER_TIMERS_PER_PASS && w->nheap > 0; n++) {
+        if (atomic_load_explicit(&w->cmd_pending, memory_order_acquire)) {
+            if (w->walking)
+                break;
+            serve_commands(w);
+            if (w->nheap == 0)
+                break;
+        }
         struct timer *t = w->heap[0];
         if (t->deadline_ns > now)
             break;
         worker_timer_unschedule(w, t);
+        if (over_share(w, t) && defer_timer(w, t) == 0)
+            continue;
+        /* the instance outlives the call (only a command frees it); the
+         * VM may not */
+        struct instance *inst = t->vm->inst;
+        int64_t t0 = clock_mono_ns();
         vm_fire_timer(w, t);
+        inst->timer_pass_ns += clock_mono_ns() - t0;
         if (w->nreap)
             worker_reap(w);
     }
+    restore_deferred(w);
 }
 
 /* ------------------------------------------------------------ the thread */

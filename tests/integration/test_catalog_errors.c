@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MIB (1024u * 1024u)
 
@@ -408,6 +409,113 @@ static void test_reserved_paths_are_not_strategy_names(void **state)
     tu_server_stop(srv);
 }
 
+/* ------------------------------------------------------------------ HEAD */
+
+/* HEAD is GET without the body (RFC 9110 9.3.2) on every path with a GET:
+ * same status and headers, no body; a path without a GET answers HEAD as
+ * any other method it does not have. */
+static void test_head_is_get_without_the_body(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    struct {
+        const char *path;
+        long status;
+    } cases[] = {
+        {"/healthz", 200},
+        {"/strategies", 200},
+        {"/strategies/momo", 200},
+        {"/strategies/modules", 200},
+        {"/strategies/modules/momo:prod", 200},
+        {"/strategies/modules/momo/source", 200},
+        {"/strategies/modules/momo/usage", 200},
+        {"/strategies/registry", 200},
+        {"/strategies/modules/nosuch", 404},
+        {"/strategies/modules/Bad%20Name", 400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct tu_response get, head;
+        tu_request(srv, &get, "GET", cases[i].path, NULL);
+        tu_request(srv, &head, "HEAD", cases[i].path, NULL);
+        if (head.status != cases[i].status || get.status != cases[i].status)
+            fail_msg("HEAD %s: %ld (GET: %ld), expected %ld", cases[i].path, head.status,
+                     get.status, cases[i].status);
+        if (head.len != 0)
+            fail_msg("HEAD %s came with a body of %zu bytes", cases[i].path, head.len);
+        char *head_type = tu_header(&head, "Content-Type");
+        char *get_type = tu_header(&get, "Content-Type");
+        char *length = tu_header(&head, "Content-Length");
+        if (!head_type || !get_type || strcmp(head_type, get_type) != 0)
+            fail_msg("HEAD %s: Content-Type '%s', GET's is '%s'", cases[i].path,
+                     head_type ? head_type : "(none)", get_type ? get_type : "(none)");
+        if (!length || strtoul(length, NULL, 10) != get.len)
+            fail_msg("HEAD %s: Content-Length %s, GET's body is %zu bytes", cases[i].path,
+                     length ? length : "(none)", get.len);
+        free(head_type);
+        free(get_type);
+        free(length);
+        tu_response_free(&get);
+        tu_response_free(&head);
+    }
+    struct tu_response res;
+    tu_request(srv, &res, "HEAD", "/metrics", NULL);
+    tu_assert_status(&res, 200);
+    assert_int_equal(res.len, 0);
+    tu_response_free(&res);
+    /* a path without a GET: 405 with its own methods; no path: 404 */
+    tu_request(srv, &res, "HEAD", "/strategies/refresh", NULL);
+    tu_assert_status(&res, 405);
+    char *allow = tu_header(&res, "Allow");
+    assert_non_null(allow);
+    assert_string_equal(allow, "POST");
+    free(allow);
+    tu_response_free(&res);
+    tu_request(srv, &res, "HEAD", "/nowhere", NULL);
+    tu_assert_status(&res, 404);
+    tu_response_free(&res);
+    tu_catalog_expect_same(srv, &before, "HEAD requests");
+    tu_catalog_state_free(&before);
+    tu_server_stop(srv);
+}
+
+/* ---------------------------------------------------- refresh failures */
+
+/* A refresh whose registry.json cannot be taken keeps the last good
+ * catalogue in service either way, but says whose fault it is: a file that
+ * does not parse conflicts with the request (409), a file that cannot even
+ * be read (here a symlink loop, ELOOP) is the gateway's failure (500). */
+static void test_refresh_failure_statuses(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    seed(srv);
+    char *reg = tu_path("%s/registry.json", srv->strategies_dir);
+    char *kept = tu_path("%s/registry.json.kept", srv->root);
+    assert_int_equal(rename(reg, kept), 0);
+
+    assert_int_equal(symlink("registry.json", reg), 0);
+    json_t *r = tu_ops_refresh(srv, "{}", 500);
+    assert_true(json_is_true(tu_jget(r, "details.servingPrevious")));
+    json_decref(r);
+    json_decref(tu_get_json(srv, 200, "/strategies/modules/momo:prod"));
+    assert_int_equal(unlink(reg), 0);
+
+    tu_write_text(reg, "{\"momo\": ");
+    r = tu_ops_refresh(srv, "{}", 409);
+    assert_true(json_is_true(tu_jget(r, "details.servingPrevious")));
+    json_decref(r);
+    json_decref(tu_get_json(srv, 200, "/strategies/modules/momo:prod"));
+
+    assert_int_equal(rename(kept, reg), 0);
+    json_decref(tu_ops_refresh(srv, "{}", 200));
+    free(kept);
+    free(reg);
+    tu_server_stop(srv);
+}
+
 /* --------------------------------------------------- strategy names */
 
 static void test_bad_strategy_names_are_400(void **state)
@@ -470,6 +578,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_strategy_names_are_400, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_bad_listing_parameters_are_400, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_head_is_get_without_the_body, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_failure_statuses, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -319,6 +319,36 @@ static void test_listing_follows_refresh(void **state)
     free(spelled2);
 }
 
+/* A limit or offset near LLONG_MAX pages like any other: the page's end is
+ * never computed as offset + limit, which would wrap. */
+static void test_huge_limit_and_offset_page(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char hex[65];
+    const char *names[] = {"alpha", "bravo", "charlie"};
+    for (size_t i = 0; i < 3; i++)
+        upload(srv, names[i], "v1", hex);
+    json_t *page = listing(srv, "/strategies/modules?limit=9223372036854775807&offset=1");
+    assert_int_equal(tu_jint(page, "total"), 3);
+    assert_int_equal(tu_jint(page, "offset"), 1);
+    if (json_array_size(tu_jget(page, "modules")) != 2)
+        fail_msg("limit=LLONG_MAX&offset=1 of 3 modules shows %zu of them, expected 2",
+                 json_array_size(tu_jget(page, "modules")));
+    assert_string_equal(tu_jstr(page, "modules.0.name"), "bravo");
+    assert_string_equal(tu_jstr(page, "modules.1.name"), "charlie");
+    json_decref(page);
+    page = listing(srv, "/strategies/modules?limit=9223372036854775806&offset=2");
+    assert_int_equal(json_array_size(tu_jget(page, "modules")), 1);
+    assert_string_equal(tu_jstr(page, "modules.0.name"), "charlie");
+    json_decref(page);
+    page = listing(srv, "/strategies/modules?limit=1&offset=9223372036854775807");
+    assert_int_equal(tu_jint(page, "total"), 3);
+    assert_int_equal(json_array_size(tu_jget(page, "modules")), 0);
+    json_decref(page);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +361,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_listing_follows_running_instances, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_listing_follows_refresh, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_huge_limit_and_offset_page, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

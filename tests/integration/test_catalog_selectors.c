@@ -378,6 +378,40 @@ static void test_source_download_is_byte_exact_with_etag(void **state)
     assert_int_equal(res.len, strlen(BYTES_SOURCE));
     tu_response_free(&res);
 
+    /* If-None-Match is a list of entity-tags (RFC 9110 13.1.2): "*", a weak
+     * tag (GET compares weakly) and a list holding ours match... */
+    char *matching[] = {
+        tu_path("If-None-Match: *"),
+        tu_path("If-None-Match: W/%s", etag),
+        tu_path("If-None-Match: \"sha256:" ZEROS64 "\", %s", etag),
+        tu_path("If-None-Match: \"a,b\",W/\"x\" ,\t%s  ", etag),
+    };
+    for (size_t i = 0; i < sizeof matching / sizeof matching[0]; i++) {
+        const char *h[] = {matching[i], NULL};
+        tu_http(&res, "GET", url, NULL, 0, h);
+        if (res.status != 304)
+            fail_msg("'%s': expected 304, got %ld", matching[i], res.status);
+        tu_response_free(&res);
+        free(matching[i]);
+    }
+    /* ...but a value that merely contains the hash names another tag */
+    char *containing[] = {
+        tu_path("If-None-Match: \"x-sha256:%s\"", hex),
+        tu_path("If-None-Match: \"sha256:%s-gzip\"", hex),
+        tu_path("If-None-Match: sha256:%s", hex),
+        tu_path("If-None-Match: %s", hex),
+        tu_path("If-None-Match: \"*\""),
+    };
+    for (size_t i = 0; i < sizeof containing / sizeof containing[0]; i++) {
+        const char *h[] = {containing[i], NULL};
+        tu_http(&res, "GET", url, NULL, 0, h);
+        if (res.status != 200)
+            fail_msg("'%s': expected 200, got %ld", containing[i], res.status);
+        assert_int_equal(res.len, strlen(BYTES_SOURCE));
+        tu_response_free(&res);
+        free(containing[i]);
+    }
+
     /* The metadata kept the UTF-8 text intact too. */
     json_t *meta = tu_get_json(srv, 200, "/strategies/bytes");
     assert_string_equal(tu_jstr(meta, "displayName"), BYTES_DISPLAY);

@@ -7,6 +7,7 @@
  */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -687,6 +688,20 @@ static void test_refused_module_puts_change_nothing(void **state)
     tu_assert_error(&res, 404);
     tu_response_free(&res);
     free(trend);
+    /* PUT updates an existing module: a strategy that does not exist is
+     * unknown whatever the selector's form, and is not created */
+    char *gamma = tu_module_source("gamma", NULL, NULL);
+    const char *unknown[] = {"gamma", "gamma:prod", "gamma:latest", "gamma@" ZEROS64};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        put_module(srv, &res, unknown[i], gamma);
+        if (res.status != 404)
+            fail_msg("PUT /strategies/modules/%s (no strategy gamma): expected 404, got %ld: %s",
+                     unknown[i], res.status, res.body);
+        tu_assert_error(&res, 404);
+        tu_response_free(&res);
+    }
+    json_decref(tu_get_json(srv, 404, "/strategies/gamma"));
+    free(gamma);
     tu_send(srv, &res, "PUT", "/strategies/modules/trend", "{}");
     tu_assert_error(&res, 400);
     tu_response_free(&res);
@@ -701,6 +716,260 @@ static void test_refused_module_puts_change_nothing(void **state)
     free(other);
     free(sp1);
     put_fixture_free(src);
+    tu_server_stop(srv);
+}
+
+/* The strings of a JSON array, comma-separated (malloc'ed). */
+static char *joined(const json_t *list)
+{
+    char *out = NULL;
+    size_t n = 0;
+    FILE *mem = open_memstream(&out, &n);
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const char *v = json_string_value(json_array_get(list, i));
+        fprintf(mem, "%s%s", i ? "," : "", v ? v : "(not a string)");
+    }
+    fclose(mem);
+    return out;
+}
+
+/* A PUT's body `aliases` move to its revision as an upload's do, listed
+ * once with the selector's own tags, in the answer too. */
+static void test_module_put_applies_aliases(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *src[4], hex[4][65];
+    char *sp1 = put_fixture(srv, src, hex);
+    json_decref(put_tag_ok(srv, "trend", "prod", sp1));
+
+    json_t *body = json_pack("{s:s, s:[sss]}", "source", src[1], "aliases", "prod", "v1", "canary");
+    struct tu_response res;
+    tu_send_json(srv, &res, "PUT", "/strategies/modules/trend:v1", body);
+    tu_assert_status(&res, 200);
+    char *sp2 = spell(hex[1]);
+    assert_string_equal(tu_jstr(res.json, "module.hash"), sp2);
+    char *aliases = joined(tu_jget(res.json, "module.aliases"));
+    if (strcmp(aliases, "v1,prod,canary") != 0)
+        fail_msg("PUT trend:v1 with aliases [prod, v1, canary] answers module.aliases [%s], "
+                 "expected [v1,prod,canary]",
+                 aliases);
+    free(aliases);
+    tu_response_free(&res);
+    expect_disk_tag(srv, "trend", "v1", sp2);
+    expect_disk_tag(srv, "trend", "prod", sp2);
+    expect_disk_tag(srv, "trend", "canary", sp2);
+    expect_disk_tag(srv, "trend", "latest", sp1);
+    expect_selected(srv, "trend:prod", sp2);
+    json_t *entries = tu_audit_entries(srv);
+    expect_audit(entries, 0, "trend", "prod", sp1, sp2);
+    expect_audit(entries, 0, "trend", "canary", NULL, sp2);
+    json_decref(entries);
+
+    /* The selector's tags count within the bound of one list: 64 aliases
+     * and the selector's tag are one too many, and change nothing. */
+    struct tu_catalog_state before;
+    tu_catalog_capture(srv, &before);
+    json_t *many = json_array();
+    for (int i = 0; i < 64; i++) {
+        char tag[16];
+        snprintf(tag, sizeof tag, "a%d", i);
+        json_array_append_new(many, json_string(tag));
+    }
+    tu_send_json(srv, &res, "PUT", "/strategies/modules/trend:v1",
+                 json_pack("{s:s, s:o}", "source", src[2], "aliases", many));
+    tu_assert_error(&res, 400);
+    assert_string_equal(tu_jstr(res.json, "details.field"), "aliases");
+    tu_response_free(&res);
+    tu_catalog_expect_same(srv, &before, "a PUT with too many aliases");
+    tu_catalog_state_free(&before);
+    free(sp1);
+    free(sp2);
+    put_fixture_free(src);
+    tu_server_stop(srv);
+}
+
+/* ------------------------------------------------ concurrent uploads */
+
+#define RACE_WRITERS 8
+#define RACE_ROUNDS 2
+#define RACE_UPLOADS (RACE_WRITERS * RACE_ROUNDS)
+
+/* One client thread with a token of its own, so that each audit entry
+ * names the request that made it. */
+struct race_writer {
+    const char *base_url;
+    int index;
+    char name[16];
+    char secret[48];
+    char hex[RACE_ROUNDS][65];
+    long status[RACE_ROUNDS];
+    char error[256];
+};
+
+static void race_upload(struct race_writer *w, int round)
+{
+    char handler[64];
+    snprintf(handler, sizeof handler, "onTicker() { return %d; },", w->index * RACE_ROUNDS + round);
+    char *src = tu_module_source("race", NULL, handler);
+    tu_sha256_hex(src, strlen(src), w->hex[round]);
+    json_t *body =
+        json_pack("{s:s, s:b, s:[s]}", "source", src, "promoteLatest", 1, "aliases", "prod");
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char url[128], auth[96];
+    snprintf(url, sizeof url, "%s/strategies/modules", w->base_url);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", w->secret);
+    const char *headers[] = {auth, NULL};
+    struct tu_request_options o = {
+        .body = text, .body_len = text ? strlen(text) : 0, .headers = headers};
+    struct tu_response res;
+    w->status[round] = text && tu_http_try(&res, "POST", url, &o) == 0 ? res.status : -1;
+    if (w->status[round] > 0) {
+        snprintf(w->error, sizeof w->error, "%.200s", res.body ? res.body : "");
+        tu_response_free(&res);
+    }
+    free(text);
+    json_decref(body);
+    free(src);
+}
+
+static void *race_writer_main(void *arg)
+{
+    struct race_writer *w = arg;
+    for (int r = 0; r < RACE_ROUNDS; r++)
+        race_upload(w, r);
+    return NULL;
+}
+
+/* The writer (by token name) of the upload whose revision is hex. */
+static const char *race_owner(const struct race_writer *w, const char *spelled)
+{
+    for (int i = 0; i < RACE_WRITERS; i++) {
+        for (int r = 0; r < RACE_ROUNDS; r++) {
+            if (strcmp(spelled + strlen("sha256:"), w[i].hex[r]) == 0)
+                return w[i].name;
+        }
+    }
+    return NULL;
+}
+
+/* The tag.move entries of race:<tag> must be the moves the uploads made,
+ * one each, under the actor that made it: every upload's revision is the
+ * `to` of exactly one entry, which its writer made, and every `from` is
+ * left exactly once (the tag went from the first to the last revision
+ * through all of them). */
+static void expect_race_moves(const json_t *entries, const struct race_writer *w, const char *tag,
+                              const char *first)
+{
+    json_t *tos = json_object(), *froms = json_object();
+    size_t moves = 0;
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        const json_t *e = json_array_get(entries, i);
+        const char *action = json_string_value(json_object_get(e, "action"));
+        const char *st = json_string_value(json_object_get(e, "strategy"));
+        const char *tg = json_string_value(json_object_get(e, "tag"));
+        const char *to = json_string_value(json_object_get(e, "to"));
+        if (!action || strcmp(action, "tag.move") != 0 || !st || strcmp(st, "race") != 0 || !tg ||
+            strcmp(tg, tag) != 0 || (to && strcmp(to, first) == 0))
+            continue; /* (the first upload's own `latest`) */
+        moves++;
+        const json_t *fv = json_object_get(e, "from");
+        const char *from = json_is_null(fv) ? "null" : json_string_value(fv);
+        const char *actor = json_string_value(json_object_get(e, "actor"));
+        const char *owner = to ? race_owner(w, to) : NULL;
+        char *dump = json_dumps(e, JSON_COMPACT);
+        if (!owner || !actor || strcmp(owner, actor) != 0)
+            fail_msg("race:%s: %s is audited under %s, but %s uploaded it: %s", tag,
+                     to ? to : "(no to)", actor ? actor : "(none)", owner ? owner : "nobody", dump);
+        if (json_object_get(tos, to) || (from && json_object_get(froms, from)))
+            fail_msg("race:%s: a second entry moves the tag %s: %s (entries naming it:\n%s)", tag,
+                     json_object_get(tos, to) ? "to the same revision" : "off the same one", dump,
+                     entries_about(entries, tag));
+        free(dump);
+        json_object_set_new(tos, to, json_true());
+        json_object_set_new(froms, from ? from : "?", json_true());
+    }
+    if (moves != RACE_UPLOADS)
+        fail_msg("race:%s: %zu tag.move entries for %d uploads that each moved it once:\n%s", tag,
+                 moves, RACE_UPLOADS, entries_about(entries, tag));
+    if (!json_object_get(froms, first))
+        fail_msg("race:%s: no entry moves the tag off %s", tag, first);
+    json_decref(tos);
+    json_decref(froms);
+}
+
+/* Uploads of one strategy at once, each taking `latest` and `prod`: each
+ * request audits and counts exactly the tag moves its own upload made. */
+static void test_concurrent_uploads_audit_their_own_moves(void **state)
+{
+    struct tu_server *srv = *state;
+    struct race_writer w[RACE_WRITERS];
+    char *yaml = strdup("auth:\n  tokens:\n");
+    for (int i = 0; i < RACE_WRITERS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].index = i;
+        snprintf(w[i].name, sizeof w[i].name, "writer%d", i);
+        snprintf(w[i].secret, sizeof w[i].secret, "race-Secret-%d-Kq8vZ-3e1f7d", i);
+        char digest[65];
+        tu_sha256_hex(w[i].secret, strlen(w[i].secret), digest);
+        char *more =
+            tu_path("%s    - {name: %s, sha256: %s, role: admin}\n", yaml, w[i].name, digest);
+        free(yaml);
+        yaml = more;
+    }
+    struct tu_server_options opts = {.config_yaml = yaml};
+    tu_server_start(srv, &opts);
+    free(yaml);
+    /* the first revision, which every move starts from */
+    char *src = tu_module_source("race", NULL, NULL);
+    char first[65];
+    tu_sha256_hex(src, strlen(src), first);
+    char *auth = tu_path("Authorization: Bearer %s", w[0].secret);
+    const char *headers[] = {auth, NULL};
+    json_t *body = json_pack("{s:s}", "source", src);
+    char *text = json_dumps(body, JSON_COMPACT);
+    struct tu_request_options o = {.body = text, .body_len = strlen(text), .headers = headers};
+    struct tu_response res;
+    tu_request(srv, &res, "POST", "/strategies/modules", &o);
+    tu_assert_status(&res, 201);
+    tu_response_free(&res);
+
+    pthread_t threads[RACE_WRITERS];
+    for (int i = 0; i < RACE_WRITERS; i++) {
+        w[i].base_url = srv->base_url;
+        assert_int_equal(pthread_create(&threads[i], NULL, race_writer_main, &w[i]), 0);
+    }
+    for (int i = 0; i < RACE_WRITERS; i++)
+        pthread_join(threads[i], NULL);
+    for (int i = 0; i < RACE_WRITERS; i++) {
+        for (int r = 0; r < RACE_ROUNDS; r++) {
+            if (w[i].status[r] != 201)
+                fail_msg("%s's upload %d: expected 201, got %ld: %s", w[i].name, r, w[i].status[r],
+                         w[i].error);
+        }
+    }
+
+    json_t *entries = tu_audit_entries(srv);
+    char *spelled_first = spell(first);
+    expect_race_moves(entries, w, "latest", spelled_first);
+    expect_race_moves(entries, w, "prod", "null");
+    json_decref(entries);
+    /* every move but prod's first (a new tag) is a reassignment, counted once */
+    tu_request(srv, &res, "GET", "/metrics", &(struct tu_request_options){.headers = headers});
+    tu_assert_status(&res, 200);
+    double latest = tu_ops_metric(res.body, "strategy_tag_reassigned_total", "strategy", "race",
+                                  "tag", "latest", NULL);
+    double prod = tu_ops_metric(res.body, "strategy_tag_reassigned_total", "strategy", "race",
+                                "tag", "prod", NULL);
+    tu_response_free(&res);
+    if (latest != RACE_UPLOADS || prod != RACE_UPLOADS - 1)
+        fail_msg("strategy_tag_reassigned_total: latest %g (expected %d), prod %g (expected %d)",
+                 latest, RACE_UPLOADS, prod, RACE_UPLOADS - 1);
+    free(spelled_first);
+    free(text);
+    json_decref(body);
+    free(auth);
+    free(src);
     tu_server_stop(srv);
 }
 
@@ -725,6 +994,10 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refused_module_puts_change_nothing, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_module_put_applies_aliases, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_uploads_audit_their_own_moves,
+                                        tu_server_setup, tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -332,6 +332,68 @@ static const char *instance_spec(const char *id)
     return buf;
 }
 
+/* Provider changes on a full state disk, and what each answer implies:
+ * a refused change is not in the running market either. */
+struct provider_outcome {
+    bool created;     /* "pfull" */
+    long spare_ticks; /* the tickRate "spare" has */
+    bool deleted;     /* "spare" */
+};
+
+static long tick_rate(struct tu_server *srv, const char *name)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/providers/%s", name);
+    json_t *detail = tu_get_json(srv, 200, "%s", path);
+    long rate = (long)json_number_value(tu_jget(detail, "settings.tickRate"));
+    json_decref(detail);
+    return rate;
+}
+
+static void expect_providers(struct tu_server *srv, const struct provider_outcome *o)
+{
+    struct tu_response res;
+    tu_get(srv, &res, "/providers/pfull");
+    tu_assert_status(&res, o->created ? 200 : 404);
+    tu_response_free(&res);
+    tu_get(srv, &res, "/providers/spare");
+    tu_assert_status(&res, o->deleted ? 404 : 200);
+    tu_response_free(&res);
+    if (!o->deleted)
+        assert_int_equal(tick_rate(srv, "spare"), o->spare_ticks);
+}
+
+static void change_providers_on_full_disk(struct tu_server *srv, struct provider_outcome *o)
+{
+    struct tu_response res;
+    *o = (struct provider_outcome){.spare_ticks = 5};
+    tu_send(srv, &res, "POST", "/providers",
+            "{\"name\": \"pfull\", \"adapter\": {\"identifier\": \"simulated\", "
+            "\"config\": {}}, \"enabled\": false}");
+    o->created = res.status == 202;
+    if (!o->created)
+        expect_disk_full(res.status, res.json, "a provider create");
+    long created = res.status;
+    tu_response_free(&res);
+    tu_send(srv, &res, "PUT", "/providers/spare",
+            "{\"adapter\": {\"identifier\": \"simulated\", \"config\": {\"tickRate\": 7}}, "
+            "\"enabled\": false}");
+    o->spare_ticks = res.status == 200 ? 7 : 5;
+    if (res.status != 200)
+        expect_disk_full(res.status, res.json, "a provider update");
+    long updated = res.status;
+    tu_response_free(&res);
+    expect_providers(srv, o);
+    tu_delete(srv, &res, "/providers/spare");
+    o->deleted = res.status == 200;
+    if (!o->deleted)
+        expect_disk_full(res.status, res.json, "a provider delete");
+    print_message("on the full disk: provider create %ld, update %ld, delete %ld\n", created,
+                  updated, res.status);
+    tu_response_free(&res);
+    expect_providers(srv, o);
+}
+
 static void test_state_disk_full(void **state)
 {
     struct mount_fixture *f = *state;
@@ -354,6 +416,11 @@ static void test_state_disk_full(void **state)
     tu_assert_status(&res, 201);
     tu_response_free(&res);
     json_t *before = instance_ids(srv);
+    tu_send(srv, &res, "POST", "/providers",
+            "{\"name\": \"spare\", \"adapter\": {\"identifier\": \"simulated\", "
+            "\"config\": {\"tickRate\": 5}}, \"enabled\": false}");
+    tu_assert_status(&res, 202);
+    tu_response_free(&res);
 
     fill_leaving(f->mnt, 0);
     /* Several attempts: SQLite may still have room in pages it holds. */
@@ -391,6 +458,8 @@ static void test_state_disk_full(void **state)
     snap = tu_get_json(srv, 200, "/strategy/instances/keep");
     assert_true(json_is_true(json_object_get(snap, "running")));
     json_decref(snap);
+    struct provider_outcome providers;
+    change_providers_on_full_disk(srv, &providers);
 
     unfill(f->mnt);
     tu_send(srv, &res, "POST", "/strategy/instances/idle/start", NULL);
@@ -414,6 +483,7 @@ static void test_state_disk_full(void **state)
     snap = tu_get_json(srv, 200, "/strategy/instances/idle");
     assert_true(json_is_true(json_object_get(snap, "running")));
     json_decref(snap);
+    expect_providers(srv, &providers); /* what was answered is what came back */
     tu_server_stop(srv);
     json_decref(before);
     free(state_dir);

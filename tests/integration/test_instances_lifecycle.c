@@ -13,6 +13,7 @@
  */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,6 +406,44 @@ static void test_delete_stops_a_running_instance_first(void **state)
     tu_server_stop(srv);
 }
 
+/* A delete that lands while the instance's VM is inside a callback that
+ * then fails (its CPU budget): the worker records the failure after the
+ * record was deleted, and that write must not bring the record back, so
+ * after a restart the instance is still gone. */
+static void test_delete_during_a_failing_callback_stays_deleted(void **state)
+{
+    struct tu_server *srv = *state;
+    struct tu_server_options opts = {.config_yaml = fast_config, .seed_examples = true};
+    tu_server_start(srv, &opts);
+    char *src =
+        tu_strategy_source("doomspin", "['Trade']", "[]", "let armed = false;",
+                           "onTrade() {\n"
+                           "  if (armed) return;\n"
+                           "  armed = true;\n"
+                           "  setTimeout(() => { h.log('spinning', {}); for (;;) {} }, 0);\n"
+                           "},");
+    char *hash = tu_upload_hash(srv, src);
+    free(src);
+    /* a budget long enough for the delete to arrive inside the callback */
+    json_decref(
+        tu_instance_create(srv, "spinner", "doomspin", "{\"cpu_budget_ms\": 4000}", NULL, NULL));
+    tu_instance_start(srv, "spinner");
+    json_decref(tu_wait_log_values(srv, "spinner", "spinning", 1, TU_WAIT_S));
+
+    json_decref(tu_call(srv, "DELETE", "/strategy/instances/spinner", 200, NULL));
+    expect_refused(srv, "GET", "/strategy/instances/spinner", 404, NULL, NULL);
+    /* the callback failed between the delete of the record and the detach */
+    json_t *line = tu_wait_log(srv, "spinner", "instance stopped", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "reason"), "cpuBudget");
+    json_decref(line);
+
+    tu_server_restart(srv, &opts);
+    expect_refused(srv, "GET", "/strategy/instances/spinner", 404, NULL, NULL);
+    assert_int_equal(instance_count(srv), 0);
+    free(hash);
+    tu_server_stop(srv);
+}
+
 /* ------------------------------------------------------------ updates */
 
 static const char *const echo_v1 = "h.log('created', {version: 1, config: env.config});";
@@ -521,6 +560,80 @@ static void test_update_replaces_spec_and_restarts_running(void **state)
     free(broken);
     free(h1);
     free(h2);
+    free(hb);
+    tu_server_stop(srv);
+}
+
+struct pending_put {
+    char url[160];
+    char *body;
+    int rc;
+    struct tu_response res;
+};
+
+static void *send_put(void *arg)
+{
+    struct pending_put *p = arg;
+    struct tu_request_options o = {.body = p->body, .body_len = strlen(p->body)};
+    p->rc = tu_http_try(&p->res, "PUT", p->url, &o);
+    return NULL;
+}
+
+/* A PUT that moves a running instance onto another revision claims that
+ * revision for its whole restart: a delete of it meanwhile (here while the
+ * new VM's create() runs) is refused as pinned, and the instance ends on a
+ * revision that still exists. */
+static void test_update_pins_its_new_revision_against_deletes(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    char *a =
+        tu_strategy_source("dual", "['Trade']", "[]", "h.log('created', {v: 1});", "onTrade() {},");
+    char *b = tu_strategy_source("dual", "['Trade']", "[]",
+                                 "h.log('creating', {v: 2});\n"
+                                 "const until = Date.now() + 3000;\n"
+                                 "while (Date.now() < until) {}",
+                                 "onTrade() {},");
+    char *ha = tu_upload_hash(srv, a);
+    char *hb = tu_upload_hash(srv, b);
+    char *on_a = tu_path("dual@%s", ha);
+    json_decref(tu_instance_create(srv, "x", on_a, "{\"cpu_budget_ms\": 10000}", NULL, NULL));
+    tu_instance_start(srv, "x");
+
+    struct pending_put put = {.rc = -1};
+    snprintf(put.url, sizeof put.url, "%s/strategy/instances/x", srv->base_url);
+    put.body = tu_path("{\"strategy\": {\"selector\": \"dual@%s\", \"config\": "
+                       "{\"cpu_budget_ms\": 10000}}, \"scope\": {\"sim\": {\"symbols\": "
+                       "[\"BTC-USDT\"]}}}",
+                       hb);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, send_put, &put), 0);
+    json_decref(tu_wait_log_values(srv, "x", "creating", 1, TU_WAIT_S));
+    char *path = tu_path("/strategies/modules/dual@%s", hb + 7);
+    json_t *err = tu_call(srv, "DELETE", path, 409, NULL);
+    assert_non_null(strstr(tu_jstr(err, "error"), "pinned"));
+    assert_string_equal(tu_jstr(err, "details.instances.0"), "x");
+    json_decref(err);
+    pthread_join(thread, NULL);
+    if (put.rc != 0)
+        fail_msg("the PUT got no answer");
+    tu_assert_status(&put.res, 200);
+    tu_response_free(&put.res);
+
+    json_t *snap = tu_instance_get(srv, "x");
+    assert_string_equal(tu_jstr(snap, "strategy.hash"), hb);
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    json_decref(snap);
+    json_decref(tu_get_json(srv, 200, "%s", path));
+    /* once the instance is stopped the revision can go */
+    tu_instance_stop(srv, "x");
+    json_decref(tu_call(srv, "DELETE", path, 204, NULL));
+    free(path);
+    free(put.body);
+    free(on_a);
+    free(a);
+    free(b);
+    free(ha);
     free(hb);
     tu_server_stop(srv);
 }
@@ -825,7 +938,11 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_delete_stops_a_running_instance_first, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_during_a_failing_callback_stays_deleted,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_update_replaces_spec_and_restarts_running,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_update_pins_its_new_revision_against_deletes,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_pin_holds_when_latest_moves, tu_server_setup,
                                         tu_server_teardown),

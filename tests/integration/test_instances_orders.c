@@ -413,9 +413,35 @@ static void check_trader(struct tu_server *srv, const char *instance, const char
     assert_non_null(find_by(json_object_get(doc, "orders"), "clientOrderId", ids[1]));
     assert_non_null(find_by(json_object_get(doc, "orders"), "clientOrderId", ids[4]));
     json_decref(doc);
+    /* the comma form means the same as the repeated one, and both mix */
+    doc = tu_get_json(srv, 200, "%s?state=cancelled,rejected", path);
+    if (tu_jint(doc, "count") != 2)
+        fail_msg("?state=cancelled,rejected matches %lld orders, expected 2",
+                 tu_jint(doc, "count"));
+    assert_non_null(find_by(json_object_get(doc, "orders"), "clientOrderId", ids[1]));
+    assert_non_null(find_by(json_object_get(doc, "orders"), "clientOrderId", ids[4]));
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "%s?state=filled,cancelled&state=expired,", path);
+    assert_int_equal(tu_jint(doc, "count"), 5);
+    json_decref(doc);
     doc = tu_get_json(srv, 200, "%s?state=partiallyFilled", path);
     assert_int_equal(tu_jint(doc, "count"), 0);
     json_decref(doc);
+    /* more states than the filter takes (16) is refused, not cut short */
+    {
+        struct tu_response many;
+        char *list = tu_path("%s?state=filled", path);
+        for (int k = 0; k < 16; k++) {
+            char *longer = tu_path("%s%s", list, k % 2 ? "&state=expired" : ",rejected");
+            free(list);
+            list = longer;
+        }
+        tu_get(srv, &many, "%s", list);
+        tu_assert_error(&many, 400);
+        assert_string_equal(tu_jstr(many.json, "details.parameter"), "state");
+        tu_response_free(&many);
+        free(list);
+    }
     doc = tu_get_json(srv, 200, "%s?provider=sim&limit=2", path);
     assert_int_equal(json_array_size(json_object_get(doc, "orders")), 2);
     assert_int_equal(tu_jint(doc, "count"), 2);

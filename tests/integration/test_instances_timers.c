@@ -288,6 +288,82 @@ static void test_sleep_blocks_neither_the_instance_nor_its_neighbour(void **stat
     tu_server_stop(srv);
 }
 
+/* How many storm callbacks have run so far. */
+static size_t storm_ran(struct tu_server *srv)
+{
+    json_t *ran = tu_log_values(srv, "storm", "ran");
+    size_t n = json_array_size(ran);
+    json_decref(ran);
+    return n;
+}
+
+#define STORM 500
+
+/* One trade arms STORM timers of 40 ms of work each, all due at once: 20 s
+ * of callbacks, each within the CPU budget. They take turns with the rest
+ * of the worker: the neighbour's events go on, and a stop of either
+ * instance is served between two callbacks instead of after the storm. */
+static void test_a_timer_storm_takes_turns(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    char *storm_src = tu_path("let armed = false, ran = 0;\n"
+                              "const work = () => {\n"
+                              "  h.log('ran', {n: ++ran});\n"
+                              "  const until = Date.now() + 40;\n"
+                              "  while (Date.now() < until) {}\n"
+                              "};");
+    char *arm = tu_path("onTrade() {\n"
+                        "  if (armed) return;\n"
+                        "  armed = true;\n"
+                        "  for (let i = 0; i < %d; i++) setTimeout(work, 0);\n"
+                        "},",
+                        STORM);
+    upload(srv, "storm", storm_src, arm);
+    free(storm_src);
+    free(arm);
+    upload(srv, "calm", NULL, "onTrade() {},");
+    json_decref(tu_instance_create(srv, "nb", "calm", NULL, NULL, NULL));
+    json_decref(tu_instance_create(srv, "storm", "storm", NULL, NULL, NULL));
+    tu_instance_start(srv, "nb");
+    json_decref(tu_instance_wait_events(srv, "nb", 5, TU_WAIT_S));
+    tu_instance_start(srv, "storm");
+    json_decref(tu_wait_log_values(srv, "storm", "ran", 1, TU_WAIT_S));
+
+    /* the neighbour's events go on while the storm runs */
+    json_t *snap = tu_instance_get(srv, "nb");
+    long long seen = tu_jint(snap, "counters.eventsDelivered");
+    json_decref(snap);
+    json_decref(tu_instance_wait_events(srv, "nb", seen + 20, TU_WAIT_S));
+    size_t ran = storm_ran(srv);
+    if (ran >= STORM)
+        fail_msg("the neighbour got its events only after all %d storm callbacks", STORM);
+
+    /* a stop of the neighbour, then of the storm, each served between two
+     * callbacks */
+    tu_instance_stop(srv, "nb");
+    ran = storm_ran(srv);
+    if (ran >= STORM)
+        fail_msg("the neighbour's stop waited for all %d storm callbacks", STORM);
+    tu_instance_stop(srv, "storm");
+    ran = storm_ran(srv);
+    if (ran >= STORM)
+        fail_msg("the storm's stop waited for all %d of its callbacks", STORM);
+    snap = tu_instance_get(srv, "storm");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "stopReason"), "stopped");
+    json_decref(snap);
+
+    /* its remaining timers went with it: nothing runs after the stop */
+    tu_instance_start(srv, "nb");
+    snap = tu_instance_get(srv, "nb");
+    seen = tu_jint(snap, "counters.eventsDelivered");
+    json_decref(snap);
+    json_decref(tu_instance_wait_events(srv, "nb", seen + 20, TU_WAIT_S));
+    assert_int_equal(storm_ran(srv), ran);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +373,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_sleep_blocks_neither_the_instance_nor_its_neighbour,
                                         tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_a_timer_storm_takes_turns, tu_server_setup,
+                                        tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -266,6 +266,18 @@ static void test_usage_drill_down(void **state)
     assert_int_equal(tu_jint(u, "total"), 2);
     assert_int_equal(json_array_size(json_object_get(u, "instances")), 0);
     json_decref(u);
+    /* a limit near LLONG_MAX is "all the rest": offset + limit would wrap */
+    u = tu_get_json(srv, 200,
+                    "/strategies/modules/alpha:v1/usage?includeStopped=true"
+                    "&limit=9223372036854775807&offset=1");
+    assert_int_equal(json_array_size(json_object_get(u, "instances")), 1);
+    assert_string_equal(tu_jstr(u, "instances.0.id"), "alpha-c");
+    json_decref(u);
+    u = tu_get_json(srv, 200,
+                    "/strategies/modules/alpha:v1/usage?includeStopped=true"
+                    "&limit=2&offset=9223372036854775807");
+    assert_int_equal(json_array_size(json_object_get(u, "instances")), 0);
+    json_decref(u);
 
     /* a dormant revision: stopped, with history */
     u = tu_get_json(srv, 200, "/strategies/modules/beta/usage");

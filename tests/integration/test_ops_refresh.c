@@ -434,6 +434,71 @@ static void test_refresh_to_a_revision_that_does_not_start(void **state)
     tu_server_stop(srv);
 }
 
+/* A refresh picks a running instance whose new revision gives no launch
+ * plan (a required config field it lacks), and the instance fails on its
+ * own (its CPU budget) before the refresh's stop reaches its worker: the
+ * stop is counted once, as the failure, not again as "refreshed". */
+static void test_refresh_does_not_count_a_stop_that_did_not_happen(void **state)
+{
+    struct tu_server *srv = *state;
+    const char *config = "providers:\n"
+                         "  - name: sim\n"
+                         "    adapter: simulated\n"
+                         "    enabled: true\n"
+                         "    config:\n"
+                         "      symbols: [BTC-USDT]\n"
+                         "      seed: 5\n"
+                         "      tickRate: 200\n";
+    struct tu_server_options opts = {.config_yaml = config};
+    tu_server_start(srv, &opts);
+    char a[65], b[65];
+    char *src =
+        tu_strategy_source("lapse", "['Trade']", "[]", "let armed = false;",
+                           "onTrade() {\n"
+                           "  if (armed) return;\n"
+                           "  armed = true;\n"
+                           "  setTimeout(() => { h.log('spinning', {}); for (;;) {} }, 0);\n"
+                           "},");
+    tu_upload_expect(srv, src, "{\"aliases\": [\"prod\"]}", 201, a);
+    free(src);
+    src = tu_strategy_source("lapse", "['Trade']",
+                             "[{name: 'needed', type: 'string', required: true}]", NULL,
+                             "onTrade() {},");
+    tu_upload_expect(srv, src, NULL, 201, b);
+    free(src);
+    put_tag(srv, "lapse", "prod", a);
+    /* a budget long enough for the refresh to arrive inside the callback */
+    json_decref(tu_instance_create(srv, "lapse-1", "lapse:prod", "{\"cpu_budget_ms\": 4000}", "sim",
+                                   "[\"BTC-USDT\"]"));
+    tu_instance_start(srv, "lapse-1");
+    json_decref(tu_wait_log_values(srv, "lapse-1", "spinning", 1, TU_WAIT_S));
+
+    put_tag(srv, "lapse", "prod", b);
+    json_t *r = tu_ops_refresh(srv, "{\"strategies\": [\"lapse:prod\"]}", 200);
+    expect(r, "lapse-1", "lapse:prod", "refreshed", b, a);
+    const char *error =
+        json_string_value(json_object_get(tu_ops_refresh_result(r, "lapse-1"), "error"));
+    if (!error || !strstr(error, "needed"))
+        fail_msg("the result does not name the missing field: %s", json_dumps(r, JSON_COMPACT));
+    json_decref(r);
+    expect_state(srv, "lapse-1", b, false, "startFailed");
+    /* the failure happened first, and is the only stop */
+    json_t *line = tu_wait_log(srv, "lapse-1", "instance stopped", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "reason"), "cpuBudget");
+    json_decref(line);
+    char *m = tu_ops_metrics(srv);
+    char *hash = spell(a);
+    double refreshed = tu_ops_metric(m, "stratd_instance_stops_total", "reason", "refreshed", NULL);
+    if (!isnan(refreshed) && refreshed != 0)
+        fail_msg("a stop that did not happen was counted as refreshed (%g)", refreshed);
+    assert_true(tu_ops_metric(m, "stratd_instance_stops_total", "reason", "cpuBudget", NULL) == 1);
+    assert_true(tu_ops_metric(m, "strategy_revision_instances_total", "hash", hash, "action",
+                              "stop", NULL) == 1);
+    free(hash);
+    free(m);
+    tu_server_stop(srv);
+}
+
 /* ------------------------------------------------------------ a fleet */
 
 #define FLEET 12
@@ -707,6 +772,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_target_forms, tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_to_a_revision_that_does_not_start,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_does_not_count_a_stop_that_did_not_happen,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_moves_a_fleet_durably, tu_server_setup,
                                         tu_server_teardown),

@@ -10,6 +10,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,9 @@ static void test_second_market_at_run_time(void **state)
     expect_refused(srv, "POST", "/providers", 400, "adapter.config.startPrices.XRP-USDT",
                    "{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\", \"config\": "
                    "{\"startPrices\": {\"XRP-USDT\": 1}}}}");
+    expect_refused(srv, "POST", "/providers", 400, "config",
+                   "{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\"}, "
+                   "\"config\": {\"tickRate\": 1}}");
     expect_refused(srv, "POST", "/providers", 400, "adapter.config.startPrices.BTC-USDT",
                    "{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\", \"config\": "
                    "{\"startPrices\": {\"BTC-USDT\": 1e-30}}}}");
@@ -357,6 +361,72 @@ static void test_second_market_at_run_time(void **state)
     detail = tu_call(srv, "POST", "/providers/later/start", 202, NULL);
     assert_true(json_is_true(json_object_get(detail, "running")));
     json_decref(detail);
+    tu_server_stop(srv);
+}
+
+/* A start and the delete of its provider sent at once: whichever wins, a
+ * provider is never deleted from under a running instance. */
+struct race_call {
+    const char *method;
+    char url[256];
+    long status;
+};
+
+static void *race_send(void *arg)
+{
+    struct race_call *c = arg;
+    struct tu_response res;
+    struct tu_request_options opts = {.body = c->method[0] == 'P' ? "{}" : NULL,
+                                      .body_len = c->method[0] == 'P' ? 2 : 0};
+    c->status = tu_http_try(&res, c->method, c->url, &opts) == 0 ? res.status : -1;
+    tu_response_free(&res);
+    return NULL;
+}
+
+static void test_delete_never_leaves_a_running_instance(void **state)
+{
+    struct tu_server *srv = *state;
+    struct tu_server_options opts = {.seed_examples = true};
+    tu_server_start(srv, &opts);
+    int deleted = 0, refused = 0;
+    for (int i = 0; i < 20; i++) {
+        char name[32], id[32], body[256];
+        snprintf(name, sizeof name, "race%d", i);
+        snprintf(id, sizeof id, "race-i%d", i);
+        snprintf(body, sizeof body,
+                 "{\"name\": \"%s\", \"adapter\": {\"identifier\": \"simulated\", "
+                 "\"config\": {\"symbols\": [\"BTC-USDT\"]}}}",
+                 name);
+        json_decref(tu_call(srv, "POST", "/providers", 202, body));
+        json_decref(tu_instance_create(srv, id, "noop", NULL, name, NULL));
+        struct race_call calls[2] = {{.method = "POST"}, {.method = "DELETE"}};
+        snprintf(calls[0].url, sizeof calls[0].url, "%s/strategy/instances/%s/start", srv->base_url,
+                 id);
+        snprintf(calls[1].url, sizeof calls[1].url, "%s/providers/%s", srv->base_url, name);
+        pthread_t threads[2];
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(pthread_create(&threads[k], NULL, race_send, &calls[k]), 0);
+        for (int k = 0; k < 2; k++)
+            pthread_join(threads[k], NULL);
+        json_t *snap = tu_instance_get(srv, id);
+        bool running = json_is_true(json_object_get(snap, "running"));
+        json_decref(snap);
+        if (calls[1].status == 200) {
+            deleted++;
+            if (running)
+                fail_msg("round %d: %s runs on the deleted provider %s (start %ld)", i, id, name,
+                         calls[0].status);
+        } else {
+            assert_int_equal(calls[1].status, 409);
+            assert_true(running);
+            refused++;
+            tu_instance_stop(srv, id);
+            char path[64];
+            snprintf(path, sizeof path, "/providers/%s", name);
+            json_decref(tu_call(srv, "DELETE", path, 200, NULL));
+        }
+    }
+    print_message("deletes that won: %d, refused: %d\n", deleted, refused);
     tu_server_stop(srv);
 }
 
@@ -564,6 +634,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_second_market_at_run_time, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_never_leaves_a_running_instance,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_seeded_markets_are_deterministic, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_first_events_can_quote_and_order, tu_server_setup,

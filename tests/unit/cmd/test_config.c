@@ -49,9 +49,34 @@ static void test_zero_where_zero_means_nothing_is_refused(void **state)
         {"http:\n  max_connections: 0\n", "http.max_connections: at least 1"},
         {"http:\n  idle_timeout_seconds: 0\n", "http.idle_timeout_seconds: at least 1"},
         {"runtime:\n  cpu_budget_ms: 3600001\n", "runtime.cpu_budget_ms: at most 3600000"},
+        {"providers:\n  - name: p\n    adapter: {identifier: simulated}\n"
+         "    config: {tickRate: 1}\n",
+         "providers[0].config: with an adapter mapping the settings go in adapter.config"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
         expect_refused(settings[i][0], settings[i][1]);
+}
+
+/* The two spellings of a provider: the settings beside a string adapter,
+ * or inside an adapter mapping. */
+static void test_provider_settings_in_either_spelling(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct err err = ERR_INIT;
+    const char *yaml = "providers:\n"
+                       "  - name: a\n    adapter: simulated\n    config: {tickRate: 3}\n"
+                       "  - name: b\n    adapter: {identifier: simulated, config: {tickRate: 4}}\n";
+    if (apply_text(&cfg, yaml, &err) != 0)
+        fail_msg("refused: %s", err.message);
+    assert_int_equal(json_array_size(cfg.providers), 2);
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *p = json_array_get(cfg.providers, i);
+        assert_string_equal(tu_jstr(p, "adapter.identifier"), "simulated");
+        assert_int_equal(tu_jint(p, "adapter.config.tickRate"), (json_int_t)(3 + i));
+        assert_null(json_object_get(p, "config"));
+    }
+    config_free(&cfg);
 }
 
 static void test_documented_zeros_and_small_values_are_taken(void **state)
@@ -80,6 +105,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_where_zero_means_nothing_is_refused),
         cmocka_unit_test(test_documented_zeros_and_small_values_are_taken),
+        cmocka_unit_test(test_provider_settings_in_either_spelling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -198,10 +198,147 @@ static void test_readers_while_writing(void **state)
     free(root);
 }
 
+/* ------------------------------------------------- each change's report */
+
+#define MOVERS 4
+#define MOVES 8
+
+/* What one upload reported: where `latest` was before and after it. */
+struct move_report {
+    char hex[HASH_HEX_LEN + 1];
+    char from[HASH_HEX_LEN + 1];
+    char to[HASH_HEX_LEN + 1];
+};
+
+struct mover {
+    struct catalog *cat;
+    int index;
+    struct move_report moves[MOVES];
+};
+
+static void latest_of(const struct registry *reg, char hex[HASH_HEX_LEN + 1])
+{
+    const char *target = registry_tag_target(registry_find_strategy(reg, "alpha"), "latest");
+    snprintf(hex, HASH_HEX_LEN + 1, "%s", target ? target : "");
+}
+
+static void *mover_main(void *arg)
+{
+    struct mover *m = arg;
+    for (int i = 0; i < MOVES; i++) {
+        char *source = rt_source("alpha", 100 * (m->index + 1) + i);
+        struct catalog_change change = {NULL, NULL};
+        struct catalog_upload up = {.name = "alpha",
+                                    .source = source,
+                                    .len = strlen(source),
+                                    .promote_latest = true,
+                                    .change = &change};
+        struct catalog_upload_result result;
+        struct err err = ERR_INIT;
+        struct move_report *r = &m->moves[i];
+        if (catalog_add_revision(m->cat, &up, &result, &err) == 0 && change.before &&
+            change.after) {
+            memcpy(r->hex, result.hex, sizeof r->hex);
+            latest_of(change.before, r->from);
+            latest_of(change.after, r->to);
+        }
+        catalog_change_release(&change);
+        err_clear(&err);
+        free(source);
+    }
+    return NULL;
+}
+
+/* Uploads on several threads at once, each moving `latest`: each one's
+ * report shows its own move and no other, so the moves chain from the
+ * first revision to the last with every upload's revision once. */
+static void test_each_change_reports_its_own_moves(void **state)
+{
+    (void)state;
+    log_set_level(LOG_LEVEL_WARN);
+    char *root = tu_tempdir("registry-change-reports");
+    struct catalog *cat = rt_open(root);
+    char base[HASH_HEX_LEN + 1];
+    rt_add(cat, "alpha", 1, NULL, base);
+    struct mover movers[MOVERS];
+    pthread_t threads[MOVERS];
+    for (int i = 0; i < MOVERS; i++) {
+        memset(&movers[i], 0, sizeof movers[i]);
+        movers[i].cat = cat;
+        movers[i].index = i;
+        assert_int_equal(pthread_create(&threads[i], NULL, mover_main, &movers[i]), 0);
+    }
+    for (int i = 0; i < MOVERS; i++)
+        pthread_join(threads[i], NULL);
+
+    char final[HASH_HEX_LEN + 1];
+    rt_tag(cat, "alpha", "latest", final);
+    size_t from_base = 0;
+    for (int i = 0; i < MOVERS * MOVES; i++) {
+        const struct move_report *r = &movers[i / MOVES].moves[i % MOVES];
+        if (!r->hex[0])
+            fail_msg("upload %d failed or reported no change", i);
+        if (strcmp(r->to, r->hex) != 0)
+            fail_msg("upload %d reports latest -> %.12s, not its own %.12s", i, r->to, r->hex);
+        from_base += strcmp(r->from, base) == 0;
+        /* every `from` is the revision of exactly one other upload (or the base) */
+        size_t sources = strcmp(r->from, base) == 0;
+        for (int j = 0; j < MOVERS * MOVES; j++)
+            sources += strcmp(movers[j / MOVES].moves[j % MOVES].to, r->from) == 0;
+        if (sources != 1 || strcmp(r->from, r->hex) == 0)
+            fail_msg("upload %d reports latest from %.12s, which %zu moves led to", i, r->from,
+                     sources);
+        for (int j = i + 1; j < MOVERS * MOVES; j++) {
+            if (strcmp(movers[j / MOVES].moves[j % MOVES].from, r->from) == 0)
+                fail_msg("uploads %d and %d both report latest leaving %.12s", i, j, r->from);
+        }
+    }
+    assert_int_equal(from_base, 1);
+
+    /* A delete reports its own move too; a no-op upload reports none. */
+    struct catalog_change change = {NULL, NULL};
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_delete_revision_noting(cat, "alpha", final, NULL, NULL, &change, &err),
+                 &err);
+    char from[HASH_HEX_LEN + 1], to[HASH_HEX_LEN + 1];
+    latest_of(change.before, from);
+    latest_of(change.after, to);
+    assert_string_equal(from, final);
+    assert_non_null(registry_find_strategy(change.after, "alpha"));
+    assert_null(registry_find_revision(registry_find_strategy(change.after, "alpha"), final));
+    assert_string_not_equal(to, final);
+    catalog_change_release(&change);
+    assert_null(change.before);
+    /* the base again, where latest already is: nothing to change */
+    rt_assert_ok(catalog_set_tag(cat, "alpha", "latest", base, NULL, &err), &err);
+    char *again = rt_source("alpha", 1);
+    struct catalog_upload up = {
+        .name = "alpha", .source = again, .len = strlen(again), .change = &change};
+    struct catalog_upload_result result;
+    rt_assert_ok(catalog_add_revision(cat, &up, &result, &err), &err);
+    assert_ptr_equal(change.before, change.after);
+    catalog_change_release(&change);
+    rt_assert_ok(catalog_delete_strategy_noting(cat, "alpha", NULL, NULL, &change, &err), &err);
+    assert_non_null(registry_find_strategy(change.before, "alpha"));
+    assert_null(registry_find_strategy(change.after, "alpha"));
+    catalog_change_release(&change);
+    /* a refused change reports nothing */
+    rt_assert_fails(catalog_delete_strategy_noting(cat, "alpha", NULL, NULL, &change, &err), &err,
+                    ERR_NOT_FOUND);
+    assert_null(change.before);
+    assert_null(change.after);
+    err_clear(&err);
+    free(again);
+    catalog_close(cat);
+    tu_remove_tree(root);
+    free(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readers_while_writing),
+        cmocka_unit_test(test_each_change_reports_its_own_moves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

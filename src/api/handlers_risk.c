@@ -1,0 +1,62 @@
+/* Runtime risk limits: GET and PUT /risk/limits, thin adapters to the
+ * market, which validates, persists, applies and enforces them
+ * (market_risk_json, market_risk_set). A PUT is audited with the limits
+ * before and after. */
+#include "api/internal.h"
+
+static int no_market(struct err *err)
+{
+    err_set(err, ERR_UNAVAILABLE, "no market is connected");
+    return -1;
+}
+
+static int out_of_memory(struct err *err)
+{
+    err_set(err, ERR_INTERNAL, "out of memory");
+    return -1;
+}
+
+int api_handle_risk_get(struct api *api, struct api_request *req, struct api_response *res,
+                        struct err *err)
+{
+    (void)req;
+    if (!api->opts.market)
+        return no_market(err);
+    json_t *limits = market_risk_json(api->opts.market);
+    json_t *body = limits ? json_pack("{s:o}", "limits", limits) : NULL;
+    if (!body)
+        return out_of_memory(err);
+    api_respond_json(res, 200, body);
+    return 0;
+}
+
+/* PUT takes a whole RiskConfig and replaces the limits; a bad body changes
+ * nothing (400 naming the field). */
+int api_handle_risk_put(struct api *api, struct api_request *req, struct api_response *res,
+                        struct err *err)
+{
+    if (!api->opts.market)
+        return no_market(err);
+    json_t *body = NULL;
+    if (api_body_object(req, false, &body, err) != 0) {
+        if (err->kind == ERR_INVALID && !json_object_get(err->details, "field"))
+            err_add_detail(err, "field", json_string("body"));
+        return -1;
+    }
+    json_t *before = market_risk_json(api->opts.market);
+    int rc = market_risk_set(api->opts.market, body, err);
+    json_decref(body);
+    json_t *after = rc == 0 ? market_risk_json(api->opts.market) : NULL;
+    if (rc == 0 && after) {
+        api_audit(api, req, "risk.update", json_pack("{s:O?, s:O}", "from", before, "to", after));
+        json_t *answer = json_pack("{s:s, s:o}", "status", "applied", "limits", after);
+        if (answer)
+            api_respond_json(res, 200, answer);
+        else
+            rc = out_of_memory(err);
+    } else if (rc == 0) {
+        rc = out_of_memory(err);
+    }
+    json_decref(before);
+    return rc;
+}

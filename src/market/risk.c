@@ -1,0 +1,775 @@
+/*
+ * risk: the runtime risk limits (risk.h), their document and the state the
+ * checks keep per instance, position and symbol.
+ *
+ * The limits in force are a plain struct published through a seqlock of
+ * atomic words (as the quotes are, simulated.c): the writer marks the
+ * sequence odd, stores the words with release and marks it even; a reader
+ * loads them with acquire and retries when the sequence moved. An order
+ * thus reads the limits without a lock and without a pointer it would have
+ * to keep alive, and never sees half of an update.
+ *
+ * Per-instance, per-position and per-symbol state lives in insert-only hash
+ * tables: a fixed array of buckets whose chains only grow at their head (a
+ * compare-and-swap), entries freed by risk_free() alone. A reader walks a
+ * chain without a lock; two threads adding the same key meet at the
+ * compare-and-swap and the loser finds the winner's entry.
+ */
+#include "market/risk.h"
+#include "market/sim.h"
+
+#include "core/clock.h"
+#include "core/intern.h"
+#include "core/jsonutil.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define RISK_TEXT_MAX 32          /* characters of a decimal or a duration */
+#define RISK_INT_MAX 1000000000LL /* integers of the document */
+#define RISK_COOLDOWN_MAX_NS (7LL * 86400 * 1000000000LL)
+/* Sums of fills and products of doubles miss a decimal limit by rounding
+ * ("0.1" + "0.2" > "0.3"): a value within this share of a limit is in. */
+#define RISK_SLACK 1e-9
+#define RISK_BUCKET_BITS 10
+
+/* The limits, indexes of stratd_risk_rejections_total's series. */
+enum risk_limit {
+    LIMIT_KILL,
+    LIMIT_TYPES,
+    LIMIT_BREAKER,
+    LIMIT_BAND,
+    LIMIT_NOTIONAL,
+    LIMIT_POSITION,
+    LIMIT_OPEN,
+    LIMIT_THROTTLE,
+    LIMIT_COUNT
+};
+
+static const char *const limit_names[LIMIT_COUNT] = {
+    "killSwitchEnabled", "allowedOrderTypes", "circuitBreaker",      "priceBandPercent",
+    "maxNotionalValue",  "maxPositionSize",   "maxConcurrentOrders", "orderThrottle",
+};
+
+/* What an order is checked against: plain values, copied whole out of the
+ * seqlock. Zero means "no limit" throughout. */
+struct risk_limits {
+    double max_position; /* base units */
+    double max_notional;
+    double band_pct;
+    double breaker_pct;
+    int64_t cooldown_ns;
+    uint32_t throttle; /* orders a second an instance */
+    uint32_t burst;
+    uint32_t max_open;
+    uint32_t max_breaches;
+    char currency[EVENT_ASSET_MAX]; /* "" = every symbol */
+    bool allow[2];                  /* by enum order_type */
+    bool kill;
+    bool breaker;
+    bool any; /* some check applies: false is the fast path */
+};
+
+#define RISK_WORDS ((sizeof(struct risk_limits) + 7) / 8)
+
+/* An entry of one of the tables; each table uses its own fields. */
+struct risk_node {
+    struct risk_node *next; /* written before the entry is published */
+    uint64_t key;
+    /* instances: orders admitted and not final (submitters and engines) */
+    _Atomic int64_t open;
+    /* instances: the throttle bucket (the instance's submitting thread) */
+    double tokens;
+    int64_t refilled_ns; /* 0: never used, the bucket is full */
+    /* positions: a double's bits (the provider's engine holder writes) */
+    _Atomic uint64_t position;
+    /* breakers: under `busy` */
+    atomic_flag busy;
+    double reference;
+    int64_t window_ns; /* 0: no window open */
+    int64_t halted_ns; /* orders refused until then */
+};
+
+struct risk_table {
+    _Atomic(struct risk_node *) buckets[1u << RISK_BUCKET_BITS];
+};
+
+struct risk {
+    atomic_uint seq;
+    _Atomic uint64_t words[RISK_WORDS];
+
+    pthread_mutex_t lock; /* writers; the document */
+    json_t *doc;          /* the RiskConfig in force */
+
+    struct risk_table instances; /* by instance key */
+    struct risk_table positions; /* by instance key, provider, symbol */
+    struct risk_table breakers;  /* by provider, symbol */
+
+    _Atomic uint64_t rejections[LIMIT_COUNT];
+};
+
+static const char default_doc[] =
+    "{\"maxPositionSize\": \"0\", \"maxNotionalValue\": \"0\", \"notionalCurrency\": \"\","
+    " \"orderThrottle\": 0, \"orderBurst\": 0, \"maxConcurrentOrders\": 0,"
+    " \"priceBandPercent\": 0, \"allowedOrderTypes\": [\"market\", \"limit\"],"
+    " \"killSwitchEnabled\": false, \"maxRiskBreaches\": 0,"
+    " \"circuitBreaker\": {\"enabled\": false, \"threshold\": 0, \"cooldown\": \"0s\"}}";
+
+/* ------------------------------------------------------------ seqlock */
+
+static void limits_write(struct risk *r, const struct risk_limits *l)
+{
+    uint64_t buf[RISK_WORDS] = {0};
+    memcpy(buf, l, sizeof *l);
+    unsigned v = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    atomic_store_explicit(&r->seq, v + 1, memory_order_relaxed);
+    for (size_t i = 0; i < RISK_WORDS; i++)
+        atomic_store_explicit(&r->words[i], buf[i], memory_order_release);
+    atomic_store_explicit(&r->seq, v + 2, memory_order_release);
+}
+
+static void limits_read(struct risk *r, struct risk_limits *l)
+{
+    uint64_t buf[RISK_WORDS];
+    for (;;) {
+        unsigned a = atomic_load_explicit(&r->seq, memory_order_acquire);
+        if (a & 1)
+            continue; /* a writer is mid-update; it takes nanoseconds */
+        for (size_t i = 0; i < RISK_WORDS; i++)
+            buf[i] = atomic_load_explicit(&r->words[i], memory_order_acquire);
+        if (atomic_load_explicit(&r->seq, memory_order_relaxed) == a)
+            break;
+    }
+    memcpy(l, buf, sizeof *l);
+}
+
+/* ------------------------------------------------------------- tables */
+
+static size_t slot_of(uint64_t key)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - RISK_BUCKET_BITS));
+}
+
+static struct risk_node *table_find(struct risk_table *t, uint64_t key)
+{
+    struct risk_node *n = atomic_load_explicit(&t->buckets[slot_of(key)], memory_order_acquire);
+    while (n && n->key != key)
+        n = n->next;
+    return n;
+}
+
+/* The entry of `key`, added when missing; NULL when out of memory. */
+static struct risk_node *table_get(struct risk_table *t, uint64_t key)
+{
+    _Atomic(struct risk_node *) *head = &t->buckets[slot_of(key)];
+    struct risk_node *first = atomic_load_explicit(head, memory_order_acquire);
+    struct risk_node *fresh = NULL;
+    for (;;) {
+        for (struct risk_node *n = first; n; n = n->next) {
+            if (n->key == key) {
+                free(fresh);
+                return n;
+            }
+        }
+        if (!fresh) {
+            fresh = calloc(1, sizeof *fresh);
+            if (!fresh)
+                return NULL;
+            fresh->key = key;
+            atomic_init(&fresh->open, 0);
+            atomic_init(&fresh->position, 0);
+            atomic_flag_clear(&fresh->busy);
+        }
+        fresh->next = first;
+        if (atomic_compare_exchange_weak_explicit(head, &first, fresh, memory_order_release,
+                                                  memory_order_acquire))
+            return fresh;
+    }
+}
+
+static void table_free(struct risk_table *t)
+{
+    for (size_t i = 0; i < sizeof t->buckets / sizeof t->buckets[0]; i++) {
+        struct risk_node *n = atomic_load(&t->buckets[i]);
+        while (n) {
+            struct risk_node *next = n->next;
+            free(n);
+            n = next;
+        }
+    }
+}
+
+static uint64_t position_key(uint32_t instance_key, uint16_t provider, uint16_t symbol)
+{
+    return (uint64_t)instance_key << 32 | (uint64_t)provider << 16 | symbol;
+}
+
+static double bits_double(uint64_t bits)
+{
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static uint64_t double_bits(double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return bits;
+}
+
+/* ------------------------------------------------------------ parsing */
+
+static int invalid(struct err *err, const char *field, const char *why)
+{
+    err_set(err, ERR_INVALID, "%s: %s", field, why);
+    err_add_detail(err, "field", json_string(field));
+    return -1;
+}
+
+/* A decimal string: digits, optionally a point and more digits. */
+/* The length of the unsigned decimal number ("12", "0.25") s starts with,
+ * or 0 when it does not start with one (a dot needs digits both sides). */
+static size_t number_length(const char *s)
+{
+    size_t i = 0, whole = 0, frac = 1;
+    while (s[i] >= '0' && s[i] <= '9')
+        i++, whole++;
+    if (s[i] == '.') {
+        i++;
+        for (frac = 0; s[i] >= '0' && s[i] <= '9'; i++)
+            frac++;
+    }
+    return whole && frac ? i : 0;
+}
+
+static int parse_decimal(const json_t *v, const char *field, double *out, struct err *err)
+{
+    static const char why[] = "expected a decimal string >= 0 such as \"5000\" or \"0.25\"";
+    const char *s = json_string_value(v);
+    size_t i = s ? number_length(s) : 0;
+    if (!i || s[i] || i > RISK_TEXT_MAX)
+        return invalid(err, field, why);
+    *out = strtod(s, NULL);
+    return isfinite(*out) ? 0 : invalid(err, field, why);
+}
+
+/* A duration string: a decimal number then ms, s, m or h. */
+static int parse_duration(const json_t *v, const char *field, int64_t *out_ns, struct err *err)
+{
+    static const char why[] = "expected a duration such as \"30s\", \"500ms\" or \"2m\"";
+    static const struct {
+        const char *unit;
+        double ns;
+    } units[] = {{"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+    const char *s = json_string_value(v);
+    size_t i = s && strlen(s) <= RISK_TEXT_MAX ? number_length(s) : 0;
+    if (!i)
+        return invalid(err, field, why);
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+        if (strcmp(s + i, units[u].unit) != 0)
+            continue;
+        double ns = strtod(s, NULL) * units[u].ns;
+        if (!isfinite(ns) || ns > (double)RISK_COOLDOWN_MAX_NS)
+            return invalid(err, field, "must be at most 7 days (\"168h\")");
+        *out_ns = (int64_t)ns;
+        return 0;
+    }
+    return invalid(err, field, why);
+}
+
+static int parse_count(const json_t *v, const char *field, uint32_t *out, struct err *err)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > RISK_INT_MAX)
+        return invalid(err, field, "expected an integer from 0 to 1000000000");
+    *out = (uint32_t)json_integer_value(v);
+    return 0;
+}
+
+static int parse_percent(const json_t *v, const char *field, double *out, struct err *err)
+{
+    double d = json_number_value(v);
+    if (!json_is_number(v) || !isfinite(d) || d < 0)
+        return invalid(err, field, "expected a number >= 0 (a percentage)");
+    *out = d;
+    return 0;
+}
+
+static int parse_bool(const json_t *v, const char *field, bool *out, struct err *err)
+{
+    if (!json_is_boolean(v))
+        return invalid(err, field, "expected true or false");
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int parse_currency(const json_t *v, struct risk_limits *l, struct err *err)
+{
+    static const char why[] = "expected an asset name such as \"USDT\", or \"\" for every symbol";
+    const char *s = json_string_value(v);
+    if (!s || strlen(s) >= sizeof l->currency)
+        return invalid(err, "notionalCurrency", why);
+    for (const char *c = s; *c; c++) {
+        bool alnum =
+            (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9');
+        if (!alnum)
+            return invalid(err, "notionalCurrency", why);
+    }
+    snprintf(l->currency, sizeof l->currency, "%s", s);
+    return 0;
+}
+
+static int parse_types(const json_t *v, struct risk_limits *l, struct err *err)
+{
+    static const char field[] = "allowedOrderTypes";
+    if (!json_is_array(v))
+        return invalid(err, field, "expected an array of \"market\" and \"limit\"");
+    size_t i;
+    const json_t *item;
+    json_array_foreach(v, i, item)
+    {
+        const char *name = json_string_value(item);
+        if (name && strcmp(name, "market") == 0) {
+            l->allow[ORDER_MARKET] = true;
+        } else if (name && strcmp(name, "limit") == 0) {
+            l->allow[ORDER_LIMIT] = true;
+        } else {
+            err_set(err, ERR_INVALID, "%s: unknown order type '%s' (known: market, limit)", field,
+                    name ? name : "(not a string)");
+            err_add_detail(err, "field", json_string(field));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Refuses keys outside known[0..n) and missing ones; prefix names nested
+ * fields ("circuitBreaker."). */
+static int check_keys(const json_t *obj, const char *const *known, size_t n, const char *prefix,
+                      struct err *err)
+{
+    char field[96];
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        bool found = false;
+        for (size_t i = 0; i < n && !found; i++)
+            found = strcmp(known[i], key) == 0;
+        if (!found) {
+            snprintf(field, sizeof field, "%s%s", prefix, key);
+            return invalid(err, field, "unknown key");
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!json_object_get(obj, known[i])) {
+            snprintf(field, sizeof field, "%s%s", prefix, known[i]);
+            return invalid(err, field, "is required (PUT takes a whole RiskConfig)");
+        }
+    }
+    return 0;
+}
+
+static int parse_breaker(const json_t *v, struct risk_limits *l, struct err *err)
+{
+    static const char *const keys[] = {"enabled", "threshold", "cooldown"};
+    if (!json_is_object(v))
+        return invalid(err, "circuitBreaker", "expected {enabled, threshold, cooldown}");
+    if (check_keys(v, keys, 3, "circuitBreaker.", err) != 0 ||
+        parse_bool(json_object_get(v, "enabled"), "circuitBreaker.enabled", &l->breaker, err) !=
+            0 ||
+        parse_percent(json_object_get(v, "threshold"), "circuitBreaker.threshold", &l->breaker_pct,
+                      err) != 0)
+        return -1;
+    return parse_duration(json_object_get(v, "cooldown"), "circuitBreaker.cooldown",
+                          &l->cooldown_ns, err);
+}
+
+/* A whole RiskConfig into *l; ERR_INVALID naming the first bad field. */
+static int parse_limits(const json_t *doc, struct risk_limits *l, struct err *err)
+{
+    static const char *const keys[] = {
+        "maxPositionSize",   "maxNotionalValue",    "notionalCurrency", "orderThrottle",
+        "orderBurst",        "maxConcurrentOrders", "priceBandPercent", "allowedOrderTypes",
+        "killSwitchEnabled", "maxRiskBreaches",     "circuitBreaker"};
+    memset(l, 0, sizeof *l);
+    if (!json_is_object(doc))
+        return invalid(err, "body", "expected a RiskConfig object");
+#define GET(k) json_object_get(doc, k)
+    if (check_keys(doc, keys, sizeof keys / sizeof keys[0], "", err) != 0 ||
+        parse_decimal(GET("maxPositionSize"), "maxPositionSize", &l->max_position, err) != 0 ||
+        parse_decimal(GET("maxNotionalValue"), "maxNotionalValue", &l->max_notional, err) != 0 ||
+        parse_currency(GET("notionalCurrency"), l, err) != 0 ||
+        parse_count(GET("orderThrottle"), "orderThrottle", &l->throttle, err) != 0 ||
+        parse_count(GET("orderBurst"), "orderBurst", &l->burst, err) != 0 ||
+        parse_count(GET("maxConcurrentOrders"), "maxConcurrentOrders", &l->max_open, err) != 0 ||
+        parse_percent(GET("priceBandPercent"), "priceBandPercent", &l->band_pct, err) != 0 ||
+        parse_types(GET("allowedOrderTypes"), l, err) != 0 ||
+        parse_bool(GET("killSwitchEnabled"), "killSwitchEnabled", &l->kill, err) != 0 ||
+        parse_count(GET("maxRiskBreaches"), "maxRiskBreaches", &l->max_breaches, err) != 0 ||
+        parse_breaker(GET("circuitBreaker"), l, err) != 0)
+        return -1;
+#undef GET
+    if (l->throttle > 0 && l->burst < 1)
+        return invalid(err, "orderBurst", "must be at least 1 when orderThrottle is above 0");
+    l->any = l->kill || !l->allow[ORDER_MARKET] || !l->allow[ORDER_LIMIT] || l->breaker ||
+             l->band_pct > 0 || l->max_notional > 0 || l->max_position > 0 || l->max_open > 0 ||
+             l->throttle > 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+struct risk *risk_new(void)
+{
+    struct risk *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    if (pthread_mutex_init(&r->lock, NULL) != 0) {
+        free(r);
+        return NULL;
+    }
+    struct risk_limits l;
+    struct err e = ERR_INIT;
+    r->doc = jsonutil_parse(default_doc, sizeof default_doc - 1, &e);
+    if (!r->doc || parse_limits(r->doc, &l, &e) != 0) {
+        err_clear(&e);
+        risk_free(r);
+        return NULL;
+    }
+    limits_write(r, &l);
+    return r;
+}
+
+void risk_free(struct risk *r)
+{
+    if (!r)
+        return;
+    table_free(&r->instances);
+    table_free(&r->positions);
+    table_free(&r->breakers);
+    json_decref(r->doc);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+/* Installs a validated document and its limits; the caller holds r->lock. */
+static void install_locked(struct risk *r, json_t *doc, const struct risk_limits *l)
+{
+    limits_write(r, l);
+    json_decref(r->doc);
+    r->doc = doc;
+}
+
+void risk_load(struct risk *r, struct store *store)
+{
+    json_t *doc = NULL;
+    struct err e = ERR_INIT;
+    /* 0: found, 1: absent (the defaults stay), -1: error */
+    int rc = store ? store_setting_get(store, RISK_SETTING, &doc, &e) : 1;
+    struct risk_limits l;
+    if (rc < 0) {
+        log_error("market", "cannot read the stored risk limits (none apply): %s", e.message);
+    } else if (rc == 0 && parse_limits(doc, &l, &e) != 0) {
+        log_error("market", "the stored risk limits do not validate (none apply): %s", e.message);
+    } else if (rc == 0) {
+        pthread_mutex_lock(&r->lock);
+        install_locked(r, doc, &l);
+        pthread_mutex_unlock(&r->lock);
+        doc = NULL;
+        log_info("market", "risk limits loaded from the store");
+    }
+    json_decref(doc);
+    err_clear(&e);
+}
+
+int risk_update(struct risk *r, const json_t *config, struct store *store, struct err *err)
+{
+    struct risk_limits l;
+    if (parse_limits(config, &l, err) != 0)
+        return -1;
+    json_t *doc = json_deep_copy(config);
+    if (!doc) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    /* persisted before it applies, under the writers' lock, so the stored
+     * and the applied limits are the same whichever of two PUTs wins */
+    pthread_mutex_lock(&r->lock);
+    int rc = store ? store_setting_put(store, RISK_SETTING, doc, err) : 0;
+    if (rc == 0)
+        install_locked(r, doc, &l);
+    pthread_mutex_unlock(&r->lock);
+    if (rc != 0)
+        json_decref(doc);
+    return rc;
+}
+
+json_t *risk_json(struct risk *r)
+{
+    pthread_mutex_lock(&r->lock);
+    json_t *copy = json_deep_copy(r->doc);
+    pthread_mutex_unlock(&r->lock);
+    return copy;
+}
+
+/* ------------------------------------------------------------- checks */
+
+__attribute__((format(printf, 3, 4))) static void say(char *error, size_t size, const char *fmt,
+                                                      ...)
+{
+    if (!error || !size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error, size, fmt, ap);
+    va_end(ap);
+}
+
+static bool over(double value, double limit)
+{
+    return !(value <= limit * (1 + RISK_SLACK));
+}
+
+/* Whether the symbol is quoted in the notional currency ("" = every). */
+static bool notional_applies(const struct risk_limits *l, uint16_t symbol, char *quote)
+{
+    char base[EVENT_ASSET_MAX];
+    quote[0] = '\0';
+    bool split = sim_split_symbol(intern_name(symbol), base, quote);
+    if (!l->currency[0])
+        return true;
+    return split && strcasecmp(quote, l->currency) == 0;
+}
+
+/* Takes a token of the instance's bucket (refilled at `throttle` a second
+ * up to `burst`); false when none is left. */
+static bool take_token(struct risk_node *inst, const struct risk_limits *l, int64_t now)
+{
+    double burst = (double)l->burst;
+    if (inst->refilled_ns == 0) {
+        inst->tokens = burst;
+    } else {
+        double earned = (double)(now - inst->refilled_ns) / 1e9 * (double)l->throttle;
+        inst->tokens = fmin(burst, inst->tokens + (earned > 0 ? earned : 0));
+    }
+    inst->refilled_ns = now;
+    if (inst->tokens < 1)
+        return false;
+    inst->tokens -= 1;
+    return true;
+}
+
+/* The symbol's circuit breaker: each order compares the last trade price
+ * with the reference taken when the current window opened; a move beyond
+ * the threshold halts the symbol for the cooldown, and the next order after
+ * the halt opens a new window. */
+static bool breaker_refuses(struct risk *r, const struct risk_limits *l,
+                            const struct order_request *req, const struct market_quote *q,
+                            int64_t now, char *error, size_t size)
+{
+    struct risk_node *b = table_get(&r->breakers, (uint64_t)req->provider << 16 | req->symbol);
+    if (!b)
+        return false; /* out of memory: the breaker cannot watch this symbol */
+    while (atomic_flag_test_and_set_explicit(&b->busy, memory_order_acquire))
+        ;
+    bool refused = false;
+    double move = 0;
+    if (now < b->halted_ns) {
+        refused = true;
+        say(error, size, "risk: circuitBreaker: %s is halted for another %.3g s",
+            intern_name(req->symbol), (double)(b->halted_ns - now) / 1e9);
+    } else if (q->valid && q->last > 0) {
+        if (b->window_ns == 0 || now - b->window_ns >= l->cooldown_ns) {
+            b->window_ns = now;
+            b->reference = q->last;
+        } else if ((move = fabs(q->last - b->reference) / b->reference * 100) > l->breaker_pct) {
+            b->halted_ns = now + l->cooldown_ns;
+            b->window_ns = 0;
+            refused = true;
+            say(error, size,
+                "risk: circuitBreaker: %s moved %.4g%% (threshold %g%%); orders refused for "
+                "%.3g s",
+                intern_name(req->symbol), move, l->breaker_pct, (double)l->cooldown_ns / 1e9);
+        }
+    }
+    atomic_flag_clear_explicit(&b->busy, memory_order_release);
+    return refused;
+}
+
+static int check_price(const struct risk_limits *l, const struct order_request *req,
+                       const struct market_quote *q, char *error, size_t size)
+{
+    if (l->band_pct <= 0 || req->type != ORDER_LIMIT)
+        return -1;
+    if (!q->valid || q->last <= 0) {
+        say(error, size, "risk: priceBandPercent: %s has no last trade price yet",
+            intern_name(req->symbol));
+        return LIMIT_BAND;
+    }
+    double off = fabs(req->price - q->last) / q->last * 100;
+    if (!over(off, l->band_pct))
+        return -1;
+    say(error, size,
+        "risk: priceBandPercent %g%% exceeded: limit price %.10g is %.4g%% from the last trade "
+        "%.10g",
+        l->band_pct, req->price, off, q->last);
+    return LIMIT_BAND;
+}
+
+static int check_notional(const struct risk_limits *l, const struct order_request *req,
+                          const struct market_quote *q, char *error, size_t size)
+{
+    char quote[EVENT_ASSET_MAX];
+    if (l->max_notional <= 0 || !notional_applies(l, req->symbol, quote))
+        return -1;
+    const char *unit = l->currency[0] ? l->currency : quote;
+    double price = req->type == ORDER_LIMIT ? req->price : q->last;
+    if (req->type == ORDER_MARKET && (!q->valid || q->last <= 0)) {
+        say(error, size, "risk: maxNotionalValue: %s has no last trade price to value the order",
+            intern_name(req->symbol));
+        return LIMIT_NOTIONAL;
+    }
+    double notional = req->quantity * price;
+    if (!over(notional, l->max_notional))
+        return -1;
+    say(error, size, "risk: maxNotionalValue %.10g %s exceeded (%.10g)", l->max_notional, unit,
+        notional);
+    return LIMIT_NOTIONAL;
+}
+
+static int check_position(struct risk *r, const struct risk_limits *l,
+                          const struct order_request *req, char *error, size_t size)
+{
+    if (l->max_position <= 0)
+        return -1;
+    struct risk_node *n =
+        table_find(&r->positions, position_key(req->instance_key, req->provider, req->symbol));
+    double now = n ? bits_double(atomic_load_explicit(&n->position, memory_order_acquire)) : 0;
+    double next = now + (req->side == SIDE_BUY ? req->quantity : -req->quantity);
+    if (!over(fabs(next), l->max_position))
+        return -1;
+    say(error, size, "risk: maxPositionSize %.10g exceeded (%.10g %s after this order)",
+        l->max_position, next, intern_name(req->symbol));
+    return LIMIT_POSITION;
+}
+
+/* The first limit the order breaks (its message in `error`), or -1. */
+static int check(struct risk *r, const struct risk_limits *l, struct risk_node *inst, struct sim *s,
+                 const struct order_request *req, char *error, size_t size)
+{
+    if (l->kill) {
+        say(error, size, "risk: killSwitchEnabled: every new order is refused");
+        return LIMIT_KILL;
+    }
+    if (!l->allow[req->type]) {
+        say(error, size, "risk: allowedOrderTypes: %s orders are not allowed",
+            order_type_name(req->type));
+        return LIMIT_TYPES;
+    }
+    struct market_quote q = {0};
+    if (l->breaker || l->band_pct > 0 || l->max_notional > 0)
+        sim_quote(s, req->symbol, &q);
+    int64_t now = clock_mono_ns();
+    if (l->breaker && breaker_refuses(r, l, req, &q, now, error, size))
+        return LIMIT_BREAKER;
+    /* a size or price the engine will reject anyway is its to explain */
+    bool valued = isfinite(req->quantity) && req->quantity > 0 &&
+                  (req->type == ORDER_MARKET || (isfinite(req->price) && req->price > 0));
+    int hit = -1;
+    if (valued && (hit = check_price(l, req, &q, error, size)) >= 0)
+        return hit;
+    if (valued && (hit = check_notional(l, req, &q, error, size)) >= 0)
+        return hit;
+    if (valued && (hit = check_position(r, l, req, error, size)) >= 0)
+        return hit;
+    int64_t open = atomic_load_explicit(&inst->open, memory_order_relaxed);
+    if (l->max_open > 0 && open >= (int64_t)l->max_open) {
+        say(error, size, "risk: maxConcurrentOrders %u reached (%lld open)", l->max_open,
+            (long long)open);
+        return LIMIT_OPEN;
+    }
+    /* last: an order another limit refused takes no token */
+    if (l->throttle > 0 && !take_token(inst, l, now)) {
+        say(error, size, "risk: orderThrottle %u orders/s (burst %u) exceeded", l->throttle,
+            l->burst);
+        return LIMIT_THROTTLE;
+    }
+    return -1;
+}
+
+int risk_admit(struct risk *r, struct sim *s, const struct order_request *req, char *error,
+               size_t size)
+{
+    struct risk_node *inst = table_get(&r->instances, req->instance_key);
+    if (!inst) {
+        say(error, size, "risk: out of memory");
+        return MARKET_SUBMIT_REFUSED;
+    }
+    struct risk_limits l;
+    limits_read(r, &l);
+    int hit = l.any ? check(r, &l, inst, s, req, error, size) : -1;
+    if (hit >= 0) {
+        atomic_fetch_add_explicit(&r->rejections[hit], 1, memory_order_relaxed);
+        bool stop = l.max_breaches > 0 && (uint64_t)req->risk_breaches + 1 >= l.max_breaches;
+        return stop ? MARKET_SUBMIT_RISK_STOP : MARKET_SUBMIT_RISK;
+    }
+    atomic_fetch_add_explicit(&inst->open, 1, memory_order_relaxed);
+    return 0;
+}
+
+void risk_unadmit(struct risk *r, uint32_t instance_key)
+{
+    risk_order_done(r, instance_key);
+}
+
+/* ------------------------------------------------------------- engine */
+
+void risk_order_done(struct risk *r, uint32_t instance_key)
+{
+    struct risk_node *inst = r ? table_find(&r->instances, instance_key) : NULL;
+    if (inst)
+        atomic_fetch_sub_explicit(&inst->open, 1, memory_order_relaxed);
+}
+
+void risk_fill(struct risk *r, uint32_t instance_key, uint16_t provider, uint16_t symbol,
+               double qty)
+{
+    if (!r)
+        return;
+    struct risk_node *n = table_get(&r->positions, position_key(instance_key, provider, symbol));
+    if (!n) {
+        log_error("market",
+                  "out of memory: a fill of instance key %u is missing from its "
+                  "risk position",
+                  (unsigned)instance_key);
+        return;
+    }
+    /* one writer per provider (its engine's holder): no read-modify-write */
+    double now = bits_double(atomic_load_explicit(&n->position, memory_order_relaxed));
+    atomic_store_explicit(&n->position, double_bits(now + qty), memory_order_release);
+}
+
+/* ------------------------------------------------------------ metrics */
+
+void risk_metrics_write(struct risk *r, struct strbuf *out)
+{
+    static const char name[] = "stratd_risk_rejections_total";
+    static const char *const labels[] = {"limit"};
+    metrics_write_header(out, name, "Orders refused by the gateway's risk limits, by limit.",
+                         "counter");
+    for (int i = 0; i < LIMIT_COUNT; i++) {
+        const char *values[] = {limit_names[i]};
+        uint64_t n = atomic_load_explicit(&r->rejections[i], memory_order_relaxed);
+        metrics_write_sample(out, name, labels, values, 1, (double)n);
+    }
+}

@@ -1,0 +1,92 @@
+/*
+ * risk: the gateway's runtime risk limits (the contract's RiskConfig,
+ * GET/PUT /risk/limits), internal to src/market.
+ *
+ * The limits are gateway-wide: every order any instance submits meets them
+ * in ops_submit (market.c), on the submitting thread, before its provider
+ * sees it. A refused order never reaches the engine or the store; the
+ * market answers MARKET_SUBMIT_RISK (or MARKET_SUBMIT_RISK_STOP once the
+ * instance has had maxRiskBreaches refusals, runtime/event.h) with a
+ * message that names the limit, and counts it in
+ * stratd_risk_rejections_total{limit}. Cancels never meet the limits.
+ * docs/OPERATIONS.md ("Risk limits") gives each limit's exact meaning.
+ *
+ * What the checks need besides the order
+ * - the symbol's last trade price: the session's quote (sim_quote);
+ * - each instance's open orders: counted here, +1 when an order is
+ *   admitted, -1 when the engine reports its final state (risk_order_done);
+ * - each instance's net filled position per provider and symbol: summed
+ *   from the engine's fills (risk_fill), for the gateway's life;
+ * - each instance's throttle bucket and each symbol's circuit breaker.
+ * Those live in insert-only tables whose entries stay until risk_free(), so
+ * the order path finds them without a lock.
+ *
+ * Threads
+ * - risk_update(), risk_json(): any thread; serialised on the risk's own
+ *   lock, which the order path never takes.
+ * - risk_admit(), risk_unadmit(): the instance's submitting thread (one
+ *   worker per instance), holding the provider's session lock so that the
+ *   session stays alive. The limits are read through a seqlock (an order
+ *   sees the old limits or the new, never a mix); with every limit off an
+ *   order costs that read and its open-order count, no lock. A circuit
+ *   breaker, when enabled, takes its symbol's spin lock for a few loads.
+ * - risk_order_done(), risk_fill(): the holder of a session's engine.
+ * - risk_metrics_write(): any thread.
+ */
+#ifndef STRATD_MARKET_RISK_H
+#define STRATD_MARKET_RISK_H
+
+#include "core/err.h"
+#include "core/strbuf.h"
+#include "runtime/event.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct risk;
+struct sim;
+
+/* The setting key of the persisted RiskConfig (store_setting_*). */
+#define RISK_SETTING "risk"
+
+/* Every limit off (the contract's defaults). NULL when out of memory. */
+struct risk *risk_new(void);
+/* Frees everything; no order may be in flight. */
+void risk_free(struct risk *r);
+
+/* Applies the RiskConfig stored under RISK_SETTING, if any. A stored
+ * document that no longer validates is logged and the defaults stay. */
+void risk_load(struct risk *r, struct store *store);
+
+/* Validates a whole RiskConfig, persists it (store may be NULL) and
+ * applies it. ERR_INVALID with details.field naming the first bad key
+ * (unknown keys, missing keys, wrong types, negative numbers, bad decimals
+ * or durations, unknown order types); nothing changes on failure, nor when
+ * the store refuses the write. */
+int risk_update(struct risk *r, const json_t *config, struct store *store, struct err *err);
+/* The RiskConfig in force (new reference); NULL when out of memory. */
+json_t *risk_json(struct risk *r);
+
+/* Checks an order against the limits in force. 0: admitted (counted open
+ * until risk_order_done or risk_unadmit); MARKET_SUBMIT_RISK or
+ * MARKET_SUBMIT_RISK_STOP with `error` naming the limit; and
+ * MARKET_SUBMIT_REFUSED when out of memory. `s` is the order's running
+ * session (its quotes), kept alive by the caller. */
+int risk_admit(struct risk *r, struct sim *s, const struct order_request *req, char *error,
+               size_t size);
+/* An admitted order that its provider did not take after all. */
+void risk_unadmit(struct risk *r, uint32_t instance_key);
+
+/* Engine: an order of `instance_key` reached its final state. */
+void risk_order_done(struct risk *r, uint32_t instance_key);
+/* Engine: a fill of `qty` (negative for a sell) moved the instance's net
+ * position in (provider, symbol). */
+void risk_fill(struct risk *r, uint32_t instance_key, uint16_t provider, uint16_t symbol,
+               double qty);
+
+/* stratd_risk_rejections_total{limit}, every limit always present. */
+void risk_metrics_write(struct risk *r, struct strbuf *out);
+
+#endif
