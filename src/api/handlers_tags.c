@@ -38,11 +38,21 @@ static int resolve_target(struct api *api, const char *name, const char *hash,
     return rc;
 }
 
-static json_t *refresh_strategy(struct api *api, const char *name, struct err *err)
+/* A tag's refresh moves the instances that follow that tag (`name:tag`;
+ * for `latest` the bare name too), not the strategy's others: an instance
+ * on another tag, perhaps staged for later, stays where it is. */
+static json_t *tag_refresh_request(const char *name, const char *tag)
 {
-    json_t *request = json_pack("{s:[s]}", "strategies", name);
+    return json_pack("{s:[s++]}", "strategies", name, ":", tag);
+}
+
+static json_t *refresh_tag(struct api *api, const char *name, const char *tag, struct err *err)
+{
+    json_t *request = tag_refresh_request(name, tag);
     json_t *response = NULL;
-    int rc = runtime_refresh(api->opts.runtime, request, &response, err);
+    int rc = request ? runtime_refresh(api->opts.runtime, request, &response, err) : -1;
+    if (!request)
+        err_set(err, ERR_INTERNAL, "out of memory");
     json_decref(request);
     return rc == 0 ? response : NULL;
 }
@@ -85,14 +95,14 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
     if (previous[0])
         json_object_set_new(out, "previousHash", views_hash(previous));
     if (refresh) {
-        json_t *refreshed = refresh_strategy(api, name, err);
+        json_t *refreshed = refresh_tag(api, name, tag, err);
         if (!refreshed) {
             json_decref(out);
             goto out;
         }
         json_object_set(out, "results", json_object_get(refreshed, "results"));
         /* the instances it moved, as POST /strategies/refresh records them */
-        json_t *request = json_pack("{s:[s]}", "strategies", name);
+        json_t *request = tag_refresh_request(name, tag);
         api_audit_refresh(api, req, request, json_object_get(refreshed, "results"));
         json_decref(request);
         json_decref(refreshed);
