@@ -6,7 +6,8 @@
  * 127.0.0.1 with a free port) starts once, and each input is one HTTP
  * request over loopback (libcurl):
  *
- *   byte 0   the route, among the endpoints that take a JSON body
+ *   byte 0   the route, among the endpoints that take a JSON body (risk
+ *            limits and the context restore included)
  *   byte 1   the path parameters, from a small table per route (existing
  *            and unknown selectors, tags, instances and providers)
  *   rest     the body, sent as is
@@ -16,7 +17,8 @@
  * a "details" object; every 2xx body is JSON.
  *
  * State is kept small: a provider the input created is deleted at once, a
- * provider it changed is put back, and every RESET_EVERY inputs (or when
+ * provider it changed is put back, risk limits it set are turned off again,
+ * a restore is followed by a reset, and every RESET_EVERY inputs (or when
  * instances pile up) instances and strategies are deleted and the seeds
  * uploaded again.
  */
@@ -374,6 +376,14 @@ static void restore_providers(void)
     }
 }
 
+/* The risk limits an input's PUT or restore is followed by: all off. */
+static const char default_risk[] =
+    "{\"maxPositionSize\": \"0\", \"maxNotionalValue\": \"0\", \"notionalCurrency\": \"\", "
+    "\"orderThrottle\": 0, \"orderBurst\": 0, \"maxConcurrentOrders\": 0, "
+    "\"priceBandPercent\": 0, \"allowedOrderTypes\": [\"market\", \"limit\"], "
+    "\"killSwitchEnabled\": false, \"maxRiskBreaches\": 0, "
+    "\"circuitBreaker\": {\"enabled\": false, \"threshold\": 0, \"cooldown\": \"0s\"}}";
+
 /* ------------------------------------------------------------- routes */
 
 enum route_kind {
@@ -385,6 +395,8 @@ enum route_kind {
     ROUTE_INSTANCE_UPDATE,
     ROUTE_PROVIDER_CREATE,
     ROUTE_PROVIDER_UPDATE,
+    ROUTE_RISK_PUT,
+    ROUTE_CONTEXT_RESTORE,
     ROUTE_COUNT,
 };
 
@@ -432,6 +444,12 @@ static const char *route_path(enum route_kind route, uint8_t param, char *path, 
     case ROUTE_PROVIDER_CREATE:
         snprintf(path, size, "/providers");
         return "POST";
+    case ROUTE_RISK_PUT:
+        snprintf(path, size, "/risk/limits");
+        return "PUT";
+    case ROUTE_CONTEXT_RESTORE:
+        snprintf(path, size, "/context/backup");
+        return "POST";
     case ROUTE_PROVIDER_UPDATE:
     case ROUTE_COUNT:
         break;
@@ -474,9 +492,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool changed = r.status >= 200 && r.status < 300;
     free(r.body);
 
-    if (changed && (route == ROUTE_PROVIDER_CREATE || route == ROUTE_PROVIDER_UPDATE))
+    if (changed && (route == ROUTE_RISK_PUT || route == ROUTE_CONTEXT_RESTORE))
+        json_decref(call("PUT", "/risk/limits", default_risk));
+    if (changed && (route == ROUTE_PROVIDER_CREATE || route == ROUTE_PROVIDER_UPDATE ||
+                    route == ROUTE_CONTEXT_RESTORE))
         restore_providers();
-    if (++inputs % RESET_EVERY == 0 ||
+    if (++inputs % RESET_EVERY == 0 || (changed && route == ROUTE_CONTEXT_RESTORE) ||
         (changed && route == ROUTE_INSTANCE_CREATE && instance_count() > MAX_INSTANCES))
         reset();
     return 0;
