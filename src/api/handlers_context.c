@@ -498,7 +498,7 @@ static int apply_restore(struct api *api, const struct restore_plan *p,
                          struct restore_progress *done, struct err *err)
 {
     struct err e = ERR_INIT;
-    if (market_risk_set(api->opts.market, p->risk, &e) != 0)
+    if (market_risk_set(api->opts.market, p->risk, NULL, &e) != 0)
         return element_error(err, &e, "risk", "", false);
     done->risk = true;
     char where[48];

@@ -43,20 +43,19 @@ int api_handle_risk_put(struct api *api, struct api_request *req, struct api_res
             err_add_detail(err, "field", json_string("body"));
         return -1;
     }
-    json_t *before = market_risk_json(api->opts.market);
-    int rc = market_risk_set(api->opts.market, body, err);
-    json_decref(body);
-    json_t *after = rc == 0 ? market_risk_json(api->opts.market) : NULL;
-    if (rc == 0 && after) {
-        api_audit(api, req, "risk.update", json_pack("{s:O?, s:O}", "from", before, "to", after));
-        json_t *answer = json_pack("{s:s, s:o}", "status", "applied", "limits", after);
+    /* "from" is what this PUT replaced and "to" what it installed (the body
+     * as given), both fixed under the limits' lock, whatever PUTs run beside */
+    json_t *before = NULL;
+    int rc = market_risk_set(api->opts.market, body, &before, err);
+    if (rc == 0) {
+        api_audit(api, req, "risk.update", json_pack("{s:O?, s:O}", "from", before, "to", body));
+        json_t *answer = json_pack("{s:s, s:O}", "status", "applied", "limits", body);
         if (answer)
             api_respond_json(res, 200, answer);
         else
             rc = out_of_memory(err);
-    } else if (rc == 0) {
-        rc = out_of_memory(err);
     }
     json_decref(before);
+    json_decref(body);
     return rc;
 }

@@ -269,6 +269,13 @@ static bool scope_check(void *ctx, const char *provider, const char *symbol)
                   : market_has_provider(gw->market, provider);
 }
 
+static bool scope_leaving(void *ctx, const char *provider, const char *symbol)
+{
+    (void)symbol;
+    struct gateway *gw = ctx;
+    return market_provider_leaving(gw->market, provider);
+}
+
 static json_t *provider_dependents(void *ctx, const char *provider)
 {
     struct gateway *gw = ctx;
@@ -342,6 +349,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
         .market = market_runtime_ops(gw->market),
         .scope_check = scope_check,
         .scope_ctx = gw,
+        .scope_leaving = scope_leaving,
         .environment = gw->cfg.environment,
         .limits = gw->cfg.instance_limits,
         .max_consecutive_errors = gw->cfg.max_consecutive_errors,

@@ -46,8 +46,9 @@ struct provider {
     uint16_t id;
     char name[NAMES_ID_MAX + 1];
     atomic_bool exists;
-    /* a delete is asking for dependents: scope checks already fail, so a
-     * start either is counted or is refused (runtime's scope_present) */
+    /* a delete is asking for dependents: a start that counts as starting
+     * by then is among them, one that does later asks
+     * market_provider_leaving() and is refused (runtime's scope_present) */
     atomic_bool deleting;
 
     /* m->lock (and m->admin to change) */
@@ -524,8 +525,13 @@ json_t *market_adapter_json(const char *identifier, struct err *err)
 
 bool market_has_provider(struct market *m, const char *name)
 {
+    return find_existing(m, name) != NULL;
+}
+
+bool market_provider_leaving(struct market *m, const char *name)
+{
     const struct provider *p = find_existing(m, name);
-    return p && !atomic_load(&p->deleting);
+    return p && atomic_load(&p->deleting);
 }
 
 bool market_has_symbol(struct market *m, const char *provider, const char *symbol)
@@ -533,8 +539,6 @@ bool market_has_symbol(struct market *m, const char *provider, const char *symbo
     bool found = false;
     pthread_mutex_lock(&m->lock);
     struct provider *p = find_existing(m, provider);
-    if (p && atomic_load(&p->deleting))
-        p = NULL;
     for (size_t i = 0; p && symbol && i < p->settings->nsymbols && !found; i++)
         found = strcmp(p->settings->symbols[i].symbol, symbol) == 0;
     pthread_mutex_unlock(&m->lock);
@@ -793,9 +797,9 @@ json_t *market_risk_json(struct market *m)
     return risk_json(m->risk);
 }
 
-int market_risk_set(struct market *m, const json_t *config, struct err *err)
+int market_risk_set(struct market *m, const json_t *config, json_t **previous, struct err *err)
 {
-    return risk_update(m->risk, config, m->store, err);
+    return risk_update(m->risk, config, m->store, previous, err);
 }
 
 /* ------------------------------------------------------------ requests, checked */

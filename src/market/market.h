@@ -107,7 +107,8 @@ json_t *market_adapter_json(const char *identifier, struct err *err);
  * and applies it atomically (an order sees the old limits or the new);
  * ERR_INVALID with details.field on bad input, nothing changed then. */
 json_t *market_risk_json(struct market *m);
-int market_risk_set(struct market *m, const json_t *config, struct err *err);
+/* *previous (if non-NULL): the limits the call replaced (risk_update). */
+int market_risk_set(struct market *m, const json_t *config, json_t **previous, struct err *err);
 
 /* Appends the market's Prometheus families to `out`:
  * stratd_tick_to_order_seconds{provider}, a histogram per existing
@@ -134,10 +135,11 @@ bool market_has_symbol(struct market *m, const char *provider, const char *symbo
  * one those fields are left out and delete never refuses. */
 typedef json_t *(*market_dependents_fn)(void *ctx, const char *provider);
 void market_set_dependents(struct market *m, market_dependents_fn fn, void *ctx);
-/* While a delete asks for dependents, market_has_provider() and
- * market_has_symbol() already answer false for the provider: an instance
- * that checks its scope once it counts as starting is either among the
- * dependents or refused. */
+/* True while a delete of the provider asks for its dependents (before it
+ * has decided): an instance that asks once it counts as starting is either
+ * among the dependents or refused. Other scope checks keep seeing the
+ * provider until the delete has succeeded. Any thread. */
+bool market_provider_leaving(struct market *m, const char *name);
 
 /* Checks a ProviderRequest as market_provider_create() would and creates
  * nothing. Returns it in the form that recreates the provider it describes:

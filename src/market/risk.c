@@ -492,8 +492,11 @@ void risk_load(struct risk *r, struct store *store)
     err_clear(&e);
 }
 
-int risk_update(struct risk *r, const json_t *config, struct store *store, struct err *err)
+int risk_update(struct risk *r, const json_t *config, struct store *store, json_t **previous,
+                struct err *err)
 {
+    if (previous)
+        *previous = NULL;
     struct risk_limits l;
     if (parse_limits(config, &l, err) != 0)
         return -1;
@@ -506,6 +509,8 @@ int risk_update(struct risk *r, const json_t *config, struct store *store, struc
      * and the applied limits are the same whichever of two PUTs wins */
     pthread_mutex_lock(&r->lock);
     int rc = store ? store_setting_put(store, RISK_SETTING, doc, err) : 0;
+    if (rc == 0 && previous)
+        *previous = json_deep_copy(r->doc);
     if (rc == 0)
         install_locked(r, doc, &l);
     pthread_mutex_unlock(&r->lock);

@@ -64,8 +64,11 @@ void risk_load(struct risk *r, struct store *store);
  * applies it. ERR_INVALID with details.field naming the first bad key
  * (unknown keys, missing keys, wrong types, negative numbers, bad decimals
  * or durations, unknown order types); nothing changes on failure, nor when
- * the store refuses the write. */
-int risk_update(struct risk *r, const json_t *config, struct store *store, struct err *err);
+ * the store refuses the write. *previous (if non-NULL) receives the limits
+ * this call replaced, taken under the same lock (a new reference; NULL
+ * when out of memory or on failure). */
+int risk_update(struct risk *r, const json_t *config, struct store *store, json_t **previous,
+                struct err *err);
 /* The RiskConfig in force (new reference); NULL when out of memory. */
 json_t *risk_json(struct risk *r);
 

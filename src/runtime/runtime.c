@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_ERRORS 100
@@ -1352,6 +1353,23 @@ static int start_prepare(struct runtime *rt, struct instance *inst, struct start
     return rc;
 }
 
+/* Whether the provider is there once any delete of it has decided: one
+ * that is deciding now counts this start among its dependents (it is
+ * starting) and will refuse, or it saw no start and will succeed. It
+ * decides in a moment (a count under the runtime's lock, which this thread
+ * does not hold); waiting for it keeps both from failing at once. */
+static bool provider_decided(struct runtime *rt, const char *provider)
+{
+    for (int waited_ms = 0;
+         rt->opts.scope_leaving && rt->opts.scope_leaving(rt->opts.scope_ctx, provider, NULL);
+         waited_ms++) {
+        if (waited_ms == 5000)
+            return false;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    return rt->opts.scope_check(rt->opts.scope_ctx, provider, NULL);
+}
+
 /* Whether every provider of the instance's scope is still there. Asked
  * once the instance counts as starting: a provider's delete first makes
  * the scope check fail and then asks for dependents (which include
@@ -1368,7 +1386,7 @@ static bool scope_present(struct runtime *rt, struct instance *inst, struct err 
     bool present = true;
     json_object_foreach(json_object_get(spec, "scope"), provider, value)
     {
-        if (present && !rt->opts.scope_check(rt->opts.scope_ctx, provider, NULL)) {
+        if (present && !provider_decided(rt, provider)) {
             /* as spec_plan says it of a provider gone before the start */
             err_set(err, ERR_INVALID, "scope.%s: unknown provider %s", provider, provider);
             err_add_detail(err, "field", json_sprintf("scope.%s", provider));

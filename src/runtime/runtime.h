@@ -93,6 +93,10 @@ struct runtime_options {
     struct market_ops market;     /* orders and quotes */
     runtime_scope_fn scope_check; /* provider/symbol existence */
     void *scope_ctx;
+    /* (scope_ctx, provider, NULL): true while the provider's delete is
+     * deciding; asked only once a start counts as starting, so that either
+     * the delete sees the start or the start sees the delete. NULL: never. */
+    runtime_scope_fn scope_leaving;
     const char *environment;    /* metric label, e.g. "dev" */
     struct js_limits limits;    /* defaults per instance (0 fields: sandbox defaults) */
     int max_consecutive_errors; /* 0: 100 */

@@ -1441,6 +1441,14 @@ int vm_launch(struct worker *w, struct vm *vm, struct err *err)
     host_enter(vm);
     int rc = create_from_exports(vm, err);
     host_leave();
+    /* orders create() placed reached maxRiskBreaches: the start fails, as a
+     * handler's call would stop the instance */
+    char why[ERR_MESSAGE_MAX];
+    if (host_risk_stop_due(vm, why, sizeof why)) {
+        if (rc == 0)
+            err_set(err, ERR_CONFLICT, "create: %s", why);
+        rc = -1;
+    }
     struct vm_plan *plan = vm->plan;
     free(plan->config_json);
     free(plan->metadata_json);

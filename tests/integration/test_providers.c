@@ -364,11 +364,14 @@ static void test_second_market_at_run_time(void **state)
     tu_server_stop(srv);
 }
 
-/* A start and the delete of its provider sent at once: whichever wins, a
- * provider is never deleted from under a running instance. */
+/* A start, the delete of its provider and the create of another instance
+ * on it, sent at once: whichever wins, a provider is never deleted from
+ * under a running instance, and a delete that is refused refuses nothing
+ * else. */
 struct race_call {
     const char *method;
     char url[256];
+    char body[256];
     long status;
 };
 
@@ -376,8 +379,8 @@ static void *race_send(void *arg)
 {
     struct race_call *c = arg;
     struct tu_response res;
-    struct tu_request_options opts = {.body = c->method[0] == 'P' ? "{}" : NULL,
-                                      .body_len = c->method[0] == 'P' ? 2 : 0};
+    struct tu_request_options opts = {.body = c->method[0] == 'P' ? c->body : NULL,
+                                      .body_len = c->method[0] == 'P' ? strlen(c->body) : 0};
     c->status = tu_http_try(&res, c->method, c->url, &opts) == 0 ? res.status : -1;
     tu_response_free(&res);
     return NULL;
@@ -399,15 +402,24 @@ static void test_delete_never_leaves_a_running_instance(void **state)
                  name);
         json_decref(tu_call(srv, "POST", "/providers", 202, body));
         json_decref(tu_instance_create(srv, id, "noop", NULL, name, NULL));
-        struct race_call calls[2] = {{.method = "POST"}, {.method = "DELETE"}};
+        struct race_call calls[3] = {
+            {.method = "POST", .body = "{}"}, {.method = "DELETE"}, {.method = "POST"}};
         snprintf(calls[0].url, sizeof calls[0].url, "%s/strategy/instances/%s/start", srv->base_url,
                  id);
         snprintf(calls[1].url, sizeof calls[1].url, "%s/providers/%s", srv->base_url, name);
-        pthread_t threads[2];
-        for (int k = 0; k < 2; k++)
+        snprintf(calls[2].url, sizeof calls[2].url, "%s/strategy/instances", srv->base_url);
+        snprintf(calls[2].body, sizeof calls[2].body,
+                 "{\"id\": \"%s-c\", \"strategy\": {\"selector\": \"noop\"}, "
+                 "\"scope\": {\"%s\": {\"symbols\": [\"BTC-USDT\"]}}}",
+                 id, name);
+        pthread_t threads[3];
+        for (int k = 0; k < 3; k++)
             assert_int_equal(pthread_create(&threads[k], NULL, race_send, &calls[k]), 0);
-        for (int k = 0; k < 2; k++)
+        for (int k = 0; k < 3; k++)
             pthread_join(threads[k], NULL);
+        if (calls[1].status != 200 && calls[2].status != 201)
+            fail_msg("round %d: the refused delete of %s refused a create on it too (%ld)", i, name,
+                     calls[2].status);
         json_t *snap = tu_instance_get(srv, id);
         bool running = json_is_true(json_object_get(snap, "running"));
         json_decref(snap);

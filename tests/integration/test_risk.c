@@ -448,6 +448,25 @@ static void test_max_breaches_stop(void **state)
             tu_instance_start(srv, "br");
     }
     assert_true(tu_metric(srv, "stratd_instance_stops_total{reason=\"riskBreaches\"}") >= 2);
+
+    /* orders refused in create() count too: reaching the limit there fails
+     * the start, naming the limit, and the instance does not run */
+    char *src =
+        tu_strategy_source("eager", "['Trade']", "[{name: 'dry_run', type: 'bool', default: true}]",
+                           "for (let i = 0; i < 6; i++) {\n"
+                           "  try { rt.submitMarketOrder('sim', 'buy', 0.001, 'BTC-USDT'); }\n"
+                           "  catch (e) { h.log('refused', {n: i + 1, message: e.message}); }\n"
+                           "}\n",
+                           "onTrade() {},\n");
+    free(tu_upload_hash(srv, src));
+    free(src);
+    json_decref(tu_instance_create(srv, "eager", "eager", NULL, NULL, NULL));
+    json_t *err = tu_call(srv, "POST", "/strategy/instances/eager/start", 409, "{}");
+    assert_non_null(strstr(tu_jstr(err, "error"), "maxRiskBreaches"));
+    json_decref(err);
+    json_t *snap = tu_instance_get(srv, "eager");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    json_decref(snap);
     tu_server_stop(srv);
 }
 
