@@ -503,7 +503,11 @@ static void send_spinning_upload(int fd)
 /* Connections opened together are dealt out over the polling threads (16
  * over 4: four each). An upload whose top level spins for the whole
  * validation budget holds its thread and so the three connections dealt to
- * it; the other twelve are answered while it validates. */
+ * it; the other twelve are answered while it validates. The deal goes by
+ * descriptor number, and a descriptor the server opens between two accepts
+ * (a log or database file) moves the deal along by one, so ten of them are
+ * required. (With the pool's own accept, which lets the first thread to
+ * wake take a run of connections, five runs answered 0, 15, 15, 9 and 0.) */
 static void test_slow_request_holds_up_only_its_thread(void **state)
 {
     struct tu_server *srv = *state;
@@ -541,11 +545,12 @@ static void test_slow_request_holds_up_only_its_thread(void **state)
     }
     print_message("%d of %d requests answered while the upload beside them validated\n",
                   before_upload, CONNECTIONS - 1);
-    int dealt_elsewhere = CONNECTIONS - CONNECTIONS / THREADS;
-    if (before_upload < dealt_elsewhere)
+    int dealt_elsewhere = CONNECTIONS - CONNECTIONS / THREADS, required = dealt_elsewhere - 2;
+    if (before_upload < required)
         fail_msg("only %d of the %d requests on other polling threads were answered while the "
-                 "upload validated: connections opened together share a thread",
-                 before_upload, dealt_elsewhere);
+                 "upload validated (at least %d must be): connections opened together share a "
+                 "thread",
+                 before_upload, dealt_elsewhere, required);
     for (int i = 0; i < CONNECTIONS; i++)
         close(fds[i]);
     expect_healthy(srv);
