@@ -30,7 +30,10 @@ quickjs_interrupt_polls=1
 # replace, replaceAll) compares the needle at every position: one call
 # with a needle of half a million characters in a string of a million ran
 # for 200 s. The four search loops poll once per 65,536 characters the
-# needle could have compared. Converting a BigInt to decimal divides the
+# needle could have compared. `replace` and `replaceAll` with a string
+# pattern also poll once per 256 matches they substitute: each match is a
+# short search, and 25 million of them in one call ran for 2 s.
+# Converting a BigInt to decimal divides the
 # whole number once per 19 digits (0.7 s for the largest BigInt); it polls
 # before each division.
 # The regular expression compiler inserts a jump before everything compiled
@@ -48,7 +51,7 @@ compiler_budget_polls=4
 # error without freeing the power so far: a strategy that catches the
 # RangeError in a loop leaked up to 128 KB a turn, past the end of its VM.
 # Both products free it (found by tests/fuzz, fuzz_validate).
-quickjs_budget_polls=$((15 + compiler_budget_polls))
+quickjs_budget_polls=$((16 + compiler_budget_polls))
 # `x++` and `x--` on anything but a function's own local (a closure's
 # variable, a property, a global: a strategy's counters) always took
 # QuickJS's generic path, a numeric conversion and a second dispatch, even
@@ -73,7 +76,7 @@ sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
-quickjs_build_id+=" search-poll=${search_poll_chars} bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object post-inc-int interrupt-gate"
+quickjs_build_id+=" search-poll=${search_poll_chars} replace-poll bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object post-inc-int interrupt-gate"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -184,6 +187,10 @@ sed -i 's/^            pos = string_indexof(sp, searchp, endOfLastMatch);$/     
   "$work/tree/quickjs.c"
 sed -i 's/^        e = string_indexof(sp, rp, q);$/        e = string_indexof(ctx, sp, rp, q);\n        if (e == -2) goto exception; \/* budget poll *\//' \
   "$work/tree/quickjs.c"
+sed -i '/^static JSValue js_string_replace(JSContext \*ctx, JSValueConst this_val,$/,/^}$/ {
+s/^    BOOL is_first;$/&\n    unsigned int substituted = 0;/
+s/^        is_first = FALSE;$/&\n        if ((++substituted \& 255) == 0 \&\& js_poll_interrupts(ctx)) goto exception; \/* budget poll *\//
+}' "$work/tree/quickjs.c"
 for search in js_string_indexOf js_string_includes; do
   sed -i "/^static JSValue $search(JSContext \*ctx, JSValueConst this_val,\$/,/^}\$/ {
 s/^    int i, len, v_len, pos, start, stop, ret\(, inc\)\{0,1\};\$/&\n    int searched = 0;/

@@ -473,7 +473,8 @@ static void test_budget_stops_sorts(void **state)
 
 /* Searching a string for another compares the needle at each position: one
  * call that, unpolled, runs for seconds (for minutes with a needle of half a
- * million characters). Converting a BigInt of a million bits to decimal is
+ * million characters); replacing 25 million one-character matches is one
+ * call of about 2 s. Converting a BigInt of a million bits to decimal is
  * one call of about a second, compiling a regular expression of 300,000
  * alternatives one of several. Each must stop at its budget. */
 static void test_budget_stops_searches(void **state)
@@ -493,6 +494,9 @@ static void test_budget_stops_searches(void **state)
     static const char pattern[] = "globalThis.phase = 'building';\n"
                                   "const source = '^(?:a' + '|w1'.repeat(300000) + ')$';\n"
                                   "phase = 'searching';\n";
+    static const char matches[] = "globalThis.phase = 'building';\n"
+                                  "const hay = 'a'.repeat(25000000);\n"
+                                  "phase = 'searching';\n";
     static const char *const searches[][2] = {
         {strings, "hay.indexOf(needle); phase = 'done';"},
         {wide, "hay.indexOf(needle); phase = 'done';"},
@@ -501,6 +505,8 @@ static void test_budget_stops_searches(void **state)
         {strings, "hay.split(needle); phase = 'done';"},
         {strings, "hay.replace(needle, ''); phase = 'done';"},
         {strings, "hay.replaceAll(needle, ''); phase = 'done';"},
+        {matches, "hay.replaceAll('a', ''); phase = 'done';"},
+        {matches, "hay.replaceAll('a', 'bc').length; phase = 'done';"},
         {bigint, "big.toString(); phase = 'done';"},
         {pattern, "new RegExp(source); phase = 'done';"},
     };
