@@ -132,15 +132,17 @@ const struct api_route *api_route_match(struct api_request *req, struct api_resp
             return &api_routes[i];
         }
     }
-    /* Same path, other methods: 405 with the methods that exist. */
+    /* Same path, other methods: 405 with the methods that exist (a GET
+     * answers HEAD too, see server.c). */
     size_t used = 0;
     res->allow[0] = '\0';
     for (size_t i = 0; i < api_route_count; i++) {
         if (!pattern_matches(api_routes[i].pattern, req, false) ||
             strstr(res->allow, api_routes[i].method))
             continue;
-        int n = snprintf(res->allow + used, sizeof res->allow - used, "%s%s", used ? ", " : "",
-                         api_routes[i].method);
+        bool get = strcmp(api_routes[i].method, "GET") == 0;
+        int n = snprintf(res->allow + used, sizeof res->allow - used, "%s%s%s", used ? ", " : "",
+                         api_routes[i].method, get ? ", HEAD" : "");
         if (n > 0 && (size_t)n < sizeof res->allow - used)
             used += (size_t)n;
     }
