@@ -53,6 +53,14 @@ void js__format_bytes(size_t bytes, char *out, size_t size)
         snprintf(out, size, "%zu bytes", bytes);
 }
 
+void js__skip_byte_order_mark(const char **source, size_t *len)
+{
+    if (*len >= 3 && memcmp(*source, "\xEF\xBB\xBF", 3) == 0) {
+        *source += 3;
+        *len -= 3;
+    }
+}
+
 const char *js__source_line(const char *source, size_t len, int line, size_t *line_len)
 {
     if (line < 1)

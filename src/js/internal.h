@@ -108,6 +108,11 @@ json_t *js__diagnostic(const char *stage, const char *message, int line, int col
 __attribute__((format(printf, 3, 4))) void js__fail(struct err *err, json_t *diagnostics,
                                                     const char *fmt, ...);
 
+/* Steps over a leading UTF-8 byte order mark, which editors do not show:
+ * compiled and located without it, line 1's columns are the ones its author
+ * sees. */
+void js__skip_byte_order_mark(const char **source, size_t *len);
+
 /* The text of 1-based line `line` of `source` (without its newline), or
  * NULL past the end. */
 const char *js__source_line(const char *source, size_t len, int line, size_t *line_len);

@@ -210,6 +210,7 @@ int js__compile_source(struct js_sandbox *sb, const char *source, size_t len, co
         err_set(err, ERR_INVALID, "module file name '%.40s...' is too long", filename);
         return -1;
     }
+    js__skip_byte_order_mark(&source, &len);
     /* QuickJS's parser reads up to a terminating NUL. */
     char *text = malloc(len + 1);
     if (!text) {

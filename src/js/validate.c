@@ -777,6 +777,7 @@ json_t *js__validate_in(struct js__validation_kit *kit, const char *source, size
 {
     struct js_limits lim = validation_limits(limits);
     struct js_bytecode *bc = NULL;
+    js__skip_byte_order_mark(&source, &len);
     if (compiler_sandbox(kit, err) != 0 ||
         js__compile_source(&kit->compiler, source, len, filename, &kit->compiled, &bc, err) < 0)
         return NULL;

@@ -571,6 +571,29 @@ static void test_metadata_problems_point_at_their_field(void **state)
     err_clear(&err);
 }
 
+/* A leading byte order mark, which editors do not show, takes no column:
+ * compile, execute and metadata problems on line 1 point where they do
+ * without it, and a module with one validates. */
+static void test_byte_order_mark_takes_no_column(void **state)
+{
+    (void)state;
+#define BOM "\xEF\xBB\xBF"
+    expect_diag(BOM "const x = ;\n", NULL, "compile", 1, 11, "unexpected token", NULL);
+    expect_diag(BOM "var a = 1; var b = null; b.x = 2;\n", NULL, "execute", 1, 26,
+                "TypeError: cannot set property 'x' of null", NULL);
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(
+        BOM "module.exports = { metadata: { name: 'x', events: 'Trade' }, create() { return {}; } };\n",
+        NULL, &err);
+    expect_at(list, "metadata.events must be", 1, 43);
+    err_clear(&err);
+    json_t *md = expect_valid(BOM "module.exports = {\n  metadata: { name: 'bom', displayName: 'B',"
+                                  " events: ['Trade'] },\n  create() { return {}; },\n};\n");
+    assert_string_equal(json_string_value(json_object_get(md, "name")), "bom");
+    json_decref(md);
+#undef BOM
+}
+
 static void test_metadata_reports_every_problem(void **state)
 {
     (void)state;
@@ -885,6 +908,7 @@ int main(void)
         cmocka_unit_test(test_metadata_events),
         cmocka_unit_test(test_metadata_config_shape),
         cmocka_unit_test(test_metadata_config_defaults),
+        cmocka_unit_test(test_byte_order_mark_takes_no_column),
         cmocka_unit_test(test_metadata_reports_every_problem),
         cmocka_unit_test(test_metadata_problems_point_at_their_field),
         cmocka_unit_test(test_create_stage),
