@@ -194,9 +194,20 @@ static void expire_leftover_orders(struct market *m, const struct provider *p)
     err_clear(&e);
 }
 
+/* The risk limits' positions go on from the fills of earlier starts. */
+static void carry_positions(struct market *m, const struct provider *p)
+{
+    struct err e = ERR_INIT;
+    if (risk_positions_load(m->risk, m->store, p->id, p->name, &e) != 0)
+        log_error("market", "provider %s: positions start from zero for maxPositionSize: %s",
+                  p->name, e.message);
+    err_clear(&e);
+}
+
 static int provider_run(struct market *m, struct provider *p, struct err *err)
 {
     expire_leftover_orders(m, p);
+    carry_positions(m, p);
     struct sim_config cfg = {p->name,  p->id,         p->settings,       p->account, m->sink,
                              m->store, p->next_order, &p->tick_to_order, m->risk};
     struct err e = ERR_INIT;

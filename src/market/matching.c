@@ -364,7 +364,7 @@ static void order_fill(struct sim *s, struct sim_order *o, double qty, double pr
     if (!o->dry_run)
         account_fill(s, o, qty, price, fee, last);
     /* dry-run fills move the position too: the limits treat them alike */
-    risk_fill(s->risk, o->instance_key, s->provider_id, o->symbol,
+    risk_fill(s->risk, o->instance_key, o->instance_id, s->provider_id, o->symbol,
               o->side == SIDE_BUY ? qty : -qty);
     sim_batch_execution(&s->batch, o, s->markets[o->market].cfg, qty, price, fee, maker,
                         clock_wall_ms());

@@ -81,6 +81,21 @@ struct risk_limits {
 
 #define RISK_WORDS ((sizeof(struct risk_limits) + 7) / 8)
 
+/* A net position the store held when its provider first started. */
+struct carried_position {
+    char *instance;
+    uint16_t symbol;
+    double net;
+};
+
+/* A provider's carried positions, sorted by instance then symbol. */
+struct carried {
+    struct carried *next;
+    uint16_t provider;
+    size_t n;
+    struct carried_position *entries;
+};
+
 /* An entry of one of the tables; each table uses its own fields. */
 struct risk_node {
     struct risk_node *next; /* written before the entry is published */
@@ -113,6 +128,9 @@ struct risk {
     struct risk_table instances; /* by instance key */
     struct risk_table positions; /* by instance key, provider, symbol */
     struct risk_table breakers;  /* by provider, symbol */
+    /* positions stored before this start, one set per provider, pushed at
+     * the head under `lock` and never changed */
+    _Atomic(struct carried *) carried;
 
     _Atomic uint64_t rejections[LIMIT_COUNT];
 };
@@ -154,6 +172,20 @@ static void limits_read(struct risk *r, struct risk_limits *l)
 
 /* ------------------------------------------------------------- tables */
 
+static double bits_double(uint64_t bits)
+{
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static uint64_t double_bits(double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return bits;
+}
+
 static size_t slot_of(uint64_t key)
 {
     return (size_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - RISK_BUCKET_BITS));
@@ -167,8 +199,9 @@ static struct risk_node *table_find(struct risk_table *t, uint64_t key)
     return n;
 }
 
-/* The entry of `key`, added when missing; NULL when out of memory. */
-static struct risk_node *table_get(struct risk_table *t, uint64_t key)
+/* The entry of `key`, added when missing with `position`; NULL when out of
+ * memory. */
+static struct risk_node *table_get_from(struct risk_table *t, uint64_t key, double position)
 {
     _Atomic(struct risk_node *) *head = &t->buckets[slot_of(key)];
     struct risk_node *first = atomic_load_explicit(head, memory_order_acquire);
@@ -186,7 +219,7 @@ static struct risk_node *table_get(struct risk_table *t, uint64_t key)
                 return NULL;
             fresh->key = key;
             atomic_init(&fresh->open, 0);
-            atomic_init(&fresh->position, 0);
+            atomic_init(&fresh->position, double_bits(position));
             atomic_flag_clear(&fresh->busy);
         }
         fresh->next = first;
@@ -194,6 +227,11 @@ static struct risk_node *table_get(struct risk_table *t, uint64_t key)
                                                   memory_order_acquire))
             return fresh;
     }
+}
+
+static struct risk_node *table_get(struct risk_table *t, uint64_t key)
+{
+    return table_get_from(t, key, 0);
 }
 
 static void table_free(struct risk_table *t)
@@ -213,18 +251,108 @@ static uint64_t position_key(uint32_t instance_key, uint16_t provider, uint16_t 
     return (uint64_t)instance_key << 32 | (uint64_t)provider << 16 | symbol;
 }
 
-static double bits_double(uint64_t bits)
+/* ---------------------------------------------------- carried positions */
+
+static void carried_free(struct carried *c)
 {
-    double v;
-    memcpy(&v, &bits, sizeof v);
-    return v;
+    for (size_t i = 0; c && i < c->n; i++)
+        free(c->entries[i].instance);
+    if (c)
+        free(c->entries);
+    free(c);
 }
 
-static uint64_t double_bits(double v)
+static int carried_compare(const void *a, const void *b)
 {
-    uint64_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    return bits;
+    const struct carried_position *x = a, *y = b;
+    int c = strcmp(x->instance, y->instance);
+    return c ? c : (x->symbol > y->symbol) - (x->symbol < y->symbol);
+}
+
+/* The position `instance` held in `symbol` on `provider` before this start
+ * (0 when none): what a position entry starts from. */
+static double carried_net(struct risk *r, uint16_t provider, const char *instance, uint16_t symbol)
+{
+    for (struct carried *c = atomic_load_explicit(&r->carried, memory_order_acquire); c;
+         c = c->next) {
+        if (c->provider != provider)
+            continue;
+        struct carried_position key = {(char *)instance, symbol, 0};
+        const struct carried_position *hit =
+            c->n ? bsearch(&key, c->entries, c->n, sizeof key, carried_compare) : NULL;
+        return hit ? hit->net : 0;
+    }
+    return 0;
+}
+
+static bool carried_has(struct risk *r, uint16_t provider)
+{
+    for (struct carried *c = atomic_load_explicit(&r->carried, memory_order_acquire); c;
+         c = c->next) {
+        if (c->provider == provider)
+            return true;
+    }
+    return false;
+}
+
+/* The store's rows [[instance, symbol, net], ...] as a set; NULL when out
+ * of memory. Symbols the gateway cannot intern are left out (no order can
+ * name them either). */
+static struct carried *carried_of(uint16_t provider, const json_t *rows)
+{
+    struct carried *c = calloc(1, sizeof *c);
+    size_t n = json_array_size(rows);
+    if (!c || (n && !(c->entries = calloc(n, sizeof *c->entries)))) {
+        free(c);
+        return NULL;
+    }
+    c->provider = provider;
+    size_t i;
+    const json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        uint16_t symbol = intern_id(json_string_value(json_array_get(row, 1)));
+        const char *instance = json_string_value(json_array_get(row, 0));
+        if (!symbol || !instance)
+            continue;
+        struct carried_position *e = &c->entries[c->n];
+        if (!(e->instance = strdup(instance))) {
+            carried_free(c);
+            return NULL;
+        }
+        e->symbol = symbol;
+        e->net = json_number_value(json_array_get(row, 2));
+        c->n++;
+    }
+    if (c->n)
+        qsort(c->entries, c->n, sizeof *c->entries, carried_compare);
+    return c;
+}
+
+int risk_positions_load(struct risk *r, struct store *store, uint16_t provider,
+                        const char *provider_name, struct err *err)
+{
+    if (!store)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    int rc = 0;
+    json_t *rows = NULL;
+    if (!carried_has(r, provider)) {
+        struct carried *c = NULL;
+        rc = store_positions_query(store, provider_name, &rows, err);
+        if (rc == 0 && !(c = carried_of(provider, rows))) {
+            err_set(err, ERR_INTERNAL, "cannot load the positions of %s: out of memory",
+                    provider_name);
+            rc = -1;
+        }
+        if (c) {
+            c->next = atomic_load_explicit(&r->carried, memory_order_relaxed);
+            atomic_store_explicit(&r->carried, c, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    json_decref(rows);
+    return rc;
 }
 
 /* ------------------------------------------------------------ parsing */
@@ -454,6 +582,10 @@ void risk_free(struct risk *r)
 {
     if (!r)
         return;
+    for (struct carried *c = atomic_load(&r->carried), *next; c; c = next) {
+        next = c->next;
+        carried_free(c);
+    }
     table_free(&r->instances);
     table_free(&r->positions);
     table_free(&r->breakers);
@@ -659,7 +791,8 @@ static int check_position(struct risk *r, const struct risk_limits *l,
         return -1;
     struct risk_node *n =
         table_find(&r->positions, position_key(req->instance_key, req->provider, req->symbol));
-    double now = n ? bits_double(atomic_load_explicit(&n->position, memory_order_acquire)) : 0;
+    double now = n ? bits_double(atomic_load_explicit(&n->position, memory_order_acquire))
+                   : carried_net(r, req->provider, req->instance_id, req->symbol);
     double next = now + (req->side == SIDE_BUY ? req->quantity : -req->quantity);
     if (!over(fabs(next), l->max_position))
         return -1;
@@ -746,12 +879,16 @@ void risk_order_done(struct risk *r, uint32_t instance_key)
         atomic_fetch_sub_explicit(&inst->open, 1, memory_order_relaxed);
 }
 
-void risk_fill(struct risk *r, uint32_t instance_key, uint16_t provider, uint16_t symbol,
-               double qty)
+void risk_fill(struct risk *r, uint32_t instance_key, const char *instance_id, uint16_t provider,
+               uint16_t symbol, double qty)
 {
     if (!r)
         return;
-    struct risk_node *n = table_get(&r->positions, position_key(instance_key, provider, symbol));
+    uint64_t key = position_key(instance_key, provider, symbol);
+    struct risk_node *n = table_find(&r->positions, key);
+    /* one writer per provider creates its entries: none races this seed */
+    if (!n)
+        n = table_get_from(&r->positions, key, carried_net(r, provider, instance_id, symbol));
     if (!n) {
         log_error("market",
                   "out of memory: a fill of instance key %u is missing from its "

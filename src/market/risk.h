@@ -16,7 +16,9 @@
  * - each instance's open orders: counted here, +1 when an order is
  *   admitted, -1 when the engine reports its final state (risk_order_done);
  * - each instance's net filled position per provider and symbol: summed
- *   from the engine's fills (risk_fill), for the gateway's life;
+ *   from the engine's fills (risk_fill), starting from the position the
+ *   store held for the instance's id when the provider first started
+ *   (risk_positions_load: the store sums every execution it records);
  * - each instance's throttle bucket and each symbol's circuit breaker.
  * Those live in insert-only tables whose entries stay until risk_free(), so
  * the order path finds them without a lock.
@@ -86,8 +88,18 @@ void risk_unadmit(struct risk *r, uint32_t instance_key);
 void risk_order_done(struct risk *r, uint32_t instance_key);
 /* Engine: a fill of `qty` (negative for a sell) moved the instance's net
  * position in (provider, symbol). */
-void risk_fill(struct risk *r, uint32_t instance_key, uint16_t provider, uint16_t symbol,
-               double qty);
+void risk_fill(struct risk *r, uint32_t instance_key, const char *instance_id, uint16_t provider,
+               uint16_t symbol, double qty);
+
+/* Reads the net positions the store holds for `provider` (store may be
+ * NULL: none), once per provider in the gateway's life, before its first
+ * session runs: an instance's position then starts from its fills before
+ * this start. Later sessions of the provider read nothing, since every
+ * fill since is counted here already. Any thread (under the risk's lock).
+ * -1 with `err` when the store cannot be read or memory runs out;
+ * the positions then start from zero. */
+int risk_positions_load(struct risk *r, struct store *store, uint16_t provider,
+                        const char *provider_name, struct err *err);
 
 /* stratd_risk_rejections_total{limit}, every limit always present. */
 void risk_metrics_write(struct risk *r, struct strbuf *out);

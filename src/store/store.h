@@ -224,6 +224,14 @@ int store_rows_put(struct store *store, const struct store_rows *rows, struct er
 int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,
                          json_t **out, struct err *err);
 
+/* ---- net positions (the risk limits' maxPositionSize) ----
+ * Every execution written with a metadata.symbol moves its instance's net
+ * position in that symbol on its provider by its quantity (negative when
+ * metadata.side is "sell"); the database keeps the sums as executions are
+ * written, rewritten or removed. *out receives [[instance, symbol, net],
+ * ...] of `provider`, ordered by instance then symbol (a new reference). */
+int store_positions_query(struct store *store, const char *provider, json_t **out, struct err *err);
+
 /* ---- providers created at run time (ProviderRequest JSON by name) ---- */
 int store_provider_put(struct store *store, const char *name, const json_t *spec, struct err *err);
 int store_provider_delete(struct store *store, const char *name, struct err *err);

@@ -22,7 +22,7 @@
 
 /* The newest schema this build knows; store_migrate.c checks that its last
  * step carries this number. */
-#define STORE__SCHEMA_VERSION 1
+#define STORE__SCHEMA_VERSION 2
 
 /* How long a write waits for another process (the bootstrap tool) that holds
  * the database's write lock before it fails. */
@@ -49,6 +49,7 @@ enum store__stmt {
     STORE__EXECUTION_QUERY,
     STORE__BALANCE_PUT,
     STORE__BALANCE_QUERY,
+    STORE__POSITION_QUERY,
     STORE__PROVIDER_PUT,
     STORE__PROVIDER_DELETE,
     STORE__PROVIDER_LIST,

@@ -581,3 +581,36 @@ int store_orders_expire_open(struct store *store, const char *provider, const ch
     store__unlock(store);
     return rc;
 }
+
+static json_t *position_row(sqlite3_stmt *st, struct err *err)
+{
+    const char *instance = (const char *)sqlite3_column_text(st, 0);
+    const char *symbol = (const char *)sqlite3_column_text(st, 1);
+    json_t *row = json_pack("[ssf]", instance ? instance : "", symbol ? symbol : "",
+                            sqlite3_column_double(st, 2));
+    if (!row)
+        err_set(err, ERR_INTERNAL, "cannot list positions: out of memory");
+    return row;
+}
+
+int store_positions_query(struct store *store, const char *provider, json_t **out, struct err *err)
+{
+    if (!store || !out || !provider || !*provider) {
+        err_set(err, ERR_INVALID, "a position query needs a provider");
+        return -1;
+    }
+    store__lock(store);
+    sqlite3_stmt *st = store__stmt(store, STORE__POSITION_QUERY,
+                                   "SELECT instance_id, symbol, net FROM positions"
+                                   " WHERE provider = ?1 ORDER BY instance_id, symbol",
+                                   err);
+    int rc = -1;
+    if (st) {
+        struct store__binder b = {st, SQLITE_OK};
+        store__bind_text(&b, 1, provider);
+        if (store__bind_check(&b, "cannot list positions", err) == 0)
+            rc = store__collect(store, st, position_row, "cannot list positions", out, err);
+    }
+    store__unlock(store);
+    return rc;
+}

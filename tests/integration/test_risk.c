@@ -129,8 +129,18 @@ static void start_trader(struct tu_server *srv, const char *id, const char *conf
     tu_instance_start(srv, id);
 }
 
-/* Waits for an outcome of `id` whose message contains `text`; returns it. */
-static json_t *wait_outcome(struct tu_server *srv, const char *id, const char *text)
+static size_t outcomes_logged(struct tu_server *srv, const char *id)
+{
+    json_t *values = tu_log_values(srv, id, "outcome");
+    size_t n = json_array_size(values);
+    json_decref(values);
+    return n;
+}
+
+/* Waits for an outcome of `id` past its first `skip` (the log spans the
+ * server's restarts) whose message contains `text`; returns it. */
+static json_t *wait_outcome_after(struct tu_server *srv, const char *id, size_t skip,
+                                  const char *text)
 {
     for (int i = 0; i < TU_WAIT_S * 50; i++) {
         json_t *values = tu_log_values(srv, id, "outcome");
@@ -139,7 +149,7 @@ static json_t *wait_outcome(struct tu_server *srv, const char *id, const char *t
         json_array_foreach(values, k, v)
         {
             const char *m = json_string_value(json_object_get(v, "m"));
-            if (m && strstr(m, text)) {
+            if (k >= skip && m && strstr(m, text)) {
                 json_incref(v);
                 json_decref(values);
                 return v;
@@ -151,6 +161,11 @@ static json_t *wait_outcome(struct tu_server *srv, const char *id, const char *t
     char *log = tu_server_log(srv);
     fail_msg("instance %s never logged an outcome with '%s'; log:\n%s", id, text, log);
     return NULL;
+}
+
+static json_t *wait_outcome(struct tu_server *srv, const char *id, const char *text)
+{
+    return wait_outcome_after(srv, id, 0, text);
 }
 
 static size_t orders_of(struct tu_server *srv, const char *id, const char *query)
@@ -387,6 +402,34 @@ static void test_position_open_band_breaker(void **state)
     tu_server_stop(srv);
 }
 
+/* A position is the instance's fills of every start: after a restart its
+ * first order meets the position its earlier fills made. */
+static void test_position_survives_restart(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    upload_trader(srv);
+    put_limits(srv, "{\"maxPositionSize\": \"0.0025\"}");
+    start_trader(srv, "pos", "{\"dry_run\": true}");
+    json_t *o = wait_outcome(srv, "pos", "risk: maxPositionSize 0.0025 exceeded (0.003 BTC-USDT");
+    assert_int_equal(tu_jint(o, "ok"), 2);
+    json_decref(o);
+    tu_instance_stop(srv, "pos");
+    size_t before = outcomes_logged(srv, "pos");
+    tu_server_stop(srv);
+
+    struct tu_server_options opts = {.config_yaml = config_yaml};
+    tu_server_restart(srv, &opts);
+    tu_instance_start(srv, "pos");
+    o = wait_outcome_after(srv, "pos", before,
+                           "risk: maxPositionSize 0.0025 exceeded (0.003 BTC-USDT");
+    assert_int_equal(tu_jint(o, "ok"), 0);
+    json_decref(o);
+    assert_int_equal(orders_of(srv, "pos", ""), 2);
+    tu_instance_stop(srv, "pos");
+    tu_server_stop(srv);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -533,6 +576,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults_validation_audit, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_position_survives_restart, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_persisted_across_restart, tu_server_setup,
                                         tu_server_teardown),

@@ -583,7 +583,8 @@ static void test_byte_order_mark_takes_no_column(void **state)
                 "TypeError: cannot set property 'x' of null", NULL);
     struct err err = ERR_INIT;
     json_t *list = expect_invalid(
-        BOM "module.exports = { metadata: { name: 'x', events: 'Trade' }, create() { return {}; } };\n",
+        BOM
+        "module.exports = { metadata: { name: 'x', events: 'Trade' }, create() { return {}; } };\n",
         NULL, &err);
     expect_at(list, "metadata.events must be", 1, 43);
     err_clear(&err);

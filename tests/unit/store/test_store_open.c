@@ -90,8 +90,8 @@ static void test_open_creates_directory_and_schema(void **state)
     assert_int_equal(raw_int(db, "PRAGMA user_version"), STORE__SCHEMA_VERSION);
     char *mode = raw_text(db, "PRAGMA journal_mode");
     assert_string_equal(mode, "wal");
-    const char *tables[] = {"instances",  "usage",    "module_metadata", "orders",
-                            "executions", "balances", "providers",       "settings"};
+    const char *tables[] = {"instances", "usage",     "module_metadata", "orders",   "executions",
+                            "balances",  "providers", "settings",        "positions"};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         char *sql = tu_path("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = "
                             "'%s'",
@@ -153,6 +153,50 @@ static void test_refuses_a_newer_schema(void **state)
     assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_schema"), 0);
     sqlite3_close(db);
     free(sql);
+    tu_remove_tree(root);
+    free(root);
+}
+
+/* A state written at schema version 1 (before the positions table) gets
+ * the positions of the executions it already holds, and later executions
+ * move them. */
+static void test_migration_sums_earlier_executions(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    struct store *store = fixture_open(root);
+    struct err err = ERR_INIT;
+    json_t *fills = jparse(
+        "[{\"orderId\": \"o1\", \"provider\": \"sim\", \"strategyInstance\": \"a\","
+        "  \"executionId\": \"e1\", \"quantity\": \"2.5\", \"tradedAt\": 1, \"createdAt\": 1,"
+        "  \"metadata\": {\"symbol\": \"BTC-USDT\", \"side\": \"buy\"}},"
+        " {\"orderId\": \"o2\", \"provider\": \"sim\", \"strategyInstance\": \"a\","
+        "  \"executionId\": \"e2\", \"quantity\": \"1\", \"tradedAt\": 2, \"createdAt\": 2,"
+        "  \"metadata\": {\"symbol\": \"BTC-USDT\", \"side\": \"sell\"}}]");
+    assert_ok(store_executions_put(store, fills, &err), &err);
+    store_close(store);
+    sqlite3 *db = raw_open(root);
+    raw_exec(db, "DROP TRIGGER positions_add; DROP TRIGGER positions_move;"
+                 " DROP TRIGGER positions_remove; DROP TABLE positions; PRAGMA user_version = 1");
+    sqlite3_close(db);
+
+    store = fixture_open(root);
+    json_t *out = NULL;
+    assert_ok(store_positions_query(store, "sim", &out, &err), &err);
+    assert_int_equal(json_array_size(out), 1);
+    assert_string_equal(json_string_value(json_array_get(json_array_get(out, 0), 0)), "a");
+    assert_true(json_real_value(json_array_get(json_array_get(out, 0), 2)) == 1.5);
+    json_decref(out);
+    json_object_set_new(json_array_get(fills, 1), "executionId", json_string("e3"));
+    assert_ok(store_executions_put(store, json_array_get(fills, 1), &err), &err);
+    assert_ok(store_positions_query(store, "sim", &out, &err), &err);
+    assert_true(json_real_value(json_array_get(json_array_get(out, 0), 2)) == 0.5);
+    json_decref(out);
+    store_close(store);
+    db = raw_open(root);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), STORE__SCHEMA_VERSION);
+    sqlite3_close(db);
+    json_decref(fills);
     tu_remove_tree(root);
     free(root);
 }
@@ -503,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_open_creates_directory_and_schema),
         cmocka_unit_test(test_migrates_an_empty_file),
         cmocka_unit_test(test_refuses_a_newer_schema),
+        cmocka_unit_test(test_migration_sums_earlier_executions),
         cmocka_unit_test(test_failed_migration_rolls_back),
         cmocka_unit_test(test_refuses_a_file_that_is_not_a_database),
         cmocka_unit_test(test_unusable_state_directory),

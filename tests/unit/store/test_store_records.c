@@ -6,6 +6,7 @@
 
 #include "store/store_internal.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -581,6 +582,81 @@ static void test_executions(void **state)
     json_decref(batch);
 }
 
+/* ----------------------------------------------------------- positions */
+
+static json_t *fill(const char *id, const char *instance, const char *provider, const char *symbol,
+                    const char *side, const char *qty)
+{
+    json_t *e = execution(id, "o1", instance, provider, 10);
+    json_object_set_new(e, "quantity", json_string(qty));
+    json_object_set_new(json_object_get(e, "metadata"), "symbol", json_string(symbol));
+    json_object_set_new(json_object_get(e, "metadata"), "side", json_string(side));
+    return e;
+}
+
+/* Fails unless `provider`'s positions are exactly `expected`: "instance
+ * symbol net" lines joined by ';', nets to 1e-9. */
+static void expect_positions(struct store *s, const char *provider, const char *expected)
+{
+    struct err err = ERR_INIT;
+    json_t *out = NULL;
+    assert_ok(store_positions_query(s, provider, &out, &err), &err);
+    char got[1024] = "";
+    size_t used = 0;
+    size_t i;
+    json_t *row;
+    json_array_foreach(out, i, row)
+    {
+        double net = json_real_value(json_array_get(row, 2));
+        double rounded = (double)llround(net * 1e9) / 1e9;
+        used += (size_t)snprintf(got + used, sizeof got - used, "%s%s %s %.9g", i ? ";" : "",
+                                 json_string_value(json_array_get(row, 0)),
+                                 json_string_value(json_array_get(row, 1)), rounded);
+    }
+    if (strcmp(got, expected) != 0)
+        fail_msg("positions of %s: got '%s', expected '%s'", provider, got, expected);
+    json_decref(out);
+}
+
+/* The database sums each instance's fills per provider and symbol as they
+ * are written: sells count negative, a rewritten execution moves its
+ * position by the difference, a refused batch moves nothing, and an
+ * execution without a symbol is no position. */
+static void test_positions(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    expect_positions(f->store, "p1", "");
+    json_t *batch = json_array();
+    json_array_append_new(batch, fill("e1", "i1", "p1", "BTC-USDT", "buy", "0.5"));
+    json_array_append_new(batch, fill("e2", "i1", "p1", "BTC-USDT", "sell", "0.2"));
+    json_array_append_new(batch, fill("e3", "i1", "p1", "ETH-USDT", "sell", "1.5"));
+    json_array_append_new(batch, fill("e4", "i2", "p1", "BTC-USDT", "buy", "0.25"));
+    json_array_append_new(batch, fill("e5", "i1", "p2", "BTC-USDT", "buy", "7"));
+    json_array_append_new(batch, execution("e6", "o1", "i1", "p1", 10)); /* no symbol */
+    assert_ok(store_executions_put(f->store, batch, &err), &err);
+    json_decref(batch);
+    expect_positions(f->store, "p1", "i1 BTC-USDT 0.3;i1 ETH-USDT -1.5;i2 BTC-USDT 0.25");
+    expect_positions(f->store, "p2", "i1 BTC-USDT 7");
+
+    json_t *again = fill("e2", "i1", "p1", "BTC-USDT", "sell", "0.1");
+    assert_ok(store_executions_put(f->store, again, &err), &err);
+    json_decref(again);
+    expect_positions(f->store, "p1", "i1 BTC-USDT 0.4;i1 ETH-USDT -1.5;i2 BTC-USDT 0.25");
+
+    batch = json_array();
+    json_array_append_new(batch, fill("e7", "i2", "p1", "BTC-USDT", "buy", "3"));
+    json_t *bad = fill("e8", "i2", "p1", "BTC-USDT", "buy", "3");
+    json_object_del(bad, "tradedAt");
+    json_array_append_new(batch, bad);
+    expect_invalid(store_executions_put(f->store, batch, &err), &err, "tradedAt");
+    json_decref(batch);
+    expect_positions(f->store, "p1", "i1 BTC-USDT 0.4;i1 ETH-USDT -1.5;i2 BTC-USDT 0.25");
+
+    json_t *out = (json_t *)0x1;
+    expect_invalid(store_positions_query(f->store, "", &out, &err), &err, "provider");
+}
+
 /* ------------------------------------------------------------ balances */
 
 static json_t *balance(const char *provider, const char *asset, const char *total,
@@ -903,6 +979,7 @@ int main(void)
         T(test_batch_is_all_or_nothing),
         T(test_order_validation),
         T(test_executions),
+        T(test_positions),
         T(test_balances),
         T(test_rows_put_is_one_transaction),
         T(test_rows_put_calls_between_inside_the_transaction),
