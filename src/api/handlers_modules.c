@@ -476,6 +476,7 @@ struct upload_plan {
     size_t naliases;
     const char **reassign;
     size_t nreassign;
+    bool existing_only; /* a PUT: the strategy must still exist */
 };
 
 static int store_upload(struct api *api, struct api_request *req, const struct upload_request *up,
@@ -496,6 +497,7 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
         .reassign = plan->reassign,
         .nreassign = plan->nreassign,
         .promote_latest = up->promote_latest,
+        .existing_only = plan->existing_only,
         .prewritten = up->prewrite,
         .change = &change,
     };
@@ -550,7 +552,7 @@ int api_handle_module_upload(struct api *api, struct api_request *req, struct ap
         return -1;
     }
     const char *tag = up.tag ? up.tag : json_string_value(json_object_get(metadata, "tag"));
-    struct upload_plan plan = {tag, up.aliases, up.naliases, up.reassign, up.nreassign};
+    struct upload_plan plan = {tag, up.aliases, up.naliases, up.reassign, up.nreassign, false};
     struct catalog_upload_result result;
     int rc = store_upload(api, req, &up, metadata, &plan, &result, err);
     if (rc == 0) {
@@ -686,7 +688,7 @@ int api_handle_module_put(struct api *api, struct api_request *req, struct api_r
         reassign[nreassign++] = up.reassign[i];
     for (size_t i = 0; i < nmoved; i++)
         reassign[nreassign++] = moved[i];
-    struct upload_plan plan = {tag, aliases, naliases, reassign, nreassign};
+    struct upload_plan plan = {tag, aliases, naliases, reassign, nreassign, true};
     struct catalog_upload_result result;
     rc = store_upload(api, req, &up, metadata, &plan, &result, err);
     if (rc == 0)

@@ -738,6 +738,10 @@ static int add_locked(struct catalog *cat, const struct catalog_upload *up, cons
                       const char *hex, bool *created, struct err *err)
 {
     const struct registry_strategy *base = registry_find_strategy(cat->current, up->name);
+    if (!base && up->existing_only) {
+        err_set(err, ERR_NOT_FOUND, "strategy '%s' not found", up->name);
+        return -1;
+    }
     if (check_primary(base, up, tag, hex, err) != 0)
         return -1;
     *created = !base || registry__revision_index(base, hex) < 0;

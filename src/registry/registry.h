@@ -223,6 +223,10 @@ struct catalog_upload {
     const char *const *reassign; /* version tags allowed to move off another revision */
     size_t nreassign;
     bool promote_latest; /* move `latest` too (always for a new strategy) */
+    /* refuse with ERR_NOT_FOUND, writing nothing, when the strategy does
+     * not exist when the change is made (an update, which a concurrent
+     * delete of the strategy must not undo by creating it again) */
+    bool existing_only;
     /* optional, borrowed: `source` written ahead (catalog_prewrite_begin) */
     struct catalog_prewrite *prewritten;
     /* optional out: the snapshots around the upload (struct catalog_change) */

@@ -112,41 +112,40 @@ static const struct migration migrations[] = {
                    "  FROM executions WHERE " POSITION_SYMBOL(
                        "record") " IS NOT NULL GROUP BY 1, 2, 3;"
                                  "CREATE TRIGGER positions_add AFTER INSERT ON executions"
-                                 "  WHEN " POSITION_SYMBOL("NEW.record") " IS NOT NULL "
-                                                                         "BEGIN" POSITION_MOVE(
-                                                                             "NEW",
+                                 "  WHEN " POSITION_SYMBOL(
+                                     "NEW.record") " IS NOT NULL "
+                                                   "BEGIN" POSITION_MOVE(
+                                                       "NEW",
+                                                       "") "END;"
+                                                           "CREATE TRIGGER "
+                                                           "positions_move "
+                                                           "AFTER UPDATE OF "
+                                                           "record ON "
+                                                           "executions "
+                                                           "BEGI"
+                                                           "N" POSITION_MOVE("OLD", "-")
+                                                               POSITION_MOVE("NEW",
                                                                              "") "END;"
-                                                                                 "CREATE TRIGGER "
-                                                                                 "positions_move "
-                                                                                 "AFTER UPDATE OF "
-                                                                                 "record ON "
-                                                                                 "executions "
-                                                                                 "BEGI"
+                                                                                 "CREAT"
+                                                                                 "E "
+                                                                                 "TRIGG"
+                                                                                 "ER "
+                                                                                 "posit"
+                                                                                 "ions_"
+                                                                                 "remov"
+                                                                                 "e "
+                                                                                 "AFTER"
+                                                                                 " DELE"
+                                                                                 "TE "
+                                                                                 "ON "
+                                                                                 "execu"
+                                                                                 "tions"
+                                                                                 " BEGI"
                                                                                  "N" POSITION_MOVE(
-                                                                                     "OLD", "-")
-                                                                                     POSITION_MOVE(
-                                                                                         "NEW",
-                                                                                         "") "END;"
-                                                                                             "CREAT"
-                                                                                             "E "
-                                                                                             "TRIGG"
-                                                                                             "ER "
-                                                                                             "posit"
-                                                                                             "ions_"
-                                                                                             "remov"
-                                                                                             "e "
-                                                                                             "AFTER"
-                                                                                             " DELE"
-                                                                                             "TE "
-                                                                                             "ON "
-                                                                                             "execu"
-                                                                                             "tions"
-                                                                                             " BEGI"
-                                                                                             "N" POSITION_MOVE(
-                                                                                                 "O"
-                                                                                                 "L"
-                                                                                                 "D",
-                                                                                                 "-") "END;"},
+                                                                                     "O"
+                                                                                     "L"
+                                                                                     "D",
+                                                                                     "-") "END;"},
 };
 
 #define MIGRATION_COUNT (sizeof migrations / sizeof migrations[0])

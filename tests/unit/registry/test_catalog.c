@@ -645,6 +645,38 @@ static void test_delete_strategy(void **state)
     rt_check_disk(f->root);
 }
 
+/* An update (existing_only) of a strategy that a delete removed meanwhile
+ * is refused whole: the strategy does not come back, nothing is written. */
+static void test_update_of_a_deleted_strategy_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    char h[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, NULL, h);
+    struct guard_log log = {0};
+    struct err err = ERR_INIT;
+    rt_assert_ok(catalog_delete_strategy(f->cat, "alpha", guard, &log, &err), &err);
+    uint64_t g = generation(f->cat);
+    char *source = rt_source("alpha", 2);
+    struct catalog_upload up = {
+        .name = "alpha", .source = source, .len = strlen(source), .existing_only = true};
+    struct catalog_upload_result result;
+    rt_assert_fails(catalog_add_revision(f->cat, &up, &result, &err), &err, ERR_NOT_FOUND);
+    err_clear(&err);
+    assert_int_equal(generation(f->cat), g);
+    struct registry *reg = catalog_snapshot(f->cat);
+    assert_null(registry_find_strategy(reg, "alpha"));
+    registry_release(reg);
+    char *dir = tu_path("%s/alpha", f->root);
+    assert_false(fsutil_exists(dir));
+    free(dir);
+    /* the same upload of a strategy that exists goes through */
+    rt_add(f->cat, "alpha", 1, NULL, h);
+    rt_assert_ok(catalog_add_revision(f->cat, &up, &result, &err), &err);
+    assert_true(result.created);
+    free(source);
+    rt_check_disk(f->root);
+}
+
 static void test_guard_veto_changes_nothing(void **state)
 {
     struct fixture *f = *state;
@@ -1231,6 +1263,7 @@ int main(void)
         T(test_delete_revision_moves_latest),
         T(test_delete_last_revision_removes_strategy),
         T(test_delete_strategy),
+        T(test_update_of_a_deleted_strategy_is_refused),
         T(test_guard_veto_changes_nothing),
         T(test_other_writer_is_not_clobbered),
         T(test_failed_registry_write_keeps_everything),
