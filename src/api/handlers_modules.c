@@ -501,7 +501,9 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
         .prewritten = up->prewrite,
         .change = &change,
     };
-    if (catalog_add_revision(api->opts.catalog, &cu, result, err) != 0)
+    /* a change published though its write failed is audited too */
+    int rc = catalog_add_revision(api->opts.catalog, &cu, result, err);
+    if (rc != 0 && !change.after)
         return -1;
     api_audit_tag_changes(api, req, change.before, change.after, name);
     catalog_change_release(&change);
@@ -516,7 +518,7 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
               json_pack("{s:s, s:o, s:s, s:o, s:b}", "strategy", name, "hash",
                         views_hash(result->hex), "tag", result->tag, "aliases", aliases, "created",
                         result->created));
-    return 0;
+    return rc;
 }
 
 static json_t *upload_response(struct api *api, const char *name,
@@ -759,7 +761,7 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
         rc = catalog_delete_strategy_noting(api->opts.catalog, name, runtime_delete_guard,
                                             api->opts.runtime, &change, err);
         runtime_delete_finished(api->opts.runtime, name, NULL);
-        if (rc == 0)
+        if (rc == 0 || change.after)
             runtime_forget_revision(api->opts.runtime, name, NULL);
     } else {
         rc = find_for_delete(reg, &sel, name, hex, err);
@@ -768,11 +770,12 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
             rc = catalog_delete_revision_noting(api->opts.catalog, name, hex, runtime_delete_guard,
                                                 api->opts.runtime, &change, err);
             runtime_delete_finished(api->opts.runtime, name, hex);
-            if (rc == 0)
+            if (rc == 0 || change.after)
                 runtime_forget_revision(api->opts.runtime, name, hex);
         }
     }
-    if (rc != 0)
+    /* a delete published though its write failed is audited too */
+    if (rc != 0 && !change.after)
         return -1;
     api_audit(api, req, hex[0] ? "module.deleteRevision" : "module.deleteStrategy",
               hex[0] ? json_pack("{s:s, s:o}", "strategy", name, "hash", views_hash(hex))
@@ -780,5 +783,5 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
     api_audit_tag_changes(api, req, change.before, change.after, name);
     catalog_change_release(&change);
     res->status = 204;
-    return 0;
+    return rc;
 }

@@ -80,8 +80,10 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
         goto out;
     }
     char hex[HASH_HEX_LEN + 1], previous[HASH_HEX_LEN + 1] = "";
-    if (resolve_target(api, name, hash, hex, err) != 0 ||
-        catalog_set_tag(api->opts.catalog, name, tag, hex, previous, err) != 0)
+    if (resolve_target(api, name, hash, hex, err) != 0)
+        goto out;
+    int set = catalog_set_tag(api->opts.catalog, name, tag, hex, previous, err);
+    if (set != 0 && !catalog_error_published(err))
         goto out;
     if (previous[0] && strcmp(previous, hex) != 0) { /* a move, not a new tag */
         const char *labels[] = {api->opts.environment, name, tag};
@@ -90,6 +92,8 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
     api_audit(api, req, "tag.move",
               json_pack("{s:s, s:s, s:o, s:o}", "strategy", name, "tag", tag, "from",
                         previous[0] ? views_hash(previous) : json_null(), "to", views_hash(hex)));
+    if (set != 0)
+        goto out;
     json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "ok", "strategy", name, "tag",
                             tag, "hash", views_hash(hex), "refresh", refresh);
     if (previous[0])
@@ -124,13 +128,16 @@ int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_r
     if (api_query_bool(req, "allowOrphan", &allow_orphan, err) != 0)
         return -1;
     char previous[HASH_HEX_LEN + 1] = "";
-    if (catalog_delete_tag(api->opts.catalog, name, tag, allow_orphan, previous, err) != 0)
+    int rc = catalog_delete_tag(api->opts.catalog, name, tag, allow_orphan, previous, err);
+    if (rc != 0 && !catalog_error_published(err))
         return -1;
     const char *labels[] = {api->opts.environment, name, tag, allow_orphan ? "true" : "false"};
     metrics_add(api->tag_deleted, labels, 1);
     api_audit(api, req, "tag.delete",
               json_pack("{s:s, s:s, s:o, s:n, s:b}", "strategy", name, "tag", tag, "from",
                         views_hash(previous), "to", "allowOrphan", allow_orphan));
+    if (rc != 0)
+        return -1;
     api_respond_json(res, 200,
                      json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "deleted", "strategy", name,
                                "tag", tag, "previousHash", views_hash(previous), "allowOrphan",

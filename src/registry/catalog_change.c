@@ -116,6 +116,11 @@ static void change_end(struct catalog *cat, struct fsutil_lock *lock)
     pthread_mutex_unlock(&cat->change_mu);
 }
 
+bool catalog_error_published(const struct err *err)
+{
+    return err && json_is_true(json_object_get(err->details, CATALOG_PUBLISHED));
+}
+
 void catalog_change_release(struct catalog_change *change)
 {
     if (!change)
@@ -136,12 +141,14 @@ static void note_before(const struct catalog *cat, struct catalog_change *change
     change->after = NULL;
 }
 
-/* Under the same lock, once the change is published (rc 0) or refused. */
+/* Under the same lock, once the change is published or refused. A change
+ * whose write failed once registry.json held it (its directory's sync) is
+ * published all the same, so it is noted too. */
 static void note_after(const struct catalog *cat, struct catalog_change *change, int rc)
 {
     if (!change)
         return;
-    if (rc != 0) {
+    if (rc != 0 && cat->current->generation == change->before->generation) {
         catalog_change_release(change);
         return;
     }
@@ -316,6 +323,8 @@ static int commit(struct catalog *cat, struct registry *next,
         return -1;
     }
     publish_written(cat, next, written, rc);
+    if (rc != 0)
+        err_add_detail(err, CATALOG_PUBLISHED, json_true());
     return rc;
 }
 
@@ -796,15 +805,17 @@ int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
         return -1;
     note_before(cat, up->change);
     bool created = false;
+    uint64_t was = cat->current->generation;
     int rc = add_locked(cat, up, tag, hex, &created, err);
+    bool published = cat->current->generation != was;
     note_after(cat, up->change, rc);
     change_end(cat, &lock);
-    if (rc != 0)
+    if (rc != 0 && !published)
         return -1;
     memcpy(result->hex, hex, sizeof result->hex);
     result->created = created;
     snprintf(result->tag, sizeof result->tag, "%s", tag);
-    return 0;
+    return rc;
 }
 
 /* ----------------------------------------------------------------- tags */
@@ -1050,6 +1061,8 @@ static int write_batch(struct catalog *cat, struct err *err)
     } else {
         registry_retain(cat->current);
         publish_written(cat, cat->current, written, rc);
+        if (rc != 0)
+            err_add_detail(err, CATALOG_PUBLISHED, json_true());
     }
     /* After a failed sync the old registry may come back with a power loss,
      * and it names the files the batch stopped naming: they stay. */

@@ -201,9 +201,12 @@ int catalog_reload(struct catalog *cat, json_t **problems, struct err *err);
  * after it, both taken under the change's lock. Their difference in the
  * changed strategy is this change's tag moves and nobody else's, however
  * many changes run at once; snapshots a caller takes itself around the call
- * can hold other requests' changes too. Filled only when the call succeeds
- * (both retained; the same snapshot twice when nothing changed), NULL
- * otherwise; catalog_change_release() gives them back. */
+ * can hold other requests' changes too. Filled when the call succeeds
+ * (both retained; the same snapshot twice when nothing changed), and when
+ * it fails after publishing the change all the same (registry.json took
+ * the change but its directory's sync failed: the call returns -1, and the
+ * change is what every reader sees); NULL otherwise.
+ * catalog_change_release() gives them back. */
 struct catalog_change {
     struct registry *before;
     struct registry *after;
@@ -211,6 +214,14 @@ struct catalog_change {
 
 /* Releases both snapshots and sets them to NULL; a zeroed change is fine. */
 void catalog_change_release(struct catalog_change *change);
+
+/* A change whose registry write failed only after registry.json took it
+ * (the directory's sync) is published all the same: every reader sees it,
+ * though a power loss may undo it. Such a failure (-1, ERR_INTERNAL) carries
+ * details {"published": true}, which callers that report changes (the
+ * audit) test with catalog_error_published(). */
+#define CATALOG_PUBLISHED "published"
+bool catalog_error_published(const struct err *err);
 
 struct catalog_upload {
     const char *name; /* strategy; must equal metadata.name (the caller checks) */
@@ -242,7 +253,9 @@ struct catalog_upload_result {
 /* Adds a revision (or re-applies tags to identical bytes). The primary tag,
  * when it already points at another revision and is neither `latest` nor in
  * `reassign`, refuses the whole upload with ERR_CONFLICT (details: tag,
- * hash). All tag moves land in the same registry write. */
+ * hash). All tag moves land in the same registry write. *result is filled
+ * on success, and on a failure that published the revision all the same
+ * (struct catalog_change); result->hex is "" otherwise. */
 int catalog_add_revision(struct catalog *cat, const struct catalog_upload *up,
                          struct catalog_upload_result *result, struct err *err);
 

@@ -850,12 +850,25 @@ static void test_failed_sync_after_the_switch_keeps_the_files(void **state)
     struct stat root;
     assert_int_equal(stat(f->root, &root), 0);
     fail_dir_fsync = root.st_ino;
-    rt_assert_fails(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err, ERR_INTERNAL);
+    /* the change is reported as made, for the audit, though the call failed */
+    struct catalog_change change = {NULL, NULL};
+    struct catalog_upload up = {
+        .name = "alpha", .source = s2, .len = strlen(s2), .tag = "v2", .change = &change};
+    rt_assert_fails(catalog_add_revision(f->cat, &up, &result, &err), &err, ERR_INTERNAL);
+    assert_true(catalog_error_published(&err));
     err_clear(&err);
+    assert_string_equal(result.hex, h2);
+    assert_non_null(change.before);
+    assert_non_null(change.after);
+    assert_null(registry_tag_target(registry_find_strategy(change.before, "alpha"), "v2"));
+    assert_string_equal(registry_tag_target(registry_find_strategy(change.after, "alpha"), "v2"),
+                        h2);
+    catalog_change_release(&change);
     /* a batch that stops naming a strategy leaves its files to a later run */
     assert_int_equal(catalog_batch_begin(f->cat, &err), 0);
     rt_assert_ok(catalog_delete_strategy(f->cat, "beta", NULL, NULL, &err), &err);
     rt_assert_fails(catalog_batch_end(f->cat, &err), &err, ERR_INTERNAL);
+    assert_true(catalog_error_published(&err));
     err_clear(&err);
     fail_dir_fsync = 0;
     char *file = file_of(f, "alpha", h2);
@@ -869,6 +882,18 @@ static void test_failed_sync_after_the_switch_keeps_the_files(void **state)
     assert_null(registry_find_strategy(reg, "beta"));
     registry_release(reg);
     assert_int_equal(rt_check_disk(f->root), 2);
+    /* a refused change notes nothing, failing sync or not */
+    fail_dir_fsync = root.st_ino;
+    rt_assert_fails(catalog_delete_revision_noting(
+                        f->cat, "alpha",
+                        "0000000000000000000000000000000000000000000000000000000000000000", NULL,
+                        NULL, &change, &err),
+                    &err, ERR_NOT_FOUND);
+    assert_false(catalog_error_published(&err));
+    err_clear(&err);
+    assert_null(change.before);
+    assert_null(change.after);
+    fail_dir_fsync = 0;
     /* the catalogue goes on from there */
     rt_assert_ok(catalog_set_tag(f->cat, "alpha", "prod", h2, NULL, &err), &err);
     assert_int_equal(catalog_reload(f->cat, NULL, &err), 0);
