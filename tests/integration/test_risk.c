@@ -354,6 +354,20 @@ static void test_limits_refuse_orders(void **state)
     tu_server_stop(srv);
 }
 
+#define POSITION_REFUSED "risk: maxPositionSize 0.0025 exceeded (0.003 BTC-USDT"
+
+/* Instance "pos" buys 0.001 at a time, one after the other, under a
+ * position limit of 0.0025: two fill, the third would make 0.003. */
+static void trade_to_position_limit(struct tu_server *srv)
+{
+    put_limits(srv, "{\"maxPositionSize\": \"0.0025\"}");
+    start_trader(srv, "pos", "{\"dry_run\": true}");
+    json_t *o = wait_outcome(srv, "pos", POSITION_REFUSED);
+    assert_int_equal(tu_jint(o, "ok"), 2);
+    json_decref(o);
+    tu_instance_stop(srv, "pos");
+}
+
 /* Positions from fills, open orders, the price band and the breaker. */
 static void test_position_open_band_breaker(void **state)
 {
@@ -361,13 +375,7 @@ static void test_position_open_band_breaker(void **state)
     start_server(srv);
     upload_trader(srv);
 
-    /* buys of 0.001, one at a time: two fill, the third would make 0.003 */
-    put_limits(srv, "{\"maxPositionSize\": \"0.0025\"}");
-    start_trader(srv, "pos", "{\"dry_run\": true}");
-    json_t *o = wait_outcome(srv, "pos", "risk: maxPositionSize 0.0025 exceeded (0.003 BTC-USDT");
-    assert_int_equal(tu_jint(o, "ok"), 2);
-    json_decref(o);
-    tu_instance_stop(srv, "pos");
+    trade_to_position_limit(srv);
     json_decref(
         tu_wait_list(srv, "/strategy/instances/pos/orders?state=filled", "orders", 2, TU_WAIT_S));
     assert_int_equal(orders_of(srv, "pos", ""), 2);
@@ -378,7 +386,7 @@ static void test_position_open_band_breaker(void **state)
     start_trader(
         srv, "open",
         "{\"dry_run\": true, \"type\": \"limit\", \"factor\": 0.5, \"sequential\": false}");
-    o = wait_outcome(srv, "open", "risk: maxConcurrentOrders 3 reached (3 open)");
+    json_t *o = wait_outcome(srv, "open", "risk: maxConcurrentOrders 3 reached (3 open)");
     assert_int_equal(tu_jint(o, "ok"), 3);
     json_decref(o);
     json_decref(tu_wait_list(srv, "/strategy/instances/open/orders", "orders", 3, TU_WAIT_S));
@@ -409,20 +417,14 @@ static void test_position_survives_restart(void **state)
     struct tu_server *srv = *state;
     start_server(srv);
     upload_trader(srv);
-    put_limits(srv, "{\"maxPositionSize\": \"0.0025\"}");
-    start_trader(srv, "pos", "{\"dry_run\": true}");
-    json_t *o = wait_outcome(srv, "pos", "risk: maxPositionSize 0.0025 exceeded (0.003 BTC-USDT");
-    assert_int_equal(tu_jint(o, "ok"), 2);
-    json_decref(o);
-    tu_instance_stop(srv, "pos");
+    trade_to_position_limit(srv);
     size_t before = outcomes_logged(srv, "pos");
     tu_server_stop(srv);
 
     struct tu_server_options opts = {.config_yaml = config_yaml};
     tu_server_restart(srv, &opts);
     tu_instance_start(srv, "pos");
-    o = wait_outcome_after(srv, "pos", before,
-                           "risk: maxPositionSize 0.0025 exceeded (0.003 BTC-USDT");
+    json_t *o = wait_outcome_after(srv, "pos", before, POSITION_REFUSED);
     assert_int_equal(tu_jint(o, "ok"), 0);
     json_decref(o);
     assert_int_equal(orders_of(srv, "pos", ""), 2);
