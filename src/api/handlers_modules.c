@@ -250,19 +250,28 @@ static bool if_none_match_names(const char *value, const char *etag)
     return false;
 }
 
-int api_handle_module_source(struct api *api, struct api_request *req, struct api_response *res,
-                             struct err *err)
+/* The strategy and revision a selector names in the catalogue now. */
+static int resolve_revision(struct api *api, const char *selector,
+                            char name[NAMES_STRATEGY_MAX + 1], char hex[HASH_HEX_LEN + 1],
+                            struct err *err)
 {
     struct registry *reg = catalog_snapshot(api->opts.catalog);
     struct registry_resolution r;
-    if (registry_resolve_text(reg, req->params[0], &r, err) != 0) {
-        registry_release(reg);
-        return -1;
+    int rc = registry_resolve_text(reg, selector, &r, err);
+    if (rc == 0) {
+        snprintf(name, NAMES_STRATEGY_MAX + 1, "%s", r.strategy->name);
+        snprintf(hex, HASH_HEX_LEN + 1, "%s", r.revision->hex);
     }
-    char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1];
-    snprintf(name, sizeof name, "%s", r.strategy->name);
-    snprintf(hex, sizeof hex, "%s", r.revision->hex);
     registry_release(reg);
+    return rc;
+}
+
+int api_handle_module_source(struct api *api, struct api_request *req, struct api_response *res,
+                             struct err *err)
+{
+    char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1];
+    if (resolve_revision(api, req->params[0], name, hex, err) != 0)
+        return -1;
     snprintf(res->etag, sizeof res->etag, "\"" HASH_PREFIX "%s\"", hex);
     const char *inm =
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
@@ -290,16 +299,9 @@ int api_handle_module_usage(struct api *api, struct api_request *req, struct api
         api_query_int(req, "limit", 0, &limit, err) != 0 ||
         api_query_int(req, "offset", 0, &offset, err) != 0)
         return -1;
-    struct registry *reg = catalog_snapshot(api->opts.catalog);
-    struct registry_resolution r;
-    if (registry_resolve_text(reg, req->params[0], &r, err) != 0) {
-        registry_release(reg);
-        return -1;
-    }
     char name[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1];
-    snprintf(name, sizeof name, "%s", r.strategy->name);
-    snprintf(hex, sizeof hex, "%s", r.revision->hex);
-    registry_release(reg);
+    if (resolve_revision(api, req->params[0], name, hex, err) != 0)
+        return -1;
     json_t *all = runtime_instances_pinning(api->opts.runtime, name, hex, include_stopped);
     json_t *page = json_array();
     size_t total = json_array_size(all);
