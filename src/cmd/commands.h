@@ -7,7 +7,23 @@
 #ifndef STRATD_CMD_COMMANDS_H
 #define STRATD_CMD_COMMANDS_H
 
+#include "js/validate.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
 int cmd_serve(int argc, char **argv);
 int cmd_bootstrap(int argc, char **argv);
+
+/* The metadata of revision `hex` of strategy `name` as the catalogue loads
+ * it (registry_metadata_fn): the store's cache by hash (store may be NULL),
+ * else the validator under `limits`, whose metadata.name must be `name`.
+ * *validated tells the caller that the answer is new, for the cache. NULL
+ * with *reason (malloc'd, the caller frees) when the revision is invalid. */
+json_t *cmd_revision_metadata(struct store *store, const struct js_limits *limits, const char *name,
+                              const char *hex, const char *source, size_t len, bool *validated,
+                              char **reason);
 
 #endif

@@ -226,20 +226,19 @@ static void flush_metadata(struct gateway *gw)
     gw->npending = gw->pending_cap = 0;
 }
 
-/* Metadata of a registered revision: from the cache by hash, else by
- * running the validator (and caching the answer). */
-static json_t *revision_metadata(void *ctx, const char *name, const char *hex, const char *source,
-                                 size_t len, char **reason)
+json_t *cmd_revision_metadata(struct store *store, const struct js_limits *limits, const char *name,
+                              const char *hex, const char *source, size_t len, bool *validated,
+                              char **reason)
 {
-    struct gateway *gw = ctx;
+    *validated = false;
     json_t *metadata = NULL;
     struct err err = ERR_INIT;
-    if (gw->store && store_metadata_get(gw->store, hex, &metadata, &err) == 0 && metadata)
+    if (store && store_metadata_get(store, hex, &metadata, &err) == 0 && metadata)
         return metadata;
     err_clear(&err);
     char filename[NAMES_STRATEGY_MAX + 4];
     snprintf(filename, sizeof filename, "%s.js", name);
-    metadata = js_validate(source, len, filename, &gw->cfg.validation_limits, &err);
+    metadata = js_validate(source, len, filename, limits, &err);
     if (!metadata) {
         *reason = strdup(err.message);
         err_clear(&err);
@@ -254,8 +253,24 @@ static json_t *revision_metadata(void *ctx, const char *name, const char *hex, c
         json_decref(metadata);
         return NULL;
     }
+    *validated = true;
+    return metadata;
+}
+
+/* The catalogue's metadata callback: a new answer is cached, once per
+ * batch while the catalogue loads. */
+static json_t *revision_metadata(void *ctx, const char *name, const char *hex, const char *source,
+                                 size_t len, char **reason)
+{
+    struct gateway *gw = ctx;
+    bool validated = false;
+    json_t *metadata = cmd_revision_metadata(gw->store, &gw->cfg.validation_limits, name, hex,
+                                             source, len, &validated, reason);
+    if (!metadata || !validated)
+        return metadata;
     if (gw->batching && defer_metadata(gw, hex, metadata))
         return metadata;
+    struct err err = ERR_INIT;
     if (gw->store && store_metadata_put(gw->store, hex, metadata, &err) != 0)
         log_warn("serve", "metadata cache: %s", err.message);
     err_clear(&err);

@@ -25,6 +25,7 @@
 #include "fuzzutil.h"
 
 #include "api/api.h"
+#include "cmd/commands.h"
 #include "cmd/config.h"
 #include "core/hash.h"
 #include "core/log.h"
@@ -82,32 +83,17 @@ static const char beta_source[] =
 
 static char alpha_hex[HASH_HEX_LEN + 1];
 
-/* The same metadata callback as `stratd serve`: the store's cache by hash,
+/* The same metadata as `stratd serve` loads: the store's cache by hash,
  * else the validator. */
 static json_t *revision_metadata(void *ctx, const char *name, const char *hex, const char *source,
                                  size_t len, char **reason)
 {
     struct gateway *g = ctx;
-    json_t *metadata = NULL;
+    bool validated = false;
+    json_t *metadata = cmd_revision_metadata(g->store, &g->cfg.validation_limits, name, hex, source,
+                                             len, &validated, reason);
     struct err err = ERR_INIT;
-    if (g->store && store_metadata_get(g->store, hex, &metadata, &err) == 0 && metadata)
-        return metadata;
-    err_clear(&err);
-    char filename[NAMES_STRATEGY_MAX + 4];
-    snprintf(filename, sizeof filename, "%s.js", name);
-    metadata = js_validate(source, len, filename, &g->cfg.validation_limits, &err);
-    if (!metadata) {
-        *reason = strdup(err.message);
-        err_clear(&err);
-        return NULL;
-    }
-    const char *declared = json_string_value(json_object_get(metadata, "name"));
-    if (!declared || strcmp(declared, name) != 0) {
-        *reason = strdup("metadata.name does not match the registered name");
-        json_decref(metadata);
-        return NULL;
-    }
-    if (g->store)
+    if (metadata && validated && g->store)
         store_metadata_put(g->store, hex, metadata, &err);
     err_clear(&err);
     return metadata;
