@@ -86,8 +86,9 @@ static json_t *number_json(double v)
 
 /* ------------------------------------------------------------ parsing */
 
-static const char *const known_keys[] = {"symbols",     "seed",      "tickRate", "volatility",
-                                         "startPrices", "bookDepth", "balances", "feeRate"};
+static const char *const known_keys[] = {"symbols",    "seed",        "tickRate",
+                                         "volatility", "startPrices", "bookDepth",
+                                         "balances",   "feeRate",     "strictIncrements"};
 
 static int check_known_keys(const json_t *config, struct err *err)
 {
@@ -203,6 +204,10 @@ static int parse_scalars(const json_t *config, struct sim_settings *s, struct er
         parse_number(config, &depth, &depth_v, err) < 0 ||
         parse_number(config, &fee, &s->fee_rate, err) < 0)
         return -1;
+    const json_t *strict = json_object_get(config, "strictIncrements");
+    if (strict && !json_is_boolean(strict))
+        return bad_field(err, FIELD_PREFIX ".strictIncrements", "expected true or false");
+    s->strict_increments = json_is_true(strict);
     /* seed is an integer JSON value; read it exactly rather than via double */
     const json_t *sv = json_object_get(config, "seed");
     s->seed = sv ? (uint64_t)json_integer_value(sv) : s->seed;
@@ -347,11 +352,11 @@ json_t *sim_settings_json(const struct sim_settings *s)
     }
     for (size_t i = 0; i < s->nbalances; i++)
         json_object_set_new(balances, s->balances[i].asset, number_json(s->balances[i].amount));
-    return json_pack("{s:o, s:I, s:o, s:o, s:o, s:I, s:o, s:o}", "symbols", symbols, "seed",
+    return json_pack("{s:o, s:I, s:o, s:o, s:o, s:I, s:o, s:o, s:b}", "symbols", symbols, "seed",
                      (json_int_t)s->seed, "tickRate", number_json(s->tick_rate), "volatility",
                      number_json(s->volatility), "startPrices", prices, "bookDepth",
                      (json_int_t)s->book_depth, "balances", balances, "feeRate",
-                     number_json(s->fee_rate));
+                     number_json(s->fee_rate), "strictIncrements", s->strict_increments);
 }
 
 /* ----------------------------------------------------------- metadata */
@@ -378,6 +383,10 @@ static const struct setting_doc setting_docs[] = {
      "Starting balances {asset: amount}; by default 100000 of each quote asset and 1 of each "
      "base asset."},
     {"feeRate", "number", "Fee per fill as a fraction of its notional, in the quote asset."},
+    {"strictIncrements", "boolean",
+     "Reject orders whose quantity is not a whole number of lots or whose limit price is not a "
+     "whole number of ticks (the sizes each symbol's InstrumentUpdate gives), as venues do; off "
+     "by default."},
 };
 
 static json_t *settings_schema(void)

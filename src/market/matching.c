@@ -444,6 +444,34 @@ static void order_init(struct sim *s, struct sim_order *o, const struct order_re
     o->placed_ms = o->updated_ms = clock_wall_ms();
 }
 
+/* Whether v is a whole number of `step`s, to the rounding of the division
+ * (0.3 / 0.1 is 2.9999999999999996). */
+static bool whole_steps(double v, double step)
+{
+    double n = v / step;
+    return fabs(n - nearbyint(n)) <= fmax(1e-6, fabs(n) * 4e-16);
+}
+
+/* strictIncrements: the quantity in whole lots, a limit price in whole
+ * ticks, as each symbol's InstrumentUpdate gives them. */
+static int increments_check(struct sim *s, struct sim_order *o)
+{
+    const struct sim_market *mk = &s->markets[o->market];
+    if (!whole_steps(o->quantity, mk->lot_size)) {
+        order_reject(s, o,
+                     "quantity %.10g is not a whole number of lots of %.10g (strictIncrements)",
+                     o->quantity, mk->lot_size);
+        return -1;
+    }
+    if (o->type == ORDER_LIMIT && !whole_steps(o->price, mk->tick_size)) {
+        order_reject(s, o,
+                     "limit price %.10g is not a whole number of ticks of %.10g (strictIncrements)",
+                     o->price, mk->tick_size);
+        return -1;
+    }
+    return 0;
+}
+
 /* The checks that need no balance: one rejection with the first reason. */
 static int order_validate(struct sim *s, struct sim_order *o)
 {
@@ -460,6 +488,8 @@ static int order_validate(struct sim *s, struct sim_order *o)
         order_reject(s, o, "invalid limit price %g: must be a finite number > 0", o->price);
         return -1;
     }
+    if (s->cfg->strict_increments && increments_check(s, o) != 0)
+        return -1;
     bool duplicate;
     size_t resting = resting_of(s, o->instance_key, o->client_order_id, &duplicate);
     if (duplicate) {

@@ -97,6 +97,8 @@ struct sim_settings {
     double fee_rate;
     struct sim_balance_cfg *balances;
     size_t nbalances;
+    /* refuse orders off the symbol's tick or lot size, as venues do */
+    bool strict_increments;
 };
 
 /* Parses adapter.config (NULL means {}); errors are ERR_INVALID and name

@@ -101,11 +101,12 @@ static void test_default_provider_and_adapter(void **state)
     assert_true(json_is_string(json_object_get(adapter, "displayName")));
     assert_true(json_is_string(json_object_get(adapter, "venue")));
     assert_true(json_is_array(json_object_get(adapter, "capabilities")));
-    static const char *const names[] = {"symbols",     "seed",      "tickRate", "volatility",
-                                        "startPrices", "bookDepth", "balances", "feeRate"};
+    static const char *const names[] = {"symbols",    "seed",        "tickRate",
+                                        "volatility", "startPrices", "bookDepth",
+                                        "balances",   "feeRate",     "strictIncrements"};
     json_t *schema = json_object_get(adapter, "settingsSchema");
-    assert_int_equal(json_array_size(schema), 8);
-    for (size_t i = 0; i < 8; i++) {
+    assert_int_equal(json_array_size(schema), 9);
+    for (size_t i = 0; i < 9; i++) {
         json_t *field = json_array_get(schema, i);
         assert_string_equal(tu_jstr(field, "name"), names[i]);
         assert_true(json_is_string(json_object_get(field, "type")));

@@ -296,6 +296,48 @@ static void test_rejections(void **state)
     fixture_free(f);
 }
 
+/* strictIncrements: BTC-USDT starting at 50000 trades in ticks of 0.01
+ * and lots of 0.00001; an order off either is rejected, one on both is
+ * taken (0.3 and 1000.07 are whole numbers of them though their doubles'
+ * quotients are not), and without the setting the same off-tick order rests. */
+static void test_strict_increments(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(FROZEN ", \"strictIncrements\": true}");
+    const struct rejection cases[] = {
+        {"s-lot", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.000015, 1000, "whole number of lots of 1e-05"},
+        {"s-lotm", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 0.1234567, 0, "whole number of lots"},
+        {"s-tick", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 1000.005, "whole number of ticks of 0.01"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct rejection *c = &cases[i];
+        struct order_request r =
+            tmarket_order("sim", c->symbol, c->side, c->type, c->qty, c->price, c->client_id);
+        tmarket_submit(f->m, &r);
+        assert_true(tsink_wait_exec(&f->sink, c->client_id, EXEC_REJECTED, 5000));
+        struct event **ev;
+        size_t n = execs_of(f, c->client_id, &ev);
+        if (n != 1 || !strstr(ev[0]->u.exec.reason, c->reason))
+            fail_msg("%s: %zu reports, reason '%s'", c->client_id, n,
+                     n ? ev[0]->u.exec.reason : "");
+        free(ev);
+    }
+    struct order_request r =
+        tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.3, 1000.07, "s-ok");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "s-ok", EXEC_ACKNOWLEDGED, 5000));
+    r = tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.00123, 0, "s-okm");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "s-okm", EXEC_FILLED, 5000));
+    fixture_free(f);
+
+    f = fixture_new(FROZEN "}");
+    r = tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.000015, 1000.005, "loose");
+    tmarket_submit(f->m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "loose", EXEC_ACKNOWLEDGED, 5000));
+    fixture_free(f);
+}
+
 static void test_dry_run_leaves_balances(void **state)
 {
     (void)state;
@@ -709,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_marketable_limit_takes_book),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_strict_increments),
         cmocka_unit_test(test_dry_run_leaves_balances),
         cmocka_unit_test(test_dry_run_leaves_the_book),
         cmocka_unit_test(test_balance_update_events),

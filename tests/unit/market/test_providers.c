@@ -267,6 +267,7 @@ static void test_invalid_settings_name_the_field(void **state)
         {"{\"bookDepth\": 1000}", "adapter.config.bookDepth"},
         {"{\"feeRate\": -0.01}", "adapter.config.feeRate"},
         {"{\"feeRate\": 1}", "adapter.config.feeRate"},
+        {"{\"strictIncrements\": 1}", "adapter.config.strictIncrements"},
         {"{\"symbols\": \"BTC-USDT\"}", "adapter.config.symbols"},
         {"{\"symbols\": []}", "adapter.config.symbols"},
         {"{\"symbols\": [\"BTC-USDT\", 5]}", "adapter.config.symbols[1]"},
@@ -316,11 +317,11 @@ static void test_adapters(void **state)
     for (size_t i = 0; i < 5; i++)
         assert_non_null(json_object_get(a, required[i]));
     assert_string_equal(tu_jstr(a, "identifier"), "simulated");
-    const char *settings[] = {"symbols",     "seed",      "tickRate", "volatility",
-                              "startPrices", "bookDepth", "balances", "feeRate"};
+    const char *settings[] = {"symbols",   "seed",     "tickRate", "volatility",      "startPrices",
+                              "bookDepth", "balances", "feeRate",  "strictIncrements"};
     json_t *schema = json_object_get(a, "settingsSchema");
-    assert_int_equal(json_array_size(schema), 8);
-    for (size_t i = 0; i < 8; i++) {
+    assert_int_equal(json_array_size(schema), 9);
+    for (size_t i = 0; i < 9; i++) {
         json_t *e = json_array_get(schema, i);
         assert_string_equal(tu_jstr(e, "name"), settings[i]);
         assert_true(json_is_string(json_object_get(e, "type")));
