@@ -307,10 +307,8 @@ static struct carried *carried_of(uint16_t provider, const json_t *rows)
         return NULL;
     }
     c->provider = provider;
-    size_t i;
-    const json_t *row;
-    json_array_foreach(rows, i, row)
-    {
+    for (size_t i = 0; i < n; i++) {
+        const json_t *row = json_array_get(rows, i);
         uint16_t symbol = intern_id(json_string_value(json_array_get(row, 1)));
         const char *instance = json_string_value(json_array_get(row, 0));
         if (!symbol || !instance)

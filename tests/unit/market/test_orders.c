@@ -305,9 +305,11 @@ static void test_strict_increments(void **state)
     (void)state;
     struct fixture *f = fixture_new(FROZEN ", \"strictIncrements\": true}");
     const struct rejection cases[] = {
-        {"s-lot", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.000015, 1000, "whole number of lots of 1e-05"},
+        {"s-lot", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.000015, 1000,
+         "whole number of lots of 1e-05"},
         {"s-lotm", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 0.1234567, 0, "whole number of lots"},
-        {"s-tick", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 1000.005, "whole number of ticks of 0.01"},
+        {"s-tick", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 1000.005,
+         "whole number of ticks of 0.01"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const struct rejection *c = &cases[i];
