@@ -18,32 +18,6 @@ static char *spell(const char *hex)
     return tu_path("sha256:%s", hex);
 }
 
-/* "momo": a (v1, latest), b (v2), c (v3). */
-struct momo {
-    char *src[3];
-    char hex[3][65];
-    char *spelled[3];
-};
-
-static void momo_upload(struct tu_server *srv, struct momo *m)
-{
-    m->src[0] = tu_module_source("momo", "v1", NULL);
-    m->src[1] = tu_module_source("momo", "v2", "onTrade() {},");
-    m->src[2] = tu_module_source("momo", "v3", "onTicker() {},");
-    for (int i = 0; i < 3; i++) {
-        tu_upload_expect(srv, m->src[i], NULL, 201, m->hex[i]);
-        m->spelled[i] = spell(m->hex[i]);
-    }
-}
-
-static void momo_free(struct momo *m)
-{
-    for (int i = 0; i < 3; i++) {
-        free(m->src[i]);
-        free(m->spelled[i]);
-    }
-}
-
 static char *rev_file(const struct tu_server *srv, const char *name, const char *hex)
 {
     return tu_path("%s/%s/%s/%s.js", srv->strategies_dir, name, hex, name);
@@ -105,8 +79,8 @@ static void test_delete_revision_by_hash(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     struct tu_response res;
     char *body = tu_path("{\"hash\": \"%s\"}", m.spelled[1]);
     tu_send(srv, &res, "PUT", "/strategies/modules/momo/tags/prod", body);
@@ -155,7 +129,7 @@ static void test_delete_revision_by_hash(void **state)
     free(file);
     expect_disk_tags(srv, "momo",
                      json_pack("{s:s, s:s}", "latest", m.spelled[0], "v1", m.spelled[0]));
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -163,8 +137,8 @@ static void test_delete_latest_by_tag_moves_latest_to_newest(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
 
     expect_status(srv, "DELETE", "/strategies/modules/momo:v1", 204);
     char *file = rev_file(srv, "momo", m.hex[0]);
@@ -182,7 +156,7 @@ static void test_delete_latest_by_tag_moves_latest_to_newest(void **state)
     expect_status(srv, "DELETE", "/strategies/modules/momo:latest", 204);
     expect_disk_tags(srv, "momo",
                      json_pack("{s:s, s:s}", "latest", m.spelled[1], "v2", m.spelled[1]));
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -190,8 +164,8 @@ static void test_delete_whole_strategy_and_last_revision(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     char *keep = tu_module_source("keep", "v1", NULL);
     char *single = tu_module_source("single", "v1", NULL);
     char hk[65], hs[65];
@@ -250,7 +224,7 @@ static void test_delete_whole_strategy_and_last_revision(void **state)
     expect_selected(srv, "momo", m.spelled[1]);
     free(keep);
     free(single);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -258,8 +232,8 @@ static void test_refused_deletes_change_nothing(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     struct tu_catalog_state before;
     tu_catalog_capture(srv, &before);
     expect_status(srv, "DELETE", "/strategies/modules/momo:nosuch", 404);
@@ -276,7 +250,7 @@ static void test_refused_deletes_change_nothing(void **state)
     expect_status(srv, "DELETE", "/strategies/modules/MOMO", 400);
     tu_catalog_expect_same(srv, &before, "refused deletes");
     tu_catalog_state_free(&before);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -297,7 +271,7 @@ static const json_t *listed_revision(const json_t *module, const char *spelled)
     return NULL;
 }
 
-static void expect_invalid(struct tu_server *srv, const struct momo *m, int bad)
+static void expect_invalid(struct tu_server *srv, const struct tu_three_revisions *m, int bad)
 {
     json_t *mod = tu_get_json(srv, 200, "/strategies/modules?strategy=momo");
     const json_t *summary = json_array_get(json_object_get(mod, "modules"), 0);
@@ -318,8 +292,8 @@ static void expect_invalid(struct tu_server *srv, const struct momo *m, int bad)
 }
 
 /* Every way of reaching the damaged revision must fail. */
-static void expect_not_selectable(struct tu_server *srv, const struct momo *m, int bad,
-                                  const char *tag)
+static void expect_not_selectable(struct tu_server *srv, const struct tu_three_revisions *m,
+                                  int bad, const char *tag)
 {
     char *selectors[] = {tu_path("momo@%s", m->hex[bad]), tu_path("momo@sha256:%s", m->hex[bad]),
                          tu_path("momo:%s", tag), tu_path("momo@%.12s", m->hex[bad])};
@@ -350,7 +324,7 @@ static void expect_not_selectable(struct tu_server *srv, const struct momo *m, i
     free(body);
 }
 
-static void tamper(const struct tu_server *srv, const struct momo *m, int which)
+static void tamper(const struct tu_server *srv, const struct tu_three_revisions *m, int which)
 {
     char *file = rev_file(srv, "momo", m->hex[which]);
     char *text = tu_path("%s// edited by hand\n", m->src[which]);
@@ -374,8 +348,8 @@ static void test_refresh_reports_a_hand_edited_file(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     tamper(srv, &m, 1);
 
     struct tu_response res;
@@ -415,7 +389,7 @@ static void test_refresh_reports_a_hand_edited_file(void **state)
     tu_response_free(&res);
     expect_selected(srv, "momo:v2", m.spelled[1]);
     expect_invalid(srv, &m, -1);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -423,8 +397,8 @@ static void test_load_reports_a_hand_edited_file(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     tu_server_stop(srv);
     tamper(srv, &m, 2);
     tu_server_restart(srv, NULL);
@@ -433,7 +407,7 @@ static void test_load_reports_a_hand_edited_file(void **state)
     expect_not_selectable(srv, &m, 2, "v3");
     expect_logged(srv, m.spelled[2]);
     expect_selected(srv, "momo:v2", m.spelled[1]);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -441,8 +415,8 @@ static void test_damaged_latest_is_not_selected(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     tamper(srv, &m, 0); /* a: v1 and latest */
     struct tu_response res;
     tu_request(srv, &res, "POST", "/strategies/refresh", NULL);
@@ -462,7 +436,7 @@ static void test_damaged_latest_is_not_selected(void **state)
     /* The listing still works, and the good revisions are still served. */
     json_decref(tu_get_json(srv, 200, "/strategies/modules"));
     expect_selected(srv, "momo:v2", m.spelled[1]);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -470,8 +444,8 @@ static void test_refresh_reports_a_missing_file(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     char *file = rev_file(srv, "momo", m.hex[2]);
     assert_int_equal(unlink(file), 0);
     free(file);
@@ -488,7 +462,7 @@ static void test_refresh_reports_a_missing_file(void **state)
     expect_invalid(srv, &m, 2);
     expect_not_selectable(srv, &m, 2, "v3");
     expect_selected(srv, "momo", m.spelled[0]);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -496,8 +470,8 @@ static void test_refresh_picks_up_registry_edits(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
 
     /* By hand: v1 moves to c, and a new revision d arrives with tag "hand". */
     char *d = tu_module_source("momo", NULL, "onOrderFilled() {},");
@@ -549,7 +523,7 @@ static void test_refresh_picks_up_registry_edits(void **state)
     free(dir);
     free(sd);
     free(d);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -557,8 +531,8 @@ static void test_refresh_keeps_serving_when_registry_is_broken(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     json_t *listing = tu_get_json(srv, 200, "/strategies/modules");
 
     char *path = tu_path("%s/registry.json", srv->strategies_dir);
@@ -582,7 +556,7 @@ static void test_refresh_keeps_serving_when_registry_is_broken(void **state)
     json_decref(listing);
     expect_selected(srv, "momo:v2", m.spelled[1]);
     free(path);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 
@@ -599,8 +573,8 @@ static void test_registry_export_is_registry_json(void **state)
     assert_true(json_is_array(json_object_get(exp, "usage")));
     json_decref(exp);
 
-    struct momo m;
-    momo_upload(srv, &m);
+    struct tu_three_revisions m;
+    tu_three_revisions_upload(srv, "momo", &m);
     char *other = tu_module_source("other", NULL, NULL);
     tu_upload_expect(srv, other, "{\"aliases\": [\"prod\"]}", 201, NULL);
 
@@ -618,7 +592,7 @@ static void test_registry_export_is_registry_json(void **state)
     json_decref(disk);
     json_decref(exp);
     free(other);
-    momo_free(&m);
+    tu_three_revisions_free(&m);
     tu_server_stop(srv);
 }
 

@@ -19,32 +19,6 @@ static char *spell(const char *hex)
     return tu_path("sha256:%s", hex);
 }
 
-/* "trend": a (v1, latest), b (v2), c (v3). */
-struct trend {
-    char *src[3];
-    char hex[3][65];
-    char *spelled[3];
-};
-
-static void trend_upload(struct tu_server *srv, struct trend *t)
-{
-    t->src[0] = tu_module_source("trend", "v1", NULL);
-    t->src[1] = tu_module_source("trend", "v2", "onTrade() {},");
-    t->src[2] = tu_module_source("trend", "v3", "onTicker() {},");
-    for (int i = 0; i < 3; i++) {
-        tu_upload_expect(srv, t->src[i], NULL, 201, t->hex[i]);
-        t->spelled[i] = spell(t->hex[i]);
-    }
-}
-
-static void trend_free(struct trend *t)
-{
-    for (int i = 0; i < 3; i++) {
-        free(t->src[i]);
-        free(t->spelled[i]);
-    }
-}
-
 /* The target of name:tag in registry.json on disk (NULL: no such tag),
  * checking the whole file's soundness on the way. Caller frees. */
 static char *disk_tag(const struct tu_server *srv, const char *name, const char *tag)
@@ -132,8 +106,8 @@ static void test_tag_put_moves_and_reports(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct trend t;
-    trend_upload(srv, &t);
+    struct tu_three_revisions t;
+    tu_three_revisions_upload(srv, "trend", &t);
 
     json_t *r = put_tag_ok(srv, "trend", "prod", t.spelled[1]);
     assert_true(json_is_string(json_object_get(r, "status")));
@@ -181,7 +155,7 @@ static void test_tag_put_moves_and_reports(void **state)
     expect_disk_tag(srv, "trend", "v1", t.spelled[0]);
     expect_disk_tag(srv, "trend", "v2", t.spelled[1]);
     expect_disk_tag(srv, "trend", "v3", t.spelled[2]);
-    trend_free(&t);
+    tu_three_revisions_free(&t);
     tu_server_stop(srv);
 }
 
@@ -189,8 +163,8 @@ static void test_tag_put_errors_change_nothing(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct trend t;
-    trend_upload(srv, &t);
+    struct tu_three_revisions t;
+    tu_three_revisions_upload(srv, "trend", &t);
     char *side = tu_module_source("side", "v1", NULL);
     char hs[65];
     tu_upload_expect(srv, side, NULL, 201, hs);
@@ -242,7 +216,7 @@ static void test_tag_put_errors_change_nothing(void **state)
     free(foreign);
     free(refesh);
     free(side);
-    trend_free(&t);
+    tu_three_revisions_free(&t);
     tu_server_stop(srv);
 }
 
@@ -260,8 +234,8 @@ static void test_tag_delete_guards(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct trend t;
-    trend_upload(srv, &t);
+    struct tu_three_revisions t;
+    tu_three_revisions_upload(srv, "trend", &t);
 
     struct {
         const char *name, *tag, *query;
@@ -341,7 +315,7 @@ static void test_tag_delete_guards(void **state)
     tu_response_free(&res);
     tu_catalog_expect_same(srv, &before, "deleting latest");
     tu_catalog_state_free(&before);
-    trend_free(&t);
+    tu_three_revisions_free(&t);
     tu_server_stop(srv);
 }
 
@@ -417,8 +391,8 @@ static void test_tag_moves_and_deletes_are_audited(void **state)
 {
     struct tu_server *srv = *state;
     tu_server_start(srv, NULL);
-    struct trend t;
-    trend_upload(srv, &t);
+    struct tu_three_revisions t;
+    tu_three_revisions_upload(srv, "trend", &t);
 
     json_decref(put_tag_ok(srv, "trend", "prod", t.spelled[1]));
     json_decref(put_tag_ok(srv, "trend", "prod", t.spelled[2]));
@@ -438,7 +412,7 @@ static void test_tag_moves_and_deletes_are_audited(void **state)
     at = expect_audit(entries, at + 1, "trend", "v3", t.spelled[2], NULL);
     expect_audit(entries, at + 1, "trend", "prod", t.spelled[2], NULL);
     json_decref(entries);
-    trend_free(&t);
+    tu_three_revisions_free(&t);
     tu_server_stop(srv);
 }
 

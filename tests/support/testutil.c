@@ -184,6 +184,26 @@ char *tu_module_source(const char *name, const char *tag, const char *extra_body
                    extra_body ? extra_body : "");
 }
 
+void tu_three_revisions_upload(struct tu_server *srv, const char *name,
+                               struct tu_three_revisions *r)
+{
+    r->src[0] = tu_module_source(name, "v1", NULL);
+    r->src[1] = tu_module_source(name, "v2", "onTrade() {},");
+    r->src[2] = tu_module_source(name, "v3", "onTicker() {},");
+    for (int i = 0; i < 3; i++) {
+        tu_upload_expect(srv, r->src[i], NULL, 201, r->hex[i]);
+        r->spelled[i] = tu_path("sha256:%s", r->hex[i]);
+    }
+}
+
+void tu_three_revisions_free(struct tu_three_revisions *r)
+{
+    for (int i = 0; i < 3; i++) {
+        free(r->src[i]);
+        free(r->spelled[i]);
+    }
+}
+
 char *tu_alternation_source(int alternatives, const char *tail, size_t *len)
 {
     size_t cap = (size_t)alternatives * 3 + strlen(tail) + 64;

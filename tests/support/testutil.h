@@ -119,6 +119,18 @@ json_t *tu_jget(const json_t *root, const char *path);
 long long tu_jint(const json_t *root, const char *path);
 /* Sets a env-style source module text for a strategy with the given name. */
 char *tu_module_source(const char *name, const char *tag, const char *extra_body);
+
+/* Three revisions of strategy `name` uploaded in order, each answered 201:
+ * v1 (which takes latest), v2 with an onTrade handler, v3 with onTicker;
+ * their sources, hashes and "sha256:<hex>" spellings. */
+struct tu_three_revisions {
+    char *src[3];
+    char hex[3][65];
+    char *spelled[3];
+};
+void tu_three_revisions_upload(struct tu_server *srv, const char *name,
+                               struct tu_three_revisions *r);
+void tu_three_revisions_free(struct tu_three_revisions *r);
 /* "'use strict';" then, on line 2 from column 15, a regular expression
  * literal `words` of `alternatives` alternatives, then `tail`: a source
  * whose compile time grows with the square of `alternatives`. */
