@@ -243,6 +243,27 @@ struct rejection {
     const char *reason;
 };
 
+/* Each order is rejected with one report, to instance key 7, naming its
+ * reason. */
+static void expect_rejected(struct fixture *f, const struct rejection *cases, size_t ncases)
+{
+    for (size_t i = 0; i < ncases; i++) {
+        const struct rejection *c = &cases[i];
+        struct order_request r =
+            tmarket_order("sim", c->symbol, c->side, c->type, c->qty, c->price, c->client_id);
+        tmarket_submit(f->m, &r);
+        assert_true(tsink_wait_exec(&f->sink, c->client_id, EXEC_REJECTED, 5000));
+        struct event **ev;
+        size_t n = execs_of(f, c->client_id, &ev);
+        if (n != 1 || !strstr(ev[0]->u.exec.reason, c->reason))
+            fail_msg("%s: %zu reports, reason '%s'", c->client_id, n,
+                     n ? ev[0]->u.exec.reason : "");
+        assert_int_equal(ev[0]->target, 7);
+        assert_true(ev[0]->u.exec.order_id[0] != '\0');
+        free(ev);
+    }
+}
+
 static void test_rejections(void **state)
 {
     (void)state;
@@ -260,22 +281,7 @@ static void test_rejections(void **state)
         {"r-limitfunds", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 1, 200000, "insufficient balance"},
         {"r-sellfunds", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 2, 0, "insufficient balance"},
     };
-    size_t ncases = sizeof cases / sizeof cases[0];
-    for (size_t i = 0; i < ncases; i++) {
-        const struct rejection *c = &cases[i];
-        struct order_request r =
-            tmarket_order("sim", c->symbol, c->side, c->type, c->qty, c->price, c->client_id);
-        tmarket_submit(f->m, &r);
-        assert_true(tsink_wait_exec(&f->sink, c->client_id, EXEC_REJECTED, 5000));
-        struct event **ev;
-        size_t n = execs_of(f, c->client_id, &ev);
-        if (n != 1 || !strstr(ev[0]->u.exec.reason, c->reason))
-            fail_msg("%s: %zu reports, reason '%s'", c->client_id, n,
-                     n ? ev[0]->u.exec.reason : "");
-        assert_int_equal(ev[0]->target, 7);
-        assert_true(ev[0]->u.exec.order_id[0] != '\0');
-        free(ev);
-    }
+    expect_rejected(f, cases, sizeof cases / sizeof cases[0]);
     /* nothing moved */
     assert_true(tnear(tmarket_balance(f->m, "sim", "USDT", NULL), 100000));
     assert_true(tnear(tmarket_balance(f->m, "sim", "BTC", NULL), 1));
@@ -311,19 +317,7 @@ static void test_strict_increments(void **state)
         {"s-tick", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 1000.005,
          "whole number of ticks of 0.01"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const struct rejection *c = &cases[i];
-        struct order_request r =
-            tmarket_order("sim", c->symbol, c->side, c->type, c->qty, c->price, c->client_id);
-        tmarket_submit(f->m, &r);
-        assert_true(tsink_wait_exec(&f->sink, c->client_id, EXEC_REJECTED, 5000));
-        struct event **ev;
-        size_t n = execs_of(f, c->client_id, &ev);
-        if (n != 1 || !strstr(ev[0]->u.exec.reason, c->reason))
-            fail_msg("%s: %zu reports, reason '%s'", c->client_id, n,
-                     n ? ev[0]->u.exec.reason : "");
-        free(ev);
-    }
+    expect_rejected(f, cases, sizeof cases / sizeof cases[0]);
     struct order_request r =
         tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.3, 1000.07, "s-ok");
     tmarket_submit(f->m, &r);
