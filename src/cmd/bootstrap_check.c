@@ -6,6 +6,7 @@
  */
 #include "cmd/bootstrap.h"
 
+#include "core/sorted.h"
 #include "js/validate.h"
 
 #include <stdlib.h>
@@ -36,24 +37,15 @@ void bootstrap_checks_free(struct bootstrap_checks *checks)
     memset(checks, 0, sizeof *checks);
 }
 
+static const char *check_hex_at(const void *checks, size_t i)
+{
+    return ((const struct bootstrap_checks *)checks)->items[i]->hex;
+}
+
 /* Index of hex, or of the slot where it belongs. */
 static size_t find_slot(const struct bootstrap_checks *checks, const char *hex, bool *found)
 {
-    size_t lo = 0, hi = checks->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int cmp = strcmp(checks->items[mid]->hex, hex);
-        if (cmp == 0) {
-            *found = true;
-            return mid;
-        }
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = false;
-    return lo;
+    return sorted_find(checks, checks->n, check_hex_at, hex, found);
 }
 
 /* Runs the validator; the whole answer is kept, including diagnostics. */

@@ -6,6 +6,7 @@
 #include "registry/registry_internal.h"
 
 #include "core/jsonutil.h"
+#include "core/sorted.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,24 +49,15 @@ void registry_release(struct registry *reg)
     free(reg);
 }
 
+static const char *strategy_name_at(const void *reg, size_t i)
+{
+    return ((const struct registry *)reg)->strategies[i]->name;
+}
+
 /* Binary search over the sorted strategies: index of name or its slot. */
 static size_t strategy_slot(const struct registry *reg, const char *name, bool *found)
 {
-    size_t lo = 0, hi = reg->nstrategies;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int cmp = strcmp(reg->strategies[mid]->name, name);
-        if (cmp == 0) {
-            *found = true;
-            return mid;
-        }
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = false;
-    return lo;
+    return sorted_find(reg, reg->nstrategies, strategy_name_at, name, found);
 }
 
 struct registry *registry__with(const struct registry *base, const char *name,

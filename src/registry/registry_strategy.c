@@ -4,6 +4,8 @@
  */
 #include "registry/registry_internal.h"
 
+#include "core/sorted.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,24 +106,15 @@ fail:
     return NULL;
 }
 
+static const char *tag_at(const void *st, size_t i)
+{
+    return ((const struct registry_strategy *)st)->tags[i].tag;
+}
+
 /* Binary search: the index of tag, or where it would be inserted. */
 static size_t tag_slot(const struct registry_strategy *st, const char *tag, bool *found)
 {
-    size_t lo = 0, hi = st->ntags;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int cmp = strcmp(st->tags[mid].tag, tag);
-        if (cmp == 0) {
-            *found = true;
-            return mid;
-        }
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = false;
-    return lo;
+    return sorted_find(st, st->ntags, tag_at, tag, found);
 }
 
 int registry__strategy_set_tag(struct registry_strategy *st, const char *tag, const char *hex)
