@@ -1234,21 +1234,33 @@ static int restart_with(struct runtime *rt, struct instance *inst, struct spec_r
     return rc;
 }
 
+/* Takes rt->control for a change to instance `id` and returns it; NULL
+ * (ERR_NOT_FOUND, control released) when there is none. An instance found
+ * under control stays until control is released: only a holder deletes. */
+static struct instance *control_instance(struct runtime *rt, const char *id, struct err *err)
+{
+    pthread_mutex_lock(&rt->control);
+    pthread_mutex_lock(&rt->lock);
+    struct instance *inst = rtx_find_locked(rt, id);
+    pthread_mutex_unlock(&rt->lock);
+    if (!inst) {
+        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
+        pthread_mutex_unlock(&rt->control);
+    }
+    return inst;
+}
+
 int runtime_instance_update(struct runtime *rt, const char *id, const json_t *spec,
                             json_t **snapshot, struct err *err)
 {
     if (snapshot)
         *snapshot = NULL;
-    pthread_mutex_lock(&rt->control);
-    pthread_mutex_lock(&rt->lock);
-    struct instance *inst = rtx_find_locked(rt, id);
-    bool running = inst && inst->running;
-    pthread_mutex_unlock(&rt->lock);
-    if (!inst) {
-        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
-        pthread_mutex_unlock(&rt->control);
+    struct instance *inst = control_instance(rt, id, err);
+    if (!inst)
         return -1;
-    }
+    pthread_mutex_lock(&rt->lock);
+    bool running = inst->running;
+    pthread_mutex_unlock(&rt->lock);
     struct registry *reg = catalog_snapshot(rt->opts.catalog);
     struct spec_resolved r;
     int rc = spec_resolve(&rt->opts, reg, spec, id, &r, err);
@@ -1551,15 +1563,9 @@ int rtx_stop_vm(struct runtime *rt, struct instance *inst, struct err *err)
 
 int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)
 {
-    pthread_mutex_lock(&rt->control);
-    pthread_mutex_lock(&rt->lock);
-    struct instance *inst = rtx_find_locked(rt, id);
-    pthread_mutex_unlock(&rt->lock);
-    if (!inst) {
-        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
-        pthread_mutex_unlock(&rt->control);
+    struct instance *inst = control_instance(rt, id, err);
+    if (!inst)
         return -1;
-    }
     int was_running = rtx_stop_vm(rt, inst, err);
     if (was_running < 0) {
         pthread_mutex_unlock(&rt->control);
@@ -1585,15 +1591,9 @@ int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)
 
 int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)
 {
-    pthread_mutex_lock(&rt->control);
-    pthread_mutex_lock(&rt->lock);
-    struct instance *inst = rtx_find_locked(rt, id);
-    pthread_mutex_unlock(&rt->lock);
-    if (!inst) {
-        err_set(err, ERR_NOT_FOUND, "instance %s not found", id);
-        pthread_mutex_unlock(&rt->control);
+    struct instance *inst = control_instance(rt, id, err);
+    if (!inst)
         return -1;
-    }
     /* Forgotten durably first: a crash after this leaves no instance. The
      * VM runs until the detach below, and if it fails meanwhile its worker
      * persists the failure: `forgotten`, set in the same rt->persist hold
