@@ -542,19 +542,24 @@ static json_t *upload_response(struct api *api, const char *name,
                      "strategyDirectory", catalog_root(api->opts.catalog), "module", module);
 }
 
+/* The upload's body parsed into *up and its source validated: the module's
+ * metadata, or NULL with *up released. */
+static json_t *parsed_and_validated(struct api *api, struct api_request *req,
+                                    struct upload_request *up, struct err *err)
+{
+    json_t *metadata = parse_upload(req, up, err) == 0 ? validate_upload(api, up, err) : NULL;
+    if (!metadata)
+        upload_release(up);
+    return metadata;
+}
+
 int api_handle_module_upload(struct api *api, struct api_request *req, struct api_response *res,
                              struct err *err)
 {
     struct upload_request up;
-    if (parse_upload(req, &up, err) != 0) {
-        upload_release(&up);
+    json_t *metadata = parsed_and_validated(api, req, &up, err);
+    if (!metadata)
         return -1;
-    }
-    json_t *metadata = validate_upload(api, &up, err);
-    if (!metadata) {
-        upload_release(&up);
-        return -1;
-    }
     const char *tag = up.tag ? up.tag : json_string_value(json_object_get(metadata, "tag"));
     struct upload_plan plan = {tag, up.aliases, up.naliases, up.reassign, up.nreassign, false};
     struct catalog_upload_result result;
@@ -665,15 +670,9 @@ int api_handle_module_put(struct api *api, struct api_request *req, struct api_r
     if (selector_parse(req->params[0], &sel, err) != 0 || check_put_target(api, &sel, err) != 0)
         return -1;
     struct upload_request up;
-    if (parse_upload(req, &up, err) != 0) {
-        upload_release(&up);
+    json_t *metadata = parsed_and_validated(api, req, &up, err);
+    if (!metadata)
         return -1;
-    }
-    json_t *metadata = validate_upload(api, &up, err);
-    if (!metadata) {
-        upload_release(&up);
-        return -1;
-    }
     const char *name = json_string_value(json_object_get(metadata, "name"));
     struct registry *reg = catalog_snapshot(api->opts.catalog);
     const char *moved[MAX_TAG_LIST], *aliases[MAX_TAG_LIST];
