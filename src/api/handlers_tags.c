@@ -2,6 +2,7 @@
 #include "api/internal.h"
 #include "api/views.h"
 
+#include "core/fsutil.h"
 #include "core/hash.h"
 #include "core/jsonutil.h"
 #include "core/log.h"
@@ -247,6 +248,7 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
     if (api->opts.market)
         market_metrics_write(api->opts.market, &out);
     store_metrics_write(api->opts.store, &out);
+    fsutil_sync_metrics_write(&out);
     return api_respond_text(res, &out, true, "text/plain; version=0.0.4; charset=utf-8",
                             "writing metrics", err);
 }

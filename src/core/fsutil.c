@@ -99,7 +99,7 @@ int fsutil_fsync_dir(const char *dir, struct err *err)
         err_set_errno(err, ERR_INTERNAL, errno, "cannot open directory %s", dir);
         return -1;
     }
-    int rc = fsync(fd);
+    int rc = fsutil_sync_timed(fd, false, true);
     int saved = errno;
     close(fd);
     if (rc != 0) {
@@ -128,7 +128,7 @@ int fsutil_write_new(const char *path, const void *data, size_t len, mode_t mode
         err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", path);
         return -1;
     }
-    if (fsutil_pwrite_all(fd, data, len, 0) != 0 || fsync(fd) != 0) {
+    if (fsutil_pwrite_all(fd, data, len, 0) != 0 || fsutil_sync_timed(fd, false, false) != 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot write %s", path);
         close(fd);
         unlink(path);

@@ -81,6 +81,16 @@ int fsutil_write_swap(const char *path, const char *spare, const void *data, siz
                       mode_t mode, const struct fsutil_before_switch *before, char **kept,
                       struct err *err);
 int fsutil_fsync_dir(const char *dir, struct err *err);
+/* fsync (data_only: fdatasync) of fd, timed into the process's sync
+ * histogram of files or of directories; every sync the functions here make
+ * goes through it. -1 with errno set. Any thread. */
+int fsutil_sync_timed(int fd, bool data_only, bool directory);
+/* stratd_file_sync_seconds{kind="file"|"directory"}: those syncs, in the
+ * Prometheus text format. Any thread. */
+struct strbuf;
+void fsutil_sync_metrics_write(struct strbuf *out);
+/* How many syncs of files (directory false) or directories were timed. */
+uint64_t fsutil_sync_count(bool directory);
 /* pwrite() of all len bytes at offset `at`, through short writes and EINTR;
  * -1 with errno set. */
 int fsutil_pwrite_all(int fd, const void *data, size_t len, size_t at);

@@ -119,7 +119,7 @@ static int write_ranges(int fd, const char *data, size_t len, const struct fsuti
         if (n && fsutil_pwrite_all(fd, data + at, n, at) != 0)
             return -1;
     }
-    return fdatasync(fd);
+    return fsutil_sync_timed(fd, true, false);
 }
 
 static bool hint_holds(const struct fsutil_swap_hint *hint, const struct stat *st, size_t len)
@@ -151,7 +151,7 @@ static int overwrite(int fd, const void *data, size_t len, const struct fsutil_s
         rc = fsutil_pwrite_all(fd, (const char *)data + common, len - common, common);
     if (rc == 0 && old > len)
         rc = ftruncate(fd, (off_t)len);
-    return rc == 0 ? fdatasync(fd) : -1;
+    return rc == 0 ? fsutil_sync_timed(fd, true, false) : -1;
 }
 
 /* The temporary-file path, for file systems that cannot do better. */

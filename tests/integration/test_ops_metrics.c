@@ -460,6 +460,46 @@ static void test_runtime_counters(void **state)
     tu_server_stop(srv);
 }
 
+/* The catalogue's syncs: an upload syncs its revision file and
+ * registry.json, and their folders; each is timed, and the histogram of
+ * each kind is consistent. */
+static void expect_file_syncs(const char *m, double *file, double *directory)
+{
+    const char *kinds[] = {"file", "directory"};
+    double *counts[] = {file, directory};
+    for (size_t i = 0; i < 2; i++) {
+        double count = tu_ops_metric(m, "stratd_file_sync_seconds_count", "kind", kinds[i], NULL);
+        double inf = tu_ops_metric(m, "stratd_file_sync_seconds_bucket", "kind", kinds[i], "le",
+                                   "+Inf", NULL);
+        double sum = tu_ops_metric(m, "stratd_file_sync_seconds_sum", "kind", kinds[i], NULL);
+        if (!(count >= 0) || inf != count || !(sum >= 0))
+            fail_msg("stratd_file_sync_seconds{kind=\"%s\"}: count %g, +Inf bucket %g, sum %g",
+                     kinds[i], count, inf, sum);
+        *counts[i] = count;
+    }
+}
+
+static void test_catalogue_syncs_are_timed(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    char *m = tu_ops_metrics(srv);
+    double files0, dirs0, files1, dirs1;
+    expect_file_syncs(m, &files0, &dirs0);
+    free(m);
+    char hex[65];
+    char *src = tu_module_source("synced", "v1", "onTrade() {},");
+    tu_upload_expect(srv, src, NULL, 201, hex);
+    free(src);
+    m = tu_ops_metrics(srv);
+    expect_file_syncs(m, &files1, &dirs1);
+    check_promtool_findings(m, false);
+    free(m);
+    if (!(files1 - files0 >= 2) || !(dirs1 - dirs0 >= 1))
+        fail_msg("an upload timed %g file and %g directory syncs", files1 - files0, dirs1 - dirs0);
+    tu_server_stop(srv);
+}
+
 /* ------------------------------------------------------------ HTTP */
 
 static void test_http_requests_by_route(void **state)
@@ -518,6 +558,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_revision_gauge_follows_the_fleet, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_tag_counters, tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_catalogue_syncs_are_timed, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_runtime_counters, tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_http_requests_by_route, tu_server_setup,
                                         tu_server_teardown),
