@@ -269,30 +269,24 @@ static int carried_compare(const void *a, const void *b)
     return c ? c : (x->symbol > y->symbol) - (x->symbol < y->symbol);
 }
 
+/* The set carried for `provider`, or NULL when it has none (yet). */
+static const struct carried *carried_for(struct risk *r, uint16_t provider)
+{
+    const struct carried *c = atomic_load_explicit(&r->carried, memory_order_acquire);
+    while (c && c->provider != provider)
+        c = c->next;
+    return c;
+}
+
 /* The position `instance` held in `symbol` on `provider` before this start
  * (0 when none): what a position entry starts from. */
 static double carried_net(struct risk *r, uint16_t provider, const char *instance, uint16_t symbol)
 {
-    for (struct carried *c = atomic_load_explicit(&r->carried, memory_order_acquire); c;
-         c = c->next) {
-        if (c->provider != provider)
-            continue;
-        struct carried_position key = {(char *)instance, symbol, 0};
-        const struct carried_position *hit =
-            c->n ? bsearch(&key, c->entries, c->n, sizeof key, carried_compare) : NULL;
-        return hit ? hit->net : 0;
-    }
-    return 0;
-}
-
-static bool carried_has(struct risk *r, uint16_t provider)
-{
-    for (struct carried *c = atomic_load_explicit(&r->carried, memory_order_acquire); c;
-         c = c->next) {
-        if (c->provider == provider)
-            return true;
-    }
-    return false;
+    const struct carried *c = carried_for(r, provider);
+    struct carried_position key = {(char *)instance, symbol, 0};
+    const struct carried_position *hit =
+        c && c->n ? bsearch(&key, c->entries, c->n, sizeof key, carried_compare) : NULL;
+    return hit ? hit->net : 0;
 }
 
 /* The store's rows [[instance, symbol, net], ...] as a set; NULL when out
@@ -335,7 +329,7 @@ int risk_positions_load(struct risk *r, struct store *store, uint16_t provider,
     pthread_mutex_lock(&r->lock);
     int rc = 0;
     json_t *rows = NULL;
-    if (!carried_has(r, provider)) {
+    if (!carried_for(r, provider)) {
         struct carried *c = NULL;
         rc = store_positions_query(store, provider_name, &rows, err);
         if (rc == 0 && !(c = carried_of(provider, rows))) {

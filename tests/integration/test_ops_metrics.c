@@ -334,6 +334,25 @@ static const char *const QUIET =
     "  create() { return { onTrade() {}, onTicker() {} }; },\n"
     "};\n";
 
+/* A histogram's series for label=value: count, +Inf bucket and sum
+ * present and consistent. Returns the count. */
+static double consistent_histogram(const char *m, const char *name, const char *label,
+                                   const char *value)
+{
+    char *count_name = tu_path("%s_count", name), *bucket_name = tu_path("%s_bucket", name),
+         *sum_name = tu_path("%s_sum", name);
+    double count = tu_ops_metric(m, count_name, label, value, NULL);
+    double inf = tu_ops_metric(m, bucket_name, label, value, "le", "+Inf", NULL);
+    double sum = tu_ops_metric(m, sum_name, label, value, NULL);
+    if (!(count >= 0) || inf != count || !(sum >= 0))
+        fail_msg("%s{%s=\"%s\"}: count %g, +Inf bucket %g, sum %g", name, label, value, count, inf,
+                 sum);
+    free(count_name);
+    free(bucket_name);
+    free(sum_name);
+    return count;
+}
+
 static void test_runtime_counters(void **state)
 {
     struct tu_server *srv = *state;
@@ -442,15 +461,8 @@ static void test_runtime_counters(void **state)
     /* the disk: every durable commit above synced the database, each one
      * timed; both series present, consistent */
     const char *files[] = {"database", "audit"};
-    for (size_t i = 0; i < 2; i++) {
-        double count = tu_ops_metric(m, "stratd_store_sync_seconds_count", "file", files[i], NULL);
-        double inf = tu_ops_metric(m, "stratd_store_sync_seconds_bucket", "file", files[i], "le",
-                                   "+Inf", NULL);
-        double sum = tu_ops_metric(m, "stratd_store_sync_seconds_sum", "file", files[i], NULL);
-        if (!(count >= 0) || inf != count || !(sum >= 0))
-            fail_msg("stratd_store_sync_seconds{file=\"%s\"}: count %g, +Inf bucket %g, sum %g",
-                     files[i], count, inf, sum);
-    }
+    for (size_t i = 0; i < 2; i++)
+        consistent_histogram(m, "stratd_store_sync_seconds", "file", files[i]);
     assert_true(tu_ops_metric(m, "stratd_store_sync_seconds_count", "file", "database", NULL) >=
                 10);
 
@@ -467,16 +479,8 @@ static void expect_file_syncs(const char *m, double *file, double *directory)
 {
     const char *kinds[] = {"file", "directory"};
     double *counts[] = {file, directory};
-    for (size_t i = 0; i < 2; i++) {
-        double count = tu_ops_metric(m, "stratd_file_sync_seconds_count", "kind", kinds[i], NULL);
-        double inf = tu_ops_metric(m, "stratd_file_sync_seconds_bucket", "kind", kinds[i], "le",
-                                   "+Inf", NULL);
-        double sum = tu_ops_metric(m, "stratd_file_sync_seconds_sum", "kind", kinds[i], NULL);
-        if (!(count >= 0) || inf != count || !(sum >= 0))
-            fail_msg("stratd_file_sync_seconds{kind=\"%s\"}: count %g, +Inf bucket %g, sum %g",
-                     kinds[i], count, inf, sum);
-        *counts[i] = count;
-    }
+    for (size_t i = 0; i < 2; i++)
+        *counts[i] = consistent_histogram(m, "stratd_file_sync_seconds", "kind", kinds[i]);
 }
 
 static void test_catalogue_syncs_are_timed(void **state)
