@@ -89,8 +89,6 @@ int fsutil_sync_timed(int fd, bool data_only, bool directory);
  * Prometheus text format. Any thread. */
 struct strbuf;
 void fsutil_sync_metrics_write(struct strbuf *out);
-/* How many syncs of files (directory false) or directories were timed. */
-uint64_t fsutil_sync_count(bool directory);
 /* pwrite() of all len bytes at offset `at`, through short writes and EINTR;
  * -1 with errno set. */
 int fsutil_pwrite_all(int fd, const void *data, size_t len, size_t at);

@@ -10,16 +10,9 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#define SYNC_BUCKETS 15
-
-static const double sync_bounds[SYNC_BUCKETS - 1] = {25e-6, 50e-6,  100e-6, 250e-6, 500e-6,
-                                                     1e-3,  2.5e-3, 5e-3,   10e-3,  25e-3,
-                                                     50e-3, 100e-3, 250e-3, 1.0};
-
 struct sync_hist {
-    _Atomic uint64_t buckets[SYNC_BUCKETS];
+    _Atomic uint64_t buckets[METRICS_SYNC_BUCKETS];
     _Atomic uint64_t sum_ns;
-    _Atomic uint64_t count;
 };
 
 /* process-wide: the syncs belong to the disk, whoever asks for them */
@@ -31,16 +24,10 @@ int fsutil_sync_timed(int fd, bool data_only, bool directory)
     int rc = data_only ? fdatasync(fd) : fsync(fd);
     int64_t ns = clock_mono_ns() - t0;
     struct sync_hist *h = &hists[directory];
-    size_t b = metrics_bucket_of(sync_bounds, SYNC_BUCKETS, ns);
+    size_t b = metrics_bucket_of(metrics_sync_bounds, METRICS_SYNC_BUCKETS, ns);
     atomic_fetch_add_explicit(&h->buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(ns > 0 ? ns : 0), memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     return rc;
-}
-
-uint64_t fsutil_sync_count(bool directory)
-{
-    return atomic_load_explicit(&hists[directory].count, memory_order_relaxed);
 }
 
 void fsutil_sync_metrics_write(struct strbuf *out)
@@ -52,11 +39,11 @@ void fsutil_sync_metrics_write(struct strbuf *out)
                          "histogram");
     static const char *const kinds[2] = {"file", "directory"};
     for (int k = 0; k < 2; k++) {
-        uint64_t buckets[SYNC_BUCKETS];
-        for (size_t b = 0; b < SYNC_BUCKETS; b++)
+        uint64_t buckets[METRICS_SYNC_BUCKETS];
+        for (size_t b = 0; b < METRICS_SYNC_BUCKETS; b++)
             buckets[b] = atomic_load_explicit(&hists[k].buckets[b], memory_order_relaxed);
         double sum = (double)atomic_load_explicit(&hists[k].sum_ns, memory_order_relaxed) / 1e9;
-        metrics_write_histogram(out, name, "kind", kinds[k], sync_bounds, buckets, SYNC_BUCKETS,
-                                sum);
+        metrics_write_histogram(out, name, "kind", kinds[k], metrics_sync_bounds, buckets,
+                                METRICS_SYNC_BUCKETS, sum);
     }
 }

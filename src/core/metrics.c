@@ -237,3 +237,7 @@ void metrics_write_histogram(struct strbuf *out, const char *name, const char *l
     snprintf(series, sizeof series, "%s_count", name);
     metrics_write_sample(out, series, &label, &value, 1, (double)cumulative);
 }
+
+const double metrics_sync_bounds[METRICS_SYNC_BUCKETS - 1] = {25e-6, 50e-6,  100e-6, 250e-6, 500e-6,
+                                                              1e-3,  2.5e-3, 5e-3,   10e-3,  25e-3,
+                                                              50e-3, 100e-3, 250e-3, 1.0};

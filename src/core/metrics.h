@@ -59,6 +59,11 @@ static inline size_t metrics_bucket_of(const double *bounds, size_t nbuckets, in
         b++;
     return b;
 }
+/* The buckets of the gateway's sync histograms (the store's, the files'):
+ * 25 us to 1 s, then +Inf. */
+#define METRICS_SYNC_BUCKETS 15
+extern const double metrics_sync_bounds[METRICS_SYNC_BUCKETS - 1];
+
 void metrics_write_histogram(struct strbuf *out, const char *name, const char *label,
                              const char *value, const double *bounds, const uint64_t *buckets,
                              size_t nbuckets, double sum);

@@ -14,6 +14,7 @@
 #ifndef STRATD_STORE_STORE_INTERNAL_H
 #define STRATD_STORE_STORE_INTERNAL_H
 
+#include "core/metrics.h"
 #include "store/store.h"
 
 #include <pthread.h>
@@ -60,7 +61,7 @@ enum store__stmt {
 
 /* Counts of syncs per bucket (bounds in store_vfs.c, the last +Inf) and
  * their total time: any thread adds, /metrics reads. */
-#define STORE__SYNC_BUCKETS 15
+#define STORE__SYNC_BUCKETS METRICS_SYNC_BUCKETS
 struct store__sync_hist {
     _Atomic uint64_t buckets[STORE__SYNC_BUCKETS];
     _Atomic uint64_t sum_ns;

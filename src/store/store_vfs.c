@@ -17,13 +17,10 @@
 #include <stdio.h>
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
-static const double sync_bounds[STORE__SYNC_BUCKETS - 1] = {25e-6, 50e-6,  100e-6, 250e-6, 500e-6,
-                                                            1e-3,  2.5e-3, 5e-3,   10e-3,  25e-3,
-                                                            50e-3, 100e-3, 250e-3, 1.0};
 
 void store__sync_observe(struct store__sync_hist *h, int64_t ns)
 {
-    size_t b = metrics_bucket_of(sync_bounds, STORE__SYNC_BUCKETS, ns);
+    size_t b = metrics_bucket_of(metrics_sync_bounds, STORE__SYNC_BUCKETS, ns);
     atomic_fetch_add_explicit(&h->buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(ns > 0 ? ns : 0), memory_order_relaxed);
 }
@@ -319,8 +316,8 @@ static void write_one(struct strbuf *out, const char *file, struct store__sync_h
     for (size_t b = 0; b < STORE__SYNC_BUCKETS; b++)
         buckets[b] = atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
     double sum = (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9;
-    metrics_write_histogram(out, "stratd_store_sync_seconds", "file", file, sync_bounds, buckets,
-                            STORE__SYNC_BUCKETS, sum);
+    metrics_write_histogram(out, "stratd_store_sync_seconds", "file", file, metrics_sync_bounds,
+                            buckets, STORE__SYNC_BUCKETS, sum);
 }
 
 void store_metrics_write(struct store *store, struct strbuf *out)
