@@ -505,7 +505,7 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
     };
     /* a change published though its write failed is audited too */
     int rc = catalog_add_revision(api->opts.catalog, &cu, result, err);
-    if (rc != 0 && !change.after)
+    if (rc != 0 && !catalog_error_published(err))
         return -1;
     api_audit_tag_changes(api, req, change.before, change.after, name);
     catalog_change_release(&change);
@@ -762,7 +762,7 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
         rc = catalog_delete_strategy_noting(api->opts.catalog, name, runtime_delete_guard,
                                             api->opts.runtime, &change, err);
         runtime_delete_finished(api->opts.runtime, name, NULL);
-        if (rc == 0 || change.after)
+        if (rc == 0 || catalog_error_published(err))
             runtime_forget_revision(api->opts.runtime, name, NULL);
     } else {
         rc = find_for_delete(reg, &sel, name, hex, err);
@@ -771,12 +771,12 @@ int api_handle_module_delete(struct api *api, struct api_request *req, struct ap
             rc = catalog_delete_revision_noting(api->opts.catalog, name, hex, runtime_delete_guard,
                                                 api->opts.runtime, &change, err);
             runtime_delete_finished(api->opts.runtime, name, hex);
-            if (rc == 0 || change.after)
+            if (rc == 0 || catalog_error_published(err))
                 runtime_forget_revision(api->opts.runtime, name, hex);
         }
     }
     /* a delete published though its write failed is audited too */
-    if (rc != 0 && !change.after)
+    if (rc != 0 && !catalog_error_published(err))
         return -1;
     api_audit(api, req, hex[0] ? "module.deleteRevision" : "module.deleteStrategy",
               hex[0] ? json_pack("{s:s, s:o}", "strategy", name, "hash", views_hash(hex))
