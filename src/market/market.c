@@ -770,9 +770,28 @@ static bool ops_trading_active(void *ctx, uint16_t provider)
     return active;
 }
 
+/* After the instance's worker let go of it, so no order of it can follow
+ * the cancel; a cancel that cannot be queued (out of memory) leaves the
+ * orders to the provider's stop, which expires them. */
+static void ops_forget(void *ctx, uint32_t instance_key, const char *instance_id)
+{
+    struct market *m = ctx;
+    risk_forget(m->risk, instance_id);
+    for (struct provider *p = atomic_load_explicit(&m->providers, memory_order_acquire); p;
+         p = p->next) {
+        char error[EVENT_REASON_MAX] = "";
+        pthread_mutex_lock(&p->session_lock);
+        if (p->session && sim_cancel_instance(p->session, instance_key, error, sizeof error) != 0)
+            log_warn("market", "provider %s: cannot cancel the orders of deleted instance %s: %s",
+                     p->name, instance_id, error);
+        pthread_mutex_unlock(&p->session_lock);
+    }
+}
+
 struct market_ops market_runtime_ops(struct market *m)
 {
-    return (struct market_ops){m, ops_submit, ops_cancel, ops_quote, ops_trading_active};
+    return (struct market_ops){m,         ops_submit,         ops_cancel,
+                               ops_quote, ops_trading_active, ops_forget};
 }
 
 /* -------------------------------------------------------------- metrics */

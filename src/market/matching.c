@@ -663,3 +663,25 @@ void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_o
     }
     note_settled_cancel(s, instance_key, client_order_id);
 }
+
+void sim_orders_cancel_instance(struct sim *s, uint32_t instance_key, const char *reason)
+{
+    bool any = false;
+    for (size_t i = 0; i < s->nmarkets; i++) {
+        struct sim_order **p = &s->markets[i].resting;
+        while (*p) {
+            struct sim_order *o = *p;
+            if (o->instance_key != instance_key) {
+                p = &o->next;
+                continue;
+            }
+            *p = o->next;
+            account_release(s, o);
+            order_report(s, o, EXEC_CANCELLED, 0, 0, 0, reason);
+            free(o);
+            any = true;
+        }
+    }
+    if (any)
+        sim_balances_publish(s, false);
+}

@@ -23,6 +23,7 @@
 #include "core/jsonutil.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/sorted.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -86,6 +87,7 @@ struct carried_position {
     char *instance;
     uint16_t symbol;
     double net;
+    atomic_bool forgotten; /* the instance was deleted (risk_forget) */
 };
 
 /* A provider's carried positions, sorted by instance then symbol. */
@@ -283,10 +285,30 @@ static const struct carried *carried_for(struct risk *r, uint16_t provider)
 static double carried_net(struct risk *r, uint16_t provider, const char *instance, uint16_t symbol)
 {
     const struct carried *c = carried_for(r, provider);
-    struct carried_position key = {(char *)instance, symbol, 0};
+    struct carried_position key = {.instance = (char *)instance, .symbol = symbol};
     const struct carried_position *hit =
         c && c->n ? bsearch(&key, c->entries, c->n, sizeof key, carried_compare) : NULL;
-    return hit ? hit->net : 0;
+    return hit && !atomic_load_explicit(&hit->forgotten, memory_order_acquire) ? hit->net : 0;
+}
+
+static const char *carried_instance_at(const void *entries, size_t i)
+{
+    return ((const struct carried_position *)entries)[i].instance;
+}
+
+void risk_forget(struct risk *r, const char *instance_id)
+{
+    pthread_mutex_lock(&r->lock);
+    for (struct carried *c = atomic_load_explicit(&r->carried, memory_order_relaxed); c;
+         c = c->next) {
+        bool found;
+        size_t at = sorted_find(c->entries, c->n, carried_instance_at, instance_id, &found);
+        while (found && at > 0 && strcmp(c->entries[at - 1].instance, instance_id) == 0)
+            at--;
+        for (; at < c->n && strcmp(c->entries[at].instance, instance_id) == 0; at++)
+            atomic_store_explicit(&c->entries[at].forgotten, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&r->lock);
 }
 
 /* The store's rows [[instance, symbol, net], ...] as a set; NULL when out

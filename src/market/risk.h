@@ -101,6 +101,11 @@ void risk_fill(struct risk *r, uint32_t instance_key, const char *instance_id, u
 int risk_positions_load(struct risk *r, struct store *store, uint16_t provider,
                         const char *provider_name, struct err *err);
 
+/* The instance `instance_id` is deleted: a position entry made from now
+ * on for that id starts flat instead of from the position carried over
+ * from before this start. Any thread (under the risk's lock). */
+void risk_forget(struct risk *r, const char *instance_id);
+
 /* stratd_risk_rejections_total{limit}, every limit always present. */
 void risk_metrics_write(struct risk *r, struct strbuf *out);
 

@@ -355,10 +355,16 @@ struct sim_config {
     struct risk *risk;                 /* may be NULL; outlives the session (risk.h) */
 };
 
+enum sim_cmd_kind {
+    SIM_CMD_SUBMIT,
+    SIM_CMD_CANCEL,          /* req: instance_key and client_order_id */
+    SIM_CMD_CANCEL_INSTANCE, /* req: instance_key; every resting order of it */
+};
+
 struct sim_cmd {
     struct sim_cmd *next;
-    bool cancel;
-    struct order_request req; /* cancel: instance_key and client_order_id */
+    enum sim_cmd_kind kind;
+    struct order_request req;
 };
 
 struct sim {
@@ -420,6 +426,11 @@ static inline enum sim_state sim_state(struct sim *s)
 int sim_submit(struct sim *s, const struct order_request *req, char *error, size_t size);
 int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id, char *error,
                size_t size);
+/* Queues the cancel of every order the instance has resting, each reported
+ * cancelled with the reason "the instance was deleted". Orders the instance
+ * queued earlier are handled first (the queue keeps its order), so none of
+ * them is left resting. */
+int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size);
 bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out);
 
 /* Engine: stamps provider, symbol, seq and ts_ms, then hands the event to
@@ -434,6 +445,7 @@ void sim_book_fill(struct sim_market *mk);
 /* matching.c, the engine's holder only */
 void sim_order_submit(struct sim *s, const struct order_request *req);
 void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id);
+void sim_orders_cancel_instance(struct sim *s, uint32_t instance_key, const char *reason);
 /* Resting limit orders that a trade at `price` crosses fill, up to `qty`
  * per side, best limit first, then oldest. */
 void sim_orders_on_trade(struct sim *s, struct sim_market *mk, double price, double qty);

@@ -542,11 +542,17 @@ static void note_tick_to_order(struct sim *s, const struct order_request *req)
 
 static void run_command(struct sim *s, const struct sim_cmd *c)
 {
-    if (c->cancel) {
-        sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
-    } else {
+    switch (c->kind) {
+    case SIM_CMD_SUBMIT:
         note_tick_to_order(s, &c->req);
         sim_order_submit(s, &c->req);
+        break;
+    case SIM_CMD_CANCEL:
+        sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
+        break;
+    case SIM_CMD_CANCEL_INSTANCE:
+        sim_orders_cancel_instance(s, c->req.instance_key, "the instance was deleted");
+        break;
     }
 }
 
@@ -850,8 +856,14 @@ int sim_submit(struct sim *s, const struct order_request *req, char *error, size
 int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id, char *error,
                size_t size)
 {
-    struct sim_cmd c = {.cancel = true, .req.instance_key = instance_key};
+    struct sim_cmd c = {.kind = SIM_CMD_CANCEL, .req.instance_key = instance_key};
     (void)snprintf(c.req.client_order_id, sizeof c.req.client_order_id, "%s",
                    client_order_id ? client_order_id : "");
+    return submit_command(s, &c, error, size);
+}
+
+int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size)
+{
+    struct sim_cmd c = {.kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key};
     return submit_command(s, &c, error, size);
 }

@@ -240,6 +240,11 @@ struct market_ops {
                   char *error, size_t error_size);
     bool (*quote)(void *ctx, uint16_t provider, uint16_t symbol, struct market_quote *out);
     bool (*trading_active)(void *ctx, uint16_t provider);
+    /* The instance is deleted and will submit nothing more: its resting
+     * orders on every running provider are cancelled and its position is
+     * forgotten (an instance created later under the same id starts flat).
+     * May be NULL. */
+    void (*forget)(void *ctx, uint32_t instance_key, const char *instance_id);
 };
 
 #endif

@@ -1614,6 +1614,9 @@ int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)
     struct command cmd = {.kind = CMD_DETACH, .inst = inst, .err = ERR_INIT};
     worker_call(inst->worker, &cmd);
     err_clear(&cmd.err);
+    /* only now: the detach ended the VM, so no order of it can follow */
+    if (rt->opts.market.forget)
+        rt->opts.market.forget(rt->opts.market.ctx, inst->key, inst->id);
     pthread_mutex_lock(&rt->lock);
     rtx_set_running_locked(rt, inst, false);
     remove_locked(rt, inst);

@@ -160,7 +160,9 @@ int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **sna
 int runtime_instance_update(struct runtime *rt, const char *id, const json_t *spec,
                             json_t **snapshot, struct err *err);
 /* Deletes the record durably, then the VM; no later write (a failure the
- * worker records meanwhile) brings the record back. */
+ * worker records meanwhile) brings the record back. Then the market forgets
+ * the instance (market_ops.forget): its resting orders are cancelled and
+ * its position is dropped. Its order history stays in the store. */
 int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_start(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err);

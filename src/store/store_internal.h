@@ -23,7 +23,7 @@
 
 /* The newest schema this build knows; store_migrate.c checks that its last
  * step carries this number. */
-#define STORE__SCHEMA_VERSION 2
+#define STORE__SCHEMA_VERSION 3
 
 /* How long a write waits for another process (the bootstrap tool) that holds
  * the database's write lock before it fails. */

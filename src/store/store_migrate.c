@@ -37,6 +37,9 @@ struct migration {
                        " ON CONFLICT (provider, instance_id, symbol) DO UPDATE SET net = net + "   \
                        "excluded.net;"
 
+/* The execution `row` is of an instance that exists. */
+#define POSITION_OWNED(row) "EXISTS (SELECT 1 FROM instances WHERE id = " row ".instance_id)"
+
 static const struct migration migrations[] = {
     {1, "initial schema",
      /* Instances: spec is the InstanceSpec; times are wall-clock ms. */
@@ -146,6 +149,35 @@ static const struct migration migrations[] = {
                                                                                      "L"
                                                                                      "D",
                                                                                      "-") "END;"},
+    /* A position belongs to an instance while it exists: deleting it drops
+     * its rows, and fills written after the delete (the market writes in
+     * batches) no longer move any, so an instance created later under the
+     * same id starts flat. The executions stay. */
+    {3, "positions end with their instance",
+     "DROP TRIGGER positions_add;"
+     "DROP TRIGGER positions_move;"
+     "DROP TRIGGER positions_remove;"
+     "DELETE FROM positions WHERE instance_id NOT IN (SELECT id FROM instances);"
+     "CREATE INDEX positions_by_instance ON positions (instance_id);"
+     "CREATE TRIGGER positions_forget AFTER DELETE ON instances"
+     " BEGIN DELETE FROM positions WHERE instance_id = OLD.id; END;"
+     "CREATE TRIGGER positions_add AFTER INSERT ON executions"
+     "  WHEN " POSITION_SYMBOL("NEW.record") " IS NOT NULL AND " POSITION_OWNED(
+         "NEW") " BEGIN" POSITION_MOVE("NEW",
+                                       "") " END;"
+                                           "CREATE TRIGGER positions_move AFTER UPDATE OF record "
+                                           "ON executions"
+                                           "  WHEN " POSITION_OWNED("NEW") " BEGIN" POSITION_MOVE(
+                                               "OLD", "-")
+                                               POSITION_MOVE(
+                                                   "NEW",
+                                                   "") " END;"
+                                                       "CREATE TRIGGER positions_remove AFTER "
+                                                       "DELETE ON executions"
+                                                       "  WHEN " POSITION_OWNED(
+                                                           "OLD") " BEGIN" POSITION_MOVE("OLD",
+                                                                                         "-") " END"
+                                                                                              ";"},
 };
 
 #define MIGRATION_COUNT (sizeof migrations / sizeof migrations[0])

@@ -696,14 +696,9 @@ static void test_live_orders_move_balances(void **state)
     tu_server_stop(srv);
 }
 
-/* A resting order outlives neither its book nor a SIGKILL: when the
- * provider's next session starts (with an empty book) the order that the
- * killed gateway left open in the records is expired with a reason. */
-static void test_open_order_expired_after_sigkill(void **state)
+/* A "rester": on its first trade a buy at half the bid, which rests. */
+static void upload_rester(struct tu_server *srv)
 {
-    struct tu_server *srv = *state;
-    struct tu_server_options opts = {.config_yaml = fast_config};
-    tu_server_start(srv, &opts);
     char *handlers = tu_path("%s"
                              "onTrade(ctx) {\n"
                              "  if (placed) return;\n"
@@ -717,6 +712,76 @@ static void test_open_order_expired_after_sigkill(void **state)
     tu_upload_expect(srv, src, NULL, 201, NULL);
     free(src);
     free(handlers);
+}
+
+static size_t orders_count(struct tu_server *srv, const char *id, const char *query)
+{
+    json_t *doc = tu_get_json(srv, 200, "/strategy/instances/%s/orders%s", id, query);
+    size_t n = json_array_size(json_object_get(doc, "orders"));
+    json_decref(doc);
+    return n;
+}
+
+static double usdt_held(struct tu_server *srv)
+{
+    json_t *doc = balances(srv);
+    double held = balance_of(doc, "USDT", "total") - balance_of(doc, "USDT", "available");
+    json_decref(doc);
+    return held;
+}
+
+/* Deleting an instance cancels what it has resting, since nothing could
+ * manage those orders any more: the funds they held come back, and the
+ * history (seen through an instance created again under the id) records
+ * them cancelled with the reason. Another instance's order stays. */
+static void test_delete_cancels_resting_orders(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    upload_rester(srv);
+    const char *const ids[] = {"gone", "stays"};
+    for (size_t i = 0; i < 2; i++) {
+        json_decref(tu_instance_create(srv, ids[i], "rester", NULL, NULL, NULL));
+        tu_instance_start(srv, ids[i]);
+    }
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    for (size_t i = 0; i < 2; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=acknowledged", ids[i]);
+        json_decref(tu_wait_list(srv, path, "orders", 1, TU_WAIT_S));
+    }
+    double held_by_both = usdt_held(srv);
+    assert_true(held_by_both > 0);
+
+    json_decref(tu_call(srv, "DELETE", "/strategy/instances/gone", 200, NULL));
+    double held = held_by_both;
+    for (int i = 0; i < TU_WAIT_S * 50 && held >= held_by_both; i++) {
+        tu_sleep_ms(20);
+        held = usdt_held(srv);
+    }
+    assert_true(held > 0 && held < held_by_both);
+
+    json_decref(tu_instance_create(srv, "gone", "rester", NULL, NULL, NULL));
+    json_t *doc = tu_wait_list(srv, "/strategy/instances/gone/orders?state=cancelled", "orders", 1,
+                               TU_WAIT_S);
+    const json_t *o = json_array_get(json_object_get(doc, "orders"), 0);
+    assert_string_equal(tu_jstr(o, "clientOrderId"), "gone-1");
+    assert_string_equal(tu_jstr(o, "metadata.reason"), "the instance was deleted");
+    json_decref(doc);
+    assert_int_equal(orders_count(srv, "gone", ""), 1);
+    assert_int_equal(orders_count(srv, "stays", "?state=acknowledged"), 1);
+    tu_server_stop(srv);
+}
+
+/* A resting order outlives neither its book nor a SIGKILL: when the
+ * provider's next session starts (with an empty book) the order that the
+ * killed gateway left open in the records is expired with a reason. */
+static void test_open_order_expired_after_sigkill(void **state)
+{
+    struct tu_server *srv = *state;
+    struct tu_server_options opts = {.config_yaml = fast_config};
+    tu_server_start(srv, &opts);
+    upload_rester(srv);
     json_decref(tu_instance_create(srv, "rest-1", "rester", "{\"dry_run\": true}", NULL, NULL));
     tu_instance_start(srv, "rest-1");
     json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
@@ -752,6 +817,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_live_orders_move_balances, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_open_order_expired_after_sigkill, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_cancels_resting_orders, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -432,6 +432,40 @@ static void test_position_survives_restart(void **state)
     tu_server_stop(srv);
 }
 
+/* A position is its instance's: after "pos" is deleted, an instance created
+ * under the id starts flat, both when the old position was carried over a
+ * restart and at the next restart, which carries the new fills alone. */
+static void test_deleted_instance_starts_flat(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    upload_trader(srv);
+    trade_to_position_limit(srv);
+    tu_server_stop(srv);
+    struct tu_server_options opts = {.config_yaml = config_yaml};
+    tu_server_restart(srv, &opts);
+
+    json_decref(tu_call(srv, "DELETE", "/strategy/instances/pos", 200, NULL));
+    size_t before = outcomes_logged(srv, "pos");
+    start_trader(srv, "pos", "{\"dry_run\": true}");
+    json_t *o = wait_outcome_after(srv, "pos", before, POSITION_REFUSED);
+    assert_int_equal(tu_jint(o, "ok"), 2);
+    json_decref(o);
+    tu_instance_stop(srv, "pos");
+    json_decref(
+        tu_wait_list(srv, "/strategy/instances/pos/orders?state=filled", "orders", 4, TU_WAIT_S));
+
+    before = outcomes_logged(srv, "pos");
+    tu_server_stop(srv);
+    tu_server_restart(srv, &opts);
+    tu_instance_start(srv, "pos");
+    o = wait_outcome_after(srv, "pos", before, POSITION_REFUSED);
+    assert_int_equal(tu_jint(o, "ok"), 0);
+    json_decref(o);
+    tu_instance_stop(srv, "pos");
+    tu_server_stop(srv);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -580,6 +614,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defaults_validation_audit, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_position_survives_restart, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_instance_starts_flat, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_persisted_across_restart, tu_server_setup,
                                         tu_server_teardown),

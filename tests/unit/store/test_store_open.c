@@ -158,7 +158,8 @@ static void test_refuses_a_newer_schema(void **state)
 }
 
 /* A state written at schema version 1 (before the positions table) gets
- * the positions of the executions it already holds, and later executions
+ * the positions of the executions it already holds for the instances it
+ * still has (not those of "gone", deleted before), and later executions
  * move them. */
 static void test_migration_sums_earlier_executions(void **state)
 {
@@ -172,12 +173,20 @@ static void test_migration_sums_earlier_executions(void **state)
         "  \"metadata\": {\"symbol\": \"BTC-USDT\", \"side\": \"buy\"}},"
         " {\"orderId\": \"o2\", \"provider\": \"sim\", \"strategyInstance\": \"a\","
         "  \"executionId\": \"e2\", \"quantity\": \"1\", \"tradedAt\": 2, \"createdAt\": 2,"
-        "  \"metadata\": {\"symbol\": \"BTC-USDT\", \"side\": \"sell\"}}]");
+        "  \"metadata\": {\"symbol\": \"BTC-USDT\", \"side\": \"sell\"}},"
+        " {\"orderId\": \"o3\", \"provider\": \"sim\", \"strategyInstance\": \"gone\","
+        "  \"executionId\": \"e9\", \"quantity\": \"4\", \"tradedAt\": 3, \"createdAt\": 3,"
+        "  \"metadata\": {\"symbol\": \"BTC-USDT\", \"side\": \"buy\"}}]");
+    json_t *spec = jparse("{\"id\": \"a\", \"strategy\": {}, \"scope\": {}}");
+    assert_ok(store_instance_put(store, "a", spec, true, NULL, &err), &err);
+    json_decref(spec);
     assert_ok(store_executions_put(store, fills, &err), &err);
+    json_array_remove(fills, 2);
     store_close(store);
     sqlite3 *db = raw_open(root);
     raw_exec(db, "DROP TRIGGER positions_add; DROP TRIGGER positions_move;"
-                 " DROP TRIGGER positions_remove; DROP TABLE positions; PRAGMA user_version = 1");
+                 " DROP TRIGGER positions_remove; DROP TRIGGER positions_forget;"
+                 " DROP TABLE positions; PRAGMA user_version = 1");
     sqlite3_close(db);
 
     store = fixture_open(root);

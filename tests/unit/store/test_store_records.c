@@ -622,10 +622,29 @@ static void expect_positions(struct store *s, const char *provider, const char *
  * are written: sells count negative, a rewritten execution moves its
  * position by the difference, a refused batch moves nothing, and an
  * execution without a symbol is no position. */
+static void put_instance(struct store *s, const char *id)
+{
+    struct err err = ERR_INIT;
+    json_t *spec = json_pack("{s:s, s:{}, s:{}}", "id", id, "strategy", "scope");
+    assert_non_null(spec);
+    assert_ok(store_instance_put(s, id, spec, true, NULL, &err), &err);
+    json_decref(spec);
+}
+
+static void put_fill(struct store *s, const char *id, const char *instance, const char *qty)
+{
+    struct err err = ERR_INIT;
+    json_t *e = fill(id, instance, "p1", "BTC-USDT", "buy", qty);
+    assert_ok(store_executions_put(s, e, &err), &err);
+    json_decref(e);
+}
+
 static void test_positions(void **state)
 {
     struct fixture *f = *state;
     struct err err = ERR_INIT;
+    put_instance(f->store, "i1");
+    put_instance(f->store, "i2");
     expect_positions(f->store, "p1", "");
     json_t *batch = json_array();
     json_array_append_new(batch, fill("e1", "i1", "p1", "BTC-USDT", "buy", "0.5"));
@@ -655,6 +674,36 @@ static void test_positions(void **state)
 
     json_t *out = (json_t *)0x1;
     expect_invalid(store_positions_query(f->store, "", &out, &err), &err, "provider");
+}
+
+/* A position is its instance's: the delete drops it, a fill written after
+ * the delete (the market's writer lags) moves nothing, and an instance
+ * created again under the id starts flat; the executions stay. */
+static void test_positions_end_with_their_instance(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    put_instance(f->store, "keep");
+    put_instance(f->store, "drop");
+    put_fill(f->store, "e1", "keep", "1");
+    put_fill(f->store, "e2", "drop", "2");
+    expect_positions(f->store, "p1", "drop BTC-USDT 2;keep BTC-USDT 1");
+
+    assert_ok(store_instance_delete(f->store, "drop", &err), &err);
+    expect_positions(f->store, "p1", "keep BTC-USDT 1");
+    put_fill(f->store, "e3", "drop", "4");
+    expect_positions(f->store, "p1", "keep BTC-USDT 1");
+
+    put_instance(f->store, "drop");
+    expect_positions(f->store, "p1", "keep BTC-USDT 1");
+    put_fill(f->store, "e4", "drop", "0.5");
+    expect_positions(f->store, "p1", "drop BTC-USDT 0.5;keep BTC-USDT 1");
+
+    json_t *out = NULL;
+    struct store_order_query q = {.instance_id = "drop"};
+    assert_ok(store_executions_query(f->store, &q, &out, &err), &err);
+    assert_int_equal(json_array_size(out), 3);
+    json_decref(out);
 }
 
 /* ------------------------------------------------------------ balances */
@@ -980,6 +1029,7 @@ int main(void)
         T(test_order_validation),
         T(test_executions),
         T(test_positions),
+        T(test_positions_end_with_their_instance),
         T(test_balances),
         T(test_rows_put_is_one_transaction),
         T(test_rows_put_calls_between_inside_the_transaction),
