@@ -770,22 +770,43 @@ static bool ops_trading_active(void *ctx, uint16_t provider)
     return active;
 }
 
-/* After the instance's worker let go of it, so no order of it can follow
- * the cancel; a cancel that cannot be queued (out of memory) leaves the
- * orders to the provider's stop, which expires them. */
+/* The running session of p, if any. Under m->admin, which every session's
+ * start and stop holds, it stays running until that is let go. */
+static struct sim *session_of(struct provider *p)
+{
+    pthread_mutex_lock(&p->session_lock);
+    struct sim *s = p->session;
+    pthread_mutex_unlock(&p->session_lock);
+    return s;
+}
+
+/* Called after the instance's worker let go of it, so no order of it can
+ * follow. Its resting orders are cancelled (a cancel that cannot be run,
+ * out of memory, leaves them to the provider's stop, which expires them);
+ * then nothing can reach its risk entries but an order path or engine that
+ * found one already. Passing every session's lock and engine waits those
+ * out, after which the entries are freed. */
 static void ops_forget(void *ctx, uint32_t instance_key, const char *instance_id)
 {
     struct market *m = ctx;
     risk_forget(m->risk, instance_id);
-    for (struct provider *p = atomic_load_explicit(&m->providers, memory_order_acquire); p;
-         p = p->next) {
+    pthread_mutex_lock(&m->admin);
+    struct provider *first = atomic_load_explicit(&m->providers, memory_order_acquire);
+    for (struct provider *p = first; p; p = p->next) {
+        struct sim *s = session_of(p);
         char error[EVENT_REASON_MAX] = "";
-        pthread_mutex_lock(&p->session_lock);
-        if (p->session && sim_cancel_instance(p->session, instance_key, error, sizeof error) != 0)
+        if (s && sim_cancel_instance(s, instance_key, error, sizeof error) != 0)
             log_warn("market", "provider %s: cannot cancel the orders of deleted instance %s: %s",
                      p->name, instance_id, error);
-        pthread_mutex_unlock(&p->session_lock);
     }
+    struct risk_node *retired = risk_retire(m->risk, instance_key);
+    for (struct provider *p = first; p; p = p->next) {
+        struct sim *s = session_of(p);
+        if (s)
+            sim_engine_pass(s);
+    }
+    pthread_mutex_unlock(&m->admin);
+    risk_release(retired);
 }
 
 struct market_ops market_runtime_ops(struct market *m)

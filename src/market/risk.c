@@ -9,11 +9,13 @@
  * thus reads the limits without a lock and without a pointer it would have
  * to keep alive, and never sees half of an update.
  *
- * Per-instance, per-position and per-symbol state lives in insert-only hash
- * tables: a fixed array of buckets whose chains only grow at their head (a
- * compare-and-swap), entries freed by risk_free() alone. A reader walks a
- * chain without a lock; two threads adding the same key meet at the
- * compare-and-swap and the loser finds the winner's entry.
+ * Per-instance, per-position and per-symbol state lives in lock-free hash
+ * tables: a fixed array of buckets whose chains grow only at their head (a
+ * compare-and-swap). A reader walks a chain without a lock; two threads
+ * adding the same key meet at the compare-and-swap and the loser finds the
+ * winner's entry. A deleted instance's entries are unlinked under the
+ * risk's lock and freed by the caller after a grace period (risk_retire);
+ * the rest are freed by risk_free().
  */
 #include "market/risk.h"
 #include "market/sim.h"
@@ -100,7 +102,10 @@ struct carried {
 
 /* An entry of one of the tables; each table uses its own fields. */
 struct risk_node {
-    struct risk_node *next; /* written before the entry is published */
+    /* set before the entry is published; changed later only by an unlink
+     * (risk_retire), under the risk's lock */
+    _Atomic(struct risk_node *) next;
+    struct risk_node *retired; /* risk_retire's list */
     uint64_t key;
     /* instances: orders admitted and not final (submitters and engines) */
     _Atomic int64_t open;
@@ -118,6 +123,7 @@ struct risk_node {
 
 struct risk_table {
     _Atomic(struct risk_node *) buckets[1u << RISK_BUCKET_BITS];
+    _Atomic int64_t entries; /* for stratd_risk_entries */
 };
 
 struct risk {
@@ -197,7 +203,7 @@ static struct risk_node *table_find(struct risk_table *t, uint64_t key)
 {
     struct risk_node *n = atomic_load_explicit(&t->buckets[slot_of(key)], memory_order_acquire);
     while (n && n->key != key)
-        n = n->next;
+        n = atomic_load_explicit(&n->next, memory_order_acquire);
     return n;
 }
 
@@ -209,7 +215,8 @@ static struct risk_node *table_get_from(struct risk_table *t, uint64_t key, doub
     struct risk_node *first = atomic_load_explicit(head, memory_order_acquire);
     struct risk_node *fresh = NULL;
     for (;;) {
-        for (struct risk_node *n = first; n; n = n->next) {
+        for (struct risk_node *n = first; n;
+             n = atomic_load_explicit(&n->next, memory_order_acquire)) {
             if (n->key == key) {
                 free(fresh);
                 return n;
@@ -224,10 +231,12 @@ static struct risk_node *table_get_from(struct risk_table *t, uint64_t key, doub
             atomic_init(&fresh->position, double_bits(position));
             atomic_flag_clear(&fresh->busy);
         }
-        fresh->next = first;
+        atomic_store_explicit(&fresh->next, first, memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(head, &first, fresh, memory_order_release,
-                                                  memory_order_acquire))
+                                                  memory_order_acquire)) {
+            atomic_fetch_add_explicit(&t->entries, 1, memory_order_relaxed);
             return fresh;
+        }
     }
 }
 
@@ -241,8 +250,41 @@ static void table_free(struct risk_table *t)
     for (size_t i = 0; i < sizeof t->buckets / sizeof t->buckets[0]; i++) {
         struct risk_node *n = atomic_load(&t->buckets[i]);
         while (n) {
-            struct risk_node *next = n->next;
+            struct risk_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
             free(n);
+            n = next;
+        }
+    }
+}
+
+/* Moves the entries whose key shifted right by `shift` is `owner` from the
+ * table onto *list. Caller holds r->lock, so it is the only writer of a
+ * published entry's `next`: inserts only swing a bucket's head, which is
+ * why unlinking the head takes a compare-and-swap and any other entry a
+ * store into its predecessor. An unlinked entry keeps its `next`, so a
+ * reader standing on it walks on to the rest of its chain. */
+static void table_unlink(struct risk_table *t, uint64_t owner, unsigned shift,
+                         struct risk_node **list)
+{
+    for (size_t i = 0; i < sizeof t->buckets / sizeof t->buckets[0]; i++) {
+        _Atomic(struct risk_node *) *link = &t->buckets[i];
+        struct risk_node *n = atomic_load_explicit(link, memory_order_acquire);
+        while (n) {
+            struct risk_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
+            if (n->key >> shift != owner) {
+                link = &n->next;
+                n = next;
+                continue;
+            }
+            if (link != &t->buckets[i]) {
+                atomic_store_explicit(link, next, memory_order_release);
+            } else if (!atomic_compare_exchange_strong_explicit(
+                           link, &n, next, memory_order_release, memory_order_acquire)) {
+                continue; /* entries were pushed ahead: n is the new head */
+            }
+            atomic_fetch_sub_explicit(&t->entries, 1, memory_order_relaxed);
+            n->retired = *list;
+            *list = n;
             n = next;
         }
     }
@@ -915,6 +957,27 @@ void risk_fill(struct risk *r, uint32_t instance_key, const char *instance_id, u
     atomic_store_explicit(&n->position, double_bits(now + qty), memory_order_release);
 }
 
+/* ------------------------------------------------------------ retire */
+
+struct risk_node *risk_retire(struct risk *r, uint32_t instance_key)
+{
+    struct risk_node *list = NULL;
+    pthread_mutex_lock(&r->lock);
+    table_unlink(&r->instances, instance_key, 0, &list);
+    table_unlink(&r->positions, instance_key, 32, &list);
+    pthread_mutex_unlock(&r->lock);
+    return list;
+}
+
+void risk_release(struct risk_node *retired)
+{
+    while (retired) {
+        struct risk_node *next = retired->retired;
+        free(retired);
+        retired = next;
+    }
+}
+
 /* ------------------------------------------------------------ metrics */
 
 void risk_metrics_write(struct risk *r, struct strbuf *out)
@@ -927,5 +990,21 @@ void risk_metrics_write(struct risk *r, struct strbuf *out)
         const char *values[] = {limit_names[i]};
         uint64_t n = atomic_load_explicit(&r->rejections[i], memory_order_relaxed);
         metrics_write_sample(out, name, labels, values, 1, (double)n);
+    }
+    static const char entries[] = "stratd_risk_entries";
+    static const char *const table_label[] = {"table"};
+    metrics_write_header(out, entries,
+                         "State the risk checks keep: per instance, per instance and symbol "
+                         "position, per symbol breaker.",
+                         "gauge");
+    const struct {
+        const char *name;
+        struct risk_table *table;
+    } tables[] = {
+        {"instances", &r->instances}, {"positions", &r->positions}, {"breakers", &r->breakers}};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        const char *values[] = {tables[i].name};
+        int64_t n = atomic_load_explicit(&tables[i].table->entries, memory_order_relaxed);
+        metrics_write_sample(out, entries, table_label, values, 1, (double)n);
     }
 }

@@ -20,8 +20,9 @@
  *   store held for the instance's id when the provider first started
  *   (risk_positions_load: the store sums every execution it records);
  * - each instance's throttle bucket and each symbol's circuit breaker.
- * Those live in insert-only tables whose entries stay until risk_free(), so
- * the order path finds them without a lock.
+ * Those live in lock-free tables the order path reads without a lock; an
+ * instance's entries leave them when it is deleted (risk_retire), the
+ * breakers stay until risk_free().
  *
  * Threads
  * - risk_update(), risk_json(): any thread; serialised on the risk's own
@@ -106,7 +107,19 @@ int risk_positions_load(struct risk *r, struct store *store, uint16_t provider,
  * from before this start. Any thread (under the risk's lock). */
 void risk_forget(struct risk *r, const char *instance_id);
 
-/* stratd_risk_rejections_total{limit}, every limit always present. */
+/* Entries of a deleted instance, unlinked from the tables (risk_retire). */
+struct risk_node;
+/* Unlinks what the checks keep for the instance (its open orders, throttle
+ * and positions) and returns it. Call only once nothing can submit, cancel
+ * or fill for the key any more; an order path or engine that found an entry
+ * before may still be reading it, so the caller frees the list with
+ * risk_release() once every such reader is done (market.c passes through
+ * every session's locks). Any thread (under the risk's lock). */
+struct risk_node *risk_retire(struct risk *r, uint32_t instance_key);
+void risk_release(struct risk_node *retired);
+
+/* stratd_risk_rejections_total{limit}, every limit always present;
+ * stratd_risk_entries{table}, the entries the checks keep. */
 void risk_metrics_write(struct risk *r, struct strbuf *out);
 
 #endif

@@ -361,10 +361,18 @@ enum sim_cmd_kind {
     SIM_CMD_CANCEL_INSTANCE, /* req: instance_key; every resting order of it */
 };
 
+/* What a caller waiting for its command to be run waits on. */
+struct sim_signal {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+};
+
 struct sim_cmd {
     struct sim_cmd *next;
     enum sim_cmd_kind kind;
     struct order_request req;
+    struct sim_signal *signal; /* NULL: nobody waits */
 };
 
 struct sim {
@@ -426,11 +434,15 @@ static inline enum sim_state sim_state(struct sim *s)
 int sim_submit(struct sim *s, const struct order_request *req, char *error, size_t size);
 int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id, char *error,
                size_t size);
-/* Queues the cancel of every order the instance has resting, each reported
- * cancelled with the reason "the instance was deleted". Orders the instance
- * queued earlier are handled first (the queue keeps its order), so none of
- * them is left resting. */
+/* Cancels every order the instance has resting, each reported cancelled
+ * with the reason "the instance was deleted", and returns once that is
+ * done. Orders the instance queued earlier are handled first (the queue
+ * keeps its order), so none of them is left resting. -1 with a message
+ * when out of memory or stopping. Not on the provider thread. */
 int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size);
+/* Returns once whoever held the session's engine when it was called has let
+ * go of it. Not on the provider thread, nor holding the engine. */
+void sim_engine_pass(struct sim *s);
 bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out);
 
 /* Engine: stamps provider, symbol, seq and ts_ms, then hands the event to

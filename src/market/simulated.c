@@ -540,6 +540,14 @@ static void note_tick_to_order(struct sim *s, const struct order_request *req)
         sim_latency_add(s->tick_to_order, clock_mono_ns() - req->trigger_created_ns);
 }
 
+static void signal_done(struct sim_signal *signal)
+{
+    pthread_mutex_lock(&signal->lock);
+    signal->done = true;
+    pthread_cond_signal(&signal->cond);
+    pthread_mutex_unlock(&signal->lock);
+}
+
 static void run_command(struct sim *s, const struct sim_cmd *c)
 {
     switch (c->kind) {
@@ -554,6 +562,8 @@ static void run_command(struct sim *s, const struct sim_cmd *c)
         sim_orders_cancel_instance(s, c->req.instance_key, "the instance was deleted");
         break;
     }
+    if (c->signal)
+        signal_done(c->signal);
 }
 
 /* The engine's holder: runs and frees a list of queued commands. */
@@ -572,25 +582,38 @@ static struct timespec to_timespec(int64_t ns)
     return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
 }
 
-/* Takes the queued commands, first waiting until `until` (0: no wait) or
- * until something is pending (a command, reports in the outbox, a stop).
- * *woken says whether something was. Unpaced, most ticks find nothing
- * pending: the flag answers that without the lock or a clock read. */
-static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *woken, bool *stopping)
+/* Waits until `until` (0: no wait) or until something is pending (a
+ * command, reports in the outbox, a stop); says whether something is.
+ * Unpaced, most ticks find nothing pending: the flag answers that without
+ * the lock or a clock read. */
+static bool wait_pending(struct sim *s, int64_t until)
 {
-    *woken = *stopping = false;
-    if (!until && !atomic_load_explicit(&s->pending, memory_order_acquire))
-        return NULL;
+    bool pending = atomic_load_explicit(&s->pending, memory_order_acquire);
+    if (pending || !until)
+        return pending;
     pthread_mutex_lock(&s->lock);
-    if (!atomic_load_explicit(&s->pending, memory_order_relaxed) && until &&
-        until > clock_mono_ns()) {
+    if (!atomic_load_explicit(&s->pending, memory_order_relaxed) && until > clock_mono_ns()) {
         struct timespec ts = to_timespec(until);
         pthread_cond_timedwait(&s->wake, &s->lock, &ts);
     }
+    pending = atomic_load_explicit(&s->pending, memory_order_relaxed);
+    pthread_mutex_unlock(&s->lock);
+    return pending;
+}
+
+/* Takes the queued commands, when anything is pending; *stopping says
+ * whether a stop was asked for. Called holding the engine: a command taken
+ * off the queue is run before any a submitting thread runs directly, which
+ * keeps an instance's order ahead of its cancel. */
+static struct sim_cmd *take_commands(struct sim *s, bool *stopping)
+{
+    *stopping = false;
+    if (!atomic_load_explicit(&s->pending, memory_order_acquire))
+        return NULL;
+    pthread_mutex_lock(&s->lock);
     struct sim_cmd *cmds = s->head;
     s->head = s->tail = NULL;
     *stopping = s->stopping;
-    *woken = atomic_load_explicit(&s->pending, memory_order_relaxed);
     atomic_store_explicit(&s->pending, s->stopping, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
     return cmds;
@@ -600,13 +623,12 @@ static struct sim_cmd *take_commands(struct sim *s, int64_t until, bool *woken, 
  * under the engine, when anything was pending. */
 static bool serve_queue(struct sim *s, int64_t until)
 {
-    bool woken, stopping;
-    struct sim_cmd *cmds = take_commands(s, until, &woken, &stopping);
-    if (woken || cmds) {
-        engine_take(s);
-        run_commands(s, cmds);
-        engine_give(s);
-    }
+    if (!wait_pending(s, until))
+        return true;
+    bool stopping;
+    engine_take(s);
+    run_commands(s, take_commands(s, &stopping));
+    engine_give(s);
     return !stopping;
 }
 
@@ -648,10 +670,9 @@ static void *sim_main(void *arg)
     while (wait_next_tick(s))
         engine_tick(s);
     /* Nothing can be queued any more: the market detached the session. */
-    bool woken, stopping;
-    struct sim_cmd *cmds = take_commands(s, 0, &woken, &stopping);
+    bool stopping;
     engine_take(s);
-    run_commands(s, cmds);
+    run_commands(s, take_commands(s, &stopping));
     sim_orders_expire_all(s, "provider stopped");
     publish_instruments(s, false);
     engine_give(s);
@@ -821,9 +842,9 @@ static bool run_direct(struct sim *s, const struct sim_cmd *c)
     if (sim_state(s) != SIM_RUNNING || sim_batch_crowded(&s->batch) ||
         pthread_mutex_trylock(&s->engine) != 0)
         return false;
-    bool woken, stopping;
+    bool stopping;
     s->direct = true;
-    run_commands(s, take_commands(s, 0, &woken, &stopping));
+    run_commands(s, take_commands(s, &stopping));
     run_command(s, c);
     s->direct = false;
     bool reports = s->nout > 0;
@@ -833,16 +854,20 @@ static bool run_direct(struct sim *s, const struct sim_cmd *c)
     return true;
 }
 
+static int fail_with(char *error, size_t size, const char *why)
+{
+    if (error && size)
+        (void)snprintf(error, size, "%s", why);
+    return -1;
+}
+
 static int submit_command(struct sim *s, const struct sim_cmd *cmd, char *error, size_t size)
 {
     if (run_direct(s, cmd))
         return 0;
     struct sim_cmd *c = malloc(sizeof *c);
-    if (!c) {
-        if (error && size)
-            (void)snprintf(error, size, "out of memory");
-        return -1;
-    }
+    if (!c)
+        return fail_with(error, size, "out of memory");
     *c = *cmd;
     return enqueue(s, c, error, size);
 }
@@ -864,6 +889,27 @@ int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id
 
 int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size)
 {
-    struct sim_cmd c = {.kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key};
-    return submit_command(s, &c, error, size);
+    struct sim_signal signal = {.done = false};
+    if (pthread_mutex_init(&signal.lock, NULL) != 0)
+        return fail_with(error, size, "cannot make a lock");
+    if (pthread_cond_init(&signal.cond, NULL) != 0) {
+        pthread_mutex_destroy(&signal.lock);
+        return fail_with(error, size, "cannot make a condition");
+    }
+    struct sim_cmd c = {
+        .kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key, .signal = &signal};
+    int rc = submit_command(s, &c, error, size);
+    pthread_mutex_lock(&signal.lock);
+    while (rc == 0 && !signal.done)
+        pthread_cond_wait(&signal.cond, &signal.lock);
+    pthread_mutex_unlock(&signal.lock);
+    pthread_cond_destroy(&signal.cond);
+    pthread_mutex_destroy(&signal.lock);
+    return rc;
+}
+
+void sim_engine_pass(struct sim *s)
+{
+    pthread_mutex_lock(&s->engine);
+    pthread_mutex_unlock(&s->engine);
 }

@@ -466,6 +466,49 @@ static void test_deleted_instance_starts_flat(void **state)
     tu_server_stop(srv);
 }
 
+static double entries(struct tu_server *srv, const char *table)
+{
+    char *sample = tu_path("stratd_risk_entries{table=\"%s\"}", table);
+    double v = tu_metric(srv, sample);
+    free(sample);
+    return v;
+}
+
+/* What the checks keep for an instance (its open orders and throttle, a
+ * position per symbol it filled in) is freed when it is deleted, so a
+ * gateway that creates and deletes instances all day does not grow. */
+static void test_deleted_instance_state_freed(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    upload_trader(srv);
+    assert_true(entries(srv, "instances") == 0 && entries(srv, "positions") == 0);
+    const char *const ids[] = {"t1", "t2", "t3"};
+    for (size_t i = 0; i < 3; i++)
+        start_trader(srv, ids[i], "{\"dry_run\": true}");
+    for (size_t i = 0; i < 3; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=filled", ids[i]);
+        json_decref(tu_wait_list(srv, path, "orders", 1, TU_WAIT_S));
+    }
+    assert_true(entries(srv, "instances") == 3 && entries(srv, "positions") == 3);
+
+    for (size_t i = 0; i < 3; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/strategy/instances/%s", ids[i]);
+        json_decref(tu_call(srv, "DELETE", path, 200, NULL));
+        assert_true(entries(srv, "instances") == (double)(2 - i));
+        assert_true(entries(srv, "positions") == (double)(2 - i));
+    }
+    /* a trader created again under a deleted id starts its own */
+    start_trader(srv, "t1", "{\"dry_run\": true}");
+    for (int i = 0; i < TU_WAIT_S * 50 && entries(srv, "positions") < 1; i++)
+        tu_sleep_ms(20);
+    assert_true(entries(srv, "instances") == 1 && entries(srv, "positions") == 1);
+    tu_instance_stop(srv, "t1");
+    tu_server_stop(srv);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -616,6 +659,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_position_survives_restart, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_deleted_instance_starts_flat, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_instance_state_freed, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_persisted_across_restart, tu_server_setup,
                                         tu_server_teardown),

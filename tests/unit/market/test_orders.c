@@ -737,6 +737,7 @@ static void test_active_from_the_first_trade(void **state)
 }
 
 static void test_orders_from_many_threads(void **state);
+static void test_forget_while_others_order(void **state);
 
 int main(void)
 {
@@ -758,6 +759,7 @@ int main(void)
         cmocka_unit_test(test_sink_hears_only_the_provider_thread),
         cmocka_unit_test(test_active_from_the_first_trade),
         cmocka_unit_test(test_busy_engine_queues_in_order),
+        cmocka_unit_test(test_forget_while_others_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
@@ -811,5 +813,64 @@ static void test_orders_from_many_threads(void **state)
     double avail, total = tmarket_balance(f->m, "sim", "BTC", &avail);
     assert_true(tnear(avail, total));
     assert_true(fabs(total - 1) < 1e-9); /* as many buys as sells of 0.0001 */
+    fixture_free(f);
+}
+
+/* Forgetting deleted instances while others order from other threads: each
+ * forgotten instance's resting order is cancelled by the time forget
+ * returns, and what the risk checks kept for it is freed (the others'
+ * entries stay), with the order paths and the engine reading the same
+ * chains meanwhile. */
+static atomic_bool forgetting;
+
+static void *submit_long(void *arg)
+{
+    struct submitter *s = arg;
+    for (int i = 0; i < 100 || (atomic_load(&forgetting) && i < 4000); i++) {
+        char id[32];
+        snprintf(id, sizeof id, "k%d-%d", s->index, i);
+        struct order_request r = tmarket_order("sim", "BTC-USDT", i % 2 ? SIDE_SELL : SIDE_BUY,
+                                               ORDER_MARKET, 0.0001, 0, id);
+        r.instance_key = (uint32_t)s->index;
+        r.dry_run = true;
+        tmarket_submit(s->m, &r);
+        usleep(50); /* keeps the sink's record small while the forgets run */
+    }
+    return NULL;
+}
+
+static void test_forget_while_others_order(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new("{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 500}");
+    struct market_ops ops = market_runtime_ops(f->m);
+    pthread_t t[2];
+    struct submitter sub[2];
+    atomic_store(&forgetting, true);
+    for (int i = 0; i < 2; i++) {
+        sub[i] = (struct submitter){f->m, i + 1};
+        assert_int_equal(pthread_create(&t[i], NULL, submit_long, &sub[i]), 0);
+    }
+    char id[32];
+    for (uint32_t key = 100; key < 160; key++) {
+        snprintf(id, sizeof id, "far-%u", key);
+        rest_far_below(f, key, id, 5);
+        struct order_request r =
+            tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.0001, 0, "fill");
+        r.instance_key = key;
+        r.dry_run = true;
+        tmarket_submit(f->m, &r);
+        ops.forget(ops.ctx, key, id);
+        assert_true(tsink_wait_exec(&f->sink, id, EXEC_CANCELLED, 5000));
+    }
+    atomic_store(&forgetting, false);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    struct event **ev;
+    size_t n = execs_of(f, "far-100", &ev);
+    assert_string_equal(ev[n - 1]->u.exec.reason, "the instance was deleted");
+    free(ev);
+    assert_true(metric_sample(f->m, "stratd_risk_entries{table=\"instances\"} ") == 2);
+    assert_true(metric_sample(f->m, "stratd_risk_entries{table=\"positions\"} ") == 2);
     fixture_free(f);
 }
