@@ -848,9 +848,39 @@ json_t *market_risk_json(struct market *m)
     return risk_json(m->risk);
 }
 
+/* The kill switch concerns every strategy: each running provider tells its
+ * subscribers when it turns on or off. */
+static void announce_kill_switch(struct market *m, const json_t *before, const json_t *after)
+{
+    bool was = json_is_true(json_object_get(before, "killSwitchEnabled"));
+    bool is = json_is_true(json_object_get(after, "killSwitchEnabled"));
+    if (!before || was == is)
+        return;
+    const char *reason = is ? "killSwitchEnabled: every new order is refused"
+                            : "killSwitchEnabled off: orders are accepted again";
+    pthread_mutex_lock(&m->admin);
+    for (struct provider *p = atomic_load_explicit(&m->providers, memory_order_acquire); p;
+         p = p->next) {
+        struct sim *s = session_of(p);
+        char error[EVENT_REASON_MAX] = "";
+        if (s && sim_notice(s, reason, error, sizeof error) != 0)
+            log_warn("market", "provider %s: cannot tell its subscribers of the kill switch: %s",
+                     p->name, error);
+    }
+    pthread_mutex_unlock(&m->admin);
+}
+
 int market_risk_set(struct market *m, const json_t *config, json_t **previous, struct err *err)
 {
-    return risk_update(m->risk, config, m->store, previous, err);
+    json_t *before = NULL;
+    int rc = risk_update(m->risk, config, m->store, &before, err);
+    if (rc == 0)
+        announce_kill_switch(m, before, config);
+    if (previous)
+        *previous = before;
+    else
+        json_decref(before);
+    return rc;
 }
 
 /* ------------------------------------------------------------ requests, checked */

@@ -118,7 +118,8 @@ struct risk_node {
     atomic_flag busy;
     double reference;
     int64_t window_ns; /* 0: no window open */
-    int64_t halted_ns; /* orders refused until then */
+    int64_t halted_ns; /* 0: not halted; else orders refused until then */
+    double move;       /* the move that halted it, in percent */
 };
 
 struct risk_table {
@@ -129,6 +130,7 @@ struct risk_table {
 struct risk {
     atomic_uint seq;
     _Atomic uint64_t words[RISK_WORDS];
+    atomic_bool breaker; /* the limits' breaker flag, for the trade path */
 
     pthread_mutex_t lock; /* writers; the document */
     json_t *doc;          /* the RiskConfig in force */
@@ -161,6 +163,7 @@ static void limits_write(struct risk *r, const struct risk_limits *l)
     for (size_t i = 0; i < RISK_WORDS; i++)
         atomic_store_explicit(&r->words[i], buf[i], memory_order_release);
     atomic_store_explicit(&r->seq, v + 2, memory_order_release);
+    atomic_store_explicit(&r->breaker, l->breaker, memory_order_relaxed);
 }
 
 static void limits_read(struct risk *r, struct risk_limits *l)
@@ -762,41 +765,74 @@ static bool take_token(struct risk_node *inst, const struct risk_limits *l, int6
     return true;
 }
 
-/* The symbol's circuit breaker: each order compares the last trade price
- * with the reference taken when the current window opened; a move beyond
- * the threshold halts the symbol for the cooldown, and the next order after
- * the halt opens a new window. */
-static bool breaker_refuses(struct risk *r, const struct risk_limits *l,
-                            const struct order_request *req, const struct market_quote *q,
-                            int64_t now, char *error, size_t size)
+static void breaker_lock(struct risk_node *b)
 {
-    struct risk_node *b = table_get(&r->breakers, (uint64_t)req->provider << 16 | req->symbol);
-    if (!b)
-        return false; /* out of memory: the breaker cannot watch this symbol */
     while (atomic_flag_test_and_set_explicit(&b->busy, memory_order_acquire))
         ;
-    bool refused = false;
-    double move = 0;
-    if (now < b->halted_ns) {
-        refused = true;
-        say(error, size, "risk: circuitBreaker: %s is halted for another %.3g s",
-            intern_name(req->symbol), (double)(b->halted_ns - now) / 1e9);
-    } else if (q->valid && q->last > 0) {
-        if (b->window_ns == 0 || now - b->window_ns >= l->cooldown_ns) {
-            b->window_ns = now;
-            b->reference = q->last;
-        } else if ((move = fabs(q->last - b->reference) / b->reference * 100) > l->breaker_pct) {
-            b->halted_ns = now + l->cooldown_ns;
-            b->window_ns = 0;
-            refused = true;
-            say(error, size,
-                "risk: circuitBreaker: %s moved %.4g%% (threshold %g%%); orders refused for "
-                "%.3g s",
-                intern_name(req->symbol), move, l->breaker_pct, (double)l->cooldown_ns / 1e9);
-        }
-    }
+}
+
+static void breaker_unlock(struct risk_node *b)
+{
     atomic_flag_clear_explicit(&b->busy, memory_order_release);
-    return refused;
+}
+
+/* The symbol's circuit breaker, moved by every trade: the trade's price is
+ * compared with the reference taken when the current window opened (a
+ * window lasts the cooldown); a move beyond the threshold halts the symbol
+ * for the cooldown, and the first trade after the halt opens a new window.
+ * Orders only read whether the symbol is halted. */
+enum risk_trade_effect risk_trade(struct risk *r, uint16_t provider, uint16_t symbol, double price,
+                                  int64_t now_ns, char *reason, size_t size)
+{
+    if (!r || !atomic_load_explicit(&r->breaker, memory_order_relaxed) || !(price > 0))
+        return RISK_TRADE_QUIET;
+    struct risk_limits l;
+    limits_read(r, &l);
+    struct risk_node *b = table_get(&r->breakers, (uint64_t)provider << 16 | symbol);
+    if (!l.breaker || !b)
+        return RISK_TRADE_QUIET; /* out of memory: the breaker cannot watch this symbol */
+    enum risk_trade_effect effect = RISK_TRADE_QUIET;
+    breaker_lock(b);
+    if (b->halted_ns && now_ns < b->halted_ns) {
+        /* halted: the window opens after */
+    } else if (b->halted_ns) {
+        b->halted_ns = 0;
+        b->window_ns = now_ns;
+        b->reference = price;
+        effect = RISK_TRADE_RESUMED;
+        say(reason, size, "circuitBreaker: %s halt ended; orders are accepted again",
+            intern_name(symbol));
+    } else if (b->window_ns == 0 || now_ns - b->window_ns >= l.cooldown_ns) {
+        b->window_ns = now_ns;
+        b->reference = price;
+    } else if ((b->move = fabs(price - b->reference) / b->reference * 100) > l.breaker_pct) {
+        b->halted_ns = now_ns + l.cooldown_ns;
+        b->window_ns = 0;
+        effect = RISK_TRADE_HALTED;
+        say(reason, size,
+            "circuitBreaker: %s moved %.4g%% (threshold %g%%); orders refused for %.3g s",
+            intern_name(symbol), b->move, l.breaker_pct, (double)l.cooldown_ns / 1e9);
+    }
+    breaker_unlock(b);
+    return effect;
+}
+
+static bool breaker_refuses(struct risk *r, const struct risk_limits *l,
+                            const struct order_request *req, int64_t now, char *error, size_t size)
+{
+    struct risk_node *b = table_find(&r->breakers, (uint64_t)req->provider << 16 | req->symbol);
+    if (!b)
+        return false;
+    breaker_lock(b);
+    int64_t halted_ns = b->halted_ns;
+    double move = b->move;
+    breaker_unlock(b);
+    if (!halted_ns || now >= halted_ns)
+        return false;
+    say(error, size,
+        "risk: circuitBreaker: %s moved %.4g%% (threshold %g%%); halted for another %.3g s",
+        intern_name(req->symbol), move, l->breaker_pct, (double)(halted_ns - now) / 1e9);
+    return true;
 }
 
 static int check_price(const struct risk_limits *l, const struct order_request *req,
@@ -871,10 +907,10 @@ static int check(struct risk *r, const struct risk_limits *l, struct risk_node *
         return LIMIT_TYPES;
     }
     struct market_quote q = {0};
-    if (l->breaker || l->band_pct > 0 || l->max_notional > 0)
+    if (l->band_pct > 0 || l->max_notional > 0)
         sim_quote(s, req->symbol, &q);
     int64_t now = clock_mono_ns();
-    if (l->breaker && breaker_refuses(r, l, req, &q, now, error, size))
+    if (l->breaker && breaker_refuses(r, l, req, now, error, size))
         return LIMIT_BREAKER;
     /* a size or price the engine will reject anyway is its to explain */
     bool valued = isfinite(req->quantity) && req->quantity > 0 &&

@@ -13,13 +13,14 @@
  *
  * What the checks need besides the order
  * - the symbol's last trade price: the session's quote (sim_quote);
+ * - each symbol's circuit breaker, moved by its trades (risk_trade);
  * - each instance's open orders: counted here, +1 when an order is
  *   admitted, -1 when the engine reports its final state (risk_order_done);
  * - each instance's net filled position per provider and symbol: summed
  *   from the engine's fills (risk_fill), starting from the position the
  *   store held for the instance's id when the provider first started
  *   (risk_positions_load: the store sums every execution it records);
- * - each instance's throttle bucket and each symbol's circuit breaker.
+ * - each instance's throttle bucket.
  * Those live in lock-free tables the order path reads without a lock; an
  * instance's entries leave them when it is deleted (risk_retire), the
  * breakers stay until risk_free().
@@ -33,7 +34,8 @@
  *   sees the old limits or the new, never a mix); with every limit off an
  *   order costs that read and its open-order count, no lock. A circuit
  *   breaker, when enabled, takes its symbol's spin lock for a few loads.
- * - risk_order_done(), risk_fill(): the holder of a session's engine.
+ * - risk_order_done(), risk_fill(), risk_trade(): the holder of a
+ *   session's engine.
  * - risk_metrics_write(): any thread.
  */
 #ifndef STRATD_MARKET_RISK_H
@@ -84,6 +86,20 @@ int risk_admit(struct risk *r, struct sim *s, const struct order_request *req, c
                size_t size);
 /* An admitted order that its provider did not take after all. */
 void risk_unadmit(struct risk *r, uint32_t instance_key);
+
+/* What a trade did to its symbol's circuit breaker. */
+enum risk_trade_effect {
+    RISK_TRADE_QUIET,
+    RISK_TRADE_HALTED,  /* it moved the price beyond the threshold: halted */
+    RISK_TRADE_RESUMED, /* the first trade after a halt ended */
+};
+/* Engine, for every trade its provider prints: moves the symbol's circuit
+ * breaker, when enabled, with the trade's price at `now_ns` (monotonic).
+ * For HALTED and RESUMED `reason` receives the words of the RiskControl
+ * event the provider publishes. Costs a relaxed load while the breaker is
+ * off. */
+enum risk_trade_effect risk_trade(struct risk *r, uint16_t provider, uint16_t symbol, double price,
+                                  int64_t now_ns, char *reason, size_t size);
 
 /* Engine: an order of `instance_key` reached its final state. */
 void risk_order_done(struct risk *r, uint32_t instance_key);

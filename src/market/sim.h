@@ -359,6 +359,7 @@ enum sim_cmd_kind {
     SIM_CMD_SUBMIT,
     SIM_CMD_CANCEL,          /* req: instance_key and client_order_id */
     SIM_CMD_CANCEL_INSTANCE, /* req: instance_key; every resting order of it */
+    SIM_CMD_NOTICE,          /* notice: a provider-wide RiskControl event */
 };
 
 /* What a caller waiting for its command to be run waits on. */
@@ -373,6 +374,7 @@ struct sim_cmd {
     enum sim_cmd_kind kind;
     struct order_request req;
     struct sim_signal *signal; /* NULL: nobody waits */
+    const char *notice;        /* SIM_CMD_NOTICE, the waiting caller's */
 };
 
 struct sim {
@@ -440,6 +442,10 @@ int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id
  * keeps its order), so none of them is left resting. -1 with a message
  * when out of memory or stopping. Not on the provider thread. */
 int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size);
+/* Publishes a RiskControl event for the whole provider with `reason` (its
+ * subscribers hear of a gateway-wide change, the kill switch) after what
+ * is queued, and returns once it is published. -1 as sim_cancel_instance. */
+int sim_notice(struct sim *s, const char *reason, char *error, size_t size);
 /* Returns once whoever held the session's engine when it was called has let
  * go of it. Not on the provider thread, nor holding the engine. */
 void sim_engine_pass(struct sim *s);

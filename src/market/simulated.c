@@ -40,6 +40,7 @@
  * With tickRate 0 there is no wait: the sink's publish blocking is the only
  * brake (back-pressure), and queued orders are handled between ticks.
  */
+#include "market/risk.h"
 #include "market/sim.h"
 
 #include "core/clock.h"
@@ -462,6 +463,35 @@ static void publish_instruments(struct sim *s, bool trading)
     }
 }
 
+/* A RiskControl event for `symbol` (0: the whole provider), which every
+ * subscriber is sent whatever `wants` says: it is rare and must not be
+ * missed. */
+static void publish_risk_control(struct sim *s, uint16_t symbol, const char *reason)
+{
+    struct event *ev = new_event(s, EVENT_RISK_CONTROL, 0);
+    if (!ev)
+        return;
+    ev->created_ns = clock_mono_ns();
+    (void)snprintf(ev->u.risk.reason, sizeof ev->u.risk.reason, "%s", reason);
+    sim_publish(s, ev, symbol);
+}
+
+/* The gateway's circuit breaker watches every trade; a halt and its end
+ * are told to the symbol's subscribers and to the operator's log. */
+static void watch_breaker(struct sim *s, const struct sim_market *mk)
+{
+    char reason[EVENT_REASON_MAX];
+    enum risk_trade_effect effect =
+        risk_trade(s->risk, s->provider_id, mk->id, mk->last, s->tick_ns, reason, sizeof reason);
+    if (effect == RISK_TRADE_QUIET)
+        return;
+    if (effect == RISK_TRADE_HALTED)
+        log_warn("market", "provider %s: %s", s->provider, reason);
+    else
+        log_info("market", "provider %s: %s", s->provider, reason);
+    publish_risk_control(s, mk->id, reason);
+}
+
 /* ------------------------------------------------------------------ tick */
 
 static void tick_market(struct sim *s, struct sim_market *mk, int64_t ts)
@@ -475,6 +505,7 @@ static void tick_market(struct sim *s, struct sim_market *mk, int64_t ts)
     /* The quote changes before the events go out, so a strategy that reads
      * it while handling this Trade sees the same market. */
     quote_write(&mk->quote, mk->last, mk->bid, mk->ask);
+    watch_breaker(s, mk);
     publish_trade(s, mk, side, qty, ts);
     sim_orders_on_trade(s, mk, mk->last, qty);
     publish_ticker(s, mk, ts);
@@ -560,6 +591,9 @@ static void run_command(struct sim *s, const struct sim_cmd *c)
         break;
     case SIM_CMD_CANCEL_INSTANCE:
         sim_orders_cancel_instance(s, c->req.instance_key, "the instance was deleted");
+        break;
+    case SIM_CMD_NOTICE:
+        publish_risk_control(s, 0, c->notice);
         break;
     }
     if (c->signal)
@@ -887,7 +921,8 @@ int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id
     return submit_command(s, &c, error, size);
 }
 
-int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size)
+/* Submits *c and waits until it has run. */
+static int submit_and_wait(struct sim *s, struct sim_cmd *c, char *error, size_t size)
 {
     struct sim_signal signal = {.done = false};
     if (pthread_mutex_init(&signal.lock, NULL) != 0)
@@ -896,9 +931,8 @@ int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_
         pthread_mutex_destroy(&signal.lock);
         return fail_with(error, size, "cannot make a condition");
     }
-    struct sim_cmd c = {
-        .kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key, .signal = &signal};
-    int rc = submit_command(s, &c, error, size);
+    c->signal = &signal;
+    int rc = submit_command(s, c, error, size);
     pthread_mutex_lock(&signal.lock);
     while (rc == 0 && !signal.done)
         pthread_cond_wait(&signal.cond, &signal.lock);
@@ -906,6 +940,18 @@ int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_
     pthread_cond_destroy(&signal.cond);
     pthread_mutex_destroy(&signal.lock);
     return rc;
+}
+
+int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size)
+{
+    struct sim_cmd c = {.kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key};
+    return submit_and_wait(s, &c, error, size);
+}
+
+int sim_notice(struct sim *s, const char *reason, char *error, size_t size)
+{
+    struct sim_cmd c = {.kind = SIM_CMD_NOTICE, .notice = reason};
+    return submit_and_wait(s, &c, error, size);
 }
 
 void sim_engine_pass(struct sim *s)

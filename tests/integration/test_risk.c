@@ -398,14 +398,16 @@ static void test_position_open_band_breaker(void **state)
     assert_true(rejections(srv, "priceBandPercent") >= 1);
     tu_instance_stop(srv, "open");
 
-    /* every tick moves the price more than 0.0001%: the second order of a
+    /* every tick moves the price more than 0.0001%: the second trade of a
      * window trips the breaker, and the symbol stays halted */
     put_limits(srv, "{\"circuitBreaker\": {\"enabled\": true, \"threshold\": 0.0001,"
                     " \"cooldown\": \"1h\"}}");
     start_trader(srv, "cb", "{\"dry_run\": true}");
-    json_decref(wait_outcome(srv, "cb", "risk: circuitBreaker: BTC-USDT moved"));
-    json_decref(wait_outcome(srv, "cb", "risk: circuitBreaker: BTC-USDT is halted"));
-    assert_true(rejections(srv, "circuitBreaker") >= 2);
+    o = wait_outcome(srv, "cb", "risk: circuitBreaker: BTC-USDT moved");
+    if (!strstr(tu_jstr(o, "m"), "(threshold 0.0001%); halted for another"))
+        fail_msg("refusal: %s", tu_jstr(o, "m"));
+    json_decref(o);
+    assert_true(rejections(srv, "circuitBreaker") >= 1);
     tu_instance_stop(srv, "cb");
     tu_server_stop(srv);
 }
@@ -506,6 +508,81 @@ static void test_deleted_instance_state_freed(void **state)
         tu_sleep_ms(20);
     assert_true(entries(srv, "instances") == 1 && entries(srv, "positions") == 1);
     tu_instance_stop(srv, "t1");
+    tu_server_stop(srv);
+}
+
+/* A watcher logs each RiskControl event: its reason and evt's symbol. */
+static const char *const watcher_handlers =
+    "onRiskControl(ctx, evt, p) { h.log('risk', {reason: p.reason, symbol: evt.symbol}); },\n";
+
+/* The reason of `id`'s first RiskControl event past its first `skip` that
+ * contains `text`; fails after TU_WAIT_S. */
+static json_t *wait_risk_event(struct tu_server *srv, const char *id, size_t skip, const char *text)
+{
+    for (int i = 0; i < TU_WAIT_S * 50; i++) {
+        json_t *values = tu_log_values(srv, id, "risk");
+        size_t k;
+        json_t *v;
+        json_array_foreach(values, k, v)
+        {
+            const char *reason = json_string_value(json_object_get(v, "reason"));
+            if (k >= skip && reason && strstr(reason, text)) {
+                json_incref(v);
+                json_decref(values);
+                return v;
+            }
+        }
+        json_decref(values);
+        tu_sleep_ms(20);
+    }
+    fail_msg("instance %s heard no RiskControl event with '%s'", id, text);
+    return NULL;
+}
+
+static size_t risk_events(struct tu_server *srv, const char *id)
+{
+    json_t *values = tu_log_values(srv, id, "risk");
+    size_t n = json_array_size(values);
+    json_decref(values);
+    return n;
+}
+
+/* Strategies subscribed to RiskControl hear the circuit breaker halt their
+ * symbol and the halt end (the breaker watches every trade, whether or not
+ * anyone orders), and the kill switch turn on and off for the whole
+ * provider; a change of another limit is no event. */
+static void test_risk_control_events(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    char *src = tu_strategy_source("watcher", "['RiskControl']", "[]", "", watcher_handlers);
+    free(tu_upload_hash(srv, src));
+    free(src);
+    json_decref(tu_instance_create(srv, "w", "watcher", NULL, NULL, NULL));
+    tu_instance_start(srv, "w");
+
+    put_limits(srv, "{\"circuitBreaker\": {\"enabled\": true, \"threshold\": 0.0001,"
+                    " \"cooldown\": \"300ms\"}}");
+    json_t *e = wait_risk_event(srv, "w", 0, "circuitBreaker: BTC-USDT moved");
+    assert_string_equal(tu_jstr(e, "symbol"), "BTC-USDT");
+    if (!strstr(tu_jstr(e, "reason"), "(threshold 0.0001%); orders refused for 0.3 s"))
+        fail_msg("reason: %s", tu_jstr(e, "reason"));
+    json_decref(e);
+    e = wait_risk_event(srv, "w", 0, "circuitBreaker: BTC-USDT halt ended");
+    assert_string_equal(tu_jstr(e, "symbol"), "BTC-USDT");
+    json_decref(e);
+
+    put_limits(srv, "{\"killSwitchEnabled\": true}");
+    e = wait_risk_event(srv, "w", 0, "killSwitchEnabled: every new order is refused");
+    assert_true(json_is_null(tu_jget(e, "symbol")));
+    json_decref(e);
+    /* events come in order: the breaker's, then this one */
+    size_t before = risk_events(srv, "w");
+    put_limits(srv, "{\"killSwitchEnabled\": true, \"maxNotionalValue\": \"100\"}");
+    put_limits(srv, "{\"maxNotionalValue\": \"100\"}");
+    json_decref(wait_risk_event(srv, "w", before, "killSwitchEnabled off"));
+    assert_int_equal(risk_events(srv, "w"), before + 1);
+    tu_instance_stop(srv, "w");
     tu_server_stop(srv);
 }
 
@@ -661,6 +738,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deleted_instance_starts_flat, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_deleted_instance_state_freed, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_risk_control_events, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_persisted_across_restart, tu_server_setup,
                                         tu_server_teardown),
