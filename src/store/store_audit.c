@@ -67,10 +67,12 @@ static int repair_tail(struct store *s, int fd, struct err *err)
     }
     if (keep == st.st_size)
         return 0;
+    int64_t t0 = clock_mono_ns();
     if (ftruncate(fd, keep) != 0 || fsync(fd) != 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot repair audit log %s", s->audit_path);
         return -1;
     }
+    store__sync_observe(&s->sync_audit, clock_mono_ns() - t0);
     log_warn("store", "%s: removed an incomplete last entry (%lld bytes)", s->audit_path,
              (long long)(st.st_size - keep));
     return 0;
