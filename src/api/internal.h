@@ -40,9 +40,12 @@ struct api_request {
     int64_t over_limit_ns; /* when the body passed max_body_bytes */
     bool body_too_large;
     bool url_too_long;
-    bool headers_too_large;             /* request line + headers over the limit */
-    bool over_capacity;                 /* the connection is over max_connections */
-    bool answered;                      /* a response is queued */
+    bool headers_too_large;        /* request line + headers over the limit */
+    bool over_capacity;            /* the connection is over max_connections */
+    bool answered;                 /* a response is queued */
+    bool offloaded;                /* its handler runs on an offload thread */
+    struct api_response *response; /* what the offloaded handler answered */
+    struct api *api;
     const char *params[API_MAX_PARAMS]; /* {name} captures, in pattern order */
     const char *route;                  /* the matched pattern, for metrics */
     int64_t started_ns;
@@ -102,6 +105,7 @@ struct api {
     struct views_cache *views;      /* module summaries as text, per catalogue generation */
     struct pages *pages;            /* whole listing pages (pages.h) */
     struct js_validator *validator; /* uploads' sandboxes, built ahead (validate.h) */
+    struct offload *offload;        /* runs the handlers that may block (offload.h) */
 };
 
 /* routes.c */

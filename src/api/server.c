@@ -5,6 +5,7 @@
  */
 #include "api/acceptor.h"
 #include "api/internal.h"
+#include "api/offload.h"
 #include "api/views.h"
 
 #include "core/clock.h"
@@ -158,6 +159,10 @@ static void request_free(struct api_request *req)
     }
     free(req->query);
     strbuf_release(&req->body);
+    if (req->response) {
+        api_response_clear(req->response);
+        free(req->response);
+    }
     free(req);
 }
 
@@ -459,8 +464,47 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
     return rc;
 }
 
+/* Whether the request's handler may block: every change (an upload
+ * validates, a create or start waits for durable writes, a refresh restarts
+ * instances). Reads answer from caches, and refusals before the body at
+ * once, on the polling thread. */
+static bool may_block(const struct api_request *req)
+{
+    return strcmp(req->method, MHD_HTTP_METHOD_GET) != 0 &&
+           strcmp(req->method, MHD_HTTP_METHOD_HEAD) != 0 && !req->over_capacity &&
+           !req->url_too_long && !req->headers_too_large && !req->body_too_large;
+}
+
+/* Offload thread: the connection is suspended, so nothing else touches the
+ * request until the resume makes libmicrohttpd call on_request again,
+ * which sends what the handler answered. */
+static void run_offloaded(void *arg)
+{
+    struct api_request *req = arg;
+    dispatch(req->api, req, req->response);
+    MHD_resume_connection(req->conn);
+}
+
+/* Suspends the connection and hands the request to an offload thread. */
+static enum MHD_Result offload_request(struct api *api, struct api_request *req)
+{
+    req->response = calloc(1, sizeof *req->response);
+    if (!req->response)
+        return MHD_NO;
+    req->api = api;
+    req->offloaded = true;
+    MHD_suspend_connection(req->conn);
+    if (offload_submit(api->offload, run_offloaded, req) != 0)
+        run_offloaded(req); /* out of memory or stopping: here, then */
+    return MHD_YES;
+}
+
 static enum MHD_Result answer(struct api *api, struct api_request *req)
 {
+    if (req->offloaded) /* resumed: the handler has answered */
+        return send_response(api, req, req->response);
+    if (may_block(req))
+        return offload_request(api, req);
     struct api_response res = {0};
     dispatch(api, req, &res);
     enum MHD_Result rc = send_response(api, req, &res);
@@ -522,6 +566,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (req->offloaded)
+        return answer(api, req);
     if (!req->method) {
         req->method = method;
         req->conn = conn;
@@ -722,6 +768,8 @@ static void free_api(struct api *api)
     views_cache_free(api->views);
     pages_free(api->pages);
     js_validator_free(api->validator);
+    offload_drain(api->offload);
+    offload_free(api->offload);
     free(api->buckets);
     free(api);
 }
@@ -759,7 +807,8 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
     }
-    if (js_validator_new(&api->validator, err) != 0) {
+    if (js_validator_new(&api->validator, err) != 0 ||
+        offload_start(api->opts.limits.threads, &api->offload, err) != 0) {
         free_api(api);
         return -1;
     }
@@ -785,7 +834,7 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
      * connection (acceptor.h says why). */
     api->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET |
-            MHD_USE_ERROR_LOG,
+            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
         0, NULL, NULL, on_request, api, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cap, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)l->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -819,6 +868,10 @@ void api_stop(struct api *api)
     if (!api)
         return;
     acceptor_stop(api->acceptor);
+    /* the handlers under way finish and resume their connections first:
+     * libmicrohttpd must not be stopped with a connection suspended (a
+     * change that arrives meanwhile runs on its polling thread) */
+    offload_drain(api->offload);
     MHD_stop_daemon(api->daemon);
     free_api(api);
 }
