@@ -79,6 +79,11 @@ struct api_route {
     const char *method;
     const char *pattern; /* "/strategies/modules/{selector}/usage" */
     api_handler_fn handler;
+    /* A change whose time neither a module nor the fleet decides (one
+     * instance's create, start or stop: durable commits and at most one
+     * callback's CPU budget) runs on its polling thread; every other change
+     * runs on a handler thread (offload.h), which costs two thread switches. */
+    bool runs_inline;
 };
 
 /* A token bucket of the optional rate limit (one per token, plus one for

@@ -464,15 +464,22 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
     return rc;
 }
 
-/* Whether the request's handler may block: every change (an upload
- * validates, a create or start waits for durable writes, a refresh restarts
- * instances). Reads answer from caches, and refusals before the body at
- * once, on the polling thread. */
-static bool may_block(const struct api_request *req)
+/* Whether the request's handler may block for long: a change whose time
+ * a module or the fleet decides (an upload validates, a refresh restarts
+ * instances, a restore creates them), so it runs on a handler thread.
+ * Reads answer from caches, and refusals at once, on the polling thread;
+ * so do the routes marked runs_inline (api_route). */
+static bool may_block(struct api_request *req)
 {
-    return strcmp(req->method, MHD_HTTP_METHOD_GET) != 0 &&
-           strcmp(req->method, MHD_HTTP_METHOD_HEAD) != 0 && !req->over_capacity &&
-           !req->url_too_long && !req->headers_too_large && !req->body_too_large;
+    if (strcmp(req->method, MHD_HTTP_METHOD_GET) == 0 ||
+        strcmp(req->method, MHD_HTTP_METHOD_HEAD) == 0 || req->over_capacity || req->url_too_long ||
+        req->headers_too_large || req->body_too_large || req->path_too_deep)
+        return false;
+    struct api_response scratch = {0};
+    struct err err = ERR_INIT;
+    const struct api_route *route = api_route_match(req, &scratch, &err);
+    err_clear(&err);
+    return route && !route->runs_inline;
 }
 
 /* Offload thread: the connection is suspended, so nothing else touches the
