@@ -939,6 +939,7 @@ static int submit_and_wait(struct sim *s, struct sim_cmd *c, char *error, size_t
     pthread_mutex_unlock(&signal.lock);
     pthread_cond_destroy(&signal.cond);
     pthread_mutex_destroy(&signal.lock);
+    c->signal = NULL;
     return rc;
 }
 
