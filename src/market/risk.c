@@ -654,9 +654,13 @@ void risk_free(struct risk *r)
 }
 
 /* Installs a validated document and its limits; the caller holds r->lock. */
+static void breakers_reset(struct risk *r);
+
 static void install_locked(struct risk *r, json_t *doc, const struct risk_limits *l)
 {
     limits_write(r, l);
+    if (!l->breaker)
+        breakers_reset(r);
     json_decref(r->doc);
     r->doc = doc;
 }
@@ -774,6 +778,22 @@ static void breaker_lock(struct risk_node *b)
 static void breaker_unlock(struct risk_node *b)
 {
     atomic_flag_clear_explicit(&b->busy, memory_order_release);
+}
+
+/* A breaker turned off forgets its windows and halts, so that turned on
+ * again it starts afresh instead of ending a halt from before. Under the
+ * risk's lock (the breakers' entries are never unlinked). */
+static void breakers_reset(struct risk *r)
+{
+    for (size_t i = 0; i < sizeof r->breakers.buckets / sizeof r->breakers.buckets[0]; i++) {
+        struct risk_node *b = atomic_load_explicit(&r->breakers.buckets[i], memory_order_acquire);
+        for (; b; b = atomic_load_explicit(&b->next, memory_order_acquire)) {
+            breaker_lock(b);
+            b->halted_ns = 0;
+            b->window_ns = 0;
+            breaker_unlock(b);
+        }
+    }
 }
 
 /* The symbol's circuit breaker, moved by every trade: the trade's price is

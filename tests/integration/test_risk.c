@@ -571,6 +571,8 @@ static void test_risk_control_events(void **state)
     e = wait_risk_event(srv, "w", 0, "circuitBreaker: BTC-USDT halt ended");
     assert_string_equal(tu_jstr(e, "symbol"), "BTC-USDT");
     json_decref(e);
+    /* halted again, and turned off (below) within the 300 ms */
+    json_decref(wait_risk_event(srv, "w", risk_events(srv, "w"), "circuitBreaker: BTC-USDT moved"));
 
     put_limits(srv, "{\"killSwitchEnabled\": true}");
     e = wait_risk_event(srv, "w", 0, "killSwitchEnabled: every new order is refused");
@@ -582,6 +584,21 @@ static void test_risk_control_events(void **state)
     put_limits(srv, "{\"maxNotionalValue\": \"100\"}");
     json_decref(wait_risk_event(srv, "w", before, "killSwitchEnabled off"));
     assert_int_equal(risk_events(srv, "w"), before + 1);
+
+    /* the breaker was turned off while halted: turned on again it starts
+     * afresh, no halt of before ends. The kill switch marks the end of the
+     * trades it saw. */
+    static const char wide[] =
+        "\"circuitBreaker\": {\"enabled\": true, \"threshold\": 50, \"cooldown\": \"1h\"}";
+    char *changes = tu_path("{%s}", wide);
+    put_limits(srv, changes);
+    free(changes);
+    tu_sleep_ms(500); /* trades past the end of the halt of before */
+    changes = tu_path("{\"killSwitchEnabled\": true, %s}", wide);
+    put_limits(srv, changes);
+    free(changes);
+    json_decref(wait_risk_event(srv, "w", before + 1, "killSwitchEnabled: every new order"));
+    assert_int_equal(risk_events(srv, "w"), before + 2);
     tu_instance_stop(srv, "w");
     tu_server_stop(srv);
 }
