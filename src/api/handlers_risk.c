@@ -1,7 +1,8 @@
 /* Runtime risk limits: GET and PUT /risk/limits, thin adapters to the
  * market, which validates, persists, applies and enforces them
- * (market_risk_json, market_risk_set). A PUT is audited with the limits
- * before and after. */
+ * (market_risk_json, market_risk_set). A GET also lists the symbols the
+ * circuit breaker halts now (`halts`, beside the contract's `limits`). A
+ * PUT is audited with the limits before and after. */
 #include "api/internal.h"
 
 static int no_market(struct err *err)
@@ -23,7 +24,14 @@ int api_handle_risk_get(struct api *api, struct api_request *req, struct api_res
     if (!api->opts.market)
         return no_market(err);
     json_t *limits = market_risk_json(api->opts.market);
-    json_t *body = limits ? json_pack("{s:o}", "limits", limits) : NULL;
+    json_t *halts = market_risk_halts_json(api->opts.market);
+    json_t *body = NULL;
+    if (limits && halts) { /* json_pack takes both, even when it fails */
+        body = json_pack("{s:o, s:o}", "limits", limits, "halts", halts);
+    } else {
+        json_decref(limits);
+        json_decref(halts);
+    }
     if (!body)
         return out_of_memory(err);
     api_respond_json(res, 200, body);

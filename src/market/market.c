@@ -848,6 +848,34 @@ json_t *market_risk_json(struct market *m)
     return risk_json(m->risk);
 }
 
+struct halts_view {
+    struct market *m;
+    json_t *list;
+    int64_t now_wall_ms;
+};
+
+static void add_halt(void *ctx, const struct risk_halt *h)
+{
+    struct halts_view *v = ctx;
+    struct provider *p = find_id(v->m, h->provider);
+    json_int_t until = (json_int_t)v->now_wall_ms + (json_int_t)(h->remaining_ns / 1000000);
+    json_t *item = json_pack("{s:s, s:s, s:I, s:f}", "provider", p ? p->name : "", "symbol",
+                             intern_name(h->symbol), "until", until, "move", h->move);
+    if (!item || json_array_append_new(v->list, item) != 0)
+        v->list = NULL; /* out of memory: the caller sees NULL */
+}
+
+json_t *market_risk_halts_json(struct market *m)
+{
+    json_t *list = json_array();
+    struct halts_view v = {m, list, clock_wall_ms()};
+    if (list)
+        risk_halts(m->risk, clock_mono_ns(), add_halt, &v);
+    if (!v.list)
+        json_decref(list);
+    return v.list;
+}
+
 /* The kill switch concerns every strategy: each running provider tells its
  * subscribers when it turns on or off. */
 static void announce_kill_switch(struct market *m, const json_t *before, const json_t *after)

@@ -107,6 +107,10 @@ json_t *market_adapter_json(const char *identifier, struct err *err);
  * and applies it atomically (an order sees the old limits or the new);
  * ERR_INVALID with details.field on bad input, nothing changed then. */
 json_t *market_risk_json(struct market *m);
+/* The symbols the circuit breaker halts now: [{provider, symbol, until
+ * (wall-clock ms), move (percent)}], a new reference (NULL when out of
+ * memory). Any thread. */
+json_t *market_risk_halts_json(struct market *m);
 /* *previous (if non-NULL): the limits the call replaced (risk_update). */
 int market_risk_set(struct market *m, const json_t *config, json_t **previous, struct err *err);
 

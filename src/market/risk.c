@@ -796,6 +796,25 @@ static void breakers_reset(struct risk *r)
     }
 }
 
+void risk_halts(struct risk *r, int64_t now_ns, void (*fn)(void *ctx, const struct risk_halt *h),
+                void *ctx)
+{
+    if (!atomic_load_explicit(&r->breaker, memory_order_relaxed))
+        return;
+    for (size_t i = 0; i < sizeof r->breakers.buckets / sizeof r->breakers.buckets[0]; i++) {
+        struct risk_node *b = atomic_load_explicit(&r->breakers.buckets[i], memory_order_acquire);
+        for (; b; b = atomic_load_explicit(&b->next, memory_order_acquire)) {
+            breaker_lock(b);
+            struct risk_halt h = {(uint16_t)(b->key >> 16), (uint16_t)(b->key & 0xffff),
+                                  b->halted_ns - now_ns, b->move};
+            bool halted = b->halted_ns && now_ns < b->halted_ns;
+            breaker_unlock(b);
+            if (halted)
+                fn(ctx, &h);
+        }
+    }
+}
+
 /* The symbol's circuit breaker, moved by every trade: the trade's price is
  * compared with the reference taken when the current window opened (a
  * window lasts the cooldown); a move beyond the threshold halts the symbol

@@ -123,6 +123,17 @@ int risk_positions_load(struct risk *r, struct store *store, uint16_t provider,
  * from before this start. Any thread (under the risk's lock). */
 void risk_forget(struct risk *r, const char *instance_id);
 
+/* A symbol its circuit breaker halts now (risk_halts). */
+struct risk_halt {
+    uint16_t provider, symbol;
+    int64_t remaining_ns; /* until orders are accepted again */
+    double move;          /* the move that halted it, in percent */
+};
+/* Calls `fn` for each symbol halted at `now_ns` (monotonic); none while the
+ * breaker is off. Any thread. */
+void risk_halts(struct risk *r, int64_t now_ns, void (*fn)(void *ctx, const struct risk_halt *h),
+                void *ctx);
+
 /* Entries of a deleted instance, unlinked from the tables (risk_retire). */
 struct risk_node;
 /* Unlinks what the checks keep for the instance (its open orders, throttle

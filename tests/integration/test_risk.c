@@ -408,6 +408,29 @@ static void test_position_open_band_breaker(void **state)
         fail_msg("refusal: %s", tu_jstr(o, "m"));
     json_decref(o);
     assert_true(rejections(srv, "circuitBreaker") >= 1);
+    /* the halts are in the limits' view, an hour ahead: both symbols trade,
+     * so both trip (the breaker watches trades, not orders); turned off,
+     * they are gone */
+    json_t *doc = tu_get_json(srv, 200, "/risk/limits");
+    const json_t *halts = tu_jget(doc, "halts");
+    assert_int_equal(json_array_size(halts), 2);
+    bool seen[2] = {false, false};
+    size_t k;
+    const json_t *h;
+    json_array_foreach(halts, k, h)
+    {
+        assert_string_equal(tu_jstr(h, "provider"), "sim");
+        seen[strcmp(tu_jstr(h, "symbol"), "BTC-USDT") == 0 ? 0 : 1] = true;
+        long long ahead_ms = tu_jint(h, "until") - (long long)time(NULL) * 1000LL;
+        assert_true(ahead_ms > 3500000 && ahead_ms <= 3601000);
+        assert_true(json_number_value(tu_jget(h, "move")) > 0.0001);
+    }
+    assert_true(seen[0] && seen[1]);
+    json_decref(doc);
+    put_limits(srv, "{}");
+    doc = tu_get_json(srv, 200, "/risk/limits");
+    assert_int_equal(json_array_size(tu_jget(doc, "halts")), 0);
+    json_decref(doc);
     tu_instance_stop(srv, "cb");
     tu_server_stop(srv);
 }
