@@ -40,12 +40,15 @@ struct api_request {
     int64_t over_limit_ns; /* when the body passed max_body_bytes */
     bool body_too_large;
     bool url_too_long;
-    bool headers_too_large;        /* request line + headers over the limit */
-    bool over_capacity;            /* the connection is over max_connections */
-    bool answered;                 /* a response is queued */
-    bool offloaded;                /* its handler runs on an offload thread */
-    struct api_response *response; /* what the offloaded handler answered */
-    struct api *api;
+    bool headers_too_large; /* request line + headers over the limit */
+    bool over_capacity;     /* the connection is over max_connections */
+    bool answered;          /* a response is queued */
+    /* Offloaded (its handler runs on an offload thread): from the suspend
+     * until the resume only that thread touches the request; `response`
+     * is owned by the request and freed with it. */
+    bool offloaded;
+    struct api_response *response;      /* what the offloaded handler answered */
+    struct api *api;                    /* for the offload thread */
     const char *params[API_MAX_PARAMS]; /* {name} captures, in pattern order */
     const char *route;                  /* the matched pattern, for metrics */
     int64_t started_ns;

@@ -770,41 +770,61 @@ static bool ops_trading_active(void *ctx, uint16_t provider)
     return active;
 }
 
-/* The running session of p, if any. Under m->admin, which every session's
- * start and stop holds, it stays running until that is let go. */
-static struct sim *session_of(struct provider *p)
+/* Calls `fn` for every provider's running session. The caller holds
+ * m->admin, which every session's start and stop holds, so each session
+ * stays running until the caller lets go; p->session_lock is held only to
+ * read the pointer, never while `fn` runs (fn may wait for the provider
+ * thread, which may be publishing to workers that wait for that lock). */
+static void sessions_each(struct market *m,
+                          void (*fn)(struct provider *p, struct sim *s, void *ctx), void *ctx)
 {
-    pthread_mutex_lock(&p->session_lock);
-    struct sim *s = p->session;
-    pthread_mutex_unlock(&p->session_lock);
-    return s;
+    for (struct provider *p = atomic_load_explicit(&m->providers, memory_order_acquire); p;
+         p = p->next) {
+        pthread_mutex_lock(&p->session_lock);
+        struct sim *s = p->session;
+        pthread_mutex_unlock(&p->session_lock);
+        if (s)
+            fn(p, s, ctx);
+    }
+}
+
+struct forgotten {
+    uint32_t key;
+    const char *id;
+};
+
+/* A cancel that cannot be run (out of memory) leaves the orders to the
+ * provider's stop, which expires them. */
+static void cancel_forgotten(struct provider *p, struct sim *s, void *ctx)
+{
+    const struct forgotten *f = ctx;
+    char error[EVENT_REASON_MAX] = "";
+    if (sim_cancel_instance(s, f->key, error, sizeof error) != 0)
+        log_warn("market", "provider %s: cannot cancel the orders of deleted instance %s: %s",
+                 p->name, f->id, error);
+}
+
+static void pass_engine(struct provider *p, struct sim *s, void *ctx)
+{
+    (void)p;
+    (void)ctx;
+    sim_engine_pass(s);
 }
 
 /* Called after the instance's worker let go of it, so no order of it can
- * follow. Its resting orders are cancelled (a cancel that cannot be run,
- * out of memory, leaves them to the provider's stop, which expires them);
- * then nothing can reach its risk entries but an order path or engine that
- * found one already. Passing every session's lock and engine waits those
- * out, after which the entries are freed. */
+ * follow. Once its resting orders are cancelled, nothing can reach its
+ * risk entries but an order path or engine that found one already; passing
+ * every session's lock (taken by sessions_each) and engine waits those out,
+ * after which the entries are freed. */
 static void ops_forget(void *ctx, uint32_t instance_key, const char *instance_id)
 {
     struct market *m = ctx;
+    struct forgotten f = {instance_key, instance_id};
     risk_forget(m->risk, instance_id);
     pthread_mutex_lock(&m->admin);
-    struct provider *first = atomic_load_explicit(&m->providers, memory_order_acquire);
-    for (struct provider *p = first; p; p = p->next) {
-        struct sim *s = session_of(p);
-        char error[EVENT_REASON_MAX] = "";
-        if (s && sim_cancel_instance(s, instance_key, error, sizeof error) != 0)
-            log_warn("market", "provider %s: cannot cancel the orders of deleted instance %s: %s",
-                     p->name, instance_id, error);
-    }
+    sessions_each(m, cancel_forgotten, &f);
     struct risk_node *retired = risk_retire(m->risk, instance_key);
-    for (struct provider *p = first; p; p = p->next) {
-        struct sim *s = session_of(p);
-        if (s)
-            sim_engine_pass(s);
-    }
+    sessions_each(m, pass_engine, NULL);
     pthread_mutex_unlock(&m->admin);
     risk_release(retired);
 }
@@ -876,6 +896,14 @@ json_t *market_risk_halts_json(struct market *m)
     return v.list;
 }
 
+static void notify_kill_switch(struct provider *p, struct sim *s, void *reason)
+{
+    char error[EVENT_REASON_MAX] = "";
+    if (sim_notice(s, reason, error, sizeof error) != 0)
+        log_warn("market", "provider %s: cannot tell its subscribers of the kill switch: %s",
+                 p->name, error);
+}
+
 /* The kill switch concerns every strategy: each running provider tells its
  * subscribers when it turns on or off. */
 static void announce_kill_switch(struct market *m, const json_t *before, const json_t *after)
@@ -884,17 +912,10 @@ static void announce_kill_switch(struct market *m, const json_t *before, const j
     bool is = json_is_true(json_object_get(after, "killSwitchEnabled"));
     if (!before || was == is)
         return;
-    const char *reason = is ? "killSwitchEnabled: every new order is refused"
-                            : "killSwitchEnabled off: orders are accepted again";
     pthread_mutex_lock(&m->admin);
-    for (struct provider *p = atomic_load_explicit(&m->providers, memory_order_acquire); p;
-         p = p->next) {
-        struct sim *s = session_of(p);
-        char error[EVENT_REASON_MAX] = "";
-        if (s && sim_notice(s, reason, error, sizeof error) != 0)
-            log_warn("market", "provider %s: cannot tell its subscribers of the kill switch: %s",
-                     p->name, error);
-    }
+    sessions_each(m, notify_kill_switch,
+                  (void *)(is ? "killSwitchEnabled: every new order is refused"
+                              : "killSwitchEnabled off: orders are accepted again"));
     pthread_mutex_unlock(&m->admin);
 }
 

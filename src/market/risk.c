@@ -780,39 +780,59 @@ static void breaker_unlock(struct risk_node *b)
     atomic_flag_clear_explicit(&b->busy, memory_order_release);
 }
 
-/* A breaker turned off forgets its windows and halts, so that turned on
- * again it starts afresh instead of ending a halt from before. Under the
- * risk's lock (the breakers' entries are never unlinked). */
-static void breakers_reset(struct risk *r)
+/* Calls `visit` on every breaker; it takes the breaker's spin lock
+ * itself. The breakers' entries are never unlinked, so the walk needs no
+ * other lock. */
+static void breakers_each(struct risk *r, void (*visit)(struct risk_node *b, void *ctx), void *ctx)
 {
     for (size_t i = 0; i < sizeof r->breakers.buckets / sizeof r->breakers.buckets[0]; i++) {
         struct risk_node *b = atomic_load_explicit(&r->breakers.buckets[i], memory_order_acquire);
-        for (; b; b = atomic_load_explicit(&b->next, memory_order_acquire)) {
-            breaker_lock(b);
-            b->halted_ns = 0;
-            b->window_ns = 0;
-            breaker_unlock(b);
-        }
+        for (; b; b = atomic_load_explicit(&b->next, memory_order_acquire))
+            visit(b, ctx);
     }
+}
+
+static void breaker_clear(struct risk_node *b, void *ctx)
+{
+    (void)ctx;
+    breaker_lock(b);
+    b->halted_ns = 0;
+    b->window_ns = 0;
+    breaker_unlock(b);
+}
+
+/* A breaker turned off forgets its windows and halts, so that turned on
+ * again it starts afresh instead of ending a halt from before. */
+static void breakers_reset(struct risk *r)
+{
+    breakers_each(r, breaker_clear, NULL);
+}
+
+struct halts_walk {
+    int64_t now_ns;
+    void (*fn)(void *ctx, const struct risk_halt *h);
+    void *ctx;
+};
+
+/* `fn` is called after the spin lock is let go: it may allocate. */
+static void breaker_report(struct risk_node *b, void *ctx)
+{
+    const struct halts_walk *w = ctx;
+    breaker_lock(b);
+    struct risk_halt h = {(uint16_t)(b->key >> 16), (uint16_t)(b->key & 0xffff),
+                          b->halted_ns - w->now_ns, b->move};
+    bool halted = b->halted_ns && w->now_ns < b->halted_ns;
+    breaker_unlock(b);
+    if (halted)
+        w->fn(w->ctx, &h);
 }
 
 void risk_halts(struct risk *r, int64_t now_ns, void (*fn)(void *ctx, const struct risk_halt *h),
                 void *ctx)
 {
-    if (!atomic_load_explicit(&r->breaker, memory_order_relaxed))
-        return;
-    for (size_t i = 0; i < sizeof r->breakers.buckets / sizeof r->breakers.buckets[0]; i++) {
-        struct risk_node *b = atomic_load_explicit(&r->breakers.buckets[i], memory_order_acquire);
-        for (; b; b = atomic_load_explicit(&b->next, memory_order_acquire)) {
-            breaker_lock(b);
-            struct risk_halt h = {(uint16_t)(b->key >> 16), (uint16_t)(b->key & 0xffff),
-                                  b->halted_ns - now_ns, b->move};
-            bool halted = b->halted_ns && now_ns < b->halted_ns;
-            breaker_unlock(b);
-            if (halted)
-                fn(ctx, &h);
-        }
-    }
+    struct halts_walk w = {now_ns, fn, ctx};
+    if (atomic_load_explicit(&r->breaker, memory_order_relaxed))
+        breakers_each(r, breaker_report, &w);
 }
 
 /* The symbol's circuit breaker, moved by every trade: the trade's price is

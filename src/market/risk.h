@@ -130,7 +130,8 @@ struct risk_halt {
     double move;          /* the move that halted it, in percent */
 };
 /* Calls `fn` for each symbol halted at `now_ns` (monotonic); none while the
- * breaker is off. Any thread. */
+ * breaker is off. Any thread; `fn` runs on the caller's thread with no lock
+ * of the risk's held. */
 void risk_halts(struct risk *r, int64_t now_ns, void (*fn)(void *ctx, const struct risk_halt *h),
                 void *ctx);
 

@@ -243,7 +243,10 @@ struct market_ops {
     /* The instance is deleted and will submit nothing more: its resting
      * orders on every running provider are cancelled and its position is
      * forgotten (an instance created later under the same id starts flat).
-     * May be NULL. */
+     * Unlike the calls above it blocks until every provider thread has run
+     * the cancel: call it from a control thread once the instance's worker
+     * has let go of it, never from a worker or a provider thread. May be
+     * NULL. */
     void (*forget)(void *ctx, uint32_t instance_key, const char *instance_id);
 };
 

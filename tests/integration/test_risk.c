@@ -129,26 +129,28 @@ static void start_trader(struct tu_server *srv, const char *id, const char *conf
     tu_instance_start(srv, id);
 }
 
-static size_t outcomes_logged(struct tu_server *srv, const char *id)
+/* How many values `id` logged under `tag` (the log spans the server's
+ * restarts). */
+static size_t logged(struct tu_server *srv, const char *id, const char *tag)
 {
-    json_t *values = tu_log_values(srv, id, "outcome");
+    json_t *values = tu_log_values(srv, id, tag);
     size_t n = json_array_size(values);
     json_decref(values);
     return n;
 }
 
-/* Waits for an outcome of `id` past its first `skip` (the log spans the
- * server's restarts) whose message contains `text`; returns it. */
-static json_t *wait_outcome_after(struct tu_server *srv, const char *id, size_t skip,
-                                  const char *text)
+/* Waits for a value `id` logged under `tag`, past its first `skip`, whose
+ * string `field` contains `text`; returns it. */
+static json_t *wait_logged(struct tu_server *srv, const char *id, const char *tag,
+                           const char *field, size_t skip, const char *text)
 {
     for (int i = 0; i < TU_WAIT_S * 50; i++) {
-        json_t *values = tu_log_values(srv, id, "outcome");
+        json_t *values = tu_log_values(srv, id, tag);
         size_t k;
         json_t *v;
         json_array_foreach(values, k, v)
         {
-            const char *m = json_string_value(json_object_get(v, "m"));
+            const char *m = json_string_value(json_object_get(v, field));
             if (k >= skip && m && strstr(m, text)) {
                 json_incref(v);
                 json_decref(values);
@@ -159,8 +161,20 @@ static json_t *wait_outcome_after(struct tu_server *srv, const char *id, size_t 
         tu_sleep_ms(20);
     }
     char *log = tu_server_log(srv);
-    fail_msg("instance %s never logged an outcome with '%s'; log:\n%s", id, text, log);
+    fail_msg("instance %s never logged a '%s' whose %s contains '%s'; log:\n%s", id, tag, field,
+             text, log);
     return NULL;
+}
+
+static size_t outcomes_logged(struct tu_server *srv, const char *id)
+{
+    return logged(srv, id, "outcome");
+}
+
+static json_t *wait_outcome_after(struct tu_server *srv, const char *id, size_t skip,
+                                  const char *text)
+{
+    return wait_logged(srv, id, "outcome", "m", skip, text);
 }
 
 static json_t *wait_outcome(struct tu_server *srv, const char *id, const char *text)
@@ -538,36 +552,16 @@ static void test_deleted_instance_state_freed(void **state)
 static const char *const watcher_handlers =
     "onRiskControl(ctx, evt, p) { h.log('risk', {reason: p.reason, symbol: evt.symbol}); },\n";
 
-/* The reason of `id`'s first RiskControl event past its first `skip` that
- * contains `text`; fails after TU_WAIT_S. */
+/* `id`'s first RiskControl event past its first `skip` whose reason
+ * contains `text`. */
 static json_t *wait_risk_event(struct tu_server *srv, const char *id, size_t skip, const char *text)
 {
-    for (int i = 0; i < TU_WAIT_S * 50; i++) {
-        json_t *values = tu_log_values(srv, id, "risk");
-        size_t k;
-        json_t *v;
-        json_array_foreach(values, k, v)
-        {
-            const char *reason = json_string_value(json_object_get(v, "reason"));
-            if (k >= skip && reason && strstr(reason, text)) {
-                json_incref(v);
-                json_decref(values);
-                return v;
-            }
-        }
-        json_decref(values);
-        tu_sleep_ms(20);
-    }
-    fail_msg("instance %s heard no RiskControl event with '%s'", id, text);
-    return NULL;
+    return wait_logged(srv, id, "risk", "reason", skip, text);
 }
 
 static size_t risk_events(struct tu_server *srv, const char *id)
 {
-    json_t *values = tu_log_values(srv, id, "risk");
-    size_t n = json_array_size(values);
-    json_decref(values);
-    return n;
+    return logged(srv, id, "risk");
 }
 
 /* Strategies subscribed to RiskControl hear the circuit breaker halt their
