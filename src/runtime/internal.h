@@ -222,7 +222,7 @@ struct command {
     struct command *stage; /* START: the STAGE command posted before it, or NULL */
     bool keep_old;         /* RESTART: a failed start leaves the old VM running */
     /* results */
-    bool done;
+    _Atomic bool done; /* set under rt->done; read without it by a polling caller */
     bool was_running; /* STOP/DETACH/RESTART: a VM existed */
     int rc;
     struct err err;
@@ -367,6 +367,12 @@ void worker_call(struct worker *w, struct command *cmd);
  * caller's and must not move or be freed until worker_wait returned. */
 void worker_post(struct worker *w, struct command *cmd);
 void worker_wait(struct runtime *rt, struct command *cmd);
+/* worker_call for a command its worker takes at once and ends within a
+ * fraction of a millisecond (a staged VM's start: that worker polls for
+ * it): the caller polls for the completion for up to that long before it
+ * sleeps, since being woken costs it more than such a wait (see
+ * poll_deadline in worker.c). */
+void worker_call_polled(struct worker *w, struct command *cmd);
 size_t worker_queue_depth(struct worker *w);
 
 /* Worker thread only. */

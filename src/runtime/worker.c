@@ -602,7 +602,7 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
 static void complete(struct runtime *rt, struct command *cmd)
 {
     pthread_mutex_lock(&rt->done);
-    cmd->done = true;
+    atomic_store_explicit(&cmd->done, true, memory_order_release);
     pthread_cond_broadcast(&rt->done_cond);
     pthread_mutex_unlock(&rt->done);
 }
@@ -642,6 +642,18 @@ void worker_wait(struct runtime *rt, struct command *cmd)
 void worker_call(struct worker *w, struct command *cmd)
 {
     worker_post(w, cmd);
+    worker_wait(w->rt, cmd);
+}
+
+/* Long enough for a start's install and a quick onStart; a longer one is
+ * waited for asleep. */
+#define CALL_POLL_NS 300000
+void worker_call_polled(struct worker *w, struct command *cmd)
+{
+    worker_post(w, cmd);
+    int64_t until = clock_mono_ns() + CALL_POLL_NS;
+    while (!atomic_load_explicit(&cmd->done, memory_order_acquire) && clock_mono_ns() < until)
+        cpu_relax();
     worker_wait(w->rt, cmd);
 }
 
