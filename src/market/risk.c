@@ -143,6 +143,7 @@ struct risk {
     _Atomic(struct carried *) carried;
 
     _Atomic uint64_t rejections[LIMIT_COUNT];
+    _Atomic uint64_t halts; /* the circuit breaker's, for stratd_risk_halts_total */
 };
 
 static const char default_doc[] =
@@ -868,6 +869,7 @@ enum risk_trade_effect risk_trade(struct risk *r, uint16_t provider, uint16_t sy
         b->halted_ns = now_ns + l.cooldown_ns;
         b->window_ns = 0;
         effect = RISK_TRADE_HALTED;
+        atomic_fetch_add_explicit(&r->halts, 1, memory_order_relaxed);
         say(reason, size,
             "circuitBreaker: %s moved %.4g%% (threshold %g%%); orders refused for %.3g s",
             intern_name(symbol), b->move, l.breaker_pct, (double)l.cooldown_ns / 1e9);
@@ -1075,6 +1077,30 @@ void risk_release(struct risk_node *retired)
 
 /* ------------------------------------------------------------ metrics */
 
+static void count_halt(void *ctx, const struct risk_halt *h)
+{
+    (void)h;
+    (*(size_t *)ctx)++;
+}
+
+/* A halt is the breaker's own act, not an order's refusal: an operator
+ * alerts on these rather than on the refusals, which only come if a
+ * strategy orders while halted. */
+static void halts_metrics_write(struct risk *r, struct strbuf *out)
+{
+    static const char total[] = "stratd_risk_halts_total";
+    metrics_write_header(out, total, "Halts the circuit breaker began, over every symbol.",
+                         "counter");
+    uint64_t began = atomic_load_explicit(&r->halts, memory_order_relaxed);
+    metrics_write_sample(out, total, NULL, NULL, 0, (double)began);
+    static const char now[] = "stratd_risk_halted_symbols";
+    metrics_write_header(
+        out, now, "Symbols the circuit breaker halts now (GET /risk/limits names them).", "gauge");
+    size_t halted = 0;
+    risk_halts(r, clock_mono_ns(), count_halt, &halted);
+    metrics_write_sample(out, now, NULL, NULL, 0, (double)halted);
+}
+
 void risk_metrics_write(struct risk *r, struct strbuf *out)
 {
     static const char name[] = "stratd_risk_rejections_total";
@@ -1102,4 +1128,5 @@ void risk_metrics_write(struct risk *r, struct strbuf *out)
         int64_t n = atomic_load_explicit(&tables[i].table->entries, memory_order_relaxed);
         metrics_write_sample(out, entries, table_label, values, 1, (double)n);
     }
+    halts_metrics_write(r, out);
 }

@@ -147,7 +147,9 @@ struct risk_node *risk_retire(struct risk *r, uint32_t instance_key);
 void risk_release(struct risk_node *retired);
 
 /* stratd_risk_rejections_total{limit}, every limit always present;
- * stratd_risk_entries{table}, the entries the checks keep. */
+ * stratd_risk_entries{table}, the entries the checks keep;
+ * stratd_risk_halts_total and stratd_risk_halted_symbols, the circuit
+ * breaker's halts begun and in force. */
 void risk_metrics_write(struct risk *r, struct strbuf *out);
 
 #endif

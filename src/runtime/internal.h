@@ -223,7 +223,7 @@ struct command {
     bool keep_old;         /* RESTART: a failed start leaves the old VM running */
     /* results */
     _Atomic bool done; /* set under rt->done; read without it by a polling caller */
-    bool was_running; /* STOP/DETACH/RESTART: a VM existed */
+    bool was_running;  /* STOP/DETACH/RESTART: a VM existed */
     int rc;
     struct err err;
     struct command *next; /* the worker's command list */

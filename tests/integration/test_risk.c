@@ -441,10 +441,15 @@ static void test_position_open_band_breaker(void **state)
     }
     assert_true(seen[0] && seen[1]);
     json_decref(doc);
+    /* and in the metrics: both in force, each begun once (an hour long) */
+    assert_true(tu_metric(srv, "stratd_risk_halted_symbols") == 2);
+    assert_true(tu_metric(srv, "stratd_risk_halts_total") == 2);
     put_limits(srv, "{}");
     doc = tu_get_json(srv, 200, "/risk/limits");
     assert_int_equal(json_array_size(tu_jget(doc, "halts")), 0);
     json_decref(doc);
+    assert_true(tu_metric(srv, "stratd_risk_halted_symbols") == 0);
+    assert_true(tu_metric(srv, "stratd_risk_halts_total") == 2);
     tu_instance_stop(srv, "cb");
     tu_server_stop(srv);
 }
