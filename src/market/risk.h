@@ -149,7 +149,8 @@ void risk_release(struct risk_node *retired);
 /* stratd_risk_rejections_total{limit}, every limit always present;
  * stratd_risk_entries{table}, the entries the checks keep;
  * stratd_risk_halts_total and stratd_risk_halted_symbols, the circuit
- * breaker's halts begun and in force. */
+ * breaker's halts begun and in force. Any thread; takes no lock of the
+ * risk's but each breaker's, briefly, to read its halt. */
 void risk_metrics_write(struct risk *r, struct strbuf *out);
 
 #endif

@@ -359,7 +359,10 @@ int worker_start(struct worker *w, struct err *err);
 /* Stops every VM it owns (no state change), joins the thread. */
 void worker_shutdown(struct worker *w);
 void worker_destroy(struct worker *w);
-/* Posts a command and waits for the worker to complete it. */
+/* Posts a command and waits for the worker to complete it. For the start
+ * of a staged VM (`stage` set), which its worker polls for and ends within
+ * a fraction of a millisecond, the caller polls for the completion for up
+ * to 0.3 ms of its own CPU before it sleeps. */
 void worker_call(struct worker *w, struct command *cmd);
 /* The same in two steps, so a caller can post many commands (to several
  * workers, which then work in parallel) before waiting for them. Each
@@ -367,12 +370,6 @@ void worker_call(struct worker *w, struct command *cmd);
  * caller's and must not move or be freed until worker_wait returned. */
 void worker_post(struct worker *w, struct command *cmd);
 void worker_wait(struct runtime *rt, struct command *cmd);
-/* worker_call for a command its worker takes at once and ends within a
- * fraction of a millisecond (a staged VM's start: that worker polls for
- * it): the caller polls for the completion for up to that long before it
- * sleeps, since being woken costs it more than such a wait (see
- * poll_deadline in worker.c). */
-void worker_call_polled(struct worker *w, struct command *cmd);
 size_t worker_queue_depth(struct worker *w);
 
 /* Worker thread only. */

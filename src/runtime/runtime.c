@@ -1467,10 +1467,7 @@ static int start_run(struct runtime *rt, struct instance *inst, struct start_job
     }
     cmd->plan = job->plan;
     cmd->stage = user_request ? &stage : NULL;
-    if (user_request)
-        worker_call_polled(inst->worker, cmd); /* it polls for the start of what it staged */
-    else
-        worker_call(inst->worker, cmd);
+    worker_call(inst->worker, cmd);
     cmd->stage = NULL;
     runtime_plan_free(cmd->plan);
     runtime_plan_free(stage.plan); /* when the worker never took it */

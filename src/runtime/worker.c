@@ -639,21 +639,19 @@ void worker_wait(struct runtime *rt, struct command *cmd)
     pthread_mutex_unlock(&rt->done);
 }
 
-void worker_call(struct worker *w, struct command *cmd)
-{
-    worker_post(w, cmd);
-    worker_wait(w->rt, cmd);
-}
-
 /* Long enough for a start's install and a quick onStart; a longer one is
  * waited for asleep. */
 #define CALL_POLL_NS 300000
-void worker_call_polled(struct worker *w, struct command *cmd)
+void worker_call(struct worker *w, struct command *cmd)
 {
     worker_post(w, cmd);
-    int64_t until = clock_mono_ns() + CALL_POLL_NS;
-    while (!atomic_load_explicit(&cmd->done, memory_order_acquire) && clock_mono_ns() < until)
-        cpu_relax();
+    if (cmd->stage) {
+        /* its worker polls for this start: being woken would cost the
+         * caller more than the wait (see poll_deadline) */
+        int64_t until = clock_mono_ns() + CALL_POLL_NS;
+        while (!atomic_load_explicit(&cmd->done, memory_order_acquire) && clock_mono_ns() < until)
+            cpu_relax();
+    }
     worker_wait(w->rt, cmd);
 }
 
