@@ -244,6 +244,7 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
     metrics_family_write(api->tag_deleted, &out);
     metrics_family_write(api->validation_failures, &out);
     metrics_family_write(api->http_requests, &out);
+    api_latency_write(api->latency, &out);
     runtime_metrics_write(api->opts.runtime, &out);
     if (api->opts.market)
         market_metrics_write(api->opts.market, &out);

@@ -51,6 +51,7 @@ struct api_request {
     struct api *api;                    /* for the offload thread */
     const char *params[API_MAX_PARAMS]; /* {name} captures, in pattern order */
     const char *route;                  /* the matched pattern, for metrics */
+    const struct api_route *matched;    /* its table entry; NULL: no route matched */
     int64_t started_ns;
     enum api_role role;
     long token;     /* index in opts.tokens; -1: none */
@@ -109,6 +110,7 @@ struct api {
     struct metrics_family *tag_reassigned;
     struct metrics_family *tag_deleted;
     struct metrics_family *validation_failures;
+    struct api_latency *latency; /* request durations (latency.c) */
     pthread_mutex_t audit_lock;
     struct views_cache *views;      /* module summaries as text, per catalogue generation */
     struct pages *pages;            /* whole listing pages (pages.h) */
@@ -122,6 +124,19 @@ extern const size_t api_route_count;
 /* Finds the handler; on a miss fills err (404, or 405 with res->allow). */
 const struct api_route *api_route_match(struct api_request *req, struct api_response *res,
                                         struct err *err);
+
+/* latency.c: request durations by route and method, without a lock (any
+ * thread may observe; the table lives from api_start to api_stop). */
+struct api_latency;
+struct api_latency *api_latency_new(void); /* NULL when out of memory */
+void api_latency_free(struct api_latency *latency);
+/* route NULL: a request no route matched. */
+void api_latency_observe(struct api_latency *latency, const struct api_route *route,
+                         const char *method, int64_t ns);
+void api_latency_write(struct api_latency *latency, struct strbuf *out);
+/* The method as a metric label: one of a fixed set, "other" for the rest
+ * (a client picks the method's bytes; labels must stay few). Static. */
+const char *api_method_label(const char *method);
 
 /* respond.c */
 void api_respond_json(struct api_response *res, unsigned status, json_t *json);

@@ -369,8 +369,10 @@ static void dispatch(struct api *api, struct api_request *req, struct api_respon
     }
     struct err route_err = ERR_INIT;
     const struct api_route *route = match_route(req, res, &route_err);
-    if (route)
+    if (route) {
         req->route = route->pattern;
+        req->matched = route;
+    }
     identify(api, req);
     if (admit(api, req, res, &err) != 0) {
         res->allow[0] = '\0';
@@ -388,12 +390,13 @@ static void count_request(struct api *api, const struct api_request *req, unsign
 {
     char code[8];
     snprintf(code, sizeof code, "%u", status);
-    const char *labels[] = {req->route, req->method, code};
+    const char *labels[] = {req->route, api_method_label(req->method), code};
     metrics_add(api->http_requests, labels, 1);
-    if (log_enabled(LOG_LEVEL_DEBUG)) {
-        double ms = (double)(clock_mono_ns() - req->started_ns) / 1e6;
-        log_debug("http", "%s %s -> %u (%.3f ms)", req->method, req->raw_uri, status, ms);
-    }
+    int64_t took_ns = clock_mono_ns() - req->started_ns;
+    api_latency_observe(api->latency, req->matched, req->method, took_ns);
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        log_debug("http", "%s %s -> %u (%.3f ms)", req->method, req->raw_uri, status,
+                  (double)took_ns / 1e6);
 }
 
 static void release_page(void *cls)
@@ -759,7 +762,9 @@ static int create_metrics(struct api *api)
     api->validation_failures = metrics_family_new(
         "stratd_module_validation_failures_total",
         "Uploaded modules that did not validate, by failing stage.", METRICS_COUNTER, stage_labels);
-    return api->http_requests && api->tag_reassigned && api->tag_deleted && api->validation_failures
+    api->latency = api_latency_new();
+    return api->http_requests && api->tag_reassigned && api->tag_deleted &&
+                   api->validation_failures && api->latency
                ? 0
                : -1;
 }
@@ -770,6 +775,7 @@ static void free_api(struct api *api)
     metrics_family_free(api->tag_reassigned);
     metrics_family_free(api->tag_deleted);
     metrics_family_free(api->validation_failures);
+    api_latency_free(api->latency);
     pthread_mutex_destroy(&api->audit_lock);
     pthread_mutex_destroy(&api->rate_lock);
     views_cache_free(api->views);

@@ -214,28 +214,45 @@ void metrics_write_sample(struct strbuf *out, const char *name, const char *cons
     strbuf_putc(out, '\n');
 }
 
-void metrics_write_histogram(struct strbuf *out, const char *name, const char *label,
-                             const char *value, const double *bounds, const uint64_t *buckets,
-                             size_t nbuckets, double sum)
+#define HISTOGRAM_LABELS_MAX 4
+
+void metrics_write_histogram_labels(struct strbuf *out, const char *name,
+                                    const char *const *label_names, const char *const *label_values,
+                                    size_t nlabels, const double *bounds, const uint64_t *buckets,
+                                    size_t nbuckets, double sum)
 {
-    const char *const bucket_labels[] = {label, "le"};
-    char series[128];
+    if (nlabels > HISTOGRAM_LABELS_MAX)
+        nlabels = HISTOGRAM_LABELS_MAX;
+    /* the series' own labels, then `le` */
+    const char *names[HISTOGRAM_LABELS_MAX + 1], *values[HISTOGRAM_LABELS_MAX + 1];
+    for (size_t i = 0; i < nlabels; i++) {
+        names[i] = label_names[i];
+        values[i] = label_values[i];
+    }
+    names[nlabels] = "le";
+    char series[128], le[32];
     snprintf(series, sizeof series, "%s_bucket", name);
     uint64_t cumulative = 0;
     for (size_t b = 0; b < nbuckets; b++) {
-        char le[32];
         if (b + 1 < nbuckets)
             snprintf(le, sizeof le, "%g", bounds[b]);
         else
             snprintf(le, sizeof le, "+Inf");
         cumulative += buckets[b];
-        const char *values[] = {value, le};
-        metrics_write_sample(out, series, bucket_labels, values, 2, (double)cumulative);
+        values[nlabels] = le;
+        metrics_write_sample(out, series, names, values, nlabels + 1, (double)cumulative);
     }
     snprintf(series, sizeof series, "%s_sum", name);
-    metrics_write_sample(out, series, &label, &value, 1, sum);
+    metrics_write_sample(out, series, names, values, nlabels, sum);
     snprintf(series, sizeof series, "%s_count", name);
-    metrics_write_sample(out, series, &label, &value, 1, (double)cumulative);
+    metrics_write_sample(out, series, names, values, nlabels, (double)cumulative);
+}
+
+void metrics_write_histogram(struct strbuf *out, const char *name, const char *label,
+                             const char *value, const double *bounds, const uint64_t *buckets,
+                             size_t nbuckets, double sum)
+{
+    metrics_write_histogram_labels(out, name, &label, &value, 1, bounds, buckets, nbuckets, sum);
 }
 
 const double metrics_sync_bounds[METRICS_SYNC_BUCKETS - 1] = {25e-6, 50e-6,  100e-6, 250e-6, 500e-6,

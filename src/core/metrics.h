@@ -67,5 +67,10 @@ extern const double metrics_sync_bounds[METRICS_SYNC_BUCKETS - 1];
 void metrics_write_histogram(struct strbuf *out, const char *name, const char *label,
                              const char *value, const double *bounds, const uint64_t *buckets,
                              size_t nbuckets, double sum);
+/* The same for a histogram with nlabels labels (at most 4) besides `le`. */
+void metrics_write_histogram_labels(struct strbuf *out, const char *name,
+                                    const char *const *label_names, const char *const *label_values,
+                                    size_t nlabels, const double *bounds, const uint64_t *buckets,
+                                    size_t nbuckets, double sum);
 
 #endif

@@ -5,7 +5,7 @@
  * fleet, gone with the revision), starts and stops per revision, tag moves
  * and deletes, stops by reason, handler errors, events delivered (one per
  * instance reached), the handler histogram, orders, validation failures,
- * HTTP requests by route pattern, and the build.
+ * HTTP requests by route pattern (and how long they took), and the build.
  */
 #include "testutil.h"
 
@@ -506,6 +506,45 @@ static void test_catalogue_syncs_are_timed(void **state)
 
 /* ------------------------------------------------------------ HTTP */
 
+#define DURATION "stratd_http_request_duration_seconds"
+
+static const char *next_line(const char *text)
+{
+    const char *end = strchr(text, '\n');
+    return end && end[1] ? end + 1 : NULL;
+}
+
+/* The bucket samples of one route's duration histogram, in the order
+ * written: there must be some, each at least the one before, and the last
+ * (+Inf) must equal the series' count. Returns the count. */
+static double check_duration_series(const char *m, const char *route, const char *method)
+{
+    char *prefix = tu_path(DURATION "_bucket{route=\"%s\",method=\"%s\",le=", route, method);
+    double previous = 0, last = NAN;
+    int n = 0;
+    for (const char *line = m; line; line = next_line(line)) {
+        if (strncmp(line, prefix, strlen(prefix)) != 0)
+            continue;
+        const char *value = strchr(line + strlen(prefix), ' ');
+        assert_non_null(value);
+        last = strtod(value + 1, NULL);
+        if (last < previous)
+            fail_msg("%s %s: a bucket holds fewer than the one before:\n%s", method, route, m);
+        previous = last;
+        n++;
+    }
+    free(prefix);
+    if (n < 2)
+        fail_msg("%s %s: %d duration buckets in:\n%.6000s", method, route, n, m);
+    double count = tu_ops_metric(m, DURATION "_count", "route", route, "method", method, NULL);
+    double inf =
+        tu_ops_metric(m, DURATION "_bucket", "route", route, "method", method, "le", "+Inf", NULL);
+    double sum = tu_ops_metric(m, DURATION "_sum", "route", route, "method", method, NULL);
+    assert_true(inf == count && last == count);
+    assert_true(sum > 0);
+    return count;
+}
+
 static void test_http_requests_by_route(void **state)
 {
     struct tu_server *srv = *state;
@@ -530,6 +569,15 @@ static void test_http_requests_by_route(void **state)
     tu_get(srv, &res, "/no/such/path");
     tu_assert_error(&res, 404);
     tu_response_free(&res);
+    /* a client spells the method as it likes: every one it invents is
+     * counted under "other", so none of them can grow the exposition */
+    for (int i = 0; i < 30; i++) {
+        char method[16];
+        snprintf(method, sizeof method, "INVENT%02d", i);
+        tu_request(srv, &res, method, i % 2 ? "/healthz" : "/no/such/path", NULL);
+        assert_true(res.status == 404 || res.status == 405);
+        tu_response_free(&res);
+    }
 
     char *m = tu_ops_metrics(srv);
     check_promtool(m);
@@ -548,6 +596,18 @@ static void test_http_requests_by_route(void **state)
                      0);
     assert_int_equal(
         tu_ops_metric_count(m, "stratd_http_requests_total", "route", "/no/such/path", NULL), 0);
+    assert_true(tu_ops_metric(m, "stratd_http_requests_total", "method", "other", NULL) == 30);
+    assert_int_equal(
+        tu_ops_metric_count(m, "stratd_http_requests_total", "method", "INVENT00", NULL), 0);
+    assert_int_equal(tu_ops_metric_count(m, DURATION "_count", "method", "INVENT01", NULL), 0);
+    /* durations: one series per route and method, counting every answer
+     * whatever its status (the usage route answered 200 four times and
+     * 404 once, the upload route 201 once and 422 twice) */
+    assert_true(check_duration_series(m, route, "GET") == 5);
+    assert_true(check_duration_series(m, "/strategies/modules", "POST") == 3);
+    assert_true(check_duration_series(m, "unmatched", "GET") == 1);
+    assert_true(check_duration_series(m, "unmatched", "other") == 30);
+    assert_int_equal(tu_ops_metric_count(m, DURATION "_count", "route", "/no/such/path", NULL), 0);
     /* validation failures by stage */
     assert_true(tu_ops_metric(m, "stratd_module_validation_failures_total", "stage", "metadata",
                               NULL) == 1);
