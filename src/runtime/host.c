@@ -565,8 +565,7 @@ static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_t
         return JS_EXCEPTION;
     if (!ops->submit)
         return JS_ThrowInternalError(ctx, "no market is connected");
-    uint64_t n = ++inst->next_order;
-    rtx_order_seq_reserve(inst->worker->rt, inst, n);
+    uint64_t n = rtx_order_seq_next(inst->worker->rt, inst);
     req.instance_key = inst->key;
     snprintf(req.instance_id, sizeof req.instance_id, "%s", inst->id);
     client_order_id(inst, n, req.client_order_id);

@@ -174,6 +174,7 @@ struct instance {
     struct vm *staged;       /* between CMD_STAGE and CMD_START or CMD_UNSTAGE */
     uint64_t next_order;     /* the last client order number handed out */
     uint64_t order_reserved; /* the highest number durably reserved */
+    bool order_seq_loaded;   /* the two above read from the store (first order) */
     struct open_order *orders;
     uint32_t norders, orders_cap;
     uint32_t risk_breaches; /* orders the risk limits refused since the VM launched */
@@ -723,8 +724,10 @@ void rtx_note_stop_into(struct runtime *rt, const char *strategy, const char *he
  * start) continues after the last reservation; _reserve (the owner worker,
  * for each number handed out) records a new block when `n` passes the
  * reserved ones, so a crash skips at most one block. */
-void rtx_order_seq_load(struct runtime *rt, struct instance *inst);
-void rtx_order_seq_reserve(struct runtime *rt, struct instance *inst, uint64_t n);
+/* The next client order number of the instance, durably reserved; on its
+ * worker's thread. The first call reads where an earlier instance of the
+ * same id left off. */
+uint64_t rtx_order_seq_next(struct runtime *rt, struct instance *inst);
 /* Counts an exec report for stratd_orders_total. */
 void rtx_count_order(struct runtime *rt, uint16_t provider, enum exec_status status);
 void rtx_count_error(struct runtime *rt, const char *strategy, const char *hash);

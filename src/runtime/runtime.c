@@ -291,8 +291,12 @@ static void order_seq_key(const char *id, char *out, size_t size)
     snprintf(out, size, "orderSeq/%s", id);
 }
 
-void rtx_order_seq_load(struct runtime *rt, struct instance *inst)
+/* Read on the first order rather than at create or restore: most
+ * instances of a fleet start without ordering at once, and a read per
+ * instance was 6-12 us of each create and 10,000 reads of a restore. */
+static void order_seq_load(struct runtime *rt, struct instance *inst)
 {
+    inst->order_seq_loaded = true;
     if (!rt->opts.store)
         return;
     char key[NAMES_ID_MAX + 16];
@@ -309,7 +313,7 @@ void rtx_order_seq_load(struct runtime *rt, struct instance *inst)
     err_clear(&err);
 }
 
-void rtx_order_seq_reserve(struct runtime *rt, struct instance *inst, uint64_t n)
+static void order_seq_reserve(struct runtime *rt, struct instance *inst, uint64_t n)
 {
     if (n <= inst->order_reserved)
         return;
@@ -326,6 +330,15 @@ void rtx_order_seq_reserve(struct runtime *rt, struct instance *inst, uint64_t n
                  value ? err.message : "out of memory");
     json_decref(value);
     err_clear(&err);
+}
+
+uint64_t rtx_order_seq_next(struct runtime *rt, struct instance *inst)
+{
+    if (!inst->order_seq_loaded)
+        order_seq_load(rt, inst);
+    uint64_t n = ++inst->next_order;
+    order_seq_reserve(rt, inst, n);
+    return n;
 }
 
 /* ------------------------------------------------------------ side effects */
@@ -1154,9 +1167,6 @@ int runtime_instance_create(struct runtime *rt, const json_t *spec, json_t **sna
     }
     pthread_mutex_unlock(&rt->lock);
     spec_resolved_clear(&r);
-    /* an earlier instance of the same id may have numbered orders already */
-    if (inst)
-        rtx_order_seq_load(rt, inst);
     rc = inst ? rtx_persist(rt, inst, err) : -1;
     if (inst && rc != 0) {
         pthread_mutex_lock(&rt->lock);
@@ -1657,7 +1667,6 @@ static void restore_one(struct runtime *rt, const struct registry *reg, const js
     err_clear(&err);
     if (!inst)
         return;
-    rtx_order_seq_load(rt, inst);
     const struct registry_strategy *st = registry_find_strategy(reg, inst->strategy);
     const struct registry_revision *rev = st ? registry_find_revision(st, inst->hex) : NULL;
     if (rev && !rev->invalid)

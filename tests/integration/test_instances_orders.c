@@ -770,6 +770,14 @@ static void test_delete_cancels_resting_orders(void **state)
     json_decref(doc);
     assert_int_equal(orders_count(srv, "gone", ""), 1);
     assert_int_equal(orders_count(srv, "stays", "?state=acknowledged"), 1);
+
+    /* the instance created again numbers its orders past the block the
+     * deleted one had reserved, so no client order id comes back */
+    tu_instance_start(srv, "gone");
+    doc = tu_wait_list(srv, "/strategy/instances/gone/orders?state=acknowledged", "orders", 1,
+                       TU_WAIT_S);
+    assert_string_equal(tu_jstr(doc, "orders.0.clientOrderId"), "gone-65537");
+    json_decref(doc);
     tu_server_stop(srv);
 }
 
