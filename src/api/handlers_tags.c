@@ -245,6 +245,11 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
     metrics_family_write(api->validation_failures, &out);
     metrics_family_write(api->http_requests, &out);
     api_latency_write(api->latency, &out);
+    metrics_write_header(&out, "stratd_http_connections",
+                         "Control-plane connections open now (http.max_connections admits).",
+                         "gauge");
+    metrics_write_sample(&out, "stratd_http_connections", NULL, NULL, 0,
+                         (double)atomic_load(&api->connections));
     runtime_metrics_write(api->opts.runtime, &out);
     if (api->opts.market)
         market_metrics_write(api->opts.market, &out);

@@ -455,6 +455,49 @@ static void test_connection_limit_configured(void **state)
     tu_server_stop(srv);
 }
 
+/* stratd_http_connections, read over a connection of its own. */
+static double open_connections(struct tu_server *srv)
+{
+    char *m = tu_ops_metrics(srv);
+    double open = tu_ops_metric(m, "stratd_http_connections", NULL);
+    free(m);
+    return open;
+}
+
+struct gauge_wait {
+    struct tu_server *srv;
+    double at_most;
+};
+
+static bool connections_down(void *ctx)
+{
+    struct gauge_wait *w = ctx;
+    return open_connections(w->srv) <= w->at_most;
+}
+
+/* The open connections' gauge follows the clients: up with six that each
+ * got an answer, down again once they close (the server notices a close
+ * asynchronously, hence the wait). */
+static void test_open_connections_gauge(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    int fds[6];
+    for (size_t i = 0; i < 6; i++) {
+        fds[i] = raw_connect(srv);
+        assert_int_equal(raw_get(fds[i], "/healthz", 30000), 200);
+    }
+    double open = open_connections(srv);
+    if (!(open >= 7)) /* the six and the one asking */
+        fail_msg("stratd_http_connections is %g with seven connections open", open);
+    for (size_t i = 0; i < 6; i++)
+        close(fds[i]);
+    struct gauge_wait w = {srv, open - 6};
+    if (!tu_ops_wait_until(connections_down, &w, 30))
+        fail_msg("stratd_http_connections stayed above %g after six connections closed", w.at_most);
+    tu_server_stop(srv);
+}
+
 /* Opens n connections at once (non-blocking connects, then waits for each),
  * the way a client with a connection pool does. */
 static void connect_together(const struct tu_server *srv, int *fds, int n)
@@ -817,6 +860,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_limit_default, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_connection_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_open_connections_gauge, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_slow_request_holds_up_nobody, tu_server_setup,
                                         tu_server_teardown),
