@@ -205,6 +205,10 @@ static inline uint64_t counter_get(const _Atomic uint64_t *c)
 
 /* Why a worker polled instead of sleeping (see poll_deadline in worker.c). */
 enum poll_reason { POLL_START, POLL_EVENTS, POLL_REASONS };
+/* Where a starting instance's VM came from: the spares built ahead, or built
+ * on the start's path because none was ready (the builder, at the idle
+ * class, gets no CPU under full load). */
+enum vm_source { VM_FROM_SPARE, VM_BUILT_ON_START, VM_SOURCES };
 
 enum command_kind {
     CMD_STAGE,   /* build a VM from plan and load its module (vm_stage) */
@@ -350,7 +354,8 @@ struct worker {
     _Atomic uint64_t errors;
     _Atomic uint64_t hist[H_SLOTS][HIST_BUCKETS];
     _Atomic uint64_t hist_sum_ns[H_SLOTS];
-    _Atomic uint64_t poll_ns[POLL_REASONS]; /* time spent polling, by enum poll_reason */
+    _Atomic uint64_t poll_ns[POLL_REASONS];  /* time spent polling, by enum poll_reason */
+    _Atomic uint64_t vm_sources[VM_SOURCES]; /* VMs given to starts, by enum vm_source */
 };
 
 extern const double runtime_hist_bounds[HIST_BUCKETS - 1];

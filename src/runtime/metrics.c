@@ -78,6 +78,23 @@ static void write_polls(struct runtime *rt, struct strbuf *out)
     }
 }
 
+static void write_vm_sources(struct runtime *rt, struct strbuf *out)
+{
+    static const char *const labels[] = {"source"};
+    static const char *const sources[VM_SOURCES] = {"spare", "built"};
+    metrics_write_header(out, "stratd_instance_vms_total",
+                         "VMs given to starting instances: a spare built ahead, or one built on "
+                         "the start's path because no spare was ready.",
+                         "counter");
+    for (int s = 0; s < VM_SOURCES; s++) {
+        uint64_t n = 0;
+        for (int i = 0; i < rt->nworkers; i++)
+            n += counter_get(&rt->workers[i].vm_sources[s]);
+        const char *values[] = {sources[s]};
+        metrics_write_sample(out, "stratd_instance_vms_total", labels, values, 1, (double)n);
+    }
+}
+
 void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
 {
     metrics_family_write(rt->m_actions, out);
@@ -92,4 +109,5 @@ void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
                          (double)js_bytecode_cache_compilations(rt->bytecode));
     write_queues(rt, out);
     write_polls(rt, out);
+    write_vm_sources(rt, out);
 }

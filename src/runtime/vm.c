@@ -1385,7 +1385,12 @@ void vm_free_spare(struct vm *vm)
 static struct vm *vm_take(struct worker *w, struct err *err)
 {
     struct vm *vm = vm_spares_take(&w->spares);
-    return vm ? vm : vm_build(err);
+    enum vm_source source = vm ? VM_FROM_SPARE : VM_BUILT_ON_START;
+    if (!vm)
+        vm = vm_build(err);
+    if (vm)
+        counter_add(&w->vm_sources[source], 1);
+    return vm;
 }
 
 /* Gives a VM taken from the spares (or just built) to an instance. */

@@ -391,6 +391,12 @@ static void test_runtime_counters(void **state)
     assert_true(stops(m, "tooManyErrors") == 1);
     assert_true(stops(m, "cpuBudget") == 1);
     assert_true(stops(m, "stopped") == 3);
+    /* one VM a start, a spare or one built then: which, the builder's
+     * timing decides */
+    double spare = tu_ops_metric(m, "stratd_instance_vms_total", "source", "spare", NULL);
+    double built = tu_ops_metric(m, "stratd_instance_vms_total", "source", "built", NULL);
+    if (!(spare + built == 5))
+        fail_msg("five starts took %g spare and built %g VMs", spare, built);
     char *hash = spell(thrower);
     assert_true(tu_ops_metric(m, "stratd_handler_errors_total", "strategy", "thrower", "hash", hash,
                               NULL) == 3);
