@@ -763,6 +763,9 @@ static void cmd_start(struct worker *w, struct command *cmd)
         cmd->rc = -1;
         return;
     }
+    /* not a visit of the run under way, if any: its events were taken
+     * before this start */
+    vm->visit = w->run_stamp;
     if (worker_subscribe(w, vm) != 0) {
         vm_destroy(w, vm);
         err_set(&cmd->err, ERR_INTERNAL, "out of memory while subscribing instance %s", inst->id);
@@ -790,6 +793,10 @@ static void cmd_restart(struct worker *w, struct command *cmd)
     }
     struct vm *fresh = NULL;
     int rc = vm_start(w, inst, plan, &fresh, &cmd->err);
+    /* within a run under way, the new VM takes its events only if the old
+     * one had not: none twice, none lost */
+    if (rc == 0)
+        fresh->visit = old->visit;
     if (rc == 0 && worker_subscribe(w, fresh) != 0) {
         vm_destroy(w, fresh);
         err_set(&cmd->err, ERR_INTERNAL, "out of memory while subscribing instance %s", inst->id);
@@ -848,8 +855,8 @@ static void run_command(struct worker *w, struct command *cmd)
     complete(w->rt, cmd);
 }
 
-/* Runs every command queued so far, outside any subscription walk (a start
- * subscribes, a stop unsubscribes). */
+/* Runs every command queued so far: between batches, or between two VMs of
+ * a run's walk (deliver_run says why that is safe). */
 static void serve_commands(struct worker *w)
 {
     for (;;) {
@@ -943,7 +950,16 @@ static uint64_t event_key(const struct event *ev)
  * instance by instance (each VM takes all of its events of the run before
  * the next VM) keeps one VM's memory in cache for many calls instead of
  * walking thousands of cold VMs per event. Each VM still sees its events in
- * publication order; runs never cross a command or a directed event. */
+ * publication order; runs never cross a command or a directed event.
+ *
+ * A run over thousands of VMs lasts milliseconds, so commands posted
+ * meanwhile run between two VMs rather than after the run. That is safe
+ * because the walk re-reads each list as it goes and a list only grows
+ * until the walk ends: a VM stopped meanwhile stays in its lists, marked
+ * dead, until worker_reap() after the walk, and no list is ever freed. A
+ * VM started meanwhile is appended and marked visited (cmd_start); one
+ * that replaces a VM takes the run's events only where the old one had
+ * not (cmd_restart). */
 static void deliver_run(struct worker *w, struct event **evs, size_t n)
 {
     struct sublist *lists[WORKER_BATCH];
@@ -982,6 +998,8 @@ static void deliver_run(struct worker *w, struct event **evs, size_t n)
                 }
             }
             run_tick(w);
+            if (atomic_load_explicit(&w->cmd_pending, memory_order_acquire))
+                serve_commands(w);
         }
     }
     w->walking = false;
@@ -1231,8 +1249,8 @@ static bool over_share(struct worker *w, const struct timer *t)
 /* Runs the timers due when the pass begins (those set meanwhile wait for
  * the next). Commands queued meanwhile run between two timers, so a stop
  * takes effect before the instance's next callback and a control-plane
- * call waits for one callback at most; inside a subscription walk (a long
- * run of events) they cannot, and the pass ends instead. */
+ * call waits for one callback at most; inside a subscription walk the pass
+ * ends instead, and the walk serves them (deliver_run). */
 void worker_run_timers(struct worker *w)
 {
     w->timer_pass++;

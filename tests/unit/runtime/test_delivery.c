@@ -381,6 +381,94 @@ static void test_runs_reach_each_worker_in_order(void **state)
     fx_close(&f);
 }
 
+/* Each trade's price of a VM, from its "<word> <price>" lines: every one of
+ * 1..n exactly once, or fail. */
+static void expect_each_price_once(struct fx *f, const char *id, const char *word, int n)
+{
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%s ", word);
+    json_t *logs = fx_logs(f, id, prefix);
+    int seen[64] = {0};
+    size_t i;
+    json_t *line;
+    json_array_foreach(logs, i, line)
+    {
+        int price = atoi(tu_jstr(line, "msg") + strlen(prefix));
+        if (price < 1 || price > n || n > 64)
+            fail_msg("%s logged '%s'", id, tu_jstr(line, "msg"));
+        seen[price - 1]++;
+    }
+    for (int p = 0; p < n; p++) {
+        if (seen[p] != 1)
+            fail_msg("%s's %s revision took trade %d %d times", id, word, p + 1, seen[p]);
+    }
+    json_decref(logs);
+}
+
+/* A run over many VMs serves the commands posted meanwhile between two VMs
+ * instead of after its last: two instances moved to a new revision while
+ * 100 slow VMs between them take a run of 32 trades. The one walked before
+ * the move keeps the run in its old revision and its new one takes none;
+ * the one walked after takes the run in its new revision only: no trade
+ * twice, none lost, and the move did not wait for the run (after it, the
+ * last instance's old revision would have taken the run). */
+static void test_commands_served_inside_a_run(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    const char *const revisions[][2] = {{"v1", "old"}, {"v2", "new"}};
+    for (size_t r = 0; r < 2; r++) {
+        char body[256];
+        snprintf(body, sizeof body,
+                 "    return { onTrade(ctx, evt, p) { env.helpers.log('%s ' + p.price); } };",
+                 revisions[r][1]);
+        char *src = fx_module("mover", "['Trade']", NULL, body);
+        fx_upload(&f, "mover", src, revisions[r][0], hex);
+        free(src);
+    }
+    fx_add_module(&f, "slow", "['Trade']", NULL,
+                  "    let x = 0;\n"
+                  "    return { onTrade() { for (let i = 0; i < 5000; i++) x += i; } };",
+                  hex);
+    fx_run(&f, "first", "mover:v1", NULL, NULL);
+    for (int i = 0; i < 100; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "slow%03d", i);
+        fx_run(&f, id, "slow", NULL, NULL);
+    }
+    fx_run(&f, "last", "mover:v1", NULL, NULL);
+
+    enum { N = 32 };
+    struct event *evs[N];
+    for (int i = 0; i < N; i++) {
+        evs[i] = fx_event(&f, EVENT_TRADE, "sim", "BTC-USDT", 0);
+        evs[i]->u.trade.price = i + 1;
+        evs[i]->u.trade.quantity = 1;
+    }
+    runtime_publish_run(f.rt, evs, N);
+    /* the walk is past the first instance and into the slow ones */
+    assert_true(fx_wait_logs(&f, "first", "old ", N, 30000));
+    const char *const movers[] = {"first", "last"};
+    for (size_t i = 0; i < 2; i++) {
+        struct err err = ERR_INIT;
+        json_t *spec = fx_spec(movers[i], "mover:v2", NULL, NULL);
+        fx_ok(runtime_instance_update(f.rt, movers[i], spec, NULL, &err), &err);
+        json_decref(spec);
+    }
+    assert_true(fx_wait_logs(&f, "last", NULL, N, 60000));
+    expect_each_price_once(&f, "first", "old", N);
+    expect_each_price_once(&f, "last", "new", N);
+    json_t *none = fx_logs(&f, "first", "new ");
+    assert_int_equal(json_array_size(none), 0);
+    json_decref(none);
+    none = fx_logs(&f, "last", "old ");
+    assert_int_equal(json_array_size(none), 0);
+    json_decref(none);
+    fx_close(&f);
+}
+
 /* A route is a bit per worker: with 64 workers the last bit is used (exec
  * reports directed at every worker in turn, most to no instance), and with
  * 65 a run is published event by event. Either way the subscriber gets its
@@ -1176,6 +1264,7 @@ int main(void)
         cmocka_unit_test(test_publishers_share_a_full_queue),
         cmocka_unit_test(test_runs_reach_each_worker_in_order),
         cmocka_unit_test(test_runs_over_many_workers),
+        cmocka_unit_test(test_commands_served_inside_a_run),
         cmocka_unit_test(test_missing_handlers_cost_nothing),
         cmocka_unit_test(test_subscribed_events),
         cmocka_unit_test(test_orders_and_exec_reports),
