@@ -130,9 +130,10 @@ const struct api_route *api_route_match(struct api_request *req, struct api_resp
 struct api_latency;
 struct api_latency *api_latency_new(void); /* NULL when out of memory */
 void api_latency_free(struct api_latency *latency);
-/* route NULL: a request no route matched. */
+/* route NULL: a request no route matched; method_label as
+ * api_method_label() returned it. */
 void api_latency_observe(struct api_latency *latency, const struct api_route *route,
-                         const char *method, int64_t ns);
+                         const char *method_label, int64_t ns);
 void api_latency_write(struct api_latency *latency, struct strbuf *out);
 /* The method as a metric label: one of a fixed set, "other" for the rest
  * (a client picks the method's bytes; labels must stay few). Static. */

@@ -53,6 +53,15 @@ const char *api_method_label(const char *method)
     return method_labels[method_index(method)];
 }
 
+/* A label's row, by address: the caller has it from api_method_label. */
+static size_t label_index(const char *label)
+{
+    size_t i = 0;
+    while (i + 1 < METHOD_LABELS && method_labels[i] != label)
+        i++;
+    return i;
+}
+
 struct api_latency *api_latency_new(void)
 {
     size_t nslots = api_route_count + 1;
@@ -69,16 +78,14 @@ void api_latency_free(struct api_latency *latency)
 }
 
 void api_latency_observe(struct api_latency *latency, const struct api_route *route,
-                         const char *method, int64_t ns)
+                         const char *method_label, int64_t ns)
 {
     if (!latency)
         return;
     size_t slot = route ? (size_t)(route - api_routes) : api_route_count;
-    if (slot >= latency->nslots)
-        slot = api_route_count;
     if (ns < 0)
         ns = 0;
-    struct latency_series *s = &latency->series[slot * METHOD_LABELS + method_index(method)];
+    struct latency_series *s = &latency->series[slot * METHOD_LABELS + label_index(method_label)];
     size_t b = metrics_bucket_of(latency_bounds, LATENCY_BUCKETS, ns);
     atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->sum_ns, (uint64_t)ns, memory_order_relaxed);

@@ -390,10 +390,11 @@ static void count_request(struct api *api, const struct api_request *req, unsign
 {
     char code[8];
     snprintf(code, sizeof code, "%u", status);
-    const char *labels[] = {req->route, api_method_label(req->method), code};
+    const char *method = api_method_label(req->method);
+    const char *labels[] = {req->route, method, code};
     metrics_add(api->http_requests, labels, 1);
     int64_t took_ns = clock_mono_ns() - req->started_ns;
-    api_latency_observe(api->latency, req->matched, req->method, took_ns);
+    api_latency_observe(api->latency, req->matched, method, took_ns);
     if (log_enabled(LOG_LEVEL_DEBUG))
         log_debug("http", "%s %s -> %u (%.3f ms)", req->method, req->raw_uri, status,
                   (double)took_ns / 1e6);

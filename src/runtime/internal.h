@@ -724,14 +724,11 @@ void rtx_note_start_into(struct runtime *rt, const char *strategy, const char *h
                          struct rtx_touches *into);
 void rtx_note_stop_into(struct runtime *rt, const char *strategy, const char *hex,
                         const char *reason, struct rtx_touches *into);
-/* Client order numbers, never reused for an instance id: reserved in
- * blocks recorded in the store. _load (control plane, before the first
- * start) continues after the last reservation; _reserve (the owner worker,
- * for each number handed out) records a new block when `n` passes the
- * reserved ones, so a crash skips at most one block. */
-/* The next client order number of the instance, durably reserved; on its
- * worker's thread. The first call reads where an earlier instance of the
- * same id left off. */
+/* The instance's next client order number, never reused for its id; on its
+ * worker's thread. Numbers are reserved in blocks recorded in the store: the
+ * first call continues after the last block an earlier instance of the id
+ * reserved, and a number past the block records the next, so a crash skips
+ * at most one block. */
 uint64_t rtx_order_seq_next(struct runtime *rt, struct instance *inst);
 /* Counts an exec report for stratd_orders_total. */
 void rtx_count_order(struct runtime *rt, uint16_t provider, enum exec_status status);

@@ -8,19 +8,46 @@
 
 #include <stdio.h>
 
+/* Per-worker counter arrays, summed at scrape time. */
+static const _Atomic uint64_t *delivered_of(const struct worker *w)
+{
+    return w->delivered;
+}
+
+static const _Atomic uint64_t *poll_ns_of(const struct worker *w)
+{
+    return w->poll_ns;
+}
+
+static const _Atomic uint64_t *vm_sources_of(const struct worker *w)
+{
+    return w->vm_sources;
+}
+
+/* A family of one label whose n series are counters[k] summed over the
+ * workers, divided by unit. */
+static void write_worker_sums(struct runtime *rt, struct strbuf *out, const char *name,
+                              const char *help, const char *label, const char *const *values, int n,
+                              const _Atomic uint64_t *(*counters)(const struct worker *),
+                              double unit)
+{
+    metrics_write_header(out, name, help, "counter");
+    for (int k = 0; k < n; k++) {
+        uint64_t sum = 0;
+        for (int i = 0; i < rt->nworkers; i++)
+            sum += counter_get(&counters(&rt->workers[i])[k]);
+        metrics_write_sample(out, name, &label, &values[k], 1, (double)sum / unit);
+    }
+}
+
 static void write_delivered(struct runtime *rt, struct strbuf *out)
 {
-    static const char *const labels[] = {"event"};
-    metrics_write_header(out, "stratd_events_delivered_total",
-                         "Events delivered into strategy instances (one per instance reached).",
-                         "counter");
-    for (int k = 0; k < EVENT_KIND_COUNT; k++) {
-        uint64_t n = 0;
-        for (int i = 0; i < rt->nworkers; i++)
-            n += counter_get(&rt->workers[i].delivered[k]);
-        const char *values[] = {event_kind_name((enum event_kind)k)};
-        metrics_write_sample(out, "stratd_events_delivered_total", labels, values, 1, (double)n);
-    }
+    const char *kinds[EVENT_KIND_COUNT];
+    for (int k = 0; k < EVENT_KIND_COUNT; k++)
+        kinds[k] = event_kind_name((enum event_kind)k);
+    write_worker_sums(rt, out, "stratd_events_delivered_total",
+                      "Events delivered into strategy instances (one per instance reached).",
+                      "event", kinds, EVENT_KIND_COUNT, delivered_of, 1);
 }
 
 static void write_histogram(struct runtime *rt, struct strbuf *out)
@@ -61,38 +88,21 @@ static void write_queues(struct runtime *rt, struct strbuf *out)
 
 static void write_polls(struct runtime *rt, struct strbuf *out)
 {
-    static const char *const labels[] = {"reason"};
     static const char *const reasons[POLL_REASONS] = {"start", "events"};
-    metrics_write_header(out, "stratd_worker_poll_seconds_total",
-                         "Time workers spent polling instead of sleeping: for a staged start's "
-                         "command, or for the next event of a feed faster than "
-                         "runtime.event_poll_us.",
-                         "counter");
-    for (int r = 0; r < POLL_REASONS; r++) {
-        uint64_t ns = 0;
-        for (int i = 0; i < rt->nworkers; i++)
-            ns += counter_get(&rt->workers[i].poll_ns[r]);
-        const char *values[] = {reasons[r]};
-        metrics_write_sample(out, "stratd_worker_poll_seconds_total", labels, values, 1,
-                             (double)ns / 1e9);
-    }
+    write_worker_sums(rt, out, "stratd_worker_poll_seconds_total",
+                      "Time workers spent polling instead of sleeping: for a staged start's "
+                      "command, or for the next event of a feed faster than "
+                      "runtime.event_poll_us.",
+                      "reason", reasons, POLL_REASONS, poll_ns_of, 1e9);
 }
 
 static void write_vm_sources(struct runtime *rt, struct strbuf *out)
 {
-    static const char *const labels[] = {"source"};
     static const char *const sources[VM_SOURCES] = {"spare", "built"};
-    metrics_write_header(out, "stratd_instance_vms_total",
-                         "VMs given to starting instances: a spare built ahead, or one built on "
-                         "the start's path because no spare was ready.",
-                         "counter");
-    for (int s = 0; s < VM_SOURCES; s++) {
-        uint64_t n = 0;
-        for (int i = 0; i < rt->nworkers; i++)
-            n += counter_get(&rt->workers[i].vm_sources[s]);
-        const char *values[] = {sources[s]};
-        metrics_write_sample(out, "stratd_instance_vms_total", labels, values, 1, (double)n);
-    }
+    write_worker_sums(rt, out, "stratd_instance_vms_total",
+                      "VMs given to starting instances: a spare built ahead, or one built on "
+                      "the start's path because no spare was ready.",
+                      "source", sources, VM_SOURCES, vm_sources_of, 1);
 }
 
 void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
