@@ -896,26 +896,36 @@ json_t *market_risk_halts_json(struct market *m)
     return v.list;
 }
 
-static void notify_kill_switch(struct provider *p, struct sim *s, void *reason)
+struct kill_notice {
+    const char *reason;
+    const char *cancel_reason; /* NULL: the resting orders stay */
+};
+
+static void notify_kill_switch(struct provider *p, struct sim *s, void *ctx)
 {
+    const struct kill_notice *k = ctx;
     char error[EVENT_REASON_MAX] = "";
-    if (sim_notice(s, reason, error, sizeof error) != 0)
-        log_warn("market", "provider %s: cannot tell its subscribers of the kill switch: %s",
-                 p->name, error);
+    if (sim_notice(s, k->reason, k->cancel_reason, error, sizeof error) != 0)
+        log_error("market", "provider %s: cannot announce the kill switch%s: %s", p->name,
+                  k->cancel_reason ? " nor cancel its resting orders" : "", error);
 }
 
 /* The kill switch concerns every strategy: each running provider tells its
- * subscribers when it turns on or off. */
+ * subscribers when it turns on or off. Turned on, it also cancels every
+ * resting order, as a kill switch is expected to: a limit order left on the
+ * book would go on trading after every new order is refused. */
 static void announce_kill_switch(struct market *m, const json_t *before, const json_t *after)
 {
     bool was = json_is_true(json_object_get(before, "killSwitchEnabled"));
     bool is = json_is_true(json_object_get(after, "killSwitchEnabled"));
     if (!before || was == is)
         return;
+    struct kill_notice on = {"killSwitchEnabled: every new order is refused and every resting "
+                             "order cancelled",
+                             "killSwitchEnabled: cancelled with every resting order"};
+    struct kill_notice off = {"killSwitchEnabled off: orders are accepted again", NULL};
     pthread_mutex_lock(&m->admin);
-    sessions_each(m, notify_kill_switch,
-                  (void *)(is ? "killSwitchEnabled: every new order is refused"
-                              : "killSwitchEnabled off: orders are accepted again"));
+    sessions_each(m, notify_kill_switch, is ? &on : &off);
     pthread_mutex_unlock(&m->admin);
 }
 

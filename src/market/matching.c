@@ -664,24 +664,37 @@ void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_o
     note_settled_cancel(s, instance_key, client_order_id);
 }
 
-void sim_orders_cancel_instance(struct sim *s, uint32_t instance_key, const char *reason)
+/* Cancels the resting orders of one instance, or of every instance when
+ * `every`: each is reported cancelled with `reason`, its funds released. */
+static void cancel_resting(struct sim *s, bool every, uint32_t instance_key, const char *reason)
 {
     bool any = false;
     for (size_t i = 0; i < s->nmarkets; i++) {
         struct sim_order **p = &s->markets[i].resting;
         while (*p) {
             struct sim_order *o = *p;
-            if (o->instance_key != instance_key) {
+            if (!every && o->instance_key != instance_key) {
                 p = &o->next;
                 continue;
             }
             *p = o->next;
             account_release(s, o);
             order_report(s, o, EXEC_CANCELLED, 0, 0, 0, reason);
+            remember_done(s, o);
             free(o);
             any = true;
         }
     }
     if (any)
         sim_balances_publish(s, false);
+}
+
+void sim_orders_cancel_instance(struct sim *s, uint32_t instance_key, const char *reason)
+{
+    cancel_resting(s, false, instance_key, reason);
+}
+
+void sim_orders_cancel_all(struct sim *s, const char *reason)
+{
+    cancel_resting(s, true, 0, reason);
 }

@@ -359,7 +359,8 @@ enum sim_cmd_kind {
     SIM_CMD_SUBMIT,
     SIM_CMD_CANCEL,          /* req: instance_key and client_order_id */
     SIM_CMD_CANCEL_INSTANCE, /* req: instance_key; every resting order of it */
-    SIM_CMD_NOTICE,          /* notice: a provider-wide RiskControl event */
+    SIM_CMD_NOTICE,          /* notice: a provider-wide RiskControl event; then, with
+                              * cancel_reason, every resting order cancelled */
 };
 
 /* What a caller waiting for its command to be run waits on. */
@@ -375,6 +376,7 @@ struct sim_cmd {
     struct order_request req;
     struct sim_signal *signal; /* NULL: nobody waits */
     const char *notice;        /* SIM_CMD_NOTICE, the waiting caller's */
+    const char *cancel_reason; /* SIM_CMD_NOTICE, the waiting caller's; may be NULL */
 };
 
 struct sim {
@@ -444,8 +446,12 @@ int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id
 int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size);
 /* Publishes a RiskControl event for the whole provider with `reason` (its
  * subscribers hear of a gateway-wide change, the kill switch) after what
- * is queued, and returns once it is published. -1 as sim_cancel_instance. */
-int sim_notice(struct sim *s, const char *reason, char *error, size_t size);
+ * is queued, then, when `cancel_reason` is not NULL, cancels every resting
+ * order of every instance with that reason; returns once that is done, so
+ * an order queued before the call rests no longer. -1 as
+ * sim_cancel_instance. */
+int sim_notice(struct sim *s, const char *reason, const char *cancel_reason, char *error,
+               size_t size);
 /* Returns once whoever held the session's engine when it was called has let
  * go of it. Not on the provider thread, nor holding the engine. */
 void sim_engine_pass(struct sim *s);
@@ -464,6 +470,7 @@ void sim_book_fill(struct sim_market *mk);
 void sim_order_submit(struct sim *s, const struct order_request *req);
 void sim_order_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id);
 void sim_orders_cancel_instance(struct sim *s, uint32_t instance_key, const char *reason);
+void sim_orders_cancel_all(struct sim *s, const char *reason);
 /* Resting limit orders that a trade at `price` crosses fill, up to `qty`
  * per side, best limit first, then oldest. */
 void sim_orders_on_trade(struct sim *s, struct sim_market *mk, double price, double qty);

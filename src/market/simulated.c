@@ -594,6 +594,8 @@ static void run_command(struct sim *s, const struct sim_cmd *c)
         break;
     case SIM_CMD_NOTICE:
         publish_risk_control(s, 0, c->notice);
+        if (c->cancel_reason)
+            sim_orders_cancel_all(s, c->cancel_reason);
         break;
     }
     if (c->signal)
@@ -949,9 +951,10 @@ int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_
     return submit_and_wait(s, &c, error, size);
 }
 
-int sim_notice(struct sim *s, const char *reason, char *error, size_t size)
+int sim_notice(struct sim *s, const char *reason, const char *cancel_reason, char *error,
+               size_t size)
 {
-    struct sim_cmd c = {.kind = SIM_CMD_NOTICE, .notice = reason};
+    struct sim_cmd c = {.kind = SIM_CMD_NOTICE, .notice = reason, .cancel_reason = cancel_reason};
     return submit_and_wait(s, &c, error, size);
 }
 

@@ -7,7 +7,8 @@
  * crosses them, cancel works, invalid orders are rejected with a reason.
  * Dry-run orders never touch balances; live ones move them, hold what
  * resting orders need, are refused without the funds, and every change is
- * a BalanceUpdate to the provider's subscribers.
+ * a BalanceUpdate to the provider's subscribers. Deleting an instance
+ * cancels its resting orders; the kill switch cancels everyone's.
  */
 #include "testutil.h"
 
@@ -714,6 +715,24 @@ static void upload_rester(struct tu_server *srv)
     free(handlers);
 }
 
+/* Two resters with their configs, started with the provider; returns
+ * once each has its order resting. */
+static void start_resters(struct tu_server *srv, const char *const ids[2],
+                          const char *const configs[2])
+{
+    upload_rester(srv);
+    for (size_t i = 0; i < 2; i++) {
+        json_decref(tu_instance_create(srv, ids[i], "rester", configs[i], NULL, NULL));
+        tu_instance_start(srv, ids[i]);
+    }
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    for (size_t i = 0; i < 2; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=acknowledged", ids[i]);
+        json_decref(tu_wait_list(srv, path, "orders", 1, TU_WAIT_S));
+    }
+}
+
 static size_t orders_count(struct tu_server *srv, const char *id, const char *query)
 {
     json_t *doc = tu_get_json(srv, 200, "/strategy/instances/%s/orders%s", id, query);
@@ -738,18 +757,8 @@ static void test_delete_cancels_resting_orders(void **state)
 {
     struct tu_server *srv = *state;
     start_server(srv, fast_config);
-    upload_rester(srv);
     const char *const ids[] = {"gone", "stays"};
-    for (size_t i = 0; i < 2; i++) {
-        json_decref(tu_instance_create(srv, ids[i], "rester", NULL, NULL, NULL));
-        tu_instance_start(srv, ids[i]);
-    }
-    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
-    for (size_t i = 0; i < 2; i++) {
-        char path[96];
-        snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=acknowledged", ids[i]);
-        json_decref(tu_wait_list(srv, path, "orders", 1, TU_WAIT_S));
-    }
+    start_resters(srv, ids, (const char *const[]){NULL, NULL});
     double held_by_both = usdt_held(srv);
     assert_true(held_by_both > 0);
 
@@ -778,6 +787,60 @@ static void test_delete_cancels_resting_orders(void **state)
                        TU_WAIT_S);
     assert_string_equal(tu_jstr(doc, "orders.0.clientOrderId"), "gone-65537");
     json_decref(doc);
+    tu_server_stop(srv);
+}
+
+static void set_kill_switch(struct tu_server *srv, bool on)
+{
+    json_t *doc = tu_get_json(srv, 200, "/risk/limits");
+    json_t *limits = json_incref(json_object_get(doc, "limits"));
+    json_decref(doc);
+    json_object_set_new(limits, "killSwitchEnabled", json_boolean(on));
+    char *body = json_dumps(limits, JSON_COMPACT);
+    json_decref(limits);
+    json_decref(tu_call(srv, "PUT", "/risk/limits", 200, body));
+    free(body);
+}
+
+/* The kill switch cancels every resting order, live or dry-run, since one
+ * left on the book would go on trading while every new order is refused:
+ * each instance hears its order cancelled with the reason, the history
+ * records it, the funds come back. Turned off, nothing comes back. */
+static void test_kill_switch_cancels_resting_orders(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    const char *const ids[] = {"k-live", "k-dry"};
+    start_resters(srv, ids, (const char *const[]){NULL, "{\"dry_run\": true}"});
+    assert_true(usdt_held(srv) > 0);
+
+    set_kill_switch(srv, true);
+    static const char reason[] = "killSwitchEnabled: cancelled with every resting order";
+    for (size_t i = 0; i < 2; i++) {
+        char order[64], path[96];
+        snprintf(order, sizeof order, "%s-1", ids[i]);
+        json_t *r = wait_report(srv, ids[i], order, "cancelled");
+        assert_string_equal(tu_jstr(r, "reason"), reason);
+        json_decref(r);
+        snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=cancelled", ids[i]);
+        json_t *doc = tu_wait_list(srv, path, "orders", 1, TU_WAIT_S);
+        assert_string_equal(tu_jstr(doc, "orders.0.metadata.reason"), reason);
+        json_decref(doc);
+    }
+    double held = usdt_held(srv);
+    for (int i = 0; i < TU_WAIT_S * 50 && held > 0; i++) {
+        tu_sleep_ms(20);
+        held = usdt_held(srv);
+    }
+    assert_true(held == 0);
+
+    set_kill_switch(srv, false);
+    tu_sleep_ms(200); /* trades go on: nothing rests again */
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(orders_count(srv, ids[i], "?state=acknowledged"), 0);
+        assert_int_equal(orders_count(srv, ids[i], ""), 1);
+    }
+    assert_true(usdt_held(srv) == 0);
     tu_server_stop(srv);
 }
 
@@ -827,6 +890,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_order_expired_after_sigkill, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_delete_cancels_resting_orders, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_kill_switch_cancels_resting_orders, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
