@@ -71,6 +71,7 @@ lint: build
 	@cppcheck --quiet --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem --include=/usr/include/jansson.h -I src \
 	  $$(git ls-files 'src/*.c')
+	@shellcheck -x $$(git ls-files '*.sh') .ci/run
 
 clean:
 	rm -rf build

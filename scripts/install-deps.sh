@@ -89,7 +89,7 @@ packages=(
 for flag in "$@"; do
   case $flag in
     --bench) command -v node >/dev/null || packages+=(nodejs) ;;
-    --lint) packages+=(clang-format clang-tidy cppcheck) ;;
+    --lint) packages+=(clang-format clang-tidy cppcheck shellcheck) ;;
     *) echo "usage: $0 [--bench] [--lint]" >&2; exit 2 ;;
   esac
 done
@@ -133,8 +133,10 @@ apt_opts=(
 )
 mkdir -p "$work/apt/cache/archives/partial"
 apt-get "${apt_opts[@]}" update -qq
-(cd "$work/download" && apt-get "${apt_opts[@]}" source --download-only -qq "quickjs=${quickjs_version}-1" \
-  || apt-get "${apt_opts[@]}" source --download-only -qq quickjs)
+(cd "$work/download" && {
+  apt-get "${apt_opts[@]}" source --download-only -qq "quickjs=${quickjs_version}-1" \
+    || apt-get "${apt_opts[@]}" source --download-only -qq quickjs
+})
 
 tarball=$work/download/$quickjs_orig
 [ -f "$tarball" ] || { echo "error: $quickjs_orig was not downloaded" >&2; exit 1; }

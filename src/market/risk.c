@@ -1129,4 +1129,10 @@ void risk_metrics_write(struct risk *r, struct strbuf *out)
         metrics_write_sample(out, entries, table_label, values, 1, (double)n);
     }
     halts_metrics_write(r, out);
+    static const char kill[] = "stratd_risk_kill_switch_enabled";
+    metrics_write_header(out, kill, "1 while the kill switch refuses every new order, else 0.",
+                         "gauge");
+    struct risk_limits l;
+    limits_read(r, &l);
+    metrics_write_sample(out, kill, NULL, NULL, 0, l.kill ? 1 : 0);
 }

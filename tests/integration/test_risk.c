@@ -334,11 +334,14 @@ static void test_limits_refuse_orders(void **state)
     json_decref(wait_outcome(srv, "t1", "risk: allowedOrderTypes: market orders are not allowed"));
     assert_true(rejections(srv, "allowedOrderTypes") >= 1);
 
+    assert_true(tu_metric(srv, "stratd_risk_kill_switch_enabled") == 0);
     put_limits(srv, "{\"killSwitchEnabled\": true}");
+    assert_true(tu_metric(srv, "stratd_risk_kill_switch_enabled") == 1);
     json_decref(wait_outcome(srv, "t1", "risk: killSwitchEnabled"));
     assert_int_equal(orders_of(srv, "t1", ""), 0); /* nothing reached the engine */
 
     put_limits(srv, "{}");
+    assert_true(tu_metric(srv, "stratd_risk_kill_switch_enabled") == 0);
     o = wait_outcome(srv, "t1", "ok");
     assert_true(tu_jint(o, "refused") >= 3);
     json_decref(o);

@@ -12,50 +12,23 @@
 # STRATD_TEST_KEEP=1 keeps the temporary directory.
 set -euo pipefail
 
-source_dir=${STRATD_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-binary=${STRATD_BINARY:-$source_dir/build/stratd}
+# shellcheck source=tests/scripts/gateway.sh
+. "$(dirname "${BASH_SOURCE[0]}")/gateway.sh"
 guide=$source_dir/docs/OPERATIONS.md
 for tool in curl jq promtool; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed (scripts/install-deps.sh)" >&2; exit 1; }
 done
-[ -x "$binary" ] || { echo "error: no stratd binary at $binary" >&2; exit 1; }
 [ -f "$guide" ] || { echo "error: no guide at $guide" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/stratd-guide-XXXXXX")
-server_pid=
-stop_server() {
-  local status=0
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" || status=$?
-    server_pid=
-  fi
-  return "$status"
-}
 cleanup() {
   stop_server || true
   if [ -z "${STRATD_TEST_KEEP:-}" ]; then rm -rf "$work"; else echo "kept $work"; fi
 }
 trap cleanup EXIT
 
-# ---------------------------------------------------------------- the gateway
-mkdir -p "$work/run" "$work/blocks"
-STRATD_RUN_DIR=$work/run STRATD_BINARY=$binary \
-  "$source_dir/scripts/run-examples.sh" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/server.log" &
-server_pid=$!
-port=
-for _ in $(seq 1 1200); do
-  port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$work/stdout" | head -n 1)
-  [ -n "$port" ] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "error: the gateway exited before listening; its log:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-[ -n "$port" ] || { echo "error: the gateway did not listen within 120 s" >&2; exit 1; }
-echo "gateway on 127.0.0.1:$port (as make run, in $work/run)"
+mkdir -p "$work/blocks"
+gateway_start "$work"
 
 # ------------------------------------------------------------- the guide's blocks
 # Each block goes to its own file, named by its first line in the guide. A

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Proves examples/prometheus/alerts.yml against a real gateway: promtool
+# checks the rules, then evaluates them (`promtool test rules`) over two
+# scrapes of a gateway started as `make run` starts it, one minute apart in
+# the test's time: a healthy one, and one taken after a strategy threw in a
+# handler, another overran its CPU budget and the kill switch went on. The
+# healthy scrape raises no alert; the second raises exactly the three
+# expected, with the gateway's own labels (strategy, hash, reason). A rule
+# whose metric or label the gateway does not have fails here.
+#
+# Environment: STRATD_BINARY and STRATD_SOURCE_DIR (set by ctest);
+# STRATD_TEST_KEEP=1 keeps the temporary directory.
+set -euo pipefail
+
+# shellcheck source=tests/scripts/gateway.sh
+. "$(dirname "${BASH_SOURCE[0]}")/gateway.sh"
+rules=$source_dir/examples/prometheus/alerts.yml
+for tool in curl jq promtool; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is not installed (scripts/install-deps.sh)" >&2; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/stratd-alerts-XXXXXX")
+cleanup() {
+  stop_server || true
+  if [ -z "${STRATD_TEST_KEEP:-}" ]; then rm -rf "$work"; else echo "kept $work"; fi
+}
+trap cleanup EXIT
+
+promtool check rules "$rules"
+gateway_start "$work"
+base=127.0.0.1:$port
+
+curl -sf "$base/metrics" >"$work/healthy.prom"
+
+# ------------------------------------------------------------ make trouble
+# upload NAME HANDLER-BODY: a strategy on Trade events; prints its hash
+upload() {
+  local source
+  source="module.exports = { metadata: { name: '$1', displayName: '$1', description: 'Trouble.',
+    tag: 'v1.0.0', events: ['Trade'], config: [] },
+  create() { let n = 0; return { onTrade() { n++; $2 } }; } };"
+  jq -n --arg s "$source" '{source: $s}' | curl -sf -XPOST "$base/strategies/modules" -d @- \
+    | jq -er .module.hash
+}
+run() { # run ID STRATEGY
+  curl -sf -XPOST "$base/strategy/instances" -d "{\"id\": \"$1\",
+    \"strategy\": {\"selector\": \"$2\", \"config\": {}},
+    \"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}" >/dev/null
+  curl -sf -XPOST "$base/strategy/instances/$1/start" | jq -e '.status == "running"' >/dev/null
+}
+thrower=$(upload thrower "if (n === 1) throw new Error('first trade');")
+upload spinner "for (;;) {}" >/dev/null
+run throws thrower
+run spins spinner
+curl -sf "$base/risk/limits" | jq '.limits.killSwitchEnabled = true | .limits' \
+  | curl -sf -XPUT "$base/risk/limits" -d @- | jq -e '.status == "applied"' >/dev/null
+
+for _ in $(seq 1 600); do
+  reason=$(curl -sf "$base/strategy/instances/spins" | jq -r '.stopReason // empty')
+  errors=$(curl -sf "$base/metrics" | sed -n 's/^stratd_handler_errors_total{strategy="thrower",.*} //p')
+  [ "$reason" = cpuBudget ] && [ "${errors:-0}" = 1 ] && break
+  sleep 0.1
+done
+[ "$reason" = cpuBudget ] || { echo "error: spins was not stopped for its CPU budget (stopReason '$reason')" >&2; exit 1; }
+[ "${errors:-0}" = 1 ] || { echo "error: thrower's error was not counted ('$errors')" >&2; exit 1; }
+curl -sf "$base/metrics" >"$work/troubled.prom"
+
+# ------------------------------------------------------------ evaluate
+# Each series of either scrape, with the target labels Prometheus would
+# add: the healthy value at 0m, the troubled one from 1m to 10m ("_" where
+# a scrape lacks the series).
+series() {
+  awk '
+    FNR == 1 { file++ }
+    /^#/ || NF < 2 { next }
+    {
+      value = $NF; name = substr($0, 1, length($0) - length(value) - 1)
+      if (value !~ /^-?[0-9.]+([eE][-+]?[0-9]+)?$/) next
+      if (!(name in seen)) { seen[name] = 1; order[++n] = name }
+      v[file, name] = value
+    }
+    END {
+      for (i = 1; i <= n; i++) {
+        s = order[i]; gsub(/\047/, "\047\047", s)
+        if (index(s, "{")) sub(/\{/, "{job=\"stratd\",instance=\"gw\",", s)
+        else s = s "{job=\"stratd\",instance=\"gw\"}"
+        line = ((1, order[i]) in v) ? v[1, order[i]] : "_"
+        for (t = 1; t <= 10; t++) line = line " " (((2, order[i]) in v) ? v[2, order[i]] : "_")
+        printf "      - series: \047%s\047\n        values: \047%s\047\n", s, line
+      }
+    }' "$work/healthy.prom" "$work/troubled.prom"
+}
+quiet() { # quiet TIME ALERT...: none of the alerts at TIME
+  local t=$1 a
+  shift
+  for a in "$@"; do printf '      - eval_time: %s\n        alertname: %s\n        exp_alerts: []\n' "$t" "$a"; done
+}
+mapfile -t all < <(sed -n 's/^ *- alert: //p' "$rules")
+mapfile -t others < <(printf '%s\n' "${all[@]}" \
+  | grep -vx 'StratdInstanceFailed\|StratdHandlerErrors\|StratdKillSwitchOn')
+{
+  printf 'rule_files:\n  - %s\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n' "$rules"
+  series
+  printf '    alert_rule_test:\n'
+  quiet 0m "${all[@]}"
+  quiet 3m "${others[@]}"
+  cat <<YAML
+      - eval_time: 3m
+        alertname: StratdInstanceFailed
+        exp_alerts:
+          - exp_labels: {severity: critical, reason: cpuBudget, job: stratd, instance: gw}
+            exp_annotations:
+              summary: "stratd stopped an instance: cpuBudget"
+              description: "GET /strategy/instances lists the stopped instances with their stopReason and lastError; start one again once its cause is fixed."
+      - eval_time: 3m
+        alertname: StratdHandlerErrors
+        exp_alerts:
+          - exp_labels: {severity: warning, strategy: thrower, hash: "$thrower", job: stratd, instance: gw}
+            exp_annotations:
+              summary: "Strategy thrower throws in its handlers"
+              description: "Revision $thrower of thrower threw in a handler or timer in the last 10 minutes; the gateway's log names the instance, the handler and the error."
+      - eval_time: 3m
+        alertname: StratdKillSwitchOn
+        exp_alerts:
+          - exp_labels: {severity: warning, job: stratd, instance: gw}
+            exp_annotations:
+              summary: "The kill switch refuses every new order"
+              description: "killSwitchEnabled is on (PUT /risk/limits); no strategy can trade until it is turned off."
+YAML
+} >"$work/alerts.test.yml"
+promtool test rules "$work/alerts.test.yml"
+
+if ! stop_server; then
+  echo "error: the gateway did not exit cleanly; its log ends with:" >&2
+  tail -n 40 "$work/server.log" >&2
+  exit 1
+fi
+echo "examples/prometheus/alerts.yml: quiet on a healthy gateway, the three expected alerts on a troubled one"
