@@ -6,7 +6,7 @@
 # handler, another overran its CPU budget and the kill switch went on. The
 # healthy scrape raises no alert; the second raises exactly the three
 # expected, with the gateway's own labels (strategy, hash, reason). A rule
-# whose metric or label the gateway does not have fails here.
+# that reads a series the gateway does not export fails here.
 #
 # Environment: STRATD_BINARY and STRATD_SOURCE_DIR (set by ctest);
 # STRATD_TEST_KEEP=1 keeps the temporary directory.
@@ -64,6 +64,14 @@ done
 [ "$reason" = cpuBudget ] || { echo "error: spins was not stopped for its CPU budget (stopReason '$reason')" >&2; exit 1; }
 [ "${errors:-0}" = 1 ] || { echo "error: thrower's error was not counted ('$errors')" >&2; exit 1; }
 curl -sf "$base/metrics" >"$work/troubled.prom"
+
+# Every series the rules name is one the gateway exports, so no rule can
+# sit quiet because a name drifted.
+grep -o 'stratd_[a-z_]*' "$rules" | sed -E 's/_(bucket|sum|count)$//' | sort -u \
+  | while read -r family; do
+    grep -q "^# TYPE $family " "$work/troubled.prom" \
+      || { echo "error: alerts.yml names $family, which the gateway does not export" >&2; exit 1; }
+  done
 
 # ------------------------------------------------------------ evaluate
 # Each series of either scrape, with the target labels Prometheus would
