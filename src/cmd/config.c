@@ -28,6 +28,7 @@ void config_init(struct config *cfg)
     cfg->environment = strdup("dev");
     cfg->log_level = strdup("info");
     cfg->event_poll_us = RUNTIME_EVENT_POLL_US;
+    cfg->history_retention_s = CONFIG_HISTORY_RETENTION_S;
     cfg->providers = json_array();
 }
 
@@ -401,6 +402,17 @@ static int apply_validation(struct config *cfg, const json_t *v, struct err *err
     return 0;
 }
 
+static int apply_history(struct config *cfg, const json_t *h, struct err *err)
+{
+    static const struct field fields[] = {{"retention_seconds", F_UINT}};
+    static const struct bound bounds[] = {{"retention_seconds", 0, 100LL * 366 * 86400}};
+    if (check_keys(h, "history", fields, 1, err) != 0 ||
+        check_bounds(h, "history", bounds, 1, err) != 0)
+        return -1;
+    cfg->history_retention_s = uint_or(h, "retention_seconds", cfg->history_retention_s);
+    return 0;
+}
+
 static int parse_token(const json_t *t, size_t index, struct api_token *out, struct err *err)
 {
     static const struct field fields[] = {
@@ -520,7 +532,7 @@ int config_apply(struct config *cfg, const json_t *doc, struct err *err)
         {"listen", F_STRING},      {"strategies", F_STRING}, {"state", F_STRING},
         {"environment", F_STRING}, {"log_level", F_STRING},  {"workers", F_UINT},
         {"http", F_SECTION},       {"runtime", F_SECTION},   {"validation", F_SECTION},
-        {"auth", F_SECTION},       {"providers", F_ANY},
+        {"auth", F_SECTION},       {"providers", F_ANY},     {"history", F_SECTION},
     };
     if (check_keys(doc, "", fields, sizeof fields / sizeof fields[0], err) != 0)
         return -1;
@@ -553,6 +565,8 @@ int config_apply(struct config *cfg, const json_t *doc, struct err *err)
     if ((v = json_object_get(doc, "validation")) && apply_validation(cfg, v, err) != 0)
         return -1;
     if ((v = json_object_get(doc, "auth")) && apply_auth(cfg, v, err) != 0)
+        return -1;
+    if ((v = json_object_get(doc, "history")) && apply_history(cfg, v, err) != 0)
         return -1;
     if ((v = json_object_get(doc, "providers")) && apply_providers(cfg, v, err) != 0)
         return -1;

@@ -39,8 +39,12 @@ struct config {
     struct api_token *tokens;
     size_t ntokens;
     bool metrics_require_token;
-    json_t *providers; /* array of ProviderRequest objects */
+    json_t *providers;             /* array of ProviderRequest objects */
+    long long history_retention_s; /* 0: the order history is kept whole */
 };
+
+/* Orders and executions are kept 30 days by default (history.retention_seconds). */
+#define CONFIG_HISTORY_RETENTION_S (30LL * 86400)
 
 void config_init(struct config *cfg);
 void config_free(struct config *cfg);

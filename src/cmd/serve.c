@@ -343,7 +343,8 @@ static int start_providers(struct gateway *gw, struct err *err)
 
 static int open_gateway(struct gateway *gw, struct err *err)
 {
-    if (store_open(gw->cfg.state_dir, &gw->store, err) != 0)
+    if (store_open(gw->cfg.state_dir, &gw->store, err) != 0 ||
+        store_history_start(gw->store, gw->cfg.history_retention_s * 1000, err) != 0)
         return -1;
     struct catalog_options copts = {gw->cfg.strategies_dir, revision_metadata, gw};
     gw->batching = true;

@@ -423,6 +423,7 @@ void store_close(struct store *store)
 {
     if (!store)
         return;
+    store__history_stop(store); /* it uses the statements and the lock */
     for (int i = 0; i < STORE__STMT_COUNT; i++)
         sqlite3_finalize(store->stmts[i]);
     /* Every statement is finalized above, so close cannot be left busy;

@@ -72,6 +72,28 @@ enum store_sync_file { STORE_SYNC_DATABASE, STORE_SYNC_AUDIT };
 struct strbuf;
 void store_metrics_write(struct store *store, struct strbuf *out);
 uint64_t store_sync_count(struct store *store, enum store_sync_file file);
+/* ---- history retention ----
+ * store_history_prune deletes, in one transaction, at most `max_rows` of
+ * each: orders in a final state (filled, cancelled, rejected, expired)
+ * last updated before `before_ms`, and executions traded before it (wall
+ * clock, ms). *deleted_orders and *deleted_executions (may be NULL) say
+ * how many went. An open order stays whatever its age; a position (the
+ * risk limits' net of an instance's fills) does not move. Any thread.
+ *
+ * store_history_start prunes from a thread of the store's own: every tenth
+ * of `retention_ms` (between 100 ms and a minute), slice after slice of
+ * STORE_HISTORY_SLICE rows and more (up to 16 times that while a slice
+ * takes under 5 ms), each its own short transaction so that the market's
+ * writes and the control plane's commits go on between them, until nothing
+ * is older than `retention_ms`. 0: it never runs. At most once
+ * per store; store_close() stops it. stratd_history_deleted_total{table}
+ * counts what it deleted and stratd_state_database_bytes is the database's
+ * size on disk with its log (store_metrics_write). */
+#define STORE_HISTORY_SLICE 500
+int store_history_prune(struct store *store, int64_t before_ms, int max_rows, int *deleted_orders,
+                        int *deleted_executions, struct err *err);
+int store_history_start(struct store *store, int64_t retention_ms, struct err *err);
+
 /* Runs PRAGMA integrity_check; 0 when "ok". */
 int store_check_integrity(struct store *store, struct err *err);
 

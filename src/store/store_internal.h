@@ -23,7 +23,7 @@
 
 /* The newest schema this build knows; store_migrate.c checks that its last
  * step carries this number. */
-#define STORE__SCHEMA_VERSION 3
+#define STORE__SCHEMA_VERSION 4
 
 /* How long a write waits for another process (the bootstrap tool) that holds
  * the database's write lock before it fails. */
@@ -51,6 +51,8 @@ enum store__stmt {
     STORE__BALANCE_PUT,
     STORE__BALANCE_QUERY,
     STORE__POSITION_QUERY,
+    STORE__HISTORY_PRUNE_ORDERS,
+    STORE__HISTORY_PRUNE_EXECUTIONS,
     STORE__PROVIDER_PUT,
     STORE__PROVIDER_DELETE,
     STORE__PROVIDER_LIST,
@@ -97,6 +99,16 @@ struct store {
     sqlite3_vfs *vfs_base;
     char vfs_name[40];
     bool vfs_registered;
+    /* the history's pruner (store_history.c): history_lock guards
+     * history_quit and wakes it through history_wake */
+    pthread_t history_thread;
+    bool history_started;
+    pthread_mutex_t history_lock;
+    pthread_cond_t history_wake;
+    bool history_sync_ready;
+    bool history_quit;
+    int64_t history_retention_ms;
+    _Atomic uint64_t history_deleted[2]; /* orders, executions */
 };
 
 /* The store's VFS (store_vfs.c): registered before the database opens,
@@ -177,6 +189,11 @@ void store__wal_prepare(struct store *s);
 int store__audit_open(struct store *s, struct err *err);
 /* Syncs what is pending, stops the syncer and closes the log. */
 void store__audit_close(struct store *s);
+
+/* Stops the history's pruner if it runs (store_history.c). */
+void store__history_stop(struct store *s);
+/* The history's counters and the database's size, for store_metrics_write. */
+void store__history_metrics_write(struct store *s, struct strbuf *out);
 
 /* How long the audit syncer gathers appends before one fsync: the most an
  * appended entry waits to be durable against power loss. */

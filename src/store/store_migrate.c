@@ -178,6 +178,14 @@ static const struct migration migrations[] = {
                                                            "OLD") " BEGIN" POSITION_MOVE("OLD",
                                                                                          "-") " END"
                                                                                               ";"},
+    /* The order history is pruned by age (store_history_prune): indexes to
+     * find what is old, and a position no longer follows an execution's
+     * delete, so it stays the net of every fill the instance had. */
+    {4, "history retention",
+     "DROP TRIGGER positions_remove;"
+     "CREATE INDEX orders_done_by_update ON orders (updated_at)"
+     " WHERE state IN ('filled', 'cancelled', 'rejected', 'expired');"
+     "CREATE INDEX executions_by_trade ON executions (traded_at);"},
 };
 
 #define MIGRATION_COUNT (sizeof migrations / sizeof migrations[0])

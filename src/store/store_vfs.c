@@ -330,6 +330,7 @@ void store_metrics_write(struct store *store, struct strbuf *out)
                          "histogram");
     write_one(out, "database", &store->sync_db);
     write_one(out, "audit", &store->sync_audit);
+    store__history_metrics_write(store, out);
 }
 
 uint64_t store_sync_count(struct store *store, enum store_sync_file file)

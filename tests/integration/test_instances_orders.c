@@ -8,7 +8,8 @@
  * Dry-run orders never touch balances; live ones move them, hold what
  * resting orders need, are refused without the funds, and every change is
  * a BalanceUpdate to the provider's subscribers. Deleting an instance
- * cancels its resting orders; the kill switch cancels everyone's.
+ * cancels its resting orders; the kill switch cancels everyone's. The
+ * history's retention deletes what is final and old, never an open order.
  */
 #include "testutil.h"
 
@@ -697,22 +698,30 @@ static void test_live_orders_move_balances(void **state)
     tu_server_stop(srv);
 }
 
-/* A "rester": on its first trade a buy at half the bid, which rests. */
-static void upload_rester(struct tu_server *srv)
+/* A "rester": on its first trade a buy at half the bid, which rests;
+ * `filled_first`: a market buy before it, which fills. */
+static void upload_rester_named(struct tu_server *srv, const char *name, bool filled_first)
 {
-    char *handlers = tu_path("%s"
-                             "onTrade(ctx) {\n"
-                             "  if (placed) return;\n"
-                             "  placed = true;\n"
-                             "  ids.far = rt.submitOrder(ctx.provider, 'buy', 0.01,\n"
-                             "    Math.round(rt.getBidPrice() / 2));\n"
-                             "},\n",
-                             report_handlers);
-    char *src =
-        tu_strategy_source("rester", "['Trade', 'ExecReport']", "[]", report_setup, handlers);
+    char *handlers = tu_path(
+        "%s"
+        "onTrade(ctx) {\n"
+        "  if (placed) return;\n"
+        "  placed = true;\n"
+        "%s"
+        "  ids.far = rt.submitOrder(ctx.provider, 'buy', 0.01,\n"
+        "    Math.round(rt.getBidPrice() / 2));\n"
+        "},\n",
+        report_handlers,
+        filled_first ? "  ids.market = rt.submitMarketOrder(ctx.provider, 'buy', 0.01);\n" : "");
+    char *src = tu_strategy_source(name, "['Trade', 'ExecReport']", "[]", report_setup, handlers);
     tu_upload_expect(srv, src, NULL, 201, NULL);
     free(src);
     free(handlers);
+}
+
+static void upload_rester(struct tu_server *srv)
+{
+    upload_rester_named(srv, "rester", false);
 }
 
 /* Two resters with their configs, started with the provider; returns
@@ -844,6 +853,40 @@ static void test_kill_switch_cancels_resting_orders(void **state)
     tu_server_stop(srv);
 }
 
+/* The history kept for a second: a filled order and its fill go once they
+ * are older than that, the order still resting stays whatever its age, and
+ * the metrics count what went. */
+static void test_history_retention(void **state)
+{
+    struct tu_server *srv = *state;
+    char *config = tu_path("%shistory:\n  retention_seconds: 1\n", fast_config);
+    start_server(srv, config);
+    free(config);
+    upload_rester_named(srv, "keeper", true);
+    json_decref(tu_instance_create(srv, "kept", "keeper", "{\"dry_run\": true}", NULL, NULL));
+    tu_instance_start(srv, "kept");
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    json_decref(wait_report(srv, "kept", "kept-1", "filled"));
+    json_decref(wait_report(srv, "kept", "kept-2", "acknowledged"));
+
+    for (int i = 0; i < TU_WAIT_S * 50 && orders_count(srv, "kept", "") != 1; i++)
+        tu_sleep_ms(20);
+    json_t *doc = tu_get_json(srv, 200, "/strategy/instances/kept/orders");
+    assert_int_equal(json_array_size(json_object_get(doc, "orders")), 1);
+    assert_string_equal(tu_jstr(doc, "orders.0.clientOrderId"), "kept-2");
+    assert_string_equal(tu_jstr(doc, "orders.0.state"), "acknowledged");
+    json_decref(doc);
+    doc = tu_get_json(srv, 200, "/strategy/instances/kept/executions");
+    assert_int_equal(json_array_size(json_object_get(doc, "executions")), 0);
+    json_decref(doc);
+    assert_true(tu_metric(srv, "stratd_history_deleted_total{table=\"orders\"}") >= 1);
+    assert_true(tu_metric(srv, "stratd_history_deleted_total{table=\"executions\"}") >= 1);
+    assert_true(tu_metric(srv, "stratd_state_database_bytes") > 0);
+    tu_sleep_ms(1500); /* older than the retention now, and still open */
+    assert_int_equal(orders_count(srv, "kept", "?state=acknowledged"), 1);
+    tu_server_stop(srv);
+}
+
 /* A resting order outlives neither its book nor a SIGKILL: when the
  * provider's next session starts (with an empty book) the order that the
  * killed gateway left open in the records is expired with a reason. */
@@ -892,6 +935,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_cancels_resting_orders, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_kill_switch_cancels_resting_orders, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_history_retention, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

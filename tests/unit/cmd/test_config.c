@@ -49,6 +49,10 @@ static void test_zero_where_zero_means_nothing_is_refused(void **state)
         {"http:\n  max_connections: 0\n", "http.max_connections: at least 1"},
         {"http:\n  idle_timeout_seconds: 0\n", "http.idle_timeout_seconds: at least 1"},
         {"runtime:\n  cpu_budget_ms: 3600001\n", "runtime.cpu_budget_ms: at most 3600000"},
+        {"history:\n  retention_seconds: -1\n", "history.retention_seconds"},
+        {"history:\n  retention_seconds: 1h\n", "history.retention_seconds"},
+        {"history:\n  retention_seconds: 3162240001\n", "history.retention_seconds: at most"},
+        {"history:\n  keep: 1\n", "history.keep"},
         {"providers:\n  - name: p\n    adapter: {identifier: simulated}\n"
          "    config: {tickRate: 1}\n",
          "providers[0].config: with an adapter mapping the settings go in adapter.config"},
@@ -84,7 +88,12 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
     (void)state;
     struct config cfg;
     struct err err = ERR_INIT;
+    if (apply_text(&cfg, "{}", &err) != 0)
+        fail_msg("refused: %s", err.message);
+    assert_true(cfg.history_retention_s == 30LL * 86400); /* kept 30 days unless told */
+    config_free(&cfg);
     const char *yaml = "workers: 0\n"
+                       "history:\n  retention_seconds: 0\n"
                        "http:\n  rate_limit_per_second: 0\n  rate_limit_burst: 0\n  threads: 1\n"
                        "runtime:\n  event_poll_us: 0\n  cpu_budget_ms: 1\n  memory_limit_mb: 1\n"
                        "validation:\n  budget_ms: 1\n";
@@ -97,6 +106,7 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
     assert_int_equal(cfg.instance_limits.budget_ns, 1000000);
     assert_int_equal(cfg.instance_limits.memory_bytes, 1u << 20);
     assert_int_equal(cfg.validation_limits.budget_ns, 1000000);
+    assert_true(cfg.history_retention_s == 0); /* the whole history kept */
     config_free(&cfg);
 }
 

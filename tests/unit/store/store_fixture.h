@@ -67,6 +67,33 @@ static inline json_t *jparse(const char *text)
     return v;
 }
 
+/* An OrderRecord and an ExecutionRecord of the contract, every field set. */
+static inline json_t *order(const char *id, const char *instance, const char *provider,
+                            const char *state, long long updated_at)
+{
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:I, s:{}, "
+        "s:n, s:n, s:I, s:I}",
+        "id", id, "provider", provider, "strategyInstance", instance, "clientOrderId", id, "symbol",
+        "BTC-USDT", "side", "buy", "type", "limit", "quantity", "0.5", "price", "state", state,
+        "externalReference", "placedAt", (json_int_t)updated_at, "metadata", "acknowledgedAt",
+        "completedAt", "createdAt", (json_int_t)updated_at, "updatedAt", (json_int_t)updated_at);
+    assert_non_null(o);
+    return o;
+}
+
+static inline json_t *execution(const char *id, const char *order_id, const char *instance,
+                                const char *provider, long long traded_at)
+{
+    json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:{}, s:I}",
+                          "orderId", order_id, "provider", provider, "strategyInstance", instance,
+                          "executionId", id, "quantity", "0.1", "price", "50000.5", "fee", "0.01",
+                          "feeAsset", "USDT", "liquidity", "tradedAt", (json_int_t)traded_at,
+                          "metadata", "createdAt", (json_int_t)traded_at);
+    assert_non_null(e);
+    return e;
+}
+
 /* Equal as text, so key order and number spelling count too. */
 static inline void assert_json_same(const json_t *actual, const json_t *expected)
 {

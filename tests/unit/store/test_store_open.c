@@ -185,8 +185,9 @@ static void test_migration_sums_earlier_executions(void **state)
     store_close(store);
     sqlite3 *db = raw_open(root);
     raw_exec(db, "DROP TRIGGER positions_add; DROP TRIGGER positions_move;"
-                 " DROP TRIGGER positions_remove; DROP TRIGGER positions_forget;"
-                 " DROP TABLE positions; PRAGMA user_version = 1");
+                 " DROP TRIGGER positions_forget; DROP TABLE positions;"
+                 " DROP INDEX orders_done_by_update; DROP INDEX executions_by_trade;"
+                 " PRAGMA user_version = 1");
     sqlite3_close(db);
 
     store = fixture_open(root);

@@ -18,32 +18,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static json_t *order(const char *id, const char *instance, const char *provider, const char *state,
-                     long long updated_at)
-{
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:I, s:{}, "
-        "s:n, s:n, s:I, s:I}",
-        "id", id, "provider", provider, "strategyInstance", instance, "clientOrderId", id, "symbol",
-        "BTC-USDT", "side", "buy", "type", "limit", "quantity", "0.5", "price", "state", state,
-        "externalReference", "placedAt", (json_int_t)updated_at, "metadata", "acknowledgedAt",
-        "completedAt", "createdAt", (json_int_t)updated_at, "updatedAt", (json_int_t)updated_at);
-    assert_non_null(o);
-    return o;
-}
-
-static json_t *execution(const char *id, const char *order_id, const char *instance,
-                         const char *provider, long long traded_at)
-{
-    json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:{}, s:I}",
-                          "orderId", order_id, "provider", provider, "strategyInstance", instance,
-                          "executionId", id, "quantity", "0.1", "price", "50000.5", "fee", "0.01",
-                          "feeAsset", "USDT", "liquidity", "tradedAt", (json_int_t)traded_at,
-                          "metadata", "createdAt", (json_int_t)traded_at);
-    assert_non_null(e);
-    return e;
-}
-
 static json_t *query_orders(struct store *s, const struct store_order_query *q)
 {
     struct err err = ERR_INIT;
