@@ -86,9 +86,10 @@ uint64_t store_sync_count(struct store *store, enum store_sync_file file);
  * takes under 5 ms), each its own short transaction so that the market's
  * writes and the control plane's commits go on between them, until nothing
  * is older than `retention_ms`. 0: it never runs. At most once
- * per store; store_close() stops it. stratd_history_deleted_total{table}
- * counts what it deleted and stratd_state_database_bytes is the database's
- * size on disk with its log (store_metrics_write). */
+ * per store, by the thread that owns its opening and closing (not
+ * concurrently with store_close(), which stops the pruner and joins it).
+ * stratd_history_deleted_total{table} counts what it deleted and stratd_state_database_bytes is the
+ * database's size on disk with its log (store_metrics_write). */
 #define STORE_HISTORY_SLICE 500
 int store_history_prune(struct store *store, int64_t before_ms, int max_rows, int *deleted_orders,
                         int *deleted_executions, struct err *err);

@@ -58,21 +58,22 @@ int store_history_prune(struct store *store, int64_t before_ms, int max_rows, in
     int orders = 0, executions = 0;
     store__lock(store);
     int rc = store__begin(store, err);
-    if (rc == 0)
+    if (rc == 0) {
         rc = prune_table(store, STORE__HISTORY_PRUNE_ORDERS,
                          "DELETE FROM orders WHERE rowid IN (SELECT rowid FROM orders"
                          " WHERE state IN ('filled', 'cancelled', 'rejected', 'expired')"
                          " AND updated_at < ?1 LIMIT ?2)",
                          before_ms, max_rows, &orders, err);
-    if (rc == 0)
-        rc = prune_table(store, STORE__HISTORY_PRUNE_EXECUTIONS,
-                         "DELETE FROM executions WHERE rowid IN (SELECT rowid FROM executions"
-                         " WHERE traded_at < ?1 LIMIT ?2)",
-                         before_ms, max_rows, &executions, err);
-    if (rc == 0)
-        rc = store__commit(store, err);
-    else
-        store__rollback(store);
+        if (rc == 0)
+            rc = prune_table(store, STORE__HISTORY_PRUNE_EXECUTIONS,
+                             "DELETE FROM executions WHERE rowid IN (SELECT rowid FROM"
+                             " executions WHERE traded_at < ?1 LIMIT ?2)",
+                             before_ms, max_rows, &executions, err);
+        if (rc == 0)
+            rc = store__commit(store, err); /* rolls back when it fails */
+        else
+            store__rollback(store);
+    }
     store__unlock(store);
     if (rc != 0)
         return -1;
@@ -97,21 +98,40 @@ static int64_t history_period_ns(int64_t retention_ms)
 }
 
 /* Waits up to `ns` or until told to quit; true when told. history_lock
- * held. */
+ * held. The condition runs on the monotonic clock, as the workers' and the
+ * market's do, so a wall-clock step neither wakes it early nor late. */
 static bool history_wait(struct store *s, int64_t ns)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(ns / 1000000000);
-    until.tv_nsec += (long)(ns % 1000000000);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    int64_t due = clock_mono_ns() + ns;
+    struct timespec until = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
     while (!s->history_quit &&
            pthread_cond_timedwait(&s->history_wake, &s->history_lock, &until) != ETIMEDOUT)
         ;
     return s->history_quit;
+}
+
+static int history_sync_init(struct store *s, struct err *err)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) {
+        err_set(err, ERR_INTERNAL, "cannot start the history's pruner: no condition");
+        return -1;
+    }
+    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(&s->history_wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc != 0) {
+        err_set(err, ERR_INTERNAL, "cannot start the history's pruner: no condition");
+        return -1;
+    }
+    if (pthread_mutex_init(&s->history_lock, NULL) != 0) {
+        pthread_cond_destroy(&s->history_wake);
+        err_set(err, ERR_INTERNAL, "cannot start the history's pruner: no mutex");
+        return -1;
+    }
+    s->history_sync_ready = true;
+    return 0;
 }
 
 static int next_slice(int slice, int64_t took_ns)
@@ -179,18 +199,8 @@ int store_history_start(struct store *store, int64_t retention_ms, struct err *e
     }
     if (retention_ms == 0)
         return 0;
-    if (!store->history_sync_ready) {
-        if (pthread_mutex_init(&store->history_lock, NULL) != 0) {
-            err_set(err, ERR_INTERNAL, "cannot start the history's pruner: no mutex");
-            return -1;
-        }
-        if (pthread_cond_init(&store->history_wake, NULL) != 0) {
-            pthread_mutex_destroy(&store->history_lock);
-            err_set(err, ERR_INTERNAL, "cannot start the history's pruner: no condition");
-            return -1;
-        }
-        store->history_sync_ready = true;
-    }
+    if (!store->history_sync_ready && history_sync_init(store, err) != 0)
+        return -1;
     store->history_retention_ms = retention_ms;
     store->history_quit = false;
     int rc = pthread_create(&store->history_thread, NULL, history_main, store);
