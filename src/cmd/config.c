@@ -358,7 +358,7 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         {"memory_limit_mb", F_UINT},        {"cpu_budget_ms", F_UINT},
         {"max_consecutive_errors", F_UINT}, {"queue_capacity", F_UINT},
         {"log_lines_per_second", F_UINT},   {"stack_limit_kb", F_UINT},
-        {"event_poll_us", F_UINT},
+        {"event_poll_us", F_UINT},          {"cancel_orders_on_failure", F_BOOL},
     };
     /* The same ceilings as an instance's own memory_limit_mb and
      * cpu_budget_ms; none lets a value wrap when scaled or narrowed. */
@@ -384,6 +384,9 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
     cfg->queue_capacity = (size_t)uint_or(rt, "queue_capacity", (long long)cfg->queue_capacity);
     cfg->log_lines_per_second = (int)uint_or(rt, "log_lines_per_second", cfg->log_lines_per_second);
     cfg->event_poll_us = (int)uint_or(rt, "event_poll_us", cfg->event_poll_us);
+    const json_t *cancel = json_object_get(rt, "cancel_orders_on_failure");
+    if (cancel)
+        cfg->keep_orders_on_failure = json_is_false(cancel);
     return 0;
 }
 

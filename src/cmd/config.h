@@ -35,6 +35,7 @@ struct config {
     size_t queue_capacity;
     int log_lines_per_second;
     int event_poll_us;
+    bool keep_orders_on_failure; /* runtime.cancel_orders_on_failure: false */
     struct js_limits validation_limits;
     struct api_token *tokens;
     size_t ntokens;

@@ -372,6 +372,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
         .queue_capacity = gw->cfg.queue_capacity,
         .log_lines_per_second = gw->cfg.log_lines_per_second,
         .event_poll_us = gw->cfg.event_poll_us,
+        .keep_orders_on_failure = gw->cfg.keep_orders_on_failure,
     };
     if (runtime_new(&ropts, &gw->runtime, err) != 0)
         return -1;

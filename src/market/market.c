@@ -829,10 +829,31 @@ static void ops_forget(void *ctx, uint32_t instance_key, const char *instance_id
     risk_release(retired);
 }
 
+/* A worker's call: each session's lock is held only to queue the cancels,
+ * as an order's submit holds it, so a session stopping meanwhile is either
+ * still there to take them or already expired every order. */
+static void ops_abandon(void *ctx, uint32_t instance_key, const char *instance_id,
+                        const char *reason)
+{
+    struct market *m = ctx;
+    for (struct provider *p = atomic_load_explicit(&m->providers, memory_order_acquire); p;
+         p = p->next) {
+        char error[EVENT_REASON_MAX] = "";
+        pthread_mutex_lock(&p->session_lock);
+        int rc = p->session
+                     ? sim_abandon_instance(p->session, instance_key, reason, error, sizeof error)
+                     : 0;
+        pthread_mutex_unlock(&p->session_lock);
+        if (rc != 0)
+            log_warn("market", "provider %s: cannot cancel the resting orders of instance %s: %s",
+                     p->name, instance_id, error);
+    }
+}
+
 struct market_ops market_runtime_ops(struct market *m)
 {
-    return (struct market_ops){m,         ops_submit,         ops_cancel,
-                               ops_quote, ops_trading_active, ops_forget};
+    return (struct market_ops){m,          ops_submit, ops_cancel, ops_quote, ops_trading_active,
+                               ops_forget, ops_abandon};
 }
 
 /* -------------------------------------------------------------- metrics */

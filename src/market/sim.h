@@ -358,7 +358,8 @@ struct sim_config {
 enum sim_cmd_kind {
     SIM_CMD_SUBMIT,
     SIM_CMD_CANCEL,          /* req: instance_key and client_order_id */
-    SIM_CMD_CANCEL_INSTANCE, /* req: instance_key; every resting order of it */
+    SIM_CMD_CANCEL_INSTANCE, /* req: instance_key; every resting order of it, with
+                              * cancel_reason */
     SIM_CMD_NOTICE,          /* notice: a provider-wide RiskControl event; then, with
                               * cancel_reason, every resting order cancelled */
 };
@@ -376,7 +377,9 @@ struct sim_cmd {
     struct order_request req;
     struct sim_signal *signal; /* NULL: nobody waits */
     const char *notice;        /* SIM_CMD_NOTICE, the waiting caller's */
-    const char *cancel_reason; /* SIM_CMD_NOTICE, the waiting caller's; may be NULL */
+    /* SIM_CMD_NOTICE (may be NULL) and SIM_CMD_CANCEL_INSTANCE: the waiting
+     * caller's, or a literal when nobody waits */
+    const char *cancel_reason;
 };
 
 struct sim {
@@ -444,6 +447,13 @@ int sim_cancel(struct sim *s, uint32_t instance_key, const char *client_order_id
  * keeps its order), so none of them is left resting. -1 with a message
  * when out of memory or stopping. Not on the provider thread. */
 int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size);
+/* Queues the cancel of every order the instance has resting, each reported
+ * cancelled with `reason` (a literal: it is read after the call returns),
+ * and returns without waiting for it, so a worker may call it. Orders the
+ * instance queued earlier are handled first. -1 with a message when out of
+ * memory or stopping. */
+int sim_abandon_instance(struct sim *s, uint32_t instance_key, const char *reason, char *error,
+                         size_t size);
 /* Publishes a RiskControl event for the whole provider with `reason` (its
  * subscribers hear of a gateway-wide change, the kill switch) after what
  * is queued, then, when `cancel_reason` is not NULL, cancels every resting

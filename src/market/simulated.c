@@ -590,7 +590,7 @@ static void run_command(struct sim *s, const struct sim_cmd *c)
         sim_order_cancel(s, c->req.instance_key, c->req.client_order_id);
         break;
     case SIM_CMD_CANCEL_INSTANCE:
-        sim_orders_cancel_instance(s, c->req.instance_key, "the instance was deleted");
+        sim_orders_cancel_instance(s, c->req.instance_key, c->cancel_reason);
         break;
     case SIM_CMD_NOTICE:
         publish_risk_control(s, 0, c->notice);
@@ -947,8 +947,18 @@ static int submit_and_wait(struct sim *s, struct sim_cmd *c, char *error, size_t
 
 int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_t size)
 {
-    struct sim_cmd c = {.kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key};
+    struct sim_cmd c = {.kind = SIM_CMD_CANCEL_INSTANCE,
+                        .req.instance_key = instance_key,
+                        .cancel_reason = "the instance was deleted"};
     return submit_and_wait(s, &c, error, size);
+}
+
+int sim_abandon_instance(struct sim *s, uint32_t instance_key, const char *reason, char *error,
+                         size_t size)
+{
+    struct sim_cmd c = {
+        .kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key, .cancel_reason = reason};
+    return submit_command(s, &c, error, size);
 }
 
 int sim_notice(struct sim *s, const char *reason, const char *cancel_reason, char *error,

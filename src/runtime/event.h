@@ -248,6 +248,12 @@ struct market_ops {
      * has let go of it, never from a worker or a provider thread. May be
      * NULL. */
     void (*forget)(void *ctx, uint32_t instance_key, const char *instance_id);
+    /* The instance stopped for a failure and nothing is left to manage its
+     * orders: the cancel of its resting orders on every running provider is
+     * queued, each reported with `reason` (a literal), behind the orders it
+     * queued before. Returns without waiting, like submit: a worker calls it
+     * once the failed VM is gone. May be NULL. */
+    void (*abandon)(void *ctx, uint32_t instance_key, const char *instance_id, const char *reason);
 };
 
 #endif

@@ -696,6 +696,11 @@ int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err);
  * reason (desired state off), persists, counts and logs. */
 void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *reason,
                          const char *handler, const char *message);
+/* The instance stopped for a failure (`reason`: its stop reason) with no VM
+ * left: unless runtime.keep_orders_on_failure, its resting orders are
+ * cancelled (queued; the call does not wait). Any thread, once the failed
+ * VM is gone and before the instance can start again. */
+void rtx_abandon_orders(struct runtime *rt, const struct instance *inst, const char *reason);
 /* Usage touches gathered to be written with instance records in one
  * transaction (rtx_persist_batch); one entry per revision. */
 struct rtx_touch {

@@ -304,6 +304,9 @@ static void finish_no_plan(struct runtime *rt, struct move *m, struct rtx_touche
      * picked: that stop was counted when it happened */
     if (m->cmd.rc == 0 && m->cmd.was_running)
         rtx_note_stop_into(rt, c->strategy, c->hex, "refreshed", touches);
+    /* the old VM stopped (the command was waited for) and the new code
+     * cannot run: nothing manages the orders */
+    rtx_abandon_orders(rt, c->inst, "startFailed");
     pthread_mutex_lock(&rt->lock);
     stopped_locked(c->inst, "startFailed", m->err.message);
     pthread_mutex_unlock(&rt->lock);

@@ -465,6 +465,31 @@ void rtx_count_error(struct runtime *rt, const char *strategy, const char *hash)
     metrics_add(rt->m_errors, labels, 1);
 }
 
+/* Literals, since the market reads them after the call returns. */
+static const char *abandon_reason(const char *stop_reason)
+{
+    static const char *const texts[][2] = {
+        {"cpuBudget", "cpuBudget: cancelled as the instance stopped"},
+        {"memoryLimit", "memoryLimit: cancelled as the instance stopped"},
+        {"stackOverflow", "stackOverflow: cancelled as the instance stopped"},
+        {"tooManyErrors", "tooManyErrors: cancelled as the instance stopped"},
+        {"riskBreaches", "riskBreaches: cancelled as the instance stopped"},
+        {"startFailed", "startFailed: cancelled as the instance stopped"},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        if (strcmp(texts[i][0], stop_reason) == 0)
+            return texts[i][1];
+    }
+    return "cancelled as the instance stopped";
+}
+
+void rtx_abandon_orders(struct runtime *rt, const struct instance *inst, const char *reason)
+{
+    if (rt->opts.keep_orders_on_failure || !rt->opts.market.abandon)
+        return;
+    rt->opts.market.abandon(rt->opts.market.ctx, inst->key, inst->id, abandon_reason(reason));
+}
+
 void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *reason,
                          const char *handler, const char *message)
 {

@@ -32,7 +32,10 @@
  *   stackOverflow, tooManyErrors, startFailed (create() failed; also after a
  *   refresh to a revision that does not start), retired (the selector no
  *   longer resolves). Limit stops clear the desired state, so a crashed
- *   strategy stays stopped after a restart.
+ *   strategy stays stopped after a restart. A stop for a failure (all but
+ *   stopped and retired) cancels the instance's resting orders unless
+ *   keep_orders_on_failure; an operator's stop and a retirement leave them
+ *   for the next start to manage.
  * - Exceptions are logged under the instance's helpers.log rate limit
  *   (log_lines_per_second) so a throwing strategy cannot flood the log;
  *   every one is counted.
@@ -105,6 +108,11 @@ struct runtime_options {
     int event_poll_us;          /* a worker fed events closer together than this polls for
                                  * the next one rather than sleep; 0: it always sleeps, as
                                  * do workers that outnumber the online CPUs */
+    /* false: an instance stopped for a failure (a limit, an error streak,
+     * risk breaches, a start that failed) has its resting orders cancelled,
+     * since nothing is left to manage them; true: they stay, as after an
+     * operator's stop */
+    bool keep_orders_on_failure;
 };
 
 struct runtime;

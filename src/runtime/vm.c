@@ -225,6 +225,8 @@ static void stop_failed(struct worker *w, struct vm *vm, const char *reason, con
         inst->vm = NULL;
         atomic_store_explicit(&inst->memory, 0, memory_order_relaxed);
     }
+    /* while the instance still counts as running, so no start comes first */
+    rtx_abandon_orders(w->rt, inst, reason);
     rtx_instance_failed(w->rt, inst, reason, handler, message);
 }
 

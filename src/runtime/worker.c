@@ -747,6 +747,14 @@ static struct vm *launch(struct worker *w, struct command *cmd)
     return vm_launch(w, vm, &cmd->err) == 0 ? vm : NULL;
 }
 
+/* The start's VM is gone; the instance ends stopped (startFailed) once the
+ * caller sees the failure, and create() may have placed orders. */
+static void start_failed(struct worker *w, struct command *cmd)
+{
+    cmd->rc = -1;
+    rtx_abandon_orders(w->rt, cmd->inst, "startFailed");
+}
+
 static void cmd_start(struct worker *w, struct command *cmd)
 {
     struct instance *inst = cmd->inst;
@@ -760,7 +768,7 @@ static void cmd_start(struct worker *w, struct command *cmd)
     }
     struct vm *vm = launch(w, cmd);
     if (!vm) {
-        cmd->rc = -1;
+        start_failed(w, cmd);
         return;
     }
     /* not a visit of the run under way, if any: its events were taken
@@ -769,7 +777,7 @@ static void cmd_start(struct worker *w, struct command *cmd)
     if (worker_subscribe(w, vm) != 0) {
         vm_destroy(w, vm);
         err_set(&cmd->err, ERR_INTERNAL, "out of memory while subscribing instance %s", inst->id);
-        cmd->rc = -1;
+        start_failed(w, cmd);
         return;
     }
     inst->vm = vm;
@@ -807,6 +815,7 @@ static void cmd_restart(struct worker *w, struct command *cmd)
         if (cmd->keep_old)
             return;
         drop_vm(w, inst);
+        rtx_abandon_orders(w->rt, inst, "startFailed");
         pthread_mutex_lock(&w->rt->lock);
         rtx_apply_spec_locked(w->rt, inst, cmd->spec);
         pthread_mutex_unlock(&w->rt->lock);

@@ -8,7 +8,8 @@
  * Dry-run orders never touch balances; live ones move them, hold what
  * resting orders need, are refused without the funds, and every change is
  * a BalanceUpdate to the provider's subscribers. Deleting an instance
- * cancels its resting orders; the kill switch cancels everyone's. The
+ * cancels its resting orders, as does a stop for a failure (unless
+ * configured otherwise); the kill switch cancels everyone's. The
  * history's retention deletes what is final and old, never an open order.
  */
 #include "testutil.h"
@@ -853,6 +854,114 @@ static void test_kill_switch_cancels_resting_orders(void **state)
     tu_server_stop(srv);
 }
 
+/* A "crasher": a buy at half the bid on its first trade, which rests; once
+ * it is acknowledged, the next trade's handler loops past the budget. */
+static void upload_crasher(struct tu_server *srv)
+{
+    char *handlers = tu_path("%s"
+                             "onTrade(ctx) {\n"
+                             "  if (ids.acked) for (;;) {}\n"
+                             "  if (placed) return;\n"
+                             "  placed = true;\n"
+                             "  ids.far = rt.submitOrder(ctx.provider, 'buy', 0.01,\n"
+                             "    Math.round(rt.getBidPrice() / 2));\n"
+                             "},\n",
+                             "onOrderAcknowledged() { ids.acked = true; },\n");
+    char *src =
+        tu_strategy_source("crasher", "['Trade', 'ExecReport']", "[]", report_setup, handlers);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    free(handlers);
+}
+
+/* Waits for the instance's stop and checks its reason. */
+static void expect_stopped(struct tu_server *srv, const char *id, const char *reason)
+{
+    json_t *snap = tu_instance_wait_stopped(srv, id, TU_WAIT_S);
+    assert_string_equal(tu_jstr(snap, "stopReason"), reason);
+    json_decref(snap);
+}
+
+static void expect_cancelled(struct tu_server *srv, const char *id, const char *reason)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=cancelled", id);
+    json_t *doc = tu_wait_list(srv, path, "orders", 1, TU_WAIT_S);
+    assert_int_equal(json_array_size(json_object_get(doc, "orders")), 1);
+    assert_string_equal(tu_jstr(doc, "orders.0.metadata.reason"), reason);
+    json_decref(doc);
+}
+
+/* An instance the gateway stops for what it did has nothing left to manage
+ * its orders: a live and a dry-run instance that overran their budget have
+ * their resting orders cancelled with the reason and the funds come back,
+ * as does an order a failing create() placed; an operator's stop leaves
+ * its instance's order resting for the next start. */
+static void test_failure_cancels_resting_orders(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    upload_crasher(srv);
+    upload_rester(srv);
+    const char *const ids[] = {"f-live", "f-dry"};
+    const char *const configs[] = {"{\"cpu_budget_ms\": 20}",
+                                   "{\"cpu_budget_ms\": 20, \"dry_run\": true}"};
+    for (size_t i = 0; i < 2; i++) {
+        json_decref(tu_instance_create(srv, ids[i], "crasher", configs[i], NULL, NULL));
+        tu_instance_start(srv, ids[i]);
+    }
+    json_decref(tu_instance_create(srv, "op", "rester", "{\"dry_run\": true}", NULL, NULL));
+    tu_instance_start(srv, "op");
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    json_decref(tu_wait_list(srv, "/strategy/instances/op/orders?state=acknowledged", "orders", 1,
+                             TU_WAIT_S));
+    tu_instance_stop(srv, "op");
+
+    for (size_t i = 0; i < 2; i++) {
+        expect_stopped(srv, ids[i], "cpuBudget");
+        expect_cancelled(srv, ids[i], "cpuBudget: cancelled as the instance stopped");
+    }
+    double held = usdt_held(srv);
+    for (int i = 0; i < TU_WAIT_S * 50 && held > 0; i++) {
+        tu_sleep_ms(20);
+        held = usdt_held(srv);
+    }
+    assert_true(held == 0);
+    assert_int_equal(orders_count(srv, "op", "?state=acknowledged"), 1);
+
+    /* create() places an order, then throws: the start fails (422) */
+    char *src = tu_strategy_source(
+        "broken", "['Trade']", "[]",
+        "rt.submitOrder('sim', 'buy', 0.01, 1);\nthrow new Error('not today');", "");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_decref(tu_instance_create(srv, "b", "broken", NULL, NULL, NULL));
+    json_decref(tu_call(srv, "POST", "/strategy/instances/b/start", 422, NULL));
+    expect_cancelled(srv, "b", "startFailed: cancelled as the instance stopped");
+    assert_int_equal(orders_count(srv, "b", ""), 1);
+    tu_server_stop(srv);
+}
+
+/* runtime.cancel_orders_on_failure: false leaves a failed instance's order
+ * resting, as an operator's stop does. */
+static void test_failure_keeps_orders_when_configured(void **state)
+{
+    struct tu_server *srv = *state;
+    char *config = tu_path("%sruntime:\n  cancel_orders_on_failure: false\n", fast_config);
+    start_server(srv, config);
+    free(config);
+    upload_crasher(srv);
+    json_decref(tu_instance_create(srv, "kept", "crasher", "{\"cpu_budget_ms\": 20}", NULL, NULL));
+    tu_instance_start(srv, "kept");
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    expect_stopped(srv, "kept", "cpuBudget");
+    tu_sleep_ms(500); /* trades go on; a cancel would have been queued before the stop */
+    assert_int_equal(orders_count(srv, "kept", "?state=acknowledged"), 1);
+    assert_int_equal(orders_count(srv, "kept", ""), 1);
+    assert_true(usdt_held(srv) > 0);
+    tu_server_stop(srv);
+}
+
 /* The history kept for a second: a filled order and its fill go once they
  * are older than that, the order still resting stays whatever its age, and
  * the metrics count what went. */
@@ -937,6 +1046,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_switch_cancels_resting_orders, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_history_retention, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_failure_cancels_resting_orders, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_failure_keeps_orders_when_configured, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

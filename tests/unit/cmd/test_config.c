@@ -53,6 +53,8 @@ static void test_zero_where_zero_means_nothing_is_refused(void **state)
         {"history:\n  retention_seconds: 1h\n", "history.retention_seconds"},
         {"history:\n  retention_seconds: 3162240001\n", "history.retention_seconds: at most"},
         {"history:\n  keep: 1\n", "history.keep"},
+        {"runtime:\n  cancel_orders_on_failure: 0\n", "runtime.cancel_orders_on_failure"},
+        {"runtime:\n  cancel_orders_on_failure: no way\n", "runtime.cancel_orders_on_failure"},
         {"providers:\n  - name: p\n    adapter: {identifier: simulated}\n"
          "    config: {tickRate: 1}\n",
          "providers[0].config: with an adapter mapping the settings go in adapter.config"},
@@ -91,11 +93,17 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
     if (apply_text(&cfg, "{}", &err) != 0)
         fail_msg("refused: %s", err.message);
     assert_true(cfg.history_retention_s == 30LL * 86400); /* kept 30 days unless told */
+    assert_false(cfg.keep_orders_on_failure); /* a failed instance's orders are cancelled */
+    config_free(&cfg);
+    if (apply_text(&cfg, "runtime:\n  cancel_orders_on_failure: true\n", &err) != 0)
+        fail_msg("refused: %s", err.message);
+    assert_false(cfg.keep_orders_on_failure);
     config_free(&cfg);
     const char *yaml = "workers: 0\n"
                        "history:\n  retention_seconds: 0\n"
                        "http:\n  rate_limit_per_second: 0\n  rate_limit_burst: 0\n  threads: 1\n"
                        "runtime:\n  event_poll_us: 0\n  cpu_budget_ms: 1\n  memory_limit_mb: 1\n"
+                       "  cancel_orders_on_failure: false\n"
                        "validation:\n  budget_ms: 1\n";
     if (apply_text(&cfg, yaml, &err) != 0)
         fail_msg("refused: %s", err.message);
@@ -107,6 +115,7 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
     assert_int_equal(cfg.instance_limits.memory_bytes, 1u << 20);
     assert_int_equal(cfg.validation_limits.budget_ns, 1000000);
     assert_true(cfg.history_retention_s == 0); /* the whole history kept */
+    assert_true(cfg.keep_orders_on_failure);
     config_free(&cfg);
 }
 
