@@ -222,6 +222,10 @@ static int shape_error(struct err *err, const char *field, const char *why)
 
 static int check_shape(const json_t *body, struct err *err)
 {
+    /* a section this gateway does not restore is refused, not dropped */
+    static const char *const sections[] = {"providers", "lambdas", "risk"};
+    if (api_body_known_keys(body, sections, 3, "a backup", err) != 0)
+        return -1;
     if (!json_is_array(json_object_get(body, "providers")))
         return shape_error(err, "providers", "required array of ProviderRequest");
     if (!json_is_array(json_object_get(body, "lambdas")))

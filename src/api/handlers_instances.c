@@ -131,6 +131,25 @@ static int history_query(struct api *api, struct api_request *req, struct store_
     return 0;
 }
 
+/* A misspelt state would otherwise match nothing and read as "no orders". */
+static int check_states(const char *const *states, size_t n, struct err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        enum exec_status s = EXEC_ACKNOWLEDGED;
+        while (s <= EXEC_EXPIRED && strcmp(states[i], event_exec_status_name(s)) != 0)
+            s++;
+        if (s > EXEC_EXPIRED) {
+            err_set(err, ERR_INVALID,
+                    "state '%s' is not an order state (acknowledged, partiallyFilled, filled, "
+                    "cancelled, rejected, expired)",
+                    states[i]);
+            err_add_detail(err, "field", json_string("state"));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int api_handle_instance_orders(struct api *api, struct api_request *req, struct api_response *res,
                                struct err *err)
 {
@@ -140,7 +159,7 @@ int api_handle_instance_orders(struct api *api, struct api_request *req, struct 
     const char *states[16];
     char states_text[256]; /* 16 of the longest state, partiallyFilled */
     int nstates = api_query_all(req, "state", states, 16, states_text, sizeof states_text, err);
-    if (nstates < 0)
+    if (nstates < 0 || check_states(states, (size_t)nstates, err) != 0)
         return -1;
     q.states = states;
     q.nstates = (size_t)nstates;

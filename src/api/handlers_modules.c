@@ -453,12 +453,14 @@ static json_t *validate_upload(struct api *api, struct upload_request *up, struc
     const char *meta_tag = json_string_value(json_object_get(metadata, "tag"));
     if (up->name && strcmp(up->name, name) != 0) {
         err_set(err, ERR_INVALID, "field 'name' is '%s' but metadata.name is '%s'", up->name, name);
+        err_add_detail(err, "field", json_string("name"));
     } else if (names_reserved_strategy(name)) {
         err_set(err, ERR_INVALID, "strategy name '%s' is reserved (it collides with an API path)",
                 name);
     } else if (up->tag && meta_tag && strcmp(up->tag, meta_tag) != 0) {
         err_set(err, ERR_INVALID, "field 'tag' is '%s' but metadata.tag is '%s'", up->tag,
                 meta_tag);
+        err_add_detail(err, "field", json_string("tag"));
     } else {
         return metadata;
     }
@@ -581,13 +583,25 @@ int api_handle_module_upload(struct api *api, struct api_request *req, struct ap
 static int check_put_strategy(const struct registry *reg, const struct selector *sel,
                               struct err *err)
 {
-    if (!sel->name[0] || registry_find_strategy(reg, sel->name))
+    if (!sel->name[0])
         return 0;
-    err_set(err, ERR_NOT_FOUND,
-            "strategy '%s' not found: PUT updates an existing module (POST /strategies/modules "
-            "adds a strategy)",
-            sel->name);
-    return -1;
+    const struct registry_strategy *st = registry_find_strategy(reg, sel->name);
+    if (!st) {
+        err_set(err, ERR_NOT_FOUND,
+                "strategy '%s' not found: PUT updates an existing module (POST "
+                "/strategies/modules adds a strategy)",
+                sel->name);
+        return -1;
+    }
+    /* a misspelt tag would otherwise be created while the one meant stays */
+    if (sel->kind == SELECTOR_TAG && !registry_tag_target(st, sel->tag)) {
+        err_set(err, ERR_NOT_FOUND,
+                "strategy '%s' has no tag '%s': PUT moves an existing tag (a new one is added "
+                "with the body's aliases)",
+                sel->name, sel->tag);
+        return -1;
+    }
+    return 0;
 }
 
 /* Answers 404 before the upload is validated (and its file written ahead). */

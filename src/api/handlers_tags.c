@@ -154,6 +154,16 @@ static int check_refresh_request(const json_t *body, struct err *err)
     if (api_body_known_keys(body, keys, 2, "a refresh", err) != 0)
         return -1;
     for (size_t k = 0; k < 2; k++) {
+        /* a client's unset list sent as null must not widen the refresh
+         * to every instance either */
+        if (json_is_null(json_object_get(body, keys[k]))) {
+            err_set(err, ERR_INVALID,
+                    "field '%s' is null: give a list ([] names nothing) or leave the field out "
+                    "to refresh every instance",
+                    keys[k]);
+            err_add_detail(err, "field", json_string(keys[k]));
+            return -1;
+        }
         const json_t *list = NULL;
         if (jsonutil_get_string_array(body, keys[k], &list, err) < 0)
             return -1;

@@ -7,11 +7,19 @@
 json_t *jsonutil_parse(const char *data, size_t len, struct err *err)
 {
     json_error_t jerr;
-    json_t *value = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    /* No NUL in strings: every name, id and selector is read as a C string,
+     * which would silently end at it ("noop\u0000:prod" taken as "noop"). */
+    json_t *value = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (value)
         return value;
-    err_set(err, ERR_INVALID, "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
-            jerr.text);
+    if (strstr(jerr.text, "\\u0000"))
+        err_set(err, ERR_INVALID,
+                "invalid JSON at line %d, column %d: a string holds \\u0000 (NUL), which no "
+                "field may hold",
+                jerr.line, jerr.column);
+    else
+        err_set(err, ERR_INVALID, "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                jerr.text);
     err_add_detail(err, "line", json_integer(jerr.line));
     err_add_detail(err, "column", json_integer(jerr.column));
     err_add_detail(err, "position", json_integer(jerr.position));

@@ -667,8 +667,8 @@ static int check_primary(const struct registry_strategy *base, const struct cata
         listed(tag, up->reassign, up->nreassign))
         return 0;
     err_set(err, ERR_CONFLICT,
-            "tag '%s' of strategy '%s' already points at " HASH_PREFIX "%s; list it in reassign "
-            "to move it",
+            "tag '%s' of strategy '%s' already points at " HASH_PREFIX "%s; list it in "
+            "reassignTags to move it",
             tag, up->name, current);
     err_add_detail(err, "tag", json_string(tag));
     err_add_detail(err, "hash", json_sprintf(HASH_PREFIX "%s", current));

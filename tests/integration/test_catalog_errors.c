@@ -121,6 +121,9 @@ static void test_bad_upload_fields_are_400(void **state)
         "\"name\": 7",
         "\"name\": \"Momo\"",
         "\"name\": \"other\"",
+        /* a NUL would cut them to "prod" and "v9": refused, not cut */
+        "\"aliases\": [\"prod\\u0000evil\"]",
+        "\"tag\": \"v9\\u0000x\"",
     };
     struct tu_catalog_state before;
     tu_catalog_capture(srv, &before);
@@ -168,6 +171,14 @@ static void test_bad_upload_fields_are_400(void **state)
     tu_request(srv, &res, "POST", "/strategies/modules", NULL);
     tu_assert_error(&res, 400);
     tu_response_free(&res);
+    /* a tag that contradicts the source's own names the field */
+    char *tagged = tu_module_source("momo", "v7", "onTicker() {},");
+    tu_send_json(srv, &res, "POST", "/strategies/modules",
+                 json_pack("{s:s, s:s}", "source", tagged, "tag", "v8"));
+    tu_assert_error(&res, 400);
+    assert_string_equal(tu_jstr(res.json, "details.field"), "tag");
+    tu_response_free(&res);
+    free(tagged);
     tu_catalog_expect_same(srv, &before, "uploads with bad fields");
     tu_catalog_state_free(&before);
 

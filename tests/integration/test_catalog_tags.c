@@ -656,10 +656,15 @@ static void test_refused_module_puts_change_nothing(void **state)
     tu_assert_error(&res, 400);
     tu_response_free(&res);
     free(sel);
-    /* an unknown revision of the strategy */
+    /* an unknown revision of the strategy, and a tag it does not have (a
+     * misspelt "v1" would otherwise be created while v1 stays) */
     char *trend = tu_module_source("trend", NULL, "onOrderFilled() {},");
     put_module(srv, &res, "trend@" ZEROS64, trend);
     tu_assert_error(&res, 404);
+    tu_response_free(&res);
+    put_module(srv, &res, "trend:vl", trend);
+    tu_assert_error(&res, 404);
+    assert_non_null(strstr(tu_jstr(res.json, "error"), "has no tag 'vl'"));
     tu_response_free(&res);
     free(trend);
     /* PUT updates an existing module: a strategy that does not exist is

@@ -517,6 +517,10 @@ static void test_bad_payloads_change_nothing(void **state)
     p = good_payload(before);
     json_object_del(p, "providers");
     expect_refused(srv, before, p, "providers", false);
+    /* a section this gateway does not restore is refused, not dropped */
+    p = good_payload(before);
+    json_object_set_new(p, "tags", json_object());
+    expect_refused(srv, before, p, "tags", false);
 
     /* providers: a bad setting, an unknown adapter, a repeated name */
     expect_refused(srv, before,

@@ -211,6 +211,15 @@ static void test_create_refusals_name_the_field(void **state)
     expect_spec_refused(srv, 400, "scope",
                         "{\"id\": \"x\", \"strategy\": {\"identifier\": \"noop\", \"config\": "
                         "{}}, \"scope\": {}}");
+    /* a NUL would cut the selector to "momentum" (latest) and the id to
+     * "nul": refused, with where it is */
+    expect_spec_refused(srv, 400, NULL,
+                        "{\"id\": \"x\", \"strategy\": {\"selector\": \"momentum\\u0000:v9\", "
+                        "\"config\": {}}, \"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}");
+    expect_spec_refused(srv, 400, NULL,
+                        "{\"id\": \"nul\\u0000id\", \"strategy\": {\"identifier\": \"noop\", "
+                        "\"config\": {}}, \"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}");
+    json_decref(tu_get_json(srv, 404, "/strategy/instances/nul"));
     /* id and strategy */
     expect_spec_refused(srv, 400, "id",
                         "{\"strategy\": {\"identifier\": \"noop\", \"config\": {}}, \"scope\": "

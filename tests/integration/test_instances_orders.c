@@ -430,6 +430,15 @@ static void check_trader(struct tu_server *srv, const char *instance, const char
     doc = tu_get_json(srv, 200, "%s?state=partiallyFilled", path);
     assert_int_equal(tu_jint(doc, "count"), 0);
     json_decref(doc);
+    /* a misspelt state is refused rather than read as "no orders" */
+    {
+        struct tu_response typo;
+        tu_get(srv, &typo, "%s?state=filled,filed", path);
+        tu_assert_error(&typo, 400);
+        assert_string_equal(tu_jstr(typo.json, "details.field"), "state");
+        assert_non_null(strstr(tu_jstr(typo.json, "error"), "'filed'"));
+        tu_response_free(&typo);
+    }
     /* more states than the filter takes (16) is refused, not cut short */
     {
         struct tu_response many;

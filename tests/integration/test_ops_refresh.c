@@ -197,15 +197,22 @@ static void test_every_reason_code(void **state)
     put_tag(srv, "s", "latest", sc.s2);
     /* with them moved, a misspelled key is refused (without it the request
      * would name no target: the whole fleet), and empty lists name none */
-    const char *misspelled[][2] = {
-        {"{\"strategy\": [\"s:canary\"]}", "strategy"},
-        {"{\"hashes\": [], \"instances\": [\"run-canary\"]}", "instances"}};
-    for (size_t i = 0; i < 2; i++) {
+    const char *misspelled[][3] = {
+        {"{\"strategy\": [\"s:canary\"]}", "strategy", "unknown field"},
+        {"{\"hashes\": [], \"instances\": [\"run-canary\"]}", "instances", "unknown field"},
+        /* a client's unset list sent as null names no target either */
+        {"{\"strategies\": null}", "strategies", "is null"},
+        {"{\"strategies\": [\"t\"], \"hashes\": null}", "hashes", "is null"},
+        /* a NUL would cut "s\u0000x" to "s", a target it does not name */
+        {"{\"strategies\": [\"s\\u0000x\"]}", NULL, "\\u0000"}};
+    for (size_t i = 0; i < sizeof misspelled / sizeof misspelled[0]; i++) {
         struct tu_response bad;
         tu_send(srv, &bad, "POST", "/strategies/refresh", misspelled[i][0]);
         tu_assert_error(&bad, 400);
-        assert_string_equal(tu_jstr(bad.json, "details.field"), misspelled[i][1]);
-        assert_non_null(strstr(tu_jstr(bad.json, "error"), "unknown field"));
+        if (misspelled[i][1])
+            assert_string_equal(tu_jstr(bad.json, "details.field"), misspelled[i][1]);
+        if (!strstr(tu_jstr(bad.json, "error"), misspelled[i][2]))
+            fail_msg("%s: %s", misspelled[i][0], tu_jstr(bad.json, "error"));
         tu_response_free(&bad);
     }
     const char *empty[] = {"{\"strategies\": []}", "{\"hashes\": [], \"strategies\": []}"};
