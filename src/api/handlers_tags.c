@@ -58,12 +58,51 @@ static json_t *refresh_tag(struct api *api, const char *name, const char *tag, s
     return rc == 0 ? response : NULL;
 }
 
+/* Moves the tag to hex, audits it, and with `refresh` refreshes the
+ * instances that follow it; answers 200. */
+static int move_tag(struct api *api, struct api_request *req, struct api_response *res,
+                    const char *hex, bool refresh, struct err *err)
+{
+    const char *name = req->params[0], *tag = req->params[1];
+    char previous[HASH_HEX_LEN + 1] = "";
+    int set = catalog_set_tag(api->opts.catalog, name, tag, hex, previous, err);
+    if (set != 0 && !catalog_error_published(err))
+        return -1;
+    if (previous[0] && strcmp(previous, hex) != 0) { /* a move, not a new tag */
+        const char *labels[] = {api->opts.environment, name, tag};
+        metrics_add(api->tag_reassigned, labels, 1);
+    }
+    api_audit(api, req, "tag.move",
+              json_pack("{s:s, s:s, s:o, s:o}", "strategy", name, "tag", tag, "from",
+                        previous[0] ? views_hash(previous) : json_null(), "to", views_hash(hex)));
+    if (set != 0)
+        return -1;
+    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "ok", "strategy", name, "tag",
+                            tag, "hash", views_hash(hex), "refresh", refresh);
+    if (previous[0])
+        json_object_set_new(out, "previousHash", views_hash(previous));
+    if (refresh) {
+        json_t *refreshed = refresh_tag(api, name, tag, err);
+        if (!refreshed) {
+            json_decref(out);
+            return -1;
+        }
+        json_object_set(out, "results", json_object_get(refreshed, "results"));
+        /* the instances it moved, as POST /strategies/refresh records them */
+        json_t *request = tag_refresh_request(name, tag);
+        api_audit_refresh(api, req, request, json_object_get(refreshed, "results"));
+        json_decref(request);
+        json_decref(refreshed);
+    }
+    api_respond_json(res, 200, out);
+    return 0;
+}
+
 int api_handle_tag_put(struct api *api, struct api_request *req, struct api_response *res,
                        struct err *err)
 {
     if (check_name_and_tag(req, err) != 0)
         return -1;
-    const char *name = req->params[0], *tag = req->params[1];
     json_t *body = NULL;
     if (api_body_object(req, false, &body, err) != 0)
         return -1;
@@ -80,40 +119,18 @@ int api_handle_tag_put(struct api *api, struct api_request *req, struct api_resp
         err_add_detail(err, "field", json_string("hash"));
         goto out;
     }
-    char hex[HASH_HEX_LEN + 1], previous[HASH_HEX_LEN + 1] = "";
+    const char *name = req->params[0];
+    char hex[HASH_HEX_LEN + 1];
     if (resolve_target(api, name, hash, hex, err) != 0)
         goto out;
-    int set = catalog_set_tag(api->opts.catalog, name, tag, hex, previous, err);
-    if (set != 0 && !catalog_error_published(err))
+    /* A delete let through between the move and its refresh would take the
+     * tag with it, and the refresh would then retire every instance that
+     * follows the tag: the revision is held from the delete until then. */
+    if (refresh && runtime_hold_revision(api->opts.runtime, name, hex, err) != 0)
         goto out;
-    if (previous[0] && strcmp(previous, hex) != 0) { /* a move, not a new tag */
-        const char *labels[] = {api->opts.environment, name, tag};
-        metrics_add(api->tag_reassigned, labels, 1);
-    }
-    api_audit(api, req, "tag.move",
-              json_pack("{s:s, s:s, s:o, s:o}", "strategy", name, "tag", tag, "from",
-                        previous[0] ? views_hash(previous) : json_null(), "to", views_hash(hex)));
-    if (set != 0)
-        goto out;
-    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "ok", "strategy", name, "tag",
-                            tag, "hash", views_hash(hex), "refresh", refresh);
-    if (previous[0])
-        json_object_set_new(out, "previousHash", views_hash(previous));
-    if (refresh) {
-        json_t *refreshed = refresh_tag(api, name, tag, err);
-        if (!refreshed) {
-            json_decref(out);
-            goto out;
-        }
-        json_object_set(out, "results", json_object_get(refreshed, "results"));
-        /* the instances it moved, as POST /strategies/refresh records them */
-        json_t *request = tag_refresh_request(name, tag);
-        api_audit_refresh(api, req, request, json_object_get(refreshed, "results"));
-        json_decref(request);
-        json_decref(refreshed);
-    }
-    api_respond_json(res, 200, out);
-    rc = 0;
+    rc = move_tag(api, req, res, hex, refresh, err);
+    if (refresh)
+        runtime_release_revision(api->opts.runtime, name, hex);
 out:
     json_decref(body);
     return rc;

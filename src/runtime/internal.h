@@ -632,6 +632,17 @@ struct usage_entry {
     int running;
 };
 
+/* {strategy, hex} pairs, hex "" meaning the whole strategy; a pair may be
+ * listed more than once (one entry per holder). Guarded by rt->lock. */
+struct revision_mark {
+    char strategy[NAMES_STRATEGY_MAX + 1];
+    char hex[HASH_HEX_LEN + 1];
+};
+struct revision_marks {
+    struct revision_mark *items;
+    size_t n, cap;
+};
+
 struct runtime {
     struct runtime_options opts;
     char *environment;
@@ -662,11 +673,11 @@ struct runtime {
     /* Deletes the guard let through and that have not finished: a start or
      * restart onto one of these revisions is refused (hex "" = the whole
      * strategy). */
-    struct deleting_mark {
-        char strategy[NAMES_STRATEGY_MAX + 1];
-        char hex[HASH_HEX_LEN + 1];
-    } * deleting;
-    size_t ndeleting, deleting_cap;
+    struct revision_marks deleting;
+    /* Revisions a tag move will refresh instances onto: the guard refuses
+     * their delete, as it does a running instance's revision, until the
+     * refresh has them pinned (runtime_hold_revision). */
+    struct revision_marks holding;
 
     struct worker *workers;
     int nworkers;

@@ -654,7 +654,8 @@ void runtime_free(struct runtime *rt)
     free(rt->instances);
     pins_free(rt);
     free(rt->usage);
-    free(rt->deleting);
+    free(rt->deleting.items);
+    free(rt->holding.items);
     if (rt->bytecode)
         js_bytecode_cache_free(rt->bytecode);
     metrics_family_free(rt->m_actions);
@@ -1748,18 +1749,51 @@ int runtime_restore(struct runtime *rt, struct err *err)
 
 /* ------------------------------------------------------------ guard, counts */
 
-static bool mark_matches(const struct deleting_mark *m, const char *strategy, const char *hex)
+static bool mark_matches(const struct revision_mark *m, const char *strategy, const char *hex)
 {
     return strcmp(m->strategy, strategy) == 0 && (!m->hex[0] || !hex || strcmp(m->hex, hex) == 0);
 }
 
-bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const char *hex)
+static bool marks_find(const struct revision_marks *marks, const char *strategy, const char *hex)
 {
-    for (size_t i = 0; i < rt->ndeleting; i++) {
-        if (mark_matches(&rt->deleting[i], strategy, hex))
+    for (size_t i = 0; i < marks->n; i++) {
+        if (mark_matches(&marks->items[i], strategy, hex))
             return true;
     }
     return false;
+}
+
+static int marks_add(struct revision_marks *marks, const char *strategy, const char *hex)
+{
+    if (marks->n == marks->cap) {
+        size_t cap = marks->cap ? marks->cap * 2 : 4;
+        struct revision_mark *grown = realloc(marks->items, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        marks->items = grown;
+        marks->cap = cap;
+    }
+    struct revision_mark *m = &marks->items[marks->n++];
+    snprintf(m->strategy, sizeof m->strategy, "%s", strategy);
+    snprintf(m->hex, sizeof m->hex, "%s", hex ? hex : "");
+    return 0;
+}
+
+/* Removes one entry for exactly {strategy, hex}. */
+static void marks_remove(struct revision_marks *marks, const char *strategy, const char *hex)
+{
+    for (size_t i = 0; i < marks->n; i++) {
+        const struct revision_mark *m = &marks->items[i];
+        if (strcmp(m->strategy, strategy) == 0 && strcmp(m->hex, hex ? hex : "") == 0) {
+            marks->items[i] = marks->items[--marks->n];
+            return;
+        }
+    }
+}
+
+bool rtx_deleting_locked(const struct runtime *rt, const char *strategy, const char *hex)
+{
+    return marks_find(&rt->deleting, strategy, hex);
 }
 
 int rtx_claim_pending(struct runtime *rt, struct instance *inst, const char *strategy,
@@ -1805,22 +1839,6 @@ static bool pins_locked(const struct instance *inst, const char *name, const cha
     return current || pending;
 }
 
-static int add_mark_locked(struct runtime *rt, const char *name, const char *hex)
-{
-    if (rt->ndeleting == rt->deleting_cap) {
-        size_t cap = rt->deleting_cap ? rt->deleting_cap * 2 : 4;
-        struct deleting_mark *grown = realloc(rt->deleting, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        rt->deleting = grown;
-        rt->deleting_cap = cap;
-    }
-    struct deleting_mark *m = &rt->deleting[rt->ndeleting++];
-    snprintf(m->strategy, sizeof m->strategy, "%s", name);
-    snprintf(m->hex, sizeof m->hex, "%s", hex ? hex : "");
-    return 0;
-}
-
 int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct err *err)
 {
     struct runtime *rt = ctx;
@@ -1831,8 +1849,18 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
             json_array_append_new(ids, json_string(rt->instances[i]->id));
     }
     size_t n = json_array_size(ids);
-    int marked = n == 0 ? add_mark_locked(rt, name, hex) : 0;
+    bool held = n == 0 && marks_find(&rt->holding, name, hex);
+    int marked = n == 0 && !held ? marks_add(&rt->deleting, name, hex) : 0;
     pthread_mutex_unlock(&rt->lock);
+    if (held) {
+        json_decref(ids);
+        err_set(err, ERR_CONFLICT,
+                "%s%s%s is the target of a tag move that is refreshing its instances onto it; "
+                "try again once it has answered",
+                name, hex ? "@sha256:" : "", hex ? hex : "");
+        err_add_detail(err, "instances", json_array());
+        return -1;
+    }
     if (n == 0) {
         json_decref(ids);
         if (marked != 0)
@@ -1852,13 +1880,27 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
 void runtime_delete_finished(struct runtime *rt, const char *name, const char *hex)
 {
     pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->ndeleting; i++) {
-        struct deleting_mark *m = &rt->deleting[i];
-        if (strcmp(m->strategy, name) == 0 && strcmp(m->hex, hex ? hex : "") == 0) {
-            rt->deleting[i] = rt->deleting[--rt->ndeleting];
-            break;
-        }
-    }
+    marks_remove(&rt->deleting, name, hex);
+    pthread_mutex_unlock(&rt->lock);
+}
+
+int runtime_hold_revision(struct runtime *rt, const char *name, const char *hex, struct err *err)
+{
+    pthread_mutex_lock(&rt->lock);
+    bool deleting = marks_find(&rt->deleting, name, hex);
+    int rc = deleting ? -1 : marks_add(&rt->holding, name, hex);
+    pthread_mutex_unlock(&rt->lock);
+    if (deleting)
+        err_set(err, ERR_NOT_FOUND, "%s@sha256:%s is being deleted", name, hex);
+    else if (rc != 0)
+        err_set(err, ERR_INTERNAL, "out of memory");
+    return rc;
+}
+
+void runtime_release_revision(struct runtime *rt, const char *name, const char *hex)
+{
+    pthread_mutex_lock(&rt->lock);
+    marks_remove(&rt->holding, name, hex);
     pthread_mutex_unlock(&rt->lock);
 }
 

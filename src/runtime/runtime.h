@@ -236,6 +236,13 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
  * Call it once after every catalog delete that was given the guard,
  * whether the delete succeeded or not. */
 void runtime_delete_finished(struct runtime *rt, const char *name, const char *hex);
+/* Keeps the guard from letting a delete of the revision through (409) until
+ * runtime_release_revision, for a change that will refresh instances onto
+ * it after a step of its own (a tag move with refresh). ERR_NOT_FOUND while
+ * a delete of it is under way; ERR_INTERNAL out of memory. Any thread;
+ * every successful hold is released once. */
+int runtime_hold_revision(struct runtime *rt, const char *name, const char *hex, struct err *err);
+void runtime_release_revision(struct runtime *rt, const char *name, const char *hex);
 /* After a revision (or, hex NULL, a whole strategy) is gone: drops its
  * metric series and its compiled bytecode, so a catalogue that churns does
  * not grow /metrics or memory without bound. */

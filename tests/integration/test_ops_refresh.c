@@ -10,6 +10,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -772,6 +773,86 @@ static void test_refresh_races_with_events(void **state)
     tu_server_stop(srv);
 }
 
+/* One request of the race, sent from a thread of its own. */
+struct racer {
+    const char *method;
+    char url[256];
+    char *body;
+    pthread_barrier_t *go;
+    long status;
+    char answer[512];
+};
+
+static void *racer_main(void *arg)
+{
+    struct racer *r = arg;
+    struct tu_request_options o = {.body = r->body, .body_len = r->body ? strlen(r->body) : 0};
+    pthread_barrier_wait(r->go);
+    struct tu_response res;
+    r->status = tu_http_try(&res, r->method, r->url, &o) == 0 ? res.status : -1;
+    if (r->status > 0) {
+        snprintf(r->answer, sizeof r->answer, "%.500s", res.body ? res.body : "");
+        tu_response_free(&res);
+    }
+    return NULL;
+}
+
+/* A tag move that refreshes, and a delete of the revision it moves to, sent
+ * at once: the outcome must be one the two would have in some order (the
+ * move and its refresh, then a 409 for the delete; or the delete, then a
+ * 404 for the move), never the tag deleted between the move and its
+ * refresh, which retired every instance that follows the tag. */
+static void test_tag_move_with_refresh_races_a_delete(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char hex[65];
+    char *first = tu_module_source("d", "u0", NULL);
+    tu_upload_expect(srv, first, NULL, 201, hex);
+    free(first);
+    put_tag(srv, "d", "prod", hex);
+    const char *ids[] = {"d-1", "d-2", "d-3"};
+    for (size_t i = 0; i < 3; i++) {
+        create(srv, ids[i], "d:prod");
+        tu_instance_start(srv, ids[i]);
+    }
+    for (int round = 1; round <= 40; round++) {
+        char tag[16], handler[48];
+        snprintf(tag, sizeof tag, "u%d", round);
+        snprintf(handler, sizeof handler, "onTicker() { return %d; },", round);
+        char *src = tu_module_source("d", tag, handler);
+        tu_upload_expect(srv, src, NULL, 201, hex);
+        free(src);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        struct racer move = {.method = "PUT", .go = &go}, del = {.method = "DELETE", .go = &go};
+        snprintf(move.url, sizeof move.url, "%s/strategies/modules/d/tags/prod", srv->base_url);
+        move.body = tu_path("{\"hash\": \"sha256:%s\", \"refresh\": true}", hex);
+        snprintf(del.url, sizeof del.url, "%s/strategies/modules/d@sha256:%s", srv->base_url, hex);
+        pthread_t t[2];
+        pthread_create(&t[0], NULL, racer_main, &move);
+        pthread_create(&t[1], NULL, racer_main, &del);
+        pthread_join(t[0], NULL);
+        pthread_join(t[1], NULL);
+        pthread_barrier_destroy(&go);
+        free(move.body);
+        bool moved_first = move.status == 200 && del.status == 409;
+        bool deleted_first = del.status == 204 && move.status == 404;
+        if (!moved_first && !deleted_first)
+            fail_msg("round %d: PUT %ld %s, DELETE %ld %s", round, move.status, move.answer,
+                     del.status, del.answer);
+        if (strstr(move.answer, "retired"))
+            fail_msg("round %d: the move retired instances: %s", round, move.answer);
+        for (size_t i = 0; i < 3; i++) {
+            json_t *snap = tu_instance_get(srv, ids[i]);
+            if (!json_is_true(json_object_get(snap, "running")))
+                fail_msg("round %d: %s stopped (%s)", round, ids[i], tu_jstr(snap, "stopReason"));
+            json_decref(snap);
+        }
+    }
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -783,6 +864,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refresh_does_not_count_a_stop_that_did_not_happen,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_moves_a_fleet_durably, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_tag_move_with_refresh_races_a_delete, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_races_with_events, tu_server_setup,
                                         tu_server_teardown),
