@@ -20,12 +20,14 @@
 #include "runtime/runtime.h"
 #include "store/store.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Metadata validated while the catalogue opens, saved once it has. */
 struct pending_metadata {
@@ -341,9 +343,38 @@ static int start_providers(struct gateway *gw, struct err *err)
     return rc;
 }
 
+/* A strategies directory without registry.json beside a state that holds
+ * instances is most likely the wrong directory (a mistyped --strategies, a
+ * partial restore): served, it would retire every instance for good. */
+static int check_strategies_dir(struct gateway *gw, struct err *err)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/registry.json", gw->cfg.strategies_dir) < 0) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    struct stat st;
+    bool missing = lstat(path, &st) != 0 && errno == ENOENT;
+    free(path);
+    json_t *instances = NULL;
+    if (!missing || store_instance_list(gw->store, &instances, err) != 0)
+        return missing ? -1 : 0;
+    size_t n = json_array_size(instances);
+    json_decref(instances);
+    if (n == 0)
+        return 0;
+    err_set(err, ERR_INVALID,
+            "%s has no registry.json, but %s holds %zu instance%s pinned to revisions: is "
+            "--strategies the right directory? Restore its registry.json, or build one from its "
+            "revision folders with `stratd bootstrap -root %s -write`",
+            gw->cfg.strategies_dir, gw->cfg.state_dir, n, n == 1 ? "" : "s",
+            gw->cfg.strategies_dir);
+    return -1;
+}
+
 static int open_gateway(struct gateway *gw, struct err *err)
 {
-    if (store_open(gw->cfg.state_dir, &gw->store, err) != 0 ||
+    if (store_open(gw->cfg.state_dir, &gw->store, err) != 0 || check_strategies_dir(gw, err) != 0 ||
         store_history_start(gw->store, gw->cfg.history_retention_s * 1000, err) != 0)
         return -1;
     struct catalog_options copts = {gw->cfg.strategies_dir, revision_metadata, gw};

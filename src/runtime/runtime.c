@@ -1666,8 +1666,31 @@ int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)
 
 /* ------------------------------------------------------------ restore */
 
+/* An instance that was running a revision now gone or invalid is not moved
+ * to whatever its selector names now: an instance moves only when an
+ * operator refreshes it (or starts it). It stays stopped, and says why. */
+static void keep_unmoved(struct runtime *rt, struct instance *inst, const char *what)
+{
+    char message[ERR_MESSAGE_MAX], hash[HASH_SPELLED_LEN + 1];
+    hash_spell(inst->hex, hash);
+    snprintf(message, sizeof message,
+             "its revision %s is %s: it was not moved to what '%s' names now; refresh or start "
+             "it to move it",
+             hash, what, inst->selector);
+    pthread_mutex_lock(&rt->lock);
+    inst->desired = false;
+    set_reason_locked(inst, "startFailed");
+    set_error_locked(inst, NULL, message);
+    inst->version++;
+    pthread_mutex_unlock(&rt->lock);
+    log_json(LOG_LEVEL_ERROR, "runtime", "instance not restarted",
+             json_pack("{s:s, s:s}", "instance", inst->id, "error", message));
+    persist_or_log(rt, inst);
+}
+
 /* Rebuilds one record; a revision that is gone is re-resolved (name and
- * tag selectors) or leaves the instance stopped as "retired". */
+ * tag selectors) or leaves the instance stopped as "retired", unless the
+ * instance was running it (keep_unmoved). */
 static void restore_one(struct runtime *rt, const struct registry *reg, const json_t *record)
 {
     const char *id = json_string_value(json_object_get(record, "id"));
@@ -1697,6 +1720,10 @@ static void restore_one(struct runtime *rt, const struct registry *reg, const js
     const struct registry_revision *rev = st ? registry_find_revision(st, inst->hex) : NULL;
     if (rev && !rev->invalid)
         return;
+    if (inst->desired) {
+        keep_unmoved(rt, inst, rev ? "invalid" : "missing");
+        return;
+    }
     json_t *copy = json_incref(inst->spec);
     const json_t *metadata;
     char hex[HASH_HEX_LEN + 1];

@@ -598,6 +598,35 @@ static void test_second_server_on_a_state_directory(void **state)
     free(strategies);
 }
 
+/* A strategies directory without registry.json beside a state that holds
+ * instances (a mistyped --strategies, a partial restore) is refused and not
+ * created: served, it would retire every instance for good. The right
+ * directory afterwards finds the fleet as it was. */
+static void test_strategies_directory_without_registry(void **state)
+{
+    struct mount_fixture *f = *state;
+    tu_server_start(&f->srv, NULL);
+    char *src = tu_module_source("kept", NULL, NULL);
+    tu_upload_expect(&f->srv, src, NULL, 201, NULL);
+    free(src);
+    json_decref(tu_instance_create(&f->srv, "k-1", "kept", NULL, NULL, NULL));
+    tu_instance_start(&f->srv, "k-1");
+    tu_server_stop(&f->srv);
+
+    char *typo = tu_path("%sz", f->srv.strategies_dir);
+    expect_refusal(typo, f->srv.state_dir, "has no registry.json", "a mistyped --strategies");
+    expect_refusal(typo, f->srv.state_dir, "1 instance", "the message counts the instances");
+    struct stat st;
+    assert_true(stat(typo, &st) != 0 && errno == ENOENT);
+    free(typo);
+
+    tu_server_restart(&f->srv, NULL);
+    json_t *snap = tu_instance_get(&f->srv, "k-1");
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    json_decref(snap);
+    tu_server_stop(&f->srv);
+}
+
 /* ------------------------------------------------ registry.json by hand */
 
 /* Removes `key` at every depth (lastSeen is "now" while an instance runs). */
@@ -810,6 +839,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strategies_disk_full, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_state_disk_full, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_read_only_state_directory, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_strategies_directory_without_registry, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_second_server_on_a_state_directory, fixture_setup,
                                         fixture_teardown),

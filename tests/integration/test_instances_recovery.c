@@ -352,6 +352,47 @@ static void test_instances_of_a_dropped_provider(void **state)
     tu_server_stop(srv);
 }
 
+/* A running instance whose revision's file no longer holds its bytes at a
+ * restart is not moved to what its tag names now (a revision staged under
+ * the tag without a refresh): it stays stopped, pinned, and says why; a
+ * start moves it. */
+static void test_invalid_revision_is_not_replaced_at_restart(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, &options);
+    char *v1 = revision_source(1), *v2 = revision_source(2);
+    char h1[65], h2[65];
+    tu_upload_expect(srv, v1, "{\"tag\": \"v1\", \"aliases\": [\"prod\"]}", 201, h1);
+    json_decref(tu_instance_create(srv, "fenix", "phoenix:prod", NULL, NULL, NULL));
+    tu_instance_start(srv, "fenix");
+    tu_upload_expect(srv, v2, "{\"tag\": \"v2\", \"aliases\": [\"prod\"]}", 201, h2);
+    tu_server_stop(srv);
+
+    char *file = tu_path("%s/phoenix/%s/phoenix.js", srv->strategies_dir, h1);
+    char *tampered = tu_path("%s// tampered\n", v1);
+    tu_write_text(file, tampered);
+    tu_server_restart(srv, &options);
+    json_t *snap = tu_instance_get(srv, "fenix");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "stopReason"), "startFailed");
+    assert_non_null(strstr(tu_jstr(snap, "strategy.hash"), h1));
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "not moved"));
+    json_decref(snap);
+    tu_server_restart(srv, &options); /* and it stays so */
+    snap = tu_instance_get(srv, "fenix");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    json_decref(snap);
+    tu_instance_start(srv, "fenix");
+    snap = tu_instance_get(srv, "fenix");
+    assert_non_null(strstr(tu_jstr(snap, "strategy.hash"), h2));
+    json_decref(snap);
+    tu_server_stop(srv);
+    free(tampered);
+    free(file);
+    free(v1);
+    free(v2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +402,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_acknowledged_changes_survive_sigkill, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_revision_is_not_replaced_at_restart,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_instances_of_a_dropped_provider, tu_server_setup,
                                         tu_server_teardown),
     };
