@@ -15,7 +15,9 @@ void api_audit(struct api *api, const struct api_request *req, const char *actio
         json_object_update(entry, fields);
     json_decref(fields);
     struct err err = ERR_INIT;
+    /* The change is made by now: the entry is only told, and counted */
     if (api->opts.store && store_audit_append(api->opts.store, entry, &err) != 0) {
+        atomic_fetch_add(&api->audit_failures, 1);
         log_error("audit", "cannot append to the audit log: %s", err.message);
         err_clear(&err);
     }

@@ -277,6 +277,12 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
                          "gauge");
     metrics_write_sample(&out, "stratd_http_connections", NULL, NULL, 0,
                          (double)atomic_load(&api->connections));
+    metrics_write_header(&out, "stratd_audit_failures_total",
+                         "Audit entries that could not be written; the changes they record were "
+                         "made.",
+                         "counter");
+    metrics_write_sample(&out, "stratd_audit_failures_total", NULL, NULL, 0,
+                         (double)atomic_load(&api->audit_failures));
     runtime_metrics_write(api->opts.runtime, &out);
     if (api->opts.market)
         market_metrics_write(api->opts.market, &out);

@@ -112,6 +112,7 @@ struct api {
     struct metrics_family *validation_failures;
     struct api_latency *latency; /* request durations (latency.c) */
     pthread_mutex_t audit_lock;
+    atomic_ullong audit_failures;   /* entries that could not be written */
     struct views_cache *views;      /* module summaries as text, per catalogue generation */
     struct pages *pages;            /* whole listing pages (pages.h) */
     struct js_validator *validator; /* uploads' sandboxes, built ahead (validate.h) */

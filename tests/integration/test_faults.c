@@ -403,7 +403,8 @@ static void test_state_disk_full(void **state)
     tu_server_start(&f->srv, &opts);
     struct tu_server *srv = &f->srv;
     char *src = tu_module_source("statefull", NULL, "onTrade() {},");
-    tu_upload_expect(srv, src, NULL, 201, NULL);
+    char hex[65];
+    tu_upload_expect(srv, src, NULL, 201, hex);
     free(src);
     struct tu_response res;
     tu_send(srv, &res, "POST", "/strategy/instances", instance_spec("keep"));
@@ -439,6 +440,16 @@ static void test_state_disk_full(void **state)
         tu_response_free(&res);
     }
     assert_true(status != 201);
+    /* a tag move needs nothing of the state's disk but its audit entry:
+     * made, and the entry that could not be written is counted */
+    assert_true(tu_metric(srv, "stratd_audit_failures_total") == 0);
+    /* (the log's last block may hold a few more entries first) */
+    for (int i = 0; i < 64 && tu_metric(srv, "stratd_audit_failures_total") == 0; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/strategies/modules/statefull/tags/t%d", i);
+        json_decref(tu_callf(srv, "PUT", path, 200, "{\"hash\": \"sha256:%s\"}", hex));
+    }
+    assert_true(tu_metric(srv, "stratd_audit_failures_total") >= 1);
     json_t *after = instance_ids(srv);
     if (!json_equal(before, after))
         fail_msg("a refused create changed the instance list: %s -> %s",
