@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------- locking */
@@ -302,8 +303,28 @@ static int enable_wal(struct store *s, struct err *err)
     return result;
 }
 
+/* An empty database file beside an audit log that records changes is a
+ * state that was lost (a truncation, a careless copy), not a new one:
+ * SQLite would take it as a fresh database and every instance would be
+ * forgotten without a word. */
+static int check_not_emptied(const struct store *s, struct err *err)
+{
+    struct stat db, audit;
+    if (stat(s->db_path, &db) != 0 || db.st_size != 0 || stat(s->audit_path, &audit) != 0 ||
+        audit.st_size == 0)
+        return 0;
+    err_set(err, ERR_INVALID,
+            "%s is empty, but %s records %lld bytes of changes: the state was lost. Restore "
+            "stratd.db from a backup (docs/OPERATIONS.md), or move the audit log away to start "
+            "with an empty state",
+            s->db_path, s->audit_path, (long long)audit.st_size);
+    return -1;
+}
+
 static int open_db(struct store *s, struct err *err)
 {
+    if (check_not_emptied(s, err) != 0)
+        return -1;
     int flags =
         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
     if (store__vfs_register(s, err) != 0)

@@ -137,6 +137,46 @@ static void test_migrates_an_empty_file(void **state)
     free(root);
 }
 
+/* An empty database beside an audit log that records changes is a lost
+ * state, not a new one: refused, naming both, until the log is moved away
+ * (or the database restored). */
+static void test_refuses_an_emptied_database(void **state)
+{
+    (void)state;
+    char *root = tu_tempdir("store");
+    struct store *store = fixture_open(root);
+    struct err err = ERR_INIT;
+    json_t *spec = jparse("{\"id\": \"a\", \"strategy\": {}, \"scope\": {}}");
+    assert_ok(store_instance_put(store, "a", spec, true, NULL, &err), &err);
+    json_t *entry = jparse("{\"actor\": \"ops\", \"action\": \"instance.create\"}");
+    assert_ok(store_audit_append(store, entry, &err), &err);
+    store_close(store);
+    char *db_path = tu_path("%s/%s", root, STORE_DB_FILE);
+    tu_write_text(db_path, "");
+    expect_open_failure(root, ERR_INVALID, "the state was lost");
+    expect_open_failure(root, ERR_INVALID, STORE_AUDIT_FILE);
+    struct stat st;
+    assert_int_equal(stat(db_path, &st), 0);
+    assert_int_equal(st.st_size, 0); /* untouched */
+
+    char *audit = tu_path("%s/%s", root, STORE_AUDIT_FILE);
+    char *aside = tu_path("%s.old", audit);
+    assert_int_equal(rename(audit, aside), 0);
+    store = fixture_open(root);
+    json_t *list = NULL;
+    assert_ok(store_instance_list(store, &list, &err), &err);
+    assert_int_equal(json_array_size(list), 0);
+    store_close(store);
+    json_decref(list);
+    json_decref(entry);
+    json_decref(spec);
+    tu_remove_tree(root);
+    free(aside);
+    free(audit);
+    free(db_path);
+    free(root);
+}
+
 static void test_refuses_a_newer_schema(void **state)
 {
     (void)state;
@@ -556,6 +596,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_creates_directory_and_schema),
         cmocka_unit_test(test_migrates_an_empty_file),
+        cmocka_unit_test(test_refuses_an_emptied_database),
         cmocka_unit_test(test_refuses_a_newer_schema),
         cmocka_unit_test(test_migration_sums_earlier_executions),
         cmocka_unit_test(test_failed_migration_rolls_back),
