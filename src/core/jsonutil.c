@@ -212,7 +212,7 @@ static bool decode_escape(const char *s, size_t len, size_t *at, char *out, size
     if (s[i] != 'u' || i + 4 >= len || hex4(s + i + 1, &cp) != 0)
         return false;
     i += 5;
-    if (cp >= 0xDC00 && cp <= 0xDFFF)
+    if (cp == 0 || (cp >= 0xDC00 && cp <= 0xDFFF)) /* NUL: as jsonutil_parse */
         return false;
     if (cp >= 0xD800 && cp <= 0xDBFF) {
         if (i + 6 > len || s[i] != '\\' || s[i + 1] != 'u' || hex4(s + i + 2, &low) != 0 ||

@@ -1689,8 +1689,8 @@ static void keep_unmoved(struct runtime *rt, struct instance *inst, const char *
 }
 
 /* Rebuilds one record; a revision that is gone is re-resolved (name and
- * tag selectors) or leaves the instance stopped as "retired", unless the
- * instance was running it (keep_unmoved). */
+ * tag selectors) or leaves the instance stopped as "retired"; one that was
+ * running is not moved by the re-resolution (keep_unmoved). */
 static void restore_one(struct runtime *rt, const struct registry *reg, const json_t *record)
 {
     const char *id = json_string_value(json_object_get(record, "id"));
@@ -1720,14 +1720,16 @@ static void restore_one(struct runtime *rt, const struct registry *reg, const js
     const struct registry_revision *rev = st ? registry_find_revision(st, inst->hex) : NULL;
     if (rev && !rev->invalid)
         return;
-    if (inst->desired) {
-        keep_unmoved(rt, inst, rev ? "invalid" : "missing");
-        return;
-    }
     json_t *copy = json_incref(inst->spec);
     const json_t *metadata;
     char hex[HASH_HEX_LEN + 1];
     int rc = start_revision(reg, inst, inst->selector, inst->hex, &copy, &metadata, hex, &err);
+    if (rc == 0 && inst->desired) {
+        json_decref(copy);
+        err_clear(&err);
+        keep_unmoved(rt, inst, rev ? "invalid" : "missing");
+        return;
+    }
     pthread_mutex_lock(&rt->lock);
     if (rc == 0) {
         rtx_apply_spec_locked(rt, inst, json_incref(copy));

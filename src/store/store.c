@@ -303,21 +303,23 @@ static int enable_wal(struct store *s, struct err *err)
     return result;
 }
 
-/* An empty database file beside an audit log that records changes is a
- * state that was lost (a truncation, a careless copy), not a new one:
+/* An empty or missing database file beside an audit log that records
+ * changes is a state that was lost (a truncation, a careless copy), not a
+ * new one:
  * SQLite would take it as a fresh database and every instance would be
  * forgotten without a word. */
 static int check_not_emptied(const struct store *s, struct err *err)
 {
     struct stat db, audit;
-    if (stat(s->db_path, &db) != 0 || db.st_size != 0 || stat(s->audit_path, &audit) != 0 ||
-        audit.st_size == 0)
+    bool missing = stat(s->db_path, &db) != 0;
+    if ((!missing && db.st_size != 0) || (missing && errno != ENOENT) ||
+        stat(s->audit_path, &audit) != 0 || audit.st_size == 0)
         return 0;
     err_set(err, ERR_INVALID,
-            "%s is empty, but %s records %lld bytes of changes: the state was lost. Restore "
+            "%s is %s, but %s records %lld bytes of changes: the state was lost. Restore "
             "stratd.db from a backup (docs/OPERATIONS.md), or move the audit log away to start "
             "with an empty state",
-            s->db_path, s->audit_path, (long long)audit.st_size);
+            s->db_path, missing ? "missing" : "empty", s->audit_path, (long long)audit.st_size);
     return -1;
 }
 

@@ -158,6 +158,8 @@ static void test_refuses_an_emptied_database(void **state)
     struct stat st;
     assert_int_equal(stat(db_path, &st), 0);
     assert_int_equal(st.st_size, 0); /* untouched */
+    assert_int_equal(unlink(db_path), 0);
+    expect_open_failure(root, ERR_INVALID, "is missing");
 
     char *audit = tu_path("%s/%s", root, STORE_AUDIT_FILE);
     char *aside = tu_path("%s.old", audit);
