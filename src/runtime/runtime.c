@@ -1947,8 +1947,56 @@ json_t *runtime_provider_dependents(struct runtime *rt, const char *provider)
     return ids;
 }
 
+/* Whether the stopped instance, pinned to what the delete of {name, hex}
+ * (hex NULL: the whole strategy) took, can never start again: its selector
+ * names that hash, or no longer resolves (start_revision's test). */
+static bool stranded_locked(const struct instance *inst, const struct registry *reg,
+                            const char *name, const char *hex)
+{
+    if (inst->running || inst->starting || strcmp(inst->strategy, name) != 0 ||
+        (hex && strcmp(inst->hex, hex) != 0) || strcmp(inst->stop_reason, "retired") == 0)
+        return false;
+    struct selector sel;
+    struct registry_resolution res;
+    struct err ignored = ERR_INIT;
+    bool moves =
+        selector_parse(inst->selector, &sel, &ignored) == 0 && !selector_is_pinned_hash(&sel);
+    bool resolved = moves && spec_reresolve(reg, inst->selector, &res, &ignored) == 0;
+    err_clear(&ignored);
+    return !resolved;
+}
+
+/* Marks "retired" the instances the delete left unable to start, as a
+ * restart would find them, and saves them in one transaction. */
+static void retire_stranded(struct runtime *rt, const char *name, const char *hex)
+{
+    pthread_mutex_lock(&rt->control);
+    struct registry *reg = catalog_snapshot(rt->opts.catalog);
+    pthread_mutex_lock(&rt->lock);
+    struct instance **marked = calloc(rt->ninstances ? rt->ninstances : 1, sizeof *marked);
+    size_t n = 0;
+    for (size_t i = 0; marked && i < rt->ninstances; i++) {
+        struct instance *inst = rt->instances[i];
+        if (stranded_locked(inst, reg, name, hex)) {
+            set_reason_locked(inst, "retired");
+            inst->version++;
+            marked[n++] = inst;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    registry_release(reg);
+    struct err err = ERR_INIT;
+    if (!marked || (n > 0 && rtx_persist_batch(rt, marked, n, NULL, &err) != 0))
+        log_error("runtime", "cannot save the instances retired with %s: %s", name,
+                  marked ? err.message : "out of memory");
+    err_clear(&err);
+    free(marked);
+    pthread_mutex_unlock(&rt->control);
+}
+
 void runtime_forget_revision(struct runtime *rt, const char *name, const char *hex)
 {
+    retire_stranded(rt, name, hex);
     if (!hex) {
         metrics_remove(rt->m_actions, "strategy", name);
         metrics_remove(rt->m_errors, "strategy", name);

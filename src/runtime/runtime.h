@@ -243,9 +243,11 @@ void runtime_delete_finished(struct runtime *rt, const char *name, const char *h
  * every successful hold is released once. */
 int runtime_hold_revision(struct runtime *rt, const char *name, const char *hex, struct err *err);
 void runtime_release_revision(struct runtime *rt, const char *name, const char *hex);
-/* After a revision (or, hex NULL, a whole strategy) is gone: drops its
- * metric series and its compiled bytecode, so a catalogue that churns does
- * not grow /metrics or memory without bound. */
+/* After a revision (or, hex NULL, a whole strategy) is gone: the stopped
+ * instances it leaves unable to start (pinned to that hash, or of that
+ * strategy) show stopReason "retired", as they would after a restart; its
+ * metric series and compiled bytecode go, so a catalogue that churns does
+ * not grow /metrics or memory without bound. A control-plane call. */
 void runtime_forget_revision(struct runtime *rt, const char *name, const char *hex);
 
 /* Targeted refresh. request may be NULL (every instance) or

@@ -112,6 +112,15 @@ static void delete_ok(struct tu_server *srv, const char *selector)
     tu_response_free(&res);
 }
 
+static void expect_stop_reason(struct tu_server *srv, const char *id, const char *reason)
+{
+    json_t *snap = tu_instance_get(srv, id);
+    const char *got = json_string_value(json_object_get(snap, "stopReason"));
+    if (!got || strcmp(got, reason) != 0)
+        fail_msg("instance %s: stopReason %s, expected %s", id, got ? got : "null", reason);
+    json_decref(snap);
+}
+
 static void test_retire_with_bootstrap_report(void **state)
 {
     struct tu_server *srv = *state;
@@ -195,6 +204,12 @@ static void test_retire_with_bootstrap_report(void **state)
     assert_int_equal(json_array_size(json_object_get(report, "idle")), 0);
     json_decref(report);
 
+    /* the stopped instances the deletes left unable to start say so at
+     * once, as they will after a restart; w's name resolves again */
+    expect_stop_reason(srv, "x", "retired");
+    expect_stop_reason(srv, "y", "retired");
+    expect_stop_reason(srv, "w", "stopped");
+
     /* 5. starting an instance pinned to the deleted revision: a name
      * selector re-resolves, a tag or hash that is gone is retired */
     tu_instance_start(srv, "w");
@@ -233,10 +248,17 @@ static void test_retire_with_bootstrap_report(void **state)
     assert_int_equal(tu_ops_metric_count(m, "strategy_revision_instances", "strategy", "old", NULL),
                      0);
     free(m);
-    /* and its instances are retired */
+    /* and its instances are retired, across a restart too */
     json_t *err = tu_ops_action(srv, "z", "start", 409);
     assert_string_equal(tu_jstr(err, "details.reason"), "retired");
     json_decref(err);
+    const char *all[] = {"w", "x", "y", "z"};
+    for (size_t i = 0; i < 4; i++)
+        expect_stop_reason(srv, all[i], "retired");
+    tu_server_kill(srv);
+    tu_server_restart(srv, NULL);
+    for (size_t i = 0; i < 4; i++)
+        expect_stop_reason(srv, all[i], "retired");
 
     free(h1);
     free(h2);
