@@ -118,36 +118,27 @@ static bool ends_with_js(const char *name)
     return len > 3 && strcmp(name + len - 3, ".js") == 0;
 }
 
-/* "<base>.tmp.<pid>.<sequence>": the name fsutil_write_atomic gives the
- * file it then renames over <base> (core/fsutil.c). */
-static bool temp_named(const char *name, const char *base, size_t base_len)
-{
-    if (strncmp(name, base, base_len) != 0 || strncmp(name + base_len, ".tmp.", 5) != 0)
-        return false;
-    const char *p = name + base_len + 5;
-    size_t pid = strspn(p, "0123456789");
-    if (pid == 0 || p[pid] != '.')
-        return false;
-    size_t seq = strspn(p + pid + 1, "0123456789");
-    return seq > 0 && p[pid + 1 + seq] == '\0';
-}
-
 /* A temporary file of a registry.json or revision-file write whose writer
- * died: <root>/registry.json.tmp.* or <name>/<hex>/<name>.js.tmp.*. Such a
- * file only exists while its writer holds the registry lock, so one seen
- * under the lock is garbage (bootstrap_apply.c removes it under the lock). */
+ * died: <root>/registry.json.tmp.<pid>.<n> (or the replaced registry.json
+ * the classic write path keeps, registry.json.old.<pid>.<n>) or
+ * <name>/<hex>/<name>.js.tmp.<pid>.<n>, exactly the names the writers make
+ * (fsutil_is_writer_name) in a lower-case hash folder, as the catalogue's
+ * own sweep matches them. Such a file only exists while its writer holds
+ * the registry lock, so one seen under the lock is garbage
+ * (bootstrap_apply.c removes it under the lock). */
 static bool is_stale_temp(const char *rel, const char *name, int depth)
 {
     if (depth == 0)
-        return temp_named(name, REGISTRY_FILE, strlen(REGISTRY_FILE));
+        return fsutil_is_writer_name(name, REGISTRY_FILE, "tmp") ||
+               fsutil_is_writer_name(name, REGISTRY_FILE, "old");
     const char *first = strchr(rel, '/');
     const char *second = first ? strchr(first + 1, '/') : NULL;
     if (depth != 2 || !second || second - first - 1 != HASH_HEX_LEN ||
-        !hash_is_hex(first + 1, HASH_HEX_LEN))
+        strspn(first + 1, "0123456789abcdef") != HASH_HEX_LEN)
         return false;
     char base[NAMES_STRATEGY_MAX + 4];
     int n = snprintf(base, sizeof base, "%.*s.js", (int)(first - rel), rel);
-    return n > 0 && (size_t)n < sizeof base && temp_named(name, base, (size_t)n);
+    return n > 0 && (size_t)n < sizeof base && fsutil_is_writer_name(name, base, "tmp");
 }
 
 /* Splits rel into its components: the layout follows from their count and

@@ -252,6 +252,23 @@ void fsutil_rmdir_if_empty(const char *path)
     (void)rmdir(path);
 }
 
+/* 1 to 20 decimal digits (a pid or a sequence number), then `end`. */
+static const char *skip_number(const char *p, char end)
+{
+    size_t digits = strspn(p, "0123456789");
+    return digits > 0 && digits <= 20 && p[digits] == end ? p + digits + 1 : NULL;
+}
+
+bool fsutil_is_writer_name(const char *name, const char *base, const char *kind)
+{
+    size_t base_len = strlen(base), kind_len = strlen(kind);
+    if (strncmp(name, base, base_len) != 0 || name[base_len] != '.' ||
+        strncmp(name + base_len + 1, kind, kind_len) != 0 || name[base_len + 1 + kind_len] != '.')
+        return false;
+    const char *p = skip_number(name + base_len + kind_len + 2, '.');
+    return p && skip_number(p, '\0') != NULL;
+}
+
 char *fsutil_join(const char *a, const char *b)
 {
     return fsutil_format("%s/%s", a, b);

@@ -102,6 +102,13 @@ bool fsutil_exists(const char *path);
 int fsutil_remove_durable(const char *path, struct err *err);
 /* Removes an empty directory; a missing or non-empty directory is left. */
 void fsutil_rmdir_if_empty(const char *path);
+/* Whether name is exactly "<base>.<kind>.<pid>.<n>" with pid and n all
+ * decimal digits: the shape of the names this module gives the files it
+ * writes beside base, the temporary of fsutil_write_atomic() (kind "tmp")
+ * and the replaced file fsutil_write_atomic_keep() keeps (kind "old").
+ * A sweep of a dead writer's leftovers matches names with this and nothing
+ * looser, so a file that merely starts like one is never taken for one. */
+bool fsutil_is_writer_name(const char *name, const char *base, const char *kind);
 /* "a" + "/" + "b", malloc'ed; NULL if out of memory. */
 char *fsutil_join(const char *a, const char *b);
 /* A printf-formatted path, malloc'ed; NULL if out of memory. */

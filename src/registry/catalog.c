@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 char *catalog__file_path(const struct catalog *cat, const char *name, const char *hex)
@@ -262,31 +263,43 @@ static bool lock_for_reading(const struct catalog *cat, struct fsutil_lock *lock
     return false;
 }
 
-/* Removes the entries of `dir` named "<prefix>.tmp.*" (fsutil_write_atomic's
- * temporaries) and "<prefix>.old.*" (replaced files a writer had not yet
- * removed); `where` names the folder in the log. */
-static void remove_temps_in(int dir_fd, const char *prefix, const char *where)
+/* A leftover of a dead writer in a folder: the name (one of fsutil's or
+ * the prewrite's, matched exactly) and that it is a regular file, so a
+ * folder or link an operator named alike is never taken for one. */
+static bool is_leftover(int dir_fd, const char *name, const char *base, const char *const *kinds)
+{
+    bool named = false;
+    for (size_t i = 0; kinds[i] && !named; i++)
+        named = fsutil_is_writer_name(name, base, kinds[i]);
+    struct stat st;
+    return named && fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Removes the files of `dir` named "<base>.<kind>.<pid>.<n>" for each of
+ * `kinds` (NULL-terminated); `where` names the folder in the log. Returns
+ * how many went. */
+static size_t remove_leftovers_in(int dir_fd, const char *base, const char *const *kinds,
+                                  const char *where)
 {
     int fd = dup(dir_fd);
     DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
     if (!dir) {
         if (fd >= 0)
             close(fd);
-        return;
+        return 0;
     }
     rewinddir(dir); /* a dup shares the offset of an earlier walk */
-    size_t len = strlen(prefix);
+    size_t removed = 0;
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, prefix, len) != 0 ||
-            (strncmp(entry->d_name + len, ".tmp.", 5) != 0 &&
-             strncmp(entry->d_name + len, ".old.", 5) != 0))
+        if (!is_leftover(dirfd(dir), entry->d_name, base, kinds) ||
+            unlinkat(dirfd(dir), entry->d_name, 0) != 0)
             continue;
-        if (unlinkat(dirfd(dir), entry->d_name, 0) == 0)
-            log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s%s", where,
-                     entry->d_name);
+        removed++;
+        log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s%s", where, entry->d_name);
     }
     closedir(dir);
+    return removed;
 }
 
 static int open_dir_at(int parent, const char *name)
@@ -294,10 +307,20 @@ static int open_dir_at(int parent, const char *name)
     return openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 }
 
-/* <name>/<hash>/<name>.js.tmp.*: an upload killed before its rename. The
- * folder it created goes too when nothing else is in it. */
+/* A revision's folder as the catalogue names it: 64 lower-case hex digits. */
+static bool is_hash_folder(const char *name)
+{
+    size_t len = strspn(name, "0123456789abcdef");
+    return len == HASH_HEX_LEN && name[len] == '\0';
+}
+
+/* <name>/<hash>/<name>.js.tmp.<pid>.<n>: a revision write killed before its
+ * rename (the catalogue writes revision files with fsutil_write_atomic and
+ * keeps no replaced copy). A hash folder it leaves empty goes too; any
+ * other folder, and a hash folder holding anything else, stays. */
 static void remove_revision_temps(int root_fd, const char *name)
 {
+    static const char *const kinds[] = {"tmp", NULL};
     int strategy_fd = open_dir_at(root_fd, name);
     DIR *dir = strategy_fd >= 0 ? fdopendir(strategy_fd) : NULL;
     if (!dir) {
@@ -309,46 +332,48 @@ static void remove_revision_temps(int root_fd, const char *name)
     snprintf(file, sizeof file, "%.64s.js", name);
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        if (entry->d_name[0] == '.')
+        if (!is_hash_folder(entry->d_name))
             continue;
         int hash_fd = open_dir_at(dirfd(dir), entry->d_name);
         if (hash_fd < 0)
             continue;
         snprintf(where, sizeof where, "%.64s/%.64s/", name, entry->d_name);
-        remove_temps_in(hash_fd, file, where);
+        size_t removed = remove_leftovers_in(hash_fd, file, kinds, where);
         close(hash_fd);
-        (void)unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR); /* fails unless empty */
+        if (removed > 0)
+            (void)unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR); /* fails unless empty */
     }
     closedir(dir);
 }
 
 /* A writer killed between creating a temporary file and renaming it leaves
- * the temporary behind: registry.json's in the root, a revision's in its
- * hash folder. Under the lock nobody else is between the two steps (the
- * server and the bootstrap tool write under it), so what is left is
- * garbage. Bytes written ahead of an upload (catalog_prewrite_begin) are
- * written without the lock: one that a running server still waits for is
- * removed too, which only makes that upload write its file itself. */
+ * the temporary behind: registry.json's in the root (and, on the classic
+ * write path, the replaced registry.json kept for the reaper), a
+ * revision's in its hash folder. Under the lock nobody else is between the
+ * two steps (the server and the bootstrap tool write under it), so what is
+ * left is garbage. Bytes written ahead of an upload (catalog_prewrite_begin)
+ * are written without the lock: one that a running server still waits for
+ * is removed too, which only makes that upload write its file itself. Only
+ * names of exactly the shapes these writers make are removed. */
 static void remove_stale_temps(const struct catalog *cat)
 {
+    static const char *const registry_kinds[] = {"tmp", "old", NULL};
+    static const char *const upload_kinds[] = {CATALOG__PREWRITE_KIND, NULL};
     int root_fd = open(cat->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
         return;
-    remove_temps_in(root_fd, REGISTRY_FILE, "");
+    (void)remove_leftovers_in(root_fd, REGISTRY_FILE, registry_kinds, "");
+    (void)remove_leftovers_in(root_fd, "", upload_kinds, "");
     int fd = dup(root_fd);
     DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
     if (!dir && fd >= 0)
         close(fd);
     if (dir)
-        rewinddir(dir); /* the walk above moved the shared offset */
+        rewinddir(dir); /* the walks above moved the shared offset */
     struct dirent *entry;
     while (dir && (entry = readdir(dir)) != NULL) {
         if (names_valid_strategy(entry->d_name))
             remove_revision_temps(root_fd, entry->d_name);
-        else if (strncmp(entry->d_name, CATALOG__PREWRITE_PREFIX,
-                         strlen(CATALOG__PREWRITE_PREFIX)) == 0 &&
-                 unlinkat(root_fd, entry->d_name, 0) == 0)
-            log_info(REGISTRY__COMPONENT, "removed a stale upload file %s", entry->d_name);
     }
     if (dir)
         closedir(dir);

@@ -489,9 +489,7 @@ static void remove_revision_file(const struct catalog *cat, const char *name, co
  * them <name>.js.tmp.<pid>.<n>). */
 static bool written_by_catalogue(const char *entry, const char *file_name)
 {
-    size_t len = strlen(file_name);
-    return strncmp(entry, file_name, len) == 0 &&
-           (entry[len] == '\0' || strncmp(entry + len, ".tmp.", 5) == 0);
+    return strcmp(entry, file_name) == 0 || fsutil_is_writer_name(entry, file_name, "tmp");
 }
 
 static void empty_revision_folder(int name_fd, const char *hex, const char *file_name)

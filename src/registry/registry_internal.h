@@ -187,8 +187,10 @@ void catalog__note_disk(struct catalog *cat, const struct fsutil_identity *id);
 /* "<root>/<name>/<hex>/<name>.js", malloc'ed; NULL if out of memory. */
 char *catalog__file_path(const struct catalog *cat, const char *name, const char *hex);
 
-/* Temporaries of catalog_prewrite_begin, in the root: "<prefix><pid>.<n>". */
-#define CATALOG__PREWRITE_PREFIX ".upload."
+/* Temporaries of catalog_prewrite_begin, in the root: "<prefix><pid>.<n>",
+ * that is ".<kind>.<pid>.<n>" (fsutil_is_writer_name with an empty base). */
+#define CATALOG__PREWRITE_KIND "upload"
+#define CATALOG__PREWRITE_PREFIX "." CATALOG__PREWRITE_KIND "."
 /* Moves the bytes written ahead into place at path when they are the
  * bytes of `source` and were written; false when the caller must write the
  * file itself. The caller fsyncs path's directory. */

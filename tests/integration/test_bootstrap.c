@@ -884,6 +884,84 @@ static void test_crash_and_rerun(void **state)
     fixture_free(&s5);
 }
 
+/* Files an operator keeps whose names merely start like a writer's
+ * leftovers, and folders holding only such files: neither -write nor a
+ * gateway starting on the tree may touch them. */
+static const char *const operator_files[] = {
+    "momentum/v1.0.0/momentum.js.old.2023-01-01",
+    "momentum/v0.9/momentum.js.old.keep",
+    "momentum/v0.9/momentum.js.tmp.1.2",
+    "registry.json.old.2022",
+    "registry.json.tmp.orig",
+};
+
+static void put_operator_files(const char *root)
+{
+    for (size_t i = 0; i < sizeof operator_files / sizeof *operator_files; i++)
+        put(root, operator_files[i], "// kept by the operator\n");
+}
+
+static void assert_operator_files(const char *root, const char *after)
+{
+    for (size_t i = 0; i < sizeof operator_files / sizeof *operator_files; i++) {
+        if (!exists(root, operator_files[i]))
+            fail_msg("%s removed %s", after, operator_files[i]);
+        assert_bytes(root, operator_files[i], "// kept by the operator\n");
+    }
+}
+
+/* Only what a killed writer leaves is swept, by -write and by a gateway's
+ * start alike: registry.json.tmp|old.<pid>.<n> in the root and
+ * <name>.js.tmp.<pid>.<n> in a hash folder (which goes when it is empty). */
+static void test_operator_files_survive(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    char hm[65];
+    put_module(fx.root, "momentum/v1.0.0/momentum.js", "momentum", NULL, "m1", hm);
+    put_operator_files(fx.root);
+    char *dead = tu_path("momentum/%064d/momentum.js.tmp.99999.1", 7);
+    put(fx.root, dead, "module.exports = { meta");
+    put(fx.root, "registry.json.tmp.99999.2", "{\"torn\": ");
+
+    char *out = dry_run(fx.root, 0);
+    assert_contains(out, "2 stale temporary files");
+    free(out);
+    write_run(fx.root, 0);
+    assert_operator_files(fx.root, "-write");
+    assert_missing(fx.root, dead);
+    assert_missing(fx.root, "registry.json.tmp.99999.2");
+    char *hash_dir = tu_path("momentum/%064d", 7);
+    assert_missing(fx.root, hash_dir);
+    json_t *reg = tu_assert_registry_sound(fx.root);
+    assert_revision(fx.root, reg, "momentum", hm, "v1.0.0", NULL);
+    json_decref(reg);
+
+    /* a gateway killed mid-write on the migrated tree, then started */
+    char *live = tu_path("momentum/%s/momentum.js.tmp.4242.0", hm);
+    put(fx.root, live, "module.exports = { meta");
+    put(fx.root, "registry.json.old.4242.1", "{}");
+    put(fx.root, ".upload.4242.2", "module.exports = {");
+    struct tu_server srv;
+    struct tu_server_options opts = {.strategies_dir = fx.root};
+    tu_server_start(&srv, &opts);
+    tu_server_stop(&srv);
+    assert_operator_files(fx.root, "a gateway start");
+    assert_missing(fx.root, live);
+    assert_missing(fx.root, "registry.json.old.4242.1");
+    assert_missing(fx.root, ".upload.4242.2");
+    char *file = tu_path("momentum/%s/momentum.js", hm);
+    assert_present(fx.root, file);
+
+    tu_server_cleanup(&srv);
+    free(file);
+    free(live);
+    free(hash_dir);
+    free(dead);
+    fixture_free(&fx);
+}
+
 static void big_fixture(const char *root)
 {
     for (int i = 0; i < 60; i++) {
@@ -1307,6 +1385,7 @@ int main(void)
         cmocka_unit_test(test_conflicts),
         cmocka_unit_test(test_crash_and_rerun),
         cmocka_unit_test(test_killed_midway),
+        cmocka_unit_test(test_operator_files_survive),
         cmocka_unit_test(test_usage_bare_file),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_flag_forms),

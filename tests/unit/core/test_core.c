@@ -172,6 +172,31 @@ static void test_atomic_write_and_read(void **state)
     free(dir);
 }
 
+/* Only the exact shape "<base>.<kind>.<pid>.<n>" is a writer's name: a
+ * sweep that matched a prefix took operators' backups for leftovers. */
+static void test_writer_names(void **state)
+{
+    (void)state;
+    assert_true(fsutil_is_writer_name("registry.json.tmp.123.4", "registry.json", "tmp"));
+    assert_true(fsutil_is_writer_name("registry.json.old.0.0", "registry.json", "old"));
+    assert_true(fsutil_is_writer_name("a.js.tmp.99999999999999999999.1", "a.js", "tmp"));
+    assert_true(fsutil_is_writer_name(".upload.77.8", "", "upload"));
+    assert_false(fsutil_is_writer_name("registry.json.tmp.123.4", "registry.json", "old"));
+    assert_false(fsutil_is_writer_name("registry.json.old.2022", "registry.json", "old"));
+    assert_false(fsutil_is_writer_name("registry.json.tmp.orig", "registry.json", "tmp"));
+    assert_false(fsutil_is_writer_name("registry.json.tmp.1.", "registry.json", "tmp"));
+    assert_false(fsutil_is_writer_name("registry.json.tmp..1", "registry.json", "tmp"));
+    assert_false(fsutil_is_writer_name("registry.json.tmp.1.2.3", "registry.json", "tmp"));
+    assert_false(fsutil_is_writer_name("registry.json.tmp.1.2x", "registry.json", "tmp"));
+    assert_false(fsutil_is_writer_name("registry.json.tmp.-1.2", "registry.json", "tmp"));
+    assert_false(
+        fsutil_is_writer_name("registry.json.tmp.1.123456789012345678901", "registry.json", "tmp"));
+    assert_false(fsutil_is_writer_name("registry.jsonx.tmp.1.2", "registry.json", "tmp"));
+    assert_false(fsutil_is_writer_name("m.js.old.2023-01-01", "m.js", "old"));
+    assert_false(fsutil_is_writer_name(".upload.notes", "", "upload"));
+    assert_false(fsutil_is_writer_name("registry.json", "registry.json", "tmp"));
+}
+
 /* The replaced file stays readable under the kept name until the reaper
  * removes it; nothing kept when there was nothing to replace. */
 static void test_replace_keeps_the_old_file_for_the_reaper(void **state)
@@ -186,6 +211,7 @@ static void test_replace_keeps_the_old_file_for_the_reaper(void **state)
     assert_int_equal(fsutil_write_atomic_keep(path, "two", 3, 0644, &kept, &err), 0);
     assert_non_null(kept);
     assert_non_null(strstr(kept, "/registry.json.old."));
+    assert_true(fsutil_is_writer_name(strrchr(kept, '/') + 1, "registry.json", "old"));
     char *data = NULL;
     size_t len = 0;
     assert_int_equal(fsutil_read_file(kept, 16, &data, &len, &err), 0);
@@ -737,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_hash_file_matches_memory),
         cmocka_unit_test(test_hash_parse),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_writer_names),
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_strbuf_put_int64),
         cmocka_unit_test(test_atomic_write_and_read),

@@ -904,6 +904,94 @@ static void test_no_temporary_files_left(void **state)
     catalog_close(cat);
 }
 
+/* The sweep on open takes only names of exactly the shapes the writers
+ * make, and a hash folder only when it removed a leftover from it and
+ * nothing else is left: an operator's backups that merely start like one
+ * (in an old-layout tag folder, in the root), a folder or link named like
+ * one, a file in a folder that is not a hash folder, all stay. */
+static void test_sweep_takes_only_what_writers_leave(void **state)
+{
+    struct fixture *f = *state;
+    struct err err = ERR_INIT;
+    const char *keep[] = {
+        "registry.json.old.2022",
+        "registry.json.tmp.orig",
+        "registry.json.tmp.1.2.3",
+        "registry.json.tmp..1",
+        "registry.json.tmp.12",
+        "registry.json.tmp.5.6/inside",
+        "registry.json.tmp.3.4x",
+        ".upload.notes",
+        ".upload.1",
+        "momentum/v1.0.0/momentum.js",
+        "momentum/v1.0.0/momentum.js.old.2023-01-01",
+        "momentum/v0.9/momentum.js.old.keep",
+        "momentum/v0.9/momentum.js.tmp.1.2",
+        "momentum/"
+        "0000000000000000000000000000000000000000000000000000000000000001"
+        "/momentum.js.old.1.2",
+        "momentum/"
+        "0000000000000000000000000000000000000000000000000000000000000002"
+        "/momentum.js.tmp.x",
+        "momentum/"
+        "000000000000000000000000000000000000000000000000000000000000000A"
+        "/momentum.js.tmp.1.2",
+        "momentum/"
+        "0000000000000000000000000000000000000000000000000000000000000003"
+        "/notes.txt",
+        "other_name/"
+        "0000000000000000000000000000000000000000000000000000000000000004"
+        "/momentum.js.tmp.1.2",
+    };
+    const char *gone[] = {
+        "registry.json.tmp.123.4",
+        "registry.json.old.5.6",
+        ".upload.77.8",
+        "momentum/"
+        "0000000000000000000000000000000000000000000000000000000000000003"
+        "/momentum.js.tmp.9.10",
+        "momentum/"
+        "0000000000000000000000000000000000000000000000000000000000000005"
+        "/momentum.js.tmp.11.12",
+    };
+    for (size_t i = 0; i < sizeof keep / sizeof *keep + sizeof gone / sizeof *gone; i++) {
+        size_t nkeep = sizeof keep / sizeof *keep;
+        char *path = tu_path("%s/%s", f->root, i < nkeep ? keep[i] : gone[i - nkeep]);
+        char *dir = fsutil_dir_of(path);
+        rt_assert_ok(fsutil_mkdirs(dir, 0755, &err), &err);
+        tu_write_text(path, "an operator's bytes");
+        free(dir);
+        free(path);
+    }
+    char *empty = tu_path("%s/momentum/%064d", f->root, 6);
+    rt_assert_ok(fsutil_mkdirs(empty, 0755, &err), &err);
+    char *link = tu_path("%s/registry.json.tmp.7.8", f->root);
+    assert_int_equal(symlink("registry.json.old.2022", link), 0);
+
+    catalog_close(rt_open(f->root));
+
+    for (size_t i = 0; i < sizeof keep / sizeof *keep; i++) {
+        char *path = tu_path("%s/%s", f->root, keep[i]);
+        if (!fsutil_exists(path))
+            fail_msg("%s was removed", keep[i]);
+        free(path);
+    }
+    for (size_t i = 0; i < sizeof gone / sizeof *gone; i++) {
+        char *path = tu_path("%s/%s", f->root, gone[i]);
+        if (fsutil_exists(path))
+            fail_msg("%s was left", gone[i]);
+        free(path);
+    }
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(fsutil_is_dir(empty));
+    char *swept = tu_path("%s/momentum/%064d", f->root, 5);
+    assert_false(fsutil_exists(swept));
+    free(swept);
+    free(link);
+    free(empty);
+}
+
 /* ------------------------------------------------------ metadata callback */
 
 static atomic_int metadata_calls;
@@ -1025,6 +1113,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lines_keep_their_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_write_is_the_whole_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_temporary_files_left, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_takes_only_what_writers_leave, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metadata_carried_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_share_unchanged_strategies, setup, teardown),
     };
