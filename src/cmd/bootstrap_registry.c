@@ -89,26 +89,33 @@ static void replay_drop(json_t *doc, const struct bootstrap_revision *rev, const
     }
 }
 
+/* Only the steps that change registry.json are replayed: a dedupe removes
+ * copies of a revision already registered, and a stale temporary or an
+ * empty folder names no revision at all (its `revision` field is 0, which
+ * is some other revision's index). */
+static int replay_step(struct bootstrap_plan *plan, const struct bootstrap_step *step)
+{
+    if (step->kind != BOOTSTRAP_STEP_ADD && step->kind != BOOTSTRAP_STEP_LATEST &&
+        step->kind != BOOTSTRAP_STEP_DROP)
+        return 0;
+    const struct bootstrap_revision *rev = &plan->revisions[step->revision];
+    char spelled[HASH_SPELLED_LEN + 1];
+    hash_spell(rev->hex, spelled);
+    if (step->kind == BOOTSTRAP_STEP_ADD)
+        return replay_add(plan->after, rev, spelled);
+    if (step->kind == BOOTSTRAP_STEP_LATEST)
+        return set_tag(json_object_get(plan->after, rev->name), REGISTRY_LATEST, spelled);
+    replay_drop(plan->after, rev, spelled);
+    return 0;
+}
+
 int bootstrap_plan_registry(struct bootstrap_plan *plan, struct err *err)
 {
     plan->after = json_deep_copy(plan->before);
     if (!plan->after)
         return oom(err);
     for (size_t i = 0; i < plan->nsteps; i++) {
-        const struct bootstrap_step *step = &plan->steps[i];
-        if (step->kind == BOOTSTRAP_STEP_RMDIR || step->kind == BOOTSTRAP_STEP_DEDUPE)
-            continue;
-        const struct bootstrap_revision *rev = &plan->revisions[step->revision];
-        char spelled[HASH_SPELLED_LEN + 1];
-        hash_spell(rev->hex, spelled);
-        int rc = 0;
-        if (step->kind == BOOTSTRAP_STEP_ADD)
-            rc = replay_add(plan->after, rev, spelled);
-        else if (step->kind == BOOTSTRAP_STEP_LATEST)
-            rc = set_tag(json_object_get(plan->after, rev->name), REGISTRY_LATEST, spelled);
-        else
-            replay_drop(plan->after, rev, spelled);
-        if (rc != 0)
+        if (replay_step(plan, &plan->steps[i]) != 0)
             return oom(err);
     }
     return 0;

@@ -962,6 +962,52 @@ static void test_operator_files_survive(void **state)
     fixture_free(&fx);
 }
 
+static char *write_usage(const char *dir, const char *name, const char *text);
+
+/* A stale temporary is no registry change: the plan's registry, its tag
+ * changes and the --usage report keep every revision (its step names no
+ * revision, and was once replayed as a drop of the first one). */
+static void test_stale_temp_keeps_the_registry(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    put_module(fx.root, "alpha.js", "alpha", "v1.0.0", "a", NULL);
+    put_module(fx.root, "beta.js", "beta", "v1.0.0", "b", NULL);
+    write_run(fx.root, 0);
+    put(fx.root, "registry.json.tmp.123.4", "junk");
+
+    char *out = dry_run(fx.root, 0);
+    assert_contains(out, "registry changes: none");
+    assert_contains(out, "1 stale temporary file");
+    free(out);
+    char *err = NULL;
+    char *args = tu_path("-root '%s' --json", fx.root);
+    assert_int_equal(bootstrap_split(&out, &err, args), 0);
+    free(args);
+    free(err);
+    json_t *plan = parse_json(out);
+    json_t *disk = tu_assert_registry_sound(fx.root);
+    assert_true(json_equal(json_object_get(plan, "registry"), disk));
+    assert_int_equal(json_array_size(json_object_get(plan, "registryChanges")), 0);
+    json_decref(disk);
+    json_decref(plan);
+    free(out);
+
+    char *usage = write_usage(fx.dir, "usage.json", "{\"usage\": []}");
+    args = tu_path("-root '%s' --usage '%s' --json", fx.root, usage);
+    assert_int_equal(bootstrap_split(&out, &err, args), 0);
+    free(args);
+    free(err);
+    json_t *report = parse_json(out);
+    assert_int_equal(tu_jint(report, "total"), 2);
+    assert_int_equal(json_array_size(json_object_get(report, "idle")), 2);
+    json_decref(report);
+    free(out);
+    free(usage);
+    fixture_free(&fx);
+}
+
 static void big_fixture(const char *root)
 {
     for (int i = 0; i < 60; i++) {
@@ -1386,6 +1432,7 @@ int main(void)
         cmocka_unit_test(test_crash_and_rerun),
         cmocka_unit_test(test_killed_midway),
         cmocka_unit_test(test_operator_files_survive),
+        cmocka_unit_test(test_stale_temp_keeps_the_registry),
         cmocka_unit_test(test_usage_bare_file),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_flag_forms),
