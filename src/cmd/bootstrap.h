@@ -145,7 +145,8 @@ enum bootstrap_fate {
     BOOTSTRAP_KEEP,     /* registered and in place (or left as is) */
     BOOTSTRAP_ADD,      /* to be written and registered through the catalogue */
     BOOTSTRAP_DROP,     /* registered, but its bytes are nowhere: entry removed */
-    BOOTSTRAP_CONFLICT, /* cannot be added (tag taken); its files are left */
+    BOOTSTRAP_CONFLICT, /* cannot be added (tag taken, canonical path occupied);
+                           its files are left */
 };
 
 struct bootstrap_revision {

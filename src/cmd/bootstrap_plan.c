@@ -11,7 +11,8 @@
  *             through catalog_add_revision, which also repairs a registry
  *             entry whose file was missing or misplaced
  *   DROP      registered, but its bytes are nowhere in the tree
- *   CONFLICT  wants a tag another revision holds; its files are left alone
+ *   CONFLICT  wants a tag another revision holds, or its canonical path holds
+ *             something else (a conflict itself); its files are left alone
  *
  * Tags. The registry is the source of truth for revisions it already knows:
  * their tags (aliases such as `prod` included) are never touched. A new
@@ -302,6 +303,30 @@ static void decide_fate(const char *root, struct bootstrap_revision *rev,
         rev->size = rev->registered->size;
 }
 
+/* A revision to add whose canonical path already holds something that is
+ * not a good copy of it (other bytes, an invalid module, a link, a folder):
+ * that file is a conflict the plan promises to leave in place, and adding
+ * the revision would write over it. The revision is not added and its
+ * copies stay where they are, each saying why, until the operator moves
+ * the file at the canonical path aside. */
+static int block_occupied(const char *root, struct bootstrap_revision *rev,
+                          struct bootstrap_scan *scan)
+{
+    if (rev->fate != BOOTSTRAP_ADD || rev->in_place || !canonical_exists(root, rev))
+        return 0;
+    char rel[BOOTSTRAP_REL_MAX];
+    bootstrap_canonical_rel(rev->name, rev->hex, rel);
+    rev->fate = BOOTSTRAP_CONFLICT;
+    for (size_t i = 0; i < rev->ncopies; i++) {
+        if (bootstrap_file_conflict(&scan->files[rev->copies[i]],
+                                    "not migrated: %s already exists and does not hold these "
+                                    "bytes, and is left in place; move it aside and run again",
+                                    rel) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------- tags */
 
 struct taken {
@@ -582,8 +607,11 @@ int bootstrap_plan_build(struct bootstrap_plan *plan, const char *root, struct b
     }
     if (collect(plan, scan, snapshot, err) != 0 || attach_files(plan, scan, err) != 0)
         return -1;
-    for (size_t i = 0; i < plan->nrevisions; i++)
+    for (size_t i = 0; i < plan->nrevisions; i++) {
         decide_fate(root, &plan->revisions[i], snapshot);
+        if (block_occupied(root, &plan->revisions[i], scan) != 0)
+            return oom(err);
+    }
     if (assign_tags(plan, scan, snapshot, err) != 0)
         return -1;
     if (bootstrap_plan_order(plan, snapshot, scan, err) != 0)

@@ -756,6 +756,63 @@ static void test_conflicts(void **state)
     fixture_free(&fx);
 }
 
+/* A registered revision's canonical file edited in place is a conflict
+ * "left in place"; an old copy of the revision's bytes elsewhere must not
+ * be written over it. The copy stays too, saying why, and once the edited
+ * file is moved aside a rerun restores the revision from the copy. */
+static void test_conflict_is_never_overwritten(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    char h[65];
+    put_module(fx.root, "flat.js", "flat", "v1.0.0", "f", h);
+    char *original = module("flat", "v1.0.0", "f");
+    write_run(fx.root, 0);
+    char *canonical = tu_path("flat/%s/flat.js", h);
+    char *edited = tu_path("%s// operator hot-fix\n", original);
+    put(fx.root, canonical, edited);
+    put(fx.root, "flat.js", original);
+
+    char *out = dry_run(fx.root, 1);
+    assert_contains(out, "conflicts (left in place):");
+    assert_contains(out, "no files to move");
+    free(out);
+    char *err = NULL;
+    char *args = tu_path("-root '%s' --json", fx.root);
+    assert_int_equal(bootstrap_split(&out, &err, args), 1);
+    json_t *plan = parse_json(out);
+    assert_conflict(plan, canonical, "not to the name of its folder");
+    assert_conflict(plan, "flat.js", "already exists and does not hold these bytes");
+    assert_int_equal(json_array_size(json_object_get(plan, "actions")), 0);
+    json_decref(plan);
+    free(out);
+    free(err);
+
+    write_run(fx.root, 1);
+    assert_bytes(fx.root, canonical, edited);
+    assert_bytes(fx.root, "flat.js", original);
+
+    /* the operator moves the edited file aside: the copy is migrated */
+    char *from = tu_path("%s/%s", fx.root, canonical);
+    char *aside = tu_path("%s/flat-hot-fix.js.txt", fx.dir);
+    assert_int_equal(rename(from, aside), 0);
+    write_run(fx.root, 0);
+    assert_bytes(fx.root, canonical, original);
+    assert_missing(fx.root, "flat.js");
+    json_t *reg = tu_assert_registry_sound(fx.root);
+    assert_revision(fx.root, reg, "flat", h, "v1.0.0", original);
+    json_decref(reg);
+
+    free(args);
+    free(aside);
+    free(from);
+    free(edited);
+    free(canonical);
+    free(original);
+    fixture_free(&fx);
+}
+
 /* ------------------------------------------------------ crash and rerun */
 
 /* The tree of the crash tests: three revisions of two strategies. */
@@ -1429,6 +1486,7 @@ int main(void)
         cmocka_unit_test(test_invalid_modules),
         cmocka_unit_test(test_duplicate_bytes),
         cmocka_unit_test(test_conflicts),
+        cmocka_unit_test(test_conflict_is_never_overwritten),
         cmocka_unit_test(test_crash_and_rerun),
         cmocka_unit_test(test_killed_midway),
         cmocka_unit_test(test_operator_files_survive),
