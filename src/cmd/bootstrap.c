@@ -11,6 +11,9 @@
  * lock the server takes, so it is safe against a live server's directory
  * (which sees the result after POST /strategies/refresh).
  *
+ * --json names every file of the table: a path that is not valid UTF-8 is
+ * given lossily (U+FFFD) and exactly, in hex, beside it (bootstrap_json_set_path).
+ *
  * Exit status: 0 when everything went well; 1 when some file did not
  * validate or could not be placed, a step failed (everything else is
  * still done) or the report could not be written to stdout; 2 on bad usage or bad input, with one

@@ -276,6 +276,12 @@ void bootstrap_report_outcome(FILE *out, const struct bootstrap_outcome *outcome
  * memory. */
 json_t *bootstrap_report_json(const struct bootstrap_report_ctx *ctx,
                               const struct bootstrap_outcome *outcome);
+/* Sets obj[key] to a file or folder path. A path that is not valid UTF-8
+ * (a name in another encoding) is set with each invalid byte replaced by
+ * U+FFFD, and its exact bytes go to obj[key + "Hex"] in lower-case hex, so
+ * no entry is dropped and a script can still name the file. -1 if out of
+ * memory. */
+int bootstrap_json_set_path(json_t *obj, const char *key, const char *path);
 /* True when some file did not validate or could not be placed. */
 bool bootstrap_report_has_problems(const struct bootstrap_scan *scan);
 /* How many steps the plan holds; 0 means the tree is already done. */

@@ -11,6 +11,7 @@
 #include "cmd/bootstrap.h"
 
 #include "core/fsutil.h"
+#include "core/jsonutil.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,8 @@ static void step_failed(struct applier *a, const struct bootstrap_step *step, co
 {
     const char *what = step->path;
     char label[NAMES_STRATEGY_MAX + BOOTSTRAP_SHORT_HEX + 16] = "";
-    json_t *entry = json_pack("{s:s, s:s}", "step", step_names[step->kind], "message", e->message);
+    json_t *entry = json_pack("{s:s, s:o}", "step", step_names[step->kind], "message",
+                              jsonutil_string_lossy(e->message, strlen(e->message)));
     if (!what) {
         const struct bootstrap_revision *rev = &a->plan->revisions[step->revision];
         snprintf(label, sizeof label, "%s@%.*s", rev->name, BOOTSTRAP_SHORT_HEX, rev->hex);
@@ -43,7 +45,7 @@ static void step_failed(struct applier *a, const struct bootstrap_step *step, co
         json_object_set_new(entry, "strategy", json_string(rev->name));
         json_object_set_new(entry, "hash", json_sprintf(HASH_PREFIX "%s", rev->hex));
     } else {
-        json_object_set_new(entry, "path", json_string(step->path));
+        (void)bootstrap_json_set_path(entry, "path", step->path);
     }
     fprintf(stderr, "stratd bootstrap: %s %s failed: %s\n", step_names[step->kind], what,
             e->message);

@@ -5,6 +5,9 @@
  */
 #include "cmd/bootstrap.h"
 
+#include "core/jsonutil.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -373,6 +376,29 @@ void bootstrap_report_outcome(FILE *out, const struct bootstrap_outcome *o)
 
 /* -------------------------------------------------------------- JSON */
 
+int bootstrap_json_set_path(json_t *obj, const char *key, const char *path)
+{
+    json_t *exact = json_string(path);
+    if (exact)
+        return json_object_set_new(obj, key, exact);
+    size_t len = strlen(path);
+    char *hex = malloc(len * 2 + 1);
+    char *hex_key = malloc(strlen(key) + sizeof "Hex");
+    int rc = hex && hex_key ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < len; i++)
+        snprintf(hex + i * 2, 3, "%02x", (unsigned char)path[i]);
+    if (rc == 0) {
+        hex[len * 2] = '\0';
+        snprintf(hex_key, strlen(key) + sizeof "Hex", "%sHex", key);
+        rc = json_object_set_new(obj, key, jsonutil_string_lossy(path, len));
+    }
+    if (rc == 0)
+        rc = json_object_set_new(obj, hex_key, json_string(hex));
+    free(hex);
+    free(hex_key);
+    return rc;
+}
+
 static json_t *hash_or_null(const char *hex)
 {
     return hex && *hex ? json_sprintf(HASH_PREFIX "%s", hex) : json_null();
@@ -383,9 +409,39 @@ static json_t *row_json(const struct row *row)
     char to[BOOTSTRAP_REL_MAX] = "";
     if (row->to_canonical)
         bootstrap_canonical_rel(row->strategy, row->hex, to);
-    return json_pack("{s:s, s:s?, s:s?, s:o, s:s?, s:s?}", "action", row->action, "strategy",
-                     row->strategy, "tag", row->tag, "hash", hash_or_null(row->hex), "from",
-                     row->from, "to", row->to_canonical ? to : NULL);
+    json_t *item = json_pack("{s:s, s:s?, s:s?, s:o}", "action", row->action, "strategy",
+                             row->strategy, "tag", row->tag, "hash", hash_or_null(row->hex));
+    int rc = item ? 0 : -1;
+    if (rc == 0)
+        rc = row->from ? bootstrap_json_set_path(item, "from", row->from)
+                       : json_object_set_new(item, "from", json_null());
+    if (rc == 0)
+        rc = json_object_set_new(item, "to", row->to_canonical ? json_string(to) : json_null());
+    if (rc != 0) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
+}
+
+/* Appends item to list; false (list untouched) when either is NULL, so an
+ * entry that could not be built is never silently left out. */
+static bool append(json_t *list, json_t *item)
+{
+    return list && item && json_array_append_new(list, item) == 0;
+}
+
+/* {path, message} of a conflict, invalid file or note. */
+static json_t *problem_json(const char *path, const char *message)
+{
+    json_t *item = json_object();
+    if (!item || bootstrap_json_set_path(item, "path", path) != 0 ||
+        json_object_set_new(item, "message", jsonutil_string_lossy(message, strlen(message))) !=
+            0) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
 }
 
 static json_t *changes_json(const struct bootstrap_plan *plan)
@@ -393,32 +449,46 @@ static json_t *changes_json(const struct bootstrap_plan *plan)
     json_t *list = json_array();
     for (size_t i = 0; list && i < plan->nchanges; i++) {
         const struct bootstrap_tag_change *c = &plan->changes[i];
-        json_array_append_new(list, json_pack("{s:s, s:s, s:o, s:o}", "strategy", c->strategy,
-                                              "tag", c->tag, "before", hash_or_null(c->before),
-                                              "after", hash_or_null(c->after)));
+        if (!append(list, json_pack("{s:s, s:s, s:o, s:o}", "strategy", c->strategy, "tag", c->tag,
+                                    "before", hash_or_null(c->before), "after",
+                                    hash_or_null(c->after)))) {
+            json_decref(list);
+            return NULL;
+        }
     }
     return list;
 }
 
+static json_t *file_problem_json(const struct bootstrap_file *f)
+{
+    json_t *item = problem_json(f->rel, f->problem);
+    if (item && f->state == BOOTSTRAP_FILE_INVALID &&
+        json_object_set_new(item, "diagnostics",
+                            f->check && f->check->diagnostics ? json_incref(f->check->diagnostics)
+                                                              : json_array()) != 0) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
+}
+
+/* NULL if out of memory: a shorter list would disagree with the summary. */
 static json_t *problems_json(const struct bootstrap_report_ctx *ctx,
                              enum bootstrap_file_state state)
 {
     json_t *list = json_array();
-    for (size_t i = 0; list && i < ctx->scan->nfiles; i++) {
+    bool ok = list != NULL;
+    for (size_t i = 0; ok && i < ctx->scan->nfiles; i++) {
         const struct bootstrap_file *f = &ctx->scan->files[i];
-        if (f->state != state)
-            continue;
-        json_t *item = json_pack("{s:s, s:s}", "path", f->rel, "message", f->problem);
-        if (item && state == BOOTSTRAP_FILE_INVALID)
-            json_object_set_new(item, "diagnostics",
-                                f->check && f->check->diagnostics
-                                    ? json_incref(f->check->diagnostics)
-                                    : json_array());
-        json_array_append_new(list, item);
+        if (f->state == state)
+            ok = append(list, file_problem_json(f));
     }
-    for (size_t i = 0; list && state == BOOTSTRAP_FILE_CONFLICT && i < ctx->plan->nnotes; i++)
-        json_array_append_new(list, json_pack("{s:s, s:s}", "path", ctx->plan->notes[i].path,
-                                              "message", ctx->plan->notes[i].message));
+    for (size_t i = 0; ok && state == BOOTSTRAP_FILE_CONFLICT && i < ctx->plan->nnotes; i++)
+        ok = append(list, problem_json(ctx->plan->notes[i].path, ctx->plan->notes[i].message));
+    if (!ok) {
+        json_decref(list);
+        return NULL;
+    }
     return list;
 }
 
@@ -449,18 +519,24 @@ json_t *bootstrap_report_json(const struct bootstrap_report_ctx *ctx,
     struct summary s;
     summarise(ctx, &rows, &s);
     json_t *actions = json_array();
-    for (size_t i = 0; actions && i < rows.n; i++)
-        json_array_append_new(actions, row_json(&rows.items[i]));
-    bool failed = rows.failed;
+    bool failed = rows.failed || !actions;
+    for (size_t i = 0; !failed && i < rows.n; i++)
+        failed = !append(actions, row_json(&rows.items[i]));
     free(rows.items);
-    json_t *doc =
-        json_pack("{s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:O}", "root", ctx->root, "write",
-                  ctx->write, "actions", actions, "registryChanges", changes_json(ctx->plan),
-                  "conflicts", problems_json(ctx, BOOTSTRAP_FILE_CONFLICT), "invalid",
-                  problems_json(ctx, BOOTSTRAP_FILE_INVALID), "summary", summary_json(&s),
-                  "registry", ctx->plan->after);
-    if (doc && outcome)
-        json_object_set_new(doc, "outcome", outcome_json(outcome));
+    json_t *doc = json_object();
+    failed = failed || !doc || bootstrap_json_set_path(doc, "root", ctx->root) != 0;
+    if (!failed)
+        failed =
+            json_object_update_new(
+                doc, json_pack("{s:b, s:o, s:o, s:o, s:o, s:o, s:O}", "write", ctx->write,
+                               "actions", actions, "registryChanges", changes_json(ctx->plan),
+                               "conflicts", problems_json(ctx, BOOTSTRAP_FILE_CONFLICT), "invalid",
+                               problems_json(ctx, BOOTSTRAP_FILE_INVALID), "summary",
+                               summary_json(&s), "registry", ctx->plan->after)) != 0;
+    else
+        json_decref(actions);
+    if (!failed && outcome)
+        failed = json_object_set_new(doc, "outcome", outcome_json(outcome)) != 0;
     if (failed) {
         json_decref(doc);
         return NULL;

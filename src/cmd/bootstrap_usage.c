@@ -370,12 +370,22 @@ static int print_json(FILE *out, const struct tally *t, const char *root, size_t
                       size_t pending)
 {
     json_t *list = json_array();
-    for (size_t i = 0; list && i < t->nidle; i++)
-        json_array_append_new(list, idle_json(&t->idle[i]));
-    json_t *doc = json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:I}", "root", root, "idle", list,
-                            "total", (json_int_t)t->total, "running", (json_int_t)t->running,
-                            "neverSeen", (json_int_t)t->never, "unknownUsageEntries",
-                            (json_int_t)unknown, "pendingSteps", (json_int_t)pending);
+    for (size_t i = 0; list && i < t->nidle; i++) {
+        if (json_array_append_new(list, idle_json(&t->idle[i])) != 0) {
+            json_decref(list); /* a shorter list would disagree with the counts */
+            list = NULL;
+        }
+    }
+    json_t *doc = json_object();
+    if (!doc || bootstrap_json_set_path(doc, "root", root) != 0 ||
+        json_object_update_new(
+            doc, json_pack("{s:o, s:I, s:I, s:I, s:I, s:I}", "idle", list, "total",
+                           (json_int_t)t->total, "running", (json_int_t)t->running, "neverSeen",
+                           (json_int_t)t->never, "unknownUsageEntries", (json_int_t)unknown,
+                           "pendingSteps", (json_int_t)pending)) != 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
     char *text = doc ? jsonutil_dump_pretty(doc, NULL) : NULL;
     json_decref(doc);
     if (!text)

@@ -813,6 +813,101 @@ static void test_conflict_is_never_overwritten(void **state)
     fixture_free(&fx);
 }
 
+static char *write_usage(const char *dir, const char *name, const char *text);
+
+/* The entry of `list` whose pathKey is `path` as given lossily, holding
+ * its exact bytes in pathKey + "Hex". */
+static const json_t *find_hex_entry(const json_t *list, const char *key, const char *lossy,
+                                    const char *hex)
+{
+    char *hex_key = tu_path("%sHex", key);
+    const json_t *found = NULL;
+    for (size_t i = 0; !found && i < json_array_size(list); i++) {
+        const json_t *item = json_array_get(list, i);
+        const char *text = json_string_value(json_object_get(item, key));
+        const char *bytes = json_string_value(json_object_get(item, hex_key));
+        if (text && bytes && strcmp(text, lossy) == 0 && strcmp(bytes, hex) == 0)
+            found = item;
+    }
+    if (!found)
+        fail_msg("no entry with %s \"%s\" and %s %s", key, lossy, hex_key, hex);
+    free(hex_key);
+    return found;
+}
+
+/* Names in another encoding than UTF-8 are in the --json documents as the
+ * table shows them (each invalid byte U+FFFD) with their exact bytes in hex:
+ * no entry is dropped, and a root so named gives its report, before and
+ * after -write, and --usage's. */
+static void test_json_non_utf8_names(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    put_module(fx.root, "z\xfe.js", "flatbad", "v2.0.0", "f", NULL);
+    put_module(fx.root, "bad\xff/v1/badname.js", "badname", "", "b", NULL);
+    put_module(fx.root, "wrong\xff/v1.0.0/right.js", "right", NULL, "w", NULL);
+    char *out = NULL, *err = NULL;
+    char *args = tu_path("-root '%s' --json", fx.root);
+    assert_int_equal(bootstrap_split(&out, &err, args), 1);
+    json_t *plan = parse_json(out);
+    const json_t *summary = json_object_get(plan, "summary");
+    const json_t *actions = json_object_get(plan, "actions");
+    assert_int_equal(json_array_size(actions), 1);
+    assert_int_equal(tu_jint(summary, "migrate"), 1);
+    find_hex_entry(actions, "from", "z\xef\xbf\xbd.js", "7afe2e6a73");
+    const json_t *invalid = json_object_get(plan, "invalid");
+    assert_int_equal(json_array_size(invalid), (size_t)tu_jint(summary, "invalid"));
+    find_hex_entry(invalid, "path", "bad\xef\xbf\xbd/v1/badname.js",
+                   "626164ff2f76312f6261646e616d652e6a73");
+    const json_t *conflicts = json_object_get(plan, "conflicts");
+    assert_int_equal(json_array_size(conflicts), (size_t)tu_jint(summary, "conflicts"));
+    const json_t *wrong = find_hex_entry(conflicts, "path", "wrong\xef\xbf\xbd/v1.0.0/right.js",
+                                         "77726f6e67ff2f76312e302e302f72696768742e6a73");
+    assert_contains(tu_jstr(wrong, "message"), "its folder 'wrong\xef\xbf\xbd' does not match");
+    json_decref(plan);
+    free(out);
+    free(err);
+    free(args);
+
+    /* a root whose own name is not UTF-8 */
+    char *root = tu_path("%s/root\xff", fx.dir);
+    assert_int_equal(mkdir(root, 0755), 0);
+    put_module(root, "r1.js", "r1", "v1.0.0", "r", NULL);
+    char *root_hex = NULL;
+    assert_int_equal(tu_run(&root_hex, "printf '%%s' '%s' | od -An -tx1 | tr -d ' \\n'", root), 0);
+    for (int write = 0; write < 2; write++) {
+        args = tu_path("-root '%s' --json%s", root, write ? " -write" : "");
+        int rc = bootstrap_split(&out, &err, args);
+        if (rc != 0)
+            fail_msg("exited %d: %s", rc, err);
+        plan = parse_json(out);
+        assert_string_equal(tu_jstr(plan, "rootHex"), root_hex);
+        assert_int_equal(json_array_size(json_object_get(plan, "actions")), 1);
+        if (write)
+            assert_int_equal(tu_jint(plan, "outcome.added"), 1);
+        json_decref(plan);
+        free(out);
+        free(err);
+        free(args);
+    }
+    assert_missing(root, "r1.js");
+    char *usage = write_usage(fx.dir, "usage.json", "{\"usage\": []}");
+    args = tu_path("-root '%s' --usage '%s' --json", root, usage);
+    assert_int_equal(bootstrap_split(&out, &err, args), 0);
+    json_t *report = parse_json(out);
+    assert_string_equal(tu_jstr(report, "rootHex"), root_hex);
+    assert_int_equal(tu_jint(report, "total"), 1);
+    json_decref(report);
+    free(out);
+    free(err);
+    free(args);
+    free(usage);
+    free(root_hex);
+    free(root);
+    fixture_free(&fx);
+}
+
 /* ------------------------------------------------------ crash and rerun */
 
 /* The tree of the crash tests: three revisions of two strategies. */
@@ -1018,8 +1113,6 @@ static void test_operator_files_survive(void **state)
     free(dead);
     fixture_free(&fx);
 }
-
-static char *write_usage(const char *dir, const char *name, const char *text);
 
 /* A stale temporary is no registry change: the plan's registry, its tag
  * changes and the --usage report keep every revision (its step names no
@@ -1487,6 +1580,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_bytes),
         cmocka_unit_test(test_conflicts),
         cmocka_unit_test(test_conflict_is_never_overwritten),
+        cmocka_unit_test(test_json_non_utf8_names),
         cmocka_unit_test(test_crash_and_rerun),
         cmocka_unit_test(test_killed_midway),
         cmocka_unit_test(test_operator_files_survive),
