@@ -17,7 +17,10 @@
  * Exit status: 0 when everything went well; 1 when some file did not
  * validate or could not be placed, a step failed (everything else is
  * still done) or the report could not be written to stdout; 2 on bad usage or bad input, with one
- * line on stderr, before anything is changed. A --usage report without -write exits 0 whenever it
+ * line on stderr, before anything is changed; 3 when -write could not apply
+ * the plan at all (the registry's lock could not be taken, registry.json
+ * could not be written): the registry is as it was, and a rerun completes
+ * whatever revision files were written. A --usage report without -write exits 0 whenever it
  * ran: it is a report, and invalid files do not make it less true.
  */
 #include "cmd/bootstrap.h"
@@ -58,8 +61,10 @@ static void print_help(void)
            "  -usage FILE     list revisions with no running instance, from the\n"
            "                  GET /strategies/registry export (or {\"usage\": [...]})\n"
            "  -json           print JSON instead of tables\n\n"
-           "exit status: 0 done, 1 some files did not validate or conflicted,\n"
-           "             or the report could not be written; 2 bad usage or bad input\n");
+           "exit status: 0 done, 1 some files did not validate or conflicted, a step\n"
+           "             failed, or the report could not be written; 2 bad usage or bad\n"
+           "             input, nothing changed; 3 -write could not apply the plan (the\n"
+           "             registry's lock or registry.json), the registry is unchanged\n");
 }
 
 /* One line on stderr: the reason, then how to call the command. */
@@ -339,7 +344,8 @@ static int print_json(FILE *out, json_t *doc)
 /* The plan, then (with -write) its application. The table goes out before
  * anything changes, so an operator watching sees what is being done; the
  * JSON document comes at the end, whole. A --usage --json report owns
- * stdout, so the plan then goes to stderr. */
+ * stdout, so the plan then goes to stderr. -1 with err set, or
+ * BOOTSTRAP_EXIT_NOT_APPLIED when the plan could not be applied at all. */
 static int migrate(struct session *s, struct err *err)
 {
     FILE *out = s->opts.usage && s->opts.json ? stderr : stdout;
@@ -350,7 +356,7 @@ static int migrate(struct session *s, struct err *err)
     fflush(out);
     if (s->opts.write) {
         if (bootstrap_apply(s->cat, s->opts.root, &s->plan, &s->scan, &s->outcome, err) != 0)
-            return -1;
+            return BOOTSTRAP_EXIT_NOT_APPLIED;
         if (!as_json)
             bootstrap_report_outcome(out, &s->outcome);
     }
@@ -376,6 +382,11 @@ static int run(struct session *s)
     if (rc == 0 && s->opts.usage)
         rc = bootstrap_usage_report(stdout, &s->usage, &s->plan, s->opts.root, s->opts.json,
                                     pending, &err);
+    if (rc == BOOTSTRAP_EXIT_NOT_APPLIED) {
+        fprintf(stderr, "stratd bootstrap: nothing was applied: %s\n", err.message);
+        err_clear(&err);
+        return BOOTSTRAP_EXIT_NOT_APPLIED;
+    }
     if (rc != 0) {
         fprintf(stderr, "stratd bootstrap: %s\n", err.message);
         err_clear(&err);

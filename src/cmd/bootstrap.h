@@ -47,6 +47,10 @@
 #define BOOTSTRAP_EXIT_OK 0
 #define BOOTSTRAP_EXIT_PROBLEMS 1 /* files did not validate, conflicted, or a step failed */
 #define BOOTSTRAP_EXIT_USAGE 2    /* bad usage or bad input; nothing was changed */
+/* -write could not apply the plan: the registry's lock could not be taken
+ * or registry.json could not be written, so the registry is as it was (new
+ * revision files may have been written; a rerun completes the run). */
+#define BOOTSTRAP_EXIT_NOT_APPLIED 3
 
 /* ------------------------------------------------------------ semver */
 

@@ -1528,6 +1528,38 @@ static void test_plan_json(void **state)
     fixture_free(&fx);
 }
 
+/* -write that cannot take the registry's lock applies nothing and says so
+ * with its own status (3), distinct from "applied, with files left aside"
+ * (1); once the lock can be taken a rerun migrates. */
+static void test_nothing_applied(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    char hm[65];
+    put_module(fx.root, "momentum.js", "momentum", "v1.0.0", "m", hm);
+    char *lock = tu_path("%s/.registry.lock", fx.root);
+    assert_int_equal(mkdir(lock, 0755), 0); /* no one, not even root, locks a folder */
+    char *before = tu_tree_checksum(fx.root);
+    char *out = NULL, *err = NULL;
+    char *args = tu_path("-root '%s' -write", fx.root);
+    assert_int_equal(bootstrap_split(&out, &err, args), 3);
+    assert_contains(err, "nothing was applied: cannot open lock");
+    assert_lacks(out, "applied:");
+    assert_checksum(fx.root, before, "-write without the lock");
+    free(out);
+    free(err);
+    assert_int_equal(rmdir(lock), 0);
+    write_run(fx.root, 0);
+    json_t *reg = tu_assert_registry_sound(fx.root);
+    assert_revision(fx.root, reg, "momentum", hm, "v1.0.0", NULL);
+    json_decref(reg);
+    free(args);
+    free(before);
+    free(lock);
+    fixture_free(&fx);
+}
+
 /* A report written to a full disk: the command says so on stderr and exits
  * 1, so a script does not take the empty file for a plan; the work it was
  * asked to do is still done (a dry run changes nothing, -write migrates). */
@@ -1590,6 +1622,7 @@ int main(void)
         cmocka_unit_test(test_flag_forms),
         cmocka_unit_test(test_plan_json),
         cmocka_unit_test(test_report_to_full_disk),
+        cmocka_unit_test(test_nothing_applied),
         cmocka_unit_test(test_usage_from_server_export),
         cmocka_unit_test(test_live_server_refresh),
     };
