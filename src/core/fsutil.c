@@ -15,7 +15,10 @@
 
 int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer before
+     * the check below could refuse it; it changes nothing for a regular
+     * file's reads. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         err_set_errno(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_INTERNAL, errno, "cannot open %s",
                       path);

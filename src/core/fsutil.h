@@ -56,7 +56,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-/* Reads a whole file; *data is NUL-terminated (not counted in *len). */
+/* Reads a whole regular file; *data is NUL-terminated (not counted in
+ * *len). Anything else (a folder, a FIFO, a device) is ERR_INVALID "... is
+ * not a regular file", without waiting on it. */
 int fsutil_read_file(const char *path, size_t max_len, char **data, size_t *len, struct err *err);
 int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                         struct err *err);

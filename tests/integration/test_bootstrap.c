@@ -1528,6 +1528,42 @@ static void test_plan_json(void **state)
     fixture_free(&fx);
 }
 
+/* A registry.json that is a FIFO is refused as bad input, as a folder is,
+ * and never waited on: by a dry run, by -write, and by a gateway start. */
+static void test_registry_fifo(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    put_module(fx.root, "momentum.js", "momentum", "v1.0.0", "m", NULL);
+    char *fifo = tu_path("%s/registry.json", fx.root);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    const char *modes[] = {"", " -write", " --json"};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        char *out = NULL;
+        int rc = tu_run(&out, "timeout 20 '%s' bootstrap -root '%s'%s 2>&1", binary(), fx.root,
+                        modes[i]);
+        if (rc != 2)
+            fail_msg("bootstrap%s on a FIFO registry.json exited %d:\n%s", modes[i], rc, out);
+        assert_contains(out, "registry.json is not a regular file");
+        free(out);
+    }
+    assert_present(fx.root, "momentum.js");
+    char *state_dir = tu_path("%s/state", fx.dir);
+    char *out = NULL;
+    int rc = tu_run(&out,
+                    "timeout 20 '%s' serve --listen 127.0.0.1:0 --strategies '%s' "
+                    "--state '%s' 2>&1",
+                    binary(), fx.root, state_dir);
+    if (rc == 124 || rc == 0)
+        fail_msg("serve on a FIFO registry.json exited %d:\n%s", rc, out);
+    assert_contains(out, "registry.json is not a regular file");
+    free(out);
+    free(state_dir);
+    free(fifo);
+    fixture_free(&fx);
+}
+
 /* -write that cannot take the registry's lock applies nothing and says so
  * with its own status (3), distinct from "applied, with files left aside"
  * (1); once the lock can be taken a rerun migrates. */
@@ -1623,6 +1659,7 @@ int main(void)
         cmocka_unit_test(test_plan_json),
         cmocka_unit_test(test_report_to_full_disk),
         cmocka_unit_test(test_nothing_applied),
+        cmocka_unit_test(test_registry_fifo),
         cmocka_unit_test(test_usage_from_server_export),
         cmocka_unit_test(test_live_server_refresh),
     };
