@@ -32,6 +32,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,12 +222,15 @@ static int copy_registry(const char *abs_root, const char *dir, struct err *err)
     return rc;
 }
 
-/* Removes what the shadow holds without ever following a link. */
-static void shadow_remove(struct shadow *sh)
+/* shadow_mu is held while a shadow is made and opened, or removed, and
+ * `live_shadow` is the one that exists: the interruption thread (below)
+ * removes it without ever seeing one half made. */
+static pthread_mutex_t shadow_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct shadow *live_shadow;
+
+static void shadow_empty(const char *dir)
 {
-    if (!sh->dir)
-        return;
-    DIR *d = opendir(sh->dir);
+    DIR *d = opendir(dir);
     struct dirent *entry;
     while (d && (entry = readdir(d)) != NULL) {
         if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0)
@@ -233,12 +238,30 @@ static void shadow_remove(struct shadow *sh)
     }
     if (d)
         closedir(d);
+}
+
+/* Removes what the shadow holds without ever following a link; the caller
+ * holds shadow_mu. */
+static void shadow_remove_locked(struct shadow *sh)
+{
+    if (live_shadow == sh)
+        live_shadow = NULL;
+    if (!sh->dir)
+        return;
+    shadow_empty(sh->dir);
     rmdir(sh->dir);
     free(sh->dir);
     sh->dir = NULL;
 }
 
-static int shadow_create(const char *root, struct shadow *sh, struct err *err)
+static void shadow_remove(struct shadow *sh)
+{
+    pthread_mutex_lock(&shadow_mu);
+    shadow_remove_locked(sh);
+    pthread_mutex_unlock(&shadow_mu);
+}
+
+static int shadow_make(const char *root, struct shadow *sh, struct err *err)
 {
     const char *tmp = getenv("TMPDIR");
     char *abs_root = realpath(root, NULL);
@@ -254,13 +277,67 @@ static int shadow_create(const char *root, struct shadow *sh, struct err *err)
         sh->dir = NULL;
         return -1;
     }
+    live_shadow = sh;
     int rc = link_strategies(abs_root, sh->dir, err);
     if (rc == 0)
         rc = copy_registry(abs_root, sh->dir, err);
     free(abs_root);
     if (rc != 0)
-        shadow_remove(sh);
+        shadow_remove_locked(sh);
     return rc;
+}
+
+/* ------------------------------------------------------ interruption */
+
+/* SIGINT, SIGTERM and SIGHUP are blocked in every thread (the mask is set
+ * before the command starts any) and taken by one thread of their own,
+ * which removes a dry run's shadow directory, the one thing the command
+ * leaves outside the root, and then dies of the signal as the process
+ * would have. With -write the shadow is gone before anything is applied,
+ * so an interrupted -write stops as a killed one does (a rerun completes
+ * it). */
+static sigset_t interrupt_signals;
+
+static void *interrupt_main(void *arg)
+{
+    (void)arg;
+    int sig = 0;
+    while (sigwait(&interrupt_signals, &sig) != 0) {
+    }
+    pthread_mutex_lock(&shadow_mu); /* kept: nothing makes another shadow */
+    if (live_shadow)
+        shadow_remove_locked(live_shadow);
+    sigset_t only;
+    sigemptyset(&only);
+    sigaddset(&only, sig);
+    /* dies of the signal; should any of these fail, exits as a shell
+     * reports a death by signal */
+    (void)signal(sig, SIG_DFL);
+    (void)pthread_sigmask(SIG_UNBLOCK, &only, NULL);
+    (void)raise(sig);
+    _exit(128 + sig);
+}
+
+/* -1 with err set when the thread cannot start; the signals are then
+ * left as they were. */
+static int interrupt_watch(struct err *err)
+{
+    sigemptyset(&interrupt_signals);
+    sigaddset(&interrupt_signals, SIGINT);
+    sigaddset(&interrupt_signals, SIGTERM);
+    sigaddset(&interrupt_signals, SIGHUP);
+    sigset_t old;
+    pthread_t thread;
+    int rc = pthread_sigmask(SIG_BLOCK, &interrupt_signals, &old);
+    if (rc == 0)
+        rc = pthread_create(&thread, NULL, interrupt_main, NULL);
+    if (rc != 0) {
+        (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+        err_set_errno(err, ERR_INTERNAL, rc, "cannot watch for interruptions");
+        return -1;
+    }
+    (void)pthread_detach(thread);
+    return 0;
 }
 
 /* ------------------------------------------------------------ session */
@@ -294,7 +371,14 @@ static int open_on(struct session *s, const char *dir, struct err *err)
  * -write then reopens on the root itself, under the real lock. */
 static int open_catalog(struct session *s, struct err *err)
 {
-    if (shadow_create(s->opts.root, &s->shadow, err) != 0 || open_on(s, s->shadow.dir, err) != 0)
+    /* the catalogue creates its root and lock file when it opens: an
+     * interruption waits for that, so the shadow it removes stays removed */
+    pthread_mutex_lock(&shadow_mu);
+    int rc = shadow_make(s->opts.root, &s->shadow, err);
+    if (rc == 0)
+        rc = open_on(s, s->shadow.dir, err);
+    pthread_mutex_unlock(&shadow_mu);
+    if (rc != 0)
         return -1;
     if (s->opts.write) {
         catalog_close(s->cat);
@@ -409,6 +493,11 @@ int cmd_bootstrap(int argc, char **argv)
     /* Findings are reported in the plan; the libraries' own warnings about
      * the same files would only repeat them as log lines. */
     log_set_level(LOG_LEVEL_ERROR);
+    struct err err = ERR_INIT;
+    if (interrupt_watch(&err) != 0) {
+        fprintf(stderr, "stratd bootstrap: %s\n", err.message);
+        return BOOTSTRAP_EXIT_PROBLEMS;
+    }
     bootstrap_checks_init(&s.checks);
     rc = run(&s);
     session_free(&s);

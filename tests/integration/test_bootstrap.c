@@ -11,6 +11,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1564,6 +1565,52 @@ static void test_registry_fifo(void **state)
     fixture_free(&fx);
 }
 
+/* A dry run stopped by SIGTERM or SIGINT removes its private view of the
+ * registry (a copy of registry.json and one link per strategy folder) from
+ * $TMPDIR before it dies of the signal; the root is untouched. */
+static void test_interrupted_dry_run(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    for (int i = 0; i < 600; i++) {
+        char name[16], rel[32];
+        snprintf(name, sizeof name, "s%03d", i);
+        snprintf(rel, sizeof rel, "%s.js", name);
+        put_module(fx.root, rel, name, "v1.0.0", "s", NULL);
+    }
+    write_run(fx.root, 0);
+    for (int i = 0; i < 300; i++) { /* unmigrated: the dry run validates them */
+        char name[16], rel[32];
+        snprintf(name, sizeof name, "f%03d", i);
+        snprintf(rel, sizeof rel, "%s.js", name);
+        put_module(fx.root, rel, name, "v1.0.0", "f", NULL);
+    }
+    char *before = tu_tree_checksum(fx.root);
+    char *tmp = tu_path("%s/tmp", fx.dir);
+    assert_int_equal(mkdir(tmp, 0700), 0);
+    const char *signals[] = {"TERM", "INT"};
+    for (size_t i = 0; i < 2; i++) {
+        /* the signal goes once the view exists, while the run validates */
+        char *out = NULL;
+        int rc = tu_run(&out,
+                        "TMPDIR='%s' '%s' bootstrap -root '%s' >/dev/null 2>&1 & p=$!; "
+                        "until [ -n \"$(ls -A '%s')\" ]; do kill -0 $p 2>/dev/null || break; done; "
+                        "kill -%s $p; wait $p; echo \"status $?\"; ls -A '%s'",
+                        tmp, binary(), fx.root, tmp, signals[i], tmp);
+        assert_int_equal(rc, 0);
+        char *expected = tu_path("status %d\n", 128 + (i == 0 ? SIGTERM : SIGINT));
+        if (strcmp(out, expected) != 0)
+            fail_msg("SIG%s: expected \"%s\", got:\n%s", signals[i], expected, out);
+        free(expected);
+        free(out);
+    }
+    assert_checksum(fx.root, before, "an interrupted dry run");
+    free(tmp);
+    free(before);
+    fixture_free(&fx);
+}
+
 /* -write that cannot take the registry's lock applies nothing and says so
  * with its own status (3), distinct from "applied, with files left aside"
  * (1); once the lock can be taken a rerun migrates. */
@@ -1660,6 +1707,7 @@ int main(void)
         cmocka_unit_test(test_report_to_full_disk),
         cmocka_unit_test(test_nothing_applied),
         cmocka_unit_test(test_registry_fifo),
+        cmocka_unit_test(test_interrupted_dry_run),
         cmocka_unit_test(test_usage_from_server_export),
         cmocka_unit_test(test_live_server_refresh),
     };
