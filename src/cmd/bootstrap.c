@@ -90,6 +90,8 @@ static int take_value(int argc, char **argv, int *i, const char *inline_value, c
         value = argv[++*i];
     if (!value || !*value)
         return usage_error("-%s needs a value", flag);
+    if (*out)
+        return usage_error("-%s is given twice", flag);
     *out = value;
     return -1;
 }

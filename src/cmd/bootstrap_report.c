@@ -149,6 +149,29 @@ static const char *dash(const char *s)
 }
 
 #define REPORT_WIDTH 100
+#define SHOWN_MAX 16384 /* a name escaped for the terminal, with its NUL */
+
+/* `text` as it may reach a terminal: each control character (a newline in
+ * a file name would break the table, an escape sequence would drive the
+ * terminal) written as \xNN. `text` itself when it has none; otherwise
+ * `buf`, cut at SHOWN_MAX. --json gives the bytes. */
+static const char *shown(const char *text, char buf[SHOWN_MAX])
+{
+    const unsigned char *p = (const unsigned char *)text;
+    while (*p && *p >= 0x20 && *p != 0x7f)
+        p++;
+    if (!*p)
+        return text;
+    size_t used = 0;
+    for (p = (const unsigned char *)text; *p && used + 5 < SHOWN_MAX; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            used += (size_t)snprintf(buf + used, SHOWN_MAX - used, "\\x%02x", *p);
+        else
+            buf[used++] = (char)*p;
+    }
+    buf[used] = '\0';
+    return buf;
+}
 
 /* Prints `text` from column `indent`, breaking at spaces so that lines stay
  * within REPORT_WIDTH; a word longer than a line is printed whole. */
@@ -173,8 +196,11 @@ static void print_wrapped(FILE *out, int indent, const char *text)
 }
 
 /* "path: message" on one line when it fits, else the message below. */
-static void print_problem(FILE *out, const char *path, const char *message)
+static void print_problem(FILE *out, const char *raw_path, const char *raw_message)
 {
+    char path_buf[SHOWN_MAX], message_buf[SHOWN_MAX];
+    const char *path = shown(raw_path, path_buf);
+    const char *message = shown(raw_message, message_buf);
     if (2 + strlen(path) + 2 + strlen(message) <= REPORT_WIDTH) {
         fprintf(out, "  %s: %s\n", path, message);
         return;
@@ -193,9 +219,11 @@ static void short_target(const struct row *row, char *out, size_t size)
         snprintf(out, size, "%s/<hash>/%s.js", row->strategy, row->strategy);
 }
 
-/* The texts of a row's cells; `to` and `hex` hold the two that are built. */
+/* The texts of a row's cells; `to`, `hex` and `from` hold those that are
+ * built. */
 static void cells(const struct row *row, char to[BOOTSTRAP_REL_MAX],
-                  char hex[BOOTSTRAP_SHORT_HEX + 1], const char *out[NCOLUMNS])
+                  char hex[BOOTSTRAP_SHORT_HEX + 1], char from[SHOWN_MAX],
+                  const char *out[NCOLUMNS])
 {
     snprintf(hex, BOOTSTRAP_SHORT_HEX + 1, "%s", row->hex ? row->hex : "");
     short_target(row, to, BOOTSTRAP_REL_MAX);
@@ -203,7 +231,7 @@ static void cells(const struct row *row, char to[BOOTSTRAP_REL_MAX],
     out[COL_STRATEGY] = dash(row->strategy);
     out[COL_TAG] = dash(row->tag);
     out[COL_HASH] = dash(hex);
-    out[COL_FROM] = dash(row->from);
+    out[COL_FROM] = shown(dash(row->from), from);
     out[COL_TO] = to;
 }
 
@@ -222,10 +250,11 @@ static void print_table(FILE *out, const struct rows *rows)
     size_t widths[NCOLUMNS];
     for (int c = 0; c < NCOLUMNS; c++)
         widths[c] = strlen(headers[c]);
+    char from[SHOWN_MAX];
     char to[BOOTSTRAP_REL_MAX], hex[BOOTSTRAP_SHORT_HEX + 1];
     const char *text[NCOLUMNS];
     for (size_t i = 0; i < rows->n; i++) {
-        cells(&rows->items[i], to, hex, text);
+        cells(&rows->items[i], to, hex, from, text);
         for (int c = 0; c < NCOLUMNS; c++) {
             size_t len = strlen(text[c]);
             widths[c] = len > widths[c] ? len : widths[c];
@@ -233,7 +262,7 @@ static void print_table(FILE *out, const struct rows *rows)
     }
     print_row(out, headers, widths);
     for (size_t i = 0; i < rows->n; i++) {
-        cells(&rows->items[i], to, hex, text);
+        cells(&rows->items[i], to, hex, from, text);
         print_row(out, text, widths);
     }
 }
@@ -310,10 +339,12 @@ static void print_invalid(FILE *out, const struct bootstrap_scan *scan)
         header = true;
         /* The diagnostics say it all when there are some. */
         const json_t *diags = f->check ? f->check->diagnostics : NULL;
-        if (json_array_size(diags) == 0)
+        if (json_array_size(diags) == 0) {
             print_problem(out, f->rel, f->problem);
-        else
-            fprintf(out, "  %s\n", f->rel);
+        } else {
+            char rel[SHOWN_MAX];
+            fprintf(out, "  %s\n", shown(f->rel, rel));
+        }
         for (size_t d = 0; d < json_array_size(diags); d++)
             print_diagnostic(out, json_array_get(diags, d));
     }
@@ -341,7 +372,8 @@ void bootstrap_report_text(FILE *out, const struct bootstrap_report_ctx *ctx)
     collect_rows(&rows, ctx);
     struct summary s;
     summarise(ctx, &rows, &s);
-    fprintf(out, "stratd bootstrap: %s\n\n", ctx->root);
+    char root[SHOWN_MAX];
+    fprintf(out, "stratd bootstrap: %s\n\n", shown(ctx->root, root));
     if (rows.n > 0)
         print_table(out, &rows);
     else

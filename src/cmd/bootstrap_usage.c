@@ -48,7 +48,9 @@ static int read_entry(const char *path, size_t index, const json_t *item,
         return bad_entry(path, index, "\"hash\" is not a sha256 hash", err);
     if (!json_is_integer(count) || json_integer_value(count) < 0)
         return bad_entry(path, index, "\"count\" is not a non-negative integer", err);
-    if (last && !json_is_null(last) && !json_is_string(last))
+    int64_t when = 0;
+    if (last && !json_is_null(last) &&
+        (!json_is_string(last) || clock_parse_rfc3339(json_string_value(last), &when) != 0))
         return bad_entry(path, index, "\"lastSeen\" is neither a date-time nor null", err);
     entry->count = json_integer_value(count);
     entry->strategy = strdup(strategy);
@@ -286,18 +288,50 @@ static void tally_free(struct tally *t)
     free(t->idle);
 }
 
-/* Entries of the usage file that name no revision under the root. */
+/* Whether the usage entry names no revision under the root. */
+static bool is_unknown(const struct bootstrap_usage_entry *entry, const struct bootstrap_plan *plan)
+{
+    const json_t *obj = json_object_get(plan->after, entry->strategy);
+    char spelled[HASH_SPELLED_LEN + 1];
+    hash_spell(entry->hex, spelled);
+    return json_object_get(json_object_get(obj, "hashes"), spelled) == NULL;
+}
+
 static size_t unknown_entries(const struct bootstrap_usage *usage,
                               const struct bootstrap_plan *plan)
 {
     size_t n = 0;
-    for (size_t i = 0; i < usage->n; i++) {
-        const json_t *obj = json_object_get(plan->after, usage->entries[i].strategy);
-        char spelled[HASH_SPELLED_LEN + 1];
-        hash_spell(usage->entries[i].hex, spelled);
-        n += json_object_get(json_object_get(obj, "hashes"), spelled) == NULL;
-    }
+    for (size_t i = 0; i < usage->n; i++)
+        n += is_unknown(&usage->entries[i], plan);
     return n;
+}
+
+/* The selectors of those entries, for --json; NULL if out of memory. */
+static json_t *unknown_json(const struct bootstrap_usage *usage, const struct bootstrap_plan *plan)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < usage->n; i++) {
+        const struct bootstrap_usage_entry *e = &usage->entries[i];
+        if (is_unknown(e, plan) &&
+            json_array_append_new(list,
+                                  json_sprintf("%s@" HASH_PREFIX "%s", e->strategy, e->hex)) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+    return list;
+}
+
+static void print_unknown(FILE *out, const struct bootstrap_usage *usage,
+                          const struct bootstrap_plan *plan, size_t unknown)
+{
+    fprintf(out, "%zu usage entr%s name%s no revision under the root:\n", unknown,
+            unknown == 1 ? "y" : "ies", unknown == 1 ? "s" : "");
+    for (size_t i = 0; i < usage->n; i++) {
+        const struct bootstrap_usage_entry *e = &usage->entries[i];
+        if (is_unknown(e, plan))
+            fprintf(out, "  %s@" HASH_PREFIX "%s\n", e->strategy, e->hex);
+    }
 }
 
 static void format_size(uint64_t size, char *out, size_t cap)
@@ -323,8 +357,10 @@ static void join_tags(const json_t *tags, char *out, size_t cap)
         snprintf(out, cap, "-");
 }
 
-static void print_text(FILE *out, const struct tally *t, size_t unknown, size_t pending)
+static void print_text(FILE *out, const struct tally *t, const struct bootstrap_usage *usage,
+                       const struct bootstrap_plan *plan, size_t pending)
 {
+    size_t unknown = unknown_entries(usage, plan);
     if (t->nidle == 0) {
         fprintf(out, "every revision has running instances (%zu revisions)\n", t->total);
     } else {
@@ -345,8 +381,7 @@ static void print_text(FILE *out, const struct tally *t, size_t unknown, size_t 
                 t->nidle, t->total, t->never, t->running);
     }
     if (unknown)
-        fprintf(out, "%zu usage entr%s name revisions that are not under the root\n", unknown,
-                unknown == 1 ? "y" : "ies");
+        print_unknown(out, usage, plan, unknown);
     if (pending)
         fprintf(out,
                 "note: the tree needs %zu bootstrap step%s; the list shows it as it will be "
@@ -366,9 +401,10 @@ static json_t *idle_json(const struct idle *item)
                      (json_int_t)item->size, "path", rel);
 }
 
-static int print_json(FILE *out, const struct tally *t, const char *root, size_t unknown,
-                      size_t pending)
+static int print_json(FILE *out, const struct tally *t, const struct bootstrap_usage *usage,
+                      const struct bootstrap_plan *plan, const char *root, size_t pending)
 {
+    size_t unknown = unknown_entries(usage, plan);
     json_t *list = json_array();
     for (size_t i = 0; list && i < t->nidle; i++) {
         if (json_array_append_new(list, idle_json(&t->idle[i])) != 0) {
@@ -379,10 +415,11 @@ static int print_json(FILE *out, const struct tally *t, const char *root, size_t
     json_t *doc = json_object();
     if (!doc || bootstrap_json_set_path(doc, "root", root) != 0 ||
         json_object_update_new(
-            doc, json_pack("{s:o, s:I, s:I, s:I, s:I, s:I}", "idle", list, "total",
+            doc, json_pack("{s:o, s:I, s:I, s:I, s:I, s:o, s:I}", "idle", list, "total",
                            (json_int_t)t->total, "running", (json_int_t)t->running, "neverSeen",
                            (json_int_t)t->never, "unknownUsageEntries", (json_int_t)unknown,
-                           "pendingSteps", (json_int_t)pending)) != 0) {
+                           "unknownUsage", unknown_json(usage, plan), "pendingSteps",
+                           (json_int_t)pending)) != 0) {
         json_decref(doc);
         doc = NULL;
     }
@@ -401,11 +438,10 @@ int bootstrap_usage_report(FILE *out, const struct bootstrap_usage *usage,
 {
     struct tally t;
     int rc = tally(&t, usage, plan);
-    size_t unknown = unknown_entries(usage, plan);
     if (rc == 0 && json)
-        rc = print_json(out, &t, root, unknown, pending);
+        rc = print_json(out, &t, usage, plan, root, pending);
     else if (rc == 0)
-        print_text(out, &t, unknown, pending);
+        print_text(out, &t, usage, plan, pending);
     tally_free(&t);
     if (rc != 0)
         err_set(err, ERR_INTERNAL, "out of memory writing the usage report");

@@ -909,6 +909,35 @@ static void test_json_non_utf8_names(void **state)
     fixture_free(&fx);
 }
 
+/* Control characters in names reach the table as \xNN: a newline does not
+ * break a row, an escape sequence does not reach the terminal. --json
+ * gives the names as they are. */
+static void test_control_characters_escaped(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    put_module(fx.root, "x\ny.js", "xy", "v1.0.0", "x", NULL);
+    put_module(fx.root, "e\x1b[31m/v1.0.0/e.js", "e", NULL, "e", NULL);
+    char *out = dry_run(fx.root, 1);
+    assert_contains(out, "x\\x0ay.js");
+    assert_contains(out, "e\\x1b[31m/v1.0.0/e.js");
+    assert_contains(out, "its folder 'e\\x1b[31m' does not match");
+    assert_lacks(out, "\x1b");
+    assert_lacks(out, "x\ny");
+    free(out);
+    char *err = NULL;
+    char *args = tu_path("-root '%s' --json", fx.root);
+    assert_int_equal(bootstrap_split(&out, &err, args), 1);
+    json_t *plan = parse_json(out);
+    assert_string_equal(tu_jstr(plan, "actions.0.from"), "x\ny.js");
+    json_decref(plan);
+    free(out);
+    free(err);
+    free(args);
+    fixture_free(&fx);
+}
+
 /* ------------------------------------------------------ crash and rerun */
 
 /* The tree of the crash tests: three revisions of two strategies. */
@@ -1233,6 +1262,10 @@ static void test_usage_bare_file(void **state)
     assert_contains(out, short1);
     char *running = tu_path("%.12s", h2);
     assert_lacks(out, running);
+    char *ghost_selector = tu_path("ghost@sha256:%064d", 0);
+    char *ghost =
+        tu_path("1 usage entry names no revision under the root:\n  %s\n", ghost_selector);
+    assert_contains(out, ghost);
     free(out);
 
     char *err = NULL;
@@ -1249,6 +1282,7 @@ static void test_usage_bare_file(void **state)
     assert_true(tu_jint(doc, "idle.0.size") > 0);
     assert_int_equal(tu_jint(doc, "running"), 1);
     assert_int_equal(tu_jint(doc, "unknownUsageEntries"), 1);
+    assert_string_equal(tu_jstr(doc, "unknownUsage.0"), ghost_selector);
     json_decref(doc);
     assert_checksum(fx.root, before, "--usage");
     free(spelled);
@@ -1258,6 +1292,8 @@ static void test_usage_bare_file(void **state)
     free(selector);
     free(short1);
     free(running);
+    free(ghost);
+    free(ghost_selector);
     free(before);
     free(file);
     free(text);
@@ -1404,6 +1440,11 @@ static void test_bad_input(void **state)
                                   "{\"usage\": [{\"strategy\": "
                                   "\"momentum\", \"hash\": \"x\", "
                                   "\"count\": 0}]}");
+    char *bad_seen = write_usage(fx.dir, "seen.json",
+                                 "{\"usage\": [{\"strategy\": \"momentum\", \"hash\": "
+                                 "\"sha256:"
+                                 "0000000000000000000000000000000000000000000000000000000000000000"
+                                 "\", \"count\": 0, \"lastSeen\": \"garbage\"}]}");
     char *unreadable = write_usage(fx.dir, "secret.json", "{\"usage\": []}");
     chmod(unreadable, 0);
 
@@ -1434,6 +1475,10 @@ static void test_bad_input(void **state)
     args = tu_path("-root '%s' --usage '%s'", fx.root, bad_entry);
     assert_bad_input(args, "usage[0]");
     free(args);
+    args = tu_path("-root '%s' --usage '%s'", fx.root, bad_seen);
+    assert_bad_input(args, "usage[0]: \"lastSeen\" is neither a date-time nor null");
+    free(args);
+    free(bad_seen);
     if (geteuid() != 0) { /* root reads anything */
         args = tu_path("-root '%s' --usage '%s'", fx.root, unreadable);
         assert_bad_input(args, "cannot read");
@@ -1441,6 +1486,9 @@ static void test_bad_input(void **state)
     }
     args = tu_path("-root '%s' -write --usage", fx.root);
     assert_bad_input(args, "needs a value");
+    free(args);
+    args = tu_path("-root '%s' -root='%s'", fx.root, fx.dir);
+    assert_bad_input(args, "-root is given twice");
     free(args);
     /* a registry.json that is not JSON: nothing is merged into it */
     put(fx.root, "registry.json", "{\"momentum\": ");
@@ -1696,6 +1744,7 @@ int main(void)
         cmocka_unit_test(test_conflicts),
         cmocka_unit_test(test_conflict_is_never_overwritten),
         cmocka_unit_test(test_json_non_utf8_names),
+        cmocka_unit_test(test_control_characters_escaped),
         cmocka_unit_test(test_crash_and_rerun),
         cmocka_unit_test(test_killed_midway),
         cmocka_unit_test(test_operator_files_survive),
