@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #define SCAN_MAX_DEPTH 6 /* components below the root that are still walked */
@@ -233,6 +234,28 @@ static bool cleanable(const char *rel, int depth)
     return names_valid_strategy(name);
 }
 
+/* A file named like a module in another spelling (.JS, .mjs, .cjs): not
+ * read, but reported, so the operator knows it was not migrated. */
+static bool looks_like_module(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot && dot != name &&
+           (strcasecmp(dot, ".js") == 0 || strcasecmp(dot, ".mjs") == 0 ||
+            strcasecmp(dot, ".cjs") == 0);
+}
+
+/* Reports rel as left aside (a conflict), with the reason. */
+static int skipped(struct walker *w, const char *rel, const char *why, struct err *err)
+{
+    struct bootstrap_file *file = new_file(w->scan, rel);
+    if (!file || bootstrap_file_conflict(file, "%s", why) != 0) {
+        err_set(err, ERR_INTERNAL, "out of memory scanning %s", rel);
+        return -1;
+    }
+    file->layout = BOOTSTRAP_LAYOUT_UNKNOWN;
+    return 0;
+}
+
 static int visit_entry(struct walker *w, const char *rel, const char *name, int depth,
                        struct err *err)
 {
@@ -246,7 +269,12 @@ static int visit_entry(struct walker *w, const char *rel, const char *name, int 
     if (lstat(path, &st) != 0) {
         rc = 0; /* vanished since readdir: nothing to do with it */
     } else if (S_ISDIR(st.st_mode)) {
-        rc = depth + 1 < SCAN_MAX_DEPTH ? walk(w, rel, depth + 1, err) : 0;
+        rc = depth + 1 < SCAN_MAX_DEPTH
+                 ? walk(w, rel, depth + 1, err)
+                 : skipped(w, rel,
+                           "folder not looked into: it is deeper than any layout reaches, so "
+                           "no module in it is migrated",
+                           err);
     } else if (S_ISREG(st.st_mode) && is_stale_temp(rel, name, depth)) {
         rc = add_path(&w->scan->stale, rel);
         if (rc != 0)
@@ -257,6 +285,8 @@ static int visit_entry(struct walker *w, const char *rel, const char *name, int 
         rc = visit_file(w, rel, path, name, &st);
         if (rc != 0)
             err_set(err, ERR_INTERNAL, "out of memory scanning %s", rel);
+    } else if (S_ISREG(st.st_mode) && looks_like_module(name)) {
+        rc = skipped(w, rel, "not read: a strategy module's file name ends in .js", err);
     }
     free(path);
     return rc;

@@ -909,6 +909,38 @@ static void test_json_non_utf8_names(void **state)
     fixture_free(&fx);
 }
 
+/* What the scan does not read is reported, never skipped in silence: a
+ * folder deeper than any layout, a module named .JS, .mjs or .cjs. */
+static void test_skipped_files_reported(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    put_module(fx.root, "a/b/c/d/e/f/g/deep.js", "deep", "v1.0.0", "d", NULL);
+    put_module(fx.root, "Up.JS", "up", "v1.0.0", "u", NULL);
+    put_module(fx.root, "mm.mjs", "mm", "v1.0.0", "m", NULL);
+    put_module(fx.root, "cc.cjs", "cc", "v1.0.0", "c", NULL);
+    put(fx.root, "notes.txt", "not a module\n");
+    free(dry_run(fx.root, 1));
+    char *out = NULL, *err = NULL;
+    char *args = tu_path("-root '%s' --json", fx.root);
+    assert_int_equal(bootstrap_split(&out, &err, args), 1);
+    json_t *plan = parse_json(out);
+    assert_conflict(plan, "a/b/c/d/e/f", "folder not looked into");
+    assert_conflict(plan, "Up.JS", "file name ends in .js");
+    assert_conflict(plan, "mm.mjs", "file name ends in .js");
+    assert_conflict(plan, "cc.cjs", "file name ends in .js");
+    assert_int_equal(json_array_size(json_object_get(plan, "conflicts")), 4);
+    json_decref(plan);
+    free(out);
+    free(err);
+    free(args);
+    write_run(fx.root, 1);
+    assert_present(fx.root, "a/b/c/d/e/f/g/deep.js");
+    assert_present(fx.root, "Up.JS");
+    fixture_free(&fx);
+}
+
 /* Control characters in names reach the table as \xNN: a newline does not
  * break a row, an escape sequence does not reach the terminal. --json
  * gives the names as they are. */
@@ -1745,6 +1777,7 @@ int main(void)
         cmocka_unit_test(test_conflict_is_never_overwritten),
         cmocka_unit_test(test_json_non_utf8_names),
         cmocka_unit_test(test_control_characters_escaped),
+        cmocka_unit_test(test_skipped_files_reported),
         cmocka_unit_test(test_crash_and_rerun),
         cmocka_unit_test(test_killed_midway),
         cmocka_unit_test(test_operator_files_survive),
