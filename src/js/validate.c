@@ -47,9 +47,15 @@ int js_event_index(const char *name)
 /* ------------------------------------------------------- diagnostics */
 
 /* The problems found in the metadata stage, all of them at once so that an
- * author fixes them in one round. */
+ * author fixes them in one round, up to METADATA_PROBLEMS_MAX: metadata
+ * built by code can hold any number of bad values (an array of 700,000
+ * numbers as events), and one diagnostic each made a 150-byte upload
+ * answer 390 MB. The rest are only counted, and a last diagnostic says how
+ * many there were. */
+#define METADATA_PROBLEMS_MAX 20
 struct problems {
     json_t *list;
+    size_t omitted;     /* problems past the cap, counted but not listed */
     bool out_of_memory; /* a value could not be built: the result is incomplete */
 };
 
@@ -70,16 +76,34 @@ __attribute__((format(printf, 3, 4))) static void problem(struct problems *p, co
 {
     char message[512];
     va_list ap;
+    if (json_array_size(p->list) >= METADATA_PROBLEMS_MAX) {
+        p->omitted++;
+        return;
+    }
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
     push(p, p->list, js__diagnostic("metadata", message, 0, 0, hint));
 }
 
-static void fail_with(struct err *err, json_t *list, const char *filename)
+/* The last diagnostic of a list that was cut at the cap. */
+static void note_omitted(struct problems *p)
+{
+    char message[128];
+    if (p->omitted == 0)
+        return;
+    snprintf(message, sizeof(message), "and %zu more problem%s not listed", p->omitted,
+             p->omitted == 1 ? "" : "s");
+    push(p, p->list,
+         js__diagnostic("metadata", message, 0, 0,
+                        "fix the problems listed above and upload again to see the rest"));
+}
+
+static void fail_with(struct err *err, json_t *list, size_t omitted, const char *filename)
 {
     const char *first = json_string_value(json_object_get(json_array_get(list, 0), "message"));
-    size_t more = json_array_size(list) - 1;
+    /* the note on what was omitted is not a problem of its own */
+    size_t more = json_array_size(list) - 1 - (omitted > 0) + omitted;
     if (more > 0)
         js__fail(err, list, "%s: %s (and %zu more problem%s)", filename, first ? first : "", more,
                  more == 1 ? "" : "s");
@@ -179,14 +203,16 @@ static void events_hint(char *out, size_t size, const char *lead)
         used += (size_t)snprintf(out + used, size - used, "%s%s", i ? ", " : "", js_event_names[i]);
 }
 
-/* Earlier elements may be anything (a hole in the array reads as null):
- * only strings can repeat this one. */
-static bool listed_before(const json_t *events, size_t index)
+/* Whether `name` is already in `list`, the events accepted so far: at most
+ * one of each event name, so a duplicate is found in a few compares however
+ * many elements (of any kind) came before it. */
+static bool listed_before(const json_t *list, const char *name)
 {
-    const char *name = json_string_value(json_array_get(events, index));
-    for (size_t i = 0; i < index; i++) {
-        const char *earlier = json_string_value(json_array_get(events, i));
-        if (earlier && strcmp(earlier, name) == 0)
+    size_t i;
+    const json_t *earlier;
+    json_array_foreach(list, i, earlier)
+    {
+        if (strcmp(json_string_value(earlier), name) == 0)
             return true;
     }
     return false;
@@ -200,7 +226,7 @@ static void check_event(struct problems *p, const json_t *events, size_t i, json
         describe_value(v, got, sizeof(got));
         events_hint(hint, sizeof(hint), "use the exact event names (case matters): ");
         problem(p, hint, "metadata.events[%zu] %s is not an event name", i, got);
-    } else if (listed_before(events, i)) {
+    } else if (listed_before(list, json_string_value(v))) {
         problem(p, "list each event once", "metadata.events[%zu] '%s' is listed twice", i,
                 json_string_value(v));
     } else {
@@ -287,21 +313,9 @@ static void check_default(struct problems *p, const char *label, const char *typ
     put(p, entry, "default", json_deep_copy(def));
 }
 
-static bool name_taken(const json_t *fields, const char *name)
-{
-    size_t i;
-    const json_t *field;
-    json_array_foreach(fields, i, field)
-    {
-        if (strcmp(json_string_value(json_object_get(field, "name")), name) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Name and type; NULL when either is unusable (the problem is recorded). */
 static const char *check_field_head(struct problems *p, size_t i, const json_t *field,
-                                    const json_t *fields, char *label, size_t label_size)
+                                    const json_t *names, char *label, size_t label_size)
 {
     const json_t *name = json_object_get(field, "name");
     const char *text = json_string_value(name);
@@ -311,7 +325,7 @@ static const char *check_field_head(struct problems *p, size_t i, const json_t *
                 "%s.name must be a non-empty string", label);
         return NULL;
     }
-    if (name_taken(fields, text)) {
+    if (json_object_get(names, text)) {
         problem(p, "give each config field a unique name",
                 "%s.name '%.64s' is declared more than once", label, text);
         return NULL;
@@ -347,7 +361,7 @@ static bool check_field_flags(struct problems *p, const char *label, const json_
 
 /* The listing's key order: name, type, description, default, required,
  * options (enum only). */
-static json_t *check_field(struct problems *p, size_t i, const json_t *field, const json_t *fields)
+static json_t *check_field(struct problems *p, size_t i, const json_t *field, const json_t *names)
 {
     char label[128];
     if (!json_is_object(field)) {
@@ -355,7 +369,7 @@ static json_t *check_field(struct problems *p, size_t i, const json_t *field, co
                 "metadata.config[%zu] must be an object, got %s", i, js__json_type_name(field));
         return NULL;
     }
-    const char *type = check_field_head(p, i, field, fields, label, sizeof(label));
+    const char *type = check_field_head(p, i, field, names, label, sizeof(label));
     if (!type)
         return NULL;
     json_t *entry = json_pack("{s:s, s:s}", "name",
@@ -383,11 +397,18 @@ static void check_config(struct problems *p, const json_t *md, json_t *out)
     if (v && !json_is_null(v) && !json_is_array(v))
         problem(p, "make metadata.config an array of fields such as {name: 'size', type: 'int'}",
                 "metadata.config must be an array, got %s", js__json_type_name(v));
+    /* the names taken so far, as keys: a lookup per field, not a walk */
+    json_t *names = json_object();
+    if (!names)
+        p->out_of_memory = true;
     for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++) {
-        json_t *entry = check_field(p, i, json_array_get(v, i), fields);
-        if (entry)
-            push(p, fields, entry);
+        json_t *entry = check_field(p, i, json_array_get(v, i), names);
+        if (!entry)
+            continue;
+        put(p, names, json_string_value(json_object_get(entry, "name")), json_true());
+        push(p, fields, entry);
     }
+    json_decref(names);
     put(p, out, "config", fields);
 }
 
@@ -494,14 +515,16 @@ static json_t *check_exports(struct js_sandbox *sb, JSValueConst exports, const 
     json_t *raw = read_metadata(sb, exports, filename, err);
     if (!raw)
         return NULL;
-    struct problems p = {json_array(), false};
+    struct problems p = {json_array(), 0, false};
     json_t *md = p.list ? normalise_metadata(raw, &p) : NULL;
     json_decref(raw);
+    if (p.list)
+        note_omitted(&p);
     if (!md || p.out_of_memory || json_array_size(p.list) > 0) {
         if (!md || !p.list || p.out_of_memory)
             err_set(err, ERR_INTERNAL, "%s: out of memory while validating", filename);
         else
-            fail_with(err, json_incref(p.list), filename);
+            fail_with(err, json_incref(p.list), p.omitted, filename);
         json_decref(p.list);
         json_decref(md);
         return NULL;
@@ -670,6 +693,17 @@ static void point_at_throw(struct err *err, const char *source, size_t len, cons
             json_string_value(json_object_get(diag, "message")));
 }
 
+/* "file: message (and N more problems)" becomes "file:line:column: ...". */
+static void place_message(struct err *err, const char *filename, int line, int column)
+{
+    char rest[ERR_MESSAGE_MAX];
+    size_t n = strlen(filename);
+    if (strncmp(err->message, filename, n) != 0 || strncmp(err->message + n, ": ", 2) != 0)
+        return;
+    snprintf(rest, sizeof(rest), "%s", err->message + n + 2);
+    err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s", filename, line, column, rest);
+}
+
 /* Metadata problems are found in the value, which keeps no positions:
  * each is placed at the field as the source spells it (locate.c), the
  * error's message at the first. A bounded number is placed, since each
@@ -688,14 +722,8 @@ static void point_at_metadata(struct err *err, const char *source, size_t len, c
             continue;
         json_object_set_new(diag, "line", json_integer(line));
         json_object_set_new(diag, "column", json_integer(column));
-        if (i > 0)
-            continue;
-        size_t more = json_array_size(list) - 1;
-        if (more > 0)
-            err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s (and %zu more problem%s)", filename, line,
-                    column, message, more, more == 1 ? "" : "s");
-        else
-            err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s", filename, line, column, message);
+        if (i == 0)
+            place_message(err, filename, line, column);
     }
 }
 

@@ -40,14 +40,17 @@
  *   `throw` keyword; other failures at the innermost frame in the file. A
  *   thrown value that is not an Error, the budget and the memory cap have
  *   no reliable position (0, or the allocation site for memory).
- * - metadata: every problem is reported at once (one diagnostic each, at
+ * - metadata: every problem is reported at once, up to 20 (then one last
+ *   diagnostic, without a position, counts the rest: metadata built by code
+ *   can hold any number of bad values); one diagnostic each, at
  *   the field as the source spells it, a missing one at the `metadata`
  *   key, 0 when the metadata is no object literal in the source: see
  *   js__locate_metadata); metadata is read through JSON.stringify, so functions
  *   and undefined values count as absent, so does null, and a BigInt is a
  *   problem. Keys outside the listing are dropped, and so are options on a
  *   field that is not an enum.
- *   The error's message is "<file>: <first problem>" (plus how many more).
+ *   The error's message is "<file>: <first problem>" (plus how many more,
+ *   all of them counted).
  */
 #ifndef STRATD_JS_VALIDATE_H
 #define STRATD_JS_VALIDATE_H

@@ -817,6 +817,36 @@ static void test_metadata_and_create_stages(void **state)
     tu_server_stop(srv);
 }
 
+/* Metadata built by code can hold any number of bad values: the answer
+ * lists the first problems and says how many more there were, whatever
+ * the top level allocated (one diagnostic each had made this 150-byte
+ * upload a 390 MB answer). */
+static void test_many_metadata_problems_make_a_small_answer(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    struct tu_response res;
+    tu_upload(srv, &res,
+              "var a = [];\n"
+              "for (var i = 0; i < 700000; i++) a.push(i);\n"
+              "module.exports = { metadata: { name: 'vh', displayName: 'V', events: a },"
+              " create() {} };\n",
+              NULL);
+    tu_assert_error(&res, 422);
+    assert_true(res.len < 64 * 1024);
+    const json_t *diags = tu_jget(res.json, "diagnostics");
+    assert_int_equal(json_array_size(diags), 21);
+    expect_diagnostic(res.json, "metadata", 0, 0);
+    const json_t *last = json_array_get(diags, 20);
+    assert_string_equal(tu_jstr(last, "stage"), "metadata");
+    assert_string_equal(tu_jstr(last, "message"), "and 699980 more problems not listed");
+    assert_int_equal(tu_jint(last, "line"), 0);
+    assert_int_equal(json_array_size(tu_jget(res.json, "details.diagnostics")), 21);
+    assert_non_null(strstr(tu_jstr(res.json, "error"), "(and 699999 more problems)"));
+    tu_response_free(&res);
+    tu_server_stop(srv);
+}
+
 static void test_runaway_top_level_is_stopped(void **state)
 {
     struct tu_server *srv = *state;
@@ -1154,6 +1184,8 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_metadata_and_create_stages, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_many_metadata_problems_make_a_small_answer,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_runaway_top_level_is_stopped, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_es2023_module_is_accepted, tu_server_setup,

@@ -614,6 +614,69 @@ static void test_metadata_reports_every_problem(void **state)
     free(src);
 }
 
+/* The list stops at 20 problems and a last entry counts the rest; the
+ * error's message counts them all. */
+static void test_metadata_problems_are_capped(void **state)
+{
+    (void)state;
+    char *src = tu_path("var a = [];\nfor (var i = 0; i < 5000; i++) a.push('x' + i);\n"
+                        "module.exports = {\n  metadata: { name: 'cap', displayName: 'C',"
+                        " events: a },\n%s};\n",
+                        create_fn);
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(src, NULL, &err);
+    assert_int_equal(json_array_size(list), 21);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 19), "message")),
+                        "metadata.events[19] 'x19' is not an event name");
+    json_t *last = json_array_get(list, 20);
+    assert_string_equal(json_string_value(json_object_get(last, "message")),
+                        "and 4980 more problems not listed");
+    assert_int_equal(json_integer_value(json_object_get(last, "line")), 0);
+    assert_non_null(strstr(err.message, "(and 4999 more problems)"));
+    err_clear(&err);
+    free(src);
+    /* exactly at the cap: no note */
+    src = tu_path("var a = [];\nfor (var i = 0; i < 20; i++) a.push(i);\n"
+                  "module.exports = {\n  metadata: { name: 'cap', displayName: 'C',"
+                  " events: a },\n%s};\n",
+                  create_fn);
+    list = expect_invalid(src, NULL, &err);
+    assert_int_equal(json_array_size(list), 20);
+    assert_non_null(strstr(err.message, "(and 19 more problems)"));
+    err_clear(&err);
+    free(src);
+}
+
+/* Duplicates are found among what was accepted, not by walking every
+ * element before: 100,000 bad names then 100,000 repeats of an event, and
+ * 100,000 config fields, validate within the budget. */
+static void test_metadata_checks_are_linear(void **state)
+{
+    (void)state;
+    char *src = tu_path("var a = [];\nfor (var i = 0; i < 100000; i++) a.push('x');\n"
+                        "for (var i = 0; i < 100000; i++) a.push('Trade');\n"
+                        "module.exports = {\n  metadata: { name: 'lin', displayName: 'L',"
+                        " events: a },\n%s};\n",
+                        create_fn);
+    int64_t start = clock_mono_ns();
+    struct err err = ERR_INIT;
+    expect_invalid(src, NULL, &err);
+    assert_non_null(strstr(err.message, "(and 199998 more problems)"));
+    err_clear(&err);
+    free(src);
+    src = tu_path("var c = [];\nfor (var i = 0; i < 100000; i++) c.push({name: 'f' + i, type: "
+                  "'int'});\nc.push({name: 'f7', type: 'int'});\n"
+                  "module.exports = {\n  metadata: { name: 'lin', displayName: 'L',"
+                  " events: ['Trade'], config: c },\n%s};\n",
+                  create_fn);
+    json_t *d = first_diag(src, NULL, &err);
+    assert_string_equal(json_string_value(json_object_get(d, "message")),
+                        "metadata.config[100000] (f7).name 'f7' is declared more than once");
+    err_clear(&err);
+    free(src);
+    assert_true(clock_mono_ns() - start < 20000 * MS);
+}
+
 /* --------------------------------------------------------- create stage */
 
 static void test_create_stage(void **state)
@@ -911,6 +974,8 @@ int main(void)
         cmocka_unit_test(test_metadata_config_defaults),
         cmocka_unit_test(test_byte_order_mark_takes_no_column),
         cmocka_unit_test(test_metadata_reports_every_problem),
+        cmocka_unit_test(test_metadata_problems_are_capped),
+        cmocka_unit_test(test_metadata_checks_are_linear),
         cmocka_unit_test(test_metadata_problems_point_at_their_field),
         cmocka_unit_test(test_create_stage),
         cmocka_unit_test(test_first_failing_stage_ends_it),
