@@ -4,12 +4,30 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A message cut at ERR_MESSAGE_MAX may end inside a UTF-8 character (it
+ * quotes JS messages, names, paths): drop that character's bytes, so that
+ * the message stays valid UTF-8 for JSON. */
+static void cut_at_character(char *message, size_t len)
+{
+    for (size_t back = 1; back <= 4 && back <= len; back++) {
+        unsigned char c = (unsigned char)message[len - back];
+        if ((c & 0xC0) == 0x80)
+            continue;
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        if (back < need)
+            message[len - back] = '\0';
+        return;
+    }
+}
+
 void err_vset(struct err *err, enum err_kind kind, const char *fmt, va_list ap)
 {
     if (!err)
         return;
     err->kind = kind;
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
+    if (n >= (int)sizeof err->message)
+        cut_at_character(err->message, sizeof err->message - 1);
 }
 
 void err_set(struct err *err, enum err_kind kind, const char *fmt, ...)

@@ -54,6 +54,17 @@ static void write_all(int fd, const char *data, size_t len)
     }
 }
 
+/* Where a message over LOG_MESSAGE_MAX is cut: at the last character
+ * boundary at or before the limit, so that the cut leaves no piece of a
+ * character (which would read as U+FFFD). */
+static size_t character_cut(const char *msg)
+{
+    size_t cut = LOG_MESSAGE_MAX;
+    for (int i = 0; i < 3 && cut > 0 && ((unsigned char)msg[cut] & 0xC0) == 0x80; i++)
+        cut--;
+    return cut;
+}
+
 void log_json(enum log_level level, const char *component, const char *msg, json_t *fields)
 {
     if (!log_enabled(level)) {
@@ -72,7 +83,7 @@ void log_json(enum log_level level, const char *component, const char *msg, json
     json_object_set_new(line, "component", json_string(component));
     size_t msg_len = strlen(msg);
     if (msg_len > LOG_MESSAGE_MAX) {
-        json_object_set_new(line, "msg", jsonutil_string_lossy(msg, LOG_MESSAGE_MAX));
+        json_object_set_new(line, "msg", jsonutil_string_lossy(msg, character_cut(msg)));
         json_object_set_new(line, "truncated", json_true());
     } else {
         json_object_set_new(line, "msg", jsonutil_string_lossy(msg, msg_len));

@@ -8,9 +8,10 @@
  * interleave.
  *
  * Contract: callable from any thread. log_json() steals `fields` (a JSON
- * object or NULL). Messages longer than LOG_MESSAGE_MAX bytes are cut and
- * marked "truncated": true, so a noisy caller cannot produce unbounded
- * lines. Secrets (API tokens) must never be passed in.
+ * object or NULL). Messages longer than LOG_MESSAGE_MAX bytes are cut
+ * after the last whole UTF-8 character that fits and marked "truncated":
+ * true, so a noisy caller cannot produce unbounded lines. Secrets (API
+ * tokens) must never be passed in.
  */
 #ifndef STRATD_CORE_LOG_H
 #define STRATD_CORE_LOG_H

@@ -535,22 +535,6 @@ int js_sandbox_run_jobs(struct js_sandbox *sb)
 
 /* ------------------------------------------------------ exception text */
 
-/* Copies at most `max` bytes, backing off to a UTF-8 boundary. */
-static char *copy_cut(const char *text, size_t len, size_t max)
-{
-    if (len > max) {
-        len = max;
-        while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
-            len--;
-    }
-    char *out = malloc(len + 1);
-    if (!out)
-        return NULL;
-    memcpy(out, text, len);
-    out[len] = '\0';
-    return out;
-}
-
 static void drop_exception(JSContext *ctx)
 {
     if (JS_HasException(ctx))
@@ -561,14 +545,9 @@ static void drop_exception(JSContext *ctx)
  * it failed, e.g. a symbol or a toString that throws. */
 static char *value_text(JSContext *ctx, JSValueConst value, size_t max)
 {
-    size_t len = 0;
-    const char *text = JS_ToCStringLen(ctx, &len, value);
-    if (!text) {
+    char *out = js_text_of(ctx, value, max);
+    if (!out)
         drop_exception(ctx);
-        return NULL;
-    }
-    char *out = copy_cut(text, len, max);
-    JS_FreeCString(ctx, text);
     return out;
 }
 
@@ -733,10 +712,11 @@ static void describe_error(JSContext *ctx, JSValueConst exc, const char *filenam
     out->message = property_text(ctx, exc, "message", JS_EXCEPTION_MESSAGE_MAX);
     JSValue stack = JS_GetPropertyStr(ctx, exc, "stack");
     if (JS_IsString(stack)) {
-        const char *text = JS_ToCString(ctx, stack);
+        size_t len = 0;
+        const char *text = JS_ToCStringLen(ctx, &len, stack);
         if (text) {
             locate(text, filename, &out->line, &out->column);
-            out->stack = copy_cut(text, strlen(text), JS_EXCEPTION_STACK_MAX);
+            out->stack = js_text_clean(text, len, JS_EXCEPTION_STACK_MAX, NULL);
             JS_FreeCString(ctx, text);
         }
     }

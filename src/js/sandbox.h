@@ -158,6 +158,22 @@ void js_sandbox_take_exception(struct js_sandbox *sb, const char *filename,
                                struct js_exception *out);
 void js_exception_free(struct js_exception *ex);
 
+/* Text taken from JavaScript for JSON and C strings (text.c).
+ * js_text_clean: `text` (QuickJS's UTF-8 of a string, `len` bytes) as a
+ * malloc'ed C string that is valid UTF-8 and holds no NUL: a lone
+ * surrogate, which QuickJS writes as three bytes that are not UTF-8,
+ * becomes one U+FFFD, every other invalid byte one U+FFFD too, and a NUL
+ * the six characters \u0000, so nothing after it is lost. At most `max`
+ * bytes, cut at a character boundary (*cut, when not NULL, says whether
+ * anything was left out). NULL only when out of memory.
+ * js_text_of: the same for String(value), or NULL with the exception
+ * (a throwing toString, a symbol) left pending for the caller.
+ * js_text_fit: drops an incomplete UTF-8 sequence at the end of `text`,
+ * as snprintf leaves when it cuts valid UTF-8. Any thread. */
+char *js_text_clean(const char *text, size_t len, size_t max, bool *cut);
+char *js_text_of(JSContext *ctx, JSValueConst value, size_t max);
+void js_text_fit(char *text);
+
 /* Bytes currently allocated in the sandbox's heap (as QuickJS counts them
  * against the cap: usable size plus a per-allocation overhead). O(1). */
 size_t js_sandbox_memory_used(struct js_sandbox *sb);

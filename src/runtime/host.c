@@ -129,8 +129,14 @@ bool host_log_admit(struct worker *w, struct vm *vm)
     return false;
 }
 
+/* The longest piece js_text_clean writes for one character (a NUL's
+ * escape). */
+#define LOG_CHARACTER_MAX 6
+
 /* console.log semantics: strings as they are, other values JSON-encoded
- * when possible, else String(value). */
+ * when possible, else String(value). The text is made valid UTF-8 and a
+ * NUL written as \u0000 (js_text_clean), so a lone surrogate costs one
+ * U+FFFD and nothing after a NUL is lost. */
 static int append_value(JSContext *ctx, struct vm *vm, struct strbuf *sb, JSValueConst v)
 {
     JSValue text = JS_UNDEFINED;
@@ -153,9 +159,17 @@ static int append_value(JSContext *ctx, struct vm *vm, struct strbuf *sb, JSValu
         strbuf_puts(sb, "[unprintable]");
         return 0;
     }
-    size_t room = LOG_MESSAGE_MAX + 1 > sb->len ? LOG_MESSAGE_MAX + 1 - sb->len : 0;
-    strbuf_append(sb, s, len < room ? len : room);
+    /* Past the line's limit by one character at least, so that log_json
+     * sees a long line and cuts it at a character boundary itself. */
+    size_t limit = LOG_MESSAGE_MAX + LOG_CHARACTER_MAX;
+    char *clean = js_text_clean(s, len, limit > sb->len ? limit - sb->len : 0, NULL);
     JS_FreeCString(ctx, s);
+    if (!clean) {
+        JS_ThrowOutOfMemory(ctx);
+        return -1;
+    }
+    strbuf_puts(sb, clean);
+    free(clean);
     return 0;
 }
 

@@ -20,6 +20,7 @@
 
 #include "core/clock.h"
 #include "core/intern.h"
+#include "core/jsonutil.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "js/validate.h"
@@ -240,10 +241,12 @@ static void count_exception(struct worker *w, struct vm *vm, const char *handler
     counter_add(&w->errors, 1);
     rtx_count_error(w->rt, vm->plan->strategy, vm->plan->hash);
     if (host_log_admit(w, vm)) {
-        json_t *extra = json_pack("{s:s, s:s}", "handler", handler, "error",
-                                  ex && ex->name ? ex->name : "Error");
+        const char *name = ex && ex->name ? ex->name : "Error";
+        json_t *extra = json_pack("{s:s, s:o}", "handler", handler, "error",
+                                  jsonutil_string_lossy(name, strlen(name)));
         if (extra && ex && ex->stack && *ex->stack)
-            json_object_set_new(extra, "stack", json_string(ex->stack));
+            json_object_set_new(extra, "stack",
+                                jsonutil_string_lossy(ex->stack, strlen(ex->stack)));
         if (extra && ex && ex->line > 0) {
             json_object_set_new(extra, "line", json_integer(ex->line));
             json_object_set_new(extra, "column", json_integer(ex->column));
@@ -251,7 +254,10 @@ static void count_exception(struct worker *w, struct vm *vm, const char *handler
         host_log(vm, LOG_LEVEL_WARN, message, extra);
     }
     pthread_mutex_lock(&w->rt->lock);
-    json_t *last = json_pack("{s:s, s:s, s:I}", "handler", handler, "message", message, "atMs",
+    /* the texts are valid UTF-8 (js_text_clean); lossy all the same, since
+     * a lastError that cannot be built would erase the previous one */
+    json_t *last = json_pack("{s:s, s:o, s:I}", "handler", handler, "message",
+                             jsonutil_string_lossy(message, strlen(message)), "atMs",
                              (json_int_t)clock_wall_ms());
     json_decref(inst->last_error);
     inst->last_error = last;
@@ -260,6 +266,7 @@ static void count_exception(struct worker *w, struct vm *vm, const char *handler
         char text[ERR_MESSAGE_MAX];
         snprintf(text, sizeof text, "%d consecutive errors; last: %s", vm->consecutive_errors,
                  message);
+        js_text_fit(text);
         stop_failed(w, vm, "tooManyErrors", handler, text);
     }
 }
@@ -274,6 +281,7 @@ static void call_failed(struct worker *w, struct vm *vm, const char *handler)
     char message[ERR_MESSAGE_MAX];
     snprintf(message, sizeof message, "%s%s%s", ex.name ? ex.name : "Error", ex.message ? ": " : "",
              ex.message ? ex.message : "");
+    js_text_fit(message);
     if (reason)
         stop_failed(w, vm, reason, handler, message);
     else
@@ -285,18 +293,17 @@ static void call_failed(struct worker *w, struct vm *vm, const char *handler)
 static void describe_reason(JSContext *ctx, JSValueConst v, char *out, size_t size, char **stack)
 {
     *stack = NULL;
-    const char *text = JS_ToCString(ctx, v);
+    char *text = js_text_of(ctx, v, size);
     snprintf(out, size, "unhandled promise rejection: %s", text ? text : "(unprintable)");
-    JS_FreeCString(ctx, text);
-    if (!text)
+    js_text_fit(out);
+    free(text);
+    if (JS_HasException(ctx))
         JS_FreeValue(ctx, JS_GetException(ctx));
     if (JS_IsError(ctx, v)) {
         JSValue s = JS_GetPropertyStr(ctx, v, "stack");
-        const char *st = JS_IsString(s) ? JS_ToCString(ctx, s) : NULL;
-        if (st)
-            *stack = strdup(st);
-        JS_FreeCString(ctx, st);
-        if (JS_IsException(s))
+        if (JS_IsString(s))
+            *stack = js_text_of(ctx, s, JS_EXCEPTION_STACK_MAX);
+        if (JS_HasException(ctx))
             JS_FreeValue(ctx, JS_GetException(ctx));
         JS_FreeValue(ctx, s);
     }

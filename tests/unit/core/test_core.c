@@ -725,6 +725,16 @@ static void test_err_status_mapping(void **state)
     err_add_detail(&err, "k", json_integer(1));
     err_clear(&err);
     assert_null(err.details);
+    /* a message cut at its limit keeps whole characters only */
+    char euros[3 * ERR_MESSAGE_MAX + 1] = "";
+    for (int i = 0; i < ERR_MESSAGE_MAX; i++)
+        strcat(euros, "\xE2\x82\xAC");
+    err_set(&err, ERR_INVALID, "x%s", euros);
+    assert_int_equal(strlen(err.message), 1 + 3 * ((ERR_MESSAGE_MAX - 2) / 3));
+    json_t *valid = json_string(err.message);
+    assert_non_null(valid);
+    json_decref(valid);
+    err_clear(&err);
 }
 
 /* Series about something gone are dropped; the others keep their values

@@ -1029,6 +1029,54 @@ static void test_sandbox_moves_between_threads(void **state)
     js_sandbox_free(&sb);
 }
 
+/* js_text_clean: valid UTF-8 kept, a lone surrogate (QuickJS's three
+ * bytes) one U+FFFD, another invalid byte one U+FFFD each, NUL escaped,
+ * cut at a character boundary; js_text_fit drops a cut character. */
+static void expect_clean(const char *in, size_t len, size_t max, const char *want, bool want_cut)
+{
+    bool cut = !want_cut;
+    char *out = js_text_clean(in, len, max, &cut);
+    assert_non_null(out);
+    assert_string_equal(out, want);
+    assert_true(cut == want_cut);
+    free(out);
+}
+
+static void test_text_clean(void **state)
+{
+    (void)state;
+    expect_clean("plain \xE2\x82\xAC \xF0\x9F\x98\x80", 14, 100,
+                 "plain \xE2\x82\xAC \xF0\x9F\x98\x80", false);
+    expect_clean("x\xED\xA0\x80y", 5, 100, "x\xEF\xBF\xBDy", false);
+    expect_clean("x\xED\xBF\xBFy", 5, 100, "x\xEF\xBF\xBDy", false);
+    expect_clean("a\xFF"
+                 "b\xC0\xAF",
+                 5, 100,
+                 "a\xEF\xBF\xBD"
+                 "b\xEF\xBF\xBD\xEF\xBF\xBD",
+                 false);
+    expect_clean("a\0b", 3, 100, "a\\u0000b", false);
+    expect_clean("\xE2\x82\xAC\xE2\x82\xAC", 6, 5, "\xE2\x82\xAC", true);
+    expect_clean("ab\0", 3, 7, "ab", true);
+    expect_clean("", 0, 0, "", false);
+    /* an incomplete sequence at the end is invalid, not a character */
+    expect_clean("a\xE2\x82", 3, 100, "a\xEF\xBF\xBD\xEF\xBF\xBD", false);
+
+    char text[16];
+    snprintf(text, sizeof text, "ab\xE2\x82");
+    js_text_fit(text);
+    assert_string_equal(text, "ab");
+    snprintf(text, sizeof text, "ab\xF0\x9F\x98");
+    js_text_fit(text);
+    assert_string_equal(text, "ab");
+    snprintf(text, sizeof text, "ab\xE2\x82\xAC");
+    js_text_fit(text);
+    assert_string_equal(text, "ab\xE2\x82\xAC");
+    snprintf(text, sizeof text, "abc");
+    js_text_fit(text);
+    assert_string_equal(text, "abc");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1062,6 +1110,7 @@ int main(void)
         cmocka_unit_test(test_arm_and_disarm),
         cmocka_unit_test(test_interrupt_gate),
         cmocka_unit_test(test_sandbox_moves_between_threads),
+        cmocka_unit_test(test_text_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
