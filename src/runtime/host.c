@@ -364,6 +364,40 @@ static const char *opt_string(JSContext *ctx, int argc, JSValueConst *argv, int 
     return JS_ToCString(ctx, argv[i]);
 }
 
+/* typeof, for messages about an argument of the wrong type. */
+static const char *arg_type(JSContext *ctx, JSValueConst v)
+{
+    if (JS_IsNumber(v))
+        return "number";
+    if (JS_IsBool(v))
+        return "boolean";
+    if (JS_IsBigInt(ctx, v))
+        return "bigint";
+    if (JS_IsSymbol(v))
+        return "symbol";
+    if (JS_IsFunction(ctx, v))
+        return "function";
+    return "object";
+}
+
+/* An optional symbol argument: 0 with *out NULL when absent, undefined or
+ * null (the first scoped symbol then), 0 with *out set (free with
+ * JS_FreeCString) for a string, and -1 with a TypeError thrown for
+ * anything else, so that a number or an object never quietly means the
+ * first scoped symbol. */
+static int symbol_argument(JSContext *ctx, int argc, JSValueConst *argv, int i, const char **out)
+{
+    *out = NULL;
+    if (i >= argc || JS_IsUndefined(argv[i]) || JS_IsNull(argv[i]))
+        return 0;
+    if (!JS_IsString(argv[i])) {
+        JS_ThrowTypeError(ctx, "symbol must be a string, got %s", arg_type(ctx, argv[i]));
+        return -1;
+    }
+    *out = JS_ToCString(ctx, argv[i]);
+    return *out ? 0 : -1;
+}
+
 /* ------------------------------------------------------------ runtime.* */
 
 static JSValue js_is_trading_active(JSContext *ctx, JSValueConst this_val, int argc,
@@ -512,7 +546,9 @@ static int order_target(JSContext *ctx, const struct vm_plan *plan, int argc, JS
     JS_FreeCString(ctx, provider);
     if (!known)
         return -1;
-    const char *symbol = opt_string(ctx, argc, argv, symbol_arg);
+    const char *symbol = NULL;
+    if (symbol_argument(ctx, argc, argv, symbol_arg, &symbol) < 0)
+        return -1;
     uint16_t wanted = symbol ? intern_lookup(symbol) : 0;
     req->symbol = symbol && !wanted ? 0 : scoped_symbol(plan, req->provider, wanted);
     if (!req->symbol)
@@ -652,16 +688,21 @@ static JSValue js_cancel_order(JSContext *ctx, JSValueConst this_val, int argc, 
 }
 
 /* Quote of the instance's first (provider, symbol), or of the first scoped
- * provider carrying `symbol` when given. */
-static bool quote_of(JSContext *ctx, struct vm *vm, int argc, JSValueConst *argv,
-                     struct market_quote *q)
+ * provider carrying `symbol` when given: 1 with a quote, 0 without, -1
+ * with a TypeError thrown (a symbol that is not a string). */
+static int quote_of(JSContext *ctx, struct vm *vm, int argc, JSValueConst *argv,
+                    struct market_quote *q)
 {
     const struct market_ops *ops = &vm->inst->worker->rt->opts.market;
     const struct vm_plan *plan = vm->plan;
-    if (!ops->quote || plan->nscope == 0)
-        return false;
+    const char *name = NULL;
+    if (symbol_argument(ctx, argc, argv, 0, &name) < 0)
+        return -1;
+    if (!ops->quote || plan->nscope == 0) {
+        JS_FreeCString(ctx, name);
+        return 0;
+    }
     uint16_t provider = plan->scope[0].provider, symbol = plan->scope[0].symbol;
-    const char *name = opt_string(ctx, argc, argv, 0);
     if (name) {
         symbol = intern_lookup(name);
         for (uint16_t i = 0; i < plan->nscope; i++) {
@@ -676,6 +717,15 @@ static bool quote_of(JSContext *ctx, struct vm *vm, int argc, JSValueConst *argv
     return symbol && ops->quote(ops->ctx, provider, symbol, q) && q->valid;
 }
 
+/* js_get_price and js_get_market_state: JS_NULL without a quote. */
+static bool quote_or_null(JSContext *ctx, struct vm *vm, int argc, JSValueConst *argv,
+                          struct market_quote *q, JSValue *early)
+{
+    int rc = quote_of(ctx, vm, argc, argv, q);
+    *early = rc < 0 ? JS_EXCEPTION : JS_NULL;
+    return rc > 0;
+}
+
 static JSValue js_get_price(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv,
                             int which)
 {
@@ -684,8 +734,9 @@ static JSValue js_get_price(JSContext *ctx, JSValueConst this_val, int argc, JSV
     if (!vm)
         return JS_EXCEPTION;
     struct market_quote q;
-    if (!quote_of(ctx, vm, argc, argv, &q))
-        return JS_NULL;
+    JSValue early;
+    if (!quote_or_null(ctx, vm, argc, argv, &q, &early))
+        return early;
     return JS_NewFloat64(ctx, which == 0 ? q.last : which == 1 ? q.bid : q.ask);
 }
 
@@ -697,8 +748,9 @@ static JSValue js_get_market_state(JSContext *ctx, JSValueConst this_val, int ar
     if (!vm)
         return JS_EXCEPTION;
     struct market_quote q;
-    if (!quote_of(ctx, vm, argc, argv, &q))
-        return JS_NULL;
+    JSValue early;
+    if (!quote_or_null(ctx, vm, argc, argv, &q, &early))
+        return early;
     double spread = q.ask - q.bid, mid = (q.ask + q.bid) / 2;
     JSValue o = JS_NewObject(ctx);
     if (JS_IsException(o))

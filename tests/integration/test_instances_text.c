@@ -34,20 +34,20 @@ static void start_server(struct tu_server *srv)
 /* One module whose handler throws or logs what its `mode` says. */
 static void upload_thrower(struct tu_server *srv)
 {
-    char *src = tu_strategy_source(
-        "texts", "['Trade']", "[{name: 'mode', type: 'string', required: true}]",
-        "const mode = env.config.mode; let n = 0;",
-        "onTrade() {\n"
-        "  n++;\n"
-        "  if (mode === 'surrogate') {\n"
-        "    if (n < 3) throw new Error('first plain');\n"
-        "    throw new Error('x\\ud800y');\n"
-        "  }\n"
-        "  if (mode === 'nul') {\n"
-        "    if (n === 1) h.log('nul[\\0]after');\n"
-        "    throw new Error('a\\0b');\n"
-        "  }\n"
-        "},");
+    char *src =
+        tu_strategy_source("texts", "['Trade']", "[{name: 'mode', type: 'string', required: true}]",
+                           "const mode = env.config.mode; let n = 0;",
+                           "onTrade() {\n"
+                           "  n++;\n"
+                           "  if (mode === 'surrogate') {\n"
+                           "    if (n < 3) throw new Error('first plain');\n"
+                           "    throw new Error('x\\ud800y');\n"
+                           "  }\n"
+                           "  if (mode === 'nul') {\n"
+                           "    if (n === 1) h.log('nul[\\0]after');\n"
+                           "    throw new Error('a\\0b');\n"
+                           "  }\n"
+                           "},");
     tu_upload_expect(srv, src, NULL, 201, NULL);
     free(src);
 }
@@ -155,9 +155,9 @@ static void test_long_lines_are_cut_at_a_character(void **state)
     json_t *a = tu_wait_log(srv, "cut", "A", TU_WAIT_S);
     json_t *b = tu_wait_log(srv, "cut", "B", TU_WAIT_S);
     json_t *c = tu_wait_log(srv, "cut", "C", TU_WAIT_S);
-    expect_cut(a, "\xE2\x82\xAC", 1365, "A");         /* 1 + 4095 bytes */
-    expect_cut(b, "\xF0\x9F\x98\x80", 1023, "B");     /* 1 + 4092 */
-    expect_cut(c, "x", 4094, "C");                    /* the euro would end at 4098 */
+    expect_cut(a, "\xE2\x82\xAC", 1365, "A");     /* 1 + 4095 bytes */
+    expect_cut(b, "\xF0\x9F\x98\x80", 1023, "B"); /* 1 + 4092 */
+    expect_cut(c, "x", 4094, "C");                /* the euro would end at 4098 */
     json_decref(a);
     json_decref(b);
     json_decref(c);
