@@ -358,6 +358,20 @@ static int settle(struct vm *vm, JSValue result)
     return drain_jobs(vm);
 }
 
+/* A call that hit the heap cap and caught the out-of-memory error (or had
+ * a host allocation refused) still ends the instance, as the limits say:
+ * at its cap, any allocation of its next update of its state can fail
+ * half-way. */
+static void stop_caught_memory(struct worker *w, struct vm *vm, const char *handler)
+{
+    char message[ERR_MESSAGE_MAX];
+    snprintf(message, sizeof message,
+             "InternalError: out of memory (the heap reached its cap of %zu MiB; the error was "
+             "caught)",
+             vm->plan->limits.memory_bytes >> 20);
+    stop_failed(w, vm, "memoryLimit", handler, message); /* frees what the VM held */
+}
+
 static void after_call(struct worker *w, struct vm *vm, int rc, const char *handler)
 {
     char why[ERR_MESSAGE_MAX];
@@ -369,6 +383,10 @@ static void after_call(struct worker *w, struct vm *vm, int rc, const char *hand
     }
     if (rc != 0) {
         call_failed(w, vm, handler);
+        return;
+    }
+    if (vm->sb.out_of_memory) {
+        stop_caught_memory(w, vm, handler);
         return;
     }
     if (vm->unhandled > 0) {
@@ -1202,6 +1220,15 @@ static int call_create(struct vm *vm, JSValueConst exports, JSValueConst env, st
     if (!JS_IsObject(r) || JS_IsFunction(ctx, r) || JS_IsArray(ctx, r) > 0) {
         JS_FreeValue(ctx, r);
         err_set(err, ERR_UNPROCESSABLE, "create(env) must return an object of handlers");
+        return -1;
+    }
+    if (vm->sb.out_of_memory) {
+        JS_FreeValue(ctx, r);
+        err_set(err, ERR_UNPROCESSABLE,
+                "create(env) exceeded the memory limit of %zu MiB (the error was caught)",
+                vm->plan->limits.memory_bytes >> 20);
+        err_add_detail(err, "stage", json_string("create(env)"));
+        err_add_detail(err, "failure", json_string("memoryLimit"));
         return -1;
     }
     vm->handlers = r;

@@ -307,6 +307,42 @@ static void test_timers_promises_and_create_are_limited(void **state)
     tu_server_stop(srv);
 }
 
+/* Hitting the heap cap stops the instance even when the strategy catches
+ * the out-of-memory error: in a handler (memoryLimit) and in create() (the
+ * start is refused). */
+static void test_caught_memory_error_still_stops(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    upload(srv, "catcher", "const keep = [];",
+           "onTrade() {\n"
+           "  try { for (;;) keep.push(new Array(1e5).fill(1)); }\n"
+           "  catch (e) { h.log('caught', String(e)); }\n"
+           "},");
+    upload(srv, "born-catcher",
+           "const keep = [];\n"
+           "try { for (;;) keep.push(new Array(1e5).fill(1)); } catch (e) {}",
+           "onTrade() {},");
+    json_decref(
+        tu_instance_create(srv, "catcher", "catcher", "{\"memory_limit_mb\": 16}", NULL, NULL));
+    tu_instance_start(srv, "catcher");
+    json_t *snap = expect_stopped(srv, "catcher", "memoryLimit", "onTrade");
+    assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "the error was caught"));
+    json_decref(snap);
+
+    json_decref(tu_instance_create(srv, "born-catcher", "born-catcher", "{\"memory_limit_mb\": 16}",
+                                   NULL, NULL));
+    json_t *err = tu_call(srv, "POST", "/strategy/instances/born-catcher/start", 422, "{}");
+    assert_non_null(strstr(tu_jstr(err, "error"), "memory limit"));
+    json_decref(err);
+    snap = tu_instance_get(srv, "born-catcher");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "stopReason"), "startFailed");
+    json_decref(snap);
+    tu_server_stop(srv);
+}
+
 static void test_sandbox_reaches_nothing_outside(void **state)
 {
     struct tu_server *srv = *state;
@@ -391,6 +427,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_timers_promises_and_create_are_limited,
                                         tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_caught_memory_error_still_stops, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_reaches_nothing_outside, tu_server_setup,
                                         tu_server_teardown),
     };
