@@ -1269,17 +1269,33 @@ static int event_mask_of(JSContext *ctx, JSValueConst list, uint32_t *mask, stru
         JSValue item = JS_GetPropertyUint32(ctx, list, (uint32_t)i);
         if (JS_IsException(item))
             return -1; /* a getter threw, or the budget ran out */
-        const char *name = JS_IsString(item) ? JS_ToCString(ctx, item) : NULL;
+        char *name = JS_IsString(item) ? js_text_of(ctx, item, 128) : NULL;
         int k = name ? js_event_index(name) : -1;
         if (k < 0) {
             err_set(err, ERR_UNPROCESSABLE, "subscribedEvents(): unknown event %s",
                     name ? name : "(not a string)");
         }
-        JS_FreeCString(ctx, name);
+        free(name);
         JS_FreeValue(ctx, item);
         if (k < 0)
             return -1;
         *mask |= 1u << k;
+    }
+    return 0;
+}
+
+/* An event subscribedEvents() names must be in metadata.events: one that is
+ * not would give an instance that silently never hears it. */
+static int not_declared(uint32_t declared, uint32_t wanted, struct err *err)
+{
+    for (size_t k = 0; k < js_event_count; k++) {
+        if ((wanted & (1u << k)) && !(declared & (1u << k))) {
+            err_set(err, ERR_UNPROCESSABLE,
+                    "subscribedEvents(): %s is not in metadata.events; add it there to "
+                    "receive it",
+                    js_event_names[k]);
+            return -1;
+        }
     }
     return 0;
 }
@@ -1309,6 +1325,8 @@ static int choose_events(struct vm *vm, JSValueConst env, struct err *err)
                 start_failed(vm, "subscribedEvents()", err);
             return -1;
         }
+        if (not_declared(vm->plan->events, wanted, err) != 0)
+            return -1;
         mask &= wanted;
     } else {
         JS_FreeValue(ctx, fn);

@@ -3,6 +3,7 @@
  * as anything but a string is a TypeError naming it, in the order
  * functions and the price getters alike (it had quietly meant the first
  * scoped symbol); absent, undefined or null it still means that symbol.
+ * subscribedEvents() may only narrow metadata.events.
  */
 #include "testutil.h"
 
@@ -121,10 +122,36 @@ static void test_symbol_must_be_a_string(void **state)
     tu_server_stop(srv);
 }
 
+/* subscribedEvents() naming an event metadata.events lacks fails the
+ * start (it gave an instance that never heard it), with the event named. */
+static void test_subscribed_event_must_be_declared(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    char *src = tu_strategy_source("narrow", "['Trade']", "[]", "",
+                                   "subscribedEvents() { return ['Ticker']; },\n"
+                                   "onTicker() {},");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_decref(tu_instance_create(srv, "narrow", "narrow", NULL, NULL, NULL));
+    json_t *err = tu_call(srv, "POST", "/strategy/instances/narrow/start", 422, "{}");
+    assert_non_null(strstr(tu_jstr(err, "error"), "Ticker is not in metadata.events"));
+    json_decref(err);
+    json_t *snap = tu_instance_get(srv, "narrow");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "stopReason"), "startFailed");
+    assert_string_equal(tu_jstr(snap, "lastError.handler"), "create");
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "Ticker"));
+    json_decref(snap);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_symbol_must_be_a_string, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_subscribed_event_must_be_declared, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

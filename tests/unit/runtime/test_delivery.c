@@ -537,7 +537,7 @@ static void test_subscribed_events(void **state)
     fx_add_module(&f, "picky", "['Trade', 'Ticker']", NULL,
                   "    env.helpers.log('events-before', env.events);\n"
                   "    return {\n"
-                  "      subscribedEvents() { return ['Ticker', 'BookSnapshot']; },\n"
+                  "      subscribedEvents() { return ['Ticker']; },\n"
                   "      onTrade() { env.helpers.log('trade'); },\n"
                   "      onTicker() { env.helpers.log('ticker', env.events); },\n"
                   "      onBookSnapshot() { env.helpers.log('book'); },\n"
@@ -567,6 +567,14 @@ static void test_subscribed_events(void **state)
     struct err err = ERR_INIT;
     fx_fails(runtime_instance_start(f.rt, "e2", &err), &err, ERR_UNPROCESSABLE);
     assert_non_null(strstr(err.message, "Trades"));
+    err_clear(&err);
+    /* a real event that metadata.events does not declare fails the start
+     * too: the instance would never hear it */
+    fx_add_module(&f, "undeclared", "['Trade']", NULL,
+                  "    return { subscribedEvents() { return ['Trade', 'BookSnapshot']; } };", hex);
+    fx_create(&f, "e3", "undeclared", NULL, NULL);
+    fx_fails(runtime_instance_start(f.rt, "e3", &err), &err, ERR_UNPROCESSABLE);
+    assert_non_null(strstr(err.message, "BookSnapshot is not in metadata.events"));
     err_clear(&err);
     fx_close(&f);
 }
