@@ -759,10 +759,13 @@ static bool ops_quote(void *ctx, uint16_t provider, uint16_t symbol, struct mark
     return ok;
 }
 
+/* The provider's session runs and the kill switch is off: an order could
+ * be placed. */
 static bool ops_trading_active(void *ctx, uint16_t provider)
 {
+    struct market *m = ctx;
     struct provider *p = find_id(ctx, provider);
-    if (!p)
+    if (!p || risk_kill_switch(m->risk))
         return false;
     pthread_mutex_lock(&p->session_lock);
     bool active = p->session && sim_state(p->session) == SIM_RUNNING;

@@ -1018,6 +1018,13 @@ int risk_admit(struct risk *r, struct sim *s, const struct order_request *req, c
     return 0;
 }
 
+bool risk_kill_switch(struct risk *r)
+{
+    struct risk_limits l;
+    limits_read(r, &l);
+    return l.kill;
+}
+
 void risk_unadmit(struct risk *r, uint32_t instance_key)
 {
     risk_order_done(r, instance_key);

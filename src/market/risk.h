@@ -86,6 +86,9 @@ int risk_admit(struct risk *r, struct sim *s, const struct order_request *req, c
                size_t size);
 /* An admitted order that its provider did not take after all. */
 void risk_unadmit(struct risk *r, uint32_t instance_key);
+/* Whether the kill switch is on (every new order refused). Any thread; a
+ * read of the limits, no lock. */
+bool risk_kill_switch(struct risk *r);
 
 /* What a trade did to its symbol's circuit breaker. */
 enum risk_trade_effect {

@@ -239,6 +239,8 @@ struct market_ops {
     int (*cancel)(void *ctx, uint32_t instance_key, uint16_t provider, const char *client_order_id,
                   char *error, size_t error_size);
     bool (*quote)(void *ctx, uint16_t provider, uint16_t symbol, struct market_quote *out);
+    /* Whether an order to the provider could be placed: its session runs
+     * and the risk limits' kill switch is off. */
     bool (*trading_active)(void *ctx, uint16_t provider);
     /* The instance is deleted and will submit nothing more: its resting
      * orders on every running provider are cancelled and its position is

@@ -3,7 +3,8 @@
  * as anything but a string is a TypeError naming it, in the order
  * functions and the price getters alike (it had quietly meant the first
  * scoped symbol); absent, undefined or null it still means that symbol.
- * subscribedEvents() may only narrow metadata.events.
+ * subscribedEvents() may only narrow metadata.events. isTradingActive()
+ * is false while the kill switch is on.
  */
 #include "testutil.h"
 
@@ -146,12 +147,60 @@ static void test_subscribed_event_must_be_declared(void **state)
     tu_server_stop(srv);
 }
 
+static void set_kill_switch(struct tu_server *srv, bool on)
+{
+    json_t *doc = tu_get_json(srv, 200, "/risk/limits");
+    json_t *limits = json_incref(json_object_get(doc, "limits"));
+    json_decref(doc);
+    json_object_set_new(limits, "killSwitchEnabled", json_boolean(on));
+    char *body = json_dumps(limits, JSON_COMPACT);
+    json_decref(limits);
+    json_decref(tu_call(srv, "PUT", "/risk/limits", 200, body));
+    free(body);
+}
+
+/* isTradingActive() is false while the kill switch refuses every order,
+ * from the RiskControl event that says it turned on, and true again once
+ * it is off. */
+static void test_trading_inactive_under_kill_switch(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    char *src =
+        tu_strategy_source("watcher", "['Trade', 'RiskControl']", "[]", "let seen = false;",
+                           "onTrade() {\n"
+                           "  if (!seen) h.log('trading', {active: rt.isTradingActive()});\n"
+                           "  seen = true;\n"
+                           "},\n"
+                           "onRiskControl(ctx, evt, p) {\n"
+                           "  h.log('risk', {active: rt.isTradingActive()});\n"
+                           "},");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_decref(tu_instance_create(srv, "watcher", "watcher", NULL, NULL, NULL));
+    tu_instance_start(srv, "watcher");
+    json_t *v = tu_wait_log_values(srv, "watcher", "trading", 1, TU_WAIT_S);
+    assert_true(json_is_true(tu_jget(v, "0.active")));
+    json_decref(v);
+    set_kill_switch(srv, true);
+    v = tu_wait_log_values(srv, "watcher", "risk", 1, TU_WAIT_S);
+    assert_true(json_is_false(tu_jget(v, "0.active")));
+    json_decref(v);
+    set_kill_switch(srv, false);
+    v = tu_wait_log_values(srv, "watcher", "risk", 2, TU_WAIT_S);
+    assert_true(json_is_true(tu_jget(v, "1.active")));
+    json_decref(v);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_symbol_must_be_a_string, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_subscribed_event_must_be_declared, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_trading_inactive_under_kill_switch, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
