@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* Pending timers per instance: they live outside the JS heap's cap. */
 #define HOST_MAX_TIMERS 10000
@@ -509,9 +508,9 @@ static int parse_side(JSContext *ctx, JSValueConst v, enum order_side *side)
 {
     const char *s = JS_IsString(v) ? JS_ToCString(ctx, v) : NULL;
     int rc = 0;
-    if (s && strcasecmp(s, "buy") == 0)
+    if (s && strcmp(s, "buy") == 0)
         *side = SIDE_BUY;
-    else if (s && strcasecmp(s, "sell") == 0)
+    else if (s && strcmp(s, "sell") == 0)
         *side = SIDE_SELL;
     else
         rc = -1;

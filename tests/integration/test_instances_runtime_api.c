@@ -3,6 +3,7 @@
  * as anything but a string is a TypeError naming it, in the order
  * functions and the price getters alike (it had quietly meant the first
  * scoped symbol); absent, undefined or null it still means that symbol.
+ * A side is exactly 'buy' or 'sell'.
  * subscribedEvents() may only narrow metadata.events. isTradingActive()
  * is false while the kill switch is on. An instance started after its
  * provider hears the current InstrumentUpdate of its symbols.
@@ -76,6 +77,27 @@ static void expect_ok(const json_t *results, const char *label)
     const json_t *r = json_object_get(results, label);
     if (!r || json_object_get(r, "error"))
         fail_msg("%s: expected no error, got %s", label, r ? json_dumps(r, JSON_COMPACT) : "none");
+}
+
+/* side is exactly 'buy' or 'sell', as documented: 'SELL' and 'Sell' had
+ * been taken as sells. */
+static void test_side_is_exact(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    json_t *results =
+        run_calls(srv, "sides",
+                  "  try_('upper', () => rt.submitMarketOrder('sim', 'SELL', 0.001));\n"
+                  "  try_('title', () => rt.submitOrder('sim', 'Buy', 0.001, 1));\n"
+                  "  try_('buy', () => rt.submitMarketOrder('sim', 'buy', 0.001));\n"
+                  "  try_('sell', () => rt.submitOrder('sim', 'sell', 0.001, 1e9));\n",
+                  4);
+    expect_error(results, "upper", "TypeError: side must be \"buy\" or \"sell\"");
+    expect_error(results, "title", "TypeError: side must be \"buy\" or \"sell\"");
+    expect_ok(results, "buy");
+    expect_ok(results, "sell");
+    json_decref(results);
+    tu_server_stop(srv);
 }
 
 static void test_symbol_must_be_a_string(void **state)
@@ -257,6 +279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_symbol_must_be_a_string, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_side_is_exact, tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_subscribed_event_must_be_declared, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_trading_inactive_under_kill_switch, tu_server_setup,

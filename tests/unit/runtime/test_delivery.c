@@ -586,7 +586,7 @@ static const char *const TRADER =
     "        n++;\n"
     "        if (n === 1) {\n"
     "          const a = env.runtime.submitOrder('sim', 'buy', 2, 101.5);\n"
-    "          const b = env.runtime.submitMarketOrder('sim', 'SELL', 0.5, 'ETH-USDT');\n"
+    "          const b = env.runtime.submitMarketOrder('sim', 'sell', 0.5, 'ETH-USDT');\n"
     "          env.helpers.log('ids', a, b, env.runtime.isDryRun());\n"
     "        } else if (n === 2) {\n"
     "          env.helpers.log('cancel', env.runtime.cancelOrder(ctx.instanceId + '-1'),\n"
