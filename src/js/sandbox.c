@@ -342,9 +342,12 @@ static struct js_limits resolve_limits(const struct js_limits *limits)
 }
 
 /* Each intrinsic costs heap in every one of thousands of sandboxes, so the
- * list is what strategies use: no Eval (source is compiled elsewhere) and no
- * String.prototype.normalize tables. The compiler needs Eval to parse and
- * the RegExp compiler to turn regex literals into bytecode. */
+ * list is what strategies use: no Eval (source is compiled elsewhere). The
+ * compiler needs Eval to parse and the RegExp compiler to turn regex
+ * literals into bytecode. String.prototype.normalize and localeCompare
+ * (arr.sort((a, b) => a.localeCompare(b)) is a common idiom) are two
+ * methods on String.prototype: their tables are static data, linked in
+ * either way. */
 static void add_intrinsics(JSContext *ctx, enum js__profile profile)
 {
     JS_AddIntrinsicBaseObjects(ctx);
@@ -362,6 +365,7 @@ static void add_intrinsics(JSContext *ctx, enum js__profile profile)
     JS_AddIntrinsicTypedArrays(ctx);
     JS_AddIntrinsicPromise(ctx);
     JS_AddIntrinsicWeakRef(ctx);
+    JS_AddIntrinsicStringNormalize(ctx);
 }
 
 static int create_context(struct js_sandbox *sb, enum js__profile profile, struct err *err)

@@ -234,6 +234,20 @@ static void test_builtins_present(void **state)
     js_sandbox_free(&sb);
 }
 
+/* normalize and localeCompare are there (code-point order after
+ * canonical normalization: no locale data). */
+static void test_normalize_and_locale_compare(void **state)
+{
+    (void)state;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 0);
+    assert_eval(&sb, "'e\\u0301'.normalize() === '\\u00e9'", "true");
+    assert_eval(&sb, "'\\u00e9'.normalize('NFD').length", "2");
+    assert_eval(&sb, "['b', 'c', 'a'].sort((x, y) => x.localeCompare(y)).join()", "a,b,c");
+    assert_eval(&sb, "'e\\u0301'.localeCompare('\\u00e9')", "0");
+    js_sandbox_free(&sb);
+}
+
 static void test_eval_and_function_constructor_refused(void **state)
 {
     (void)state;
@@ -1085,6 +1099,7 @@ int main(void)
         cmocka_unit_test(test_set_limits),
         cmocka_unit_test(test_closed_to_host),
         cmocka_unit_test(test_builtins_present),
+        cmocka_unit_test(test_normalize_and_locale_compare),
         cmocka_unit_test(test_eval_and_function_constructor_refused),
         cmocka_unit_test(test_module_loading_refused),
         cmocka_unit_test(test_atomics_wait_refused),
