@@ -264,9 +264,9 @@ static void format_budget(int64_t budget_ns, char *out, size_t size)
 static const char *exception_hint(const struct js_exception *ex)
 {
     if (strcmp(js__text(ex->name), "ReferenceError") == 0)
-        return "define the name or fix its spelling: the sandbox offers only ECMAScript "
-               "built-ins (no require, process, console or timers), and env arrives in "
-               "create(env)";
+        return "define the name or fix its spelling: the sandbox offers the ECMAScript "
+               "built-ins, timers and console (no require, process or fetch), and env "
+               "arrives in create(env)";
     if (!*js__text(ex->stack))
         return "the top level runs once when the module loads and must not throw; throw "
                "Error objects (throw new Error(...)) so that failures say where they happen";

@@ -739,10 +739,91 @@ static struct js_limits validation_limits(const struct js_limits *limits)
     return out;
 }
 
+/* ---------------------------------------------- timers and console */
+
+/* The top level of an instance may set timers (held until create(env) has
+ * run) and log; validating it without them refused every module whose top
+ * level did either. A validation gets inert ones: timers that never fire
+ * (a callback must still be a function, as at run time) and a console that
+ * writes nothing. */
+static JSValue inert_timer(JSContext *ctx, const char *name, int argc, JSValueConst *argv)
+{
+    static _Thread_local uint32_t next_id;
+    if (argc < 1 || !JS_IsFunction(ctx, argv[0]))
+        return JS_ThrowTypeError(ctx, "%s: the callback must be a function", name);
+    next_id = next_id % INT32_MAX + 1;
+    return JS_NewInt32(ctx, (int32_t)next_id);
+}
+
+static JSValue inert_set_timeout(JSContext *ctx, JSValueConst this_val, int argc,
+                                 JSValueConst *argv)
+{
+    (void)this_val;
+    return inert_timer(ctx, "setTimeout", argc, argv);
+}
+
+static JSValue inert_set_interval(JSContext *ctx, JSValueConst this_val, int argc,
+                                  JSValueConst *argv)
+{
+    (void)this_val;
+    return inert_timer(ctx, "setInterval", argc, argv);
+}
+
+static JSValue inert_call(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    (void)ctx;
+    (void)this_val;
+    (void)argc;
+    (void)argv;
+    return JS_UNDEFINED;
+}
+
+static int define_function(JSContext *ctx, JSValueConst obj, const char *name, JSCFunction *fn,
+                           int length)
+{
+    JSValue f = JS_NewCFunction(ctx, fn, name, length);
+    if (JS_IsException(f))
+        return -1;
+    return JS_DefinePropertyValueStr(ctx, obj, name, f, JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
+}
+
+static int install_inert_host(JSContext *ctx, struct err *err)
+{
+    static const char *const timers[] = {"setTimeout", "setInterval"};
+    static JSCFunction *const setters[] = {inert_set_timeout, inert_set_interval};
+    static const char *const clears[] = {"clearTimeout", "clearInterval"};
+    static const char *const levels[] = {"log", "info", "debug", "warn", "error"};
+    JSValue global = JS_GetGlobalObject(ctx), console = JS_NewObject(ctx);
+    int rc = JS_IsException(console) ? -1 : 0;
+    for (size_t i = 0; rc == 0 && i < 2; i++) {
+        rc = define_function(ctx, global, timers[i], setters[i], 2) < 0 ||
+                     define_function(ctx, global, clears[i], inert_call, 1) < 0
+                 ? -1
+                 : 0;
+    }
+    for (size_t i = 0; rc == 0 && i < sizeof(levels) / sizeof(levels[0]); i++)
+        rc = define_function(ctx, console, levels[i], inert_call, 0) < 0 ? -1 : 0;
+    if (rc == 0)
+        rc = JS_DefinePropertyValueStr(ctx, global, "console", JS_DupValue(ctx, console),
+                                       JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE) < 0
+                 ? -1
+                 : 0;
+    JS_FreeValue(ctx, console);
+    JS_FreeValue(ctx, global);
+    if (rc != 0) {
+        if (JS_HasException(ctx))
+            JS_FreeValue(ctx, JS_GetException(ctx));
+        err_set(err, ERR_INTERNAL, "out of memory while preparing the validation sandbox");
+    }
+    return rc;
+}
+
 static json_t *run_and_check(struct js_sandbox *sb, const struct js_bytecode *bc,
                              const char *source, size_t len, struct err *err)
 {
     JSValue exports = JS_UNDEFINED;
+    if (install_inert_host(sb->ctx, err) < 0)
+        return NULL;
     if (js_module_load(sb, bc, &exports, err) < 0) {
         if (err && err->kind == ERR_UNPROCESSABLE)
             point_at_throw(err, source, len, bc->filename);

@@ -6,7 +6,8 @@
  * A side is exactly 'buy' or 'sell'.
  * subscribedEvents() may only narrow metadata.events. isTradingActive()
  * is false while the kill switch is on. An instance started after its
- * provider hears the current InstrumentUpdate of its symbols.
+ * provider hears the current InstrumentUpdate of its symbols. A top level
+ * may set timers and log, at upload as when it runs.
  */
 #include "testutil.h"
 
@@ -274,6 +275,30 @@ static void test_instruments_reach_a_late_start(void **state)
     tu_server_stop(srv);
 }
 
+/* A top level that sets a timer and logs, unguarded, uploads (validation
+ * gives it inert ones) and, started, runs the timer after create(). */
+static void test_top_level_timer_uploads_and_runs(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    const char *src = "let created = false;\n"
+                      "console.log('loading');\n"
+                      "setTimeout((tag) => console.log('fired', JSON.stringify({tag, created})), 0,"
+                      " 'x');\n"
+                      "module.exports = {\n"
+                      "  metadata: { name: 'early', displayName: 'E', events: ['Trade'] },\n"
+                      "  create() { created = true; return {}; },\n"
+                      "};\n";
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    json_decref(tu_instance_create(srv, "early", "early", NULL, NULL, NULL));
+    tu_instance_start(srv, "early");
+    json_t *v = tu_wait_log_values(srv, "early", "fired", 1, TU_WAIT_S);
+    assert_string_equal(tu_jstr(v, "0.tag"), "x");
+    assert_true(json_is_true(tu_jget(v, "0.created")));
+    json_decref(v);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +310,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trading_inactive_under_kill_switch, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_instruments_reach_a_late_start, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_top_level_timer_uploads_and_runs, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

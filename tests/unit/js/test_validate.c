@@ -677,6 +677,27 @@ static void test_metadata_checks_are_linear(void **state)
     assert_true(clock_mono_ns() - start < 20000 * MS);
 }
 
+/* A top level may set timers and log, as at run time: validation gives it
+ * timers that never fire and a console that writes nothing; a callback
+ * that is not a function is refused as at run time. */
+static void test_top_level_timers_and_console(void **state)
+{
+    (void)state;
+    json_t *md = expect_valid("const t = setTimeout((a) => {}, 10, 'x');\n"
+                              "const i = setInterval(() => {}, 1000);\n"
+                              "clearTimeout(t); clearInterval(i);\n"
+                              "console.log('loading'); console.info(1); console.debug(2);\n"
+                              "console.warn(3); console.error(4);\n"
+                              "if (typeof t !== 'number' || t === i) throw new Error('ids');\n"
+                              "module.exports = {\n  metadata: { name: 'tl', displayName: 'T',"
+                              " events: ['Trade'] },\n  create() { return {}; },\n};\n");
+    json_decref(md);
+    expect_diag("setTimeout(42);\n"
+                "module.exports = {\n  metadata: { name: 'tl', displayName: 'T',"
+                " events: ['Trade'] },\n  create() { return {}; },\n};\n",
+                NULL, "execute", 1, 1, "setTimeout: the callback must be a function", NULL);
+}
+
 /* --------------------------------------------------------- create stage */
 
 static void test_create_stage(void **state)
@@ -976,6 +997,7 @@ int main(void)
         cmocka_unit_test(test_metadata_reports_every_problem),
         cmocka_unit_test(test_metadata_problems_are_capped),
         cmocka_unit_test(test_metadata_checks_are_linear),
+        cmocka_unit_test(test_top_level_timers_and_console),
         cmocka_unit_test(test_metadata_problems_point_at_their_field),
         cmocka_unit_test(test_create_stage),
         cmocka_unit_test(test_first_failing_stage_ends_it),
