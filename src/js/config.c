@@ -205,7 +205,9 @@ static void describe_expected(const char *type, const json_t *options, char *out
     if (strcmp(type, "enum") == 0)
         describe_enum(options, out, size);
     else if (strcmp(type, "duration") == 0)
-        snprintf(out, size, "duration such as \"250ms\", \"5s\" or \"1h30m\"");
+        snprintf(out, size,
+                 "duration such as \"250ms\", \"5s\", \"1h30m\" or a whole number "
+                 "of milliseconds not below 0");
     else if (js__config_type_valid(type))
         snprintf(out, size, "%s", type);
     else
@@ -231,6 +233,8 @@ static void describe_got(const char *type, const json_t *value, char *out, size_
     bool quote = json_is_string(value) && (!strcmp(type, "enum") || !strcmp(type, "duration"));
     if (quote)
         snprintf(out, size, "\"%.100s\"", json_string_value(value));
+    else if (json_is_number(value) && !strcmp(type, "duration"))
+        snprintf(out, size, "%.17g", json_number_value(value)); /* -5 is an int, yet refused */
     else
         snprintf(out, size, "%s", js__json_type_name(value));
 }

@@ -125,10 +125,16 @@ static int compile_failure(struct js_sandbox *sb, const char *source, size_t len
     if (ex.failure == JS_FAILURE_BUDGET)
         snprintf(text, sizeof(text), "compiling ran past the module's compile budget of %.1f s",
                  (double)compile_budget_ns(len) / 1e9);
-    const char *name = js__text(ex.name);
-    snprintf(message, sizeof(message), "%s%s%s", name, *name ? ": " : "", text);
     size_t line_len = 0;
     const char *line_text = js__source_line(source, len, ex.line, &line_len);
+    /* QuickJS reads `import x from 'y'` as a dynamic import missing its '(' */
+    if (line_text && starts_with_word(line_text, line_len, "import") &&
+        strstr(text, "expecting '('"))
+        snprintf(text, sizeof(text),
+                 "static import is not supported (a strategy is a CommonJS "
+                 "script)");
+    const char *name = js__text(ex.name);
+    snprintf(message, sizeof(message), "%s%s%s", name, *name ? ": " : "", text);
     json_t *diag = js__diagnostic("compile", message, ex.line, ex.column,
                                   compile_hint(message, line_text, line_len));
     js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s:%d:%d: %s", filename, ex.line,
@@ -296,8 +302,8 @@ static const char *describe_load_failure(const struct js_sandbox *sb, const stru
     case JS_FAILURE_EXCEPTION:
         break;
     }
-    snprintf(message, size, "the top level threw %s: %s", js__text(ex->name),
-             js__text(ex->message));
+    const char *name = *js__text(ex->name) ? ex->name : "a value without a name";
+    snprintf(message, size, "the top level threw %s: %s", name, js__text(ex->message));
     return exception_hint(ex);
 }
 

@@ -305,6 +305,8 @@ static void check_default(struct problems *p, const char *label, const char *typ
         char got[128];
         if (json_is_string(def) && strcmp(type, "string") != 0)
             describe_value(def, got, sizeof(got));
+        else if (json_is_number(def) && strcmp(type, "duration") == 0)
+            snprintf(got, sizeof(got), "%.17g", json_number_value(def)); /* -5: an int, refused */
         else
             snprintf(got, sizeof(got), "%s", js__json_type_name(def));
         problem(p, hint, "%s.default: expected %s, got %s", label, expected, got);
@@ -500,8 +502,9 @@ static int check_create(struct js_sandbox *sb, JSValueConst exports, const char 
         if (JS_IsException(create))
             JS_FreeValue(sb->ctx, JS_GetException(sb->ctx));
         fail_one(err, filename, "create",
-                 "export create(env) { return { onTrade(trade) { ... } }; }: the function the "
-                 "runtime calls to start each instance, returning its handlers",
+                 "give module.exports a create(env) { return { onTrade(ctx, evt, payload) { ... } "
+                 "}; }: the function the runtime calls to start each instance, returning its "
+                 "handlers",
                  message);
         rc = -1;
     }

@@ -474,9 +474,10 @@ static void test_metadata_config_defaults(void **state)
     config_problem("[{ name: 'n', type: 'bool', default: 1 }]", "expected bool, got int", NULL);
     config_problem("[{ name: 'n', type: 'string', default: 1 }]", "expected string, got int", NULL);
     config_problem("[{ name: 'n', type: 'duration', default: '5x' }]",
-                   "expected duration such as \"250ms\", \"5s\" or \"1h30m\", got '5x'",
+                   "expected duration such as \"250ms\", \"5s\", \"1h30m\" or a whole number of "
+                   "milliseconds not below 0, got '5x'",
                    "a duration");
-    config_problem("[{ name: 'n', type: 'duration', default: -5 }]", "got int", NULL);
+    config_problem("[{ name: 'n', type: 'duration', default: -5 }]", "got -5", NULL);
     config_problem("[{ name: 'm', type: 'enum' }]",
                    "metadata.config[0] (m) is an enum without options", "['fast', 'slow']");
     config_problem("[{ name: 'm', type: 'enum', options: [] }]", "is an enum without options",
@@ -696,6 +697,24 @@ static void test_top_level_timers_and_console(void **state)
                 "module.exports = {\n  metadata: { name: 'tl', displayName: 'T',"
                 " events: ['Trade'] },\n  create() { return {}; },\n};\n",
                 NULL, "execute", 1, 1, "setTimeout: the callback must be a function", NULL);
+}
+
+/* Messages and hints that had misled: a static import read as a dynamic
+ * one missing its '(', a thrown Error without a name, the create hint's
+ * handler signature. */
+static void test_messages_say_what_happened(void **state)
+{
+    (void)state;
+    expect_diag("import x from 'y';\nmodule.exports = {};\n", NULL, "compile", 1, -1,
+                "SyntaxError: static import is not supported", "CommonJS");
+    expect_diag("const e = new Error('x');\n"
+                "Object.defineProperty(e, 'name', { get() { return ''; } });\n"
+                "throw e;\n",
+                NULL, "execute", -1, -1, "the top level threw a value without a name: x", NULL);
+    expect_diag("module.exports = {\n  metadata: { name: 'c', displayName: 'C',"
+                " events: ['Trade'] },\n};\n",
+                NULL, "create", 0, 0, "module.exports.create is not a function",
+                "onTrade(ctx, evt, payload)");
 }
 
 /* --------------------------------------------------------- create stage */
@@ -998,6 +1017,7 @@ int main(void)
         cmocka_unit_test(test_metadata_problems_are_capped),
         cmocka_unit_test(test_metadata_checks_are_linear),
         cmocka_unit_test(test_top_level_timers_and_console),
+        cmocka_unit_test(test_messages_say_what_happened),
         cmocka_unit_test(test_metadata_problems_point_at_their_field),
         cmocka_unit_test(test_create_stage),
         cmocka_unit_test(test_first_failing_stage_ends_it),
