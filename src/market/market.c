@@ -853,29 +853,10 @@ static void ops_abandon(void *ctx, uint32_t instance_key, const char *instance_i
     }
 }
 
-/* A worker's call, as ops_abandon: the session's lock is held only to
- * queue the command. */
-static void ops_instruments(void *ctx, uint32_t instance_key, uint16_t provider, uint16_t symbol)
-{
-    struct provider *p = find_id(ctx, provider);
-    if (!p)
-        return;
-    char error[EVENT_REASON_MAX] = "";
-    pthread_mutex_lock(&p->session_lock);
-    int rc = p->session
-                 ? sim_announce_instruments(p->session, instance_key, symbol, error, sizeof error)
-                 : 0;
-    pthread_mutex_unlock(&p->session_lock);
-    if (rc != 0)
-        log_warn("market", "provider %s: cannot send its instruments to a starting instance: %s",
-                 p->name, error);
-}
-
 struct market_ops market_runtime_ops(struct market *m)
 {
-    return (struct market_ops){m,           ops_submit,         ops_cancel,
-                               ops_quote,   ops_trading_active, ops_forget,
-                               ops_abandon, ops_instruments};
+    return (struct market_ops){m,          ops_submit, ops_cancel, ops_quote, ops_trading_active,
+                               ops_forget, ops_abandon};
 }
 
 /* -------------------------------------------------------------- metrics */

@@ -362,8 +362,6 @@ enum sim_cmd_kind {
                               * cancel_reason */
     SIM_CMD_NOTICE,          /* notice: a provider-wide RiskControl event; then, with
                               * cancel_reason, every resting order cancelled */
-    SIM_CMD_INSTRUMENTS,     /* req: instance_key and symbol; the symbol's (0: every
-                              * symbol's) InstrumentUpdate, directed at the instance */
 };
 
 /* What a caller waiting for its command to be run waits on. */
@@ -456,13 +454,6 @@ int sim_cancel_instance(struct sim *s, uint32_t instance_key, char *error, size_
  * memory or stopping. */
 int sim_abandon_instance(struct sim *s, uint32_t instance_key, const char *reason, char *error,
                          size_t size);
-/* Queues the current InstrumentUpdate of `symbol` (0: of every symbol),
- * directed at the instance alone, behind what is queued, and returns
- * without waiting, so a worker may call it: a strategy started after the
- * provider hears the tick and lot sizes too. -1 with a message when out of
- * memory or stopping. */
-int sim_announce_instruments(struct sim *s, uint32_t instance_key, uint16_t symbol, char *error,
-                             size_t size);
 /* Publishes a RiskControl event for the whole provider with `reason` (its
  * subscribers hear of a gateway-wide change, the kill switch) after what
  * is queued, then, when `cancel_reason` is not NULL, cancels every resting

@@ -463,25 +463,6 @@ static void publish_instruments(struct sim *s, bool trading)
     }
 }
 
-/* The InstrumentUpdate of `symbol` (0: of every symbol) as it stands, to
- * one instance: the provider announces its instruments only as it starts
- * and stops, before any instance started later was there to hear it. */
-static void publish_instruments_to(struct sim *s, uint32_t instance_key, uint16_t symbol)
-{
-    for (size_t i = 0; i < s->nmarkets; i++) {
-        struct sim_market *mk = &s->markets[i];
-        if (symbol && mk->id != symbol)
-            continue;
-        struct event *ev = new_event(s, EVENT_INSTRUMENT_UPDATE, 0);
-        if (!ev)
-            continue;
-        ev->target = instance_key;
-        ev->u.instrument =
-            (struct event_instrument){mk->tick_size, mk->lot_size, mk->lot_size, true};
-        sim_publish(s, ev, mk->id);
-    }
-}
-
 /* A RiskControl event for `symbol` (0: the whole provider), which every
  * subscriber is sent whatever `wants` says: it is rare and must not be
  * missed. */
@@ -615,9 +596,6 @@ static void run_command(struct sim *s, const struct sim_cmd *c)
         publish_risk_control(s, 0, c->notice);
         if (c->cancel_reason)
             sim_orders_cancel_all(s, c->cancel_reason);
-        break;
-    case SIM_CMD_INSTRUMENTS:
-        publish_instruments_to(s, c->req.instance_key, c->req.symbol);
         break;
     }
     if (c->signal)
@@ -980,14 +958,6 @@ int sim_abandon_instance(struct sim *s, uint32_t instance_key, const char *reaso
 {
     struct sim_cmd c = {
         .kind = SIM_CMD_CANCEL_INSTANCE, .req.instance_key = instance_key, .cancel_reason = reason};
-    return submit_command(s, &c, error, size);
-}
-
-int sim_announce_instruments(struct sim *s, uint32_t instance_key, uint16_t symbol, char *error,
-                             size_t size)
-{
-    struct sim_cmd c = {
-        .kind = SIM_CMD_INSTRUMENTS, .req.instance_key = instance_key, .req.symbol = symbol};
     return submit_command(s, &c, error, size);
 }
 

@@ -256,11 +256,6 @@ struct market_ops {
      * queued before. Returns without waiting, like submit: a worker calls it
      * once the failed VM is gone. May be NULL. */
     void (*abandon)(void *ctx, uint32_t instance_key, const char *instance_id, const char *reason);
-    /* The instance has started: the current InstrumentUpdate of `symbol`
-     * on `provider` is queued, directed at the instance alone, behind what
-     * the provider publishes already. Returns without waiting, like submit
-     * (a worker calls it). May be NULL. */
-    void (*instruments)(void *ctx, uint32_t instance_key, uint16_t provider, uint16_t symbol);
 };
 
 #endif

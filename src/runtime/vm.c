@@ -1493,23 +1493,6 @@ int vm_stage(struct worker *w, struct instance *inst, struct vm_plan *plan, stru
     return 0;
 }
 
-/* A VM that listens to InstrumentUpdate asks for the current one of each
- * scoped symbol: providers announce them only when they start, so a VM
- * started later had never learnt its tick and lot sizes. They arrive as
- * directed events, after this start's command (and so after create). */
-static void ask_instruments(struct worker *w, struct vm *vm)
-{
-    const struct market_ops *ops = &w->rt->opts.market;
-    if (!ops->instruments || !(vm->events & (1u << EVENT_INSTRUMENT_UPDATE)) ||
-        JS_IsUndefined(vm->fn[H_INSTRUMENT_UPDATE]))
-        return;
-    for (uint16_t i = 0; i < vm->plan->nscope; i++) {
-        const struct scope_entry *e = &vm->plan->scope[i];
-        if (e->symbol)
-            ops->instruments(ops->ctx, vm->inst->key, e->provider, e->symbol);
-    }
-}
-
 int vm_launch(struct worker *w, struct vm *vm, struct err *err)
 {
     vm->staged = false;
@@ -1538,7 +1521,6 @@ int vm_launch(struct worker *w, struct vm *vm, struct err *err)
     vm_spares_retry(&w->spares);
     atomic_store_explicit(&vm->inst->memory, (uint64_t)js_sandbox_memory_used(&vm->sb),
                           memory_order_relaxed);
-    ask_instruments(w, vm);
     return 0;
 }
 

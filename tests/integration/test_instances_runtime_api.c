@@ -5,9 +5,8 @@
  * scoped symbol); absent, undefined or null it still means that symbol.
  * A side is exactly 'buy' or 'sell'.
  * subscribedEvents() may only narrow metadata.events. isTradingActive()
- * is false while the kill switch is on. An instance started after its
- * provider hears the current InstrumentUpdate of its symbols. A top level
- * may set timers and log, at upload as when it runs.
+ * is false while the kill switch is on. A top level may set timers and
+ * log, at upload as when it runs.
  */
 #include "testutil.h"
 
@@ -217,64 +216,6 @@ static void test_trading_inactive_under_kill_switch(void **state)
     tu_server_stop(srv);
 }
 
-static char *instrument_listener(const char *name)
-{
-    return tu_strategy_source(
-        name, "['Trade', 'InstrumentUpdate']", "[]", "h.log('order', {step: 'created'});",
-        "onInstrumentUpdate(ctx, evt, p) {\n"
-        "  h.log('order', {step: 'instrument'});\n"
-        "  h.log('instrument', {symbol: ctx.symbol, evtSymbol: evt.symbol,\n"
-        "    tickSize: p.tickSize, lotSize: p.lotSize, trading: p.trading});\n"
-        "},");
-}
-
-/* An instance started while its provider runs hears the current
- * InstrumentUpdate of each of its symbols, after create(), once; another
- * instance's start sends it nothing. */
-static void test_instruments_reach_a_late_start(void **state)
-{
-    struct tu_server *srv = *state;
-    start_server(srv);
-    char *src = instrument_listener("inst");
-    tu_upload_expect(srv, src, NULL, 201, NULL);
-    free(src);
-    json_decref(
-        tu_instance_create(srv, "late", "inst", NULL, NULL, "[\"BTC-USDT\", \"ETH-USDT\"]"));
-    tu_instance_start(srv, "late");
-    json_t *v = tu_wait_log_values(srv, "late", "instrument", 2, TU_WAIT_S);
-    const char *first = tu_jstr(v, "0.symbol"), *second = tu_jstr(v, "1.symbol");
-    assert_true((strcmp(first, "BTC-USDT") == 0 && strcmp(second, "ETH-USDT") == 0) ||
-                (strcmp(first, "ETH-USDT") == 0 && strcmp(second, "BTC-USDT") == 0));
-    for (int i = 0; i < 2; i++) {
-        char path[32];
-        snprintf(path, sizeof path, "%d.tickSize", i);
-        assert_true(json_number_value(tu_jget(v, path)) > 0);
-        snprintf(path, sizeof path, "%d.lotSize", i);
-        assert_true(json_number_value(tu_jget(v, path)) > 0);
-        snprintf(path, sizeof path, "%d.trading", i);
-        assert_true(json_is_true(tu_jget(v, path)));
-        snprintf(path, sizeof path, "%d.evtSymbol", i);
-        assert_string_equal(tu_jstr(v, path), i == 0 ? first : second);
-    }
-    json_decref(v);
-    v = tu_log_values(srv, "late", "order");
-    assert_string_equal(tu_jstr(v, "0.step"), "created");
-    json_decref(v);
-
-    /* a second instance's start is announced to it alone */
-    json_decref(tu_instance_create(srv, "later", "inst", NULL, NULL, "[\"BTC-USDT\"]"));
-    tu_instance_start(srv, "later");
-    json_decref(tu_wait_log_values(srv, "later", "instrument", 1, TU_WAIT_S));
-    tu_sleep_ms(200);
-    v = tu_log_values(srv, "later", "instrument");
-    assert_int_equal(json_array_size(v), 1);
-    json_decref(v);
-    v = tu_log_values(srv, "late", "instrument");
-    assert_int_equal(json_array_size(v), 2);
-    json_decref(v);
-    tu_server_stop(srv);
-}
-
 /* A top level that sets a timer and logs, unguarded, uploads (validation
  * gives it inert ones) and, started, runs the timer after create(). */
 static void test_top_level_timer_uploads_and_runs(void **state)
@@ -308,8 +249,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscribed_event_must_be_declared, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_trading_inactive_under_kill_switch, tu_server_setup,
-                                        tu_server_teardown),
-        cmocka_unit_test_setup_teardown(test_instruments_reach_a_late_start, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_top_level_timer_uploads_and_runs, tu_server_setup,
                                         tu_server_teardown),
