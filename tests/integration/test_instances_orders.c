@@ -809,18 +809,6 @@ static void test_delete_cancels_resting_orders(void **state)
     tu_server_stop(srv);
 }
 
-static void set_kill_switch(struct tu_server *srv, bool on)
-{
-    json_t *doc = tu_get_json(srv, 200, "/risk/limits");
-    json_t *limits = json_incref(json_object_get(doc, "limits"));
-    json_decref(doc);
-    json_object_set_new(limits, "killSwitchEnabled", json_boolean(on));
-    char *body = json_dumps(limits, JSON_COMPACT);
-    json_decref(limits);
-    json_decref(tu_call(srv, "PUT", "/risk/limits", 200, body));
-    free(body);
-}
-
 /* The kill switch cancels every resting order, live or dry-run, since one
  * left on the book would go on trading while every new order is refused:
  * each instance hears its order cancelled with the reason, the history
@@ -833,7 +821,7 @@ static void test_kill_switch_cancels_resting_orders(void **state)
     start_resters(srv, ids, (const char *const[]){NULL, "{\"dry_run\": true}"});
     assert_true(usdt_held(srv) > 0);
 
-    set_kill_switch(srv, true);
+    tu_set_kill_switch(srv, true);
     static const char reason[] = "killSwitchEnabled: cancelled with every resting order";
     for (size_t i = 0; i < 2; i++) {
         char order[64], path[96];
@@ -853,7 +841,7 @@ static void test_kill_switch_cancels_resting_orders(void **state)
     }
     assert_true(held == 0);
 
-    set_kill_switch(srv, false);
+    tu_set_kill_switch(srv, false);
     tu_sleep_ms(200); /* trades go on: nothing rests again */
     for (size_t i = 0; i < 2; i++) {
         assert_int_equal(orders_count(srv, ids[i], "?state=acknowledged"), 0);

@@ -170,18 +170,6 @@ static void test_subscribed_event_must_be_declared(void **state)
     tu_server_stop(srv);
 }
 
-static void set_kill_switch(struct tu_server *srv, bool on)
-{
-    json_t *doc = tu_get_json(srv, 200, "/risk/limits");
-    json_t *limits = json_incref(json_object_get(doc, "limits"));
-    json_decref(doc);
-    json_object_set_new(limits, "killSwitchEnabled", json_boolean(on));
-    char *body = json_dumps(limits, JSON_COMPACT);
-    json_decref(limits);
-    json_decref(tu_call(srv, "PUT", "/risk/limits", 200, body));
-    free(body);
-}
-
 /* isTradingActive() is false while the kill switch refuses every order,
  * from the RiskControl event that says it turned on, and true again once
  * it is off. */
@@ -205,11 +193,11 @@ static void test_trading_inactive_under_kill_switch(void **state)
     json_t *v = tu_wait_log_values(srv, "watcher", "trading", 1, TU_WAIT_S);
     assert_true(json_is_true(tu_jget(v, "0.active")));
     json_decref(v);
-    set_kill_switch(srv, true);
+    tu_set_kill_switch(srv, true);
     v = tu_wait_log_values(srv, "watcher", "risk", 1, TU_WAIT_S);
     assert_true(json_is_false(tu_jget(v, "0.active")));
     json_decref(v);
-    set_kill_switch(srv, false);
+    tu_set_kill_switch(srv, false);
     v = tu_wait_log_values(srv, "watcher", "risk", 2, TU_WAIT_S);
     assert_true(json_is_true(tu_jget(v, "1.active")));
     json_decref(v);

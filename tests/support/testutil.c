@@ -1549,3 +1549,15 @@ bool tu_ops_wait_until(bool (*until)(void *ctx), void *ctx, int seconds)
         tu_sleep_ms(20);
     }
 }
+
+void tu_set_kill_switch(struct tu_server *srv, bool on)
+{
+    json_t *doc = tu_get_json(srv, 200, "/risk/limits");
+    json_t *limits = json_incref(json_object_get(doc, "limits"));
+    json_decref(doc);
+    json_object_set_new(limits, "killSwitchEnabled", json_boolean(on));
+    char *body = json_dumps(limits, JSON_COMPACT);
+    json_decref(limits);
+    json_decref(tu_call(srv, "PUT", "/risk/limits", 200, body));
+    free(body);
+}

@@ -248,6 +248,9 @@ json_t *tu_instance_create(struct tu_server *srv, const char *id, const char *se
 /* POST .../start or .../stop, asserting 200 and {id, status, action}. */
 void tu_instance_start(struct tu_server *srv, const char *id);
 void tu_instance_stop(struct tu_server *srv, const char *id);
+/* PUT /risk/limits with the current limits and killSwitchEnabled = on,
+ * asserting 200. */
+void tu_set_kill_switch(struct tu_server *srv, bool on);
 /* GET /strategy/instances/{id}, asserting 200. */
 json_t *tu_instance_get(struct tu_server *srv, const char *id);
 
