@@ -399,7 +399,8 @@ static int prepare(struct session *s, struct err *err)
         return -1;
     if (open_catalog(s, err) != 0)
         return -1;
-    if (bootstrap_scan_tree(s->opts.root, &s->checks, &s->scan, err) != 0)
+    if (bootstrap_scan_tree(s->opts.root, &s->checks, &s->scan, err) != 0 ||
+        bootstrap_scan_settle_marked(&s->scan, s->snapshot, err) != 0)
         return -1;
     return bootstrap_plan_build(&s->plan, s->opts.root, &s->scan, s->snapshot, err);
 }

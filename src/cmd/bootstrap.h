@@ -136,6 +136,12 @@ struct bootstrap_scan {
 int bootstrap_scan_tree(const char *root, struct bootstrap_checks *checks,
                         struct bootstrap_scan *scan, struct err *err);
 void bootstrap_scan_free(struct bootstrap_scan *scan);
+/* A <name>/<hash>/<name>.js whose folder a change killed midway marked
+ * pending, and that reg does not name, is what the catalogue's next open
+ * removes (registry.h, CATALOG_PENDING_KIND): moved from the files to the
+ * stale list, so that a dry run plans what -write does. */
+int bootstrap_scan_settle_marked(struct bootstrap_scan *scan, const struct registry *reg,
+                                 struct err *err);
 /* A file's name as its metadata says (NULL when it did not validate). */
 const char *bootstrap_file_name(const struct bootstrap_file *file);
 /* Records why a file is left alone (the first reason wins). 0, or -1 if out

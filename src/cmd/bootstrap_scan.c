@@ -139,7 +139,9 @@ static bool is_stale_temp(const char *rel, const char *name, int depth)
         return false;
     char base[NAMES_STRATEGY_MAX + 4];
     int n = snprintf(base, sizeof base, "%.*s.js", (int)(first - rel), rel);
-    return n > 0 && (size_t)n < sizeof base && fsutil_is_writer_name(name, base, "tmp");
+    return n > 0 && (size_t)n < sizeof base &&
+           (fsutil_is_writer_name(name, base, "tmp") ||
+            fsutil_is_writer_name(name, base, CATALOG_PENDING_KIND));
 }
 
 /* Splits rel into its components: the layout follows from their count and
@@ -362,6 +364,48 @@ static int compare_files(const void *a, const void *b)
 static int compare_strings(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether a pending marker (listed among the stale files) sits in the
+ * folder of file. */
+static bool folder_marked(const struct bootstrap_scan *scan, const struct bootstrap_file *file)
+{
+    size_t dir_len = (size_t)(strrchr(file->rel, '/') - file->rel) + 1;
+    const char *base = file->rel + dir_len;
+    for (size_t i = 0; i < scan->stale.n; i++) {
+        const char *item = scan->stale.items[i];
+        if (strncmp(item, file->rel, dir_len) == 0 && !strchr(item + dir_len, '/') &&
+            fsutil_is_writer_name(item + dir_len, base, CATALOG_PENDING_KIND))
+            return true;
+    }
+    return false;
+}
+
+int bootstrap_scan_settle_marked(struct bootstrap_scan *scan, const struct registry *reg,
+                                 struct err *err)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < scan->nfiles; i++) {
+        struct bootstrap_file *f = &scan->files[i];
+        bool garbage = f->layout == BOOTSTRAP_LAYOUT_CURRENT && folder_marked(scan, f) &&
+                       !registry_find_revision(registry_find_strategy(reg, f->folder), f->sub);
+        if (garbage && add_path(&scan->stale, f->rel) != 0) {
+            err_set(err, ERR_INTERNAL, "out of memory scanning %s", f->rel);
+            return -1;
+        }
+        if (!garbage) {
+            scan->files[kept++] = *f;
+            continue;
+        }
+        free(f->rel);
+        free(f->folder);
+        free(f->sub);
+        free(f->problem);
+    }
+    scan->nfiles = kept;
+    if (scan->stale.n)
+        qsort(scan->stale.items, scan->stale.n, sizeof *scan->stale.items, compare_strings);
+    return 0;
 }
 
 int bootstrap_scan_tree(const char *root, struct bootstrap_checks *checks,

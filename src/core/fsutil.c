@@ -145,11 +145,20 @@ int fsutil_write_new(const char *path, const void *data, size_t len, mode_t mode
     return 0;
 }
 
+/* One sequence for every temporary name of the process, so two writers of
+ * one path never pick the same name. */
+static atomic_uint temp_sequence;
+
+char *fsutil_writer_name(const char *path, const char *kind)
+{
+    unsigned n = atomic_fetch_add(&temp_sequence, 1);
+    return fsutil_format("%s.%s.%ld.%u", path, kind, (long)getpid(), n);
+}
+
 static int replace_file(const char *path, const void *data, size_t len, mode_t mode, char **kept,
                         struct err *err)
 {
-    static atomic_uint sequence;
-    unsigned n = atomic_fetch_add(&sequence, 1);
+    unsigned n = atomic_fetch_add(&temp_sequence, 1);
     char *tmp = fsutil_format("%s.tmp.%ld.%u", path, (long)getpid(), n);
     char *dir = fsutil_dir_of(path);
     if (!tmp || !dir) {

@@ -111,6 +111,10 @@ void fsutil_rmdir_if_empty(const char *path);
  * A sweep of a dead writer's leftovers matches names with this and nothing
  * looser, so a file that merely starts like one is never taken for one. */
 bool fsutil_is_writer_name(const char *name, const char *base, const char *kind);
+/* A fresh name of the writer shape beside path, "<path>.<kind>.<pid>.<n>"
+ * (malloc'ed; NULL if out of memory), for a caller's own marker or
+ * temporary that a start-up sweep must recognise (fsutil_is_writer_name). */
+char *fsutil_writer_name(const char *path, const char *kind);
 /* "a" + "/" + "b", malloc'ed; NULL if out of memory. */
 char *fsutil_join(const char *a, const char *b);
 /* A printf-formatted path, malloc'ed; NULL if out of memory. */

@@ -16,6 +16,7 @@
 #include "core/names.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,11 +276,18 @@ static bool is_leftover(int dir_fd, const char *name, const char *base, const ch
     return named && fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
+/* Runs once, at the first leftover a walk meets, before anything goes; a
+ * non-zero return keeps every file of the folder. */
+struct first_leftover {
+    int (*run)(void *ctx);
+    void *ctx;
+};
+
 /* Removes the files of `dir` named "<base>.<kind>.<pid>.<n>" for each of
- * `kinds` (NULL-terminated); `where` names the folder in the log. Returns
- * how many went. */
+ * `kinds` (NULL-terminated); `where` names the folder in the log; `first`
+ * may be NULL. Returns how many went. */
 static size_t remove_leftovers_in(int dir_fd, const char *base, const char *const *kinds,
-                                  const char *where)
+                                  const char *where, const struct first_leftover *first)
 {
     int fd = dup(dir_fd);
     DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
@@ -290,10 +298,15 @@ static size_t remove_leftovers_in(int dir_fd, const char *base, const char *cons
     }
     rewinddir(dir); /* a dup shares the offset of an earlier walk */
     size_t removed = 0;
+    bool met = false;
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        if (!is_leftover(dirfd(dir), entry->d_name, base, kinds) ||
-            unlinkat(dirfd(dir), entry->d_name, 0) != 0)
+        if (!is_leftover(dirfd(dir), entry->d_name, base, kinds))
+            continue;
+        if (!met && first && first->run(first->ctx) != 0)
+            break;
+        met = true;
+        if (unlinkat(dirfd(dir), entry->d_name, 0) != 0)
             continue;
         removed++;
         log_info(REGISTRY__COMPONENT, "removed a stale temporary file %s%s", where, entry->d_name);
@@ -314,13 +327,93 @@ static bool is_hash_folder(const char *name)
     return len == HASH_HEX_LEN && name[len] == '\0';
 }
 
-/* <name>/<hash>/<name>.js.tmp.<pid>.<n>: a revision write killed before its
- * rename (the catalogue writes revision files with fsutil_write_atomic and
- * keeps no replaced copy). A hash folder it leaves empty goes too; any
- * other folder, and a hash folder holding anything else, stays. */
-static void remove_revision_temps(int root_fd, const char *name)
+/* What the sweep consults in a folder a change had marked pending:
+ * registry.json as read under the lock, parsed on the first such folder
+ * (almost never). */
+struct sweep {
+    const struct catalog *cat;
+    const struct disk_state *disk;
+    struct registry *named;
+    bool unreadable;
+};
+
+/* 1 when registry.json names name@hex, 0 when not, -1 when it cannot be
+ * told (the open then fails on the same file; the sweep keeps the folder). */
+static int sweep_names(struct sweep *sw, const char *name, const char *hex)
 {
-    static const char *const kinds[] = {"tmp", NULL};
+    if (!sw->named && !sw->unreadable) {
+        struct err e = ERR_INIT;
+        json_t *doc = parse_disk(sw->disk, &e);
+        sw->named = doc ? registry__from_json(doc, &e) : NULL;
+        json_decref(doc);
+        err_clear(&e);
+        sw->unreadable = sw->named == NULL;
+    }
+    if (sw->unreadable)
+        return -1;
+    return registry_find_revision(registry_find_strategy(sw->named, name), hex) != NULL;
+}
+
+static bool has_marker(int hash_fd, const char *file)
+{
+    static const char *const kinds[] = {CATALOG_PENDING_KIND, NULL};
+    /* an open of its own: a dup would share the offset of the caller's walk */
+    int fd = openat(hash_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    bool found = false;
+    struct dirent *entry;
+    while (!found && (entry = readdir(dir)) != NULL)
+        found = is_leftover(dirfd(dir), entry->d_name, file, kinds);
+    closedir(dir);
+    return found;
+}
+
+struct marked_folder {
+    struct sweep *sw;
+    int hash_fd;
+    const char *name;
+    const char *hex;
+    const char *file;
+};
+
+/* A change a crash interrupted marked this folder (CATALOG_PENDING_KIND):
+ * its file stays only if registry.json names the revision. Runs before the
+ * markers are swept, so a crash in here leaves them to the next open. */
+static int settle_marked(void *ctx)
+{
+    const struct marked_folder *at = ctx;
+    if (!has_marker(at->hash_fd, at->file))
+        return 0;
+    int named = sweep_names(at->sw, at->name, at->hex);
+    if (named != 0)
+        return named < 0 ? -1 : 0;
+    if (unlinkat(at->hash_fd, at->file, 0) == 0) {
+        (void)fsync(at->hash_fd);
+        log_info(REGISTRY__COMPONENT,
+                 "removed %s/%s/%s: a change a crash interrupted had written or was deleting "
+                 "it, and registry.json does not name it",
+                 at->name, at->hex, at->file);
+    } else if (errno != ENOENT) {
+        log_warn(REGISTRY__COMPONENT, "cannot remove %s/%s/%s: %s", at->name, at->hex, at->file,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* In <name>/<hash>/: <name>.js.tmp.<pid>.<n>, a revision write killed
+ * before its rename, and <name>.js.pending.<pid>.<n>, the marker of a
+ * change killed before it settled (settle_marked first). A hash folder
+ * they leave empty goes too; any other folder, and a hash folder holding
+ * anything else, stays. */
+static void remove_revision_temps(struct sweep *sw, int root_fd, const char *name)
+{
+    static const char *const kinds[] = {"tmp", CATALOG_PENDING_KIND, NULL};
     int strategy_fd = open_dir_at(root_fd, name);
     DIR *dir = strategy_fd >= 0 ? fdopendir(strategy_fd) : NULL;
     if (!dir) {
@@ -338,7 +431,9 @@ static void remove_revision_temps(int root_fd, const char *name)
         if (hash_fd < 0)
             continue;
         snprintf(where, sizeof where, "%.64s/%.64s/", name, entry->d_name);
-        size_t removed = remove_leftovers_in(hash_fd, file, kinds, where);
+        struct marked_folder at = {sw, hash_fd, name, entry->d_name, file};
+        struct first_leftover first = {settle_marked, &at};
+        size_t removed = remove_leftovers_in(hash_fd, file, kinds, where, &first);
         close(hash_fd);
         if (removed > 0)
             (void)unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR); /* fails unless empty */
@@ -355,15 +450,16 @@ static void remove_revision_temps(int root_fd, const char *name)
  * are written without the lock: one that a running server still waits for
  * is removed too, which only makes that upload write its file itself. Only
  * names of exactly the shapes these writers make are removed. */
-static void remove_stale_temps(const struct catalog *cat)
+static void remove_stale_temps(const struct catalog *cat, const struct disk_state *disk)
 {
+    struct sweep sw = {cat, disk, NULL, false};
     static const char *const registry_kinds[] = {"tmp", "old", NULL};
     static const char *const upload_kinds[] = {CATALOG__PREWRITE_KIND, NULL};
     int root_fd = open(cat->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
         return;
-    (void)remove_leftovers_in(root_fd, REGISTRY_FILE, registry_kinds, "");
-    (void)remove_leftovers_in(root_fd, "", upload_kinds, "");
+    (void)remove_leftovers_in(root_fd, REGISTRY_FILE, registry_kinds, "", NULL);
+    (void)remove_leftovers_in(root_fd, "", upload_kinds, "", NULL);
     int fd = dup(root_fd);
     DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
     if (!dir && fd >= 0)
@@ -373,11 +469,12 @@ static void remove_stale_temps(const struct catalog *cat)
     struct dirent *entry;
     while (dir && (entry = readdir(dir)) != NULL) {
         if (names_valid_strategy(entry->d_name))
-            remove_revision_temps(root_fd, entry->d_name);
+            remove_revision_temps(&sw, root_fd, entry->d_name);
     }
     if (dir)
         closedir(dir);
     close(root_fd);
+    registry_release(sw.named);
 }
 
 /* ---------------------------------------------------------- open/close */
@@ -442,10 +539,10 @@ int catalog_open(const struct catalog_options *opts, struct catalog **out, struc
         return -1;
     struct fsutil_lock lock = FSUTIL_LOCK_INIT;
     bool locked = lock_for_reading(cat, &lock);
-    if (locked)
-        remove_stale_temps(cat);
     struct disk_state disk;
     int rc = read_disk(cat, &disk, err);
+    if (rc == 0 && locked)
+        remove_stale_temps(cat, &disk);
     if (rc == 0)
         rc = load(cat, &disk, err);
     free(disk.data);

@@ -351,13 +351,50 @@ struct staged_file {
     char *name_dir;
     char *hex_dir;
     char *path;
+    char *marker; /* CATALOG_PENDING_KIND; NULL inside a batch */
     bool new_hex_dir;
     bool new_name_dir;
     bool written;
 };
 
+/* Marks hex_dir (which exists) as disagreeing with the registry for a
+ * while; *marker is the marker's path (malloc'ed). Its entry becomes
+ * durable with the caller's next fsync of hex_dir. */
+static int mark_pending(const char *file_path, char **marker, struct err *err)
+{
+    *marker = fsutil_writer_name(file_path, CATALOG_PENDING_KIND);
+    if (!*marker)
+        return oom(err);
+    int fd = open(*marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 || close(fd) != 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot create %s", *marker);
+        free(*marker);
+        *marker = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* The registry has said its last word on the marked folder. */
+static void unmark(char **marker)
+{
+    if (*marker && unlink(*marker) != 0 && errno != ENOENT)
+        log_warn(REGISTRY__COMPONENT, "cannot remove %s: %s", *marker, strerror(errno));
+    free(*marker);
+    *marker = NULL;
+}
+
+/* A commit whose switch happened but whose sync failed may yet be undone
+ * by a power cut: the marker stays for the next open to settle. */
+static void keep_marker(char **marker)
+{
+    free(*marker);
+    *marker = NULL;
+}
+
 static void staged_free(struct staged_file *f)
 {
+    unmark(&f->marker);
     free(f->name_dir);
     free(f->hex_dir);
     free(f->path);
@@ -371,17 +408,21 @@ static void staged_undo(struct staged_file *f)
         return;
     if (f->written && unlink(f->path) != 0)
         log_warn(REGISTRY__COMPONENT, "cannot remove %s after a failed change", f->path);
+    unmark(&f->marker);
     if (f->new_hex_dir)
         fsutil_rmdir_if_empty(f->hex_dir);
     if (f->new_name_dir)
         fsutil_rmdir_if_empty(f->name_dir);
 }
 
-/* mkdir -p <root>/<name>/<hex>, write the file atomically, and fsync the
- * parents so that the new directory entries survive a power cut too. */
+/* mkdir -p <root>/<name>/<hex>, mark it pending (outside a batch, whose
+ * removals and additions the registry's one write settles), write the file
+ * atomically, and fsync the parents so that the new directory entries
+ * survive a power cut too. The marker goes when the staging ends, after
+ * the commit. */
 static int stage_file(const struct catalog *cat, const char *name, const char *hex,
                       const char *source, size_t len, struct catalog_prewrite *prewritten,
-                      struct staged_file *f, struct err *err)
+                      bool mark, struct staged_file *f, struct err *err)
 {
     memset(f, 0, sizeof *f);
     f->name_dir = fsutil_join(cat->root, name);
@@ -391,9 +432,11 @@ static int stage_file(const struct catalog *cat, const char *name, const char *h
         return oom(err);
     f->new_name_dir = !fsutil_is_dir(f->name_dir);
     f->new_hex_dir = !fsutil_is_dir(f->hex_dir);
-    if (fsutil_mkdirs(f->hex_dir, 0755, err) != 0)
+    if (fsutil_mkdirs(f->hex_dir, 0755, err) != 0 ||
+        (mark && mark_pending(f->path, &f->marker, err) != 0))
         goto undo;
-    /* Bytes written ahead are durable already; their new name is not. */
+    /* Bytes written ahead are durable already; their new name is not. The
+     * hash folder's sync makes the marker's entry durable with it. */
     bool moved = catalog__prewrite_take(prewritten, source, len, f->path);
     if (!moved && fsutil_write_atomic(f->path, source, len, 0644, err) != 0)
         goto undo;
@@ -419,6 +462,7 @@ struct staging {
     const char *source;
     size_t len;
     struct catalog_prewrite *prewritten;
+    bool mark;
     struct staged_file file;
     pthread_t thread;
     bool running;
@@ -429,8 +473,8 @@ struct staging {
 static void *staging_main(void *arg)
 {
     struct staging *s = arg;
-    s->rc =
-        stage_file(s->cat, s->name, s->hex, s->source, s->len, s->prewritten, &s->file, &s->err);
+    s->rc = stage_file(s->cat, s->name, s->hex, s->source, s->len, s->prewritten, s->mark, &s->file,
+                       &s->err);
     return NULL;
 }
 
@@ -439,6 +483,7 @@ static void *staging_main(void *arg)
  * had. */
 static int staging_start(struct staging *s, bool batch, struct err *err)
 {
+    s->mark = !batch;
     if (!batch && pthread_create(&s->thread, NULL, staging_main, s) == 0) {
         s->running = true;
         return 0;
@@ -468,30 +513,17 @@ static void staging_end(struct staging *s)
     err_clear(&s->err);
 }
 
-static void remove_revision_file(const struct catalog *cat, const char *name, const char *hex)
-{
-    char *path = catalog__file_path(cat, name, hex);
-    char *name_dir = fsutil_join(cat->root, name);
-    char *hex_dir = name_dir ? fsutil_join(name_dir, hex) : NULL;
-    struct err e = ERR_INIT;
-    if (path && fsutil_remove_durable(path, &e) != 0)
-        log_warn(REGISTRY__COMPONENT, "revision file left behind: %s", e.message);
-    err_clear(&e);
-    if (hex_dir)
-        fsutil_rmdir_if_empty(hex_dir);
-    free(path);
-    free(hex_dir);
-    free(name_dir);
-}
-
-/* What the catalogue writes in a revision's folder: <name>.js, and the
+/* What the catalogue writes in a revision's folder besides <name>.js: the
  * temporaries of writes a crash interrupted (fsutil_write_atomic names
- * them <name>.js.tmp.<pid>.<n>). */
+ * them <name>.js.tmp.<pid>.<n>) and the markers of changes. */
 static bool written_by_catalogue(const char *entry, const char *file_name)
 {
-    return strcmp(entry, file_name) == 0 || fsutil_is_writer_name(entry, file_name, "tmp");
+    return fsutil_is_writer_name(entry, file_name, "tmp") ||
+           fsutil_is_writer_name(entry, file_name, CATALOG_PENDING_KIND);
 }
 
+/* The module first, durably, and only then the markers and temporaries: a
+ * marker must outlive the file it speaks for. */
 static void empty_revision_folder(int name_fd, const char *hex, const char *file_name)
 {
     int fd = openat(name_fd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -501,6 +533,11 @@ static void empty_revision_folder(int name_fd, const char *hex, const char *file
             close(fd);
         return;
     }
+    if (unlinkat(fd, file_name, 0) == 0)
+        (void)fsync(fd);
+    else if (errno != ENOENT)
+        log_warn(REGISTRY__COMPONENT, "revision file left behind: %s/%s: %s", hex, file_name,
+                 strerror(errno));
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
         if (written_by_catalogue(entry->d_name, file_name) && unlinkat(fd, entry->d_name, 0) != 0)
@@ -509,6 +546,89 @@ static void empty_revision_folder(int name_fd, const char *hex, const char *file
     }
     closedir(dir);
     (void)unlinkat(name_fd, hex, AT_REMOVEDIR); /* fails, as it should, when not empty */
+}
+
+static void remove_revision_file(const struct catalog *cat, const char *name, const char *hex)
+{
+    char *name_dir = fsutil_join(cat->root, name);
+    char *file_name = fsutil_format("%s.js", name);
+    int fd = name_dir && file_name ? open(name_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                                   : -1;
+    if (fd >= 0) {
+        empty_revision_folder(fd, hex, file_name);
+        close(fd);
+    }
+    free(file_name);
+    free(name_dir);
+}
+
+/* Marks the folders of the revisions a delete removes (every revision of
+ * the strategy when hex is NULL) before the registry stops naming them;
+ * outside a batch only. A folder that is gone needs no marker. */
+struct doomed {
+    char **markers;
+    size_t n;
+};
+
+static void doomed_clear(struct doomed *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        unmark(&d->markers[i]);
+    free(d->markers);
+    memset(d, 0, sizeof *d);
+}
+
+/* After the commit: a delete that went through leaves its markers to the
+ * removal (they go after the files); one that did not happen takes them
+ * back; one whose switch happened but not durably leaves them for the next
+ * open, with the files. */
+static void doomed_settle(struct doomed *d, bool still_named)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        if (still_named)
+            unmark(&d->markers[i]);
+        else
+            keep_marker(&d->markers[i]);
+    }
+    doomed_clear(d);
+}
+
+static int doom_one(struct catalog *cat, const char *name, const char *hex, struct doomed *d,
+                    struct err *err)
+{
+    char *path = catalog__file_path(cat, name, hex);
+    char *dir = path ? fsutil_dir_of(path) : NULL;
+    char **grown = dir ? realloc(d->markers, (d->n + 1) * sizeof *grown) : NULL;
+    int rc = grown ? 0 : oom(err);
+    if (grown)
+        d->markers = grown;
+    if (rc == 0 && fsutil_is_dir(dir)) {
+        rc = mark_pending(path, &d->markers[d->n], err);
+        if (rc == 0 && fsutil_fsync_dir(dir, err) != 0)
+            rc = -1;
+        if (d->markers[d->n] || rc == 0)
+            d->n++; /* the marker, even when its sync failed, goes in doomed_clear */
+    }
+    free(dir);
+    free(path);
+    return rc;
+}
+
+static int doom(struct catalog *cat, const char *name, const char *hex, struct doomed *d,
+                struct err *err)
+{
+    memset(d, 0, sizeof *d);
+    if (in_batch(cat))
+        return 0;
+    const struct registry_strategy *st = registry_find_strategy(cat->current, name);
+    size_t n = hex ? 1 : st ? st->nrevisions : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (doom_one(cat, name, hex ? hex : st->revisions[i].hex, d, err) != 0) {
+            doomed_clear(d);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Only what the catalogue wrote goes with a deleted strategy: each <hex>/
@@ -526,7 +646,7 @@ static void remove_strategy_folder(const struct catalog *cat, const char *name)
         struct dirent *entry;
         while ((entry = readdir(dir)) != NULL) {
             if (strlen(entry->d_name) == HASH_HEX_LEN && hash_is_hex(entry->d_name, HASH_HEX_LEN))
-                empty_revision_folder(fd, entry->d_name, file_name);
+                empty_revision_folder(dirfd(dir), entry->d_name, file_name);
         }
         struct err e = ERR_INIT;
         if (fsutil_fsync_dir(dir_path, &e) != 0)
@@ -783,6 +903,8 @@ static int add_locked(struct catalog *cat, const struct catalog_upload *up, cons
         rc = -1;
     if (rc != 0 && *created && !named_now(cat, up->name, hex))
         staged_undo(&stage.file);
+    else if (rc != 0)
+        keep_marker(&stage.file.marker);
     staging_end(&stage);
     return rc;
 }
@@ -943,7 +1065,12 @@ static const char *newest_remaining(const struct registry_strategy *st)
 
 static int delete_strategy_locked(struct catalog *cat, const char *name, struct err *err)
 {
-    if (commit_strategy(cat, name, NULL, err) != 0)
+    struct doomed marks;
+    if (doom(cat, name, NULL, &marks, err) != 0)
+        return -1;
+    int rc = commit_strategy(cat, name, NULL, err);
+    doomed_settle(&marks, registry_find_strategy(cat->current, name) != NULL);
+    if (rc != 0)
         return -1;
     remove_unnamed(cat, name, NULL);
     return 0;
@@ -971,7 +1098,14 @@ static int delete_revision_locked(struct catalog *cat, const char *name, const c
         registry__strategy_release(st);
         return oom(err);
     }
-    if (commit_strategy(cat, name, st, err) != 0)
+    struct doomed marks;
+    if (doom(cat, name, hex, &marks, err) != 0) {
+        registry__strategy_release(st);
+        return -1;
+    }
+    int rc = commit_strategy(cat, name, st, err);
+    doomed_settle(&marks, named_now(cat, name, hex));
+    if (rc != 0)
         return -1;
     remove_unnamed(cat, name, hex);
     return 0;

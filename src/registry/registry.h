@@ -62,6 +62,14 @@
 /* The registry.json before last, whose blocks the next write reuses. */
 #define REGISTRY_SPARE_FILE ".registry.json.spare"
 #define REGISTRY_LATEST "latest"
+/* A change that adds or removes a revision's file marks the revision's
+ * folder with "<name>.js.pending.<pid>.<n>" (fsutil_is_writer_name) while
+ * registry.json and the folder may disagree: from before the file is put
+ * in place, or before the registry stops naming it, until the registry has
+ * the last word. The catalogue's open removes a marked folder's file when
+ * registry.json does not name the revision, so that no crash leaves a file
+ * a later scan would take for a revision. */
+#define CATALOG_PENDING_KIND "pending"
 
 /* ------------------------------------------------------------ snapshot */
 

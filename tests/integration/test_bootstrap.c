@@ -1220,6 +1220,53 @@ static void test_stale_temp_keeps_the_registry(void **state)
     fixture_free(&fx);
 }
 
+/* A gateway killed in the middle of an upload or a delete leaves the
+ * revision's folder marked pending: its file is garbage when registry.json
+ * does not name it, and a dry run plans what -write then does. */
+static void test_marked_folder_of_an_interrupted_change(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_init(&fx);
+    put_module(fx.root, "alpha.js", "alpha", "v1.0.0", "a", NULL);
+    write_run(fx.root, 0);
+    char named[65], unnamed[65];
+    json_t *reg = tu_assert_registry_sound(fx.root);
+    snprintf(named, sizeof named, "%s", tag_target(reg, "alpha", "v1.0.0"));
+    json_decref(reg);
+    put_canonical(fx.root, "alpha", "v2.0.0", "b", unnamed);
+    char *named_marker = tu_path("alpha/%s/alpha.js.pending.4242.1", named);
+    char *unnamed_marker = tu_path("alpha/%s/alpha.js.pending.4242.2", unnamed);
+    char *unnamed_file = tu_path("alpha/%s/alpha.js", unnamed);
+    char *named_file = tu_path("alpha/%s/alpha.js", named);
+    put(fx.root, named_marker, "");
+    put(fx.root, unnamed_marker, "");
+
+    char *out = dry_run(fx.root, 0);
+    assert_contains(out, "registry changes: none");
+    assert_contains(out, "3 stale temporary files");
+    assert_lacks(out, "v2.0.0");
+    free(out);
+
+    write_run(fx.root, 0);
+    assert_missing(fx.root, unnamed_file);
+    assert_missing(fx.root, unnamed_marker);
+    char *folder = tu_path("alpha/%s", unnamed);
+    assert_missing(fx.root, folder);
+    assert_missing(fx.root, named_marker);
+    assert_present(fx.root, named_file);
+    reg = tu_assert_registry_sound(fx.root);
+    assert_int_equal(revision_count(reg, "alpha"), 1);
+    json_decref(reg);
+    assert_idempotent(fx.root, 0);
+    free(folder);
+    free(named_file);
+    free(unnamed_file);
+    free(unnamed_marker);
+    free(named_marker);
+    fixture_free(&fx);
+}
+
 static void big_fixture(const char *root)
 {
     for (int i = 0; i < 60; i++) {
@@ -1786,6 +1833,7 @@ int main(void)
         cmocka_unit_test(test_killed_midway),
         cmocka_unit_test(test_operator_files_survive),
         cmocka_unit_test(test_stale_temp_keeps_the_registry),
+        cmocka_unit_test(test_marked_folder_of_an_interrupted_change),
         cmocka_unit_test(test_usage_bare_file),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_flag_forms),

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------ write failures */
@@ -21,11 +22,21 @@
 static const char *fail_rename_suffix;
 static int fail_rename_errno;
 
+/* A process dies (as under SIGKILL: nothing of its own runs) when it
+ * renames onto a path ending in crash_rename_suffix, just before the
+ * rename or just after it. */
+static const char *crash_rename_suffix;
+static bool crash_after_rename;
+
+static bool ends_with(const char *path, const char *suffix)
+{
+    size_t n = suffix ? strlen(suffix) : 0, len = strlen(path);
+    return n && len >= n && strcmp(path + len - n, suffix) == 0;
+}
+
 int rename(const char *from, const char *to)
 {
-    size_t n = fail_rename_suffix ? strlen(fail_rename_suffix) : 0;
-    size_t len = strlen(to);
-    if (n && len >= n && strcmp(to + len - n, fail_rename_suffix) == 0) {
+    if (ends_with(to, fail_rename_suffix)) {
         errno = fail_rename_errno;
         return -1;
     }
@@ -35,13 +46,17 @@ int rename(const char *from, const char *to)
 /* The registry's writer exchanges names (fsutil_write_swap): the same. */
 int renameat2(int from_dir, const char *from, int to_dir, const char *to, unsigned flags)
 {
-    size_t n = fail_rename_suffix ? strlen(fail_rename_suffix) : 0;
-    size_t len = strlen(to);
-    if (n && len >= n && strcmp(to + len - n, fail_rename_suffix) == 0) {
+    if (ends_with(to, fail_rename_suffix)) {
         errno = fail_rename_errno;
         return -1;
     }
-    return (int)syscall(SYS_renameat2, from_dir, from, to_dir, to, flags);
+    bool crash = ends_with(to, crash_rename_suffix);
+    if (crash && !crash_after_rename)
+        _exit(9);
+    int rc = (int)syscall(SYS_renameat2, from_dir, from, to_dir, to, flags);
+    if (crash)
+        _exit(9);
+    return rc;
 }
 
 /* fsync of the directory with this inode fails with EIO while set: for the
@@ -1273,6 +1288,103 @@ static void test_open_sweeps_upload_temps(void **state)
     free(stale);
 }
 
+/* ------------------------------------------------ crashes mid-change */
+
+/* Every file and folder under root, one a line, sorted: what a crash left. */
+static char *tree_of(const char *root)
+{
+    char *out = NULL;
+    if (tu_run(&out, "cd '%s' && LC_ALL=C find . -mindepth 1 ! -name '.registry*' | sort", root) !=
+        0)
+        fail_msg("cannot list %s", root);
+    return out;
+}
+
+enum crash_change { CRASH_UPLOAD, CRASH_DELETE_REVISION, CRASH_DELETE_STRATEGY };
+
+/* A child process makes the change on its own catalogue and dies at the
+ * switch of registry.json, before or after it; the parent reopens. */
+static void crash_during(struct fixture *f, enum crash_change what, const char *hex, bool after)
+{
+    catalog_close(f->cat);
+    f->cat = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct catalog *cat = rt_open(f->root);
+        crash_rename_suffix = "/" REGISTRY_FILE;
+        crash_after_rename = after;
+        struct err err = ERR_INIT;
+        char *source = rt_source("alpha", 2);
+        struct catalog_upload_result result;
+        if (what == CRASH_UPLOAD)
+            (void)rt_upload(cat, "alpha", source, "v2", &result, &err);
+        else if (what == CRASH_DELETE_REVISION)
+            (void)catalog_delete_revision(cat, "alpha", hex, NULL, NULL, &err);
+        else
+            (void)catalog_delete_strategy(cat, "alpha", NULL, NULL, &err);
+        _exit(3); /* the change did not reach the switch */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 9);
+    f->cat = rt_open(f->root);
+}
+
+static void test_crash_at_the_switch_leaves_no_unnamed_file(void **state)
+{
+    struct fixture *f = *state;
+    char h1[HASH_HEX_LEN + 1], h2[HASH_HEX_LEN + 1];
+    rt_add(f->cat, "alpha", 1, "v1", h1);
+    char *s2 = rt_source("alpha", 2);
+    rt_hex_of(s2, h2);
+    free(s2);
+    char *before = tree_of(f->root);
+
+    /* an upload that never reached registry.json leaves nothing */
+    crash_during(f, CRASH_UPLOAD, NULL, false);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 1);
+    char *now = tree_of(f->root);
+    assert_string_equal(now, before);
+    free(now);
+
+    /* one that did is whole, file and all, and carries no marker */
+    crash_during(f, CRASH_UPLOAD, NULL, true);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 2);
+    assert_int_equal(rt_check_disk(f->root), 2);
+    char *with_h2 = tree_of(f->root);
+    assert_null(strstr(with_h2, ".pending."));
+    assert_non_null(strstr(with_h2, h2));
+
+    /* a delete that never reached registry.json changes nothing */
+    crash_during(f, CRASH_DELETE_REVISION, h2, false);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 2);
+    now = tree_of(f->root);
+    assert_string_equal(now, with_h2);
+    free(now);
+
+    /* one that did takes the file and its folder */
+    crash_during(f, CRASH_DELETE_REVISION, h2, true);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 1);
+    now = tree_of(f->root);
+    assert_string_equal(now, before);
+    free(now);
+
+    /* so does a whole strategy's, but an operator's file beside it stays */
+    char *notes = tu_path("%s/alpha/NOTES", f->root);
+    struct err err = ERR_INIT;
+    rt_assert_ok(fsutil_write_atomic(notes, "mine", 4, 0644, &err), &err);
+    crash_during(f, CRASH_DELETE_STRATEGY, NULL, true);
+    assert_int_equal(revisions_of(f->cat, "alpha"), 0);
+    now = tree_of(f->root);
+    assert_string_equal(now, "./alpha\n./alpha/NOTES\n./registry.json\n");
+    free(now);
+    free(notes);
+    free(with_h2);
+    free(before);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1301,6 +1413,7 @@ int main(void)
         T(test_abandoned_prewrites_clean_up),
         T(test_failed_move_keeps_everything),
         T(test_open_sweeps_upload_temps),
+        T(test_crash_at_the_switch_leaves_no_unnamed_file),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

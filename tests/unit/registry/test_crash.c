@@ -2,7 +2,9 @@
  * Crash safety: a child process changes the catalogue in a loop and is
  * killed with SIGKILL at random moments. After every kill the tree must hold
  * a registry.json that parses and whose every entry names a complete file,
- * and a catalogue opened on it must serve every tag.
+ * and a catalogue opened on it must serve every tag and leave no revision
+ * file that registry.json does not name (a later bootstrap would register
+ * it again).
  */
 #include "regtest.h"
 
@@ -129,6 +131,35 @@ static void check_catalog(const char *root)
     catalog_close(cat);
 }
 
+/* After an open: every <name>/<hash>/<name>.js is a revision registry.json
+ * names, and no change's marker is left. Returns how many were checked. */
+static int check_no_unnamed_file(const char *root)
+{
+    char *listing = NULL;
+    if (tu_run(&listing, "cd '%s' && find . -mindepth 3 -maxdepth 3 -type f | sort", root) != 0)
+        fail_msg("cannot list %s", root);
+    char *path = tu_path("%s/registry.json", root);
+    json_t *doc = rt_load_json(path);
+    free(path);
+    int files = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(listing, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char name[80], hex[80], file[200];
+        if (strstr(line, ".pending."))
+            fail_msg("a change's marker is left: %s", line);
+        if (sscanf(line, "./%79[^/]/%79[^/]/%199s", name, hex, file) != 3)
+            continue;
+        char *key = tu_path(HASH_PREFIX "%s", hex);
+        if (!json_object_get(json_object_get(json_object_get(doc, name), "hashes"), key))
+            fail_msg("%s is on disk but registry.json does not name it", line);
+        free(key);
+        files++;
+    }
+    json_decref(doc);
+    free(listing);
+    return files;
+}
+
 static void test_sigkill_at_random_moments(void **state)
 {
     (void)state;
@@ -160,6 +191,7 @@ static void test_sigkill_at_random_moments(void **state)
             fail_msg("the child stopped by itself (status %d) in round %d", status, round);
         rt_check_disk(root);
         check_catalog(root);
+        check_no_unnamed_file(root);
         char *after = registry_digest(root);
         changed += strcmp(before, after) != 0;
         free(before);
