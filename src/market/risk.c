@@ -424,7 +424,6 @@ static int invalid(struct err *err, const char *field, const char *why)
     return -1;
 }
 
-/* A decimal string: digits, optionally a point and more digits. */
 /* The length of the unsigned decimal number ("12", "0.25") s starts with,
  * or 0 when it does not start with one (a dot needs digits both sides). */
 static size_t number_length(const char *s)
@@ -445,8 +444,14 @@ static int parse_decimal(const json_t *v, const char *field, double *out, struct
     static const char why[] = "expected a decimal string >= 0 such as \"5000\" or \"0.25\"";
     const char *s = json_string_value(v);
     size_t i = s ? number_length(s) : 0;
-    if (!i || s[i] || i > RISK_TEXT_MAX)
+    if (!i || s[i])
         return invalid(err, field, why);
+    if (i > RISK_TEXT_MAX) {
+        char too_long[96];
+        snprintf(too_long, sizeof too_long,
+                 "the decimal is %zu characters long; at most %d are accepted", i, RISK_TEXT_MAX);
+        return invalid(err, field, too_long);
+    }
     *out = strtod(s, NULL);
     return isfinite(*out) ? 0 : invalid(err, field, why);
 }

@@ -233,6 +233,15 @@ static void test_defaults_validation_audit(void **state)
     expect_refused_with(srv, "{\"maxNotionalValue\": 5000}", "maxNotionalValue");
     expect_refused_with(srv, "{\"maxPositionSize\": \"-1\"}", "maxPositionSize");
     expect_refused_with(srv, "{\"maxPositionSize\": \"1.\"}", "maxPositionSize");
+    /* a well-formed decimal that is too long says so, not that it is malformed */
+    char *long_one =
+        limits_with("{\"maxPositionSize\": \"99999999999999999999999999999999999999\"}");
+    json_t *refusal = tu_call(srv, "PUT", "/risk/limits", 400, long_one);
+    assert_string_equal(
+        tu_jstr(refusal, "error"),
+        "maxPositionSize: the decimal is 38 characters long; at most 32 are accepted");
+    json_decref(refusal);
+    free(long_one);
     expect_refused_with(srv, "{\"priceBandPercent\": -0.5}", "priceBandPercent");
     expect_refused_with(srv, "{\"priceBandPercent\": \"2\"}", "priceBandPercent");
     expect_refused_with(srv, "{\"killSwitchEnabled\": 1}", "killSwitchEnabled");
