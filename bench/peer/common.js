@@ -49,6 +49,7 @@ function makeEnv(metadata) {
       getBidPrice: () => null,
       getAskPrice: () => null,
       getMarketState: () => null,
+      getInstrument: () => null,
     },
   };
 }

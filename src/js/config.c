@@ -225,6 +225,94 @@ int js__config_coerce(const char *type, const json_t *options, const json_t *val
     return *out ? 0 : -2;
 }
 
+/* -------------------------------------------------------- gateway keys */
+
+/* The keys the gateway reads (config.h), in one table for the runtime,
+ * which checks the values, and validation, which checks a module's
+ * declarations. `types` are the config types whose resolved values a key
+ * can take: a duration resolves to milliseconds, right for cpu_budget_ms
+ * and wrong for memory_limit_mb. */
+struct gateway_key {
+    const char *name;
+    const char *types[3];
+    const char *types_text; /* as a hint lists them */
+    const char *unit;       /* NULL for a bool; else a number of `unit` */
+    double low, high;       /* a number's range: from low, or above it when low_open */
+    bool low_open;
+};
+
+static const struct gateway_key gateway_keys[] = {
+    {"dry_run", {"bool"}, "bool", NULL, 0, 0, false},
+    {"memory_limit_mb",
+     {"int", "float"},
+     "int or float",
+     "MiB",
+     1,
+     JS_CONFIG_MEMORY_LIMIT_MB_MAX,
+     false},
+    {"cpu_budget_ms",
+     {"int", "float", "duration"},
+     "int, float or duration",
+     "milliseconds",
+     0,
+     JS_CONFIG_CPU_BUDGET_MS_MAX,
+     true},
+};
+#define GATEWAY_KEY_COUNT (sizeof(gateway_keys) / sizeof(gateway_keys[0]))
+
+static const struct gateway_key *gateway_key(const char *name)
+{
+    for (size_t i = 0; name && i < GATEWAY_KEY_COUNT; i++) {
+        if (strcmp(name, gateway_keys[i].name) == 0)
+            return &gateway_keys[i];
+    }
+    return NULL;
+}
+
+const char *js_config_gateway_key(size_t i)
+{
+    return i < GATEWAY_KEY_COUNT ? gateway_keys[i].name : NULL;
+}
+
+static void gateway_expected(const struct gateway_key *k, char *out, size_t size)
+{
+    if (!k->unit)
+        snprintf(out, size, "bool");
+    else if (k->low_open)
+        snprintf(out, size, "a number of %s above %.0f and at most %.0f", k->unit, k->low, k->high);
+    else
+        snprintf(out, size, "a number of %s from %.0f to %.0f", k->unit, k->low, k->high);
+}
+
+bool js_config_gateway_accepts(const char *key, const json_t *value, char *expected,
+                               size_t expected_size)
+{
+    const struct gateway_key *k = gateway_key(key);
+    if (!k || !value || json_is_null(value))
+        return true;
+    double v = json_number_value(value);
+    bool ok = !k->unit ? json_is_boolean(value)
+                       : json_is_number(value) && (k->low_open ? v > k->low : v >= k->low) &&
+                             v <= k->high;
+    if (!ok)
+        gateway_expected(k, expected, expected_size);
+    return ok;
+}
+
+const char *js__config_gateway_types(const char *key, const char *type, char *reads_as,
+                                     size_t reads_as_size)
+{
+    const struct gateway_key *k = gateway_key(key);
+    if (!k)
+        return NULL;
+    for (size_t i = 0; i < sizeof(k->types) / sizeof(k->types[0]); i++) {
+        if (k->types[i] && type && strcmp(type, k->types[i]) == 0)
+            return NULL;
+    }
+    gateway_expected(k, reads_as, reads_as_size);
+    return k->types_text;
+}
+
 /* ------------------------------------------------------------- resolve */
 
 /* "got string" or, for enum and duration, the offending text itself. */
@@ -251,7 +339,8 @@ static int resolve_field(const json_t *field, const json_t *given, json_t *resul
     const char *type = json_string_value(json_object_get(field, "type"));
     if (!name || !type)
         return 0; /* not a field the metadata declares properly: nothing to check */
-    const json_t *value = given && !json_is_null(given) ? given : json_object_get(field, "default");
+    bool from_default = !given || json_is_null(given);
+    const json_t *value = from_default ? json_object_get(field, "default") : given;
     if (!value || json_is_null(value)) {
         if (!json_is_true(json_object_get(field, "required")))
             return 0;
@@ -264,8 +353,13 @@ static int resolve_field(const json_t *field, const json_t *given, json_t *resul
     int rc = js__config_coerce(type, json_object_get(field, "options"), value, &resolved, expected,
                                sizeof(expected));
     if (rc == -1) {
+        /* validation refuses such a default; a revision validated under
+         * older rules may still carry one, and the instance's config alone
+         * cannot be blamed */
         describe_got(type, value, got, sizeof(got));
-        err_set(err, ERR_INVALID, "config.%s: expected %s, got %s", name, expected, got);
+        err_set(err, ERR_INVALID, "config.%s: expected %s, got %s%s", name, expected, got,
+                from_default ? ", the module's own default (the instance's config does not set it)"
+                             : "");
         return field_error(err, name);
     }
     if (rc < 0 || json_object_set_new(result, name, resolved) < 0) {

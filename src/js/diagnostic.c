@@ -6,6 +6,7 @@
 
 #include "core/jsonutil.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,22 +62,81 @@ void js__skip_byte_order_mark(const char **source, size_t *len)
     }
 }
 
+size_t js__line_break(const char *p, const char *end)
+{
+    if (p >= end)
+        return 0;
+    if (*p == '\n')
+        return 1;
+    if (*p == '\r')
+        return end - p > 1 && p[1] == '\n' ? 2 : 1;
+    if (end - p >= 3 && (unsigned char)p[0] == 0xE2 && (unsigned char)p[1] == 0x80 &&
+        ((unsigned char)p[2] == 0xA8 || (unsigned char)p[2] == 0xA9))
+        return 3;
+    return 0;
+}
+
+/* The end of the line at p: its line break, or the end of the source. */
+static const char *line_end(const char *p, const char *end)
+{
+    while (p < end && !js__line_break(p, end))
+        p++;
+    return p;
+}
+
 const char *js__source_line(const char *source, size_t len, int line, size_t *line_len)
 {
     if (line < 1)
         return NULL;
     const char *p = source, *end = source + len;
     for (int i = 1; i < line; i++) {
+        p = line_end(p, end);
+        if (p == end)
+            return NULL;
+        p += js__line_break(p, end);
+    }
+    *line_len = (size_t)(line_end(p, end) - p);
+    return p;
+}
+
+size_t js__engine_offset(const char *source, size_t len, int line, int column)
+{
+    const char *p = source, *end = source + len;
+    for (int i = 1; i < line; i++) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl)
-            return NULL;
+            return len;
         p = nl + 1;
     }
     const char *nl = memchr(p, '\n', (size_t)(end - p));
-    *line_len = (size_t)((nl ? nl : end) - p);
-    if (*line_len > 0 && p[*line_len - 1] == '\r')
-        (*line_len)--;
-    return p;
+    return (size_t)(p - source) + js__column_offset(p, (size_t)((nl ? nl : end) - p), column);
+}
+
+void js__offset_position(const char *source, size_t len, size_t off, int *line, int *column)
+{
+    const char *at = source + (off < len ? off : len), *line_start = source;
+    int n = 1;
+    for (const char *p = source; p < at;) {
+        size_t brk = js__line_break(p, source + len);
+        /* a position between a CR and its LF is still on the CR's line */
+        if (brk == 0 || brk > (size_t)(at - p)) {
+            p++;
+            continue;
+        }
+        p += brk;
+        line_start = p;
+        if (n < INT_MAX)
+            n++;
+    }
+    *line = n;
+    *column = js__offset_column(line_start, (size_t)(at - line_start));
+}
+
+void js__engine_position(const char *source, size_t len, int *line, int *column)
+{
+    if (*line < 1)
+        return;
+    js__offset_position(source, len, js__engine_offset(source, len, *line, *column), line, column);
 }
 
 int js__offset_column(const char *line, size_t off)

@@ -113,9 +113,26 @@ __attribute__((format(printf, 3, 4))) void js__fail(struct err *err, json_t *dia
  * sees. */
 void js__skip_byte_order_mark(const char **source, size_t *len);
 
-/* The text of 1-based line `line` of `source` (without its newline), or
- * NULL past the end. */
+/* Positions in diagnostics count lines as JavaScript does: LF, CR, CRLF
+ * (one break), U+2028 and U+2029 each end a line. QuickJS counts LF alone
+ * (a CR-only file is one line to it), so its positions are translated
+ * through a byte offset before they reach an author. */
+
+/* The length of the line break at p (0 when there is none). */
+size_t js__line_break(const char *p, const char *end);
+
+/* The text of 1-based line `line` of `source` (without its line break),
+ * or NULL past the end. */
 const char *js__source_line(const char *source, size_t len, int line, size_t *line_len);
+
+/* The byte offset of a position QuickJS reports (1-based line and column,
+ * lines ended by LF alone); clamped to the source. */
+size_t js__engine_offset(const char *source, size_t len, int line, int column);
+/* The 1-based line and column, in code points, of byte `off`. */
+void js__offset_position(const char *source, size_t len, size_t off, int *line, int *column);
+/* A QuickJS position turned into the author's, in place; a line below 1
+ * (no position) is left alone. */
+void js__engine_position(const char *source, size_t len, int *line, int *column);
 
 /* Byte offset in a line of 1-based column `column` counted in code points
  * (as QuickJS counts them); clamped to the line's length. */
@@ -137,12 +154,49 @@ int js__config_type_valid(const char *type);
  * filled ("int", "one of fast, slow", ...), or -2 if out of memory. */
 int js__config_coerce(const char *type, const json_t *options, const json_t *value, json_t **out,
                       char *expected, size_t expected_size);
+/* For a config field named after a key the gateway reads (config.h) whose
+ * type gives values the gateway cannot take: the types that would, as a
+ * hint lists them ("int or float"), with `reads_as` filled with what the
+ * gateway reads ("bool", "a number of MiB from 1 to 65536"). NULL when the
+ * type fits or the key is not the gateway's. */
+const char *js__config_gateway_types(const char *key, const char *type, char *reads_as,
+                                     size_t reads_as_size);
 
-/* Where the source spells out the metadata value a diagnostic's path names
- * ("metadata.tag", "metadata.config[2] (size).type", locate.c): true with
- * the 1-based line and column of its key or element, or of the nearest
- * enclosing one the source shows (the `metadata` key itself for a missing
- * field); false when the metadata is no object literal in the source. */
-bool js__locate_metadata(const char *source, size_t len, const char *path, int *line, int *column);
+/* The metadata stage (metadata_check.c): `raw`, module.exports.metadata as
+ * JSON, checked and normalised into the listing's shape (config.h's
+ * `metadata`). Returns it (a new reference) when nothing is wrong. Else
+ * NULL, with *problems the metadata diagnostics, each without a position
+ * (a new reference: at most 20, and a last one counting the *omitted rest),
+ * or NULL when memory ran out. */
+json_t *js__check_metadata(const json_t *raw, json_t **problems, size_t *omitted);
+
+/* Where the source writes the metadata object the module exports
+ * (locate.c): the `module.exports = { metadata: {...} }` or
+ * `module.exports.metadata = {...}` assignment, or a variable declared once
+ * with an object literal that it names; in a module with no such
+ * assignment, the one `metadata` key or variable given an object literal.
+ * Pointers are into `source`. */
+struct js__metadata_site {
+    const char *source;
+    size_t len;
+    const char *name; /* the `metadata` key or the variable */
+    const char *open; /* the '{' of its object literal */
+};
+/* False when no such object literal is found, or it is not certain which
+ * one the module exports (metadata computed, spread, declared twice). */
+bool js__find_metadata(const char *source, size_t len, struct js__metadata_site *site);
+/* Where, in the metadata found, the source spells out the value a
+ * diagnostic's path names ("metadata.tag", "metadata.config[2]
+ * (size).type"): true with the 1-based line and column of its key or
+ * element, or of the nearest enclosing one the source shows (the
+ * `metadata` key itself for a missing field). */
+bool js__locate_metadata(const struct js__metadata_site *site, const char *path, int *line,
+                         int *column);
+
+/* A thrown string or number has no position in QuickJS: where the one
+ * `throw` of that literal is (comments, strings and templates skipped),
+ * false when there is none or more than one. */
+bool js__locate_literal_throw(const char *source, size_t len, const char *value, bool is_string,
+                              int *line, int *column);
 
 #endif

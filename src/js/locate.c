@@ -1,13 +1,22 @@
 /*
- * locate: where the source spells out a metadata value, so that a metadata
- * diagnostic can carry a line and column. Validation reads the metadata as
- * data from the running module, and values keep no positions; the text
- * does. This finds the first `metadata` key or variable whose value is an
- * object literal, then the path's keys and array elements inside it, with
- * a lexer that knows just enough JavaScript to step over comments, strings,
- * template literals and regular expressions. What it cannot follow
- * (metadata computed, spread or shorthand members) leaves the position of
- * the nearest enclosing value it found, or none.
+ * locate: where the source spells out what a diagnostic is about, so that
+ * it can carry a line and column. Validation reads the metadata as data
+ * from the running module, and values keep no positions; the text does.
+ * This finds the metadata the module exports (`module.exports = {
+ * metadata: {...} }` or `module.exports.metadata = {...}`, directly or
+ * through a variable declared with an object literal; in a module with no
+ * such assignment, the one `metadata` key or variable whose value is an
+ * object literal), then the path's keys and array elements inside it, with
+ * a lexer that knows just enough JavaScript to step over comments,
+ * strings, template literals and regular expressions. What it cannot
+ * follow (metadata computed, spread, or a variable declared more than
+ * once) leaves the position of the nearest enclosing value it found, or
+ * none: a wrong position misleads more than a missing one. The same lexer
+ * finds the `throw` of a thrown literal, which QuickJS gives no position.
+ *
+ * Tokens are kept as byte offsets; lines and columns are counted from the
+ * start of the source only for the position reported (js__offset_position,
+ * the line breaks JavaScript has).
  */
 #include "js/internal.h"
 
@@ -19,55 +28,65 @@
  * deeper ones end the scan. */
 #define LOCATE_MAX_NESTING 32
 
-enum tok_kind { TOK_END, TOK_NAME, TOK_STRING, TOK_PUNCT, TOK_OTHER };
+enum tok_kind { TOK_END, TOK_NAME, TOK_STRING, TOK_TEMPLATE, TOK_PUNCT, TOK_OTHER };
 
 struct tok {
     enum tok_kind kind;
     const char *start;
-    size_t len; /* a string's length includes its quotes */
-    int line;
-    const char *line_start;
+    size_t len; /* a string's or template's length includes its quotes */
+};
+
+/* A thrown literal the lexer looks for after each `throw`. */
+struct throw_scan {
+    const char *value; /* as the exception's message gives it */
+    bool is_string;
+    int matches;
+    const char *at; /* the `throw` of the last match */
 };
 
 struct lexer {
     const char *p, *end;
-    int line;
-    const char *line_start;
     bool regex_allowed; /* a '/' here starts a regular expression */
     int nesting;
     bool failed;
+    struct throw_scan *throws; /* shown every `throw`, when set */
 };
+
+/* A lexer at p, where an expression may start (the source's start, or
+ * just past a '{'). */
+static struct lexer lexer_at(const char *p, const char *end)
+{
+    return (struct lexer){.p = p, .end = end, .regex_allowed = true};
+}
 
 static bool name_char(char c)
 {
     return isalnum((unsigned char)c) || c == '_' || c == '$' || (unsigned char)c >= 0x80;
 }
 
-static void newline(struct lexer *lx, const char *at)
+/* Whether the name being read goes on at the lexer's byte: U+2028 and
+ * U+2029 are line breaks, not letters. */
+static bool name_goes_on(const struct lexer *lx)
 {
-    lx->line++;
-    lx->line_start = at + 1;
+    return lx->p < lx->end && name_char(*lx->p) && js__line_break(lx->p, lx->end) == 0;
 }
 
 static void skip_space_and_comments(struct lexer *lx)
 {
     while (lx->p < lx->end) {
         char c = *lx->p;
-        if (c == '\n') {
-            newline(lx, lx->p);
-            lx->p++;
+        size_t brk = js__line_break(lx->p, lx->end);
+        if (brk > 0) {
+            lx->p += brk;
         } else if (isspace((unsigned char)c)) {
             lx->p++;
         } else if (c == '/' && lx->p + 1 < lx->end && lx->p[1] == '/') {
-            while (lx->p < lx->end && *lx->p != '\n')
+            while (lx->p < lx->end && js__line_break(lx->p, lx->end) == 0)
                 lx->p++;
         } else if (c == '/' && lx->p + 1 < lx->end && lx->p[1] == '*') {
             lx->p += 2;
-            while (lx->p < lx->end && !(*lx->p == '*' && lx->p + 1 < lx->end && lx->p[1] == '/')) {
-                if (*lx->p == '\n')
-                    newline(lx, lx->p);
+            while (lx->p < lx->end && !(*lx->p == '*' && lx->p + 1 < lx->end && lx->p[1] == '/'))
                 lx->p++;
-            }
             lx->p = lx->p < lx->end ? lx->p + 2 : lx->end;
         } else {
             return;
@@ -75,16 +94,13 @@ static void skip_space_and_comments(struct lexer *lx)
     }
 }
 
-/* Past the closing `quote`; escapes and (for templates) line breaks kept
- * in count. */
+/* Past the closing `quote`, escapes stepped over. */
 static void skip_quoted(struct lexer *lx, char quote)
 {
     lx->p++;
     while (lx->p < lx->end && *lx->p != quote) {
         if (*lx->p == '\\' && lx->p + 1 < lx->end)
             lx->p++;
-        if (*lx->p == '\n')
-            newline(lx, lx->p);
         lx->p++;
     }
     if (lx->p < lx->end)
@@ -103,16 +119,10 @@ static void skip_template(struct lexer *lx)
     }
     lx->p++;
     while (lx->p < lx->end && *lx->p != '`') {
-        /* an escaped line break (a continuation) is still a line */
         if (*lx->p == '\\' && lx->p + 1 < lx->end) {
-            lx->p++;
-            if (*lx->p == '\n')
-                newline(lx, lx->p);
-            lx->p++;
+            lx->p += 2;
             continue;
         }
-        if (*lx->p == '\n')
-            newline(lx, lx->p);
         if (*lx->p == '$' && lx->p + 1 < lx->end && lx->p[1] == '{') {
             lx->p += 2;
             lx->regex_allowed = true;
@@ -138,7 +148,7 @@ static void skip_regex(struct lexer *lx)
 {
     bool in_class = false;
     lx->p++;
-    while (lx->p < lx->end && *lx->p != '\n' && (*lx->p != '/' || in_class)) {
+    while (lx->p < lx->end && js__line_break(lx->p, lx->end) == 0 && (*lx->p != '/' || in_class)) {
         if (*lx->p == '\\' && lx->p + 1 < lx->end)
             lx->p++;
         else if (*lx->p == '[')
@@ -149,8 +159,14 @@ static void skip_regex(struct lexer *lx)
     }
     if (lx->p < lx->end && *lx->p == '/')
         lx->p++;
-    while (lx->p < lx->end && name_char(*lx->p))
+    while (name_goes_on(lx))
         lx->p++;
+}
+
+static bool is_word(const struct tok *t, const char *word)
+{
+    size_t n = strlen(word);
+    return t->kind == TOK_NAME && t->len == n && memcmp(t->start, word, n) == 0;
 }
 
 /* After these words an expression starts, so a '/' begins a regex. */
@@ -159,51 +175,50 @@ static bool expression_keyword(const struct tok *t)
     static const char *const words[] = {"return", "typeof", "case", "in",    "of",
                                         "new",    "delete", "void", "throw", "yield"};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
-        if (t->len == strlen(words[i]) && memcmp(t->start, words[i], t->len) == 0)
+        if (is_word(t, words[i]))
             return true;
     }
     return false;
 }
 
+static void note_throw(struct lexer *lx, const struct tok *t);
+
 static struct tok next_token(struct lexer *lx)
 {
-    for (;;) {
-        skip_space_and_comments(lx);
-        struct tok t = {TOK_END, lx->p, 0, lx->line, lx->line_start};
-        if (lx->p >= lx->end)
-            return t;
-        char c = *lx->p;
-        if (name_char(c)) {
-            while (lx->p < lx->end && name_char(*lx->p))
-                lx->p++;
-            t.kind = isdigit((unsigned char)c) ? TOK_OTHER : TOK_NAME;
-            t.len = (size_t)(lx->p - t.start);
-            lx->regex_allowed = t.kind == TOK_NAME && expression_keyword(&t);
-            return t;
-        }
-        if (c == '\'' || c == '"') {
-            skip_quoted(lx, c);
-            t.kind = TOK_STRING;
-            t.len = (size_t)(lx->p - t.start);
-            lx->regex_allowed = false;
-            return t;
-        }
-        if (c == '`') {
-            skip_template(lx);
-            lx->regex_allowed = false;
-            continue; /* a template is never a key: not a token of interest */
-        }
-        if (c == '/' && lx->regex_allowed) {
-            skip_regex(lx);
-            lx->regex_allowed = false;
-            continue;
-        }
-        lx->p++;
-        t.kind = TOK_PUNCT;
-        t.len = 1;
-        lx->regex_allowed = c != ')' && c != ']' && c != '}';
+    skip_space_and_comments(lx);
+    struct tok t = {TOK_END, lx->p, 0};
+    if (lx->p >= lx->end)
+        return t;
+    char c = *lx->p;
+    if (name_char(c)) {
+        while (name_goes_on(lx))
+            lx->p++;
+        t.kind = isdigit((unsigned char)c) ? TOK_OTHER : TOK_NAME;
+        t.len = (size_t)(lx->p - t.start);
+        lx->regex_allowed = t.kind == TOK_NAME && expression_keyword(&t);
+        if (lx->throws && is_word(&t, "throw"))
+            note_throw(lx, &t);
         return t;
     }
+    if (c == '\'' || c == '"') {
+        skip_quoted(lx, c);
+        t.kind = TOK_STRING;
+    } else if (c == '`') {
+        skip_template(lx);
+        t.kind = TOK_TEMPLATE; /* an element, never a key */
+    } else if (c == '/' && lx->regex_allowed) {
+        skip_regex(lx);
+        t.kind = TOK_OTHER;
+    } else {
+        lx->p++;
+        t.kind = TOK_PUNCT;
+        lx->regex_allowed = c != ')' && c != ']' && c != '}';
+        t.len = 1;
+        return t;
+    }
+    t.len = (size_t)(lx->p - t.start);
+    lx->regex_allowed = false;
+    return t;
 }
 
 static bool is_punct(const struct tok *t, char c)
@@ -221,6 +236,58 @@ static bool is_close(const struct tok *t)
     return is_punct(t, '}') || is_punct(t, ']') || is_punct(t, ')');
 }
 
+static void position_of(const char *source, size_t len, const char *at, int *line, int *column)
+{
+    js__offset_position(source, len, (size_t)(at - source), line, column);
+}
+
+/* ------------------------------------------------------- literal throws */
+
+/* Whether `value` is written at p as a literal: a string between quotes
+ * (without escapes), a number as it prints. */
+static bool literal_at(const char *p, const char *end, const char *value, bool is_string)
+{
+    size_t n = strlen(value);
+    if (is_string) {
+        char quote = p < end ? *p : '\0';
+        if (quote != '\'' && quote != '"' && quote != '`')
+            return false;
+        p++;
+        return (size_t)(end - p) > n && memcmp(p, value, n) == 0 && p[n] == quote;
+    }
+    return (size_t)(end - p) >= n && memcmp(p, value, n) == 0 &&
+           ((size_t)(end - p) == n || !(name_char(p[n]) || p[n] == '.'));
+}
+
+/* lx stands just past a `throw` keyword, which is code: the lexer has
+ * stepped over comments, strings and templates to reach it. */
+static void note_throw(struct lexer *lx, const struct tok *t)
+{
+    const char *q = lx->p;
+    while (q < lx->end && (*q == ' ' || *q == '\t'))
+        q++;
+    if (!literal_at(q, lx->end, lx->throws->value, lx->throws->is_string))
+        return;
+    lx->throws->matches++;
+    lx->throws->at = t->start;
+}
+
+bool js__locate_literal_throw(const char *source, size_t len, const char *value, bool is_string,
+                              int *line, int *column)
+{
+    struct throw_scan scan = {value, is_string, 0, NULL};
+    struct lexer lx = lexer_at(source, source + len);
+    lx.throws = &scan;
+    while (scan.matches < 2 && next_token(&lx).kind != TOK_END)
+        continue;
+    if (lx.failed || scan.matches != 1)
+        return false;
+    position_of(source, len, scan.at, line, column);
+    return true;
+}
+
+/* ------------------------------------------------------------ metadata */
+
 /* A key token spelling `name`: bare, or quoted without escapes. */
 static bool key_is(const struct tok *t, const char *name, size_t len)
 {
@@ -230,7 +297,8 @@ static bool key_is(const struct tok *t, const char *name, size_t len)
 }
 
 /* Inside an object literal (just past its '{'): the key `name` whose value
- * follows a ':'; *value is the value's first token. */
+ * follows a ':'; *value is the value's first token. A shorthand member
+ * (`{ name }`) is found too, with *value the key itself. */
 static bool find_key(struct lexer *lx, const char *name, size_t len, struct tok *key,
                      struct tok *value)
 {
@@ -240,13 +308,17 @@ static bool find_key(struct lexer *lx, const char *name, size_t len, struct tok 
         if (depth == 0 && is_punct(&t, '}'))
             return false;
         if (depth == 0 && at_key && key_is(&t, name, len)) {
-            struct tok colon = next_token(lx);
-            if (is_punct(&colon, ':')) {
+            struct tok next = next_token(lx);
+            if (is_punct(&next, ':')) {
                 *key = t;
                 *value = next_token(lx);
                 return true;
             }
-            t = colon;
+            if (t.kind == TOK_NAME && (is_punct(&next, ',') || is_punct(&next, '}'))) {
+                *key = *value = t;
+                return true;
+            }
+            t = next;
         }
         at_key = depth == 0 && is_punct(&t, ',');
         if (is_open(&t))
@@ -285,11 +357,14 @@ static bool find_element(struct lexer *lx, size_t index, struct tok *element)
     return false;
 }
 
-/* The first `metadata` (key or variable) given an object literal: *name is
- * the word, *open its '{'. */
-static bool find_metadata(struct lexer *lx, struct tok *name, struct tok *open)
+/* The one `metadata` (key or variable) given an object literal: *name is
+ * the word, *open its '{'. For modules that export in a way not followed
+ * (Object.assign(module.exports, ...)); with two or more, which one is
+ * exported is anyone's guess. */
+static bool only_metadata(struct lexer *lx, struct tok *name, struct tok *open)
 {
-    for (struct tok t = next_token(lx); t.kind != TOK_END; t = next_token(lx)) {
+    int found = 0;
+    for (struct tok t = next_token(lx); t.kind != TOK_END && found < 2; t = next_token(lx)) {
         if (!key_is(&t, "metadata", 8))
             continue;
         struct tok sep = next_token(lx);
@@ -299,16 +374,203 @@ static bool find_metadata(struct lexer *lx, struct tok *name, struct tok *open)
         if (is_punct(&value, '{')) {
             *name = t;
             *open = value;
-            return true;
+            found++;
         }
+    }
+    return found == 1;
+}
+
+/* Whether a line break lies in [from, to). */
+static bool break_between(const char *from, const char *to)
+{
+    for (const char *p = from; p < to; p++) {
+        if (js__line_break(p, to) > 0)
+            return true;
     }
     return false;
 }
 
-static void position_of(const struct tok *t, int *line, int *column)
+/* lx stands just past the name `value`: whether that name is the whole
+ * value (`metadata: md,`), not the start of an expression (`md.x`,
+ * `make()`). A name on the next line starts a statement of its own. */
+static bool name_is_value(const struct lexer *lx, const struct tok *value)
 {
-    *line = t->line;
-    *column = js__offset_column(t->line_start, (size_t)(t->start - t->line_start));
+    struct lexer peek = *lx;
+    struct tok next = next_token(&peek);
+    return next.kind == TOK_END || is_punct(&next, ',') || is_punct(&next, ';') ||
+           is_punct(&next, '}') ||
+           (next.kind == TOK_NAME && break_between(value->start + value->len, next.start));
+}
+
+/* The object literal `var|let|const <word> = {` declares, when that is the
+ * one declaration of the name in the source: *name the declared name,
+ * *open the '{'. */
+static bool declared_object(const char *source, size_t len, const struct tok *word,
+                            struct tok *name, struct tok *open)
+{
+    struct lexer lx = lexer_at(source, source + len);
+    struct tok prev = {TOK_END, source, 0};
+    int declarations = 0;
+    bool literal = false;
+    for (struct tok t = next_token(&lx); t.kind != TOK_END; prev = t, t = next_token(&lx)) {
+        if (t.kind != TOK_NAME || t.len != word->len || memcmp(t.start, word->start, t.len) != 0 ||
+            !(is_word(&prev, "var") || is_word(&prev, "let") || is_word(&prev, "const")))
+            continue;
+        struct lexer peek = lx;
+        struct tok eq = next_token(&peek), value = next_token(&peek);
+        declarations++;
+        literal = is_punct(&eq, '=') && is_punct(&value, '{');
+        *name = t;
+        *open = value;
+    }
+    return !lx.failed && declarations == 1 && literal;
+}
+
+/* An assignment that makes the exports: `module.exports = V` (EXPORT_ALL)
+ * or `module.exports.metadata = V` / `exports.metadata = V`
+ * (EXPORT_METADATA). */
+enum export_kind { EXPORT_NONE, EXPORT_ALL, EXPORT_METADATA };
+struct exported {
+    enum export_kind kind;
+    struct tok name;  /* EXPORT_METADATA: its `metadata` */
+    struct tok value; /* the value's first token */
+    bool whole;       /* that token is the value: an object literal or a name */
+};
+
+/* From `first` (`module` or `exports`, not itself a property), the
+ * assignment, if that is one; lx stays where it is. */
+static bool match_export(const struct lexer *lx, const struct tok *first, struct exported *out)
+{
+    struct lexer peek = *lx;
+    struct tok t = next_token(&peek), name = *first;
+    enum export_kind kind = EXPORT_ALL;
+    if (is_word(first, "module")) {
+        struct tok exports = next_token(&peek);
+        if (!is_punct(&t, '.') || !is_word(&exports, "exports"))
+            return false;
+        t = next_token(&peek);
+    }
+    if (is_punct(&t, '.')) {
+        name = next_token(&peek);
+        if (!is_word(&name, "metadata"))
+            return false;
+        kind = EXPORT_METADATA;
+        t = next_token(&peek);
+    } else if (is_word(first, "exports")) {
+        return false; /* `exports = ...` exports nothing */
+    }
+    struct tok value = next_token(&peek);
+    /* '=' then '=' or '>' is a comparison or an arrow */
+    if (!is_punct(&t, '=') || is_punct(&value, '=') || is_punct(&value, '>'))
+        return false;
+    out->kind = kind;
+    out->name = name;
+    out->value = value;
+    out->whole = is_punct(&value, '{') || (value.kind == TOK_NAME && name_is_value(&peek, &value));
+    return true;
+}
+
+/* Just past the bracket that closes the one opened at `open`. */
+static const char *closing_end(const char *open, const char *end)
+{
+    struct lexer lx = lexer_at(open + 1, end);
+    int depth = 0;
+    for (struct tok t = next_token(&lx); t.kind != TOK_END; t = next_token(&lx)) {
+        if (is_open(&t))
+            depth++;
+        else if (is_close(&t) && depth-- == 0)
+            return lx.p;
+    }
+    return end;
+}
+
+/* The last assignment that makes the exports, which wins when the top
+ * level runs straight through. One written inside the object literal of
+ * another (in a method, say) runs before that one is assigned, or later
+ * if ever: the outer one is taken. False when the lexer gave up. */
+static bool last_export(const char *source, size_t len, struct exported *last)
+{
+    struct lexer lx = lexer_at(source, source + len);
+    struct tok prev = {TOK_END, source, 0};
+    const char *inside_until = source;
+    last->kind = EXPORT_NONE;
+    for (struct tok t = next_token(&lx); t.kind != TOK_END; prev = t, t = next_token(&lx)) {
+        if (t.start < inside_until || is_punct(&prev, '.') ||
+            !(is_word(&t, "module") || is_word(&t, "exports")))
+            continue;
+        if (match_export(&lx, &t, last) && is_punct(&last->value, '{'))
+            inside_until = closing_end(last->value.start, source + len);
+    }
+    return !lx.failed;
+}
+
+/* The object literal a value stands for: itself, or the one its name was
+ * declared with. */
+static bool object_of(const char *source, size_t len, const struct tok *value, struct tok *name,
+                      struct tok *open)
+{
+    if (is_punct(value, '{')) {
+        *open = *value;
+        return true;
+    }
+    return value->kind == TOK_NAME && declared_object(source, len, value, name, open);
+}
+
+/* The `metadata` member of the exports' object literal (opened at
+ * `exports`). */
+static bool member_metadata(const char *source, size_t len, const struct tok *exports,
+                            struct js__metadata_site *site)
+{
+    struct lexer lx = lexer_at(exports->start + 1, source + len);
+    struct tok key, value;
+    if (!find_key(&lx, "metadata", 8, &key, &value) || lx.failed)
+        return false;
+    bool shorthand = value.start == key.start;
+    if (value.kind == TOK_NAME && !shorthand && !name_is_value(&lx, &value))
+        return false;
+    struct tok name = key, open;
+    if (!object_of(source, len, &value, &name, &open))
+        return false;
+    site->name = name.start;
+    site->open = open.start;
+    return true;
+}
+
+enum found { FOUND, UNSURE, NO_EXPORT };
+
+/* The metadata the module's exports assignment names. */
+static enum found exported_metadata(const char *source, size_t len, struct js__metadata_site *site)
+{
+    struct exported ex;
+    if (!last_export(source, len, &ex))
+        return UNSURE;
+    if (ex.kind == EXPORT_NONE)
+        return NO_EXPORT;
+    struct tok name = ex.name, open;
+    if (!ex.whole || !object_of(source, len, &ex.value, &name, &open))
+        return UNSURE;
+    if (ex.kind == EXPORT_ALL)
+        return member_metadata(source, len, &open, site) ? FOUND : UNSURE;
+    site->name = name.start;
+    site->open = open.start;
+    return FOUND;
+}
+
+bool js__find_metadata(const char *source, size_t len, struct js__metadata_site *site)
+{
+    *site = (struct js__metadata_site){source, len, NULL, NULL};
+    if (!source)
+        return false;
+    enum found found = exported_metadata(source, len, site);
+    if (found != NO_EXPORT)
+        return found == FOUND;
+    struct lexer lx = lexer_at(source, source + len);
+    struct tok name, open;
+    if (!only_metadata(&lx, &name, &open) || lx.failed)
+        return false;
+    site->name = name.start;
+    site->open = open.start;
+    return true;
 }
 
 /* The path's next step: ".name" (*name, *len set) or "[index]"; false at
@@ -343,24 +605,25 @@ static bool path_step(const char **path, const char **name, size_t *len, size_t 
     return true;
 }
 
-bool js__locate_metadata(const char *source, size_t len, const char *path, int *line, int *column)
+bool js__locate_metadata(const struct js__metadata_site *site, const char *path, int *line,
+                         int *column)
 {
     if (strncmp(path, "module.exports.", 15) == 0)
         path += 15;
-    if (!source || strncmp(path, "metadata", 8) != 0)
+    if (!site->open || strncmp(path, "metadata", 8) != 0)
         return false;
-    struct lexer lx = {source, source + len, 1, source, true, 0, false};
-    struct tok found, open;
-    if (!find_metadata(&lx, &found, &open))
-        return false;
+    const char *end = site->source + site->len, *found = site->name;
+    struct lexer lx = lexer_at(site->open + 1, end);
+    struct tok open = {TOK_PUNCT, site->open, 1};
     const char *rest = path + 8, *name = NULL;
     size_t name_len = 0, index = 0;
     while (path_step(&rest, &name, &name_len, &index)) {
         struct tok at, value = open;
         if (name && is_punct(&open, '{') && find_key(&lx, name, name_len, &at, &value)) {
-            found = at;
+            found = at.start;
         } else if (!name && is_punct(&open, '[') && find_element(&lx, index, &at)) {
-            found = value = at;
+            found = at.start;
+            value = at;
         } else {
             break;
         }
@@ -370,6 +633,6 @@ bool js__locate_metadata(const char *source, size_t len, const char *path, int *
     }
     if (lx.failed)
         return false;
-    position_of(&found, line, column);
+    position_of(site->source, site->len, found, line, column);
     return true;
 }

@@ -117,6 +117,7 @@ static int compile_failure(struct js_sandbox *sb, const char *source, size_t len
 {
     struct js_exception ex;
     js_sandbox_take_exception(sb, filename, &ex);
+    js__engine_position(source, len, &ex.line, &ex.column);
     char text[JS_EXCEPTION_MESSAGE_MAX], message[JS_EXCEPTION_MESSAGE_MAX + 64];
     readable_syntax_message(js__text(ex.message), at_end_of_input(source, len, ex.line, ex.column),
                             text, sizeof(text));
@@ -137,8 +138,12 @@ static int compile_failure(struct js_sandbox *sb, const char *source, size_t len
     snprintf(message, sizeof(message), "%s%s%s", name, *name ? ": " : "", text);
     json_t *diag = js__diagnostic("compile", message, ex.line, ex.column,
                                   compile_hint(message, line_text, line_len));
-    js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s:%d:%d: %s", filename, ex.line,
-             ex.column, message);
+    /* a budget or memory failure may come without a position: no 0:0 */
+    if (ex.line > 0)
+        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s:%d:%d: %s", filename, ex.line,
+                 ex.column, message);
+    else
+        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
     js_exception_free(&ex);
     return -1;
 }

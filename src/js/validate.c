@@ -6,12 +6,10 @@
  */
 #include "js/validate.h"
 
-#include "core/names.h"
 #include "js/internal.h"
 #include "js/module.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,73 +29,11 @@ int js_event_index(const char *name)
     return -1;
 }
 
-#define DISPLAY_NAME_MAX 80
-#define HINT_NAME                                                                                  \
-    "set metadata.name to the strategy's name: 1 to 64 characters among a-z, 0-9, '_' and '-', "   \
-    "starting with a letter or digit (e.g. 'momentum')"
-#define HINT_DISPLAY_NAME "add metadata.displayName: a string of 1 to 80 characters"
-#define HINT_TAG                                                                                   \
-    "set metadata.tag to 1 to 128 characters among letters, digits, '.', '_' and '-', starting "   \
-    "with a letter or digit (e.g. 'v1.2.0'), or remove it"
-#define HINT_CONFIG_TYPE "set type to one of string, int, float, bool, duration, enum"
 #define HINT_EXPORTS                                                                               \
     "export the strategy as module.exports = { metadata: { name, displayName, events }, "          \
     "create(env) { return handlers; } }"
 
 /* ------------------------------------------------------- diagnostics */
-
-/* The problems found in the metadata stage, all of them at once so that an
- * author fixes them in one round, up to METADATA_PROBLEMS_MAX: metadata
- * built by code can hold any number of bad values (an array of 700,000
- * numbers as events), and one diagnostic each made a 150-byte upload
- * answer 390 MB. The rest are only counted, and a last diagnostic says how
- * many there were. */
-#define METADATA_PROBLEMS_MAX 20
-struct problems {
-    json_t *list;
-    size_t omitted;     /* problems past the cap, counted but not listed */
-    bool out_of_memory; /* a value could not be built: the result is incomplete */
-};
-
-static void put(struct problems *p, json_t *obj, const char *key, json_t *value)
-{
-    if (json_object_set_new(obj, key, value) < 0)
-        p->out_of_memory = true;
-}
-
-static void push(struct problems *p, json_t *array, json_t *value)
-{
-    if (json_array_append_new(array, value) < 0)
-        p->out_of_memory = true;
-}
-
-__attribute__((format(printf, 3, 4))) static void problem(struct problems *p, const char *hint,
-                                                          const char *fmt, ...)
-{
-    char message[512];
-    va_list ap;
-    if (json_array_size(p->list) >= METADATA_PROBLEMS_MAX) {
-        p->omitted++;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(message, sizeof(message), fmt, ap);
-    va_end(ap);
-    push(p, p->list, js__diagnostic("metadata", message, 0, 0, hint));
-}
-
-/* The last diagnostic of a list that was cut at the cap. */
-static void note_omitted(struct problems *p)
-{
-    char message[128];
-    if (p->omitted == 0)
-        return;
-    snprintf(message, sizeof(message), "and %zu more problem%s not listed", p->omitted,
-             p->omitted == 1 ? "" : "s");
-    push(p, p->list,
-         js__diagnostic("metadata", message, 0, 0,
-                        "fix the problems listed above and upload again to see the rest"));
-}
 
 static void fail_with(struct err *err, json_t *list, size_t omitted, const char *filename)
 {
@@ -116,318 +52,6 @@ static void fail_one(struct err *err, const char *filename, const char *stage, c
 {
     json_t *diag = js__diagnostic(stage, message, 0, 0, hint);
     js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
-}
-
-/* ---------------------------------------------------- metadata fields */
-
-static size_t utf8_length(const char *text)
-{
-    size_t n = 0;
-    for (; *text; text++)
-        n += ((unsigned char)*text & 0xC0) != 0x80;
-    return n;
-}
-
-/* 'text' for strings, the JSON type otherwise: for messages. */
-static void describe_value(const json_t *value, char *out, size_t size)
-{
-    if (json_is_string(value))
-        snprintf(out, size, "'%.80s'", json_string_value(value));
-    else
-        snprintf(out, size, "a value of type %s", js__json_type_name(value));
-}
-
-static void check_name(struct problems *p, const json_t *md, json_t *out)
-{
-    const json_t *v = json_object_get(md, "name");
-    char got[128];
-    if (!v || json_is_null(v)) {
-        problem(p, HINT_NAME, "metadata.name is missing");
-    } else if (!json_is_string(v) || !names_valid_strategy(json_string_value(v))) {
-        describe_value(v, got, sizeof(got));
-        problem(p, HINT_NAME, "metadata.name %s is not a valid strategy name", got);
-    } else {
-        put(p, out, "name", json_string(json_string_value(v)));
-    }
-}
-
-static void check_display_name(struct problems *p, const json_t *md, json_t *out)
-{
-    const json_t *v = json_object_get(md, "displayName");
-    if (!v || json_is_null(v)) {
-        problem(p, HINT_DISPLAY_NAME, "metadata.displayName is missing");
-        return;
-    }
-    if (!json_is_string(v)) {
-        problem(p, HINT_DISPLAY_NAME, "metadata.displayName must be a string, got %s",
-                js__json_type_name(v));
-        return;
-    }
-    size_t n = utf8_length(json_string_value(v));
-    if (n == 0 || n > DISPLAY_NAME_MAX)
-        problem(p, HINT_DISPLAY_NAME,
-                "metadata.displayName must be 1 to 80 characters long, got %zu", n);
-    else
-        put(p, out, "displayName", json_string(json_string_value(v)));
-}
-
-static void check_description(struct problems *p, const json_t *md, json_t *out)
-{
-    const json_t *v = json_object_get(md, "description");
-    if (v && !json_is_null(v) && !json_is_string(v)) {
-        problem(p, "make metadata.description a string, or remove it",
-                "metadata.description must be a string, got %s", js__json_type_name(v));
-        return;
-    }
-    put(p, out, "description", json_string(json_is_string(v) ? json_string_value(v) : ""));
-}
-
-static void check_tag(struct problems *p, const json_t *md, json_t *out)
-{
-    const json_t *v = json_object_get(md, "tag");
-    char got[128];
-    if (!v || json_is_null(v))
-        return;
-    if (!json_is_string(v) || !names_valid_tag(json_string_value(v))) {
-        describe_value(v, got, sizeof(got));
-        problem(p, HINT_TAG, "metadata.tag %s is not a valid tag", got);
-        return;
-    }
-    put(p, out, "tag", json_string(json_string_value(v)));
-}
-
-static void events_hint(char *out, size_t size, const char *lead)
-{
-    size_t used = (size_t)snprintf(out, size, "%s", lead);
-    for (size_t i = 0; i < js_event_count && used < size; i++)
-        used += (size_t)snprintf(out + used, size - used, "%s%s", i ? ", " : "", js_event_names[i]);
-}
-
-/* Whether `name` is already in `list`, the events accepted so far: at most
- * one of each event name, so a duplicate is found in a few compares however
- * many elements (of any kind) came before it. */
-static bool listed_before(const json_t *list, const char *name)
-{
-    size_t i;
-    const json_t *earlier;
-    json_array_foreach(list, i, earlier)
-    {
-        if (strcmp(json_string_value(earlier), name) == 0)
-            return true;
-    }
-    return false;
-}
-
-static void check_event(struct problems *p, const json_t *events, size_t i, json_t *list)
-{
-    char hint[320], got[128];
-    const json_t *v = json_array_get(events, i);
-    if (!json_is_string(v) || js_event_index(json_string_value(v)) < 0) {
-        describe_value(v, got, sizeof(got));
-        events_hint(hint, sizeof(hint), "use the exact event names (case matters): ");
-        problem(p, hint, "metadata.events[%zu] %s is not an event name", i, got);
-    } else if (listed_before(list, json_string_value(v))) {
-        problem(p, "list each event once", "metadata.events[%zu] '%s' is listed twice", i,
-                json_string_value(v));
-    } else {
-        push(p, list, json_string(json_string_value(v)));
-    }
-}
-
-static void check_events(struct problems *p, const json_t *md, json_t *out)
-{
-    const json_t *v = json_object_get(md, "events");
-    char hint[320];
-    events_hint(hint, sizeof(hint),
-                "add metadata.events: a non-empty array of the events the strategy handles, "
-                "e.g. ['Trade']; the events are ");
-    if (!v || json_is_null(v)) {
-        problem(p, hint, "metadata.events is missing");
-        return;
-    }
-    if (!json_is_array(v) || json_array_size(v) == 0) {
-        problem(p, hint, "metadata.events must be a non-empty array of event names, got %s",
-                json_is_array(v) ? "an empty array" : js__json_type_name(v));
-        return;
-    }
-    json_t *list = json_array();
-    for (size_t i = 0; i < json_array_size(v); i++)
-        check_event(p, v, i, list);
-    put(p, out, "events", list);
-}
-
-/* ------------------------------------------------------ config fields */
-
-/* "metadata.config[2] (size)" or "metadata.config[2]" when unnamed. */
-static void field_label(size_t i, const char *name, char *out, size_t size)
-{
-    if (name)
-        snprintf(out, size, "metadata.config[%zu] (%.64s)", i, name);
-    else
-        snprintf(out, size, "metadata.config[%zu]", i);
-}
-
-static bool check_options(struct problems *p, const char *label, const json_t *options)
-{
-    const char *hint = "give the enum its options: a non-empty array of strings, e.g. "
-                       "['fast', 'slow']";
-    if (!json_is_array(options) || json_array_size(options) == 0) {
-        problem(p, hint, "%s is an enum without options", label);
-        return false;
-    }
-    for (size_t i = 0; i < json_array_size(options); i++) {
-        if (!json_is_string(json_array_get(options, i))) {
-            problem(p, hint, "%s.options[%zu] must be a string, got %s", label, i,
-                    js__json_type_name(json_array_get(options, i)));
-            return false;
-        }
-    }
-    return true;
-}
-
-static void check_default(struct problems *p, const char *label, const char *type,
-                          const json_t *field, json_t *entry)
-{
-    const json_t *def = json_object_get(field, "default");
-    if (!def || json_is_null(def))
-        return;
-    json_t *resolved = NULL;
-    char expected[256], hint[320];
-    int rc = js__config_coerce(type, json_object_get(field, "options"), def, &resolved, expected,
-                               sizeof(expected));
-    json_decref(resolved);
-    if (rc == -1) {
-        if (strcmp(type, expected) == 0)
-            snprintf(hint, sizeof(hint), "make the default a value of type %s, or remove it", type);
-        else
-            snprintf(hint, sizeof(hint), "make the default %s%s, or remove it",
-                     strcmp(type, "duration") == 0 ? "a " : "", expected);
-        char got[128];
-        if (json_is_string(def) && strcmp(type, "string") != 0)
-            describe_value(def, got, sizeof(got));
-        else if (json_is_number(def) && strcmp(type, "duration") == 0)
-            snprintf(got, sizeof(got), "%.17g", json_number_value(def)); /* -5: an int, refused */
-        else
-            snprintf(got, sizeof(got), "%s", js__json_type_name(def));
-        problem(p, hint, "%s.default: expected %s, got %s", label, expected, got);
-        return;
-    }
-    put(p, entry, "default", json_deep_copy(def));
-}
-
-/* Name and type; NULL when either is unusable (the problem is recorded). */
-static const char *check_field_head(struct problems *p, size_t i, const json_t *field,
-                                    const json_t *names, char *label, size_t label_size)
-{
-    const json_t *name = json_object_get(field, "name");
-    const char *text = json_string_value(name);
-    field_label(i, text, label, label_size);
-    if (!text || !*text) {
-        problem(p, "give each config field a name: a non-empty string",
-                "%s.name must be a non-empty string", label);
-        return NULL;
-    }
-    if (json_object_get(names, text)) {
-        problem(p, "give each config field a unique name",
-                "%s.name '%.64s' is declared more than once", label, text);
-        return NULL;
-    }
-    const json_t *type_value = json_object_get(field, "type");
-    const char *type = json_string_value(type_value);
-    if (!js__config_type_valid(type)) {
-        char got[128] = "(missing)";
-        if (type_value)
-            describe_value(type_value, got, sizeof(got));
-        problem(p, HINT_CONFIG_TYPE, "%s.type %s is not a config type", label, got);
-        return NULL;
-    }
-    return type;
-}
-
-/* description and required: optional, typed. Sets the description on
- * the entry and returns whether the field is required. */
-static bool check_field_flags(struct problems *p, const char *label, const json_t *field,
-                              json_t *entry)
-{
-    const json_t *desc = json_object_get(field, "description");
-    const json_t *req = json_object_get(field, "required");
-    if (desc && !json_is_null(desc) && !json_is_string(desc))
-        problem(p, "make the description a string, or remove it",
-                "%s.description must be a string, got %s", label, js__json_type_name(desc));
-    if (req && !json_is_null(req) && !json_is_boolean(req))
-        problem(p, "set required to true or false, or remove it",
-                "%s.required must be true or false, got %s", label, js__json_type_name(req));
-    put(p, entry, "description", json_string(json_is_string(desc) ? json_string_value(desc) : ""));
-    return json_is_true(req);
-}
-
-/* The listing's key order: name, type, description, default, required,
- * options (enum only). */
-static json_t *check_field(struct problems *p, size_t i, const json_t *field, const json_t *names)
-{
-    char label[128];
-    if (!json_is_object(field)) {
-        problem(p, "describe each config field as an object such as {name: 'size', type: 'int'}",
-                "metadata.config[%zu] must be an object, got %s", i, js__json_type_name(field));
-        return NULL;
-    }
-    const char *type = check_field_head(p, i, field, names, label, sizeof(label));
-    if (!type)
-        return NULL;
-    json_t *entry = json_pack("{s:s, s:s}", "name",
-                              json_string_value(json_object_get(field, "name")), "type", type);
-    if (!entry) {
-        p->out_of_memory = true;
-        return NULL;
-    }
-    bool required = check_field_flags(p, label, field, entry);
-    const json_t *options = json_object_get(field, "options");
-    bool is_enum = strcmp(type, "enum") == 0;
-    bool options_ok = !is_enum || check_options(p, label, options);
-    if (options_ok)
-        check_default(p, label, type, field, entry);
-    put(p, entry, "required", json_boolean(required));
-    if (is_enum && options_ok)
-        put(p, entry, "options", json_deep_copy(options));
-    return entry;
-}
-
-static void check_config(struct problems *p, const json_t *md, json_t *out)
-{
-    const json_t *v = json_object_get(md, "config");
-    json_t *fields = json_array();
-    if (v && !json_is_null(v) && !json_is_array(v))
-        problem(p, "make metadata.config an array of fields such as {name: 'size', type: 'int'}",
-                "metadata.config must be an array, got %s", js__json_type_name(v));
-    /* the names taken so far, as keys: a lookup per field, not a walk */
-    json_t *names = json_object();
-    if (!names)
-        p->out_of_memory = true;
-    for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++) {
-        json_t *entry = check_field(p, i, json_array_get(v, i), names);
-        if (!entry)
-            continue;
-        put(p, names, json_string_value(json_object_get(entry, "name")), json_true());
-        push(p, fields, entry);
-    }
-    json_decref(names);
-    put(p, out, "config", fields);
-}
-
-/* Field order is the listing's: name, displayName, description, tag,
- * events, config. */
-static json_t *normalise_metadata(const json_t *md, struct problems *p)
-{
-    json_t *out = json_object();
-    if (!out)
-        return NULL;
-    check_name(p, md, out);
-    check_display_name(p, md, out);
-    check_description(p, md, out);
-    check_tag(p, md, out);
-    check_events(p, md, out);
-    check_config(p, md, out);
-    return out;
 }
 
 /* ------------------------------------------------- reading the exports */
@@ -518,21 +142,18 @@ static json_t *check_exports(struct js_sandbox *sb, JSValueConst exports, const 
     json_t *raw = read_metadata(sb, exports, filename, err);
     if (!raw)
         return NULL;
-    struct problems p = {json_array(), 0, false};
-    json_t *md = p.list ? normalise_metadata(raw, &p) : NULL;
+    json_t *problems = NULL;
+    size_t omitted = 0;
+    json_t *md = js__check_metadata(raw, &problems, &omitted);
     json_decref(raw);
-    if (p.list)
-        note_omitted(&p);
-    if (!md || p.out_of_memory || json_array_size(p.list) > 0) {
-        if (!md || !p.list || p.out_of_memory)
+    if (!md) {
+        if (!problems)
             err_set(err, ERR_INTERNAL, "%s: out of memory while validating", filename);
         else
-            fail_with(err, json_incref(p.list), p.omitted, filename);
-        json_decref(p.list);
-        json_decref(md);
+            fail_with(err, json_incref(problems), omitted, filename);
+        json_decref(problems);
         return NULL;
     }
-    json_decref(p.list);
     if (check_create(sb, exports, filename, err) < 0) {
         json_decref(md);
         return NULL;
@@ -606,49 +227,7 @@ static int statement_column(const char *line, size_t len, int column)
 }
 
 /* A thrown string or number carries no position in QuickJS. When exactly
- * one `throw` in the source throws that literal, that is the statement. */
-static bool literal_follows(const char *p, const char *end, const char *value, bool is_string)
-{
-    size_t n = strlen(value);
-    if (is_string) {
-        char quote = p < end ? *p : '\0';
-        if (quote != '\'' && quote != '"' && quote != '`')
-            return false;
-        p++;
-        return (size_t)(end - p) > n && memcmp(p, value, n) == 0 && p[n] == quote;
-    }
-    return (size_t)(end - p) >= n && memcmp(p, value, n) == 0 &&
-           ((size_t)(end - p) == n || !ident_char(p[n]));
-}
-
-static bool locate_literal_throw(const char *source, size_t len, const char *value, bool is_string,
-                                 int *line, int *column)
-{
-    const char *end = source + len;
-    int matches = 0, cur_line = 1;
-    const char *line_start = source;
-    for (const char *p = source; p + 5 <= end; p++) {
-        if (*p == '\n') {
-            cur_line++;
-            line_start = p + 1;
-            continue;
-        }
-        if (memcmp(p, "throw", 5) != 0 || (p > source && ident_char(p[-1])) ||
-            (p + 5 < end && ident_char(p[5])))
-            continue;
-        const char *q = p + 5;
-        while (q < end && (*q == ' ' || *q == '\t'))
-            q++;
-        if (!literal_follows(q, end, value, is_string))
-            continue;
-        if (++matches > 1)
-            return false;
-        *line = cur_line;
-        *column = js__offset_column(line_start, (size_t)(p - line_start));
-    }
-    return matches == 1;
-}
-
+ * one `throw` in the code throws that literal, that is the statement. */
 static void point_at_literal_throw(struct err *err, json_t *diag, const char *source, size_t len,
                                    const char *filename)
 {
@@ -659,7 +238,7 @@ static void point_at_literal_throw(struct err *err, json_t *diag, const char *so
         size_t n = strlen(prefixes[i]);
         int line = 0, column = 0;
         if (strncmp(message, prefixes[i], n) != 0 ||
-            !locate_literal_throw(source, len, message + n, i == 0, &line, &column))
+            !js__locate_literal_throw(source, len, message + n, i == 0, &line, &column))
             continue;
         json_object_set_new(diag, "line", json_integer(line));
         json_object_set_new(diag, "column", json_integer(column));
@@ -668,31 +247,38 @@ static void point_at_literal_throw(struct err *err, json_t *diag, const char *so
     }
 }
 
-/* Moves an execute diagnostic from the failing operation (or the Error's
- * construction) to the statement that threw, and the message with it. */
+/* Moves an execute diagnostic from QuickJS's position (lines counted by LF
+ * alone) to the author's, and from the failing operation (or the Error's
+ * construction) to the statement that threw, the message with it. */
 static void point_at_throw(struct err *err, const char *source, size_t len, const char *filename)
 {
     json_t *diag = json_array_get(json_object_get(err->details, "diagnostics"), 0);
     const char *stage = json_string_value(json_object_get(diag, "stage"));
     int line = (int)json_integer_value(json_object_get(diag, "line"));
     int column = (int)json_integer_value(json_object_get(diag, "column"));
-    if (stage && strcmp(stage, "execute") == 0 && line == 0) {
+    if (!stage || strcmp(stage, "execute") != 0)
+        return;
+    if (line == 0) {
         point_at_literal_throw(err, diag, source, len, filename);
         return;
     }
+    int at_line = line, at_column = column;
+    js__engine_position(source, len, &at_line, &at_column);
     size_t line_len = 0;
-    const char *text = js__source_line(source, len, line, &line_len);
-    if (!stage || strcmp(stage, "execute") != 0 || !text || column < 1)
+    const char *text = js__source_line(source, len, at_line, &line_len);
+    int moved = at_column;
+    if (text && at_column >= 1) {
+        moved = throw_column(text, line_len, at_column);
+        const char *message = json_string_value(json_object_get(diag, "message"));
+        bool exception = message && strncmp(message, "the top level threw ", 20) == 0;
+        if (moved == at_column && exception)
+            moved = statement_column(text, line_len, at_column);
+    }
+    if (at_line == line && moved == column)
         return;
-    int moved = throw_column(text, line_len, column);
-    const char *message = json_string_value(json_object_get(diag, "message"));
-    bool exception = message && strncmp(message, "the top level threw ", 20) == 0;
-    if (moved == column && exception)
-        moved = statement_column(text, line_len, column);
-    if (moved == column)
-        return;
+    json_object_set_new(diag, "line", json_integer(at_line));
     json_object_set_new(diag, "column", json_integer(moved));
-    err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s", filename, line, moved,
+    err_set(err, ERR_UNPROCESSABLE, "%s:%d:%d: %s", filename, at_line, moved,
             json_string_value(json_object_get(diag, "message")));
 }
 
@@ -708,20 +294,24 @@ static void place_message(struct err *err, const char *filename, int line, int c
 }
 
 /* Metadata problems are found in the value, which keeps no positions:
- * each is placed at the field as the source spells it (locate.c), the
- * error's message at the first. A bounded number is placed, since each
- * looks through the source once. */
+ * each is placed at the field as the source spells it in the metadata the
+ * module exports (locate.c), the error's message at the first. The
+ * metadata is looked for once; a bounded number of problems is placed,
+ * since each then looks through the source up to its field. */
 #define METADATA_POSITIONS_MAX 32
 static void point_at_metadata(struct err *err, const char *source, size_t len, const char *filename)
 {
     json_t *list = json_object_get(err->details, "diagnostics");
+    struct js__metadata_site site;
+    if (!js__find_metadata(source, len, &site))
+        return;
     for (size_t i = 0; i < json_array_size(list) && i < METADATA_POSITIONS_MAX; i++) {
         json_t *diag = json_array_get(list, i);
         const char *stage = json_string_value(json_object_get(diag, "stage"));
         const char *message = json_string_value(json_object_get(diag, "message"));
         int line = 0, column = 0;
         if (!stage || strcmp(stage, "metadata") != 0 || !message ||
-            !js__locate_metadata(source, len, message, &line, &column))
+            !js__locate_metadata(&site, message, &line, &column))
             continue;
         json_object_set_new(diag, "line", json_integer(line));
         json_object_set_new(diag, "column", json_integer(column));

@@ -16,9 +16,14 @@
  *                         Trade Ticker BookSnapshot ExecReport KlineSummary
  *                         InstrumentUpdate BalanceUpdate RiskControl Extension
  *               config    optional array of fields {name, type, description?,
- *                         default?, required?, options? (enum values)}, type in
+ *                         default?, required?, options? (enum values, each
+ *                         once; enum only)} and no other key, type in
  *                         string|int|float|bool|duration|enum; a default
- *                         must have the field's type; names unique
+ *                         must have the field's type; names unique; the
+ *                         keys the gateway reads (config.h) declared with
+ *                         a type and default the gateway takes
+ *               other     keys of the author's own, except one a typo away
+ *                         from a field above (its misspelling)
  *   create    module.exports.create is not a function
  *
  * Normalised metadata (what every listing shows):
@@ -30,8 +35,10 @@
  * Contract: thread-safe (each call makes its own sandboxes). A module that
  * does not validate is ERR_UNPROCESSABLE with details {"diagnostics": [...]};
  * each diagnostic is {"stage", "message", "line", "column", "hint"} with
- * line/column 1-based (0 when not applicable) and hint a sentence that tells
- * the author what to do.
+ * line/column 1-based (0 when not applicable; lines ended at LF, CR, CRLF,
+ * U+2028 and U+2029, as JavaScript ends them, columns in code points) and
+ * hint a sentence that tells the author what to do. The error's message
+ * is "<file>:<line>:<column>: ..." or, without a position, "<file>: ...".
  *
  * Details of the stages
  * - compile and execute run exactly what production runs (js_compile, then
@@ -39,16 +46,17 @@
  * - execute: an Error thrown by `throw [new] Name(...)` is placed at the
  *   `throw` keyword; other failures at the innermost frame in the file. A
  *   thrown value that is not an Error, the budget and the memory cap have
- *   no reliable position (0, or the allocation site for memory).
+ *   no reliable position (0, or the allocation site for memory), except a
+ *   thrown string or number with one `throw` of that literal in the code.
  * - metadata: every problem is reported at once, up to 20 (then one last
  *   diagnostic, without a position, counts the rest: metadata built by code
  *   can hold any number of bad values); one diagnostic each, at
- *   the field as the source spells it, a missing one at the `metadata`
- *   key, 0 when the metadata is no object literal in the source: see
- *   js__locate_metadata); metadata is read through JSON.stringify, so functions
+ *   the field as the source spells it in the metadata the module exports,
+ *   a missing one at the `metadata` key, 0 when that metadata is no object
+ *   literal in the source or it is unclear which one it is: see
+ *   js__find_metadata); metadata is read through JSON.stringify, so functions
  *   and undefined values count as absent, so does null, and a BigInt is a
- *   problem. Keys outside the listing are dropped, and so are options on a
- *   field that is not an enum.
+ *   problem. The author's own keys are dropped (metadata_check.c).
  *   The error's message is "<file>: <first problem>" (plus how many more,
  *   all of them counted).
  */

@@ -10,7 +10,8 @@
  *   never held across a join or a callback, so a consumer of events that
  *   asks market_has_provider() cannot deadlock against a stopping provider.
  * - p->session_lock guards p->session for the order path (submit, cancel,
- *   quote, trading_active). The provider thread never takes it.
+ *   quote, trading_active) and p->instruments for instrument. The provider
+ *   thread never takes it.
  *
  * Providers are never freed before market_free(): a deleted provider is
  * marked so and its node kept (and reused if the name comes back), which
@@ -32,6 +33,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* One symbol's InstrumentUpdate payload as its provider announced it
+ * (trading is decided when read). */
+struct instrument_state {
+    uint16_t symbol;
+    struct event_instrument sizes;
+};
 
 enum provider_status {
     PROVIDER_PENDING,
@@ -63,6 +71,11 @@ struct provider {
      * session_lock alone */
     pthread_mutex_t session_lock;
     struct sim *session;
+    /* the instruments the latest session announced, kept once it stops (its
+     * last InstrumentUpdate said they stopped trading); replaced when a
+     * session starts, changed and read under session_lock */
+    struct instrument_state *instruments;
+    size_t ninstruments;
 
     /* written by the holder of a session's engine, one session at a time */
     struct sim_latency tick_to_order;
@@ -147,6 +160,12 @@ struct market *market_new(struct event_sink sink, struct store *store)
 
 static void provider_clear(struct provider *p)
 {
+    pthread_mutex_lock(&p->session_lock);
+    struct instrument_state *instruments = p->instruments;
+    p->instruments = NULL;
+    p->ninstruments = 0;
+    pthread_mutex_unlock(&p->session_lock);
+    free(instruments);
     sim_settings_free(p->settings);
     sim_account_free(p->account);
     json_decref(p->settings_json);
@@ -204,6 +223,22 @@ static void carry_positions(struct market *m, const struct provider *p)
     err_clear(&e);
 }
 
+/* Puts the new session's instruments in `table` (room for each of the
+ * settings' symbols, one market of the session each) in place of the
+ * previous session's; returns the table replaced. The caller holds
+ * session_lock. */
+static struct instrument_state *instruments_install(struct provider *p, const struct sim *s,
+                                                    struct instrument_state *table)
+{
+    size_t n = p->settings->nsymbols;
+    for (size_t i = 0; i < n; i++)
+        table[i].symbol = sim_instrument(s, i, false, &table[i].sizes);
+    struct instrument_state *old = p->instruments;
+    p->instruments = table;
+    p->ninstruments = n;
+    return old;
+}
+
 static int provider_run(struct market *m, struct provider *p, struct err *err)
 {
     expire_leftover_orders(m, p);
@@ -211,15 +246,22 @@ static int provider_run(struct market *m, struct provider *p, struct err *err)
     struct sim_config cfg = {p->name,  p->id,         p->settings,       p->account, m->sink,
                              m->store, p->next_order, &p->tick_to_order, m->risk};
     struct err e = ERR_INIT;
+    struct instrument_state *table = calloc(p->settings->nsymbols, sizeof *table);
+    if (!table)
+        err_set(&e, ERR_INTERNAL, "out of memory");
     /* The session reaches the order path before its thread can publish a
      * first event: a strategy handling that event can already quote and
-     * order. The locks are those of every write of p->session; the new
-     * thread takes neither, so it never waits for them. */
+     * order (and read its instruments). The locks are those of every write
+     * of p->session; the new thread takes neither, so it never waits for
+     * them. */
     pthread_mutex_lock(&m->lock);
     pthread_mutex_lock(&p->session_lock);
-    struct sim *s = sim_start(&cfg, &e);
+    struct sim *s = table ? sim_start(&cfg, &e) : NULL;
     p->session = s;
+    if (s)
+        table = instruments_install(p, s, table);
     pthread_mutex_unlock(&p->session_lock);
+    free(table);
     if (s) {
         p->startup_error[0] = '\0';
     } else {
@@ -759,6 +801,28 @@ static bool ops_quote(void *ctx, uint16_t provider, uint16_t symbol, struct mark
     return ok;
 }
 
+/* What the provider's InstrumentUpdates said of the symbol, with trading
+ * as it is now: the sizes stay those of the latest session, so a stopped
+ * provider's read as its last announcement gave them. */
+static bool ops_instrument(void *ctx, uint16_t provider, uint16_t symbol,
+                           struct event_instrument *out)
+{
+    struct provider *p = find_id(ctx, provider);
+    *out = (struct event_instrument){0};
+    if (!p)
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&p->session_lock);
+    for (size_t i = 0; i < p->ninstruments && !found; i++) {
+        found = p->instruments[i].symbol == symbol;
+        if (found)
+            *out = p->instruments[i].sizes;
+    }
+    out->trading = found && p->session && sim_state(p->session) == SIM_RUNNING;
+    pthread_mutex_unlock(&p->session_lock);
+    return found;
+}
+
 /* The provider's session runs and the kill switch is off: an order could
  * be placed. */
 static bool ops_trading_active(void *ctx, uint16_t provider)
@@ -855,8 +919,9 @@ static void ops_abandon(void *ctx, uint32_t instance_key, const char *instance_i
 
 struct market_ops market_runtime_ops(struct market *m)
 {
-    return (struct market_ops){m,          ops_submit, ops_cancel, ops_quote, ops_trading_active,
-                               ops_forget, ops_abandon};
+    return (struct market_ops){m,           ops_submit,         ops_cancel,
+                               ops_quote,   ops_trading_active, ops_forget,
+                               ops_abandon, ops_instrument};
 }
 
 /* -------------------------------------------------------------- metrics */

@@ -71,7 +71,8 @@ struct market *market_new(struct event_sink sink, struct store *store);
 /* Stops every provider thread and frees everything. */
 void market_free(struct market *m);
 
-/* The hooks the runtime calls (submit, cancel, quote, trading_active). */
+/* The hooks the runtime calls (submit, cancel, quote, trading_active,
+ * instrument, forget, abandon). */
 struct market_ops market_runtime_ops(struct market *m);
 
 /* Creates a provider from a ProviderRequest ({name, adapter: {identifier,

@@ -32,9 +32,9 @@
  *   before any later event, so the sink is only ever called from the
  *   provider thread and in sequence order.
  * - Other threads touch a session only through sim_submit(), sim_cancel(),
- *   sim_quote() and sim_state(); the caller keeps the session alive (the
- *   market holds a per-provider lock around those calls and detaches the
- *   session under it before sim_stop()).
+ *   sim_quote(), sim_instrument() and sim_state(); the caller keeps the
+ *   session alive (the market holds a per-provider lock around those calls
+ *   and detaches the session under it before sim_stop()).
  * - With a store, a session also runs a store writer thread (persist.c)
  *   that sees only the copies the provider thread queues to it (and the
  *   settings' symbols, borrowed like the rest); sim_stop() joins the
@@ -466,6 +466,11 @@ int sim_notice(struct sim *s, const char *reason, const char *cancel_reason, cha
  * go of it. Not on the provider thread, nor holding the engine. */
 void sim_engine_pass(struct sim *s);
 bool sim_quote(struct sim *s, uint16_t symbol, struct market_quote *out);
+/* The InstrumentUpdate payload of the session's i-th symbol (i below its
+ * nmarkets), `trading` as given; returns the symbol's id. The sizes are
+ * fixed before the session's thread starts, so any thread that keeps the
+ * session alive may read them. */
+uint16_t sim_instrument(const struct sim *s, size_t i, bool trading, struct event_instrument *out);
 
 /* Engine: stamps provider, symbol, seq and ts_ms, then hands the event to
  * the sink (provider thread) or to the outbox (a submitting thread). */

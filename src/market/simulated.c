@@ -450,16 +450,21 @@ static void kline_add(struct sim *s, struct sim_market *mk, double qty, int64_t 
     sim_publish(s, ev, mk->id);
 }
 
+uint16_t sim_instrument(const struct sim *s, size_t i, bool trading, struct event_instrument *out)
+{
+    const struct sim_market *mk = &s->markets[i];
+    *out = (struct event_instrument){mk->tick_size, mk->lot_size, mk->lot_size, trading};
+    return mk->id;
+}
+
 static void publish_instruments(struct sim *s, bool trading)
 {
     for (size_t i = 0; i < s->nmarkets; i++) {
-        struct sim_market *mk = &s->markets[i];
         struct event *ev = new_event(s, EVENT_INSTRUMENT_UPDATE, 0);
         if (!ev)
             continue;
-        ev->u.instrument =
-            (struct event_instrument){mk->tick_size, mk->lot_size, mk->lot_size, trading};
-        sim_publish(s, ev, mk->id);
+        uint16_t symbol = sim_instrument(s, i, trading, &ev->u.instrument);
+        sim_publish(s, ev, symbol);
     }
 }
 

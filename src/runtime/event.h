@@ -256,6 +256,15 @@ struct market_ops {
      * queued before. Returns without waiting, like submit: a worker calls it
      * once the failed VM is gone. May be NULL. */
     void (*abandon)(void *ctx, uint32_t instance_key, const char *instance_id, const char *reason);
+    /* The symbol's instrument as the provider's InstrumentUpdates give it:
+     * its sizes as last announced, and `trading` whether its session runs
+     * now. It is a read of state the provider keeps, not an event, so it
+     * takes nothing from the provider's event sequence: an instance that
+     * started after the announcement asks for what it missed. false (*out
+     * zeroed) when the provider has announced nothing yet (never started)
+     * or does not carry the symbol. Takes only the provider's session lock,
+     * as quote does. May be NULL. */
+    bool (*instrument)(void *ctx, uint16_t provider, uint16_t symbol, struct event_instrument *out);
 };
 
 #endif

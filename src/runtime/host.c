@@ -6,7 +6,8 @@
  *   env.runtime.isTradingActive(), isDryRun(), providers(), selectProvider(seed),
  *              submitMarketOrder(provider, side, size[, symbol]),
  *              submitOrder(provider, side, size, price[, symbol]), cancelOrder(id),
- *              getLastPrice/getBidPrice/getAskPrice([symbol]), getMarketState([symbol])
+ *              getLastPrice/getBidPrice/getAskPrice([symbol]), getMarketState([symbol]),
+ *              getInstrument([symbol])
  *   globals setTimeout/clearTimeout/setInterval/clearInterval, console.*
  *
  * Host functions run on the worker thread inside a call the worker armed, so
@@ -771,6 +772,74 @@ static JSValue js_get_market_state(JSContext *ctx, JSValueConst this_val, int ar
     return o;
 }
 
+/* The scoped (provider, symbol) that `name` names: the first scoped symbol
+ * when it is NULL, else the first scoped provider carrying it. false when
+ * the symbol is not in the scope, so a getter answers only for what the
+ * instance may trade. */
+static bool scoped_pair(const struct vm_plan *plan, const char *name, struct scope_entry *out)
+{
+    uint16_t symbol = name ? intern_lookup(name) : 0;
+    if (name && !symbol)
+        return false; /* a name nothing interned: no provider carries it */
+    for (uint16_t i = 0; i < plan->nscope; i++) {
+        const struct scope_entry *e = &plan->scope[i];
+        if (e->symbol && (symbol == 0 || e->symbol == symbol)) {
+            *out = *e;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int define(JSContext *ctx, JSValueConst o, JSAtom atom, JSValue v)
+{
+    if (JS_IsException(v))
+        return 1;
+    return JS_DefinePropertyValue(ctx, o, atom, v, JS_PROP_C_W_E) < 0;
+}
+
+/* {provider, symbol} and the InstrumentUpdate payload's fields. */
+static JSValue instrument_object(JSContext *ctx, struct vm *vm, const struct scope_entry *at,
+                                 const struct event_instrument *in)
+{
+    JSValue o = JS_NewObject(ctx);
+    if (JS_IsException(o))
+        return o;
+    int bad = 0;
+    bad |= define(ctx, o, vm->atoms[A_PROVIDER], JS_NewString(ctx, intern_name(at->provider)));
+    bad |= define(ctx, o, vm->atoms[A_SYMBOL], JS_NewString(ctx, intern_name(at->symbol)));
+    bad |= vm_put_instrument(vm, ctx, o, in);
+    if (bad) {
+        JS_FreeValue(ctx, o);
+        return JS_EXCEPTION;
+    }
+    return o;
+}
+
+/* The InstrumentUpdate a provider announces only as it starts and stops,
+ * read from the market's state: an instance started in between never heard
+ * it, and a read takes no number of the provider's event sequence (an event
+ * sent to one instance would leave a gap in every other subscriber's). */
+static JSValue js_get_instrument(JSContext *ctx, JSValueConst this_val, int argc,
+                                 JSValueConst *argv)
+{
+    (void)this_val;
+    struct vm *vm = vm_of(ctx);
+    if (!vm)
+        return JS_EXCEPTION;
+    const char *name = NULL;
+    if (symbol_argument(ctx, argc, argv, 0, &name) < 0)
+        return JS_EXCEPTION;
+    struct scope_entry at;
+    bool scoped = scoped_pair(vm->plan, name, &at);
+    JS_FreeCString(ctx, name);
+    const struct market_ops *ops = &vm->inst->worker->rt->opts.market;
+    struct event_instrument in;
+    if (!scoped || !ops->instrument || !ops->instrument(ops->ctx, at.provider, at.symbol, &in))
+        return JS_NULL;
+    return instrument_object(ctx, vm, &at, &in);
+}
+
 /* ------------------------------------------------------------ env */
 
 static const JSCFunctionListEntry runtime_funcs[] = {
@@ -785,6 +854,7 @@ static const JSCFunctionListEntry runtime_funcs[] = {
     JS_CFUNC_MAGIC_DEF("getBidPrice", 0, js_get_price, 1),
     JS_CFUNC_MAGIC_DEF("getAskPrice", 0, js_get_price, 2),
     JS_CFUNC_DEF("getMarketState", 0, js_get_market_state),
+    JS_CFUNC_DEF("getInstrument", 1, js_get_instrument),
 };
 
 static const JSCFunctionListEntry helper_funcs[] = {

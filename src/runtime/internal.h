@@ -592,6 +592,11 @@ size_t vm_subscriptions(const struct vm *vm, uint64_t *keys, uint16_t *scope_ind
 void vm_deliver(struct worker *w, struct vm *vm, int scope_index, const struct event *ev);
 void vm_fire_timer(struct worker *w, struct timer *t);
 void vm_free_timer(struct vm *vm, struct timer *t);
+/* Defines the InstrumentUpdate payload's fields on `o`, so that the event
+ * and runtime.getInstrument() carry the same ones; non-zero when a
+ * definition failed. Worker thread. */
+int vm_put_instrument(struct vm *vm, JSContext *ctx, JSValueConst o,
+                      const struct event_instrument *i);
 
 static inline uint64_t sub_key(uint16_t provider, uint16_t symbol, unsigned kind)
 {

@@ -155,30 +155,33 @@ static int check_scope(const struct runtime_options *opts, const json_t *scope, 
 /* ------------------------------------------------------------ gateway keys */
 
 /* Config keys the gateway itself reads, whether or not the strategy's
- * metadata declares them: typed here so a wrong value is refused when the
- * spec is stored instead of being silently ignored at start (a dry_run of
- * "yes" would otherwise trade for real). JSON null means absent. */
-#define MEMORY_LIMIT_MB_MAX 65536
-#define CPU_BUDGET_MS_MAX (3600 * 1000)
-
-static int check_gateway_keys(const json_t *config, struct err *err)
+ * metadata declares them (js/config.h lists them): typed here so a wrong
+ * value is refused when the spec is stored instead of being silently
+ * ignored at start (a dry_run of "yes" would otherwise trade for real).
+ * JSON null means absent. `config` is resolved (the module's defaults
+ * merged in), `given` the instance's own: a value the instance does not
+ * set is the module's default, which the message says, since no change
+ * to the instance's other keys can mend it. */
+static int check_gateway_keys(const json_t *config, const json_t *given, struct err *err)
 {
-    const json_t *dry = json_object_get(config, "dry_run");
-    if (dry && !json_is_null(dry) && !json_is_boolean(dry))
-        return invalid(err, "config.dry_run", "expected bool");
-    const json_t *mb = json_object_get(config, "memory_limit_mb");
-    if (mb && !json_is_null(mb) &&
-        (!json_is_number(mb) || !(json_number_value(mb) >= 1) ||
-         json_number_value(mb) > MEMORY_LIMIT_MB_MAX))
-        return invalid(err, "config.memory_limit_mb", "expected a number of MiB from 1 to %d",
-                       MEMORY_LIMIT_MB_MAX);
-    const json_t *ms = json_object_get(config, "cpu_budget_ms");
-    if (ms && !json_is_null(ms) &&
-        (!json_is_number(ms) || !(json_number_value(ms) > 0) ||
-         json_number_value(ms) > CPU_BUDGET_MS_MAX))
-        return invalid(err, "config.cpu_budget_ms",
-                       "expected a number of milliseconds above 0 and at most %d",
-                       CPU_BUDGET_MS_MAX);
+    const char *key;
+    for (size_t i = 0; (key = js_config_gateway_key(i)) != NULL; i++) {
+        const json_t *value = json_object_get(config, key);
+        char expected[128], field[64];
+        if (js_config_gateway_accepts(key, value, expected, sizeof expected))
+            continue;
+        snprintf(field, sizeof field, "config.%s", key);
+        const json_t *own = json_object_get(given, key);
+        if (own && !json_is_null(own))
+            return invalid(err, field, "expected %s", expected);
+        char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
+        invalid(err, field,
+                "expected %s, got %.64s, the module's own default (the instance's config does "
+                "not set it)",
+                expected, text ? text : "a value");
+        free(text);
+        return -1;
+    }
     return 0;
 }
 
@@ -285,7 +288,7 @@ int spec_resolve(const struct runtime_options *opts, const struct registry *reg,
             err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
     }
-    if (check_gateway_keys(out->config, err) != 0) {
+    if (check_gateway_keys(out->config, json_is_object(config) ? config : NULL, err) != 0) {
         json_decref(scope);
         spec_resolved_clear(out);
         return -1;
@@ -402,10 +405,11 @@ static void limits_of(struct runtime *rt, const json_t *given, const json_t *mer
         out->memory_bytes = JS_SANDBOX_DEFAULT_MEMORY;
     if (!out->budget_ns)
         out->budget_ns = JS_SANDBOX_DEFAULT_BUDGET_NS;
-    double mb = limit_value(given, merged, "memory_limit_mb",
-                            (double)out->memory_bytes / (1024.0 * 1024.0), 1, MEMORY_LIMIT_MB_MAX);
+    double mb =
+        limit_value(given, merged, "memory_limit_mb", (double)out->memory_bytes / (1024.0 * 1024.0),
+                    1, JS_CONFIG_MEMORY_LIMIT_MB_MAX);
     double ms = limit_value(given, merged, "cpu_budget_ms", (double)out->budget_ns / 1e6, 1e-6,
-                            CPU_BUDGET_MS_MAX);
+                            JS_CONFIG_CPU_BUDGET_MS_MAX);
     out->memory_bytes = (size_t)(mb * 1024 * 1024);
     out->budget_ns = (int64_t)(ms * 1e6);
 }
@@ -464,7 +468,7 @@ static int plan_config(struct runtime *rt, struct vm_plan *plan, const json_t *s
             err_set(err, ERR_INTERNAL, "out of memory");
         return -1;
     }
-    if (check_gateway_keys(config, err) != 0) {
+    if (check_gateway_keys(config, json_is_object(given) ? given : NULL, err) != 0) {
         json_decref(config);
         return -1;
     }

@@ -565,8 +565,8 @@ static int put_exec(struct vm *vm, JSContext *ctx, JSValueConst o, const struct 
     return bad;
 }
 
-static int put_instrument(struct vm *vm, JSContext *ctx, JSValueConst o,
-                          const struct event_instrument *i)
+int vm_put_instrument(struct vm *vm, JSContext *ctx, JSValueConst o,
+                      const struct event_instrument *i)
 {
     int bad = 0;
     bad |= put(ctx, o, vm->atoms[A_TICK_SIZE], num(ctx, i->tick_size));
@@ -602,7 +602,7 @@ static JSValue make_payload(struct vm *vm, JSContext *ctx, const struct event *e
         bad = put_exec(vm, ctx, o, &ev->u.exec);
         break;
     case EVENT_INSTRUMENT_UPDATE:
-        bad = put_instrument(vm, ctx, o, &ev->u.instrument);
+        bad = vm_put_instrument(vm, ctx, o, &ev->u.instrument);
         break;
     case EVENT_RISK_CONTROL:
         bad = put(ctx, o, vm->atoms[A_REASON],
@@ -1235,7 +1235,26 @@ static int call_create(struct vm *vm, JSValueConst exports, JSValueConst env, st
     return 0;
 }
 
-static int cache_handlers(struct vm *vm, struct err *err)
+/* What a handler property holds instead of a function, for a message. */
+static const char *value_kind(JSContext *ctx, JSValueConst v)
+{
+    if (JS_IsString(v))
+        return "a string";
+    if (JS_IsNumber(v))
+        return "a number";
+    if (JS_IsBool(v))
+        return "a boolean";
+    if (JS_IsBigInt(ctx, v))
+        return "a bigint";
+    if (JS_IsSymbol(v))
+        return "a symbol";
+    return JS_IsArray(ctx, v) > 0 ? "an array" : "an object";
+}
+
+/* Handlers are read once, here: one added to the object later is never
+ * called. A property that holds neither a function nor null or undefined
+ * (no handler) is noted in not_fn, for check_handlers. */
+static int cache_handlers(struct vm *vm, const char *not_fn[H_COUNT], struct err *err)
 {
     JSContext *ctx = vm->sb.ctx;
     for (int h = 0; h < H_COUNT; h++) {
@@ -1244,10 +1263,43 @@ static int cache_handlers(struct vm *vm, struct err *err)
             start_failed(vm, runtime_handler_names[h], err);
             return -1;
         }
-        if (JS_IsFunction(ctx, fn))
+        if (JS_IsFunction(ctx, fn)) {
             vm->fn[h] = fn;
-        else
-            JS_FreeValue(ctx, fn);
+            continue;
+        }
+        if (!JS_IsUndefined(fn) && !JS_IsNull(fn))
+            not_fn[h] = value_kind(ctx, fn);
+        JS_FreeValue(ctx, fn);
+    }
+    return 0;
+}
+
+/* Whether events reach handler h: those of a subscribed kind, and
+ * execution reports always (they are directed at the instance that placed
+ * the order, whatever it subscribed to). */
+static bool handler_receives(const struct vm *vm, int h)
+{
+    for (int k = 0; k < EVENT_KIND_COUNT; k++) {
+        if (runtime_handler_for_kind((enum event_kind)k) == h)
+            return (vm->events & (1u << k)) != 0;
+    }
+    return true;
+}
+
+/* A handler the instance would receive events for but that is no function
+ * (an onTrade of 5, a misplaced object) would never be called: the start
+ * fails, naming it, rather than run deaf to those events. */
+static int check_handlers(struct vm *vm, const char *const not_fn[H_COUNT], struct err *err)
+{
+    for (int h = 0; h < H_COUNT; h++) {
+        if (!not_fn[h] || !handler_receives(vm, h))
+            continue;
+        err_set(err, ERR_UNPROCESSABLE,
+                "create(env) returned handlers whose %s is %s, not a function: it would never be "
+                "called",
+                runtime_handler_names[h], not_fn[h]);
+        err_add_detail(err, "stage", json_string("create(env)"));
+        return -1;
     }
     return 0;
 }
@@ -1377,12 +1429,15 @@ static int build_env(struct vm *vm, struct err *err)
 static int create_from_exports(struct vm *vm, struct err *err)
 {
     JSContext *ctx = vm->sb.ctx;
+    const char *not_fn[H_COUNT] = {NULL};
     int rc = call_create(vm, vm->exports, vm->env, err);
     free_value(ctx, &vm->exports);
     if (rc == 0)
-        rc = cache_handlers(vm, err);
+        rc = cache_handlers(vm, not_fn, err);
     if (rc == 0)
         rc = choose_events(vm, vm->env, err);
+    if (rc == 0)
+        rc = check_handlers(vm, not_fn, err);
     free_value(ctx, &vm->env);
     js_sandbox_disarm(&vm->sb);
     /* rejections seen while starting are the start's business, not a handler's */

@@ -817,6 +817,50 @@ static void test_metadata_and_create_stages(void **state)
     tu_server_stop(srv);
 }
 
+/* Modules that would upload and then never run, or run otherwise than
+ * written: a dry_run declared as a string made every instance create a
+ * 400, and a misspelt `defualt` left the field without a default. Both
+ * are refused at upload, at the key that is wrong. */
+static const char *const NEVER_RUNS =
+    "module.exports = {\n"
+    "  metadata: {\n"
+    "    name: 'neverruns', displayName: 'N', events: ['Trade'],\n"
+    "    config: [\n"
+    "      { name: 'dry_run', type: 'string', default: 'true' },\n"
+    "      { name: 'size', type: 'float', defualt: 0.5 },\n"
+    "    ],\n"
+    "  },\n"
+    "  create() { return {}; },\n"
+    "};\n";
+
+static void test_modules_that_could_never_run_are_refused(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    assert_int_equal(char_at(NEVER_RUNS, 5, 26), 't');
+    assert_int_equal(char_at(NEVER_RUNS, 6, 38), 'd');
+    json_t *body = upload_refused(srv, NEVER_RUNS, NULL, 422, "an upload that could never run");
+    const json_t *d = expect_diagnostic(body, "metadata", 5, 26);
+    assert_string_equal(tu_jstr(d, "message"),
+                        "metadata.config[0] (dry_run).type 'string': the gateway reads dry_run "
+                        "as bool");
+    const json_t *typo = json_array_get(json_object_get(body, "diagnostics"), 1);
+    assert_string_equal(tu_jstr(typo, "message"),
+                        "metadata.config[1] (size).defualt is not a config field key");
+    assert_string_equal(tu_jstr(typo, "hint"), "did you mean 'default'? A config field takes "
+                                               "name, type, description, default, required and "
+                                               "options");
+    assert_int_equal(tu_jint(typo, "line"), 6);
+    assert_int_equal(tu_jint(typo, "column"), 38);
+    assert_int_equal(json_array_size(json_object_get(body, "diagnostics")), 2);
+    assert_string_equal(tu_jstr(body, "error"),
+                        "module.js:5:26: metadata.config[0] (dry_run).type 'string': the "
+                        "gateway reads dry_run as bool (and 1 more problem)");
+    json_decref(body);
+    expect_upload_temps_gone(srv);
+    tu_server_stop(srv);
+}
+
 /* Metadata built by code can hold any number of bad values: the answer
  * lists the first problems and says how many more there were, whatever
  * the top level allocated (one diagnostic each had made this 150-byte
@@ -1184,6 +1228,8 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_metadata_and_create_stages, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_modules_that_could_never_run_are_refused,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_many_metadata_problems_make_a_small_answer,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_runaway_top_level_is_stopped, tu_server_setup,

@@ -765,13 +765,13 @@ static void test_env_and_handler_arguments(void **state)
     assert_string_equal(tu_jstr(e, "helpers.0"), "log");
     assert_string_equal(tu_jstr(e, "helpers.1"), "sleep");
     const char *expected_runtime[] = {
-        "cancelOrder",    "getAskPrice",       "getBidPrice",     "getLastPrice",
-        "getMarketState", "isDryRun",          "isTradingActive", "providers",
-        "selectProvider", "submitMarketOrder", "submitOrder",
+        "cancelOrder",  "getAskPrice",    "getBidPrice",       "getInstrument",
+        "getLastPrice", "getMarketState", "isDryRun",          "isTradingActive",
+        "providers",    "selectProvider", "submitMarketOrder", "submitOrder",
     };
     json_t *runtime = tu_jget(e, "runtime");
-    assert_int_equal(json_array_size(runtime), 11);
-    for (size_t i = 0; i < 11; i++)
+    assert_int_equal(json_array_size(runtime), 12);
+    for (size_t i = 0; i < 12; i++)
         assert_string_equal(json_string_value(json_array_get(runtime, i)), expected_runtime[i]);
     assert_true(json_is_true(tu_jget(e, "dryRun")));
     assert_true(json_is_boolean(tu_jget(e, "trading")));

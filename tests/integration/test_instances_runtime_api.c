@@ -5,8 +5,10 @@
  * scoped symbol); absent, undefined or null it still means that symbol.
  * A side is exactly 'buy' or 'sell'.
  * subscribedEvents() may only narrow metadata.events. isTradingActive()
- * is false while the kill switch is on. A top level may set timers and
- * log, at upload as when it runs.
+ * is false while the kill switch is on. getInstrument() gives an instance
+ * started while its provider runs the sizes it never heard announced, and
+ * null outside its scope. A top level may set timers and log, at upload as
+ * when it runs.
  */
 #include "testutil.h"
 
@@ -204,6 +206,225 @@ static void test_trading_inactive_under_kill_switch(void **state)
     tu_server_stop(srv);
 }
 
+/* A provider off until the instances below exist, that refuses orders off
+ * its increments. Its two symbols start in decades so far apart that they
+ * share neither tick nor lot size (the simulated exchange derives both from
+ * the start price), so a size read for the wrong symbol shows. */
+static const char *const strict_provider =
+    "{\"name\": \"strict\", \"adapter\": {\"identifier\": \"simulated\", \"config\": "
+    "{\"symbols\": [\"BTC-USDT\", \"ETH-USDT\"], \"seed\": 5, \"tickRate\": 200, "
+    "\"startPrices\": {\"BTC-USDT\": 43210, \"ETH-USDT\": 2.5}, \"strictIncrements\": true}}, "
+    "\"enabled\": false}";
+
+/* read(...args): runtime.getInstrument(...args), or what it threw as text,
+ * so that a failure shows in the log at once instead of as a wait. */
+static const char *const read_setup = "const read = (...a) => {\n"
+                                      "  try { return rt.getInstrument(...a); }\n"
+                                      "  catch (e) { return e.name + ': ' + e.message; }\n"
+                                      "};\n";
+
+static void expect_same_sizes(const json_t *a, const json_t *b, const char *what)
+{
+    static const char *const fields[] = {"tickSize", "lotSize", "minQuantity"};
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *x = json_object_get(a, fields[i]), *y = json_object_get(b, fields[i]);
+        if (!json_is_number(x) || !json_is_number(y) ||
+            json_number_value(x) != json_number_value(y))
+            fail_msg("%s: %s differs: %s vs %s", what, fields[i], json_dumps(a, JSON_COMPACT),
+                     json_dumps(b, JSON_COMPACT));
+    }
+}
+
+/* The `heard` value a witness logged for `symbol`. */
+static const json_t *heard_for(const json_t *heard, const char *symbol)
+{
+    size_t i;
+    const json_t *v;
+    json_array_foreach(heard, i, v)
+    {
+        if (strcmp(tu_jstr(v, "symbol"), symbol) == 0)
+            return v;
+    }
+    fail_msg("no InstrumentUpdate of %s heard", symbol);
+    return NULL;
+}
+
+/* A witness listening before the provider starts hears its InstrumentUpdates;
+ * an instance created and started once it runs never does, yet reads the
+ * same sizes with getInstrument(), rounds its order to them and has it
+ * taken under strictIncrements, where the unrounded ones are rejected. Once
+ * the provider stops, the read says trading stopped, as the event does. */
+static void test_instrument_read_by_a_late_start(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    json_decref(tu_call(srv, "POST", "/providers", 202, strict_provider));
+    char *setup = tu_path("%sh.log('before', {btc: read('BTC-USDT')});", read_setup);
+    char *src =
+        tu_strategy_source("witness", "['InstrumentUpdate']", "[]", setup,
+                           "onInstrumentUpdate(ctx, evt, p) {\n"
+                           "  h.log('heard', {symbol: ctx.symbol, p, read: read(ctx.symbol)});\n"
+                           "},");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    free(setup);
+    json_decref(tu_instance_create(srv, "witness", "witness", NULL, "strict",
+                                   "[\"BTC-USDT\", \"ETH-USDT\"]"));
+    tu_instance_start(srv, "witness");
+    json_t *before = tu_wait_log_values(srv, "witness", "before", 1, TU_WAIT_S);
+    assert_true(json_is_null(tu_jget(before, "0.btc"))); /* nothing announced yet */
+    json_decref(before);
+    json_decref(tu_call(srv, "POST", "/providers/strict/start", 202, NULL));
+    json_t *heard = tu_wait_log_values(srv, "witness", "heard", 2, TU_WAIT_S);
+    const json_t *btc = heard_for(heard, "BTC-USDT"), *eth = heard_for(heard, "ETH-USDT");
+    assert_true(json_is_true(tu_jget(btc, "p.trading")));
+    /* the configured start prices give the symbols sizes of their own */
+    assert_true(json_number_value(tu_jget(btc, "p.tickSize")) !=
+                json_number_value(tu_jget(eth, "p.tickSize")));
+    assert_true(json_number_value(tu_jget(btc, "p.lotSize")) !=
+                json_number_value(tu_jget(eth, "p.lotSize")));
+    /* read while the event is handled, getInstrument() agrees with it */
+    expect_same_sizes(json_object_get(btc, "read"), json_object_get(btc, "p"), "witness read");
+    assert_true(json_is_true(tu_jget(btc, "read.trading")));
+
+    src = tu_strategy_source(
+        "late", "['Trade', 'InstrumentUpdate', 'ExecReport']", dry_run_config, read_setup,
+        "onTrade(ctx, evt, p) {\n"
+        "  if (this.done) return;\n"
+        "  this.done = true;\n"
+        "  const i = read('BTC-USDT');\n"
+        "  h.log('instrument', {i, first: read()});\n"
+        "  if (typeof i !== 'object' || i === null) return;\n"
+        "  const round = (v, step) => Math.round(v / step) * step;\n"
+        "  const size = i.lotSize * 7.37;\n"
+        "  const price = Math.floor(p.price * 0.98 / i.tickSize) * i.tickSize + i.tickSize * "
+        "0.37;\n"
+        "  h.log('ids', {\n"
+        "    offLot: rt.submitOrder(ctx.provider, 'buy', size, round(price, i.tickSize)),\n"
+        "    offTick: rt.submitOrder(ctx.provider, 'buy', round(size, i.lotSize), price),\n"
+        "    rounded: rt.submitOrder(ctx.provider, 'buy', round(size, i.lotSize),\n"
+        "      round(price, i.tickSize)),\n"
+        "  });\n"
+        "},\n"
+        "onInstrumentUpdate(ctx, evt, p) { h.log('heard', {p, read: read('BTC-USDT')}); },\n"
+        "onOrderAcknowledged(ctx, evt, r) { h.log('order', {id: r.clientOrderId, status: "
+        "r.status}); },\n"
+        "onOrderRejected(ctx, evt, r) { h.log('order', {id: r.clientOrderId, status: r.status,\n"
+        "  reason: r.reason}); },");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_decref(tu_instance_create(srv, "late", "late", NULL, "strict", "[\"BTC-USDT\"]"));
+    tu_instance_start(srv, "late");
+    json_t *read = tu_wait_log_values(srv, "late", "instrument", 1, TU_WAIT_S);
+    const json_t *i = tu_jget(read, "0.i");
+    if (!json_is_object(i))
+        fail_msg("getInstrument('BTC-USDT') gave %s", json_dumps(i, JSON_ENCODE_ANY));
+    assert_string_equal(tu_jstr(i, "provider"), "strict");
+    assert_string_equal(tu_jstr(i, "symbol"), "BTC-USDT");
+    assert_true(json_is_true(json_object_get(i, "trading")));
+    expect_same_sizes(i, json_object_get(btc, "p"), "late read");
+    assert_true(json_equal(i, tu_jget(read, "0.first"))); /* no symbol: the first scoped */
+
+    json_t *ids = tu_wait_log_values(srv, "late", "ids", 1, TU_WAIT_S);
+    json_t *orders = tu_wait_log_values(srv, "late", "order", 3, TU_WAIT_S);
+    static const char *const labels[] = {"offLot", "offTick", "rounded"};
+    static const char *const outcomes[] = {"whole number of lots", "whole number of ticks", NULL};
+    for (size_t k = 0; k < 3; k++) {
+        char path[16];
+        snprintf(path, sizeof path, "0.%s", labels[k]);
+        const char *id = tu_jstr(ids, path);
+        const json_t *o = NULL, *v;
+        size_t n;
+        json_array_foreach(orders, n, v)
+        {
+            if (strcmp(tu_jstr(v, "id"), id) == 0)
+                o = v;
+        }
+        if (!o)
+            fail_msg("no report of the %s order", labels[k]);
+        if (outcomes[k]) {
+            assert_string_equal(tu_jstr(o, "status"), "rejected");
+            assert_non_null(strstr(tu_jstr(o, "reason"), outcomes[k]));
+        } else {
+            assert_string_equal(tu_jstr(o, "status"), "acknowledged");
+        }
+    }
+    json_decref(orders);
+    json_decref(ids);
+    /* it learnt the sizes by reading them: no InstrumentUpdate reached it */
+    json_t *late_heard = tu_log_values(srv, "late", "heard");
+    assert_int_equal(json_array_size(late_heard), 0);
+    json_decref(late_heard);
+
+    /* the stop's InstrumentUpdate and the read agree: trading stopped, same sizes */
+    json_decref(tu_call(srv, "POST", "/providers/strict/stop", 200, NULL));
+    late_heard = tu_wait_log_values(srv, "late", "heard", 1, TU_WAIT_S);
+    assert_true(json_is_false(tu_jget(late_heard, "0.p.trading")));
+    assert_true(json_is_false(tu_jget(late_heard, "0.read.trading")));
+    expect_same_sizes(tu_jget(late_heard, "0.read"), i, "read after the stop");
+    json_decref(late_heard);
+    /* and an instance started while it is stopped reads the last announcement */
+    json_decref(tu_instance_create(srv, "witness-2", "witness", NULL, "strict", NULL));
+    tu_instance_start(srv, "witness-2");
+    before = tu_wait_log_values(srv, "witness-2", "before", 1, TU_WAIT_S);
+    assert_true(json_is_false(tu_jget(before, "0.btc.trading")));
+    expect_same_sizes(tu_jget(before, "0.btc"), i, "read while stopped");
+    json_decref(before);
+    json_decref(read);
+    json_decref(heard);
+    tu_server_stop(srv);
+}
+
+/* getInstrument(symbol): null for a symbol outside the instance's scope,
+ * even one its provider carries and has announced, and for one no provider
+ * has; a symbol that is not a string is a TypeError, as for the price
+ * getters; none, undefined or null mean the first scoped symbol. */
+static void test_instrument_arguments(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    json_t *results = run_calls(srv, "instruments",
+                                "  try_('named', () => rt.getInstrument('BTC-USDT'));\n"
+                                "  try_('none', () => rt.getInstrument());\n"
+                                "  try_('undef', () => rt.getInstrument(undefined));\n"
+                                "  try_('null', () => rt.getInstrument(null));\n"
+                                "  try_('unscoped', () => rt.getInstrument('ETH-USDT'));\n"
+                                "  try_('unknown', () => rt.getInstrument('XRP-USDT'));\n"
+                                "  try_('empty', () => rt.getInstrument(''));\n"
+                                "  try_('number', () => rt.getInstrument(42));\n"
+                                "  try_('object', () => rt.getInstrument({symbol: 'BTC-USDT'}));\n"
+                                "  try_('boxed', () => rt.getInstrument(new String('BTC-USDT')));\n"
+                                "  try_('bool', () => rt.getInstrument(true));\n"
+                                "  try_('eth-price', () => rt.getLastPrice('ETH-USDT'));\n",
+                                12);
+    const json_t *named = tu_jget(results, "named.ok");
+    if (!json_is_object(named))
+        fail_msg("getInstrument('BTC-USDT') gave %s",
+                 json_dumps(json_object_get(results, "named"), JSON_COMPACT));
+    assert_string_equal(tu_jstr(named, "provider"), "sim");
+    assert_string_equal(tu_jstr(named, "symbol"), "BTC-USDT");
+    assert_true(json_number_value(json_object_get(named, "tickSize")) > 0);
+    assert_true(json_is_true(json_object_get(named, "trading")));
+    assert_true(json_equal(named, tu_jget(results, "none.ok")));
+    assert_true(json_equal(named, tu_jget(results, "undef.ok")));
+    assert_true(json_equal(named, tu_jget(results, "null.ok")));
+    static const char *const nulls[] = {"unscoped", "unknown", "empty"};
+    for (size_t i = 0; i < 3; i++) {
+        expect_ok(results, nulls[i]);
+        const json_t *r = json_object_get(results, nulls[i]);
+        if (!json_is_null(json_object_get(r, "ok")))
+            fail_msg("%s: expected null, got %s", nulls[i], json_dumps(r, JSON_COMPACT));
+    }
+    /* the provider carries ETH-USDT and quotes it: only the scope keeps it out */
+    assert_true(json_number_value(tu_jget(results, "eth-price.ok")) > 0);
+    expect_error(results, "number", "TypeError: symbol must be a string, got number");
+    expect_error(results, "object", "TypeError: symbol must be a string, got object");
+    expect_error(results, "boxed", "TypeError: symbol must be a string, got object");
+    expect_error(results, "bool", "TypeError: symbol must be a string, got boolean");
+    json_decref(results);
+    tu_server_stop(srv);
+}
+
 /* A top level that sets a timer and logs, unguarded, uploads (validation
  * gives it inert ones) and, started, runs the timer after create(). */
 static void test_top_level_timer_uploads_and_runs(void **state)
@@ -237,6 +458,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscribed_event_must_be_declared, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_trading_inactive_under_kill_switch, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_instrument_read_by_a_late_start, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_instrument_arguments, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_top_level_timer_uploads_and_runs, tu_server_setup,
                                         tu_server_teardown),

@@ -262,13 +262,71 @@ static void test_error_details_name_the_field(void **state)
     assert_int_equal(err_http_status(err.kind), 400);
     err_clear(&err);
     json_decref(instance);
-    /* a bad default is refused the same way */
+    /* a bad default (validation refuses one; metadata validated under
+     * older rules may hold it) is refused the same way, saying whose the
+     * value is */
     json_decref(md);
     md = metadata_with("[{\"name\":\"f\",\"type\":\"int\",\"default\":\"x\"}]");
     assert_null(js_config_resolve(md, NULL, &err));
+    assert_string_equal(err.message, "config.f: expected int, got string, the module's own "
+                                     "default (the instance's config does not set it)");
+    assert_string_equal(json_string_value(json_object_get(err.details, "field")), "config.f");
+    err_clear(&err);
+    /* the instance's own value is the instance's */
+    instance = parse("{\"f\":\"y\"}");
+    assert_null(js_config_resolve(md, instance, &err));
     assert_string_equal(err.message, "config.f: expected int, got string");
     err_clear(&err);
+    json_decref(instance);
     json_decref(md);
+}
+
+/* The keys the gateway reads, with the values it takes: the runtime
+ * checks instances' values with these, validation modules' defaults. */
+static void test_gateway_keys(void **state)
+{
+    (void)state;
+    assert_string_equal(js_config_gateway_key(0), "dry_run");
+    assert_string_equal(js_config_gateway_key(1), "memory_limit_mb");
+    assert_string_equal(js_config_gateway_key(2), "cpu_budget_ms");
+    assert_null(js_config_gateway_key(3));
+    struct {
+        const char *key, *value_json, *expected; /* expected NULL: accepted */
+    } cases[] = {
+        {"dry_run", "true", NULL},
+        {"dry_run", "false", NULL},
+        {"dry_run", "null", NULL},
+        {"dry_run", "\"true\"", "bool"},
+        {"dry_run", "1", "bool"},
+        {"memory_limit_mb", "1", NULL},
+        {"memory_limit_mb", "65536", NULL},
+        {"memory_limit_mb", "16.5", NULL},
+        {"memory_limit_mb", "0", "a number of MiB from 1 to 65536"},
+        {"memory_limit_mb", "0.5", "a number of MiB from 1 to 65536"},
+        {"memory_limit_mb", "65537", "a number of MiB from 1 to 65536"},
+        {"memory_limit_mb", "\"8\"", "a number of MiB from 1 to 65536"},
+        {"cpu_budget_ms", "0.001", NULL},
+        {"cpu_budget_ms", "3600000", NULL},
+        {"cpu_budget_ms", "0", "a number of milliseconds above 0 and at most 3600000"},
+        {"cpu_budget_ms", "-5", "a number of milliseconds above 0 and at most 3600000"},
+        {"cpu_budget_ms", "3600001", "a number of milliseconds above 0 and at most 3600000"},
+        {"cpu_budget_ms", "true", "a number of milliseconds above 0 and at most 3600000"},
+        {"size", "\"anything\"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = tu_path("[%s]", cases[i].value_json);
+        json_t *wrapped = parse(text);
+        char expected[128] = "";
+        bool ok = js_config_gateway_accepts(cases[i].key, json_array_get(wrapped, 0), expected,
+                                            sizeof expected);
+        if (ok != !cases[i].expected || (!ok && strcmp(expected, cases[i].expected) != 0))
+            fail_msg("%s = %s: %s '%s', expected %s", cases[i].key, cases[i].value_json,
+                     ok ? "accepted" : "refused", expected,
+                     cases[i].expected ? cases[i].expected : "accepted");
+        json_decref(wrapped);
+        free(text);
+    }
+    assert_true(js_config_gateway_accepts("dry_run", NULL, NULL, 0));
 }
 
 static void test_instance_config_must_be_object(void **state)
@@ -300,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_required),
         cmocka_unit_test(test_error_details_name_the_field),
         cmocka_unit_test(test_instance_config_must_be_object),
+        cmocka_unit_test(test_gateway_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,13 +135,13 @@ static void test_normalised_metadata(void **state)
         "    tag: 'v1.2.0',\n"
         "    author: 'dropped: not part of the listing',\n"
         "    config: [\n"
-        "      { type: 'int', name: 'size', default: 10, description: 'lots', min: 1 },\n"
+        "      { type: 'int', name: 'size', default: 10, description: 'lots' },\n"
         "      { name: 'ratio', type: 'float', default: 2 },\n"
         "      { name: 'live', type: 'bool', required: false },\n"
         "      { name: 'window', type: 'duration', default: '1h30m' },\n"
         "      { name: 'mode', type: 'enum', options: ['fast', 'slow'], default: 'slow',\n"
         "        required: true },\n"
-        "      { name: 'label', type: 'string', options: ['ignored'] },\n"
+        "      { name: 'label', type: 'string', options: null },\n"
         "      { name: 'timeout', type: 'duration', default: 1500, description: undefined },\n"
         "    ],\n"
         "  },\n"
@@ -494,6 +494,237 @@ static void test_metadata_config_defaults(void **state)
               " { name: 'z', type: 'int', default: null, required: true }]");
 }
 
+/* The source text at a 1-based line and column (ASCII sources), to keep
+ * expected positions honest if a fixture is edited. */
+static const char *text_at(const char *src, int line, int column)
+{
+    const char *p = src;
+    for (int i = 1; i < line; i++) {
+        p = strchr(p, '\n');
+        assert_non_null(p);
+        p++;
+    }
+    return p + column - 1;
+}
+
+/* Diagnostic `i` of list is exactly `message` with exactly `hint`, at
+ * line:column where the source shows `shows`. */
+static void expect_exact(const json_t *list, size_t i, const char *src, const char *message,
+                         const char *hint, int line, int column, const char *shows)
+{
+    const json_t *d = json_array_get(list, i);
+    const char *got = json_string_value(json_object_get(d, "message"));
+    const char *got_hint = json_string_value(json_object_get(d, "hint"));
+    long long l = json_integer_value(json_object_get(d, "line"));
+    long long c = json_integer_value(json_object_get(d, "column"));
+    if (!got || strcmp(got, message) != 0 || strcmp(got_hint, hint) != 0 || l != line ||
+        c != column)
+        fail_msg("diagnostic %zu: '%s' hint '%s' at %lld:%lld\nexpected '%s' hint '%s' at %d:%d", i,
+                 got ? got : "(none)", got_hint ? got_hint : "", l, c, message, hint, line, column);
+    assert_string_equal(json_string_value(json_object_get(d, "stage")), "metadata");
+    assert_memory_equal(text_at(src, line, column), shows, strlen(shows));
+}
+
+#define FIELD_KEYS "name, type, description, default, required and options"
+
+/* A config field key the gateway does not know would change nothing
+ * without a word (a `defualt` leaves the field without a default, a `min`
+ * is never enforced): each is refused, naming it, with the key meant when
+ * it is a typo of one. */
+static void test_metadata_unknown_config_field_keys(void **state)
+{
+    (void)state;
+    const char *src = "module.exports = {\n"
+                      "  metadata: {\n"
+                      "    name: 'x', displayName: 'X', events: ['Trade'],\n"
+                      "    config: [\n"
+                      "      { name: 'size', type: 'float', defualt: 0.5 },\n"
+                      "      { name: 'lo', type: 'int', min: 1 },\n"
+                      "      { nmae: 'n', type: 'int' },\n"
+                      "    ],\n"
+                      "  },\n"
+                      "  create() { return {}; },\n"
+                      "};\n";
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(src, NULL, &err);
+    assert_int_equal(json_array_size(list), 4);
+    expect_exact(list, 0, src, "metadata.config[0] (size).defualt is not a config field key",
+                 "did you mean 'default'? A config field takes " FIELD_KEYS, 5, 38, "defualt");
+    expect_exact(list, 1, src, "metadata.config[1] (lo).min is not a config field key",
+                 "remove it: a config field takes " FIELD_KEYS, 6, 34, "min");
+    expect_exact(list, 2, src, "metadata.config[2].name must be a non-empty string",
+                 "give each config field a name: a non-empty string", 7, 7, "{ nmae");
+    expect_exact(list, 3, src, "metadata.config[2].nmae is not a config field key",
+                 "did you mean 'name'? A config field takes " FIELD_KEYS, 7, 9, "nmae");
+    assert_non_null(strstr(err.message, "strat.js:5:38: metadata.config[0] (size).defualt is not "
+                                        "a config field key (and 3 more problems)"));
+    err_clear(&err);
+    /* case counts, and a swap of neighbours is one typo */
+    config_problem("[{ name: 'n', type: 'int', Default: 1 }]",
+                   "metadata.config[0] (n).Default is not a config field key",
+                   "did you mean 'default'?");
+    config_problem("[{ name: 'n', type: 'int', requried: true }]", "(n).requried is not",
+                   "did you mean 'required'?");
+    config_problem("[{ name: 'n', type: 'int', label: 'N' }]",
+                   "metadata.config[0] (n).label is not a config field key", "remove it");
+    /* null is a value like any other: the key is still misspelt */
+    config_problem("[{ name: 'n', type: 'int', defualt: null }]", "(n).defualt is not", NULL);
+}
+
+/* Keys beside the metadata fields are the author's own (dropped from the
+ * listing), except one a typo away from a field, which is that field
+ * misspelt: `evnets` would leave the events missing, `tga` the revision
+ * untagged. */
+static void test_metadata_misspelt_top_level_keys(void **state)
+{
+    (void)state;
+    const char *src = "module.exports = {\n"
+                      "  metadata: {\n"
+                      "    name: 'x', displayName: 'X',\n"
+                      "    evnets: ['Trade'],\n"
+                      "    tga: 'v1',\n"
+                      "    author: 'A. Author', note: 'n', version: 3, a: 1, id: 'x',\n"
+                      "  },\n"
+                      "  create() { return {}; },\n"
+                      "};\n";
+    const char *lead = "Correct it: a key of the strategy's own may sit beside the metadata fields "
+                       "(name, displayName, description, tag, events and config), but not one "
+                       "typo away from one";
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(src, NULL, &err);
+    assert_int_equal(json_array_size(list), 3);
+    expect_exact(list, 0, src, "metadata.events is missing",
+                 json_string_value(json_object_get(json_array_get(list, 0), "hint")), 2, 3,
+                 "metadata");
+    char *hint = tu_path("did you mean 'events'? %s", lead);
+    expect_exact(list, 1, src, "metadata.evnets is not a metadata field", hint, 4, 5, "evnets");
+    free(hint);
+    hint = tu_path("did you mean 'tag'? %s", lead);
+    expect_exact(list, 2, src, "metadata.tga is not a metadata field", hint, 5, 5, "tga");
+    free(hint);
+    err_clear(&err);
+    expect_metadata_problem("{ name: 'x', Name: 'y', displayName: 'X', events: ['Trade'] }",
+                            "metadata.Name is not a metadata field", "did you mean 'name'?");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', displayname: 'Y', events: ['Trade'] }",
+                            "metadata.displayname is not", "did you mean 'displayName'?");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: ['Trade'], confg: [] }",
+                            "metadata.confg is not", "did you mean 'config'?");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: ['Trade'], tags: [] }",
+                            "metadata.tags is not", "did you mean 'tag'?");
+    expect_metadata_problem("{ name: 'x', displayName: 'X', events: ['Trade'], descripton: '' }",
+                            "metadata.descripton is not", "did you mean 'description'?");
+    /* keys further off are the author's own, and not listed */
+    char *ok = module_with("{ name: 'x', displayName: 'X', events: ['Trade'], author: 'A',"
+                           " note: 'n', team: 't', version: 3, a: 1, id: 'x', params: {},"
+                           " eventsSeen: 0, configuration: 'c' }");
+    json_t *md = expect_valid(ok);
+    char *text = jsonutil_dump(md, NULL);
+    assert_string_equal(text, "{\"name\":\"x\",\"displayName\":\"X\",\"description\":\"\","
+                              "\"events\":[\"Trade\"],\"config\":[]}");
+    free(text);
+    json_decref(md);
+    free(ok);
+}
+
+/* An enum option listed twice is a slip (a value meant to be another);
+ * options on a field that is no enum would be listed and never enforced. */
+static void test_metadata_enum_options(void **state)
+{
+    (void)state;
+    const char *src = "module.exports = {\n"
+                      "  metadata: {\n"
+                      "    name: 'x', displayName: 'X', events: ['Trade'],\n"
+                      "    config: [\n"
+                      "      { name: 'mode', type: 'enum', options: ['fast', 'slow', 'fast'] },\n"
+                      "      { name: 'label', type: 'string', options: ['a', 'b'] },\n"
+                      "    ],\n"
+                      "  },\n"
+                      "  create() { return {}; },\n"
+                      "};\n";
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(src, NULL, &err);
+    assert_int_equal(json_array_size(list), 2);
+    expect_exact(list, 0, src, "metadata.config[0] (mode).options[2] 'fast' is listed twice",
+                 "list each option once", 5, 63, "'fast']");
+    expect_exact(list, 1, src,
+                 "metadata.config[1] (label).options: only an enum takes options, and this field "
+                 "is of type string",
+                 "make the field's type 'enum', or remove its options", 6, 40, "options");
+    err_clear(&err);
+    config_problem("[{ name: 'm', type: 'enum', options: ['a', 'a'] }]",
+                   "metadata.config[0] (m).options[1] 'a' is listed twice", NULL);
+    config_problem("[{ name: 'n', type: 'int', options: [] }]",
+                   "(n).options: only an enum takes options, and this field is of type int", NULL);
+    config_ok("[{ name: 'm', type: 'enum', options: ['a', 'A', 'b'] },"
+              " { name: 'n', type: 'int', options: null }]");
+}
+
+/* dry_run, memory_limit_mb and cpu_budget_ms are read by the gateway,
+ * declared or not: a declaration whose type or default the gateway would
+ * refuse made a module no instance of which could be created. */
+static void test_metadata_gateway_keys(void **state)
+{
+    (void)state;
+    const char *src = "module.exports = {\n"
+                      "  metadata: {\n"
+                      "    name: 'x', displayName: 'X', events: ['Trade'],\n"
+                      "    config: [\n"
+                      "      { name: 'dry_run', type: 'string', default: 'true' },\n"
+                      "      { name: 'memory_limit_mb', type: 'string', default: '8' },\n"
+                      "      { name: 'cpu_budget_ms', type: 'duration', default: '0ms' },\n"
+                      "    ],\n"
+                      "  },\n"
+                      "  create() { return {}; },\n"
+                      "};\n";
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(src, NULL, &err);
+    assert_int_equal(json_array_size(list), 3);
+    expect_exact(list, 0, src,
+                 "metadata.config[0] (dry_run).type 'string': the gateway reads dry_run as bool",
+                 "declare dry_run with type bool, or give the field another name: the gateway "
+                 "reads dry_run whether the metadata declares it or not",
+                 5, 26, "type");
+    expect_exact(list, 1, src,
+                 "metadata.config[1] (memory_limit_mb).type 'string': the gateway reads "
+                 "memory_limit_mb as a number of MiB from 1 to 65536",
+                 "declare memory_limit_mb with type int or float, or give the field another name: "
+                 "the gateway reads memory_limit_mb whether the metadata declares it or not",
+                 6, 34, "type");
+    expect_exact(list, 2, src,
+                 "metadata.config[2] (cpu_budget_ms).default: expected a number of milliseconds "
+                 "above 0 and at most 3600000, got '0ms'",
+                 "make the default a number of milliseconds above 0 and at most 3600000, or "
+                 "remove it: the gateway reads cpu_budget_ms whether the metadata declares it or "
+                 "not",
+                 7, 50, "default");
+    err_clear(&err);
+    config_problem("[{ name: 'dry_run', type: 'enum', options: ['true', 'false'] }]",
+                   "(dry_run).type 'enum': the gateway reads dry_run as bool", NULL);
+    config_problem("[{ name: 'memory_limit_mb', type: 'duration' }]",
+                   "(memory_limit_mb).type 'duration': the gateway reads memory_limit_mb as",
+                   "type int or float");
+    config_problem("[{ name: 'cpu_budget_ms', type: 'bool' }]",
+                   "(cpu_budget_ms).type 'bool': the gateway reads cpu_budget_ms as a number of "
+                   "milliseconds above 0 and at most 3600000",
+                   "type int, float or duration");
+    config_problem("[{ name: 'memory_limit_mb', type: 'int', default: 0 }]",
+                   "metadata.config[0] (memory_limit_mb).default: expected a number of MiB from 1 "
+                   "to 65536, got 0",
+                   "make the default a number of MiB from 1 to 65536, or remove it");
+    config_problem("[{ name: 'memory_limit_mb', type: 'int', default: 65537 }]", "got 65537", NULL);
+    config_problem("[{ name: 'memory_limit_mb', type: 'float', default: 0.5 }]", "got 0.5", NULL);
+    config_problem("[{ name: 'cpu_budget_ms', type: 'int', default: 3600001 }]", "got 3600001",
+                   NULL);
+    config_problem("[{ name: 'cpu_budget_ms', type: 'duration', default: '1h1ms' }]", "got '1h1ms'",
+                   NULL);
+    config_ok("[{ name: 'dry_run', type: 'bool', default: true },"
+              " { name: 'memory_limit_mb', type: 'int', default: 1 },"
+              " { name: 'cpu_budget_ms', type: 'duration', default: '1h' }]");
+    config_ok("[{ name: 'dry_run', type: 'bool' },"
+              " { name: 'memory_limit_mb', type: 'float', default: 65536 },"
+              " { name: 'cpu_budget_ms', type: 'float', default: 0.5, required: true }]");
+}
+
 /* The diagnostic naming `part` in list, or a failure. */
 static const json_t *diag_naming(const json_t *list, const char *part)
 {
@@ -594,6 +825,179 @@ static void test_byte_order_mark_takes_no_column(void **state)
     assert_string_equal(json_string_value(json_object_get(md, "name")), "bom");
     json_decref(md);
 #undef BOM
+}
+
+/* The error's message starts with `prefix` ("strat.js:3:9: "). */
+static void expect_message_starts(const char *src, const char *prefix)
+{
+    struct err err = ERR_INIT;
+    expect_invalid(src, NULL, &err);
+    if (strncmp(err.message, prefix, strlen(prefix)) != 0)
+        fail_msg("message '%s' does not start with '%s'", err.message, prefix);
+    err_clear(&err);
+}
+
+/* Lines end where JavaScript ends them: at LF, CR, CRLF (one break),
+ * U+2028 and U+2029. QuickJS counts LF alone, so a CR-only file was one
+ * line to it; every stage reports the author's line and column. */
+static void test_positions_count_javascript_line_breaks(void **state)
+{
+    (void)state;
+#define LS "\xE2\x80\xA8"
+#define PS "\xE2\x80\xA9"
+    expect_diag("var a=1;\rvar b=2;\rvar c = ) ;\r", NULL, "compile", 3, 9, "unexpected token",
+                NULL);
+    expect_message_starts("var a=1;\rvar b=2;\rvar c = ) ;\r", "strat.js:3:9: ");
+    expect_diag("var a=1;" LS "var b=2;" PS "var c = ) ;\n", NULL, "compile", 3, 9,
+                "unexpected token", NULL);
+    expect_diag("var a=1;\r\nvar b=2;\r\nvar c = ) ;\r\n", NULL, "compile", 3, 9,
+                "unexpected token", NULL);
+    /* CRLF, CR, LF, LS: four breaks, the error on line 5 */
+    expect_diag("a = 1;\r\n\rb = 2;\n" LS "var c = ) ;", NULL, "compile", 5, 9, "unexpected token",
+                NULL);
+    /* a string left open at the end of a CR-only line */
+    expect_diag("var x = 1;\rvar s = 'abc;\rvar y = 2;\r", NULL, "compile", 2, 9,
+                "unexpected end of string", NULL);
+
+    expect_diag("var a=1;\rvar b=2;\r  throw new Error(\"x\");", NULL, "execute", 3, 3,
+                "the top level threw Error: x", NULL);
+    expect_message_starts("var a=1;\rvar b=2;\r  throw new Error(\"x\");", "strat.js:3:3: ");
+    expect_diag("var a=1;" LS "var b = null;" PS "  b.x = 1;", NULL, "execute", 3, 3,
+                "cannot set property 'x' of null", NULL);
+    expect_diag("var a=1;\r/* c\r c */ throw 'boom';", NULL, "execute", 3, 7, "threw string: boom",
+                NULL);
+
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid("module.exports = {\r  metadata: {\r    name: 'x',\r"
+                                  "    displayName: 'X',\r    events: ['Trade', 'Nope'],\r"
+                                  "  },\r  create() { return {}; },\r};\r",
+                                  NULL, &err);
+    expect_at(list, "metadata.events[1]", 5, 23);
+    assert_non_null(strstr(err.message, "strat.js:5:23: "));
+    err_clear(&err);
+    list = expect_invalid("module.exports = {" LS "  metadata: {" PS "    name: 'x'," LS
+                          "    events: ['Trade']," LS "  }," LS "  create() { return {}; },\n};\n",
+                          NULL, &err);
+    expect_at(list, "displayName is missing", 2, 3);
+    err_clear(&err);
+#undef LS
+#undef PS
+}
+
+/* A thrown literal is placed at its one `throw` in the code: a `throw` of
+ * it in a comment, a string or a template is no statement. */
+static void test_literal_throw_outside_comments_and_strings(void **state)
+{
+    (void)state;
+    expect_diag("// never: throw 42\nvar x = 40;\n  throw x + 2;\n", NULL, "execute", 0, 0,
+                "threw number: 42", NULL);
+    expect_message_starts("// never: throw 42\nvar x = 40;\n  throw x + 2;\n",
+                          "strat.js: the top level threw number: 42");
+    expect_diag("/* throw 'no' */ var s = \"throw 'no'\", t = `throw 'no'`;\n"
+                "// throw 'no'\n  throw 'no';\n",
+                NULL, "execute", 3, 3, "threw string: no", NULL);
+    /* code inside a template's ${} is code */
+    expect_diag("const t = `${(() => { throw 7; })()}`;\n", NULL, "execute", 1, 23,
+                "threw number: 7", NULL);
+    /* a number's digits are not a longer number's start */
+    expect_diag("if (0) throw 4.5;\nthrow 4;\n", NULL, "execute", 2, 1, "threw number: 4", NULL);
+}
+
+/* Positions come from the metadata the module exports, not from another
+ * object with a `metadata` key before it; when it is not certain which
+ * object that is, there is no position. */
+static void test_metadata_positions_follow_the_exports(void **state)
+{
+    (void)state;
+    static const char *const decoy = "var decoy = { metadata: { events: ['Trade'] } };\n";
+    struct err err = ERR_INIT;
+    char *src = tu_path("%smodule.exports = {\n"
+                        "  metadata: { name: 'x', displayName: 'X', events: ['Nope'] },\n%s};\n",
+                        decoy, create_fn);
+    json_t *list = expect_invalid(src, NULL, &err);
+    expect_at(list, "metadata.events[0]", 3, 53);
+    assert_non_null(strstr(err.message, "strat.js:3:53: "));
+    err_clear(&err);
+    free(src);
+
+    /* module.exports.metadata = {...} after the exports object */
+    src = tu_path("%smodule.exports = {\n%s};\n"
+                  "module.exports.metadata = { name: 'x', displayName: 'X', events: ['Nope'] };\n",
+                  decoy, create_fn);
+    list = expect_invalid(src, NULL, &err);
+    expect_at(list, "metadata.events[0]", 5, 67);
+    err_clear(&err);
+    free(src);
+
+    /* exports.metadata = {...} */
+    src = tu_path("%sexports.metadata = {\n  name: 'x',\n  events: ['Trade'],\n};\n"
+                  "exports.create = function () { return {}; };\n",
+                  decoy);
+    list = expect_invalid(src, NULL, &err);
+    expect_at(list, "displayName is missing", 2, 9);
+    err_clear(&err);
+    free(src);
+
+    /* the exports and their metadata through variables */
+    src = tu_path("const metadata = { events: ['Trade'] };\n"
+                  "const md = {\n  name: 'x',\n  displayName: 'X',\n  events: ['Nope'],\n};\n"
+                  "const strategy = { metadata: md, create() { return {}; } };\n"
+                  "module.exports = strategy;\n");
+    list = expect_invalid(src, NULL, &err);
+    expect_at(list, "metadata.events[0]", 5, 12);
+    err_clear(&err);
+    free(src);
+
+    /* an assignment inside the exported object runs before it, if ever */
+    src = tu_path("%smodule.exports = {\n"
+                  "  metadata: { name: 'x', displayName: 'X', events: ['Nope'] },\n"
+                  "  create() { module.exports.metadata = null; return {}; },\n};\n",
+                  decoy);
+    list = expect_invalid(src, NULL, &err);
+    expect_at(list, "metadata.events[0]", 3, 53);
+    err_clear(&err);
+    free(src);
+
+    /* a shorthand member inside the metadata is where its value is named */
+    list = expect_invalid("const events = ['Nope'];\nmodule.exports = {\n"
+                          "  metadata: { name: 'x', displayName: 'X', events },\n"
+                          "  create() { return {}; },\n};\n",
+                          NULL, &err);
+    expect_at(list, "metadata.events[0]", 3, 44);
+    err_clear(&err);
+
+    /* computed at the export, or exported through a call: no guess */
+    src = tu_path(
+        "%smodule.exports = {\n"
+        "  metadata: Object.assign({}, { name: 'x', displayName: 'X', events: ['Nope'] }),\n"
+        "%s};\n",
+        decoy, create_fn);
+    list = expect_invalid(src, NULL, &err);
+    expect_at(list, "metadata.events[0]", 0, 0);
+    assert_non_null(strstr(err.message, "strat.js: metadata.events[0]"));
+    err_clear(&err);
+    free(src);
+    src = tu_path("%sObject.assign(module.exports, {\n"
+                  "  metadata: { name: 'x', displayName: 'X', events: ['Nope'] },\n%s});\n",
+                  decoy, create_fn);
+    list = expect_invalid(src, NULL, &err);
+    expect_at(list, "metadata.events[0]", 0, 0);
+    err_clear(&err);
+    free(src);
+}
+
+/* A template literal is an element like any other. */
+static void test_metadata_template_element(void **state)
+{
+    (void)state;
+    struct err err = ERR_INIT;
+    json_t *list = expect_invalid(
+        "module.exports = {\n  metadata: { name: 'x', displayName: 'X',\n"
+        "    events: ['Trade', `Nope`, `Tr${'ade'}`] },\n  create() { return {}; },\n};\n",
+        NULL, &err);
+    expect_at(list, "metadata.events[1]", 3, 23);
+    expect_at(list, "metadata.events[2]", 3, 31);
+    err_clear(&err);
 }
 
 static void test_metadata_reports_every_problem(void **state)
@@ -1012,7 +1416,15 @@ int main(void)
         cmocka_unit_test(test_metadata_events),
         cmocka_unit_test(test_metadata_config_shape),
         cmocka_unit_test(test_metadata_config_defaults),
+        cmocka_unit_test(test_metadata_unknown_config_field_keys),
+        cmocka_unit_test(test_metadata_misspelt_top_level_keys),
+        cmocka_unit_test(test_metadata_enum_options),
+        cmocka_unit_test(test_metadata_gateway_keys),
         cmocka_unit_test(test_byte_order_mark_takes_no_column),
+        cmocka_unit_test(test_positions_count_javascript_line_breaks),
+        cmocka_unit_test(test_literal_throw_outside_comments_and_strings),
+        cmocka_unit_test(test_metadata_positions_follow_the_exports),
+        cmocka_unit_test(test_metadata_template_element),
         cmocka_unit_test(test_metadata_reports_every_problem),
         cmocka_unit_test(test_metadata_problems_are_capped),
         cmocka_unit_test(test_metadata_checks_are_linear),

@@ -344,6 +344,79 @@ static void test_quotes_and_trading_active(void **state)
     tsink_destroy(&s);
 }
 
+/* The recorded InstrumentUpdates from `from` on: each symbol and payload. */
+static size_t recorded_instruments(struct tsink *s, size_t from, uint16_t *symbols,
+                                   struct event_instrument *out, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = from; i < s->n && n < cap; i++, n++) {
+        symbols[n] = s->events[i]->symbol;
+        out[n] = s->events[i]->u.instrument;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+static void expect_read(struct market_ops *ops, uint16_t provider, uint16_t symbol,
+                        const struct event_instrument *announced)
+{
+    struct event_instrument in;
+    assert_true(ops->instrument(ops->ctx, provider, symbol, &in));
+    assert_true(in.tick_size == announced->tick_size);
+    assert_true(in.lot_size == announced->lot_size);
+    assert_true(in.min_quantity == announced->min_quantity);
+    assert_true(in.trading == announced->trading);
+}
+
+/* What the runtime reads of a provider's instruments: nothing before its
+ * first start, what each symbol's InstrumentUpdate said while it runs, the
+ * same sizes with trading false once it stops (as its last InstrumentUpdate
+ * said), nothing for a symbol it does not carry or once it is deleted. The
+ * reads take no event: the announcements stay two a session. */
+static void test_instrument_reads(void **state)
+{
+    (void)state;
+    struct tsink s;
+    tsink_init(&s, 1u << EVENT_INSTRUMENT_UPDATE, 0);
+    struct market *m = market_new(tsink_sink(&s), NULL);
+    struct market_ops ops = market_runtime_ops(m);
+    uint16_t id = intern_id("inst");
+    uint16_t btc = intern_id("BTC-USDT");
+    struct event_instrument in;
+    tmarket_create(m, "inst", "{\"tickRate\": 1000, \"startPrices\": {\"ETH-USDT\": 2.5}}", false);
+    assert_false(ops.instrument(ops.ctx, id, btc, &in));
+    assert_false(in.trading);
+    struct err err = ERR_INIT;
+    assert_int_equal(market_provider_start(m, "inst", NULL, &err), 0);
+    assert_true(tmarket_wait_running(m, "inst", 5000));
+    assert_true(tsink_wait_kind(&s, EVENT_INSTRUMENT_UPDATE, 2, 5000));
+    uint16_t symbols[4];
+    struct event_instrument announced[4];
+    assert_int_equal(recorded_instruments(&s, 0, symbols, announced, 4), 2);
+    assert_true(announced[0].tick_size != announced[1].tick_size);
+    for (size_t i = 0; i < 2; i++) {
+        assert_true(announced[i].trading);
+        for (int k = 0; k < 100; k++)
+            expect_read(&ops, id, symbols[i], &announced[i]);
+    }
+    assert_false(ops.instrument(ops.ctx, id, intern_id("XRP-USDT"), &in));
+    assert_false(ops.instrument(ops.ctx, intern_id("nowhere"), btc, &in));
+    assert_int_equal(market_provider_stop(m, "inst", NULL, &err), 0);
+    assert_int_equal(recorded_instruments(&s, 2, symbols, announced, 4), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_false(announced[i].trading);
+        expect_read(&ops, id, symbols[i], &announced[i]);
+    }
+    assert_int_equal(market_provider_delete(m, "inst", &err), 0);
+    assert_false(ops.instrument(ops.ctx, id, btc, &in));
+    /* a provider made again under the name has announced nothing yet */
+    tmarket_create(m, "inst", "{}", false);
+    assert_false(ops.instrument(ops.ctx, id, btc, &in));
+    market_free(m);
+    tsink_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_tick_rate_paces),
         cmocka_unit_test(test_stop_is_prompt),
         cmocka_unit_test(test_quotes_and_trading_active),
+        cmocka_unit_test(test_instrument_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

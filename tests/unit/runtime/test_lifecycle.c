@@ -270,6 +270,110 @@ static void test_start_failures(void **state)
     fx_close(&f);
 }
 
+/* A revision judged under older rules keeps its metadata (the catalogue
+ * and the metadata cache reuse it), so a default the gateway refuses for
+ * one of its own keys can still reach a create: the refusal says the
+ * value is the module's, which the instance can only override. */
+static void add_judged(struct fx *f, const char *name, const char *config_json)
+{
+    char *src = fx_module(name, "['Trade']", NULL, "    return {};");
+    char *text = tu_path("{\"name\": \"%s\", \"displayName\": \"Test\", \"description\": \"\","
+                         " \"events\": [\"Trade\"], \"config\": %s}",
+                         name, config_json);
+    struct err err = ERR_INIT;
+    json_t *md = jsonutil_parse(text, strlen(text), &err);
+    fx_ok(md ? 0 : -1, &err);
+    struct catalog_upload up = {
+        .name = name, .source = src, .len = strlen(src), .metadata = md, .promote_latest = true};
+    struct catalog_upload_result result;
+    fx_ok(catalog_add_revision(f->cat, &up, &result, &err), &err);
+    json_decref(md);
+    free(text);
+    free(src);
+}
+
+static void expect_refused(struct fx *f, const char *selector, const char *config_json,
+                           const char *message, const char *field)
+{
+    struct err err = ERR_INIT;
+    json_t *spec = fx_spec("g1", selector, config_json, NULL);
+    fx_fails(runtime_instance_create(f->rt, spec, NULL, &err), &err, ERR_INVALID);
+    assert_string_equal(err.message, message);
+    assert_string_equal(json_string_value(json_object_get(err.details, "field")), field);
+    err_clear(&err);
+    json_decref(spec);
+}
+
+static void test_module_default_the_gateway_refuses(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    add_judged(&f, "drystring",
+               "[{\"name\": \"dry_run\", \"type\": \"string\", \"description\": \"\","
+               " \"default\": \"true\", \"required\": false}]");
+    add_judged(&f, "nomemory",
+               "[{\"name\": \"memory_limit_mb\", \"type\": \"int\", \"description\": \"\","
+               " \"default\": 0, \"required\": false}]");
+    expect_refused(&f, "drystring", NULL,
+                   "config.dry_run: expected bool, got \"true\", the module's own default (the "
+                   "instance's config does not set it)",
+                   "config.dry_run");
+    expect_refused(&f, "nomemory", "{\"memory_limit_mb\": null}",
+                   "config.memory_limit_mb: expected a number of MiB from 1 to 65536, got 0, the "
+                   "module's own default (the instance's config does not set it)",
+                   "config.memory_limit_mb");
+    /* a value of the instance's own is the instance's */
+    expect_refused(&f, "nomemory", "{\"memory_limit_mb\": 0}",
+                   "config.memory_limit_mb: expected a number of MiB from 1 to 65536",
+                   "config.memory_limit_mb");
+    fx_run(&f, "g2", "nomemory", "{\"memory_limit_mb\": 16}", NULL);
+    assert_true(fx_running(&f, "g2"));
+    fx_close(&f);
+}
+
+/* Handlers are read once, when create(env) returns: a handler of an event
+ * the instance receives that is no function would never be called, so the
+ * start fails naming it. Execution reports arrive whatever the instance
+ * subscribed to; null means no handler. */
+static void test_handlers_that_are_no_functions(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 1);
+    char hex[HASH_HEX_LEN + 1];
+    fx_add_module(&f, "deaf", "['Trade']", NULL, "    return { onTrade: 5 };", hex);
+    fx_add_module(&f, "unfilled", "['Trade']", NULL,
+                  "    return { onTrade() {}, onOrderFilled: { later: true } };", hex);
+    fx_add_module(&f, "narrow", "['Trade', 'Ticker']", NULL,
+                  "    return { subscribedEvents() { return ['Trade']; }, onTrade() {},\n"
+                  "             onTicker: 'later', onKlineSummary: 1, onBookSnapshot: null,\n"
+                  "             onOrderRejected: undefined, onOrderExpired: null };",
+                  hex);
+    struct err err = ERR_INIT;
+    fx_create(&f, "d1", "deaf", NULL, NULL);
+    fx_fails(runtime_instance_start(f.rt, "d1", &err), &err, ERR_UNPROCESSABLE);
+    const char *deaf = "create(env) returned handlers whose onTrade is a number, not a function: "
+                       "it would never be called";
+    assert_string_equal(err.message, deaf);
+    err_clear(&err);
+    json_t *snap = fx_snapshot(&f, "d1");
+    assert_true(json_is_false(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "stopReason"), "startFailed");
+    assert_string_equal(tu_jstr(snap, "lastError.message"), deaf);
+    assert_string_equal(tu_jstr(snap, "lastError.handler"), "create");
+    json_decref(snap);
+    fx_create(&f, "d2", "unfilled", NULL, NULL);
+    fx_fails(runtime_instance_start(f.rt, "d2", &err), &err, ERR_UNPROCESSABLE);
+    assert_string_equal(err.message, "create(env) returned handlers whose onOrderFilled is an "
+                                     "object, not a function: it would never be called");
+    err_clear(&err);
+    /* events it does not receive, and null or undefined: nothing to call */
+    fx_run(&f, "d3", "narrow", NULL, NULL);
+    assert_true(fx_running(&f, "d3"));
+    fx_close(&f);
+}
+
 static void test_update(void **state)
 {
     (void)state;
@@ -735,6 +839,8 @@ int main(void)
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_start_stop_delete),
         cmocka_unit_test(test_start_failures),
+        cmocka_unit_test(test_module_default_the_gateway_refuses),
+        cmocka_unit_test(test_handlers_that_are_no_functions),
         cmocka_unit_test(test_update),
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_delete_guard_and_retired),
