@@ -359,6 +359,7 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         {"max_consecutive_errors", F_UINT}, {"queue_capacity", F_UINT},
         {"log_lines_per_second", F_UINT},   {"stack_limit_kb", F_UINT},
         {"event_poll_us", F_UINT},          {"cancel_orders_on_failure", F_BOOL},
+        {"max_orders_per_second", F_UINT},
     };
     /* The same ceilings as an instance's own memory_limit_mb and
      * cpu_budget_ms; none lets a value wrap when scaled or narrowed. */
@@ -370,6 +371,7 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
         {"log_lines_per_second", 1, INT_MAX},
         {"stack_limit_kb", 1, 1LL << 16},
         {"event_poll_us", 0, 10000},
+        {"max_orders_per_second", 0, 100000000},
     };
     if (check_keys(rt, "runtime", fields, sizeof fields / sizeof fields[0], err) != 0 ||
         check_bounds(rt, "runtime", bounds, sizeof bounds / sizeof bounds[0], err) != 0)
@@ -384,6 +386,11 @@ static int apply_runtime(struct config *cfg, const json_t *rt, struct err *err)
     cfg->queue_capacity = (size_t)uint_or(rt, "queue_capacity", (long long)cfg->queue_capacity);
     cfg->log_lines_per_second = (int)uint_or(rt, "log_lines_per_second", cfg->log_lines_per_second);
     cfg->event_poll_us = (int)uint_or(rt, "event_poll_us", cfg->event_poll_us);
+    /* 0 in the file turns the limit off; the runtime reads 0 as its default */
+    const json_t *rate = json_object_get(rt, "max_orders_per_second");
+    if (rate)
+        cfg->max_orders_per_second =
+            json_integer_value(rate) > 0 ? (int)json_integer_value(rate) : -1;
     const json_t *cancel = json_object_get(rt, "cancel_orders_on_failure");
     if (cancel)
         cfg->keep_orders_on_failure = json_is_false(cancel);

@@ -34,6 +34,7 @@ struct config {
     int max_consecutive_errors;
     size_t queue_capacity;
     int log_lines_per_second;
+    int max_orders_per_second; /* runtime_options' meaning: 0 default, negative off */
     int event_poll_us;
     bool keep_orders_on_failure; /* runtime.cancel_orders_on_failure: false */
     struct js_limits validation_limits;

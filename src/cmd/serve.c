@@ -402,6 +402,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
         .max_consecutive_errors = gw->cfg.max_consecutive_errors,
         .queue_capacity = gw->cfg.queue_capacity,
         .log_lines_per_second = gw->cfg.log_lines_per_second,
+        .max_orders_per_second = gw->cfg.max_orders_per_second,
         .event_poll_us = gw->cfg.event_poll_us,
         .keep_orders_on_failure = gw->cfg.keep_orders_on_failure,
     };

@@ -590,6 +590,28 @@ static void note_breach(struct vm *vm, int rc, const char *error)
              inst->risk_breaches, error);
 }
 
+/* Takes one of the instance's order tokens (runtime_options.
+ * max_orders_per_second, refilled at that rate up to one second's worth);
+ * false when none is left. */
+static bool take_order_token(struct instance *inst, uint32_t per_second)
+{
+    if (per_second == 0)
+        return true;
+    int64_t now = clock_mono_ns();
+    double full = (double)per_second;
+    if (inst->order_refilled_ns == 0) {
+        inst->order_tokens = full;
+    } else {
+        double earned = (double)(now - inst->order_refilled_ns) / 1e9 * full;
+        inst->order_tokens = fmin(full, inst->order_tokens + (earned > 0 ? earned : 0));
+    }
+    inst->order_refilled_ns = now;
+    if (inst->order_tokens < 1)
+        return false;
+    inst->order_tokens -= 1;
+    return true;
+}
+
 static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_type type)
 {
     struct vm *vm = vm_of(ctx);
@@ -615,6 +637,12 @@ static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_t
         return JS_EXCEPTION;
     if (!ops->submit)
         return JS_ThrowInternalError(ctx, "no market is connected");
+    uint32_t per_second = inst->worker->rt->max_orders_per_second;
+    if (!take_order_token(inst, per_second))
+        return JS_ThrowRangeError(ctx,
+                                  "orderRate: over %" PRIu32 " orders a second from this instance "
+                                  "(runtime.max_orders_per_second); the order was not sent",
+                                  per_second);
     uint64_t n = rtx_order_seq_next(inst->worker->rt, inst);
     req.instance_key = inst->key;
     snprintf(req.instance_id, sizeof req.instance_id, "%s", inst->id);

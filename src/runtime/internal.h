@@ -178,6 +178,10 @@ struct instance {
     struct open_order *orders;
     uint32_t norders, orders_cap;
     uint32_t risk_breaches; /* orders the risk limits refused since the VM launched */
+    /* runtime_options.max_orders_per_second's bucket: tokens left, and when
+     * it was last refilled (0: never, it is full) */
+    double order_tokens;
+    int64_t order_refilled_ns;
     /* the worker's timer pass that last ran one of its timers, and the
      * time its timers took in that pass (see worker_run_timers) */
     uint64_t timer_pass;
@@ -653,6 +657,7 @@ struct runtime {
     char *environment;
     int max_errors;
     int log_lines;
+    uint32_t max_orders_per_second; /* 0: no limit */
     size_t queue_capacity;
     int64_t event_poll_ns; /* runtime_options.event_poll_us, 0 when workers never poll for
                             * events; set before the workers start, read-only after */

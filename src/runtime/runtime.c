@@ -25,6 +25,7 @@
 
 #define DEFAULT_MAX_ERRORS 100
 #define DEFAULT_LOG_LINES 200
+#define DEFAULT_MAX_ORDERS_PER_SECOND 1000
 /* At three million events a second a queue this deep is almost 3 ms of
  * work: room for any jitter, while a deeper one only adds latency and
  * memory under back-pressure. */
@@ -573,6 +574,10 @@ int runtime_new(const struct runtime_options *opts, struct runtime **out, struct
     rt->max_errors =
         opts->max_consecutive_errors > 0 ? opts->max_consecutive_errors : DEFAULT_MAX_ERRORS;
     rt->log_lines = opts->log_lines_per_second > 0 ? opts->log_lines_per_second : DEFAULT_LOG_LINES;
+    rt->max_orders_per_second = opts->max_orders_per_second > 0
+                                    ? (uint32_t)opts->max_orders_per_second
+                                : opts->max_orders_per_second == 0 ? DEFAULT_MAX_ORDERS_PER_SECOND
+                                                                   : 0;
     rt->queue_capacity = opts->queue_capacity ? opts->queue_capacity : DEFAULT_QUEUE_CAPACITY;
     rt->event_poll_ns = opts->event_poll_us > 0 ? (int64_t)opts->event_poll_us * 1000 : 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

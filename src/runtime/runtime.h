@@ -105,9 +105,14 @@ struct runtime_options {
     int max_consecutive_errors; /* 0: 100 */
     size_t queue_capacity;      /* events per worker queue, rounded up to a power of two; 0: 8192 */
     int log_lines_per_second;   /* helpers.log rate limit per instance; 0: 200 */
-    int event_poll_us;          /* a worker fed events closer together than this polls for
-                                 * the next one rather than sleep; 0: it always sleeps, as
-                                 * do workers that outnumber the online CPUs */
+    /* orders an instance may submit a second (and at once, after a quiet
+     * second): beyond it the call throws and nothing reaches the market, so
+     * one strategy's flood cannot slow everyone's market path; 0: 1000,
+     * negative: no limit */
+    int max_orders_per_second;
+    int event_poll_us; /* a worker fed events closer together than this polls for
+                        * the next one rather than sleep; 0: it always sleeps, as
+                        * do workers that outnumber the online CPUs */
     /* false: an instance stopped for a failure (a limit, an error streak,
      * risk breaches, a start that failed) has its resting orders cancelled,
      * since nothing is left to manage them; true: they stay, as after an

@@ -962,6 +962,80 @@ static void test_failure_keeps_orders_when_configured(void **state)
 /* The history kept for a second: a filled order and its fill go once they
  * are older than that, the order still resting stays whatever its age, and
  * the metrics count what went. */
+/* One callback's flood: how many orders went, and what the first refusal
+ * said. */
+static void upload_flooder(struct tu_server *srv)
+{
+    const char *handlers =
+        "onTrade(ctx) {\n"
+        "  if (placed) return;\n"
+        "  placed = true;\n"
+        "  let sent = 0, refusal = null;\n"
+        "  for (let i = 0; i < 3000; i++) {\n"
+        "    try { rt.submitMarketOrder(ctx.provider, 'buy', 0.0001); sent++; }\n"
+        "    catch (e) { if (!refusal) refusal = e.name + ': ' + e.message; }\n"
+        "  }\n"
+        "  h.log('flood', {sent, refusal});\n"
+        "},\n";
+    char *src = tu_strategy_source("flooder", "['Trade']", "[]", report_setup, handlers);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+}
+
+/* Runs the flooder once; returns how many of its 3,000 orders went. */
+static json_int_t flood_once(struct tu_server *srv, const char *id, const char *refusal)
+{
+    json_decref(tu_instance_create(srv, id, "flooder", NULL, NULL, NULL));
+    tu_instance_start(srv, id);
+    json_t *logged = tu_wait_log_values(srv, id, "flood", 1, TU_WAIT_S);
+    json_int_t sent = json_integer_value(json_object_get(json_array_get(logged, 0), "sent"));
+    const char *said = json_string_value(json_object_get(json_array_get(logged, 0), "refusal"));
+    if (!said || strcmp(said, refusal) != 0)
+        fail_msg("the refusal said '%s', expected '%s'", said ? said : "(nothing)", refusal);
+    json_decref(logged);
+    /* what was refused never reached the market: the history has the rest */
+    char path[96];
+    snprintf(path, sizeof path, "/strategy/instances/%s/orders?limit=5000", id);
+    json_decref(tu_wait_list(srv, path, "orders", (size_t)sent, TU_WAIT_S));
+    assert_int_equal(orders_count(srv, id, "?limit=5000"), (size_t)sent);
+    char stop[96];
+    snprintf(stop, sizeof stop, "/strategy/instances/%s/stop", id);
+    json_decref(tu_call(srv, "POST", stop, 200, NULL));
+    return sent;
+}
+
+/* A strategy that orders in a loop gets runtime.max_orders_per_second
+ * orders a second (one second's worth at once) and a RangeError for the
+ * rest, which never reach the market, so it cannot flood the market path
+ * every instance shares; by default the limit is 1,000. */
+static void test_order_rate_limit(void **state)
+{
+    struct tu_server *srv = *state;
+    char *config = tu_path("%sruntime:\n  max_orders_per_second: 40\n", fast_config);
+    start_server(srv, config);
+    free(config);
+    upload_flooder(srv);
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    json_int_t sent =
+        flood_once(srv, "fl",
+                   "RangeError: orderRate: over 40 orders a second from this "
+                   "instance (runtime.max_orders_per_second); the order was not sent");
+    /* the bucket refills while the loop runs: a few more at most */
+    if (sent < 40 || sent > 44)
+        fail_msg("%lld orders went, expected 40 and a few at most", (long long)sent);
+
+    tu_server_stop(srv);
+    tu_write_text(srv->config_path, fast_config); /* the gateway's default this time */
+    tu_server_restart(srv, NULL);
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    sent = flood_once(srv, "fl2",
+                      "RangeError: orderRate: over 1000 orders a second from this "
+                      "instance (runtime.max_orders_per_second); the order was not "
+                      "sent");
+    if (sent < 1000 || sent > 1100)
+        fail_msg("%lld orders went, expected 1000 and a few at most", (long long)sent);
+}
+
 static void test_history_retention(void **state)
 {
     struct tu_server *srv = *state;
@@ -1048,6 +1122,7 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_failure_keeps_orders_when_configured, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_order_rate_limit, tu_server_setup, tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

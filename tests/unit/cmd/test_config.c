@@ -54,6 +54,9 @@ static void test_zero_where_zero_means_nothing_is_refused(void **state)
         {"history:\n  retention_seconds: 3162240001\n", "history.retention_seconds: at most"},
         {"history:\n  keep: 1\n", "history.keep"},
         {"runtime:\n  cancel_orders_on_failure: 0\n", "runtime.cancel_orders_on_failure"},
+        {"runtime:\n  max_orders_per_second: -1\n", "runtime.max_orders_per_second"},
+        {"runtime:\n  max_orders_per_second: 100000001\n",
+         "runtime.max_orders_per_second: at most 100000000"},
         {"runtime:\n  cancel_orders_on_failure: no way\n", "runtime.cancel_orders_on_failure"},
         {"providers:\n  - name: p\n    adapter: {identifier: simulated}\n"
          "    config: {tickRate: 1}\n",
@@ -93,7 +96,12 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
     if (apply_text(&cfg, "{}", &err) != 0)
         fail_msg("refused: %s", err.message);
     assert_true(cfg.history_retention_s == 30LL * 86400); /* kept 30 days unless told */
-    assert_false(cfg.keep_orders_on_failure); /* a failed instance's orders are cancelled */
+    assert_false(cfg.keep_orders_on_failure);       /* a failed instance's orders are cancelled */
+    assert_int_equal(cfg.max_orders_per_second, 0); /* the runtime's default */
+    config_free(&cfg);
+    if (apply_text(&cfg, "runtime:\n  max_orders_per_second: 25\n", &err) != 0)
+        fail_msg("refused: %s", err.message);
+    assert_int_equal(cfg.max_orders_per_second, 25);
     config_free(&cfg);
     if (apply_text(&cfg, "runtime:\n  cancel_orders_on_failure: true\n", &err) != 0)
         fail_msg("refused: %s", err.message);
@@ -103,7 +111,7 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
                        "history:\n  retention_seconds: 0\n"
                        "http:\n  rate_limit_per_second: 0\n  rate_limit_burst: 0\n  threads: 1\n"
                        "runtime:\n  event_poll_us: 0\n  cpu_budget_ms: 1\n  memory_limit_mb: 1\n"
-                       "  cancel_orders_on_failure: false\n"
+                       "  cancel_orders_on_failure: false\n  max_orders_per_second: 0\n"
                        "validation:\n  budget_ms: 1\n";
     if (apply_text(&cfg, yaml, &err) != 0)
         fail_msg("refused: %s", err.message);
@@ -116,6 +124,7 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
     assert_int_equal(cfg.validation_limits.budget_ns, 1000000);
     assert_true(cfg.history_retention_s == 0); /* the whole history kept */
     assert_true(cfg.keep_orders_on_failure);
+    assert_true(cfg.max_orders_per_second < 0); /* no limit at all */
     config_free(&cfg);
 }
 
