@@ -23,6 +23,24 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The event names metadata.events may list, in the order of the runtime's
+ * event kinds. */
+const char *const js_event_names[] = {
+    "Trade",         "Ticker",       "BookSnapshot",
+    "ExecReport",    "KlineSummary", "InstrumentUpdate",
+    "BalanceUpdate", "RiskControl",  "Extension",
+};
+const size_t js_event_count = sizeof(js_event_names) / sizeof(js_event_names[0]);
+
+int js_event_index(const char *name)
+{
+    for (size_t i = 0; name && i < js_event_count; i++) {
+        if (strcmp(name, js_event_names[i]) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 #define DISPLAY_NAME_MAX 80
 #define HINT_NAME                                                                                  \
     "set metadata.name to the strategy's name: 1 to 64 characters among a-z, 0-9, '_' and '-', "   \

@@ -13,22 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *const js_event_names[] = {
-    "Trade",         "Ticker",       "BookSnapshot",
-    "ExecReport",    "KlineSummary", "InstrumentUpdate",
-    "BalanceUpdate", "RiskControl",  "Extension",
-};
-const size_t js_event_count = sizeof(js_event_names) / sizeof(js_event_names[0]);
-
-int js_event_index(const char *name)
-{
-    for (size_t i = 0; name && i < js_event_count; i++) {
-        if (strcmp(name, js_event_names[i]) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
 #define HINT_EXPORTS                                                                               \
     "export the strategy as module.exports = { metadata: { name, displayName, events }, "          \
     "create(env) { return handlers; } }"
