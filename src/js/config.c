@@ -239,16 +239,18 @@ struct gateway_key {
     const char *unit;       /* NULL for a bool; else a number of `unit` */
     double low, high;       /* a number's range: from low, or above it when low_open */
     bool low_open;
+    bool whole; /* a count: an integer only */
 };
 
 static const struct gateway_key gateway_keys[] = {
-    {"dry_run", {"bool"}, "bool", NULL, 0, 0, false},
+    {"dry_run", {"bool"}, "bool", NULL, 0, 0, false, false},
     {"memory_limit_mb",
      {"int", "float"},
      "int or float",
      "MiB",
      1,
      JS_CONFIG_MEMORY_LIMIT_MB_MAX,
+     false,
      false},
     {"cpu_budget_ms",
      {"int", "float", "duration"},
@@ -256,6 +258,15 @@ static const struct gateway_key gateway_keys[] = {
      "milliseconds",
      0,
      JS_CONFIG_CPU_BUDGET_MS_MAX,
+     true,
+     false},
+    {"max_orders_per_second",
+     {"int"},
+     "int",
+     "orders a second",
+     1,
+     JS_CONFIG_ORDERS_PER_SECOND_MAX,
+     false,
      true},
 };
 #define GATEWAY_KEY_COUNT (sizeof(gateway_keys) / sizeof(gateway_keys[0]))
@@ -278,6 +289,8 @@ static void gateway_expected(const struct gateway_key *k, char *out, size_t size
 {
     if (!k->unit)
         snprintf(out, size, "bool");
+    else if (k->whole)
+        snprintf(out, size, "a whole number of %s from %.0f to %.0f", k->unit, k->low, k->high);
     else if (k->low_open)
         snprintf(out, size, "a number of %s above %.0f and at most %.0f", k->unit, k->low, k->high);
     else
@@ -292,8 +305,8 @@ bool js_config_gateway_accepts(const char *key, const json_t *value, char *expec
         return true;
     double v = json_number_value(value);
     bool ok = !k->unit ? json_is_boolean(value)
-                       : json_is_number(value) && (k->low_open ? v > k->low : v >= k->low) &&
-                             v <= k->high;
+                       : (k->whole ? json_is_integer(value) : json_is_number(value)) &&
+                             (k->low_open ? v > k->low : v >= k->low) && v <= k->high;
     if (!ok)
         gateway_expected(k, expected, expected_size);
     return ok;

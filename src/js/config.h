@@ -47,11 +47,13 @@ int js_config_parse_duration(const char *text, long long *ms);
  *   memory_limit_mb  a number of MiB from 1 to JS_CONFIG_MEMORY_LIMIT_MB_MAX
  *   cpu_budget_ms    a number of milliseconds above 0 and at most
  *                    JS_CONFIG_CPU_BUDGET_MS_MAX
+ *   max_orders_per_second  an int from 1 to JS_CONFIG_ORDERS_PER_SECOND_MAX
  * Validation holds a module's declaration of one of them (its type and
  * default) to the same, so that no module uploads whose own defaults the
  * gateway would refuse. */
 #define JS_CONFIG_MEMORY_LIMIT_MB_MAX 65536
 #define JS_CONFIG_CPU_BUDGET_MS_MAX (3600 * 1000)
+#define JS_CONFIG_ORDERS_PER_SECOND_MAX 100000000
 /* The i-th of those keys; NULL past the last. */
 const char *js_config_gateway_key(size_t i);
 /* Whether the gateway takes `value` for `key`: true for a key it does not

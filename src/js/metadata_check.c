@@ -10,7 +10,8 @@
  * close to a metadata field that it is surely that field misspelt (other
  * top-level keys are the author's own and are dropped), an enum option
  * listed twice, options on a field that is no enum, and a declaration of a
- * key the gateway reads (dry_run, memory_limit_mb, cpu_budget_ms) whose
+ * key the gateway reads (dry_run, memory_limit_mb, cpu_budget_ms,
+ * max_orders_per_second) whose
  * type or default the gateway would refuse at every instance's start.
  */
 #include "js/config.h"

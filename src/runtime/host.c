@@ -590,7 +590,7 @@ static void note_breach(struct vm *vm, int rc, const char *error)
              inst->risk_breaches, error);
 }
 
-/* Takes one of the instance's order tokens (runtime_options.
+/* Takes one of the instance's order tokens (its plan's
  * max_orders_per_second, refilled at that rate up to one second's worth);
  * false when none is left. */
 static bool take_order_token(struct instance *inst, uint32_t per_second)
@@ -637,11 +637,11 @@ static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_t
         return JS_EXCEPTION;
     if (!ops->submit)
         return JS_ThrowInternalError(ctx, "no market is connected");
-    uint32_t per_second = inst->worker->rt->max_orders_per_second;
+    uint32_t per_second = vm->plan->max_orders_per_second;
     if (!take_order_token(inst, per_second))
         return JS_ThrowRangeError(ctx,
                                   "orderRate: over %" PRIu32 " orders a second from this instance "
-                                  "(runtime.max_orders_per_second); the order was not sent",
+                                  "(max_orders_per_second); the order was not sent",
                                   per_second);
     uint64_t n = rtx_order_seq_next(inst->worker->rt, inst);
     req.instance_key = inst->key;

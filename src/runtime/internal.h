@@ -106,6 +106,7 @@ struct vm_plan {
     char filename[128];           /* the module's file name, for stack traces */
     uint32_t events;              /* metadata.events as a mask of enum event_kind */
     struct js_limits limits;
+    uint32_t max_orders_per_second; /* 0: no limit */
     bool dry_run;
     int max_errors;
     int log_lines;

@@ -158,7 +158,8 @@ struct event_sink runtime_event_sink_at(struct runtime **slot);
  * stored as given; the metadata defaults are merged (and types checked)
  * when the instance is created, updated, started or refreshed, and so are
  * the gateway's own keys (dry_run bool, memory_limit_mb 1..65536,
- * cpu_budget_ms > 0), whether the metadata declares them or not. A start
+ * cpu_budget_ms > 0, max_orders_per_second 1..1e8: js/config.h), whether
+ * the metadata declares them or not. A start
  * (or refresh) checks the scope again: an instance whose provider or
  * symbol is gone does not start (ERR_INVALID naming the scope field; on a
  * restore, stopReason startFailed with the reason in lastError). */

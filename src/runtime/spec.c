@@ -414,6 +414,19 @@ static void limits_of(struct runtime *rt, const json_t *given, const json_t *mer
     out->budget_ns = (int64_t)(ms * 1e6);
 }
 
+/* The instance's order rate: as the limits above, its own config's value
+ * when it gives one, else the gateway's, which a module's default may only
+ * lower. With the gateway's off (0), only a value the instance or its
+ * module gives applies. */
+static uint32_t order_rate_of(const struct runtime *rt, const json_t *given, const json_t *merged)
+{
+    double gateway = rt->max_orders_per_second ? (double)rt->max_orders_per_second
+                                               : JS_CONFIG_ORDERS_PER_SECOND_MAX + 1.0;
+    double rate = limit_value(given, merged, "max_orders_per_second", gateway, 1,
+                              JS_CONFIG_ORDERS_PER_SECOND_MAX);
+    return rate > JS_CONFIG_ORDERS_PER_SECOND_MAX ? 0 : (uint32_t)rate;
+}
+
 static int plan_scope(struct vm_plan *plan, const json_t *scope, struct err *err)
 {
     size_t nproviders = json_object_size(scope), nsymbols = 0;
@@ -474,6 +487,7 @@ static int plan_config(struct runtime *rt, struct vm_plan *plan, const json_t *s
     }
     plan->dry_run = json_is_true(json_object_get(config, "dry_run"));
     limits_of(rt, json_is_object(given) ? given : NULL, config, &plan->limits);
+    plan->max_orders_per_second = order_rate_of(rt, json_is_object(given) ? given : NULL, config);
     plan->config_json = jsonutil_dump(config, NULL);
     json_decref(config);
     plan->metadata_json = metadata ? jsonutil_dump(metadata, NULL) : strdup("null");

@@ -964,7 +964,7 @@ static void test_failure_keeps_orders_when_configured(void **state)
  * the metrics count what went. */
 /* One callback's flood: how many orders went, and what the first refusal
  * said. */
-static void upload_flooder(struct tu_server *srv)
+static void upload_flooder(struct tu_server *srv, const char *name, const char *config)
 {
     const char *handlers =
         "onTrade(ctx) {\n"
@@ -977,63 +977,79 @@ static void upload_flooder(struct tu_server *srv)
         "  }\n"
         "  h.log('flood', {sent, refusal});\n"
         "},\n";
-    char *src = tu_strategy_source("flooder", "['Trade']", "[]", report_setup, handlers);
+    char *src = tu_strategy_source(name, "['Trade']", config, report_setup, handlers);
     tu_upload_expect(srv, src, NULL, 201, NULL);
     free(src);
 }
 
-/* Runs the flooder once; returns how many of its 3,000 orders went. */
-static json_int_t flood_once(struct tu_server *srv, const char *id, const char *refusal)
+/* Runs the flooder once (config: the instance's own, or NULL) and checks
+ * that between `low` and `low` + a tenth of its orders went (the bucket
+ * refills while the loop runs), refused with the limit's text for `low`. */
+static void flood_once(struct tu_server *srv, const char *id, const char *selector,
+                       const char *config, json_int_t low)
 {
-    json_decref(tu_instance_create(srv, id, "flooder", NULL, NULL, NULL));
+    json_decref(tu_instance_create(srv, id, selector, config, NULL, NULL));
     tu_instance_start(srv, id);
     json_t *logged = tu_wait_log_values(srv, id, "flood", 1, TU_WAIT_S);
     json_int_t sent = json_integer_value(json_object_get(json_array_get(logged, 0), "sent"));
     const char *said = json_string_value(json_object_get(json_array_get(logged, 0), "refusal"));
+    char *refusal = tu_path("RangeError: orderRate: over %lld orders a second from this instance "
+                            "(max_orders_per_second); the order was not sent",
+                            (long long)low);
     if (!said || strcmp(said, refusal) != 0)
         fail_msg("the refusal said '%s', expected '%s'", said ? said : "(nothing)", refusal);
+    free(refusal);
     json_decref(logged);
+    if (sent < low || sent > low + low / 10)
+        fail_msg("%s: %lld orders went, expected %lld and a few at most", id, (long long)sent,
+                 (long long)low);
     /* what was refused never reached the market: the history has the rest */
     char path[96];
     snprintf(path, sizeof path, "/strategy/instances/%s/orders?limit=5000", id);
     json_decref(tu_wait_list(srv, path, "orders", (size_t)sent, TU_WAIT_S));
     assert_int_equal(orders_count(srv, id, "?limit=5000"), (size_t)sent);
-    char stop[96];
-    snprintf(stop, sizeof stop, "/strategy/instances/%s/stop", id);
-    json_decref(tu_call(srv, "POST", stop, 200, NULL));
-    return sent;
+    snprintf(path, sizeof path, "/strategy/instances/%s/stop", id);
+    json_decref(tu_call(srv, "POST", path, 200, NULL));
 }
 
-/* A strategy that orders in a loop gets runtime.max_orders_per_second
- * orders a second (one second's worth at once) and a RangeError for the
- * rest, which never reach the market, so it cannot flood the market path
- * every instance shares; by default the limit is 1,000. */
+/* A strategy that orders in a loop gets max_orders_per_second orders a
+ * second (one second's worth at once) and a RangeError for the rest, which
+ * never reach the market, so it cannot flood the market path every
+ * instance shares. The gateway's runtime.max_orders_per_second (1,000 by
+ * default) holds unless the instance's own config says otherwise. */
 static void test_order_rate_limit(void **state)
 {
     struct tu_server *srv = *state;
     char *config = tu_path("%sruntime:\n  max_orders_per_second: 40\n", fast_config);
     start_server(srv, config);
     free(config);
-    upload_flooder(srv);
+    upload_flooder(srv, "flooder", "[]");
+    /* a module's default may lower the gateway's limit, never raise it */
+    upload_flooder(srv, "flooder-low",
+                   "[{name: 'max_orders_per_second', type: 'int', default: 10}]");
+    upload_flooder(srv, "flooder-high",
+                   "[{name: 'max_orders_per_second', type: 'int', default: 5000}]");
     json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
-    json_int_t sent =
-        flood_once(srv, "fl",
-                   "RangeError: orderRate: over 40 orders a second from this "
-                   "instance (runtime.max_orders_per_second); the order was not sent");
-    /* the bucket refills while the loop runs: a few more at most */
-    if (sent < 40 || sent > 44)
-        fail_msg("%lld orders went, expected 40 and a few at most", (long long)sent);
+    flood_once(srv, "fl", "flooder", NULL, 40);
+    flood_once(srv, "fl-module-low", "flooder-low", NULL, 10);
+    flood_once(srv, "fl-module-high", "flooder-high", NULL, 40);
+    /* the operator's value in the instance's own config holds either way */
+    flood_once(srv, "fl-low", "flooder", "{\"max_orders_per_second\": 25}", 25);
+    flood_once(srv, "fl-high", "flooder-low", "{\"max_orders_per_second\": 60}", 60);
+    /* not a count of orders: refused when stored, nothing created */
+    json_t *refused = tu_call(srv, "POST", "/strategy/instances", 400,
+                              "{\"id\": \"fl-bad\", \"strategy\": {\"selector\": \"flooder\", "
+                              "\"config\": {\"max_orders_per_second\": 0}}, "
+                              "\"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}");
+    assert_string_equal(tu_jstr(refused, "details.field"), "config.max_orders_per_second");
+    json_decref(refused);
+    json_decref(tu_call(srv, "GET", "/strategy/instances/fl-bad", 404, NULL));
 
     tu_server_stop(srv);
     tu_write_text(srv->config_path, fast_config); /* the gateway's default this time */
     tu_server_restart(srv, NULL);
     json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
-    sent = flood_once(srv, "fl2",
-                      "RangeError: orderRate: over 1000 orders a second from this "
-                      "instance (runtime.max_orders_per_second); the order was not "
-                      "sent");
-    if (sent < 1000 || sent > 1100)
-        fail_msg("%lld orders went, expected 1000 and a few at most", (long long)sent);
+    flood_once(srv, "fl2", "flooder", NULL, 1000);
 }
 
 static void test_history_retention(void **state)

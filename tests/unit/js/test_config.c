@@ -289,7 +289,8 @@ static void test_gateway_keys(void **state)
     assert_string_equal(js_config_gateway_key(0), "dry_run");
     assert_string_equal(js_config_gateway_key(1), "memory_limit_mb");
     assert_string_equal(js_config_gateway_key(2), "cpu_budget_ms");
-    assert_null(js_config_gateway_key(3));
+    assert_string_equal(js_config_gateway_key(3), "max_orders_per_second");
+    assert_null(js_config_gateway_key(4));
     struct {
         const char *key, *value_json, *expected; /* expected NULL: accepted */
     } cases[] = {
@@ -311,6 +312,12 @@ static void test_gateway_keys(void **state)
         {"cpu_budget_ms", "-5", "a number of milliseconds above 0 and at most 3600000"},
         {"cpu_budget_ms", "3600001", "a number of milliseconds above 0 and at most 3600000"},
         {"cpu_budget_ms", "true", "a number of milliseconds above 0 and at most 3600000"},
+        {"max_orders_per_second", "1", NULL},
+        {"max_orders_per_second", "100000000", NULL},
+        {"max_orders_per_second", "0", "a whole number of orders a second from 1 to 100000000"},
+        {"max_orders_per_second", "2.5", "a whole number of orders a second from 1 to 100000000"},
+        {"max_orders_per_second", "100000001",
+         "a whole number of orders a second from 1 to 100000000"},
         {"size", "\"anything\"", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
