@@ -71,12 +71,20 @@ quickjs_budget_polls=$((16 + compiler_budget_polls))
 # word: a poll calls the handler only once the word has moved, or after a
 # given number of polls (should the ticker lag), and costs two loads and
 # a compare otherwise (marked `interrupt gate` below).
+# A strategy that recursed past its stack limit and caught the
+# InternalError went on as if nothing had happened, though the limit is
+# documented to stop it (a catch far down a recursion cannot tell how much
+# of its state it left half-updated). QuickJS throws the error with no hook
+# to see it afterwards: the build counts each throw in the runtime, and
+# JS_GetStackOverflowCount (appended below) reads the count, so the host
+# can tell after a call whether one was thrown in it (marked `stack
+# overflow count` below).
 sort_poll_mask=255           # a sort polls once per 256 compares
 sort_poll_min_elements=65536 # the typed arrays' wrapper starts above this
 search_poll_chars=65536      # a string search polls once per this many
 quickjs_build_id="${quickjs_version} interrupt-polls=${quickjs_interrupt_polls} budget-polls=${quickjs_budget_polls}"
 quickjs_build_id+=" sort-poll=${sort_poll_mask}/${sort_poll_min_elements}"
-quickjs_build_id+=" search-poll=${search_poll_chars} replace-poll bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object post-inc-int interrupt-gate"
+quickjs_build_id+=" search-poll=${search_poll_chars} replace-poll bigint-poll regexp-polls=${regexp_budget_polls} compiler-polls=${compiler_budget_polls} pow-leak-fixed unobserved-object post-inc-int interrupt-gate stack-overflow-count"
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -236,7 +244,12 @@ sed -i '/^        CASE(OP_post_inc):$/,/^            BREAK;$/ s/^            sf-
 sed -i 's/^    void \*interrupt_opaque;$/&\
     const uint32_t *interrupt_gate; \/* interrupt gate *\/\
     uint32_t interrupt_gate_seen;\
-    int interrupt_gate_polls, interrupt_gate_left;/' "$work/tree/quickjs.c"
+    int interrupt_gate_polls, interrupt_gate_left;\
+    uint32_t stack_overflows; \/* stack overflow count *\//' "$work/tree/quickjs.c"
+sed -i '/^static JSValue JS_ThrowStackOverflow(JSContext \*ctx)$/,/^}$/ s/^    return JS_ThrowInternalError(ctx, "stack overflow");$/    ctx->rt->stack_overflows++; \/* stack overflow count *\/\n&/' \
+  "$work/tree/quickjs.c"
+[ "$(grep -c 'stack overflow count' "$work/tree/quickjs.c")" = 2 ] \
+  || { echo "error: quickjs.c's JS_ThrowStackOverflow is not what was expected" >&2; exit 1; }
 sed -i '/^static inline __exception int js_poll_interrupts(JSContext \*ctx)$/,/^}$/ s/^{$/{\
     JSRuntime *rt = ctx->rt; \/* interrupt gate *\/\
     if (rt->interrupt_gate) {\
@@ -261,6 +274,13 @@ void JS_SetInterruptGate(JSRuntime *rt, const uint32_t *word, int polls)
     rt->interrupt_gate_polls = rt->interrupt_gate_left = polls > 0 ? polls : 1;
 }
 
+/* stack overflow count (see scripts/install-deps.sh): how many stack
+ * overflow errors the runtime has thrown, caught or not; wraps around. */
+uint32_t JS_GetStackOverflowCount(JSRuntime *rt)
+{
+    return rt->stack_overflows;
+}
+
 /* unobserved object (see scripts/install-deps.sh) */
 int JS_IsUnobservedObject(JSContext *ctx, JSValueConst obj)
 {
@@ -283,6 +303,10 @@ sed -i 's/^void JS_SetInterruptHandler(JSRuntime \*rt, JSInterruptHandler \*cb, 
   "$work/tree/quickjs.h"
 [ "$(grep -c 'interrupt gate' "$work/tree/quickjs.h")" = 1 ] \
   || { echo "error: quickjs.h does not declare JS_SetInterruptHandler where expected" >&2; exit 1; }
+sed -i 's/^void JS_SetMaxStackSize(JSRuntime \*rt, size_t stack_size);$/&\nuint32_t JS_GetStackOverflowCount(JSRuntime *rt); \/* stack overflow count *\//' \
+  "$work/tree/quickjs.h"
+[ "$(grep -c 'stack overflow count' "$work/tree/quickjs.h")" = 1 ] \
+  || { echo "error: quickjs.h does not declare JS_SetMaxStackSize where expected" >&2; exit 1; }
 make -C "$work/tree" -j"$(nproc)" libquickjs.a >/dev/null
 mkdir -p "$quickjs_dir/lib" "$quickjs_dir/include"
 cp "$work/tree/libquickjs.a" "$quickjs_dir/lib/"

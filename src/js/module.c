@@ -369,6 +369,28 @@ static JSValue run_module(struct js_sandbox *sb, const struct js_bytecode *bc)
     return result;
 }
 
+/* A top level that caught the error of a limit it hit: loaded as it is, it
+ * would start with the state it was building half-built. */
+static int caught_limit_failure(struct js_sandbox *sb, const char *filename, struct err *err)
+{
+    char message[192];
+    const char *hint;
+    if (sb->out_of_memory) {
+        char limit[64];
+        js__format_bytes(sb->limits.memory_bytes, limit, sizeof(limit));
+        snprintf(message, sizeof message,
+                 "the top level hit the memory cap of %s and caught the out-of-memory error", limit);
+        hint = "allocate less when the module loads: build large tables lazily or bound them";
+    } else {
+        snprintf(message, sizeof message,
+                 "the top level recursed past the stack limit and caught the stack overflow error");
+        hint = "remove the unbounded recursion from the code that runs when the module loads";
+    }
+    json_t *diag = js__diagnostic("execute", message, 0, 0, hint);
+    js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
+    return -1;
+}
+
 int js_module_load(struct js_sandbox *sb, const struct js_bytecode *bc, JSValue *exports,
                    struct err *err)
 {
@@ -376,10 +398,14 @@ int js_module_load(struct js_sandbox *sb, const struct js_bytecode *bc, JSValue 
     js_sandbox_arm(sb, sb->limits.budget_ns);
     JSValue value = run_module(sb, bc);
     int rc = 0;
-    if (JS_IsException(value))
+    if (JS_IsException(value)) {
         rc = load_failure(sb, bc->filename, err);
-    else
+    } else if (sb->out_of_memory || js_sandbox_stack_overflowed(sb)) {
+        JS_FreeValue(sb->ctx, value);
+        rc = caught_limit_failure(sb, bc->filename, err);
+    } else {
         *exports = value;
+    }
     js_sandbox_disarm(sb);
     return rc;
 }

@@ -63,7 +63,9 @@ void js_bytecode_release(struct js_bytecode *bc);
  * diagnostic {stage "execute"}, whose message says how the top level
  * failed ("the top level threw TypeError: ...", "ran past its budget of
  * 50 ms", "hit the memory cap of 64 MiB", "recursed past the stack limit")
- * and whose line/column are those js_sandbox_take_exception() gives. The
+ * and whose line/column are those js_sandbox_take_exception() gives. A top
+ * level that hit the memory cap or the stack limit and caught the error
+ * fails the same way (without a position): it would start half-built. The
  * sandbox is left disarmed. */
 int js_module_load(struct js_sandbox *sb, const struct js_bytecode *bc, JSValue *exports,
                    struct err *err);

@@ -496,12 +496,18 @@ void js_sandbox_arm(struct js_sandbox *sb, int64_t budget_ns)
     JS_UpdateStackTop(sb->rt);
     sb->overran = false;
     sb->out_of_memory = false;
+    sb->stack_overflows_at_arm = JS_GetStackOverflowCount(sb->rt);
     sb->armed_budget_ns = budget_ns;
     sb->budget_started = false;
     sb->cpu_mark_ns = -1;
     sb->deadline_ns = INT64_MAX; /* armed; the clock starts at the first check */
     sandbox_gate(sb);
     js__ticker_wake();
+}
+
+bool js_sandbox_stack_overflowed(const struct js_sandbox *sb)
+{
+    return JS_GetStackOverflowCount(sb->rt) != sb->stack_overflows_at_arm;
 }
 
 void js_sandbox_disarm(struct js_sandbox *sb)

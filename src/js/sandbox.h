@@ -67,6 +67,7 @@ struct js_sandbox {
     int64_t mark_at_ns;
     bool overran;       /* the interrupt handler fired since the last arm */
     bool out_of_memory; /* an allocation was refused since the last arm */
+    uint32_t stack_overflows_at_arm; /* the runtime's count of them at the last arm */
     size_t heap_bytes;  /* kept by the sandbox's allocator; see memory_used */
     void *user;         /* the owner's pointer (the runtime's instance) */
     /* A compiler sandbox's allocations are carved from an arena (see
@@ -116,6 +117,9 @@ static inline bool js_sandbox_overran(const struct js_sandbox *sb)
 {
     return sb->overran;
 }
+/* Whether QuickJS threw a stack overflow error since the last arm, caught
+ * by the strategy or not. */
+bool js_sandbox_stack_overflowed(const struct js_sandbox *sb);
 
 /* Runs pending promise jobs (microtasks) inside the current budget window
  * until none is left. Returns 0, or -1 when a job failed or the budget ran

@@ -372,6 +372,19 @@ static void stop_caught_memory(struct worker *w, struct vm *vm, const char *hand
     stop_failed(w, vm, "memoryLimit", handler, message); /* frees what the VM held */
 }
 
+/* The same for a call that recursed past the stack limit and caught the
+ * error: far down a recursion, a catch cannot know how much of the state
+ * above it was left half-updated. */
+static void stop_caught_stack_overflow(struct worker *w, struct vm *vm, const char *handler)
+{
+    char message[ERR_MESSAGE_MAX];
+    snprintf(message, sizeof message,
+             "InternalError: stack overflow (recursed past the stack limit of %zu KiB; the error "
+             "was caught)",
+             vm->sb.limits.stack_bytes >> 10);
+    stop_failed(w, vm, "stackOverflow", handler, message); /* frees what the VM held */
+}
+
 static void after_call(struct worker *w, struct vm *vm, int rc, const char *handler)
 {
     char why[ERR_MESSAGE_MAX];
@@ -387,6 +400,10 @@ static void after_call(struct worker *w, struct vm *vm, int rc, const char *hand
     }
     if (vm->sb.out_of_memory) {
         stop_caught_memory(w, vm, handler);
+        return;
+    }
+    if (js_sandbox_stack_overflowed(&vm->sb)) {
+        stop_caught_stack_overflow(w, vm, handler);
         return;
     }
     if (vm->unhandled > 0) {
@@ -1229,6 +1246,15 @@ static int call_create(struct vm *vm, JSValueConst exports, JSValueConst env, st
                 vm->plan->limits.memory_bytes >> 20);
         err_add_detail(err, "stage", json_string("create(env)"));
         err_add_detail(err, "failure", json_string("memoryLimit"));
+        return -1;
+    }
+    if (js_sandbox_stack_overflowed(&vm->sb)) {
+        JS_FreeValue(ctx, r);
+        err_set(err, ERR_UNPROCESSABLE,
+                "create(env) recursed past the stack limit of %zu KiB (the error was caught)",
+                vm->sb.limits.stack_bytes >> 10);
+        err_add_detail(err, "stage", json_string("create(env)"));
+        err_add_detail(err, "failure", json_string("stackOverflow"));
         return -1;
     }
     vm->handlers = r;

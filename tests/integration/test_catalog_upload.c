@@ -912,6 +912,37 @@ static void test_runaway_top_level_is_stopped(void **state)
     tu_server_stop(srv);
 }
 
+/* A top level that hits a limit and catches its error would start with its
+ * state half-built: refused like one that lets the error through. */
+static void test_top_level_catching_a_limit_is_refused(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    static const char *const tops[] = {
+        "function down(n) { return down(n + 1) + 1; }\n"
+        "try { down(0); } catch (e) {}\n",
+        "const keep = [];\n"
+        "try { for (;;) keep.push(new Array(1e5).fill(1)); } catch (e) { keep.length = 0; }\n",
+    };
+    static const char *const expected[] = {"caught the stack overflow error",
+                                           "caught the out-of-memory error"};
+    for (size_t i = 0; i < 2; i++) {
+        char *src = tu_path("%s"
+                            "module.exports = {\n"
+                            "  metadata: { name: 'catches', displayName: 'C', events: ['Trade'] },\n"
+                            "  create() { return {}; },\n"
+                            "};\n",
+                            tops[i]);
+        json_t *body = upload_refused(srv, src, NULL, 422, "a top level that caught a limit");
+        const json_t *d = expect_diagnostic(body, "execute", 0, 0);
+        if (!strstr(tu_jstr(d, "message"), expected[i]))
+            fail_msg("diagnostic %s does not say '%s'", tu_jstr(d, "message"), expected[i]);
+        json_decref(body);
+        free(src);
+    }
+    tu_server_stop(srv);
+}
+
 /* ES2023 (and earlier) syntax and built-ins, all exercised at the top level
  * so that the execute stage runs them; the display name records the
  * results. */
@@ -1233,6 +1264,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_metadata_problems_make_a_small_answer,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_runaway_top_level_is_stopped, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_top_level_catching_a_limit_is_refused, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_es2023_module_is_accepted, tu_server_setup,
                                         tu_server_teardown),

@@ -307,10 +307,10 @@ static void test_timers_promises_and_create_are_limited(void **state)
     tu_server_stop(srv);
 }
 
-/* Hitting the heap cap stops the instance even when the strategy catches
- * the out-of-memory error: in a handler (memoryLimit) and in create() (the
- * start is refused). */
-static void test_caught_memory_error_still_stops(void **state)
+/* Hitting the heap cap or the stack limit stops the instance even when the
+ * strategy catches the error: in a handler (memoryLimit, stackOverflow) and
+ * in create() (the start is refused). */
+static void test_caught_limit_errors_still_stop(void **state)
 {
     struct tu_server *srv = *state;
     start_server(srv, fast_config);
@@ -338,6 +338,31 @@ static void test_caught_memory_error_still_stops(void **state)
     json_decref(err);
     snap = tu_instance_get(srv, "born-catcher");
     assert_true(json_is_false(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "stopReason"), "startFailed");
+    json_decref(snap);
+
+    /* the same for a recursion without end whose error is caught */
+    upload(srv, "deep-catcher", "function down(n) { return down(n + 1) + 1; }",
+           "onTrade() { try { down(0); } catch (e) { h.log('caught', String(e)); } },");
+    json_decref(tu_instance_create(srv, "deep", "deep-catcher", NULL, NULL, NULL));
+    tu_instance_start(srv, "deep");
+    snap = expect_stopped(srv, "deep", "stackOverflow", "onTrade");
+    assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "the error was caught"));
+    json_decref(snap);
+    json_t *line = tu_wait_log(srv, "deep", "caught", TU_WAIT_S);
+    json_decref(line);
+
+    upload(srv, "born-deep",
+           "function down(n) { return down(n + 1) + 1; }\n"
+           "try { down(0); } catch (e) {}",
+           "onTrade() {},");
+    json_decref(tu_instance_create(srv, "born-deep", "born-deep", NULL, NULL, NULL));
+    err = tu_call(srv, "POST", "/strategy/instances/born-deep/start", 422, "{}");
+    assert_non_null(strstr(tu_jstr(err, "error"), "stack limit"));
+    assert_non_null(strstr(tu_jstr(err, "error"), "caught"));
+    json_decref(err);
+    snap = tu_instance_get(srv, "born-deep");
     assert_string_equal(tu_jstr(snap, "stopReason"), "startFailed");
     json_decref(snap);
     tu_server_stop(srv);
@@ -427,7 +452,7 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_timers_promises_and_create_are_limited,
                                         tu_server_setup, tu_server_teardown),
-        cmocka_unit_test_setup_teardown(test_caught_memory_error_still_stops, tu_server_setup,
+        cmocka_unit_test_setup_teardown(test_caught_limit_errors_still_stop, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_reaches_nothing_outside, tu_server_setup,
                                         tu_server_teardown),
