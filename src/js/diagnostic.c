@@ -99,16 +99,38 @@ const char *js__source_line(const char *source, size_t len, int line, size_t *li
     return p;
 }
 
+/* QuickJS counts a line at each LF; the engine compiles sources with each
+ * lone CR made an LF (js__engine_text), so a lone CR ends its line too. */
+static const char *engine_line_end(const char *p, const char *end)
+{
+    for (; p < end; p++) {
+        if (*p == '\n' || (*p == '\r' && (end - p == 1 || p[1] != '\n')))
+            return p;
+    }
+    return NULL;
+}
+
+void js__engine_text(char *text, size_t len)
+{
+    char *end = text + len;
+    for (char *p = memchr(text, '\r', len); p; p = memchr(p + 1, '\r', (size_t)(end - p - 1))) {
+        if (end - p == 1 || p[1] != '\n')
+            *p = '\n';
+        if (end - p == 1)
+            break;
+    }
+}
+
 size_t js__engine_offset(const char *source, size_t len, int line, int column)
 {
     const char *p = source, *end = source + len;
     for (int i = 1; i < line; i++) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *nl = engine_line_end(p, end);
         if (!nl)
             return len;
         p = nl + 1;
     }
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *nl = engine_line_end(p, end);
     return (size_t)(p - source) + js__column_offset(p, (size_t)((nl ? nl : end) - p), column);
 }
 

@@ -125,8 +125,17 @@ size_t js__line_break(const char *p, const char *end);
  * or NULL past the end. */
 const char *js__source_line(const char *source, size_t len, int line, size_t *line_len);
 
+/* Makes each lone CR of a source about to be compiled an LF, in place: a
+ * CR-only file then has the lines at run time (stack traces, lastError)
+ * that its author sees. A lone CR can stand only where an LF could, and a
+ * template literal's value has every CR as an LF already, so only a
+ * function's source text (toString) shows the difference. A U+2028 or
+ * U+2029 is left alone: it may be part of a string's value. */
+void js__engine_text(char *text, size_t len);
+
 /* The byte offset of a position QuickJS reports (1-based line and column,
- * lines ended by LF alone); clamped to the source. */
+ * lines ended by LF or a lone CR, as js__engine_text leaves them); clamped
+ * to the source. */
 size_t js__engine_offset(const char *source, size_t len, int line, int column);
 /* The 1-based line and column, in code points, of byte `off`. */
 void js__offset_position(const char *source, size_t len, size_t off, int *line, int *column);

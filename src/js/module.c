@@ -230,6 +230,7 @@ int js__compile_source(struct js_sandbox *sb, const char *source, size_t len, co
     }
     memcpy(text, source, len);
     text[len] = '\0';
+    js__engine_text(text, len);
     struct js_sandbox own;
     int rc;
     if (sb) {

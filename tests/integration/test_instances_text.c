@@ -164,6 +164,49 @@ static void test_long_lines_are_cut_at_a_character(void **state)
     tu_server_stop(srv);
 }
 
+/* A file whose lines end in CR alone has, at run time, the lines its
+ * author sees: in a handler's error (log line and stack) and in a start
+ * that create(env) fails. */
+static void test_cr_only_file_positions_at_run_time(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    static const char *const sources[] = {
+        "module.exports = {\r"
+        "  metadata: { name: 'crs', displayName: 'CR', events: ['Trade'] },\r"
+        "  create() {\r"
+        "    return {\r"
+        "      onTrade() {\r"
+        "        throw new Error('boom');\r"
+        "      },\r"
+        "    };\r"
+        "  },\r"
+        "};\r",
+        "module.exports = {\r"
+        "  metadata: { name: 'crc', displayName: 'CR', events: ['Trade'] },\r"
+        "  create() {\r"
+        "    null.x = 1;\r"
+        "  },\r"
+        "};\r",
+    };
+    for (size_t i = 0; i < 2; i++)
+        tu_upload_expect(srv, sources[i], NULL, 201, NULL);
+    json_decref(tu_instance_create(srv, "crs", "crs", NULL, NULL, NULL));
+    tu_instance_start(srv, "crs");
+    json_t *line = tu_wait_log(srv, "crs", "Error: boom", TU_WAIT_S);
+    assert_int_equal(tu_jint(line, "line"), 6);
+    assert_int_equal(tu_jint(line, "column"), 24); /* QuickJS places it at the call */
+    assert_non_null(strstr(tu_jstr(line, "stack"), "crs.js:6:24"));
+    json_decref(line);
+
+    json_decref(tu_instance_create(srv, "crc", "crc", NULL, NULL, NULL));
+    json_t *err = tu_call(srv, "POST", "/strategy/instances/crc/start", 422, "{}");
+    assert_int_equal(tu_jint(err, "details.line"), 4);
+    assert_int_equal(tu_jint(err, "details.column"), 9); /* at the dot */
+    json_decref(err);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -172,6 +215,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nul_is_escaped_not_a_cut, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_long_lines_are_cut_at_a_character, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_cr_only_file_positions_at_run_time, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
