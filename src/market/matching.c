@@ -48,6 +48,7 @@
 #include "core/jsonutil.h"
 #include "core/log.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -444,12 +445,16 @@ static void order_init(struct sim *s, struct sim_order *o, const struct order_re
     o->placed_ms = o->updated_ms = clock_wall_ms();
 }
 
-/* Whether v is a whole number of `step`s, to the rounding of the division
- * (0.3 / 0.1 is 2.9999999999999996). */
+/* Whether v is a whole number of `step`s, at least one, to the rounding of
+ * the division (0.3 / 0.1 is 2.9999999999999996): a few units in the last
+ * place of the quotient, which v and step, each rounded once from the
+ * decimal the author wrote, and the division can move by 1.5 at most. A
+ * fixed tolerance would pass a millionth of a step off, or no step at all. */
 static bool whole_steps(double v, double step)
 {
     double n = v / step;
-    return fabs(n - nearbyint(n)) <= fmax(1e-6, fabs(n) * 4e-16);
+    double whole = nearbyint(n);
+    return whole >= 1 && fabs(n - whole) <= fabs(n) * 8 * DBL_EPSILON;
 }
 
 /* strictIncrements: the quantity in whole lots, a limit price in whole
@@ -459,13 +464,14 @@ static int increments_check(struct sim *s, struct sim_order *o)
     const struct sim_market *mk = &s->markets[o->market];
     if (!whole_steps(o->quantity, mk->lot_size)) {
         order_reject(s, o,
-                     "quantity %.10g is not a whole number of lots of %.10g (strictIncrements)",
+                     "quantity %.15g is not a whole number of lots of %.10g, at least one "
+                     "(strictIncrements)",
                      o->quantity, mk->lot_size);
         return -1;
     }
     if (o->type == ORDER_LIMIT && !whole_steps(o->price, mk->tick_size)) {
         order_reject(s, o,
-                     "limit price %.10g is not a whole number of ticks of %.10g (strictIncrements)",
+                     "limit price %.15g is not a whole number of ticks of %.10g (strictIncrements)",
                      o->price, mk->tick_size);
         return -1;
     }

@@ -316,6 +316,13 @@ static void test_strict_increments(void **state)
         {"s-lotm", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 0.1234567, 0, "whole number of lots"},
         {"s-tick", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 1000.005,
          "whole number of ticks of 0.01"},
+        /* no lot at all, and a millionth of a lot off: a fixed tolerance
+         * of a millionth of a step passed both */
+        {"s-zero", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 1e-12, 0, "at least one"},
+        {"s-zerol", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 1e-12, 1000, "at least one"},
+        {"s-near", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.00001000001, 1000,
+         "quantity 1.000001e-05 is not a whole number of lots"},
+        {"s-tick0", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 0.1, 0.001, "whole number of ticks"},
     };
     expect_rejected(f, cases, sizeof cases / sizeof cases[0]);
     struct order_request r =
@@ -325,6 +332,18 @@ static void test_strict_increments(void **state)
     r = tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.00123, 0, "s-okm");
     tmarket_submit(f->m, &r);
     assert_true(tsink_wait_exec(&f->sink, "s-okm", EXEC_FILLED, 5000));
+    /* whole numbers of lots as an author writes them, from one lot up */
+    static const char *const whole[] = {"0.00001", "0.00003", "0.00029", "0.01001", "0.99999",
+                                        "2.34567"};
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "s-w%zu", i);
+        r = tmarket_order("sim", "BTC-USDT", SIDE_BUY, ORDER_MARKET, strtod(whole[i], NULL), 0, id);
+        r.dry_run = true;
+        tmarket_submit(f->m, &r);
+        if (!tsink_wait_exec(&f->sink, id, EXEC_FILLED, 5000))
+            fail_msg("a market order of %s BTC (a whole number of lots) did not fill", whole[i]);
+    }
     fixture_free(f);
 
     f = fixture_new(FROZEN "}");
