@@ -113,6 +113,24 @@ int api_handle_instance_stop(struct api *api, struct api_request *req, struct ap
     return instance_action(api, req, res, false, err);
 }
 
+#define PAGE_MAX 10000
+
+/* `limit`: 100 by default, 1 to PAGE_MAX; above it a 400 that says `how`
+ * to get more. */
+static int page_limit(const struct api_request *req, const char *how, int *limit, struct err *err)
+{
+    long long value = 100;
+    if (api_query_int(req, "limit", 1, &value, err) != 0)
+        return -1;
+    if (value > PAGE_MAX) {
+        err_set(err, ERR_INVALID, "limit %lld is above %d: %s", value, PAGE_MAX, how);
+        err_add_detail(err, "field", json_string("limit"));
+        return -1;
+    }
+    *limit = (int)value;
+    return 0;
+}
+
 static int history_query(struct api *api, struct api_request *req, struct store_order_query *q,
                          struct err *err)
 {
@@ -122,13 +140,23 @@ static int history_query(struct api *api, struct api_request *req, struct store_
         err_set(err, ERR_NOT_FOUND, "instance '%s' not found", q->instance_id);
         return -1;
     }
-    long long limit = 100;
-    if (api_query_int(req, "limit", 1, &limit, err) != 0)
+    if (page_limit(req, "read on with the page's `next`", &q->limit, err) != 0)
         return -1;
-    q->limit = limit > 10000 ? 10000 : (int)limit;
     q->provider = api_query(req, "provider");
     q->order_id = api_query(req, "orderId");
+    q->before = api_query(req, "before");
     return 0;
+}
+
+/* {<list>: records, count, next}: next is the `before` of the page after
+ * this one, null at the end. */
+static void respond_history(struct api_response *res, const char *list, json_t *records,
+                            const char *next)
+{
+    api_respond_json(res, 200,
+                     json_pack("{s:o, s:I, s:o}", list, records, "count",
+                               (json_int_t)json_array_size(records), "next",
+                               next[0] ? json_string(next) : json_null()));
 }
 
 /* A misspelt state would otherwise match nothing and read as "no orders". */
@@ -164,11 +192,10 @@ int api_handle_instance_orders(struct api *api, struct api_request *req, struct 
     q.states = states;
     q.nstates = (size_t)nstates;
     json_t *orders = NULL;
-    if (store_orders_query(api->opts.store, &q, &orders, err) != 0)
+    char next[STORE_CURSOR_MAX];
+    if (store_orders_page(api->opts.store, &q, &orders, next, err) != 0)
         return -1;
-    api_respond_json(
-        res, 200,
-        json_pack("{s:o, s:I}", "orders", orders, "count", (json_int_t)json_array_size(orders)));
+    respond_history(res, "orders", orders, next);
     return 0;
 }
 
@@ -179,11 +206,10 @@ int api_handle_instance_executions(struct api *api, struct api_request *req,
     if (history_query(api, req, &q, err) != 0)
         return -1;
     json_t *executions = NULL;
-    if (store_executions_query(api->opts.store, &q, &executions, err) != 0)
+    char next[STORE_CURSOR_MAX];
+    if (store_executions_page(api->opts.store, &q, &executions, next, err) != 0)
         return -1;
-    api_respond_json(res, 200,
-                     json_pack("{s:o, s:I}", "executions", executions, "count",
-                               (json_int_t)json_array_size(executions)));
+    respond_history(res, "executions", executions, next);
     return 0;
 }
 
@@ -370,11 +396,11 @@ int api_handle_provider_stop(struct api *api, struct api_request *req, struct ap
 int api_handle_provider_balances(struct api *api, struct api_request *req, struct api_response *res,
                                  struct err *err)
 {
-    long long limit = 100;
-    if (api_query_int(req, "limit", 1, &limit, err) != 0)
+    int limit;
+    if (page_limit(req, "filter by asset", &limit, err) != 0)
         return -1;
-    json_t *body = market_balances_json(api->opts.market, req->params[0], api_query(req, "asset"),
-                                        limit > 10000 ? 10000 : (int)limit, err);
+    json_t *body =
+        market_balances_json(api->opts.market, req->params[0], api_query(req, "asset"), limit, err);
     if (!body)
         return -1;
     api_respond_json(res, 200, body);

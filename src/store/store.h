@@ -174,11 +174,25 @@ struct store_order_query {
     size_t nstates;       /* 0: any state; orders only */
     const char *order_id; /* executions only; NULL: any */
     int limit;            /* <= 0: 100 */
+    /* NULL: from the newest; else the `next` cursor a page before this one
+     * gave, and the page holds the records after that page's last. */
+    const char *before;
 };
 /* Arrays of records, newest first: orders by updatedAt, executions by
- * tradedAt, ties by insertion order (latest first). */
+ * tradedAt, ties by insertion order (latest first). A malformed `before`
+ * is ERR_INVALID. */
 int store_orders_query(struct store *store, const struct store_order_query *q, json_t **out,
                        struct err *err);
+/* The same, one page at a time: `next` receives the cursor that reads on
+ * from the page's last record when the page is full (there may be more),
+ * and "" when it is not (there is no more). An order that changes while it
+ * is walked moves to the front, beyond the walk; finished orders and
+ * executions do not move. */
+#define STORE_CURSOR_MAX 48
+int store_orders_page(struct store *store, const struct store_order_query *q, json_t **out,
+                      char next[STORE_CURSOR_MAX], struct err *err);
+int store_executions_page(struct store *store, const struct store_order_query *q, json_t **out,
+                          char next[STORE_CURSOR_MAX], struct err *err);
 /* Marks every order of `provider` still open in the records (acknowledged
  * or partially filled) as expired at now_ms, with `reason` in its
  * metadata: a new session of the provider starts with an empty book, so an

@@ -11,7 +11,9 @@
 
 #include "core/clock.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ---------------------------------------------------- field validation */
 
@@ -460,13 +462,75 @@ static json_t *states_array(const struct store_order_query *q)
     return states;
 }
 
-static int run_order_query(struct store *s, const struct store_order_query *q, const json_t *states,
-                           json_t **out, struct err *err)
+/* A cursor is the last record's sort key, "<at>.<rowid>": the next page
+ * starts below it in the order every query sorts by. */
+static int parse_cursor(const char *text, int64_t *at, int64_t *rowid, struct err *err)
 {
+    *at = *rowid = INT64_MAX;
+    if (!text)
+        return 0;
+    long long a, r;
+    int used = 0;
+    if (sscanf(text, "%lld.%lld%n", &a, &r, &used) != 2 || text[used] != '\0' || a < 0 || r < 1 ||
+        strspn(text, "0123456789.") != strlen(text)) {
+        err_set(err, ERR_INVALID,
+                "before '%.64s' is not a cursor: pass the `next` of the page before", text);
+        err_add_detail(err, "field", json_string("before"));
+        return -1;
+    }
+    *at = a;
+    *rowid = r;
+    return 0;
+}
+
+/* Steps a page query (record, key, rowid per row) into an array, and
+ * leaves in `next` the key of its last row when the page is full. */
+static int collect_page(struct store *s, sqlite3_stmt *st, int64_t limit, const char *what,
+                        json_t **out, char *next, struct err *err)
+{
+    json_t *list = json_array();
+    int64_t at = 0, rowid = 0;
+    int rc = list ? SQLITE_OK : SQLITE_NOMEM;
+    while (list && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *item = record_row(st, err);
+        if (!item)
+            goto fail;
+        if (json_array_append_new(list, item) != 0) {
+            err_set(err, ERR_INTERNAL, "%s: out of memory", what);
+            goto fail;
+        }
+        at = sqlite3_column_int64(st, 1);
+        rowid = sqlite3_column_int64(st, 2);
+    }
+    if (rc != SQLITE_DONE) {
+        store__fail(s, rc, err, "%s", what);
+        goto fail;
+    }
+    store__stmt_release(st);
+    if (next)
+        next[0] = '\0';
+    if (next && (int64_t)json_array_size(list) == limit)
+        snprintf(next, STORE_CURSOR_MAX, "%lld.%lld", (long long)at, (long long)rowid);
+    *out = list;
+    return 0;
+fail:
+    store__stmt_release(st);
+    json_decref(list);
+    return -1;
+}
+
+static int run_order_query(struct store *s, const struct store_order_query *q, const json_t *states,
+                           json_t **out, char *next, struct err *err)
+{
+    int64_t at, rowid;
+    if (parse_cursor(q->before, &at, &rowid, err) != 0)
+        return -1;
     sqlite3_stmt *st = store__stmt(
         s, STORE__ORDER_QUERY,
-        "SELECT record FROM orders WHERE instance_id = ?1 AND (?2 IS NULL OR provider = ?2)"
+        "SELECT record, updated_at, rowid FROM orders WHERE instance_id = ?1"
+        " AND (?2 IS NULL OR provider = ?2)"
         " AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3)))"
+        " AND (updated_at, rowid) < (?5, ?6)"
         " ORDER BY updated_at DESC, rowid DESC LIMIT ?4",
         err);
     if (!st)
@@ -479,13 +543,15 @@ static int run_order_query(struct store *s, const struct store_order_query *q, c
     else
         store__bind_text(&b, 3, NULL);
     store__bind_int64(&b, 4, query_limit(q->limit));
+    store__bind_int64(&b, 5, at);
+    store__bind_int64(&b, 6, rowid);
     if (store__bind_check(&b, "cannot list orders", err) != 0)
         return -1;
-    return store__collect(s, st, record_row, "cannot list orders", out, err);
+    return collect_page(s, st, query_limit(q->limit), "cannot list orders", out, next, err);
 }
 
-int store_orders_query(struct store *store, const struct store_order_query *q, json_t **out,
-                       struct err *err)
+int store_orders_page(struct store *store, const struct store_order_query *q, json_t **out,
+                      char next[STORE_CURSOR_MAX], struct err *err)
 {
     if (check_query(store, q, out, err) != 0)
         return -1;
@@ -495,35 +561,60 @@ int store_orders_query(struct store *store, const struct store_order_query *q, j
         return -1;
     }
     store__lock(store);
-    int rc = run_order_query(store, q, states, out, err);
+    int rc = run_order_query(store, q, states, out, next, err);
     store__unlock(store);
     json_decref(states);
+    return rc;
+}
+
+int store_orders_query(struct store *store, const struct store_order_query *q, json_t **out,
+                       struct err *err)
+{
+    return store_orders_page(store, q, out, NULL, err);
+}
+
+static int run_execution_query(struct store *s, const struct store_order_query *q, json_t **out,
+                               char *next, struct err *err)
+{
+    int64_t at, rowid;
+    if (parse_cursor(q->before, &at, &rowid, err) != 0)
+        return -1;
+    sqlite3_stmt *st = store__stmt(
+        s, STORE__EXECUTION_QUERY,
+        "SELECT record, traded_at, rowid FROM executions WHERE instance_id = ?1"
+        " AND (?2 IS NULL OR provider = ?2) AND (?3 IS NULL OR order_id = ?3)"
+        " AND (traded_at, rowid) < (?5, ?6)"
+        " ORDER BY traded_at DESC, rowid DESC LIMIT ?4",
+        err);
+    if (!st)
+        return -1;
+    struct store__binder b = {st, SQLITE_OK};
+    store__bind_text(&b, 1, q->instance_id);
+    store__bind_text(&b, 2, q->provider);
+    store__bind_text(&b, 3, q->order_id);
+    store__bind_int64(&b, 4, query_limit(q->limit));
+    store__bind_int64(&b, 5, at);
+    store__bind_int64(&b, 6, rowid);
+    if (store__bind_check(&b, "cannot list executions", err) != 0)
+        return -1;
+    return collect_page(s, st, query_limit(q->limit), "cannot list executions", out, next, err);
+}
+
+int store_executions_page(struct store *store, const struct store_order_query *q, json_t **out,
+                          char next[STORE_CURSOR_MAX], struct err *err)
+{
+    if (check_query(store, q, out, err) != 0)
+        return -1;
+    store__lock(store);
+    int rc = run_execution_query(store, q, out, next, err);
+    store__unlock(store);
     return rc;
 }
 
 int store_executions_query(struct store *store, const struct store_order_query *q, json_t **out,
                            struct err *err)
 {
-    if (check_query(store, q, out, err) != 0)
-        return -1;
-    store__lock(store);
-    sqlite3_stmt *st = store__stmt(
-        store, STORE__EXECUTION_QUERY,
-        "SELECT record FROM executions WHERE instance_id = ?1 AND (?2 IS NULL OR provider = ?2)"
-        " AND (?3 IS NULL OR order_id = ?3) ORDER BY traded_at DESC, rowid DESC LIMIT ?4",
-        err);
-    int rc = -1;
-    if (st) {
-        struct store__binder b = {st, SQLITE_OK};
-        store__bind_text(&b, 1, q->instance_id);
-        store__bind_text(&b, 2, q->provider);
-        store__bind_text(&b, 3, q->order_id);
-        store__bind_int64(&b, 4, query_limit(q->limit));
-        if (store__bind_check(&b, "cannot list executions", err) == 0)
-            rc = store__collect(store, st, record_row, "cannot list executions", out, err);
-    }
-    store__unlock(store);
-    return rc;
+    return store_executions_page(store, q, out, NULL, err);
 }
 
 int store_balances_query(struct store *store, const char *provider, const char *asset, int limit,

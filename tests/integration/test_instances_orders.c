@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Opened only once the traders listen, so that they see it from its first
  * trade: with seed 127 both symbols first rise (a buy 10 bp under the
@@ -1052,6 +1053,112 @@ static void test_order_rate_limit(void **state)
     flood_once(srv, "fl2", "flooder", NULL, 1000);
 }
 
+/* The ids of a history list, in order, as one array. */
+static json_t *history_ids(const json_t *doc, const char *list, const char *key)
+{
+    json_t *ids = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(doc, list), i, r)
+        json_array_append_new(ids, json_string(tu_jstr(r, key)));
+    return ids;
+}
+
+/* Walks a history `page` records at a time through `next`, and returns the
+ * ids in the order read. Every page but the last is full and points on;
+ * the last says there is no more. */
+static json_t *walk_history(struct tu_server *srv, const char *path, const char *list,
+                            const char *key, int page)
+{
+    json_t *all = json_array();
+    char *before = NULL;
+    for (int pages = 0;; pages++) {
+        if (pages > 1000)
+            fail_msg("%s: the walk does not end", path);
+        json_t *doc = before ? tu_get_json(srv, 200, "%s?limit=%d&before=%s", path, page, before)
+                             : tu_get_json(srv, 200, "%s?limit=%d", path, page);
+        json_t *ids = history_ids(doc, list, key);
+        assert_int_equal(tu_jint(doc, "count"), (long long)json_array_size(ids));
+        json_array_extend(all, ids);
+        json_decref(ids);
+        free(before);
+        before = NULL;
+        const json_t *next = json_object_get(doc, "next");
+        if (json_is_null(next)) {
+            assert_true(tu_jint(doc, "count") <= page);
+            json_decref(doc);
+            return all;
+        }
+        assert_int_equal(tu_jint(doc, "count"), page);
+        before = strdup(json_string_value(next));
+        json_decref(doc);
+    }
+}
+
+/* The whole history read page by page is the history read at once: each
+ * record once, newest first. */
+static void expect_pages_match(struct tu_server *srv, const char *path, const char *list,
+                               const char *key, int page)
+{
+    for (int attempt = 0;; attempt++) {
+        json_t *doc = tu_get_json(srv, 200, "%s?limit=10000", path);
+        json_t *whole = history_ids(doc, list, key);
+        json_decref(doc);
+        json_t *walked = walk_history(srv, path, list, key, page);
+        doc = tu_get_json(srv, 200, "%s?limit=10000", path);
+        json_t *after = history_ids(doc, list, key);
+        json_decref(doc);
+        bool still = json_equal(whole, after);
+        bool same = json_equal(whole, walked);
+        size_t n = json_array_size(whole);
+        json_decref(whole);
+        json_decref(after);
+        json_decref(walked);
+        if (still) {
+            if (!same)
+                fail_msg("%s read %d at a time differs from the %zu records read at once", path,
+                         page, n);
+            assert_true(n > (size_t)page);
+            return;
+        }
+        if (attempt == 20) /* the market's writer may still be adding fills */
+            fail_msg("%s kept changing", path);
+        usleep(200 * 1000);
+    }
+}
+
+/* The order and execution history can be read to its end a page at a
+ * time; a limit above the largest page and a cursor the gateway never gave
+ * are refused, naming the parameter. */
+static void test_history_pages(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    upload_flooder(srv, "pager", "[{name: 'max_orders_per_second', type: 'int', default: 230}]");
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    flood_once(srv, "pg", "pager", NULL, 230);
+    expect_pages_match(srv, "/strategy/instances/pg/orders", "orders", "id", 40);
+    expect_pages_match(srv, "/strategy/instances/pg/orders", "orders", "id", 1);
+    expect_pages_match(srv, "/strategy/instances/pg/executions", "executions", "executionId", 33);
+
+    static const char *const bad[] = {
+        "/strategy/instances/pg/orders?limit=10001",
+        "/strategy/instances/pg/executions?limit=20000",
+        "/strategy/instances/pg/orders?before=yesterday",
+        "/strategy/instances/pg/orders?before=12.-3",
+        "/strategy/instances/pg/executions?before=1.2.3",
+    };
+    static const char *const field[] = {"limit", "limit", "before", "before", "before"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct tu_response res;
+        tu_get(srv, &res, "%s", bad[i]);
+        tu_assert_error(&res, 400);
+        assert_string_equal(tu_jstr(res.json, "details.field"), field[i]);
+        tu_response_free(&res);
+    }
+    tu_server_stop(srv);
+}
+
 static void test_history_retention(void **state)
 {
     struct tu_server *srv = *state;
@@ -1139,6 +1246,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_keeps_orders_when_configured, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_order_rate_limit, tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_history_pages, tu_server_setup, tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
