@@ -2,9 +2,12 @@
  * refresh: move instances to the revision their own selector resolves to
  * now, and only the instances the operator names.
  *
- * Targets ({"hashes": [...], "strategies": [...]}, any selector form) pick
- * instances: a bare name every instance of the strategy, name:tag those
- * whose selector is that, a hash (with or without name) those pinned to it.
+ * Targets ({"hashes": [...], "strategies": [...]}) pick instances: a bare
+ * name every instance of the strategy, name:tag those whose selector is
+ * that, a hash (with or without name) those pinned to it. "strategies"
+ * takes any selector form; "hashes" only hashes and prefixes of at least
+ * 12 hex digits (a bare one read as a prefix even where a strategy has
+ * that name), so a name or a typo there is a 400 and not a target.
  * A request with neither list (or none at all) means every instance; lists
  * given empty pick none. Each picked instance re-resolves its own
  * selector:
@@ -30,6 +33,7 @@ struct target {
     const char *text;
     struct selector sel;
     bool name_is_strategy; /* LATEST: a strategy of that name exists */
+    bool hash_only;        /* from "hashes": a bare hex string is a prefix, never a name */
     bool matched;
 };
 
@@ -71,6 +75,15 @@ static int add_targets(const json_t *request, const char *key, struct target *ou
             err_add_detail(err, "field", json_string(key));
             return -1;
         }
+        t->hash_only = strcmp(key, "hashes") == 0;
+        if (t->hash_only && t->sel.kind != SELECTOR_HASH && !t->sel.may_be_prefix) {
+            err_set(err, ERR_INVALID,
+                    "hashes[%zu]: '%s' is not a hash: give sha256:<hex> or at least %d hex "
+                    "digits, with or without name@ (strategies and tags go in \"strategies\")",
+                    i, text, SELECTOR_MIN_PREFIX);
+            err_add_detail(err, "field", json_string(key));
+            return -1;
+        }
         (*n)++;
     }
     return 0;
@@ -81,10 +94,10 @@ static bool matches(const struct target *t, const struct candidate *c)
     const struct selector *s = &t->sel;
     switch (s->kind) {
     case SELECTOR_LATEST:
-        if (strcmp(s->name, c->strategy) == 0)
+        if (!t->hash_only && strcmp(s->name, c->strategy) == 0)
             return true;
         /* a bare hex string that names no strategy is a hash prefix */
-        return s->may_be_prefix && !t->name_is_strategy &&
+        return s->may_be_prefix && (t->hash_only || !t->name_is_strategy) &&
                strncmp(c->hex, s->name, strlen(s->name)) == 0;
     case SELECTOR_TAG: {
         struct selector own;

@@ -299,12 +299,14 @@ static void test_every_reason_code(void **state)
 static char *fill(const char *text, const struct scene *sc)
 {
     char *out = strdup(text);
-    const char *keys[] = {"THEX", "HEX", "SHORT"};
-    char shortened[13];
+    const char *keys[] = {"THEX", "HEX", "SHORT", "SIX"};
+    char shortened[13], six[7];
     memcpy(shortened, sc->s1, 12);
     shortened[12] = '\0';
-    const char *values[] = {sc->t1, sc->s1, shortened};
-    for (size_t k = 0; k < 3; k++) {
+    memcpy(six, sc->s1, 6);
+    six[6] = '\0';
+    const char *values[] = {sc->t1, sc->s1, shortened, six};
+    for (size_t k = 0; k < 4; k++) {
         char *at;
         while ((at = strstr(out, keys[k])) != NULL) {
             *at = '\0';
@@ -382,12 +384,23 @@ static void test_target_forms(void **state)
         "{\"hashes\": {}}",
         "not json",
         "{\"strategies\": [\"s:\"]}",
+        /* "hashes" takes hashes only: a name, a tag, a word that is not
+         * hex and a prefix shorter than 12 digits would otherwise pick a
+         * whole strategy or read as "retired" */
+        "{\"hashes\": [\"s\"]}",
+        "{\"hashes\": [\"s:prod\"]}",
+        "{\"hashes\": [\"xyz\"]}",
+        "{\"hashes\": [\"SIX\"]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *body = fill(bad[i], &sc);
         struct tu_response res;
-        tu_send(srv, &res, "POST", "/strategies/refresh", bad[i]);
+        tu_send(srv, &res, "POST", "/strategies/refresh", body);
         tu_assert_error(&res, 400);
+        if (strstr(body, "\"hashes\": [\""))
+            assert_string_equal(tu_jstr(res.json, "details.field"), "hashes");
         tu_response_free(&res);
+        free(body);
     }
     free(pinned);
     tu_server_stop(srv);
