@@ -136,30 +136,63 @@ out:
     return rc;
 }
 
+/* The running instances that follow the tag: a 409 naming them unless the
+ * operator means them to be retired by the next refresh (`retire`), when
+ * *followers receives their ids. */
+static int tag_followers(struct api *api, const char *name, const char *tag, bool retire,
+                         json_t **followers, struct err *err)
+{
+    struct err guard = ERR_INIT;
+    if (runtime_tag_guard(api->opts.runtime, name, tag, &guard) == 0) {
+        *followers = json_array();
+        return 0;
+    }
+    if (guard.kind != ERR_CONFLICT || !retire) {
+        if (guard.kind == ERR_CONFLICT)
+            err_add_detail(&guard, "hint",
+                           json_string("?retireFollowers=true deletes it all the same, and the "
+                                       "next refresh of these instances stops them"));
+        err_move(err, &guard);
+        return -1;
+    }
+    *followers = json_incref(json_object_get(guard.details, "instances"));
+    err_clear(&guard);
+    return 0;
+}
+
 int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_response *res,
                           struct err *err)
 {
     if (check_name_and_tag(req, err) != 0)
         return -1;
     const char *name = req->params[0], *tag = req->params[1];
-    bool allow_orphan = false;
-    if (api_query_bool(req, "allowOrphan", &allow_orphan, err) != 0)
+    bool allow_orphan = false, retire_followers = false;
+    if (api_query_bool(req, "allowOrphan", &allow_orphan, err) != 0 ||
+        api_query_bool(req, "retireFollowers", &retire_followers, err) != 0)
+        return -1;
+    json_t *followers = NULL;
+    if (tag_followers(api, name, tag, retire_followers, &followers, err) != 0)
         return -1;
     char previous[HASH_HEX_LEN + 1] = "";
     int rc = catalog_delete_tag(api->opts.catalog, name, tag, allow_orphan, previous, err);
-    if (rc != 0 && !catalog_error_published(err))
+    if (rc != 0 && !catalog_error_published(err)) {
+        json_decref(followers);
         return -1;
+    }
     const char *labels[] = {api->opts.environment, name, tag, allow_orphan ? "true" : "false"};
     metrics_add(api->tag_deleted, labels, 1);
     api_audit(api, req, "tag.delete",
-              json_pack("{s:s, s:s, s:o, s:n, s:b}", "strategy", name, "tag", tag, "from",
-                        views_hash(previous), "to", "allowOrphan", allow_orphan));
-    if (rc != 0)
+              json_pack("{s:s, s:s, s:o, s:n, s:b, s:O}", "strategy", name, "tag", tag, "from",
+                        views_hash(previous), "to", "allowOrphan", allow_orphan, "followers",
+                        followers));
+    if (rc != 0) {
+        json_decref(followers);
         return -1;
+    }
     api_respond_json(res, 200,
-                     json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "deleted", "strategy", name,
-                               "tag", tag, "previousHash", views_hash(previous), "allowOrphan",
-                               allow_orphan));
+                     json_pack("{s:s, s:s, s:s, s:o, s:b, s:o}", "status", "deleted", "strategy",
+                               name, "tag", tag, "previousHash", views_hash(previous),
+                               "allowOrphan", allow_orphan, "followers", followers));
     return 0;
 }
 

@@ -1911,6 +1911,55 @@ int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct er
     return -1;
 }
 
+static bool follows_tag_locked(const struct instance *inst, const char *name, const char *tag)
+{
+    if (!(inst->running || inst->starting))
+        return false;
+    struct selector sel;
+    struct err ignored = ERR_INIT;
+    bool parsed = selector_parse(inst->selector, &sel, &ignored) == 0;
+    err_clear(&ignored);
+    if (!parsed || strcmp(sel.name, name) != 0)
+        return false;
+    if (sel.kind == SELECTOR_TAG)
+        return strcmp(sel.tag, tag) == 0;
+    return sel.kind == SELECTOR_LATEST && strcmp(tag, REGISTRY_LATEST) == 0;
+}
+
+int runtime_tag_guard(struct runtime *rt, const char *name, const char *tag, struct err *err)
+{
+    pthread_mutex_lock(&rt->lock);
+    size_t first;
+    size_t n = pins_range_locked(rt, name, NULL, &first);
+    struct instance **picked = calloc(n ? n : 1, sizeof *picked);
+    size_t npicked = 0;
+    for (size_t i = first; picked && i < first + n; i++) {
+        if (follows_tag_locked(rt->pins[i], name, tag))
+            picked[npicked++] = rt->pins[i];
+    }
+    json_t *ids = npicked ? json_array() : NULL;
+    if (npicked)
+        qsort(picked, npicked, sizeof *picked, cmp_instance_ids);
+    for (size_t i = 0; ids && i < npicked; i++)
+        json_array_append_new(ids, json_string(picked[i]->id));
+    pthread_mutex_unlock(&rt->lock);
+    bool out_of_memory = !picked || (npicked && !ids);
+    free(picked);
+    if (out_of_memory) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    if (npicked == 0)
+        return 0;
+    const char *them = npicked == 1 ? "it" : "them";
+    err_set(err, ERR_CONFLICT,
+            "tag '%s' of %s is followed by %zu running instance%s: the next refresh would stop "
+            "%s; move the tag instead, or stop %s or give %s another selector first",
+            tag, name, npicked, npicked == 1 ? "" : "s", them, them, them);
+    err_add_detail(err, "instances", ids);
+    return -1;
+}
+
 void runtime_delete_finished(struct runtime *rt, const char *name, const char *hex)
 {
     pthread_mutex_lock(&rt->lock);

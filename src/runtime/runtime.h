@@ -236,6 +236,11 @@ int runtime_running_count(struct runtime *rt, const char *strategy, const char *
  * hex is NULL) that a running instance pins (ERR_CONFLICT,
  * details.instances). ctx is the struct runtime. */
 int runtime_delete_guard(void *ctx, const char *name, const char *hex, struct err *err);
+/* Refuses deleting `tag` of strategy `name` while running (or starting)
+ * instances follow it, their selector `name:tag` (the bare name follows
+ * `latest`): the next refresh would find nothing there and stop them all.
+ * ERR_CONFLICT, details.instances (sorted ids). Any thread. */
+int runtime_tag_guard(struct runtime *rt, const char *name, const char *tag, struct err *err);
 /* Ends what a passing guard began: until this call, starting or
  * refreshing an instance onto that revision (or strategy, hex NULL) is
  * refused, so nothing starts on a revision while its delete is written.

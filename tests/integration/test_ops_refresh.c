@@ -241,10 +241,23 @@ static void test_every_reason_code(void **state)
     expect_state(srv, "run-latest", sc.s2, true, NULL);
     expect_state(srv, "run-hash", sc.s1, true, NULL);
 
-    /* retired: the canary tag goes; its instance is stopped */
+    /* retired: the canary tag goes; its instance is stopped. A running
+     * instance follows it, so the delete needs saying that the next
+     * refresh is to retire it; without that it is refused and the tag
+     * stays. */
     struct tu_response res;
     tu_delete(srv, &res, "/strategies/modules/s/tags/canary");
+    tu_assert_error(&res, 409);
+    assert_int_equal(json_array_size(tu_jget(res.json, "details.instances")), 1);
+    assert_string_equal(json_string_value(json_array_get(tu_jget(res.json, "details.instances"), 0)),
+                        "run-canary");
+    assert_non_null(strstr(tu_jstr(res.json, "error"), "followed by 1 running instance"));
+    tu_response_free(&res);
+    json_decref(tu_get_json(srv, 200, "/strategies/modules/s:canary"));
+    tu_delete(srv, &res, "/strategies/modules/s/tags/canary?retireFollowers=true");
     tu_assert_status(&res, 200);
+    assert_string_equal(json_string_value(json_array_get(tu_jget(res.json, "followers"), 0)),
+                        "run-canary");
     tu_response_free(&res);
     r = tu_ops_refresh(srv, "{\"strategies\": [\"s:canary\", \"s\"]}", 200);
     expect_sorted(r);
