@@ -389,6 +389,8 @@ static int open_gateway(struct gateway *gw, struct err *err)
         err_set(err, ERR_INTERNAL, "cannot create the market");
         return -1;
     }
+    if (market_load_risk(gw->market, err) != 0)
+        return -1;
     struct runtime_options ropts = {
         .workers = gw->cfg.workers,
         .catalog = gw->catalog,

@@ -153,9 +153,12 @@ struct market *market_new(struct event_sink sink, struct store *store)
         free(m);
         return NULL;
     }
-    /* before any provider runs, so the first order meets the stored limits */
-    risk_load(m->risk, store);
     return m;
+}
+
+int market_load_risk(struct market *m, struct err *err)
+{
+    return risk_load(m->risk, m->store, err);
 }
 
 static void provider_clear(struct provider *p)

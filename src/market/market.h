@@ -68,6 +68,11 @@ struct market;
 
 /* store may be NULL (tests): nothing is recorded. */
 struct market *market_new(struct event_sink sink, struct store *store);
+/* Applies the risk limits stored in the store (setting "risk"), before any
+ * provider starts, so that the first order meets them. Fails when they
+ * cannot be read or no longer validate (see risk_load): a gateway must not
+ * start trading without the limits its operator set. Main thread. */
+int market_load_risk(struct market *m, struct err *err);
 /* Stops every provider thread and frees everything. */
 void market_free(struct market *m);
 
@@ -102,7 +107,7 @@ json_t *market_adapter_json(const char *identifier, struct err *err);
 /* Runtime risk limits (the contract's RiskConfig), gateway-wide: every
  * order any instance submits meets them on the submitting thread before
  * its provider sees it (market/risk.h; docs/OPERATIONS.md "Risk limits").
- * Loaded from the store (setting "risk") by market_new(). Any thread.
+ * Loaded from the store (setting "risk") by market_load_risk(). Any thread.
  * market_risk_json: the RiskConfig in force, a new reference (NULL when out
  * of memory). market_risk_set: validates a whole RiskConfig, persists it
  * and applies it atomically (an order sees the old limits or the new);

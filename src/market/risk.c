@@ -671,7 +671,27 @@ static void install_locked(struct risk *r, json_t *doc, const struct risk_limits
     r->doc = doc;
 }
 
-void risk_load(struct risk *r, struct store *store)
+/* A stored document from before a key existed lacks it: the key's default
+ * (its limit off) fills in, as it did for that gateway, and is said. */
+static int fill_missing_keys(json_t *doc, const json_t *defaults, struct err *err)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)defaults, key, value)
+    {
+        if (json_object_get(doc, key))
+            continue;
+        if (json_object_set(doc, key, value) != 0) {
+            err_set(err, ERR_INTERNAL, "out of memory");
+            return -1;
+        }
+        log_warn("market", "the stored risk limits have no %s (stored before it existed): %s "
+                 "applies until they are set again", key, json_is_boolean(value) ? "false" : "off");
+    }
+    return 0;
+}
+
+int risk_load(struct risk *r, struct store *store, struct err *err)
 {
     json_t *doc = NULL;
     struct err e = ERR_INIT;
@@ -679,9 +699,17 @@ void risk_load(struct risk *r, struct store *store)
     int rc = store ? store_setting_get(store, RISK_SETTING, &doc, &e) : 1;
     struct risk_limits l;
     if (rc < 0) {
-        log_error("market", "cannot read the stored risk limits (none apply): %s", e.message);
+        err_set(err, e.kind, "cannot read the stored risk limits: %s", e.message);
+    } else if (rc == 0 && json_is_object(doc) && fill_missing_keys(doc, r->doc, err) != 0) {
+        rc = -1;
     } else if (rc == 0 && parse_limits(doc, &l, &e) != 0) {
-        log_error("market", "the stored risk limits do not validate (none apply): %s", e.message);
+        /* Trading on without them would lift every limit and the kill
+         * switch the operator set: the start stops instead. */
+        err_set(err, ERR_INVALID,
+                "the stored risk limits do not validate: %s; correct them in the state database "
+                "(settings, key '%s'), or delete that row to start with none",
+                e.message, RISK_SETTING);
+        rc = -1;
     } else if (rc == 0) {
         pthread_mutex_lock(&r->lock);
         install_locked(r, doc, &l);
@@ -691,6 +719,7 @@ void risk_load(struct risk *r, struct store *store)
     }
     json_decref(doc);
     err_clear(&e);
+    return rc < 0 ? -1 : 0;
 }
 
 int risk_update(struct risk *r, const json_t *config, struct store *store, json_t **previous,

@@ -61,9 +61,12 @@ struct risk *risk_new(void);
 /* Frees everything; no order may be in flight. */
 void risk_free(struct risk *r);
 
-/* Applies the RiskConfig stored under RISK_SETTING, if any. A stored
- * document that no longer validates is logged and the defaults stay. */
-void risk_load(struct risk *r, struct store *store);
+/* Applies the RiskConfig stored under RISK_SETTING, if any; call it before
+ * any order can arrive. A key the stored document lacks (stored before the
+ * key existed) takes its default, with a warning. A document that does not
+ * validate, or cannot be read, fails (ERR_INVALID, or the store's error)
+ * and leaves the defaults in place: the caller must not trade on them. */
+int risk_load(struct risk *r, struct store *store, struct err *err);
 
 /* Validates a whole RiskConfig, persists it (store may be NULL) and
  * applies it. ERR_INVALID with details.field naming the first bad key

@@ -502,44 +502,11 @@ static void test_state_disk_full(void **state)
 
 /* ------------------------------------------------- refusing to start */
 
-/* Runs `stratd serve` expecting it to exit by itself; its status and
- * stderr. */
-static int serve_to_exit(const char *strategies, const char *state_dir, char **err_text)
-{
-    char *root = tu_tempdir("stratd-exit");
-    char *err_path = tu_path("%s/stderr", root);
-    const char *env = getenv("STRATD_TEST_BINARY");
-    const char *binary = env && *env ? env : STRATD_BINARY;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int null = open("/dev/null", O_WRONLY);
-        if (fd < 0 || null < 0)
-            _exit(126);
-        dup2(fd, STDERR_FILENO);
-        dup2(null, STDOUT_FILENO);
-        execl(binary, binary, "serve", "--listen", "127.0.0.1:0", "--strategies", strategies,
-              "--state", state_dir, (char *)NULL);
-        _exit(127);
-    }
-    char what[4096 + 32];
-    snprintf(what, sizeof what, "stratd serve --state %s", state_dir);
-    int status = tu_wait_child(pid, 60, what);
-    *err_text = tu_read_file(err_path, NULL);
-    if (!*err_text)
-        *err_text = strdup("");
-    tu_remove_tree(root);
-    free(root);
-    free(err_path);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static void expect_refusal(const char *strategies, const char *state_dir, const char *needle,
                            const char *what)
 {
     char *err_text = NULL;
-    int code = serve_to_exit(strategies, state_dir, &err_text);
+    int code = tu_serve_to_exit(strategies, state_dir, &err_text);
     print_message("%s: exit %d: %s", what, code, err_text);
     if (code == 0 || code == -1)
         fail_msg("%s: exit status %d, expected a refusal", what, code);

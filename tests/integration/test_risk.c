@@ -322,6 +322,67 @@ static void test_persisted_across_restart(void **state)
     tu_server_stop(srv);
 }
 
+/* Runs SQL on the stopped gateway's state database. */
+static void edit_state(struct tu_server *srv, const char *sql)
+{
+    char *script = tu_path("%s/edit.sql", srv->root);
+    tu_write_text(script, sql);
+    char *out = NULL;
+    int rc = tu_run(&out, "sqlite3 '%s/stratd.db' < '%s' 2>&1", srv->state_dir, script);
+    if (rc != 0)
+        fail_msg("sqlite3 %s: exit %d: %s", sql, rc, out ? out : "");
+    free(out);
+    free(script);
+}
+
+/* Stored limits that no longer validate stop the start, naming what is
+ * wrong, rather than leave the gateway trading with none (the kill switch
+ * off); a key the stored limits lack (stored before it existed) takes its
+ * default, the others hold. */
+static void test_stored_limits_that_do_not_validate(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    const char *applied = "{\"killSwitchEnabled\": true, \"maxRiskBreaches\": 3}";
+    put_limits(srv, applied);
+    tu_server_stop(srv);
+
+    edit_state(srv, "UPDATE settings SET value = json_remove(value, '$.maxRiskBreaches')"
+                    " WHERE key = 'risk'");
+    struct tu_server_options opts = {.config_yaml = config_yaml};
+    tu_server_restart(srv, &opts);
+    expect_limits(srv, "{\"killSwitchEnabled\": true}");
+    json_t *line = tu_wait_log(srv, NULL, "the stored risk limits have no maxRiskBreaches", 5);
+    json_decref(line);
+    tu_server_stop(srv);
+
+    static const char *const broken[][2] = {
+        {"json_set(value, '$.orderThrottle', -5)", "orderThrottle"},
+        {"json_set(value, '$.circuitBreaker.cooldown', 'forever')", "cooldown"},
+        {"'not json'", "risk limits"},
+    };
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        char *sql = tu_path("UPDATE settings SET value = %s WHERE key = 'risk'", broken[i][0]);
+        edit_state(srv, sql);
+        free(sql);
+        char *err_text = NULL;
+        int code = tu_serve_to_exit(srv->strategies_dir, srv->state_dir, &err_text);
+        if (code == 0 || code == -1 || !strstr(err_text, "the stored risk limits") ||
+            !strstr(err_text, broken[i][1]))
+            fail_msg("stored limits broken by %s: exit %d: %s", broken[i][0], code, err_text);
+        free(err_text);
+        /* back to what was stored, for the next case */
+        char *restore = limits_with(applied);
+        sql = tu_path("UPDATE settings SET value = '%s' WHERE key = 'risk'", restore);
+        edit_state(srv, sql);
+        free(sql);
+        free(restore);
+    }
+    tu_server_restart(srv, &opts);
+    expect_limits(srv, applied);
+    tu_server_stop(srv);
+}
+
 /* Notional, order types and the kill switch, changed while the instance
  * runs; refused orders never reach the history. Then the defaults again:
  * orders go through. */
@@ -793,6 +854,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_risk_control_events, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_persisted_across_restart, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_stored_limits_that_do_not_validate, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_limits_refuse_orders, tu_server_setup,
                                         tu_server_teardown),

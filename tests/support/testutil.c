@@ -225,6 +225,39 @@ static char *server_binary(void)
     return strdup(env && *env ? env : STRATD_BINARY);
 }
 
+/* Runs `stratd serve` expecting it to exit by itself; its status and
+ * stderr. */
+int tu_serve_to_exit(const char *strategies, const char *state_dir, char **err_text)
+{
+    char *root = tu_tempdir("stratd-exit");
+    char *err_path = tu_path("%s/stderr", root);
+    char *binary = server_binary();
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int null = open("/dev/null", O_WRONLY);
+        if (fd < 0 || null < 0)
+            _exit(126);
+        dup2(fd, STDERR_FILENO);
+        dup2(null, STDOUT_FILENO);
+        execl(binary, binary, "serve", "--listen", "127.0.0.1:0", "--strategies", strategies,
+              "--state", state_dir, (char *)NULL);
+        _exit(127);
+    }
+    char what[4096 + 32];
+    snprintf(what, sizeof what, "stratd serve --state %s", state_dir);
+    int status = tu_wait_child(pid, 60, what);
+    *err_text = tu_read_file(err_path, NULL);
+    if (!*err_text)
+        *err_text = strdup("");
+    tu_remove_tree(root);
+    free(root);
+    free(err_path);
+    free(binary);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 static void spawn_server(struct tu_server *srv, const struct tu_server_options *opts)
 {
     int out_pipe[2];

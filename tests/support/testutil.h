@@ -57,6 +57,10 @@ struct tu_server_options {
     bool seed_examples;            /* copy examples/strategies into the tree first */
 };
 
+/* Runs `stratd serve` on the two directories expecting it to exit by
+ * itself (a refusal to start); returns its exit status (-1 when killed) and
+ * its stderr in *err_text (malloc'ed). */
+int tu_serve_to_exit(const char *strategies, const char *state_dir, char **err_text);
 void tu_server_start(struct tu_server *srv, const struct tu_server_options *opts);
 /* Starts again on the same directories (after stop or kill). */
 void tu_server_restart(struct tu_server *srv, const struct tu_server_options *opts);
