@@ -178,6 +178,13 @@ struct instance {
     bool order_seq_loaded;   /* the two above read from the store (first order) */
     struct open_order *orders;
     uint32_t norders, orders_cap;
+    /* Execution reports that came while the instance had no VM (an
+     * operator's stop leaves its orders resting): its next start hears
+     * them, oldest first. At most RUNTIME_HELD_REPORTS; later ones are
+     * counted in held_dropped and said at that start. */
+    struct event **held;
+    uint32_t nheld, held_cap;
+    uint64_t held_dropped;
     uint32_t risk_breaches; /* orders the risk limits refused since the VM launched */
     /* runtime_options.max_orders_per_second's bucket: tokens left, and when
      * it was last refilled (0: never, it is full) */
@@ -193,6 +200,8 @@ struct instance {
     _Atomic uint64_t errors;
     _Atomic uint64_t memory;
 };
+
+#define RUNTIME_HELD_REPORTS 4096
 
 /* Single-writer counters: a plain add, no locked instruction. */
 static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -723,6 +732,9 @@ void rtx_instance_failed(struct runtime *rt, struct instance *inst, const char *
  * cancelled (queued; the call does not wait). Any thread, once the failed
  * VM is gone and before the instance can start again. */
 void rtx_abandon_orders(struct runtime *rt, const struct instance *inst, const char *reason);
+/* Releases the reports held for the instance's next start (worker.c): its
+ * owner worker once it is detached, or whoever frees it. */
+void rtx_release_held(struct instance *inst);
 /* Usage touches gathered to be written with instance records in one
  * transaction (rtx_persist_batch); one entry per revision. */
 struct rtx_touch {

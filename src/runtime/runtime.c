@@ -101,6 +101,7 @@ static void free_instance(struct instance *inst)
     json_decref(inst->last_error);
     free(inst->snapshot_head);
     free(inst->orders);
+    rtx_release_held(inst);
     free(inst);
 }
 

@@ -662,6 +662,59 @@ static void set_running(struct worker *w, struct instance *inst, bool running)
     pthread_mutex_unlock(&w->rt->lock);
 }
 
+/* Keeps a report for the instance's next start (its VM is gone). */
+static void hold_report(struct instance *inst, struct event *ev)
+{
+    if (inst->nheld == RUNTIME_HELD_REPORTS) {
+        inst->held_dropped++;
+        return;
+    }
+    if (inst->nheld == inst->held_cap) {
+        uint32_t cap = inst->held_cap ? inst->held_cap * 2 : 16;
+        struct event **grown = realloc(inst->held, cap * sizeof *grown);
+        if (!grown) {
+            inst->held_dropped++;
+            return;
+        }
+        inst->held = grown;
+        inst->held_cap = cap;
+    }
+    event_retain(ev);
+    inst->held[inst->nheld++] = ev;
+}
+
+void rtx_release_held(struct instance *inst)
+{
+    for (uint32_t i = 0; i < inst->nheld; i++)
+        event_release(inst->held[i]);
+    free(inst->held);
+    inst->held = NULL;
+    inst->nheld = inst->held_cap = 0;
+    inst->held_dropped = 0;
+}
+
+/* A start hears, before anything else, what its orders did while the
+ * instance was stopped. A VM that fails on one of them stops the instance;
+ * the rest wait for the start after. */
+static void deliver_held(struct worker *w, struct instance *inst)
+{
+    if (inst->held_dropped > 0)
+        log_warn("runtime",
+                 "instance %s: %llu execution reports of its orders came while it was stopped, "
+                 "beyond the %d kept for its start; its order history has them",
+                 inst->id, (unsigned long long)inst->held_dropped, RUNTIME_HELD_REPORTS);
+    inst->held_dropped = 0;
+    uint32_t i = 0;
+    struct vm *vm = inst->vm;
+    while (i < inst->nheld && inst->vm == vm) {
+        vm_deliver(w, vm, -1, inst->held[i]);
+        event_release(inst->held[i]);
+        i++;
+    }
+    memmove(inst->held, inst->held + i, (inst->nheld - i) * sizeof *inst->held);
+    inst->nheld -= i;
+}
+
 /* The instance's staged VM, now the caller's (NULL when it has none). */
 static struct vm *take_staged(struct worker *w, struct instance *inst)
 {
@@ -782,6 +835,8 @@ static void cmd_start(struct worker *w, struct command *cmd)
     }
     inst->vm = vm;
     set_running(w, inst, true);
+    if (inst->nheld > 0 || inst->held_dropped > 0)
+        deliver_held(w, inst);
 }
 
 /* Builds the new VM first, then retires the old one: events queued before
@@ -858,6 +913,7 @@ static void run_command(struct worker *w, struct command *cmd)
         cmd->was_running = inst->vm != NULL;
         drop_vm(w, inst);
         rtmap_del(&w->instances, inst->key);
+        rtx_release_held(inst);
         break;
     }
     worker_reap(w);
@@ -906,6 +962,8 @@ static void deliver_directed(struct worker *w, struct event *ev)
     if (ev->kind == EVENT_EXEC_REPORT) {
         rtx_count_order(w->rt, ev->provider, ev->u.exec.status);
         forget_order(inst, ev);
+        if (!inst->vm)
+            hold_report(inst, ev);
     }
     if (inst->vm)
         vm_deliver(w, inst->vm, -1, ev);

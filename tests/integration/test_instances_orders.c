@@ -895,6 +895,47 @@ static void expect_cancelled(struct tu_server *srv, const char *id, const char *
  * their resting orders cancelled with the reason and the funds come back,
  * as does an order a failing create() placed; an operator's stop leaves
  * its instance's order resting for the next start. */
+/* Orders an operator's stop left resting go on changing while the
+ * instance is stopped; its next start hears those reports first (here
+ * the kill switch's cancels), so that its code can account for them. An
+ * instance deleted while stopped takes its held reports with it. */
+static void test_stopped_instance_hears_its_orders_at_start(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    const char *const ids[] = {"h-live", "h-dry"};
+    start_resters(srv, ids, (const char *const[]){NULL, "{\"dry_run\": true}"});
+    json_decref(tu_instance_create(srv, "h-gone", "rester", NULL, NULL, NULL));
+    tu_instance_start(srv, "h-gone");
+    json_decref(tu_wait_list(srv, "/strategy/instances/h-gone/orders?state=acknowledged", "orders",
+                             1, TU_WAIT_S));
+    for (size_t i = 0; i < 2; i++)
+        tu_instance_stop(srv, ids[i]);
+    tu_instance_stop(srv, "h-gone");
+
+    tu_set_kill_switch(srv, true);
+    for (size_t i = 0; i < 2; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=cancelled", ids[i]);
+        json_decref(tu_wait_list(srv, path, "orders", 1, TU_WAIT_S));
+    }
+    json_decref(tu_wait_list(srv, "/strategy/instances/h-gone/orders?state=cancelled", "orders",
+                             1, TU_WAIT_S));
+    tu_set_kill_switch(srv, false);
+    json_decref(tu_call(srv, "DELETE", "/strategy/instances/h-gone", 200, NULL));
+
+    for (size_t i = 0; i < 2; i++) {
+        tu_instance_start(srv, ids[i]);
+        char order[64];
+        snprintf(order, sizeof order, "%s-1", ids[i]);
+        json_t *r = wait_report(srv, ids[i], order, "cancelled");
+        assert_string_equal(tu_jstr(r, "reason"),
+                            "killSwitchEnabled: cancelled with every resting order");
+        json_decref(r);
+    }
+    tu_server_stop(srv);
+}
+
 static void test_failure_cancels_resting_orders(void **state)
 {
     struct tu_server *srv = *state;
@@ -1241,6 +1282,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_history_retention, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_stopped_instance_hears_its_orders_at_start,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_failure_cancels_resting_orders, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_failure_keeps_orders_when_configured, tu_server_setup,
