@@ -124,6 +124,10 @@ static int add_symbol(struct sim_settings *s, const char *symbol, size_t index, 
     struct sim_symbol_cfg *c = &s->symbols[s->nsymbols];
     if (strlen(symbol) > SIM_SYMBOL_MAX || !sim_split_symbol(symbol, c->base, c->quote))
         return bad_field(err, field, "expected a symbol \"BASE-QUOTE\" (letters and digits)");
+    /* one account entry would take both legs of every fill */
+    if (strcmp(c->base, c->quote) == 0)
+        return bad_field(err, field, "%s trades %s for itself: base and quote must differ", symbol,
+                         c->base);
     for (size_t i = 0; i < s->nsymbols; i++) {
         if (strcmp(s->symbols[i].symbol, symbol) == 0)
             return bad_field(err, field, "duplicate symbol %s", symbol);

@@ -274,6 +274,8 @@ static void test_invalid_settings_name_the_field(void **state)
         {"{\"symbols\": [\"BTCUSDT\"]}", "adapter.config.symbols[0]"},
         {"{\"symbols\": [\"BTC-USDT\", \"BTC-USDT\"]}", "adapter.config.symbols[1]"},
         {"{\"symbols\": [\"A-B-C\"]}", "adapter.config.symbols[0]"},
+        /* one asset for both legs: a sell of it credited price x quantity of it */
+        {"{\"symbols\": [\"ETH-USDT\", \"BTC-BTC\"]}", "adapter.config.symbols[1]"},
         {"{\"startPrices\": []}", "adapter.config.startPrices"},
         {"{\"startPrices\": {\"BTC-USDT\": 0}}", "adapter.config.startPrices.BTC-USDT"},
         {"{\"startPrices\": {\"BTC-USDT\": \"1\"}}", "adapter.config.startPrices.BTC-USDT"},
