@@ -221,6 +221,62 @@ static int check_strategy_keys(const json_t *strategy, struct err *err)
                    "unknown field: a strategy takes identifier, selector, tag, hash and config");
 }
 
+static bool given(const json_t *strategy, const char *key)
+{
+    const char *v = json_string_value(json_object_get(strategy, key));
+    return v && *v;
+}
+
+/* The member the selector text came from, for the field of its errors. */
+static const char *selector_source(const json_t *strategy)
+{
+    if (given(strategy, "selector"))
+        return "strategy.selector";
+    if (given(strategy, "hash"))
+        return "strategy.hash";
+    return given(strategy, "tag") ? "strategy.tag" : "strategy.identifier";
+}
+
+/* Whether `hash` (sha256:<hex> or hex, whole or a prefix of at least 12
+ * digits) names the revision `hex`. */
+static bool hash_names(const char *hash, const char *hex)
+{
+    if (strncmp(hash, HASH_PREFIX, HASH_PREFIX_LEN) == 0)
+        hash += HASH_PREFIX_LEN;
+    size_t len = strlen(hash);
+    return len >= SELECTOR_MIN_PREFIX && len <= HASH_HEX_LEN && hash_is_hex(hash, len) &&
+           strncmp(hash, hex, len) == 0;
+}
+
+/* identifier, hash and tag given beside the member the selector came from
+ * must name what it resolved to: a snapshot put back with one of them
+ * edited would otherwise be answered 200 and the edit dropped. */
+static int check_agreement(const json_t *strategy, const char *text,
+                           const struct registry_resolution *res, struct err *err)
+{
+    const char *identifier = json_string_value(json_object_get(strategy, "identifier"));
+    if (identifier && *identifier && strcmp(identifier, res->strategy->name) != 0)
+        return invalid(err, "strategy.identifier", "does not match the selector's strategy %s",
+                       res->strategy->name);
+    const char *hash = json_string_value(json_object_get(strategy, "hash"));
+    if (hash && *hash && !hash_names(hash, res->revision->hex))
+        return invalid(err, "strategy.hash",
+                       "does not name the revision %s resolves to (sha256:%s); to move the "
+                       "instance, change strategy.selector",
+                       text, res->revision->hex);
+    const char *tag = json_string_value(json_object_get(strategy, "tag"));
+    if (!tag || !*tag)
+        return 0;
+    const char *target = registry_tag_target(res->strategy, tag);
+    bool primary = res->revision->tag && strcmp(res->revision->tag, tag) == 0;
+    if (!primary && !(target && strcmp(target, res->revision->hex) == 0))
+        return invalid(err, "strategy.tag",
+                       "'%s' does not name the revision %s resolves to (sha256:%s); to move the "
+                       "instance, change strategy.selector",
+                       tag, text, res->revision->hex);
+    return 0;
+}
+
 static int resolve_strategy(const struct registry *reg, const json_t *strategy,
                             struct spec_resolved *out, struct registry_resolution *res,
                             struct err *err)
@@ -229,20 +285,17 @@ static int resolve_strategy(const struct registry *reg, const json_t *strategy,
     if (selector_text(strategy, text, sizeof text, err) != 0)
         return -1;
     struct selector sel;
-    if (selector_parse(text, &sel, err) != 0) {
-        err_add_detail(err, "field", json_string("strategy.selector"));
+    struct err parse = ERR_INIT;
+    if (selector_parse(text, &sel, &parse) != 0) {
+        const char *field = selector_source(strategy);
+        invalid(err, field, "%s", parse.message);
+        err_clear(&parse);
         return -1;
     }
     if (registry_resolve(reg, &sel, res, err) != 0)
         return -1;
-    const char *identifier = json_string_value(json_object_get(strategy, "identifier"));
-    if (identifier && *identifier && strcmp(identifier, res->strategy->name) != 0)
-        return invalid(err, "strategy.identifier", "does not match the selector's strategy %s",
-                       res->strategy->name);
-    const char *hash = json_string_value(json_object_get(strategy, "hash"));
-    char hex[HASH_HEX_LEN + 1];
-    if (hash && *hash && hash_parse_full(hash, hex) && strcmp(hex, res->revision->hex) != 0)
-        return invalid(err, "strategy.hash", "does not match the revision %s resolves to", text);
+    if (check_agreement(strategy, text, res, err) != 0)
+        return -1;
     canonical_selector(&sel, res, out->selector, sizeof out->selector);
     snprintf(out->strategy, sizeof out->strategy, "%s", res->strategy->name);
     snprintf(out->hex, sizeof out->hex, "%s", res->revision->hex);

@@ -195,6 +195,21 @@ static void test_create_refusals_name_the_field(void **state)
                         "{\"id\": \"x\", \"strategy\": {\"selector\": "
                         "\"momentum@aaaaaaaaaaaaaaaa\", \"config\": {}}, \"scope\": {\"sim\": "
                         "{\"symbols\": [\"BTC-USDT\"]}}}");
+    /* a tag or hash beside the selector that names another revision, or
+     * nothing: refused, not dropped (a snapshot put back with its tag
+     * edited would otherwise stay where it was) */
+    expect_spec_refused(srv, 400, "strategy.tag",
+                        "{\"id\": \"x\", \"strategy\": {\"selector\": \"momentum:v1.0.0\", "
+                        "\"tag\": \"nosuch\", \"config\": {}}, \"scope\": {\"sim\": {\"symbols\": "
+                        "[\"BTC-USDT\"]}}}");
+    expect_spec_refused(srv, 400, "strategy.hash",
+                        "{\"id\": \"x\", \"strategy\": {\"selector\": \"momentum\", "
+                        "\"hash\": \"zz\", \"config\": {}}, \"scope\": {\"sim\": {\"symbols\": "
+                        "[\"BTC-USDT\"]}}}");
+    expect_spec_refused(srv, 400, "strategy.hash",
+                        "{\"id\": \"x\", \"strategy\": {\"identifier\": \"momentum\", "
+                        "\"hash\": \"zz\", \"config\": {}}, \"scope\": {\"sim\": {\"symbols\": "
+                        "[\"BTC-USDT\"]}}}");
     /* scope */
     expect_spec_refused(srv, 400, "scope.elsewhere",
                         "{\"id\": \"x\", \"strategy\": {\"identifier\": \"noop\", \"config\": "
