@@ -40,6 +40,10 @@ struct api_request {
     int64_t over_limit_ns; /* when the body passed max_body_bytes */
     bool body_too_large;
     bool url_too_long;
+    /* where the request target ended for C (at its first NUL); a NUL
+     * inside it leaves more of the request line before the version */
+    uintptr_t target_end;
+    bool nul_in_target;
     bool headers_too_large; /* request line + headers over the limit */
     bool over_capacity;     /* the connection is over max_connections */
     bool answered;          /* a response is queued */

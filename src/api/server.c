@@ -310,6 +310,10 @@ static bool refuse_early(struct api *api, struct api_request *req, struct api_re
                 l->max_connections);
         err_add_detail(&err, "limit", json_integer((json_int_t)l->max_connections));
         snprintf(res->retry_after, sizeof res->retry_after, "1");
+    } else if (req->nul_in_target) {
+        err_set(&err, ERR_INVALID,
+                "the request target holds a NUL byte, which would end every name and selector "
+                "in it there (send %%00 to mean a NUL)");
     } else if (req->url_too_long) {
         err_set(&err, ERR_INVALID, "URL longer than %zu bytes", l->max_url_bytes);
         err_add_detail(&err, "limit", json_integer((json_int_t)l->max_url_bytes));
@@ -477,6 +481,7 @@ static bool may_block(struct api_request *req)
 {
     if (strcmp(req->method, MHD_HTTP_METHOD_GET) == 0 ||
         strcmp(req->method, MHD_HTTP_METHOD_HEAD) == 0 || req->over_capacity || req->url_too_long ||
+        req->nul_in_target ||
         req->headers_too_large || req->body_too_large || req->path_too_deep)
         return false;
     struct api_response scratch = {0};
@@ -563,6 +568,21 @@ static bool connection_refused(struct MHD_Connection *conn)
     return info && info->socket_context == &refused_connection;
 }
 
+/* libmicrohttpd hands the target over as a C string, so a raw NUL byte in
+ * it cut the target short (`DELETE /strategies/modules/x<NUL>:tag` deleted
+ * strategy x), and it does not refuse one itself. It splits the request
+ * line in place: the version follows the target's terminator, one byte
+ * after it when the target holds no NUL, further on when one cut it. A
+ * version anywhere else (none given; another layout) is not taken for
+ * one. */
+static bool nul_in_target(const struct api *api, const struct api_request *req,
+                          const char *version)
+{
+    uintptr_t v = (uintptr_t)version;
+    return req->target_end && v > req->target_end + 1 &&
+           v - req->target_end <= api->opts.limits.max_url_bytes + 1;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -584,10 +604,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->conn = conn;
         if (connection_refused(conn))
             req->over_capacity = true;
+        else if (nul_in_target(api, req, version))
+            req->nul_in_target = true;
         else if (!req->url_too_long && header_bytes(conn, method, req->raw_uri, version) >
                                            api->opts.limits.max_header_bytes)
             req->headers_too_large = true;
-        if (req->over_capacity || req->url_too_long || req->headers_too_large)
+        if (req->over_capacity || req->nul_in_target || req->url_too_long ||
+            req->headers_too_large)
             return answer(api, req);
         unsigned long long announced = content_length(conn);
         size_t limit = api->opts.limits.max_body_bytes;
@@ -651,6 +674,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     req->started_ns = clock_mono_ns();
     req->token = -1;
     size_t len = strlen(uri);
+    req->target_end = (uintptr_t)uri + len;
     if (len > api->opts.limits.max_url_bytes) {
         req->url_too_long = true;
         req->raw_uri = strdup("/");

@@ -367,6 +367,48 @@ static void test_url_limit_configured(void **state)
     tu_server_stop(srv);
 }
 
+/* A raw NUL byte in the request target would end the target there for
+ * every name and selector in it: `DELETE /strategies/modules/bare<NUL>:tag`
+ * deleted the whole strategy `bare`. Refused (400, JSON), nothing changed;
+ * the target with the rest of a line still serves. */
+static void test_nul_in_the_request_target(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    char *src = tu_strategy_source("bare", "['Trade']", "[]", NULL, "onTrade() {},");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    static const char *const targets[] = {"DELETE /strategies/modules/bare\0:nosuch",
+                                          "GET /strategies/modules/bare\0x",
+                                          "GET /strategies/modules?limit=1\0"};
+    static const size_t lengths[] = {sizeof "DELETE /strategies/modules/bare\0:nosuch" - 1,
+                                     sizeof "GET /strategies/modules/bare\0x" - 1,
+                                     sizeof "GET /strategies/modules?limit=1\0" - 1};
+    static const char rest[] = " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    for (size_t i = 0; i < 3; i++) {
+        int fd = raw_connect(srv);
+        raw_send(fd, targets[i], lengths[i]);
+        raw_send(fd, rest, sizeof rest - 1);
+        char *res = raw_response(fd, 30000);
+        if (status_of(res) != 400 || !strstr(res, "application/json") ||
+            !strstr(res, "NUL byte"))
+            fail_msg("%s: expected a JSON 400 naming the NUL byte, got: %.400s", targets[i],
+                     res ? res : "(nothing)");
+        free(res);
+        close(fd);
+    }
+    json_decref(tu_get_json(srv, 200, "/strategies/modules/bare"));
+    /* the same line without the NUL is served as before */
+    int fd = raw_connect(srv);
+    static const char plain[] = "GET /strategies/modules/bare HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    raw_send(fd, plain, sizeof plain - 1);
+    char *res = raw_response(fd, 30000);
+    assert_int_equal(status_of(res), 200);
+    free(res);
+    close(fd);
+    tu_server_stop(srv);
+}
+
 /* ---------------------------------------------------------- connections */
 
 /* Fills `limit` keep-alive connections (each answered), then checks that
@@ -856,6 +898,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_url_limit_default, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_url_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_nul_in_the_request_target, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_connection_limit_default, tu_server_setup,
                                         tu_server_teardown),
