@@ -68,12 +68,45 @@ bool sim_split_symbol(const char *symbol, char *base, char *quote)
     return true;
 }
 
+/* Drops the zeros that end a fraction, and the point with them. */
+static void trim_fraction(char *text)
+{
+    char *end = text + strlen(text);
+    while (end > text && end[-1] == '0')
+        *--end = '\0';
+    if (end > text && end[-1] == '.')
+        end[-1] = '\0';
+}
+
 void sim_decimal_text(double v, char *out, size_t size)
 {
     /* 15 significant digits: prices print as people wrote them, and
      * computed amounts (fees, averages) without binary noise such as
      * 0.49690850000000003. */
+    if (isnan(v) || isinf(v)) {
+        (void)snprintf(out, size, "%s", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    if (v == 0) {
+        (void)snprintf(out, size, "0"); /* -0 too */
+        return;
+    }
     (void)snprintf(out, size, "%.15g", v);
+    const char *e = strchr(out, 'e');
+    if (!e)
+        return;
+    /* A decimal without an exponent where one fits: clients read the
+     * records' strings as decimals, and many decimal parsers take no
+     * exponent. */
+    int exponent = atoi(e + 1);
+    char plain[SIM_DECIMAL_MAX];
+    int n = exponent < 0 ? snprintf(plain, sizeof plain, "%.*f", 14 - exponent, v)
+                         : snprintf(plain, sizeof plain, "%.0f", v);
+    if (n < 0 || (size_t)n >= sizeof plain || (size_t)n >= size)
+        return; /* beyond any price or size: the exponent form stays */
+    if (exponent < 0)
+        trim_fraction(plain);
+    memcpy(out, plain, strlen(plain) + 1);
 }
 
 /* Integral values print as integers ("tickRate": 10, not 10.0). */

@@ -324,6 +324,15 @@ static double book_cost(const struct sim *s, const struct sim_market *mk, double
     return cost;
 }
 
+/* The quantity the visible asks hold. */
+static double book_depth_of(const struct sim *s, const struct sim_market *mk)
+{
+    double total = 0;
+    for (uint32_t i = 0; i < s->cfg->book_depth; i++)
+        total += mk->asks[i].quantity;
+    return total;
+}
+
 /* Checks the balance an order needs and, for a limit order, holds it. */
 static int account_reserve(struct sim *s, struct sim_order *o)
 {
@@ -344,8 +353,12 @@ static int account_reserve(struct sim *s, struct sim_order *o)
         asset_change(as, 0, -need);
     pthread_mutex_unlock(&s->account->lock);
     if (!enough) {
-        order_reject(s, o, "insufficient balance: needs %.10g %s, %.10g available", need, as->asset,
-                     available);
+        /* a market buy larger than the book is priced on the book alone:
+         * the rest would expire unfilled */
+        bool whole_book = o->side == SIDE_BUY && o->type == ORDER_MARKET &&
+                          book_depth_of(s, mk) < o->quantity;
+        order_reject(s, o, "insufficient balance: needs %.10g %s%s, %.10g available", need,
+                     as->asset, whole_book ? " for the whole visible book" : "", available);
         return -1;
     }
     o->reserved = o->type == ORDER_LIMIT ? need : 0;

@@ -114,7 +114,10 @@ bool sim_split_symbol(const char *symbol, char *base, char *quote);
 json_t *sim_adapter_json(void);
 
 /* The text of a decimal-as-string record field: `v` at 15 significant
- * digits, so a price reads back as written. */
+ * digits, so a price reads back as written, without an exponent (0.0000001,
+ * not 1e-07) unless it would take more than SIM_DECIMAL_MAX - 1 characters;
+ * -0 is "0", and a size or price that is not a number (a rejected order's)
+ * "NaN", "Infinity" or "-Infinity". */
 #define SIM_DECIMAL_MAX 40
 void sim_decimal_text(double v, char *out, size_t size);
 

@@ -280,6 +280,8 @@ static void test_rejections(void **state)
         {"r-buyfunds", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 3, 0, "insufficient balance"},
         {"r-limitfunds", "BTC-USDT", SIDE_BUY, ORDER_LIMIT, 1, 200000, "insufficient balance"},
         {"r-sellfunds", "BTC-USDT", SIDE_SELL, ORDER_MARKET, 2, 0, "insufficient balance"},
+        /* more than the book holds: priced on the book, and said so */
+        {"r-deep", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 1e6, 0, "for the whole visible book"},
     };
     expect_rejected(f, cases, sizeof cases / sizeof cases[0]);
     /* nothing moved */

@@ -5,6 +5,8 @@
  */
 #include "testsink.h"
 
+#include "market/sim.h"
+
 static struct tsink sink;
 
 static int setup(void **state)
@@ -372,9 +374,42 @@ static void test_dependents(void **state)
     assert_int_equal(market_provider_delete(m, "free", &err), 0);
 }
 
+/* The records' decimal strings: as written, without an exponent where
+ * one is not needed; what is not a number says so. */
+static void test_decimal_text(void **state)
+{
+    (void)state;
+    static const struct {
+        double v;
+        const char *text;
+    } cases[] = {
+        {0.3, "0.3"},
+        {43210.07, "43210.07"},
+        {0.1 + 0.2, "0.3"},
+        {1.23456789e-7, "0.000000123456789"},
+        {0.00001, "0.00001"},
+        {-0.0, "0"},
+        {1e15, "1000000000000000"},
+        {2.5e20, "250000000000000000000"},
+        {-1e-9, "-0.000000001"},
+        {1e300, "1e+300"},
+        {1e-300, "1e-300"},
+        {NAN, "NaN"},
+        {INFINITY, "Infinity"},
+        {-INFINITY, "-Infinity"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[SIM_DECIMAL_MAX];
+        sim_decimal_text(cases[i].v, text, sizeof text);
+        if (strcmp(text, cases[i].text) != 0)
+            fail_msg("%.17g printed as %s, expected %s", cases[i].v, text, cases[i].text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decimal_text),
         cmocka_unit_test_setup_teardown(test_create_defaults_and_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_stop_update_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_requests_name_the_field, setup, teardown),
