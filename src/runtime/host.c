@@ -654,6 +654,9 @@ static JSValue submit(JSContext *ctx, int argc, JSValueConst *argv, enum order_t
     char error[256] = "";
     int rc = ops->submit(ops->ctx, &req, error, sizeof error);
     if (rc != MARKET_SUBMIT_OK) {
+        /* nothing reached the market: the next order takes the number */
+        if (inst->next_order == n)
+            inst->next_order--;
         if (rc == MARKET_SUBMIT_RISK || rc == MARKET_SUBMIT_RISK_STOP)
             note_breach(vm, rc, error);
         return throw_refusal(ctx, *error ? error : "the order was refused");

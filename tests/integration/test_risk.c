@@ -415,7 +415,14 @@ static void test_limits_refuse_orders(void **state)
     o = wait_outcome(srv, "t1", "ok");
     assert_true(tu_jint(o, "refused") >= 3);
     json_decref(o);
-    json_decref(tu_wait_list(srv, "/strategy/instances/t1/orders", "orders", 1, TU_WAIT_S));
+    /* the refused orders took no client order number: the first that went
+     * is the instance's first */
+    json_t *orders = tu_wait_list(srv, "/strategy/instances/t1/orders?limit=10000", "orders", 1,
+                                  TU_WAIT_S);
+    const json_t *list = json_object_get(orders, "orders");
+    const json_t *first = json_array_get(list, json_array_size(list) - 1);
+    assert_string_equal(tu_jstr(first, "clientOrderId"), "t1-1");
+    json_decref(orders);
     tu_instance_stop(srv, "t1");
 
     /* an uncaught refusal is the instance's lastError like any other */
