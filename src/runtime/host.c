@@ -477,12 +477,31 @@ static JSValue js_select_provider(JSContext *ctx, JSValueConst this_val, int arg
 }
 
 /* "<instance>-<n>", the instance id shortened if it would not fit. */
+/* "<instance>-<n>". An id too long for the room is cut and marked with a
+ * digest of the whole id ("<start>~<8 hex>-<n>"): two instances whose ids
+ * share a long start would otherwise place orders under the same ids. */
 static void client_order_id(const struct instance *inst, uint64_t n, char out[EVENT_ORDER_ID_MAX])
 {
     char suffix[24];
     int slen = snprintf(suffix, sizeof suffix, "-%" PRIu64, n);
     int room = EVENT_ORDER_ID_MAX - 1 - slen;
-    snprintf(out, EVENT_ORDER_ID_MAX, "%.*s%s", room, inst->id, suffix);
+    size_t len = strlen(inst->id);
+    if (len <= (size_t)room) {
+        memcpy(out, inst->id, len);
+        memcpy(out + len, suffix, (size_t)slen + 1);
+        return;
+    }
+    uint32_t digest = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        digest ^= (unsigned char)inst->id[i];
+        digest *= 16777619u;
+    }
+    size_t keep = (size_t)room - 9;
+    memcpy(out, inst->id, keep);
+    char mark[10];
+    snprintf(mark, sizeof mark, "~%08" PRIx32, digest);
+    memcpy(out + keep, mark, 9);
+    memcpy(out + keep + 9, suffix, (size_t)slen + 1);
 }
 
 static void remember_order(struct instance *inst, uint64_t n, uint16_t provider)

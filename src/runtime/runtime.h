@@ -56,8 +56,10 @@
  *   so an instance's order history never holds two orders under one id.
  *   Numbers are reserved in blocks recorded in the store (a write from the
  *   worker once per block); a crash skips the rest of a block. An instance
- *   id too long for EVENT_ORDER_ID_MAX is shortened in the id (reports are
- *   routed by instance key, not by id).
+ *   id too long for EVENT_ORDER_ID_MAX is cut in the id and marked with a
+ *   digest of the whole id ("<start>~<8 hex>-<n>"), so two ids that share
+ *   their start still differ (reports are routed by instance key, not by
+ *   id).
  *
  * Ownership: JSON returned is a new reference owned by the caller; JSON
  * passed in is borrowed. Errors: ERR_INVALID (bad spec or config, naming the

@@ -936,6 +936,38 @@ static void test_stopped_instance_hears_its_orders_at_start(void **state)
     tu_server_stop(srv);
 }
 
+/* Ids too long for a client order id share their start: the ids of their
+ * orders still differ (the cut id carries a digest of the whole one), and
+ * each instance manages its own. */
+static void test_long_instance_ids_keep_order_ids_apart(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    char a[80], b[80];
+    memset(a, 'x', 60);
+    memcpy(b, a, 60);
+    strcpy(a + 60, "-alpha");
+    strcpy(b + 60, "-beta");
+    const char *const ids[] = {a, b};
+    start_resters(srv, ids, (const char *const[]){NULL, NULL});
+    char *seen[2];
+    for (size_t i = 0; i < 2; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "/strategy/instances/%s/orders", ids[i]);
+        json_t *doc = tu_get_json(srv, 200, "%s", path);
+        const char *id = tu_jstr(doc, "orders.0.clientOrderId");
+        assert_true(strlen(id) < 48);
+        assert_non_null(strchr(id, '~'));
+        assert_string_equal(id + strlen(id) - 2, "-1");
+        seen[i] = strdup(id);
+        json_decref(doc);
+    }
+    assert_string_not_equal(seen[0], seen[1]);
+    free(seen[0]);
+    free(seen[1]);
+    tu_server_stop(srv);
+}
+
 static void test_failure_cancels_resting_orders(void **state)
 {
     struct tu_server *srv = *state;
@@ -1283,6 +1315,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_retention, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_stopped_instance_hears_its_orders_at_start,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_long_instance_ids_keep_order_ids_apart,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_failure_cancels_resting_orders, tu_server_setup,
                                         tu_server_teardown),
