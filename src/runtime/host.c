@@ -428,9 +428,9 @@ static JSValue provider_list(JSContext *ctx, const struct vm_plan *plan)
 {
     JSValue arr = JS_NewArray(ctx);
     for (uint16_t i = 0; i < plan->nproviders && !JS_IsException(arr); i++) {
-        if (JS_DefinePropertyValueUint32(ctx, arr, i,
-                                         JS_NewString(ctx, intern_name(plan->providers[i])),
-                                         JS_PROP_C_W_E) < 0) {
+        JSValue name = JS_NewString(ctx, intern_name(plan->providers[i]));
+        if (JS_IsException(name) ||
+            JS_DefinePropertyValueUint32(ctx, arr, i, name, JS_PROP_C_W_E) < 0) {
             JS_FreeValue(ctx, arr);
             return JS_EXCEPTION;
         }
@@ -589,8 +589,14 @@ bool host_risk_stop_due(struct vm *vm, char *why, size_t size)
 static JSValue throw_refusal(JSContext *ctx, const char *message)
 {
     JSValue e = JS_NewError(ctx);
-    if (!JS_IsException(e))
-        JS_SetPropertyStr(ctx, e, "message", JS_NewString(ctx, message));
+    if (JS_IsException(e))
+        return e;
+    JSValue text = JS_NewString(ctx, message);
+    if (JS_IsException(text)) { /* the out-of-memory error is thrown instead */
+        JS_FreeValue(ctx, e);
+        return text;
+    }
+    JS_SetPropertyStr(ctx, e, "message", text);
     return JS_Throw(ctx, e);
 }
 
@@ -953,8 +959,9 @@ JSValue host_event_names(JSContext *ctx, uint32_t mask)
     for (int k = 0; k < EVENT_KIND_COUNT && !JS_IsException(names); k++) {
         if (!(mask & (1u << k)))
             continue;
-        if (JS_DefinePropertyValueUint32(ctx, names, n++, JS_NewString(ctx, js_event_names[k]),
-                                         JS_PROP_C_W_E) < 0) {
+        JSValue name = JS_NewString(ctx, js_event_names[k]);
+        if (JS_IsException(name) ||
+            JS_DefinePropertyValueUint32(ctx, names, n++, name, JS_PROP_C_W_E) < 0) {
             JS_FreeValue(ctx, names);
             return JS_EXCEPTION;
         }

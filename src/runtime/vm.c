@@ -425,9 +425,15 @@ static void observe(struct worker *w, int handler, int64_t ns)
 
 /* ------------------------------------------------------------ objects */
 
-/* 1 when the definition failed (JS_DefinePropertyValue returns -1 then). */
+/* 1 when the value could not be made (an allocation refused at the heap
+ * cap) or the definition failed (JS_DefinePropertyValue returns -1 then,
+ * having freed v). A value that failed must not become a property: the
+ * handler would run with the exception pending, and the sandbox lets a
+ * pending exception's unwinding go past the cap. */
 static inline int put(JSContext *ctx, JSValueConst obj, JSAtom atom, JSValue v)
 {
+    if (JS_IsException(v))
+        return 1;
     return JS_DefinePropertyValue(ctx, obj, atom, v, JS_PROP_C_W_E) < 0;
 }
 
@@ -508,17 +514,22 @@ static JSValue make_levels(JSContext *ctx, const struct book_level *levels, uint
         return arr;
     for (uint32_t i = 0; i < n; i++) {
         JSValue pair = JS_NewArray(ctx);
-        if (JS_IsException(pair) ||
-            JS_DefinePropertyValueUint32(ctx, pair, 0, num(ctx, levels[i].price), JS_PROP_C_W_E) <
+        if (JS_IsException(pair))
+            goto fail;
+        if (JS_DefinePropertyValueUint32(ctx, pair, 0, num(ctx, levels[i].price), JS_PROP_C_W_E) <
                 0 ||
             JS_DefinePropertyValueUint32(ctx, pair, 1, num(ctx, levels[i].quantity),
-                                         JS_PROP_C_W_E) < 0 ||
-            JS_DefinePropertyValueUint32(ctx, arr, i, pair, JS_PROP_C_W_E) < 0) {
-            JS_FreeValue(ctx, arr);
-            return JS_EXCEPTION;
+                                         JS_PROP_C_W_E) < 0) {
+            JS_FreeValue(ctx, pair);
+            goto fail;
         }
+        if (JS_DefinePropertyValueUint32(ctx, arr, i, pair, JS_PROP_C_W_E) < 0)
+            goto fail; /* pair went with the failure */
     }
     return arr;
+fail:
+    JS_FreeValue(ctx, arr);
+    return JS_EXCEPTION;
 }
 
 static int put_book(struct vm *vm, JSContext *ctx, JSValueConst o, const struct event_book *b)
@@ -744,8 +755,9 @@ static int lazy_materialise(JSContext *ctx, JSValueConst obj, struct lazy *lo)
     lo->materialised = true;
     for (int i = 0; i < lazy_count[lo->layout]; i++) {
         JSAtom atom = lo->vm->atoms[lazy_fields[lo->layout][i]];
-        if (JS_DefinePropertyValue(ctx, obj, atom, lazy_value(ctx, lo, i),
-                                   JS_PROP_C_W_E | JS_PROP_NO_EXOTIC) < 0)
+        JSValue v = lazy_value(ctx, lo, i);
+        if (JS_IsException(v) ||
+            JS_DefinePropertyValue(ctx, obj, atom, v, JS_PROP_C_W_E | JS_PROP_NO_EXOTIC) < 0)
             return -1;
     }
     return 0;
@@ -759,8 +771,11 @@ static int lazy_get_own_property(JSContext *ctx, JSPropertyDescriptor *desc, JSV
     if (i < 0)
         return 0;
     if (desc) {
+        JSValue v = lazy_value(ctx, lo, i);
+        if (JS_IsException(v)) /* a string refused at the heap cap: the read throws */
+            return -1;
         desc->flags = JS_PROP_C_W_E;
-        desc->value = lazy_value(ctx, lo, i);
+        desc->value = v;
         desc->getter = JS_UNDEFINED;
         desc->setter = JS_UNDEFINED;
     }

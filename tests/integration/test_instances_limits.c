@@ -368,6 +368,67 @@ static void test_caught_limit_errors_still_stop(void **state)
     tu_server_stop(srv);
 }
 
+/* The gateway builds each event's payload in the instance's heap. An
+ * instance a few hundred bytes under its cap when a BookSnapshot comes
+ * had the payload's arrays refused half-way: the handler ran with the
+ * out-of-memory error pending, past its cap, and freeing its VM aborted
+ * the process (an array leaked). Instances spread over the last 2 KB
+ * under the cap: each runs within it or stops on memoryLimit, and the
+ * gateway stops cleanly. */
+static void test_book_payload_at_the_heap_cap(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    char *src = tu_strategy_source(
+        "booker", "['BookSnapshot']", "[{name: 'fill', type: 'int', required: true}]",
+        "const keep = new ArrayBuffer(env.config.fill), seen = [];",
+        "onBookSnapshot(ctx, evt, p) { if (keep.byteLength) seen.push(p); },");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    const long long cap = 4 << 20;
+    json_decref(tu_instance_create(srv, "base", "booker",
+                                   "{\"fill\": 1048576, \"memory_limit_mb\": 4}", NULL, NULL));
+    tu_instance_start(srv, "base");
+    json_t *snap = tu_instance_wait_events(srv, "base", 3, TU_WAIT_S);
+    long long base = tu_jint(snap, "memory.bytes") - (1 << 20);
+    json_decref(snap);
+    tu_instance_stop(srv, "base");
+    enum { SPREAD = 36 };
+    for (int k = 0; k < SPREAD; k++) {
+        char id[16], config[96];
+        snprintf(id, sizeof id, "b%d", k);
+        snprintf(config, sizeof config, "{\"fill\": %lld, \"memory_limit_mb\": 4}",
+                 cap - base - 16384 - 60 * k);
+        json_decref(tu_instance_create(srv, id, "booker", config, NULL, NULL));
+        /* the nearest to the cap may not even start */
+        char path[64];
+        snprintf(path, sizeof path, "/strategy/instances/%s/start", id);
+        struct tu_response res;
+        tu_send(srv, &res, "POST", path, "{}");
+        if (res.status != 200 && !(res.status == 422 && res.json &&
+                                   strcmp(tu_jstr(res.json, "details.failure"), "memoryLimit") == 0))
+            fail_msg("start of %s: %ld %s", id, res.status, res.body ? res.body : "");
+        tu_response_free(&res);
+    }
+    tu_sleep_ms(1500); /* 60 book snapshots */
+    for (int k = 0; k < SPREAD; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "b%d", k);
+        snap = tu_instance_get(srv, id);
+        if (json_is_true(json_object_get(snap, "running"))) {
+            if (tu_jint(snap, "memory.bytes") > cap)
+                fail_msg("%s runs past its cap: %s", id, json_dumps(snap, JSON_COMPACT));
+        } else {
+            const char *why = tu_jstr(snap, "stopReason");
+            if (strcmp(why, "memoryLimit") != 0 && strcmp(why, "startFailed") != 0)
+                fail_msg("%s stopped with %s", id, why);
+        }
+        json_decref(snap);
+    }
+    json_decref(tu_get_json(srv, 200, "/healthz"));
+    tu_server_stop(srv); /* a clean exit: no VM freed with an object leaked */
+}
+
 static void test_sandbox_reaches_nothing_outside(void **state)
 {
     struct tu_server *srv = *state;
@@ -453,6 +514,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timers_promises_and_create_are_limited,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_caught_limit_errors_still_stop, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_book_payload_at_the_heap_cap, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_reaches_nothing_outside, tu_server_setup,
                                         tu_server_teardown),
