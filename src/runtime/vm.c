@@ -271,17 +271,63 @@ static void count_exception(struct worker *w, struct vm *vm, const char *handler
     }
 }
 
+/* A call that hit the heap cap and caught the out-of-memory error (or had
+ * a host allocation refused) still ends the instance, as the limits say:
+ * at its cap, any allocation of its next update of its state can fail
+ * half-way. */
+static void stop_caught_memory(struct worker *w, struct vm *vm, const char *handler)
+{
+    char message[ERR_MESSAGE_MAX];
+    snprintf(message, sizeof message,
+             "InternalError: out of memory (the heap reached its cap of %zu MiB; the error was "
+             "caught)",
+             vm->plan->limits.memory_bytes >> 20);
+    stop_failed(w, vm, "memoryLimit", handler, message); /* frees what the VM held */
+}
+
+/* The same for a call that recursed past the stack limit and caught the
+ * error: far down a recursion, a catch cannot know how much of the state
+ * above it was left half-updated. */
+static void stop_caught_stack_overflow(struct worker *w, struct vm *vm, const char *handler)
+{
+    char message[ERR_MESSAGE_MAX];
+    snprintf(message, sizeof message,
+             "InternalError: stack overflow (recursed past the stack limit of %zu KiB; the error "
+             "was caught)",
+             vm->sb.limits.stack_bytes >> 10);
+    stop_failed(w, vm, "stackOverflow", handler, message); /* frees what the VM held */
+}
+
 /* Takes the pending exception and acts on it. */
 static void call_failed(struct worker *w, struct vm *vm, const char *handler)
 {
     struct js_exception ex;
     memset(&ex, 0, sizeof ex);
     js_sandbox_take_exception(&vm->sb, vm->plan->filename, &ex);
-    const char *reason = failure_reason(ex.failure);
+    enum js_failure failure = ex.failure;
+    /* A call that hit its heap cap or stack limit, caught the error and ran
+     * on past its budget stops for the limit it hit first: raising the
+     * budget would not have saved it. */
+    if (failure == JS_FAILURE_BUDGET && vm->sb.out_of_memory) {
+        js_exception_free(&ex);
+        stop_caught_memory(w, vm, handler);
+        return;
+    }
+    if (failure == JS_FAILURE_BUDGET && js_sandbox_stack_overflowed(&vm->sb)) {
+        js_exception_free(&ex);
+        stop_caught_stack_overflow(w, vm, handler);
+        return;
+    }
     char message[ERR_MESSAGE_MAX];
-    snprintf(message, sizeof message, "%s%s%s", ex.name ? ex.name : "Error", ex.message ? ": " : "",
-             ex.message ? ex.message : "");
+    if (failure == JS_FAILURE_BUDGET)
+        snprintf(message, sizeof message,
+                 "%s ran past its CPU budget of %lld ms (cpu_budget_ms) and was interrupted",
+                 handler, (long long)(vm->budget_ns / 1000000));
+    else
+        snprintf(message, sizeof message, "%s%s%s", ex.name ? ex.name : "Error",
+                 ex.message ? ": " : "", ex.message ? ex.message : "");
     js_text_fit(message);
+    const char *reason = failure_reason(failure);
     if (reason)
         stop_failed(w, vm, reason, handler, message);
     else
@@ -356,33 +402,6 @@ static int settle(struct vm *vm, JSValue result)
         return -1;
     JS_FreeValue(vm->sb.ctx, result);
     return drain_jobs(vm);
-}
-
-/* A call that hit the heap cap and caught the out-of-memory error (or had
- * a host allocation refused) still ends the instance, as the limits say:
- * at its cap, any allocation of its next update of its state can fail
- * half-way. */
-static void stop_caught_memory(struct worker *w, struct vm *vm, const char *handler)
-{
-    char message[ERR_MESSAGE_MAX];
-    snprintf(message, sizeof message,
-             "InternalError: out of memory (the heap reached its cap of %zu MiB; the error was "
-             "caught)",
-             vm->plan->limits.memory_bytes >> 20);
-    stop_failed(w, vm, "memoryLimit", handler, message); /* frees what the VM held */
-}
-
-/* The same for a call that recursed past the stack limit and caught the
- * error: far down a recursion, a catch cannot know how much of the state
- * above it was left half-updated. */
-static void stop_caught_stack_overflow(struct worker *w, struct vm *vm, const char *handler)
-{
-    char message[ERR_MESSAGE_MAX];
-    snprintf(message, sizeof message,
-             "InternalError: stack overflow (recursed past the stack limit of %zu KiB; the error "
-             "was caught)",
-             vm->sb.limits.stack_bytes >> 10);
-    stop_failed(w, vm, "stackOverflow", handler, message); /* frees what the VM held */
 }
 
 static void after_call(struct worker *w, struct vm *vm, int rc, const char *handler)

@@ -128,6 +128,8 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
 
     json_t *snap = expect_stopped(srv, "spin-1", "cpuBudget", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    /* the message says which limit, not QuickJS's bare "interrupted" */
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "onTrade ran past its CPU budget of"));
     json_decref(snap);
     snap = expect_stopped(srv, "hog-1", "memoryLimit", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
@@ -352,6 +354,16 @@ static void test_caught_limit_errors_still_stop(void **state)
     json_decref(snap);
     json_t *line = tu_wait_log(srv, "deep", "caught", TU_WAIT_S);
     json_decref(line);
+
+    /* caught, and then on until the budget: the cap was hit first */
+    upload(srv, "catch-spin", "const keep = [];",
+           "onTrade() { for (;;) { try { keep.push(new Array(1e5).fill(1)); } catch (e) {} } },");
+    json_decref(tu_instance_create(srv, "catch-spin", "catch-spin", "{\"memory_limit_mb\": 16}",
+                                   NULL, NULL));
+    tu_instance_start(srv, "catch-spin");
+    snap = expect_stopped(srv, "catch-spin", "memoryLimit", "onTrade");
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "the error was caught"));
+    json_decref(snap);
 
     /* a normalize whose buffer is refused at the cap: stopped, and the
      * buffer freed with the VM (it leaked from the process; the sanitizer
