@@ -1444,10 +1444,28 @@ static int choose_events(struct vm *vm, JSValueConst env, struct err *err)
         JS_FreeValue(ctx, fn);
     }
     vm->events = mask;
-    JSValue names = host_event_names(ctx, mask);
-    if (JS_IsException(names) || JS_SetPropertyStr(ctx, env, "events", names) < 0) {
-        start_failed(vm, "env.events", err);
-        return -1;
+    /* env.events says what the instance hears; it changes only when
+     * subscribedEvents() narrowed it. A strategy may have frozen env (or
+     * put a setter there): the list it keeps is then the declared one. */
+    if (mask != vm->plan->events) {
+        JSValue names = host_event_names(ctx, mask);
+        if (JS_IsException(names)) {
+            start_failed(vm, "env.events", err);
+            return -1;
+        }
+        JSAtom events = JS_NewAtom(ctx, "events");
+        int set = events == JS_ATOM_NULL
+                      ? -1
+                      : JS_DefinePropertyValue(ctx, env, events, names, JS_PROP_C_W_E);
+        if (events == JS_ATOM_NULL)
+            JS_FreeValue(ctx, names);
+        JS_FreeAtom(ctx, events);
+        if (set < 0 && vm->sb.out_of_memory) {
+            start_failed(vm, "env.events", err);
+            return -1;
+        }
+        if (set < 0)
+            JS_FreeValue(ctx, JS_GetException(ctx));
     }
     /* broadcast kinds that reach a handler; exec reports are directed */
     vm->mask = 0;

@@ -848,6 +848,38 @@ static void test_env_and_handler_arguments(void **state)
     tu_server_stop(srv);
 }
 
+/* A strategy may freeze what create(env) receives: the start does not
+ * write to env unless subscribedEvents() narrows the events, and then a
+ * frozen env keeps the declared list rather than fail the start. */
+static void test_frozen_env_starts(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    char *src = tu_strategy_source("frozen", "['Trade', 'Ticker']", "[]",
+                                   "Object.freeze(env); const seen = env.events.join(',');",
+                                   "onTrade() { h.log('events', {seen}); },");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    src = tu_strategy_source("frozen-narrow", "['Trade', 'Ticker']", "[]", "Object.freeze(env);",
+                             "subscribedEvents() { return ['Trade']; },\n"
+                             "onTrade() { h.log('events', {seen: env.events.join(',')}); },\n"
+                             "onTicker() { throw new Error('not subscribed'); },");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    static const char *const ids[] = {"frozen", "frozen-narrow"};
+    for (size_t i = 0; i < 2; i++) {
+        json_decref(tu_instance_create(srv, ids[i], ids[i], NULL, NULL, NULL));
+        tu_instance_start(srv, ids[i]);
+        json_t *values = tu_wait_log_values(srv, ids[i], "events", 1, TU_WAIT_S);
+        assert_string_equal(tu_jstr(json_array_get(values, 0), "seen"), "Trade,Ticker");
+        json_decref(values);
+    }
+    json_t *snap = tu_instance_wait_events(srv, "frozen-narrow", 20, TU_WAIT_S);
+    assert_int_equal(tu_jint(snap, "counters.handlerErrors"), 0);
+    json_decref(snap);
+    tu_server_stop(srv);
+}
+
 static void test_missing_handlers_and_subscriptions(void **state)
 {
     struct tu_server *srv = *state;
@@ -971,6 +1003,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pin_holds_when_latest_moves, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_env_and_handler_arguments, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_frozen_env_starts, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_missing_handlers_and_subscriptions, tu_server_setup,
                                         tu_server_teardown),
