@@ -356,12 +356,27 @@ static uint16_t scoped_symbol(const struct vm_plan *plan, uint16_t provider, uin
     return 0;
 }
 
-/* A string argument as a C string, or NULL (nothing thrown) when absent. */
+/* A string as a C string (free with JS_FreeCString), or NULL when it
+ * holds a NUL character: C would read it cut there, and "sim\0x" would
+ * name provider sim. */
+static const char *whole_string(JSContext *ctx, JSValueConst v)
+{
+    size_t len = 0;
+    const char *s = JS_ToCStringLen(ctx, &len, v);
+    if (s && strlen(s) != len) {
+        JS_FreeCString(ctx, s);
+        return NULL;
+    }
+    return s;
+}
+
+/* A string argument as a C string, or NULL (nothing thrown) when absent or
+ * not one whole string (see whole_string). */
 static const char *opt_string(JSContext *ctx, int argc, JSValueConst *argv, int i)
 {
     if (i >= argc || !JS_IsString(argv[i]))
         return NULL;
-    return JS_ToCString(ctx, argv[i]);
+    return whole_string(ctx, argv[i]);
 }
 
 /* typeof, for messages about an argument of the wrong type. */
@@ -394,7 +409,9 @@ static int symbol_argument(JSContext *ctx, int argc, JSValueConst *argv, int i, 
         JS_ThrowTypeError(ctx, "symbol must be a string, got %s", arg_type(ctx, argv[i]));
         return -1;
     }
-    *out = JS_ToCString(ctx, argv[i]);
+    *out = whole_string(ctx, argv[i]);
+    if (!*out && !JS_HasException(ctx))
+        JS_ThrowTypeError(ctx, "symbol must not hold a NUL character");
     return *out ? 0 : -1;
 }
 
@@ -526,7 +543,7 @@ static void remember_order(struct instance *inst, uint64_t n, uint16_t provider)
 
 static int parse_side(JSContext *ctx, JSValueConst v, enum order_side *side)
 {
-    const char *s = JS_IsString(v) ? JS_ToCString(ctx, v) : NULL;
+    const char *s = JS_IsString(v) ? whole_string(ctx, v) : NULL;
     int rc = 0;
     if (s && strcmp(s, "buy") == 0)
         *side = SIDE_BUY;
@@ -556,7 +573,8 @@ static int order_target(JSContext *ctx, const struct vm_plan *plan, int argc, JS
 {
     const char *provider = opt_string(ctx, argc, argv, 0);
     if (!provider) {
-        JS_ThrowTypeError(ctx, "provider must be a string");
+        if (!JS_HasException(ctx))
+            JS_ThrowTypeError(ctx, "provider must be a string without a NUL character");
         return -1;
     }
     bool known = scoped_provider(plan, provider, &req->provider);
@@ -730,8 +748,8 @@ static JSValue js_cancel_order(JSContext *ctx, JSValueConst this_val, int argc, 
         return JS_EXCEPTION;
     const struct market_ops *ops = &vm->inst->worker->rt->opts.market;
     const char *id = opt_string(ctx, argc, argv, 0);
-    if (!id)
-        return JS_FALSE;
+    if (!id) /* not an id this instance handed out, or no memory for it */
+        return JS_HasException(ctx) ? JS_EXCEPTION : JS_FALSE;
     int i = find_order(vm->inst, id);
     bool ok = false;
     if (i >= 0 && ops->cancel) {

@@ -148,6 +148,34 @@ static void test_symbol_must_be_a_string(void **state)
     tu_server_stop(srv);
 }
 
+/* A NUL character in a string argument makes it no name at all: C would
+ * read "sim\0x" as sim, and an id with a tail as the id. */
+static void test_nul_in_string_arguments(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    json_t *results = run_calls(
+        srv, "nuls",
+        "  try_('provider', () => rt.submitMarketOrder('sim\\0x', 'buy', 0.001));\n"
+        "  try_('symbol', () => rt.submitOrder('sim', 'buy', 0.001, 1, 'BTC-USDT\\0x'));\n"
+        "  try_('side', () => rt.submitMarketOrder('sim', 'buy\\0', 0.001));\n"
+        "  try_('last', () => rt.getLastPrice('BTC-USDT\\0zz'));\n"
+        "  try_('placed', () => rt.submitOrder('sim', 'buy', 0.001, 1));\n"
+        "  try_('cancel', () => rt.cancelOrder('nuls-1\\0tail'));\n"
+        "  try_('cancelled', () => rt.cancelOrder('nuls-1'));\n",
+        7);
+    expect_error(results, "provider",
+                 "TypeError: provider must be a string without a NUL character");
+    expect_error(results, "symbol", "TypeError: symbol must not hold a NUL character");
+    expect_error(results, "side", "TypeError: side must be \"buy\" or \"sell\"");
+    expect_error(results, "last", "TypeError: symbol must not hold a NUL character");
+    assert_string_equal(tu_jstr(results, "placed.ok"), "nuls-1");
+    assert_true(json_is_false(tu_jget(results, "cancel.ok")));
+    assert_true(json_is_true(tu_jget(results, "cancelled.ok")));
+    json_decref(results);
+    tu_server_stop(srv);
+}
+
 /* subscribedEvents() naming an event metadata.events lacks fails the
  * start (it gave an instance that never heard it), with the event named. */
 static void test_subscribed_event_must_be_declared(void **state)
@@ -455,6 +483,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_symbol_must_be_a_string, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_side_is_exact, tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_nul_in_string_arguments, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_subscribed_event_must_be_declared, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_trading_inactive_under_kill_switch, tu_server_setup,
