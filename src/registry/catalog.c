@@ -409,8 +409,9 @@ static int settle_marked(void *ctx)
 /* In <name>/<hash>/: <name>.js.tmp.<pid>.<n>, a revision write killed
  * before its rename, and <name>.js.pending.<pid>.<n>, the marker of a
  * change killed before it settled (settle_marked first). A hash folder
- * they leave empty goes too; any other folder, and a hash folder holding
- * anything else, stays. */
+ * they leave empty goes too, and so does the strategy's folder when that
+ * leaves it empty; any other folder, and a folder holding anything else,
+ * stays. */
 static void remove_revision_temps(struct sweep *sw, int root_fd, const char *name)
 {
     static const char *const kinds[] = {"tmp", CATALOG_PENDING_KIND, NULL};
@@ -423,6 +424,7 @@ static void remove_revision_temps(struct sweep *sw, int root_fd, const char *nam
     }
     char file[NAMES_STRATEGY_MAX + 4], where[NAMES_STRATEGY_MAX + 72];
     snprintf(file, sizeof file, "%.64s.js", name);
+    bool emptied = false;
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
         if (!is_hash_folder(entry->d_name))
@@ -435,10 +437,15 @@ static void remove_revision_temps(struct sweep *sw, int root_fd, const char *nam
         struct first_leftover first = {settle_marked, &at};
         size_t removed = remove_leftovers_in(hash_fd, file, kinds, where, &first);
         close(hash_fd);
-        if (removed > 0)
-            (void)unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR); /* fails unless empty */
+        if (removed > 0 && unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR) == 0)
+            emptied = true; /* the rmdir fails unless the folder is empty */
     }
     closedir(dir);
+    /* the first upload of a strategy killed mid-way leaves its folder with
+     * nothing but that revision's: it goes the same way (an upload that
+     * fails while running removes both) */
+    if (emptied)
+        (void)unlinkat(root_fd, name, AT_REMOVEDIR);
 }
 
 /* A writer killed between creating a temporary file and renaming it leaves

@@ -1288,6 +1288,40 @@ static void test_open_sweeps_upload_temps(void **state)
     free(stale);
 }
 
+/* The first upload of a strategy killed before its rename leaves the
+ * strategy's folder holding only that revision's temporary: the open
+ * removes the folder with it, and keeps a strategy folder that holds
+ * anything else. */
+static void test_open_removes_the_folder_of_a_killed_first_upload(void **state)
+{
+    struct fixture *f = *state;
+    static const char hex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char *dir = tu_path("%s/newbie/%s", f->root, hex);
+    char *temp = tu_path("%s/newbie.js.tmp.999999.3", dir);
+    char *other = tu_path("%s/keeper/%s", f->root, hex);
+    char *other_temp = tu_path("%s/keeper.js.tmp.999999.4", other);
+    char *notes = tu_path("%s/keeper/NOTES", f->root);
+    struct err err = ERR_INIT;
+    rt_assert_ok(fsutil_mkdirs(dir, 0755, &err), &err);
+    rt_assert_ok(fsutil_mkdirs(other, 0755, &err), &err);
+    rt_assert_ok(fsutil_write_atomic(temp, "half", 4, 0644, &err), &err);
+    rt_assert_ok(fsutil_write_atomic(other_temp, "half", 4, 0644, &err), &err);
+    rt_assert_ok(fsutil_write_atomic(notes, "mine", 4, 0644, &err), &err);
+    catalog_close(f->cat);
+    f->cat = rt_open(f->root);
+    char *folder = tu_path("%s/newbie", f->root);
+    assert_false(fsutil_exists(folder));
+    assert_false(fsutil_exists(other_temp));
+    assert_false(fsutil_exists(other));
+    assert_true(fsutil_exists(notes));
+    free(folder);
+    free(notes);
+    free(other_temp);
+    free(other);
+    free(temp);
+    free(dir);
+}
+
 /* ------------------------------------------------ crashes mid-change */
 
 /* Every file and folder under root, one a line, sorted: what a crash left. */
@@ -1413,6 +1447,7 @@ int main(void)
         T(test_abandoned_prewrites_clean_up),
         T(test_failed_move_keeps_everything),
         T(test_open_sweeps_upload_temps),
+        T(test_open_removes_the_folder_of_a_killed_first_upload),
         T(test_crash_at_the_switch_leaves_no_unnamed_file),
     };
 #undef T
