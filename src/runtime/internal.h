@@ -740,7 +740,8 @@ void rtx_release_held(struct instance *inst);
 struct rtx_touch {
     char strategy[NAMES_STRATEGY_MAX + 1];
     char hex[HASH_HEX_LEN + 1];
-    int64_t now_ms;
+    int64_t first_ms; /* the earliest touch: a new usage row's firstSeen */
+    int64_t now_ms;   /* the latest */
 };
 struct rtx_touches {
     struct rtx_touch *items;

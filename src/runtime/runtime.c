@@ -236,6 +236,7 @@ static int save_copies(struct runtime *rt, struct record_copy *copies, size_t n,
     size_t m = touches ? touches->n : 0;
     for (size_t i = 0; i < m; i++)
         usage[i] = (struct store_usage_record){touches->items[i].strategy, touches->items[i].hex,
+                                               touches->items[i].first_ms,
                                                touches->items[i].now_ms};
     int rc = store_instances_save(rt->opts.store, records, k, usage, m, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -389,6 +390,7 @@ static struct rtx_touch *touch_slot(struct rtx_touches *t, const char *strategy,
     struct rtx_touch *e = &t->items[t->n++];
     snprintf(e->strategy, sizeof e->strategy, "%s", strategy);
     snprintf(e->hex, sizeof e->hex, "%s", hex);
+    e->first_ms = 0;
     e->now_ms = 0;
     return e;
 }
@@ -400,6 +402,10 @@ int rtx_touch_add(struct rtx_touches *t, const char *strategy, const char *hex, 
         return -1;
     if (now_ms > e->now_ms)
         e->now_ms = now_ms;
+    /* the memory's firstSeen is the batch's first start: the store keeps
+     * the same, so that it reads back the same after a restart */
+    if (e->first_ms == 0 || now_ms < e->first_ms)
+        e->first_ms = now_ms;
     return 0;
 }
 

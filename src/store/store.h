@@ -134,6 +134,7 @@ struct store_instance_record {
 struct store_usage_record {
     const char *strategy;
     const char *hex;
+    int64_t first_ms; /* firstSeen of a revision not seen before (0: now_ms) */
     int64_t now_ms;
 };
 int store_instances_save(struct store *store, const struct store_instance_record *instances,

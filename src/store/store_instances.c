@@ -131,11 +131,11 @@ static int usage_key(const char *strategy, const char *hex, char out[HASH_HEX_LE
 }
 
 static int usage_touch_locked(struct store *store, const char *strategy, const char *key,
-                              int64_t now_ms, struct err *err)
+                              int64_t first_ms, int64_t now_ms, struct err *err)
 {
     sqlite3_stmt *st = store__stmt(
         store, STORE__USAGE_TOUCH,
-        "INSERT INTO usage (strategy, hash, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)"
+        "INSERT INTO usage (strategy, hash, first_seen, last_seen) VALUES (?1, ?2, ?4, ?3)"
         " ON CONFLICT (strategy, hash) DO UPDATE SET"
         " last_seen = max(last_seen, excluded.last_seen)",
         err);
@@ -145,6 +145,7 @@ static int usage_touch_locked(struct store *store, const char *strategy, const c
     store__bind_text(&b, 1, strategy);
     store__bind_text(&b, 2, key);
     store__bind_int64(&b, 3, now_ms);
+    store__bind_int64(&b, 4, first_ms > 0 && first_ms < now_ms ? first_ms : now_ms);
     if (store__bind_check(&b, "cannot record usage", err) != 0)
         return -1;
     return store__step_done(store, st, "cannot record usage", err);
@@ -163,7 +164,7 @@ int store_usage_touch(struct store *store, const char *strategy, const char *hex
     if (usage_key(strategy, hex, key, err) != 0)
         return -1;
     store__lock(store);
-    int rc = usage_touch_locked(store, strategy, key, now_ms, err);
+    int rc = usage_touch_locked(store, strategy, key, now_ms, now_ms, err);
     store__unlock(store);
     return rc;
 }
@@ -197,7 +198,8 @@ static int save_locked(struct store *store, const struct store_instance_record *
         }
     }
     for (size_t i = 0; i < ntouches; i++) {
-        if (usage_touch_locked(store, touches[i].strategy, keys[i], touches[i].now_ms, err) != 0) {
+        if (usage_touch_locked(store, touches[i].strategy, keys[i], touches[i].first_ms,
+                               touches[i].now_ms, err) != 0) {
             store__rollback(store);
             return -1;
         }

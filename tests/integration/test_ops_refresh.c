@@ -304,6 +304,20 @@ static void test_every_reason_code(void **state)
     assert_true(tu_ops_metric(m, "stratd_instance_stops_total", "reason", "refreshed", NULL) == 2);
     free(m);
     free(pinned);
+    /* the first refresh started two instances on s2 in one batch: its
+     * firstSeen is the first start's, and reads back the same after a
+     * restart */
+    char *usage_path = tu_path("/strategies/modules/s@%s/usage", sc.s2);
+    json_t *usage = tu_get_json(srv, 200, "%s", usage_path);
+    char *first_seen = strdup(tu_jstr(usage, "usage.firstSeen"));
+    json_decref(usage);
+    tu_server_stop(srv);
+    tu_server_restart(srv, NULL);
+    usage = tu_get_json(srv, 200, "%s", usage_path);
+    assert_string_equal(tu_jstr(usage, "usage.firstSeen"), first_seen);
+    json_decref(usage);
+    free(first_seen);
+    free(usage_path);
     tu_server_stop(srv);
 }
 

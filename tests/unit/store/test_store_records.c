@@ -177,9 +177,10 @@ static void test_instances_save(void **state)
         {"a", spec, true, NULL},
         {"b", spec, false, "retired"},
     };
+    /* a batch's first touch is a new revision's firstSeen, its last the lastSeen */
     struct store_usage_record touches[] = {
-        {"momentum", HEX_A, 100},
-        {"momentum", "sha256:" HEX_B, 200},
+        {"momentum", HEX_A, 90, 100},
+        {"momentum", "sha256:" HEX_B, 0, 200},
     };
     assert_ok(store_instances_save(f->store, records, 2, touches, 2, &err), &err);
     assert_ok(store_instances_save(f->store, NULL, 0, NULL, 0, &err), &err);
@@ -191,10 +192,13 @@ static void test_instances_save(void **state)
     json_decref(list);
     assert_ok(store_usage_list(f->store, &list, &err), &err);
     assert_int_equal(json_array_size(list), 2);
+    assert_int_equal(tu_jint(json_array_get(list, 0), "firstSeen"), 90);
+    assert_int_equal(tu_jint(json_array_get(list, 0), "lastSeen"), 100);
+    assert_int_equal(tu_jint(json_array_get(list, 1), "firstSeen"), 200);
     json_decref(list);
 
     struct store_instance_record more[] = {{"c", spec, true, NULL}};
-    struct store_usage_record bad[] = {{"momentum", "abc", 300}};
+    struct store_usage_record bad[] = {{"momentum", "abc", 0, 300}};
     expect_invalid(store_instances_save(f->store, more, 1, bad, 1, &err), &err, "abc");
     struct store_instance_record no_id[] = {{"d", spec, true, NULL}, {"", spec, true, NULL}};
     expect_invalid(store_instances_save(f->store, no_id, 2, NULL, 0, &err), &err, NULL);
