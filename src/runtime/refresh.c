@@ -16,6 +16,9 @@
  *                 starts between two events)           -> "refreshed"
  *   same hash     nothing to do                         -> "alreadyPinned"
  *   nothing       stopped                               -> "retired"
+ * An instance a failed start left stopped (startFailed) that moves is
+ * started on its new pin ("started": true or false with "error"): it was
+ * meant to run, and a rollback of a failed promotion brings it back.
  * A "name@sha256:<64 hex>" selector never moves. A target that picked no
  * instance gets one "retired" result with no hash. Targets are matched
  * against the catalogue as the refresh begins; each picked instance
@@ -43,6 +46,7 @@ struct candidate {
     char hex[HASH_HEX_LEN + 1];
     char selector[SELECTOR_TEXT_MAX + 1];
     bool running;
+    bool start_failed; /* stopped because its last start failed */
 };
 
 /* ------------------------------------------------------------ targets */
@@ -411,6 +415,7 @@ static struct candidate *candidates(struct runtime *rt, size_t *n)
         struct instance *inst = rt->instances[i];
         list[i].inst = inst;
         list[i].running = inst->running;
+        list[i].start_failed = !inst->running && strcmp(inst->stop_reason, "startFailed") == 0;
         snprintf(list[i].strategy, sizeof list[i].strategy, "%s", inst->strategy);
         snprintf(list[i].hex, sizeof list[i].hex, "%s", inst->hex);
         snprintf(list[i].selector, sizeof list[i].selector, "%s", inst->selector);
@@ -471,6 +476,27 @@ static void finish_all(struct runtime *rt, struct move *moves, size_t nmoves)
         finish(rt, &moves[i], &touches);
     persist_moves(rt, moves, nmoves, &touches);
     rtx_touches_free(&touches);
+}
+
+/* An instance stopped because a start failed (a refresh onto a revision
+ * whose create() threw, say) was meant to run: a refresh that moves it
+ * starts it on its new pin, so that rolling a failed promotion back brings
+ * the fleet back. Each result says whether it started. rt->control held. */
+static void start_repinned(struct runtime *rt, struct move *moves, size_t nmoves)
+{
+    for (size_t i = 0; i < nmoves; i++) {
+        struct move *m = &moves[i];
+        if (m->kind != MOVE_REPIN || !m->c->start_failed)
+            continue;
+        struct err err = ERR_INIT;
+        int rc = rtx_start(rt, m->c->inst->id, true, &err);
+        if (m->result) {
+            json_object_set_new(m->result, "started", json_boolean(rc == 0));
+            if (rc != 0)
+                json_object_set_new(m->result, "error", json_string(err.message));
+        }
+        err_clear(&err);
+    }
 }
 
 /* Every move's result, then one "retired" result with no instance for each
@@ -534,6 +560,7 @@ int runtime_refresh(struct runtime *rt, const json_t *request, json_t **response
     }
     size_t nmoves = prepare_all(rt, is_targeted(request), targets, ntargets, list, n, moves);
     finish_all(rt, moves, nmoves);
+    start_repinned(rt, moves, nmoves);
     size_t nitems = collect(moves, nmoves, targets, ntargets, items);
     /* the keys point into list, targets and the instances (which a delete
      * may free once rt->control is released) */

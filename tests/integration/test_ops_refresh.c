@@ -470,14 +470,20 @@ static void test_refresh_to_a_revision_that_does_not_start(void **state)
     assert_true(tu_ops_metric(m, "strategy_revision_instances", "hash", hash, NULL) == 0);
     free(hash);
     free(m);
-    /* moving the tag back and refreshing re-pins the stopped instance
-     * without starting it; a start then runs it */
+    /* moving the tag back and refreshing re-pins the instance the failed
+     * start stopped and starts it: the rollback brings it back */
     put_tag(srv, "fragile", "prod", good);
     r = tu_ops_refresh(srv, "{\"strategies\": [\"fragile\"]}", 200);
     expect(r, "frag", "fragile:prod", "refreshed", good, bad);
+    assert_true(json_is_true(json_object_get(tu_ops_refresh_result(r, "frag"), "started")));
     json_decref(r);
-    expect_state(srv, "frag", good, false, NULL);
-    tu_instance_start(srv, "frag");
+    expect_state(srv, "frag", good, true, NULL);
+    json_t *snap = tu_instance_get(srv, "frag");
+    assert_true(json_is_null(json_object_get(snap, "stopReason")));
+    json_decref(snap);
+    /* across a restart too: its desired state is running again */
+    tu_server_stop(srv);
+    tu_server_restart(srv, NULL);
     expect_state(srv, "frag", good, true, NULL);
     tu_server_stop(srv);
 }
