@@ -1,8 +1,11 @@
 #include "cmd/config.h"
 
+#include "market/market.h"
+
 #include "core/fsutil.h"
 #include "core/hash.h"
 #include "core/jsonutil.h"
+#include "core/log.h"
 #include "core/names.h"
 
 #include <errno.h>
@@ -332,8 +335,8 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
         {"rate_limit_per_second", F_UINT}, {"rate_limit_burst", F_UINT},
     };
     static const struct bound bounds[] = {
-        {"max_body_bytes", 1, 1LL << 30},      {"max_header_bytes", 1, 1LL << 20},
-        {"max_url_bytes", 1, 1LL << 20},       {"max_connections", 1, 1000000},
+        {"max_body_bytes", 1, 1LL << 30},      {"max_header_bytes", 1024, 1LL << 20},
+        {"max_url_bytes", 256, 1LL << 20},     {"max_connections", 1, 1000000},
         {"idle_timeout_seconds", 1, 86400},    {"threads", 1, 256},
         {"rate_limit_per_second", 0, 1000000}, {"rate_limit_burst", 0, 1000000},
     };
@@ -485,6 +488,38 @@ static int apply_auth(struct config *cfg, const json_t *auth, struct err *err)
     return 0;
 }
 
+/* A provider of the file checked as the API would create it, before
+ * anything is opened, its errors naming where it is in the file; a name
+ * given twice is refused here too. */
+static int check_provider(const json_t *earlier, const json_t *req, const char *path,
+                          struct err *err)
+{
+    const char *name = json_string_value(json_object_get(req, "name"));
+    char where[96];
+    snprintf(where, sizeof where, "%s%s%.40s%s", path, name ? " (" : "", name ? name : "",
+             name ? ")" : "");
+    struct err why = ERR_INIT;
+    json_t *canonical = market_provider_request_canonical(req, &why);
+    if (!canonical) {
+        err_set(err, ERR_INVALID, "%s: %s", where, why.message);
+        err_clear(&why);
+        return -1;
+    }
+    json_decref(canonical);
+    size_t i;
+    json_t *p;
+    json_array_foreach(earlier, i, p)
+    {
+        const char *other = json_string_value(json_object_get(p, "name"));
+        if (name && other && strcmp(name, other) == 0) {
+            err_set(err, ERR_INVALID, "%s: the name %s is taken by providers[%zu]", where, name,
+                    i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Providers in the file use the API's ProviderRequest shape, with
  * `adapter` also accepted as a bare identifier string. */
 static int apply_providers(struct config *cfg, const json_t *providers, struct err *err)
@@ -529,10 +564,37 @@ static int apply_providers(struct config *cfg, const json_t *providers, struct e
             json_object_set_new(req, "adapter", a);
             json_object_del(req, "config");
         }
+        if (check_provider(list, req, path, err) != 0) {
+            json_decref(req);
+            json_decref(list);
+            return -1;
+        }
         json_array_append_new(list, req);
     }
     json_decref(cfg->providers);
     cfg->providers = list;
+    return 0;
+}
+
+/* The top-level texts that must say something: a directory, the label of
+ * every series, a level the log knows. */
+static int check_texts(const json_t *doc, struct err *err)
+{
+    static const char *const named[] = {"strategies", "state", "environment"};
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+        const char *v = json_string_value(json_object_get(doc, named[i]));
+        if (v && !*v) {
+            err_set(err, ERR_INVALID, "%s: must not be empty", named[i]);
+            return -1;
+        }
+    }
+    const char *level = json_string_value(json_object_get(doc, "log_level"));
+    enum log_level parsed;
+    if (level && log_parse_level(level, &parsed) != 0) {
+        err_set(err, ERR_INVALID, "log_level: '%.40s' is not a level (debug, info, warn, error)",
+                level);
+        return -1;
+    }
     return 0;
 }
 
@@ -562,6 +624,8 @@ int config_apply(struct config *cfg, const json_t *doc, struct err *err)
         cfg->listen_host = host;
         cfg->listen_port = port;
     }
+    if (check_texts(doc, err) != 0)
+        return -1;
     take_string(doc, "strategies", &cfg->strategies_dir);
     take_string(doc, "state", &cfg->state_dir);
     take_string(doc, "environment", &cfg->environment);

@@ -500,7 +500,8 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (log_parse_level(gw.cfg.log_level, &level) != 0) {
-        fprintf(stderr, "stratd serve: unknown log level '%s'\n", gw.cfg.log_level);
+        fprintf(stderr, "stratd serve: log_level: '%s' is not a level (debug, info, warn, error)\n",
+                gw.cfg.log_level);
         config_free(&gw.cfg);
         return 2;
     }

@@ -61,6 +61,22 @@ static void test_zero_where_zero_means_nothing_is_refused(void **state)
         {"providers:\n  - name: p\n    adapter: {identifier: simulated}\n"
          "    config: {tickRate: 1}\n",
          "providers[0].config: with an adapter mapping the settings go in adapter.config"},
+        /* providers are checked with the file, naming which one: they were
+         * found only once the state was opened, without a place */
+        {"providers:\n  - {name: s1, adapter: simulated}\n"
+         "  - {name: s2, adapter: simulated, config: {tickRate: -1}}\n",
+         "providers[1] (s2): adapter.config.tickRate"},
+        {"providers:\n  - {name: s1, adapter: nosuch}\n", "providers[0] (s1): "},
+        {"providers:\n  - {adapter: simulated}\n", "providers[0]: name"},
+        {"providers:\n  - {name: s1, adapter: simulated}\n  - {name: s1, adapter: simulated}\n",
+         "providers[1] (s1): the name s1 is taken by providers[0]"},
+        {"state: ''\n", "state: must not be empty"},
+        {"strategies: ''\n", "strategies: must not be empty"},
+        {"environment: ''\n", "environment: must not be empty"},
+        {"log_level: verbose\n", "log_level: 'verbose' is not a level"},
+        /* below what any request of the API needs: every one would be refused */
+        {"http:\n  max_url_bytes: 10\n", "http.max_url_bytes: at least 256"},
+        {"http:\n  max_header_bytes: 10\n", "http.max_header_bytes: at least 1024"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
         expect_refused(settings[i][0], settings[i][1]);
