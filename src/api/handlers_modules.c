@@ -481,10 +481,24 @@ struct upload_plan {
     const char **reassign;
     size_t nreassign;
     bool existing_only; /* a PUT: the strategy must still exist */
+    bool latest_moved;  /* out: the upload moved latest onto its revision */
 };
 
+/* Whether the change moved latest onto `hex`, a revision whose own tag is
+ * another. */
+static bool latest_moved_to(const struct catalog_change *change, const char *name,
+                            const char *tag, const char *hex)
+{
+    const struct registry_strategy *a = registry_find_strategy(change->after, name);
+    const struct registry_strategy *b = registry_find_strategy(change->before, name);
+    const char *now = a ? registry_tag_target(a, REGISTRY_LATEST) : NULL;
+    const char *was = b ? registry_tag_target(b, REGISTRY_LATEST) : NULL;
+    return now && strcmp(now, hex) == 0 && (!was || strcmp(was, hex) != 0) &&
+           strcmp(tag, REGISTRY_LATEST) != 0;
+}
+
 static int store_upload(struct api *api, struct api_request *req, const struct upload_request *up,
-                        json_t *metadata, const struct upload_plan *plan,
+                        json_t *metadata, struct upload_plan *plan,
                         struct catalog_upload_result *result, struct err *err)
 {
     const char *name = json_string_value(json_object_get(metadata, "name"));
@@ -510,6 +524,7 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
     if (rc != 0 && !catalog_error_published(err))
         return -1;
     api_audit_tag_changes(api, req, change.before, change.after, name);
+    plan->latest_moved = latest_moved_to(&change, name, result->tag, result->hex);
     catalog_change_release(&change);
     struct err cache_err = ERR_INIT;
     if (api->opts.store && store_metadata_put(api->opts.store, result->hex, metadata, &cache_err))
@@ -525,6 +540,15 @@ static int store_upload(struct api *api, struct api_request *req, const struct u
     return rc;
 }
 
+static bool listed_alias(const struct upload_plan *plan, const char *tag)
+{
+    for (size_t i = 0; i < plan->naliases; i++) {
+        if (strcmp(plan->aliases[i], tag) == 0)
+            return true;
+    }
+    return false;
+}
+
 static json_t *upload_response(struct api *api, const char *name,
                                const struct catalog_upload_result *result, const char *alias,
                                const struct upload_plan *plan)
@@ -535,6 +559,10 @@ static json_t *upload_response(struct api *api, const char *name,
     json_t *aliases = json_array();
     for (size_t i = 0; i < plan->naliases; i++)
         json_array_append_new(aliases, json_string(plan->aliases[i]));
+    /* latest moves on a strategy's first upload and with promoteLatest: the
+     * answer lists it with the aliases that moved, as a PUT's does */
+    if (plan->latest_moved && !listed_alias(plan, REGISTRY_LATEST))
+        json_array_append_new(aliases, json_string(REGISTRY_LATEST));
     json_t *module =
         json_pack("{s:s, s:o, s:s, s:s, s:s, s:o}", "name", name, "hash", views_hash(result->hex),
                   "tag", result->tag, "file", file, "path", path, "aliases", aliases);
@@ -563,7 +591,7 @@ int api_handle_module_upload(struct api *api, struct api_request *req, struct ap
     if (!metadata)
         return -1;
     const char *tag = up.tag ? up.tag : json_string_value(json_object_get(metadata, "tag"));
-    struct upload_plan plan = {tag, up.aliases, up.naliases, up.reassign, up.nreassign, false};
+    struct upload_plan plan = {tag, up.aliases, up.naliases, up.reassign, up.nreassign, false, false};
     struct catalog_upload_result result;
     int rc = store_upload(api, req, &up, metadata, &plan, &result, err);
     if (rc == 0) {
@@ -705,7 +733,7 @@ int api_handle_module_put(struct api *api, struct api_request *req, struct api_r
         reassign[nreassign++] = up.reassign[i];
     for (size_t i = 0; i < nmoved; i++)
         reassign[nreassign++] = moved[i];
-    struct upload_plan plan = {tag, aliases, naliases, reassign, nreassign, true};
+    struct upload_plan plan = {tag, aliases, naliases, reassign, nreassign, true, false};
     struct catalog_upload_result result;
     rc = store_upload(api, req, &up, metadata, &plan, &result, err);
     if (rc == 0)

@@ -712,6 +712,40 @@ static char *joined(const json_t *list)
     return out;
 }
 
+/* An upload's answer lists latest among the tags it moved when it moved
+ * it: on the strategy's first upload and with promoteLatest, not when latest
+ * stays or already named the bytes. */
+static void test_upload_answer_lists_a_latest_move(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    static const struct {
+        const char *tag, *fields;
+        long status;
+        const char *aliases;
+    } steps[] = {
+        {"v1", "{}", 201, "latest"},
+        {"v2", "{}", 201, ""},
+        {"v3", "{\"promoteLatest\": true, \"aliases\": [\"prod\"]}", 201, "prod,latest"},
+        {"v3", "{\"promoteLatest\": true}", 200, ""},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        char *src = tu_module_source("fresh", steps[i].tag, "onTrade() {},");
+        struct tu_response res;
+        tu_upload(srv, &res, src, steps[i].fields);
+        tu_assert_status(&res, steps[i].status);
+        char *got = joined(tu_jget(res.json, "module.aliases"));
+        if (strcmp(got, steps[i].aliases) != 0)
+            fail_msg("upload %zu (%s %s): module.aliases [%s], expected [%s]", i, steps[i].tag,
+                     steps[i].fields, got, steps[i].aliases);
+        free(got);
+        tu_response_free(&res);
+        free(src);
+    }
+    tu_server_stop(srv);
+}
+
+
 /* A PUT's body `aliases` move to its revision as an upload's do, listed
  * once with the selector's own tags, in the answer too. */
 static void test_module_put_applies_aliases(void **state)
@@ -968,6 +1002,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_module_put_by_name_moves_latest, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_module_put_by_tag_moves_that_tag, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_upload_answer_lists_a_latest_move, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_module_put_by_hash_moves_every_tag_on_it,
                                         tu_server_setup, tu_server_teardown),

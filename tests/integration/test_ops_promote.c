@@ -129,6 +129,8 @@ static void upload_v2(struct tu_server *srv, struct fleet *f)
     assert_string_equal(tu_jstr(res.json, "status"), "created");
     assert_string_equal(tu_jstr(res.json, "module.tag"), "v2");
     assert_string_equal(tu_jstr(res.json, "module.aliases.0"), "prod");
+    /* latest stayed where it was: the answer lists only what moved */
+    assert_int_equal(json_array_size(tu_jget(res.json, "module.aliases")), 1);
     memcpy(f->hex2, tu_jstr(res.json, "module.hash") + 7, 65);
     f->spelled2 = tu_path("sha256:%s", f->hex2);
     tu_response_free(&res);
