@@ -71,6 +71,7 @@ static int parse_listing_query(const struct api_request *req, struct listing_que
     if (q->strategy && *q->strategy && !names_valid_strategy(q->strategy)) {
         err_set(err, ERR_INVALID, "query parameter 'strategy': '%s' is not a valid strategy name",
                 q->strategy);
+        err_add_detail(err, "parameter", json_string("strategy"));
         return -1;
     }
     const char *hash = api_query(req, "hash");
@@ -80,6 +81,7 @@ static int parse_listing_query(const struct api_request *req, struct listing_que
         size_t n = strlen(hash);
         if (n == 0 || n > HASH_HEX_LEN || !hash_is_hex(hash, n)) {
             err_set(err, ERR_INVALID, "query parameter 'hash' must be sha256:<hex> or hex digits");
+            err_add_detail(err, "parameter", json_string("hash"));
             return -1;
         }
         for (size_t i = 0; i < n; i++)

@@ -154,7 +154,10 @@ int api_query_bool(const struct api_request *req, const char *key, bool *value, 
         *value = false;
         return 0;
     }
-    err_set(err, ERR_INVALID, "query parameter '%s' must be true or false, got '%s'", key, v);
+    err_set(err, ERR_INVALID,
+            "query parameter '%s' must be true or false (1 or 0; the key alone means true), got "
+            "'%s'",
+            key, v);
     err_add_detail(err, "parameter", json_string(key));
     return -1;
 }
