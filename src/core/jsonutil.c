@@ -28,10 +28,19 @@ json_t *jsonutil_parse(const char *data, size_t len, struct err *err)
 
 json_t *jsonutil_parse_object(const char *data, size_t len, struct err *err)
 {
-    json_t *value = jsonutil_parse(data, len, err);
-    if (value && !json_is_object(value)) {
+    json_error_t jerr;
+    /* a body of "x", 1 or null is valid JSON, only not an object: said so,
+     * rather than called invalid */
+    json_t *value = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!value)
+        return jsonutil_parse(data, len, err); /* for the message and position */
+    if (!json_is_object(value)) {
+        static const char *const kinds[] = {"an object", "an array", "a string", "a number",
+                                            "a number",  "true",     "false",    "null"};
+        int type = json_typeof(value);
+        err_set(err, ERR_INVALID, "expected a JSON object at the top level, got %s",
+                type >= 0 && type < 8 ? kinds[type] : "something else");
         json_decref(value);
-        err_set(err, ERR_INVALID, "expected a JSON object at the top level");
         return NULL;
     }
     return value;
