@@ -325,8 +325,10 @@ static json_t *unknown_json(const struct bootstrap_usage *usage, const struct bo
 static void print_unknown(FILE *out, const struct bootstrap_usage *usage,
                           const struct bootstrap_plan *plan, size_t unknown)
 {
-    fprintf(out, "%zu usage entr%s name%s no revision under the root:\n", unknown,
-            unknown == 1 ? "y" : "ies", unknown == 1 ? "s" : "");
+    fprintf(out,
+            "%zu usage entr%s name%s no revision under the root (deleted since it ran, as the "
+            "gateway keeps the usage of deleted revisions, or an export of another root):\n",
+            unknown, unknown == 1 ? "y" : "ies", unknown == 1 ? "s" : "");
     for (size_t i = 0; i < usage->n; i++) {
         const struct bootstrap_usage_entry *e = &usage->entries[i];
         if (is_unknown(e, plan))
