@@ -337,6 +337,20 @@ static int parse_request(const json_t *body, struct provider_request *out, struc
     /* a likely slip that would otherwise run the defaults unannounced */
     if (json_object_get(body, "config"))
         return bad_request(err, "config", "the settings go in adapter.config");
+    /* any other unknown member would be dropped as silently */
+    static const char *const members[] = {"name", "adapter", "enabled"};
+    static const char *const adapter_members[] = {"identifier", "config"};
+    const char *unknown = jsonutil_unknown_key(body, members, 3);
+    if (unknown) {
+        char field[72];
+        snprintf(field, sizeof field, "%.64s", unknown);
+        return bad_request(err, field, "unknown member: a provider takes name, adapter, enabled");
+    }
+    if ((unknown = jsonutil_unknown_key(adapter, adapter_members, 2)) != NULL) {
+        char field[80];
+        snprintf(field, sizeof field, "adapter.%.64s", unknown);
+        return bad_request(err, field, "unknown member: an adapter takes identifier, config");
+    }
     const json_t *id = json_object_get(adapter, "identifier");
     if (!json_is_string(id))
         return bad_request(err, "adapter.identifier", "expected a string");
