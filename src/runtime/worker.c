@@ -38,6 +38,10 @@ const double runtime_hist_bounds[HIST_BUCKETS - 1] = {1e-6, 5e-6, 1e-5, 5e-5, 1e
 /* Timers looked at per pass (run or deferred), so a burst of due timers
  * cannot starve the queue. */
 #define WORKER_TIMERS_PER_PASS 1024
+/* The timer callbacks a pass runs before the queue's events get their turn
+ * (and what one instance may take of a pass): light timers run by the
+ * hundred in it, a heavy one alone. */
+#define WORKER_TIMER_SLICE_NS (2LL * 1000 * 1000)
 /* Distinct subscription lists a run may span before it is delivered event
  * by event instead. */
 #define RUN_MAX_LISTS 8
@@ -1298,11 +1302,12 @@ void worker_timer_unschedule(struct worker *w, struct timer *t)
         sift_down(w, i);
 }
 
-/* Whether the instance has used its share of this pass: its CPU budget (one
- * callback's) in timer callbacks. Its later due timers then wait for the
- * next pass, after the queue's events and commands, so a burst of heavy
- * timers takes turns with the neighbours instead of holding the worker for
- * the sum of their budgets. */
+/* Whether the instance has used its share of this pass: WORKER_TIMER_SLICE_NS
+ * in timer callbacks. Its later due timers then wait for the next pass,
+ * after the queue's events and commands, so a strategy that keeps its
+ * worker busy in timer callbacks (each within its budget) holds its
+ * neighbours' events for one callback at a time, not for the sum of its
+ * budget's worth of them. */
 static bool over_share(struct worker *w, const struct timer *t)
 {
     struct instance *inst = t->vm->inst;
@@ -1310,7 +1315,7 @@ static bool over_share(struct worker *w, const struct timer *t)
         inst->timer_pass = w->timer_pass;
         inst->timer_pass_ns = 0;
     }
-    return inst->timer_pass_ns >= t->vm->budget_ns;
+    return inst->timer_pass_ns >= WORKER_TIMER_SLICE_NS;
 }
 
 /* Runs the timers due when the pass begins (those set meanwhile wait for
@@ -1321,8 +1326,11 @@ static bool over_share(struct worker *w, const struct timer *t)
 void worker_run_timers(struct worker *w)
 {
     w->timer_pass++;
-    int64_t now = clock_mono_ns();
-    for (int n = 0; n < WORKER_TIMERS_PER_PASS && w->nheap > 0; n++) {
+    int64_t now = clock_mono_ns(), spent = 0;
+    /* a pass ends once its callbacks took a slice: the events queued
+     * meanwhile go first, then the next pass */
+    for (int n = 0; n < WORKER_TIMERS_PER_PASS && w->nheap > 0 && spent < WORKER_TIMER_SLICE_NS;
+         n++) {
         if (atomic_load_explicit(&w->cmd_pending, memory_order_acquire)) {
             if (w->walking)
                 break;
@@ -1341,7 +1349,9 @@ void worker_run_timers(struct worker *w)
         struct instance *inst = t->vm->inst;
         int64_t t0 = clock_mono_ns();
         vm_fire_timer(w, t);
-        inst->timer_pass_ns += clock_mono_ns() - t0;
+        int64_t took = clock_mono_ns() - t0;
+        inst->timer_pass_ns += took;
+        spent += took;
         if (w->nreap)
             worker_reap(w);
     }
