@@ -488,8 +488,8 @@ struct upload_plan {
 
 /* Whether the change moved latest onto `hex`, a revision whose own tag is
  * another. */
-static bool latest_moved_to(const struct catalog_change *change, const char *name,
-                            const char *tag, const char *hex)
+static bool latest_moved_to(const struct catalog_change *change, const char *name, const char *tag,
+                            const char *hex)
 {
     const struct registry_strategy *a = registry_find_strategy(change->after, name);
     const struct registry_strategy *b = registry_find_strategy(change->before, name);
@@ -593,7 +593,8 @@ int api_handle_module_upload(struct api *api, struct api_request *req, struct ap
     if (!metadata)
         return -1;
     const char *tag = up.tag ? up.tag : json_string_value(json_object_get(metadata, "tag"));
-    struct upload_plan plan = {tag, up.aliases, up.naliases, up.reassign, up.nreassign, false, false};
+    struct upload_plan plan = {tag,          up.aliases, up.naliases, up.reassign,
+                               up.nreassign, false,      false};
     struct catalog_upload_result result;
     int rc = store_upload(api, req, &up, metadata, &plan, &result, err);
     if (rc == 0) {

@@ -481,8 +481,7 @@ static bool may_block(struct api_request *req)
 {
     if (strcmp(req->method, MHD_HTTP_METHOD_GET) == 0 ||
         strcmp(req->method, MHD_HTTP_METHOD_HEAD) == 0 || req->over_capacity || req->url_too_long ||
-        req->nul_in_target ||
-        req->headers_too_large || req->body_too_large || req->path_too_deep)
+        req->nul_in_target || req->headers_too_large || req->body_too_large || req->path_too_deep)
         return false;
     struct api_response scratch = {0};
     struct err err = ERR_INIT;
@@ -575,8 +574,7 @@ static bool connection_refused(struct MHD_Connection *conn)
  * after it when the target holds no NUL, further on when one cut it. A
  * version anywhere else (none given; another layout) is not taken for
  * one. */
-static bool nul_in_target(const struct api *api, const struct api_request *req,
-                          const char *version)
+static bool nul_in_target(const struct api *api, const struct api_request *req, const char *version)
 {
     uintptr_t v = (uintptr_t)version;
     return req->target_end && v > req->target_end + 1 &&
@@ -609,8 +607,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         else if (!req->url_too_long && header_bytes(conn, method, req->raw_uri, version) >
                                            api->opts.limits.max_header_bytes)
             req->headers_too_large = true;
-        if (req->over_capacity || req->nul_in_target || req->url_too_long ||
-            req->headers_too_large)
+        if (req->over_capacity || req->nul_in_target || req->url_too_long || req->headers_too_large)
             return answer(api, req);
         unsigned long long announced = content_length(conn);
         size_t limit = api->opts.limits.max_body_bytes;

@@ -512,8 +512,7 @@ static int check_provider(const json_t *earlier, const json_t *req, const char *
     {
         const char *other = json_string_value(json_object_get(p, "name"));
         if (name && other && strcmp(name, other) == 0) {
-            err_set(err, ERR_INVALID, "%s: the name %s is taken by providers[%zu]", where, name,
-                    i);
+            err_set(err, ERR_INVALID, "%s: the name %s is taken by providers[%zu]", where, name, i);
             return -1;
         }
     }

@@ -380,7 +380,8 @@ static int caught_limit_failure(struct js_sandbox *sb, const char *filename, str
         char limit[64];
         js__format_bytes(sb->limits.memory_bytes, limit, sizeof(limit));
         snprintf(message, sizeof message,
-                 "the top level hit the memory cap of %s and caught the out-of-memory error", limit);
+                 "the top level hit the memory cap of %s and caught the out-of-memory error",
+                 limit);
         hint = "allocate less when the module loads: build large tables lazily or bound them";
     } else {
         snprintf(message, sizeof message,

@@ -65,11 +65,11 @@ struct js_sandbox {
     bool budget_started; /* false from arm until the call's first check */
     int64_t cpu_mark_ns; /* thread CPU at mark_at_ns; -1 before the first sample */
     int64_t mark_at_ns;
-    bool overran;       /* the interrupt handler fired since the last arm */
-    bool out_of_memory; /* an allocation was refused since the last arm */
+    bool overran;                    /* the interrupt handler fired since the last arm */
+    bool out_of_memory;              /* an allocation was refused since the last arm */
     uint32_t stack_overflows_at_arm; /* the runtime's count of them at the last arm */
-    size_t heap_bytes;  /* kept by the sandbox's allocator; see memory_used */
-    void *user;         /* the owner's pointer (the runtime's instance) */
+    size_t heap_bytes;               /* kept by the sandbox's allocator; see memory_used */
+    void *user;                      /* the owner's pointer (the runtime's instance) */
     /* A compiler sandbox's allocations are carved from an arena (see
      * js/internal.h); NULL for every other sandbox. */
     struct js__arena *arena;

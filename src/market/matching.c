@@ -355,8 +355,8 @@ static int account_reserve(struct sim *s, struct sim_order *o)
     if (!enough) {
         /* a market buy larger than the book is priced on the book alone:
          * the rest would expire unfilled */
-        bool whole_book = o->side == SIDE_BUY && o->type == ORDER_MARKET &&
-                          book_depth_of(s, mk) < o->quantity;
+        bool whole_book =
+            o->side == SIDE_BUY && o->type == ORDER_MARKET && book_depth_of(s, mk) < o->quantity;
         order_reject(s, o, "insufficient balance: needs %.10g %s%s, %.10g available", need,
                      as->asset, whole_book ? " for the whole visible book" : "", available);
         return -1;

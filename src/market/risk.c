@@ -685,8 +685,10 @@ static int fill_missing_keys(json_t *doc, const json_t *defaults, struct err *er
             err_set(err, ERR_INTERNAL, "out of memory");
             return -1;
         }
-        log_warn("market", "the stored risk limits have no %s (stored before it existed): %s "
-                 "applies until they are set again", key, json_is_boolean(value) ? "false" : "off");
+        log_warn("market",
+                 "the stored risk limits have no %s (stored before it existed): %s "
+                 "applies until they are set again",
+                 key, json_is_boolean(value) ? "false" : "off");
     }
     return 0;
 }

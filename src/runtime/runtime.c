@@ -235,9 +235,9 @@ static int save_copies(struct runtime *rt, struct record_copy *copies, size_t n,
     }
     size_t m = touches ? touches->n : 0;
     for (size_t i = 0; i < m; i++)
-        usage[i] = (struct store_usage_record){touches->items[i].strategy, touches->items[i].hex,
-                                               touches->items[i].first_ms,
-                                               touches->items[i].now_ms};
+        usage[i] =
+            (struct store_usage_record){touches->items[i].strategy, touches->items[i].hex,
+                                        touches->items[i].first_ms, touches->items[i].now_ms};
     int rc = store_instances_save(rt->opts.store, records, k, usage, m, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (copies[i].version > copies[i].inst->persisted)

@@ -525,14 +525,14 @@ static int run_order_query(struct store *s, const struct store_order_query *q, c
     int64_t at, rowid;
     if (parse_cursor(q->before, &at, &rowid, err) != 0)
         return -1;
-    sqlite3_stmt *st = store__stmt(
-        s, STORE__ORDER_QUERY,
-        "SELECT record, updated_at, rowid FROM orders WHERE instance_id = ?1"
-        " AND (?2 IS NULL OR provider = ?2)"
-        " AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3)))"
-        " AND (updated_at, rowid) < (?5, ?6)"
-        " ORDER BY updated_at DESC, rowid DESC LIMIT ?4",
-        err);
+    sqlite3_stmt *st =
+        store__stmt(s, STORE__ORDER_QUERY,
+                    "SELECT record, updated_at, rowid FROM orders WHERE instance_id = ?1"
+                    " AND (?2 IS NULL OR provider = ?2)"
+                    " AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3)))"
+                    " AND (updated_at, rowid) < (?5, ?6)"
+                    " ORDER BY updated_at DESC, rowid DESC LIMIT ?4",
+                    err);
     if (!st)
         return -1;
     struct store__binder b = {st, SQLITE_OK};
@@ -579,13 +579,13 @@ static int run_execution_query(struct store *s, const struct store_order_query *
     int64_t at, rowid;
     if (parse_cursor(q->before, &at, &rowid, err) != 0)
         return -1;
-    sqlite3_stmt *st = store__stmt(
-        s, STORE__EXECUTION_QUERY,
-        "SELECT record, traded_at, rowid FROM executions WHERE instance_id = ?1"
-        " AND (?2 IS NULL OR provider = ?2) AND (?3 IS NULL OR order_id = ?3)"
-        " AND (traded_at, rowid) < (?5, ?6)"
-        " ORDER BY traded_at DESC, rowid DESC LIMIT ?4",
-        err);
+    sqlite3_stmt *st =
+        store__stmt(s, STORE__EXECUTION_QUERY,
+                    "SELECT record, traded_at, rowid FROM executions WHERE instance_id = ?1"
+                    " AND (?2 IS NULL OR provider = ?2) AND (?3 IS NULL OR order_id = ?3)"
+                    " AND (traded_at, rowid) < (?5, ?6)"
+                    " ORDER BY traded_at DESC, rowid DESC LIMIT ?4",
+                    err);
     if (!st)
         return -1;
     struct store__binder b = {st, SQLITE_OK};

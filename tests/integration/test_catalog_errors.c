@@ -167,7 +167,8 @@ static void test_bad_upload_fields_are_400(void **state)
         /* valid JSON that is not an object is said to be that, not invalid */
         bool scalar = bodies[i][0] == '[' || bodies[i][0] == '"' || bodies[i][0] == 'n' ||
                       bodies[i][0] == '4';
-        if (scalar && !strstr(tu_jstr(res.json, "error"), "expected a JSON object at the top level"))
+        if (scalar &&
+            !strstr(tu_jstr(res.json, "error"), "expected a JSON object at the top level"))
             fail_msg("upload with body '%s': %s", bodies[i], tu_jstr(res.json, "error"));
         tu_response_free(&res);
     }

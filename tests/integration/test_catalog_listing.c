@@ -169,11 +169,11 @@ static void test_accept_encoding_is_honoured(void **state)
     assert_non_null(tu_jstr(bad.json, "error"));
     tu_response_free(&bad);
     /* every query error names its parameter */
-    static const char *const refused[][2] = {{"/strategies/modules?limit=-3", "limit"},
-                                             {"/strategies/modules?strategy=TST", "strategy"},
-                                             {"/strategies/modules?hash=zz", "hash"},
-                                             {"/strategies/modules?runningOnly=maybe",
-                                              "runningOnly"}};
+    static const char *const refused[][2] = {
+        {"/strategies/modules?limit=-3", "limit"},
+        {"/strategies/modules?strategy=TST", "strategy"},
+        {"/strategies/modules?hash=zz", "hash"},
+        {"/strategies/modules?runningOnly=maybe", "runningOnly"}};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         get_listing(srv, &bad, refused[i][0], NULL);
         tu_assert_status(&bad, 400);

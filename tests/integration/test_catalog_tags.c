@@ -745,7 +745,6 @@ static void test_upload_answer_lists_a_latest_move(void **state)
     tu_server_stop(srv);
 }
 
-
 /* A PUT's body `aliases` move to its revision as an upload's do, listed
  * once with the selector's own tags, in the answer too. */
 static void test_module_put_applies_aliases(void **state)

@@ -927,12 +927,13 @@ static void test_top_level_catching_a_limit_is_refused(void **state)
     static const char *const expected[] = {"caught the stack overflow error",
                                            "caught the out-of-memory error"};
     for (size_t i = 0; i < 2; i++) {
-        char *src = tu_path("%s"
-                            "module.exports = {\n"
-                            "  metadata: { name: 'catches', displayName: 'C', events: ['Trade'] },\n"
-                            "  create() { return {}; },\n"
-                            "};\n",
-                            tops[i]);
+        char *src =
+            tu_path("%s"
+                    "module.exports = {\n"
+                    "  metadata: { name: 'catches', displayName: 'C', events: ['Trade'] },\n"
+                    "  create() { return {}; },\n"
+                    "};\n",
+                    tops[i]);
         json_t *body = upload_refused(srv, src, NULL, 422, "a top level that caught a limit");
         const json_t *d = expect_diagnostic(body, "execute", 0, 0);
         if (!strstr(tu_jstr(d, "message"), expected[i]))

@@ -129,7 +129,8 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     json_t *snap = expect_stopped(srv, "spin-1", "cpuBudget", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
     /* the message says which limit, not QuickJS's bare "interrupted" */
-    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "onTrade ran past its CPU budget of"));
+    assert_non_null(
+        strstr(tu_jstr(snap, "lastError.message"), "onTrade ran past its CPU budget of"));
     json_decref(snap);
     snap = expect_stopped(srv, "hog-1", "memoryLimit", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
@@ -428,8 +429,9 @@ static void test_book_payload_at_the_heap_cap(void **state)
         snprintf(path, sizeof path, "/strategy/instances/%s/start", id);
         struct tu_response res;
         tu_send(srv, &res, "POST", path, "{}");
-        if (res.status != 200 && !(res.status == 422 && res.json &&
-                                   strcmp(tu_jstr(res.json, "details.failure"), "memoryLimit") == 0))
+        if (res.status != 200 &&
+            !(res.status == 422 && res.json &&
+              strcmp(tu_jstr(res.json, "details.failure"), "memoryLimit") == 0))
             fail_msg("start of %s: %ld %s", id, res.status, res.body ? res.body : "");
         tu_response_free(&res);
     }

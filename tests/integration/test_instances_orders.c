@@ -919,8 +919,8 @@ static void test_stopped_instance_hears_its_orders_at_start(void **state)
         snprintf(path, sizeof path, "/strategy/instances/%s/orders?state=cancelled", ids[i]);
         json_decref(tu_wait_list(srv, path, "orders", 1, TU_WAIT_S));
     }
-    json_decref(tu_wait_list(srv, "/strategy/instances/h-gone/orders?state=cancelled", "orders",
-                             1, TU_WAIT_S));
+    json_decref(tu_wait_list(srv, "/strategy/instances/h-gone/orders?state=cancelled", "orders", 1,
+                             TU_WAIT_S));
     tu_set_kill_switch(srv, false);
     json_decref(tu_call(srv, "DELETE", "/strategy/instances/h-gone", 200, NULL));
 

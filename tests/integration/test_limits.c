@@ -390,8 +390,7 @@ static void test_nul_in_the_request_target(void **state)
         raw_send(fd, targets[i], lengths[i]);
         raw_send(fd, rest, sizeof rest - 1);
         char *res = raw_response(fd, 30000);
-        if (status_of(res) != 400 || !strstr(res, "application/json") ||
-            !strstr(res, "NUL byte"))
+        if (status_of(res) != 400 || !strstr(res, "application/json") || !strstr(res, "NUL byte"))
             fail_msg("%s: expected a JSON 400 naming the NUL byte, got: %.400s", targets[i],
                      res ? res : "(nothing)");
         free(res);

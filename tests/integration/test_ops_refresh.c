@@ -249,8 +249,8 @@ static void test_every_reason_code(void **state)
     tu_delete(srv, &res, "/strategies/modules/s/tags/canary");
     tu_assert_error(&res, 409);
     assert_int_equal(json_array_size(tu_jget(res.json, "details.instances")), 1);
-    assert_string_equal(json_string_value(json_array_get(tu_jget(res.json, "details.instances"), 0)),
-                        "run-canary");
+    assert_string_equal(
+        json_string_value(json_array_get(tu_jget(res.json, "details.instances"), 0)), "run-canary");
     assert_non_null(strstr(tu_jstr(res.json, "error"), "followed by 1 running instance"));
     tu_response_free(&res);
     json_decref(tu_get_json(srv, 200, "/strategies/modules/s:canary"));

@@ -417,8 +417,8 @@ static void test_limits_refuse_orders(void **state)
     json_decref(o);
     /* the refused orders took no client order number: the first that went
      * is the instance's first */
-    json_t *orders = tu_wait_list(srv, "/strategy/instances/t1/orders?limit=10000", "orders", 1,
-                                  TU_WAIT_S);
+    json_t *orders =
+        tu_wait_list(srv, "/strategy/instances/t1/orders?limit=10000", "orders", 1, TU_WAIT_S);
     const json_t *list = json_object_get(orders, "orders");
     const json_t *first = json_array_get(list, json_array_size(list) - 1);
     assert_string_equal(tu_jstr(first, "clientOrderId"), "t1-1");

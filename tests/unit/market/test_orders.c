@@ -335,8 +335,8 @@ static void test_strict_increments(void **state)
     tmarket_submit(f->m, &r);
     assert_true(tsink_wait_exec(&f->sink, "s-okm", EXEC_FILLED, 5000));
     /* whole numbers of lots as an author writes them, from one lot up */
-    static const char *const whole[] = {"0.00001", "0.00003", "0.00029", "0.01001", "0.99999",
-                                        "2.34567"};
+    static const char *const whole[] = {"0.00001", "0.00003", "0.00029",
+                                        "0.01001", "0.99999", "2.34567"};
     for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
         char id[16];
         snprintf(id, sizeof id, "s-w%zu", i);

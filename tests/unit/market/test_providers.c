@@ -233,10 +233,10 @@ static void test_invalid_requests_name_the_field(void **state)
         {"{\"name\": \"x\", \"adapter\": {\"identifier\": \"binance\", \"config\": {}}}",
          ERR_NOT_FOUND, NULL},
         /* an unknown member would be dropped without a word */
-        {"{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\"}, \"zzz\": 1}",
-         ERR_INVALID, "zzz"},
-        {"{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\", \"foo\": 1}}",
-         ERR_INVALID, "adapter.foo"},
+        {"{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\"}, \"zzz\": 1}", ERR_INVALID,
+         "zzz"},
+        {"{\"name\": \"x\", \"adapter\": {\"identifier\": \"simulated\", \"foo\": 1}}", ERR_INVALID,
+         "adapter.foo"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         json_t *req = request(cases[i].body);
