@@ -21,15 +21,26 @@ module.exports = {
     const step = (price) => price * (config.spacing_pct / 100);
     const round = (price) => Math.round(price * 100) / 100;
 
+    // An order the risk limits or the order rate refuse waits in `retry` and
+    // is placed again at the next trade: the grid keeps every level.
     const place = (ctx, grid, side, price) => {
-      const id = runtime.submitOrder(ctx.provider, side, config.size, round(price), ctx.symbol);
-      grid.orders.set(id, { side, price });
+      try {
+        const id = runtime.submitOrder(ctx.provider, side, config.size, round(price), ctx.symbol);
+        grid.orders.set(id, { side, price });
+      } catch (e) {
+        grid.retry.push({ side, price });
+        helpers.log('grid order refused', side, { price: round(price), reason: e.message });
+      }
     };
 
     return {
       onTrade(ctx, evt, { price }) {
-        if (grids.has(ctx.symbol)) return;
-        const grid = { orders: new Map(), center: price };
+        const placed = grids.get(ctx.symbol);
+        if (placed) {
+          for (const { side, price: at } of placed.retry.splice(0)) place(ctx, placed, side, at);
+          return;
+        }
+        const grid = { orders: new Map(), retry: [], center: price };
         grids.set(ctx.symbol, grid);
         for (let i = 1; i <= config.levels; i++) {
           place(ctx, grid, 'buy', price - i * step(price));

@@ -32,10 +32,16 @@ module.exports = {
       book.mid = mid;
       const half = (mid * config.spread_bps) / 20000;
       const round = (price) => Math.round(price * 100) / 100;
-      if (book.inventory < config.max_inventory)
-        book.bid = runtime.submitOrder(ctx.provider, 'buy', config.size, round(mid - half), ctx.symbol);
-      if (book.inventory > -config.max_inventory)
-        book.ask = runtime.submitOrder(ctx.provider, 'sell', config.size, round(mid + half), ctx.symbol);
+      try {
+        if (book.inventory < config.max_inventory)
+          book.bid = runtime.submitOrder(ctx.provider, 'buy', config.size, round(mid - half), ctx.symbol);
+        if (book.inventory > -config.max_inventory)
+          book.ask = runtime.submitOrder(ctx.provider, 'sell', config.size, round(mid + half), ctx.symbol);
+      } catch (e) {
+        // refused (risk limits, order rate): quote again at the next ticker
+        book.mid = 0;
+        helpers.log('market_making refused', ctx.symbol, { reason: e.message });
+      }
     };
 
     return {

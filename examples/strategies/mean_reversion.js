@@ -65,8 +65,14 @@ module.exports = {
         if (position === 0 && price < mean - config.bands * stddev) side = 'buy';
         else if (position > 0 && price > mean) side = 'sell';
         if (!side) return;
+        try {
+          runtime.submitMarketOrder(ctx.provider, side, side === 'buy' ? config.size : position, ctx.symbol);
+        } catch (e) {
+          // refused (risk limits, order rate): no report will come; the next trade tries again
+          helpers.log('mean_reversion refused', side, ctx.symbol, { reason: e.message });
+          return;
+        }
         pending.add(ctx.symbol);
-        runtime.submitMarketOrder(ctx.provider, side, side === 'buy' ? config.size : position, ctx.symbol);
         helpers.log('mean_reversion', side, ctx.symbol, { price, mean, stddev });
       },
       onOrderFilled(ctx, evt, report) {

@@ -35,10 +35,15 @@ module.exports = {
     let lastOrderAt = -Infinity;
 
     const trade = (ctx, side, run, price) => {
-      pending = true;
       lastOrderAt = Date.now();
-      const id = runtime.submitMarketOrder(ctx.provider, side, config.size, ctx.symbol);
-      helpers.log('momentum', side, ctx.symbol, { run, price, order: id });
+      try {
+        const id = runtime.submitMarketOrder(ctx.provider, side, config.size, ctx.symbol);
+        pending = true; // until its report: a refused order has none
+        helpers.log('momentum', side, ctx.symbol, { run, price, order: id });
+      } catch (e) {
+        // the risk limits or the order rate refused it: try again after the cooldown
+        helpers.log('momentum refused', side, ctx.symbol, { reason: e.message });
+      }
     };
 
     return {

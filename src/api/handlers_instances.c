@@ -124,7 +124,7 @@ static int page_limit(const struct api_request *req, const char *how, int *limit
         return -1;
     if (value > PAGE_MAX) {
         err_set(err, ERR_INVALID, "limit %lld is above %d: %s", value, PAGE_MAX, how);
-        err_add_detail(err, "field", json_string("limit"));
+        err_add_detail(err, "parameter", json_string("limit"));
         return -1;
     }
     *limit = (int)value;
@@ -171,7 +171,7 @@ static int check_states(const char *const *states, size_t n, struct err *err)
                     "state '%s' is not an order state (acknowledged, partiallyFilled, filled, "
                     "cancelled, rejected, expired)",
                     states[i]);
-            err_add_detail(err, "field", json_string("state"));
+            err_add_detail(err, "parameter", json_string("state"));
             return -1;
         }
     }

@@ -171,7 +171,11 @@ int api_handle_tag_delete(struct api *api, struct api_request *req, struct api_r
         api_query_bool(req, "retireFollowers", &retire_followers, err) != 0)
         return -1;
     json_t *followers = NULL;
-    if (tag_followers(api, name, tag, retire_followers, &followers, err) != 0)
+    /* latest is never deleted (the catalogue says so): its followers are not
+     * the obstacle, and a hint to retire them would lead to a second 409 */
+    if (strcmp(tag, REGISTRY_LATEST) == 0)
+        followers = json_array();
+    else if (tag_followers(api, name, tag, retire_followers, &followers, err) != 0)
         return -1;
     char previous[HASH_HEX_LEN + 1] = "";
     int rc = catalog_delete_tag(api->opts.catalog, name, tag, allow_orphan, previous, err);

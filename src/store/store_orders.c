@@ -475,7 +475,7 @@ static int parse_cursor(const char *text, int64_t *at, int64_t *rowid, struct er
         strspn(text, "0123456789.") != strlen(text)) {
         err_set(err, ERR_INVALID,
                 "before '%.64s' is not a cursor: pass the `next` of the page before", text);
-        err_add_detail(err, "field", json_string("before"));
+        err_add_detail(err, "parameter", json_string("before"));
         return -1;
     }
     *at = a;

@@ -403,6 +403,28 @@ static void test_mean_reversion_buys_below_the_band(void **state)
 
 /* ------------------------------------------------------------ grid */
 
+/* A refused order (the kill switch here; the order rate alike) throws and no
+ * report follows: the examples that wait for a report before ordering again
+ * must not wait for ever. Once the switch is off, momentum orders again and
+ * the grid places the levels that were refused. */
+static void test_examples_trade_on_after_a_refused_order(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    create_market(srv, 7, 0.0005);
+    tu_set_kill_switch(srv, true);
+    json_decref(tu_instance_create(srv, "grid-r", "grid", "{\"levels\": 2}", "mkt", NULL));
+    tu_instance_start(srv, "grid-r");
+    run_on_market(srv, "mom-r", "momentum", "{\"lookback\": 1, \"cooldown\": \"0ms\"}");
+    json_decref(lines_starting(srv, "mom-r", "momentum refused ", 1));
+    json_decref(lines_starting(srv, "grid-r", "grid order refused ", 4));
+    tu_set_kill_switch(srv, false);
+    json_decref(lines_starting(srv, "mom-r", "momentum buy BTC-USDT ", 1));
+    json_decref(tu_wait_list(srv, "/strategy/instances/grid-r/orders?state=acknowledged",
+                             "orders", 4, TU_WAIT_S));
+    tu_server_stop(srv);
+}
+
 static void test_grid_places_levels_and_replaces_fills(void **state)
 {
     struct tu_server *srv = *state;
@@ -535,6 +557,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_mean_reversion_buys_below_the_band, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_examples_trade_on_after_a_refused_order,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_grid_places_levels_and_replaces_fills, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_market_making_quotes_and_requotes, tu_server_setup,

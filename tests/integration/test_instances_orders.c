@@ -436,7 +436,7 @@ static void check_trader(struct tu_server *srv, const char *instance, const char
         struct tu_response typo;
         tu_get(srv, &typo, "%s?state=filled,filed", path);
         tu_assert_error(&typo, 400);
-        assert_string_equal(tu_jstr(typo.json, "details.field"), "state");
+        assert_string_equal(tu_jstr(typo.json, "details.parameter"), "state");
         assert_non_null(strstr(tu_jstr(typo.json, "error"), "'filed'"));
         tu_response_free(&typo);
     }
@@ -1226,7 +1226,7 @@ static void test_history_pages(void **state)
         struct tu_response res;
         tu_get(srv, &res, "%s", bad[i]);
         tu_assert_error(&res, 400);
-        assert_string_equal(tu_jstr(res.json, "details.field"), field[i]);
+        assert_string_equal(tu_jstr(res.json, "details.parameter"), field[i]);
         tu_response_free(&res);
     }
     tu_server_stop(srv);

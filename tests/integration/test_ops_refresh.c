@@ -254,6 +254,13 @@ static void test_every_reason_code(void **state)
     assert_non_null(strstr(tu_jstr(res.json, "error"), "followed by 1 running instance"));
     tu_response_free(&res);
     json_decref(tu_get_json(srv, 200, "/strategies/modules/s:canary"));
+    /* latest is never deleted: that is the refusal, followers or not, with
+     * no hint to retire them that would only lead to a second 409 */
+    tu_delete(srv, &res, "/strategies/modules/s/tags/latest?retireFollowers=true");
+    tu_assert_error(&res, 409);
+    assert_non_null(strstr(tu_jstr(res.json, "error"), "cannot be deleted"));
+    assert_null(tu_jget(res.json, "details.hint"));
+    tu_response_free(&res);
     tu_delete(srv, &res, "/strategies/modules/s/tags/canary?retireFollowers=true");
     tu_assert_status(&res, 200);
     assert_string_equal(json_string_value(json_array_get(tu_jget(res.json, "followers"), 0)),
