@@ -312,6 +312,22 @@ static void finish_retire(struct runtime *rt, struct move *m, struct rtx_touches
     m->result = result(c->selector, c, c->hex, NULL, "retired");
 }
 
+/* A running instance the refresh stopped and could not start again: a
+ * failure stop like those the workers make (counted as startFailed, logged
+ * at error), not a restart. */
+static void note_failed_start(struct runtime *rt, const struct move *m, const char *message,
+                              struct rtx_touches *touches)
+{
+    const struct candidate *c = m->c;
+    char hash[HASH_SPELLED_LEN + 1];
+    hash_spell(m->hex, hash);
+    log_json(LOG_LEVEL_ERROR, "runtime", "instance stopped",
+             json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "strategy", c->strategy, "hash", hash,
+                       "instance", c->inst->id, "reason", "startFailed", "handler", "create",
+                       "error", message));
+    rtx_note_stop_into(rt, c->strategy, c->hex, "startFailed", touches);
+}
+
 /* The pin moves all the same; the instance stays stopped (startFailed). */
 static void finish_no_plan(struct runtime *rt, struct move *m, struct rtx_touches *touches)
 {
@@ -320,7 +336,7 @@ static void finish_no_plan(struct runtime *rt, struct move *m, struct rtx_touche
     /* the instance may have stopped on its own (a limit) since it was
      * picked: that stop was counted when it happened */
     if (m->cmd.rc == 0 && m->cmd.was_running)
-        rtx_note_stop_into(rt, c->strategy, c->hex, "refreshed", touches);
+        note_failed_start(rt, m, m->err.message, touches);
     /* the old VM stopped (the command was waited for) and the new code
      * cannot run: nothing manages the orders */
     rtx_abandon_orders(rt, c->inst, "startFailed");
@@ -344,10 +360,11 @@ static void finish_restart(struct runtime *rt, struct move *m, struct rtx_touche
         apply_spec(rt, c->inst, cmd->spec);
         cmd->spec = NULL;
     }
-    if (cmd->was_running) {
+    if (cmd->was_running && cmd->rc == 0) {
         rtx_note_stop_into(rt, c->strategy, c->hex, "refreshed", touches);
-        if (cmd->rc == 0)
-            rtx_note_start_into(rt, c->strategy, m->hex, touches);
+        rtx_note_start_into(rt, c->strategy, m->hex, touches);
+    } else if (cmd->was_running) {
+        note_failed_start(rt, m, cmd->err.message, touches);
     }
     if (cmd->rc != 0) {
         pthread_mutex_lock(&rt->lock);

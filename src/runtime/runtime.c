@@ -1573,6 +1573,12 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
     pthread_mutex_unlock(&rt->lock);
     persist_or_log(rt, inst);
     if (cmd.rc != 0) {
+        /* answered to the caller, and in the log for whoever watches it */
+        char hash[HASH_SPELLED_LEN + 1];
+        hash_spell(job.hex, hash);
+        log_json(LOG_LEVEL_WARN, "runtime", "start failed",
+                 json_pack("{s:s, s:s, s:s, s:s}", "strategy", job.strategy, "hash", hash,
+                           "instance", inst->id, "error", cmd.err.message));
         rtx_touches_free(&touches);
         err_move(err, &cmd.err);
         return -1;

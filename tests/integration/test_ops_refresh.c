@@ -469,7 +469,16 @@ static void test_refresh_to_a_revision_that_does_not_start(void **state)
         fail_msg("the result does not carry the start error: %s", json_dumps(one, JSON_COMPACT));
     json_decref(r);
     expect_state(srv, "frag", bad, false, "startFailed");
+    /* a failure stop like the others: logged at error and counted as
+     * startFailed (the alert reads it), not as a refresh's restart */
+    json_t *line = tu_wait_log(srv, "frag", "instance stopped", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "reason"), "startFailed");
+    assert_string_equal(tu_jstr(line, "level"), "error");
+    assert_non_null(strstr(tu_jstr(line, "error"), "no start today"));
+    json_decref(line);
     char *m = tu_ops_metrics(srv);
+    assert_true(tu_ops_metric(m, "stratd_instance_stops_total", "reason", "startFailed", NULL) == 1);
+    assert_false(tu_ops_metric(m, "stratd_instance_stops_total", "reason", "refreshed", NULL) > 0);
     char *hash = spell(good);
     assert_true(tu_ops_metric(m, "strategy_revision_instances", "hash", hash, NULL) == 0);
     free(hash);
