@@ -90,11 +90,15 @@ static int instance_action(struct api *api, struct api_request *req, struct api_
                            bool start, struct err *err)
 {
     const char *id = req->params[0];
-    int rc = start ? runtime_instance_start(api->opts.runtime, id, err)
-                   : runtime_instance_stop(api->opts.runtime, id, err);
+    bool changed = false;
+    int rc = start ? runtime_instance_start_noting(api->opts.runtime, id, &changed, err)
+                   : runtime_instance_stop_noting(api->opts.runtime, id, &changed, err);
     if (rc != 0)
         return -1;
-    api_audit(api, req, start ? "instance.start" : "instance.stop", json_pack("{s:s}", "id", id));
+    /* the audit log records changes: a start of a running instance is none */
+    if (changed)
+        api_audit(api, req, start ? "instance.start" : "instance.stop",
+                  json_pack("{s:s}", "id", id));
     api_respond_json(res, 200,
                      json_pack("{s:s, s:s, s:s}", "id", id, "status", start ? "running" : "stopped",
                                "action", start ? "start" : "stop"));

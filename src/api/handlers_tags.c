@@ -72,9 +72,12 @@ static int move_tag(struct api *api, struct api_request *req, struct api_respons
         const char *labels[] = {api->opts.environment, name, tag};
         metrics_add(api->tag_reassigned, labels, 1);
     }
-    api_audit(api, req, "tag.move",
-              json_pack("{s:s, s:s, s:o, s:o}", "strategy", name, "tag", tag, "from",
-                        previous[0] ? views_hash(previous) : json_null(), "to", views_hash(hex)));
+    /* a tag put where it already is moves nothing: no entry, as no metric */
+    if (strcmp(previous, hex) != 0)
+        api_audit(api, req, "tag.move",
+                  json_pack("{s:s, s:s, s:o, s:o}", "strategy", name, "tag", tag, "from",
+                            previous[0] ? views_hash(previous) : json_null(), "to",
+                            views_hash(hex)));
     if (set != 0)
         return -1;
     json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:b}", "status", "ok", "strategy", name, "tag",

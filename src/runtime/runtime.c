@@ -1595,12 +1595,24 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
     return 0;
 }
 
-int runtime_instance_start(struct runtime *rt, const char *id, struct err *err)
+int runtime_instance_start_noting(struct runtime *rt, const char *id, bool *changed,
+                                  struct err *err)
 {
     pthread_mutex_lock(&rt->control);
+    pthread_mutex_lock(&rt->lock);
+    const struct instance *inst = rtx_find_locked(rt, id);
+    bool was_running = inst && inst->running;
+    pthread_mutex_unlock(&rt->lock);
     int rc = rtx_start(rt, id, true, err);
     pthread_mutex_unlock(&rt->control);
+    if (changed)
+        *changed = rc == 0 && !was_running;
     return rc;
+}
+
+int runtime_instance_start(struct runtime *rt, const char *id, struct err *err)
+{
+    return runtime_instance_start_noting(rt, id, NULL, err);
 }
 
 int rtx_stop_vm(struct runtime *rt, struct instance *inst, struct err *err)
@@ -1615,8 +1627,11 @@ int rtx_stop_vm(struct runtime *rt, struct instance *inst, struct err *err)
     return cmd.was_running ? 1 : 0;
 }
 
-int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)
+int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *changed,
+                                 struct err *err)
 {
+    if (changed)
+        *changed = false;
     struct instance *inst = control_instance(rt, id, err);
     if (!inst)
         return -1;
@@ -1627,6 +1642,8 @@ int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)
     }
     char strategy[NAMES_STRATEGY_MAX + 1], hex[HASH_HEX_LEN + 1];
     pthread_mutex_lock(&rt->lock);
+    if (changed)
+        *changed = inst->desired || was_running;
     if (inst->desired || was_running) {
         inst->desired = false;
         if (was_running)
@@ -1641,6 +1658,11 @@ int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)
         rtx_note_stop(rt, strategy, hex, "stopped");
     pthread_mutex_unlock(&rt->control);
     return rc;
+}
+
+int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)
+{
+    return runtime_instance_stop_noting(rt, id, NULL, err);
 }
 
 int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err)

@@ -182,6 +182,12 @@ int runtime_instance_update(struct runtime *rt, const char *id, const json_t *sp
 int runtime_instance_delete(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_start(struct runtime *rt, const char *id, struct err *err);
 int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err);
+/* The same; *changed (may be NULL) says whether the call changed anything:
+ * false for a start of a running instance or a stop of a stopped one. */
+int runtime_instance_start_noting(struct runtime *rt, const char *id, bool *changed,
+                                  struct err *err);
+int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *changed,
+                                 struct err *err);
 json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err *err);
 /* The same snapshot as JSON text: the bytes jsonutil_dump() writes for
  * runtime_instance_snapshot(), written straight from the instance (the

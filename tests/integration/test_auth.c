@@ -372,6 +372,12 @@ static void test_audit_names_the_token(void **state)
     json_decref(call_json(srv, "POST", "/strategy/instances", ADMIN_SECRET, spec, 201));
     json_decref(
         call_json(srv, "POST", "/strategy/instances/inst-1/start", DEPLOY_SECRET, NULL, 200));
+    /* requests that change nothing leave no entry: a start of a running
+     * instance, a tag put where it is */
+    json_decref(call_json(srv, "POST", "/strategy/instances/inst-1/start", ADMIN_SECRET, NULL, 200));
+    body = tu_path("{\"hash\": \"sha256:%s\"}", h1);
+    expect(srv, "PUT", "/strategies/modules/alpha/tags/prod", ADMIN_SECRET, body, 200);
+    free(body);
     /* prod moves to v2, the refresh moves the instance. */
     body = tu_path("{\"hash\": \"sha256:%s\"}", h2);
     expect(srv, "PUT", "/strategies/modules/alpha/tags/prod", ADMIN_SECRET, body, 200);
@@ -380,6 +386,7 @@ static void test_audit_names_the_token(void **state)
                                 "{\"strategies\": [\"alpha:prod\"]}", 200);
     json_decref(refresh);
     json_decref(call_json(srv, "POST", "/strategy/instances/inst-1/stop", ADMIN_SECRET, NULL, 200));
+    json_decref(call_json(srv, "POST", "/strategy/instances/inst-1/stop", DEPLOY_SECRET, NULL, 200));
     const char *update = "{\"strategy\": {\"selector\": \"alpha:prod\", \"config\": {}}, "
                          "\"scope\": {\"sim\": {\"symbols\": [\"ETH-USDT\"]}}}";
     json_decref(call_json(srv, "PUT", "/strategy/instances/inst-1", DEPLOY_SECRET, update, 200));
@@ -404,8 +411,18 @@ static void test_audit_names_the_token(void **state)
     expect_audit(audit, "instance.update", "deployer", "id", "inst-1");
     expect_audit(audit, "instance.delete", "ops", "id", "inst-1");
     expect_audit(audit, "module.deleteRevision", "deployer", "strategy", "alpha");
+    assert_false(audit_has(audit, "instance.start", "ops", "id", "inst-1"));
+    assert_false(audit_has(audit, "instance.stop", "deployer", "id", "inst-1"));
     size_t i;
     json_t *e;
+    size_t moves = 0;
+    json_array_foreach(audit, i, e)
+    {
+        const char *action = json_string_value(json_object_get(e, "action"));
+        moves += action && strcmp(action, "tag.move") == 0 &&
+                 strcmp(json_string_value(json_object_get(e, "tag")), "prod") == 0;
+    }
+    assert_int_equal(moves, 2); /* to v1, then to v2: the put in place is none */
     json_array_foreach(audit, i, e)
     {
         const char *actor = json_string_value(json_object_get(e, "actor"));
