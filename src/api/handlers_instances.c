@@ -65,11 +65,19 @@ int api_handle_instance_update(struct api *api, struct api_request *req, struct 
         err_add_detail(err, "field", json_string("id"));
         goto out;
     }
+    /* for the audit: the revision and scope the update replaced */
+    struct err ignored = ERR_INIT;
+    json_t *before = runtime_instance_snapshot(api->opts.runtime, id, &ignored);
+    err_clear(&ignored);
     rc = runtime_instance_update(api->opts.runtime, id, body, &snap, err);
     if (rc == 0) {
-        api_audit(api, req, "instance.update", json_pack("{s:s, s:O}", "id", id, "spec", body));
+        api_audit(api, req, "instance.update",
+                  json_pack("{s:s, s:{s:O?, s:O?}, s:O}", "id", id, "from", "strategy",
+                            json_object_get(before, "strategy"), "scope",
+                            json_object_get(before, "scope"), "spec", body));
         api_respond_json(res, 200, snap);
     }
+    json_decref(before);
 out:
     json_decref(body);
     return rc;
@@ -340,11 +348,15 @@ int api_handle_provider_update(struct api *api, struct api_request *req, struct 
     }
     if (!body_name)
         json_object_set_new(body, "name", json_string(name));
+    json_t *from = current_request(api, name); /* for the audit: what the update replaced */
     rc = api_provider_put(api, name, body, false, &detail, err);
     if (rc == 0) {
-        api_audit(api, req, "provider.update", json_pack("{s:O}", "spec", body));
+        api_audit(api, req, "provider.update",
+                  json_pack("{s:o, s:O}", "from", from ? from : json_null(), "spec", body));
+        from = NULL;
         api_respond_json(res, 200, detail);
     }
+    json_decref(from);
 out:
     json_decref(body);
     return rc;
@@ -362,10 +374,12 @@ int api_handle_provider_delete(struct api *api, struct api_request *req, struct 
         undo_provider(api, name, previous, PROVIDER_DELETED);
         rc = -1;
     }
-    json_decref(previous);
-    if (rc != 0)
+    if (rc != 0) {
+        json_decref(previous);
         return -1;
-    api_audit(api, req, "provider.delete", json_pack("{s:s}", "name", name));
+    }
+    api_audit(api, req, "provider.delete",
+              json_pack("{s:s, s:o}", "name", name, "from", previous ? previous : json_null()));
     api_respond_json(res, 200, json_pack("{s:s, s:s}", "status", "deleted", "name", name));
     return 0;
 }

@@ -423,6 +423,16 @@ static void test_audit_names_the_token(void **state)
                  strcmp(json_string_value(json_object_get(e, "tag")), "prod") == 0;
     }
     assert_int_equal(moves, 2); /* to v1, then to v2: the put in place is none */
+    /* an update says what it replaced */
+    json_array_foreach(audit, i, e)
+    {
+        const char *action = json_string_value(json_object_get(e, "action"));
+        if (!action || strcmp(action, "instance.update") != 0)
+            continue;
+        assert_string_equal(tu_jstr(e, "from.scope.sim.symbols.0"), "BTC-USDT");
+        assert_string_equal(tu_jstr(e, "from.strategy.selector"), "alpha:prod");
+        assert_string_equal(tu_jstr(e, "spec.scope.sim.symbols.0"), "ETH-USDT");
+    }
     json_array_foreach(audit, i, e)
     {
         const char *actor = json_string_value(json_object_get(e, "actor"));

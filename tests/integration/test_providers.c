@@ -329,6 +329,25 @@ static void test_second_market_at_run_time(void **state)
     assert_string_equal(tu_jstr(gone, "name"), "alt");
     json_decref(gone);
     expect_refused(srv, "GET", "/providers/alt", 404, NULL, NULL);
+    /* the audit log says what the update and the delete replaced */
+    json_t *audit = tu_audit_entries(srv);
+    bool updated = false, deleted = false;
+    size_t k;
+    json_t *e;
+    json_array_foreach(audit, k, e)
+    {
+        const char *action = tu_jstr(e, "action");
+        if (strcmp(action, "provider.update") == 0) {
+            assert_true(json_number_value(tu_jget(e, "from.adapter.config.tickRate")) != 300);
+            assert_true(json_number_value(tu_jget(e, "spec.adapter.config.tickRate")) == 300);
+            updated = true;
+        } else if (strcmp(action, "provider.delete") == 0) {
+            assert_string_equal(tu_jstr(e, "from.name"), "alt");
+            deleted = true;
+        }
+    }
+    assert_true(updated && deleted);
+    json_decref(audit);
     /* an instance of a market that is gone does not start (it would hear
      * nothing); the refusal changes nothing */
     expect_refused(srv, "POST", "/strategy/instances/both-1/start", 400, "scope.alt", "{}");
