@@ -18,7 +18,9 @@ void api_audit(struct api *api, const struct api_request *req, const char *actio
     /* The change is made by now: the entry is only told, and counted */
     if (api->opts.store && store_audit_append(api->opts.store, entry, &err) != 0) {
         atomic_fetch_add(&api->audit_failures, 1);
-        log_error("audit", "cannot append to the audit log: %s", err.message);
+        /* the entry itself goes to the log: the trail can be rebuilt from it */
+        log_json(LOG_LEVEL_ERROR, "audit", "cannot append to the audit log",
+                 json_pack("{s:s, s:O}", "error", err.message, "entry", entry));
         err_clear(&err);
     }
     json_decref(entry);

@@ -228,6 +228,14 @@ static void build_rows(struct rows *w, const char *provider, const struct sim_re
         build_balance(w, provider, i);
 }
 
+/* Orders, executions and balances every writer failed to record. */
+static _Atomic uint64_t records_lost;
+
+uint64_t sim_records_lost(void)
+{
+    return atomic_load_explicit(&records_lost, memory_order_relaxed);
+}
+
 /* Builds and commits one batch (one transaction for the three tables, so
  * one sync), freeing its records. */
 static void write_batch(struct sim_batch *b, struct sim_rec *r)
@@ -242,11 +250,17 @@ static void write_batch(struct sim_batch *b, struct sim_rec *r)
     struct store_rows rows = {w.orders,   w.norders,   w.executions, w.nexecutions,
                               w.balances, w.nbalances, give_way,     b};
     struct err err = ERR_INIT;
-    if (w.failed)
-        log_warn("market", "provider %s: %zu changes not recorded: out of memory", b->provider, n);
-    else if (store_rows_put(b->store, &rows, &err) < 0)
-        log_warn("market", "provider %s: %zu changes not recorded: %s", b->provider, n,
-                 err.message);
+    /* the reports reached the instances; the history lost them: counted, so
+     * that an alert can say so (a full state disk is the likely cause) */
+    if (w.failed) {
+        atomic_fetch_add_explicit(&records_lost, n, memory_order_relaxed);
+        log_error("market", "provider %s: %zu changes not recorded: out of memory", b->provider,
+                  n);
+    } else if (store_rows_put(b->store, &rows, &err) < 0) {
+        atomic_fetch_add_explicit(&records_lost, n, memory_order_relaxed);
+        log_error("market", "provider %s: %zu changes not recorded: %s", b->provider, n,
+                  err.message);
+    }
     err_clear(&err);
     rows_free(&w);
     while (r) {

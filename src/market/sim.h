@@ -308,6 +308,9 @@ struct sim_batch {
  * on failure. `provider` is borrowed for the writer's life. */
 int sim_batch_start(struct sim_batch *b, struct store *store, const char *provider,
                     struct err *err);
+/* How many changes (orders, executions, balances) the writers of every
+ * provider could not record since the process began. Any thread. */
+uint64_t sim_records_lost(void);
 /* The engine's holder. Each copies what it records; out of memory drops
  * the record (logged). They may wait while SIM_WRITER_MAX records are
  * queued, so a submitting thread takes the engine only while the queue is

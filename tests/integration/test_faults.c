@@ -450,6 +450,11 @@ static void test_state_disk_full(void **state)
         json_decref(tu_callf(srv, "PUT", path, 200, "{\"hash\": \"sha256:%s\"}", hex));
     }
     assert_true(tu_metric(srv, "stratd_audit_failures_total") >= 1);
+    /* the entry that could not be written is in the gateway's log */
+    json_t *lost = tu_wait_log(srv, NULL, "cannot append to the audit log", TU_WAIT_S);
+    assert_string_equal(tu_jstr(lost, "entry.action"), "tag.move");
+    assert_string_equal(tu_jstr(lost, "entry.strategy"), "statefull");
+    json_decref(lost);
     json_t *after = instance_ids(srv);
     if (!json_equal(before, after))
         fail_msg("a refused create changed the instance list: %s -> %s",

@@ -5,6 +5,9 @@
  */
 #include "testsink.h"
 
+#include "core/strbuf.h"
+#include "market/sim.h"
+
 /* A store in a temporary state directory and a sink that records the
  * execution reports, for each test. */
 struct fixture {
@@ -247,11 +250,45 @@ static void test_stop_writes_everything_queued(void **state)
     json_decref(execs);
 }
 
+/* Records the store refuses (here a trigger that aborts every insert of an
+ * order, as a full disk would fail the commit) are counted as lost, so that
+ * an alert can fire; the reports reached the sink all the same. */
+static void test_records_the_store_refuses_are_counted(void **state)
+{
+    struct fixture *f = *state;
+    char *out = NULL;
+    int rc = tu_run(&out,
+                    "sqlite3 '%s/stratd.db' \"CREATE TRIGGER refuse BEFORE INSERT ON orders "
+                    "BEGIN SELECT RAISE(ABORT, 'refused'); END;\" 2>&1",
+                    f->dir);
+    if (rc != 0)
+        fail_msg("sqlite3: %s", out ? out : "");
+    free(out);
+    uint64_t before = sim_records_lost();
+    struct market *m = market_new(tsink_sink(&f->sink), f->store);
+    tmarket_create(m, "lossy", "{\"symbols\": [\"BTC-USDT\"], \"tickRate\": 0}", true);
+    struct order_request r =
+        tmarket_order("lossy", "BTC-USDT", SIDE_BUY, ORDER_MARKET, 0.0001, 0, "gone");
+    r.dry_run = true;
+    tmarket_submit(m, &r);
+    assert_true(tsink_wait_exec(&f->sink, "gone", EXEC_FILLED, 5000));
+    market_free(m); /* writes, or fails to write, what is queued */
+    assert_true(sim_records_lost() > before);
+    struct strbuf text = STRBUF_INIT;
+    m = market_new(tsink_sink(&f->sink), NULL);
+    market_metrics_write(m, &text);
+    market_free(m);
+    assert_non_null(strstr(strbuf_cstr(&text), "\nstratd_history_records_lost_total "));
+    strbuf_release(&text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_records_reach_the_store, fixture_open, fixture_close),
         cmocka_unit_test_setup_teardown(test_batches_flush_while_running, fixture_open,
+                                        fixture_close),
+        cmocka_unit_test_setup_teardown(test_records_the_store_refuses_are_counted, fixture_open,
                                         fixture_close),
         cmocka_unit_test_setup_teardown(test_stop_writes_everything_queued, fixture_open,
                                         fixture_close),
