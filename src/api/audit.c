@@ -2,6 +2,7 @@
 #include "api/internal.h"
 #include "api/views.h"
 
+#include "core/clock.h"
 #include "core/log.h"
 
 #include <string.h>
@@ -18,6 +19,7 @@ void api_audit(struct api *api, const struct api_request *req, const char *actio
     /* The change is made by now: the entry is only told, and counted */
     if (api->opts.store && store_audit_append(api->opts.store, entry, &err) != 0) {
         atomic_fetch_add(&api->audit_failures, 1);
+        atomic_store(&api->audit_failed_ms, clock_wall_ms());
         /* the entry itself goes to the log: the trail can be rebuilt from it */
         log_json(LOG_LEVEL_ERROR, "audit", "cannot append to the audit log",
                  json_pack("{s:s, s:O}", "error", err.message, "entry", entry));

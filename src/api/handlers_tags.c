@@ -2,6 +2,7 @@
 #include "api/internal.h"
 #include "api/views.h"
 
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/hash.h"
 #include "core/jsonutil.h"
@@ -263,13 +264,52 @@ int api_handle_refresh(struct api *api, struct api_request *req, struct api_resp
     return rc;
 }
 
+/* Failures this recent make the gateway "degraded". */
+#define HEALTH_WINDOW_MS 60000
+
+static void add_problem(json_t *problems, int64_t at_ms, int64_t now_ms, const char *what)
+{
+    if (at_ms > 0 && now_ms - at_ms < HEALTH_WINDOW_MS)
+        json_array_append_new(problems, json_sprintf("%s %llds ago", what,
+                                                     (long long)((now_ms - at_ms) / 1000)));
+}
+
+/* Up is 200 always (a liveness probe); `status` says whether it is fit to
+ * take changes: "degraded", with the problems, when the state disk refused
+ * a write, the audit log or the history lost something in the last minute,
+ * or a worker does not keep up with its events. */
 int api_handle_healthz(struct api *api, struct api_request *req, struct api_response *res,
                        struct err *err)
 {
-    (void)api;
     (void)req;
     (void)err;
-    api_respond_json(res, 200, json_pack("{s:s}", "status", "ok"));
+    json_t *problems = json_array();
+    int64_t now = clock_wall_ms();
+    bool full = false;
+    int64_t store_at = store_last_write_failure_ms(api->opts.store, &full);
+    add_problem(problems, store_at, now,
+                full ? "the state disk was full: a write of the state database was refused"
+                     : "a write of the state database failed");
+    add_problem(problems, atomic_load(&api->audit_failed_ms), now,
+                "an audit entry could not be written");
+    add_problem(problems, market_history_lost_ms(), now,
+                "orders or executions could not be written to the history");
+    int worker = 0;
+    size_t capacity = 0;
+    size_t deepest =
+        api->opts.runtime ? runtime_deepest_queue(api->opts.runtime, &worker, &capacity) : 0;
+    if (capacity > 0 && deepest > capacity / 2)
+        json_array_append_new(problems,
+                              json_sprintf("worker %d holds %zu of %zu queued messages: it does "
+                                           "not keep up with its events",
+                                           worker, deepest, capacity));
+    bool ok = json_array_size(problems) == 0;
+    json_t *body = json_pack("{s:s}", "status", ok ? "ok" : "degraded");
+    if (ok)
+        json_decref(problems);
+    else
+        json_object_set_new(body, "problems", problems);
+    api_respond_json(res, 200, body);
     return 0;
 }
 

@@ -161,6 +161,11 @@ int market_load_risk(struct market *m, struct err *err)
     return risk_load(m->risk, m->store, err);
 }
 
+int64_t market_history_lost_ms(void)
+{
+    return sim_records_lost_ms();
+}
+
 static void provider_clear(struct provider *p)
 {
     pthread_mutex_lock(&p->session_lock);

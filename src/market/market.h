@@ -73,6 +73,10 @@ struct market *market_new(struct event_sink sink, struct store *store);
  * cannot be read or no longer validate (see risk_load): a gateway must not
  * start trading without the limits its operator set. Main thread. */
 int market_load_risk(struct market *m, struct err *err);
+/* When a provider last failed to write orders, executions or balances to
+ * the history (wall-clock ms, 0 if never): for readiness checks. Any
+ * thread. */
+int64_t market_history_lost_ms(void);
 /* Stops every provider thread and frees everything. */
 void market_free(struct market *m);
 

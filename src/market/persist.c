@@ -228,12 +228,25 @@ static void build_rows(struct rows *w, const char *provider, const struct sim_re
         build_balance(w, provider, i);
 }
 
-/* Orders, executions and balances every writer failed to record. */
+/* Orders, executions and balances every writer failed to record, and when
+ * the last of them was lost (wall-clock ms). */
 static _Atomic uint64_t records_lost;
+static _Atomic int64_t records_lost_ms;
 
 uint64_t sim_records_lost(void)
 {
     return atomic_load_explicit(&records_lost, memory_order_relaxed);
+}
+
+int64_t sim_records_lost_ms(void)
+{
+    return atomic_load_explicit(&records_lost_ms, memory_order_relaxed);
+}
+
+static void count_lost(size_t n)
+{
+    atomic_fetch_add_explicit(&records_lost, n, memory_order_relaxed);
+    atomic_store_explicit(&records_lost_ms, clock_wall_ms(), memory_order_relaxed);
 }
 
 /* Builds and commits one batch (one transaction for the three tables, so
@@ -253,11 +266,11 @@ static void write_batch(struct sim_batch *b, struct sim_rec *r)
     /* the reports reached the instances; the history lost them: counted, so
      * that an alert can say so (a full state disk is the likely cause) */
     if (w.failed) {
-        atomic_fetch_add_explicit(&records_lost, n, memory_order_relaxed);
+        count_lost(n);
         log_error("market", "provider %s: %zu changes not recorded: out of memory", b->provider,
                   n);
     } else if (store_rows_put(b->store, &rows, &err) < 0) {
-        atomic_fetch_add_explicit(&records_lost, n, memory_order_relaxed);
+        count_lost(n);
         log_error("market", "provider %s: %zu changes not recorded: %s", b->provider, n,
                   err.message);
     }

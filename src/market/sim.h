@@ -311,6 +311,8 @@ int sim_batch_start(struct sim_batch *b, struct store *store, const char *provid
 /* How many changes (orders, executions, balances) the writers of every
  * provider could not record since the process began. Any thread. */
 uint64_t sim_records_lost(void);
+/* When the last of them was lost: wall-clock ms, 0 if none. */
+int64_t sim_records_lost_ms(void);
 /* The engine's holder. Each copies what it records; out of memory drops
  * the record (logged). They may wait while SIM_WRITER_MAX records are
  * queued, so a submitting thread takes the engine only while the queue is

@@ -121,3 +121,18 @@ void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
     write_polls(rt, out);
     write_vm_sources(rt, out);
 }
+
+size_t runtime_deepest_queue(struct runtime *rt, int *worker, size_t *capacity)
+{
+    size_t deepest = 0;
+    *worker = 0;
+    for (int i = 0; i < rt->nworkers; i++) {
+        size_t depth = worker_queue_depth(&rt->workers[i]);
+        if (depth > deepest) {
+            deepest = depth;
+            *worker = i;
+        }
+    }
+    *capacity = rt->queue_capacity;
+    return deepest;
+}

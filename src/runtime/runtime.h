@@ -239,6 +239,10 @@ json_t *runtime_instances_pinning(struct runtime *rt, const char *strategy, cons
                                   bool include_stopped);
 /* Number of running instances per revision, for listings and metrics. */
 int runtime_running_count(struct runtime *rt, const char *strategy, const char *hex);
+/* The deepest worker queue (messages waiting), which worker holds it and
+ * the queues' capacity: a readiness check's view of a worker that does not
+ * keep up. Any thread; a moment's reading. */
+size_t runtime_deepest_queue(struct runtime *rt, int *worker, size_t *capacity);
 
 /* The catalog guard: refuses deleting a revision (or a whole strategy when
  * hex is NULL) that a running instance pins (ERR_CONFLICT,

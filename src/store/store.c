@@ -4,6 +4,7 @@
  */
 #include "store/store_internal.h"
 
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/jsonutil.h"
 #include "core/log.h"
@@ -64,8 +65,23 @@ int store__fail(struct store *s, int rc, struct err *err, const char *fmt, ...)
     va_end(ap);
     const char *reason = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
     int sys_errno = s->db ? sqlite3_system_errno(s->db) : 0;
-    err_set(err, store__error_kind(rc, sys_errno), "%s: %s", what, reason);
+    enum err_kind kind = store__error_kind(rc, sys_errno);
+    err_set(err, kind, "%s: %s", what, reason);
+    int primary = rc & 0xff;
+    if (primary == SQLITE_FULL || primary == SQLITE_IOERR || primary == SQLITE_READONLY) {
+        atomic_store(&s->write_failure_kind, (int)kind);
+        atomic_store(&s->write_failed_ms, clock_wall_ms());
+    }
     return -1;
+}
+
+int64_t store_last_write_failure_ms(struct store *store, bool *no_space)
+{
+    if (!store)
+        return 0;
+    if (no_space)
+        *no_space = atomic_load(&store->write_failure_kind) == (int)ERR_NO_SPACE;
+    return atomic_load(&store->write_failed_ms);
 }
 
 /* ---------------------------------------------------------- statements */

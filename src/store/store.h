@@ -114,6 +114,11 @@ int store_instance_list(struct store *store, json_t **out, struct err *err);
 /* ---- usage per {strategy, hash} ----
  * firstSeen is set on the first touch, lastSeen on every touch (it never
  * moves backwards if now_ms does). */
+/* When the disk last refused one of the store's writes (full, an I/O
+ * error, read-only): wall-clock ms, 0 if it never did; *no_space (may be
+ * NULL) says whether it was full. For readiness checks. Any thread. */
+int64_t store_last_write_failure_ms(struct store *store, bool *no_space);
+
 int store_usage_touch(struct store *store, const char *strategy, const char *hex, int64_t now_ms,
                       struct err *err);
 int store_usage_forget(struct store *store, const char *strategy, const char *hex, struct err *err);

@@ -70,6 +70,10 @@ struct store__sync_hist {
 };
 
 struct store {
+    /* the wall-clock ms of the last write the disk refused (full, I/O
+     * error, read-only), 0 if none; its kind (ERR_NO_SPACE or another) */
+    _Atomic int64_t write_failed_ms;
+    atomic_int write_failure_kind;
     pthread_mutex_t lock;
     atomic_int lock_waiters; /* threads inside store__lock, not yet holding it */
     bool lock_ready;

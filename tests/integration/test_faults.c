@@ -450,6 +450,14 @@ static void test_state_disk_full(void **state)
         json_decref(tu_callf(srv, "PUT", path, 200, "{\"hash\": \"sha256:%s\"}", hex));
     }
     assert_true(tu_metric(srv, "stratd_audit_failures_total") >= 1);
+    /* readiness says so: up (200), degraded, and why */
+    json_t *health = tu_get_json(srv, 200, "/healthz");
+    assert_string_equal(tu_jstr(health, "status"), "degraded");
+    char *problems = json_dumps(tu_jget(health, "problems"), JSON_COMPACT);
+    if (!strstr(problems, "state disk was full") || !strstr(problems, "audit entry"))
+        fail_msg("/healthz problems: %s", problems);
+    free(problems);
+    json_decref(health);
     /* the entry that could not be written is in the gateway's log */
     json_t *lost = tu_wait_log(srv, NULL, "cannot append to the audit log", TU_WAIT_S);
     assert_string_equal(tu_jstr(lost, "entry.action"), "tag.move");
@@ -491,6 +499,10 @@ static void test_state_disk_full(void **state)
         fail_msg("integrity_check after the full disk: %s", out);
     free(out);
     tu_server_restart(srv, &opts);
+    health = tu_get_json(srv, 200, "/healthz");
+    assert_string_equal(tu_jstr(health, "status"), "ok");
+    assert_null(json_object_get(health, "problems"));
+    json_decref(health);
     snap = tu_get_json(srv, 200, "/strategy/instances/later");
     json_decref(snap);
     snap = tu_get_json(srv, 200, "/strategy/instances/keep");
