@@ -360,8 +360,11 @@ static const struct api_route *match_route(struct api_request *req, struct api_r
 static void dispatch(struct api *api, struct api_request *req, struct api_response *res)
 {
     req->route = "unmatched";
-    if (refuse_early(api, req, res))
+    /* refused before any route was looked at: the labels say which way */
+    if (refuse_early(api, req, res)) {
+        req->route = req->over_capacity ? "overCapacity" : "refusedEarly";
         return;
+    }
     struct err err = ERR_INIT;
     if (req->path_too_deep) {
         identify(api, req);

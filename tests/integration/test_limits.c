@@ -473,8 +473,12 @@ static void check_connection_limit(struct tu_server *srv, unsigned limit)
         free(url);
         long got = rc == 0 ? res.status : 0;
         tu_response_free(&res);
-        if (got == 200)
+        if (got == 200) {
+            /* the refusals were counted as such, not as unknown routes */
+            assert_true(tu_metric(srv, "stratd_http_requests_total{route=\"overCapacity\","
+                                       "method=\"GET\",status=\"503\"}") >= 3);
             return;
+        }
         sleep_ms(50);
     }
     fail_msg("the server did not serve again after the connections closed");
