@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,10 +29,17 @@ void hash_sha256_hex(const void *data, size_t len, char hex[HASH_HEX_LEN + 1])
 
 int hash_file_sha256(const char *path, char hex[HASH_HEX_LEN + 1], uint64_t *size, struct err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* never blocking on a FIFO in a file's place: refused below instead */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         err_set_errno(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_INTERNAL, errno, "cannot open %s",
                       path);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        err_set(err, ERR_INVALID, "%s is not a regular file", path);
         return -1;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();

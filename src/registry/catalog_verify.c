@@ -114,18 +114,21 @@ static void carry_over(struct verify_job *job)
 
 /* Opens the revision file relative to the root (or by its full path when
  * the root could not be opened) and reads it whole. *id is taken before
- * reading, so it never describes newer bytes than the ones returned. */
+ * reading, so it never describes newer bytes than the ones returned. Never
+ * blocking: a FIFO in a revision's place (or a link to one) would hold the
+ * open until a writer came, and with it the start or a refresh; it is
+ * refused as not a regular file instead. */
 static int open_revision(const struct verify_run *run, const struct verify_job *job,
                          const char *rel)
 {
     if (run->root_fd >= 0)
-        return openat(run->root_fd, rel, O_RDONLY | O_CLOEXEC);
+        return openat(run->root_fd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     char *path = catalog__file_path(run->cat, job->name, job->hex);
     if (!path) {
         errno = ENOMEM;
         return -1;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     free(path);
     return fd;
 }

@@ -819,7 +819,35 @@ static void test_corrupted_files_reported_invalid(void **state)
     if (invalid != 2)
         fail_msg("expected 2 revisions shown invalid: %s", json_dumps(m, JSON_COMPACT));
     json_decref(m);
+
+    /* A FIFO in a revision's place (or a link to one) is refused as not a
+     * regular file: its open blocked until a writer came, holding a refresh,
+     * the start and the shutdown */
+    char *d = tu_module_source("corrupt", "v4", "onTrade() { return 4; },");
+    char hd[65];
+    tu_upload_expect(srv, d, NULL, 201, hd);
+    char *fifo = tu_path("%s/corrupt/%s/corrupt.js", srv->strategies_dir, hd);
+    assert_int_equal(unlink(fifo), 0);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    tu_send(srv, &res, "POST", "/strategies/refresh", "{}");
+    tu_assert_status(&res, 200);
+    bool seen_d = false;
+    json_array_foreach(json_object_get(res.json, "problems"), i, p)
+    {
+        const char *h = json_string_value(json_object_get(p, "hash"));
+        if (h && strstr(h, hd)) {
+            seen_d = true;
+            assert_non_null(strstr(tu_jstr(p, "message"), "not a regular file"));
+        }
+    }
+    assert_true(seen_d);
+    tu_response_free(&res);
     tu_server_stop(srv);
+    tu_server_restart(srv, NULL); /* listens: the start reads past it too */
+    json_decref(tu_get_json(srv, 200, "/healthz"));
+    tu_server_stop(srv);
+    free(fifo);
+    free(d);
     free(fb);
     free(fc);
     free(tampered);
