@@ -254,9 +254,64 @@ static bool rate_admit(struct api *api, const struct api_request *req, unsigned 
 /* 401 without a valid token (on every route but the open ones, and also on
  * routes that do not exist), 429 over the rate limit. The role check (403)
  * comes after routing, in dispatch. */
+/* Whether `host` (a Host header's or an origin's, port and brackets
+ * included) names this machine's loopback. */
+static bool loopback_host(const char *host, size_t len)
+{
+    const char *end = host + len;
+    const char *colon = NULL;
+    if (len > 0 && host[0] == '[') {
+        const char *close = memchr(host, ']', len);
+        return close && (size_t)(close - host) == 4 && memcmp(host, "[::1]", 5) == 0 &&
+               (close + 1 == end || close[1] == ':');
+    }
+    colon = memchr(host, ':', len);
+    size_t name = colon ? (size_t)(colon - host) : len;
+    return (name == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+           (name >= 4 && strncmp(host, "127.", 4) == 0 &&
+            strspn(host, "0123456789.") == name);
+}
+
+/* With no tokens the API is every local client's, which a web page is not:
+ * a browser can post to 127.0.0.1 from any site (its Origin says which),
+ * and a name that resolves to 127.0.0.1 after a page loaded lets that page
+ * read the answers too (its Host says which). Either is refused. Clients
+ * such as curl send neither an Origin nor a foreign Host. */
+static bool foreign_caller(const struct api *api, const struct api_request *req,
+                           const char **what)
+{
+    if (api->opts.ntokens > 0)
+        return false;
+    const char *host = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Host");
+    if (host && !loopback_host(host, strlen(host))) {
+        *what = "Host";
+        return true;
+    }
+    const char *origin = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Origin");
+    if (!origin)
+        return false;
+    const char *sep = strstr(origin, "://");
+    *what = "Origin";
+    if (!sep || (strncmp(origin, "http", (size_t)(sep - origin)) != 0 &&
+                 strncmp(origin, "https", (size_t)(sep - origin)) != 0))
+        return true;
+    const char *at = sep + 3;
+    return !loopback_host(at, strcspn(at, "/"));
+}
+
 static int admit(struct api *api, struct api_request *req, struct api_response *res,
                  struct err *err)
 {
+    const char *what = NULL;
+    if (foreign_caller(api, req, &what)) {
+        err_set(err, ERR_FORBIDDEN,
+                "refused: the request's %s is not this machine's loopback; with no auth.tokens the "
+                "API serves only local clients, not web pages or other hosts (configure tokens to "
+                "serve them)",
+                what);
+        err_add_detail(err, "header", json_string(what));
+        return -1;
+    }
     if (strcmp(req->route, "/healthz") == 0)
         return 0;
     bool open = is_open_route(api, req->route);

@@ -576,6 +576,65 @@ static int run_serve_to_exit(const char *root, const char *listen, const char *c
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* Sends with one extra header; returns the status. */
+static long send_with_header(struct tu_server *srv, const char *method, const char *path,
+                             const char *header, const char *body)
+{
+    const char *headers[] = {header, NULL};
+    struct tu_request_options o = {
+        .body = body, .body_len = body ? strlen(body) : 0, .headers = headers};
+    struct tu_response res;
+    tu_request(srv, &res, method, path, &o);
+    long status = res.status;
+    if (status == 403 && !strstr(tu_jstr(res.json, "error"), "loopback"))
+        fail_msg("%s %s with %s: a 403 that does not say why: %s", method, path, header, res.body);
+    tu_response_free(&res);
+    return status;
+}
+
+/* Without tokens the API is the local clients': a web page posting from
+ * another site (its Origin) or through a name rebound to 127.0.0.1 (its
+ * Host) is refused and changes nothing; this machine's own origins and
+ * clients that send neither pass. With tokens, the token decides. */
+static void test_web_pages_refused_without_tokens(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *src = tu_module_source("alpha", "v1", NULL);
+    free(tu_upload_hash(srv, src));
+    free(src);
+    const char *spec = "{\"id\": \"csrf\", \"strategy\": {\"selector\": \"alpha\"}, "
+                       "\"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}";
+    char *rebound = tu_path("Host: evil.example:%d", srv->port);
+    assert_int_equal(send_with_header(srv, "POST", "/strategy/instances",
+                                      "Origin: http://evil.example", spec),
+                     403);
+    assert_int_equal(send_with_header(srv, "POST", "/strategy/instances", rebound, spec), 403);
+    assert_int_equal(send_with_header(srv, "GET", "/strategies", rebound, NULL), 403);
+    assert_int_equal(send_with_header(srv, "POST", "/strategy/instances", "Origin: null", spec),
+                     403);
+    json_decref(tu_get_json(srv, 404, "/strategy/instances/csrf"));
+    char *own = tu_path("Origin: http://localhost:%d", srv->port);
+    assert_int_equal(send_with_header(srv, "POST", "/strategy/instances", own, spec), 201);
+    free(own);
+    own = tu_path("Host: [::1]:%d", srv->port);
+    assert_int_equal(send_with_header(srv, "GET", "/strategies", own, NULL), 200);
+    free(own);
+    tu_server_stop(srv);
+
+    start_with_tokens(srv, false);
+    char *auth = tu_path("Authorization: Bearer %s", READ_SECRET);
+    const char *headers[] = {auth, "Origin: http://dashboard.example", rebound, NULL};
+    struct tu_request_options o = {.headers = headers};
+    struct tu_response res;
+    tu_request(srv, &res, "GET", "/strategies", &o);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
+    free(auth);
+    free(rebound);
+    tu_server_stop(srv);
+}
+
 static void test_refuses_wildcard_without_tokens(void **state)
 {
     (void)state;
@@ -637,6 +696,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secrets_never_logged, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_open_on_loopback_without_tokens, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_web_pages_refused_without_tokens, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test(test_refuses_wildcard_without_tokens),
         cmocka_unit_test_setup_teardown(test_listens_on_wildcard_with_tokens, tu_server_setup,
