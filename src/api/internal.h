@@ -44,6 +44,9 @@ struct api_request {
      * inside it leaves more of the request line before the version */
     uintptr_t target_end;
     bool nul_in_target;
+    /* framing two parsers could read two ways (a request smuggled past a
+     * proxy): why, or NULL */
+    const char *bad_framing;
     bool headers_too_large; /* request line + headers over the limit */
     bool over_capacity;     /* the connection is over max_connections */
     bool answered;          /* a response is queued */

@@ -365,6 +365,8 @@ static bool refuse_early(struct api *api, struct api_request *req, struct api_re
                 l->max_connections);
         err_add_detail(&err, "limit", json_integer((json_int_t)l->max_connections));
         snprintf(res->retry_after, sizeof res->retry_after, "1");
+    } else if (req->bad_framing) {
+        err_set(&err, ERR_INVALID, "%s", req->bad_framing);
     } else if (req->nul_in_target) {
         err_set(&err, ERR_INVALID,
                 "the request target holds a NUL byte, which would end every name and selector "
@@ -639,6 +641,53 @@ static bool nul_in_target(const struct api *api, const struct api_request *req, 
            v - req->target_end <= api->opts.limits.max_url_bytes + 1;
 }
 
+/* What the headers say about the message's framing and its host. */
+struct framing {
+    unsigned content_lengths, hosts, transfer_encodings;
+    const char *content_length;
+    bool lengths_differ, spaced_name;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (f->content_lengths++ > 0 && strcmp(f->content_length, value ? value : "") != 0)
+            f->lengths_differ = true;
+        f->content_length = value ? value : "";
+    } else if (strcasecmp(key, "Host") == 0) {
+        f->hosts++;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->transfer_encodings++;
+    }
+    if (strpbrk(key, " \t"))
+        f->spaced_name = true;
+    return MHD_YES;
+}
+
+/* Framing that two parsers could read two ways: a proxy in front that
+ * frames by the other rule forwards one request where the gateway would
+ * run two, the second past the proxy's own checks (RFC 9112 says reject or
+ * close). Refused, and the connection closed. NULL when there is none. */
+static const char *framing_problem(struct MHD_Connection *conn, const char *version)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.lengths_differ)
+        return "two Content-Length fields that differ: the body's length is unclear";
+    if (f.transfer_encodings > 0 && f.content_lengths > 0)
+        return "both Transfer-Encoding and Content-Length: the body's length is unclear";
+    if (f.spaced_name)
+        return "a header name with white space in it (as before its colon)";
+    if (f.hosts > 1)
+        return "more than one Host field";
+    if (f.hosts == 0 && version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        return "an HTTP/1.1 request without a Host field";
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -662,10 +711,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             req->over_capacity = true;
         else if (nul_in_target(api, req, version))
             req->nul_in_target = true;
-        else if (!req->url_too_long && header_bytes(conn, method, req->raw_uri, version) >
-                                           api->opts.limits.max_header_bytes)
+        else
+            req->bad_framing = framing_problem(conn, version);
+        bool refused = req->over_capacity || req->nul_in_target || req->bad_framing;
+        if (!refused && !req->url_too_long &&
+            header_bytes(conn, method, req->raw_uri, version) > api->opts.limits.max_header_bytes)
             req->headers_too_large = true;
-        if (req->over_capacity || req->nul_in_target || req->url_too_long || req->headers_too_large)
+        if (req->over_capacity || req->nul_in_target || req->bad_framing || req->url_too_long ||
+            req->headers_too_large)
             return answer(api, req);
         unsigned long long announced = content_length(conn);
         size_t limit = api->opts.limits.max_body_bytes;

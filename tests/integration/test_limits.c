@@ -748,6 +748,53 @@ static long get_as(struct tu_server *srv, struct tu_response *res, const char *p
     return res->status;
 }
 
+/* Framing two parsers could read two ways (a request smuggled past a
+ * proxy that frames by the other rule) is a 400 and the connection closes:
+ * one answer, the bytes after it never run as a request. */
+static void test_ambiguous_framing_refused(void **state)
+{
+    struct tu_server *srv = *state;
+    char *yaml = rate_config(NULL);
+    start(srv, yaml);
+    free(yaml);
+    char *auth = tu_path("Authorization: Bearer %s\r\n", SECRET_A);
+    static const char tail[] = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    static const struct {
+        const char *head, *body, *says;
+    } cases[] = {
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n"
+         "Content-Length: 40\r\n",
+         "{}", "two Content-Length"},
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+         "Transfer-Encoding: chunked\r\n",
+         "0\r\n\r\n", "both Transfer-Encoding and Content-Length"},
+        {"GET /strategies HTTP/1.1\r\n", "", "without a Host"},
+        {"GET /strategies HTTP/1.1\r\nHost: localhost\r\nHost: other\r\n", "",
+         "more than one Host"},
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n",
+         "2\r\n{}\r\n0\r\n\r\n", "white space"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = raw_connect(srv);
+        raw_send(fd, cases[i].head, strlen(cases[i].head));
+        raw_send(fd, auth, strlen(auth));
+        raw_send(fd, "\r\n", 2);
+        raw_send(fd, cases[i].body, strlen(cases[i].body));
+        raw_send(fd, tail, sizeof tail - 1);
+        char *res = raw_response(fd, 30000);
+        if (status_of(res) != 400 || !strstr(res, cases[i].says))
+            fail_msg("case %zu: expected a 400 saying '%s', got: %.300s", i, cases[i].says,
+                     res ? res : "(nothing)");
+        free(res);
+        if (wait_closed(fd, 30000) < 0)
+            fail_msg("case %zu: the connection stayed open after the refusal", i);
+        close(fd);
+    }
+    free(auth);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
 static void test_rate_limit_off_by_default(void **state)
 {
     struct tu_server *srv = *state;
@@ -915,6 +962,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stalled_clients_are_dropped_and_block_nobody,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_idle_timeout_default, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_ambiguous_framing_refused, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_off_by_default, tu_server_setup,
                                         tu_server_teardown),
