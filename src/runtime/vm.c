@@ -1440,6 +1440,14 @@ static int choose_events(struct vm *vm, JSValueConst env, struct err *err)
         if (not_declared(vm->plan->events, wanted, err) != 0)
             return -1;
         mask &= wanted;
+    } else if (!JS_IsUndefined(fn) && !JS_IsNull(fn)) {
+        /* a list where a function belongs would narrow nothing, unsaid */
+        err_set(err, ERR_UNPROCESSABLE,
+                "subscribedEvents is %s, not a function returning event names",
+                value_kind(ctx, fn));
+        err_add_detail(err, "stage", json_string("subscribedEvents"));
+        JS_FreeValue(ctx, fn);
+        return -1;
     } else {
         JS_FreeValue(ctx, fn);
     }

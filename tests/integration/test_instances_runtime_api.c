@@ -197,6 +197,16 @@ static void test_subscribed_event_must_be_declared(void **state)
     assert_string_equal(tu_jstr(snap, "lastError.handler"), "create");
     assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "Ticker"));
     json_decref(snap);
+    /* a list where the function belongs would narrow nothing: refused too */
+    src = tu_strategy_source("listed", "['Trade', 'Ticker']", "[]", "",
+                             "subscribedEvents: ['Trade'],\n"
+                             "onTrade() {},");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_decref(tu_instance_create(srv, "listed", "listed", NULL, NULL, NULL));
+    err = tu_call(srv, "POST", "/strategy/instances/listed/start", 422, "{}");
+    assert_non_null(strstr(tu_jstr(err, "error"), "subscribedEvents is an array, not a function"));
+    json_decref(err);
     tu_server_stop(srv);
 }
 
