@@ -270,8 +270,8 @@ int api_handle_refresh(struct api *api, struct api_request *req, struct api_resp
 static void add_problem(json_t *problems, int64_t at_ms, int64_t now_ms, const char *what)
 {
     if (at_ms > 0 && now_ms - at_ms < HEALTH_WINDOW_MS)
-        json_array_append_new(problems, json_sprintf("%s %llds ago", what,
-                                                     (long long)((now_ms - at_ms) / 1000)));
+        json_array_append_new(
+            problems, json_sprintf("%s %llds ago", what, (long long)((now_ms - at_ms) / 1000)));
 }
 
 /* Up is 200 always (a liveness probe); `status` says whether it is fit to

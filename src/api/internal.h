@@ -119,12 +119,12 @@ struct api {
     struct metrics_family *validation_failures;
     struct api_latency *latency; /* request durations (latency.c) */
     pthread_mutex_t audit_lock;
-    atomic_ullong audit_failures;   /* entries that could not be written */
+    atomic_ullong audit_failures;    /* entries that could not be written */
     _Atomic int64_t audit_failed_ms; /* when the last of them failed (wall clock) */
-    struct views_cache *views;      /* module summaries as text, per catalogue generation */
-    struct pages *pages;            /* whole listing pages (pages.h) */
-    struct js_validator *validator; /* uploads' sandboxes, built ahead (validate.h) */
-    struct offload *offload;        /* runs the handlers that may block (offload.h) */
+    struct views_cache *views;       /* module summaries as text, per catalogue generation */
+    struct pages *pages;             /* whole listing pages (pages.h) */
+    struct js_validator *validator;  /* uploads' sandboxes, built ahead (validate.h) */
+    struct offload *offload;         /* runs the handlers that may block (offload.h) */
 };
 
 /* routes.c */

@@ -268,8 +268,7 @@ static bool loopback_host(const char *host, size_t len)
     colon = memchr(host, ':', len);
     size_t name = colon ? (size_t)(colon - host) : len;
     return (name == 9 && strncasecmp(host, "localhost", 9) == 0) ||
-           (name >= 4 && strncmp(host, "127.", 4) == 0 &&
-            strspn(host, "0123456789.") == name);
+           (name >= 4 && strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == name);
 }
 
 /* With no tokens the API is every local client's, which a web page is not:
@@ -277,8 +276,7 @@ static bool loopback_host(const char *host, size_t len)
  * and a name that resolves to 127.0.0.1 after a page loaded lets that page
  * read the answers too (its Host says which). Either is refused. Clients
  * such as curl send neither an Origin nor a foreign Host. */
-static bool foreign_caller(const struct api *api, const struct api_request *req,
-                           const char **what)
+static bool foreign_caller(const struct api *api, const struct api_request *req, const char **what)
 {
     if (api->opts.ntokens > 0)
         return false;

@@ -3,10 +3,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void to_hex(const unsigned char *digest, char hex[HASH_HEX_LEN + 1])

@@ -267,8 +267,7 @@ static void write_batch(struct sim_batch *b, struct sim_rec *r)
      * that an alert can say so (a full state disk is the likely cause) */
     if (w.failed) {
         count_lost(n);
-        log_error("market", "provider %s: %zu changes not recorded: out of memory", b->provider,
-                  n);
+        log_error("market", "provider %s: %zu changes not recorded: out of memory", b->provider, n);
     } else if (store_rows_put(b->store, &rows, &err) < 0) {
         count_lost(n);
         log_error("market", "provider %s: %zu changes not recorded: %s", b->provider, n,

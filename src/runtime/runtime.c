@@ -1627,8 +1627,7 @@ int rtx_stop_vm(struct runtime *rt, struct instance *inst, struct err *err)
     return cmd.was_running ? 1 : 0;
 }
 
-int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *changed,
-                                 struct err *err)
+int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *changed, struct err *err)
 {
     if (changed)
         *changed = false;

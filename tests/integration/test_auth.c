@@ -374,7 +374,8 @@ static void test_audit_names_the_token(void **state)
         call_json(srv, "POST", "/strategy/instances/inst-1/start", DEPLOY_SECRET, NULL, 200));
     /* requests that change nothing leave no entry: a start of a running
      * instance, a tag put where it is */
-    json_decref(call_json(srv, "POST", "/strategy/instances/inst-1/start", ADMIN_SECRET, NULL, 200));
+    json_decref(
+        call_json(srv, "POST", "/strategy/instances/inst-1/start", ADMIN_SECRET, NULL, 200));
     body = tu_path("{\"hash\": \"sha256:%s\"}", h1);
     expect(srv, "PUT", "/strategies/modules/alpha/tags/prod", ADMIN_SECRET, body, 200);
     free(body);
@@ -386,7 +387,8 @@ static void test_audit_names_the_token(void **state)
                                 "{\"strategies\": [\"alpha:prod\"]}", 200);
     json_decref(refresh);
     json_decref(call_json(srv, "POST", "/strategy/instances/inst-1/stop", ADMIN_SECRET, NULL, 200));
-    json_decref(call_json(srv, "POST", "/strategy/instances/inst-1/stop", DEPLOY_SECRET, NULL, 200));
+    json_decref(
+        call_json(srv, "POST", "/strategy/instances/inst-1/stop", DEPLOY_SECRET, NULL, 200));
     const char *update = "{\"strategy\": {\"selector\": \"alpha:prod\", \"config\": {}}, "
                          "\"scope\": {\"sim\": {\"symbols\": [\"ETH-USDT\"]}}}";
     json_decref(call_json(srv, "PUT", "/strategy/instances/inst-1", DEPLOY_SECRET, update, 200));
@@ -606,9 +608,9 @@ static void test_web_pages_refused_without_tokens(void **state)
     const char *spec = "{\"id\": \"csrf\", \"strategy\": {\"selector\": \"alpha\"}, "
                        "\"scope\": {\"sim\": {\"symbols\": [\"BTC-USDT\"]}}}";
     char *rebound = tu_path("Host: evil.example:%d", srv->port);
-    assert_int_equal(send_with_header(srv, "POST", "/strategy/instances",
-                                      "Origin: http://evil.example", spec),
-                     403);
+    assert_int_equal(
+        send_with_header(srv, "POST", "/strategy/instances", "Origin: http://evil.example", spec),
+        403);
     assert_int_equal(send_with_header(srv, "POST", "/strategy/instances", rebound, spec), 403);
     assert_int_equal(send_with_header(srv, "GET", "/strategies", rebound, NULL), 403);
     assert_int_equal(send_with_header(srv, "POST", "/strategy/instances", "Origin: null", spec),

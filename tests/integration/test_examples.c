@@ -420,8 +420,8 @@ static void test_examples_trade_on_after_a_refused_order(void **state)
     json_decref(lines_starting(srv, "grid-r", "grid order refused ", 4));
     tu_set_kill_switch(srv, false);
     json_decref(lines_starting(srv, "mom-r", "momentum buy BTC-USDT ", 1));
-    json_decref(tu_wait_list(srv, "/strategy/instances/grid-r/orders?state=acknowledged",
-                             "orders", 4, TU_WAIT_S));
+    json_decref(tu_wait_list(srv, "/strategy/instances/grid-r/orders?state=acknowledged", "orders",
+                             4, TU_WAIT_S));
     tu_server_stop(srv);
 }
 

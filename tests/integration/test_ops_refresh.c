@@ -477,7 +477,8 @@ static void test_refresh_to_a_revision_that_does_not_start(void **state)
     assert_non_null(strstr(tu_jstr(line, "error"), "no start today"));
     json_decref(line);
     char *m = tu_ops_metrics(srv);
-    assert_true(tu_ops_metric(m, "stratd_instance_stops_total", "reason", "startFailed", NULL) == 1);
+    assert_true(tu_ops_metric(m, "stratd_instance_stops_total", "reason", "startFailed", NULL) ==
+                1);
     assert_false(tu_ops_metric(m, "stratd_instance_stops_total", "reason", "refreshed", NULL) > 0);
     char *hash = spell(good);
     assert_true(tu_ops_metric(m, "strategy_revision_instances", "hash", hash, NULL) == 0);
