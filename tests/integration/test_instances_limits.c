@@ -80,16 +80,6 @@ static json_t *expect_stopped(struct tu_server *srv, const char *id, const char 
     return snap;
 }
 
-/* The counter is bumped just after the snapshot shows the stop. */
-static void wait_metric(struct tu_server *srv, const char *sample, double value)
-{
-    for (int tries = 0; tu_metric(srv, sample) != value; tries++) {
-        if (tries > TU_WAIT_S * 50)
-            fail_msg("%s never reached %g", sample, value);
-        tu_sleep_ms(20);
-    }
-}
-
 static void test_runaways_stop_and_neighbour_keeps_going(void **state)
 {
     struct tu_server *srv = *state;
@@ -187,10 +177,10 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     json_t *again = tu_instance_wait_stopped(srv, "deep-1", TU_WAIT_S);
     assert_string_equal(tu_jstr(again, "stopReason"), "stackOverflow");
     json_decref(again);
-    wait_metric(srv, "stratd_instance_stops_total{reason=\"stackOverflow\"}", 2);
-    wait_metric(srv, "stratd_instance_stops_total{reason=\"cpuBudget\"}", 2);
-    wait_metric(srv, "stratd_instance_stops_total{reason=\"memoryLimit\"}", 2);
-    wait_metric(srv, "stratd_instance_stops_total{reason=\"tooManyErrors\"}", 1);
+    tu_wait_metric(srv, "stratd_instance_stops_total{reason=\"stackOverflow\"}", 2);
+    tu_wait_metric(srv, "stratd_instance_stops_total{reason=\"cpuBudget\"}", 2);
+    tu_wait_metric(srv, "stratd_instance_stops_total{reason=\"memoryLimit\"}", 2);
+    tu_wait_metric(srv, "stratd_instance_stops_total{reason=\"tooManyErrors\"}", 1);
     tu_server_stop(srv);
 }
 

@@ -1373,6 +1373,15 @@ double tu_metric(struct tu_server *srv, const char *sample)
     return value;
 }
 
+void tu_wait_metric(struct tu_server *srv, const char *sample, double value)
+{
+    for (int tries = 0; tu_metric(srv, sample) != value; tries++) {
+        if (tries > TU_WAIT_S * 50)
+            fail_msg("%s never reached %g", sample, value);
+        tu_sleep_ms(20);
+    }
+}
+
 /* ------------------------------ refresh, metrics and waits (operations) */
 
 json_t *tu_ops_action(struct tu_server *srv, const char *id, const char *action, long status)

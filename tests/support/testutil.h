@@ -290,6 +290,9 @@ json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *pre
 /* A sample of GET /metrics, given exactly as exposed ("name{labels}" or
  * "name"); -1 when absent. */
 double tu_metric(struct tu_server *srv, const char *sample);
+/* Waits until the sample reads `value` (a stop's counter is bumped just
+ * after the snapshot and the log show the stop). */
+void tu_wait_metric(struct tu_server *srv, const char *sample, double value);
 
 /* Sleeps for ms milliseconds (for polling loops). */
 void tu_sleep_ms(int ms);
