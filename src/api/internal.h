@@ -44,6 +44,7 @@ struct api_request {
      * inside it leaves more of the request line before the version */
     uintptr_t target_end;
     bool nul_in_target;
+    bool too_many_params; /* more query parameters than API_MAX_QUERY_PARAMS */
     /* framing two parsers could read two ways (a request smuggled past a
      * proxy): why, or NULL */
     const char *bad_framing;

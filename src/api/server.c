@@ -351,6 +351,42 @@ static int authorize(const struct api *api, const struct api_request *req, struc
 
 /* ------------------------------------------------------------ dispatch */
 
+/* More query parameters than any route reads (`state` repeats up to 16).
+ * libmicrohttpd parses each into the connection's small pool, and past
+ * about 850 it drops the request without a word, and without the calls
+ * that would free what this callback allocated: such a request gets no
+ * allocation here, only this marker, and a 400 if it gets a handler. */
+#define API_MAX_QUERY_PARAMS 64
+static char too_many_params_marker;
+
+static size_t query_params(const char *uri)
+{
+    const char *q = strchr(uri, '?');
+    if (!q)
+        return 0;
+    size_t n = 1;
+    for (q++; *q; q++)
+        n += *q == '&';
+    return n;
+}
+
+/* The request a marked one gets when libmicrohttpd does call the handler. */
+static struct api_request *marked_request(void)
+{
+    struct api_request *req = calloc(1, sizeof *req);
+    if (!req)
+        return NULL;
+    req->started_ns = clock_mono_ns();
+    req->token = -1;
+    req->too_many_params = true;
+    req->raw_uri = strdup("/");
+    if (!req->raw_uri) {
+        free(req);
+        return NULL;
+    }
+    return req;
+}
+
 /* Answers for requests refused before their body is read; true if one
  * applies. */
 static bool refuse_early(struct api *api, struct api_request *req, struct api_response *res)
@@ -363,6 +399,9 @@ static bool refuse_early(struct api *api, struct api_request *req, struct api_re
                 l->max_connections);
         err_add_detail(&err, "limit", json_integer((json_int_t)l->max_connections));
         snprintf(res->retry_after, sizeof res->retry_after, "1");
+    } else if (req->too_many_params) {
+        err_set(&err, ERR_INVALID, "more than %d query parameters", API_MAX_QUERY_PARAMS);
+        err_add_detail(&err, "limit", json_integer(API_MAX_QUERY_PARAMS));
     } else if (req->bad_framing) {
         err_set(&err, ERR_INVALID, "%s", req->bad_framing);
     } else if (req->nul_in_target) {
@@ -539,7 +578,8 @@ static bool may_block(struct api_request *req)
 {
     if (strcmp(req->method, MHD_HTTP_METHOD_GET) == 0 ||
         strcmp(req->method, MHD_HTTP_METHOD_HEAD) == 0 || req->over_capacity || req->url_too_long ||
-        req->nul_in_target || req->headers_too_large || req->body_too_large || req->path_too_deep)
+        req->nul_in_target || req->bad_framing || req->too_many_params || req->headers_too_large ||
+        req->body_too_large || req->path_too_deep)
         return false;
     struct api_response scratch = {0};
     struct err err = ERR_INIT;
@@ -692,6 +732,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     (void)url;
     struct api *api = cls;
+    if (*con_cls == &too_many_params_marker)
+        *con_cls = marked_request();
     struct api_request *req = *con_cls;
     if (!req)
         return MHD_NO;
@@ -711,11 +753,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             req->nul_in_target = true;
         else
             req->bad_framing = framing_problem(conn, version);
-        bool refused = req->over_capacity || req->nul_in_target || req->bad_framing;
+        bool refused =
+            req->over_capacity || req->nul_in_target || req->bad_framing || req->too_many_params;
         if (!refused && !req->url_too_long &&
             header_bytes(conn, method, req->raw_uri, version) > api->opts.limits.max_header_bytes)
             req->headers_too_large = true;
-        if (req->over_capacity || req->nul_in_target || req->bad_framing || req->url_too_long ||
+        if (refused || req->url_too_long ||
             req->headers_too_large)
             return answer(api, req);
         unsigned long long announced = content_length(conn);
@@ -774,6 +817,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct api *api = cls;
     (void)conn;
+    if (query_params(uri) > API_MAX_QUERY_PARAMS)
+        return &too_many_params_marker;
     struct api_request *req = calloc(1, sizeof *req);
     if (!req)
         return NULL;
@@ -801,6 +846,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct api *api = cls;
     struct api_request *req = *con_cls;
     (void)toe;
+    if (*con_cls == &too_many_params_marker) {
+        *con_cls = NULL;
+        return;
+    }
     /* A change's leftovers are cleared once its answer is out. */
     if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog)
         catalog_housekeep(api->opts.catalog);
@@ -967,8 +1016,11 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     const struct api_limits *l = &api->opts.limits;
     /* A reserve beyond max_connections is accepted, so that those
      * connections get a 503 from on_connection's mark instead of waiting
-     * unanswered; libmicrohttpd's limit (the same) is split between the
-     * polling threads. */
+     * unanswered. libmicrohttpd splits its own limit between the polling
+     * threads and deals connections by descriptor, so one thread can be at
+     * its share while the total is below the acceptor's cap: a connection
+     * it refuses then locked that thread for good. Its limit is the cap
+     * times the threads, so that only the acceptor's count ever binds. */
     unsigned cap = l->max_connections + l->max_connections / 8 + CONNECTION_RESERVE;
     if (cap < l->threads * 2)
         cap = l->threads * 2;
@@ -980,7 +1032,7 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
         0, NULL, NULL, on_request, api, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cap, MHD_OPTION_CONNECTION_TIMEOUT,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cap * l->threads), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)l->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)l->max_header_bytes + l->max_url_bytes + CONNECTION_SLACK_BYTES,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, api, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,

@@ -543,6 +543,76 @@ static void test_open_connections_gauge(void **state)
     tu_server_stop(srv);
 }
 
+/* Idle connections past a polling thread's share of libmicrohttpd's limit
+ * (the acceptor still under its own) locked that thread for good: once the
+ * clients left nothing was answered again. Twice 40 idle connections against
+ * a limit of 16, then the server serves, and its gauge comes down. */
+static void test_idle_connections_past_a_threads_share(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  max_connections: 16\n  idle_timeout_seconds: 2\n");
+    for (int round = 0; round < 2; round++) {
+        int fds[40];
+        for (int i = 0; i < 40; i++)
+            fds[i] = raw_connect(srv);
+        sleep_ms(3000); /* past the idle timeout */
+        for (int i = 0; i < 40; i++)
+            close(fds[i]);
+        sleep_ms(200);
+    }
+    int status = -1;
+    for (int attempt = 0; attempt < 200 && status != 200; attempt++) {
+        int fd = raw_connect(srv);
+        status = raw_get(fd, "/healthz", 5000);
+        close(fd);
+        if (status != 200)
+            sleep_ms(50);
+    }
+    if (status != 200)
+        fail_msg("after idle connections came and went, /healthz answers %d", status);
+    struct gauge_wait w = {srv, 1};
+    if (!tu_ops_wait_until(connections_down, &w, 30))
+        fail_msg("stratd_http_connections stayed up after the idle connections left");
+    tu_server_stop(srv); /* and it stops: no polling thread is stuck */
+}
+
+/* A query of more parameters than any route reads is a 400; one of so many
+ * that libmicrohttpd drops it unanswered leaves nothing allocated behind
+ * (the sanitizer run's clean stop says so). */
+static void test_too_many_query_parameters(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, NULL);
+    char *query = NULL;
+    size_t n = 0;
+    FILE *q = open_memstream(&query, &n);
+    for (int i = 0; i < 100; i++)
+        fprintf(q, "%sa%d=1", i ? "&" : "", i);
+    fclose(q);
+    struct tu_response res;
+    tu_get(srv, &res, "/strategies/modules?%s", query);
+    tu_assert_error(&res, 400);
+    assert_non_null(strstr(tu_jstr(res.json, "error"), "query parameters"));
+    tu_response_free(&res);
+    free(query);
+    query = NULL;
+    q = open_memstream(&query, &n);
+    fprintf(q, "GET /healthz?");
+    for (int i = 0; i < 900; i++)
+        fprintf(q, "%sa%d=1", i ? "&" : "", i);
+    fprintf(q, " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    fclose(q);
+    for (int k = 0; k < 20; k++) {
+        int fd = raw_connect(srv);
+        raw_send(fd, query, n);
+        free(raw_response(fd, 200)); /* libmicrohttpd answers nothing */
+        close(fd);
+    }
+    free(query);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
 /* Opens n connections at once (non-blocking connects, then waits for each),
  * the way a client with a connection pool does. */
 static void connect_together(const struct tu_server *srv, int *fds, int n)
@@ -948,6 +1018,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_url_limit_default, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_url_limit_configured, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_connections_past_a_threads_share, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_too_many_query_parameters, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_nul_in_the_request_target, tu_server_setup,
                                         tu_server_teardown),
