@@ -622,9 +622,17 @@ static void test_web_pages_refused_without_tokens(void **state)
     own = tu_path("Host: [::1]:%d", srv->port);
     assert_int_equal(send_with_header(srv, "GET", "/strategies", own, NULL), 200);
     free(own);
+    free(rebound);
     tu_server_stop(srv);
+}
 
+/* With tokens the token decides: a dashboard on another origin, behind a
+ * proxy's name, is served. */
+static void test_web_pages_served_with_tokens(void **state)
+{
+    struct tu_server *srv = *state;
     start_with_tokens(srv, false);
+    char *rebound = tu_path("Host: gateway.example:%d", srv->port);
     char *auth = tu_path("Authorization: Bearer %s", READ_SECRET);
     const char *headers[] = {auth, "Origin: http://dashboard.example", rebound, NULL};
     struct tu_request_options o = {.headers = headers};
@@ -700,6 +708,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_on_loopback_without_tokens, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_web_pages_refused_without_tokens, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_web_pages_served_with_tokens, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test(test_refuses_wildcard_without_tokens),
         cmocka_unit_test_setup_teardown(test_listens_on_wildcard_with_tokens, tu_server_setup,
