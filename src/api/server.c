@@ -758,8 +758,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!refused && !req->url_too_long &&
             header_bytes(conn, method, req->raw_uri, version) > api->opts.limits.max_header_bytes)
             req->headers_too_large = true;
-        if (refused || req->url_too_long ||
-            req->headers_too_large)
+        if (refused || req->url_too_long || req->headers_too_large)
             return answer(api, req);
         unsigned long long announced = content_length(conn);
         size_t limit = api->opts.limits.max_body_bytes;
@@ -1032,8 +1031,9 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
         0, NULL, NULL, on_request, api, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cap * l->threads), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)l->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cap * l->threads),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)l->idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)l->max_header_bytes + l->max_url_bytes + CONNECTION_SLACK_BYTES,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, api, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
