@@ -251,6 +251,7 @@ struct command {
 struct msg {
     struct event *ev;
     struct command *cmd;
+    size_t pos; /* an event's position in the worker's ring */
 };
 
 /* One slot of a worker's event ring: `seq` == position + 1 once filled,
@@ -522,6 +523,9 @@ struct vm {
     uint16_t *sub_index; /* the scope index of each of those */
     uint32_t nsubs;
     uint64_t visit;  /* the worker's run stamp when last visited */
+    /* the ring's fill when the VM subscribed: a broadcast event queued
+     * before it (published before the subscription existed) is not its */
+    size_t birth;
     uint32_t events; /* subscribed events (env.events) */
     uint32_t mask;   /* kinds delivered: events with a handler */
     int64_t budget_ns;

@@ -542,7 +542,7 @@ static size_t take_events(struct worker *w, struct msg *out)
     size_t k = 0;
     while (k < WORKER_BATCH && ring_ready(w)) {
         struct queue_cell *c = &w->ring[w->head & w->mask];
-        out[k++] = (struct msg){c->ev, NULL};
+        out[k++] = (struct msg){c->ev, NULL, w->head};
         atomic_store_explicit(&c->seq, w->head + w->mask + 1, memory_order_release);
         w->head++;
     }
@@ -593,7 +593,7 @@ static bool take_batch(struct worker *w, struct msg *out, size_t *n)
     struct command *cmd = pop_command_locked(w);
     pthread_mutex_unlock(&w->lock);
     if (cmd) {
-        out[0] = (struct msg){NULL, cmd};
+        out[0] = (struct msg){NULL, cmd, 0};
         *n = 1;
         return true;
     }
@@ -837,6 +837,12 @@ static void cmd_start(struct worker *w, struct command *cmd)
         start_failed(w, cmd);
         return;
     }
+    /* Commands are served ahead of the events already queued: those were
+     * published before the subscription, and while no VM of this worker
+     * wanted a kind its publisher skipped the worker for it, so delivering
+     * the queued ones would hand the new VM a stream with holes in it. It
+     * takes what is published from its subscription on. */
+    vm->birth = atomic_load_explicit(&w->tail, memory_order_acquire);
     inst->vm = vm;
     set_running(w, inst, true);
     if (inst->nheld > 0 || inst->held_dropped > 0)
@@ -862,8 +868,10 @@ static void cmd_restart(struct worker *w, struct command *cmd)
     int rc = vm_start(w, inst, plan, &fresh, &cmd->err);
     /* within a run under way, the new VM takes its events only if the old
      * one had not: none twice, none lost */
-    if (rc == 0)
+    if (rc == 0) {
         fresh->visit = old->visit;
+        fresh->birth = old->birth; /* the old VM's stream, continued */
+    }
     if (rc == 0 && worker_subscribe(w, fresh) != 0) {
         vm_destroy(w, fresh);
         err_set(&cmd->err, ERR_INTERNAL, "out of memory while subscribing instance %s", inst->id);
@@ -973,7 +981,7 @@ static void deliver_directed(struct worker *w, struct event *ev)
         vm_deliver(w, inst->vm, -1, ev);
 }
 
-static void handle_event(struct worker *w, struct event *ev)
+static void handle_event(struct worker *w, struct event *ev, size_t pos)
 {
     if (ev->target) {
         deliver_directed(w, ev);
@@ -981,8 +989,11 @@ static void handle_event(struct worker *w, struct event *ev)
         struct sublist *list = rtmap_get(&w->subs, sub_key(ev->provider, ev->symbol, ev->kind));
         /* the list cannot grow during the walk: only commands subscribe */
         w->walking = true;
-        for (uint32_t i = 0; list && i < list->n; i++)
-            vm_deliver(w, list->items[i].vm, list->items[i].scope_index, ev);
+        for (uint32_t i = 0; list && i < list->n; i++) {
+            struct vm *vm = list->items[i].vm;
+            if (pos >= vm->birth)
+                vm_deliver(w, vm, list->items[i].scope_index, ev);
+        }
         w->walking = false;
     }
     event_release(ev);
@@ -1031,7 +1042,7 @@ static uint64_t event_key(const struct event *ev)
  * VM started meanwhile is appended and marked visited (cmd_start); one
  * that replaces a VM takes the run's events only where the old one had
  * not (cmd_restart). */
-static void deliver_run(struct worker *w, struct event **evs, size_t n)
+static void deliver_run(struct worker *w, struct event **evs, const size_t *pos, size_t n)
 {
     struct sublist *lists[WORKER_BATCH];
     struct sublist *distinct[RUN_MAX_LISTS];
@@ -1044,7 +1055,7 @@ static void deliver_run(struct worker *w, struct event **evs, size_t n)
             seen = distinct[d] == lists[i];
         if (!seen && ndistinct == RUN_MAX_LISTS) {
             for (size_t k = 0; k < n; k++)
-                handle_event(w, evs[k]);
+                handle_event(w, evs[k], pos[k]);
             return;
         }
         if (!seen)
@@ -1060,6 +1071,8 @@ static void deliver_run(struct worker *w, struct event **evs, size_t n)
                 continue;
             vm->visit = stamp;
             for (size_t i = 0; i < n && !vm->dead; i++) {
+                if (pos[i] < vm->birth)
+                    continue;
                 if (lists[i] == list) {
                     vm_deliver(w, vm, list->items[s].scope_index, evs[i]);
                 } else if (lists[i]) {
@@ -1379,19 +1392,23 @@ static void stop_all(struct worker *w)
 static void process_batch(struct worker *w, struct msg *batch, size_t n)
 {
     struct event *run[WORKER_BATCH];
+    size_t run_pos[WORKER_BATCH];
     for (size_t i = 0; i < n;) {
         if (batch[i].cmd) {
             run_command(w, batch[i++].cmd);
         } else if (batch[i].ev->target) {
-            handle_event(w, batch[i++].ev);
+            handle_event(w, batch[i].ev, batch[i].pos);
+            i++;
         } else {
             size_t k = 0;
-            while (i < n && batch[i].ev && !batch[i].ev->target)
+            while (i < n && batch[i].ev && !batch[i].ev->target) {
+                run_pos[k] = batch[i].pos;
                 run[k++] = batch[i++].ev;
+            }
             if (k == 1)
-                handle_event(w, run[0]);
+                handle_event(w, run[0], run_pos[0]);
             else
-                deliver_run(w, run, k);
+                deliver_run(w, run, run_pos, k);
         }
         /* keep timers punctual under a long batch of heavy events */
         w->now_ns = clock_mono_ns();
