@@ -522,7 +522,7 @@ struct vm {
     uint64_t *sub_keys;  /* what worker_subscribe added */
     uint16_t *sub_index; /* the scope index of each of those */
     uint32_t nsubs;
-    uint64_t visit;  /* the worker's run stamp when last visited */
+    uint64_t visit; /* the worker's run stamp when last visited */
     /* the ring's fill when the VM subscribed: a broadcast event queued
      * before it (published before the subscription existed) is not its */
     size_t birth;
