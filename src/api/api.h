@@ -32,10 +32,16 @@
  *   stalls half-way through a request included) is closed without an
  *   answer. Connections are multiplexed over `threads` epoll threads, so a
  *   stalled client holds a socket and a little memory, never a thread.
- * - Rate (optional): a token bucket per token name (one shared bucket for
- *   "anonymous" when no tokens are configured) refilled at rate_per_second
- *   and holding rate_burst requests; a request finding it empty gets 429
- *   with Retry-After (seconds). /healthz is never limited.
+ * - A request whose headers and body have not all arrived request_timeout_s
+ *   seconds after its connection opened, or after the previous answer on
+ *   it, has its connection closed without an answer, however steadily its
+ *   bytes trickle in (deadline.h).
+ * - Rate (optional): a token bucket per token name, and one shared bucket
+ *   for "anonymous": every caller when no tokens are configured, the
+ *   callers without a valid token of an open /metrics otherwise; refilled
+ *   at rate_per_second and holding rate_burst requests; a request finding
+ *   it empty gets 429 with Retry-After (seconds). /healthz is never
+ *   limited.
  *
  * Authentication: with tokens configured, every route but /healthz (and
  * /metrics unless metrics_need_token) needs "Authorization: Bearer
@@ -64,14 +70,15 @@
 #include <stddef.h>
 
 struct api_limits {
-    size_t max_body_bytes;    /* 413 above; default 1 MiB */
-    size_t max_header_bytes;  /* request line and headers; 431 above; default 32 KiB */
-    size_t max_url_bytes;     /* 414 above; default 8 KiB */
-    unsigned max_connections; /* open connections; 503 above; default 1024 */
-    unsigned idle_timeout_s;  /* a connection idle this long is closed; default 30 */
-    unsigned threads;         /* polling threads; default 4 */
-    unsigned rate_per_second; /* requests per second per token; 0: no rate limit */
-    unsigned rate_burst;      /* bucket size; 0: rate_per_second */
+    size_t max_body_bytes;      /* 413 above; default 1 MiB */
+    size_t max_header_bytes;    /* request line and headers; 431 above; default 32 KiB */
+    size_t max_url_bytes;       /* 414 above; default 8 KiB */
+    unsigned max_connections;   /* open connections; 503 above; default 1024 */
+    unsigned idle_timeout_s;    /* a connection idle this long is closed; default 30 */
+    unsigned request_timeout_s; /* a request must arrive whole within this; default 30 */
+    unsigned threads;           /* polling threads; default 4 */
+    unsigned rate_per_second;   /* requests per second per token; 0: no rate limit */
+    unsigned rate_burst;        /* bucket size; 0: rate_per_second */
 };
 
 enum api_role { API_ROLE_NONE, API_ROLE_READ, API_ROLE_ADMIN };

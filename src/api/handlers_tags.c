@@ -1,4 +1,5 @@
 /* Tag moves and deletes, refresh, health and metrics. */
+#include "api/deadline.h"
 #include "api/internal.h"
 #include "api/views.h"
 
@@ -357,6 +358,12 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
                          "gauge");
     metrics_write_sample(&out, "stratd_http_connections", NULL, NULL, 0,
                          (double)atomic_load(&api->connections));
+    metrics_write_header(&out, "stratd_http_requests_timed_out_total",
+                         "Connections closed because a request had not arrived whole within "
+                         "http.request_timeout_seconds.",
+                         "counter");
+    metrics_write_sample(&out, "stratd_http_requests_timed_out_total", NULL, NULL, 0,
+                         (double)deadline_closed(api->deadline));
     metrics_write_header(&out, "stratd_audit_failures_total",
                          "Audit entries that could not be written; the changes they record were "
                          "made.",

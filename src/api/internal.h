@@ -126,6 +126,7 @@ struct api {
     struct pages *pages;             /* whole listing pages (pages.h) */
     struct js_validator *validator;  /* uploads' sandboxes, built ahead (validate.h) */
     struct offload *offload;         /* runs the handlers that may block (offload.h) */
+    struct deadline *deadline;       /* closes requests that arrive too slowly (deadline.h) */
 };
 
 /* routes.c */

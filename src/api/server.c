@@ -4,6 +4,7 @@
  * api_response into bytes on the wire.
  */
 #include "api/acceptor.h"
+#include "api/deadline.h"
 #include "api/internal.h"
 #include "api/offload.h"
 #include "api/views.h"
@@ -28,6 +29,7 @@
 #define DEFAULT_MAX_URL (8u << 10)
 #define DEFAULT_MAX_CONNECTIONS 1024u
 #define DEFAULT_IDLE_TIMEOUT 30u
+#define DEFAULT_REQUEST_TIMEOUT 30u
 #define DEFAULT_THREADS 4u
 /* Rendered listing pages kept for reuse: a dozen pages of 100 modules with
  * ten revisions each (434 KB identity, 68 KB gzip) fit many times over. */
@@ -218,11 +220,14 @@ static void identify(struct api *api, struct api_request *req)
     }
 }
 
-/* The optional rate limit: a token bucket per caller. Returns false (and the
- * seconds until a request would pass) when the bucket is empty. */
+/* The optional rate limit: a token bucket per caller, one shared by the
+ * callers without a valid token (all callers when no tokens are set; those
+ * of an open /metrics otherwise, whose exposition is the dearest read).
+ * Returns false (and the seconds until a request would pass) when the
+ * bucket is empty. */
 static bool rate_admit(struct api *api, const struct api_request *req, unsigned *retry_after)
 {
-    if (!api->buckets || req->role == API_ROLE_NONE)
+    if (!api->buckets)
         return true;
     const struct api_limits *l = &api->opts.limits;
     double rate = (double)l->rate_per_second;
@@ -321,8 +326,8 @@ static int admit(struct api *api, struct api_request *req, struct api_response *
     if (!rate_admit(api, req, &retry)) {
         const struct api_limits *l = &api->opts.limits;
         err_set(err, ERR_RATE_LIMITED,
-                "'%s' is over the rate limit of %u requests per second; retry in %u s", req->actor,
-                l->rate_per_second, retry);
+                "'%s' is over the rate limit of %u requests per second; retry in %u s",
+                req->actor[0] ? req->actor : "anonymous", l->rate_per_second, retry);
         err_add_detail(err, "limit", json_integer((json_int_t)l->rate_per_second));
         err_add_detail(
             err, "burst",
@@ -574,6 +579,34 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
  * instances, a restore creates them), so it runs on a handler thread.
  * Reads answer from caches, and refusals at once, on the polling thread;
  * so do the routes marked runs_inline (api_route). */
+/* A connection's socket context. One that could not get its own (out of
+ * memory) shares `unkept_connection` and is refused. */
+struct connection_state {
+    bool refused;                 /* over max_connections: 503 */
+    struct deadline_watch *watch; /* NULL: unwatched */
+};
+
+static struct connection_state unkept_connection = {.refused = true};
+
+static struct connection_state *connection_state(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    return info ? info->socket_context : NULL;
+}
+
+static bool connection_refused(struct MHD_Connection *conn)
+{
+    const struct connection_state *cs = connection_state(conn);
+    return cs && cs->refused;
+}
+
+static struct deadline_watch *connection_watch(struct MHD_Connection *conn)
+{
+    const struct connection_state *cs = connection_state(conn);
+    return cs ? cs->watch : NULL;
+}
+
 static bool may_block(struct api_request *req)
 {
     if (strcmp(req->method, MHD_HTTP_METHOD_GET) == 0 ||
@@ -614,6 +647,7 @@ static enum MHD_Result offload_request(struct api *api, struct api_request *req)
 
 static enum MHD_Result answer(struct api *api, struct api_request *req)
 {
+    deadline_handling(connection_watch(req->conn));
     if (req->offloaded) /* resumed: the handler has answered */
         return send_response(api, req, req->response);
     if (may_block(req))
@@ -654,15 +688,6 @@ static size_t header_bytes(struct MHD_Connection *conn, const char *method, cons
     size_t total = strlen(method) + strlen(uri) + strlen(version) + 4;
     MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header_bytes, &total);
     return total;
-}
-
-static int admitted_connection, refused_connection; /* socket_context markers */
-
-static bool connection_refused(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return info && info->socket_context == &refused_connection;
 }
 
 /* libmicrohttpd hands the target over as a C string, so a raw NUL byte in
@@ -841,10 +866,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     struct api *api = cls;
     struct api_request *req = *con_cls;
     (void)toe;
+    deadline_receiving(connection_watch(conn));
     if (*con_cls == &too_many_params_marker) {
         *con_cls = NULL;
         return;
@@ -856,19 +881,33 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-/* Counts open connections; those accepted over max_connections are marked
- * and get 503 on their first request. */
+/* Counts open connections, marks those accepted over max_connections (503
+ * on their first request) and watches each for its requests' deadline. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
-    (void)conn;
     struct api *api = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         unsigned open = atomic_fetch_add(&api->connections, 1) + 1;
-        *socket_context =
-            open > api->opts.limits.max_connections ? &refused_connection : &admitted_connection;
+        struct connection_state *cs = calloc(1, sizeof *cs);
+        if (!cs) {
+            *socket_context = &unkept_connection;
+            return;
+        }
+        cs->refused = open > api->opts.limits.max_connections;
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info)
+            cs->watch = deadline_watch(api->deadline, info->connect_fd);
+        *socket_context = cs;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         atomic_fetch_sub(&api->connections, 1);
+        struct connection_state *cs = *socket_context;
+        if (cs && cs != &unkept_connection) {
+            deadline_forget(api->deadline, cs->watch);
+            free(cs);
+        }
+        *socket_context = NULL;
     }
 }
 
@@ -897,6 +936,8 @@ static void apply_defaults(struct api_limits *l)
         l->max_connections = DEFAULT_MAX_CONNECTIONS;
     if (!l->idle_timeout_s)
         l->idle_timeout_s = DEFAULT_IDLE_TIMEOUT;
+    if (!l->request_timeout_s)
+        l->request_timeout_s = DEFAULT_REQUEST_TIMEOUT;
     if (!l->threads)
         l->threads = DEFAULT_THREADS;
 }
@@ -962,6 +1003,7 @@ static void free_api(struct api *api)
     js_validator_free(api->validator);
     offload_drain(api->offload);
     offload_free(api->offload);
+    deadline_stop(api->deadline);
     free(api->buckets);
     free(api);
 }
@@ -1000,7 +1042,9 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         return -1;
     }
     if (js_validator_new(&api->validator, err) != 0 ||
-        offload_start(api->opts.limits.threads, &api->offload, err) != 0) {
+        offload_start(api->opts.limits.threads, &api->offload, err) != 0 ||
+        deadline_start(&api->deadline, (int64_t)api->opts.limits.request_timeout_s * 1000000000,
+                       err) != 0) {
         free_api(api);
         return -1;
     }

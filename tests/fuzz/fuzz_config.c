@@ -74,6 +74,8 @@ static void check_applied(const struct config *cfg, const json_t *doc)
     check_taken("http.max_connections", given(doc, "http", "max_connections"), h->max_connections);
     check_taken("http.idle_timeout_seconds", given(doc, "http", "idle_timeout_seconds"),
                 h->idle_timeout_s);
+    check_taken("http.request_timeout_seconds", given(doc, "http", "request_timeout_seconds"),
+                h->request_timeout_s);
     check_taken("http.threads", given(doc, "http", "threads"), h->threads);
     const struct js_limits *rt = &cfg->instance_limits;
     check_taken("runtime.memory_limit_mb", given(doc, "runtime", "memory_limit_mb"),

@@ -8,6 +8,7 @@
  *   http.max_connections       503 with Retry-After past the limit; a freed slot serves again
  *   http.threads               connections opened together are dealt out over the threads
  *   http.idle_timeout_seconds  a stalled client is dropped, and never delays others
+ *   http.request_timeout_seconds  a request trickling in is cut; one being handled is not
  *   http.rate_limit_per_second 429 with Retry-After per token (off by default)
  *
  * After every refusal the server still serves. Raw sockets are used where
@@ -792,6 +793,75 @@ static void test_idle_timeout_default(void **state)
     tu_server_stop(srv);
 }
 
+/* Sends one byte every `gap_ms` until the server closes the connection or
+ * `give_up_ms` passes; returns the milliseconds it took to be closed, -1
+ * when still open. */
+static int64_t trickle_until_closed(int fd, int gap_ms, int give_up_ms)
+{
+    int64_t t0 = now_ms();
+    while (now_ms() - t0 < give_up_ms) {
+        if (wait_closed(fd, gap_ms) >= 0)
+            return now_ms() - t0;
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1)
+            return now_ms() - t0;
+    }
+    return -1;
+}
+
+/* libmicrohttpd's timeout counts silence only: a client sending a byte
+ * before each idle timeout held its connection for as long as its headers
+ * fit (days), with no token needed. A request must now arrive whole within
+ * http.request_timeout_seconds of the connection's opening or the previous
+ * answer: headers and bodies that trickle in are cut, kept-alive
+ * connections that carry whole requests are served, and a request that
+ * has arrived is answered however long its handler takes (an upload
+ * spinning through a 3 s validation budget with a 1 s limit). */
+static void test_request_deadline_cuts_trickling_clients(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  idle_timeout_seconds: 3\n  request_timeout_seconds: 1\n"
+               "validation:\n  budget_ms: 3000\n");
+    static const char *const partial[] = {
+        "GET /strategies HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
+        "POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    };
+    for (size_t i = 0; i < sizeof partial / sizeof partial[0]; i++) {
+        int fd = raw_connect(srv);
+        raw_send(fd, partial[i], strlen(partial[i]));
+        int64_t took = trickle_until_closed(fd, 400, 10000);
+        close(fd);
+        print_message("trickling request %zu cut after %lld ms\n", i, (long long)took);
+        if (took < 0)
+            fail_msg("a request trickling a byte every 0.4 s is still open after 10 s with "
+                     "request_timeout_seconds: 1 (%s...)",
+                     partial[i]);
+        if (took < 700)
+            fail_msg("a trickling request was cut after %lld ms, before its 1 s", (long long)took);
+    }
+    double timed_out = tu_metric(srv, "stratd_http_requests_timed_out_total");
+    if (timed_out < 2)
+        fail_msg("stratd_http_requests_timed_out_total reads %g after two cuts", timed_out);
+    /* Each answer starts the clock again on a kept-alive connection. */
+    int keep = raw_connect(srv);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(raw_get(keep, "/healthz", 5000), 200);
+        sleep_ms(600);
+    }
+    close(keep);
+    int fd = raw_connect(srv);
+    send_spinning_upload(fd);
+    char *res = raw_response(fd, 30000);
+    if (status_of(res) != 422)
+        fail_msg("an upload handled for longer than the request timeout was not answered: %.300s",
+                 res ? res : "(nothing)");
+    free(res);
+    close(fd);
+    assert_true(tu_metric(srv, "stratd_http_requests_timed_out_total") == timed_out);
+    expect_healthy(srv);
+    tu_server_stop(srv);
+}
+
 /* ------------------------------------------------------------------ rate */
 
 static char *rate_config(const char *rate_lines)
@@ -923,6 +993,27 @@ static void test_rate_limit_per_token(void **state)
         tu_assert_status(&res, 200);
         tu_response_free(&res);
     }
+    /* The callers of the open /metrics without a valid token share one
+     * bucket (they were never limited). */
+    int anonymous_limited = 0;
+    for (int i = 0; i < 12; i++) {
+        if (i % 2)
+            get_as(srv, &res, "/metrics", "not-a-token");
+        else
+            tu_get(srv, &res, "/metrics");
+        if (res.status == 429) {
+            anonymous_limited++;
+            assert_non_null(strstr(tu_jstr(res.json, "error"), "anonymous"));
+        } else {
+            tu_assert_status(&res, 200);
+        }
+        tu_response_free(&res);
+    }
+    if (anonymous_limited == 0)
+        fail_msg("12 quick scrapes of /metrics without a token at 2/s, burst 5: none limited");
+    get_as(srv, &res, "/strategies", SECRET_B);
+    tu_assert_status(&res, 200);
+    tu_response_free(&res);
     /* Mutations count too, and a 429 changes nothing. */
     char *url = tu_path("%s/strategies/refresh", srv->base_url);
     char *auth = tu_path("Authorization: Bearer %s", SECRET_A);
@@ -1037,6 +1128,8 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_idle_timeout_default, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_request_deadline_cuts_trickling_clients,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_ambiguous_framing_refused, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_off_by_default, tu_server_setup,

@@ -48,6 +48,7 @@ static void test_zero_where_zero_means_nothing_is_refused(void **state)
         {"http:\n  threads: 0\n", "http.threads: at least 1"},
         {"http:\n  max_connections: 0\n", "http.max_connections: at least 1"},
         {"http:\n  idle_timeout_seconds: 0\n", "http.idle_timeout_seconds: at least 1"},
+        {"http:\n  request_timeout_seconds: 0\n", "http.request_timeout_seconds: at least 1"},
         {"runtime:\n  cpu_budget_ms: 3600001\n", "runtime.cpu_budget_ms: at most 3600000"},
         {"history:\n  retention_seconds: -1\n", "history.retention_seconds"},
         {"history:\n  retention_seconds: 1h\n", "history.retention_seconds"},

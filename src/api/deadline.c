@@ -1,0 +1,184 @@
+/*
+ * deadline: one thread sweeps a list of watched connections a few times per
+ * limit (deadline.h). Connections number in the thousands at most and the
+ * sweep is a walk under a mutex, so nothing finer is needed; the polling
+ * threads only store a time and a flag, without the lock.
+ */
+#include "api/deadline.h"
+
+#include "core/clock.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The sweep's period: a quarter of the limit, within these bounds. */
+#define SWEEP_MIN_NS 50000000LL   /* 50 ms */
+#define SWEEP_MAX_NS 1000000000LL /* 1 s */
+
+#define CLAIMED (-1) /* since_ns of a connection being shut down */
+
+struct deadline_watch {
+    struct deadline_watch *prev, *next; /* guarded by deadline.lock */
+    int fd;                             /* our duplicate of the connection's */
+    bool shut;                          /* shut down once; guarded by the lock */
+    _Atomic int64_t since_ns;           /* receiving since; 0 while handling */
+};
+
+struct deadline {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct deadline_watch *head;
+    bool quit;
+    int64_t limit_ns, period_ns;
+    atomic_ullong closed;
+    pthread_t thread;
+};
+
+/* Shuts down the connections past the limit; returns how many. */
+static unsigned sweep(struct deadline *dl, int64_t now)
+{
+    unsigned n = 0;
+    for (struct deadline_watch *w = dl->head; w; w = w->next) {
+        int64_t since = atomic_load(&w->since_ns);
+        if (w->shut || since <= 0 || now - since < dl->limit_ns)
+            continue;
+        /* Claimed against deadline_handling(): either the request became
+         * whole first and is answered, or the connection is shut down. */
+        if (!atomic_compare_exchange_strong(&w->since_ns, &since, CLAIMED))
+            continue;
+        (void)shutdown(w->fd, SHUT_RDWR);
+        w->shut = true;
+        n++;
+    }
+    return n;
+}
+
+static void *sweep_main(void *arg)
+{
+    struct deadline *dl = arg;
+    pthread_mutex_lock(&dl->lock);
+    while (!dl->quit) {
+        int64_t until = clock_mono_ns() + dl->period_ns;
+        struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+        if (pthread_cond_timedwait(&dl->wake, &dl->lock, &ts) != ETIMEDOUT)
+            continue;
+        unsigned n = sweep(dl, clock_mono_ns());
+        if (n) {
+            atomic_fetch_add(&dl->closed, n);
+            log_warn("http",
+                     "closed %u connection(s) whose request had not arrived whole %lld s after "
+                     "the connection opened or its previous answer (http.request_timeout_seconds)",
+                     n, (long long)(dl->limit_ns / 1000000000));
+        }
+    }
+    pthread_mutex_unlock(&dl->lock);
+    return NULL;
+}
+
+int deadline_start(struct deadline **out, int64_t limit_ns, struct err *err)
+{
+    struct deadline *dl = calloc(1, sizeof *dl);
+    if (!dl) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return -1;
+    }
+    dl->limit_ns = limit_ns;
+    dl->period_ns = limit_ns / 4;
+    if (dl->period_ns < SWEEP_MIN_NS)
+        dl->period_ns = SWEEP_MIN_NS;
+    if (dl->period_ns > SWEEP_MAX_NS)
+        dl->period_ns = SWEEP_MAX_NS;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&dl->lock, NULL);
+    pthread_cond_init(&dl->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&dl->thread, NULL, sweep_main, dl) != 0) {
+        pthread_cond_destroy(&dl->wake);
+        pthread_mutex_destroy(&dl->lock);
+        free(dl);
+        err_set(err, ERR_INTERNAL, "cannot start the request deadline's thread");
+        return -1;
+    }
+    (void)pthread_setname_np(dl->thread, "http:deadline");
+    *out = dl;
+    return 0;
+}
+
+void deadline_stop(struct deadline *dl)
+{
+    if (!dl)
+        return;
+    pthread_mutex_lock(&dl->lock);
+    dl->quit = true;
+    pthread_cond_signal(&dl->wake);
+    pthread_mutex_unlock(&dl->lock);
+    pthread_join(dl->thread, NULL);
+    while (dl->head)
+        deadline_forget(dl, dl->head);
+    pthread_cond_destroy(&dl->wake);
+    pthread_mutex_destroy(&dl->lock);
+    free(dl);
+}
+
+struct deadline_watch *deadline_watch(struct deadline *dl, int fd)
+{
+    struct deadline_watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->fd = dup(fd);
+    if (w->fd < 0) {
+        free(w);
+        return NULL;
+    }
+    atomic_init(&w->since_ns, clock_mono_ns());
+    pthread_mutex_lock(&dl->lock);
+    w->next = dl->head;
+    if (dl->head)
+        dl->head->prev = w;
+    dl->head = w;
+    pthread_mutex_unlock(&dl->lock);
+    return w;
+}
+
+void deadline_receiving(struct deadline_watch *w)
+{
+    int64_t since = w ? atomic_load_explicit(&w->since_ns, memory_order_relaxed) : CLAIMED;
+    if (since != CLAIMED)
+        atomic_store_explicit(&w->since_ns, clock_mono_ns(), memory_order_relaxed);
+}
+
+void deadline_handling(struct deadline_watch *w)
+{
+    if (w)
+        (void)atomic_exchange(&w->since_ns, 0);
+}
+
+void deadline_forget(struct deadline *dl, struct deadline_watch *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&dl->lock);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        dl->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&dl->lock);
+    close(w->fd);
+    free(w);
+}
+
+uint64_t deadline_closed(const struct deadline *dl)
+{
+    return dl ? atomic_load(&dl->closed) : 0;
+}
