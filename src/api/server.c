@@ -942,15 +942,16 @@ static void apply_defaults(struct api_limits *l)
         l->threads = DEFAULT_THREADS;
 }
 
-/* Every connection is a descriptor: raise the soft limit on open files so
- * that max_connections (and the reserve answered with 503) fit beside the
- * database, the registry and the log, as far as the hard limit allows. */
+/* Every connection is two descriptors (deadline.h): raise the soft limit on
+ * open files so that max_connections (and the reserve answered with 503)
+ * fit beside the database, the registry and the log, as far as the hard
+ * limit allows. */
 static void fit_open_files(unsigned connections)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
-    rlim_t want = (rlim_t)connections + OTHER_FILES;
+    rlim_t want = (rlim_t)connections * 2 + OTHER_FILES;
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
         return;
     rlim_t target = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
@@ -1068,7 +1069,7 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     if (cap < l->threads * 2)
         cap = l->threads * 2;
     api->connection_cap = cap;
-    fit_open_files(cap);
+    fit_open_files(cap * 2); /* each connection's and the deadline's duplicate of it */
     /* No listening socket of its own: the acceptor hands it every
      * connection (acceptor.h says why). */
     api->daemon = MHD_start_daemon(

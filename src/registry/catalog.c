@@ -691,10 +691,20 @@ static int read_verified(const struct catalog *cat, const char *name, const char
     int rc = fsutil_read_file(path, REGISTRY__SOURCE_MAX, source, len, &e);
     free(path);
     if (rc != 0) {
-        if (e.kind == ERR_NOT_FOUND)
-            err_set(&e, ERR_CONFLICT, "the file of revision %s@" HASH_PREFIX "%s is missing", name,
+        /* The client learns which revision is broken, not where the
+         * strategies live on the server: the path goes to the log. */
+        if (e.kind == ERR_NOT_FOUND) {
+            err_set(err, ERR_CONFLICT, "the file of revision %s@" HASH_PREFIX "%s is missing", name,
                     hex);
-        err_move(err, &e);
+        } else {
+            log_warn("catalog", "revision %s@" HASH_PREFIX "%s: %s", name, hex, e.message);
+            err_set(err, e.kind == ERR_INTERNAL ? ERR_INTERNAL : ERR_CONFLICT,
+                    "the file of revision %s@" HASH_PREFIX "%s %s", name, hex,
+                    e.kind == ERR_INVALID     ? "is not a regular file"
+                    : e.kind == ERR_TOO_LARGE ? "is over the size limit of a revision"
+                                              : "cannot be read (the gateway's log says why)");
+        }
+        err_clear(&e);
         return -1;
     }
     char actual[HASH_HEX_LEN + 1];

@@ -829,6 +829,15 @@ static void test_corrupted_files_reported_invalid(void **state)
     char *fifo = tu_path("%s/corrupt/%s/corrupt.js", srv->strategies_dir, hd);
     assert_int_equal(unlink(fifo), 0);
     assert_int_equal(mkfifo(fifo, 0644), 0);
+    /* Read before any refresh notices: a conflict naming the revision, not
+     * a client error naming the server's paths */
+    tu_get(srv, &res, "/strategies/modules/corrupt:v4/source");
+    tu_assert_error(&res, 409);
+    const char *why = tu_jstr(res.json, "error");
+    if (!strstr(why, "corrupt@sha256:") || !strstr(why, "not a regular file") ||
+        strstr(why, srv->strategies_dir))
+        fail_msg("the source of a revision whose file is a FIFO: %s", why);
+    tu_response_free(&res);
     tu_send(srv, &res, "POST", "/strategies/refresh", "{}");
     tu_assert_status(&res, 200);
     bool seen_d = false;
