@@ -339,9 +339,29 @@ static int check_not_emptied(const struct store *s, struct err *err)
     return -1;
 }
 
+/* The state holds every order, balance and instance config: its files are
+ * for the gateway's user and group only, like the audit log. SQLite would
+ * create the database 0644 (less the umask), and gives its -wal and -shm
+ * files the database file's mode, so the file is made (or, made by an
+ * earlier version, tightened) before SQLite opens it. */
+static int make_db_private(const struct store *s, struct err *err)
+{
+    int fd = open(s->db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot create database %s", s->db_path);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 0007) && fchmod(fd, st.st_mode & 0770) == 0)
+        log_info("store", "%s was readable by other users; now by its owner and group only",
+                 s->db_path);
+    close(fd);
+    return 0;
+}
+
 static int open_db(struct store *s, struct err *err)
 {
-    if (check_not_emptied(s, err) != 0)
+    if (check_not_emptied(s, err) != 0 || make_db_private(s, err) != 0)
         return -1;
     int flags =
         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;

@@ -108,6 +108,47 @@ static void test_open_creates_directory_and_schema(void **state)
     free(root);
 }
 
+static mode_t others_bits(const char *dir, const char *file)
+{
+    char *path = tu_path("%s/%s", dir, file);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        fail_msg("%s is missing", path);
+    free(path);
+    return st.st_mode & 0007;
+}
+
+/* The database holds every order, balance and instance config: it and its
+ * -wal and -shm are for the gateway's user and group only, like the audit
+ * log (SQLite made them 0644 less the umask), and a database an earlier
+ * version left readable to all is tightened. */
+static void test_state_files_are_private(void **state)
+{
+    (void)state;
+    mode_t old_mask = umask(022);
+    char *root = tu_tempdir("store");
+    struct store *store = fixture_open(root);
+    struct err err = ERR_INIT;
+    json_t *spec = jparse("{\"id\": \"a\", \"strategy\": {}, \"scope\": {}}");
+    assert_ok(store_instance_put(store, "a", spec, true, NULL, &err), &err);
+    static const char *const files[] = {STORE_DB_FILE, STORE_DB_FILE "-wal", STORE_DB_FILE "-shm",
+                                        STORE_AUDIT_FILE};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (others_bits(root, files[i]))
+            fail_msg("%s is readable or writable by other users", files[i]);
+    store_close(store);
+    char *db_path = tu_path("%s/%s", root, STORE_DB_FILE);
+    assert_int_equal(chmod(db_path, 0644), 0);
+    store = fixture_open(root);
+    assert_int_equal(others_bits(root, STORE_DB_FILE), 0);
+    store_close(store);
+    umask(old_mask);
+    json_decref(spec);
+    tu_remove_tree(root);
+    free(db_path);
+    free(root);
+}
+
 static void test_migrates_an_empty_file(void **state)
 {
     (void)state;
@@ -597,6 +638,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_creates_directory_and_schema),
+        cmocka_unit_test(test_state_files_are_private),
         cmocka_unit_test(test_migrates_an_empty_file),
         cmocka_unit_test(test_refuses_an_emptied_database),
         cmocka_unit_test(test_refuses_a_newer_schema),
