@@ -315,9 +315,11 @@ static size_t remove_leftovers_in(int dir_fd, const char *base, const char *cons
     return removed;
 }
 
+/* Followed where a folder is a symbolic link, as the catalogue's reads and
+ * deletes follow it; the walk is two levels deep, so no loop can form. */
 static int open_dir_at(int parent, const char *name)
 {
-    return openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    return openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
 /* A revision's folder as the catalogue names it: 64 lower-case hex digits. */

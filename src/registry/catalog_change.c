@@ -523,10 +523,14 @@ static bool written_by_catalogue(const char *entry, const char *file_name)
 }
 
 /* The module first, durably, and only then the markers and temporaries: a
- * marker must outlive the file it speaks for. */
+ * marker must outlive the file it speaks for. Folders are followed where
+ * they are symbolic links, as the catalogue's reads and its markers follow
+ * them: an operator's link to a strategy kept elsewhere is that strategy's
+ * folder for a delete too. A link in the module's place is removed, not
+ * what it points to. */
 static void empty_revision_folder(int name_fd, const char *hex, const char *file_name)
 {
-    int fd = openat(name_fd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(name_fd, hex, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
     if (!dir) {
         if (fd >= 0)
@@ -552,8 +556,7 @@ static void remove_revision_file(const struct catalog *cat, const char *name, co
 {
     char *name_dir = fsutil_join(cat->root, name);
     char *file_name = fsutil_format("%s.js", name);
-    int fd = name_dir && file_name ? open(name_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                                   : -1;
+    int fd = name_dir && file_name ? open(name_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     if (fd >= 0) {
         empty_revision_folder(fd, hex, file_name);
         close(fd);
@@ -640,7 +643,7 @@ static void remove_strategy_folder(const struct catalog *cat, const char *name)
 {
     char *dir_path = fsutil_join(cat->root, name);
     char *file_name = fsutil_format("%s.js", name);
-    int fd = dir_path ? open(dir_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    int fd = dir_path ? open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     DIR *dir = fd >= 0 && file_name ? fdopendir(fd) : NULL;
     if (dir) {
         struct dirent *entry;
@@ -654,7 +657,13 @@ static void remove_strategy_folder(const struct catalog *cat, const char *name)
         err_clear(&e);
         closedir(dir);
         fsutil_rmdir_if_empty(dir_path);
-        if (fsutil_exists(dir_path))
+        struct stat st;
+        if (lstat(dir_path, &st) == 0 && S_ISLNK(st.st_mode))
+            log_info(REGISTRY__COMPONENT,
+                     "strategy '%s' deleted; its folder is a symbolic link, which stays with the "
+                     "folder it points to",
+                     name);
+        else if (fsutil_exists(dir_path))
             log_info(REGISTRY__COMPONENT,
                      "strategy '%s' deleted; its folder stays: it holds files the catalogue did "
                      "not write",

@@ -7,6 +7,7 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,78 @@ static void test_delete_whole_strategy_and_last_revision(void **state)
     free(single);
     tu_three_revisions_free(&m);
     tu_server_stop(srv);
+}
+
+/* Files under `dir`, any depth, that are not folders. */
+static int files_under(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *path = tu_path("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            n += files_under(path);
+        else
+            n++;
+        free(path);
+    }
+    closedir(d);
+    return n;
+}
+
+/* A strategy folder that is a symbolic link to one kept elsewhere is
+ * served through the link, so its deletes go through it too: they had
+ * answered 204, removed nothing, left a change's marker in the linked
+ * folder, and the next bootstrap registered the files again. */
+static void test_delete_through_a_linked_folder(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *v1 = tu_module_source("linked", "v1", NULL);
+    char *v2 = tu_module_source("linked", "v2", "onTrade() { return 2; },");
+    char h1[65], h2[65];
+    tu_upload_expect(srv, v1, NULL, 201, h1);
+    tu_upload_expect(srv, v2, NULL, 201, h2);
+    tu_server_stop(srv);
+    char *outside = tu_tempdir("linked");
+    char *kept = tu_path("%s/linked", outside);
+    char *link = tu_path("%s/linked", srv->strategies_dir);
+    assert_int_equal(rename(link, kept), 0);
+    assert_int_equal(symlink(kept, link), 0);
+    tu_server_restart(srv, NULL);
+    expect_status(srv, "GET", "/strategies/modules/linked:v1/source", 200);
+
+    char *path = tu_path("/strategies/modules/linked@%s", h1);
+    expect_status(srv, "DELETE", path, 204);
+    free(path);
+    char *gone = tu_path("%s/%s", kept, h1);
+    assert_false(exists(gone));
+    free(gone);
+    assert_int_equal(files_under(kept), 1); /* v2's module, nothing else */
+    expect_status(srv, "DELETE", "/strategies/modules/linked", 204);
+    if (files_under(kept) != 0)
+        fail_msg("%d files left in the linked folder after its strategy was deleted",
+                 files_under(kept));
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0); /* the operator's link stays */
+    assert_true(S_ISLNK(st.st_mode));
+    expect_status(srv, "GET", "/strategies/linked", 404);
+    tu_server_stop(srv);
+    tu_server_restart(srv, NULL); /* and nothing comes back */
+    expect_status(srv, "GET", "/strategies/linked", 404);
+    tu_server_stop(srv);
+    tu_remove_tree(outside);
+    free(link);
+    free(kept);
+    free(outside);
+    free(v1);
+    free(v2);
 }
 
 static void test_refused_deletes_change_nothing(void **state)
@@ -658,6 +731,8 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_delete_whole_strategy_and_last_revision,
                                         tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_through_a_linked_folder, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refused_deletes_change_nothing, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_reports_a_hand_edited_file, tu_server_setup,
