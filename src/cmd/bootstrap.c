@@ -358,7 +358,9 @@ struct session {
 
 static int open_on(struct session *s, const char *dir, struct err *err)
 {
-    struct catalog_options copts = {dir, bootstrap_catalog_metadata, &s->checks};
+    /* the shadow's links lead into the root, which a dry run leaves as is */
+    bool shadow = dir == s->shadow.dir;
+    struct catalog_options copts = {dir, bootstrap_catalog_metadata, &s->checks, shadow};
     struct err e = ERR_INIT;
     if (catalog_open(&copts, &s->cat, &e) == 0)
         return 0;

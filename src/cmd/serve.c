@@ -377,7 +377,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
     if (store_open(gw->cfg.state_dir, &gw->store, err) != 0 || check_strategies_dir(gw, err) != 0 ||
         store_history_start(gw->store, gw->cfg.history_retention_s * 1000, err) != 0)
         return -1;
-    struct catalog_options copts = {gw->cfg.strategies_dir, revision_metadata, gw};
+    struct catalog_options copts = {gw->cfg.strategies_dir, revision_metadata, gw, false};
     gw->batching = true;
     int rc = catalog_open(&copts, &gw->catalog, err);
     flush_metadata(gw);

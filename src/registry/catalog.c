@@ -550,7 +550,7 @@ int catalog_open(const struct catalog_options *opts, struct catalog **out, struc
     bool locked = lock_for_reading(cat, &lock);
     struct disk_state disk;
     int rc = read_disk(cat, &disk, err);
-    if (rc == 0 && locked)
+    if (rc == 0 && locked && !opts->no_sweep)
         remove_stale_temps(cat, &disk);
     if (rc == 0)
         rc = load(cat, &disk, err);

@@ -172,6 +172,7 @@ struct catalog_options {
     const char *root;             /* the strategies directory; created if missing */
     catalog_metadata_fn metadata; /* may be NULL: revisions keep metadata NULL */
     void *metadata_ctx;
+    bool no_sweep; /* leave the stale temporaries a crash left (a read-only view) */
 };
 
 struct catalog;

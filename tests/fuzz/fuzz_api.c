@@ -125,7 +125,7 @@ static void open_gateway(void)
     gw.cfg.instance_limits.memory_bytes = 16u << 20;
     gw.cfg.validation_limits.budget_ns = 200LL * 1000 * 1000;
     fuzz_check(store_open(state, &gw.store, &err) == 0, "store_open: %s", err.message);
-    struct catalog_options copts = {strategies, revision_metadata, &gw};
+    struct catalog_options copts = {strategies, revision_metadata, &gw, false};
     fuzz_check(catalog_open(&copts, &gw.catalog, &err) == 0, "catalog_open: %s", err.message);
     gw.market = market_new(runtime_event_sink_at(&gw.runtime), gw.store);
     fuzz_check(gw.market != NULL, "market_new failed");

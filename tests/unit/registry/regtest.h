@@ -48,7 +48,7 @@ static inline void rt_hex_of(const char *source, char hex[HASH_HEX_LEN + 1])
 
 static inline struct catalog *rt_open(const char *root)
 {
-    struct catalog_options opts = {root, NULL, NULL};
+    struct catalog_options opts = {root, NULL, NULL, false};
     struct catalog *cat = NULL;
     struct err err = ERR_INIT;
     rt_assert_ok(catalog_open(&opts, &cat, &err), &err);

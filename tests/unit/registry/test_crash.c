@@ -60,7 +60,7 @@ static void child_prune(struct catalog *cat)
 static _Noreturn void child_loop(const char *root, int round, int ready_fd)
 {
     log_set_level(LOG_LEVEL_ERROR);
-    struct catalog_options opts = {root, NULL, NULL};
+    struct catalog_options opts = {root, NULL, NULL, false};
     struct catalog *cat = NULL;
     struct err err = ERR_INIT;
     if (catalog_open(&opts, &cat, &err) != 0)

@@ -62,7 +62,7 @@ static void write_revision(const struct fixture *f, const char *name, const char
 
 static void open_fails(const struct fixture *f, enum err_kind kind, const char *needle)
 {
-    struct catalog_options opts = {f->root, NULL, NULL};
+    struct catalog_options opts = {f->root, NULL, NULL, false};
     struct catalog *cat = (struct catalog *)1;
     struct err err = ERR_INIT;
     rt_assert_fails(catalog_open(&opts, &cat, &err), &err, kind);
@@ -99,7 +99,7 @@ static char *log_capture_end(int fd)
 static void test_open_needs_a_root(void **state)
 {
     (void)state;
-    struct catalog_options opts = {NULL, NULL, NULL};
+    struct catalog_options opts = {NULL, NULL, NULL, false};
     struct catalog *cat = NULL;
     struct err err = ERR_INIT;
     rt_assert_fails(catalog_open(&opts, &cat, &err), &err, ERR_INVALID);
@@ -1013,7 +1013,7 @@ static json_t *describe(void *ctx, const char *name, const char *hex, const char
 
 static struct catalog *open_described(const struct fixture *f)
 {
-    struct catalog_options opts = {f->root, describe, NULL};
+    struct catalog_options opts = {f->root, describe, NULL, false};
     struct catalog *cat = NULL;
     struct err err = ERR_INIT;
     rt_assert_ok(catalog_open(&opts, &cat, &err), &err);

@@ -108,7 +108,7 @@ static void test_many_revisions(void **state)
     char *root = tu_tempdir("registry-perf");
     build_tree(root, revisions);
 
-    struct catalog_options opts = {root, describe, NULL};
+    struct catalog_options opts = {root, describe, NULL, false};
     struct catalog *cat = NULL;
     struct err err = ERR_INIT;
     int64_t start = clock_mono_ns();

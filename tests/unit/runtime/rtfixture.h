@@ -187,7 +187,7 @@ static inline void fx_open(struct fx *f, int workers)
     assert_true(f->log_fd >= 0);
     log_set_fd(f->log_fd);
     struct err err = ERR_INIT;
-    struct catalog_options copts = {strategies, fx_metadata, NULL};
+    struct catalog_options copts = {strategies, fx_metadata, NULL, false};
     fx_ok(catalog_open(&copts, &f->cat, &err), &err);
     fx_ok(store_open(state, &f->store, &err), &err);
     free(strategies);
