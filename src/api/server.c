@@ -708,7 +708,7 @@ static bool nul_in_target(const struct api *api, const struct api_request *req, 
 struct framing {
     unsigned content_lengths, hosts, transfer_encodings;
     const char *content_length;
-    bool lengths_differ, spaced_name;
+    bool lengths_differ, spaced_name, unknown_coding;
 };
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -724,6 +724,12 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
         f->hosts++;
     } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
         f->transfer_encodings++;
+        /* The only coding libmicrohttpd frames, spelled as it compares it:
+         * given another ("gzip", "chunked, identity", "chunked " with a
+         * trailing space) it waited for a body it could not frame until
+         * the connection timed out, unanswered. */
+        if (!value || strcasecmp(value, "chunked") != 0)
+            f->unknown_coding = true;
     }
     if (strpbrk(key, " \t"))
         f->spaced_name = true;
@@ -738,6 +744,8 @@ static const char *framing_problem(struct MHD_Connection *conn, const char *vers
 {
     struct framing f = {0};
     MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.unknown_coding)
+        return "a transfer coding other than chunked: the body's length is unclear";
     if (f.lengths_differ)
         return "two Content-Length fields that differ: the body's length is unclear";
     if (f.transfer_encodings > 0 && f.content_lengths > 0)

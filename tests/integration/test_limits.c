@@ -889,8 +889,9 @@ static long get_as(struct tu_server *srv, struct tu_response *res, const char *p
 }
 
 /* Framing two parsers could read two ways (a request smuggled past a
- * proxy that frames by the other rule) is a 400 and the connection closes:
- * one answer, the bytes after it never run as a request. */
+ * proxy that frames by the other rule), or that libmicrohttpd cannot read
+ * at all, is a 400 and the connection closes: one answer, the bytes after
+ * it never run as a request. */
 static void test_ambiguous_framing_refused(void **state)
 {
     struct tu_server *srv = *state;
@@ -913,6 +914,15 @@ static void test_ambiguous_framing_refused(void **state)
          "more than one Host"},
         {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n",
          "2\r\n{}\r\n0\r\n\r\n", "white space"},
+        /* codings libmicrohttpd cannot frame: it waited for the connection
+         * to time out, unanswered */
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n",
+         "{}", "transfer coding other than chunked"},
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\n"
+         "Transfer-Encoding: chunked, identity\r\n",
+         "2\r\n{}\r\n0\r\n\r\n", "transfer coding other than chunked"},
+        {"GET /strategies HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n", "",
+         "transfer coding other than chunked"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int fd = raw_connect(srv);
