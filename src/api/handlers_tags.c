@@ -279,6 +279,30 @@ static void add_problem(json_t *problems, int64_t at_ms, int64_t now_ms, const c
  * take changes: "degraded", with the problems, when the state disk refused
  * a write, the audit log or the history lost something in the last minute,
  * or a worker does not keep up with its events. */
+/* A provider that is not running while running instances use it: they
+ * get no events and their orders go nowhere, yet every instance says
+ * running. */
+static void add_stopped_providers(struct market *market, json_t *problems)
+{
+    json_t *doc = market_providers_json(market);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(doc, "providers"), i, p)
+    {
+        json_int_t users = json_integer_value(json_object_get(p, "dependentInstanceCount"));
+        if (json_is_true(json_object_get(p, "running")) || users <= 0)
+            continue;
+        const char *why = json_string_value(json_object_get(p, "startupError"));
+        json_array_append_new(
+            problems, json_sprintf("provider '%s' is %s while %lld running instance%s use%s it%s%s",
+                                   json_string_value(json_object_get(p, "name")),
+                                   json_string_value(json_object_get(p, "status")),
+                                   (long long)users, users == 1 ? "" : "s", users == 1 ? "s" : "",
+                                   why ? ": " : "", why ? why : ""));
+    }
+    json_decref(doc);
+}
+
 int api_handle_healthz(struct api *api, struct api_request *req, struct api_response *res,
                        struct err *err)
 {
@@ -295,6 +319,8 @@ int api_handle_healthz(struct api *api, struct api_request *req, struct api_resp
                 "an audit entry could not be written");
     add_problem(problems, market_history_lost_ms(), now,
                 "orders or executions could not be written to the history");
+    if (api->opts.market)
+        add_stopped_providers(api->opts.market, problems);
     int worker = 0;
     size_t capacity = 0;
     size_t deepest =

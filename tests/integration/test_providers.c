@@ -308,9 +308,24 @@ static void test_second_market_at_run_time(void **state)
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), frozen);
     assert_true(json_is_true(json_object_get(snap, "running")));
     json_decref(snap);
+    /* a running instance fed by a stopped provider is a problem /healthz
+     * names, until the provider runs again */
+    json_t *health = tu_get_json(srv, 200, "/healthz");
+    assert_string_equal(tu_jstr(health, "status"), "degraded");
+    char *problems = json_dumps(json_object_get(health, "problems"), JSON_COMPACT);
+    if (!strstr(problems, "provider 'alt' is stopped while 1 running instance uses it"))
+        fail_msg("/healthz with provider alt stopped under both-1: %s", problems);
+    free(problems);
+    json_decref(health);
     detail = tu_call(srv, "POST", "/providers/alt/start", 202, NULL);
     assert_true(json_is_true(json_object_get(detail, "running")));
     json_decref(detail);
+    health = tu_get_json(srv, 200, "/healthz");
+    problems = json_dumps(json_object_get(health, "problems"), JSON_COMPACT);
+    if (problems && strstr(problems, "'alt'"))
+        fail_msg("/healthz still names alt once it runs again: %s", problems);
+    free(problems);
+    json_decref(health);
     long long more = frozen + 20;
     json_decref(tu_instance_wait(srv, "both-1", events_grow, &more, TU_WAIT_S, "events again"));
 
