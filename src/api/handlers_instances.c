@@ -384,15 +384,37 @@ int api_handle_provider_delete(struct api *api, struct api_request *req, struct 
     return 0;
 }
 
+/* Starts or stops the provider now, for good: the state keeps its spec with
+ * `enabled` as it now is, so that a restart brings it back running or
+ * stopped as the operator left it (a stop had lasted until the next start
+ * of the gateway). One the store would not record is put back as it was. */
 static int provider_action(struct api *api, struct api_request *req, struct api_response *res,
                            bool start, struct err *err)
 {
     json_t *detail = NULL;
     const char *name = req->params[0];
+    json_t *before = current_request(api, name);
+    bool was_running = json_is_true(json_object_get(before, "enabled"));
+    json_decref(before);
     int rc = start ? market_provider_start(api->opts.market, name, &detail, err)
                    : market_provider_stop(api->opts.market, name, &detail, err);
     if (rc != 0)
         return -1;
+    json_t *now = current_request(api, name);
+    if (now && persist_provider(api, name, now, err) != 0) {
+        struct err e = ERR_INIT;
+        if (was_running != start)
+            rc = start ? market_provider_stop(api->opts.market, name, NULL, &e)
+                       : market_provider_start(api->opts.market, name, NULL, &e);
+        if (rc != 0)
+            log_error("api", "provider %s differs from the stored one until a restart: %s", name,
+                      e.message);
+        err_clear(&e);
+        json_decref(now);
+        json_decref(detail);
+        return -1;
+    }
+    json_decref(now);
     api_audit(api, req, start ? "provider.start" : "provider.stop",
               json_pack("{s:s}", "name", name));
     api_respond_json(res, start ? 202 : 200, detail);

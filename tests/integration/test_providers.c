@@ -674,6 +674,48 @@ static void test_first_events_can_quote_and_order(void **state)
     tu_server_stop(srv);
 }
 
+static bool provider_running(struct tu_server *srv, const char *name)
+{
+    json_t *p = tu_get_json(srv, 200, "/providers/%s", name);
+    bool running = json_is_true(json_object_get(p, "running"));
+    json_decref(p);
+    return running;
+}
+
+/* A provider stopped over the API (answered and audited) ran again after
+ * any restart of the gateway: the stop now lasts until a start, for a
+ * provider of the configuration as for one created over the API. */
+static void test_stop_and_start_outlast_a_restart(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    json_decref(tu_call(srv, "POST", "/providers", 202,
+                        "{\"name\": \"p2\", \"adapter\": {\"identifier\": \"simulated\", "
+                        "\"config\": {\"symbols\": [\"BTC-USDT\"]}}, \"enabled\": true}"));
+    json_decref(tu_call(srv, "POST", "/providers/p2/stop", 200, NULL));
+    json_decref(tu_call(srv, "POST", "/providers/sim/stop", 200, NULL));
+    tu_server_stop(srv);
+    tu_server_restart(srv, NULL);
+    assert_false(provider_running(srv, "p2"));
+    assert_false(provider_running(srv, "sim"));
+    json_t *backup = tu_get_json(srv, 200, "/context/backup");
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(backup, "providers"), i, p)
+    {
+        if (!json_is_false(json_object_get(p, "enabled")))
+            fail_msg("provider %s is enabled in the backup after its stop and a restart",
+                     tu_jstr(p, "name"));
+    }
+    json_decref(backup);
+    json_decref(tu_call(srv, "POST", "/providers/p2/start", 202, NULL));
+    tu_server_kill(srv);
+    tu_server_restart(srv, NULL);
+    assert_true(provider_running(srv, "p2"));
+    assert_false(provider_running(srv, "sim"));
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -686,6 +728,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seeded_markets_are_deterministic, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_first_events_can_quote_and_order, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_stop_and_start_outlast_a_restart, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
