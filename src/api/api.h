@@ -52,7 +52,8 @@
  *
  * Contract: api_start() binds and listens before it returns (so the caller
  * may announce the address); api_stop() stops accepting, waits for the
- * handlers in flight and frees everything. The subsystems passed in are
+ * handlers in flight and for their answers to be written out (up to 3 s),
+ * and frees everything. The subsystems passed in are
  * borrowed and must outlive the api. Every error response is JSON
  * {"error": "...", "details": {...}} with the status of its err kind.
  */

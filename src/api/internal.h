@@ -55,6 +55,7 @@ struct api_request {
      * until the resume only that thread touches the request; `response`
      * is owned by the request and freed with it. */
     bool offloaded;
+    bool holds_stop;                    /* counted in api.answers_unsent until completed */
     struct api_response *response;      /* what the offloaded handler answered */
     struct api *api;                    /* for the offload thread */
     const char *params[API_MAX_PARAMS]; /* {name} captures, in pattern order */
@@ -110,8 +111,9 @@ struct api {
     struct MHD_Daemon *daemon;
     struct acceptor *acceptor; /* the listening socket (acceptor.h) */
     int port;
-    atomic_uint connections; /* open connections (accepted, not yet closed) */
-    unsigned connection_cap; /* libmicrohttpd's own limit: max + reserve */
+    atomic_uint connections;    /* open connections (accepted, not yet closed) */
+    atomic_uint answers_unsent; /* requests handed off or answered, not yet completed */
+    unsigned connection_cap;    /* libmicrohttpd's own limit: max + reserve */
     pthread_mutex_t rate_lock;
     struct api_rate_bucket *buckets; /* ntokens + 1 when rate limiting, else NULL */
     struct metrics_family *http_requests;

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #define DEFAULT_MAX_BODY (1u << 20)
 #define DEFAULT_MAX_HEADER (32u << 10)
@@ -30,6 +31,7 @@
 #define DEFAULT_MAX_CONNECTIONS 1024u
 #define DEFAULT_IDLE_TIMEOUT 30u
 #define DEFAULT_REQUEST_TIMEOUT 30u
+#define STOP_WAIT_MS 3000 /* for answers still being written at a stop */
 #define DEFAULT_THREADS 4u
 /* Rendered listing pages kept for reuse: a dozen pages of 100 modules with
  * ten revisions each (434 KB identity, 68 KB gzip) fit many times over. */
@@ -506,6 +508,17 @@ static void count_request(struct api *api, const struct api_request *req, unsign
                   (double)took_ns / 1e6);
 }
 
+/* A request handed to a handler thread, or answered, holds up api_stop()
+ * until its answer is written out (on_completed), so that a stop never
+ * drops the answer of a change it let finish. */
+static void hold_stop(struct api *api, struct api_request *req)
+{
+    if (!req->holds_stop) {
+        req->holds_stop = true;
+        atomic_fetch_add(&api->answers_unsent, 1);
+    }
+}
+
 static void release_page(void *cls)
 {
     page_release(cls);
@@ -570,6 +583,7 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
     if (rc == MHD_YES) {
         req->answered = true;
         count_request(api, req, res->status);
+        hold_stop(api, req);
     }
     return rc;
 }
@@ -639,6 +653,7 @@ static enum MHD_Result offload_request(struct api *api, struct api_request *req)
         return MHD_NO;
     req->api = api;
     req->offloaded = true;
+    hold_stop(api, req);
     MHD_suspend_connection(req->conn);
     if (offload_submit(api->offload, run_offloaded, req) != 0)
         run_offloaded(req); /* out of memory or stopping: here, then */
@@ -882,6 +897,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         *con_cls = NULL;
         return;
     }
+    if (req && req->holds_stop)
+        atomic_fetch_sub(&api->answers_unsent, 1);
     /* A change's leftovers are cleared once its answer is out. */
     if (req && req->method && strcmp(req->method, "GET") != 0 && api->opts.catalog)
         catalog_housekeep(api->opts.catalog);
@@ -1121,6 +1138,14 @@ void api_stop(struct api *api)
      * libmicrohttpd must not be stopped with a connection suspended (a
      * change that arrives meanwhile runs on its polling thread) */
     offload_drain(api->offload);
+    /* ...and libmicrohttpd's polling threads write their answers out: a
+     * connection resumed a moment ago is not yet written, and stopping the
+     * daemon now would close it unanswered though its change was made */
+    for (int waited_ms = 0; atomic_load(&api->answers_unsent) > 0 && waited_ms < STOP_WAIT_MS;
+         waited_ms++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
     MHD_stop_daemon(api->daemon);
     free_api(api);
 }

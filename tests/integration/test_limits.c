@@ -659,6 +659,61 @@ static void send_spinning_upload(int fd)
     free(json);
 }
 
+/* An upload whose top level works for `ms` before it exports a module. */
+static void send_slow_upload(int fd, int ms, int n)
+{
+    char *source = tu_path("const until = Date.now() + %d;\n"
+                           "while (Date.now() < until) {}\n"
+                           "module.exports = { metadata: { name: 'slow', displayName: 'S', "
+                           "tag: 'v%d', events: ['Trade'] }, create() { return {}; } };\n",
+                           ms, n);
+    json_t *body = json_pack("{s:s}", "source", source);
+    char *json = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    free(source);
+    assert_non_null(json);
+    char head[256];
+    int len = snprintf(head, sizeof head,
+                       "POST /strategies/modules HTTP/1.1\r\nHost: localhost\r\n"
+                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                       strlen(json));
+    raw_send(fd, head, (size_t)len);
+    raw_send(fd, json, strlen(json));
+    free(json);
+}
+
+/* A stop (SIGTERM) lets the changes under way finish, and their answers
+ * go out before the server exits: the answer of a change a handler thread
+ * had just finished was dropped at random when the daemon stopped before
+ * its polling thread wrote it (the client could not tell the change was
+ * made; the upload is there after the restart). */
+static void test_stop_answers_the_changes_it_finishes(void **state)
+{
+    struct tu_server *srv = *state;
+    static const int delays_ms[] = {100, 250, 400, 550};
+    for (size_t i = 0; i < sizeof delays_ms / sizeof delays_ms[0]; i++) {
+        if (i == 0)
+            start(srv, "validation:\n  budget_ms: 3000\n");
+        else
+            tu_server_restart(srv, NULL);
+        int fd = raw_connect(srv);
+        send_slow_upload(fd, 700, (int)i);
+        sleep_ms(delays_ms[i]);
+        tu_server_stop(srv);
+        char *res = raw_response(fd, 5000);
+        if (status_of(res) != 201)
+            fail_msg("an upload under way at a stop %d ms into it: %.300s", delays_ms[i],
+                     res ? res : "(no answer)");
+        free(res);
+        close(fd);
+    }
+    tu_server_restart(srv, NULL);
+    json_t *m = tu_get_json(srv, 200, "/strategies/modules/slow");
+    assert_int_equal(json_array_size(json_object_get(m, "revisions")), 4);
+    json_decref(m);
+    tu_server_stop(srv);
+}
+
 /* A change runs on a handler thread, not on the polling thread that read
  * it: an upload whose top level spins for the whole validation budget
  * holds up none of the other connections, even with one polling thread for
@@ -1133,6 +1188,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_connections_gauge, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_slow_request_holds_up_nobody, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_stop_answers_the_changes_it_finishes, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_clients_are_dropped_and_block_nobody,
                                         tu_server_setup, tu_server_teardown),
