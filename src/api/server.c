@@ -508,11 +508,42 @@ static void count_request(struct api *api, const struct api_request *req, unsign
                   (double)took_ns / 1e6);
 }
 
+/* A connection's socket context. One that could not get its own (out of
+ * memory) shares `unkept_connection` and is refused. */
+struct connection_state {
+    bool refused;                 /* over max_connections: 503 */
+    struct deadline_watch *watch; /* NULL: unwatched */
+};
+
+static struct connection_state unkept_connection = {.refused = true};
+
+static struct connection_state *connection_state(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    return info ? info->socket_context : NULL;
+}
+
+static bool connection_refused(struct MHD_Connection *conn)
+{
+    const struct connection_state *cs = connection_state(conn);
+    return cs && cs->refused;
+}
+
+static struct deadline_watch *connection_watch(struct MHD_Connection *conn)
+{
+    const struct connection_state *cs = connection_state(conn);
+    return cs ? cs->watch : NULL;
+}
+
 /* A request handed to a handler thread, or answered, holds up api_stop()
  * until its answer is written out (on_completed), so that a stop never
- * drops the answer of a change it let finish. */
+ * drops the answer of a change it let finish; and it is whole, so its
+ * connection's deadline waits for the next one. A body past the limit
+ * whose 413 could not be queued yet is still arriving, and still timed. */
 static void hold_stop(struct api *api, struct api_request *req)
 {
+    deadline_handling(connection_watch(req->conn));
     if (!req->holds_stop) {
         req->holds_stop = true;
         atomic_fetch_add(&api->answers_unsent, 1);
@@ -593,33 +624,6 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
  * instances, a restore creates them), so it runs on a handler thread.
  * Reads answer from caches, and refusals at once, on the polling thread;
  * so do the routes marked runs_inline (api_route). */
-/* A connection's socket context. One that could not get its own (out of
- * memory) shares `unkept_connection` and is refused. */
-struct connection_state {
-    bool refused;                 /* over max_connections: 503 */
-    struct deadline_watch *watch; /* NULL: unwatched */
-};
-
-static struct connection_state unkept_connection = {.refused = true};
-
-static struct connection_state *connection_state(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *info =
-        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
-    return info ? info->socket_context : NULL;
-}
-
-static bool connection_refused(struct MHD_Connection *conn)
-{
-    const struct connection_state *cs = connection_state(conn);
-    return cs && cs->refused;
-}
-
-static struct deadline_watch *connection_watch(struct MHD_Connection *conn)
-{
-    const struct connection_state *cs = connection_state(conn);
-    return cs ? cs->watch : NULL;
-}
 
 static bool may_block(struct api_request *req)
 {
@@ -662,7 +666,6 @@ static enum MHD_Result offload_request(struct api *api, struct api_request *req)
 
 static enum MHD_Result answer(struct api *api, struct api_request *req)
 {
-    deadline_handling(connection_watch(req->conn));
     if (req->offloaded) /* resumed: the handler has answered */
         return send_response(api, req, req->response);
     if (may_block(req))
@@ -755,8 +758,91 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
  * frames by the other rule forwards one request where the gateway would
  * run two, the second past the proxy's own checks (RFC 9112 says reject or
  * close). Refused, and the connection closed. NULL when there is none. */
-static const char *framing_problem(struct MHD_Connection *conn, const char *version)
+/* libmicrohttpd parses the request line and header section in place, ending
+ * each name and value with a NUL where its separator or line end was, and
+ * keeps only what it made of the fields: a raw NUL in a value cut it short
+ * (`Bearer <token>\0junk` was `<token>`), and a field folded over two lines
+ * (obsolete, and read by a proxy in front as its name and value) became a
+ * name of both lines' text, out of that section, with an empty value: a
+ * folded `Transfer-Encoding` framed nothing here while the proxy framed the
+ * body by it. So the fields must tile the section: between the end of one
+ * and the name of the next, only line ends and blanks. A section whose
+ * fields all lie elsewhere (another layout) is not judged. */
+struct layout {
+    const char *start, *end; /* the request line and header section */
+    const char *prev;        /* the end of the last field seen in it */
+    bool inside, outside, stray, bare_cr;
+};
+
+static bool only_separators(const char *from, const char *to)
 {
+    for (const char *p = from; p < to; p++)
+        if (*p != '\0' && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != ':')
+            return false;
+    return true;
+}
+
+static bool in_section(const struct layout *l, const char *p)
+{
+    return p >= l->start && p < l->end;
+}
+
+static enum MHD_Result check_layout(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    struct layout *l = cls;
+    if (!in_section(l, key) || (value && !in_section(l, value))) {
+        l->outside = true;
+        return MHD_YES;
+    }
+    l->inside = true;
+    /* a CR that ends no line: libmicrohttpd keeps it in the field, where a
+     * proxy may have ended a line (`X: a<CR>Content-Length: 2`) */
+    if (strchr(key, '\r') || (value && strchr(value, '\r')))
+        l->bare_cr = true;
+    if (key >= l->prev && !only_separators(l->prev, key))
+        l->stray = true;
+    const char *end = key + strlen(key);
+    if (value && value >= end) {
+        if (!only_separators(end, value))
+            l->stray = true;
+        end = value + strlen(value);
+    }
+    if (end > l->prev)
+        l->prev = end;
+    return MHD_YES;
+}
+
+static const char *layout_problem(struct MHD_Connection *conn, const char *method,
+                                  const char *version)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (!info || !method || !version)
+        return NULL;
+    struct layout l = {method, method + info->header_size, NULL, false, false, false, false};
+    if (!in_section(&l, version))
+        return NULL;
+    l.prev = version + strlen(version);
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, check_layout, &l);
+    if (!l.inside)
+        return NULL;
+    if (l.outside)
+        return "a header field folded over two lines (obsolete line folding)";
+    if (l.bare_cr)
+        return "a CR in a header field that ends no line";
+    if (l.stray || !only_separators(l.prev, l.end))
+        return "a NUL byte in a header field";
+    return NULL;
+}
+
+static const char *framing_problem(struct MHD_Connection *conn, const char *method,
+                                   const char *version)
+{
+    const char *layout = layout_problem(conn, method, version);
+    if (layout)
+        return layout;
     struct framing f = {0};
     MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
     if (f.unknown_coding)
@@ -800,7 +886,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         else if (nul_in_target(api, req, version))
             req->nul_in_target = true;
         else
-            req->bad_framing = framing_problem(conn, version);
+            req->bad_framing = framing_problem(conn, method, version);
         bool refused =
             req->over_capacity || req->nul_in_target || req->bad_framing || req->too_many_params;
         if (!refused && !req->url_too_long &&
@@ -924,6 +1010,10 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (info)
             cs->watch = deadline_watch(api->deadline, info->connect_fd);
+        /* one that cannot be watched (no descriptor left) could trickle on
+         * for ever: refused like one over the limit */
+        if (!cs->watch)
+            cs->refused = true;
         *socket_context = cs;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         atomic_fetch_sub(&api->connections, 1);

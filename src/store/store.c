@@ -351,12 +351,16 @@ static int make_db_private(const struct store *s, struct err *err)
         err_set_errno(err, ERR_INTERNAL, errno, "cannot create database %s", s->db_path);
         return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) == 0 && (st.st_mode & 0007) && fchmod(fd, st.st_mode & 0770) == 0)
-        log_info("store", "%s was readable by other users; now by its owner and group only",
-                 s->db_path);
+    store__keep_private(fd, s->db_path);
     close(fd);
     return 0;
+}
+
+void store__keep_private(int fd, const char *path)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 0007) && fchmod(fd, st.st_mode & 0770) == 0)
+        log_info("store", "%s was open to other users; now to its owner and group only", path);
 }
 
 static int open_db(struct store *s, struct err *err)

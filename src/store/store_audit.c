@@ -136,6 +136,7 @@ int store__audit_open(struct store *s, struct err *err)
         err_set_errno(err, ERR_INTERNAL, errno, "cannot open audit log %s", s->audit_path);
         return -1;
     }
+    store__keep_private(fd, s->audit_path);
     if (repair_tail(s, fd, err) != 0) {
         close(fd);
         return -1;

@@ -121,6 +121,9 @@ int store__vfs_register(struct store *s, struct err *err);
 void store__vfs_unregister(struct store *s);
 void store__sync_observe(struct store__sync_hist *h, int64_t ns);
 
+/* Takes the other users' bits off a file of the state the gateway opened
+ * (an earlier version, or an operator, made it readable to all). */
+void store__keep_private(int fd, const char *path);
 void store__lock(struct store *s);
 void store__unlock(struct store *s);
 /* Whether another thread waits for the lock (its holder does not count). */

@@ -874,8 +874,8 @@ static int64_t trickle_until_closed(int fd, int gap_ms, int give_up_ms)
 static void test_request_deadline_cuts_trickling_clients(void **state)
 {
     struct tu_server *srv = *state;
-    start(srv, "http:\n  idle_timeout_seconds: 3\n  request_timeout_seconds: 1\n"
-               "validation:\n  budget_ms: 3000\n");
+    start(srv, "http:\n  idle_timeout_seconds: 8\n  request_timeout_seconds: 1\n"
+               "  max_body_bytes: 1024\nvalidation:\n  budget_ms: 3000\n");
     static const char *const partial[] = {
         "GET /strategies HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
         "POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\n"
@@ -894,9 +894,34 @@ static void test_request_deadline_cuts_trickling_clients(void **state)
         if (took < 700)
             fail_msg("a trickling request was cut after %lld ms, before its 1 s", (long long)took);
     }
+    /* A chunked body past max_body_bytes is read to its end before its 413,
+     * and stays timed while it trickles (it had left the deadline for the
+     * idle timeout's grace) */
+    static const char chunked[] = "POST /strategies/modules HTTP/1.1\r\nHost: localhost\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n";
+    int fd = raw_connect(srv);
+    raw_send(fd, chunked, sizeof chunked - 1);
+    char big[2048 + 16];
+    int n = snprintf(big, sizeof big, "800\r\n");
+    memset(big + n, 'x', 2048);
+    memcpy(big + n + 2048, "\r\n", 2);
+    raw_send(fd, big, (size_t)n + 2050);
+    int64_t took = -1;
+    for (int64_t t0 = now_ms(); now_ms() - t0 < 10000;) {
+        if (wait_closed(fd, 400) >= 0 || send(fd, "1\r\nx\r\n", 6, MSG_NOSIGNAL) != 6) {
+            took = now_ms() - t0;
+            break;
+        }
+    }
+    close(fd);
+    print_message("a chunked body past the limit, trickling, cut after %lld ms\n", (long long)took);
+    if (took < 0 || took > 5000)
+        fail_msg("a chunked body past the limit trickled on for %lld ms with a 1 s request timeout "
+                 "(8 s idle)",
+                 (long long)took);
     double timed_out = tu_metric(srv, "stratd_http_requests_timed_out_total");
-    if (timed_out < 2)
-        fail_msg("stratd_http_requests_timed_out_total reads %g after two cuts", timed_out);
+    if (timed_out < 3)
+        fail_msg("stratd_http_requests_timed_out_total reads %g after three cuts", timed_out);
     /* Each answer starts the clock again on a kept-alive connection. */
     int keep = raw_connect(srv);
     for (int i = 0; i < 4; i++) {
@@ -904,7 +929,7 @@ static void test_request_deadline_cuts_trickling_clients(void **state)
         sleep_ms(600);
     }
     close(keep);
-    int fd = raw_connect(srv);
+    fd = raw_connect(srv);
     send_spinning_upload(fd);
     char *res = raw_response(fd, 30000);
     if (status_of(res) != 422)
@@ -957,31 +982,46 @@ static void test_ambiguous_framing_refused(void **state)
     static const char tail[] = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
     static const struct {
         const char *head, *body, *says;
+        size_t head_len; /* 0: strlen(head) */
     } cases[] = {
         {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n"
          "Content-Length: 40\r\n",
-         "{}", "two Content-Length"},
+         "{}", "two Content-Length", 0},
         {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
          "Transfer-Encoding: chunked\r\n",
-         "0\r\n\r\n", "both Transfer-Encoding and Content-Length"},
-        {"GET /strategies HTTP/1.1\r\n", "", "without a Host"},
-        {"GET /strategies HTTP/1.1\r\nHost: localhost\r\nHost: other\r\n", "",
-         "more than one Host"},
+         "0\r\n\r\n", "both Transfer-Encoding and Content-Length", 0},
+        {"GET /strategies HTTP/1.1\r\n", "", "without a Host", 0},
+        {"GET /strategies HTTP/1.1\r\nHost: localhost\r\nHost: other\r\n", "", "more than one Host",
+         0},
         {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n",
-         "2\r\n{}\r\n0\r\n\r\n", "white space"},
+         "2\r\n{}\r\n0\r\n\r\n", "white space", 0},
         /* codings libmicrohttpd cannot frame: it waited for the connection
          * to time out, unanswered */
         {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n",
-         "{}", "transfer coding other than chunked"},
+         "{}", "transfer coding other than chunked", 0},
         {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\n"
          "Transfer-Encoding: chunked, identity\r\n",
-         "2\r\n{}\r\n0\r\n\r\n", "transfer coding other than chunked"},
+         "2\r\n{}\r\n0\r\n\r\n", "transfer coding other than chunked", 0},
         {"GET /strategies HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n", "",
-         "transfer coding other than chunked"},
+         "transfer coding other than chunked", 0},
+        /* a field folded over two lines: libmicrohttpd made one name of both
+         * lines and framed by Content-Length, a proxy that unfolds by the
+         * chunked coding */
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n"
+         "Transfer-Encoding:\r\n chunked\r\n",
+         "3a\r\n", "folded", 0},
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Length:\r\n 2\r\n", "{}",
+         "folded", 0},
+        {"POST /strategies/refresh HTTP/1.1\r\nHost: localhost\r\nX-Note: a\rContent-Length: 2\r\n",
+         "{}", "a CR in a header field", 0},
+        /* a NUL cut the value short, so a token followed by anything passed */
+        {"GET /strategies HTTP/1.1\r\nHost: localhost\r\nX-Note: a\0junk\r\n", "",
+         "NUL byte in a header",
+         sizeof "GET /strategies HTTP/1.1\r\nHost: localhost\r\nX-Note: a\0junk\r\n" - 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int fd = raw_connect(srv);
-        raw_send(fd, cases[i].head, strlen(cases[i].head));
+        raw_send(fd, cases[i].head, cases[i].head_len ? cases[i].head_len : strlen(cases[i].head));
         raw_send(fd, auth, strlen(auth));
         raw_send(fd, "\r\n", 2);
         raw_send(fd, cases[i].body, strlen(cases[i].body));
@@ -995,6 +1035,19 @@ static void test_ambiguous_framing_refused(void **state)
             fail_msg("case %zu: the connection stayed open after the refusal", i);
         close(fd);
     }
+    /* `Bearer <token><NUL>junk` had passed as the token */
+    char *nul_token = tu_path("GET /strategies HTTP/1.1\r\nHost: localhost\r\n"
+                              "Authorization: Bearer %s#junk\r\n\r\n",
+                              SECRET_A);
+    *strchr(nul_token, '#') = '\0';
+    int fd = raw_connect(srv);
+    raw_send(fd, nul_token, strlen(nul_token) + 1 + strlen(strchr(nul_token, '\0') + 1));
+    char *res = raw_response(fd, 30000);
+    if (status_of(res) != 400)
+        fail_msg("a token followed by a NUL and more: %.300s", res ? res : "(nothing)");
+    free(res);
+    close(fd);
+    free(nul_token);
     free(auth);
     expect_healthy(srv);
     tu_server_stop(srv);

@@ -138,9 +138,13 @@ static void test_state_files_are_private(void **state)
             fail_msg("%s is readable or writable by other users", files[i]);
     store_close(store);
     char *db_path = tu_path("%s/%s", root, STORE_DB_FILE);
+    char *audit_path = tu_path("%s/%s", root, STORE_AUDIT_FILE);
     assert_int_equal(chmod(db_path, 0644), 0);
+    assert_int_equal(chmod(audit_path, 0644), 0);
     store = fixture_open(root);
     assert_int_equal(others_bits(root, STORE_DB_FILE), 0);
+    assert_int_equal(others_bits(root, STORE_AUDIT_FILE), 0);
+    free(audit_path);
     store_close(store);
     umask(old_mask);
     json_decref(spec);
