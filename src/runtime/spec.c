@@ -435,16 +435,17 @@ static uint32_t events_of(const json_t *metadata)
     return mask;
 }
 
-/* One limit: the operator's value from the instance's own config when it
- * gives one; else the gateway's default, which a module's declared default
- * may lower but never raise (a strategy must not lift its own cap). */
+/* One limit: the operator's value when the instance's own config gives one
+ * (read as resolved, so that a `duration` given as "5s" counts as its
+ * milliseconds: it had counted as not given); else the gateway's default,
+ * which a module's declared default may lower but never raise (a strategy
+ * must not lift its own cap). */
 static double limit_value(const json_t *given, const json_t *merged, const char *key,
                           double fallback, double low, double high)
 {
-    double v = json_number_value(json_object_get(given, key));
-    if (v >= low && v <= high)
+    double v = json_number_value(json_object_get(merged, key));
+    if (json_object_get(given, key) && v >= low && v <= high)
         return v;
-    v = json_number_value(json_object_get(merged, key));
     return v >= low && v < fallback ? v : fallback;
 }
 

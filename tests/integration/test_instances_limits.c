@@ -210,6 +210,22 @@ static void test_limits_are_per_instance(void **state)
     json_decref(tu_instance_create(srv, "busy-default", "busy", NULL, NULL, NULL));
     json_decref(
         tu_instance_create(srv, "busy-patient", "busy", "{\"cpu_budget_ms\": 3000}", NULL, NULL));
+    /* a budget the module declares as a duration, given as one ("3s" had
+     * counted as not given: the instance was held to 50 ms) */
+    char *timed =
+        tu_strategy_source("busy-timed", "['Trade']",
+                           "[{name: 'cpu_budget_ms', type: 'duration', default: 50}]", "let n = 0;",
+                           "onTrade() {\n"
+                           "  if (++n > 3) return;\n"
+                           "  const until = Date.now() + 600;\n"
+                           "  while (Date.now() < until) {}\n"
+                           "  h.log('worked', {n});\n"
+                           "},");
+    tu_upload_expect(srv, timed, NULL, 201, NULL);
+    free(timed);
+    json_decref(tu_instance_create(srv, "busy-timed", "busy-timed", "{\"cpu_budget_ms\": \"3s\"}",
+                                   NULL, NULL));
+    tu_instance_start(srv, "busy-timed");
     json_decref(tu_instance_create(srv, "big-default", "big", NULL, NULL, NULL));
     json_decref(
         tu_instance_create(srv, "big-small", "big", "{\"memory_limit_mb\": 16}", NULL, NULL));
@@ -224,6 +240,10 @@ static void test_limits_are_per_instance(void **state)
     json_decref(expect_stopped(srv, "big-small", "memoryLimit", "onTrade"));
     json_t *worked = tu_wait_log_values(srv, "busy-patient", "worked", 3, TU_WAIT_S);
     json_decref(worked);
+    json_decref(tu_wait_log_values(srv, "busy-timed", "worked", 3, TU_WAIT_S));
+    json_t *timed_snap = tu_instance_get(srv, "busy-timed");
+    assert_true(json_is_true(json_object_get(timed_snap, "running")));
+    json_decref(timed_snap);
     json_decref(tu_wait_log_values(srv, "big-default", "allocated", 1, TU_WAIT_S));
     json_decref(tu_wait_log_values(srv, "big-large", "allocated", 1, TU_WAIT_S));
     static const char *const survivors[] = {"busy-patient", "big-default", "big-large"};
