@@ -233,8 +233,9 @@ static void stop_failed(struct worker *w, struct vm *vm, const char *reason, con
 
 /* A plain exception: logged (rate-limited with helpers.log), counted, and a
  * long enough streak stops the instance. */
-static void count_exception(struct worker *w, struct vm *vm, const char *handler,
-                            const char *message, const struct js_exception *ex)
+/* Logs a handler's error, counts it and makes it the instance's lastError. */
+static void record_exception(struct worker *w, struct vm *vm, const char *handler,
+                             const char *message, const struct js_exception *ex)
 {
     struct instance *inst = vm->inst;
     counter_add(&inst->errors, 1);
@@ -262,6 +263,12 @@ static void count_exception(struct worker *w, struct vm *vm, const char *handler
     json_decref(inst->last_error);
     inst->last_error = last;
     pthread_mutex_unlock(&w->rt->lock);
+}
+
+static void count_exception(struct worker *w, struct vm *vm, const char *handler,
+                            const char *message, const struct js_exception *ex)
+{
+    record_exception(w, vm, handler, message, ex);
     if (++vm->consecutive_errors >= vm->plan->max_errors) {
         char text[ERR_MESSAGE_MAX];
         snprintf(text, sizeof text, "%d consecutive errors; last: %s", vm->consecutive_errors,
@@ -355,8 +362,10 @@ static void describe_reason(JSContext *ctx, JSValueConst v, char *out, size_t si
     }
 }
 
-/* An async handler that rejected, or a promise rejected without a catch. */
-static void report_rejection(struct worker *w, struct vm *vm, const char *handler)
+/* An async handler that rejected, or a promise rejected without a catch;
+ * `counted` toward max_consecutive_errors, except the start's (a start
+ * that ends in a stop is no start). */
+static void report_rejection(struct worker *w, struct vm *vm, const char *handler, bool counted)
 {
     char message[ERR_MESSAGE_MAX];
     char *stack = NULL;
@@ -367,7 +376,10 @@ static void report_rejection(struct worker *w, struct vm *vm, const char *handle
     free_value(vm->sb.ctx, &vm->rejection);
     vm->unhandled = 0;
     struct js_exception ex = {JS_FAILURE_EXCEPTION, "UnhandledRejection", message, stack, 0, 0};
-    count_exception(w, vm, handler, message, &ex);
+    if (counted)
+        count_exception(w, vm, handler, message, &ex);
+    else
+        record_exception(w, vm, handler, message, &ex);
     free(stack);
 }
 
@@ -426,7 +438,7 @@ static void after_call(struct worker *w, struct vm *vm, int rc, const char *hand
         return;
     }
     if (vm->unhandled > 0) {
-        report_rejection(w, vm, handler);
+        report_rejection(w, vm, handler, true);
         return;
     }
     if (!JS_IsUndefined(vm->rejection))
@@ -1526,9 +1538,12 @@ static int create_from_exports(struct vm *vm, struct err *err)
         rc = check_handlers(vm, not_fn, err);
     free_value(ctx, &vm->env);
     js_sandbox_disarm(&vm->sb);
-    /* rejections seen while starting are the start's business, not a handler's */
-    vm->unhandled = 0;
-    free_value(ctx, &vm->rejection);
+    /* a start that fails says why itself; one that goes on reports a
+     * promise its top level or create() left rejected (vm_launch) */
+    if (rc != 0) {
+        vm->unhandled = 0;
+        free_value(ctx, &vm->rejection);
+    }
     return rc;
 }
 
@@ -1640,6 +1655,13 @@ int vm_launch(struct worker *w, struct vm *vm, struct err *err)
     vm->inst->risk_breaches = 0; /* maxRiskBreaches counts from each start */
     host_enter(vm);
     int rc = create_from_exports(vm, err);
+    /* an async step of the start that failed with nobody to catch it (a
+     * call create() did not await): the instance runs on, half set up, so
+     * the author hears of it as of a handler's error */
+    if (rc == 0 && vm->unhandled > 0)
+        report_rejection(w, vm, "create", false);
+    else if (rc == 0)
+        free_value(vm->sb.ctx, &vm->rejection);
     host_leave();
     /* orders create() placed reached maxRiskBreaches: the start fails, as a
      * handler's call would stop the instance */

@@ -307,6 +307,24 @@ static void test_timers_promises_and_create_are_limited(void **state)
     assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "async"));
     json_decref(snap);
 
+    /* a promise the start left rejected with nobody to catch it: the
+     * instance runs on, and the error is the author's to read (it had
+     * been dropped without a trace) */
+    upload(srv, "half-set", "(async () => { await null; throw new Error('warm-up failed'); })();",
+           "onTrade() {},");
+    json_decref(tu_instance_create(srv, "half-set", "half-set", NULL, NULL, NULL));
+    tu_instance_start(srv, "half-set");
+    snap = tu_instance_get(srv, "half-set");
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    assert_string_equal(tu_jstr(snap, "lastError.handler"), "create");
+    assert_non_null(strstr(tu_jstr(snap, "lastError.message"), "warm-up failed"));
+    assert_int_equal(tu_jint(snap, "counters.handlerErrors"), 1);
+    json_decref(snap);
+    json_t *line = tu_wait_log(srv, "half-set", "unhandled promise rejection", TU_WAIT_S);
+    assert_non_null(strstr(tu_jstr(line, "msg"), "warm-up failed"));
+    assert_true(json_is_string(json_object_get(line, "stack")));
+    json_decref(line);
+
     /* create() running past its budget: the start is refused and recorded */
     json_decref(tu_instance_create(srv, "born", "born-spinning", NULL, NULL, NULL));
     json_t *err = tu_call(srv, "POST", "/strategy/instances/born/start", 422, "{}");
