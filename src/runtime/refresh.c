@@ -16,6 +16,7 @@
  *                 starts between two events)           -> "refreshed"
  *   same hash     nothing to do                         -> "alreadyPinned"
  *   nothing       stopped                               -> "retired"
+ *   its own hash, whose file is unusable now            -> "alreadyPinned"
  * An instance a failed start left stopped (startFailed) that moves is
  * started on its new pin ("started": true or false with "error"): it was
  * meant to run, and a rollback of a failed promotion brings it back.
@@ -270,13 +271,30 @@ static void prepare_restart(struct runtime *rt, struct move *m,
     post(m, CMD_RESTART, plan, json_incref(m->spec));
 }
 
+/* The selector resolves to the instance's own revision, which is still in
+ * the catalogue but whose file cannot be used now (moved away, not a
+ * file, edited): nothing was deleted, and a running instance has its code
+ * loaded, so it stays as it is; the refresh's problems name the file. */
+static bool own_revision_invalid(const struct err *err, const char *hex)
+{
+    const char *bad = json_string_value(json_object_get(err->details, "hash"));
+    return err->kind == ERR_CONFLICT && bad && strncmp(bad, HASH_PREFIX, HASH_PREFIX_LEN) == 0 &&
+           strcmp(bad + HASH_PREFIX_LEN, hex) == 0;
+}
+
 static void prepare(struct runtime *rt, const struct registry *reg, struct move *m)
 {
     const struct candidate *c = m->c;
     struct registry_resolution res;
     struct err err = ERR_INIT;
     if (spec_reresolve(reg, c->selector, &res, &err) != 0) {
+        bool own = own_revision_invalid(&err, c->hex);
         err_clear(&err);
+        if (own) {
+            m->kind = MOVE_DONE;
+            m->result = result(c->selector, c, c->hex, NULL, "alreadyPinned");
+            return;
+        }
         prepare_retire(m);
         return;
     }

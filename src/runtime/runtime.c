@@ -1359,6 +1359,15 @@ static int start_revision(const struct registry *reg, const struct instance *ins
     bool moves = selector_parse(selector, &sel, &ignored) == 0 && !selector_is_pinned_hash(&sel);
     bool resolved = moves && spec_reresolve(reg, selector, &res, &ignored) == 0;
     err_clear(&ignored);
+    if (!resolved && rev) {
+        /* still in the catalogue, its file unusable (moved, not a file,
+         * edited): that, not a deletion, is what keeps it from starting */
+        err_set(err, ERR_CONFLICT,
+                "instance %s is pinned to revision %s@sha256:%s, which is invalid: %s", inst->id,
+                inst->strategy, hex, rev->invalid_reason ? rev->invalid_reason : "unknown reason");
+        err_add_detail(err, "reason", json_string("invalidRevision"));
+        return -1;
+    }
     if (!resolved)
         return retired_error(err, inst->id, hex);
     json_t *repinned = spec_repin(*spec, res.revision->hex, res.tag ? res.tag : res.revision->tag);

@@ -505,6 +505,48 @@ static void test_refresh_to_a_revision_that_does_not_start(void **state)
     tu_server_stop(srv);
 }
 
+/* A revision still in the catalogue whose file is unusable for a moment
+ * (moved away by hand): a refresh had stopped its running instances as
+ * "retired", and a start then said the revision no longer existed. They
+ * are alreadyPinned and run on (their code is loaded); a stopped one's
+ * start names the revision's problem; once the file is back it starts. */
+static void test_refresh_while_a_running_revision_file_is_away(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char h[65];
+    char *src = tu_module_source("away", "v1", "onTrade() {},");
+    tu_upload_expect(srv, src, NULL, 201, h);
+    free(src);
+    create(srv, "away-run", "away");
+    create(srv, "away-idle", "away");
+    tu_instance_start(srv, "away-run");
+    char *file = tu_path("%s/away/%s/away.js", srv->strategies_dir, h);
+    char *kept = tu_path("%s/away.js.kept", srv->root);
+    assert_int_equal(rename(file, kept), 0);
+    json_t *r = tu_ops_refresh(srv, "{}", 200);
+    expect(r, "away-run", "away", "alreadyPinned", h, NULL);
+    expect(r, "away-idle", "away", "alreadyPinned", h, NULL);
+    assert_true(json_array_size(json_object_get(r, "problems")) == 1);
+    json_decref(r);
+    expect_state(srv, "away-run", h, true, NULL);
+    json_t *err = tu_call(srv, "POST", "/strategy/instances/away-idle/start", 409, "{}");
+    if (!strstr(tu_jstr(err, "error"), "invalid") || strstr(tu_jstr(err, "error"), "no longer"))
+        fail_msg("the start of an instance whose revision's file is away: %s",
+                 tu_jstr(err, "error"));
+    assert_string_equal(tu_jstr(err, "details.reason"), "invalidRevision");
+    json_decref(err);
+    assert_int_equal(rename(kept, file), 0);
+    r = tu_ops_refresh(srv, "{}", 200);
+    expect(r, "away-idle", "away", "alreadyPinned", h, NULL);
+    json_decref(r);
+    tu_instance_start(srv, "away-idle");
+    expect_state(srv, "away-run", h, true, NULL);
+    free(file);
+    free(kept);
+    tu_server_stop(srv);
+}
+
 /* A refresh picks a running instance whose new revision gives no launch
  * plan (a required config field it lacks), and the instance fails on its
  * own (its CPU budget) before the refresh's stop reaches its worker: the
@@ -922,6 +964,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_every_reason_code, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_target_forms, tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_while_a_running_revision_file_is_away,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_to_a_revision_that_does_not_start,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_refresh_does_not_count_a_stop_that_did_not_happen,
