@@ -25,10 +25,12 @@
 #include "core/metrics.h"
 #include "js/validate.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Time allowed for turning a rejection reason into text. */
 #define REASON_BUDGET_NS (20LL * 1000 * 1000)
@@ -1225,8 +1227,15 @@ static void start_failed(struct vm *vm, const char *what, struct err *err)
         err_set(err, ERR_UNPROCESSABLE, "%s overflowed the stack", what);
         break;
     case JS_FAILURE_EXCEPTION:
-        err_set(err, ERR_UNPROCESSABLE, "%s threw %s: %s", what, ex.name ? ex.name : "Error",
-                ex.message ? ex.message : "");
+        /* the position in the text too: the text is what the instance's
+         * lastError and the log keep of a failed start */
+        if (ex.line > 0)
+            err_set(err, ERR_UNPROCESSABLE, "%s threw %s: %s (%s:%d:%d)", what,
+                    ex.name ? ex.name : "Error", ex.message ? ex.message : "", vm->plan->filename,
+                    ex.line, ex.column);
+        else
+            err_set(err, ERR_UNPROCESSABLE, "%s threw %s: %s", what, ex.name ? ex.name : "Error",
+                    ex.message ? ex.message : "");
         break;
     }
     err_add_detail(err, "stage", json_string(what));
@@ -1267,11 +1276,10 @@ static int call_create(struct vm *vm, JSValueConst exports, JSValueConst env, st
         JSValue settled = JS_PromiseResult(ctx, r);
         JS_FreeValue(ctx, r);
         if (state == JS_PROMISE_REJECTED) {
-            char message[ERR_MESSAGE_MAX], *stack = NULL;
-            describe_reason(ctx, settled, message, sizeof message, &stack);
-            free(stack);
-            JS_FreeValue(ctx, settled);
-            err_set(err, ERR_UNPROCESSABLE, "create(env) failed: %s", message);
+            /* an async create(env) that failed is told as a synchronous
+             * one that threw: with the failure's kind and position */
+            JS_Throw(ctx, settled);
+            start_failed(vm, "create(env)", err);
             return -1;
         }
         r = settled;
@@ -1374,6 +1382,72 @@ static int check_handlers(struct vm *vm, const char *const not_fn[H_COUNT], stru
         return -1;
     }
     return 0;
+}
+
+/* The handler a misspelt name most likely meant: the one sharing the
+ * longest start with it, case aside (at least "on" and two letters). */
+static const char *closest_handler(const char *name)
+{
+    const char *best = NULL;
+    size_t best_len = 3;
+    for (int h = 0; h < H_COUNT; h++) {
+        const char *known = runtime_handler_names[h];
+        size_t n = 0;
+        while (name[n] && known[n] &&
+               tolower((unsigned char)name[n]) == tolower((unsigned char)known[n]))
+            n++;
+        if (n > best_len) {
+            best_len = n;
+            best = known;
+        }
+    }
+    return best;
+}
+
+static bool is_handler_name(const char *name)
+{
+    for (int h = 0; h < H_COUNT; h++)
+        if (strcmp(name, runtime_handler_names[h]) == 0)
+            return true;
+    return false;
+}
+
+/* A function create(env) returned under a name like a handler's that the
+ * gateway never calls (`onTrades`, `onOrderFill`): no error, since a
+ * strategy may keep helpers there, but a warning in the instance's log,
+ * for a market maker whose fills handler is never called otherwise finds
+ * out from its inventory. */
+static void warn_unknown_handlers(struct vm *vm)
+{
+    JSContext *ctx = vm->sb.ctx;
+    JSPropertyEnum *props = NULL;
+    uint32_t n = 0;
+    if (JS_GetOwnPropertyNames(ctx, &props, &n, vm->handlers,
+                               JS_GPN_STRING_MASK | JS_GPN_ENUM_ONLY) != 0) {
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const char *name = JS_AtomToCString(ctx, props[i].atom);
+        if (name && strncasecmp(name, "on", 2) == 0 && !is_handler_name(name)) {
+            JSValue v = JS_GetProperty(ctx, vm->handlers, props[i].atom);
+            if (JS_IsFunction(ctx, v)) {
+                const char *guess = closest_handler(name);
+                char message[ERR_MESSAGE_MAX];
+                snprintf(message, sizeof message,
+                         "create(env) returned %.100s, which is no handler the gateway calls%s%s%s",
+                         name, guess ? " (did you mean " : "", guess ? guess : "",
+                         guess ? "?)" : "");
+                host_log(vm, LOG_LEVEL_WARN, message, json_pack("{s:s}", "handler", "create"));
+            }
+            JS_FreeValue(ctx, v);
+            if (JS_HasException(ctx))
+                JS_FreeValue(ctx, JS_GetException(ctx));
+        }
+        JS_FreeCString(ctx, name);
+        JS_FreeAtom(ctx, props[i].atom);
+    }
+    js_free(ctx, props);
 }
 
 static int event_mask_of(JSContext *ctx, JSValueConst list, uint32_t *mask, struct err *err)
@@ -1536,6 +1610,8 @@ static int create_from_exports(struct vm *vm, struct err *err)
         rc = choose_events(vm, vm->env, err);
     if (rc == 0)
         rc = check_handlers(vm, not_fn, err);
+    if (rc == 0)
+        warn_unknown_handlers(vm);
     free_value(ctx, &vm->env);
     js_sandbox_disarm(&vm->sb);
     /* a start that fails says why itself; one that goes on reports a

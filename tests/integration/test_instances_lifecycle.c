@@ -888,7 +888,8 @@ static void test_missing_handlers_and_subscriptions(void **state)
     char *src = tu_strategy_source("partial", "['Trade', 'Ticker', 'BookSnapshot']", "[]", NULL,
                                    "onTicker(ctx, evt) { if (evt.type !== 'Ticker') "
                                    "throw new Error('got ' + evt.type); },\n"
-                                   "onKlineSummary() { throw new Error('not subscribed'); },");
+                                   "onKlineSummary() { throw new Error('not subscribed'); },\n"
+                                   "onTrades() { throw new Error('never called'); },");
     tu_upload_expect(srv, src, NULL, 201, NULL);
     free(src);
     json_decref(tu_instance_create(srv, "part", "partial", NULL, NULL, NULL));
@@ -904,6 +905,12 @@ static void test_missing_handlers_and_subscriptions(void **state)
     assert_true(tickers >= 300);
     assert_true(trades == 0);
     assert_true(klines == 0);
+    /* a function named like a handler that no event calls is named in the
+     * instance's log at its start, with the handler it may have meant */
+    json_t *line = tu_wait_log(srv, "part", "create(env) returned onTrades", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "level"), "warn");
+    assert_non_null(strstr(tu_jstr(line, "msg"), "did you mean onTrade?"));
+    json_decref(line);
     tu_server_stop(srv);
 }
 
@@ -945,6 +952,48 @@ static void test_exceptions_are_logged_counted_and_survived(void **state)
     assert_true(tu_metric(srv, sample) >= (double)errors);
     free(sample);
     free(hash);
+    tu_server_stop(srv);
+}
+
+/* A create(env) that fails, plain or async, says where: the start's 422
+ * (its details and its text) and the instance's lastError, which keeps
+ * only the text (an async one had no position at all, and its kind was
+ * lost in "unhandled promise rejection"). */
+static void test_failed_creates_say_where(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv);
+    static const char *const names[] = {"plainfail", "asyncfail"};
+    for (int i = 0; i < 2; i++) {
+        char *src = tu_path("module.exports = {\n"
+                            "  metadata: { name: '%s', displayName: 'F', events: ['Trade'] },\n"
+                            "  %screate(env) {\n"
+                            "    %s\n"
+                            "    return setup();\n"
+                            "  },\n"
+                            "};\n"
+                            "function setup() {\n"
+                            "  const table = undefined;\n"
+                            "  return table.rows;\n"
+                            "}\n",
+                            names[i], i ? "async " : "", i ? "await null;" : "");
+        tu_upload_expect(srv, src, NULL, 201, NULL);
+        free(src);
+        json_decref(tu_instance_create(srv, names[i], names[i], NULL, NULL, NULL));
+        char *path = tu_path("/strategy/instances/%s/start", names[i]);
+        json_t *err = tu_call(srv, "POST", path, 422, "{}");
+        free(path);
+        char *where = tu_path("(%s.js:10:", names[i]);
+        const char *text = tu_jstr(err, "error");
+        if (!strstr(text, "TypeError") || !strstr(text, where))
+            fail_msg("the failed start of %s: %s", names[i], text);
+        assert_int_equal(tu_jint(err, "details.line"), 10);
+        json_decref(err);
+        json_t *snap = tu_instance_get(srv, names[i]);
+        assert_non_null(strstr(tu_jstr(snap, "lastError.message"), where));
+        json_decref(snap);
+        free(where);
+    }
     tu_server_stop(srv);
 }
 
@@ -1007,6 +1056,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_frozen_env_starts, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_missing_handlers_and_subscriptions, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_creates_say_where, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_exceptions_are_logged_counted_and_survived,
                                         tu_server_setup, tu_server_teardown),
