@@ -194,20 +194,54 @@ static int throw_column(const char *line, size_t len, int column)
     return js__offset_column(line, off);
 }
 
+/* Past blanks and whole comments from `i` (a comment that does not end
+ * before `end` is not skipped). */
+static size_t skip_blanks_and_comments(const char *line, size_t i, size_t end)
+{
+    for (;;) {
+        while (i < end && (line[i] == ' ' || line[i] == '\t'))
+            i++;
+        if (i + 1 >= end || line[i] != '/' || line[i + 1] != '*')
+            return i;
+        const char *close = memmem(line + i + 2, end - (i + 2), "*/", 2);
+        if (!close)
+            return i;
+        i = (size_t)(close - line) + 2;
+    }
+}
+
 /* Other exceptions point at the failing operation (a property read of null
  * points at the property name). Authors look for the statement: it starts
- * after the last ';' before that column on the line, or else at the line's
- * first non-blank character. Braces are not boundaries: without a parser a
- * block cannot be told from an object literal. */
+ * after the last ';' before that column on the line that is code (not in a
+ * string, a template or a comment), past the blanks and comments that
+ * follow it, or else at the line's first code. Braces are not boundaries:
+ * without a parser a block cannot be told from an object literal. */
 static int statement_column(const char *line, size_t len, int column)
 {
     size_t off = js__column_offset(line, len, column);
-    size_t start = off;
-    while (start > 0 && line[start - 1] != ';')
-        start--;
-    while (start < off && (line[start] == ' ' || line[start] == '\t'))
-        start++;
-    return js__offset_column(line, start);
+    size_t start = 0;
+    char quote = 0;
+    for (size_t i = 0; i < off; i++) {
+        char c = line[i];
+        if (quote) {
+            if (c == '\\')
+                i++;
+            else if (c == quote)
+                quote = 0;
+        } else if (c == '"' || c == '\'' || c == '`') {
+            quote = c;
+        } else if (c == '/' && i + 1 < off && line[i + 1] == '/') {
+            break;
+        } else if (c == '/' && i + 1 < off && line[i + 1] == '*') {
+            const char *close = memmem(line + i + 2, off - (i + 2), "*/", 2);
+            if (!close)
+                break;
+            i = (size_t)(close - line) + 1;
+        } else if (c == ';') {
+            start = i + 1;
+        }
+    }
+    return js__offset_column(line, skip_blanks_and_comments(line, start, off));
 }
 
 /* A thrown string or number carries no position in QuickJS. When exactly

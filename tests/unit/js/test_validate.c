@@ -298,6 +298,18 @@ static void test_execute_stage_positions(void **state)
                 NULL);
     expect_diag("var a = 1; var b = null; b.x = 2;\n", NULL, "execute", 1, 26,
                 "TypeError: cannot set property 'x' of null", NULL);
+    /* a ';' in a string, a template or a comment ends no statement, and a
+     * comment before the statement is not it */
+    expect_diag("const o = null;\nconst s = 'a;b', z = o.foo;\n", NULL, "execute", 2, 1,
+                "TypeError: cannot read property 'foo' of null", NULL);
+    expect_diag("const o = null;\nconst z = /* a; b */ o.foo;\n", NULL, "execute", 2, 1,
+                "TypeError: cannot read property 'foo' of null", NULL);
+    expect_diag("const o = null;\nconst u = `http://x;y` + o.foo;\n", NULL, "execute", 2, 1,
+                "TypeError: cannot read property 'foo' of null", NULL);
+    expect_diag("const o = null;\n/* note */ const z = o.foo;\n", NULL, "execute", 2, 12,
+                "TypeError: cannot read property 'foo' of null", NULL);
+    expect_diag("function h(s) {\n\t/* x */ return s.nope();\n}\nh('x');\n", NULL, "execute", 2, 10,
+                "TypeError: not a function", NULL);
     /* a thrown non-Error has no position of its own: the one `throw` of
      * that literal is the statement */
     expect_diag("var a = 1;\nthrow 42;\n", NULL, "execute", 2, 1, "threw number: 42",
