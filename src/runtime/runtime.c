@@ -1736,9 +1736,10 @@ static void keep_unmoved(struct runtime *rt, struct instance *inst, const char *
     persist_or_log(rt, inst);
 }
 
-/* Rebuilds one record; a revision that is gone is re-resolved (name and
- * tag selectors) or leaves the instance stopped as "retired"; one that was
- * running is not moved by the re-resolution (keep_unmoved). */
+/* Rebuilds one record; for a revision that is gone the selector is
+ * resolved again: nothing found leaves the instance stopped as "retired";
+ * else the instance keeps its pin, stopped or (keep_unmoved) one that was
+ * running, until a start or a refresh moves it. */
 static void restore_one(struct runtime *rt, const struct registry *reg, const json_t *record)
 {
     const char *id = json_string_value(json_object_get(record, "id"));
@@ -1778,17 +1779,18 @@ static void restore_one(struct runtime *rt, const struct registry *reg, const js
         keep_unmoved(rt, inst, rev ? "invalid" : "missing");
         return;
     }
-    pthread_mutex_lock(&rt->lock);
-    if (rc == 0) {
-        rtx_apply_spec_locked(rt, inst, json_incref(copy));
-    } else {
-        inst->desired = false;
-        set_reason_locked(inst, "retired");
-        inst->version++;
-    }
-    pthread_mutex_unlock(&rt->lock);
     json_decref(copy);
     err_clear(&err);
+    /* A stopped instance whose selector still resolves keeps its pin: its
+     * start, or a refresh, moves it and says so (the restart had moved it
+     * without a word). One whose selector resolves to nothing is retired. */
+    if (rc == 0)
+        return;
+    pthread_mutex_lock(&rt->lock);
+    inst->desired = false;
+    set_reason_locked(inst, "retired");
+    inst->version++;
+    pthread_mutex_unlock(&rt->lock);
     persist_or_log(rt, inst);
 }
 

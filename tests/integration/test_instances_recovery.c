@@ -352,10 +352,10 @@ static void test_instances_of_a_dropped_provider(void **state)
     tu_server_stop(srv);
 }
 
-/* A running instance whose revision's file no longer holds its bytes at a
- * restart is not moved to what its tag names now (a revision staged under
- * the tag without a refresh): it stays stopped, pinned, and says why; a
- * start moves it. */
+/* An instance whose revision's file no longer holds its bytes at a restart
+ * is not moved to what its tag names now (a revision staged under the tag
+ * without a refresh), running or stopped: it stays pinned, stopped, and
+ * says why; a start moves it. */
 static void test_invalid_revision_is_not_replaced_at_restart(void **state)
 {
     struct tu_server *srv = *state;
@@ -381,6 +381,10 @@ static void test_invalid_revision_is_not_replaced_at_restart(void **state)
     tu_server_restart(srv, &options); /* and it stays so */
     snap = tu_instance_get(srv, "fenix");
     assert_true(json_is_false(json_object_get(snap, "running")));
+    /* stopped now, it is still not moved by a restart (that had re-pinned
+     * it to v2 without a refresh result or an audit entry): its start is
+     * what moves it */
+    assert_non_null(strstr(tu_jstr(snap, "strategy.hash"), h1));
     json_decref(snap);
     tu_instance_start(srv, "fenix");
     snap = tu_instance_get(srv, "fenix");
