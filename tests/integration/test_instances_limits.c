@@ -184,6 +184,14 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     tu_server_stop(srv);
 }
 
+/* 600 ms of wall time busy on each of the first three trades. */
+static const char busy_handlers[] = "onTrade() {\n"
+                                    "  if (++n > 3) return;\n"
+                                    "  const until = Date.now() + 600;\n"
+                                    "  while (Date.now() < until) {}\n"
+                                    "  h.log('worked', {n});\n"
+                                    "},";
+
 static void test_limits_are_per_instance(void **state)
 {
     struct tu_server *srv = *state;
@@ -192,13 +200,7 @@ static void test_limits_are_per_instance(void **state)
      * default budget even on a loaded machine, where the thread gets a
      * fraction of a core (the budget counts CPU, but never allows more than
      * eight budgets of wall time), and well inside a 3 s budget */
-    upload(srv, "busy", "let n = 0;",
-           "onTrade() {\n"
-           "  if (++n > 3) return;\n"
-           "  const until = Date.now() + 600;\n"
-           "  while (Date.now() < until) {}\n"
-           "  h.log('worked', {n});\n"
-           "},");
+    upload(srv, "busy", "let n = 0;", busy_handlers);
     /* about 24 MiB held from its first trade on */
     upload(srv, "big", "let keep = null;",
            "onTrade() {\n"
@@ -212,15 +214,9 @@ static void test_limits_are_per_instance(void **state)
         tu_instance_create(srv, "busy-patient", "busy", "{\"cpu_budget_ms\": 3000}", NULL, NULL));
     /* a budget the module declares as a duration, given as one ("3s" had
      * counted as not given: the instance was held to 50 ms) */
-    char *timed =
-        tu_strategy_source("busy-timed", "['Trade']",
-                           "[{name: 'cpu_budget_ms', type: 'duration', default: 50}]", "let n = 0;",
-                           "onTrade() {\n"
-                           "  if (++n > 3) return;\n"
-                           "  const until = Date.now() + 600;\n"
-                           "  while (Date.now() < until) {}\n"
-                           "  h.log('worked', {n});\n"
-                           "},");
+    char *timed = tu_strategy_source("busy-timed", "['Trade']",
+                                     "[{name: 'cpu_budget_ms', type: 'duration', default: 50}]",
+                                     "let n = 0;", busy_handlers);
     tu_upload_expect(srv, timed, NULL, 201, NULL);
     free(timed);
     json_decref(tu_instance_create(srv, "busy-timed", "busy-timed", "{\"cpu_budget_ms\": \"3s\"}",

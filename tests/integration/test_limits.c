@@ -640,12 +640,10 @@ static void connect_together(const struct tu_server *srv, int *fds, int n)
     }
 }
 
-static void send_spinning_upload(int fd)
+/* POST /strategies/modules with `source` on a raw socket. */
+static void send_upload(int fd, const char *source)
 {
-    json_t *body = json_pack("{s:s}", "source",
-                             "for (;;) {}\n"
-                             "module.exports = { metadata: { name: 'spin', displayName: 'S', "
-                             "events: ['Trade'] }, create() { return {}; } };\n");
+    json_t *body = json_pack("{s:s}", "source", source);
     char *json = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     assert_non_null(json);
@@ -659,6 +657,13 @@ static void send_spinning_upload(int fd)
     free(json);
 }
 
+static void send_spinning_upload(int fd)
+{
+    send_upload(fd, "for (;;) {}\n"
+                    "module.exports = { metadata: { name: 'spin', displayName: 'S', "
+                    "events: ['Trade'] }, create() { return {}; } };\n");
+}
+
 /* An upload whose top level works for `ms` before it exports a module. */
 static void send_slow_upload(int fd, int ms, int n)
 {
@@ -667,19 +672,8 @@ static void send_slow_upload(int fd, int ms, int n)
                            "module.exports = { metadata: { name: 'slow', displayName: 'S', "
                            "tag: 'v%d', events: ['Trade'] }, create() { return {}; } };\n",
                            ms, n);
-    json_t *body = json_pack("{s:s}", "source", source);
-    char *json = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
+    send_upload(fd, source);
     free(source);
-    assert_non_null(json);
-    char head[256];
-    int len = snprintf(head, sizeof head,
-                       "POST /strategies/modules HTTP/1.1\r\nHost: localhost\r\n"
-                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                       strlen(json));
-    raw_send(fd, head, (size_t)len);
-    raw_send(fd, json, strlen(json));
-    free(json);
 }
 
 /* A stop (SIGTERM) lets the changes under way finish, and their answers
