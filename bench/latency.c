@@ -463,7 +463,7 @@ static int run(const struct args *a, struct err *err)
     if (store_open(path, &B.store, err) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/strategies", a->dir);
-    struct catalog_options copts = {path, revision_metadata, NULL};
+    struct catalog_options copts = {path, revision_metadata, NULL, false};
     if (catalog_open(&copts, &B.catalog, err) != 0)
         return -1;
     struct event_sink sink = {NULL, hook_publish, hook_wants, hook_publish_run};

@@ -273,7 +273,7 @@ static void count_exception(struct worker *w, struct vm *vm, const char *handler
     record_exception(w, vm, handler, message, ex);
     if (++vm->consecutive_errors >= vm->plan->max_errors) {
         char text[ERR_MESSAGE_MAX];
-        snprintf(text, sizeof text, "%d consecutive errors; last: %s", vm->consecutive_errors,
+        snprintf(text, sizeof text, "%d consecutive errors; last: %.440s", vm->consecutive_errors,
                  message);
         js_text_fit(text);
         stop_failed(w, vm, "tooManyErrors", handler, text);
