@@ -281,16 +281,22 @@ static void add_problem(json_t *problems, int64_t at_ms, int64_t now_ms, const c
  * or a worker does not keep up with its events. */
 /* A provider that is not running while running instances use it: they
  * get no events and their orders go nowhere, yet every instance says
- * running. */
-static void add_stopped_providers(struct market *market, json_t *problems)
+ * running. Only a provider that is down has its instances counted, so
+ * that a probe costs nothing while all run. */
+static void add_stopped_providers(struct api *api, json_t *problems)
 {
-    json_t *doc = market_providers_json(market);
+    json_t *down = market_providers_down(api->opts.market);
     size_t i;
     json_t *p;
-    json_array_foreach(json_object_get(doc, "providers"), i, p)
+    json_array_foreach(down, i, p)
     {
-        json_int_t users = json_integer_value(json_object_get(p, "dependentInstanceCount"));
-        if (json_is_true(json_object_get(p, "running")) || users <= 0)
+        json_t *ids = api->opts.runtime
+                          ? runtime_provider_dependents(
+                                api->opts.runtime, json_string_value(json_object_get(p, "name")))
+                          : NULL;
+        json_int_t users = (json_int_t)json_array_size(ids);
+        json_decref(ids);
+        if (users <= 0)
             continue;
         const char *why = json_string_value(json_object_get(p, "startupError"));
         json_array_append_new(
@@ -300,7 +306,7 @@ static void add_stopped_providers(struct market *market, json_t *problems)
                                    (long long)users, users == 1 ? "" : "s", users == 1 ? "s" : "",
                                    why ? ": " : "", why ? why : ""));
     }
-    json_decref(doc);
+    json_decref(down);
 }
 
 int api_handle_healthz(struct api *api, struct api_request *req, struct api_response *res,
@@ -320,7 +326,7 @@ int api_handle_healthz(struct api *api, struct api_request *req, struct api_resp
     add_problem(problems, market_history_lost_ms(), now,
                 "orders or executions could not be written to the history");
     if (api->opts.market)
-        add_stopped_providers(api->opts.market, problems);
+        add_stopped_providers(api, problems);
     int worker = 0;
     size_t capacity = 0;
     size_t deepest =

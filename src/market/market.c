@@ -556,6 +556,22 @@ json_t *market_providers_json(struct market *m)
     return json_pack("{s:o}", "providers", list);
 }
 
+json_t *market_providers_down(struct market *m)
+{
+    json_t *down = json_array();
+    pthread_mutex_lock(&m->lock);
+    for (struct provider *p = atomic_load(&m->providers); down && p; p = p->next) {
+        if (!atomic_load(&p->exists) || p->session)
+            continue;
+        json_t *entry = json_pack("{s:s, s:s}", "name", p->name, "status", status_name(p));
+        if (entry && p->startup_error[0])
+            json_object_set_new(entry, "startupError", json_string(p->startup_error));
+        json_array_append_new(down, entry);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return down;
+}
+
 json_t *market_provider_json(struct market *m, const char *name, struct err *err)
 {
     struct provider *p = find_existing(m, name);

@@ -98,6 +98,10 @@ int market_provider_stop(struct market *m, const char *name, json_t **detail, st
 
 /* {"providers": [Provider...]} */
 json_t *market_providers_json(struct market *m);
+/* [{name, status, startupError?}] of the providers that do not run now,
+ * without their dependents (a health probe's question: cheap while every
+ * provider runs). A new array; NULL when out of memory. */
+json_t *market_providers_down(struct market *m);
 /* ProviderDetail with instruments; NULL + ERR_NOT_FOUND if unknown. */
 json_t *market_provider_json(struct market *m, const char *name, struct err *err);
 /* {"balances": [BalanceRecord...], "count"} newest first. */
