@@ -415,6 +415,26 @@ static void staged_undo(struct staged_file *f)
         fsutil_rmdir_if_empty(f->name_dir);
 }
 
+/* The client learns which revision could not be written and why, in the
+ * system's words; where the strategies live on the server goes to the log
+ * only. A path that something else occupies (a directory where the file
+ * goes, a strategy folder linked to nowhere) is the tree's state, for an
+ * operator to mend: 409, not a fault of the gateway. */
+static void name_write_failure(const char *name, const char *hex, int cause, struct err *err)
+{
+    log_warn(REGISTRY__COMPONENT, "revision %s@" HASH_PREFIX "%s: %s", name, hex, err->message);
+    bool occupied = cause == EISDIR || cause == ENOTDIR || cause == ENOENT || cause == ELOOP ||
+                    cause == EEXIST || cause == ENOTEMPTY;
+    enum err_kind kind = err->kind == ERR_NO_SPACE ? ERR_NO_SPACE
+                         : occupied                ? ERR_CONFLICT
+                                                   : ERR_INTERNAL;
+    err_set(err, kind,
+            "the file of revision %s@" HASH_PREFIX "%s cannot be written%s (%s); the gateway's "
+            "log names the path",
+            name, hex, occupied ? ": its place in the strategies folder is blocked" : "",
+            strerror(cause));
+}
+
 /* mkdir -p <root>/<name>/<hex>, mark it pending (outside a batch, whose
  * removals and additions the registry's one write settles), write the file
  * atomically, and fsync the parents so that the new directory entries
@@ -447,8 +467,10 @@ static int stage_file(const struct catalog *cat, const char *name, const char *h
         (f->new_name_dir && fsutil_fsync_dir(cat->root, err) != 0))
         goto undo;
     return 0;
-undo:
+undo:;
+    int cause = errno;
     staged_undo(f);
+    name_write_failure(name, hex, cause, err);
     return -1;
 }
 

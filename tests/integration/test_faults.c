@@ -25,6 +25,9 @@
  */
 #include "testutil.h"
 
+#include "core/fsutil.h"
+#include "core/hash.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -865,6 +868,59 @@ static void test_corrupted_files_reported_invalid(void **state)
     free(c);
 }
 
+/* The client is told which revision could not be written and that its
+ * place is blocked, not where the strategies live. */
+static void expect_blocked(struct tu_server *srv, const char *source, const char *revision)
+{
+    struct tu_response res;
+    tu_upload(srv, &res, source, NULL);
+    tu_assert_error(&res, 409);
+    const char *why = tu_jstr(res.json, "error");
+    if (!strstr(why, revision) || !strstr(why, "is blocked") || strstr(why, srv->strategies_dir))
+        fail_msg("an upload onto a blocked place: %s", why);
+    tu_response_free(&res);
+}
+
+/* A place that something else holds (a directory left where the file
+ * goes, a strategy folder linked to nowhere) is the tree's state for an
+ * operator to mend, not a fault of the gateway: 409, nothing kept, and the
+ * same upload lands once the place is cleared. */
+static void test_blocked_revision_places_refused(void **state)
+{
+    struct mount_fixture *f = *state;
+    tu_server_start(&f->srv, NULL);
+    struct tu_server *srv = &f->srv;
+    char *src = tu_module_source("blocked", "v1", "onTrade() {},");
+    char hex[HASH_HEX_LEN + 1], landed[65];
+    hash_sha256_hex(src, strlen(src), hex);
+    char *place = tu_path("%s/blocked/%s/blocked.js", srv->strategies_dir, hex);
+    assert_int_equal(fsutil_mkdirs(place, 0755, NULL), 0);
+    char *revision = tu_path("blocked@sha256:%s", hex);
+    expect_blocked(srv, src, revision);
+    json_decref(tu_call(srv, "GET", "/strategies/modules/blocked", 404, NULL));
+    assert_true(fsutil_is_dir(place));
+    assert_int_equal(rmdir(place), 0);
+    tu_upload_expect(srv, src, NULL, 201, landed);
+    assert_string_equal(landed, hex);
+
+    char *other = tu_module_source("nowhere", "v1", "onTrade() {},");
+    hash_sha256_hex(other, strlen(other), hex);
+    char *link = tu_path("%s/nowhere", srv->strategies_dir);
+    assert_int_equal(symlink("/nonexistent/stratd-test", link), 0);
+    char *other_revision = tu_path("nowhere@sha256:%s", hex);
+    expect_blocked(srv, other, other_revision);
+    assert_int_equal(unlink(link), 0);
+    tu_upload_expect(srv, other, NULL, 201, landed);
+    json_decref(tu_call(srv, "GET", "/strategies/modules/blocked:v1/source", 200, NULL));
+    free(other_revision);
+    free(link);
+    free(other);
+    free(revision);
+    free(place);
+    free(src);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -879,6 +935,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registry_edited_into_invalid_json, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_corrupted_files_reported_invalid, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_blocked_revision_places_refused, fixture_setup,
                                         fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -926,14 +926,17 @@ static void test_unwritable_tree_keeps_everything(void **state)
     char *s2 = rt_source("alpha", 2);
     char h2[HASH_HEX_LEN + 1];
     rt_hex_of(s2, h2);
-    /* a file where the revision's folder must go blocks mkdir, as root too */
+    /* a file where the revision's folder must go blocks mkdir, as root too:
+     * the tree's state, a conflict that names the revision and not the path */
     char *blocker = tu_path("%s/alpha/%s", f->root, h2);
     tu_write_text(blocker, "in the way");
     char *checksum = tu_tree_checksum(f->root);
     struct registry *snap = catalog_snapshot(f->cat);
     struct catalog_upload_result result;
     struct err err = ERR_INIT;
-    rt_assert_fails(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err, ERR_INTERNAL);
+    rt_assert_fails(rt_upload(f->cat, "alpha", s2, "v2", &result, &err), &err, ERR_CONFLICT);
+    assert_non_null(strstr(err.message, h2));
+    assert_null(strstr(err.message, f->root));
     err_clear(&err);
     expect_untouched(f, checksum, snap);
     unlink(blocker);
