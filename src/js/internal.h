@@ -208,4 +208,12 @@ bool js__locate_metadata(const struct js__metadata_site *site, const char *path,
 bool js__locate_literal_throw(const char *source, size_t len, const char *value, bool is_string,
                               int *line, int *column);
 
+/* QuickJS reports a private name no class declares once the class is
+ * parsed, without a position: where `#name` (`name` given without its
+ * '#') is used, after a '.' or before `in`. With no declaration of it in
+ * the file every use is wrong and the first is given; with one (in
+ * another class) only a single use is sure, else false. */
+bool js__locate_private_use(const char *source, size_t len, const char *name, int *line,
+                            int *column);
+
 #endif

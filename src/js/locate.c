@@ -286,6 +286,39 @@ bool js__locate_literal_throw(const char *source, size_t len, const char *value,
     return true;
 }
 
+/* -------------------------------------------------------- private names */
+
+bool js__locate_private_use(const char *source, size_t len, const char *name, int *line,
+                            int *column)
+{
+    size_t n = strlen(name);
+    struct lexer lx = lexer_at(source, source + len);
+    struct tok prev = {TOK_END, source, 0}, t;
+    int uses = 0, declarations = 0;
+    const char *first_use = NULL;
+    while ((t = next_token(&lx)).kind != TOK_END) {
+        if (is_punct(&t, '#')) {
+            const char *hash = t.start;
+            t = next_token(&lx);
+            if (t.kind == TOK_NAME && t.start == hash + 1 && t.len == n &&
+                memcmp(t.start, name, n) == 0) {
+                struct lexer ahead = lx;
+                struct tok after = next_token(&ahead);
+                bool use = is_punct(&prev, '.') || is_word(&after, "in");
+                uses += use;
+                declarations += !use;
+                if (use && !first_use)
+                    first_use = hash;
+            }
+        }
+        prev = t;
+    }
+    if (lx.failed || !first_use || (declarations > 0 && uses > 1))
+        return false;
+    position_of(source, len, first_use, line, column);
+    return true;
+}
+
 /* ------------------------------------------------------------ metadata */
 
 /* A key token spelling `name`: bare, or quoted without escapes. */

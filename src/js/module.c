@@ -64,6 +64,9 @@ static const char *compile_hint(const char *message, const char *line_text, size
         {"expecting ';'", "end the statement before this token: two expressions follow each "
                           "other without an operator, ',' or ';' between them"},
         {"unexpected token", "remove or fix the token at this position"},
+        {"undefined private field", "declare the private name in the body of the class that "
+                                    "uses it (`#name;`), or correct its spelling: a class reads "
+                                    "only the private names it or an enclosing class declares"},
         {"stack overflow", "the code is nested too deeply to compile: flatten it"},
         {"out of memory", "the module is too large to compile: split or shrink it"},
         {"compile budget", "split what grows with its square: a regular expression of very "
@@ -75,7 +78,9 @@ static const char *compile_hint(const char *message, const char *line_text, size
         if (strstr(message, hints[i].needle))
             return hints[i].hint;
     }
-    return "fix the syntax at this position so that the file parses as a JavaScript script";
+    return line_text ? "fix the syntax at this position so that the file parses as a JavaScript "
+                       "script"
+                     : "fix the syntax so that the file parses as a JavaScript script";
 }
 
 /* Whether the error sits at the end of the file (nothing but white space
@@ -112,12 +117,32 @@ static int64_t compile_budget_ns(size_t len)
     return COMPILE_BUDGET_BASE_NS + (int64_t)len * COMPILE_BUDGET_NS_PER_BYTE;
 }
 
+/* "undefined private field '#y'": the position of the use of #y. */
+static void place_private_name(const char *source, size_t len, const char *message, int *line,
+                               int *column)
+{
+    static const char needle[] = "undefined private field '#";
+    const char *name = message ? strstr(message, needle) : NULL;
+    const char *end = name ? strchr(name + sizeof needle - 1, '\'') : NULL;
+    if (!end)
+        return;
+    name += sizeof needle - 1;
+    char copy[128];
+    if (end == name || (size_t)(end - name) >= sizeof copy)
+        return;
+    memcpy(copy, name, (size_t)(end - name));
+    copy[end - name] = '\0';
+    js__locate_private_use(source, len, copy, line, column);
+}
+
 static int compile_failure(struct js_sandbox *sb, const char *source, size_t len,
                            const char *filename, struct err *err)
 {
     struct js_exception ex;
     js_sandbox_take_exception(sb, filename, &ex);
     js__engine_position(source, len, &ex.line, &ex.column);
+    if (ex.line <= 0)
+        place_private_name(source, len, ex.message, &ex.line, &ex.column);
     char text[JS_EXCEPTION_MESSAGE_MAX], message[JS_EXCEPTION_MESSAGE_MAX + 64];
     readable_syntax_message(js__text(ex.message), at_end_of_input(source, len, ex.line, ex.column),
                             text, sizeof(text));

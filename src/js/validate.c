@@ -429,13 +429,106 @@ static int install_inert_host(JSContext *ctx, struct err *err)
     return rc;
 }
 
+/* ------------------------------------------- rejections of the top level */
+
+#define REJECTIONS_KEPT 8
+
+/* The promises the top level left rejected with no handler: QuickJS tells
+ * the tracker when one rejects unhandled, and again if a handler comes. */
+struct rejections {
+    JSContext *ctx;
+    JSValue promise[REJECTIONS_KEPT];
+    JSValue reason[REJECTIONS_KEPT];
+    int kept;
+};
+
+static void rejections_drop(struct rejections *r, int i)
+{
+    JS_FreeValue(r->ctx, r->promise[i]);
+    JS_FreeValue(r->ctx, r->reason[i]);
+    for (int k = i + 1; k < r->kept; k++) {
+        r->promise[k - 1] = r->promise[k];
+        r->reason[k - 1] = r->reason[k];
+    }
+    r->kept--;
+}
+
+static void track_rejection(JSContext *ctx, JSValueConst promise, JSValueConst reason,
+                            JS_BOOL is_handled, void *opaque)
+{
+    (void)ctx;
+    struct rejections *r = opaque;
+    for (int i = 0; is_handled && i < r->kept; i++) {
+        if (JS_VALUE_GET_PTR(r->promise[i]) == JS_VALUE_GET_PTR(promise)) {
+            rejections_drop(r, i);
+            return;
+        }
+    }
+    if (!is_handled && r->kept < REJECTIONS_KEPT) {
+        r->promise[r->kept] = JS_DupValue(r->ctx, promise);
+        r->reason[r->kept++] = JS_DupValue(r->ctx, reason);
+    }
+}
+
+static void rejections_clear(struct rejections *r)
+{
+    while (r->kept > 0)
+        rejections_drop(r, r->kept - 1);
+}
+
+/* A promise the top level left rejected with nobody to catch it is an
+ * error at every start of the module: refused like a throw, at the
+ * position of the error it rejected with. */
+static int rejected_at_top_level(struct js_sandbox *sb, struct rejections *r, const char *filename,
+                                 struct err *err)
+{
+    if (r->kept == 0)
+        return 0;
+    JS_Throw(sb->ctx, JS_DupValue(sb->ctx, r->reason[0]));
+    struct js_exception ex;
+    js_sandbox_arm(sb, 0); /* the reason's getters are the module's code */
+    js_sandbox_take_exception(sb, filename, &ex);
+    js_sandbox_disarm(sb);
+    char message[2 * JS_EXCEPTION_MESSAGE_MAX + 128];
+    const char *name = *js__text(ex.name) ? ex.name : "a value without a name";
+    snprintf(message, sizeof(message),
+             "the top level left a promise rejected with no handler: %s: %s", name,
+             js__text(ex.message));
+    json_t *diag = js__diagnostic("execute", message, ex.line, ex.column,
+                                  "catch the failure where the promise is made (.catch(), or try "
+                                  "around the await): it happens at every start of the module");
+    if (ex.line > 0)
+        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s:%d:%d: %s", filename, ex.line,
+                 ex.column, message);
+    else
+        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
+    js_exception_free(&ex);
+    return -1;
+}
+
+static int load_module(struct js_sandbox *sb, const struct js_bytecode *bc, JSValue *exports,
+                       struct err *err)
+{
+    struct rejections r = {.ctx = sb->ctx};
+    JS_SetHostPromiseRejectionTracker(sb->rt, track_rejection, &r);
+    int rc = js_module_load(sb, bc, exports, err);
+    JS_SetHostPromiseRejectionTracker(sb->rt, NULL, NULL);
+    if (rc == 0 && rejected_at_top_level(sb, &r, bc->filename, err) < 0) {
+        JS_FreeValue(sb->ctx, *exports);
+        *exports = JS_UNDEFINED;
+        rc = -1;
+    }
+    rejections_clear(&r);
+    return rc;
+}
+
 static json_t *run_and_check(struct js_sandbox *sb, const struct js_bytecode *bc,
                              const char *source, size_t len, struct err *err)
 {
     JSValue exports = JS_UNDEFINED;
     if (install_inert_host(sb->ctx, err) < 0)
         return NULL;
-    if (js_module_load(sb, bc, &exports, err) < 0) {
+    if (load_module(sb, bc, &exports, err) < 0) {
         if (err && err->kind == ERR_UNPROCESSABLE)
             point_at_throw(err, source, len, bc->filename);
         return NULL;

@@ -274,9 +274,53 @@ static void test_compile_stage_positions(void **state)
     expect_diag("function f() {\n  return 1;\n}}\n", NULL, "compile", 3, 2, "unexpected token",
                 "token");
     expect_diag("export default {};\n", NULL, "compile", 1, 1, "SyntaxError", "CommonJS");
+    /* QuickJS names an undeclared private name with no position: its use */
+    expect_diag("// c\nclass A {\n  #x;\n  m() { return this.#y; }\n}\n", NULL, "compile", 4, 21,
+                "SyntaxError: undefined private field '#y'", "declare the private name");
+    expect_diag("class A {\n  #x;\n  has(o) { return '#y' in o || #y in o; }\n}\n", NULL, "compile",
+                3, 32, "undefined private field '#y'", "declare");
+    /* declared in another class and used twice: which use is wrong is not
+     * sure, so no position, and a hint that does not point at one */
+    expect_diag("class B { #y = 1; m() { return this.#y; } }\n"
+                "class A {\n  m() { return this.#y; }\n}\n",
+                NULL, "compile", 0, 0, "undefined private field '#y'", "declare");
+    /* declared elsewhere, used once: that use */
+    expect_diag("class B { #y = 1; }\nclass A {\n  m(o) { return o?.#y; }\n}\n", NULL, "compile", 3,
+                20, "undefined private field '#y'", "declare");
 }
 
 /* -------------------------------------------------------- execute stage */
+
+/* A promise the top level leaves rejected with nobody to catch it fails
+ * at every start: refused at the statement that threw; one caught, even a
+ * moment later, is no problem. */
+static void test_top_level_rejections(void **state)
+{
+    (void)state;
+    char *src = tu_path("const ok = 1;\n(async () => {\n  await null;\n"
+                        "  if (ok) throw new Error('top async boom');\n})();\n%s",
+                        "module.exports = { metadata: { name: 'r', displayName: 'R', events: "
+                        "['Trade'] },\n  create() { return {}; } };\n");
+    expect_diag(src, NULL, "execute", 4, 11,
+                "the top level left a promise rejected with no handler: Error: top async boom",
+                "catch the failure");
+    free(src);
+    expect_diag("Promise.reject('plain');\n", NULL, "execute", 0, 0,
+                "left a promise rejected with no handler: string: plain", "catch");
+    static const char *const caught[] = {
+        "Promise.reject(new Error('x')).catch(() => {});\n",
+        "const p = Promise.reject(new Error('late'));\np.catch(() => {});\n",
+        "(async () => { try { await Promise.reject(new Error('y')); } catch (e) {} })();\n",
+    };
+    for (size_t i = 0; i < sizeof caught / sizeof *caught; i++) {
+        char *text = tu_path("%s%s", caught[i],
+                             "module.exports = { metadata: { name: 'r', "
+                             "displayName: 'R', events: ['Trade'] },\n"
+                             "  create() { return {}; } };\n");
+        json_decref(expect_valid(text));
+        free(text);
+    }
+}
 
 static void test_execute_stage_positions(void **state)
 {
@@ -1419,6 +1463,7 @@ int main(void)
         cmocka_unit_test(test_minimal_metadata_gets_defaults),
         cmocka_unit_test(test_modern_syntax),
         cmocka_unit_test(test_compile_stage_positions),
+        cmocka_unit_test(test_top_level_rejections),
         cmocka_unit_test(test_execute_stage_positions),
         cmocka_unit_test(test_execute_stage_limits),
         cmocka_unit_test(test_execute_stage_default_limits),
