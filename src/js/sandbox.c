@@ -684,6 +684,69 @@ static void locate(const char *stack, const char *filename, int *line, int *colu
     }
 }
 
+/* ------------------------------------------------- where an interrupt struck */
+
+/* A frame's function name ("spin", "<anonymous>", "indexOf") and whether
+ * it runs natively; false for a line that is no frame. */
+static bool frame_function(const char *text, size_t len, const char **name, size_t *name_len,
+                           bool *native)
+{
+    while (len > 0 && (*text == ' ' || *text == '\t')) {
+        text++;
+        len--;
+    }
+    if (len < 4 || memcmp(text, "at ", 3) != 0 || text[len - 1] != ')')
+        return false;
+    const char *open = memrchr(text, '(', len);
+    if (!open || open < text + 4)
+        return false;
+    *name = text + 3;
+    *name_len = (size_t)(open - 1 - *name);
+    *native = (size_t)(text + len - open) == 8 && memcmp(open, "(native)", 8) == 0;
+    return *name_len > 0;
+}
+
+void js_exception_interrupted_in(const struct js_exception *ex, const char *filename, char *out,
+                                 size_t size)
+{
+    if (size)
+        out[0] = '\0';
+    const char *first = NULL;
+    size_t first_len = 0;
+    bool native = false;
+    int depth = 0;
+    for (const char *p = ex->stack; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        const char *name = NULL;
+        size_t name_len = 0;
+        bool here_native = false;
+        int line = 0, column = 0;
+        if (!frame_function(p, len, &name, &name_len, &here_native))
+            return;
+        if (!first) {
+            first = name;
+            first_len = name_len;
+            native = here_native;
+        }
+        if (name_len == first_len && memcmp(name, first, name_len) == 0) {
+            depth++;
+        } else {
+            /* the caller's position is where it made the call: exact */
+            if (!parse_frame(p, len, filename, &line, &column))
+                return;
+            char deep[48] = "";
+            if (depth > 1)
+                snprintf(deep, sizeof deep, ", %d calls deep", depth);
+            snprintf(out, size, "in %.*s%s%s, called at %s:%d:%d (in %.*s)", (int)first_len, first,
+                     native ? " (native)" : "", deep, filename, line, column, (int)name_len, name);
+            js_text_fit(out);
+            return;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
 /* ---------------------------------------------------- take_exception */
 
 /* What extraction changes and must put back. */

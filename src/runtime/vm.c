@@ -327,11 +327,12 @@ static void call_failed(struct worker *w, struct vm *vm, const char *handler)
         stop_caught_stack_overflow(w, vm, handler);
         return;
     }
-    char message[ERR_MESSAGE_MAX];
+    char message[ERR_MESSAGE_MAX], where[256];
+    js_exception_interrupted_in(&ex, vm->plan->filename, where, sizeof where);
     if (failure == JS_FAILURE_BUDGET)
         snprintf(message, sizeof message,
-                 "%s ran past its CPU budget of %lld ms (cpu_budget_ms) and was interrupted",
-                 handler, (long long)(vm->budget_ns / 1000000));
+                 "%s ran past its CPU budget of %lld ms (cpu_budget_ms) and was interrupted%s%s",
+                 handler, (long long)(vm->budget_ns / 1000000), *where ? " " : "", where);
     else
         snprintf(message, sizeof message, "%s%s%s", ex.name ? ex.name : "Error",
                  ex.message ? ": " : "", ex.message ? ex.message : "");
@@ -1215,10 +1216,13 @@ static void start_failed(struct vm *vm, const char *what, struct err *err)
     memset(&ex, 0, sizeof ex);
     js_sandbox_take_exception(&vm->sb, vm->plan->filename, &ex);
     switch (ex.failure) {
-    case JS_FAILURE_BUDGET:
-        err_set(err, ERR_UNPROCESSABLE, "%s ran past its CPU budget of %lld ms", what,
-                (long long)(vm->budget_ns / 1000000));
+    case JS_FAILURE_BUDGET: {
+        char where[256];
+        js_exception_interrupted_in(&ex, vm->plan->filename, where, sizeof where);
+        err_set(err, ERR_UNPROCESSABLE, "%s ran past its CPU budget of %lld ms%s%s", what,
+                (long long)(vm->budget_ns / 1000000), *where ? " " : "", where);
         break;
+    }
     case JS_FAILURE_MEMORY:
         err_set(err, ERR_UNPROCESSABLE, "%s exceeded the memory limit of %zu MiB", what,
                 vm->plan->limits.memory_bytes >> 20);

@@ -127,6 +127,11 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     json_decref(snap);
     snap = expect_stopped(srv, "searcher-1", "cpuBudget", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    /* ...and where it was, when a call was running */
+    const char *why = tu_jstr(snap, "lastError.message");
+    if (!strstr(why, "and was interrupted in indexOf (native), called at searcher.js:") ||
+        !strstr(why, "(in onTrade)"))
+        fail_msg("a stop for the budget inside a call: %s", why);
     json_decref(snap);
     snap = expect_stopped(srv, "arghog-1", "memoryLimit", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);

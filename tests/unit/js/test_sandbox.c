@@ -345,6 +345,47 @@ static void test_budget_stops_endless_loop(void **state)
     js_sandbox_free(&sb);
 }
 
+/* A stop for the budget names the function the interrupt struck in and
+ * where its caller called it, read from the stack QuickJS leaves (whose
+ * innermost position, in a loop that calls nothing, is only the
+ * function's first line). */
+static void test_interrupt_placed_by_its_caller(void **state)
+{
+    (void)state;
+    struct js_sandbox sb;
+    init_sandbox(&sb, 0, 30LL * 1000 * 1000);
+    static const struct {
+        const char *src, *starts, *ends;
+    } cases[] = {
+        {"function spin(n) {\n  let x = 0;\n  for (;;) x += n;\n}\n"
+         "function onTrade() {\n  return spin(2);\n}\nonTrade();\n",
+         "in spin, called at strat.js:6:3 (in onTrade)", ""},
+        {"function fib(n) {\n  return n < 2 ? n : fib(n - 1) + fib(n - 2);\n}\n"
+         "function onTrade() {\n  return fib(60);\n}\nonTrade();\n",
+         "in fib, ", " calls deep, called at strat.js:5:3 (in onTrade)"},
+        {"const hay = 'x'.repeat(1e6), needle = 'x'.repeat(5e5) + 'y';\n"
+         "function onTrade() {\n  for (;;) hay.indexOf(needle);\n}\nonTrade();\n",
+         "in indexOf (native), called at strat.js:3:23 (in onTrade)", ""},
+        /* the loop of the outermost function: nothing to add */
+        {"while (true) {}\n", "", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct js_exception ex;
+        expect_failure(&sb, cases[i].src, &ex);
+        assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
+        char where[256];
+        js_exception_interrupted_in(&ex, FILE_JS, where, sizeof where);
+        size_t n = strlen(where), tail = strlen(cases[i].ends);
+        bool exact = !*cases[i].ends;
+        if ((exact && strcmp(where, cases[i].starts) != 0) ||
+            (!exact && (strncmp(where, cases[i].starts, strlen(cases[i].starts)) != 0 || n < tail ||
+                        strcmp(where + n - tail, cases[i].ends) != 0)))
+            fail_msg("interrupted '%s' for the stack\n%s\nof\n%s", where, ex.stack, cases[i].src);
+        js_exception_free(&ex);
+    }
+    js_sandbox_free(&sb);
+}
+
 /* Runs `loop` (which counts its turns in globalThis.turns) to its budget
  * and returns how many turns it made. */
 static long turns_to_budget(struct js_sandbox *sb, const char *loop)
@@ -1104,6 +1145,7 @@ int main(void)
         cmocka_unit_test(test_module_loading_refused),
         cmocka_unit_test(test_atomics_wait_refused),
         cmocka_unit_test(test_budget_stops_endless_loop),
+        cmocka_unit_test(test_interrupt_placed_by_its_caller),
         cmocka_unit_test(test_budget_stops_native_heavy_loop),
         cmocka_unit_test(test_budget_stops_index_walks),
         cmocka_unit_test(test_budget_stops_sorts),
