@@ -132,6 +132,8 @@ struct open_order {
 struct vm;
 struct worker;
 
+#define RUNTIME_SCOPE_IDS 4
+
 struct instance {
     /* fixed at creation */
     uint32_t key; /* event.target of its exec reports; selects the worker */
@@ -157,6 +159,13 @@ struct instance {
     char pending_strategy[NAMES_STRATEGY_MAX + 1];
     char stop_reason[RUNTIME_REASON_MAX]; /* "" when none */
     json_t *last_error;                   /* {message, handler, at} or NULL */
+    /* The providers spec.scope names, interned, for the questions asked of
+     * every instance at once (which ones use a provider); a scope of more
+     * providers than fit, or a name the table refused, is read from the
+     * spec instead (scope_ids_partial). */
+    uint16_t scope_ids[RUNTIME_SCOPE_IDS];
+    uint8_t nscope_ids;
+    bool scope_ids_partial;
     /* The snapshot's text up to "running" (spec, providers, symbols), made
      * on first use and dropped with the spec; NULL until then. */
     char *snapshot_head;

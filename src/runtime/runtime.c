@@ -134,6 +134,23 @@ static struct instance *new_instance_locked(struct runtime *rt, const char *id, 
     return inst;
 }
 
+static void index_scope_locked(struct instance *inst)
+{
+    inst->nscope_ids = 0;
+    inst->scope_ids_partial = false;
+    const char *provider;
+    json_t *symbols;
+    json_object_foreach(json_object_get(inst->spec, "scope"), provider, symbols)
+    {
+        uint16_t id = intern_id(provider);
+        if (!id || inst->nscope_ids == RUNTIME_SCOPE_IDS) {
+            inst->scope_ids_partial = true;
+            return;
+        }
+        inst->scope_ids[inst->nscope_ids++] = id;
+    }
+}
+
 void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *spec)
 {
     if (!spec)
@@ -143,6 +160,7 @@ void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *sp
     bool indexed = pins_remove_locked(rt, inst);
     json_decref(inst->spec);
     inst->spec = spec;
+    index_scope_locked(inst);
     free(inst->snapshot_head);
     inst->snapshot_head = NULL;
     const json_t *strategy = json_object_get(spec, "strategy");
@@ -2032,18 +2050,44 @@ void runtime_release_revision(struct runtime *rt, const char *name, const char *
     pthread_mutex_unlock(&rt->lock);
 }
 
+/* Whether the running (or starting) instance's scope names the provider,
+ * `id` its interned name (0: never interned, so no indexed scope has it). */
+static bool uses_provider_locked(const struct instance *inst, uint16_t id, const char *provider)
+{
+    if (!inst->running && !inst->starting)
+        return false;
+    if (inst->scope_ids_partial)
+        return json_object_get(json_object_get(inst->spec, "scope"), provider) != NULL;
+    for (uint8_t i = 0; id && i < inst->nscope_ids; i++) {
+        if (inst->scope_ids[i] == id)
+            return true;
+    }
+    return false;
+}
+
 json_t *runtime_provider_dependents(struct runtime *rt, const char *provider)
 {
     json_t *ids = json_array();
+    uint16_t id = intern_lookup(provider);
     pthread_mutex_lock(&rt->lock);
     for (size_t i = 0; ids && i < rt->ninstances; i++) {
         const struct instance *inst = rt->instances[i];
-        json_t *scope = json_object_get(inst->spec, "scope");
-        if ((inst->running || inst->starting) && json_object_get(scope, provider))
+        if (uses_provider_locked(inst, id, provider))
             json_array_append_new(ids, json_string(inst->id));
     }
     pthread_mutex_unlock(&rt->lock);
     return ids;
+}
+
+size_t runtime_provider_users(struct runtime *rt, const char *provider)
+{
+    size_t n = 0;
+    uint16_t id = intern_lookup(provider);
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->ninstances; i++)
+        n += uses_provider_locked(rt->instances[i], id, provider);
+    pthread_mutex_unlock(&rt->lock);
+    return n;
 }
 
 /* Whether the stopped instance, pinned to what the delete of {name, hex}

@@ -202,6 +202,9 @@ bool runtime_instance_exists(struct runtime *rt, const char *id);
 /* Sorted ids of the running instances whose scope names `provider` (a new
  * array): the market's dependents hook. */
 json_t *runtime_provider_dependents(struct runtime *rt, const char *provider);
+/* How many of them there are: a health probe's question, answered
+ * without building the list. */
+size_t runtime_provider_users(struct runtime *rt, const char *provider);
 
 /* ---- revisions in use ---- */
 /* ModuleRevisionUsage for {strategy, hex}: count, sorted instance ids,
