@@ -716,6 +716,53 @@ static void test_stop_and_start_outlast_a_restart(void **state)
     tu_server_stop(srv);
 }
 
+/* evt.seq numbers the events of a provider's session: it only grows
+ * while the provider runs, and starts again at the provider's next start,
+ * whose first events (its instruments) carry the session's first numbers. */
+static void test_seq_numbers_a_provider_session(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    json_decref(tu_call(srv, "POST", "/providers", 202,
+                        "{\"name\": \"seqp\", \"adapter\": {\"identifier\": \"simulated\", "
+                        "\"config\": {\"symbols\": [\"BTC-USDT\"], \"tickRate\": 200}}, "
+                        "\"enabled\": true}"));
+    char *src = tu_strategy_source(
+        "sequenced", "['Trade', 'InstrumentUpdate']", "[]", "let last = 0, trades = 0;",
+        "onTrade(ctx, evt) {\n"
+        "  if (evt.seq <= last) h.log('back', {before: last, now: evt.seq, type: evt.type});\n"
+        "  last = evt.seq;\n"
+        "  if (++trades % 20 === 0) h.log('trades', {seq: evt.seq});\n"
+        "},\n"
+        "onInstrumentUpdate(ctx, evt, p) {\n"
+        "  if (evt.seq <= last) h.log('back', {before: last, now: evt.seq, type: evt.type,\n"
+        "    trading: p.trading});\n"
+        "  last = evt.seq;\n"
+        "},\n");
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_decref(tu_instance_create(srv, "seq-1", "sequenced", NULL, "seqp", NULL));
+    tu_instance_start(srv, "seq-1");
+    json_decref(tu_wait_log_values(srv, "seq-1", "trades", 1, TU_WAIT_S));
+    json_decref(tu_call(srv, "POST", "/providers/seqp/stop", 200, NULL));
+    json_decref(tu_call(srv, "POST", "/providers/seqp/start", 202, NULL));
+    json_t *back = tu_wait_log_values(srv, "seq-1", "back", 1, TU_WAIT_S);
+    json_t *b = json_array_get(back, 0);
+    if (strcmp(tu_jstr(b, "type"), "InstrumentUpdate") != 0 ||
+        !json_is_true(json_object_get(b, "trading")) || tu_jint(b, "now") < 1 ||
+        tu_jint(b, "now") >= 20 || tu_jint(b, "before") < 20)
+        fail_msg("the restarted provider's first event is not where its numbers start again: %s",
+                 json_dumps(b, JSON_COMPACT));
+    json_decref(back);
+    /* ...and from there they grow again */
+    json_t *trades = tu_wait_log_values(srv, "seq-1", "trades", 3, TU_WAIT_S);
+    json_decref(trades);
+    back = tu_log_values(srv, "seq-1", "back");
+    assert_int_equal(json_array_size(back), 1);
+    json_decref(back);
+    tu_server_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -730,6 +777,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_first_events_can_quote_and_order, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_stop_and_start_outlast_a_restart, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_seq_numbers_a_provider_session, tu_server_setup,
                                         tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
