@@ -166,6 +166,7 @@ struct instance {
     uint16_t scope_ids[RUNTIME_SCOPE_IDS];
     uint8_t nscope_ids;
     bool scope_ids_partial;
+    bool users_joined; /* counted in rt->provider_users (users.c) */
     /* The snapshot's text up to "running" (spec, providers, symbols), made
      * on first use and dropped with the spec; NULL until then. */
     char *snapshot_head;
@@ -675,6 +676,12 @@ struct revision_marks {
     size_t n, cap;
 };
 
+/* Running or starting instances whose scope names the provider `id`. */
+struct provider_users {
+    uint16_t id;
+    uint32_t count;
+};
+
 struct runtime {
     struct runtime_options opts;
     char *environment;
@@ -699,6 +706,11 @@ struct runtime {
 
     struct usage_entry *usage;
     size_t nusage, usage_cap;
+    /* users.c: per provider, kept as instances join and leave */
+    struct provider_users *provider_users;
+    size_t nprovider_users, provider_users_cap;
+    size_t users_unindexed; /* joined instances whose scope_ids are partial */
+    bool users_lost;        /* a count could not be kept: walk instead */
     /* Moves whenever a revision's running count or firstSeen changes: what
      * a rendered page of the module listing depends on. */
     uint64_t usage_generation;
@@ -733,6 +745,11 @@ struct instance *rtx_find_locked(struct runtime *rt, const char *id);
 /* Replaces spec and the fields derived from it; bumps the version. Takes spec. */
 void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *spec);
 void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool running);
+/* users.c: counts the instance for the providers of its scope while it runs
+ * or starts (call after changing either), or no longer (before its scope
+ * changes or it goes). */
+void rtx_users_sync_locked(struct runtime *rt, struct instance *inst);
+void rtx_users_leave_locked(struct runtime *rt, struct instance *inst);
 
 /* Writes the instance's record if it changed since the last write. */
 int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err);

@@ -87,6 +87,7 @@ static void remove_locked(struct runtime *rt, struct instance *inst)
     if (!found)
         return;
     pins_remove_locked(rt, inst);
+    rtx_users_leave_locked(rt, inst);
     memmove(&rt->instances[i], &rt->instances[i + 1],
             (rt->ninstances - i - 1) * sizeof *rt->instances);
     rt->ninstances--;
@@ -158,9 +159,11 @@ void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *sp
     /* re-filed under its new revision; the remove frees a slot, so the
      * insert below cannot fail */
     bool indexed = pins_remove_locked(rt, inst);
+    rtx_users_leave_locked(rt, inst);
     json_decref(inst->spec);
     inst->spec = spec;
     index_scope_locked(inst);
+    rtx_users_sync_locked(rt, inst);
     free(inst->snapshot_head);
     inst->snapshot_head = NULL;
     const json_t *strategy = json_object_get(spec, "strategy");
@@ -181,6 +184,7 @@ void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool runn
     if (inst->running == running)
         return;
     inst->running = running;
+    rtx_users_sync_locked(rt, inst);
     rt->usage_generation++;
     struct usage_entry *u = usage_find_locked(rt, inst->strategy, inst->hex, true);
     if (u)
@@ -684,6 +688,7 @@ void runtime_free(struct runtime *rt)
     free(rt->instances);
     pins_free(rt);
     free(rt->usage);
+    free(rt->provider_users);
     free(rt->deleting.items);
     free(rt->holding.items);
     if (rt->bytecode)
@@ -1496,6 +1501,7 @@ static int start_mark(struct runtime *rt, struct instance *inst, struct start_jo
     bool was_desired = inst->desired;
     inst->desired = true;
     inst->starting = true; /* pins the revision for the delete guard */
+    rtx_users_sync_locked(rt, inst);
     set_reason_locked(inst, NULL);
     set_error_locked(inst, NULL, NULL);
     inst->version++;
@@ -1506,6 +1512,7 @@ static int start_mark(struct runtime *rt, struct instance *inst, struct start_jo
     pthread_mutex_lock(&rt->lock);
     inst->desired = was_desired;
     inst->starting = false;
+    rtx_users_sync_locked(rt, inst);
     inst->version++;
     pthread_mutex_unlock(&rt->lock);
     return -1;
@@ -1594,6 +1601,7 @@ int rtx_start(struct runtime *rt, const char *id, bool user_request, struct err 
     }
     pthread_mutex_lock(&rt->lock);
     inst->starting = false;
+    rtx_users_sync_locked(rt, inst);
     inst->pending_hex[0] = '\0';
     if (cmd.rc != 0)
         start_failed_locked(inst, user_request, cmd.err.message);
@@ -2048,46 +2056,6 @@ void runtime_release_revision(struct runtime *rt, const char *name, const char *
     pthread_mutex_lock(&rt->lock);
     marks_remove(&rt->holding, name, hex);
     pthread_mutex_unlock(&rt->lock);
-}
-
-/* Whether the running (or starting) instance's scope names the provider,
- * `id` its interned name (0: never interned, so no indexed scope has it). */
-static bool uses_provider_locked(const struct instance *inst, uint16_t id, const char *provider)
-{
-    if (!inst->running && !inst->starting)
-        return false;
-    if (inst->scope_ids_partial)
-        return json_object_get(json_object_get(inst->spec, "scope"), provider) != NULL;
-    for (uint8_t i = 0; id && i < inst->nscope_ids; i++) {
-        if (inst->scope_ids[i] == id)
-            return true;
-    }
-    return false;
-}
-
-json_t *runtime_provider_dependents(struct runtime *rt, const char *provider)
-{
-    json_t *ids = json_array();
-    uint16_t id = intern_lookup(provider);
-    pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; ids && i < rt->ninstances; i++) {
-        const struct instance *inst = rt->instances[i];
-        if (uses_provider_locked(inst, id, provider))
-            json_array_append_new(ids, json_string(inst->id));
-    }
-    pthread_mutex_unlock(&rt->lock);
-    return ids;
-}
-
-size_t runtime_provider_users(struct runtime *rt, const char *provider)
-{
-    size_t n = 0;
-    uint16_t id = intern_lookup(provider);
-    pthread_mutex_lock(&rt->lock);
-    for (size_t i = 0; i < rt->ninstances; i++)
-        n += uses_provider_locked(rt->instances[i], id, provider);
-    pthread_mutex_unlock(&rt->lock);
-    return n;
 }
 
 /* Whether the stopped instance, pinned to what the delete of {name, hex}

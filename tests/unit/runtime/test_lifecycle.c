@@ -417,6 +417,64 @@ static void test_update(void **state)
     fx_close(&f);
 }
 
+static void expect_users(struct fx *f, const char *provider, size_t n)
+{
+    json_t *ids = runtime_provider_dependents(f->rt, provider);
+    if (json_array_size(ids) != n || runtime_provider_users(f->rt, provider) != n)
+        fail_msg("provider %s: %zu dependents, %zu counted, expected %zu", provider,
+                 json_array_size(ids), runtime_provider_users(f->rt, provider), n);
+    json_decref(ids);
+}
+
+/* The instances a provider feeds, counted as they start, stop, move to
+ * another provider, fail to start and go, agree with a walk over them. */
+static void test_provider_users(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, 2);
+    char hex[HASH_HEX_LEN + 1];
+    upload_alpha(&f, 1, NULL, hex);
+    static const char *const alt = "{\"alt\": {\"symbols\": [\"BTC-USDT\"]}}";
+    fx_create(&f, "p1", "alpha", NULL, NULL);
+    fx_create(&f, "p2", "alpha", NULL, alt);
+    fx_create(&f, "both", "alpha", NULL,
+              "{\"sim\": {\"symbols\": [\"BTC-USDT\"]}, \"alt\": {\"symbols\": "
+              "[\"SOL-USDT\"]}}");
+    expect_users(&f, "sim", 0);
+    expect_users(&f, "alt", 0);
+    fx_start(&f, "p1");
+    fx_start(&f, "p2");
+    fx_start(&f, "both");
+    expect_users(&f, "sim", 2);
+    expect_users(&f, "alt", 2);
+    struct err err = ERR_INIT;
+    json_t *snap = NULL;
+    json_t *spec = fx_spec("p1", "alpha", NULL, alt);
+    fx_ok(runtime_instance_update(f.rt, "p1", spec, &snap, &err), &err);
+    json_decref(spec);
+    json_decref(snap);
+    expect_users(&f, "sim", 1);
+    expect_users(&f, "alt", 3);
+    fx_ok(runtime_instance_stop(f.rt, "both", &err), &err);
+    expect_users(&f, "sim", 0);
+    expect_users(&f, "alt", 2);
+    /* a start that fails counted while it ran, and no longer */
+    char thrower[HASH_HEX_LEN + 1];
+    fx_add_module(&f, "thrower", "['Trade']", NULL, "    throw new Error('no');", thrower);
+    fx_create(&f, "lost", "thrower", NULL, NULL);
+    fx_fails(runtime_instance_start(f.rt, "lost", &err), &err, ERR_UNPROCESSABLE);
+    err_clear(&err);
+    expect_users(&f, "sim", 0);
+    expect_users(&f, "nowhere", 0);
+    fx_ok(runtime_instance_delete(f.rt, "p1", &err), &err);
+    expect_users(&f, "alt", 1);
+    fx_start(&f, "both");
+    expect_users(&f, "sim", 1);
+    expect_users(&f, "alt", 2);
+    fx_close(&f);
+}
+
 static void test_restore(void **state)
 {
     (void)state;
@@ -842,6 +900,7 @@ int main(void)
         cmocka_unit_test(test_module_default_the_gateway_refuses),
         cmocka_unit_test(test_handlers_that_are_no_functions),
         cmocka_unit_test(test_update),
+        cmocka_unit_test(test_provider_users),
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_delete_guard_and_retired),
         cmocka_unit_test(test_no_start_while_deleting),
