@@ -706,14 +706,13 @@ static bool frame_function(const char *text, size_t len, const char **name, size
     return *name_len > 0;
 }
 
-void js_exception_interrupted_in(const struct js_exception *ex, const char *filename, char *out,
-                                 size_t size)
+void js_exception_where(const struct js_exception *ex, const char *filename, char *out, size_t size)
 {
     if (size)
         out[0] = '\0';
     const char *first = NULL;
     size_t first_len = 0;
-    bool native = false;
+    bool native = false, cut = false;
     int depth = 0;
     for (const char *p = ex->stack; p && *p;) {
         const char *nl = strchr(p, '\n');
@@ -722,8 +721,10 @@ void js_exception_interrupted_in(const struct js_exception *ex, const char *file
         size_t name_len = 0;
         bool here_native = false;
         int line = 0, column = 0;
-        if (!frame_function(p, len, &name, &name_len, &here_native))
-            return;
+        if (!frame_function(p, len, &name, &name_len, &here_native)) {
+            cut = true; /* the stack was cut to JS_EXCEPTION_STACK_MAX */
+            break;
+        }
         if (!first) {
             first = name;
             first_len = name_len;
@@ -744,6 +745,12 @@ void js_exception_interrupted_in(const struct js_exception *ex, const char *file
             return;
         }
         p = nl ? nl + 1 : NULL;
+    }
+    /* a recursion whose caller is past the end of the stack kept */
+    if (depth > 1) {
+        snprintf(out, size, "in %.*s, %s%d calls deep", (int)first_len, first,
+                 cut ? "more than " : "", depth);
+        js_text_fit(out);
     }
 }
 

@@ -161,14 +161,15 @@ struct js_exception {
 void js_sandbox_take_exception(struct js_sandbox *sb, const char *filename,
                                struct js_exception *out);
 void js_exception_free(struct js_exception *ex);
-/* Where a budget's interrupt struck, from the exception's stack, for the
- * author: "in spin, called at strategy.js:9:3 (in onTrade)", with ", N
- * calls deep" for a recursion. QuickJS places an interrupt in a loop that
- * made no call at its function's first line, so the innermost frame gives
- * its name only and its caller the position; "" when no caller in
- * `filename` is on the stack (the handler's own loop). */
-void js_exception_interrupted_in(const struct js_exception *ex, const char *filename, char *out,
-                                 size_t size);
+/* Where a limit struck, from the exception's stack, for the author: "in
+ * spin, called at strategy.js:9:3 (in onTrade)", with ", N calls deep" for
+ * a recursion, or "in down, more than N calls deep" when the caller is
+ * past the stack kept. QuickJS places an interrupt in a loop that made no
+ * call at its function's first line, so the innermost frame gives its
+ * name only and its caller the position; "" when the stack shows neither
+ * a caller in `filename` nor a recursion (the handler's own loop). */
+void js_exception_where(const struct js_exception *ex, const char *filename, char *out,
+                        size_t size);
 
 /* Text taken from JavaScript for JSON and C strings (text.c).
  * js_text_clean: `text` (QuickJS's UTF-8 of a string, `len` bytes) as a

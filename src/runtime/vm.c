@@ -328,11 +328,14 @@ static void call_failed(struct worker *w, struct vm *vm, const char *handler)
         return;
     }
     char message[ERR_MESSAGE_MAX], where[256];
-    js_exception_interrupted_in(&ex, vm->plan->filename, where, sizeof where);
+    js_exception_where(&ex, vm->plan->filename, where, sizeof where);
     if (failure == JS_FAILURE_BUDGET)
         snprintf(message, sizeof message,
                  "%s ran past its CPU budget of %lld ms (cpu_budget_ms) and was interrupted%s%s",
                  handler, (long long)(vm->budget_ns / 1000000), *where ? " " : "", where);
+    else if (failure != JS_FAILURE_EXCEPTION && *where)
+        snprintf(message, sizeof message, "%s%s%s %s", ex.name ? ex.name : "Error",
+                 ex.message ? ": " : "", ex.message ? ex.message : "", where);
     else
         snprintf(message, sizeof message, "%s%s%s", ex.name ? ex.name : "Error",
                  ex.message ? ": " : "", ex.message ? ex.message : "");
@@ -1218,7 +1221,7 @@ static void start_failed(struct vm *vm, const char *what, struct err *err)
     switch (ex.failure) {
     case JS_FAILURE_BUDGET: {
         char where[256];
-        js_exception_interrupted_in(&ex, vm->plan->filename, where, sizeof where);
+        js_exception_where(&ex, vm->plan->filename, where, sizeof where);
         err_set(err, ERR_UNPROCESSABLE, "%s ran past its CPU budget of %lld ms%s%s", what,
                 (long long)(vm->budget_ns / 1000000), *where ? " " : "", where);
         break;

@@ -138,6 +138,9 @@ static void test_runaways_stop_and_neighbour_keeps_going(void **state)
     json_decref(snap);
     snap = expect_stopped(srv, "deep-1", "stackOverflow", "onTrade");
     assert_int_equal(tu_jint(snap, "counters.eventsDelivered"), 1);
+    why = tu_jstr(snap, "lastError.message");
+    if (!strstr(why, "stack overflow in down, more than ") || !strstr(why, " calls deep"))
+        fail_msg("a stop for the stack names the recursion: %s", why);
     json_decref(snap);
     snap = expect_stopped(srv, "thrower-1", "tooManyErrors", "onTrade");
     /* exactly the default streak of 100, each one counted */

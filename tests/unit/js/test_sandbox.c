@@ -348,7 +348,7 @@ static void test_budget_stops_endless_loop(void **state)
 /* A stop for the budget names the function the interrupt struck in and
  * where its caller called it, read from the stack QuickJS leaves (whose
  * innermost position, in a loop that calls nothing, is only the
- * function's first line). */
+ * function's first line); one for the stack names the recursion. */
 static void test_interrupt_placed_by_its_caller(void **state)
 {
     (void)state;
@@ -368,13 +368,17 @@ static void test_interrupt_placed_by_its_caller(void **state)
          "in indexOf (native), called at strat.js:3:23 (in onTrade)", ""},
         /* the loop of the outermost function: nothing to add */
         {"while (true) {}\n", "", ""},
+        /* a recursion past the stack limit: its caller is beyond the stack kept */
+        {"function down(n) {\n  return down(n + 1) + 1;\n}\nfunction onTrade() {\n"
+         "  return down(0);\n}\nonTrade();\n",
+         "in down, more than ", " calls deep"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         struct js_exception ex;
         expect_failure(&sb, cases[i].src, &ex);
-        assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
+        assert_int_equal(ex.failure, i == 4 ? JS_FAILURE_STACK : JS_FAILURE_BUDGET);
         char where[256];
-        js_exception_interrupted_in(&ex, FILE_JS, where, sizeof where);
+        js_exception_where(&ex, FILE_JS, where, sizeof where);
         size_t n = strlen(where), tail = strlen(cases[i].ends);
         bool exact = !*cases[i].ends;
         if ((exact && strcmp(where, cases[i].starts) != 0) ||
