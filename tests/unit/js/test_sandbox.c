@@ -348,7 +348,8 @@ static void test_budget_stops_endless_loop(void **state)
 /* A stop for the budget names the function the interrupt struck in and
  * where its caller called it, read from the stack QuickJS leaves (whose
  * innermost position, in a loop that calls nothing, is only the
- * function's first line); one for the stack names the recursion. */
+ * function's first line); one for the stack names the recursion, and one
+ * for the heap cap is placed as a budget's is. */
 static void test_interrupt_placed_by_its_caller(void **state)
 {
     (void)state;
@@ -387,6 +388,20 @@ static void test_interrupt_placed_by_its_caller(void **state)
             fail_msg("interrupted '%s' for the stack\n%s\nof\n%s", where, ex.stack, cases[i].src);
         js_exception_free(&ex);
     }
+    js_sandbox_free(&sb);
+    /* the heap cap, the same way */
+    init_sandbox(&sb, 8u << 20, 1000LL * 1000 * 1000);
+    struct js_exception ex;
+    expect_failure(
+        &sb,
+        "const keep = [];\nfunction grow() {\n  keep.push(new ArrayBuffer(1 << 20));\n}\n"
+        "function onTrade() {\n  for (;;) grow();\n}\nonTrade();\n",
+        &ex);
+    assert_int_equal(ex.failure, JS_FAILURE_MEMORY);
+    char where[256];
+    js_exception_where(&ex, FILE_JS, where, sizeof where);
+    assert_string_equal(where, "in grow, called at strat.js:6:16 (in onTrade)");
+    js_exception_free(&ex);
     js_sandbox_free(&sb);
 }
 
