@@ -44,6 +44,17 @@ void js__fail(struct err *err, json_t *diagnostics, const char *fmt, ...)
     err_set_details(err, json_pack("{s:o}", "diagnostics", diagnostics));
 }
 
+int js__fail_one(struct err *err, json_t *diagnostic, const char *filename, int line, int column,
+                 const char *message)
+{
+    json_t *list = diagnostic ? json_pack("[o]", diagnostic) : NULL;
+    if (line > 0)
+        js__fail(err, list, "%s:%d:%d: %s", filename, line, column, message);
+    else
+        js__fail(err, list, "%s: %s", filename, message);
+    return -1;
+}
+
 void js__format_bytes(size_t bytes, char *out, size_t size)
 {
     if (bytes >= ((size_t)1 << 20) && bytes % ((size_t)1 << 20) == 0)

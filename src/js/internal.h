@@ -107,6 +107,11 @@ json_t *js__diagnostic(const char *stage, const char *message, int line, int col
 /* ERR_UNPROCESSABLE with details {"diagnostics": diagnostics} (stolen). */
 __attribute__((format(printf, 3, 4))) void js__fail(struct err *err, json_t *diagnostics,
                                                     const char *fmt, ...);
+/* js__fail with one diagnostic (taken; NULL when out of memory) and the
+ * text "file:line:column: message", or "file: message" where no position
+ * applies. Returns -1. */
+int js__fail_one(struct err *err, json_t *diagnostic, const char *filename, int line, int column,
+                 const char *message);
 
 /* Steps over a leading UTF-8 byte order mark, which editors do not show:
  * compiled and located without it, line 1's columns are the ones its author

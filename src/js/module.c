@@ -163,12 +163,7 @@ static int compile_failure(struct js_sandbox *sb, const char *source, size_t len
     snprintf(message, sizeof(message), "%s%s%s", name, *name ? ": " : "", text);
     json_t *diag = js__diagnostic("compile", message, ex.line, ex.column,
                                   compile_hint(message, line_text, line_len));
-    /* a budget or memory failure may come without a position: no 0:0 */
-    if (ex.line > 0)
-        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s:%d:%d: %s", filename, ex.line,
-                 ex.column, message);
-    else
-        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
+    js__fail_one(err, diag, filename, ex.line, ex.column, message);
     js_exception_free(&ex);
     return -1;
 }
@@ -345,11 +340,7 @@ static int load_failure(struct js_sandbox *sb, const char *filename, struct err 
     char message[2 * JS_EXCEPTION_MESSAGE_MAX + 128];
     const char *hint = describe_load_failure(sb, &ex, message, sizeof(message));
     json_t *diag = js__diagnostic("execute", message, ex.line, ex.column, hint);
-    if (ex.line > 0)
-        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s:%d:%d: %s", filename, ex.line,
-                 ex.column, message);
-    else
-        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
+    js__fail_one(err, diag, filename, ex.line, ex.column, message);
     js_exception_free(&ex);
     return -1;
 }
@@ -414,7 +405,7 @@ static int caught_limit_failure(struct js_sandbox *sb, const char *filename, str
         hint = "remove the unbounded recursion from the code that runs when the module loads";
     }
     json_t *diag = js__diagnostic("execute", message, 0, 0, hint);
-    js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
+    js__fail_one(err, diag, filename, 0, 0, message);
     return -1;
 }
 

@@ -35,7 +35,7 @@ static void fail_one(struct err *err, const char *filename, const char *stage, c
                      const char *message)
 {
     json_t *diag = js__diagnostic(stage, message, 0, 0, hint);
-    js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
+    js__fail_one(err, diag, filename, 0, 0, message);
 }
 
 /* ------------------------------------------------- reading the exports */
@@ -497,11 +497,7 @@ static int rejected_at_top_level(struct js_sandbox *sb, struct rejections *r, co
     json_t *diag = js__diagnostic("execute", message, ex.line, ex.column,
                                   "catch the failure where the promise is made (.catch(), or try "
                                   "around the await): it happens at every start of the module");
-    if (ex.line > 0)
-        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s:%d:%d: %s", filename, ex.line,
-                 ex.column, message);
-    else
-        js__fail(err, diag ? json_pack("[o]", diag) : NULL, "%s: %s", filename, message);
+    js__fail_one(err, diag, filename, ex.line, ex.column, message);
     js_exception_free(&ex);
     return -1;
 }
