@@ -642,8 +642,15 @@ static bool parse_location(const char *loc, size_t len, const char **file, size_
     return true;
 }
 
-/* One frame line: "    at fn (file:line:col)" or "    at file:line:col". */
-static bool parse_frame(const char *text, size_t len, const char *filename, int *line, int *column)
+/* One frame line, "    at fn (location)" or "    at location", split into
+ * the function's name (empty for the second form) and its location
+ * ("file:line:col", or "native"); false for a line that is no frame. */
+struct frame {
+    const char *name, *loc;
+    size_t name_len, loc_len;
+};
+
+static bool split_frame(const char *text, size_t len, struct frame *f)
 {
     while (len > 0 && (*text == ' ' || *text == '\t')) {
         text++;
@@ -651,18 +658,28 @@ static bool parse_frame(const char *text, size_t len, const char *filename, int 
     }
     if (len < 3 || memcmp(text, "at ", 3) != 0)
         return false;
-    const char *loc = text + 3;
-    size_t loc_len = len - 3;
-    if (loc_len > 0 && loc[loc_len - 1] == ')') {
-        const char *open = memrchr(loc, '(', loc_len);
+    *f = (struct frame){text + 3, text + 3, 0, len - 3};
+    if (f->loc_len > 0 && f->loc[f->loc_len - 1] == ')') {
+        const char *open = memrchr(f->loc, '(', f->loc_len);
         if (!open)
             return false;
-        loc_len = (size_t)(loc + loc_len - 1 - (open + 1));
-        loc = open + 1;
+        f->name_len = (size_t)(open - f->name);
+        if (f->name_len > 0 && f->name[f->name_len - 1] == ' ')
+            f->name_len--;
+        f->loc_len = (size_t)(f->loc + f->loc_len - 1 - (open + 1));
+        f->loc = open + 1;
     }
+    return true;
+}
+
+/* A frame's position when it is in `filename` (any file when NULL). */
+static bool parse_frame(const char *text, size_t len, const char *filename, int *line, int *column)
+{
+    struct frame f;
     const char *file = NULL;
     size_t file_len = 0;
-    if (!parse_location(loc, loc_len, &file, &file_len, line, column))
+    if (!split_frame(text, len, &f) ||
+        !parse_location(f.loc, f.loc_len, &file, &file_len, line, column))
         return false;
     return !filename || (strlen(filename) == file_len && memcmp(file, filename, file_len) == 0);
 }
@@ -686,26 +703,6 @@ static void locate(const char *stack, const char *filename, int *line, int *colu
 
 /* ------------------------------------------------- where an interrupt struck */
 
-/* A frame's function name ("spin", "<anonymous>", "indexOf") and whether
- * it runs natively; false for a line that is no frame. */
-static bool frame_function(const char *text, size_t len, const char **name, size_t *name_len,
-                           bool *native)
-{
-    while (len > 0 && (*text == ' ' || *text == '\t')) {
-        text++;
-        len--;
-    }
-    if (len < 4 || memcmp(text, "at ", 3) != 0 || text[len - 1] != ')')
-        return false;
-    const char *open = memrchr(text, '(', len);
-    if (!open || open < text + 4)
-        return false;
-    *name = text + 3;
-    *name_len = (size_t)(open - 1 - *name);
-    *native = (size_t)(text + len - open) == 8 && memcmp(open, "(native)", 8) == 0;
-    return *name_len > 0;
-}
-
 void js_exception_where(const struct js_exception *ex, const char *filename, char *out, size_t size)
 {
     if (size)
@@ -717,14 +714,15 @@ void js_exception_where(const struct js_exception *ex, const char *filename, cha
     for (const char *p = ex->stack; p && *p;) {
         const char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        const char *name = NULL;
-        size_t name_len = 0;
-        bool here_native = false;
+        struct frame f;
         int line = 0, column = 0;
-        if (!frame_function(p, len, &name, &name_len, &here_native)) {
+        if (!split_frame(p, len, &f) || f.name_len == 0) {
             cut = true; /* the stack was cut to JS_EXCEPTION_STACK_MAX */
             break;
         }
+        const char *name = f.name;
+        size_t name_len = f.name_len;
+        bool here_native = f.loc_len == 6 && memcmp(f.loc, "native", 6) == 0;
         if (!first) {
             first = name;
             first_len = name_len;

@@ -167,7 +167,8 @@ void js_exception_free(struct js_exception *ex);
  * past the stack kept. QuickJS places an interrupt in a loop that made no
  * call at its function's first line, so the innermost frame gives its
  * name only and its caller the position; "" when the stack shows neither
- * a caller in `filename` nor a recursion (the handler's own loop). */
+ * a caller in `filename` nor a recursion (the handler's own loop). Reads
+ * only `ex`: any thread. */
 void js_exception_where(const struct js_exception *ex, const char *filename, char *out,
                         size_t size);
 

@@ -425,14 +425,13 @@ static void name_write_failure(const char *name, const char *hex, int cause, str
     log_warn(REGISTRY__COMPONENT, "revision %s@" HASH_PREFIX "%s: %s", name, hex, err->message);
     bool occupied = cause == EISDIR || cause == ENOTDIR || cause == ENOENT || cause == ELOOP ||
                     cause == EEXIST || cause == ENOTEMPTY;
-    enum err_kind kind = err->kind == ERR_NO_SPACE ? ERR_NO_SPACE
-                         : occupied                ? ERR_CONFLICT
-                                                   : ERR_INTERNAL;
-    err_set(err, kind,
-            "the file of revision %s@" HASH_PREFIX "%s cannot be written%s (%s); the gateway's "
-            "log names the path",
-            name, hex, occupied ? ": its place in the strategies folder is blocked" : "",
-            strerror(cause));
+    if (err->kind == ERR_NO_SPACE && cause != EDQUOT)
+        cause = ENOSPC; /* the failing call's own errno, should a later call have moved it */
+    /* a full disk (ENOSPC, EDQUOT) is ERR_NO_SPACE whatever the kind given */
+    err_set_errno(err, occupied ? ERR_CONFLICT : ERR_INTERNAL, cause,
+                  "the file of revision %s@" HASH_PREFIX "%s cannot be written%s (the gateway's "
+                  "log names the path)",
+                  name, hex, occupied ? ": its place in the strategies folder is blocked" : "");
 }
 
 /* mkdir -p <root>/<name>/<hex>, mark it pending (outside a batch, whose

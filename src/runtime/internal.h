@@ -750,6 +750,8 @@ void rtx_set_running_locked(struct runtime *rt, struct instance *inst, bool runn
  * changes or it goes). */
 void rtx_users_sync_locked(struct runtime *rt, struct instance *inst);
 void rtx_users_leave_locked(struct runtime *rt, struct instance *inst);
+/* Re-reads scope_ids from the new spec's scope, leaving and rejoining. */
+void rtx_users_rescope_locked(struct runtime *rt, struct instance *inst);
 
 /* Writes the instance's record if it changed since the last write. */
 int rtx_persist(struct runtime *rt, struct instance *inst, struct err *err);

@@ -135,23 +135,6 @@ static struct instance *new_instance_locked(struct runtime *rt, const char *id, 
     return inst;
 }
 
-static void index_scope_locked(struct instance *inst)
-{
-    inst->nscope_ids = 0;
-    inst->scope_ids_partial = false;
-    const char *provider;
-    json_t *symbols;
-    json_object_foreach(json_object_get(inst->spec, "scope"), provider, symbols)
-    {
-        uint16_t id = intern_id(provider);
-        if (!id || inst->nscope_ids == RUNTIME_SCOPE_IDS) {
-            inst->scope_ids_partial = true;
-            return;
-        }
-        inst->scope_ids[inst->nscope_ids++] = id;
-    }
-}
-
 void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *spec)
 {
     if (!spec)
@@ -159,11 +142,9 @@ void rtx_apply_spec_locked(struct runtime *rt, struct instance *inst, json_t *sp
     /* re-filed under its new revision; the remove frees a slot, so the
      * insert below cannot fail */
     bool indexed = pins_remove_locked(rt, inst);
-    rtx_users_leave_locked(rt, inst);
     json_decref(inst->spec);
     inst->spec = spec;
-    index_scope_locked(inst);
-    rtx_users_sync_locked(rt, inst);
+    rtx_users_rescope_locked(rt, inst);
     free(inst->snapshot_head);
     inst->snapshot_head = NULL;
     const json_t *strategy = json_object_get(spec, "strategy");

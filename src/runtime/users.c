@@ -59,6 +59,25 @@ void rtx_users_sync_locked(struct runtime *rt, struct instance *inst)
     inst->users_joined = active;
 }
 
+void rtx_users_rescope_locked(struct runtime *rt, struct instance *inst)
+{
+    rtx_users_leave_locked(rt, inst);
+    inst->nscope_ids = 0;
+    inst->scope_ids_partial = false;
+    const char *provider;
+    json_t *symbols;
+    json_object_foreach(json_object_get(inst->spec, "scope"), provider, symbols)
+    {
+        uint16_t id = intern_id(provider);
+        if (!id || inst->nscope_ids == RUNTIME_SCOPE_IDS) {
+            inst->scope_ids_partial = true;
+            break;
+        }
+        inst->scope_ids[inst->nscope_ids++] = id;
+    }
+    rtx_users_sync_locked(rt, inst);
+}
+
 void rtx_users_leave_locked(struct runtime *rt, struct instance *inst)
 {
     if (!inst->users_joined)
