@@ -28,6 +28,11 @@
  *   beyond that the acceptor stops accepting and further connections wait
  *   in the kernel's listen backlog until a slot frees. The soft limit on
  *   open files is raised to fit when the hard limit allows.
+ * - Connections per client address (optional, max_connections_per_address):
+ *   the ones past it get 429 with Retry-After and are closed. A connection
+ *   refused either way that sends no request is closed unanswered after
+ *   DEADLINE_REFUSED_GRACE_S (2 s), so that a client cannot hold the slots
+ *   of its refused connections for the request timeout.
  * - A connection with no traffic for idle_timeout_s seconds (a client that
  *   stalls half-way through a request included) is closed without an
  *   answer. Connections are multiplexed over `threads` epoll threads, so a
@@ -71,15 +76,16 @@
 #include <stddef.h>
 
 struct api_limits {
-    size_t max_body_bytes;      /* 413 above; default 1 MiB */
-    size_t max_header_bytes;    /* request line and headers; 431 above; default 32 KiB */
-    size_t max_url_bytes;       /* 414 above; default 8 KiB */
-    unsigned max_connections;   /* open connections; 503 above; default 1024 */
-    unsigned idle_timeout_s;    /* a connection idle this long is closed; default 30 */
-    unsigned request_timeout_s; /* a request must arrive whole within this; default 30 */
-    unsigned threads;           /* polling threads; default 4 */
-    unsigned rate_per_second;   /* requests per second per token; 0: no rate limit */
-    unsigned rate_burst;        /* bucket size; 0: rate_per_second */
+    size_t max_body_bytes;                /* 413 above; default 1 MiB */
+    size_t max_header_bytes;              /* request line and headers; 431 above; default 32 KiB */
+    size_t max_url_bytes;                 /* 414 above; default 8 KiB */
+    unsigned max_connections;             /* open connections; 503 above; default 1024 */
+    unsigned max_connections_per_address; /* 429 above; 0 (the default): no limit */
+    unsigned idle_timeout_s;              /* a connection idle this long is closed; default 30 */
+    unsigned request_timeout_s;           /* a request must arrive whole within this; default 30 */
+    unsigned threads;                     /* polling threads; default 4 */
+    unsigned rate_per_second;             /* requests per second per token; 0: no rate limit */
+    unsigned rate_burst;                  /* bucket size; 0: rate_per_second */
 };
 
 enum api_role { API_ROLE_NONE, API_ROLE_READ, API_ROLE_ADMIN };

@@ -28,6 +28,7 @@ struct deadline_watch {
     struct deadline_watch *prev, *next; /* guarded by deadline.lock */
     int fd;                             /* our duplicate of the connection's */
     bool shut;                          /* shut down once; guarded by the lock */
+    bool refused;                       /* given the grace instead of the limit */
     _Atomic int64_t since_ns;           /* receiving since; 0 while handling */
 };
 
@@ -36,18 +37,20 @@ struct deadline {
     pthread_cond_t wake;
     struct deadline_watch *head;
     bool quit;
-    int64_t limit_ns, period_ns;
+    int64_t limit_ns, refused_limit_ns, period_ns;
     atomic_ullong closed;
     pthread_t thread;
 };
 
-/* Shuts down the connections past the limit; returns how many. */
-static unsigned sweep(struct deadline *dl, int64_t now)
+/* Shuts down the connections past their limit; returns how many, those
+ * refused anyway in `*refused`. */
+static unsigned sweep(struct deadline *dl, int64_t now, unsigned *refused)
 {
     unsigned n = 0;
     for (struct deadline_watch *w = dl->head; w; w = w->next) {
         int64_t since = atomic_load(&w->since_ns);
-        if (w->shut || since <= 0 || now - since < dl->limit_ns)
+        int64_t limit = w->refused ? dl->refused_limit_ns : dl->limit_ns;
+        if (w->shut || since <= 0 || now - since < limit)
             continue;
         /* Claimed against deadline_handling(): either the request became
          * whole first and is answered, or the connection is shut down. */
@@ -55,7 +58,10 @@ static unsigned sweep(struct deadline *dl, int64_t now)
             continue;
         (void)shutdown(w->fd, SHUT_RDWR);
         w->shut = true;
-        n++;
+        if (w->refused)
+            ++*refused;
+        else
+            n++;
     }
     return n;
 }
@@ -69,7 +75,11 @@ static void *sweep_main(void *arg)
         struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
         if (pthread_cond_timedwait(&dl->wake, &dl->lock, &ts) != ETIMEDOUT)
             continue;
-        unsigned n = sweep(dl, clock_mono_ns());
+        unsigned refused = 0;
+        unsigned n = sweep(dl, clock_mono_ns(), &refused);
+        if (refused)
+            log_info("http", "closed %u refused connection(s) that sent no request within %lld s",
+                     refused, (long long)(dl->refused_limit_ns / 1000000000));
         if (n) {
             atomic_fetch_add(&dl->closed, n);
             log_warn("http",
@@ -90,6 +100,9 @@ int deadline_start(struct deadline **out, int64_t limit_ns, struct err *err)
         return -1;
     }
     dl->limit_ns = limit_ns;
+    dl->refused_limit_ns = DEADLINE_REFUSED_GRACE_S * 1000000000LL;
+    if (dl->refused_limit_ns > limit_ns)
+        dl->refused_limit_ns = limit_ns;
     dl->period_ns = limit_ns / 4;
     if (dl->period_ns < SWEEP_MIN_NS)
         dl->period_ns = SWEEP_MIN_NS;
@@ -129,7 +142,7 @@ void deadline_stop(struct deadline *dl)
     free(dl);
 }
 
-struct deadline_watch *deadline_watch(struct deadline *dl, int fd)
+struct deadline_watch *deadline_watch(struct deadline *dl, int fd, bool refused)
 {
     struct deadline_watch *w = calloc(1, sizeof *w);
     if (!w)
@@ -139,6 +152,7 @@ struct deadline_watch *deadline_watch(struct deadline *dl, int fd)
         free(w);
         return NULL;
     }
+    w->refused = refused;
     atomic_init(&w->since_ns, clock_mono_ns());
     pthread_mutex_lock(&dl->lock);
     w->next = dl->head;

@@ -10,6 +10,9 @@
  * request whose headers and body have not all arrived `limit` after that
  * has its connection shut down, unanswered. While a request is handled and
  * answered it is not watched (a handler may take as long as it needs).
+ * A connection accepted only to be refused (over a connection limit) is
+ * given DEADLINE_REFUSED_GRACE_S for its request instead: its answer is
+ * known already, and its slot is wanted back.
  *
  * How: a watch holds its own duplicate of the connection's descriptor, so
  * the sweeping thread's shutdown() can never land on a descriptor number
@@ -33,6 +36,7 @@
 
 #include "core/err.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct deadline;
@@ -42,9 +46,13 @@ int deadline_start(struct deadline **out, int64_t limit_ns, struct err *err);
 /* Joins the sweeping thread and frees; NULL is a no-op. */
 void deadline_stop(struct deadline *dl);
 
+/* Seconds a refused connection has to send its request. */
+#define DEADLINE_REFUSED_GRACE_S 2
+
 /* Watches the connection on `fd` (not taken: it is duplicated), as
- * receiving from now. */
-struct deadline_watch *deadline_watch(struct deadline *dl, int fd);
+ * receiving from now; `refused`: within the grace above (or the limit, if
+ * shorter). */
+struct deadline_watch *deadline_watch(struct deadline *dl, int fd, bool refused);
 /* A new request may be arriving from now on (the previous one answered). */
 void deadline_receiving(struct deadline_watch *w);
 /* The request has arrived whole: unwatched until deadline_receiving(). */
@@ -52,7 +60,8 @@ void deadline_handling(struct deadline_watch *w);
 /* Stops watching and frees the watch; NULL is a no-op. */
 void deadline_forget(struct deadline *dl, struct deadline_watch *w);
 
-/* Connections shut down for a request that arrived too slowly. */
+/* Connections shut down for a request that arrived too slowly (refused
+ * ones not counted). */
 uint64_t deadline_closed(const struct deadline *dl);
 
 #endif

@@ -48,9 +48,10 @@ struct api_request {
     /* framing two parsers could read two ways (a request smuggled past a
      * proxy): why, or NULL */
     const char *bad_framing;
-    bool headers_too_large; /* request line + headers over the limit */
-    bool over_capacity;     /* the connection is over max_connections */
-    bool answered;          /* a response is queued */
+    bool headers_too_large;  /* request line + headers over the limit */
+    bool over_capacity;      /* the connection is over max_connections */
+    bool over_address_limit; /* its address is over max_connections_per_address */
+    bool answered;           /* a response is queued */
     /* Offloaded (its handler runs on an offload thread): from the suspend
      * until the resume only that thread touches the request; `response`
      * is owned by the request and freed with it. */
@@ -122,13 +123,14 @@ struct api {
     struct metrics_family *validation_failures;
     struct api_latency *latency; /* request durations (latency.c) */
     pthread_mutex_t audit_lock;
-    atomic_ullong audit_failures;    /* entries that could not be written */
-    _Atomic int64_t audit_failed_ms; /* when the last of them failed (wall clock) */
-    struct views_cache *views;       /* module summaries as text, per catalogue generation */
-    struct pages *pages;             /* whole listing pages (pages.h) */
-    struct js_validator *validator;  /* uploads' sandboxes, built ahead (validate.h) */
-    struct offload *offload;         /* runs the handlers that may block (offload.h) */
-    struct deadline *deadline;       /* closes requests that arrive too slowly (deadline.h) */
+    atomic_ullong audit_failures;     /* entries that could not be written */
+    _Atomic int64_t audit_failed_ms;  /* when the last of them failed (wall clock) */
+    struct views_cache *views;        /* module summaries as text, per catalogue generation */
+    struct pages *pages;              /* whole listing pages (pages.h) */
+    struct js_validator *validator;   /* uploads' sandboxes, built ahead (validate.h) */
+    struct offload *offload;          /* runs the handlers that may block (offload.h) */
+    struct deadline *deadline;        /* closes requests that arrive too slowly (deadline.h) */
+    struct address_counts *addresses; /* per client address; NULL: no limit (addresses.h) */
 };
 
 /* routes.c */

@@ -4,6 +4,7 @@
  * api_response into bytes on the wire.
  */
 #include "api/acceptor.h"
+#include "api/addresses.h"
 #include "api/deadline.h"
 #include "api/internal.h"
 #include "api/offload.h"
@@ -394,6 +395,18 @@ static struct api_request *marked_request(void)
     return req;
 }
 
+/* The client's address as text, for a refusal that names it. */
+static void client_address(struct MHD_Connection *conn, char *out, size_t size)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!info || !info->client_addr || info->client_addr->sa_family != AF_INET)
+        return;
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)info->client_addr;
+    if (!inet_ntop(AF_INET, &sin->sin_addr, out, (socklen_t)size))
+        snprintf(out, size, "?");
+}
+
 /* Answers for requests refused before their body is read; true if one
  * applies. */
 static bool refuse_early(struct api *api, struct api_request *req, struct api_response *res)
@@ -405,6 +418,16 @@ static bool refuse_early(struct api *api, struct api_request *req, struct api_re
         err_set(&err, ERR_UNAVAILABLE, "too many connections (the limit is %u); retry later",
                 l->max_connections);
         err_add_detail(&err, "limit", json_integer((json_int_t)l->max_connections));
+        snprintf(res->retry_after, sizeof res->retry_after, "1");
+    } else if (req->over_address_limit) {
+        char addr[INET_ADDRSTRLEN] = "?";
+        client_address(req->conn, addr, sizeof addr);
+        err_set(&err, ERR_RATE_LIMITED,
+                "too many connections from %s (the limit is %u per address); close one or "
+                "retry later",
+                addr, l->max_connections_per_address);
+        err_add_detail(&err, "limit", json_integer((json_int_t)l->max_connections_per_address));
+        err_add_detail(&err, "address", json_string(addr));
         snprintf(res->retry_after, sizeof res->retry_after, "1");
     } else if (req->too_many_params) {
         err_set(&err, ERR_INVALID, "more than %d query parameters", API_MAX_QUERY_PARAMS);
@@ -463,7 +486,9 @@ static void dispatch(struct api *api, struct api_request *req, struct api_respon
     req->route = "unmatched";
     /* refused before any route was looked at: the labels say which way */
     if (refuse_early(api, req, res)) {
-        req->route = req->over_capacity ? "overCapacity" : "refusedEarly";
+        req->route = req->over_capacity        ? "overCapacity"
+                     : req->over_address_limit ? "overAddressLimit"
+                                               : "refusedEarly";
         return;
     }
     struct err err = ERR_INIT;
@@ -508,14 +533,22 @@ static void count_request(struct api *api, const struct api_request *req, unsign
                   (double)took_ns / 1e6);
 }
 
+enum connection_refusal {
+    ADMITTED,
+    REFUSED_OVER_CAPACITY,      /* over max_connections: 503 */
+    REFUSED_OVER_ADDRESS_LIMIT, /* over max_connections_per_address: 429 */
+};
+
 /* A connection's socket context. One that could not get its own (out of
  * memory) shares `unkept_connection` and is refused. */
 struct connection_state {
-    bool refused;                 /* over max_connections: 503 */
+    enum connection_refusal refusal;
+    bool counted;                 /* entered in api.addresses under `address` */
+    uint32_t address;             /* the client's IPv4 address, network order */
     struct deadline_watch *watch; /* NULL: unwatched */
 };
 
-static struct connection_state unkept_connection = {.refused = true};
+static struct connection_state unkept_connection = {.refusal = REFUSED_OVER_CAPACITY};
 
 static struct connection_state *connection_state(struct MHD_Connection *conn)
 {
@@ -524,10 +557,10 @@ static struct connection_state *connection_state(struct MHD_Connection *conn)
     return info ? info->socket_context : NULL;
 }
 
-static bool connection_refused(struct MHD_Connection *conn)
+static enum connection_refusal connection_refusal(struct MHD_Connection *conn)
 {
     const struct connection_state *cs = connection_state(conn);
-    return cs && cs->refused;
+    return cs ? cs->refusal : ADMITTED;
 }
 
 static struct deadline_watch *connection_watch(struct MHD_Connection *conn)
@@ -628,9 +661,9 @@ static enum MHD_Result send_response(struct api *api, struct api_request *req,
 static bool may_block(struct api_request *req)
 {
     if (strcmp(req->method, MHD_HTTP_METHOD_GET) == 0 ||
-        strcmp(req->method, MHD_HTTP_METHOD_HEAD) == 0 || req->over_capacity || req->url_too_long ||
-        req->nul_in_target || req->bad_framing || req->too_many_params || req->headers_too_large ||
-        req->body_too_large || req->path_too_deep)
+        strcmp(req->method, MHD_HTTP_METHOD_HEAD) == 0 || req->over_capacity ||
+        req->over_address_limit || req->url_too_long || req->nul_in_target || req->bad_framing ||
+        req->too_many_params || req->headers_too_large || req->body_too_large || req->path_too_deep)
         return false;
     struct api_response scratch = {0};
     struct err err = ERR_INIT;
@@ -881,14 +914,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!req->method) {
         req->method = method;
         req->conn = conn;
-        if (connection_refused(conn))
+        enum connection_refusal refusal = connection_refusal(conn);
+        if (refusal == REFUSED_OVER_CAPACITY)
             req->over_capacity = true;
+        else if (refusal == REFUSED_OVER_ADDRESS_LIMIT)
+            req->over_address_limit = true;
         else if (nul_in_target(api, req, version))
             req->nul_in_target = true;
         else
             req->bad_framing = framing_problem(conn, method, version);
         bool refused =
-            req->over_capacity || req->nul_in_target || req->bad_framing || req->too_many_params;
+            refusal != ADMITTED || req->nul_in_target || req->bad_framing || req->too_many_params;
         if (!refused && !req->url_too_long &&
             header_bytes(conn, method, req->raw_uri, version) > api->opts.limits.max_header_bytes)
             req->headers_too_large = true;
@@ -992,6 +1028,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* Counts the connection against its address's limit, if there is one;
+ * false when it is over. */
+static bool enter_address(struct api *api, struct MHD_Connection *conn, struct connection_state *cs)
+{
+    if (!api->addresses)
+        return true;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!info || !info->client_addr || info->client_addr->sa_family != AF_INET)
+        return true;
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)info->client_addr;
+    cs->address = sin->sin_addr.s_addr;
+    unsigned open = address_counts_enter(api->addresses, cs->address);
+    cs->counted = open > 0;
+    return open > 0 && open <= api->opts.limits.max_connections_per_address;
+}
+
 /* Counts open connections, marks those accepted over max_connections (503
  * on their first request) and watches each for its requests' deadline. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -1005,20 +1058,25 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             *socket_context = &unkept_connection;
             return;
         }
-        cs->refused = open > api->opts.limits.max_connections;
+        if (open > api->opts.limits.max_connections)
+            cs->refusal = REFUSED_OVER_CAPACITY;
+        else if (!enter_address(api, conn, cs))
+            cs->refusal = REFUSED_OVER_ADDRESS_LIMIT;
         const union MHD_ConnectionInfo *info =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (info)
-            cs->watch = deadline_watch(api->deadline, info->connect_fd);
+            cs->watch = deadline_watch(api->deadline, info->connect_fd, cs->refusal != ADMITTED);
         /* one that cannot be watched (no descriptor left) could trickle on
          * for ever: refused like one over the limit */
         if (!cs->watch)
-            cs->refused = true;
+            cs->refusal = REFUSED_OVER_CAPACITY;
         *socket_context = cs;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         atomic_fetch_sub(&api->connections, 1);
         struct connection_state *cs = *socket_context;
         if (cs && cs != &unkept_connection) {
+            if (cs->counted)
+                address_counts_leave(api->addresses, cs->address);
             deadline_forget(api->deadline, cs->watch);
             free(cs);
         }
@@ -1120,6 +1178,7 @@ static void free_api(struct api *api)
     offload_drain(api->offload);
     offload_free(api->offload);
     deadline_stop(api->deadline);
+    address_counts_free(api->addresses);
     free(api->buckets);
     free(api);
 }
@@ -1184,6 +1243,15 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     if (cap < l->threads * 2)
         cap = l->threads * 2;
     api->connection_cap = cap;
+    if (l->max_connections_per_address) {
+        /* every connection libmicrohttpd may hold (its limit, below) */
+        api->addresses = address_counts_new((size_t)cap * l->threads);
+        if (!api->addresses) {
+            free_api(api);
+            err_set(err, ERR_INTERNAL, "out of memory");
+            return -1;
+        }
+    }
     fit_open_files(cap * 2); /* each connection's and the deadline's duplicate of it */
     /* No listening socket of its own: the acceptor hands it every
      * connection (acceptor.h says why). */

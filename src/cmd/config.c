@@ -333,14 +333,14 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
         {"max_url_bytes", F_UINT},           {"max_connections", F_UINT},
         {"idle_timeout_seconds", F_UINT},    {"threads", F_UINT},
         {"rate_limit_per_second", F_UINT},   {"rate_limit_burst", F_UINT},
-        {"request_timeout_seconds", F_UINT},
+        {"request_timeout_seconds", F_UINT}, {"max_connections_per_address", F_UINT},
     };
     static const struct bound bounds[] = {
         {"max_body_bytes", 1, 1LL << 30},      {"max_header_bytes", 1024, 1LL << 20},
         {"max_url_bytes", 256, 1LL << 20},     {"max_connections", 1, 1000000},
         {"idle_timeout_seconds", 1, 86400},    {"threads", 1, 256},
         {"rate_limit_per_second", 0, 1000000}, {"rate_limit_burst", 0, 1000000},
-        {"request_timeout_seconds", 1, 86400},
+        {"request_timeout_seconds", 1, 86400}, {"max_connections_per_address", 0, 1000000},
     };
     if (check_keys(http, "http", fields, sizeof fields / sizeof fields[0], err) != 0 ||
         check_bounds(http, "http", bounds, sizeof bounds / sizeof bounds[0], err) != 0)
@@ -350,6 +350,8 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
     l->max_header_bytes = (size_t)uint_or(http, "max_header_bytes", (long long)l->max_header_bytes);
     l->max_url_bytes = (size_t)uint_or(http, "max_url_bytes", (long long)l->max_url_bytes);
     l->max_connections = (unsigned)uint_or(http, "max_connections", l->max_connections);
+    l->max_connections_per_address =
+        (unsigned)uint_or(http, "max_connections_per_address", l->max_connections_per_address);
     l->idle_timeout_s = (unsigned)uint_or(http, "idle_timeout_seconds", l->idle_timeout_s);
     l->request_timeout_s = (unsigned)uint_or(http, "request_timeout_seconds", l->request_timeout_s);
     l->threads = (unsigned)uint_or(http, "threads", l->threads);

@@ -6,6 +6,7 @@
  *   http.max_header_bytes      431 (JSON; far beyond, libmicrohttpd's own 431)
  *   http.max_url_bytes         414 (JSON; far beyond, libmicrohttpd's own 414)
  *   http.max_connections       503 with Retry-After past the limit; a freed slot serves again
+ *   http.max_connections_per_address  429 naming the address past it (off by default)
  *   http.threads               connections opened together are dealt out over the threads
  *   http.idle_timeout_seconds  a stalled client is dropped, and never delays others
  *   http.request_timeout_seconds  a request trickling in is cut; one being handled is not
@@ -60,11 +61,20 @@ static void expect_healthy(struct tu_server *srv)
 
 /* ------------------------------------------------------------- sockets */
 
-static int raw_connect(const struct tu_server *srv)
+/* A connection from `source`, a loopback address of 127.0.0.0/8 (each is
+ * another client address to the server), or 127.0.0.1 when NULL. */
+static int raw_connect_from(const struct tu_server *srv, const char *source)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         fail_msg("socket: %s", strerror(errno));
+    if (source) {
+        struct sockaddr_in from = {0};
+        from.sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, source, &from.sin_addr), 1);
+        if (bind(fd, (struct sockaddr *)&from, sizeof from) != 0)
+            fail_msg("bind to %s: %s", source, strerror(errno));
+    }
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)srv->port);
@@ -72,6 +82,11 @@ static int raw_connect(const struct tu_server *srv)
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
         fail_msg("connect: %s", strerror(errno));
     return fd;
+}
+
+static int raw_connect(const struct tu_server *srv)
+{
+    return raw_connect_from(srv, NULL);
 }
 
 static void raw_send(int fd, const char *data, size_t len)
@@ -498,6 +513,93 @@ static void test_connection_limit_configured(void **state)
     struct tu_server *srv = *state;
     start(srv, "http:\n  max_connections: 8\n");
     check_connection_limit(srv, 8);
+    tu_server_stop(srv);
+}
+
+/* A GET on a new connection from `source`: the whole response, or NULL. */
+static char *get_from(struct tu_server *srv, const char *source, const char *path, int *fd_out)
+{
+    int fd = raw_connect_from(srv, source);
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path);
+    raw_send(fd, req, (size_t)n);
+    char *res = raw_response(fd, 30000);
+    *fd_out = fd;
+    return res;
+}
+
+/* One address past http.max_connections_per_address gets 429 naming it
+ * and the limit, closed; a connection of it that sends nothing is closed
+ * long before the request timeout; other addresses are served meanwhile,
+ * and a closed connection gives its address a slot back. */
+static void test_connections_per_address(void **state)
+{
+    struct tu_server *srv = *state;
+    start(srv, "http:\n  max_connections_per_address: 4\n  request_timeout_seconds: 120\n");
+    int held[4];
+    for (int i = 0; i < 4; i++) {
+        held[i] = raw_connect_from(srv, "127.0.0.1");
+        assert_int_equal(raw_get(held[i], "/healthz", 30000), 200);
+    }
+    int fd = -1;
+    char *res = get_from(srv, "127.0.0.1", "/strategies", &fd);
+    if (status_of(res) != 429 || !strcasestr(res, "\r\nRetry-After:") ||
+        !strcasestr(res, "\r\nConnection: close") || !strstr(res, "\"limit\":4") ||
+        !strstr(res, "\"address\":\"127.0.0.1\"") || !strstr(res, "from 127.0.0.1"))
+        fail_msg("a fifth connection from 127.0.0.1: expected 429 naming the address and the "
+                 "limit of 4, with Retry-After and Connection: close; got:\n%s",
+                 res ? res : "(nothing)");
+    free(res);
+    if (wait_closed(fd, 30000) < 0)
+        fail_msg("the connection answered 429 was not closed");
+    close(fd);
+    /* another address is another client: served, up to its own four */
+    int other[4];
+    for (int i = 0; i < 4; i++) {
+        other[i] = raw_connect_from(srv, "127.0.0.2");
+        assert_int_equal(raw_get(other[i], "/healthz", 30000), 200);
+    }
+    /* a refused connection that sends nothing does not keep its slot for
+     * the 120 s request timeout */
+    int silent = raw_connect_from(srv, "127.0.0.1");
+    if (wait_closed(silent, 30000) < 0)
+        fail_msg("a refused connection that sent nothing was still open after 30 s");
+    close(silent);
+    /* the ones admitted keep working */
+    assert_int_equal(raw_get(held[0], "/strategies", 30000), 200);
+    assert_int_equal(raw_get(other[3], "/strategies", 30000), 200);
+    /* a slot freed is the address's again (the close is noticed
+     * asynchronously, hence the retries) */
+    close(held[3]);
+    int status = -1;
+    for (int attempt = 0; attempt < 200 && status != 200; attempt++) {
+        char *again = get_from(srv, "127.0.0.1", "/healthz", &fd);
+        status = status_of(again);
+        free(again);
+        close(fd);
+        if (status != 200)
+            sleep_ms(50);
+    }
+    if (status != 200)
+        fail_msg("after one of its connections closed, 127.0.0.1 still gets %d", status);
+    for (int i = 0; i < 4; i++) {
+        if (i < 3)
+            close(held[i]);
+        close(other[i]);
+    }
+    /* counted under their own route label; the silent one is not counted
+     * as a request that arrived too slowly */
+    res = get_from(srv, "127.0.0.3", "/metrics", &fd);
+    const char *series = "stratd_http_requests_total{route=\"overAddressLimit\",method=\"GET\","
+                         "status=\"429\"} ";
+    const char *at = res ? strstr(res, series) : NULL;
+    if (status_of(res) != 200 || !at || atoi(at + strlen(series)) < 1 ||
+        !strstr(res, "\nstratd_http_requests_timed_out_total 0\n"))
+        fail_msg("the metrics do not count the 429s under overAddressLimit, or count a "
+                 "timed-out request:\n%s",
+                 res ? res : "(nothing)");
+    free(res);
+    close(fd);
     tu_server_stop(srv);
 }
 
@@ -1014,12 +1116,19 @@ static void test_ambiguous_framing_refused(void **state)
          sizeof "GET /strategies HTTP/1.1\r\nHost: localhost\r\nX-Note: a\0junk\r\n" - 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* sent in one write: sent piecemeal, a piece after the refusal
+         * could meet the closed connection */
+        size_t head_len = cases[i].head_len ? cases[i].head_len : strlen(cases[i].head);
+        char *rest = tu_path("%s\r\n%s%s", auth, cases[i].body, tail);
+        size_t len = head_len + strlen(rest);
+        char *whole = malloc(len);
+        assert_non_null(whole);
+        memcpy(whole, cases[i].head, head_len);
+        memcpy(whole + head_len, rest, strlen(rest));
         int fd = raw_connect(srv);
-        raw_send(fd, cases[i].head, cases[i].head_len ? cases[i].head_len : strlen(cases[i].head));
-        raw_send(fd, auth, strlen(auth));
-        raw_send(fd, "\r\n", 2);
-        raw_send(fd, cases[i].body, strlen(cases[i].body));
-        raw_send(fd, tail, sizeof tail - 1);
+        raw_send(fd, whole, len);
+        free(whole);
+        free(rest);
         char *res = raw_response(fd, 30000);
         if (status_of(res) != 400 || !strstr(res, cases[i].says))
             fail_msg("case %zu: expected a 400 saying '%s', got: %.300s", i, cases[i].says,
@@ -1179,6 +1288,8 @@ static void test_limits_are_checked_in_the_config(void **state)
     } bad[] = {
         {"http:\n  max_connections: -1\n", "http.max_connections"},
         {"http:\n  max_connections: 99999999999\n", "http.max_connections"},
+        {"http:\n  max_connections_per_address: -4\n", "http.max_connections_per_address"},
+        {"http:\n  max_connections_per_address: 2000000\n", "http.max_connections_per_address"},
         {"http:\n  threads: 100000\n", "http.threads"},
         {"http:\n  rate_limit_per_second: fast\n", "http.rate_limit_per_second"},
         {"http:\n  rate_limit: 5\n", "http.rate_limit"},
@@ -1233,6 +1344,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_limit_configured, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_open_connections_gauge, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_connections_per_address, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_slow_request_holds_up_nobody, tu_server_setup,
                                         tu_server_teardown),
