@@ -38,9 +38,9 @@
  *   answer. Connections are multiplexed over `threads` epoll threads, so a
  *   stalled client holds a socket and a little memory, never a thread.
  * - A request whose headers and body have not all arrived request_timeout_s
- *   seconds after its connection opened, or after the previous answer on
- *   it, has its connection closed without an answer, however steadily its
- *   bytes trickle in (deadline.h).
+ *   seconds after its first byte has its connection closed without an
+ *   answer, however steadily its bytes trickle in (deadline.h); the pause
+ *   before that byte is bounded by idle_timeout_s.
  * - Rate (optional): a token bucket per token name, and one shared bucket
  *   for "anonymous": every caller when no tokens are configured, the
  *   callers without a valid token of an open /metrics otherwise; refilled

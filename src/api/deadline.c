@@ -10,9 +10,12 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -24,12 +27,23 @@
 
 #define CLAIMED (-1) /* since_ns of a connection being shut down */
 
+/* The kernel's time of a socket's last data is kept in scheduler ticks
+ * (4 or 10 ms) and read in whole milliseconds: data that came this close
+ * after a wait began is taken for the previous request's (what comes next
+ * tells). */
+#define DATA_CLOCK_SLACK_MS 20
+
 struct deadline_watch {
     struct deadline_watch *prev, *next; /* guarded by deadline.lock */
     int fd;                             /* our duplicate of the connection's */
     bool shut;                          /* shut down once; guarded by the lock */
     bool refused;                       /* given the grace instead of the limit */
     _Atomic int64_t since_ns;           /* receiving since; 0 while handling */
+    /* The sweeps' own view of the wait that began at `waiting_since`,
+     * guarded by the lock: the last sweep that found no byte of the
+     * request yet, and when the request is reckoned to have begun (0: not
+     * yet). */
+    int64_t waiting_since, quiet_ns, began_ns;
 };
 
 struct deadline {
@@ -42,6 +56,44 @@ struct deadline {
     pthread_t thread;
 };
 
+/* Milliseconds since the connection last received data, from the
+ * kernel's view of the socket; -1 when it cannot tell. */
+static int64_t ms_since_data(int fd)
+{
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_last_data_recv) + sizeof info.tcpi_last_data_recv)
+        return -1;
+    return (int64_t)info.tcpi_last_data_recv;
+}
+
+/* When the request the connection waits for began, or 0 while none of it
+ * has come. A pause between requests on a kept-alive connection is the
+ * idle timeout's to bound, not the request's: the clock starts at the
+ * last sweep that saw nothing arrive, at most a period before the first
+ * byte (earlier, never later). Refused connections keep the time they
+ * opened: their slot is wanted back. */
+static int64_t request_began(struct deadline_watch *w, int64_t since, int64_t now)
+{
+    if (w->refused)
+        return since;
+    if (w->waiting_since != since) {
+        w->waiting_since = since;
+        w->quiet_ns = since;
+        w->began_ns = 0;
+    }
+    if (!w->began_ns) {
+        int64_t quiet_ms = ms_since_data(w->fd);
+        if (quiet_ms >= 0 && (quiet_ms + DATA_CLOCK_SLACK_MS) * 1000000 >= now - since) {
+            w->quiet_ns = now;
+            return 0;
+        }
+        w->began_ns = quiet_ms >= 0 ? w->quiet_ns : since;
+    }
+    return w->began_ns;
+}
+
 /* Shuts down the connections past their limit; returns how many, those
  * refused anyway in `*refused`. */
 static unsigned sweep(struct deadline *dl, int64_t now, unsigned *refused)
@@ -49,8 +101,11 @@ static unsigned sweep(struct deadline *dl, int64_t now, unsigned *refused)
     unsigned n = 0;
     for (struct deadline_watch *w = dl->head; w; w = w->next) {
         int64_t since = atomic_load(&w->since_ns);
+        if (w->shut || since <= 0)
+            continue;
+        int64_t began = request_began(w, since, now);
         int64_t limit = w->refused ? dl->refused_limit_ns : dl->limit_ns;
-        if (w->shut || since <= 0 || now - since < limit)
+        if (!began || now - began < limit)
             continue;
         /* Claimed against deadline_handling(): either the request became
          * whole first and is answered, or the connection is shut down. */

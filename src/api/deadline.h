@@ -7,9 +7,14 @@
  * such clients, needing no token since authentication waits for whole
  * headers, kept every other client out. Here each connection is watched
  * from its opening, and again from the end of each answer it carries: a
- * request whose headers and body have not all arrived `limit` after that
- * has its connection shut down, unanswered. While a request is handled and
- * answered it is not watched (a handler may take as long as it needs).
+ * request whose headers and body have not all arrived `limit` after its
+ * first byte has its connection shut down, unanswered. A pause before that
+ * byte (a kept-alive connection between requests) is the idle timeout's to
+ * bound. The first byte is known from the kernel's time of the socket's
+ * last data, read at each sweep: the clock starts at the last sweep that
+ * saw nothing arrive, at most a sweep's period before that byte, never
+ * after it. While a request is handled and answered it is not watched (a
+ * handler may take as long as it needs).
  * A connection accepted only to be refused (over a connection limit) is
  * given DEADLINE_REFUSED_GRACE_S for its request instead: its answer is
  * known already, and its slot is wanted back.

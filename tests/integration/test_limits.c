@@ -962,11 +962,11 @@ static int64_t trickle_until_closed(int fd, int gap_ms, int give_up_ms)
 /* libmicrohttpd's timeout counts silence only: a client sending a byte
  * before each idle timeout held its connection for as long as its headers
  * fit (days), with no token needed. A request must now arrive whole within
- * http.request_timeout_seconds of the connection's opening or the previous
- * answer: headers and bodies that trickle in are cut, kept-alive
- * connections that carry whole requests are served, and a request that
- * has arrived is answered however long its handler takes (an upload
- * spinning through a 3 s validation budget with a 1 s limit). */
+ * http.request_timeout_seconds of its first byte: headers and bodies that
+ * trickle in are cut, kept-alive connections that carry whole requests are
+ * served however long they pause between them, and a request that has
+ * arrived is answered however long its handler takes (an upload spinning
+ * through a 3 s validation budget with a 1 s limit). */
 static void test_request_deadline_cuts_trickling_clients(void **state)
 {
     struct tu_server *srv = *state;
@@ -1018,13 +1018,32 @@ static void test_request_deadline_cuts_trickling_clients(void **state)
     double timed_out = tu_metric(srv, "stratd_http_requests_timed_out_total");
     if (timed_out < 3)
         fail_msg("stratd_http_requests_timed_out_total reads %g after three cuts", timed_out);
-    /* Each answer starts the clock again on a kept-alive connection. */
+    /* The clock starts at a request's first byte: a kept-alive connection
+     * may pause between requests for longer than the request timeout (the
+     * idle timeout bounds that), and so may a new one before its first */
     int keep = raw_connect(srv);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 3; i++) {
         assert_int_equal(raw_get(keep, "/healthz", 5000), 200);
-        sleep_ms(600);
+        sleep_ms(2500);
     }
+    if (raw_get(keep, "/healthz", 5000) != 200)
+        fail_msg("a kept-alive connection was cut in a 2.5 s pause between requests with "
+                 "request_timeout_seconds: 1 (8 s idle)");
+    int late = raw_connect(srv);
+    sleep_ms(2500);
+    if (raw_get(late, "/healthz", 5000) != 200)
+        fail_msg("a connection that sent its first request 2.5 s after it opened was cut with "
+                 "request_timeout_seconds: 1 (8 s idle)");
+    close(late);
+    /* ...and a request that trickles after such a pause is still cut */
+    raw_send(keep, partial[0], strlen(partial[0]));
+    int64_t cut = trickle_until_closed(keep, 400, 10000);
     close(keep);
+    print_message("a request trickling after a 2.5 s pause cut after %lld ms\n", (long long)cut);
+    if (cut < 0)
+        fail_msg("a request trickling after a pause is still open after 10 s with "
+                 "request_timeout_seconds: 1");
+    timed_out++;
     fd = raw_connect(srv);
     send_spinning_upload(fd);
     char *res = raw_response(fd, 30000);
