@@ -94,19 +94,25 @@ int api_handle_instance_delete(struct api *api, struct api_request *req, struct 
     return 0;
 }
 
+/* A stop's `cancelOrders` pulls the instance's resting orders too. */
 static int instance_action(struct api *api, struct api_request *req, struct api_response *res,
                            bool start, struct err *err)
 {
     const char *id = req->params[0];
-    bool changed = false;
+    bool changed = false, cancel_orders = false;
+    if (!start && api_query_bool(req, "cancelOrders", &cancel_orders, err) != 0)
+        return -1;
     int rc = start ? runtime_instance_start_noting(api->opts.runtime, id, &changed, err)
-                   : runtime_instance_stop_noting(api->opts.runtime, id, &changed, err);
+             : cancel_orders
+                 ? runtime_instance_stop_cancelling(api->opts.runtime, id, &changed, err)
+                 : runtime_instance_stop_noting(api->opts.runtime, id, &changed, err);
     if (rc != 0)
         return -1;
     /* the audit log records changes: a start of a running instance is none */
     if (changed)
         api_audit(api, req, start ? "instance.start" : "instance.stop",
-                  json_pack("{s:s}", "id", id));
+                  cancel_orders ? json_pack("{s:s, s:b}", "id", id, "cancelOrders", 1)
+                                : json_pack("{s:s}", "id", id));
     api_respond_json(res, 200,
                      json_pack("{s:s, s:s, s:s}", "id", id, "status", start ? "running" : "stopped",
                                "action", start ? "start" : "stop"));

@@ -1643,7 +1643,8 @@ int rtx_stop_vm(struct runtime *rt, struct instance *inst, struct err *err)
     return cmd.was_running ? 1 : 0;
 }
 
-int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *changed, struct err *err)
+static int stop_instance(struct runtime *rt, const char *id, bool cancel_orders, bool *changed,
+                         struct err *err)
 {
     if (changed)
         *changed = false;
@@ -1671,8 +1672,26 @@ int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *chang
     int rc = rtx_persist(rt, inst, err);
     if (was_running)
         rtx_note_stop(rt, strategy, hex, "stopped");
+    /* the VM has ended: no order of it can follow the cancels */
+    if (rc == 0 && cancel_orders && rt->opts.market.abandon) {
+        rt->opts.market.abandon(rt->opts.market.ctx, inst->key, inst->id,
+                                RUNTIME_STOP_CANCEL_REASON);
+        if (changed)
+            *changed = true;
+    }
     pthread_mutex_unlock(&rt->control);
     return rc;
+}
+
+int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *changed, struct err *err)
+{
+    return stop_instance(rt, id, false, changed, err);
+}
+
+int runtime_instance_stop_cancelling(struct runtime *rt, const char *id, bool *changed,
+                                     struct err *err)
+{
+    return stop_instance(rt, id, true, changed, err);
 }
 
 int runtime_instance_stop(struct runtime *rt, const char *id, struct err *err)

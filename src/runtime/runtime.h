@@ -35,7 +35,8 @@
  *   strategy stays stopped after a restart. A stop for a failure (all but
  *   stopped and retired) cancels the instance's resting orders unless
  *   keep_orders_on_failure; an operator's stop and a retirement leave them
- *   for the next start to manage.
+ *   for the next start to manage, unless the stop asks to cancel them
+ *   (runtime_instance_stop_cancelling).
  * - Exceptions are logged under the instance's helpers.log rate limit
  *   (log_lines_per_second) so a throwing strategy cannot flood the log;
  *   every one is counted.
@@ -188,6 +189,15 @@ int runtime_instance_start_noting(struct runtime *rt, const char *id, bool *chan
                                   struct err *err);
 int runtime_instance_stop_noting(struct runtime *rt, const char *id, bool *changed,
                                  struct err *err);
+/* A stop that also cancels the instance's resting orders, once its VM has
+ * ended (so none can follow), whatever keep_orders_on_failure says: the
+ * operator asked. On a stopped instance it cancels the orders an earlier
+ * stop left. Each is reported cancelled with RUNTIME_STOP_CANCEL_REASON;
+ * *changed is true when any of it changed the instance or may have
+ * changed the book. */
+int runtime_instance_stop_cancelling(struct runtime *rt, const char *id, bool *changed,
+                                     struct err *err);
+#define RUNTIME_STOP_CANCEL_REASON "stopped: cancelled with the stop (cancelOrders)"
 json_t *runtime_instance_snapshot(struct runtime *rt, const char *id, struct err *err);
 /* The same snapshot as JSON text: the bytes jsonutil_dump() writes for
  * runtime_instance_snapshot(), written straight from the instance (the

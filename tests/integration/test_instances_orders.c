@@ -9,7 +9,8 @@
  * resting orders need, are refused without the funds, and every change is
  * a BalanceUpdate to the provider's subscribers. Deleting an instance
  * cancels its resting orders, as does a stop for a failure (unless
- * configured otherwise); the kill switch cancels everyone's. The
+ * configured otherwise) and a stop that asks (cancelOrders); the kill
+ * switch cancels everyone's. The
  * history's retention deletes what is final and old, never an open order.
  */
 #include "testutil.h"
@@ -936,6 +937,84 @@ static void test_stopped_instance_hears_its_orders_at_start(void **state)
     tu_server_stop(srv);
 }
 
+/* The last audit entry with `action` for instance `id`, or NULL. */
+static json_t *last_audit(struct tu_server *srv, const char *action, const char *id)
+{
+    json_t *audit = tu_audit_entries(srv);
+    json_t *found = NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(audit, i, e)
+    {
+        const char *a = json_string_value(json_object_get(e, "action"));
+        const char *who = json_string_value(json_object_get(e, "id"));
+        if (a && who && strcmp(a, action) == 0 && strcmp(who, id) == 0)
+            found = e;
+    }
+    json_incref(found);
+    json_decref(audit);
+    return found;
+}
+
+/* A stop with cancelOrders pulls the instance's resting orders once its
+ * code can place no more: each cancelled with the reason, the funds back,
+ * another instance's order untouched; on a stopped instance it pulls what
+ * an earlier stop left; a value that is not a flag is a 400 that names the
+ * parameter and changes nothing. The audit entry says the orders went. */
+static void test_stop_can_cancel_resting_orders(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    const char *const ids[] = {"c-pull", "c-keep"};
+    start_resters(srv, ids, (const char *const[]){NULL, NULL});
+    double held_by_both = usdt_held(srv);
+    assert_true(held_by_both > 0);
+
+    json_t *err =
+        tu_call(srv, "POST", "/strategy/instances/c-keep/stop?cancelOrders=maybe", 400, NULL);
+    assert_string_equal(tu_jstr(err, "details.parameter"), "cancelOrders");
+    json_decref(err);
+    json_t *snap = tu_instance_get(srv, "c-keep");
+    assert_true(json_is_true(json_object_get(snap, "running")));
+    json_decref(snap);
+
+    json_t *res =
+        tu_call(srv, "POST", "/strategy/instances/c-pull/stop?cancelOrders=true", 200, NULL);
+    assert_string_equal(tu_jstr(res, "status"), "stopped");
+    json_decref(res);
+    expect_cancelled(srv, "c-pull", "stopped: cancelled with the stop (cancelOrders)");
+    double held = held_by_both;
+    for (int i = 0; i < TU_WAIT_S * 50 && held >= held_by_both; i++) {
+        tu_sleep_ms(20);
+        held = usdt_held(srv);
+    }
+    assert_true(held > 0 && held < held_by_both);
+    assert_int_equal(orders_count(srv, "c-keep", "?state=acknowledged"), 1);
+    json_t *entry = last_audit(srv, "instance.stop", "c-pull");
+    assert_non_null(entry);
+    assert_true(json_is_true(json_object_get(entry, "cancelOrders")));
+    json_decref(entry);
+
+    /* a plain stop leaves the order; a second stop, asking, pulls it */
+    tu_instance_stop(srv, "c-keep");
+    assert_int_equal(orders_count(srv, "c-keep", "?state=acknowledged"), 1);
+    entry = last_audit(srv, "instance.stop", "c-keep");
+    assert_non_null(entry);
+    assert_null(json_object_get(entry, "cancelOrders"));
+    json_decref(entry);
+    json_decref(tu_call(srv, "POST", "/strategy/instances/c-keep/stop?cancelOrders=1", 200, NULL));
+    expect_cancelled(srv, "c-keep", "stopped: cancelled with the stop (cancelOrders)");
+    for (int i = 0; i < TU_WAIT_S * 50 && held > 0; i++) {
+        tu_sleep_ms(20);
+        held = usdt_held(srv);
+    }
+    assert_true(held == 0);
+    entry = last_audit(srv, "instance.stop", "c-keep");
+    assert_true(json_is_true(json_object_get(entry, "cancelOrders")));
+    json_decref(entry);
+    tu_server_stop(srv);
+}
+
 /* Ids too long for a client order id share their start: the ids of their
  * orders still differ (the cut id carries a digest of the whole one), and
  * each instance manages its own. */
@@ -1318,6 +1397,8 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_long_instance_ids_keep_order_ids_apart,
                                         tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_stop_can_cancel_resting_orders, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_failure_cancels_resting_orders, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_failure_keeps_orders_when_configured, tu_server_setup,
