@@ -934,9 +934,10 @@ static void ops_forget(void *ctx, uint32_t instance_key, const char *instance_id
     risk_release(retired);
 }
 
-/* A worker's call (or a stop's, on its request thread): each session's lock is held only to queue
- * the cancels, as an order's submit holds it, so a session stopping meanwhile is either still there
- * to take them or already expired every order. */
+/* A worker's call (or an operator's stop's, on its request thread): each
+ * session's lock is held only to queue the cancels, as an order's submit
+ * holds it, so a session stopping meanwhile is either still there to take
+ * them or already expired every order. */
 static void ops_abandon(void *ctx, uint32_t instance_key, const char *instance_id,
                         const char *reason)
 {
