@@ -1,6 +1,6 @@
 /*
  * stratd serve: wires the subsystems together and runs until SIGINT or
- * SIGTERM.
+ * SIGTERM; SIGHUP reopens the audit log (log rotation).
  *
  * Start-up order follows the dependencies: state (store), catalogue,
  * market (providers not yet started), runtime (given the market's order
@@ -472,6 +472,19 @@ static int check_exposure(const struct config *cfg, struct err *err)
     return 0;
 }
 
+/* SIGHUP: a rotation moved the audit log away (or means to). A failure
+ * leaves it on the file it had, so no entry is lost; the log says why. */
+static void reopen_audit_log(struct gateway *gw)
+{
+    struct err err = ERR_INIT;
+    if (store_audit_reopen(gw->store, &err) != 0) {
+        log_error("serve", "SIGHUP: %s; the audit log stays on the file it had", err.message);
+        err_clear(&err);
+        return;
+    }
+    log_info("serve", "SIGHUP: reopened the audit log %s/%s", gw->cfg.state_dir, STORE_AUDIT_FILE);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct flags flags;
@@ -481,11 +494,12 @@ int cmd_serve(int argc, char **argv)
 
     /* Every thread created from here on inherits the blocked mask, so the
      * signals are taken only by sigwait below. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
     (void)signal(SIGPIPE, SIG_IGN);
 
     struct gateway gw;
@@ -521,7 +535,8 @@ int cmd_serve(int argc, char **argv)
              gw.cfg.environment);
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
+        reopen_audit_log(&gw);
     log_info("serve", "received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     close_gateway(&gw);
     return 0;

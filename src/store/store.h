@@ -294,5 +294,11 @@ int store_setting_put(struct store *store, const char *key, const json_t *value,
  * "ts" comes first and replaces any "ts" in the entry. store_open() removes
  * a partial last line that a crash in the middle of an append left. */
 int store_audit_append(struct store *store, const json_t *entry, struct err *err);
+/* Opens the audit log's path again (creating it) and appends there from
+ * now on, after syncing what went to the file open until now: for log
+ * rotation, which moves the file away and asks for a reopen. When the path
+ * cannot be opened the log stays on the file it had (nothing is lost) and
+ * -1 says why; a failed sync of the file left is logged. Any thread. */
+int store_audit_reopen(struct store *store, struct err *err);
 
 #endif

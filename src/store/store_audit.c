@@ -102,12 +102,17 @@ static void *audit_syncer(void *arg)
             pthread_mutex_lock(&s->audit_lock);
         }
         s->audit_dirty = false;
+        /* a reopen waits for this fsync before it closes the descriptor */
+        s->audit_syncing = true;
+        int fd = s->audit_fd;
         pthread_mutex_unlock(&s->audit_lock);
         int64_t t0 = clock_mono_ns();
-        if (fsync(s->audit_fd) != 0)
+        if (fsync(fd) != 0)
             log_error("store", "cannot sync audit log %s: %s", s->audit_path, strerror(errno));
         store__sync_observe(&s->sync_audit, clock_mono_ns() - t0);
         pthread_mutex_lock(&s->audit_lock);
+        s->audit_syncing = false;
+        pthread_cond_broadcast(&s->audit_wake);
     }
     pthread_mutex_unlock(&s->audit_lock);
     return NULL;
@@ -118,7 +123,7 @@ void store__audit_close(struct store *s)
     if (s->audit_syncer_started) {
         pthread_mutex_lock(&s->audit_lock);
         s->audit_quit = true;
-        pthread_cond_signal(&s->audit_wake);
+        pthread_cond_broadcast(&s->audit_wake);
         pthread_mutex_unlock(&s->audit_lock);
         pthread_join(s->audit_syncer, NULL);
         s->audit_syncer_started = false;
@@ -148,6 +153,33 @@ int store__audit_open(struct store *s, struct err *err)
         return -1;
     }
     s->audit_syncer_started = true;
+    return 0;
+}
+
+int store_audit_reopen(struct store *store, struct err *err)
+{
+    int fd = open(store->audit_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot reopen audit log %s", store->audit_path);
+        return -1;
+    }
+    store__keep_private(fd, store->audit_path);
+    pthread_mutex_lock(&store->audit_lock);
+    while (store->audit_syncing)
+        pthread_cond_wait(&store->audit_wake, &store->audit_lock);
+    int old = store->audit_fd;
+    store->audit_fd = fd;
+    pthread_mutex_unlock(&store->audit_lock);
+    if (old < 0)
+        return 0;
+    /* what went to the old file is synced here: the syncer now syncs the
+     * new one only */
+    int64_t t0 = clock_mono_ns();
+    if (fsync(old) != 0)
+        log_error("store", "cannot sync the audit log that %s was until its reopen: %s",
+                  store->audit_path, strerror(errno));
+    store__sync_observe(&store->sync_audit, clock_mono_ns() - t0);
+    close(old);
     return 0;
 }
 
@@ -223,7 +255,8 @@ static int append_locked(struct store *s, const char *line, size_t len, struct e
     }
     if (!s->audit_dirty) {
         s->audit_dirty = true;
-        pthread_cond_signal(&s->audit_wake);
+        /* a reopen may be waiting on the same condition */
+        pthread_cond_broadcast(&s->audit_wake);
     }
     return 0;
 }

@@ -95,6 +95,7 @@ struct store {
     bool audit_syncer_started;
     bool audit_dirty;
     bool audit_quit;
+    bool audit_syncing; /* the syncer is in fsync on the fd it read */
     /* how long syncs took (store_vfs.c): the database's through its own
      * VFS, registered under vfs_name for this store's life; the audit
      * log's by its syncer */

@@ -291,6 +291,108 @@ static void test_restart_with_a_fresh_state_directory(void **state)
     tu_server_stop(srv);
 }
 
+/* The module names of the upload entries in an audit log file, in order,
+ * as one comma-separated string ("" when none or no file). */
+static char *uploads_in(const char *path)
+{
+    char *text = tu_read_file(path, NULL);
+    char *out = strdup("");
+    assert_non_null(out);
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        json_t *entry = json_loads(line, 0, NULL);
+        if (!json_is_object(entry))
+            fail_msg("%s holds a line that is not a JSON object: %s", path, line);
+        const char *action = json_string_value(json_object_get(entry, "action"));
+        if (action && strcmp(action, "module.upload") == 0) {
+            char *more = tu_path("%s%s%s", out, *out ? "," : "", tu_jstr(entry, "strategy"));
+            free(out);
+            out = more;
+        }
+        json_decref(entry);
+    }
+    free(text);
+    return out;
+}
+
+static void upload_named(struct tu_server *srv, const char *name)
+{
+    char *src = tu_module_source(name, NULL, NULL);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+}
+
+static void expect_uploads(const char *path, const char *names)
+{
+    char *got = uploads_in(path);
+    if (strcmp(got, names) != 0)
+        fail_msg("%s records the uploads [%s], expected [%s]", path, got, names);
+    free(got);
+}
+
+/* Log lines whose message starts with `prefix`. */
+static size_t log_lines_starting(struct tu_server *srv, const char *prefix)
+{
+    json_t *lines = tu_log_entries(srv, NULL);
+    size_t n = 0, i;
+    json_t *line;
+    json_array_foreach(lines, i, line)
+    {
+        const char *msg = json_string_value(json_object_get(line, "msg"));
+        if (msg && strncmp(msg, prefix, strlen(prefix)) == 0)
+            n++;
+    }
+    json_decref(lines);
+    return n;
+}
+
+static void hangup_and_wait(struct tu_server *srv, const char *says, size_t nth)
+{
+    assert_int_equal(kill(srv->pid, SIGHUP), 0);
+    for (int i = 0; i < TU_WAIT_S * 50 && log_lines_starting(srv, says) < nth; i++)
+        tu_sleep_ms(20);
+    if (log_lines_starting(srv, says) < nth)
+        fail_msg("no log line '%s...' (the %zuth) after SIGHUP", says, nth);
+}
+
+/* Log rotation: SIGHUP reopens the audit log, so entries before a move stay
+ * in the moved file and the next go to a new audit.log, private like the
+ * first. A path that cannot be opened (a directory put there) leaves the
+ * log on the file it had, losing nothing, and the log says why; once the
+ * path is usable the next SIGHUP moves on. The gateway serves throughout. */
+static void test_sighup_reopens_the_audit_log(void **state)
+{
+    struct tu_server *srv = *state;
+    tu_server_start(srv, NULL);
+    char *live = tu_path("%s/audit.log", srv->state_dir);
+    char *first = tu_path("%s/audit.log.1", srv->state_dir);
+    char *second = tu_path("%s/audit.log.2", srv->state_dir);
+    upload_named(srv, "before");
+    assert_int_equal(rename(live, first), 0);
+    hangup_and_wait(srv, "SIGHUP: reopened the audit log", 1);
+    upload_named(srv, "after");
+    expect_uploads(first, "before");
+    expect_uploads(live, "after");
+    struct stat st;
+    assert_int_equal(stat(live, &st), 0);
+    assert_int_equal(st.st_mode & 0007, 0);
+
+    assert_int_equal(rename(live, second), 0);
+    assert_int_equal(mkdir(live, 0700), 0);
+    hangup_and_wait(srv, "SIGHUP: cannot reopen audit log", 1);
+    upload_named(srv, "kept");
+    expect_uploads(second, "after,kept");
+    assert_int_equal(rmdir(live), 0);
+    hangup_and_wait(srv, "SIGHUP: reopened the audit log", 2);
+    upload_named(srv, "last");
+    expect_uploads(second, "after,kept");
+    expect_uploads(live, "last");
+    json_decref(tu_get_json(srv, 200, "/healthz"));
+    free(live);
+    free(first);
+    free(second);
+    tu_server_stop(srv);
+}
+
 /* A strategies directory laid out by hand (an existing deployment) is
  * served as it is. */
 static void test_serves_a_tree_written_by_hand(void **state)
@@ -364,6 +466,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_serves_the_same_catalogue, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_restart_with_a_fresh_state_directory, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_sighup_reopens_the_audit_log, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_serves_a_tree_written_by_hand, tu_server_setup,
                                         tu_server_teardown),
