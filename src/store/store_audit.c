@@ -133,12 +133,14 @@ void store__audit_close(struct store *s)
     s->audit_fd = -1;
 }
 
-int store__audit_open(struct store *s, struct err *err)
+/* Opens the audit log's path for appending, private, with no partial last
+ * line; -1 with `doing` in the message when it cannot. */
+static int open_audit_file(struct store *s, const char *doing, struct err *err)
 {
     /* O_RDWR rather than O_WRONLY: the repair reads the tail. */
     int fd = open(s->audit_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot open audit log %s", s->audit_path);
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot %s audit log %s", doing, s->audit_path);
         return -1;
     }
     store__keep_private(fd, s->audit_path);
@@ -146,6 +148,14 @@ int store__audit_open(struct store *s, struct err *err)
         close(fd);
         return -1;
     }
+    return fd;
+}
+
+int store__audit_open(struct store *s, struct err *err)
+{
+    int fd = open_audit_file(s, "open", err);
+    if (fd < 0)
+        return -1;
     s->audit_fd = fd;
     int rc = pthread_create(&s->audit_syncer, NULL, audit_syncer, s);
     if (rc != 0) {
@@ -158,12 +168,9 @@ int store__audit_open(struct store *s, struct err *err)
 
 int store_audit_reopen(struct store *store, struct err *err)
 {
-    int fd = open(store->audit_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot reopen audit log %s", store->audit_path);
+    int fd = open_audit_file(store, "reopen", err);
+    if (fd < 0)
         return -1;
-    }
-    store__keep_private(fd, store->audit_path);
     pthread_mutex_lock(&store->audit_lock);
     while (store->audit_syncing)
         pthread_cond_wait(&store->audit_wake, &store->audit_lock);

@@ -770,6 +770,18 @@ static double usdt_held(struct tu_server *srv)
     return held;
 }
 
+/* Waits until the USDT held by resting orders is below `level` (released
+ * asynchronously); returns what is held then, or at the wait's end. */
+static double usdt_held_below(struct tu_server *srv, double level)
+{
+    double held = usdt_held(srv);
+    for (int i = 0; i < TU_WAIT_S * 50 && held >= level; i++) {
+        tu_sleep_ms(20);
+        held = usdt_held(srv);
+    }
+    return held;
+}
+
 /* Deleting an instance cancels what it has resting, since nothing could
  * manage those orders any more: the funds they held come back, and the
  * history (seen through an instance created again under the id) records
@@ -784,11 +796,7 @@ static void test_delete_cancels_resting_orders(void **state)
     assert_true(held_by_both > 0);
 
     json_decref(tu_call(srv, "DELETE", "/strategy/instances/gone", 200, NULL));
-    double held = held_by_both;
-    for (int i = 0; i < TU_WAIT_S * 50 && held >= held_by_both; i++) {
-        tu_sleep_ms(20);
-        held = usdt_held(srv);
-    }
+    double held = usdt_held_below(srv, held_by_both);
     assert_true(held > 0 && held < held_by_both);
 
     json_decref(tu_instance_create(srv, "gone", "rester", NULL, NULL, NULL));
@@ -836,11 +844,7 @@ static void test_kill_switch_cancels_resting_orders(void **state)
         assert_string_equal(tu_jstr(doc, "orders.0.metadata.reason"), reason);
         json_decref(doc);
     }
-    double held = usdt_held(srv);
-    for (int i = 0; i < TU_WAIT_S * 50 && held > 0; i++) {
-        tu_sleep_ms(20);
-        held = usdt_held(srv);
-    }
+    double held = usdt_held_below(srv, 1e-9);
     assert_true(held == 0);
 
     tu_set_kill_switch(srv, false);
@@ -983,11 +987,7 @@ static void test_stop_can_cancel_resting_orders(void **state)
     assert_string_equal(tu_jstr(res, "status"), "stopped");
     json_decref(res);
     expect_cancelled(srv, "c-pull", "stopped: cancelled with the stop (cancelOrders)");
-    double held = held_by_both;
-    for (int i = 0; i < TU_WAIT_S * 50 && held >= held_by_both; i++) {
-        tu_sleep_ms(20);
-        held = usdt_held(srv);
-    }
+    double held = usdt_held_below(srv, held_by_both);
     assert_true(held > 0 && held < held_by_both);
     assert_int_equal(orders_count(srv, "c-keep", "?state=acknowledged"), 1);
     json_t *entry = last_audit(srv, "instance.stop", "c-pull");
@@ -1004,10 +1004,7 @@ static void test_stop_can_cancel_resting_orders(void **state)
     json_decref(entry);
     json_decref(tu_call(srv, "POST", "/strategy/instances/c-keep/stop?cancelOrders=1", 200, NULL));
     expect_cancelled(srv, "c-keep", "stopped: cancelled with the stop (cancelOrders)");
-    for (int i = 0; i < TU_WAIT_S * 50 && held > 0; i++) {
-        tu_sleep_ms(20);
-        held = usdt_held(srv);
-    }
+    held = usdt_held_below(srv, 1e-9);
     assert_true(held == 0);
     entry = last_audit(srv, "instance.stop", "c-keep");
     assert_true(json_is_true(json_object_get(entry, "cancelOrders")));
@@ -1071,11 +1068,7 @@ static void test_failure_cancels_resting_orders(void **state)
         expect_stopped(srv, ids[i], "cpuBudget");
         expect_cancelled(srv, ids[i], "cpuBudget: cancelled as the instance stopped");
     }
-    double held = usdt_held(srv);
-    for (int i = 0; i < TU_WAIT_S * 50 && held > 0; i++) {
-        tu_sleep_ms(20);
-        held = usdt_held(srv);
-    }
+    double held = usdt_held_below(srv, 1e-9);
     assert_true(held == 0);
     assert_int_equal(orders_count(srv, "op", "?state=acknowledged"), 1);
 
