@@ -41,6 +41,8 @@
  *   seconds after its first byte has its connection closed without an
  *   answer, however steadily its bytes trickle in (deadline.h); the pause
  *   before that byte is bounded by idle_timeout_s.
+ * - HTTPS (optional, options.tls): TLS 1.2 and 1.3 only, with the
+ *   certificate and key tls.h checked; a plain-HTTP client is closed.
  * - Rate (optional): a token bucket per token name, and one shared bucket
  *   for "anonymous": every caller when no tokens are configured, the
  *   callers without a valid token of an open /metrics otherwise; refilled
@@ -74,6 +76,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
+struct api_tls;
 
 struct api_limits {
     size_t max_body_bytes;                /* 413 above; default 1 MiB */
@@ -109,6 +113,9 @@ struct api_options {
     struct store *store;
     const char *environment;
     struct js_limits validation_limits;
+    /* HTTPS with this certificate and key (tls.h); NULL: plain HTTP. The
+     * caller's, kept until api_stop() returns. */
+    const struct api_tls *tls;
 };
 
 struct api;

@@ -1,6 +1,7 @@
 /* Tag moves and deletes, refresh, health and metrics. */
 #include "api/deadline.h"
 #include "api/internal.h"
+#include "api/tls.h"
 #include "api/views.h"
 
 #include "core/clock.h"
@@ -386,6 +387,14 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
                          "gauge");
     metrics_write_sample(&out, "stratd_http_connections", NULL, NULL, 0,
                          (double)atomic_load(&api->connections));
+    if (api->opts.tls) {
+        metrics_write_header(&out, "stratd_tls_certificate_expiry_timestamp_seconds",
+                             "When the control plane's TLS certificate stops being valid (Unix "
+                             "time).",
+                             "gauge");
+        metrics_write_sample(&out, "stratd_tls_certificate_expiry_timestamp_seconds", NULL, NULL, 0,
+                             (double)api->opts.tls->not_after_s);
+    }
     metrics_write_header(&out, "stratd_http_requests_timed_out_total",
                          "Connections closed because a request had not arrived whole within "
                          "http.request_timeout_seconds.",

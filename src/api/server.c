@@ -8,6 +8,7 @@
 #include "api/deadline.h"
 #include "api/internal.h"
 #include "api/offload.h"
+#include "api/tls.h"
 #include "api/views.h"
 
 #include "core/clock.h"
@@ -1253,15 +1254,23 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         }
     }
     fit_open_files(cap * 2); /* each connection's and the deadline's duplicate of it */
+    /* TLS 1.2 and 1.3 only: the versions before are broken or deprecated */
+    const struct api_tls *tls = opts->tls;
+    struct MHD_OptionItem tls_options[] = {
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, tls ? tls->key_pem : NULL},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, tls ? tls->certificate_pem : NULL},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+        {MHD_OPTION_END, 0, NULL},
+    };
     /* No listening socket of its own: the acceptor hands it every
      * connection (acceptor.h says why). */
     api->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET |
-            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_request, api, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cap * l->threads),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)l->idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_request, api, MHD_OPTION_ARRAY, tls ? tls_options : tls_options + 3,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)(cap * l->threads), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)l->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)l->max_header_bytes + l->max_url_bytes + CONNECTION_SLACK_BYTES,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, api, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,

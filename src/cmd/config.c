@@ -43,6 +43,8 @@ void config_free(struct config *cfg)
     free(cfg->environment);
     free(cfg->log_level);
     free(cfg->tokens);
+    free(cfg->tls_certificate_path);
+    free(cfg->tls_key_path);
     json_decref(cfg->providers);
     memset(cfg, 0, sizeof *cfg);
 }
@@ -326,6 +328,27 @@ static int check_bounds(const json_t *obj, const char *path, const struct bound 
     return 0;
 }
 
+/* http.tls_certificate and http.tls_key: both or neither, each a path. */
+static int apply_tls(struct config *cfg, const json_t *http, struct err *err)
+{
+    const char *cert = json_string_value(json_object_get(http, "tls_certificate"));
+    const char *key = json_string_value(json_object_get(http, "tls_key"));
+    if ((cert && !*cert) || (key && !*key)) {
+        err_set(err, ERR_INVALID, "http.%s: must not be empty",
+                cert && !*cert ? "tls_certificate" : "tls_key");
+        return -1;
+    }
+    if (!cert != !key) {
+        err_set(err, ERR_INVALID,
+                "http.%s is set without http.%s: HTTPS needs both the certificate and its key",
+                cert ? "tls_certificate" : "tls_key", cert ? "tls_key" : "tls_certificate");
+        return -1;
+    }
+    take_string(http, "tls_certificate", &cfg->tls_certificate_path);
+    take_string(http, "tls_key", &cfg->tls_key_path);
+    return 0;
+}
+
 static int apply_http(struct config *cfg, const json_t *http, struct err *err)
 {
     static const struct field fields[] = {
@@ -334,6 +357,7 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
         {"idle_timeout_seconds", F_UINT},    {"threads", F_UINT},
         {"rate_limit_per_second", F_UINT},   {"rate_limit_burst", F_UINT},
         {"request_timeout_seconds", F_UINT}, {"max_connections_per_address", F_UINT},
+        {"tls_certificate", F_STRING},       {"tls_key", F_STRING},
     };
     static const struct bound bounds[] = {
         {"max_body_bytes", 1, 1LL << 30},      {"max_header_bytes", 1024, 1LL << 20},
@@ -343,7 +367,8 @@ static int apply_http(struct config *cfg, const json_t *http, struct err *err)
         {"request_timeout_seconds", 1, 86400}, {"max_connections_per_address", 0, 1000000},
     };
     if (check_keys(http, "http", fields, sizeof fields / sizeof fields[0], err) != 0 ||
-        check_bounds(http, "http", bounds, sizeof bounds / sizeof bounds[0], err) != 0)
+        check_bounds(http, "http", bounds, sizeof bounds / sizeof bounds[0], err) != 0 ||
+        apply_tls(cfg, http, err) != 0)
         return -1;
     struct api_limits *l = &cfg->http;
     l->max_body_bytes = (size_t)uint_or(http, "max_body_bytes", (long long)l->max_body_bytes);

@@ -43,6 +43,8 @@ struct config {
     bool metrics_require_token;
     json_t *providers;             /* array of ProviderRequest objects */
     long long history_retention_s; /* 0: the order history is kept whole */
+    char *tls_certificate_path;    /* http.tls_certificate; NULL: plain HTTP */
+    char *tls_key_path;            /* http.tls_key; set together with the certificate */
 };
 
 /* Orders and executions are kept 30 days by default (history.retention_seconds). */

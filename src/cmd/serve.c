@@ -13,6 +13,8 @@
 #include "cmd/config.h"
 
 #include "api/api.h"
+#include "api/tls.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "js/validate.h"
 #include "market/market.h"
@@ -42,6 +44,7 @@ struct gateway {
     struct market *market;
     struct runtime *runtime;
     struct api *api;
+    struct api_tls tls; /* loaded before anything opens; empty: plain HTTP */
     /* While `batching`, revision_metadata (on the catalogue's verification
      * threads) collects what it validated instead of committing each entry:
      * a cold start over 10,000 revisions is then one transaction. */
@@ -426,6 +429,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
         .store = gw->store,
         .environment = gw->cfg.environment,
         .validation_limits = gw->cfg.validation_limits,
+        .tls = gw->tls.certificate_pem ? &gw->tls : NULL,
     };
     return api_start(&aopts, &gw->api, err);
 }
@@ -455,6 +459,7 @@ static void close_gateway(struct gateway *gw)
         catalog_close(gw->catalog);
     store_close(gw->store);
     config_free(&gw->cfg);
+    api_tls_free(&gw->tls);
     pthread_mutex_destroy(&gw->pending_mu);
 }
 
@@ -470,6 +475,40 @@ static int check_exposure(const struct config *cfg, struct err *err)
         return -1;
     }
     return 0;
+}
+
+/* The certificate and key, read and checked before anything opens. */
+static int load_tls(struct gateway *gw, struct err *err)
+{
+    if (!gw->cfg.tls_certificate_path)
+        return 0;
+    return api_tls_load(&gw->tls, gw->cfg.tls_certificate_path, gw->cfg.tls_key_path, err);
+}
+
+/* What an operator should hear about the transport before anything else. */
+static void warn_about_transport(const struct gateway *gw)
+{
+    if (!gw->tls.certificate_pem) {
+        if (!config_is_loopback(gw->cfg.listen_host))
+            log_warn("serve",
+                     "listening on %s over plain HTTP: API tokens cross the network in clear; set "
+                     "http.tls_certificate and http.tls_key, or put a TLS proxy in front",
+                     gw->cfg.listen_host);
+        return;
+    }
+    char until[32];
+    clock_format_rfc3339(gw->tls.not_after_s * 1000, until, sizeof until);
+    int64_t left_s = gw->tls.not_after_s - clock_wall_ms() / 1000;
+    if (left_s <= 0)
+        log_error("serve", "the TLS certificate %s expired at %s: clients will refuse it",
+                  gw->tls.subject, until);
+    else if (left_s < 14LL * 86400)
+        log_warn("serve", "the TLS certificate %s expires at %s, in %lld days and %lld hours",
+                 gw->tls.subject, until, (long long)(left_s / 86400),
+                 (long long)(left_s % 86400 / 3600));
+    else
+        log_info("serve", "serving HTTPS with the certificate %s, valid until %s", gw->tls.subject,
+                 until);
 }
 
 /* SIGHUP: a rotation moved the audit log away (or means to). A failure
@@ -507,7 +546,8 @@ int cmd_serve(int argc, char **argv)
     config_init(&gw.cfg);
     struct err err = ERR_INIT;
     enum log_level level;
-    if (apply_flags(&gw.cfg, &flags, &err) != 0 || check_exposure(&gw.cfg, &err) != 0) {
+    if (apply_flags(&gw.cfg, &flags, &err) != 0 || check_exposure(&gw.cfg, &err) != 0 ||
+        load_tls(&gw, &err) != 0) {
         fprintf(stderr, "stratd serve: %s\n", err.message);
         err_clear(&err);
         config_free(&gw.cfg);
@@ -517,9 +557,11 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "stratd serve: log_level: '%s' is not a level (debug, info, warn, error)\n",
                 gw.cfg.log_level);
         config_free(&gw.cfg);
+        api_tls_free(&gw.tls);
         return 2;
     }
     log_set_level(level);
+    warn_about_transport(&gw);
     pthread_mutex_init(&gw.pending_mu, NULL);
     if (open_gateway(&gw, &err) != 0) {
         fprintf(stderr, "stratd serve: %s\n", err.message);
@@ -528,9 +570,10 @@ int cmd_serve(int argc, char **argv)
         close_gateway(&gw);
         return 1;
     }
-    printf("listening on http://%s:%d\n", gw.cfg.listen_host, api_port(gw.api));
+    const char *scheme = gw.tls.certificate_pem ? "https" : "http";
+    printf("listening on %s://%s:%d\n", scheme, gw.cfg.listen_host, api_port(gw.api));
     fflush(stdout);
-    log_info("serve", "listening on http://%s:%d (strategies %s, state %s, environment %s)",
+    log_info("serve", "listening on %s://%s:%d (strategies %s, state %s, environment %s)", scheme,
              gw.cfg.listen_host, api_port(gw.api), gw.cfg.strategies_dir, gw.cfg.state_dir,
              gw.cfg.environment);
 

@@ -319,13 +319,15 @@ static void spawn_server(struct tu_server *srv, const struct tu_server_options *
         if (!nl)
             continue;
         *nl = '\0';
-        const char *prefix = "listening on http://";
+        const char *prefix = "listening on http";
         char *at = strstr(line, prefix);
-        if (!at)
+        bool tls = at && strncmp(at + strlen(prefix), "s://", 4) == 0;
+        if (!at || (!tls && strncmp(at + strlen(prefix), "://", 3) != 0))
             fail_msg("unexpected first line from server: %s", line);
         char *colon = strrchr(at, ':');
         srv->port = atoi(colon + 1);
-        snprintf(srv->base_url, sizeof srv->base_url, "http://127.0.0.1:%d", srv->port);
+        snprintf(srv->base_url, sizeof srv->base_url, "%s://127.0.0.1:%d", tls ? "https" : "http",
+                 srv->port);
         close(out_pipe[0]);
         return;
     }
@@ -446,6 +448,16 @@ struct grow {
     size_t len;
 };
 
+/* The certificate HTTPS requests trust (tu_trust_certificate); NULL: the
+ * system's. */
+static char *trusted_ca_file;
+
+void tu_trust_certificate(const char *pem_path)
+{
+    free(trusted_ca_file);
+    trusted_ca_file = pem_path ? strdup(pem_path) : NULL;
+}
+
 static size_t collect(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct grow *g = userdata;
@@ -478,6 +490,8 @@ void tu_http(struct tu_response *res, const char *method, const char *url, const
         headers = curl_slist_append(headers, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:");
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (trusted_ca_file)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, trusted_ca_file);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
@@ -683,6 +697,8 @@ int tu_http_try(struct tu_response *res, const char *method, const char *url,
     struct body_reader reader = {opts->body, opts->body_len, 0};
     long timeout = opts->timeout_s > 0 ? opts->timeout_s : 120L;
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (trusted_ca_file)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, trusted_ca_file);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body_buf);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect);

@@ -274,6 +274,10 @@ json_t *tu_instance_wait_stopped(struct tu_server *srv, const char *id, int time
 json_t *tu_wait_list(struct tu_server *srv, const char *path, const char *list, size_t n,
                      int timeout_s);
 
+/* HTTPS requests of this process trust the certificate in `pem_path` (a
+ * copy of the path is kept; NULL goes back to the system's). */
+void tu_trust_certificate(const char *pem_path);
+
 /* The server's log lines as an array of objects; instance non-NULL keeps
  * the lines whose "instance" field is that id. */
 json_t *tu_log_entries(const struct tu_server *srv, const char *instance);

@@ -1,0 +1,318 @@
+/*
+ * HTTPS: with http.tls_certificate and http.tls_key the control plane
+ * speaks TLS 1.2 or 1.3 only, with the certificate given: every call works
+ * as over HTTP (a read, an upload's body), the certificate's end of
+ * validity is a metric and a log line, a plain-HTTP client gets no answer
+ * and the server goes on serving. Settings that cannot work (one of the two
+ * files, a missing file, no certificate in it, a key under a passphrase, a
+ * key of another certificate) stop the start with a message naming the
+ * setting and the file, before the state is touched.
+ *
+ * Certificates are made for each run with the openssl command.
+ */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A self-signed certificate for 127.0.0.1 valid `days`, and its key, under
+ * dir as <name>.crt and <name>.key. */
+static void make_certificate(const char *dir, const char *name, int days)
+{
+    char *out = NULL;
+    int rc = tu_run(&out,
+                    "cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                    "-nodes -keyout '%s.key' -out '%s.crt' -days %d -subj /CN=127.0.0.1 "
+                    "-addext subjectAltName=IP:127.0.0.1 2>&1",
+                    dir, name, name, days);
+    if (rc != 0)
+        fail_msg("openssl could not make a certificate: %s", out ? out : "");
+    free(out);
+}
+
+static char *tls_config(const char *dir, const char *cert, const char *key)
+{
+    return tu_path("http:\n  tls_certificate: %s/%s\n  tls_key: %s/%s\n", dir, cert, dir, key);
+}
+
+/* One GET over TLS no newer than 1.1; the curl result. */
+static CURLcode get_with_old_tls(const struct tu_server *srv, const char *ca)
+{
+    CURL *curl = curl_easy_init();
+    assert_non_null(curl);
+    char *url = tu_path("%s/healthz", srv->base_url);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(curl, CURLOPT_SSLVERSION,
+                     (long)(CURL_SSLVERSION_TLSv1_0 | CURL_SSLVERSION_MAX_TLSv1_1));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    CURLcode rc = curl_easy_perform(curl);
+    curl_easy_cleanup(curl);
+    free(url);
+    return rc;
+}
+
+/* A plain-HTTP request on the HTTPS port: what came back before the
+ * connection closed (malloc'ed, maybe empty), or NULL when it stayed open
+ * for 30 s. */
+static char *plain_http_answer(const struct tu_server *srv)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)srv->port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+    char *got = calloc(1, 4096);
+    assert_non_null(got);
+    size_t len = 0;
+    for (;;) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 30000) <= 0) {
+            free(got);
+            got = NULL;
+            break;
+        }
+        ssize_t n = recv(fd, got + len, 4095 - len, 0);
+        if (n <= 0 || len + (size_t)n >= 4095)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    return got;
+}
+
+static void test_https_serves_with_the_certificate(void **state)
+{
+    struct tu_server *srv = *state;
+    char *dir = tu_tempdir("stratd-tls");
+    make_certificate(dir, "gw", 30);
+    char *yaml = tls_config(dir, "gw.crt", "gw.key");
+    struct tu_server_options opts = {.config_yaml = yaml};
+    tu_server_start(srv, &opts);
+    assert_int_equal(strncmp(srv->base_url, "https://", 8), 0);
+    char *ca = tu_path("%s/gw.crt", dir);
+    tu_trust_certificate(ca);
+
+    json_t *health = tu_get_json(srv, 200, "/healthz");
+    assert_string_equal(tu_jstr(health, "status"), "ok");
+    json_decref(health);
+    char *src = tu_module_source("secure", NULL, NULL);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_t *m = tu_get_json(srv, 200, "/strategies/modules/secure");
+    assert_int_equal(json_array_size(json_object_get(m, "revisions")), 1);
+    json_decref(m);
+
+    /* the certificate's end of validity: 30 days from its making */
+    double expiry = tu_metric(srv, "stratd_tls_certificate_expiry_timestamp_seconds");
+    double expected = (double)time(NULL) + 30 * 86400.0;
+    if (expiry < expected - 3600 || expiry > expected + 60)
+        fail_msg("stratd_tls_certificate_expiry_timestamp_seconds reads %.0f, expected about %.0f",
+                 expiry, expected);
+    json_t *line =
+        tu_wait_log(srv, NULL, "serving HTTPS with the certificate /CN=127.0.0.1", TU_WAIT_S);
+    json_decref(line);
+
+    /* what the server refuses: TLS before 1.2, and plain HTTP */
+    CURLcode old = get_with_old_tls(srv, ca);
+    if (old == CURLE_OK)
+        fail_msg("a client limited to TLS 1.1 was served");
+    char *plain = plain_http_answer(srv);
+    if (!plain)
+        fail_msg("a plain-HTTP request on the HTTPS port was held open for 30 s");
+    if (strstr(plain, "HTTP/1.1 200") || strstr(plain, "\"status\""))
+        fail_msg("a plain-HTTP request on the HTTPS port was answered: %s", plain);
+    free(plain);
+    health = tu_get_json(srv, 200, "/healthz");
+    json_decref(health);
+
+    tu_trust_certificate(NULL);
+    tu_server_stop(srv);
+    free(ca);
+    free(yaml);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+/* A self-signed certificate that ended yesterday, and its key, under dir
+ * as old.crt and old.key (the openssl command cannot date one back). */
+static void make_expired_certificate(const char *dir)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    assert_non_null(key);
+    assert_non_null(cert);
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 7);
+    X509_gmtime_adj(X509_getm_notBefore(cert), -2L * 86400);
+    X509_gmtime_adj(X509_getm_notAfter(cert), -86400L);
+    X509_NAME *name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"127.0.0.1", -1, -1,
+                               0);
+    X509_set_issuer_name(cert, name);
+    X509_set_pubkey(cert, key);
+    assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
+    char *crt_path = tu_path("%s/old.crt", dir), *key_path = tu_path("%s/old.key", dir);
+    FILE *f = fopen(crt_path, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_X509(f, cert), 1);
+    fclose(f);
+    f = fopen(key_path, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    free(crt_path);
+    free(key_path);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+}
+
+/* An expiring certificate is served and the log warns when; an expired
+ * one still starts (refusing to would stop the trading of a gateway
+ * restarted at night), says so at error level, and clients refuse it. */
+static void test_a_certificate_near_its_end_is_named_in_the_log(void **state)
+{
+    struct tu_server *srv = *state;
+    char *dir = tu_tempdir("stratd-tls");
+    make_certificate(dir, "soon", 3);
+    char *yaml = tls_config(dir, "soon.crt", "soon.key");
+    struct tu_server_options opts = {.config_yaml = yaml};
+    tu_server_start(srv, &opts);
+    json_t *line =
+        tu_wait_log(srv, NULL, "the TLS certificate /CN=127.0.0.1 expires at", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "level"), "warn");
+    if (!strstr(tu_jstr(line, "msg"), " days and "))
+        fail_msg("the warning does not say the time left: %s", tu_jstr(line, "msg"));
+    json_decref(line);
+    tu_server_cleanup(srv);
+    free(yaml);
+
+    make_expired_certificate(dir);
+    yaml = tls_config(dir, "old.crt", "old.key");
+    opts.config_yaml = yaml;
+    tu_server_start(srv, &opts);
+    line = tu_wait_log(srv, NULL, "the TLS certificate /CN=127.0.0.1 expired at", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "level"), "error");
+    json_decref(line);
+    char *ca = tu_path("%s/old.crt", dir);
+    tu_trust_certificate(ca);
+    struct tu_response res;
+    char *url = tu_path("%s/healthz", srv->base_url);
+    if (tu_http_try(&res, "GET", url, NULL) == 0)
+        fail_msg("a client verifying the certificate was served with an expired one (HTTP %ld)",
+                 res.status);
+    tu_response_free(&res);
+    free(url);
+    tu_trust_certificate(NULL);
+    free(ca);
+    tu_server_stop(srv);
+    free(yaml);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+/* `text` with each '@' replaced by `dir`. */
+static char *with_dir(const char *text, const char *dir)
+{
+    char *out = strdup("");
+    assert_non_null(out);
+    for (const char *p = text; *p; p++) {
+        char *more = *p == '@' ? tu_path("%s%s", out, dir) : tu_path("%s%c", out, *p);
+        free(out);
+        out = more;
+    }
+    return out;
+}
+
+/* Each setting that cannot work stops the start (exit 2) with a message
+ * naming the setting and, where there is one, the file; the state
+ * directory is not even made. */
+static void test_tls_settings_are_checked_at_start(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("stratd-tls");
+    make_certificate(dir, "a", 30);
+    make_certificate(dir, "b", 30);
+    char *out = NULL;
+    char *garbage = tu_path("%s/garbage.crt", dir);
+    tu_write_text(garbage, "not a certificate\n");
+    if (tu_run(&out,
+               "cd '%s' && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 "
+               "-aes256 -pass pass:secret -out locked.key 2>&1",
+               dir) != 0)
+        fail_msg("openssl could not make an encrypted key: %s", out ? out : "");
+    free(out);
+    const struct {
+        const char *yaml, *says;
+    } bad[] = {
+        {"http:\n  tls_certificate: @/a.crt\n", "http.tls_certificate is set without http.tls_key"},
+        {"http:\n  tls_key: @/a.key\n", "http.tls_key is set without http.tls_certificate"},
+        {"http:\n  tls_certificate: @/none.crt\n  tls_key: @/a.key\n", "http.tls_certificate: "},
+        {"http:\n  tls_certificate: @/a.crt\n  tls_key: @/none.key\n", "http.tls_key: "},
+        {"http:\n  tls_certificate: @/garbage.crt\n  tls_key: @/a.key\n",
+         "garbage.crt holds no PEM certificate"},
+        {"http:\n  tls_certificate: @/a.crt\n  tls_key: @/a.crt\n",
+         "a.crt holds no PEM private key"},
+        {"http:\n  tls_certificate: @/a.crt\n  tls_key: @/b.key\n",
+         "the key in @/b.key is not the one of the certificate"},
+        {"http:\n  tls_certificate: @/a.crt\n  tls_key: @/locked.key\n", "locked.key is encrypted"},
+        {"http:\n  tls_certificate: ''\n  tls_key: @/a.key\n",
+         "http.tls_certificate: must not be empty"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *yaml = with_dir(bad[i].yaml, dir);
+        char *says = with_dir(bad[i].says, dir);
+        char *cfg = tu_path("%s/c%zu.yaml", dir, i);
+        tu_write_text(cfg, yaml);
+        char *state_dir = tu_path("%s/v%zu", dir, i);
+        int code = tu_run(
+            &out,
+            "'%s' serve --listen 127.0.0.1:0 --strategies '%s/s' --state '%s' --config '%s' 2>&1",
+            getenv("STRATD_TEST_BINARY") ? getenv("STRATD_TEST_BINARY") : STRATD_BINARY, dir,
+            state_dir, cfg);
+        if (code != 2 || !strstr(out, says))
+            fail_msg("case %zu (%s): exit %d, output (should say '%s'):\n%s", i, yaml, code, says,
+                     out);
+        struct stat st;
+        if (stat(state_dir, &st) == 0)
+            fail_msg("case %zu: the state directory was made before the start was refused", i);
+        free(out);
+        free(state_dir);
+        free(cfg);
+        free(says);
+        free(yaml);
+    }
+    free(garbage);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_https_serves_with_the_certificate, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_a_certificate_near_its_end_is_named_in_the_log,
+                                        tu_server_setup, tu_server_teardown),
+        cmocka_unit_test(test_tls_settings_are_checked_at_start),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
