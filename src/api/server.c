@@ -396,15 +396,22 @@ static struct api_request *marked_request(void)
     return req;
 }
 
-/* The client's address as text, for a refusal that names it. */
-static void client_address(struct MHD_Connection *conn, char *out, size_t size)
+/* The client's IPv4 address (the listener's family); false for another. */
+static bool client_ipv4(struct MHD_Connection *conn, struct in_addr *out)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (!info || !info->client_addr || info->client_addr->sa_family != AF_INET)
-        return;
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)info->client_addr;
-    if (!inet_ntop(AF_INET, &sin->sin_addr, out, (socklen_t)size))
+        return false;
+    *out = ((const struct sockaddr_in *)(const void *)info->client_addr)->sin_addr;
+    return true;
+}
+
+/* The client's address as text, for a refusal that names it. */
+static void client_address(struct MHD_Connection *conn, char *out, size_t size)
+{
+    struct in_addr addr;
+    if (client_ipv4(conn, &addr) && !inet_ntop(AF_INET, &addr, out, (socklen_t)size))
         snprintf(out, size, "?");
 }
 
@@ -1033,14 +1040,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * false when it is over. */
 static bool enter_address(struct api *api, struct MHD_Connection *conn, struct connection_state *cs)
 {
-    if (!api->addresses)
+    struct in_addr addr;
+    if (!api->addresses || !client_ipv4(conn, &addr))
         return true;
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!info || !info->client_addr || info->client_addr->sa_family != AF_INET)
-        return true;
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)info->client_addr;
-    cs->address = sin->sin_addr.s_addr;
+    cs->address = addr.s_addr;
     unsigned open = address_counts_enter(api->addresses, cs->address);
     cs->counted = open > 0;
     return open > 0 && open <= api->opts.limits.max_connections_per_address;
