@@ -133,8 +133,8 @@ void store__audit_close(struct store *s)
     s->audit_fd = -1;
 }
 
-/* Opens the audit log's path for appending, private, with no partial last
- * line; -1 with `doing` in the message when it cannot. */
+/* Opens the audit log's path for appending, private; -1 with `doing` in
+ * the message when it cannot. */
 static int open_audit_file(struct store *s, const char *doing, struct err *err)
 {
     /* O_RDWR rather than O_WRONLY: the repair reads the tail. */
@@ -144,10 +144,6 @@ static int open_audit_file(struct store *s, const char *doing, struct err *err)
         return -1;
     }
     store__keep_private(fd, s->audit_path);
-    if (repair_tail(s, fd, err) != 0) {
-        close(fd);
-        return -1;
-    }
     return fd;
 }
 
@@ -156,6 +152,10 @@ int store__audit_open(struct store *s, struct err *err)
     int fd = open_audit_file(s, "open", err);
     if (fd < 0)
         return -1;
+    if (repair_tail(s, fd, err) != 0) {
+        close(fd);
+        return -1;
+    }
     s->audit_fd = fd;
     int rc = pthread_create(&s->audit_syncer, NULL, audit_syncer, s);
     if (rc != 0) {
@@ -174,6 +174,14 @@ int store_audit_reopen(struct store *store, struct err *err)
     pthread_mutex_lock(&store->audit_lock);
     while (store->audit_syncing)
         pthread_cond_wait(&store->audit_wake, &store->audit_lock);
+    /* Under the lock: when the path is still the file open now (a SIGHUP
+     * with no rotation), an append in progress must not be read as a torn
+     * last line and cut. */
+    if (repair_tail(store, fd, err) != 0) {
+        pthread_mutex_unlock(&store->audit_lock);
+        close(fd);
+        return -1;
+    }
     int old = store->audit_fd;
     store->audit_fd = fd;
     pthread_mutex_unlock(&store->audit_lock);

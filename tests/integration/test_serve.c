@@ -358,7 +358,8 @@ static void hangup_and_wait(struct tu_server *srv, const char *says, size_t nth)
  * in the moved file and the next go to a new audit.log, private like the
  * first. A path that cannot be opened (a directory put there) leaves the
  * log on the file it had, losing nothing, and the log says why; once the
- * path is usable the next SIGHUP moves on. The gateway serves throughout. */
+ * path is usable the next SIGHUP moves on, and one with nothing moved goes
+ * on with the same file. The gateway serves throughout. */
 static void test_sighup_reopens_the_audit_log(void **state)
 {
     struct tu_server *srv = *state;
@@ -386,6 +387,10 @@ static void test_sighup_reopens_the_audit_log(void **state)
     upload_named(srv, "last");
     expect_uploads(second, "after,kept");
     expect_uploads(live, "last");
+    /* a SIGHUP with nothing moved goes on with the same file, whole */
+    hangup_and_wait(srv, "SIGHUP: reopened the audit log", 3);
+    upload_named(srv, "same");
+    expect_uploads(live, "last,same");
     json_decref(tu_get_json(srv, 200, "/healthz"));
     free(live);
     free(first);
