@@ -52,7 +52,7 @@ struct deadline {
     struct deadline_watch *head;
     bool quit;
     int64_t limit_ns, refused_limit_ns, period_ns;
-    atomic_ullong closed;
+    atomic_ullong closed, refused_closed;
     pthread_t thread;
 };
 
@@ -132,14 +132,16 @@ static void *sweep_main(void *arg)
             continue;
         unsigned refused = 0;
         unsigned n = sweep(dl, clock_mono_ns(), &refused);
-        if (refused)
+        if (refused) {
+            atomic_fetch_add(&dl->refused_closed, refused);
             log_info("http", "closed %u refused connection(s) that sent no request within %lld s",
                      refused, (long long)(dl->refused_limit_ns / 1000000000));
+        }
         if (n) {
             atomic_fetch_add(&dl->closed, n);
             log_warn("http",
                      "closed %u connection(s) whose request had not arrived whole %lld s after "
-                     "the connection opened or its previous answer (http.request_timeout_seconds)",
+                     "its first byte (http.request_timeout_seconds)",
                      n, (long long)(dl->limit_ns / 1000000000));
         }
     }
@@ -250,4 +252,9 @@ void deadline_forget(struct deadline *dl, struct deadline_watch *w)
 uint64_t deadline_closed(const struct deadline *dl)
 {
     return dl ? atomic_load(&dl->closed) : 0;
+}
+
+uint64_t deadline_refused_closed(const struct deadline *dl)
+{
+    return dl ? atomic_load(&dl->refused_closed) : 0;
 }

@@ -68,5 +68,7 @@ void deadline_forget(struct deadline *dl, struct deadline_watch *w);
 /* Connections shut down for a request that arrived too slowly (refused
  * ones not counted). */
 uint64_t deadline_closed(const struct deadline *dl);
+/* Refused connections shut down for sending no request within the grace. */
+uint64_t deadline_refused_closed(const struct deadline *dl);
 
 #endif

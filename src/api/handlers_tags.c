@@ -401,6 +401,12 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
                          "counter");
     metrics_write_sample(&out, "stratd_http_requests_timed_out_total", NULL, NULL, 0,
                          (double)deadline_closed(api->deadline));
+    metrics_write_header(&out, "stratd_http_refused_connections_dropped_total",
+                         "Connections refused over a connection limit that sent no request within "
+                         "the grace and were closed unanswered.",
+                         "counter");
+    metrics_write_sample(&out, "stratd_http_refused_connections_dropped_total", NULL, NULL, 0,
+                         (double)deadline_refused_closed(api->deadline));
     metrics_write_header(&out, "stratd_audit_failures_total",
                          "Audit entries that could not be written; the changes they record were "
                          "made.",

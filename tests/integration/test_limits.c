@@ -594,9 +594,10 @@ static void test_connections_per_address(void **state)
                          "status=\"429\"} ";
     const char *at = res ? strstr(res, series) : NULL;
     if (status_of(res) != 200 || !at || atoi(at + strlen(series)) < 1 ||
-        !strstr(res, "\nstratd_http_requests_timed_out_total 0\n"))
-        fail_msg("the metrics do not count the 429s under overAddressLimit, or count a "
-                 "timed-out request:\n%s",
+        !strstr(res, "\nstratd_http_requests_timed_out_total 0\n") ||
+        !strstr(res, "\nstratd_http_refused_connections_dropped_total 1\n"))
+        fail_msg("the metrics do not count the 429s under overAddressLimit and the silent refused "
+                 "connection dropped, or count a timed-out request:\n%s",
                  res ? res : "(nothing)");
     free(res);
     close(fd);
