@@ -29,7 +29,7 @@
  * deadline_watch() and deadline_forget() are called by the connection's
  * polling thread when it opens and closes; deadline_receiving() and
  * deadline_handling() by whichever thread holds the connection's request.
- * deadline_closed() from any thread.
+ * deadline_closed() and deadline_refused_closed() from any thread.
  *
  * Errors: deadline_start() returns -1 with ERR_INTERNAL when memory or the
  * thread is missing. deadline_watch() returns NULL when memory or a

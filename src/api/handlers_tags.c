@@ -382,37 +382,26 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
     metrics_family_write(api->validation_failures, &out);
     metrics_family_write(api->http_requests, &out);
     api_latency_write(api->latency, &out);
-    metrics_write_header(&out, "stratd_http_connections",
+    metrics_write_scalar(&out, "stratd_http_connections",
                          "Control-plane connections open now (http.max_connections admits).",
-                         "gauge");
-    metrics_write_sample(&out, "stratd_http_connections", NULL, NULL, 0,
-                         (double)atomic_load(&api->connections));
-    if (api->opts.tls) {
-        metrics_write_header(&out, "stratd_tls_certificate_expiry_timestamp_seconds",
+                         "gauge", (double)atomic_load(&api->connections));
+    if (api->opts.tls)
+        metrics_write_scalar(&out, "stratd_tls_certificate_expiry_timestamp_seconds",
                              "When the control plane's TLS certificate stops being valid (Unix "
                              "time).",
-                             "gauge");
-        metrics_write_sample(&out, "stratd_tls_certificate_expiry_timestamp_seconds", NULL, NULL, 0,
-                             (double)api->opts.tls->not_after_s);
-    }
-    metrics_write_header(&out, "stratd_http_requests_timed_out_total",
+                             "gauge", (double)api->opts.tls->not_after_s);
+    metrics_write_scalar(&out, "stratd_http_requests_timed_out_total",
                          "Connections closed because a request had not arrived whole within "
                          "http.request_timeout_seconds.",
-                         "counter");
-    metrics_write_sample(&out, "stratd_http_requests_timed_out_total", NULL, NULL, 0,
-                         (double)deadline_closed(api->deadline));
-    metrics_write_header(&out, "stratd_http_refused_connections_dropped_total",
+                         "counter", (double)deadline_closed(api->deadline));
+    metrics_write_scalar(&out, "stratd_http_refused_connections_dropped_total",
                          "Connections refused over a connection limit that sent no request within "
                          "the grace and were closed unanswered.",
-                         "counter");
-    metrics_write_sample(&out, "stratd_http_refused_connections_dropped_total", NULL, NULL, 0,
-                         (double)deadline_refused_closed(api->deadline));
-    metrics_write_header(&out, "stratd_audit_failures_total",
+                         "counter", (double)deadline_refused_closed(api->deadline));
+    metrics_write_scalar(&out, "stratd_audit_failures_total",
                          "Audit entries that could not be written; the changes they record were "
                          "made.",
-                         "counter");
-    metrics_write_sample(&out, "stratd_audit_failures_total", NULL, NULL, 0,
-                         (double)atomic_load(&api->audit_failures));
+                         "counter", (double)atomic_load(&api->audit_failures));
     runtime_metrics_write(api->opts.runtime, &out);
     if (api->opts.market)
         market_metrics_write(api->opts.market, &out);

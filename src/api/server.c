@@ -1265,12 +1265,13 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
         {MHD_OPTION_END, 0, NULL},
     };
+    struct MHD_OptionItem *no_options = &tls_options[sizeof tls_options / sizeof *tls_options - 1];
     /* No listening socket of its own: the acceptor hands it every
      * connection (acceptor.h says why). */
     api->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0),
-        0, NULL, NULL, on_request, api, MHD_OPTION_ARRAY, tls ? tls_options : tls_options + 3,
+        0, NULL, NULL, on_request, api, MHD_OPTION_ARRAY, tls ? tls_options : no_options,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)l->threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)(cap * l->threads), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)l->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,

@@ -168,6 +168,13 @@ void metrics_write_header(struct strbuf *out, const char *name, const char *help
     strbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+void metrics_write_scalar(struct strbuf *out, const char *name, const char *help, const char *type,
+                          double value)
+{
+    metrics_write_header(out, name, help, type);
+    metrics_write_sample(out, name, NULL, NULL, 0, value);
+}
+
 void metrics_escape_label_value(struct strbuf *out, const char *value)
 {
     for (const char *p = value; *p; p++) {

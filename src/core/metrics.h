@@ -44,6 +44,9 @@ void metrics_write_header(struct strbuf *out, const char *name, const char *help
 void metrics_write_sample(struct strbuf *out, const char *name, const char *const *label_names,
                           const char *const *label_values, size_t nlabels, double value);
 void metrics_escape_label_value(struct strbuf *out, const char *value);
+/* A family of one series without labels: its header, then `name value`. */
+void metrics_write_scalar(struct strbuf *out, const char *name, const char *help, const char *type,
+                          double value);
 /* The series of one histogram with one label: name_bucket{label="value",
  * le="..."} for each of nbuckets buckets, cumulated (bounds holds the
  * nbuckets - 1 finite upper bounds; the last bucket is +Inf), then name_sum

@@ -986,12 +986,10 @@ void market_metrics_write(struct market *m, struct strbuf *out)
         if (atomic_load(&p->exists))
             write_latency(out, p->name, &p->tick_to_order);
     }
-    metrics_write_header(out, "stratd_history_records_lost_total",
+    metrics_write_scalar(out, "stratd_history_records_lost_total",
                          "Orders, executions and balances the market could not write to the "
                          "history (they reached the instances).",
-                         "counter");
-    metrics_write_sample(out, "stratd_history_records_lost_total", NULL, NULL, 0,
-                         (double)sim_records_lost());
+                         "counter", (double)sim_records_lost());
     risk_metrics_write(m->risk, out);
 }
 

@@ -113,9 +113,8 @@ void runtime_metrics_write(struct runtime *rt, struct strbuf *out)
     write_histogram(rt, out);
     metrics_family_write(rt->m_stops, out);
     metrics_family_write(rt->m_orders, out);
-    metrics_write_header(out, "stratd_module_compilations_total",
-                         "Strategy sources compiled to bytecode (once per revision).", "counter");
-    metrics_write_sample(out, "stratd_module_compilations_total", NULL, NULL, 0,
+    metrics_write_scalar(out, "stratd_module_compilations_total",
+                         "Strategy sources compiled to bytecode (once per revision).", "counter",
                          (double)js_bytecode_cache_compilations(rt->bytecode));
     write_queues(rt, out);
     write_polls(rt, out);

@@ -43,9 +43,14 @@ static void make_certificate(const char *dir, const char *name, int days)
     free(out);
 }
 
-static char *tls_config(const char *dir, const char *cert, const char *key)
+/* Starts the server with dir/<name>.crt and dir/<name>.key. */
+static void start_with_certificate(struct tu_server *srv, const char *dir, const char *name)
 {
-    return tu_path("http:\n  tls_certificate: %s/%s\n  tls_key: %s/%s\n", dir, cert, dir, key);
+    char *yaml = tu_path("http:\n  tls_certificate: %s/%s.crt\n  tls_key: %s/%s.key\n", dir, name,
+                         dir, name);
+    struct tu_server_options opts = {.config_yaml = yaml};
+    tu_server_start(srv, &opts);
+    free(yaml);
 }
 
 /* One GET over TLS no newer than 1.1; the curl result. */
@@ -104,9 +109,7 @@ static void test_https_serves_with_the_certificate(void **state)
     struct tu_server *srv = *state;
     char *dir = tu_tempdir("stratd-tls");
     make_certificate(dir, "gw", 30);
-    char *yaml = tls_config(dir, "gw.crt", "gw.key");
-    struct tu_server_options opts = {.config_yaml = yaml};
-    tu_server_start(srv, &opts);
+    start_with_certificate(srv, dir, "gw");
     assert_int_equal(strncmp(srv->base_url, "https://", 8), 0);
     char *ca = tu_path("%s/gw.crt", dir);
     tu_trust_certificate(ca);
@@ -147,7 +150,6 @@ static void test_https_serves_with_the_certificate(void **state)
     tu_trust_certificate(NULL);
     tu_server_stop(srv);
     free(ca);
-    free(yaml);
     tu_remove_tree(dir);
     free(dir);
 }
@@ -193,9 +195,7 @@ static void test_a_certificate_near_its_end_is_named_in_the_log(void **state)
     struct tu_server *srv = *state;
     char *dir = tu_tempdir("stratd-tls");
     make_certificate(dir, "soon", 3);
-    char *yaml = tls_config(dir, "soon.crt", "soon.key");
-    struct tu_server_options opts = {.config_yaml = yaml};
-    tu_server_start(srv, &opts);
+    start_with_certificate(srv, dir, "soon");
     json_t *line =
         tu_wait_log(srv, NULL, "the TLS certificate /CN=127.0.0.1 expires at", TU_WAIT_S);
     assert_string_equal(tu_jstr(line, "level"), "warn");
@@ -203,12 +203,9 @@ static void test_a_certificate_near_its_end_is_named_in_the_log(void **state)
         fail_msg("the warning does not say the time left: %s", tu_jstr(line, "msg"));
     json_decref(line);
     tu_server_cleanup(srv);
-    free(yaml);
 
     make_expired_certificate(dir);
-    yaml = tls_config(dir, "old.crt", "old.key");
-    opts.config_yaml = yaml;
-    tu_server_start(srv, &opts);
+    start_with_certificate(srv, dir, "old");
     line = tu_wait_log(srv, NULL, "the TLS certificate /CN=127.0.0.1 expired at", TU_WAIT_S);
     assert_string_equal(tu_jstr(line, "level"), "error");
     json_decref(line);
@@ -224,7 +221,6 @@ static void test_a_certificate_near_its_end_is_named_in_the_log(void **state)
     tu_trust_certificate(NULL);
     free(ca);
     tu_server_stop(srv);
-    free(yaml);
     tu_remove_tree(dir);
     free(dir);
 }
