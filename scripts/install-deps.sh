@@ -92,7 +92,7 @@ quickjs_build_id+=" search-poll=${search_poll_chars} replace-poll bigint-poll re
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
-  libmicrohttpd-dev libjansson-dev libssl-dev libsqlite3-dev sqlite3
+  libmicrohttpd-dev libgnutls28-dev libjansson-dev libssl-dev libsqlite3-dev sqlite3
   libyaml-dev libcurl4-openssl-dev libcmocka-dev zlib1g-dev
   prometheus wrk jq xz-utils ca-certificates curl openssl
 )

@@ -114,8 +114,9 @@ struct api_options {
     const char *environment;
     struct js_limits validation_limits;
     /* HTTPS with this certificate and key (tls.h); NULL: plain HTTP. The
-     * caller's, kept until api_stop() returns. */
-    const struct api_tls *tls;
+     * caller's, kept until api_stop() returns; the caller may reload it
+     * meanwhile. */
+    struct api_tls *tls;
 };
 
 struct api;

@@ -389,7 +389,12 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
         metrics_write_scalar(&out, "stratd_tls_certificate_expiry_timestamp_seconds",
                              "When the control plane's TLS certificate stops being valid (Unix "
                              "time).",
-                             "gauge", (double)api->opts.tls->not_after_s);
+                             "gauge", (double)api_tls_not_after(api->opts.tls));
+    if (api->opts.tls)
+        metrics_write_scalar(&out, "stratd_tls_certificate_reload_failures_total",
+                             "Reloads of the TLS certificate and key (SIGHUP) refused; the pair "
+                             "served before goes on.",
+                             "counter", (double)api_tls_reload_failures(api->opts.tls));
     metrics_write_scalar(&out, "stratd_http_requests_timed_out_total",
                          "Connections closed because a request had not arrived whole within "
                          "http.request_timeout_seconds.",

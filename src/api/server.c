@@ -1183,6 +1183,8 @@ static void free_api(struct api *api)
     offload_free(api->offload);
     deadline_stop(api->deadline);
     address_counts_free(api->addresses);
+    if (api->opts.tls)
+        api_tls_detach(api->opts.tls);
     free(api->buckets);
     free(api);
 }
@@ -1258,10 +1260,14 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     }
     fit_open_files(cap * 2); /* each connection's and the deadline's duplicate of it */
     /* TLS 1.2 and 1.3 only: the versions before are broken or deprecated */
-    const struct api_tls *tls = opts->tls;
+    struct api_tls *tls = opts->tls;
+    /* handshakes ask tls.c for the pair, which a reload can replace */
+    if (tls && api_tls_attach(tls, err) != 0) {
+        free_api(api);
+        return -1;
+    }
     struct MHD_OptionItem tls_options[] = {
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, tls ? tls->key_pem : NULL},
-        {MHD_OPTION_HTTPS_MEM_CERT, 0, tls ? tls->certificate_pem : NULL},
+        {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)api_tls_retrieve},
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
         {MHD_OPTION_END, 0, NULL},
     };

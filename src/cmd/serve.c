@@ -44,7 +44,7 @@ struct gateway {
     struct market *market;
     struct runtime *runtime;
     struct api *api;
-    struct api_tls tls; /* loaded before anything opens; empty: plain HTTP */
+    struct api_tls *tls; /* loaded before anything opens; NULL: plain HTTP */
     /* While `batching`, revision_metadata (on the catalogue's verification
      * threads) collects what it validated instead of committing each entry:
      * a cold start over 10,000 revisions is then one transaction. */
@@ -429,7 +429,7 @@ static int open_gateway(struct gateway *gw, struct err *err)
         .store = gw->store,
         .environment = gw->cfg.environment,
         .validation_limits = gw->cfg.validation_limits,
-        .tls = gw->tls.certificate_pem ? &gw->tls : NULL,
+        .tls = gw->tls,
     };
     return api_start(&aopts, &gw->api, err);
 }
@@ -459,7 +459,7 @@ static void close_gateway(struct gateway *gw)
         catalog_close(gw->catalog);
     store_close(gw->store);
     config_free(&gw->cfg);
-    api_tls_free(&gw->tls);
+    api_tls_free(gw->tls);
     pthread_mutex_destroy(&gw->pending_mu);
 }
 
@@ -485,10 +485,32 @@ static int load_tls(struct gateway *gw, struct err *err)
     return api_tls_load(&gw->tls, gw->cfg.tls_certificate_path, gw->cfg.tls_key_path, err);
 }
 
+/* How long the served certificate has left, at the level that fits;
+ * `served` says what the gateway does with it. */
+static void log_certificate(const struct api_tls *tls, const char *served)
+{
+    char until[32], subject[256];
+    int64_t not_after_s = api_tls_not_after(tls);
+    api_tls_subject(tls, subject, sizeof subject);
+    clock_format_rfc3339(not_after_s * 1000, until, sizeof until);
+    int64_t left_s = not_after_s - clock_wall_ms() / 1000;
+    if (left_s <= 0)
+        log_error("serve", "%s the TLS certificate %s, which expired at %s: clients will refuse it",
+                  served, subject, until);
+    else if (left_s < 14LL * 86400)
+        log_warn("serve",
+                 "%s the TLS certificate %s, which expires at %s, in %lld days and %lld "
+                 "hours",
+                 served, subject, until, (long long)(left_s / 86400),
+                 (long long)(left_s % 86400 / 3600));
+    else
+        log_info("serve", "%s the TLS certificate %s, valid until %s", served, subject, until);
+}
+
 /* What an operator should hear about the transport before anything else. */
 static void warn_about_transport(const struct gateway *gw)
 {
-    if (!gw->tls.certificate_pem) {
+    if (!gw->tls) {
         if (!config_is_loopback(gw->cfg.listen_host))
             log_warn("serve",
                      "listening on %s over plain HTTP: API tokens cross the network in clear; set "
@@ -496,19 +518,7 @@ static void warn_about_transport(const struct gateway *gw)
                      gw->cfg.listen_host);
         return;
     }
-    char until[32];
-    clock_format_rfc3339(gw->tls.not_after_s * 1000, until, sizeof until);
-    int64_t left_s = gw->tls.not_after_s - clock_wall_ms() / 1000;
-    if (left_s <= 0)
-        log_error("serve", "the TLS certificate %s expired at %s: clients will refuse it",
-                  gw->tls.subject, until);
-    else if (left_s < 14LL * 86400)
-        log_warn("serve", "the TLS certificate %s expires at %s, in %lld days and %lld hours",
-                 gw->tls.subject, until, (long long)(left_s / 86400),
-                 (long long)(left_s % 86400 / 3600));
-    else
-        log_info("serve", "serving HTTPS with the certificate %s, valid until %s", gw->tls.subject,
-                 until);
+    log_certificate(gw->tls, "serving HTTPS with");
 }
 
 /* SIGHUP: a rotation moved the audit log away (or means to). A failure
@@ -522,6 +532,28 @@ static void reopen_audit_log(struct gateway *gw)
         return;
     }
     log_info("serve", "SIGHUP: reopened the audit log %s/%s", gw->cfg.state_dir, STORE_AUDIT_FILE);
+}
+
+/* SIGHUP: a renewed certificate is served to the handshakes from now on;
+ * the connections open keep theirs. A pair that cannot be served leaves
+ * the one served before. */
+static void reload_tls(struct gateway *gw)
+{
+    if (!gw->tls)
+        return;
+    struct err err = ERR_INIT;
+    char subject[256];
+    int rc = api_tls_reload(gw->tls, &err);
+    if (rc < 0) {
+        api_tls_subject(gw->tls, subject, sizeof subject);
+        log_error("serve", "SIGHUP: %s; still serving the TLS certificate %s", err.message,
+                  subject);
+        err_clear(&err);
+    } else if (rc == 0) {
+        log_info("serve", "SIGHUP: the TLS certificate and key are unchanged");
+    } else {
+        log_certificate(gw->tls, "SIGHUP: now serving");
+    }
 }
 
 int cmd_serve(int argc, char **argv)
@@ -557,7 +589,7 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "stratd serve: log_level: '%s' is not a level (debug, info, warn, error)\n",
                 gw.cfg.log_level);
         config_free(&gw.cfg);
-        api_tls_free(&gw.tls);
+        api_tls_free(gw.tls);
         return 2;
     }
     log_set_level(level);
@@ -570,7 +602,7 @@ int cmd_serve(int argc, char **argv)
         close_gateway(&gw);
         return 1;
     }
-    const char *scheme = gw.tls.certificate_pem ? "https" : "http";
+    const char *scheme = gw.tls ? "https" : "http";
     printf("listening on %s://%s:%d\n", scheme, gw.cfg.listen_host, api_port(gw.api));
     fflush(stdout);
     log_info("serve", "listening on %s://%s:%d (strategies %s, state %s, environment %s)", scheme,
@@ -578,8 +610,10 @@ int cmd_serve(int argc, char **argv)
              gw.cfg.environment);
 
     int sig = 0;
-    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
         reopen_audit_log(&gw);
+        reload_tls(&gw);
+    }
     log_info("serve", "received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     close_gateway(&gw);
     return 0;

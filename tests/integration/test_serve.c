@@ -329,31 +329,6 @@ static void expect_uploads(const char *path, const char *names)
     free(got);
 }
 
-/* Log lines whose message starts with `prefix`. */
-static size_t log_lines_starting(struct tu_server *srv, const char *prefix)
-{
-    json_t *lines = tu_log_entries(srv, NULL);
-    size_t n = 0, i;
-    json_t *line;
-    json_array_foreach(lines, i, line)
-    {
-        const char *msg = json_string_value(json_object_get(line, "msg"));
-        if (msg && strncmp(msg, prefix, strlen(prefix)) == 0)
-            n++;
-    }
-    json_decref(lines);
-    return n;
-}
-
-static void hangup_and_wait(struct tu_server *srv, const char *says, size_t nth)
-{
-    assert_int_equal(kill(srv->pid, SIGHUP), 0);
-    for (int i = 0; i < TU_WAIT_S * 50 && log_lines_starting(srv, says) < nth; i++)
-        tu_sleep_ms(20);
-    if (log_lines_starting(srv, says) < nth)
-        fail_msg("no log line '%s...' (the %zuth) after SIGHUP", says, nth);
-}
-
 /* Log rotation: SIGHUP reopens the audit log, so entries before a move stay
  * in the moved file and the next go to a new audit.log, private like the
  * first. A path that cannot be opened (a directory put there) leaves the
@@ -369,7 +344,7 @@ static void test_sighup_reopens_the_audit_log(void **state)
     char *second = tu_path("%s/audit.log.2", srv->state_dir);
     upload_named(srv, "before");
     assert_int_equal(rename(live, first), 0);
-    hangup_and_wait(srv, "SIGHUP: reopened the audit log", 1);
+    tu_hangup_and_wait(srv, "SIGHUP: reopened the audit log", 1);
     upload_named(srv, "after");
     expect_uploads(first, "before");
     expect_uploads(live, "after");
@@ -379,16 +354,16 @@ static void test_sighup_reopens_the_audit_log(void **state)
 
     assert_int_equal(rename(live, second), 0);
     assert_int_equal(mkdir(live, 0700), 0);
-    hangup_and_wait(srv, "SIGHUP: cannot reopen audit log", 1);
+    tu_hangup_and_wait(srv, "SIGHUP: cannot reopen audit log", 1);
     upload_named(srv, "kept");
     expect_uploads(second, "after,kept");
     assert_int_equal(rmdir(live), 0);
-    hangup_and_wait(srv, "SIGHUP: reopened the audit log", 2);
+    tu_hangup_and_wait(srv, "SIGHUP: reopened the audit log", 2);
     upload_named(srv, "last");
     expect_uploads(second, "after,kept");
     expect_uploads(live, "last");
     /* a SIGHUP with nothing moved goes on with the same file, whole */
-    hangup_and_wait(srv, "SIGHUP: reopened the audit log", 3);
+    tu_hangup_and_wait(srv, "SIGHUP: reopened the audit log", 3);
     upload_named(srv, "same");
     expect_uploads(live, "last,same");
     json_decref(tu_get_json(srv, 200, "/healthz"));

@@ -6,7 +6,8 @@
  * and the server goes on serving. Settings that cannot work (one of the two
  * files, a missing file, no certificate in it, a key under a passphrase, a
  * key of another certificate) stop the start with a message naming the
- * setting and the file, before the state is touched.
+ * setting and the file, before the state is touched. SIGHUP serves a
+ * renewed pair without a restart, and refuses one that fails those checks.
  *
  * Certificates are made for each run with the openssl command.
  */
@@ -130,8 +131,8 @@ static void test_https_serves_with_the_certificate(void **state)
     if (expiry < expected - 3600 || expiry > expected + 60)
         fail_msg("stratd_tls_certificate_expiry_timestamp_seconds reads %.0f, expected about %.0f",
                  expiry, expected);
-    json_t *line =
-        tu_wait_log(srv, NULL, "serving HTTPS with the certificate /CN=127.0.0.1", TU_WAIT_S);
+    json_t *line = tu_wait_log(
+        srv, NULL, "serving HTTPS with the TLS certificate /CN=127.0.0.1, valid until", TU_WAIT_S);
     json_decref(line);
 
     /* what the server refuses: TLS before 1.2, and plain HTTP */
@@ -196,8 +197,9 @@ static void test_a_certificate_near_its_end_is_named_in_the_log(void **state)
     char *dir = tu_tempdir("stratd-tls");
     make_certificate(dir, "soon", 3);
     start_with_certificate(srv, dir, "soon");
-    json_t *line =
-        tu_wait_log(srv, NULL, "the TLS certificate /CN=127.0.0.1 expires at", TU_WAIT_S);
+    json_t *line = tu_wait_log(
+        srv, NULL, "serving HTTPS with the TLS certificate /CN=127.0.0.1, which expires at",
+        TU_WAIT_S);
     assert_string_equal(tu_jstr(line, "level"), "warn");
     if (!strstr(tu_jstr(line, "msg"), " days and "))
         fail_msg("the warning does not say the time left: %s", tu_jstr(line, "msg"));
@@ -206,7 +208,9 @@ static void test_a_certificate_near_its_end_is_named_in_the_log(void **state)
 
     make_expired_certificate(dir);
     start_with_certificate(srv, dir, "old");
-    line = tu_wait_log(srv, NULL, "the TLS certificate /CN=127.0.0.1 expired at", TU_WAIT_S);
+    line = tu_wait_log(srv, NULL,
+                       "serving HTTPS with the TLS certificate /CN=127.0.0.1, which expired at",
+                       TU_WAIT_S);
     assert_string_equal(tu_jstr(line, "level"), "error");
     json_decref(line);
     char *ca = tu_path("%s/old.crt", dir);
@@ -221,6 +225,152 @@ static void test_a_certificate_near_its_end_is_named_in_the_log(void **state)
     tu_trust_certificate(NULL);
     free(ca);
     tu_server_stop(srv);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+/* Puts dir/<name>.crt and dir/<name>.key where the server reads its pair
+ * (dir/live.crt and dir/live.key), each by a rename, as a renewal does. */
+static void install_pair(const char *dir, const char *crt_name, const char *key_name)
+{
+    char *out = NULL;
+    if (tu_run(&out,
+               "cd '%s' && cp '%s.crt' live.crt.new && mv live.crt.new live.crt && "
+               "cp '%s.key' live.key.new && mv live.key.new live.key 2>&1",
+               dir, crt_name, key_name) != 0)
+        fail_msg("could not install %s.crt and %s.key: %s", crt_name, key_name, out ? out : "");
+    free(out);
+}
+
+/* Whether a client trusting only dir/<name>.crt is served /healthz. */
+static bool served_to_client_trusting(const struct tu_server *srv, const char *dir,
+                                      const char *name)
+{
+    char *ca = tu_path("%s/%s.crt", dir, name);
+    char *url = tu_path("%s/healthz", srv->base_url);
+    tu_trust_certificate(ca);
+    struct tu_response res;
+    bool served = tu_http_try(&res, "GET", url, NULL) == 0 && res.status == 200;
+    tu_response_free(&res);
+    tu_trust_certificate(NULL);
+    free(url);
+    free(ca);
+    return served;
+}
+
+/* A metric read by a client trusting only dir/<trusted>.crt. */
+static double metric_trusting(struct tu_server *srv, const char *dir, const char *trusted,
+                              const char *sample)
+{
+    char *ca = tu_path("%s/%s.crt", dir, trusted);
+    tu_trust_certificate(ca);
+    double value = tu_metric(srv, sample);
+    tu_trust_certificate(NULL);
+    free(ca);
+    return value;
+}
+
+/* The certificate's end of validity as the metric reads, in days from
+ * now. */
+static double expiry_in_days(struct tu_server *srv, const char *dir, const char *trusted)
+{
+    double at =
+        metric_trusting(srv, dir, trusted, "stratd_tls_certificate_expiry_timestamp_seconds");
+    return (at - (double)time(NULL)) / 86400.0;
+}
+
+/* A GET on a handle kept open; the connections it had to open for it. */
+static long get_on(CURL *curl, const char *url)
+{
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    CURLcode rc = curl_easy_perform(curl);
+    if (rc != CURLE_OK)
+        fail_msg("GET %s on a kept-alive connection: %s", url, curl_easy_strerror(rc));
+    long connects = -1;
+    curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &connects);
+    return connects;
+}
+
+static size_t discard(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    (void)ptr;
+    (void)userdata;
+    return size * nmemb;
+}
+
+/* A renewed certificate is served after SIGHUP, without a restart: new
+ * handshakes get it, a connection open before keeps its session, the
+ * expiry metric follows. A pair that cannot be served (a key of another
+ * certificate, a missing key) is refused with the reason in the log and a
+ * counter, and the pair served before goes on; a SIGHUP with nothing
+ * changed (a log rotation's) changes nothing. */
+static void test_sighup_serves_a_renewed_certificate(void **state)
+{
+    struct tu_server *srv = *state;
+    char *dir = tu_tempdir("stratd-tls");
+    make_certificate(dir, "first", 30);
+    make_certificate(dir, "second", 90);
+    install_pair(dir, "first", "first");
+    start_with_certificate(srv, dir, "live");
+    assert_true(served_to_client_trusting(srv, dir, "first"));
+    assert_false(served_to_client_trusting(srv, dir, "second"));
+    double days = expiry_in_days(srv, dir, "first");
+    if (days < 29 || days > 30.01)
+        fail_msg("the first certificate's expiry is %.2f days away, expected 30", days);
+
+    CURL *kept = curl_easy_init();
+    assert_non_null(kept);
+    char *ca = tu_path("%s/first.crt", dir), *url = tu_path("%s/healthz", srv->base_url);
+    curl_easy_setopt(kept, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(kept, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(kept, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(kept, CURLOPT_TIMEOUT, 30L);
+    assert_int_equal(get_on(kept, url), 1);
+
+    install_pair(dir, "second", "second");
+    tu_hangup_and_wait(srv, "SIGHUP: now serving the TLS certificate /CN=127.0.0.1, valid until",
+                       1);
+    assert_true(served_to_client_trusting(srv, dir, "second"));
+    assert_false(served_to_client_trusting(srv, dir, "first"));
+    days = expiry_in_days(srv, dir, "second");
+    if (days < 89 || days > 90.01)
+        fail_msg("after the reload the expiry is %.2f days away, expected 90", days);
+    /* the connection opened before goes on, with no new handshake */
+    assert_int_equal(get_on(kept, url), 0);
+    curl_easy_cleanup(kept);
+
+    tu_hangup_and_wait(srv, "SIGHUP: the TLS certificate and key are unchanged", 1);
+    assert_true(served_to_client_trusting(srv, dir, "second"));
+
+    /* a certificate with another's key, then no key at all: refused */
+    install_pair(dir, "first", "second");
+    tu_hangup_and_wait(srv, "SIGHUP: http.tls_key: the key in ", 1);
+    json_t *line = tu_wait_log(srv, NULL, "SIGHUP: http.tls_key: the key in ", TU_WAIT_S);
+    assert_string_equal(tu_jstr(line, "level"), "error");
+    if (!strstr(tu_jstr(line, "msg"), "; still serving the TLS certificate /CN=127.0.0.1"))
+        fail_msg("the refusal does not say what is served: %s", tu_jstr(line, "msg"));
+    json_decref(line);
+    assert_true(served_to_client_trusting(srv, dir, "second"));
+    char *key = tu_path("%s/live.key", dir);
+    assert_int_equal(unlink(key), 0);
+    tu_hangup_and_wait(srv, "SIGHUP: http.tls_key: ", 2);
+    assert_true(served_to_client_trusting(srv, dir, "second"));
+    assert_true(
+        metric_trusting(srv, dir, "second", "stratd_tls_certificate_reload_failures_total") == 2.0);
+    days = expiry_in_days(srv, dir, "second");
+    if (days < 89 || days > 90.01)
+        fail_msg("a refused reload moved the expiry to %.2f days away", days);
+
+    /* mended, the next SIGHUP serves it */
+    install_pair(dir, "first", "first");
+    tu_hangup_and_wait(srv, "SIGHUP: now serving the TLS certificate /CN=127.0.0.1, valid until",
+                       2);
+    assert_true(served_to_client_trusting(srv, dir, "first"));
+
+    tu_server_stop(srv);
+    free(key);
+    free(url);
+    free(ca);
     tu_remove_tree(dir);
     free(dir);
 }
@@ -308,6 +458,8 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_a_certificate_near_its_end_is_named_in_the_log,
                                         tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_sighup_serves_a_renewed_certificate, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test(test_tls_settings_are_checked_at_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1619,3 +1619,27 @@ void tu_set_kill_switch(struct tu_server *srv, bool on)
     json_decref(tu_call(srv, "PUT", "/risk/limits", 200, body));
     free(body);
 }
+
+size_t tu_log_count(const struct tu_server *srv, const char *prefix)
+{
+    json_t *lines = tu_log_entries(srv, NULL);
+    size_t n = 0, i;
+    json_t *line;
+    json_array_foreach(lines, i, line)
+    {
+        const char *msg = json_string_value(json_object_get(line, "msg"));
+        if (msg && strncmp(msg, prefix, strlen(prefix)) == 0)
+            n++;
+    }
+    json_decref(lines);
+    return n;
+}
+
+void tu_hangup_and_wait(struct tu_server *srv, const char *says, size_t nth)
+{
+    assert_int_equal(kill(srv->pid, SIGHUP), 0);
+    for (int i = 0; i < TU_WAIT_S * 50 && tu_log_count(srv, says) < nth; i++)
+        tu_sleep_ms(20);
+    if (tu_log_count(srv, says) < nth)
+        fail_msg("no log line '%s...' (the %zuth) after SIGHUP", says, nth);
+}

@@ -290,6 +290,10 @@ json_t *tu_wait_log_values(struct tu_server *srv, const char *instance, const ch
 /* Waits for a log line of `instance` (NULL: any) whose msg starts with
  * `prefix`; returns it (new reference). */
 json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix, int timeout_s);
+/* The server's log lines whose message starts with `prefix`. */
+size_t tu_log_count(const struct tu_server *srv, const char *prefix);
+/* Sends SIGHUP and waits for the nth log line starting with `says`. */
+void tu_hangup_and_wait(struct tu_server *srv, const char *says, size_t nth);
 
 /* A sample of GET /metrics, given exactly as exposed ("name{labels}" or
  * "name"); -1 when absent. */
