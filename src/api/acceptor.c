@@ -9,9 +9,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -56,7 +58,7 @@ static bool is_shortage(int errnum)
 static bool accept_pending(struct acceptor *a)
 {
     while (atomic_load(a->open) < a->cap) {
-        struct sockaddr_in peer;
+        struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
         int fd =
             accept4(a->listen_fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -92,31 +94,59 @@ static void *acceptor_main(void *arg)
     }
 }
 
-static int open_listener(struct acceptor *a, const struct sockaddr_in *addr, unsigned backlog,
+/* The port of an IPv4 or IPv6 socket address, in host order. */
+static int port_of(const struct sockaddr_storage *addr)
+{
+    if (addr->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
+}
+
+/* "host:port", an IPv6 host in brackets, for a message. */
+static void format_address(const struct sockaddr_storage *addr, char *out, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (addr->ss_family == AF_INET6) {
+        (void)inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr,
+                        host, sizeof host);
+        snprintf(out, size, "[%s]:%d", host, port_of(addr));
+    } else {
+        (void)inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, host,
+                        sizeof host);
+        snprintf(out, size, "%s:%d", host, port_of(addr));
+    }
+}
+
+static int open_listener(struct acceptor *a, const struct sockaddr_storage *addr, unsigned backlog,
                          struct err *err)
 {
-    a->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    bool six = addr->ss_family == AF_INET6;
+    a->listen_fd = socket(six ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (a->listen_fd < 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot open a listening socket");
         return -1;
     }
-    int on = 1;
+    int on = 1, off = 0;
     (void)setsockopt(a->listen_fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    char host[INET_ADDRSTRLEN] = "?";
-    (void)inet_ntop(AF_INET, &addr->sin_addr, host, sizeof host);
-    if (bind(a->listen_fd, (const struct sockaddr *)addr, sizeof *addr) != 0 ||
+    /* "::" serves IPv4 clients too, whatever the host's default */
+    if (six)
+        (void)setsockopt(a->listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    socklen_t len = six ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(a->listen_fd, (const struct sockaddr *)addr, len) != 0 ||
         listen(a->listen_fd, (int)backlog) != 0) {
-        err_set_errno(err, ERR_INTERNAL, errno, "cannot listen on %s:%u", host,
-                      (unsigned)ntohs(addr->sin_port));
+        char where[INET6_ADDRSTRLEN + 16];
+        format_address(addr, where, sizeof where);
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot listen on %s", where);
         return -1;
     }
-    struct sockaddr_in bound = {0};
-    socklen_t len = sizeof bound;
+    struct sockaddr_storage bound;
+    memset(&bound, 0, sizeof bound);
+    len = sizeof bound;
     if (getsockname(a->listen_fd, (struct sockaddr *)&bound, &len) != 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot read the listening address");
         return -1;
     }
-    a->port = ntohs(bound.sin_port);
+    a->port = port_of(&bound);
     return 0;
 }
 
@@ -128,7 +158,7 @@ static void close_fds(struct acceptor *a)
         close(a->stop_fd);
 }
 
-int acceptor_start(struct acceptor **out, const struct sockaddr_in *addr, unsigned backlog,
+int acceptor_start(struct acceptor **out, const struct sockaddr_storage *addr, unsigned backlog,
                    struct MHD_Daemon *daemon, const atomic_uint *open, unsigned cap,
                    struct err *err)
 {

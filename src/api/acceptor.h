@@ -23,20 +23,21 @@
  * any thread.
  *
  * Errors: acceptor_start() returns -1 with ERR_INTERNAL when the address
- * cannot be bound (taken, not permitted) or the thread cannot start.
+ * (IPv4, or IPv6, which then takes IPv4 clients too) cannot be bound
+ * (taken, not permitted) or the thread cannot start.
  */
 #ifndef STRATD_API_ACCEPTOR_H
 #define STRATD_API_ACCEPTOR_H
 
 #include "core/err.h"
 
-#include <netinet/in.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 struct MHD_Daemon;
 struct acceptor;
 
-int acceptor_start(struct acceptor **out, const struct sockaddr_in *addr, unsigned backlog,
+int acceptor_start(struct acceptor **out, const struct sockaddr_storage *addr, unsigned backlog,
                    struct MHD_Daemon *daemon, const atomic_uint *open, unsigned cap,
                    struct err *err);
 /* The bound port (the kernel's choice when addr asked for port 0). */

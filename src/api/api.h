@@ -101,7 +101,7 @@ struct api_token {
 };
 
 struct api_options {
-    const char *host; /* e.g. "127.0.0.1" */
+    const char *host; /* an IPv4 or IPv6 address: "127.0.0.1", "::" (either family) */
     int port;         /* 0 picks a free port */
     struct api_limits limits;
     const struct api_token *tokens; /* none: open access (loopback only) */

@@ -396,22 +396,39 @@ static struct api_request *marked_request(void)
     return req;
 }
 
-/* The client's IPv4 address (the listener's family); false for another. */
-static bool client_ipv4(struct MHD_Connection *conn, struct in_addr *out)
+/* The client's address as addresses.h keys it (an IPv4 one mapped into
+ * IPv6); false when it has neither family. */
+static bool client_key(struct MHD_Connection *conn, struct in6_addr *out)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!info || !info->client_addr || info->client_addr->sa_family != AF_INET)
+    if (!info || !info->client_addr)
         return false;
-    *out = ((const struct sockaddr_in *)(const void *)info->client_addr)->sin_addr;
+    if (info->client_addr->sa_family == AF_INET6) {
+        *out = ((const struct sockaddr_in6 *)(const void *)info->client_addr)->sin6_addr;
+        return true;
+    }
+    if (info->client_addr->sa_family != AF_INET)
+        return false;
+    memset(out, 0, sizeof *out);
+    out->s6_addr[10] = 0xff;
+    out->s6_addr[11] = 0xff;
+    memcpy(&out->s6_addr[12],
+           &((const struct sockaddr_in *)(const void *)info->client_addr)->sin_addr, 4);
     return true;
 }
 
-/* The client's address as text, for a refusal that names it. */
+/* The client's address as text, for a refusal that names it: an IPv4
+ * client as IPv4, whichever listener it came through. */
 static void client_address(struct MHD_Connection *conn, char *out, size_t size)
 {
-    struct in_addr addr;
-    if (client_ipv4(conn, &addr) && !inet_ntop(AF_INET, &addr, out, (socklen_t)size))
+    struct in6_addr addr;
+    bool named = false;
+    if (client_key(conn, &addr))
+        named = IN6_IS_ADDR_V4MAPPED(&addr)
+                    ? inet_ntop(AF_INET, &addr.s6_addr[12], out, (socklen_t)size) != NULL
+                    : inet_ntop(AF_INET6, &addr, out, (socklen_t)size) != NULL;
+    if (!named)
         snprintf(out, size, "?");
 }
 
@@ -428,7 +445,7 @@ static bool refuse_early(struct api *api, struct api_request *req, struct api_re
         err_add_detail(&err, "limit", json_integer((json_int_t)l->max_connections));
         snprintf(res->retry_after, sizeof res->retry_after, "1");
     } else if (req->over_address_limit) {
-        char addr[INET_ADDRSTRLEN] = "?";
+        char addr[INET6_ADDRSTRLEN] = "?";
         client_address(req->conn, addr, sizeof addr);
         err_set(&err, ERR_RATE_LIMITED,
                 "too many connections from %s (the limit is %u per address); close one or "
@@ -552,7 +569,7 @@ enum connection_refusal {
 struct connection_state {
     enum connection_refusal refusal;
     bool counted;                 /* entered in api.addresses under `address` */
-    uint32_t address;             /* the client's IPv4 address, network order */
+    struct in6_addr address;      /* the client's, as addresses.h keys it */
     struct deadline_watch *watch; /* NULL: unwatched */
 };
 
@@ -1040,11 +1057,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * false when it is over. */
 static bool enter_address(struct api *api, struct MHD_Connection *conn, struct connection_state *cs)
 {
-    struct in_addr addr;
-    if (!api->addresses || !client_ipv4(conn, &addr))
+    if (!api->addresses || !client_key(conn, &cs->address))
         return true;
-    cs->address = addr.s_addr;
-    unsigned open = address_counts_enter(api->addresses, cs->address);
+    unsigned open = address_counts_enter(api->addresses, &cs->address);
     cs->counted = open > 0;
     return open > 0 && open <= api->opts.limits.max_connections_per_address;
 }
@@ -1080,7 +1095,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         struct connection_state *cs = *socket_context;
         if (cs && cs != &unkept_connection) {
             if (cs->counted)
-                address_counts_leave(api->addresses, cs->address);
+                address_counts_leave(api->addresses, &cs->address);
             deadline_forget(api->deadline, cs->watch);
             free(cs);
         }
@@ -1189,6 +1204,26 @@ static void free_api(struct api *api)
     free(api);
 }
 
+/* `host` (an IPv4 or IPv6 address, without brackets) and `port` as a
+ * socket address. */
+static int listen_address(const char *host, int port, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof *out);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)(void *)out;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)(void *)out;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        return 0;
+    }
+    return -1;
+}
+
 int api_start(const struct api_options *opts, struct api **out, struct err *err)
 {
     struct api *api = calloc(1, sizeof *api);
@@ -1229,12 +1264,10 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         free_api(api);
         return -1;
     }
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)opts->port);
-    if (inet_pton(AF_INET, opts->host, &addr.sin_addr) != 1) {
+    struct sockaddr_storage addr;
+    if (listen_address(opts->host, opts->port, &addr) != 0) {
         free_api(api);
-        err_set(err, ERR_INVALID, "listen address '%s' is not an IPv4 address", opts->host);
+        err_set(err, ERR_INVALID, "listen address '%s' is not an IPv4 or IPv6 address", opts->host);
         return -1;
     }
     const struct api_limits *l = &api->opts.limits;

@@ -703,13 +703,31 @@ int config_load_file(struct config *cfg, const char *path, struct err *err)
 int config_parse_listen(const char *text, char **host, int *port, struct err *err)
 {
     const char *colon = strrchr(text, ':');
+    const char *name = text;
+    size_t name_len = colon ? (size_t)(colon - text) : 0;
+    bool bracketed = text[0] == '[';
+    if (bracketed) { /* [IPv6]:port */
+        const char *close = strchr(text, ']');
+        if (!close || close[1] != ':' || close == text + 1) {
+            err_set(err, ERR_INVALID,
+                    "listen address '%s' must be [IPV6]:PORT with the address in brackets", text);
+            return -1;
+        }
+        name = text + 1;
+        name_len = (size_t)(close - name);
+        colon = close + 1;
+    } else if (colon && memchr(text, ':', name_len)) {
+        err_set(err, ERR_INVALID,
+                "listen address '%s': write an IPv6 address in brackets, as [::1]:8880", text);
+        return -1;
+    }
     char *end = NULL;
     long p = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == text || !end || *end || colon[1] == '\0' || p < 0 || p > 65535) {
+    if (!colon || name_len == 0 || !end || *end || colon[1] == '\0' || p < 0 || p > 65535) {
         err_set(err, ERR_INVALID, "listen address '%s' must be HOST:PORT (port 0-65535)", text);
         return -1;
     }
-    *host = strndup(text, (size_t)(colon - text));
+    *host = strndup(name, name_len);
     if (!*host) {
         err_set(err, ERR_INTERNAL, "out of memory");
         return -1;

@@ -57,7 +57,7 @@ int config_load_file(struct config *cfg, const char *path, struct err *err);
 json_t *config_yaml_to_json(const char *text, size_t len, struct err *err);
 /* Applies a JSON document already converted from YAML. */
 int config_apply(struct config *cfg, const json_t *doc, struct err *err);
-/* "HOST:PORT" -> host and port. */
+/* "HOST:PORT" or "[IPV6]:PORT" -> host (without the brackets) and port. */
 int config_parse_listen(const char *text, char **host, int *port, struct err *err);
 bool config_is_loopback(const char *host);
 

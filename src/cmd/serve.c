@@ -61,8 +61,8 @@ static void serve_usage(FILE *out)
     fprintf(out,
             "usage: stratd serve [options]\n\n"
             "  --config FILE        YAML configuration (also STRATD_CONFIG)\n"
-            "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8880;\n"
-            "                       port 0 picks a free port)\n"
+            "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8880; an IPv6\n"
+            "                       host in brackets, [::1]:8880; port 0 picks a free port)\n"
             "  --strategies DIR     strategy revisions and registry.json (default ./strategies)\n"
             "  --state DIR          database and audit log (default ./var)\n"
             "  --environment NAME   label for metrics (default dev)\n"
@@ -603,11 +603,15 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     const char *scheme = gw.tls ? "https" : "http";
-    printf("listening on %s://%s:%d\n", scheme, gw.cfg.listen_host, api_port(gw.api));
+    /* an IPv6 host in brackets, as a URL writes it */
+    bool six = strchr(gw.cfg.listen_host, ':') != NULL;
+    const char *open = six ? "[" : "", *close = six ? "]" : "";
+    printf("listening on %s://%s%s%s:%d\n", scheme, open, gw.cfg.listen_host, close,
+           api_port(gw.api));
     fflush(stdout);
-    log_info("serve", "listening on %s://%s:%d (strategies %s, state %s, environment %s)", scheme,
-             gw.cfg.listen_host, api_port(gw.api), gw.cfg.strategies_dir, gw.cfg.state_dir,
-             gw.cfg.environment);
+    log_info("serve", "listening on %s://%s%s%s:%d (strategies %s, state %s, environment %s)",
+             scheme, open, gw.cfg.listen_host, close, api_port(gw.api), gw.cfg.strategies_dir,
+             gw.cfg.state_dir, gw.cfg.environment);
 
     int sig = 0;
     while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {

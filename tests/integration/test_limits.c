@@ -63,23 +63,35 @@ static void expect_healthy(struct tu_server *srv)
 
 /* A connection from `source`, a loopback address of 127.0.0.0/8 (each is
  * another client address to the server), or 127.0.0.1 when NULL. */
+/* A connection to the server's port on the loopback of the source's family
+ * (an IPv6 source, "::1", reaches [::1]), bound to `source` when given. */
 static int raw_connect_from(const struct tu_server *srv, const char *source)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool six = source && strchr(source, ':');
+    int fd = socket(six ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         fail_msg("socket: %s", strerror(errno));
-    if (source) {
-        struct sockaddr_in from = {0};
-        from.sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, source, &from.sin_addr), 1);
-        if (bind(fd, (struct sockaddr *)&from, sizeof from) != 0)
-            fail_msg("bind to %s: %s", source, strerror(errno));
+    struct sockaddr_storage from, to;
+    memset(&from, 0, sizeof from);
+    memset(&to, 0, sizeof to);
+    socklen_t len = six ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    struct sockaddr_in *from4 = (struct sockaddr_in *)&from, *to4 = (struct sockaddr_in *)&to;
+    struct sockaddr_in6 *from6 = (struct sockaddr_in6 *)&from, *to6 = (struct sockaddr_in6 *)&to;
+    if (six) {
+        from6->sin6_family = to6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, source, &from6->sin6_addr), 1);
+        to6->sin6_addr = in6addr_loopback;
+        to6->sin6_port = htons((uint16_t)srv->port);
+    } else {
+        from4->sin_family = to4->sin_family = AF_INET;
+        to4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        to4->sin_port = htons((uint16_t)srv->port);
+        if (source)
+            assert_int_equal(inet_pton(AF_INET, source, &from4->sin_addr), 1);
     }
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)srv->port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+    if (source && bind(fd, (struct sockaddr *)&from, len) != 0)
+        fail_msg("bind to %s: %s", source, strerror(errno));
+    if (connect(fd, (struct sockaddr *)&to, len) != 0)
         fail_msg("connect: %s", strerror(errno));
     return fd;
 }
@@ -601,6 +613,77 @@ static void test_connections_per_address(void **state)
                  res ? res : "(nothing)");
     free(res);
     close(fd);
+    tu_server_stop(srv);
+}
+
+/* Holds `n` served connections from `source` in held[]; the next one from
+ * it must be refused with a 429 naming `named` (the address as the gateway
+ * writes it). */
+static void fill_address(struct tu_server *srv, const char *source, const char *named, int *held,
+                         int n)
+{
+    for (int i = 0; i < n; i++) {
+        held[i] = raw_connect_from(srv, source);
+        assert_int_equal(raw_get(held[i], "/healthz", 30000), 200);
+    }
+    int fd = -1;
+    char *res = get_from(srv, source, "/healthz", &fd);
+    char *says = tu_path("\"address\":\"%s\"", named);
+    if (status_of(res) != 429 || !strstr(res, says))
+        fail_msg("connection %d from %s: expected 429 naming %s; got:\n%s", n + 1, source, named,
+                 res ? res : "(nothing)");
+    free(says);
+    free(res);
+    close(fd);
+}
+
+/* `--listen [::1]:PORT`: the control plane serves IPv6 clients, the first
+ * line names the address in brackets as a URL writes it, calls with a
+ * body work (a Host of [::1] is loopback), and the per-address limit
+ * counts and names IPv6 clients. */
+static void test_ipv6_listener(void **state)
+{
+    struct tu_server *srv = *state;
+    const char *const args[] = {"--listen", "[::1]:0", NULL};
+    struct tu_server_options opts = {.config_yaml = "http:\n  max_connections_per_address: 2\n",
+                                     .extra_args = args};
+    tu_server_start(srv, &opts);
+    assert_int_equal(strncmp(srv->base_url, "http://[::1]:", 13), 0);
+    expect_healthy(srv);
+    char *src = tu_module_source("six", NULL, NULL);
+    tu_upload_expect(srv, src, NULL, 201, NULL);
+    free(src);
+    json_t *line = tu_wait_log(srv, NULL, "listening on http://[::1]:", TU_WAIT_S);
+    json_decref(line);
+    int held[2];
+    fill_address(srv, "::1", "::1", held, 2);
+    close(held[0]);
+    close(held[1]);
+    tu_server_stop(srv);
+}
+
+/* `--listen [::]:PORT` takes IPv4 clients too (whatever the host's
+ * bindv6only says); an IPv4 client is counted and named as IPv4, apart from
+ * the IPv6 ones. Beyond loopback, so with tokens. */
+static void test_dual_stack_listener(void **state)
+{
+    struct tu_server *srv = *state;
+    char hash[65];
+    tu_sha256_hex("dual-stack-secret", strlen("dual-stack-secret"), hash);
+    char *yaml = tu_path("http:\n  max_connections_per_address: 2\n"
+                         "auth:\n  tokens:\n    - {name: ops, sha256: %s, role: admin}\n",
+                         hash);
+    const char *const args[] = {"--listen", "[::]:0", NULL};
+    struct tu_server_options opts = {.config_yaml = yaml, .extra_args = args};
+    tu_server_start(srv, &opts);
+    free(yaml);
+    int four[2], six[2];
+    fill_address(srv, "127.0.0.1", "127.0.0.1", four, 2);
+    fill_address(srv, "::1", "::1", six, 2);
+    for (int i = 0; i < 2; i++) {
+        close(four[i]);
+        close(six[i]);
+    }
     tu_server_stop(srv);
 }
 
@@ -1366,6 +1449,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_connections_gauge, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_connections_per_address, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_ipv6_listener, tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_dual_stack_listener, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_slow_request_holds_up_nobody, tu_server_setup,
                                         tu_server_teardown),

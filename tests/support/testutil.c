@@ -326,7 +326,10 @@ static void spawn_server(struct tu_server *srv, const struct tu_server_options *
             fail_msg("unexpected first line from server: %s", line);
         char *colon = strrchr(at, ':');
         srv->port = atoi(colon + 1);
-        snprintf(srv->base_url, sizeof srv->base_url, "%s://127.0.0.1:%d", tls ? "https" : "http",
+        /* an IPv6 loopback listener is called on its own address; any
+         * other (127.0.0.1, or "::", which takes IPv4 too) on 127.0.0.1 */
+        const char *host = strstr(at, "://[::1]:") ? "[::1]" : "127.0.0.1";
+        snprintf(srv->base_url, sizeof srv->base_url, "%s://%s:%d", tls ? "https" : "http", host,
                  srv->port);
         close(out_pipe[0]);
         return;

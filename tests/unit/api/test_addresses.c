@@ -8,20 +8,49 @@
 #include "api/addresses.h"
 #include "testutil.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* An address from its text, IPv4 ones mapped as the server maps them. */
+static struct in6_addr address(const char *text)
+{
+    struct in6_addr a;
+    char *mapped = tu_path("::ffff:%s", text);
+    if (inet_pton(AF_INET6, strchr(text, ':') ? text : mapped, &a) != 1)
+        fail_msg("'%s' is not an address", text);
+    free(mapped);
+    return a;
+}
+
+/* The a-th of a set of addresses spread oddly: odd ones in one IPv6 /64,
+ * even ones IPv4 addresses 10.x.0.y. */
+static struct in6_addr nth_address(unsigned a)
+{
+    char text[64];
+    if (a % 2)
+        snprintf(text, sizeof text, "2001:db8::%x:%x", a & 7, a);
+    else
+        snprintf(text, sizeof text, "10.%u.0.%u", a, a & 7);
+    return address(text);
+}
 
 static void test_counts_per_address(void **state)
 {
     (void)state;
     struct address_counts *counts = address_counts_new(8);
     assert_non_null(counts);
-    assert_int_equal(address_counts_enter(counts, 0x0100007f), 1);
-    assert_int_equal(address_counts_enter(counts, 0x0100007f), 2);
-    assert_int_equal(address_counts_enter(counts, 0x0200007f), 1);
-    address_counts_leave(counts, 0x0100007f);
-    assert_int_equal(address_counts_enter(counts, 0x0100007f), 2);
-    address_counts_leave(counts, 0x0200007f);
-    assert_int_equal(address_counts_enter(counts, 0x0200007f), 1);
+    struct in6_addr one = address("127.0.0.1"), two = address("127.0.0.2"), six = address("::1");
+    assert_int_equal(address_counts_enter(counts, &one), 1);
+    assert_int_equal(address_counts_enter(counts, &one), 2);
+    assert_int_equal(address_counts_enter(counts, &two), 1);
+    assert_int_equal(address_counts_enter(counts, &six), 1);
+    address_counts_leave(counts, &one);
+    assert_int_equal(address_counts_enter(counts, &one), 2);
+    address_counts_leave(counts, &two);
+    assert_int_equal(address_counts_enter(counts, &two), 1);
+    assert_int_equal(address_counts_enter(counts, &six), 2);
     address_counts_free(counts);
 }
 
@@ -37,26 +66,26 @@ static void run_against_a_reference(size_t max_open, unsigned addresses)
     srand(7);
     for (int step = 0; step < 200000; step++) {
         unsigned a = (unsigned)rand() % addresses;
-        uint32_t addr = 0x0a000000u + a * 0x01000000u + (a & 7); /* 10.x.0.a, spread oddly */
+        struct in6_addr addr = nth_address(a);
         bool enter = open < max_open && (expected[a] == 0 || rand() % 2 == 0);
         if (enter) {
-            unsigned got = address_counts_enter(counts, addr);
+            unsigned got = address_counts_enter(counts, &addr);
             expected[a]++;
             open++;
             if (got != expected[a])
                 fail_msg("step %d: address %u entered: %u open, expected %u", step, a, got,
                          expected[a]);
         } else if (expected[a] > 0) {
-            address_counts_leave(counts, addr);
+            address_counts_leave(counts, &addr);
             expected[a]--;
             open--;
         }
     }
     /* every count read back: entering once more shows it, leaving undoes */
     for (unsigned a = 0; a < addresses; a++) {
-        uint32_t addr = 0x0a000000u + a * 0x01000000u + (a & 7);
-        assert_int_equal(address_counts_enter(counts, addr), expected[a] + 1);
-        address_counts_leave(counts, addr);
+        struct in6_addr addr = nth_address(a);
+        assert_int_equal(address_counts_enter(counts, &addr), expected[a] + 1);
+        address_counts_leave(counts, &addr);
     }
     free(expected);
     address_counts_free(counts);

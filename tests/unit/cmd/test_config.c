@@ -7,6 +7,7 @@
 
 #include "cmd/config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Applies `yaml`; returns 0 or -1 with the message in err. */
@@ -145,12 +146,65 @@ static void test_documented_zeros_and_small_values_are_taken(void **state)
     config_free(&cfg);
 }
 
+/* The listen address: HOST:PORT, an IPv6 host in brackets (without them
+ * in the host taken); an IPv6 address without brackets is ambiguous and
+ * refused with the spelling to use. */
+static void test_listen_addresses(void **state)
+{
+    (void)state;
+    const struct {
+        const char *text, *host;
+        int port;
+    } good[] = {
+        {"127.0.0.1:8880", "127.0.0.1", 8880}, {"0.0.0.0:0", "0.0.0.0", 0},
+        {"[::1]:8880", "::1", 8880},           {"[::]:65535", "::", 65535},
+        {"[fd00::2]:80", "fd00::2", 80},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char *host = NULL;
+        int port = -1;
+        struct err err = ERR_INIT;
+        if (config_parse_listen(good[i].text, &host, &port, &err) != 0)
+            fail_msg("'%s' refused: %s", good[i].text, err.message);
+        assert_string_equal(host, good[i].host);
+        assert_int_equal(port, good[i].port);
+        free(host);
+    }
+    const struct {
+        const char *text, *says;
+    } bad[] = {
+        {"::1:8880", "write an IPv6 address in brackets, as [::1]:8880"},
+        {"[::1]", "must be [IPV6]:PORT"},
+        {"[::1:8880", "must be [IPV6]:PORT"},
+        {"[]:8880", "must be [IPV6]:PORT"},
+        {"[::1]:", "must be HOST:PORT"},
+        {"[::1]:65536", "must be HOST:PORT"},
+        {"127.0.0.1", "must be HOST:PORT"},
+        {":8880", "must be HOST:PORT"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *host = NULL;
+        int port = -1;
+        struct err err = ERR_INIT;
+        if (config_parse_listen(bad[i].text, &host, &port, &err) == 0)
+            fail_msg("'%s' taken as host '%s', port %d", bad[i].text, host, port);
+        assert_int_equal(err.kind, ERR_INVALID);
+        if (!strstr(err.message, bad[i].says))
+            fail_msg("'%s' refused with '%s', expected '%s'", bad[i].text, err.message,
+                     bad[i].says);
+        assert_null(host);
+        err_clear(&err);
+    }
+    expect_refused("listen: '::1:8880'\n", "write an IPv6 address in brackets");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_where_zero_means_nothing_is_refused),
         cmocka_unit_test(test_documented_zeros_and_small_values_are_taken),
         cmocka_unit_test(test_provider_settings_in_either_spelling),
+        cmocka_unit_test(test_listen_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
