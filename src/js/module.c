@@ -159,7 +159,11 @@ static int compile_failure(struct js_sandbox *sb, const char *source, size_t len
         snprintf(text, sizeof(text),
                  "static import is not supported (a strategy is a CommonJS "
                  "script)");
-    const char *name = js__text(ex.name);
+    /* a stop is QuickJS's InternalError wherever it struck: the parser
+     * turns some failures under way into a SyntaxError of its own */
+    const char *name = ex.failure == JS_FAILURE_BUDGET || ex.failure == JS_FAILURE_MEMORY
+                           ? "InternalError"
+                           : js__text(ex.name);
     snprintf(message, sizeof(message), "%s%s%s", name, *name ? ": " : "", text);
     json_t *diag = js__diagnostic("compile", message, ex.line, ex.column,
                                   compile_hint(message, line_text, line_len));

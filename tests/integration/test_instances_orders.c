@@ -1117,11 +1117,12 @@ static void upload_flooder(struct tu_server *srv, const char *name, const char *
         "  if (placed) return;\n"
         "  placed = true;\n"
         "  let sent = 0, refusal = null;\n"
+        "  const began = Date.now();\n"
         "  for (let i = 0; i < 3000; i++) {\n"
         "    try { rt.submitMarketOrder(ctx.provider, 'buy', 0.0001); sent++; }\n"
         "    catch (e) { if (!refusal) refusal = e.name + ': ' + e.message; }\n"
         "  }\n"
-        "  h.log('flood', {sent, refusal});\n"
+        "  h.log('flood', {sent, refusal, ms: Date.now() - began});\n"
         "},\n";
     char *src = tu_strategy_source(name, "['Trade']", config, report_setup, handlers);
     tu_upload_expect(srv, src, NULL, 201, NULL);
@@ -1129,8 +1130,9 @@ static void upload_flooder(struct tu_server *srv, const char *name, const char *
 }
 
 /* Runs the flooder once (config: the instance's own, or NULL) and checks
- * that between `low` and `low` + a tenth of its orders went (the bucket
- * refills while the loop runs), refused with the limit's text for `low`. */
+ * that `low` of its orders went, and at most what the bucket refilled
+ * while the loop ran (`low` a second) besides, refused with the limit's
+ * text for `low`. */
 static void flood_once(struct tu_server *srv, const char *id, const char *selector,
                        const char *config, json_int_t low)
 {
@@ -1138,6 +1140,8 @@ static void flood_once(struct tu_server *srv, const char *id, const char *select
     tu_instance_start(srv, id);
     json_t *logged = tu_wait_log_values(srv, id, "flood", 1, TU_WAIT_S);
     json_int_t sent = json_integer_value(json_object_get(json_array_get(logged, 0), "sent"));
+    json_int_t ms = json_integer_value(json_object_get(json_array_get(logged, 0), "ms"));
+    json_int_t refilled = low * (ms + 1) / 1000 + 1;
     const char *said = json_string_value(json_object_get(json_array_get(logged, 0), "refusal"));
     char *refusal = tu_path("RangeError: orderRate: over %lld orders a second from this instance "
                             "(max_orders_per_second); the order was not sent",
@@ -1146,9 +1150,9 @@ static void flood_once(struct tu_server *srv, const char *id, const char *select
         fail_msg("the refusal said '%s', expected '%s'", said ? said : "(nothing)", refusal);
     free(refusal);
     json_decref(logged);
-    if (sent < low || sent > low + low / 10)
-        fail_msg("%s: %lld orders went, expected %lld and a few at most", id, (long long)sent,
-                 (long long)low);
+    if (sent < low || sent > low + refilled)
+        fail_msg("%s: %lld orders went in %lld ms, expected %lld and at most %lld refilled", id,
+                 (long long)sent, (long long)ms, (long long)low, (long long)refilled);
     /* what was refused never reached the market: the history has the rest */
     char path[96];
     snprintf(path, sizeof path, "/strategy/instances/%s/orders?limit=5000", id);
