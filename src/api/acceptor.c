@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,6 +28,24 @@
 #define SHORTAGE_PAUSE_MS 100
 #define SHORTAGE_WARN_EVERY_NS (10 * 1000000000LL)
 
+/* An HTTPS client speaks first with a TLS record of this content type. */
+#define TLS_HANDSHAKE_RECORD 0x16
+/* How often connections waiting for their first byte are looked at for
+ * the idle timeout. */
+#define FIRST_BYTE_SWEEP_MS 1000
+/* What is read of a plain-HTTP request before its answer, so that the
+ * close does not reset the connection over unread bytes. */
+#define PLAIN_DRAIN_BYTES 65536
+#define EPOLL_BATCH 64
+
+/* A connection to the HTTPS port that has not sent its first byte. */
+struct first_byte_wait {
+    int fd; /* -1: the slot is free */
+    socklen_t len;
+    int64_t since_ns;
+    struct sockaddr_storage peer;
+};
+
 struct acceptor {
     int listen_fd;
     int stop_fd; /* an eventfd, written once by acceptor_stop */
@@ -36,15 +55,28 @@ struct acceptor {
     unsigned cap;
     int64_t warned_ns;
     pthread_t thread;
+    /* HTTPS port: connections wait here for their first byte (acceptor.h) */
+    bool first_byte;
+    int epoll_fd;
+    struct first_byte_wait *waits; /* cap slots */
+    unsigned nwaiting;
+    int64_t silent_limit_ns;
+    int64_t swept_ns;
+    atomic_uint_least64_t plain_refused;
+    atomic_uint_least64_t silent_closed;
 };
 
-/* Waits for the stop signal and, when `listening`, a pending connection;
- * false once the acceptor is stopping. */
+/* Waits for the stop signal, a pending connection when `listening`, and
+ * a first byte when connections wait for one; false once the acceptor is
+ * stopping. */
 static bool wait_ready(struct acceptor *a, bool listening, int timeout_ms)
 {
-    struct pollfd fds[2] = {{.fd = a->stop_fd, .events = POLLIN},
-                            {.fd = a->listen_fd, .events = POLLIN}};
-    int n = poll(fds, listening ? 2 : 1, timeout_ms);
+    struct pollfd fds[3] = {{.fd = a->stop_fd, .events = POLLIN},
+                            {.fd = listening ? a->listen_fd : -1, .events = POLLIN},
+                            {.fd = a->nwaiting ? a->epoll_fd : -1, .events = POLLIN}};
+    if (a->nwaiting && (timeout_ms < 0 || timeout_ms > FIRST_BYTE_SWEEP_MS))
+        timeout_ms = FIRST_BYTE_SWEEP_MS;
+    int n = poll(fds, 3, timeout_ms);
     return !(n > 0 && (fds[0].revents & POLLIN));
 }
 
@@ -53,11 +85,132 @@ static bool is_shortage(int errnum)
     return errnum == EMFILE || errnum == ENFILE || errnum == ENOBUFS || errnum == ENOMEM;
 }
 
+/* libmicrohttpd owns the socket from here, refused or not. */
+static void hand_over(struct acceptor *a, int fd, struct sockaddr_storage *peer, socklen_t len)
+{
+    if (MHD_add_connection(a->daemon, fd, (struct sockaddr *)peer, len) != MHD_YES)
+        log_debug("http", "a connection was refused: %s", strerror(errno));
+}
+
+/* ------------------------------------------------ the HTTPS port's first byte */
+
+static void wait_for_first_byte(struct acceptor *a, int fd, struct sockaddr_storage *peer,
+                                socklen_t len)
+{
+    unsigned slot = 0;
+    while (slot < a->cap && a->waits[slot].fd >= 0)
+        slot++;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = slot};
+    if (slot == a->cap || epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        hand_over(a, fd, peer, len); /* cannot wait: served as without the stage */
+        return;
+    }
+    struct first_byte_wait *w = &a->waits[slot];
+    w->fd = fd;
+    w->len = len;
+    w->peer = *peer;
+    w->since_ns = clock_mono_ns();
+    a->nwaiting++;
+}
+
+/* Takes the slot's connection out of the stage; its descriptor. */
+static int stop_waiting(struct acceptor *a, struct first_byte_wait *w)
+{
+    int fd = w->fd;
+    (void)epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    w->fd = -1;
+    a->nwaiting--;
+    return fd;
+}
+
+/* A plain-HTTP request on the HTTPS port: a 400 that says so, in the
+ * control plane's error shape, where GnuTLS would only close. */
+static void refuse_plain_http(struct acceptor *a, int fd)
+{
+    static const char body[] =
+        "{\"error\":\"this port speaks HTTPS only and the request came in plain HTTP: call it "
+        "with an https:// URL\",\"details\":{}}\n";
+    char answer[512];
+    int n = snprintf(answer, sizeof answer,
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     sizeof body - 1, body);
+    char drain[4096];
+    for (size_t drained = 0; drained < PLAIN_DRAIN_BYTES;) {
+        ssize_t got = recv(fd, drain, sizeof drain, MSG_DONTWAIT);
+        if (got <= 0)
+            break;
+        drained += (size_t)got;
+    }
+    if (n > 0)
+        (void)send(fd, answer, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)shutdown(fd, SHUT_WR);
+    close(fd);
+    atomic_fetch_add(&a->plain_refused, 1);
+    log_debug("http", "answered a plain-HTTP request on the HTTPS port with 400");
+}
+
+/* Reads the first byte of a waiting connection without taking it: a TLS
+ * handshake goes to libmicrohttpd, anything else is answered 400, a
+ * connection closed first is closed. */
+static void look_at_first_byte(struct acceptor *a, struct first_byte_wait *w)
+{
+    unsigned char first = 0;
+    ssize_t n = recv(w->fd, &first, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    struct sockaddr_storage peer = w->peer;
+    socklen_t len = w->len;
+    int fd = stop_waiting(a, w);
+    if (n == 1 && first == TLS_HANDSHAKE_RECORD)
+        hand_over(a, fd, &peer, len);
+    else if (n == 1)
+        refuse_plain_http(a, fd);
+    else
+        close(fd);
+}
+
+static void serve_first_bytes(struct acceptor *a)
+{
+    struct epoll_event events[EPOLL_BATCH];
+    int n = epoll_wait(a->epoll_fd, events, EPOLL_BATCH, 0);
+    for (int i = 0; i < n; i++) {
+        struct first_byte_wait *w = &a->waits[events[i].data.u32];
+        if (w->fd >= 0)
+            look_at_first_byte(a, w);
+    }
+}
+
+/* A connection silent for the idle timeout is closed, as libmicrohttpd
+ * would close it. */
+static void close_silent(struct acceptor *a)
+{
+    int64_t now = clock_mono_ns();
+    if (now - a->swept_ns < (int64_t)FIRST_BYTE_SWEEP_MS * 1000000)
+        return;
+    a->swept_ns = now;
+    for (unsigned i = 0; i < a->cap && a->nwaiting > 0; i++) {
+        struct first_byte_wait *w = &a->waits[i];
+        if (w->fd >= 0 && now - w->since_ns >= a->silent_limit_ns) {
+            close(stop_waiting(a, w));
+            atomic_fetch_add(&a->silent_closed, 1);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- accepting */
+
+/* Open connections and those waiting for their first byte. */
+static unsigned held(const struct acceptor *a)
+{
+    return atomic_load(a->open) + a->nwaiting;
+}
+
 /* Accepts until the backlog is empty or the cap is reached; false when the
  * process ran out of descriptors or memory for one more. */
 static bool accept_pending(struct acceptor *a)
 {
-    while (atomic_load(a->open) < a->cap) {
+    while (held(a) < a->cap) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
         int fd =
@@ -75,9 +228,10 @@ static bool accept_pending(struct acceptor *a)
             }
             return false;
         }
-        /* libmicrohttpd owns the socket from here, refused or not */
-        if (MHD_add_connection(a->daemon, fd, (struct sockaddr *)&peer, len) != MHD_YES)
-            log_debug("http", "a connection was refused: %s", strerror(errno));
+        if (a->first_byte)
+            wait_for_first_byte(a, fd, &peer, len);
+        else
+            hand_over(a, fd, &peer, len);
     }
     return true;
 }
@@ -86,9 +240,13 @@ static void *acceptor_main(void *arg)
 {
     struct acceptor *a = arg;
     for (;;) {
-        bool full = atomic_load(a->open) >= a->cap;
+        bool full = held(a) >= a->cap;
         if (!wait_ready(a, !full, full ? AT_CAP_RECHECK_MS : -1))
             return NULL;
+        if (a->nwaiting) {
+            serve_first_bytes(a);
+            close_silent(a);
+        }
         if (!full && !accept_pending(a) && !wait_ready(a, false, SHORTAGE_PAUSE_MS))
             return NULL;
     }
@@ -156,11 +314,34 @@ static void close_fds(struct acceptor *a)
         close(a->listen_fd);
     if (a->stop_fd >= 0)
         close(a->stop_fd);
+    for (unsigned i = 0; a->waits && i < a->cap; i++)
+        if (a->waits[i].fd >= 0)
+            close(a->waits[i].fd);
+    free(a->waits);
+    if (a->epoll_fd >= 0)
+        close(a->epoll_fd);
 }
 
-int acceptor_start(struct acceptor **out, const struct sockaddr_storage *addr, unsigned backlog,
-                   struct MHD_Daemon *daemon, const atomic_uint *open, unsigned cap,
-                   struct err *err)
+/* The HTTPS port's stage for first bytes. */
+static int open_first_byte_stage(struct acceptor *a, struct err *err)
+{
+    a->waits = calloc(a->cap, sizeof *a->waits);
+    if (!a->waits) {
+        err_set(err, ERR_INTERNAL, "out of memory for the listener");
+        return -1;
+    }
+    for (unsigned i = 0; i < a->cap; i++)
+        a->waits[i].fd = -1;
+    a->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (a->epoll_fd < 0) {
+        err_set_errno(err, ERR_INTERNAL, errno, "cannot create the listener's epoll");
+        return -1;
+    }
+    return 0;
+}
+
+int acceptor_start(struct acceptor **out, const struct acceptor_config *config,
+                   struct MHD_Daemon *daemon, const atomic_uint *open, struct err *err)
 {
     *out = NULL;
     struct acceptor *a = calloc(1, sizeof *a);
@@ -169,30 +350,47 @@ int acceptor_start(struct acceptor **out, const struct sockaddr_storage *addr, u
         return -1;
     }
     a->listen_fd = -1;
+    a->epoll_fd = -1;
     a->daemon = daemon;
     a->open = open;
-    a->cap = cap;
+    a->cap = config->cap;
     a->warned_ns = INT64_MIN / 2;
+    a->first_byte = config->tls;
+    a->silent_limit_ns = (int64_t)config->idle_timeout_s * 1000000000;
     int rc;
     a->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (a->stop_fd < 0) {
         err_set_errno(err, ERR_INTERNAL, errno, "cannot create the listener's stop signal");
         goto fail;
     }
-    if (open_listener(a, addr, backlog, err) != 0)
+    if ((a->first_byte && open_first_byte_stage(a, err) != 0) ||
+        open_listener(a, &config->addr, config->backlog, err) != 0)
         goto fail;
+    /* published before the thread starts: the requests of the connections
+     * it hands over may read it (the HTTPS metrics) */
+    *out = a;
     rc = pthread_create(&a->thread, NULL, acceptor_main, a);
     if (rc != 0) {
+        *out = NULL;
         err_set(err, ERR_INTERNAL, "cannot start the accepting thread: %s", strerror(rc));
         goto fail;
     }
     (void)pthread_setname_np(a->thread, "http:accept");
-    *out = a;
     return 0;
 fail:
     close_fds(a);
     free(a);
     return -1;
+}
+
+uint64_t acceptor_plain_refused(const struct acceptor *acceptor)
+{
+    return atomic_load(&acceptor->plain_refused);
+}
+
+uint64_t acceptor_silent_closed(const struct acceptor *acceptor)
+{
+    return atomic_load(&acceptor->silent_closed);
 }
 
 int acceptor_port(const struct acceptor *acceptor)
@@ -209,5 +407,11 @@ void acceptor_stop(struct acceptor *acceptor)
     }
     pthread_join(acceptor->thread, NULL);
     close_fds(acceptor);
+    acceptor->waits = NULL;
+    acceptor->listen_fd = acceptor->stop_fd = acceptor->epoll_fd = -1;
+}
+
+void acceptor_free(struct acceptor *acceptor)
+{
     free(acceptor);
 }

@@ -1,4 +1,5 @@
 /* Tag moves and deletes, refresh, health and metrics. */
+#include "api/acceptor.h"
 #include "api/deadline.h"
 #include "api/internal.h"
 #include "api/tls.h"
@@ -367,6 +368,25 @@ static void write_revision_gauge(struct api *api, struct strbuf *out)
     views_usage_free(usage);
 }
 
+/* The HTTPS port's series, exported only when it speaks HTTPS. */
+static void write_https_metrics(const struct api *api, struct strbuf *out)
+{
+    metrics_write_scalar(out, "stratd_tls_certificate_expiry_timestamp_seconds",
+                         "When the control plane's TLS certificate stops being valid (Unix time).",
+                         "gauge", (double)api_tls_not_after(api->opts.tls));
+    metrics_write_scalar(out, "stratd_tls_certificate_reload_failures_total",
+                         "Reloads of the TLS certificate and key (SIGHUP) refused; the pair served "
+                         "before goes on.",
+                         "counter", (double)api_tls_reload_failures(api->opts.tls));
+    metrics_write_scalar(out, "stratd_http_plain_requests_on_https_total",
+                         "Plain-HTTP requests on the HTTPS port, answered 400.", "counter",
+                         (double)acceptor_plain_refused(api->acceptor));
+    metrics_write_scalar(out, "stratd_http_silent_connections_closed_total",
+                         "Connections to the HTTPS port closed for sending nothing within "
+                         "http.idle_timeout_seconds.",
+                         "counter", (double)acceptor_silent_closed(api->acceptor));
+}
+
 int api_handle_metrics(struct api *api, struct api_request *req, struct api_response *res,
                        struct err *err)
 {
@@ -386,15 +406,7 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
                          "Control-plane connections open now (http.max_connections admits).",
                          "gauge", (double)atomic_load(&api->connections));
     if (api->opts.tls)
-        metrics_write_scalar(&out, "stratd_tls_certificate_expiry_timestamp_seconds",
-                             "When the control plane's TLS certificate stops being valid (Unix "
-                             "time).",
-                             "gauge", (double)api_tls_not_after(api->opts.tls));
-    if (api->opts.tls)
-        metrics_write_scalar(&out, "stratd_tls_certificate_reload_failures_total",
-                             "Reloads of the TLS certificate and key (SIGHUP) refused; the pair "
-                             "served before goes on.",
-                             "counter", (double)api_tls_reload_failures(api->opts.tls));
+        write_https_metrics(api, &out);
     metrics_write_scalar(&out, "stratd_http_requests_timed_out_total",
                          "Connections closed because a request had not arrived whole within "
                          "http.request_timeout_seconds.",

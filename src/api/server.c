@@ -1198,6 +1198,7 @@ static void free_api(struct api *api)
     offload_free(api->offload);
     deadline_stop(api->deadline);
     address_counts_free(api->addresses);
+    acceptor_free(api->acceptor);
     if (api->opts.tls)
         api_tls_detach(api->opts.tls);
     free(api->buckets);
@@ -1323,8 +1324,12 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         err_set(err, ERR_INTERNAL, "cannot start the HTTP server's polling threads");
         return -1;
     }
-    if (acceptor_start(&api->acceptor, &addr, LISTEN_BACKLOG, api->daemon, &api->connections, cap,
-                       err) != 0) {
+    struct acceptor_config accepting = {.addr = addr,
+                                        .backlog = LISTEN_BACKLOG,
+                                        .cap = cap,
+                                        .tls = tls != NULL,
+                                        .idle_timeout_s = l->idle_timeout_s};
+    if (acceptor_start(&api->acceptor, &accepting, api->daemon, &api->connections, err) != 0) {
         MHD_stop_daemon(api->daemon);
         free_api(api);
         return -1;

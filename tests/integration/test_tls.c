@@ -2,7 +2,8 @@
  * HTTPS: with http.tls_certificate and http.tls_key the control plane
  * speaks TLS 1.2 or 1.3 only, with the certificate given: every call works
  * as over HTTP (a read, an upload's body), the certificate's end of
- * validity is a metric and a log line, a plain-HTTP client gets no answer
+ * validity is a metric and a log line, a plain-HTTP client gets a 400 that
+ * says why, a connection that sends nothing is closed at the idle timeout,
  * and the server goes on serving. Settings that cannot work (one of the two
  * files, a missing file, no certificate in it, a key under a passphrase, a
  * key of another certificate) stop the start with a message naming the
@@ -72,10 +73,10 @@ static CURLcode get_with_old_tls(const struct tu_server *srv, const char *ca)
     return rc;
 }
 
-/* A plain-HTTP request on the HTTPS port: what came back before the
+/* `request` sent in the clear to the HTTPS port: what came back before the
  * connection closed (malloc'ed, maybe empty), or NULL when it stayed open
  * for 30 s. */
-static char *plain_http_answer(const struct tu_server *srv)
+static char *plain_http_answer(const struct tu_server *srv, const char *request)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
@@ -84,11 +85,11 @@ static char *plain_http_answer(const struct tu_server *srv)
     addr.sin_port = htons((uint16_t)srv->port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+    size_t len = strlen(request);
+    assert_int_equal(send(fd, request, len, MSG_NOSIGNAL), (ssize_t)len);
     char *got = calloc(1, 4096);
     assert_non_null(got);
-    size_t len = 0;
+    len = 0;
     for (;;) {
         struct pollfd pfd = {fd, POLLIN, 0};
         if (poll(&pfd, 1, 30000) <= 0) {
@@ -139,18 +140,67 @@ static void test_https_serves_with_the_certificate(void **state)
     CURLcode old = get_with_old_tls(srv, ca);
     if (old == CURLE_OK)
         fail_msg("a client limited to TLS 1.1 was served");
-    char *plain = plain_http_answer(srv);
+    char *plain = plain_http_answer(srv, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     if (!plain)
         fail_msg("a plain-HTTP request on the HTTPS port was held open for 30 s");
-    if (strstr(plain, "HTTP/1.1 200") || strstr(plain, "\"status\""))
-        fail_msg("a plain-HTTP request on the HTTPS port was answered: %s", plain);
+    if (strncmp(plain, "HTTP/1.1 400 ", 13) != 0 || !strstr(plain, "\r\nConnection: close\r\n") ||
+        !strstr(plain, "{\"error\":\"this port speaks HTTPS only and the request came in plain "
+                       "HTTP: call it with an https:// URL\",\"details\":{}}"))
+        fail_msg("a plain-HTTP request on the HTTPS port was not told why it failed: %s", plain);
     free(plain);
+    /* a request whose headers trickle in is told the same */
+    plain = plain_http_answer(srv, "P");
+    if (!plain || strncmp(plain, "HTTP/1.1 400 ", 13) != 0)
+        fail_msg("a plain-HTTP request's first byte alone was not answered 400: %s",
+                 plain ? plain : "(held open)");
+    free(plain);
+    assert_true(tu_metric(srv, "stratd_http_plain_requests_on_https_total") == 2.0);
     health = tu_get_json(srv, 200, "/healthz");
     json_decref(health);
 
     tu_trust_certificate(NULL);
     tu_server_stop(srv);
     free(ca);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+/* Connections to the HTTPS port wait for their first byte before the TLS
+ * server takes them: one that sends nothing is closed at the idle timeout
+ * and counted, while the others are served meanwhile. */
+static void test_silent_connections_to_the_https_port_are_closed(void **state)
+{
+    struct tu_server *srv = *state;
+    char *dir = tu_tempdir("stratd-tls");
+    make_certificate(dir, "gw", 30);
+    char *yaml = tu_path("http:\n  tls_certificate: %s/gw.crt\n  tls_key: %s/gw.key\n"
+                         "  idle_timeout_seconds: 2\n",
+                         dir, dir);
+    struct tu_server_options opts = {.config_yaml = yaml};
+    tu_server_start(srv, &opts);
+    char *ca = tu_path("%s/gw.crt", dir);
+    tu_trust_certificate(ca);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)srv->port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    json_t *health = tu_get_json(srv, 200, "/healthz");
+    json_decref(health);
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, 30000) != 1)
+        fail_msg("a connection to the HTTPS port that sent nothing was open after 30 s");
+    char byte;
+    assert_int_equal(recv(fd, &byte, 1, 0), 0);
+    close(fd);
+    assert_true(tu_metric(srv, "stratd_http_silent_connections_closed_total") == 1.0);
+    assert_true(tu_metric(srv, "stratd_http_plain_requests_on_https_total") == 0.0);
+    tu_trust_certificate(NULL);
+    tu_server_stop(srv);
+    free(ca);
+    free(yaml);
     tu_remove_tree(dir);
     free(dir);
 }
@@ -460,6 +510,8 @@ int main(void)
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_sighup_serves_a_renewed_certificate, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_silent_connections_to_the_https_port_are_closed,
+                                        tu_server_setup, tu_server_teardown),
         cmocka_unit_test(test_tls_settings_are_checked_at_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
