@@ -8,7 +8,8 @@
  * copies each change into a queue; a writer thread waits until
  * SIM_BATCH_MAX changes are queued or the oldest has waited SIM_BATCH_NS,
  * takes the whole queue, writes each record's JSON text straight from the
- * C record and hands the rows to the store in one transaction
+ * C record and hands the rows to its committer, which puts them in the
+ * store in one transaction
  * (store_rows_put; one sync per batch: the syncs and the writer's CPU are
  * what the provider and the workers feel of it, on two cores, hence its
  * pauses: give_way()). An order that changes state several times within a
@@ -56,8 +57,9 @@ struct rows {
     bool failed;             /* out of memory */
 };
 
-/* The writer runs at the idle class, yet a scheduler tick can still hand
- * it the core of a worker that was polling for events, and it then keeps
+/* The writer runs at the idle class (the committer as SCHED_BATCH,
+ * sim.h), yet a scheduler tick can still hand either the core of a worker
+ * that was polling for events, and it then keeps
  * that core until it blocks or the next tick (4 ms here): that was the
  * largest stall of tick-to-order. Neither yielding nor a sleep of a
  * microsecond gives the core back for sure (the sleep's timer has expired
@@ -249,6 +251,47 @@ static void count_lost(size_t n)
     atomic_store_explicit(&records_lost_ms, clock_wall_ms(), memory_order_relaxed);
 }
 
+/* Hands the rows to the committer and waits for their commit. */
+static int commit(struct sim_batch *b, const struct store_rows *rows, struct err *err)
+{
+    pthread_mutex_lock(&b->lock);
+    b->commit_rows = rows;
+    b->commit_err = err;
+    pthread_cond_signal(&b->commit_wake);
+    while (b->commit_rows)
+        pthread_cond_wait(&b->committed, &b->lock);
+    int rc = b->commit_rc;
+    pthread_mutex_unlock(&b->lock);
+    return rc;
+}
+
+static void *committer_main(void *arg)
+{
+    struct sim_batch *b = arg;
+    /* The normal class's share of the CPU, without its wake-up
+     * preemption: a batch handed over waits for the core's turn instead of
+     * taking it from a worker that is polling for events. */
+    struct sched_param batch = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
+    pthread_mutex_lock(&b->lock);
+    for (;;) {
+        while (!b->commit_rows && !b->commit_stopping)
+            pthread_cond_wait(&b->commit_wake, &b->lock);
+        if (!b->commit_rows)
+            break;
+        const struct store_rows *rows = b->commit_rows;
+        struct err *err = b->commit_err;
+        pthread_mutex_unlock(&b->lock);
+        int rc = store_rows_put(b->store, rows, err);
+        pthread_mutex_lock(&b->lock);
+        b->commit_rc = rc;
+        b->commit_rows = NULL;
+        pthread_cond_signal(&b->committed);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
 /* Builds and commits one batch (one transaction for the three tables, so
  * one sync), freeing its records. */
 static void write_batch(struct sim_batch *b, struct sim_rec *r)
@@ -268,7 +311,7 @@ static void write_batch(struct sim_batch *b, struct sim_rec *r)
     if (w.failed) {
         count_lost(n);
         log_error("market", "provider %s: %zu changes not recorded: out of memory", b->provider, n);
-    } else if (store_rows_put(b->store, &rows, &err) < 0) {
+    } else if (commit(b, &rows, &err) < 0) {
         count_lost(n);
         log_error("market", "provider %s: %zu changes not recorded: %s", b->provider, n,
                   err.message);
@@ -310,11 +353,12 @@ static bool wait_batch(struct sim_batch *b)
 static void *writer_main(void *arg)
 {
     struct sim_batch *b = arg;
-    /* The records are history, not the order path: the writer takes only
-     * CPU that no worker or provider wants, so a commit never preempts
-     * them on a machine with as many busy threads as cores. Under
+    /* The records are history, not the order path: the writer builds
+     * rows only with CPU that no worker or provider wants, so that never
+     * preempts them on a machine with as many busy threads as cores. Under
      * saturation its queue fills and the provider waits for it
-     * (back-pressure), which hands the writer the CPU it needs. */
+     * (back-pressure), which hands the writer the CPU it needs. The
+     * commit, which holds the store's lock, is the committer's (sim.h). */
     struct sched_param idle = {0};
     (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
     pthread_mutex_lock(&b->lock);
@@ -355,14 +399,39 @@ static int init_sync(struct sim_batch *b)
         pthread_cond_destroy(&b->wake);
         return -1;
     }
+    if (pthread_cond_init(&b->commit_wake, NULL) != 0) {
+        pthread_mutex_destroy(&b->lock);
+        pthread_cond_destroy(&b->room);
+        pthread_cond_destroy(&b->wake);
+        return -1;
+    }
+    if (pthread_cond_init(&b->committed, NULL) != 0) {
+        pthread_cond_destroy(&b->commit_wake);
+        pthread_mutex_destroy(&b->lock);
+        pthread_cond_destroy(&b->room);
+        pthread_cond_destroy(&b->wake);
+        return -1;
+    }
     return 0;
 }
 
 static void destroy_sync(struct sim_batch *b)
 {
+    pthread_cond_destroy(&b->committed);
+    pthread_cond_destroy(&b->commit_wake);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->room);
     pthread_cond_destroy(&b->wake);
+}
+
+/* Stops and joins the committer, once the writer has nothing more for it. */
+static void stop_committer(struct sim_batch *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->commit_stopping = true;
+    pthread_cond_signal(&b->commit_wake);
+    pthread_mutex_unlock(&b->lock);
+    pthread_join(b->committer, NULL);
 }
 
 int sim_batch_start(struct sim_batch *b, struct store *store, const char *provider, struct err *err)
@@ -374,9 +443,16 @@ int sim_batch_start(struct sim_batch *b, struct store *store, const char *provid
         err_set(err, ERR_INTERNAL, "provider %s: cannot create the store writer's locks", provider);
         return -1;
     }
-    int rc = pthread_create(&b->thread, NULL, writer_main, b);
+    b->store = store; /* the committer reads it */
+    int rc = pthread_create(&b->committer, NULL, committer_main, b);
+    if (rc == 0) {
+        rc = pthread_create(&b->thread, NULL, writer_main, b);
+        if (rc != 0)
+            stop_committer(b);
+    }
     if (rc != 0) {
         destroy_sync(b);
+        b->store = NULL;
         err_set_errno(err, ERR_INTERNAL, rc, "provider %s: cannot start the store writer",
                       provider);
         return -1;
@@ -384,7 +460,8 @@ int sim_batch_start(struct sim_batch *b, struct store *store, const char *provid
     char name[16];
     snprintf(name, sizeof name, "rec:%.11s", provider);
     pthread_setname_np(b->thread, name);
-    b->store = store;
+    snprintf(name, sizeof name, "commit:%.8s", provider);
+    pthread_setname_np(b->committer, name);
     return 0;
 }
 
@@ -480,6 +557,7 @@ void sim_batch_stop(struct sim_batch *b)
     pthread_cond_signal(&b->wake);
     pthread_mutex_unlock(&b->lock);
     pthread_join(b->thread, NULL);
+    stop_committer(b);
     destroy_sync(b);
     b->store = NULL;
 }

@@ -284,7 +284,8 @@ void sim_balance_text(struct strbuf *sb, const char *provider, const struct sim_
 struct sim_batch {
     struct store *store; /* NULL: nothing is recorded, no thread runs */
     const char *provider;
-    pthread_t thread;
+    pthread_t thread;    /* the writer: builds each batch's rows */
+    pthread_t committer; /* commits them (below) */
     pthread_mutex_t lock;
     pthread_cond_t wake; /* the writer: records arrived, or stop */
     pthread_cond_t room; /* the provider: the queue fell below SIM_WRITER_MAX */
@@ -293,6 +294,16 @@ struct sim_batch {
     atomic_size_t queued; /* count, for sim_batch_crowded() */
     int64_t first_ns;     /* when the oldest queued record arrived */
     bool stopping;
+    /* The writer builds rows at the idle scheduling class; the store's
+     * lock is taken by the committer, which gets the normal share of the
+     * CPU (SCHED_BATCH), since a writer starved of CPU while holding it
+     * would hold up the control plane. */
+    pthread_cond_t commit_wake;           /* the committer: rows handed over, or stop */
+    pthread_cond_t committed;             /* the writer: the rows handed over are done */
+    const struct store_rows *commit_rows; /* handed over; NULL: none */
+    struct err *commit_err;
+    int commit_rc;
+    bool commit_stopping;
 };
 
 /* Records per commit: a busy market fills a batch within its deadline, so

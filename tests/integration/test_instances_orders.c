@@ -15,7 +15,9 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1204,6 +1206,83 @@ static void test_order_rate_limit(void **state)
     flood_once(srv, "fl2", "flooder", "{\"cpu_budget_ms\": 20000}", 1000);
 }
 
+/* A failed assertion must not leave the cores busy for the next test. */
+static int stop_busy_teardown(void **state)
+{
+    tu_busy_threads_stop();
+    return tu_server_teardown(state);
+}
+
+/* The scheduling policy (/proc's field 41) of the server's thread named
+ * `name`; -1 when it has none of that name. */
+static int thread_policy(const struct tu_server *srv, const char *name)
+{
+    char *dir = tu_path("/proc/%d/task", (int)srv->pid);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int policy = -1;
+    struct dirent *e;
+    while (policy < 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *comm_path = tu_path("%s/%s/comm", dir, e->d_name);
+        char *stat_path = tu_path("%s/%s/stat", dir, e->d_name);
+        char *comm = tu_read_file(comm_path, NULL), *stat = tu_read_file(stat_path, NULL);
+        if (comm && stat && strncmp(comm, name, strlen(name)) == 0 && comm[strlen(name)] == '\n') {
+            const char *field = strrchr(stat, ')'); /* the fields after the name */
+            for (int i = 2; field && i < 41; i++)
+                field = strchr(field + 1, ' ');
+            policy = field ? atoi(field + 1) : -1;
+        }
+        free(comm);
+        free(stat);
+        free(comm_path);
+        free(stat_path);
+    }
+    closedir(d);
+    free(dir);
+    return policy;
+}
+
+/* The history is built with the CPU that nothing else wants, but the
+ * store's lock is never held at that class (a writer starved while holding
+ * it had held up every request that touches the store for as long as the
+ * cores stayed busy): with twice as many busy threads as cores, a flood's
+ * orders are placed, and the listing, a create, a start and a stop answer;
+ * the history, which may lag meanwhile, has every order once the cores are
+ * free again. */
+static void test_history_is_written_with_every_core_busy(void **state)
+{
+    struct tu_server *srv = *state;
+    start_server(srv, fast_config);
+    upload_flooder(srv, "flooder", "[]");
+    json_decref(tu_call(srv, "POST", "/providers/sim/start", 202, NULL));
+    assert_int_equal(thread_policy(srv, "rec:sim"), SCHED_IDLE);
+    assert_int_equal(thread_policy(srv, "commit:sim"), SCHED_BATCH);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    tu_busy_threads_start((size_t)(cores > 0 ? cores : 1) * 2);
+    json_decref(
+        tu_instance_create(srv, "busy", "flooder", "{\"cpu_budget_ms\": 20000}", NULL, NULL));
+    tu_instance_start(srv, "busy");
+    json_t *logged = tu_wait_log_values(srv, "busy", "flood", 1, TU_WAIT_S);
+    json_int_t sent = json_integer_value(json_object_get(json_array_get(logged, 0), "sent"));
+    json_decref(logged);
+    assert_true(sent >= 1000);
+    for (int i = 0; i < 3; i++) {
+        json_t *page = tu_get_json(srv, 200, "/strategy/instances/busy/orders?limit=5000");
+        json_decref(page);
+        tu_sleep_ms(200);
+    }
+    json_decref(tu_instance_create(srv, "other", "flooder", NULL, NULL, NULL));
+    tu_instance_start(srv, "other");
+    json_decref(tu_call(srv, "POST", "/strategy/instances/other/stop", 200, NULL));
+    tu_busy_threads_stop();
+    json_decref(tu_wait_list(srv, "/strategy/instances/busy/orders?limit=5000", "orders",
+                             (size_t)sent, TU_WAIT_S));
+    assert_int_equal(orders_count(srv, "busy", "?limit=5000"), (size_t)sent);
+    tu_server_stop(srv);
+}
+
 /* The ids of a history list, in order, as one array. */
 static json_t *history_ids(const json_t *doc, const char *list, const char *key)
 {
@@ -1401,6 +1480,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_keeps_orders_when_configured, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_order_rate_limit, tu_server_setup, tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_history_is_written_with_every_core_busy,
+                                        tu_server_setup, stop_busy_teardown),
         cmocka_unit_test_setup_teardown(test_history_pages, tu_server_setup, tu_server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

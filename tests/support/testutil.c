@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1645,4 +1647,37 @@ void tu_hangup_and_wait(struct tu_server *srv, const char *says, size_t nth)
         tu_sleep_ms(20);
     if (tu_log_count(srv, says) < nth)
         fail_msg("no log line '%s...' (the %zuth) after SIGHUP", says, nth);
+}
+
+static atomic_bool busy_run;
+static pthread_t *busy;
+static size_t nbusy;
+
+static void *spin(void *arg)
+{
+    (void)arg;
+    volatile unsigned long n = 0;
+    while (atomic_load(&busy_run))
+        n++;
+    return NULL;
+}
+
+void tu_busy_threads_start(size_t n)
+{
+    busy = calloc(n, sizeof *busy);
+    assert_non_null(busy);
+    nbusy = n;
+    atomic_store(&busy_run, true);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(pthread_create(&busy[i], NULL, spin, NULL), 0);
+}
+
+void tu_busy_threads_stop(void)
+{
+    atomic_store(&busy_run, false);
+    for (size_t i = 0; busy && i < nbusy; i++)
+        pthread_join(busy[i], NULL);
+    free(busy);
+    busy = NULL;
+    nbusy = 0;
 }

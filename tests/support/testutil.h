@@ -290,6 +290,11 @@ json_t *tu_wait_log_values(struct tu_server *srv, const char *instance, const ch
 /* Waits for a log line of `instance` (NULL: any) whose msg starts with
  * `prefix`; returns it (new reference). */
 json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *prefix, int timeout_s);
+/* Starts `n` threads that spin at the normal scheduling class until
+ * tu_busy_threads_stop(), which is safe to call when none run (a test's
+ * teardown). One set at a time. */
+void tu_busy_threads_start(size_t n);
+void tu_busy_threads_stop(void);
 /* The server's log lines whose message starts with `prefix`. */
 size_t tu_log_count(const struct tu_server *srv, const char *prefix);
 /* Sends SIGHUP and waits for the nth log line starting with `says`. */

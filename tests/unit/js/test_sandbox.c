@@ -630,18 +630,6 @@ static void test_post_increments_answer_as_before(void **state)
         "10,9,NaN,NaN,41,42,true,-1,0,-1,1000,number,bigint");
 }
 
-/* Threads that take the CPU from the sandbox's thread. */
-static atomic_bool hogs_run;
-
-static void *hog(void *arg)
-{
-    (void)arg;
-    volatile unsigned long n = 0;
-    while (atomic_load(&hogs_run))
-        n++;
-    return NULL;
-}
-
 /* A call that needs about a fifth of its budget in CPU, on a CPU shared
  * with three busy threads, takes longer than its budget in wall time and
  * must still finish: the budget counts the strategy's CPU, not the time
@@ -673,10 +661,7 @@ static void test_budget_counts_cpu_not_contention(void **state)
             break;
         iterations *= 2;
     }
-    atomic_store(&hogs_run, true);
-    pthread_t hogs[3];
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(pthread_create(&hogs[i], NULL, hog, NULL), 0);
+    tu_busy_threads_start(3);
     char *src = tu_path("var y = 0; for (var j = 0; j < %ld; j++) y += j; y > 0", iterations);
     int64_t start = clock_mono_ns();
     assert_eval(&sb, src, "true");
@@ -686,9 +671,7 @@ static void test_budget_counts_cpu_not_contention(void **state)
     expect_failure(&sb, "while (true) {}", &ex);
     assert_int_equal(ex.failure, JS_FAILURE_BUDGET);
     js_exception_free(&ex);
-    atomic_store(&hogs_run, false);
-    for (int i = 0; i < 3; i++)
-        pthread_join(hogs[i], NULL);
+    tu_busy_threads_stop();
     sched_setaffinity(0, sizeof saved, &saved);
     print_message("contended call: %.1f ms of wall time for ~%lld ms of CPU\n", (double)wall / 1e6,
                   (long long)(budget / 5 / 1000000));
