@@ -13,7 +13,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -68,7 +67,7 @@ struct tls_pair {
     char certificate_sha256[HASH_HEX_LEN + 1]; /* of the files' bytes, to tell a change */
     char key_sha256[HASH_HEX_LEN + 1];
     int64_t not_after_s;
-    char subject[256];
+    char subject[API_TLS_SUBJECT_MAX];
     struct tls_pair *older; /* the pairs served before (tls.h says why kept) */
 };
 

@@ -37,6 +37,9 @@
 
 struct api_tls;
 
+/* Room for a certificate's subject, one line, for the log. */
+#define API_TLS_SUBJECT_MAX 256
+
 int api_tls_load(struct api_tls **out, const char *certificate_path, const char *key_path,
                  struct err *err);
 

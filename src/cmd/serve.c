@@ -489,7 +489,7 @@ static int load_tls(struct gateway *gw, struct err *err)
  * `served` says what the gateway does with it. */
 static void log_certificate(const struct api_tls *tls, const char *served)
 {
-    char until[32], subject[256];
+    char until[32], subject[API_TLS_SUBJECT_MAX];
     int64_t not_after_s = api_tls_not_after(tls);
     api_tls_subject(tls, subject, sizeof subject);
     clock_format_rfc3339(not_after_s * 1000, until, sizeof until);
@@ -542,7 +542,7 @@ static void reload_tls(struct gateway *gw)
     if (!gw->tls)
         return;
     struct err err = ERR_INIT;
-    char subject[256];
+    char subject[API_TLS_SUBJECT_MAX];
     int rc = api_tls_reload(gw->tls, &err);
     if (rc < 0) {
         api_tls_subject(gw->tls, subject, sizeof subject);

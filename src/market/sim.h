@@ -297,7 +297,7 @@ struct sim_batch {
     /* The writer builds rows at the idle scheduling class; the store's
      * lock is taken by the committer, which gets the normal share of the
      * CPU (SCHED_BATCH), since a writer starved of CPU while holding it
-     * would hold up the control plane. */
+     * would hold up the control plane. The four below are under `lock`. */
     pthread_cond_t commit_wake;           /* the committer: rows handed over, or stop */
     pthread_cond_t committed;             /* the writer: the rows handed over are done */
     const struct store_rows *commit_rows; /* handed over; NULL: none */

@@ -45,14 +45,34 @@ static void make_certificate(const char *dir, const char *name, int days)
     free(out);
 }
 
-/* Starts the server with dir/<name>.crt and dir/<name>.key. */
-static void start_with_certificate(struct tu_server *srv, const char *dir, const char *name)
+/* Starts the server with dir/<name>.crt and dir/<name>.key, and `more`
+ * lines of the http section. */
+static void start_with_certificate_and(struct tu_server *srv, const char *dir, const char *name,
+                                       const char *more)
 {
-    char *yaml = tu_path("http:\n  tls_certificate: %s/%s.crt\n  tls_key: %s/%s.key\n", dir, name,
-                         dir, name);
+    char *yaml = tu_path("http:\n  tls_certificate: %s/%s.crt\n  tls_key: %s/%s.key\n%s", dir, name,
+                         dir, name, more);
     struct tu_server_options opts = {.config_yaml = yaml};
     tu_server_start(srv, &opts);
     free(yaml);
+}
+
+static void start_with_certificate(struct tu_server *srv, const char *dir, const char *name)
+{
+    start_with_certificate_and(srv, dir, name, "");
+}
+
+/* A plain TCP connection to the server's port. */
+static int connect_to_port(const struct tu_server *srv)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)srv->port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    return fd;
 }
 
 /* One GET over TLS no newer than 1.1; the curl result. */
@@ -78,13 +98,7 @@ static CURLcode get_with_old_tls(const struct tu_server *srv, const char *ca)
  * for 30 s. */
 static char *plain_http_answer(const struct tu_server *srv, const char *request)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)srv->port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    int fd = connect_to_port(srv);
     size_t len = strlen(request);
     assert_int_equal(send(fd, request, len, MSG_NOSIGNAL), (ssize_t)len);
     char *got = calloc(1, 4096);
@@ -173,20 +187,10 @@ static void test_silent_connections_to_the_https_port_are_closed(void **state)
     struct tu_server *srv = *state;
     char *dir = tu_tempdir("stratd-tls");
     make_certificate(dir, "gw", 30);
-    char *yaml = tu_path("http:\n  tls_certificate: %s/gw.crt\n  tls_key: %s/gw.key\n"
-                         "  idle_timeout_seconds: 2\n",
-                         dir, dir);
-    struct tu_server_options opts = {.config_yaml = yaml};
-    tu_server_start(srv, &opts);
+    start_with_certificate_and(srv, dir, "gw", "  idle_timeout_seconds: 2\n");
     char *ca = tu_path("%s/gw.crt", dir);
     tu_trust_certificate(ca);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)srv->port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    int fd = connect_to_port(srv);
     json_t *health = tu_get_json(srv, 200, "/healthz");
     json_decref(health);
     struct pollfd pfd = {fd, POLLIN, 0};
@@ -200,7 +204,6 @@ static void test_silent_connections_to_the_https_port_are_closed(void **state)
     tu_trust_certificate(NULL);
     tu_server_stop(srv);
     free(ca);
-    free(yaml);
     tu_remove_tree(dir);
     free(dir);
 }
