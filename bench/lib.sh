@@ -38,7 +38,7 @@ YAML
   local _
   for _ in $(seq 1 3000); do
     if grep -q '^listening on' "$dir/stdout" 2>/dev/null; then
-      PORT=$(sed -n 's/^listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$dir/stdout")
+      PORT=$(sed -n 's/^listening on https\{0,1\}:\/\/[^:]*:\([0-9]*\).*/\1/p' "$dir/stdout")
       log "$name: stratd serve pid $SERVER_PID on port $PORT"
       return 0
     fi

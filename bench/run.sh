@@ -7,7 +7,7 @@
 # usage: bench/run.sh BUILD_DIR            (make bench: bench/run.sh build/release)
 #
 # Environment:
-#   BENCH_ONLY      sections to run, of: dispatch peers latency density control compute
+#   BENCH_ONLY      sections to run, of: dispatch peers latency density control tls compute
 #                   (default: all, in that order)
 #   BENCH_WINDOWS   measurement windows per figure; the median is reported (default 5)
 #   BENCH_SECONDS   seconds per window (default 3)
@@ -48,6 +48,7 @@ MOVERS=1000
 MOVER_TICK_RATE=100 # ticks per second while the targeted refresh runs
 WORKER_PEERS=100    # the largest worker_threads peer (one thread and isolate each)
 UPLOADS=100
+TLS_INSTANCES=1000  # the instances the TLS section reads
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   WINDOWS=${BENCH_WINDOWS:-3}
   SECONDS_PER_WINDOW=${BENCH_SECONDS:-1}
@@ -59,13 +60,13 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
   WORKER_PEERS=20
   UPLOADS=10
 fi
-SECTIONS=${BENCH_ONLY:-dispatch peers latency density control compute}
+SECTIONS=${BENCH_ONLY:-dispatch peers latency density control tls compute}
 
 export STRATD BENCH_BIN WORK SHM RESULTS RAW
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
 
-for tool in curl jq node wrk awk; do
+for tool in curl jq node wrk awk openssl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
 done
 if [ ! -x "$STRATD" ] || [ ! -x "$BENCH_BIN/bench_http" ]; then
@@ -397,6 +398,31 @@ if has density; then
     "ms" null "" null "" ""
 fi
 
+# wrk_runs NAME URL PATHS RUNS [HEADER]: RUNS runs of wrk (2 threads, 16
+# connections, 5 s) over the paths in the file PATHS, one JSON line a run
+# in $RAW/wrk-NAME.jsonl, with the server's CPU per request (what the figure
+# costs, whatever the noise) and the CPU the hypervisor took from the
+# machine meanwhile (steal).
+wrk_runs() {
+  local name=$1 url=$2 paths=$3 runs=$4 header=${5:-} k c0 c1 s0 s1
+  : >"$RAW/wrk-$name.jsonl"
+  for k in $(seq 1 "$runs"); do
+    c0=$(cpu_seconds "$SERVER_PID")
+    s0=$(steal_ms)
+    WRK_HEADER=$header WRK_PATHS=$paths wrk -t2 -c16 -d5s -s "$here/wrk/paths.lua" "$url" \
+      | tail -n 1 >"$WORK/wrk.json"
+    c1=$(cpu_seconds "$SERVER_PID")
+    s1=$(steal_ms)
+    jq -c --argjson c "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" \
+      --argjson s "$((s1 - s0))" \
+      '. + {server_cpu_us: ($c / .requests * 1e6), server_cores: ($c / .seconds),
+            steal_ms: $s}' \
+      "$WORK/wrk.json" >>"$RAW/wrk-$name.jsonl"
+    log "wrk $name run $k: $(tail -n 1 "$RAW/wrk-$name.jsonl")"
+  done
+}
+w() { jq -r "$1" "$RAW/wrk-$2.jsonl" | median; } # w FILTER NAME: median over wrk_runs NAME
+
 # --------------------------------------------------------- control plane
 #
 # A catalogue of CAT_STRATEGIES x CAT_REVISIONS written in the on-disk
@@ -433,25 +459,9 @@ if has control; then
     echo "/strategy/instances/cp-$(((i * 7919) % CP_INSTANCES + 1))"
   done >"$dir/paths-instance.txt"
   for what in modules modules-gzip usage instance; do
-    : >"$RAW/wrk-$what.jsonl"
     header=
     [ "$what" = modules-gzip ] && header='Accept-Encoding: gzip'
-    for k in 1 2 3 4 5; do
-      c0=$(cpu_seconds "$SERVER_PID")
-      s0=$(steal_ms)
-      WRK_HEADER=$header WRK_PATHS=$dir/paths-$what.txt wrk -t2 -c16 -d5s -s "$here/wrk/paths.lua" \
-        "http://127.0.0.1:$PORT" | tail -n 1 >"$dir/wrk.json"
-      c1=$(cpu_seconds "$SERVER_PID")
-      s1=$(steal_ms)
-      # the server's CPU per request: what the figure costs, whatever the
-      # noise; and the CPU the hypervisor took from the machine meanwhile
-      jq -c --argjson c "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" \
-        --argjson s "$((s1 - s0))" \
-        '. + {server_cpu_us: ($c / .requests * 1e6), server_cores: ($c / .seconds),
-              steal_ms: $s}' \
-        "$dir/wrk.json" >>"$RAW/wrk-$what.jsonl"
-      log "wrk $what run $k: $(tail -n 1 "$RAW/wrk-$what.jsonl")"
-    done
+    wrk_runs "$what" "http://127.0.0.1:$PORT" "$dir/paths-$what.txt" 5 "$header"
   done
   if [ "${BENCH_PROFILE:-0}" = 1 ]; then
     for what in modules usage instance; do
@@ -463,7 +473,6 @@ if has control; then
       wait "$wrk_pid"
     done
   fi
-  w() { jq -r "$1" "$RAW/wrk-$2.jsonl" | median; }
   # Runs during which the hypervisor took under 10 ms of the machine's CPU:
   # a vCPU descheduled by the host stalls every connection it serves for
   # up to 100 ms, which is the host's tail, not the gateway's. The target is
@@ -572,6 +581,65 @@ if has control; then
     "${GATEWAY[$FLEET]:-null}" "unpaced, N=$FLEET" \
     "$(div "$paced_cpu" "${GATEWAY[$FLEET]:-null}")" "" ""
   row "  wall clock" "$paced_wall" "events/s" null "" null "" ""
+fi
+
+# ----------------------------------------------------------------------- tls
+#
+# What HTTPS costs: the same instance GETs over kept-alive connections
+# (wrk's), first over plain HTTP and then over HTTPS from the same state, the
+# gateway restarted with a certificate (ECDSA P-256, self-signed; wrk does not
+# verify it); and full handshakes, each on a new connection closed right
+# after it (openssl s_time -new), the client on the same two cores.
+if has tls; then
+  dir=$WORK/tls
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$dir/gateway.key" -out "$dir/gateway.crt" -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+  server_start tls-plain "$dir"
+  upload "$STRATEGIES/count.js"
+  "$BENCH_BIN/bench_http" fleet --port "$PORT" --prefix tls --count "$TLS_INSTANCES" --start 0 \
+    --selector benchcount --provider bench --symbol BTC-USDT --connections 1 >/dev/null
+  for i in $(seq 1 500); do
+    echo "/strategy/instances/tls-$(((i * 7919) % TLS_INSTANCES + 1))"
+  done >"$dir/paths.txt"
+  wrk_runs tls-plain "http://127.0.0.1:$PORT" "$dir/paths.txt" 3
+  server_stop
+  server_start tls-https "$dir" "$(printf 'http:\n  tls_certificate: %s\n  tls_key: %s' \
+    "$dir/gateway.crt" "$dir/gateway.key")"
+  wrk_runs tls-https "https://127.0.0.1:$PORT" "$dir/paths.txt" 3
+  : >"$RAW/tls-handshakes.jsonl"
+  for k in 1 2 3; do
+    c0=$(cpu_seconds "$SERVER_PID")
+    t0=$(now)
+    openssl s_time -connect "127.0.0.1:$PORT" -new -time 5 >"$dir/s_time.txt" 2>&1 || true
+    t1=$(now)
+    c1=$(cpu_seconds "$SERVER_PID")
+    n=$(sed -n 's/^\([0-9][0-9]*\) connections in [0-9]* real seconds.*/\1/p' "$dir/s_time.txt")
+    jq -nc --argjson n "${n:-0}" --argjson s "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+      --argjson c "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" \
+      '{handshakes: $n, seconds: $s, rate: (if $n > 0 then $n / $s else null end),
+        server_cpu_us: (if $n > 0 then $c / $n * 1e6 else null end)}' >>"$RAW/tls-handshakes.jsonl"
+    log "tls handshakes run $k: $(tail -n 1 "$RAW/tls-handshakes.jsonl")"
+  done
+  server_stop
+  plain_rps=$(w .rps tls-plain)
+  plain_cpu=$(w .server_cpu_us tls-plain)
+  https_rps=$(w .rps tls-https)
+  https_cpu=$(w .server_cpu_us tls-https)
+  row "GET /strategy/instances/{id} over HTTPS" "$https_rps" "req/s" "$plain_rps" \
+    "plain HTTP, same run" "$(div "$https_rps" "$plain_rps")" "(report)" ""
+  row "  p99, all runs" "$(w '.p99_us / 1000' tls-https)" "ms" "$(w '.p99_us / 1000' tls-plain)" \
+    "plain HTTP, same run" "$(div "$(w '.p99_us / 1000' tls-https)" \
+    "$(w '.p99_us / 1000' tls-plain)")" "" ""
+  row "  server CPU per request" "$https_cpu" "us" "$plain_cpu" "plain HTTP, same run" \
+    "$(div "$https_cpu" "$plain_cpu")" "" ""
+  row "TLS handshakes, a new connection each" \
+    "$(jq -r '.rate // empty' "$RAW/tls-handshakes.jsonl" | median)" "per s" null "" null \
+    "(report)" ""
+  row "  server CPU per handshake" \
+    "$(jq -r '.server_cpu_us // empty' "$RAW/tls-handshakes.jsonl" | median)" "us" null "" null "" ""
 fi
 
 # ------------------------------------------------------------------- compute

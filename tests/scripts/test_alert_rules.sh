@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Proves examples/prometheus/alerts.yml against a real gateway: promtool
 # checks the rules, then evaluates them (`promtool test rules`) over two
-# scrapes of a gateway started as `make run` starts it, one minute apart in
-# the test's time: a healthy one, and one taken after a strategy threw in a
-# handler, another overran its CPU budget and the kill switch went on. The
-# healthy scrape raises no alert; the second raises exactly the three
-# expected, with the gateway's own labels (strategy, hash, reason). A rule
-# that reads a series the gateway does not export fails here.
+# scrapes of a gateway started as `make run` starts it, serving HTTPS with a
+# certificate valid for a year, one minute apart in the test's time: a
+# healthy one, and one taken after a strategy threw in a handler, another
+# overran its CPU budget, the kill switch went on, a SIGHUP put a
+# certificate valid for three days in service and a second SIGHUP's key
+# was refused. The healthy scrape raises no alert; the second raises exactly
+# the five expected, with the gateway's own labels (strategy, hash, reason).
+# A rule that reads a series the gateway does not export fails here.
 #
 # Environment: STRATD_BINARY and STRATD_SOURCE_DIR (set by ctest);
 # STRATD_TEST_KEEP=1 keeps the temporary directory.
@@ -15,7 +17,7 @@ set -euo pipefail
 # shellcheck source=tests/scripts/gateway.sh
 . "$(dirname "${BASH_SOURCE[0]}")/gateway.sh"
 rules=$source_dir/examples/prometheus/alerts.yml
-for tool in curl jq promtool; do
+for tool in curl jq promtool openssl; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed (scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -27,10 +29,34 @@ cleanup() {
 trap cleanup EXIT
 
 promtool check rules "$rules"
-gateway_start "$work"
-base=127.0.0.1:$port
 
-curl -sf "$base/metrics" >"$work/healthy.prom"
+# certificate NAME DAYS: a self-signed certificate for 127.0.0.1 and its key
+tls=$work/tls
+mkdir -p "$tls"
+certificate() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days "$2" \
+    -keyout "$tls/$1.key" -out "$tls/$1.crt" -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+}
+certificate year 365
+certificate days 3
+certificate other 365
+cp "$tls/year.crt" "$tls/gateway.crt"
+cp "$tls/year.key" "$tls/gateway.key"
+cat "$tls/year.crt" "$tls/days.crt" >"$tls/trusted.pem"
+export CURL_CA_BUNDLE=$tls/trusted.pem
+printf 'http:\n  tls_certificate: %s\n  tls_key: %s\n' "$tls/gateway.crt" "$tls/gateway.key" \
+  >"$work/stratd.yml"
+gateway_start "$work" --config "$work/stratd.yml"
+[ "$scheme" = https ] || { echo "error: the gateway does not serve HTTPS" >&2; exit 1; }
+base=https://127.0.0.1:$port
+
+# scrape FILE: the metrics into FILE, and the scrape's time into FILE.time
+scrape() {
+  date +%s >"$1.time"
+  curl -sf "$base/metrics" >"$1"
+}
+scrape "$work/healthy.prom"
 
 # ------------------------------------------------------------ make trouble
 # upload NAME HANDLER-BODY: a strategy on Trade events; prints its hash
@@ -63,7 +89,25 @@ for _ in $(seq 1 600); do
 done
 [ "$reason" = cpuBudget ] || { echo "error: spins was not stopped for its CPU budget (stopReason '$reason')" >&2; exit 1; }
 [ "${errors:-0}" = 1 ] || { echo "error: thrower's error was not counted ('$errors')" >&2; exit 1; }
-curl -sf "$base/metrics" >"$work/troubled.prom"
+
+# log_waits TEXT: waits for TEXT in the gateway's log
+log_waits() {
+  for _ in $(seq 1 600); do
+    grep -qF "$1" "$work/server.log" && return 0
+    sleep 0.1
+  done
+  echo "error: the gateway never logged '$1'; its log ends with:" >&2
+  tail -n 20 "$work/server.log" >&2
+  exit 1
+}
+cp "$tls/days.crt" "$tls/gateway.crt"
+cp "$tls/days.key" "$tls/gateway.key"
+kill -HUP "$server_pid"
+log_waits "SIGHUP: now serving"
+cp "$tls/other.key" "$tls/gateway.key"
+kill -HUP "$server_pid"
+log_waits "still serving the TLS certificate"
+scrape "$work/troubled.prom"
 
 # Every series the rules name is one the gateway exports, so no rule can
 # sit quiet because a name drifted.
@@ -74,6 +118,19 @@ grep -o 'stratd_[a-z_]*' "$rules" | sed -E 's/_(bucket|sum|count)$//' | sort -u 
   done
 
 # ------------------------------------------------------------ evaluate
+# promtool's clock starts at 0 and the scrapes were taken at 0m and 1m of
+# it: the certificate's end is moved by as much, so that the time left to it
+# is the same in the test as at the scrape.
+shift_expiry() { # shift_expiry FILE MINUTE
+  local now
+  now=$(cat "$1.time")
+  awk -v now="$now" -v at="$(($2 * 60))" '
+    $1 == "stratd_tls_certificate_expiry_timestamp_seconds" { $2 = sprintf("%.0f", $2 - now + at) }
+    { print }' "$1" >"$1.shifted"
+  mv "$1.shifted" "$1"
+}
+shift_expiry "$work/healthy.prom" 0
+shift_expiry "$work/troubled.prom" 1
 # Each series of either scrape, with the target labels Prometheus would
 # add: the healthy value at 0m, the troubled one from 1m to 10m ("_" where
 # a scrape lacks the series).
@@ -105,7 +162,7 @@ quiet() { # quiet TIME ALERT...: none of the alerts at TIME
 }
 mapfile -t all < <(sed -n 's/^ *- alert: //p' "$rules")
 mapfile -t others < <(printf '%s\n' "${all[@]}" \
-  | grep -vx 'StratdInstanceFailed\|StratdHandlerErrors\|StratdKillSwitchOn')
+  | grep -vx 'StratdInstanceFailed\|StratdHandlerErrors\|StratdKillSwitchOn\|StratdTLSCertificate.*')
 {
   printf 'rule_files:\n  - %s\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n' "$rules"
   series
@@ -134,6 +191,20 @@ mapfile -t others < <(printf '%s\n' "${all[@]}" \
             exp_annotations:
               summary: "The kill switch refuses every new order"
               description: "killSwitchEnabled is on (PUT /risk/limits); no strategy can trade until it is turned off."
+      - eval_time: 3m
+        alertname: StratdTLSCertificateExpiresSoon
+        exp_alerts:
+          - exp_labels: {severity: warning, job: stratd, instance: gw}
+            exp_annotations:
+              summary: "The gateway's HTTPS certificate ends within 14 days"
+              description: "Write the renewed certificate and key over http.tls_certificate and http.tls_key, key last, and send the gateway SIGHUP: it serves them without a restart."
+      - eval_time: 3m
+        alertname: StratdTLSCertificateReloadFailed
+        exp_alerts:
+          - exp_labels: {severity: warning, job: stratd, instance: gw}
+            exp_annotations:
+              summary: "The gateway refused the TLS certificate and key a SIGHUP asked it to load"
+              description: "It still serves the pair it served before; its log says at error level why the files were refused. Fix them and send SIGHUP again."
 YAML
 } >"$work/alerts.test.yml"
 promtool test rules "$work/alerts.test.yml"
@@ -143,4 +214,4 @@ if ! stop_server; then
   tail -n 40 "$work/server.log" >&2
   exit 1
 fi
-echo "examples/prometheus/alerts.yml: quiet on a healthy gateway, the three expected alerts on a troubled one"
+echo "examples/prometheus/alerts.yml: quiet on a healthy gateway, the five expected alerts on a troubled one"
