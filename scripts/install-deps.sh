@@ -94,7 +94,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libmicrohttpd-dev libgnutls28-dev libjansson-dev libssl-dev libsqlite3-dev sqlite3
   libyaml-dev libcurl4-openssl-dev libcmocka-dev zlib1g-dev
-  prometheus wrk jq xz-utils ca-certificates curl openssl
+  prometheus wrk jq xz-utils ca-certificates curl openssl systemd
 )
 # `--bench`: also what make bench needs (the Node.js peers of bench/peer/;
 # any installed node will do, else Debian's). `--lint`: what make lint runs.

@@ -1,6 +1,7 @@
 /*
  * stratd serve: wires the subsystems together and runs until SIGINT or
- * SIGTERM; SIGHUP reopens the audit log (log rotation).
+ * SIGTERM; SIGHUP reopens the audit log (log rotation) and reloads the
+ * HTTPS certificate. A service manager hears each step (notify.h).
  *
  * Start-up order follows the dependencies: state (store), catalogue,
  * market (providers not yet started), runtime (given the market's order
@@ -11,6 +12,7 @@
  */
 #include "cmd/commands.h"
 #include "cmd/config.h"
+#include "cmd/notify.h"
 
 #include "api/api.h"
 #include "api/tls.h"
@@ -26,6 +28,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +55,7 @@ struct gateway {
     bool batching;
     struct pending_metadata *pending;
     size_t npending, pending_cap;
+    bool manager_deaf; /* a notification failed: said once, not again */
 };
 
 /* ------------------------------------------------------- command line */
@@ -522,38 +526,81 @@ static void warn_about_transport(const struct gateway *gw)
 }
 
 /* SIGHUP: a rotation moved the audit log away (or means to). A failure
- * leaves it on the file it had, so no entry is lost; the log says why. */
-static void reopen_audit_log(struct gateway *gw)
+ * leaves it on the file it had, so no entry is lost; the log says why.
+ * Returns the outcome in a few words, for the service manager's status. */
+static const char *reopen_audit_log(struct gateway *gw)
 {
     struct err err = ERR_INIT;
     if (store_audit_reopen(gw->store, &err) != 0) {
         log_error("serve", "SIGHUP: %s; the audit log stays on the file it had", err.message);
         err_clear(&err);
-        return;
+        return "the audit log could not be reopened (see the log)";
     }
     log_info("serve", "SIGHUP: reopened the audit log %s/%s", gw->cfg.state_dir, STORE_AUDIT_FILE);
+    return "the audit log reopened";
 }
 
 /* SIGHUP: a renewed certificate is served to the handshakes from now on;
  * the connections open keep theirs. A pair that cannot be served leaves
- * the one served before. */
-static void reload_tls(struct gateway *gw)
+ * the one served before. Returns the outcome as reopen_audit_log does
+ * (NULL without HTTPS). */
+static const char *reload_tls(struct gateway *gw)
 {
     if (!gw->tls)
-        return;
+        return NULL;
     struct err err = ERR_INIT;
-    char subject[API_TLS_SUBJECT_MAX];
     int rc = api_tls_reload(gw->tls, &err);
     if (rc < 0) {
+        char subject[API_TLS_SUBJECT_MAX];
         api_tls_subject(gw->tls, subject, sizeof subject);
         log_error("serve", "SIGHUP: %s; still serving the TLS certificate %s", err.message,
                   subject);
         err_clear(&err);
-    } else if (rc == 0) {
-        log_info("serve", "SIGHUP: the TLS certificate and key are unchanged");
-    } else {
-        log_certificate(gw->tls, "SIGHUP: now serving");
+        return "the TLS certificate and key refused, the pair before still served (see the log)";
     }
+    if (rc == 0) {
+        log_info("serve", "SIGHUP: the TLS certificate and key are unchanged");
+        return "the TLS certificate unchanged";
+    }
+    log_certificate(gw->tls, "SIGHUP: now serving");
+    return "the TLS certificate renewed";
+}
+
+/* Tells the service manager, if there is one (notify.h); a manager that
+ * cannot be told is logged once, and the gateway goes on. */
+__attribute__((format(printf, 2, 3))) static void tell_manager(struct gateway *gw, const char *fmt,
+                                                               ...)
+{
+    char message[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    struct err err = ERR_INIT;
+    if (notify_send(message, &err) != 0) {
+        if (!gw->manager_deaf)
+            log_warn("serve", "%s", err.message);
+        gw->manager_deaf = true;
+        err_clear(&err);
+    }
+}
+
+/* The signal loop: SIGHUP's work between RELOADING=1 and READY=1, so that
+ * `systemctl reload` returns once it is done; any other signal ends it. */
+static int serve_until_stopped(struct gateway *gw, const sigset_t *signals, const char *url)
+{
+    int sig = 0;
+    while (sigwait(signals, &sig) == 0 && sig == SIGHUP) {
+        tell_manager(gw, "RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading (SIGHUP)",
+                     (long long)(clock_mono_ns() / 1000));
+        const char *audit = reopen_audit_log(gw);
+        const char *tls = reload_tls(gw);
+        char at[32];
+        clock_format_rfc3339(clock_wall_ms(), at, sizeof at);
+        tell_manager(gw, "READY=1\nSTATUS=listening on %s; SIGHUP at %s: %s%s%s", url, at, audit,
+                     tls ? "; " : "", tls ? tls : "");
+    }
+    return sig;
 }
 
 int cmd_serve(int argc, char **argv)
@@ -602,23 +649,21 @@ int cmd_serve(int argc, char **argv)
         close_gateway(&gw);
         return 1;
     }
-    const char *scheme = gw.tls ? "https" : "http";
     /* an IPv6 host in brackets, as a URL writes it */
     bool six = strchr(gw.cfg.listen_host, ':') != NULL;
-    const char *open = six ? "[" : "", *close = six ? "]" : "";
-    printf("listening on %s://%s%s%s:%d\n", scheme, open, gw.cfg.listen_host, close,
-           api_port(gw.api));
+    char url[320]; /* the host is an address literal or a short name */
+    snprintf(url, sizeof url, "%s://%s%s%s:%d", gw.tls ? "https" : "http", six ? "[" : "",
+             gw.cfg.listen_host, six ? "]" : "", api_port(gw.api));
+    printf("listening on %s\n", url);
     fflush(stdout);
-    log_info("serve", "listening on %s://%s%s%s:%d (strategies %s, state %s, environment %s)",
-             scheme, open, gw.cfg.listen_host, close, api_port(gw.api), gw.cfg.strategies_dir,
-             gw.cfg.state_dir, gw.cfg.environment);
+    log_info("serve", "listening on %s (strategies %s, state %s, environment %s)", url,
+             gw.cfg.strategies_dir, gw.cfg.state_dir, gw.cfg.environment);
+    tell_manager(&gw, "READY=1\nSTATUS=listening on %s", url);
 
-    int sig = 0;
-    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
-        reopen_audit_log(&gw);
-        reload_tls(&gw);
-    }
-    log_info("serve", "received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    int sig = serve_until_stopped(&gw, &signals, url);
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    log_info("serve", "received %s, shutting down", name);
+    tell_manager(&gw, "STOPPING=1\nSTATUS=shutting down (%s)", name);
     close_gateway(&gw);
     return 0;
 }

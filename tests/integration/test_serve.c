@@ -2,6 +2,8 @@
  * `stratd serve` as a process: it prints exactly one line, "listening on
  * http://HOST:PORT", on standard output, serves on that port, exits 0 on
  * SIGTERM, and a restart on the same directories serves the same catalogue.
+ * A service manager (NOTIFY_SOCKET) hears when it is ready, reloading and
+ * stopping.
  */
 #include "testutil.h"
 
@@ -373,6 +375,119 @@ static void test_sighup_reopens_the_audit_log(void **state)
     tu_server_stop(srv);
 }
 
+static void expect_field(const char *message, const char *key, const char *expected)
+{
+    char *value = tu_notification_value(message, key);
+    if (!value || strcmp(value, expected) != 0)
+        fail_msg("expected %s=%s in the notification '%s'", key, expected, message);
+    free(value);
+}
+
+/* Starts the server with NOTIFY_SOCKET set to name and waits for READY=1;
+ * the gateway answers at the URL its STATUS names at once, without waiting
+ * for anything else. */
+static void start_told(struct captured *cap, const char *name, int fd)
+{
+    setenv("NOTIFY_SOCKET", name, 1);
+    captured_start(cap);
+    unsetenv("NOTIFY_SOCKET");
+    char *ready = tu_manager_hears(fd);
+    expect_field(ready, "READY", "1");
+    char *status = tu_notification_value(ready, "STATUS");
+    const char *prefix = "listening on ";
+    if (!status || strncmp(status, prefix, strlen(prefix)) != 0)
+        fail_msg("READY=1 came with the status '%s'", status ? status : "(none)");
+    char *url = tu_path("%s/healthz", status + strlen(prefix));
+    struct tu_response res;
+    tu_http(&res, "GET", url, NULL, 0, NULL);
+    assert_int_equal(res.status, 200);
+    tu_response_free(&res);
+    free(url);
+    free(status);
+    free(ready);
+}
+
+/* A service manager (systemd's notification protocol, here a socket of the
+ * test's own) hears READY=1 once the gateway answers, RELOADING=1 and then
+ * READY=1 around a SIGHUP's work with its outcome in STATUS, and STOPPING=1
+ * at SIGTERM; an abstract socket name works the same. */
+static void test_tells_the_service_manager(void **state)
+{
+    struct captured *cap = *state;
+    char *dir = tu_tempdir("stratd-notify");
+    for (int abstract = 0; abstract <= 1; abstract++) {
+        char *name = NULL;
+        int fd = tu_manager_socket(dir, abstract, &name);
+        start_told(cap, name, fd);
+        kill(cap->pid, SIGHUP);
+        char *reloading = tu_manager_hears(fd);
+        expect_field(reloading, "RELOADING", "1");
+        char *monotonic = tu_notification_value(reloading, "MONOTONIC_USEC");
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long then_us = monotonic ? atoll(monotonic) : 0;
+        long long now_us = (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+        if (then_us <= 0 || then_us > now_us || now_us - then_us > 120000000LL)
+            fail_msg("RELOADING=1 came with MONOTONIC_USEC '%s', the clock is at %lld",
+                     monotonic ? monotonic : "(none)", now_us);
+        char *reloaded = tu_manager_hears(fd);
+        expect_field(reloaded, "READY", "1");
+        char *status = tu_notification_value(reloaded, "STATUS");
+        if (!status || !strstr(status, "SIGHUP at ") || !strstr(status, ": the audit log reopened"))
+            fail_msg("READY=1 after the SIGHUP came with the status '%s'", status ? status : "");
+        assert_int_equal(captured_stop(cap), 0);
+        char *stopping = tu_manager_hears(fd);
+        expect_field(stopping, "STOPPING", "1");
+        expect_field(stopping, "STATUS", "shutting down (SIGTERM)");
+        free(stopping);
+        free(status);
+        free(reloaded);
+        free(monotonic);
+        free(reloading);
+        close(fd);
+        free(name);
+        captured_free(cap);
+    }
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+/* A NOTIFY_SOCKET nobody listens on, or one that cannot be an address, is
+ * warned about once, at the first notification; the gateway serves, and
+ * reloads and stops as it would without it. */
+static void test_a_deaf_service_manager_changes_nothing(void **state)
+{
+    struct captured *cap = *state;
+    const char *names[] = {"/nonexistent/notify.sock", "relative/notify.sock"};
+    const char *says[] = {"cannot tell the service manager at NOTIFY_SOCKET /nonexistent/",
+                          "NOTIFY_SOCKET 'relative/notify.sock' is neither"};
+    for (size_t i = 0; i < 2; i++) {
+        setenv("NOTIFY_SOCKET", names[i], 1);
+        captured_start(cap);
+        unsetenv("NOTIFY_SOCKET");
+        char *line = captured_first_line(cap);
+        kill(cap->pid, SIGHUP);
+        time_t deadline = time(NULL) + 120;
+        char *log = NULL;
+        while (!(log && strstr(log, "SIGHUP: reopened the audit log"))) {
+            if (time(NULL) > deadline)
+                fail_msg("no SIGHUP in the log within 120 s:\n%s", log ? log : "");
+            free(log);
+            tu_sleep_ms(20);
+            log = tu_read_file(cap->err_path, NULL);
+        }
+        assert_int_equal(captured_stop(cap), 0);
+        free(log);
+        log = tu_read_file(cap->err_path, NULL);
+        const char *first = strstr(log, says[i]);
+        if (!first || strstr(first + 1, says[i]))
+            fail_msg("expected one warning '%s' in the log:\n%s", says[i], log);
+        free(log);
+        free(line);
+        captured_free(cap);
+    }
+}
+
 /* A strategies directory laid out by hand (an existing deployment) is
  * served as it is. */
 static void test_serves_a_tree_written_by_hand(void **state)
@@ -449,6 +564,10 @@ int main(void)
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_sighup_reopens_the_audit_log, tu_server_setup,
                                         tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_tells_the_service_manager, captured_setup,
+                                        captured_teardown),
+        cmocka_unit_test_setup_teardown(test_a_deaf_service_manager_changes_nothing, captured_setup,
+                                        captured_teardown),
         cmocka_unit_test_setup_teardown(test_serves_a_tree_written_by_hand, tu_server_setup,
                                         tu_server_teardown),
     };

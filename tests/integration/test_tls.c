@@ -351,6 +351,25 @@ static size_t discard(char *ptr, size_t size, size_t nmemb, void *userdata)
     return size * nmemb;
 }
 
+/* After a SIGHUP: the service manager hears RELOADING=1, then READY=1
+ * with the reload's outcome in STATUS. */
+static void manager_hears_reload(int fd, const char *outcome)
+{
+    char *reloading = tu_manager_hears(fd);
+    char *flag = tu_notification_value(reloading, "RELOADING");
+    if (!flag || strcmp(flag, "1") != 0)
+        fail_msg("expected RELOADING=1, the service manager heard '%s'", reloading);
+    char *ready = tu_manager_hears(fd);
+    char *status = tu_notification_value(ready, "STATUS");
+    if (!strstr(ready, "READY=1") || !status || !strstr(status, outcome))
+        fail_msg("expected READY=1 with '%s' in STATUS, the service manager heard '%s'", outcome,
+                 ready);
+    free(status);
+    free(ready);
+    free(flag);
+    free(reloading);
+}
+
 /* A renewed certificate is served after SIGHUP, without a restart: new
  * handshakes get it, a connection open before keeps its session, the
  * expiry metric follows. A pair that cannot be served (a key of another
@@ -364,7 +383,12 @@ static void test_sighup_serves_a_renewed_certificate(void **state)
     make_certificate(dir, "first", 30);
     make_certificate(dir, "second", 90);
     install_pair(dir, "first", "first");
+    char *manager = NULL;
+    int heard = tu_manager_socket(dir, false, &manager);
+    setenv("NOTIFY_SOCKET", manager, 1);
     start_with_certificate(srv, dir, "live");
+    unsetenv("NOTIFY_SOCKET");
+    free(tu_manager_hears(heard)); /* READY=1 */
     assert_true(served_to_client_trusting(srv, dir, "first"));
     assert_false(served_to_client_trusting(srv, dir, "second"));
     double days = expiry_in_days(srv, dir, "first");
@@ -383,6 +407,7 @@ static void test_sighup_serves_a_renewed_certificate(void **state)
     install_pair(dir, "second", "second");
     tu_hangup_and_wait(srv, "SIGHUP: now serving the TLS certificate /CN=127.0.0.1, valid until",
                        1);
+    manager_hears_reload(heard, "; the TLS certificate renewed");
     assert_true(served_to_client_trusting(srv, dir, "second"));
     assert_false(served_to_client_trusting(srv, dir, "first"));
     days = expiry_in_days(srv, dir, "second");
@@ -393,11 +418,14 @@ static void test_sighup_serves_a_renewed_certificate(void **state)
     curl_easy_cleanup(kept);
 
     tu_hangup_and_wait(srv, "SIGHUP: the TLS certificate and key are unchanged", 1);
+    manager_hears_reload(heard, "; the TLS certificate unchanged");
     assert_true(served_to_client_trusting(srv, dir, "second"));
 
     /* a certificate with another's key, then no key at all: refused */
     install_pair(dir, "first", "second");
     tu_hangup_and_wait(srv, "SIGHUP: http.tls_key: the key in ", 1);
+    manager_hears_reload(heard,
+                         "; the TLS certificate and key refused, the pair before still served");
     json_t *line = tu_wait_log(srv, NULL, "SIGHUP: http.tls_key: the key in ", TU_WAIT_S);
     assert_string_equal(tu_jstr(line, "level"), "error");
     if (!strstr(tu_jstr(line, "msg"), "; still serving the TLS certificate /CN=127.0.0.1"))
@@ -407,6 +435,8 @@ static void test_sighup_serves_a_renewed_certificate(void **state)
     char *key = tu_path("%s/live.key", dir);
     assert_int_equal(unlink(key), 0);
     tu_hangup_and_wait(srv, "SIGHUP: http.tls_key: ", 2);
+    manager_hears_reload(heard,
+                         "; the TLS certificate and key refused, the pair before still served");
     assert_true(served_to_client_trusting(srv, dir, "second"));
     assert_true(
         metric_trusting(srv, dir, "second", "stratd_tls_certificate_reload_failures_total") == 2.0);
@@ -418,9 +448,12 @@ static void test_sighup_serves_a_renewed_certificate(void **state)
     install_pair(dir, "first", "first");
     tu_hangup_and_wait(srv, "SIGHUP: now serving the TLS certificate /CN=127.0.0.1, valid until",
                        2);
+    manager_hears_reload(heard, "; the TLS certificate renewed");
     assert_true(served_to_client_trusting(srv, dir, "first"));
 
     tu_server_stop(srv);
+    close(heard);
+    free(manager);
     free(key);
     free(url);
     free(ca);

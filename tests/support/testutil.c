@@ -11,11 +11,14 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1680,4 +1683,51 @@ void tu_busy_threads_stop(void)
     free(busy);
     busy = NULL;
     nbusy = 0;
+}
+
+/* ---- a service manager ---- */
+
+int tu_manager_socket(const char *dir, bool abstract, char **name)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    *name = abstract ? tu_path("@stratd-test-%ld-%ld", (long)getpid(), (long)time(NULL))
+                     : tu_path("%s/notify.sock", dir);
+    size_t n = strlen(*name);
+    assert_true(n < sizeof addr.sun_path);
+    memcpy(addr.sun_path, *name, n);
+    if (abstract) /* the abstract namespace: a leading NUL, no terminator */
+        addr.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (abstract ? 0 : 1));
+    if (bind(fd, (struct sockaddr *)&addr, len) != 0)
+        fail_msg("bind %s: %s", *name, strerror(errno));
+    return fd;
+}
+
+char *tu_manager_hears(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, TU_WAIT_S * 1000) != 1)
+        fail_msg("the service manager heard nothing within %d s", TU_WAIT_S);
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    char *copy = strdup(buf);
+    assert_non_null(copy);
+    return copy;
+}
+
+char *tu_notification_value(const char *message, const char *key)
+{
+    size_t klen = strlen(key);
+    for (const char *line = message; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (len > klen && strncmp(line, key, klen) == 0 && line[klen] == '=')
+            return strndup(line + klen + 1, len - klen - 1);
+        line = end ? end + 1 : NULL;
+    }
+    return NULL;
 }

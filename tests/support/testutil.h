@@ -36,6 +36,16 @@ char *tu_example_source(const char *name);
  * *output when non-NULL. */
 int tu_run(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- a service manager (systemd's notification protocol) ---- */
+/* A datagram socket for the server to notify: a path under dir, or
+ * (abstract) a name in the abstract namespace; *name (malloc'd) is what
+ * NOTIFY_SOCKET is set to. */
+int tu_manager_socket(const char *dir, bool abstract, char **name);
+/* The next notification on fd, within TU_WAIT_S (malloc'd). */
+char *tu_manager_hears(int fd);
+/* The value of `key` in a notification's lines (malloc'd), or NULL. */
+char *tu_notification_value(const char *message, const char *key);
+
 /* ---- a real server ---- */
 struct tu_server {
     pid_t pid;
