@@ -17,6 +17,15 @@
 int cmd_serve(int argc, char **argv);
 int cmd_bootstrap(int argc, char **argv);
 
+struct config;
+struct api_tls;
+/* `stratd serve --check` (check.c), once the configuration has loaded and
+ * its certificate (tls, NULL for plain HTTP) has passed the start's checks:
+ * prints what a start would serve at url and every problem it would meet,
+ * changing nothing on disk. Returns the exit status: 0 served as it is, 1
+ * served with the problems listed, 2 refused (the reason on stderr). */
+int cmd_serve_check(const struct config *cfg, const struct api_tls *tls, const char *url);
+
 /* The metadata of revision `hex` of strategy `name` as the catalogue loads
  * it (registry_metadata_fn): the store's cache by hash (store may be NULL),
  * else the validator under `limits`, whose metadata.name must be `name`.

@@ -71,7 +71,12 @@ static void serve_usage(FILE *out)
             "  --state DIR          database and audit log (default ./var)\n"
             "  --environment NAME   label for metrics (default dev)\n"
             "  --log-level LEVEL    debug, info, warn or error (default info)\n"
-            "  --workers N          runtime worker threads (default: number of cores)\n");
+            "  --workers N          runtime worker threads (default: number of cores)\n"
+            "  --check              read the configuration, the certificate and the\n"
+            "                       catalogue as a start would, say what would be served\n"
+            "                       and exit (0 as it is, 1 with problems, 2 refused),\n"
+            "                       changing nothing; a running gateway may be serving\n"
+            "                       the same directories\n");
 }
 
 struct flags {
@@ -82,6 +87,7 @@ struct flags {
     const char *environment;
     const char *log_level;
     const char *workers;
+    bool check;
 };
 
 static int parse_flags(int argc, char **argv, struct flags *f)
@@ -94,6 +100,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
         {"environment", required_argument, NULL, 'e'},
         {"log-level", required_argument, NULL, 'v'},
         {"workers", required_argument, NULL, 'w'},
+        {"check", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -123,6 +130,9 @@ static int parse_flags(int argc, char **argv, struct flags *f)
             break;
         case 'w':
             f->workers = optarg;
+            break;
+        case 'k':
+            f->check = true;
             break;
         case 'h':
             serve_usage(stdout);
@@ -585,6 +595,14 @@ __attribute__((format(printf, 2, 3))) static void tell_manager(struct gateway *g
     }
 }
 
+/* The URL clients call: an IPv6 host in brackets, as a URL writes it. */
+static void gateway_url(const struct gateway *gw, int port, char *out, size_t size)
+{
+    bool six = strchr(gw->cfg.listen_host, ':') != NULL;
+    snprintf(out, size, "%s://%s%s%s:%d", gw->tls ? "https" : "http", six ? "[" : "",
+             gw->cfg.listen_host, six ? "]" : "", port);
+}
+
 /* The signal loop: SIGHUP's work between RELOADING=1 and READY=1, so that
  * `systemctl reload` returns once it is done; any other signal ends it. */
 static int serve_until_stopped(struct gateway *gw, const sigset_t *signals, const char *url)
@@ -639,6 +657,15 @@ int cmd_serve(int argc, char **argv)
         api_tls_free(gw.tls);
         return 2;
     }
+    if (flags.check) { /* what a start would say, no more */
+        log_set_level(level > LOG_LEVEL_WARN ? level : LOG_LEVEL_WARN);
+        char url[320];
+        gateway_url(&gw, gw.cfg.listen_port, url, sizeof url);
+        rc = cmd_serve_check(&gw.cfg, gw.tls, url);
+        api_tls_free(gw.tls);
+        config_free(&gw.cfg);
+        return rc;
+    }
     log_set_level(level);
     warn_about_transport(&gw);
     pthread_mutex_init(&gw.pending_mu, NULL);
@@ -649,11 +676,8 @@ int cmd_serve(int argc, char **argv)
         close_gateway(&gw);
         return 1;
     }
-    /* an IPv6 host in brackets, as a URL writes it */
-    bool six = strchr(gw.cfg.listen_host, ':') != NULL;
     char url[320]; /* the host is an address literal or a short name */
-    snprintf(url, sizeof url, "%s://%s%s%s:%d", gw.tls ? "https" : "http", six ? "[" : "",
-             gw.cfg.listen_host, six ? "]" : "", api_port(gw.api));
+    gateway_url(&gw, api_port(gw.api), url, sizeof url);
     printf("listening on %s\n", url);
     fflush(stdout);
     log_info("serve", "listening on %s (strategies %s, state %s, environment %s)", url,

@@ -488,6 +488,102 @@ static void test_a_deaf_service_manager_changes_nothing(void **state)
     }
 }
 
+static void expect_in(const char *output, const char *text)
+{
+    if (!strstr(output, text))
+        fail_msg("expected '%s' in:\n%s", text, output);
+}
+
+/* `serve --check` beside a gateway serving the same directories: it says
+ * what a start would serve (the catalogue read and hashed as a start reads
+ * it) and exits 0, 1 with a revision's problem named, 2 with the reason a
+ * start would stop; it changes nothing on disk, creates no directory, and
+ * the gateway serves on. */
+static void test_check_says_what_a_start_would_serve(void **state)
+{
+    struct tu_server *srv = *state;
+    struct tu_server_options opts = {.seed_examples = true};
+    tu_server_start(srv, &opts);
+    char *alpha = tu_module_source("alpha", "v1", NULL);
+    char *hash = tu_upload_hash(srv, alpha);
+    const char *hex = hash + strlen("sha256:");
+    char *args = tu_path("--strategies '%s' --state '%s'", srv->strategies_dir, srv->state_dir);
+    char *before = tu_tree_checksum(srv->strategies_dir);
+    char *out = NULL;
+    assert_int_equal(tu_serve_check(&out, args), 0);
+    expect_in(out, ": 7 strategies, 7 revisions, 0 with a problem\n");
+    expect_in(out, "\nok\n");
+    free(out);
+
+    /* one revision's bytes changed on disk: named, and still served around */
+    char *file = tu_path("%s/alpha/%s/alpha.js", srv->strategies_dir, hex);
+    size_t len = 0;
+    char *source = tu_read_file(file, &len);
+    tu_write_text(file, "module.exports = {};\n");
+    assert_int_equal(tu_serve_check(&out, args), 1);
+    char *problem =
+        tu_path("problem: alpha@sha256:%s: the file alpha/%s/alpha.js hashes to", hex, hex);
+    expect_in(out, problem);
+    expect_in(out, ": 7 strategies, 7 revisions, 1 with a problem\n");
+    expect_in(out, "served, with the problems above\n");
+    free(out);
+    tu_write_file(file, source, len);
+    char *after = tu_tree_checksum(srv->strategies_dir);
+    assert_string_equal(before, after);
+    json_decref(tu_get_json(srv, 200, "/healthz"));
+
+    /* what a start would refuse */
+    char *plain = tu_path("%s/plain-file", srv->root);
+    tu_write_text(plain, "");
+    char *missing = tu_path("%s/not-yet", srv->root);
+    char *refusing = tu_path("--strategies '%s' --state '%s'", srv->strategies_dir, plain);
+    assert_int_equal(tu_serve_check(&out, refusing), 2);
+    expect_in(out, "refused: the state directory ");
+    expect_in(out, "plain-file is not a directory");
+    free(out);
+    char *fresh = tu_path("--strategies '%s/s' --state '%s/v'", missing, missing);
+    assert_int_equal(tu_serve_check(&out, fresh), 0);
+    expect_in(out, "not-yet/s: does not exist yet, created empty at the start");
+    expect_in(out, "not-yet/v: does not exist yet, created at the start");
+    free(out);
+    struct stat st;
+    assert_int_equal(stat(missing, &st), -1);
+    char *broken = tu_path("%s/broken", srv->root);
+    assert_int_equal(mkdir(broken, 0755), 0);
+    char *registry = tu_path("%s/registry.json", broken);
+    tu_write_text(registry, "{\"momentum\": ");
+    char *unreadable = tu_path("--strategies '%s' --state '%s'", broken, missing);
+    assert_int_equal(tu_serve_check(&out, unreadable), 2);
+    expect_in(out, "refused: registry.json: invalid JSON");
+    free(out);
+    char *config = tu_path("%s/bad.yaml", srv->root);
+    tu_write_text(config, "http:\n  max_conections: 10\n");
+    char *configured = tu_path("--config '%s' --state '%s'", config, missing);
+    assert_int_equal(tu_serve_check(&out, configured), 2);
+    expect_in(out, "max_conections");
+    free(out);
+
+    json_decref(tu_get_json(srv, 200, "/healthz"));
+    tu_server_stop(srv);
+    free(configured);
+    free(config);
+    free(unreadable);
+    free(registry);
+    free(broken);
+    free(fresh);
+    free(refusing);
+    free(missing);
+    free(plain);
+    free(after);
+    free(problem);
+    free(source);
+    free(file);
+    free(before);
+    free(args);
+    free(hash);
+    free(alpha);
+}
+
 /* A strategies directory laid out by hand (an existing deployment) is
  * served as it is. */
 static void test_serves_a_tree_written_by_hand(void **state)
@@ -568,6 +664,8 @@ int main(void)
                                         captured_teardown),
         cmocka_unit_test_setup_teardown(test_a_deaf_service_manager_changes_nothing, captured_setup,
                                         captured_teardown),
+        cmocka_unit_test_setup_teardown(test_check_says_what_a_start_would_serve, tu_server_setup,
+                                        tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_serves_a_tree_written_by_hand, tu_server_setup,
                                         tu_server_teardown),
     };

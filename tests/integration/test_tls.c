@@ -527,12 +527,58 @@ static void test_tls_settings_are_checked_at_start(void **state)
         if (stat(state_dir, &st) == 0)
             fail_msg("case %zu: the state directory was made before the start was refused", i);
         free(out);
+        /* `serve --check` refuses it the same way */
+        char *args = tu_path("--strategies '%s/s' --state '%s' --config '%s'", dir, state_dir, cfg);
+        code = tu_serve_check(&out, args);
+        if (code != 2 || !strstr(out, says))
+            fail_msg("case %zu (%s): --check exit %d, output (should say '%s'):\n%s", i, yaml, code,
+                     says, out);
+        free(out);
+        free(args);
         free(state_dir);
         free(cfg);
         free(says);
         free(yaml);
     }
     free(garbage);
+    tu_remove_tree(dir);
+    free(dir);
+}
+
+/* `serve --check` names the certificate a start would serve and until when,
+ * and calls one that ends within 14 days a problem (exit 1). */
+static void test_check_names_the_certificate(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("stratd-tls");
+    make_certificate(dir, "month", 30);
+    make_certificate(dir, "days", 3);
+    const struct {
+        const char *name;
+        int code;
+        const char *says;
+    } cases[] = {
+        {"month", 0, "\nok\n"},
+        {"days", 1, "problem: the certificate ends in 2 days and "},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *cfg = tu_path("%s/%s.yaml", dir, cases[i].name);
+        char *yaml = tu_path("http:\n  tls_certificate: %s/%s.crt\n  tls_key: %s/%s.key\n", dir,
+                             cases[i].name, dir, cases[i].name);
+        tu_write_text(cfg, yaml);
+        char *args = tu_path("--strategies '%s/s' --state '%s/v' --config '%s'", dir, dir, cfg);
+        char *out = NULL;
+        int code = tu_serve_check(&out, args);
+        if (code != cases[i].code || !strstr(out, cases[i].says) ||
+            !strstr(out, "certificate  /CN=127.0.0.1, valid until ") ||
+            !strstr(out, "listen       https://127.0.0.1:8880 (0 API tokens)"))
+            fail_msg("%s: exit %d, expected %d and '%s' in:\n%s", cases[i].name, code,
+                     cases[i].code, cases[i].says, out);
+        free(out);
+        free(args);
+        free(yaml);
+        free(cfg);
+    }
     tu_remove_tree(dir);
     free(dir);
 }
@@ -549,6 +595,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_silent_connections_to_the_https_port_are_closed,
                                         tu_server_setup, tu_server_teardown),
         cmocka_unit_test(test_tls_settings_are_checked_at_start),
+        cmocka_unit_test(test_check_names_the_certificate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -230,6 +230,14 @@ static char *server_binary(void)
     return strdup(env && *env ? env : STRATD_BINARY);
 }
 
+int tu_serve_check(char **output, const char *args)
+{
+    char *binary = server_binary();
+    int rc = tu_run(output, "'%s' serve --check %s 2>&1", binary, args);
+    free(binary);
+    return rc;
+}
+
 /* Runs `stratd serve` expecting it to exit by itself; its status and
  * stderr. */
 int tu_serve_to_exit(const char *strategies, const char *state_dir, char **err_text)

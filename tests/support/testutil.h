@@ -36,6 +36,11 @@ char *tu_example_source(const char *name);
  * *output when non-NULL. */
 int tu_run(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Runs `stratd serve --check ARGS` (ARGS as a shell would split them);
+ * its exit status, and in *output (malloc'd) its standard output followed
+ * by its standard error. */
+int tu_serve_check(char **output, const char *args);
+
 /* ---- a service manager (systemd's notification protocol) ---- */
 /* A datagram socket for the server to notify: a path under dir, or
  * (abstract) a name in the abstract namespace; *name (malloc'd) is what
