@@ -1293,7 +1293,6 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
         }
     }
     fit_open_files(cap * 2); /* each connection's and the deadline's duplicate of it */
-    /* TLS 1.2 and 1.3 only: the versions before are broken or deprecated */
     struct api_tls *tls = opts->tls;
     /* handshakes ask tls.c for the pair, which a reload can replace */
     if (tls && api_tls_attach(tls, err) != 0) {
@@ -1302,7 +1301,7 @@ int api_start(const struct api_options *opts, struct api **out, struct err *err)
     }
     struct MHD_OptionItem tls_options[] = {
         {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)api_tls_retrieve},
-        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)API_TLS_PRIORITIES},
         {MHD_OPTION_END, 0, NULL},
     };
     struct MHD_OptionItem *no_options = &tls_options[sizeof tls_options / sizeof *tls_options - 1];
