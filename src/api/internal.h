@@ -64,8 +64,9 @@ struct api_request {
     const struct api_route *matched;    /* its table entry; NULL: no route matched */
     int64_t started_ns;
     enum api_role role;
-    long token;     /* index in opts.tokens; -1: none */
-    char actor[64]; /* token name, or "anonymous" */
+    long token;            /* index in opts.tokens; -1: none */
+    bool bearer_presented; /* an Authorization: Bearer with a secret came */
+    char actor[64];        /* token name, or "anonymous" */
 };
 
 struct api_response {
@@ -123,14 +124,17 @@ struct api {
     struct metrics_family *validation_failures;
     struct api_latency *latency; /* request durations (latency.c) */
     pthread_mutex_t audit_lock;
-    atomic_ullong audit_failures;     /* entries that could not be written */
-    _Atomic int64_t audit_failed_ms;  /* when the last of them failed (wall clock) */
-    struct views_cache *views;        /* module summaries as text, per catalogue generation */
-    struct pages *pages;              /* whole listing pages (pages.h) */
-    struct js_validator *validator;   /* uploads' sandboxes, built ahead (validate.h) */
-    struct offload *offload;          /* runs the handlers that may block (offload.h) */
-    struct deadline *deadline;        /* closes requests that arrive too slowly (deadline.h) */
-    struct address_counts *addresses; /* per client address; NULL: no limit (addresses.h) */
+    atomic_ullong audit_failures;    /* entries that could not be written */
+    atomic_ullong tokens_refused[2]; /* 401s: [0] without a bearer token, [1] with an unknown one */
+    atomic_ullong refusals_unlogged; /* of them, not yet told in a log line */
+    _Atomic int64_t refusal_logged_ms; /* when the last line was (monotonic; 0: never) */
+    _Atomic int64_t audit_failed_ms;   /* when the last of them failed (wall clock) */
+    struct views_cache *views;         /* module summaries as text, per catalogue generation */
+    struct pages *pages;               /* whole listing pages (pages.h) */
+    struct js_validator *validator;    /* uploads' sandboxes, built ahead (validate.h) */
+    struct offload *offload;           /* runs the handlers that may block (offload.h) */
+    struct deadline *deadline;         /* closes requests that arrive too slowly (deadline.h) */
+    struct address_counts *addresses;  /* per client address; NULL: no limit (addresses.h) */
 };
 
 /* routes.c */

@@ -212,6 +212,7 @@ static void identify(struct api *api, struct api_request *req)
         len--;
     if (len == 0)
         return;
+    req->bearer_presented = true;
     char hex[HASH_HEX_LEN + 1];
     hash_sha256_hex(secret, len, hex);
     for (size_t i = 0; i < api->opts.ntokens; i++) {
@@ -306,6 +307,67 @@ static bool foreign_caller(const struct api *api, const struct api_request *req,
     return !loopback_host(at, strcspn(at, "/"));
 }
 
+/* The client's address as addresses.h keys it (an IPv4 one mapped into
+ * IPv6); false when it has neither family. */
+static bool client_key(struct MHD_Connection *conn, struct in6_addr *out)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!info || !info->client_addr)
+        return false;
+    if (info->client_addr->sa_family == AF_INET6) {
+        *out = ((const struct sockaddr_in6 *)(const void *)info->client_addr)->sin6_addr;
+        return true;
+    }
+    if (info->client_addr->sa_family != AF_INET)
+        return false;
+    memset(out, 0, sizeof *out);
+    out->s6_addr[10] = 0xff;
+    out->s6_addr[11] = 0xff;
+    memcpy(&out->s6_addr[12],
+           &((const struct sockaddr_in *)(const void *)info->client_addr)->sin_addr, 4);
+    return true;
+}
+
+/* The client's address as text, for a refusal that names it: an IPv4
+ * client as IPv4, whichever listener it came through. */
+static void client_address(struct MHD_Connection *conn, char *out, size_t size)
+{
+    struct in6_addr addr;
+    bool named = false;
+    if (client_key(conn, &addr))
+        named = IN6_IS_ADDR_V4MAPPED(&addr)
+                    ? inet_ntop(AF_INET, &addr.s6_addr[12], out, (socklen_t)size) != NULL
+                    : inet_ntop(AF_INET6, &addr, out, (socklen_t)size) != NULL;
+    if (!named)
+        snprintf(out, size, "?");
+}
+
+/* A request refused for its token: counted by reason, and logged at warn
+ * level with the client's address at most once a second, so that a client
+ * guessing tokens cannot flood the log; each line says how many refusals
+ * went untold since the one before. Any polling thread. */
+static void note_refused_token(struct api *api, const struct api_request *req)
+{
+    int unknown = req->bearer_presented ? 1 : 0;
+    atomic_fetch_add(&api->tokens_refused[unknown], 1);
+    int64_t now_ms = clock_mono_ns() / 1000000;
+    int64_t last_ms = atomic_load(&api->refusal_logged_ms);
+    if ((last_ms != 0 && now_ms - last_ms < 1000) ||
+        !atomic_compare_exchange_strong(&api->refusal_logged_ms, &last_ms, now_ms)) {
+        atomic_fetch_add(&api->refusals_unlogged, 1);
+        return;
+    }
+    char addr[INET6_ADDRSTRLEN] = "?";
+    client_address(req->conn, addr, sizeof addr);
+    unsigned long long untold = atomic_exchange(&api->refusals_unlogged, 0);
+    log_json(LOG_LEVEL_WARN, "http", "refused a request without a valid bearer token",
+             json_pack("{s:s, s:s, s:s, s:s, s:I}", "reason",
+                       unknown ? "a token no configured token matches" : "no bearer token",
+                       "client", addr, "method", req->method, "route", req->route, "untoldSince",
+                       (json_int_t)untold));
+}
+
 static int admit(struct api *api, struct api_request *req, struct api_response *res,
                  struct err *err)
 {
@@ -323,6 +385,7 @@ static int admit(struct api *api, struct api_request *req, struct api_response *
         return 0;
     bool open = is_open_route(api, req->route);
     if (!open && req->role == API_ROLE_NONE) {
+        note_refused_token(api, req);
         err_set(err, ERR_UNAUTHORIZED, "a valid bearer token is required");
         return -1;
     }
@@ -394,42 +457,6 @@ static struct api_request *marked_request(void)
         return NULL;
     }
     return req;
-}
-
-/* The client's address as addresses.h keys it (an IPv4 one mapped into
- * IPv6); false when it has neither family. */
-static bool client_key(struct MHD_Connection *conn, struct in6_addr *out)
-{
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!info || !info->client_addr)
-        return false;
-    if (info->client_addr->sa_family == AF_INET6) {
-        *out = ((const struct sockaddr_in6 *)(const void *)info->client_addr)->sin6_addr;
-        return true;
-    }
-    if (info->client_addr->sa_family != AF_INET)
-        return false;
-    memset(out, 0, sizeof *out);
-    out->s6_addr[10] = 0xff;
-    out->s6_addr[11] = 0xff;
-    memcpy(&out->s6_addr[12],
-           &((const struct sockaddr_in *)(const void *)info->client_addr)->sin_addr, 4);
-    return true;
-}
-
-/* The client's address as text, for a refusal that names it: an IPv4
- * client as IPv4, whichever listener it came through. */
-static void client_address(struct MHD_Connection *conn, char *out, size_t size)
-{
-    struct in6_addr addr;
-    bool named = false;
-    if (client_key(conn, &addr))
-        named = IN6_IS_ADDR_V4MAPPED(&addr)
-                    ? inet_ntop(AF_INET, &addr.s6_addr[12], out, (socklen_t)size) != NULL
-                    : inet_ntop(AF_INET6, &addr, out, (socklen_t)size) != NULL;
-    if (!named)
-        snprintf(out, size, "?");
 }
 
 /* Answers for requests refused before their body is read; true if one

@@ -13,7 +13,9 @@
  *     there;
  *   - audit entries of uploads, tag moves, deletes, instance changes and
  *     refreshes name the token that acted;
- *   - no secret ever reaches the server's log or the audit log.
+ *   - no secret ever reaches the server's log or the audit log;
+ *   - a 401 is counted by reason and logged with the client's address, at
+ *     most a line a second.
  */
 #include "testutil.h"
 
@@ -515,6 +517,85 @@ static void test_secrets_never_logged(void **state)
     free(src);
 }
 
+/* The refusal lines of the server's log, in order. */
+static json_t *refusal_lines(const struct tu_server *srv)
+{
+    json_t *entries = tu_log_entries(srv, NULL);
+    json_t *out = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        const char *msg = json_string_value(json_object_get(e, "msg"));
+        if (msg && strcmp(msg, "refused a request without a valid bearer token") == 0)
+            json_array_append(out, e);
+    }
+    json_decref(entries);
+    return out;
+}
+
+/* A 401 is counted by its reason and logged at warn level with the
+ * client's address and the route, never the secret; a client guessing
+ * tokens gets at most a line a second, each saying how many refusals went
+ * untold since the one before, so that told and untold add up to every
+ * refusal. A valid token is neither counted nor logged. */
+static void test_refused_tokens_are_logged_and_counted(void **state)
+{
+    struct tu_server *srv = *state;
+    start_with_tokens(srv, false);
+    struct tu_response res;
+    assert_int_equal(call(srv, &res, "GET", "/strategies/modules", NULL, NULL), 401);
+    tu_response_free(&res);
+    json_t *first =
+        tu_wait_log(srv, NULL, "refused a request without a valid bearer token", TU_WAIT_S);
+    assert_string_equal(tu_jstr(first, "level"), "warn");
+    assert_string_equal(tu_jstr(first, "reason"), "no bearer token");
+    assert_string_equal(tu_jstr(first, "client"), "127.0.0.1");
+    assert_string_equal(tu_jstr(first, "route"), "/strategies/modules");
+    assert_int_equal(tu_jint(first, "untoldSince"), 0);
+    json_decref(first);
+
+    enum { GUESSES = 300 };
+    tu_sleep_ms(1100);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < GUESSES; i++) {
+        assert_int_equal(call(srv, &res, "GET", "/strategy/instances", WRONG_SECRET, NULL), 401);
+        tu_response_free(&res);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(call(srv, &res, "GET", "/strategy/instances", READ_SECRET, NULL), 200);
+    tu_response_free(&res);
+    tu_sleep_ms(1100);
+    assert_int_equal(call(srv, &res, "GET", "/strategy/instances", WRONG_SECRET, NULL), 401);
+    tu_response_free(&res);
+    tu_wait_metric(srv, "stratd_http_token_refusals_total{reason=\"unknown\"}", GUESSES + 1);
+    assert_true(tu_metric(srv, "stratd_http_token_refusals_total{reason=\"missing\"}") == 1.0);
+
+    json_t *lines = refusal_lines(srv);
+    size_t told = json_array_size(lines);
+    long long untold = 0;
+    for (size_t i = 0; i < told; i++) {
+        const json_t *line = json_array_get(lines, i);
+        untold += tu_jint(line, "untoldSince");
+        if (i > 0)
+            assert_string_equal(tu_jstr(line, "reason"), "a token no configured token matches");
+    }
+    /* the flood's first refusal and the last one, a second later, are told;
+     * in between, at most one a second */
+    double flood_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (told < 3 || (double)told > 3.0 + flood_s + 1.0)
+        fail_msg("%zu refusal lines for %d guesses over %.2f s", told, GUESSES, flood_s);
+    assert_int_equal((long long)told + untold, GUESSES + 2);
+    const json_t *last = json_array_get(lines, told - 1);
+    assert_string_equal(tu_jstr(last, "route"), "/strategy/instances");
+    json_decref(lines);
+    tu_server_stop(srv);
+    char *log = tu_server_log(srv);
+    expect_no_secret(log, "the server log");
+    free(log);
+}
+
 /* ---------------------------------------------------- open and exposure */
 
 static void test_open_on_loopback_without_tokens(void **state)
@@ -704,6 +785,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_names_the_token, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_secrets_never_logged, tu_server_setup,
+                                        tu_server_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_tokens_are_logged_and_counted, tu_server_setup,
                                         tu_server_teardown),
         cmocka_unit_test_setup_teardown(test_open_on_loopback_without_tokens, tu_server_setup,
                                         tu_server_teardown),
