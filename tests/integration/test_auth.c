@@ -517,23 +517,6 @@ static void test_secrets_never_logged(void **state)
     free(src);
 }
 
-/* The refusal lines of the server's log, in order. */
-static json_t *refusal_lines(const struct tu_server *srv)
-{
-    json_t *entries = tu_log_entries(srv, NULL);
-    json_t *out = json_array();
-    size_t i;
-    json_t *e;
-    json_array_foreach(entries, i, e)
-    {
-        const char *msg = json_string_value(json_object_get(e, "msg"));
-        if (msg && strcmp(msg, "refused a request without a valid bearer token") == 0)
-            json_array_append(out, e);
-    }
-    json_decref(entries);
-    return out;
-}
-
 /* A 401 is counted by its reason and logged at warn level with the
  * client's address and the route, never the secret; a client guessing
  * tokens gets at most a line a second, each saying how many refusals went
@@ -572,7 +555,7 @@ static void test_refused_tokens_are_logged_and_counted(void **state)
     tu_wait_metric(srv, "stratd_http_token_refusals_total{reason=\"unknown\"}", GUESSES + 1);
     assert_true(tu_metric(srv, "stratd_http_token_refusals_total{reason=\"missing\"}") == 1.0);
 
-    json_t *lines = refusal_lines(srv);
+    json_t *lines = tu_log_lines(srv, NULL, "refused a request without a valid bearer token");
     size_t told = json_array_size(lines);
     long long untold = 0;
     for (size_t i = 0; i < told; i++) {

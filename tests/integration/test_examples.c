@@ -139,17 +139,16 @@ static const json_t *order_n(const json_t *orders, int n)
 static json_t *lines_starting(struct tu_server *srv, const char *id, const char *prefix, size_t n)
 {
     for (int tries = 0;; tries++) {
-        json_t *entries = tu_log_entries(srv, id);
+        json_t *lines = tu_log_lines(srv, id, prefix);
         json_t *out = json_array();
         size_t i;
         json_t *e;
-        json_array_foreach(entries, i, e)
+        json_array_foreach(lines, i, e)
         {
             const char *msg = json_string_value(json_object_get(e, "msg"));
-            if (msg && strncmp(msg, prefix, strlen(prefix)) == 0)
-                json_array_append_new(out, json_string(msg + strlen(prefix)));
+            json_array_append_new(out, json_string(msg + strlen(prefix)));
         }
-        json_decref(entries);
+        json_decref(lines);
         if (json_array_size(out) >= n)
             return out;
         if (tries > TU_WAIT_S * 50)

@@ -1636,17 +1636,26 @@ void tu_set_kill_switch(struct tu_server *srv, bool on)
     free(body);
 }
 
+json_t *tu_log_lines(const struct tu_server *srv, const char *instance, const char *prefix)
+{
+    json_t *entries = tu_log_entries(srv, instance);
+    json_t *out = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        const char *msg = json_string_value(json_object_get(e, "msg"));
+        if (msg && strncmp(msg, prefix, strlen(prefix)) == 0)
+            json_array_append(out, e);
+    }
+    json_decref(entries);
+    return out;
+}
+
 size_t tu_log_count(const struct tu_server *srv, const char *prefix)
 {
-    json_t *lines = tu_log_entries(srv, NULL);
-    size_t n = 0, i;
-    json_t *line;
-    json_array_foreach(lines, i, line)
-    {
-        const char *msg = json_string_value(json_object_get(line, "msg"));
-        if (msg && strncmp(msg, prefix, strlen(prefix)) == 0)
-            n++;
-    }
+    json_t *lines = tu_log_lines(srv, NULL, prefix);
+    size_t n = json_array_size(lines);
     json_decref(lines);
     return n;
 }

@@ -310,7 +310,10 @@ json_t *tu_wait_log(struct tu_server *srv, const char *instance, const char *pre
  * teardown). One set at a time. */
 void tu_busy_threads_start(size_t n);
 void tu_busy_threads_stop(void);
-/* The server's log lines whose message starts with `prefix`. */
+/* The server's log lines (of `instance`; NULL: all) whose message starts
+ * with `prefix`, as objects in order (new reference), and how many of all
+ * there are. */
+json_t *tu_log_lines(const struct tu_server *srv, const char *instance, const char *prefix);
 size_t tu_log_count(const struct tu_server *srv, const char *prefix);
 /* Sends SIGHUP and waits for the nth log line starting with `says`. */
 void tu_hangup_and_wait(struct tu_server *srv, const char *says, size_t nth);
