@@ -5,9 +5,11 @@
 # certificate valid for a year, one minute apart in the test's time: a
 # healthy one, and one taken after a strategy threw in a handler, another
 # overran its CPU budget, the kill switch went on, a SIGHUP put a
-# certificate valid for three days in service and a second SIGHUP's key
-# was refused. The healthy scrape raises no alert; the second raises exactly
-# the five expected, with the gateway's own labels (strategy, hash, reason).
+# certificate valid for three days in service, a second SIGHUP's key was
+# refused and a request came with a token nobody has (the test's own calls
+# carry an admin token). The healthy scrape raises no alert; the second
+# raises exactly the six expected, with the gateway's own labels (strategy,
+# hash, reason).
 # A rule that reads a series the gateway does not export fails here.
 #
 # Environment: STRATD_BINARY and STRATD_SOURCE_DIR (set by ctest);
@@ -45,7 +47,14 @@ cp "$tls/year.crt" "$tls/gateway.crt"
 cp "$tls/year.key" "$tls/gateway.key"
 cat "$tls/year.crt" "$tls/days.crt" >"$tls/trusted.pem"
 export CURL_CA_BUNDLE=$tls/trusted.pem
-printf 'http:\n  tls_certificate: %s\n  tls_key: %s\n' "$tls/gateway.crt" "$tls/gateway.key" \
+# An admin token, which every curl of the test sends (its configuration
+# file); `curl -q` reads none, for the request with a token nobody knows.
+secret=alert-test-$$-$RANDOM
+mkdir -p "$work/curl"
+printf 'header = "Authorization: Bearer %s"\n' "$secret" >"$work/curl/.curlrc"
+export CURL_HOME=$work/curl
+printf 'http:\n  tls_certificate: %s\n  tls_key: %s\nauth:\n  tokens:\n    - {name: ops, sha256: %s, role: admin}\n' \
+  "$tls/gateway.crt" "$tls/gateway.key" "$(printf %s "$secret" | sha256sum | cut -d' ' -f1)" \
   >"$work/stratd.yml"
 gateway_start "$work" --config "$work/stratd.yml"
 [ "$scheme" = https ] || { echo "error: the gateway does not serve HTTPS" >&2; exit 1; }
@@ -107,6 +116,9 @@ log_waits "SIGHUP: now serving"
 cp "$tls/other.key" "$tls/gateway.key"
 kill -HUP "$server_pid"
 log_waits "still serving the TLS certificate"
+status=$(curl -q -s -o /dev/null -w '%{http_code}' --cacert "$tls/trusted.pem" \
+  -H 'Authorization: Bearer not-a-token-anyone-has' "$base/strategy/instances")
+[ "$status" = 401 ] || { echo "error: a token nobody has got $status, not 401" >&2; exit 1; }
 scrape "$work/troubled.prom"
 
 # Every series the rules name is one the gateway exports, so no rule can
@@ -162,7 +174,7 @@ quiet() { # quiet TIME ALERT...: none of the alerts at TIME
 }
 mapfile -t all < <(sed -n 's/^ *- alert: //p' "$rules")
 mapfile -t others < <(printf '%s\n' "${all[@]}" \
-  | grep -vx 'StratdInstanceFailed\|StratdHandlerErrors\|StratdKillSwitchOn\|StratdTLSCertificate.*')
+  | grep -vx 'StratdInstanceFailed\|StratdHandlerErrors\|StratdKillSwitchOn\|StratdUnknownTokens\|StratdTLSCertificate.*')
 {
   printf 'rule_files:\n  - %s\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n' "$rules"
   series
@@ -192,6 +204,13 @@ mapfile -t others < <(printf '%s\n' "${all[@]}" \
               summary: "The kill switch refuses every new order"
               description: "killSwitchEnabled is on (PUT /risk/limits); no strategy can trade until it is turned off."
       - eval_time: 3m
+        alertname: StratdUnknownTokens
+        exp_alerts:
+          - exp_labels: {severity: warning, reason: unknown, job: stratd, instance: gw}
+            exp_annotations:
+              summary: "Requests come with a bearer token the gateway does not know"
+              description: "The gateway's log names each refused client's address, at most a line a second (\\"refused a request without a valid bearer token\\")."
+      - eval_time: 3m
         alertname: StratdTLSCertificateExpiresSoon
         exp_alerts:
           - exp_labels: {severity: warning, job: stratd, instance: gw}
@@ -214,4 +233,4 @@ if ! stop_server; then
   tail -n 40 "$work/server.log" >&2
   exit 1
 fi
-echo "examples/prometheus/alerts.yml: quiet on a healthy gateway, the five expected alerts on a troubled one"
+echo "examples/prometheus/alerts.yml: quiet on a healthy gateway, the six expected alerts on a troubled one"
