@@ -416,12 +416,13 @@ int api_handle_metrics(struct api *api, struct api_request *req, struct api_resp
                          "the grace and were closed unanswered.",
                          "counter", (double)deadline_refused_closed(api->deadline));
     static const char *const reason_label[] = {"reason"};
-    static const char *const reasons[2][1] = {{"missing"}, {"unknown"}};
+    static const char *const reasons[API_REFUSAL_KINDS][1] = {
+        [API_REFUSAL_MISSING] = {"missing"}, [API_REFUSAL_UNKNOWN] = {"unknown"}};
     metrics_write_header(&out, "stratd_http_token_refusals_total",
                          "Requests answered 401: without a bearer token (missing), or with one "
                          "no configured token matches (unknown).",
                          "counter");
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < API_REFUSAL_KINDS; i++)
         metrics_write_sample(&out, "stratd_http_token_refusals_total", reason_label, reasons[i], 1,
                              (double)atomic_load(&api->tokens_refused[i]));
     metrics_write_scalar(&out, "stratd_audit_failures_total",

@@ -108,6 +108,10 @@ struct api_rate_bucket {
     int64_t refilled_ns;
 };
 
+/* Why a request was refused a 401: the `reason` of
+ * stratd_http_token_refusals_total. */
+enum api_refusal { API_REFUSAL_MISSING, API_REFUSAL_UNKNOWN, API_REFUSAL_KINDS };
+
 struct api {
     struct api_options opts;
     struct MHD_Daemon *daemon;
@@ -125,10 +129,11 @@ struct api {
     struct api_latency *latency; /* request durations (latency.c) */
     pthread_mutex_t audit_lock;
     atomic_ullong audit_failures;    /* entries that could not be written */
-    atomic_ullong tokens_refused[2]; /* 401s: [0] without a bearer token, [1] with an unknown one */
-    atomic_ullong refusals_unlogged; /* of them, not yet told in a log line */
+    _Atomic int64_t audit_failed_ms; /* when the last of them failed (wall clock) */
+    /* 401s by enum api_refusal; any polling thread adds, /metrics reads */
+    atomic_ullong tokens_refused[API_REFUSAL_KINDS];
+    atomic_ullong refusals_unlogged;   /* of them, not yet told in a log line */
     _Atomic int64_t refusal_logged_ms; /* when the last line was (monotonic; 0: never) */
-    _Atomic int64_t audit_failed_ms;   /* when the last of them failed (wall clock) */
     struct views_cache *views;         /* module summaries as text, per catalogue generation */
     struct pages *pages;               /* whole listing pages (pages.h) */
     struct js_validator *validator;    /* uploads' sandboxes, built ahead (validate.h) */

@@ -349,8 +349,8 @@ static void client_address(struct MHD_Connection *conn, char *out, size_t size)
  * went untold since the one before. Any polling thread. */
 static void note_refused_token(struct api *api, const struct api_request *req)
 {
-    int unknown = req->bearer_presented ? 1 : 0;
-    atomic_fetch_add(&api->tokens_refused[unknown], 1);
+    enum api_refusal kind = req->bearer_presented ? API_REFUSAL_UNKNOWN : API_REFUSAL_MISSING;
+    atomic_fetch_add(&api->tokens_refused[kind], 1);
     int64_t now_ms = clock_mono_ns() / 1000000;
     int64_t last_ms = atomic_load(&api->refusal_logged_ms);
     if ((last_ms != 0 && now_ms - last_ms < 1000) ||
@@ -363,7 +363,8 @@ static void note_refused_token(struct api *api, const struct api_request *req)
     unsigned long long untold = atomic_exchange(&api->refusals_unlogged, 0);
     log_json(LOG_LEVEL_WARN, "http", "refused a request without a valid bearer token",
              json_pack("{s:s, s:s, s:s, s:s, s:I}", "reason",
-                       unknown ? "a token no configured token matches" : "no bearer token",
+                       kind == API_REFUSAL_UNKNOWN ? "a token no configured token matches"
+                                                   : "no bearer token",
                        "client", addr, "method", req->method, "route", req->route, "untoldSince",
                        (json_int_t)untold));
 }

@@ -37,7 +37,7 @@ static int check_certificate(const struct api_tls *tls)
         printf("problem: the certificate has expired: clients will refuse it\n");
         return 1;
     }
-    if (left_s < 14LL * 86400) {
+    if (left_s < CMD_CERTIFICATE_WARN_S) {
         printf("problem: the certificate ends in %lld days and %lld hours\n",
                (long long)(left_s / 86400), (long long)(left_s % 86400 / 3600));
         return 1;

@@ -17,6 +17,10 @@
 int cmd_serve(int argc, char **argv);
 int cmd_bootstrap(int argc, char **argv);
 
+/* A certificate this close to its end is warned about at start and reload
+ * and is a problem to `serve --check` (the shipped alert's 14 days too). */
+#define CMD_CERTIFICATE_WARN_S (14LL * 86400)
+
 struct config;
 struct api_tls;
 /* `stratd serve --check` (check.c), once the configuration has loaded and

@@ -58,6 +58,10 @@ struct gateway {
     bool manager_deaf; /* a notification failed: said once, not again */
 };
 
+/* Room for the URL clients call: the host is an address literal or a short
+ * name (config.c checks it). */
+#define SERVE_URL_MAX 320
+
 /* ------------------------------------------------------- command line */
 
 static void serve_usage(FILE *out)
@@ -511,7 +515,7 @@ static void log_certificate(const struct api_tls *tls, const char *served)
     if (left_s <= 0)
         log_error("serve", "%s the TLS certificate %s, which expired at %s: clients will refuse it",
                   served, subject, until);
-    else if (left_s < 14LL * 86400)
+    else if (left_s < CMD_CERTIFICATE_WARN_S)
         log_warn("serve",
                  "%s the TLS certificate %s, which expires at %s, in %lld days and %lld "
                  "hours",
@@ -658,8 +662,11 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (flags.check) { /* what a start would say, no more */
+        /* interruptible, as a command run by hand should be: nothing to
+         * shut down in order */
+        pthread_sigmask(SIG_UNBLOCK, &signals, NULL);
         log_set_level(level > LOG_LEVEL_WARN ? level : LOG_LEVEL_WARN);
-        char url[320];
+        char url[SERVE_URL_MAX];
         gateway_url(&gw, gw.cfg.listen_port, url, sizeof url);
         rc = cmd_serve_check(&gw.cfg, gw.tls, url);
         api_tls_free(gw.tls);
@@ -676,7 +683,7 @@ int cmd_serve(int argc, char **argv)
         close_gateway(&gw);
         return 1;
     }
-    char url[320]; /* the host is an address literal or a short name */
+    char url[SERVE_URL_MAX];
     gateway_url(&gw, api_port(gw.api), url, sizeof url);
     printf("listening on %s\n", url);
     fflush(stdout);
